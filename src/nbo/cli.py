@@ -1,0 +1,52 @@
+"""The ``nbo`` command. Sub-commands plug in through the ``nbo.commands`` entry points,
+so the service package never imports the offline trainer (``training`` registers
+``nbo train`` itself).
+
+Every expected failure ends as one readable line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
+
+from nbo import __version__
+from nbo.errors import NboError
+
+COMMAND_GROUP = "nbo.commands"
+EXIT_USER_ERROR = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbo", description="Next-best-offer recommendations from purchase history."
+    )
+    parser.add_argument("--version", action="version", version=f"nbo {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        register = entry.load()
+        register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except NboError as exc:
+        print(f"nbo {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"nbo {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

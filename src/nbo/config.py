@@ -1,0 +1,71 @@
+"""Service settings: one typed class, environment prefix ``NBO_``. Nothing else reads os.environ.
+
+A bad value refuses the deploy at start with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from nbo.errors import ConfigError
+from nbo.suppression import SuppressionWindow
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NBO_", extra="ignore")
+
+    models_dir: Path = Field(Path("models"), description="where published models live")
+    model_version: str | None = Field(None, description="serve this version, not CURRENT")
+    clock: datetime | None = Field(
+        None, description="pin the service clock (ISO time); real time when unset"
+    )
+    suppression_days: str = Field(
+        "30", description="days a bought item is not offered; 0 = never, 'all' = ever bought"
+    )
+    require_model: bool = Field(
+        True, description="refuse to start without a loadable model (else start unready)"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
+
+    @field_validator("suppression_days", mode="before")
+    @classmethod
+    def _check_window(cls, value: Any) -> str:
+        return str(SuppressionWindow.parse(value))
+
+    @field_validator("clock")
+    @classmethod
+    def _clock_in_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @property
+    def suppression(self) -> SuppressionWindow:
+        return SuppressionWindow.parse(self.suppression_days)
+
+    def now(self) -> datetime:
+        """The service's clock: pinned when configured, else real UTC time."""
+        return self.clock or datetime.now(UTC)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment plus explicit overrides; ConfigError on bad values."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "NBO_" + "_".join(str(p) for p in first["loc"]).upper()
+        raise ConfigError(f"setting {name}: {first['msg']}") from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,1 @@
+"""Models: collaborative filtering and baselines. They know nothing of HTTP or storage."""

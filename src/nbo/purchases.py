@@ -1,0 +1,212 @@
+"""Reading, validating and cleaning purchase history.
+
+Shared by the trainer and (later) the service, so a purchase means the same thing
+everywhere. Bad input raises ``PurchaseDataError`` naming the file, the column and
+the problem; rows that are simply not purchases (returns, fees, duplicates) are
+dropped and counted in a ``CleaningReport`` instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nbo import columns as col
+from nbo.errors import PurchaseDataError
+from nbo.mapping import ColumnMapping
+
+SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
+
+# Reasons a row is dropped, in the order the rules are applied.
+DROP_MISSING_ID = "missing customer or item"
+DROP_MISSING_TIMESTAMP = "missing timestamp"
+DROP_CANCELLED = "cancelled order"
+DROP_RETURN = "return (quantity <= 0)"
+DROP_NON_PRODUCT = "non-product item code"
+DROP_BAD_PRICE = "price <= 0"
+DROP_DUPLICATE = "exact duplicate line"
+
+
+@dataclass
+class CleaningReport:
+    """What went in, what came out, and why each dropped row was dropped."""
+
+    path: str
+    rows_read: int
+    rows_kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    customers: int = 0
+    items: int = 0
+    first_purchase: str | None = None
+    last_purchase: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "rows_read": self.rows_read,
+            "rows_kept": self.rows_kept,
+            "dropped": dict(self.dropped),
+            "customers": self.customers,
+            "items": self.items,
+            "first_purchase": self.first_purchase,
+            "last_purchase": self.last_purchase,
+        }
+
+
+def read_purchases(path: str | Path, mapping: ColumnMapping) -> tuple[pd.DataFrame, CleaningReport]:
+    """Read a CSV or Parquet purchase file into canonical columns, cleaned.
+
+    Returns the purchases (one row per purchase line, sorted by time) and a report of
+    what was dropped. Raises ``PurchaseDataError`` for anything a user must fix.
+    """
+    path = Path(path)
+    raw = _read_raw(path, mapping)
+    frame = _to_canonical(raw, path, mapping)
+    return _clean(frame, path, mapping)
+
+
+def _read_raw(path: Path, mapping: ColumnMapping) -> pd.DataFrame:
+    if not path.exists():
+        raise PurchaseDataError(str(path), "file not found")
+    if path.is_dir():
+        raise PurchaseDataError(str(path), "is a folder, expected a .csv or .parquet file")
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise PurchaseDataError(
+            str(path), f"unsupported file type '{suffix}' (use {', '.join(SUPPORTED_SUFFIXES)})"
+        )
+    wanted = {mapping.source(c): c for c in col.ALL_COLUMNS}
+    if suffix == ".csv":
+        return _read_csv(path, wanted)
+    return _read_parquet(path, wanted)
+
+
+def _read_csv(path: Path, wanted: dict[str, str]) -> pd.DataFrame:
+    try:
+        header = pd.read_csv(path, nrows=0)
+    except (pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise PurchaseDataError(str(path), f"not a readable CSV file ({exc})") from None
+    present = [name for name in header.columns if name in wanted]
+    # Ids stay strings: "00123" and "123" are different products.
+    try:
+        return pd.read_csv(path, usecols=present, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise PurchaseDataError(str(path), f"not a readable CSV file ({exc})") from None
+
+
+def _read_parquet(path: Path, wanted: dict[str, str]) -> pd.DataFrame:
+    try:
+        schema = pq.read_schema(path)
+        present = [name for name in schema.names if name in wanted]
+        table = pq.read_table(path, columns=present)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise PurchaseDataError(str(path), f"not a readable Parquet file ({exc})") from None
+    return table.to_pandas()
+
+
+def _to_canonical(raw: pd.DataFrame, path: Path, mapping: ColumnMapping) -> pd.DataFrame:
+    for canonical in col.REQUIRED_COLUMNS:
+        source = mapping.source(canonical)
+        if source not in raw.columns:
+            hint = "" if source == canonical else f" (mapped from '{canonical}')"
+            raise PurchaseDataError(
+                str(path), f"missing required column{hint}; found {list(raw.columns)}", source
+            )
+    out = pd.DataFrame(index=raw.index)
+    for canonical in col.ALL_COLUMNS:
+        source = mapping.source(canonical)
+        if source not in raw.columns:
+            continue
+        series = raw[source]
+        if canonical in (col.CUSTOMER_ID, col.ITEM_ID, col.ORDER_ID, col.ITEM_NAME):
+            out[canonical] = _as_id_strings(series)
+        elif canonical == col.TIMESTAMP:
+            out[canonical] = _as_timestamps(series, path, source)
+        else:
+            out[canonical] = _as_numbers(series, path, source)
+    return out
+
+
+def _as_id_strings(series: pd.Series) -> pd.Series:
+    """Ids as strings; integral floats (ids that went through a nullable column) lose '.0'."""
+    if pd.api.types.is_float_dtype(series):
+        values = series.dropna()
+        if len(values) and np.all(np.mod(values.to_numpy(), 1) == 0):
+            series = series.astype("Int64")
+    strings = series.astype("string").str.strip()
+    return strings.mask(strings == "")
+
+
+def _as_timestamps(series: pd.Series, path: Path, source: str) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(series):
+        parsed = series
+    else:
+        text = series.astype("string").str.strip()
+        parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+        bad = parsed.isna() & text.notna()
+        if bad.any():
+            example = text[bad].iloc[0]
+            raise PurchaseDataError(
+                str(path),
+                f"{int(bad.sum())} value(s) are not timestamps (e.g. '{example}')",
+                source,
+            )
+    if getattr(parsed.dt, "tz", None) is not None:
+        # One clock for everything: UTC without a zone. Naive input is taken as UTC.
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    return parsed.astype("datetime64[ns]")
+
+
+def _as_numbers(series: pd.Series, path: Path, source: str) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return series.astype("float64")
+    text = series.astype("string").str.strip()
+    numbers = pd.to_numeric(text, errors="coerce")
+    bad = numbers.isna() & text.notna()
+    if bad.any():
+        example = text[bad].iloc[0]
+        raise PurchaseDataError(
+            str(path), f"{int(bad.sum())} value(s) are not numbers (e.g. '{example}')", source
+        )
+    return numbers.astype("float64")
+
+
+def _clean(
+    frame: pd.DataFrame, path: Path, mapping: ColumnMapping
+) -> tuple[pd.DataFrame, CleaningReport]:
+    report = CleaningReport(path=str(path), rows_read=len(frame))
+    rules = mapping.cleaning
+
+    def drop(mask: pd.Series, reason: str) -> pd.DataFrame:
+        count = int(mask.sum())
+        report.dropped[reason] = count
+        return frame[~mask] if count else frame
+
+    frame = drop(frame[col.CUSTOMER_ID].isna() | frame[col.ITEM_ID].isna(), DROP_MISSING_ID)
+    frame = drop(frame[col.TIMESTAMP].isna(), DROP_MISSING_TIMESTAMP)
+    if col.ORDER_ID in frame and rules.cancelled_order_prefix:
+        cancelled = frame[col.ORDER_ID].str.startswith(rules.cancelled_order_prefix)
+        frame = drop(cancelled.fillna(False).astype(bool), DROP_CANCELLED)
+    if col.QUANTITY in frame:
+        frame = drop(frame[col.QUANTITY] <= 0, DROP_RETURN)
+    if rules.non_product_items:
+        frame = drop(frame[col.ITEM_ID].isin(list(rules.non_product_items)), DROP_NON_PRODUCT)
+    if col.PRICE in frame:
+        frame = drop(frame[col.PRICE] <= 0, DROP_BAD_PRICE)
+    frame = drop(frame.duplicated(keep="first"), DROP_DUPLICATE)
+
+    if frame.empty:
+        reasons = ", ".join(f"{n} {r}" for r, n in report.dropped.items() if n) or "no rows"
+        raise PurchaseDataError(str(path), f"no purchases left after cleaning ({reasons})")
+
+    frame = frame.sort_values(col.TIMESTAMP, kind="stable").reset_index(drop=True)
+    report.rows_kept = len(frame)
+    report.customers = int(frame[col.CUSTOMER_ID].nunique())
+    report.items = int(frame[col.ITEM_ID].nunique())
+    report.first_purchase = frame[col.TIMESTAMP].iloc[0].isoformat()
+    report.last_purchase = frame[col.TIMESTAMP].iloc[-1].isoformat()
+    return frame, report

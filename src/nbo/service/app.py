@@ -1,0 +1,52 @@
+"""The app factory: wiring only. The model is loaded in the lifespan, not at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from threadpoolctl import threadpool_limits
+
+from nbo import __version__
+from nbo.config import Settings, get_settings
+from nbo.errors import ArtifactError
+from nbo.service.errors import install_error_handlers
+from nbo.service.routes import health, items, model, offers
+from nbo.service.state import ModelHolder
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One BLAS thread: the scoring calls are tiny and BLAS's own threads only add
+        # contention (measured 8 ms vs 0.3 ms at p50 for fold-in plus recommend).
+        limiter = threadpool_limits(limits=1, user_api="blas")
+        try:
+            app.state.models.load(settings.models_dir, settings.model_version)
+        except ArtifactError:
+            if settings.require_model:
+                raise
+            log.warning("starting without a model; /health/ready answers 503")
+        try:
+            yield
+        finally:
+            limiter.restore_original_limits()
+
+    app = FastAPI(
+        title="nbo",
+        version=__version__,
+        description="Next-best-offer recommendations from first-party purchase history.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.models = ModelHolder()
+    install_error_handlers(app)
+    for router in (offers.router, items.router, model.router, health.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,47 @@
+"""``nbo serve``: check the model, then run uvicorn on the app factory."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from nbo.config import load_settings
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="serve offers over HTTP",
+        description="Serve the current model (models/CURRENT) over HTTP. Settings come from "
+        "NBO_* environment variables; these flags override them.",
+    )
+    parser.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
+    parser.add_argument("--host", default=None, help="NBO_HOST (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="NBO_PORT (8000)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from nbo.model import load_serving_model
+    from nbo.service.app import create_app
+
+    settings = load_settings(models_dir=args.models_dir, host=args.host, port=args.port)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if settings.require_model:
+        # Refuse a missing, corrupt or incompatible model with one line, before binding.
+        model = load_serving_model(settings.models_dir, settings.model_version)
+        logging.getLogger("nbo").info("model %s verified", model.version)
+        del model
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+    )
+    return 0

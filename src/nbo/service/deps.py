@@ -1,0 +1,28 @@
+"""Shared request dependencies as short ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from nbo.config import Settings
+from nbo.model import ServingModel
+from nbo.service.errors import NotReady
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_model(request: Request) -> ServingModel:
+    """The model serving this request: one reference, so one version per answer."""
+    model = request.app.state.models.model
+    if model is None:
+        raise NotReady(request.app.state.models.last_error or "no model loaded yet")
+    return model
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+ModelDep = Annotated[ServingModel, Depends(get_model)]

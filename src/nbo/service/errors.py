@@ -1,0 +1,65 @@
+"""Every error becomes a JSON body here, in one place: never a stack trace, never HTML."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from nbo.service.schemas import ErrorDetail, ErrorResponse
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(Exception):
+    """A resource the caller named does not exist (e.g. an unknown item)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class NotReady(Exception):
+    """No model is loaded yet."""
+
+
+def _body(status: int, error: str, message: str, details: list[ErrorDetail]) -> JSONResponse:
+    payload = ErrorResponse(error=error, message=message, details=details)
+    return JSONResponse(status_code=status, content=payload.model_dump())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = []
+        for error in exc.errors():
+            location = [
+                str(part) for part in error.get("loc", ()) if part not in ("query", "path", "body")
+            ]
+            details.append(ErrorDetail(field=".".join(location) or "request", problem=error["msg"]))
+        message = "; ".join(f"{d.field}: {d.problem}" for d in details)
+        return _body(422, "validation_error", message, details)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
+        return _body(
+            404, "not_found", str(exc), [ErrorDetail(field=exc.field, problem=exc.problem)]
+        )
+
+    @app.exception_handler(NotReady)
+    async def _not_ready(_request: Request, exc: NotReady) -> JSONResponse:
+        return _body(503, "not_ready", str(exc) or "no model loaded yet", [])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = "not_found" if exc.status_code == 404 else "http_error"
+        return _body(exc.status_code, error, str(exc.detail), [])
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error: %s", type(exc).__name__)
+        return _body(500, "internal_error", "internal error; see the service log", [])

@@ -1,0 +1,141 @@
+"""``nbo train``: the trainer's command line, with a progress display and a summary table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nbo.mapping import load_mapping, parse_column_overrides, shipped_mappings
+from training.config import load_training_config
+from training.pipeline import Progress as TrainProgress
+from training.pipeline import TrainResult, train
+
+METHOD_ORDER = ("als", "buy_again", "popularity")
+TRUTH_TITLES = {
+    "all": "all holdout purchases",
+    "new": "items not bought in the suppression window",
+}
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train, evaluate and publish a model from purchase history",
+        description="Train on a purchase file (CSV or Parquet), evaluate on a time-based "
+        "holdout against popularity and buy-again baselines, and publish a versioned model.",
+    )
+    parser.add_argument("--data", required=True, type=Path, help="purchase file (.csv/.parquet)")
+    parser.add_argument(
+        "--mapping",
+        default=None,
+        help=f"column mapping: a shipped name ({', '.join(shipped_mappings())}) or a TOML file",
+    )
+    parser.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="CANONICAL=SOURCE",
+        help="map one column, e.g. --column item_id=sku (repeatable; overrides --mapping)",
+    )
+    parser.add_argument("--cancelled-prefix", default=None, help="order ids marking cancellations")
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--config", type=Path, default=None, help="training config (TOML)")
+    parser.add_argument("--holdout-days", type=int, default=None, help="holdout window (30)")
+    parser.add_argument(
+        "--force", action="store_true", help="publish even if ALS loses to popularity"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    mapping = load_mapping(args.mapping).with_overrides(
+        columns=parse_column_overrides(args.column),
+        cancelled_order_prefix=args.cancelled_prefix,
+    )
+    config = load_training_config(args.config, holdout_days=args.holdout_days)
+    with _RichProgress(console) as progress:
+        result = train(args.data, mapping, args.models_dir, config, args.force, progress)
+    print_summary(Console(), result)
+    return 0
+
+
+def print_summary(console: Console, result: TrainResult) -> None:
+    """The cleaning report, the metrics of every method on both truths, and the verdict."""
+    cleaning = result.cleaning
+    dropped = ", ".join(f"{reason}: {n:,}" for reason, n in cleaning.dropped.items() if n)
+    console.print(
+        f"[bold]data[/] {cleaning.rows_read:,} rows read, {cleaning.rows_kept:,} kept "
+        f"({dropped or 'nothing dropped'}); {cleaning.customers:,} customers, "
+        f"{cleaning.items:,} items, {cleaning.first_purchase} .. {cleaning.last_purchase}"
+    )
+    split = result.manifest["split"]
+    console.print(
+        f"[bold]holdout[/] from {split['cutoff']} ({split['holdout_days']} days), "
+        f"{split['evaluated_customers']:,} customers evaluated, suppression window "
+        f"{split['suppression_days']} days"
+    )
+    for truth, by_method in result.metrics.items():
+        some = next(iter(by_method.values()))
+        names = [name for name in some if name != "customers"]
+        table = Table(title=f"truth: {TRUTH_TITLES.get(truth, truth)}", title_justify="left")
+        table.add_column("method")
+        for name in names:
+            table.add_column(name, justify="right")
+        best = {name: max(m[name] for m in by_method.values()) for name in names}
+        for method in sorted(by_method, key=lambda m: METHOD_ORDER.index(m)):
+            values = by_method[method]
+            cells = [
+                f"[bold]{values[n]:.4f}[/]" if values[n] == best[n] else f"{values[n]:.4f}"
+                for n in names
+            ]
+            table.add_row(method, *cells)
+        console.print(table)
+    gate = result.manifest["quality_gate"]
+    console.print(gate["message"] + (" (forced)" if gate.get("forced") else ""))
+    console.print(f"[bold green]published[/] {result.version} -> {result.path}")
+
+
+class _RichProgress(TrainProgress):
+    """Steps as spinner lines, ALS iterations as a bar, on stderr."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+            disable=not console.is_terminal and not sys.stderr.isatty(),
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def step(self, name: str) -> None:
+        if name not in self._tasks:
+            self._tasks[name] = self._progress.add_task(name, total=1)
+
+    def iterations(self, name: str, total: int) -> Any:
+        task = self._progress.add_task(name, total=total)
+        self._tasks[name] = task
+        return lambda _iteration: self._progress.advance(task)
+
+    def done(self, name: str, seconds: float) -> None:
+        task = self._tasks.get(name)
+        if task is not None:
+            total = self._progress.tasks[task].total or 1
+            self._progress.update(task, completed=total, description=f"{name} ({seconds:.1f}s)")

@@ -1,0 +1,244 @@
+"""The trainer: load -> split -> fit -> evaluate -> gate -> refit on all data -> publish."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from implicit.cpu.als import AlternatingLeastSquares
+from threadpoolctl import threadpool_limits
+
+from nbo import columns as col
+from nbo.artifacts import new_version, write_artifact
+from nbo.checksums import sha256_file
+from nbo.errors import QualityGateError
+from nbo.history import PurchaseHistory, build_history, to_unix_seconds
+from nbo.ids import IdMap
+from nbo.mapping import ColumnMapping
+from nbo.model import model_arrays
+from nbo.models.cf import confidence_matrix, fit_als
+from nbo.models.popularity import popularity_scores
+from nbo.purchases import CleaningReport, read_purchases
+from training.config import TrainingConfig
+from training.evaluate import (
+    als_recommender,
+    buy_again_recommender,
+    evaluate_methods,
+    evaluation_customers,
+    popularity_recommender,
+    split_popularity,
+)
+from training.split import time_split
+
+GATE_METRIC_TEMPLATE = "ndcg@{k}"
+GATE_TRUTH = "all"
+
+
+class Progress:
+    """What the trainer reports while it works; the CLI draws it, tests ignore it."""
+
+    def step(self, name: str) -> None:  # pragma: no cover - display only
+        """A new step starts."""
+
+    def iterations(self, name: str, total: int) -> Callable[[int], None]:
+        """A step with a known number of iterations; returns the per-iteration callback."""
+        self.step(name)
+        return lambda _iteration: None
+
+    def done(self, name: str, seconds: float) -> None:  # pragma: no cover - display only
+        """A step finished."""
+
+
+@dataclass
+class TrainResult:
+    version: str | None
+    path: Path | None
+    metrics: dict[str, dict[str, dict[str, float]]]
+    cleaning: CleaningReport
+    manifest: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    published: bool = True
+
+
+def train(
+    data_path: Path,
+    mapping: ColumnMapping,
+    models_dir: Path,
+    config: TrainingConfig,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train, evaluate and publish a model; QualityGateError if ALS loses to popularity."""
+    progress = progress or Progress()
+    timings: dict[str, float] = {}
+
+    @contextmanager
+    def timed(name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        timings[name] = time.perf_counter() - start
+        progress.done(name, timings[name])
+
+    params = config.als.params()
+    k = config.k
+    with threadpool_limits(limits=1, user_api="blas"):
+        progress.step("read purchases")
+        with timed("read purchases"):
+            purchases, cleaning = read_purchases(data_path, mapping)
+            fingerprint = sha256_file(data_path)
+
+        progress.step("time split")
+        with timed("time split"):
+            split = time_split(purchases, config.holdout_days, config.suppression.days)
+
+        tick = progress.iterations("fit ALS (before cutoff)", params.iterations)
+        with timed("fit ALS (before cutoff)"):
+            train_confidence = confidence_matrix(split.train.counts, params)
+            evaluated = fit_als(train_confidence, params, on_iteration=tick)
+
+        progress.step("evaluate")
+        with timed("evaluate"):
+            popularity = split_popularity(split, config.popularity_days)
+            methods = {
+                "als": als_recommender(evaluated, k),
+                "popularity": popularity_recommender(popularity, k),
+                "buy_again": buy_again_recommender(
+                    split.train.counts, split.train.last_purchase, popularity, k
+                ),
+            }
+            customers = evaluation_customers(split, config.eval_max_customers, params.random_state)
+            metrics = evaluate_methods(split, methods, customers, k)
+
+        gate = _quality_gate(metrics, k)
+        if not gate["passed"] and not force:
+            raise QualityGateError(gate["message"])
+
+        with timed("build full history"):
+            full = build_history(purchases)
+            full_confidence = confidence_matrix(full.counts, params)
+        refit_iterations = config.als.refit_iterations or params.iterations
+        tick = progress.iterations("refit ALS (all data)", refit_iterations)
+        with timed("refit ALS (all data)"):
+            warm = (
+                _warm_start(evaluated, split.train, full, params.random_state)
+                if config.als.refit_iterations
+                else None
+            )
+            final = fit_als(
+                full_confidence,
+                params,
+                on_iteration=tick,
+                warm_start=warm,
+                iterations=refit_iterations,
+            )
+
+        progress.step("publish")
+        with timed("publish"):
+            last_s = int(to_unix_seconds(purchases[col.TIMESTAMP].tail(1))[0])
+            served_popularity = popularity_scores(
+                full.counts, full.last_purchase, last_s, config.popularity_days
+            )
+            arrays = model_arrays(
+                final.user_factors, final.item_factors, full, full_confidence, served_popularity
+            )
+            documents = {}
+            names = _item_names(purchases)
+            if names:
+                documents["item_names"] = names
+            version = new_version(fingerprint)
+            manifest = {
+                "data": {
+                    "file": data_path.name,
+                    "sha256": fingerprint,
+                    "mapping": mapping.name,
+                    **cleaning.to_dict(),
+                },
+                "config": config.model_dump(),
+                "split": {
+                    "cutoff": split.cutoff.isoformat(),
+                    "holdout_days": config.holdout_days,
+                    "suppression_days": config.suppression_days,
+                    "holdout_rows": split.holdout_rows,
+                    "evaluated_customers": len(customers),
+                    "cold_start_customers_in_holdout": split.cold_start_customers,
+                },
+                "model": {
+                    "algorithm": "implicit.als",
+                    "customers": len(full.customers),
+                    "items": len(full.items),
+                    "interactions": int(full.counts.nnz),
+                    "refit_iterations": refit_iterations,
+                    "warm_started": warm is not None,
+                },
+                "metrics": metrics,
+                "quality_gate": {**gate, "forced": force and not gate["passed"]},
+            }
+            path = write_artifact(models_dir, version, arrays, documents, manifest)
+    manifest["timings"] = timings
+    return TrainResult(
+        version=version,
+        path=path,
+        metrics=metrics,
+        cleaning=cleaning,
+        manifest=manifest,
+        timings=timings,
+    )
+
+
+def _quality_gate(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> dict[str, Any]:
+    metric = GATE_METRIC_TEMPLATE.format(k=k)
+    als = metrics[GATE_TRUTH]["als"][metric]
+    popular = metrics[GATE_TRUTH]["popularity"][metric]
+    passed = als > popular
+    verdict = "beats" if passed else "does not beat"
+    return {
+        "passed": passed,
+        "metric": metric,
+        "truth": GATE_TRUTH,
+        "als": als,
+        "popularity": popular,
+        "message": (
+            f"quality gate: ALS {metric} {als:.4f} {verdict} popularity {popular:.4f} "
+            f"on the holdout"
+            + ("" if passed else "; not published (use --force to publish anyway)")
+        ),
+    }
+
+
+def _warm_start(
+    evaluated: AlternatingLeastSquares,
+    train: PurchaseHistory,
+    full: PurchaseHistory,
+    seed: int,
+) -> AlternatingLeastSquares:
+    """Evaluated factors placed on the full id space; newcomers start small and random."""
+    rng = np.random.default_rng(seed)
+    factors = evaluated.item_factors.shape[1]
+
+    def place(learned: np.ndarray, old: IdMap, new: IdMap) -> np.ndarray:
+        out = (rng.random((len(new), factors), dtype=np.float32) * 0.01).astype(np.float32)
+        out[new.to_index(old.ids)] = learned
+        return out
+
+    warm = AlternatingLeastSquares(factors=factors)
+    warm.user_factors = place(evaluated.user_factors, train.customers, full.customers)
+    warm.item_factors = place(evaluated.item_factors, train.items, full.items)
+    return warm
+
+
+def _item_names(purchases: pd.DataFrame) -> dict[str, str]:
+    """Each item's most common name, when the data has names (display only)."""
+    if col.ITEM_NAME not in purchases:
+        return {}
+    named = purchases[[col.ITEM_ID, col.ITEM_NAME]].dropna()
+    if named.empty:
+        return {}
+    counts = named.value_counts(sort=True)
+    first = counts.reset_index().drop_duplicates(col.ITEM_ID)
+    return dict(zip(first[col.ITEM_ID].astype(str), first[col.ITEM_NAME].astype(str), strict=True))
