@@ -25,6 +25,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
     from nbo.model import load_serving_model
     from nbo.service.app import create_app
@@ -33,15 +34,17 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    if settings.require_model:
-        # Refuse a missing, corrupt or incompatible model with one line, before binding.
-        model = load_serving_model(settings.models_dir, settings.model_version)
-        logging.getLogger("nbo").info("model %s verified", model.version)
-        del model
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-    )
+    # One BLAS thread for the whole process, before any model object exists.
+    with threadpool_limits(limits=1, user_api="blas"):
+        if settings.require_model:
+            # Refuse a missing, corrupt or incompatible model with one line, before binding.
+            model = load_serving_model(settings.models_dir, settings.model_version)
+            logging.getLogger("nbo").info("model %s verified", model.version)
+            del model
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+        )
     return 0

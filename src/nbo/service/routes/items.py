@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1/items", tags=["items"])
 
 
 @router.get("/{item_id}/similar", response_model=SimilarItemsResponse)
-def get_similar_items(
+async def get_similar_items(
     item_id: Annotated[str, Path(min_length=1, max_length=256)],
     model: ModelDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,

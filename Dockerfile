@@ -1,0 +1,34 @@
+# The nbo service. Build: docker build -t nbo .
+# Run:   docker run -p 8000:8000 -v "$PWD/models:/models:ro" nbo
+# (train first with `nbo train ... --models-dir models`, or mount a models folder).
+FROM python:3.11-slim
+
+# implicit's wheel links the system OpenMP runtime.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    OPENBLAS_NUM_THREADS=1 \
+    MKL_NUM_THREADS=1 \
+    NBO_MODELS_DIR=/models \
+    NBO_HOST=0.0.0.0 \
+    NBO_PORT=8000
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY src ./src
+COPY training ./training
+RUN pip install .
+
+RUN useradd --create-home --uid 10001 nbo && mkdir -p /models && chown nbo /models
+USER nbo
+
+VOLUME ["/models"]
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+    CMD python -c "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=2).status == 200 else 1)"
+
+CMD ["nbo", "serve"]

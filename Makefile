@@ -1,0 +1,59 @@
+# nbo: two commands set everything up on a fresh machine.
+#   make demo   install, train on the bundled sample, serve on 127.0.0.1:8000
+#   make test   install, lint and run the whole test suite
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+MODELS_DIR ?= models
+SAMPLE := data/online_retail_sample.parquet
+# The sample ends on 2011-12-09; pinning the clock there makes suppression visible.
+DEMO_CLOCK ?= 2011-12-09T13:00:00Z
+PORT ?= 8000
+
+.PHONY: demo test install lint format bench train serve clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+train: install
+	$(BIN)/nbo train --data $(SAMPLE) --mapping online-retail --models-dir $(MODELS_DIR)
+
+serve: install
+	NBO_CLOCK=$(DEMO_CLOCK) $(BIN)/nbo serve --models-dir $(MODELS_DIR) --port $(PORT)
+
+demo: train
+	@echo ""
+	@echo "nbo is starting on http://127.0.0.1:$(PORT) (clock pinned to $(DEMO_CLOCK)). Try:"
+	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/customers/12347/offers?k=5&channel=email'"
+	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/customers/new-customer-1/offers?k=3'   # cold start"
+	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/items/85123A/similar?k=5'"
+	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/model'"
+	@echo "  curl -s 'http://127.0.0.1:$(PORT)/health/ready'"
+	@echo "  open http://127.0.0.1:$(PORT)/docs for the API; Ctrl-C stops the service."
+	@echo ""
+	NBO_CLOCK=$(DEMO_CLOCK) $(BIN)/nbo serve --models-dir $(MODELS_DIR) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
