@@ -83,5 +83,4 @@ def build_history(
 
 def _codes(values: pd.Series, ids: IdMap) -> np.ndarray:
     """Internal indices for a column of external ids (-1 where unknown), vectorised."""
-    categorical = pd.Categorical(values.astype(str), categories=ids.ids)
-    return np.asarray(categorical.codes, dtype=np.int64)
+    return pd.Index(ids.ids).get_indexer(values.astype(str)).astype(np.int64)

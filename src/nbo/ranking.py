@@ -19,6 +19,8 @@ from nbo.suppression import SuppressionWindow
 SOURCE_CF = "cf"
 SOURCE_POPULAR = "popular"
 EXPLAINED_BY = 3
+# implicit scores filtered items with the lowest float32; anything at or below is not real.
+FILTERED_SCORE = float(np.finfo(np.float32).min) / 2
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,17 @@ def rank_offers(
         (np.ones(len(suppressed), dtype=np.float32), suppressed, [0, len(suppressed)]),
         shape=(1, n_items),
     )
-    ids, scores = model.als.recommend(customer, filter_row, N=k, filter_already_liked_items=True)
-    valid = (ids >= 0) & np.isfinite(scores)
-    ids, scores = ids[valid], scores[valid]
+    # Never ask for more than can be offered: implicit pads a short list with filtered
+    # items (score = lowest float32) or repeats of item 0.
+    wanted = min(k, n_items - len(suppressed))
+    ids = np.empty(0, dtype=np.int64)
+    scores = np.empty(0, dtype=np.float32)
+    if wanted > 0:
+        ids, scores = model.als.recommend(
+            customer, filter_row, N=wanted, filter_already_liked_items=True
+        )
+        valid = (ids >= 0) & (scores > FILTERED_SCORE)
+        ids, scores = ids[valid], scores[valid]
 
     explanations = explain_items(model.als, items, confidence, ids, top=EXPLAINED_BY)
     offers = [

@@ -1,0 +1,111 @@
+"""End to end: train the bundled Online Retail sample with the command line, serve it,
+and check the offers against the purchases read independently with pandas."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from fastapi.testclient import TestClient
+
+from nbo.artifacts import CURRENT, MANIFEST
+from nbo.cli import main
+from nbo.config import Settings
+from nbo.service.app import create_app
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "data" / "online_retail_sample.parquet"
+WINDOW = pd.Timedelta(days=30)
+K = 100
+
+
+def real_purchases(raw: pd.DataFrame) -> pd.DataFrame:
+    """Lines that are purchases: a customer, a positive quantity and price, not cancelled."""
+    keep = (
+        raw["CustomerID"].notna()
+        & (raw["Quantity"] > 0)
+        & (raw["UnitPrice"] > 0)
+        & ~raw["InvoiceNo"].astype(str).str.startswith("C")
+    )
+    out = raw.loc[keep, ["CustomerID", "StockCode", "InvoiceDate"]].copy()
+    out["customer"] = out["CustomerID"].astype("int64").astype(str)
+    out["item"] = out["StockCode"].astype(str).str.strip()
+    return out
+
+
+def test_train_the_sample_then_serve_it(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    models_dir = tmp_path / "models"
+    code = main(
+        [
+            "train",
+            "--data",
+            str(SAMPLE),
+            "--mapping",
+            "online-retail",
+            "--models-dir",
+            str(models_dir),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    version = (models_dir / CURRENT).read_text(encoding="utf-8").strip()
+    manifest = json.loads((models_dir / version / MANIFEST).read_text(encoding="utf-8"))
+    assert manifest["version"] == version
+    assert manifest["data"]["mapping"] == "online-retail"
+    metrics = manifest["metrics"]["all"]
+    assert metrics["als"]["ndcg@10"] > metrics["popularity"]["ndcg@10"]
+    assert manifest["quality_gate"]["passed"] is True
+    model_items = set(np.load(models_dir / version / "item_ids.npy").tolist())
+
+    purchases = real_purchases(pd.read_parquet(SAMPLE))
+    last = purchases["InvoiceDate"].max()
+    assert last == pd.Timestamp("2011-12-09 12:21:00")
+    clock = last.tz_localize("UTC").isoformat()
+    recent = purchases[purchases["InvoiceDate"] >= last - WINDOW]
+    window_items = recent.groupby("customer")["item"].agg(set)
+
+    # The busiest recent buyers (suppression has the most to do), one who bought only
+    # long ago (nothing to suppress) and one the model has never seen.
+    busiest = window_items.map(len).sort_values(ascending=False, kind="stable")
+    customers = busiest.index[:4].tolist()
+    dormant = sorted(set(purchases["customer"]) - set(window_items.index))[0]
+
+    settings = Settings(models_dir=models_dir, clock=clock, suppression_days="30")
+    with TestClient(create_app(settings)) as client:
+        model = client.get("/v1/model")
+        assert model.status_code == 200
+        assert model.json()["version"] == version
+        assert model.json()["metrics"] == manifest["metrics"]
+        assert client.get("/health/ready").json()["model_version"] == version
+
+        for customer in [*customers, dormant]:
+            response = client.get(f"/v1/customers/{customer}/offers", params={"k": K})
+            assert response.status_code == 200
+            body = response.json()
+            assert body["model_version"] == version
+            assert body["personalized"] is True
+            assert pd.Timestamp(body["as_of"]) == last.tz_localize("UTC")
+            offered = [offer["item_id"] for offer in body["offers"]]
+            assert len(offered) == K
+            assert len(set(offered)) == K
+            assert set(offered) <= model_items
+            just_bought = window_items.get(customer, set())
+            assert not set(offered) & just_bought, (customer, set(offered) & just_bought)
+            assert body["suppressed_items"] == len(just_bought & model_items)
+            assert [offer["rank"] for offer in body["offers"]] == list(range(1, K + 1))
+
+        unknown = client.get("/v1/customers/99999999/offers", params={"k": 10})
+        assert unknown.status_code == 200
+        assert unknown.json()["personalized"] is False
+        assert {o["reason"]["source"] for o in unknown.json()["offers"]} == {"popular"}
+
+    # Not vacuous: without suppression the same customers are offered what they just bought.
+    unsuppressed = Settings(models_dir=models_dir, clock=clock, suppression_days="0")
+    with TestClient(create_app(unsuppressed)) as client:
+        overlap = 0
+        for customer in customers:
+            body = client.get(f"/v1/customers/{customer}/offers", params={"k": K}).json()
+            assert body["suppressed_items"] == 0
+            overlap += len({o["item_id"] for o in body["offers"]} & window_items[customer])
+        assert overlap > 0

@@ -1,0 +1,301 @@
+"""Ranking on the planted-answer model: planted items first, exact suppression, cold start,
+fill from popular, and explanations that agree with implicit's own ``explain``.
+
+Every expectation is computed from the planted purchases with pandas, never read back
+from the model under test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from conftest import END, GROUP_ITEMS
+
+from nbo.history import build_history, to_unix_seconds
+from nbo.model import ServingModel, load_serving_model
+from nbo.models.cf import explain_items
+from nbo.models.popularity import popularity_scores, top_popular
+from nbo.ranking import SOURCE_CF, SOURCE_POPULAR, Ranking, rank_offers
+from nbo.suppression import SuppressionWindow
+
+NOW = END
+NOW_S = int(NOW.timestamp())
+ALL_ITEMS = sorted(GROUP_ITEMS["a"] + GROUP_ITEMS["b"])
+UNKNOWN = "nobody-we-know"
+
+
+@pytest.fixture(scope="module")
+def model(models_dir: Path) -> ServingModel:
+    return load_serving_model(models_dir)
+
+
+@pytest.fixture(scope="module")
+def customers(planted_purchases: pd.DataFrame) -> list[str]:
+    return sorted(planted_purchases["customer_id"].unique())
+
+
+def group_of(customer: str) -> str:
+    return customer[0]
+
+
+def bought(purchases: pd.DataFrame, customer: str, days: int | None) -> set[str]:
+    """Items the customer bought at or after ``NOW - days`` (ever when None)."""
+    mine = purchases[purchases["customer_id"] == customer]
+    if days is not None:
+        mine = mine[mine["timestamp"] >= NOW - pd.Timedelta(days=days)]
+    return set(mine["item_id"])
+
+
+def ids(ranking: Ranking) -> list[str]:
+    return [str(offer.item_id) for offer in ranking.offers]
+
+
+def test_planted_catalogue_is_what_the_model_serves(model: ServingModel) -> None:
+    assert [str(i) for i in model.items.ids] == ALL_ITEMS
+    assert len(model.customers) == 2 * 30
+
+
+def test_trained_model_ranks_the_planted_items_first(
+    model: ServingModel, customers: list[str], planted_purchases: pd.DataFrame
+) -> None:
+    # With a 30-day window each customer has 8 of their group's 10 items left to offer,
+    # so the top 3 must all come from their own group.
+    for customer in customers:
+        ranking = rank_offers(model, customer, 3, NOW_S, SuppressionWindow(30))
+        assert ranking.personalized
+        assert [o.rank for o in ranking.offers] == [1, 2, 3]
+        assert all(o.reason.source == SOURCE_CF for o in ranking.offers)
+        own = set(GROUP_ITEMS[group_of(customer)])
+        assert set(ids(ranking)) <= own, (customer, ids(ranking))
+        assert not set(ids(ranking)) & bought(planted_purchases, customer, 30)
+
+
+@pytest.mark.parametrize("days", [1, 10, 24, 30, 60, 149, 150])
+def test_suppression_removes_exactly_the_items_bought_in_the_window(
+    model: ServingModel, customers: list[str], planted_purchases: pd.DataFrame, days: int
+) -> None:
+    # Planted timestamps are END minus whole days, so days=10 etc. put purchases exactly
+    # on the window's edge: "at or after now - days" must suppress them.
+    for customer in customers:
+        unsuppressed = rank_offers(model, customer, len(ALL_ITEMS), NOW_S, SuppressionWindow(0))
+        assert sorted(ids(unsuppressed)) == ALL_ITEMS
+        window = bought(planted_purchases, customer, days)
+        k = len(ALL_ITEMS) - len(window)
+        suppressed = rank_offers(model, customer, k, NOW_S, SuppressionWindow(days))
+
+        assert suppressed.suppressed_items == len(window)
+        assert set(ids(unsuppressed)) - set(ids(suppressed)) == window
+        # The remaining items keep their order and their scores.
+        assert ids(suppressed) == [i for i in ids(unsuppressed) if i not in window]
+        kept_scores = [o.score for o in unsuppressed.offers if o.item_id not in window]
+        assert [o.score for o in suppressed.offers] == kept_scores
+        assert [o.rank for o in suppressed.offers] == list(range(1, k + 1))
+
+
+def test_window_of_zero_days_suppresses_nothing(model: ServingModel, customers: list[str]) -> None:
+    for customer in customers:
+        ranking = rank_offers(model, customer, len(ALL_ITEMS), NOW_S, SuppressionWindow(days=0))
+        assert ranking.suppressed_items == 0
+        assert sorted(ids(ranking)) == ALL_ITEMS
+        assert all(o.reason.source == SOURCE_CF for o in ranking.offers)
+        scores = [o.score for o in ranking.offers]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_window_all_suppresses_every_item_ever_bought(
+    model: ServingModel, customers: list[str], planted_purchases: pd.DataFrame
+) -> None:
+    for customer in customers:
+        ever = bought(planted_purchases, customer, None)
+        assert len(ever) == 7
+        k = len(ALL_ITEMS) - len(ever)
+        ranking = rank_offers(model, customer, k, NOW_S, SuppressionWindow(days=None))
+        assert ranking.suppressed_items == len(ever)
+        assert set(ids(ranking)) == set(ALL_ITEMS) - ever
+
+
+def test_suppression_window_parse() -> None:
+    assert SuppressionWindow.parse("all").days is None
+    assert SuppressionWindow.parse(" ALL ").days is None
+    assert SuppressionWindow.parse("0").days == 0
+    assert SuppressionWindow.parse(30).days == 30
+    assert SuppressionWindow.parse("30") == SuppressionWindow(30)
+    assert str(SuppressionWindow.parse("all")) == "all"
+    assert str(SuppressionWindow.parse(7)) == "7"
+    for bad in ("-1", "abc", "", "3.5"):
+        with pytest.raises(ValueError):
+            SuppressionWindow.parse(bad)
+
+
+def test_suppression_window_edges() -> None:
+    assert SuppressionWindow(0).earliest_suppressed(NOW_S) is None
+    assert SuppressionWindow(30).earliest_suppressed(NOW_S) == NOW_S - 30 * 86_400
+    earliest_all = SuppressionWindow(None).earliest_suppressed(NOW_S)
+    assert earliest_all is not None
+    assert earliest_all <= 0
+
+
+def expected_popularity(planted: pd.DataFrame, days: int) -> pd.Series:
+    """Distinct buyers per item in the ``days`` before the last purchase, by pandas."""
+    as_of = planted["timestamp"].max()
+    recent = planted[planted["timestamp"] > as_of - pd.Timedelta(days=days)]
+    buyers = recent.groupby("item_id")["customer_id"].nunique()
+    return buyers.reindex(ALL_ITEMS, fill_value=0).astype(np.float32)
+
+
+def test_served_popularity_matches_the_planted_data(
+    model: ServingModel, planted_purchases: pd.DataFrame
+) -> None:
+    days = model.manifest["config"]["popularity_days"]
+    expected = expected_popularity(planted_purchases, days)
+    np.testing.assert_array_equal(np.asarray(model.popularity), expected.to_numpy())
+
+    history = build_history(planted_purchases)
+    as_of = int(to_unix_seconds(planted_purchases["timestamp"]).max())
+    scores = popularity_scores(history.counts, history.last_purchase, as_of, days)
+    np.testing.assert_array_equal(scores, expected.to_numpy())
+
+
+def test_unknown_customer_gets_the_most_popular_items(
+    model: ServingModel, planted_purchases: pd.DataFrame
+) -> None:
+    days = model.manifest["config"]["popularity_days"]
+    popularity = expected_popularity(planted_purchases, days)
+    # Most buyers first, ties by item id.
+    ordered = sorted(ALL_ITEMS, key=lambda item: (-popularity[item], item))
+
+    history = build_history(planted_purchases)
+    as_of = int(to_unix_seconds(planted_purchases["timestamp"]).max())
+    scores = popularity_scores(history.counts, history.last_purchase, as_of, days)
+    assert history.items.external(top_popular(scores, 5)) == ordered[:5]
+
+    for k in (1, 5, len(ALL_ITEMS)):
+        ranking = rank_offers(model, UNKNOWN, k, NOW_S, SuppressionWindow(30))
+        assert not ranking.personalized
+        assert ranking.suppressed_items == 0
+        assert ids(ranking) == ordered[:k]
+        assert [o.rank for o in ranking.offers] == list(range(1, k + 1))
+        assert [o.score for o in ranking.offers] == [float(popularity[i]) for i in ordered[:k]]
+        for offer in ranking.offers:
+            assert offer.reason.source == SOURCE_POPULAR
+            assert offer.reason.because == ()
+
+    # More than the catalogue: every item once, no padding.
+    ranking = rank_offers(model, UNKNOWN, len(ALL_ITEMS) + 5, NOW_S, SuppressionWindow(30))
+    assert ids(ranking) == ordered
+
+
+def check_full_list(ranking: Ranking, window: set[str], k: int) -> None:
+    offered = ids(ranking)
+    assert len(offered) == len(set(offered)), f"duplicates in {offered}"
+    assert not set(offered) & window, f"suppressed items offered: {set(offered) & window}"
+    # Everything not suppressed fits in k, so all of it is offered, exactly once.
+    assert set(offered) == set(ALL_ITEMS) - window
+    assert [o.rank for o in ranking.offers] == list(range(1, len(offered) + 1))
+    assert all(np.isfinite(o.score) and abs(o.score) < 1e6 for o in ranking.offers)
+    assert len(offered) <= k
+
+
+def test_k_beyond_what_cf_can_offer_never_offers_suppressed_items(
+    model: ServingModel, customers: list[str], planted_purchases: pd.DataFrame
+) -> None:
+    k = len(ALL_ITEMS)  # 20 of 20 items, 2 of them suppressed per customer
+    for customer in customers:
+        window = bought(planted_purchases, customer, 30)
+        ranking = rank_offers(model, customer, k, NOW_S, SuppressionWindow(30))
+        check_full_list(ranking, window, k)
+
+
+def test_k_beyond_the_catalogue_gives_no_duplicates(
+    model: ServingModel, customers: list[str]
+) -> None:
+    k = len(ALL_ITEMS) + 5
+    for customer in customers:
+        ranking = rank_offers(model, customer, k, NOW_S, SuppressionWindow(0))
+        check_full_list(ranking, set(), k)
+
+
+def test_short_cf_list_is_filled_from_popular_without_suppressed_or_duplicates(
+    model: ServingModel, planted_purchases: pd.DataFrame
+) -> None:
+    """The fill path itself, with CF made to return fewer than k items.
+
+    implicit's own recommend is replaced by one returning only the top 3 CF items, so
+    the remaining slots must come from popular, skipping CF items and suppressed ones.
+    """
+    customer = "a00"
+    window = bought(planted_purchases, customer, 30)
+    full = rank_offers(model, customer, 3, NOW_S, SuppressionWindow(30))
+    cf_ids = ids(full)
+
+    als = model.als
+    real_recommend = als.recommend
+
+    def short_recommend(*args: object, **kwargs: object) -> tuple[np.ndarray, np.ndarray]:
+        kwargs["N"] = 3
+        return real_recommend(*args, **kwargs)
+
+    als.recommend = short_recommend  # type: ignore[method-assign]
+    try:
+        ranking = rank_offers(model, customer, 10, NOW_S, SuppressionWindow(30))
+    finally:
+        del als.recommend
+
+    days = model.manifest["config"]["popularity_days"]
+    popularity = expected_popularity(planted_purchases, days)
+    ordered = sorted(ALL_ITEMS, key=lambda item: (-popularity[item], item))
+    fill = [i for i in ordered if i not in window and i not in cf_ids][:7]
+
+    assert ids(ranking) == cf_ids + fill
+    assert [o.reason.source for o in ranking.offers] == [SOURCE_CF] * 3 + [SOURCE_POPULAR] * 7
+    assert [o.rank for o in ranking.offers] == list(range(1, 11))
+    assert not set(ids(ranking)) & window
+    assert ranking.personalized
+
+
+def test_cf_reasons_name_items_the_customer_bought(
+    model: ServingModel, customers: list[str], planted_purchases: pd.DataFrame
+) -> None:
+    for customer in customers:
+        ever = bought(planted_purchases, customer, None)
+        ranking = rank_offers(model, customer, 10, NOW_S, SuppressionWindow(30))
+        cf = [o for o in ranking.offers if o.reason.source == SOURCE_CF]
+        assert cf
+        for offer in cf:
+            because = list(offer.reason.because)
+            assert 1 <= len(because) <= 3
+            assert len(set(because)) == len(because)
+            assert set(because) <= ever, (customer, offer.item_id, because)
+
+
+@pytest.mark.parametrize("customer", ["a00", "a13", "b03", "b29"])
+def test_explain_items_matches_implicit_explain(model: ServingModel, customer: str) -> None:
+    index = model.customers.get(customer)
+    assert index is not None
+    items, confidence, _ = model.history_of(index)
+    items = np.asarray(items)
+    confidence = np.asarray(confidence)
+    # implicit's explain indexes its matrix by userid: give it a one-row matrix and userid 0.
+    row = sp.csr_matrix(
+        (confidence, items, [0, len(items)]), shape=(1, len(model.items)), dtype=np.float32
+    )
+    targets = np.arange(len(model.items))
+    for top in (1, 3, 7):
+        ours = explain_items(model.als, items, confidence, targets, top=top)
+        assert len(ours) == len(targets)
+        for target, explanation in zip(targets.tolist(), ours, strict=True):
+            _, theirs, _ = model.als.explain(0, row, target, N=top)
+            assert [i for i, _ in explanation] == [int(i) for i, _ in theirs]
+            assert np.allclose(
+                [v for _, v in explanation], [v for _, v in theirs], rtol=1e-4, atol=0
+            )
+
+
+def test_explain_items_with_no_history_or_no_targets(model: ServingModel) -> None:
+    empty = np.array([], dtype=np.int32)
+    assert explain_items(model.als, empty, np.array([], np.float32), np.arange(3)) == [[], [], []]
+    assert explain_items(model.als, np.array([0]), np.array([1.0], np.float32), empty) == []

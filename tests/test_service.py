@@ -1,0 +1,349 @@
+"""The HTTP service through the real app: contract, suppression, validation, errors,
+readiness, refusing bad models at start, and settings.
+
+The model is the planted-answer one from conftest; expectations about purchases are
+computed from the planted DataFrame, never read back from the service.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import END, GROUP_ITEMS
+from fastapi.testclient import TestClient
+
+from nbo.artifacts import CURRENT, MANIFEST
+from nbo.config import Settings, load_settings
+from nbo.errors import ArtifactError, ConfigError
+from nbo.service.app import create_app
+
+CLOCK = "2026-06-30T12:00:00Z"
+ALL_ITEMS = sorted(GROUP_ITEMS["a"] + GROUP_ITEMS["b"])
+
+
+@pytest.fixture(scope="module")
+def client(models_dir: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(models_dir=models_dir, clock=CLOCK))) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def current(models_dir: Path) -> str:
+    return (models_dir / CURRENT).read_text(encoding="utf-8").strip()
+
+
+@pytest.fixture(scope="module")
+def manifest(models_dir: Path, current: str) -> dict:
+    return json.loads((models_dir / current / MANIFEST).read_text(encoding="utf-8"))
+
+
+def bought(purchases: pd.DataFrame, customer: str, days: int | None) -> set[str]:
+    """Items the customer bought at or after ``END - days`` (ever when None)."""
+    mine = purchases[purchases["customer_id"] == customer]
+    if days is not None:
+        mine = mine[mine["timestamp"] >= END - pd.Timedelta(days=days)]
+    return set(mine["item_id"])
+
+
+def offered(body: dict) -> list[str]:
+    return [offer["item_id"] for offer in body["offers"]]
+
+
+def assert_json_error(response, status: int) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) >= {"error", "message", "details"}
+    assert body["message"]
+    return body
+
+
+def test_offers_contract(client: TestClient, current: str) -> None:
+    response = client.get("/v1/customers/a00/offers", params={"k": 5})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["customer_id"] == "a00"
+    assert body["model_version"] == current
+    assert body["channel"] == "email"
+    assert body["personalized"] is True
+    assert body["suppressed_items"] == 2
+    assert [offer["rank"] for offer in body["offers"]] == [1, 2, 3, 4, 5]
+    for offer in body["offers"]:
+        assert set(offer) >= {"item_id", "score", "rank", "reason"}
+        assert offer["item_id"] in ALL_ITEMS
+        assert isinstance(offer["score"], float)
+        assert offer["reason"]["source"] == "cf"
+        assert offer["reason"]["text"]
+    scores = [offer["score"] for offer in body["offers"]]
+    assert scores == sorted(scores, reverse=True)
+
+    app_channel = client.get("/v1/customers/a00/offers", params={"k": 5, "channel": "app"})
+    assert app_channel.status_code == 200
+    assert app_channel.json()["channel"] == "app"
+    assert offered(app_channel.json()) == offered(body)
+
+
+def test_offers_for_every_customer(
+    client: TestClient, planted_purchases: pd.DataFrame, current: str
+) -> None:
+    for customer in sorted(planted_purchases["customer_id"].unique()):
+        response = client.get(f"/v1/customers/{customer}/offers", params={"k": 10})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["model_version"] == current
+        ids = offered(body)
+        assert len(ids) == 10
+        assert len(set(ids)) == 10
+        assert [offer["rank"] for offer in body["offers"]] == list(range(1, 11))
+        window = bought(planted_purchases, customer, 30)
+        assert body["suppressed_items"] == len(window)
+        assert not set(ids) & window, (customer, set(ids) & window)
+        cf_scores = [o["score"] for o in body["offers"] if o["reason"]["source"] == "cf"]
+        assert cf_scores == sorted(cf_scores, reverse=True)
+        # The planted answer: the top 3 come from the customer's own group.
+        assert all(item[0].lower() == customer[0] for item in ids[:3]), (customer, ids)
+        ever = bought(planted_purchases, customer, None)
+        for offer in body["offers"]:
+            if offer["reason"]["source"] == "cf":
+                assert set(offer["reason"]["because"]) <= ever
+
+
+def test_offers_never_include_suppressed_items_even_for_large_k(
+    client: TestClient, planted_purchases: pd.DataFrame
+) -> None:
+    response = client.get("/v1/customers/a00/offers", params={"k": 20})
+    assert response.status_code == 200
+    ids = offered(response.json())
+    assert not set(ids) & bought(planted_purchases, "a00", 30)
+    assert len(ids) == len(set(ids))
+
+
+def test_unknown_customer_gets_popular_items(client: TestClient, current: str) -> None:
+    response = client.get("/v1/customers/never-seen-42/offers", params={"k": 4})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["customer_id"] == "never-seen-42"
+    assert body["model_version"] == current
+    assert body["personalized"] is False
+    assert body["suppressed_items"] == 0
+    assert [offer["rank"] for offer in body["offers"]] == [1, 2, 3, 4]
+    for offer in body["offers"]:
+        assert offer["reason"]["source"] == "popular"
+        assert offer["reason"]["because"] == []
+    scores = [offer["score"] for offer in body["offers"]]
+    assert scores == sorted(scores, reverse=True)
+    # The same list for any unknown customer.
+    other = client.get("/v1/customers/someone-else/offers", params={"k": 4}).json()
+    assert offered(other) == offered(body)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"k": 0}, "k"),
+        ({"k": 101}, "k"),
+        ({"k": "abc"}, "k"),
+        ({"k": -3}, "k"),
+        ({"channel": "sms"}, "channel"),
+    ],
+)
+def test_offers_validation(client: TestClient, query: dict, field: str) -> None:
+    body = assert_json_error(client.get("/v1/customers/a00/offers", params=query), 422)
+    assert body["error"] == "validation_error"
+    assert [detail["field"] for detail in body["details"]] == [field]
+    assert field in body["message"]
+
+
+def test_k_limits_are_inclusive(client: TestClient) -> None:
+    assert len(offered(client.get("/v1/customers/a00/offers", params={"k": 1}).json())) == 1
+    response = client.get("/v1/customers/never-seen/offers", params={"k": 100})
+    assert response.status_code == 200
+    # An unknown customer gets the whole (20-item) catalogue, each item once.
+    assert sorted(offered(response.json())) == ALL_ITEMS
+
+
+def test_similar_items_are_from_the_same_group(client: TestClient, current: str) -> None:
+    for item in ALL_ITEMS:
+        response = client.get(f"/v1/items/{item}/similar", params={"k": 5})
+        assert response.status_code == 200
+        body = response.json()
+        assert body["item_id"] == item
+        assert body["model_version"] == current
+        similar = [s["item_id"] for s in body["similar"]]
+        assert len(similar) == 5
+        assert item not in similar
+        assert all(s[0] == item[0] for s in similar), (item, similar)
+        assert [s["rank"] for s in body["similar"]] == [1, 2, 3, 4, 5]
+        scores = [s["score"] for s in body["similar"]]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_similar_items_never_include_the_item_itself(client: TestClient) -> None:
+    for item in ("A00", "B07"):
+        body = client.get(f"/v1/items/{item}/similar", params={"k": 100}).json()
+        similar = [s["item_id"] for s in body["similar"]]
+        assert sorted(similar) == sorted(set(ALL_ITEMS) - {item})
+
+
+def test_similar_items_of_an_unknown_item(client: TestClient) -> None:
+    body = assert_json_error(client.get("/v1/items/NOPE/similar"), 404)
+    assert body["error"] == "not_found"
+    assert [detail["field"] for detail in body["details"]] == ["item_id"]
+    assert "NOPE" in body["message"]
+
+
+def test_model_endpoint_matches_the_manifest(
+    client: TestClient, current: str, manifest: dict
+) -> None:
+    response = client.get("/v1/model")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["version"] == current == manifest["version"]
+    assert body["metrics"] == manifest["metrics"]
+    assert body["schema_version"] == manifest["schema_version"]
+    assert body["created_at"] == manifest["created_at"]
+    assert body["config"] == manifest["config"]
+    assert body["quality_gate"] == manifest["quality_gate"]
+    assert body["customers"] == 60
+    assert body["items"] == 20
+
+
+def test_health(client: TestClient, current: str) -> None:
+    live = client.get("/health/live")
+    assert live.status_code == 200
+    assert live.json()["status"] == "ok"
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    assert ready.json()["model_version"] == current
+
+
+def test_unknown_route_and_method_are_json(client: TestClient) -> None:
+    body = assert_json_error(client.get("/no/such/route"), 404)
+    assert body["error"] == "not_found"
+    assert "<html" not in client.get("/no/such/route").text.lower()
+    assert_json_error(client.post("/v1/customers/a00/offers"), 405)
+
+
+def test_starts_unready_without_a_model_when_allowed(tmp_path: Path) -> None:
+    settings = Settings(models_dir=tmp_path / "empty", require_model=False, clock=CLOCK)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health/live").status_code == 200
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.headers["content-type"].startswith("application/json")
+        assert ready.json()["status"] == "not ready"
+        assert ready.json()["reason"]
+        body = assert_json_error(client.get("/v1/customers/a00/offers"), 503)
+        assert body["error"] == "not_ready"
+        assert_json_error(client.get("/v1/items/A00/similar"), 503)
+        assert_json_error(client.get("/v1/model"), 503)
+
+
+def start(models_dir: Path) -> None:
+    with TestClient(create_app(Settings(models_dir=models_dir, require_model=True))):
+        pass
+
+
+def test_refuses_to_start_without_a_model(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="no model") as caught:
+        start(tmp_path)
+    assert str(tmp_path) in str(caught.value)
+
+
+def test_refuses_to_start_with_a_corrupt_file(
+    tmp_path: Path, models_dir: Path, current: str
+) -> None:
+    copy = tmp_path / "models"
+    shutil.copytree(models_dir, copy)
+    target = copy / current / "item_factors.npy"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"item_factors\.npy is corrupt") as caught:
+        start(copy)
+    assert current in str(caught.value)
+    # The shared fixture is untouched and still serves.
+    start(models_dir)
+
+
+def test_refuses_to_start_with_an_incompatible_schema(
+    tmp_path: Path, models_dir: Path, current: str
+) -> None:
+    copy = tmp_path / "models"
+    shutil.copytree(models_dir, copy)
+    manifest_path = copy / current / MANIFEST
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["schema_version"] = 999
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ArtifactError, match="schema version 999 is not supported"):
+        start(copy)
+
+
+@pytest.mark.parametrize(
+    "value", ["2026-07-04T09:15:00Z", "2026-07-04T11:15:00+02:00", "2026-07-04T09:15:00"]
+)
+def test_clock_from_the_environment_pins_as_of(
+    monkeypatch: pytest.MonkeyPatch, models_dir: Path, value: str
+) -> None:
+    # A naive clock is taken as UTC; an offset is converted to UTC.
+    monkeypatch.setenv("NBO_CLOCK", value)
+    settings = load_settings(models_dir=models_dir)
+    pinned = datetime(2026, 7, 4, 9, 15, tzinfo=UTC)
+    assert settings.now() == pinned
+    with TestClient(create_app(settings)) as client:
+        for customer in ("a00", "unknown-customer"):
+            body = client.get(f"/v1/customers/{customer}/offers").json()
+            assert datetime.fromisoformat(body["as_of"]) == pinned
+
+
+def test_settings_clock_is_the_answer_as_of(client: TestClient) -> None:
+    body = client.get("/v1/customers/b05/offers").json()
+    assert datetime.fromisoformat(body["as_of"]) == datetime(2026, 6, 30, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("setting", "days"), [("0", 0), ("10", 10), ("30", 30), ("60", 60), ("all", None)]
+)
+def test_suppression_setting_changes_what_is_suppressed(
+    models_dir: Path, planted_purchases: pd.DataFrame, setting: str, days: int | None
+) -> None:
+    settings = Settings(models_dir=models_dir, clock=CLOCK, suppression_days=setting)
+    with TestClient(create_app(settings)) as client:
+        for customer in ("a00", "a17", "b03", "b21"):
+            window = set() if days == 0 else bought(planted_purchases, customer, days)
+            # Ask for exactly what is left, so the answer is every unsuppressed item.
+            k = len(ALL_ITEMS) - len(window)
+            response = client.get(f"/v1/customers/{customer}/offers", params={"k": k})
+            assert response.status_code == 200
+            body = response.json()
+            assert body["suppressed_items"] == len(window)
+            assert set(offered(body)) == set(ALL_ITEMS) - window
+
+
+def test_suppression_setting_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, models_dir: Path
+) -> None:
+    monkeypatch.setenv("NBO_SUPPRESSION_DAYS", "all")
+    settings = load_settings(models_dir=models_dir, clock=CLOCK)
+    assert settings.suppression.days is None
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/customers/a00/offers").json()["suppressed_items"] == 7
+
+
+@pytest.mark.parametrize("bad", ["abc", "-1", "3.5"])
+def test_bad_suppression_setting_is_a_config_error(bad: str) -> None:
+    with pytest.raises(ConfigError, match="NBO_SUPPRESSION_DAYS"):
+        load_settings(suppression_days=bad)
+
+
+def test_bad_suppression_setting_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBO_SUPPRESSION_DAYS", "abc")
+    with pytest.raises(ConfigError, match="NBO_SUPPRESSION_DAYS"):
+        load_settings()
