@@ -33,9 +33,7 @@ def make_planted_purchases(seed: int = 7) -> pd.DataFrame:
             basket = rng.choice(items, size=7, replace=False)
             for position, item in enumerate(basket):
                 # The last two items of each basket fall in the final 30 days (holdout).
-                days_before_end = (
-                    rng.integers(1, 25) if position >= 5 else rng.integers(35, 150)
-                )
+                days_before_end = rng.integers(1, 25) if position >= 5 else rng.integers(35, 150)
                 order += 1
                 rows.append(
                     {

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.topk import topk
 
+from nbo.models.cf import real_candidates
 from nbo.models.popularity import popularity_scores
 from training.metrics import ranking_metrics
 from training.split import TimeSplit
@@ -36,12 +37,14 @@ def als_recommender(model: AlternatingLeastSquares, k: int) -> Recommender:
     """ALS over the full catalogue; ``exclude`` rows are filtered like liked items."""
 
     def recommend(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
+        n_items = model.item_factors.shape[0]
+        n = min(k, n_items)
         if exclude is None:
-            empty = sp.csr_matrix((len(customers), model.item_factors.shape[0]), dtype=np.float32)
-            ids, _ = model.recommend(customers, empty, N=k, filter_already_liked_items=False)
+            empty = sp.csr_matrix((len(customers), n_items), dtype=np.float32)
+            ids, scores = model.recommend(customers, empty, N=n, filter_already_liked_items=False)
         else:
-            ids, _ = model.recommend(customers, exclude, N=k, filter_already_liked_items=True)
-        return _pad(ids, k)
+            ids, scores = model.recommend(customers, exclude, N=n, filter_already_liked_items=True)
+        return _pad(real_candidates(ids, scores), k)
 
     return recommend
 
@@ -56,8 +59,9 @@ def popularity_recommender(popularity: np.ndarray, k: int) -> Recommender:
 
     def recommend(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
         query = np.ones((len(customers), 1), dtype=np.float32)
-        ids, _ = topk(item_column, query, k, filter_query_items=exclude, num_threads=0)
-        return _pad(ids, k)
+        n = min(k, len(item_column))
+        ids, scores = topk(item_column, query, n, filter_query_items=exclude, num_threads=0)
+        return _pad(real_candidates(ids, scores), k)
 
     return recommend
 

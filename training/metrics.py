@@ -21,6 +21,10 @@ def ranking_metrics(
     row (hittable plus items the model cannot know), used for recall and the ideal DCG.
     """
     n_rows, n_items = truth.shape
+    if n_rows == 0:
+        # Nobody to evaluate (e.g. no "new" purchases in the holdout): zeros, not NaN.
+        zero = {f"{m}@{k}": 0.0 for m in ("precision", "recall", "ndcg", "map")}
+        return {**zero, "coverage": 0.0, "customers": 0.0}
     recommended = recommended[:, :k]
     valid = recommended >= 0
     keys = np.where(valid, np.arange(n_rows)[:, None] * n_items + recommended, -1)

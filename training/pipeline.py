@@ -15,7 +15,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
 from nbo import columns as col
-from nbo.artifacts import new_version, write_artifact
+from nbo.artifacts import unique_version, write_artifact
 from nbo.checksums import sha256_file
 from nbo.errors import QualityGateError
 from nbo.history import PurchaseHistory, build_history, to_unix_seconds
@@ -151,7 +151,7 @@ def train(
             names = _item_names(purchases)
             if names:
                 documents["item_names"] = names
-            version = new_version(fingerprint)
+            version = unique_version(models_dir, fingerprint)
             manifest = {
                 "data": {
                     "file": data_path.name,

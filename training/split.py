@@ -9,6 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from nbo import columns as col
+from nbo.errors import ConfigError
 from nbo.history import PurchaseHistory, build_history, to_unix_seconds
 
 
@@ -41,9 +42,11 @@ def time_split(
     before = purchases[purchases[col.TIMESTAMP] < cutoff]
     after = purchases[purchases[col.TIMESTAMP] >= cutoff]
     if before.empty or after.empty:
-        raise ValueError(
-            f"holdout of {holdout_days} days leaves "
-            f"{'no training data' if before.empty else 'no holdout data'}"
+        span = (last - purchases[col.TIMESTAMP].min()).days
+        raise ConfigError(
+            f"holdout_days={holdout_days} leaves "
+            f"{'no training data' if before.empty else 'no holdout data'} "
+            f"(the data spans {span} days); choose a shorter holdout"
         )
     train = build_history(before)
     cutoff_s = int(to_unix_seconds(pd.Series([cutoff]))[0])

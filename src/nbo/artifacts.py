@@ -59,6 +59,16 @@ def new_version(fingerprint: str, now: datetime | None = None) -> str:
     return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{fingerprint[:8]}"
 
 
+def unique_version(models_dir: Path, fingerprint: str, now: datetime | None = None) -> str:
+    """A new version name not yet used in ``models_dir`` (a suffix when two land in a second)."""
+    base = new_version(fingerprint, now)
+    version, n = base, 1
+    while (models_dir / version).exists():
+        n += 1
+        version = f"{base}-{n}"
+    return version
+
+
 def write_artifact(
     models_dir: Path,
     version: str,

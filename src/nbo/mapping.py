@@ -100,6 +100,8 @@ def _parse_mapping(text: str, origin: str) -> ColumnMapping:
     for canonical in columns:
         _check_canonical(canonical, f"mapping {origin}")
     cleaning = data.get("cleaning", {})
+    if not isinstance(cleaning, dict):
+        raise MappingError(f"mapping {origin}: [cleaning] must be a table")
     prefix = cleaning.get("cancelled_order_prefix", "")
     items = cleaning.get("non_product_items", [])
     if not isinstance(prefix, str):

@@ -13,14 +13,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from nbo.model import ServingModel
-from nbo.models.cf import explain_items
+from nbo.models.cf import FILTERED_SCORE, explain_items
 from nbo.suppression import SuppressionWindow
 
 SOURCE_CF = "cf"
 SOURCE_POPULAR = "popular"
 EXPLAINED_BY = 3
-# implicit scores filtered items with the lowest float32; anything at or below is not real.
-FILTERED_SCORE = float(np.finfo(np.float32).min) / 2
 
 
 @dataclass(frozen=True)

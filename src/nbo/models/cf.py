@@ -18,6 +18,16 @@ from implicit.nearest_neighbours import bm25_weight
 
 Weighting = Literal["none", "log", "bm25"]
 
+# implicit's top-k scores filtered items with the lowest float32 and pads lists longer
+# than the catalogue; any score at or below this is not a real candidate.
+FILTERED_SCORE = float(np.finfo(np.float32).min) / 2
+
+
+def real_candidates(ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``ids`` with implicit's filler (filtered items, out-of-range slots) set to -1."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return np.where((ids >= 0) & (np.asarray(scores) > FILTERED_SCORE), ids, -1)
+
 
 @dataclass(frozen=True)
 class AlsParams:

@@ -1,0 +1,490 @@
+"""read_purchases: canonical columns, exact cleaning counts, id and time handling, errors.
+
+Every test builds its own small file in ``tmp_path`` so the expected answer is known by
+construction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbo import columns as col
+from nbo.errors import PurchaseDataError
+from nbo.mapping import load_mapping
+from nbo.purchases import (
+    DROP_BAD_PRICE,
+    DROP_CANCELLED,
+    DROP_DUPLICATE,
+    DROP_MISSING_ID,
+    DROP_MISSING_TIMESTAMP,
+    DROP_NON_PRODUCT,
+    DROP_RETURN,
+    read_purchases,
+)
+
+ONLINE_RETAIL_HEADER = [
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+]
+
+# (InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice, CustomerID, Country)
+# and why each row must be kept or dropped. Rules apply in order: missing id, missing
+# timestamp, cancelled, return, non-product, price, duplicate; a row is counted once, under
+# the first rule that drops it.
+DIRTY_ROWS = [
+    # kept
+    ("536365", "85123A", "HEART", "6", "2010-12-01 08:26:00", "2.55", "17850", "UK"),
+    ("536365", "71053", "LANTERN", "6", "2010-12-01 08:26:00", "3.39", "17850", "UK"),
+    ("536407", "00123", "ZEROS", "1", "2010-12-03 09:00:00", "2.00", "01234", "UK"),
+    # missing customer or item: 2
+    ("536366", "22633", "WARMER", "6", "2010-12-01 08:28:00", "1.85", "", "UK"),
+    ("536367", "", "NOTHING", "6", "2010-12-01 08:34:00", "1.85", "13047", "UK"),
+    # missing timestamp: 1
+    ("536368", "22004", "NO TIME", "1", "", "2.00", "12583", "FR"),
+    # cancelled (prefix C): 2 - the first is also a return and a non-product code
+    ("C536379", "D", "Discount", "-1", "2010-12-01 09:41:00", "27.50", "14527", "UK"),
+    ("C536383", "35004C", "SET", "-1", "2010-12-01 09:49:00", "4.65", "15311", "UK"),
+    # return (quantity <= 0) without the prefix: 2
+    ("536400", "22000", "RETURNED", "-3", "2010-12-02 10:00:00", "1.00", "12345", "UK"),
+    ("536401", "22001", "ZERO QTY", "0", "2010-12-02 10:01:00", "1.00", "12345", "UK"),
+    # non-product codes: 3
+    ("536402", "POST", "POSTAGE", "3", "2010-12-02 11:00:00", "18.00", "12583", "FR"),
+    ("536403", "M", "Manual", "1", "2010-12-02 11:01:00", "0.85", "12583", "FR"),
+    ("536404", "BANK CHARGES", "Bank", "1", "2010-12-02 11:02:00", "15.00", "12583", "FR"),
+    # price <= 0: 2
+    ("536405", "22002", "FREE", "2", "2010-12-02 12:00:00", "0.00", "12583", "FR"),
+    ("536406", "22003", "NEGATIVE", "2", "2010-12-02 12:01:00", "-1.50", "12583", "FR"),
+    # exact duplicates of the first row: 2
+    ("536365", "85123A", "HEART", "6", "2010-12-01 08:26:00", "2.55", "17850", "UK"),
+    ("536365", "85123A", "HEART", "6", "2010-12-01 08:26:00", "2.55", "17850", "UK"),
+]
+
+EXPECTED_DROPPED = {
+    DROP_MISSING_ID: 2,
+    DROP_MISSING_TIMESTAMP: 1,
+    DROP_CANCELLED: 2,
+    DROP_RETURN: 2,
+    DROP_NON_PRODUCT: 3,
+    DROP_BAD_PRICE: 2,
+    DROP_DUPLICATE: 2,
+}
+
+
+def _dirty_frame() -> pd.DataFrame:
+    return pd.DataFrame(DIRTY_ROWS, columns=ONLINE_RETAIL_HEADER)
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _simple_canonical(**overrides: list[object]) -> pd.DataFrame:
+    data: dict[str, list[object]] = {
+        "customer_id": ["c1", "c2"],
+        "item_id": ["i1", "i2"],
+        "timestamp": ["2024-01-01 10:00:00", "2024-01-02 11:00:00"],
+        "quantity": ["1", "2"],
+    }
+    data.update(overrides)
+    return pd.DataFrame(data)
+
+
+# --- reading and cleaning -------------------------------------------------------------
+
+
+def test_csv_cleaning_report_counts_every_drop_reason(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "retail.csv", _dirty_frame())
+
+    frame, report = read_purchases(path, load_mapping("online-retail"))
+
+    assert report.rows_read == 17
+    assert report.dropped == EXPECTED_DROPPED
+    assert report.rows_kept == 3 == 17 - sum(EXPECTED_DROPPED.values())
+    assert report.customers == 2
+    assert report.items == 3
+    assert report.first_purchase == "2010-12-01T08:26:00"
+    assert report.last_purchase == "2010-12-03T09:00:00"
+    assert report.path == str(path)
+    assert len(frame) == 3
+
+
+def test_csv_output_has_canonical_columns_sorted_by_time(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "retail.csv", _dirty_frame())
+
+    frame, _ = read_purchases(path, load_mapping("online-retail"))
+
+    # Canonical names in canonical order; the unmapped "Country" column is not carried.
+    assert list(frame.columns) == list(col.ALL_COLUMNS)
+    assert frame[col.ORDER_ID].tolist() == ["536365", "536365", "536407"]
+    assert frame[col.ITEM_ID].tolist() == ["85123A", "71053", "00123"]
+    assert frame[col.CUSTOMER_ID].tolist() == ["17850", "17850", "01234"]
+    assert frame[col.ITEM_NAME].tolist() == ["HEART", "LANTERN", "ZEROS"]
+    assert frame[col.QUANTITY].tolist() == [6.0, 6.0, 1.0]
+    assert frame[col.PRICE].tolist() == [2.55, 3.39, 2.0]
+    assert frame[col.TIMESTAMP].tolist() == [
+        pd.Timestamp("2010-12-01 08:26:00"),
+        pd.Timestamp("2010-12-01 08:26:00"),
+        pd.Timestamp("2010-12-03 09:00:00"),
+    ]
+    assert frame[col.TIMESTAMP].dtype == np.dtype("datetime64[ns]")
+    assert frame[col.QUANTITY].dtype == np.float64
+    assert frame.index.tolist() == [0, 1, 2]
+
+
+def test_csv_ids_stay_strings_with_leading_zeros(tmp_path: Path) -> None:
+    frame = _simple_canonical(customer_id=["007", "7"], item_id=["00123", "123"])
+    path = _write_csv(tmp_path / "ids.csv", frame)
+
+    out, report = read_purchases(path, load_mapping("canonical"))
+
+    # "007" and "7" are different customers; "00123" and "123" different items.
+    assert out[col.CUSTOMER_ID].tolist() == ["007", "7"]
+    assert out[col.ITEM_ID].tolist() == ["00123", "123"]
+    assert report.customers == 2
+    assert report.items == 2
+
+
+def test_csv_timezone_offsets_become_naive_utc(tmp_path: Path) -> None:
+    frame = _simple_canonical(timestamp=["2024-03-01T10:00:00+02:00", "2024-03-01T10:00:00-05:00"])
+    path = _write_csv(tmp_path / "tz.csv", frame)
+
+    out, _ = read_purchases(path, load_mapping("canonical"))
+
+    assert out[col.TIMESTAMP].dt.tz is None
+    assert out[col.TIMESTAMP].tolist() == [
+        pd.Timestamp("2024-03-01 08:00:00"),
+        pd.Timestamp("2024-03-01 15:00:00"),
+    ]
+
+
+def test_parquet_cleaning_report_matches_csv(tmp_path: Path) -> None:
+    """The same dirty rows as Parquet with real types: float customer ids with NaN (what
+    the Online Retail export looks like), numeric quantity/price, tz-aware timestamps."""
+    raw = _dirty_frame()
+    typed = pd.DataFrame(
+        {
+            "InvoiceNo": raw["InvoiceNo"],
+            "StockCode": raw["StockCode"].replace("", None),
+            "Description": raw["Description"],
+            "Quantity": raw["Quantity"].astype(int),
+            "InvoiceDate": pd.to_datetime(raw["InvoiceDate"].replace("", None)).dt.tz_localize(
+                "UTC"
+            ),
+            "UnitPrice": raw["UnitPrice"].astype(float),
+            "CustomerID": pd.to_numeric(raw["CustomerID"].replace("", None)).astype(float),
+            "Country": raw["Country"],
+        }
+    )
+    assert typed["CustomerID"].dtype == np.float64
+    assert typed["CustomerID"].iloc[0] == 17850.0
+    path = tmp_path / "retail.parquet"
+    typed.to_parquet(path, index=False)
+
+    frame, report = read_purchases(path, load_mapping("online-retail"))
+
+    assert report.rows_read == 17
+    assert report.dropped == EXPECTED_DROPPED
+    assert report.rows_kept == 3
+    assert list(frame.columns) == list(col.ALL_COLUMNS)
+    # 17850.0 -> "17850" (no ".0"); "01234" went through a float, so it is 1234 now.
+    assert frame[col.CUSTOMER_ID].tolist() == ["17850", "17850", "1234"]
+    assert frame[col.ITEM_ID].tolist() == ["85123A", "71053", "00123"]
+    assert frame[col.TIMESTAMP].dt.tz is None
+    assert frame[col.TIMESTAMP].tolist() == [
+        pd.Timestamp("2010-12-01 08:26:00"),
+        pd.Timestamp("2010-12-01 08:26:00"),
+        pd.Timestamp("2010-12-03 09:00:00"),
+    ]
+
+
+def test_parquet_float_ids_lose_dot_zero_and_strings_keep_zeros(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "customer_id": [17850.0, np.nan, 13047.0],
+            "item_id": ["00123", "X1", "0042"],
+            "timestamp": pd.to_datetime(
+                ["2024-01-01 10:00", "2024-01-02 10:00", "2024-01-03 10:00"]
+            ),
+        }
+    )
+    path = tmp_path / "ids.parquet"
+    frame.to_parquet(path, index=False)
+
+    out, report = read_purchases(path, load_mapping("canonical"))
+
+    assert out[col.CUSTOMER_ID].tolist() == ["17850", "13047"]
+    assert out[col.ITEM_ID].tolist() == ["00123", "0042"]
+    assert report.dropped[DROP_MISSING_ID] == 1
+    assert report.rows_kept == 2
+
+
+def test_parquet_non_integral_float_ids_keep_their_decimals(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "customer_id": [1.5, 2.0],
+            "item_id": ["a", "b"],
+            "timestamp": pd.to_datetime(["2024-01-01 10:00", "2024-01-02 10:00"]),
+        }
+    )
+    path = tmp_path / "floats.parquet"
+    frame.to_parquet(path, index=False)
+
+    out, _ = read_purchases(path, load_mapping("canonical"))
+
+    assert out[col.CUSTOMER_ID].tolist() == ["1.5", "2.0"]
+
+
+def test_parquet_timezone_aware_timestamps_become_naive_utc(tmp_path: Path) -> None:
+    local = pd.to_datetime(["2024-07-01 10:00", "2024-01-15 10:00"]).tz_localize("Europe/Berlin")
+    frame = pd.DataFrame({"customer_id": ["c1", "c2"], "item_id": ["i1", "i2"], "timestamp": local})
+    path = tmp_path / "tz.pq"
+    frame.to_parquet(path, index=False)
+
+    out, report = read_purchases(path, load_mapping("canonical"))
+
+    assert out[col.TIMESTAMP].dt.tz is None
+    # Sorted by time: January (UTC+1) first, then July (UTC+2, summer time).
+    assert out[col.CUSTOMER_ID].tolist() == ["c2", "c1"]
+    assert out[col.TIMESTAMP].tolist() == [
+        pd.Timestamp("2024-01-15 09:00:00"),
+        pd.Timestamp("2024-07-01 08:00:00"),
+    ]
+    assert report.first_purchase == "2024-01-15T09:00:00"
+
+
+def test_canonical_mapping_has_no_cancel_or_non_product_rules(tmp_path: Path) -> None:
+    """Under the canonical mapping "C..." orders and "POST" are ordinary purchases."""
+    frame = _simple_canonical(item_id=["POST", "i2"])
+    frame["order_id"] = ["C1", "o2"]
+    path = _write_csv(tmp_path / "plain.csv", frame)
+
+    out, report = read_purchases(path, load_mapping("canonical"))
+
+    assert report.rows_kept == 2
+    assert sum(report.dropped.values()) == 0
+    assert out[col.ITEM_ID].tolist() == ["POST", "i2"]
+
+
+def test_only_required_columns_is_enough(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {"customer_id": ["c1"], "item_id": ["i1"], "timestamp": ["2024-01-01 10:00:00"]}
+    )
+    path = _write_csv(tmp_path / "minimal.csv", frame)
+
+    out, report = read_purchases(path, load_mapping("canonical"))
+
+    assert list(out.columns) == [col.CUSTOMER_ID, col.ITEM_ID, col.TIMESTAMP]
+    assert report.rows_kept == 1
+
+
+def test_report_to_dict_round_trips_the_counts(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "retail.csv", _dirty_frame())
+
+    _, report = read_purchases(path, load_mapping("online-retail"))
+
+    assert report.to_dict() == {
+        "rows_read": 17,
+        "rows_kept": 3,
+        "dropped": EXPECTED_DROPPED,
+        "customers": 2,
+        "items": 3,
+        "first_purchase": "2010-12-01T08:26:00",
+        "last_purchase": "2010-12-03T09:00:00",
+    }
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+def test_missing_required_column_names_file_and_source_column(tmp_path: Path) -> None:
+    frame = _dirty_frame().drop(columns=["CustomerID"])
+    path = _write_csv(tmp_path / "no_customer.csv", frame)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("online-retail"))
+
+    assert caught.value.path == str(path)
+    assert caught.value.column == "CustomerID"
+    message = str(caught.value)
+    assert message.startswith(f"{path}: column 'CustomerID': missing required column")
+    assert "customer_id" in message
+
+
+def test_missing_required_column_canonical_mapping(tmp_path: Path) -> None:
+    frame = _simple_canonical().drop(columns=["item_id"])
+    path = _write_csv(tmp_path / "no_item.csv", frame)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    assert caught.value.column == "item_id"
+    assert str(path) in str(caught.value)
+    assert "'item_id'" in str(caught.value)
+
+
+def test_unparseable_timestamp_names_file_column_and_value(tmp_path: Path) -> None:
+    frame = _simple_canonical(timestamp=["2024-01-01 10:00:00", "not a date"])
+    path = _write_csv(tmp_path / "bad_time.csv", frame)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    assert caught.value.path == str(path)
+    assert caught.value.column == "timestamp"
+    assert str(caught.value) == (
+        f"{path}: column 'timestamp': 1 value(s) are not timestamps (e.g. 'not a date')"
+    )
+
+
+def test_unparseable_timestamp_uses_the_source_column_name(tmp_path: Path) -> None:
+    frame = _dirty_frame()
+    frame.loc[0, "InvoiceDate"] = "yesterday-ish"
+    path = _write_csv(tmp_path / "bad_time.csv", frame)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("online-retail"))
+
+    assert caught.value.column == "InvoiceDate"
+    assert "yesterday-ish" in str(caught.value)
+
+
+def test_non_numeric_quantity_names_file_and_column(tmp_path: Path) -> None:
+    frame = _dirty_frame()
+    frame.loc[3, "Quantity"] = "six"
+    frame.loc[4, "Quantity"] = "a dozen"
+    path = _write_csv(tmp_path / "bad_qty.csv", frame)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("online-retail"))
+
+    assert caught.value.path == str(path)
+    assert caught.value.column == "Quantity"
+    assert str(caught.value) == (
+        f"{path}: column 'Quantity': 2 value(s) are not numbers (e.g. 'six')"
+    )
+
+
+def test_non_numeric_price_in_parquet(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c2"],
+            "item_id": ["i1", "i2"],
+            "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02"]),
+            "price": ["1.5", "free"],
+        }
+    )
+    path = tmp_path / "bad_price.parquet"
+    frame.to_parquet(path, index=False)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    assert caught.value.column == "price"
+    assert "'free'" in str(caught.value)
+
+
+def test_empty_after_cleaning_lists_the_reasons(tmp_path: Path) -> None:
+    frame = _dirty_frame().iloc[6:10]  # 2 cancelled + 2 returns
+    path = _write_csv(tmp_path / "only_returns.csv", frame)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("online-retail"))
+
+    assert caught.value.path == str(path)
+    assert str(caught.value) == (
+        f"{path}: no purchases left after cleaning (2 {DROP_CANCELLED}, 2 {DROP_RETURN})"
+    )
+
+
+def test_header_only_csv_is_empty_after_cleaning(tmp_path: Path) -> None:
+    path = tmp_path / "header.csv"
+    path.write_text("customer_id,item_id,timestamp\n", encoding="utf-8")
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    assert str(caught.value) == f"{path}: no purchases left after cleaning (no rows)"
+
+
+def test_file_not_found(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.csv"
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    assert caught.value.path == str(path)
+    assert str(caught.value) == f"{path}: file not found"
+
+
+def test_folder_instead_of_file(tmp_path: Path) -> None:
+    folder = tmp_path / "data.csv"
+    folder.mkdir()
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(folder, load_mapping("canonical"))
+
+    assert str(folder) in str(caught.value)
+    assert "folder" in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix", [".xlsx", ".json", ".txt", ""])
+def test_unsupported_suffix(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"purchases{suffix}"
+    path.write_text("customer_id,item_id,timestamp\nc,i,2024-01-01\n", encoding="utf-8")
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    assert caught.value.path == str(path)
+    assert f"unsupported file type '{suffix}'" in str(caught.value)
+
+
+def test_suffix_is_case_insensitive(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "PURCHASES.CSV", _simple_canonical())
+
+    _, report = read_purchases(path, load_mapping("canonical"))
+
+    assert report.rows_kept == 2
+
+
+@pytest.mark.parametrize("name", ["garbage.parquet", "garbage.pq"])
+def test_garbage_bytes_in_parquet(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"PAR1 this is \x00\x01\x02 not a parquet file at all")
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    assert caught.value.path == str(path)
+    assert str(caught.value).startswith(f"{path}: not a readable Parquet file")
+
+
+def test_csv_that_is_parquet_bytes_or_binary(tmp_path: Path) -> None:
+    path = tmp_path / "binary.csv"
+    path.write_bytes(b"\xff\xfe\x00\x81\x82garbage\n\xff")
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    assert str(caught.value).startswith(f"{path}: not a readable CSV file")
+
+
+def test_zero_byte_csv(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    assert str(caught.value).startswith(f"{path}: not a readable CSV file")
