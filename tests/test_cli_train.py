@@ -394,3 +394,24 @@ def test_installed_nbo_script_success(tmp_path: Path, planted_csv: Path, config:
     assert "Traceback" not in done.stderr
     assert "published" in done.stdout
     assert (models / "CURRENT").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["train", "--data", "x.csv", "--holdout-days", "abc"], "--holdout-days"),
+        (["train"], "--data"),
+        (["bogus"], "bogus"),
+        ([], "COMMAND"),
+    ],
+)
+def test_usage_errors_are_one_line(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    _, err = capsys.readouterr()
+    assert exit_info.value.code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "error:" in lines[0] and fragment in lines[0]

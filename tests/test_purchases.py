@@ -488,3 +488,19 @@ def test_zero_byte_csv(tmp_path: Path) -> None:
         read_purchases(path, load_mapping("canonical"))
 
     assert str(caught.value).startswith(f"{path}: not a readable CSV file")
+
+
+def test_csv_ids_written_from_a_float_column_lose_their_dot_zero(tmp_path: Path) -> None:
+    path = tmp_path / "floats.csv"
+    path.write_text(
+        "customer_id,item_id,timestamp\n17850.0,85123A,2011-01-01\n13047.0,71053,2011-01-02\n"
+    )
+    frame, _ = read_purchases(path, load_mapping("canonical"))
+    assert sorted(frame[col.CUSTOMER_ID]) == ["13047", "17850"]
+
+
+def test_csv_ids_keep_dot_zero_when_not_every_id_has_it(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    path.write_text("customer_id,item_id,timestamp\n1.0,A,2011-01-01\nX7,B,2011-01-02\n")
+    frame, _ = read_purchases(path, load_mapping("canonical"))
+    assert sorted(frame[col.CUSTOMER_ID]) == ["1.0", "X7"]

@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
+from typing import NoReturn
 
 from nbo import __version__
 from nbo.errors import NboError
@@ -21,8 +22,15 @@ EXIT_USER_ERROR = 2
 Handler = Callable[[argparse.Namespace], int]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the rule for every nbo error), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="nbo", description="Next-best-offer recommendations from purchase history."
     )
     parser.add_argument("--version", action="version", version=f"nbo {__version__}")

@@ -138,7 +138,13 @@ def _as_id_strings(series: pd.Series) -> pd.Series:
         if len(values) and np.all(np.mod(values.to_numpy(), 1) == 0):
             series = series.astype("Int64")
     strings = series.astype("string").str.strip()
-    return strings.mask(strings == "")
+    strings = strings.mask(strings == "")
+    # A CSV exported from a float column writes every id as "17850.0": undo that, but only
+    # when every id has the form, so real ids such as "1.0" among "A1" stay as they are.
+    present = strings.dropna()
+    if len(present) and present.str.fullmatch(r"-?\d+\.0").all():
+        strings = strings.str.removesuffix(".0")
+    return strings
 
 
 def _as_timestamps(series: pd.Series, path: Path, source: str) -> pd.Series:
