@@ -49,7 +49,7 @@ class TrainingConfig(BaseModel):
     suppression_days: str = "30"
     popularity_days: int | None = Field(90, ge=1)
     eval_max_customers: int | None = Field(20_000, ge=1)
-    als: AlsConfig = Field(default_factory=AlsConfig)
+    als: AlsConfig = AlsConfig()
 
     @field_validator("suppression_days", mode="before")
     @classmethod
