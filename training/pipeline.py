@@ -18,8 +18,7 @@ from nbo import columns as col
 from nbo.artifacts import unique_version, write_artifact
 from nbo.checksums import sha256_file
 from nbo.errors import QualityGateError
-from nbo.history import PurchaseHistory, build_history, to_unix_seconds
-from nbo.ids import IdMap
+from nbo.history import PurchaseHistory, encode_purchases
 from nbo.mapping import ColumnMapping
 from nbo.model import model_arrays
 from nbo.models.cf import confidence_matrix, fit_als
@@ -34,7 +33,7 @@ from training.evaluate import (
     popularity_recommender,
     split_popularity,
 )
-from training.split import time_split
+from training.split import TimeSplit, time_split
 
 GATE_METRIC_TEMPLATE = "ndcg@{k}"
 GATE_TRUTH = "all"
@@ -95,7 +94,8 @@ def train(
 
         progress.step("time split")
         with timed("time split"):
-            split = time_split(purchases, config.holdout_days, config.suppression.days)
+            encoded = encode_purchases(purchases)
+            split = time_split(encoded, config.holdout_days, config.suppression.days)
 
         tick = progress.iterations("fit ALS (before cutoff)", params.iterations)
         with timed("fit ALS (before cutoff)"):
@@ -120,13 +120,13 @@ def train(
             raise QualityGateError(gate["message"])
 
         with timed("build full history"):
-            full = build_history(purchases)
+            full = encoded.history()
             full_confidence = confidence_matrix(full.counts, params)
         refit_iterations = config.als.refit_iterations or params.iterations
         tick = progress.iterations("refit ALS (all data)", refit_iterations)
         with timed("refit ALS (all data)"):
             warm = (
-                _warm_start(evaluated, split.train, full, params.random_state)
+                _warm_start(evaluated, split, full, params.random_state)
                 if config.als.refit_iterations
                 else None
             )
@@ -140,7 +140,7 @@ def train(
 
         progress.step("publish")
         with timed("publish"):
-            last_s = int(to_unix_seconds(purchases[col.TIMESTAMP].tail(1))[0])
+            last_s = int(encoded.time.max())
             served_popularity = popularity_scores(
                 full.counts, full.last_purchase, last_s, config.popularity_days
             )
@@ -213,7 +213,7 @@ def _quality_gate(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> di
 
 def _warm_start(
     evaluated: AlternatingLeastSquares,
-    train: PurchaseHistory,
+    split: TimeSplit,
     full: PurchaseHistory,
     seed: int,
 ) -> AlternatingLeastSquares:
@@ -221,14 +221,16 @@ def _warm_start(
     rng = np.random.default_rng(seed)
     factors = evaluated.item_factors.shape[1]
 
-    def place(learned: np.ndarray, old: IdMap, new: IdMap) -> np.ndarray:
-        out = (rng.random((len(new), factors), dtype=np.float32) * 0.01).astype(np.float32)
-        out[new.to_index(old.ids)] = learned
+    def place(learned: np.ndarray, positions: np.ndarray, size: int) -> np.ndarray:
+        out = (rng.random((size, factors), dtype=np.float32) * 0.01).astype(np.float32)
+        out[positions] = learned
         return out
 
     warm = AlternatingLeastSquares(factors=factors)
-    warm.user_factors = place(evaluated.user_factors, train.customers, full.customers)
-    warm.item_factors = place(evaluated.item_factors, train.items, full.items)
+    warm.user_factors = place(
+        evaluated.user_factors, split.train_customer_positions, len(full.customers)
+    )
+    warm.item_factors = place(evaluated.item_factors, split.train_item_positions, len(full.items))
     return warm
 
 

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from nbo import columns as col
 from nbo.errors import ConfigError
-from nbo.history import PurchaseHistory, build_history, to_unix_seconds
+from nbo.history import EncodedPurchases, PurchaseHistory, aggregate, encode_purchases
+
+DAY = 86_400
 
 
 @dataclass
@@ -31,55 +32,80 @@ class TimeSplit:
     unknown_new: np.ndarray
     holdout_rows: int
     cold_start_customers: int
+    # Positions of the training customers and items in the full data's id maps.
+    train_customer_positions: np.ndarray
+    train_item_positions: np.ndarray
 
 
 def time_split(
-    purchases: pd.DataFrame, holdout_days: int, suppression_days: int | None
+    purchases: EncodedPurchases | pd.DataFrame, holdout_days: int, suppression_days: int | None
 ) -> TimeSplit:
     """Split at ``last purchase - holdout_days``; ``suppression_days=None`` means 'all'."""
-    last = purchases[col.TIMESTAMP].max()
-    cutoff = last - pd.Timedelta(days=holdout_days)
-    before = purchases[purchases[col.TIMESTAMP] < cutoff]
-    after = purchases[purchases[col.TIMESTAMP] >= cutoff]
-    if before.empty or after.empty:
-        span = (last - purchases[col.TIMESTAMP].min()).days
+    encoded = purchases if isinstance(purchases, EncodedPurchases) else encode_purchases(purchases)
+    last = int(encoded.time.max())
+    cutoff_s = last - holdout_days * DAY
+    before = encoded.time < cutoff_s
+    if not before.any() or before.all():
+        span = (last - int(encoded.time.min())) // DAY
         raise ConfigError(
             f"holdout_days={holdout_days} leaves "
-            f"{'no training data' if before.empty else 'no holdout data'} "
+            f"{'no training data' if not before.any() else 'no holdout data'} "
             f"(the data spans {span} days); choose a shorter holdout"
         )
-    train = build_history(before)
-    cutoff_s = int(to_unix_seconds(pd.Series([cutoff]))[0])
+    train_lines = encoded.select(before)
+    train = train_lines.history()
+    train_customers = np.unique(encoded.customer[before])
+    train_items = np.unique(encoded.item[before])
 
     suppressed = train.last_purchase.copy()
     if suppression_days is None:
         suppressed.data = np.ones_like(suppressed.data)
     else:
-        suppressed.data = (suppressed.data >= cutoff_s - suppression_days * 86_400).astype(np.int64)
+        suppressed.data = (suppressed.data >= cutoff_s - suppression_days * DAY).astype(np.int64)
     suppressed.eliminate_zeros()
     suppressed = suppressed.astype(np.float32)
 
-    known_customer = after[col.CUSTOMER_ID].isin(train.customers.ids)
-    holdout = after[known_customer]
-    truth_all = build_history(holdout, customers=train.customers, items=train.items).counts
+    # Holdout lines in training ids (-1 where the training window never saw the id).
+    after = ~before
+    customer = _position_in(train_customers, encoded.customer[after])
+    item = _position_in(train_items, encoded.item[after])
+    known = customer >= 0
+    hittable = known & (item >= 0)
+    truth_all, _ = aggregate(
+        customer[hittable],
+        item[hittable],
+        encoded.order[after][hittable],
+        encoded.time[after][hittable],
+        train.shape,
+    )
     truth_all.data[:] = 1.0
-    truth_new = truth_all - truth_all.multiply(suppressed)
+    truth_new = (truth_all - truth_all.multiply(suppressed)).tocsr()
     truth_new.eliminate_zeros()
 
-    # Holdout items unknown to the training catalogue, per customer (they are "new" too).
-    unknown = holdout[~holdout[col.ITEM_ID].isin(train.items.ids)]
-    pairs = unknown.drop_duplicates([col.CUSTOMER_ID, col.ITEM_ID])
-    rows = train.customers.to_index(pairs[col.CUSTOMER_ID])
-    unknown_counts = np.bincount(rows, minlength=len(train.customers)).astype(np.int64)
+    # Distinct unknown items per known customer (unknown items are "new" too).
+    unknown = known & (item < 0)
+    pairs = np.unique(customer[unknown] * len(encoded.items) + encoded.item[after][unknown]) // len(
+        encoded.items
+    )
+    unknown_counts = np.bincount(pairs, minlength=len(train.customers)).astype(np.int64)
 
     return TimeSplit(
-        cutoff=cutoff,
+        cutoff=pd.Timestamp(cutoff_s, unit="s"),
         train=train,
         truth_all=truth_all.tocsr(),
-        truth_new=truth_new.tocsr(),
+        truth_new=truth_new,
         suppressed=suppressed.tocsr(),
         unknown_all=unknown_counts,
         unknown_new=unknown_counts.copy(),
-        holdout_rows=len(after),
-        cold_start_customers=int(after.loc[~known_customer, col.CUSTOMER_ID].nunique()),
+        holdout_rows=int(after.sum()),
+        cold_start_customers=len(np.unique(encoded.customer[after][~known])),
+        train_customer_positions=train_customers,
+        train_item_positions=train_items,
     )
+
+
+def _position_in(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each value in a sorted array, -1 where absent."""
+    positions = np.searchsorted(sorted_values, values)
+    positions[positions == len(sorted_values)] = 0
+    return np.where(sorted_values[positions] == values, positions, -1)

@@ -3,6 +3,10 @@
 Two matrices share one sparsity pattern: how many orders of each item a customer
 placed (the signal the models learn from) and when they last bought it (what the
 service needs to suppress just-bought items).
+
+String ids are encoded to integers once (``encode_purchases``); every later step (time
+split, holdout truth, full history) works on integer arrays, which is what keeps the
+trainer close to the cost of the ALS fit itself on millions of purchase lines.
 """
 
 from __future__ import annotations
@@ -31,9 +35,68 @@ class PurchaseHistory:
         return (len(self.customers), len(self.items))
 
 
+@dataclass
+class EncodedPurchases:
+    """Purchase lines as integer arrays: positions in ``customers``/``items`` (sorted ids),
+    an order number and unix seconds."""
+
+    customers: IdMap
+    items: IdMap
+    customer: np.ndarray
+    item: np.ndarray
+    order: np.ndarray
+    time: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.customer)
+
+    def select(self, mask: np.ndarray) -> EncodedPurchases:
+        """The lines under ``mask``, re-indexed to the customers and items they contain.
+
+        Sorted ids stay sorted, so a subset's id map is a sub-sequence of the full one.
+        """
+        customer, item = self.customer[mask], self.item[mask]
+        present_customers = np.unique(customer)
+        present_items = np.unique(item)
+        return EncodedPurchases(
+            customers=IdMap(self.customers.ids[present_customers]),
+            items=IdMap(self.items.ids[present_items]),
+            customer=np.searchsorted(present_customers, customer),
+            item=np.searchsorted(present_items, item),
+            order=self.order[mask],
+            time=self.time[mask],
+        )
+
+    def history(self) -> PurchaseHistory:
+        """Aggregate the lines into the customer x item matrices."""
+        counts, last = aggregate(
+            self.customer, self.item, self.order, self.time, (len(self.customers), len(self.items))
+        )
+        return PurchaseHistory(self.customers, self.items, counts, last)
+
+
 def to_unix_seconds(timestamps: pd.Series) -> np.ndarray:
     """Naive-UTC timestamps as int64 unix seconds."""
     return timestamps.to_numpy(dtype="datetime64[s]").astype(np.int64)
+
+
+def encode_purchases(purchases: pd.DataFrame) -> EncodedPurchases:
+    """Encode canonical purchase lines to integers, ids sorted; one pass over the strings."""
+    customer, customers = pd.factorize(purchases[col.CUSTOMER_ID].astype(str), sort=True)
+    item, items = pd.factorize(purchases[col.ITEM_ID].astype(str), sort=True)
+    if col.ORDER_ID in purchases:
+        order = pd.factorize(purchases[col.ORDER_ID])[0].astype(np.int64)
+    else:
+        # Without order ids every line is its own order.
+        order = np.arange(len(purchases), dtype=np.int64)
+    return EncodedPurchases(
+        customers=IdMap(np.asarray(customers, dtype=str)),
+        items=IdMap(np.asarray(items, dtype=str)),
+        customer=customer.astype(np.int64),
+        item=item.astype(np.int64),
+        order=order,
+        time=to_unix_seconds(purchases[col.TIMESTAMP]),
+    )
 
 
 def build_history(
@@ -41,46 +104,60 @@ def build_history(
     customers: IdMap | None = None,
     items: IdMap | None = None,
 ) -> PurchaseHistory:
-    """Aggregate purchase lines into customer x item matrices.
+    """Aggregate canonical purchase lines into customer x item matrices.
 
-    Pass ``customers``/``items`` to build on a fixed id space (e.g. the training window
-    of a time split on the full data's ids); purchases of ids outside it are ignored.
-    A (customer, item) pair counts once per order, so a line split in two is one purchase.
+    Pass ``customers``/``items`` to build on a fixed id space; purchases of ids outside it
+    are ignored. A (customer, item) pair counts once per order.
     """
-    if customers is None:
-        customers = IdMap(np.sort(purchases[col.CUSTOMER_ID].unique().astype(str)))
-    if items is None:
-        items = IdMap(np.sort(purchases[col.ITEM_ID].unique().astype(str)))
-
-    user_codes = _codes(purchases[col.CUSTOMER_ID], customers)
-    item_codes = _codes(purchases[col.ITEM_ID], items)
-    keep = (user_codes >= 0) & (item_codes >= 0)
-    if col.ORDER_ID in purchases:
-        orders = pd.factorize(purchases[col.ORDER_ID])[0]
-    else:
-        orders = np.arange(len(purchases))
-    lines = pd.DataFrame(
-        {
-            "u": user_codes[keep],
-            "i": item_codes[keep],
-            "o": orders[keep],
-            "t": to_unix_seconds(purchases[col.TIMESTAMP])[keep],
-        }
+    encoded = encode_purchases(purchases)
+    if customers is None and items is None:
+        return encoded.history()
+    customers = customers if customers is not None else encoded.customers
+    items = items if items is not None else encoded.items
+    customer = pd.Index(customers.ids).get_indexer(encoded.customers.ids)[encoded.customer]
+    item = pd.Index(items.ids).get_indexer(encoded.items.ids)[encoded.item]
+    keep = (customer >= 0) & (item >= 0)
+    counts, last = aggregate(
+        customer[keep],
+        item[keep],
+        encoded.order[keep],
+        encoded.time[keep],
+        (len(customers), len(items)),
     )
-    per_order = lines.drop_duplicates(["u", "i", "o"])
-    grouped = per_order.groupby(["u", "i"], sort=True).agg(n=("o", "size"), t=("t", "max"))
-    rows = grouped.index.get_level_values(0).to_numpy()
-    cols = grouped.index.get_level_values(1).to_numpy()
-    shape = (len(customers), len(items))
-    counts = sp.csr_matrix(
-        (grouped["n"].to_numpy(np.float32), (rows, cols)), shape=shape, dtype=np.float32
-    )
-    last = sp.csr_matrix((grouped["t"].to_numpy(np.int64), (rows, cols)), shape=shape)
-    counts.sort_indices()
-    last.sort_indices()
-    return PurchaseHistory(customers=customers, items=items, counts=counts, last_purchase=last)
+    return PurchaseHistory(customers, items, counts, last)
 
 
-def _codes(values: pd.Series, ids: IdMap) -> np.ndarray:
-    """Internal indices for a column of external ids (-1 where unknown), vectorised."""
-    return pd.Index(ids.ids).get_indexer(values.astype(str)).astype(np.int64)
+def aggregate(
+    customer: np.ndarray,
+    item: np.ndarray,
+    order: np.ndarray,
+    time: np.ndarray,
+    shape: tuple[int, int],
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(orders per pair, last purchase per pair) as CSR matrices with one sparsity pattern.
+
+    One sort of the (pair, order) keys, then segment reductions: no groupby, no strings.
+    """
+    n_rows, n_items = shape
+    if len(customer) == 0:
+        empty = sp.csr_matrix(shape, dtype=np.float32)
+        return empty, sp.csr_matrix(shape, dtype=np.int64)
+    pair = customer.astype(np.int64) * n_items + item.astype(np.int64)
+    ordering = np.lexsort((order, pair))
+    pair, order, time = pair[ordering], order[ordering], time[ordering]
+    new_pair = np.empty(len(pair), dtype=bool)
+    new_pair[0] = True
+    np.not_equal(pair[1:], pair[:-1], out=new_pair[1:])
+    new_order = new_pair.copy()
+    new_order[1:] |= order[1:] != order[:-1]
+    starts = np.flatnonzero(new_pair)
+    counts = np.add.reduceat(new_order.astype(np.float32), starts)
+    last = np.maximum.reduceat(time, starts)
+    pairs = pair[starts]
+    rows = pairs // n_items
+    columns = (pairs % n_items).astype(np.int32)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    count_matrix = sp.csr_matrix((counts, columns, indptr), shape=shape)
+    last_matrix = sp.csr_matrix((last.astype(np.int64), columns.copy(), indptr.copy()), shape=shape)
+    return count_matrix, last_matrix
