@@ -48,7 +48,7 @@ class TrainingConfig(BaseModel):
     k: int = Field(10, ge=1, le=100)
     suppression_days: str = "30"
     popularity_days: int | None = Field(90, ge=1)
-    eval_max_customers: int | None = Field(20_000, ge=1)
+    eval_max_customers: int | None = Field(10_000, ge=1)
     als: AlsConfig = AlsConfig()
 
     @field_validator("suppression_days", mode="before")
