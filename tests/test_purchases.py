@@ -254,13 +254,14 @@ def test_parquet_timezone_aware_timestamps_become_naive_utc(tmp_path: Path) -> N
     out, report = read_purchases(path, load_mapping("canonical"))
 
     assert out[col.TIMESTAMP].dt.tz is None
-    # Sorted by time: January (UTC+1) first, then July (UTC+2, summer time).
-    assert out[col.CUSTOMER_ID].tolist() == ["c2", "c1"]
+    # File order is kept: July (UTC+2, summer time), then January (UTC+1).
+    assert out[col.CUSTOMER_ID].tolist() == ["c1", "c2"]
     assert out[col.TIMESTAMP].tolist() == [
-        pd.Timestamp("2024-01-15 09:00:00"),
         pd.Timestamp("2024-07-01 08:00:00"),
+        pd.Timestamp("2024-01-15 09:00:00"),
     ]
     assert report.first_purchase == "2024-01-15T09:00:00"
+    assert report.last_purchase == "2024-07-01T08:00:00"
 
 
 def test_canonical_mapping_has_no_cancel_or_non_product_rules(tmp_path: Path) -> None:
