@@ -19,7 +19,7 @@ from nbo.artifacts import Artifact, load_artifact
 from nbo.errors import ArtifactError
 from nbo.history import PurchaseHistory
 from nbo.ids import IdMap
-from nbo.models.cf import AlsParams, als_from_factors
+from nbo.models.cf import AlsExplainer, AlsParams, als_from_factors
 
 REQUIRED_ARRAYS = (
     "user_factors",
@@ -52,6 +52,13 @@ class ServingModel:
     popular_order: np.ndarray
     item_names: dict[str, str] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
+    explainer: AlsExplainer = field(init=False)
+    # External item ids as a Python list: indexing it per offer is cheaper than numpy's.
+    item_ids: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.explainer = AlsExplainer(self.als)
+        self.item_ids = self.items.ids.tolist()
 
     def history_of(self, customer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(items, confidences, last purchase seconds) of a known customer."""

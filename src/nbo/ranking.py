@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from nbo.model import ServingModel
-from nbo.models.cf import FILTERED_SCORE, explain_items
+from nbo.models.cf import FILTERED_SCORE
 from nbo.suppression import SuppressionWindow
 
 SOURCE_CF = "cf"
@@ -69,29 +68,32 @@ def rank_offers(
     items, confidence, last_purchase = model.history_of(customer)
     suppressed = _suppressed(items, last_purchase, now_s, window)
     n_items = len(model.items)
-    filter_row = sp.csr_matrix(
-        (np.ones(len(suppressed), dtype=np.float32), suppressed, [0, len(suppressed)]),
-        shape=(1, n_items),
-    )
     # Never ask for more than can be offered: implicit pads a short list with filtered
     # items (score = lowest float32) or repeats of item 0.
     wanted = min(k, n_items - len(suppressed))
     ids = np.empty(0, dtype=np.int64)
     scores = np.empty(0, dtype=np.float32)
     if wanted > 0:
+        # Suppressed items as a plain filter list: for one customer this is the same
+        # filter as a one-row liked-items matrix without building and slicing a CSR.
         ids, scores = model.als.recommend(
-            customer, filter_row, N=wanted, filter_already_liked_items=True
+            customer,
+            None,
+            N=wanted,
+            filter_already_liked_items=False,
+            filter_items=suppressed if len(suppressed) else None,
         )
         valid = (ids >= 0) & (scores > FILTERED_SCORE)
         ids, scores = ids[valid], scores[valid]
 
-    explanations = explain_items(model.als, items, confidence, ids, top=EXPLAINED_BY)
+    explanations = model.explainer.explain(items, confidence, ids, top=EXPLAINED_BY)
+    item_ids = model.item_ids
     offers = [
         Offer(
-            item_id=model.items.ids[item],
-            score=float(score),
+            item_id=item_ids[item],
+            score=score,
             rank=rank,
-            reason=Reason(SOURCE_CF, tuple(model.items.ids[i] for i, _ in explanation)),
+            reason=Reason(SOURCE_CF, tuple(item_ids[i] for i, _ in explanation)),
         )
         for rank, (item, score, explanation) in enumerate(
             zip(ids.tolist(), scores.tolist(), explanations, strict=True), start=1
@@ -116,7 +118,7 @@ def _suppressed(
 def _popular_offers(model: ServingModel, picked: np.ndarray, start_rank: int) -> list[Offer]:
     return [
         Offer(
-            item_id=model.items.ids[item],
+            item_id=model.item_ids[item],
             score=float(model.popularity[item]),
             rank=rank,
             reason=Reason(SOURCE_POPULAR),

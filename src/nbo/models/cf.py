@@ -120,6 +120,52 @@ def als_from_factors(
     return model
 
 
+class AlsExplainer:
+    """Explains ALS scores by the customer's purchases, for many offered items at once.
+
+    The same decomposition as implicit's ``AlternatingLeastSquares.explain`` (Hu, Koren &
+    Volinsky 2008, section 5): score(u, i) = sum over purchased j of
+    (y_i^T W_u y_j) c_uj with W_u = (Y^T C_u Y + regularization I)^-1. implicit's version
+    loops in Python per offered item and per purchased item, milliseconds for a heavy
+    buyer on every offers call; here one Cholesky factorisation (LAPACK, with the
+    customer-independent part Y^T Y + regularization I computed once per model) serves
+    all offered items.
+    """
+
+    def __init__(self, model: AlternatingLeastSquares) -> None:
+        self._factors = np.asarray(model.item_factors, dtype=np.float64)
+        self._base = self._factors.T @ self._factors + model.regularization * np.eye(
+            self._factors.shape[1]
+        )
+        self._alpha = float(model.alpha)
+
+    def explain(
+        self,
+        liked_items: np.ndarray,
+        liked_confidence: np.ndarray,
+        item_ids: np.ndarray,
+        top: int = 3,
+    ) -> list[list[tuple[int, float]]]:
+        """Per offered item, up to ``top`` (purchased item, contribution), largest first."""
+        if len(liked_items) == 0 or len(item_ids) == 0:
+            return [[] for _ in item_ids]
+        liked = self._factors[liked_items]
+        confidence = self._alpha * np.asarray(liked_confidence, dtype=np.float64)
+        system = self._base + (liked * (confidence - 1.0)[:, None]).T @ liked
+        cholesky, info = scipy.linalg.lapack.dpotrf(system, lower=False, clean=False)
+        if info != 0:  # not positive definite (cannot happen with positive confidences)
+            return [[] for _ in item_ids]
+        weighted, info = scipy.linalg.lapack.dpotrs(cholesky, self._factors[item_ids].T)
+        if info != 0:
+            return [[] for _ in item_ids]
+        contributions = (liked @ weighted) * confidence[:, None]
+        top = min(top, len(liked_items))
+        best = np.argsort(-contributions, axis=0, kind="stable")[:top]
+        items = np.asarray(liked_items)[best].T.tolist()
+        values = np.take_along_axis(contributions, best, axis=0).T.tolist()
+        return [list(zip(i, v, strict=True)) for i, v in zip(items, values, strict=True)]
+
+
 def explain_items(
     model: AlternatingLeastSquares,
     liked_items: np.ndarray,
@@ -127,27 +173,5 @@ def explain_items(
     item_ids: np.ndarray,
     top: int = 3,
 ) -> list[list[tuple[int, float]]]:
-    """For each of ``item_ids``, the customer's purchased items that most explain its score.
-
-    The same decomposition as implicit's ``AlternatingLeastSquares.explain`` (Hu, Koren &
-    Volinsky 2008, section 5), done for all offered items at once with one Cholesky
-    factorisation: implicit's version loops in Python per item and per purchased item,
-    which costs milliseconds for a heavy buyer on every offers call.
-    """
-    if len(liked_items) == 0 or len(item_ids) == 0:
-        return [[] for _ in item_ids]
-    factors = np.asarray(model.item_factors)
-    liked = factors[liked_items].astype(np.float64)
-    confidence = (model.alpha * liked_confidence).astype(np.float64)
-    gram = np.asarray(model.YtY, dtype=np.float64)
-    system = gram + model.regularization * np.eye(model.factors)
-    system += (liked * (confidence - 1.0)[:, None]).T @ liked
-    weights = scipy.linalg.cho_factor(system)
-    weighted = scipy.linalg.cho_solve(weights, factors[item_ids].astype(np.float64).T)
-    contributions = (liked @ weighted) * confidence[:, None]
-    top = min(top, len(liked_items))
-    best = np.argsort(-contributions, axis=0, kind="stable")[:top]
-    return [
-        [(int(liked_items[row]), float(contributions[row, column])) for row in best[:, column]]
-        for column in range(len(item_ids))
-    ]
+    """One-off explanations; build an ``AlsExplainer`` once to explain many customers."""
+    return AlsExplainer(model).explain(liked_items, liked_confidence, item_ids, top)
