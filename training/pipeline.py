@@ -241,6 +241,9 @@ def _item_names(purchases: pd.DataFrame) -> dict[str, str]:
     named = purchases[[col.ITEM_ID, col.ITEM_NAME]].dropna()
     if named.empty:
         return {}
-    counts = named.value_counts(sort=True)
-    first = counts.reset_index().drop_duplicates(col.ITEM_ID)
-    return dict(zip(first[col.ITEM_ID].astype(str), first[col.ITEM_NAME].astype(str), strict=True))
+    # observed=True: ids and names are categoricals; never the cross product of the two.
+    counts = named.groupby([col.ITEM_ID, col.ITEM_NAME], observed=True).size()
+    ranked = counts.rename("n").reset_index().astype({col.ITEM_ID: str, col.ITEM_NAME: str})
+    ranked = ranked.sort_values(["n", col.ITEM_NAME], ascending=[False, True], kind="stable")
+    first = ranked.drop_duplicates(col.ITEM_ID)
+    return dict(zip(first[col.ITEM_ID], first[col.ITEM_NAME], strict=True))

@@ -82,21 +82,30 @@ def to_unix_seconds(timestamps: pd.Series) -> np.ndarray:
 
 def encode_purchases(purchases: pd.DataFrame) -> EncodedPurchases:
     """Encode canonical purchase lines to integers, ids sorted; one pass over the strings."""
-    customer, customers = pd.factorize(purchases[col.CUSTOMER_ID].astype(str), sort=True)
-    item, items = pd.factorize(purchases[col.ITEM_ID].astype(str), sort=True)
+    customer, customers = _factorize_ids(purchases[col.CUSTOMER_ID])
+    item, items = _factorize_ids(purchases[col.ITEM_ID])
     if col.ORDER_ID in purchases:
         order = pd.factorize(purchases[col.ORDER_ID])[0].astype(np.int64)
     else:
         # Without order ids every line is its own order.
         order = np.arange(len(purchases), dtype=np.int64)
     return EncodedPurchases(
-        customers=IdMap(np.asarray(customers, dtype=str)),
-        items=IdMap(np.asarray(items, dtype=str)),
+        customers=IdMap(customers),
+        items=IdMap(items),
         customer=customer.astype(np.int64),
         item=item.astype(np.int64),
         order=order,
         time=to_unix_seconds(purchases[col.TIMESTAMP]),
     )
+
+
+def _factorize_ids(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and sorted distinct ids; categorical ids (as ``read_purchases`` returns them)
+    factorize on their codes without touching a string per line."""
+    if not isinstance(ids.dtype, pd.CategoricalDtype):
+        ids = ids.astype(str)
+    codes, uniques = pd.factorize(ids, sort=True)
+    return codes, np.asarray(uniques, dtype=str)
 
 
 def build_history(
