@@ -107,7 +107,9 @@ def load_serving_model(models_dir: Path, version: str | None = None) -> ServingM
 
 
 def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
-    arrays = artifact.arrays
+    # Plain ndarray views of the memory maps: same pages, no np.memmap overhead on every
+    # slice taken per request.
+    arrays = {name: np.asarray(array) for name, array in artifact.arrays.items()}
     missing = [name for name in REQUIRED_ARRAYS if name not in arrays]
     if missing:
         raise ArtifactError(f"model {artifact.version}: missing arrays {missing}")
@@ -143,8 +145,8 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         items=items,
         indptr=indptr,
         history_items=np.asarray(arrays["history_indices"]),
-        history_confidence=arrays["history_confidence"],
-        history_last_purchase=arrays["history_last_purchase"],
+        history_confidence=np.asarray(arrays["history_confidence"]),
+        history_last_purchase=np.asarray(arrays["history_last_purchase"]),
         popularity=popularity,
         popular_order=np.lexsort((np.arange(len(popularity)), -popularity)),
         item_names=dict(artifact.documents.get("item_names", {})),

@@ -18,6 +18,10 @@ from implicit.nearest_neighbours import bm25_weight
 
 Weighting = Literal["none", "log", "bm25"]
 
+# Above this many purchased items, partitioning beats a full sort of the contributions
+# (measured: 17 vs 28 µs at 103 items, 397 vs 168 µs at 1,000 items, ten offers).
+PARTITION_ABOVE = 200
+
 # implicit's top-k scores filtered items with the lowest float32 and pads lists longer
 # than the catalogue; any score at or below this is not a real candidate.
 FILTERED_SCORE = float(np.finfo(np.float32).min) / 2
@@ -160,7 +164,13 @@ class AlsExplainer:
             return [[] for _ in item_ids]
         contributions = (liked @ weighted) * confidence[:, None]
         top = min(top, len(liked_items))
-        best = np.argsort(-contributions, axis=0, kind="stable")[:top]
+        if len(liked_items) > PARTITION_ABOVE:
+            # Heavy buyers: partition first, then order only the best few per offer.
+            candidates = np.argpartition(-contributions, top - 1, axis=0)[:top]
+            picked = np.take_along_axis(contributions, candidates, axis=0)
+            best = np.take_along_axis(candidates, np.argsort(-picked, axis=0), axis=0)
+        else:
+            best = np.argsort(-contributions, axis=0, kind="stable")[:top]
         items = np.asarray(liked_items)[best].T.tolist()
         values = np.take_along_axis(contributions, best, axis=0).T.tolist()
         return [list(zip(i, v, strict=True)) for i, v in zip(items, values, strict=True)]
