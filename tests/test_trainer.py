@@ -17,6 +17,7 @@ from conftest import END, small_training_config
 from nbo import artifacts
 from nbo.artifacts import SCHEMA_VERSION
 from nbo.errors import ConfigError, QualityGateError
+from nbo.history import build_history
 from nbo.mapping import load_mapping
 from nbo.models.cf import fit_als
 from training import pipeline
@@ -392,3 +393,18 @@ def test_time_split_refuses_a_holdout_longer_than_the_data() -> None:
     # The data spans 30 days; a 100-day holdout leaves nothing to train on.
     with pytest.raises(ConfigError, match="holdout_days=100 leaves no training data"):
         time_split(_split_frame(), holdout_days=100, suppression_days=5)
+
+
+def test_lines_without_an_order_id_each_count_as_an_order() -> None:
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c1", "c1", "c1"],
+            "item_id": ["i1", "i1", "i1", "i2"],
+            "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-03"]),
+            "order_id": ["o1", None, None, "o1"],
+        }
+    )
+    history = build_history(frame)
+    row = history.counts.toarray()[0].tolist()
+    counts = dict(zip(history.items.ids.tolist(), row, strict=True))
+    assert counts == {"i1": 3.0, "i2": 1.0}
