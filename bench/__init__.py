@@ -1,0 +1,1 @@
+"""Speed benchmarks for the trainer and the offers path: ``python -m bench``."""

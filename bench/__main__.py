@@ -1,0 +1,255 @@
+"""``python -m bench``: trainer and offers speed against floors measured in the same run.
+
+See bench/README.md for what is measured and how to read the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from bench.generate import FULL, SMALL, SyntheticSpec, ensure_dataset
+from bench.offers_bench import WINDOW_DAYS, K, OffersResult, bench_offers
+from bench.report import OtherLoad, micros, seconds, table, us, verdict
+from bench.train_bench import TrainBench, bench_training
+from nbo.mapping import ColumnMapping, load_mapping
+from nbo.model import load_serving_model
+from training.config import TrainingConfig
+
+REPO = Path(__file__).resolve().parent.parent
+ONLINE_RETAIL = REPO.parent / "shared" / "data" / "online_retail" / "online_retail.parquet"
+SYNTHETIC = "synthetic"
+ONLINE = "online-retail"
+NOISY_CORES = 0.3
+
+
+@dataclass
+class DataSet:
+    name: str
+    path: Path
+    mapping: ColumnMapping
+    description: str
+
+
+@dataclass
+class Summary:
+    name: str
+    trainer_ratio: float
+    offers_p50_ratio: float
+    offers_p99_ratio: float
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--small",
+        action="store_true",
+        help=f"synthetic data of {SMALL.label} instead of {FULL.label}",
+    )
+    parser.add_argument("--only", choices=(SYNTHETIC, ONLINE), help="run one data set")
+    parser.add_argument(
+        "--calls", type=_positive, default=5_000, help="timed offers calls per path"
+    )
+    parser.add_argument("--warmup", type=_positive, default=500, help="untimed offers calls first")
+    parser.add_argument("--seed", type=int, default=0, help="data and customer-sample seed")
+    parser.add_argument(
+        "--repeats", type=_positive, default=3, help="floor and trainer runs (best counts)"
+    )
+    args = parser.parse_args(argv)
+
+    print(
+        f"nbo bench | python {platform.python_version()} | {os.cpu_count()} cores | "
+        f"BLAS pinned to 1 thread (threadpoolctl) | "
+        f"floors measured in this run, ratio target <= 1.5x"
+    )
+    summaries: list[Summary] = []
+    with threadpool_limits(limits=1, user_api="blas"):
+        for data in _data_sets(args):
+            summaries.append(_run(data, args))
+    if summaries:
+        print("\n== summary ==")
+        print(
+            table(
+                ["data set", "trainer / bare ALS", "offers p50 / raw", "offers p99 / raw"],
+                [
+                    [
+                        s.name,
+                        f"{s.trainer_ratio:.2f}x",
+                        f"{s.offers_p50_ratio:.2f}x",
+                        f"{s.offers_p99_ratio:.2f}x",
+                    ]
+                    for s in summaries
+                ],
+            )
+        )
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+def _data_sets(args: argparse.Namespace) -> Iterator[DataSet]:
+    if args.only in (None, SYNTHETIC):
+        base = SMALL if args.small else FULL
+        spec = SyntheticSpec(base.customers, base.items, base.lines, args.seed)
+        path, generated = ensure_dataset(spec)
+        how = "reused from cache" if generated is None else f"generated in {generated:.1f} s"
+        yield DataSet(
+            SYNTHETIC,
+            path,
+            load_mapping("canonical"),
+            f"{spec.label}, seed {spec.seed}; {path.relative_to(REPO)} ({how})",
+        )
+    if args.only in (None, ONLINE):
+        if ONLINE_RETAIL.is_file():
+            yield DataSet(
+                ONLINE, ONLINE_RETAIL, load_mapping("online-retail"), f"full file {ONLINE_RETAIL}"
+            )
+        else:
+            print(f"\n== {ONLINE} ==\n  skipped: {ONLINE_RETAIL} not found")
+
+
+def _run(data: DataSet, args: argparse.Namespace) -> Summary:
+    print(f"\n== {data.name} ==\n  data: {data.description}")
+    load = OtherLoad()
+    config = TrainingConfig()
+    with tempfile.TemporaryDirectory(prefix="nbo-bench-") as tmp:
+        training = bench_training(data.path, data.mapping, Path(tmp), config, args.repeats)
+        trainer_ratio = _print_trainer(config, training)
+        result = training.best_trainer
+        assert result is not None and training.models_dir is not None
+        model = load_serving_model(training.models_dir)
+        now_s = int(pd.Timestamp(result.cleaning.last_purchase).value // 1_000_000_000)
+        offers = bench_offers(model, now_s, args.calls, args.warmup, args.seed)
+        p50_ratio, p99_ratio = _print_offers(offers, result.cleaning.last_purchase)
+        del model
+    other = load.cores()
+    if other is not None:
+        noisy = " (noisy figures: rerun on a quiet machine)" if other > NOISY_CORES else ""
+        print(
+            f"\n  other processes used {other:.2f} of {os.cpu_count()} cores on average "
+            f"while this data set ran{noisy}"
+        )
+    return Summary(data.name, trainer_ratio, p50_ratio, p99_ratio)
+
+
+def _print_trainer(config: TrainingConfig, training: TrainBench) -> float:
+    result = training.best_trainer
+    assert result is not None
+    params = config.als.params()
+    gate = result.manifest["quality_gate"]
+    cleaning = result.cleaning
+    print(
+        f"  cleaned: {cleaning.rows_read:,} lines read, {cleaning.rows_kept:,} kept, "
+        f"{cleaning.customers:,} customers, {cleaning.items:,} items, "
+        f"{cleaning.first_purchase} .. {cleaning.last_purchase}"
+    )
+    print(
+        "  trained with force=True (this bench measures speed, not quality); "
+        f"{gate['message'].removeprefix('quality gate: ')}"
+    )
+    best = training.trainer
+    print(
+        f"\n  Trainer: training.pipeline.train, default config ({params.factors} factors, "
+        f"{params.iterations} iterations, weighting {params.weighting}, alpha {params.alpha:g}, "
+        f"refit {config.als.refit_iterations} iterations warm-started); "
+        f"steps of the fastest of {len(training.trainer_runs)} runs"
+    )
+    rows: list[list[object] | None] = [
+        [step, seconds(value), f"{value / best:.0%}"] for step, value in result.timings.items()
+    ]
+    untimed = best - sum(result.timings.values())
+    rows.append(["(outside the timed steps)", seconds(untimed), f"{untimed / best:.0%}"])
+    rows.append(None)
+    rows.append(["end to end (wall)", seconds(best), "100%"])
+    print(table(["step", "seconds", "share"], rows))
+
+    ratio = best / training.floor
+    print(
+        f"\n  Floor: nbo.models.cf.new_als(params).fit on the full confidence matrix "
+        f"({training.customers:,} x {training.items:,}, {training.interactions:,} nonzeros)"
+    )
+    runs = [
+        [
+            "bare ALS fit (floor)",
+            seconds(training.floor),
+            ", ".join(seconds(s) for s in training.floor_runs),
+        ],
+        [
+            "trainer end to end",
+            seconds(best),
+            ", ".join(seconds(s) for s in training.trainer_runs),
+        ],
+        None,
+        ["ratio trainer / floor", f"{ratio:.2f}x", f"{verdict(ratio)} (target <= 1.5x)"],
+    ]
+    print(table(["", "best s", "all runs s"], runs))
+    return ratio
+
+
+def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float]:
+    t = {name: micros(ns) for name, ns in offers.timings.items()}
+    raw, ranked = t["raw"], t["rank_offers"]
+    print(
+        f"\n  Offers: in-process, k={K}, suppression window {WINDOW_DAYS} days, clock {clock}; "
+        f"{offers.calls:,} timed calls per path over {offers.customers:,} known customers "
+        f"(history median {offers.median_history:.0f}, max {offers.max_history:,} items)"
+    )
+    p50_ratio, p99_ratio = ranked["p50"] / raw["p50"], ranked["p99"] / raw["p99"]
+    mean_ratio = ranked["mean"] / raw["mean"]
+    rows: list[list[object] | None] = [
+        ["raw implicit recommend, full history filtered (floor)"]
+        + [us(raw[q]) for q in ("p50", "p99", "mean")],
+        ["nbo.ranking.rank_offers"] + [us(ranked[q]) for q in ("p50", "p99", "mean")],
+        None,
+        [
+            "ratio rank_offers / floor",
+            f"{p50_ratio:.2f}x",
+            f"{p99_ratio:.2f}x",
+            f"{mean_ratio:.2f}x",
+        ],
+        ["target <= 1.5x", verdict(p50_ratio), verdict(p99_ratio), verdict(mean_ratio)],
+    ]
+    print(table(["path", "p50 us", "p99 us", "mean us"], rows))
+
+    parts = [name for name in offers.timings if name not in ("raw", "rank_offers")]
+    rest = ranked["mean"] - sum(t[name]["mean"] for name in parts)
+    part_rows: list[list[object] | None] = [
+        [name]
+        + [us(t[name][q]) for q in ("p50", "p99", "mean")]
+        + [f"{t[name]['mean'] / ranked['mean']:.0%}"]
+        for name in parts
+    ]
+    part_rows.append(
+        [
+            "rest: Offer objects, id strings, fill (by difference)",
+            "",
+            "",
+            us(rest),
+            f"{rest / ranked['mean']:.0%}",
+        ]
+    )
+    print("\n  Where rank_offers spends its time (each part timed alone, same customers)")
+    print(table(["part", "p50 us", "p99 us", "mean us", "of mean"], part_rows))
+    return p50_ratio, p99_ratio
+
+
+if __name__ == "__main__":
+    start = time.perf_counter()
+    code = main()
+    print(f"\nbench finished in {time.perf_counter() - start:.0f} s")
+    sys.exit(code)
