@@ -52,10 +52,8 @@ def time_split(
             f"{'no training data' if not before.any() else 'no holdout data'} "
             f"(the data spans {span} days); choose a shorter holdout"
         )
-    train_lines = encoded.select(before)
+    train_lines, train_customers, train_items = encoded.select(before)
     train = train_lines.history()
-    train_customers = np.unique(encoded.customer[before])
-    train_items = np.unique(encoded.item[before])
 
     suppressed = train.last_purchase.copy()
     if suppression_days is None:
@@ -67,8 +65,8 @@ def time_split(
 
     # Holdout lines in training ids (-1 where the training window never saw the id).
     after = ~before
-    customer = _position_in(train_customers, encoded.customer[after])
-    item = _position_in(train_items, encoded.item[after])
+    customer = train_customers.new[encoded.customer[after]]
+    item = train_items.new[encoded.item[after]]
     known = customer >= 0
     hittable = known & (item >= 0)
     truth_all, _ = aggregate(
@@ -99,13 +97,6 @@ def time_split(
         unknown_new=unknown_counts.copy(),
         holdout_rows=int(after.sum()),
         cold_start_customers=len(np.unique(encoded.customer[after][~known])),
-        train_customer_positions=train_customers,
-        train_item_positions=train_items,
+        train_customer_positions=train_customers.kept,
+        train_item_positions=train_items.kept,
     )
-
-
-def _position_in(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Index of each value in a sorted array, -1 where absent."""
-    positions = np.searchsorted(sorted_values, values)
-    positions[positions == len(sorted_values)] = 0
-    return np.where(sorted_values[positions] == values, positions, -1)

@@ -36,6 +36,22 @@ class PurchaseHistory:
 
 
 @dataclass
+class Reindex:
+    """A subset of positions: ``kept`` (old positions, sorted) and ``new`` (old -> new
+    position, -1 where dropped). Lookup tables, so mapping millions of codes is a gather."""
+
+    kept: np.ndarray
+    new: np.ndarray
+
+    @classmethod
+    def of_present(cls, codes: np.ndarray, size: int) -> Reindex:
+        kept = np.flatnonzero(np.bincount(codes, minlength=size))
+        new = np.full(size, -1, dtype=np.int64)
+        new[kept] = np.arange(len(kept))
+        return cls(kept=kept, new=new)
+
+
+@dataclass
 class EncodedPurchases:
     """Purchase lines as integer arrays: positions in ``customers``/``items`` (sorted ids),
     an order number and unix seconds."""
@@ -50,22 +66,24 @@ class EncodedPurchases:
     def __len__(self) -> int:
         return len(self.customer)
 
-    def select(self, mask: np.ndarray) -> EncodedPurchases:
-        """The lines under ``mask``, re-indexed to the customers and items they contain.
+    def select(self, mask: np.ndarray) -> tuple[EncodedPurchases, Reindex, Reindex]:
+        """The lines under ``mask``, re-indexed to the customers and items they contain,
+        with the re-indexing of customers and items (to map other lines the same way).
 
         Sorted ids stay sorted, so a subset's id map is a sub-sequence of the full one.
         """
         customer, item = self.customer[mask], self.item[mask]
-        present_customers = np.unique(customer)
-        present_items = np.unique(item)
-        return EncodedPurchases(
-            customers=IdMap(self.customers.ids[present_customers]),
-            items=IdMap(self.items.ids[present_items]),
-            customer=np.searchsorted(present_customers, customer),
-            item=np.searchsorted(present_items, item),
+        customers = Reindex.of_present(customer, len(self.customers))
+        items = Reindex.of_present(item, len(self.items))
+        subset = EncodedPurchases(
+            customers=IdMap(self.customers.ids[customers.kept]),
+            items=IdMap(self.items.ids[items.kept]),
+            customer=customers.new[customer],
+            item=items.new[item],
             order=self.order[mask],
             time=self.time[mask],
         )
+        return subset, customers, items
 
     def history(self) -> PurchaseHistory:
         """Aggregate the lines into the customer x item matrices."""
