@@ -8,6 +8,7 @@ dropped and counted in a ``CleaningReport`` instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,46 +168,62 @@ def _as_id_strings(series: pd.Series, sort: bool) -> pd.Series:
     return pd.Series(pd.Categorical.from_codes(remap[codes], categories=categories))
 
 
+def _parse_distinct(
+    series: pd.Series,
+    path: Path,
+    source: str,
+    parse: Callable[[pd.Series], pd.Series],
+    kind: str,
+) -> tuple[np.ndarray, pd.Series]:
+    """(codes, parsed distinct values): each distinct text is parsed once (the lines of an
+    order share a timestamp, quantities repeat), and a value that does not parse stops the
+    read with how many lines hold such values and an example."""
+    codes, uniques = _factorize(series)
+    text = uniques.astype("string").str.strip()
+    text = text.mask(text == "")
+    parsed = parse(text)
+    bad = parsed.isna() & text.notna()
+    if bad.any():
+        example = text[bad].iloc[0]
+        count = int(np.isin(codes, np.flatnonzero(bad.to_numpy())).sum())
+        raise PurchaseDataError(
+            str(path), f"{count} value(s) are not {kind} (e.g. '{example}')", source
+        )
+    return codes, parsed
+
+
+def _gather(values: np.ndarray, codes: np.ndarray, missing: object, index: pd.Index) -> pd.Series:
+    """Per-line values from per-distinct ones; code -1 (an empty cell) becomes ``missing``."""
+    padded = np.append(values, np.array([missing], dtype=values.dtype))
+    return pd.Series(padded[codes], index=index)
+
+
 def _as_timestamps(series: pd.Series, path: Path, source: str) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(series):
-        parsed = series
-    else:
-        # Lines of one order share a timestamp: parse each distinct text once.
-        codes, uniques = _factorize(series)
-        text = uniques.astype("string").str.strip()
-        distinct = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
-        bad = distinct.isna() & text.notna() & (text != "")
-        if bad.any():
-            example = text[bad].iloc[0]
-            count = int(np.isin(codes, np.flatnonzero(bad.to_numpy())).sum())
-            raise PurchaseDataError(
-                str(path), f"{count} value(s) are not timestamps (e.g. '{example}')", source
-            )
-        distinct = distinct.dt.tz_convert("UTC").dt.tz_localize(None)
-        values = distinct.to_numpy(dtype="datetime64[ns]")
-        padded = np.append(values, np.datetime64("NaT", "ns"))
-        return pd.Series(padded[codes], index=series.index)
-    if getattr(parsed.dt, "tz", None) is not None:
+    if not pd.api.types.is_datetime64_any_dtype(series):
+        codes, distinct = _parse_distinct(
+            series,
+            path,
+            source,
+            lambda text: pd.to_datetime(text, errors="coerce", utc=True, format="mixed"),
+            "timestamps",
+        )
+        naive = distinct.dt.tz_convert("UTC").dt.tz_localize(None)
+        values = naive.to_numpy(dtype="datetime64[ns]")
+        return _gather(values, codes, np.datetime64("NaT", "ns"), series.index)
+    if getattr(series.dt, "tz", None) is not None:
         # One clock for everything: UTC without a zone. Naive input is taken as UTC.
-        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-    return parsed.astype("datetime64[ns]")
+        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    return series.astype("datetime64[ns]")
 
 
 def _as_numbers(series: pd.Series, path: Path, source: str) -> pd.Series:
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
         return series.astype("float64")
-    codes, uniques = _factorize(series)
-    text = uniques.astype("string").str.strip()
-    numbers = pd.to_numeric(text.mask(text == ""), errors="coerce")
-    bad = numbers.isna() & text.notna() & (text != "")
-    if bad.any():
-        example = text[bad].iloc[0]
-        count = int(np.isin(codes, np.flatnonzero(bad.to_numpy())).sum())
-        raise PurchaseDataError(
-            str(path), f"{count} value(s) are not numbers (e.g. '{example}')", source
-        )
-    values = np.append(numbers.to_numpy(dtype="float64", na_value=np.nan), np.nan)
-    return pd.Series(values[codes], index=series.index)
+    codes, numbers = _parse_distinct(
+        series, path, source, lambda text: pd.to_numeric(text, errors="coerce"), "numbers"
+    )
+    values = numbers.to_numpy(dtype="float64", na_value=np.nan)
+    return _gather(values, codes, np.nan, series.index)
 
 
 def _exact_duplicates(frame: pd.DataFrame) -> pd.Series:
