@@ -78,3 +78,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory, planted_csv: Path) -> Trai
 def models_dir(trained: TrainResult) -> Path:
     assert trained.path is not None
     return trained.path.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own event store file, never the working folder's."""
+    path = tmp_path / "store" / "nbo.db"
+    monkeypatch.setenv("NBO_STORE_URL", f"sqlite:///{path}")
+    return path

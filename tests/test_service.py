@@ -28,8 +28,10 @@ ALL_ITEMS = sorted(GROUP_ITEMS["a"] + GROUP_ITEMS["b"])
 
 
 @pytest.fixture(scope="module")
-def client(models_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(models_dir=models_dir, clock=CLOCK))) as client:
+def client(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    store = tmp_path_factory.mktemp("store") / "nbo.db"
+    settings = Settings(models_dir=models_dir, clock=CLOCK, store_url=f"sqlite:///{store}")
+    with TestClient(create_app(settings)) as client:
         yield client
 
 

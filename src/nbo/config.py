@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     suppression_days: str = Field(
         "30", description="days a bought item is not offered; 0 = never, 'all' = ever bought"
     )
+    store_url: str = Field(
+        "sqlite:///var/nbo.db",
+        description="the event store; sqlite:///PATH (relative paths from the working folder)",
+    )
     require_model: bool = Field(
         True, description="refuse to start without a loadable model (else start unready)"
     )

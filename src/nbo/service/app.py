@@ -13,8 +13,9 @@ from nbo import __version__
 from nbo.config import Settings, get_settings
 from nbo.errors import ArtifactError
 from nbo.service.errors import install_error_handlers
-from nbo.service.routes import health, items, model, offers
+from nbo.service.routes import events, health, items, model, offers
 from nbo.service.state import ModelHolder
+from nbo.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One BLAS thread: the scoring calls are tiny and BLAS's own threads only add
         # contention (measured 8 ms vs 0.3 ms at p50 for fold-in plus recommend).
         limiter = threadpool_limits(limits=1, user_api="blas")
+        # The store first: migrations run at start, and events must never be refused
+        # because a model is missing.
+        app.state.store = open_store(settings.store_url)
         try:
             app.state.models.load(settings.models_dir, settings.model_version)
         except ArtifactError:
@@ -36,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.state.store.close()
             limiter.restore_original_limits()
 
     app = FastAPI(
@@ -47,6 +52,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.models = ModelHolder()
     install_error_handlers(app)
-    for router in (offers.router, items.router, model.router, health.router):
+    for router in (offers.router, events.router, items.router, model.router, health.router):
         app.include_router(router)
     return app

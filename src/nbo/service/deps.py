@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from nbo.config import Settings
 from nbo.model import ServingModel
 from nbo.service.errors import NotReady
+from nbo.store import Store
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -24,5 +25,11 @@ def get_model(request: Request) -> ServingModel:
     return model
 
 
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+StoreDep = Annotated[Store, Depends(get_store)]
 ModelDep = Annotated[ServingModel, Depends(get_model)]

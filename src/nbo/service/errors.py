@@ -23,6 +23,14 @@ class NotFound(Exception):
         super().__init__(f"{field}: {problem}")
 
 
+class BadRequest(Exception):
+    """A request body that cannot be read as what the route takes."""
+
+    def __init__(self, problem: str) -> None:
+        self.field, _, self.problem = problem.partition(": ")
+        super().__init__(problem)
+
+
 class NotReady(Exception):
     """No model is loaded yet."""
 
@@ -49,6 +57,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return _body(
             404, "not_found", str(exc), [ErrorDetail(field=exc.field, problem=exc.problem)]
         )
+
+    @app.exception_handler(BadRequest)
+    async def _bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
+        detail = ErrorDetail(field=exc.field, problem=exc.problem or str(exc))
+        return _body(422, "validation_error", str(exc), [detail])
 
     @app.exception_handler(NotReady)
     async def _not_ready(_request: Request, exc: NotReady) -> JSONResponse:

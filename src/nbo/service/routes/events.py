@@ -1,0 +1,67 @@
+"""Events in: purchases, offer impressions, clicks and conversions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from nbo.events import MAX_BATCH, Rejection, parse_events
+from nbo.service.deps import StoreDep
+from nbo.service.errors import BadRequest
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+EXAMPLE = {
+    "event_id": "e1",
+    "type": "purchase",
+    "customer_id": "c1",
+    "timestamp": "2026-11-23T10:00:00Z",
+    "order_id": "o1",
+    "items": [{"item_id": "85123A", "quantity": 2, "price": 2.55}],
+}
+
+
+class EventsResponse(BaseModel):
+    accepted: list[str] = Field(description="event ids stored by this request")
+    duplicates: list[str] = Field(description="event ids already stored: not stored again")
+    rejected: list[Rejection] = Field(description="invalid events, each with its reason")
+
+
+@router.post(
+    "/events",
+    response_model=EventsResponse,
+    responses={422: {"model": EventsResponse, "description": "every event was rejected"}},
+)
+def post_events(
+    store: StoreDep,
+    body: Annotated[
+        dict[str, Any],
+        Body(
+            description=f'one event, or {{"events": [...]}} with up to {MAX_BATCH} events',
+            openapi_examples={
+                "one purchase": {"value": EXAMPLE},
+                "a batch": {"value": {"events": [EXAMPLE]}},
+            },
+        ),
+    ],
+) -> EventsResponse | JSONResponse:
+    """Store events; every event is on disk before the answer. Posting an event id again
+    stores nothing and lists it under ``duplicates``; invalid events are listed under
+    ``rejected`` with the field and the problem while the valid ones are stored.
+
+    A plain ``def``: the durable commit waits on the disk, so it runs in the thread pool.
+    """
+    try:
+        valid, rejected = parse_events(body)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    result = store.add_events([event for _, event in valid])
+    response = EventsResponse(
+        accepted=result.accepted, duplicates=result.duplicates, rejected=rejected
+    )
+    if rejected and not valid:
+        return JSONResponse(status_code=422, content=response.model_dump())
+    return response
