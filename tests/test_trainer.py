@@ -25,7 +25,7 @@ from training.evaluate import als_recommender, popularity_recommender
 from training.pipeline import TrainResult, train
 from training.split import time_split
 
-METHODS = {"als", "popularity", "buy_again"}
+METHODS = {"als", "als_window", "als_cycles", "popularity", "buy_again"}
 TRUTHS = {"all", "new"}
 METRICS = {"precision@10", "recall@10", "ndcg@10", "map@10", "coverage", "customers"}
 

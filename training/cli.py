@@ -16,7 +16,7 @@ from training.config import load_training_config
 from training.pipeline import Progress as TrainProgress
 from training.pipeline import TrainResult, train
 
-METHOD_ORDER = ("als", "buy_again", "popularity")
+METHOD_ORDER = ("als", "als_window", "als_cycles", "buy_again", "popularity")
 TRUTH_TITLES = {
     "all": "all holdout purchases",
     "new": "items not bought in the suppression window",
@@ -81,6 +81,7 @@ def print_summary(console: Console, result: TrainResult) -> None:
         f"{split['evaluated_customers']:,} customers evaluated, suppression window "
         f"{split['suppression_days']} days"
     )
+    console.print(cycles_line(result.manifest.get("cycles", {"enabled": False})))
     for truth, by_method in result.metrics.items():
         some = next(iter(by_method.values()))
         names = [name for name in some if name != "customers"]
@@ -100,6 +101,25 @@ def print_summary(console: Console, result: TrainResult) -> None:
     gate = result.manifest["quality_gate"]
     console.print(gate["message"] + (" (forced)" if gate.get("forced") else ""))
     console.print(f"[bold green]published[/] {result.version} -> {result.path}")
+
+
+def cycles_line(cycles: dict[str, Any]) -> str:
+    """One line on the learned repurchase cycles, from the manifest's ``cycles`` section."""
+    if not cycles.get("enabled"):
+        return "[bold]repurchase cycles:[/] off"
+    head = f"[bold]repurchase cycles:[/] {cycles['items']:,} items ({cycles['share']:.1%})"
+    days = cycles.get("days")
+    if not days:
+        return f"{head}, none learned (fewer than {cycles['min_repeat_buyers']} repeat buyers)"
+    return (
+        f"{head}, median {_days(days['median'])} days "
+        f"(p10 {_days(days['p10'])} .. p90 {_days(days['p90'])}); "
+        f"{cycles['items_before_cutoff']:,} before the cutoff for als_cycles"
+    )
+
+
+def _days(value: float) -> str:
+    return f"{value:.1f}".removesuffix(".0")
 
 
 class _RichProgress(TrainProgress):

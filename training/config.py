@@ -41,6 +41,27 @@ class AlsConfig(BaseModel):
         return AlsParams.from_dict(self.model_dump())
 
 
+class CyclesConfig(BaseModel):
+    """Repurchase cycles (``nbo.cycles``): per item, the typical days between two
+    purchases by the same customer, learned where enough customers bought it again.
+
+    An item with a learned cycle stays suppressed that long after a purchase; items
+    without one use the default suppression window.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Learn cycles at all (off: no cycles in the artifact, no ``als_cycles`` evaluation).
+    enabled: bool = True
+    # Customers who bought the item on at least two distinct days needed for a cycle;
+    # fewer and the item keeps the default window. Five keeps one or two odd buyers from
+    # setting an item's window while still covering a retailer's regular lines.
+    min_repeat_buyers: int = Field(5, ge=1)
+    # Upper bound on a learned cycle in days (None = no bound): a gap of more than a
+    # year says little about when an item is due again.
+    max_days: int | None = Field(365, ge=1)
+
+
 class TrainingConfig(BaseModel):
     """Everything that shapes a model, recorded in its manifest."""
 
@@ -52,6 +73,7 @@ class TrainingConfig(BaseModel):
     popularity_days: int | None = Field(90, ge=1)
     eval_max_customers: int | None = Field(10_000, ge=1)
     als: AlsConfig = AlsConfig()
+    cycles: CyclesConfig = CyclesConfig()
 
     @field_validator("suppression_days", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 from nbo import columns as col
 from nbo.artifacts import unique_version, write_artifact
 from nbo.checksums import sha256_file
+from nbo.cycles import cycle_summary, repurchase_cycles, suppression_days_per_item
 from nbo.errors import QualityGateError
 from nbo.history import PurchaseHistory, encode_purchases
 from nbo.mapping import ColumnMapping
@@ -28,8 +29,10 @@ from training.config import TrainingConfig
 from training.evaluate import (
     als_recommender,
     buy_again_recommender,
+    cycle_suppressed,
     evaluate_methods,
     evaluation_customers,
+    excluding,
     popularity_recommender,
     split_popularity,
 )
@@ -86,6 +89,7 @@ def train(
 
     params = config.als.params()
     k = config.k
+    cycles_config = config.cycles
     with threadpool_limits(limits=1, user_api="blas"):
         progress.step("read purchases")
         with timed("read purchases"):
@@ -102,6 +106,14 @@ def train(
             train_confidence = confidence_matrix(split.train.counts, params)
             evaluated = fit_als(train_confidence, params, on_iteration=tick)
 
+        train_cycles = None
+        if cycles_config.enabled:
+            progress.step("repurchase cycles (before cutoff)")
+            with timed("repurchase cycles (before cutoff)"):
+                train_cycles = repurchase_cycles(
+                    split.train_lines, cycles_config.min_repeat_buyers, cycles_config.max_days
+                )
+
         progress.step("evaluate")
         with timed("evaluate"):
             popularity = split_popularity(split, config.popularity_days)
@@ -112,6 +124,14 @@ def train(
                     split.train.counts, split.train.last_purchase, popularity, k
                 ),
             }
+            if train_cycles is not None:
+                # The fair comparison for cycles: ALS minus the plain window (what the
+                # service does without cycles) against ALS minus the cycle-aware window.
+                methods["als_window"] = excluding(als_recommender(evaluated, k), split.suppressed)
+                window_days = suppression_days_per_item(train_cycles, config.suppression.days)
+                methods["als_cycles"] = excluding(
+                    als_recommender(evaluated, k), cycle_suppressed(split, window_days)
+                )
             customers = evaluation_customers(split, config.eval_max_customers, params.random_state)
             metrics = evaluate_methods(split, methods, customers, k)
 
@@ -122,6 +142,13 @@ def train(
         with timed("build full history"):
             full = encoded.history()
             full_confidence = confidence_matrix(full.counts, params)
+        full_cycles = None
+        if cycles_config.enabled:
+            progress.step("repurchase cycles (all data)")
+            with timed("repurchase cycles (all data)"):
+                full_cycles = repurchase_cycles(
+                    encoded, cycles_config.min_repeat_buyers, cycles_config.max_days
+                )
         refit_iterations = config.als.refit_iterations or params.iterations
         tick = progress.iterations("refit ALS (all data)", refit_iterations)
         with timed("refit ALS (all data)"):
@@ -145,7 +172,12 @@ def train(
                 full.counts, full.last_purchase, last_s, config.popularity_days
             )
             arrays = model_arrays(
-                final.user_factors, final.item_factors, full, full_confidence, served_popularity
+                final.user_factors,
+                final.item_factors,
+                full,
+                full_confidence,
+                served_popularity,
+                repurchase_cycle_days=full_cycles,
             )
             documents = {}
             names = _item_names(purchases)
@@ -176,6 +208,7 @@ def train(
                     "refit_iterations": refit_iterations,
                     "warm_started": warm is not None,
                 },
+                "cycles": _cycles_section(config, full_cycles, train_cycles),
                 "metrics": metrics,
                 "quality_gate": {**gate, "forced": force and not gate["passed"]},
             }
@@ -208,6 +241,22 @@ def _quality_gate(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> di
             f"on the holdout"
             + ("" if passed else "; not published (use --force to publish anyway)")
         ),
+    }
+
+
+def _cycles_section(
+    config: TrainingConfig, full: np.ndarray | None, before_cutoff: np.ndarray | None
+) -> dict[str, Any]:
+    """The manifest's view of the learned cycles: how many items (of the published model)
+    have one, their share, the distribution in days, and the count the evaluation used."""
+    if full is None:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        "min_repeat_buyers": config.cycles.min_repeat_buyers,
+        "max_days": config.cycles.max_days,
+        **cycle_summary(full),
+        "items_before_cutoff": cycle_summary(before_cutoff)["items"],
     }
 
 

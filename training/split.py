@@ -20,6 +20,8 @@ class TimeSplit:
 
     cutoff: pd.Timestamp
     train: PurchaseHistory
+    # The purchase lines before the cutoff, in training ids (what ``train`` aggregates).
+    train_lines: EncodedPurchases
     # Per training customer, the items bought on or after the cutoff (binary, training ids).
     truth_all: sp.csr_matrix
     # The same minus what the customer bought in the suppression window before the cutoff.
@@ -90,6 +92,7 @@ def time_split(
     return TimeSplit(
         cutoff=pd.Timestamp(cutoff_s, unit="s"),
         train=train,
+        train_lines=train_lines,
         truth_all=truth_all.tocsr(),
         truth_new=truth_new,
         suppressed=suppressed.tocsr(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
 from nbo.artifacts import Artifact, load_artifact
+from nbo.cycles import suppression_days_per_item
 from nbo.errors import ArtifactError
 from nbo.history import PurchaseHistory
 from nbo.ids import IdMap
@@ -33,6 +35,8 @@ REQUIRED_ARRAYS = (
     "history_last_purchase",
     "popularity",
 )
+# Optional arrays: older artifacts without them still load.
+CYCLES_ARRAY = "repurchase_cycle_days"
 
 
 @dataclass
@@ -51,14 +55,50 @@ class ServingModel:
     popularity: np.ndarray
     popular_order: np.ndarray
     item_names: dict[str, str] = field(default_factory=dict)
+    # Learned days between two purchases of an item by one customer (NaN = no evidence);
+    # None for artifacts trained without repurchase cycles.
+    repurchase_cycle_days: np.ndarray | None = None
+    history_counts: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    # Unix seconds of the last purchase in the training data: posted purchases after it
+    # are news to the model, earlier ones are already in it.
+    trained_until_s: int = 0
     loaded_at: float = field(default_factory=time.time)
+    _params: AlsParams = field(init=False, repr=False)
     explainer: AlsExplainer = field(init=False)
     # External item ids as a Python list: indexing it per offer is cheaper than numpy's.
     item_ids: list[str] = field(init=False)
 
+    _suppression_days: dict[int | None, np.ndarray] = field(
+        init=False, default_factory=dict, repr=False
+    )
+
     def __post_init__(self) -> None:
+        self._params = AlsParams.from_dict(self.manifest.get("config", {}).get("als", {}))
         self.explainer = AlsExplainer(self.als)
         self.item_ids = self.items.ids.tolist()
+
+    def suppression_days(self, default_days: int | None) -> np.ndarray | None:
+        """Per item, days a purchase stays suppressed: the learned cycle where there is
+        one, else ``default_days`` (None = 'all', 0 = never); see
+        ``nbo.cycles.suppression_days_per_item``. None when the model has no cycles.
+        Computed once per default and kept (the model is immutable once loaded)."""
+        if self.repurchase_cycle_days is None:
+            return None
+        days = self._suppression_days.get(default_days)
+        if days is None:
+            days = suppression_days_per_item(self.repurchase_cycle_days, default_days)
+            self._suppression_days[default_days] = days
+        return days
+
+    @property
+    def params(self) -> AlsParams:
+        """The hyperparameters and weighting the model was trained with."""
+        return self._params
+
+    def counts_of(self, customer: int) -> np.ndarray:
+        """Order counts per item of a known customer, aligned with ``history_of``."""
+        start, end = self.indptr[customer], self.indptr[customer + 1]
+        return self.history_counts[start:end]
 
     def history_of(self, customer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(items, confidences, last purchase seconds) of a known customer."""
@@ -76,8 +116,12 @@ def model_arrays(
     history: PurchaseHistory,
     confidence: sp.csr_matrix,
     popularity: np.ndarray,
+    repurchase_cycle_days: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """The arrays of an artifact, in the shape ``load_serving_model`` expects."""
+    """The arrays of an artifact, in the shape ``load_serving_model`` expects.
+
+    ``repurchase_cycle_days`` (per item, NaN = no learned cycle) is optional.
+    """
     counts, last = history.counts, history.last_purchase
     if not (
         np.array_equal(counts.indptr, last.indptr)
@@ -86,7 +130,7 @@ def model_arrays(
         and np.array_equal(counts.indices, confidence.indices)
     ):
         raise ValueError("history matrices must share one sparsity pattern")
-    return {
+    arrays = {
         "user_factors": np.asarray(user_factors, dtype=np.float32),
         "item_factors": np.asarray(item_factors, dtype=np.float32),
         "customer_ids": history.customers.ids,
@@ -98,6 +142,14 @@ def model_arrays(
         "history_last_purchase": last.data.astype(np.int64),
         "popularity": popularity.astype(np.float32),
     }
+    if repurchase_cycle_days is not None:
+        if len(repurchase_cycle_days) != len(history.items):
+            raise ValueError(
+                f"{CYCLES_ARRAY} has {len(repurchase_cycle_days)} values for "
+                f"{len(history.items)} items"
+            )
+        arrays[CYCLES_ARRAY] = np.asarray(repurchase_cycle_days, dtype=np.float32)
+    return arrays
 
 
 def load_serving_model(models_dir: Path, version: str | None = None) -> ServingModel:
@@ -114,7 +166,9 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
     if missing:
         raise ArtifactError(f"model {artifact.version}: missing arrays {missing}")
     user_factors = arrays["user_factors"]
-    item_factors = arrays["item_factors"]
+    # Item factors in writable memory (items x factors is small): implicit's solver for a
+    # refolded customer takes them as a writable buffer. Customer factors stay mapped.
+    item_factors = np.array(arrays["item_factors"])
     customers = IdMap(np.asarray(arrays["customer_ids"]))
     items = IdMap(np.asarray(arrays["item_ids"]))
     indptr = np.asarray(arrays["history_indptr"])
@@ -129,6 +183,12 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         == len(arrays["history_last_purchase"])
         == int(indptr[-1]),
     }
+    cycles = arrays.get(CYCLES_ARRAY)
+    if cycles is not None:
+        checks[f"{CYCLES_ARRAY} per item"] = cycles.ndim == 1 and len(cycles) == len(items)
+        checks[f"{CYCLES_ARRAY} positive or NaN"] = cycles.dtype.kind == "f" and not bool(
+            np.any(cycles <= 0)
+        )
     failed = [name for name, ok in checks.items() if not ok]
     if failed:
         raise ArtifactError(f"model {artifact.version}: inconsistent arrays ({', '.join(failed)})")
@@ -150,4 +210,17 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         popularity=popularity,
         popular_order=np.lexsort((np.arange(len(popularity)), -popularity)),
         item_names=dict(artifact.documents.get("item_names", {})),
+        repurchase_cycle_days=None if cycles is None else np.asarray(cycles),
+        history_counts=np.asarray(arrays["history_counts"]),
+        trained_until_s=_trained_until(artifact.manifest),
     )
+
+
+def _trained_until(manifest: dict[str, Any]) -> int:
+    last = manifest.get("data", {}).get("last_purchase")
+    if not last:
+        return 0
+    moment = datetime.fromisoformat(last)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())

@@ -94,7 +94,9 @@ def open_store(url: str) -> Store:
 
 
 class SQLiteStore:
-    """SQLite behind a lock: one connection, serialised writes, durable commits."""
+    """SQLite: one writer connection behind a lock (serialised, durable commits) and one
+    reader connection per thread, so an offers call never waits for a write's fsync (WAL
+    lets readers see the last commit while a writer works)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -105,6 +107,8 @@ class SQLiteStore:
         except sqlite3.OperationalError as exc:
             raise ConfigError(f"setting NBO_STORE_URL: cannot open {path} ({exc})") from None
         self._lock = threading.Lock()
+        self._readers = threading.local()
+        self._all_readers: list[sqlite3.Connection] = []
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -192,29 +196,40 @@ class SQLiteStore:
                     )
         return result
 
+    def _reader(self) -> sqlite3.Connection:
+        reader: sqlite3.Connection | None = getattr(self._readers, "db", None)
+        if reader is None:
+            # Used by this thread only; not tied to it, so close() can close it.
+            reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            reader.execute("PRAGMA query_only=ON")
+            self._readers.db = reader
+            with self._lock:
+                self._all_readers.append(reader)
+        return reader
+
     def purchases_of(self, customer_id: str, since: int | None = None) -> list[StoredPurchase]:
         """A customer's posted purchase lines, oldest first (``since``: unix seconds)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT item_id, quantity, occurred_at, order_id, event_id FROM purchase_lines "
-                "WHERE customer_id = ? AND occurred_at >= ? ORDER BY occurred_at",
-                (customer_id, since if since is not None else -(2**62)),
-            ).fetchall()
-        return [StoredPurchase(*row) for row in rows]
+        rows = self._reader().execute(
+            "SELECT item_id, quantity, occurred_at, order_id, event_id FROM purchase_lines "
+            "WHERE customer_id = ? AND occurred_at >= ? ORDER BY occurred_at",
+            (customer_id, since if since is not None else -(2**62)),
+        )
+        return [StoredPurchase(*row) for row in rows.fetchall()]
 
     def events_of(self, customer_id: str) -> list[dict[str, object]]:
         """Every stored event of a customer, as posted (for export and tests)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT payload FROM events WHERE customer_id = ? ORDER BY occurred_at, event_id",
-                (customer_id,),
-            ).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        rows = self._reader().execute(
+            "SELECT payload FROM events WHERE customer_id = ? ORDER BY occurred_at, event_id",
+            (customer_id,),
+        )
+        return [json.loads(row[0]) for row in rows.fetchall()]
 
     def event_count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        return int(self._reader().execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
+            for reader in self._all_readers:
+                # Safe at shutdown, the only time close is called: no request runs.
+                reader.close()
             self._db.close()

@@ -75,6 +75,17 @@ def confidence_matrix(counts: sp.csr_matrix, params: AlsParams) -> sp.csr_matrix
     return weighted
 
 
+def confidence_of_counts(counts: np.ndarray, params: AlsParams) -> np.ndarray:
+    """One customer's confidences from their order counts, as ``confidence_matrix`` would
+    weight them: exact for ``none`` and ``log``. BM25 needs the whole matrix (item idf,
+    average row length), which the artifact does not keep yet, so a refolded customer of
+    a BM25 model is weighted with ``log`` instead."""
+    counts = np.asarray(counts, dtype=np.float32)
+    if params.weighting == "none":
+        return counts.copy()
+    return np.log1p(counts).astype(np.float32)
+
+
 def new_als(params: AlsParams) -> AlternatingLeastSquares:
     """An unfitted CPU ALS model; one BLAS thread is the caller's job (threadpoolctl)."""
     return AlternatingLeastSquares(

@@ -34,7 +34,12 @@ class OffersResponse(BaseModel):
     customer_id: str
     model_version: str
     channel: Channel
-    personalized: bool = Field(description="false when the customer is unknown (popular items)")
+    personalized: bool = Field(description="false when nothing is known of the customer")
+    profile: str = Field(
+        description="'trained' (the model's own view of the customer), 'updated' (refolded "
+        "with purchases posted since training), 'live' (unknown to the model, personalized "
+        "from posted purchases) or 'none' (popular items)"
+    )
     suppressed_items: int = Field(description="items held back because just bought")
     as_of: str = Field(description="the service clock the offers were computed at")
     offers: list[OfferOut]

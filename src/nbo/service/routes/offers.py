@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from nbo.model import ServingModel
-from nbo.ranking import SOURCE_CF, Offer, rank_offers
-from nbo.service.deps import ModelDep, SettingsDep
+from nbo.ranking import SOURCE_CF, Offer, RecentPurchase, rank_offers
+from nbo.service.deps import ModelDep, SettingsDep, StoreDep
 from nbo.service.schemas import Channel, OfferOut, OffersResponse, ReasonOut
 
 router = APIRouter(prefix="/v1/customers", tags=["offers"])
@@ -21,6 +21,7 @@ async def get_offers(
     customer_id: CustomerId,
     model: ModelDep,
     settings: SettingsDep,
+    store: StoreDep,
     k: Annotated[int, Query(ge=1, le=100, description="how many offers")] = 10,
     channel: Annotated[
         Channel, Query(description="where the offers will be shown")
@@ -33,12 +34,19 @@ async def get_offers(
     plain ``def`` run in the thread pool.
     """
     now = settings.now()
-    ranking = rank_offers(model, customer_id, k, int(now.timestamp()), settings.suppression)
+    # Purchases posted since training count at once (a read on this thread's own
+    # connection: it never waits for a write).
+    recent = [
+        RecentPurchase(p.item_id, p.occurred_at, p.order_id or p.event_id)
+        for p in store.purchases_of(customer_id)
+    ]
+    ranking = rank_offers(model, customer_id, k, int(now.timestamp()), settings.suppression, recent)
     return OffersResponse(
         customer_id=customer_id,
         model_version=model.version,
         channel=channel,
         personalized=ranking.personalized,
+        profile=ranking.profile,
         suppressed_items=ranking.suppressed_items,
         as_of=now.isoformat(),
         offers=[_offer_out(model, offer) for offer in ranking.offers],
