@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nbo.errors import ConfigError
+from nbo.policies import FatigueRule, FrequencyCap
 from nbo.suppression import SuppressionWindow
 
 
@@ -31,6 +32,19 @@ class Settings(BaseSettings):
     store_url: str = Field(
         "sqlite:///var/nbo.db",
         description="the event store; sqlite:///PATH (relative paths from the working folder)",
+    )
+    frequency_caps: dict[str, FrequencyCap] = Field(
+        default_factory=lambda: {
+            "email": FrequencyCap(max_deliveries=1, days=7),
+            "app": FrequencyCap(max_deliveries=5, days=1),
+        },
+        description='per channel, JSON: {"email": {"max_deliveries": 1, "days": 7}, ...}; '
+        "a channel without a cap is not capped",
+    )
+    fatigue: FatigueRule | None = Field(
+        default_factory=FatigueRule,
+        description='JSON {"impressions": 3, "days": 14}: an item shown that often in that '
+        "many days without a click or conversion rests for the window; null turns it off",
     )
     require_model: bool = Field(
         True, description="refuse to start without a loadable model (else start unready)"

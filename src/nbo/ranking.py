@@ -8,8 +8,8 @@ this one function.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from nbo.cycles import suppressed_items
 from nbo.model import ServingModel
 from nbo.models.cf import FILTERED_SCORE, confidence_of_counts
+from nbo.policies import RULE_FATIGUE, RULE_JUST_BOUGHT
 from nbo.suppression import SuppressionWindow
 
 SOURCE_CF = "cf"
@@ -64,6 +65,9 @@ class Ranking:
     profile: str
     offers: list[Offer]
     suppressed_items: int
+    # Catalogue items each rule took out of the candidates, in rule order (an item is
+    # counted under the first rule that removed it).
+    removed: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,8 @@ def rank_offers(
     now_s: int,
     window: SuppressionWindow,
     recent: Sequence[RecentPurchase] = (),
+    fatigued: Collection[str] = (),
+    personalize: bool = True,
 ) -> Ranking:
     """Top ``k`` offers for a customer at unix time ``now_s``.
 
@@ -146,14 +152,21 @@ def rank_offers(
     the model has never seen is personalized from their first posted purchase. Customers
     with no known purchase get the popular items, labelled as such; short lists are
     filled from popular.
+
+    ``fatigued`` items (the contact policy's offer fatigue) are removed like suppressed
+    ones; ``personalize=False`` (no consent to personalization) ranks by popularity alone
+    while still never offering what was just bought.
     """
     history = customer_history(model, customer_id, recent)
-    suppressed = _suppressed(model, history, now_s, window)
+    just_bought = _suppressed(model, history, now_s, window)
+    rested = _fatigued(model, fatigued, just_bought)
+    removed = {RULE_JUST_BOUGHT: len(just_bought), RULE_FATIGUE: len(rested)}
+    suppressed = np.concatenate([just_bought, rested]) if len(rested) else just_bought
     known = np.asarray(history.confidence) > 0
-    if not known.any():
+    if not personalize or not known.any():
         fill = model.popular_order[~np.isin(model.popular_order, suppressed)][:k]
         offers = _popular_offers(model, fill, start_rank=1)
-        return Ranking(customer_id, False, PROFILE_NONE, offers, len(suppressed))
+        return Ranking(customer_id, False, PROFILE_NONE, offers, len(just_bought), removed)
 
     n_items = len(model.items)
     # Never ask for more than can be offered: implicit pads a short list with filtered
@@ -213,7 +226,7 @@ def rank_offers(
         profile = PROFILE_LIVE
     else:
         profile = PROFILE_UPDATED if history.has_new_orders else PROFILE_TRAINED
-    return Ranking(customer_id, True, profile, offers, len(suppressed))
+    return Ranking(customer_id, True, profile, offers, len(just_bought), removed)
 
 
 def _suppressed(
@@ -228,6 +241,15 @@ def _suppressed(
     if earliest is None:
         return np.empty(0, dtype=np.int32)
     return np.asarray(history.items[history.last_purchase >= earliest], dtype=np.int32)
+
+
+def _fatigued(model: ServingModel, fatigued: Collection[str], taken: np.ndarray) -> np.ndarray:
+    """Catalogue indices of fatigued items not already removed as just bought."""
+    if not fatigued:
+        return np.empty(0, dtype=np.int32)
+    indices = [model.items.get(item) for item in fatigued]
+    known = np.asarray([i for i in indices if i is not None], dtype=np.int32)
+    return known[~np.isin(known, taken)]
 
 
 def _popular_offers(model: ServingModel, picked: np.ndarray, start_rank: int) -> list[Offer]:

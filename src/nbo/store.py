@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Protocol
 
 from nbo.errors import ConfigError
-from nbo.events import Event, PurchaseEvent
+from nbo.events import CLICK, CONVERSION, IMPRESSION, Event, PurchaseEvent
+from nbo.policies import Contact, ContactHistory
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -79,6 +80,8 @@ class Store(Protocol):
     def purchases_of(self, customer_id: str, since: int | None = None) -> list[StoredPurchase]: ...
 
     def event_count(self) -> int: ...
+
+    def contacts_of(self, customer_id: str, since: int) -> ContactHistory: ...
 
     def close(self) -> None: ...
 
@@ -226,6 +229,22 @@ class SQLiteStore:
 
     def event_count(self) -> int:
         return int(self._reader().execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def contacts_of(self, customer_id: str, since: int) -> ContactHistory:
+        """The customer's offer impressions and responses (clicks, conversions) since
+        ``since`` (unix seconds): what the contact policies look at."""
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT type, item_id, channel, COALESCE(request_id, event_id), occurred_at "
+                "FROM events WHERE customer_id = ? AND type IN (?, ?, ?) AND occurred_at > ?",
+                (customer_id, IMPRESSION, CLICK, CONVERSION, since),
+            )
+            .fetchall()
+        )
+        impressions = [Contact(*row[1:]) for row in rows if row[0] == IMPRESSION]
+        responses = [Contact(*row[1:]) for row in rows if row[0] != IMPRESSION]
+        return ContactHistory(impressions=impressions, responses=responses)
 
     def close(self) -> None:
         with self._lock:

@@ -42,6 +42,18 @@ class OffersResponse(BaseModel):
     )
     suppressed_items: int = Field(description="items held back because just bought")
     as_of: str = Field(description="the service clock the offers were computed at")
+    request_id: str = Field(description="names this answer; impressions refer to it")
+    recorded: bool = Field(False, description="the impressions of these offers were recorded")
+    suppressed_reason: str | None = Field(
+        None, description="why there are no offers: 'frequency_cap'"
+    )
+    next_allowed_at: str | None = Field(
+        None, description="with 'frequency_cap': when the next delivery is allowed"
+    )
+    removed: dict[str, int] = Field(
+        default_factory=dict,
+        description="candidates each rule removed: 'just_bought', 'fatigue'",
+    )
     offers: list[OfferOut]
 
 
