@@ -1,5 +1,5 @@
 # The nbo service. Build: docker build -t nbo .
-# Run:   docker run -p 8000:8000 -v "$PWD/models:/models:ro" nbo
+# Run:   docker run -p 8000:8000 -v "$PWD/models:/models:ro" -v nbo-data:/data nbo
 # (train first with `nbo train ... --models-dir models`, or mount a models folder).
 FROM python:3.11-slim
 
@@ -14,6 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     OPENBLAS_NUM_THREADS=1 \
     MKL_NUM_THREADS=1 \
     NBO_MODELS_DIR=/models \
+    NBO_STORE_URL=sqlite:////data/nbo.db \
     NBO_HOST=0.0.0.0 \
     NBO_PORT=8000
 
@@ -23,10 +24,11 @@ COPY src ./src
 COPY training ./training
 RUN pip install .
 
-RUN useradd --create-home --uid 10001 nbo && mkdir -p /models && chown nbo /models
+RUN useradd --create-home --uid 10001 nbo && mkdir -p /models /data && chown nbo /models /data
 USER nbo
 
-VOLUME ["/models"]
+# Models are read; the event store (events, consent, erasures) must outlive the container.
+VOLUME ["/models", "/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD python -c "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=2).status == 200 else 1)"
