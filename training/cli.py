@@ -11,7 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from nbo.config import load_settings
 from nbo.mapping import load_mapping, parse_column_overrides, shipped_mappings
+from nbo.store import read_erased_ids
 from training.config import load_training_config
 from training.pipeline import Progress as TrainProgress
 from training.pipeline import TrainResult, train
@@ -50,6 +52,12 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--force", action="store_true", help="publish even if ALS loses to popularity"
     )
+    parser.add_argument(
+        "--store-url",
+        default=None,
+        help="the service's event store, whose erased customers are left out "
+        "(default: NBO_STORE_URL; a store file that does not exist has none)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -60,8 +68,11 @@ def run(args: argparse.Namespace) -> int:
         cancelled_order_prefix=args.cancelled_prefix,
     )
     config = load_training_config(args.config, holdout_days=args.holdout_days)
+    erased = read_erased_ids(args.store_url or load_settings().store_url)
     with _RichProgress(console) as progress:
-        result = train(args.data, mapping, args.models_dir, config, args.force, progress)
+        result = train(
+            args.data, mapping, args.models_dir, config, args.force, progress, erased=erased
+        )
     print_summary(Console(), result)
     return 0
 

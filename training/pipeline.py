@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,7 @@ from nbo import columns as col
 from nbo.artifacts import unique_version, write_artifact
 from nbo.checksums import sha256_file
 from nbo.cycles import cycle_summary, repurchase_cycles, suppression_days_per_item
-from nbo.errors import QualityGateError
+from nbo.errors import PurchaseDataError, QualityGateError
 from nbo.history import PurchaseHistory, encode_purchases
 from nbo.mapping import ColumnMapping
 from nbo.model import model_arrays
@@ -40,6 +40,8 @@ from training.split import TimeSplit, time_split
 
 GATE_METRIC_TEMPLATE = "ndcg@{k}"
 GATE_TRUTH = "all"
+# The cleaning report's reason for the rows of customers erased in the service's store.
+DROP_ERASED = "erased customer"
 
 
 class Progress:
@@ -75,8 +77,13 @@ def train(
     config: TrainingConfig,
     force: bool = False,
     progress: Progress | None = None,
+    erased: Collection[str] = (),
 ) -> TrainResult:
-    """Train, evaluate and publish a model; QualityGateError if ALS loses to popularity."""
+    """Train, evaluate and publish a model; QualityGateError if ALS loses to popularity.
+
+    ``erased``: customer ids erased in the service's store; every row of theirs is dropped
+    right after reading (counted as ``DROP_ERASED``), so nothing of them is learned.
+    """
     progress = progress or Progress()
     timings: dict[str, float] = {}
 
@@ -94,6 +101,7 @@ def train(
         progress.step("read purchases")
         with timed("read purchases"):
             purchases, cleaning = read_purchases(data_path, mapping)
+            purchases, erased_customers = _drop_erased(purchases, cleaning, erased)
             fingerprint = sha256_file(data_path)
 
         progress.step("time split")
@@ -190,6 +198,7 @@ def train(
                     "sha256": fingerprint,
                     "mapping": mapping.name,
                     **cleaning.to_dict(),
+                    "erased_customers": erased_customers,
                 },
                 "config": config.model_dump(),
                 "split": {
@@ -222,6 +231,34 @@ def train(
         manifest=manifest,
         timings=timings,
     )
+
+
+def _drop_erased(
+    purchases: pd.DataFrame, report: CleaningReport, erased: Collection[str]
+) -> tuple[pd.DataFrame, int]:
+    """Drop every row of an erased customer, updating the cleaning report as the cleaning
+    itself would; answers the purchases left and how many customers were dropped."""
+    ids = purchases[col.CUSTOMER_ID]
+    mask = ids.isin(list(erased)).to_numpy(dtype=bool) if erased else np.zeros(len(ids), bool)
+    rows = int(mask.sum())
+    report.dropped[DROP_ERASED] = rows
+    if not rows:
+        return purchases, 0
+    customers = int(ids[mask].nunique())
+    purchases = purchases[~mask].reset_index(drop=True)
+    if purchases.empty:
+        raise PurchaseDataError(
+            report.path, f"no purchases left after cleaning ({rows} {DROP_ERASED})"
+        )
+    if isinstance(purchases[col.CUSTOMER_ID].dtype, pd.CategoricalDtype):
+        # Not even the erased ids as unused categories.
+        purchases[col.CUSTOMER_ID] = purchases[col.CUSTOMER_ID].cat.remove_unused_categories()
+    report.rows_kept = len(purchases)
+    report.customers = int(purchases[col.CUSTOMER_ID].nunique())
+    report.items = int(purchases[col.ITEM_ID].nunique())
+    report.first_purchase = purchases[col.TIMESTAMP].min().isoformat()
+    report.last_purchase = purchases[col.TIMESTAMP].max().isoformat()
+    return purchases, customers
 
 
 def _quality_gate(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> dict[str, Any]:

@@ -32,6 +32,12 @@ class IdMap:
         """Internal index of an external id, or None when unknown."""
         return self.index.get(key)
 
+    def forget(self, key: str) -> int | None:
+        """Make an external id unknown to lookups (``get``, ``to_index``); answers the
+        position it had, or None when it was not known. ``ids`` keeps its row, so
+        positions (and the arrays aligned with them) do not move."""
+        return self.index.pop(key, None)
+
     def to_index(self, keys: Iterable[str]) -> np.ndarray:
         """Internal indices for many ids; unknown ids map to -1."""
         lookup = self.index

@@ -41,7 +41,8 @@ CYCLES_ARRAY = "repurchase_cycle_days"
 
 @dataclass
 class ServingModel:
-    """Everything ranking reads; immutable once loaded (swaps replace the whole object)."""
+    """Everything ranking reads; immutable once loaded (swaps replace the whole object),
+    except that an erased customer can be forgotten (``forget``)."""
 
     version: str
     manifest: dict[str, Any]
@@ -89,6 +90,17 @@ class ServingModel:
             days = suppression_days_per_item(self.repurchase_cycle_days, default_days)
             self._suppression_days[default_days] = days
         return days
+
+    def forget(self, customer_id: str) -> bool:
+        """Make a customer unknown to ranking (an erasure); True when the model knew them.
+
+        Only the id lookup changes: the factor row and history stay in the read-only
+        memory map, unreachable (nothing looks a row up but by the id), until the next
+        training, which excludes the customer. The item factors and popularity keep the
+        customer's share of what was learned until then. The one change to a loaded
+        model; a dict removal, safe while other requests read it.
+        """
+        return self.customers.forget(customer_id) is not None
 
     @property
     def params(self) -> AlsParams:

@@ -3,11 +3,28 @@
 SQLite by default (WAL mode, synchronous=FULL so an event is on disk before the answer),
 with a versioned schema migrated at start. The service talks to the ``Store`` protocol
 only, so a server database can replace SQLite later without touching the routes.
+
+Consent and erasure live here too:
+
+- **Consent**: one record per customer, a personalization flag and a flag per channel.
+  No record, or a channel the record does not name, means consent (the default for a
+  customer who never said otherwise; see ``Consent.allows``).
+- **Erasure** (``erase``) deletes everything the store holds on a customer (events, their
+  purchase lines, the consent record) in one transaction and keeps only the id and the
+  time on the ``erased`` list, which the service applies to every model it loads and the
+  trainer applies to its input file.
+- **Events after erasure** are accepted and stored like any other: erasure is not a block
+  list, and a returning customer's new purchases are theirs to use (offers personalize
+  from them as for any customer the model does not know). The id stays on the erased list
+  for good: the model row learned before the erasure is never served again, and the
+  trainer drops *every* row of an erased id from its input file, since a file cannot be
+  trusted to tell old rows from new ones. Erasing again deletes the new events too.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -18,10 +35,12 @@ from pathlib import Path
 from typing import Protocol
 
 from nbo.errors import ConfigError
-from nbo.events import CLICK, CONVERSION, IMPRESSION, Event, PurchaseEvent
+from nbo.events import CLICK, CONVERSION, EVENT_TYPES, IMPRESSION, Event, PurchaseEvent
 from nbo.policies import Contact, ContactHistory
 
 SQLITE_PREFIX = "sqlite:///"
+
+log = logging.getLogger(__name__)
 
 # Each migration moves the schema one version up; applied in order, once, at start.
 MIGRATIONS: tuple[str, ...] = (
@@ -50,6 +69,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX purchase_lines_by_customer ON purchase_lines (customer_id, occurred_at);
     """,
+    # 2: consent and erasure. The erased list holds the id and the time, nothing else.
+    # The index on purchase_lines.event_id keeps the ON DELETE CASCADE of an erasure from
+    # scanning every purchase line once per deleted event.
+    """
+    CREATE TABLE consent (
+        customer_id     TEXT PRIMARY KEY,
+        personalization INTEGER NOT NULL,
+        channels        TEXT NOT NULL, /* JSON object, channel -> bool */
+        updated_at      INTEGER NOT NULL
+    );
+    CREATE TABLE erased (
+        customer_id TEXT PRIMARY KEY,
+        erased_at   INTEGER NOT NULL
+    );
+    CREATE INDEX purchase_lines_by_event ON purchase_lines (event_id);
+    """,
 )
 
 
@@ -70,6 +105,46 @@ class AddResult:
     duplicates: list[str]
 
 
+@dataclass(frozen=True)
+class Consent:
+    """A customer's stored consent: personalization and a flag per channel.
+
+    A channel the record does not name is consented (so a record written before a channel
+    existed does not withdraw it). A customer without a record consents to everything:
+    ``Store.consent_of`` answers None and callers use ``DEFAULT_CONSENT``.
+    """
+
+    personalization: bool
+    channels: dict[str, bool]
+    updated_at: int  # unix seconds; 0 for the default
+
+    def allows(self, channel: str) -> bool:
+        """Whether offers may be sent on ``channel``."""
+        return self.channels.get(channel, True)
+
+
+# What a customer without a consent record gets: consent to everything.
+DEFAULT_CONSENT = Consent(personalization=True, channels={}, updated_at=0)
+
+
+@dataclass(frozen=True)
+class ErasureReceipt:
+    """What one ``erase`` deleted. ``already_erased``: the id was on the erased list
+    before this call (the counts are then what arrived since, usually zeros)."""
+
+    customer_id: str
+    erased_at: int  # unix seconds
+    events: dict[str, int]  # per event type, every type listed
+    purchase_lines: int
+    consent_records: int
+    already_erased: bool
+
+    @property
+    def total(self) -> int:
+        """Every deleted record: events, purchase lines and consent records."""
+        return sum(self.events.values()) + self.purchase_lines + self.consent_records
+
+
 class Store(Protocol):
     """What the service needs from a store."""
 
@@ -83,17 +158,59 @@ class Store(Protocol):
 
     def contacts_of(self, customer_id: str, since: int) -> ContactHistory: ...
 
+    def set_consent(
+        self, customer_id: str, personalization: bool, channels: dict[str, bool]
+    ) -> Consent: ...
+
+    def consent_of(self, customer_id: str) -> Consent | None: ...
+
+    def erase(self, customer_id: str) -> ErasureReceipt: ...
+
+    def is_erased(self, customer_id: str) -> bool: ...
+
+    def erased_ids(self) -> list[str]: ...
+
     def close(self) -> None: ...
 
 
 def open_store(url: str) -> Store:
     """Open the store a URL names (``sqlite:///path/to/file.db``), creating it if needed."""
+    return SQLiteStore(_sqlite_path(url))
+
+
+def _sqlite_path(url: str) -> Path:
     if not url.startswith(SQLITE_PREFIX):
         raise ConfigError(f"setting NBO_STORE_URL: unsupported store '{url}' (use sqlite:///PATH)")
     location = url.removeprefix(SQLITE_PREFIX)
     if not location:
         raise ConfigError("setting NBO_STORE_URL: sqlite:/// needs a file path")
-    return SQLiteStore(Path(location))
+    return Path(location)
+
+
+def read_erased_ids(url: str) -> list[str]:
+    """The erased ids of the store a URL names, for the trainer: read only, no migration,
+    and a store file that does not exist (or predates erasure) has nothing erased."""
+    path = _sqlite_path(url)
+    if not path.is_file():
+        return []
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"store {path}: cannot open ({exc})") from None
+    try:
+        db.execute("PRAGMA query_only=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        has_table = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'erased'"
+        ).fetchone()
+        if not has_table:
+            return []
+        rows = db.execute("SELECT customer_id FROM erased ORDER BY customer_id").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"store {path}: cannot read the erased customers ({exc})") from None
+    finally:
+        db.close()
+    return [row[0] for row in rows]
 
 
 class SQLiteStore:
@@ -116,6 +233,9 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
+        # Deleted rows are overwritten with zeros, not left in free pages: an erasure
+        # leaves nothing readable in the file.
+        self._db.execute("PRAGMA secure_delete=ON")
         self.schema_version = self._migrate()
 
     def _migrate(self) -> int:
@@ -229,6 +349,119 @@ class SQLiteStore:
 
     def event_count(self) -> int:
         return int(self._reader().execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def set_consent(
+        self, customer_id: str, personalization: bool, channels: dict[str, bool]
+    ) -> Consent:
+        """Store a customer's consent and answer the stored record.
+
+        ``channels`` names the channels to set; channels it does not name keep their
+        stored value (consented when never set), so withdrawing one channel never grants
+        another. Channel names are the caller's to check.
+        """
+        now = int(time.time())
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT channels FROM consent WHERE customer_id = ?", (customer_id,)
+            ).fetchone()
+            merged = {**(json.loads(row[0]) if row else {}), **channels}
+            merged = {name: bool(merged[name]) for name in sorted(merged)}
+            db.execute(
+                "INSERT INTO consent (customer_id, personalization, channels, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (customer_id) DO UPDATE SET "
+                "personalization = excluded.personalization, channels = excluded.channels, "
+                "updated_at = excluded.updated_at",
+                (customer_id, int(personalization), json.dumps(merged), now),
+            )
+        return Consent(personalization=bool(personalization), channels=merged, updated_at=now)
+
+    def consent_of(self, customer_id: str) -> Consent | None:
+        """The customer's stored consent; None when there is no record, which means
+        consent to everything (``DEFAULT_CONSENT``)."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT personalization, channels, updated_at FROM consent WHERE customer_id = ?",
+                (customer_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return Consent(personalization=bool(row[0]), channels=json.loads(row[1]), updated_at=row[2])
+
+    def erase(self, customer_id: str) -> ErasureReceipt:
+        """Delete everything stored on a customer, in one transaction: their events (and
+        so their purchase lines) and their consent record; put the id on the erased list
+        (the id and the time only). Idempotent: erasing again answers zeros (or what was
+        posted since) with ``already_erased``. Events posted after an erasure are stored
+        as usual; see the module docstring."""
+        now = int(time.time())
+        with self._transaction() as db:
+            already = (
+                db.execute("SELECT 1 FROM erased WHERE customer_id = ?", (customer_id,)).fetchone()
+                is not None
+            )
+            events = dict.fromkeys(EVENT_TYPES, 0)
+            for kind, count in db.execute(
+                "SELECT type, COUNT(*) FROM events WHERE customer_id = ? GROUP BY type",
+                (customer_id,),
+            ):
+                events[kind] = int(count)
+            lines = int(
+                db.execute(
+                    "SELECT COUNT(*) FROM purchase_lines WHERE event_id IN "
+                    "(SELECT event_id FROM events WHERE customer_id = ?)",
+                    (customer_id,),
+                ).fetchone()[0]
+            )
+            # The purchase lines go with their events (ON DELETE CASCADE).
+            db.execute("DELETE FROM events WHERE customer_id = ?", (customer_id,))
+            consent = db.execute("DELETE FROM consent WHERE customer_id = ?", (customer_id,))
+            db.execute(
+                "INSERT INTO erased (customer_id, erased_at) VALUES (?, ?) "
+                "ON CONFLICT (customer_id) DO UPDATE SET erased_at = excluded.erased_at",
+                (customer_id, now),
+            )
+            consent_records = consent.rowcount
+        self._checkpoint()
+        return ErasureReceipt(
+            customer_id=customer_id,
+            erased_at=now,
+            events=events,
+            purchase_lines=lines,
+            consent_records=consent_records,
+            already_erased=already,
+        )
+
+    def _checkpoint(self) -> None:
+        """Copy the write-ahead log into the file and truncate it, so the log keeps no
+        old copy of erased rows. Best effort, waiting at most a quarter second for readers
+        (writers wait behind it): a reader in the middle of a statement can hold it back,
+        and the log is overwritten by later commits anyway."""
+        with self._lock:
+            self._db.execute("PRAGMA busy_timeout=250")
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as exc:
+                # The erasure is committed; only the clean-up of the log is left undone.
+                log.warning("store %s: checkpoint after an erasure failed (%s)", self.path, exc)
+            finally:
+                self._db.execute("PRAGMA busy_timeout=5000")
+
+    def is_erased(self, customer_id: str) -> bool:
+        """Whether the id is on the erased list (it stays there for good)."""
+        row = (
+            self._reader()
+            .execute("SELECT 1 FROM erased WHERE customer_id = ?", (customer_id,))
+            .fetchone()
+        )
+        return row is not None
+
+    def erased_ids(self) -> list[str]:
+        """Every erased id, sorted."""
+        rows = self._reader().execute("SELECT customer_id FROM erased ORDER BY customer_id")
+        return [row[0] for row in rows.fetchall()]
 
     def contacts_of(self, customer_id: str, since: int) -> ContactHistory:
         """The customer's offer impressions and responses (clicks, conversions) since

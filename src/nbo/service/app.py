@@ -13,7 +13,7 @@ from nbo import __version__
 from nbo.config import Settings, get_settings
 from nbo.errors import ArtifactError
 from nbo.service.errors import install_error_handlers
-from nbo.service.routes import events, health, items, model, offers
+from nbo.service.routes import customers, events, health, items, model, offers
 from nbo.service.state import ModelHolder
 from nbo.store import open_store
 
@@ -31,6 +31,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The store first: migrations run at start, and events must never be refused
         # because a model is missing.
         app.state.store = open_store(settings.store_url)
+        # Every model served leaves out the erased customers, this one and any later.
+        app.state.models.erased_ids = app.state.store.erased_ids
         try:
             app.state.models.load(settings.models_dir, settings.model_version)
         except ArtifactError:
@@ -52,6 +54,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.models = ModelHolder()
     install_error_handlers(app)
-    for router in (offers.router, events.router, items.router, model.router, health.router):
+    for router in (
+        offers.router,
+        customers.router,
+        events.router,
+        items.router,
+        model.router,
+        health.router,
+    ):
         app.include_router(router)
     return app

@@ -45,7 +45,9 @@ class OffersResponse(BaseModel):
     request_id: str = Field(description="names this answer; impressions refer to it")
     recorded: bool = Field(False, description="the impressions of these offers were recorded")
     suppressed_reason: str | None = Field(
-        None, description="why there are no offers: 'frequency_cap'"
+        None,
+        description="why there are no offers: 'frequency_cap', or 'no_channel_consent' "
+        "(the customer withdrew consent for this channel)",
     )
     next_allowed_at: str | None = Field(
         None, description="with 'frequency_cap': when the next delivery is allowed"

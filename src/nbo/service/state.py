@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from nbo.errors import ArtifactError
@@ -12,14 +13,25 @@ from nbo.model import ServingModel, load_serving_model
 log = logging.getLogger(__name__)
 
 
+def _nothing_erased() -> Iterable[str]:
+    return ()
+
+
 class ModelHolder:
     """Holds the current model. Readers take one reference per request, so a swap never
-    mixes two versions in one answer; a failed load leaves the old model serving."""
+    mixes two versions in one answer; a failed load leaves the old model serving.
 
-    def __init__(self) -> None:
+    Erasures hold for every model served: ``forget`` removes a customer from the current
+    model, and ``load`` removes every id ``erased_ids`` answers (the store's erased list,
+    set by the app once the store is open) before the new model serves. Both take the
+    same lock, so an erasure during a load reaches the model that ends up serving.
+    """
+
+    def __init__(self, erased_ids: Callable[[], Iterable[str]] = _nothing_erased) -> None:
         self._model: ServingModel | None = None
         self._lock = threading.Lock()
         self.last_error: str | None = None
+        self.erased_ids = erased_ids
 
     @property
     def model(self) -> ServingModel | None:
@@ -33,7 +45,15 @@ class ModelHolder:
                 self.last_error = str(exc)
                 log.error("model refused: %s", exc)
                 raise
+            forgotten = sum(model.forget(customer_id) for customer_id in self.erased_ids())
             self._model = model
             self.last_error = None
-            log.info("serving model %s", model.version)
+            log.info("serving model %s (%d erased customers removed)", model.version, forgotten)
             return model
+
+    def forget(self, customer_id: str) -> bool:
+        """Make an erased customer unknown to the serving model; True when it knew them
+        (False too when no model is loaded: ``load`` applies the erasure later)."""
+        with self._lock:
+            model = self._model
+            return model.forget(customer_id) if model is not None else False

@@ -22,7 +22,10 @@ from nbo.policies import (
 from nbo.ranking import PROFILE_NONE, SOURCE_CF, Offer, Ranking, RecentPurchase, rank_offers
 from nbo.service.deps import ModelDep, SettingsDep, StoreDep
 from nbo.service.schemas import Channel, OfferOut, OffersResponse, ReasonOut
-from nbo.store import Store
+from nbo.store import DEFAULT_CONSENT, Store
+
+# The customer withdrew consent to be contacted on this channel: no offers for it.
+REASON_NO_CHANNEL_CONSENT = "no_channel_consent"
 
 router = APIRouter(prefix="/v1/customers", tags=["offers"])
 
@@ -69,6 +72,10 @@ async def get_offers(
         as_of=now.isoformat(),
         offers=[],
     )
+    consent = store.consent_of(customer_id) or DEFAULT_CONSENT
+    if not consent.allows(channel.value):
+        answer.suppressed_reason = REASON_NO_CHANNEL_CONSENT
+        return answer
     contacts = contact_history(store, customer_id, now_s, settings)
     if record:
         decision = check_frequency_cap(
@@ -93,6 +100,7 @@ async def get_offers(
         settings.suppression,
         recent,
         fatigued=fatigued_items(settings.fatigue, contacts, now_s),
+        personalize=consent.personalization,
     )
     answer.personalized = ranking.personalized
     answer.profile = ranking.profile
