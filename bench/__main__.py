@@ -1,4 +1,5 @@
-"""``python -m bench``: trainer and offers speed against floors measured in the same run.
+"""``python -m bench``: trainer and offers speed against floors measured in the same run,
+and events and offers over HTTP against real server processes.
 
 See bench/README.md for what is measured and how to read the output.
 """
@@ -18,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from bench import events_bench
+from bench.events_bench import EventsResult, bench_events
 from bench.generate import FULL, SMALL, SyntheticSpec, ensure_dataset
 from bench.offers_bench import WINDOW_DAYS, K, OffersResult, bench_offers
 from bench.report import OtherLoad, micros, seconds, table, us, verdict
@@ -30,7 +33,10 @@ REPO = Path(__file__).resolve().parent.parent
 ONLINE_RETAIL = REPO.parent / "shared" / "data" / "online_retail" / "online_retail.parquet"
 SYNTHETIC = "synthetic"
 ONLINE = "online-retail"
+EVENTS = "events"
 NOISY_CORES = 0.3
+# The store may add at most this much to an offers call at p99, over HTTP.
+STORE_P99_TARGET_MS = 1.0
 
 
 @dataclass
@@ -39,6 +45,13 @@ class DataSet:
     path: Path
     mapping: ColumnMapping
     description: str
+
+
+@dataclass
+class EventsSummary:
+    single_per_s: float
+    batch_per_s: float
+    p99_diff_ms: dict[str, float]  # per latency group: store - fresh store
 
 
 @dataclass
@@ -56,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help=f"synthetic data of {SMALL.label} instead of {FULL.label}",
     )
-    parser.add_argument("--only", choices=(SYNTHETIC, ONLINE), help="run one data set")
+    parser.add_argument(
+        "--only",
+        choices=(SYNTHETIC, ONLINE, EVENTS),
+        help="run one data set, or only the events-over-HTTP section",
+    )
     parser.add_argument(
         "--calls", type=_positive, default=5_000, help="timed offers calls per path"
     )
@@ -73,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         f"floors measured in this run, ratio target <= 1.5x"
     )
     summaries: list[Summary] = []
+    events: EventsSummary | None = None
     with threadpool_limits(limits=1, user_api="blas"):
         for data in _data_sets(args):
             summaries.append(_run(data, args))
+        if args.only in (None, EVENTS):
+            events = _run_events(args)
     if summaries:
         print("\n== summary ==")
         print(
@@ -92,6 +112,21 @@ def main(argv: list[str] | None = None) -> int:
                 ],
             )
         )
+    if events is not None:
+        print("\n== summary: events over HTTP ==")
+        rows: list[list[object] | None] = [
+            ["ingestion, single posts", f"{events.single_per_s:,.0f} events/s", ""],
+            [
+                f"ingestion, batches of {events_bench.BATCH_SIZE}",
+                f"{events.batch_per_s:,.0f} events/s",
+                "",
+            ],
+        ]
+        rows += [
+            [f"offers p99, store - fresh: {group}", f"{diff:+.2f} ms", verdict_ms(diff)]
+            for group, diff in events.p99_diff_ms.items()
+        ]
+        print(table(["", "", f"target <= {STORE_P99_TARGET_MS:g} ms"], rows))
     return 0
 
 
@@ -246,6 +281,108 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
     print("\n  Where rank_offers spends its time (each part timed alone, same customers)")
     print(table(["part", "p50 us", "p99 us", "mean us", "of mean"], part_rows))
     return p50_ratio, p99_ratio
+
+
+def verdict_ms(diff_ms: float) -> str:
+    return "ok" if diff_ms <= STORE_P99_TARGET_MS else "OVER"
+
+
+def _run_events(args: argparse.Namespace) -> EventsSummary:
+    print(f"\n== {EVENTS} ==")
+    load = OtherLoad()
+    with tempfile.TemporaryDirectory(prefix="nbo-bench-events-") as tmp:
+        result = bench_events(Path(tmp), args.seed)
+    summary = _print_events(result)
+    other = load.cores()
+    if other is not None:
+        noisy = " (noisy figures: rerun on a quiet machine)" if other > NOISY_CORES else ""
+        print(
+            f"\n  other processes (beyond this one and its servers) used {other:.2f} of "
+            f"{os.cpu_count()} cores on average while this section ran{noisy}"
+        )
+    return summary
+
+
+def _print_events(result: EventsResult) -> EventsSummary:
+    print(
+        f"  model: trainer, default config, on {result.model} in {result.train_seconds:.1f} s\n"
+        f"  servers: python -m nbo.cli serve (uvicorn, one worker) on 127.0.0.1, clock "
+        f"{result.clock} ({events_bench.CLOCK_DAYS_AFTER} days after the data ends),\n"
+        f"  each its own SQLite store (WAL, synchronous=FULL); "
+        f"client: httpx in this process, keep-alive"
+    )
+    print("\n  Ingestion: POST /v1/events, every answer after the durable commit")
+    rows: list[list[object] | None] = []
+    for run in result.ingestion:
+        ms = micros(run.request_ns)
+        rows.append(
+            [
+                run.name,
+                f"{run.events:,}",
+                f"{run.requests:,}",
+                seconds(run.seconds),
+                f"{run.per_second:,.0f}",
+                f"{ms['p50'] / 1000:.2f}",
+                f"{ms['p99'] / 1000:.2f}",
+            ]
+        )
+    print(
+        table(
+            ["posts", "events", "requests", "seconds", "events/s", "p50 ms/req", "p99 ms/req"],
+            rows,
+        )
+    )
+
+    print(
+        f"\n  Offers: GET /v1/customers/{{id}}/offers?k={events_bench.K}, "
+        f"{events_bench.LATENCY_CUSTOMERS} known customers per group, "
+        f"{events_bench.OFFERS_CALLS:,} sequential calls per row;\n  the server with the "
+        f"posted events and one with a fresh store, interleaved call by call"
+    )
+    rows = []
+    p99_diff: dict[str, float] = {}
+    for group in result.offers:
+        full, empty = micros(group.with_store_ns), micros(group.empty_store_ns)
+        diff = {q: (full[q] - empty[q]) / 1000 for q in ("p50", "p99", "mean")}
+        p99_diff[group.group.split(" (")[0]] = diff["p99"]
+        rows += [
+            [group.group, "", "", "", ""],
+            ["  store with their purchases"]
+            + [f"{full[q] / 1000:.3f}" for q in ("p50", "p99", "mean")]
+            + [_profiles(group.profiles_with_store)],
+            ["  fresh store (nothing posted)"]
+            + [f"{empty[q] / 1000:.3f}" for q in ("p50", "p99", "mean")]
+            + [_profiles(group.profiles_empty_store)],
+            ["  difference"]
+            + [f"{diff[q]:+.3f}" for q in ("p50", "p99", "mean")]
+            + [f"p99 {verdict_ms(diff['p99'])} (target <= {STORE_P99_TARGET_MS:g} ms)"],
+            None,
+        ]
+        if group.floor_ns is not None:
+            floor = micros(group.floor_ns)
+            rows[-1:-1] = [
+                ["  HTTP floor: GET /health/live, same calls"]
+                + [f"{floor[q] / 1000:.3f}" for q in ("p50", "p99", "mean")]
+                + [""]
+            ]
+    print(table(["customers / store", "p50 ms", "p99 ms", "mean ms", "profile"], rows[:-1]))
+
+    print(
+        f"\n  In-process: SQLiteStore reads alone, on the file the server wrote "
+        f"({result.stored_events:,} events), same customers, each call timed alone"
+    )
+    rows = [
+        [name] + [us(micros(ns)[q]) for q in ("p50", "p99", "mean")]
+        for name, ns in result.store_calls.items()
+    ]
+    print(table(["call", "p50 us", "p99 us", "mean us"], rows))
+    single = next(r for r in result.ingestion if r.name.startswith("single posts, seq"))
+    batch = next(r for r in result.ingestion if r.name.startswith("batches"))
+    return EventsSummary(single.per_second, batch.per_second, p99_diff)
+
+
+def _profiles(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n:,}" for name, n in sorted(counts.items()))
 
 
 if __name__ == "__main__":
