@@ -15,14 +15,19 @@ from nbo.config import load_settings
 from nbo.mapping import load_mapping, parse_column_overrides, shipped_mappings
 from nbo.store import read_erased_ids
 from training.config import load_training_config
+from training.lifecycle import CALIBRATION_PLOT
+from training.pipeline import CHURN_METRICS, TrainResult, train
 from training.pipeline import Progress as TrainProgress
-from training.pipeline import TrainResult, train
 
 METHOD_ORDER = ("als", "als_window", "als_cycles", "buy_again", "popularity")
 TRUTH_TITLES = {
     "all": "all holdout purchases",
     "new": "items not bought in the suppression window",
 }
+CHURN_METHOD_ORDER = ("model", "recency")
+# Churn metrics shown, and whether higher is better.
+CHURN_COLUMNS = {"roc_auc": True, "pr_auc": True, "brier": False}
+STAGE_ORDER = ("new", "active", "loyal", "at_risk", "lapsed")
 
 
 def register(commands: Any) -> None:
@@ -94,6 +99,8 @@ def print_summary(console: Console, result: TrainResult) -> None:
     )
     console.print(cycles_line(result.manifest.get("cycles", {"enabled": False})))
     for truth, by_method in result.metrics.items():
+        if truth == CHURN_METRICS:
+            continue
         some = next(iter(by_method.values()))
         names = [name for name in some if name != "customers"]
         table = Table(title=f"truth: {TRUTH_TITLES.get(truth, truth)}", title_justify="left")
@@ -111,7 +118,72 @@ def print_summary(console: Console, result: TrainResult) -> None:
         console.print(table)
     gate = result.manifest["quality_gate"]
     console.print(gate["message"] + (" (forced)" if gate.get("forced") else ""))
+    print_churn(console, result)
     console.print(f"[bold green]published[/] {result.version} -> {result.path}")
+
+
+def print_churn(console: Console, result: TrainResult) -> None:
+    """The churn model against the recency baseline, the stages, and the plot's path."""
+    churn = result.manifest.get("churn", {"enabled": False, "reason": "not trained"})
+    if not churn.get("enabled"):
+        console.print(f"[bold]churn model:[/] off ({churn.get('reason', 'no reason given')})")
+    else:
+        console.print(
+            f"[bold]churn model:[/] no order within {churn['horizon_days']} days; trained on "
+            f"cutoffs {', '.join(c[:10] for c in churn['training_cutoffs'])} "
+            f"({churn['training_rows']:,} rows), evaluated at {churn['evaluation_cutoff'][:10]} "
+            f"on {churn['evaluation_customers']:,} customers "
+            f"({churn['evaluation_positive_rate']:.1%} churned)"
+        )
+        by_method = result.metrics.get(CHURN_METRICS, {})
+        table = Table(title="churn: model against recency only", title_justify="left")
+        table.add_column("method")
+        for name in CHURN_COLUMNS:
+            table.add_column(name, justify="right")
+        best = {
+            name: (max if higher else min)(m[name] for m in by_method.values())
+            for name, higher in CHURN_COLUMNS.items()
+        }
+        for method in sorted(by_method, key=_churn_method_rank):
+            values = by_method[method]
+            cells = [
+                f"[bold]{values[n]:.4f}[/]" if values[n] == best[n] else f"{values[n]:.4f}"
+                for n in CHURN_COLUMNS
+            ]
+            table.add_row(method, *cells)
+        console.print(table)
+    lifecycle = result.manifest.get("lifecycle")
+    if lifecycle:
+        stages = lifecycle["stages"]
+        total = max(sum(stages.values()), 1)
+        table = Table(
+            title=f"lifecycle stages as of {lifecycle['as_of'][:10]}", title_justify="left"
+        )
+        table.add_column("stage")
+        table.add_column("customers", justify="right")
+        table.add_column("share", justify="right")
+        for stage in sorted(stages, key=_stage_rank):
+            table.add_row(stage, f"{stages[stage]:,}", f"{stages[stage] / total:.1%}")
+        console.print(table)
+        console.print(
+            f"[bold]loyal:[/] at least {lifecycle['loyal_min_orders']:g} orders and "
+            f"{lifecycle['loyal_min_monetary']:,.2f} in value "
+            f"({lifecycle['loyal_min_orders_from']}), risk below {lifecycle['loyal_max_risk']:g}"
+            if lifecycle.get("loyal_min_orders") is not None
+            and lifecycle.get("loyal_min_monetary") is not None
+            else "[bold]loyal:[/] no thresholds (no customers)"
+        )
+    if result.path is not None and (result.path / CALIBRATION_PLOT).is_file():
+        console.print(f"[bold]calibration plot[/] {result.path / CALIBRATION_PLOT}")
+
+
+def _churn_method_rank(method: str) -> int:
+    order = CHURN_METHOD_ORDER
+    return order.index(method) if method in order else len(order)
+
+
+def _stage_rank(stage: str) -> int:
+    return STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
 
 
 def cycles_line(cycles: dict[str, Any]) -> str:

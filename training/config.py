@@ -62,6 +62,56 @@ class CyclesConfig(BaseModel):
     max_days: int | None = Field(365, ge=1)
 
 
+class ChurnConfig(BaseModel):
+    """The churn model (``nbo.models.churn``) and the cutoffs it is trained and judged on.
+
+    With data ending at T: evaluation cutoff ``T - horizon``, training cutoffs
+    ``T - 2 * horizon`` and ``snapshots - 1`` more, each ``spacing_days`` earlier, so the
+    training labels end where the evaluation starts. The published model is refitted on
+    the latest fully labelled cutoffs (the evaluation cutoff and as many before it).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # Days without an order after which a customer counts as churned (and as lapsed).
+    # Ninety days is a season: long enough for occasional buyers of a gift shop to come
+    # back, short enough to act on.
+    horizon_days: int = Field(90, ge=7, le=730)
+    # Cutoffs stacked for training: more customers per fit, and a model that has seen
+    # more than one season's mood. Cutoffs without customers are skipped.
+    snapshots: int = Field(3, ge=1, le=12)
+    spacing_days: int = Field(30, ge=1)
+    # History needed before the earliest training cutoff for features to mean anything;
+    # with less data (span < 2 * horizon + this) the trainer skips the churn model.
+    min_history_days: int = Field(30, ge=0)
+
+
+class LifecycleConfig(BaseModel):
+    """Lifecycle stages (``nbo.lifecycle``); lapsed uses the churn horizon.
+
+    The loyal thresholds default to data: the ``loyal_percentile`` of orders and of total
+    value among the customers not lapsed at the end of the data (so "loyal" means the top
+    fifth of the live base whatever the currency or the shop's rhythm); set them to fix
+    absolute values instead. Both are recorded in the manifest.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A customer whose first order is at most this many days old is new.
+    new_days: int = Field(30, ge=0)
+    # Churn risk at or above which a customer is at risk: more likely gone than not.
+    at_risk_threshold: float = Field(0.5, gt=0, le=1)
+    # Churn risk a loyal customer stays below.
+    loyal_max_risk: float = Field(0.3, gt=0, le=1)
+    loyal_min_orders: float | None = Field(None, ge=1)
+    loyal_min_monetary: float | None = Field(None, ge=0)
+    loyal_percentile: float = Field(0.8, gt=0, lt=1)
+    # Orders of prior (the shop's hour-of-week pattern) added to each customer's own
+    # when choosing their best send hour: with five, one purchase barely moves it.
+    send_time_pseudo_orders: float = Field(5.0, ge=0)
+
+
 class TrainingConfig(BaseModel):
     """Everything that shapes a model, recorded in its manifest."""
 
@@ -74,6 +124,8 @@ class TrainingConfig(BaseModel):
     eval_max_customers: int | None = Field(10_000, ge=1)
     als: AlsConfig = AlsConfig()
     cycles: CyclesConfig = CyclesConfig()
+    churn: ChurnConfig = ChurnConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
 
     @field_validator("suppression_days", mode="before")
     @classmethod

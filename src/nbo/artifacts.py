@@ -1,8 +1,10 @@
 """Versioned, self-describing model artifacts: written atomically, checked at load.
 
 Layout: ``<models_dir>/<version>/`` holds plain ``.npy`` arrays (memory-mappable, loaded
-with ``allow_pickle=False``), optional JSON side files and ``manifest.json`` with the
-sha256 of every file. A version is written to a hidden temporary folder, renamed into
+with ``allow_pickle=False``), optional JSON side files, optional binary side files (a
+pickled estimator, a Parquet table, a plot: written and checksummed here, never opened
+here, so whoever reads one does so only after its checksum passed) and ``manifest.json``
+with the sha256 of every file. A version is written to a hidden temporary folder, renamed into
 place, and only then does ``<models_dir>/CURRENT`` flip to it. Versions are immutable.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -30,12 +32,14 @@ TRACKED_LIBRARIES = ("nbo", "implicit", "numpy", "scipy", "pandas", "pyarrow", "
 
 @dataclass
 class Artifact:
-    """A loaded, verified artifact: its manifest, arrays (memory-mapped) and JSON files."""
+    """A loaded, verified artifact: its manifest, arrays (memory-mapped), JSON files, and
+    the paths of all its files (checksums verified; binary side files are not opened)."""
 
     path: Path
     manifest: dict[str, Any]
     arrays: dict[str, np.ndarray]
     documents: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -75,8 +79,17 @@ def write_artifact(
     arrays: dict[str, np.ndarray],
     documents: dict[str, Any],
     manifest: dict[str, Any],
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write a version atomically and flip CURRENT to it; never overwrite a version."""
+    """Write a version atomically and flip CURRENT to it; never overwrite a version.
+
+    ``extra_files``: file name -> bytes, written as they are and checksummed like the
+    rest (names without a folder, not ``.npy``/``.json``, which are the arrays' and
+    documents' own, nor the manifest).
+    """
+    extra_files = extra_files or {}
+    for name in extra_files:
+        _check_extra_name(name)
     models_dir.mkdir(parents=True, exist_ok=True)
     final = models_dir / version
     if final.exists():
@@ -92,6 +105,10 @@ def write_artifact(
         path = staging / f"{name}.json"
         path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
         files[path.name] = sha256_file(path)
+    for name, content in extra_files.items():
+        path = staging / name
+        path.write_bytes(content)
+        files[path.name] = sha256_file(path)
     full_manifest = {
         "version": version,
         "schema_version": SCHEMA_VERSION,
@@ -105,6 +122,19 @@ def write_artifact(
     os.rename(staging, final)
     set_current(models_dir, version)
     return final
+
+
+def _check_extra_name(name: str) -> None:
+    if (
+        not name
+        or name != Path(name).name
+        or name.startswith(".")
+        or name.endswith((".npy", ".json"))
+        or name in (MANIFEST, CURRENT)
+    ):
+        raise ArtifactError(
+            f"side file name {name!r}: use a plain file name, not .npy/.json, hidden or {MANIFEST}"
+        )
 
 
 def set_current(models_dir: Path, version: str) -> None:
@@ -158,8 +188,11 @@ def load_artifact(models_dir: Path, version: str | None = None, mmap: bool = Tru
         raise ArtifactError(f"model {version}: manifest lists no files")
     arrays: dict[str, np.ndarray] = {}
     documents: dict[str, Any] = {}
+    paths: dict[str, Path] = {}
     for name, expected in files.items():
         file = path / name
+        if name != Path(name).name:
+            raise ArtifactError(f"model {version}: file name {name!r} points outside the model")
         if not file.is_file():
             raise ArtifactError(f"model {version}: file {name} is missing")
         if sha256_file(file) != expected:
@@ -173,7 +206,8 @@ def load_artifact(models_dir: Path, version: str | None = None, mmap: bool = Tru
                 documents[name.removesuffix(".json")] = json.loads(file.read_text("utf-8"))
         except (ValueError, OSError) as exc:
             raise ArtifactError(f"model {version}: file {name} cannot be read ({exc})") from None
-    return Artifact(path=path, manifest=manifest, arrays=arrays, documents=documents)
+        paths[name] = file
+    return Artifact(path=path, manifest=manifest, arrays=arrays, documents=documents, files=paths)
 
 
 def _fsync_dir_files(folder: Path) -> None:

@@ -45,6 +45,10 @@ class CleaningReport:
     items: int = 0
     first_purchase: str | None = None
     last_purchase: str | None = None
+    # The dropped returns and cancellations of products (customer_id and timestamp, one row
+    # per line): not purchases, but a customer's return rate is a churn signal. Not part of
+    # the report's summary (``to_dict``), which stays small and free of customer ids.
+    returns: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -247,6 +251,26 @@ def _exact_duplicates(frame: pd.DataFrame) -> pd.Series:
     return duplicates
 
 
+def _cancelled(frame: pd.DataFrame, mapping: ColumnMapping) -> pd.Series:
+    prefix = mapping.cleaning.cancelled_order_prefix
+    if col.ORDER_ID not in frame or not prefix:
+        return pd.Series(False, index=frame.index)
+    return frame[col.ORDER_ID].str.startswith(prefix).fillna(False).astype(bool)
+
+
+def _returned_lines(frame: pd.DataFrame, mapping: ColumnMapping) -> pd.DataFrame:
+    """Customer and time of each cancelled or returned product line (fees and discounts
+    in a cancelled order are not returns of a product)."""
+    returned = _cancelled(frame, mapping)
+    if col.QUANTITY in frame:
+        returned |= (frame[col.QUANTITY] <= 0).fillna(False).astype(bool)
+    if mapping.cleaning.non_product_items:
+        returned &= ~frame[col.ITEM_ID].isin(list(mapping.cleaning.non_product_items))
+    return frame.loc[returned.to_numpy(dtype=bool), [col.CUSTOMER_ID, col.TIMESTAMP]].reset_index(
+        drop=True
+    )
+
+
 def _clean(
     frame: pd.DataFrame, path: Path, mapping: ColumnMapping
 ) -> tuple[pd.DataFrame, CleaningReport]:
@@ -260,9 +284,9 @@ def _clean(
 
     frame = drop(frame[col.CUSTOMER_ID].isna() | frame[col.ITEM_ID].isna(), DROP_MISSING_ID)
     frame = drop(frame[col.TIMESTAMP].isna(), DROP_MISSING_TIMESTAMP)
+    report.returns = _returned_lines(frame, mapping)
     if col.ORDER_ID in frame and rules.cancelled_order_prefix:
-        cancelled = frame[col.ORDER_ID].str.startswith(rules.cancelled_order_prefix)
-        frame = drop(cancelled.fillna(False).astype(bool), DROP_CANCELLED)
+        frame = drop(_cancelled(frame, mapping), DROP_CANCELLED)
     if col.QUANTITY in frame:
         frame = drop(frame[col.QUANTITY] <= 0, DROP_RETURN)
     if rules.non_product_items:

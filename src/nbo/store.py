@@ -97,6 +97,8 @@ class StoredPurchase:
     occurred_at: int
     order_id: str | None
     event_id: str
+    # Unit price as posted (None when the event gave none).
+    price: float | None = None
 
 
 @dataclass
@@ -333,7 +335,7 @@ class SQLiteStore:
     def purchases_of(self, customer_id: str, since: int | None = None) -> list[StoredPurchase]:
         """A customer's posted purchase lines, oldest first (``since``: unix seconds)."""
         rows = self._reader().execute(
-            "SELECT item_id, quantity, occurred_at, order_id, event_id FROM purchase_lines "
+            "SELECT item_id, quantity, occurred_at, order_id, event_id, price FROM purchase_lines "
             "WHERE customer_id = ? AND occurred_at >= ? ORDER BY occurred_at",
             (customer_id, since if since is not None else -(2**62)),
         )

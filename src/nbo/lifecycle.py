@@ -1,0 +1,232 @@
+"""Lifecycle stages, churn risk and best send time of a customer, as of a moment.
+
+Every customer is in exactly one stage, decided by the first rule that holds:
+
+1. **lapsed**: no order for longer than the churn horizon (default 90 days);
+2. **new**: first order within ``new_days`` (default 30), or no order at all;
+3. **at_risk**: churn risk at or above ``at_risk_threshold`` (default 0.5);
+4. **loyal**: orders and total value at or above the loyal thresholds (by default the
+   80th percentiles of the non-lapsed customers at training, stored in the manifest)
+   and churn risk below ``loyal_max_risk`` (default 0.3);
+5. **active**: everyone else.
+
+Lapsed comes first because a risk score means little for someone already gone; new
+before at-risk because a first-time buyer has no habit to lose yet. Without a churn model
+the risk is unknown: nobody is at risk, and loyal rests on orders and value alone.
+
+The trainer (``stages_of`` for every customer) and the service (``customer_profile`` for
+one, with the purchases posted since training) share the rules and the feature code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+
+from nbo.features import FEATURE_INDEX, FEATURE_NAMES, OrderTable, customer_features
+from nbo.send_time import PSEUDO_ORDERS, best_send_hour
+
+if TYPE_CHECKING:
+    from nbo.model import ServingModel
+    from nbo.store import StoredPurchase
+
+STAGES: Final = ("new", "active", "at_risk", "lapsed", "loyal")
+_STAGE_DTYPE = f"<U{max(map(len, STAGES))}"
+
+
+@dataclass(frozen=True)
+class LifecycleThresholds:
+    """The stage rules' thresholds, as the trainer resolved and recorded them.
+
+    ``loyal_min_orders``/``loyal_min_monetary`` None: no customer is loyal (artifacts
+    trained before loyal thresholds existed).
+    """
+
+    horizon_days: float = 90.0
+    new_days: float = 30.0
+    at_risk_threshold: float = 0.5
+    loyal_max_risk: float = 0.3
+    loyal_min_orders: float | None = None
+    loyal_min_monetary: float | None = None
+    send_time_pseudo_orders: float = PSEUDO_ORDERS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_manifest(cls, section: Mapping[str, Any] | None) -> LifecycleThresholds:
+        """From the manifest's ``lifecycle`` section (defaults for what it lacks)."""
+        section = section or {}
+        known = {name: section[name] for name in cls.__dataclass_fields__ if name in section}
+        return cls(**known)
+
+
+def stages_of(
+    features: np.ndarray, churn_risk: np.ndarray | None, thresholds: LifecycleThresholds
+) -> np.ndarray:
+    """The stage of each row of ``customer_features`` output (an array of stage names).
+
+    ``churn_risk``: per row, NaN where unknown; None when there is no churn model.
+    """
+    features = np.atleast_2d(features)
+    frequency = features[:, FEATURE_INDEX["frequency"]]
+    recency = features[:, FEATURE_INDEX["recency_days"]]
+    tenure = features[:, FEATURE_INDEX["tenure_days"]]
+    monetary = features[:, FEATURE_INDEX["monetary"]]
+    risk = np.full(len(features), np.nan) if churn_risk is None else np.asarray(churn_risk)
+    known_risk = ~np.isnan(risk)
+    none = frequency <= 0
+    with np.errstate(invalid="ignore"):
+        lapsed = recency > thresholds.horizon_days
+        new = tenure <= thresholds.new_days
+        at_risk = known_risk & (risk >= thresholds.at_risk_threshold)
+        if thresholds.loyal_min_orders is None or thresholds.loyal_min_monetary is None:
+            loyal = np.zeros(len(features), dtype=bool)
+        else:
+            loyal = (
+                (frequency >= thresholds.loyal_min_orders)
+                & (monetary >= thresholds.loyal_min_monetary)
+                & (~known_risk | (risk < thresholds.loyal_max_risk))
+            )
+    # The rules from the last to the first, so the first that holds is the one left.
+    stages = np.full(len(features), "active", dtype=_STAGE_DTYPE)
+    stages[loyal] = "loyal"
+    stages[at_risk] = "at_risk"
+    stages[new] = "new"
+    stages[lapsed] = "lapsed"
+    stages[none] = "new"
+    return stages
+
+
+@dataclass(frozen=True)
+class CustomerProfile:
+    customer_id: str
+    known: bool  # any purchase known (trained history or posted)
+    stage: str  # one of STAGES; a customer with no purchase at all is "new"
+    churn_risk: float | None  # None without purchases or without a churn model
+    recency_days: float | None
+    frequency: int  # orders
+    monetary: float  # total value
+    first_purchase_s: int | None
+    last_purchase_s: int | None
+    best_send_hour: int  # hour of week 0..167, Monday 00:00 UTC = 0 (global best if unknown)
+    # The churn features that are defined for the customer (undefined ones, such as the
+    # gap between orders of a one-order customer, are left out rather than NaN).
+    features: dict[str, float]
+    # False when nothing was derived from the customer's history (no consent to
+    # personalization: the caller builds a neutral profile); ``customer_profile`` sets True.
+    profiled: bool = True
+
+
+def customer_profile(
+    model: ServingModel, customer_id: str, posted: Sequence[StoredPurchase], now_s: int
+) -> CustomerProfile:
+    """The customer's stage, churn risk, RFM figures and best send hour as of ``now_s``.
+
+    Orders are the trained ones (the model's order table) plus the posted purchases that
+    happened after the training data ended (earlier ones are already in the model),
+    grouped into orders by order id, else by event. For a customer the model does not
+    know (new, or erased and back), every posted purchase counts: none is in the model.
+    Purchases after ``now_s`` do not count yet.
+    """
+    index = model.customers.get(customer_id)
+    orders = _trained_orders(model, index)
+    recent = (
+        posted if index is None else [p for p in posted if p.occurred_at > model.trained_until_s]
+    )
+    if recent:
+        orders = _with_posted(model, index, orders, recent)
+    as_of = now_s + 1  # features count orders strictly before their cutoff
+    features = customer_features(orders, as_of)
+    row = features[0]
+    frequency = int(row[FEATURE_INDEX["frequency"]])
+    risk = None
+    if model.churn is not None and frequency > 0:
+        risk = float(model.churn.predict_risk(features)[0])
+    thresholds = model.lifecycle
+    stage = str(stages_of(features, None if risk is None else np.array([risk]), thresholds)[0])
+    times = orders.time[orders.time < as_of]
+    prior = model.send_hour_prior
+    return CustomerProfile(
+        customer_id=customer_id,
+        known=index is not None or bool(recent),
+        stage=stage,
+        churn_risk=risk,
+        recency_days=None if frequency == 0 else float(row[FEATURE_INDEX["recency_days"]]),
+        frequency=frequency,
+        monetary=float(row[FEATURE_INDEX["monetary"]]),
+        first_purchase_s=int(times[0]) if len(times) else None,
+        last_purchase_s=int(times[-1]) if len(times) else None,
+        best_send_hour=best_send_hour(times, prior, thresholds.send_time_pseudo_orders),
+        features={
+            name: float(value)
+            for name, value in zip(FEATURE_NAMES, row.tolist(), strict=True)
+            if not np.isnan(value)
+        },
+    )
+
+
+_NO_ORDERS = OrderTable.single(
+    np.empty(0, np.int64), np.empty(0), np.empty(0, np.int32), np.empty(0, np.int32)
+)
+
+
+def _trained_orders(model: ServingModel, index: int | None) -> OrderTable:
+    """The customer's orders in the trained data. Artifacts without an order table
+    (older ones) give one order per distinct last-purchase time of the customer's items:
+    a lower bound on their orders, enough to place them in a stage."""
+    if index is None:
+        return _NO_ORDERS
+    if model.orders is not None:
+        return model.orders.of_customer(index)
+    _items, _confidence, last = model.history_of(index)
+    times = np.unique(last)
+    ones = np.ones(len(times), dtype=np.int32)
+    return OrderTable.single(times, ones.astype(np.float64), ones, ones)
+
+
+def _with_posted(
+    model: ServingModel, index: int | None, orders: OrderTable, posted: Sequence[StoredPurchase]
+) -> OrderTable:
+    """``orders`` followed by the posted purchases, grouped into orders and valued like
+    the trainer's lines: quantity * price, with the item's median price when the event
+    gave none; an item without a known price counts as one typical line (the trainer
+    had the item's lines to price it by). Units when the model knows no prices."""
+    seen: set[str] = set()
+    if index is not None:
+        items, _confidence, _last = model.history_of(index)
+        seen = set(model.items.external(items))
+    grouped: dict[str, list[StoredPurchase]] = {}
+    for purchase in sorted(posted, key=lambda p: (p.occurred_at, p.event_id)):
+        grouped.setdefault(purchase.order_id or purchase.event_id, []).append(purchase)
+    time, value, lines, new_items = [], [], [], []
+    for lines_of_order in sorted(grouped.values(), key=lambda ls: ls[0].occurred_at):
+        fresh = {p.item_id for p in lines_of_order} - seen
+        seen |= fresh
+        time.append(lines_of_order[0].occurred_at)
+        value.append(sum(_line_value(model, p) for p in lines_of_order))
+        lines.append(len(lines_of_order))
+        new_items.append(len(fresh))
+    return OrderTable.single(
+        np.concatenate([orders.time, np.asarray(time, dtype=np.int64)]),
+        np.concatenate([orders.value, np.asarray(value, dtype=np.float64)]),
+        np.concatenate([orders.lines, np.asarray(lines, dtype=np.int32)]),
+        np.concatenate([orders.new_items, np.asarray(new_items, dtype=np.int32)]),
+        orders.return_time,
+    )
+
+
+def _line_value(model: ServingModel, purchase: StoredPurchase) -> float:
+    if model.typical_line_value is None:
+        return float(purchase.quantity)
+    price = purchase.price
+    if price is None and model.item_price is not None:
+        item = model.items.get(purchase.item_id)
+        if item is not None and not np.isnan(model.item_price[item]):
+            price = float(model.item_price[item])
+    if price is None:
+        return float(model.typical_line_value)
+    return float(purchase.quantity) * float(price)

@@ -1,0 +1,446 @@
+"""Churn: will a customer who bought before a cutoff buy again within the horizon?
+
+- **Label**: a customer with at least one order before the cutoff churns (1) when they
+  place no order in ``[cutoff, cutoff + horizon)``.
+- **Features**: ``nbo.features.customer_features`` as of the cutoff, the code the service
+  runs per request, so nothing at or after the cutoff (the label's period) is seen.
+- **Model**: a histogram gradient-boosted tree, probabilities calibrated with isotonic
+  regression on cross-validated predictions: a risk of 0.3 should mean 30 in 100 such
+  customers leave, since stages and campaigns threshold it.
+- **Baseline**: logistic regression on log(1 + recency): the rule of thumb "long since the
+  last order means gone", fitted and calibrated the same honest way, so the model has
+  to earn its place against the one feature everybody already uses.
+
+scikit-learn is imported inside the functions that need it: the service imports this
+module, and scikit-learn costs about two seconds at import, only worth paying when an
+artifact holds a churn model. The fitted model is pickled (joblib) into the artifact;
+``load_churn_model`` unpickles it only after the artifact's checksums passed and the
+scikit-learn that trained it matches the installed one.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Final
+
+import numpy as np
+from threadpoolctl import ThreadpoolController, threadpool_limits
+
+from nbo.artifacts import Artifact
+from nbo.errors import ArtifactError
+from nbo.features import DAY, FEATURE_INDEX, FEATURE_NAMES, OrderTable, customer_features
+
+CHURN_FILE: Final = "churn_model.joblib"
+# The evaluated methods, as keyed in the manifest's ``metrics.churn``.
+MODEL: Final = "model"
+RECENCY: Final = "recency"
+CALIBRATION_BINS: Final = 10
+# Up to this many rows, predictions take the fast path (see ``ChurnModel``).
+FAST_ROWS: Final = 16
+# Training rows kept with the model to check the fast path against scikit-learn.
+REFERENCE_ROWS: Final = 256
+
+log = logging.getLogger(__name__)
+
+_controller: ThreadpoolController | None = None
+
+
+def _single_thread() -> Any:
+    """A context limiting OpenMP to one thread, reusing one controller (finding the
+    thread pools anew on every call would cost more than the prediction)."""
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="openmp")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Customers with an order before ``cutoff_s``, their features then and their label."""
+
+    cutoff_s: int
+    customers: np.ndarray  # positions in the order table
+    features: np.ndarray
+    labels: np.ndarray  # 1 = no order in [cutoff, cutoff + horizon)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def positive_rate(self) -> float:
+        return float(self.labels.mean()) if len(self.labels) else float("nan")
+
+
+def churn_labels(orders: OrderTable, cutoff_s: int, horizon_days: int) -> np.ndarray:
+    """Per customer: 1 when they place no order in ``[cutoff_s, cutoff_s + horizon)``."""
+    end_s = cutoff_s + horizon_days * DAY
+    within = (orders.time >= cutoff_s) & (orders.time < end_s)
+    bought = np.zeros(orders.n_customers, dtype=bool)
+    bought[orders.customer_of_orders()[within]] = True
+    return (~bought).astype(np.int8)
+
+
+def build_snapshot(orders: OrderTable, cutoff_s: int, horizon_days: int) -> Snapshot:
+    """Features as of ``cutoff_s`` and labels over the horizon after it, for every
+    customer with at least one order before the cutoff."""
+    features = customer_features(orders, cutoff_s)
+    population = np.flatnonzero(features[:, FEATURE_INDEX["frequency"]] > 0)
+    labels = churn_labels(orders, cutoff_s, horizon_days)[population]
+    return Snapshot(int(cutoff_s), population, features[population], labels)
+
+
+def stack(snapshots: Sequence[Snapshot]) -> tuple[np.ndarray, np.ndarray]:
+    """(features, labels) of several snapshots, one row per customer and cutoff."""
+    features = np.concatenate([s.features for s in snapshots])
+    labels = np.concatenate([s.labels for s in snapshots])
+    return features, labels
+
+
+@dataclass
+class ChurnModel:
+    """A fitted churn classifier and what it was fitted on; ``predict_risk`` answers
+    the calibrated probability of churning within the horizon.
+
+    ``reference``: feature rows the fit saw (a few hundred), kept with the model so a
+    loaded model can prove its fast path (``compile_fast_path``) answers exactly what
+    scikit-learn answers before using it.
+    """
+
+    estimator: Any
+    feature_names: tuple[str, ...]
+    sklearn_version: str
+    horizon_days: int
+    reference: np.ndarray = field(default_factory=lambda: np.empty((0, len(FEATURE_NAMES))))
+    _fast: _FastChurn | None = field(default=None, init=False, repr=False)
+
+    def predict_risk(self, features: np.ndarray) -> np.ndarray:
+        """P(churn) per row of ``customer_features`` output (float64)."""
+        features = np.atleast_2d(np.asarray(features, dtype=np.float64))
+        if features.shape[1] != len(self.feature_names):
+            raise ValueError(
+                f"churn model expects {len(self.feature_names)} features, got {features.shape[1]}"
+            )
+        if self._fast is not None and len(features) <= FAST_ROWS:
+            return self._fast.predict(features)
+        return self.predict_risk_sklearn(features)
+
+    @property
+    def uses_fast_path(self) -> bool:
+        """Whether small batches skip scikit-learn (see ``compile_fast_path``)."""
+        return self._fast is not None
+
+    def predict_risk_sklearn(self, features: np.ndarray) -> np.ndarray:
+        """P(churn) through scikit-learn's own ``predict_proba`` (the reference)."""
+        # One OpenMP thread: on a few rows starting threads costs more than predicting
+        # (and other requests want the cores).
+        with _single_thread():
+            return np.asarray(self.estimator.predict_proba(features)[:, 1], dtype=np.float64)
+
+    def compile_fast_path(self) -> bool:
+        """Prepare the per-request path; True when it is in use.
+
+        scikit-learn's ``predict_proba`` spends milliseconds validating one row; the
+        fast path walks the boosted trees and applies the isotonic map in plain Python,
+        the same float operations in the same order. It is used only if it answers
+        bit for bit what scikit-learn answers on the reference rows; otherwise (another
+        layout of the estimator's internals) every prediction goes through scikit-learn.
+        """
+        self._fast = None
+        try:
+            fast = _FastChurn.of(self.estimator)
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+            log.warning("churn model: no fast path (%s); predicting through scikit-learn", exc)
+            return False
+        rows = self.reference
+        if len(rows) == 0:
+            return False
+        expected = self.predict_risk_sklearn(rows)
+        if not np.array_equal(fast.predict(rows), expected):
+            log.warning("churn model: fast path disagrees with scikit-learn; not used")
+            return False
+        self._fast = fast
+        return True
+
+
+# One tree's nodes as lists: feature, threshold, NaN goes left, left child, right child,
+# is a leaf, value.
+_Tree = tuple[list[int], list[float], list[bool], list[int], list[int], list[bool], list[float]]
+
+
+@dataclass(frozen=True)
+class _FastChurn:
+    """The calibrated booster's prediction for a few rows, without scikit-learn's input
+    validation: the boosted trees as Python lists, then the isotonic calibrator's own
+    interpolation function (``f_``) after the same clipping ``predict`` applies."""
+
+    baseline: float
+    trees: tuple[_Tree, ...]
+    calibrator: Any
+
+    @classmethod
+    def of(cls, estimator: Any) -> _FastChurn:
+        (calibrated,) = estimator.calibrated_classifiers_
+        booster = calibrated.estimator
+        (calibrator,) = calibrated.calibrators
+        if (
+            list(estimator.classes_) != [0, 1]
+            or calibrated.method != "isotonic"
+            or booster.n_trees_per_iteration_ != 1
+            or booster.is_categorical_ is not None
+            or calibrator.out_of_bounds != "clip"
+        ):
+            raise ValueError("not a binary isotonic-calibrated booster on numeric features")
+        trees = []
+        for (predictor,) in booster._predictors:
+            nodes = predictor.nodes
+            if nodes["is_categorical"].any():
+                raise ValueError("categorical splits")
+            trees.append(
+                (
+                    nodes["feature_idx"].tolist(),
+                    nodes["num_threshold"].tolist(),
+                    nodes["missing_go_to_left"].astype(bool).tolist(),
+                    nodes["left"].tolist(),
+                    nodes["right"].tolist(),
+                    nodes["is_leaf"].astype(bool).tolist(),
+                    nodes["value"].tolist(),
+                )
+            )
+        baseline = float(np.asarray(booster._baseline_prediction).reshape(-1)[0])
+        return cls(baseline=baseline, trees=tuple(trees), calibrator=calibrator)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        raw = np.empty(len(features), dtype=np.float64)
+        for row, values in enumerate(features.tolist()):
+            # Summed tree by tree onto the baseline, as the booster sums them.
+            total = self.baseline
+            for feature, threshold, missing_left, left, right, is_leaf, value in self.trees:
+                node = 0
+                while not is_leaf[node]:
+                    x = values[feature[node]]
+                    if x != x:  # NaN
+                        node = left[node] if missing_left[node] else right[node]
+                    else:
+                        node = left[node] if x <= threshold[node] else right[node]
+                total += value[node]
+            raw[row] = total
+        calibrator = self.calibrator
+        clipped = np.clip(raw, calibrator.X_min_, calibrator.X_max_)
+        return np.asarray(calibrator.f_(clipped), dtype=np.float64)
+
+
+@dataclass
+class RecencyBaseline:
+    """Logistic regression on log(1 + days since the last order)."""
+
+    estimator: Any
+
+    def predict_risk(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray(
+            self.estimator.predict_proba(_log_recency(features))[:, 1], dtype=np.float64
+        )
+
+
+def fit_churn_model(
+    features: np.ndarray,
+    labels: np.ndarray,
+    horizon_days: int,
+    random_state: int = 0,
+    cv_folds: int = 3,
+) -> ChurnModel:
+    """Gradient-boosted trees with isotonic calibration on ``cv_folds`` cross-validated
+    predictions, then one booster refitted on all rows (``ensemble=False``: serving
+    predicts with one booster, not ``cv_folds``). Deterministic for a fixed seed.
+
+    The booster is small and strongly regularised (50 rounds of 7-leaf trees on 63
+    bins): a few thousand customers per snapshot and a dozen features need no more. On
+    Online Retail it scores as well as 100 rounds of 15 leaves (ROC AUC 0.741 against
+    0.731 at the evaluation cutoff) in a third of the time. Missing features (a gap with
+    a single order) go to the tree's learned side.
+    """
+    from sklearn import __version__ as sklearn_version
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold
+
+    _check_labels(labels, cv_folds)
+    booster = HistGradientBoostingClassifier(
+        learning_rate=0.1,
+        max_iter=50,
+        max_leaf_nodes=7,
+        min_samples_leaf=40,
+        l2_regularization=1.0,
+        max_bins=63,
+        early_stopping=False,
+        random_state=random_state,
+    )
+    calibrated = CalibratedClassifierCV(
+        booster,
+        method="isotonic",
+        cv=StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=random_state),
+        ensemble=False,
+    )
+    # One thread: on a few thousand rows OpenMP's threads cost more than they bring, and
+    # on a busy machine its spinning workers make the fit several times slower.
+    with threadpool_limits(limits=1):
+        calibrated.fit(features, labels)
+    rng = np.random.default_rng(random_state)
+    reference = features[np.sort(rng.permutation(len(features))[:REFERENCE_ROWS])]
+    model = ChurnModel(
+        estimator=calibrated,
+        feature_names=tuple(FEATURE_NAMES),
+        sklearn_version=sklearn_version,
+        horizon_days=horizon_days,
+        reference=np.ascontiguousarray(reference, dtype=np.float64),
+    )
+    model.compile_fast_path()
+    return model
+
+
+def fit_recency_baseline(features: np.ndarray, labels: np.ndarray) -> RecencyBaseline:
+    """The baseline: one feature, logistic, so its probabilities are calibrated too."""
+    from sklearn.linear_model import LogisticRegression
+
+    _check_labels(labels, 1)
+    estimator = LogisticRegression()
+    estimator.fit(_log_recency(features), labels)
+    return RecencyBaseline(estimator)
+
+
+def _log_recency(features: np.ndarray) -> np.ndarray:
+    recency = np.atleast_2d(features)[:, FEATURE_INDEX["recency_days"]]
+    return np.log1p(np.maximum(recency, 0.0)).reshape(-1, 1)
+
+
+def _check_labels(labels: np.ndarray, folds: int) -> None:
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=2)
+    if len(counts) != 2 or counts.min() < folds:
+        raise ValueError(
+            f"churn labels need at least {folds} customers of each class, "
+            f"got {int(counts[0])} staying and {int(counts[-1])} churning"
+        )
+
+
+def evaluate_risk(
+    labels: np.ndarray, risks: Mapping[str, np.ndarray], bins: int = CALIBRATION_BINS
+) -> tuple[dict[str, dict[str, float]], dict[str, list[dict[str, float]]]]:
+    """Per method: (ROC AUC, PR AUC, Brier score, customers, positive rate) and a
+    calibration table over ``bins`` equal-width bins of predicted risk (mean predicted,
+    observed churn rate, count; empty bins left out)."""
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+    labels = np.asarray(labels, dtype=np.int64)
+    metrics: dict[str, dict[str, float]] = {}
+    tables: dict[str, list[dict[str, float]]] = {}
+    for method, risk in risks.items():
+        metrics[method] = {
+            "roc_auc": float(roc_auc_score(labels, risk)),
+            "pr_auc": float(average_precision_score(labels, risk)),
+            "brier": float(brier_score_loss(labels, risk)),
+            "customers": float(len(labels)),
+            "positive_rate": float(labels.mean()),
+        }
+        observed, predicted = calibration_curve(labels, risk, n_bins=bins, strategy="uniform")
+        # calibration_curve's own binning, to count the customers behind each point.
+        edges = np.linspace(0.0, 1.0, bins + 1)
+        counts = np.bincount(np.searchsorted(edges[1:-1], risk), minlength=bins)
+        counts = counts[counts > 0]
+        tables[method] = [
+            {"mean_predicted": float(p), "observed_rate": float(o), "count": int(n)}
+            for p, o, n in zip(predicted, observed, counts, strict=True)
+        ]
+    return metrics, tables
+
+
+# --- in the artifact --------------------------------------------------------------------
+
+
+def churn_model_bytes(model: ChurnModel) -> bytes:
+    """The model as joblib bytes, for ``write_artifact(extra_files=...)``."""
+    import joblib
+
+    buffer = io.BytesIO()
+    joblib.dump(
+        {
+            "estimator": model.estimator,
+            "feature_names": list(model.feature_names),
+            "sklearn_version": model.sklearn_version,
+            "horizon_days": model.horizon_days,
+            "reference": model.reference,
+        },
+        buffer,
+    )
+    return buffer.getvalue()
+
+
+def churn_manifest(model: ChurnModel) -> dict[str, Any]:
+    """What ``load_churn_model`` checks before unpickling, for the manifest's ``churn``."""
+    return {
+        "file": CHURN_FILE,
+        "sklearn_version": model.sklearn_version,
+        "feature_names": list(model.feature_names),
+        "horizon_days": model.horizon_days,
+    }
+
+
+def load_churn_model(artifact: Artifact) -> ChurnModel | None:
+    """The artifact's churn model; None when it was trained without one.
+
+    Refuses (ArtifactError) a model whose file is not among the artifact's verified
+    files, that another scikit-learn major.minor pickled (its estimators' internals
+    change between minor versions, silently), or that expects other features than
+    ``FEATURE_NAMES``. Unpickles only after those checks.
+    """
+    section = artifact.manifest.get("churn")
+    if not isinstance(section, dict) or not section.get("enabled"):
+        return None
+    where = f"model {artifact.version}: churn model"
+    name = section.get("file", CHURN_FILE)
+    path = artifact.files.get(name)
+    if path is None:
+        raise ArtifactError(f"{where}: {name} is not among the artifact's checksummed files")
+    trained = section.get("sklearn_version")
+    installed = _installed_sklearn()
+    if not trained or _major_minor(trained) != _major_minor(installed):
+        raise ArtifactError(
+            f"{where} was trained with scikit-learn {trained}, this service has {installed}: "
+            "retrain, or install the matching scikit-learn"
+        )
+    if tuple(section.get("feature_names", ())) != FEATURE_NAMES:
+        raise ArtifactError(
+            f"{where} was trained on features {section.get('feature_names')}, this nbo "
+            f"computes {list(FEATURE_NAMES)}: retrain with this version of nbo"
+        )
+    import joblib
+
+    try:
+        payload = joblib.load(path)
+        model = ChurnModel(
+            estimator=payload["estimator"],
+            feature_names=tuple(payload["feature_names"]),
+            sklearn_version=str(payload["sklearn_version"]),
+            horizon_days=int(payload["horizon_days"]),
+            reference=np.asarray(payload.get("reference", np.empty((0, len(FEATURE_NAMES))))),
+        )
+    except Exception as exc:  # unpickling can raise almost anything
+        raise ArtifactError(f"{where}: {name} cannot be read ({exc})") from None
+    if model.feature_names != FEATURE_NAMES or model.sklearn_version != trained:
+        raise ArtifactError(f"{where}: {name} does not match the manifest")
+    model.compile_fast_path()
+    return model
+
+
+def _installed_sklearn() -> str:
+    try:
+        return metadata.version("scikit-learn")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:2])
