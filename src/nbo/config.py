@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         description='JSON {"impressions": 3, "days": 14}: an item shown that often in that '
         "many days without a click or conversion rests for the window; null turns it off",
     )
+    catalog: Path | None = Field(
+        None,
+        description="the offer catalogue, YAML or JSON (e.g. data/catalog.yaml); re-read when "
+        "it changes, a bad new file is refused and the old one kept; unset = every item a "
+        "product offer on default terms, no incentives",
+    )
     require_model: bool = Field(
         True, description="refuse to start without a loadable model (else start unready)"
     )
@@ -57,6 +63,12 @@ class Settings(BaseSettings):
     @classmethod
     def _check_window(cls, value: Any) -> str:
         return str(SuppressionWindow.parse(value))
+
+    @field_validator("catalog", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # NBO_CATALOG= (empty) in a deploy file means "no catalogue", not the working folder.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("clock")
     @classmethod

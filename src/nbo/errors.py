@@ -34,3 +34,26 @@ class QualityGateError(NboError):
 
 class ConfigError(NboError):
     """A training configuration that cannot be used."""
+
+
+class CatalogError(NboError):
+    """An offer catalogue that cannot be served, naming the file, the entry and the field.
+
+    ``entry`` names the offending part in the marketer's words ("offer 'winback-15'",
+    "item override '85123A'"), so the one-line message points at the line to edit.
+    """
+
+    def __init__(
+        self, source: str, problem: str, entry: str | None = None, field: str | None = None
+    ) -> None:
+        self.source = source
+        self.entry = entry
+        self.field = field
+        self.problem = problem
+        where = [source]
+        if entry:
+            where.append(f"{entry} field '{field}'" if field else entry)
+        elif field:
+            where.append(f"field '{field}'")
+        where.append(problem)
+        super().__init__(": ".join(where))

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from nbo.catalog import Catalog, CatalogHolder
 from nbo.config import Settings
 from nbo.model import ServingModel
 from nbo.service.errors import NotReady
@@ -25,6 +26,17 @@ def get_model(request: Request) -> ServingModel:
     return model
 
 
+def get_catalog_holder(request: Request) -> CatalogHolder:
+    holder: CatalogHolder = request.app.state.catalog
+    return holder
+
+
+def get_catalog(request: Request) -> Catalog:
+    """The catalogue for this request: one reference, so a reload never mixes two files
+    in one answer (and the file is re-checked here, at most once a second)."""
+    return get_catalog_holder(request).current()
+
+
 def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
@@ -33,3 +45,5 @@ def get_store(request: Request) -> Store:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 ModelDep = Annotated[ServingModel, Depends(get_model)]
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+CatalogHolderDep = Annotated[CatalogHolder, Depends(get_catalog_holder)]
