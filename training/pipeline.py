@@ -1,4 +1,5 @@
-"""The trainer: load -> split -> fit -> evaluate -> gate -> refit on all data -> publish."""
+"""The trainer: load -> split -> fit -> evaluate -> gate -> refit on all data -> churn
+model and lifecycle stages -> publish."""
 
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ from nbo.artifacts import unique_version, write_artifact
 from nbo.checksums import sha256_file
 from nbo.cycles import cycle_summary, repurchase_cycles, suppression_days_per_item
 from nbo.errors import PurchaseDataError, QualityGateError
+from nbo.features import build_order_table, has_prices, item_prices, line_values
 from nbo.history import PurchaseHistory, encode_purchases
 from nbo.mapping import ColumnMapping
 from nbo.model import model_arrays
 from nbo.models.cf import confidence_matrix, fit_als
 from nbo.models.popularity import popularity_scores
+from nbo.propensity import DOCUMENT as PROPENSITY_DOCUMENT
 from nbo.purchases import CleaningReport, read_purchases
+from nbo.ranking import MIN_CANDIDATES as PROPENSITY_CANDIDATES
 from training.config import TrainingConfig
 from training.evaluate import (
     als_recommender,
@@ -36,10 +40,21 @@ from training.evaluate import (
     popularity_recommender,
     split_popularity,
 )
+from training.lifecycle import (
+    CALIBRATION_PLOT,
+    CUSTOMERS_FILE,
+    calibration_png,
+    customer_lifecycle,
+    customers_parquet,
+    train_churn,
+)
+from training.propensity import fit_propensity
 from training.split import TimeSplit, time_split
 
 GATE_METRIC_TEMPLATE = "ndcg@{k}"
 GATE_TRUTH = "all"
+# ``metrics`` key of the churn model's metrics (method -> metric), next to the truths.
+CHURN_METRICS = "churn"
 # The cleaning report's reason for the rows of customers erased in the service's store.
 DROP_ERASED = "erased customer"
 
@@ -143,6 +158,28 @@ def train(
             customers = evaluation_customers(split, config.eval_max_customers, params.random_state)
             metrics = evaluate_methods(split, methods, customers, k)
 
+        progress.step("propensity calibration")
+        with timed("propensity calibration"):
+            # On what the service proposes at the cutoff: candidates minus what it
+            # suppresses there (the cycle-aware window when cycles are learned).
+            served_suppression = (
+                cycle_suppressed(
+                    split, suppression_days_per_item(train_cycles, config.suppression.days)
+                )
+                if train_cycles is not None
+                else split.suppressed
+            )
+            propensity, propensity_report = fit_propensity(
+                evaluated,
+                split,
+                customers,
+                popularity,
+                served_suppression,
+                candidates=PROPENSITY_CANDIDATES,
+                horizon_days=config.holdout_days,
+                seed=params.random_state,
+            )
+
         gate = _quality_gate(metrics, k)
         if not gate["passed"] and not force:
             raise QualityGateError(gate["message"])
@@ -173,9 +210,33 @@ def train(
                 iterations=refit_iterations,
             )
 
+        last_s = int(encoded.time.max())
+        # Features "as of" a moment count orders strictly before it: the end of the data
+        # is one second after the last purchase.
+        data_end_s = last_s + 1
+        progress.step("customer orders")
+        with timed("customer orders"):
+            values = line_values(purchases)
+            orders = build_order_table(purchases, full.customers, cleaning.returns, values)
+            priced = has_prices(purchases)
+            typical_line_value = float(np.median(values)) if priced else None
+
+        progress.step("churn model")
+        with timed("churn model"):
+            churn = train_churn(orders, config.churn, data_end_s, params.random_state)
+            if churn.metrics is not None:
+                metrics[CHURN_METRICS] = churn.metrics
+
+        progress.step("lifecycle stages")
+        with timed("lifecycle stages"):
+            lifecycle = customer_lifecycle(orders, churn.model, config, data_end_s)
+            extra_files = {CUSTOMERS_FILE: customers_parquet(full.customers, lifecycle)}
+            if churn.model is not None:
+                extra_files.update(churn.files())
+                extra_files[CALIBRATION_PLOT] = calibration_png(churn)
+
         progress.step("publish")
         with timed("publish"):
-            last_s = int(encoded.time.max())
             served_popularity = popularity_scores(
                 full.counts, full.last_purchase, last_s, config.popularity_days
             )
@@ -186,8 +247,11 @@ def train(
                 full_confidence,
                 served_popularity,
                 repurchase_cycle_days=full_cycles,
+                orders=orders,
+                item_price=item_prices(purchases, full.items) if priced else None,
+                send_hour_prior=lifecycle.send_hour_prior,
             )
-            documents = {}
+            documents: dict[str, Any] = {PROPENSITY_DOCUMENT: propensity.to_document()}
             names = _item_names(purchases)
             if names:
                 documents["item_names"] = names
@@ -199,6 +263,7 @@ def train(
                     "mapping": mapping.name,
                     **cleaning.to_dict(),
                     "erased_customers": erased_customers,
+                    "typical_line_value": typical_line_value,
                 },
                 "config": config.model_dump(),
                 "split": {
@@ -218,10 +283,13 @@ def train(
                     "warm_started": warm is not None,
                 },
                 "cycles": _cycles_section(config, full_cycles, train_cycles),
+                "propensity": propensity_report,
+                "churn": churn.section,
+                "lifecycle": lifecycle.section,
                 "metrics": metrics,
                 "quality_gate": {**gate, "forced": force and not gate["passed"]},
             }
-            path = write_artifact(models_dir, version, arrays, documents, manifest)
+            path = write_artifact(models_dir, version, arrays, documents, manifest, extra_files)
     manifest["timings"] = timings
     return TrainResult(
         version=version,
@@ -246,6 +314,9 @@ def _drop_erased(
         return purchases, 0
     customers = int(ids[mask].nunique())
     purchases = purchases[~mask].reset_index(drop=True)
+    if report.returns is not None:
+        erased_returns = report.returns[col.CUSTOMER_ID].isin(list(erased)).to_numpy(dtype=bool)
+        report.returns = report.returns[~erased_returns].reset_index(drop=True)
     if purchases.empty:
         raise PurchaseDataError(
             report.path, f"no purchases left after cleaning ({rows} {DROP_ERASED})"

@@ -19,9 +19,15 @@ from implicit.cpu.als import AlternatingLeastSquares
 from nbo.artifacts import Artifact, load_artifact
 from nbo.cycles import suppression_days_per_item
 from nbo.errors import ArtifactError
+from nbo.features import OrderTable
 from nbo.history import PurchaseHistory
 from nbo.ids import IdMap
+from nbo.lifecycle import LifecycleThresholds
 from nbo.models.cf import AlsExplainer, AlsParams, als_from_factors
+from nbo.models.churn import ChurnModel, load_churn_model
+from nbo.propensity import DOCUMENT as PROPENSITY_DOCUMENT
+from nbo.propensity import Propensity
+from nbo.send_time import HOURS_PER_WEEK, send_hour_prior
 
 REQUIRED_ARRAYS = (
     "user_factors",
@@ -37,6 +43,9 @@ REQUIRED_ARRAYS = (
 )
 # Optional arrays: older artifacts without them still load.
 CYCLES_ARRAY = "repurchase_cycle_days"
+ITEM_PRICE_ARRAY = "item_price"
+SEND_HOUR_PRIOR_ARRAY = "send_hour_prior"
+# (The order table's arrays are named in ``nbo.features.ORDER_ARRAYS``.)
 
 
 @dataclass
@@ -63,6 +72,23 @@ class ServingModel:
     # Unix seconds of the last purchase in the training data: posted purchases after it
     # are news to the model, earlier ones are already in it.
     trained_until_s: int = 0
+    # Each customer's orders and returns (positions of ``customers``), for lifecycle
+    # features at request time; None for artifacts trained without them.
+    orders: OrderTable | None = None
+    # Median unit price per item (NaN where unknown); None for artifacts without it.
+    item_price: np.ndarray | None = None
+    # Median value of one purchase line; None when the training data had no prices.
+    typical_line_value: float | None = None
+    # The churn model; None when the artifact has none (data too short, or older).
+    churn: ChurnModel | None = None
+    # Score -> probability of purchase (calibrated on the holdout by the trainer; a plain
+    # monotone squash, marked uncalibrated, for artifacts trained before calibration).
+    propensity: Propensity = field(default_factory=Propensity.uncalibrated)
+    lifecycle: LifecycleThresholds = field(default_factory=LifecycleThresholds)
+    # Share of all orders per hour of the week: the best send time's prior.
+    send_hour_prior: np.ndarray = field(
+        default_factory=lambda: np.full(HOURS_PER_WEEK, 1.0 / HOURS_PER_WEEK)
+    )
     loaded_at: float = field(default_factory=time.time)
     _params: AlsParams = field(init=False, repr=False)
     explainer: AlsExplainer = field(init=False)
@@ -103,6 +129,11 @@ class ServingModel:
         return self.customers.forget(customer_id) is not None
 
     @property
+    def churn_horizon_days(self) -> int | None:
+        """Days the churn risk looks ahead; None without a churn model."""
+        return None if self.churn is None else self.churn.horizon_days
+
+    @property
     def params(self) -> AlsParams:
         """The hyperparameters and weighting the model was trained with."""
         return self._params
@@ -129,10 +160,15 @@ def model_arrays(
     confidence: sp.csr_matrix,
     popularity: np.ndarray,
     repurchase_cycle_days: np.ndarray | None = None,
+    orders: OrderTable | None = None,
+    item_price: np.ndarray | None = None,
+    send_hour_prior: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The arrays of an artifact, in the shape ``load_serving_model`` expects.
 
-    ``repurchase_cycle_days`` (per item, NaN = no learned cycle) is optional.
+    Optional: ``repurchase_cycle_days`` (per item, NaN = no learned cycle), ``orders``
+    (per customer of ``history``), ``item_price`` (per item, NaN = unknown) and
+    ``send_hour_prior`` (168 shares).
     """
     counts, last = history.counts, history.last_purchase
     if not (
@@ -161,6 +197,19 @@ def model_arrays(
                 f"{len(history.items)} items"
             )
         arrays[CYCLES_ARRAY] = np.asarray(repurchase_cycle_days, dtype=np.float32)
+    if orders is not None:
+        orders.check(len(history.customers))
+        arrays.update(orders.to_arrays())
+    if item_price is not None:
+        if len(item_price) != len(history.items):
+            raise ValueError(
+                f"item_price has {len(item_price)} values for {len(history.items)} items"
+            )
+        arrays[ITEM_PRICE_ARRAY] = np.asarray(item_price, dtype=np.float64)
+    if send_hour_prior is not None:
+        if len(send_hour_prior) != HOURS_PER_WEEK:
+            raise ValueError(f"send_hour_prior has {len(send_hour_prior)} values, not 168")
+        arrays[SEND_HOUR_PRIOR_ARRAY] = np.asarray(send_hour_prior, dtype=np.float64)
     return arrays
 
 
@@ -201,9 +250,21 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         checks[f"{CYCLES_ARRAY} positive or NaN"] = cycles.dtype.kind == "f" and not bool(
             np.any(cycles <= 0)
         )
+    item_price = arrays.get(ITEM_PRICE_ARRAY)
+    if item_price is not None:
+        checks[f"{ITEM_PRICE_ARRAY} per item"] = item_price.ndim == 1 and len(item_price) == len(
+            items
+        )
+    prior = arrays.get(SEND_HOUR_PRIOR_ARRAY)
+    if prior is not None:
+        checks[f"{SEND_HOUR_PRIOR_ARRAY} per hour of the week"] = prior.shape == (HOURS_PER_WEEK,)
     failed = [name for name, ok in checks.items() if not ok]
     if failed:
         raise ArtifactError(f"model {artifact.version}: inconsistent arrays ({', '.join(failed)})")
+    try:
+        orders = OrderTable.from_arrays(arrays, len(customers))
+    except ValueError as exc:
+        raise ArtifactError(f"model {artifact.version}: {exc}") from None
     params = AlsParams.from_dict(artifact.manifest.get("config", {}).get("als", {}))
     if params.factors != item_factors.shape[1]:
         params = AlsParams.from_dict({**params.to_dict(), "factors": item_factors.shape[1]})
@@ -225,7 +286,23 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         repurchase_cycle_days=None if cycles is None else np.asarray(cycles),
         history_counts=np.asarray(arrays["history_counts"]),
         trained_until_s=_trained_until(artifact.manifest),
+        orders=orders,
+        item_price=None if item_price is None else np.asarray(item_price),
+        typical_line_value=_typical_line_value(artifact.manifest),
+        churn=load_churn_model(artifact),
+        propensity=_propensity(artifact),
+        lifecycle=LifecycleThresholds.from_manifest(artifact.manifest.get("lifecycle")),
+        send_hour_prior=(
+            send_hour_prior(orders.time if orders is not None else np.empty(0, np.int64))
+            if prior is None
+            else np.asarray(prior)
+        ),
     )
+
+
+def _typical_line_value(manifest: dict[str, Any]) -> float | None:
+    value = manifest.get("data", {}).get("typical_line_value")
+    return None if value is None else float(value)
 
 
 def _trained_until(manifest: dict[str, Any]) -> int:
@@ -236,3 +313,13 @@ def _trained_until(manifest: dict[str, Any]) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())
+
+
+def _propensity(artifact: Artifact) -> Propensity:
+    document = artifact.documents.get(PROPENSITY_DOCUMENT)
+    if document is None:
+        return Propensity.uncalibrated()
+    try:
+        return Propensity.from_document(document)
+    except ArtifactError as exc:
+        raise ArtifactError(f"model {artifact.version}: {exc}") from None

@@ -14,15 +14,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from nbo.arbitration import KIND_PRODUCT, Choice, Components, ProductCandidate, arbitrate
+from nbo.catalog import Catalog, default_catalog
 from nbo.cycles import suppressed_items
 from nbo.model import ServingModel
 from nbo.models.cf import FILTERED_SCORE, confidence_of_counts
-from nbo.policies import RULE_FATIGUE, RULE_JUST_BOUGHT
+from nbo.policies import RULE_FATIGUE, RULE_JUST_BOUGHT, Contact
 from nbo.suppression import SuppressionWindow
 
 SOURCE_CF = "cf"
 SOURCE_POPULAR = "popular"
+SOURCE_CATALOG = "catalog"  # an incentive: the catalogue proposes it, no model does
 EXPLAINED_BY = 3
+# Product candidates the sources propose before arbitration: more than k, so a lever or
+# a value can lift an item the model ranks a little lower, and eligibility rules still
+# leave k to choose from.
+MIN_CANDIDATES = 50
 
 # How the customer's taste vector was obtained.
 PROFILE_TRAINED = "trained"  # the model's own factors
@@ -50,10 +57,22 @@ class Reason:
 
 @dataclass(frozen=True)
 class Offer:
-    item_id: str
-    score: float
+    """A ranked offer: a product (``item_id``) or an incentive (``item_id`` None)."""
+
+    item_id: str | None
+    score: float  # the source's own score (ALS score, popularity; 0 for incentives)
     rank: int
     reason: Reason
+    offer_id: str = ""
+    kind: str = KIND_PRODUCT
+    components: Components | None = None
+    title: str | None = None
+    incentive: str | None = None
+    amount: float | None = None
+
+    @property
+    def priority(self) -> float:
+        return 0.0 if self.components is None else self.components.priority
 
 
 @dataclass(frozen=True)
@@ -142,91 +161,179 @@ def rank_offers(
     recent: Sequence[RecentPurchase] = (),
     fatigued: Collection[str] = (),
     personalize: bool = True,
+    *,
+    catalog: Catalog | None = None,
+    stage: str = "active",
+    channel: str = "email",
+    impressions: Sequence[Contact] = (),
 ) -> Ranking:
-    """Top ``k`` offers for a customer at unix time ``now_s``.
+    """Top ``k`` offers for a customer at unix time ``now_s``: candidates -> suppression
+    -> propensity -> arbitration under the catalogue -> explanations.
 
-    Known customers get ALS scores over the whole catalogue minus what they bought inside
-    the suppression window, each offer explained by the purchases that drive it. Posted
-    purchases count at once: they are suppressed, and purchases made after training
-    refold the customer's taste vector (implicit's ``recalculate_user``), so a customer
-    the model has never seen is personalized from their first posted purchase. Customers
-    with no known purchase get the popular items, labelled as such; short lists are
-    filled from popular.
+    Known customers get ALS candidates over the whole catalogue minus what they bought
+    inside the suppression window. Posted purchases count at once: they are suppressed,
+    and purchases made after training refold the customer's taste vector (implicit's
+    ``recalculate_user``), so a customer the model has never seen is personalized from
+    their first posted purchase. Customers with no known purchase get the popular items,
+    labelled as such; short candidate lists are filled from popular.
 
     ``fatigued`` items (the contact policy's offer fatigue) are removed like suppressed
-    ones; ``personalize=False`` (no consent to personalization) ranks by popularity alone
-    while still never offering what was just bought.
+    ones; ``personalize=False`` (no consent to personalization) proposes popular items
+    alone while still never offering what was just bought.
+
+    Candidates and the catalogue's incentives are then arbitrated for the customer's
+    ``stage`` and the ``channel`` (``nbo.arbitration``); without a catalogue every item is
+    a product offer of uniform value, so products rank by propensity, i.e. in the model's
+    order. Offers from the model are explained by the purchases behind them.
     """
+    catalog = catalog or default_catalog()
     history = customer_history(model, customer_id, recent)
     just_bought = _suppressed(model, history, now_s, window)
     rested = _fatigued(model, fatigued, just_bought)
     removed = {RULE_JUST_BOUGHT: len(just_bought), RULE_FATIGUE: len(rested)}
     suppressed = np.concatenate([just_bought, rested]) if len(rested) else just_bought
     known = np.asarray(history.confidence) > 0
-    if not personalize or not known.any():
-        fill = model.popular_order[~np.isin(model.popular_order, suppressed)][:k]
-        offers = _popular_offers(model, fill, start_rank=1)
-        return Ranking(customer_id, False, PROFILE_NONE, offers, len(just_bought), removed)
+    personalized = personalize and bool(known.any())
+    n_candidates = max(MIN_CANDIDATES, 2 * k)
 
-    n_items = len(model.items)
-    # Never ask for more than can be offered: implicit pads a short list with filtered
-    # items (score = lowest float32) or repeats of item 0.
-    wanted = min(k, n_items - len(suppressed))
     ids = np.empty(0, dtype=np.int64)
     scores = np.empty(0, dtype=np.float32)
-    refold = history.index is None or history.has_new_orders
-    if wanted > 0:
-        # Suppressed items as a plain filter list: for one customer this is the same
-        # filter as a one-row liked-items matrix without building and slicing a CSR.
-        filter_items = suppressed if len(suppressed) else None
-        if refold:
-            row = sp.csr_matrix(
-                (history.confidence[known], history.items[known], [0, int(known.sum())]),
-                shape=(1, n_items),
-            )
-            ids, scores = model.als.recommend(
-                0,
-                row,
-                N=wanted,
-                filter_already_liked_items=False,
-                filter_items=filter_items,
-                recalculate_user=True,
-            )
-        else:
-            ids, scores = model.als.recommend(
-                history.index,
-                None,
-                N=wanted,
-                filter_already_liked_items=False,
-                filter_items=filter_items,
-            )
-        valid = (ids >= 0) & (scores > FILTERED_SCORE)
-        ids, scores = ids[valid], scores[valid]
-
-    explanations = model.explainer.explain(
-        history.items[known], history.confidence[known], ids, top=EXPLAINED_BY
-    )
-    item_ids = model.item_ids
-    offers = [
-        Offer(
-            item_id=item_ids[item],
-            score=score,
-            rank=rank,
-            reason=Reason(SOURCE_CF, tuple(item_ids[i] for i, _ in explanation)),
-        )
-        for rank, (item, score, explanation) in enumerate(
-            zip(ids.tolist(), scores.tolist(), explanations, strict=True), start=1
+    if personalized:
+        ids, scores = _cf_candidates(model, history, known, suppressed, n_candidates)
+    propensity = model.propensity
+    candidates = [
+        ProductCandidate(item, model.item_ids[item], SOURCE_CF, score, float(p), position)
+        for position, (item, score, p) in enumerate(
+            zip(ids.tolist(), scores.tolist(), propensity.of_scores(scores), strict=True)
         )
     ]
-    if len(offers) < k:
+    if len(candidates) < n_candidates:
         taken = np.concatenate([suppressed, ids]).astype(np.int64)
-        fill = model.popular_order[~np.isin(model.popular_order, taken)][: k - len(offers)]
-        offers += _popular_offers(model, fill, start_rank=len(offers) + 1)
-    if history.index is None:
+        allowed = model.popular_order[~np.isin(model.popular_order, suppressed)]
+        fill_ranks = np.flatnonzero(~np.isin(allowed, taken))[: n_candidates - len(candidates)]
+        fill = allowed[fill_ranks]
+        # Propensity by the item's rank among what this customer may be offered.
+        chances = propensity.of_popular_ranks(fill_ranks + 1)
+        candidates += [
+            ProductCandidate(
+                item,
+                model.item_ids[item],
+                SOURCE_POPULAR,
+                float(model.popularity[item]),
+                float(p),
+                len(candidates) + n,
+            )
+            for n, (item, p) in enumerate(zip(fill.tolist(), chances, strict=True))
+        ]
+
+    choices, arbitration_removed = arbitrate(
+        candidates,
+        catalog,
+        stage,
+        channel,
+        now_s,
+        impressions,
+        model.item_price,
+        model.typical_line_value,
+        k,
+    )
+    removed.update(arbitration_removed)
+    offers = _offers(model, history, known, choices)
+    if not personalized:
+        profile = PROFILE_NONE
+    elif history.index is None:
         profile = PROFILE_LIVE
     else:
         profile = PROFILE_UPDATED if history.has_new_orders else PROFILE_TRAINED
-    return Ranking(customer_id, True, profile, offers, len(just_bought), removed)
+    return Ranking(customer_id, personalized, profile, offers, len(just_bought), removed)
+
+
+def _cf_candidates(
+    model: ServingModel,
+    history: CustomerHistory,
+    known: np.ndarray,
+    suppressed: np.ndarray,
+    n: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """ALS's top ``n`` items for the customer, never a suppressed one."""
+    n_items = len(model.items)
+    # Never ask for more than can be offered: implicit pads a short list with filtered
+    # items (score = lowest float32) or repeats of item 0.
+    wanted = min(n, n_items - len(suppressed))
+    if wanted <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    # Suppressed items as a plain filter list: for one customer this is the same filter
+    # as a one-row liked-items matrix without building and slicing a CSR.
+    filter_items = suppressed if len(suppressed) else None
+    if history.index is None or history.has_new_orders:
+        row = sp.csr_matrix(
+            (history.confidence[known], history.items[known], [0, int(known.sum())]),
+            shape=(1, n_items),
+        )
+        ids, scores = model.als.recommend(
+            0,
+            row,
+            N=wanted,
+            filter_already_liked_items=False,
+            filter_items=filter_items,
+            recalculate_user=True,
+        )
+    else:
+        ids, scores = model.als.recommend(
+            history.index,
+            None,
+            N=wanted,
+            filter_already_liked_items=False,
+            filter_items=filter_items,
+        )
+    valid = (ids >= 0) & (scores > FILTERED_SCORE)
+    return ids[valid], scores[valid]
+
+
+def _offers(
+    model: ServingModel, history: CustomerHistory, known: np.ndarray, choices: list[Choice]
+) -> list[Offer]:
+    """The chosen offers with their reasons; model offers explained by the purchases that
+    drive them (one solve for all of them)."""
+    cf_items = np.asarray(
+        [c.candidate.item for c in choices if c.candidate and c.candidate.source == SOURCE_CF],
+        dtype=np.int64,
+    )
+    explanations = iter(
+        model.explainer.explain(
+            history.items[known], history.confidence[known], cf_items, top=EXPLAINED_BY
+        )
+        if len(cf_items)
+        else []
+    )
+    item_ids = model.item_ids
+    offers = []
+    for rank, choice in enumerate(choices, start=1):
+        candidate = choice.candidate
+        if candidate is None:
+            reason = Reason(SOURCE_CATALOG)
+            score = 0.0
+        elif candidate.source == SOURCE_CF:
+            reason = Reason(SOURCE_CF, tuple(item_ids[i] for i, _ in next(explanations)))
+            score = candidate.score
+        else:
+            reason = Reason(SOURCE_POPULAR)
+            score = candidate.score
+        offers.append(
+            Offer(
+                item_id=choice.item_id,
+                score=score,
+                rank=rank,
+                reason=reason,
+                offer_id=choice.offer_id,
+                kind=choice.kind,
+                components=choice.components,
+                title=choice.title,
+                incentive=choice.incentive,
+                amount=choice.amount,
+            )
+        )
+    return offers
 
 
 def _suppressed(
@@ -250,15 +357,3 @@ def _fatigued(model: ServingModel, fatigued: Collection[str], taken: np.ndarray)
     indices = [model.items.get(item) for item in fatigued]
     known = np.asarray([i for i in indices if i is not None], dtype=np.int32)
     return known[~np.isin(known, taken)]
-
-
-def _popular_offers(model: ServingModel, picked: np.ndarray, start_rank: int) -> list[Offer]:
-    return [
-        Offer(
-            item_id=model.item_ids[item],
-            score=float(model.popularity[item]),
-            rank=rank,
-            reason=Reason(SOURCE_POPULAR),
-        )
-        for rank, item in enumerate(picked.tolist(), start=start_rank)
-    ]

@@ -10,10 +10,20 @@ from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
 
 from nbo import __version__
+from nbo.catalog import CatalogHolder
 from nbo.config import Settings, get_settings
 from nbo.errors import ArtifactError
 from nbo.service.errors import install_error_handlers
-from nbo.service.routes import customers, events, health, items, model, offers
+from nbo.service.routes import (
+    catalog,
+    customers,
+    events,
+    health,
+    items,
+    model,
+    offers,
+    profiles,
+)
 from nbo.service.state import ModelHolder
 from nbo.store import open_store
 
@@ -53,13 +63,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.models = ModelHolder()
+    # The catalogue is read here, not in the lifespan: it is small, and a bad NBO_CATALOG
+    # then refuses the start as one CatalogError line (``nbo serve`` builds the app before
+    # binding the port), where a lifespan failure would be a uvicorn traceback.
+    app.state.catalog = CatalogHolder(settings.catalog)
     install_error_handlers(app)
     for router in (
         offers.router,
+        profiles.router,
         customers.router,
         events.router,
         items.router,
         model.router,
+        catalog.router,
         health.router,
     ):
         app.include_router(router)

@@ -14,7 +14,9 @@ class Channel(StrEnum):
 
 
 class ReasonOut(BaseModel):
-    source: str = Field(description="'cf' (collaborative filtering) or 'popular'")
+    source: str = Field(
+        description="'cf' (collaborative filtering), 'popular' or 'catalog' (an incentive)"
+    )
     because: list[str] = Field(
         default_factory=list,
         description="for 'cf': the customer's purchased items that most explain the offer",
@@ -22,10 +24,35 @@ class ReasonOut(BaseModel):
     text: str = Field(description="the reason in words, for a marketer or a customer")
 
 
+class ComponentsOut(BaseModel):
+    """priority = propensity x value x stage_weight x lever."""
+
+    propensity: float = Field(description="probability the customer takes the offer up")
+    value: float = Field(description="what one take-up is worth to the business")
+    stage_weight: float = Field(description="the stage policy's weight for this kind")
+    lever: float = Field(description="the marketer's weight for this offer")
+
+
+class BestSendTimeOut(BaseModel):
+    hour_of_week: int = Field(description="0..167, Monday 00:00 UTC = 0")
+    day: str = Field(description="weekday name (UTC)")
+    hour: int = Field(description="hour of the day (UTC)")
+    next_at: str = Field(description="the next such hour after the service clock")
+
+
 class OfferOut(BaseModel):
-    item_id: str
+    offer_id: str = Field(description="the catalogue offer (product:<item> for plain items)")
+    kind: str = Field(description="'product' or 'incentive'")
+    item_id: str | None = Field(None, description="the item, for a product offer")
     item_name: str | None = None
-    score: float
+    title: str | None = Field(None, description="an incentive's title from the catalogue")
+    incentive: str | None = Field(
+        None, description="percent_off, points_multiplier or free_shipping"
+    )
+    amount: float | None = Field(None, description="percent or multiplier of an incentive")
+    priority: float = Field(description="what the offers are ranked by (see components)")
+    components: ComponentsOut
+    score: float = Field(description="the source's own score (ALS score, popularity)")
     rank: int
     reason: ReasonOut
 
@@ -41,6 +68,11 @@ class OffersResponse(BaseModel):
         "from posted purchases) or 'none' (popular items)"
     )
     suppressed_items: int = Field(description="items held back because just bought")
+    stage: str = Field(description="lifecycle stage: new, active, at_risk, lapsed, loyal")
+    churn_risk: float | None = Field(
+        None, description="probability of no purchase in the churn horizon (null: unknown)"
+    )
+    best_send_time: BestSendTimeOut
     as_of: str = Field(description="the service clock the offers were computed at")
     request_id: str = Field(description="names this answer; impressions refer to it")
     recorded: bool = Field(False, description="the impressions of these offers were recorded")
@@ -54,9 +86,32 @@ class OffersResponse(BaseModel):
     )
     removed: dict[str, int] = Field(
         default_factory=dict,
-        description="candidates each rule removed: 'just_bought', 'fatigue'",
+        description="candidates each rule removed: 'just_bought', 'fatigue', "
+        "'ineligible' (catalogue: stage, channel, dates), 'offer_cap' (shown too often)",
     )
     offers: list[OfferOut]
+
+
+class CustomerProfileOut(BaseModel):
+    customer_id: str
+    model_version: str
+    known: bool = Field(description="any purchase known (training data or posted events)")
+    profiled: bool = Field(
+        description="false without consent to personalization: nothing derived from the "
+        "customer's history (stage 'active', no churn risk, the overall best send time)"
+    )
+    stage: str = Field(description="new, active, at_risk, lapsed or loyal")
+    churn_risk: float | None = Field(
+        None, description="probability of no purchase in the churn horizon (null: unknown)"
+    )
+    churn_horizon_days: int | None = None
+    recency_days: float | None = Field(None, description="days since the last purchase")
+    frequency: int = Field(description="orders")
+    monetary: float = Field(description="total value of the orders")
+    first_purchase: str | None = None
+    last_purchase: str | None = None
+    best_send_time: BestSendTimeOut
+    as_of: str
 
 
 class SimilarItemOut(BaseModel):
@@ -102,3 +157,68 @@ class ErrorResponse(BaseModel):
     error: str
     message: str
     details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class CatalogProductsOut(BaseModel):
+    """The terms every product offer has unless an item override or an offer says otherwise."""
+
+    value: float | None = Field(
+        description="money per sale; null = the model's typical line value (or price x margin)"
+    )
+    price_weighted: bool = Field(description="value = margin x the item's own median price")
+    margin: float
+    lever: float
+    stages: list[str]
+    channels: list[str]
+    cap_per_customer: int | None = Field(description="impressions per customer in cap_days")
+    cap_days: float
+
+
+class CatalogItemOut(BaseModel):
+    item_id: str
+    exclude: bool = Field(description="never offered")
+    terms: dict[str, Any] = Field(description="the product terms this item changes")
+
+
+class CatalogOfferOut(BaseModel):
+    id: str
+    kind: str = Field(description="'product' or 'incentive'")
+    title: str | None = None
+    incentive: str | None = Field(
+        None, description="percent_off, points_multiplier or free_shipping"
+    )
+    amount: float | None = Field(None, description="percent off or points multiplier")
+    item_id: str | None = Field(None, description="a product offer for one item")
+    category: str | None = Field(None, description="a product offer for a category")
+    value: float | None = Field(
+        description="money to the business per redemption or sale; null = as for products"
+    )
+    response_rate: float | None = Field(
+        None, description="an incentive's propensity: the share of customers who take it up"
+    )
+    lever: float
+    stages: list[str]
+    channels: list[str]
+    valid_from: str | None = None
+    valid_to: str | None = None
+    live: bool = Field(description="valid at the service clock (valid_from <= now < valid_to)")
+    cap_per_customer: int | None = None
+    cap_days: float
+
+
+class CatalogResponse(BaseModel):
+    source: str | None = Field(description="the catalogue file; null = the default catalogue")
+    fingerprint: str = Field(description="sha256 of the file served, or 'default'")
+    loaded_at: str = Field(description="when the catalogue served was loaded")
+    as_of: str = Field(description="the service clock 'live' is computed at")
+    last_error: str | None = Field(
+        None, description="why the file on disk was refused (the catalogue above still serves)"
+    )
+    last_error_at: str | None = None
+    products: CatalogProductsOut
+    items: list[CatalogItemOut]
+    categories: dict[str, list[str]]
+    offers: list[CatalogOfferOut]
+    stage_weights: dict[str, dict[str, float]] = Field(
+        description="per stage and kind of offer; a stage or kind not listed weighs 1.0"
+    )

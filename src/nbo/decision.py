@@ -1,0 +1,128 @@
+"""The next-best-offer decision for one customer and one contact: every rule, in order.
+
+consent for the channel -> frequency cap (for deliveries) -> the customer's profile
+(stage, churn risk, best send time) -> ranking and arbitration (``nbo.ranking``) under
+the catalogue, suppression and offer fatigue.
+
+Pure, like ranking: the caller reads the customer's state from the store
+(``CustomerState``) and records what it delivers. The API and batch generation both call
+``decide``, so a campaign obeys exactly the rules a single call does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from nbo.catalog import Catalog
+from nbo.lifecycle import CustomerProfile, customer_profile
+from nbo.model import ServingModel
+from nbo.policies import (
+    REASON_FREQUENCY_CAP,
+    ContactHistory,
+    FatigueRule,
+    FrequencyCap,
+    check_frequency_cap,
+    fatigued_items,
+)
+from nbo.ranking import Ranking, RecentPurchase, rank_offers
+from nbo.store import DEFAULT_CONSENT, Consent, StoredPurchase
+from nbo.suppression import SuppressionWindow
+
+# The customer withdrew consent to be contacted on this channel: no offers for it.
+REASON_NO_CHANNEL_CONSENT = "no_channel_consent"
+# The stage of a customer nbo may not profile (no consent to personalization).
+STAGE_UNPROFILED = "active"
+
+
+@dataclass(frozen=True)
+class ContactPolicy:
+    """The service's contact rules (from the settings)."""
+
+    suppression: SuppressionWindow
+    frequency_caps: dict[str, FrequencyCap] = field(default_factory=dict)
+    fatigue: FatigueRule | None = None
+
+    def lookback_days(self, catalog: Catalog) -> float:
+        """How far back the customer's contacts must be read for every rule to see them."""
+        days = [cap.days for cap in self.frequency_caps.values()]
+        if self.fatigue is not None:
+            days.append(self.fatigue.days)
+        days.append(catalog.max_cap_days)
+        return max(days)
+
+
+@dataclass(frozen=True)
+class CustomerState:
+    """What the store knows of the customer, read by the caller."""
+
+    consent: Consent = DEFAULT_CONSENT
+    contacts: ContactHistory = field(default_factory=ContactHistory)
+    posted: Sequence[StoredPurchase] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer for one contact: a profile, and offers or the reason there are none."""
+
+    profile: CustomerProfile
+    ranking: Ranking | None
+    suppressed_reason: str | None = None
+    next_allowed_at: int | None = None  # unix seconds, with ``frequency_cap``
+
+
+def profile_for(
+    model: ServingModel, customer_id: str, state: CustomerState, now_s: int
+) -> CustomerProfile:
+    """The customer's profile, or without consent to personalization a neutral one.
+
+    Profiling for direct marketing needs the same consent as personalized offers: without
+    it nbo derives nothing from the customer's history (stage ``active``, no churn risk,
+    the overall best send time), and the profile says ``profiled=False``.
+    """
+    if state.consent.personalization:
+        return customer_profile(model, customer_id, state.posted, now_s)
+    anonymous = customer_profile(model, "", (), now_s)
+    return replace(anonymous, customer_id=customer_id, stage=STAGE_UNPROFILED, profiled=False)
+
+
+def decide(
+    model: ServingModel,
+    catalog: Catalog,
+    policy: ContactPolicy,
+    customer_id: str,
+    channel: str,
+    k: int,
+    now_s: int,
+    state: CustomerState,
+    delivery: bool,
+) -> Decision:
+    """Offers for ``customer_id`` on ``channel`` at ``now_s``; ``delivery``: the offers
+    will be sent, so the channel's frequency cap applies (the caller records them)."""
+    profile = profile_for(model, customer_id, state, now_s)
+    if not state.consent.allows(channel):
+        return Decision(profile, None, REASON_NO_CHANNEL_CONSENT)
+    if delivery:
+        verdict = check_frequency_cap(
+            policy.frequency_caps.get(channel), state.contacts, channel, now_s
+        )
+        if not verdict.allowed:
+            return Decision(profile, None, REASON_FREQUENCY_CAP, verdict.next_allowed_at)
+    recent = [
+        RecentPurchase(p.item_id, p.occurred_at, p.order_id or p.event_id) for p in state.posted
+    ]
+    ranking = rank_offers(
+        model,
+        customer_id,
+        k,
+        now_s,
+        policy.suppression,
+        recent,
+        fatigued=fatigued_items(policy.fatigue, state.contacts, now_s),
+        personalize=state.consent.personalization,
+        catalog=catalog,
+        stage=profile.stage,
+        channel=channel,
+        impressions=state.contacts.impressions,
+    )
+    return Decision(profile, ranking)

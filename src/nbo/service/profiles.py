@@ -1,0 +1,54 @@
+"""A customer's profile as the API shows it: stage, churn risk, RFM, best send time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from nbo.lifecycle import CustomerProfile
+from nbo.service.schemas import BestSendTimeOut, CustomerProfileOut
+
+HOURS_PER_WEEK = 168
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def best_send_time_out(hour_of_week: int, now: datetime) -> BestSendTimeOut:
+    """The hour of the week (Monday 00:00 UTC = 0) with its name and next occurrence
+    strictly after ``now``."""
+    hour_of_week %= HOURS_PER_WEEK
+    now = now.astimezone(UTC)
+    week_start = (now - timedelta(days=now.weekday())).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    candidate = week_start + timedelta(hours=hour_of_week)
+    if candidate <= now:
+        candidate += timedelta(days=7)
+    return BestSendTimeOut(
+        hour_of_week=hour_of_week,
+        day=DAYS[hour_of_week // 24],
+        hour=hour_of_week % 24,
+        next_at=candidate.isoformat(),
+    )
+
+
+def profile_out(
+    profile: CustomerProfile, model_version: str, horizon_days: int | None, now: datetime
+) -> CustomerProfileOut:
+    def moment(seconds: int | None) -> str | None:
+        return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
+
+    return CustomerProfileOut(
+        customer_id=profile.customer_id,
+        model_version=model_version,
+        known=profile.known,
+        profiled=profile.profiled,
+        stage=profile.stage,
+        churn_risk=profile.churn_risk,
+        churn_horizon_days=horizon_days,
+        recency_days=profile.recency_days,
+        frequency=profile.frequency,
+        monetary=profile.monetary,
+        first_purchase=moment(profile.first_purchase_s),
+        last_purchase=moment(profile.last_purchase_s),
+        best_send_time=best_send_time_out(profile.best_send_hour, now),
+        as_of=now.isoformat(),
+    )

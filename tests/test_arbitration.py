@@ -1,0 +1,178 @@
+"""Arbitration: priority = propensity x value x stage weight x lever, under the catalogue."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nbo.arbitration import (
+    KIND_INCENTIVE,
+    KIND_PRODUCT,
+    RULE_INELIGIBLE,
+    RULE_OFFER_CAP,
+    ProductCandidate,
+    arbitrate,
+)
+from nbo.catalog import Catalog, default_catalog, load_catalog
+from nbo.policies import DAY, Contact
+
+NOW = 1_700_000_000
+
+CATALOG = """
+version: 1
+products:
+  value: 10.0
+items:
+  - item_id: B
+    lever: 1.0
+categories:
+  gifts: [C]
+offers:
+  - id: winback
+    kind: incentive
+    incentive: percent_off
+    amount: 15
+    title: 15% off
+    value: 40.0
+    response_rate: 0.1
+    stages: [at_risk, lapsed]
+    channels: [email]
+    cap_per_customer: 2
+    cap_days: 30
+  - id: reward
+    kind: incentive
+    incentive: points_multiplier
+    amount: 2
+    value: 30.0
+    response_rate: 0.1
+    stages: [loyal]
+  - id: old-sale
+    kind: incentive
+    incentive: percent_off
+    amount: 50
+    value: 1000.0
+    response_rate: 0.5
+    valid_to: 2020-01-01T00:00:00Z
+  - id: gifts-app
+    kind: product
+    category: gifts
+    channels: [app]
+    value: 10.0
+stage_weights:
+  at_risk: {incentive: 1.5, product: 1.0}
+"""
+
+
+def catalog_from(tmp_path: Path, text: str) -> Catalog:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return load_catalog(path)
+
+
+def candidates(propensities: dict[str, float]) -> list[ProductCandidate]:
+    return [
+        ProductCandidate(n, item, "cf", score=p, propensity=p, position=n)
+        for n, (item, p) in enumerate(propensities.items())
+    ]
+
+
+def run(catalog: Catalog, stage: str, channel: str = "email", impressions=(), k: int = 10):
+    return arbitrate(
+        candidates({"A": 0.30, "B": 0.20, "C": 0.10}),
+        catalog,
+        stage,
+        channel,
+        NOW,
+        list(impressions),
+        item_price=None,
+        typical_line_value=None,
+        k=k,
+    )
+
+
+def test_priority_is_the_product_of_its_components(tmp_path: Path) -> None:
+    choices, _ = run(catalog_from(tmp_path, CATALOG), "at_risk")
+    for choice in choices:
+        c = choice.components
+        assert choice.priority == pytest.approx(c.propensity * c.value * c.stage_weight * c.lever)
+    by_id = {choice.offer_id: choice for choice in choices}
+    winback = by_id["winback"]
+    assert winback.kind == KIND_INCENTIVE and winback.item_id is None
+    assert (winback.components.propensity, winback.components.value) == (0.1, 40.0)
+    assert winback.components.stage_weight == 1.5
+    # 0.1 x 40 x 1.5 = 6 beats A's 0.3 x 10 = 3: the incentive wins for an at-risk customer.
+    assert choices[0].offer_id == "winback"
+    assert [c.item_id for c in choices if c.kind == KIND_PRODUCT] == ["A", "B"]
+
+
+def test_stage_channel_and_dates_decide_eligibility(tmp_path: Path) -> None:
+    catalog = catalog_from(tmp_path, CATALOG)
+    loyal, _ = run(catalog, "loyal")
+    ids = {c.offer_id for c in loyal}
+    assert "reward" in ids and "winback" not in ids
+    assert "old-sale" not in ids  # expired, despite the highest value of all
+    app, removed = run(catalog, "at_risk", channel="app")
+    assert "winback" not in {c.offer_id for c in app}  # email only
+    # C belongs to an app-only category offer: offered on app, ineligible on email.
+    assert "C" in {c.item_id for c in app}
+    email, removed = run(catalog, "active", channel="email")
+    assert "C" not in {c.item_id for c in email}
+    assert removed[RULE_INELIGIBLE] == 1
+
+
+def test_a_lever_reorders_offers_as_the_formula_says(tmp_path: Path) -> None:
+    before, _ = run(catalog_from(tmp_path, CATALOG), "active")
+    assert [c.item_id for c in before] == ["A", "B"]
+    # B's lever 2: 0.2 x 10 x 2 = 4 > A's 0.3 x 10 = 3.
+    after, _ = run(catalog_from(tmp_path, CATALOG.replace("lever: 1.0", "lever: 2.0")), "active")
+    assert [c.item_id for c in after] == ["B", "A"]
+    assert after[0].priority == pytest.approx(4.0)
+    # 1.4: 0.2 x 10 x 1.4 = 2.8 < 3, A stays first.
+    same, _ = run(catalog_from(tmp_path, CATALOG.replace("lever: 1.0", "lever: 1.4")), "active")
+    assert [c.item_id for c in same] == ["A", "B"]
+
+
+def test_an_offer_shown_up_to_its_cap_is_removed(tmp_path: Path) -> None:
+    catalog = catalog_from(tmp_path, CATALOG)
+
+    def shown(times: list[int]) -> list[Contact]:
+        return [Contact("winback", "email", f"r{n}", at) for n, at in enumerate(times)]
+
+    once, removed = run(catalog, "at_risk", impressions=shown([NOW - DAY]))
+    assert "winback" in {c.offer_id for c in once} and removed[RULE_OFFER_CAP] == 0
+    twice, removed = run(catalog, "at_risk", impressions=shown([NOW - DAY, NOW - 2 * DAY]))
+    assert "winback" not in {c.offer_id for c in twice} and removed[RULE_OFFER_CAP] == 1
+    # Impressions older than cap_days no longer count.
+    aged, _ = run(catalog, "at_risk", impressions=shown([NOW - 31 * DAY, NOW - 2 * DAY]))
+    assert "winback" in {c.offer_id for c in aged}
+
+
+def test_ties_keep_the_source_order_and_k_is_respected() -> None:
+    catalog = default_catalog()
+    flat = [ProductCandidate(n, f"i{n}", "cf", 1.0 - n / 10, 0.05, n) for n in range(8)]
+    choices, _ = arbitrate(flat, catalog, "active", "email", NOW, [], None, None, k=5)
+    assert [c.item_id for c in choices] == [f"i{n}" for n in range(5)]
+
+
+def test_price_weighted_products_value_the_items_price(tmp_path: Path) -> None:
+    catalog = catalog_from(
+        tmp_path, "version: 1\nproducts:\n  price_weighted: true\n  margin: 0.5\n"
+    )
+    prices = np.array([2.0, 100.0, np.nan])
+    choices, _ = arbitrate(
+        candidates({"A": 0.30, "B": 0.20, "C": 0.10}),
+        catalog,
+        "active",
+        "email",
+        NOW,
+        [],
+        item_price=prices,
+        typical_line_value=4.0,
+        k=3,
+    )
+    assert [c.item_id for c in choices] == ["B", "A", "C"]
+    values = {c.item_id: c.components.value for c in choices}
+    assert values["A"] == pytest.approx(1.0) and values["B"] == pytest.approx(50.0)
