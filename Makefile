@@ -10,6 +10,8 @@ SAMPLE := data/online_retail_sample.parquet
 # The sample ends on 2011-12-09; pinning the clock there makes suppression visible.
 DEMO_CLOCK ?= 2011-12-09T13:00:00Z
 PORT ?= 8000
+# The demo's offer catalogue: products, a win-back, a loyalty reward and a welcome offer.
+CATALOG ?= data/catalog.yaml
 
 .PHONY: demo test install lint format bench train serve clean
 
@@ -27,19 +29,21 @@ train: install
 	$(BIN)/nbo train --data $(SAMPLE) --mapping online-retail --models-dir $(MODELS_DIR)
 
 serve: install
-	NBO_CLOCK=$(DEMO_CLOCK) $(BIN)/nbo serve --models-dir $(MODELS_DIR) --port $(PORT)
+	NBO_CLOCK=$(DEMO_CLOCK) NBO_CATALOG=$(CATALOG) $(BIN)/nbo serve --models-dir $(MODELS_DIR) --port $(PORT)
 
 demo: train
 	@echo ""
 	@echo "nbo is starting on http://127.0.0.1:$(PORT) (clock pinned to $(DEMO_CLOCK)). Try:"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/customers/12347/offers?k=5&channel=email'"
+	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/customers/12347'                  # stage, churn risk, best send time"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/customers/new-customer-1/offers?k=3'   # cold start"
+	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/catalog'                         # the live offer catalogue"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/items/85123A/similar?k=5'"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/model'"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/health/ready'"
 	@echo "  open http://127.0.0.1:$(PORT)/docs for the API; Ctrl-C stops the service."
 	@echo ""
-	NBO_CLOCK=$(DEMO_CLOCK) $(BIN)/nbo serve --models-dir $(MODELS_DIR) --port $(PORT)
+	NBO_CLOCK=$(DEMO_CLOCK) NBO_CATALOG=$(CATALOG) $(BIN)/nbo serve --models-dir $(MODELS_DIR) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .

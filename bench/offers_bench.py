@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from nbo.catalog import Catalog, default_catalog
+from nbo.decision import ContactPolicy, CustomerState, decide
+from nbo.lifecycle import customer_profile
 from nbo.model import ServingModel
 from nbo.ranking import EXPLAINED_BY, rank_offers
 from nbo.suppression import SuppressionWindow
@@ -68,10 +71,22 @@ def _suppressed_items(
 
 
 def bench_offers(
-    model: ServingModel, now_s: int, calls: int, warmup: int, seed: int
+    model: ServingModel,
+    now_s: int,
+    calls: int,
+    warmup: int,
+    seed: int,
+    catalog: Catalog | None = None,
 ) -> OffersResult:
-    """Latency samples (ns) per path; the caller pins BLAS to one thread."""
+    """Latency samples (ns) per path; the caller pins BLAS to one thread.
+
+    ``decide`` is the whole next-best-offer decision an API call makes (profile with the
+    churn model, ranking, arbitration under ``catalog``), without the store reads.
+    """
     window = SuppressionWindow(WINDOW_DAYS)
+    catalog = catalog or default_catalog()
+    policy = ContactPolicy(window)
+    nothing_stored = CustomerState()
     als = model.als
     rng = np.random.default_rng(seed)
     n_customers = len(model.customers)
@@ -88,9 +103,28 @@ def bench_offers(
     def ranked(customer: int) -> None:
         rank_offers(model, str(external[customer]), K, now_s, window)
 
+    def decided(customer: int) -> None:
+        decide(
+            model,
+            catalog,
+            policy,
+            str(external[customer]),
+            "email",
+            K,
+            now_s,
+            nothing_stored,
+            delivery=False,
+        )
+
     clock = time.perf_counter_ns
-    parts = ("lookup + suppressed items", "recommend (suppression filter)", "explanations")
-    timings = {name: np.zeros(calls, dtype=np.int64) for name in ("raw", "rank_offers", *parts)}
+    parts = (
+        "lookup + suppressed items",
+        "recommend (suppression filter)",
+        "explanations",
+        "profile (features, churn model, stage)",
+    )
+    paths = ("raw", "rank_offers", "decide")
+    timings = {name: np.zeros(calls, dtype=np.int64) for name in (*paths, *parts)}
 
     def broken_down(customer: int, j: int) -> None:
         """rank_offers' parts, each timed alone, in its order."""
@@ -108,6 +142,9 @@ def bench_offers(
         start = clock()
         model.explainer.explain(items, confidence, ids, top=EXPLAINED_BY)
         timings[parts[2]][j] = clock() - start
+        start = clock()
+        customer_profile(model, str(external[customer]), (), now_s)
+        timings[parts[3]][j] = clock() - start
 
     def timed(name: str, call: Callable[[int], None]) -> Callable[[int, int], None]:
         def run(customer: int, j: int) -> None:
@@ -119,7 +156,12 @@ def bench_offers(
 
     # Per customer, the floor, rank_offers and its parts run back to back, in an order
     # that rotates from one customer to the next, so no path always runs first.
-    blocks = (timed("raw", raw), timed("rank_offers", ranked), broken_down)
+    blocks = (
+        timed("raw", raw),
+        timed("rank_offers", ranked),
+        timed("decide", decided),
+        broken_down,
+    )
     for j, customer in enumerate(warm.tolist()):
         for block in blocks:
             block(customer, j % calls)

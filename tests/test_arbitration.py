@@ -13,7 +13,7 @@ from nbo.arbitration import (
     KIND_PRODUCT,
     RULE_INELIGIBLE,
     RULE_OFFER_CAP,
-    ProductCandidate,
+    ProductCandidates,
     arbitrate,
 )
 from nbo.catalog import Catalog, default_catalog, load_catalog
@@ -72,16 +72,18 @@ def catalog_from(tmp_path: Path, text: str) -> Catalog:
     return load_catalog(path)
 
 
-def candidates(propensities: dict[str, float]) -> list[ProductCandidate]:
-    return [
-        ProductCandidate(n, item, "cf", score=p, propensity=p, position=n)
-        for n, (item, p) in enumerate(propensities.items())
-    ]
+def candidates(propensities: dict[str, float]) -> tuple[ProductCandidates, list[str]]:
+    """Candidates in the given order, and the item ids of the catalogue indices."""
+    ids = list(propensities)
+    values = np.asarray(list(propensities.values()))
+    return ProductCandidates(np.arange(len(ids)), ["cf"] * len(ids), values, values), ids
 
 
 def run(catalog: Catalog, stage: str, channel: str = "email", impressions=(), k: int = 10):
+    offered, ids = candidates({"A": 0.30, "B": 0.20, "C": 0.10})
     return arbitrate(
-        candidates({"A": 0.30, "B": 0.20, "C": 0.10}),
+        offered,
+        ids,
         catalog,
         stage,
         channel,
@@ -152,8 +154,9 @@ def test_an_offer_shown_up_to_its_cap_is_removed(tmp_path: Path) -> None:
 
 def test_ties_keep_the_source_order_and_k_is_respected() -> None:
     catalog = default_catalog()
-    flat = [ProductCandidate(n, f"i{n}", "cf", 1.0 - n / 10, 0.05, n) for n in range(8)]
-    choices, _ = arbitrate(flat, catalog, "active", "email", NOW, [], None, None, k=5)
+    ids = [f"i{n}" for n in range(8)]
+    flat = ProductCandidates(np.arange(8), ["cf"] * 8, 1.0 - np.arange(8) / 10, np.full(8, 0.05))
+    choices, _ = arbitrate(flat, ids, catalog, "active", "email", NOW, [], None, None, k=5)
     assert [c.item_id for c in choices] == [f"i{n}" for n in range(5)]
 
 
@@ -162,8 +165,10 @@ def test_price_weighted_products_value_the_items_price(tmp_path: Path) -> None:
         tmp_path, "version: 1\nproducts:\n  price_weighted: true\n  margin: 0.5\n"
     )
     prices = np.array([2.0, 100.0, np.nan])
+    offered, ids = candidates({"A": 0.30, "B": 0.20, "C": 0.10})
     choices, _ = arbitrate(
-        candidates({"A": 0.30, "B": 0.20, "C": 0.10}),
+        offered,
+        ids,
         catalog,
         "active",
         "email",

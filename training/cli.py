@@ -118,6 +118,7 @@ def print_summary(console: Console, result: TrainResult) -> None:
         console.print(table)
     gate = result.manifest["quality_gate"]
     console.print(gate["message"] + (" (forced)" if gate.get("forced") else ""))
+    console.print(propensity_line(result.manifest.get("propensity")))
     print_churn(console, result)
     console.print(f"[bold green]published[/] {result.version} -> {result.path}")
 
@@ -184,6 +185,25 @@ def _churn_method_rank(method: str) -> int:
 
 def _stage_rank(stage: str) -> int:
     return STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
+
+
+def propensity_line(report: dict[str, Any] | None) -> str:
+    """One line on the propensity calibration, from the manifest's ``propensity`` section."""
+    if not report:
+        return "[bold]propensity:[/] not calibrated"
+    cf = report["cf"]
+    head = (
+        f"[bold]propensity:[/] P(bought within {report['horizon_days']} days) from the ALS "
+        f"score, calibrated on {report['customers']:,} customers x {report['candidates']} "
+        f"candidates"
+    )
+    if "brier" not in cf:
+        return head
+    return (
+        f"{head}; held-out half: predicted {cf['mean_predicted']:.3f} vs observed "
+        f"{cf['observed']:.3f}, Brier {cf['brier']:.4f} vs {cf['brier_constant']:.4f} "
+        f"for the base rate; first slot bought {cf['first_slot_rate']:.1%}"
+    )
 
 
 def cycles_line(cycles: dict[str, Any]) -> str:

@@ -22,12 +22,13 @@ Pure: the caller passes the candidates, the catalogue and the customer's impress
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from nbo.catalog import Catalog, resolve_value
+from nbo.catalog import PRODUCT_OFFER_PREFIX, Catalog, ProductTerms, resolve_value
 from nbo.policies import DAY, Contact
 
 KIND_PRODUCT = "product"
@@ -37,15 +38,17 @@ RULE_OFFER_CAP = "offer_cap"
 
 
 @dataclass(frozen=True)
-class ProductCandidate:
-    """An item a candidate source proposed, with its probability of purchase."""
+class ProductCandidates:
+    """The items the candidate sources proposed, in order (the order breaks ties), as
+    arrays: arbitration treats the many plain items at once."""
 
-    item: int  # catalogue index in the served model
-    item_id: str
-    source: str  # "cf" or "popular"
-    score: float  # the source's own score (ALS score, popularity)
-    propensity: float
-    position: int  # 0-based order among all candidates (the tie-break)
+    items: np.ndarray  # catalogue indices in the served model
+    sources: list[str]  # per item: "cf" or "popular"
+    scores: np.ndarray  # the source's own score (ALS score, popularity)
+    propensity: np.ndarray  # probability of purchase
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,15 @@ class Components:
 
 @dataclass(frozen=True)
 class Choice:
-    """One arbitrated offer: a product (``candidate``) or an incentive."""
+    """One arbitrated offer: a product (``item``, its source and score) or an incentive."""
 
     offer_id: str
     kind: str
     components: Components
-    candidate: ProductCandidate | None = None
+    item: int | None = None
+    item_id: str | None = None
+    source: str | None = None
+    score: float = 0.0
     title: str | None = None
     incentive: str | None = None  # percent_off, points_multiplier, free_shipping
     amount: float | None = None
@@ -78,13 +84,10 @@ class Choice:
     def priority(self) -> float:
         return self.components.priority
 
-    @property
-    def item_id(self) -> str | None:
-        return None if self.candidate is None else self.candidate.item_id
-
 
 def arbitrate(
-    candidates: Sequence[ProductCandidate],
+    candidates: ProductCandidates,
+    item_ids: Sequence[str],
     catalog: Catalog,
     stage: str,
     channel: str,
@@ -96,56 +99,115 @@ def arbitrate(
 ) -> tuple[list[Choice], dict[str, int]]:
     """The ``k`` offers of highest priority, and how many candidates each rule removed
     (``ineligible``: not allowed for this stage, channel or date, or excluded;
-    ``offer_cap``: shown too often)."""
+    ``offer_cap``: shown too often). ``item_ids``: external id per catalogue index."""
     removed = {RULE_INELIGIBLE: 0, RULE_OFFER_CAP: 0}
     shown = _ShownCounts(impressions, now_s)
-    scored: list[tuple[float, int, Choice]] = []
-    for candidate in candidates:
-        terms = catalog.product_terms(candidate.item_id, stage, channel, now_s)
-        if terms is None:
-            removed[RULE_INELIGIBLE] += 1
+    n = len(candidates)
+    ids = [item_ids[item] for item in candidates.items.tolist()]
+    prices = _prices(candidates.items, item_price, catalog)
+
+    # Plain items (the file names none of them) share the default terms: at once.
+    default = catalog.default_terms(stage, channel)
+    named = catalog.named_items
+    terms: list[ProductTerms | None] = [
+        catalog.product_terms(item_id, stage, channel, now_s) if item_id in named else default
+        for item_id in ids
+    ]
+    keep = np.fromiter((t is not None for t in terms), dtype=bool, count=n)
+    removed[RULE_INELIGIBLE] = int(n - keep.sum())
+    plain_value = (
+        resolve_value(default, None, typical_line_value)
+        if default is not None and not default.price_weighted
+        else None
+    )
+    # Plain Python lists, turned into arrays once: per-element numpy writes cost more
+    # than the whole arithmetic here.
+    value_list: list[float] = []
+    lever_list: list[float] = []
+    for row, t in enumerate(terms):
+        if t is None:
+            value_list.append(0.0)
+            lever_list.append(0.0)
             continue
-        if terms.cap_per_customer is not None and (
-            shown.count(candidate.item_id, terms.cap_days) >= terms.cap_per_customer
+        lever_list.append(t.lever)
+        if t is default and plain_value is not None:
+            value_list.append(plain_value)
+        else:
+            value_list.append(resolve_value(t, prices[row], typical_line_value))
+        if t.cap_per_customer is not None and (
+            shown.count(ids[row], t.cap_days) >= t.cap_per_customer
         ):
+            keep[row] = False
             removed[RULE_OFFER_CAP] += 1
-            continue
-        price = None
-        if item_price is not None and candidate.item < len(item_price):
-            value = float(item_price[candidate.item])
-            price = value if np.isfinite(value) else None
-        components = Components(
-            propensity=candidate.propensity,
-            value=resolve_value(terms, price, typical_line_value),
-            stage_weight=catalog.stage_weight(stage, KIND_PRODUCT),
-            lever=terms.lever,
-        )
-        choice = Choice(terms.offer_id, KIND_PRODUCT, components, candidate=candidate)
-        scored.append((components.priority, candidate.position, choice))
-    after = len(candidates)
-    for n, offer in enumerate(catalog.incentives_for(stage, channel, now_s)):
+    values = np.asarray(value_list)
+    levers = np.asarray(lever_list)
+    weight = catalog.stage_weight(stage, KIND_PRODUCT)
+    priority = candidates.propensity * values * weight * levers
+
+    incentives = []
+    for offer in catalog.incentives_for(stage, channel, now_s):
         if offer.cap_per_customer is not None and (
             shown.count(offer.id, offer.cap_days) >= offer.cap_per_customer
         ):
             removed[RULE_OFFER_CAP] += 1
             continue
-        components = Components(
-            propensity=offer.response_rate,
-            value=offer.value,
-            stage_weight=catalog.stage_weight(stage, KIND_INCENTIVE),
-            lever=offer.lever,
-        )
-        choice = Choice(
-            offer.id,
-            KIND_INCENTIVE,
-            components,
-            title=offer.title,
-            incentive=offer.incentive,
-            amount=offer.amount,
-        )
-        scored.append((components.priority, after + n, choice))
-    scored.sort(key=lambda entry: (-entry[0], entry[1]))
-    return [choice for _, _, choice in scored[:k]], removed
+        incentives.append(offer)
+    incentive_weight = catalog.stage_weight(stage, KIND_INCENTIVE)
+    incentive_priority = np.asarray(
+        [o.response_rate * o.value * incentive_weight * o.lever for o in incentives], dtype=float
+    )
+
+    rows = np.flatnonzero(keep)
+    all_priority = np.concatenate([priority[rows], incentive_priority])
+    # Highest priority first; ties keep the candidates' order, incentives after products.
+    order = np.lexsort((np.arange(len(all_priority)), -all_priority))[:k]
+    choices = []
+    for position in order.tolist():
+        if position < len(rows):
+            row = int(rows[position])
+            t = terms[row]
+            assert t is not None
+            offer_id = PRODUCT_OFFER_PREFIX + ids[row] if t is default else t.offer_id
+            choices.append(
+                Choice(
+                    offer_id,
+                    KIND_PRODUCT,
+                    Components(
+                        float(candidates.propensity[row]),
+                        float(values[row]),
+                        weight,
+                        float(levers[row]),
+                    ),
+                    item=int(candidates.items[row]),
+                    item_id=ids[row],
+                    source=candidates.sources[row],
+                    score=float(candidates.scores[row]),
+                )
+            )
+        else:
+            offer = incentives[position - len(rows)]
+            choices.append(
+                Choice(
+                    offer.id,
+                    KIND_INCENTIVE,
+                    Components(offer.response_rate, offer.value, incentive_weight, offer.lever),
+                    title=offer.title,
+                    incentive=offer.incentive,
+                    amount=offer.amount,
+                )
+            )
+    return choices, removed
+
+
+def _prices(
+    items: np.ndarray, item_price: np.ndarray | None, catalog: Catalog
+) -> list[float | None]:
+    """Each candidate's median price, None where unknown (all None when no terms of the
+    catalogue weigh by price: nothing reads them then)."""
+    if item_price is None or not catalog.uses_prices:
+        return [None] * len(items)
+    prices = np.asarray(item_price, dtype=np.float64)[items]
+    return [p if math.isfinite(p) else None for p in prices.tolist()]
 
 
 class _ShownCounts:

@@ -299,6 +299,13 @@ class Catalog:
             if not item.exclude
         }
         self._campaigns = self._build_campaigns()
+        self._named = self._excluded | frozenset(self._bases) | frozenset(self._campaigns)
+        # Whether any product terms weigh their value by the item's price.
+        self.uses_prices: bool = (
+            self._default.terms.price_weighted
+            or any(base.terms.price_weighted for base in self._bases.values())
+            or any(c.terms.price_weighted for cs in self._campaigns.values() for c in cs)
+        )
         self._incentives = tuple(o for o in self.offers if isinstance(o, IncentiveOffer))
         self._weights: dict[tuple[str, str], float] = {
             (stage, kind): getattr(weights, kind)
@@ -373,6 +380,20 @@ class Catalog:
         if base is self._default:
             return replace(base.terms, offer_id=PRODUCT_OFFER_PREFIX + item_id)
         return base.terms
+
+    @property
+    def named_items(self) -> frozenset[str]:
+        """Items the file says something about (excluded, overridden, or in a product
+        offer): every other item has the default terms (``default_terms``)."""
+        return self._named
+
+    def default_terms(self, stage: str, channel: str) -> ProductTerms | None:
+        """The terms of every item not in ``named_items`` (their ``offer_id`` is the
+        prefix alone: add the item id), or None when such items may not be offered for
+        this stage and channel. Lets a caller treat the many plain items at once."""
+        if stage not in self._default.stages or channel not in self._default.channels:
+            return None
+        return self._default.terms
 
     def stage_weight(self, stage: str, kind: str) -> float:
         """The stage policy's weight for a kind of offer; 1.0 when the file says nothing."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from nbo.arbitration import KIND_PRODUCT, Choice, Components, ProductCandidate, arbitrate
+from nbo.arbitration import KIND_PRODUCT, Choice, Components, ProductCandidates, arbitrate
 from nbo.catalog import Catalog, default_catalog
 from nbo.cycles import suppressed_items
 from nbo.model import ServingModel
@@ -201,33 +201,24 @@ def rank_offers(
     if personalized:
         ids, scores = _cf_candidates(model, history, known, suppressed, n_candidates)
     propensity = model.propensity
-    candidates = [
-        ProductCandidate(item, model.item_ids[item], SOURCE_CF, score, float(p), position)
-        for position, (item, score, p) in enumerate(
-            zip(ids.tolist(), scores.tolist(), propensity.of_scores(scores), strict=True)
-        )
-    ]
-    if len(candidates) < n_candidates:
+    sources = [SOURCE_CF] * len(ids)
+    chances = propensity.of_scores(scores)
+    source_scores = np.asarray(scores, dtype=np.float64)
+    if len(ids) < n_candidates:
         taken = np.concatenate([suppressed, ids]).astype(np.int64)
         allowed = model.popular_order[~np.isin(model.popular_order, suppressed)]
-        fill_ranks = np.flatnonzero(~np.isin(allowed, taken))[: n_candidates - len(candidates)]
+        fill_ranks = np.flatnonzero(~np.isin(allowed, taken))[: n_candidates - len(ids)]
         fill = allowed[fill_ranks]
+        ids = np.concatenate([np.asarray(ids, dtype=np.int64), fill])
+        sources += [SOURCE_POPULAR] * len(fill)
         # Propensity by the item's rank among what this customer may be offered.
-        chances = propensity.of_popular_ranks(fill_ranks + 1)
-        candidates += [
-            ProductCandidate(
-                item,
-                model.item_ids[item],
-                SOURCE_POPULAR,
-                float(model.popularity[item]),
-                float(p),
-                len(candidates) + n,
-            )
-            for n, (item, p) in enumerate(zip(fill.tolist(), chances, strict=True))
-        ]
+        chances = np.concatenate([chances, propensity.of_popular_ranks(fill_ranks + 1)])
+        source_scores = np.concatenate([source_scores, model.popularity[fill]])
+    candidates = ProductCandidates(np.asarray(ids, dtype=np.int64), sources, source_scores, chances)
 
     choices, arbitration_removed = arbitrate(
         candidates,
+        model.item_ids,
         catalog,
         stage,
         channel,
@@ -296,7 +287,7 @@ def _offers(
     """The chosen offers with their reasons; model offers explained by the purchases that
     drive them (one solve for all of them)."""
     cf_items = np.asarray(
-        [c.candidate.item for c in choices if c.candidate and c.candidate.source == SOURCE_CF],
+        [c.item for c in choices if c.source == SOURCE_CF and c.item is not None],
         dtype=np.int64,
     )
     explanations = iter(
@@ -309,20 +300,14 @@ def _offers(
     item_ids = model.item_ids
     offers = []
     for rank, choice in enumerate(choices, start=1):
-        candidate = choice.candidate
-        if candidate is None:
-            reason = Reason(SOURCE_CATALOG)
-            score = 0.0
-        elif candidate.source == SOURCE_CF:
+        if choice.source == SOURCE_CF:
             reason = Reason(SOURCE_CF, tuple(item_ids[i] for i, _ in next(explanations)))
-            score = candidate.score
         else:
-            reason = Reason(SOURCE_POPULAR)
-            score = candidate.score
+            reason = Reason(choice.source or SOURCE_CATALOG)
         offers.append(
             Offer(
                 item_id=choice.item_id,
-                score=score,
+                score=choice.score,
                 rank=rank,
                 reason=reason,
                 offer_id=choice.offer_id,
