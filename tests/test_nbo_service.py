@@ -252,3 +252,39 @@ def _write(path: Path, text: str) -> None:
     stat = path.stat()
     # Whole seconds apart: a change within the file system's time resolution is still seen.
     os.utime(path, (stat.st_atime + 2, stat.st_mtime + 2))
+
+
+def test_without_personalization_consent_nothing_is_profiled(
+    client: TestClient, stages: pd.DataFrame
+) -> None:
+    customer = customers_in(stages, "at_risk")[-1]
+    assert client.get(f"/v1/customers/{customer}").json()["profiled"] is True
+    answer = client.put(f"/v1/customers/{customer}/consent", json={"personalization": False})
+    assert answer.status_code == 200
+    profile = client.get(f"/v1/customers/{customer}").json()
+    assert profile["profiled"] is False
+    assert profile["stage"] == "active" and profile["churn_risk"] is None
+    body = client.get(f"/v1/customers/{customer}/offers").json()
+    assert body["personalized"] is False and body["stage"] == "active"
+    assert "winback" not in offer_ids(body)  # no stage-targeted incentive from profiling
+
+
+def test_a_posted_purchase_brings_a_lapsed_customer_back(
+    client: TestClient, stages: pd.DataFrame
+) -> None:
+    customer = customers_in(stages, "lapsed")[0]
+    event = {
+        "event_id": f"back-{customer}",
+        "type": "purchase",
+        "customer_id": customer,
+        "timestamp": "2026-06-30T18:00:00Z",
+        "order_id": f"back-{customer}",
+        "items": [{"item_id": "I01", "quantity": 1, "price": 4.0}],
+    }
+    assert client.post("/v1/events", json=event).status_code == 200
+    profile = client.get(f"/v1/customers/{customer}").json()
+    assert profile["stage"] != "lapsed" and profile["recency_days"] < 1
+    body = client.get(f"/v1/customers/{customer}/offers").json()
+    assert body["stage"] == profile["stage"]
+    # The win-back offer is for at-risk and lapsed customers only.
+    assert ("winback" in offer_ids(body)) == (body["stage"] == "at_risk")
