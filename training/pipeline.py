@@ -91,6 +91,7 @@ def train(
     models_dir: Path,
     config: TrainingConfig,
     force: bool = False,
+    publish: bool = True,
     progress: Progress | None = None,
     erased: Collection[str] = (),
 ) -> TrainResult:
@@ -98,6 +99,9 @@ def train(
 
     ``erased``: customer ids erased in the service's store; every row of theirs is dropped
     right after reading (counted as ``DROP_ERASED``), so nothing of them is learned.
+
+    ``publish=False`` (``nbo evaluate``): everything is computed and reported, the quality
+    gate only reports, and nothing is written (``version`` and ``path`` are None).
     """
     progress = progress or Progress()
     timings: dict[str, float] = {}
@@ -181,7 +185,7 @@ def train(
             )
 
         gate = _quality_gate(metrics, k)
-        if not gate["passed"] and not force:
+        if not gate["passed"] and not force and publish:
             raise QualityGateError(gate["message"])
 
         with timed("build full history"):
@@ -289,15 +293,18 @@ def train(
                 "metrics": metrics,
                 "quality_gate": {**gate, "forced": force and not gate["passed"]},
             }
-            path = write_artifact(models_dir, version, arrays, documents, manifest, extra_files)
+            path: Path | None = None
+            if publish:
+                path = write_artifact(models_dir, version, arrays, documents, manifest, extra_files)
     manifest["timings"] = timings
     return TrainResult(
-        version=version,
+        version=version if publish else None,
         path=path,
         metrics=metrics,
         cleaning=cleaning,
         manifest=manifest,
         timings=timings,
+        published=publish,
     )
 
 
