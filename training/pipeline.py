@@ -91,9 +91,9 @@ def train(
     models_dir: Path,
     config: TrainingConfig,
     force: bool = False,
-    publish: bool = True,
     progress: Progress | None = None,
     erased: Collection[str] = (),
+    publish: bool = True,
 ) -> TrainResult:
     """Train, evaluate and publish a model; QualityGateError if ALS loses to popularity.
 
