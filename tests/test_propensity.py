@@ -75,6 +75,7 @@ def test_an_artifact_without_curves_serves_uncalibrated(
     manifest = json.loads((copy / MANIFEST).read_text())
     del manifest["files"]["propensity.json"]
     (copy / "propensity.json").unlink()
+    manifest["ranker"] = {"enabled": False}  # older artifacts had no ranker either
     (copy / MANIFEST).write_text(json.dumps(manifest))
     model = load_serving_model(tmp_path, trained.version)
     assert not model.propensity.calibrated

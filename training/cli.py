@@ -12,14 +12,22 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from nbo.config import load_settings
-from nbo.mapping import load_mapping, parse_column_overrides, shipped_mappings
+from nbo.mapping import ColumnMapping, load_mapping, parse_column_overrides, shipped_mappings
 from nbo.store import read_erased_ids
-from training.config import load_training_config
+from training.config import TrainingConfig, load_training_config
 from training.lifecycle import CALIBRATION_PLOT
 from training.pipeline import CHURN_METRICS, TrainResult, train
 from training.pipeline import Progress as TrainProgress
 
-METHOD_ORDER = ("als", "als_window", "als_cycles", "buy_again", "popularity")
+METHOD_ORDER = (
+    "ranker",
+    "als",
+    "als_window",
+    "als_cycles",
+    "itemknn",
+    "buy_again",
+    "popularity",
+)
 TRUTH_TITLES = {
     "all": "all holdout purchases",
     "new": "items not bought in the suppression window",
@@ -37,6 +45,17 @@ def register(commands: Any) -> None:
         description="Train on a purchase file (CSV or Parquet), evaluate on a time-based "
         "holdout against popularity and buy-again baselines, and publish a versioned model.",
     )
+    add_input_arguments(parser)
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument(
+        "--force", action="store_true", help="publish even if ALS loses to popularity"
+    )
+    parser.set_defaults(handler=run)
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data, mapping, config and store options, shared with ``nbo evaluate`` so both
+    commands read a data set the same way."""
     parser.add_argument("--data", required=True, type=Path, help="purchase file (.csv/.parquet)")
     parser.add_argument(
         "--mapping",
@@ -51,30 +70,31 @@ def register(commands: Any) -> None:
         help="map one column, e.g. --column item_id=sku (repeatable; overrides --mapping)",
     )
     parser.add_argument("--cancelled-prefix", default=None, help="order ids marking cancellations")
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--config", type=Path, default=None, help="training config (TOML)")
     parser.add_argument("--holdout-days", type=int, default=None, help="holdout window (30)")
-    parser.add_argument(
-        "--force", action="store_true", help="publish even if ALS loses to popularity"
-    )
     parser.add_argument(
         "--store-url",
         default=None,
         help="the service's event store, whose erased customers are left out "
         "(default: NBO_STORE_URL; a store file that does not exist has none)",
     )
-    parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
+def load_inputs(args: argparse.Namespace) -> tuple[ColumnMapping, TrainingConfig, list[str]]:
+    """The mapping, training config and erased customer ids the input options name."""
     mapping = load_mapping(args.mapping).with_overrides(
         columns=parse_column_overrides(args.column),
         cancelled_order_prefix=args.cancelled_prefix,
     )
     config = load_training_config(args.config, holdout_days=args.holdout_days)
     erased = read_erased_ids(args.store_url or load_settings().store_url)
-    with _RichProgress(console) as progress:
+    return mapping, config, erased
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    mapping, config, erased = load_inputs(args)
+    with RichProgress(console) as progress:
         result = train(
             args.data, mapping, args.models_dir, config, args.force, progress, erased=erased
         )
@@ -84,6 +104,17 @@ def run(args: argparse.Namespace) -> int:
 
 def print_summary(console: Console, result: TrainResult) -> None:
     """The cleaning report, the metrics of every method on both truths, and the verdict."""
+    print_evaluation(console, result)
+    gate = result.manifest["quality_gate"]
+    console.print(gate["message"] + (" (forced)" if gate.get("forced") else ""))
+    console.print(propensity_line(result.manifest.get("propensity")))
+    print_churn(console, result)
+    console.print(f"[bold green]published[/] {result.version} -> {result.path}")
+
+
+def print_evaluation(console: Console, result: TrainResult) -> None:
+    """The cleaning report, the split and the metrics of every method on both truths:
+    what ``nbo train`` and ``nbo evaluate`` both show before their verdicts."""
     cleaning = result.cleaning
     dropped = ", ".join(f"{reason}: {n:,}" for reason, n in cleaning.dropped.items() if n)
     console.print(
@@ -108,7 +139,7 @@ def print_summary(console: Console, result: TrainResult) -> None:
         for name in names:
             table.add_column(name, justify="right")
         best = {name: max(m[name] for m in by_method.values()) for name in names}
-        for method in sorted(by_method, key=lambda m: METHOD_ORDER.index(m)):
+        for method in sorted(by_method, key=method_rank):
             values = by_method[method]
             cells = [
                 f"[bold]{values[n]:.4f}[/]" if values[n] == best[n] else f"{values[n]:.4f}"
@@ -116,11 +147,6 @@ def print_summary(console: Console, result: TrainResult) -> None:
             ]
             table.add_row(method, *cells)
         console.print(table)
-    gate = result.manifest["quality_gate"]
-    console.print(gate["message"] + (" (forced)" if gate.get("forced") else ""))
-    console.print(propensity_line(result.manifest.get("propensity")))
-    print_churn(console, result)
-    console.print(f"[bold green]published[/] {result.version} -> {result.path}")
 
 
 def print_churn(console: Console, result: TrainResult) -> None:
@@ -178,6 +204,11 @@ def print_churn(console: Console, result: TrainResult) -> None:
         console.print(f"[bold]calibration plot[/] {result.path / CALIBRATION_PLOT}")
 
 
+def method_rank(method: str) -> int:
+    """A method's place in METHOD_ORDER; a method not listed there yet comes last."""
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+
+
 def _churn_method_rank(method: str) -> int:
     order = CHURN_METHOD_ORDER
     return order.index(method) if method in order else len(order)
@@ -225,7 +256,7 @@ def _days(value: float) -> str:
     return f"{value:.1f}".removesuffix(".0")
 
 
-class _RichProgress(TrainProgress):
+class RichProgress(TrainProgress):
     """Steps as spinner lines, ALS iterations as a bar, on stderr."""
 
     def __init__(self, console: Console) -> None:
@@ -241,7 +272,7 @@ class _RichProgress(TrainProgress):
         )
         self._tasks: dict[str, Any] = {}
 
-    def __enter__(self) -> _RichProgress:
+    def __enter__(self) -> RichProgress:
         self._progress.start()
         return self
 

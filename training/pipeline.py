@@ -26,6 +26,7 @@ from nbo.mapping import ColumnMapping
 from nbo.model import model_arrays
 from nbo.models.cf import confidence_matrix, fit_als
 from nbo.models.popularity import popularity_scores
+from nbo.models.ranker import ranker_arrays, ranker_file
 from nbo.propensity import DOCUMENT as PROPENSITY_DOCUMENT
 from nbo.purchases import CleaningReport, read_purchases
 from nbo.ranking import MIN_CANDIDATES as PROPENSITY_CANDIDATES
@@ -48,9 +49,11 @@ from training.lifecycle import (
     customers_parquet,
     train_churn,
 )
-from training.propensity import fit_propensity
+from training.propensity import fit_propensity, with_ranker_curve
+from training.ranker import POPULARITY_DAYS, evaluate_ranker, fit_knn
 from training.split import TimeSplit, time_split
 
+DAY = 86_400
 GATE_METRIC_TEMPLATE = "ndcg@{k}"
 GATE_TRUTH = "all"
 # ``metrics`` key of the churn model's metrics (method -> metric), next to the truths.
@@ -162,6 +165,34 @@ def train(
             customers = evaluation_customers(split, config.eval_max_customers, params.random_state)
             metrics = evaluate_methods(split, methods, customers, k)
 
+        progress.step("ranker (trained one window earlier)")
+        with timed("ranker (trained one window earlier)"):
+
+            def cycles_of(window: TimeSplit) -> np.ndarray | None:
+                if not cycles_config.enabled:
+                    return None
+                if window is split and train_cycles is not None:
+                    return train_cycles
+                return repurchase_cycles(
+                    window.train_lines, cycles_config.min_repeat_buyers, cycles_config.max_days
+                )
+
+            ranker, _sources_at_cutoff = evaluate_ranker(
+                split,
+                evaluated,
+                lambda counts: fit_als(confidence_matrix(counts, params), params),
+                cycles_of,
+                customers,
+                config.holdout_days,
+                config.suppression.days,
+                config.popularity_days,
+                config.eval_max_customers,
+                k,
+                params.random_state,
+            )
+            for truth, by_method in ranker.metrics.items():
+                metrics[truth].update(by_method)
+
         progress.step("propensity calibration")
         with timed("propensity calibration"):
             # On what the service proposes at the cutoff: candidates minus what it
@@ -183,6 +214,10 @@ def train(
                 horizon_days=config.holdout_days,
                 seed=params.random_state,
             )
+            if ranker.booster is not None:
+                propensity, propensity_report = with_ranker_curve(
+                    propensity, propensity_report, ranker, params.random_state
+                )
 
         gate = _quality_gate(metrics, k)
         if not gate["passed"] and not force and publish:
@@ -255,6 +290,20 @@ def train(
                 item_price=item_prices(purchases, full.items) if priced else None,
                 send_hour_prior=lifecycle.send_hour_prior,
             )
+            if ranker.booster is not None:
+                # The sources at the end of the data, for the ranker the service serves.
+                arrays.update(
+                    ranker_arrays(
+                        fit_knn(full.counts),
+                        popularity_scores(
+                            full.counts,
+                            full.last_purchase,
+                            last_s - (config.popularity_days or POPULARITY_DAYS) * DAY,
+                            config.popularity_days or POPULARITY_DAYS,
+                        ),
+                    )
+                )
+                extra_files.update(ranker_file(ranker.booster))
             documents: dict[str, Any] = {PROPENSITY_DOCUMENT: propensity.to_document()}
             names = _item_names(purchases)
             if names:
@@ -288,6 +337,7 @@ def train(
                 },
                 "cycles": _cycles_section(config, full_cycles, train_cycles),
                 "propensity": propensity_report,
+                "ranker": ranker.section(),
                 "churn": churn.section,
                 "lifecycle": lifecycle.section,
                 "metrics": metrics,
@@ -339,21 +389,36 @@ def _drop_erased(
     return purchases, customers
 
 
+# The single methods the two-stage ranker must beat (the best of them) to publish.
+GATE_BASELINES = ("als", "itemknn", "buy_again", "popularity")
+
+
 def _quality_gate(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> dict[str, Any]:
+    """With a ranker: it must beat the best single method on NDCG@k (truth ``all``); the
+    service serves it. Without one (data too short): ALS must beat popularity."""
     metric = GATE_METRIC_TEMPLATE.format(k=k)
-    als = metrics[GATE_TRUTH]["als"][metric]
-    popular = metrics[GATE_TRUTH]["popularity"][metric]
-    passed = als > popular
+    scores = metrics[GATE_TRUTH]
+    if "ranker" in scores:
+        candidate = "ranker"
+        rivals = [name for name in GATE_BASELINES if name in scores]
+        rival = max(rivals, key=lambda name: scores[name][metric])
+    else:
+        candidate, rival = "als", "popularity"
+    mine, theirs = scores[candidate][metric], scores[rival][metric]
+    passed = mine > theirs
     verdict = "beats" if passed else "does not beat"
+    best = "the best single method, " if candidate == "ranker" else ""
     return {
         "passed": passed,
         "metric": metric,
         "truth": GATE_TRUTH,
-        "als": als,
-        "popularity": popular,
+        "method": candidate,
+        "baseline": rival,
+        candidate: mine,
+        rival: theirs,
         "message": (
-            f"quality gate: ALS {metric} {als:.4f} {verdict} popularity {popular:.4f} "
-            f"on the holdout"
+            f"quality gate: {candidate} {metric} {mine:.4f} {verdict} {best}{rival} "
+            f"{theirs:.4f} on the holdout"
             + ("" if passed else "; not published (use --force to publish anyway)")
         ),
     }

@@ -14,7 +14,8 @@ of the evaluated one; the curves carry over.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,6 +28,9 @@ from nbo.models.cf import FILTERED_SCORE
 from nbo.propensity import Curve, Propensity
 from training.evaluate import _RowIndices, first_allowed
 from training.split import TimeSplit
+
+if TYPE_CHECKING:
+    from training.ranker import RankerResult
 
 # Breakpoints kept per curve: enough for a smooth map, small enough for a JSON file.
 MAX_BREAKPOINTS = 256
@@ -127,3 +131,30 @@ def _held_out_quality(
         "observed": float(truth.mean()),
         "first_slot_rate": float(y[:, 0][valid[:, 0]].mean()) if valid[:, 0].any() else 0.0,
     }
+
+
+def with_ranker_curve(
+    propensity: Propensity, report: dict[str, Any], ranker: RankerResult, seed: int
+) -> tuple[Propensity, dict[str, Any]]:
+    """Add the ranker's curve: its score on the candidates at the cutoff -> bought in the
+    holdout; fitted on half the customers, checked on the other half, refitted on all."""
+    scores = ranker.scores.astype(np.float64)
+    labels = ranker.labels.astype(np.float64)
+    customers = np.unique(ranker.rows)
+    rng = np.random.default_rng(seed)
+    fit_customers = customers[rng.random(len(customers)) < 0.5]
+    fit_rows = np.isin(ranker.rows, fit_customers)
+    quality: dict[str, float] = {"pairs": float(len(scores)), "base_rate": float(labels.mean())}
+    if fit_rows.any() and (~fit_rows).any():
+        curve = _fit(scores, labels, fit_rows, increasing=True)
+        predicted = curve(scores[~fit_rows])
+        truth = labels[~fit_rows]
+        base = float(labels[fit_rows].mean())
+        quality.update(
+            brier=float(brier_score_loss(truth, predicted)),
+            brier_constant=float(brier_score_loss(truth, np.full(len(truth), base))),
+            mean_predicted=float(predicted.mean()),
+            observed=float(truth.mean()),
+        )
+    curve = _fit(scores, labels, np.ones(len(scores), dtype=bool), increasing=True)
+    return replace(propensity, ranker=curve), {**report, "ranker": quality}

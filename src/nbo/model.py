@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
@@ -25,9 +26,11 @@ from nbo.ids import IdMap
 from nbo.lifecycle import LifecycleThresholds
 from nbo.models.cf import AlsExplainer, AlsParams, als_from_factors
 from nbo.models.churn import ChurnModel, load_churn_model
+from nbo.models.ranker import load_ranker
 from nbo.propensity import DOCUMENT as PROPENSITY_DOCUMENT
 from nbo.propensity import Propensity
 from nbo.send_time import HOURS_PER_WEEK, send_hour_prior
+from nbo.two_stage import ItemSide
 
 REQUIRED_ARRAYS = (
     "user_factors",
@@ -84,6 +87,11 @@ class ServingModel:
     # Score -> probability of purchase (calibrated on the holdout by the trainer; a plain
     # monotone squash, marked uncalibrated, for artifacts trained before calibration).
     propensity: Propensity = field(default_factory=Propensity.uncalibrated)
+    # The two-stage ranker and the item side of its sources (``nbo.two_stage``); None
+    # for artifacts without one (older, or data too short to train one).
+    ranker: lgb.Booster | None = None
+    item_side: ItemSide | None = None
+    ranker_per_source: int = 50
     lifecycle: LifecycleThresholds = field(default_factory=LifecycleThresholds)
     # Share of all orders per hour of the week: the best send time's prior.
     send_hour_prior: np.ndarray = field(
@@ -116,6 +124,14 @@ class ServingModel:
             days = suppression_days_per_item(self.repurchase_cycle_days, default_days)
             self._suppression_days[default_days] = days
         return days
+
+    def cycle_days_of(self, item_id: str) -> float | None:
+        """The item's learned repurchase cycle in days, None without one."""
+        index = self.items.get(item_id)
+        if index is None or self.repurchase_cycle_days is None:
+            return None
+        days = float(self.repurchase_cycle_days[index])
+        return days if np.isfinite(days) else None
 
     def forget(self, customer_id: str) -> bool:
         """Make a customer unknown to ranking (an erasure); True when the model knew them.
@@ -270,6 +286,10 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         params = AlsParams.from_dict({**params.to_dict(), "factors": item_factors.shape[1]})
     als = als_from_factors(user_factors, item_factors, params)
     popularity = np.asarray(arrays["popularity"])
+    propensity = _propensity(artifact)
+    ranked = load_ranker(artifact, len(items))
+    if ranked is not None and propensity.ranker is None:
+        raise ArtifactError(f"model {artifact.version}: a ranker without its propensity curve")
     return ServingModel(
         version=artifact.version,
         manifest=artifact.manifest,
@@ -290,7 +310,19 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         item_price=None if item_price is None else np.asarray(item_price),
         typical_line_value=_typical_line_value(artifact.manifest),
         churn=load_churn_model(artifact),
-        propensity=_propensity(artifact),
+        propensity=propensity,
+        ranker=None if ranked is None else ranked[0],
+        item_side=None
+        if ranked is None
+        else ItemSide.build(
+            _trained_until(artifact.manifest),
+            item_factors,
+            ranked[1],
+            np.asarray(popularity, dtype=np.float64),
+            ranked[2],
+            None if cycles is None else np.asarray(cycles, dtype=np.float64),
+        ),
+        ranker_per_source=int(artifact.manifest.get("ranker", {}).get("per_source", 50)),
         lifecycle=LifecycleThresholds.from_manifest(artifact.manifest.get("lifecycle")),
         send_hour_prior=(
             send_hour_prior(orders.time if orders is not None else np.empty(0, np.int64))

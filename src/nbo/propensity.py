@@ -57,9 +57,15 @@ class Propensity:
     popular: Curve  # 1-based rank in the popular list -> probability
     horizon_days: int
     calibrated: bool = True
+    ranker: Curve | None = None  # two-stage ranker score -> probability, when trained
 
     def of_scores(self, scores: np.ndarray) -> np.ndarray:
         return self.cf(scores)
+
+    def of_ranker_scores(self, scores: np.ndarray) -> np.ndarray:
+        if self.ranker is None:
+            raise ValueError("this model has no ranker curve")
+        return self.ranker(scores)
 
     def of_popular_ranks(self, ranks: np.ndarray) -> np.ndarray:
         return self.popular(ranks)
@@ -73,7 +79,13 @@ class Propensity:
             raise ArtifactError(
                 "propensity.json: needs horizon_days, cf and popular curves"
             ) from None
-        return cls(Curve.from_dict(cf, "cf"), Curve.from_dict(popular, "popular"), horizon)
+        ranker = document.get("ranker")
+        return cls(
+            Curve.from_dict(cf, "cf"),
+            Curve.from_dict(popular, "popular"),
+            horizon,
+            ranker=None if ranker is None else Curve.from_dict(ranker, "ranker"),
+        )
 
     @classmethod
     def uncalibrated(cls) -> Propensity:
@@ -90,8 +102,11 @@ class Propensity:
         )
 
     def to_document(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "horizon_days": self.horizon_days,
             "cf": self.cf.to_dict(),
             "popular": self.popular.to_dict(),
         }
+        if self.ranker is not None:
+            document["ranker"] = self.ranker.to_dict()
+        return document

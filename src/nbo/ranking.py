@@ -9,7 +9,7 @@ this one function.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,10 +21,16 @@ from nbo.model import ServingModel
 from nbo.models.cf import FILTERED_SCORE, confidence_of_counts
 from nbo.policies import RULE_FATIGUE, RULE_JUST_BOUGHT, Contact
 from nbo.suppression import SuppressionWindow
+from nbo.two_stage import SOURCE_ALS as SOURCE_ALS_COLUMN
+from nbo.two_stage import SOURCE_BUY_AGAIN as SOURCE_BUY_AGAIN_COLUMN
+from nbo.two_stage import SOURCE_KNN as SOURCE_KNN_COLUMN
+from nbo.two_stage import CustomerSide, candidates
 
 SOURCE_CF = "cf"
 SOURCE_POPULAR = "popular"
 SOURCE_CATALOG = "catalog"  # an incentive: the catalogue proposes it, no model does
+SOURCE_BUY_AGAIN = "buy_again"  # the customer's own history (two-stage ranker)
+SOURCE_ALSO_BOUGHT = "also_bought"  # item-to-item neighbours (two-stage ranker)
 EXPLAINED_BY = 3
 # Product candidates the sources propose before arbitration: more than k, so a lever or
 # a value can lift an item the model ranks a little lower, and eligibility rules still
@@ -98,6 +104,7 @@ class CustomerHistory:
     confidence: np.ndarray
     last_purchase: np.ndarray
     has_new_orders: bool
+    counts: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
 
 
 def customer_history(
@@ -118,7 +125,7 @@ def customer_history(
         counts = confidence = np.empty(0, dtype=np.float32)
         last = np.empty(0, dtype=np.int64)
     if not recent:
-        return CustomerHistory(index, items, confidence, last, has_new_orders=False)
+        return CustomerHistory(index, items, confidence, last, False, counts)
 
     positions = {}
     new_orders: dict[int, set[str]] = {}
@@ -131,7 +138,7 @@ def customer_history(
         if purchase.occurred_at > model.trained_until_s:
             new_orders.setdefault(item, set()).add(purchase.order_key)
     if not latest:
-        return CustomerHistory(index, items, confidence, last, has_new_orders=False)
+        return CustomerHistory(index, items, confidence, last, False, counts)
 
     positions = {int(item): row for row, item in enumerate(items.tolist())}
     extra = [item for item in latest if item not in positions]
@@ -148,7 +155,12 @@ def customer_history(
     else:
         merged_confidence = np.concatenate([confidence, np.zeros(len(extra), np.float32)])
     return CustomerHistory(
-        index, merged_items, merged_confidence, merged_last, has_new_orders=bool(new_orders)
+        index,
+        merged_items,
+        merged_confidence,
+        merged_last,
+        has_new_orders=bool(new_orders),
+        counts=merged_counts,
     )
 
 
@@ -198,12 +210,17 @@ def rank_offers(
 
     ids = np.empty(0, dtype=np.int64)
     scores = np.empty(0, dtype=np.float32)
-    if personalized:
-        ids, scores = _cf_candidates(model, history, known, suppressed, n_candidates)
     propensity = model.propensity
-    sources = [SOURCE_CF] * len(ids)
-    chances = propensity.of_scores(scores)
-    source_scores = np.asarray(scores, dtype=np.float64)
+    if personalized and model.ranker is not None:
+        ids, sources, source_scores, chances = _ranked_candidates(
+            model, history, known, suppressed, now_s
+        )
+    else:
+        if personalized:
+            ids, scores = _cf_candidates(model, history, known, suppressed, n_candidates)
+        sources = [SOURCE_CF] * len(ids)
+        chances = propensity.of_scores(scores)
+        source_scores = np.asarray(scores, dtype=np.float64)
     if len(ids) < n_candidates:
         taken = np.concatenate([suppressed, ids]).astype(np.int64)
         allowed = model.popular_order[~np.isin(model.popular_order, suppressed)]
@@ -237,6 +254,70 @@ def rank_offers(
     else:
         profile = PROFILE_UPDATED if history.has_new_orders else PROFILE_TRAINED
     return Ranking(customer_id, personalized, profile, offers, len(just_bought), removed)
+
+
+def _closest_bought(
+    model: ServingModel, history: CustomerHistory, known: np.ndarray, item: int
+) -> tuple[str, ...]:
+    """The customer's purchase most similar to ``item`` (ItemKNN), as a one-item reason."""
+    if model.item_side is None:
+        return ()
+    mine = history.items[known]
+    if len(mine) == 0:
+        return ()
+    column = model.item_side.similarity[:, item]
+    weights = np.asarray(column[mine].todense()).ravel()
+    if not np.any(weights > 0):
+        return ()
+    return (model.item_ids[int(mine[int(np.argmax(weights))])],)
+
+
+def _ranked_candidates(
+    model: ServingModel,
+    history: CustomerHistory,
+    known: np.ndarray,
+    suppressed: np.ndarray,
+    now_s: int,
+) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """The two-stage candidates (``nbo.two_stage``) for one customer, best first: items,
+    the source each is credited to, the ranker's scores and their probabilities."""
+    assert model.ranker is not None and model.item_side is not None
+    n_items = len(model.items)
+    mine = history.items[known]
+    pattern = [0, len(mine)]
+    counts = sp.csr_matrix((history.counts[known], mine, pattern), shape=(1, n_items))
+    last = sp.csr_matrix(
+        (history.last_purchase[known].astype(np.float64), mine, pattern), shape=(1, n_items)
+    )
+    if history.index is None or history.has_new_orders:
+        confidence = sp.csr_matrix((history.confidence[known], mine, pattern), shape=(1, n_items))
+        factors = np.asarray(model.als.recalculate_user(0, confidence), dtype=np.float32)
+    else:
+        factors = np.asarray(model.als.user_factors[history.index], dtype=np.float32)
+    exclude = sp.csr_matrix(
+        (np.ones(len(suppressed), np.float32), suppressed, [0, len(suppressed)]),
+        shape=(1, n_items),
+    )
+    table = candidates(
+        replace(model.item_side, as_of_s=now_s),
+        CustomerSide(factors.reshape(1, -1), counts, last, exclude),
+        model.ranker_per_source,
+    )
+    scores = np.asarray(model.ranker.predict(table.features, num_threads=1), dtype=np.float64)
+    order = np.lexsort((table.items, -scores))
+    flags = table.sources[order]
+    credited = [
+        SOURCE_BUY_AGAIN
+        if row[SOURCE_BUY_AGAIN_COLUMN]
+        else SOURCE_ALSO_BOUGHT
+        if row[SOURCE_KNN_COLUMN]
+        else SOURCE_CF
+        if row[SOURCE_ALS_COLUMN]
+        else SOURCE_POPULAR
+        for row in flags.tolist()
+    ]
+    ranked = scores[order]
+    return table.items[order], credited, ranked, model.propensity.of_ranker_scores(ranked)
 
 
 def _cf_candidates(
@@ -302,6 +383,10 @@ def _offers(
     for rank, choice in enumerate(choices, start=1):
         if choice.source == SOURCE_CF:
             reason = Reason(SOURCE_CF, tuple(item_ids[i] for i, _ in next(explanations)))
+        elif choice.source == SOURCE_BUY_AGAIN and choice.item_id is not None:
+            reason = Reason(SOURCE_BUY_AGAIN, (choice.item_id,))
+        elif choice.source == SOURCE_ALSO_BOUGHT and choice.item is not None:
+            reason = Reason(SOURCE_ALSO_BOUGHT, _closest_bought(model, history, known, choice.item))
         else:
             reason = Reason(choice.source or SOURCE_CATALOG)
         offers.append(

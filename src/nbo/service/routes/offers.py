@@ -16,7 +16,15 @@ from nbo.decision import ContactPolicy, CustomerState, decide
 from nbo.events import ImpressionEvent
 from nbo.model import ServingModel
 from nbo.policies import DAY
-from nbo.ranking import PROFILE_NONE, SOURCE_CATALOG, SOURCE_CF, Offer, Ranking
+from nbo.ranking import (
+    PROFILE_NONE,
+    SOURCE_ALSO_BOUGHT,
+    SOURCE_BUY_AGAIN,
+    SOURCE_CATALOG,
+    SOURCE_CF,
+    Offer,
+    Ranking,
+)
 from nbo.service.deps import CatalogDep, ModelDep, SettingsDep, StoreDep
 from nbo.service.profiles import best_send_time_out
 from nbo.service.schemas import (
@@ -163,10 +171,20 @@ def _offer_out(model: ServingModel, offer: Offer, stage: str) -> OfferOut:
             text = f"customers who bought what you bought ({bought}) also buy this"
     elif offer.reason.source == SOURCE_CF:
         text = "matches your purchase history"
+    elif offer.reason.source == SOURCE_BUY_AGAIN and item is not None:
+        cycle = model.cycle_days_of(item)
+        text = (
+            f"you buy this about every {cycle:.0f} days"
+            if cycle is not None
+            else "you bought this before"
+        )
+    elif offer.reason.source == SOURCE_ALSO_BOUGHT and offer.reason.because:
+        bought = ", ".join(names.get(i, i) for i in offer.reason.because)
+        text = f"customers who bought {bought} also bought this"
     elif offer.reason.source == SOURCE_CATALOG:
         text = f"{offer.title or offer.offer_id}: an offer for {STAGE_WORDS.get(stage, stage)}"
     else:
-        text = "popular with customers right now"
+        text = "popular this month"
     components = offer.components or Components(0.0, 0.0, 0.0, 0.0)
     return OfferOut(
         offer_id=offer.offer_id,

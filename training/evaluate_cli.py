@@ -1,0 +1,193 @@
+"""``nbo evaluate``: the trainer's whole time-split evaluation of a data set, publishing
+nothing, with the comparison as tables, a JSON document and an HTML report.
+
+It lets a user check a new data set (or config) before ``nbo train`` publishes from it.
+It is a check, not a gate: it exits 0 whether or not ALS beats popularity, and says
+which; only what the user must fix (a missing file, a bad mapping or config) exits 2.
+The evaluation is the trainer's own (``train(publish=False)``), so the numbers are the
+ones ``nbo train`` would act on, every method scored on the same customers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+
+from nbo import __version__
+from training.cli import (
+    CHURN_METHOD_ORDER,
+    METHOD_ORDER,
+    STAGE_ORDER,
+    TRUTH_TITLES,
+    RichProgress,
+    add_input_arguments,
+    cycles_line,
+    load_inputs,
+    print_churn,
+    print_evaluation,
+    propensity_line,
+)
+from training.pipeline import CHURN_METRICS, TrainResult, train
+from training.report import (
+    EVALUATION_JSON,
+    REPORT_HTML,
+    check_writable_folder,
+    evaluation_html,
+    write_html,
+    write_json,
+)
+
+REPORTS_DIR = Path("reports")
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="evaluate a data set as `nbo train` would, without publishing",
+        description="Run the trainer's time-split evaluation on a purchase file (ALS "
+        "against the baselines on the same customers, the churn model, the lifecycle "
+        "stages) without publishing anything; print the comparison and write it as "
+        f"{EVALUATION_JSON} and a self-contained {REPORT_HTML}. Exits 0 whether or not "
+        "the quality gate passes.",
+    )
+    add_input_arguments(parser)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"folder for {EVALUATION_JSON} and {REPORT_HTML} "
+        f"(default: {REPORTS_DIR}/evaluate-<data stem>-<UTC time>)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    now = datetime.now(UTC)
+    out = args.out if args.out is not None else default_out_dir(args.data, now)
+    check_writable_folder(out)
+    mapping, config, erased = load_inputs(args)
+    # publish=False writes nothing; the throwaway folder makes sure of it whatever the
+    # trainer does, and never touches the user's models/.
+    with (
+        tempfile.TemporaryDirectory(prefix="nbo-evaluate-") as models_dir,
+        RichProgress(Console(stderr=True)) as progress,
+    ):
+        result = train(
+            args.data,
+            mapping,
+            Path(models_dir),
+            config,
+            progress=progress,
+            erased=erased,
+            publish=False,
+        )
+    document = evaluation_document(result, now)
+    console = Console()
+    print_evaluation(console, result)
+    console.print(document["quality_gate"]["message"])
+    for truth, customers in document["evaluated_customers"].items():
+        if customers is None:
+            console.print(
+                f"[bold red]warning[/] truth {truth}: the methods were scored on different "
+                "customers, so their metrics are not comparable"
+            )
+    console.print(propensity_line(result.manifest.get("propensity")))
+    print_churn(console, result)
+    notes = [
+        Text.from_markup(cycles_line(result.manifest.get("cycles", {"enabled": False}))).plain,
+        Text.from_markup(propensity_line(result.manifest.get("propensity"))).plain,
+    ]
+    written = [
+        write_json(out / EVALUATION_JSON, document),
+        write_html(
+            out / REPORT_HTML,
+            evaluation_html(document, f"nbo evaluate: {args.data.name}", notes),
+        ),
+    ]
+    for path in written:
+        console.print(f"[bold]wrote[/] {escape(str(path))}", soft_wrap=True)
+    return 0
+
+
+def default_out_dir(data: Path, now: datetime, root: Path = REPORTS_DIR) -> Path:
+    """``reports/evaluate-<data stem>-<UTC time>``, suffixed when two runs share a second,
+    so an evaluation never overwrites an earlier one."""
+    base = root / f"evaluate-{data.stem}-{now:%Y%m%dT%H%M%SZ}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
+def evaluation_document(result: TrainResult, created: datetime) -> dict[str, Any]:
+    """What ``evaluation.json`` holds: the manifest's evaluation sections, with methods,
+    churn methods and stages in display order (JSON keeps it, the report draws it)."""
+    manifest = result.manifest
+    metrics: dict[str, Any] = {
+        truth: _ordered(by_method, CHURN_METHOD_ORDER if truth == CHURN_METRICS else METHOD_ORDER)
+        for truth, by_method in result.metrics.items()
+    }
+    truths = [t for t in metrics if t != CHURN_METRICS]
+    lifecycle = manifest.get("lifecycle")
+    if lifecycle and "stages" in lifecycle:
+        lifecycle = {**lifecycle, "stages": _ordered(lifecycle["stages"], STAGE_ORDER)}
+    document: dict[str, Any] = {
+        "command": "nbo evaluate",
+        "nbo_version": __version__,
+        "created_at": created.isoformat(timespec="seconds"),
+        "published": False,
+        "truths": {t: TRUTH_TITLES.get(t, t) for t in truths},
+        "evaluated_customers": {t: _common_customers(metrics[t]) for t in truths},
+        "metrics": metrics,
+        "quality_gate": evaluation_gate(manifest["quality_gate"]),
+    }
+    for section in ("split", "data", "cycles", "propensity", "churn", "model", "config"):
+        if section in manifest:
+            document[section] = manifest[section]
+    document["lifecycle"] = lifecycle
+    document["timings"] = dict(result.timings)
+    return document
+
+
+def evaluation_gate(gate: Mapping[str, Any]) -> dict[str, Any]:
+    """The trainer's gate, reworded for a run that publishes nothing: its own comparison
+    (which method against which is the trainer's to decide), then what ``nbo train``
+    would do instead of the trainer's advice to use --force."""
+    passed = bool(gate["passed"])
+    status = "passed" if passed else "failed"
+    comparison = str(gate.get("message", "")).split("; not published", 1)[0]
+    prefix = "quality gate:"
+    if comparison.startswith(prefix):
+        comparison = comparison[len(prefix) :].strip()
+    consequence = (
+        "`nbo train` would publish this model"
+        if passed
+        else "`nbo train` would refuse to publish it (exit 2) unless --force"
+    )
+    kept = {key: value for key, value in gate.items() if key != "forced"}
+    return {**kept, "message": f"quality gate {status}: {comparison}; {consequence}"}
+
+
+def _common_customers(by_method: Mapping[str, Mapping[str, float]]) -> int | None:
+    """The customers every method of a truth was scored on; None if they differ."""
+    counts = {m.get("customers") for m in by_method.values()}
+    count = counts.pop() if len(counts) == 1 else None
+    return None if count is None else int(count)
+
+
+def _ordered(values: Mapping[str, Any], order: Sequence[str]) -> dict[str, Any]:
+    """``values`` in ``order``; keys not listed (a method added later) last, as they came."""
+
+    def rank(key: str) -> int:
+        return order.index(key) if key in order else len(order)
+
+    return {key: values[key] for key in sorted(values, key=rank)}

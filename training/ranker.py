@@ -1,0 +1,340 @@
+"""Train and evaluate the two-stage ranker (``nbo.two_stage``) honestly.
+
+The ranker evaluated at the cutoff was trained one window earlier: sources fitted on the
+purchases before ``cutoff - holdout``, labels from the window ending at the cutoff. So no
+feature, candidate or training label sees the holdout. The service serves this same
+ranker (with sources refitted on all data), so the figures in the report are the served
+ranker's, and its scores are calibrated on the holdout like ALS's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+from implicit.nearest_neighbours import BM25Recommender
+
+from nbo.errors import ConfigError
+from nbo.models.popularity import popularity_scores
+from nbo.models.ranker import lightgbm_version
+from nbo.two_stage import (
+    FEATURES,
+    SOURCES,
+    CandidateTable,
+    CustomerSide,
+    ItemSide,
+    candidates,
+    ranked_top,
+    sparse_topk,
+)
+from training.evaluate import Recommender, evaluate_methods, evaluation_customers
+from training.split import TimeSplit, time_split
+
+DAY = 86_400
+# Candidates per source and customer: enough that the union holds most of what the
+# customer will buy among what the sources can find, few enough to rank in a millisecond.
+PER_SOURCE = 50
+# ItemKNN neighbours kept per item.
+NEIGHBOURS = 100
+BOOST_ROUNDS = 300
+# Rounds without a better held-out NDCG@10 before boosting stops.
+EARLY_STOPPING_ROUNDS = 30
+# Popularity window when the config has none ("all time" would make no trend).
+POPULARITY_DAYS = 90
+
+
+def fit_knn(counts: sp.csr_matrix, neighbours: int = NEIGHBOURS) -> sp.csr_matrix:
+    """implicit's BM25 item-item similarity on order counts (item x item, CSR)."""
+    model = BM25Recommender(K=neighbours)
+    with warnings.catch_warnings():
+        # implicit converts its own BM25-weighted matrix to CSR and warns about it.
+        warnings.filterwarnings("ignore", message="Method expects CSR input")
+        model.fit(counts.tocsr().astype(np.float32), show_progress=False)
+    return model.similarity.tocsr().astype(np.float32)
+
+
+def item_side(
+    split: TimeSplit,
+    als: AlternatingLeastSquares,
+    similarity: sp.csr_matrix,
+    popularity_days: int | None,
+    cycle_days: np.ndarray | None,
+) -> ItemSide:
+    """The sources as known at the split's cutoff."""
+    cutoff_s = int(split.cutoff.value // 1_000_000_000)
+    counts, last = split.train.counts, split.train.last_purchase
+    days = popularity_days or POPULARITY_DAYS
+    return ItemSide.build(
+        cutoff_s,
+        als.item_factors,
+        similarity,
+        popularity_scores(counts, last, cutoff_s, days),
+        popularity_scores(counts, last, cutoff_s - days * DAY, days),
+        cycle_days,
+    )
+
+
+def customer_side(
+    split: TimeSplit,
+    als: AlternatingLeastSquares,
+    customers: np.ndarray,
+    exclude: sp.csr_matrix | None,
+) -> CustomerSide:
+    return CustomerSide(
+        np.asarray(als.user_factors)[customers],
+        split.train.counts[customers].tocsr(),
+        split.train.last_purchase[customers].tocsr(),
+        exclude,
+    )
+
+
+def labels_of(table: CandidateTable, truth: sp.csr_matrix) -> np.ndarray:
+    """1 where the row's customer bought the item in the window."""
+    truth = truth.tocsr()
+    out = np.zeros(len(table), dtype=bool)
+    for row in np.unique(table.rows):
+        mask = table.rows == row
+        bought = truth.indices[truth.indptr[row] : truth.indptr[row + 1]]
+        out[mask] = np.isin(table.items[mask], bought)
+    return out
+
+
+def train_ranker(table: CandidateTable, labels: np.ndarray, seed: int) -> lgb.Booster:
+    """LambdaRank over each customer's candidates (customers whose candidates hold no
+    purchase teach the ranking nothing and are left out).
+
+    A fifth of the customers is held out to stop boosting when NDCG@10 on them stops
+    improving: the number of rounds follows the data (a few on a small shop, up to
+    ``BOOST_ROUNDS`` on a large one) instead of overfitting a small one.
+    """
+    positives = np.bincount(table.rows, weights=labels.astype(float))
+    keep = positives[table.rows] > 0
+    if not keep.any():
+        raise ValueError("no customer bought any candidate in the training window")
+    customers = np.unique(table.rows[keep])
+    rng = np.random.default_rng(seed)
+    held = np.isin(table.rows, customers[rng.random(len(customers)) < 0.2]) & keep
+    fit = keep & ~held
+    if not fit.any() or not held.any():
+        fit, held = keep, np.zeros_like(keep)
+
+    def dataset(mask: np.ndarray, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+        rows = table.rows[mask]
+        return lgb.Dataset(
+            table.features[mask],
+            label=labels[mask].astype(np.int32),
+            group=np.bincount(rows)[np.unique(rows)],
+            feature_name=list(FEATURES),
+            reference=reference,
+            free_raw_data=True,
+        )
+
+    train_set = dataset(fit)
+    params = {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "ndcg_eval_at": [10],
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "min_data_in_leaf": 20,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        # One thread: measured 10x slower with two on a 2-core machine (OpenMP
+        # contention with the rest of the process), and deterministic.
+        "num_threads": 1,
+        "verbose": -1,
+    }
+    if not held.any():
+        return lgb.train(params, train_set, num_boost_round=BOOST_ROUNDS)
+    return lgb.train(
+        params,
+        train_set,
+        num_boost_round=BOOST_ROUNDS,
+        valid_sets=[dataset(held, train_set)],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
+    )
+
+
+def ranker_recommender(
+    items: ItemSide,
+    split: TimeSplit,
+    als: AlternatingLeastSquares,
+    booster: lgb.Booster,
+    k: int,
+    record: list[tuple[CandidateTable, np.ndarray, np.ndarray]] | None = None,
+) -> Recommender:
+    """The two-stage method as an evaluation ``Recommender``; ``record`` collects each
+    call's candidate table, scores and chosen top k (for the contribution table)."""
+
+    def recommend(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
+        table = candidates(items, customer_side(split, als, customers, exclude), PER_SOURCE)
+        scores = np.asarray(booster.predict(table.features, num_threads=1))
+        top = ranked_top(table, scores, len(customers), k)
+        if record is not None:
+            record.append((table, scores, top))
+        return top
+
+    return recommend
+
+
+def knn_recommender(items: ItemSide, split: TimeSplit, k: int) -> Recommender:
+    """ItemKNN (BM25) alone: neighbours of what the customer bought, by summed similarity."""
+
+    def recommend(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
+        scores = (split.train.counts[customers] @ items.similarity).tocsr()
+        return sparse_topk(scores, k, exclude)
+
+    return recommend
+
+
+def contributions(
+    table: CandidateTable, top: np.ndarray, truth: sp.csr_matrix
+) -> dict[str, dict[str, float]]:
+    """Per source: its share of the final top-k slots and the hit rate of those slots
+    (an item two sources proposed counts for both)."""
+    truth = truth.tocsr()
+    out: dict[str, dict[str, float]] = {}
+    slots = [(row, item) for row in range(top.shape[0]) for item in top[row] if item >= 0]
+    if not slots:
+        return {name: {"share": 0.0, "hit_rate": 0.0} for name in SOURCES}
+    position = {
+        (int(r), int(i)): n for n, (r, i) in enumerate(zip(table.rows, table.items, strict=True))
+    }
+    flags = np.array([table.sources[position[(int(r), int(i))]] for r, i in slots])
+    hits = np.array([i in truth.indices[truth.indptr[r] : truth.indptr[r + 1]] for r, i in slots])
+    for column, name in enumerate(SOURCES):
+        mask = flags[:, column]
+        out[name] = {
+            "share": float(mask.mean()),
+            "hit_rate": float(hits[mask].mean()) if mask.any() else 0.0,
+        }
+    return out
+
+
+def booster_document(booster: lgb.Booster) -> dict[str, Any]:
+    """How the booster is described in the manifest."""
+    gain = booster.feature_importance("gain")
+    total = float(gain.sum()) or 1.0
+    return {
+        "algorithm": "lightgbm.lambdarank",
+        "lightgbm_version": lightgbm_version(),
+        "rounds": booster.current_iteration(),
+        "per_source": PER_SOURCE,
+        "features": list(FEATURES),
+        "importance": {
+            name: round(float(value) / total, 4)
+            for name, value in sorted(zip(FEATURES, gain, strict=True), key=lambda p: -p[1])
+        },
+    }
+
+
+@dataclass
+class RankerResult:
+    """The ranker trained one window before the cutoff, and its evaluation at the cutoff.
+
+    ``booster`` is None (with ``reason``) when the data cannot train one: too short for
+    a second window, or nobody bought a candidate in it.
+    """
+
+    booster: lgb.Booster | None
+    reason: str | None
+    metrics: dict[str, dict[str, dict[str, float]]]  # truth -> method -> metric
+    contributions: dict[str, dict[str, float]]
+    # The candidates at the cutoff for the "all" truth, their ranker scores and labels:
+    # what the propensity calibration of the ranker's score is fitted on.
+    scores: np.ndarray
+    labels: np.ndarray
+    rows: np.ndarray
+    training_pairs: int = 0
+    training_customers: int = 0
+
+    def section(self) -> dict[str, Any]:
+        """The manifest's ``ranker`` section."""
+        if self.booster is None:
+            return {"enabled": False, "reason": self.reason}
+        return {
+            "enabled": True,
+            **booster_document(self.booster),
+            "trained_on": "the window before the cutoff (sources fitted before it)",
+            "training_pairs": self.training_pairs,
+            "training_customers": self.training_customers,
+            "contributions": self.contributions,
+        }
+
+
+def evaluate_ranker(
+    split: TimeSplit,
+    evaluated: AlternatingLeastSquares,
+    fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
+    cycles_of: Callable[[TimeSplit], np.ndarray | None],
+    customers: np.ndarray,
+    holdout_days: int,
+    suppression_days: int | None,
+    popularity_days: int | None,
+    max_customers: int | None,
+    k: int,
+    seed: int,
+) -> tuple[RankerResult, ItemSide]:
+    """Train the ranker on the window before the cutoff and evaluate it (and ItemKNN
+    alone) at the cutoff on ``customers``; also answers the sources at the cutoff."""
+    now = item_side(
+        split, evaluated, fit_knn(split.train.counts), popularity_days, cycles_of(split)
+    )
+    knn_only = {"itemknn": knn_recommender(now, split, k)}
+    empty = np.empty(0)
+    try:
+        earlier = time_split(split.train_lines, holdout_days, suppression_days)
+    except ConfigError as exc:
+        reason = f"no window before the cutoff to train on ({exc})"
+        metrics = evaluate_methods(split, knn_only, customers, k)
+        return RankerResult(None, reason, metrics, {}, empty, empty, empty), now
+    als_earlier = fit_als_on(earlier.train.counts)
+    items_earlier = item_side(
+        earlier,
+        als_earlier,
+        fit_knn(earlier.train.counts),
+        popularity_days,
+        cycles_of(earlier),
+    )
+    trained_on = evaluation_customers(earlier, max_customers, seed)
+    table = candidates(
+        items_earlier, customer_side(earlier, als_earlier, trained_on, None), PER_SOURCE
+    )
+    labels = labels_of(table, earlier.truth_all[trained_on])
+    if not labels.any():
+        reason = "nobody bought a candidate in the window before the cutoff"
+        metrics = evaluate_methods(split, knn_only, customers, k)
+        return RankerResult(None, reason, metrics, {}, empty, empty, empty), now
+    booster = train_ranker(table, labels, seed)
+    record: list[tuple[CandidateTable, np.ndarray, np.ndarray]] = []
+    methods = {"ranker": ranker_recommender(now, split, evaluated, booster, k, record), **knn_only}
+    metrics = evaluate_methods(split, methods, customers, k)
+    # The first call is the "all" truth's: every customer with a holdout purchase.
+    all_table, all_scores, all_top = record[0]
+    sizes = np.diff(split.truth_all.indptr) + split.unknown_all
+    evaluated_rows = customers[sizes[customers] > 0]
+    truth = split.truth_all[evaluated_rows]
+    return (
+        RankerResult(
+            booster,
+            None,
+            metrics,
+            contributions(all_table, all_top, truth),
+            all_scores,
+            labels_of(all_table, truth),
+            all_table.rows,
+            training_pairs=len(table),
+            training_customers=len(np.unique(table.rows[labels])),
+        ),
+        now,
+    )
