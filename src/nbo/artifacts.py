@@ -27,7 +27,16 @@ from nbo.errors import ArtifactError
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
-TRACKED_LIBRARIES = ("nbo", "implicit", "numpy", "scipy", "pandas", "pyarrow", "scikit-learn")
+TRACKED_LIBRARIES = (
+    "nbo",
+    "implicit",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "lightgbm",
+)
 
 
 @dataclass
