@@ -244,7 +244,7 @@ def _print_trainer(config: TrainingConfig, training: TrainBench) -> float:
 
 def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float]:
     t = {name: micros(ns) for name, ns in offers.timings.items()}
-    raw, ranked, decided = t["raw"], t["rank_offers"], t["decide"]
+    raw, ranked, decided, cf_only = t["raw"], t["rank_offers"], t["decide"], t["cf_only"]
     print(
         f"\n  Offers: in-process, k={K}, suppression window {WINDOW_DAYS} days, clock {clock}; "
         f"{offers.calls:,} timed calls per path over {offers.customers:,} known customers "
@@ -255,7 +255,10 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
     rows: list[list[object] | None] = [
         ["raw implicit recommend, full history filtered (floor)"]
         + [us(raw[q]) for q in ("p50", "p99", "mean")],
-        ["nbo.ranking.rank_offers"] + [us(ranked[q]) for q in ("p50", "p99", "mean")],
+        ["rank_offers, ALS candidates only (no ranker)"]
+        + [us(cf_only[q]) for q in ("p50", "p99", "mean")],
+        ["nbo.ranking.rank_offers (two-stage when trained)"]
+        + [us(ranked[q]) for q in ("p50", "p99", "mean")],
         ["nbo.decision.decide (profile + ranking + arbitration)"]
         + [us(decided[q]) for q in ("p50", "p99", "mean")],
         None,
@@ -267,6 +270,12 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
         ],
         ["target <= 1.5x", verdict(p50_ratio), verdict(p99_ratio), verdict(mean_ratio)],
         [
+            "ratio two-stage / ALS only (target <= 2x)",
+            f"{ranked['p50'] / cf_only['p50']:.2f}x",
+            f"{ranked['p99'] / cf_only['p99']:.2f}x",
+            f"{ranked['mean'] / cf_only['mean']:.2f}x",
+        ],
+        [
             "ratio decide / floor",
             f"{decided['p50'] / raw['p50']:.2f}x",
             f"{decided['p99'] / raw['p99']:.2f}x",
@@ -275,7 +284,9 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
     ]
     print(table(["path", "p50 us", "p99 us", "mean us"], rows))
 
-    parts = [name for name in offers.timings if name not in ("raw", "rank_offers", "decide")]
+    parts = [
+        name for name in offers.timings if name not in ("raw", "cf_only", "rank_offers", "decide")
+    ]
     ranking_parts = [name for name in parts if not name.startswith("profile")]
     rest = ranked["mean"] - sum(t[name]["mean"] for name in ranking_parts)
     part_rows: list[list[object] | None] = [

@@ -16,6 +16,7 @@ every sample is one call timed with ``time.perf_counter_ns``.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 from collections.abc import Callable
@@ -103,6 +104,12 @@ def bench_offers(
     def ranked(customer: int) -> None:
         rank_offers(model, str(external[customer]), K, now_s, window)
 
+    # The same model without its two-stage ranker: ALS candidates only.
+    cf_model = dataclasses.replace(model, ranker=None, item_side=None)
+
+    def cf_only(customer: int) -> None:
+        rank_offers(cf_model, str(external[customer]), K, now_s, window)
+
     def decided(customer: int) -> None:
         decide(
             model,
@@ -123,7 +130,7 @@ def bench_offers(
         "explanations",
         "profile (features, churn model, stage)",
     )
-    paths = ("raw", "rank_offers", "decide")
+    paths = ("raw", "cf_only", "rank_offers", "decide")
     timings = {name: np.zeros(calls, dtype=np.int64) for name in (*paths, *parts)}
 
     def broken_down(customer: int, j: int) -> None:
@@ -158,6 +165,7 @@ def bench_offers(
     # that rotates from one customer to the next, so no path always runs first.
     blocks = (
         timed("raw", raw),
+        timed("cf_only", cf_only),
         timed("rank_offers", ranked),
         timed("decide", decided),
         broken_down,

@@ -1,0 +1,158 @@
+"""The two-stage ranker: candidates and features shared by trainer and service, honest
+training one window before the cutoff, and what the service serves with it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from nbo.model import ServingModel, load_serving_model
+from nbo.ranking import SOURCE_ALSO_BOUGHT, SOURCE_BUY_AGAIN, SOURCE_CF, rank_offers
+from nbo.suppression import SuppressionWindow
+from nbo.two_stage import FEATURES, SOURCES, CustomerSide, ItemSide, candidates, ranked_top
+from training.pipeline import TrainResult
+
+DAY = 86_400
+
+
+def tiny_items(n_items: int = 6) -> ItemSide:
+    """Six items; 0..2 similar to each other, 3..5 to each other; item 5 most popular."""
+    factors = np.zeros((n_items, 2), np.float32)
+    factors[:3, 0] = 1.0
+    factors[3:, 1] = 1.0
+    similarity = np.zeros((n_items, n_items), np.float32)
+    for group in ((0, 1, 2), (3, 4, 5)):
+        for a in group:
+            for b in group:
+                if a != b:
+                    similarity[a, b] = 1.0
+    popularity = np.arange(n_items, dtype=np.float64)
+    return ItemSide.build(
+        100 * DAY,
+        factors,
+        sp.csr_matrix(similarity),
+        popularity,
+        popularity / 2,
+        np.array([10.0, np.nan, np.nan, np.nan, np.nan, np.nan]),
+    )
+
+
+def customer(bought: dict[int, tuple[int, int]], factors: list[float]) -> CustomerSide:
+    """One customer: item -> (orders, last purchase day)."""
+    items = sorted(bought)
+    counts = sp.csr_matrix(
+        ([bought[i][0] for i in items], items, [0, len(items)]), shape=(1, 6), dtype=np.float64
+    )
+    last = sp.csr_matrix(
+        ([bought[i][1] * DAY for i in items], items, [0, len(items)]),
+        shape=(1, 6),
+        dtype=np.float64,
+    )
+    return CustomerSide(np.asarray([factors], np.float32), counts, last)
+
+
+def test_every_source_proposes_and_the_features_are_what_they_say() -> None:
+    table = candidates(tiny_items(), customer({0: (3, 90), 3: (1, 50)}, [1.0, 0.0]), 2)
+    column = {name: n for n, name in enumerate(FEATURES)}
+    rows = {int(item): n for n, item in enumerate(table.items)}
+    # buy again: 0 and 3; neighbours of 0 and 3: 1, 2, 4, 5; ALS (taste for group 0).
+    assert {0, 1, 3} <= set(rows)
+    bought = table.features[rows[0]]
+    assert bought[column["bought_orders"]] == 3
+    assert bought[column["days_since_bought"]] == pytest.approx(10.0)
+    assert bought[column["cycle_days"]] == 10.0 and bought[column["due_ratio"]] == 1.0
+    assert bought[column["share_of_customer"]] == pytest.approx(3 / 4)
+    assert bought[column["customer_orders"]] == 4 and bought[column["customer_items"]] == 2
+    assert bought[column["customer_recency_days"]] == pytest.approx(10.0)
+    assert bought[column["als_score"]] == pytest.approx(1.0)
+    never = table.features[rows[1]]
+    assert np.isnan(never[column["days_since_bought"]]) and never[column["bought_orders"]] == 0
+    assert never[column["knn_score"]] == pytest.approx(3.0)  # similar to item 0, bought 3x
+    assert table.sources[rows[0], SOURCES.index("buy_again")]
+    assert table.sources[rows[1], SOURCES.index("knn")]
+
+
+def test_excluded_items_are_never_candidates() -> None:
+    side = customer({0: (3, 90), 3: (1, 50)}, [1.0, 0.0])
+    exclude = sp.csr_matrix(([1.0, 1.0], [0, 1], [0, 2]), shape=(1, 6))
+    table = candidates(
+        tiny_items(), CustomerSide(side.user_factors, side.counts, side.last, exclude), 6
+    )
+    assert not {0, 1} & set(table.items.tolist())
+
+
+def test_many_customers_at_once_equal_one_at_a_time() -> None:
+    """The trainer scores many customers in one call, the service one: same features."""
+    a = customer({0: (3, 90), 3: (1, 50)}, [1.0, 0.2])
+    b = customer({4: (2, 99)}, [0.1, 1.0])
+    both = CustomerSide(
+        np.vstack([a.user_factors, b.user_factors]),
+        sp.vstack([a.counts, b.counts]).tocsr(),
+        sp.vstack([a.last, b.last]).tocsr(),
+    )
+    together = candidates(tiny_items(), both, 3)
+    for row, alone in enumerate((candidates(tiny_items(), a, 3), candidates(tiny_items(), b, 3))):
+        mine = together.rows == row
+        assert together.items[mine].tolist() == alone.items.tolist()
+        np.testing.assert_array_equal(together.features[mine], alone.features)
+
+
+def test_ranked_top_orders_by_score_within_each_customer() -> None:
+    table = candidates(tiny_items(), customer({0: (3, 90)}, [1.0, 0.0]), 6)
+    scores = -table.items.astype(float)  # lower item id = higher score
+    top = ranked_top(table, scores, 1, 3)
+    assert top[0].tolist() == sorted(table.items.tolist())[:3]
+
+
+def test_the_ranker_is_trained_before_the_cutoff_and_beats_every_single_method(
+    trained: TrainResult,
+) -> None:
+    section = trained.manifest["ranker"]
+    assert section["enabled"] is True and section["features"] == list(FEATURES)
+    assert "window before the cutoff" in section["trained_on"]
+    shares = section["contributions"]
+    assert set(shares) == set(SOURCES)
+    assert all(0.0 <= v["share"] <= 1.0 and 0.0 <= v["hit_rate"] <= 1.0 for v in shares.values())
+    for truth in ("all", "new"):
+        metrics = trained.metrics[truth]
+        assert metrics["ranker"]["customers"] == metrics["als"]["customers"]
+    gate = trained.manifest["quality_gate"]
+    assert gate["method"] == "ranker" and gate["passed"]
+
+
+@pytest.fixture(scope="module")
+def model(models_dir) -> ServingModel:
+    return load_serving_model(models_dir)
+
+
+def test_served_offers_come_from_the_ranker_with_reasons(
+    model: ServingModel, planted_purchases: pd.DataFrame
+) -> None:
+    assert model.ranker is not None and model.propensity.ranker is not None
+    now = model.trained_until_s + 3600
+    window = SuppressionWindow.parse("30")
+    for customer_id in ("a00", "b05"):
+        ranking = rank_offers(model, customer_id, 5, now, window)
+        assert ranking.personalized
+        group = customer_id[0].upper()
+        assert [o.item_id[0] for o in ranking.offers[:3]] == [group] * 3
+        for offer in ranking.offers:
+            assert offer.reason.source in (
+                SOURCE_CF,
+                SOURCE_BUY_AGAIN,
+                SOURCE_ALSO_BOUGHT,
+                "popular",
+            )
+            assert offer.components is not None and 0.0 <= offer.components.propensity <= 1.0
+            if offer.reason.source == SOURCE_BUY_AGAIN:
+                assert offer.reason.because == (offer.item_id,)
+        priorities = [o.priority for o in ranking.offers]
+        assert priorities == sorted(priorities, reverse=True)
+        # Never an item bought inside the window.
+        recent = planted_purchases[
+            (planted_purchases["customer_id"] == customer_id)
+            & (planted_purchases["timestamp"] >= pd.Timestamp(now - 30 * DAY, unit="s"))
+        ]["item_id"]
+        assert not set(recent) & {o.item_id for o in ranking.offers}
