@@ -21,6 +21,7 @@ the service's ``Channel`` enum must match ``CHANNELS``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -435,6 +436,7 @@ def _base_of(item: ItemOverride, products: ProductDefaults) -> _Base:
 # --- loading ------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
 def default_catalog() -> Catalog:
     """Every item a product offer on the default terms, no incentives: the behaviour
     without ``NBO_CATALOG``."""

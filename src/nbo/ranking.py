@@ -24,7 +24,7 @@ from nbo.suppression import SuppressionWindow
 from nbo.two_stage import SOURCE_ALS as SOURCE_ALS_COLUMN
 from nbo.two_stage import SOURCE_BUY_AGAIN as SOURCE_BUY_AGAIN_COLUMN
 from nbo.two_stage import SOURCE_KNN as SOURCE_KNN_COLUMN
-from nbo.two_stage import CustomerSide, candidates
+from nbo.two_stage import CustomerSide, PlainRows, candidates
 
 SOURCE_CF = "cf"
 SOURCE_POPULAR = "popular"
@@ -215,6 +215,9 @@ def rank_offers(
         ids, sources, source_scores, chances = _ranked_candidates(
             model, history, known, suppressed, now_s
         )
+        # The ranker's best few go to arbitration, as many as ALS would propose.
+        ids, sources = ids[:n_candidates], sources[:n_candidates]
+        source_scores, chances = source_scores[:n_candidates], chances[:n_candidates]
     else:
         if personalized:
             ids, scores = _cf_candidates(model, history, known, suppressed, n_candidates)
@@ -259,17 +262,22 @@ def rank_offers(
 def _closest_bought(
     model: ServingModel, history: CustomerHistory, known: np.ndarray, item: int
 ) -> tuple[str, ...]:
-    """The customer's purchase most similar to ``item`` (ItemKNN), as a one-item reason."""
+    """The customer's purchase that adds most to ``item``'s ItemKNN score (its order
+    count x similarity), as a one-item reason."""
     if model.item_side is None:
         return ()
     mine = history.items[known]
     if len(mine) == 0:
         return ()
-    column = model.item_side.similarity[:, item]
-    weights = np.asarray(column[mine].todense()).ravel()
-    if not np.any(weights > 0):
+    similar_to = model.item_side.similar_to
+    start, end = similar_to.indptr[item], similar_to.indptr[item + 1]
+    rows, weights = similar_to.indices[start:end], similar_to.data[start:end]
+    present = np.isin(rows, mine)
+    if not present.any():
         return ()
-    return (model.item_ids[int(mine[int(np.argmax(weights))])],)
+    counts = dict(zip(mine.tolist(), history.counts[known].tolist(), strict=True))
+    contribution = weights[present] * np.asarray([counts[r] for r in rows[present].tolist()])
+    return (model.item_ids[int(rows[present][int(np.argmax(contribution))])],)
 
 
 def _ranked_candidates(
@@ -284,20 +292,15 @@ def _ranked_candidates(
     assert model.ranker is not None and model.item_side is not None
     n_items = len(model.items)
     mine = history.items[known]
-    pattern = [0, len(mine)]
-    counts = sp.csr_matrix((history.counts[known], mine, pattern), shape=(1, n_items))
-    last = sp.csr_matrix(
-        (history.last_purchase[known].astype(np.float64), mine, pattern), shape=(1, n_items)
-    )
+    counts = PlainRows.one(mine, history.counts[known], n_items)
+    last = PlainRows.one(mine, history.last_purchase[known].astype(np.float64), n_items)
     if history.index is None or history.has_new_orders:
+        pattern = [0, len(mine)]
         confidence = sp.csr_matrix((history.confidence[known], mine, pattern), shape=(1, n_items))
         factors = np.asarray(model.als.recalculate_user(0, confidence), dtype=np.float32)
     else:
         factors = np.asarray(model.als.user_factors[history.index], dtype=np.float32)
-    exclude = sp.csr_matrix(
-        (np.ones(len(suppressed), np.float32), suppressed, [0, len(suppressed)]),
-        shape=(1, n_items),
-    )
+    exclude = PlainRows.one(suppressed, np.ones(len(suppressed), np.float32), n_items)
     table = candidates(
         replace(model.item_side, as_of_s=now_s),
         CustomerSide(factors.reshape(1, -1), counts, last, exclude),

@@ -14,6 +14,7 @@ matrix, so a refolded or brand-new customer is scored exactly like a trained one
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,6 +42,8 @@ FEATURES = (
 )
 SOURCES = ("als", "knn", "buy_again", "popular")
 SOURCE_ALS, SOURCE_KNN, SOURCE_BUY_AGAIN, SOURCE_POPULAR = range(4)
+_COLUMN = {name: n for n, name in enumerate(FEATURES)}
+_SOURCE_BITS = np.array([1 << bit for bit in range(len(SOURCES))], dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class ItemSide:
     cycle_days: np.ndarray | None  # learned repurchase cycle per item, NaN = none
     popular_order: np.ndarray  # items by popularity, best first
     popular_rank: np.ndarray  # inverse of popular_order (0 = most popular)
+    # The similarity by column (CSC as CSR of the transpose): row j lists the items whose
+    # neighbour j is, for explaining an offer by the purchase it is closest to.
+    similar_to: sp.csr_matrix
 
     @classmethod
     def build(
@@ -78,7 +84,35 @@ class ItemSide:
             cycle_days,
             order,
             rank,
+            similarity.T.tocsr(),
         )
+
+
+class Rows(Protocol):
+    """Row-compressed data: a scipy CSR matrix, or ``PlainRows`` (what one request needs,
+    without scipy's constructor checks, which cost more than the ranking itself)."""
+
+    @property
+    def indptr(self) -> np.ndarray: ...
+    @property
+    def indices(self) -> np.ndarray: ...
+    @property
+    def data(self) -> np.ndarray: ...
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True)
+class PlainRows:
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    shape: tuple[int, int]
+
+    @classmethod
+    def one(cls, indices: np.ndarray, data: np.ndarray, n_items: int) -> PlainRows:
+        """A single row."""
+        return cls(np.array([0, len(indices)]), np.asarray(indices), np.asarray(data), (1, n_items))
 
 
 @dataclass(frozen=True)
@@ -87,9 +121,9 @@ class CustomerSide:
     their sparsity pattern)."""
 
     user_factors: np.ndarray  # customers x factors
-    counts: sp.csr_matrix  # customers x items, order counts
-    last: sp.csr_matrix  # customers x items, last purchase (unix s)
-    exclude: sp.csr_matrix | None = None  # items never to propose (suppressed)
+    counts: Rows  # customers x items, order counts
+    last: Rows  # customers x items, last purchase (unix s)
+    exclude: Rows | None = None  # items never to propose (suppressed)
 
 
 @dataclass(frozen=True)
@@ -107,51 +141,122 @@ class CandidateTable:
 
 def candidates(items: ItemSide, customers: CustomerSide, per_source: int) -> CandidateTable:
     """Every source's top ``per_source`` items per customer (minus ``exclude``), unioned,
-    with the features of each pair."""
+    with the features of each pair.
+
+    One customer at a time over dense per-item buffers (reset after each customer):
+    the same code serves one customer per request and the trainer's thousands, with no
+    sparse-matrix construction per customer.
+    """
     n_items = len(items.popularity)
     n_customers = customers.counts.shape[0]
     n = min(per_source, n_items)
     exclude = customers.exclude
+    factors = np.asarray(customers.user_factors, dtype=np.float32)
     filt = None if exclude is None else _RowIndices(exclude)
     als_ids, als_scores = topk(
-        items.item_factors,
-        np.asarray(customers.user_factors, dtype=np.float32),
-        n,
-        filter_query_items=filt,
-        num_threads=1,
+        items.item_factors, factors, n, filter_query_items=filt, num_threads=1
     )
     als_ids = np.where(als_scores > FILTERED_SCORE, als_ids, -1)
-    knn_all = (customers.counts @ items.similarity).tocsr()
-    knn_ids = sparse_topk(knn_all, n, exclude)
     n_popular = max(10, n // 5)
+    similarity = items.similarity
+    counts, last = customers.counts, customers.last
+    # Dense buffers over the catalogue, written for one customer and reset after it.
+    no_scores = np.zeros(n_items)
+    als_rank = np.full(n_items, np.nan, np.float32)
+    knn_rank = np.full(n_items, np.nan, np.float32)
+    bought = np.zeros(n_items)
+    bought_last = np.zeros(n_items)
+    banned_mask = np.zeros(n_items, dtype=bool)
+    proposed_by = np.zeros(n_items, dtype=np.uint8)  # a bit per source
 
-    rows_out, items_out, flags_out = [], [], []
-    own, own_last = customers.counts, customers.last
+    rows_out, items_out, flags_out, features_out = [], [], [], []
     for row in range(n_customers):
+        start, end = counts.indptr[row], counts.indptr[row + 1]
+        mine = counts.indices[start:end]
+        mine_counts = np.asarray(counts.data[start:end], dtype=np.float64)
+        mine_last = np.asarray(last.data[start:end], dtype=np.float64)
         banned = _row(exclude, row) if exclude is not None else np.empty(0, np.int32)
+        banned_mask[banned] = True
+
+        # ItemKNN: summed similarity of the neighbours of what the customer bought.
+        lo, hi = similarity.indptr[mine], similarity.indptr[mine + 1]
+        if len(mine):
+            lengths = hi - lo
+            spans = np.repeat(np.arange(len(mine)), lengths)
+            # The positions lo[i] .. hi[i] of every bought item's row, without a loop.
+            gathered = np.repeat(lo - np.cumsum(lengths) + lengths, lengths) + np.arange(
+                int(lengths.sum())
+            )
+            neighbours = similarity.indices[gathered]
+            knn: np.ndarray = np.bincount(
+                neighbours,
+                weights=similarity.data[gathered] * mine_counts[spans],
+                minlength=n_items,
+            )
+        else:
+            knn = no_scores
+        scored = np.flatnonzero(knn > 0)
+        scored = scored[~banned_mask[scored]]
+        if len(scored) > n:
+            best = np.argpartition(-knn[scored], n - 1)[:n]
+            scored = scored[best]
+        from_knn = scored[np.lexsort((scored, -knn[scored]))]
+
         from_als = als_ids[row][als_ids[row] >= 0]
-        from_knn = knn_ids[row][knn_ids[row] >= 0]
-        start, end = own.indptr[row], own.indptr[row + 1]
-        order = np.lexsort((-own_last.data[start:end], -own.data[start:end]))
-        mine = own.indices[start:end][order]
-        if len(banned):
-            mine = mine[~np.isin(mine, banned)]
-        mine = mine[:n]
+        order = np.lexsort((-mine_last, -mine_counts))
+        from_history = mine[order]
+        from_history = from_history[~banned_mask[from_history]][:n]
         popular = items.popular_order[: n_popular + len(banned)]
-        if len(banned):
-            popular = popular[~np.isin(popular, banned)]
-        popular = popular[:n_popular]
-        proposed = (from_als, from_knn, mine, popular)
-        union = np.unique(np.concatenate(proposed).astype(np.int64))
-        flags = np.stack([np.isin(union, source) for source in proposed], axis=1)
+        popular = popular[~banned_mask[popular]][:n_popular]
+        for bit, source in enumerate((from_als, from_knn, from_history, popular)):
+            proposed_by[source] |= 1 << bit
+        union = np.flatnonzero(proposed_by)
+        flags = (proposed_by[union][:, None] & _SOURCE_BITS) > 0
+
+        als_rank[from_als] = np.arange(1, len(from_als) + 1)
+        knn_rank[from_knn] = np.arange(1, len(from_knn) + 1)
+        bought[mine] = mine_counts
+        bought_last[mine] = mine_last
+        features_out.append(
+            _features(
+                items,
+                union,
+                factors[row],
+                knn[union],
+                als_rank[union],
+                knn_rank[union],
+                bought[union],
+                bought_last[union],
+                float(mine_counts.sum()),
+                len(mine),
+                float(mine_last.max()) if len(mine) else None,
+            )
+        )
         rows_out.append(np.full(len(union), row, np.int64))
         items_out.append(union)
         flags_out.append(flags)
-    rows = np.concatenate(rows_out) if rows_out else np.empty(0, np.int64)
-    picked = np.concatenate(items_out) if items_out else np.empty(0, np.int64)
-    flags = np.concatenate(flags_out) if flags_out else np.empty((0, len(SOURCES)), bool)
-    features = _features(items, customers, rows, picked, als_ids, knn_ids, knn_all)
-    return CandidateTable(rows, picked, features, flags)
+        # Reset what this customer wrote.
+        proposed_by[union] = 0
+        als_rank[from_als] = np.nan
+        knn_rank[from_knn] = np.nan
+        bought[mine] = 0.0
+        bought_last[mine] = 0.0
+        banned_mask[banned] = False
+
+    if not rows_out:
+        empty = np.empty(0, np.int64)
+        return CandidateTable(
+            empty,
+            empty,
+            np.empty((0, len(FEATURES)), np.float32),
+            np.empty((0, len(SOURCES)), bool),
+        )
+    return CandidateTable(
+        np.concatenate(rows_out),
+        np.concatenate(items_out),
+        np.concatenate(features_out),
+        np.concatenate(flags_out),
+    )
 
 
 def sparse_topk(scores: sp.csr_matrix, n: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
@@ -188,105 +293,52 @@ def ranked_top(table: CandidateTable, scores: np.ndarray, n_rows: int, k: int) -
 
 def _features(
     items: ItemSide,
-    customers: CustomerSide,
-    rows: np.ndarray,
-    picked: np.ndarray,
-    als_ids: np.ndarray,
-    knn_ids: np.ndarray,
-    knn_all: sp.csr_matrix,
+    union: np.ndarray,
+    factors: np.ndarray,
+    knn_score: np.ndarray,
+    als_rank: np.ndarray,
+    knn_rank: np.ndarray,
+    bought: np.ndarray,
+    bought_last: np.ndarray,
+    orders: float,
+    distinct: int,
+    latest: float | None,
 ) -> np.ndarray:
-    out = np.full((len(rows), len(FEATURES)), np.nan, dtype=np.float32)
-    if len(rows) == 0:
-        return out
-    column = {name: i for i, name in enumerate(FEATURES)}
-    factors = np.asarray(customers.user_factors, dtype=np.float32)
-    out[:, column["als_score"]] = np.einsum("ij,ij->i", factors[rows], items.item_factors[picked])
-    out[:, column["als_rank"]] = _rank_in(als_ids, rows, picked)
-    out[:, column["knn_score"]] = _lookup(knn_all, rows, picked)
-    out[:, column["knn_rank"]] = _rank_in(knn_ids, rows, picked)
-    out[:, column["popularity"]] = items.popularity[picked]
-    out[:, column["popularity_rank"]] = items.popular_rank[picked]
-    out[:, column["popularity_trend"]] = (items.popularity[picked] + 1.0) / (
-        items.popularity_before[picked] + 1.0
+    """The features of one customer's candidates (``FEATURES`` order)."""
+    out = np.full((len(union), len(FEATURES)), np.nan, dtype=np.float32)
+    column = _COLUMN
+    out[:, column["als_score"]] = items.item_factors[union] @ factors
+    out[:, column["als_rank"]] = als_rank
+    out[:, column["knn_score"]] = knn_score
+    out[:, column["knn_rank"]] = knn_rank
+    out[:, column["popularity"]] = items.popularity[union]
+    out[:, column["popularity_rank"]] = items.popular_rank[union]
+    out[:, column["popularity_trend"]] = (items.popularity[union] + 1.0) / (
+        items.popularity_before[union] + 1.0
     )
-    bought = _lookup(customers.counts, rows, picked)
-    last = _lookup(customers.last, rows, picked)
-    since = np.where(bought > 0, (items.as_of_s - last) / DAY, np.nan)
+    since = np.where(bought > 0, (items.as_of_s - bought_last) / DAY, np.nan)
     out[:, column["bought_orders"]] = bought
     out[:, column["days_since_bought"]] = since
     if items.cycle_days is not None:
-        cycle = items.cycle_days[picked]
+        cycle = items.cycle_days[union]
         out[:, column["cycle_days"]] = cycle
         out[:, column["due_ratio"]] = since / cycle
-    orders = np.asarray(customers.counts.sum(axis=1), dtype=np.float64).ravel()
-    distinct = np.diff(customers.counts.indptr)
-    latest = _row_max(customers.last)
-    out[:, column["customer_orders"]] = orders[rows]
-    out[:, column["customer_items"]] = distinct[rows]
-    out[:, column["customer_recency_days"]] = np.where(
-        latest[rows] > 0, (items.as_of_s - latest[rows]) / DAY, np.nan
-    )
-    out[:, column["share_of_customer"]] = bought / np.maximum(orders[rows], 1.0)
+    out[:, column["customer_orders"]] = orders
+    out[:, column["customer_items"]] = distinct
+    if latest is not None:
+        out[:, column["customer_recency_days"]] = (items.as_of_s - latest) / DAY
+    out[:, column["share_of_customer"]] = bought / max(orders, 1.0)
     return out
 
 
-def _lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """matrix[rows[i], cols[i]] as float64 (0 where absent), without scipy's fancy
-    indexing per pair."""
-    coo = matrix.tocoo()
-    width = matrix.shape[1]
-    keys = coo.row.astype(np.int64) * width + coo.col
-    order = np.argsort(keys, kind="stable")
-    keys, values = keys[order], np.asarray(coo.data, dtype=np.float64)[order]
-    wanted = rows.astype(np.int64) * width + cols
-    out = np.zeros(len(wanted))
-    if len(keys) == 0:
-        return out
-    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    hit = keys[pos] == wanted
-    out[hit] = values[pos[hit]]
-    return out
-
-
-def _row_max(matrix: sp.csr_matrix) -> np.ndarray:
-    out = np.zeros(matrix.shape[0])
-    nonempty = np.diff(matrix.indptr) > 0
-    if nonempty.any():
-        out[nonempty] = np.maximum.reduceat(
-            np.asarray(matrix.data, dtype=np.float64), matrix.indptr[:-1][nonempty]
-        )
-    return out
-
-
-def _rank_in(ids: np.ndarray, rows: np.ndarray, picked: np.ndarray) -> np.ndarray:
-    """The 1-based position of each (row, item) in the rows of ``ids``; NaN if absent."""
-    n = ids.shape[1]
-    flat_rows = np.repeat(np.arange(ids.shape[0], dtype=np.int64), n)
-    flat_items = ids.ravel()
-    ranks = np.tile(np.arange(1, n + 1), ids.shape[0])
-    valid = flat_items >= 0
-    width = int(max(picked.max(initial=0), flat_items.max(initial=0))) + 1
-    keys = flat_rows[valid] * width + flat_items[valid]
-    order = np.argsort(keys)
-    keys, ranks = keys[order], ranks[valid][order]
-    out = np.full(len(rows), np.nan, np.float32)
-    if len(keys) == 0:
-        return out
-    wanted = rows.astype(np.int64) * width + picked
-    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    hit = keys[pos] == wanted
-    out[hit] = ranks[pos[hit]]
-    return out
-
-
-def _row(matrix: sp.csr_matrix, row: int) -> np.ndarray:
+def _row(matrix: Rows, row: int) -> np.ndarray:
     return matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]]
 
 
 class _RowIndices:
     """Row access for implicit's top-k filter without scipy's slow row slicing."""
 
-    def __init__(self, matrix: sp.csr_matrix) -> None:
+    def __init__(self, matrix: Rows) -> None:
         self._matrix = matrix
 
     def __getitem__(self, row: int) -> _Indices:
