@@ -156,3 +156,19 @@ def test_served_offers_come_from_the_ranker_with_reasons(
             & (planted_purchases["timestamp"] >= pd.Timestamp(now - 30 * DAY, unit="s"))
         ]["item_id"]
         assert not set(recent) & {o.item_id for o in ranking.offers}
+
+
+def test_the_report_shows_the_source_contributions(trained: TrainResult) -> None:
+    import io
+
+    from rich.console import Console
+
+    from training.cli import print_summary
+
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200, color_system=None), trained)
+    text = out.getvalue()
+    assert "ranker: where its top 10 came from" in text
+    for source in SOURCES:
+        assert source in text.split("ranker: where its top 10 came from")[1]
+    assert "strongest features" in text

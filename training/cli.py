@@ -108,8 +108,32 @@ def print_summary(console: Console, result: TrainResult) -> None:
     gate = result.manifest["quality_gate"]
     console.print(gate["message"] + (" (forced)" if gate.get("forced") else ""))
     console.print(propensity_line(result.manifest.get("propensity")))
+    print_ranker(console, result.manifest.get("ranker"))
     print_churn(console, result)
     console.print(f"[bold green]published[/] {result.version} -> {result.path}")
+
+
+def print_ranker(console: Console, section: dict[str, Any] | None) -> None:
+    """The ranker's source contributions (share of the final top k, hit rate) and its
+    strongest features, or why there is no ranker."""
+    if not section:
+        return
+    if not section.get("enabled"):
+        console.print(f"[bold]ranker:[/] none ({section.get('reason')}); offers rank by ALS")
+        return
+    table = Table(title="ranker: where its top 10 came from (truth: all)", title_justify="left")
+    table.add_column("source")
+    table.add_column("share of slots", justify="right")
+    table.add_column("hit rate", justify="right")
+    for source, figures in section.get("contributions", {}).items():
+        table.add_row(source, f"{figures['share']:.1%}", f"{figures['hit_rate']:.1%}")
+    console.print(table)
+    top = list(section.get("importance", {}).items())[:5]
+    console.print(
+        f"[bold]ranker:[/] LightGBM LambdaRank, {section['rounds']} rounds, trained on "
+        f"{section['training_customers']:,} customers of the window before the cutoff; "
+        "strongest features " + ", ".join(f"{name} {share:.0%}" for name, share in top)
+    )
 
 
 def print_evaluation(console: Console, result: TrainResult) -> None:
