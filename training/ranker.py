@@ -95,14 +95,22 @@ def customer_side(
 
 
 def labels_of(table: CandidateTable, truth: sp.csr_matrix) -> np.ndarray:
-    """1 where the row's customer bought the item in the window."""
+    """1 where the row's customer bought the item in the window (``truth`` rows aligned
+    with the table's rows): one sorted-key lookup for all pairs."""
+    return _pairs_in(table.rows, table.items, truth)
+
+
+def _pairs_in(rows: np.ndarray, items: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
     truth = truth.tocsr()
-    out = np.zeros(len(table), dtype=bool)
-    for row in np.unique(table.rows):
-        mask = table.rows == row
-        bought = truth.indices[truth.indptr[row] : truth.indptr[row + 1]]
-        out[mask] = np.isin(table.items[mask], bought)
-    return out
+    width = truth.shape[1]
+    counts = np.diff(truth.indptr)
+    keys = np.repeat(np.arange(truth.shape[0], dtype=np.int64), counts) * width + truth.indices
+    keys.sort()
+    wanted = rows.astype(np.int64) * width + items
+    if len(keys) == 0:
+        return np.zeros(len(wanted), dtype=bool)
+    pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return keys[pos] == wanted
 
 
 def train_ranker(table: CandidateTable, labels: np.ndarray, seed: int) -> lgb.Booster:
@@ -202,16 +210,20 @@ def contributions(
 ) -> dict[str, dict[str, float]]:
     """Per source: its share of the final top-k slots and the hit rate of those slots
     (an item two sources proposed counts for both)."""
-    truth = truth.tocsr()
-    out: dict[str, dict[str, float]] = {}
-    slots = [(row, item) for row in range(top.shape[0]) for item in top[row] if item >= 0]
-    if not slots:
+    slot_rows = np.repeat(np.arange(top.shape[0], dtype=np.int64), top.shape[1])
+    slot_items = top.ravel()
+    filled = slot_items >= 0
+    slot_rows, slot_items = slot_rows[filled], slot_items[filled]
+    if len(slot_items) == 0:
         return {name: {"share": 0.0, "hit_rate": 0.0} for name in SOURCES}
-    position = {
-        (int(r), int(i)): n for n, (r, i) in enumerate(zip(table.rows, table.items, strict=True))
-    }
-    flags = np.array([table.sources[position[(int(r), int(i))]] for r, i in slots])
-    hits = np.array([i in truth.indices[truth.indptr[r] : truth.indptr[r + 1]] for r, i in slots])
+    width = int(max(table.items.max(initial=0), slot_items.max())) + 1
+    pair_keys = table.rows.astype(np.int64) * width + table.items
+    order = np.argsort(pair_keys)
+    wanted = slot_rows * width + slot_items
+    position = order[np.searchsorted(pair_keys[order], wanted)]
+    flags = table.sources[position]
+    hits = _pairs_in(slot_rows, slot_items, truth)
+    out: dict[str, dict[str, float]] = {}
     for column, name in enumerate(SOURCES):
         mask = flags[:, column]
         out[name] = {
