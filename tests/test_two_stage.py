@@ -172,3 +172,17 @@ def test_the_report_shows_the_source_contributions(trained: TrainResult) -> None
     for source in SOURCES:
         assert source in text.split("ranker: where its top 10 came from")[1]
     assert "strongest features" in text
+
+
+def test_a_buy_again_reason_counts_the_customers_own_orders(
+    model: ServingModel, planted_purchases: pd.DataFrame
+) -> None:
+    now = model.trained_until_s + 3600
+    ranking = rank_offers(model, "a00", 10, now, SuppressionWindow.parse("30"))
+    again = [o for o in ranking.offers if o.reason.source == SOURCE_BUY_AGAIN]
+    assert again, "the planted customers buy their group's items again"
+    mine = planted_purchases[planted_purchases["customer_id"] == "a00"]
+    for offer in again:
+        assert (
+            offer.reason.orders == mine.loc[mine["item_id"] == offer.item_id, "order_id"].nunique()
+        )

@@ -59,6 +59,9 @@ class Reason:
 
     source: str
     because: tuple[str, ...] = ()
+    # For buy-again offers: the orders of the item the customer made (the reason says
+    # "you buy this every N days" only of an item they bought more than once).
+    orders: int = 0
 
 
 @dataclass(frozen=True)
@@ -387,7 +390,9 @@ def _offers(
         if choice.source == SOURCE_CF:
             reason = Reason(SOURCE_CF, tuple(item_ids[i] for i, _ in next(explanations)))
         elif choice.source == SOURCE_BUY_AGAIN and choice.item_id is not None:
-            reason = Reason(SOURCE_BUY_AGAIN, (choice.item_id,))
+            where = np.flatnonzero(history.items == choice.item)
+            orders = int(history.counts[where[0]]) if len(where) else 0
+            reason = Reason(SOURCE_BUY_AGAIN, (choice.item_id,), orders=orders)
         elif choice.source == SOURCE_ALSO_BOUGHT and choice.item is not None:
             reason = Reason(SOURCE_ALSO_BOUGHT, _closest_bought(model, history, known, choice.item))
         else:

@@ -173,11 +173,12 @@ def _offer_out(model: ServingModel, offer: Offer, stage: str) -> OfferOut:
         text = "matches your purchase history"
     elif offer.reason.source == SOURCE_BUY_AGAIN and item is not None:
         cycle = model.cycle_days_of(item)
-        text = (
-            f"you buy this about every {cycle:.0f} days"
-            if cycle is not None
-            else "you bought this before"
-        )
+        if cycle is not None and offer.reason.orders > 1:
+            text = f"you buy this about every {cycle:.0f} days"
+        elif cycle is not None:
+            text = f"you bought this before; customers buy it again about every {cycle:.0f} days"
+        else:
+            text = "you bought this before"
     elif offer.reason.source == SOURCE_ALSO_BOUGHT and offer.reason.because:
         bought = ", ".join(names.get(i, i) for i in offer.reason.because)
         text = f"customers who bought {bought} also bought this"
