@@ -24,7 +24,7 @@ from implicit.cpu.topk import topk
 
 from nbo.cycles import suppressed_mask
 from nbo.models.cf import real_candidates
-from nbo.models.popularity import popularity_scores
+from nbo.models.popularity import popular_order, popularity_scores
 from training.metrics import ranking_metrics
 from training.split import TimeSplit
 
@@ -76,7 +76,7 @@ def als_recommender(model: AlternatingLeastSquares, k: int) -> Recommender:
 
 def popularity_recommender(popularity: np.ndarray, k: int) -> Recommender:
     """The same popular list for everyone, minus each customer's excluded items."""
-    order = np.lexsort((np.arange(len(popularity)), -popularity))
+    order = popular_order(popularity)
 
     def recommend(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
         if exclude is None:
@@ -122,7 +122,7 @@ def buy_again_recommender(
     counts: sp.csr_matrix, last_purchase: sp.csr_matrix, popularity: np.ndarray, k: int
 ) -> Recommender:
     """The customer's own most-bought items (ties: most recent first), padded with popular."""
-    popular = np.lexsort((np.arange(len(popularity)), -popularity))
+    popular = popular_order(popularity)
     popular_rank = _ranks(popular)
     nothing = np.empty(0, dtype=np.int64)
 

@@ -25,6 +25,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import brier_score_loss
 
 from nbo.models.cf import FILTERED_SCORE
+from nbo.models.popularity import popular_order
 from nbo.propensity import Curve, Propensity
 from training.evaluate import _RowIndices, first_allowed
 from training.split import TimeSplit
@@ -60,7 +61,7 @@ def fit_propensity(
     valid = (ids >= 0) & (scores > FILTERED_SCORE)
     cf_labels = _bought(split.truth_all[customers], ids, valid)
 
-    order = np.lexsort((np.arange(len(popularity)), -popularity))
+    order = popular_order(popularity)
     popular_ids = first_allowed(order, exclude, n)
     popular_valid = popular_ids >= 0
     popular_labels = _bought(split.truth_all[customers], popular_ids, popular_valid)

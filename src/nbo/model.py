@@ -26,6 +26,7 @@ from nbo.ids import IdMap
 from nbo.lifecycle import LifecycleThresholds
 from nbo.models.cf import AlsExplainer, AlsParams, als_from_factors
 from nbo.models.churn import ChurnModel, load_churn_model
+from nbo.models.popularity import popular_order
 from nbo.models.ranker import load_ranker
 from nbo.propensity import DOCUMENT as PROPENSITY_DOCUMENT
 from nbo.propensity import Propensity
@@ -301,7 +302,7 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         history_confidence=np.asarray(arrays["history_confidence"]),
         history_last_purchase=np.asarray(arrays["history_last_purchase"]),
         popularity=popularity,
-        popular_order=np.lexsort((np.arange(len(popularity)), -popularity)),
+        popular_order=popular_order(popularity),
         item_names=dict(artifact.documents.get("item_names", {})),
         repurchase_cycle_days=None if cycles is None else np.asarray(cycles),
         history_counts=np.asarray(arrays["history_counts"]),

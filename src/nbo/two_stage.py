@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from implicit.cpu.topk import topk
 
 from nbo.models.cf import FILTERED_SCORE
+from nbo.models.popularity import popular_order
 
 DAY = 86_400
 FEATURES = (
@@ -72,7 +73,7 @@ class ItemSide:
         popularity_before: np.ndarray,
         cycle_days: np.ndarray | None,
     ) -> ItemSide:
-        order = np.lexsort((np.arange(len(popularity)), -popularity))
+        order = popular_order(popularity)
         rank = np.empty(len(order), np.int64)
         rank[order] = np.arange(len(order))
         return cls(

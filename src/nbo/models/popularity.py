@@ -22,9 +22,14 @@ def popularity_scores(
     return buyers.astype(np.float32)
 
 
+def popular_order(scores: np.ndarray) -> np.ndarray:
+    """Every item index, most popular first, ties by index (deterministic)."""
+    return np.lexsort((np.arange(len(scores)), -scores))
+
+
 def top_popular(scores: np.ndarray, n: int, exclude: np.ndarray | None = None) -> np.ndarray:
     """Indices of the ``n`` most popular items, best first, ties by index (deterministic)."""
-    order = np.lexsort((np.arange(len(scores)), -scores))
+    order = popular_order(scores)
     if exclude is not None and len(exclude):
         order = order[~np.isin(order, exclude)]
     return order[:n]
