@@ -27,7 +27,8 @@ from sklearn.metrics import brier_score_loss
 from nbo.models.cf import FILTERED_SCORE
 from nbo.models.popularity import popular_order
 from nbo.propensity import Curve, Propensity
-from training.evaluate import _RowIndices, first_allowed
+from nbo.two_stage import RowIndices
+from training.evaluate import first_allowed
 from training.split import TimeSplit
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def fit_propensity(
         model.item_factors,
         model.user_factors[customers],
         n,
-        filter_query_items=_RowIndices(exclude),
+        filter_query_items=RowIndices(exclude),
         num_threads=model.num_threads,
     )
     valid = (ids >= 0) & (scores > FILTERED_SCORE)

@@ -153,7 +153,7 @@ def candidates(items: ItemSide, customers: CustomerSide, per_source: int) -> Can
     n = min(per_source, n_items)
     exclude = customers.exclude
     factors = np.asarray(customers.user_factors, dtype=np.float32)
-    filt = None if exclude is None else _RowIndices(exclude)
+    filt = None if exclude is None else RowIndices(exclude)
     als_ids, als_scores = topk(
         items.item_factors, factors, n, filter_query_items=filt, num_threads=1
     )
@@ -176,7 +176,7 @@ def candidates(items: ItemSide, customers: CustomerSide, per_source: int) -> Can
         mine = counts.indices[start:end]
         mine_counts = np.asarray(counts.data[start:end], dtype=np.float64)
         mine_last = np.asarray(last.data[start:end], dtype=np.float64)
-        banned = _row(exclude, row) if exclude is not None else np.empty(0, np.int32)
+        banned = row_of(exclude, row) if exclude is not None else np.empty(0, np.int32)
         banned_mask[banned] = True
 
         # ItemKNN: summed similarity of the neighbours of what the customer bought.
@@ -332,18 +332,23 @@ def _features(
     return out
 
 
-def _row(matrix: Rows, row: int) -> np.ndarray:
+def row_of(matrix: Rows, row: int) -> np.ndarray:
+    """The column indices of one row, without scipy's row slicing."""
     return matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]]
 
 
-class _RowIndices:
-    """Row access for implicit's top-k filter without scipy's slow row slicing."""
+class RowIndices:
+    """Row access to a CSR matrix for implicit's top-k filter.
+
+    implicit reads ``filter[row].indices`` once per customer; scipy's row slicing costs
+    about 30 µs a row, which made the filtered ALS evaluation twice the unfiltered one.
+    """
 
     def __init__(self, matrix: Rows) -> None:
         self._matrix = matrix
 
     def __getitem__(self, row: int) -> _Indices:
-        return _Indices(_row(self._matrix, row))
+        return _Indices(row_of(self._matrix, row))
 
 
 @dataclass(frozen=True)
