@@ -74,10 +74,8 @@ def fit_propensity(
         "horizon_days": int(horizon_days),
         "candidates": int(n),
         "customers": len(customers),
-        "cf": _held_out_quality(scores, cf_labels, valid, fit_half, increasing=True),
-        "popular": _held_out_quality(
-            ranks, popular_labels, popular_valid, fit_half, increasing=False
-        ),
+        "cf": _list_quality(scores, cf_labels, valid, fit_half, increasing=True),
+        "popular": _list_quality(ranks, popular_labels, popular_valid, fit_half, increasing=False),
     }
     cf_curve = _fit(scores, cf_labels, valid, increasing=True)
     popular_curve = _fit(ranks, popular_labels, popular_valid, increasing=False)
@@ -109,30 +107,43 @@ def _fit(x: np.ndarray, y: np.ndarray, mask: np.ndarray, increasing: bool) -> Cu
 
 
 def _held_out_quality(
-    x: np.ndarray, y: np.ndarray, valid: np.ndarray, fit_rows: np.ndarray, increasing: bool
+    x: np.ndarray, y: np.ndarray, fit_mask: np.ndarray, test_mask: np.ndarray, increasing: bool
 ) -> dict[str, float]:
-    """Brier score of a curve fitted on ``fit_rows`` customers, on the others, against the
-    constant base rate of the fitting half; and the observed hit rate at the first slot."""
-    fit_mask = valid & fit_rows[:, None]
-    test_mask = valid & ~fit_rows[:, None]
+    """Brier score of a curve fitted on the ``fit_mask`` pairs, on the ``test_mask`` pairs
+    (other customers), against the constant base rate of the fitting half."""
+    valid = fit_mask | test_mask
+    quality = {
+        "pairs": float(valid.sum()),
+        "base_rate": float(y[valid].mean() if valid.any() else 0),
+    }
     if not fit_mask.any() or not test_mask.any():
-        return {
-            "pairs": float(valid.sum()),
-            "base_rate": float(y[valid].mean() if valid.any() else 0),
-        }
+        return quality
     curve = _fit(x, y, fit_mask, increasing)
     truth = y[test_mask]
     predicted = curve(np.asarray(x, dtype=np.float64)[test_mask])
     base = float(y[fit_mask].mean())
     return {
-        "pairs": float(valid.sum()),
-        "base_rate": float(y[valid].mean()),
+        **quality,
         "brier": float(brier_score_loss(truth, predicted)),
         "brier_constant": float(brier_score_loss(truth, np.full(len(truth), base))),
         "mean_predicted": float(predicted.mean()),
         "observed": float(truth.mean()),
-        "first_slot_rate": float(y[:, 0][valid[:, 0]].mean()) if valid[:, 0].any() else 0.0,
     }
+
+
+def _list_quality(
+    x: np.ndarray, y: np.ndarray, valid: np.ndarray, fit_rows: np.ndarray, increasing: bool
+) -> dict[str, float]:
+    """``_held_out_quality`` of customers x slots lists (``fit_rows``: the fitting
+    customers), with the observed hit rate at the first slot."""
+    quality = _held_out_quality(
+        x, y, valid & fit_rows[:, None], valid & ~fit_rows[:, None], increasing
+    )
+    if "brier" in quality:
+        quality["first_slot_rate"] = (
+            float(y[:, 0][valid[:, 0]].mean()) if valid[:, 0].any() else 0.0
+        )
+    return quality
 
 
 def with_ranker_curve(
@@ -146,17 +157,6 @@ def with_ranker_curve(
     rng = np.random.default_rng(seed)
     fit_customers = customers[rng.random(len(customers)) < 0.5]
     fit_rows = np.isin(ranker.rows, fit_customers)
-    quality: dict[str, float] = {"pairs": float(len(scores)), "base_rate": float(labels.mean())}
-    if fit_rows.any() and (~fit_rows).any():
-        curve = _fit(scores, labels, fit_rows, increasing=True)
-        predicted = curve(scores[~fit_rows])
-        truth = labels[~fit_rows]
-        base = float(labels[fit_rows].mean())
-        quality.update(
-            brier=float(brier_score_loss(truth, predicted)),
-            brier_constant=float(brier_score_loss(truth, np.full(len(truth), base))),
-            mean_predicted=float(predicted.mean()),
-            observed=float(truth.mean()),
-        )
+    quality = _held_out_quality(scores, labels, fit_rows, ~fit_rows, increasing=True)
     curve = _fit(scores, labels, np.ones(len(scores), dtype=bool), increasing=True)
     return replace(propensity, ranker=curve), {**report, "ranker": quality}
