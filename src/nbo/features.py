@@ -70,23 +70,7 @@ FEATURE_INDEX: Final = {name: position for position, name in enumerate(FEATURE_N
     _TREND,
     _DISTINCT_ITEMS,
     _RETURN_RATE,
-) = (
-    FEATURE_INDEX[name]
-    for name in (
-        "recency_days",
-        "frequency",
-        "monetary",
-        "avg_order_value",
-        "tenure_days",
-        "gap_mean_days",
-        "gap_std_days",
-        "recency_over_gap",
-        "orders_recent",
-        "trend",
-        "distinct_items",
-        "return_rate",
-    )
-)
+) = range(len(FEATURE_NAMES))
 
 # Columns that need an order before the cutoff.
 _NEEDS_AN_ORDER = np.array(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from nbo.catalog import Catalog, CatalogHolder
 from nbo.config import Settings
@@ -47,3 +47,5 @@ StoreDep = Annotated[Store, Depends(get_store)]
 ModelDep = Annotated[ServingModel, Depends(get_model)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 CatalogHolderDep = Annotated[CatalogHolder, Depends(get_catalog_holder)]
+# A customer id in a route's path: one definition for every customer route.
+CustomerId = Annotated[str, Path(min_length=1, max_length=256, description="your customer id")]

@@ -14,19 +14,17 @@ import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from nbo.service.deps import StoreDep
+from nbo.service.deps import CustomerId, StoreDep
 from nbo.service.schemas import Channel
 from nbo.store import DEFAULT_CONSENT, Consent
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
-
-CustomerId = Annotated[str, Path(min_length=1, max_length=256, description="your customer id")]
 CHANNELS = tuple(channel.value for channel in Channel)
 
 

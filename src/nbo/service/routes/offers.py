@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from nbo.arbitration import Components
@@ -25,7 +25,7 @@ from nbo.ranking import (
     Offer,
     Ranking,
 )
-from nbo.service.deps import CatalogDep, ModelDep, SettingsDep, StoreDep
+from nbo.service.deps import CatalogDep, CustomerId, ModelDep, SettingsDep, StoreDep
 from nbo.service.profiles import best_send_time_out
 from nbo.service.schemas import (
     Channel,
@@ -37,8 +37,6 @@ from nbo.service.schemas import (
 from nbo.store import DEFAULT_CONSENT, Store
 
 router = APIRouter(prefix="/v1/customers", tags=["offers"])
-
-CustomerId = Annotated[str, Path(min_length=1, max_length=256, description="your customer id")]
 
 
 @router.get("/{customer_id}/offers", response_model=OffersResponse)

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Path
-
-from nbo.decision import profile_for
-from nbo.service.deps import CatalogDep, ModelDep, SettingsDep, StoreDep
+from nbo.decision import CustomerState, profile_for
+from nbo.service.deps import CustomerId, ModelDep, SettingsDep, StoreDep
 from nbo.service.profiles import profile_out
-from nbo.service.routes.offers import contact_policy, customer_state
 from nbo.service.schemas import CustomerProfileOut
+from nbo.store import DEFAULT_CONSENT
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
-
-CustomerId = Annotated[str, Path(min_length=1, max_length=256, description="your customer id")]
 
 
 @router.get("/{customer_id}", response_model=CustomerProfileOut)
 async def get_profile(
     customer_id: CustomerId,
     model: ModelDep,
-    catalog: CatalogDep,
     settings: SettingsDep,
     store: StoreDep,
 ) -> CustomerProfileOut:
@@ -33,6 +28,10 @@ async def get_profile(
     """
     now = settings.now()
     now_s = int(now.timestamp())
-    state = customer_state(store, customer_id, now_s, contact_policy(settings), catalog)
+    # Consent and posted purchases make the profile; the contact history does not.
+    state = CustomerState(
+        consent=store.consent_of(customer_id) or DEFAULT_CONSENT,
+        posted=store.purchases_of(customer_id),
+    )
     profile = profile_for(model, customer_id, state, now_s)
     return profile_out(profile, model.version, model.churn_horizon_days, now)
