@@ -42,12 +42,13 @@ def _train(*args: str) -> int:
     return main(["train", *args])
 
 
-def _assert_one_error_line(err: str, *fragments: str) -> str:
+def assert_one_error_line(err: str, *fragments: str, command: str = "train") -> str:
+    """``err`` is one line, ``nbo COMMAND: error: ...``, holding every fragment."""
     assert "Traceback" not in err
     lines = err.splitlines()
     assert len(lines) == 1, err
     line = lines[0]
-    assert line.startswith("nbo train: error: "), line
+    assert line.startswith(f"nbo {command}: error: "), line
     for fragment in fragments:
         assert fragment in line, (fragment, line)
     return line
@@ -138,7 +139,7 @@ def test_quality_gate_failure_is_a_user_error_and_force_publishes(
 
     out, err = capsys.readouterr()
     assert code == EXIT_USER_ERROR
-    _assert_one_error_line(err, "quality gate", "does not beat popularity", "--force")
+    assert_one_error_line(err, "quality gate", "does not beat popularity", "--force")
     assert "published" not in out
     assert not (models / "CURRENT").exists()
 
@@ -161,7 +162,7 @@ def test_missing_data_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
     _, err = capsys.readouterr()
     assert code == EXIT_USER_ERROR == 2
-    line = _assert_one_error_line(err, str(missing), "file not found")
+    line = assert_one_error_line(err, str(missing), "file not found")
     assert line == f"nbo train: error: {missing}: file not found"
     assert not (tmp_path / "models").exists()
 
@@ -174,7 +175,7 @@ def test_missing_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
     _, err = capsys.readouterr()
     assert code == 2
-    _assert_one_error_line(err, str(data), "column 'item_id'", "missing required column")
+    assert_one_error_line(err, str(data), "column 'item_id'", "missing required column")
 
 
 def test_missing_column_under_a_mapping(
@@ -192,7 +193,7 @@ def test_missing_column_under_a_mapping(
 
     _, err = capsys.readouterr()
     assert code == 2
-    _assert_one_error_line(err, "column 'CustomerID'", "missing required column")
+    assert_one_error_line(err, "column 'CustomerID'", "missing required column")
 
 
 def test_unparseable_timestamp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -205,7 +206,7 @@ def test_unparseable_timestamp(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
     _, err = capsys.readouterr()
     assert code == 2
-    _assert_one_error_line(err, str(data), "column 'timestamp'", "not timestamps", "'soon'")
+    assert_one_error_line(err, str(data), "column 'timestamp'", "not timestamps", "'soon'")
 
 
 def test_bad_mapping_name(
@@ -222,7 +223,7 @@ def test_bad_mapping_name(
 
     _, err = capsys.readouterr()
     assert code == 2
-    _assert_one_error_line(err, "mapping 'online-retial'", "online-retail")
+    assert_one_error_line(err, "mapping 'online-retial'", "online-retail")
 
 
 @pytest.mark.parametrize(
@@ -245,7 +246,7 @@ def test_bad_column_pair(
 
     _, err = capsys.readouterr()
     assert code == 2
-    _assert_one_error_line(err, expected)
+    assert_one_error_line(err, expected)
 
 
 @pytest.mark.parametrize("days", ["0", "-5"])
@@ -263,7 +264,7 @@ def test_bad_holdout_days(
 
     _, err = capsys.readouterr()
     assert code == 2
-    _assert_one_error_line(err, "holdout_days", "greater than or equal to 1")
+    assert_one_error_line(err, "holdout_days", "greater than or equal to 1")
 
 
 def test_holdout_longer_than_the_data(
@@ -280,7 +281,7 @@ def test_holdout_longer_than_the_data(
 
     _, err = capsys.readouterr()
     assert code == 2
-    _assert_one_error_line(err, "holdout_days=1000", "no training data")
+    assert_one_error_line(err, "holdout_days=1000", "no training data")
 
 
 def test_missing_config_file(
@@ -299,7 +300,7 @@ def test_missing_config_file(
 
     _, err = capsys.readouterr()
     assert code == 2
-    _assert_one_error_line(err, str(missing), "config file not found")
+    assert_one_error_line(err, str(missing), "config file not found")
 
 
 def test_unknown_config_field(
@@ -319,7 +320,7 @@ def test_unknown_config_field(
 
     _, err = capsys.readouterr()
     assert code == 2
-    _assert_one_error_line(err, str(config), "als.factor")
+    assert_one_error_line(err, str(config), "als.factor")
 
 
 # --- the real process -----------------------------------------------------------------

@@ -18,6 +18,11 @@ from typing import Any
 import pandas as pd
 import pytest
 from conftest import END
+from test_cli_train import (  # noqa: F401  (shared fixtures)
+    assert_one_error_line,
+    config,
+    plain_terminal,
+)
 
 from nbo.cli import EXIT_USER_ERROR, main
 from training.cli import METHOD_ORDER
@@ -25,29 +30,7 @@ from training.evaluate_cli import default_out_dir, evaluation_document
 from training.pipeline import TrainResult
 from training.report import evaluation_html, write_json
 
-SMALL_CONFIG = """
-[als]
-factors = 8
-iterations = 10
-regularization = 0.1
-refit_iterations = 5
-"""
 PNG_URI = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
-
-
-@pytest.fixture(autouse=True)
-def plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No progress display on stderr, wide enough that the summary is not wrapped."""
-    monkeypatch.delenv("FORCE_COLOR", raising=False)
-    monkeypatch.setenv("TTY_COMPATIBLE", "0")
-    monkeypatch.setenv("COLUMNS", "200")
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "train.toml"
-    path.write_text(SMALL_CONFIG, encoding="utf-8")
-    return path
 
 
 @pytest.fixture
@@ -69,14 +52,7 @@ def _evaluate(*args: str) -> int:
 
 
 def _assert_one_error_line(err: str, *fragments: str) -> str:
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    line = lines[0]
-    assert line.startswith("nbo evaluate: error: "), line
-    for fragment in fragments:
-        assert fragment in line, (fragment, line)
-    return line
+    return assert_one_error_line(err, *fragments, command="evaluate")
 
 
 def _gate_failing_csv(folder: Path) -> Path:
@@ -103,7 +79,10 @@ def _gate_failing_csv(folder: Path) -> Path:
 
 
 def test_evaluate_writes_json_and_html_and_publishes_nothing(
-    workdir: Path, planted_csv: Path, config: Path, capsys: pytest.CaptureFixture[str]
+    workdir: Path,
+    planted_csv: Path,
+    config: Path,  # noqa: F811  (the fixture)
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     code = _evaluate("--data", str(planted_csv), "--config", str(config))
 
@@ -167,7 +146,10 @@ def test_evaluate_writes_json_and_html_and_publishes_nothing(
 
 
 def test_failed_quality_gate_is_reported_with_exit_code_0(
-    tmp_path: Path, workdir: Path, config: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    workdir: Path,
+    config: Path,  # noqa: F811  (the fixture)
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     data = _gate_failing_csv(tmp_path)
     out_dir = tmp_path / "report"

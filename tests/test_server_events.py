@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from test_live_purchases import purchase
 
 from nbo.store import SQLiteStore
 
@@ -117,17 +118,6 @@ def running_server(models_dir: Path, store: Path, log: Path) -> Iterator[Server]
 
 
 # -- events ---------------------------------------------------------------------------------
-
-
-def purchase(event_id: str, customer: str, items: list[str], when: str = TODAY) -> Event:
-    return {
-        "event_id": event_id,
-        "type": "purchase",
-        "customer_id": customer,
-        "timestamp": when,
-        "order_id": f"o-{event_id}",
-        "items": [{"item_id": item, "quantity": 1, "price": 2.0} for item in items],
-    }
 
 
 def offer_event(event_id: str, kind: str, customer: str, item: str) -> Event:
