@@ -33,6 +33,7 @@ from training.cli import (
     load_inputs,
     print_churn,
     print_evaluation,
+    print_ranker,
     propensity_line,
 )
 from training.pipeline import CHURN_METRICS, TrainResult, train
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 "customers, so their metrics are not comparable"
             )
     console.print(propensity_line(result.manifest.get("propensity")))
+    print_ranker(console, result.manifest.get("ranker"))
     print_churn(console, result)
     notes = [
         Text.from_markup(cycles_line(result.manifest.get("cycles", {"enabled": False}))).plain,
@@ -150,7 +152,8 @@ def evaluation_document(result: TrainResult, created: datetime) -> dict[str, Any
         "metrics": metrics,
         "quality_gate": evaluation_gate(manifest["quality_gate"]),
     }
-    for section in ("split", "data", "cycles", "propensity", "churn", "model", "config"):
+    sections = ("split", "data", "cycles", "propensity", "ranker", "churn", "model", "config")
+    for section in sections:
         if section in manifest:
             document[section] = manifest[section]
     document["lifecycle"] = lifecycle

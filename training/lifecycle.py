@@ -38,6 +38,7 @@ from nbo.models.churn import (
     stack,
 )
 from nbo.send_time import best_send_hour, best_send_hours, send_hour_prior
+from nbo.two_stage import stage_codes
 from training.config import ChurnConfig, TrainingConfig
 
 CUSTOMERS_FILE = "customers.parquet"
@@ -54,6 +55,10 @@ class ChurnTraining:
     model: ChurnModel | None
     metrics: dict[str, dict[str, float]] | None
     section: dict[str, Any]
+    # The model fitted for evaluation and the end of what it learned from (its last
+    # training labels): honest to use as of any later moment, e.g. for the ranker.
+    evaluated: ChurnModel | None = None
+    evaluated_until_s: int | None = None
 
     @property
     def enabled(self) -> bool:
@@ -150,7 +155,13 @@ def train_churn(
         "calibration": calibration,
         **churn_manifest(published),
     }
-    return ChurnTraining(model=published, metrics=metrics, section=section)
+    return ChurnTraining(
+        model=published,
+        metrics=metrics,
+        section=section,
+        evaluated=evaluated,
+        evaluated_until_s=eval_cutoff,
+    )
 
 
 def customer_lifecycle(
@@ -159,35 +170,9 @@ def customer_lifecycle(
     """Features, churn risk, stage and best send hour of every customer as of the end of
     the data, with the thresholds resolved (data-derived loyal thresholds included)."""
     features = customer_features(orders, data_end_s)
-    frequency = features[:, FEATURE_INDEX["frequency"]]
-    risk = None
-    if churn is not None:
-        risk = np.full(len(features), np.nan)
-        bought = frequency > 0
-        if bought.any():
-            risk[bought] = churn.predict_risk(features[bought])
+    risk = _risk_of(churn, features)
     lifecycle = config.lifecycle
-    horizon = config.churn.horizon_days
-    min_orders, min_monetary = lifecycle.loyal_min_orders, lifecycle.loyal_min_monetary
-    live = (frequency > 0) & (features[:, FEATURE_INDEX["recency_days"]] <= horizon)
-    base = features[live] if live.any() else features[frequency > 0]
-    if min_orders is None and len(base):
-        min_orders = float(
-            np.quantile(base[:, FEATURE_INDEX["frequency"]], lifecycle.loyal_percentile)
-        )
-    if min_monetary is None and len(base):
-        min_monetary = float(
-            np.quantile(base[:, FEATURE_INDEX["monetary"]], lifecycle.loyal_percentile)
-        )
-    thresholds = LifecycleThresholds(
-        horizon_days=float(horizon),
-        new_days=float(lifecycle.new_days),
-        at_risk_threshold=lifecycle.at_risk_threshold,
-        loyal_max_risk=lifecycle.loyal_max_risk,
-        loyal_min_orders=min_orders,
-        loyal_min_monetary=min_monetary,
-        send_time_pseudo_orders=lifecycle.send_time_pseudo_orders,
-    )
+    thresholds, live = resolve_thresholds(features, config)
     stages = stages_of(features, risk, thresholds)
     prior = send_hour_prior(orders.time)
     hours = best_send_hours(orders.indptr, orders.time, prior, lifecycle.send_time_pseudo_orders)
@@ -214,6 +199,88 @@ def customer_lifecycle(
         thresholds=thresholds,
         section=section,
     )
+
+
+def resolve_thresholds(
+    features: np.ndarray, config: TrainingConfig
+) -> tuple[LifecycleThresholds, np.ndarray]:
+    """The stage thresholds for customers with these features (loyal thresholds from
+    their percentiles unless configured), and which customers are live (bought within
+    the churn horizon), whom the percentiles describe."""
+    lifecycle = config.lifecycle
+    horizon = config.churn.horizon_days
+    frequency = features[:, FEATURE_INDEX["frequency"]]
+    min_orders, min_monetary = lifecycle.loyal_min_orders, lifecycle.loyal_min_monetary
+    live = (frequency > 0) & (features[:, FEATURE_INDEX["recency_days"]] <= horizon)
+    base = features[live] if live.any() else features[frequency > 0]
+    if min_orders is None and len(base):
+        min_orders = float(
+            np.quantile(base[:, FEATURE_INDEX["frequency"]], lifecycle.loyal_percentile)
+        )
+    if min_monetary is None and len(base):
+        min_monetary = float(
+            np.quantile(base[:, FEATURE_INDEX["monetary"]], lifecycle.loyal_percentile)
+        )
+    thresholds = LifecycleThresholds(
+        horizon_days=float(horizon),
+        new_days=float(lifecycle.new_days),
+        at_risk_threshold=lifecycle.at_risk_threshold,
+        loyal_max_risk=lifecycle.loyal_max_risk,
+        loyal_min_orders=min_orders,
+        loyal_min_monetary=min_monetary,
+        send_time_pseudo_orders=lifecycle.send_time_pseudo_orders,
+    )
+    return thresholds, live
+
+
+@dataclass(frozen=True)
+class CustomerTraits:
+    """Stage (index into ``STAGES``), churn risk and total value per customer as of a
+    moment: what the ranker learns from besides purchases."""
+
+    stage: np.ndarray
+    churn_risk: np.ndarray
+    monetary: np.ndarray
+
+
+def customer_traits(
+    orders: OrderTable,
+    churn: ChurnTraining,
+    config: TrainingConfig,
+    as_of_s: int,
+    positions: np.ndarray,
+) -> CustomerTraits:
+    """Traits as of ``as_of_s`` of the customers at ``positions`` of the order table, by
+    the same features and stage rules as the service's profiles.
+
+    Churn risk comes from the churn model fitted for evaluation, and only when all it
+    learned from (labels included) lies before ``as_of_s``; otherwise it is unknown
+    (NaN), so a ranker trained at a window never sees a churn model that knew its labels.
+    """
+    features = customer_features(orders, as_of_s)
+    honest = churn.evaluated_until_s is not None and churn.evaluated_until_s <= as_of_s
+    risk = _risk_of(churn.evaluated if honest else None, features)
+    thresholds, _live = resolve_thresholds(features, config)
+    stages = stage_codes(stages_of(features, risk, thresholds))
+    if risk is None:
+        risk = np.full(len(features), np.nan)
+    return CustomerTraits(
+        stages[positions],
+        risk[positions],
+        features[positions, FEATURE_INDEX["monetary"]],
+    )
+
+
+def _risk_of(churn: ChurnModel | None, features: np.ndarray) -> np.ndarray | None:
+    """Churn risk of customers with at least one order (NaN for the others); None
+    without a model."""
+    if churn is None:
+        return None
+    risk = np.full(len(features), np.nan)
+    bought = features[:, FEATURE_INDEX["frequency"]] > 0
+    if bought.any():
+        risk[bought] = churn.predict_risk(features[bought])
+    return risk
 
 
 def customers_parquet(customers: IdMap, lifecycle: CustomerLifecycle) -> bytes:

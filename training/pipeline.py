@@ -22,14 +22,16 @@ from nbo.cycles import cycle_summary, repurchase_cycles, suppression_days_per_it
 from nbo.errors import PurchaseDataError, QualityGateError
 from nbo.features import build_order_table, has_prices, item_prices, line_values
 from nbo.history import PurchaseHistory, encode_purchases
+from nbo.lifecycle import STAGES
 from nbo.mapping import ColumnMapping
 from nbo.model import model_arrays
 from nbo.models.cf import confidence_matrix, fit_als
-from nbo.models.popularity import popularity_scores
+from nbo.models.popularity import group_popularity, popularity_scores
 from nbo.models.ranker import ranker_arrays, ranker_file
 from nbo.propensity import DOCUMENT as PROPENSITY_DOCUMENT
 from nbo.purchases import CleaningReport, read_purchases
 from nbo.ranking import MIN_CANDIDATES as PROPENSITY_CANDIDATES
+from nbo.two_stage import stage_codes
 from training.config import TrainingConfig
 from training.evaluate import (
     als_recommender,
@@ -46,11 +48,12 @@ from training.lifecycle import (
     CUSTOMERS_FILE,
     calibration_png,
     customer_lifecycle,
+    customer_traits,
     customers_parquet,
     train_churn,
 )
 from training.propensity import fit_propensity, with_ranker_curve
-from training.ranker import POPULARITY_DAYS, evaluate_ranker, fit_knn
+from training.ranker import POPULARITY_DAYS, WindowFacts, evaluate_ranker, fit_knn
 from training.split import TimeSplit, time_split
 
 DAY = 86_400
@@ -165,6 +168,31 @@ def train(
             customers = evaluation_customers(split, config.eval_max_customers, params.random_state)
             metrics = evaluate_methods(split, methods, customers, k)
 
+        last_s = int(encoded.time.max())
+        # Features "as of" a moment count orders strictly before it: the end of the data
+        # is one second after the last purchase.
+        data_end_s = last_s + 1
+        progress.step("customer orders")
+        with timed("customer orders"):
+            values = line_values(purchases)
+            orders = build_order_table(purchases, encoded.customers, cleaning.returns, values)
+            priced = has_prices(purchases)
+            typical_line_value = float(np.median(values)) if priced else None
+
+        # Before the ranker: the churn model fitted for evaluation gives the ranker its
+        # churn-risk feature (only as of moments after everything that model learned).
+        progress.step("churn model")
+        with timed("churn model"):
+            churn = train_churn(orders, config.churn, data_end_s, params.random_state)
+            if churn.metrics is not None:
+                metrics[CHURN_METRICS] = churn.metrics
+
+        def facts_of(as_of_s: int, customers: np.ndarray, items: np.ndarray) -> WindowFacts:
+            before = purchases[purchases[col.TIMESTAMP] < pd.Timestamp(as_of_s, unit="s")]
+            price = item_prices(before, encoded.items)[items] if priced else None
+            traits = customer_traits(orders, churn, config, as_of_s, customers)
+            return WindowFacts(traits, price)
+
         progress.step("ranker (trained one window earlier)")
         with timed("ranker (trained one window earlier)"):
 
@@ -182,6 +210,7 @@ def train(
                 evaluated,
                 lambda counts: fit_als(confidence_matrix(counts, params), params),
                 cycles_of,
+                facts_of,
                 customers,
                 config.holdout_days,
                 config.suppression.days,
@@ -249,23 +278,6 @@ def train(
                 iterations=refit_iterations,
             )
 
-        last_s = int(encoded.time.max())
-        # Features "as of" a moment count orders strictly before it: the end of the data
-        # is one second after the last purchase.
-        data_end_s = last_s + 1
-        progress.step("customer orders")
-        with timed("customer orders"):
-            values = line_values(purchases)
-            orders = build_order_table(purchases, full.customers, cleaning.returns, values)
-            priced = has_prices(purchases)
-            typical_line_value = float(np.median(values)) if priced else None
-
-        progress.step("churn model")
-        with timed("churn model"):
-            churn = train_churn(orders, config.churn, data_end_s, params.random_state)
-            if churn.metrics is not None:
-                metrics[CHURN_METRICS] = churn.metrics
-
         progress.step("lifecycle stages")
         with timed("lifecycle stages"):
             lifecycle = customer_lifecycle(orders, churn.model, config, data_end_s)
@@ -301,6 +313,7 @@ def train(
                             last_s - (config.popularity_days or POPULARITY_DAYS) * DAY,
                             config.popularity_days or POPULARITY_DAYS,
                         ),
+                        group_popularity(full.counts, stage_codes(lifecycle.stages), len(STAGES)),
                     )
                 )
                 extra_files.update(ranker_file(ranker.booster))

@@ -21,9 +21,11 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import BM25Recommender
 
 from nbo.errors import ConfigError
-from nbo.models.popularity import popularity_scores
+from nbo.lifecycle import STAGES
+from nbo.models.popularity import group_popularity, popularity_scores
 from nbo.models.ranker import lightgbm_version
 from nbo.two_stage import (
+    CATEGORICAL_FEATURES,
     FEATURES,
     SOURCES,
     CandidateTable,
@@ -34,6 +36,7 @@ from nbo.two_stage import (
     sparse_topk,
 )
 from training.evaluate import Recommender, evaluate_methods, evaluation_customers
+from training.lifecycle import CustomerTraits
 from training.split import TimeSplit, time_split
 
 DAY = 86_400
@@ -59,17 +62,38 @@ def fit_knn(counts: sp.csr_matrix, neighbours: int = NEIGHBOURS) -> sp.csr_matri
     return model.similarity.tocsr().astype(np.float32)
 
 
+@dataclass(frozen=True)
+class WindowFacts:
+    """What is known at a window's cutoff besides the purchase matrices: the customers'
+    traits (window customer order) and item prices (window item order); None = unknown."""
+
+    traits: CustomerTraits | None = None
+    price: np.ndarray | None = None
+
+
+# (cutoff in unix s, window customers' positions in the full data, the same for items)
+FactsOf = Callable[[int, np.ndarray, np.ndarray], WindowFacts]
+
+
+def cutoff_seconds(split: TimeSplit) -> int:
+    return int(split.cutoff.value // 1_000_000_000)
+
+
 def item_side(
     split: TimeSplit,
     als: AlternatingLeastSquares,
     similarity: sp.csr_matrix,
     popularity_days: int | None,
     cycle_days: np.ndarray | None,
+    facts: WindowFacts = WindowFacts(),
 ) -> ItemSide:
     """The sources as known at the split's cutoff."""
-    cutoff_s = int(split.cutoff.value // 1_000_000_000)
+    cutoff_s = cutoff_seconds(split)
     counts, last = split.train.counts, split.train.last_purchase
     days = popularity_days or POPULARITY_DAYS
+    stage_popularity = None
+    if facts.traits is not None:
+        stage_popularity = group_popularity(counts, facts.traits.stage, len(STAGES))
     return ItemSide.build(
         cutoff_s,
         als.item_factors,
@@ -77,6 +101,8 @@ def item_side(
         popularity_scores(counts, last, cutoff_s, days),
         popularity_scores(counts, last, cutoff_s - days * DAY, days),
         cycle_days,
+        price=facts.price,
+        stage_popularity=stage_popularity,
     )
 
 
@@ -85,12 +111,17 @@ def customer_side(
     als: AlternatingLeastSquares,
     customers: np.ndarray,
     exclude: sp.csr_matrix | None,
+    facts: WindowFacts = WindowFacts(),
 ) -> CustomerSide:
+    traits = facts.traits
     return CustomerSide(
         np.asarray(als.user_factors)[customers],
         split.train.counts[customers].tocsr(),
         split.train.last_purchase[customers].tocsr(),
         exclude,
+        stage=None if traits is None else traits.stage[customers],
+        churn_risk=None if traits is None else traits.churn_risk[customers],
+        monetary=None if traits is None else traits.monetary[customers],
     )
 
 
@@ -139,6 +170,7 @@ def train_ranker(table: CandidateTable, labels: np.ndarray, seed: int) -> lgb.Bo
             label=labels[mask].astype(np.int32),
             group=np.bincount(rows)[np.unique(rows)],
             feature_name=list(FEATURES),
+            categorical_feature=list(CATEGORICAL_FEATURES),
             reference=reference,
             free_raw_data=True,
         )
@@ -179,13 +211,15 @@ def ranker_recommender(
     als: AlternatingLeastSquares,
     booster: lgb.Booster,
     k: int,
+    facts: WindowFacts = WindowFacts(),
     record: list[tuple[CandidateTable, np.ndarray, np.ndarray]] | None = None,
 ) -> Recommender:
     """The two-stage method as an evaluation ``Recommender``; ``record`` collects each
     call's candidate table, scores and chosen top k (for the contribution table)."""
 
     def recommend(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
-        table = candidates(items, customer_side(split, als, customers, exclude), PER_SOURCE)
+        side = customer_side(split, als, customers, exclude, facts)
+        table = candidates(items, side, PER_SOURCE)
         scores = np.asarray(booster.predict(table.features, num_threads=1))
         top = ranked_top(table, scores, len(customers), k)
         if record is not None:
@@ -289,6 +323,7 @@ def evaluate_ranker(
     evaluated: AlternatingLeastSquares,
     fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
     cycles_of: Callable[[TimeSplit], np.ndarray | None],
+    facts_of: FactsOf,
     customers: np.ndarray,
     holdout_days: int,
     suppression_days: int | None,
@@ -299,8 +334,16 @@ def evaluate_ranker(
 ) -> tuple[RankerResult, ItemSide]:
     """Train the ranker on the window before the cutoff and evaluate it (and ItemKNN
     alone) at the cutoff on ``customers``; also answers the sources at the cutoff."""
+    facts_now = facts_of(
+        cutoff_seconds(split), split.train_customer_positions, split.train_item_positions
+    )
     now = item_side(
-        split, evaluated, fit_knn(split.train.counts), popularity_days, cycles_of(split)
+        split,
+        evaluated,
+        fit_knn(split.train.counts),
+        popularity_days,
+        cycles_of(split),
+        facts_now,
     )
     knn_only = {"itemknn": knn_recommender(now, split, k)}
     empty = np.empty(0)
@@ -311,16 +354,24 @@ def evaluate_ranker(
         metrics = evaluate_methods(split, knn_only, customers, k)
         return RankerResult(None, reason, metrics, {}, empty, empty, empty), now
     als_earlier = fit_als_on(earlier.train.counts)
+    facts_earlier = facts_of(
+        cutoff_seconds(earlier),
+        split.train_customer_positions[earlier.train_customer_positions],
+        split.train_item_positions[earlier.train_item_positions],
+    )
     items_earlier = item_side(
         earlier,
         als_earlier,
         fit_knn(earlier.train.counts),
         popularity_days,
         cycles_of(earlier),
+        facts_earlier,
     )
     trained_on = evaluation_customers(earlier, max_customers, seed)
     table = candidates(
-        items_earlier, customer_side(earlier, als_earlier, trained_on, None), PER_SOURCE
+        items_earlier,
+        customer_side(earlier, als_earlier, trained_on, None, facts_earlier),
+        PER_SOURCE,
     )
     labels = labels_of(table, earlier.truth_all[trained_on])
     if not labels.any():
@@ -329,7 +380,10 @@ def evaluate_ranker(
         return RankerResult(None, reason, metrics, {}, empty, empty, empty), now
     booster = train_ranker(table, labels, seed)
     record: list[tuple[CandidateTable, np.ndarray, np.ndarray]] = []
-    methods = {"ranker": ranker_recommender(now, split, evaluated, booster, k, record), **knn_only}
+    methods = {
+        "ranker": ranker_recommender(now, split, evaluated, booster, k, facts_now, record),
+        **knn_only,
+    }
     metrics = evaluate_methods(split, methods, customers, k)
     # The first call is the "all" truth's: every customer with a holdout purchase.
     all_table, all_scores, all_top = record[0]

@@ -185,6 +185,24 @@ def stages_png(stages: Mapping[str, int], title: str) -> bytes:
     return _png(figure)
 
 
+def importance_png(importance: Mapping[str, float], title: str) -> bytes:
+    """The ranker's features by their share of the total gain, largest on top."""
+    names = list(importance)[::-1]
+    shares = [float(importance[n]) for n in names]
+    figure = Figure(figsize=(6.4, 0.8 + 0.24 * len(names)), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    bars = axes.barh(names, shares, color="tab:blue")
+    axes.bar_label(bars, labels=[f"{v:.1%}" for v in shares], fontsize=7, padding=2)
+    axes.set_xlim(0, max(shares, default=0) * 1.2 or 1.0)
+    axes.tick_params(axis="y", labelsize=8)
+    axes.set_xlabel("share of the total gain")
+    axes.set_title(title, fontsize=11)
+    axes.grid(True, axis="x", linewidth=0.3)
+    axes.set_axisbelow(True)
+    return _png(figure)
+
+
 def churn_calibration_png(churn: Mapping[str, Any], metrics: Mapping[str, Any]) -> bytes:
     """The trainer's calibration plot (the artifact's ``churn_calibration.png``), drawn
     from the report's churn section, so the two never disagree."""
@@ -279,6 +297,9 @@ def evaluation_html(document: Mapping[str, Any], title: str, notes: Sequence[str
             parts.append(_metrics_table(by_method, caption))
     else:
         parts.append("<p>No recommendation metrics.</p>")
+    if "ranker" in document:
+        parts.append("<h2>Two-stage ranker</h2>")
+        parts.append(_ranker_html(document["ranker"]))
     parts.append("<h2>Churn: model against recency only</h2>")
     parts.append(_churn_html(document.get("churn", {}), metrics.get(CHURN_KEY, {})))
     parts.append("<h2>Lifecycle stages</h2>")
@@ -421,6 +442,34 @@ def _metrics_table(by_method: Mapping[str, Mapping[str, float]], caption: str) -
         f"<table><caption>{_e(caption)}</caption><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>"
     )
+
+
+def _ranker_html(ranker: Mapping[str, Any]) -> str:
+    if not ranker.get("enabled"):
+        return f"<p>No ranker: {_e(ranker.get('reason', 'not trained'))}; offers rank by ALS.</p>"
+    parts = [
+        f"<p>LightGBM LambdaRank, {ranker.get('rounds', 0)} rounds, trained on "
+        f"{ranker.get('training_customers', 0):,} customers "
+        f"({ranker.get('training_pairs', 0):,} candidate pairs) of "
+        f"{_e(ranker.get('trained_on', 'an earlier window'))}; up to "
+        f"{ranker.get('per_source', 0)} candidates per source.</p>"
+    ]
+    contributions = ranker.get("contributions", {})
+    if contributions:
+        rows = "".join(
+            f"<tr><td>{_e(source)}</td><td>{figures['share']:.1%}</td>"
+            f"<td>{figures['hit_rate']:.1%}</td></tr>"
+            for source, figures in contributions.items()
+        )
+        parts.append(
+            "<table><caption>where the ranker's top 10 came from (truth: all; an item two "
+            "sources proposed counts for both)</caption><thead><tr><th>source</th>"
+            f"<th>share of slots</th><th>hit rate</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+    importance = ranker.get("importance", {})
+    if importance:
+        parts.append(_img(importance_png(importance, "ranker features"), "feature importance"))
+    return "\n".join(parts)
 
 
 def _churn_html(churn: Mapping[str, Any], metrics: Mapping[str, Mapping[str, float]]) -> str:

@@ -124,5 +124,7 @@ def decide(
         stage=profile.stage,
         channel=channel,
         impressions=state.contacts.impressions,
+        churn_risk=profile.churn_risk,
+        monetary=profile.monetary if profile.known else None,
     )
     return Decision(profile, ranking)

@@ -312,16 +312,18 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         typical_line_value=_typical_line_value(artifact.manifest),
         churn=load_churn_model(artifact),
         propensity=propensity,
-        ranker=None if ranked is None else ranked[0],
+        ranker=None if ranked is None else ranked.booster,
         item_side=None
         if ranked is None
         else ItemSide.build(
             _trained_until(artifact.manifest),
             item_factors,
-            ranked[1],
+            ranked.similarity,
             np.asarray(popularity, dtype=np.float64),
-            ranked[2],
+            ranked.popularity_before,
             None if cycles is None else np.asarray(cycles, dtype=np.float64),
+            price=None if item_price is None else np.asarray(item_price, dtype=np.float64),
+            stage_popularity=ranked.stage_popularity,
         ),
         ranker_per_source=int(artifact.manifest.get("ranker", {}).get("per_source", 50)),
         lifecycle=LifecycleThresholds.from_manifest(artifact.manifest.get("lifecycle")),

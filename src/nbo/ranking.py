@@ -21,16 +21,19 @@ from nbo.model import ServingModel
 from nbo.models.cf import FILTERED_SCORE, confidence_of_counts
 from nbo.policies import RULE_FATIGUE, RULE_JUST_BOUGHT, Contact
 from nbo.suppression import SuppressionWindow
+from nbo.two_stage import NO_STAGE, STAGE_CODE, CustomerSide, PlainRows, candidates
 from nbo.two_stage import SOURCE_ALS as SOURCE_ALS_COLUMN
 from nbo.two_stage import SOURCE_BUY_AGAIN as SOURCE_BUY_AGAIN_COLUMN
 from nbo.two_stage import SOURCE_KNN as SOURCE_KNN_COLUMN
-from nbo.two_stage import CustomerSide, PlainRows, candidates
+from nbo.two_stage import SOURCE_STAGE_POPULAR as SOURCE_STAGE_POPULAR_COLUMN
 
 SOURCE_CF = "cf"
 SOURCE_POPULAR = "popular"
 SOURCE_CATALOG = "catalog"  # an incentive: the catalogue proposes it, no model does
 SOURCE_BUY_AGAIN = "buy_again"  # the customer's own history (two-stage ranker)
 SOURCE_ALSO_BOUGHT = "also_bought"  # item-to-item neighbours (two-stage ranker)
+# Popular with customers in the same lifecycle stage (two-stage ranker).
+SOURCE_POPULAR_IN_STAGE = "popular_in_stage"
 EXPLAINED_BY = 3
 # Product candidates the sources propose before arbitration: more than k, so a lever or
 # a value can lift an item the model ranks a little lower, and eligibility rules still
@@ -181,6 +184,8 @@ def rank_offers(
     stage: str = "active",
     channel: str = "email",
     impressions: Sequence[Contact] = (),
+    churn_risk: float | None = None,
+    monetary: float | None = None,
 ) -> Ranking:
     """Top ``k`` offers for a customer at unix time ``now_s``: candidates -> suppression
     -> propensity -> arbitration under the catalogue -> explanations.
@@ -199,7 +204,9 @@ def rank_offers(
     Candidates and the catalogue's incentives are then arbitrated for the customer's
     ``stage`` and the ``channel`` (``nbo.arbitration``); without a catalogue every item is
     a product offer of uniform value, so products rank by propensity, i.e. in the model's
-    order. Offers from the model are explained by the purchases behind them.
+    order. Offers from the model are explained by the purchases behind them. The stage,
+    ``churn_risk`` and ``monetary`` value (the customer's profile) are also features of
+    the two-stage ranker (None: unknown).
     """
     catalog = catalog or default_catalog()
     history = customer_history(model, customer_id, recent)
@@ -215,8 +222,9 @@ def rank_offers(
     scores = np.empty(0, dtype=np.float32)
     propensity = model.propensity
     if personalized and model.ranker is not None:
+        traits = _Traits(stage, churn_risk, monetary)
         ids, sources, source_scores, chances = _ranked_candidates(
-            model, history, known, suppressed, now_s
+            model, history, known, suppressed, now_s, traits
         )
         # The ranker's best few go to arbitration, as many as ALS would propose.
         ids, sources = ids[:n_candidates], sources[:n_candidates]
@@ -283,12 +291,22 @@ def _closest_bought(
     return (model.item_ids[int(rows[present][int(np.argmax(contribution))])],)
 
 
+@dataclass(frozen=True)
+class _Traits:
+    """The customer's profile figures the ranker uses (None = unknown)."""
+
+    stage: str
+    churn_risk: float | None
+    monetary: float | None
+
+
 def _ranked_candidates(
     model: ServingModel,
     history: CustomerHistory,
     known: np.ndarray,
     suppressed: np.ndarray,
     now_s: int,
+    traits: _Traits,
 ) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
     """The two-stage candidates (``nbo.two_stage``) for one customer, best first: items,
     the source each is credited to, the ranker's scores and their probabilities."""
@@ -306,7 +324,15 @@ def _ranked_candidates(
     exclude = PlainRows.one(suppressed, np.ones(len(suppressed), np.float32), n_items)
     table = candidates(
         replace(model.item_side, as_of_s=now_s),
-        CustomerSide(factors.reshape(1, -1), counts, last, exclude),
+        CustomerSide(
+            factors.reshape(1, -1),
+            counts,
+            last,
+            exclude,
+            stage=np.array([STAGE_CODE.get(traits.stage, NO_STAGE)]),
+            churn_risk=np.array([np.nan if traits.churn_risk is None else traits.churn_risk]),
+            monetary=np.array([np.nan if traits.monetary is None else traits.monetary]),
+        ),
         model.ranker_per_source,
     )
     scores = np.asarray(model.ranker.predict(table.features, num_threads=1), dtype=np.float64)
@@ -319,6 +345,8 @@ def _ranked_candidates(
         if row[SOURCE_KNN_COLUMN]
         else SOURCE_CF
         if row[SOURCE_ALS_COLUMN]
+        else SOURCE_POPULAR_IN_STAGE
+        if row[SOURCE_STAGE_POPULAR_COLUMN]
         else SOURCE_POPULAR
         for row in flags.tolist()
     ]

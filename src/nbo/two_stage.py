@@ -2,8 +2,9 @@
 
 Stage one: cheap sources each propose up to ``per_source`` items per customer: ALS, the
 customer's own history ("buy again", most-ordered first), item-to-item neighbours of what
-they bought (implicit's BM25 ItemKNN) and recent popularity. Stage two: a LightGBM
-LambdaRank model orders the union by the features below.
+they bought (implicit's BM25 ItemKNN), recent popularity and what customers in the same
+lifecycle stage buy. Stage two: a LightGBM LambdaRank model orders the union by the
+features below, which include the customer's value, stage and churn risk and the price.
 
 One code path for the trainer (many customers at once) and the service (one customer,
 with purchases posted since training folded in): the caller passes the customers' own
@@ -20,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.topk import topk
 
+from nbo.lifecycle import STAGES
 from nbo.models.cf import FILTERED_SCORE
 from nbo.models.popularity import popular_order
 
@@ -40,9 +42,19 @@ FEATURES = (
     "customer_items",
     "customer_recency_days",
     "share_of_customer",
+    "stage_popularity",
+    "stage_popularity_rank",
+    "customer_monetary",
+    "customer_stage",
+    "churn_risk",
+    "price",
 )
-SOURCES = ("als", "knn", "buy_again", "popular")
-SOURCE_ALS, SOURCE_KNN, SOURCE_BUY_AGAIN, SOURCE_POPULAR = range(4)
+# ``customer_stage`` is a category (an index into ``STAGES``), not an amount.
+CATEGORICAL_FEATURES = ("customer_stage",)
+SOURCES = ("als", "knn", "buy_again", "popular", "stage_popular")
+SOURCE_ALS, SOURCE_KNN, SOURCE_BUY_AGAIN, SOURCE_POPULAR, SOURCE_STAGE_POPULAR = range(5)
+NO_STAGE = -1
+STAGE_CODE = {name: code for code, name in enumerate(STAGES)}
 _COLUMN = {name: n for n, name in enumerate(FEATURES)}
 _SOURCE_BITS = np.array([1 << bit for bit in range(len(SOURCES))], dtype=np.uint8)
 
@@ -62,6 +74,12 @@ class ItemSide:
     # The similarity by column (CSC as CSR of the transpose): row j lists the items whose
     # neighbour j is, for explaining an offer by the purchase it is closest to.
     similar_to: sp.csr_matrix
+    price: np.ndarray | None = None  # median unit price per item, NaN = unknown
+    # Per stage (``STAGES`` order) and item: the share of that stage's customers who
+    # bought it; with its per-stage order (best first) and rank. None = not known.
+    stage_popularity: np.ndarray | None = None
+    stage_popular_order: np.ndarray | None = None
+    stage_popular_rank: np.ndarray | None = None
 
     @classmethod
     def build(
@@ -72,10 +90,20 @@ class ItemSide:
         popularity: np.ndarray,
         popularity_before: np.ndarray,
         cycle_days: np.ndarray | None,
+        price: np.ndarray | None = None,
+        stage_popularity: np.ndarray | None = None,
     ) -> ItemSide:
         order = popular_order(popularity)
         rank = np.empty(len(order), np.int64)
         rank[order] = np.arange(len(order))
+        stage_order = stage_rank = None
+        if stage_popularity is not None:
+            stage_popularity = np.asarray(stage_popularity, dtype=np.float64)
+            stage_order = np.stack([popular_order(row) for row in stage_popularity])
+            stage_rank = np.empty_like(stage_order)
+            np.put_along_axis(
+                stage_rank, stage_order, np.arange(stage_order.shape[1])[None, :], axis=1
+            )
         return cls(
             as_of_s,
             np.asarray(item_factors, dtype=np.float32),
@@ -86,6 +114,10 @@ class ItemSide:
             order,
             rank,
             similarity.T.tocsr(),
+            None if price is None else np.asarray(price, dtype=np.float64),
+            stage_popularity,
+            stage_order,
+            stage_rank,
         )
 
 
@@ -125,6 +157,20 @@ class CustomerSide:
     counts: Rows  # customers x items, order counts
     last: Rows  # customers x items, last purchase (unix s)
     exclude: Rows | None = None  # items never to propose (suppressed)
+    # Per customer, from the lifecycle profile (None = unknown for all): the stage as an
+    # index into ``STAGES`` (``NO_STAGE`` = unknown), churn risk and total value.
+    stage: np.ndarray | None = None
+    churn_risk: np.ndarray | None = None
+    monetary: np.ndarray | None = None
+
+
+def stage_codes(stages: np.ndarray) -> np.ndarray:
+    """Stage names -> indices into ``STAGES`` (``NO_STAGE`` for anything else)."""
+    names = np.asarray(stages).astype(str)
+    codes = np.full(len(names), NO_STAGE, np.int64)
+    for code, name in enumerate(STAGES):
+        codes[names == name] = code
+    return codes
 
 
 @dataclass(frozen=True)
@@ -169,6 +215,7 @@ def candidates(items: ItemSide, customers: CustomerSide, per_source: int) -> Can
     bought_last = np.zeros(n_items)
     banned_mask = np.zeros(n_items, dtype=bool)
     proposed_by = np.zeros(n_items, dtype=np.uint8)  # a bit per source
+    no_items = np.empty(0, np.int64)
 
     rows_out, items_out, flags_out, features_out = [], [], [], []
     for row in range(n_customers):
@@ -209,7 +256,12 @@ def candidates(items: ItemSide, customers: CustomerSide, per_source: int) -> Can
         from_history = from_history[~banned_mask[from_history]][:n]
         popular = items.popular_order[: n_popular + len(banned)]
         popular = popular[~banned_mask[popular]][:n_popular]
-        for bit, source in enumerate((from_als, from_knn, from_history, popular)):
+        stage = NO_STAGE if customers.stage is None else int(customers.stage[row])
+        from_stage = no_items
+        if stage != NO_STAGE and items.stage_popular_order is not None:
+            from_stage = items.stage_popular_order[stage, : n_popular + len(banned)]
+            from_stage = from_stage[~banned_mask[from_stage]][:n_popular]
+        for bit, source in enumerate((from_als, from_knn, from_history, popular, from_stage)):
             proposed_by[source] |= 1 << bit
         union = np.flatnonzero(proposed_by)
         flags = (proposed_by[union][:, None] & _SOURCE_BITS) > 0
@@ -231,6 +283,9 @@ def candidates(items: ItemSide, customers: CustomerSide, per_source: int) -> Can
                 float(mine_counts.sum()),
                 len(mine),
                 float(mine_last.max()) if len(mine) else None,
+                stage,
+                _value_of(customers.churn_risk, row),
+                _value_of(customers.monetary, row),
             )
         )
         rows_out.append(np.full(len(union), row, np.int64))
@@ -304,6 +359,9 @@ def _features(
     orders: float,
     distinct: int,
     latest: float | None,
+    stage: int,
+    churn_risk: float,
+    monetary: float,
 ) -> np.ndarray:
     """The features of one customer's candidates (``FEATURES`` order)."""
     out = np.full((len(union), len(FEATURES)), np.nan, dtype=np.float32)
@@ -329,7 +387,21 @@ def _features(
     if latest is not None:
         out[:, column["customer_recency_days"]] = (items.as_of_s - latest) / DAY
     out[:, column["share_of_customer"]] = bought / max(orders, 1.0)
+    if stage != NO_STAGE:
+        out[:, column["customer_stage"]] = stage
+        if items.stage_popularity is not None and items.stage_popular_rank is not None:
+            out[:, column["stage_popularity"]] = items.stage_popularity[stage, union]
+            out[:, column["stage_popularity_rank"]] = items.stage_popular_rank[stage, union]
+    out[:, column["churn_risk"]] = churn_risk
+    out[:, column["customer_monetary"]] = monetary
+    if items.price is not None:
+        out[:, column["price"]] = items.price[union]
     return out
+
+
+def _value_of(values: np.ndarray | None, row: int) -> float:
+    """One customer's figure (NaN when unknown)."""
+    return float("nan") if values is None else float(values[row])
 
 
 def row_of(matrix: Rows, row: int) -> np.ndarray:

@@ -33,3 +33,22 @@ def top_popular(scores: np.ndarray, n: int, exclude: np.ndarray | None = None) -
     if exclude is not None and len(exclude):
         order = order[~np.isin(order, exclude)]
     return order[:n]
+
+
+def group_popularity(counts: sp.csr_matrix, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group (row) and item: the share of the group's customers who ever bought the
+    item. ``groups`` holds each customer's group, -1 for none (left out).
+
+    A share rather than a count, so a small group (the new customers) and a large one
+    (the lapsed) give comparable figures to the ranker.
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    member = np.flatnonzero(groups >= 0)
+    indicator = sp.csr_matrix(
+        (np.ones(len(member)), (groups[member], member)), shape=(n_groups, counts.shape[0])
+    )
+    bought = counts.tocsr().copy()
+    bought.data = (bought.data > 0).astype(np.float64)
+    buyers = np.asarray((indicator @ bought).todense(), dtype=np.float64)
+    sizes = np.bincount(groups[member], minlength=n_groups).astype(np.float64)
+    return (buyers / np.maximum(sizes, 1.0)[:, None]).astype(np.float32)

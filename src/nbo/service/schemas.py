@@ -15,7 +15,11 @@ class Channel(StrEnum):
 
 class ReasonOut(BaseModel):
     source: str = Field(
-        description="'cf' (collaborative filtering), 'popular' or 'catalog' (an incentive)"
+        description=(
+            "'cf' (collaborative filtering), 'buy_again' (the customer's own history), "
+            "'also_bought' (bought with the customer's items), 'popular_in_stage' (popular "
+            "with customers in the same lifecycle stage), 'popular' or 'catalog' (an incentive)"
+        )
     )
     because: list[str] = Field(
         default_factory=list,

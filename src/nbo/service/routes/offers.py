@@ -22,6 +22,7 @@ from nbo.ranking import (
     SOURCE_BUY_AGAIN,
     SOURCE_CATALOG,
     SOURCE_CF,
+    SOURCE_POPULAR_IN_STAGE,
     Offer,
     Ranking,
 )
@@ -180,6 +181,8 @@ def _offer_out(model: ServingModel, offer: Offer, stage: str) -> OfferOut:
     elif offer.reason.source == SOURCE_ALSO_BOUGHT and offer.reason.because:
         bought = ", ".join(names.get(i, i) for i in offer.reason.because)
         text = f"customers who bought {bought} also bought this"
+    elif offer.reason.source == SOURCE_POPULAR_IN_STAGE:
+        text = "popular with customers like you"
     elif offer.reason.source == SOURCE_CATALOG:
         text = f"{offer.title or offer.offer_id}: an offer for {STAGE_WORDS.get(stage, stage)}"
     else:
