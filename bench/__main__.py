@@ -245,6 +245,7 @@ def _print_trainer(config: TrainingConfig, training: TrainBench) -> float:
 def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float]:
     t = {name: micros(ns) for name, ns in offers.timings.items()}
     raw, ranked, decided, cf_only = t["raw"], t["rank_offers"], t["decide"], t["cf_only"]
+    decided_cf = t["decide_cf_only"]
     print(
         f"\n  Offers: in-process, k={K}, suppression window {WINDOW_DAYS} days, clock {clock}; "
         f"{offers.calls:,} timed calls per path over {offers.customers:,} known customers "
@@ -259,6 +260,8 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
         + [us(cf_only[q]) for q in ("p50", "p99", "mean")],
         ["nbo.ranking.rank_offers (two-stage when trained)"]
         + [us(ranked[q]) for q in ("p50", "p99", "mean")],
+        ["decide, ALS candidates only (no ranker)"]
+        + [us(decided_cf[q]) for q in ("p50", "p99", "mean")],
         ["nbo.decision.decide (profile + ranking + arbitration)"]
         + [us(decided[q]) for q in ("p50", "p99", "mean")],
         None,
@@ -276,6 +279,12 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
             f"{ranked['mean'] / cf_only['mean']:.2f}x",
         ],
         [
+            "ratio decide two-stage / ALS only (target <= 2x)",
+            f"{decided['p50'] / decided_cf['p50']:.2f}x",
+            f"{decided['p99'] / decided_cf['p99']:.2f}x",
+            f"{decided['mean'] / decided_cf['mean']:.2f}x",
+        ],
+        [
             "ratio decide / floor",
             f"{decided['p50'] / raw['p50']:.2f}x",
             f"{decided['p99'] / raw['p99']:.2f}x",
@@ -285,7 +294,9 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
     print(table(["path", "p50 us", "p99 us", "mean us"], rows))
 
     parts = [
-        name for name in offers.timings if name not in ("raw", "cf_only", "rank_offers", "decide")
+        name
+        for name in offers.timings
+        if name not in ("raw", "cf_only", "rank_offers", "decide_cf_only", "decide")
     ]
     ranking_parts = [name for name in parts if not name.startswith("profile")]
     rest = ranked["mean"] - sum(t[name]["mean"] for name in ranking_parts)

@@ -123,6 +123,19 @@ def bench_offers(
             delivery=False,
         )
 
+    def decided_cf_only(customer: int) -> None:
+        decide(
+            cf_model,
+            catalog,
+            policy,
+            str(external[customer]),
+            "email",
+            K,
+            now_s,
+            nothing_stored,
+            delivery=False,
+        )
+
     clock = time.perf_counter_ns
     parts = (
         "lookup + suppressed items",
@@ -130,7 +143,7 @@ def bench_offers(
         "explanations",
         "profile (features, churn model, stage)",
     )
-    paths = ("raw", "cf_only", "rank_offers", "decide")
+    paths = ("raw", "cf_only", "rank_offers", "decide_cf_only", "decide")
     timings = {name: np.zeros(calls, dtype=np.int64) for name in (*paths, *parts)}
 
     def broken_down(customer: int, j: int) -> None:
@@ -167,6 +180,7 @@ def bench_offers(
         timed("raw", raw),
         timed("cf_only", cf_only),
         timed("rank_offers", ranked),
+        timed("decide_cf_only", decided_cf_only),
         timed("decide", decided),
         broken_down,
     )

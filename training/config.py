@@ -112,6 +112,26 @@ class LifecycleConfig(BaseModel):
     send_time_pseudo_orders: float = Field(5.0, ge=0)
 
 
+class RankerConfig(BaseModel):
+    """The two-stage ranker (``nbo.two_stage``, ``training.ranker``).
+
+    ``per_source`` and ``max_rounds`` bound what every offers call costs: the ranker
+    scores up to five sources x ``per_source`` candidates through up to ``max_rounds``
+    trees (early stopping usually stops sooner). ``enabled = false`` publishes an
+    ALS-ranked model, the cheapest to serve.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # Candidates each source proposes per customer.
+    per_source: int = Field(25, ge=1, le=500)
+    # Boosting rounds at most (trees the service evaluates per candidate).
+    max_rounds: int = Field(100, ge=1, le=2000)
+    # Neighbours kept per item by ItemKNN.
+    neighbours: int = Field(100, ge=1, le=1000)
+
+
 class TrainingConfig(BaseModel):
     """Everything that shapes a model, recorded in its manifest."""
 
@@ -126,6 +146,7 @@ class TrainingConfig(BaseModel):
     cycles: CyclesConfig = CyclesConfig()
     churn: ChurnConfig = ChurnConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
+    ranker: RankerConfig = RankerConfig()
 
     @field_validator("suppression_days", mode="before")
     @classmethod

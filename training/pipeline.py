@@ -48,12 +48,17 @@ from training.lifecycle import (
     CUSTOMERS_FILE,
     calibration_png,
     customer_lifecycle,
-    customer_traits,
     customers_parquet,
     train_churn,
 )
 from training.propensity import fit_propensity, with_ranker_curve
-from training.ranker import POPULARITY_DAYS, WindowFacts, evaluate_ranker, fit_knn
+from training.ranker import (
+    POPULARITY_DAYS,
+    WindowSettings,
+    evaluate_ranker,
+    fit_knn,
+    window_facts,
+)
 from training.split import TimeSplit, time_split
 
 DAY = 86_400
@@ -187,11 +192,7 @@ def train(
             if churn.metrics is not None:
                 metrics[CHURN_METRICS] = churn.metrics
 
-        def facts_of(as_of_s: int, customers: np.ndarray, items: np.ndarray) -> WindowFacts:
-            before = purchases[purchases[col.TIMESTAMP] < pd.Timestamp(as_of_s, unit="s")]
-            price = item_prices(before, encoded.items)[items] if priced else None
-            traits = customer_traits(orders, churn, config, as_of_s, customers)
-            return WindowFacts(traits, price)
+        facts_of = window_facts(purchases, encoded.items, orders, churn, config)
 
         progress.step("ranker (trained one window earlier)")
         with timed("ranker (trained one window earlier)"):
@@ -212,12 +213,18 @@ def train(
                 cycles_of,
                 facts_of,
                 customers,
-                config.holdout_days,
-                config.suppression.days,
-                config.popularity_days,
-                config.eval_max_customers,
+                WindowSettings(
+                    config.holdout_days,
+                    config.suppression.days,
+                    config.popularity_days,
+                    config.eval_max_customers,
+                    params.random_state,
+                    config.ranker.per_source,
+                    config.ranker.max_rounds,
+                    config.ranker.neighbours,
+                    config.ranker.enabled,
+                ),
                 k,
-                params.random_state,
             )
             for truth, by_method in ranker.metrics.items():
                 metrics[truth].update(by_method)
@@ -306,7 +313,7 @@ def train(
                 # The sources at the end of the data, for the ranker the service serves.
                 arrays.update(
                     ranker_arrays(
-                        fit_knn(full.counts),
+                        fit_knn(full.counts, config.ranker.neighbours),
                         popularity_scores(
                             full.counts,
                             full.last_purchase,

@@ -9,7 +9,7 @@ this one function.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,6 +25,7 @@ from nbo.two_stage import NO_STAGE, STAGE_CODE, CustomerSide, PlainRows, candida
 from nbo.two_stage import SOURCE_ALS as SOURCE_ALS_COLUMN
 from nbo.two_stage import SOURCE_BUY_AGAIN as SOURCE_BUY_AGAIN_COLUMN
 from nbo.two_stage import SOURCE_KNN as SOURCE_KNN_COLUMN
+from nbo.two_stage import SOURCE_POPULAR as SOURCE_POPULAR_COLUMN
 from nbo.two_stage import SOURCE_STAGE_POPULAR as SOURCE_STAGE_POPULAR_COLUMN
 
 SOURCE_CF = "cf"
@@ -223,12 +224,10 @@ def rank_offers(
     propensity = model.propensity
     if personalized and model.ranker is not None:
         traits = _Traits(stage, churn_risk, monetary)
-        ids, sources, source_scores, chances = _ranked_candidates(
-            model, history, known, suppressed, now_s, traits
-        )
         # The ranker's best few go to arbitration, as many as ALS would propose.
-        ids, sources = ids[:n_candidates], sources[:n_candidates]
-        source_scores, chances = source_scores[:n_candidates], chances[:n_candidates]
+        ids, sources, source_scores, chances = _ranked_candidates(
+            model, history, known, suppressed, now_s, traits, n_candidates
+        )
     else:
         if personalized:
             ids, scores = _cf_candidates(model, history, known, suppressed, n_candidates)
@@ -270,25 +269,32 @@ def rank_offers(
     return Ranking(customer_id, personalized, profile, offers, len(just_bought), removed)
 
 
-def _closest_bought(
-    model: ServingModel, history: CustomerHistory, known: np.ndarray, item: int
-) -> tuple[str, ...]:
+def _closest_bought(model: ServingModel, bought_counts: np.ndarray, item: int) -> tuple[str, ...]:
     """The customer's purchase that adds most to ``item``'s ItemKNN score (its order
-    count x similarity), as a one-item reason."""
+    count x similarity), as a one-item reason. ``bought_counts``: the customer's order
+    count per item over the whole catalogue (dense, so the lookup costs the item's
+    neighbours, not the customer's history)."""
     if model.item_side is None:
-        return ()
-    mine = history.items[known]
-    if len(mine) == 0:
         return ()
     similar_to = model.item_side.similar_to
     start, end = similar_to.indptr[item], similar_to.indptr[item + 1]
-    rows, weights = similar_to.indices[start:end], similar_to.data[start:end]
-    present = np.isin(rows, mine)
-    if not present.any():
+    rows = similar_to.indices[start:end]
+    contribution = similar_to.data[start:end] * bought_counts[rows]
+    if len(contribution) == 0 or contribution.max() <= 0:
         return ()
-    counts = dict(zip(mine.tolist(), history.counts[known].tolist(), strict=True))
-    contribution = weights[present] * np.asarray([counts[r] for r in rows[present].tolist()])
-    return (model.item_ids[int(rows[present][int(np.argmax(contribution))])],)
+    return (model.item_ids[int(rows[int(np.argmax(contribution))])],)
+
+
+# The reason an item proposed by several sources is given: the most personal first.
+_CREDIT_ORDER = (
+    (SOURCE_BUY_AGAIN_COLUMN, SOURCE_BUY_AGAIN),
+    (SOURCE_KNN_COLUMN, SOURCE_ALSO_BOUGHT),
+    (SOURCE_ALS_COLUMN, SOURCE_CF),
+    (SOURCE_STAGE_POPULAR_COLUMN, SOURCE_POPULAR_IN_STAGE),
+    (SOURCE_POPULAR_COLUMN, SOURCE_POPULAR),
+)
+_CREDIT_COLUMNS = np.array([column for column, _ in _CREDIT_ORDER])
+_CREDIT_NAMES = np.array([name for _, name in _CREDIT_ORDER], dtype=object)
 
 
 @dataclass(frozen=True)
@@ -307,9 +313,11 @@ def _ranked_candidates(
     suppressed: np.ndarray,
     now_s: int,
     traits: _Traits,
+    n: int,
 ) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
-    """The two-stage candidates (``nbo.two_stage``) for one customer, best first: items,
-    the source each is credited to, the ranker's scores and their probabilities."""
+    """The ``n`` best two-stage candidates (``nbo.two_stage``) for one customer, best
+    first: items, the source each is credited to, the ranker's scores and their
+    probabilities."""
     assert model.ranker is not None and model.item_side is not None
     n_items = len(model.items)
     mine = history.items[known]
@@ -323,7 +331,7 @@ def _ranked_candidates(
         factors = np.asarray(model.als.user_factors[history.index], dtype=np.float32)
     exclude = PlainRows.one(suppressed, np.ones(len(suppressed), np.float32), n_items)
     table = candidates(
-        replace(model.item_side, as_of_s=now_s),
+        model.item_side,
         CustomerSide(
             factors.reshape(1, -1),
             counts,
@@ -334,22 +342,13 @@ def _ranked_candidates(
             monetary=np.array([np.nan if traits.monetary is None else traits.monetary]),
         ),
         model.ranker_per_source,
+        as_of_s=now_s,
     )
     scores = np.asarray(model.ranker.predict(table.features, num_threads=1), dtype=np.float64)
-    order = np.lexsort((table.items, -scores))
-    flags = table.sources[order]
-    credited = [
-        SOURCE_BUY_AGAIN
-        if row[SOURCE_BUY_AGAIN_COLUMN]
-        else SOURCE_ALSO_BOUGHT
-        if row[SOURCE_KNN_COLUMN]
-        else SOURCE_CF
-        if row[SOURCE_ALS_COLUMN]
-        else SOURCE_POPULAR_IN_STAGE
-        if row[SOURCE_STAGE_POPULAR_COLUMN]
-        else SOURCE_POPULAR
-        for row in flags.tolist()
-    ]
+    order = np.lexsort((table.items, -scores))[:n]
+    # Each item is credited to the first of its sources in _CREDIT_ORDER.
+    flags = table.sources[order][:, _CREDIT_COLUMNS]
+    credited = _CREDIT_NAMES[np.argmax(flags, axis=1)].tolist()
     ranked = scores[order]
     return table.items[order], credited, ranked, model.propensity.of_ranker_scores(ranked)
 
@@ -413,6 +412,10 @@ def _offers(
         else []
     )
     item_ids = model.item_ids
+    bought_counts = None
+    if any(c.source == SOURCE_ALSO_BOUGHT for c in choices):
+        bought_counts = np.zeros(len(item_ids))
+        bought_counts[history.items[known]] = history.counts[known]
     offers = []
     for rank, choice in enumerate(choices, start=1):
         if choice.source == SOURCE_CF:
@@ -421,8 +424,12 @@ def _offers(
             where = np.flatnonzero(history.items == choice.item)
             orders = int(history.counts[where[0]]) if len(where) else 0
             reason = Reason(SOURCE_BUY_AGAIN, (choice.item_id,), orders=orders)
-        elif choice.source == SOURCE_ALSO_BOUGHT and choice.item is not None:
-            reason = Reason(SOURCE_ALSO_BOUGHT, _closest_bought(model, history, known, choice.item))
+        elif (
+            choice.source == SOURCE_ALSO_BOUGHT
+            and choice.item is not None
+            and bought_counts is not None
+        ):
+            reason = Reason(SOURCE_ALSO_BOUGHT, _closest_bought(model, bought_counts, choice.item))
         else:
             reason = Reason(choice.source or SOURCE_CATALOG)
         offers.append(

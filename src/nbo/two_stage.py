@@ -54,6 +54,10 @@ CATEGORICAL_FEATURES = ("customer_stage",)
 SOURCES = ("als", "knn", "buy_again", "popular", "stage_popular")
 SOURCE_ALS, SOURCE_KNN, SOURCE_BUY_AGAIN, SOURCE_POPULAR, SOURCE_STAGE_POPULAR = range(5)
 NO_STAGE = -1
+# ItemKNN proposes neighbours of the customer's most recently bought items, this many at
+# most: what they buy now says more than what they bought years ago, and a wholesaler's
+# thousand items would otherwise cost a thousand neighbour lists per request.
+KNN_BASIS = 30
 STAGE_CODE = {name: code for code, name in enumerate(STAGES)}
 _COLUMN = {name: n for n, name in enumerate(FEATURES)}
 _SOURCE_BITS = np.array([1 << bit for bit in range(len(SOURCES))], dtype=np.uint8)
@@ -80,6 +84,10 @@ class ItemSide:
     stage_popularity: np.ndarray | None = None
     stage_popular_order: np.ndarray | None = None
     stage_popular_rank: np.ndarray | None = None
+    # The similarity's rows padded to one width (weight 0 pads): a customer's neighbours
+    # are then two fancy-indexing reads instead of a gather over CSR row spans.
+    neighbour_ids: np.ndarray | None = None  # items x width, int64
+    neighbour_weights: np.ndarray | None = None  # items x width, float64
 
     @classmethod
     def build(
@@ -104,6 +112,7 @@ class ItemSide:
             np.put_along_axis(
                 stage_rank, stage_order, np.arange(stage_order.shape[1])[None, :], axis=1
             )
+        ids, weights = _padded_rows(similarity.tocsr())
         return cls(
             as_of_s,
             np.asarray(item_factors, dtype=np.float32),
@@ -118,7 +127,22 @@ class ItemSide:
             stage_popularity,
             stage_order,
             stage_rank,
+            ids,
+            weights,
         )
+
+
+def _padded_rows(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """A CSR matrix's rows as (column ids, values), each row padded with (0, 0.0)."""
+    lengths = np.diff(matrix.indptr)
+    width = max(int(lengths.max(initial=0)), 1)
+    ids = np.zeros((matrix.shape[0], width), np.int64)
+    weights = np.zeros((matrix.shape[0], width), np.float64)
+    rows = np.repeat(np.arange(matrix.shape[0]), lengths)
+    slots = np.arange(len(matrix.indices)) - np.repeat(matrix.indptr[:-1], lengths)
+    ids[rows, slots] = matrix.indices
+    weights[rows, slots] = matrix.data
+    return ids, weights
 
 
 class Rows(Protocol):
@@ -186,9 +210,12 @@ class CandidateTable:
         return len(self.rows)
 
 
-def candidates(items: ItemSide, customers: CustomerSide, per_source: int) -> CandidateTable:
+def candidates(
+    items: ItemSide, customers: CustomerSide, per_source: int, as_of_s: int | None = None
+) -> CandidateTable:
     """Every source's top ``per_source`` items per customer (minus ``exclude``), unioned,
-    with the features of each pair.
+    with the features of each pair as of ``as_of_s`` (default: the item side's moment;
+    the service passes its clock).
 
     One customer at a time over dense per-item buffers (reset after each customer):
     the same code serves one customer per request and the trainer's thousands, with no
@@ -196,6 +223,7 @@ def candidates(items: ItemSide, customers: CustomerSide, per_source: int) -> Can
     """
     n_items = len(items.popularity)
     n_customers = customers.counts.shape[0]
+    now_s = items.as_of_s if as_of_s is None else as_of_s
     n = min(per_source, n_items)
     exclude = customers.exclude
     factors = np.asarray(customers.user_factors, dtype=np.float32)
@@ -205,7 +233,7 @@ def candidates(items: ItemSide, customers: CustomerSide, per_source: int) -> Can
     )
     als_ids = np.where(als_scores > FILTERED_SCORE, als_ids, -1)
     n_popular = max(10, n // 5)
-    similarity = items.similarity
+    neighbour_ids, neighbour_weights = items.neighbour_ids, items.neighbour_weights
     counts, last = customers.counts, customers.last
     # Dense buffers over the catalogue, written for one customer and reset after it.
     no_scores = np.zeros(n_items)
@@ -226,19 +254,16 @@ def candidates(items: ItemSide, customers: CustomerSide, per_source: int) -> Can
         banned = row_of(exclude, row) if exclude is not None else np.empty(0, np.int32)
         banned_mask[banned] = True
 
-        # ItemKNN: summed similarity of the neighbours of what the customer bought.
-        lo, hi = similarity.indptr[mine], similarity.indptr[mine + 1]
-        if len(mine):
-            lengths = hi - lo
-            spans = np.repeat(np.arange(len(mine)), lengths)
-            # The positions lo[i] .. hi[i] of every bought item's row, without a loop.
-            gathered = np.repeat(lo - np.cumsum(lengths) + lengths, lengths) + np.arange(
-                int(lengths.sum())
-            )
-            neighbours = similarity.indices[gathered]
+        # ItemKNN: summed similarity of the neighbours of the customer's recent items.
+        basis, basis_counts = mine, mine_counts
+        if len(mine) > KNN_BASIS:
+            recent = np.argpartition(-mine_last, KNN_BASIS - 1)[:KNN_BASIS]
+            basis, basis_counts = mine[recent], mine_counts[recent]
+        if len(basis):
+            assert neighbour_ids is not None and neighbour_weights is not None
             knn: np.ndarray = np.bincount(
-                neighbours,
-                weights=similarity.data[gathered] * mine_counts[spans],
+                neighbour_ids[basis].ravel(),
+                weights=(neighbour_weights[basis] * basis_counts[:, None]).ravel(),
                 minlength=n_items,
             )
         else:
@@ -273,6 +298,7 @@ def candidates(items: ItemSide, customers: CustomerSide, per_source: int) -> Can
         features_out.append(
             _features(
                 items,
+                now_s,
                 union,
                 factors[row],
                 knn[union],
@@ -349,6 +375,7 @@ def ranked_top(table: CandidateTable, scores: np.ndarray, n_rows: int, k: int) -
 
 def _features(
     items: ItemSide,
+    now_s: int,
     union: np.ndarray,
     factors: np.ndarray,
     knn_score: np.ndarray,
@@ -364,7 +391,8 @@ def _features(
     monetary: float,
 ) -> np.ndarray:
     """The features of one customer's candidates (``FEATURES`` order)."""
-    out = np.full((len(union), len(FEATURES)), np.nan, dtype=np.float32)
+    # Column-major: each feature is written as one contiguous run.
+    out = np.full((len(union), len(FEATURES)), np.nan, dtype=np.float32, order="F")
     column = _COLUMN
     out[:, column["als_score"]] = items.item_factors[union] @ factors
     out[:, column["als_rank"]] = als_rank
@@ -375,7 +403,7 @@ def _features(
     out[:, column["popularity_trend"]] = (items.popularity[union] + 1.0) / (
         items.popularity_before[union] + 1.0
     )
-    since = np.where(bought > 0, (items.as_of_s - bought_last) / DAY, np.nan)
+    since = np.where(bought > 0, (now_s - bought_last) / DAY, np.nan)
     out[:, column["bought_orders"]] = bought
     out[:, column["days_since_bought"]] = since
     if items.cycle_days is not None:
@@ -385,7 +413,7 @@ def _features(
     out[:, column["customer_orders"]] = orders
     out[:, column["customer_items"]] = distinct
     if latest is not None:
-        out[:, column["customer_recency_days"]] = (items.as_of_s - latest) / DAY
+        out[:, column["customer_recency_days"]] = (now_s - latest) / DAY
     out[:, column["share_of_customer"]] = bought / max(orders, 1.0)
     if stage != NO_STAGE:
         out[:, column["customer_stage"]] = stage
