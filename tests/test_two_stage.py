@@ -3,15 +3,33 @@ training one window before the cutoff, and what the service serves with it."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from nbo.lifecycle import STAGES
 from nbo.model import ServingModel, load_serving_model
-from nbo.ranking import SOURCE_ALSO_BOUGHT, SOURCE_BUY_AGAIN, SOURCE_CF, rank_offers
+from nbo.models.popularity import group_popularity
+from nbo.ranking import (
+    SOURCE_ALSO_BOUGHT,
+    SOURCE_BUY_AGAIN,
+    SOURCE_CF,
+    SOURCE_POPULAR_IN_STAGE,
+    rank_offers,
+)
 from nbo.suppression import SuppressionWindow
-from nbo.two_stage import FEATURES, SOURCES, CustomerSide, ItemSide, candidates, ranked_top
+from nbo.two_stage import (
+    FEATURES,
+    SOURCES,
+    STAGE_CODE,
+    CustomerSide,
+    ItemSide,
+    candidates,
+    ranked_top,
+)
 from training.pipeline import TrainResult
 
 DAY = 86_400
@@ -143,6 +161,7 @@ def test_served_offers_come_from_the_ranker_with_reasons(
                 SOURCE_CF,
                 SOURCE_BUY_AGAIN,
                 SOURCE_ALSO_BOUGHT,
+                SOURCE_POPULAR_IN_STAGE,
                 "popular",
             )
             assert offer.components is not None and 0.0 <= offer.components.propensity <= 1.0
@@ -186,3 +205,126 @@ def test_a_buy_again_reason_counts_the_customers_own_orders(
         assert (
             offer.reason.orders == mine.loc[mine["item_id"] == offer.item_id, "order_id"].nunique()
         )
+
+
+# --- stage popularity, customer traits and price --------------------------------------
+
+
+def test_group_popularity_is_the_share_of_each_groups_customers_who_bought() -> None:
+    counts = sp.csr_matrix(
+        np.array(
+            [
+                [1, 0, 2],  # group 0
+                [0, 0, 1],  # group 0
+                [3, 1, 0],  # group 1
+                [5, 5, 5],  # no group
+            ],
+            dtype=np.float64,
+        )
+    )
+    shares = group_popularity(counts, np.array([0, 0, 1, -1]), 3)
+    np.testing.assert_allclose(shares[0], [0.5, 0.0, 1.0])
+    np.testing.assert_allclose(shares[1], [1.0, 1.0, 0.0])
+    np.testing.assert_allclose(shares[2], [0.0, 0.0, 0.0])  # an empty group
+
+
+def _staged_items() -> ItemSide:
+    """tiny_items plus prices and a stage popularity where loyal customers favour item 2
+    and lapsed ones item 4."""
+    base = tiny_items()
+    by_stage = np.zeros((len(STAGES), 6))
+    by_stage[STAGE_CODE["loyal"], 2] = 0.9
+    by_stage[STAGE_CODE["lapsed"], 4] = 0.7
+    return ItemSide.build(
+        base.as_of_s,
+        base.item_factors,
+        base.similarity,
+        base.popularity,
+        base.popularity_before,
+        base.cycle_days,
+        price=np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+        stage_popularity=by_stage,
+    )
+
+
+def test_the_stage_source_proposes_what_the_customers_stage_buys() -> None:
+    bare = customer({0: (3, 90)}, [1.0, 0.0])
+    column = {name: n for n, name in enumerate(FEATURES)}
+    for stage, favourite in (("loyal", 2), ("lapsed", 4)):
+        side = CustomerSide(
+            bare.user_factors,
+            bare.counts,
+            bare.last,
+            stage=np.array([STAGE_CODE[stage]]),
+            churn_risk=np.array([0.25]),
+            monetary=np.array([120.0]),
+        )
+        table = candidates(_staged_items(), side, 1)
+        staged = table.items[table.sources[:, SOURCES.index("stage_popular")]]
+        assert favourite in staged.tolist()
+        row = table.features[table.items.tolist().index(favourite)]
+        assert row[column["stage_popularity"]] == pytest.approx(0.9 if stage == "loyal" else 0.7)
+        assert row[column["stage_popularity_rank"]] == 0
+        assert row[column["customer_stage"]] == STAGE_CODE[stage]
+        assert row[column["churn_risk"]] == pytest.approx(0.25)
+        assert row[column["customer_monetary"]] == pytest.approx(120.0)
+        assert row[column["price"]] == pytest.approx(favourite + 1.0)
+
+
+def test_unknown_traits_are_missing_values_and_propose_nothing() -> None:
+    table = candidates(_staged_items(), customer({0: (3, 90)}, [1.0, 0.0]), 1)
+    column = {name: n for n, name in enumerate(FEATURES)}
+    assert not table.sources[:, SOURCES.index("stage_popular")].any()
+    for name in ("customer_stage", "churn_risk", "customer_monetary", "stage_popularity"):
+        assert np.isnan(table.features[:, column[name]]).all()
+
+
+def test_a_source_that_proposes_nothing_leaves_the_others_ranking() -> None:
+    """No neighbours (an empty similarity), no stage, no history: the other sources still
+    propose, and their features stay defined."""
+    base = tiny_items()
+    no_neighbours = ItemSide.build(
+        base.as_of_s,
+        base.item_factors,
+        sp.csr_matrix((6, 6), dtype=np.float32),
+        base.popularity,
+        base.popularity_before,
+        base.cycle_days,
+    )
+    table = candidates(no_neighbours, customer({0: (3, 90), 3: (1, 50)}, [1.0, 0.0]), 2)
+    assert not table.sources[:, SOURCES.index("knn")].any()
+    assert table.sources[:, SOURCES.index("buy_again")].any()
+    assert table.sources[:, SOURCES.index("als")].any()
+    column = {name: n for n, name in enumerate(FEATURES)}
+    assert np.isnan(table.features[:, column["knn_rank"]]).all()
+    assert (table.features[:, column["knn_score"]] == 0).all()
+    nothing_bought = candidates(no_neighbours, customer({}, [0.0, 1.0]), 2)
+    assert len(nothing_bought) > 0
+    assert not nothing_bought.sources[:, SOURCES.index("buy_again")].any()
+
+
+def test_the_service_ranks_when_sources_come_back_empty(model: ServingModel) -> None:
+    """A served model whose ItemKNN and stage sources propose nothing still answers k
+    offers, none of them explained by a source that proposed nothing."""
+    assert model.item_side is not None
+    n_items = len(model.items)
+    side = model.item_side
+    emptied = dataclasses.replace(
+        model,
+        item_side=ItemSide.build(
+            side.as_of_s,
+            side.item_factors,
+            sp.csr_matrix((n_items, n_items), dtype=np.float32),
+            side.popularity,
+            side.popularity_before,
+            side.cycle_days,
+            price=side.price,
+            stage_popularity=None,
+        ),
+    )
+    now = model.trained_until_s + 3600
+    ranking = rank_offers(emptied, "a00", 5, now, SuppressionWindow.parse("30"), stage="loyal")
+    assert len(ranking.offers) == 5
+    assert all(
+        o.reason.source not in (SOURCE_ALSO_BOUGHT, SOURCE_POPULAR_IN_STAGE) for o in ranking.offers
+    )
