@@ -25,6 +25,7 @@ from test_cli_train import (  # noqa: F401  (shared fixtures)
 )
 
 from nbo.cli import EXIT_USER_ERROR, main
+from nbo.two_stage import FEATURES, SOURCES
 from training.cli import METHOD_ORDER
 from training.evaluate_cli import default_out_dir, evaluation_document
 from training.pipeline import TrainResult
@@ -99,6 +100,9 @@ def test_evaluate_writes_json_and_html_and_publishes_nothing(
     ):
         assert text in out, text
     assert "published" not in out
+    # The ranker's sources and strongest features, as `nbo train` prints them.
+    assert "ranker: where its top 10 came from" in out
+    assert "strongest features" in out
 
     # The default folder, under reports/ of the working folder; both paths printed.
     (folder,) = (workdir / "reports").iterdir()
@@ -109,8 +113,20 @@ def test_evaluate_writes_json_and_html_and_publishes_nothing(
 
     document = json.loads(json_path.read_text(encoding="utf-8"))
     assert document["published"] is False
-    for section in ("split", "cycles", "churn", "lifecycle", "propensity", "quality_gate"):
+    for section in (
+        "split",
+        "cycles",
+        "churn",
+        "lifecycle",
+        "propensity",
+        "ranker",
+        "quality_gate",
+    ):
         assert section in document, section
+    ranker = document["ranker"]
+    assert ranker["enabled"] is True
+    assert set(ranker["contributions"]) == set(SOURCES)
+    assert set(ranker["importance"]) == set(FEATURES)
     for section in ("data", "config", "timings"):
         assert document[section], section
     assert document["data"]["rows_kept"] == 420
@@ -139,6 +155,9 @@ def test_evaluate_writes_json_and_html_and_publishes_nothing(
     text = PNG_URI.sub("", page)
     assert "<script" not in text and "http" not in text  # self-contained, no network
     assert "quality gate passed" in page
+    assert "Two-stage ranker" in page and 'alt="feature importance"' in page
+    for source in SOURCES:
+        assert f"<td>{source}</td>" in page, source
 
     # Nothing published, nothing left behind.
     assert sorted(p.name for p in (workdir / "models").iterdir()) == ["README.md"]

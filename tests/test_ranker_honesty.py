@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import END, GROUP_ITEMS, make_planted_purchases, small_training_config
 
 from nbo.cycles import repurchase_cycles
 from nbo.features import build_order_table, line_values
@@ -20,7 +21,6 @@ from nbo.purchases import read_purchases
 from nbo.ranking import rank_offers
 from nbo.suppression import SuppressionWindow
 from nbo.two_stage import FEATURES
-from tests.conftest import END, GROUP_ITEMS, make_planted_purchases, small_training_config
 from training.lifecycle import train_churn
 from training.pipeline import train
 from training.ranker import TrainingWindow, WindowSettings, training_window, window_facts

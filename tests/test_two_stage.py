@@ -4,13 +4,16 @@ training one window before the cutoff, and what the service serves with it."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import small_training_config
 
 from nbo.lifecycle import STAGES
+from nbo.mapping import load_mapping
 from nbo.model import ServingModel, load_serving_model
 from nbo.models.popularity import group_popularity
 from nbo.ranking import (
@@ -30,7 +33,8 @@ from nbo.two_stage import (
     candidates,
     ranked_top,
 )
-from training.pipeline import TrainResult
+from training.config import RankerConfig
+from training.pipeline import TrainResult, train
 
 DAY = 86_400
 
@@ -328,3 +332,25 @@ def test_the_service_ranks_when_sources_come_back_empty(model: ServingModel) -> 
     assert all(
         o.reason.source not in (SOURCE_ALSO_BOUGHT, SOURCE_POPULAR_IN_STAGE) for o in ranking.offers
     )
+
+
+def test_the_ranker_settings_come_from_the_training_config(
+    tmp_path: Path, planted_csv: Path
+) -> None:
+    config = small_training_config().model_copy(
+        update={"ranker": RankerConfig(per_source=7, max_rounds=3)}
+    )
+    result = train(planted_csv, load_mapping("canonical"), tmp_path / "a", config)
+    section = result.manifest["ranker"]
+    assert section["per_source"] == 7 and 1 <= section["rounds"] <= 3
+    assert load_serving_model(tmp_path / "a").ranker_per_source == 7
+
+    off = small_training_config().model_copy(update={"ranker": RankerConfig(enabled=False)})
+    result = train(planted_csv, load_mapping("canonical"), tmp_path / "b", off)
+    assert result.manifest["ranker"] == {
+        "enabled": False,
+        "reason": "disabled in the training config",
+    }
+    assert result.manifest["quality_gate"]["method"] == "als"
+    served = load_serving_model(tmp_path / "b")
+    assert served.ranker is None and served.item_side is None
