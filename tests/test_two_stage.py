@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +17,7 @@ from nbo.lifecycle import STAGES
 from nbo.mapping import load_mapping
 from nbo.model import ServingModel, load_serving_model
 from nbo.models.popularity import group_popularity
+from nbo.models.ranker import RankerScorer
 from nbo.ranking import (
     SOURCE_ALSO_BOUGHT,
     SOURCE_BUY_AGAIN,
@@ -354,3 +356,34 @@ def test_the_ranker_settings_come_from_the_training_config(
     assert result.manifest["quality_gate"]["method"] == "als"
     served = load_serving_model(tmp_path / "b")
     assert served.ranker is None and served.item_side is None
+
+
+def test_the_scorer_gives_the_boosters_own_scores() -> None:
+    """The service's C-API scorer and LightGBM's Booster.predict agree on features in
+    either memory layout, with missing values and the categorical stage."""
+    rng = np.random.default_rng(0)
+    n_rows, width = 600, len(FEATURES)
+    features = rng.normal(size=(n_rows, width)).astype(np.float32)
+    stage = FEATURES.index("customer_stage")
+    features[:, stage] = rng.integers(0, len(STAGES), n_rows)
+    features[rng.random((n_rows, width)) < 0.1] = np.nan
+    labels = (np.nan_to_num(features[:, 0]) + rng.normal(size=n_rows) > 0.5).astype(int)
+    booster = lgb.train(
+        {"objective": "lambdarank", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 5},
+        lgb.Dataset(
+            features,
+            label=labels,
+            group=[20] * (n_rows // 20),
+            feature_name=list(FEATURES),
+            categorical_feature=["customer_stage"],
+        ),
+        num_boost_round=20,
+    )
+    scorer = RankerScorer(booster)
+    expected = booster.predict(features)
+    np.testing.assert_allclose(scorer.predict(features), expected, rtol=1e-6)
+    np.testing.assert_allclose(scorer.predict(np.asfortranarray(features)), expected, rtol=1e-6)
+    np.testing.assert_allclose(scorer.predict(features[::2]), expected[::2], rtol=1e-6)
+    assert scorer.predict(features[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="expected 21 features"):
+        scorer.predict(features[:, :-1])

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
@@ -27,7 +26,7 @@ from nbo.lifecycle import LifecycleThresholds
 from nbo.models.cf import AlsExplainer, AlsParams, als_from_factors
 from nbo.models.churn import ChurnModel, load_churn_model
 from nbo.models.popularity import popular_order
-from nbo.models.ranker import load_ranker
+from nbo.models.ranker import RankerScorer, load_ranker
 from nbo.propensity import DOCUMENT as PROPENSITY_DOCUMENT
 from nbo.propensity import Propensity
 from nbo.send_time import HOURS_PER_WEEK, send_hour_prior
@@ -90,7 +89,7 @@ class ServingModel:
     propensity: Propensity = field(default_factory=Propensity.uncalibrated)
     # The two-stage ranker and the item side of its sources (``nbo.two_stage``); None
     # for artifacts without one (older, or data too short to train one).
-    ranker: lgb.Booster | None = None
+    ranker: RankerScorer | None = None
     item_side: ItemSide | None = None
     ranker_per_source: int = 50
     lifecycle: LifecycleThresholds = field(default_factory=LifecycleThresholds)
@@ -312,7 +311,7 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         typical_line_value=_typical_line_value(artifact.manifest),
         churn=load_churn_model(artifact),
         propensity=propensity,
-        ranker=None if ranked is None else ranked.booster,
+        ranker=None if ranked is None else ranked.scorer,
         item_side=None
         if ranked is None
         else ItemSide.build(

@@ -344,7 +344,7 @@ def _ranked_candidates(
         model.ranker_per_source,
         as_of_s=now_s,
     )
-    scores = np.asarray(model.ranker.predict(table.features, num_threads=1), dtype=np.float64)
+    scores = model.ranker.predict(table.features)
     order = np.lexsort((table.items, -scores))[:n]
     # Each item is credited to the first of its sources in _CREDIT_ORDER.
     flags = table.sources[order][:, _CREDIT_COLUMNS]

@@ -237,12 +237,9 @@ def candidates(
     counts, last = customers.counts, customers.last
     # Dense buffers over the catalogue, written for one customer and reset after it.
     no_scores = np.zeros(n_items)
-    als_rank = np.full(n_items, np.nan, np.float32)
-    knn_rank = np.full(n_items, np.nan, np.float32)
     bought = np.zeros(n_items)
     bought_last = np.zeros(n_items)
     banned_mask = np.zeros(n_items, dtype=bool)
-    proposed_by = np.zeros(n_items, dtype=np.uint8)  # a bit per source
     no_items = np.empty(0, np.int64)
 
     rows_out, items_out, flags_out, features_out = [], [], [], []
@@ -286,13 +283,21 @@ def candidates(
         if stage != NO_STAGE and items.stage_popular_order is not None:
             from_stage = items.stage_popular_order[stage, : n_popular + len(banned)]
             from_stage = from_stage[~banned_mask[from_stage]][:n_popular]
-        for bit, source in enumerate((from_als, from_knn, from_history, popular, from_stage)):
-            proposed_by[source] |= 1 << bit
-        union = np.flatnonzero(proposed_by)
-        flags = (proposed_by[union][:, None] & _SOURCE_BITS) > 0
+        # The union, with a bit per source that proposed each item; ALS and ItemKNN
+        # come first in ``proposed``, so their ranks are positions in it.
+        sources = (from_als, from_knn, from_history, popular, from_stage)
+        proposed = np.concatenate(sources)
+        union, where = np.unique(proposed, return_inverse=True)
+        proposed_by = np.zeros(len(union), np.uint8)
+        np.bitwise_or.at(proposed_by, where, np.repeat(_SOURCE_BITS, [len(s) for s in sources]))
+        flags = (proposed_by[:, None] & _SOURCE_BITS) > 0
+        als_rank = np.full(len(union), np.nan, np.float32)
+        als_rank[where[: len(from_als)]] = np.arange(1, len(from_als) + 1)
+        knn_rank = np.full(len(union), np.nan, np.float32)
+        knn_rank[where[len(from_als) : len(from_als) + len(from_knn)]] = np.arange(
+            1, len(from_knn) + 1
+        )
 
-        als_rank[from_als] = np.arange(1, len(from_als) + 1)
-        knn_rank[from_knn] = np.arange(1, len(from_knn) + 1)
         bought[mine] = mine_counts
         bought_last[mine] = mine_last
         features_out.append(
@@ -302,8 +307,8 @@ def candidates(
                 union,
                 factors[row],
                 knn[union],
-                als_rank[union],
-                knn_rank[union],
+                als_rank,
+                knn_rank,
                 bought[union],
                 bought_last[union],
                 float(mine_counts.sum()),
@@ -318,9 +323,6 @@ def candidates(
         items_out.append(union)
         flags_out.append(flags)
         # Reset what this customer wrote.
-        proposed_by[union] = 0
-        als_rank[from_als] = np.nan
-        knn_rank[from_knn] = np.nan
         bought[mine] = 0.0
         bought_last[mine] = 0.0
         banned_mask[banned] = False

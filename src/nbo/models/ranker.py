@@ -9,6 +9,7 @@ LightGBM's major version and the feature names.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -28,9 +29,86 @@ POPULARITY_BEFORE = "popularity_before"
 STAGE_POPULARITY = "stage_popularity"
 
 
+class RankerScorer:
+    """The booster's scores for one request's candidates, through LightGBM's C API.
+
+    ``Booster.predict`` spends about 90 µs per call before predicting anything (it builds
+    a predictor object, inspects the data, formats parameters): a third of the ranker's
+    share of an offers call, measured on Online Retail. Here the booster is loaded once
+    into its own C handle (``LGBM_BoosterLoadModelFromString``) and each call is one
+    ``LGBM_BoosterPredictForMat`` on the features as they lie in memory (row- or
+    column-major float32), one thread, the same numbers as ``Booster.predict``.
+    """
+
+    _PARAMETERS = b"num_threads=1"
+
+    def __init__(self, booster: lgb.Booster) -> None:
+        self.booster = booster
+        self._lib = lgb.basic._LIB
+        handle = ctypes.c_void_p()
+        iterations = ctypes.c_int(0)
+        model = booster.model_to_string().encode("utf-8")
+        self._check(
+            self._lib.LGBM_BoosterLoadModelFromString(
+                ctypes.c_char_p(model), ctypes.byref(iterations), ctypes.byref(handle)
+            )
+        )
+        self._handle = handle
+        self.n_features = booster.num_feature()
+
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is not None and handle.value:
+            self._lib.LGBM_BoosterFree(handle)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Scores (float64), one per row of ``features`` (rows x ``n_features``)."""
+        rows, columns = features.shape
+        if columns != self.n_features:
+            raise ValueError(f"expected {self.n_features} features, got {columns}")
+        if rows == 0:
+            return np.empty(0)
+        data = np.asarray(features, dtype=np.float32)
+        row_major = not data.flags.f_contiguous
+        if row_major and not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data)
+        out = np.empty(rows, dtype=np.float64)
+        written = ctypes.c_int64(0)
+        self._check(
+            self._lib.LGBM_BoosterPredictForMat(
+                self._handle,
+                data.ctypes.data_as(ctypes.c_void_p),
+                ctypes.c_int(_FLOAT32),
+                ctypes.c_int32(rows),
+                ctypes.c_int32(columns),
+                ctypes.c_int(1 if row_major else 0),
+                ctypes.c_int(_PREDICT_NORMAL),
+                ctypes.c_int(0),  # from the first iteration
+                ctypes.c_int(-1),  # through all of them
+                ctypes.c_char_p(self._PARAMETERS),
+                ctypes.byref(written),
+                out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+            )
+        )
+        if written.value != rows:
+            raise ValueError(f"LightGBM wrote {written.value} scores for {rows} rows")
+        return out
+
+    def _check(self, code: int) -> None:
+        if code != 0:
+            # lightgbm declares LGBM_GetLastError's result as a C string (bytes).
+            message = self._lib.LGBM_GetLastError()
+            raise lgb.basic.LightGBMError(bytes(message).decode("utf-8", "replace"))
+
+
+# LightGBM's C API constants (c_api.h): float32 data, plain (not raw/leaf) predictions.
+_FLOAT32 = 0
+_PREDICT_NORMAL = 0
+
+
 @dataclass(frozen=True)
 class LoadedRanker:
-    booster: lgb.Booster
+    scorer: RankerScorer
     similarity: sp.csr_matrix
     popularity_before: np.ndarray
     stage_popularity: np.ndarray  # len(STAGES) x items
@@ -97,4 +175,8 @@ def load_ranker(artifact: Artifact, n_items: int) -> LoadedRanker | None:
     ):
         raise ArtifactError(f"{where}: similarity or popularity arrays do not fit {n_items} items")
     similarity = sp.csr_matrix((data, indices, indptr), shape=(n_items, n_items))
-    return LoadedRanker(booster, similarity, before, by_stage)
+    try:
+        scorer = RankerScorer(booster)
+    except (lgb.basic.LightGBMError, AttributeError) as exc:
+        raise ArtifactError(f"{where}: {RANKER_FILE} cannot be served ({exc})") from None
+    return LoadedRanker(scorer, similarity, before, by_stage)
