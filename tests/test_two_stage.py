@@ -32,6 +32,7 @@ from nbo.two_stage import (
     STAGE_CODE,
     CustomerSide,
     ItemSide,
+    _union,
     candidates,
     ranked_top,
 )
@@ -387,3 +388,13 @@ def test_the_scorer_gives_the_boosters_own_scores() -> None:
     assert scorer.predict(features[:0]).shape == (0,)
     with pytest.raises(ValueError, match="expected 21 features"):
         scorer.predict(features[:, :-1])
+
+
+def test_the_candidate_union_is_numpys_unique_with_inverse() -> None:
+    rng = np.random.default_rng(1)
+    for size in (0, 1, 2, 7, 150):
+        proposed = rng.integers(0, 40, size)
+        union, where = _union(proposed)
+        expected_union, expected_where = np.unique(proposed, return_inverse=True)
+        np.testing.assert_array_equal(union, expected_union)
+        np.testing.assert_array_equal(where, expected_where.ravel())

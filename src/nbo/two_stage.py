@@ -287,7 +287,7 @@ def candidates(
         # come first in ``proposed``, so their ranks are positions in it.
         sources = (from_als, from_knn, from_history, popular, from_stage)
         proposed = np.concatenate(sources)
-        union, where = np.unique(proposed, return_inverse=True)
+        union, where = _union(proposed)
         proposed_by = np.zeros(len(union), np.uint8)
         np.bitwise_or.at(proposed_by, where, np.repeat(_SOURCE_BITS, [len(s) for s in sources]))
         flags = (proposed_by[:, None] & _SOURCE_BITS) > 0
@@ -427,6 +427,20 @@ def _features(
     if items.price is not None:
         out[:, column["price"]] = items.price[union]
     return out
+
+
+def _union(proposed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct items of ``proposed`` (sorted) and each entry's position among them:
+    ``np.unique(..., return_inverse=True)`` without its fixed cost (measured 90 µs a
+    call here, for a few dozen items)."""
+    order = np.argsort(proposed, kind="stable")
+    ordered = proposed[order]
+    first = np.empty(len(ordered), dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    where = np.empty(len(ordered), dtype=np.int64)
+    where[order] = np.cumsum(first) - 1
+    return ordered[first], where
 
 
 def _value_of(values: np.ndarray | None, row: int) -> float:
