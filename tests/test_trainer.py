@@ -32,6 +32,7 @@ METHODS = {
     "popularity",
     "buy_again",
     "itemknn",
+    "stage_popularity",
     "ranker",
 }
 TRUTHS = {"all", "new"}

@@ -28,6 +28,7 @@ from nbo.ranking import (
 from nbo.suppression import SuppressionWindow
 from nbo.two_stage import (
     FEATURES,
+    NO_STAGE,
     SOURCES,
     STAGE_CODE,
     CustomerSide,
@@ -38,6 +39,7 @@ from nbo.two_stage import (
 )
 from training.config import RankerConfig
 from training.pipeline import TrainResult, train
+from training.ranker import stage_popularity_recommender
 
 DAY = 86_400
 
@@ -398,3 +400,14 @@ def test_the_candidate_union_is_numpys_unique_with_inverse() -> None:
         expected_union, expected_where = np.unique(proposed, return_inverse=True)
         np.testing.assert_array_equal(union, expected_union)
         np.testing.assert_array_equal(where, expected_where.ravel())
+
+
+def test_stage_popularity_alone_ranks_each_customer_by_their_stage() -> None:
+    items = _staged_items()
+    stages = np.array([STAGE_CODE["loyal"], STAGE_CODE["lapsed"], NO_STAGE])
+    recommend = stage_popularity_recommender(items, stages, 2)
+    top = recommend(np.array([0, 1, 2]), None)
+    assert top[0, 0] == 2 and top[1, 0] == 4  # each stage's favourite first
+    assert top[2].tolist() == items.popular_order[:2].tolist()  # no stage: overall
+    exclude = sp.csr_matrix(([1.0], [2], [0, 1, 1]), shape=(2, 6))
+    assert 2 not in recommend(np.array([0, 1]), exclude)[0].tolist()

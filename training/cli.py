@@ -27,6 +27,7 @@ METHOD_ORDER = (
     "itemknn",
     "buy_again",
     "popularity",
+    "stage_popularity",
 )
 TRUTH_TITLES = {
     "all": "all holdout purchases",

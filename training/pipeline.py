@@ -410,7 +410,7 @@ def _drop_erased(
 
 
 # The single methods the two-stage ranker must beat (the best of them) to publish.
-GATE_BASELINES = ("als", "itemknn", "buy_again", "popularity")
+GATE_BASELINES = ("als", "itemknn", "buy_again", "popularity", "stage_popularity")
 
 
 def _quality_gate(metrics: dict[str, dict[str, dict[str, float]]], k: int) -> dict[str, Any]:

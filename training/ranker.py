@@ -31,6 +31,7 @@ from nbo.models.ranker import lightgbm_version
 from nbo.two_stage import (
     CATEGORICAL_FEATURES,
     FEATURES,
+    NO_STAGE,
     SOURCES,
     CandidateTable,
     CustomerSide,
@@ -40,7 +41,12 @@ from nbo.two_stage import (
     sparse_topk,
 )
 from training.config import TrainingConfig
-from training.evaluate import Recommender, evaluate_methods, evaluation_customers
+from training.evaluate import (
+    Recommender,
+    evaluate_methods,
+    evaluation_customers,
+    first_allowed,
+)
 from training.lifecycle import ChurnTraining, CustomerTraits, customer_traits
 from training.split import TimeSplit, time_split
 
@@ -266,6 +272,29 @@ def knn_recommender(items: ItemSide, split: TimeSplit, k: int) -> Recommender:
     return recommend
 
 
+def stage_popularity_recommender(items: ItemSide, stages: np.ndarray | None, k: int) -> Recommender:
+    """Popularity within the customer's lifecycle stage alone (``stages``: per split
+    customer, as of the cutoff); overall popularity for a customer without a stage."""
+
+    def recommend(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
+        out = np.full((len(customers), k), -1, dtype=np.int64)
+        mine = np.full(len(customers), NO_STAGE) if stages is None else stages[customers]
+        for stage in np.unique(mine).tolist():
+            rows = np.flatnonzero(mine == stage)
+            if stage == NO_STAGE or items.stage_popular_order is None:
+                order = items.popular_order
+            else:
+                order = items.stage_popular_order[stage]
+            if exclude is None:
+                picked = np.tile(order[:k], (len(rows), 1))
+            else:
+                picked = first_allowed(order, exclude[rows], k)
+            out[rows, : picked.shape[1]] = picked
+        return out
+
+    return recommend
+
+
 def contributions(
     table: CandidateTable, top: np.ndarray, truth: sp.csr_matrix
 ) -> dict[str, dict[str, float]]:
@@ -428,22 +457,26 @@ def evaluate_ranker(
         cycles_of(split),
         facts_now,
     )
-    knn_only = {"itemknn": knn_recommender(now, split, k)}
+    stages = None if facts_now.traits is None else facts_now.traits.stage
+    singles = {
+        "itemknn": knn_recommender(now, split, k),
+        "stage_popularity": stage_popularity_recommender(now, stages, k),
+    }
     empty = np.empty(0)
     if not settings.enabled:
         reason = "disabled in the training config"
-        metrics = evaluate_methods(split, knn_only, customers, k)
+        metrics = evaluate_methods(split, singles, customers, k)
         return RankerResult(None, reason, metrics, {}, empty, empty, empty), now
     try:
         window = training_window(split, fit_als_on, cycles_of, facts_of, settings)
     except ConfigError as exc:
         reason = f"no window before the cutoff to train on ({exc})"
-        metrics = evaluate_methods(split, knn_only, customers, k)
+        metrics = evaluate_methods(split, singles, customers, k)
         return RankerResult(None, reason, metrics, {}, empty, empty, empty), now
     table, labels = window.table, window.labels
     if not labels.any():
         reason = "nobody bought a candidate in the window before the cutoff"
-        metrics = evaluate_methods(split, knn_only, customers, k)
+        metrics = evaluate_methods(split, singles, customers, k)
         return RankerResult(None, reason, metrics, {}, empty, empty, empty), now
     booster = train_ranker(table, labels, settings.seed, settings.max_rounds)
     record: list[tuple[CandidateTable, np.ndarray, np.ndarray]] = []
@@ -451,7 +484,7 @@ def evaluate_ranker(
         "ranker": ranker_recommender(
             now, split, evaluated, booster, k, settings.per_source, facts_now, record
         ),
-        **knn_only,
+        **singles,
     }
     metrics = evaluate_methods(split, methods, customers, k)
     # The first call is the "all" truth's: every customer with a holdout purchase.
