@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from nbo.catalog import Catalog
+from nbo.config import Settings
 from nbo.lifecycle import CustomerProfile, customer_profile
 from nbo.model import ServingModel
 from nbo.policies import (
+    DAY,
     REASON_FREQUENCY_CAP,
     ContactHistory,
     FatigueRule,
@@ -26,7 +28,7 @@ from nbo.policies import (
     fatigued_items,
 )
 from nbo.ranking import Ranking, RecentPurchase, rank_offers
-from nbo.store import DEFAULT_CONSENT, Consent, StoredPurchase
+from nbo.store import DEFAULT_CONSENT, Consent, Store, StoredPurchase
 from nbo.suppression import SuppressionWindow
 
 # The customer withdrew consent to be contacted on this channel: no offers for it.
@@ -128,3 +130,22 @@ def decide(
         monetary=profile.monetary if profile.known else None,
     )
     return Decision(profile, ranking)
+
+
+def contact_policy(settings: Settings) -> ContactPolicy:
+    """The contact rules the settings configure."""
+    return ContactPolicy(settings.suppression, settings.frequency_caps, settings.fatigue)
+
+
+def customer_state(
+    store: Store, customer_id: str, now_s: int, policy: ContactPolicy, catalog: Catalog
+) -> CustomerState:
+    """What the store knows of the customer, as far back as any rule looks: what the API
+    and batch generation both read before ``decide``."""
+    return CustomerState(
+        consent=store.consent_of(customer_id) or DEFAULT_CONSENT,
+        contacts=store.contacts_of(
+            customer_id, since=int(now_s - policy.lookback_days(catalog) * DAY)
+        ),
+        posted=store.purchases_of(customer_id),
+    )

@@ -14,6 +14,7 @@ service), so both answer the same hour for the same orders.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import numpy as np
@@ -77,3 +78,17 @@ def _smooth(votes: np.ndarray) -> np.ndarray:
     before, here, after = SMOOTHING
     wrapped = np.concatenate([votes[..., -1:], votes, votes[..., :1]], axis=-1)
     return before * wrapped[..., :-2] + here * votes + after * wrapped[..., 2:]
+
+
+def next_send_at(hour_of_week: int, now: datetime) -> datetime:
+    """The next occurrence of ``hour_of_week`` (Monday 00:00 UTC = 0) strictly after
+    ``now``, in UTC."""
+    hour_of_week %= HOURS_PER_WEEK
+    now = now.astimezone(UTC)
+    week_start = (now - timedelta(days=now.weekday())).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    candidate = week_start + timedelta(hours=hour_of_week)
+    if candidate <= now:
+        candidate += timedelta(days=7)
+    return candidate

@@ -158,6 +158,8 @@ class Store(Protocol):
 
     def event_count(self) -> int: ...
 
+    def customers_with_purchases(self) -> list[str]: ...
+
     def contacts_of(self, customer_id: str, since: int) -> ContactHistory: ...
 
     def set_consent(
@@ -348,6 +350,13 @@ class SQLiteStore:
             (customer_id,),
         )
         return [json.loads(row[0]) for row in rows.fetchall()]
+
+    def customers_with_purchases(self) -> list[str]:
+        """Every customer with a posted purchase, sorted (new customers included)."""
+        rows = self._reader().execute(
+            "SELECT DISTINCT customer_id FROM purchase_lines ORDER BY customer_id"
+        )
+        return [row[0] for row in rows.fetchall()]
 
     def event_count(self) -> int:
         return int(self._reader().execute("SELECT COUNT(*) FROM events").fetchone()[0])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from nbo.lifecycle import CustomerProfile
+from nbo.send_time import HOURS_PER_WEEK, next_send_at
 from nbo.service.schemas import BestSendTimeOut, CustomerProfileOut
 
-HOURS_PER_WEEK = 168
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -15,13 +15,7 @@ def best_send_time_out(hour_of_week: int, now: datetime) -> BestSendTimeOut:
     """The hour of the week (Monday 00:00 UTC = 0) with its name and next occurrence
     strictly after ``now``."""
     hour_of_week %= HOURS_PER_WEEK
-    now = now.astimezone(UTC)
-    week_start = (now - timedelta(days=now.weekday())).replace(
-        hour=0, minute=0, second=0, microsecond=0
-    )
-    candidate = week_start + timedelta(hours=hour_of_week)
-    if candidate <= now:
-        candidate += timedelta(days=7)
+    candidate = next_send_at(hour_of_week, now)
     return BestSendTimeOut(
         hour_of_week=hour_of_week,
         day=DAYS[hour_of_week // 24],

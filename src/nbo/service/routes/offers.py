@@ -10,22 +10,11 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from nbo.arbitration import Components
-from nbo.catalog import Catalog
-from nbo.config import Settings
-from nbo.decision import ContactPolicy, CustomerState, decide
+from nbo.decision import contact_policy, customer_state, decide
 from nbo.events import ImpressionEvent
 from nbo.model import ServingModel
-from nbo.policies import DAY
-from nbo.ranking import (
-    PROFILE_NONE,
-    SOURCE_ALSO_BOUGHT,
-    SOURCE_BUY_AGAIN,
-    SOURCE_CATALOG,
-    SOURCE_CF,
-    SOURCE_POPULAR_IN_STAGE,
-    Offer,
-    Ranking,
-)
+from nbo.ranking import PROFILE_NONE, Offer, Ranking
+from nbo.reasons import reason_text
 from nbo.service.deps import CatalogDep, CustomerId, ModelDep, SettingsDep, StoreDep
 from nbo.service.profiles import best_send_time_out
 from nbo.service.schemas import (
@@ -35,7 +24,6 @@ from nbo.service.schemas import (
     OffersResponse,
     ReasonOut,
 )
-from nbo.store import DEFAULT_CONSENT, Store
 
 router = APIRouter(prefix="/v1/customers", tags=["offers"])
 
@@ -110,24 +98,6 @@ async def get_offers(
     return answer
 
 
-def contact_policy(settings: Settings) -> ContactPolicy:
-    """The contact rules the settings configure."""
-    return ContactPolicy(settings.suppression, settings.frequency_caps, settings.fatigue)
-
-
-def customer_state(
-    store: Store, customer_id: str, now_s: int, policy: ContactPolicy, catalog: Catalog
-) -> CustomerState:
-    """What the store knows of the customer, as far back as any rule looks."""
-    return CustomerState(
-        consent=store.consent_of(customer_id) or DEFAULT_CONSENT,
-        contacts=store.contacts_of(
-            customer_id, since=int(now_s - policy.lookback_days(catalog) * DAY)
-        ),
-        posted=store.purchases_of(customer_id),
-    )
-
-
 def impressions(
     customer_id: str, channel: str, request_id: str, now: datetime, ranking: Ranking
 ) -> list[ImpressionEvent]:
@@ -146,47 +116,10 @@ def impressions(
     ]
 
 
-STAGE_WORDS = {
-    "new": "new customers",
-    "active": "active customers",
-    "at_risk": "customers at risk of leaving",
-    "lapsed": "customers who have not bought for a while",
-    "loyal": "loyal customers",
-}
-
-
 def _offer_out(model: ServingModel, offer: Offer, stage: str) -> OfferOut:
     names = model.item_names
     item = offer.item_id
-    if offer.reason.source == SOURCE_CF and offer.reason.because:
-        others = [i for i in offer.reason.because if i != item]
-        bought = ", ".join(names.get(i, i) for i in others)
-        again = item in offer.reason.because
-        if again and others:
-            text = f"you bought this before; it goes with {bought}"
-        elif again:
-            text = "you bought this before"
-        else:
-            text = f"customers who bought what you bought ({bought}) also buy this"
-    elif offer.reason.source == SOURCE_CF:
-        text = "matches your purchase history"
-    elif offer.reason.source == SOURCE_BUY_AGAIN and item is not None:
-        cycle = model.cycle_days_of(item)
-        if cycle is not None and offer.reason.orders > 1:
-            text = f"you buy this about every {cycle:.0f} days"
-        elif cycle is not None:
-            text = f"you bought this before; customers buy it again about every {cycle:.0f} days"
-        else:
-            text = "you bought this before"
-    elif offer.reason.source == SOURCE_ALSO_BOUGHT and offer.reason.because:
-        bought = ", ".join(names.get(i, i) for i in offer.reason.because)
-        text = f"customers who bought {bought} also bought this"
-    elif offer.reason.source == SOURCE_POPULAR_IN_STAGE:
-        text = "popular with customers like you"
-    elif offer.reason.source == SOURCE_CATALOG:
-        text = f"{offer.title or offer.offer_id}: an offer for {STAGE_WORDS.get(stage, stage)}"
-    else:
-        text = "popular this month"
+    text = reason_text(model, offer, stage)
     components = offer.components or Components(0.0, 0.0, 0.0, 0.0)
     return OfferOut(
         offer_id=offer.offer_id,

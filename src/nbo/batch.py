@@ -1,0 +1,343 @@
+"""Batch offer generation: a campaign's offers for many customers, as one file.
+
+Every customer goes through ``nbo.decision.decide``, the function behind
+``GET /v1/customers/{id}/offers``, with the state the store holds for them (consent,
+contacts, purchases posted since training), so a campaign obeys exactly the rules of a
+single call: suppression (posted purchases included), eligibility, consent, frequency
+caps and offer fatigue. Customers are decided in chunks and written chunk by chunk to a
+temporary file beside the output, renamed over it only when every customer is done, so
+an interrupted or failed run never leaves a half-written campaign behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from nbo.catalog import Catalog
+from nbo.decision import ContactPolicy, Decision, customer_state, decide
+from nbo.errors import NboError
+from nbo.events import ImpressionEvent
+from nbo.lifecycle import STAGES
+from nbo.model import ServingModel
+from nbo.reasons import reason_text
+from nbo.send_time import next_send_at
+from nbo.store import Store
+
+SUFFIXES = (".parquet", ".csv")
+ALL = "all"
+STAGE_PREFIX = "stage="
+CHUNK = 1000
+
+# One row per customer and rank; a customer without offers (no consent for the channel,
+# frequency cap) gets one row with rank 0 and the reason in ``suppressed_reason``.
+SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.string()),
+        ("rank", pa.int32()),
+        ("offer_id", pa.string()),
+        ("kind", pa.string()),
+        ("item_id", pa.string()),
+        ("item_name", pa.string()),
+        ("title", pa.string()),
+        ("incentive", pa.string()),
+        ("amount", pa.float64()),
+        ("priority", pa.float64()),
+        ("propensity", pa.float64()),
+        ("value", pa.float64()),
+        ("stage_weight", pa.float64()),
+        ("lever", pa.float64()),
+        ("score", pa.float64()),
+        ("reason_source", pa.string()),
+        ("reason_because", pa.string()),
+        ("reason_text", pa.string()),
+        ("stage", pa.string()),
+        ("churn_risk", pa.float64()),
+        ("best_send_at", pa.string()),
+        ("personalized", pa.bool_()),
+        ("suppressed_reason", pa.string()),
+        ("model_version", pa.string()),
+        ("experiment", pa.string()),
+        ("variant", pa.string()),
+        ("request_id", pa.string()),
+    ]
+)
+
+
+class BatchError(NboError):
+    """A batch that cannot run: a bad customer selection or output path."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which customers a batch covers: explicit ids, or every customer the model and the
+    store know; optionally only those in ``stage`` (decided per customer, live)."""
+
+    customer_ids: Sequence[str]
+    stage: str | None = None
+    description: str = ""
+
+
+@dataclass
+class BatchSummary:
+    customers: int = 0  # decided
+    with_offers: int = 0
+    rows: int = 0
+    skipped_stage: int = 0  # not in the selected stage
+    without_offers: dict[str, int] = field(default_factory=dict)  # reason -> customers
+    recorded: int = 0  # impressions recorded
+
+
+def select_customers(spec: str, model: ServingModel, store: Store) -> Selection:
+    """``all``, ``stage=NAME`` (all, kept when their live stage is NAME) or a file of ids
+    (``.txt``: one per line; ``.csv``/``.parquet``: a ``customer_id`` column)."""
+    if spec == ALL or spec.startswith(STAGE_PREFIX):
+        stage = None
+        if spec.startswith(STAGE_PREFIX):
+            stage = spec[len(STAGE_PREFIX) :]
+            if stage not in STAGES:
+                raise BatchError(
+                    f"--customers {spec}: unknown stage '{stage}' (one of {', '.join(STAGES)})"
+                )
+        known = [str(c) for c in model.customers.ids]
+        posted = [c for c in store.customers_with_purchases() if model.customers.get(c) is None]
+        erased = set(store.erased_ids())
+        ids = [c for c in (*known, *sorted(posted)) if c not in erased]
+        return Selection(ids, stage, spec)
+    return Selection(_ids_from_file(Path(spec)), None, spec)
+
+
+def _ids_from_file(path: Path) -> list[str]:
+    where = f"--customers {path}"
+    if not path.is_file():
+        raise BatchError(f"{where}: no such file (or use 'all' or 'stage=NAME')")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        elif suffix == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        elif suffix in (".txt", ""):
+            lines = path.read_text(encoding="utf-8").splitlines()
+            ids = [line.strip() for line in lines if line.strip()]
+            if not ids:
+                raise BatchError(f"{where}: no customer ids in the file")
+            return list(dict.fromkeys(ids))
+        else:
+            raise BatchError(f"{where}: a customer list is a .txt, .csv or .parquet file")
+    except (OSError, UnicodeDecodeError, ValueError, pa.ArrowException) as exc:
+        if isinstance(exc, BatchError):
+            raise
+        raise BatchError(f"{where}: cannot be read ({exc})") from None
+    if "customer_id" not in frame.columns:
+        raise BatchError(
+            f"{where}: no 'customer_id' column (columns: {', '.join(map(str, frame.columns))})"
+        )
+    ids = [str(c).strip() for c in frame["customer_id"].tolist() if str(c).strip()]
+    if not ids:
+        raise BatchError(f"{where}: no customer ids in the file")
+    return list(dict.fromkeys(ids))
+
+
+def check_output(path: Path) -> None:
+    """Refuse an output the batch could not write, before any work is done."""
+    if path.suffix.lower() not in SUFFIXES:
+        raise BatchError(f"--out {path}: the output is a .parquet or .csv file")
+    if path.is_dir():
+        raise BatchError(f"--out {path}: is a folder; name a file")
+    folder = path.parent
+    if not folder.is_dir():
+        raise BatchError(f"--out {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise BatchError(f"--out {path}: the folder {folder} is not writable")
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """What every customer of the batch is decided with."""
+
+    model: ServingModel
+    catalog: Catalog
+    policy: ContactPolicy
+    store: Store
+    channel: str
+    k: int
+    now: datetime
+    # The batch will be delivered: frequency caps apply and impressions are recorded.
+    delivery: bool = False
+    run_id: str = ""
+
+    @property
+    def now_s(self) -> int:
+        return int(self.now.timestamp())
+
+
+def decisions(run: BatchRun, customer_ids: Iterable[str]) -> Iterator[tuple[str, Decision]]:
+    """``decide`` for each customer, with what the store holds for them."""
+    for customer_id in customer_ids:
+        state = customer_state(run.store, customer_id, run.now_s, run.policy, run.catalog)
+        yield (
+            customer_id,
+            decide(
+                run.model,
+                run.catalog,
+                run.policy,
+                customer_id,
+                run.channel,
+                run.k,
+                run.now_s,
+                state,
+                delivery=run.delivery,
+            ),
+        )
+
+
+def rows_of(run: BatchRun, customer_id: str, decision: Decision) -> list[dict[str, object]]:
+    """The output rows of one customer's decision (``SCHEMA`` columns)."""
+    profile = decision.profile
+    common: dict[str, object] = {
+        "customer_id": customer_id,
+        "stage": profile.stage,
+        "churn_risk": profile.churn_risk,
+        "best_send_at": next_send_at(profile.best_send_hour, run.now).isoformat(),
+        "model_version": run.model.version,
+        "experiment": None,
+        "variant": None,
+        "request_id": f"{run.run_id}-{customer_id}" if run.run_id else None,
+    }
+    ranking = decision.ranking
+    if ranking is None or not ranking.offers:
+        reason = decision.suppressed_reason or "no_offers"
+        return [
+            {
+                **common,
+                "rank": 0,
+                "personalized": False if ranking is None else ranking.personalized,
+                "suppressed_reason": reason,
+            }
+        ]
+    rows = []
+    for offer in ranking.offers:
+        parts = offer.components
+        rows.append(
+            {
+                **common,
+                "rank": offer.rank,
+                "offer_id": offer.offer_id,
+                "kind": offer.kind,
+                "item_id": offer.item_id,
+                "item_name": run.model.item_names.get(offer.item_id)
+                if offer.item_id is not None
+                else None,
+                "title": offer.title,
+                "incentive": offer.incentive,
+                "amount": offer.amount,
+                "priority": offer.priority,
+                "propensity": None if parts is None else parts.propensity,
+                "value": None if parts is None else parts.value,
+                "stage_weight": None if parts is None else parts.stage_weight,
+                "lever": None if parts is None else parts.lever,
+                "score": offer.score,
+                "reason_source": offer.reason.source,
+                "reason_because": "|".join(offer.reason.because),
+                "reason_text": reason_text(run.model, offer, profile.stage),
+                "personalized": ranking.personalized,
+                "suppressed_reason": None,
+            }
+        )
+    return rows
+
+
+Progress = Callable[[int], None]
+
+
+def write_batch(
+    run: BatchRun,
+    selection: Selection,
+    out: Path,
+    chunk: int = CHUNK,
+    progress: Progress | None = None,
+) -> BatchSummary:
+    """Decide every selected customer and write the rows to ``out`` (.parquet or .csv),
+    through a temporary file renamed at the end; with ``run.delivery`` the impressions are
+    recorded once the file is complete, before the rename.
+
+    ``progress`` is called with the number of customers done after each chunk.
+    """
+    check_output(out)
+    summary = BatchSummary()
+    temporary = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
+    try:
+        if out.suffix.lower() == ".parquet":
+            writer = pq.ParquetWriter(temporary, SCHEMA)
+        else:
+            writer = pacsv.CSVWriter(temporary, SCHEMA)
+        ids = list(selection.customer_ids)
+        for start in range(0, len(ids), chunk):
+            rows: list[dict[str, object]] = []
+            for customer_id, decision in decisions(run, ids[start : start + chunk]):
+                if selection.stage is not None and decision.profile.stage != selection.stage:
+                    summary.skipped_stage += 1
+                    continue
+                summary.customers += 1
+                mine = rows_of(run, customer_id, decision)
+                if mine[0]["rank"] == 0:
+                    reason = str(mine[0]["suppressed_reason"])
+                    summary.without_offers[reason] = summary.without_offers.get(reason, 0) + 1
+                else:
+                    summary.with_offers += 1
+                rows.extend(mine)
+            if rows:
+                writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
+                summary.rows += len(rows)
+            if progress is not None:
+                progress(min(start + chunk, len(ids)))
+        writer.close()
+        writer = None
+        if run.delivery:
+            summary.recorded = record_impressions(run, temporary, out.suffix.lower())
+        os.replace(temporary, out)
+    finally:
+        if writer is not None:
+            writer.close()
+        temporary.unlink(missing_ok=True)
+    return summary
+
+
+def record_impressions(run: BatchRun, path: Path, suffix: str, per_write: int = 5000) -> int:
+    """Record the impressions of a finished batch file, so frequency caps, offer caps and
+    fatigue count them like the API's recorded answers (idempotent: event ids derive from
+    the run, the customer and the rank)."""
+    table = pq.read_table(path) if suffix == ".parquet" else pacsv.read_csv(path)
+    table = table.filter(pa.compute.greater(table["rank"], 0))
+    columns = table.select(["customer_id", "rank", "offer_id", "item_id"]).to_pylist()
+    recorded = 0
+    for start in range(0, len(columns), per_write):
+        events = [
+            ImpressionEvent(
+                type="offer_impression",
+                event_id=f"{run.run_id}-{row['customer_id']}-{row['rank']}",
+                customer_id=str(row["customer_id"]),
+                timestamp=run.now,
+                item_id=str(row["item_id"] or row["offer_id"]),
+                channel=run.channel,
+                request_id=f"{run.run_id}-{row['customer_id']}",
+            )
+            for row in columns[start : start + per_write]
+        ]
+        recorded += len(run.store.add_events(events).accepted)
+    return recorded
+
+
+def new_run_id(now: datetime) -> str:
+    """A batch run's id: its time and a random suffix (impression and request ids)."""
+    return f"batch-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{os.urandom(3).hex()}"

@@ -1,0 +1,129 @@
+"""``nbo batch``: a campaign's offers for many customers, written as one file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nbo.config import load_settings
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "batch",
+        help="write a campaign's offers for many customers to a file",
+        description="Decide offers for many customers with the served model and every rule "
+        "of the API (suppression with posted purchases, eligibility, consent, contact "
+        "policy) and write one row per customer and rank to a .parquet or .csv file. "
+        "Settings (store, catalogue, contact policy, clock) come from NBO_* variables.",
+    )
+    parser.add_argument(
+        "--customers",
+        default="all",
+        help="'all' (default), 'stage=NAME' (e.g. stage=at_risk), or a .txt/.csv/.parquet "
+        "file of customer ids (a customer_id column)",
+    )
+    parser.add_argument("--k", type=int, default=10, help="offers per customer (10)")
+    parser.add_argument("--channel", choices=("email", "app"), default="email")
+    parser.add_argument("--out", type=Path, required=True, help="output .parquet or .csv")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="the campaign will be sent: apply the channel's frequency cap and record the "
+        "impressions, so caps hold between batch and real-time calls",
+    )
+    parser.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
+    parser.add_argument("--chunk", type=int, default=1000, help="customers per chunk (1000)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from threadpoolctl import threadpool_limits
+
+    from nbo.batch import (
+        BatchError,
+        BatchRun,
+        check_output,
+        new_run_id,
+        select_customers,
+        write_batch,
+    )
+    from nbo.catalog import CatalogHolder
+    from nbo.decision import contact_policy
+    from nbo.model import load_serving_model
+    from nbo.store import open_store
+
+    if not 1 <= args.k <= 100:
+        raise BatchError(f"--k {args.k}: must be between 1 and 100")
+    if args.chunk < 1:
+        raise BatchError(f"--chunk {args.chunk}: must be at least 1")
+    check_output(args.out)
+    settings = load_settings(models_dir=args.models_dir)
+    console = Console(stderr=True)
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = load_serving_model(settings.models_dir, settings.model_version)
+        catalog = CatalogHolder(settings.catalog).current()
+        store = open_store(settings.store_url)
+        try:
+            # Erased customers are unknown to the model, as in the service.
+            for customer_id in store.erased_ids():
+                model.forget(customer_id)
+            selection = select_customers(args.customers, model, store)
+            now = settings.now()
+            batch = BatchRun(
+                model=model,
+                catalog=catalog,
+                policy=contact_policy(settings),
+                store=store,
+                channel=args.channel,
+                k=args.k,
+                now=now,
+                delivery=args.record,
+                run_id=new_run_id(now),
+            )
+            total = len(selection.customer_ids)
+            started = time.perf_counter()
+            with Progress(
+                TextColumn("[bold]offers[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} customers/s"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                disable=not console.is_terminal,
+            ) as bar:
+                task = bar.add_task("offers", total=total, rate="-")
+
+                def advance(done: int) -> None:
+                    rate = done / max(time.perf_counter() - started, 1e-9)
+                    bar.update(task, completed=done, rate=f"{rate:,.0f}")
+
+                summary = write_batch(batch, selection, args.out, args.chunk, advance)
+        finally:
+            store.close()
+    seconds = time.perf_counter() - started
+    without = ", ".join(f"{reason} {n:,}" for reason, n in sorted(summary.without_offers.items()))
+    print(
+        f"wrote {args.out}: {summary.rows:,} rows for {summary.customers:,} customers "
+        f"({summary.with_offers:,} with offers"
+        + (f"; without: {without}" if without else "")
+        + (f"; {summary.skipped_stage:,} not in {selection.stage}" if selection.stage else "")
+        + f") in {seconds:.1f} s, {total / max(seconds, 1e-9):,.0f} customers/s; "
+        f"model {model.version}, channel {args.channel}, clock {now.isoformat()}"
+        + (f"; {summary.recorded:,} impressions recorded" if args.record else ""),
+        file=sys.stdout,
+    )
+    return 0

@@ -1,0 +1,174 @@
+"""``nbo batch``: the same offers as the API for the same customers and clock, every rule
+applied, written whole or not at all."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from nbo.batch import BatchRun, Selection, write_batch
+from nbo.catalog import default_catalog
+from nbo.cli import main
+from nbo.config import Settings
+from nbo.decision import contact_policy
+from nbo.model import load_serving_model
+from nbo.service.app import create_app
+from nbo.store import open_store
+
+CLOCK = "2026-06-30T12:00:00Z"
+NOW = datetime(2026, 6, 30, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, models_dir: Path, isolated_store: Path) -> Path:
+    monkeypatch.setenv("NBO_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("NBO_CLOCK", CLOCK)
+    return isolated_store
+
+
+def _batch(*args: str) -> int:
+    return main(["batch", *args])
+
+
+@pytest.fixture
+def client(models_dir: Path, env: Path) -> Iterator[TestClient]:
+    settings = Settings(models_dir=models_dir, clock=CLOCK, store_url=f"sqlite:///{env}")
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def _post_purchase(client: TestClient, customer_id: str, item: str) -> None:
+    answer = client.post(
+        "/v1/events",
+        json={
+            "type": "purchase",
+            "event_id": f"p-{customer_id}-{item}",
+            "customer_id": customer_id,
+            "timestamp": "2026-06-30T10:00:00Z",
+            "items": [{"item_id": item}],
+        },
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_batch_rows_are_the_apis_answers(
+    client: TestClient, env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # State the rules must see: a posted purchase (suppressed), a customer without
+    # consent to email (no offers), one without consent to personalization (popular).
+    first = client.get("/v1/customers/a00/offers?k=5").json()["offers"][0]["item_id"]
+    _post_purchase(client, "a00", first)
+    consent = {"personalization": True, "channels": {"email": False}}
+    assert client.put("/v1/customers/a01/consent", json=consent).status_code == 200
+    consent = {"personalization": False, "channels": {}}
+    assert client.put("/v1/customers/b02/consent", json=consent).status_code == 200
+
+    customers = ["a00", "a01", "b02", "b05", "new-customer"]
+    (tmp_path / "ids.txt").write_text("\n".join(customers) + "\n", encoding="utf-8")
+    out = tmp_path / "campaign.parquet"
+    assert _batch("--customers", str(tmp_path / "ids.txt"), "--k", "5", "--out", str(out)) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    rows = pd.read_parquet(out)
+    assert sorted(rows["customer_id"].unique()) == sorted(customers)
+    for customer_id in customers:
+        api = client.get(f"/v1/customers/{customer_id}/offers?k=5").json()
+        mine = rows[rows["customer_id"] == customer_id].sort_values("rank")
+        assert set(mine["model_version"]) == {api["model_version"]}
+        assert set(mine["stage"]) == {api["stage"]}
+        if not api["offers"]:
+            assert mine["rank"].tolist() == [0]
+            assert mine["suppressed_reason"].tolist() == [api["suppressed_reason"]]
+            continue
+        assert mine["offer_id"].tolist() == [o["offer_id"] for o in api["offers"]]
+        assert mine["reason_text"].tolist() == [o["reason"]["text"] for o in api["offers"]]
+        assert mine["priority"].tolist() == pytest.approx([o["priority"] for o in api["offers"]])
+        assert set(mine["best_send_at"]) == {api["best_send_time"]["next_at"]}
+    assert first not in set(rows.loc[rows["customer_id"] == "a00", "item_id"])
+    assert rows.loc[rows["customer_id"] == "a01", "suppressed_reason"].tolist() == [
+        "no_channel_consent"
+    ]
+    assert not rows.loc[rows["customer_id"] == "b02", "personalized"].any()
+
+
+def test_recorded_batch_counts_against_the_frequency_cap(
+    client: TestClient, tmp_path: Path
+) -> None:
+    out = tmp_path / "campaign.csv"
+    assert _batch("--customers", "all", "--k", "3", "--out", str(out), "--record") == 0
+    rows = pd.read_csv(out, dtype={"customer_id": str})
+    assert (rows["rank"] > 0).any()
+    # Email allows one delivery a week: the real-time call after the campaign is capped.
+    answer = client.get("/v1/customers/a03/offers?k=3&record=true").json()
+    assert answer["suppressed_reason"] == "frequency_cap"
+    # A second recorded campaign the same day reaches nobody.
+    again = tmp_path / "again.csv"
+    assert _batch("--customers", "all", "--k", "3", "--out", str(again), "--record") == 0
+    second = pd.read_csv(again, dtype={"customer_id": str})
+    assert set(second["suppressed_reason"].dropna()) == {"frequency_cap"}
+    assert (second["rank"] == 0).all()
+
+
+def test_stage_selection_keeps_only_that_stage(env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "active.csv"
+    assert _batch("--customers", "stage=active", "--out", str(out)) == 0
+    rows = pd.read_csv(out)
+    assert len(rows) > 0 and set(rows["stage"]) == {"active"}
+
+
+def test_an_interrupted_batch_leaves_no_file(models_dir: Path, env: Path, tmp_path: Path) -> None:
+    model = load_serving_model(models_dir)
+    store = open_store(f"sqlite:///{env}")
+    folder = tmp_path / "campaigns"
+    folder.mkdir()
+    out = folder / "campaign.parquet"
+    out.write_bytes(b"last week's campaign")
+    run = BatchRun(
+        model=model,
+        catalog=default_catalog(),
+        policy=contact_policy(Settings()),
+        store=store,
+        channel="email",
+        k=3,
+        now=NOW,
+    )
+    chunks: list[int] = []
+
+    def interrupt(done: int) -> None:
+        chunks.append(done)
+        if len(chunks) == 2:
+            raise KeyboardInterrupt
+
+    ids = [str(c) for c in model.customers.ids]
+    with pytest.raises(KeyboardInterrupt):
+        write_batch(run, Selection(ids), out, chunk=10, progress=interrupt)
+    store.close()
+    assert chunks == [10, 20]
+    # The previous file is untouched and nothing half-written is left beside it.
+    assert out.read_bytes() == b"last week's campaign"
+    assert sorted(p.name for p in folder.iterdir()) == ["campaign.parquet"]
+
+
+def test_batch_errors_are_one_line(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "a.csv")
+    (tmp_path / "noids.csv").write_text("id\nx\n", encoding="utf-8")
+    cases = [
+        (["--customers", "stage=vip", "--out", out], "unknown stage 'vip'"),
+        (["--customers", str(tmp_path / "none.txt"), "--out", out], "no such file"),
+        (["--customers", str(tmp_path / "noids.csv"), "--out", out], "no 'customer_id' column"),
+        (["--out", str(tmp_path / "a.json")], "a .parquet or .csv file"),
+        (["--out", str(tmp_path / "missing" / "a.csv")], "does not exist"),
+        (["--k", "0", "--out", out], "--k 0: must be between 1 and 100"),
+    ]
+    for args, message in cases:
+        assert _batch(*args) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("nbo batch: error: "), err
+        assert message in err, (message, err)
+    assert not (tmp_path / "a.csv").exists()
