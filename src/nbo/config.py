@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         "it changes, a bad new file is refused and the old one kept; unset = every item a "
         "product offer on default terms, no incentives",
     )
+    experiments: Path | None = Field(
+        None,
+        description="experiments file (YAML/JSON): A/B tests of models; unset = none",
+    )
     require_model: bool = Field(
         True, description="refuse to start without a loadable model (else start unready)"
     )
@@ -64,7 +68,7 @@ class Settings(BaseSettings):
     def _check_window(cls, value: Any) -> str:
         return str(SuppressionWindow.parse(value))
 
-    @field_validator("catalog", mode="before")
+    @field_validator("catalog", "experiments", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # NBO_CATALOG= (empty) in a deploy file means "no catalogue", not the working folder.

@@ -98,9 +98,12 @@ def decide(
     now_s: int,
     state: CustomerState,
     delivery: bool,
+    personalize: bool = True,
 ) -> Decision:
     """Offers for ``customer_id`` on ``channel`` at ``now_s``; ``delivery``: the offers
-    will be sent, so the channel's frequency cap applies (the caller records them)."""
+    will be sent, so the channel's frequency cap applies (the caller records them).
+    ``personalize=False`` (an experiment's control group) answers with non-personalized
+    offers even for a customer who consents to personalization; the profile stays."""
     profile = profile_for(model, customer_id, state, now_s)
     if not state.consent.allows(channel):
         return Decision(profile, None, REASON_NO_CHANNEL_CONSENT)
@@ -121,7 +124,7 @@ def decide(
         policy.suppression,
         recent,
         fatigued=fatigued_items(policy.fatigue, state.contacts, now_s),
-        personalize=state.consent.personalization,
+        personalize=state.consent.personalization and personalize,
         catalog=catalog,
         stage=profile.stage,
         channel=channel,

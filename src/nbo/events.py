@@ -59,6 +59,12 @@ class _OfferEvent(_Event):
     request_id: str | None = Field(
         None, max_length=256, description="the request id of the offers call that showed it"
     )
+    experiment: str | None = Field(
+        None, max_length=64, description="the experiment the offers answer named, if any"
+    )
+    variant: str | None = Field(
+        None, max_length=64, description="the variant the offers answer named, if any"
+    )
 
 
 class ImpressionEvent(_OfferEvent):

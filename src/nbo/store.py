@@ -85,6 +85,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX purchase_lines_by_event ON purchase_lines (event_id);
     """,
+    # 3: the experiment and variant an offer event belongs to (A/B tests of models).
+    """
+    ALTER TABLE events ADD COLUMN experiment TEXT;
+    ALTER TABLE events ADD COLUMN variant TEXT;
+    CREATE INDEX events_by_experiment ON events (experiment, type);
+    """,
 )
 
 
@@ -99,6 +105,22 @@ class StoredPurchase:
     event_id: str
     # Unit price as posted (None when the event gave none).
     price: float | None = None
+
+
+@dataclass(frozen=True)
+class TaggedEvent:
+    """A customer's first event of one type in one variant of an experiment."""
+
+    customer_id: str
+    variant: str | None
+    type: str
+    first_at: int
+
+
+@dataclass(frozen=True)
+class ExperimentLog:
+    tagged: list[TaggedEvent]
+    conversions: list[tuple[str, int, float]]  # customer, when, revenue
 
 
 @dataclass
@@ -159,6 +181,8 @@ class Store(Protocol):
     def event_count(self) -> int: ...
 
     def customers_with_purchases(self) -> list[str]: ...
+
+    def experiment_log(self, experiment: str) -> ExperimentLog: ...
 
     def contacts_of(self, customer_id: str, since: int) -> ContactHistory: ...
 
@@ -285,8 +309,8 @@ class SQLiteStore:
             for event in events:
                 inserted = db.execute(
                     "INSERT OR IGNORE INTO events (event_id, type, customer_id, occurred_at, "
-                    "received_at, item_id, channel, request_id, revenue, payload) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "received_at, item_id, channel, request_id, revenue, payload, experiment, "
+                    "variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         event.event_id,
                         event.type,
@@ -298,6 +322,8 @@ class SQLiteStore:
                         getattr(event, "request_id", None),
                         getattr(event, "revenue", None),
                         event.model_dump_json(),
+                        getattr(event, "experiment", None),
+                        getattr(event, "variant", None),
                     ),
                 ).rowcount
                 if not inserted:
@@ -357,6 +383,26 @@ class SQLiteStore:
             "SELECT DISTINCT customer_id FROM purchase_lines ORDER BY customer_id"
         )
         return [row[0] for row in rows.fetchall()]
+
+    def experiment_log(self, experiment: str) -> ExperimentLog:
+        """The events of an experiment's report: its tagged events per customer and
+        variant, and every conversion of the customers it exposed."""
+        db = self._reader()
+        tagged = db.execute(
+            "SELECT customer_id, variant, type, MIN(occurred_at) FROM events "
+            "WHERE experiment = ? GROUP BY customer_id, variant, type",
+            (experiment,),
+        ).fetchall()
+        conversions = db.execute(
+            "SELECT customer_id, occurred_at, COALESCE(revenue, 0) FROM events "
+            "WHERE type = ? AND customer_id IN (SELECT customer_id FROM events "
+            "WHERE experiment = ? AND type = ?)",
+            (CONVERSION, experiment, IMPRESSION),
+        ).fetchall()
+        return ExperimentLog(
+            tagged=[TaggedEvent(*row) for row in tagged],
+            conversions=[(str(c), int(t), float(r)) for c, t, r in conversions],
+        )
 
     def event_count(self) -> int:
         return int(self._reader().execute("SELECT COUNT(*) FROM events").fetchone()[0])

@@ -13,6 +13,7 @@ from nbo import __version__
 from nbo.catalog import CatalogHolder
 from nbo.config import Settings, get_settings
 from nbo.errors import ArtifactError
+from nbo.experiments.config import NO_EXPERIMENTS, load_experiments
 from nbo.service.errors import install_error_handlers
 from nbo.service.routes import (
     catalog,
@@ -62,7 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.models = ModelHolder()
+    # Like the catalogue: a bad experiments file refuses the start as one line.
+    experiments = (
+        NO_EXPERIMENTS if settings.experiments is None else load_experiments(settings.experiments)
+    )
+    app.state.experiments = experiments
+    app.state.models = ModelHolder(experiments=experiments)
     # The catalogue is read here, not in the lifespan: it is small, and a bad NBO_CATALOG
     # then refuses the start as one CatalogError line (``nbo serve`` builds the app before
     # binding the port), where a lifespan failure would be a uvicorn traceback.

@@ -8,6 +8,7 @@ from fastapi import Depends, Path, Request
 
 from nbo.catalog import Catalog, CatalogHolder
 from nbo.config import Settings
+from nbo.experiments.serving import ServingModels
 from nbo.model import ServingModel
 from nbo.service.errors import NotReady
 from nbo.store import Store
@@ -24,6 +25,15 @@ def get_model(request: Request) -> ServingModel:
     if model is None:
         raise NotReady(request.app.state.models.last_error or "no model loaded yet")
     return model
+
+
+def get_serving_models(request: Request) -> ServingModels:
+    """The current model with the experiments' variant models: one reference per
+    request, so a reload never mixes versions in one answer."""
+    models = request.app.state.models.serving
+    if models is None:
+        raise NotReady(request.app.state.models.last_error or "no model loaded yet")
+    return models
 
 
 def get_catalog_holder(request: Request) -> CatalogHolder:
@@ -45,6 +55,7 @@ def get_store(request: Request) -> Store:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 ModelDep = Annotated[ServingModel, Depends(get_model)]
+ServingModelsDep = Annotated[ServingModels, Depends(get_serving_models)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 CatalogHolderDep = Annotated[CatalogHolder, Depends(get_catalog_holder)]
 # A customer id in a route's path: one definition for every customer route.

@@ -93,6 +93,12 @@ class OffersResponse(BaseModel):
         description="candidates each rule removed: 'just_bought', 'fatigue', "
         "'ineligible' (catalogue: stage, channel, dates), 'offer_cap' (shown too often)",
     )
+    experiment: str | None = Field(
+        None, description="the experiment the customer is in (null: none); echo it on events"
+    )
+    variant: str | None = Field(
+        None, description="the experiment's variant that answered (null: no experiment)"
+    )
     offers: list[OfferOut]
 
 

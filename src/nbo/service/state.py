@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from nbo.errors import ArtifactError
-from nbo.model import ServingModel, load_serving_model
+from nbo.experiments.config import NO_EXPERIMENTS, Experiments
+from nbo.experiments.serving import ServingModels, load_serving_models
+from nbo.model import ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -27,33 +29,50 @@ class ModelHolder:
     same lock, so an erasure during a load reaches the model that ends up serving.
     """
 
-    def __init__(self, erased_ids: Callable[[], Iterable[str]] = _nothing_erased) -> None:
-        self._model: ServingModel | None = None
+    def __init__(
+        self,
+        erased_ids: Callable[[], Iterable[str]] = _nothing_erased,
+        experiments: Experiments = NO_EXPERIMENTS,
+    ) -> None:
+        self._models: ServingModels | None = None
         self._lock = threading.Lock()
         self.last_error: str | None = None
         self.erased_ids = erased_ids
+        self.experiments = experiments
 
     @property
     def model(self) -> ServingModel | None:
-        return self._model
+        """The current model (what serves customers outside experiments)."""
+        models = self._models
+        return None if models is None else models.current
+
+    @property
+    def serving(self) -> ServingModels | None:
+        """The current model with the experiments' variant models, as one reference."""
+        return self._models
 
     def load(self, models_dir: Path, version: str | None = None) -> ServingModel:
         with self._lock:
             try:
-                model = load_serving_model(models_dir, version)
+                models = load_serving_models(
+                    models_dir, version, self.experiments, self.erased_ids()
+                )
             except ArtifactError as exc:
                 self.last_error = str(exc)
                 log.error("model refused: %s", exc)
                 raise
-            forgotten = sum(model.forget(customer_id) for customer_id in self.erased_ids())
-            self._model = model
+            self._models = models
             self.last_error = None
-            log.info("serving model %s (%d erased customers removed)", model.version, forgotten)
-            return model
+            log.info(
+                "serving model %s%s",
+                models.current.version,
+                "".join(f"; experiment model {m.version}" for m in models.models()[1:]),
+            )
+            return models.current
 
     def forget(self, customer_id: str) -> bool:
-        """Make an erased customer unknown to the serving model; True when it knew them
-        (False too when no model is loaded: ``load`` applies the erasure later)."""
+        """Make an erased customer unknown to every served model; True when one knew
+        them (False too when no model is loaded: ``load`` applies the erasure later)."""
         with self._lock:
-            model = self._model
-            return model.forget(customer_id) if model is not None else False
+            models = self._models
+            return models.forget(customer_id) if models is not None else False

@@ -12,10 +12,11 @@ from starlette.concurrency import run_in_threadpool
 from nbo.arbitration import Components
 from nbo.decision import contact_policy, customer_state, decide
 from nbo.events import ImpressionEvent
+from nbo.experiments.serving import Assignment
 from nbo.model import ServingModel
 from nbo.ranking import PROFILE_NONE, Offer, Ranking
 from nbo.reasons import reason_text
-from nbo.service.deps import CatalogDep, CustomerId, ModelDep, SettingsDep, StoreDep
+from nbo.service.deps import CatalogDep, CustomerId, ServingModelsDep, SettingsDep, StoreDep
 from nbo.service.profiles import best_send_time_out
 from nbo.service.schemas import (
     Channel,
@@ -31,7 +32,7 @@ router = APIRouter(prefix="/v1/customers", tags=["offers"])
 @router.get("/{customer_id}/offers", response_model=OffersResponse)
 async def get_offers(
     customer_id: CustomerId,
-    model: ModelDep,
+    models: ServingModelsDep,
     catalog: CatalogDep,
     settings: SettingsDep,
     store: StoreDep,
@@ -61,8 +62,19 @@ async def get_offers(
     request_id = uuid.uuid4().hex
     policy = contact_policy(settings)
     state = customer_state(store, customer_id, now_s, policy, catalog)
+    assignment = models.assign(customer_id, state.consent, now_s)
+    model = assignment.model
     decision = decide(
-        model, catalog, policy, customer_id, channel.value, k, now_s, state, delivery=record
+        model,
+        catalog,
+        policy,
+        customer_id,
+        channel.value,
+        k,
+        now_s,
+        state,
+        delivery=record,
+        personalize=assignment.personalize,
     )
     profile = decision.profile
     answer = OffersResponse(
@@ -79,6 +91,8 @@ async def get_offers(
         as_of=now.isoformat(),
         offers=[],
         suppressed_reason=decision.suppressed_reason,
+        experiment=assignment.experiment,
+        variant=assignment.variant,
     )
     if decision.next_allowed_at is not None:
         answer.next_allowed_at = datetime.fromtimestamp(decision.next_allowed_at, UTC).isoformat()
@@ -92,16 +106,23 @@ async def get_offers(
     answer.offers = [_offer_out(model, offer, profile.stage) for offer in ranking.offers]
     if record and ranking.offers:
         await run_in_threadpool(
-            store.add_events, impressions(customer_id, channel.value, request_id, now, ranking)
+            store.add_events,
+            impressions(customer_id, channel.value, request_id, now, ranking, assignment),
         )
         answer.recorded = True
     return answer
 
 
 def impressions(
-    customer_id: str, channel: str, request_id: str, now: datetime, ranking: Ranking
+    customer_id: str,
+    channel: str,
+    request_id: str,
+    now: datetime,
+    ranking: Ranking,
+    assignment: Assignment,
 ) -> list[ImpressionEvent]:
-    """The impressions of a delivered answer, one per offer, keyed by request id and rank."""
+    """The impressions of a delivered answer, one per offer, keyed by request id and rank,
+    tagged with the experiment and variant that answered."""
     return [
         ImpressionEvent(
             type="offer_impression",
@@ -111,6 +132,8 @@ def impressions(
             item_id=offer.item_id or offer.offer_id,
             channel=channel,
             request_id=request_id,
+            experiment=assignment.experiment,
+            variant=assignment.variant,
         )
         for offer in ranking.offers
     ]

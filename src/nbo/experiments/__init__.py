@@ -1,0 +1,1 @@
+"""Model experiments: A/B assignment outcomes and their statistics."""

@@ -1,0 +1,333 @@
+"""The A/B report: numbers checked against hand formulas, SRM, edge cases and the page."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import statistics
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from nbo.experiments.stats import VariantOutcome, experiment_report, report_html
+
+Z_975 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def outcome(
+    name: str,
+    exposed: int,
+    converted: int,
+    *,
+    control: bool = False,
+    weight: float = 1.0,
+    assigned: int | None = None,
+    revenue: list[float] | None = None,
+) -> VariantOutcome:
+    """An outcome whose revenue is 10.0 per converter unless given."""
+    if revenue is None:
+        revenue = [10.0] * converted + [0.0] * (exposed - converted)
+    return VariantOutcome(
+        name=name,
+        control=control,
+        weight=weight,
+        assigned=exposed if assigned is None else assigned,
+        exposed=exposed,
+        converted=converted,
+        revenue=np.asarray(revenue, dtype=float),
+    )
+
+
+def round_trip(report: dict[str, object]) -> dict[str, object]:
+    """The report must be strict JSON (no NaN): the round trip fails otherwise."""
+    loaded: dict[str, object] = json.loads(json.dumps(report, allow_nan=False))
+    return loaded
+
+
+def pngs(page: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in re.findall(r"data:image/png;base64,([^\"]+)", page)]
+
+
+# --- conversion -----------------------------------------------------------------------
+
+
+def test_conversion_matches_the_hand_formulas() -> None:
+    report = experiment_report(
+        "exp",
+        [outcome("control", 1000, 100, control=True), outcome("model", 1000, 130)],
+    )
+    assert report["control"] == "control"
+    (comparison,) = report["comparisons"]
+    assert comparison["variant"] == "model" and comparison["against"] == "control"
+    conversion = comparison["conversion"]
+
+    pc, pv, n = 0.10, 0.13, 1000
+    pooled = (100 + 130) / 2000
+    z = (pv - pc) / math.sqrt(pooled * (1 - pooled) * (2 / n))
+    p_value = math.erfc(abs(z) / math.sqrt(2))
+    wald_se = math.sqrt(pv * (1 - pv) / n + pc * (1 - pc) / n)
+
+    assert conversion["difference"] == pytest.approx(0.03, abs=1e-12)
+    assert conversion["relative_uplift"] == pytest.approx(0.3, rel=1e-12)
+    assert conversion["z"] == pytest.approx(z, rel=1e-9)
+    assert z == pytest.approx(2.1027, abs=1e-3)  # the formula itself, worked out on paper
+    assert conversion["p_value"] == pytest.approx(p_value, rel=1e-6)
+    assert conversion["ci_low"] == pytest.approx(0.03 - Z_975 * wald_se, rel=1e-9)
+    assert conversion["ci_high"] == pytest.approx(0.03 + Z_975 * wald_se, rel=1e-9)
+    assert conversion["significant"] is (p_value < 0.05) is True
+
+    control, model = report["variants"]
+    assert control["conversion_rate"] == pytest.approx(0.1)
+    assert model["conversion_rate"] == pytest.approx(0.13)
+    assert model["revenue"] == pytest.approx(1300.0)
+    assert model["revenue_per_exposed"] == pytest.approx(1.3)
+    assert control["weight"] == model["weight"] == pytest.approx(0.5)
+
+
+def test_alpha_sets_the_interval_level_and_the_significance_cut() -> None:
+    outcomes = [outcome("c", 1000, 100, control=True), outcome("v", 1000, 130)]
+    report = experiment_report("exp", outcomes, alpha=0.01)
+    conversion = report["comparisons"][0]["conversion"]
+    wald_se = math.sqrt(0.13 * 0.87 / 1000 + 0.1 * 0.9 / 1000)
+    z_995 = 2.5758293035489004
+    assert conversion["ci_low"] == pytest.approx(0.03 - z_995 * wald_se, rel=1e-9)
+    assert conversion["p_value"] > 0.01
+    assert conversion["significant"] is False
+    assert report["alpha"] == 0.01
+
+
+def test_no_conversions_anywhere_is_untested_not_a_crash() -> None:
+    report = experiment_report("exp", [outcome("c", 50, 0, control=True), outcome("v", 40, 0)])
+    conversion = report["comparisons"][0]["conversion"]
+    assert conversion["difference"] == 0.0
+    assert conversion["relative_uplift"] is None  # control rate is 0
+    assert conversion["z"] is None and conversion["p_value"] is None
+    assert conversion["ci_low"] is None and conversion["significant"] is False
+    assert any("conversion not tested" in w for w in report["warnings"])
+    round_trip(report)
+
+
+# --- revenue --------------------------------------------------------------------------
+
+
+def test_revenue_is_welch_against_the_hand_formulas() -> None:
+    v = [0.0, 0.0, 12.5, 30.0, 0.0, 7.25]
+    c = [0.0, 5.0, 0.0, 0.0, 10.0]
+    report = experiment_report(
+        "exp",
+        [
+            outcome("c", 5, 2, control=True, revenue=c),
+            outcome("v", 6, 3, revenue=v),
+        ],
+    )
+    revenue = report["comparisons"][0]["revenue_per_exposed"]
+
+    mv, mc = statistics.fmean(v), statistics.fmean(c)
+    sv, sc = statistics.variance(v) / len(v), statistics.variance(c) / len(c)
+    se = math.sqrt(sv + sc)
+    t = (mv - mc) / se
+    df = (sv + sc) ** 2 / (sv**2 / (len(v) - 1) + sc**2 / (len(c) - 1))
+    p_value = 2 * stats.t.sf(abs(t), df)
+    half = stats.t.ppf(0.975, df) * se
+
+    assert revenue["difference"] == pytest.approx(mv - mc, rel=1e-12)
+    assert revenue["relative_uplift"] == pytest.approx((mv - mc) / mc, rel=1e-12)
+    assert revenue["t"] == pytest.approx(t, rel=1e-9)
+    assert revenue["p_value"] == pytest.approx(p_value, rel=1e-6)
+    assert revenue["ci_low"] == pytest.approx(mv - mc - half, rel=1e-6)
+    assert revenue["ci_high"] == pytest.approx(mv - mc + half, rel=1e-6)
+    assert revenue["significant"] is False  # tiny samples, wide interval
+    assert revenue["ci_low"] < 0 < revenue["ci_high"]
+
+
+def test_revenue_without_any_spread_is_untested() -> None:
+    report = experiment_report(
+        "exp", [outcome("c", 4, 0, control=True), outcome("v", 3, 0)]
+    )  # all zero revenue in both
+    revenue = report["comparisons"][0]["revenue_per_exposed"]
+    assert revenue["difference"] == 0.0
+    assert revenue["t"] is None and revenue["p_value"] is None and revenue["ci_low"] is None
+    assert revenue["significant"] is False
+    assert any("revenue not tested" in w and "does not vary" in w for w in report["warnings"])
+
+
+def test_one_exposed_customer_gives_a_difference_but_no_test() -> None:
+    report = experiment_report(
+        "exp", [outcome("c", 100, 10, control=True), outcome("v", 1, 1, revenue=[20.0])]
+    )
+    comparison = report["comparisons"][0]
+    assert comparison["conversion"]["difference"] == pytest.approx(0.9)
+    assert comparison["conversion"]["p_value"] is None
+    assert comparison["revenue_per_exposed"]["difference"] == pytest.approx(19.0)
+    assert comparison["revenue_per_exposed"]["t"] is None
+    assert sum("fewer than 2 exposed customers in v (1)" in w for w in report["warnings"]) == 2
+
+
+# --- sample ratio mismatch ------------------------------------------------------------
+
+
+def test_srm_flags_a_skewed_split_loudly() -> None:
+    report = experiment_report(
+        "exp",
+        [
+            outcome("control", 5000, 500, control=True, weight=0.5),
+            outcome("model", 5600, 600, weight=0.5),
+        ],
+    )
+    srm = report["srm"]
+    assert srm["observed"] == [5000, 5600]
+    assert srm["expected"] == pytest.approx([5300.0, 5300.0])
+    assert srm["chi2"] == pytest.approx(2 * 300**2 / 5300, rel=1e-9)
+    assert srm["p_value"] == pytest.approx(math.erfc(math.sqrt(srm["chi2"] / 2)), rel=1e-6)
+    assert srm["mismatch"] is True
+    first = report["warnings"][0]
+    assert first.startswith("SAMPLE RATIO MISMATCH")
+    assert "control 47.2% observed vs 50.0% expected" in first
+    assert "model 52.8% observed vs 50.0% expected" in first
+
+
+def test_srm_accepts_a_split_within_chance() -> None:
+    report = experiment_report(
+        "exp",
+        [
+            outcome("control", 5000, 500, control=True, weight=0.5),
+            outcome("model", 5050, 600, weight=0.5),
+        ],
+    )
+    assert report["srm"]["mismatch"] is False
+    assert report["srm"]["p_value"] == pytest.approx(0.6177, abs=1e-3)
+    assert not any(w.startswith("SAMPLE RATIO MISMATCH") for w in report["warnings"])
+
+
+def test_weights_are_normalised_and_drive_the_expected_counts() -> None:
+    report = experiment_report(
+        "exp", [outcome("a", 250, 0, weight=1, control=True), outcome("b", 750, 0, weight=3)]
+    )
+    assert [v["weight"] for v in report["variants"]] == pytest.approx([0.25, 0.75])
+    assert report["srm"]["expected"] == pytest.approx([250.0, 750.0])
+    assert report["srm"]["chi2"] == pytest.approx(0.0)
+    assert report["srm"]["mismatch"] is False
+
+
+def test_srm_with_nobody_exposed_has_no_statistics() -> None:
+    report = experiment_report("exp", [outcome("a", 0, 0, control=True), outcome("b", 0, 0)])
+    assert report["srm"]["chi2"] is None and report["srm"]["p_value"] is None
+    assert report["srm"]["mismatch"] is False
+    round_trip(report)
+
+
+# --- structure and edge cases ---------------------------------------------------------
+
+
+def test_without_a_control_nothing_is_compared() -> None:
+    report = experiment_report("exp", [outcome("a", 100, 10), outcome("b", 100, 12)])
+    assert report["control"] is None
+    assert report["comparisons"] == []
+    assert [v["name"] for v in report["variants"]] == ["a", "b"]
+
+
+def test_a_variant_with_nobody_exposed_does_not_crash() -> None:
+    report = experiment_report(
+        "exp",
+        [outcome("control", 200, 20, control=True, assigned=210), outcome("model", 0, 0)],
+    )
+    model = report["variants"][1]
+    assert model["conversion_rate"] is None and model["revenue_per_exposed"] is None
+    assert model["revenue"] == 0.0 and model["assigned"] == 0
+    comparison = report["comparisons"][0]
+    assert comparison["conversion"]["difference"] is None
+    assert comparison["revenue_per_exposed"]["difference"] is None
+    assert comparison["conversion"]["significant"] is False
+    assert report["srm"]["mismatch"] is True  # 200 against 0 on a 50/50 split
+    loaded = round_trip(report)
+    assert loaded["variants"][1]["conversion_rate"] is None  # type: ignore[index]
+    page = report_html(report)
+    assert "model" in page and len(pngs(page)) == 1
+
+
+def test_the_report_is_strict_json_with_plain_types() -> None:
+    report = experiment_report(
+        "exp",
+        [
+            outcome("c", 30, 3, control=True, revenue=[5.0] * 3 + [0.0] * 27),
+            outcome("v", 30, 6, revenue=[4.0] * 6 + [0.0] * 24),
+        ],
+    )
+    assert round_trip(report) == report
+    for key in ("difference", "z", "p_value", "ci_low"):
+        assert type(report["comparisons"][0]["conversion"][key]) is float
+    assert type(report["comparisons"][0]["revenue_per_exposed"]["t"]) is float
+    assert type(report["variants"][0]["exposed"]) is int
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "words"),
+    [
+        ([], ["outcomes"]),
+        ([outcome("a", 10, 1), outcome("a", 10, 1)], ["'a'", "name"]),
+        (
+            [outcome("a", 10, 1, control=True), outcome("b", 10, 1, control=True)],
+            ["control", "a", "b"],
+        ),
+        ([outcome("a", 10, 1, assigned=-1)], ["'a'", "assigned"]),
+        ([outcome("a", 2, 3, revenue=[1.0, 1.0])], ["'a'", "converted"]),
+        ([outcome("a", 3, 1, revenue=[1.0])], ["'a'", "revenue"]),
+        ([outcome("a", 10, 1, weight=0)], ["'a'", "weight"]),
+        ([outcome("a", 10, 1, weight=-0.5)], ["'a'", "weight"]),
+        ([outcome("a", 2, 1, revenue=[1.0, float("nan")])], ["'a'", "revenue"]),
+    ],
+)
+def test_bad_input_names_the_variant_and_field(
+    outcomes: list[VariantOutcome], words: list[str]
+) -> None:
+    with pytest.raises(ValueError) as raised:
+        experiment_report("exp", outcomes)
+    for word in words:
+        assert word in str(raised.value)
+
+
+def test_negative_exposed_is_rejected() -> None:
+    bad = VariantOutcome("b", False, 1.0, 5, -1, 0, np.zeros(0))
+    with pytest.raises(ValueError, match=r"'b'.*exposed"):
+        experiment_report("exp", [outcome("a", 5, 1, control=True), bad])
+
+
+# --- the page -------------------------------------------------------------------------
+
+
+def test_the_page_is_self_contained_and_shows_the_srm_warning_first() -> None:
+    report = experiment_report(
+        "exp <1>",
+        [
+            outcome("control", 5000, 500, control=True, weight=0.5),
+            outcome("<b>model</b>", 5600, 700, weight=0.5),
+        ],
+    )
+    page = report_html(report, title="Spring & offers")
+    assert "<title>Spring &amp; offers</title>" in page
+    assert "control" in page and "&lt;b&gt;model&lt;/b&gt;" in page
+    assert "<b>model</b>" not in page  # escaped, not markup
+    assert "SAMPLE RATIO MISMATCH" in page
+    assert page.index("SAMPLE RATIO MISMATCH") < page.index("<table")
+    assert 'class="srm"' in page
+    assert "Wilson" in page  # the caption says which interval the bars show
+    assert "+2.50 pp" in page  # 12.5% against 10%
+    assert "+25.0%" in page  # relative uplift as a percentage
+    (png,) = pngs(page)
+    assert png.startswith(b"\x89PNG")
+    without_images = re.sub(r"data:image/png;base64,[^\"]+", "", page)
+    assert "<script" not in without_images.lower()
+    assert "http" not in without_images.lower()
+    assert report_html(report, title="Spring & offers") == page  # deterministic bytes
+
+
+def test_the_page_without_a_control() -> None:
+    report = experiment_report("exp", [outcome("a", 100, 10), outcome("b", 100, 12)])
+    page = report_html(report)
+    assert "<h1>Experiment exp</h1>" in page
+    assert "No comparisons" in page
+    assert "SAMPLE RATIO MISMATCH" not in page
+    assert pngs(page)[0].startswith(b"\x89PNG")
