@@ -16,6 +16,7 @@ from nbo.catalog import default_catalog
 from nbo.cli import main
 from nbo.config import Settings
 from nbo.decision import contact_policy
+from nbo.experiments.serving import ServingModels
 from nbo.model import load_serving_model
 from nbo.service.app import create_app
 from nbo.store import open_store
@@ -128,7 +129,7 @@ def test_an_interrupted_batch_leaves_no_file(models_dir: Path, env: Path, tmp_pa
     out = folder / "campaign.parquet"
     out.write_bytes(b"last week's campaign")
     run = BatchRun(
-        model=model,
+        models=ServingModels(model),
         catalog=default_catalog(),
         policy=contact_policy(Settings()),
         store=store,

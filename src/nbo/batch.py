@@ -26,6 +26,7 @@ from nbo.catalog import Catalog
 from nbo.decision import ContactPolicy, Decision, customer_state, decide
 from nbo.errors import NboError
 from nbo.events import ImpressionEvent
+from nbo.experiments.serving import Assignment, ServingModels
 from nbo.lifecycle import STAGES
 from nbo.model import ServingModel
 from nbo.reasons import reason_text
@@ -162,9 +163,10 @@ def check_output(path: Path) -> None:
 
 @dataclass(frozen=True)
 class BatchRun:
-    """What every customer of the batch is decided with."""
+    """What every customer of the batch is decided with: the served models (the current
+    one and the experiments' variants), the catalogue and the contact policy."""
 
-    model: ServingModel
+    models: ServingModels
     catalog: Catalog
     policy: ContactPolicy
     store: Store
@@ -180,14 +182,19 @@ class BatchRun:
         return int(self.now.timestamp())
 
 
-def decisions(run: BatchRun, customer_ids: Iterable[str]) -> Iterator[tuple[str, Decision]]:
-    """``decide`` for each customer, with what the store holds for them."""
+def decisions(
+    run: BatchRun, customer_ids: Iterable[str]
+) -> Iterator[tuple[str, Assignment, Decision]]:
+    """``decide`` for each customer, with what the store holds for them and the model of
+    their experiment variant (as the API assigns it)."""
     for customer_id in customer_ids:
         state = customer_state(run.store, customer_id, run.now_s, run.policy, run.catalog)
+        assignment = run.models.assign(customer_id, state.consent, run.now_s)
         yield (
             customer_id,
+            assignment,
             decide(
-                run.model,
+                assignment.model,
                 run.catalog,
                 run.policy,
                 customer_id,
@@ -196,21 +203,25 @@ def decisions(run: BatchRun, customer_ids: Iterable[str]) -> Iterator[tuple[str,
                 run.now_s,
                 state,
                 delivery=run.delivery,
+                personalize=assignment.personalize,
             ),
         )
 
 
-def rows_of(run: BatchRun, customer_id: str, decision: Decision) -> list[dict[str, object]]:
+def rows_of(
+    run: BatchRun, customer_id: str, assignment: Assignment, decision: Decision
+) -> list[dict[str, object]]:
     """The output rows of one customer's decision (``SCHEMA`` columns)."""
     profile = decision.profile
+    model = assignment.model
     common: dict[str, object] = {
         "customer_id": customer_id,
         "stage": profile.stage,
         "churn_risk": profile.churn_risk,
         "best_send_at": next_send_at(profile.best_send_hour, run.now).isoformat(),
-        "model_version": run.model.version,
-        "experiment": None,
-        "variant": None,
+        "model_version": model.version,
+        "experiment": assignment.experiment,
+        "variant": assignment.variant,
         "request_id": f"{run.run_id}-{customer_id}" if run.run_id else None,
     }
     ranking = decision.ranking
@@ -234,7 +245,7 @@ def rows_of(run: BatchRun, customer_id: str, decision: Decision) -> list[dict[st
                 "offer_id": offer.offer_id,
                 "kind": offer.kind,
                 "item_id": offer.item_id,
-                "item_name": run.model.item_names.get(offer.item_id)
+                "item_name": model.item_names.get(offer.item_id)
                 if offer.item_id is not None
                 else None,
                 "title": offer.title,
@@ -248,7 +259,7 @@ def rows_of(run: BatchRun, customer_id: str, decision: Decision) -> list[dict[st
                 "score": offer.score,
                 "reason_source": offer.reason.source,
                 "reason_because": "|".join(offer.reason.because),
-                "reason_text": reason_text(run.model, offer, profile.stage),
+                "reason_text": reason_text(model, offer, profile.stage),
                 "personalized": ranking.personalized,
                 "suppressed_reason": None,
             }
@@ -284,12 +295,12 @@ def write_batch(
         ids = list(selection.customer_ids)
         for start in range(0, len(ids), chunk):
             rows: list[dict[str, object]] = []
-            for customer_id, decision in decisions(run, ids[start : start + chunk]):
+            for customer_id, assignment, decision in decisions(run, ids[start : start + chunk]):
                 if selection.stage is not None and decision.profile.stage != selection.stage:
                     summary.skipped_stage += 1
                     continue
                 summary.customers += 1
-                mine = rows_of(run, customer_id, decision)
+                mine = rows_of(run, customer_id, assignment, decision)
                 if mine[0]["rank"] == 0:
                     reason = str(mine[0]["suppressed_reason"])
                     summary.without_offers[reason] = summary.without_offers.get(reason, 0) + 1
@@ -319,7 +330,9 @@ def record_impressions(run: BatchRun, path: Path, suffix: str, per_write: int = 
     the run, the customer and the rank)."""
     table = pq.read_table(path) if suffix == ".parquet" else pacsv.read_csv(path)
     table = table.filter(pa.compute.greater(table["rank"], 0))
-    columns = table.select(["customer_id", "rank", "offer_id", "item_id"]).to_pylist()
+    columns = table.select(
+        ["customer_id", "rank", "offer_id", "item_id", "experiment", "variant"]
+    ).to_pylist()
     recorded = 0
     for start in range(0, len(columns), per_write):
         events = [
@@ -331,6 +344,8 @@ def record_impressions(run: BatchRun, path: Path, suffix: str, per_write: int = 
                 item_id=str(row["item_id"] or row["offer_id"]),
                 channel=run.channel,
                 request_id=f"{run.run_id}-{row['customer_id']}",
+                experiment=row["experiment"] or None,
+                variant=row["variant"] or None,
             )
             for row in columns[start : start + per_write]
         ]

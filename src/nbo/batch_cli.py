@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from nbo.catalog import CatalogHolder
     from nbo.decision import contact_policy
-    from nbo.model import load_serving_model
+    from nbo.experiments.config import NO_EXPERIMENTS, load_experiments
+    from nbo.experiments.serving import load_serving_models
     from nbo.store import open_store
 
     if not 1 <= args.k <= 100:
@@ -73,17 +74,24 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(models_dir=args.models_dir)
     console = Console(stderr=True)
     with threadpool_limits(limits=1, user_api="blas"):
-        model = load_serving_model(settings.models_dir, settings.model_version)
         catalog = CatalogHolder(settings.catalog).current()
+        configured = (
+            NO_EXPERIMENTS
+            if settings.experiments is None
+            else load_experiments(settings.experiments)
+        )
         store = open_store(settings.store_url)
         try:
-            # Erased customers are unknown to the model, as in the service.
-            for customer_id in store.erased_ids():
-                model.forget(customer_id)
+            # The current model and the experiments' variant models, without the erased
+            # customers, as the service loads them.
+            models = load_serving_models(
+                settings.models_dir, settings.model_version, configured, store.erased_ids()
+            )
+            model = models.current
             selection = select_customers(args.customers, model, store)
             now = settings.now()
             batch = BatchRun(
-                model=model,
+                models=models,
                 catalog=catalog,
                 policy=contact_policy(settings),
                 store=store,

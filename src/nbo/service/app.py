@@ -19,9 +19,11 @@ from nbo.service.routes import (
     catalog,
     customers,
     events,
+    experiments,
     health,
     items,
     model,
+    models,
     offers,
     profiles,
 )
@@ -64,11 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     # Like the catalogue: a bad experiments file refuses the start as one line.
-    experiments = (
+    configured = (
         NO_EXPERIMENTS if settings.experiments is None else load_experiments(settings.experiments)
     )
-    app.state.experiments = experiments
-    app.state.models = ModelHolder(experiments=experiments)
+    app.state.experiments = configured
+    app.state.models = ModelHolder(experiments=configured)
     # The catalogue is read here, not in the lifespan: it is small, and a bad NBO_CATALOG
     # then refuses the start as one CatalogError line (``nbo serve`` builds the app before
     # binding the port), where a lifespan failure would be a uvicorn traceback.
@@ -81,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events.router,
         items.router,
         model.router,
+        models.router,
+        experiments.router,
         catalog.router,
         health.router,
     ):

@@ -1,0 +1,108 @@
+"""An experiment's outcomes per variant, from the events in the store.
+
+Exposed: customers with at least one recorded offer impression tagged with the
+experiment (API answers with ``record=true``, ``nbo batch --record``). Converted: exposed
+customers with a conversion event after their first exposure and before the experiment's
+end; their revenue is the sum of those conversions' revenue. Assigned: customers with any
+event tagged with the experiment (an answer that was not recorded leaves no trace, so
+"assigned" counts the customers the experiment is known to have reached).
+
+A customer is counted in the variant of their first exposure; one tagged with two
+variants (the salt or the weights changed during the run) is reported in a warning.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from nbo.events import IMPRESSION
+from nbo.experiments.config import Experiment
+from nbo.experiments.stats import VariantOutcome, experiment_report
+from nbo.store import Store
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    variants: list[VariantOutcome]
+    warnings: list[str]
+
+
+def experiment_outcomes(store: Store, experiment: Experiment, now_s: int) -> Outcomes:
+    log = store.experiment_log(experiment.name)
+    end = experiment.end_s if experiment.end_s is not None else now_s + 1
+    assigned: dict[str, set[str]] = defaultdict(set)
+    first_exposure: dict[str, tuple[int, str]] = {}
+    variants_of: dict[str, set[str]] = defaultdict(set)
+    for event in log.tagged:
+        tag = event.variant or ""
+        assigned[tag].add(event.customer_id)
+        if event.type == IMPRESSION:
+            variants_of[event.customer_id].add(tag)
+            seen = first_exposure.get(event.customer_id)
+            if seen is None or event.first_at < seen[0]:
+                first_exposure[event.customer_id] = (event.first_at, tag)
+    revenue: dict[str, float] = defaultdict(float)
+    converted: set[str] = set()
+    for customer_id, when, amount in log.conversions:
+        exposure = first_exposure.get(customer_id)
+        if exposure is not None and exposure[0] <= when < end:
+            converted.add(customer_id)
+            revenue[customer_id] += amount
+    exposed: dict[str, list[str]] = defaultdict(list)
+    for customer_id, (_, tag) in sorted(first_exposure.items()):
+        exposed[tag].append(customer_id)
+
+    warnings = []
+    both = sum(1 for names in variants_of.values() if len(names) > 1)
+    if both:
+        warnings.append(
+            f"{both} customers were exposed in more than one variant (the salt or the "
+            "weights changed during the run?); each counts in the variant of their first "
+            "exposure"
+        )
+    configured = {v.name for v in experiment.variants}
+    unknown = sorted(set(exposed) - configured)
+    if unknown:
+        warnings.append(
+            f"events name variants the experiments file does not: {', '.join(unknown)} "
+            "(left out of the report)"
+        )
+    outcomes = []
+    for variant in experiment.variants:
+        customers = exposed.get(variant.name, [])
+        outcomes.append(
+            VariantOutcome(
+                name=variant.name,
+                control=variant.control,
+                weight=variant.weight,
+                assigned=len(assigned.get(variant.name, set())),
+                exposed=len(customers),
+                converted=sum(1 for c in customers if c in converted),
+                revenue=np.array([revenue.get(c, 0.0) for c in customers], dtype=np.float64),
+            )
+        )
+    return Outcomes(outcomes, warnings)
+
+
+def report_for(store: Store, experiment: Experiment, now_s: int) -> dict[str, object]:
+    """The experiment's report (``nbo.experiments.stats.experiment_report``) from the
+    store's events as of ``now_s``, with the experiment's dates and variants' models."""
+    outcomes = experiment_outcomes(store, experiment, now_s)
+    report = experiment_report(experiment.name, outcomes.variants)
+    report["warnings"] = [*report["warnings"], *outcomes.warnings]
+    models = {v.name: v.model for v in experiment.variants}
+    for variant in report["variants"]:
+        variant["model"] = models.get(variant["name"])
+    report["start"] = _iso(experiment.start_s)
+    report["end"] = None if experiment.end_s is None else _iso(experiment.end_s)
+    report["active"] = experiment.active(now_s)
+    report["as_of"] = _iso(now_s)
+    return report
+
+
+def _iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()

@@ -1,0 +1,73 @@
+"""Experiments: what is configured, and each one's report with significance."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from nbo.experiments.config import Experiments
+from nbo.experiments.outcomes import report_for
+from nbo.experiments.stats import report_html
+from nbo.service.deps import SettingsDep, StoreDep
+from nbo.service.errors import NotFound
+
+router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
+
+
+def _experiments(request: Request) -> Experiments:
+    experiments: Experiments = request.app.state.experiments
+    return experiments
+
+
+@router.get("")
+def list_experiments(request: Request, settings: SettingsDep) -> dict[str, Any]:
+    """The configured experiments, their variants and whether each runs now."""
+    now_s = int(settings.now().timestamp())
+    experiments = _experiments(request)
+    return {
+        "source": experiments.source,
+        "experiments": [
+            {
+                "name": e.name,
+                "active": e.active(now_s),
+                "start": datetime.fromtimestamp(e.start_s, UTC).isoformat(),
+                "end": None
+                if e.end_s is None
+                else datetime.fromtimestamp(e.end_s, UTC).isoformat(),
+                "variants": [
+                    {"name": v.name, "weight": v.weight, "model": v.model, "control": v.control}
+                    for v in e.variants
+                ],
+            }
+            for e in experiments.experiments
+        ],
+    }
+
+
+@router.get("/{name}/report", response_model=None)
+async def get_report(
+    name: str,
+    request: Request,
+    settings: SettingsDep,
+    store: StoreDep,
+    format: Annotated[str, Query(pattern="^(json|html)$", description="json or html")] = "json",
+) -> Response:
+    """Per variant: customers assigned and exposed, conversions, conversion rate and revenue
+    per exposed customer; each variant against the control with a 95% confidence interval
+    and p-value (two-proportion z-test, Welch's t-test); a sample-ratio-mismatch check."""
+    experiment = _experiments(request).get(name)
+    if experiment is None:
+        raise NotFound("name", f"no experiment '{name}' is configured")
+    now_s = int(settings.now().timestamp())
+    report = await run_in_threadpool(report_for, store, experiment, now_s)
+    if format == "html":
+        return HTMLResponse(report_html(report, f"nbo experiment {name}"))
+    return JSONResponse(report)
+
+
+def _iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()

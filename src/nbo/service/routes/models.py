@@ -1,0 +1,37 @@
+"""The published model versions, their aliases and which ones are serving."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from nbo.artifacts import list_versions
+from nbo.registry import aliases_with_current
+from nbo.service.deps import ServingModelsDep, SettingsDep
+
+router = APIRouter(prefix="/v1", tags=["model"])
+
+
+@router.get("/models")
+def get_models(request: Request, settings: SettingsDep, models: ServingModelsDep) -> dict[str, Any]:
+    """Every published version (newest first) with its aliases; ``serving`` marks the
+    versions loaded (the current one and those experiments use)."""
+    aliases = aliases_with_current(settings.models_dir)
+    loaded = {m.version: m for m in models.models()}
+    by_version: dict[str, list[str]] = {}
+    for alias, version in sorted(aliases.items()):
+        by_version.setdefault(version, []).append(alias)
+    return {
+        "current": models.current.version,
+        "aliases": aliases,
+        "models": [
+            {
+                "version": version,
+                "aliases": by_version.get(version, []),
+                "current": version == models.current.version,
+                "serving": version in loaded,
+            }
+            for version in reversed(list_versions(settings.models_dir))
+        ],
+    }
