@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ def experiment_outcomes(store: Store, experiment: Experiment, now_s: int) -> Out
     return Outcomes(outcomes, warnings)
 
 
-def report_for(store: Store, experiment: Experiment, now_s: int) -> dict[str, object]:
+def report_for(store: Store, experiment: Experiment, now_s: int) -> dict[str, Any]:
     """The experiment's report (``nbo.experiments.stats.experiment_report``) from the
     store's events as of ``now_s``, with the experiment's dates and variants' models."""
     outcomes = experiment_outcomes(store, experiment, now_s)

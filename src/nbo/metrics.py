@@ -25,6 +25,21 @@ def ranking_metrics(
         # Nobody to evaluate (e.g. no "new" purchases in the holdout): zeros, not NaN.
         zero = {f"{m}@{k}": 0.0 for m in ("precision", "recall", "ndcg", "map")}
         return {**zero, "coverage": 0.0, "customers": 0.0}
+    per_row = ranking_metric_rows(recommended, truth, truth_sizes, k)
+    recommended = recommended[:, :k]
+    recommended_items = np.unique(recommended[recommended >= 0])
+    return {
+        **{name: float(np.mean(values)) for name, values in per_row.items()},
+        "coverage": float(len(recommended_items) / n_items),
+        "customers": float(n_rows),
+    }
+
+
+def ranking_metric_rows(
+    recommended: np.ndarray, truth: sp.csr_matrix, truth_sizes: np.ndarray, k: int
+) -> dict[str, np.ndarray]:
+    """precision, recall, NDCG and MAP at ``k`` for each row (for paired comparisons)."""
+    n_rows, n_items = truth.shape
     recommended = recommended[:, :k]
     valid = recommended >= 0
     keys = np.where(valid, np.arange(n_rows)[:, None] * n_items + recommended, -1)
@@ -40,12 +55,9 @@ def ranking_metrics(
     cumulative = np.cumsum(hits, axis=1)
     precision_at_hit = np.where(hits, cumulative / np.arange(1, k + 1), 0.0)
     n_hits = hits.sum(axis=1)
-    recommended_items = np.unique(recommended[valid])
     return {
-        f"precision@{k}": float(np.mean(n_hits / k)),
-        f"recall@{k}": float(np.mean(n_hits / sizes)),
-        f"ndcg@{k}": float(np.mean(dcg / ideal)),
-        f"map@{k}": float(np.mean(precision_at_hit.sum(axis=1) / ideal_len)),
-        "coverage": float(len(recommended_items) / n_items),
-        "customers": float(n_rows),
+        f"precision@{k}": n_hits / k,
+        f"recall@{k}": n_hits / sizes,
+        f"ndcg@{k}": dcg / ideal,
+        f"map@{k}": precision_at_hit.sum(axis=1) / ideal_len,
     }
