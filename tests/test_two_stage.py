@@ -13,6 +13,7 @@ import pytest
 import scipy.sparse as sp
 from conftest import small_training_config
 
+from nbo import two_stage
 from nbo.lifecycle import STAGES
 from nbo.mapping import load_mapping
 from nbo.model import ServingModel, load_serving_model
@@ -411,3 +412,64 @@ def test_stage_popularity_alone_ranks_each_customer_by_their_stage() -> None:
     assert top[2].tolist() == items.popular_order[:2].tolist()  # no stage: overall
     exclude = sp.csr_matrix(([1.0], [2], [0, 1, 1]), shape=(2, 6))
     assert 2 not in recommend(np.array([0, 1]), exclude)[0].tolist()
+
+
+def test_vectorised_candidates_match_the_per_customer_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Random catalogue and customers: the vectorised path (many customers) proposes the
+    same pairs, with the same source flags and features, as the per-customer loop (what
+    one request takes)."""
+    rng = np.random.default_rng(5)
+    n_items, n_customers = 80, 40
+    similarity = sp.random(n_items, n_items, density=0.15, random_state=3, format="csr")
+    similarity.setdiag(0)
+    similarity.eliminate_zeros()
+    popularity = rng.integers(0, 50, n_items).astype(np.float64)
+    by_stage = rng.random((len(STAGES), n_items))
+    cycles = np.where(rng.random(n_items) < 0.5, rng.uniform(5, 60, n_items), np.nan)
+    items = ItemSide.build(
+        400 * DAY,
+        rng.normal(size=(n_items, 4)).astype(np.float32),
+        similarity.astype(np.float32),
+        popularity,
+        rng.integers(0, 50, n_items).astype(np.float64),
+        cycles,
+        price=rng.uniform(1, 9, n_items),
+        stage_popularity=by_stage,
+    )
+    counts, last, exclude = [], [], []
+    for row in range(n_customers):
+        bought = rng.choice(n_items, size=int(rng.integers(0, 45)), replace=False)
+        counts.append(
+            sp.csr_matrix(
+                (rng.integers(1, 5, len(bought)), (np.zeros(len(bought)), bought)),
+                shape=(1, n_items),
+            )
+        )
+        times = (300 * DAY + rng.permutation(len(bought)) * 3_600 + row).astype(np.float64)
+        last.append(sp.csr_matrix((times, (np.zeros(len(bought)), bought)), shape=(1, n_items)))
+        banned = rng.choice(n_items, size=int(rng.integers(0, 6)), replace=False)
+        exclude.append(
+            sp.csr_matrix(
+                (np.ones(len(banned)), (np.zeros(len(banned)), banned)), shape=(1, n_items)
+            )
+        )
+    stages = rng.integers(-1, len(STAGES), n_customers)
+    side = CustomerSide(
+        rng.normal(size=(n_customers, 4)).astype(np.float32),
+        sp.vstack(counts).tocsr(),
+        sp.vstack(last).tocsr(),
+        sp.vstack(exclude).tocsr(),
+        stage=stages,
+        churn_risk=rng.random(n_customers),
+        monetary=rng.uniform(0, 500, n_customers),
+    )
+    assert n_customers >= two_stage.LOOP_BELOW
+    fast = candidates(items, side, 12)
+    monkeypatch.setattr(two_stage, "LOOP_BELOW", n_customers + 1)
+    slow = candidates(items, side, 12)
+    np.testing.assert_array_equal(fast.rows, slow.rows)
+    np.testing.assert_array_equal(fast.items, slow.items)
+    np.testing.assert_array_equal(fast.sources, slow.sources)
+    np.testing.assert_allclose(fast.features, slow.features, rtol=1e-5, equal_nan=True)

@@ -14,6 +14,7 @@ matrix, so a refolded or brand-new customer is scored exactly like a trained one
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -210,6 +211,12 @@ class CandidateTable:
         return len(self.rows)
 
 
+# Up to this many customers, proposals are gathered one customer at a time (fewer numpy
+# calls: what one request needs); more (a campaign's chunk, the trainer's window) go
+# through the vectorised path. Both give the same table, tested on random data.
+LOOP_BELOW = 8
+
+
 def candidates(
     items: ItemSide, customers: CustomerSide, per_source: int, as_of_s: int | None = None
 ) -> CandidateTable:
@@ -217,47 +224,94 @@ def candidates(
     with the features of each pair as of ``as_of_s`` (default: the item side's moment;
     the service passes its clock).
 
-    One customer at a time over dense per-item buffers (reset after each customer):
-    the same code serves one customer per request and the trainer's thousands, with no
-    sparse-matrix construction per customer.
+    The same code serves one customer per request, a campaign's chunks and the trainer's
+    window: ALS's top-k runs once for all customers (implicit), the union of the sources
+    is gathered per customer for a few customers and vectorised over (customer, item)
+    pairs for many, and the features of all pairs are computed at once.
     """
     n_items = len(items.popularity)
     n_customers = customers.counts.shape[0]
     now_s = items.as_of_s if as_of_s is None else as_of_s
     n = min(per_source, n_items)
-    exclude = customers.exclude
     factors = np.asarray(customers.user_factors, dtype=np.float32)
+    exclude = customers.exclude
     filt = None if exclude is None else RowIndices(exclude)
     als_ids, als_scores = topk(
         items.item_factors, factors, n, filter_query_items=filt, num_threads=1
     )
-    als_ids = np.where(als_scores > FILTERED_SCORE, als_ids, -1)
+    als_ids = np.where(als_scores > FILTERED_SCORE, als_ids, -1).astype(np.int64)
+    propose = _propose_per_customer if n_customers < LOOP_BELOW else _propose_vectorised
+    proposals = propose(items, customers, n, als_ids)
+    traits = _traits_of(customers)
+    features = _pair_features(items, now_s, proposals, factors, traits)
+    return CandidateTable(proposals.rows, proposals.items, features, proposals.flags)
+
+
+@dataclass(frozen=True)
+class _Proposals:
+    """The union of the sources' proposals as (row, item) pairs grouped by row, items
+    ascending, with what the features need from the sources and the history."""
+
+    rows: np.ndarray
+    items: np.ndarray
+    flags: np.ndarray  # pairs x len(SOURCES)
+    knn_score: np.ndarray  # 0 where the item is no neighbour
+    als_rank: np.ndarray  # NaN where ALS did not propose it
+    knn_rank: np.ndarray  # NaN where ItemKNN did not propose it
+    bought: np.ndarray  # the customer's orders of the item (0 = never)
+    bought_last: np.ndarray  # their last purchase of it (unix s; 0 = never)
+
+    @classmethod
+    def concatenate(cls, parts: list[_Proposals]) -> _Proposals:
+        if not parts:
+            empty = np.empty(0, np.int64)
+            nothing = np.empty(0)
+            return cls(
+                empty,
+                empty,
+                np.empty((0, len(SOURCES)), bool),
+                nothing,
+                nothing,
+                nothing,
+                nothing,
+                nothing,
+            )
+        return cls(
+            *(
+                np.concatenate([getattr(part, name) for part in parts])
+                for name in cls.__dataclass_fields__
+            )
+        )
+
+
+def _propose_per_customer(
+    items: ItemSide, customers: CustomerSide, n: int, als_ids: np.ndarray
+) -> _Proposals:
+    """The sources' union one customer at a time, over dense per-item buffers."""
+    n_items = len(items.popularity)
     n_popular = max(10, n // 5)
+    counts, last, exclude = customers.counts, customers.last, customers.exclude
     neighbour_ids, neighbour_weights = items.neighbour_ids, items.neighbour_weights
-    counts, last = customers.counts, customers.last
-    # Dense buffers over the catalogue, written for one customer and reset after it.
     no_scores = np.zeros(n_items)
     bought = np.zeros(n_items)
     bought_last = np.zeros(n_items)
     banned_mask = np.zeros(n_items, dtype=bool)
     no_items = np.empty(0, np.int64)
-
-    rows_out, items_out, flags_out, features_out = [], [], [], []
-    for row in range(n_customers):
+    parts = []
+    for row in range(counts.shape[0]):
         start, end = counts.indptr[row], counts.indptr[row + 1]
         mine = counts.indices[start:end]
         mine_counts = np.asarray(counts.data[start:end], dtype=np.float64)
         mine_last = np.asarray(last.data[start:end], dtype=np.float64)
-        banned = row_of(exclude, row) if exclude is not None else np.empty(0, np.int32)
+        banned = row_of(exclude, row) if exclude is not None else no_items
         banned_mask[banned] = True
 
         # ItemKNN: summed similarity of the neighbours of the customer's recent items.
         basis, basis_counts = mine, mine_counts
         if len(mine) > KNN_BASIS:
-            recent = np.argpartition(-mine_last, KNN_BASIS - 1)[:KNN_BASIS]
+            recent = np.lexsort((np.arange(len(mine)), -mine_last))[:KNN_BASIS]
             basis, basis_counts = mine[recent], mine_counts[recent]
-        if len(basis):
-            assert neighbour_ids is not None and neighbour_weights is not None
+        if len(basis) and neighbour_ids is not None and neighbour_weights is not None:
             knn: np.ndarray = np.bincount(
                 neighbour_ids[basis].ravel(),
                 weights=(neighbour_weights[basis] * basis_counts[:, None]).ravel(),
@@ -267,13 +321,11 @@ def candidates(
             knn = no_scores
         scored = np.flatnonzero(knn > 0)
         scored = scored[~banned_mask[scored]]
-        if len(scored) > n:
-            best = np.argpartition(-knn[scored], n - 1)[:n]
-            scored = scored[best]
-        from_knn = scored[np.lexsort((scored, -knn[scored]))]
+        scored = scored[np.lexsort((scored, -knn[scored]))][:n]
+        from_knn = scored
 
         from_als = als_ids[row][als_ids[row] >= 0]
-        order = np.lexsort((-mine_last, -mine_counts))
+        order = np.lexsort((np.arange(len(mine)), -mine_last, -mine_counts))
         from_history = mine[order]
         from_history = from_history[~banned_mask[from_history]][:n]
         popular = items.popular_order[: n_popular + len(banned)]
@@ -290,57 +342,311 @@ def candidates(
         union, where = _union(proposed)
         proposed_by = np.zeros(len(union), np.uint8)
         np.bitwise_or.at(proposed_by, where, np.repeat(_SOURCE_BITS, [len(s) for s in sources]))
-        flags = (proposed_by[:, None] & _SOURCE_BITS) > 0
-        als_rank = np.full(len(union), np.nan, np.float32)
+        als_rank = np.full(len(union), np.nan)
         als_rank[where[: len(from_als)]] = np.arange(1, len(from_als) + 1)
-        knn_rank = np.full(len(union), np.nan, np.float32)
+        knn_rank = np.full(len(union), np.nan)
         knn_rank[where[len(from_als) : len(from_als) + len(from_knn)]] = np.arange(
             1, len(from_knn) + 1
         )
-
         bought[mine] = mine_counts
         bought_last[mine] = mine_last
-        features_out.append(
-            _features(
-                items,
-                now_s,
-                union,
-                factors[row],
+        parts.append(
+            _Proposals(
+                np.full(len(union), row, np.int64),
+                union.astype(np.int64),
+                (proposed_by[:, None] & _SOURCE_BITS) > 0,
                 knn[union],
                 als_rank,
                 knn_rank,
                 bought[union],
                 bought_last[union],
-                float(mine_counts.sum()),
-                len(mine),
-                float(mine_last.max()) if len(mine) else None,
-                stage,
-                _value_of(customers.churn_risk, row),
-                _value_of(customers.monetary, row),
             )
         )
-        rows_out.append(np.full(len(union), row, np.int64))
-        items_out.append(union)
-        flags_out.append(flags)
-        # Reset what this customer wrote.
         bought[mine] = 0.0
         bought_last[mine] = 0.0
         banned_mask[banned] = False
+    return _Proposals.concatenate(parts)
 
-    if not rows_out:
-        empty = np.empty(0, np.int64)
-        return CandidateTable(
-            empty,
-            empty,
-            np.empty((0, len(FEATURES)), np.float32),
-            np.empty((0, len(SOURCES)), bool),
-        )
-    return CandidateTable(
-        np.concatenate(rows_out),
-        np.concatenate(items_out),
-        np.concatenate(features_out),
-        np.concatenate(flags_out),
+
+def _propose_vectorised(
+    items: ItemSide, customers: CustomerSide, n: int, als_ids: np.ndarray
+) -> _Proposals:
+    """The sources' union for many customers at once: each source is a set of (row,
+    item) pairs ranked within its row by sorting, pairs matched by one integer key
+    (row x catalogue size + item)."""
+    n_items = len(items.popularity)
+    n_customers = customers.counts.shape[0]
+    n_popular = max(10, n // 5)
+    counts, last, exclude = customers.counts, customers.last, customers.exclude
+    all_rows = np.arange(n_customers, dtype=np.int64)
+
+    history = _Pairs.of(counts)
+    history_counts = np.asarray(counts.data, dtype=np.float64)
+    history_last = np.asarray(last.data, dtype=np.float64)
+    banned = _Pairs.of(exclude) if exclude is not None else _Pairs.empty()
+    banned_keys = np.sort(banned.keys(n_items))
+
+    def allowed(rows: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+        return ~_contains(banned_keys, rows * n_items + chosen)
+
+    # ALS: implicit's top-k, already filtered.
+    valid = als_ids >= 0
+    als_rows = np.broadcast_to(all_rows[:, None], als_ids.shape)[valid]
+    als_items = als_ids[valid]
+    als_rank = np.broadcast_to(np.arange(1, als_ids.shape[1] + 1), als_ids.shape)[valid]
+
+    # ItemKNN over each customer's KNN_BASIS most recent items: one sparse product.
+    by_recency = np.lexsort((np.arange(len(history.rows)), -history_last, history.rows))
+    basis = by_recency[_rank_within(history.rows[by_recency], n_customers) < KNN_BASIS]
+    knn_keys, knn_scores = _knn_scores(
+        items, history.rows[basis], history.items[basis], history_counts[basis], n_customers
     )
+    knn_rows, knn_items = knn_keys // n_items, knn_keys % n_items
+    keep = (knn_scores > 0) & allowed(knn_rows, knn_items)
+    knn_rows, knn_items, knn_rank = _top_per_row(
+        knn_rows[keep], knn_items[keep], knn_scores[keep], n_customers, n
+    )
+
+    # Buy again: the customer's own items, most ordered first (ties: most recent).
+    positions = np.flatnonzero(allowed(history.rows, history.items))
+    order = positions[
+        np.lexsort(
+            (
+                positions,
+                -history_last[positions],
+                -history_counts[positions],
+                history.rows[positions],
+            )
+        )
+    ]
+    again_rows, again_items = history.rows[order], history.items[order]
+    first = _rank_within(again_rows, n_customers) < n
+    again_rows, again_items = again_rows[first], again_items[first]
+
+    # Recent popularity, and popularity within each customer's stage.
+    most_banned = int(np.bincount(banned.rows).max()) if len(banned.rows) else 0
+    width = min(n_popular + most_banned, n_items)
+    popular = np.broadcast_to(items.popular_order[:width], (n_customers, width))
+    popular_rows, popular_items = _first_allowed(all_rows, popular, allowed, n_popular)
+    stage = _stages(customers)
+    staged = np.flatnonzero(stage != NO_STAGE)
+    stage_rows = stage_items = np.empty(0, np.int64)
+    if items.stage_popular_order is not None and len(staged):
+        ranked = items.stage_popular_order[stage[staged], :width]
+        stage_rows, stage_items = _first_allowed(staged, ranked, allowed, n_popular)
+
+    # The union: sorted keys, a bit per source, ALS's and ItemKNN's ranks carried along.
+    sources = (
+        (als_rows, als_items, als_rank),
+        (knn_rows, knn_items, knn_rank),
+        (again_rows, again_items, None),
+        (popular_rows, popular_items, None),
+        (stage_rows, stage_items, None),
+    )
+    proposed = np.concatenate([r * n_items + i for r, i, _ in sources])
+    bits = np.repeat(_SOURCE_BITS, [len(r) for r, _, _ in sources])
+    order = np.argsort(proposed, kind="stable")
+    proposed, bits = proposed[order], bits[order]
+    empty = len(proposed) == 0
+    starts = (
+        np.empty(0, np.int64)
+        if empty
+        else np.flatnonzero(np.r_[True, proposed[1:] != proposed[:-1]])
+    )
+    union = proposed[starts]
+    ranks = []
+    for column, (rows_of_source, _, rank) in enumerate(sources[:2]):
+        offset = sum(len(r) for r, _, _ in sources[:column])
+        source_rank = np.full(len(order), np.inf)
+        source_rank[offset : offset + len(rows_of_source)] = rank
+        filled = source_rank[order]
+        best_rank = np.minimum.reduceat(filled, starts) if not empty else filled
+        ranks.append(np.where(np.isinf(best_rank), np.nan, best_rank))
+    proposed_by = np.bitwise_or.reduceat(bits, starts) if not empty else bits
+    history_keys = history.keys(n_items)
+    by_key = np.argsort(history_keys, kind="stable")
+    at = _positions(history_keys[by_key], union)
+    bought = np.zeros(len(union))
+    bought_last = np.zeros(len(union))
+    found = at >= 0
+    bought[found] = history_counts[by_key[at[found]]]
+    bought_last[found] = history_last[by_key[at[found]]]
+    at = _positions(knn_keys, union)
+    knn_score = np.where(at >= 0, knn_scores[np.maximum(at, 0)] if len(knn_scores) else 0.0, 0.0)
+    return _Proposals(
+        union // n_items,
+        union % n_items,
+        (proposed_by[:, None] & _SOURCE_BITS) > 0,
+        knn_score,
+        ranks[0],
+        ranks[1],
+        bought,
+        bought_last,
+    )
+
+
+def _top_per_row(
+    rows: np.ndarray, chosen: np.ndarray, scores: np.ndarray, n_rows: int, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``n`` best pairs of each row (score descending, ties by item), with their rank
+    (1 = best), from pairs grouped by row with items ascending. One partition over a
+    rows x longest-row table instead of sorting every pair."""
+    if len(rows) == 0:
+        empty = np.empty(0, np.int64)
+        return empty, empty, empty
+    within = _rank_within(rows, n_rows)
+    width = int(within.max()) + 1
+    table = np.full((n_rows, width), -np.inf)
+    table[rows, within] = scores
+    if width > n:
+        picked = np.argpartition(-table, n - 1, axis=1)[:, :n]
+    else:
+        picked = np.broadcast_to(np.arange(width), (n_rows, width))
+    picked_scores = np.take_along_axis(table, picked, axis=1)
+    # Within each row: score descending, then position (= item ascending).
+    order = np.lexsort((picked, -picked_scores), axis=1)
+    picked = np.take_along_axis(picked, order, axis=1)
+    picked_scores = np.take_along_axis(picked_scores, order, axis=1)
+    real = np.isfinite(picked_scores)
+    out_rows = np.broadcast_to(np.arange(n_rows)[:, None], picked.shape)[real]
+    starts = np.searchsorted(rows, np.arange(n_rows))
+    out_items = chosen[starts[out_rows] + picked[real]]
+    ranks = np.broadcast_to(np.arange(1, picked.shape[1] + 1), picked.shape)[real]
+    return out_rows.astype(np.int64), out_items.astype(np.int64), ranks.astype(np.int64)
+
+
+def _stages(customers: CustomerSide) -> np.ndarray:
+    n_customers = customers.counts.shape[0]
+    if customers.stage is None:
+        return np.full(n_customers, NO_STAGE, np.int64)
+    return np.asarray(customers.stage, dtype=np.int64)
+
+
+def _traits_of(customers: CustomerSide) -> _CustomerTraits:
+    """Per customer row: orders, distinct items, last purchase, stage, risk, value."""
+    counts, last = customers.counts, customers.last
+    n_customers = counts.shape[0]
+    indptr = np.asarray(counts.indptr)
+    rows = np.repeat(np.arange(n_customers), np.diff(indptr))
+    return _CustomerTraits(
+        orders=np.bincount(
+            rows, weights=np.asarray(counts.data, dtype=np.float64), minlength=n_customers
+        ),
+        distinct=np.diff(indptr),
+        latest=_row_max(np.asarray(last.data, dtype=np.float64), indptr, n_customers),
+        stage=_stages(customers),
+        churn_risk=_or_nan(customers.churn_risk, n_customers),
+        monetary=_or_nan(customers.monetary, n_customers),
+    )
+
+
+def _positions(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """The position of each of ``keys`` in ``sorted_keys`` (-1 where absent)."""
+    if len(sorted_keys) == 0:
+        return np.full(len(keys), -1, np.int64)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return np.where(sorted_keys[at] == keys, at, -1)
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """The nonzero (row, item) pairs of a row-compressed matrix, in its storage order."""
+
+    rows: np.ndarray
+    items: np.ndarray
+
+    @classmethod
+    def of(cls, matrix: Rows) -> _Pairs:
+        indptr = np.asarray(matrix.indptr, dtype=np.int64)
+        rows = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+        return cls(rows, np.asarray(matrix.indices, dtype=np.int64))
+
+    @classmethod
+    def empty(cls) -> _Pairs:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64))
+
+    def keys(self, n_items: int) -> np.ndarray:
+        return self.rows * n_items + self.items
+
+
+@dataclass(frozen=True)
+class _CustomerTraits:
+    """Per customer row: what the pair features repeat for each of their candidates."""
+
+    orders: np.ndarray
+    distinct: np.ndarray
+    latest: np.ndarray  # NaN without purchases
+    stage: np.ndarray
+    churn_risk: np.ndarray
+    monetary: np.ndarray
+
+
+def _rank_within(rows: np.ndarray, n_rows: int) -> np.ndarray:
+    """For pairs sorted by row: each pair's position within its row (0 = first)."""
+    if len(rows) == 0:
+        return np.empty(0, np.int64)
+    starts = np.searchsorted(rows, np.arange(n_rows))
+    return np.arange(len(rows)) - starts[rows]
+
+
+def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    if len(sorted_keys) == 0:
+        return np.zeros(len(keys), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[at] == keys
+
+
+def _knn_scores(
+    items: ItemSide, rows: np.ndarray, basis: np.ndarray, weights: np.ndarray, n_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed neighbour similarity x order count per (row, item), as sorted keys and
+    scores: the customers' basis items (rows x items) times the item similarity, one
+    sparse product."""
+    n_items = len(items.popularity)
+    if len(basis) == 0:
+        return np.empty(0, np.int64), np.empty(0)
+    chosen = sp.csr_matrix((weights, (rows, basis)), shape=(n_rows, n_items))
+    product = (chosen @ items.similarity).tocsr()
+    product.sum_duplicates()
+    product.sort_indices()
+    pair_rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(product.indptr))
+    keys = pair_rows * n_items + product.indices
+    return keys, np.asarray(product.data, dtype=np.float64)
+
+
+def _first_allowed(
+    rows: np.ndarray,
+    ranked: np.ndarray,
+    allowed: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    n: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row (``ranked``: one ranked item list per row), the first ``n`` allowed items."""
+    if len(rows) == 0 or ranked.size == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    width = ranked.shape[1]
+    pair_rows = np.repeat(np.asarray(rows, dtype=np.int64), width)
+    pair_items = np.asarray(ranked, dtype=np.int64).ravel()
+    keep = allowed(pair_rows, pair_items)
+    pair_rows, pair_items = pair_rows[keep], pair_items[keep]
+    # Rows are in order and each row's items keep their rank order: count within row.
+    boundaries = np.r_[True, pair_rows[1:] != pair_rows[:-1]] if len(pair_rows) else keep[:0]
+    starts = np.flatnonzero(boundaries)
+    within = np.arange(len(pair_rows)) - np.repeat(starts, np.diff(np.r_[starts, len(pair_rows)]))
+    first = within < n
+    return pair_rows[first], pair_items[first]
+
+
+def _row_max(values: np.ndarray, indptr: np.ndarray, n_rows: int) -> np.ndarray:
+    out = np.full(n_rows, np.nan)
+    lengths = np.diff(np.asarray(indptr))
+    filled = np.flatnonzero(lengths > 0)
+    if len(filled):
+        out[filled] = np.maximum.reduceat(values, np.asarray(indptr)[filled])
+    return out
+
+
+def _or_nan(values: np.ndarray | None, n: int) -> np.ndarray:
+    return np.full(n, np.nan) if values is None else np.asarray(values, dtype=np.float64)
 
 
 def sparse_topk(scores: sp.csr_matrix, n: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
@@ -375,57 +681,57 @@ def ranked_top(table: CandidateTable, scores: np.ndarray, n_rows: int, k: int) -
     return out
 
 
-def _features(
+def _pair_features(
     items: ItemSide,
     now_s: int,
-    union: np.ndarray,
+    proposals: _Proposals,
     factors: np.ndarray,
-    knn_score: np.ndarray,
-    als_rank: np.ndarray,
-    knn_rank: np.ndarray,
-    bought: np.ndarray,
-    bought_last: np.ndarray,
-    orders: float,
-    distinct: int,
-    latest: float | None,
-    stage: int,
-    churn_risk: float,
-    monetary: float,
+    traits: _CustomerTraits,
 ) -> np.ndarray:
-    """The features of one customer's candidates (``FEATURES`` order)."""
+    """The features of every candidate pair (``FEATURES`` order)."""
+    rows, chosen = proposals.rows, proposals.items
+    bought, bought_last = proposals.bought, proposals.bought_last
     # Column-major: each feature is written as one contiguous run.
-    out = np.full((len(union), len(FEATURES)), np.nan, dtype=np.float32, order="F")
+    out = np.full((len(rows), len(FEATURES)), np.nan, dtype=np.float32, order="F")
     column = _COLUMN
-    out[:, column["als_score"]] = items.item_factors[union] @ factors
-    out[:, column["als_rank"]] = als_rank
-    out[:, column["knn_score"]] = knn_score
-    out[:, column["knn_rank"]] = knn_rank
-    out[:, column["popularity"]] = items.popularity[union]
-    out[:, column["popularity_rank"]] = items.popular_rank[union]
-    out[:, column["popularity_trend"]] = (items.popularity[union] + 1.0) / (
-        items.popularity_before[union] + 1.0
+    out[:, column["als_score"]] = np.einsum(
+        "ij,ij->i", items.item_factors[chosen], factors[rows], dtype=np.float32
+    )
+    out[:, column["als_rank"]] = proposals.als_rank
+    out[:, column["knn_score"]] = proposals.knn_score
+    out[:, column["knn_rank"]] = proposals.knn_rank
+    out[:, column["popularity"]] = items.popularity[chosen]
+    out[:, column["popularity_rank"]] = items.popular_rank[chosen]
+    out[:, column["popularity_trend"]] = (items.popularity[chosen] + 1.0) / (
+        items.popularity_before[chosen] + 1.0
     )
     since = np.where(bought > 0, (now_s - bought_last) / DAY, np.nan)
     out[:, column["bought_orders"]] = bought
     out[:, column["days_since_bought"]] = since
     if items.cycle_days is not None:
-        cycle = items.cycle_days[union]
+        cycle = items.cycle_days[chosen]
         out[:, column["cycle_days"]] = cycle
         out[:, column["due_ratio"]] = since / cycle
+    orders = traits.orders[rows]
     out[:, column["customer_orders"]] = orders
-    out[:, column["customer_items"]] = distinct
-    if latest is not None:
-        out[:, column["customer_recency_days"]] = (now_s - latest) / DAY
-    out[:, column["share_of_customer"]] = bought / max(orders, 1.0)
-    if stage != NO_STAGE:
-        out[:, column["customer_stage"]] = stage
+    out[:, column["customer_items"]] = traits.distinct[rows]
+    out[:, column["customer_recency_days"]] = (now_s - traits.latest[rows]) / DAY
+    out[:, column["share_of_customer"]] = bought / np.maximum(orders, 1.0)
+    stage = traits.stage[rows]
+    staged = stage != NO_STAGE
+    if staged.any():
+        out[staged, column["customer_stage"]] = stage[staged]
         if items.stage_popularity is not None and items.stage_popular_rank is not None:
-            out[:, column["stage_popularity"]] = items.stage_popularity[stage, union]
-            out[:, column["stage_popularity_rank"]] = items.stage_popular_rank[stage, union]
-    out[:, column["churn_risk"]] = churn_risk
-    out[:, column["customer_monetary"]] = monetary
+            out[staged, column["stage_popularity"]] = items.stage_popularity[
+                stage[staged], chosen[staged]
+            ]
+            out[staged, column["stage_popularity_rank"]] = items.stage_popular_rank[
+                stage[staged], chosen[staged]
+            ]
+    out[:, column["churn_risk"]] = traits.churn_risk[rows]
+    out[:, column["customer_monetary"]] = traits.monetary[rows]
     if items.price is not None:
-        out[:, column["price"]] = items.price[union]
+        out[:, column["price"]] = items.price[chosen]
     return out
 
 
@@ -441,11 +747,6 @@ def _union(proposed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     where = np.empty(len(ordered), dtype=np.int64)
     where[order] = np.cumsum(first) - 1
     return ordered[first], where
-
-
-def _value_of(values: np.ndarray | None, row: int) -> float:
-    """One customer's figure (NaN when unknown)."""
-    return float("nan") if values is None else float(values[row])
 
 
 def row_of(matrix: Rows, row: int) -> np.ndarray:
