@@ -12,7 +12,7 @@ an interrupted or failed run never leaves a half-written campaign behind.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from nbo.catalog import Catalog
-from nbo.decision import ContactPolicy, Decision, customer_state, decide
+from nbo.decision import ContactPolicy, Decision, DecisionRequest, customer_state, decide_many
 from nbo.errors import NboError
 from nbo.events import ImpressionEvent
 from nbo.experiments.serving import Assignment, ServingModels
@@ -182,30 +182,43 @@ class BatchRun:
         return int(self.now.timestamp())
 
 
-def decisions(
-    run: BatchRun, customer_ids: Iterable[str]
-) -> Iterator[tuple[str, Assignment, Decision]]:
-    """``decide`` for each customer, with what the store holds for them and the model of
-    their experiment variant (as the API assigns it)."""
-    for customer_id in customer_ids:
-        state = customer_state(run.store, customer_id, run.now_s, run.policy, run.catalog)
-        assignment = run.models.assign(customer_id, state.consent, run.now_s)
-        yield (
-            customer_id,
-            assignment,
-            decide(
-                assignment.model,
-                run.catalog,
-                run.policy,
-                customer_id,
-                run.channel,
-                run.k,
-                run.now_s,
-                state,
-                delivery=run.delivery,
-                personalize=assignment.personalize,
-            ),
+def decisions(run: BatchRun, customer_ids: Sequence[str]) -> list[tuple[str, Assignment, Decision]]:
+    """One chunk's decisions: each customer's stored state and experiment variant (as the
+    API assigns it), then ``decide_many`` per model, in the customers' order."""
+    states = [
+        customer_state(run.store, c, run.now_s, run.policy, run.catalog) for c in customer_ids
+    ]
+    assignments = [
+        run.models.assign(c, state.consent, run.now_s)
+        for c, state in zip(customer_ids, states, strict=True)
+    ]
+    by_model: dict[str, list[int]] = {}
+    for n, assignment in enumerate(assignments):
+        by_model.setdefault(assignment.model.version, []).append(n)
+    decided: list[Decision | None] = [None] * len(customer_ids)
+    for positions in by_model.values():
+        model = assignments[positions[0]].model
+        requests = [
+            DecisionRequest(customer_ids[n], states[n], assignments[n].personalize)
+            for n in positions
+        ]
+        answers = decide_many(
+            model,
+            run.catalog,
+            run.policy,
+            requests,
+            run.channel,
+            run.k,
+            run.now_s,
+            run.delivery,
         )
+        for n, answer in zip(positions, answers, strict=True):
+            decided[n] = answer
+    return [
+        (c, a, d)
+        for c, a, d in zip(customer_ids, assignments, decided, strict=True)
+        if d is not None
+    ]
 
 
 def rows_of(

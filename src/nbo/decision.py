@@ -27,7 +27,7 @@ from nbo.policies import (
     check_frequency_cap,
     fatigued_items,
 )
-from nbo.ranking import Ranking, RecentPurchase, rank_offers
+from nbo.ranking import OfferRequest, Ranking, RecentPurchase, rank_offers_many
 from nbo.store import DEFAULT_CONSENT, Consent, Store, StoredPurchase
 from nbo.suppression import SuppressionWindow
 
@@ -103,36 +103,77 @@ def decide(
     """Offers for ``customer_id`` on ``channel`` at ``now_s``; ``delivery``: the offers
     will be sent, so the channel's frequency cap applies (the caller records them).
     ``personalize=False`` (an experiment's control group) answers with non-personalized
-    offers even for a customer who consents to personalization; the profile stays."""
-    profile = profile_for(model, customer_id, state, now_s)
-    if not state.consent.allows(channel):
-        return Decision(profile, None, REASON_NO_CHANNEL_CONSENT)
-    if delivery:
-        verdict = check_frequency_cap(
-            policy.frequency_caps.get(channel), state.contacts, channel, now_s
+    offers even for a customer who consents to personalization; the profile stays.
+
+    One customer's ``decide_many``: an API call and a campaign decide the same way."""
+    request = DecisionRequest(customer_id, state, personalize)
+    return decide_many(model, catalog, policy, [request], channel, k, now_s, delivery)[0]
+
+
+@dataclass(frozen=True)
+class DecisionRequest:
+    """One customer to decide for, with what the store holds of them."""
+
+    customer_id: str
+    state: CustomerState
+    personalize: bool = True  # False: an experiment's control group
+
+
+def decide_many(
+    model: ServingModel,
+    catalog: Catalog,
+    policy: ContactPolicy,
+    requests: Sequence[DecisionRequest],
+    channel: str,
+    k: int,
+    now_s: int,
+    delivery: bool,
+) -> list[Decision]:
+    """``decide`` for many customers: each one's profile, consent and frequency cap, then
+    the rankings of those who may be contacted in one ``rank_offers_many`` pass."""
+    profiles = [profile_for(model, r.customer_id, r.state, now_s) for r in requests]
+    decisions: list[Decision | None] = [None] * len(requests)
+    to_rank: list[tuple[int, OfferRequest]] = []
+    for n, (request, profile) in enumerate(zip(requests, profiles, strict=True)):
+        state = request.state
+        if not state.consent.allows(channel):
+            decisions[n] = Decision(profile, None, REASON_NO_CHANNEL_CONSENT)
+            continue
+        if delivery:
+            verdict = check_frequency_cap(
+                policy.frequency_caps.get(channel), state.contacts, channel, now_s
+            )
+            if not verdict.allowed:
+                decisions[n] = Decision(
+                    profile, None, REASON_FREQUENCY_CAP, verdict.next_allowed_at
+                )
+                continue
+        recent = [
+            RecentPurchase(p.item_id, p.occurred_at, p.order_id or p.event_id) for p in state.posted
+        ]
+        to_rank.append(
+            (
+                n,
+                OfferRequest(
+                    request.customer_id,
+                    k,
+                    recent,
+                    fatigued=fatigued_items(policy.fatigue, state.contacts, now_s),
+                    personalize=state.consent.personalization and request.personalize,
+                    stage=profile.stage,
+                    channel=channel,
+                    impressions=state.contacts.impressions,
+                    churn_risk=profile.churn_risk,
+                    monetary=profile.monetary if profile.known else None,
+                ),
+            )
         )
-        if not verdict.allowed:
-            return Decision(profile, None, REASON_FREQUENCY_CAP, verdict.next_allowed_at)
-    recent = [
-        RecentPurchase(p.item_id, p.occurred_at, p.order_id or p.event_id) for p in state.posted
-    ]
-    ranking = rank_offers(
-        model,
-        customer_id,
-        k,
-        now_s,
-        policy.suppression,
-        recent,
-        fatigued=fatigued_items(policy.fatigue, state.contacts, now_s),
-        personalize=state.consent.personalization and personalize,
-        catalog=catalog,
-        stage=profile.stage,
-        channel=channel,
-        impressions=state.contacts.impressions,
-        churn_risk=profile.churn_risk,
-        monetary=profile.monetary if profile.known else None,
+    rankings = rank_offers_many(
+        model, [offer for _, offer in to_rank], now_s, policy.suppression, catalog
     )
-    return Decision(profile, ranking)
+    for (n, _), ranking in zip(to_rank, rankings, strict=True):
+        decisions[n] = Decision(profiles[n], ranking)
+    return [d for d in decisions if d is not None]
 
 
 def contact_policy(settings: Settings) -> ContactPolicy:

@@ -171,6 +171,23 @@ def customer_history(
     )
 
 
+@dataclass(frozen=True)
+class OfferRequest:
+    """One customer's ranking request: what ``rank_offers`` takes besides the model, the
+    clock, the suppression window and the catalogue."""
+
+    customer_id: str
+    k: int
+    recent: Sequence[RecentPurchase] = ()
+    fatigued: Collection[str] = ()
+    personalize: bool = True
+    stage: str = "active"
+    channel: str = "email"
+    impressions: Sequence[Contact] = ()
+    churn_risk: float | None = None
+    monetary: float | None = None
+
+
 def rank_offers(
     model: ServingModel,
     customer_id: str,
@@ -208,27 +225,101 @@ def rank_offers(
     order. Offers from the model are explained by the purchases behind them. The stage,
     ``churn_risk`` and ``monetary`` value (the customer's profile) are also features of
     the two-stage ranker (None: unknown).
+
+    One customer's ``rank_offers_many``: a request and a campaign rank the same way.
     """
+    request = OfferRequest(
+        customer_id,
+        k,
+        recent,
+        fatigued,
+        personalize,
+        stage,
+        channel,
+        impressions,
+        churn_risk,
+        monetary,
+    )
+    return rank_offers_many(model, [request], now_s, window, catalog)[0]
+
+
+def rank_offers_many(
+    model: ServingModel,
+    requests: Sequence[OfferRequest],
+    now_s: int,
+    window: SuppressionWindow,
+    catalog: Catalog | None = None,
+) -> list[Ranking]:
+    """``rank_offers`` for many customers: each customer's history, suppression and
+    fatigue, then the two-stage candidates and ranker scores of all of them in one pass
+    (``nbo.two_stage.candidates``, one LightGBM call), then each customer's arbitration
+    and explanations."""
     catalog = catalog or default_catalog()
-    history = customer_history(model, customer_id, recent)
+    prepared = [_prepare(model, request, now_s, window) for request in requests]
+    two_stage: dict[int, _Scored] = {}
+    if model.ranker is not None:
+        ranked = [n for n, p in enumerate(prepared) if p.personalized]
+        scored = _ranked_candidates_many(model, [prepared[n] for n in ranked], now_s)
+        two_stage = dict(zip(ranked, scored, strict=True))
+    return [_finish(model, p, two_stage.get(n), catalog, now_s) for n, p in enumerate(prepared)]
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A request with the customer's history and what the rules hold back."""
+
+    request: OfferRequest
+    history: CustomerHistory
+    known: np.ndarray
+    just_bought: np.ndarray
+    suppressed: np.ndarray  # just bought and fatigued
+    removed: dict[str, int]
+    personalized: bool
+    n_candidates: int
+
+
+# Candidate items, the source each is credited to, their scores and probabilities.
+_Scored = tuple[np.ndarray, list[str], np.ndarray, np.ndarray]
+
+
+def _prepare(
+    model: ServingModel, request: OfferRequest, now_s: int, window: SuppressionWindow
+) -> _Prepared:
+    history = customer_history(model, request.customer_id, request.recent)
     just_bought = _suppressed(model, history, now_s, window)
-    rested = _fatigued(model, fatigued, just_bought)
-    removed = {RULE_JUST_BOUGHT: len(just_bought), RULE_FATIGUE: len(rested)}
+    rested = _fatigued(model, request.fatigued, just_bought)
     suppressed = np.concatenate([just_bought, rested]) if len(rested) else just_bought
     known = np.asarray(history.confidence) > 0
-    personalized = personalize and bool(known.any())
-    n_candidates = max(MIN_CANDIDATES, 2 * k)
+    return _Prepared(
+        request,
+        history,
+        known,
+        just_bought,
+        suppressed,
+        {RULE_JUST_BOUGHT: len(just_bought), RULE_FATIGUE: len(rested)},
+        request.personalize and bool(known.any()),
+        max(MIN_CANDIDATES, 2 * request.k),
+    )
 
-    ids = np.empty(0, dtype=np.int64)
-    scores = np.empty(0, dtype=np.float32)
+
+def _finish(
+    model: ServingModel,
+    prepared: _Prepared,
+    scored: _Scored | None,
+    catalog: Catalog,
+    now_s: int,
+) -> Ranking:
+    """Candidates (the ranker's, or ALS's without one), popular fill, arbitration and
+    explanations for one prepared request."""
+    request, history, known = prepared.request, prepared.history, prepared.known
+    suppressed, n_candidates = prepared.suppressed, prepared.n_candidates
+    personalized = prepared.personalized
     propensity = model.propensity
-    if personalized and model.ranker is not None:
-        traits = _Traits(stage, churn_risk, monetary)
-        # The ranker's best few go to arbitration, as many as ALS would propose.
-        ids, sources, source_scores, chances = _ranked_candidates(
-            model, history, known, suppressed, now_s, traits, n_candidates
-        )
+    if scored is not None:
+        ids, sources, source_scores, chances = scored
     else:
+        ids = np.empty(0, dtype=np.int64)
+        scores = np.empty(0, dtype=np.float32)
         if personalized:
             ids, scores = _cf_candidates(model, history, known, suppressed, n_candidates)
         sources = [SOURCE_CF] * len(ids)
@@ -240,7 +331,7 @@ def rank_offers(
         fill_ranks = np.flatnonzero(~np.isin(allowed, taken))[: n_candidates - len(ids)]
         fill = allowed[fill_ranks]
         ids = np.concatenate([np.asarray(ids, dtype=np.int64), fill])
-        sources += [SOURCE_POPULAR] * len(fill)
+        sources = [*sources, *([SOURCE_POPULAR] * len(fill))]
         # Propensity by the item's rank among what this customer may be offered.
         chances = np.concatenate([chances, propensity.of_popular_ranks(fill_ranks + 1)])
         source_scores = np.concatenate([source_scores, model.popularity[fill]])
@@ -250,15 +341,15 @@ def rank_offers(
         candidates,
         model.item_ids,
         catalog,
-        stage,
-        channel,
+        request.stage,
+        request.channel,
         now_s,
-        impressions,
+        request.impressions,
         model.item_price,
         model.typical_line_value,
-        k,
+        request.k,
     )
-    removed.update(arbitration_removed)
+    removed = {**prepared.removed, **arbitration_removed}
     offers = _offers(model, history, known, choices)
     if not personalized:
         profile = PROFILE_NONE
@@ -266,7 +357,14 @@ def rank_offers(
         profile = PROFILE_LIVE
     else:
         profile = PROFILE_UPDATED if history.has_new_orders else PROFILE_TRAINED
-    return Ranking(customer_id, personalized, profile, offers, len(just_bought), removed)
+    return Ranking(
+        request.customer_id,
+        personalized,
+        profile,
+        offers,
+        len(prepared.just_bought),
+        removed,
+    )
 
 
 def _closest_bought(model: ServingModel, bought_counts: np.ndarray, item: int) -> tuple[str, ...]:
@@ -297,60 +395,87 @@ _CREDIT_COLUMNS = np.array([column for column, _ in _CREDIT_ORDER])
 _CREDIT_NAMES = np.array([name for _, name in _CREDIT_ORDER], dtype=object)
 
 
-@dataclass(frozen=True)
-class _Traits:
-    """The customer's profile figures the ranker uses (None = unknown)."""
-
-    stage: str
-    churn_risk: float | None
-    monetary: float | None
-
-
-def _ranked_candidates(
-    model: ServingModel,
-    history: CustomerHistory,
-    known: np.ndarray,
-    suppressed: np.ndarray,
-    now_s: int,
-    traits: _Traits,
-    n: int,
-) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
-    """The ``n`` best two-stage candidates (``nbo.two_stage``) for one customer, best
+def _ranked_candidates_many(
+    model: ServingModel, prepared: Sequence[_Prepared], now_s: int
+) -> list[_Scored]:
+    """The best two-stage candidates (``nbo.two_stage``) of each prepared request, best
     first: items, the source each is credited to, the ranker's scores and their
-    probabilities."""
+    probabilities. One candidate pass and one ranker call for all of them."""
     assert model.ranker is not None and model.item_side is not None
+    if not prepared:
+        return []
     n_items = len(model.items)
-    mine = history.items[known]
-    counts = PlainRows.one(mine, history.counts[known], n_items)
-    last = PlainRows.one(mine, history.last_purchase[known].astype(np.float64), n_items)
-    if history.index is None or history.has_new_orders:
-        pattern = [0, len(mine)]
-        confidence = sp.csr_matrix((history.confidence[known], mine, pattern), shape=(1, n_items))
-        factors = np.asarray(model.als.recalculate_user(0, confidence), dtype=np.float32)
-    else:
-        factors = np.asarray(model.als.user_factors[history.index], dtype=np.float32)
-    exclude = PlainRows.one(suppressed, np.ones(len(suppressed), np.float32), n_items)
+    mine = [p.history.items[p.known] for p in prepared]
+    factors = np.vstack(
+        [_taste_of(model, p, items) for p, items in zip(prepared, mine, strict=True)]
+    )
+    counts = _stacked(mine, [p.history.counts[p.known] for p in prepared], n_items)
+    last = _stacked(
+        mine, [p.history.last_purchase[p.known].astype(np.float64) for p in prepared], n_items
+    )
+    exclude = _stacked(
+        [p.suppressed for p in prepared],
+        [np.ones(len(p.suppressed), np.float32) for p in prepared],
+        n_items,
+    )
+    request = [p.request for p in prepared]
+    risk = [np.nan if r.churn_risk is None else r.churn_risk for r in request]
     table = candidates(
         model.item_side,
         CustomerSide(
-            factors.reshape(1, -1),
+            factors,
             counts,
             last,
             exclude,
-            stage=np.array([STAGE_CODE.get(traits.stage, NO_STAGE)]),
-            churn_risk=np.array([np.nan if traits.churn_risk is None else traits.churn_risk]),
-            monetary=np.array([np.nan if traits.monetary is None else traits.monetary]),
+            stage=np.array([STAGE_CODE.get(r.stage, NO_STAGE) for r in request]),
+            churn_risk=np.array(risk),
+            monetary=np.array([np.nan if r.monetary is None else r.monetary for r in request]),
         ),
         model.ranker_per_source,
         as_of_s=now_s,
     )
     scores = model.ranker.predict(table.features)
-    order = np.lexsort((table.items, -scores))[:n]
-    # Each item is credited to the first of its sources in _CREDIT_ORDER.
-    flags = table.sources[order][:, _CREDIT_COLUMNS]
-    credited = _CREDIT_NAMES[np.argmax(flags, axis=1)].tolist()
-    ranked = scores[order]
-    return table.items[order], credited, ranked, model.propensity.of_ranker_scores(ranked)
+    order = np.lexsort((table.items, -scores, table.rows))
+    rows = table.rows[order]
+    starts = np.searchsorted(rows, np.arange(len(prepared) + 1))
+    out = []
+    for row, p in enumerate(prepared):
+        chosen = order[starts[row] : starts[row + 1]][: p.n_candidates]
+        # Each item is credited to the first of its sources in _CREDIT_ORDER.
+        flags = table.sources[chosen][:, _CREDIT_COLUMNS]
+        credited = _CREDIT_NAMES[np.argmax(flags, axis=1)].tolist()
+        ranked = scores[chosen]
+        out.append(
+            (table.items[chosen], credited, ranked, model.propensity.of_ranker_scores(ranked))
+        )
+    return out
+
+
+def _taste_of(model: ServingModel, prepared: _Prepared, mine: np.ndarray) -> np.ndarray:
+    """The customer's ALS taste vector: the trained one, or refolded from their history
+    when purchases were posted since training (or the model never saw them)."""
+    history = prepared.history
+    if history.index is None or history.has_new_orders:
+        n_items = len(model.items)
+        confidence = sp.csr_matrix(
+            (history.confidence[prepared.known], mine, [0, len(mine)]), shape=(1, n_items)
+        )
+        return np.asarray(model.als.recalculate_user(0, confidence), dtype=np.float32).reshape(
+            1, -1
+        )
+    return np.asarray(model.als.user_factors[history.index], dtype=np.float32).reshape(1, -1)
+
+
+def _stacked(indices: Sequence[np.ndarray], data: Sequence[np.ndarray], n_items: int) -> PlainRows:
+    """Rows (one per customer) as row-compressed arrays."""
+    lengths = [len(i) for i in indices]
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return PlainRows(
+        indptr,
+        np.concatenate(indices).astype(np.int64) if indices else np.empty(0, np.int64),
+        np.concatenate(data) if data else np.empty(0),
+        (len(indices), n_items),
+    )
 
 
 def _cf_candidates(
