@@ -20,6 +20,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from bench import events_bench
+from bench.batch_bench import BatchResult, bench_batch
 from bench.events_bench import EventsResult, bench_events
 from bench.generate import FULL, SMALL, SyntheticSpec, ensure_dataset
 from bench.offers_bench import WINDOW_DAYS, K, OffersResult, bench_offers
@@ -61,6 +62,7 @@ class Summary:
     trainer_ratio: float
     offers_p50_ratio: float
     offers_p99_ratio: float
+    batch_ratio: float
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,13 +103,20 @@ def main(argv: list[str] | None = None) -> int:
         print("\n== summary ==")
         print(
             table(
-                ["data set", "trainer / bare ALS", "offers p50 / raw", "offers p99 / raw"],
+                [
+                    "data set",
+                    "trainer / bare ALS",
+                    "offers p50 / raw",
+                    "offers p99 / raw",
+                    "batch / raw batch (customers/s)",
+                ],
                 [
                     [
                         s.name,
                         f"{s.trainer_ratio:.2f}x",
                         f"{s.offers_p50_ratio:.2f}x",
                         f"{s.offers_p99_ratio:.2f}x",
+                        f"{s.batch_ratio:.1%}",
                     ]
                     for s in summaries
                 ],
@@ -177,6 +186,7 @@ def _run(data: DataSet, args: argparse.Namespace) -> Summary:
         catalog = load_catalog(DEMO_CATALOG) if data.name == ONLINE else None
         offers = bench_offers(model, now_s, args.calls, args.warmup, args.seed, catalog)
         p50_ratio, p99_ratio = _print_offers(offers, result.cleaning.last_purchase)
+        batch_ratio = _print_batch(bench_batch(model, now_s, K, catalog))
         del model
     other = load.cores()
     if other is not None:
@@ -185,7 +195,7 @@ def _run(data: DataSet, args: argparse.Namespace) -> Summary:
             f"\n  other processes used {other:.2f} of {os.cpu_count()} cores on average "
             f"while this data set ran{noisy}"
         )
-    return Summary(data.name, trainer_ratio, p50_ratio, p99_ratio)
+    return Summary(data.name, trainer_ratio, p50_ratio, p99_ratio, batch_ratio)
 
 
 def _print_trainer(config: TrainingConfig, training: TrainBench) -> float:
@@ -322,6 +332,32 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
     )
     print(table(["part", "p50 us", "p99 us", "mean us", "of mean"], part_rows))
     return p50_ratio, p99_ratio
+
+
+BATCH_TARGET = 0.5
+
+
+def _print_batch(result: BatchResult) -> float:
+    ratio = result.batch_per_s / result.floor_per_s
+    print(
+        f"\n  Batch: nbo.batch.write_batch for all {result.customers:,} customers, k={K}, "
+        f"chunks of {1000:,}, every rule on, empty event store; {result.rows:,} rows"
+    )
+    rows: list[list[object] | None] = [
+        ["implicit batch recommend, liked items filtered (floor)", f"{result.floor_per_s:,.0f}"],
+        ["nbo batch (two-stage ranker when trained)", f"{result.batch_per_s:,.0f}"],
+        None,
+        [
+            f"ratio batch / floor (target >= {BATCH_TARGET:.0%})",
+            f"{ratio:.1%} {'ok' if ratio >= BATCH_TARGET else 'UNDER'}",
+        ],
+    ]
+    print(table(["path", "customers/s"], rows))
+    print(
+        f"\n  Where the batch spends its time (cProfile, one more run: {result.profiled_s:.1f} s)"
+    )
+    print(table(["part", "share"], [[label, f"{share:.0%}"] for label, share in result.parts]))
+    return ratio
 
 
 def verdict_ms(diff_ms: float) -> str:

@@ -1,0 +1,131 @@
+"""Batch generation against implicit's own batch ``recommend``, in customers per second.
+
+Floor: ``model.als.recommend(userids, user_items, N=k, filter_already_liked_items=True)``
+over every customer of the model, in chunks of the batch's size (the rows built before
+timing), one BLAS thread, implicit's own threads as it likes. Batch: ``nbo.batch``'s
+``write_batch`` for the same customers to a Parquet file, every rule on (suppression,
+eligibility under the catalogue, consent, the contact policy; an empty event store),
+the two-stage ranker when the model has one. Then the same batch once more under
+cProfile, to say where the time goes (the profiler slows Python-heavy parts more than
+numpy and LightGBM, so the shares are indicative).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from nbo.batch import BatchRun, Selection, write_batch
+from nbo.catalog import Catalog, default_catalog
+from nbo.config import Settings
+from nbo.decision import contact_policy
+from nbo.experiments.serving import ServingModels
+from nbo.model import ServingModel
+from nbo.store import open_store
+
+CHUNK = 1000
+# (label, function name as cProfile reports it, file suffix) of the parts worth naming.
+PARTS = (
+    ("store reads (consent, contacts, posted purchases)", "customer_state", "decision.py"),
+    ("profiles (features, churn model, stage, send time)", "profile_for", "decision.py"),
+    ("histories, suppression, fatigue", "_prepare", "ranking.py"),
+    ("two-stage candidates (all customers of a chunk)", "candidates", "two_stage.py"),
+    ("ranker scores (LightGBM)", "predict", "ranker.py"),
+    ("arbitration under the catalogue", "arbitrate", "arbitration.py"),
+    ("offers and explanations", "_offers", "ranking.py"),
+    ("writing Parquet", "write_table", "parquet/core.py"),
+)
+
+
+@dataclass
+class BatchResult:
+    customers: int
+    floor_per_s: float
+    batch_per_s: float
+    rows: int
+    parts: list[tuple[str, float]]  # label, share of the profiled batch's time
+    profiled_s: float
+
+
+def bench_batch(
+    model: ServingModel, now_s: int, k: int, catalog: Catalog | None = None
+) -> BatchResult:
+    catalog = catalog or default_catalog()
+    ids = [str(c) for c in model.customers.ids]
+    floor_per_s = _floor(model, k)
+    with tempfile.TemporaryDirectory(prefix="nbo-bench-batch-") as tmp:
+        store = open_store(f"sqlite:///{Path(tmp) / 'store.db'}")
+        run = BatchRun(
+            models=ServingModels(model),
+            catalog=catalog,
+            policy=contact_policy(Settings()),
+            store=store,
+            channel="email",
+            k=k,
+            now=datetime.fromtimestamp(now_s, UTC),
+        )
+        out = Path(tmp) / "campaign.parquet"
+        start = time.perf_counter()
+        summary = write_batch(run, Selection(ids), out, CHUNK)
+        seconds = time.perf_counter() - start
+        profiler = cProfile.Profile()
+        profiled_start = time.perf_counter()
+        profiler.enable()
+        write_batch(run, Selection(ids), out, CHUNK)
+        profiler.disable()
+        profiled = time.perf_counter() - profiled_start
+        store.close()
+    return BatchResult(
+        customers=len(ids),
+        floor_per_s=floor_per_s,
+        batch_per_s=len(ids) / seconds,
+        rows=summary.rows,
+        parts=_parts(profiler, profiled),
+        profiled_s=profiled,
+    )
+
+
+def _floor(model: ServingModel, k: int) -> float:
+    """Customers per second of implicit's batch recommend with the liked-items filter."""
+    n_customers, n_items = len(model.customers), len(model.items)
+    indptr = np.asarray(model.indptr)
+    history = sp.csr_matrix(
+        (
+            np.asarray(model.history_confidence, dtype=np.float32),
+            np.asarray(model.history_items),
+            indptr,
+        ),
+        shape=(n_customers, n_items),
+    )
+    chunks = [
+        (np.arange(start, min(start + CHUNK, n_customers)), history[start : start + CHUNK])
+        for start in range(0, n_customers, CHUNK)
+    ]
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for userids, rows in chunks:
+            model.als.recommend(userids, rows, N=k, filter_already_liked_items=True)
+        best = min(best, time.perf_counter() - start)
+    return n_customers / best
+
+
+def _parts(profiler: cProfile.Profile, total: float) -> list[tuple[str, float]]:
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    shares = []
+    for label, function, suffix in PARTS:
+        cumulative = sum(
+            entry[3]
+            for (filename, _line, name), entry in stats.items()
+            if name == function and filename.endswith(suffix)
+        )
+        shares.append((label, cumulative / total if total else 0.0))
+    return shares
