@@ -29,21 +29,32 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser with the sub-commands' options. Only the named sub-command's module is
+    imported when ``argv`` names one (the trainer's pulls in scikit-learn and LightGBM:
+    seconds that ``nbo batch`` or ``nbo serve`` should not wait for); all of them for
+    ``--help`` or an unknown command, so the usage lists every command."""
     parser = OneLineParser(
         prog="nbo", description="Next-best-offer recommendations from purchase history."
     )
     parser.add_argument("--version", action="version", version=f"nbo {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+    entries = sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name)
+    named = next((a for a in (argv or []) if not a.startswith("-")), None)
+    chosen = [e for e in entries if e.name == named] or entries
+    for entry in chosen:
         register = entry.load()
         register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:
+        print(f"nbo {__version__}")
+        return 0
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:

@@ -58,6 +58,8 @@ def register(commands: Any) -> None:
     compare.add_argument("--out", type=Path, default=None, help="write the comparison as JSON")
     compare.set_defaults(handler=run_compare)
 
+
+def register_models(commands: Any) -> None:
     models = commands.add_parser(
         "models",
         help="list published models and set aliases",
