@@ -13,7 +13,7 @@ PORT ?= 8000
 # The demo's offer catalogue: products, a win-back, a loyalty reward and a welcome offer.
 CATALOG ?= data/catalog.yaml
 
-.PHONY: demo test install lint format bench train serve clean
+.PHONY: demo test install lint format bench train serve clean campaign
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,3 +62,9 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# A campaign for every customer of the demo model, as of the demo clock.
+campaign: install
+	mkdir -p reports
+	NBO_CLOCK=$(DEMO_CLOCK) NBO_CATALOG=$(CATALOG) $(BIN)/nbo batch --models-dir $(MODELS_DIR) \
+		--customers all --k 10 --channel email --out reports/campaign.parquet
