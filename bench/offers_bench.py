@@ -110,31 +110,23 @@ def bench_offers(
     def cf_only(customer: int) -> None:
         rank_offers(cf_model, str(external[customer]), K, now_s, window)
 
-    def decided(customer: int) -> None:
-        decide(
-            model,
-            catalog,
-            policy,
-            str(external[customer]),
-            "email",
-            K,
-            now_s,
-            nothing_stored,
-            delivery=False,
-        )
+    def deciding(with_model: ServingModel) -> Callable[[int], None]:
+        def decided(customer: int) -> None:
+            decide(
+                with_model,
+                catalog,
+                policy,
+                str(external[customer]),
+                "email",
+                K,
+                now_s,
+                nothing_stored,
+                delivery=False,
+            )
 
-    def decided_cf_only(customer: int) -> None:
-        decide(
-            cf_model,
-            catalog,
-            policy,
-            str(external[customer]),
-            "email",
-            K,
-            now_s,
-            nothing_stored,
-            delivery=False,
-        )
+        return decided
+
+    decided, decided_cf_only = deciding(model), deciding(cf_model)
 
     clock = time.perf_counter_ns
     parts = (

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -34,9 +33,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, get_args
 
-import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from nbo.documents import read_document
 from nbo.errors import CatalogError
 
 log = logging.getLogger(__name__)
@@ -60,8 +59,6 @@ FALLBACK_VALUE: Final = 1.0
 """The value of a product sale when neither the item's price nor the model's typical
 line value is known: every product then counts the same, so products rank by
 propensity alone (scaled by margin and lever), as they did before the catalogue."""
-
-SUFFIXES: Final = {".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
 
 
 # --- the file's schema --------------------------------------------------------------
@@ -446,53 +443,19 @@ def default_catalog() -> Catalog:
 def load_catalog(path: Path) -> Catalog:
     """Read, validate and index a catalogue file; CatalogError names what to fix."""
     source = str(path)
-    kind = SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise CatalogError(source, "a catalogue is a .yaml, .yml or .json file")
-    try:
-        content = path.read_bytes()
-    except FileNotFoundError:
-        raise CatalogError(
-            source, "no such file (set NBO_CATALOG to a catalogue file, or unset it)"
-        ) from None
-    except OSError as exc:
-        raise CatalogError(source, f"cannot be read: {exc.strerror or exc}") from None
-    raw = _parse(source, kind, content)
+    raw, content = read_document(
+        path,
+        "a catalogue",
+        "version, products, offers, ...",
+        CatalogError,
+        missing_hint="set NBO_CATALOG to a catalogue file, or unset it",
+    )
     try:
         document = CatalogFile.model_validate(raw)
     except ValidationError as exc:
         raise _explain(source, exc, raw) from None
     _check(source, document)
     return Catalog(document, source=path, fingerprint=hashlib.sha256(content).hexdigest())
-
-
-def _parse(source: str, kind: str, content: bytes) -> dict[str, Any]:
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CatalogError(source, f"not UTF-8 text (byte {exc.start})") from None
-    if not text.strip():
-        raise CatalogError(source, "the file is empty; a catalogue starts with 'version: 1'")
-    try:
-        raw = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise CatalogError(
-            source, f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CatalogError(source, f"not valid YAML{at}: {problem}") from None
-    if raw is None:
-        raise CatalogError(source, "the file is empty; a catalogue starts with 'version: 1'")
-    if not isinstance(raw, dict):
-        raise CatalogError(
-            source,
-            f"a catalogue is a mapping of sections (version, products, offers, ...), "
-            f"not a {type(raw).__name__}",
-        )
-    return raw
 
 
 def _explain(source: str, exc: ValidationError, raw: Any) -> CatalogError:

@@ -28,7 +28,6 @@ as ``production`` or a model version), for the caller to resolve.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -36,15 +35,14 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from nbo.documents import read_document
 from nbo.errors import NboError
 
 NAME_PATTERN: Final = r"[a-z0-9][a-z0-9_-]{0,63}"
 """Experiment and variant names: lowercase letters, digits, '-' and '_', 1 to 64 long."""
 
-SUFFIXES: Final = {".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
 
 _NAME_RULE: Final = (
     "must be 1 to 64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
@@ -293,18 +291,7 @@ class ExperimentsFile(_Strict):
 def load_experiments(path: Path) -> Experiments:
     """Read and validate an experiment file; ExperimentError names what to fix."""
     source = str(path)
-    kind = SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise ExperimentError(source, "an experiment file is a .yaml, .yml or .json file")
-    try:
-        content = path.read_bytes()
-    except FileNotFoundError:
-        raise ExperimentError(source, "no such file") from None
-    except IsADirectoryError:
-        raise ExperimentError(source, "is a directory, not an experiment file") from None
-    except OSError as exc:
-        raise ExperimentError(source, f"cannot be read: {exc.strerror or exc}") from None
-    raw = _parse(source, kind, content)
+    raw, _content = read_document(path, "an experiment file", "version, experiments", _error)
     try:
         document = ExperimentsFile.model_validate(raw)
     except ValidationError as exc:
@@ -323,33 +310,8 @@ def load_experiments(path: Path) -> Experiments:
     return Experiments(experiments=tuple(experiments), source=source)
 
 
-def _parse(source: str, kind: str, content: bytes) -> dict[str, Any]:
-    empty = "the file is empty; an experiment file starts with 'version: 1'"
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ExperimentError(source, f"not UTF-8 text (byte {exc.start})") from None
-    if not text.strip():
-        raise ExperimentError(source, empty)
-    try:
-        raw = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise ExperimentError(
-            source, f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ExperimentError(source, f"not valid YAML{at}: {problem}") from None
-    if raw is None:
-        raise ExperimentError(source, empty)
-    if not isinstance(raw, dict):
-        raise ExperimentError(
-            source,
-            f"an experiment file is a mapping (version, experiments), not a {type(raw).__name__}",
-        )
-    return raw
+def _error(source: str, problem: str) -> ExperimentError:
+    return ExperimentError(source, problem)
 
 
 def _explain(source: str, exc: ValidationError, raw: Any) -> ExperimentError:
