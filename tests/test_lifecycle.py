@@ -17,6 +17,7 @@ from nbo.lifecycle import (
     CustomerProfile,
     LifecycleThresholds,
     customer_profile,
+    customer_profiles,
     stages_of,
 )
 from nbo.model import ServingModel, load_serving_model
@@ -352,3 +353,21 @@ def test_the_store_returns_posted_prices(tmp_path: Path) -> None:
         ("B", 1.0, None),
     ]
     store.close()
+
+
+def test_profiles_of_many_customers_at_once_equal_one_at_a_time(model: ServingModel) -> None:
+    """A campaign profiles its chunk in one pass; each profile is the one an API call
+    computes alone: known and unknown customers, posted purchases, nobody at all."""
+    now = model.trained_until_s + 10 * DAY
+    known = [str(c) for c in model.customers.ids[:25]]
+    customers: list[tuple[str, list[StoredPurchase]]] = [(c, []) for c in known]
+    customers += [
+        ("stranger", []),
+        ("fresh", [_posted("I01", now - 5 * DAY, order="o-1", price=3.0)]),
+        (known[0], [_posted("I02", now - DAY, order="o-2", event="e2")]),
+        ("", []),
+    ]
+    together = customer_profiles(model, customers, now)
+    alone = [customer_profile(model, c, posted, now) for c, posted in customers]
+    assert together == alone
+    assert {p.stage for p in together} >= {"new"} and len({p.stage for p in together}) > 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from nbo.catalog import Catalog
 from nbo.config import Settings
-from nbo.lifecycle import CustomerProfile, customer_profile
+from nbo.lifecycle import CustomerProfile, customer_profile, customer_profiles
 from nbo.model import ServingModel
 from nbo.policies import (
     DAY,
@@ -88,6 +88,27 @@ def profile_for(
     return replace(anonymous, customer_id=customer_id, stage=STAGE_UNPROFILED, profiled=False)
 
 
+def profiles_for(
+    model: ServingModel, customers: Sequence[tuple[str, CustomerState]], now_s: int
+) -> list[CustomerProfile]:
+    """``profile_for`` of many customers: the profiled ones in one pass."""
+    profiled = [n for n, (_, state) in enumerate(customers) if state.consent.personalization]
+    computed = customer_profiles(
+        model, [(customers[n][0], customers[n][1].posted) for n in profiled], now_s
+    )
+    out: list[CustomerProfile | None] = [None] * len(customers)
+    for n, profile in zip(profiled, computed, strict=True):
+        out[n] = profile
+    if len(profiled) < len(customers):
+        anonymous = customer_profile(model, "", (), now_s)
+        for n, (customer_id, _state) in enumerate(customers):
+            if out[n] is None:
+                out[n] = replace(
+                    anonymous, customer_id=customer_id, stage=STAGE_UNPROFILED, profiled=False
+                )
+    return [profile for profile in out if profile is not None]
+
+
 def decide(
     model: ServingModel,
     catalog: Catalog,
@@ -131,7 +152,7 @@ def decide_many(
 ) -> list[Decision]:
     """``decide`` for many customers: each one's profile, consent and frequency cap, then
     the rankings of those who may be contacted in one ``rank_offers_many`` pass."""
-    profiles = [profile_for(model, r.customer_id, r.state, now_s) for r in requests]
+    profiles = profiles_for(model, [(r.customer_id, r.state) for r in requests], now_s)
     decisions: list[Decision | None] = [None] * len(requests)
     to_rank: list[tuple[int, OfferRequest]] = []
     for n, (request, profile) in enumerate(zip(requests, profiles, strict=True)):

@@ -15,7 +15,7 @@ over each customer's orders); no Python loop per customer, no pandas per request
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -163,6 +163,26 @@ class OrderTable:
             new_items=np.asarray(new_items, dtype=np.int32),
             returns_indptr=np.array([0, len(returns)], dtype=np.int64),
             return_time=np.asarray(returns, dtype=np.int64),
+        )
+
+    @classmethod
+    def concatenate(cls, tables: Sequence[OrderTable]) -> OrderTable:
+        """The customers of ``tables``, in order, as one table."""
+
+        def offsets(pointers: list[np.ndarray]) -> np.ndarray:
+            ends = np.cumsum([int(p[-1]) for p in pointers])
+            starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+            shifted = [p[1:] + start for p, start in zip(pointers, starts, strict=True)]
+            return np.concatenate([[0], *shifted]).astype(np.int64)
+
+        return cls(
+            indptr=offsets([t.indptr for t in tables]),
+            time=np.concatenate([t.time for t in tables]).astype(np.int64),
+            value=np.concatenate([t.value for t in tables]).astype(np.float64),
+            lines=np.concatenate([t.lines for t in tables]).astype(np.int32),
+            new_items=np.concatenate([t.new_items for t in tables]).astype(np.int32),
+            returns_indptr=offsets([t.returns_indptr for t in tables]),
+            return_time=np.concatenate([t.return_time for t in tables]).astype(np.int64),
         )
 
     def to_arrays(self) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from nbo.features import FEATURE_INDEX, FEATURE_NAMES, OrderTable, customer_features
-from nbo.send_time import PSEUDO_ORDERS, best_send_hour
+from nbo.send_time import PSEUDO_ORDERS, best_send_hours
 
 if TYPE_CHECKING:
     from nbo.model import ServingModel
@@ -124,7 +124,18 @@ class CustomerProfile:
 def customer_profile(
     model: ServingModel, customer_id: str, posted: Sequence[StoredPurchase], now_s: int
 ) -> CustomerProfile:
-    """The customer's stage, churn risk, RFM figures and best send hour as of ``now_s``.
+    """The customer's stage, churn risk, RFM figures and best send hour as of ``now_s``
+    (``customer_profiles`` of one)."""
+    return customer_profiles(model, [(customer_id, posted)], now_s)[0]
+
+
+def customer_profiles(
+    model: ServingModel,
+    customers: Sequence[tuple[str, Sequence[StoredPurchase]]],
+    now_s: int,
+) -> list[CustomerProfile]:
+    """Each customer's stage, churn risk, RFM figures and best send hour as of ``now_s``,
+    computed for all of them at once (one feature pass, one churn-model call).
 
     Orders are the trained ones (the model's order table) plus the posted purchases that
     happened after the training data ended (earlier ones are already in the model),
@@ -132,41 +143,67 @@ def customer_profile(
     know (new, or erased and back), every posted purchase counts: none is in the model.
     Purchases after ``now_s`` do not count yet.
     """
-    index = model.customers.get(customer_id)
-    orders = _trained_orders(model, index)
-    recent = (
-        posted if index is None else [p for p in posted if p.occurred_at > model.trained_until_s]
-    )
-    if recent:
-        orders = _with_posted(model, index, orders, recent)
+    tables, known = [], []
+    for customer_id, posted in customers:
+        index = model.customers.get(customer_id)
+        orders = _trained_orders(model, index)
+        recent = (
+            posted
+            if index is None
+            else [p for p in posted if p.occurred_at > model.trained_until_s]
+        )
+        if recent:
+            orders = _with_posted(model, index, orders, recent)
+        tables.append(orders)
+        known.append(index is not None or bool(recent))
+    table = OrderTable.concatenate(tables) if tables else _NO_ORDERS
     as_of = now_s + 1  # features count orders strictly before their cutoff
-    features = customer_features(orders, as_of)
-    row = features[0]
-    frequency = int(row[FEATURE_INDEX["frequency"]])
+    features = customer_features(table, as_of)
+    frequency = features[:, FEATURE_INDEX["frequency"]]
     risk = None
-    if model.churn is not None and frequency > 0:
-        risk = float(model.churn.predict_risk(features)[0])
+    if model.churn is not None:
+        risk = np.full(len(features), np.nan)
+        bought = frequency > 0
+        if bought.any():
+            risk[bought] = model.churn.predict_risk(features[bought])
     thresholds = model.lifecycle
-    stage = str(stages_of(features, None if risk is None else np.array([risk]), thresholds)[0])
-    times = orders.time[orders.time < as_of]
-    prior = model.send_hour_prior
-    return CustomerProfile(
-        customer_id=customer_id,
-        known=index is not None or bool(recent),
-        stage=stage,
-        churn_risk=risk,
-        recency_days=None if frequency == 0 else float(row[FEATURE_INDEX["recency_days"]]),
-        frequency=frequency,
-        monetary=float(row[FEATURE_INDEX["monetary"]]),
-        first_purchase_s=int(times[0]) if len(times) else None,
-        last_purchase_s=int(times[-1]) if len(times) else None,
-        best_send_hour=best_send_hour(times, prior, thresholds.send_time_pseudo_orders),
-        features={
-            name: float(value)
-            for name, value in zip(FEATURE_NAMES, row.tolist(), strict=True)
-            if not np.isnan(value)
-        },
+    stages = stages_of(features, risk, thresholds)
+    # The orders before the cutoff, per customer, for the send hour and the first/last.
+    before = table.time < as_of
+    owner = np.repeat(np.arange(len(customers)), np.diff(table.indptr))
+    counts = np.bincount(owner[before], minlength=len(customers))
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    times = table.time[before]
+    hours = best_send_hours(
+        indptr, times, model.send_hour_prior, thresholds.send_time_pseudo_orders
     )
+    profiles = []
+    for n, (customer_id, _posted) in enumerate(customers):
+        row = features[n]
+        mine = times[indptr[n] : indptr[n + 1]]
+        frequency_of = int(row[FEATURE_INDEX["frequency"]])
+        profiles.append(
+            CustomerProfile(
+                customer_id=customer_id,
+                known=known[n],
+                stage=str(stages[n]),
+                churn_risk=None if risk is None or np.isnan(risk[n]) else float(risk[n]),
+                recency_days=None
+                if frequency_of == 0
+                else float(row[FEATURE_INDEX["recency_days"]]),
+                frequency=frequency_of,
+                monetary=float(row[FEATURE_INDEX["monetary"]]),
+                first_purchase_s=int(mine[0]) if len(mine) else None,
+                last_purchase_s=int(mine[-1]) if len(mine) else None,
+                best_send_hour=int(hours[n]),
+                features={
+                    name: float(value)
+                    for name, value in zip(FEATURE_NAMES, row.tolist(), strict=True)
+                    if not np.isnan(value)
+                },
+            )
+        )
+    return profiles
 
 
 _NO_ORDERS = OrderTable.single(
