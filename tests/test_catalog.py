@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -29,6 +30,7 @@ from nbo.catalog import (
     default_catalog,
     load_catalog,
     resolve_value,
+    resolve_values,
 )
 from nbo.cli import EXIT_USER_ERROR, main
 from nbo.config import Settings, load_settings
@@ -723,3 +725,18 @@ def test_serve_refuses_a_broken_catalogue_in_one_line(
     assert lines[0].startswith(f"nbo serve: error: {path}: ")
     expected = "no such file" if broken == "missing" else "offer 'two' field 'value'"
     assert expected in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("value", "price_weighted", "typical"),
+    [(None, True, 4.0), (None, True, None), (None, False, 4.0), (7.5, True, 4.0)],
+)
+def test_values_of_many_items_are_each_items_value(
+    value: float | None, price_weighted: bool, typical: float | None
+) -> None:
+    terms = ProductTerms("product:x", value, price_weighted, 0.25, 1.0, None, 30.0)
+    prices = np.array([2.0, np.nan, 0.0, -1.0, np.inf, 10.0])
+    expected = [
+        resolve_value(terms, None if not np.isfinite(p) else float(p), typical) for p in prices
+    ]
+    np.testing.assert_allclose(resolve_values(terms, prices, typical), expected)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nbo.catalog import PRODUCT_OFFER_PREFIX, Catalog, ProductTerms, resolve_value
+from nbo.catalog import PRODUCT_OFFER_PREFIX, Catalog, ProductTerms, resolve_value, resolve_values
 from nbo.policies import DAY, Contact
 
 KIND_PRODUCT = "product"
@@ -106,41 +106,36 @@ def arbitrate(
     ids = [item_ids[item] for item in candidates.items.tolist()]
     prices = _prices(candidates.items, item_price, catalog)
 
-    # Plain items (the file names none of them) share the default terms: at once.
+    # Plain items (the file names none of them) share the default terms: their values
+    # and levers at once; named items one by one.
     default = catalog.default_terms(stage, channel)
     named = catalog.named_items
     terms: list[ProductTerms | None] = [
         catalog.product_terms(item_id, stage, channel, now_s) if item_id in named else default
         for item_id in ids
     ]
+    is_default = np.fromiter((t is default for t in terms), dtype=bool, count=n)
     keep = np.fromiter((t is not None for t in terms), dtype=bool, count=n)
     removed[RULE_INELIGIBLE] = int(n - keep.sum())
-    plain_value = (
-        resolve_value(default, None, typical_line_value)
-        if default is not None and not default.price_weighted
-        else None
-    )
-    # Plain Python lists, turned into arrays once: per-element numpy writes cost more
-    # than the whole arithmetic here.
-    value_list: list[float] = []
-    lever_list: list[float] = []
-    for row, t in enumerate(terms):
-        if t is None:
-            value_list.append(0.0)
-            lever_list.append(0.0)
-            continue
-        lever_list.append(t.lever)
-        if t is default and plain_value is not None:
-            value_list.append(plain_value)
-        else:
-            value_list.append(resolve_value(t, prices[row], typical_line_value))
+    values = np.zeros(n)
+    levers = np.zeros(n)
+    if default is not None and is_default.any():
+        values[is_default] = resolve_values(default, prices[is_default], typical_line_value)
+        levers[is_default] = default.lever
+    for row in np.flatnonzero(keep & ~is_default).tolist():
+        t = terms[row]
+        assert t is not None
+        price = float(prices[row])
+        values[row] = resolve_value(t, price if math.isfinite(price) else None, typical_line_value)
+        levers[row] = t.lever
+    for row in np.flatnonzero(keep).tolist():
+        t = terms[row]
+        assert t is not None
         if t.cap_per_customer is not None and (
             shown.count(ids[row], t.cap_days) >= t.cap_per_customer
         ):
             keep[row] = False
             removed[RULE_OFFER_CAP] += 1
-    values = np.asarray(value_list)
-    levers = np.asarray(lever_list)
     weight = catalog.stage_weight(stage, KIND_PRODUCT)
     priority = candidates.propensity * values * weight * levers
 
@@ -199,15 +194,12 @@ def arbitrate(
     return choices, removed
 
 
-def _prices(
-    items: np.ndarray, item_price: np.ndarray | None, catalog: Catalog
-) -> list[float | None]:
-    """Each candidate's median price, None where unknown (all None when no terms of the
+def _prices(items: np.ndarray, item_price: np.ndarray | None, catalog: Catalog) -> np.ndarray:
+    """Each candidate's median price, NaN where unknown (all NaN when no terms of the
     catalogue weigh by price: nothing reads them then)."""
     if item_price is None or not catalog.uses_prices:
-        return [None] * len(items)
-    prices = np.asarray(item_price, dtype=np.float64)[items]
-    return [p if math.isfinite(p) else None for p in prices.tolist()]
+        return np.full(len(items), np.nan)
+    return np.asarray(item_price, dtype=np.float64)[items]
 
 
 class _ShownCounts:

@@ -33,6 +33,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, get_args
 
+import numpy as np
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from nbo.documents import read_document
@@ -221,6 +222,21 @@ def resolve_value(
     if _known(typical_line_value):
         return terms.margin * float(typical_line_value)  # type: ignore[arg-type]
     return terms.margin * FALLBACK_VALUE
+
+
+def resolve_values(
+    terms: ProductTerms, item_prices: np.ndarray, typical_line_value: float | None
+) -> np.ndarray:
+    """``resolve_value`` for many items on the same terms (prices: NaN = unknown)."""
+    prices = np.asarray(item_prices, dtype=np.float64)
+    if terms.value is not None:
+        return np.full(len(prices), float(terms.value))
+    fallback = resolve_value(replace(terms, price_weighted=False), None, typical_line_value)
+    if not terms.price_weighted:
+        return np.full(len(prices), fallback)
+    with np.errstate(invalid="ignore"):
+        known = np.isfinite(prices) & (prices > 0)
+    return np.where(known, terms.margin * np.where(known, prices, 0.0), fallback)
 
 
 def _known(amount: float | None) -> bool:

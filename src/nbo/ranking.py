@@ -538,16 +538,21 @@ def _offers(
     )
     item_ids = model.item_ids
     bought_counts = None
-    if any(c.source == SOURCE_ALSO_BOUGHT for c in choices):
+    if any(c.source in (SOURCE_ALSO_BOUGHT, SOURCE_BUY_AGAIN) for c in choices):
+        # The customer's orders per item over the catalogue: one lookup per offer.
         bought_counts = np.zeros(len(item_ids))
         bought_counts[history.items[known]] = history.counts[known]
     offers = []
     for rank, choice in enumerate(choices, start=1):
         if choice.source == SOURCE_CF:
             reason = Reason(SOURCE_CF, tuple(item_ids[i] for i, _ in next(explanations)))
-        elif choice.source == SOURCE_BUY_AGAIN and choice.item_id is not None:
-            where = np.flatnonzero(history.items == choice.item)
-            orders = int(history.counts[where[0]]) if len(where) else 0
+        elif (
+            choice.source == SOURCE_BUY_AGAIN
+            and choice.item_id is not None
+            and choice.item is not None
+            and bought_counts is not None
+        ):
+            orders = int(bought_counts[choice.item])
             reason = Reason(SOURCE_BUY_AGAIN, (choice.item_id,), orders=orders)
         elif (
             choice.source == SOURCE_ALSO_BOUGHT
