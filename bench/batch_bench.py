@@ -35,7 +35,7 @@ CHUNK = 1000
 # (label, function name as cProfile reports it, file suffix) of the parts worth naming.
 PARTS = (
     ("store reads (consent, contacts, posted purchases)", "customer_state", "decision.py"),
-    ("profiles (features, churn model, stage, send time)", "profile_for", "decision.py"),
+    ("profiles (features, churn model, stage, send time)", "profiles_for", "decision.py"),
     ("histories, suppression, fatigue", "_prepare", "ranking.py"),
     ("two-stage candidates (all customers of a chunk)", "candidates", "two_stage.py"),
     ("ranker scores (LightGBM)", "predict", "ranker.py"),

@@ -23,7 +23,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from nbo.catalog import Catalog
-from nbo.decision import ContactPolicy, Decision, DecisionRequest, customer_state, decide_many
+from nbo.decision import (
+    ContactPolicy,
+    Decision,
+    DecisionRequest,
+    customer_state,
+    decide_many,
+    profiles_for,
+)
 from nbo.errors import NboError
 from nbo.events import ImpressionEvent
 from nbo.experiments.serving import Assignment, ServingModels
@@ -182,9 +189,13 @@ class BatchRun:
         return int(self.now.timestamp())
 
 
-def decisions(run: BatchRun, customer_ids: Sequence[str]) -> list[tuple[str, Assignment, Decision]]:
+def decisions(
+    run: BatchRun, customer_ids: Sequence[str], stage: str | None = None
+) -> list[tuple[str, Assignment, Decision]]:
     """One chunk's decisions: each customer's stored state and experiment variant (as the
-    API assigns it), then ``decide_many`` per model, in the customers' order."""
+    API assigns it), then ``decide_many`` per model, in the customers' order. With
+    ``stage``, only the customers whose live profile is in that stage are decided (the
+    profiles, cheap, are computed first; the rankings only for them)."""
     states = [
         customer_state(run.store, c, run.now_s, run.policy, run.catalog) for c in customer_ids
     ]
@@ -198,6 +209,13 @@ def decisions(run: BatchRun, customer_ids: Sequence[str]) -> list[tuple[str, Ass
     decided: list[Decision | None] = [None] * len(customer_ids)
     for positions in by_model.values():
         model = assignments[positions[0]].model
+        if stage is not None:
+            profiles = profiles_for(
+                model, [(customer_ids[n], states[n]) for n in positions], run.now_s
+            )
+            positions = [
+                n for n, profile in zip(positions, profiles, strict=True) if profile.stage == stage
+            ]
         requests = [
             DecisionRequest(customer_ids[n], states[n], assignments[n].personalize)
             for n in positions
@@ -308,10 +326,10 @@ def write_batch(
         ids = list(selection.customer_ids)
         for start in range(0, len(ids), chunk):
             rows: list[dict[str, object]] = []
-            for customer_id, assignment, decision in decisions(run, ids[start : start + chunk]):
-                if selection.stage is not None and decision.profile.stage != selection.stage:
-                    summary.skipped_stage += 1
-                    continue
+            chosen = ids[start : start + chunk]
+            decided = decisions(run, chosen, selection.stage)
+            summary.skipped_stage += len(chosen) - len(decided)
+            for customer_id, assignment, decision in decided:
                 summary.customers += 1
                 mine = rows_of(run, customer_id, assignment, decision)
                 if mine[0]["rank"] == 0:
