@@ -156,7 +156,12 @@ def customer_profiles(
             orders = _with_posted(model, index, orders, recent)
         tables.append(orders)
         known.append(index is not None or bool(recent))
-    table = OrderTable.concatenate(tables) if tables else _NO_ORDERS
+    if not tables:
+        table = _NO_ORDERS
+    elif len(tables) == 1:
+        table = tables[0]  # one request's customer: no copy
+    else:
+        table = OrderTable.concatenate(tables)
     as_of = now_s + 1  # features count orders strictly before their cutoff
     features = customer_features(table, as_of)
     frequency = features[:, FEATURE_INDEX["frequency"]]
