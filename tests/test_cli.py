@@ -19,7 +19,7 @@ def test_version_answers_without_loading_any_command(capsys: pytest.CaptureFixtu
 
 def test_a_named_command_loads_only_its_own_module() -> None:
     parser = build_parser(["batch", "--help"])
-    choices = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr,unused-ignore]
+    choices = parser._subparsers._group_actions[0].choices
     assert list(choices) == ["batch"]
 
 
