@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from nbo.batch import BatchRun, Selection, write_batch
+from nbo.batch import BatchRun, RunSpec, Selection, open_run, write_batch
 from nbo.catalog import default_catalog
 from nbo.cli import main
 from nbo.config import Settings
@@ -173,3 +173,22 @@ def test_batch_errors_are_one_line(
         assert err.count("\n") == 1 and err.startswith("nbo batch: error: "), err
         assert message in err, (message, err)
     assert not (tmp_path / "a.csv").exists()
+
+
+def test_worker_processes_write_the_same_file_as_one_process(
+    models_dir: Path, env: Path, tmp_path: Path
+) -> None:
+    settings = Settings(models_dir=models_dir, clock=CLOCK, store_url=f"sqlite:///{env}")
+    spec = RunSpec(settings, "email", 3, NOW, False, "run-1")
+    run = open_run(spec)
+    ids = [str(c) for c in run.models.current.customers.ids]
+    one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
+    done: list[int] = []
+    first = write_batch(run, Selection(ids), one, chunk=10)
+    second = write_batch(
+        run, Selection(ids), two, chunk=10, progress=done.append, workers=2, spec=spec
+    )
+    run.store.close()
+    assert first == second and first.customers == len(ids) == 60
+    assert done == list(range(10, 61, 10))  # in order, one call per chunk
+    assert pd.read_parquet(one).equals(pd.read_parquet(two))

@@ -11,8 +11,10 @@ an interrupted or failed run never leaves a half-written campaign behind.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,24 +23,28 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
 
-from nbo.catalog import Catalog
+from nbo.catalog import Catalog, CatalogHolder
+from nbo.config import Settings
 from nbo.decision import (
     ContactPolicy,
     Decision,
     DecisionRequest,
+    contact_policy,
     customer_state,
     decide_many,
     profiles_for,
 )
 from nbo.errors import NboError
 from nbo.events import ImpressionEvent
-from nbo.experiments.serving import Assignment, ServingModels
+from nbo.experiments.config import NO_EXPERIMENTS, load_experiments
+from nbo.experiments.serving import Assignment, ServingModels, load_serving_models
 from nbo.lifecycle import STAGES
 from nbo.model import ServingModel
 from nbo.reasons import reason_text
 from nbo.send_time import next_send_at
-from nbo.store import Store
+from nbo.store import Store, open_store
 
 SUFFIXES = (".parquet", ".csv")
 ALL = "all"
@@ -301,58 +307,161 @@ def rows_of(
 Progress = Callable[[int], None]
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """What opens a batch run, in this process or in a worker process (picklable): the
+    settings (models, store, catalogue, experiments, contact policy) and the campaign."""
+
+    settings: Settings
+    channel: str
+    k: int
+    now: datetime
+    delivery: bool
+    run_id: str
+
+
+def open_run(spec: RunSpec) -> BatchRun:
+    """The served models (the current one and the experiments' variants, erased customers
+    removed, as the service loads them), the catalogue and the store of ``spec``."""
+    settings = spec.settings
+    catalog = CatalogHolder(settings.catalog).current()
+    configured = (
+        NO_EXPERIMENTS if settings.experiments is None else load_experiments(settings.experiments)
+    )
+    store = open_store(settings.store_url)
+    try:
+        models = load_serving_models(
+            settings.models_dir, settings.model_version, configured, store.erased_ids()
+        )
+    except BaseException:
+        store.close()
+        raise
+    return BatchRun(
+        models=models,
+        catalog=catalog,
+        policy=contact_policy(settings),
+        store=store,
+        channel=spec.channel,
+        k=spec.k,
+        now=spec.now,
+        delivery=spec.delivery,
+        run_id=spec.run_id,
+    )
+
+
+@dataclass
+class ChunkResult:
+    """One chunk's rows (None when no customer of it was kept) and its counts."""
+
+    table: pa.Table | None
+    customers: int = 0
+    with_offers: int = 0
+    without_offers: dict[str, int] = field(default_factory=dict)
+    skipped_stage: int = 0
+
+
+def decide_chunk(run: BatchRun, customer_ids: Sequence[str], stage: str | None) -> ChunkResult:
+    """The output rows of one chunk of customers."""
+    decided = decisions(run, customer_ids, stage)
+    result = ChunkResult(None, skipped_stage=len(customer_ids) - len(decided))
+    rows: list[dict[str, object]] = []
+    for customer_id, assignment, decision in decided:
+        result.customers += 1
+        mine = rows_of(run, customer_id, assignment, decision)
+        if mine[0]["rank"] == 0:
+            reason = str(mine[0]["suppressed_reason"])
+            result.without_offers[reason] = result.without_offers.get(reason, 0) + 1
+        else:
+            result.with_offers += 1
+        rows.extend(mine)
+    if rows:
+        result.table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    return result
+
+
 def write_batch(
     run: BatchRun,
     selection: Selection,
     out: Path,
     chunk: int = CHUNK,
     progress: Progress | None = None,
+    workers: int = 1,
+    spec: RunSpec | None = None,
 ) -> BatchSummary:
     """Decide every selected customer and write the rows to ``out`` (.parquet or .csv),
     through a temporary file renamed at the end; with ``run.delivery`` the impressions are
     recorded once the file is complete, before the rename.
 
-    ``progress`` is called with the number of customers done after each chunk.
+    With ``workers`` > 1 (and the ``spec`` that opened ``run``), chunks are decided by
+    that many worker processes, each with its own run, and written in order: the same
+    file as one process writes. ``progress`` is called with the number of customers done
+    after each chunk.
     """
     check_output(out)
     summary = BatchSummary()
     temporary = out.with_name(f".{out.name}.{os.getpid()}.partial")
     writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
+    ids = list(selection.customer_ids)
+    chunks = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
+    pool: ProcessPoolExecutor | None = None
     try:
         if out.suffix.lower() == ".parquet":
             writer = pq.ParquetWriter(temporary, SCHEMA)
         else:
             writer = pacsv.CSVWriter(temporary, SCHEMA)
-        ids = list(selection.customer_ids)
-        for start in range(0, len(ids), chunk):
-            rows: list[dict[str, object]] = []
-            chosen = ids[start : start + chunk]
-            decided = decisions(run, chosen, selection.stage)
-            summary.skipped_stage += len(chosen) - len(decided)
-            for customer_id, assignment, decision in decided:
-                summary.customers += 1
-                mine = rows_of(run, customer_id, assignment, decision)
-                if mine[0]["rank"] == 0:
-                    reason = str(mine[0]["suppressed_reason"])
-                    summary.without_offers[reason] = summary.without_offers.get(reason, 0) + 1
-                else:
-                    summary.with_offers += 1
-                rows.extend(mine)
-            if rows:
-                writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
-                summary.rows += len(rows)
+        if workers > 1 and spec is not None and len(chunks) > 1:
+            pool = ProcessPoolExecutor(
+                min(workers, len(chunks)),
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(spec,),
+            )
+            results: Iterable[ChunkResult] = pool.map(
+                _worker_chunk, chunks, [selection.stage] * len(chunks)
+            )
+        else:
+            results = (decide_chunk(run, c, selection.stage) for c in chunks)
+        done = 0
+        for chosen, result in zip(chunks, results, strict=True):
+            summary.customers += result.customers
+            summary.with_offers += result.with_offers
+            summary.skipped_stage += result.skipped_stage
+            for reason, count in result.without_offers.items():
+                summary.without_offers[reason] = summary.without_offers.get(reason, 0) + count
+            if result.table is not None:
+                writer.write_table(result.table)
+                summary.rows += result.table.num_rows
+            done += len(chosen)
             if progress is not None:
-                progress(min(start + chunk, len(ids)))
+                progress(done)
         writer.close()
         writer = None
         if run.delivery:
             summary.recorded = record_impressions(run, temporary, out.suffix.lower())
         os.replace(temporary, out)
     finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
         if writer is not None:
             writer.close()
         temporary.unlink(missing_ok=True)
     return summary
+
+
+# A worker process's run, opened once by ``_start_worker``.
+_WORKER: dict[str, object] = {}
+
+
+def _start_worker(spec: RunSpec) -> None:
+    # One BLAS thread per worker: the workers are the parallelism.
+    _WORKER["limits"] = threadpool_limits(limits=1, user_api="blas")
+    _WORKER["run"] = open_run(spec)
+
+
+def _worker_chunk(customer_ids: Sequence[str], stage: str | None) -> ChunkResult:
+    run = _WORKER["run"]
+    assert isinstance(run, BatchRun)
+    return decide_chunk(run, customer_ids, stage)
 
 
 def record_impressions(run: BatchRun, path: Path, suffix: str, per_write: int = 5000) -> int:

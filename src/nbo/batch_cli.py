@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,12 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
     parser.add_argument("--chunk", type=int, default=1000, help="customers per chunk (1000)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes deciding chunks in parallel (the number of CPUs)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -54,53 +61,31 @@ def run(args: argparse.Namespace) -> int:
 
     from nbo.batch import (
         BatchError,
-        BatchRun,
+        RunSpec,
         check_output,
         new_run_id,
+        open_run,
         select_customers,
         write_batch,
     )
-    from nbo.catalog import CatalogHolder
-    from nbo.decision import contact_policy
-    from nbo.experiments.config import NO_EXPERIMENTS, load_experiments
-    from nbo.experiments.serving import load_serving_models
-    from nbo.store import open_store
 
     if not 1 <= args.k <= 100:
         raise BatchError(f"--k {args.k}: must be between 1 and 100")
     if args.chunk < 1:
         raise BatchError(f"--chunk {args.chunk}: must be at least 1")
+    if args.workers < 1:
+        raise BatchError(f"--workers {args.workers}: must be at least 1")
     check_output(args.out)
     settings = load_settings(models_dir=args.models_dir)
     console = Console(stderr=True)
     with threadpool_limits(limits=1, user_api="blas"):
-        catalog = CatalogHolder(settings.catalog).current()
-        configured = (
-            NO_EXPERIMENTS
-            if settings.experiments is None
-            else load_experiments(settings.experiments)
-        )
-        store = open_store(settings.store_url)
+        now = settings.now()
+        spec = RunSpec(settings, args.channel, args.k, now, args.record, new_run_id(now))
+        batch = open_run(spec)
+        store = batch.store
         try:
-            # The current model and the experiments' variant models, without the erased
-            # customers, as the service loads them.
-            models = load_serving_models(
-                settings.models_dir, settings.model_version, configured, store.erased_ids()
-            )
-            model = models.current
+            model = batch.models.current
             selection = select_customers(args.customers, model, store)
-            now = settings.now()
-            batch = BatchRun(
-                models=models,
-                catalog=catalog,
-                policy=contact_policy(settings),
-                store=store,
-                channel=args.channel,
-                k=args.k,
-                now=now,
-                delivery=args.record,
-                run_id=new_run_id(now),
-            )
             total = len(selection.customer_ids)
             started = time.perf_counter()
             with Progress(
@@ -119,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
                     rate = done / max(time.perf_counter() - started, 1e-9)
                     bar.update(task, completed=done, rate=f"{rate:,.0f}")
 
-                summary = write_batch(batch, selection, args.out, args.chunk, advance)
+                summary = write_batch(
+                    batch, selection, args.out, args.chunk, advance, args.workers, spec
+                )
         finally:
             store.close()
     seconds = time.perf_counter() - started
