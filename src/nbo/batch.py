@@ -215,13 +215,14 @@ def decisions(
     decided: list[Decision | None] = [None] * len(customer_ids)
     for positions in by_model.values():
         model = assignments[positions[0]].model
+        profiles = None
         if stage is not None:
-            profiles = profiles_for(
+            everyone = profiles_for(
                 model, [(customer_ids[n], states[n]) for n in positions], run.now_s
             )
-            positions = [
-                n for n, profile in zip(positions, profiles, strict=True) if profile.stage == stage
-            ]
+            kept = [i for i, profile in enumerate(everyone) if profile.stage == stage]
+            positions = [positions[i] for i in kept]
+            profiles = [everyone[i] for i in kept]
         requests = [
             DecisionRequest(customer_ids[n], states[n], assignments[n].personalize)
             for n in positions
@@ -235,6 +236,7 @@ def decisions(
             run.k,
             run.now_s,
             run.delivery,
+            profiles,
         )
         for n, answer in zip(positions, answers, strict=True):
             decided[n] = answer

@@ -82,16 +82,14 @@ def profile_for(
     it nbo derives nothing from the customer's history (stage ``active``, no churn risk,
     the overall best send time), and the profile says ``profiled=False``.
     """
-    if state.consent.personalization:
-        return customer_profile(model, customer_id, state.posted, now_s)
-    anonymous = customer_profile(model, "", (), now_s)
-    return replace(anonymous, customer_id=customer_id, stage=STAGE_UNPROFILED, profiled=False)
+    return profiles_for(model, [(customer_id, state)], now_s)[0]
 
 
 def profiles_for(
     model: ServingModel, customers: Sequence[tuple[str, CustomerState]], now_s: int
 ) -> list[CustomerProfile]:
-    """``profile_for`` of many customers: the profiled ones in one pass."""
+    """``profile_for`` of many customers: the profiled ones in one pass, a neutral
+    profile for those without consent to personalization."""
     profiled = [n for n, (_, state) in enumerate(customers) if state.consent.personalization]
     computed = customer_profiles(
         model, [(customers[n][0], customers[n][1].posted) for n in profiled], now_s
@@ -149,10 +147,13 @@ def decide_many(
     k: int,
     now_s: int,
     delivery: bool,
+    profiles: Sequence[CustomerProfile] | None = None,
 ) -> list[Decision]:
     """``decide`` for many customers: each one's profile, consent and frequency cap, then
-    the rankings of those who may be contacted in one ``rank_offers_many`` pass."""
-    profiles = profiles_for(model, [(r.customer_id, r.state) for r in requests], now_s)
+    the rankings of those who may be contacted in one ``rank_offers_many`` pass.
+    ``profiles``: the customers' ``profiles_for``, when the caller already has them."""
+    if profiles is None:
+        profiles = profiles_for(model, [(r.customer_id, r.state) for r in requests], now_s)
     decisions: list[Decision | None] = [None] * len(requests)
     to_rank: list[tuple[int, OfferRequest]] = []
     for n, (request, profile) in enumerate(zip(requests, profiles, strict=True)):

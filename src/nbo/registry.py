@@ -15,7 +15,7 @@ import re
 import uuid
 from pathlib import Path
 
-from nbo.artifacts import MANIFEST, current_version, list_versions
+from nbo.artifacts import CURRENT, MANIFEST, current_version, list_versions
 from nbo.errors import ArtifactError
 
 ALIASES = "ALIASES.json"
@@ -43,7 +43,7 @@ def read_aliases(models_dir: Path) -> dict[str, str]:
 def aliases_with_current(models_dir: Path) -> dict[str, str]:
     """Every alias, with ``production`` pointing at CURRENT unless set."""
     aliases = read_aliases(models_dir)
-    if PRODUCTION not in aliases and (models_dir / "CURRENT").is_file():
+    if PRODUCTION not in aliases and (models_dir / CURRENT).is_file():
         aliases[PRODUCTION] = current_version(models_dir)
     return aliases
 
