@@ -13,8 +13,10 @@ from nbo.arbitration import (
     KIND_PRODUCT,
     RULE_INELIGIBLE,
     RULE_OFFER_CAP,
+    Contest,
     ProductCandidates,
     arbitrate,
+    arbitrate_many,
 )
 from nbo.catalog import Catalog, default_catalog, load_catalog
 from nbo.policies import DAY, Contact
@@ -181,3 +183,57 @@ def test_price_weighted_products_value_the_items_price(tmp_path: Path) -> None:
     assert [c.item_id for c in choices] == ["B", "A", "C"]
     values = {c.item_id: c.components.value for c in choices}
     assert values["A"] == pytest.approx(1.0) and values["B"] == pytest.approx(50.0)
+
+
+def test_many_customers_are_arbitrated_each_as_alone(tmp_path: Path) -> None:
+    """``arbitrate_many`` stacks customers of other stages, channels, offer counts,
+    impressions and candidate lists: each gets what arbitrating them alone gives."""
+    catalog = catalog_from(tmp_path, CATALOG)
+    rng = np.random.default_rng(7)
+    ids = ["A", "B", "C"] + [f"i{n}" for n in range(20)]
+    item_ids = np.asarray(ids, dtype=object)
+    prices = rng.uniform(1, 50, len(ids))
+    capped = [Contact("winback", "email", "r0", NOW - DAY), Contact("winback", "email", "r1", NOW)]
+    contests = [
+        Contest("at_risk", "email", 5, capped),
+        Contest("active", "app", 3),
+        Contest("loyal", "email", 10),
+        Contest("at_risk", "email", 4),
+        Contest("lapsed", "app", 2, [Contact("B", "app", "r2", NOW - DAY)]),
+        Contest("active", "email", 6),  # no candidates at all
+    ]
+    lengths = [8, 12, 3, 15, 6, 0]
+    per_customer = []
+    for length in lengths:
+        items = rng.choice(len(ids), size=length, replace=False)
+        sources = rng.choice(["cf", "popular", "buy_again"], size=length).tolist()
+        chances = rng.uniform(0, 0.5, length).round(2)  # rounded: ties happen
+        per_customer.append(ProductCandidates(items, sources, rng.normal(size=length), chances))
+    stacked = ProductCandidates(
+        np.concatenate([c.items for c in per_customer]),
+        [s for c in per_customer for s in c.sources],
+        np.concatenate([c.scores for c in per_customer]),
+        np.concatenate([c.propensity for c in per_customer]),
+        rows=np.repeat(np.arange(len(lengths)), lengths),
+    )
+    together = arbitrate_many(stacked, contests, item_ids, catalog, NOW, prices, 5.0)
+    for n, (alone_candidates, contest) in enumerate(zip(per_customer, contests, strict=True)):
+        alone, removed = arbitrate(
+            alone_candidates,
+            ids,
+            catalog,
+            contest.stage,
+            contest.channel,
+            NOW,
+            contest.impressions,
+            prices,
+            5.0,
+            contest.k,
+        )
+        assert together.choices(n) == alone
+        assert removed == {
+            RULE_INELIGIBLE: together.ineligible[n],
+            RULE_OFFER_CAP: together.offer_cap[n],
+        }
+    assert together.offer_cap[0] == 1  # winback shown twice in 30 days
+    assert together.choices(5) == []  # no candidates, and no incentive for active

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -42,7 +43,7 @@ from nbo.experiments.config import NO_EXPERIMENTS, load_experiments
 from nbo.experiments.serving import Assignment, ServingModels, load_serving_models
 from nbo.lifecycle import STAGES
 from nbo.model import ServingModel
-from nbo.reasons import reason_text
+from nbo.ranking import OfferTable
 from nbo.send_time import next_send_at
 from nbo.store import Store, open_store
 
@@ -50,6 +51,8 @@ SUFFIXES = (".parquet", ".csv")
 ALL = "all"
 STAGE_PREFIX = "stage="
 CHUNK = 1000
+# The reason of a customer who may be contacted but has no offer left to make.
+NO_OFFERS = "no_offers"
 
 # One row per customer and rank; a customer without offers (no consent for the channel,
 # frequency cap) gets one row with rank 0 and the reason in ``suppressed_reason``.
@@ -247,63 +250,120 @@ def decisions(
     ]
 
 
-def rows_of(
-    run: BatchRun, customer_id: str, assignment: Assignment, decision: Decision
-) -> list[dict[str, object]]:
-    """The output rows of one customer's decision (``SCHEMA`` columns)."""
-    profile = decision.profile
-    model = assignment.model
-    common: dict[str, object] = {
-        "customer_id": customer_id,
-        "stage": profile.stage,
-        "churn_risk": profile.churn_risk,
-        "best_send_at": next_send_at(profile.best_send_hour, run.now).isoformat(),
-        "model_version": model.version,
-        "experiment": assignment.experiment,
-        "variant": assignment.variant,
-        "request_id": f"{run.run_id}-{customer_id}" if run.run_id else None,
+# Columns of a customer without offers that say nothing of an offer.
+_OFFER_COLUMNS = (
+    "offer_id",
+    "kind",
+    "item_id",
+    "item_name",
+    "title",
+    "incentive",
+    "amount",
+    "priority",
+    "propensity",
+    "value",
+    "stage_weight",
+    "lever",
+    "score",
+    "reason_source",
+    "reason_because",
+    "reason_text",
+)
+
+
+def chunk_table(run: BatchRun, decided: Sequence[tuple[str, Assignment, Decision]]) -> pa.Table:
+    """The output rows (``SCHEMA``) of a chunk's decisions, in the customers' order and
+    best offer first: one row per offer, read column by column from the rankings' offer
+    tables, or one row with rank 0 and the reason for a customer without offers."""
+    # Per decided customer: their columns that do not depend on the offer.
+    customer: dict[str, list[object]] = {
+        "customer_id": [],
+        "stage": [],
+        "churn_risk": [],
+        "best_send_at": [],
+        "model_version": [],
+        "experiment": [],
+        "variant": [],
+        "request_id": [],
+        "personalized": [],
+        "suppressed_reason": [],
     }
-    ranking = decision.ranking
-    if ranking is None or not ranking.offers:
-        reason = decision.suppressed_reason or "no_offers"
-        return [
-            {
-                **common,
-                "rank": 0,
-                "personalized": False if ranking is None else ranking.personalized,
-                "suppressed_reason": reason,
-            }
-        ]
-    rows = []
-    for offer in ranking.offers:
-        parts = offer.components
-        rows.append(
-            {
-                **common,
-                "rank": offer.rank,
-                "offer_id": offer.offer_id,
-                "kind": offer.kind,
-                "item_id": offer.item_id,
-                "item_name": model.item_names.get(offer.item_id)
-                if offer.item_id is not None
-                else None,
-                "title": offer.title,
-                "incentive": offer.incentive,
-                "amount": offer.amount,
-                "priority": offer.priority,
-                "propensity": None if parts is None else parts.propensity,
-                "value": None if parts is None else parts.value,
-                "stage_weight": None if parts is None else parts.stage_weight,
-                "lever": None if parts is None else parts.lever,
-                "score": offer.score,
-                "reason_source": offer.reason.source,
-                "reason_because": "|".join(offer.reason.because),
-                "reason_text": reason_text(model, offer, profile.stage),
-                "personalized": ranking.personalized,
-                "suppressed_reason": None,
-            }
+    # Offers to write, per offer table: (decided customer, the customer's position in it).
+    by_table: dict[int, tuple[OfferTable, ServingModel, list[int], list[int]]] = {}
+    without: list[int] = []
+    for d, (customer_id, assignment, decision) in enumerate(decided):
+        profile, ranking = decision.profile, decision.ranking
+        customer["customer_id"].append(customer_id)
+        customer["stage"].append(profile.stage)
+        customer["churn_risk"].append(profile.churn_risk)
+        customer["best_send_at"].append(next_send_at(profile.best_send_hour, run.now).isoformat())
+        customer["model_version"].append(assignment.model.version)
+        customer["experiment"].append(assignment.experiment)
+        customer["variant"].append(assignment.variant)
+        customer["request_id"].append(f"{run.run_id}-{customer_id}" if run.run_id else None)
+        customer["personalized"].append(False if ranking is None else ranking.personalized)
+        if ranking is None or not ranking.has_offers:
+            customer["suppressed_reason"].append(decision.suppressed_reason or NO_OFFERS)
+            without.append(d)
+            continue
+        customer["suppressed_reason"].append(None)
+        entry = by_table.setdefault(id(ranking.table), (ranking.table, assignment.model, [], []))
+        entry[2].append(d)
+        entry[3].append(ranking.position)
+
+    owners: list[np.ndarray] = [np.asarray(without, dtype=np.int64)]
+    ranks: list[np.ndarray] = [np.zeros(len(without), dtype=np.int64)]
+    offer_columns: dict[str, list[object]] = {
+        name: [None] * len(without) for name in _OFFER_COLUMNS
+    }
+    for table, model, deciders, positions in by_table.values():
+        chosen, why = table.choices, table.explanations
+        begin = chosen.starts[positions]
+        lengths = chosen.starts[np.asarray(positions) + 1] - begin
+        rows = np.repeat(begin, lengths) + (
+            np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         )
-    return rows
+        owners.append(np.repeat(np.asarray(deciders, dtype=np.int64), lengths))
+        ranks.append(rows - np.repeat(begin, lengths) + 1)
+        offers = chosen.offer[rows].tolist()
+        item_ids = chosen.item_id[rows].tolist()
+        names = model.item_names
+        priority = (
+            chosen.propensity[rows]
+            * chosen.value[rows]
+            * chosen.stage_weight[rows]
+            * chosen.lever[rows]
+        )
+        parts: dict[str, list[object]] = {
+            "offer_id": chosen.offer_id[rows].tolist(),
+            "kind": chosen.kind[rows].tolist(),
+            "item_id": item_ids,
+            "item_name": [None if i is None else names.get(i) for i in item_ids],
+            "title": [None if o is None else o.title for o in offers],
+            "incentive": [None if o is None else o.incentive for o in offers],
+            "amount": [None if o is None else o.amount for o in offers],
+            "priority": priority.tolist(),
+            "propensity": chosen.propensity[rows].tolist(),
+            "value": chosen.value[rows].tolist(),
+            "stage_weight": chosen.stage_weight[rows].tolist(),
+            "lever": chosen.lever[rows].tolist(),
+            "score": chosen.score[rows].tolist(),
+            "reason_source": why.source[rows].tolist(),
+            "reason_because": ["|".join(b) for b in why.because[rows].tolist()],
+            "reason_text": why.text[rows].tolist(),
+        }
+        for name in _OFFER_COLUMNS:
+            offer_columns[name].extend(parts[name])
+    owner = np.concatenate(owners)
+    rank = np.concatenate(ranks)
+    order = np.lexsort((rank, owner))
+    columns: dict[str, object] = {}
+    for name, values in customer.items():
+        columns[name] = pa.array(values, type=SCHEMA.field(name).type).take(owner[order])
+    columns["rank"] = pa.array(rank[order], type=pa.int32())
+    for name in _OFFER_COLUMNS:
+        columns[name] = pa.array(offer_columns[name], type=SCHEMA.field(name).type).take(order)
+    return pa.table([columns[name] for name in SCHEMA.names], schema=SCHEMA)
 
 
 Progress = Callable[[int], None]
@@ -366,18 +426,16 @@ def decide_chunk(run: BatchRun, customer_ids: Sequence[str], stage: str | None) 
     """The output rows of one chunk of customers."""
     decided = decisions(run, customer_ids, stage)
     result = ChunkResult(None, skipped_stage=len(customer_ids) - len(decided))
-    rows: list[dict[str, object]] = []
-    for customer_id, assignment, decision in decided:
+    for _, _, decision in decided:
         result.customers += 1
-        mine = rows_of(run, customer_id, assignment, decision)
-        if mine[0]["rank"] == 0:
-            reason = str(mine[0]["suppressed_reason"])
+        ranking = decision.ranking
+        if ranking is None or not ranking.has_offers:
+            reason = decision.suppressed_reason or NO_OFFERS
             result.without_offers[reason] = result.without_offers.get(reason, 0) + 1
         else:
             result.with_offers += 1
-        rows.extend(mine)
-    if rows:
-        result.table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    if decided:
+        result.table = chunk_table(run, decided)
     return result
 
 

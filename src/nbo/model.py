@@ -102,6 +102,8 @@ class ServingModel:
     explainer: AlsExplainer = field(init=False)
     # External item ids as a Python list: indexing it per offer is cheaper than numpy's.
     item_ids: list[str] = field(init=False)
+    # The same as an object array, for taking many at once.
+    item_id_array: np.ndarray = field(init=False, repr=False)
 
     _suppression_days: dict[int | None, np.ndarray] = field(
         init=False, default_factory=dict, repr=False
@@ -111,6 +113,7 @@ class ServingModel:
         self._params = AlsParams.from_dict(self.manifest.get("config", {}).get("als", {}))
         self.explainer = AlsExplainer(self.als)
         self.item_ids = self.items.ids.tolist()
+        self.item_id_array = np.asarray(self.item_ids, dtype=object)
 
     def suppression_days(self, default_days: int | None) -> np.ndarray | None:
         """Per item, days a purchase stays suppressed: the learned cycle where there is

@@ -10,13 +10,35 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
 
-from nbo.arbitration import KIND_PRODUCT, Choice, Components, ProductCandidates, arbitrate
+from nbo.arbitration import (
+    KIND_PRODUCT,
+    RULE_INELIGIBLE,
+    RULE_OFFER_CAP,
+    Choices,
+    Components,
+    Contest,
+    ProductCandidates,
+    arbitrate_many,
+)
 from nbo.catalog import Catalog, default_catalog
 from nbo.cycles import suppressed_items
+from nbo.explanations import (
+    EXPLAINED_BY,
+    SOURCE_ALSO_BOUGHT,
+    SOURCE_BUY_AGAIN,
+    SOURCE_CATALOG,
+    SOURCE_CF,
+    SOURCE_POPULAR,
+    SOURCE_POPULAR_IN_STAGE,
+    Bought,
+    Explanations,
+    explain,
+)
 from nbo.model import ServingModel
 from nbo.models.cf import FILTERED_SCORE, confidence_of_counts
 from nbo.policies import RULE_FATIGUE, RULE_JUST_BOUGHT, Contact
@@ -28,14 +50,26 @@ from nbo.two_stage import SOURCE_KNN as SOURCE_KNN_COLUMN
 from nbo.two_stage import SOURCE_POPULAR as SOURCE_POPULAR_COLUMN
 from nbo.two_stage import SOURCE_STAGE_POPULAR as SOURCE_STAGE_POPULAR_COLUMN
 
-SOURCE_CF = "cf"
-SOURCE_POPULAR = "popular"
-SOURCE_CATALOG = "catalog"  # an incentive: the catalogue proposes it, no model does
-SOURCE_BUY_AGAIN = "buy_again"  # the customer's own history (two-stage ranker)
-SOURCE_ALSO_BOUGHT = "also_bought"  # item-to-item neighbours (two-stage ranker)
-# Popular with customers in the same lifecycle stage (two-stage ranker).
-SOURCE_POPULAR_IN_STAGE = "popular_in_stage"
-EXPLAINED_BY = 3
+__all__ = [
+    "EXPLAINED_BY",
+    "SOURCE_ALSO_BOUGHT",
+    "SOURCE_BUY_AGAIN",
+    "SOURCE_CATALOG",
+    "SOURCE_CF",
+    "SOURCE_POPULAR",
+    "SOURCE_POPULAR_IN_STAGE",
+    "CustomerHistory",
+    "Offer",
+    "OfferRequest",
+    "OfferTable",
+    "Ranking",
+    "Reason",
+    "RecentPurchase",
+    "customer_history",
+    "rank_offers",
+    "rank_offers_many",
+]
+
 # Product candidates the sources propose before arbitration: more than k, so a lever or
 # a value can lift an item the model ranks a little lower, and eligibility rules still
 # leave k to choose from.
@@ -66,6 +100,7 @@ class Reason:
     # For buy-again offers: the orders of the item the customer made (the reason says
     # "you buy this every N days" only of an item they bought more than once).
     orders: int = 0
+    text: str = ""  # the reason in words (``nbo.explanations``)
 
 
 @dataclass(frozen=True)
@@ -89,17 +124,69 @@ class Offer:
 
 
 @dataclass(frozen=True)
+class OfferTable:
+    """The ranked offers of many customers as columns: arbitration's choices and their
+    explanations. Batch files are written from it; ``Ranking.offers`` reads one
+    customer's as ``Offer`` objects."""
+
+    choices: Choices
+    explanations: Explanations
+
+    def offers(self, customer: int) -> list[Offer]:
+        """Customer ``customer``'s offers, best first."""
+        c, e = self.choices, self.explanations
+        out = []
+        start = int(c.starts[customer])
+        for n in range(start, int(c.starts[customer + 1])):
+            offer = c.offer[n]
+            out.append(
+                Offer(
+                    item_id=c.item_id[n],
+                    score=float(c.score[n]),
+                    rank=n - start + 1,
+                    reason=Reason(e.source[n], e.because[n], int(e.orders[n]), e.text[n]),
+                    offer_id=c.offer_id[n],
+                    kind=c.kind[n],
+                    components=Components(
+                        float(c.propensity[n]),
+                        float(c.value[n]),
+                        float(c.stage_weight[n]),
+                        float(c.lever[n]),
+                    ),
+                    title=None if offer is None else offer.title,
+                    incentive=None if offer is None else offer.incentive,
+                    amount=None if offer is None else offer.amount,
+                )
+            )
+        return out
+
+
+@dataclass(frozen=True)
 class Ranking:
     """The ranked offers for one customer, and how they were produced."""
 
     customer_id: str
     personalized: bool
     profile: str
-    offers: list[Offer]
     suppressed_items: int
     # Catalogue items each rule took out of the candidates, in rule order (an item is
     # counted under the first rule that removed it).
-    removed: dict[str, int] = field(default_factory=dict)
+    removed: dict[str, int]
+    # The offers of the ``rank_offers_many`` call this ranking came from, and the
+    # customer's position in it.
+    table: OfferTable = field(repr=False, compare=False)
+    position: int = 0
+
+    @property
+    def has_offers(self) -> bool:
+        """Whether any offer was chosen (without building them)."""
+        starts = self.table.choices.starts
+        return bool(starts[self.position + 1] > starts[self.position])
+
+    @cached_property
+    def offers(self) -> list[Offer]:
+        """The ranked offers, best first."""
+        return self.table.offers(self.position)
 
 
 @dataclass(frozen=True)
@@ -261,7 +348,7 @@ def rank_offers_many(
         ranked = [n for n, p in enumerate(prepared) if p.personalized]
         scored = _ranked_candidates_many(model, [prepared[n] for n in ranked], now_s)
         two_stage = dict(zip(ranked, scored, strict=True))
-    return [_finish(model, p, two_stage.get(n), catalog, now_s) for n, p in enumerate(prepared)]
+    return _finish_many(model, prepared, two_stage, catalog, now_s)
 
 
 @dataclass(frozen=True)
@@ -279,7 +366,7 @@ class _Prepared:
 
 
 # Candidate items, the source each is credited to, their scores and probabilities.
-_Scored = tuple[np.ndarray, list[str], np.ndarray, np.ndarray]
+_Scored = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _prepare(
@@ -302,27 +389,90 @@ def _prepare(
     )
 
 
-def _finish(
+def _finish_many(
     model: ServingModel,
-    prepared: _Prepared,
-    scored: _Scored | None,
+    prepared: Sequence[_Prepared],
+    two_stage: dict[int, _Scored],
     catalog: Catalog,
     now_s: int,
-) -> Ranking:
-    """Candidates (the ranker's, or ALS's without one), popular fill, arbitration and
-    explanations for one prepared request."""
-    request, history, known = prepared.request, prepared.history, prepared.known
+) -> list[Ranking]:
+    """Each request's product candidates (the ranker's, or ALS's without one, filled from
+    popular), then arbitration and explanations of all of them at once."""
+    parts = [_product_candidates(model, p, two_stage.get(n)) for n, p in enumerate(prepared)]
+    lengths = np.fromiter((len(part[0]) for part in parts), dtype=np.int64, count=len(parts))
+    stacked = ProductCandidates(
+        _concatenated([part[0] for part in parts], np.int64),
+        _concatenated([part[1] for part in parts], object),
+        _concatenated([part[2] for part in parts], np.float64),
+        _concatenated([part[3] for part in parts], np.float64),
+        rows=np.repeat(np.arange(len(parts)), lengths),
+    )
+    requests = [p.request for p in prepared]
+    choices = arbitrate_many(
+        stacked,
+        [Contest(r.stage, r.channel, r.k, r.impressions) for r in requests],
+        model.item_id_array,
+        catalog,
+        now_s,
+        model.item_price,
+        model.typical_line_value,
+    )
+    bought = [
+        Bought(p.history.items[p.known], p.history.counts[p.known], p.history.confidence[p.known])
+        for p in prepared
+    ]
+    table = OfferTable(choices, explain(model, bought, choices, [r.stage for r in requests]))
+    rankings = []
+    for n, p in enumerate(prepared):
+        if not p.personalized:
+            profile = PROFILE_NONE
+        elif p.history.index is None:
+            profile = PROFILE_LIVE
+        else:
+            profile = PROFILE_UPDATED if p.history.has_new_orders else PROFILE_TRAINED
+        removed = {
+            **p.removed,
+            RULE_INELIGIBLE: int(choices.ineligible[n]),
+            RULE_OFFER_CAP: int(choices.offer_cap[n]),
+        }
+        rankings.append(
+            Ranking(
+                p.request.customer_id,
+                p.personalized,
+                profile,
+                len(p.just_bought),
+                removed,
+                table,
+                n,
+            )
+        )
+    return rankings
+
+
+def _concatenated(parts: Sequence[np.ndarray], dtype: type | np.dtype) -> np.ndarray:
+    if not parts:
+        return np.empty(0, dtype=dtype)
+    return np.concatenate(parts).astype(dtype, copy=False)
+
+
+def _product_candidates(
+    model: ServingModel, prepared: _Prepared, scored: _Scored | None
+) -> _Scored:
+    """One request's product candidates in order: items, the source each is credited to,
+    the source's scores and the probabilities of purchase. The ranker's (``scored``), or
+    ALS's without one; filled from the popular items the customer may be offered when
+    short."""
+    history, known = prepared.history, prepared.known
     suppressed, n_candidates = prepared.suppressed, prepared.n_candidates
-    personalized = prepared.personalized
     propensity = model.propensity
     if scored is not None:
         ids, sources, source_scores, chances = scored
     else:
         ids = np.empty(0, dtype=np.int64)
         scores = np.empty(0, dtype=np.float32)
-        if personalized:
+        if prepared.personalized:
             ids, scores = _cf_candidates(model, history, known, suppressed, n_candidates)
-        sources = [SOURCE_CF] * len(ids)
+        sources = np.full(len(ids), SOURCE_CF, dtype=object)
         chances = propensity.of_scores(scores)
         source_scores = np.asarray(scores, dtype=np.float64)
     if len(ids) < n_candidates:
@@ -331,56 +481,11 @@ def _finish(
         fill_ranks = np.flatnonzero(~np.isin(allowed, taken))[: n_candidates - len(ids)]
         fill = allowed[fill_ranks]
         ids = np.concatenate([np.asarray(ids, dtype=np.int64), fill])
-        sources = [*sources, *([SOURCE_POPULAR] * len(fill))]
+        sources = np.concatenate([sources, np.full(len(fill), SOURCE_POPULAR, dtype=object)])
         # Propensity by the item's rank among what this customer may be offered.
         chances = np.concatenate([chances, propensity.of_popular_ranks(fill_ranks + 1)])
         source_scores = np.concatenate([source_scores, model.popularity[fill]])
-    candidates = ProductCandidates(np.asarray(ids, dtype=np.int64), sources, source_scores, chances)
-
-    choices, arbitration_removed = arbitrate(
-        candidates,
-        model.item_ids,
-        catalog,
-        request.stage,
-        request.channel,
-        now_s,
-        request.impressions,
-        model.item_price,
-        model.typical_line_value,
-        request.k,
-    )
-    removed = {**prepared.removed, **arbitration_removed}
-    offers = _offers(model, history, known, choices)
-    if not personalized:
-        profile = PROFILE_NONE
-    elif history.index is None:
-        profile = PROFILE_LIVE
-    else:
-        profile = PROFILE_UPDATED if history.has_new_orders else PROFILE_TRAINED
-    return Ranking(
-        request.customer_id,
-        personalized,
-        profile,
-        offers,
-        len(prepared.just_bought),
-        removed,
-    )
-
-
-def _closest_bought(model: ServingModel, bought_counts: np.ndarray, item: int) -> tuple[str, ...]:
-    """The customer's purchase that adds most to ``item``'s ItemKNN score (its order
-    count x similarity), as a one-item reason. ``bought_counts``: the customer's order
-    count per item over the whole catalogue (dense, so the lookup costs the item's
-    neighbours, not the customer's history)."""
-    if model.item_side is None:
-        return ()
-    similar_to = model.item_side.similar_to
-    start, end = similar_to.indptr[item], similar_to.indptr[item + 1]
-    rows = similar_to.indices[start:end]
-    contribution = similar_to.data[start:end] * bought_counts[rows]
-    if len(contribution) == 0 or contribution.max() <= 0:
-        return ()
-    return (model.item_ids[int(rows[int(np.argmax(contribution))])],)
+    return np.asarray(ids, dtype=np.int64), sources, source_scores, chances
 
 
 # The reason an item proposed by several sources is given: the most personal first.
@@ -443,7 +548,7 @@ def _ranked_candidates_many(
         chosen = order[starts[row] : starts[row + 1]][: p.n_candidates]
         # Each item is credited to the first of its sources in _CREDIT_ORDER.
         flags = table.sources[chosen][:, _CREDIT_COLUMNS]
-        credited = _CREDIT_NAMES[np.argmax(flags, axis=1)].tolist()
+        credited = _CREDIT_NAMES[np.argmax(flags, axis=1)]
         ranked = scores[chosen]
         out.append(
             (table.items[chosen], credited, ranked, model.propensity.of_ranker_scores(ranked))
@@ -518,65 +623,6 @@ def _cf_candidates(
         )
     valid = (ids >= 0) & (scores > FILTERED_SCORE)
     return ids[valid], scores[valid]
-
-
-def _offers(
-    model: ServingModel, history: CustomerHistory, known: np.ndarray, choices: list[Choice]
-) -> list[Offer]:
-    """The chosen offers with their reasons; model offers explained by the purchases that
-    drive them (one solve for all of them)."""
-    cf_items = np.asarray(
-        [c.item for c in choices if c.source == SOURCE_CF and c.item is not None],
-        dtype=np.int64,
-    )
-    explanations = iter(
-        model.explainer.explain(
-            history.items[known], history.confidence[known], cf_items, top=EXPLAINED_BY
-        )
-        if len(cf_items)
-        else []
-    )
-    item_ids = model.item_ids
-    bought_counts = None
-    if any(c.source in (SOURCE_ALSO_BOUGHT, SOURCE_BUY_AGAIN) for c in choices):
-        # The customer's orders per item over the catalogue: one lookup per offer.
-        bought_counts = np.zeros(len(item_ids))
-        bought_counts[history.items[known]] = history.counts[known]
-    offers = []
-    for rank, choice in enumerate(choices, start=1):
-        if choice.source == SOURCE_CF:
-            reason = Reason(SOURCE_CF, tuple(item_ids[i] for i, _ in next(explanations)))
-        elif (
-            choice.source == SOURCE_BUY_AGAIN
-            and choice.item_id is not None
-            and choice.item is not None
-            and bought_counts is not None
-        ):
-            orders = int(bought_counts[choice.item])
-            reason = Reason(SOURCE_BUY_AGAIN, (choice.item_id,), orders=orders)
-        elif (
-            choice.source == SOURCE_ALSO_BOUGHT
-            and choice.item is not None
-            and bought_counts is not None
-        ):
-            reason = Reason(SOURCE_ALSO_BOUGHT, _closest_bought(model, bought_counts, choice.item))
-        else:
-            reason = Reason(choice.source or SOURCE_CATALOG)
-        offers.append(
-            Offer(
-                item_id=choice.item_id,
-                score=choice.score,
-                rank=rank,
-                reason=reason,
-                offer_id=choice.offer_id,
-                kind=choice.kind,
-                components=choice.components,
-                title=choice.title,
-                incentive=choice.incentive,
-                amount=choice.amount,
-            )
-        )
-    return offers
 
 
 def _suppressed(

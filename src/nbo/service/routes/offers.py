@@ -15,7 +15,6 @@ from nbo.events import ImpressionEvent
 from nbo.experiments.serving import Assignment
 from nbo.model import ServingModel
 from nbo.ranking import PROFILE_NONE, Offer, Ranking
-from nbo.reasons import reason_text
 from nbo.service.deps import CatalogDep, CustomerId, ServingModelsDep, SettingsDep, StoreDep
 from nbo.service.profiles import best_send_time_out
 from nbo.service.schemas import (
@@ -103,7 +102,7 @@ async def get_offers(
     answer.profile = ranking.profile
     answer.suppressed_items = ranking.suppressed_items
     answer.removed = ranking.removed
-    answer.offers = [_offer_out(model, offer, profile.stage) for offer in ranking.offers]
+    answer.offers = [_offer_out(model, offer) for offer in ranking.offers]
     if record and ranking.offers:
         await run_in_threadpool(
             store.add_events,
@@ -139,10 +138,9 @@ def impressions(
     ]
 
 
-def _offer_out(model: ServingModel, offer: Offer, stage: str) -> OfferOut:
+def _offer_out(model: ServingModel, offer: Offer) -> OfferOut:
     names = model.item_names
     item = offer.item_id
-    text = reason_text(model, offer, stage)
     components = offer.components or Components(0.0, 0.0, 0.0, 0.0)
     return OfferOut(
         offer_id=offer.offer_id,
@@ -161,5 +159,7 @@ def _offer_out(model: ServingModel, offer: Offer, stage: str) -> OfferOut:
         ),
         score=offer.score,
         rank=offer.rank,
-        reason=ReasonOut(source=offer.reason.source, because=list(offer.reason.because), text=text),
+        reason=ReasonOut(
+            source=offer.reason.source, because=list(offer.reason.because), text=offer.reason.text
+        ),
     )
