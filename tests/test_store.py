@@ -90,3 +90,54 @@ def test_a_store_from_a_newer_nbo_is_refused(tmp_path: Path) -> None:
 def test_unsupported_store_urls_name_the_setting(url: str) -> None:
     with pytest.raises(ConfigError, match="NBO_STORE_URL"):
         open_store(url)
+
+
+def impression(event_id: str, customer: str, item: str, ts: str) -> Event:
+    valid, rejected = parse_events(
+        {
+            "event_id": event_id,
+            "type": "offer_impression",
+            "customer_id": customer,
+            "timestamp": ts,
+            "item_id": item,
+            "channel": "email",
+            "request_id": f"r-{event_id}",
+        }
+    )
+    assert not rejected
+    return valid[0][1]
+
+
+def test_bulk_reads_answer_each_customer_as_the_single_reads_do(tmp_path: Path) -> None:
+    """A campaign reads a chunk's customers at once: purchases, contacts and consent of
+    each are what reading them one by one gives, and customers with none are absent."""
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    events = [
+        purchase("p1", "c1", "i1", "2026-01-03T10:00:00Z"),
+        purchase("p2", "c2", "i2", "2026-01-01T10:00:00Z"),
+        purchase("p3", "c1", "i3", "2026-01-01T10:00:00Z"),
+        purchase("p4", "c1", "i4", "2026-01-01T10:00:00Z"),  # same time as p3: stored order
+        impression("s1", "c2", "i9", "2026-01-02T10:00:00Z"),
+        impression("s2", "c3", "i8", "2025-06-01T10:00:00Z"),  # before ``since``
+        impression("s3", "c3", "i7", "2026-01-05T10:00:00Z"),
+    ]
+    store.add_events(events)
+    store.set_consent("c2", personalization=False, channels={"email": False})
+    customers = ["c1", "c2", "c3", "nobody"]
+    since = 1_760_000_000  # 2025-10-09
+    purchases = store.purchases_of_many(customers)
+    contacts = store.contacts_of_many(customers, since)
+    consents = store.consents_of(customers)
+    assert set(purchases) == {"c1", "c2"} and set(contacts) == {"c2", "c3"}
+    assert set(consents) == {"c2"}
+    for customer in customers:
+        assert purchases.get(customer, []) == store.purchases_of(customer)
+        assert consents.get(customer) == store.consent_of(customer)
+        alone = store.contacts_of(customer, since)
+        if customer in contacts:
+            assert contacts[customer] == alone
+        else:
+            assert alone.impressions == [] and alone.responses == []
+    assert [p.item_id for p in purchases["c1"]] == ["i3", "i4", "i1"]
+    assert [c.item_id for c in contacts["c3"].impressions] == ["i7"]
+    store.close()

@@ -33,7 +33,7 @@ from nbo.decision import (
     Decision,
     DecisionRequest,
     contact_policy,
-    customer_state,
+    customer_states,
     decide_many,
     profiles_for,
 )
@@ -205,9 +205,7 @@ def decisions(
     API assigns it), then ``decide_many`` per model, in the customers' order. With
     ``stage``, only the customers whose live profile is in that stage are decided (the
     profiles, cheap, are computed first; the rankings only for them)."""
-    states = [
-        customer_state(run.store, c, run.now_s, run.policy, run.catalog) for c in customer_ids
-    ]
+    states = customer_states(run.store, customer_ids, run.now_s, run.policy, run.catalog)
     assignments = [
         run.models.assign(c, state.consent, run.now_s)
         for c, state in zip(customer_ids, states, strict=True)

@@ -207,11 +207,28 @@ def customer_state(
     store: Store, customer_id: str, now_s: int, policy: ContactPolicy, catalog: Catalog
 ) -> CustomerState:
     """What the store knows of the customer, as far back as any rule looks: what the API
-    and batch generation both read before ``decide``."""
-    return CustomerState(
-        consent=store.consent_of(customer_id) or DEFAULT_CONSENT,
-        contacts=store.contacts_of(
-            customer_id, since=int(now_s - policy.lookback_days(catalog) * DAY)
-        ),
-        posted=store.purchases_of(customer_id),
+    reads before ``decide`` (``customer_states`` of one)."""
+    return customer_states(store, [customer_id], now_s, policy, catalog)[0]
+
+
+def customer_states(
+    store: Store,
+    customer_ids: Sequence[str],
+    now_s: int,
+    policy: ContactPolicy,
+    catalog: Catalog,
+) -> list[CustomerState]:
+    """``customer_state`` of many customers in three bulk reads (a campaign's chunk)."""
+    consents = store.consents_of(customer_ids)
+    contacts = store.contacts_of_many(
+        customer_ids, since=int(now_s - policy.lookback_days(catalog) * DAY)
     )
+    posted = store.purchases_of_many(customer_ids)
+    return [
+        CustomerState(
+            consent=consents.get(c, DEFAULT_CONSENT),
+            contacts=contacts.get(c, ContactHistory()),
+            posted=posted.get(c, ()),
+        )
+        for c in customer_ids
+    ]

@@ -20,6 +20,7 @@ one, with the purchases posted since training) share the rules and the feature c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -204,7 +205,7 @@ def customer_profiles(
                 features={
                     name: float(value)
                     for name, value in zip(FEATURE_NAMES, row.tolist(), strict=True)
-                    if not np.isnan(value)
+                    if not math.isnan(value)
                 },
             )
         )

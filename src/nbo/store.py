@@ -178,6 +178,8 @@ class Store(Protocol):
 
     def purchases_of(self, customer_id: str, since: int | None = None) -> list[StoredPurchase]: ...
 
+    def purchases_of_many(self, customer_ids: Sequence[str]) -> dict[str, list[StoredPurchase]]: ...
+
     def event_count(self) -> int: ...
 
     def customers_with_purchases(self) -> list[str]: ...
@@ -186,11 +188,17 @@ class Store(Protocol):
 
     def contacts_of(self, customer_id: str, since: int) -> ContactHistory: ...
 
+    def contacts_of_many(
+        self, customer_ids: Sequence[str], since: int
+    ) -> dict[str, ContactHistory]: ...
+
     def set_consent(
         self, customer_id: str, personalization: bool, channels: dict[str, bool]
     ) -> Consent: ...
 
     def consent_of(self, customer_id: str) -> Consent | None: ...
+
+    def consents_of(self, customer_ids: Sequence[str]) -> dict[str, Consent]: ...
 
     def erase(self, customer_id: str) -> ErasureReceipt: ...
 
@@ -364,10 +372,24 @@ class SQLiteStore:
         """A customer's posted purchase lines, oldest first (``since``: unix seconds)."""
         rows = self._reader().execute(
             "SELECT item_id, quantity, occurred_at, order_id, event_id, price FROM purchase_lines "
-            "WHERE customer_id = ? AND occurred_at >= ? ORDER BY occurred_at",
+            "WHERE customer_id = ? AND occurred_at >= ? ORDER BY occurred_at, rowid",
             (customer_id, since if since is not None else -(2**62)),
         )
         return [StoredPurchase(*row) for row in rows.fetchall()]
+
+    def purchases_of_many(self, customer_ids: Sequence[str]) -> dict[str, list[StoredPurchase]]:
+        """``purchases_of`` many customers, in a few queries: those with none are absent."""
+        found: dict[str, list[StoredPurchase]] = {}
+        for part in _parts_of(customer_ids):
+            rows = self._reader().execute(
+                "SELECT customer_id, item_id, quantity, occurred_at, order_id, event_id, price "
+                f"FROM purchase_lines WHERE customer_id IN ({_marks(part)}) "
+                "ORDER BY occurred_at, rowid",
+                part,
+            )
+            for row in rows.fetchall():
+                found.setdefault(row[0], []).append(StoredPurchase(*row[1:]))
+        return found
 
     def events_of(self, customer_id: str) -> list[dict[str, object]]:
         """Every stored event of a customer, as posted (for export and tests)."""
@@ -435,17 +457,22 @@ class SQLiteStore:
     def consent_of(self, customer_id: str) -> Consent | None:
         """The customer's stored consent; None when there is no record, which means
         consent to everything (``DEFAULT_CONSENT``)."""
-        row = (
-            self._reader()
-            .execute(
-                "SELECT personalization, channels, updated_at FROM consent WHERE customer_id = ?",
-                (customer_id,),
+        return self.consents_of([customer_id]).get(customer_id)
+
+    def consents_of(self, customer_ids: Sequence[str]) -> dict[str, Consent]:
+        """``consent_of`` many customers: those without a record are absent."""
+        found = {}
+        for part in _parts_of(customer_ids):
+            rows = self._reader().execute(
+                "SELECT customer_id, personalization, channels, updated_at FROM consent "
+                f"WHERE customer_id IN ({_marks(part)})",
+                part,
             )
-            .fetchone()
-        )
-        if row is None:
-            return None
-        return Consent(personalization=bool(row[0]), channels=json.loads(row[1]), updated_at=row[2])
+            for row in rows.fetchall():
+                found[row[0]] = Consent(
+                    personalization=bool(row[1]), channels=json.loads(row[2]), updated_at=row[3]
+                )
+        return found
 
     def erase(self, customer_id: str) -> ErasureReceipt:
         """Delete everything stored on a customer, in one transaction: their events (and
@@ -523,18 +550,25 @@ class SQLiteStore:
     def contacts_of(self, customer_id: str, since: int) -> ContactHistory:
         """The customer's offer impressions and responses (clicks, conversions) since
         ``since`` (unix seconds): what the contact policies look at."""
-        rows = (
-            self._reader()
-            .execute(
-                "SELECT type, item_id, channel, COALESCE(request_id, event_id), occurred_at "
-                "FROM events WHERE customer_id = ? AND type IN (?, ?, ?) AND occurred_at > ?",
-                (customer_id, IMPRESSION, CLICK, CONVERSION, since),
+        return self.contacts_of_many([customer_id], since).get(customer_id, ContactHistory())
+
+    def contacts_of_many(
+        self, customer_ids: Sequence[str], since: int
+    ) -> dict[str, ContactHistory]:
+        """``contacts_of`` many customers: those with no contact since are absent."""
+        found: dict[str, ContactHistory] = {}
+        for part in _parts_of(customer_ids):
+            rows = self._reader().execute(
+                "SELECT customer_id, type, item_id, channel, COALESCE(request_id, event_id), "
+                f"occurred_at FROM events WHERE customer_id IN ({_marks(part)}) "
+                "AND type IN (?, ?, ?) AND occurred_at > ? ORDER BY rowid",
+                (*part, IMPRESSION, CLICK, CONVERSION, since),
             )
-            .fetchall()
-        )
-        impressions = [Contact(*row[1:]) for row in rows if row[0] == IMPRESSION]
-        responses = [Contact(*row[1:]) for row in rows if row[0] != IMPRESSION]
-        return ContactHistory(impressions=impressions, responses=responses)
+            for row in rows.fetchall():
+                history = found.setdefault(row[0], ContactHistory(impressions=[], responses=[]))
+                kind = history.impressions if row[1] == IMPRESSION else history.responses
+                kind.append(Contact(*row[2:]))
+        return found
 
     def close(self) -> None:
         with self._lock:
@@ -542,3 +576,17 @@ class SQLiteStore:
                 # Safe at shutdown, the only time close is called: no request runs.
                 reader.close()
             self._db.close()
+
+
+# Ids per query of the bulk reads: well under SQLite's limit of bound parameters.
+_IDS_PER_QUERY = 500
+
+
+def _parts_of(customer_ids: Sequence[str]) -> Iterator[tuple[str, ...]]:
+    ids = tuple(dict.fromkeys(customer_ids))
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        yield ids[start : start + _IDS_PER_QUERY]
+
+
+def _marks(part: Sequence[str]) -> str:
+    return ", ".join("?" * len(part))
