@@ -46,3 +46,75 @@ def test_order_counts_look_up_each_customers_own_purchases() -> None:
     lookup = _OrderCounts(bought, n_items=6)
     got = lookup.at(np.array([0, 0, 0, 1, 2, 2]), np.array([4, 1, 5, 1, 1, 4]))
     assert got.tolist() == [2.0, 5.0, 0.0, 0.0, 7.0, 0.0]
+
+
+def test_each_source_explains_itself_in_words() -> None:
+    from nbo.arbitration import KIND_INCENTIVE, KIND_PRODUCT, Choices
+    from nbo.catalog import IncentiveOffer
+    from nbo.explanations import _texts
+
+    winback = IncentiveOffer(
+        id="winback", kind="incentive", incentive="percent_off", amount=10, value=5.0,
+        title="10% off",
+    )  # fmt: skip
+    rows = [
+        # source, item, item id, because, orders
+        ("popular", 0, "A", (), 0),
+        ("popular_in_stage", 0, "A", (), 0),
+        ("buy_again", 1, "B", ("B",), 3),  # bought often: the customer's own rhythm
+        ("buy_again", 1, "B", ("B",), 1),  # bought once: other customers' rhythm
+        ("buy_again", 2, "C", ("C",), 4),  # no learned cycle
+        ("also_bought", 0, "A", ("B",), 0),
+        ("also_bought", 0, "A", (), 0),
+        ("cf", 0, "A", ("B", "C"), 0),
+        ("cf", 1, "B", ("B", "C"), 0),
+        ("cf", 1, "B", ("B",), 0),
+        ("cf", 0, "A", (), 0),
+        ("catalog", -1, None, (), 0),
+    ]
+    n = len(rows)
+    objects = [None] * (n - 1) + [winback]
+    choices = Choices(
+        starts=np.array([0, n]),
+        kind=np.array([KIND_PRODUCT] * (n - 1) + [KIND_INCENTIVE], dtype=object),
+        offer_id=np.array([f"o{i}" for i in range(n - 1)] + ["winback"], dtype=object),
+        item=np.array([r[1] for r in rows]),
+        item_id=np.array([r[2] for r in rows], dtype=object),
+        source=np.array([r[0] for r in rows], dtype=object),
+        score=np.zeros(n),
+        propensity=np.zeros(n),
+        value=np.zeros(n),
+        stage_weight=np.zeros(n),
+        lever=np.zeros(n),
+        offer=np.array(objects, dtype=object),
+        ineligible=np.zeros(1),
+        offer_cap=np.zeros(1),
+    )
+    because = np.empty(n, dtype=object)
+    because[:] = [r[3] for r in rows]
+    model = SimpleNamespace(
+        item_names={"A": "Apples", "B": "Bread"},
+        repurchase_cycle_days=np.array([np.nan, 7.4, np.nan]),
+    )
+    texts = _texts(
+        model,  # type: ignore[arg-type]
+        choices,
+        choices.source,
+        because,
+        np.array([r[4] for r in rows]),
+        ["at_risk"],
+    )
+    assert texts.tolist() == [
+        "popular this month",
+        "popular with customers like you",
+        "you buy this about every 7 days",
+        "you bought this before; customers buy it again about every 7 days",
+        "you bought this before",
+        "customers who bought Bread also bought this",
+        "popular this month",
+        "customers who bought what you bought (Bread, C) also buy this",
+        "you bought this before; it goes with C",
+        "you bought this before",
+        "matches your purchase history",
+        "10% off: an offer for customers at risk of leaving",
+    ]

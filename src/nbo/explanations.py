@@ -109,49 +109,49 @@ def _texts(
     stages: Sequence[str],
 ) -> np.ndarray:
     """The reason of each offer, for a marketer or a customer, from the source it is
-    credited to and the purchases behind it (item names where the model knows them)."""
-    names = model.item_names
+    credited to and the purchases behind it (item names where the model knows them).
+    Offers of one kind get their words together: most are popular or bought before."""
+    texts = np.full(len(source), "popular this month", dtype=object)
+    texts[source == SOURCE_POPULAR_IN_STAGE] = "popular with customers like you"
+
+    again = np.flatnonzero(source == SOURCE_BUY_AGAIN)
     cycles = model.repurchase_cycle_days
-    customer = choices.customer.tolist()
-    texts = np.empty(len(source), dtype=object)
-    for n, (credited, behind, item_id) in enumerate(
-        zip(source.tolist(), because.tolist(), choices.item_id.tolist(), strict=True)
-    ):
-        if credited == SOURCE_POPULAR:
-            text = "popular this month"
-        elif credited == SOURCE_POPULAR_IN_STAGE:
-            text = "popular with customers like you"
-        elif credited == SOURCE_BUY_AGAIN:
-            days = None if cycles is None else float(cycles[choices.item[n]])
-            if days is None or not np.isfinite(days):
-                text = "you bought this before"
-            elif orders[n] > 1:
-                text = f"you buy this about every {days:.0f} days"
-            else:
-                text = f"you bought this before; customers buy it again about every {days:.0f} days"
-        elif credited == SOURCE_ALSO_BOUGHT and behind:
-            bought = ", ".join(names.get(i, i) for i in behind)
-            text = f"customers who bought {bought} also bought this"
-        elif credited == SOURCE_CF and behind:
-            others = [i for i in behind if i != item_id]
-            bought = ", ".join(names.get(i, i) for i in others)
-            again = item_id in behind
-            if again and others:
-                text = f"you bought this before; it goes with {bought}"
-            elif again:
-                text = "you bought this before"
-            else:
-                text = f"customers who bought what you bought ({bought}) also buy this"
-        elif credited == SOURCE_CF:
-            text = "matches your purchase history"
-        elif credited == SOURCE_CATALOG:
-            offer = choices.offer[n]
-            title = offer.title if offer is not None else None
-            stage = stages[customer[n]]
-            text = f"{title or choices.offer_id[n]}: an offer for {STAGE_WORDS.get(stage, stage)}"
+    days = np.full(len(again), np.nan) if cycles is None else cycles[choices.item[again]]
+    known = np.isfinite(days)
+    texts[again[~known]] = "you bought this before"
+    repeated = known & (orders[again] > 1)
+    texts[again[repeated]] = [
+        f"you buy this about every {d:.0f} days" for d in days[repeated].tolist()
+    ]
+    texts[again[known & ~repeated]] = [
+        f"you bought this before; customers buy it again about every {d:.0f} days"
+        for d in days[known & ~repeated].tolist()
+    ]
+
+    names = model.item_names
+    for n in np.flatnonzero(source == SOURCE_ALSO_BOUGHT).tolist():
+        if because[n]:
+            bought = ", ".join(names.get(i, i) for i in because[n])
+            texts[n] = f"customers who bought {bought} also bought this"
+    for n in np.flatnonzero(source == SOURCE_CF).tolist():
+        behind, item_id = because[n], choices.item_id[n]
+        if not behind:
+            texts[n] = "matches your purchase history"
+            continue
+        others = [i for i in behind if i != item_id]
+        bought = ", ".join(names.get(i, i) for i in others)
+        if item_id in behind and others:
+            texts[n] = f"you bought this before; it goes with {bought}"
+        elif item_id in behind:
+            texts[n] = "you bought this before"
         else:
-            text = "popular this month"
-        texts[n] = text
+            texts[n] = f"customers who bought what you bought ({bought}) also buy this"
+    customer = choices.customer
+    for n in np.flatnonzero(source == SOURCE_CATALOG).tolist():
+        offer = choices.offer[n]
+        title = offer.title if offer is not None else None
+        stage = stages[customer[n]]
+        texts[n] = f"{title or choices.offer_id[n]}: an offer for {STAGE_WORDS.get(stage, stage)}"
     return texts
 
 
@@ -201,10 +201,14 @@ def _closest_bought(
     positions = np.repeat(begin, lengths) + offsets
     neighbours = similar_to.indices[positions]
     contribution = similar_to.data[positions] * lookup.at(customers[segment], neighbours)
-    order = np.lexsort((positions, -contribution, segment))
-    first = np.searchsorted(segment[order], np.arange(len(items)))
     closest = np.full(len(items), -1, dtype=np.int64)
-    has = lengths > 0
-    best = order[first[has]]
-    closest[has] = np.where(contribution[best] > 0, neighbours[best], -1)
+    has = np.flatnonzero(lengths > 0)
+    if not len(has):
+        return closest
+    # Each segment's largest contribution, and the first neighbour that reaches it.
+    segment_starts = np.cumsum(lengths) - lengths
+    best = np.maximum.reduceat(contribution, segment_starts[has])
+    reached = np.flatnonzero(contribution == np.repeat(best, lengths[has]))
+    first = reached[np.searchsorted(segment[reached], has)]
+    closest[has] = np.where(best > 0, neighbours[first], -1)
     return closest
