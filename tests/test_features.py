@@ -334,3 +334,26 @@ def _random_table(seed: int, customers: int) -> OrderTable:
     )
     ids = IdMap(sorted({f"c{c:03d}" for c in range(customers)}))
     return build_order_table(purchases, ids, returns)
+
+
+def test_orders_of_many_customers_are_their_own_orders_in_the_order_asked() -> None:
+    table = OrderTable(
+        indptr=np.array([0, 2, 2, 5]),
+        time=np.array([10, 20, 30, 40, 50]),
+        value=np.array([1.0, 2.0, 3.0, 4.0, 5.0]),
+        lines=np.array([1, 1, 2, 2, 3], dtype=np.int32),
+        new_items=np.array([1, 0, 2, 1, 0], dtype=np.int32),
+        returns_indptr=np.array([0, 0, 1, 3]),
+        return_time=np.array([15, 45, 55]),
+    )
+    asked = np.array([2, -1, 0, 1, 2])  # -1: a customer the model does not know
+    many = table.of_customers(asked)
+    assert many.indptr.tolist() == [0, 3, 3, 5, 5, 8]
+    assert many.time.tolist() == [30, 40, 50, 10, 20, 30, 40, 50]
+    assert many.returns_indptr.tolist() == [0, 2, 2, 2, 3, 5]
+    assert many.return_time.tolist() == [45, 55, 15, 45, 55]
+    one_by_one = OrderTable.concatenate(
+        [table.of_customer(int(c)) if c >= 0 else table.of_customers(np.array([-1])) for c in asked]
+    )
+    for name in ("indptr", "time", "value", "lines", "new_items", "returns_indptr", "return_time"):
+        assert getattr(many, name).tolist() == getattr(one_by_one, name).tolist()

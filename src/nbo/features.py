@@ -100,6 +100,16 @@ ORDER_ARRAYS: Final = {
 _KEY_LIMIT = 2**62
 
 
+def _segments(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pointers and the positions of segments ``starts[i]:ends[i]`` laid end to end."""
+    lengths = np.asarray(ends, dtype=np.int64) - np.asarray(starts, dtype=np.int64)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    positions = np.repeat(np.asarray(starts, dtype=np.int64) - indptr[:-1], lengths) + np.arange(
+        int(indptr[-1])
+    )
+    return indptr, positions
+
+
 @dataclass(frozen=True)
 class OrderTable:
     """Orders and returned lines of each customer, as segments of flat arrays.
@@ -142,6 +152,27 @@ class OrderTable:
             new_items=self.new_items[start:end],
             returns_indptr=np.array([0, r_end - r_start], dtype=np.int64),
             return_time=self.return_time[r_start:r_end],
+        )
+
+    def of_customers(self, customers: np.ndarray) -> OrderTable:
+        """The orders of many customers (positions; -1: a customer without any), in the
+        order given, as one table."""
+        customers = np.asarray(customers, dtype=np.int64)
+        known = customers >= 0
+        at = np.where(known, customers, 0)
+        orders = _segments(self.indptr[at], np.where(known, self.indptr[at + 1], self.indptr[at]))
+        returns = _segments(
+            self.returns_indptr[at],
+            np.where(known, self.returns_indptr[at + 1], self.returns_indptr[at]),
+        )
+        return OrderTable(
+            indptr=orders[0],
+            time=self.time[orders[1]],
+            value=self.value[orders[1]],
+            lines=self.lines[orders[1]],
+            new_items=self.new_items[orders[1]],
+            returns_indptr=returns[0],
+            return_time=self.return_time[returns[1]],
         )
 
     @classmethod

@@ -144,25 +144,18 @@ def customer_profiles(
     know (new, or erased and back), every posted purchase counts: none is in the model.
     Purchases after ``now_s`` do not count yet.
     """
-    tables, known = [], []
-    for customer_id, posted in customers:
-        index = model.customers.get(customer_id)
-        orders = _trained_orders(model, index)
-        recent = (
+    indices = [model.customers.get(customer_id) for customer_id, _ in customers]
+    recent: dict[int, Sequence[StoredPurchase]] = {}
+    for n, ((_, posted), index) in enumerate(zip(customers, indices, strict=True)):
+        news = (
             posted
             if index is None
             else [p for p in posted if p.occurred_at > model.trained_until_s]
         )
-        if recent:
-            orders = _with_posted(model, index, orders, recent)
-        tables.append(orders)
-        known.append(index is not None or bool(recent))
-    if not tables:
-        table = _NO_ORDERS
-    elif len(tables) == 1:
-        table = tables[0]  # one request's customer: no copy
-    else:
-        table = OrderTable.concatenate(tables)
+        if news:
+            recent[n] = news
+    known = [index is not None or n in recent for n, index in enumerate(indices)]
+    table = _orders_of(model, indices, recent)
     as_of = now_s + 1  # features count orders strictly before their cutoff
     features = customer_features(table, as_of)
     frequency = features[:, FEATURE_INDEX["frequency"]]
@@ -215,6 +208,37 @@ def customer_profiles(
 _NO_ORDERS = OrderTable.single(
     np.empty(0, np.int64), np.empty(0), np.empty(0, np.int32), np.empty(0, np.int32)
 )
+
+
+def _orders_of(
+    model: ServingModel,
+    indices: Sequence[int | None],
+    recent: Mapping[int, Sequence[StoredPurchase]],
+) -> OrderTable:
+    """The orders of each customer (model positions, None: unknown), in order: the trained
+    ones taken for all at once, and for those with ``recent`` posted purchases (by
+    position in ``indices``) those added as orders of their own."""
+    if not indices:
+        return _NO_ORDERS
+    if model.orders is None:
+        trained = OrderTable.concatenate([_trained_orders(model, i) for i in indices])
+    else:
+        positions = np.fromiter(
+            (-1 if i is None else i for i in indices), dtype=np.int64, count=len(indices)
+        )
+        trained = model.orders.of_customers(positions)
+    if not recent:
+        return trained
+    # Runs of customers without posted purchases stay one table each.
+    pieces, run_start = [], 0
+    for n in sorted(recent):
+        if n > run_start:
+            pieces.append(trained.of_customers(np.arange(run_start, n)))
+        pieces.append(_with_posted(model, indices[n], trained.of_customer(n), recent[n]))
+        run_start = n + 1
+    if run_start < len(indices):
+        pieces.append(trained.of_customers(np.arange(run_start, len(indices))))
+    return OrderTable.concatenate(pieces)
 
 
 def _trained_orders(model: ServingModel, index: int | None) -> OrderTable:
