@@ -248,14 +248,19 @@ def decisions(
     ]
 
 
-# Columns of a customer without offers that say nothing of an offer.
-_OFFER_COLUMNS = (
+# The offer's columns, null on the row of a customer without offers.
+_TEXT_COLUMNS = (
     "offer_id",
     "kind",
     "item_id",
     "item_name",
     "title",
     "incentive",
+    "reason_source",
+    "reason_because",
+    "reason_text",
+)
+_NUMBER_COLUMNS = (
     "amount",
     "priority",
     "propensity",
@@ -263,9 +268,6 @@ _OFFER_COLUMNS = (
     "stage_weight",
     "lever",
     "score",
-    "reason_source",
-    "reason_because",
-    "reason_text",
 )
 
 
@@ -311,9 +313,12 @@ def chunk_table(run: BatchRun, decided: Sequence[tuple[str, Assignment, Decision
 
     owners: list[np.ndarray] = [np.asarray(without, dtype=np.int64)]
     ranks: list[np.ndarray] = [np.zeros(len(without), dtype=np.int64)]
-    offer_columns: dict[str, list[object]] = {
-        name: [None] * len(without) for name in _OFFER_COLUMNS
+    # Each offer column as arrays, one per offer table, after the rank-0 rows' nulls.
+    offer_columns: dict[str, list[np.ndarray]] = {
+        name: [np.full(len(without), None, dtype=object)] for name in _TEXT_COLUMNS
     }
+    for name in _NUMBER_COLUMNS:
+        offer_columns[name] = [np.full(len(without), np.nan)]
     for table, model, deciders, positions in by_table.values():
         chosen, why = table.choices, table.explanations
         begin = chosen.starts[positions]
@@ -324,43 +329,52 @@ def chunk_table(run: BatchRun, decided: Sequence[tuple[str, Assignment, Decision
         owners.append(np.repeat(np.asarray(deciders, dtype=np.int64), lengths))
         ranks.append(rows - np.repeat(begin, lengths) + 1)
         offers = chosen.offer[rows].tolist()
-        item_ids = chosen.item_id[rows].tolist()
         names = model.item_names
-        priority = (
-            chosen.propensity[rows]
+        parts = {
+            "offer_id": chosen.offer_id[rows],
+            "kind": chosen.kind[rows],
+            "item_id": chosen.item_id[rows],
+            "item_name": np.array(
+                [None if i is None else names.get(i) for i in chosen.item_id[rows].tolist()],
+                dtype=object,
+            ),
+            "title": np.array([None if o is None else o.title for o in offers], dtype=object),
+            "incentive": np.array(
+                [None if o is None else o.incentive for o in offers], dtype=object
+            ),
+            "amount": np.array(
+                [np.nan if o is None or o.amount is None else o.amount for o in offers],
+                dtype=np.float64,
+            ),
+            "priority": chosen.propensity[rows]
             * chosen.value[rows]
             * chosen.stage_weight[rows]
-            * chosen.lever[rows]
-        )
-        parts: dict[str, list[object]] = {
-            "offer_id": chosen.offer_id[rows].tolist(),
-            "kind": chosen.kind[rows].tolist(),
-            "item_id": item_ids,
-            "item_name": [None if i is None else names.get(i) for i in item_ids],
-            "title": [None if o is None else o.title for o in offers],
-            "incentive": [None if o is None else o.incentive for o in offers],
-            "amount": [None if o is None else o.amount for o in offers],
-            "priority": priority.tolist(),
-            "propensity": chosen.propensity[rows].tolist(),
-            "value": chosen.value[rows].tolist(),
-            "stage_weight": chosen.stage_weight[rows].tolist(),
-            "lever": chosen.lever[rows].tolist(),
-            "score": chosen.score[rows].tolist(),
-            "reason_source": why.source[rows].tolist(),
-            "reason_because": ["|".join(b) for b in why.because[rows].tolist()],
-            "reason_text": why.text[rows].tolist(),
+            * chosen.lever[rows],
+            "propensity": chosen.propensity[rows],
+            "value": chosen.value[rows],
+            "stage_weight": chosen.stage_weight[rows],
+            "lever": chosen.lever[rows],
+            "score": chosen.score[rows],
+            "reason_source": why.source[rows],
+            "reason_because": np.array(
+                ["|".join(b) for b in why.because[rows].tolist()], dtype=object
+            ),
+            "reason_text": why.text[rows],
         }
-        for name in _OFFER_COLUMNS:
-            offer_columns[name].extend(parts[name])
+        for name, values in parts.items():
+            offer_columns[name].append(values)
     owner = np.concatenate(owners)
     rank = np.concatenate(ranks)
     order = np.lexsort((rank, owner))
-    columns: dict[str, object] = {}
+    columns: dict[str, pa.Array] = {}
     for name, values in customer.items():
         columns[name] = pa.array(values, type=SCHEMA.field(name).type).take(owner[order])
     columns["rank"] = pa.array(rank[order], type=pa.int32())
-    for name in _OFFER_COLUMNS:
-        columns[name] = pa.array(offer_columns[name], type=SCHEMA.field(name).type).take(order)
+    for name in _TEXT_COLUMNS:
+        columns[name] = pa.array(np.concatenate(offer_columns[name])[order], type=pa.string())
+    for name in _NUMBER_COLUMNS:
+        numbers = np.concatenate(offer_columns[name])[order]
+        columns[name] = pa.array(numbers, type=pa.float64(), mask=np.isnan(numbers))
     return pa.table([columns[name] for name in SCHEMA.names], schema=SCHEMA)
 
 

@@ -89,7 +89,7 @@ def check_frequency_cap(
 
 def fatigued_items(rule: FatigueRule | None, history: ContactHistory, now_s: int) -> set[str]:
     """Items shown ``rule.impressions`` times or more in the window with no response."""
-    if rule is None:
+    if rule is None or not history.impressions:
         return set()
     since = now_s - rule.days * DAY
     shown = Counter(c.item_id for c in _within(history.impressions, since, now_s))
