@@ -9,7 +9,7 @@ this one function.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -343,12 +343,12 @@ def rank_offers_many(
     and explanations."""
     catalog = catalog or default_catalog()
     prepared = [_prepare(model, request, now_s, window) for request in requests]
-    two_stage: dict[int, _Scored] = {}
+    ranked = _Stacked.empty()
     if model.ranker is not None:
-        ranked = [n for n, p in enumerate(prepared) if p.personalized]
-        scored = _ranked_candidates_many(model, [prepared[n] for n in ranked], now_s)
-        two_stage = dict(zip(ranked, scored, strict=True))
-    return _finish_many(model, prepared, two_stage, catalog, now_s)
+        chosen = [n for n, p in enumerate(prepared) if p.personalized]
+        ranked = _ranked_candidates_many(model, [prepared[n] for n in chosen], now_s)
+        ranked = replace(ranked, rows=np.asarray(chosen, dtype=np.int64)[ranked.rows])
+    return _finish_many(model, prepared, ranked, catalog, now_s)
 
 
 @dataclass(frozen=True)
@@ -367,6 +367,25 @@ class _Prepared:
 
 # Candidate items, the source each is credited to, their scores and probabilities.
 _Scored = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Stacked:
+    """Candidates of many requests, each request's together and best first: the request
+    (``rows``), items, the source each is credited to, scores and probabilities."""
+
+    rows: np.ndarray
+    items: np.ndarray
+    sources: np.ndarray
+    scores: np.ndarray
+    chances: np.ndarray
+
+    @classmethod
+    def empty(cls) -> _Stacked:
+        nothing = np.empty(0)
+        return cls(
+            np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, object), nothing, nothing
+        )
 
 
 def _prepare(
@@ -392,20 +411,47 @@ def _prepare(
 def _finish_many(
     model: ServingModel,
     prepared: Sequence[_Prepared],
-    two_stage: dict[int, _Scored],
+    ranked: _Stacked,
     catalog: Catalog,
     now_s: int,
 ) -> list[Ranking]:
-    """Each request's product candidates (the ranker's, or ALS's without one, filled from
-    popular), then arbitration and explanations of all of them at once."""
-    parts = [_product_candidates(model, p, two_stage.get(n)) for n, p in enumerate(prepared)]
-    lengths = np.fromiter((len(part[0]) for part in parts), dtype=np.int64, count=len(parts))
+    """Each request's product candidates (the ranker's ``ranked``, or ALS's without a
+    ranker, filled from popular where short), then arbitration and explanations of all
+    of them at once."""
+    n_requests = len(prepared)
+    wanted = np.fromiter((p.n_candidates for p in prepared), dtype=np.int64, count=n_requests)
+    have = np.bincount(ranked.rows, minlength=n_requests)
+    ranked_starts = np.searchsorted(ranked.rows, np.arange(n_requests + 1))
+    # Requests the ranker did not fill (none ranked, or fewer than wanted) are completed
+    # one by one and replace their ranked rows.
+    short = np.flatnonzero(have < wanted)
+    rows: list[np.ndarray] = []
+    items: list[np.ndarray] = []
+    sources: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    chances: list[np.ndarray] = []
+    for n in short.tolist():
+        mine = slice(int(ranked_starts[n]), int(ranked_starts[n + 1]))
+        # A request the ranker ranked keeps its candidates, however few (none: all
+        # suppressed); the others are ALS's (without a ranker) or popular (cold).
+        scored = (
+            (ranked.items[mine], ranked.sources[mine], ranked.scores[mine], ranked.chances[mine])
+            if model.ranker is not None and prepared[n].personalized
+            else None
+        )
+        part = _product_candidates(model, prepared[n], scored)
+        rows.append(np.full(len(part[0]), n, dtype=np.int64))
+        for column, values in zip((items, sources, scores, chances), part, strict=True):
+            column.append(values)
+    keep = ~np.isin(ranked.rows, short)
+    stacked_rows = np.concatenate([ranked.rows[keep], *rows])
+    order = np.argsort(stacked_rows, kind="stable")
     stacked = ProductCandidates(
-        _concatenated([part[0] for part in parts], np.int64),
-        _concatenated([part[1] for part in parts], object),
-        _concatenated([part[2] for part in parts], np.float64),
-        _concatenated([part[3] for part in parts], np.float64),
-        rows=np.repeat(np.arange(len(parts)), lengths),
+        np.concatenate([ranked.items[keep], *items]).astype(np.int64)[order],
+        np.concatenate([ranked.sources[keep], *sources]).astype(object)[order],
+        np.concatenate([ranked.scores[keep], *scores]).astype(np.float64)[order],
+        np.concatenate([ranked.chances[keep], *chances]).astype(np.float64)[order],
+        rows=stacked_rows[order],
     )
     requests = [p.request for p in prepared]
     choices = arbitrate_many(
@@ -447,12 +493,6 @@ def _finish_many(
             )
         )
     return rankings
-
-
-def _concatenated(parts: Sequence[np.ndarray], dtype: type | np.dtype) -> np.ndarray:
-    if not parts:
-        return np.empty(0, dtype=dtype)
-    return np.concatenate(parts).astype(dtype, copy=False)
 
 
 def _product_candidates(
@@ -502,13 +542,14 @@ _CREDIT_NAMES = np.array([name for _, name in _CREDIT_ORDER], dtype=object)
 
 def _ranked_candidates_many(
     model: ServingModel, prepared: Sequence[_Prepared], now_s: int
-) -> list[_Scored]:
-    """The best two-stage candidates (``nbo.two_stage``) of each prepared request, best
-    first: items, the source each is credited to, the ranker's scores and their
-    probabilities. One candidate pass and one ranker call for all of them."""
+) -> _Stacked:
+    """The best ``n_candidates`` two-stage candidates (``nbo.two_stage``) of each
+    prepared request, best first, stacked (``rows``: positions in ``prepared``): items,
+    the source each is credited to, the ranker's scores and their probabilities. One
+    candidate pass and one ranker call for all of them."""
     assert model.ranker is not None and model.item_side is not None
     if not prepared:
-        return []
+        return _Stacked.empty()
     n_items = len(model.items)
     mine = [p.history.items[p.known] for p in prepared]
     factors = np.vstack(
@@ -542,18 +583,20 @@ def _ranked_candidates_many(
     scores = model.ranker.predict(table.features)
     order = np.lexsort((table.items, -scores, table.rows))
     rows = table.rows[order]
-    starts = np.searchsorted(rows, np.arange(len(prepared) + 1))
-    out = []
-    for row, p in enumerate(prepared):
-        chosen = order[starts[row] : starts[row + 1]][: p.n_candidates]
-        # Each item is credited to the first of its sources in _CREDIT_ORDER.
-        flags = table.sources[chosen][:, _CREDIT_COLUMNS]
-        credited = _CREDIT_NAMES[np.argmax(flags, axis=1)]
-        ranked = scores[chosen]
-        out.append(
-            (table.items[chosen], credited, ranked, model.propensity.of_ranker_scores(ranked))
-        )
-    return out
+    wanted = np.fromiter((p.n_candidates for p in prepared), dtype=np.int64, count=len(prepared))
+    starts = np.searchsorted(rows, np.arange(len(prepared)))
+    # Each request's best n_candidates.
+    chosen = order[np.arange(len(rows)) - starts[rows] < wanted[rows]]
+    # Each item is credited to the first of its sources in _CREDIT_ORDER.
+    flags = table.sources[chosen][:, _CREDIT_COLUMNS]
+    ranked = scores[chosen]
+    return _Stacked(
+        table.rows[chosen].astype(np.int64),
+        table.items[chosen].astype(np.int64),
+        _CREDIT_NAMES[np.argmax(flags, axis=1)],
+        ranked,
+        model.propensity.of_ranker_scores(ranked),
+    )
 
 
 def _taste_of(model: ServingModel, prepared: _Prepared, mine: np.ndarray) -> np.ndarray:
