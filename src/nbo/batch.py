@@ -291,12 +291,16 @@ def chunk_table(run: BatchRun, decided: Sequence[tuple[str, Assignment, Decision
     # Offers to write, per offer table: (decided customer, the customer's position in it).
     by_table: dict[int, tuple[OfferTable, ServingModel, list[int], list[int]]] = {}
     without: list[int] = []
+    send_at: dict[int, str] = {}  # best send hour -> its next time (168 at most)
     for d, (customer_id, assignment, decision) in enumerate(decided):
         profile, ranking = decision.profile, decision.ranking
         customer["customer_id"].append(customer_id)
         customer["stage"].append(profile.stage)
         customer["churn_risk"].append(profile.churn_risk)
-        customer["best_send_at"].append(next_send_at(profile.best_send_hour, run.now).isoformat())
+        hour = profile.best_send_hour
+        if hour not in send_at:
+            send_at[hour] = next_send_at(hour, run.now).isoformat()
+        customer["best_send_at"].append(send_at[hour])
         customer["model_version"].append(assignment.model.version)
         customer["experiment"].append(assignment.experiment)
         customer["variant"].append(assignment.variant)

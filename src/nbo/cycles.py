@@ -137,15 +137,6 @@ def suppressed_mask(
     return (window > 0) & (age <= window * DAY)
 
 
-def suppressed_items(
-    items: np.ndarray, last_purchase_s: np.ndarray, now_s: int, window_days: np.ndarray
-) -> np.ndarray:
-    """The customer's items suppressed at ``now_s`` (int32, in the order given)."""
-    items = np.asarray(items)
-    mask = suppressed_mask(items, last_purchase_s, now_s, window_days)
-    return np.asarray(items[mask], dtype=np.int32)
-
-
 def cycle_summary(cycles: np.ndarray | None) -> dict[str, object]:
     """How many items have a learned cycle, their share, and the distribution in days."""
     if cycles is None or len(cycles) == 0:

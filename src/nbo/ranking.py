@@ -26,7 +26,7 @@ from nbo.arbitration import (
     arbitrate_many,
 )
 from nbo.catalog import Catalog, default_catalog
-from nbo.cycles import suppressed_items
+from nbo.cycles import suppressed_mask
 from nbo.explanations import (
     EXPLAINED_BY,
     SOURCE_ALSO_BOUGHT,
@@ -342,7 +342,7 @@ def rank_offers_many(
     (``nbo.two_stage.candidates``, one LightGBM call), then each customer's arbitration
     and explanations."""
     catalog = catalog or default_catalog()
-    prepared = [_prepare(model, request, now_s, window) for request in requests]
+    prepared = _prepare_many(model, requests, now_s, window)
     ranked = _Stacked.empty()
     if model.ranker is not None:
         chosen = [n for n, p in enumerate(prepared) if p.personalized]
@@ -388,24 +388,46 @@ class _Stacked:
         )
 
 
-def _prepare(
-    model: ServingModel, request: OfferRequest, now_s: int, window: SuppressionWindow
-) -> _Prepared:
-    history = customer_history(model, request.customer_id, request.recent)
-    just_bought = _suppressed(model, history, now_s, window)
-    rested = _fatigued(model, request.fatigued, just_bought)
-    suppressed = np.concatenate([just_bought, rested]) if len(rested) else just_bought
-    known = np.asarray(history.confidence) > 0
-    return _Prepared(
-        request,
-        history,
-        known,
-        just_bought,
-        suppressed,
-        {RULE_JUST_BOUGHT: len(just_bought), RULE_FATIGUE: len(rested)},
-        request.personalize and bool(known.any()),
-        max(MIN_CANDIDATES, 2 * request.k),
+def _prepare_many(
+    model: ServingModel, requests: Sequence[OfferRequest], now_s: int, window: SuppressionWindow
+) -> list[_Prepared]:
+    """Each request's history and what the rules hold back: what was just bought (one
+    pass over all the histories) and what the customer is tired of."""
+    histories = [customer_history(model, r.customer_id, r.recent) for r in requests]
+    lengths = np.fromiter((len(h.items) for h in histories), dtype=np.int64, count=len(histories))
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    items = _joined([h.items for h in histories], np.int32)
+    suppressed = _suppressed(
+        model, items, _joined([h.last_purchase for h in histories], np.int64), now_s, window
     )
+    known = _joined([h.confidence for h in histories], np.float32) > 0
+    # Per request, where its just-bought items lie among all of them.
+    owner = np.repeat(np.arange(len(histories)), lengths)
+    per_request = np.bincount(owner[suppressed], minlength=len(histories))
+    cut = np.concatenate([[0], np.cumsum(per_request)])
+    just_bought_all = items[suppressed]
+    prepared = []
+    for n, (request, history) in enumerate(zip(requests, histories, strict=True)):
+        just_bought = just_bought_all[cut[n] : cut[n + 1]]
+        rested = _fatigued(model, request.fatigued, just_bought)
+        mine = known[starts[n] : starts[n + 1]]
+        prepared.append(
+            _Prepared(
+                request,
+                history,
+                mine,
+                just_bought,
+                np.concatenate([just_bought, rested]) if len(rested) else just_bought,
+                {RULE_JUST_BOUGHT: len(just_bought), RULE_FATIGUE: len(rested)},
+                request.personalize and bool(mine.any()),
+                max(MIN_CANDIDATES, 2 * request.k),
+            )
+        )
+    return prepared
+
+
+def _joined(parts: Sequence[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
 
 
 def _finish_many(
@@ -669,17 +691,22 @@ def _cf_candidates(
 
 
 def _suppressed(
-    model: ServingModel, history: CustomerHistory, now_s: int, window: SuppressionWindow
+    model: ServingModel,
+    items: np.ndarray,
+    last_purchase: np.ndarray,
+    now_s: int,
+    window: SuppressionWindow,
 ) -> np.ndarray:
-    """Items bought too recently to offer: within the item's learned repurchase cycle
-    (capped at the window) when the model has cycles, else within the window."""
+    """Which purchased ``items`` (with their last purchase) were bought too recently to
+    offer: within the item's learned repurchase cycle (capped at the window) when the
+    model has cycles, else within the window."""
     per_item = model.suppression_days(window.days)
     if per_item is not None:
-        return suppressed_items(history.items, history.last_purchase, now_s, per_item)
+        return suppressed_mask(items, last_purchase, now_s, per_item)
     earliest = window.earliest_suppressed(now_s)
     if earliest is None:
-        return np.empty(0, dtype=np.int32)
-    return np.asarray(history.items[history.last_purchase >= earliest], dtype=np.int32)
+        return np.zeros(len(items), dtype=bool)
+    return np.asarray(last_purchase >= earliest)
 
 
 def _fatigued(model: ServingModel, fatigued: Collection[str], taken: np.ndarray) -> np.ndarray:
