@@ -367,7 +367,9 @@ def _print_batch(result: BatchResult) -> float:
     )
     parts: list[list[object] | None] = [[label, f"{share:.0%}"] for label, share in result.parts]
     rest = 1.0 - sum(share for _, share in result.parts)
-    parts.append(["the rest (rows and Offer objects, candidate lists, bookkeeping)", f"{rest:.0%}"])
+    parts.append(
+        ["the rest (per-customer steps of a decision, stacking, bookkeeping)", f"{rest:.0%}"]
+    )
     print(table(["part", "share"], parts))
     return ratio
 
