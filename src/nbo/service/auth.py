@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request, Security
-from fastapi.routing import APIRoute
+from fastapi.dependencies.models import Dependant
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from nbo.apikeys import KeyRing, Role
@@ -105,8 +105,9 @@ def _make_check(needed: Role) -> Check:
         else:
             log.info("request without an API key refused: %s %s", request.method, _route(request))
             raise Unauthorized(
-                "Authorization",
                 "no API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                "Authorization",
+                "missing",
             )
         entry = ring.authenticate(key)
         if entry is None:
@@ -120,7 +121,7 @@ def _make_check(needed: Role) -> Check:
                     request.method,
                     _route(request),
                 )
-            raise Unauthorized(field, "API key not recognised")
+            raise Unauthorized("API key not recognised", field, "not a configured key")
         if not entry.role.allows(needed):
             log.warning(
                 "API key %s (role %s) refused: %s %s needs role %s",
@@ -131,9 +132,10 @@ def _make_check(needed: Role) -> Check:
                 needed.value,
             )
             raise Forbidden(
-                field,
                 f"this route needs a key with role '{needed.value}' or higher; "
                 f"this key has role '{entry.role.value}'",
+                field,
+                f"role '{entry.role.value}' is below '{needed.value}'",
             )
         # For request logs: the public id of the key that made the call.
         request.state.api_key_id = entry.id
@@ -151,7 +153,15 @@ def requires(role: Role) -> Any:
     return Depends(_CHECKS[role])
 
 
-def role_of(route: APIRoute) -> Role | None:
+class _Routed(Protocol):
+    """An ``APIRoute``, or a route as FastAPI serves it after ``include_router``
+    (``fastapi.routing.iter_route_contexts``): anything with the dependencies it solves."""
+
+    @property
+    def dependant(self) -> Dependant: ...
+
+
+def role_of(route: _Routed) -> Role | None:
     """The role a route needs (the highest, if it lists several), None when open."""
     roles = [_ROLE_OF[d.call] for d in route.dependant.dependencies if d.call in _ROLE_OF]
     return max(roles, key=lambda role: role.rank) if roles else None

@@ -36,21 +36,22 @@ class NotReady(Exception):
 
 
 class Unauthorized(Exception):
-    """No API key, or one nbo does not recognise: 401 with a Bearer challenge."""
+    """No API key, or one nbo does not recognise: 401 with a Bearer challenge.
+    ``field`` is the header the key came in (or should have)."""
 
-    def __init__(self, field: str, problem: str) -> None:
+    def __init__(self, message: str, field: str, problem: str) -> None:
         self.field = field
         self.problem = problem
-        super().__init__(problem)
+        super().__init__(message)
 
 
 class Forbidden(Exception):
     """A recognised key whose role does not allow the route: 403."""
 
-    def __init__(self, field: str, problem: str) -> None:
+    def __init__(self, message: str, field: str, problem: str) -> None:
         self.field = field
         self.problem = problem
-        super().__init__(problem)
+        super().__init__(message)
 
 
 def _body(
