@@ -18,13 +18,17 @@ from fastapi import APIRouter, Body, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from nbo.apikeys import Role
+from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CustomerId, StoreDep
 from nbo.service.schemas import Channel
 from nbo.store import DEFAULT_CONSENT, Consent
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/customers", tags=["customers"])
+# Roles per route: consent is written with a write key and read with a read key; erasure
+# needs admin.
+router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=AUTH_RESPONSES)
 CHANNELS = tuple(channel.value for channel in Channel)
 
 
@@ -65,7 +69,11 @@ class ErasureReceiptOut(BaseModel):
     )
 
 
-@router.put("/{customer_id}/consent", response_model=ConsentOut)
+@router.put(
+    "/{customer_id}/consent",
+    response_model=ConsentOut,
+    dependencies=[requires(Role.write)],
+)
 def put_consent(
     customer_id: CustomerId,
     store: StoreDep,
@@ -99,7 +107,11 @@ def put_consent(
     return _consent_out(customer_id, consent, stored=True)
 
 
-@router.get("/{customer_id}/consent", response_model=ConsentOut)
+@router.get(
+    "/{customer_id}/consent",
+    response_model=ConsentOut,
+    dependencies=[requires(Role.read)],
+)
 def get_consent(customer_id: CustomerId, store: StoreDep) -> ConsentOut:
     """The customer's consent; the defaults (consent to everything) when none is stored."""
     consent = store.consent_of(customer_id)
@@ -108,7 +120,11 @@ def get_consent(customer_id: CustomerId, store: StoreDep) -> ConsentOut:
     return _consent_out(customer_id, consent, stored=True)
 
 
-@router.delete("/{customer_id}", response_model=ErasureReceiptOut)
+@router.delete(
+    "/{customer_id}",
+    response_model=ErasureReceiptOut,
+    dependencies=[requires(Role.admin)],
+)
 def erase_customer(customer_id: CustomerId, store: StoreDep, request: Request) -> ErasureReceiptOut:
     """Erase the customer: their events, purchase lines and consent record in the store,
     and their row in the served model. Afterwards the customer is unknown, and the next

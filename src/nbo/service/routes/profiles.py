@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from nbo.apikeys import Role
 from nbo.decision import CustomerState, profile_for
+from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CustomerId, ModelDep, SettingsDep, StoreDep
 from nbo.service.profiles import profile_out
 from nbo.service.schemas import CustomerProfileOut
 from nbo.store import DEFAULT_CONSENT
 
-router = APIRouter(prefix="/v1/customers", tags=["customers"])
+router = APIRouter(
+    prefix="/v1/customers",
+    tags=["customers"],
+    dependencies=[requires(Role.read)],
+    responses=AUTH_RESPONSES,
+)
 
 
 @router.get("/{customer_id}", response_model=CustomerProfileOut)
