@@ -1,0 +1,218 @@
+"""Offers under load on loopback: what access control, metrics and access logs cost.
+
+Two real servers (``python -m nbo.cli serve``: uvicorn, one worker) run side by side on
+127.0.0.1 with the same model, clock and catalogue, each with its own store:
+
+- **hardened**: API keys required (the calls carry a read key), ``/metrics`` collecting,
+  one JSON access-log line per request;
+- **bare**: no keys, metrics and access logs off.
+
+Concurrent clients (httpx, one keep-alive connection each) call
+``GET /v1/customers/{id}/offers`` for known customers. The servers take turns in rounds,
+so both see the same conditions; each round is bounded in calls. Throughput is calls
+over the wall time of a server's rounds; latency percentiles are over all its calls.
+Every answer must be a 200 naming a model version: a failure is counted and reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from nbo.apikeys import Role, create_key
+
+READY_SECONDS = 60
+STOP_SECONDS = 10
+REQUEST_SECONDS = 30
+# At most 10% lower throughput with everything on.
+TARGET_RATIO = 0.90
+
+
+@dataclass
+class Load:
+    """One server's calls: wall time, latencies (s) and what went wrong."""
+
+    calls: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    versions: set[str] = field(default_factory=set)
+
+    @property
+    def per_second(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) * 1000 if self.latencies else 0.0
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    hardened: Load
+    bare: Load
+    clients: int
+    rounds: int
+
+    @property
+    def ratio(self) -> float:
+        """Hardened throughput over bare throughput (1.0 = no cost)."""
+        return self.hardened.per_second / self.bare.per_second if self.bare.per_second else 0.0
+
+
+@dataclass(frozen=True)
+class Server:
+    process: subprocess.Popen[bytes]
+    base: str
+    log: Path
+    headers: dict[str, str]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def _server(
+    models_dir: Path, folder: Path, settings: dict[str, str], headers: dict[str, str]
+) -> Iterator[Server]:
+    folder.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "NBO_STORE_URL": f"sqlite:///{folder / 'store.db'}",
+        "NBO_LOG_LEVEL": "info",
+        **settings,
+    }
+    log = folder / "server.log"
+    command = [sys.executable, "-m", "nbo.cli", "serve", "--models-dir", str(models_dir)]
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=folder,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", log, headers)
+    try:
+        deadline = time.monotonic() + READY_SECONDS
+        while True:
+            try:
+                if httpx.get(f"{server.base}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"server did not become ready\n{tail}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=STOP_SECONDS)
+
+
+def _round(server: Server, customers: Sequence[str], clients: int, load: Load) -> None:
+    """``len(customers)`` offers calls from ``clients`` concurrent clients."""
+    lock = threading.Lock()
+    next_call = iter(range(len(customers)))
+
+    def client() -> None:
+        with httpx.Client(base_url=server.base, headers=server.headers, timeout=REQUEST_SECONDS) as http:
+            while True:
+                with lock:
+                    n = next(next_call, None)
+                if n is None:
+                    return
+                started = time.perf_counter()
+                try:
+                    answer = http.get(f"/v1/customers/{customers[n]}/offers", params={"k": 10})
+                    problem = None if answer.status_code == 200 else f"HTTP {answer.status_code}"
+                    version = answer.json().get("model_version") if problem is None else None
+                    if problem is None and not version:
+                        problem = "answer names no model version"
+                except httpx.HTTPError as exc:
+                    problem, version = f"{type(exc).__name__}", None
+                elapsed = time.perf_counter() - started
+                with lock:
+                    load.calls += 1
+                    load.latencies.append(elapsed)
+                    if problem is not None:
+                        load.failures.append(f"{customers[n]}: {problem}")
+                    elif version:
+                        load.versions.add(version)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    load.seconds += time.perf_counter() - started
+
+
+def run_load(
+    models_dir: Path,
+    work_dir: Path,
+    customers: Sequence[str],
+    settings: dict[str, str],
+    rounds: int = 6,
+    calls_per_round: int = 500,
+    clients: int = 4,
+    warmup: int = 100,
+) -> LoadResult:
+    """The load test: both servers, ``rounds`` turns each of ``calls_per_round`` calls.
+    ``settings``: what both servers share (clock, catalogue...)."""
+    read_key, read_entry = create_key(Role.read)
+    hardened_settings = {
+        **settings,
+        "NBO_API_KEYS": json.dumps([read_entry.model_dump()]),
+        "NBO_METRICS": "true",
+        "NBO_ACCESS_LOG": "true",
+        "NBO_LOG_FORMAT": "json",
+    }
+    bare_settings = {
+        **settings,
+        "NBO_API_KEYS": "[]",
+        "NBO_METRICS": "false",
+        "NBO_ACCESS_LOG": "false",
+    }
+    hardened, bare = Load(), Load()
+    rng = np.random.default_rng(0)
+    with (
+        _server(
+            models_dir,
+            work_dir / "hardened",
+            hardened_settings,
+            {"Authorization": f"Bearer {read_key}"},
+        ) as on,
+        _server(models_dir, work_dir / "bare", bare_settings, {}) as off,
+    ):
+        for server in (on, off):
+            _round(server, list(rng.choice(customers, warmup)), clients, Load())
+        for n in range(rounds):
+            chosen = list(rng.choice(customers, calls_per_round))
+            # Alternate who goes first, so neither always follows the other.
+            order = ((on, hardened), (off, bare)) if n % 2 == 0 else ((off, bare), (on, hardened))
+            for server, load in order:
+                _round(server, chosen, clients, load)
+    return LoadResult(hardened, bare, clients, rounds)
