@@ -1,5 +1,7 @@
 # The nbo service. Build: docker build -t nbo .
-# Run:   docker run -p 8000:8000 -v "$PWD/models:/models:ro" -v nbo-data:/data nbo
+# Run:   docker run -p 8000:8000 -v "$PWD/models:/models:ro" -v nbo-data:/data \
+#          -e NBO_API_KEYS='[...]' nbo
+# (it listens on 0.0.0.0, so it refuses to start without API keys: `nbo keys create`).
 # (train first with `nbo train ... --models-dir models`, or mount a models folder).
 FROM python:3.11-slim
 

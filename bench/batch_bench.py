@@ -5,8 +5,9 @@ over every customer of the model, in chunks of the batch's size (the rows built 
 timing), one BLAS thread, implicit's own threads as it likes (all cores). Batch:
 ``nbo.batch``'s ``write_batch`` for the same customers to a Parquet file, every rule on
 (suppression, eligibility under the catalogue, consent, the contact policy; an empty
-event store), the two-stage ranker when the model has one: with one worker process
-per core (what ``nbo batch`` does; start-up included), and in one process. Then the
+event store), the two-stage ranker when the model has one: with the worker processes
+``nbo batch`` starts by default (one per core, at most one per 15,000 customers;
+start-up included), and in one process. Then the
 first 10,000 customers once more under cProfile, to say where the time goes (the
 profiler slows Python-heavy parts more than numpy and LightGBM, so the shares are
 indicative).
@@ -15,7 +16,6 @@ indicative).
 from __future__ import annotations
 
 import cProfile
-import os
 import pstats
 import tempfile
 import time
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from nbo.batch import RunSpec, Selection, open_run, write_batch
+from nbo.batch import RunSpec, Selection, default_workers, open_run, write_batch
 from nbo.config import Settings
 from nbo.model import ServingModel
 
@@ -67,7 +67,7 @@ def bench_batch(
 ) -> BatchResult:
     ids = [str(c) for c in model.customers.ids]
     floor_per_s = _floor(model, k)
-    workers = os.cpu_count() or 1
+    workers = default_workers(len(ids))
     with tempfile.TemporaryDirectory(prefix="nbo-bench-batch-") as tmp:
         settings = Settings(
             models_dir=models_dir,

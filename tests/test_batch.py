@@ -3,6 +3,7 @@ applied, written whole or not at all."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,3 +193,13 @@ def test_worker_processes_write_the_same_file_as_one_process(
     assert first == second and first.customers == len(ids) == 60
     assert done == list(range(10, 61, 10))  # in order, one call per chunk
     assert pd.read_parquet(one).equals(pd.read_parquet(two))
+
+
+def test_small_batches_run_in_one_process_large_ones_on_every_cpu() -> None:
+    from nbo.batch import CUSTOMERS_PER_WORKER, default_workers
+
+    cpus = os.cpu_count() or 1
+    assert default_workers(0) == 1
+    assert default_workers(CUSTOMERS_PER_WORKER - 1) == 1
+    assert default_workers(2 * CUSTOMERS_PER_WORKER) == min(2, cpus)
+    assert default_workers(1000 * CUSTOMERS_PER_WORKER) == cpus

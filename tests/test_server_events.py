@@ -32,7 +32,7 @@ from nbo.store import SQLiteStore
 
 CLOCK = "2026-06-30T12:00:00Z"
 TODAY = "2026-06-30T11:00:00Z"  # after the planted data ends, inside the window
-READY_SECONDS = 30
+READY_SECONDS = 60
 STOP_SECONDS = 10
 REQUEST_SECONDS = 10
 
@@ -78,14 +78,18 @@ class Server:
 
 
 @contextmanager
-def running_server(models_dir: Path, store: Path, log: Path) -> Iterator[Server]:
-    """``nbo serve`` on a free loopback port, ready; killed on the way out if still up."""
+def running_server(
+    models_dir: Path, store: Path, log: Path, settings: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """``nbo serve`` on a free loopback port, ready; killed on the way out if still up.
+    ``settings``: more ``NBO_*`` variables for the server."""
     port = _free_port()
     env = {
         **os.environ,
         "NBO_CLOCK": CLOCK,
         "NBO_LOG_LEVEL": "warning",
         "NBO_STORE_URL": f"sqlite:///{store}",
+        **(settings or {}),
     }
     command = [sys.executable, "-m", "nbo.cli", "serve", "--models-dir", str(models_dir)]
     with log.open("ab") as sink:

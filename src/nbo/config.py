@@ -5,6 +5,7 @@ A bad value refuses the deploy at start with a message naming the setting.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
+from nbo.apikeys import ApiKeyEntry, check_unique_ids
 from nbo.errors import ConfigError
 from nbo.policies import FatigueRule, FrequencyCap
 from nbo.suppression import SuppressionWindow
@@ -59,6 +62,15 @@ class Settings(BaseSettings):
     require_model: bool = Field(
         True, description="refuse to start without a loadable model (else start unready)"
     )
+    api_keys: list[ApiKeyEntry] = Field(
+        default_factory=list,
+        repr=False,
+        description='JSON list of {"id", "role": read|write|admin, "sha256"} (see nbo keys '
+        "create); empty = no access control, and then loopback only",
+    )
+    allow_unauthenticated: bool = Field(
+        False, description="serve a non-loopback NBO_HOST without API keys (warns at start)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
@@ -73,6 +85,11 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         # NBO_CATALOG= (empty) in a deploy file means "no catalogue", not the working folder.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _unique_key_ids(cls, value: list[ApiKeyEntry]) -> list[ApiKeyEntry]:
+        return check_unique_ids(value)
 
     @field_validator("clock")
     @classmethod
@@ -95,9 +112,17 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
+        # The setting is the first part of the location; the rest says where inside a
+        # JSON value (NBO_API_KEYS: 0.role: ...).
         first = exc.errors()[0]
-        name = "NBO_" + "_".join(str(p) for p in first["loc"]).upper()
-        raise ConfigError(f"setting {name}: {first['msg']}") from None
+        field, *inside = (str(p) for p in first["loc"])
+        where = f"{'.'.join(inside)}: " if inside else ""
+        raise ConfigError(f"setting NBO_{field.upper()}: {where}{first['msg']}") from None
+    except SettingsError as exc:
+        # A JSON setting that is not JSON: pydantic-settings names the field in its message.
+        named = re.search(r'field "(\w+)"', str(exc))
+        name = f"NBO_{named.group(1).upper()}" if named else "NBO_*"
+        raise ConfigError(f"setting {name}: not valid JSON") from None
 
 
 @lru_cache

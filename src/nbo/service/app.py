@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
 
 from nbo import __version__
+from nbo.apikeys import KeyRing
 from nbo.catalog import CatalogHolder
 from nbo.config import Settings, get_settings
 from nbo.errors import ArtifactError
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # No keys: every route open (nbo serve then listens on loopback only).
+    app.state.keys = KeyRing(settings.api_keys)
     # Like the catalogue: a bad experiments file refuses the start as one line.
     configured = (
         NO_EXPERIMENTS if settings.experiments is None else load_experiments(settings.experiments)

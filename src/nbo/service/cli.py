@@ -1,4 +1,4 @@
-"""``nbo serve``: check the model, then run uvicorn on the app factory."""
+"""``nbo serve``: check where it may listen and the model, then run uvicorn on the app."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from nbo.apikeys import check_bind
 from nbo.config import load_settings
 
 
@@ -18,7 +19,9 @@ def register(commands: Any) -> None:
         "NBO_* environment variables; these flags override them.",
     )
     parser.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
-    parser.add_argument("--host", default=None, help="NBO_HOST (127.0.0.1)")
+    parser.add_argument(
+        "--host", default=None, help="NBO_HOST (127.0.0.1); other than loopback needs API keys"
+    )
     parser.add_argument("--port", type=int, default=None, help="NBO_PORT (8000)")
     parser.set_defaults(handler=run)
 
@@ -34,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # Secure by default: without API keys, loopback only. Checked first: it costs nothing.
+    bind = check_bind(settings.host, settings.api_keys, settings.allow_unauthenticated)
+    logging.getLogger("nbo.service").log(bind.level, bind.message)
     # One BLAS thread for the whole process, before any model object exists.
     with threadpool_limits(limits=1, user_api="blas"):
         if settings.require_model:

@@ -35,9 +35,34 @@ class NotReady(Exception):
     """No model is loaded yet."""
 
 
-def _body(status: int, error: str, message: str, details: list[ErrorDetail]) -> JSONResponse:
+class Unauthorized(Exception):
+    """No API key, or one nbo does not recognise: 401 with a Bearer challenge.
+    ``field`` is the header the key came in (or should have)."""
+
+    def __init__(self, message: str, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(message)
+
+
+class Forbidden(Exception):
+    """A recognised key whose role does not allow the route: 403."""
+
+    def __init__(self, message: str, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(message)
+
+
+def _body(
+    status: int,
+    error: str,
+    message: str,
+    details: list[ErrorDetail],
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     payload = ErrorResponse(error=error, message=message, details=details)
-    return JSONResponse(status_code=status, content=payload.model_dump())
+    return JSONResponse(status_code=status, content=payload.model_dump(), headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -66,6 +91,18 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotReady)
     async def _not_ready(_request: Request, exc: NotReady) -> JSONResponse:
         return _body(503, "not_ready", str(exc) or "no model loaded yet", [])
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(_request: Request, exc: Unauthorized) -> JSONResponse:
+        detail = ErrorDetail(field=exc.field, problem=exc.problem)
+        # The challenge tells a client which scheme to answer with (RFC 9110, 11.6.1).
+        headers = {"WWW-Authenticate": "Bearer"}
+        return _body(401, "unauthorized", str(exc), [detail], headers)
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
+        detail = ErrorDetail(field=exc.field, problem=exc.problem)
+        return _body(403, "forbidden", str(exc), [detail])
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

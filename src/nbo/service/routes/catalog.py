@@ -6,7 +6,9 @@ from datetime import datetime
 
 from fastapi import APIRouter
 
+from nbo.apikeys import Role
 from nbo.catalog import KIND_INCENTIVE, CatalogOffer
+from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CatalogHolderDep, SettingsDep
 from nbo.service.schemas import (
     CatalogItemOut,
@@ -15,7 +17,12 @@ from nbo.service.schemas import (
     CatalogResponse,
 )
 
-router = APIRouter(prefix="/v1", tags=["catalog"])
+router = APIRouter(
+    prefix="/v1",
+    tags=["catalog"],
+    dependencies=[requires(Role.read)],
+    responses=AUTH_RESPONSES,
+)
 
 
 @router.get("/catalog", response_model=CatalogResponse)

@@ -19,7 +19,9 @@ from fastapi import APIRouter, Body, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from nbo.apikeys import Role
 from nbo.batch_outputs import erase_from_outputs
+from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.customer_data import (
     CHANNELS,
     BatchFileUntouchedOut,
@@ -33,7 +35,9 @@ from nbo.service.deps import CustomerId, MaybeServingModelsDep, SettingsDep, Sto
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/customers", tags=["customers"])
+# Roles per route: consent is written with a write key and read with a read key; the data
+# export and erasure need admin (each hands out or removes a whole record at once).
+router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=AUTH_RESPONSES)
 
 
 class ConsentIn(BaseModel):
@@ -78,7 +82,11 @@ class ErasureReceiptOut(BaseModel):
     )
 
 
-@router.put("/{customer_id}/consent", response_model=ConsentOut)
+@router.put(
+    "/{customer_id}/consent",
+    response_model=ConsentOut,
+    dependencies=[requires(Role.write)],
+)
 def put_consent(
     customer_id: CustomerId,
     store: StoreDep,
@@ -112,13 +120,21 @@ def put_consent(
     return consent_out(customer_id, consent)
 
 
-@router.get("/{customer_id}/consent", response_model=ConsentOut)
+@router.get(
+    "/{customer_id}/consent",
+    response_model=ConsentOut,
+    dependencies=[requires(Role.read)],
+)
 def get_consent(customer_id: CustomerId, store: StoreDep) -> ConsentOut:
     """The customer's consent; the defaults (consent to everything) when none is stored."""
     return consent_out(customer_id, store.consent_of(customer_id))
 
 
-@router.get("/{customer_id}/data", response_model=CustomerDataOut)
+@router.get(
+    "/{customer_id}/data",
+    response_model=CustomerDataOut,
+    dependencies=[requires(Role.admin)],
+)
 def export_data(
     customer_id: CustomerId,
     store: StoreDep,
@@ -146,7 +162,11 @@ def export_data(
     return export
 
 
-@router.delete("/{customer_id}", response_model=ErasureReceiptOut)
+@router.delete(
+    "/{customer_id}",
+    response_model=ErasureReceiptOut,
+    dependencies=[requires(Role.admin)],
+)
 def erase_customer(customer_id: CustomerId, store: StoreDep, request: Request) -> ErasureReceiptOut:
     """Erase the customer: their events, purchase lines and consent record in the store,
     their row in the served model, and their rows in the campaign files nbo manages (a

@@ -8,11 +8,18 @@ from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from nbo.apikeys import Role
 from nbo.events import MAX_BATCH, Rejection, parse_events
+from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import StoreDep
 from nbo.service.errors import BadRequest
 
-router = APIRouter(prefix="/v1", tags=["events"])
+router = APIRouter(
+    prefix="/v1",
+    tags=["events"],
+    dependencies=[requires(Role.write)],
+    responses=AUTH_RESPONSES,
+)
 
 EXAMPLE = {
     "event_id": "e1",

@@ -9,13 +9,20 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from nbo.apikeys import Role
 from nbo.experiments.config import Experiments
 from nbo.experiments.outcomes import report_for
 from nbo.experiments.stats import report_html
+from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import SettingsDep, StoreDep
 from nbo.service.errors import NotFound
 
-router = APIRouter(prefix="/v1/experiments", tags=["experiments"])
+router = APIRouter(
+    prefix="/v1/experiments",
+    tags=["experiments"],
+    dependencies=[requires(Role.read)],
+    responses=AUTH_RESPONSES,
+)
 
 
 def _experiments(request: Request) -> Experiments:

@@ -7,11 +7,18 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Path, Query
 
+from nbo.apikeys import Role
+from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ModelDep
 from nbo.service.errors import NotFound
 from nbo.service.schemas import SimilarItemOut, SimilarItemsResponse
 
-router = APIRouter(prefix="/v1/items", tags=["items"])
+router = APIRouter(
+    prefix="/v1/items",
+    tags=["items"],
+    dependencies=[requires(Role.read)],
+    responses=AUTH_RESPONSES,
+)
 
 
 @router.get("/{item_id}/similar", response_model=SimilarItemsResponse)

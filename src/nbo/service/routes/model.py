@@ -6,10 +6,17 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
+from nbo.apikeys import Role
+from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ModelDep
 from nbo.service.schemas import ModelSummary
 
-router = APIRouter(prefix="/v1", tags=["model"])
+router = APIRouter(
+    prefix="/v1",
+    tags=["model"],
+    dependencies=[requires(Role.read)],
+    responses=AUTH_RESPONSES,
+)
 
 
 @router.get("/model", response_model=ModelSummary)

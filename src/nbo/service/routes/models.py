@@ -6,11 +6,18 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from nbo.apikeys import Role
 from nbo.artifacts import list_versions
 from nbo.registry import aliases_with_current
+from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ServingModelsDep, SettingsDep
 
-router = APIRouter(prefix="/v1", tags=["model"])
+router = APIRouter(
+    prefix="/v1",
+    tags=["model"],
+    dependencies=[requires(Role.read)],
+    responses=AUTH_RESPONSES,
+)
 
 
 @router.get("/models")

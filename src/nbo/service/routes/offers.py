@@ -9,12 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
+from nbo.apikeys import Role
 from nbo.arbitration import Components
 from nbo.decision import contact_policy, customer_state, decide
 from nbo.events import ImpressionEvent
 from nbo.experiments.serving import Assignment
 from nbo.model import ServingModel
 from nbo.ranking import PROFILE_NONE, Offer, Ranking
+from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CatalogDep, CustomerId, ServingModelsDep, SettingsDep, StoreDep
 from nbo.service.profiles import best_send_time_out
 from nbo.service.schemas import (
@@ -25,7 +27,12 @@ from nbo.service.schemas import (
     ReasonOut,
 )
 
-router = APIRouter(prefix="/v1/customers", tags=["offers"])
+router = APIRouter(
+    prefix="/v1/customers",
+    tags=["offers"],
+    dependencies=[requires(Role.read)],
+    responses=AUTH_RESPONSES,
+)
 
 
 @router.get("/{customer_id}/offers", response_model=OffersResponse)

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from nbo.apikeys import Role
+from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CustomerId, ModelDep, SettingsDep, StoreDep
 from nbo.service.profiles import current_profile
 from nbo.service.schemas import CustomerProfileOut
 
-router = APIRouter(prefix="/v1/customers", tags=["customers"])
+router = APIRouter(
+    prefix="/v1/customers",
+    tags=["customers"],
+    dependencies=[requires(Role.read)],
+    responses=AUTH_RESPONSES,
+)
 
 
 @router.get("/{customer_id}", response_model=CustomerProfileOut)
