@@ -2,13 +2,15 @@
 the server answers without a 5xx, and every answer matches the schema the spec declares.
 
 The server is a real ``nbo serve`` on a loopback port (the planted model, a pinned clock,
-its own store and the demo catalogue), so requests go through uvicorn as in production.
+its own store, the demo catalogue and API keys), so requests go through uvicorn and the
+key checks as in production.
 Examples per operation are bounded so the test stays a few seconds long in CI; the seed
 is fixed, so a failure reproduces.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,17 +24,26 @@ from schemathesis.checks import (
 )
 from test_server_events import Server, running_server
 
+from nbo.apikeys import Role, create_key
+
 EXAMPLES_PER_OPERATION = 25
 CATALOG = Path(__file__).resolve().parent.parent / "data" / "catalog.yaml"
+
+
+# The server requires API keys; the fuzzer calls with an admin key, so every operation is
+# reached (the key checks themselves are in tests/test_auth.py).
+ADMIN_KEY, ADMIN_ENTRY = create_key(Role.admin)
 
 
 @pytest.fixture(scope="module")
 def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("fuzz")
-    with running_server(
-        models_dir, folder / "store.db", folder / "server.log", {"NBO_CATALOG": str(CATALOG)}
-    ) as running:
-        yield running
+    settings = {
+        "NBO_CATALOG": str(CATALOG),
+        "NBO_API_KEYS": json.dumps([ADMIN_ENTRY.model_dump()]),
+    }
+    with running_server(models_dir, folder / "store.db", folder / "server.log", settings) as up:
+        yield up
 
 
 def test_no_server_errors_and_every_answer_matches_the_spec(server: Server) -> None:
@@ -58,7 +69,7 @@ def test_no_server_errors_and_every_answer_matches_the_spec(server: Server) -> N
         def fuzz(case: schemathesis.Case) -> None:
             nonlocal calls
             calls += 1
-            case.call_and_validate(checks=checks)
+            case.call_and_validate(checks=checks, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
 
         try:
             fuzz()
