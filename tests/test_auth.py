@@ -45,6 +45,7 @@ ROUTE_ROLES = {
     ("POST", "/v1/events"): Role.write,
     ("PUT", "/v1/customers/{customer_id}/consent"): Role.write,
     ("DELETE", "/v1/customers/{customer_id}"): Role.admin,
+    ("GET", "/v1/customers/{customer_id}/data"): Role.admin,
 }
 
 

@@ -199,6 +199,9 @@ def test_erasure_deletes_the_customer_and_answers_a_receipt(
             "consent_records": 1,
         },
         "model_row_removed": True,
+        # No campaign file written: none to go through (tests/test_privacy_export.py).
+        "batch_files": [],
+        "batch_files_untouched": [],
     }
     store = SQLiteStore(isolated_store)
     assert store.events_of("a00") == [] and store.purchases_of("a00") == []

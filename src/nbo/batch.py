@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
+from nbo.batch_outputs import folder_lock, format_of, remove_customers
 from nbo.catalog import Catalog, CatalogHolder
 from nbo.config import Settings
 from nbo.decision import (
@@ -45,7 +47,7 @@ from nbo.lifecycle import STAGES
 from nbo.model import ServingModel
 from nbo.ranking import OfferTable
 from nbo.send_time import next_send_at
-from nbo.store import Store, open_store
+from nbo.store import BatchOutput, Store, open_store
 
 SUFFIXES = (".parquet", ".csv")
 ALL = "all"
@@ -114,6 +116,9 @@ class BatchSummary:
     skipped_stage: int = 0  # not in the selected stage
     without_offers: dict[str, int] = field(default_factory=dict)  # reason -> customers
     recorded: int = 0  # impressions recorded
+    # Rows of customers erased while the batch ran, taken out before (or right after)
+    # the file was put in place.
+    erased_rows: int = 0
 
 
 def select_customers(spec: str, model: ServingModel, store: Store) -> Selection:
@@ -472,10 +477,16 @@ def write_batch(
     progress: Progress | None = None,
     workers: int = 1,
     spec: RunSpec | None = None,
+    managed: bool = True,
 ) -> BatchSummary:
     """Decide every selected customer and write the rows to ``out`` (.parquet or .csv),
     through a temporary file renamed at the end; with ``run.delivery`` the impressions are
     recorded once the file is complete, before the rename.
+
+    ``managed`` (the default): the finished file is registered in the store, so a later
+    erasure takes the customer out of it (``nbo.batch_outputs``); unmanaged, it is the
+    user's alone (and a registration of the same path is dropped). Either way, customers
+    erased while the batch ran are taken out of the file.
 
     With ``workers`` > 1 (and the ``spec`` that opened ``run``), chunks are decided by
     that many worker processes, each with its own run, and written in order: the same
@@ -484,6 +495,7 @@ def write_batch(
     """
     check_output(out)
     summary = BatchSummary()
+    erased_before = set(run.store.erased_ids())
     temporary = out.with_name(f".{out.name}.{os.getpid()}.partial")
     writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
     ids = list(selection.customer_ids)
@@ -521,9 +533,21 @@ def write_batch(
                 progress(done)
         writer.close()
         writer = None
+        fmt = format_of(out)
+        # Erased while the batch ran: out before anything is recorded or renamed.
+        erased_during = set(run.store.erased_ids()) - erased_before
+        if erased_during:
+            summary.erased_rows += remove_customers(temporary, fmt, erased_during)
         if run.delivery:
             summary.recorded = record_impressions(run, temporary, out.suffix.lower())
-        os.replace(temporary, out)
+        _put_in_place(run, temporary, out, summary.rows - summary.erased_rows, managed)
+        # Erased before the registration: that erasure may not have seen this file.
+        erased_since = set(run.store.erased_ids()) - erased_before - erased_during
+        if erased_since:
+            summary.erased_rows += remove_customers(
+                out, fmt, erased_since, rewritten=_registered_rows(run, out) if managed else None
+            )
+        summary.rows -= summary.erased_rows
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -531,6 +555,32 @@ def write_batch(
             writer.close()
         temporary.unlink(missing_ok=True)
     return summary
+
+
+def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed: bool) -> None:
+    """Rename the finished file over ``out`` and register it (or drop the registration of
+    that path, when unmanaged), under the folder's lock: an erasure rewriting the
+    previous file at ``out`` finishes first, and one that comes later sees this file."""
+    path = managed_path(out)
+    with folder_lock(out.parent) as folder:
+        os.replace(temporary, out)
+        os.fsync(folder)
+        if managed:
+            output = BatchOutput(path, int(time.time()), run.run_id, rows, format_of(out))
+            run.store.register_batch_output(output)
+        else:
+            run.store.unregister_batch_output(path)
+
+
+def managed_path(out: Path) -> str:
+    """The path a campaign file is registered under: absolute, its folder's links
+    resolved but not a link at the file itself (the rename replaces the link)."""
+    return str(out.parent.resolve() / out.name)
+
+
+def _registered_rows(run: BatchRun, out: Path) -> Callable[[int], None]:
+    path = managed_path(out)
+    return lambda kept: run.store.set_batch_output_rows(path, kept)
 
 
 # A worker process's run, opened once by ``_start_worker``.

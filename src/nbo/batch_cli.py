@@ -35,6 +35,12 @@ def register(commands: Any) -> None:
         help="the campaign will be sent: apply the channel's frequency cap and record the "
         "impressions, so caps hold between batch and real-time calls",
     )
+    parser.add_argument(
+        "--unmanaged",
+        action="store_true",
+        help="do not register the file in the store: a later erasure will not take the "
+        "customer out of it (for an export you take responsibility for)",
+    )
     parser.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
     parser.add_argument("--chunk", type=int, default=1000, help="customers per chunk (1000)")
     parser.add_argument(
@@ -107,7 +113,14 @@ def run(args: argparse.Namespace) -> int:
 
                 workers = args.workers or default_workers(total)
                 summary = write_batch(
-                    batch, selection, args.out, args.chunk, advance, workers, spec
+                    batch,
+                    selection,
+                    args.out,
+                    args.chunk,
+                    advance,
+                    workers,
+                    spec,
+                    managed=not args.unmanaged,
                 )
         finally:
             store.close()
@@ -120,7 +133,13 @@ def run(args: argparse.Namespace) -> int:
         + (f"; {summary.skipped_stage:,} not in {selection.stage}" if selection.stage else "")
         + f") in {seconds:.1f} s, {total / max(seconds, 1e-9):,.0f} customers/s; "
         f"model {model.version}, channel {args.channel}, clock {now.isoformat()}"
-        + (f"; {summary.recorded:,} impressions recorded" if args.record else ""),
+        + (f"; {summary.recorded:,} impressions recorded" if args.record else "")
+        + (
+            f"; {summary.erased_rows:,} rows of customers erased during the run left out"
+            if summary.erased_rows
+            else ""
+        )
+        + ("; unmanaged: erasures will not reach this file" if args.unmanaged else ""),
         file=sys.stdout,
     )
     return 0

@@ -19,6 +19,9 @@ Consent and erasure live here too:
   for good: the model row learned before the erasure is never served again, and the
   trainer drops *every* row of an erased id from its input file, since a file cannot be
   trusted to tell old rows from new ones. Erasing again deletes the new events too.
+- **Batch outputs**: the campaign files ``nbo batch`` wrote and still manages are
+  registered here (``batch_outputs``: paths, not rows), so an erasure can find them and
+  take the customer out of them too (``nbo.batch_outputs``).
 """
 
 from __future__ import annotations
@@ -91,6 +94,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE events ADD COLUMN variant TEXT;
     CREATE INDEX events_by_experiment ON events (experiment, type);
     """,
+    # 4: the campaign files ``nbo batch`` wrote and still manages, so an erasure can reach
+    # them (absolute paths; ``rows`` as last written or rewritten).
+    """
+    CREATE TABLE batch_outputs (
+        path       TEXT PRIMARY KEY,
+        written_at INTEGER NOT NULL,
+        run_id     TEXT NOT NULL,
+        rows       INTEGER NOT NULL,
+        format     TEXT NOT NULL
+    );
+    """,
 )
 
 
@@ -121,6 +135,29 @@ class TaggedEvent:
 class ExperimentLog:
     tagged: list[TaggedEvent]
     conversions: list[tuple[str, int, float]]  # customer, when, revenue
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One stored event of a customer, for the data export: the payload as posted
+    (validated) and when the store received it."""
+
+    event_id: str
+    type: str
+    occurred_at: int  # unix seconds
+    received_at: int  # unix seconds
+    payload: dict[str, object]
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """A campaign file ``nbo batch`` wrote and still manages (an erasure rewrites it)."""
+
+    path: str  # absolute
+    written_at: int  # unix seconds
+    run_id: str
+    rows: int
+    format: str  # "parquet" or "csv"
 
 
 @dataclass
@@ -205,6 +242,20 @@ class Store(Protocol):
     def is_erased(self, customer_id: str) -> bool: ...
 
     def erased_ids(self) -> list[str]: ...
+
+    def erased_at(self, customer_id: str) -> int | None: ...
+
+    def events_of(self, customer_id: str) -> list[dict[str, object]]: ...
+
+    def stored_events_of(self, customer_id: str) -> list[StoredEvent]: ...
+
+    def register_batch_output(self, output: BatchOutput) -> None: ...
+
+    def batch_outputs(self) -> list[BatchOutput]: ...
+
+    def set_batch_output_rows(self, path: str, rows: int) -> None: ...
+
+    def unregister_batch_output(self, path: str) -> None: ...
 
     def close(self) -> None: ...
 
@@ -399,6 +450,18 @@ class SQLiteStore:
         )
         return [json.loads(row[0]) for row in rows.fetchall()]
 
+    def stored_events_of(self, customer_id: str) -> list[StoredEvent]:
+        """Every stored event of a customer with the time it was received (the export)."""
+        rows = self._reader().execute(
+            "SELECT event_id, type, occurred_at, received_at, payload FROM events "
+            "WHERE customer_id = ? ORDER BY occurred_at, event_id",
+            (customer_id,),
+        )
+        return [
+            StoredEvent(event_id, kind, occurred, received, json.loads(payload))
+            for event_id, kind, occurred, received, payload in rows.fetchall()
+        ]
+
     def customers_with_purchases(self) -> list[str]:
         """Every customer with a posted purchase, sorted (new customers included)."""
         rows = self._reader().execute(
@@ -546,6 +609,44 @@ class SQLiteStore:
         """Every erased id, sorted."""
         rows = self._reader().execute("SELECT customer_id FROM erased ORDER BY customer_id")
         return [row[0] for row in rows.fetchall()]
+
+    def erased_at(self, customer_id: str) -> int | None:
+        """When the id was last erased (unix seconds); None when it never was."""
+        row = (
+            self._reader()
+            .execute("SELECT erased_at FROM erased WHERE customer_id = ?", (customer_id,))
+            .fetchone()
+        )
+        return None if row is None else int(row[0])
+
+    def register_batch_output(self, output: BatchOutput) -> None:
+        """Record a finished campaign file; a file written again at the same path
+        replaces its record."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO batch_outputs (path, written_at, run_id, rows, format) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
+                "written_at = excluded.written_at, run_id = excluded.run_id, "
+                "rows = excluded.rows, format = excluded.format",
+                (output.path, output.written_at, output.run_id, output.rows, output.format),
+            )
+
+    def batch_outputs(self) -> list[BatchOutput]:
+        """Every managed campaign file, by path."""
+        rows = self._reader().execute(
+            "SELECT path, written_at, run_id, rows, format FROM batch_outputs ORDER BY path"
+        )
+        return [BatchOutput(*row) for row in rows.fetchall()]
+
+    def set_batch_output_rows(self, path: str, rows: int) -> None:
+        """The rows a managed file holds after an erasure rewrote it."""
+        with self._transaction() as db:
+            db.execute("UPDATE batch_outputs SET rows = ? WHERE path = ?", (rows, path))
+
+    def unregister_batch_output(self, path: str) -> None:
+        """Stop managing a file (``nbo batch --unmanaged`` wrote over it)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM batch_outputs WHERE path = ?", (path,))
 
     def contacts_of(self, customer_id: str, since: int) -> ContactHistory:
         """The customer's offer impressions and responses (clicks, conversions) since

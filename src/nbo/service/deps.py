@@ -36,6 +36,13 @@ def get_serving_models(request: Request) -> ServingModels:
     return models
 
 
+def get_serving_models_if_loaded(request: Request) -> ServingModels | None:
+    """The served models, or None before one is loaded: for the routes that answer
+    without a model (the data export)."""
+    models: ServingModels | None = request.app.state.models.serving
+    return models
+
+
 def get_catalog_holder(request: Request) -> CatalogHolder:
     holder: CatalogHolder = request.app.state.catalog
     return holder
@@ -56,6 +63,7 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 ModelDep = Annotated[ServingModel, Depends(get_model)]
 ServingModelsDep = Annotated[ServingModels, Depends(get_serving_models)]
+MaybeServingModelsDep = Annotated[ServingModels | None, Depends(get_serving_models_if_loaded)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 CatalogHolderDep = Annotated[CatalogHolder, Depends(get_catalog_holder)]
 # A customer id in a route's path: one definition for every customer route.

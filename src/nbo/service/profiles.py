@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from nbo.decision import CustomerState, profile_for
 from nbo.lifecycle import CustomerProfile
+from nbo.model import ServingModel
 from nbo.send_time import HOURS_PER_WEEK, next_send_at
 from nbo.service.schemas import BestSendTimeOut, CustomerProfileOut
+from nbo.store import DEFAULT_CONSENT, Store
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
@@ -46,3 +49,17 @@ def profile_out(
         best_send_time=best_send_time_out(profile.best_send_hour, now),
         as_of=now.isoformat(),
     )
+
+
+def current_profile(
+    model: ServingModel, store: Store, customer_id: str, now: datetime
+) -> CustomerProfileOut:
+    """The profile ``GET /v1/customers/{id}`` answers, and the data export shows: one
+    function, so the export holds exactly what the profile route says."""
+    # Consent and posted purchases make the profile; the contact history does not.
+    state = CustomerState(
+        consent=store.consent_of(customer_id) or DEFAULT_CONSENT,
+        posted=store.purchases_of(customer_id),
+    )
+    profile = profile_for(model, customer_id, state, int(now.timestamp()))
+    return profile_out(profile, model.version, model.churn_horizon_days, now)

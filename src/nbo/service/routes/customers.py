@@ -1,9 +1,11 @@
-"""A customer's consent, and erasure of everything the service holds on them.
+"""A customer's consent, the export of their data, and erasure of everything nbo holds.
 
 Consent: a personalization flag and a flag per channel (the channels of ``Channel``).
-Without a stored record a customer consents to everything. Erasure deletes the customer's
-events and consent record from the store, keeps only the id on the erased list, and
-makes the served model forget the customer; the answer is a receipt of what was deleted.
+Without a stored record a customer consents to everything. The export
+(``GET /{id}/data``) shows everything nbo holds on the customer (the right of access).
+Erasure deletes the customer's events and consent record from the store, keeps only the
+id on the erased list, makes the served model forget the customer and takes their rows
+out of the campaign files nbo manages; the answer is a receipt of what was deleted.
 
 Logs name the customer id and counts, never a request body's values.
 """
@@ -11,7 +13,6 @@ Logs name the customer id and counts, never a request body's values.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Request
@@ -19,17 +20,24 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from nbo.apikeys import Role
+from nbo.batch_outputs import erase_from_outputs
 from nbo.service.auth import AUTH_RESPONSES, requires
-from nbo.service.deps import CustomerId, StoreDep
-from nbo.service.schemas import Channel
-from nbo.store import DEFAULT_CONSENT, Consent
+from nbo.service.customer_data import (
+    CHANNELS,
+    BatchFileUntouchedOut,
+    ConsentOut,
+    CustomerDataOut,
+    consent_out,
+    export_customer,
+    iso,
+)
+from nbo.service.deps import CustomerId, MaybeServingModelsDep, SettingsDep, StoreDep
 
 log = logging.getLogger(__name__)
 
-# Roles per route: consent is written with a write key and read with a read key; erasure
-# needs admin.
+# Roles per route: consent is written with a write key and read with a read key; the data
+# export and erasure need admin (each hands out or removes a whole record at once).
 router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=AUTH_RESPONSES)
-CHANNELS = tuple(channel.value for channel in Channel)
 
 
 class ConsentIn(BaseModel):
@@ -45,18 +53,15 @@ class ConsentIn(BaseModel):
     )
 
 
-class ConsentOut(BaseModel):
-    customer_id: str
-    personalization: bool
-    channels: dict[str, bool] = Field(description="every channel, with its consent")
-    stored: bool = Field(description="false: no record, the defaults (consent to everything)")
-    updated_at: str | None = Field(description="when the record was last written")
-
-
 class DeletedCounts(BaseModel):
     events: dict[str, int] = Field(description="deleted events, per type")
     purchase_lines: int
     consent_records: int
+
+
+class BatchFileErasedOut(BaseModel):
+    path: str
+    rows_removed: int
 
 
 class ErasureReceiptOut(BaseModel):
@@ -66,6 +71,14 @@ class ErasureReceiptOut(BaseModel):
     deleted: DeletedCounts
     model_row_removed: bool = Field(
         description="the served model knew the customer and no longer does"
+    )
+    batch_files: list[BatchFileErasedOut] = Field(
+        description="every managed campaign file gone through, with the customer's rows "
+        "removed from it (0: it held none)"
+    )
+    batch_files_untouched: list[BatchFileUntouchedOut] = Field(
+        description="managed campaign files that could not be gone through, and why: "
+        "what is left to clean by hand"
     )
 
 
@@ -104,7 +117,7 @@ def put_consent(
         )
     consent = store.set_consent(customer_id, body.personalization, body.channels)
     log.info("consent of customer %s updated", customer_id)
-    return _consent_out(customer_id, consent, stored=True)
+    return consent_out(customer_id, consent)
 
 
 @router.get(
@@ -114,10 +127,39 @@ def put_consent(
 )
 def get_consent(customer_id: CustomerId, store: StoreDep) -> ConsentOut:
     """The customer's consent; the defaults (consent to everything) when none is stored."""
-    consent = store.consent_of(customer_id)
-    if consent is None:
-        return _consent_out(customer_id, DEFAULT_CONSENT, stored=False)
-    return _consent_out(customer_id, consent, stored=True)
+    return consent_out(customer_id, store.consent_of(customer_id))
+
+
+@router.get(
+    "/{customer_id}/data",
+    response_model=CustomerDataOut,
+    dependencies=[requires(Role.admin)],
+)
+def export_data(
+    customer_id: CustomerId,
+    store: StoreDep,
+    settings: SettingsDep,
+    models: MaybeServingModelsDep,
+) -> CustomerDataOut:
+    """Everything nbo holds on the customer (the right of access that goes with erasure):
+    stored events, consent, the profile computed now, what each served model learned from
+    them, their experiment assignment, and their rows in the campaign files nbo manages.
+
+    An id nbo never saw is not an error: 200 with an empty export (no events, the default
+    consent, a model that does not know them), as every customer route treats an unknown
+    customer. An erased customer nbo holds nothing on since answers ``erased`` and
+    nothing else. Without a loaded model the profile, model and assignment parts are
+    left out. A plain ``def``: it reads the store and the campaign files.
+    """
+    export = export_customer(customer_id, store, models, settings.now())
+    log.info(
+        "data of customer %s exported: %d events, %d campaign files (%d rows)",
+        customer_id,
+        len(export.events),
+        len(export.batch_files),
+        sum(len(file.rows) for file in export.batch_files),
+    )
+    return export
 
 
 @router.delete(
@@ -127,21 +169,30 @@ def get_consent(customer_id: CustomerId, store: StoreDep) -> ConsentOut:
 )
 def erase_customer(customer_id: CustomerId, store: StoreDep, request: Request) -> ErasureReceiptOut:
     """Erase the customer: their events, purchase lines and consent record in the store,
-    and their row in the served model. Afterwards the customer is unknown, and the next
+    their row in the served model, and their rows in the campaign files nbo manages (a
+    file that cannot be rewritten is listed in ``batch_files_untouched``, never a failed
+    erasure). Afterwards the customer is unknown, and the next
     training leaves them out even if the input file still holds them. Erasing again
     answers zeros with ``already_erased``. A plain ``def``: the commit waits on the disk.
     """
     receipt = store.erase(customer_id)
     removed = request.app.state.models.forget(customer_id)
+    # After the store: the id is on the erased list, so a batch finishing now leaves the
+    # customer out of its file itself (``nbo.batch.write_batch``).
+    scrubbed, untouched = erase_from_outputs(store, customer_id)
     log.info(
-        "customer %s erased: %d records deleted, model row removed: %s",
+        "customer %s erased: %d records deleted, model row removed: %s, %d campaign rows "
+        "removed from %d files, %d files untouched",
         customer_id,
         receipt.total,
         removed,
+        sum(file.rows_removed for file in scrubbed),
+        len(scrubbed),
+        len(untouched),
     )
     return ErasureReceiptOut(
         customer_id=customer_id,
-        erased_at=_iso(receipt.erased_at),
+        erased_at=iso(receipt.erased_at),
         already_erased=receipt.already_erased,
         deleted=DeletedCounts(
             events=receipt.events,
@@ -149,18 +200,10 @@ def erase_customer(customer_id: CustomerId, store: StoreDep, request: Request) -
             consent_records=receipt.consent_records,
         ),
         model_row_removed=removed,
+        batch_files=[
+            BatchFileErasedOut(path=file.path, rows_removed=file.rows_removed) for file in scrubbed
+        ],
+        batch_files_untouched=[
+            BatchFileUntouchedOut(path=file.path, reason=file.reason) for file in untouched
+        ],
     )
-
-
-def _consent_out(customer_id: str, consent: Consent, stored: bool) -> ConsentOut:
-    return ConsentOut(
-        customer_id=customer_id,
-        personalization=consent.personalization,
-        channels={channel: consent.allows(channel) for channel in CHANNELS},
-        stored=stored,
-        updated_at=_iso(consent.updated_at) if stored else None,
-    )
-
-
-def _iso(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()

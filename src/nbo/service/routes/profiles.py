@@ -5,12 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from nbo.apikeys import Role
-from nbo.decision import CustomerState, profile_for
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CustomerId, ModelDep, SettingsDep, StoreDep
-from nbo.service.profiles import profile_out
+from nbo.service.profiles import current_profile
 from nbo.service.schemas import CustomerProfileOut
-from nbo.store import DEFAULT_CONSENT
 
 router = APIRouter(
     prefix="/v1/customers",
@@ -33,12 +31,4 @@ async def get_profile(
     Without consent to personalization nothing is derived from their history
     (``profiled`` false).
     """
-    now = settings.now()
-    now_s = int(now.timestamp())
-    # Consent and posted purchases make the profile; the contact history does not.
-    state = CustomerState(
-        consent=store.consent_of(customer_id) or DEFAULT_CONSENT,
-        posted=store.purchases_of(customer_id),
-    )
-    profile = profile_for(model, customer_id, state, now_s)
-    return profile_out(profile, model.version, model.churn_horizon_days, now)
+    return current_profile(model, store, customer_id, settings.now())

@@ -1,0 +1,238 @@
+"""What nbo holds on one customer, as the API shows it: consent, and the data export.
+
+The export (``GET /v1/customers/{id}/data``) is the right of access that goes with
+erasure: every stored event, the consent record, the profile the service computes now,
+what each served model learned from the customer in training, their experiment
+assignment, and their rows in the campaign files nbo manages. Each part is read the way
+the rest of the service reads it (the profile through the profile route's own function,
+the assignment through ``ServingModels.assign``), so the export shows exactly what nbo
+uses, not a second account of it.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from nbo.batch_outputs import CustomerRows, Untouched, rows_in_outputs
+from nbo.experiments.serving import ServingModels
+from nbo.model import ServingModel
+from nbo.service.profiles import current_profile
+from nbo.service.schemas import Channel, CustomerProfileOut
+from nbo.store import DEFAULT_CONSENT, Consent, Store
+
+CHANNELS = tuple(channel.value for channel in Channel)
+
+
+class ConsentOut(BaseModel):
+    customer_id: str
+    personalization: bool
+    channels: dict[str, bool] = Field(description="every channel, with its consent")
+    stored: bool = Field(description="false: no record, the defaults (consent to everything)")
+    updated_at: str | None = Field(description="when the record was last written")
+
+
+class ExportedEventOut(BaseModel):
+    event_id: str
+    type: str = Field(description="purchase, offer_impression, offer_click, offer_conversion")
+    occurred_at: str
+    received_at: str = Field(description="when the store received it")
+    payload: dict[str, Any] = Field(description="the event as stored (as posted, validated)")
+
+
+class TrainedItemOut(BaseModel):
+    item_id: str
+    item_name: str | None = None
+    orders: float | None = Field(description="orders of the item in the training data")
+    last_purchase: str | None = Field(description="the last one in the training data")
+
+
+class ModelDataOut(BaseModel):
+    model_version: str
+    known: bool = Field(
+        description="the model was trained on the customer's purchases and serves them "
+        "(false after an erasure, even before the next training)"
+    )
+    items: list[TrainedItemOut] = Field(
+        description="the customer's purchase history as the model holds it"
+    )
+
+
+class AssignmentOut(BaseModel):
+    model_version: str = Field(description="the model that answers the customer's offers")
+    experiment: str | None = None
+    variant: str | None = None
+    personalized: bool = Field(description="false for a control variant: popular offers")
+
+
+class BatchFileRowsOut(BaseModel):
+    path: str
+    written_at: str
+    run_id: str
+    rows: list[dict[str, Any]] = Field(description="the customer's rows, as in the file")
+
+
+class BatchFileUntouchedOut(BaseModel):
+    path: str
+    reason: str = Field(
+        description="missing, unreadable, not writable, or not written by nbo (no "
+        "customer_id column)"
+    )
+
+
+class CustomerDataOut(BaseModel):
+    """Everything nbo holds on a customer. An id nbo never saw answers an empty export
+    (nothing stored, the defaults that would apply), not a 404."""
+
+    customer_id: str
+    exported_at: str
+    erased: bool = Field(description="the id is on the erased list")
+    erased_at: str | None = Field(None, description="when it was last erased")
+    served_model: str | None = Field(
+        description="the current model's version; null when none is loaded (no profile, "
+        "model or assignment part)"
+    )
+    events: list[ExportedEventOut] = Field(description="every stored event, oldest first")
+    consent: ConsentOut | None = Field(
+        description="the stored record, or the defaults (stored false); null for an erased "
+        "customer nbo holds nothing on"
+    )
+    profile: CustomerProfileOut | None = Field(
+        description="what GET /v1/customers/{id} answers now (the neutral profile without "
+        "consent to personalization)"
+    )
+    models: list[ModelDataOut] = Field(
+        description="per served model (the current one first, then experiment variants)"
+    )
+    assignment: AssignmentOut | None = Field(description="the customer's experiment variant")
+    batch_files: list[BatchFileRowsOut] = Field(
+        description="the managed campaign files that hold the customer, with their rows"
+    )
+    batch_files_unread: list[BatchFileUntouchedOut] = Field(
+        description="managed campaign files that could not be read, and why"
+    )
+
+
+def consent_out(customer_id: str, consent: Consent | None) -> ConsentOut:
+    """The consent as the API shows it: the stored record, or the defaults."""
+    stored = consent is not None
+    consent = consent or DEFAULT_CONSENT
+    return ConsentOut(
+        customer_id=customer_id,
+        personalization=consent.personalization,
+        channels={channel: consent.allows(channel) for channel in CHANNELS},
+        stored=stored,
+        updated_at=iso(consent.updated_at) if stored else None,
+    )
+
+
+def export_customer(
+    customer_id: str, store: Store, models: ServingModels | None, now: datetime
+) -> CustomerDataOut:
+    """The export of one customer at the service clock ``now``.
+
+    An erased customer nbo holds nothing on since (no event, no consent record) gets an
+    export that says erased and nothing else: no profile, model or assignment part, since
+    every one of them would describe an id, not the person. Events posted after an
+    erasure are the returning customer's and are exported like anyone's. The campaign
+    files are read in every case: a file an erasure could not rewrite still holds rows.
+    """
+    erased_at = store.erased_at(customer_id)
+    events = store.stored_events_of(customer_id)
+    consent = store.consent_of(customer_id)
+    found, unread = rows_in_outputs(store, customer_id)
+    holds = erased_at is None or bool(events) or consent is not None
+    export = CustomerDataOut(
+        customer_id=customer_id,
+        exported_at=datetime.now(UTC).isoformat(),
+        erased=erased_at is not None,
+        erased_at=None if erased_at is None else iso(erased_at),
+        served_model=None if models is None else models.current.version,
+        events=[
+            ExportedEventOut(
+                event_id=event.event_id,
+                type=event.type,
+                occurred_at=iso(event.occurred_at),
+                received_at=iso(event.received_at),
+                payload=event.payload,
+            )
+            for event in events
+        ],
+        consent=consent_out(customer_id, consent) if holds else None,
+        profile=None,
+        models=[],
+        assignment=None,
+        batch_files=[_file_rows(rows) for rows in found],
+        batch_files_unread=[_unread(file) for file in unread],
+    )
+    if holds and models is not None:
+        export.profile = current_profile(models.current, store, customer_id, now)
+        export.models = [_model_data(model, customer_id) for model in models.models()]
+        assignment = models.assign(customer_id, consent or DEFAULT_CONSENT, int(now.timestamp()))
+        export.assignment = AssignmentOut(
+            model_version=assignment.model.version,
+            experiment=assignment.experiment,
+            variant=assignment.variant,
+            personalized=assignment.personalize,
+        )
+    return export
+
+
+def _model_data(model: ServingModel, customer_id: str) -> ModelDataOut:
+    """What the model learned from the customer: their history as trained. Nothing once
+    erased: ``forget`` made the row unreachable, and nothing serves it again."""
+    row = model.customers.get(customer_id)
+    if row is None:
+        return ModelDataOut(model_version=model.version, known=False, items=[])
+    items, _confidence, last = model.history_of(row)
+    counts = model.counts_of(row)
+    orders = counts.tolist() if len(counts) == len(items) else [None] * len(items)
+    item_ids = model.items.external(items)
+    return ModelDataOut(
+        model_version=model.version,
+        known=True,
+        items=[
+            TrainedItemOut(
+                item_id=item_id,
+                item_name=model.item_names.get(item_id),
+                orders=count,
+                last_purchase=iso(int(seconds)) if seconds > 0 else None,
+            )
+            for item_id, count, seconds in zip(item_ids, orders, last.tolist(), strict=True)
+        ],
+    )
+
+
+def _file_rows(found: CustomerRows) -> BatchFileRowsOut:
+    return BatchFileRowsOut(
+        path=found.path,
+        written_at=iso(found.written_at),
+        run_id=found.run_id,
+        rows=[
+            {name: _jsonable(value) for name, value in row.items()}
+            for row in found.rows.to_pylist()
+        ],
+    )
+
+
+def _unread(file: Untouched) -> BatchFileUntouchedOut:
+    return BatchFileUntouchedOut(path=file.path, reason=file.reason)
+
+
+def _jsonable(value: object) -> object:
+    """A cell as JSON: NaN and infinities (not JSON) as null, times as ISO text, anything
+    unusual (a file nbo did not write may hold it) as its text."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
