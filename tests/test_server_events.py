@@ -427,3 +427,55 @@ def test_concurrent_posts_store_every_event_exactly_once(models_dir: Path, tmp_p
 
     assert stored_count(store) == DISTINCT
     assert integrity(store) == "ok"
+
+
+# -- d. SIGKILL under concurrent posts, checked through the data export ----------------------
+
+POSTERS = 4
+
+
+def test_concurrent_posts_through_sigkill_are_all_in_the_export_once(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """Four clients post events at once; the server is killed (SIGKILL) mid-stream and
+    started again on the same store. Every event any client got a 2xx for is in its
+    customer's data export (``GET /v1/customers/{id}/data``), and no event is there twice."""
+    store = tmp_path / "events.db"
+    log = tmp_path / "server.log"
+    streams = [
+        [mixed_event(f"p{poster}-{n}", n + 1000 * poster) for n in range(300)]
+        for poster in range(POSTERS)
+    ]
+
+    with running_server(models_dir, store, log) as server:
+        posters = [Poster(server.base, events, answered_before_kill=40) for events in streams]
+        threads = [threading.Thread(target=p.run, daemon=True) for p in posters]
+        for thread in threads:
+            thread.start()
+        for poster in posters:
+            assert poster.enough.wait(timeout=60), "40 answers each took more than 60 s"
+        server.process.kill()
+        assert server.process.wait(timeout=STOP_SECONDS) == -signal.SIGKILL
+        for thread in threads:
+            thread.join(timeout=REQUEST_SECONDS + 5)
+            assert not thread.is_alive(), "a poster did not notice the server was gone"
+
+    answered = {event_id for p in posters for event_id in p.answered}
+    attempted = {event_id for p in posters for event_id in p.attempted}
+    assert all(p.failure is None for p in posters), [p.failure for p in posters]
+    assert len(answered) >= POSTERS * 40
+    assert attempted < {e["event_id"] for events in streams for e in events}, "killed too late"
+    assert integrity(store) == "ok"
+
+    customers = {e["customer_id"] for events in streams for e in events}
+    exported: Counter[str] = Counter()
+    with running_server(models_dir, store, log) as server, httpx.Client(base_url=server.base) as c:
+        for customer in sorted(customers):
+            answer = c.get(f"/v1/customers/{customer}/data", timeout=REQUEST_SECONDS)
+            assert answer.status_code == 200, answer.text
+            exported.update(event["event_id"] for event in answer.json()["events"])
+        server.terminate()
+
+    assert answered <= set(exported), f"lost on SIGKILL: {sorted(answered - set(exported))[:5]}"
+    assert set(exported) <= attempted, "exported an event never posted"
+    assert [e for e, n in exported.items() if n > 1] == [], "an event stored twice"
