@@ -29,11 +29,10 @@ def run(args: argparse.Namespace) -> int:
 
     from nbo.model import load_serving_model
     from nbo.service.app import create_app
+    from nbo.service.logs import configure_logging
 
     settings = load_settings(models_dir=args.models_dir, host=args.host, port=args.port)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     # One BLAS thread for the whole process, before any model object exists.
     with threadpool_limits(limits=1, user_api="blas"):
         if settings.require_model:
@@ -46,5 +45,10 @@ def run(args: argparse.Namespace) -> int:
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            # nbo's handler formats uvicorn's own lines (they reach the root logger), and
+            # the request middleware writes the access log: uvicorn's would repeat each
+            # request, with the raw path and query string.
+            log_config=None,
+            access_log=False,
         )
     return 0
