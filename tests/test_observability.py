@@ -20,10 +20,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from nbo.config import Settings, load_settings
@@ -31,7 +33,7 @@ from nbo.errors import ConfigError
 from nbo.service.app import create_app
 from nbo.service.deps import get_catalog
 from nbo.service.logs import REQUEST_ID, JsonFormatter, TextFormatter
-from nbo.service.metrics import TimedStore
+from nbo.service.metrics import ModelCollector, TimedStore
 from nbo.store import SQLiteStore
 
 CLOCK = "2026-06-30T12:00:00Z"
@@ -257,6 +259,30 @@ def test_model_metrics_name_the_serving_version(client: TestClient) -> None:
     loaded_at = client.app.state.models.model.loaded_at  # type: ignore[attr-defined]
     assert value(samples, "nbo_model_loaded_timestamp_seconds") == pytest.approx(loaded_at)
     assert value(samples, "nbo_model_load_seconds") > 0
+
+
+def test_model_info_names_the_experiment_models_once() -> None:
+    """The collector reads whatever the holder serves: here a current model and two
+    experiment variants, one of which uses the current version itself."""
+    current, other = (
+        SimpleNamespace(version="v-cur", loaded_at=100.0),
+        SimpleNamespace(version="v-exp", loaded_at=50.0),
+    )
+    serving = SimpleNamespace(current=current, models=lambda: [current, other, current])
+    holder = SimpleNamespace(serving=serving, load_seconds=0.25)
+    registry = CollectorRegistry()
+    registry.register(ModelCollector(holder))  # type: ignore[arg-type]
+    samples = [
+        (s.name, dict(s.labels), s.value)
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+    ]
+    assert sorted(samples, key=lambda s: (s[0], sorted(s[1].items()))) == [
+        ("nbo_model_info", {"version": "v-cur", "role": "current"}, 1.0),
+        ("nbo_model_info", {"version": "v-exp", "role": "experiment"}, 1.0),
+        ("nbo_model_load_seconds", {}, 0.25),
+        ("nbo_model_loaded_timestamp_seconds", {}, 100.0),
+    ]
 
 
 def test_metrics_answer_without_a_model(tmp_path: Path) -> None:
