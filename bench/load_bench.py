@@ -137,7 +137,9 @@ def _round(server: Server, customers: Sequence[str], clients: int, load: Load) -
     next_call = iter(range(len(customers)))
 
     def client() -> None:
-        with httpx.Client(base_url=server.base, headers=server.headers, timeout=REQUEST_SECONDS) as http:
+        with httpx.Client(
+            base_url=server.base, headers=server.headers, timeout=REQUEST_SECONDS
+        ) as http:
             while True:
                 with lock:
                     n = next(next_call, None)

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
+    log_format: str = Field(
+        "json",
+        pattern="^(json|text)$",
+        description="json: one JSON object per line (for log shippers); text: for humans",
+    )
+    access_log: bool = Field(True, description="one log line per request (logger nbo.access)")
+    metrics: bool = Field(True, description="Prometheus metrics at GET /metrics")
 
     @field_validator("suppression_days", mode="before")
     @classmethod

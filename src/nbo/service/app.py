@@ -16,6 +16,8 @@ from nbo.config import Settings, get_settings
 from nbo.errors import ArtifactError
 from nbo.experiments.config import NO_EXPERIMENTS, load_experiments
 from nbo.service.errors import install_error_handlers
+from nbo.service.metrics import build_metrics
+from nbo.service.middleware import ObservedFastAPI
 from nbo.service.routes import (
     catalog,
     customers,
@@ -23,6 +25,7 @@ from nbo.service.routes import (
     experiments,
     health,
     items,
+    metrics,
     model,
     models,
     offers,
@@ -44,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limiter = threadpool_limits(limits=1, user_api="blas")
         # The store first: migrations run at start, and events must never be refused
         # because a model is missing.
-        app.state.store = open_store(settings.store_url)
+        app.state.store = app.state.metrics.observe_store(open_store(settings.store_url))
         # Every model served leaves out the erased customers, this one and any later.
         app.state.models.erased_ids = app.state.store.erased_ids
         try:
@@ -59,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.store.close()
             limiter.restore_original_limits()
 
-    app = FastAPI(
+    app = ObservedFastAPI(
         title="nbo",
         version=__version__,
         description="Next-best-offer recommendations from first-party purchase history.",
@@ -74,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.experiments = configured
     app.state.models = ModelHolder(experiments=configured)
+    # Metrics in a registry of this app's own; the request middleware (ObservedFastAPI)
+    # records every request in it and writes the access log.
+    app.state.metrics = build_metrics(settings.metrics, app.state.models)
     # The catalogue is read here, not in the lifespan: it is small, and a bad NBO_CATALOG
     # then refuses the start as one CatalogError line (``nbo serve`` builds the app before
     # binding the port), where a lifespan failure would be a uvicorn traceback.
@@ -90,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         experiments.router,
         catalog.router,
         health.router,
+        metrics.router,
     ):
         app.include_router(router)
     return app

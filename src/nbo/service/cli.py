@@ -32,11 +32,10 @@ def run(args: argparse.Namespace) -> int:
 
     from nbo.model import load_serving_model
     from nbo.service.app import create_app
+    from nbo.service.logs import configure_logging
 
     settings = load_settings(models_dir=args.models_dir, host=args.host, port=args.port)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     # Secure by default: without API keys, loopback only. Checked first: it costs nothing.
     bind = check_bind(settings.host, settings.api_keys, settings.allow_unauthenticated)
     logging.getLogger("nbo.service").log(bind.level, bind.message)
@@ -52,5 +51,10 @@ def run(args: argparse.Namespace) -> int:
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level,
+            # nbo's handler formats uvicorn's own lines (they reach the root logger), and
+            # the request middleware writes the access log: uvicorn's would repeat each
+            # request, with the raw path and query string.
+            log_config=None,
+            access_log=False,
         )
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -11,6 +12,7 @@ from nbo.config import Settings
 from nbo.experiments.serving import ServingModels
 from nbo.model import ServingModel
 from nbo.service.errors import NotReady
+from nbo.service.metrics import Metrics
 from nbo.store import Store
 
 
@@ -59,6 +61,20 @@ def get_store(request: Request) -> Store:
     return store
 
 
+async def get_metrics(request: Request) -> Metrics:
+    """``async``, like ``get_request_id``: a plain ``def`` dependency costs a thread-pool
+    hand-off per request, for an attribute read."""
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+async def get_request_id(request: Request) -> str:
+    """This request's id: the client's ``X-Request-ID`` when sane, else generated (set by
+    ``RequestMiddleware``; a new one if the app runs without it)."""
+    request_id = request.scope.get("state", {}).get("request_id")
+    return request_id if isinstance(request_id, str) else uuid.uuid4().hex
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 ModelDep = Annotated[ServingModel, Depends(get_model)]
@@ -66,5 +82,7 @@ ServingModelsDep = Annotated[ServingModels, Depends(get_serving_models)]
 MaybeServingModelsDep = Annotated[ServingModels | None, Depends(get_serving_models_if_loaded)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 CatalogHolderDep = Annotated[CatalogHolder, Depends(get_catalog_holder)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RequestIdDep = Annotated[str, Depends(get_request_id)]
 # A customer id in a route's path: one definition for every customer route.
 CustomerId = Annotated[str, Path(min_length=1, max_length=256, description="your customer id")]

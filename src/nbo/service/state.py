@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -39,6 +40,8 @@ class ModelHolder:
         self.last_error: str | None = None
         self.erased_ids = erased_ids
         self.experiments = experiments
+        # How long the last successful load took (for the metrics); None before one.
+        self.load_seconds: float | None = None
 
     @property
     def model(self) -> ServingModel | None:
@@ -53,6 +56,7 @@ class ModelHolder:
 
     def load(self, models_dir: Path, version: str | None = None) -> ServingModel:
         with self._lock:
+            started = time.perf_counter()
             try:
                 models = load_serving_models(
                     models_dir, version, self.experiments, self.erased_ids()
@@ -63,6 +67,7 @@ class ModelHolder:
                 raise
             self._models = models
             self.last_error = None
+            self.load_seconds = time.perf_counter() - started
             log.info(
                 "serving model %s%s",
                 models.current.version,

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from nbo.apikeys import Role
 from nbo.events import MAX_BATCH, Rejection, parse_events
 from nbo.service.auth import AUTH_RESPONSES, requires
-from nbo.service.deps import StoreDep
+from nbo.service.deps import MetricsDep, StoreDep
 from nbo.service.errors import BadRequest
 
 router = APIRouter(
@@ -44,6 +44,7 @@ class EventsResponse(BaseModel):
 )
 def post_events(
     store: StoreDep,
+    metrics: MetricsDep,
     body: Annotated[
         dict[str, Any],
         Body(
@@ -65,7 +66,9 @@ def post_events(
         valid, rejected = parse_events(body)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    result = store.add_events([event for _, event in valid])
+    events = [event for _, event in valid]
+    result = store.add_events(events)
+    metrics.record_events(events, result, len(rejected))
     response = EventsResponse(
         accepted=result.accepted, duplicates=result.duplicates, rejected=rejected
     )

@@ -17,7 +17,15 @@ from nbo.experiments.serving import Assignment
 from nbo.model import ServingModel
 from nbo.ranking import PROFILE_NONE, Offer, Ranking
 from nbo.service.auth import AUTH_RESPONSES, requires
-from nbo.service.deps import CatalogDep, CustomerId, ServingModelsDep, SettingsDep, StoreDep
+from nbo.service.deps import (
+    CatalogDep,
+    CustomerId,
+    MetricsDep,
+    RequestIdDep,
+    ServingModelsDep,
+    SettingsDep,
+    StoreDep,
+)
 from nbo.service.profiles import best_send_time_out
 from nbo.service.schemas import (
     Channel,
@@ -42,6 +50,8 @@ async def get_offers(
     catalog: CatalogDep,
     settings: SettingsDep,
     store: StoreDep,
+    metrics: MetricsDep,
+    request_id: RequestIdDep,
     k: Annotated[int, Query(ge=1, le=100, description="how many offers")] = 10,
     channel: Annotated[
         Channel, Query(description="where the offers will be shown")
@@ -65,7 +75,6 @@ async def get_offers(
     """
     now = settings.now()
     now_s = int(now.timestamp())
-    request_id = uuid.uuid4().hex
     policy = contact_policy(settings)
     state = customer_state(store, customer_id, now_s, policy, catalog)
     assignment = models.assign(customer_id, state.consent, now_s)
@@ -82,6 +91,7 @@ async def get_offers(
         delivery=record,
         personalize=assignment.personalize,
     )
+    metrics.record_decision(decision, channel.value)
     profile = decision.profile
     answer = OffersResponse(
         customer_id=customer_id,
@@ -127,12 +137,19 @@ def impressions(
     ranking: Ranking,
     assignment: Assignment,
 ) -> list[ImpressionEvent]:
-    """The impressions of a delivered answer, one per offer, keyed by request id and rank,
-    tagged with the experiment and variant that answered."""
+    """The impressions of a delivered answer, one per offer, tagged with the request id
+    (the client's ``X-Request-ID`` when it sent one) and the experiment and variant that
+    answered.
+
+    Event ids take a fresh id per delivery, not the request id: event ids are unique in
+    the store, and a client's request id need not be (the same id sent for two customers
+    would otherwise store the second customer's impressions as duplicates, unrecorded).
+    """
+    delivery = uuid.uuid4().hex
     return [
         ImpressionEvent(
             type="offer_impression",
-            event_id=f"{request_id}-{offer.rank}",
+            event_id=f"{delivery}-{offer.rank}",
             customer_id=customer_id,
             timestamp=now,
             item_id=offer.item_id or offer.offer_id,
