@@ -23,6 +23,7 @@ from bench import events_bench
 from bench.batch_bench import BatchResult, bench_batch
 from bench.events_bench import EventsResult, bench_events
 from bench.generate import FULL, SMALL, SyntheticSpec, ensure_dataset
+from bench.load_bench import bench_load, print_load
 from bench.offers_bench import WINDOW_DAYS, K, OffersResult, bench_offers
 from bench.report import OtherLoad, micros, seconds, table, us, verdict
 from bench.train_bench import TrainBench, bench_training
@@ -36,6 +37,7 @@ ONLINE_RETAIL = REPO.parent / "shared" / "data" / "online_retail" / "online_reta
 SYNTHETIC = "synthetic"
 ONLINE = "online-retail"
 EVENTS = "events"
+LOAD = "load"
 NOISY_CORES = 0.3
 # The store may add at most this much to an offers call at p99, over HTTP.
 STORE_P99_TARGET_MS = 1.0
@@ -74,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=(SYNTHETIC, ONLINE, EVENTS),
-        help="run one data set, or only the events-over-HTTP section",
+        choices=(SYNTHETIC, ONLINE, EVENTS, LOAD),
+        help="run one data set, or only the events-over-HTTP or the load section",
     )
     parser.add_argument(
         "--calls", type=_positive, default=5_000, help="timed offers calls per path"
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             summaries.append(_run(data, args))
         if args.only in (None, EVENTS):
             events = _run_events(args)
+        load_ratio = _run_load() if args.only in (None, LOAD) else None
     if summaries:
         print("\n== summary ==")
         print(
@@ -137,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             for group, diff in events.p99_diff_ms.items()
         ]
         print(table(["", "", f"target <= {STORE_P99_TARGET_MS:g} ms"], rows))
+    if load_ratio is not None:
+        print(f"\n== summary: load ==\n  offers throughput, hardened / bare: {load_ratio:.1%}")
     return 0
 
 
@@ -376,6 +381,12 @@ def _print_batch(result: BatchResult) -> float:
 
 def verdict_ms(diff_ms: float) -> str:
     return "ok" if diff_ms <= STORE_P99_TARGET_MS else "OVER"
+
+
+def _run_load() -> float:
+    print(f"\n== {LOAD} ==")
+    with tempfile.TemporaryDirectory(prefix="nbo-bench-load-") as tmp:
+        return print_load(bench_load(Path(tmp)))
 
 
 def _run_events(args: argparse.Namespace) -> EventsSummary:

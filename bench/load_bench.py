@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.report import table
 from nbo.apikeys import Role, create_key
 
 READY_SECONDS = 60
@@ -218,3 +219,70 @@ def run_load(
             for server, load in order:
                 _round(server, chosen, clients, load)
     return LoadResult(hardened, bare, clients, rounds)
+
+
+@dataclass(frozen=True)
+class LoadBench:
+    result: LoadResult
+    model: str
+    customers: int
+
+
+def bench_load(work_dir: Path) -> LoadBench:
+    """Train on the bundled sample, then the load test with the demo catalogue and a
+    clock a week after the data ends (the same setting as the events section)."""
+    from nbo.mapping import load_mapping
+    from nbo.model import load_serving_model
+    from training.config import TrainingConfig
+    from training.pipeline import train
+
+    repo = Path(__file__).resolve().parent.parent
+    sample = repo / "data" / "online_retail_sample.parquet"
+    models_dir = work_dir / "models"
+    train(sample, load_mapping("online-retail"), models_dir, TrainingConfig(), force=True)
+    model = load_serving_model(models_dir)
+    customers = [str(c) for c in model.customers.ids.tolist()]
+    clock = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(model.trained_until_s + 7 * 86_400))
+    del model
+    settings = {"NBO_CLOCK": clock, "NBO_CATALOG": str(repo / "data" / "catalog.yaml")}
+    result = run_load(models_dir, work_dir, customers, settings)
+    return LoadBench(result, f"trainer, default config, on {sample.name}", len(customers))
+
+
+def print_load(bench: LoadBench) -> float:
+    """The section's table; answers the throughput ratio."""
+    result = bench.result
+    print(
+        f"  model: {bench.model} ({bench.customers:,} customers); "
+        f"{result.clients} concurrent clients, {result.rounds} alternating rounds per server, "
+        f"GET /v1/customers/{{id}}/offers?k=10"
+    )
+    rows: list[list[object] | None] = []
+    for name, load in (
+        ("hardened: API key, /metrics, JSON access log", result.hardened),
+        ("bare: no keys, metrics and access log off", result.bare),
+    ):
+        rows.append(
+            [
+                name,
+                f"{load.calls:,}",
+                f"{load.per_second:,.0f}",
+                f"{load.percentile_ms(50):.2f}",
+                f"{load.percentile_ms(99):.2f}",
+                f"{len(load.failures)}",
+            ]
+        )
+    rows.append(None)
+    verdict = "ok" if result.ratio >= TARGET_RATIO else "OVER"
+    rows.append(
+        [
+            f"throughput hardened / bare (target >= {TARGET_RATIO:.0%})",
+            "",
+            f"{result.ratio:.1%}",
+            "",
+            "",
+            verdict,
+        ]
+    )
+    print(table(["server", "calls", "calls/s", "p50 ms", "p99 ms", "failed"], rows))
+    return result.ratio
