@@ -97,11 +97,15 @@ class Reloader:
         ``force``. VersionNotFound or ReloadRefused when the model is not swapped in."""
         started = time.perf_counter()
         with self._lock:
-            before = self.catalog.current().fingerprint
+            before = self.catalog.status()["fingerprint"]  # what serves, without a look
             catalog = self.catalog.refresh()
             serving = self.models.serving
             previous = None if serving is None else serving.current.version
-            target = self._resolve(version)
+            try:
+                target = self._resolve(version)
+            except VersionNotFound as exc:
+                log.error("reload (%s) refused: %s", trigger, exc)
+                raise
             swapped = force or serving is None or self._differs(serving, target)
             if swapped:
                 try:
