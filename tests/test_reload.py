@@ -31,6 +31,7 @@ from conftest import make_planted_purchases, small_training_config
 from fastapi.testclient import TestClient
 from test_server_events import REQUEST_SECONDS, Server, running_server
 
+from nbo.apikeys import Role, create_key
 from nbo.artifacts import CURRENT, MANIFEST, set_current
 from nbo.checksums import sha256_file
 from nbo.config import Settings, load_settings
@@ -282,7 +283,13 @@ def test_a_missing_current_is_404(client: TestClient, models: Path, published: V
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"version": ""}, "version"), ({"force": "perhaps"}, "force"), ([1, 2], "request")],
+    [
+        ({"version": ""}, "version"),
+        ({"version": "../elsewhere"}, "version"),
+        ({"version": "/tmp/models/v1"}, "version"),
+        ({"force": "perhaps"}, "force"),
+        ([1, 2], "request"),
+    ],
 )
 def test_a_bad_reload_body_is_422_naming_the_field(
     client: TestClient, body: Any, field: str
@@ -291,6 +298,33 @@ def test_a_bad_reload_body_is_422_naming_the_field(
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"] == "validation_error"
     assert answer.json()["details"][0]["field"] == field
+
+
+def test_a_folder_outside_the_models_dir_is_never_loaded(
+    client: TestClient, models: Path, tmp_path: Path, published: Versions
+) -> None:
+    outside = tmp_path / "outside"
+    shutil.copytree(models / published.v2, outside / published.v2)
+    answer = reload(client, version=f"../outside/{published.v2}")
+    assert answer.status_code == 422, answer.text
+    assert serving(client) == published.v1
+
+
+def test_a_reload_needs_an_admin_key(
+    models: Path, isolated_store: Path, published: Versions
+) -> None:
+    keys = {role: create_key(role) for role in (Role.write, Role.admin)}
+    settings = settings_for(models, isolated_store, api_keys=[e for _, e in keys.values()])
+    with TestClient(create_app(settings)) as client:
+        body = {"version": published.v2}
+        assert client.post("/v1/admin/reload", json=body).status_code == 401
+        as_writer = {"Authorization": f"Bearer {keys[Role.write][0]}"}
+        answer = client.post("/v1/admin/reload", json=body, headers=as_writer)
+        assert answer.status_code == 403 and answer.json()["error"] == "forbidden"
+        assert client.get("/v1/model", headers=as_writer).json()["version"] == published.v1
+        as_admin = {"Authorization": f"Bearer {keys[Role.admin][0]}"}
+        answer = client.post("/v1/admin/reload", json=body, headers=as_admin)
+        assert answer.status_code == 200 and answer.json()["version"] == published.v2
 
 
 def test_a_reload_re_reads_the_catalogue(

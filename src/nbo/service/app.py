@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog.router,
         health.router,
         metrics.router,
-        admin.router,  # needs the admin role (access control, issue 7)
+        admin.router,
     ):
         app.include_router(router)
     return app

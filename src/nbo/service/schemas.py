@@ -239,6 +239,9 @@ class ReloadRequest(BaseModel):
         None,
         min_length=1,
         max_length=256,
+        # A plain folder name: no '/', no leading '.', so a request never reaches a folder
+        # outside NBO_MODELS_DIR.
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="a published version or alias; unset = NBO_MODEL_VERSION if pinned, "
         "else what models/CURRENT points at",
     )

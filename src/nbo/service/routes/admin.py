@@ -1,7 +1,6 @@
 """Operator actions on the running service: reloading the model and the catalogue.
 
-Every route here needs the ``admin`` role once API keys are in (issue 7, access control):
-the lead wires the role at merge.
+Every route here needs the ``admin`` role (with API keys configured; see ``service/auth``).
 """
 
 from __future__ import annotations
@@ -10,10 +9,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 
+from nbo.apikeys import Role
+from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ReloaderDep
 from nbo.service.schemas import CatalogStatusOut, ErrorResponse, ReloadRequest, ReloadResponse
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    dependencies=[requires(Role.admin)],
+    responses=AUTH_RESPONSES,
+)
 
 
 @router.post(
