@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 from conftest import make_planted_purchases, small_training_config
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from test_server_events import REQUEST_SECONDS, Server, running_server
 
 from nbo.apikeys import Role, create_key
@@ -189,6 +190,19 @@ def test_a_reload_swaps_in_the_named_version(client: TestClient, published: Vers
     models = client.get("/v1/models").json()
     assert models["current"] == published.v2
     assert [m["version"] for m in models["models"] if m["serving"]] == [published.v2]
+    assert model_info(client) == [({"version": published.v2, "role": "current"}, 1.0)]
+
+
+def model_info(client: TestClient) -> list[tuple[dict[str, str], float]]:
+    """The nbo_model_info samples of /metrics: the versions serving."""
+    answer = client.get("/metrics")
+    assert answer.status_code == 200, answer.text
+    return [
+        (dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+        if sample.name == "nbo_model_info"
+    ]
 
 
 def test_a_reload_without_a_version_follows_current(
@@ -553,12 +567,10 @@ def test_sighup_reloads_current_and_refuses_a_bad_version(
         wait_until_serving(client, first)
 
 
-def test_the_watcher_follows_current(
-    models: Path, published: Versions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("NBO_WATCH_MODELS", "true")
+def test_the_watcher_follows_current(models: Path, published: Versions, tmp_path: Path) -> None:
+    watching = {"NBO_WATCH_MODELS": "true"}
     with (
-        running_server(models, tmp_path / "events.db", tmp_path / "server.log") as server,
+        running_server(models, tmp_path / "events.db", tmp_path / "server.log", watching) as server,
         httpx.Client(base_url=server.base, timeout=REQUEST_SECONDS) as client,
     ):
         assert serving(client) == published.v1
