@@ -46,6 +46,7 @@ ROUTE_ROLES = {
     ("PUT", "/v1/customers/{customer_id}/consent"): Role.write,
     ("DELETE", "/v1/customers/{customer_id}"): Role.admin,
     ("GET", "/v1/customers/{customer_id}/data"): Role.admin,
+    ("POST", "/v1/admin/reload"): Role.admin,
 }
 
 

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = Field(
         False, description="serve a non-loopback NBO_HOST without API keys (warns at start)"
     )
+    watch_models: bool = Field(
+        False,
+        description="reload when models/CURRENT changes (polled each second), as SIGHUP "
+        "or POST /v1/admin/reload do; not with NBO_MODEL_VERSION (a pin never follows CURRENT)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
@@ -97,6 +102,13 @@ class Settings(BaseSettings):
     @classmethod
     def _unique_key_ids(cls, value: list[ApiKeyEntry]) -> list[ApiKeyEntry]:
         return check_unique_ids(value)
+
+    @field_validator("watch_models")
+    @classmethod
+    def _watch_needs_no_pin(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("model_version"):
+            raise ValueError("cannot watch models/CURRENT while NBO_MODEL_VERSION pins a version")
+        return value
 
     @field_validator("clock")
     @classmethod

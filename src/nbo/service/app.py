@@ -18,7 +18,9 @@ from nbo.experiments.config import NO_EXPERIMENTS, load_experiments
 from nbo.service.errors import install_error_handlers
 from nbo.service.metrics import build_metrics
 from nbo.service.middleware import ObservedFastAPI
+from nbo.service.reload import Reloader, reload_triggers
 from nbo.service.routes import (
+    admin,
     catalog,
     customers,
     events,
@@ -57,7 +59,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise
             log.warning("starting without a model; /health/ready answers 503")
         try:
-            yield
+            # SIGHUP (and models/CURRENT with NBO_WATCH_MODELS) reload like the API.
+            async with reload_triggers(app.state.reloader, settings.watch_models):
+                yield
         finally:
             app.state.store.close()
             limiter.restore_original_limits()
@@ -84,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # then refuses the start as one CatalogError line (``nbo serve`` builds the app before
     # binding the port), where a lifespan failure would be a uvicorn traceback.
     app.state.catalog = CatalogHolder(settings.catalog)
+    app.state.reloader = Reloader(settings, app.state.models, app.state.catalog)
     install_error_handlers(app)
     for router in (
         offers.router,
@@ -97,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalog.router,
         health.router,
         metrics.router,
+        admin.router,
     ):
         app.include_router(router)
     return app

@@ -13,6 +13,7 @@ from nbo.experiments.serving import ServingModels
 from nbo.model import ServingModel
 from nbo.service.errors import NotReady
 from nbo.service.metrics import Metrics
+from nbo.service.reload import Reloader
 from nbo.store import Store
 
 
@@ -56,6 +57,11 @@ def get_catalog(request: Request) -> Catalog:
     return get_catalog_holder(request).current()
 
 
+def get_reloader(request: Request) -> Reloader:
+    reloader: Reloader = request.app.state.reloader
+    return reloader
+
+
 def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
@@ -84,5 +90,6 @@ CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 CatalogHolderDep = Annotated[CatalogHolder, Depends(get_catalog_holder)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
+ReloaderDep = Annotated[Reloader, Depends(get_reloader)]
 # A customer id in a route's path: one definition for every customer route.
 CustomerId = Annotated[str, Path(min_length=1, max_length=256, description="your customer id")]

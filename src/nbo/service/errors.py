@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nbo.service.reload import ReloadRefused, VersionNotFound
 from nbo.service.schemas import ErrorDetail, ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
         detail = ErrorDetail(field=exc.field, problem=exc.problem)
         return _body(403, "forbidden", str(exc), [detail])
+
+    @app.exception_handler(VersionNotFound)
+    async def _no_version(_request: Request, exc: VersionNotFound) -> JSONResponse:
+        detail = ErrorDetail(field="version", problem=exc.problem)
+        return _body(404, "not_found", str(exc), [detail])
+
+    @app.exception_handler(ReloadRefused)
+    async def _refused(_request: Request, exc: ReloadRefused) -> JSONResponse:
+        detail = ErrorDetail(field="version", problem=exc.problem)
+        return _body(409, "reload_refused", str(exc), [detail])
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -232,3 +232,37 @@ class CatalogResponse(BaseModel):
     stage_weights: dict[str, dict[str, float]] = Field(
         description="per stage and kind of offer; a stage or kind not listed weighs 1.0"
     )
+
+
+class ReloadRequest(BaseModel):
+    version: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        # A plain folder name: no '/', no leading '.', so a request never reaches a folder
+        # outside NBO_MODELS_DIR.
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="a published version or alias; unset = NBO_MODEL_VERSION if pinned, "
+        "else what models/CURRENT points at",
+    )
+    force: bool = Field(False, description="load again even when this version is already serving")
+
+
+class CatalogStatusOut(BaseModel):
+    source: str | None = Field(description="the catalogue file; null = the default catalogue")
+    fingerprint: str
+    loaded_at: str | None
+    offers: int
+    changed: bool = Field(description="this reload swapped in a changed catalogue file")
+    last_error: str | None = Field(
+        None, description="why the file on disk was refused (the catalogue above still serves)"
+    )
+    last_error_at: str | None = None
+
+
+class ReloadResponse(BaseModel):
+    previous_version: str | None = Field(description="the model serving before; null = none")
+    version: str = Field(description="the model serving now")
+    swapped: bool = Field(description="false when the version was already serving (no force)")
+    catalog: CatalogStatusOut
+    took_ms: float

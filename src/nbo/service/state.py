@@ -24,10 +24,17 @@ class ModelHolder:
     """Holds the current model. Readers take one reference per request, so a swap never
     mixes two versions in one answer; a failed load leaves the old model serving.
 
+    A load reads the new version beside the one serving, outside the lock (requests never
+    take the lock anyway, and an erasure need not wait for a load); only the swap of the
+    reference is under it. Loads are serialized among themselves, so two reloads cannot
+    swap in each other's order.
+
     Erasures hold for every model served: ``forget`` removes a customer from the current
     model, and ``load`` removes every id ``erased_ids`` answers (the store's erased list,
-    set by the app once the store is open) before the new model serves. Both take the
-    same lock, so an erasure during a load reaches the model that ends up serving.
+    set by the app once the store is open) from the new model, once after reading it and
+    again under the lock just before the swap. The store records an erasure before
+    ``forget`` is called, so an erasure during a load either reaches the old model before
+    the swap (and is in the list read under the lock) or the new one after it.
     """
 
     def __init__(
@@ -37,6 +44,7 @@ class ModelHolder:
     ) -> None:
         self._models: ServingModels | None = None
         self._lock = threading.Lock()
+        self._loading = threading.Lock()
         self.last_error: str | None = None
         self.erased_ids = erased_ids
         self.experiments = experiments
@@ -54,20 +62,34 @@ class ModelHolder:
         """The current model with the experiments' variant models, as one reference."""
         return self._models
 
-    def load(self, models_dir: Path, version: str | None = None) -> ServingModel:
-        with self._lock:
+    def load(
+        self,
+        models_dir: Path,
+        version: str | None = None,
+        check: Callable[[ServingModels], None] | None = None,
+    ) -> ServingModel:
+        """Load ``version`` (CURRENT when None) with the experiments' models, run ``check``
+        on them (it raises ArtifactError to refuse them), then swap them in as one
+        reference. ArtifactError when refused: the models serving before keep serving."""
+        with self._loading:
             started = time.perf_counter()
             try:
                 models = load_serving_models(
                     models_dir, version, self.experiments, self.erased_ids()
                 )
+                if check is not None:
+                    check(models)
             except ArtifactError as exc:
                 self.last_error = str(exc)
                 log.error("model refused: %s", exc)
                 raise
-            self._models = models
-            self.last_error = None
-            self.load_seconds = time.perf_counter() - started
+            with self._lock:
+                for customer_id in self.erased_ids():
+                    models.forget(customer_id)
+                self._models = models
+                self.last_error = None
+                # The load and the checks: how long a new version took to be ready.
+                self.load_seconds = time.perf_counter() - started
             log.info(
                 "serving model %s%s",
                 models.current.version,

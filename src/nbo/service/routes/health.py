@@ -18,7 +18,8 @@ def live() -> HealthResponse:
 @router.get("/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
 def ready(request: Request) -> HealthResponse | JSONResponse:
     holder = request.app.state.models
-    if holder.model is None:
+    model = holder.model  # one reference: a reload may swap it between two reads
+    if model is None:
         body = HealthResponse(status="not ready", reason=holder.last_error or "no model loaded")
         return JSONResponse(status_code=503, content=body.model_dump())
-    return HealthResponse(status="ready", model_version=holder.model.version)
+    return HealthResponse(status="ready", model_version=model.version)

@@ -1,0 +1,280 @@
+"""Zero-downtime reloads of the model and the catalogue, from the API, SIGHUP or a watcher.
+
+A reload re-reads the catalogue file, then loads the new model version beside the one
+serving (``ModelHolder.load``: the old keeps answering while the new one is read),
+checks it and swaps it in as one reference. The checks are the artifact's own
+(checksums, schema, consistent arrays: ``load_serving_model``) plus a smoke ranking of
+one known and one unknown customer through ``nbo.ranking`` under the live catalogue: a
+version that loads but cannot rank is refused too, and the old one keeps serving.
+
+Which version: the one asked for (a version or an alias), else the configured pin
+(``NBO_MODEL_VERSION``), else what ``models/CURRENT`` points at. The pin wins over
+CURRENT because it is what the service was told to serve; a reload that names a version
+overrides it until the next reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nbo.artifacts import CURRENT, current_version
+from nbo.catalog import Catalog, CatalogHolder
+from nbo.config import Settings
+from nbo.errors import ArtifactError, NboError
+from nbo.experiments.serving import ServingModels
+from nbo.model import ServingModel
+from nbo.ranking import rank_offers
+from nbo.registry import resolve
+from nbo.service.state import ModelHolder
+
+log = logging.getLogger(__name__)
+
+# Offers asked of each smoke ranking: enough to exercise arbitration, cheap to compute.
+SMOKE_K = 5
+# An id no customer has: the smoke ranking's unknown customer (cold start).
+SMOKE_UNKNOWN_CUSTOMER = "\x00nbo-reload-check"
+# How often the watcher looks at models/CURRENT (one os.stat).
+WATCH_EVERY_S = 1.0
+
+
+class VersionNotFound(NboError):
+    """The version asked for (or CURRENT) names nothing published."""
+
+    def __init__(self, reference: str, problem: str) -> None:
+        self.reference = reference
+        self.problem = problem
+        super().__init__(problem)
+
+
+class ReloadRefused(NboError):
+    """The version exists but must not serve; the models serving before still serve."""
+
+    def __init__(self, version: str, problem: str, serving: str | None) -> None:
+        self.version = version
+        self.problem = problem
+        self.serving = serving
+        still = f"still serving {serving}" if serving else "no model serving"
+        super().__init__(f"model {version} refused, {still}: {problem}")
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    previous_version: str | None
+    version: str
+    swapped: bool
+    catalog_changed: bool
+    catalog: dict[str, Any]
+    took_ms: float
+
+
+class Reloader:
+    """Reloads the models and the catalogue the app serves; one reload at a time (the
+    API, SIGHUP and the watcher all come here, so they never race each other)."""
+
+    def __init__(self, settings: Settings, models: ModelHolder, catalog: CatalogHolder) -> None:
+        self.settings = settings
+        self.models = models
+        self.catalog = catalog
+        self._lock = threading.Lock()
+
+    def reload(
+        self, version: str | None = None, force: bool = False, trigger: str = "api"
+    ) -> ReloadOutcome:
+        """Reload the catalogue and the model; a no-op for the model (``swapped`` False)
+        when the version and the experiments' models are those already serving, unless
+        ``force``. VersionNotFound or ReloadRefused when the model is not swapped in."""
+        started = time.perf_counter()
+        with self._lock:
+            before = self.catalog.status()["fingerprint"]  # what serves, without a look
+            catalog = self.catalog.refresh()
+            serving = self.models.serving
+            previous = None if serving is None else serving.current.version
+            try:
+                target = self._resolve(version)
+            except VersionNotFound as exc:
+                log.error("reload (%s) refused: %s", trigger, exc)
+                raise
+            swapped = force or serving is None or self._differs(serving, target)
+            if swapped:
+                try:
+                    self.models.load(
+                        self.settings.models_dir,
+                        target,
+                        check=lambda models: check_serving_models(
+                            models, catalog, self.settings, target
+                        ),
+                    )
+                except ArtifactError as exc:
+                    log.error("reload (%s) of model %s refused: %s", trigger, target, exc)
+                    raise ReloadRefused(target, str(exc), previous) from None
+        took_ms = (time.perf_counter() - started) * 1000
+        log.info(
+            "reload (%s): model %s%s in %.0f ms; catalogue %s",
+            trigger,
+            target,
+            f" swapped in (was {previous})" if swapped else " already serving",
+            took_ms,
+            catalog.fingerprint[:12],
+        )
+        return ReloadOutcome(
+            previous_version=previous,
+            version=target,
+            swapped=swapped,
+            catalog_changed=catalog.fingerprint != before,
+            catalog=self.catalog.status(),
+            took_ms=round(took_ms, 1),
+        )
+
+    def _resolve(self, version: str | None) -> str:
+        models_dir = self.settings.models_dir
+        reference = version or self.settings.model_version
+        try:
+            if reference is None:
+                return current_version(models_dir)
+            return resolve(models_dir, reference)
+        except ArtifactError as exc:
+            raise VersionNotFound(reference or CURRENT, str(exc)) from None
+
+    def _differs(self, serving: ServingModels, target: str) -> bool:
+        """Whether loading ``target`` would serve other models than ``serving``: another
+        current version, or an experiment's alias now pointing elsewhere."""
+        if serving.current.version != target:
+            return True
+        for reference, model in serving.by_reference.items():
+            try:
+                if resolve(self.settings.models_dir, reference) != model.version:
+                    return True
+            except ArtifactError:
+                return True  # the load will say what is wrong
+        return False
+
+
+def check_serving_models(
+    models: ServingModels, catalog: Catalog, settings: Settings, version: str | None = None
+) -> None:
+    """Rank one known and one unknown customer with every model loaded; ArtifactError
+    naming the model and the problem when a ranking raises, comes back empty, or scores
+    an offer with a number that is not finite. Any exception counts: a model that makes
+    ranking fail in any way must not serve. With ``version``, the current model's
+    manifest must name it too (a folder copied under another name would otherwise serve
+    under a version nobody asked for, and never count as already serving)."""
+    if version is not None and models.current.version != version:
+        raise ArtifactError(f"model {version}: its manifest names version {models.current.version}")
+    now_s = int(settings.now().timestamp())
+    window = settings.suppression
+    for model in models.models():
+        customers = [("an unknown customer", SMOKE_UNKNOWN_CUSTOMER)]
+        known = _known_customer(model)
+        if known is not None:
+            customers.insert(0, (f"known customer {known}", known))
+        for who, customer_id in customers:
+            try:
+                ranking = rank_offers(model, customer_id, SMOKE_K, now_s, window, catalog=catalog)
+            except Exception as exc:  # any failure refuses the model
+                raise ArtifactError(
+                    f"model {model.version}: ranking {who} failed ({type(exc).__name__}: {exc})"
+                ) from None
+            if not ranking.offers:
+                raise ArtifactError(f"model {model.version}: ranking {who} gave no offers")
+            if not all(math.isfinite(offer.score) for offer in ranking.offers):
+                raise ArtifactError(
+                    f"model {model.version}: ranking {who} gave scores that are not finite"
+                )
+
+
+def _known_customer(model: ServingModel) -> str | None:
+    """The first customer the model still knows (erased ones are unknown to it)."""
+    for customer_id in model.customers.ids[:1000].tolist():
+        if model.customers.get(customer_id) is not None:
+            return str(customer_id)
+    return None
+
+
+def current_stamp(models_dir: Path) -> tuple[int, int, int] | None:
+    """What tells a flipped CURRENT apart cheaply: mtime, size and inode (``set_current``
+    replaces the file, so the inode changes even within one mtime tick); None when
+    there is no CURRENT."""
+    try:
+        stat = os.stat(models_dir / CURRENT)
+    except FileNotFoundError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+@asynccontextmanager
+async def reload_triggers(reloader: Reloader, watch: bool) -> AsyncIterator[None]:
+    """SIGHUP (where the platform lets the main thread's loop take signals) and, with
+    ``watch``, a change of models/CURRENT reload like ``POST /v1/admin/reload`` without
+    a version. The load runs in a worker thread, so the loop keeps answering; the
+    outcome is logged. On the way out, a reload in progress is waited for (it reads the
+    store's erased list, and the store closes next)."""
+    loop = asyncio.get_running_loop()
+    running: set[asyncio.Task[None]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(_reload_in_thread(reloader, "SIGHUP"))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    sighup = _install_sighup(loop, on_sighup)
+    stop = asyncio.Event()
+    watcher = loop.create_task(_watch_current(reloader, stop)) if watch else None
+    try:
+        yield
+    finally:
+        if sighup is not None:
+            loop.remove_signal_handler(sighup)
+        stop.set()
+        await asyncio.gather(*running, *([watcher] if watcher else []), return_exceptions=True)
+
+
+def _install_sighup(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> int | None:
+    """The signal installed, or None where there is none to install: no SIGHUP on the
+    platform, or a loop off the main thread (TestClient's), which cannot take signals."""
+    sighup = getattr(signal, "SIGHUP", None)
+    if sighup is None:
+        return None
+    try:
+        loop.add_signal_handler(sighup, handler)
+    except (NotImplementedError, RuntimeError, ValueError) as exc:
+        log.info("SIGHUP does not reload here (%s); use POST /v1/admin/reload", exc)
+        return None
+    return int(sighup)
+
+
+async def _reload_in_thread(reloader: Reloader, trigger: str) -> None:
+    """Run a reload off the loop; its outcome is logged (a signal has no one to answer)."""
+    try:
+        await asyncio.to_thread(reloader.reload, None, False, trigger)
+    except NboError:
+        pass  # refused or not found: logged by the reload, the old model serves on
+    except Exception:  # a background reload must never take the loop down
+        log.exception("reload (%s) failed", trigger)
+
+
+async def _watch_current(reloader: Reloader, stop: asyncio.Event) -> None:
+    """Reload when models/CURRENT changes (polled, one ``os.stat`` a second). A refused
+    version is not retried until CURRENT changes again."""
+    models_dir = reloader.settings.models_dir
+    seen = current_stamp(models_dir)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=WATCH_EVERY_S)
+        if stop.is_set():
+            return
+        stamp = current_stamp(models_dir)
+        if stamp != seen and stamp is not None:
+            seen = stamp
+            await _reload_in_thread(reloader, "models/CURRENT changed")
