@@ -29,7 +29,7 @@ train: install
 	$(BIN)/nbo train --data $(SAMPLE) --mapping online-retail --models-dir $(MODELS_DIR)
 
 serve: install
-	NBO_CLOCK=$(DEMO_CLOCK) NBO_CATALOG=$(CATALOG) $(BIN)/nbo serve --models-dir $(MODELS_DIR) --port $(PORT)
+	NBO_CLOCK=$(DEMO_CLOCK) NBO_CATALOG=$(CATALOG) NBO_LOG_FORMAT=text $(BIN)/nbo serve --models-dir $(MODELS_DIR) --port $(PORT)
 
 demo: train
 	@echo ""
@@ -41,9 +41,12 @@ demo: train
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/items/85123A/similar?k=5'"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/model'"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/health/ready'"
+	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/customers/12347/data'            # everything nbo holds on a customer"
+	@echo "  curl -s 'http://127.0.0.1:$(PORT)/metrics'                            # Prometheus metrics"
+	@echo "  (no API keys configured: the service answers on 127.0.0.1 only; see 'Access control')"
 	@echo "  open http://127.0.0.1:$(PORT)/docs for the API; Ctrl-C stops the service."
 	@echo ""
-	NBO_CLOCK=$(DEMO_CLOCK) NBO_CATALOG=$(CATALOG) $(BIN)/nbo serve --models-dir $(MODELS_DIR) --port $(PORT)
+	NBO_CLOCK=$(DEMO_CLOCK) NBO_CATALOG=$(CATALOG) NBO_LOG_FORMAT=text $(BIN)/nbo serve --models-dir $(MODELS_DIR) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .
