@@ -23,12 +23,7 @@ process, one keep-alive connection per client, sequential requests unless said o
 from __future__ import annotations
 
 import gc
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -42,6 +37,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.servers import Server
+from bench.servers import running_server as serve
 from nbo.mapping import load_mapping
 from nbo.model import load_serving_model
 from nbo.store import SQLiteStore
@@ -69,8 +66,6 @@ STORE_WARMUP = 500
 SINCE_TRAINING = f"{PURCHASES_EACH} purchases posted since training (read + refold)"
 BEFORE_TRAINING = f"{PURCHASES_EACH} purchases dated before training ended (read)"
 CONTROL = "control: nothing posted for them (same two servers)"
-READY_SECONDS = 60
-STOP_SECONDS = 15
 REQUEST_SECONDS = 10
 
 Event = dict[str, Any]
@@ -79,64 +74,12 @@ Event = dict[str, Any]
 # -- the server process ---------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    base: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def running_server(models_dir: Path, store: Path, clock: str, log: Path) -> Iterator[Server]:
-    """``nbo serve`` on a free loopback port, ready; stopped (SIGTERM, then SIGKILL) after."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "NBO_CLOCK": clock,
-        "NBO_LOG_LEVEL": "warning",  # no access log
-        "NBO_STORE_URL": f"sqlite:///{store}",
-    }
-    command = [sys.executable, "-m", "nbo.cli", "serve", "--models-dir", str(models_dir)]
-    with log.open("ab") as sink:
-        process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=log.parent,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    try:
-        deadline = time.monotonic() + READY_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{server.base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited at start:\n{server.output()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready in {READY_SECONDS} s:\n{server.output()}")
-            time.sleep(0.1)
+    """``nbo serve`` (``bench.servers``) with the section's clock, no access log."""
+    settings = {"NBO_CLOCK": clock, "NBO_ACCESS_LOG": "false"}
+    with serve(models_dir, store, log, settings) as server:
         yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_SECONDS)
 
 
 # -- results --------------------------------------------------------------------------------

@@ -17,14 +17,9 @@ Every answer must be a 200 naming a model version: a failure is counted and repo
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +27,10 @@ import httpx
 import numpy as np
 
 from bench.report import table
+from bench.servers import Server
+from bench.servers import running_server as serve
 from nbo.apikeys import Role, create_key
 
-READY_SECONDS = 60
-STOP_SECONDS = 10
 REQUEST_SECONDS = 30
 # At most 10% lower throughput with everything on.
 TARGET_RATIO = 0.90
@@ -72,75 +67,15 @@ class LoadResult:
         return self.hardened.per_second / self.bare.per_second if self.bare.per_second else 0.0
 
 
-@dataclass(frozen=True)
-class Server:
-    process: subprocess.Popen[bytes]
-    base: str
-    log: Path
-    headers: dict[str, str]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def _server(
-    models_dir: Path, folder: Path, settings: dict[str, str], headers: dict[str, str]
-) -> Iterator[Server]:
-    folder.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "NBO_STORE_URL": f"sqlite:///{folder / 'store.db'}",
-        "NBO_LOG_LEVEL": "info",
-        **settings,
-    }
-    log = folder / "server.log"
-    command = [sys.executable, "-m", "nbo.cli", "serve", "--models-dir", str(models_dir)]
-    with log.open("ab") as sink:
-        process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=folder,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log, headers)
-    try:
-        deadline = time.monotonic() + READY_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{server.base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"server did not become ready\n{tail}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_SECONDS)
-
-
-def _round(server: Server, customers: Sequence[str], clients: int, load: Load) -> None:
+def _round(
+    server: Server, headers: dict[str, str], customers: Sequence[str], clients: int, load: Load
+) -> None:
     """``len(customers)`` offers calls from ``clients`` concurrent clients."""
     lock = threading.Lock()
     next_call = iter(range(len(customers)))
 
     def client() -> None:
-        with httpx.Client(
-            base_url=server.base, headers=server.headers, timeout=REQUEST_SECONDS
-        ) as http:
+        with httpx.Client(base_url=server.base, headers=headers, timeout=REQUEST_SECONDS) as http:
             while True:
                 with lock:
                     n = next(next_call, None)
@@ -186,6 +121,8 @@ def run_load(
     """The load test: both servers, ``rounds`` turns each of ``calls_per_round`` calls.
     ``settings``: what both servers share (clock, catalogue...)."""
     read_key, read_entry = create_key(Role.read)
+    # Info level on both: the access log writes at info.
+    settings = {"NBO_LOG_LEVEL": "info", **settings}
     hardened_settings = {
         **settings,
         "NBO_API_KEYS": json.dumps([read_entry.model_dump()]),
@@ -201,23 +138,21 @@ def run_load(
     }
     hardened, bare = Load(), Load()
     rng = np.random.default_rng(0)
+    key = {"Authorization": f"Bearer {read_key}"}
     with (
-        _server(
-            models_dir,
-            work_dir / "hardened",
-            hardened_settings,
-            {"Authorization": f"Bearer {read_key}"},
+        serve(
+            models_dir, work_dir / "hardened.db", work_dir / "hardened.log", hardened_settings
         ) as on,
-        _server(models_dir, work_dir / "bare", bare_settings, {}) as off,
+        serve(models_dir, work_dir / "bare.db", work_dir / "bare.log", bare_settings) as off,
     ):
-        for server in (on, off):
-            _round(server, list(rng.choice(customers, warmup)), clients, Load())
+        for server, headers in ((on, key), (off, {})):
+            _round(server, headers, list(rng.choice(customers, warmup)), clients, Load())
         for n in range(rounds):
             chosen = list(rng.choice(customers, calls_per_round))
             # Alternate who goes first, so neither always follows the other.
-            order = ((on, hardened), (off, bare)) if n % 2 == 0 else ((off, bare), (on, hardened))
-            for server, load in order:
-                _round(server, chosen, clients, load)
+            turns = [(on, key, hardened), (off, {}, bare)]
+            for server, headers, load in turns if n % 2 == 0 else turns[::-1]:
+                _round(server, headers, chosen, clients, load)
     return LoadResult(hardened, bare, clients, rounds)
 
 

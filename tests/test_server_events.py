@@ -10,12 +10,8 @@ Every wait has a deadline and the server is always stopped in ``finally``.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -28,11 +24,12 @@ from typing import Any
 import httpx
 from test_live_purchases import purchase
 
+from bench.servers import Server
+from bench.servers import running_server as serve
 from nbo.store import SQLiteStore
 
 CLOCK = "2026-06-30T12:00:00Z"
 TODAY = "2026-06-30T11:00:00Z"  # after the planted data ends, inside the window
-READY_SECONDS = 60
 STOP_SECONDS = 10
 REQUEST_SECONDS = 10
 
@@ -42,83 +39,15 @@ Event = dict[str, Any]
 # -- the server process ---------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    base: str
-    log: Path
-    store: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def terminate(self) -> None:
-        """SIGTERM, and check the stop was graceful: the app's shutdown closed the store.
-
-        uvicorn shuts down, then raises the captured SIGTERM again, so the exit code is
-        -SIGTERM. The store's last connection closing checkpoints and removes the WAL
-        file: a WAL file left behind means the shutdown never reached ``store.close()``.
-        """
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"server did not stop within {STOP_SECONDS} s of SIGTERM\n{self.output()}"
-            ) from None
-        assert code in (0, -signal.SIGTERM), f"exit code {code}\n{self.output()}"
-        wal = self.store.with_name(self.store.name + "-wal")
-        assert not wal.exists(), f"store not closed at shutdown\n{self.output()}"
-
-
 @contextmanager
 def running_server(
     models_dir: Path, store: Path, log: Path, settings: dict[str, str] | None = None
 ) -> Iterator[Server]:
-    """``nbo serve`` on a free loopback port, ready; killed on the way out if still up.
-    ``settings``: more ``NBO_*`` variables for the server."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "NBO_CLOCK": CLOCK,
-        "NBO_LOG_LEVEL": "warning",
-        "NBO_STORE_URL": f"sqlite:///{store}",
-        **(settings or {}),
-    }
-    command = [sys.executable, "-m", "nbo.cli", "serve", "--models-dir", str(models_dir)]
-    with log.open("ab") as sink:
-        process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=log.parent,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log, store)
-    try:
-        deadline = time.monotonic() + READY_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{server.base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, f"server exited early\n{server.output()}"
-            assert time.monotonic() < deadline, (
-                f"server not ready in {READY_SECONDS} s\n{server.output()}"
-            )
-            time.sleep(0.1)
+    """``nbo serve`` on a free loopback port with the test clock, ready (``bench.servers``:
+    stopped on the way out; ``Server.terminate`` stops it and checks the stop was
+    graceful). ``settings``: more ``NBO_*`` variables for the server."""
+    with serve(models_dir, store, log, {"NBO_CLOCK": CLOCK, **(settings or {})}) as server:
         yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=STOP_SECONDS)
 
 
 # -- events ---------------------------------------------------------------------------------

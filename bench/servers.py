@@ -1,0 +1,118 @@
+"""A real ``nbo serve`` process on a free loopback port, for benchmarks and tests that
+must go through uvicorn: one way to start, wait for and stop a server.
+
+The server reads ``NBO_*`` settings from its environment (this process's, plus the
+store, clock and any ``settings`` given); its output goes to ``log``. Every wait has a
+deadline: start-up imports scikit-learn and LightGBM and verifies the model, seconds on
+a busy two-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+READY_SECONDS = 60
+STOP_SECONDS = 10
+
+
+class ServerError(RuntimeError):
+    """The server exited at start or did not become ready in time (its log attached)."""
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    base: str
+    log: Path
+    store: Path
+
+    def output(self) -> str:
+        """The end of the server's log, for a failure message."""
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def terminate(self) -> None:
+        """SIGTERM, and check the stop was graceful: the process ends within
+        ``STOP_SECONDS`` (uvicorn raises the captured SIGTERM again, so -SIGTERM is a
+        clean exit too) and the app's shutdown closed the store. The store's last
+        connection closing checkpoints and removes the WAL file: a WAL file left behind
+        means the shutdown never reached ``store.close()``."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise ServerError(
+                f"server did not stop within {STOP_SECONDS} s of SIGTERM\n{self.output()}"
+            ) from None
+        if code not in (0, -signal.SIGTERM):
+            raise ServerError(f"exit code {code}\n{self.output()}")
+        wal = self.store.with_name(self.store.name + "-wal")
+        if wal.exists():
+            raise ServerError(f"store not closed at shutdown\n{self.output()}")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def running_server(
+    models_dir: Path,
+    store: Path,
+    log: Path,
+    settings: Mapping[str, str] | None = None,
+) -> Iterator[Server]:
+    """``nbo serve`` on 127.0.0.1 and a free port with its own SQLite ``store``, ready
+    (``/health/ready`` answers 200); on the way out SIGTERM, then SIGKILL if it hangs."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "NBO_LOG_LEVEL": "warning",
+        "NBO_STORE_URL": f"sqlite:///{store}",
+        **(settings or {}),
+    }
+    command = [sys.executable, "-m", "nbo.cli", "serve", "--models-dir", str(models_dir)]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=log.parent,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", log, store)
+    try:
+        deadline = time.monotonic() + READY_SECONDS
+        while True:
+            try:
+                if httpx.get(f"{server.base}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None:
+                raise ServerError(f"server exited at start\n{server.output()}")
+            if time.monotonic() > deadline:
+                raise ServerError(f"server not ready in {READY_SECONDS} s\n{server.output()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=STOP_SECONDS)
