@@ -154,8 +154,11 @@ def test_requests_are_counted_by_route_template_never_by_path(client: TestClient
     assert delta(requests, route="/v1/events", method="POST", status="200") == 1
     # The scrape before counts too: the one after is answered after it is rendered.
     assert delta(requests, route="/metrics", method="GET", status="200") == 1
-    assert delta("nbo_http_request_duration_seconds_count", route=OFFERS, method="GET") == 2
-    assert delta("nbo_http_request_duration_seconds_sum", route=OFFERS, method="GET") > 0
+    latency = "nbo_http_request_duration_seconds"
+    assert delta(f"{latency}_count", route=OFFERS, method="GET") == 2
+    assert delta(f"{latency}_count", route=OFFERS, method="GET", status="200") == 1
+    assert delta(f"{latency}_count", route=OFFERS, method="GET", status="422") == 1
+    assert delta(f"{latency}_sum", route=OFFERS, method="GET", status="200") > 0
     routes = {labels["route"] for name, labels, _ in after if name == requests}
     assert routes == {OFFERS, "unmatched", "/v1/events", "/metrics"}
     assert customer not in client.get("/metrics").text

@@ -76,8 +76,8 @@ class PrometheusMetrics(Metrics):
         )
         self._latency = Histogram(
             "nbo_http_request_duration_seconds",
-            "time from request to the end of the response, by route template and method",
-            ["route", "method"],
+            "time from request to the end of the response, by route template, method and status",
+            ["route", "method", "status"],
             buckets=REQUEST_BUCKETS,
             registry=self.registry,
         )
@@ -124,7 +124,7 @@ class PrometheusMetrics(Metrics):
         if children is None:
             children = (
                 self._requests.labels(route, method, str(status)),
-                self._latency.labels(route, method),
+                self._latency.labels(route, method, str(status)),
             )
             self._request_children[key] = children
         children[0].inc()
