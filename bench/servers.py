@@ -73,9 +73,11 @@ def running_server(
     store: Path,
     log: Path,
     settings: Mapping[str, str] | None = None,
+    ready_seconds: float = READY_SECONDS,
 ) -> Iterator[Server]:
     """``nbo serve`` on 127.0.0.1 and a free port with its own SQLite ``store``, ready
-    (``/health/ready`` answers 200); on the way out SIGTERM, then SIGKILL if it hangs."""
+    (``/health/ready`` answers 200 within ``ready_seconds``); on the way out SIGTERM,
+    then SIGKILL if it hangs."""
     port = free_port()
     env = {
         **os.environ,
@@ -95,7 +97,7 @@ def running_server(
         )
     server = Server(process, f"http://127.0.0.1:{port}", log, store)
     try:
-        deadline = time.monotonic() + READY_SECONDS
+        deadline = time.monotonic() + ready_seconds
         while True:
             try:
                 if httpx.get(f"{server.base}/health/ready", timeout=1).status_code == 200:
@@ -105,7 +107,7 @@ def running_server(
             if process.poll() is not None:
                 raise ServerError(f"server exited at start\n{server.output()}")
             if time.monotonic() > deadline:
-                raise ServerError(f"server not ready in {READY_SECONDS} s\n{server.output()}")
+                raise ServerError(f"server not ready in {ready_seconds} s\n{server.output()}")
             time.sleep(0.1)
         yield server
     finally:

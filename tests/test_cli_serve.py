@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from bench.servers import running_server
 from nbo.cli import EXIT_USER_ERROR, main
 
 
@@ -41,35 +37,13 @@ def test_serve_refuses_a_bad_setting(
     assert "NBO_CLOCK" in _one_error_line(capsys.readouterr().err)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def test_serve_answers_over_http(models_dir: Path) -> None:
+def test_serve_answers_over_http(models_dir: Path, tmp_path: Path) -> None:
     """The real command, uvicorn and all, on a loopback port; stopped within seconds."""
-    port = _free_port()
-    env = {**os.environ, "NBO_CLOCK": "2026-06-30T12:00:00Z", "NBO_LOG_LEVEL": "warning"}
-    command = [sys.executable, "-m", "nbo.cli", "serve", "--models-dir", str(models_dir)]
-    server = subprocess.Popen(
-        [*command, "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, server.communicate()[1].decode()
-            assert time.monotonic() < deadline, "service did not become ready in 30 s"
-            time.sleep(0.2)
+    settings = {"NBO_CLOCK": "2026-06-30T12:00:00Z"}
+    with running_server(
+        models_dir, tmp_path / "store.db", tmp_path / "server.log", settings, ready_seconds=30
+    ) as server:
+        base = server.base
         answer = httpx.get(f"{base}/v1/customers/a00/offers", params={"k": 3}, timeout=5)
         assert answer.status_code == 200
         body = answer.json()
@@ -77,6 +51,3 @@ def test_serve_answers_over_http(models_dir: Path) -> None:
         assert all(offer["item_id"].startswith("A") for offer in body["offers"])
         bad = httpx.get(f"{base}/v1/customers/a00/offers", params={"k": 0}, timeout=5)
         assert bad.status_code == 422 and bad.json()["details"][0]["field"] == "k"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)

@@ -10,13 +10,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +23,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.servers import running_server
 from nbo.config import Settings, load_settings
 from nbo.errors import ConfigError
 from nbo.service.app import create_app
@@ -36,8 +32,6 @@ from nbo.service.logs import REQUEST_ID, JsonFormatter, TextFormatter
 from nbo.service.metrics import ModelCollector, TimedStore
 from nbo.store import SQLiteStore
 
-# Start-up imports scikit-learn and LightGBM: seconds, more on a busy machine.
-READY_SECONDS = 60
 CLOCK = "2026-06-30T12:00:00Z"
 TODAY = "2026-06-30T11:00:00Z"
 OFFERS = "/v1/customers/{customer_id}/offers"
@@ -501,47 +495,22 @@ def test_a_bad_log_format_refuses_the_start() -> None:
         load_settings(log_format="xml")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def test_serve_writes_json_lines_only(models_dir: Path, tmp_path: Path) -> None:
+def test_serve_writes_json_lines_only(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``nbo serve`` for real: uvicorn's own lines are JSON too, and uvicorn writes no
     access line of its own (the middleware's is the one)."""
-    port = _free_port()
-    env = {
-        **os.environ,
-        "NBO_CLOCK": CLOCK,
-        "NBO_LOG_LEVEL": "info",
-        "NBO_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}",
-    }
-    env.pop("NBO_LOG_FORMAT", None)
-    command = [sys.executable, "-m", "nbo.cli", "serve", "--models-dir", str(models_dir)]
-    server = subprocess.Popen(
-        [*command, "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + READY_SECONDS
-        while True:
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, server.communicate()[1].decode()
-            assert time.monotonic() < deadline, f"not ready in {READY_SECONDS} s"
-            time.sleep(0.2)
+    monkeypatch.delenv("NBO_LOG_FORMAT", raising=False)  # serve's default format
+    settings = {"NBO_CLOCK": CLOCK, "NBO_LOG_LEVEL": "info"}
+    log = tmp_path / "server.log"
+    with running_server(models_dir, tmp_path / "store.db", log, settings) as server:
         answer = httpx.get(
-            f"{base}/v1/customers/a00/offers?k=2", headers={"X-Request-ID": "served-1"}
+            f"{server.base}/v1/customers/a00/offers?k=2", headers={"X-Request-ID": "served-1"}
         )
         assert answer.headers["x-request-id"] == "served-1"
-        assert "nbo_http_requests_total" in httpx.get(f"{base}/metrics").text
-    finally:
-        server.send_signal(signal.SIGTERM)
-        _, err = server.communicate(timeout=15)
+        assert "nbo_http_requests_total" in httpx.get(f"{server.base}/metrics").text
+        server.terminate()
+    err = log.read_bytes()
     lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
     loggers = {line["logger"] for line in lines}
     assert "uvicorn.error" in loggers and "uvicorn.access" not in loggers
