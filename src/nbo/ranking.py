@@ -43,7 +43,14 @@ from nbo.model import ServingModel
 from nbo.models.cf import FILTERED_SCORE, confidence_of_counts
 from nbo.policies import RULE_FATIGUE, RULE_JUST_BOUGHT, Contact
 from nbo.suppression import SuppressionWindow
-from nbo.two_stage import NO_STAGE, STAGE_CODE, CustomerSide, PlainRows, candidates
+from nbo.two_stage import (
+    NO_STAGE,
+    STAGE_CODE,
+    CustomerSide,
+    PlainRows,
+    candidates,
+    ranked_order,
+)
 from nbo.two_stage import SOURCE_ALS as SOURCE_ALS_COLUMN
 from nbo.two_stage import SOURCE_BUY_AGAIN as SOURCE_BUY_AGAIN_COLUMN
 from nbo.two_stage import SOURCE_KNN as SOURCE_KNN_COLUMN
@@ -603,7 +610,7 @@ def _ranked_candidates_many(
         as_of_s=now_s,
     )
     scores = model.ranker.predict(table.features)
-    order = np.lexsort((table.items, -scores, table.rows))
+    order = ranked_order(table, scores)
     rows = table.rows[order]
     wanted = np.fromiter((p.n_candidates for p in prepared), dtype=np.int64, count=len(prepared))
     starts = np.searchsorted(rows, np.arange(len(prepared)))

@@ -679,10 +679,66 @@ def sparse_topk(scores: sp.csr_matrix, n: int, exclude: sp.csr_matrix | None = N
     return ids
 
 
+# Reciprocal rank fusion's constant (Cormack, Clarke and Buettcher, 2009): a source's
+# first proposal weighs 1/61, its tenth 1/70, so agreement between sources outweighs any
+# one source's order.
+FUSION_K = 60.0
+
+
+def source_consensus(table: CandidateTable) -> np.ndarray:
+    """Per pair, how strongly the sources agree on it: reciprocal rank fusion of each
+    proposing source's rank (ALS, ItemKNN, the customer's own history by orders then
+    recency, popularity, popularity in the stage).
+
+    The ranker's scores tie where its trees put candidates in the same leaves (few
+    rounds on a small shop); the sources' consensus then orders them, instead of the
+    catalogue index, so the order of ties is the first stage's, on every machine.
+    """
+    features, flags = table.features, table.sources
+    column = _COLUMN
+    bought = np.nan_to_num(features[:, column["bought_orders"]].astype(np.float64))
+    since = features[:, column["days_since_bought"]].astype(np.float64)
+    # The history source's rank: most ordered first, then most recent, within the row.
+    again = flags[:, SOURCE_BUY_AGAIN]
+    positions = np.flatnonzero(again)
+    order = positions[
+        np.lexsort(
+            (
+                table.items[positions],
+                np.nan_to_num(since[positions], nan=np.inf),
+                -bought[positions],
+                table.rows[positions],
+            )
+        )
+    ]
+    again_rank = np.full(len(table), np.nan)
+    n_rows = int(table.rows.max()) + 1 if len(table) else 0
+    again_rank[order] = _rank_within(table.rows[order], n_rows) + 1
+    ranks = (
+        (SOURCE_ALS, features[:, column["als_rank"]]),
+        (SOURCE_KNN, features[:, column["knn_rank"]]),
+        (SOURCE_BUY_AGAIN, again_rank),
+        (SOURCE_POPULAR, features[:, column["popularity_rank"]] + 1.0),
+        (SOURCE_STAGE_POPULAR, features[:, column["stage_popularity_rank"]] + 1.0),
+    )
+    fused = np.zeros(len(table))
+    for source, rank in ranks:
+        proposed = flags[:, source] & np.isfinite(rank)
+        fused[proposed] += 1.0 / (FUSION_K + rank[proposed].astype(np.float64))
+    return fused
+
+
+def ranked_order(table: CandidateTable, scores: np.ndarray) -> np.ndarray:
+    """The pairs by row, then by the ranker's score, best first; ties by the sources'
+    consensus (``source_consensus``), then by item. The one order the trainer evaluates
+    and the service serves."""
+    return np.lexsort((table.items, -source_consensus(table), -scores, table.rows))
+
+
 def ranked_top(table: CandidateTable, scores: np.ndarray, n_rows: int, k: int) -> np.ndarray:
     """Per customer row, the ``k`` candidates of highest score, best first (-1 pads)."""
     out = np.full((n_rows, k), -1, np.int64)
-    order = np.lexsort((table.items, -scores, table.rows))
+    order = ranked_order(table, scores)
     rows, picked = table.rows[order], table.items[order]
     starts = np.searchsorted(rows, np.arange(n_rows))
     ends = np.searchsorted(rows, np.arange(n_rows), side="right")
