@@ -99,11 +99,37 @@ def _fit(x: np.ndarray, y: np.ndarray, mask: np.ndarray, increasing: bool) -> Cu
         return Curve(np.array([0.0, 1.0]), np.array([rate, rate]))
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=increasing, out_of_bounds="clip")
     iso.fit(xs, ys)
-    bx, by = iso.X_thresholds_, iso.y_thresholds_
+    bx, by = _centered(xs, iso.predict(xs))
     if len(bx) > MAX_BREAKPOINTS:
         keep = np.unique(np.linspace(0, len(bx) - 1, MAX_BREAKPOINTS).round().astype(int))
         bx, by = bx[keep], by[keep]
     return Curve(np.asarray(bx, dtype=np.float64), np.clip(np.asarray(by), 0.0, 1.0))
+
+
+def _centered(x: np.ndarray, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centered isotonic regression (Oron and Flournoy, 2017): the isotonic fit's
+    plateaus turned into one breakpoint each, at the mean score of the pairs in it (the
+    first and last at the lowest and highest score), joined by straight lines.
+
+    The isotonic fit is a step function: every candidate on one plateau gets the same
+    probability, so a price or a lever, not the model, would decide between them. The
+    centered curve keeps the plateaus' levels but is strictly monotone over the scores
+    seen, so a higher score always means a higher propensity there: arbitration keeps
+    the model's resolution. Beyond the scores seen it is flat (clipped), and equal
+    priorities keep the candidates' order.
+    """
+    order = np.argsort(x, kind="stable")
+    xs, ys = x[order], fitted[order]
+    starts = np.flatnonzero(np.r_[True, ys[1:] != ys[:-1]])
+    sizes = np.diff(np.r_[starts, len(xs)])
+    centers = np.add.reduceat(xs, starts) / sizes
+    levels = ys[starts]
+    if len(starts) == 1:
+        return np.array([xs[0], xs[-1]]), np.array([levels[0], levels[0]])
+    centers[0], centers[-1] = xs[0], xs[-1]
+    # Two plateaus whose pairs share one score cannot both keep it: keep x increasing.
+    keep = np.r_[True, np.diff(centers) > 0]
+    return centers[keep], levels[keep]
 
 
 def _held_out_quality(
