@@ -63,6 +63,7 @@ def test_planted_catalogue_is_what_the_model_serves(model: ServingModel) -> None
     assert len(model.customers) == 2 * 30
 
 
+@pytest.mark.learned
 def test_trained_model_ranks_the_planted_items_first(
     model: ServingModel, customers: list[str], planted_purchases: pd.DataFrame
 ) -> None:
@@ -276,6 +277,7 @@ def test_cf_reasons_name_items_the_customer_bought(
             assert set(because) <= ever, (customer, offer.item_id, because)
 
 
+@pytest.mark.learned
 @pytest.mark.parametrize("customer", ["a00", "a13", "b03", "b29"])
 def test_explain_items_matches_implicit_explain(model: ServingModel, customer: str) -> None:
     index = model.customers.get(customer)
@@ -294,9 +296,12 @@ def test_explain_items_matches_implicit_explain(model: ServingModel, customer: s
         for target, explanation in zip(targets.tolist(), ours, strict=True):
             _, theirs, _ = model.als.explain(0, row, target, N=top)
             assert [i for i, _ in explanation] == [int(i) for i, _ in theirs]
-            assert np.allclose(
-                [v for _, v in explanation], [v for _, v in theirs], rtol=1e-4, atol=0
-            )
+            # Two float32 computations of the same sums in different orders (and BLAS
+            # kernels): relative to the largest contribution, not to each one, since a
+            # contribution near zero carries the others' rounding error.
+            expected = [v for _, v in theirs]
+            scale = max((abs(v) for v in expected), default=0.0)
+            assert np.allclose([v for _, v in explanation], expected, rtol=1e-4, atol=1e-4 * scale)
 
 
 def test_explain_items_with_no_history_or_no_targets(model: ServingModel) -> None:

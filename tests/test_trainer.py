@@ -159,6 +159,7 @@ def test_metrics_keyed_truth_method_metric(trained: TrainResult) -> None:
     assert trained.metrics["all"]["als"]["customers"] == 60.0
 
 
+@pytest.mark.learned
 def test_quality_gate_passes_on_planted_data(trained: TrainResult) -> None:
     gate = _manifest(trained)["quality_gate"]
 

@@ -134,6 +134,7 @@ def test_ranked_top_orders_by_score_within_each_customer() -> None:
     assert top[0].tolist() == sorted(table.items.tolist())[:3]
 
 
+@pytest.mark.learned
 def test_the_ranker_is_trained_before_the_cutoff_and_beats_every_single_method(
     trained: TrainResult,
 ) -> None:
@@ -155,6 +156,7 @@ def model(models_dir) -> ServingModel:
     return load_serving_model(models_dir)
 
 
+@pytest.mark.learned
 def test_served_offers_come_from_the_ranker_with_reasons(
     model: ServingModel, planted_purchases: pd.DataFrame
 ) -> None:
