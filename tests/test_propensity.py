@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.isotonic import IsotonicRegression
 
 from nbo.artifacts import MANIFEST
 from nbo.checksums import sha256_file
@@ -15,6 +16,7 @@ from nbo.errors import ArtifactError
 from nbo.model import load_serving_model
 from nbo.propensity import Curve, Propensity
 from training.pipeline import TrainResult
+from training.propensity import fit_curve
 
 
 def test_a_curve_interpolates_between_breakpoints_and_clips_outside() -> None:
@@ -92,3 +94,22 @@ def test_a_broken_curve_refuses_the_model(trained: TrainResult, tmp_path: Path) 
     (copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="propensity"):
         load_serving_model(tmp_path, trained.version)
+
+
+def test_the_curve_is_strictly_monotone_where_isotonic_regression_has_plateaus() -> None:
+    """Scores 0..9 with hits that isotonic regression pools into plateaus: the fitted
+    curve still gives every higher score a higher probability over the scores seen, and
+    keeps the plateaus' levels at their mean scores."""
+    rng = np.random.default_rng(0)
+    scores = np.repeat(np.arange(10.0), 50)
+    # Hit rates that fall back twice (violations the isotonic fit pools).
+    rates = np.repeat([0.1, 0.3, 0.2, 0.2, 0.5, 0.4, 0.6, 0.6, 0.9, 0.8], 50)
+    hits = (rng.random(len(scores)) < rates).astype(float)
+    curve = fit_curve(scores, hits, np.ones(len(scores), dtype=bool), increasing=True)
+    probabilities = curve(np.arange(10.0))
+    assert np.all(np.diff(probabilities) > 0)
+    isotonic = IsotonicRegression(out_of_bounds="clip").fit(scores, hits)
+    assert set(np.round(curve.y, 9)) <= set(np.round(isotonic.predict(np.arange(10.0)), 9))
+    # The popular list's curve decreases with the rank just as strictly.
+    ranks = fit_curve(scores, hits[::-1], np.ones(len(scores), dtype=bool), increasing=False)
+    assert np.all(np.diff(ranks(np.arange(10.0))) < 0)

@@ -134,6 +134,17 @@ def test_ranked_top_orders_by_score_within_each_customer() -> None:
     assert top[0].tolist() == sorted(table.items.tolist())[:3]
 
 
+def test_ranker_ties_follow_the_sources_consensus_not_the_catalogue_order() -> None:
+    """Where the ranker cannot tell candidates apart (equal scores: the same leaves of
+    every tree), the items the sources agree on come first: here the customer's own
+    group, which ALS, ItemKNN and their history propose, before items 0..2 that only
+    ALS's tail and popularity do, although those come first in the catalogue."""
+    table = candidates(tiny_items(), customer({4: (3, 90)}, [0.0, 1.0]), 6)
+    assert set(table.items.tolist()) == set(range(6))
+    top = ranked_top(table, np.zeros(len(table)), 1, 3)
+    assert set(top[0].tolist()) == {3, 4, 5}
+
+
 @pytest.mark.learned
 def test_the_ranker_is_trained_before_the_cutoff_and_beats_every_single_method(
     trained: TrainResult,

@@ -77,8 +77,8 @@ def fit_propensity(
         "cf": _list_quality(scores, cf_labels, valid, fit_half, increasing=True),
         "popular": _list_quality(ranks, popular_labels, popular_valid, fit_half, increasing=False),
     }
-    cf_curve = _fit(scores, cf_labels, valid, increasing=True)
-    popular_curve = _fit(ranks, popular_labels, popular_valid, increasing=False)
+    cf_curve = fit_curve(scores, cf_labels, valid, increasing=True)
+    popular_curve = fit_curve(ranks, popular_labels, popular_valid, increasing=False)
     return Propensity(cf_curve, popular_curve, horizon_days), report
 
 
@@ -92,7 +92,7 @@ def _bought(truth: sp.csr_matrix, ids: np.ndarray, valid: np.ndarray) -> np.ndar
     return (np.isin(keys, truth_keys) & valid).astype(np.float64)
 
 
-def _fit(x: np.ndarray, y: np.ndarray, mask: np.ndarray, increasing: bool) -> Curve:
+def fit_curve(x: np.ndarray, y: np.ndarray, mask: np.ndarray, increasing: bool) -> Curve:
     xs, ys = np.asarray(x, dtype=np.float64)[mask], y[mask]
     if len(xs) == 0 or len(np.unique(xs)) < 2:
         rate = float(ys.mean()) if len(ys) else 0.0
@@ -144,7 +144,7 @@ def _held_out_quality(
     }
     if not fit_mask.any() or not test_mask.any():
         return quality
-    curve = _fit(x, y, fit_mask, increasing)
+    curve = fit_curve(x, y, fit_mask, increasing)
     truth = y[test_mask]
     predicted = curve(np.asarray(x, dtype=np.float64)[test_mask])
     base = float(y[fit_mask].mean())
@@ -184,5 +184,5 @@ def with_ranker_curve(
     fit_customers = customers[rng.random(len(customers)) < 0.5]
     fit_rows = np.isin(ranker.rows, fit_customers)
     quality = _held_out_quality(scores, labels, fit_rows, ~fit_rows, increasing=True)
-    curve = _fit(scores, labels, np.ones(len(scores), dtype=bool), increasing=True)
+    curve = fit_curve(scores, labels, np.ones(len(scores), dtype=bool), increasing=True)
     return replace(propensity, ranker=curve), {**report, "ranker": quality}
