@@ -29,7 +29,7 @@ def register(commands: Any) -> None:
         description="The experiment's report from the event store (NBO_STORE_URL) and the "
         "experiments file (NBO_EXPERIMENTS): per variant customers assigned and exposed, "
         "conversions, conversion rate and revenue per exposed customer; each variant "
-        "against the control with a 95%% confidence interval and p-value; a "
+        "against the control with a 95% confidence interval and p-value; a "
         "sample-ratio-mismatch check. Prints a table, writes report.json and report.html.",
     )
     experiment.add_argument("name", help="the experiment's name in the experiments file")
@@ -52,7 +52,16 @@ def register(commands: Any) -> None:
     compare.add_argument("model_a", metavar="VERSION_A", help="a version or alias")
     compare.add_argument("model_b", metavar="VERSION_B", help="a version or alias")
     compare.add_argument("--data", type=Path, required=True, help="purchase file (.csv/.parquet)")
-    compare.add_argument("--mapping", default=None, help="column mapping name or TOML file")
+    compare.add_argument(
+        "--mapping", default=None, help="column mapping: a shipped name or a TOML file"
+    )
+    compare.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="CANONICAL=SOURCE",
+        help="map one column, e.g. --column item_id=sku (repeatable; overrides --mapping)",
+    )
     compare.add_argument("--k", type=int, default=10, help="list length (10)")
     compare.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
     compare.add_argument("--out", type=Path, default=None, help="write the comparison as JSON")
@@ -143,13 +152,14 @@ def run_compare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from nbo.compare import TRUTHS, compare_models
-    from nbo.mapping import load_mapping
+    from nbo.mapping import load_mapping, parse_column_overrides
     from nbo.model import load_serving_model
     from nbo.purchases import read_purchases
     from nbo.registry import resolve
 
     if not 1 <= args.k <= 100:
         raise NboError(f"--k {args.k}: must be between 1 and 100")
+    mapping = load_mapping(args.mapping).with_overrides(columns=parse_column_overrides(args.column))
     settings = load_settings(models_dir=args.models_dir)
     versions = (
         resolve(settings.models_dir, args.model_a),
@@ -159,7 +169,7 @@ def run_compare(args: argparse.Namespace) -> int:
         load_serving_model(settings.models_dir, versions[0]),
         load_serving_model(settings.models_dir, versions[1]),
     )
-    purchases, _cleaning = read_purchases(args.data, load_mapping(args.mapping))
+    purchases, _cleaning = read_purchases(args.data, mapping)
     names = (args.model_a, args.model_b) if args.model_a != args.model_b else ("a", "b")
     result = compare_models(models, names, purchases, k=args.k, window=settings.suppression)
     console = Console()
