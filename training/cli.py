@@ -44,12 +44,23 @@ def register(commands: Any) -> None:
         "train",
         help="train, evaluate and publish a model from purchase history",
         description="Train on a purchase file (CSV or Parquet), evaluate on a time-based "
-        "holdout against popularity and buy-again baselines, and publish a versioned model.",
+        "holdout (the two-stage ranker against ALS, item-kNN, buy-again and popularity), "
+        "and publish a versioned model if it passes the quality gate: the ranker must beat "
+        "the best single method on NDCG@k, k = 10 unless --config says otherwise (without "
+        "a ranker, when the data is too short for one, ALS must beat popularity).",
     )
     add_input_arguments(parser)
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument(
-        "--force", action="store_true", help="publish even if ALS loses to popularity"
+        "--models-dir",
+        type=Path,
+        default=Path("models"),
+        help="where versions are published (models)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="publish even if the quality gate fails (the ranker does not beat the best "
+        "single method on NDCG@k, or ALS does not beat popularity without a ranker)",
     )
     parser.set_defaults(handler=run)
 

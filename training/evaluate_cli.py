@@ -53,9 +53,9 @@ def register(commands: Any) -> None:
     parser = commands.add_parser(
         "evaluate",
         help="evaluate a data set as `nbo train` would, without publishing",
-        description="Run the trainer's time-split evaluation on a purchase file (ALS "
-        "against the baselines on the same customers, the churn model, the lifecycle "
-        "stages) without publishing anything; print the comparison and write it as "
+        description="Run the trainer's time-split evaluation on a purchase file (the "
+        "ranker, ALS and the baselines on the same customers, the churn model, the "
+        "lifecycle stages) without publishing anything; print the comparison and write it as "
         f"{EVALUATION_JSON} and a self-contained {REPORT_HTML}. Exits 0 whether or not "
         "the quality gate passes.",
     )

@@ -27,7 +27,12 @@ def register(commands: Any) -> None:
         "file of customer ids (a customer_id column)",
     )
     parser.add_argument("--k", type=int, default=10, help="offers per customer (10)")
-    parser.add_argument("--channel", choices=("email", "app"), default="email")
+    parser.add_argument(
+        "--channel",
+        choices=("email", "app"),
+        default="email",
+        help="the channel the campaign goes out on: its consent and contact policy apply (email)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output .parquet or .csv")
     parser.add_argument(
         "--record",

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from nbo import __version__
 from nbo.errors import NboError
@@ -22,8 +23,28 @@ EXIT_USER_ERROR = 2
 Handler = Callable[[argparse.Namespace], int]
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, wrapped at spaces only: a hyphenated word (``online-retail``, a
+    mapping's name) is never split across two lines, where it would read as two words."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.wrap(text, width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.fill(
+            text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False
+        )
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (the rule for every nbo error), exit 2."""
+    """argparse, but a usage error is one line (the rule for every nbo error), exit 2;
+    every sub-command's help is wrapped by ``HelpFormatter``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
