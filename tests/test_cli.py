@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from nbo import __version__
-from nbo.cli import build_parser, main
+from nbo.cli import build_parser, main, pin_blas_threads
 
 
 def test_version_answers_without_loading_any_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,3 +81,9 @@ def test_train_force_says_what_the_quality_gate_checks() -> None:
     assert "quality gate" in force.help
     assert "ranker does not beat the best single method" in force.help
     assert "loses to popularity" not in force.help
+
+
+def test_blas_is_pinned_to_one_thread_unless_the_user_chose() -> None:
+    environ = {"MKL_NUM_THREADS": "4"}
+    pin_blas_threads(environ)
+    assert environ == {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "4", "BLIS_NUM_THREADS": "1"}

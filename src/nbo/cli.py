@@ -8,9 +8,10 @@ Every expected failure ends as one readable line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any, NoReturn
 
@@ -21,6 +22,11 @@ COMMAND_GROUP = "nbo.commands"
 EXIT_USER_ERROR = 2
 
 Handler = Callable[[argparse.Namespace], int]
+
+# BLAS thread pools, which nbo never wants: ALS crawls with them (implicit warns) and the
+# service and batch pin them to one thread anyway. Set before a command imports numpy,
+# since the libraries read them once, when they load; a value the user set is kept.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -70,7 +76,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def pin_blas_threads(environ: MutableMapping[str, str] = os.environ) -> None:
+    """One BLAS thread for every command, before any library starts its pool."""
+    for name in BLAS_THREAD_VARIABLES:
+        environ.setdefault(name, "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    pin_blas_threads()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--version"]:
         print(f"nbo {__version__}")
