@@ -5,6 +5,10 @@ from posted events with figures checked by hand; the offline comparison of two m
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +18,7 @@ import pytest
 from conftest import END, make_planted_purchases, small_training_config
 from fastapi.testclient import TestClient
 
-from nbo.cli import main
+from nbo.cli import BLAS_THREAD_VARIABLES, main
 from nbo.config import Settings
 from nbo.mapping import load_mapping
 from nbo.registry import read_aliases, set_alias
@@ -297,6 +301,25 @@ def test_compare_scores_two_models_on_purchases_neither_saw(
         assert "ndcg_difference" in result["difference"][truth]
     printed = capsys.readouterr().out
     assert "truth: all" in printed and "paired t-test" in printed
+    # As a user runs it, piped (COLUMNS unset): both versions whole, not "20261205T17…",
+    # and no OpenBLAS thread warning (with one CPU there is nothing to warn about anyway).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE", *BLAS_THREAD_VARIABLES}
+    }
+    piped = subprocess.run(
+        [sys.executable, "-m", "nbo.cli", *args, "--models-dir", str(models)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert "…" not in piped.stdout
+    words = re.split(r"[\s│]+", piped.stdout)
+    for version in (a.version, b.version):
+        assert words.count(str(version)) == 4  # 2 tables, 2 difference lines
+    assert "OpenBLAS" not in piped.stderr and "Warning" not in piped.stderr, piped.stderr
     # Data that ends where the models' does has nothing to compare on: one line.
     assert (
         main(

@@ -14,6 +14,7 @@ from rich.table import Table
 from nbo.config import load_settings
 from nbo.mapping import ColumnMapping, load_mapping, parse_column_overrides, shipped_mappings
 from nbo.store import read_erased_ids
+from nbo.terminal import output_console, print_table
 from training.config import TrainingConfig, load_training_config
 from training.lifecycle import CALIBRATION_PLOT
 from training.pipeline import CHURN_METRICS, TrainResult, train
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         result = train(
             args.data, mapping, args.models_dir, config, args.force, progress, erased=erased
         )
-    print_summary(Console(), result)
+    print_summary(output_console(), result)
     return 0
 
 
@@ -139,7 +140,7 @@ def print_ranker(console: Console, section: dict[str, Any] | None) -> None:
     table.add_column("hit rate", justify="right")
     for source, figures in section.get("contributions", {}).items():
         table.add_row(source, f"{figures['share']:.1%}", f"{figures['hit_rate']:.1%}")
-    console.print(table)
+    print_table(console, table)
     top = list(section.get("importance", {}).items())[:5]
     console.print(
         f"[bold]ranker:[/] LightGBM LambdaRank, {section['rounds']} rounds, trained on "
@@ -182,7 +183,7 @@ def print_evaluation(console: Console, result: TrainResult) -> None:
                 for n in names
             ]
             table.add_row(method, *cells)
-        console.print(table)
+        print_table(console, table)
 
 
 def print_churn(console: Console, result: TrainResult) -> None:
@@ -214,7 +215,7 @@ def print_churn(console: Console, result: TrainResult) -> None:
                 for n in CHURN_COLUMNS
             ]
             table.add_row(method, *cells)
-        console.print(table)
+        print_table(console, table)
     lifecycle = result.manifest.get("lifecycle")
     if lifecycle:
         stages = lifecycle["stages"]
@@ -227,7 +228,7 @@ def print_churn(console: Console, result: TrainResult) -> None:
         table.add_column("share", justify="right")
         for stage in sorted(stages, key=_stage_rank):
             table.add_row(stage, f"{stages[stage]:,}", f"{stages[stage] / total:.1%}")
-        console.print(table)
+        print_table(console, table)
         console.print(
             f"[bold]loyal:[/] at least {lifecycle['loyal_min_orders']:g} orders and "
             f"{lifecycle['loyal_min_monetary']:,.2f} in value "

@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from nbo import __version__
+from nbo.terminal import output_console
 from training.cli import (
     CHURN_METHOD_ORDER,
     METHOD_ORDER,
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             publish=False,
         )
     document = evaluation_document(result, now)
-    console = Console()
+    console = output_console()
     print_evaluation(console, result)
     console.print(document["quality_gate"]["message"])
     for truth, customers in document["evaluated_customers"].items():

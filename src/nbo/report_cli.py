@@ -88,13 +88,13 @@ def register_models(commands: Any) -> None:
 
 
 def run_experiment(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from nbo.experiments.config import load_experiments
     from nbo.experiments.outcomes import report_for
     from nbo.experiments.stats import SRM_WARNING, report_html
     from nbo.store import open_store
+    from nbo.terminal import output_console, print_table
 
     settings = load_settings(store_url=args.store_url, experiments=args.experiments)
     if settings.experiments is None:
@@ -109,7 +109,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         report: dict[str, Any] = report_for(store, experiment, int(now.timestamp()))
     finally:
         store.close()
-    console = Console()
+    console = output_console()
     for warning in report["warnings"]:
         style = "bold red" if warning.startswith(SRM_WARNING) else "yellow"
         console.print(f"[{style}]warning[/] {warning}", soft_wrap=True)
@@ -126,7 +126,7 @@ def run_experiment(args: argparse.Namespace) -> int:
             _percent(v["conversion_rate"]),
             _number(v["revenue_per_exposed"]),
         )
-    console.print(table)
+    print_table(console, table)
     for c in report["comparisons"]:
         conversion, revenue = c["conversion"], c["revenue_per_exposed"]
         console.print(
@@ -148,7 +148,6 @@ def run_experiment(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from nbo.compare import TRUTHS, compare_models
@@ -156,6 +155,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from nbo.model import load_serving_model
     from nbo.purchases import read_purchases
     from nbo.registry import resolve
+    from nbo.terminal import output_console, print_table
 
     if not 1 <= args.k <= 100:
         raise NboError(f"--k {args.k}: must be between 1 and 100")
@@ -172,7 +172,7 @@ def run_compare(args: argparse.Namespace) -> int:
     purchases, _cleaning = read_purchases(args.data, mapping)
     names = (args.model_a, args.model_b) if args.model_a != args.model_b else ("a", "b")
     result = compare_models(models, names, purchases, k=args.k, window=settings.suppression)
-    console = Console()
+    console = output_console()
     holdout = result["holdout"]
     console.print(
         f"holdout: {holdout['purchase_lines']:,} purchase lines from {holdout['start']} to "
@@ -180,26 +180,23 @@ def run_compare(args: argparse.Namespace) -> int:
         soft_wrap=True,
     )
     k = args.k
+    # The names as given; a column of their own only when one is not the version itself.
+    named = any(result["models"][name] != name for name in names)
     for truth in TRUTHS:
         table = Table(title=f"truth: {truth}", title_justify="left")
-        for column in (
-            "model",
-            "version",
-            f"precision@{k}",
-            f"recall@{k}",
-            f"ndcg@{k}",
-            "customers",
-        ):
+        columns = ["model"] if named else []
+        columns += ["version", f"precision@{k}", f"recall@{k}", f"ndcg@{k}", "customers"]
+        for column in columns:
             table.add_column(column, justify="left" if column in ("model", "version") else "right")
         for name in names:
             m = result["metrics"][truth][name]
             table.add_row(
-                name,
+                *([name] if named else []),
                 result["models"][name],
                 *(_number(m.get(f"{x}@{k}"), 4) for x in ("precision", "recall", "ndcg")),
                 f"{m['customers']:,}",
             )
-        console.print(table)
+        print_table(console, table)
         d = result["difference"][truth]
         low, high = _signed(d["ci_low"], False, 4), _signed(d["ci_high"], False, 4)
         console.print(
