@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import END
+from conftest import END, without_progress
 
 from nbo.cli import EXIT_USER_ERROR, main
 
@@ -43,9 +43,10 @@ def _train(*args: str) -> int:
 
 
 def assert_one_error_line(err: str, *fragments: str, command: str = "train") -> str:
-    """``err`` is one line, ``nbo COMMAND: error: ...``, holding every fragment."""
+    """``err`` is one line, ``nbo COMMAND: error: ...``, holding every fragment (after
+    the progress lines of the steps done before the error, if any)."""
     assert "Traceback" not in err
-    lines = err.splitlines()
+    lines = without_progress(err).splitlines()
     assert len(lines) == 1, err
     line = lines[0]
     assert line.startswith(f"nbo {command}: error: "), line

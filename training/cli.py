@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from rich.table import Table
 
 from nbo.config import load_settings
 from nbo.mapping import ColumnMapping, load_mapping, parse_column_overrides, shipped_mappings
+from nbo.progress import PlainProgress
 from nbo.store import read_erased_ids
 from nbo.terminal import output_console, print_table
 from training.config import TrainingConfig, load_training_config
@@ -105,9 +106,8 @@ def load_inputs(args: argparse.Namespace) -> tuple[ColumnMapping, TrainingConfig
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
     mapping, config, erased = load_inputs(args)
-    with RichProgress(console) as progress:
+    with progress_display("nbo train") as progress:
         result = train(
             args.data, mapping, args.models_dir, config, args.force, progress, erased=erased
         )
@@ -293,8 +293,17 @@ def _days(value: float) -> str:
     return f"{value:.1f}".removesuffix(".0")
 
 
+def progress_display(command: str) -> RichProgress | PlainTrainProgress:
+    """The trainer's progress on stderr: rich's live display in a terminal, plain lines
+    otherwise (a CI log, cron), where rich would show nothing."""
+    console = Console(stderr=True)
+    if console.is_terminal:
+        return RichProgress(console)
+    return PlainTrainProgress(PlainProgress(command))
+
+
 class RichProgress(TrainProgress):
-    """Steps as spinner lines, ALS iterations as a bar, on stderr."""
+    """Steps as spinner lines, ALS iterations as a bar, on a terminal."""
 
     def __init__(self, console: Console) -> None:
         self._progress = Progress(
@@ -305,7 +314,6 @@ class RichProgress(TrainProgress):
             TimeElapsedColumn(),
             console=console,
             transient=False,
-            disable=not console.is_terminal and not sys.stderr.isatty(),
         )
         self._tasks: dict[str, Any] = {}
 
@@ -330,3 +338,29 @@ class RichProgress(TrainProgress):
         if task is not None:
             total = self._progress.tasks[task].total or 1
             self._progress.update(task, completed=total, description=f"{name} ({seconds:.1f}s)")
+
+
+class PlainTrainProgress(TrainProgress):
+    """The trainer's steps as plain lines (``nbo.progress``): one when a step ends, and
+    every few seconds of a long one (ALS iterations done so far)."""
+
+    def __init__(self, lines: PlainProgress) -> None:
+        self._lines = lines
+
+    def __enter__(self) -> PlainTrainProgress:
+        self._lines.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lines.__exit__(*exc)
+
+    def step(self, name: str) -> None:
+        self._lines.start(name)
+
+    def iterations(self, name: str, total: int) -> Any:
+        self._lines.start(name, total, "iterations")
+        done = itertools.count(1)
+        return lambda _iteration: self._lines.update(next(done))
+
+    def done(self, name: str, seconds: float) -> None:
+        self._lines.finish(name, seconds)

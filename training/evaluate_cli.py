@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
@@ -28,13 +27,13 @@ from training.cli import (
     METHOD_ORDER,
     STAGE_ORDER,
     TRUTH_TITLES,
-    RichProgress,
     add_input_arguments,
     cycles_line,
     load_inputs,
     print_churn,
     print_evaluation,
     print_ranker,
+    progress_display,
     propensity_line,
 )
 from training.pipeline import CHURN_METRICS, TrainResult, train
@@ -80,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     # trainer does, and never touches the user's models/.
     with (
         tempfile.TemporaryDirectory(prefix="nbo-evaluate-") as models_dir,
-        RichProgress(Console(stderr=True)) as progress,
+        progress_display("nbo evaluate") as progress,
     ):
         result = train(
             args.data,
