@@ -88,11 +88,13 @@ def register_models(commands: Any) -> None:
 
 
 def run_experiment(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from nbo.experiments.config import load_experiments
     from nbo.experiments.outcomes import report_for
-    from nbo.experiments.stats import SRM_WARNING, report_html
+    from nbo.experiments.page import report_html, srm_result
+    from nbo.experiments.stats import SRM_WARNING
     from nbo.store import open_store
     from nbo.terminal import output_console, print_table
 
@@ -110,23 +112,45 @@ def run_experiment(args: argparse.Namespace) -> int:
     finally:
         store.close()
     console = output_console()
+    end = report["end"] or "no end date"
+    window = report["window"]
+    console.print(
+        f"experiment {args.name}: {report['start']} to {end} ({report['status']}); this "
+        f"report counts events from {window['start']} to {window['end']}",
+        soft_wrap=True,
+        markup=False,
+    )
     for warning in report["warnings"]:
         style = "bold red" if warning.startswith(SRM_WARNING) else "yellow"
-        console.print(f"[{style}]warning[/] {warning}", soft_wrap=True)
+        console.print(f"[{style}]warning[/] {escape(warning)}", soft_wrap=True)
     table = Table(title=f"experiment {args.name} (as of {report['as_of']})", title_justify="left")
-    for column in ("variant", "model", "assigned", "exposed", "converted", "rate", "rev/exposed"):
+    columns = ("variant", "model", "assigned", "exposed", "converted", "rate", "rev/exposed")
+    for column in (*columns, "95% CI"):
         table.add_column(column, justify="left" if column in ("variant", "model") else "right")
+    clipped = False
     for v in report["variants"]:
+        ci = v["revenue_per_exposed_ci"]
+        mark = "*" if v["revenue_per_exposed_ci_clipped"] else ""
+        clipped = clipped or bool(mark)
         table.add_row(
-            v["name"] + (" (control)" if v["control"] else ""),
-            str(v.get("model") or "-"),
+            escape(v["name"] + (" (control)" if v["control"] else "")),
+            escape(str(v.get("model") or "-")),
             f"{v['assigned']:,}",
             f"{v['exposed']:,}",
             f"{v['converted']:,}",
             _percent(v["conversion_rate"]),
             _number(v["revenue_per_exposed"]),
+            "-" if ci is None else f"{_number(ci[0])}{mark} .. {_number(ci[1])}",
         )
     print_table(console, table)
+    if clipped:
+        console.print(
+            "* lower bound clipped at 0: revenue is never negative, and with this few buyers "
+            "the t-interval reached below 0",
+            soft_wrap=True,
+            markup=False,
+        )
+    console.print(srm_result(report["srm"]), soft_wrap=True, markup=False)
     for c in report["comparisons"]:
         conversion, revenue = c["conversion"], c["revenue_per_exposed"]
         console.print(
@@ -137,6 +161,7 @@ def run_experiment(args: argparse.Namespace) -> int:
             f"{_signed(revenue['ci_low'], percent=False)} .. "
             f"{_signed(revenue['ci_high'], percent=False)}, p {_p(revenue['p_value'])})",
             soft_wrap=True,
+            markup=False,
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
