@@ -29,8 +29,10 @@ def register(commands: Any) -> None:
         description="The experiment's report from the event store (NBO_STORE_URL) and the "
         "experiments file (NBO_EXPERIMENTS): per variant customers assigned and exposed, "
         "conversions, conversion rate and revenue per exposed customer; each variant "
-        "against the control with a 95% confidence interval and p-value; a "
-        "sample-ratio-mismatch check. Prints a table, writes report.json and report.html.",
+        "against the control with a 95% confidence interval and p-value; the sample-ratio "
+        "test; the experiment's dates and the window of events counted; a warning for a "
+        "variant with fewer than 100 exposed customers. Prints a table, writes report.json "
+        "and report.html.",
     )
     experiment.add_argument("name", help="the experiment's name in the experiments file")
     experiment.add_argument(
