@@ -7,6 +7,7 @@ and buys others in it, so a working CF model must rank the customer's own group 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,16 @@ from training.config import TrainingConfig
 from training.pipeline import TrainResult, train
 
 END = pd.Timestamp("2026-06-30 12:00:00")
+# A plain progress line (``nbo.progress``), which commands write to stderr when it is not
+# a terminal (as under pytest): "nbo train: fit ALS (before cutoff): done in 0.1 s".
+PROGRESS_LINE = re.compile(r"nbo [a-z]+: [^:]+: (done in [\d.]+ s|[^\n]*running for \d+ s)")
+
+
+def without_progress(err: str) -> str:
+    """``err`` less its progress lines: what is left is the command's messages."""
+    return "".join(line for line in err.splitlines(keepends=True) if not PROGRESS_LINE.match(line))
+
+
 GROUP_ITEMS = {"a": [f"A{i:02d}" for i in range(10)], "b": [f"B{i:02d}" for i in range(10)]}
 CUSTOMERS_PER_GROUP = 30
 

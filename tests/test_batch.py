@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import without_progress
 from fastapi.testclient import TestClient
 
 from nbo.batch import BatchRun, RunSpec, Selection, open_run, write_batch
@@ -115,11 +116,41 @@ def test_recorded_batch_counts_against_the_frequency_cap(
     assert (second["rank"] == 0).all()
 
 
-def test_stage_selection_keeps_only_that_stage(env: Path, tmp_path: Path) -> None:
+def test_stage_selection_keeps_only_that_stage(
+    env: Path, tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "active.csv"
     assert _batch("--customers", "stage=active", "--out", str(out)) == 0
-    rows = pd.read_csv(out)
+    rows = pd.read_csv(out, dtype={"customer_id": str})
     assert len(rows) > 0 and set(rows["stage"]) == {"active"}
+    # The summary tells the customers screened (all of them) from those written, each
+    # with its rate: a rate of the screened alone overstated the campaign's speed.
+    screened = len(load_serving_model(models_dir).customers.ids)
+    written = rows["customer_id"].nunique()
+    assert 0 < written < screened
+    printed, progress = capsys.readouterr()
+    assert (
+        f"for {written:,} customers in active ({written:,} with offers) of {screened:,} "
+        f"screened ({screened - written:,} not in active), in "
+    ) in printed
+    assert " screened/s, " in printed and " written/s; " in printed
+    # Not a terminal: plain progress lines on stderr, one per step.
+    last = progress.splitlines()[-1]
+    assert last.startswith("nbo batch: offers: done in ")
+    assert last.endswith(f" s, {screened:,} screened, {written:,} written")
+    assert "nbo batch: select customers: done in " in progress
+    assert without_progress(progress) == ""
+
+
+def test_without_a_stage_every_customer_screened_is_written(
+    env: Path, tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "all.csv"
+    assert _batch("--customers", "all", "--out", str(out)) == 0
+    customers = len(load_serving_model(models_dir).customers.ids)
+    printed = capsys.readouterr().out
+    assert f"for {customers:,} customers (" in printed
+    assert " customers/s; " in printed and "screened" not in printed
 
 
 def test_an_interrupted_batch_leaves_no_file(models_dir: Path, env: Path, tmp_path: Path) -> None:
@@ -140,7 +171,7 @@ def test_an_interrupted_batch_leaves_no_file(models_dir: Path, env: Path, tmp_pa
     )
     chunks: list[int] = []
 
-    def interrupt(done: int) -> None:
+    def interrupt(done: int, _decided: int) -> None:
         chunks.append(done)
         if len(chunks) == 2:
             raise KeyboardInterrupt
@@ -170,7 +201,7 @@ def test_batch_errors_are_one_line(
     ]
     for args, message in cases:
         assert _batch(*args) == 2, args
-        err = capsys.readouterr().err
+        err = without_progress(capsys.readouterr().err)
         assert err.count("\n") == 1 and err.startswith("nbo batch: error: "), err
         assert message in err, (message, err)
     assert not (tmp_path / "a.csv").exists()
@@ -184,14 +215,21 @@ def test_worker_processes_write_the_same_file_as_one_process(
     run = open_run(spec)
     ids = [str(c) for c in run.models.current.customers.ids]
     one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
-    done: list[int] = []
+    done: list[tuple[int, int]] = []
     first = write_batch(run, Selection(ids), one, chunk=10)
     second = write_batch(
-        run, Selection(ids), two, chunk=10, progress=done.append, workers=2, spec=spec
+        run,
+        Selection(ids),
+        two,
+        chunk=10,
+        progress=lambda screened, decided: done.append((screened, decided)),
+        workers=2,
+        spec=spec,
     )
     run.store.close()
     assert first == second and first.customers == len(ids) == 60
-    assert done == list(range(10, 61, 10))  # in order, one call per chunk
+    # In order, one call per chunk: screened and decided (every one: no stage).
+    assert done == [(n, n) for n in range(10, 61, 10)]
     assert pd.read_parquet(one).equals(pd.read_parquet(two))
 
 

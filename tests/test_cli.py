@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import re
 import sys
 
 import pytest
 
 from nbo import __version__
-from nbo.cli import build_parser, main
+from nbo.cli import build_parser, main, pin_blas_threads
 
 
 def test_version_answers_without_loading_any_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,3 +33,57 @@ def test_help_and_unknown_commands_list_every_command(capsys: pytest.CaptureFixt
     assert err.count("\n") == 1
     for command in ("batch", "evaluate", "models", "report", "serve", "train"):
         assert f"'{command}'" in err
+
+
+def _every_parser(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every sub-command's parser under it, depth first."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found.extend(_every_parser(sub))
+    return found
+
+
+@pytest.mark.parametrize("columns", ["200", "60"])
+def test_every_help_reads_as_written(monkeypatch: pytest.MonkeyPatch, columns: str) -> None:
+    """Every command's --help: no printf slip left by argparse (``95%%``), every option
+    explained, and no hyphenated name (``online-retail``) split across lines."""
+    monkeypatch.setenv("COLUMNS", columns)
+    parsers = _every_parser(build_parser())
+    assert {p.prog for p in parsers} >= {
+        "nbo train",
+        "nbo evaluate",
+        "nbo batch",
+        "nbo serve",
+        "nbo models",
+        "nbo report experiment",
+        "nbo report compare",
+        "nbo keys create",
+    }
+    for parser in parsers:
+        text = parser.format_help()
+        assert "%%" not in text and "%(" not in text, parser.prog
+        assert not re.search(r"\w-\n", text), (parser.prog, text)
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, (parser.prog, action.option_strings)
+    experiment = next(p for p in parsers if p.prog == "nbo report experiment")
+    assert "95% confidence interval" in experiment.format_help()
+
+
+def test_train_force_says_what_the_quality_gate_checks() -> None:
+    """--force's help follows the gate in training/pipeline.py: the ranker against the
+    best single method (ALS against popularity only without a ranker)."""
+    train = next(p for p in _every_parser(build_parser()) if p.prog == "nbo train")
+    force = next(a for a in train._actions if "--force" in a.option_strings)
+    assert force.help is not None
+    assert "quality gate" in force.help
+    assert "ranker does not beat the best single method" in force.help
+    assert "loses to popularity" not in force.help
+
+
+def test_blas_is_pinned_to_one_thread_unless_the_user_chose() -> None:
+    environ = {"MKL_NUM_THREADS": "4"}
+    pin_blas_threads(environ)
+    assert environ == {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "4", "BLIS_NUM_THREADS": "1"}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import END
+from conftest import END, without_progress
 
 from nbo.cli import EXIT_USER_ERROR, main
 
@@ -43,9 +43,10 @@ def _train(*args: str) -> int:
 
 
 def assert_one_error_line(err: str, *fragments: str, command: str = "train") -> str:
-    """``err`` is one line, ``nbo COMMAND: error: ...``, holding every fragment."""
+    """``err`` is one line, ``nbo COMMAND: error: ...``, holding every fragment (after
+    the progress lines of the steps done before the error, if any)."""
     assert "Traceback" not in err
-    lines = err.splitlines()
+    lines = without_progress(err).splitlines()
     assert len(lines) == 1, err
     line = lines[0]
     assert line.startswith(f"nbo {command}: error: "), line
@@ -194,6 +195,36 @@ def test_missing_column_under_a_mapping(
     _, err = capsys.readouterr()
     assert code == 2
     assert_one_error_line(err, "column 'CustomerID'", "missing required column")
+
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "online_retail_sample.parquet"
+
+
+@pytest.mark.parametrize(
+    "command", [["train", "--models-dir", "MODELS"], ["evaluate", "--out", "MODELS"]]
+)
+def test_the_bundled_sample_without_its_mapping_is_told_which_mapping_fits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """What a newcomer types first: the file's own columns and the fitting mapping, not
+    ``found []``; nothing is published or written."""
+    out = tmp_path / "out"
+    args = [out.as_posix() if a == "MODELS" else a for a in command]
+
+    code = main([*args, "--data", str(SAMPLE)])
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    line = assert_one_error_line(
+        err,
+        f"{SAMPLE}: column 'customer_id': missing required column",
+        "the file's columns are InvoiceNo, StockCode, Description, Quantity, InvoiceDate, "
+        "UnitPrice, CustomerID, Country;",
+        "add --mapping online-retail",
+        command=command[0],
+    )
+    assert "found []" not in line
+    assert not out.exists()
 
 
 def test_unparseable_timestamp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

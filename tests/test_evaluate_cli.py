@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import END
+from conftest import END, without_progress
 from test_cli_train import (  # noqa: F401  (shared fixtures)
     assert_one_error_line,
     config,
@@ -177,7 +177,7 @@ def test_failed_quality_gate_is_reported_with_exit_code_0(
 
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert err.strip() == ""
+    assert without_progress(err).strip() == ""
     assert "quality gate failed" in out
     assert "does not beat" in out
     assert "use --force to publish anyway" not in out  # the trainer's advice, not ours

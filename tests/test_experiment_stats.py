@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nbo.experiments.stats import VariantOutcome, experiment_report, report_html
+from nbo.experiments.page import report_html
+from nbo.experiments.stats import VariantOutcome, experiment_report
 
 Z_975 = 1.959963984540054  # the standard normal's 97.5% quantile
 
@@ -219,6 +220,80 @@ def test_srm_with_nobody_exposed_has_no_statistics() -> None:
     round_trip(report)
 
 
+def test_the_srm_result_is_reported_when_it_finds_nothing() -> None:
+    report = experiment_report("exp", [outcome("a", 500, 50, control=True), outcome("b", 520, 50)])
+    srm = report["srm"]
+    assert srm["degrees_of_freedom"] == 1 and srm["threshold"] == 0.001
+    assert srm["p_value"] == pytest.approx(stats.chisquare([500, 520]).pvalue, rel=1e-9)
+    assert srm["verdict"] == "no mismatch: p >= 0.001, the split is as configured"
+    page = report_html(report)
+    assert "<h2>Sample ratio</h2>" in page
+    assert f"chi-square {srm['chi2']:.2f} (1 df), p = {srm['p_value']:.4f}; no mismatch" in page
+
+
+def test_an_untestable_srm_says_why() -> None:
+    one = experiment_report("exp", [outcome("a", 10, 1)])
+    nobody = experiment_report("exp", [outcome("a", 0, 0), outcome("b", 0, 0)])
+    assert one["srm"]["verdict"] == "not tested: one variant only"
+    assert nobody["srm"]["verdict"] == "not tested: nobody exposed yet"
+    assert "sample ratio not tested: nobody exposed yet" in report_html(nobody)
+
+
+def test_too_few_exposed_customers_are_warned_about() -> None:
+    """4 and 12 exposed (the probe of issue 13): both named, with the minimum."""
+    report = experiment_report("exp", [outcome("a", 4, 1, control=True), outcome("b", 12, 3)])
+    assert report["min_exposed"] == 100
+    (small,) = [w for w in report["warnings"] if w.startswith("too few exposed customers")]
+    assert small.startswith("too few exposed customers: a 4, b 12 (fewer than 100 per variant)")
+    enough = experiment_report("exp", [outcome("a", 100, 10, control=True), outcome("b", 150, 12)])
+    assert not any(w.startswith("too few") for w in enough["warnings"])
+    one_short = experiment_report(
+        "exp", [outcome("a", 100, 10, control=True), outcome("b", 99, 12)], min_exposed=100
+    )
+    assert any(w.startswith("too few exposed customers: b 99 (") for w in one_short["warnings"])
+
+
+def test_revenue_per_exposed_customer_never_has_a_negative_interval() -> None:
+    """One buyer of 50.0 among 12: the symmetric t-interval reaches below 0, which revenue
+    cannot; its lower bound is clipped at 0 and the report says so. Many buyers: the
+    t-interval as computed by hand, unclipped."""
+    few = [0.0] * 11 + [50.0]
+    many = [10.0] * 300 + [0.0] * 700
+    report = experiment_report(
+        "exp",
+        [outcome("a", 12, 1, control=True, revenue=few), outcome("b", 1000, 300, revenue=many)],
+    )
+    a, b = report["variants"]
+    half_a = stats.t.ppf(0.975, 11) * statistics.stdev(few) / math.sqrt(12)
+    assert statistics.fmean(few) - half_a < 0  # what the old interval showed
+    assert a["revenue_per_exposed_ci"] == pytest.approx([0.0, statistics.fmean(few) + half_a])
+    assert a["revenue_per_exposed_ci_clipped"] is True
+    half_b = stats.t.ppf(0.975, 999) * statistics.stdev(many) / math.sqrt(1000)
+    assert b["revenue_per_exposed_ci"] == pytest.approx([3.0 - half_b, 3.0 + half_b])
+    assert b["revenue_per_exposed_ci_clipped"] is False
+    # The difference between variants may be negative: it is not clipped.
+    assert report["comparisons"][0]["revenue_per_exposed"]["ci_low"] < 0
+    page = report_html(report)
+    assert "[0.00*, " in page and "Lower bound clipped at 0" in page
+
+
+def test_the_page_says_when_the_experiment_runs_and_what_it_counts() -> None:
+    report = experiment_report("exp", [outcome("a", 100, 10, control=True), outcome("b", 100, 12)])
+    report.update(
+        start="2026-06-01T00:00:00+00:00",
+        end="2026-07-01T00:00:00+00:00",
+        status="ended",
+        as_of="2026-07-05T08:00:00+00:00",
+        window={"start": "2026-06-01T00:00:00+00:00", "end": "2026-07-01T00:00:00+00:00"},
+    )
+    page = report_html(report)
+    assert "from 2026-06-01 00:00 UTC to 2026-07-01 00:00 UTC (ended)" in page
+    assert (
+        "events from 2026-06-01 00:00 UTC to 2026-07-01 00:00 UTC (as of 2026-07-05 08:00 UTC)"
+    ) in page
+    assert page.index('class="dates"') < page.index("<h2>Variants</h2>")
+
+
 # --- structure and edge cases ---------------------------------------------------------
 
 
@@ -278,6 +353,7 @@ def test_the_report_is_strict_json_with_plain_types() -> None:
         ([outcome("a", 10, 1, weight=0)], ["'a'", "weight"]),
         ([outcome("a", 10, 1, weight=-0.5)], ["'a'", "weight"]),
         ([outcome("a", 2, 1, revenue=[1.0, float("nan")])], ["'a'", "revenue"]),
+        ([outcome("a", 2, 1, revenue=[5.0, -1.0])], ["'a'", "negative"]),
     ],
 )
 def test_bad_input_names_the_variant_and_field(

@@ -5,6 +5,10 @@ from posted events with figures checked by hand; the offline comparison of two m
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +18,7 @@ import pytest
 from conftest import END, make_planted_purchases, small_training_config
 from fastapi.testclient import TestClient
 
-from nbo.cli import main
+from nbo.cli import BLAS_THREAD_VARIABLES, main
 from nbo.config import Settings
 from nbo.mapping import load_mapping
 from nbo.registry import read_aliases, set_alias
@@ -172,8 +176,25 @@ def test_the_report_counts_what_was_shown_and_bought(
         difference = converted[name] / exposed[name] - converted["control"] / exposed["control"]
         assert comparison["conversion"]["difference"] == pytest.approx(difference)
         assert 0.0 <= comparison["conversion"]["p_value"] <= 1.0
+    # Its dates and the window of events counted (start to the clock: still running).
+    assert report["start"] == "2026-06-01T00:00:00+00:00"
+    assert report["end"] == "2026-08-01T00:00:00+00:00"
+    assert report["status"] == "running" and report["as_of"] == "2026-06-30T12:00:00+00:00"
+    assert report["window"] == {"start": report["start"], "end": report["as_of"]}
+    # The sample-ratio test's result, even when it finds nothing, and the small variants.
+    assert report["srm"]["p_value"] is not None and report["srm"]["mismatch"] is False
+    assert report["srm"]["verdict"].startswith("no mismatch: p >= 0.001")
+    small = next(w for w in report["warnings"] if w.startswith("too few exposed customers"))
+    assert f"control {exposed['control']}" in small and "fewer than 100 per variant" in small
+    for row in report["variants"]:  # revenue per exposed customer is never negative
+        assert row["revenue_per_exposed_ci"][0] >= 0.0
     html = client.get("/v1/experiments/ranker-test/report?format=html")
     assert html.status_code == 200 and "ranker-test" in html.text
+    assert "2026-06-01 00:00 UTC to 2026-08-01 00:00 UTC (running)" in html.text
+    assert "events from 2026-06-01 00:00 UTC to 2026-06-30 12:00 UTC" in html.text
+    assert "<h2>Sample ratio</h2>" in html.text and "no mismatch: p &gt;= 0.001" in html.text
+    assert "too few exposed customers" in html.text
+    assert "<img" in html.text  # the chart, drawn by the lazily imported page module
     missing = client.get("/v1/experiments/nope/report")
     assert missing.status_code == 404 and "nope" in missing.json()["message"]
 
@@ -185,6 +206,13 @@ def test_the_report_counts_what_was_shown_and_bought(
     assert main(["report", "experiment", "ranker-test", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "production vs control" in printed and "candidate vs control" in printed
+    assert (
+        "experiment ranker-test: 2026-06-01T00:00:00+00:00 to 2026-08-01T00:00:00+00:00 "
+        "(running); this report counts events from 2026-06-01T00:00:00+00:00 to "
+        "2026-06-30T12:00:00+00:00"
+    ) in printed
+    assert "sample ratio: chi-square " in printed and "; no mismatch: p >= 0.001" in printed
+    assert "warning too few exposed customers" in printed
     written = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert written["variants"] == report["variants"]
     assert "<img" in (out / "report.html").read_text(encoding="utf-8")
@@ -297,6 +325,25 @@ def test_compare_scores_two_models_on_purchases_neither_saw(
         assert "ndcg_difference" in result["difference"][truth]
     printed = capsys.readouterr().out
     assert "truth: all" in printed and "paired t-test" in printed
+    # As a user runs it, piped (COLUMNS unset): both versions whole, not "20261205T17…",
+    # and no OpenBLAS thread warning (with one CPU there is nothing to warn about anyway).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE", *BLAS_THREAD_VARIABLES}
+    }
+    piped = subprocess.run(
+        [sys.executable, "-m", "nbo.cli", *args, "--models-dir", str(models)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert "…" not in piped.stdout
+    words = re.split(r"[\s│]+", piped.stdout)
+    for version in (a.version, b.version):
+        assert words.count(str(version)) == 4  # 2 tables, 2 difference lines
+    assert "OpenBLAS" not in piped.stderr and "Warning" not in piped.stderr, piped.stderr
     # Data that ends where the models' does has nothing to compare on: one line.
     assert (
         main(
@@ -313,3 +360,43 @@ def test_compare_scores_two_models_on_purchases_neither_saw(
         == 2
     )
     assert "compare on newer data" in capsys.readouterr().err
+
+
+def test_the_service_does_not_load_matplotlib() -> None:
+    """Plotting belongs to the report page, loaded only for an HTML report: importing the
+    service (in a fresh interpreter) must not import matplotlib."""
+    code = (
+        "import sys, nbo.service.app, nbo.experiments.stats, nbo.experiments.outcomes; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'PIL')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+@pytest.mark.parametrize(
+    ("clock", "status", "window_end"),
+    [
+        ("2026-05-20T00:00:00Z", "not started", "2026-06-01T00:00:00+00:00"),
+        ("2026-07-01T00:00:00Z", "running", "2026-07-01T00:00:00+00:00"),
+        ("2026-09-01T00:00:00Z", "ended", "2026-08-01T00:00:00+00:00"),
+    ],
+)
+def test_the_window_reported_ends_at_the_clock_or_the_experiments_end(
+    experiments_file: Path, isolated_store: Path, clock: str, status: str, window_end: str
+) -> None:
+    from datetime import datetime
+
+    from nbo.experiments.config import load_experiments
+    from nbo.experiments.outcomes import report_for
+    from nbo.store import open_store
+
+    experiment = load_experiments(experiments_file).get("ranker-test")
+    assert experiment is not None
+    store = open_store(f"sqlite:///{isolated_store}")
+    try:
+        now_s = int(datetime.fromisoformat(clock).timestamp())
+        report = report_for(store, experiment, now_s)
+    finally:
+        store.close()
+    assert report["status"] == status
+    assert report["window"] == {"start": "2026-06-01T00:00:00+00:00", "end": window_end}

@@ -402,7 +402,7 @@ def test_a_customer_erased_while_the_batch_runs_is_left_out_of_its_file(
     erased_early = ids[0]  # decided in the first chunk, erased during the second
     out = tmp_path / "campaign.parquet"
 
-    def erase_midway(done: int) -> None:
+    def erase_midway(done: int, _decided: int) -> None:
         if done == 10:
             run.store.erase(erased_early)
 

@@ -322,6 +322,86 @@ def test_missing_required_column_names_file_and_source_column(tmp_path: Path) ->
     assert "customer_id" in message
 
 
+def test_a_file_that_fits_a_shipped_mapping_names_its_columns_and_that_mapping(
+    tmp_path: Path,
+) -> None:
+    """The Online Retail columns read without --mapping: the error lists the file's
+    columns (not the empty list of the columns it found for the mapping) and suggests
+    the shipped mapping whose columns are all there."""
+    path = _write_csv(tmp_path / "retail.csv", _dirty_frame())
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    message = str(caught.value)
+    assert caught.value.column == "customer_id"
+    assert "found []" not in message
+    assert "also missing: item_id, timestamp" in message
+    assert f"the file's columns are {', '.join(ONLINE_RETAIL_HEADER)};" in message
+    assert message.endswith("(7 of its 7 columns are there): add --mapping online-retail")
+    assert "\n" not in message
+
+
+def test_the_canonical_mapping_is_suggested_for_a_canonical_file(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "canonical.csv", _simple_canonical())
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("online-retail"))
+
+    assert caught.value.column == "CustomerID"
+    assert "add --mapping canonical" in str(caught.value)
+
+
+def test_a_file_that_fits_no_mapping_gets_column_flags_for_look_alikes(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "Customer Id": ["c1"],
+            "order_ref": ["o1"],
+            "SKU": ["i1"],
+            "order_date": ["2024-01-01"],
+            "qty": ["1"],
+        }
+    )
+    path = _write_csv(tmp_path / "shop.csv", frame)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    message = str(caught.value)
+    assert "the file's columns are Customer Id, order_ref, SKU, order_date, qty;" in message
+    assert (
+        "try --column 'customer_id=Customer Id' --column item_id=SKU "
+        "--column timestamp=order_date (chosen by their names: check them)"
+    ) in message
+    assert "mapping" not in message.split("; try")[1]  # no shipped mapping fits it
+
+
+def test_a_required_column_nothing_looks_like_is_said_so(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"customer_id": ["c1"], "when": ["2024-01-01"], "colour": ["red"]})
+    path = _write_csv(tmp_path / "odd.csv", frame)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    message = str(caught.value)
+    assert caught.value.column == "item_id"
+    assert "the file's columns are customer_id, when, colour;" in message
+    assert "no column looks like item_id or timestamp" in message
+    assert "--column item_id=COLUMN or a mapping file (--mapping FILE)" in message
+
+
+def test_a_wide_file_lists_its_first_columns_only(tmp_path: Path) -> None:
+    frame = pd.DataFrame({f"extra{n:02d}": ["x"] for n in range(30)})
+    path = _write_csv(tmp_path / "wide.csv", frame)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    message = str(caught.value)
+    assert "extra19, ... (10 more);" in message
+    assert "extra20" not in message
+
+
 def test_missing_required_column_canonical_mapping(tmp_path: Path) -> None:
     frame = _simple_canonical().drop(columns=["item_id"])
     path = _write_csv(tmp_path / "no_item.csv", frame)

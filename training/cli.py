@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,9 @@ from rich.table import Table
 
 from nbo.config import load_settings
 from nbo.mapping import ColumnMapping, load_mapping, parse_column_overrides, shipped_mappings
+from nbo.progress import PlainProgress
 from nbo.store import read_erased_ids
+from nbo.terminal import output_console, print_table
 from training.config import TrainingConfig, load_training_config
 from training.lifecycle import CALIBRATION_PLOT
 from training.pipeline import CHURN_METRICS, TrainResult, train
@@ -44,12 +46,23 @@ def register(commands: Any) -> None:
         "train",
         help="train, evaluate and publish a model from purchase history",
         description="Train on a purchase file (CSV or Parquet), evaluate on a time-based "
-        "holdout against popularity and buy-again baselines, and publish a versioned model.",
+        "holdout (the two-stage ranker against ALS, item-kNN, buy-again and popularity), "
+        "and publish a versioned model if it passes the quality gate: the ranker must beat "
+        "the best single method on NDCG@k, k = 10 unless --config says otherwise (without "
+        "a ranker, when the data is too short for one, ALS must beat popularity).",
     )
     add_input_arguments(parser)
-    parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument(
-        "--force", action="store_true", help="publish even if ALS loses to popularity"
+        "--models-dir",
+        type=Path,
+        default=Path("models"),
+        help="where versions are published (models)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="publish even if the quality gate fails (the ranker does not beat the best "
+        "single method on NDCG@k, or ALS does not beat popularity without a ranker)",
     )
     parser.set_defaults(handler=run)
 
@@ -93,13 +106,12 @@ def load_inputs(args: argparse.Namespace) -> tuple[ColumnMapping, TrainingConfig
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
     mapping, config, erased = load_inputs(args)
-    with RichProgress(console) as progress:
+    with progress_display("nbo train") as progress:
         result = train(
             args.data, mapping, args.models_dir, config, args.force, progress, erased=erased
         )
-    print_summary(Console(), result)
+    print_summary(output_console(), result)
     return 0
 
 
@@ -128,7 +140,7 @@ def print_ranker(console: Console, section: dict[str, Any] | None) -> None:
     table.add_column("hit rate", justify="right")
     for source, figures in section.get("contributions", {}).items():
         table.add_row(source, f"{figures['share']:.1%}", f"{figures['hit_rate']:.1%}")
-    console.print(table)
+    print_table(console, table)
     top = list(section.get("importance", {}).items())[:5]
     console.print(
         f"[bold]ranker:[/] LightGBM LambdaRank, {section['rounds']} rounds, trained on "
@@ -171,7 +183,7 @@ def print_evaluation(console: Console, result: TrainResult) -> None:
                 for n in names
             ]
             table.add_row(method, *cells)
-        console.print(table)
+        print_table(console, table)
 
 
 def print_churn(console: Console, result: TrainResult) -> None:
@@ -203,7 +215,7 @@ def print_churn(console: Console, result: TrainResult) -> None:
                 for n in CHURN_COLUMNS
             ]
             table.add_row(method, *cells)
-        console.print(table)
+        print_table(console, table)
     lifecycle = result.manifest.get("lifecycle")
     if lifecycle:
         stages = lifecycle["stages"]
@@ -216,7 +228,7 @@ def print_churn(console: Console, result: TrainResult) -> None:
         table.add_column("share", justify="right")
         for stage in sorted(stages, key=_stage_rank):
             table.add_row(stage, f"{stages[stage]:,}", f"{stages[stage] / total:.1%}")
-        console.print(table)
+        print_table(console, table)
         console.print(
             f"[bold]loyal:[/] at least {lifecycle['loyal_min_orders']:g} orders and "
             f"{lifecycle['loyal_min_monetary']:,.2f} in value "
@@ -281,8 +293,17 @@ def _days(value: float) -> str:
     return f"{value:.1f}".removesuffix(".0")
 
 
+def progress_display(command: str) -> RichProgress | PlainTrainProgress:
+    """The trainer's progress on stderr: rich's live display in a terminal, plain lines
+    otherwise (a CI log, cron), where rich would show nothing."""
+    console = Console(stderr=True)
+    if console.is_terminal:
+        return RichProgress(console)
+    return PlainTrainProgress(PlainProgress(command))
+
+
 class RichProgress(TrainProgress):
-    """Steps as spinner lines, ALS iterations as a bar, on stderr."""
+    """Steps as spinner lines, ALS iterations as a bar, on a terminal."""
 
     def __init__(self, console: Console) -> None:
         self._progress = Progress(
@@ -293,7 +314,6 @@ class RichProgress(TrainProgress):
             TimeElapsedColumn(),
             console=console,
             transient=False,
-            disable=not console.is_terminal and not sys.stderr.isatty(),
         )
         self._tasks: dict[str, Any] = {}
 
@@ -318,3 +338,29 @@ class RichProgress(TrainProgress):
         if task is not None:
             total = self._progress.tasks[task].total or 1
             self._progress.update(task, completed=total, description=f"{name} ({seconds:.1f}s)")
+
+
+class PlainTrainProgress(TrainProgress):
+    """The trainer's steps as plain lines (``nbo.progress``): one when a step ends, and
+    every few seconds of a long one (ALS iterations done so far)."""
+
+    def __init__(self, lines: PlainProgress) -> None:
+        self._lines = lines
+
+    def __enter__(self) -> PlainTrainProgress:
+        self._lines.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lines.__exit__(*exc)
+
+    def step(self, name: str) -> None:
+        self._lines.start(name)
+
+    def iterations(self, name: str, total: int) -> Any:
+        self._lines.start(name, total, "iterations")
+        done = itertools.count(1)
+        return lambda _iteration: self._lines.update(next(done))
+
+    def done(self, name: str, seconds: float) -> None:
+        self._lines.finish(name, seconds)

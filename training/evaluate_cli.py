@@ -17,23 +17,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
 from nbo import __version__
+from nbo.terminal import output_console
 from training.cli import (
     CHURN_METHOD_ORDER,
     METHOD_ORDER,
     STAGE_ORDER,
     TRUTH_TITLES,
-    RichProgress,
     add_input_arguments,
     cycles_line,
     load_inputs,
     print_churn,
     print_evaluation,
     print_ranker,
+    progress_display,
     propensity_line,
 )
 from training.pipeline import CHURN_METRICS, TrainResult, train
@@ -53,9 +53,9 @@ def register(commands: Any) -> None:
     parser = commands.add_parser(
         "evaluate",
         help="evaluate a data set as `nbo train` would, without publishing",
-        description="Run the trainer's time-split evaluation on a purchase file (ALS "
-        "against the baselines on the same customers, the churn model, the lifecycle "
-        "stages) without publishing anything; print the comparison and write it as "
+        description="Run the trainer's time-split evaluation on a purchase file (the "
+        "ranker, ALS and the baselines on the same customers, the churn model, the "
+        "lifecycle stages) without publishing anything; print the comparison and write it as "
         f"{EVALUATION_JSON} and a self-contained {REPORT_HTML}. Exits 0 whether or not "
         "the quality gate passes.",
     )
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     # trainer does, and never touches the user's models/.
     with (
         tempfile.TemporaryDirectory(prefix="nbo-evaluate-") as models_dir,
-        RichProgress(Console(stderr=True)) as progress,
+        progress_display("nbo evaluate") as progress,
     ):
         result = train(
             args.data,
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             publish=False,
         )
     document = evaluation_document(result, now)
-    console = Console()
+    console = output_console()
     print_evaluation(console, result)
     console.print(document["quality_gate"]["message"])
     for truth, customers in document["evaluated_customers"].items():

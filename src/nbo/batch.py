@@ -390,7 +390,9 @@ def chunk_table(run: BatchRun, decided: Sequence[tuple[str, Assignment, Decision
     return pa.table([columns[name] for name in SCHEMA.names], schema=SCHEMA)
 
 
-Progress = Callable[[int], None]
+# Called after each chunk with the customers screened so far (every selected one) and
+# those decided, whose rows are written (fewer with a stage: the others are skipped).
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -490,8 +492,8 @@ def write_batch(
 
     With ``workers`` > 1 (and the ``spec`` that opened ``run``), chunks are decided by
     that many worker processes, each with its own run, and written in order: the same
-    file as one process writes. ``progress`` is called with the number of customers done
-    after each chunk.
+    file as one process writes. ``progress`` is called after each chunk with the number of
+    customers screened and decided so far.
     """
     check_output(out)
     summary = BatchSummary()
@@ -530,7 +532,7 @@ def write_batch(
                 summary.rows += result.table.num_rows
             done += len(chosen)
             if progress is not None:
-                progress(done)
+                progress(done, summary.customers)
         writer.close()
         writer = None
         fmt = format_of(out)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import contextlib
 import time
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbo.config import load_settings
+
+if TYPE_CHECKING:
+    from nbo.batch import BatchSummary
 
 
 def register(commands: Any) -> None:
@@ -27,7 +31,12 @@ def register(commands: Any) -> None:
         "file of customer ids (a customer_id column)",
     )
     parser.add_argument("--k", type=int, default=10, help="offers per customer (10)")
-    parser.add_argument("--channel", choices=("email", "app"), default="email")
+    parser.add_argument(
+        "--channel",
+        choices=("email", "app"),
+        default="email",
+        help="the channel the campaign goes out on: its consent and contact policy apply (email)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output .parquet or .csv")
     parser.add_argument(
         "--record",
@@ -55,14 +64,6 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
     from threadpoolctl import threadpool_limits
 
     from nbo.batch import (
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         select_customers,
         write_batch,
     )
+    from nbo.progress import PlainProgress
 
     if not 1 <= args.k <= 100:
         raise BatchError(f"--k {args.k}: must be between 1 and 100")
@@ -85,31 +87,36 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out)
     settings = load_settings(models_dir=args.models_dir)
     console = Console(stderr=True)
-    with threadpool_limits(limits=1, user_api="blas"):
+    # A terminal gets rich's live bar; a pipe or a file (CI, cron) plain lines.
+    lines = None if console.is_terminal else PlainProgress("nbo batch")
+    with threadpool_limits(limits=1, user_api="blas"), lines or contextlib.nullcontext():
         now = settings.now()
         spec = RunSpec(settings, args.channel, args.k, now, args.record, new_run_id(now))
+        if lines:
+            lines.start("open the model and the store")
         batch = open_run(spec)
         store = batch.store
         try:
             model = batch.models.current
+            if lines:
+                lines.finish("open the model and the store", detail=f"model {model.version}")
+                lines.start("select customers")
             selection = select_customers(args.customers, model, store)
             total = len(selection.customer_ids)
+            if lines:
+                lines.finish("select customers", detail=f"{total:,} customers")
             started = time.perf_counter()
-            with Progress(
-                TextColumn("[bold]offers[/]"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]} customers/s"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=console,
-                disable=not console.is_terminal,
-            ) as bar:
-                task = bar.add_task("offers", total=total, rate="-")
+            with _bar(console, selection.stage) as bar:
+                task = bar.add_task("offers", total=total, rate="-", written="0")
+                if lines:
+                    unit = "customers screened" if selection.stage else "customers"
+                    lines.start("offers", total, unit)
 
-                def advance(done: int) -> None:
+                def advance(done: int, decided: int) -> None:
                     rate = done / max(time.perf_counter() - started, 1e-9)
-                    bar.update(task, completed=done, rate=f"{rate:,.0f}")
+                    bar.update(task, completed=done, rate=f"{rate:,.0f}", written=f"{decided:,}")
+                    if lines:
+                        lines.update(done, f"{decided:,} written")
 
                 workers = args.workers or default_workers(total)
                 summary = write_batch(
@@ -122,24 +129,83 @@ def run(args: argparse.Namespace) -> int:
                     spec,
                     managed=not args.unmanaged,
                 )
+            seconds = time.perf_counter() - started
+            if lines:
+                lines.finish(
+                    "offers",
+                    seconds,
+                    f"{total:,} screened, {summary.customers:,} written"
+                    if selection.stage
+                    else f"{summary.customers:,} customers",
+                )
         finally:
             store.close()
-    seconds = time.perf_counter() - started
+    print(summary_line(args, summary, selection.stage, total, seconds, model.version, now))
+    return 0
+
+
+def _bar(console: Any, stage: str | None) -> Any:
+    """The live bar of a terminal (disabled elsewhere: plain lines take over); with a
+    stage, the customers screened and those written (in the stage) apart."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]offers[/]"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TextColumn(
+            "screened, {task.fields[written]} written, {task.fields[rate]} screened/s"
+            if stage
+            else "{task.fields[rate]} customers/s"
+        ),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+
+
+def summary_line(
+    args: argparse.Namespace,
+    summary: BatchSummary,
+    stage: str | None,
+    screened: int,
+    seconds: float,
+    version: str,
+    now: datetime,
+) -> str:
+    """What the batch wrote, and how fast: with a stage, the customers screened (every
+    selected one) and those written (in the stage) are different counts, so both are
+    given, each with its rate."""
     without = ", ".join(f"{reason} {n:,}" for reason, n in sorted(summary.without_offers.items()))
-    print(
-        f"wrote {args.out}: {summary.rows:,} rows for {summary.customers:,} customers "
-        f"({summary.with_offers:,} with offers"
+    per_second = max(seconds, 1e-9)
+    written = summary.customers
+    if stage:
+        who = f"{written:,} customers in {stage}"
+        speed = (
+            f"of {screened:,} screened ({screened - written:,} not in {stage}), "
+            f"in {seconds:.1f} s: "
+            f"{screened / per_second:,.0f} screened/s, {written / per_second:,.0f} written/s"
+        )
+    else:
+        who = f"{written:,} customers"
+        speed = f"in {seconds:.1f} s: {written / per_second:,.0f} customers/s"
+    return (
+        f"wrote {args.out}: {summary.rows:,} rows for {who} ({summary.with_offers:,} with offers"
         + (f"; without: {without}" if without else "")
-        + (f"; {summary.skipped_stage:,} not in {selection.stage}" if selection.stage else "")
-        + f") in {seconds:.1f} s, {total / max(seconds, 1e-9):,.0f} customers/s; "
-        f"model {model.version}, channel {args.channel}, clock {now.isoformat()}"
+        + f") {speed}; model {version}, channel {args.channel}, clock {now.isoformat()}"
         + (f"; {summary.recorded:,} impressions recorded" if args.record else "")
         + (
             f"; {summary.erased_rows:,} rows of customers erased during the run left out"
             if summary.erased_rows
             else ""
         )
-        + ("; unmanaged: erasures will not reach this file" if args.unmanaged else ""),
-        file=sys.stdout,
+        + ("; unmanaged: erasures will not reach this file" if args.unmanaged else "")
     )
-    return 0

@@ -8,10 +8,12 @@ Every expected failure ends as one readable line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Callable, Sequence
+import textwrap
+from collections.abc import Callable, MutableMapping, Sequence
 from importlib.metadata import entry_points
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from nbo import __version__
 from nbo.errors import NboError
@@ -21,9 +23,34 @@ EXIT_USER_ERROR = 2
 
 Handler = Callable[[argparse.Namespace], int]
 
+# BLAS thread pools, which nbo never wants: ALS crawls with them (implicit warns) and the
+# service and batch pin them to one thread anyway. Set before a command imports numpy,
+# since the libraries read them once, when they load; a value the user set is kept.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, wrapped at spaces only: a hyphenated word (``online-retail``, a
+    mapping's name) is never split across two lines, where it would read as two words."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.wrap(text, width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        text = self._whitespace_matcher.sub(" ", text).strip()
+        return textwrap.fill(
+            text, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False
+        )
+
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (the rule for every nbo error), exit 2."""
+    """argparse, but a usage error is one line (the rule for every nbo error), exit 2;
+    every sub-command's help is wrapped by ``HelpFormatter``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
@@ -49,7 +76,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def pin_blas_threads(environ: MutableMapping[str, str] = os.environ) -> None:
+    """One BLAS thread for every command, before any library starts its pool."""
+    for name in BLAS_THREAD_VARIABLES:
+        environ.setdefault(name, "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    pin_blas_threads()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--version"]:
         print(f"nbo {__version__}")

@@ -7,7 +7,11 @@ any other value is read as a path.
 
 from __future__ import annotations
 
+import difflib
+import re
+import shlex
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -16,6 +20,15 @@ from nbo import columns as col
 from nbo.errors import MappingError
 
 DEFAULT_MAPPING = "canonical"
+
+# Words a file's column names often use for the required columns, tried after a close
+# spelling when a file does not fit its mapping (the suggestion, never an automatic
+# choice: a guessed mapping that reads the wrong column would train a wrong model).
+COLUMN_WORDS: dict[str, tuple[str, ...]] = {
+    col.CUSTOMER_ID: ("customer", "client", "user", "member", "buyer", "shopper"),
+    col.ITEM_ID: ("item", "product", "sku", "stockcode", "article", "stock"),
+    col.TIMESTAMP: ("timestamp", "datetime", "date", "time"),
+}
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,69 @@ def load_mapping(name_or_path: str | None) -> ColumnMapping:
             f"({', '.join(shipped_mappings())}) nor a file"
         )
     return _parse_mapping(path.read_text(encoding="utf-8"), str(path))
+
+
+def suggest_mapping(names: Sequence[str], mapping: ColumnMapping) -> str:
+    """What to pass so that a file whose columns are ``names`` fits, for the error that
+    says ``mapping`` does not: a shipped mapping whose required columns are all in the
+    file (the one using most of the file's columns), or else ``--column`` flags for the
+    missing required columns, from the file's columns that look like them."""
+    present = set(names)
+    fits: list[tuple[int, str]] = []
+    for shipped in shipped_mappings():
+        if shipped == mapping.name:
+            continue
+        candidate = load_mapping(shipped)
+        if all(candidate.source(c) in present for c in col.REQUIRED_COLUMNS):
+            fits.append((sum(candidate.source(c) in present for c in col.ALL_COLUMNS), shipped))
+    if fits:
+        used, best = max(fits, key=lambda fit: (fit[0], fit[1]))
+        return (
+            f"the shipped mapping '{best}' fits them ({used} of its {len(col.ALL_COLUMNS)} "
+            f"columns are there): add --mapping {best}"
+        )
+    taken = {mapping.source(c) for c in col.ALL_COLUMNS} & present
+    flags: list[str] = []
+    unmatched: list[str] = []
+    for canonical in col.REQUIRED_COLUMNS:
+        if mapping.source(canonical) in present:
+            continue
+        guess = _look_alike(canonical, [n for n in names if n not in taken])
+        if guess is None:
+            unmatched.append(canonical)
+            continue
+        taken.add(guess)
+        flags.append("--column " + shlex.quote(f"{canonical}={guess}"))
+    advice = []
+    if flags:
+        advice.append(f"try {' '.join(flags)} (chosen by their names: check them)")
+    if unmatched:
+        advice.append(
+            f"no column looks like {' or '.join(unmatched)}: name yours with "
+            f"--column {unmatched[0]}=COLUMN or a mapping file (--mapping FILE)"
+        )
+    return "; ".join(advice)
+
+
+def _look_alike(canonical: str, names: Sequence[str]) -> str | None:
+    """The column of ``names`` most like ``canonical``: the same letters and digits
+    (CustomerID, customer-id), then a close spelling, then a usual word for it."""
+    wanted = _letters(canonical)
+    letters = {_letters(name): name for name in reversed(names)}
+    if wanted in letters:
+        return letters[wanted]
+    close = difflib.get_close_matches(wanted, list(letters), n=1, cutoff=0.75)
+    if close:
+        return letters[close[0]]
+    for word in COLUMN_WORDS.get(canonical, ()):
+        for name in names:
+            if word in _letters(name):
+                return name
+    return None
+
+
+def _letters(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
 def parse_column_overrides(pairs: list[str]) -> dict[str, str]:

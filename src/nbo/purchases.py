@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from nbo import columns as col
 from nbo.errors import PurchaseDataError
-from nbo.mapping import ColumnMapping
+from nbo.mapping import ColumnMapping, suggest_mapping
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -86,16 +86,49 @@ def _read_raw(path: Path, mapping: ColumnMapping) -> pd.DataFrame:
         )
     wanted = {mapping.source(c): c for c in col.ALL_COLUMNS}
     if suffix == ".csv":
-        return _read_csv(path, wanted)
-    return _read_parquet(path, wanted)
+        names = _csv_columns(path)
+        _check_required(path, names, mapping)
+        return _read_csv(path, [name for name in names if name in wanted])
+    names = _parquet_columns(path)
+    _check_required(path, names, mapping)
+    return _read_parquet(path, [name for name in names if name in wanted])
 
 
-def _read_csv(path: Path, wanted: dict[str, str]) -> pd.DataFrame:
+def _check_required(path: Path, names: list[str], mapping: ColumnMapping) -> None:
+    """Every required column is in the file, checked on its header before any row is read;
+    otherwise the error names the file's columns and the mapping that would fit them."""
+    missing = [c for c in col.REQUIRED_COLUMNS if mapping.source(c) not in names]
+    if not missing:
+        return
+    source = mapping.source(missing[0])
+    hint = "" if source == missing[0] else f" (mapped from '{missing[0]}')"
+    others = [mapping.source(c) for c in missing[1:]]
+    also = f" (also missing: {', '.join(others)})" if others else ""
+    raise PurchaseDataError(
+        str(path),
+        f"missing required column{hint}{also}; the file's columns are {_listed(names)}; "
+        + suggest_mapping(names, mapping),
+        source,
+    )
+
+
+def _listed(names: list[str], limit: int = 20) -> str:
+    """The file's column names for a one-line message: at most ``limit`` of them."""
+    if not names:
+        return "none"
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names) - limit} more)"
+
+
+def _csv_columns(path: Path) -> list[str]:
     try:
         header = pd.read_csv(path, nrows=0)
-    except (pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise PurchaseDataError(str(path), f"not a readable CSV file ({exc})") from None
-    present = [name for name in header.columns if name in wanted]
+    return [str(name) for name in header.columns]
+
+
+def _read_csv(path: Path, present: list[str]) -> pd.DataFrame:
     # Ids stay strings: "00123" and "123" are different products.
     try:
         return pd.read_csv(path, usecols=present, dtype=str, keep_default_na=False, na_values=[""])
@@ -103,10 +136,15 @@ def _read_csv(path: Path, wanted: dict[str, str]) -> pd.DataFrame:
         raise PurchaseDataError(str(path), f"not a readable CSV file ({exc})") from None
 
 
-def _read_parquet(path: Path, wanted: dict[str, str]) -> pd.DataFrame:
+def _parquet_columns(path: Path) -> list[str]:
     try:
-        schema = pq.read_schema(path)
-        present = [name for name in schema.names if name in wanted]
+        return list(pq.read_schema(path).names)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise PurchaseDataError(str(path), f"not a readable Parquet file ({exc})") from None
+
+
+def _read_parquet(path: Path, present: list[str]) -> pd.DataFrame:
+    try:
         table = pq.read_table(path, columns=present)
     except (pa.ArrowInvalid, OSError) as exc:
         raise PurchaseDataError(str(path), f"not a readable Parquet file ({exc})") from None
@@ -114,13 +152,6 @@ def _read_parquet(path: Path, wanted: dict[str, str]) -> pd.DataFrame:
 
 
 def _to_canonical(raw: pd.DataFrame, path: Path, mapping: ColumnMapping) -> pd.DataFrame:
-    for canonical in col.REQUIRED_COLUMNS:
-        source = mapping.source(canonical)
-        if source not in raw.columns:
-            hint = "" if source == canonical else f" (mapped from '{canonical}')"
-            raise PurchaseDataError(
-                str(path), f"missing required column{hint}; found {list(raw.columns)}", source
-            )
     out = pd.DataFrame(index=raw.index)
     for canonical in col.ALL_COLUMNS:
         source = mapping.source(canonical)

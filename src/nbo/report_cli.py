@@ -29,8 +29,10 @@ def register(commands: Any) -> None:
         description="The experiment's report from the event store (NBO_STORE_URL) and the "
         "experiments file (NBO_EXPERIMENTS): per variant customers assigned and exposed, "
         "conversions, conversion rate and revenue per exposed customer; each variant "
-        "against the control with a 95%% confidence interval and p-value; a "
-        "sample-ratio-mismatch check. Prints a table, writes report.json and report.html.",
+        "against the control with a 95% confidence interval and p-value; the sample-ratio "
+        "test; the experiment's dates and the window of events counted; a warning for a "
+        "variant with fewer than 100 exposed customers. Prints a table, writes report.json "
+        "and report.html.",
     )
     experiment.add_argument("name", help="the experiment's name in the experiments file")
     experiment.add_argument(
@@ -52,7 +54,16 @@ def register(commands: Any) -> None:
     compare.add_argument("model_a", metavar="VERSION_A", help="a version or alias")
     compare.add_argument("model_b", metavar="VERSION_B", help="a version or alias")
     compare.add_argument("--data", type=Path, required=True, help="purchase file (.csv/.parquet)")
-    compare.add_argument("--mapping", default=None, help="column mapping name or TOML file")
+    compare.add_argument(
+        "--mapping", default=None, help="column mapping: a shipped name or a TOML file"
+    )
+    compare.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="CANONICAL=SOURCE",
+        help="map one column, e.g. --column item_id=sku (repeatable; overrides --mapping)",
+    )
     compare.add_argument("--k", type=int, default=10, help="list length (10)")
     compare.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
     compare.add_argument("--out", type=Path, default=None, help="write the comparison as JSON")
@@ -79,13 +90,15 @@ def register_models(commands: Any) -> None:
 
 
 def run_experiment(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from nbo.experiments.config import load_experiments
     from nbo.experiments.outcomes import report_for
-    from nbo.experiments.stats import SRM_WARNING, report_html
+    from nbo.experiments.page import report_html, srm_result
+    from nbo.experiments.stats import SRM_WARNING
     from nbo.store import open_store
+    from nbo.terminal import output_console, print_table
 
     settings = load_settings(store_url=args.store_url, experiments=args.experiments)
     if settings.experiments is None:
@@ -100,24 +113,46 @@ def run_experiment(args: argparse.Namespace) -> int:
         report: dict[str, Any] = report_for(store, experiment, int(now.timestamp()))
     finally:
         store.close()
-    console = Console()
+    console = output_console()
+    end = report["end"] or "no end date"
+    window = report["window"]
+    console.print(
+        f"experiment {args.name}: {report['start']} to {end} ({report['status']}); this "
+        f"report counts events from {window['start']} to {window['end']}",
+        soft_wrap=True,
+        markup=False,
+    )
     for warning in report["warnings"]:
         style = "bold red" if warning.startswith(SRM_WARNING) else "yellow"
-        console.print(f"[{style}]warning[/] {warning}", soft_wrap=True)
+        console.print(f"[{style}]warning[/] {escape(warning)}", soft_wrap=True)
     table = Table(title=f"experiment {args.name} (as of {report['as_of']})", title_justify="left")
-    for column in ("variant", "model", "assigned", "exposed", "converted", "rate", "rev/exposed"):
+    columns = ("variant", "model", "assigned", "exposed", "converted", "rate", "rev/exposed")
+    for column in (*columns, "95% CI"):
         table.add_column(column, justify="left" if column in ("variant", "model") else "right")
+    clipped = False
     for v in report["variants"]:
+        ci = v["revenue_per_exposed_ci"]
+        mark = "*" if v["revenue_per_exposed_ci_clipped"] else ""
+        clipped = clipped or bool(mark)
         table.add_row(
-            v["name"] + (" (control)" if v["control"] else ""),
-            str(v.get("model") or "-"),
+            escape(v["name"] + (" (control)" if v["control"] else "")),
+            escape(str(v.get("model") or "-")),
             f"{v['assigned']:,}",
             f"{v['exposed']:,}",
             f"{v['converted']:,}",
             _percent(v["conversion_rate"]),
             _number(v["revenue_per_exposed"]),
+            "-" if ci is None else f"{_number(ci[0])}{mark} .. {_number(ci[1])}",
         )
-    console.print(table)
+    print_table(console, table)
+    if clipped:
+        console.print(
+            "* lower bound clipped at 0: revenue is never negative, and with this few buyers "
+            "the t-interval reached below 0",
+            soft_wrap=True,
+            markup=False,
+        )
+    console.print(srm_result(report["srm"]), soft_wrap=True, markup=False)
     for c in report["comparisons"]:
         conversion, revenue = c["conversion"], c["revenue_per_exposed"]
         console.print(
@@ -128,6 +163,7 @@ def run_experiment(args: argparse.Namespace) -> int:
             f"{_signed(revenue['ci_low'], percent=False)} .. "
             f"{_signed(revenue['ci_high'], percent=False)}, p {_p(revenue['p_value'])})",
             soft_wrap=True,
+            markup=False,
         )
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -139,17 +175,18 @@ def run_experiment(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from nbo.compare import TRUTHS, compare_models
-    from nbo.mapping import load_mapping
+    from nbo.mapping import load_mapping, parse_column_overrides
     from nbo.model import load_serving_model
     from nbo.purchases import read_purchases
     from nbo.registry import resolve
+    from nbo.terminal import output_console, print_table
 
     if not 1 <= args.k <= 100:
         raise NboError(f"--k {args.k}: must be between 1 and 100")
+    mapping = load_mapping(args.mapping).with_overrides(columns=parse_column_overrides(args.column))
     settings = load_settings(models_dir=args.models_dir)
     versions = (
         resolve(settings.models_dir, args.model_a),
@@ -159,10 +196,10 @@ def run_compare(args: argparse.Namespace) -> int:
         load_serving_model(settings.models_dir, versions[0]),
         load_serving_model(settings.models_dir, versions[1]),
     )
-    purchases, _cleaning = read_purchases(args.data, load_mapping(args.mapping))
+    purchases, _cleaning = read_purchases(args.data, mapping)
     names = (args.model_a, args.model_b) if args.model_a != args.model_b else ("a", "b")
     result = compare_models(models, names, purchases, k=args.k, window=settings.suppression)
-    console = Console()
+    console = output_console()
     holdout = result["holdout"]
     console.print(
         f"holdout: {holdout['purchase_lines']:,} purchase lines from {holdout['start']} to "
@@ -170,26 +207,23 @@ def run_compare(args: argparse.Namespace) -> int:
         soft_wrap=True,
     )
     k = args.k
+    # The names as given; a column of their own only when one is not the version itself.
+    named = any(result["models"][name] != name for name in names)
     for truth in TRUTHS:
         table = Table(title=f"truth: {truth}", title_justify="left")
-        for column in (
-            "model",
-            "version",
-            f"precision@{k}",
-            f"recall@{k}",
-            f"ndcg@{k}",
-            "customers",
-        ):
+        columns = ["model"] if named else []
+        columns += ["version", f"precision@{k}", f"recall@{k}", f"ndcg@{k}", "customers"]
+        for column in columns:
             table.add_column(column, justify="left" if column in ("model", "version") else "right")
         for name in names:
             m = result["metrics"][truth][name]
             table.add_row(
-                name,
+                *([name] if named else []),
                 result["models"][name],
                 *(_number(m.get(f"{x}@{k}"), 4) for x in ("precision", "recall", "ndcg")),
                 f"{m['customers']:,}",
             )
-        console.print(table)
+        print_table(console, table)
         d = result["difference"][truth]
         low, high = _signed(d["ci_low"], False, 4), _signed(d["ci_high"], False, 4)
         console.print(

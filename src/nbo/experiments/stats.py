@@ -10,9 +10,9 @@ suspect.
 
 Everything is a pure function of its arguments (no store, no files), so the same outcomes
 always give the same report, and the report is plain JSON (NaN becomes ``None``) so it can
-be stored, served and read by anything. ``report_html`` draws the report as one
-self-contained page: no script and no network, charts as base64 PNGs from matplotlib's
-Agg canvas (never pyplot, whose global state is unsafe in a server).
+be stored, served and read by anything. The page that draws it lives apart, in
+``nbo.experiments.page`` (matplotlib), so the service, which serves the JSON, never loads
+a plotting library.
 
 Conventions, chosen so the numbers match what analysts compute by hand:
 
@@ -21,26 +21,34 @@ Conventions, chosen so the numbers match what analysts compute by hand:
   *unpooled* (Wald) standard error (it describes the difference, not the null);
 * revenue per exposed customer: Welch's t-test (unequal variances; revenue is skewed and
   the variants' spreads differ) and its interval for the difference of means;
+* revenue per exposed customer of one variant: mean ± t-quantile × standard error, with
+  the lower bound clipped at 0 (revenue is never negative; on few or rare buyers the
+  symmetric interval reaches below 0, and the report says where it was clipped);
 * no correction for comparing several variants to one control: with many variants,
-  read the p-values with that in mind.
+  read the p-values with that in mind;
+* the sample-ratio test is always reported (chi-square, p-value, verdict), not only when
+  it fails, so a reader can see it was run;
+* a variant with fewer than ``MIN_EXPOSED`` (100) exposed customers is warned about: the
+  z-test, Welch's test and their intervals are large-sample approximations, and below
+  about 100 customers (fewer still converting, revenue skewed by a few large orders)
+  their p-values and intervals can be far off; such comparisons are indicative only.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from scipy import stats
 
 SRM_WARNING = "SAMPLE RATIO MISMATCH"
+# Exposed customers a variant needs before its intervals and p-values are trusted (see
+# the module docstring); fewer are reported with a warning, not hidden.
+MIN_EXPOSED = 100
+SRM_P_THRESHOLD = 0.001
 
 
 @dataclass(frozen=True)
@@ -67,15 +75,18 @@ def experiment_report(
     name: str,
     outcomes: Sequence[VariantOutcome],
     alpha: float = 0.05,
-    srm_p_threshold: float = 0.001,
+    srm_p_threshold: float = SRM_P_THRESHOLD,
+    min_exposed: int = MIN_EXPOSED,
 ) -> dict[str, Any]:
     """The A/B report of experiment ``name`` as a JSON-ready dict.
 
-    Keys: ``experiment``, ``alpha``, ``control`` (its name or None), ``variants`` (input
-    order), ``comparisons`` (each non-control variant against the control; empty without
-    a control), ``srm`` and ``warnings``. Intervals are at level ``1 - alpha``; the SRM
-    check flags a mismatch below ``srm_p_threshold`` (deliberately much stricter than
-    ``alpha``: it runs on every report, and a false alarm stops a good experiment).
+    Keys: ``experiment``, ``alpha``, ``min_exposed``, ``control`` (its name or None),
+    ``variants`` (input order), ``comparisons`` (each non-control variant against the
+    control; empty without a control), ``srm`` and ``warnings``. Intervals are at level
+    ``1 - alpha``; the SRM check flags a mismatch below ``srm_p_threshold`` (deliberately
+    much stricter than ``alpha``: it runs on every report, and a false alarm stops a good
+    experiment); a variant with fewer than ``min_exposed`` exposed customers is warned
+    about.
 
     Raises ValueError naming the variant and the field for inconsistent input, since a
     report built on impossible counts would look trustworthy and be wrong.
@@ -100,6 +111,14 @@ def experiment_report(
     srm = _srm(outcomes, shares, srm_p_threshold)
     if srm["mismatch"]:
         warnings.insert(0, _srm_warning(outcomes, srm))
+    small = [o for o in outcomes if o.exposed < min_exposed]
+    if small:
+        counts = ", ".join(f"{o.name} {o.exposed}" for o in small)
+        warnings.append(
+            f"too few exposed customers: {counts} (fewer than {min_exposed} per variant): "
+            "the tests and intervals below are large-sample approximations and can be far "
+            "off at this size; read the comparisons as indicative only"
+        )
 
     control_index = next((i for i, o in enumerate(outcomes) if o.control), None)
     comparisons: list[dict[str, Any]] = []
@@ -124,6 +143,7 @@ def experiment_report(
     return {
         "experiment": str(name),
         "alpha": float(alpha),
+        "min_exposed": int(min_exposed),
         "control": None if control_index is None else outcomes[control_index].name,
         "variants": variants,
         "comparisons": comparisons,
@@ -165,6 +185,8 @@ def _validate(outcomes: Sequence[VariantOutcome], alpha: float, srm_p_threshold:
             )
         if not np.all(np.isfinite(revenue)):
             raise ValueError(f"variant '{o.name}': revenue has NaN or infinite values")
+        if np.any(revenue < 0):
+            raise ValueError(f"variant '{o.name}': revenue has negative values")
     if len(controls) > 1:
         raise ValueError(f"control: more than one variant is the control ({', '.join(controls)})")
 
@@ -177,6 +199,10 @@ def _variant_summary(
     n = int(o.exposed)
     rate = o.converted / n if n else None
     mean = float(revenue.mean()) if n else None
+    revenue_ci = _mean_ci(revenue, alpha)
+    clipped = revenue_ci is not None and revenue_ci[0] < 0
+    if revenue_ci is not None and clipped:
+        revenue_ci = [0.0, revenue_ci[1]]
     return {
         "name": o.name,
         "control": bool(o.control),
@@ -188,7 +214,8 @@ def _variant_summary(
         "conversion_rate_ci": _wilson(int(o.converted), n, alpha),
         "revenue": float(math.fsum(revenue.tolist())),
         "revenue_per_exposed": mean,
-        "revenue_per_exposed_ci": _mean_ci(revenue, alpha),
+        "revenue_per_exposed_ci": revenue_ci,
+        "revenue_per_exposed_ci_clipped": clipped,
     }
 
 
@@ -332,15 +359,29 @@ def _srm(
         "observed": observed,
         "expected": expected,
         "chi2": None,
+        "degrees_of_freedom": len(outcomes) - 1,
         "p_value": None,
+        "threshold": threshold,
         "mismatch": False,
+        "verdict": "",
     }
     # One variant has nothing to mismatch with; zero exposed has nothing to test.
-    if total == 0 or len(outcomes) < 2:
+    if len(outcomes) < 2:
+        result["verdict"] = "not tested: one variant only"
+        return result
+    if total == 0:
+        result["verdict"] = "not tested: nobody exposed yet"
         return result
     test = stats.chisquare(np.asarray(observed, dtype=float), np.asarray(expected, dtype=float))
     chi2, p_value = _finite_or_none(test.statistic), _finite_or_none(test.pvalue)
-    result.update(chi2=chi2, p_value=p_value, mismatch=p_value is not None and p_value < threshold)
+    mismatch = p_value is not None and p_value < threshold
+    if p_value is None:
+        verdict = "not tested: the statistic is undefined"
+    elif mismatch:
+        verdict = f"mismatch: p < {threshold:g}, the split is not what was configured"
+    else:
+        verdict = f"no mismatch: p >= {threshold:g}, the split is as configured"
+    result.update(chi2=chi2, p_value=p_value, mismatch=mismatch, verdict=verdict)
     return result
 
 
@@ -362,227 +403,3 @@ def _srm_warning(outcomes: Sequence[VariantOutcome], srm: Mapping[str, Any]) -> 
 def _finite_or_none(value: Any) -> float | None:
     number = float(value)
     return number if math.isfinite(number) else None
-
-
-# --- the page -------------------------------------------------------------------------
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;
-       max-width: 72rem; padding: 0 1rem; color: #222; line-height: 1.45; }
-h1 { font-size: 1.5rem; } h2 { margin-top: 2rem; font-size: 1.2rem;
-     border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; }
-table { border-collapse: collapse; margin: 0.6rem 0 1rem; font-size: 0.9rem; }
-th, td { padding: 0.25rem 0.7rem; border-bottom: 1px solid #e5e5e5; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-caption { text-align: left; font-weight: 600; padding-bottom: 0.3rem; }
-.srm { background: #fdecea; border: 2px solid #c62828; color: #8e0000; font-weight: 700;
-       padding: 0.8rem 1rem; border-radius: 6px; margin: 1rem 0; font-size: 1.05rem; }
-.warn { background: #fff8e1; border: 1px solid #ffb74d; padding: 0.5rem 1rem;
-        border-radius: 6px; margin: 1rem 0; }
-.yes { color: #1b5e20; font-weight: 600; }
-.note { color: #555; font-size: 0.9rem; }
-img { max-width: 100%; height: auto; display: block; margin: 0.5rem 0 0.3rem; }
-"""
-
-
-def report_html(report: Mapping[str, Any], title: str | None = None) -> str:
-    """The report as one self-contained HTML page (no script, no links, embedded PNG).
-
-    Warnings come first, the SRM warning in a red box: someone who only glances at the
-    page must not miss that the comparisons below it cannot be trusted.
-    """
-    heading = title or f"Experiment {report.get('experiment', '')}"
-    level = _level(report)
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{_e(heading)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(heading)}</h1>",
-        _warnings_html(report.get("warnings", [])),
-        "<h2>Variants</h2>",
-        _variants_table(report),
-        "<h2>Against the control</h2>",
-        _comparisons_table(report, level),
-        "<h2>Charts</h2>",
-        _figure_html(report, level),
-        "</body></html>\n",
-    ]
-    return "\n".join(part for part in parts if part)
-
-
-def _level(report: Mapping[str, Any]) -> str:
-    return f"{(1 - float(report.get('alpha', 0.05))) * 100:g}%"
-
-
-def _warnings_html(warnings: Sequence[str]) -> str:
-    srm = [w for w in warnings if w.startswith(SRM_WARNING)]
-    others = [w for w in warnings if not w.startswith(SRM_WARNING)]
-    parts = [f'<div class="srm" role="alert">{_e(w)}</div>' for w in srm]
-    if others:
-        items = "".join(f"<li>{_e(w)}</li>" for w in others)
-        parts.append(f'<div class="warn"><strong>Warnings</strong><ul>{items}</ul></div>')
-    return "\n".join(parts)
-
-
-def _variants_table(report: Mapping[str, Any]) -> str:
-    head = (
-        "<tr><th>variant</th><th>traffic share</th><th>assigned</th><th>exposed</th>"
-        "<th>converted</th><th>conversion rate</th><th>revenue</th>"
-        "<th>revenue per exposed</th></tr>"
-    )
-    rows = []
-    for v in report.get("variants", []):
-        label = f"{v['name']} (control)" if v.get("control") else v["name"]
-        cells = [
-            label,
-            _pct(v.get("weight")),
-            str(v.get("assigned")),
-            str(v.get("exposed")),
-            str(v.get("converted")),
-            _pct(v.get("conversion_rate"), 2),
-            _money(v.get("revenue")),
-            _money(v.get("revenue_per_exposed")),
-        ]
-        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
-    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def _comparisons_table(report: Mapping[str, Any], level: str) -> str:
-    comparisons = report.get("comparisons", [])
-    if not comparisons:
-        return "<p>No comparisons (no control variant, or no other variant).</p>"
-    head = (
-        "<tr><th>variant</th><th>metric</th><th>difference</th><th>relative uplift</th>"
-        f"<th>{_e(level)} CI of the difference</th><th>p-value</th><th>significant</th></tr>"
-    )
-    rows = []
-    for comparison in comparisons:
-        label = f"{comparison['variant']} vs {comparison['against']}"
-        for key, metric, fmt in (
-            ("conversion", "conversion rate", _pp),
-            ("revenue_per_exposed", "revenue per exposed", _signed_money),
-        ):
-            s = comparison.get(key, {})
-            ci = (
-                "n/a"
-                if s.get("ci_low") is None or s.get("ci_high") is None
-                else f"[{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]"
-            )
-            significant = bool(s.get("significant"))
-            cells = [
-                _e(label),
-                _e(metric),
-                _e(fmt(s.get("difference"))),
-                _e(_pct(s.get("relative_uplift"), 1, signed=True)),
-                _e(ci),
-                _e(_p(s.get("p_value"))),
-                '<span class="yes">yes</span>' if significant else "no",
-            ]
-            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    alpha = float(report.get("alpha", 0.05))
-    note = (
-        f"Significant means p &lt; {_e(f'{alpha:g}')}. Conversion: two-proportion z-test "
-        "(pooled standard error), Wald interval (unpooled); differences in percentage "
-        "points. Revenue: Welch's t-test and its interval. Each variant is compared to the "
-        "control separately, with no correction for multiple comparisons."
-    )
-    table = f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
-    return f'{table}<p class="note">{note}</p>'
-
-
-def _figure_html(report: Mapping[str, Any], level: str) -> str:
-    variants = report.get("variants", [])
-    if not variants:
-        return ""
-    uri = "data:image/png;base64," + base64.b64encode(_variants_png(report)).decode("ascii")
-    caption = (
-        f"Error bars: {level} confidence intervals. Conversion rate: Wilson score interval. "
-        "Revenue per exposed customer: mean ± t-quantile × standard error. "
-        "Grey bars are the control."
-    )
-    alt = "conversion rate and revenue per exposed customer per variant"
-    return f'<img src="{uri}" alt="{_e(alt)}">\n<p class="note">{_e(caption)}</p>'
-
-
-def _variants_png(report: Mapping[str, Any]) -> bytes:
-    """Two panels: conversion rate (Wilson interval) and revenue per exposed customer
-    (t interval) per variant; a variant with no exposed customers has no bar."""
-    variants = list(report.get("variants", []))
-    names = [str(v["name"]) for v in variants]
-    colours = np.array(["tab:gray" if v.get("control") else "tab:blue" for v in variants])
-    figure = Figure(
-        figsize=(max(7.0, 1.6 * len(variants) + 3.0), 3.8), dpi=100, layout="constrained"
-    )
-    FigureCanvasAgg(figure)
-    rate_axes, revenue_axes = figure.subplots(1, 2)
-    xs = np.arange(len(variants))
-    panels = (
-        (rate_axes, "conversion_rate", "conversion_rate_ci", "conversion rate", 100.0),
-        (revenue_axes, "revenue_per_exposed", "revenue_per_exposed_ci", "revenue per exposed", 1.0),
-    )
-    for axes, value_key, ci_key, label, scale in panels:
-        values = np.array([_nan(v.get(value_key)) * scale for v in variants])
-        low = np.array([_nan((v.get(ci_key) or [None, None])[0]) * scale for v in variants])
-        high = np.array([_nan((v.get(ci_key) or [None, None])[1]) * scale for v in variants])
-        drawn = np.isfinite(values)
-        axes.bar(xs[drawn], values[drawn], 0.6, color=colours[drawn])
-        with_ci = drawn & np.isfinite(low) & np.isfinite(high)
-        if with_ci.any():
-            errors = np.vstack(
-                [values[with_ci] - low[with_ci], high[with_ci] - values[with_ci]]
-            ).clip(min=0)
-            axes.errorbar(
-                xs[with_ci], values[with_ci], yerr=errors, fmt="none", ecolor="black", capsize=4
-            )
-        for x in xs[~drawn]:
-            axes.annotate(
-                "no data",
-                (x, 0),
-                xytext=(0, 4),
-                textcoords="offset points",
-                ha="center",
-                fontsize=8,
-                color="tab:gray",
-            )
-        axes.set_xlim(-0.6, len(variants) - 0.4)
-        axes.set_xticks(xs)
-        axes.set_xticklabels(names, fontsize=9)
-        axes.set_title(label + (" (%)" if scale == 100.0 else ""), fontsize=11)
-        axes.grid(True, axis="y", linewidth=0.3)
-        axes.set_axisbelow(True)
-    buffer = io.BytesIO()
-    # No software/date metadata: the same report gives the same bytes.
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def _nan(value: Any) -> float:
-    return float("nan") if value is None else float(value)
-
-
-def _pct(value: Any, digits: int = 1, signed: bool = False) -> str:
-    if value is None:
-        return "n/a"
-    return f"{float(value) * 100:{'+' if signed else ''}.{digits}f}%"
-
-
-def _pp(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value) * 100:+.2f} pp"
-
-
-def _money(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value):,.2f}"
-
-
-def _signed_money(value: Any) -> str:
-    return "n/a" if value is None else f"{float(value):+,.2f}"
-
-
-def _p(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    return "< 0.0001" if float(value) < 1e-4 else f"{float(value):.4f}"
-
-
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)

@@ -12,7 +12,6 @@ from starlette.concurrency import run_in_threadpool
 from nbo.apikeys import Role
 from nbo.experiments.config import Experiments
 from nbo.experiments.outcomes import report_for
-from nbo.experiments.stats import report_html
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import SettingsDep, StoreDep
 from nbo.service.errors import NotFound
@@ -65,14 +64,22 @@ async def get_report(
 ) -> Response:
     """Per variant: customers assigned and exposed, conversions, conversion rate and revenue
     per exposed customer; each variant against the control with a 95% confidence interval
-    and p-value (two-proportion z-test, Welch's t-test); a sample-ratio-mismatch check."""
+    and p-value (two-proportion z-test, Welch's t-test); the sample-ratio test (chi-square,
+    p-value, verdict); the experiment's dates and the window of events counted; warnings
+    (a sample ratio mismatch, fewer than 100 exposed customers in a variant)."""
     experiment = _experiments(request).get(name)
     if experiment is None:
         raise NotFound("name", f"no experiment '{name}' is configured")
     now_s = int(settings.now().timestamp())
     report = await run_in_threadpool(report_for, store, experiment, now_s)
     if format == "html":
-        return HTMLResponse(report_html(report, f"nbo experiment {name}"))
+        # Imported here, not at start: the page draws with matplotlib, which the service
+        # loads only when someone asks for an HTML report (and drawing is CPU work, so it
+        # runs in the thread pool, off the event loop).
+        from nbo.experiments.page import report_html
+
+        page = await run_in_threadpool(report_html, report, f"nbo experiment {name}")
+        return HTMLResponse(page)
     return JSONResponse(report)
 
 
