@@ -78,6 +78,23 @@ def test_a_purchase_from_before_training_suppresses_without_refolding(
     assert body["profile"] == "trained"
 
 
+def test_a_new_customer_is_personalized_by_purchases_dated_before_training_ended(
+    client: TestClient,
+) -> None:
+    """A late-arriving order (a till, an import) of a customer the model never saw is
+    not "already in the model": offers and profile count it like a fresh one."""
+    early = "2026-06-20T10:00:00Z"  # the planted training data ends on 2026-06-29
+    client.post("/v1/events", json=purchase("e1", "late", ["B01"], when=early))
+    client.post("/v1/events", json=purchase("e2", "late", ["B02"], when=early))
+
+    body = offers(client, "late", k=3)
+    assert body["personalized"] is True and body["profile"] == "live"
+    assert {o["item_id"] for o in body["offers"]} <= set(GROUP_ITEMS["b"]) - {"B01", "B02"}
+    profile = client.get("/v1/customers/late").json()
+    assert profile["known"] is True and profile["frequency"] == 2
+    assert profile["last_purchase"] == "2026-06-20T10:00:00+00:00"
+
+
 def test_unknown_items_in_a_purchase_are_ignored(client: TestClient) -> None:
     client.post("/v1/events", json=purchase("e1", "newbie", ["NOT-IN-CATALOGUE"]))
     body = offers(client, "newbie")
