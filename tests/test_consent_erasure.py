@@ -164,7 +164,11 @@ def test_a_withdrawn_channel_is_refused_with_a_reason(client: TestClient) -> Non
     assert answer.status_code == 200
     body = answer.json()
     assert body["offers"] == [] and body["suppressed_reason"] == "no_channel_consent"
-    assert offers(client, "a00", channel="app")["offers"]  # the other channel still serves
+    # Every answer names the four rules, a withheld one with zeros.
+    assert body["removed"] == {"just_bought": 0, "fatigue": 0, "ineligible": 0, "offer_cap": 0}
+    served = offers(client, "a00", channel="app")
+    assert served["offers"]  # the other channel still serves
+    assert set(served["removed"]) == set(body["removed"])
 
     put_consent(client, "a00", {"personalization": True, "channels": {"email": True}})
     assert offers(client, "a00", channel="email")["offers"]

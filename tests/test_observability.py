@@ -430,6 +430,23 @@ def test_one_json_access_line_per_request(client: TestClient, logs: io.StringIO)
     assert lines[3]["route"] == "unmatched" and "/no/such/route" not in json.dumps(lines[3])
 
 
+def test_the_api_documentation_is_labelled_by_its_path(
+    client: TestClient, logs: io.StringIO
+) -> None:
+    """/docs, /redoc and /openapi.json leave no route in the scope (FastAPI serves them
+    outside its API routes): labelled by their fixed path, not as unmatched."""
+    paths = ["/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"]
+    for path in paths:
+        assert client.get(path).status_code == 200
+    assert [line["route"] for line in access_lines(logs)] == paths
+    samples = scrape(client)
+    for path in paths:
+        assert value(samples, "nbo_http_requests_total", route=path, method="GET", status="200")
+    assert not value(
+        samples, "nbo_http_requests_total", route="unmatched", method="GET", status="200"
+    )
+
+
 def test_log_lines_hold_no_body_query_or_headers(client: TestClient, logs: io.StringIO) -> None:
     secret_item, secret_order = "ZZ-UNMISTAKABLE-ITEM-77", "ORDER-SECRET-991"
     headers = {"X-Request-ID": "quiet-1", "Authorization": "Bearer KEY-SECRET-123"}

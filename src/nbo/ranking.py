@@ -52,6 +52,7 @@ from nbo.two_stage import SOURCE_STAGE_POPULAR as SOURCE_STAGE_POPULAR_COLUMN
 
 __all__ = [
     "EXPLAINED_BY",
+    "REMOVAL_RULES",
     "SOURCE_ALSO_BOUGHT",
     "SOURCE_BUY_AGAIN",
     "SOURCE_CATALOG",
@@ -69,6 +70,10 @@ __all__ = [
     "rank_offers",
     "rank_offers_many",
 ]
+
+# The rules that take candidates out, in the order they apply: every answer counts each
+# (an answer withheld by consent or a frequency cap counts zeros).
+REMOVAL_RULES = (RULE_JUST_BOUGHT, RULE_FATIGUE, RULE_INELIGIBLE, RULE_OFFER_CAP)
 
 # Product candidates the sources propose before arbitration: more than k, so a lever or
 # a value can lift an item the model ranks a little lower, and eligibility rules still

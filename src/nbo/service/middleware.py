@@ -51,10 +51,19 @@ class RequestMiddleware:
     personal data), no headers (never the Authorization header), no body.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, log_access: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        log_access: bool,
+        plain_routes: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.log_access = log_access
+        # Fixed paths served by routes that leave no route in the scope (FastAPI's
+        # /docs, /redoc, /openapi.json): labelled by their path, a bounded set.
+        self.plain_routes = plain_routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,12 +87,16 @@ class RequestMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            route = getattr(scope.get("route"), "path", None) or self._plain_route(scope)
             method = method_label(scope["method"])
             self.metrics.observe_request(route, method, status, seconds)
             if self.log_access and access_log.isEnabledFor(logging.INFO):
                 self._log(scope, request_id, method, route, status, seconds)
             REQUEST_ID.reset(token)
+
+    def _plain_route(self, scope: Scope) -> str:
+        path = scope.get("path")
+        return path if path in self.plain_routes else UNMATCHED
 
     @staticmethod
     def _log(
@@ -110,8 +123,15 @@ class ObservedFastAPI(FastAPI):
     (the first request), after ``create_app`` has set them."""
 
     def build_middleware_stack(self) -> ASGIApp:
+        documentation = (
+            self.openapi_url,
+            self.docs_url,
+            self.redoc_url,
+            self.swagger_ui_oauth2_redirect_url if self.docs_url else None,
+        )
         return RequestMiddleware(
             super().build_middleware_stack(),
             self.state.metrics,
             log_access=self.state.settings.access_log,
+            plain_routes=frozenset(path for path in documentation if path),
         )

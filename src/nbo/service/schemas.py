@@ -90,8 +90,9 @@ class OffersResponse(BaseModel):
     )
     removed: dict[str, int] = Field(
         default_factory=dict,
-        description="candidates each rule removed: 'just_bought', 'fatigue', "
-        "'ineligible' (catalogue: stage, channel, dates), 'offer_cap' (shown too often)",
+        description="candidates each rule removed, always all four: 'just_bought', "
+        "'fatigue', 'ineligible' (catalogue: stage, channel, dates), 'offer_cap' (shown too "
+        "often); zeros when the answer is withheld (suppressed_reason)",
     )
     experiment: str | None = Field(
         None, description="the experiment the customer is in (null: none); echo it on events"
