@@ -45,7 +45,11 @@ class BestSendTimeOut(BaseModel):
 
 
 class OfferOut(BaseModel):
-    offer_id: str = Field(description="the catalogue offer (product:<item> for plain items)")
+    offer_id: str = Field(
+        description="one offer within this answer: the catalogue offer's id, "
+        "'<offer id>:<item>' for an item of a category offer, 'product:<item>' for an item "
+        "on its own terms"
+    )
     kind: str = Field(description="'product' or 'incentive'")
     item_id: str | None = Field(None, description="the item, for a product offer")
     item_name: str | None = None
