@@ -85,6 +85,21 @@ class Settings(BaseSettings):
         description="json: one JSON object per line (for log shippers); text: for humans",
     )
     access_log: bool = Field(True, description="one log line per request (logger nbo.access)")
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="the largest request body accepted, in bytes; larger answers 413",
+    )
+    clock_skew_seconds: int = Field(
+        300,
+        ge=0,
+        description="how far after the service clock an event's timestamp may be (clients' "
+        "clocks run a little ahead); later events are refused",
+    )
+    earliest_event: datetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC),
+        description="events dated before this (ISO time) are refused",
+    )
     metrics: bool = Field(True, description="Prometheus metrics at GET /metrics")
 
     @field_validator("suppression_days", mode="before")
@@ -110,7 +125,7 @@ class Settings(BaseSettings):
             raise ValueError("cannot watch models/CURRENT while NBO_MODEL_VERSION pins a version")
         return value
 
-    @field_validator("clock")
+    @field_validator("clock", "earliest_event")
     @classmethod
     def _clock_in_utc(cls, value: datetime | None) -> datetime | None:
         if value is None:

@@ -6,10 +6,12 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from pydantic import AfterValidator
 
 from nbo.catalog import Catalog, CatalogHolder
 from nbo.config import Settings
 from nbo.experiments.serving import ServingModels
+from nbo.ids import MAX_ID_LENGTH, check_id
 from nbo.model import ServingModel
 from nbo.service.errors import NotReady
 from nbo.service.metrics import Metrics
@@ -91,5 +93,23 @@ CatalogHolderDep = Annotated[CatalogHolder, Depends(get_catalog_holder)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 ReloaderDep = Annotated[Reloader, Depends(get_reloader)]
-# A customer id in a route's path: one definition for every customer route.
-CustomerId = Annotated[str, Path(min_length=1, max_length=256, description="your customer id")]
+# A customer or item id in a route's path: one definition for every route, the one ids in
+# request bodies follow too (``nbo.ids``).
+_ID_RULE = (
+    f"1 to {MAX_ID_LENGTH} printable characters, no control or format characters, no "
+    "space at either end, valid UTF-8"
+)
+CustomerId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description=f"your customer id: {_ID_RULE}",
+    ),
+    AfterValidator(check_id),
+]
+ItemId = Annotated[
+    str,
+    Path(min_length=1, max_length=MAX_ID_LENGTH, description=f"an item id: {_ID_RULE}"),
+    AfterValidator(check_id),
+]

@@ -20,6 +20,7 @@ import uuid
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nbo.service.body_limit import BodyLimit
 from nbo.service.logs import REQUEST_ID
 from nbo.service.metrics import UNMATCHED, Metrics, method_label
 
@@ -117,10 +118,11 @@ class RequestMiddleware:
 
 
 class ObservedFastAPI(FastAPI):
-    """FastAPI with ``RequestMiddleware`` outermost. ``add_middleware`` would put it
-    inside ``ServerErrorMiddleware``, whose 500 answers would then go out without the
-    request id. Reads ``state.metrics`` and ``state.settings`` when the stack is built
-    (the first request), after ``create_app`` has set them."""
+    """FastAPI with ``RequestMiddleware`` outermost and ``BodyLimit`` next.
+    ``add_middleware`` would put them inside ``ServerErrorMiddleware``, whose 500 answers
+    would then go out without the request id. Reads ``state.metrics`` and
+    ``state.settings`` when the stack is built (the first call: the lifespan's), after
+    ``create_app`` has set them."""
 
     def build_middleware_stack(self) -> ASGIApp:
         documentation = (
@@ -129,9 +131,12 @@ class ObservedFastAPI(FastAPI):
             self.redoc_url,
             self.swagger_ui_oauth2_redirect_url if self.docs_url else None,
         )
+        settings = self.state.settings
         return RequestMiddleware(
-            super().build_middleware_stack(),
+            # Inside the request middleware: a refused body still has a request id, an
+            # access line and its count in the metrics.
+            BodyLimit(super().build_middleware_stack(), settings.max_body_bytes),
             self.state.metrics,
-            log_access=self.state.settings.access_log,
+            log_access=settings.access_log,
             plain_routes=frozenset(path for path in documentation if path),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Channel(StrEnum):
@@ -240,6 +240,10 @@ class CatalogResponse(BaseModel):
 
 
 class ReloadRequest(BaseModel):
+    # Strict, as every request body: {"force": "yes"} is refused, not taken for true, and
+    # an unknown field is an error rather than silently ignored.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     version: str | None = Field(
         None,
         min_length=1,

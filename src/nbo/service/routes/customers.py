@@ -41,7 +41,8 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=AUTH_RE
 
 
 class ConsentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict, as every request body: true/false only (no "yes", no 1), no unknown field.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     personalization: StrictBool = Field(
         description="false: only non-personalized (popular) offers, nothing from the history"
