@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         datetime(2000, 1, 1, tzinfo=UTC),
         description="events dated before this (ISO time) are refused",
     )
+    max_posted_lines: int = Field(
+        1000,
+        ge=1,
+        description="the most recent purchase lines of a customer's posted events an offers "
+        "call, a profile or a campaign reads (older ones stay stored and exported)",
+    )
     metrics: bool = Field(True, description="Prometheus metrics at GET /metrics")
 
     @field_validator("suppression_days", mode="before")

@@ -213,9 +213,13 @@ class Store(Protocol):
 
     def add_events(self, events: Sequence[Event]) -> AddResult: ...
 
-    def purchases_of(self, customer_id: str, since: int | None = None) -> list[StoredPurchase]: ...
+    def purchases_of(
+        self, customer_id: str, since: int | None = None, limit: int | None = None
+    ) -> list[StoredPurchase]: ...
 
-    def purchases_of_many(self, customer_ids: Sequence[str]) -> dict[str, list[StoredPurchase]]: ...
+    def purchases_of_many(
+        self, customer_ids: Sequence[str], limit: int | None = None
+    ) -> dict[str, list[StoredPurchase]]: ...
 
     def event_count(self) -> int: ...
 
@@ -419,25 +423,38 @@ class SQLiteStore:
                 self._all_readers.append(reader)
         return reader
 
-    def purchases_of(self, customer_id: str, since: int | None = None) -> list[StoredPurchase]:
-        """A customer's posted purchase lines, oldest first (``since``: unix seconds)."""
+    def purchases_of(
+        self, customer_id: str, since: int | None = None, limit: int | None = None
+    ) -> list[StoredPurchase]:
+        """A customer's posted purchase lines, oldest first (``since``: unix seconds);
+        ``limit``: only the most recent that many, so what a request costs is bounded
+        whatever a client posted (the index is walked from the newest line)."""
         rows = self._reader().execute(
-            "SELECT item_id, quantity, occurred_at, order_id, event_id, price FROM purchase_lines "
-            "WHERE customer_id = ? AND occurred_at >= ? ORDER BY occurred_at, rowid",
-            (customer_id, since if since is not None else -(2**62)),
+            "SELECT * FROM (SELECT item_id, quantity, occurred_at, order_id, event_id, price, "
+            "rowid AS line FROM purchase_lines WHERE customer_id = ? AND occurred_at >= ? "
+            "ORDER BY occurred_at DESC, rowid DESC LIMIT ?) ORDER BY occurred_at, line",
+            (customer_id, since if since is not None else -(2**62), -1 if limit is None else limit),
         )
-        return [StoredPurchase(*row) for row in rows.fetchall()]
+        return [StoredPurchase(*row[:-1]) for row in rows.fetchall()]
 
-    def purchases_of_many(self, customer_ids: Sequence[str]) -> dict[str, list[StoredPurchase]]:
-        """``purchases_of`` many customers, in a few queries: those with none are absent."""
+    def purchases_of_many(
+        self, customer_ids: Sequence[str], limit: int | None = None
+    ) -> dict[str, list[StoredPurchase]]:
+        """``purchases_of`` many customers, in a few queries: those with none are absent;
+        ``limit`` applies to each customer, at a cost that grows with it, not with what a
+        customer posted (``_NEWEST_LINES``)."""
         found: dict[str, list[StoredPurchase]] = {}
         for part in _parts_of(customer_ids):
-            rows = self._reader().execute(
-                "SELECT customer_id, item_id, quantity, occurred_at, order_id, event_id, price "
-                f"FROM purchase_lines WHERE customer_id IN ({_marks(part)}) "
-                "ORDER BY occurred_at, rowid",
-                part,
-            )
+            if limit is None:
+                rows = self._reader().execute(
+                    "SELECT customer_id, item_id, quantity, occurred_at, order_id, event_id, "
+                    f"price FROM purchase_lines WHERE customer_id IN ({_marks(part)}) "
+                    "ORDER BY occurred_at, rowid",
+                    part,
+                )
+            else:
+                newest = _NEWEST_LINES.format(customers=_rows(part))
+                rows = self._reader().execute(newest, (*part, limit, limit))
             for row in rows.fetchall():
                 found.setdefault(row[0], []).append(StoredPurchase(*row[1:]))
         return found
@@ -679,6 +696,30 @@ class SQLiteStore:
             self._db.close()
 
 
+# The newest ``limit`` purchase lines of each customer, oldest first, at a cost that grows
+# with ``limit``, not with what a customer posted: for each customer the first line left
+# out (the ``limit``-th newest, counting from 0) is found by walking the index
+# (customer_id, occurred_at, then rowid) backwards, and its time bounds an index range of
+# the lines after it. The cut is materialized (SQLite 3.35+) so it is looked up once per
+# customer, not once per line. A customer with ``limit`` lines or fewer has no cut: all.
+_NEWEST_LINES = """
+WITH wanted(customer) AS (VALUES {customers}),
+cut AS MATERIALIZED (
+    SELECT customer,
+        (SELECT occurred_at FROM purchase_lines WHERE customer_id = customer
+         ORDER BY occurred_at DESC, rowid DESC LIMIT 1 OFFSET ?) AS at,
+        (SELECT rowid FROM purchase_lines WHERE customer_id = customer
+         ORDER BY occurred_at DESC, rowid DESC LIMIT 1 OFFSET ?) AS line
+    FROM wanted
+)
+SELECT p.customer_id, p.item_id, p.quantity, p.occurred_at, p.order_id, p.event_id, p.price
+FROM cut CROSS JOIN purchase_lines AS p
+WHERE p.customer_id = cut.customer
+    AND p.occurred_at >= COALESCE(cut.at, -4611686018427387904)
+    AND (cut.at IS NULL OR p.occurred_at > cut.at OR p.rowid > cut.line)
+ORDER BY p.occurred_at, p.rowid
+"""
+
 # Ids per query of the bulk reads: well under SQLite's limit of bound parameters.
 _IDS_PER_QUERY = 500
 
@@ -691,3 +732,8 @@ def _parts_of(customer_ids: Sequence[str]) -> Iterator[tuple[str, ...]]:
 
 def _marks(part: Sequence[str]) -> str:
     return ", ".join("?" * len(part))
+
+
+def _rows(part: Sequence[str]) -> str:
+    """One-column VALUES rows: ``(?), (?), ...``."""
+    return ", ".join("(?)" for _ in part)

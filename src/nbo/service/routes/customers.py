@@ -152,7 +152,7 @@ def export_data(
     nothing else. Without a loaded model the profile, model and assignment parts are
     left out. A plain ``def``: it reads the store and the campaign files.
     """
-    export = export_customer(customer_id, store, models, settings.now())
+    export = export_customer(customer_id, store, models, settings.now(), settings.max_posted_lines)
     log.info(
         "data of customer %s exported: %d events, %d campaign files (%d rows)",
         customer_id,

@@ -76,7 +76,7 @@ async def get_offers(
     now = settings.now()
     now_s = int(now.timestamp())
     policy = contact_policy(settings)
-    state = customer_state(store, customer_id, now_s, policy, catalog)
+    state = customer_state(store, customer_id, now_s, policy, catalog, settings.max_posted_lines)
     assignment = models.assign(customer_id, state.consent, now_s)
     model = assignment.model
     decision = decide(
