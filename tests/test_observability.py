@@ -28,7 +28,14 @@ from nbo.config import Settings, load_settings
 from nbo.errors import ConfigError
 from nbo.service.app import create_app
 from nbo.service.deps import get_catalog
-from nbo.service.logs import REQUEST_ID, JsonFormatter, TextFormatter
+from nbo.service.logs import (
+    FIELD_CHARS,
+    LINE_CHARS,
+    MESSAGE_CHARS,
+    REQUEST_ID,
+    JsonFormatter,
+    TextFormatter,
+)
 from nbo.service.metrics import ModelCollector, TimedStore
 from nbo.store import SQLiteStore
 
@@ -505,6 +512,26 @@ def test_json_formatter_renders_extras_and_tracebacks_in_one_line() -> None:
     assert text.splitlines()[0].endswith("ERROR nbo.test [ctx-1] failed x")
     outside = json.loads(JsonFormatter().format(logging.makeLogRecord({"msg": "start"})))
     assert "request_id" not in outside
+
+
+def test_what_a_log_line_may_carry_is_capped() -> None:
+    """Each field, the message, a traceback and the whole line have a ceiling, in both
+    formats, whatever the code logs."""
+    record = logging.makeLogRecord(
+        {"name": "nbo.test", "msg": "m" * 50_000, "levelname": "INFO", "note": "n" * 50_000}
+    )
+    line = json.loads(JsonFormatter().format(record))
+    assert len(line["message"]) < MESSAGE_CHARS + 50 and line["message"].endswith("characters]")
+    assert len(line["note"]) < FIELD_CHARS + 50 and "49000 more characters" in line["note"]
+    assert len(TextFormatter().format(record)) < MESSAGE_CHARS + 200
+    crowded = logging.makeLogRecord(
+        {"name": "nbo.test", "msg": "many", **{f"field{n}": "v" * 5_000 for n in range(100)}}
+    )
+    text = JsonFormatter().format(crowded)
+    assert len(text) <= LINE_CHARS
+    kept = json.loads(text)
+    assert kept["message"] == "many" and "field0" in kept["truncated"]
+    assert "field0" not in kept
 
 
 def test_a_bad_log_format_refuses_the_start() -> None:
