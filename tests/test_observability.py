@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.servers import running_server
+from nbo.apikeys import Role, create_key
 from nbo.config import Settings, load_settings
 from nbo.errors import ConfigError
 from nbo.service.app import create_app
@@ -425,15 +426,16 @@ def test_one_json_access_line_per_request(client: TestClient, logs: io.StringIO)
     assert [line["request_id"] for line in lines] == ["log-1", "log-2", "log-3", "log-4"]
     first = lines[0]
     assert first["level"] == "INFO" and first["time"].endswith("+00:00")
-    assert {k: first[k] for k in ("method", "route", "status", "customer_id")} == {
+    assert {k: first[k] for k in ("method", "route", "status", "customer")} == {
         "method": "GET",
         "route": OFFERS,
         "status": 200,
-        "customer_id": "a00",
+        "customer": client.app.state.pseudonyms.of("a00"),  # never the id itself
     }
+    assert "a00" not in logs.getvalue()
     assert isinstance(first["duration_ms"], float) and first["duration_ms"] > 0
     assert lines[1]["status"] == 422
-    assert "customer_id" not in lines[2] and lines[2]["route"] == "/v1/items/{item_id}/similar"
+    assert "customer" not in lines[2] and lines[2]["route"] == "/v1/items/{item_id}/similar"
     assert lines[3]["route"] == "unmatched" and "/no/such/route" not in json.dumps(lines[3])
 
 
@@ -512,6 +514,25 @@ def test_json_formatter_renders_extras_and_tracebacks_in_one_line() -> None:
     assert text.splitlines()[0].endswith("ERROR nbo.test [ctx-1] failed x")
     outside = json.loads(JsonFormatter().format(logging.makeLogRecord({"msg": "start"})))
     assert "request_id" not in outside
+
+
+def test_a_huge_customer_id_never_makes_a_huge_log_line(
+    models_dir: Path, logs: io.StringIO
+) -> None:
+    """The probe: an unauthenticated GET /v1/customers/<100 kB id>/offers wrote a 100 kB
+    access line. The line names the customer by a pseudonym of fixed length. (60 kB here:
+    the test client refuses URLs over 64 kB.)"""
+    key, entry = create_key(Role.read)
+    huge = "x" * 60_000
+    with app_for(models_dir, api_keys=[entry]) as client:
+        assert client.get(f"/v1/customers/{huge}/offers").status_code == 401
+        too_long = client.get(f"/v1/customers/{huge}/offers", headers={"X-API-Key": key})
+        assert too_long.status_code == 422
+        pseudonym = client.app.state.pseudonyms.of(huge)
+    lines = logs.getvalue().splitlines()
+    assert lines and max(len(line) for line in lines) < 1_000
+    assert huge[:300] not in logs.getvalue()
+    assert [line["customer"] for line in access_lines(logs)] == [pseudonym, pseudonym]
 
 
 def test_what_a_log_line_may_carry_is_capped() -> None:

@@ -40,6 +40,7 @@ from typing import Protocol
 from nbo.errors import ConfigError
 from nbo.events import CLICK, CONVERSION, EVENT_TYPES, IMPRESSION, Event, PurchaseEvent
 from nbo.policies import Contact, ContactHistory
+from nbo.pseudonyms import new_key
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -105,7 +106,20 @@ MIGRATIONS: tuple[str, ...] = (
         format     TEXT NOT NULL
     );
     """,
+    # 5: the deployment's keys kept with its data: the key of the customer pseudonyms in
+    # logs (``nbo.pseudonyms``), made once, so restarts and replicas sharing the store
+    # agree.
+    """
+    CREATE TABLE deployment_keys (
+        name       TEXT PRIMARY KEY,
+        value      BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    """,
 )
+
+# The name of the pseudonym key in ``deployment_keys``.
+PSEUDONYM_KEY = "log_pseudonyms"
 
 
 @dataclass(frozen=True)
@@ -253,6 +267,8 @@ class Store(Protocol):
 
     def stored_events_of(self, customer_id: str) -> list[StoredEvent]: ...
 
+    def pseudonym_key(self) -> bytes: ...
+
     def register_batch_output(self, output: BatchOutput) -> None: ...
 
     def batch_outputs(self) -> list[BatchOutput]: ...
@@ -302,6 +318,35 @@ def read_erased_ids(url: str) -> list[str]:
     finally:
         db.close()
     return [row[0] for row in rows]
+
+
+def read_pseudonym_key(url: str) -> bytes | None:
+    """The pseudonym key kept in the store a URL names, for ``nbo keys pseudonym``: read
+    only, no migration; None when the store does not exist or holds none yet (the
+    service makes it at its first start)."""
+    path = _sqlite_path(url)
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"store {path}: cannot open ({exc})") from None
+    try:
+        db.execute("PRAGMA query_only=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        has_table = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deployment_keys'"
+        ).fetchone()
+        if not has_table:
+            return None
+        row = db.execute(
+            "SELECT value FROM deployment_keys WHERE name = ?", (PSEUDONYM_KEY,)
+        ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"store {path}: cannot read the pseudonym key ({exc})") from None
+    finally:
+        db.close()
+    return None if row is None else bytes(row[0])
 
 
 class SQLiteStore:
@@ -635,6 +680,20 @@ class SQLiteStore:
             .fetchone()
         )
         return None if row is None else int(row[0])
+
+    def pseudonym_key(self) -> bytes:
+        """The key of the customer pseudonyms in logs, made (random, 256 bits) by the
+        first caller and the same for every later one, here or in another process on
+        this store."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO deployment_keys (name, value, created_at) VALUES (?, ?, ?)",
+                (PSEUDONYM_KEY, new_key(), int(time.time())),
+            )
+            row = db.execute(
+                "SELECT value FROM deployment_keys WHERE name = ?", (PSEUDONYM_KEY,)
+            ).fetchone()
+        return bytes(row[0])
 
     def register_batch_output(self, output: BatchOutput) -> None:
         """Record a finished campaign file; a file written again at the same path
