@@ -134,9 +134,9 @@ class _Event(_Strict):
 class PurchaseLine(_Strict):
     item_id: Id
     quantity: Quantity = Field(
-        1.0, description=f"units, > 0 and <= {MAX_QUANTITY:.0e}; returns are not purchases"
+        1.0, description=f"units, > 0 and <= {MAX_QUANTITY:,.0f}; returns are not purchases"
     )
-    price: Money | None = Field(None, gt=0, description=f"unit price, > 0 and <= {MAX_MONEY:.0e}")
+    price: Money | None = Field(None, gt=0, description=f"unit price, > 0 and <= {MAX_MONEY:,.0f}")
 
 
 class PurchaseEvent(_Event):
@@ -171,7 +171,7 @@ class ClickEvent(_OfferEvent):
 
 class ConversionEvent(_OfferEvent):
     type: Literal["offer_conversion"]
-    revenue: Money = Field(0.0, ge=0, description=f"money, >= 0 and <= {MAX_MONEY:.0e}")
+    revenue: Money = Field(0.0, ge=0, description=f"money, >= 0 and <= {MAX_MONEY:,.0f}")
 
 
 Event = Annotated[

@@ -9,7 +9,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from nbo.apikeys import Role
-from nbo.events import MAX_BATCH, MAX_LINES, EventWindow, Rejection, parse_events
+from nbo.events import (
+    MAX_BATCH,
+    MAX_LINES,
+    MAX_MONEY,
+    MAX_QUANTITY,
+    EventWindow,
+    Rejection,
+    parse_events,
+)
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import MetricsDep, SettingsDep, StoreDep
 from nbo.service.errors import BadRequest
@@ -55,8 +63,10 @@ def post_events(
         Body(
             description=f'one event, or {{"events": [...]}} with up to {MAX_BATCH} events '
             f"(a purchase up to {MAX_LINES} lines); strict JSON types, unknown fields "
-            "refused, timestamps from NBO_EARLIEST_EVENT to the service clock plus "
-            "NBO_CLOCK_SKEW_SECONDS",
+            "refused; ids of 1 to 256 printable characters; timestamps ISO 8601 text from "
+            "NBO_EARLIEST_EVENT to the service clock plus NBO_CLOCK_SKEW_SECONDS; finite "
+            f"numbers: quantity > 0 and <= {MAX_QUANTITY:,.0f}, price > 0 and <= "
+            f"{MAX_MONEY:,.0f}, revenue >= 0 and <= {MAX_MONEY:,.0f}",
             openapi_examples={
                 "one purchase": {"value": EXAMPLE},
                 "a batch": {"value": {"events": [EXAMPLE]}},
