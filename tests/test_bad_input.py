@@ -371,6 +371,21 @@ def test_item_ids_in_purchase_lines_follow_the_same_rule(
     refused_event(client, isolated_store, bad_offer, "item_id", "U+2028")
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("channel", "e" * 65, "at most 64 characters"),
+        ("channel", "email\n", "U+000A"),
+        ("variant", "\u200b", "U+200B"),  # a zero-width space
+        ("request_id", "r\x07", "U+0007"),
+    ],
+)
+def test_names_in_offer_events_follow_the_same_rule(
+    client: TestClient, isolated_store: Path, field: str, value: str, problem: str
+) -> None:
+    refused_event(client, isolated_store, conversion(**{field: value}), field, problem)
+
+
 def test_a_rejection_never_echoes_an_invalid_id(client: TestClient) -> None:
     answer = client.post("/v1/events", json=purchase("e\x00" + "x" * 300)).json()
     assert answer["rejected"][0]["event_id"] is None

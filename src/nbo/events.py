@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from nbo.ids import Id, id_problem
+from nbo.ids import Id, check_id, id_problem
 
 MAX_BATCH = 1000  # events per request
 # Lines per purchase event: the largest order of a known customer in the Online Retail
@@ -86,6 +87,8 @@ def _time_from_text(value: Any) -> Any:
 
 
 Timestamp = Annotated[datetime, BeforeValidator(_time_from_text)]
+# A short name (a channel, an experiment, a variant): an id of at most 64 characters.
+Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_id)]
 Quantity = Annotated[float, Field(gt=0, le=MAX_QUANTITY)]
 Money = Annotated[float, Field(le=MAX_MONEY)]
 
@@ -149,16 +152,14 @@ class PurchaseEvent(_Event):
 
 class _OfferEvent(_Event):
     item_id: Id = Field(description="the offered item (or offer id)")
-    channel: Id | None = Field(None, max_length=64)
+    channel: Name | None = None
     request_id: Id | None = Field(
         None, description="the request id of the offers call that showed it"
     )
-    experiment: Id | None = Field(
-        None, max_length=64, description="the experiment the offers answer named, if any"
+    experiment: Name | None = Field(
+        None, description="the experiment the offers answer named, if any"
     )
-    variant: Id | None = Field(
-        None, max_length=64, description="the variant the offers answer named, if any"
-    )
+    variant: Name | None = Field(None, description="the variant the offers answer named, if any")
 
 
 class ImpressionEvent(_OfferEvent):
