@@ -237,3 +237,26 @@ def test_many_customers_are_arbitrated_each_as_alone(tmp_path: Path) -> None:
         }
     assert together.offer_cap[0] == 1  # winback shown twice in 30 days
     assert together.choices(5) == []  # no candidates, and no incentive for active
+
+
+def test_every_offer_of_an_answer_has_its_own_id(tmp_path: Path) -> None:
+    """A category offer is one offer per item: two of its items in one answer carry two
+    ids, each the catalogue offer's id joined to the item (``gifts-app:C``)."""
+    catalog = catalog_from(tmp_path, CATALOG.replace("gifts: [C]", "gifts: [C, D]"))
+    offered, ids = candidates({"A": 0.30, "B": 0.20, "C": 0.10, "D": 0.05})
+    choices, _ = arbitrate(
+        offered,
+        ids,
+        catalog,
+        "at_risk",
+        "app",
+        NOW,
+        [],
+        item_price=None,
+        typical_line_value=None,
+        k=10,
+    )
+    offer_ids = [c.offer_id for c in choices]
+    assert len(offer_ids) == len(set(offer_ids))
+    by_item = {c.item_id: c.offer_id for c in choices if c.kind == KIND_PRODUCT}
+    assert by_item == {"A": "product:A", "B": "product:B", "C": "gifts-app:C", "D": "gifts-app:D"}

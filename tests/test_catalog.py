@@ -37,6 +37,7 @@ from nbo.config import Settings, load_settings
 from nbo.errors import CatalogError
 from nbo.service.app import create_app
 from nbo.service.schemas import Channel
+from nbo.store import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "catalog.yaml"
@@ -147,7 +148,8 @@ def test_the_demo_catalogue_loads_with_an_offer_per_stage() -> None:
     assert catalog.product_terms("85123A", "active", "app", DEMO_NOW).lever == 1.2
     assert catalog.product_terms("22827", "active", "email", DEMO_NOW) is None
     # The Christmas offer is live at the demo clock and over by the new year.
-    assert catalog.product_terms("22086", "loyal", "app", DEMO_NOW).offer_id == "christmas-2011"
+    christmas = catalog.product_terms("22086", "loyal", "app", DEMO_NOW)
+    assert christmas.offer_id == "christmas-2011:22086"  # one offer per item of the category
     new_year = at("2012-01-02T00:00:00")
     assert catalog.product_terms("22086", "loyal", "app", new_year).offer_id == "product:22086"
     assert catalog.stage_weight("lapsed", KIND_INCENTIVE) > catalog.stage_weight(
@@ -240,6 +242,10 @@ OFFER = "  - {id: winback-15, kind: incentive, incentive: percent_off, amount: 1
             "version: 1\ncategories: {candles: [X]}\n"
             "offers:\n  - {id: p, kind: product, category: candlez}\n",
             "offer 'p' field 'category': 'candlez' is not in categories (known: candles)",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: 'p:1', kind: product, item_id: X}\n",
+            "offer 'p:1' field 'id': ':' is reserved",
         ),
         (
             "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, response_rate: 0.1}\n",
@@ -430,9 +436,9 @@ def test_category_offers_apply_to_their_items_while_live(tmp_path: Path) -> None
     catalog = catalog_of(tmp_path, SMALL)
     during, after = at("2026-06-02T00:00:00"), at("2026-06-08T00:00:00")
     during_c2 = catalog.product_terms("C2", "active", "email", during)
-    assert during_c2 == ProductTerms("candles-week", 8.5, False, 1.0, 2.0, None, 30.0)
+    assert during_c2 == ProductTerms("candles-week:C2", 8.5, False, 1.0, 2.0, None, 30.0)
     # The offer's own stages: loyal gets the candles offer though plain products skip loyal.
-    assert catalog.product_terms("C2", "loyal", "app", during).offer_id == "candles-week"
+    assert catalog.product_terms("C2", "loyal", "app", during).offer_id == "candles-week:C2"
     # While it runs, the offer's stages and channels decide: lapsed customers are not
     # offered the candles, though plain products include lapsed.
     assert catalog.product_terms("C2", "lapsed", "email", during) is None
@@ -448,7 +454,7 @@ def test_category_offers_apply_to_their_items_while_live(tmp_path: Path) -> None
 def test_an_offer_for_the_item_beats_its_category_offer(tmp_path: Path) -> None:
     catalog = catalog_of(tmp_path, SMALL)
     before, both = at("2026-06-04T00:00:00"), at("2026-06-06T00:00:00")
-    assert catalog.product_terms("C1", "active", "email", before).offer_id == "candles-week"
+    assert catalog.product_terms("C1", "active", "email", before).offer_id == "candles-week:C1"
     featured = catalog.product_terms("C1", "active", "email", both)
     # Its unwritten terms are the products' (value null, lever from the offer).
     assert featured == ProductTerms("c1-feature", None, False, 1.0, 3.0, None, 30.0)
@@ -740,3 +746,43 @@ def test_values_of_many_items_are_each_items_value(
         resolve_value(terms, None if not np.isfinite(p) else float(p), typical) for p in prices
     ]
     np.testing.assert_allclose(resolve_values(terms, prices, typical), expected)
+
+
+CATEGORY_OFFER = """
+version: 1
+categories:
+  group-a: [A00, A01, A02, A03, A04, A05, A06, A07, A08, A09]
+offers:
+  - id: a-week
+    kind: product
+    category: group-a
+    lever: 5.0
+    cap_per_customer: 1
+    cap_days: 30
+"""
+
+
+def test_each_item_of_a_category_offer_is_its_own_offer_in_answers(
+    models_dir: Path, tmp_path: Path, isolated_store: Path
+) -> None:
+    """Two items of one category offer in one answer carry two ids (``a-week:A03``),
+    their impressions are the items, and the offer's cap counts each item apart."""
+    catalog = write(tmp_path / "catalog.yaml", CATEGORY_OFFER)
+    settings = Settings(models_dir=models_dir, clock="2026-06-30T12:00:00Z", catalog=catalog)
+    with TestClient(create_app(settings)) as client:
+        url = "/v1/customers/a00/offers"
+        first = client.get(url, params={"k": 4, "record": True}).json()
+        ids = [offer["offer_id"] for offer in first["offers"]]
+        assert len(ids) == 4 and len(set(ids)) == 4
+        assert all(o["offer_id"] == f"a-week:{o['item_id']}" for o in first["offers"])
+        shown = [o["item_id"] for o in first["offers"]]
+        # The next answer: each shown item reached the offer's cap of 1; the others not.
+        again = client.get(url, params={"k": 4}).json()
+        assert again["removed"]["offer_cap"] == 4
+        assert not set(shown) & {o["item_id"] for o in again["offers"]}
+    store = SQLiteStore(isolated_store)
+    try:
+        impressions = [e for e in store.events_of("a00") if e["type"] == "offer_impression"]
+    finally:
+        store.close()
+    assert sorted(e["item_id"] for e in impressions) == sorted(shown)

@@ -132,7 +132,7 @@ def _conversion(n: int, customer_id: str, revenue: float) -> dict[str, object]:
         "type": "offer_conversion",
         "customer_id": customer_id,
         "item_id": "A01",
-        "timestamp": "2026-06-30T12:30:00Z",
+        "timestamp": CLOCK,  # with the impressions the offers calls recorded
         "revenue": revenue,
     }
 

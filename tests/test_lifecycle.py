@@ -273,6 +273,21 @@ def test_posted_purchases_count_only_after_the_training_data(model: ServingModel
     assert added == (0.0 if bought_before else 1.0)
 
 
+def test_a_new_customers_purchases_count_even_dated_before_the_training_data_ended(
+    model: ServingModel,
+) -> None:
+    """The rule ``nbo.ranking.customer_history`` follows too: nothing of a customer the
+    model does not know is in the model, so a late-arriving order counts."""
+    trained_until = model.trained_until_s
+    late = _posted("I01", trained_until - 3 * DAY, order="late", event="e-late", price=4.0)
+
+    profile = customer_profile(model, "late-arrival", [late], trained_until + DAY)
+
+    assert profile.known is True and profile.frequency == 1
+    assert profile.monetary == pytest.approx(4.0)
+    assert profile.last_purchase_s == trained_until - 3 * DAY
+
+
 def test_a_customer_gone_longer_than_the_horizon_is_lapsed(model: ServingModel) -> None:
     later = model.trained_until_s + 200 * DAY
     profile = customer_profile(model, "f000", (), later)

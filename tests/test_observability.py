@@ -24,11 +24,19 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.servers import running_server
+from nbo.apikeys import Role, create_key
 from nbo.config import Settings, load_settings
 from nbo.errors import ConfigError
 from nbo.service.app import create_app
 from nbo.service.deps import get_catalog
-from nbo.service.logs import REQUEST_ID, JsonFormatter, TextFormatter
+from nbo.service.logs import (
+    FIELD_CHARS,
+    LINE_CHARS,
+    MESSAGE_CHARS,
+    REQUEST_ID,
+    JsonFormatter,
+    TextFormatter,
+)
 from nbo.service.metrics import ModelCollector, TimedStore
 from nbo.store import SQLiteStore
 
@@ -418,16 +426,34 @@ def test_one_json_access_line_per_request(client: TestClient, logs: io.StringIO)
     assert [line["request_id"] for line in lines] == ["log-1", "log-2", "log-3", "log-4"]
     first = lines[0]
     assert first["level"] == "INFO" and first["time"].endswith("+00:00")
-    assert {k: first[k] for k in ("method", "route", "status", "customer_id")} == {
+    assert {k: first[k] for k in ("method", "route", "status", "customer")} == {
         "method": "GET",
         "route": OFFERS,
         "status": 200,
-        "customer_id": "a00",
+        "customer": client.app.state.pseudonyms.of("a00"),  # never the id itself
     }
+    assert "a00" not in logs.getvalue()
     assert isinstance(first["duration_ms"], float) and first["duration_ms"] > 0
     assert lines[1]["status"] == 422
-    assert "customer_id" not in lines[2] and lines[2]["route"] == "/v1/items/{item_id}/similar"
+    assert "customer" not in lines[2] and lines[2]["route"] == "/v1/items/{item_id}/similar"
     assert lines[3]["route"] == "unmatched" and "/no/such/route" not in json.dumps(lines[3])
+
+
+def test_the_api_documentation_is_labelled_by_its_path(
+    client: TestClient, logs: io.StringIO
+) -> None:
+    """/docs, /redoc and /openapi.json leave no route in the scope (FastAPI serves them
+    outside its API routes): labelled by their fixed path, not as unmatched."""
+    paths = ["/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"]
+    for path in paths:
+        assert client.get(path).status_code == 200
+    assert [line["route"] for line in access_lines(logs)] == paths
+    samples = scrape(client)
+    for path in paths:
+        assert value(samples, "nbo_http_requests_total", route=path, method="GET", status="200")
+    assert not value(
+        samples, "nbo_http_requests_total", route="unmatched", method="GET", status="200"
+    )
 
 
 def test_log_lines_hold_no_body_query_or_headers(client: TestClient, logs: io.StringIO) -> None:
@@ -488,6 +514,45 @@ def test_json_formatter_renders_extras_and_tracebacks_in_one_line() -> None:
     assert text.splitlines()[0].endswith("ERROR nbo.test [ctx-1] failed x")
     outside = json.loads(JsonFormatter().format(logging.makeLogRecord({"msg": "start"})))
     assert "request_id" not in outside
+
+
+def test_a_huge_customer_id_never_makes_a_huge_log_line(
+    models_dir: Path, logs: io.StringIO
+) -> None:
+    """The probe: an unauthenticated GET /v1/customers/<100 kB id>/offers wrote a 100 kB
+    access line. The line names the customer by a pseudonym of fixed length. (60 kB here:
+    the test client refuses URLs over 64 kB.)"""
+    key, entry = create_key(Role.read)
+    huge = "x" * 60_000
+    with app_for(models_dir, api_keys=[entry]) as client:
+        assert client.get(f"/v1/customers/{huge}/offers").status_code == 401
+        too_long = client.get(f"/v1/customers/{huge}/offers", headers={"X-API-Key": key})
+        assert too_long.status_code == 422
+        pseudonym = client.app.state.pseudonyms.of(huge)
+    lines = logs.getvalue().splitlines()
+    assert lines and max(len(line) for line in lines) < 1_000
+    assert huge[:300] not in logs.getvalue()
+    assert [line["customer"] for line in access_lines(logs)] == [pseudonym, pseudonym]
+
+
+def test_what_a_log_line_may_carry_is_capped() -> None:
+    """Each field, the message, a traceback and the whole line have a ceiling, in both
+    formats, whatever the code logs."""
+    record = logging.makeLogRecord(
+        {"name": "nbo.test", "msg": "m" * 50_000, "levelname": "INFO", "note": "n" * 50_000}
+    )
+    line = json.loads(JsonFormatter().format(record))
+    assert len(line["message"]) < MESSAGE_CHARS + 50 and line["message"].endswith("characters]")
+    assert len(line["note"]) < FIELD_CHARS + 50 and "49000 more characters" in line["note"]
+    assert len(TextFormatter().format(record)) < MESSAGE_CHARS + 200
+    crowded = logging.makeLogRecord(
+        {"name": "nbo.test", "msg": "many", **{f"field{n}": "v" * 5_000 for n in range(100)}}
+    )
+    text = JsonFormatter().format(crowded)
+    assert len(text) <= LINE_CHARS
+    kept = json.loads(text)
+    assert kept["message"] == "many" and "field0" in kept["truncated"]
+    assert "field0" not in kept
 
 
 def test_a_bad_log_format_refuses_the_start() -> None:

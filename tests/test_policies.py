@@ -93,6 +93,8 @@ def test_email_cap_holds_for_seven_days_then_lifts(models_dir: Path) -> None:
         assert first["recorded"] is True and len(first["offers"]) == 3
         second = deliver(client, "a00", "email")
         assert second["offers"] == [] and second["suppressed_reason"] == "frequency_cap"
+        assert second["removed"] == dict.fromkeys(first["removed"], 0)
+        assert set(first["removed"]) == {"just_bought", "fatigue", "ineligible", "offer_cap"}
         assert second["next_allowed_at"] == (CLOCK + timedelta(days=7)).isoformat()
         # A preview (not recorded) is not a delivery and is not capped.
         preview = client.get("/v1/customers/a00/offers", params={"k": 3}).json()

@@ -20,7 +20,14 @@ from nbo.history import build_history, to_unix_seconds
 from nbo.model import ServingModel, load_serving_model
 from nbo.models.cf import PARTITION_ABOVE, AlsExplainer, AlsParams, explain_items, new_als
 from nbo.models.popularity import popularity_scores, top_popular
-from nbo.ranking import SOURCE_CF, SOURCE_POPULAR, Ranking, rank_offers
+from nbo.ranking import (
+    SOURCE_CF,
+    SOURCE_POPULAR,
+    Ranking,
+    RecentPurchase,
+    customer_history,
+    rank_offers,
+)
 from nbo.suppression import SuppressionWindow
 
 NOW = END
@@ -326,3 +333,33 @@ def test_explanations_of_a_heavy_buyer_match_implicit_explain() -> None:
         _, theirs, _ = als.explain(0, row, target, N=3)
         assert [i for i, _ in explanation] == [int(i) for i, _ in theirs]
         assert np.allclose([v for _, v in explanation], [v for _, v in theirs], rtol=1e-4)
+
+
+def test_posted_purchases_of_a_customer_the_model_never_saw_always_count(
+    model: ServingModel,
+) -> None:
+    """A purchase dated before the training data ended is "already in the model" only
+    for a customer the model knows: for a new one (a till's late order, an import from
+    yesterday) it adds orders and personalizes, as one dated after would."""
+    early = model.trained_until_s - 5 * 86400
+    recent = [
+        RecentPurchase("B01", early, "o1"),
+        RecentPurchase("B02", early + 3600, "o2"),
+        RecentPurchase("B02", early + 7200, "o3"),
+    ]
+
+    history = customer_history(model, UNKNOWN, recent)
+
+    assert history.index is None and history.has_new_orders
+    orders = dict(zip(model.items.external(history.items), history.counts.tolist(), strict=True))
+    assert orders == {"B01": 1.0, "B02": 2.0}
+    assert (history.confidence > 0).all()
+    ranking = rank_offers(model, UNKNOWN, 3, NOW_S, SuppressionWindow(0), recent)
+    assert ranking.personalized and ranking.profile == "live"
+    assert set(ids(ranking)) <= set(GROUP_ITEMS["b"])
+
+    # The same purchase for a customer the model knows is in the model already.
+    known = customer_history(model, "a00", [RecentPurchase("B01", early, "o1")])
+    assert not known.has_new_orders
+    old = [RecentPurchase("B01", early, "o1")]
+    assert rank_offers(model, "a00", 3, NOW_S, SuppressionWindow(0), old).profile == "trained"

@@ -141,3 +141,41 @@ def test_bulk_reads_answer_each_customer_as_the_single_reads_do(tmp_path: Path) 
     assert [p.item_id for p in purchases["c1"]] == ["i3", "i4", "i1"]
     assert [c.item_id for c in contacts["c3"].impressions] == ["i7"]
     store.close()
+
+
+def lines(event_id: str, customer: str, items: list[str], ts: str) -> Event:
+    valid, rejected = parse_events(
+        {
+            "event_id": event_id,
+            "type": "purchase",
+            "customer_id": customer,
+            "timestamp": ts,
+            "items": [{"item_id": item} for item in items],
+        }
+    )
+    assert not rejected
+    return valid[0][1]
+
+
+def test_reads_of_posted_purchases_stop_at_the_newest_lines(tmp_path: Path) -> None:
+    """``limit``: each customer's newest lines only (ties in time by the order stored),
+    oldest first, alone or in bulk; a customer with fewer lines gets them all."""
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.add_events(
+        [
+            lines("p1", "heavy", ["a", "b", "c"], "2026-01-01T10:00:00Z"),
+            lines("p3", "heavy", ["g", "h"], "2026-01-03T10:00:00Z"),
+            lines("p2", "heavy", ["d", "e", "f"], "2026-01-02T10:00:00Z"),
+            lines("q1", "light", ["x"], "2026-01-01T10:00:00Z"),
+        ]
+    )
+    newest = [p.item_id for p in store.purchases_of("heavy", limit=4)]
+    assert newest == ["e", "f", "g", "h"]
+    assert [p.item_id for p in store.purchases_of("heavy")] == list("abcdefgh")
+    assert [p.item_id for p in store.purchases_of("heavy", limit=100)] == list("abcdefgh")
+    assert [p.item_id for p in store.purchases_of("heavy", limit=1)] == ["h"]
+    for limit in (1, 3, 4, 8, 9, None):
+        bulk = store.purchases_of_many(["heavy", "light", "nobody"], limit=limit)
+        assert set(bulk) == {"heavy", "light"}
+        for customer in ("heavy", "light"):
+            assert bulk[customer] == store.purchases_of(customer, limit=limit)

@@ -200,6 +200,8 @@ class BatchRun:
     # The batch will be delivered: frequency caps apply and impressions are recorded.
     delivery: bool = False
     run_id: str = ""
+    # Each customer's most recent posted purchase lines read (NBO_MAX_POSTED_LINES).
+    max_posted_lines: int | None = None
 
     @property
     def now_s(self) -> int:
@@ -213,7 +215,9 @@ def decisions(
     API assigns it), then ``decide_many`` per model, in the customers' order. With
     ``stage``, only the customers whose live profile is in that stage are decided (the
     profiles, cheap, are computed first; the rankings only for them)."""
-    states = customer_states(run.store, customer_ids, run.now_s, run.policy, run.catalog)
+    states = customer_states(
+        run.store, customer_ids, run.now_s, run.policy, run.catalog, run.max_posted_lines
+    )
     assignments = [
         run.models.assign(c, state.consent, run.now_s)
         for c, state in zip(customer_ids, states, strict=True)
@@ -434,6 +438,7 @@ def open_run(spec: RunSpec) -> BatchRun:
         now=spec.now,
         delivery=spec.delivery,
         run_id=spec.run_id,
+        max_posted_lines=settings.max_posted_lines,
     )
 
 

@@ -56,6 +56,10 @@ FREE_SHIPPING: Final = "free_shipping"
 
 DEFAULT_FINGERPRINT: Final = "default"
 PRODUCT_OFFER_PREFIX: Final = "product:"
+OFFER_ITEM_SEPARATOR: Final = ":"
+"""Joins a category offer's id and one of its items (``christmas-2011:22086``): an
+``offer_id`` names one offer within an answer, and a category offer is one per item. No
+offer id in the file may hold it, so a joined id never collides with one."""
 FALLBACK_VALUE: Final = 1.0
 """The value of a product sale when neither the item's price nor the model's typical
 line value is known: every product then counts the same, so products rank by
@@ -189,8 +193,9 @@ class CatalogFile(_Strict):
 class ProductTerms:
     """The terms one item is offered on, for one stage, channel and time.
 
-    ``offer_id`` names where the terms come from: the id of the catalogue's product offer
-    (for the item or its category), or ``product:<item_id>`` for the item's own terms.
+    ``offer_id`` names the one offer these terms make: the id of the catalogue's product
+    offer for the item, ``<offer id>:<item_id>`` for an item of a category offer, or
+    ``product:<item_id>`` for the item's own terms.
     """
 
     offer_id: str
@@ -355,7 +360,12 @@ class Catalog:
                     _terms_of(offer.id, offer),
                 )
                 for item_id in items:
-                    by_item.setdefault(item_id, []).append(campaign)
+                    mine = campaign
+                    if pass_ == "category":
+                        # One offer per item of the category, each with its own id.
+                        each = f"{offer.id}{OFFER_ITEM_SEPARATOR}{item_id}"
+                        mine = replace(campaign, terms=replace(campaign.terms, offer_id=each))
+                    by_item.setdefault(item_id, []).append(mine)
         return {item_id: tuple(campaigns) for item_id, campaigns in by_item.items()}
 
     @property
@@ -547,6 +557,11 @@ def _check(source: str, document: CatalogFile) -> None:
 def _common_problem(offer: CatalogOffer) -> tuple[str, str] | None:
     if offer.id.startswith(PRODUCT_OFFER_PREFIX):
         return "id", f"ids starting '{PRODUCT_OFFER_PREFIX}' name the default product terms"
+    if OFFER_ITEM_SEPARATOR in offer.id:
+        return "id", (
+            f"'{OFFER_ITEM_SEPARATOR}' is reserved: it joins a category offer's id and an "
+            "item in the offers nbo answers"
+        )
     if offer.valid_from and offer.valid_to and offer.valid_to <= offer.valid_from:
         return "valid_to", f"must be after valid_from ({offer.valid_from.isoformat()})"
     return None

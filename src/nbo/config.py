@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -19,6 +19,10 @@ from nbo.apikeys import ApiKeyEntry, check_unique_ids
 from nbo.errors import ConfigError
 from nbo.policies import FatigueRule, FrequencyCap
 from nbo.suppression import SuppressionWindow
+
+# A shorter pseudonym key could be guessed by trying keys against a logged pseudonym of
+# a known id.
+MIN_LOG_KEY_CHARS = 16
 
 
 class Settings(BaseSettings):
@@ -85,6 +89,33 @@ class Settings(BaseSettings):
         description="json: one JSON object per line (for log shippers); text: for humans",
     )
     access_log: bool = Field(True, description="one log line per request (logger nbo.access)")
+    log_key: SecretStr | None = Field(
+        None,
+        repr=False,
+        description="the key of the customer pseudonyms in logs (at least 16 characters, "
+        "e.g. 64 hex digits); unset = a random key made once and kept in the store",
+    )
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="the largest request body accepted, in bytes; larger answers 413",
+    )
+    clock_skew_seconds: int = Field(
+        300,
+        ge=0,
+        description="how far after the service clock an event's timestamp may be (clients' "
+        "clocks run a little ahead); later events are refused",
+    )
+    earliest_event: datetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC),
+        description="events dated before this (ISO time) are refused",
+    )
+    max_posted_lines: int = Field(
+        1000,
+        ge=1,
+        description="the most recent purchase lines of a customer's posted events an offers "
+        "call, a profile or a campaign reads (older ones stay stored and exported)",
+    )
     metrics: bool = Field(True, description="Prometheus metrics at GET /metrics")
 
     @field_validator("suppression_days", mode="before")
@@ -92,11 +123,22 @@ class Settings(BaseSettings):
     def _check_window(cls, value: Any) -> str:
         return str(SuppressionWindow.parse(value))
 
-    @field_validator("catalog", "experiments", mode="before")
+    @field_validator("catalog", "experiments", "log_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
-        # NBO_CATALOG= (empty) in a deploy file means "no catalogue", not the working folder.
+        # NBO_CATALOG= (empty) in a deploy file means "no catalogue", not the working folder;
+        # NBO_LOG_KEY= means the store's key.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_key")
+    @classmethod
+    def _long_enough_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_LOG_KEY_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_LOG_KEY_CHARS} characters (e.g. the 64 hex digits "
+                "of `openssl rand -hex 32`)"
+            )
+        return value
 
     @field_validator("api_keys")
     @classmethod
@@ -110,7 +152,7 @@ class Settings(BaseSettings):
             raise ValueError("cannot watch models/CURRENT while NBO_MODEL_VERSION pins a version")
         return value
 
-    @field_validator("clock")
+    @field_validator("clock", "earliest_event")
     @classmethod
     def _clock_in_utc(cls, value: datetime | None) -> datetime | None:
         if value is None:

@@ -204,11 +204,16 @@ def contact_policy(settings: Settings) -> ContactPolicy:
 
 
 def customer_state(
-    store: Store, customer_id: str, now_s: int, policy: ContactPolicy, catalog: Catalog
+    store: Store,
+    customer_id: str,
+    now_s: int,
+    policy: ContactPolicy,
+    catalog: Catalog,
+    max_posted_lines: int | None = None,
 ) -> CustomerState:
     """What the store knows of the customer, as far back as any rule looks: what the API
     reads before ``decide`` (``customer_states`` of one)."""
-    return customer_states(store, [customer_id], now_s, policy, catalog)[0]
+    return customer_states(store, [customer_id], now_s, policy, catalog, max_posted_lines)[0]
 
 
 def customer_states(
@@ -217,13 +222,18 @@ def customer_states(
     now_s: int,
     policy: ContactPolicy,
     catalog: Catalog,
+    max_posted_lines: int | None = None,
 ) -> list[CustomerState]:
-    """``customer_state`` of many customers in three bulk reads (a campaign's chunk)."""
+    """``customer_state`` of many customers in three bulk reads (a campaign's chunk).
+
+    ``max_posted_lines``: each customer's most recent posted purchase lines only
+    (``NBO_MAX_POSTED_LINES``), so what one customer's history costs a decision is
+    bounded whatever a client posted; None reads them all."""
     consents = store.consents_of(customer_ids)
     contacts = store.contacts_of_many(
         customer_ids, since=int(now_s - policy.lookback_days(catalog) * DAY)
     )
-    posted = store.purchases_of_many(customer_ids)
+    posted = store.purchases_of_many(customer_ids, limit=max_posted_lines)
     return [
         CustomerState(
             consent=consents.get(c, DEFAULT_CONSENT),

@@ -1,10 +1,65 @@
-"""External ids <-> internal row numbers. External ids only appear at the edges."""
+"""External ids: what a valid one is, and external ids <-> internal row numbers.
+External ids only appear at the edges.
+
+One definition of a valid id (``Id``, ``id_problem``) serves the path of every customer
+and item route and every id in a request body, so an id the API refuses in a path is
+refused in an event too, and the other way round.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Annotated
 
 import numpy as np
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
+
+MAX_ID_LENGTH = 256
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+def id_problem(value: str) -> str | None:
+    """What makes ``value`` unusable as an id (customer, item, event, order...), or None.
+
+    An id is 1 to ``MAX_ID_LENGTH`` printable characters (Python's ``str.isprintable``:
+    no control, format, surrogate, private-use, unassigned or separator characters other
+    than the ASCII space), not starting or ending with a space, and without U+FFFD: an
+    id is stored, exported and written to logs, where a NUL, a line break or an
+    invisible character would corrupt or disguise it. U+FFFD is what a server makes of
+    bytes that are not UTF-8 (``%FF%FE`` in a URL), so two different raw ids would
+    become one.
+    """
+    if not value:
+        return "must not be empty"
+    if len(value) > MAX_ID_LENGTH:
+        return f"must be at most {MAX_ID_LENGTH} characters, got {len(value)}"
+    if REPLACEMENT_CHARACTER in value:
+        return (
+            f"holds U+FFFD at position {value.index(REPLACEMENT_CHARACTER)}: not valid "
+            "UTF-8 text (invalid bytes in a URL become U+FFFD)"
+        )
+    if not value.isprintable():
+        position, char = next((n, c) for n, c in enumerate(value) if not c.isprintable())
+        return (
+            f"holds the unprintable character U+{ord(char):04X} at position {position} "
+            "(control, format and separator characters are not allowed)"
+        )
+    if value[0] == " " or value[-1] == " ":
+        return "must not start or end with a space"
+    return None
+
+
+def check_id(value: str) -> str:
+    """``id_problem`` as a pydantic validator: the problem is the error's message."""
+    problem = id_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("invalid_id", problem)
+    return value
+
+
+# An id in a request body (or a Path parameter's type, with ``check_id``).
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(check_id)]
 
 
 class IdMap:

@@ -59,6 +59,7 @@ from nbo.two_stage import SOURCE_STAGE_POPULAR as SOURCE_STAGE_POPULAR_COLUMN
 
 __all__ = [
     "EXPLAINED_BY",
+    "REMOVAL_RULES",
     "SOURCE_ALSO_BOUGHT",
     "SOURCE_BUY_AGAIN",
     "SOURCE_CATALOG",
@@ -76,6 +77,10 @@ __all__ = [
     "rank_offers",
     "rank_offers_many",
 ]
+
+# The rules that take candidates out, in the order they apply: every answer counts each
+# (an answer withheld by consent or a frequency cap counts zeros).
+REMOVAL_RULES = (RULE_JUST_BOUGHT, RULE_FATIGUE, RULE_INELIGIBLE, RULE_OFFER_CAP)
 
 # Product candidates the sources propose before arbitration: more than k, so a lever or
 # a value can lift an item the model ranks a little lower, and eligibility rules still
@@ -213,9 +218,13 @@ def customer_history(
 ) -> CustomerHistory:
     """Merge the trained history with posted purchases of catalogue items.
 
-    A posted purchase always counts for suppression; it adds to the order counts (and so
-    to the taste vector) only when it happened after the training data ended, since
-    earlier ones are already in the model.
+    A posted purchase always counts for suppression. For a customer the model knows, it
+    adds to the order counts (and so to the taste vector) only when it happened after the
+    training data ended, since earlier ones are already in the model. For a customer the
+    model does not know (new, or erased and back) every posted purchase adds, whenever it
+    happened: none of them can be in the model (a till's late order, yesterday's import).
+    The lifecycle profile counts posted orders by the same rule
+    (``nbo.lifecycle.customer_profiles``).
     """
     index = model.customers.get(customer_id)
     if index is not None:
@@ -236,7 +245,7 @@ def customer_history(
         if item is None:
             continue  # not in the catalogue: cannot be offered or scored
         latest[item] = max(latest.get(item, purchase.occurred_at), purchase.occurred_at)
-        if purchase.occurred_at > model.trained_until_s:
+        if index is None or purchase.occurred_at > model.trained_until_s:
             new_orders.setdefault(item, set()).add(purchase.order_key)
     if not latest:
         return CustomerHistory(index, items, confidence, last, False, counts)
@@ -305,9 +314,10 @@ def rank_offers(
     Known customers get ALS candidates over the whole catalogue minus what they bought
     inside the suppression window. Posted purchases count at once: they are suppressed,
     and purchases made after training refold the customer's taste vector (implicit's
-    ``recalculate_user``), so a customer the model has never seen is personalized from
-    their first posted purchase. Customers with no known purchase get the popular items,
-    labelled as such; short candidate lists are filled from popular.
+    ``recalculate_user``); a customer the model has never seen is personalized from
+    their first posted purchase, whenever it was made (``customer_history``). Customers
+    with no known purchase get the popular items, labelled as such; short candidate lists
+    are filled from popular.
 
     ``fatigued`` items (the contact policy's offer fatigue) are removed like suppressed
     ones; ``personalize=False`` (no consent to personalization) proposes popular items

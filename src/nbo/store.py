@@ -40,6 +40,7 @@ from typing import Protocol
 from nbo.errors import ConfigError
 from nbo.events import CLICK, CONVERSION, EVENT_TYPES, IMPRESSION, Event, PurchaseEvent
 from nbo.policies import Contact, ContactHistory
+from nbo.pseudonyms import new_key
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -105,7 +106,20 @@ MIGRATIONS: tuple[str, ...] = (
         format     TEXT NOT NULL
     );
     """,
+    # 5: the deployment's keys kept with its data: the key of the customer pseudonyms in
+    # logs (``nbo.pseudonyms``), made once, so restarts and replicas sharing the store
+    # agree.
+    """
+    CREATE TABLE deployment_keys (
+        name       TEXT PRIMARY KEY,
+        value      BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    """,
 )
+
+# The name of the pseudonym key in ``deployment_keys``.
+PSEUDONYM_KEY = "log_pseudonyms"
 
 
 @dataclass(frozen=True)
@@ -213,9 +227,13 @@ class Store(Protocol):
 
     def add_events(self, events: Sequence[Event]) -> AddResult: ...
 
-    def purchases_of(self, customer_id: str, since: int | None = None) -> list[StoredPurchase]: ...
+    def purchases_of(
+        self, customer_id: str, since: int | None = None, limit: int | None = None
+    ) -> list[StoredPurchase]: ...
 
-    def purchases_of_many(self, customer_ids: Sequence[str]) -> dict[str, list[StoredPurchase]]: ...
+    def purchases_of_many(
+        self, customer_ids: Sequence[str], limit: int | None = None
+    ) -> dict[str, list[StoredPurchase]]: ...
 
     def event_count(self) -> int: ...
 
@@ -248,6 +266,8 @@ class Store(Protocol):
     def events_of(self, customer_id: str) -> list[dict[str, object]]: ...
 
     def stored_events_of(self, customer_id: str) -> list[StoredEvent]: ...
+
+    def pseudonym_key(self) -> bytes: ...
 
     def register_batch_output(self, output: BatchOutput) -> None: ...
 
@@ -298,6 +318,35 @@ def read_erased_ids(url: str) -> list[str]:
     finally:
         db.close()
     return [row[0] for row in rows]
+
+
+def read_pseudonym_key(url: str) -> bytes | None:
+    """The pseudonym key kept in the store a URL names, for ``nbo keys pseudonym``: read
+    only, no migration; None when the store does not exist or holds none yet (the
+    service makes it at its first start)."""
+    path = _sqlite_path(url)
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"store {path}: cannot open ({exc})") from None
+    try:
+        db.execute("PRAGMA query_only=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        has_table = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deployment_keys'"
+        ).fetchone()
+        if not has_table:
+            return None
+        row = db.execute(
+            "SELECT value FROM deployment_keys WHERE name = ?", (PSEUDONYM_KEY,)
+        ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"store {path}: cannot read the pseudonym key ({exc})") from None
+    finally:
+        db.close()
+    return None if row is None else bytes(row[0])
 
 
 class SQLiteStore:
@@ -419,25 +468,38 @@ class SQLiteStore:
                 self._all_readers.append(reader)
         return reader
 
-    def purchases_of(self, customer_id: str, since: int | None = None) -> list[StoredPurchase]:
-        """A customer's posted purchase lines, oldest first (``since``: unix seconds)."""
+    def purchases_of(
+        self, customer_id: str, since: int | None = None, limit: int | None = None
+    ) -> list[StoredPurchase]:
+        """A customer's posted purchase lines, oldest first (``since``: unix seconds);
+        ``limit``: only the most recent that many, so what a request costs is bounded
+        whatever a client posted (the index is walked from the newest line)."""
         rows = self._reader().execute(
-            "SELECT item_id, quantity, occurred_at, order_id, event_id, price FROM purchase_lines "
-            "WHERE customer_id = ? AND occurred_at >= ? ORDER BY occurred_at, rowid",
-            (customer_id, since if since is not None else -(2**62)),
+            "SELECT * FROM (SELECT item_id, quantity, occurred_at, order_id, event_id, price, "
+            "rowid AS line FROM purchase_lines WHERE customer_id = ? AND occurred_at >= ? "
+            "ORDER BY occurred_at DESC, rowid DESC LIMIT ?) ORDER BY occurred_at, line",
+            (customer_id, since if since is not None else -(2**62), -1 if limit is None else limit),
         )
-        return [StoredPurchase(*row) for row in rows.fetchall()]
+        return [StoredPurchase(*row[:-1]) for row in rows.fetchall()]
 
-    def purchases_of_many(self, customer_ids: Sequence[str]) -> dict[str, list[StoredPurchase]]:
-        """``purchases_of`` many customers, in a few queries: those with none are absent."""
+    def purchases_of_many(
+        self, customer_ids: Sequence[str], limit: int | None = None
+    ) -> dict[str, list[StoredPurchase]]:
+        """``purchases_of`` many customers, in a few queries: those with none are absent;
+        ``limit`` applies to each customer, at a cost that grows with it, not with what a
+        customer posted (``_NEWEST_LINES``)."""
         found: dict[str, list[StoredPurchase]] = {}
         for part in _parts_of(customer_ids):
-            rows = self._reader().execute(
-                "SELECT customer_id, item_id, quantity, occurred_at, order_id, event_id, price "
-                f"FROM purchase_lines WHERE customer_id IN ({_marks(part)}) "
-                "ORDER BY occurred_at, rowid",
-                part,
-            )
+            if limit is None:
+                rows = self._reader().execute(
+                    "SELECT customer_id, item_id, quantity, occurred_at, order_id, event_id, "
+                    f"price FROM purchase_lines WHERE customer_id IN ({_marks(part)}) "
+                    "ORDER BY occurred_at, rowid",
+                    part,
+                )
+            else:
+                newest = _NEWEST_LINES.format(customers=_rows(part))
+                rows = self._reader().execute(newest, (*part, limit, limit))
             for row in rows.fetchall():
                 found.setdefault(row[0], []).append(StoredPurchase(*row[1:]))
         return found
@@ -619,6 +681,20 @@ class SQLiteStore:
         )
         return None if row is None else int(row[0])
 
+    def pseudonym_key(self) -> bytes:
+        """The key of the customer pseudonyms in logs, made (random, 256 bits) by the
+        first caller and the same for every later one, here or in another process on
+        this store."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO deployment_keys (name, value, created_at) VALUES (?, ?, ?)",
+                (PSEUDONYM_KEY, new_key(), int(time.time())),
+            )
+            row = db.execute(
+                "SELECT value FROM deployment_keys WHERE name = ?", (PSEUDONYM_KEY,)
+            ).fetchone()
+        return bytes(row[0])
+
     def register_batch_output(self, output: BatchOutput) -> None:
         """Record a finished campaign file; a file written again at the same path
         replaces its record."""
@@ -679,6 +755,30 @@ class SQLiteStore:
             self._db.close()
 
 
+# The newest ``limit`` purchase lines of each customer, oldest first, at a cost that grows
+# with ``limit``, not with what a customer posted: for each customer the first line left
+# out (the ``limit``-th newest, counting from 0) is found by walking the index
+# (customer_id, occurred_at, then rowid) backwards, and its time bounds an index range of
+# the lines after it. The cut is materialized (SQLite 3.35+) so it is looked up once per
+# customer, not once per line. A customer with ``limit`` lines or fewer has no cut: all.
+_NEWEST_LINES = """
+WITH wanted(customer) AS (VALUES {customers}),
+cut AS MATERIALIZED (
+    SELECT customer,
+        (SELECT occurred_at FROM purchase_lines WHERE customer_id = customer
+         ORDER BY occurred_at DESC, rowid DESC LIMIT 1 OFFSET ?) AS at,
+        (SELECT rowid FROM purchase_lines WHERE customer_id = customer
+         ORDER BY occurred_at DESC, rowid DESC LIMIT 1 OFFSET ?) AS line
+    FROM wanted
+)
+SELECT p.customer_id, p.item_id, p.quantity, p.occurred_at, p.order_id, p.event_id, p.price
+FROM cut CROSS JOIN purchase_lines AS p
+WHERE p.customer_id = cut.customer
+    AND p.occurred_at >= COALESCE(cut.at, -4611686018427387904)
+    AND (cut.at IS NULL OR p.occurred_at > cut.at OR p.rowid > cut.line)
+ORDER BY p.occurred_at, p.rowid
+"""
+
 # Ids per query of the bulk reads: well under SQLite's limit of bound parameters.
 _IDS_PER_QUERY = 500
 
@@ -691,3 +791,8 @@ def _parts_of(customer_ids: Sequence[str]) -> Iterator[tuple[str, ...]]:
 
 def _marks(part: Sequence[str]) -> str:
     return ", ".join("?" * len(part))
+
+
+def _rows(part: Sequence[str]) -> str:
+    """One-column VALUES rows: ``(?), (?), ...``."""
+    return ", ".join("(?)" for _ in part)

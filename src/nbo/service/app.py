@@ -15,6 +15,7 @@ from nbo.catalog import CatalogHolder
 from nbo.config import Settings, get_settings
 from nbo.errors import ArtifactError
 from nbo.experiments.config import NO_EXPERIMENTS, load_experiments
+from nbo.pseudonyms import Pseudonyms
 from nbo.service.errors import install_error_handlers
 from nbo.service.metrics import build_metrics
 from nbo.service.middleware import ObservedFastAPI
@@ -50,6 +51,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The store first: migrations run at start, and events must never be refused
         # because a model is missing.
         app.state.store = app.state.metrics.observe_store(open_store(settings.store_url))
+        # Customer ids in logs are keyed pseudonyms: NBO_LOG_KEY, else the store's key.
+        key = settings.log_key
+        app.state.pseudonyms = Pseudonyms(
+            key.get_secret_value().encode("utf-8") if key else app.state.store.pseudonym_key()
+        )
         # Every model served leaves out the erased customers, this one and any later.
         app.state.models.erased_ids = app.state.store.erased_ids
         try:

@@ -130,9 +130,15 @@ def consent_out(customer_id: str, consent: Consent | None) -> ConsentOut:
 
 
 def export_customer(
-    customer_id: str, store: Store, models: ServingModels | None, now: datetime
+    customer_id: str,
+    store: Store,
+    models: ServingModels | None,
+    now: datetime,
+    max_posted_lines: int | None = None,
 ) -> CustomerDataOut:
-    """The export of one customer at the service clock ``now``.
+    """The export of one customer at the service clock ``now``: every stored event, and
+    the profile as ``GET /v1/customers/{id}`` computes it (from the most recent
+    ``max_posted_lines`` posted lines, as that route reads them).
 
     An erased customer nbo holds nothing on since (no event, no consent record) gets an
     export that says erased and nothing else: no profile, model or assignment part, since
@@ -169,7 +175,7 @@ def export_customer(
         batch_files_unread=[_unread(file) for file in unread],
     )
     if holds and models is not None:
-        export.profile = current_profile(models.current, store, customer_id, now)
+        export.profile = current_profile(models.current, store, customer_id, now, max_posted_lines)
         export.models = [_model_data(model, customer_id) for model in models.models()]
         assignment = models.assign(customer_id, consent or DEFAULT_CONSENT, int(now.timestamp()))
         export.assignment = AssignmentOut(

@@ -6,11 +6,14 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from pydantic import AfterValidator
 
 from nbo.catalog import Catalog, CatalogHolder
 from nbo.config import Settings
 from nbo.experiments.serving import ServingModels
+from nbo.ids import MAX_ID_LENGTH, check_id
 from nbo.model import ServingModel
+from nbo.pseudonyms import Pseudonyms
 from nbo.service.errors import NotReady
 from nbo.service.metrics import Metrics
 from nbo.service.reload import Reloader
@@ -67,6 +70,12 @@ def get_store(request: Request) -> Store:
     return store
 
 
+async def get_pseudonyms(request: Request) -> Pseudonyms:
+    """The deployment's pseudonyms of customer ids, for log lines (``nbo.pseudonyms``)."""
+    pseudonyms: Pseudonyms = request.app.state.pseudonyms
+    return pseudonyms
+
+
 async def get_metrics(request: Request) -> Metrics:
     """``async``, like ``get_request_id``: a plain ``def`` dependency costs a thread-pool
     hand-off per request, for an attribute read."""
@@ -89,7 +98,26 @@ MaybeServingModelsDep = Annotated[ServingModels | None, Depends(get_serving_mode
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 CatalogHolderDep = Annotated[CatalogHolder, Depends(get_catalog_holder)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+PseudonymsDep = Annotated[Pseudonyms, Depends(get_pseudonyms)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 ReloaderDep = Annotated[Reloader, Depends(get_reloader)]
-# A customer id in a route's path: one definition for every customer route.
-CustomerId = Annotated[str, Path(min_length=1, max_length=256, description="your customer id")]
+# A customer or item id in a route's path: one definition for every route, the one ids in
+# request bodies follow too (``nbo.ids``).
+_ID_RULE = (
+    f"1 to {MAX_ID_LENGTH} printable characters, no control or format characters, no "
+    "space at either end, valid UTF-8"
+)
+CustomerId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        description=f"your customer id: {_ID_RULE}",
+    ),
+    AfterValidator(check_id),
+]
+ItemId = Annotated[
+    str,
+    Path(min_length=1, max_length=MAX_ID_LENGTH, description=f"an item id: {_ID_RULE}"),
+    AfterValidator(check_id),
+]

@@ -7,7 +7,11 @@ so every line logged while a request is served carries it, in route code, in the
 pool (anyio copies the context) and in the error handler alike.
 
 What goes in a line is what the code logs: the rule that logs never hold request bodies,
-keys or personal data beyond customer ids is kept where messages are written.
+keys or customer ids (a customer is named by a keyed pseudonym, ``nbo.pseudonyms``) is
+kept where messages are written. What a line may carry is capped here, whatever the
+code logs: a field's text at ``FIELD_CHARS``, the message at ``MESSAGE_CHARS``, a
+traceback at ``TRACE_CHARS`` and the whole line at ``LINE_CHARS``, so no request (a
+100 kB id, a huge header) can make a line as large as itself.
 """
 
 from __future__ import annotations
@@ -18,6 +22,12 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+# What one line may carry (characters). A cut text ends with how much was cut.
+FIELD_CHARS = 1_000
+MESSAGE_CHARS = 2_000
+TRACE_CHARS = 16_000
+LINE_CHARS = 32_000
 
 # The request being served in this context; None outside a request (start-up, reloads).
 REQUEST_ID: ContextVar[str | None] = ContextVar("nbo_request_id", default=None)
@@ -30,7 +40,22 @@ _RECORD_ATTRIBUTES = frozenset(
 
 def _request_id_of(record: logging.LogRecord) -> str | None:
     explicit = record.__dict__.get("request_id")
-    return explicit if isinstance(explicit, str) else REQUEST_ID.get()
+    return _capped(explicit, FIELD_CHARS) if isinstance(explicit, str) else REQUEST_ID.get()
+
+
+def _capped(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} more characters]"
+
+
+def _field(value: Any) -> Any:
+    """A field's value as it goes in a line: numbers, booleans and null as they are,
+    anything else as capped text."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _capped(value if isinstance(value, str) else str(value), FIELD_CHARS)
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,23 +64,30 @@ class JsonFormatter(logging.Formatter):
     one string field (a multi-line traceback would otherwise break the one-line rule)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
+        head: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
+            "logger": _field(record.name),
+            "message": _capped(record.getMessage(), MESSAGE_CHARS),
         }
         request_id = _request_id_of(record)
         if request_id is not None:
-            line["request_id"] = request_id
+            head["request_id"] = request_id
+        line = dict(head)
         for key, value in record.__dict__.items():
             if key not in _RECORD_ATTRIBUTES and key not in line:
-                line[key] = value
+                line[_capped(key, FIELD_CHARS)] = _field(value)
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
+            line["exception"] = _capped(self.formatException(record.exc_info), TRACE_CHARS)
         if record.stack_info:
-            line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+            line["stack"] = _capped(self.formatStack(record.stack_info), TRACE_CHARS)
+        text = json.dumps(line, default=str, ensure_ascii=False)
+        if len(text) <= LINE_CHARS:
+            return text
+        # Too many fields: the line keeps what identifies it, and says what it left out.
+        dropped = [key for key in line if key not in head]
+        head["truncated"] = _capped(", ".join(dropped), FIELD_CHARS)
+        return json.dumps(head, ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):
@@ -68,7 +100,11 @@ class TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         request_id = _request_id_of(record)
         tag = f" [{request_id}]" if request_id is not None else ""
-        return f"{record.asctime} {record.levelname} {record.name}{tag} {record.message}"
+        message = _capped(record.message, MESSAGE_CHARS)
+        return f"{record.asctime} {record.levelname} {record.name}{tag} {message}"
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _capped(super().format(record), LINE_CHARS)
 
 
 def configure_logging(level: str, log_format: str) -> None:

@@ -16,10 +16,13 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nbo.pseudonyms import Pseudonyms
+from nbo.service.body_limit import BodyLimit
 from nbo.service.logs import REQUEST_ID
 from nbo.service.metrics import UNMATCHED, Metrics, method_label
 
@@ -47,14 +50,28 @@ class RequestMiddleware:
     in the metrics by route template, and logs one access line.
 
     The access line holds the request id, method, route template, status, duration and
-    the customer id when the path names one: no raw path or query string (they can hold
-    personal data), no headers (never the Authorization header), no body.
+    the customer's pseudonym (``customer``, see ``nbo.pseudonyms``) when the path names
+    one: no customer id, no raw path or query string (they can hold personal data), no
+    headers (never the Authorization header), no body.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, log_access: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        log_access: bool,
+        plain_routes: frozenset[str] = frozenset(),
+        pseudonyms: Callable[[], Pseudonyms | None] = lambda: None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.log_access = log_access
+        # The app's pseudonyms, made in the lifespan once the store is open (after this
+        # middleware is built): looked up when a line is written.
+        self.pseudonyms = pseudonyms
+        # Fixed paths served by routes that leave no route in the scope (FastAPI's
+        # /docs, /redoc, /openapi.json): labelled by their path, a bounded set.
+        self.plain_routes = plain_routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,16 +95,26 @@ class RequestMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            route = getattr(scope.get("route"), "path", None) or self._plain_route(scope)
             method = method_label(scope["method"])
             self.metrics.observe_request(route, method, status, seconds)
             if self.log_access and access_log.isEnabledFor(logging.INFO):
-                self._log(scope, request_id, method, route, status, seconds)
+                self._log(scope, request_id, method, route, status, seconds, self.pseudonyms())
             REQUEST_ID.reset(token)
+
+    def _plain_route(self, scope: Scope) -> str:
+        path = scope.get("path")
+        return path if path in self.plain_routes else UNMATCHED
 
     @staticmethod
     def _log(
-        scope: Scope, request_id: str, method: str, route: str, status: int, seconds: float
+        scope: Scope,
+        request_id: str,
+        method: str,
+        route: str,
+        status: int,
+        seconds: float,
+        pseudonyms: Pseudonyms | None,
     ) -> None:
         duration_ms = round(seconds * 1000, 3)
         fields: dict[str, object] = {
@@ -98,20 +125,32 @@ class RequestMiddleware:
             "duration_ms": duration_ms,
         }
         customer_id = (scope.get("path_params") or {}).get("customer_id")
-        if customer_id is not None:
-            fields["customer_id"] = customer_id
+        if isinstance(customer_id, str) and pseudonyms is not None:
+            fields["customer"] = pseudonyms.of(customer_id)
         access_log.info("%s %s %d %.1f ms", method, route, status, duration_ms, extra=fields)
 
 
 class ObservedFastAPI(FastAPI):
-    """FastAPI with ``RequestMiddleware`` outermost. ``add_middleware`` would put it
-    inside ``ServerErrorMiddleware``, whose 500 answers would then go out without the
-    request id. Reads ``state.metrics`` and ``state.settings`` when the stack is built
-    (the first request), after ``create_app`` has set them."""
+    """FastAPI with ``RequestMiddleware`` outermost and ``BodyLimit`` next.
+    ``add_middleware`` would put them inside ``ServerErrorMiddleware``, whose 500 answers
+    would then go out without the request id. Reads ``state.metrics`` and
+    ``state.settings`` when the stack is built (the first call: the lifespan's), after
+    ``create_app`` has set them."""
 
     def build_middleware_stack(self) -> ASGIApp:
+        documentation = (
+            self.openapi_url,
+            self.docs_url,
+            self.redoc_url,
+            self.swagger_ui_oauth2_redirect_url if self.docs_url else None,
+        )
+        settings = self.state.settings
         return RequestMiddleware(
-            super().build_middleware_stack(),
+            # Inside the request middleware: a refused body still has a request id, an
+            # access line and its count in the metrics.
+            BodyLimit(super().build_middleware_stack(), settings.max_body_bytes),
             self.state.metrics,
-            log_access=self.state.settings.access_log,
+            log_access=settings.access_log,
+            plain_routes=frozenset(path for path in documentation if path),
+            pseudonyms=lambda: getattr(self.state, "pseudonyms", None),
         )

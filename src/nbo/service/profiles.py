@@ -52,14 +52,20 @@ def profile_out(
 
 
 def current_profile(
-    model: ServingModel, store: Store, customer_id: str, now: datetime
+    model: ServingModel,
+    store: Store,
+    customer_id: str,
+    now: datetime,
+    max_posted_lines: int | None = None,
 ) -> CustomerProfileOut:
     """The profile ``GET /v1/customers/{id}`` answers, and the data export shows: one
-    function, so the export holds exactly what the profile route says."""
+    function, so the export holds exactly what the profile route says.
+    ``max_posted_lines``: the customer's most recent posted lines only, as offers read
+    them (``NBO_MAX_POSTED_LINES``)."""
     # Consent and posted purchases make the profile; the contact history does not.
     state = CustomerState(
         consent=store.consent_of(customer_id) or DEFAULT_CONSENT,
-        posted=store.purchases_of(customer_id),
+        posted=store.purchases_of(customer_id, limit=max_posted_lines),
     )
     profile = profile_for(model, customer_id, state, int(now.timestamp()))
     return profile_out(profile, model.version, model.churn_horizon_days, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Channel(StrEnum):
@@ -45,7 +45,11 @@ class BestSendTimeOut(BaseModel):
 
 
 class OfferOut(BaseModel):
-    offer_id: str = Field(description="the catalogue offer (product:<item> for plain items)")
+    offer_id: str = Field(
+        description="one offer within this answer: the catalogue offer's id, "
+        "'<offer id>:<item>' for an item of a category offer, 'product:<item>' for an item "
+        "on its own terms"
+    )
     kind: str = Field(description="'product' or 'incentive'")
     item_id: str | None = Field(None, description="the item, for a product offer")
     item_name: str | None = None
@@ -90,8 +94,9 @@ class OffersResponse(BaseModel):
     )
     removed: dict[str, int] = Field(
         default_factory=dict,
-        description="candidates each rule removed: 'just_bought', 'fatigue', "
-        "'ineligible' (catalogue: stage, channel, dates), 'offer_cap' (shown too often)",
+        description="candidates each rule removed, always all four: 'just_bought', "
+        "'fatigue', 'ineligible' (catalogue: stage, channel, dates), 'offer_cap' (shown too "
+        "often); zeros when the answer is withheld (suppressed_reason)",
     )
     experiment: str | None = Field(
         None, description="the experiment the customer is in (null: none); echo it on events"
@@ -235,6 +240,10 @@ class CatalogResponse(BaseModel):
 
 
 class ReloadRequest(BaseModel):
+    # Strict, as every request body: {"force": "yes"} is refused, not taken for true, and
+    # an unknown field is an error rather than silently ignored.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     version: str | None = Field(
         None,
         min_length=1,

@@ -7,7 +7,8 @@ Erasure deletes the customer's events and consent record from the store, keeps o
 id on the erased list, makes the served model forget the customer and takes their rows
 out of the campaign files nbo manages; the answer is a receipt of what was deleted.
 
-Logs name the customer id and counts, never a request body's values.
+Logs name the customer by their pseudonym (``nbo.pseudonyms``) and counts, never the id
+or a request body's values.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ from nbo.service.customer_data import (
     export_customer,
     iso,
 )
-from nbo.service.deps import CustomerId, MaybeServingModelsDep, SettingsDep, StoreDep
+from nbo.service.deps import (
+    CustomerId,
+    MaybeServingModelsDep,
+    PseudonymsDep,
+    SettingsDep,
+    StoreDep,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +48,8 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=AUTH_RE
 
 
 class ConsentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict, as every request body: true/false only (no "yes", no 1), no unknown field.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     personalization: StrictBool = Field(
         description="false: only non-personalized (popular) offers, nothing from the history"
@@ -90,6 +98,7 @@ class ErasureReceiptOut(BaseModel):
 def put_consent(
     customer_id: CustomerId,
     store: StoreDep,
+    pseudonyms: PseudonymsDep,
     body: Annotated[
         ConsentIn,
         Body(
@@ -116,7 +125,7 @@ def put_consent(
             ]
         )
     consent = store.set_consent(customer_id, body.personalization, body.channels)
-    log.info("consent of customer %s updated", customer_id)
+    log.info("consent of customer %s updated", pseudonyms.of(customer_id))
     return consent_out(customer_id, consent)
 
 
@@ -140,6 +149,7 @@ def export_data(
     store: StoreDep,
     settings: SettingsDep,
     models: MaybeServingModelsDep,
+    pseudonyms: PseudonymsDep,
 ) -> CustomerDataOut:
     """Everything nbo holds on the customer (the right of access that goes with erasure):
     stored events, consent, the profile computed now, what each served model learned from
@@ -151,10 +161,10 @@ def export_data(
     nothing else. Without a loaded model the profile, model and assignment parts are
     left out. A plain ``def``: it reads the store and the campaign files.
     """
-    export = export_customer(customer_id, store, models, settings.now())
+    export = export_customer(customer_id, store, models, settings.now(), settings.max_posted_lines)
     log.info(
         "data of customer %s exported: %d events, %d campaign files (%d rows)",
-        customer_id,
+        pseudonyms.of(customer_id),
         len(export.events),
         len(export.batch_files),
         sum(len(file.rows) for file in export.batch_files),
@@ -167,7 +177,9 @@ def export_data(
     response_model=ErasureReceiptOut,
     dependencies=[requires(Role.admin)],
 )
-def erase_customer(customer_id: CustomerId, store: StoreDep, request: Request) -> ErasureReceiptOut:
+def erase_customer(
+    customer_id: CustomerId, store: StoreDep, pseudonyms: PseudonymsDep, request: Request
+) -> ErasureReceiptOut:
     """Erase the customer: their events, purchase lines and consent record in the store,
     their row in the served model, and their rows in the campaign files nbo manages (a
     file that cannot be rewritten is listed in ``batch_files_untouched``, never a failed
@@ -183,7 +195,7 @@ def erase_customer(customer_id: CustomerId, store: StoreDep, request: Request) -
     log.info(
         "customer %s erased: %d records deleted, model row removed: %s, %d campaign rows "
         "removed from %d files, %d files untouched",
-        customer_id,
+        pseudonyms.of(customer_id),
         receipt.total,
         removed,
         sum(file.rows_removed for file in scrubbed),

@@ -9,10 +9,19 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from nbo.apikeys import Role
-from nbo.events import MAX_BATCH, Rejection, parse_events
+from nbo.events import (
+    MAX_BATCH,
+    MAX_LINES,
+    MAX_MONEY,
+    MAX_QUANTITY,
+    EventWindow,
+    Rejection,
+    parse_events,
+)
 from nbo.service.auth import AUTH_RESPONSES, requires
-from nbo.service.deps import MetricsDep, StoreDep
+from nbo.service.deps import MetricsDep, SettingsDep, StoreDep
 from nbo.service.errors import BadRequest
+from nbo.service.schemas import ErrorResponse
 
 router = APIRouter(
     prefix="/v1",
@@ -40,15 +49,24 @@ class EventsResponse(BaseModel):
 @router.post(
     "/events",
     response_model=EventsResponse,
-    responses={422: {"model": EventsResponse, "description": "every event was rejected"}},
+    responses={
+        413: {"model": ErrorResponse, "description": "the body is over NBO_MAX_BODY_BYTES"},
+        422: {"model": EventsResponse, "description": "every event was rejected"},
+    },
 )
 def post_events(
     store: StoreDep,
     metrics: MetricsDep,
+    settings: SettingsDep,
     body: Annotated[
         dict[str, Any],
         Body(
-            description=f'one event, or {{"events": [...]}} with up to {MAX_BATCH} events',
+            description=f'one event, or {{"events": [...]}} with up to {MAX_BATCH} events '
+            f"(a purchase up to {MAX_LINES} lines); strict JSON types, unknown fields "
+            "refused; ids of 1 to 256 printable characters; timestamps ISO 8601 text from "
+            "NBO_EARLIEST_EVENT to the service clock plus NBO_CLOCK_SKEW_SECONDS; finite "
+            f"numbers: quantity > 0 and <= {MAX_QUANTITY:,.0f}, price > 0 and <= "
+            f"{MAX_MONEY:,.0f}, revenue >= 0 and <= {MAX_MONEY:,.0f}",
             openapi_examples={
                 "one purchase": {"value": EXAMPLE},
                 "a batch": {"value": {"events": [EXAMPLE]}},
@@ -62,8 +80,11 @@ def post_events(
 
     A plain ``def``: the durable commit waits on the disk, so it runs in the thread pool.
     """
+    window = EventWindow.around(
+        settings.now(), settings.clock_skew_seconds, settings.earliest_event
+    )
     try:
-        valid, rejected = parse_events(body)
+        valid, rejected = parse_events(body, window)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
     events = [event for _, event in valid]

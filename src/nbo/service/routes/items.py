@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
 from nbo.apikeys import Role
 from nbo.service.auth import AUTH_RESPONSES, requires
-from nbo.service.deps import ModelDep
+from nbo.service.deps import ItemId, ModelDep
 from nbo.service.errors import NotFound
 from nbo.service.schemas import SimilarItemOut, SimilarItemsResponse
 
@@ -23,7 +23,7 @@ router = APIRouter(
 
 @router.get("/{item_id}/similar", response_model=SimilarItemsResponse)
 async def get_similar_items(
-    item_id: Annotated[str, Path(min_length=1, max_length=256)],
+    item_id: ItemId,
     model: ModelDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> SimilarItemsResponse:

@@ -15,7 +15,7 @@ from nbo.decision import contact_policy, customer_state, decide
 from nbo.events import ImpressionEvent
 from nbo.experiments.serving import Assignment
 from nbo.model import ServingModel
-from nbo.ranking import PROFILE_NONE, Offer, Ranking
+from nbo.ranking import PROFILE_NONE, REMOVAL_RULES, Offer, Ranking
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import (
     CatalogDep,
@@ -76,7 +76,7 @@ async def get_offers(
     now = settings.now()
     now_s = int(now.timestamp())
     policy = contact_policy(settings)
-    state = customer_state(store, customer_id, now_s, policy, catalog)
+    state = customer_state(store, customer_id, now_s, policy, catalog, settings.max_posted_lines)
     assignment = models.assign(customer_id, state.consent, now_s)
     model = assignment.model
     decision = decide(
@@ -107,6 +107,8 @@ async def get_offers(
         as_of=now.isoformat(),
         offers=[],
         suppressed_reason=decision.suppressed_reason,
+        # Every rule named, zeros when the answer is withheld before ranking.
+        removed=dict.fromkeys(REMOVAL_RULES, 0),
         experiment=assignment.experiment,
         variant=assignment.variant,
     )

@@ -31,4 +31,4 @@ async def get_profile(
     Without consent to personalization nothing is derived from their history
     (``profiled`` false).
     """
-    return current_profile(model, store, customer_id, settings.now())
+    return current_profile(model, store, customer_id, settings.now(), settings.max_posted_lines)
