@@ -27,9 +27,9 @@ from bench.load_bench import bench_load, print_load
 from bench.offers_bench import WINDOW_DAYS, K, OffersResult, bench_offers
 from bench.report import OtherLoad, micros, seconds, table, us, verdict
 from bench.train_bench import TrainBench, bench_training
-from nbo.catalog import load_catalog
-from nbo.mapping import ColumnMapping, load_mapping
-from nbo.model import load_serving_model
+from nbo.catalog.loading import load_catalog
+from nbo.data.mapping import ColumnMapping, load_mapping
+from nbo.models.served import load_serving_model
 from training.config import TrainingConfig
 
 REPO = Path(__file__).resolve().parent.parent

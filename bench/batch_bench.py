@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from nbo.batch import RunSpec, Selection, default_workers, open_run, write_batch
-from nbo.config import Settings
-from nbo.model import ServingModel
+from nbo.campaigns.batch import RunSpec, Selection, default_workers, open_run, write_batch
+from nbo.models.served import ServingModel
+from nbo.settings import Settings
 
 CHUNK = 1000
 # (label, function name as cProfile reports it, file suffix) of the parts worth naming.

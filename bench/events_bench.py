@@ -39,9 +39,9 @@ import numpy as np
 
 from bench.servers import Server
 from bench.servers import running_server as serve
-from nbo.mapping import load_mapping
-from nbo.model import load_serving_model
-from nbo.store import SQLiteStore
+from nbo.data.mapping import load_mapping
+from nbo.models.served import load_serving_model
+from nbo.store.sqlite import SQLiteStore
 from training.config import TrainingConfig
 from training.pipeline import train
 

@@ -31,7 +31,7 @@ import numpy as np
 from bench.report import table
 from bench.servers import Server
 from bench.servers import running_server as serve
-from nbo.apikeys import Role, create_key
+from nbo.core.apikeys import Role, create_key
 
 REQUEST_SECONDS = 30
 # At most 10% lower throughput with everything on.
@@ -176,8 +176,8 @@ class LoadBench:
 def bench_load(work_dir: Path) -> LoadBench:
     """Train on the bundled sample, then the load test with the demo catalogue and a
     clock a week after the data ends (the same setting as the events section)."""
-    from nbo.mapping import load_mapping
-    from nbo.model import load_serving_model
+    from nbo.data.mapping import load_mapping
+    from nbo.models.served import load_serving_model
     from training.config import TrainingConfig
     from training.pipeline import train
 

@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from nbo.catalog import Catalog, default_catalog
-from nbo.decision import ContactPolicy, CustomerState, decide
-from nbo.lifecycle import customer_profile
-from nbo.model import ServingModel
-from nbo.ranking import EXPLAINED_BY, rank_offers
-from nbo.suppression import SuppressionWindow
+from nbo.catalog.loading import default_catalog
+from nbo.catalog.terms import Catalog
+from nbo.models.served import ServingModel
+from nbo.offers.decision import ContactPolicy, CustomerState, decide
+from nbo.offers.profiles import customer_profile
+from nbo.offers.ranking import EXPLAINED_BY, rank_offers
+from nbo.offers.suppression import SuppressionWindow
 
 K = 10
 # implicit gives filtered items the lowest float32 score; rank_offers drops them.

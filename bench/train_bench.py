@@ -19,10 +19,10 @@ from pathlib import Path
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from nbo.history import build_history
-from nbo.mapping import ColumnMapping
+from nbo.data.history import build_history
+from nbo.data.mapping import ColumnMapping
+from nbo.data.purchases import read_purchases
 from nbo.models.cf import AlsParams, confidence_matrix, new_als
-from nbo.purchases import read_purchases
 from training.config import TrainingConfig
 from training.pipeline import TrainResult, train
 

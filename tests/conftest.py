@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbo.mapping import load_mapping
+from nbo.data.mapping import load_mapping
 from training.config import TrainingConfig
 from training.pipeline import TrainResult, train
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nbo.arbitration import (
+from nbo.catalog.loading import default_catalog, load_catalog
+from nbo.catalog.terms import Catalog
+from nbo.offers.arbitration import (
     KIND_INCENTIVE,
     KIND_PRODUCT,
     RULE_INELIGIBLE,
@@ -18,8 +20,7 @@ from nbo.arbitration import (
     arbitrate,
     arbitrate_many,
 )
-from nbo.catalog import Catalog, default_catalog, load_catalog
-from nbo.policies import DAY, Contact
+from nbo.offers.policies import DAY, Contact
 
 NOW = 1_700_000_000
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from conftest import small_training_config
 
-from nbo.artifacts import (
+from nbo.core.errors import ArtifactError
+from nbo.data.mapping import load_mapping
+from nbo.models.artifacts import (
     CURRENT,
     MANIFEST,
     SCHEMA_VERSION,
@@ -23,9 +25,7 @@ from nbo.artifacts import (
     set_current,
     write_artifact,
 )
-from nbo.errors import ArtifactError
-from nbo.mapping import load_mapping
-from nbo.model import load_serving_model
+from nbo.models.served import load_serving_model
 from training import pipeline
 from training.pipeline import TrainResult, train
 

@@ -18,13 +18,21 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-import nbo.apikeys as apikeys
-from nbo.apikeys import ApiKeyEntry, KeyRing, Role, check_bind, create_key, hash_key, is_loopback
+import nbo.core.apikeys as apikeys
 from nbo.cli import EXIT_USER_ERROR, main
-from nbo.config import Settings, load_settings
-from nbo.errors import ConfigError
+from nbo.core.apikeys import (
+    ApiKeyEntry,
+    KeyRing,
+    Role,
+    check_bind,
+    create_key,
+    hash_key,
+    is_loopback,
+)
+from nbo.core.errors import ConfigError
 from nbo.service.app import create_app
 from nbo.service.auth import OPEN_PATHS, role_of
+from nbo.settings import Settings, load_settings
 
 CLOCK = "2026-06-30T12:00:00Z"
 KEYS = {role: create_key(role) for role in Role}

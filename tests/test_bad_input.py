@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from nbo.apikeys import Role, create_key
-from nbo.config import Settings
+from nbo.core.apikeys import Role, create_key
 from nbo.service.app import create_app
+from nbo.settings import Settings
 
 CLOCK = "2026-06-30T12:00:00Z"
 TODAY = "2026-06-30T11:00:00Z"

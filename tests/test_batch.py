@@ -13,15 +13,15 @@ import pytest
 from conftest import without_progress
 from fastapi.testclient import TestClient
 
-from nbo.batch import BatchRun, RunSpec, Selection, open_run, write_batch
-from nbo.catalog import default_catalog
+from nbo.campaigns.batch import BatchRun, RunSpec, Selection, open_run, write_batch
+from nbo.catalog.loading import default_catalog
 from nbo.cli import main
-from nbo.config import Settings
-from nbo.decision import contact_policy
-from nbo.experiments.serving import ServingModels
-from nbo.model import load_serving_model
+from nbo.experiments.assignment import ServingModels
+from nbo.models.served import load_serving_model
+from nbo.offers.decision import contact_policy
 from nbo.service.app import create_app
-from nbo.store import open_store
+from nbo.settings import Settings
+from nbo.store.sqlite import open_store
 
 CLOCK = "2026-06-30T12:00:00Z"
 NOW = datetime(2026, 6, 30, 12, tzinfo=UTC)
@@ -234,7 +234,7 @@ def test_worker_processes_write_the_same_file_as_one_process(
 
 
 def test_small_batches_run_in_one_process_large_ones_on_every_cpu() -> None:
-    from nbo.batch import CUSTOMERS_PER_WORKER, default_workers
+    from nbo.campaigns.batch import CUSTOMERS_PER_WORKER, default_workers
 
     cpus = os.cpu_count() or 1
     assert default_workers(0) == 1

@@ -17,27 +17,23 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from nbo.catalog import (
+from nbo.catalog.holder import CatalogHolder
+from nbo.catalog.loading import default_catalog, load_catalog
+from nbo.catalog.schema import (
     CHANNELS,
     DEFAULT_FINGERPRINT,
     FALLBACK_VALUE,
     KIND_INCENTIVE,
     KIND_PRODUCT,
     STAGES,
-    Catalog,
-    CatalogHolder,
-    ProductTerms,
-    default_catalog,
-    load_catalog,
-    resolve_value,
-    resolve_values,
 )
+from nbo.catalog.terms import Catalog, ProductTerms, resolve_value, resolve_values
 from nbo.cli import EXIT_USER_ERROR, main
-from nbo.config import Settings, load_settings
-from nbo.errors import CatalogError
+from nbo.core.errors import CatalogError
 from nbo.service.app import create_app
 from nbo.service.schemas import Channel
-from nbo.store import SQLiteStore
+from nbo.settings import Settings, load_settings
+from nbo.store.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "catalog.yaml"

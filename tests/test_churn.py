@@ -15,14 +15,12 @@ from conftest import small_training_config
 from rich.console import Console
 from sklearn.calibration import calibration_curve
 
-from nbo import columns as col
-from nbo.artifacts import load_artifact, write_artifact
-from nbo.errors import ArtifactError
-from nbo.features import DAY, FEATURE_NAMES, OrderTable, build_order_table, customer_features
-from nbo.ids import IdMap
-from nbo.lifecycle import STAGES
-from nbo.mapping import load_mapping
-from nbo.model import load_serving_model
+from nbo.core import columns as col
+from nbo.core.errors import ArtifactError
+from nbo.core.ids import IdMap
+from nbo.data.features import DAY, FEATURE_NAMES, OrderTable, build_order_table, customer_features
+from nbo.data.mapping import load_mapping
+from nbo.models.artifacts import load_artifact, write_artifact
 from nbo.models.churn import (
     CHURN_FILE,
     build_snapshot,
@@ -33,6 +31,8 @@ from nbo.models.churn import (
     fit_churn_model,
     load_churn_model,
 )
+from nbo.models.lifecycle import STAGES
+from nbo.models.served import load_serving_model
 from training.cli import print_summary
 from training.config import ChurnConfig, TrainingConfig
 from training.lifecycle import CALIBRATION_PLOT, CUSTOMERS_FILE, read_customers, train_churn
@@ -305,7 +305,7 @@ def test_trainer_publishes_the_churn_model_metrics_stages_and_plot(
 
 
 def test_the_served_risk_is_the_published_risk(churn_trained: TrainResult) -> None:
-    from nbo.lifecycle import customer_profile
+    from nbo.offers.profiles import customer_profile
 
     assert churn_trained.path is not None
     model = load_serving_model(churn_trained.path.parent)

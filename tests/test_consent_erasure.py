@@ -16,15 +16,16 @@ from conftest import GROUP_ITEMS, small_training_config
 from fastapi.testclient import TestClient
 
 from nbo.cli import main
-from nbo.config import Settings
-from nbo.errors import PurchaseDataError
-from nbo.events import EVENT_TYPES, Event, parse_events
-from nbo.mapping import load_mapping
-from nbo.model import load_serving_model
+from nbo.core.errors import PurchaseDataError
+from nbo.data.events import EVENT_TYPES, Event, parse_events
+from nbo.data.mapping import load_mapping
+from nbo.models.served import load_serving_model
 from nbo.service.app import create_app
 from nbo.service.schemas import Channel
 from nbo.service.state import ModelHolder
-from nbo.store import DEFAULT_CONSENT, MIGRATIONS, SQLiteStore, read_erased_ids
+from nbo.settings import Settings
+from nbo.store.base import DEFAULT_CONSENT
+from nbo.store.sqlite import MIGRATIONS, SQLiteStore, read_erased_ids
 from training.pipeline import DROP_ERASED, train
 
 CLOCK = "2026-06-30T12:00:00Z"

@@ -15,20 +15,20 @@ import scipy.sparse as sp
 from conftest import END, make_planted_purchases, small_training_config
 from rich.console import Console
 
-from nbo.artifacts import load_artifact, write_artifact
-from nbo.cycles import (
+from nbo.core.errors import ArtifactError
+from nbo.core.ids import IdMap
+from nbo.data.history import EncodedPurchases, encode_purchases
+from nbo.data.mapping import load_mapping
+from nbo.models.artifacts import load_artifact, write_artifact
+from nbo.models.cycles import (
     DAY,
     cycle_summary,
     repurchase_cycles,
     suppressed_mask,
     suppression_days_per_item,
 )
-from nbo.errors import ArtifactError
-from nbo.history import EncodedPurchases, encode_purchases
-from nbo.ids import IdMap
-from nbo.mapping import load_mapping
-from nbo.model import CYCLES_ARRAY, load_serving_model, model_arrays
-from nbo.suppression import SuppressionWindow
+from nbo.models.served import CYCLES_ARRAY, load_serving_model, model_arrays
+from nbo.offers.suppression import SuppressionWindow
 from training.cli import cycles_line, print_summary
 from training.config import TrainingConfig
 from training.evaluate import cycle_suppressed, excluding, popularity_recommender

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 from fastapi.testclient import TestClient
 
-from nbo.artifacts import CURRENT, MANIFEST
 from nbo.cli import main
-from nbo.config import Settings
+from nbo.models.artifacts import CURRENT, MANIFEST
 from nbo.service.app import create_app
+from nbo.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "online_retail_sample.parquet"

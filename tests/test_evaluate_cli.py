@@ -25,7 +25,7 @@ from test_cli_train import (  # noqa: F401  (shared fixtures)
 )
 
 from nbo.cli import EXIT_USER_ERROR, main
-from nbo.two_stage import FEATURES, SOURCES
+from nbo.models.candidates import FEATURES, SOURCES
 from training.cli import METHOD_ORDER
 from training.evaluate_cli import default_out_dir, evaluation_document
 from training.pipeline import TrainResult

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from nbo.config import Settings
 from nbo.service.app import create_app
-from nbo.store import SQLiteStore
+from nbo.settings import Settings
+from nbo.store.sqlite import SQLiteStore
 
 CLOCK = "2026-06-30T12:00:00Z"
 

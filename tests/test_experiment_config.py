@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nbo.errors import NboError
-from nbo.experiments.config import (
+from nbo.core.errors import NboError
+from nbo.experiments.definitions import (
     NO_EXPERIMENTS,
     Experiment,
     ExperimentError,
@@ -235,7 +235,7 @@ def test_assignment_is_stable_across_processes(tmp_path: Path) -> None:
         """
         import json, sys
         from pathlib import Path
-        from nbo.experiments.config import load_experiments
+        from nbo.experiments.definitions import load_experiments
         path, customers = sys.argv[1], json.loads(sys.argv[2])
         print(json.dumps({
             e.name: [e.assign(c).name for c in customers]
@@ -303,7 +303,7 @@ def test_a_point_past_float_rounding_falls_to_the_last_variant(
     top = math.nextafter(1.0, 0.0)
     assert sum(v.weight for v in variants) == top  # ten shares of 0.1 round under 1
     experiment = Experiment("e", "salt", 0, None, variants)
-    monkeypatch.setattr("nbo.experiments.config.assignment_point", lambda salt, c: top)
+    monkeypatch.setattr("nbo.experiments.definitions.assignment_point", lambda salt, c: top)
     assert experiment.assign("anyone").name == "v9"
 
 

@@ -19,10 +19,10 @@ from conftest import END, make_planted_purchases, small_training_config
 from fastapi.testclient import TestClient
 
 from nbo.cli import BLAS_THREAD_VARIABLES, main
-from nbo.config import Settings
-from nbo.mapping import load_mapping
-from nbo.registry import read_aliases, set_alias
+from nbo.data.mapping import load_mapping
+from nbo.models.registry import read_aliases, set_alias
 from nbo.service.app import create_app
+from nbo.settings import Settings
 from training.config import RankerConfig
 from training.pipeline import train
 
@@ -386,9 +386,9 @@ def test_the_window_reported_ends_at_the_clock_or_the_experiments_end(
 ) -> None:
     from datetime import datetime
 
-    from nbo.experiments.config import load_experiments
+    from nbo.experiments.definitions import load_experiments
     from nbo.experiments.outcomes import report_for
-    from nbo.store import open_store
+    from nbo.store.sqlite import open_store
 
     experiment = load_experiments(experiments_file).get("ranker-test")
     assert experiment is not None

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import scipy.sparse as sp
 
-from nbo.explanations import Bought, _closest_bought, _OrderCounts
+from nbo.offers.explanations import Bought, _closest_bought, _OrderCounts
 
 
 def test_closest_bought_is_the_purchase_adding_most_to_the_neighbour_score() -> None:
@@ -49,9 +49,9 @@ def test_order_counts_look_up_each_customers_own_purchases() -> None:
 
 
 def test_each_source_explains_itself_in_words() -> None:
-    from nbo.arbitration import KIND_INCENTIVE, KIND_PRODUCT, Choices
-    from nbo.catalog import IncentiveOffer
-    from nbo.explanations import _texts
+    from nbo.catalog.schema import IncentiveOffer
+    from nbo.offers.arbitration import KIND_INCENTIVE, KIND_PRODUCT, Choices
+    from nbo.offers.explanations import _texts
 
     winback = IncentiveOffer(
         id="winback", kind="incentive", incentive="percent_off", amount=10, value=5.0,

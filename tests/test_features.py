@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbo import columns as col
-from nbo.features import (
+from nbo.core import columns as col
+from nbo.core.ids import IdMap
+from nbo.data.features import (
     DAY,
     FEATURE_INDEX,
     FEATURE_NAMES,
@@ -21,9 +22,8 @@ from nbo.features import (
     line_values,
     typical_line_value,
 )
-from nbo.ids import IdMap
-from nbo.mapping import load_mapping
-from nbo.purchases import read_purchases
+from nbo.data.mapping import load_mapping
+from nbo.data.purchases import read_purchases
 
 AS_OF = pd.Timestamp("2026-06-30 00:00:00")
 AS_OF_S = int(AS_OF.timestamp())

@@ -24,7 +24,7 @@ from schemathesis.checks import (
 )
 from test_server_events import Server, running_server
 
-from nbo.apikeys import Role, create_key
+from nbo.core.apikeys import Role, create_key
 
 EXAMPLES_PER_OPERATION = 25
 CATALOG = Path(__file__).resolve().parent.parent / "data" / "catalog.yaml"

@@ -10,25 +10,20 @@ import numpy as np
 import pytest
 from test_churn import churn_purchases, churn_trained  # noqa: F401  (shared fixtures)
 
-from nbo.events import parse_events
-from nbo.features import DAY, FEATURE_INDEX, FEATURE_NAMES
-from nbo.lifecycle import (
-    STAGES,
-    CustomerProfile,
-    LifecycleThresholds,
-    customer_profile,
-    customer_profiles,
-    stages_of,
-)
-from nbo.model import ServingModel, load_serving_model
-from nbo.send_time import (
+from nbo.data.events import parse_events
+from nbo.data.features import DAY, FEATURE_INDEX, FEATURE_NAMES
+from nbo.models.lifecycle import STAGES, LifecycleThresholds, stages_of
+from nbo.models.send_time import (
     HOURS_PER_WEEK,
     best_send_hour,
     best_send_hours,
     hour_of_week,
     send_hour_prior,
 )
-from nbo.store import SQLiteStore, StoredPurchase
+from nbo.models.served import ServingModel, load_serving_model
+from nbo.offers.profiles import CustomerProfile, customer_profile, customer_profiles
+from nbo.store.base import StoredPurchase
+from nbo.store.sqlite import SQLiteStore
 from training.pipeline import TrainResult
 
 THRESHOLDS = LifecycleThresholds(

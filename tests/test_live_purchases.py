@@ -10,8 +10,8 @@ import pytest
 from conftest import GROUP_ITEMS
 from fastapi.testclient import TestClient
 
-from nbo.config import Settings
 from nbo.service.app import create_app
+from nbo.settings import Settings
 
 CLOCK = "2026-06-30T12:00:00Z"
 TODAY = "2026-06-30T11:00:00Z"  # after the planted data ends: news to the model

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.load_bench import LoadBench, print_load, run_load
-from nbo.model import load_serving_model
+from nbo.models.served import load_serving_model
 
 CLOCK = "2026-06-30T12:00:00Z"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from nbo import columns as col
-from nbo.errors import MappingError
-from nbo.mapping import (
+from nbo.core import columns as col
+from nbo.core.errors import MappingError
+from nbo.data.mapping import (
     CleaningRules,
     ColumnMapping,
     load_mapping,

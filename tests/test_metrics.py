@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from nbo.metrics import ranking_metrics
+from nbo.evaluation.ranking_metrics import ranking_metrics
 
 
 def _truth(rows: list[list[int]], n_items: int) -> sp.csr_matrix:

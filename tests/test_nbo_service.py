@@ -19,9 +19,9 @@ import pytest
 from fastapi.testclient import TestClient
 from test_churn import churn_purchases, churn_trained  # noqa: F401  (shared fixtures)
 
-from nbo.catalog import CatalogHolder
-from nbo.config import Settings
+from nbo.catalog.holder import CatalogHolder
 from nbo.service.app import create_app
+from nbo.settings import Settings
 from training.pipeline import TrainResult
 
 CLOCK = "2026-07-01T00:00:00Z"  # the day after the churn data ends

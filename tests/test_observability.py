@@ -24,9 +24,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.servers import running_server
-from nbo.apikeys import Role, create_key
-from nbo.config import Settings, load_settings
-from nbo.errors import ConfigError
+from nbo.core.apikeys import Role, create_key
+from nbo.core.errors import ConfigError
 from nbo.service.app import create_app
 from nbo.service.deps import get_catalog
 from nbo.service.logs import (
@@ -37,8 +36,9 @@ from nbo.service.logs import (
     JsonFormatter,
     TextFormatter,
 )
-from nbo.service.metrics import ModelCollector, TimedStore
-from nbo.store import SQLiteStore
+from nbo.service.prometheus import ModelCollector, TimedStore
+from nbo.settings import Settings, load_settings
+from nbo.store.sqlite import SQLiteStore
 
 CLOCK = "2026-06-30T12:00:00Z"
 TODAY = "2026-06-30T11:00:00Z"

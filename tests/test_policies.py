@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from nbo.config import Settings
-from nbo.policies import (
+from nbo.offers.policies import (
     DAY,
     Contact,
     ContactHistory,
@@ -22,6 +21,7 @@ from nbo.policies import (
     fatigued_items,
 )
 from nbo.service.app import create_app
+from nbo.settings import Settings
 
 NOW = 1_800_000_000
 

@@ -18,14 +18,15 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from nbo.batch import RunSpec, Selection, open_run, write_batch
-from nbo.batch_outputs import erase_from_outputs
+from nbo.campaigns.batch import RunSpec, Selection, open_run, write_batch
+from nbo.campaigns.files import erase_from_outputs
 from nbo.cli import main
-from nbo.config import Settings
-from nbo.events import EVENT_TYPES
-from nbo.model import load_serving_model
+from nbo.data.events import EVENT_TYPES
+from nbo.models.served import load_serving_model
 from nbo.service.app import create_app
-from nbo.store import MIGRATIONS, BatchOutput, SQLiteStore
+from nbo.settings import Settings
+from nbo.store.base import BatchOutput
+from nbo.store.sqlite import MIGRATIONS, SQLiteStore
 
 CLOCK = "2026-06-30T12:00:00Z"
 NOW = datetime(2026, 6, 30, 12, tzinfo=UTC)

@@ -12,7 +12,7 @@ import pytest
 from conftest import PROGRESS_LINE
 
 from nbo.cli import main
-from nbo.progress import PlainProgress
+from nbo.console.progress import PlainProgress
 
 
 class Clock:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from nbo.artifacts import MANIFEST
-from nbo.checksums import sha256_file
-from nbo.errors import ArtifactError
-from nbo.model import load_serving_model
-from nbo.propensity import Curve, Propensity
+from nbo.core.checksums import sha256_file
+from nbo.core.errors import ArtifactError
+from nbo.models.artifacts import MANIFEST
+from nbo.models.propensity import Curve, Propensity
+from nbo.models.served import load_serving_model
 from training.pipeline import TrainResult
 from training.propensity import fit_curve
 

@@ -18,12 +18,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from nbo.cli import EXIT_USER_ERROR, main
-from nbo.config import Settings, load_settings
-from nbo.errors import ConfigError
-from nbo.pseudonyms import Pseudonyms
+from nbo.core.errors import ConfigError
+from nbo.core.pseudonyms import Pseudonyms
 from nbo.service.app import create_app
 from nbo.service.logs import JsonFormatter
-from nbo.store import SQLiteStore, read_pseudonym_key
+from nbo.settings import Settings, load_settings
+from nbo.store.sqlite import SQLiteStore, read_pseudonym_key
 
 CLOCK = "2026-06-30T12:00:00Z"
 KEY = "0123456789abcdef0123456789abcdef"

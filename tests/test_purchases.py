@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbo import columns as col
-from nbo.errors import PurchaseDataError
-from nbo.mapping import load_mapping
-from nbo.purchases import (
+from nbo.core import columns as col
+from nbo.core.errors import PurchaseDataError
+from nbo.data.mapping import load_mapping
+from nbo.data.purchases import (
     DROP_BAD_PRICE,
     DROP_CANCELLED,
     DROP_DUPLICATE,

@@ -11,16 +11,16 @@ import pandas as pd
 import pytest
 from conftest import END, GROUP_ITEMS, make_planted_purchases, small_training_config
 
-from nbo.cycles import repurchase_cycles
-from nbo.features import build_order_table, line_values
-from nbo.history import encode_purchases
-from nbo.mapping import load_mapping
-from nbo.model import load_serving_model
+from nbo.data.features import build_order_table, line_values
+from nbo.data.history import encode_purchases
+from nbo.data.mapping import load_mapping
+from nbo.data.purchases import read_purchases
+from nbo.models.candidates import FEATURES
 from nbo.models.cf import confidence_matrix, fit_als
-from nbo.purchases import read_purchases
-from nbo.ranking import rank_offers
-from nbo.suppression import SuppressionWindow
-from nbo.two_stage import FEATURES
+from nbo.models.cycles import repurchase_cycles
+from nbo.models.served import load_serving_model
+from nbo.offers.ranking import rank_offers
+from nbo.offers.suppression import SuppressionWindow
 from training.lifecycle import train_churn
 from training.pipeline import train
 from training.ranker import TrainingWindow, WindowSettings, training_window, window_facts

@@ -16,11 +16,11 @@ import pytest
 import scipy.sparse as sp
 from conftest import END, GROUP_ITEMS
 
-from nbo.history import build_history, to_unix_seconds
-from nbo.model import ServingModel, load_serving_model
+from nbo.data.history import build_history, to_unix_seconds
 from nbo.models.cf import PARTITION_ABOVE, AlsExplainer, AlsParams, explain_items, new_als
 from nbo.models.popularity import popularity_scores, top_popular
-from nbo.ranking import (
+from nbo.models.served import ServingModel, load_serving_model
+from nbo.offers.ranking import (
     SOURCE_CF,
     SOURCE_POPULAR,
     Ranking,
@@ -28,7 +28,7 @@ from nbo.ranking import (
     customer_history,
     rank_offers,
 )
-from nbo.suppression import SuppressionWindow
+from nbo.offers.suppression import SuppressionWindow
 
 NOW = END
 NOW_S = int(NOW.timestamp())

@@ -32,14 +32,14 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from test_server_events import REQUEST_SECONDS, Server, running_server
 
-from nbo.apikeys import Role, create_key
-from nbo.artifacts import CURRENT, MANIFEST, set_current
-from nbo.checksums import sha256_file
-from nbo.config import Settings, load_settings
-from nbo.errors import ConfigError
-from nbo.mapping import load_mapping
-from nbo.registry import set_alias
+from nbo.core.apikeys import Role, create_key
+from nbo.core.checksums import sha256_file
+from nbo.core.errors import ConfigError
+from nbo.data.mapping import load_mapping
+from nbo.models.artifacts import CURRENT, MANIFEST, set_current
+from nbo.models.registry import set_alias
 from nbo.service.app import create_app
+from nbo.settings import Settings, load_settings
 from training.pipeline import train
 
 CLOCK = "2026-06-30T12:00:00Z"

@@ -26,7 +26,7 @@ from test_live_purchases import purchase
 
 from bench.servers import Server
 from bench.servers import running_server as serve
-from nbo.store import SQLiteStore
+from nbo.store.sqlite import SQLiteStore
 
 CLOCK = "2026-06-30T12:00:00Z"
 TODAY = "2026-06-30T11:00:00Z"  # after the planted data ends, inside the window

@@ -18,10 +18,10 @@ import pytest
 from conftest import END, GROUP_ITEMS
 from fastapi.testclient import TestClient
 
-from nbo.artifacts import CURRENT, MANIFEST
-from nbo.config import Settings, load_settings
-from nbo.errors import ArtifactError, ConfigError
+from nbo.core.errors import ArtifactError, ConfigError
+from nbo.models.artifacts import CURRENT, MANIFEST
 from nbo.service.app import create_app
+from nbo.settings import Settings, load_settings
 
 CLOCK = "2026-06-30T12:00:00Z"
 ALL_ITEMS = sorted(GROUP_ITEMS["a"] + GROUP_ITEMS["b"])

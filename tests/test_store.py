@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from nbo.errors import ConfigError
-from nbo.events import Event, parse_events
-from nbo.store import MIGRATIONS, SQLiteStore, open_store
+from nbo.core.errors import ConfigError
+from nbo.data.events import Event, parse_events
+from nbo.store.sqlite import MIGRATIONS, SQLiteStore, open_store
 
 
 def purchase(

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from nbo.terminal import UNBOUNDED, output_console, print_table
+from nbo.console.tables import UNBOUNDED, output_console, print_table
 
 VERSIONS = ("20261205T170102Z-f25ca8fc", "20261205T171733Z-dbc8467f")
 

@@ -14,11 +14,11 @@ import pytest
 import scipy.sparse as sp
 from conftest import END, small_training_config
 
-from nbo import artifacts
-from nbo.artifacts import SCHEMA_VERSION
-from nbo.errors import ConfigError, QualityGateError
-from nbo.history import build_history
-from nbo.mapping import load_mapping
+from nbo.core.errors import ConfigError, QualityGateError
+from nbo.data.history import build_history
+from nbo.data.mapping import load_mapping
+from nbo.models import artifacts
+from nbo.models.artifacts import SCHEMA_VERSION
 from nbo.models.cf import fit_als
 from training import pipeline
 from training.evaluate import als_recommender, popularity_recommender

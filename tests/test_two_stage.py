@@ -13,21 +13,9 @@ import pytest
 import scipy.sparse as sp
 from conftest import small_training_config
 
-from nbo import two_stage
-from nbo.lifecycle import STAGES
-from nbo.mapping import load_mapping
-from nbo.model import ServingModel, load_serving_model
-from nbo.models.popularity import group_popularity
-from nbo.models.ranker import RankerScorer
-from nbo.ranking import (
-    SOURCE_ALSO_BOUGHT,
-    SOURCE_BUY_AGAIN,
-    SOURCE_CF,
-    SOURCE_POPULAR_IN_STAGE,
-    rank_offers,
-)
-from nbo.suppression import SuppressionWindow
-from nbo.two_stage import (
+from nbo.data.mapping import load_mapping
+from nbo.models import candidates as two_stage
+from nbo.models.candidates import (
     FEATURES,
     NO_STAGE,
     SOURCES,
@@ -38,6 +26,18 @@ from nbo.two_stage import (
     candidates,
     ranked_top,
 )
+from nbo.models.lifecycle import STAGES
+from nbo.models.popularity import group_popularity
+from nbo.models.ranker import RankerScorer
+from nbo.models.served import ServingModel, load_serving_model
+from nbo.offers.ranking import (
+    SOURCE_ALSO_BOUGHT,
+    SOURCE_BUY_AGAIN,
+    SOURCE_CF,
+    SOURCE_POPULAR_IN_STAGE,
+    rank_offers,
+)
+from nbo.offers.suppression import SuppressionWindow
 from training.config import RankerConfig
 from training.pipeline import TrainResult, train
 from training.ranker import stage_popularity_recommender

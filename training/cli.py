@@ -11,11 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nbo.config import load_settings
-from nbo.mapping import ColumnMapping, load_mapping, parse_column_overrides, shipped_mappings
-from nbo.progress import PlainProgress
-from nbo.store import read_erased_ids
-from nbo.terminal import output_console, print_table
+from nbo.console.progress import PlainProgress
+from nbo.console.tables import output_console, print_table
+from nbo.data.mapping import ColumnMapping, load_mapping, parse_column_overrides, shipped_mappings
+from nbo.settings import load_settings
+from nbo.store.sqlite import read_erased_ids
 from training.config import TrainingConfig, load_training_config
 from training.lifecycle import CALIBRATION_PLOT
 from training.pipeline import CHURN_METRICS, TrainResult, train

@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from nbo.errors import ConfigError
+from nbo.core.errors import ConfigError
 from nbo.models.cf import AlsParams
-from nbo.suppression import SuppressionWindow
+from nbo.offers.suppression import SuppressionWindow
 
 
 class AlsConfig(BaseModel):

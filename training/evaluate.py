@@ -21,11 +21,11 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.topk import topk
 
-from nbo.cycles import suppressed_mask
-from nbo.metrics import ranking_metrics
+from nbo.evaluation.ranking_metrics import ranking_metrics
+from nbo.models.candidates import RowIndices, row_of
 from nbo.models.cf import real_candidates
+from nbo.models.cycles import suppressed_mask
 from nbo.models.popularity import popular_order, popularity_scores
-from nbo.two_stage import RowIndices, row_of
 from training.split import TimeSplit
 
 Recommender = Callable[[np.ndarray, sp.csr_matrix | None], np.ndarray]

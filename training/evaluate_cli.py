@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from nbo import __version__
-from nbo.terminal import output_console
+from nbo.console.tables import output_console
 from training.cli import (
     CHURN_METHOD_ORDER,
     METHOD_ORDER,

@@ -20,9 +20,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nbo.features import DAY, FEATURE_INDEX, OrderTable, customer_features
-from nbo.ids import IdMap
-from nbo.lifecycle import STAGES, LifecycleThresholds, stages_of
+from nbo.core.ids import IdMap
+from nbo.data.features import DAY, FEATURE_INDEX, OrderTable, customer_features
+from nbo.models.candidates import stage_codes
 from nbo.models.churn import (
     CHURN_FILE,
     MODEL,
@@ -37,8 +37,8 @@ from nbo.models.churn import (
     fit_recency_baseline,
     stack,
 )
-from nbo.send_time import best_send_hour, best_send_hours, send_hour_prior
-from nbo.two_stage import stage_codes
+from nbo.models.lifecycle import STAGES, LifecycleThresholds, stages_of
+from nbo.models.send_time import best_send_hour, best_send_hours, send_hour_prior
 from training.config import ChurnConfig, TrainingConfig
 
 CUSTOMERS_FILE = "customers.parquet"

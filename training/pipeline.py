@@ -15,23 +15,23 @@ import pandas as pd
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
-from nbo import columns as col
-from nbo.artifacts import unique_version, write_artifact
-from nbo.checksums import sha256_file
-from nbo.cycles import cycle_summary, repurchase_cycles, suppression_days_per_item
-from nbo.errors import PurchaseDataError, QualityGateError
-from nbo.features import build_order_table, has_prices, item_prices, line_values
-from nbo.history import PurchaseHistory, encode_purchases
-from nbo.lifecycle import STAGES
-from nbo.mapping import ColumnMapping
-from nbo.model import model_arrays
+from nbo.core import columns as col
+from nbo.core.checksums import sha256_file
+from nbo.core.errors import PurchaseDataError, QualityGateError
+from nbo.data.features import build_order_table, has_prices, item_prices, line_values
+from nbo.data.history import PurchaseHistory, encode_purchases
+from nbo.data.mapping import ColumnMapping
+from nbo.data.purchases import CleaningReport, read_purchases
+from nbo.models.artifacts import unique_version, write_artifact
+from nbo.models.candidates import stage_codes
 from nbo.models.cf import confidence_matrix, fit_als
+from nbo.models.cycles import cycle_summary, repurchase_cycles, suppression_days_per_item
+from nbo.models.lifecycle import STAGES
 from nbo.models.popularity import group_popularity, popularity_scores
+from nbo.models.propensity import DOCUMENT as PROPENSITY_DOCUMENT
 from nbo.models.ranker import ranker_arrays, ranker_file
-from nbo.propensity import DOCUMENT as PROPENSITY_DOCUMENT
-from nbo.purchases import CleaningReport, read_purchases
-from nbo.ranking import MIN_CANDIDATES as PROPENSITY_CANDIDATES
-from nbo.two_stage import stage_codes
+from nbo.models.served import model_arrays
+from nbo.offers.ranking import MIN_CANDIDATES as PROPENSITY_CANDIDATES
 from training.config import TrainingConfig
 from training.evaluate import (
     als_recommender,

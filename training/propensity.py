@@ -24,10 +24,10 @@ from implicit.cpu.topk import topk
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import brier_score_loss
 
+from nbo.models.candidates import RowIndices
 from nbo.models.cf import FILTERED_SCORE
 from nbo.models.popularity import popular_order
-from nbo.propensity import Curve, Propensity
-from nbo.two_stage import RowIndices
+from nbo.models.propensity import Curve, Propensity
 from training.evaluate import first_allowed
 from training.split import TimeSplit
 

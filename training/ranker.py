@@ -21,14 +21,11 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import BM25Recommender
 
-from nbo import columns as col
-from nbo.errors import ConfigError
-from nbo.features import OrderTable, has_prices, item_prices
-from nbo.ids import IdMap
-from nbo.lifecycle import STAGES
-from nbo.models.popularity import group_popularity, popularity_scores
-from nbo.models.ranker import lightgbm_version
-from nbo.two_stage import (
+from nbo.core import columns as col
+from nbo.core.errors import ConfigError
+from nbo.core.ids import IdMap
+from nbo.data.features import OrderTable, has_prices, item_prices
+from nbo.models.candidates import (
     CATEGORICAL_FEATURES,
     FEATURES,
     NO_STAGE,
@@ -40,6 +37,9 @@ from nbo.two_stage import (
     ranked_top,
     sparse_topk,
 )
+from nbo.models.lifecycle import STAGES
+from nbo.models.popularity import group_popularity, popularity_scores
+from nbo.models.ranker import lightgbm_version
 from training.config import TrainingConfig
 from training.evaluate import (
     Recommender,

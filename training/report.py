@@ -25,7 +25,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from nbo.errors import NboError
+from nbo.core.errors import NboError
 from training.lifecycle import ChurnTraining, calibration_png
 
 EVALUATION_JSON = "evaluation.json"

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from nbo.errors import ConfigError
-from nbo.history import EncodedPurchases, PurchaseHistory, aggregate, encode_purchases
+from nbo.core.errors import ConfigError
+from nbo.data.history import EncodedPurchases, PurchaseHistory, aggregate, encode_purchases
 
 DAY = 86_400
 

@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 from typing import Any, NoReturn
 
 from nbo import __version__
-from nbo.errors import NboError
+from nbo.core.errors import NboError
 
 COMMAND_GROUP = "nbo.commands"
 EXIT_USER_ERROR = 2

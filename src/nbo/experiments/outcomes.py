@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from nbo.events import IMPRESSION
-from nbo.experiments.config import Experiment
+from nbo.data.events import IMPRESSION
+from nbo.experiments.definitions import Experiment
 from nbo.experiments.stats import VariantOutcome, experiment_report
-from nbo.store import Store
+from nbo.store.base import Store
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ from typing import Any, Final
 import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
-from nbo.artifacts import Artifact
-from nbo.errors import ArtifactError
-from nbo.features import DAY, FEATURE_INDEX, FEATURE_NAMES, OrderTable, customer_features
+from nbo.core.errors import ArtifactError
+from nbo.data.features import DAY, FEATURE_INDEX, FEATURE_NAMES, OrderTable, customer_features
+from nbo.models.artifacts import Artifact
 
 CHURN_FILE: Final = "churn_model.joblib"
 # The evaluated methods, as keyed in the manifest's ``metrics.churn``.

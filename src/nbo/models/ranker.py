@@ -18,10 +18,10 @@ import lightgbm as lgb
 import numpy as np
 import scipy.sparse as sp
 
-from nbo.artifacts import Artifact
-from nbo.errors import ArtifactError
-from nbo.lifecycle import STAGES
-from nbo.two_stage import FEATURES
+from nbo.core.errors import ArtifactError
+from nbo.models.artifacts import Artifact
+from nbo.models.candidates import FEATURES
+from nbo.models.lifecycle import STAGES
 
 RANKER_FILE = "ranker.txt"
 KNN_ARRAYS = ("knn_indptr", "knn_indices", "knn_data")

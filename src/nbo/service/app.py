@@ -10,15 +10,14 @@ from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
 
 from nbo import __version__
-from nbo.apikeys import KeyRing
-from nbo.catalog import CatalogHolder
-from nbo.config import Settings, get_settings
-from nbo.errors import ArtifactError
-from nbo.experiments.config import NO_EXPERIMENTS, load_experiments
-from nbo.pseudonyms import Pseudonyms
+from nbo.catalog.holder import CatalogHolder
+from nbo.core.apikeys import KeyRing
+from nbo.core.errors import ArtifactError
+from nbo.core.pseudonyms import Pseudonyms
+from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
 from nbo.service.errors import install_error_handlers
-from nbo.service.metrics import build_metrics
 from nbo.service.middleware import ObservedFastAPI
+from nbo.service.prometheus import build_metrics
 from nbo.service.reload import Reloader, reload_triggers
 from nbo.service.routes import (
     admin,
@@ -35,7 +34,8 @@ from nbo.service.routes import (
     profiles,
 )
 from nbo.service.state import ModelHolder
-from nbo.store import open_store
+from nbo.settings import Settings, get_settings
+from nbo.store.sqlite import open_store
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from fastapi import Depends, Request, Security
 from fastapi.dependencies.models import Dependant
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from nbo.apikeys import KeyRing, Role
+from nbo.core.apikeys import KeyRing, Role
 from nbo.service.errors import Forbidden, Unauthorized
 from nbo.service.schemas import ErrorResponse
 

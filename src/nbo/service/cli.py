@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from nbo.apikeys import check_bind
-from nbo.config import load_settings
+from nbo.core.apikeys import check_bind
+from nbo.settings import load_settings
 
 
 def register(commands: Any) -> None:
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     from threadpoolctl import threadpool_limits
 
-    from nbo.model import load_serving_model
+    from nbo.models.served import load_serving_model
     from nbo.service.app import create_app
     from nbo.service.logs import configure_logging
 

@@ -17,12 +17,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from nbo.batch_outputs import CustomerRows, Untouched, rows_in_outputs
-from nbo.experiments.serving import ServingModels
-from nbo.model import ServingModel
+from nbo.campaigns.files import CustomerRows, Untouched, rows_in_outputs
+from nbo.experiments.assignment import ServingModels
+from nbo.models.served import ServingModel
 from nbo.service.profiles import current_profile
 from nbo.service.schemas import Channel, CustomerProfileOut
-from nbo.store import DEFAULT_CONSENT, Consent, Store
+from nbo.store.base import DEFAULT_CONSENT, Consent, Store
 
 CHANNELS = tuple(channel.value for channel in Channel)
 

@@ -8,16 +8,17 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from pydantic import AfterValidator
 
-from nbo.catalog import Catalog, CatalogHolder
-from nbo.config import Settings
-from nbo.experiments.serving import ServingModels
-from nbo.ids import MAX_ID_LENGTH, check_id
-from nbo.model import ServingModel
-from nbo.pseudonyms import Pseudonyms
+from nbo.catalog.holder import CatalogHolder
+from nbo.catalog.terms import Catalog
+from nbo.core.ids import MAX_ID_LENGTH, check_id
+from nbo.core.pseudonyms import Pseudonyms
+from nbo.experiments.assignment import ServingModels
+from nbo.models.served import ServingModel
 from nbo.service.errors import NotReady
-from nbo.service.metrics import Metrics
+from nbo.service.prometheus import Metrics
 from nbo.service.reload import Reloader
-from nbo.store import Store
+from nbo.settings import Settings
+from nbo.store.base import Store
 
 
 def get_app_settings(request: Request) -> Settings:

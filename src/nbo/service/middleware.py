@@ -21,10 +21,10 @@ from collections.abc import Callable
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nbo.pseudonyms import Pseudonyms
+from nbo.core.pseudonyms import Pseudonyms
 from nbo.service.body_limit import BodyLimit
 from nbo.service.logs import REQUEST_ID
-from nbo.service.metrics import UNMATCHED, Metrics, method_label
+from nbo.service.prometheus import UNMATCHED, Metrics, method_label
 
 HEADER = b"x-request-id"
 # A client's request id is taken only when it is this: it goes into logs, a response

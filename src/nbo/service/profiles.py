@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from nbo.decision import CustomerState, profile_for
-from nbo.lifecycle import CustomerProfile
-from nbo.model import ServingModel
-from nbo.send_time import HOURS_PER_WEEK, next_send_at
+from nbo.models.send_time import HOURS_PER_WEEK, next_send_at
+from nbo.models.served import ServingModel
+from nbo.offers.decision import CustomerState, profile_for
+from nbo.offers.profiles import CustomerProfile
 from nbo.service.schemas import BestSendTimeOut, CustomerProfileOut
-from nbo.store import DEFAULT_CONSENT, Store
+from nbo.store.base import DEFAULT_CONSENT, Store
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 

@@ -29,15 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbo.artifacts import CURRENT, current_version
-from nbo.catalog import Catalog, CatalogHolder
-from nbo.config import Settings
-from nbo.errors import ArtifactError, NboError
-from nbo.experiments.serving import ServingModels
-from nbo.model import ServingModel
-from nbo.ranking import rank_offers
-from nbo.registry import resolve
+from nbo.catalog.holder import CatalogHolder
+from nbo.catalog.terms import Catalog
+from nbo.core.errors import ArtifactError, NboError
+from nbo.experiments.assignment import ServingModels
+from nbo.models.artifacts import CURRENT, current_version
+from nbo.models.registry import resolve
+from nbo.models.served import ServingModel
+from nbo.offers.ranking import rank_offers
 from nbo.service.state import ModelHolder
+from nbo.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from nbo.errors import ArtifactError
-from nbo.experiments.config import NO_EXPERIMENTS, Experiments
-from nbo.experiments.serving import ServingModels, load_serving_models
-from nbo.model import ServingModel
+from nbo.core.errors import ArtifactError
+from nbo.experiments.assignment import ServingModels, load_serving_models
+from nbo.experiments.definitions import NO_EXPERIMENTS, Experiments
+from nbo.models.served import ServingModel
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body
 
-from nbo.apikeys import Role
+from nbo.core.apikeys import Role
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ReloaderDep
 from nbo.service.schemas import CatalogStatusOut, ErrorResponse, ReloadRequest, ReloadResponse

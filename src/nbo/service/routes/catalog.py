@@ -6,8 +6,8 @@ from datetime import datetime
 
 from fastapi import APIRouter
 
-from nbo.apikeys import Role
-from nbo.catalog import KIND_INCENTIVE, CatalogOffer
+from nbo.catalog.schema import KIND_INCENTIVE, CatalogOffer
+from nbo.core.apikeys import Role
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CatalogHolderDep, SettingsDep
 from nbo.service.schemas import (

@@ -20,8 +20,8 @@ from fastapi import APIRouter, Body, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from nbo.apikeys import Role
-from nbo.batch_outputs import erase_from_outputs
+from nbo.campaigns.files import erase_from_outputs
+from nbo.core.apikeys import Role
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.customer_data import (
     CHANNELS,

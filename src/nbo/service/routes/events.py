@@ -8,8 +8,8 @@ from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from nbo.apikeys import Role
-from nbo.events import (
+from nbo.core.apikeys import Role
+from nbo.data.events import (
     MAX_BATCH,
     MAX_LINES,
     MAX_MONEY,

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from nbo.apikeys import Role
-from nbo.experiments.config import Experiments
+from nbo.core.apikeys import Role
+from nbo.experiments.definitions import Experiments
 from nbo.experiments.outcomes import report_for
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import SettingsDep, StoreDep

@@ -7,7 +7,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Query
 
-from nbo.apikeys import Role
+from nbo.core.apikeys import Role
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ItemId, ModelDep
 from nbo.service.errors import NotFound

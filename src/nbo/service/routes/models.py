@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from nbo.apikeys import Role
-from nbo.artifacts import list_versions
-from nbo.registry import aliases_with_current
+from nbo.core.apikeys import Role
+from nbo.models.artifacts import list_versions
+from nbo.models.registry import aliases_with_current
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ServingModelsDep, SettingsDep
 

@@ -9,13 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from nbo.apikeys import Role
-from nbo.arbitration import Components
-from nbo.decision import contact_policy, customer_state, decide
-from nbo.events import ImpressionEvent
-from nbo.experiments.serving import Assignment
-from nbo.model import ServingModel
-from nbo.ranking import PROFILE_NONE, REMOVAL_RULES, Offer, Ranking
+from nbo.core.apikeys import Role
+from nbo.data.events import ImpressionEvent
+from nbo.experiments.assignment import Assignment
+from nbo.models.served import ServingModel
+from nbo.offers.arbitration import Components
+from nbo.offers.decision import contact_policy, customer_state, decide
+from nbo.offers.ranking import PROFILE_NONE, REMOVAL_RULES, Offer, Ranking
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import (
     CatalogDep,

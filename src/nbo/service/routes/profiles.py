@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from nbo.apikeys import Role
+from nbo.core.apikeys import Role
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CustomerId, ModelDep, SettingsDep, StoreDep
 from nbo.service.profiles import current_profile

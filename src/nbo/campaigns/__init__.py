@@ -1,0 +1,1 @@
+"""Campaigns: ``nbo batch``, the files it writes and their erasure."""

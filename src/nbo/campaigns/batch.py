@@ -1,0 +1,642 @@
+"""Batch offer generation: a campaign's offers for many customers, as one file.
+
+Every customer goes through ``nbo.decision.decide``, the function behind
+``GET /v1/customers/{id}/offers``, with the state the store holds for them (consent,
+contacts, purchases posted since training), so a campaign obeys exactly the rules of a
+single call: suppression (posted purchases included), eligibility, consent, frequency
+caps and offer fatigue. Customers are decided in chunks and written chunk by chunk to a
+temporary file beside the output, renamed over it only when every customer is done, so
+an interrupted or failed run never leaves a half-written campaign behind.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
+
+from nbo.campaigns.files import folder_lock, format_of, remove_customers
+from nbo.catalog.holder import CatalogHolder
+from nbo.catalog.terms import Catalog
+from nbo.core.errors import NboError
+from nbo.data.events import ImpressionEvent
+from nbo.experiments.assignment import Assignment, ServingModels, load_serving_models
+from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
+from nbo.models.lifecycle import STAGES
+from nbo.models.send_time import next_send_at
+from nbo.models.served import ServingModel
+from nbo.offers.decision import (
+    ContactPolicy,
+    Decision,
+    DecisionRequest,
+    contact_policy,
+    customer_states,
+    decide_many,
+    profiles_for,
+)
+from nbo.offers.ranking import OfferTable
+from nbo.settings import Settings
+from nbo.store.base import BatchOutput, Store
+from nbo.store.sqlite import open_store
+
+SUFFIXES = (".parquet", ".csv")
+ALL = "all"
+STAGE_PREFIX = "stage="
+CHUNK = 1000
+# Customers a worker process must have to repay its start-up (importing scikit-learn
+# and LightGBM, loading the models: about 3.5 s here, some 4,500 customers' decisions).
+CUSTOMERS_PER_WORKER = 15_000
+# The reason of a customer who may be contacted but has no offer left to make.
+NO_OFFERS = "no_offers"
+
+# One row per customer and rank; a customer without offers (no consent for the channel,
+# frequency cap) gets one row with rank 0 and the reason in ``suppressed_reason``.
+SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.string()),
+        ("rank", pa.int32()),
+        ("offer_id", pa.string()),
+        ("kind", pa.string()),
+        ("item_id", pa.string()),
+        ("item_name", pa.string()),
+        ("title", pa.string()),
+        ("incentive", pa.string()),
+        ("amount", pa.float64()),
+        ("priority", pa.float64()),
+        ("propensity", pa.float64()),
+        ("value", pa.float64()),
+        ("stage_weight", pa.float64()),
+        ("lever", pa.float64()),
+        ("score", pa.float64()),
+        ("reason_source", pa.string()),
+        ("reason_because", pa.string()),
+        ("reason_text", pa.string()),
+        ("stage", pa.string()),
+        ("churn_risk", pa.float64()),
+        ("best_send_at", pa.string()),
+        ("personalized", pa.bool_()),
+        ("suppressed_reason", pa.string()),
+        ("model_version", pa.string()),
+        ("experiment", pa.string()),
+        ("variant", pa.string()),
+        ("request_id", pa.string()),
+    ]
+)
+
+
+class BatchError(NboError):
+    """A batch that cannot run: a bad customer selection or output path."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which customers a batch covers: explicit ids, or every customer the model and the
+    store know; optionally only those in ``stage`` (decided per customer, live)."""
+
+    customer_ids: Sequence[str]
+    stage: str | None = None
+    description: str = ""
+
+
+@dataclass
+class BatchSummary:
+    customers: int = 0  # decided
+    with_offers: int = 0
+    rows: int = 0
+    skipped_stage: int = 0  # not in the selected stage
+    without_offers: dict[str, int] = field(default_factory=dict)  # reason -> customers
+    recorded: int = 0  # impressions recorded
+    # Rows of customers erased while the batch ran, taken out before (or right after)
+    # the file was put in place.
+    erased_rows: int = 0
+
+
+def select_customers(spec: str, model: ServingModel, store: Store) -> Selection:
+    """``all``, ``stage=NAME`` (all, kept when their live stage is NAME) or a file of ids
+    (``.txt``: one per line; ``.csv``/``.parquet``: a ``customer_id`` column)."""
+    if spec == ALL or spec.startswith(STAGE_PREFIX):
+        stage = None
+        if spec.startswith(STAGE_PREFIX):
+            stage = spec[len(STAGE_PREFIX) :]
+            if stage not in STAGES:
+                raise BatchError(
+                    f"--customers {spec}: unknown stage '{stage}' (one of {', '.join(STAGES)})"
+                )
+        known = [str(c) for c in model.customers.ids]
+        posted = [c for c in store.customers_with_purchases() if model.customers.get(c) is None]
+        erased = set(store.erased_ids())
+        ids = [c for c in (*known, *sorted(posted)) if c not in erased]
+        return Selection(ids, stage, spec)
+    return Selection(_ids_from_file(Path(spec)), None, spec)
+
+
+def _ids_from_file(path: Path) -> list[str]:
+    where = f"--customers {path}"
+    if not path.is_file():
+        raise BatchError(f"{where}: no such file (or use 'all' or 'stage=NAME')")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        elif suffix == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        elif suffix in (".txt", ""):
+            lines = path.read_text(encoding="utf-8").splitlines()
+            ids = [line.strip() for line in lines if line.strip()]
+            if not ids:
+                raise BatchError(f"{where}: no customer ids in the file")
+            return list(dict.fromkeys(ids))
+        else:
+            raise BatchError(f"{where}: a customer list is a .txt, .csv or .parquet file")
+    except (OSError, UnicodeDecodeError, ValueError, pa.ArrowException) as exc:
+        if isinstance(exc, BatchError):
+            raise
+        raise BatchError(f"{where}: cannot be read ({exc})") from None
+    if "customer_id" not in frame.columns:
+        raise BatchError(
+            f"{where}: no 'customer_id' column (columns: {', '.join(map(str, frame.columns))})"
+        )
+    ids = [str(c).strip() for c in frame["customer_id"].tolist() if str(c).strip()]
+    if not ids:
+        raise BatchError(f"{where}: no customer ids in the file")
+    return list(dict.fromkeys(ids))
+
+
+def check_output(path: Path) -> None:
+    """Refuse an output the batch could not write, before any work is done."""
+    if path.suffix.lower() not in SUFFIXES:
+        raise BatchError(f"--out {path}: the output is a .parquet or .csv file")
+    if path.is_dir():
+        raise BatchError(f"--out {path}: is a folder; name a file")
+    folder = path.parent
+    if not folder.is_dir():
+        raise BatchError(f"--out {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise BatchError(f"--out {path}: the folder {folder} is not writable")
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """What every customer of the batch is decided with: the served models (the current
+    one and the experiments' variants), the catalogue and the contact policy."""
+
+    models: ServingModels
+    catalog: Catalog
+    policy: ContactPolicy
+    store: Store
+    channel: str
+    k: int
+    now: datetime
+    # The batch will be delivered: frequency caps apply and impressions are recorded.
+    delivery: bool = False
+    run_id: str = ""
+    # Each customer's most recent posted purchase lines read (NBO_MAX_POSTED_LINES).
+    max_posted_lines: int | None = None
+
+    @property
+    def now_s(self) -> int:
+        return int(self.now.timestamp())
+
+
+def decisions(
+    run: BatchRun, customer_ids: Sequence[str], stage: str | None = None
+) -> list[tuple[str, Assignment, Decision]]:
+    """One chunk's decisions: each customer's stored state and experiment variant (as the
+    API assigns it), then ``decide_many`` per model, in the customers' order. With
+    ``stage``, only the customers whose live profile is in that stage are decided (the
+    profiles, cheap, are computed first; the rankings only for them)."""
+    states = customer_states(
+        run.store, customer_ids, run.now_s, run.policy, run.catalog, run.max_posted_lines
+    )
+    assignments = [
+        run.models.assign(c, state.consent, run.now_s)
+        for c, state in zip(customer_ids, states, strict=True)
+    ]
+    by_model: dict[str, list[int]] = {}
+    for n, assignment in enumerate(assignments):
+        by_model.setdefault(assignment.model.version, []).append(n)
+    decided: list[Decision | None] = [None] * len(customer_ids)
+    for positions in by_model.values():
+        model = assignments[positions[0]].model
+        profiles = None
+        if stage is not None:
+            everyone = profiles_for(
+                model, [(customer_ids[n], states[n]) for n in positions], run.now_s
+            )
+            kept = [i for i, profile in enumerate(everyone) if profile.stage == stage]
+            positions = [positions[i] for i in kept]
+            profiles = [everyone[i] for i in kept]
+        requests = [
+            DecisionRequest(customer_ids[n], states[n], assignments[n].personalize)
+            for n in positions
+        ]
+        answers = decide_many(
+            model,
+            run.catalog,
+            run.policy,
+            requests,
+            run.channel,
+            run.k,
+            run.now_s,
+            run.delivery,
+            profiles,
+        )
+        for n, answer in zip(positions, answers, strict=True):
+            decided[n] = answer
+    return [
+        (c, a, d)
+        for c, a, d in zip(customer_ids, assignments, decided, strict=True)
+        if d is not None
+    ]
+
+
+# The offer's columns, null on the row of a customer without offers.
+_TEXT_COLUMNS = (
+    "offer_id",
+    "kind",
+    "item_id",
+    "item_name",
+    "title",
+    "incentive",
+    "reason_source",
+    "reason_because",
+    "reason_text",
+)
+_NUMBER_COLUMNS = (
+    "amount",
+    "priority",
+    "propensity",
+    "value",
+    "stage_weight",
+    "lever",
+    "score",
+)
+
+
+def chunk_table(run: BatchRun, decided: Sequence[tuple[str, Assignment, Decision]]) -> pa.Table:
+    """The output rows (``SCHEMA``) of a chunk's decisions, in the customers' order and
+    best offer first: one row per offer, read column by column from the rankings' offer
+    tables, or one row with rank 0 and the reason for a customer without offers."""
+    # Per decided customer: their columns that do not depend on the offer.
+    customer: dict[str, list[object]] = {
+        "customer_id": [],
+        "stage": [],
+        "churn_risk": [],
+        "best_send_at": [],
+        "model_version": [],
+        "experiment": [],
+        "variant": [],
+        "request_id": [],
+        "personalized": [],
+        "suppressed_reason": [],
+    }
+    # Offers to write, per offer table: (decided customer, the customer's position in it).
+    by_table: dict[int, tuple[OfferTable, ServingModel, list[int], list[int]]] = {}
+    without: list[int] = []
+    send_at: dict[int, str] = {}  # best send hour -> its next time (168 at most)
+    for d, (customer_id, assignment, decision) in enumerate(decided):
+        profile, ranking = decision.profile, decision.ranking
+        customer["customer_id"].append(customer_id)
+        customer["stage"].append(profile.stage)
+        customer["churn_risk"].append(profile.churn_risk)
+        hour = profile.best_send_hour
+        if hour not in send_at:
+            send_at[hour] = next_send_at(hour, run.now).isoformat()
+        customer["best_send_at"].append(send_at[hour])
+        customer["model_version"].append(assignment.model.version)
+        customer["experiment"].append(assignment.experiment)
+        customer["variant"].append(assignment.variant)
+        customer["request_id"].append(f"{run.run_id}-{customer_id}" if run.run_id else None)
+        customer["personalized"].append(False if ranking is None else ranking.personalized)
+        if ranking is None or not ranking.has_offers:
+            customer["suppressed_reason"].append(decision.suppressed_reason or NO_OFFERS)
+            without.append(d)
+            continue
+        customer["suppressed_reason"].append(None)
+        entry = by_table.setdefault(id(ranking.table), (ranking.table, assignment.model, [], []))
+        entry[2].append(d)
+        entry[3].append(ranking.position)
+
+    owners: list[np.ndarray] = [np.asarray(without, dtype=np.int64)]
+    ranks: list[np.ndarray] = [np.zeros(len(without), dtype=np.int64)]
+    # Each offer column as arrays, one per offer table, after the rank-0 rows' nulls.
+    offer_columns: dict[str, list[np.ndarray]] = {
+        name: [np.full(len(without), None, dtype=object)] for name in _TEXT_COLUMNS
+    }
+    for name in _NUMBER_COLUMNS:
+        offer_columns[name] = [np.full(len(without), np.nan)]
+    for table, model, deciders, positions in by_table.values():
+        chosen, why = table.choices, table.explanations
+        begin = chosen.starts[positions]
+        lengths = chosen.starts[np.asarray(positions) + 1] - begin
+        rows = np.repeat(begin, lengths) + (
+            np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        )
+        owners.append(np.repeat(np.asarray(deciders, dtype=np.int64), lengths))
+        ranks.append(rows - np.repeat(begin, lengths) + 1)
+        offers = chosen.offer[rows].tolist()
+        names = model.item_names
+        parts = {
+            "offer_id": chosen.offer_id[rows],
+            "kind": chosen.kind[rows],
+            "item_id": chosen.item_id[rows],
+            "item_name": np.array(
+                [None if i is None else names.get(i) for i in chosen.item_id[rows].tolist()],
+                dtype=object,
+            ),
+            "title": np.array([None if o is None else o.title for o in offers], dtype=object),
+            "incentive": np.array(
+                [None if o is None else o.incentive for o in offers], dtype=object
+            ),
+            "amount": np.array(
+                [np.nan if o is None or o.amount is None else o.amount for o in offers],
+                dtype=np.float64,
+            ),
+            "priority": chosen.propensity[rows]
+            * chosen.value[rows]
+            * chosen.stage_weight[rows]
+            * chosen.lever[rows],
+            "propensity": chosen.propensity[rows],
+            "value": chosen.value[rows],
+            "stage_weight": chosen.stage_weight[rows],
+            "lever": chosen.lever[rows],
+            "score": chosen.score[rows],
+            "reason_source": why.source[rows],
+            "reason_because": np.array(
+                ["|".join(b) for b in why.because[rows].tolist()], dtype=object
+            ),
+            "reason_text": why.text[rows],
+        }
+        for name, values in parts.items():
+            offer_columns[name].append(values)
+    owner = np.concatenate(owners)
+    rank = np.concatenate(ranks)
+    order = np.lexsort((rank, owner))
+    columns: dict[str, pa.Array] = {}
+    for name, values in customer.items():
+        columns[name] = pa.array(values, type=SCHEMA.field(name).type).take(owner[order])
+    columns["rank"] = pa.array(rank[order], type=pa.int32())
+    for name in _TEXT_COLUMNS:
+        columns[name] = pa.array(np.concatenate(offer_columns[name])[order], type=pa.string())
+    for name in _NUMBER_COLUMNS:
+        numbers = np.concatenate(offer_columns[name])[order]
+        columns[name] = pa.array(numbers, type=pa.float64(), mask=np.isnan(numbers))
+    return pa.table([columns[name] for name in SCHEMA.names], schema=SCHEMA)
+
+
+# Called after each chunk with the customers screened so far (every selected one) and
+# those decided, whose rows are written (fewer with a stage: the others are skipped).
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What opens a batch run, in this process or in a worker process (picklable): the
+    settings (models, store, catalogue, experiments, contact policy) and the campaign."""
+
+    settings: Settings
+    channel: str
+    k: int
+    now: datetime
+    delivery: bool
+    run_id: str
+
+
+def open_run(spec: RunSpec) -> BatchRun:
+    """The served models (the current one and the experiments' variants, erased customers
+    removed, as the service loads them), the catalogue and the store of ``spec``."""
+    settings = spec.settings
+    catalog = CatalogHolder(settings.catalog).current()
+    configured = (
+        NO_EXPERIMENTS if settings.experiments is None else load_experiments(settings.experiments)
+    )
+    store = open_store(settings.store_url)
+    try:
+        models = load_serving_models(
+            settings.models_dir, settings.model_version, configured, store.erased_ids()
+        )
+    except BaseException:
+        store.close()
+        raise
+    return BatchRun(
+        models=models,
+        catalog=catalog,
+        policy=contact_policy(settings),
+        store=store,
+        channel=spec.channel,
+        k=spec.k,
+        now=spec.now,
+        delivery=spec.delivery,
+        run_id=spec.run_id,
+        max_posted_lines=settings.max_posted_lines,
+    )
+
+
+@dataclass
+class ChunkResult:
+    """One chunk's rows (None when no customer of it was kept) and its counts."""
+
+    table: pa.Table | None
+    customers: int = 0
+    with_offers: int = 0
+    without_offers: dict[str, int] = field(default_factory=dict)
+    skipped_stage: int = 0
+
+
+def decide_chunk(run: BatchRun, customer_ids: Sequence[str], stage: str | None) -> ChunkResult:
+    """The output rows of one chunk of customers."""
+    decided = decisions(run, customer_ids, stage)
+    result = ChunkResult(None, skipped_stage=len(customer_ids) - len(decided))
+    for _, _, decision in decided:
+        result.customers += 1
+        ranking = decision.ranking
+        if ranking is None or not ranking.has_offers:
+            reason = decision.suppressed_reason or NO_OFFERS
+            result.without_offers[reason] = result.without_offers.get(reason, 0) + 1
+        else:
+            result.with_offers += 1
+    if decided:
+        result.table = chunk_table(run, decided)
+    return result
+
+
+def default_workers(customers: int) -> int:
+    """Worker processes for a batch of ``customers``: one per CPU, but only as many as
+    have ``CUSTOMERS_PER_WORKER`` customers each (fewer run faster in this process)."""
+    return max(1, min(os.cpu_count() or 1, customers // CUSTOMERS_PER_WORKER))
+
+
+def write_batch(
+    run: BatchRun,
+    selection: Selection,
+    out: Path,
+    chunk: int = CHUNK,
+    progress: Progress | None = None,
+    workers: int = 1,
+    spec: RunSpec | None = None,
+    managed: bool = True,
+) -> BatchSummary:
+    """Decide every selected customer and write the rows to ``out`` (.parquet or .csv),
+    through a temporary file renamed at the end; with ``run.delivery`` the impressions are
+    recorded once the file is complete, before the rename.
+
+    ``managed`` (the default): the finished file is registered in the store, so a later
+    erasure takes the customer out of it (``nbo.batch_outputs``); unmanaged, it is the
+    user's alone (and a registration of the same path is dropped). Either way, customers
+    erased while the batch ran are taken out of the file.
+
+    With ``workers`` > 1 (and the ``spec`` that opened ``run``), chunks are decided by
+    that many worker processes, each with its own run, and written in order: the same
+    file as one process writes. ``progress`` is called after each chunk with the number of
+    customers screened and decided so far.
+    """
+    check_output(out)
+    summary = BatchSummary()
+    erased_before = set(run.store.erased_ids())
+    temporary = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
+    ids = list(selection.customer_ids)
+    chunks = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
+    pool: ProcessPoolExecutor | None = None
+    try:
+        if out.suffix.lower() == ".parquet":
+            writer = pq.ParquetWriter(temporary, SCHEMA)
+        else:
+            writer = pacsv.CSVWriter(temporary, SCHEMA)
+        if workers > 1 and spec is not None and len(chunks) > 1:
+            pool = ProcessPoolExecutor(
+                min(workers, len(chunks)),
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(spec,),
+            )
+            results: Iterable[ChunkResult] = pool.map(
+                _worker_chunk, chunks, [selection.stage] * len(chunks)
+            )
+        else:
+            results = (decide_chunk(run, c, selection.stage) for c in chunks)
+        done = 0
+        for chosen, result in zip(chunks, results, strict=True):
+            summary.customers += result.customers
+            summary.with_offers += result.with_offers
+            summary.skipped_stage += result.skipped_stage
+            for reason, count in result.without_offers.items():
+                summary.without_offers[reason] = summary.without_offers.get(reason, 0) + count
+            if result.table is not None:
+                writer.write_table(result.table)
+                summary.rows += result.table.num_rows
+            done += len(chosen)
+            if progress is not None:
+                progress(done, summary.customers)
+        writer.close()
+        writer = None
+        fmt = format_of(out)
+        # Erased while the batch ran: out before anything is recorded or renamed.
+        erased_during = set(run.store.erased_ids()) - erased_before
+        if erased_during:
+            summary.erased_rows += remove_customers(temporary, fmt, erased_during)
+        if run.delivery:
+            summary.recorded = record_impressions(run, temporary, out.suffix.lower())
+        _put_in_place(run, temporary, out, summary.rows - summary.erased_rows, managed)
+        # Erased before the registration: that erasure may not have seen this file.
+        erased_since = set(run.store.erased_ids()) - erased_before - erased_during
+        if erased_since:
+            summary.erased_rows += remove_customers(
+                out, fmt, erased_since, rewritten=_registered_rows(run, out) if managed else None
+            )
+        summary.rows -= summary.erased_rows
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if writer is not None:
+            writer.close()
+        temporary.unlink(missing_ok=True)
+    return summary
+
+
+def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed: bool) -> None:
+    """Rename the finished file over ``out`` and register it (or drop the registration of
+    that path, when unmanaged), under the folder's lock: an erasure rewriting the
+    previous file at ``out`` finishes first, and one that comes later sees this file."""
+    path = managed_path(out)
+    with folder_lock(out.parent) as folder:
+        os.replace(temporary, out)
+        os.fsync(folder)
+        if managed:
+            output = BatchOutput(path, int(time.time()), run.run_id, rows, format_of(out))
+            run.store.register_batch_output(output)
+        else:
+            run.store.unregister_batch_output(path)
+
+
+def managed_path(out: Path) -> str:
+    """The path a campaign file is registered under: absolute, its folder's links
+    resolved but not a link at the file itself (the rename replaces the link)."""
+    return str(out.parent.resolve() / out.name)
+
+
+def _registered_rows(run: BatchRun, out: Path) -> Callable[[int], None]:
+    path = managed_path(out)
+    return lambda kept: run.store.set_batch_output_rows(path, kept)
+
+
+# A worker process's run, opened once by ``_start_worker``.
+_WORKER: dict[str, object] = {}
+
+
+def _start_worker(spec: RunSpec) -> None:
+    # One BLAS thread per worker: the workers are the parallelism.
+    _WORKER["limits"] = threadpool_limits(limits=1, user_api="blas")
+    _WORKER["run"] = open_run(spec)
+
+
+def _worker_chunk(customer_ids: Sequence[str], stage: str | None) -> ChunkResult:
+    run = _WORKER["run"]
+    assert isinstance(run, BatchRun)
+    return decide_chunk(run, customer_ids, stage)
+
+
+def record_impressions(run: BatchRun, path: Path, suffix: str, per_write: int = 5000) -> int:
+    """Record the impressions of a finished batch file, so frequency caps, offer caps and
+    fatigue count them like the API's recorded answers (idempotent: event ids derive from
+    the run, the customer and the rank)."""
+    table = pq.read_table(path) if suffix == ".parquet" else pacsv.read_csv(path)
+    table = table.filter(pa.compute.greater(table["rank"], 0))
+    columns = table.select(
+        ["customer_id", "rank", "offer_id", "item_id", "experiment", "variant"]
+    ).to_pylist()
+    recorded = 0
+    for start in range(0, len(columns), per_write):
+        events = [
+            ImpressionEvent(
+                type="offer_impression",
+                event_id=f"{run.run_id}-{row['customer_id']}-{row['rank']}",
+                customer_id=str(row["customer_id"]),
+                timestamp=run.now,
+                item_id=str(row["item_id"] or row["offer_id"]),
+                channel=run.channel,
+                request_id=f"{run.run_id}-{row['customer_id']}",
+                experiment=row["experiment"] or None,
+                variant=row["variant"] or None,
+            )
+            for row in columns[start : start + per_write]
+        ]
+        recorded += len(run.store.add_events(events).accepted)
+    return recorded
+
+
+def new_run_id(now: datetime) -> str:
+    """A batch run's id: its time and a random suffix (impression and request ids)."""
+    return f"batch-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{os.urandom(3).hex()}"

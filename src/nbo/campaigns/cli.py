@@ -1,0 +1,211 @@
+"""``nbo batch``: a campaign's offers for many customers, written as one file."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nbo.settings import load_settings
+
+if TYPE_CHECKING:
+    from nbo.campaigns.batch import BatchSummary
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "batch",
+        help="write a campaign's offers for many customers to a file",
+        description="Decide offers for many customers with the served model and every rule "
+        "of the API (suppression with posted purchases, eligibility, consent, contact "
+        "policy) and write one row per customer and rank to a .parquet or .csv file. "
+        "Settings (store, catalogue, contact policy, clock) come from NBO_* variables.",
+    )
+    parser.add_argument(
+        "--customers",
+        default="all",
+        help="'all' (default), 'stage=NAME' (e.g. stage=at_risk), or a .txt/.csv/.parquet "
+        "file of customer ids (a customer_id column)",
+    )
+    parser.add_argument("--k", type=int, default=10, help="offers per customer (10)")
+    parser.add_argument(
+        "--channel",
+        choices=("email", "app"),
+        default="email",
+        help="the channel the campaign goes out on: its consent and contact policy apply (email)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output .parquet or .csv")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="the campaign will be sent: apply the channel's frequency cap and record the "
+        "impressions, so caps hold between batch and real-time calls",
+    )
+    parser.add_argument(
+        "--unmanaged",
+        action="store_true",
+        help="do not register the file in the store: a later erasure will not take the "
+        "customer out of it (for an export you take responsibility for)",
+    )
+    parser.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
+    parser.add_argument("--chunk", type=int, default=1000, help="customers per chunk (1000)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes deciding chunks in parallel (default: one per CPU, one per "
+        "15,000 customers at most: fewer are decided faster in one process)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from threadpoolctl import threadpool_limits
+
+    from nbo.campaigns.batch import (
+        BatchError,
+        RunSpec,
+        check_output,
+        default_workers,
+        new_run_id,
+        open_run,
+        select_customers,
+        write_batch,
+    )
+    from nbo.console.progress import PlainProgress
+
+    if not 1 <= args.k <= 100:
+        raise BatchError(f"--k {args.k}: must be between 1 and 100")
+    if args.chunk < 1:
+        raise BatchError(f"--chunk {args.chunk}: must be at least 1")
+    if args.workers is not None and args.workers < 1:
+        raise BatchError(f"--workers {args.workers}: must be at least 1")
+    check_output(args.out)
+    settings = load_settings(models_dir=args.models_dir)
+    console = Console(stderr=True)
+    # A terminal gets rich's live bar; a pipe or a file (CI, cron) plain lines.
+    lines = None if console.is_terminal else PlainProgress("nbo batch")
+    with threadpool_limits(limits=1, user_api="blas"), lines or contextlib.nullcontext():
+        now = settings.now()
+        spec = RunSpec(settings, args.channel, args.k, now, args.record, new_run_id(now))
+        if lines:
+            lines.start("open the model and the store")
+        batch = open_run(spec)
+        store = batch.store
+        try:
+            model = batch.models.current
+            if lines:
+                lines.finish("open the model and the store", detail=f"model {model.version}")
+                lines.start("select customers")
+            selection = select_customers(args.customers, model, store)
+            total = len(selection.customer_ids)
+            if lines:
+                lines.finish("select customers", detail=f"{total:,} customers")
+            started = time.perf_counter()
+            with _bar(console, selection.stage) as bar:
+                task = bar.add_task("offers", total=total, rate="-", written="0")
+                if lines:
+                    unit = "customers screened" if selection.stage else "customers"
+                    lines.start("offers", total, unit)
+
+                def advance(done: int, decided: int) -> None:
+                    rate = done / max(time.perf_counter() - started, 1e-9)
+                    bar.update(task, completed=done, rate=f"{rate:,.0f}", written=f"{decided:,}")
+                    if lines:
+                        lines.update(done, f"{decided:,} written")
+
+                workers = args.workers or default_workers(total)
+                summary = write_batch(
+                    batch,
+                    selection,
+                    args.out,
+                    args.chunk,
+                    advance,
+                    workers,
+                    spec,
+                    managed=not args.unmanaged,
+                )
+            seconds = time.perf_counter() - started
+            if lines:
+                lines.finish(
+                    "offers",
+                    seconds,
+                    f"{total:,} screened, {summary.customers:,} written"
+                    if selection.stage
+                    else f"{summary.customers:,} customers",
+                )
+        finally:
+            store.close()
+    print(summary_line(args, summary, selection.stage, total, seconds, model.version, now))
+    return 0
+
+
+def _bar(console: Any, stage: str | None) -> Any:
+    """The live bar of a terminal (disabled elsewhere: plain lines take over); with a
+    stage, the customers screened and those written (in the stage) apart."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]offers[/]"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TextColumn(
+            "screened, {task.fields[written]} written, {task.fields[rate]} screened/s"
+            if stage
+            else "{task.fields[rate]} customers/s"
+        ),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )
+
+
+def summary_line(
+    args: argparse.Namespace,
+    summary: BatchSummary,
+    stage: str | None,
+    screened: int,
+    seconds: float,
+    version: str,
+    now: datetime,
+) -> str:
+    """What the batch wrote, and how fast: with a stage, the customers screened (every
+    selected one) and those written (in the stage) are different counts, so both are
+    given, each with its rate."""
+    without = ", ".join(f"{reason} {n:,}" for reason, n in sorted(summary.without_offers.items()))
+    per_second = max(seconds, 1e-9)
+    written = summary.customers
+    if stage:
+        who = f"{written:,} customers in {stage}"
+        speed = (
+            f"of {screened:,} screened ({screened - written:,} not in {stage}), "
+            f"in {seconds:.1f} s: "
+            f"{screened / per_second:,.0f} screened/s, {written / per_second:,.0f} written/s"
+        )
+    else:
+        who = f"{written:,} customers"
+        speed = f"in {seconds:.1f} s: {written / per_second:,.0f} customers/s"
+    return (
+        f"wrote {args.out}: {summary.rows:,} rows for {who} ({summary.with_offers:,} with offers"
+        + (f"; without: {without}" if without else "")
+        + f") {speed}; model {version}, channel {args.channel}, clock {now.isoformat()}"
+        + (f"; {summary.recorded:,} impressions recorded" if args.record else "")
+        + (
+            f"; {summary.erased_rows:,} rows of customers erased during the run left out"
+            if summary.erased_rows
+            else ""
+        )
+        + ("; unmanaged: erasures will not reach this file" if args.unmanaged else "")
+    )

@@ -1,0 +1,174 @@
+"""Reading a catalogue file: validated whole, refused with one line naming the file, the
+offer and the field.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_args
+
+from pydantic import ValidationError
+
+from nbo.catalog.schema import (
+    FREE_SHIPPING,
+    KIND_INCENTIVE,
+    OFFER_ITEM_SEPARATOR,
+    PERCENT_OFF,
+    POINTS_MULTIPLIER,
+    PRODUCT_OFFER_PREFIX,
+    CatalogFile,
+    CatalogOffer,
+    IncentiveKind,
+)
+from nbo.catalog.terms import Catalog
+from nbo.core.documents import read_document
+from nbo.core.errors import CatalogError
+
+# --- loading ------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def default_catalog() -> Catalog:
+    """Every item a product offer on the default terms, no incentives: the behaviour
+    without ``NBO_CATALOG``."""
+    return Catalog(CatalogFile(version=1))
+
+
+def load_catalog(path: Path) -> Catalog:
+    """Read, validate and index a catalogue file; CatalogError names what to fix."""
+    source = str(path)
+    raw, content = read_document(
+        path,
+        "a catalogue",
+        "version, products, offers, ...",
+        CatalogError,
+        missing_hint="set NBO_CATALOG to a catalogue file, or unset it",
+    )
+    try:
+        document = CatalogFile.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(source, exc, raw) from None
+    _check(source, document)
+    return Catalog(document, source=path, fingerprint=hashlib.sha256(content).hexdigest())
+
+
+def _explain(source: str, exc: ValidationError, raw: Any) -> CatalogError:
+    """The first validation error as one line naming the entry and field; the count of
+    any others, so a marketer knows another round may follow."""
+    errors = exc.errors()
+    first = errors[0]
+    entry, field = _locate(first["loc"], raw)
+    # Tuples are how the schema stores lists; the marketer wrote a list.
+    problem = str(first["msg"]).replace("valid tuple", "valid list").replace("Tuple", "List")
+    if first["type"] == "extra_forbidden":
+        problem = "not a known field (a typo?)"
+    elif first["type"] != "missing" and isinstance(first.get("input"), str | int | float):
+        problem += f" (got {first['input']!r})"
+    # A bad list element also fails its list: that is the same problem, not another one.
+    others = [e for e in errors[1:] if tuple(first["loc"][: len(e["loc"])]) != e["loc"]]
+    if others:
+        problem += f" (and {len(others)} more problem{'s' if len(others) > 1 else ''})"
+    return CatalogError(source, " ".join(problem.split()), entry, field)
+
+
+def _locate(loc: tuple[int | str, ...], raw: Any) -> tuple[str | None, str | None]:
+    """(entry, field) for a pydantic error location, in the file's own words."""
+    section = str(loc[0]) if loc else ""
+    rest = [str(part) for part in loc[2:] if not isinstance(part, int)]
+    field = ".".join(rest) or None
+    if section in ("offers", "items") and len(loc) > 1 and isinstance(loc[1], int):
+        noun, key = ("offer", "id") if section == "offers" else ("item override", "item_id")
+        entries = raw.get(section) if isinstance(raw, dict) else None
+        entry = entries[loc[1]] if isinstance(entries, list) and loc[1] < len(entries) else None
+        name = entry.get(key) if isinstance(entry, dict) else None
+        if isinstance(name, str | int) and not isinstance(name, bool):
+            return f"{noun} '{name}'", field
+        return f"{noun} #{loc[1] + 1}", field
+    if section == "categories" and len(loc) > 1:
+        return f"category '{loc[1]}'", None
+    if section == "stage_weights" and len(loc) > 1:
+        if field == "[key]":
+            return f"stage_weights '{loc[1]}'", None
+        return f"stage_weights '{loc[1]}'", field
+    if section == "products" and len(loc) > 1:
+        return "products", ".".join(str(p) for p in loc[1:] if not isinstance(p, int))
+    return None, ".".join(str(p) for p in loc if not isinstance(p, int)) or None
+
+
+_PRODUCT_ONLY = ("item_id", "category", "price_weighted", "margin")
+_INCENTIVE_ONLY = ("incentive", "amount", "response_rate")
+
+
+def _check(source: str, document: CatalogFile) -> None:
+    """The rules that span fields or sections, which field types cannot say."""
+    seen_items: set[str] = set()
+    for item in document.items:
+        if item.item_id in seen_items:
+            entry = f"item override '{item.item_id}'"
+            raise CatalogError(source, "listed twice; one override per item", entry, "item_id")
+        seen_items.add(item.item_id)
+    seen_offers: set[str] = set()
+    for offer in document.offers:
+        if offer.id in seen_offers:
+            found: tuple[str, str] | None = ("id", "duplicate id; every offer needs its own")
+        elif offer.kind == KIND_INCENTIVE:
+            found = _incentive_problem(offer)
+        else:
+            found = _product_problem(offer, document.categories)
+        found = found or _common_problem(offer)
+        if found is not None:
+            field, problem = found
+            raise CatalogError(source, problem, f"offer '{offer.id}'", field)
+        seen_offers.add(offer.id)
+
+
+def _common_problem(offer: CatalogOffer) -> tuple[str, str] | None:
+    if offer.id.startswith(PRODUCT_OFFER_PREFIX):
+        return "id", f"ids starting '{PRODUCT_OFFER_PREFIX}' name the default product terms"
+    if OFFER_ITEM_SEPARATOR in offer.id:
+        return "id", (
+            f"'{OFFER_ITEM_SEPARATOR}' is reserved: it joins a category offer's id and an "
+            "item in the offers nbo answers"
+        )
+    if offer.valid_from and offer.valid_to and offer.valid_to <= offer.valid_from:
+        return "valid_to", f"must be after valid_from ({offer.valid_from.isoformat()})"
+    return None
+
+
+def _incentive_problem(offer: CatalogOffer) -> tuple[str, str] | None:
+    for name in _PRODUCT_ONLY:
+        if name in offer.model_fields_set:
+            return name, "only for product offers (kind: product)"
+    if offer.incentive is None:
+        return "incentive", "an incentive needs 'incentive': " + ", ".join(get_args(IncentiveKind))
+    if offer.value is None:
+        return "value", "an incentive needs its value to the business (money per redemption)"
+    if offer.incentive == FREE_SHIPPING:
+        return ("amount", "free_shipping takes no amount") if offer.amount is not None else None
+    if offer.amount is None:
+        what = "the percent off" if offer.incentive == PERCENT_OFF else "the points multiplier"
+        return "amount", f"{offer.incentive} needs amount ({what})"
+    if offer.incentive == PERCENT_OFF and offer.amount > 100:
+        return "amount", "a percent off is at most 100"
+    if offer.incentive == POINTS_MULTIPLIER and offer.amount <= 1:
+        return "amount", "a points multiplier must be above 1 to reward anything"
+    return None
+
+
+def _product_problem(
+    offer: CatalogOffer, categories: Mapping[str, tuple[str, ...]]
+) -> tuple[str, str] | None:
+    for name in _INCENTIVE_ONLY:
+        if name in offer.model_fields_set:
+            return name, "only for incentives (kind: incentive)"
+    if offer.item_id is None and offer.category is None:
+        return "item_id", "a product offer needs item_id (one item) or category (a group)"
+    if offer.item_id is not None and offer.category is not None:
+        return "category", "give item_id or category, not both"
+    if offer.category is not None and offer.category not in categories:
+        known = ", ".join(sorted(categories)) or "none defined"
+        return "category", f"'{offer.category}' is not in categories (known: {known})"
+    return None

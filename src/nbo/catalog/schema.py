@@ -1,0 +1,174 @@
+"""The offer catalogue: what may be offered, to whom, when, and what it is worth.
+
+A marketer edits one file (YAML or JSON, by extension; path from ``NBO_CATALOG``). It is
+validated whole at load: a typo or an impossible term refuses the file with one line
+naming the file, the offer and the field, because a half-understood catalogue would
+silently offer the wrong thing. The service re-reads the file when it changes
+(``CatalogHolder``); a bad new file is refused and the old catalogue keeps serving.
+
+Arbitration (in ranking) multiplies propensity x value x stage weight x lever; this
+module only answers the catalogue's part of it, cheaply, from maps built at load:
+
+- every item the model knows is a *product offer* on the ``products`` terms, changed per
+  item by ``items`` overrides (or excluded), and by a live ``kind: product`` offer for the
+  item or its category;
+- *incentives* (percent off, points multiplier, free shipping) compete with products,
+  with ``response_rate`` as their propensity and ``value`` in money.
+
+This module knows no HTTP and no model: stage and channel names are defined here, and
+the service's ``Channel`` enum must match ``CHANNELS``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Final, Literal, get_args
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+Stage = Literal["new", "active", "at_risk", "lapsed", "loyal"]
+ChannelName = Literal["email", "app"]
+OfferKind = Literal["product", "incentive"]
+IncentiveKind = Literal["percent_off", "points_multiplier", "free_shipping"]
+
+STAGES: Final[tuple[Stage, ...]] = get_args(Stage)
+CHANNELS: Final[tuple[ChannelName, ...]] = get_args(ChannelName)
+KIND_PRODUCT: Final = "product"
+KIND_INCENTIVE: Final = "incentive"
+PERCENT_OFF: Final = "percent_off"
+POINTS_MULTIPLIER: Final = "points_multiplier"
+FREE_SHIPPING: Final = "free_shipping"
+
+DEFAULT_FINGERPRINT: Final = "default"
+PRODUCT_OFFER_PREFIX: Final = "product:"
+OFFER_ITEM_SEPARATOR: Final = ":"
+"""Joins a category offer's id and one of its items (``christmas-2011:22086``): an
+``offer_id`` names one offer within an answer, and a category offer is one per item. No
+offer id in the file may hold it, so a joined id never collides with one."""
+FALLBACK_VALUE: Final = 1.0
+"""The value of a product sale when neither the item's price nor the model's typical
+line value is known: every product then counts the same, so products rank by
+propensity alone (scaled by margin and lever), as they did before the catalogue."""
+
+
+# --- the file's schema --------------------------------------------------------------
+
+
+def _as_text(value: Any) -> Any:
+    """YAML reads ``item_id: 22423`` as a number; an id is text, whatever it looks like."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    """A time without a zone is UTC: the service's clock is UTC, and so is the data."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _date_as_midnight(value: Any) -> Any:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return value
+
+
+Id = Annotated[str, BeforeValidator(_as_text), Field(min_length=1)]
+UtcTime = Annotated[datetime, BeforeValidator(_date_as_midnight), AfterValidator(_in_utc)]
+Money = Annotated[float, Field(ge=0)]
+Weight = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    # extra="forbid": a misspelt field is an error, never a silently ignored term.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ProductDefaults(_Strict):
+    """The terms every product offer has unless an item override or an offer says otherwise."""
+
+    value: Money | None = Field(
+        None, description="money per sale; null = the model's typical line value"
+    )
+    price_weighted: bool = Field(
+        False, description="value = margin x the item's own median price, not a flat value"
+    )
+    margin: float = Field(1.0, ge=0, description="share of the price or line value kept")
+    lever: Weight = Field(1.0, description="the marketer's weight; 0 never wins, 2 doubles")
+    stages: tuple[Stage, ...] = Field(STAGES, min_length=1)
+    channels: tuple[ChannelName, ...] = Field(CHANNELS, min_length=1)
+    cap_per_customer: int | None = Field(
+        None, ge=1, description="impressions per customer in cap_days; null = no cap"
+    )
+    cap_days: float = Field(30.0, gt=0)
+
+
+class ItemOverride(ProductDefaults):
+    """Per-item product terms: only the fields written here replace the ``products`` ones."""
+
+    item_id: Id
+    exclude: bool = Field(False, description="never offer this item")
+
+
+class CatalogOffer(_Strict):
+    """One offer of the file: an incentive, or product terms for one item or a category.
+
+    On a product offer, the terms not written come from ``products`` (filled at load);
+    ``value`` is always set on an incentive (checked at load).
+    """
+
+    id: Id
+    kind: OfferKind
+    title: str | None = None
+    incentive: IncentiveKind | None = None
+    amount: float | None = Field(
+        None, gt=0, description="percent off, or the points multiplier; null for free_shipping"
+    )
+    item_id: Id | None = None
+    category: Id | None = None
+    value: Money | None = None
+    price_weighted: bool = False
+    margin: float = Field(1.0, ge=0)
+    response_rate: float = Field(
+        0.05, ge=0, le=1, description="share of customers who take an incentive up"
+    )
+    stages: tuple[Stage, ...] = Field(STAGES, min_length=1)
+    channels: tuple[ChannelName, ...] = Field(CHANNELS, min_length=1)
+    valid_from: UtcTime | None = None
+    valid_to: UtcTime | None = None
+    cap_per_customer: int | None = Field(None, ge=1)
+    cap_days: float = Field(30.0, gt=0)
+    lever: Weight = 1.0
+
+    def is_valid_at(self, now_s: int) -> bool:
+        """``valid_from <= now < valid_to``; a missing bound does not bound."""
+        return (self.valid_from is None or self.valid_from.timestamp() <= now_s) and (
+            self.valid_to is None or now_s < self.valid_to.timestamp()
+        )
+
+
+class IncentiveOffer(CatalogOffer):
+    """An incentive as served: checked at load, so its kind and value are always set."""
+
+    incentive: IncentiveKind
+    value: Money
+
+
+class StageWeights(_Strict):
+    """How much a stage favours each kind of offer; 1.0 is neutral."""
+
+    incentive: Weight = 1.0
+    product: Weight = 1.0
+
+
+class CatalogFile(_Strict):
+    """The whole file, version 1."""
+
+    version: Literal[1]
+    products: ProductDefaults = Field(default_factory=ProductDefaults)
+    items: tuple[ItemOverride, ...] = ()
+    categories: dict[Id, tuple[Id, ...]] = Field(default_factory=dict)
+    offers: tuple[CatalogOffer, ...] = ()
+    stage_weights: dict[Stage, StageWeights] = Field(default_factory=dict)

@@ -1,0 +1,301 @@
+"""The terms ranking asks for: each item's and offer's eligibility, value and lever, built
+once per catalogue (``Catalog``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import get_args
+
+import numpy as np
+
+from nbo.catalog.schema import (
+    DEFAULT_FINGERPRINT,
+    FALLBACK_VALUE,
+    KIND_INCENTIVE,
+    KIND_PRODUCT,
+    OFFER_ITEM_SEPARATOR,
+    PRODUCT_OFFER_PREFIX,
+    CatalogFile,
+    CatalogOffer,
+    IncentiveOffer,
+    ItemOverride,
+    OfferKind,
+    ProductDefaults,
+)
+
+log = logging.getLogger(__name__)
+
+# --- what the ranking asks ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProductTerms:
+    """The terms one item is offered on, for one stage, channel and time.
+
+    ``offer_id`` names the one offer these terms make: the id of the catalogue's product
+    offer for the item, ``<offer id>:<item_id>`` for an item of a category offer, or
+    ``product:<item_id>`` for the item's own terms.
+    """
+
+    offer_id: str
+    value: float | None
+    price_weighted: bool
+    margin: float
+    lever: float
+    cap_per_customer: int | None
+    cap_days: float
+
+
+def resolve_value(
+    terms: ProductTerms, item_price: float | None, typical_line_value: float | None
+) -> float:
+    """The money one sale of the product offer is worth to the business.
+
+    - an explicit ``value`` is taken as is (it is already the business's share);
+    - ``price_weighted``: ``margin x item_price`` (the item's own median price);
+    - otherwise, or when the price is unknown: ``margin x typical_line_value`` (the median
+      purchase line from training), so products are on the same money scale as incentives;
+    - when nothing is known: ``margin x 1.0``, so products rank by propensity alone.
+
+    Unknown, non-finite or non-positive prices count as unknown.
+    """
+    if terms.value is not None:
+        return terms.value
+    if terms.price_weighted and _known(item_price):
+        return terms.margin * float(item_price)  # type: ignore[arg-type]
+    if _known(typical_line_value):
+        return terms.margin * float(typical_line_value)  # type: ignore[arg-type]
+    return terms.margin * FALLBACK_VALUE
+
+
+def resolve_values(
+    terms: ProductTerms, item_prices: np.ndarray, typical_line_value: float | None
+) -> np.ndarray:
+    """``resolve_value`` for many items on the same terms (prices: NaN = unknown)."""
+    prices = np.asarray(item_prices, dtype=np.float64)
+    if terms.value is not None:
+        return np.full(len(prices), float(terms.value))
+    fallback = resolve_value(replace(terms, price_weighted=False), None, typical_line_value)
+    if not terms.price_weighted:
+        return np.full(len(prices), fallback)
+    with np.errstate(invalid="ignore"):
+        known = np.isfinite(prices) & (prices > 0)
+    return np.where(known, terms.margin * np.where(known, prices, 0.0), fallback)
+
+
+def _known(amount: float | None) -> bool:
+    return amount is not None and amount > 0 and amount != float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class _Base:
+    """An item's own product terms (defaults plus override), eligibility included."""
+
+    stages: frozenset[str]
+    channels: frozenset[str]
+    terms: ProductTerms
+
+
+@dataclass(frozen=True, slots=True)
+class _Campaign:
+    """A ``kind: product`` offer, precomputed for the per-item lookup."""
+
+    starts_s: float
+    ends_s: float
+    stages: frozenset[str]
+    channels: frozenset[str]
+    terms: ProductTerms
+
+
+def _seconds(moment: datetime | None, missing: float) -> float:
+    return missing if moment is None else moment.timestamp()
+
+
+def _terms_of(offer_id: str, source: ProductDefaults | CatalogOffer) -> ProductTerms:
+    return ProductTerms(
+        offer_id=offer_id,
+        value=source.value,
+        price_weighted=source.price_weighted,
+        margin=source.margin,
+        lever=source.lever,
+        cap_per_customer=source.cap_per_customer,
+        cap_days=source.cap_days,
+    )
+
+
+class Catalog:
+    """A validated catalogue, with the lookups ranking needs built once at load.
+
+    Immutable by convention: a reload builds a new one and swaps the reference.
+    """
+
+    def __init__(
+        self,
+        document: CatalogFile,
+        source: Path | None = None,
+        fingerprint: str = DEFAULT_FINGERPRINT,
+        loaded_at: float | None = None,
+    ) -> None:
+        self.document = document
+        self.source = source
+        self.fingerprint = fingerprint
+        self.loaded_at = time.time() if loaded_at is None else loaded_at
+        self.products = document.products
+        self.offers: tuple[CatalogOffer, ...] = tuple(
+            _as_served(offer, document.products) for offer in document.offers
+        )
+        self.categories: Mapping[str, tuple[str, ...]] = document.categories
+        self._default = _Base(
+            frozenset(self.products.stages),
+            frozenset(self.products.channels),
+            _terms_of(PRODUCT_OFFER_PREFIX, self.products),
+        )
+        self._excluded = frozenset(item.item_id for item in document.items if item.exclude)
+        self._bases = {
+            item.item_id: _base_of(item, self.products)
+            for item in document.items
+            if not item.exclude
+        }
+        self._campaigns = self._build_campaigns()
+        self._named = self._excluded | frozenset(self._bases) | frozenset(self._campaigns)
+        # Whether any product terms weigh their value by the item's price.
+        self.uses_prices: bool = (
+            self._default.terms.price_weighted
+            or any(base.terms.price_weighted for base in self._bases.values())
+            or any(c.terms.price_weighted for cs in self._campaigns.values() for c in cs)
+        )
+        self._incentives = tuple(o for o in self.offers if isinstance(o, IncentiveOffer))
+        self._weights: dict[tuple[str, str], float] = {
+            (stage, kind): getattr(weights, kind)
+            for stage, weights in document.stage_weights.items()
+            for kind in get_args(OfferKind)
+        }
+        caps = [
+            (terms.cap_per_customer, terms.cap_days)
+            for terms in (self._default.terms, *(base.terms for base in self._bases.values()))
+        ] + [(offer.cap_per_customer, offer.cap_days) for offer in self.offers]
+        # How far back a caller must read impressions to check every cap.
+        self.max_cap_days: float = max((days for cap, days in caps if cap is not None), default=0.0)
+
+    def _build_campaigns(self) -> dict[str, tuple[_Campaign, ...]]:
+        """Item id -> its product offers: offers naming the item first, then categories,
+        each in file order; the first live one gives the item's terms."""
+        by_item: dict[str, list[_Campaign]] = {}
+        for pass_ in ("item", "category"):
+            for offer in self.offers:
+                if offer.kind != KIND_PRODUCT:
+                    continue
+                if pass_ == "item" and offer.item_id is not None:
+                    items: Sequence[str] = (offer.item_id,)
+                elif pass_ == "category" and offer.category is not None:
+                    items = self.categories[offer.category]
+                else:
+                    continue
+                campaign = _Campaign(
+                    _seconds(offer.valid_from, float("-inf")),
+                    _seconds(offer.valid_to, float("inf")),
+                    frozenset(offer.stages),
+                    frozenset(offer.channels),
+                    _terms_of(offer.id, offer),
+                )
+                for item_id in items:
+                    mine = campaign
+                    if pass_ == "category":
+                        # One offer per item of the category, each with its own id.
+                        each = f"{offer.id}{OFFER_ITEM_SEPARATOR}{item_id}"
+                        mine = replace(campaign, terms=replace(campaign.terms, offer_id=each))
+                    by_item.setdefault(item_id, []).append(mine)
+        return {item_id: tuple(campaigns) for item_id, campaigns in by_item.items()}
+
+    @property
+    def offer_count(self) -> int:
+        return len(self.offers)
+
+    def incentives_for(self, stage: str, channel: str, now_s: int) -> list[IncentiveOffer]:
+        """Incentives eligible for the stage and channel and valid at ``now_s``, in file order."""
+        return [
+            offer
+            for offer in self._incentives
+            if stage in offer.stages and channel in offer.channels and offer.is_valid_at(now_s)
+        ]
+
+    def product_terms(
+        self, item_id: str, stage: str, channel: str, now_s: int
+    ) -> ProductTerms | None:
+        """The item's terms now, or None when it may not be offered: excluded, or not for
+        this stage or channel under the terms that hold now.
+
+        The first live product offer covering the item (offers naming it, then category
+        offers, each in file order) sets its terms, eligibility included: a category offer
+        for the app only keeps its items off email while it runs. With no live offer (none,
+        not started, or over) the item's own terms hold again.
+        """
+        if item_id in self._excluded:
+            return None
+        for campaign in self._campaigns.get(item_id, ()):
+            if campaign.starts_s <= now_s < campaign.ends_s:
+                if stage in campaign.stages and channel in campaign.channels:
+                    return campaign.terms
+                return None
+        base = self._bases.get(item_id, self._default)
+        if stage not in base.stages or channel not in base.channels:
+            return None
+        if base is self._default:
+            return replace(base.terms, offer_id=PRODUCT_OFFER_PREFIX + item_id)
+        return base.terms
+
+    @property
+    def named_items(self) -> frozenset[str]:
+        """Items the file says something about (excluded, overridden, or in a product
+        offer): every other item has the default terms (``default_terms``)."""
+        return self._named
+
+    def default_terms(self, stage: str, channel: str) -> ProductTerms | None:
+        """The terms of every item not in ``named_items`` (their ``offer_id`` is the
+        prefix alone: add the item id), or None when such items may not be offered for
+        this stage and channel. Lets a caller treat the many plain items at once."""
+        if stage not in self._default.stages or channel not in self._default.channels:
+            return None
+        return self._default.terms
+
+    def stage_weight(self, stage: str, kind: str) -> float:
+        """The stage policy's weight for a kind of offer; 1.0 when the file says nothing."""
+        return float(self._weights.get((stage, kind), 1.0))
+
+
+def _as_served(offer: CatalogOffer, products: ProductDefaults) -> CatalogOffer:
+    """An incentive as an IncentiveOffer; a product offer with its unwritten terms taken
+    from ``products`` (item overrides do not apply to it: an offer states its own terms)."""
+    if offer.kind == KIND_INCENTIVE:
+        return IncentiveOffer.model_validate(offer.model_dump(exclude_unset=True))
+    inherited = {
+        name: getattr(products, name)
+        for name in (
+            "value",
+            "price_weighted",
+            "margin",
+            "lever",
+            "stages",
+            "channels",
+            "cap_per_customer",
+            "cap_days",
+        )
+        if name not in offer.model_fields_set
+    }
+    return offer.model_copy(update=inherited)
+
+
+def _base_of(item: ItemOverride, products: ProductDefaults) -> _Base:
+    written = item.model_dump(exclude_unset=True, exclude={"item_id", "exclude"})
+    terms = products.model_copy(update=written)
+    return _Base(
+        frozenset(terms.stages),
+        frozenset(terms.channels),
+        _terms_of(PRODUCT_OFFER_PREFIX + item.item_id, terms),
+    )

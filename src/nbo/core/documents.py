@@ -1,0 +1,65 @@
+"""Configuration documents a person writes (the offer catalogue, experiments): YAML or
+JSON files read into a mapping, every failure one line naming the file and the place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from nbo.core.errors import NboError
+
+SUFFIXES: Final = {".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
+
+# (the file, the problem) -> the error to raise: each document kind has its own class.
+ErrorFactory = Callable[[str, str], NboError]
+
+
+def read_document(
+    path: Path, what: str, sections: str, error: ErrorFactory, missing_hint: str = ""
+) -> tuple[dict[str, Any], bytes]:
+    """The file's top-level mapping and its bytes. ``what`` names the kind of file in
+    messages ("a catalogue"), ``sections`` its top-level keys ("version, experiments")."""
+    source = str(path)
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise error(source, f"{what} is a .yaml, .yml or .json file")
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        raise error(
+            source, "no such file" + (f" ({missing_hint})" if missing_hint else "")
+        ) from None
+    except IsADirectoryError:
+        raise error(source, f"is a directory, not {what}") from None
+    except OSError as exc:
+        raise error(source, f"cannot be read: {exc.strerror or exc}") from None
+    empty = f"the file is empty; {what} starts with 'version: 1'"
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(source, f"not UTF-8 text (byte {exc.start})") from None
+    if not text.strip():
+        raise error(source, empty)
+    try:
+        raw = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise error(
+            source, f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(source, f"not valid YAML{at}: {problem}") from None
+    if raw is None:
+        raise error(source, empty)
+    if not isinstance(raw, dict):
+        raise error(
+            source, f"{what} is a mapping of sections ({sections}), not a {type(raw).__name__}"
+        )
+    return raw, content

@@ -1,0 +1,236 @@
+"""Events posted to the service: purchases, offer impressions, clicks and conversions.
+
+Each event is validated on its own, so one bad event in a batch is rejected with its
+reason while the good ones are stored. Times are stored as UTC unix seconds.
+
+Validation is strict, as for every request body: JSON types as documented (no "3" for
+3, no "yes" for true; a time is ISO 8601 text), unknown fields refused, ids as
+``nbo.ids`` defines them, finite numbers within stated bounds, and a timestamp inside
+the window the service accepts (``EventWindow``: not before ``NBO_EARLIEST_EVENT``, not
+after the service clock plus ``NBO_CLOCK_SKEW_SECONDS``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from nbo.core.ids import Id, check_id, id_problem
+
+MAX_BATCH = 1000  # events per request
+# Lines per purchase event: the largest order of a known customer in the Online Retail
+# data has 542 lines; the request body limit (NBO_MAX_BODY_BYTES) bounds a request too.
+MAX_LINES = 1000
+# Bounds of the numbers an event carries: far above any real order line (the Online
+# Retail data's largest quantity is 80,995 and price 38,970), far below what makes sums
+# of them lose precision or overflow.
+MAX_QUANTITY = 1e6
+MAX_MONEY = 1e9
+
+PURCHASE = "purchase"
+IMPRESSION = "offer_impression"
+CLICK = "offer_click"
+CONVERSION = "offer_conversion"
+EVENT_TYPES = (PURCHASE, IMPRESSION, CLICK, CONVERSION)
+
+ISO_EXAMPLE = "2026-11-23T10:00:00Z"
+
+
+@dataclass(frozen=True)
+class EventWindow:
+    """The timestamps the service accepts: from ``earliest`` to ``latest``, both
+    included (UTC). Passed as the validation context; events built in code (the
+    impressions the service records) are not checked against it."""
+
+    earliest: datetime
+    latest: datetime
+
+    @classmethod
+    def around(cls, now: datetime, skew_seconds: float, earliest: datetime) -> EventWindow:
+        """Events from ``earliest`` up to ``skew_seconds`` after the service clock."""
+        return cls(earliest, now + timedelta(seconds=skew_seconds))
+
+
+def _time_from_text(value: Any) -> Any:
+    """A timestamp is ISO 8601 text (or a datetime, for events built in code); a time
+    without a zone is UTC. Numbers are refused: seconds or milliseconds would be a
+    guess."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise PydanticCustomError(
+                "iso_time", f"must be an ISO 8601 time such as {ISO_EXAMPLE}"
+            ) from None
+    else:
+        raise PydanticCustomError("iso_time", f"must be ISO 8601 text such as {ISO_EXAMPLE}")
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("iso_time", "is out of range") from None
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_time_from_text)]
+# A short name (a channel, an experiment, a variant): an id of at most 64 characters.
+Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_id)]
+Quantity = Annotated[float, Field(gt=0, le=MAX_QUANTITY)]
+Money = Annotated[float, Field(le=MAX_MONEY)]
+
+
+class _Strict(BaseModel):
+    # strict: JSON types as documented; allow_inf_nan: Infinity and NaN (which Python's
+    # JSON reader accepts, and 1e309 becomes) are not numbers anything can be counted in.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class _Event(_Strict):
+    event_id: Id
+    customer_id: Id
+    timestamp: Timestamp = Field(
+        description="when it happened, ISO 8601; without a zone it is UTC; not before "
+        "NBO_EARLIEST_EVENT, not after the service clock plus NBO_CLOCK_SKEW_SECONDS"
+    )
+
+    @field_validator("timestamp")
+    @classmethod
+    def _inside_the_window(cls, value: datetime, info: ValidationInfo) -> datetime:
+        window = info.context
+        if not isinstance(window, EventWindow):
+            return value
+        if value < window.earliest:
+            raise PydanticCustomError(
+                "time_window",
+                f"{value.isoformat()} is before the earliest event time accepted "
+                f"({window.earliest.isoformat()}, NBO_EARLIEST_EVENT)",
+            )
+        if value > window.latest:
+            raise PydanticCustomError(
+                "time_window",
+                f"{value.isoformat()} is after the latest event time accepted "
+                f"({window.latest.isoformat()}: the service clock plus "
+                "NBO_CLOCK_SKEW_SECONDS)",
+            )
+        return value
+
+    @property
+    def occurred_at(self) -> int:
+        """Unix seconds, the store's clock unit."""
+        return int(self.timestamp.timestamp())
+
+
+class PurchaseLine(_Strict):
+    item_id: Id
+    quantity: Quantity = Field(
+        1.0, description=f"units, > 0 and <= {MAX_QUANTITY:,.0f}; returns are not purchases"
+    )
+    price: Money | None = Field(None, gt=0, description=f"unit price, > 0 and <= {MAX_MONEY:,.0f}")
+
+
+class PurchaseEvent(_Event):
+    type: Literal["purchase"]
+    order_id: Id | None = None
+    items: list[PurchaseLine] = Field(
+        min_length=1, max_length=MAX_LINES, description=f"1 to {MAX_LINES} lines"
+    )
+
+
+class _OfferEvent(_Event):
+    item_id: Id = Field(description="the offered item (or offer id)")
+    channel: Name | None = None
+    request_id: Id | None = Field(
+        None, description="the request id of the offers call that showed it"
+    )
+    experiment: Name | None = Field(
+        None, description="the experiment the offers answer named, if any"
+    )
+    variant: Name | None = Field(None, description="the variant the offers answer named, if any")
+
+
+class ImpressionEvent(_OfferEvent):
+    type: Literal["offer_impression"]
+
+
+class ClickEvent(_OfferEvent):
+    type: Literal["offer_click"]
+
+
+class ConversionEvent(_OfferEvent):
+    type: Literal["offer_conversion"]
+    revenue: Money = Field(0.0, ge=0, description=f"money, >= 0 and <= {MAX_MONEY:,.0f}")
+
+
+Event = Annotated[
+    PurchaseEvent | ImpressionEvent | ClickEvent | ConversionEvent, Field(discriminator="type")
+]
+_EVENT = TypeAdapter(Event)
+
+
+class Rejection(BaseModel):
+    index: int = Field(description="position of the event in the batch")
+    event_id: str | None = None
+    reason: str
+
+
+def parse_events(
+    body: Any, window: EventWindow | None = None
+) -> tuple[list[tuple[int, Event]], list[Rejection]]:
+    """Split a request body (one event, or ``{"events": [...]}``) into valid events (with
+    their positions) and rejections naming the field and the problem; timestamps outside
+    ``window`` are rejected (None: any time, for events a tool or a test builds).
+
+    Raises ValueError for a body that is neither (the whole request is refused).
+    """
+    if isinstance(body, dict) and "events" in body and "type" not in body:
+        unknown = sorted(str(key) for key in body if key != "events")
+        if unknown:
+            raise ValueError(f'{unknown[0]}: unknown field (a batch is {{"events": [...]}})')
+        raw = body["events"]
+        if not isinstance(raw, list):
+            raise ValueError("events: must be a list of events")
+        if len(raw) > MAX_BATCH:
+            raise ValueError(f"events: at most {MAX_BATCH} events per request, got {len(raw)}")
+    elif isinstance(body, dict):
+        raw = [body]
+    else:
+        raise ValueError('body: must be one event object or {"events": [...]}')
+    valid: list[tuple[int, Event]] = []
+    rejected: list[Rejection] = []
+    for index, item in enumerate(raw):
+        event_id = item.get("event_id") if isinstance(item, dict) else None
+        if not isinstance(event_id, str) or id_problem(event_id) is not None:
+            event_id = None  # never echo what is not an id
+        try:
+            valid.append((index, _EVENT.validate_python(item, context=window)))
+        except ValidationError as exc:
+            rejected.append(
+                Rejection(
+                    index=index,
+                    event_id=event_id,
+                    reason=_reason(exc),
+                )
+            )
+    return valid, rejected
+
+
+def _reason(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = [str(p) for p in error["loc"] if p not in EVENT_TYPES]
+        parts.append(f"{'.'.join(location) or 'event'}: {error['msg']}")
+    return "; ".join(parts)

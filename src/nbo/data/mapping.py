@@ -1,0 +1,200 @@
+"""Column mappings: how a customer's file names the canonical columns, and its cleaning rules.
+
+A mapping is a small TOML file. Named mappings ship inside the package
+(``nbo/data/mappings/<name>.toml``) so ``--mapping online-retail`` works on any install;
+any other value is read as a path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+from nbo.core import columns as col
+from nbo.core.errors import MappingError
+
+DEFAULT_MAPPING = "canonical"
+
+# Words a file's column names often use for the required columns, tried after a close
+# spelling when a file does not fit its mapping (the suggestion, never an automatic
+# choice: a guessed mapping that reads the wrong column would train a wrong model).
+COLUMN_WORDS: dict[str, tuple[str, ...]] = {
+    col.CUSTOMER_ID: ("customer", "client", "user", "member", "buyer", "shopper"),
+    col.ITEM_ID: ("item", "product", "sku", "stockcode", "article", "stock"),
+    col.TIMESTAMP: ("timestamp", "datetime", "date", "time"),
+}
+
+
+@dataclass(frozen=True)
+class CleaningRules:
+    """What counts as not-a-purchase in this data set."""
+
+    cancelled_order_prefix: str = ""
+    non_product_items: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Canonical column name -> the name used in the source file."""
+
+    name: str
+    columns: dict[str, str] = field(default_factory=dict)
+    cleaning: CleaningRules = field(default_factory=CleaningRules)
+
+    def source(self, canonical: str) -> str:
+        """The source column for a canonical one (itself when unmapped)."""
+        return self.columns.get(canonical, canonical)
+
+    def with_overrides(
+        self,
+        columns: dict[str, str] | None = None,
+        cancelled_order_prefix: str | None = None,
+    ) -> ColumnMapping:
+        """A copy with command-line overrides applied on top of the file's settings."""
+        merged = dict(self.columns)
+        for canonical, source in (columns or {}).items():
+            _check_canonical(canonical, self.name)
+            merged[canonical] = source
+        cleaning = self.cleaning
+        if cancelled_order_prefix is not None:
+            cleaning = replace(cleaning, cancelled_order_prefix=cancelled_order_prefix)
+        return replace(self, columns=merged, cleaning=cleaning)
+
+
+def shipped_mappings() -> list[str]:
+    """Names of the mappings that ship with nbo."""
+    folder = resources.files("nbo.data") / "mappings"
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
+
+
+def load_mapping(name_or_path: str | None) -> ColumnMapping:
+    """Load a shipped mapping by name, or a mapping file by path."""
+    name_or_path = name_or_path or DEFAULT_MAPPING
+    shipped = resources.files("nbo.data") / "mappings" / f"{name_or_path}.toml"
+    if shipped.is_file():
+        return _parse_mapping(shipped.read_text(encoding="utf-8"), name_or_path)
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise MappingError(
+            f"mapping '{name_or_path}' is neither a shipped mapping "
+            f"({', '.join(shipped_mappings())}) nor a file"
+        )
+    return _parse_mapping(path.read_text(encoding="utf-8"), str(path))
+
+
+def suggest_mapping(names: Sequence[str], mapping: ColumnMapping) -> str:
+    """What to pass so that a file whose columns are ``names`` fits, for the error that
+    says ``mapping`` does not: a shipped mapping whose required columns are all in the
+    file (the one using most of the file's columns), or else ``--column`` flags for the
+    missing required columns, from the file's columns that look like them."""
+    present = set(names)
+    fits: list[tuple[int, str]] = []
+    for shipped in shipped_mappings():
+        if shipped == mapping.name:
+            continue
+        candidate = load_mapping(shipped)
+        if all(candidate.source(c) in present for c in col.REQUIRED_COLUMNS):
+            fits.append((sum(candidate.source(c) in present for c in col.ALL_COLUMNS), shipped))
+    if fits:
+        used, best = max(fits, key=lambda fit: (fit[0], fit[1]))
+        return (
+            f"the shipped mapping '{best}' fits them ({used} of its {len(col.ALL_COLUMNS)} "
+            f"columns are there): add --mapping {best}"
+        )
+    taken = {mapping.source(c) for c in col.ALL_COLUMNS} & present
+    flags: list[str] = []
+    unmatched: list[str] = []
+    for canonical in col.REQUIRED_COLUMNS:
+        if mapping.source(canonical) in present:
+            continue
+        guess = _look_alike(canonical, [n for n in names if n not in taken])
+        if guess is None:
+            unmatched.append(canonical)
+            continue
+        taken.add(guess)
+        flags.append("--column " + shlex.quote(f"{canonical}={guess}"))
+    advice = []
+    if flags:
+        advice.append(f"try {' '.join(flags)} (chosen by their names: check them)")
+    if unmatched:
+        advice.append(
+            f"no column looks like {' or '.join(unmatched)}: name yours with "
+            f"--column {unmatched[0]}=COLUMN or a mapping file (--mapping FILE)"
+        )
+    return "; ".join(advice)
+
+
+def _look_alike(canonical: str, names: Sequence[str]) -> str | None:
+    """The column of ``names`` most like ``canonical``: the same letters and digits
+    (CustomerID, customer-id), then a close spelling, then a usual word for it."""
+    wanted = _letters(canonical)
+    letters = {_letters(name): name for name in reversed(names)}
+    if wanted in letters:
+        return letters[wanted]
+    close = difflib.get_close_matches(wanted, list(letters), n=1, cutoff=0.75)
+    if close:
+        return letters[close[0]]
+    for word in COLUMN_WORDS.get(canonical, ()):
+        for name in names:
+            if word in _letters(name):
+                return name
+    return None
+
+
+def _letters(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def parse_column_overrides(pairs: list[str]) -> dict[str, str]:
+    """Parse ``canonical=source`` pairs from the command line."""
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        canonical, sep, source = pair.partition("=")
+        if not sep or not canonical or not source:
+            raise MappingError(f"--column '{pair}': expected CANONICAL=SOURCE, e.g. item_id=sku")
+        _check_canonical(canonical, "--column")
+        overrides[canonical] = source
+    return overrides
+
+
+def _parse_mapping(text: str, origin: str) -> ColumnMapping:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MappingError(f"mapping {origin}: not valid TOML ({exc})") from None
+    columns = data.get("columns", {})
+    if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
+        raise MappingError(f"mapping {origin}: [columns] must map canonical names to strings")
+    for canonical in columns:
+        _check_canonical(canonical, f"mapping {origin}")
+    cleaning = data.get("cleaning", {})
+    if not isinstance(cleaning, dict):
+        raise MappingError(f"mapping {origin}: [cleaning] must be a table")
+    prefix = cleaning.get("cancelled_order_prefix", "")
+    items = cleaning.get("non_product_items", [])
+    if not isinstance(prefix, str):
+        raise MappingError(f"mapping {origin}: cleaning.cancelled_order_prefix must be a string")
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise MappingError(
+            f"mapping {origin}: cleaning.non_product_items must be a list of strings"
+        )
+    return ColumnMapping(
+        name=origin,
+        columns=dict(columns),
+        cleaning=CleaningRules(cancelled_order_prefix=prefix, non_product_items=tuple(items)),
+    )
+
+
+def _check_canonical(name: str, origin: str) -> None:
+    if name not in col.ALL_COLUMNS:
+        raise MappingError(
+            f"{origin}: unknown canonical column '{name}' (known: {', '.join(col.ALL_COLUMNS)})"
+        )

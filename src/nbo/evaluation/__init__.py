@@ -1,0 +1,1 @@
+"""Judging rankings: top-k metrics and the offline comparison of two models."""

@@ -1,0 +1,88 @@
+"""Which model answers a customer: the current one, or their experiment variant's.
+
+A customer is in at most one experiment at a time: the first active one in the file
+(so overlapping experiments never split the same customer twice). Customers without
+consent to personalization stay out of every experiment and get the current model's
+non-personalized answer, as they would without experiments. The control variant is
+answered with non-personalized offers (popular items, the catalogue's incentives), with
+every rule still applied.
+
+API calls and batch generation both ask ``ServingModels.assign``, so a customer gets the
+same variant from either, across processes and restarts, with nothing stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nbo.experiments.definitions import NO_EXPERIMENTS, Experiments
+from nbo.models.registry import resolve
+from nbo.models.served import ServingModel, load_serving_model
+from nbo.store.base import Consent
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The model to answer with, and the experiment and variant to name in the answer."""
+
+    model: ServingModel
+    experiment: str | None = None
+    variant: str | None = None
+    personalize: bool = True  # False for the control: non-personalized offers
+
+
+@dataclass(frozen=True)
+class ServingModels:
+    """The current model and every model an experiment's variants name, loaded together
+    and swapped as one reference."""
+
+    current: ServingModel
+    experiments: Experiments = NO_EXPERIMENTS
+    # model reference (alias or version, as written in the experiments file) -> model
+    by_reference: dict[str, ServingModel] = field(default_factory=dict)
+
+    def assign(self, customer_id: str, consent: Consent, now_s: int) -> Assignment:
+        if not consent.personalization:
+            return Assignment(self.current)
+        for experiment in self.experiments.active(now_s):
+            variant = experiment.assign(customer_id)
+            if variant.control or variant.model is None:
+                return Assignment(self.current, experiment.name, variant.name, personalize=False)
+            return Assignment(self.by_reference[variant.model], experiment.name, variant.name)
+        return Assignment(self.current)
+
+    def models(self) -> list[ServingModel]:
+        """Every distinct model loaded (the current one first)."""
+        seen = {self.current.version: self.current}
+        for model in self.by_reference.values():
+            seen.setdefault(model.version, model)
+        return list(seen.values())
+
+    def forget(self, customer_id: str) -> bool:
+        """Erase a customer from every loaded model; True when any knew them."""
+        return any([model.forget(customer_id) for model in self.models()])
+
+
+def load_serving_models(
+    models_dir: Path,
+    version: str | None,
+    experiments: Experiments = NO_EXPERIMENTS,
+    erased: Iterable[str] = (),
+) -> ServingModels:
+    """The current model (``version`` or CURRENT) and the models the experiments name,
+    each checked like the current one; ArtifactError when any cannot serve. Erased
+    customers are removed from all of them."""
+    current = load_serving_model(models_dir, version)
+    loaded = {current.version: current}
+    by_reference: dict[str, ServingModel] = {}
+    for reference in sorted(experiments.models()):
+        resolved = resolve(models_dir, reference)
+        if resolved not in loaded:
+            loaded[resolved] = load_serving_model(models_dir, resolved)
+        by_reference[reference] = loaded[resolved]
+    models = ServingModels(current, experiments, by_reference)
+    for customer_id in erased:
+        models.forget(customer_id)
+    return models

@@ -1,0 +1,438 @@
+"""Experiment files: which recommendation models are A/B tested, on whom, and when.
+
+An operator edits one file (YAML or JSON, by extension)::
+
+    version: 1
+    experiments:
+      - name: ranker-vs-als
+        salt: "2026-12-campaign"
+        start: 2026-12-01T00:00:00Z
+        end: 2027-01-01T00:00:00Z      # optional: open-ended
+        variants:
+          - {name: control, control: true, weight: 10}
+          - {name: production, model: production, weight: 45}
+          - {name: candidate, model: candidate, weight: 45}
+
+It is validated whole at load, like the offer catalogue: a typo or an impossible rule
+refuses the file with one line naming the file, the experiment, the variant and the
+field, because a half-understood experiment would silently show customers the wrong
+model and spoil the comparison.
+
+A customer's variant is a pure function of the experiment's salt, its variants and the
+customer id (``Experiment.assign``), so nothing about assignment is stored anywhere.
+
+This module knows no HTTP and no model store: ``model`` is kept as written (an alias such
+as ``production`` or a model version), for the caller to resolve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from nbo.core.documents import read_document
+from nbo.core.errors import NboError
+
+NAME_PATTERN: Final = r"[a-z0-9][a-z0-9_-]{0,63}"
+"""Experiment and variant names: lowercase letters, digits, '-' and '_', 1 to 64 long."""
+
+
+_NAME_RULE: Final = (
+    "must be 1 to 64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+)
+_POINT_SCALE: Final = 2**64
+_BELOW_ONE: Final = math.nextafter(1.0, 0.0)
+
+
+class ExperimentError(NboError):
+    """An experiment file that cannot be used, naming the file, experiment, variant, field.
+
+    ``experiment`` and ``variant`` are the names the file gives them, or their 1-based
+    position (an int) when they have no usable name, so the one-line message points at
+    the line to edit: ``experiments.yaml: experiment 'ranker-vs-als': variant 'candidate':
+    weight: must be greater than 0``.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        problem: str,
+        experiment: str | int | None = None,
+        variant: str | int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.source = source
+        self.experiment = experiment
+        self.variant = variant
+        self.field = field
+        self.problem = problem
+        where = [source]
+        if experiment is not None:
+            where.append(_label("experiment", experiment))
+        if variant is not None:
+            where.append(_label("variant", variant))
+        if field:
+            where.append(field)
+        where.append(problem)
+        super().__init__(": ".join(where))
+
+
+def _label(noun: str, name: str | int) -> str:
+    return f"{noun} #{name}" if isinstance(name, int) else f"{noun} '{name}'"
+
+
+# --- what the service asks ----------------------------------------------------------
+
+
+def assignment_point(salt: str, customer_id: str) -> float:
+    """Where a customer falls in an experiment's [0, 1) line of variants.
+
+    The first 8 bytes of ``sha256(f"{salt}:{customer_id}")`` (UTF-8) as a big-endian
+    unsigned integer, divided by 2**64: uniform over [0, 1) for any ids, and the same
+    number in every call, process, machine and release.
+
+    Python's ``hash()`` must never stand in for it: string hashing is randomised per
+    process (``PYTHONHASHSEED``), so each service worker, and every restart, would put
+    the same customer in a different variant, and a customer seeing both models spoils
+    the comparison. A keyed digest keeps assignment sticky without storing anything.
+    """
+    return _point_of(hashlib.sha256(f"{salt}:{customer_id}".encode()).digest())  # UTF-8
+
+
+def _point_of(digest: bytes) -> float:
+    # The top 1024 or so of the 2**64 integers divide to exactly 1.0 in floats: keep
+    # them just under 1, so the point is always in [0, 1) (about once in 2**54 ids).
+    return min(int.from_bytes(digest[:8], "big") / _POINT_SCALE, _BELOW_ONE)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of an experiment.
+
+    ``weight`` is the variant's normalised share in (0, 1]: the shares of an experiment
+    sum to 1. ``model`` is an alias or a model version as written, None for the control
+    (which gets the non-personalized offers).
+    """
+
+    name: str
+    weight: float
+    model: str | None
+    control: bool
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment as served: variants in file order, times in unix seconds (UTC)."""
+
+    name: str
+    salt: str
+    start_s: int
+    end_s: int | None
+    variants: tuple[Variant, ...]
+
+    def __post_init__(self) -> None:
+        # assign() walks the shares as given: they must cover [0, 1) (load_experiments
+        # normalises them; this catches an Experiment built by hand with raw weights).
+        if not self.variants:
+            raise ValueError(f"experiment '{self.name}' has no variants")
+        if not math.isclose(math.fsum(v.weight for v in self.variants), 1.0, abs_tol=1e-9):
+            raise ValueError(f"experiment '{self.name}': variant weights must sum to 1")
+
+    def active(self, now_s: int) -> bool:
+        """``start_s <= now_s < end_s``; with no end it runs on from its start."""
+        return self.start_s <= now_s and (self.end_s is None or now_s < self.end_s)
+
+    def assign(self, customer_id: str) -> Variant:
+        """The customer's variant: deterministic, and sticky without any stored state.
+
+        The variants lie along [0, 1) in file order, each as wide as its share; the
+        customer gets the one under ``assignment_point(salt, customer_id)``. The point
+        is a SHA-256 digest, never Python's ``hash()`` (randomised per process), so the
+        same customer gets the same variant on every call, in every worker process and
+        after every restart, with nothing remembered between them.
+
+        A new salt reshuffles everyone. Changing weights, or adding, removing or
+        reordering variants, shifts the boundaries and so moves some customers to
+        another variant: change them only when starting afresh (with a new salt).
+        """
+        point = assignment_point(self.salt, customer_id)
+        bound = 0.0
+        for variant in self.variants:
+            bound += variant.weight
+            if point < bound:
+                return variant
+        # The shares may sum to a hair under 1 in floats (ten of 0.1 make 0.999...9):
+        # a point above that belongs to the last variant, whose share it is.
+        return self.variants[-1]
+
+    @property
+    def control(self) -> Variant | None:
+        """The control variant (non-personalized offers), or None when there is none."""
+        return next((v for v in self.variants if v.control), None)
+
+
+@dataclass(frozen=True)
+class Experiments:
+    """The experiments of one file, in file order; ``source`` is the file, if any."""
+
+    experiments: tuple[Experiment, ...]
+    source: str | None
+
+    def get(self, name: str) -> Experiment | None:
+        return next((e for e in self.experiments if e.name == name), None)
+
+    def active(self, now_s: int) -> list[Experiment]:
+        """The experiments running at ``now_s``, in file order."""
+        return [e for e in self.experiments if e.active(now_s)]
+
+    def models(self) -> set[str]:
+        """Every model reference (alias or version) the variants use, as written."""
+        return {v.model for e in self.experiments for v in e.variants if v.model is not None}
+
+
+NO_EXPERIMENTS: Final = Experiments(experiments=(), source=None)
+"""No experiments: every customer gets the production model."""
+
+
+# --- the file's schema --------------------------------------------------------------
+
+
+def _as_text(value: Any) -> Any:
+    """YAML reads ``2026`` as a number and ``2026-12-01`` as a date; both are taken as
+    the text written (other non-text values are refused: quote them)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _check_name(value: str) -> str:
+    if re.fullmatch(NAME_PATTERN, value) is None:
+        raise ValueError(_NAME_RULE)
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _as_utc_time(value: Any) -> Any:
+    """An ISO 8601 time (YAML gives a datetime or a date, JSON a string); no zone = UTC.
+
+    Numbers are refused rather than read as unix seconds: ``20261201`` is a typo, not
+    a moment in 1970.
+    """
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"must be an ISO 8601 time such as 2026-12-01T00:00:00Z (got {value!r})"
+            ) from None
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if not isinstance(value, datetime):
+        raise ValueError(f"must be an ISO 8601 time such as 2026-12-01T00:00:00Z (got {value!r})")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Name = Annotated[str, BeforeValidator(_as_text), AfterValidator(_check_name)]
+# The length is checked on the text, after _as_text (a Field after it would say "item").
+Text = Annotated[str, Field(min_length=1), BeforeValidator(_as_text)]
+UtcTime = Annotated[datetime, BeforeValidator(_as_utc_time)]
+
+
+class _Strict(BaseModel):
+    # extra="forbid": a misspelt field is an error, never a silently ignored rule.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class VariantSpec(_Strict):
+    """One variant as written; either ``control: true`` or a ``model`` (checked at load)."""
+
+    name: Name
+    weight: float = Field(gt=0, strict=True, description="relative share; normalised at load")
+    model: Annotated[Text, AfterValidator(_not_blank)] | None = Field(
+        None, description="a model alias or version; none for the control"
+    )
+    control: bool = Field(False, strict=True, description="non-personalized offers, no model")
+
+
+class ExperimentSpec(_Strict):
+    """One experiment as written."""
+
+    name: Name
+    salt: Text = Field(description="changing it reshuffles every customer")
+    start: UtcTime
+    end: UtcTime | None = Field(None, description="none = open-ended; else after start")
+    variants: tuple[VariantSpec, ...]
+
+
+class ExperimentsFile(_Strict):
+    """The whole file, version 1."""
+
+    version: Literal[1]
+    experiments: tuple[ExperimentSpec, ...]
+
+
+# --- loading ------------------------------------------------------------------------
+
+
+def load_experiments(path: Path) -> Experiments:
+    """Read and validate an experiment file; ExperimentError names what to fix."""
+    source = str(path)
+    raw, _content = read_document(path, "an experiment file", "version, experiments", _error)
+    try:
+        document = ExperimentsFile.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(source, exc, raw) from None
+    experiments: list[Experiment] = []
+    for spec in document.experiments:
+        if any(spec.name == earlier.name for earlier in experiments):
+            raise ExperimentError(
+                source,
+                "used by another experiment in this file; names must be unique",
+                spec.name,
+                None,
+                "name",
+            )
+        experiments.append(_built(source, spec))
+    return Experiments(experiments=tuple(experiments), source=source)
+
+
+def _error(source: str, problem: str) -> ExperimentError:
+    return ExperimentError(source, problem)
+
+
+def _explain(source: str, exc: ValidationError, raw: Any) -> ExperimentError:
+    """The first validation error as one line naming the experiment, variant and field;
+    the count of any others, so the operator knows another round may follow."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        problem = "not a known field (a typo?)"
+    elif kind == "missing":
+        problem = "missing; this field is required"
+    elif kind == "model_type":
+        problem = "must be a mapping of fields (name: value)"
+    elif kind == "value_error":
+        problem = str(first.get("ctx", {}).get("error", first["msg"]))
+    else:
+        # Pydantic says "Input should be ...": say "must be ...". Tuples are how the
+        # schema stores lists; the operator wrote a list.
+        problem = re.sub(r"^\w+ should ", "must ", str(first["msg"]))
+        problem = problem.replace("valid tuple", "valid list")
+        if kind == "string_type":
+            problem += "; write it in quotes"
+        if isinstance(first.get("input"), str | int | float):
+            problem += f" (got {first['input']!r})"
+    # A bad list element also fails its list: that is the same problem, not another one.
+    others = [e for e in errors[1:] if tuple(loc[: len(e["loc"])]) != tuple(e["loc"])]
+    if others:
+        problem += f" (and {len(others)} more problem{'s' if len(others) > 1 else ''})"
+    experiment, variant, field = _locate(loc, raw)
+    return ExperimentError(source, " ".join(problem.split()), experiment, variant, field)
+
+
+def _locate(
+    loc: tuple[int | str, ...], raw: Any
+) -> tuple[str | int | None, str | int | None, str | None]:
+    """(experiment, variant, field) for a pydantic error location, in the file's words."""
+    experiment: str | int | None = None
+    variant: str | int | None = None
+    rest = list(loc)
+    if len(rest) >= 2 and rest[0] == "experiments" and isinstance(rest[1], int):
+        entry = _entry(raw, "experiments", rest[1])
+        experiment = _name_of(entry, rest[1])
+        rest = rest[2:]
+        if len(rest) >= 2 and rest[0] == "variants" and isinstance(rest[1], int):
+            variant = _name_of(_entry(entry, "variants", rest[1]), rest[1])
+            rest = rest[2:]
+    field = ".".join(str(part) for part in rest if not isinstance(part, int)) or None
+    return experiment, variant, field
+
+
+def _entry(container: Any, key: str, index: int) -> Any:
+    entries = container.get(key) if isinstance(container, dict) else None
+    return entries[index] if isinstance(entries, list) and index < len(entries) else None
+
+
+def _name_of(entry: Any, index: int) -> str | int:
+    """The entry's name as written, or its 1-based position when it has none."""
+    name = entry.get("name") if isinstance(entry, dict) else None
+    if isinstance(name, str) and name.strip():
+        return name
+    if isinstance(name, int) and not isinstance(name, bool):
+        return str(name)
+    return index + 1
+
+
+def _seconds(moment: datetime) -> int:
+    return math.floor(moment.timestamp())
+
+
+def _built(source: str, spec: ExperimentSpec) -> Experiment:
+    """The experiment as served, after the rules that span fields, which types cannot say."""
+    start_s = _seconds(spec.start)
+    end_s = None if spec.end is None else _seconds(spec.end)
+    if end_s is not None and end_s <= start_s:
+        raise ExperimentError(
+            source, f"must be after start ({spec.start.isoformat()})", spec.name, None, "end"
+        )
+    if len(spec.variants) < 2:
+        raise ExperimentError(
+            source,
+            f"an experiment needs at least two variants to compare (got {len(spec.variants)})",
+            spec.name,
+            None,
+            "variants",
+        )
+    seen: set[str] = set()
+    control: str | None = None
+    for variant in spec.variants:
+        found: tuple[str, str] | None = None
+        if variant.name in seen:
+            found = ("name", "used by another variant of this experiment; names must be unique")
+        elif variant.control and variant.model is not None:
+            found = (
+                "model",
+                "a control variant has no model (it gets the non-personalized offers): "
+                "remove 'model' or 'control: true'",
+            )
+        elif not variant.control and variant.model is None:
+            found = (
+                "model",
+                "missing: a variant needs a model (an alias or a version), "
+                "unless it is the control ('control: true')",
+            )
+        elif variant.control and control is not None:
+            found = ("control", f"only one control per experiment ('{control}' is one already)")
+        if found is not None:
+            field, problem = found
+            raise ExperimentError(source, problem, spec.name, variant.name, field)
+        seen.add(variant.name)
+        if variant.control:
+            control = variant.name
+    total = math.fsum(v.weight for v in spec.variants)
+    return Experiment(
+        name=spec.name,
+        salt=spec.salt,
+        start_s=start_s,
+        end_s=end_s,
+        variants=tuple(
+            Variant(name=v.name, weight=v.weight / total, model=v.model, control=v.control)
+            for v in spec.variants
+        ),
+    )

@@ -1,0 +1,226 @@
+"""Versioned, self-describing model artifacts: written atomically, checked at load.
+
+Layout: ``<models_dir>/<version>/`` holds plain ``.npy`` arrays (memory-mappable, loaded
+with ``allow_pickle=False``), optional JSON side files, optional binary side files (a
+pickled estimator, a Parquet table, a plot: written and checksummed here, never opened
+here, so whoever reads one does so only after its checksum passed) and ``manifest.json``
+with the sha256 of every file. A version is written to a hidden temporary folder, renamed into
+place, and only then does ``<models_dir>/CURRENT`` flip to it. Versions are immutable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nbo.core.checksums import sha256_file
+from nbo.core.errors import ArtifactError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+TRACKED_LIBRARIES = (
+    "nbo",
+    "implicit",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "lightgbm",
+)
+
+
+@dataclass
+class Artifact:
+    """A loaded, verified artifact: its manifest, arrays (memory-mapped), JSON files, and
+    the paths of all its files (checksums verified; binary side files are not opened)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    documents: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape an artifact, for the manifest."""
+    versions = {}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def new_version(fingerprint: str, now: datetime | None = None) -> str:
+    """A sortable, unique-enough version: UTC time plus the data fingerprint's prefix."""
+    now = now or datetime.now(UTC)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{fingerprint[:8]}"
+
+
+def unique_version(models_dir: Path, fingerprint: str, now: datetime | None = None) -> str:
+    """A new version name not yet used in ``models_dir`` (a suffix when two land in a second)."""
+    base = new_version(fingerprint, now)
+    version, n = base, 1
+    while (models_dir / version).exists():
+        n += 1
+        version = f"{base}-{n}"
+    return version
+
+
+def write_artifact(
+    models_dir: Path,
+    version: str,
+    arrays: dict[str, np.ndarray],
+    documents: dict[str, Any],
+    manifest: dict[str, Any],
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Write a version atomically and flip CURRENT to it; never overwrite a version.
+
+    ``extra_files``: file name -> bytes, written as they are and checksummed like the
+    rest (names without a folder, not ``.npy``/``.json``, which are the arrays' and
+    documents' own, nor the manifest).
+    """
+    extra_files = extra_files or {}
+    for name in extra_files:
+        _check_extra_name(name)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    final = models_dir / version
+    if final.exists():
+        raise ArtifactError(f"model version {version} already exists in {models_dir}")
+    staging = models_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    files: dict[str, str] = {}
+    for name, array in arrays.items():
+        path = staging / f"{name}.npy"
+        np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+        files[path.name] = sha256_file(path)
+    for name, document in documents.items():
+        path = staging / f"{name}.json"
+        path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+        files[path.name] = sha256_file(path)
+    for name, content in extra_files.items():
+        path = staging / name
+        path.write_bytes(content)
+        files[path.name] = sha256_file(path)
+    full_manifest = {
+        "version": version,
+        "schema_version": SCHEMA_VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "libraries": library_versions(),
+        **manifest,
+        "files": files,
+    }
+    (staging / MANIFEST).write_text(json.dumps(full_manifest, indent=2), encoding="utf-8")
+    _fsync_dir_files(staging)
+    os.rename(staging, final)
+    set_current(models_dir, version)
+    return final
+
+
+def _check_extra_name(name: str) -> None:
+    if (
+        not name
+        or name != Path(name).name
+        or name.startswith(".")
+        or name.endswith((".npy", ".json"))
+        or name in (MANIFEST, CURRENT)
+    ):
+        raise ArtifactError(
+            f"side file name {name!r}: use a plain file name, not .npy/.json, hidden or {MANIFEST}"
+        )
+
+
+def set_current(models_dir: Path, version: str) -> None:
+    """Point CURRENT at a version, atomically (write a temp file, then replace)."""
+    if not (models_dir / version / MANIFEST).is_file():
+        raise ArtifactError(f"cannot point CURRENT at {version}: no such model in {models_dir}")
+    pointer = models_dir / f".{CURRENT}.{uuid.uuid4().hex[:8]}"
+    pointer.write_text(version + "\n", encoding="utf-8")
+    os.replace(pointer, models_dir / CURRENT)
+
+
+def current_version(models_dir: Path) -> str:
+    """The version CURRENT points at."""
+    pointer = models_dir / CURRENT
+    if not pointer.is_file():
+        raise ArtifactError(
+            f"no model in {models_dir} (no {CURRENT} file): train one with 'nbo train'"
+        )
+    version = pointer.read_text(encoding="utf-8").strip()
+    if not version:
+        raise ArtifactError(f"{pointer} is empty")
+    return version
+
+
+def list_versions(models_dir: Path) -> list[str]:
+    """Published versions, oldest first."""
+    if not models_dir.is_dir():
+        return []
+    return sorted(p.name for p in models_dir.iterdir() if (p / MANIFEST).is_file())
+
+
+def load_artifact(models_dir: Path, version: str | None = None, mmap: bool = True) -> Artifact:
+    """Load and verify a version (CURRENT when None); raise ArtifactError if it must not serve."""
+    version = version or current_version(models_dir)
+    path = models_dir / version
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise ArtifactError(f"model {version}: {manifest_path} is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"model {version}: manifest.json is not valid JSON ({exc})") from None
+    schema = manifest.get("schema_version")
+    if schema != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"model {version}: schema version {schema} is not supported "
+            f"(this nbo reads schema {SCHEMA_VERSION}); retrain with this version of nbo"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ArtifactError(f"model {version}: manifest lists no files")
+    arrays: dict[str, np.ndarray] = {}
+    documents: dict[str, Any] = {}
+    paths: dict[str, Path] = {}
+    for name, expected in files.items():
+        file = path / name
+        if name != Path(name).name:
+            raise ArtifactError(f"model {version}: file name {name!r} points outside the model")
+        if not file.is_file():
+            raise ArtifactError(f"model {version}: file {name} is missing")
+        if sha256_file(file) != expected:
+            raise ArtifactError(f"model {version}: file {name} is corrupt (checksum mismatch)")
+        try:
+            if name.endswith(".npy"):
+                arrays[name.removesuffix(".npy")] = np.load(
+                    file, mmap_mode="r" if mmap else None, allow_pickle=False
+                )
+            elif name.endswith(".json"):
+                documents[name.removesuffix(".json")] = json.loads(file.read_text("utf-8"))
+        except (ValueError, OSError) as exc:
+            raise ArtifactError(f"model {version}: file {name} cannot be read ({exc})") from None
+        paths[name] = file
+    return Artifact(path=path, manifest=manifest, arrays=arrays, documents=documents, files=paths)
+
+
+def _fsync_dir_files(folder: Path) -> None:
+    """Flush every file so a crash after the rename never leaves a half-written version."""
+    for file in folder.iterdir():
+        with file.open("rb") as handle:
+            os.fsync(handle.fileno())

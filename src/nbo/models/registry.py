@@ -1,0 +1,92 @@
+"""Model aliases: names such as ``production`` and ``candidate`` that point at versions.
+
+Aliases live in ``ALIASES.json`` beside the versions in the models folder, written
+atomically like the CURRENT pointer. ``production`` (and ``current``) mean the version
+CURRENT points at unless an alias of that name is set. Experiments and ``GET
+/v1/models`` refer to models by alias or by version; ``resolve`` turns either into a
+version, or says what exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+
+from nbo.core.errors import ArtifactError
+from nbo.models.artifacts import CURRENT, MANIFEST, current_version, list_versions
+
+ALIASES = "ALIASES.json"
+PRODUCTION = "production"
+CURRENT_ALIASES = ("production", "current")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+def read_aliases(models_dir: Path) -> dict[str, str]:
+    """alias -> version as stored (``production`` only when set explicitly)."""
+    path = models_dir / ALIASES
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
+        raise ArtifactError(f"{path}: expected an object of alias -> version strings")
+    return dict(raw)
+
+
+def aliases_with_current(models_dir: Path) -> dict[str, str]:
+    """Every alias, with ``production`` pointing at CURRENT unless set."""
+    aliases = read_aliases(models_dir)
+    if PRODUCTION not in aliases and (models_dir / CURRENT).is_file():
+        aliases[PRODUCTION] = current_version(models_dir)
+    return aliases
+
+
+def set_alias(models_dir: Path, name: str, version: str) -> None:
+    """Point ``name`` at ``version`` (which must be published), atomically."""
+    if not _NAME.match(name) or name == "current":
+        raise ArtifactError(
+            f"alias '{name}': use lower-case letters, digits, '-' or '_' (not 'current')"
+        )
+    if not (models_dir / version / MANIFEST).is_file():
+        raise ArtifactError(f"alias '{name}': no model {version} in {models_dir}")
+    aliases = read_aliases(models_dir)
+    aliases[name] = version
+    _write(models_dir, aliases)
+
+
+def remove_alias(models_dir: Path, name: str) -> None:
+    aliases = read_aliases(models_dir)
+    if name not in aliases:
+        raise ArtifactError(f"alias '{name}': not set")
+    del aliases[name]
+    _write(models_dir, aliases)
+
+
+def resolve(models_dir: Path, reference: str) -> str:
+    """The version an alias or a version string names."""
+    aliases = read_aliases(models_dir)
+    if reference in aliases:
+        return aliases[reference]
+    if reference in CURRENT_ALIASES:
+        return current_version(models_dir)
+    if (models_dir / reference / MANIFEST).is_file():
+        return reference
+    known = sorted({*aliases, *CURRENT_ALIASES})
+    versions = list_versions(models_dir)
+    raise ArtifactError(
+        f"model '{reference}': no such alias or version in {models_dir} (aliases: "
+        f"{', '.join(known)}; versions: {', '.join(versions[-5:]) or 'none'})"
+    )
+
+
+def _write(models_dir: Path, aliases: dict[str, str]) -> None:
+    temporary = models_dir / f".{ALIASES}.{uuid.uuid4().hex[:8]}"
+    temporary.write_text(json.dumps(aliases, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temporary, models_dir / ALIASES)

@@ -1,0 +1,362 @@
+"""The served model: an artifact turned into what ranking needs, checked for consistency.
+
+What is named here is the artifact's contract: the trainer writes these arrays with
+``model_arrays`` and the service reads them with ``load_serving_model``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+
+from nbo.core.errors import ArtifactError
+from nbo.core.ids import IdMap
+from nbo.data.features import OrderTable
+from nbo.data.history import PurchaseHistory
+from nbo.models.artifacts import Artifact, load_artifact
+from nbo.models.candidates import ItemSide
+from nbo.models.cf import AlsExplainer, AlsParams, als_from_factors
+from nbo.models.churn import ChurnModel, load_churn_model
+from nbo.models.cycles import suppression_days_per_item
+from nbo.models.lifecycle import LifecycleThresholds
+from nbo.models.popularity import popular_order
+from nbo.models.propensity import DOCUMENT as PROPENSITY_DOCUMENT
+from nbo.models.propensity import Propensity
+from nbo.models.ranker import RankerScorer, load_ranker
+from nbo.models.send_time import HOURS_PER_WEEK, send_hour_prior
+
+REQUIRED_ARRAYS = (
+    "user_factors",
+    "item_factors",
+    "customer_ids",
+    "item_ids",
+    "history_indptr",
+    "history_indices",
+    "history_counts",
+    "history_confidence",
+    "history_last_purchase",
+    "popularity",
+)
+# Optional arrays: older artifacts without them still load.
+CYCLES_ARRAY = "repurchase_cycle_days"
+ITEM_PRICE_ARRAY = "item_price"
+SEND_HOUR_PRIOR_ARRAY = "send_hour_prior"
+# (The order table's arrays are named in ``nbo.features.ORDER_ARRAYS``.)
+
+
+@dataclass
+class ServingModel:
+    """Everything ranking reads; immutable once loaded (swaps replace the whole object),
+    except that an erased customer can be forgotten (``forget``)."""
+
+    version: str
+    manifest: dict[str, Any]
+    als: AlternatingLeastSquares
+    customers: IdMap
+    items: IdMap
+    indptr: np.ndarray
+    history_items: np.ndarray
+    history_confidence: np.ndarray
+    history_last_purchase: np.ndarray
+    popularity: np.ndarray
+    popular_order: np.ndarray
+    item_names: dict[str, str] = field(default_factory=dict)
+    # Learned days between two purchases of an item by one customer (NaN = no evidence);
+    # None for artifacts trained without repurchase cycles.
+    repurchase_cycle_days: np.ndarray | None = None
+    history_counts: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    # Unix seconds of the last purchase in the training data: posted purchases after it
+    # are news to the model, earlier ones are already in it.
+    trained_until_s: int = 0
+    # Each customer's orders and returns (positions of ``customers``), for lifecycle
+    # features at request time; None for artifacts trained without them.
+    orders: OrderTable | None = None
+    # Median unit price per item (NaN where unknown); None for artifacts without it.
+    item_price: np.ndarray | None = None
+    # Median value of one purchase line; None when the training data had no prices.
+    typical_line_value: float | None = None
+    # The churn model; None when the artifact has none (data too short, or older).
+    churn: ChurnModel | None = None
+    # Score -> probability of purchase (calibrated on the holdout by the trainer; a plain
+    # monotone squash, marked uncalibrated, for artifacts trained before calibration).
+    propensity: Propensity = field(default_factory=Propensity.uncalibrated)
+    # The two-stage ranker and the item side of its sources (``nbo.two_stage``); None
+    # for artifacts without one (older, or data too short to train one).
+    ranker: RankerScorer | None = None
+    item_side: ItemSide | None = None
+    ranker_per_source: int = 50
+    lifecycle: LifecycleThresholds = field(default_factory=LifecycleThresholds)
+    # Share of all orders per hour of the week: the best send time's prior.
+    send_hour_prior: np.ndarray = field(
+        default_factory=lambda: np.full(HOURS_PER_WEEK, 1.0 / HOURS_PER_WEEK)
+    )
+    loaded_at: float = field(default_factory=time.time)
+    _params: AlsParams = field(init=False, repr=False)
+    explainer: AlsExplainer = field(init=False)
+    # External item ids as a Python list: indexing it per offer is cheaper than numpy's.
+    item_ids: list[str] = field(init=False)
+    # The same as an object array, for taking many at once.
+    item_id_array: np.ndarray = field(init=False, repr=False)
+
+    _suppression_days: dict[int | None, np.ndarray] = field(
+        init=False, default_factory=dict, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        self._params = AlsParams.from_dict(self.manifest.get("config", {}).get("als", {}))
+        self.explainer = AlsExplainer(self.als)
+        self.item_ids = self.items.ids.tolist()
+        self.item_id_array = np.asarray(self.item_ids, dtype=object)
+
+    def suppression_days(self, default_days: int | None) -> np.ndarray | None:
+        """Per item, days a purchase stays suppressed: the learned cycle where there is
+        one, else ``default_days`` (None = 'all', 0 = never); see
+        ``nbo.cycles.suppression_days_per_item``. None when the model has no cycles.
+        Computed once per default and kept (the model is immutable once loaded)."""
+        if self.repurchase_cycle_days is None:
+            return None
+        days = self._suppression_days.get(default_days)
+        if days is None:
+            days = suppression_days_per_item(self.repurchase_cycle_days, default_days)
+            self._suppression_days[default_days] = days
+        return days
+
+    def cycle_days_of(self, item_id: str) -> float | None:
+        """The item's learned repurchase cycle in days, None without one."""
+        index = self.items.get(item_id)
+        if index is None or self.repurchase_cycle_days is None:
+            return None
+        days = float(self.repurchase_cycle_days[index])
+        return days if np.isfinite(days) else None
+
+    def forget(self, customer_id: str) -> bool:
+        """Make a customer unknown to ranking (an erasure); True when the model knew them.
+
+        Only the id lookup changes: the factor row and history stay in the read-only
+        memory map, unreachable (nothing looks a row up but by the id), until the next
+        training, which excludes the customer. The item factors and popularity keep the
+        customer's share of what was learned until then. The one change to a loaded
+        model; a dict removal, safe while other requests read it.
+        """
+        return self.customers.forget(customer_id) is not None
+
+    @property
+    def churn_horizon_days(self) -> int | None:
+        """Days the churn risk looks ahead; None without a churn model."""
+        return None if self.churn is None else self.churn.horizon_days
+
+    @property
+    def params(self) -> AlsParams:
+        """The hyperparameters and weighting the model was trained with."""
+        return self._params
+
+    def counts_of(self, customer: int) -> np.ndarray:
+        """Order counts per item of a known customer, aligned with ``history_of``."""
+        start, end = self.indptr[customer], self.indptr[customer + 1]
+        return self.history_counts[start:end]
+
+    def history_of(self, customer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(items, confidences, last purchase seconds) of a known customer."""
+        start, end = self.indptr[customer], self.indptr[customer + 1]
+        return (
+            self.history_items[start:end],
+            self.history_confidence[start:end],
+            self.history_last_purchase[start:end],
+        )
+
+
+def model_arrays(
+    user_factors: np.ndarray,
+    item_factors: np.ndarray,
+    history: PurchaseHistory,
+    confidence: sp.csr_matrix,
+    popularity: np.ndarray,
+    repurchase_cycle_days: np.ndarray | None = None,
+    orders: OrderTable | None = None,
+    item_price: np.ndarray | None = None,
+    send_hour_prior: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The arrays of an artifact, in the shape ``load_serving_model`` expects.
+
+    Optional: ``repurchase_cycle_days`` (per item, NaN = no learned cycle), ``orders``
+    (per customer of ``history``), ``item_price`` (per item, NaN = unknown) and
+    ``send_hour_prior`` (168 shares).
+    """
+    counts, last = history.counts, history.last_purchase
+    if not (
+        np.array_equal(counts.indptr, last.indptr)
+        and np.array_equal(counts.indices, last.indices)
+        and np.array_equal(counts.indptr, confidence.indptr)
+        and np.array_equal(counts.indices, confidence.indices)
+    ):
+        raise ValueError("history matrices must share one sparsity pattern")
+    arrays = {
+        "user_factors": np.asarray(user_factors, dtype=np.float32),
+        "item_factors": np.asarray(item_factors, dtype=np.float32),
+        "customer_ids": history.customers.ids,
+        "item_ids": history.items.ids,
+        "history_indptr": counts.indptr.astype(np.int64),
+        "history_indices": counts.indices.astype(np.int32),
+        "history_counts": counts.data.astype(np.float32),
+        "history_confidence": confidence.data.astype(np.float32),
+        "history_last_purchase": last.data.astype(np.int64),
+        "popularity": popularity.astype(np.float32),
+    }
+    if repurchase_cycle_days is not None:
+        if len(repurchase_cycle_days) != len(history.items):
+            raise ValueError(
+                f"{CYCLES_ARRAY} has {len(repurchase_cycle_days)} values for "
+                f"{len(history.items)} items"
+            )
+        arrays[CYCLES_ARRAY] = np.asarray(repurchase_cycle_days, dtype=np.float32)
+    if orders is not None:
+        orders.check(len(history.customers))
+        arrays.update(orders.to_arrays())
+    if item_price is not None:
+        if len(item_price) != len(history.items):
+            raise ValueError(
+                f"item_price has {len(item_price)} values for {len(history.items)} items"
+            )
+        arrays[ITEM_PRICE_ARRAY] = np.asarray(item_price, dtype=np.float64)
+    if send_hour_prior is not None:
+        if len(send_hour_prior) != HOURS_PER_WEEK:
+            raise ValueError(f"send_hour_prior has {len(send_hour_prior)} values, not 168")
+        arrays[SEND_HOUR_PRIOR_ARRAY] = np.asarray(send_hour_prior, dtype=np.float64)
+    return arrays
+
+
+def load_serving_model(models_dir: Path, version: str | None = None) -> ServingModel:
+    """Load, verify and assemble a model; ArtifactError when it must not serve."""
+    artifact = load_artifact(models_dir, version)
+    return serving_model_from_artifact(artifact)
+
+
+def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
+    # Plain ndarray views of the memory maps: same pages, no np.memmap overhead on every
+    # slice taken per request.
+    arrays = {name: np.asarray(array) for name, array in artifact.arrays.items()}
+    missing = [name for name in REQUIRED_ARRAYS if name not in arrays]
+    if missing:
+        raise ArtifactError(f"model {artifact.version}: missing arrays {missing}")
+    user_factors = arrays["user_factors"]
+    # Item factors in writable memory (items x factors is small): implicit's solver for a
+    # refolded customer takes them as a writable buffer. Customer factors stay mapped.
+    item_factors = np.array(arrays["item_factors"])
+    customers = IdMap(np.asarray(arrays["customer_ids"]))
+    items = IdMap(np.asarray(arrays["item_ids"]))
+    indptr = np.asarray(arrays["history_indptr"])
+    checks = {
+        "user_factors rows = customers": user_factors.shape[0] == len(customers),
+        "item_factors rows = items": item_factors.shape[0] == len(items),
+        "factor widths agree": user_factors.shape[1] == item_factors.shape[1],
+        "history rows = customers": len(indptr) == len(customers) + 1,
+        "popularity per item": len(arrays["popularity"]) == len(items),
+        "history lengths agree": len(arrays["history_indices"])
+        == len(arrays["history_confidence"])
+        == len(arrays["history_last_purchase"])
+        == int(indptr[-1]),
+    }
+    cycles = arrays.get(CYCLES_ARRAY)
+    if cycles is not None:
+        checks[f"{CYCLES_ARRAY} per item"] = cycles.ndim == 1 and len(cycles) == len(items)
+        checks[f"{CYCLES_ARRAY} positive or NaN"] = cycles.dtype.kind == "f" and not bool(
+            np.any(cycles <= 0)
+        )
+    item_price = arrays.get(ITEM_PRICE_ARRAY)
+    if item_price is not None:
+        checks[f"{ITEM_PRICE_ARRAY} per item"] = item_price.ndim == 1 and len(item_price) == len(
+            items
+        )
+    prior = arrays.get(SEND_HOUR_PRIOR_ARRAY)
+    if prior is not None:
+        checks[f"{SEND_HOUR_PRIOR_ARRAY} per hour of the week"] = prior.shape == (HOURS_PER_WEEK,)
+    failed = [name for name, ok in checks.items() if not ok]
+    if failed:
+        raise ArtifactError(f"model {artifact.version}: inconsistent arrays ({', '.join(failed)})")
+    try:
+        orders = OrderTable.from_arrays(arrays, len(customers))
+    except ValueError as exc:
+        raise ArtifactError(f"model {artifact.version}: {exc}") from None
+    params = AlsParams.from_dict(artifact.manifest.get("config", {}).get("als", {}))
+    if params.factors != item_factors.shape[1]:
+        params = AlsParams.from_dict({**params.to_dict(), "factors": item_factors.shape[1]})
+    als = als_from_factors(user_factors, item_factors, params)
+    popularity = np.asarray(arrays["popularity"])
+    propensity = _propensity(artifact)
+    ranked = load_ranker(artifact, len(items))
+    if ranked is not None and propensity.ranker is None:
+        raise ArtifactError(f"model {artifact.version}: a ranker without its propensity curve")
+    return ServingModel(
+        version=artifact.version,
+        manifest=artifact.manifest,
+        als=als,
+        customers=customers,
+        items=items,
+        indptr=indptr,
+        history_items=np.asarray(arrays["history_indices"]),
+        history_confidence=np.asarray(arrays["history_confidence"]),
+        history_last_purchase=np.asarray(arrays["history_last_purchase"]),
+        popularity=popularity,
+        popular_order=popular_order(popularity),
+        item_names=dict(artifact.documents.get("item_names", {})),
+        repurchase_cycle_days=None if cycles is None else np.asarray(cycles),
+        history_counts=np.asarray(arrays["history_counts"]),
+        trained_until_s=_trained_until(artifact.manifest),
+        orders=orders,
+        item_price=None if item_price is None else np.asarray(item_price),
+        typical_line_value=_typical_line_value(artifact.manifest),
+        churn=load_churn_model(artifact),
+        propensity=propensity,
+        ranker=None if ranked is None else ranked.scorer,
+        item_side=None
+        if ranked is None
+        else ItemSide.build(
+            _trained_until(artifact.manifest),
+            item_factors,
+            ranked.similarity,
+            np.asarray(popularity, dtype=np.float64),
+            ranked.popularity_before,
+            None if cycles is None else np.asarray(cycles, dtype=np.float64),
+            price=None if item_price is None else np.asarray(item_price, dtype=np.float64),
+            stage_popularity=ranked.stage_popularity,
+        ),
+        ranker_per_source=int(artifact.manifest.get("ranker", {}).get("per_source", 50)),
+        lifecycle=LifecycleThresholds.from_manifest(artifact.manifest.get("lifecycle")),
+        send_hour_prior=(
+            send_hour_prior(orders.time if orders is not None else np.empty(0, np.int64))
+            if prior is None
+            else np.asarray(prior)
+        ),
+    )
+
+
+def _typical_line_value(manifest: dict[str, Any]) -> float | None:
+    value = manifest.get("data", {}).get("typical_line_value")
+    return None if value is None else float(value)
+
+
+def _trained_until(manifest: dict[str, Any]) -> int:
+    last = manifest.get("data", {}).get("last_purchase")
+    if not last:
+        return 0
+    moment = datetime.fromisoformat(last)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def _propensity(artifact: Artifact) -> Propensity:
+    document = artifact.documents.get(PROPENSITY_DOCUMENT)
+    if document is None:
+        return Propensity.uncalibrated()
+    try:
+        return Propensity.from_document(document)
+    except ArtifactError as exc:
+        raise ArtifactError(f"model {artifact.version}: {exc}") from None

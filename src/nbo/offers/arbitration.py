@@ -1,0 +1,437 @@
+"""Arbitration: which offers win, by expected value under the catalogue's rules.
+
+Every eligible offer gets
+
+    priority = propensity x value x stage weight x lever
+
+- propensity: probability the customer takes it up (``nbo.propensity`` for products,
+  calibrated on the holdout; the catalogue's ``response_rate`` for incentives);
+- value: what one take-up is worth to the business (the catalogue's terms);
+- stage weight: the stage policy's weight for the customer's lifecycle stage and the
+  offer's kind;
+- lever: the marketer's weight for the offer.
+
+Products and incentives compete on that one scale. What the catalogue does not allow
+never appears: offers outside their dates, for another stage or channel, excluded items,
+and offers the customer has already been shown ``cap_per_customer`` times in
+``cap_days`` days. Ties keep the candidate order of the source (so with uniform values
+the products come out in the model's own order).
+
+Pure: the caller passes the candidates, the catalogue and the customer's impressions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from nbo.catalog.schema import PRODUCT_OFFER_PREFIX, IncentiveOffer
+from nbo.catalog.terms import Catalog, ProductTerms, resolve_value, resolve_values
+from nbo.offers.policies import DAY, Contact
+
+KIND_PRODUCT = "product"
+KIND_INCENTIVE = "incentive"
+RULE_INELIGIBLE = "ineligible"
+RULE_OFFER_CAP = "offer_cap"
+
+
+@dataclass(frozen=True)
+class ProductCandidates:
+    """The items the candidate sources proposed, in order (the order breaks ties), as
+    arrays: arbitration treats the many plain items at once. Candidates of many customers
+    are stacked, each customer's together and in order: ``rows`` names the customer of
+    each (None: all belong to one customer)."""
+
+    items: np.ndarray  # catalogue indices in the served model
+    sources: (
+        Sequence[str] | np.ndarray
+    )  # per item: the source it is credited to ("cf", "popular", ...)
+    scores: np.ndarray  # the source's own score (ALS score, popularity)
+    propensity: np.ndarray  # probability of purchase
+    rows: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class Contest:
+    """Who the offers compete for: one customer's stage, channel, offer count and the
+    impressions they were shown (for the offer caps)."""
+
+    stage: str
+    channel: str
+    k: int
+    impressions: Sequence[Contact] = ()
+
+
+@dataclass(frozen=True)
+class Components:
+    """The factors of an offer's priority, so a marketer can see why it won."""
+
+    propensity: float
+    value: float
+    stage_weight: float
+    lever: float
+
+    @property
+    def priority(self) -> float:
+        return self.propensity * self.value * self.stage_weight * self.lever
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One arbitrated offer: a product (``item``, its source and score) or an incentive."""
+
+    offer_id: str
+    kind: str
+    components: Components
+    item: int | None = None
+    item_id: str | None = None
+    source: str | None = None
+    score: float = 0.0
+    title: str | None = None
+    incentive: str | None = None  # percent_off, points_multiplier, free_shipping
+    amount: float | None = None
+
+    @property
+    def priority(self) -> float:
+        return self.components.priority
+
+
+def arbitrate(
+    candidates: ProductCandidates,
+    item_ids: Sequence[str],
+    catalog: Catalog,
+    stage: str,
+    channel: str,
+    now_s: int,
+    impressions: Sequence[Contact],
+    item_price: np.ndarray | None,
+    typical_line_value: float | None,
+    k: int,
+) -> tuple[list[Choice], dict[str, int]]:
+    """The ``k`` offers of highest priority for one customer, and how many candidates each
+    rule removed (``ineligible``: not allowed for this stage, channel or date, or
+    excluded; ``offer_cap``: shown too often). ``item_ids``: external id per catalogue
+    index. One customer's ``arbitrate_many``."""
+    one = ProductCandidates(
+        candidates.items, candidates.sources, candidates.scores, candidates.propensity
+    )
+    chosen = arbitrate_many(
+        one,
+        [Contest(stage, channel, k, impressions)],
+        np.asarray(item_ids, dtype=object),
+        catalog,
+        now_s,
+        item_price,
+        typical_line_value,
+    )
+    removed = {
+        RULE_INELIGIBLE: int(chosen.ineligible[0]),
+        RULE_OFFER_CAP: int(chosen.offer_cap[0]),
+    }
+    return chosen.choices(0), removed
+
+
+@dataclass(frozen=True)
+class Choices:
+    """The offers arbitration chose for many customers, as columns: each customer's
+    together, best first (``starts``: where customer n's begin). A product has its
+    catalogue ``item``; an incentive has ``item`` -1 and its catalogue ``offer``."""
+
+    starts: np.ndarray  # customers + 1 offsets
+    kind: np.ndarray  # KIND_PRODUCT / KIND_INCENTIVE
+    offer_id: np.ndarray
+    item: np.ndarray  # catalogue index, -1 for incentives
+    item_id: np.ndarray  # None for incentives
+    source: np.ndarray  # None for incentives
+    score: np.ndarray
+    propensity: np.ndarray
+    value: np.ndarray
+    stage_weight: np.ndarray
+    lever: np.ndarray
+    offer: np.ndarray  # the IncentiveOffer, None for products
+    # Per customer: candidates removed as ineligible, and as shown too often.
+    ineligible: np.ndarray
+    offer_cap: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    @property
+    def rank(self) -> np.ndarray:
+        """Each offer's rank (1 = best) among its customer's."""
+        counts = np.diff(self.starts)
+        return np.arange(len(self)) - np.repeat(self.starts[:-1], counts) + 1
+
+    @property
+    def customer(self) -> np.ndarray:
+        """The customer (position) of each offer."""
+        return np.repeat(np.arange(len(self.starts) - 1), np.diff(self.starts))
+
+    def choices(self, customer: int) -> list[Choice]:
+        """Customer ``customer``'s offers as ``Choice`` objects, best first."""
+        out = []
+        for n in range(int(self.starts[customer]), int(self.starts[customer + 1])):
+            components = Components(
+                float(self.propensity[n]),
+                float(self.value[n]),
+                float(self.stage_weight[n]),
+                float(self.lever[n]),
+            )
+            offer = self.offer[n]
+            if offer is None:
+                out.append(
+                    Choice(
+                        self.offer_id[n],
+                        KIND_PRODUCT,
+                        components,
+                        item=int(self.item[n]),
+                        item_id=self.item_id[n],
+                        source=self.source[n],
+                        score=float(self.score[n]),
+                    )
+                )
+            else:
+                out.append(
+                    Choice(
+                        offer.id,
+                        KIND_INCENTIVE,
+                        components,
+                        title=offer.title,
+                        incentive=offer.incentive,
+                        amount=offer.amount,
+                    )
+                )
+        return out
+
+
+def arbitrate_many(
+    candidates: ProductCandidates,
+    contests: Sequence[Contest],
+    item_ids: np.ndarray,
+    catalog: Catalog,
+    now_s: int,
+    item_price: np.ndarray | None,
+    typical_line_value: float | None,
+) -> Choices:
+    """``arbitrate`` for many customers at once (``candidates.rows``: the position in
+    ``contests`` of each candidate's customer). ``item_ids``: external id per catalogue
+    index, as an object array.
+
+    Plain items take the default terms of their customer's stage and channel, all at
+    once; items the catalogue names and customers with impressions (the offer caps) are
+    looked at one by one, as are the incentives of customers shown some before. A
+    campaign of a thousand customers costs a few array operations more than one
+    customer does.
+    """
+    n_customers = len(contests)
+    n = len(candidates)
+    rows = (
+        np.zeros(n, dtype=np.int64)
+        if candidates.rows is None
+        else np.asarray(candidates.rows, dtype=np.int64)
+    )
+    items = np.asarray(candidates.items, dtype=np.int64)
+    starts = np.searchsorted(rows, np.arange(n_customers + 1))
+    ids = item_ids[items]
+    prices = _prices(items, item_price, catalog)
+
+    # The (stage, channel) pairs of the customers: their terms, weights and incentives.
+    pairs: dict[tuple[str, str], int] = {}
+    pair_of_customer = np.fromiter(
+        (pairs.setdefault((c.stage, c.channel), len(pairs)) for c in contests),
+        dtype=np.int64,
+        count=n_customers,
+    )
+    defaults = [catalog.default_terms(stage, channel) for stage, channel in pairs]
+    product_weight = np.asarray([catalog.stage_weight(stage, KIND_PRODUCT) for stage, _ in pairs])
+    pair = pair_of_customer[rows]
+
+    named = catalog.named_items
+    is_named = (
+        np.fromiter((item_id in named for item_id in ids.tolist()), dtype=bool, count=n)
+        if named
+        else np.zeros(n, dtype=bool)
+    )
+    keep = np.zeros(n, dtype=bool)
+    values = np.zeros(n)
+    levers = np.zeros(n)
+    for p, default in enumerate(defaults):
+        if default is None:
+            continue
+        plain = (pair == p) & ~is_named
+        keep[plain] = True
+        values[plain] = resolve_values(default, prices[plain], typical_line_value)
+        levers[plain] = default.lever
+    named_terms: dict[int, ProductTerms] = {}
+    pair_names = list(pairs)
+    for position in np.flatnonzero(is_named).tolist():
+        stage, channel = pair_names[pair[position]]
+        t = catalog.product_terms(ids[position], stage, channel, now_s)
+        if t is None:
+            continue
+        keep[position] = True
+        named_terms[position] = t
+        price = float(prices[position])
+        values[position] = resolve_value(
+            t, price if math.isfinite(price) else None, typical_line_value
+        )
+        levers[position] = t.lever
+    ineligible = np.bincount(rows[~keep], minlength=n_customers)
+
+    # Offer caps: only customers shown something can have reached one.
+    offer_cap = np.zeros(n_customers, dtype=np.int64)
+    shown_to = [c for c, contest in enumerate(contests) if contest.impressions]
+    shown_counts = {c: _ShownCounts(contests[c].impressions, now_s) for c in shown_to}
+    for c in shown_to:
+        default = defaults[pair_of_customer[c]]
+        for position in range(int(starts[c]), int(starts[c + 1])):
+            if not keep[position]:
+                continue
+            t = named_terms.get(position, default)
+            assert t is not None
+            if t.cap_per_customer is not None and (
+                shown_counts[c].count(ids[position], t.cap_days) >= t.cap_per_customer
+            ):
+                keep[position] = False
+                offer_cap[c] += 1
+    priority = candidates.propensity * values * product_weight[pair] * levers
+
+    # Incentives: each pair's eligible ones, less those a shown customer reached the cap of.
+    pair_incentives = [catalog.incentives_for(stage, channel, now_s) for stage, channel in pairs]
+    incentive_weight = np.asarray(
+        [catalog.stage_weight(stage, KIND_INCENTIVE) for stage, _ in pairs]
+    )
+    offered: list[list[IncentiveOffer]] = [[] for _ in range(n_customers)]
+    for c in range(n_customers):
+        eligible = pair_incentives[pair_of_customer[c]]
+        if c in shown_counts:
+            allowed = []
+            for offer in eligible:
+                if offer.cap_per_customer is not None and (
+                    shown_counts[c].count(offer.id, offer.cap_days) >= offer.cap_per_customer
+                ):
+                    offer_cap[c] += 1
+                    continue
+                allowed.append(offer)
+            offered[c] = allowed
+        else:
+            offered[c] = eligible
+    per_customer = np.fromiter((len(o) for o in offered), dtype=np.int64, count=n_customers)
+    incentive_rows = np.repeat(np.arange(n_customers), per_customer)
+    incentives = np.empty(len(incentive_rows), dtype=object)
+    incentives[:] = [offer for mine in offered for offer in mine]
+    incentive_priority = (
+        np.fromiter(
+            (o.response_rate * o.value * o.lever for o in incentives.tolist()),
+            dtype=np.float64,
+            count=len(incentives),
+        )
+        * incentive_weight[pair_of_customer[incentive_rows]]
+    )
+
+    # One contest per customer: its kept products in candidate order, then its
+    # incentives in file order; highest priority first, ties keep that order.
+    kept = np.flatnonzero(keep)
+    option_rows = np.concatenate([rows[kept], incentive_rows])
+    within = np.concatenate(
+        [
+            kept - starts[rows[kept]],
+            np.diff(starts)[incentive_rows]
+            + np.arange(len(incentive_rows))
+            - np.repeat(np.cumsum(per_customer) - per_customer, per_customer),
+        ]
+    )
+    option_priority = np.concatenate([priority[kept], incentive_priority])
+    order = np.lexsort((within, -option_priority, option_rows))
+    ordered_rows = option_rows[order]
+    option_starts = np.searchsorted(ordered_rows, np.arange(n_customers + 1))
+    place = np.arange(len(order)) - option_starts[ordered_rows]
+    k = np.fromiter((c.k for c in contests), dtype=np.int64, count=n_customers)
+    chosen = order[place < k[ordered_rows]]
+    chosen_starts = np.searchsorted(option_rows[chosen], np.arange(n_customers + 1))
+
+    # The chosen options' columns: a product is candidate ``kept[i]``, an incentive
+    # option ``len(kept) + j`` is ``incentives[j]``.
+    is_product = chosen < len(kept)
+    product = kept[chosen[is_product]]
+    incentive = chosen[~is_product] - len(kept)
+    m = len(chosen)
+    kind = np.full(m, KIND_INCENTIVE, dtype=object)
+    kind[is_product] = KIND_PRODUCT
+    item = np.full(m, -1, dtype=np.int64)
+    item[is_product] = items[product]
+    item_id = np.full(m, None, dtype=object)
+    item_id[is_product] = ids[product]
+    source = np.full(m, None, dtype=object)
+    source[is_product] = np.asarray(candidates.sources, dtype=object)[product]
+    score = np.zeros(m)
+    score[is_product] = candidates.scores[product]
+    offer = np.full(m, None, dtype=object)
+    offer[~is_product] = incentives[incentive]
+    offer_id = np.empty(m, dtype=object)
+    offer_id[is_product] = [
+        named_terms[position].offer_id
+        if position in named_terms
+        else PRODUCT_OFFER_PREFIX + item_id
+        for position, item_id in zip(product.tolist(), ids[product].tolist(), strict=True)
+    ]
+    offer_id[~is_product] = [o.id for o in incentives[incentive].tolist()]
+    propensity = np.empty(m)
+    propensity[is_product] = candidates.propensity[product]
+    propensity[~is_product] = [o.response_rate for o in incentives[incentive].tolist()]
+    value = np.empty(m)
+    value[is_product] = values[product]
+    value[~is_product] = [o.value for o in incentives[incentive].tolist()]
+    lever = np.empty(m)
+    lever[is_product] = levers[product]
+    lever[~is_product] = [o.lever for o in incentives[incentive].tolist()]
+    weight = np.empty(m)
+    weight[is_product] = product_weight[pair[product]]
+    weight[~is_product] = incentive_weight[pair_of_customer[incentive_rows[incentive]]]
+    return Choices(
+        chosen_starts,
+        kind,
+        offer_id,
+        item,
+        item_id,
+        source,
+        score,
+        propensity,
+        value,
+        weight,
+        lever,
+        offer,
+        ineligible,
+        offer_cap,
+    )
+
+
+def _prices(items: np.ndarray, item_price: np.ndarray | None, catalog: Catalog) -> np.ndarray:
+    """Each candidate's median price, NaN where unknown (all NaN when no terms of the
+    catalogue weigh by price: nothing reads them then)."""
+    if item_price is None or not catalog.uses_prices:
+        return np.full(len(items), np.nan)
+    return np.asarray(item_price, dtype=np.float64)[items]
+
+
+class _ShownCounts:
+    """Impressions per offer key (item id, or incentive id) within a number of days."""
+
+    def __init__(self, impressions: Sequence[Contact], now_s: int) -> None:
+        self._times: dict[str, list[int]] = {}
+        for contact in impressions:
+            self._times.setdefault(contact.item_id, []).append(contact.at)
+        self._now = now_s
+
+    def count(self, key: str, days: float) -> int:
+        times = self._times.get(key)
+        if not times:
+            return 0
+        since = self._now - days * DAY
+        return sum(1 for at in times if since < at <= self._now)

@@ -1,0 +1,214 @@
+"""Why each offer: the purchases behind it and its reason in words, for many offers at once.
+
+An offer is credited to one source (``nbo.ranking`` picks the most personal of those that
+proposed it) and explained by it:
+
+- ``cf`` (ALS): the customer's purchases that add most to the item's score (implicit's
+  ``explain``, one solve per customer);
+- ``buy_again``: the item itself, with how many orders of it the customer made;
+- ``also_bought``: the customer's purchase that adds most to the item's ItemKNN score
+  (its order count x similarity);
+- ``popular``, ``popular_in_stage``, ``catalog`` (an incentive): nothing more to say.
+
+One wording for API answers and batch files alike: both read the text made here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from nbo.models.served import ServingModel
+from nbo.offers.arbitration import Choices
+
+SOURCE_CF = "cf"
+SOURCE_POPULAR = "popular"
+SOURCE_CATALOG = "catalog"  # an incentive: the catalogue proposes it, no model does
+SOURCE_BUY_AGAIN = "buy_again"  # the customer's own history (two-stage ranker)
+SOURCE_ALSO_BOUGHT = "also_bought"  # item-to-item neighbours (two-stage ranker)
+# Popular with customers in the same lifecycle stage (two-stage ranker).
+SOURCE_POPULAR_IN_STAGE = "popular_in_stage"
+# Purchases named behind an ALS offer.
+EXPLAINED_BY = 3
+
+STAGE_WORDS = {
+    "new": "new customers",
+    "active": "active customers",
+    "at_risk": "customers at risk of leaving",
+    "lapsed": "customers who have not bought for a while",
+    "loyal": "loyal customers",
+}
+
+
+@dataclass(frozen=True)
+class Bought:
+    """What one customer bought (catalogue indices), as the model and posted purchases
+    know it: order counts and ALS confidences, aligned with ``items``."""
+
+    items: np.ndarray
+    counts: np.ndarray
+    confidence: np.ndarray
+
+
+@dataclass(frozen=True)
+class Explanations:
+    """Per chosen offer (aligned with ``Choices``): the source credited, the item ids
+    behind it, the customer's orders of it (buy again) and the reason in words."""
+
+    source: np.ndarray
+    because: np.ndarray  # tuples of item ids
+    orders: np.ndarray
+    text: np.ndarray
+
+
+def explain(
+    model: ServingModel, bought: Sequence[Bought], choices: Choices, stages: Sequence[str]
+) -> Explanations:
+    """The explanations of the offers chosen for many customers (``bought``, ``stages``:
+    per customer of ``choices``)."""
+    n = len(choices)
+    customer = choices.customer
+    source = choices.source.copy()
+    source[choices.item < 0] = SOURCE_CATALOG
+    because = np.empty(n, dtype=object)
+    because.fill(())
+    orders = np.zeros(n, dtype=np.int64)
+    lookup = _OrderCounts(bought, len(model.items))
+    item_ids = model.item_id_array
+
+    again = np.flatnonzero(source == SOURCE_BUY_AGAIN)
+    if len(again):
+        orders[again] = lookup.at(customer[again], choices.item[again]).astype(np.int64)
+        because[again] = [(item_id,) for item_id in choices.item_id[again].tolist()]
+    also = np.flatnonzero(source == SOURCE_ALSO_BOUGHT)
+    if len(also) and model.item_side is not None:
+        closest = _closest_bought(model, lookup, customer[also], choices.item[also])
+        because[also] = [() if j < 0 else (item_ids[j],) for j in closest.tolist()]
+    cf = np.flatnonzero(source == SOURCE_CF)
+    if len(cf):
+        for c in np.unique(customer[cf]).tolist():
+            mine = cf[customer[cf] == c]
+            history = bought[c]
+            explained = model.explainer.explain(
+                history.items, history.confidence, choices.item[mine], top=EXPLAINED_BY
+            )
+            because[mine] = [tuple(item_ids[i] for i, _ in pairs) for pairs in explained]
+    return Explanations(
+        source, because, orders, _texts(model, choices, source, because, orders, stages)
+    )
+
+
+def _texts(
+    model: ServingModel,
+    choices: Choices,
+    source: np.ndarray,
+    because: np.ndarray,
+    orders: np.ndarray,
+    stages: Sequence[str],
+) -> np.ndarray:
+    """The reason of each offer, for a marketer or a customer, from the source it is
+    credited to and the purchases behind it (item names where the model knows them).
+    Offers of one kind get their words together: most are popular or bought before."""
+    texts = np.full(len(source), "popular this month", dtype=object)
+    texts[source == SOURCE_POPULAR_IN_STAGE] = "popular with customers like you"
+
+    again = np.flatnonzero(source == SOURCE_BUY_AGAIN)
+    cycles = model.repurchase_cycle_days
+    days = np.full(len(again), np.nan) if cycles is None else cycles[choices.item[again]]
+    known = np.isfinite(days)
+    texts[again[~known]] = "you bought this before"
+    repeated = known & (orders[again] > 1)
+    texts[again[repeated]] = [
+        f"you buy this about every {d:.0f} days" for d in days[repeated].tolist()
+    ]
+    texts[again[known & ~repeated]] = [
+        f"you bought this before; customers buy it again about every {d:.0f} days"
+        for d in days[known & ~repeated].tolist()
+    ]
+
+    names = model.item_names
+    for n in np.flatnonzero(source == SOURCE_ALSO_BOUGHT).tolist():
+        if because[n]:
+            bought = ", ".join(names.get(i, i) for i in because[n])
+            texts[n] = f"customers who bought {bought} also bought this"
+    for n in np.flatnonzero(source == SOURCE_CF).tolist():
+        behind, item_id = because[n], choices.item_id[n]
+        if not behind:
+            texts[n] = "matches your purchase history"
+            continue
+        others = [i for i in behind if i != item_id]
+        bought = ", ".join(names.get(i, i) for i in others)
+        if item_id in behind and others:
+            texts[n] = f"you bought this before; it goes with {bought}"
+        elif item_id in behind:
+            texts[n] = "you bought this before"
+        else:
+            texts[n] = f"customers who bought what you bought ({bought}) also buy this"
+    customer = choices.customer
+    for n in np.flatnonzero(source == SOURCE_CATALOG).tolist():
+        offer = choices.offer[n]
+        title = offer.title if offer is not None else None
+        stage = stages[customer[n]]
+        texts[n] = f"{title or choices.offer_id[n]}: an offer for {STAGE_WORDS.get(stage, stage)}"
+    return texts
+
+
+class _OrderCounts:
+    """Each customer's order count per item, looked up for many (customer, item) pairs at
+    once (0 where the customer never bought the item)."""
+
+    def __init__(self, bought: Sequence[Bought], n_items: int) -> None:
+        lengths = np.fromiter((len(b.items) for b in bought), dtype=np.int64, count=len(bought))
+        customers = np.repeat(np.arange(len(bought), dtype=np.int64), lengths)
+        items = (
+            np.concatenate([b.items for b in bought]).astype(np.int64)
+            if bought
+            else np.empty(0, np.int64)
+        )
+        counts = (
+            np.concatenate([b.counts for b in bought]).astype(np.float64) if bought else np.empty(0)
+        )
+        keys = customers * n_items + items
+        order = np.argsort(keys, kind="stable")
+        self._keys = keys[order]
+        self._counts = counts[order]
+        self._n_items = n_items
+
+    def at(self, customers: np.ndarray, items: np.ndarray) -> np.ndarray:
+        keys = np.asarray(customers, dtype=np.int64) * self._n_items + np.asarray(
+            items, dtype=np.int64
+        )
+        if not len(self._keys):
+            return np.zeros(len(keys))
+        found = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        return np.where(self._keys[found] == keys, self._counts[found], 0.0)
+
+
+def _closest_bought(
+    model: ServingModel, lookup: _OrderCounts, customers: np.ndarray, items: np.ndarray
+) -> np.ndarray:
+    """Per (customer, item): the customer's purchase that adds most to the item's ItemKNN
+    score (order count x similarity; the first such neighbour on a tie), -1 where none
+    adds anything."""
+    assert model.item_side is not None
+    similar_to = model.item_side.similar_to
+    begin = similar_to.indptr[items].astype(np.int64)
+    lengths = similar_to.indptr[items + 1].astype(np.int64) - begin
+    segment = np.repeat(np.arange(len(items)), lengths)
+    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    positions = np.repeat(begin, lengths) + offsets
+    neighbours = similar_to.indices[positions]
+    contribution = similar_to.data[positions] * lookup.at(customers[segment], neighbours)
+    closest = np.full(len(items), -1, dtype=np.int64)
+    has = np.flatnonzero(lengths > 0)
+    if not len(has):
+        return closest
+    # Each segment's largest contribution, and the first neighbour that reaches it.
+    segment_starts = np.cumsum(lengths) - lengths
+    best = np.maximum.reduceat(contribution, segment_starts[has])
+    reached = np.flatnonzero(contribution == np.repeat(best, lengths[has]))
+    first = reached[np.searchsorted(segment[reached], has)]
+    closest[has] = np.where(best > 0, neighbours[first], -1)
+    return closest

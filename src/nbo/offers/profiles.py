@@ -1,0 +1,218 @@
+"""A customer's lifecycle profile as of a moment: stage, churn risk, RFM and best send hour,
+from the trained history plus the purchases posted since (``nbo.models.lifecycle`` rules).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from nbo.data.features import FEATURE_INDEX, FEATURE_NAMES, OrderTable, customer_features
+from nbo.models.send_time import best_send_hours
+
+if TYPE_CHECKING:
+    from nbo.models.served import ServingModel
+    from nbo.store.base import StoredPurchase
+
+from nbo.models.lifecycle import stages_of
+
+
+@dataclass(frozen=True)
+class CustomerProfile:
+    customer_id: str
+    known: bool  # any purchase known (trained history or posted)
+    stage: str  # one of STAGES; a customer with no purchase at all is "new"
+    churn_risk: float | None  # None without purchases or without a churn model
+    recency_days: float | None
+    frequency: int  # orders
+    monetary: float  # total value
+    first_purchase_s: int | None
+    last_purchase_s: int | None
+    best_send_hour: int  # hour of week 0..167, Monday 00:00 UTC = 0 (global best if unknown)
+    # The churn features that are defined for the customer (undefined ones, such as the
+    # gap between orders of a one-order customer, are left out rather than NaN).
+    features: dict[str, float]
+    # False when nothing was derived from the customer's history (no consent to
+    # personalization: the caller builds a neutral profile); ``customer_profile`` sets True.
+    profiled: bool = True
+
+
+def customer_profile(
+    model: ServingModel, customer_id: str, posted: Sequence[StoredPurchase], now_s: int
+) -> CustomerProfile:
+    """The customer's stage, churn risk, RFM figures and best send hour as of ``now_s``
+    (``customer_profiles`` of one)."""
+    return customer_profiles(model, [(customer_id, posted)], now_s)[0]
+
+
+def customer_profiles(
+    model: ServingModel,
+    customers: Sequence[tuple[str, Sequence[StoredPurchase]]],
+    now_s: int,
+) -> list[CustomerProfile]:
+    """Each customer's stage, churn risk, RFM figures and best send hour as of ``now_s``,
+    computed for all of them at once (one feature pass, one churn-model call).
+
+    Orders are the trained ones (the model's order table) plus the posted purchases that
+    happened after the training data ended (earlier ones are already in the model),
+    grouped into orders by order id, else by event. For a customer the model does not
+    know (new, or erased and back), every posted purchase counts: none is in the model.
+    Purchases after ``now_s`` do not count yet.
+    """
+    indices = [model.customers.get(customer_id) for customer_id, _ in customers]
+    recent: dict[int, Sequence[StoredPurchase]] = {}
+    for n, ((_, posted), index) in enumerate(zip(customers, indices, strict=True)):
+        news = (
+            posted
+            if index is None
+            else [p for p in posted if p.occurred_at > model.trained_until_s]
+        )
+        if news:
+            recent[n] = news
+    known = [index is not None or n in recent for n, index in enumerate(indices)]
+    table = _orders_of(model, indices, recent)
+    as_of = now_s + 1  # features count orders strictly before their cutoff
+    features = customer_features(table, as_of)
+    frequency = features[:, FEATURE_INDEX["frequency"]]
+    risk = None
+    if model.churn is not None:
+        risk = np.full(len(features), np.nan)
+        bought = frequency > 0
+        if bought.any():
+            risk[bought] = model.churn.predict_risk(features[bought])
+    thresholds = model.lifecycle
+    stages = stages_of(features, risk, thresholds)
+    # The orders before the cutoff, per customer, for the send hour and the first/last.
+    before = table.time < as_of
+    owner = np.repeat(np.arange(len(customers)), np.diff(table.indptr))
+    counts = np.bincount(owner[before], minlength=len(customers))
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    times = table.time[before]
+    hours = best_send_hours(
+        indptr, times, model.send_hour_prior, thresholds.send_time_pseudo_orders
+    )
+    profiles = []
+    for n, (customer_id, _posted) in enumerate(customers):
+        row = features[n]
+        mine = times[indptr[n] : indptr[n + 1]]
+        frequency_of = int(row[FEATURE_INDEX["frequency"]])
+        profiles.append(
+            CustomerProfile(
+                customer_id=customer_id,
+                known=known[n],
+                stage=str(stages[n]),
+                churn_risk=None if risk is None or np.isnan(risk[n]) else float(risk[n]),
+                recency_days=None
+                if frequency_of == 0
+                else float(row[FEATURE_INDEX["recency_days"]]),
+                frequency=frequency_of,
+                monetary=float(row[FEATURE_INDEX["monetary"]]),
+                first_purchase_s=int(mine[0]) if len(mine) else None,
+                last_purchase_s=int(mine[-1]) if len(mine) else None,
+                best_send_hour=int(hours[n]),
+                features={
+                    name: float(value)
+                    for name, value in zip(FEATURE_NAMES, row.tolist(), strict=True)
+                    if not math.isnan(value)
+                },
+            )
+        )
+    return profiles
+
+
+_NO_ORDERS = OrderTable.single(
+    np.empty(0, np.int64), np.empty(0), np.empty(0, np.int32), np.empty(0, np.int32)
+)
+
+
+def _orders_of(
+    model: ServingModel,
+    indices: Sequence[int | None],
+    recent: Mapping[int, Sequence[StoredPurchase]],
+) -> OrderTable:
+    """The orders of each customer (model positions, None: unknown), in order: the trained
+    ones taken for all at once, and for those with ``recent`` posted purchases (by
+    position in ``indices``) those added as orders of their own."""
+    if not indices:
+        return _NO_ORDERS
+    if model.orders is None:
+        trained = OrderTable.concatenate([_trained_orders(model, i) for i in indices])
+    else:
+        positions = np.fromiter(
+            (-1 if i is None else i for i in indices), dtype=np.int64, count=len(indices)
+        )
+        trained = model.orders.of_customers(positions)
+    if not recent:
+        return trained
+    # Runs of customers without posted purchases stay one table each.
+    pieces, run_start = [], 0
+    for n in sorted(recent):
+        if n > run_start:
+            pieces.append(trained.of_customers(np.arange(run_start, n)))
+        pieces.append(_with_posted(model, indices[n], trained.of_customer(n), recent[n]))
+        run_start = n + 1
+    if run_start < len(indices):
+        pieces.append(trained.of_customers(np.arange(run_start, len(indices))))
+    return OrderTable.concatenate(pieces)
+
+
+def _trained_orders(model: ServingModel, index: int | None) -> OrderTable:
+    """The customer's orders in the trained data. Artifacts without an order table
+    (older ones) give one order per distinct last-purchase time of the customer's items:
+    a lower bound on their orders, enough to place them in a stage."""
+    if index is None:
+        return _NO_ORDERS
+    if model.orders is not None:
+        return model.orders.of_customer(index)
+    _items, _confidence, last = model.history_of(index)
+    times = np.unique(last)
+    ones = np.ones(len(times), dtype=np.int32)
+    return OrderTable.single(times, ones.astype(np.float64), ones, ones)
+
+
+def _with_posted(
+    model: ServingModel, index: int | None, orders: OrderTable, posted: Sequence[StoredPurchase]
+) -> OrderTable:
+    """``orders`` followed by the posted purchases, grouped into orders and valued like
+    the trainer's lines: quantity * price, with the item's median price when the event
+    gave none; an item without a known price counts as one typical line (the trainer
+    had the item's lines to price it by). Units when the model knows no prices."""
+    seen: set[str] = set()
+    if index is not None:
+        items, _confidence, _last = model.history_of(index)
+        seen = set(model.items.external(items))
+    grouped: dict[str, list[StoredPurchase]] = {}
+    for purchase in sorted(posted, key=lambda p: (p.occurred_at, p.event_id)):
+        grouped.setdefault(purchase.order_id or purchase.event_id, []).append(purchase)
+    time, value, lines, new_items = [], [], [], []
+    for lines_of_order in sorted(grouped.values(), key=lambda ls: ls[0].occurred_at):
+        fresh = {p.item_id for p in lines_of_order} - seen
+        seen |= fresh
+        time.append(lines_of_order[0].occurred_at)
+        value.append(sum(_line_value(model, p) for p in lines_of_order))
+        lines.append(len(lines_of_order))
+        new_items.append(len(fresh))
+    return OrderTable.single(
+        np.concatenate([orders.time, np.asarray(time, dtype=np.int64)]),
+        np.concatenate([orders.value, np.asarray(value, dtype=np.float64)]),
+        np.concatenate([orders.lines, np.asarray(lines, dtype=np.int32)]),
+        np.concatenate([orders.new_items, np.asarray(new_items, dtype=np.int32)]),
+        orders.return_time,
+    )
+
+
+def _line_value(model: ServingModel, purchase: StoredPurchase) -> float:
+    if model.typical_line_value is None:
+        return float(purchase.quantity)
+    price = purchase.price
+    if price is None and model.item_price is not None:
+        item = model.items.get(purchase.item_id)
+        if item is not None and not np.isnan(model.item_price[item]):
+            price = float(model.item_price[item])
+    if price is None:
+        return float(model.typical_line_value)
+    return float(purchase.quantity) * float(price)

@@ -1,0 +1,736 @@
+"""Ranking: the customer's history -> scores -> suppression -> top k with reasons.
+
+Pure: the caller (the API, later batch runs and experiments) passes the model, the
+customer, the purchases the service heard of since training, and the clock; ranking
+never reaches for HTTP, files or the store, so every path that produces offers shares
+this one function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sp
+
+from nbo.catalog.loading import default_catalog
+from nbo.catalog.terms import Catalog
+from nbo.models.candidates import (
+    NO_STAGE,
+    STAGE_CODE,
+    CustomerSide,
+    PlainRows,
+    candidates,
+    ranked_order,
+)
+from nbo.models.candidates import SOURCE_ALS as SOURCE_ALS_COLUMN
+from nbo.models.candidates import SOURCE_BUY_AGAIN as SOURCE_BUY_AGAIN_COLUMN
+from nbo.models.candidates import SOURCE_KNN as SOURCE_KNN_COLUMN
+from nbo.models.candidates import SOURCE_POPULAR as SOURCE_POPULAR_COLUMN
+from nbo.models.candidates import SOURCE_STAGE_POPULAR as SOURCE_STAGE_POPULAR_COLUMN
+from nbo.models.cf import FILTERED_SCORE, confidence_of_counts
+from nbo.models.cycles import suppressed_mask
+from nbo.models.served import ServingModel
+from nbo.offers.arbitration import (
+    KIND_PRODUCT,
+    RULE_INELIGIBLE,
+    RULE_OFFER_CAP,
+    Choices,
+    Components,
+    Contest,
+    ProductCandidates,
+    arbitrate_many,
+)
+from nbo.offers.explanations import (
+    EXPLAINED_BY,
+    SOURCE_ALSO_BOUGHT,
+    SOURCE_BUY_AGAIN,
+    SOURCE_CATALOG,
+    SOURCE_CF,
+    SOURCE_POPULAR,
+    SOURCE_POPULAR_IN_STAGE,
+    Bought,
+    Explanations,
+    explain,
+)
+from nbo.offers.policies import RULE_FATIGUE, RULE_JUST_BOUGHT, Contact
+from nbo.offers.suppression import SuppressionWindow
+
+__all__ = [
+    "EXPLAINED_BY",
+    "REMOVAL_RULES",
+    "SOURCE_ALSO_BOUGHT",
+    "SOURCE_BUY_AGAIN",
+    "SOURCE_CATALOG",
+    "SOURCE_CF",
+    "SOURCE_POPULAR",
+    "SOURCE_POPULAR_IN_STAGE",
+    "CustomerHistory",
+    "Offer",
+    "OfferRequest",
+    "OfferTable",
+    "Ranking",
+    "Reason",
+    "RecentPurchase",
+    "customer_history",
+    "rank_offers",
+    "rank_offers_many",
+]
+
+# The rules that take candidates out, in the order they apply: every answer counts each
+# (an answer withheld by consent or a frequency cap counts zeros).
+REMOVAL_RULES = (RULE_JUST_BOUGHT, RULE_FATIGUE, RULE_INELIGIBLE, RULE_OFFER_CAP)
+
+# Product candidates the sources propose before arbitration: more than k, so a lever or
+# a value can lift an item the model ranks a little lower, and eligibility rules still
+# leave k to choose from.
+MIN_CANDIDATES = 50
+
+# How the customer's taste vector was obtained.
+PROFILE_TRAINED = "trained"  # the model's own factors
+PROFILE_UPDATED = "updated"  # refolded with purchases posted since the training data ended
+PROFILE_LIVE = "live"  # unknown to the model; folded in from purchases posted since
+PROFILE_NONE = "none"  # nothing known: popular items
+
+
+@dataclass(frozen=True)
+class RecentPurchase:
+    """A purchase the service heard of after training (a posted event)."""
+
+    item_id: str
+    occurred_at: int
+    order_key: str  # the order (or event) it belongs to: an item counts once per order
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Where an offer came from: the CF model (and the purchases behind it) or popularity."""
+
+    source: str
+    because: tuple[str, ...] = ()
+    # For buy-again offers: the orders of the item the customer made (the reason says
+    # "you buy this every N days" only of an item they bought more than once).
+    orders: int = 0
+    text: str = ""  # the reason in words (``nbo.explanations``)
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A ranked offer: a product (``item_id``) or an incentive (``item_id`` None)."""
+
+    item_id: str | None
+    score: float  # the source's own score (ALS score, popularity; 0 for incentives)
+    rank: int
+    reason: Reason
+    offer_id: str = ""
+    kind: str = KIND_PRODUCT
+    components: Components | None = None
+    title: str | None = None
+    incentive: str | None = None
+    amount: float | None = None
+
+    @property
+    def priority(self) -> float:
+        return 0.0 if self.components is None else self.components.priority
+
+
+@dataclass(frozen=True)
+class OfferTable:
+    """The ranked offers of many customers as columns: arbitration's choices and their
+    explanations. Batch files are written from it; ``Ranking.offers`` reads one
+    customer's as ``Offer`` objects."""
+
+    choices: Choices
+    explanations: Explanations
+
+    def offers(self, customer: int) -> list[Offer]:
+        """Customer ``customer``'s offers, best first."""
+        c, e = self.choices, self.explanations
+        out = []
+        start = int(c.starts[customer])
+        for n in range(start, int(c.starts[customer + 1])):
+            offer = c.offer[n]
+            out.append(
+                Offer(
+                    item_id=c.item_id[n],
+                    score=float(c.score[n]),
+                    rank=n - start + 1,
+                    reason=Reason(e.source[n], e.because[n], int(e.orders[n]), e.text[n]),
+                    offer_id=c.offer_id[n],
+                    kind=c.kind[n],
+                    components=Components(
+                        float(c.propensity[n]),
+                        float(c.value[n]),
+                        float(c.stage_weight[n]),
+                        float(c.lever[n]),
+                    ),
+                    title=None if offer is None else offer.title,
+                    incentive=None if offer is None else offer.incentive,
+                    amount=None if offer is None else offer.amount,
+                )
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The ranked offers for one customer, and how they were produced."""
+
+    customer_id: str
+    personalized: bool
+    profile: str
+    suppressed_items: int
+    # Catalogue items each rule took out of the candidates, in rule order (an item is
+    # counted under the first rule that removed it).
+    removed: dict[str, int]
+    # The offers of the ``rank_offers_many`` call this ranking came from, and the
+    # customer's position in it.
+    table: OfferTable = field(repr=False, compare=False)
+    position: int = 0
+
+    @property
+    def has_offers(self) -> bool:
+        """Whether any offer was chosen (without building them)."""
+        starts = self.table.choices.starts
+        return bool(starts[self.position + 1] > starts[self.position])
+
+    @cached_property
+    def offers(self) -> list[Offer]:
+        """The ranked offers, best first."""
+        return self.table.offers(self.position)
+
+
+@dataclass(frozen=True)
+class CustomerHistory:
+    """What is known of a customer: the model's history merged with posted purchases."""
+
+    index: int | None
+    items: np.ndarray
+    confidence: np.ndarray
+    last_purchase: np.ndarray
+    has_new_orders: bool
+    counts: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+
+
+def customer_history(
+    model: ServingModel, customer_id: str, recent: Sequence[RecentPurchase] = ()
+) -> CustomerHistory:
+    """Merge the trained history with posted purchases of catalogue items.
+
+    A posted purchase always counts for suppression. For a customer the model knows, it
+    adds to the order counts (and so to the taste vector) only when it happened after the
+    training data ended, since earlier ones are already in the model. For a customer the
+    model does not know (new, or erased and back) every posted purchase adds, whenever it
+    happened: none of them can be in the model (a till's late order, yesterday's import).
+    The lifecycle profile counts posted orders by the same rule
+    (``nbo.lifecycle.customer_profiles``).
+    """
+    index = model.customers.get(customer_id)
+    if index is not None:
+        items, confidence, last = model.history_of(index)
+        counts = model.counts_of(index)
+    else:
+        items = np.empty(0, dtype=np.int32)
+        counts = confidence = np.empty(0, dtype=np.float32)
+        last = np.empty(0, dtype=np.int64)
+    if not recent:
+        return CustomerHistory(index, items, confidence, last, False, counts)
+
+    positions = {}
+    new_orders: dict[int, set[str]] = {}
+    latest: dict[int, int] = {}
+    for purchase in recent:
+        item = model.items.get(purchase.item_id)
+        if item is None:
+            continue  # not in the catalogue: cannot be offered or scored
+        latest[item] = max(latest.get(item, purchase.occurred_at), purchase.occurred_at)
+        if index is None or purchase.occurred_at > model.trained_until_s:
+            new_orders.setdefault(item, set()).add(purchase.order_key)
+    if not latest:
+        return CustomerHistory(index, items, confidence, last, False, counts)
+
+    positions = {int(item): row for row, item in enumerate(items.tolist())}
+    extra = [item for item in latest if item not in positions]
+    merged_items = np.concatenate([items, np.asarray(extra, dtype=items.dtype)])
+    merged_counts = np.concatenate([counts, np.zeros(len(extra), dtype=np.float32)])
+    merged_last = np.concatenate([last, np.zeros(len(extra), dtype=np.int64)])
+    rows = {**positions, **{item: len(items) + j for j, item in enumerate(extra)}}
+    for item, when in latest.items():
+        merged_last[rows[item]] = max(int(merged_last[rows[item]]), when)
+    for item, orders in new_orders.items():
+        merged_counts[rows[item]] += len(orders)
+    if new_orders:
+        merged_confidence = confidence_of_counts(merged_counts, model.params)
+    else:
+        merged_confidence = np.concatenate([confidence, np.zeros(len(extra), np.float32)])
+    return CustomerHistory(
+        index,
+        merged_items,
+        merged_confidence,
+        merged_last,
+        has_new_orders=bool(new_orders),
+        counts=merged_counts,
+    )
+
+
+@dataclass(frozen=True)
+class OfferRequest:
+    """One customer's ranking request: what ``rank_offers`` takes besides the model, the
+    clock, the suppression window and the catalogue."""
+
+    customer_id: str
+    k: int
+    recent: Sequence[RecentPurchase] = ()
+    fatigued: Collection[str] = ()
+    personalize: bool = True
+    stage: str = "active"
+    channel: str = "email"
+    impressions: Sequence[Contact] = ()
+    churn_risk: float | None = None
+    monetary: float | None = None
+
+
+def rank_offers(
+    model: ServingModel,
+    customer_id: str,
+    k: int,
+    now_s: int,
+    window: SuppressionWindow,
+    recent: Sequence[RecentPurchase] = (),
+    fatigued: Collection[str] = (),
+    personalize: bool = True,
+    *,
+    catalog: Catalog | None = None,
+    stage: str = "active",
+    channel: str = "email",
+    impressions: Sequence[Contact] = (),
+    churn_risk: float | None = None,
+    monetary: float | None = None,
+) -> Ranking:
+    """Top ``k`` offers for a customer at unix time ``now_s``: candidates -> suppression
+    -> propensity -> arbitration under the catalogue -> explanations.
+
+    Known customers get ALS candidates over the whole catalogue minus what they bought
+    inside the suppression window. Posted purchases count at once: they are suppressed,
+    and purchases made after training refold the customer's taste vector (implicit's
+    ``recalculate_user``); a customer the model has never seen is personalized from
+    their first posted purchase, whenever it was made (``customer_history``). Customers
+    with no known purchase get the popular items, labelled as such; short candidate lists
+    are filled from popular.
+
+    ``fatigued`` items (the contact policy's offer fatigue) are removed like suppressed
+    ones; ``personalize=False`` (no consent to personalization) proposes popular items
+    alone while still never offering what was just bought.
+
+    Candidates and the catalogue's incentives are then arbitrated for the customer's
+    ``stage`` and the ``channel`` (``nbo.arbitration``); without a catalogue every item is
+    a product offer of uniform value, so products rank by propensity, i.e. in the model's
+    order. Offers from the model are explained by the purchases behind them. The stage,
+    ``churn_risk`` and ``monetary`` value (the customer's profile) are also features of
+    the two-stage ranker (None: unknown).
+
+    One customer's ``rank_offers_many``: a request and a campaign rank the same way.
+    """
+    request = OfferRequest(
+        customer_id,
+        k,
+        recent,
+        fatigued,
+        personalize,
+        stage,
+        channel,
+        impressions,
+        churn_risk,
+        monetary,
+    )
+    return rank_offers_many(model, [request], now_s, window, catalog)[0]
+
+
+def rank_offers_many(
+    model: ServingModel,
+    requests: Sequence[OfferRequest],
+    now_s: int,
+    window: SuppressionWindow,
+    catalog: Catalog | None = None,
+) -> list[Ranking]:
+    """``rank_offers`` for many customers: each customer's history, suppression and
+    fatigue, then the two-stage candidates and ranker scores of all of them in one pass
+    (``nbo.two_stage.candidates``, one LightGBM call), then each customer's arbitration
+    and explanations."""
+    catalog = catalog or default_catalog()
+    prepared = _prepare_many(model, requests, now_s, window)
+    ranked = _Stacked.empty()
+    if model.ranker is not None:
+        chosen = [n for n, p in enumerate(prepared) if p.personalized]
+        ranked = _ranked_candidates_many(model, [prepared[n] for n in chosen], now_s)
+        ranked = replace(ranked, rows=np.asarray(chosen, dtype=np.int64)[ranked.rows])
+    return _finish_many(model, prepared, ranked, catalog, now_s)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A request with the customer's history and what the rules hold back."""
+
+    request: OfferRequest
+    history: CustomerHistory
+    known: np.ndarray
+    just_bought: np.ndarray
+    suppressed: np.ndarray  # just bought and fatigued
+    removed: dict[str, int]
+    personalized: bool
+    n_candidates: int
+
+
+# Candidate items, the source each is credited to, their scores and probabilities.
+_Scored = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Stacked:
+    """Candidates of many requests, each request's together and best first: the request
+    (``rows``), items, the source each is credited to, scores and probabilities."""
+
+    rows: np.ndarray
+    items: np.ndarray
+    sources: np.ndarray
+    scores: np.ndarray
+    chances: np.ndarray
+
+    @classmethod
+    def empty(cls) -> _Stacked:
+        nothing = np.empty(0)
+        return cls(
+            np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, object), nothing, nothing
+        )
+
+
+def _prepare_many(
+    model: ServingModel, requests: Sequence[OfferRequest], now_s: int, window: SuppressionWindow
+) -> list[_Prepared]:
+    """Each request's history and what the rules hold back: what was just bought (one
+    pass over all the histories) and what the customer is tired of."""
+    histories = [customer_history(model, r.customer_id, r.recent) for r in requests]
+    lengths = np.fromiter((len(h.items) for h in histories), dtype=np.int64, count=len(histories))
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    items = _joined([h.items for h in histories], np.int32)
+    suppressed = _suppressed(
+        model, items, _joined([h.last_purchase for h in histories], np.int64), now_s, window
+    )
+    known = _joined([h.confidence for h in histories], np.float32) > 0
+    # Per request, where its just-bought items lie among all of them.
+    owner = np.repeat(np.arange(len(histories)), lengths)
+    per_request = np.bincount(owner[suppressed], minlength=len(histories))
+    cut = np.concatenate([[0], np.cumsum(per_request)])
+    just_bought_all = items[suppressed]
+    prepared = []
+    for n, (request, history) in enumerate(zip(requests, histories, strict=True)):
+        just_bought = just_bought_all[cut[n] : cut[n + 1]]
+        rested = _fatigued(model, request.fatigued, just_bought)
+        mine = known[starts[n] : starts[n + 1]]
+        prepared.append(
+            _Prepared(
+                request,
+                history,
+                mine,
+                just_bought,
+                np.concatenate([just_bought, rested]) if len(rested) else just_bought,
+                {RULE_JUST_BOUGHT: len(just_bought), RULE_FATIGUE: len(rested)},
+                request.personalize and bool(mine.any()),
+                max(MIN_CANDIDATES, 2 * request.k),
+            )
+        )
+    return prepared
+
+
+def _joined(parts: Sequence[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else np.empty(0, dtype)
+
+
+def _finish_many(
+    model: ServingModel,
+    prepared: Sequence[_Prepared],
+    ranked: _Stacked,
+    catalog: Catalog,
+    now_s: int,
+) -> list[Ranking]:
+    """Each request's product candidates (the ranker's ``ranked``, or ALS's without a
+    ranker, filled from popular where short), then arbitration and explanations of all
+    of them at once."""
+    n_requests = len(prepared)
+    wanted = np.fromiter((p.n_candidates for p in prepared), dtype=np.int64, count=n_requests)
+    have = np.bincount(ranked.rows, minlength=n_requests)
+    ranked_starts = np.searchsorted(ranked.rows, np.arange(n_requests + 1))
+    # Requests the ranker did not fill (none ranked, or fewer than wanted) are completed
+    # one by one and replace their ranked rows.
+    short = np.flatnonzero(have < wanted)
+    rows: list[np.ndarray] = []
+    items: list[np.ndarray] = []
+    sources: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    chances: list[np.ndarray] = []
+    for n in short.tolist():
+        mine = slice(int(ranked_starts[n]), int(ranked_starts[n + 1]))
+        # A request the ranker ranked keeps its candidates, however few (none: all
+        # suppressed); the others are ALS's (without a ranker) or popular (cold).
+        scored = (
+            (ranked.items[mine], ranked.sources[mine], ranked.scores[mine], ranked.chances[mine])
+            if model.ranker is not None and prepared[n].personalized
+            else None
+        )
+        part = _product_candidates(model, prepared[n], scored)
+        rows.append(np.full(len(part[0]), n, dtype=np.int64))
+        for column, values in zip((items, sources, scores, chances), part, strict=True):
+            column.append(values)
+    keep = ~np.isin(ranked.rows, short)
+    stacked_rows = np.concatenate([ranked.rows[keep], *rows])
+    order = np.argsort(stacked_rows, kind="stable")
+    stacked = ProductCandidates(
+        np.concatenate([ranked.items[keep], *items]).astype(np.int64)[order],
+        np.concatenate([ranked.sources[keep], *sources]).astype(object)[order],
+        np.concatenate([ranked.scores[keep], *scores]).astype(np.float64)[order],
+        np.concatenate([ranked.chances[keep], *chances]).astype(np.float64)[order],
+        rows=stacked_rows[order],
+    )
+    requests = [p.request for p in prepared]
+    choices = arbitrate_many(
+        stacked,
+        [Contest(r.stage, r.channel, r.k, r.impressions) for r in requests],
+        model.item_id_array,
+        catalog,
+        now_s,
+        model.item_price,
+        model.typical_line_value,
+    )
+    bought = [
+        Bought(p.history.items[p.known], p.history.counts[p.known], p.history.confidence[p.known])
+        for p in prepared
+    ]
+    table = OfferTable(choices, explain(model, bought, choices, [r.stage for r in requests]))
+    rankings = []
+    for n, p in enumerate(prepared):
+        if not p.personalized:
+            profile = PROFILE_NONE
+        elif p.history.index is None:
+            profile = PROFILE_LIVE
+        else:
+            profile = PROFILE_UPDATED if p.history.has_new_orders else PROFILE_TRAINED
+        removed = {
+            **p.removed,
+            RULE_INELIGIBLE: int(choices.ineligible[n]),
+            RULE_OFFER_CAP: int(choices.offer_cap[n]),
+        }
+        rankings.append(
+            Ranking(
+                p.request.customer_id,
+                p.personalized,
+                profile,
+                len(p.just_bought),
+                removed,
+                table,
+                n,
+            )
+        )
+    return rankings
+
+
+def _product_candidates(
+    model: ServingModel, prepared: _Prepared, scored: _Scored | None
+) -> _Scored:
+    """One request's product candidates in order: items, the source each is credited to,
+    the source's scores and the probabilities of purchase. The ranker's (``scored``), or
+    ALS's without one; filled from the popular items the customer may be offered when
+    short."""
+    history, known = prepared.history, prepared.known
+    suppressed, n_candidates = prepared.suppressed, prepared.n_candidates
+    propensity = model.propensity
+    if scored is not None:
+        ids, sources, source_scores, chances = scored
+    else:
+        ids = np.empty(0, dtype=np.int64)
+        scores = np.empty(0, dtype=np.float32)
+        if prepared.personalized:
+            ids, scores = _cf_candidates(model, history, known, suppressed, n_candidates)
+        sources = np.full(len(ids), SOURCE_CF, dtype=object)
+        chances = propensity.of_scores(scores)
+        source_scores = np.asarray(scores, dtype=np.float64)
+    if len(ids) < n_candidates:
+        taken = np.concatenate([suppressed, ids]).astype(np.int64)
+        allowed = model.popular_order[~np.isin(model.popular_order, suppressed)]
+        fill_ranks = np.flatnonzero(~np.isin(allowed, taken))[: n_candidates - len(ids)]
+        fill = allowed[fill_ranks]
+        ids = np.concatenate([np.asarray(ids, dtype=np.int64), fill])
+        sources = np.concatenate([sources, np.full(len(fill), SOURCE_POPULAR, dtype=object)])
+        # Propensity by the item's rank among what this customer may be offered.
+        chances = np.concatenate([chances, propensity.of_popular_ranks(fill_ranks + 1)])
+        source_scores = np.concatenate([source_scores, model.popularity[fill]])
+    return np.asarray(ids, dtype=np.int64), sources, source_scores, chances
+
+
+# The reason an item proposed by several sources is given: the most personal first.
+_CREDIT_ORDER = (
+    (SOURCE_BUY_AGAIN_COLUMN, SOURCE_BUY_AGAIN),
+    (SOURCE_KNN_COLUMN, SOURCE_ALSO_BOUGHT),
+    (SOURCE_ALS_COLUMN, SOURCE_CF),
+    (SOURCE_STAGE_POPULAR_COLUMN, SOURCE_POPULAR_IN_STAGE),
+    (SOURCE_POPULAR_COLUMN, SOURCE_POPULAR),
+)
+_CREDIT_COLUMNS = np.array([column for column, _ in _CREDIT_ORDER])
+_CREDIT_NAMES = np.array([name for _, name in _CREDIT_ORDER], dtype=object)
+
+
+def _ranked_candidates_many(
+    model: ServingModel, prepared: Sequence[_Prepared], now_s: int
+) -> _Stacked:
+    """The best ``n_candidates`` two-stage candidates (``nbo.two_stage``) of each
+    prepared request, best first, stacked (``rows``: positions in ``prepared``): items,
+    the source each is credited to, the ranker's scores and their probabilities. One
+    candidate pass and one ranker call for all of them."""
+    assert model.ranker is not None and model.item_side is not None
+    if not prepared:
+        return _Stacked.empty()
+    n_items = len(model.items)
+    mine = [p.history.items[p.known] for p in prepared]
+    factors = np.vstack(
+        [_taste_of(model, p, items) for p, items in zip(prepared, mine, strict=True)]
+    )
+    counts = _stacked(mine, [p.history.counts[p.known] for p in prepared], n_items)
+    last = _stacked(
+        mine, [p.history.last_purchase[p.known].astype(np.float64) for p in prepared], n_items
+    )
+    exclude = _stacked(
+        [p.suppressed for p in prepared],
+        [np.ones(len(p.suppressed), np.float32) for p in prepared],
+        n_items,
+    )
+    request = [p.request for p in prepared]
+    risk = [np.nan if r.churn_risk is None else r.churn_risk for r in request]
+    table = candidates(
+        model.item_side,
+        CustomerSide(
+            factors,
+            counts,
+            last,
+            exclude,
+            stage=np.array([STAGE_CODE.get(r.stage, NO_STAGE) for r in request]),
+            churn_risk=np.array(risk),
+            monetary=np.array([np.nan if r.monetary is None else r.monetary for r in request]),
+        ),
+        model.ranker_per_source,
+        as_of_s=now_s,
+    )
+    scores = model.ranker.predict(table.features)
+    order = ranked_order(table, scores)
+    rows = table.rows[order]
+    wanted = np.fromiter((p.n_candidates for p in prepared), dtype=np.int64, count=len(prepared))
+    starts = np.searchsorted(rows, np.arange(len(prepared)))
+    # Each request's best n_candidates.
+    chosen = order[np.arange(len(rows)) - starts[rows] < wanted[rows]]
+    # Each item is credited to the first of its sources in _CREDIT_ORDER.
+    flags = table.sources[chosen][:, _CREDIT_COLUMNS]
+    ranked = scores[chosen]
+    return _Stacked(
+        table.rows[chosen].astype(np.int64),
+        table.items[chosen].astype(np.int64),
+        _CREDIT_NAMES[np.argmax(flags, axis=1)],
+        ranked,
+        model.propensity.of_ranker_scores(ranked),
+    )
+
+
+def _taste_of(model: ServingModel, prepared: _Prepared, mine: np.ndarray) -> np.ndarray:
+    """The customer's ALS taste vector: the trained one, or refolded from their history
+    when purchases were posted since training (or the model never saw them)."""
+    history = prepared.history
+    if history.index is None or history.has_new_orders:
+        n_items = len(model.items)
+        confidence = sp.csr_matrix(
+            (history.confidence[prepared.known], mine, [0, len(mine)]), shape=(1, n_items)
+        )
+        return np.asarray(model.als.recalculate_user(0, confidence), dtype=np.float32).reshape(
+            1, -1
+        )
+    return np.asarray(model.als.user_factors[history.index], dtype=np.float32).reshape(1, -1)
+
+
+def _stacked(indices: Sequence[np.ndarray], data: Sequence[np.ndarray], n_items: int) -> PlainRows:
+    """Rows (one per customer) as row-compressed arrays."""
+    lengths = [len(i) for i in indices]
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return PlainRows(
+        indptr,
+        np.concatenate(indices).astype(np.int64) if indices else np.empty(0, np.int64),
+        np.concatenate(data) if data else np.empty(0),
+        (len(indices), n_items),
+    )
+
+
+def _cf_candidates(
+    model: ServingModel,
+    history: CustomerHistory,
+    known: np.ndarray,
+    suppressed: np.ndarray,
+    n: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """ALS's top ``n`` items for the customer, never a suppressed one."""
+    n_items = len(model.items)
+    # Never ask for more than can be offered: implicit pads a short list with filtered
+    # items (score = lowest float32) or repeats of item 0.
+    wanted = min(n, n_items - len(suppressed))
+    if wanted <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    # Suppressed items as a plain filter list: for one customer this is the same filter
+    # as a one-row liked-items matrix without building and slicing a CSR.
+    filter_items = suppressed if len(suppressed) else None
+    if history.index is None or history.has_new_orders:
+        row = sp.csr_matrix(
+            (history.confidence[known], history.items[known], [0, int(known.sum())]),
+            shape=(1, n_items),
+        )
+        ids, scores = model.als.recommend(
+            0,
+            row,
+            N=wanted,
+            filter_already_liked_items=False,
+            filter_items=filter_items,
+            recalculate_user=True,
+        )
+    else:
+        ids, scores = model.als.recommend(
+            history.index,
+            None,
+            N=wanted,
+            filter_already_liked_items=False,
+            filter_items=filter_items,
+        )
+    valid = (ids >= 0) & (scores > FILTERED_SCORE)
+    return ids[valid], scores[valid]
+
+
+def _suppressed(
+    model: ServingModel,
+    items: np.ndarray,
+    last_purchase: np.ndarray,
+    now_s: int,
+    window: SuppressionWindow,
+) -> np.ndarray:
+    """Which purchased ``items`` (with their last purchase) were bought too recently to
+    offer: within the item's learned repurchase cycle (capped at the window) when the
+    model has cycles, else within the window."""
+    per_item = model.suppression_days(window.days)
+    if per_item is not None:
+        return suppressed_mask(items, last_purchase, now_s, per_item)
+    earliest = window.earliest_suppressed(now_s)
+    if earliest is None:
+        return np.zeros(len(items), dtype=bool)
+    return np.asarray(last_purchase >= earliest)
+
+
+def _fatigued(model: ServingModel, fatigued: Collection[str], taken: np.ndarray) -> np.ndarray:
+    """Catalogue indices of fatigued items not already removed as just bought."""
+    if not fatigued:
+        return np.empty(0, dtype=np.int32)
+    indices = [model.items.get(item) for item in fatigued]
+    known = np.asarray([i for i in indices if i is not None], dtype=np.int32)
+    return known[~np.isin(known, taken)]

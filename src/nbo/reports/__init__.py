@@ -1,0 +1,1 @@
+"""``nbo report`` and ``nbo models``: reports on experiments and models."""

@@ -1,0 +1,282 @@
+"""``nbo report experiment NAME`` and ``nbo report compare A B``; ``nbo models``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from nbo.core.errors import NboError
+from nbo.settings import load_settings
+
+REPORTS_DIR = Path("reports")
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "report",
+        help="experiment reports and offline model comparisons",
+        description="Reports on models: an experiment's uplift and significance from the "
+        "service's events, or two published models compared on purchases neither saw.",
+    )
+    reports = parser.add_subparsers(dest="report", metavar="REPORT")
+    reports.required = True
+
+    experiment = reports.add_parser(
+        "experiment",
+        help="per variant: exposed, conversions, revenue; uplift against control",
+        description="The experiment's report from the event store (NBO_STORE_URL) and the "
+        "experiments file (NBO_EXPERIMENTS): per variant customers assigned and exposed, "
+        "conversions, conversion rate and revenue per exposed customer; each variant "
+        "against the control with a 95% confidence interval and p-value; the sample-ratio "
+        "test; the experiment's dates and the window of events counted; a warning for a "
+        "variant with fewer than 100 exposed customers. Prints a table, writes report.json "
+        "and report.html.",
+    )
+    experiment.add_argument("name", help="the experiment's name in the experiments file")
+    experiment.add_argument(
+        "--experiments", type=Path, default=None, help="experiments file (NBO_EXPERIMENTS)"
+    )
+    experiment.add_argument("--store-url", default=None, help="NBO_STORE_URL")
+    experiment.add_argument(
+        "--out", type=Path, default=None, help="folder for the files (reports/experiment-...)"
+    )
+    experiment.set_defaults(handler=run_experiment)
+
+    compare = reports.add_parser(
+        "compare",
+        help="two published models on purchases after both were trained",
+        description="Evaluate two published models (versions or aliases) on the purchases "
+        "of --data made after the newer model's training data ends, for the customers both "
+        "know, with the trainer's metrics on both truths and a paired test of NDCG.",
+    )
+    compare.add_argument("model_a", metavar="VERSION_A", help="a version or alias")
+    compare.add_argument("model_b", metavar="VERSION_B", help="a version or alias")
+    compare.add_argument("--data", type=Path, required=True, help="purchase file (.csv/.parquet)")
+    compare.add_argument(
+        "--mapping", default=None, help="column mapping: a shipped name or a TOML file"
+    )
+    compare.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="CANONICAL=SOURCE",
+        help="map one column, e.g. --column item_id=sku (repeatable; overrides --mapping)",
+    )
+    compare.add_argument("--k", type=int, default=10, help="list length (10)")
+    compare.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
+    compare.add_argument("--out", type=Path, default=None, help="write the comparison as JSON")
+    compare.set_defaults(handler=run_compare)
+
+
+def register_models(commands: Any) -> None:
+    models = commands.add_parser(
+        "models",
+        help="list published models and set aliases",
+        description="List the published versions with their aliases, or point an alias "
+        "(e.g. candidate) at a version: experiments name models by alias or version.",
+    )
+    models.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
+    models.add_argument(
+        "--alias",
+        nargs=2,
+        metavar=("NAME", "VERSION"),
+        default=None,
+        help="point alias NAME at VERSION (a version or another alias)",
+    )
+    models.add_argument("--unalias", metavar="NAME", default=None, help="remove an alias")
+    models.set_defaults(handler=run_models)
+
+
+def run_experiment(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from nbo.console.tables import output_console, print_table
+    from nbo.experiments.definitions import load_experiments
+    from nbo.experiments.outcomes import report_for
+    from nbo.experiments.page import report_html, srm_result
+    from nbo.experiments.stats import SRM_WARNING
+    from nbo.store.sqlite import open_store
+
+    settings = load_settings(store_url=args.store_url, experiments=args.experiments)
+    if settings.experiments is None:
+        raise NboError("no experiments file: pass --experiments FILE or set NBO_EXPERIMENTS")
+    experiment = load_experiments(settings.experiments).get(args.name)
+    if experiment is None:
+        raise NboError(f"experiment '{args.name}': not in {settings.experiments}")
+    now = settings.now()
+    out = args.out or REPORTS_DIR / f"experiment-{args.name}-{now:%Y%m%dT%H%M%SZ}"
+    store = open_store(settings.store_url)
+    try:
+        report: dict[str, Any] = report_for(store, experiment, int(now.timestamp()))
+    finally:
+        store.close()
+    console = output_console()
+    end = report["end"] or "no end date"
+    window = report["window"]
+    console.print(
+        f"experiment {args.name}: {report['start']} to {end} ({report['status']}); this "
+        f"report counts events from {window['start']} to {window['end']}",
+        soft_wrap=True,
+        markup=False,
+    )
+    for warning in report["warnings"]:
+        style = "bold red" if warning.startswith(SRM_WARNING) else "yellow"
+        console.print(f"[{style}]warning[/] {escape(warning)}", soft_wrap=True)
+    table = Table(title=f"experiment {args.name} (as of {report['as_of']})", title_justify="left")
+    columns = ("variant", "model", "assigned", "exposed", "converted", "rate", "rev/exposed")
+    for column in (*columns, "95% CI"):
+        table.add_column(column, justify="left" if column in ("variant", "model") else "right")
+    clipped = False
+    for v in report["variants"]:
+        ci = v["revenue_per_exposed_ci"]
+        mark = "*" if v["revenue_per_exposed_ci_clipped"] else ""
+        clipped = clipped or bool(mark)
+        table.add_row(
+            escape(v["name"] + (" (control)" if v["control"] else "")),
+            escape(str(v.get("model") or "-")),
+            f"{v['assigned']:,}",
+            f"{v['exposed']:,}",
+            f"{v['converted']:,}",
+            _percent(v["conversion_rate"]),
+            _number(v["revenue_per_exposed"]),
+            "-" if ci is None else f"{_number(ci[0])}{mark} .. {_number(ci[1])}",
+        )
+    print_table(console, table)
+    if clipped:
+        console.print(
+            "* lower bound clipped at 0: revenue is never negative, and with this few buyers "
+            "the t-interval reached below 0",
+            soft_wrap=True,
+            markup=False,
+        )
+    console.print(srm_result(report["srm"]), soft_wrap=True, markup=False)
+    for c in report["comparisons"]:
+        conversion, revenue = c["conversion"], c["revenue_per_exposed"]
+        console.print(
+            f"{c['variant']} vs {c['against']}: conversion {_signed(conversion['difference'])} "
+            f"(95% CI {_signed(conversion['ci_low'])} .. {_signed(conversion['ci_high'])}, "
+            f"p {_p(conversion['p_value'])}); revenue per exposed "
+            f"{_signed(revenue['difference'], percent=False)} (95% CI "
+            f"{_signed(revenue['ci_low'], percent=False)} .. "
+            f"{_signed(revenue['ci_high'], percent=False)}, p {_p(revenue['p_value'])})",
+            soft_wrap=True,
+            markup=False,
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "report.html").write_text(
+        report_html(report, f"nbo experiment {args.name}"), encoding="utf-8"
+    )
+    console.print(f"wrote {out / 'report.json'} and {out / 'report.html'}", soft_wrap=True)
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from nbo.console.tables import output_console, print_table
+    from nbo.data.mapping import load_mapping, parse_column_overrides
+    from nbo.data.purchases import read_purchases
+    from nbo.evaluation.compare import TRUTHS, compare_models
+    from nbo.models.registry import resolve
+    from nbo.models.served import load_serving_model
+
+    if not 1 <= args.k <= 100:
+        raise NboError(f"--k {args.k}: must be between 1 and 100")
+    mapping = load_mapping(args.mapping).with_overrides(columns=parse_column_overrides(args.column))
+    settings = load_settings(models_dir=args.models_dir)
+    versions = (
+        resolve(settings.models_dir, args.model_a),
+        resolve(settings.models_dir, args.model_b),
+    )
+    models = (
+        load_serving_model(settings.models_dir, versions[0]),
+        load_serving_model(settings.models_dir, versions[1]),
+    )
+    purchases, _cleaning = read_purchases(args.data, mapping)
+    names = (args.model_a, args.model_b) if args.model_a != args.model_b else ("a", "b")
+    result = compare_models(models, names, purchases, k=args.k, window=settings.suppression)
+    console = output_console()
+    holdout = result["holdout"]
+    console.print(
+        f"holdout: {holdout['purchase_lines']:,} purchase lines from {holdout['start']} to "
+        f"{holdout['end']}, {holdout['customers']:,} customers both models know",
+        soft_wrap=True,
+    )
+    k = args.k
+    # The names as given; a column of their own only when one is not the version itself.
+    named = any(result["models"][name] != name for name in names)
+    for truth in TRUTHS:
+        table = Table(title=f"truth: {truth}", title_justify="left")
+        columns = ["model"] if named else []
+        columns += ["version", f"precision@{k}", f"recall@{k}", f"ndcg@{k}", "customers"]
+        for column in columns:
+            table.add_column(column, justify="left" if column in ("model", "version") else "right")
+        for name in names:
+            m = result["metrics"][truth][name]
+            table.add_row(
+                *([name] if named else []),
+                result["models"][name],
+                *(_number(m.get(f"{x}@{k}"), 4) for x in ("precision", "recall", "ndcg")),
+                f"{m['customers']:,}",
+            )
+        print_table(console, table)
+        d = result["difference"][truth]
+        low, high = _signed(d["ci_low"], False, 4), _signed(d["ci_high"], False, 4)
+        console.print(
+            f"{names[1]} - {names[0]} ndcg@{k}: {_signed(d['ndcg_difference'], False, 4)} "
+            f"(95% CI {low} .. {high}, paired t-test p {_p(d['p_value'])})",
+            soft_wrap=True,
+        )
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        console.print(f"wrote {args.out}", soft_wrap=True)
+    return 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from nbo.models.artifacts import list_versions
+    from nbo.models.registry import aliases_with_current, remove_alias, resolve, set_alias
+
+    settings = load_settings(models_dir=args.models_dir)
+    models_dir = settings.models_dir
+    if args.alias is not None:
+        name, reference = args.alias
+        version = resolve(models_dir, reference)
+        set_alias(models_dir, name, version)
+        print(f"alias {name} -> {version}")
+        return 0
+    if args.unalias is not None:
+        remove_alias(models_dir, args.unalias)
+        print(f"alias {args.unalias} removed")
+        return 0
+    aliases = aliases_with_current(models_dir)
+    versions = list_versions(models_dir)
+    if not versions:
+        print(f"no published model in {models_dir}: train one with 'nbo train'")
+        return 0
+    for version in reversed(versions):
+        names = sorted(a for a, v in aliases.items() if v == version)
+        print(version + (f"  ({', '.join(names)})" if names else ""))
+    return 0
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _signed(value: float | None, percent: bool = True, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 100:+.{digits}f} pp" if percent else f"{value:+,.{digits}f}"
+
+
+def _p(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}" if value >= 0.0001 else "<0.0001"

@@ -1,0 +1,1 @@
+"""Read state -> assign -> decide: the one sequence the API and campaigns share."""

@@ -1,0 +1,229 @@
+"""Prometheus metrics of one app: requests, offers served, suppressions, events, the model
+and the store.
+
+Each app has its own ``CollectorRegistry`` (kept on ``app.state.metrics``), never the
+process-wide default: tests build many apps in one process, and two apps must not add
+to each other's counts or refuse each other's metric names.
+
+Label values come from bounded sets the code defines (route templates, HTTP methods,
+offer sources, rule names, event types, channels, model versions), never from a request:
+a customer id in a label would be personal data and an unbounded number of series.
+
+``NBO_METRICS=false`` gives ``Metrics``, whose methods do nothing, so routes record
+unconditionally and a load test can compare the cost of metrics on and off.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from nbo.data.events import Event
+from nbo.offers.decision import Decision
+from nbo.service.state import ModelHolder
+from nbo.store.base import AddResult, Store
+
+# The route label of a request no route matched (its raw path could hold anything).
+UNMATCHED = "unmatched"
+# Methods kept as label values; any other becomes "other" (a client may send any token).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+# Offers calls take about a millisecond in-process; slow ones (a cold store) tens of ms.
+REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# SQLite reads on a warm page cache are tens of microseconds; a durable commit waits on
+# the disk (milliseconds); an erasure checkpoints the log (more).
+STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
+class Metrics:
+    """No metrics: every method does nothing (``NBO_METRICS=false``)."""
+
+    registry: CollectorRegistry | None = None
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One HTTP request answered (``route``: the path template, or ``UNMATCHED``)."""
+
+    def record_decision(self, decision: Decision, channel: str) -> None:
+        """An offers answer: its offers by source, what the rules removed or withheld."""
+
+    def record_events(self, events: Sequence[Event], result: AddResult, rejected: int) -> None:
+        """A ``POST /v1/events``: stored and duplicate events by type, and the rejected."""
+
+    def observe_store(self, store: Store) -> Store:
+        """The store the routes use: timed per operation when metrics are on."""
+        return store
+
+
+class PrometheusMetrics(Metrics):
+    """The service's metrics in their own registry (``generate_latest(registry)``)."""
+
+    def __init__(self, models: ModelHolder) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "nbo_http_requests",
+            "HTTP requests answered, by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "nbo_http_request_duration_seconds",
+            "time from request to the end of the response, by route template, method and status",
+            ["route", "method", "status"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self._offers = Counter(
+            "nbo_offers_served",
+            "offers returned by the offers route, by reason source and channel",
+            ["source", "channel"],
+            registry=self.registry,
+        )
+        self._suppressions = Counter(
+            "nbo_suppressions",
+            "candidates removed per ranking rule (just_bought, fatigue, ineligible, "
+            "offer_cap) and whole answers withheld (no_channel_consent, frequency_cap)",
+            ["rule"],
+            registry=self.registry,
+        )
+        self._events = Counter(
+            "nbo_events_ingested",
+            "posted events by type: outcome accepted (stored) or duplicate (not stored again)",
+            ["type", "outcome"],
+            registry=self.registry,
+        )
+        self._rejected = Counter(
+            "nbo_events_rejected",
+            "posted events refused as invalid (no type label: an invalid event's type is "
+            "whatever the client sent)",
+            registry=self.registry,
+        )
+        self._store = Histogram(
+            "nbo_store_seconds",
+            "time of the event store's operations the service makes, by operation",
+            ["operation"],
+            buckets=STORE_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(ModelCollector(models))
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        # The labelled children of each (route, method, status), looked up once: ``labels``
+        # takes a lock and builds a key on every call, on the path of every request.
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self._requests.labels(route, method, str(status)),
+                self._latency.labels(route, method, str(status)),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def record_decision(self, decision: Decision, channel: str) -> None:
+        ranking = decision.ranking
+        if ranking is None:
+            if decision.suppressed_reason is not None:
+                self._suppressions.labels(decision.suppressed_reason).inc()
+            return
+        for rule, count in ranking.removed.items():
+            self._suppressions.labels(rule).inc(count)
+        for offer in ranking.offers:
+            self._offers.labels(offer.reason.source, channel).inc()
+
+    def record_events(self, events: Sequence[Event], result: AddResult, rejected: int) -> None:
+        type_of = {event.event_id: event.type for event in events}
+        for outcome, ids in (("accepted", result.accepted), ("duplicate", result.duplicates)):
+            for event_id in ids:
+                self._events.labels(type_of[event_id], outcome).inc()
+        if rejected:
+            self._rejected.inc(rejected)
+
+    def observe_store(self, store: Store) -> Store:
+        return cast(Store, TimedStore(store, self._store.labels))
+
+
+class TimedStore:
+    """The store with each method call timed under its name, in ``nbo_store_seconds``.
+
+    A proxy rather than timing calls in every route: every store operation a route makes
+    is measured, including methods added to the store later, and ``store.py`` keeps its
+    SQL free of metrics. Wrappers are made once per method and kept on the proxy.
+    """
+
+    def __init__(self, store: Store, histogram: Callable[[str], Histogram]) -> None:
+        self._inner = store
+        self._histogram = histogram
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not callable(attribute) or name.startswith("_"):
+            return attribute
+        observe = self._histogram(name).observe
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return attribute(*args, **kwargs)
+            finally:
+                observe(time.perf_counter() - start)
+
+        setattr(self, name, timed)
+        return timed
+
+
+class ModelCollector(Collector):
+    """The served model, read at scrape time from the holder: always the version serving
+    now, whichever way it was loaded or swapped, with nothing to keep in step."""
+
+    def __init__(self, models: ModelHolder) -> None:
+        self._models = models
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        serving = self._models.serving
+        info, loaded_at, load_seconds = self._families()
+        if serving is not None:
+            current = serving.current.version
+            info.add_metric([current, "current"], 1)
+            for version in dict.fromkeys(m.version for m in serving.models()):
+                if version != current:
+                    info.add_metric([version, "experiment"], 1)
+            loaded_at.add_metric([], serving.current.loaded_at)
+        if self._models.load_seconds is not None:
+            load_seconds.add_metric([], self._models.load_seconds)
+        return iter((info, loaded_at, load_seconds))
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "nbo_model_info",
+                "1 for each model version serving: the current one and experiment variants'",
+                labels=["version", "role"],
+            ),
+            GaugeMetricFamily(
+                "nbo_model_loaded_timestamp_seconds",
+                "when the current model was loaded (unix seconds)",
+            ),
+            GaugeMetricFamily(
+                "nbo_model_load_seconds", "how long the last successful model load took"
+            ),
+        )
+
+
+def build_metrics(enabled: bool, models: ModelHolder) -> Metrics:
+    """The app's metrics: Prometheus in a registry of its own, or none."""
+    return PrometheusMetrics(models) if enabled else Metrics()

@@ -1,0 +1,191 @@
+"""Service settings: one typed class, environment prefix ``NBO_``. Nothing else reads os.environ.
+
+A bad value refuses the deploy at start with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
+
+from nbo.core.apikeys import ApiKeyEntry, check_unique_ids
+from nbo.core.errors import ConfigError
+from nbo.offers.policies import FatigueRule, FrequencyCap
+from nbo.offers.suppression import SuppressionWindow
+
+# A shorter pseudonym key could be guessed by trying keys against a logged pseudonym of
+# a known id.
+MIN_LOG_KEY_CHARS = 16
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NBO_", extra="ignore")
+
+    models_dir: Path = Field(Path("models"), description="where published models live")
+    model_version: str | None = Field(None, description="serve this version, not CURRENT")
+    clock: datetime | None = Field(
+        None, description="pin the service clock (ISO time); real time when unset"
+    )
+    suppression_days: str = Field(
+        "30", description="days a bought item is not offered; 0 = never, 'all' = ever bought"
+    )
+    store_url: str = Field(
+        "sqlite:///var/nbo.db",
+        description="the event store; sqlite:///PATH (relative paths from the working folder)",
+    )
+    frequency_caps: dict[str, FrequencyCap] = Field(
+        default_factory=lambda: {
+            "email": FrequencyCap(max_deliveries=1, days=7),
+            "app": FrequencyCap(max_deliveries=5, days=1),
+        },
+        description='per channel, JSON: {"email": {"max_deliveries": 1, "days": 7}, ...}; '
+        "a channel without a cap is not capped",
+    )
+    fatigue: FatigueRule | None = Field(
+        default_factory=FatigueRule,
+        description='JSON {"impressions": 3, "days": 14}: an item shown that often in that '
+        "many days without a click or conversion rests for the window; null turns it off",
+    )
+    catalog: Path | None = Field(
+        None,
+        description="the offer catalogue, YAML or JSON (e.g. data/catalog.yaml); re-read when "
+        "it changes, a bad new file is refused and the old one kept; unset = every item a "
+        "product offer on default terms, no incentives",
+    )
+    experiments: Path | None = Field(
+        None,
+        description="experiments file (YAML/JSON): A/B tests of models; unset = none",
+    )
+    require_model: bool = Field(
+        True, description="refuse to start without a loadable model (else start unready)"
+    )
+    api_keys: list[ApiKeyEntry] = Field(
+        default_factory=list,
+        repr=False,
+        description='JSON list of {"id", "role": read|write|admin, "sha256"} (see nbo keys '
+        "create); empty = no access control, and then loopback only",
+    )
+    allow_unauthenticated: bool = Field(
+        False, description="serve a non-loopback NBO_HOST without API keys (warns at start)"
+    )
+    watch_models: bool = Field(
+        False,
+        description="reload when models/CURRENT changes (polled each second), as SIGHUP "
+        "or POST /v1/admin/reload do; not with NBO_MODEL_VERSION (a pin never follows CURRENT)",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
+    log_format: str = Field(
+        "json",
+        pattern="^(json|text)$",
+        description="json: one JSON object per line (for log shippers); text: for humans",
+    )
+    access_log: bool = Field(True, description="one log line per request (logger nbo.access)")
+    log_key: SecretStr | None = Field(
+        None,
+        repr=False,
+        description="the key of the customer pseudonyms in logs (at least 16 characters, "
+        "e.g. 64 hex digits); unset = a random key made once and kept in the store",
+    )
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        description="the largest request body accepted, in bytes; larger answers 413",
+    )
+    clock_skew_seconds: int = Field(
+        300,
+        ge=0,
+        description="how far after the service clock an event's timestamp may be (clients' "
+        "clocks run a little ahead); later events are refused",
+    )
+    earliest_event: datetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC),
+        description="events dated before this (ISO time) are refused",
+    )
+    max_posted_lines: int = Field(
+        1000,
+        ge=1,
+        description="the most recent purchase lines of a customer's posted events an offers "
+        "call, a profile or a campaign reads (older ones stay stored and exported)",
+    )
+    metrics: bool = Field(True, description="Prometheus metrics at GET /metrics")
+
+    @field_validator("suppression_days", mode="before")
+    @classmethod
+    def _check_window(cls, value: Any) -> str:
+        return str(SuppressionWindow.parse(value))
+
+    @field_validator("catalog", "experiments", "log_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # NBO_CATALOG= (empty) in a deploy file means "no catalogue", not the working folder;
+        # NBO_LOG_KEY= means the store's key.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_key")
+    @classmethod
+    def _long_enough_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_LOG_KEY_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_LOG_KEY_CHARS} characters (e.g. the 64 hex digits "
+                "of `openssl rand -hex 32`)"
+            )
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _unique_key_ids(cls, value: list[ApiKeyEntry]) -> list[ApiKeyEntry]:
+        return check_unique_ids(value)
+
+    @field_validator("watch_models")
+    @classmethod
+    def _watch_needs_no_pin(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("model_version"):
+            raise ValueError("cannot watch models/CURRENT while NBO_MODEL_VERSION pins a version")
+        return value
+
+    @field_validator("clock", "earliest_event")
+    @classmethod
+    def _clock_in_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @property
+    def suppression(self) -> SuppressionWindow:
+        return SuppressionWindow.parse(self.suppression_days)
+
+    def now(self) -> datetime:
+        """The service's clock: pinned when configured, else real UTC time."""
+        return self.clock or datetime.now(UTC)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment plus explicit overrides; ConfigError on bad values."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        # The setting is the first part of the location; the rest says where inside a
+        # JSON value (NBO_API_KEYS: 0.role: ...).
+        first = exc.errors()[0]
+        field, *inside = (str(p) for p in first["loc"])
+        where = f"{'.'.join(inside)}: " if inside else ""
+        raise ConfigError(f"setting NBO_{field.upper()}: {where}{first['msg']}") from None
+    except SettingsError as exc:
+        # A JSON setting that is not JSON: pydantic-settings names the field in its message.
+        named = re.search(r'field "(\w+)"', str(exc))
+        name = f"NBO_{named.group(1).upper()}" if named else "NBO_*"
+        raise ConfigError(f"setting {name}: not valid JSON") from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,170 @@
+"""The store contract: what the service, campaigns and trainer need from a store, and the
+records it answers with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from nbo.data.events import Event
+from nbo.offers.policies import ContactHistory
+
+
+@dataclass(frozen=True)
+class StoredPurchase:
+    """One purchased item from a posted purchase event."""
+
+    item_id: str
+    quantity: float
+    occurred_at: int
+    order_id: str | None
+    event_id: str
+    # Unit price as posted (None when the event gave none).
+    price: float | None = None
+
+
+@dataclass(frozen=True)
+class TaggedEvent:
+    """A customer's first event of one type in one variant of an experiment."""
+
+    customer_id: str
+    variant: str | None
+    type: str
+    first_at: int
+
+
+@dataclass(frozen=True)
+class ExperimentLog:
+    tagged: list[TaggedEvent]
+    conversions: list[tuple[str, int, float]]  # customer, when, revenue
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One stored event of a customer, for the data export: the payload as posted
+    (validated) and when the store received it."""
+
+    event_id: str
+    type: str
+    occurred_at: int  # unix seconds
+    received_at: int  # unix seconds
+    payload: dict[str, object]
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """A campaign file ``nbo batch`` wrote and still manages (an erasure rewrites it)."""
+
+    path: str  # absolute
+    written_at: int  # unix seconds
+    run_id: str
+    rows: int
+    format: str  # "parquet" or "csv"
+
+
+@dataclass
+class AddResult:
+    accepted: list[str]
+    duplicates: list[str]
+
+
+@dataclass(frozen=True)
+class Consent:
+    """A customer's stored consent: personalization and a flag per channel.
+
+    A channel the record does not name is consented (so a record written before a channel
+    existed does not withdraw it). A customer without a record consents to everything:
+    ``Store.consent_of`` answers None and callers use ``DEFAULT_CONSENT``.
+    """
+
+    personalization: bool
+    channels: dict[str, bool]
+    updated_at: int  # unix seconds; 0 for the default
+
+    def allows(self, channel: str) -> bool:
+        """Whether offers may be sent on ``channel``."""
+        return self.channels.get(channel, True)
+
+
+# What a customer without a consent record gets: consent to everything.
+DEFAULT_CONSENT = Consent(personalization=True, channels={}, updated_at=0)
+
+
+@dataclass(frozen=True)
+class ErasureReceipt:
+    """What one ``erase`` deleted. ``already_erased``: the id was on the erased list
+    before this call (the counts are then what arrived since, usually zeros)."""
+
+    customer_id: str
+    erased_at: int  # unix seconds
+    events: dict[str, int]  # per event type, every type listed
+    purchase_lines: int
+    consent_records: int
+    already_erased: bool
+
+    @property
+    def total(self) -> int:
+        """Every deleted record: events, purchase lines and consent records."""
+        return sum(self.events.values()) + self.purchase_lines + self.consent_records
+
+
+class Store(Protocol):
+    """What the service needs from a store."""
+
+    schema_version: int
+
+    def add_events(self, events: Sequence[Event]) -> AddResult: ...
+
+    def purchases_of(
+        self, customer_id: str, since: int | None = None, limit: int | None = None
+    ) -> list[StoredPurchase]: ...
+
+    def purchases_of_many(
+        self, customer_ids: Sequence[str], limit: int | None = None
+    ) -> dict[str, list[StoredPurchase]]: ...
+
+    def event_count(self) -> int: ...
+
+    def customers_with_purchases(self) -> list[str]: ...
+
+    def experiment_log(self, experiment: str) -> ExperimentLog: ...
+
+    def contacts_of(self, customer_id: str, since: int) -> ContactHistory: ...
+
+    def contacts_of_many(
+        self, customer_ids: Sequence[str], since: int
+    ) -> dict[str, ContactHistory]: ...
+
+    def set_consent(
+        self, customer_id: str, personalization: bool, channels: dict[str, bool]
+    ) -> Consent: ...
+
+    def consent_of(self, customer_id: str) -> Consent | None: ...
+
+    def consents_of(self, customer_ids: Sequence[str]) -> dict[str, Consent]: ...
+
+    def erase(self, customer_id: str) -> ErasureReceipt: ...
+
+    def is_erased(self, customer_id: str) -> bool: ...
+
+    def erased_ids(self) -> list[str]: ...
+
+    def erased_at(self, customer_id: str) -> int | None: ...
+
+    def events_of(self, customer_id: str) -> list[dict[str, object]]: ...
+
+    def stored_events_of(self, customer_id: str) -> list[StoredEvent]: ...
+
+    def pseudonym_key(self) -> bytes: ...
+
+    def register_batch_output(self, output: BatchOutput) -> None: ...
+
+    def batch_outputs(self) -> list[BatchOutput]: ...
+
+    def set_batch_output_rows(self, path: str, rows: int) -> None: ...
+
+    def unregister_batch_output(self, path: str) -> None: ...
+
+    def close(self) -> None: ...
