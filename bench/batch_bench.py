@@ -33,12 +33,12 @@ from nbo.settings import Settings
 CHUNK = 1000
 # (label, function name as cProfile reports it, file suffix) of the parts worth naming.
 PARTS = (
-    ("store reads (consent, contacts, posted purchases)", "customer_states", "decision.py"),
-    ("profiles (features, churn model, stage, send time)", "profiles_for", "decision.py"),
+    ("store reads (consent, contacts, posted purchases)", "read_states", "decide.py"),
+    ("profiles (features, churn model, stage, send time)", "profiles_of", "decision.py"),
     ("histories, suppression, fatigue", "_prepare_many", "ranking.py"),
-    ("two-stage candidates (all customers of a chunk)", "candidates", "two_stage.py"),
+    ("ranker candidates (all customers of a chunk)", "candidates", "candidates.py"),
     ("ranker scores (LightGBM)", "predict", "ranker.py"),
-    ("arbitration under the catalogue", "arbitrate_many", "arbitration.py"),
+    ("arbitration under the catalogue", "arbitrate", "arbitration.py"),
     ("explanations and reason texts", "explain", "explanations.py"),
     ("output rows (Arrow columns)", "chunk_table", "batch.py"),
     ("writing Parquet", "write_table", "parquet/core.py"),

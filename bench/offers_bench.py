@@ -28,9 +28,10 @@ import scipy.sparse as sp
 from nbo.catalog.loading import default_catalog
 from nbo.catalog.terms import Catalog
 from nbo.models.served import ServingModel
-from nbo.offers.decision import ContactPolicy, CustomerState, decide
-from nbo.offers.profiles import customer_profile
-from nbo.offers.ranking import EXPLAINED_BY, rank_offers
+from nbo.offers.decision import ContactPolicy, DecisionRequest, Occasion, decide
+from nbo.offers.profiles import customer_profiles
+from nbo.offers.ranking import EXPLAINED_BY, OfferRequest, rank_offers
+from nbo.offers.state import CustomerState
 from nbo.offers.suppression import SuppressionWindow
 
 K = 10
@@ -89,6 +90,7 @@ def bench_offers(
     catalog = catalog or default_catalog()
     policy = ContactPolicy(window)
     nothing_stored = CustomerState()
+    occasion = Occasion("email", K, now_s)
     als = model.als
     rng = np.random.default_rng(seed)
     n_customers = len(model.customers)
@@ -103,13 +105,13 @@ def bench_offers(
         als.recommend(customer, rows[customer], N=K, filter_already_liked_items=True)
 
     def ranked(customer: int) -> None:
-        rank_offers(model, str(external[customer]), K, now_s, window)
+        rank_offers(model, [OfferRequest(str(external[customer]), K)], now_s, window)
 
     # The same model without its two-stage ranker: ALS candidates only.
     cf_model = dataclasses.replace(model, ranker=None, item_side=None)
 
     def cf_only(customer: int) -> None:
-        rank_offers(cf_model, str(external[customer]), K, now_s, window)
+        rank_offers(cf_model, [OfferRequest(str(external[customer]), K)], now_s, window)
 
     def deciding(with_model: ServingModel) -> Callable[[int], None]:
         def decided(customer: int) -> None:
@@ -117,12 +119,8 @@ def bench_offers(
                 with_model,
                 catalog,
                 policy,
-                str(external[customer]),
-                "email",
-                K,
-                now_s,
-                nothing_stored,
-                delivery=False,
+                [DecisionRequest(str(external[customer]), nothing_stored)],
+                occasion,
             )
 
         return decided
@@ -156,7 +154,7 @@ def bench_offers(
         model.explainer.explain(items, confidence, ids, top=EXPLAINED_BY)
         timings[parts[2]][j] = clock() - start
         start = clock()
-        customer_profile(model, str(external[customer]), (), now_s)
+        customer_profiles(model, [(str(external[customer]), ())], now_s)
         timings[parts[3]][j] = clock() - start
 
     def timed(name: str, call: Callable[[int], None]) -> Callable[[int, int], None]:

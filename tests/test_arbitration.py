@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,14 @@ from nbo.offers.arbitration import (
     KIND_PRODUCT,
     RULE_INELIGIBLE,
     RULE_OFFER_CAP,
+    Choices,
+    Components,
     Contest,
     ProductCandidates,
     arbitrate,
-    arbitrate_many,
 )
-from nbo.offers.policies import DAY, Contact
+from nbo.offers.policies import DAY
+from nbo.offers.state import Contact
 
 NOW = 1_700_000_000
 
@@ -69,6 +72,77 @@ stage_weights:
 """
 
 
+@dataclass(frozen=True)
+class Row:
+    """One arbitrated offer, read from the ``Choices`` columns (what the tests compare)."""
+
+    offer_id: str
+    kind: str
+    components: Components
+    item_id: str | None
+    source: str | None
+    score: float
+    title: str | None
+    incentive: str | None
+    amount: float | None
+
+    @property
+    def priority(self) -> float:
+        return self.components.priority
+
+
+def rows_of(chosen: Choices, customer: int) -> list[Row]:
+    """Customer ``customer``'s offers, best first."""
+    out = []
+    for n in range(int(chosen.starts[customer]), int(chosen.starts[customer + 1])):
+        offer = chosen.offer[n]
+        out.append(
+            Row(
+                chosen.offer_id[n],
+                chosen.kind[n],
+                Components(
+                    float(chosen.propensity[n]),
+                    float(chosen.value[n]),
+                    float(chosen.stage_weight[n]),
+                    float(chosen.lever[n]),
+                ),
+                chosen.item_id[n],
+                chosen.source[n],
+                float(chosen.score[n]),
+                None if offer is None else offer.title,
+                None if offer is None else offer.incentive,
+                None if offer is None else offer.amount,
+            )
+        )
+    return out
+
+
+def arbitrate_one(
+    candidates: ProductCandidates,
+    item_ids: list[str],
+    catalog: Catalog,
+    stage: str,
+    channel: str,
+    now_s: int,
+    impressions: list[Contact],
+    item_price: np.ndarray | None,
+    typical_line_value: float | None,
+    k: int,
+) -> tuple[list[Row], dict[str, int]]:
+    """One customer's arbitration (a contest of one): their offers and the removals."""
+    chosen = arbitrate(
+        candidates,
+        [Contest(stage, channel, k, impressions)],
+        np.asarray(item_ids, dtype=object),
+        catalog,
+        now_s,
+        item_price,
+        typical_line_value,
+    )
+    removed = {RULE_INELIGIBLE: int(chosen.ineligible[0]), RULE_OFFER_CAP: int(chosen.offer_cap[0])}
+    return rows_of(chosen, 0), removed
+
+
 def catalog_from(tmp_path: Path, text: str) -> Catalog:
     path = tmp_path / "catalog.yaml"
     path.write_text(textwrap.dedent(text), encoding="utf-8")
@@ -84,7 +158,7 @@ def candidates(propensities: dict[str, float]) -> tuple[ProductCandidates, list[
 
 def run(catalog: Catalog, stage: str, channel: str = "email", impressions=(), k: int = 10):
     offered, ids = candidates({"A": 0.30, "B": 0.20, "C": 0.10})
-    return arbitrate(
+    return arbitrate_one(
         offered,
         ids,
         catalog,
@@ -159,7 +233,7 @@ def test_ties_keep_the_source_order_and_k_is_respected() -> None:
     catalog = default_catalog()
     ids = [f"i{n}" for n in range(8)]
     flat = ProductCandidates(np.arange(8), ["cf"] * 8, 1.0 - np.arange(8) / 10, np.full(8, 0.05))
-    choices, _ = arbitrate(flat, ids, catalog, "active", "email", NOW, [], None, None, k=5)
+    choices, _ = arbitrate_one(flat, ids, catalog, "active", "email", NOW, [], None, None, k=5)
     assert [c.item_id for c in choices] == [f"i{n}" for n in range(5)]
 
 
@@ -169,7 +243,7 @@ def test_price_weighted_products_value_the_items_price(tmp_path: Path) -> None:
     )
     prices = np.array([2.0, 100.0, np.nan])
     offered, ids = candidates({"A": 0.30, "B": 0.20, "C": 0.10})
-    choices, _ = arbitrate(
+    choices, _ = arbitrate_one(
         offered,
         ids,
         catalog,
@@ -217,9 +291,9 @@ def test_many_customers_are_arbitrated_each_as_alone(tmp_path: Path) -> None:
         np.concatenate([c.propensity for c in per_customer]),
         rows=np.repeat(np.arange(len(lengths)), lengths),
     )
-    together = arbitrate_many(stacked, contests, item_ids, catalog, NOW, prices, 5.0)
+    together = arbitrate(stacked, contests, item_ids, catalog, NOW, prices, 5.0)
     for n, (alone_candidates, contest) in enumerate(zip(per_customer, contests, strict=True)):
-        alone, removed = arbitrate(
+        alone, removed = arbitrate_one(
             alone_candidates,
             ids,
             catalog,
@@ -231,13 +305,13 @@ def test_many_customers_are_arbitrated_each_as_alone(tmp_path: Path) -> None:
             5.0,
             contest.k,
         )
-        assert together.choices(n) == alone
+        assert rows_of(together, n) == alone
         assert removed == {
             RULE_INELIGIBLE: together.ineligible[n],
             RULE_OFFER_CAP: together.offer_cap[n],
         }
     assert together.offer_cap[0] == 1  # winback shown twice in 30 days
-    assert together.choices(5) == []  # no candidates, and no incentive for active
+    assert rows_of(together, 5) == []  # no candidates, and no incentive for active
 
 
 def test_every_offer_of_an_answer_has_its_own_id(tmp_path: Path) -> None:
@@ -245,7 +319,7 @@ def test_every_offer_of_an_answer_has_its_own_id(tmp_path: Path) -> None:
     ids, each the catalogue offer's id joined to the item (``gifts-app:C``)."""
     catalog = catalog_from(tmp_path, CATALOG.replace("gifts: [C]", "gifts: [C, D]"))
     offered, ids = candidates({"A": 0.30, "B": 0.20, "C": 0.10, "D": 0.05})
-    choices, _ = arbitrate(
+    choices, _ = arbitrate_one(
         offered,
         ids,
         catalog,

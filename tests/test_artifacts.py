@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import small_training_config
+from support import small_training_config
 
 from nbo.core.errors import ArtifactError
 from nbo.data.mapping import load_mapping

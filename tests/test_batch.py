@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import without_progress
 from fastapi.testclient import TestClient
+from support import without_progress
 
 from nbo.campaigns.batch import BatchRun, RunSpec, Selection, open_run, write_batch
 from nbo.catalog.loading import default_catalog
 from nbo.cli import main
 from nbo.experiments.assignment import ServingModels
 from nbo.models.served import load_serving_model
-from nbo.offers.decision import contact_policy
+from nbo.offers.decision import Occasion
+from nbo.runtime.decide import Context, contact_policy
 from nbo.service.app import create_app
 from nbo.settings import Settings
 from nbo.store.sqlite import open_store
@@ -161,13 +162,8 @@ def test_an_interrupted_batch_leaves_no_file(models_dir: Path, env: Path, tmp_pa
     out = folder / "campaign.parquet"
     out.write_bytes(b"last week's campaign")
     run = BatchRun(
-        models=ServingModels(model),
-        catalog=default_catalog(),
-        policy=contact_policy(Settings()),
-        store=store,
-        channel="email",
-        k=3,
-        now=NOW,
+        Context(ServingModels(model), default_catalog(), contact_policy(Settings()), store),
+        Occasion("email", 3, int(NOW.timestamp())),
     )
     chunks: list[int] = []
 
@@ -213,7 +209,7 @@ def test_worker_processes_write_the_same_file_as_one_process(
     settings = Settings(models_dir=models_dir, clock=CLOCK, store_url=f"sqlite:///{env}")
     spec = RunSpec(settings, "email", 3, NOW, False, "run-1")
     run = open_run(spec)
-    ids = [str(c) for c in run.models.current.customers.ids]
+    ids = [str(c) for c in run.context.models.current.customers.ids]
     one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
     done: list[tuple[int, int]] = []
     first = write_batch(run, Selection(ids), one, chunk=10)

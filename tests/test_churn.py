@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import small_training_config
 from rich.console import Console
 from sklearn.calibration import calibration_curve
+from support import profile_one, small_training_config
 
 from nbo.core import columns as col
 from nbo.core.errors import ArtifactError
@@ -305,7 +305,6 @@ def test_trainer_publishes_the_churn_model_metrics_stages_and_plot(
 
 
 def test_the_served_risk_is_the_published_risk(churn_trained: TrainResult) -> None:
-    from nbo.offers.profiles import customer_profile
 
     assert churn_trained.path is not None
     model = load_serving_model(churn_trained.path.parent)
@@ -313,7 +312,7 @@ def test_the_served_risk_is_the_published_risk(churn_trained: TrainResult) -> No
 
     assert model.churn is not None and model.churn_horizon_days == HORIZON
     for customer_id in ("f000", "s001", "f010", "s011"):
-        profile = customer_profile(model, customer_id, (), model.trained_until_s)
+        profile = profile_one(model, customer_id, (), model.trained_until_s)
         row = customers.loc[customer_id]
         assert profile.churn_risk == row["churn_risk"]
         assert profile.stage == row["stage"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import END, without_progress
+from support import END, without_progress
 
 from nbo.cli import EXIT_USER_ERROR, main
 

@@ -12,19 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import GROUP_ITEMS, small_training_config
 from fastapi.testclient import TestClient
+from support import GROUP_ITEMS, small_training_config
 
 from nbo.cli import main
 from nbo.core.errors import PurchaseDataError
 from nbo.data.events import EVENT_TYPES, Event, parse_events
 from nbo.data.mapping import load_mapping
 from nbo.models.served import load_serving_model
+from nbo.offers.state import DEFAULT_CONSENT
 from nbo.service.app import create_app
 from nbo.service.schemas import Channel
 from nbo.service.state import ModelHolder
 from nbo.settings import Settings
-from nbo.store.base import DEFAULT_CONSENT
 from nbo.store.sqlite import MIGRATIONS, SQLiteStore, read_erased_ids
 from training.pipeline import DROP_ERASED, train
 

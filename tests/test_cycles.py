@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import END, make_planted_purchases, small_training_config
 from rich.console import Console
+from support import END, make_planted_purchases, small_training_config
 
 from nbo.core.errors import ArtifactError
 from nbo.core.ids import IdMap

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import END, without_progress
+from support import END, without_progress
 from test_cli_train import (  # noqa: F401  (shared fixtures)
     assert_one_error_line,
     config,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import END, make_planted_purchases, small_training_config
 from fastapi.testclient import TestClient
+from support import END, make_planted_purchases, small_training_config
 
 from nbo.cli import BLAS_THREAD_VARIABLES, main
 from nbo.data.mapping import load_mapping

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import profile_one
 from test_churn import churn_purchases, churn_trained  # noqa: F401  (shared fixtures)
 
 from nbo.data.events import parse_events
@@ -21,8 +22,8 @@ from nbo.models.send_time import (
     send_hour_prior,
 )
 from nbo.models.served import ServingModel, load_serving_model
-from nbo.offers.profiles import CustomerProfile, customer_profile, customer_profiles
-from nbo.store.base import StoredPurchase
+from nbo.offers.profiles import CustomerProfile, customer_profiles
+from nbo.offers.state import PostedPurchase
 from nbo.store.sqlite import SQLiteStore
 from training.pipeline import TrainResult
 
@@ -199,14 +200,14 @@ def _posted(
     event: str = "e1",
     quantity: float = 1.0,
     price: float | None = None,
-) -> StoredPurchase:
-    return StoredPurchase(item, quantity, at, order, event, price)
+) -> PostedPurchase:
+    return PostedPurchase(item, quantity, at, order, event, price)
 
 
 def test_an_unknown_customer_is_new_with_the_shops_best_hour(model: ServingModel) -> None:
     now = model.trained_until_s + 10 * DAY
 
-    profile = customer_profile(model, "stranger", (), now)
+    profile = profile_one(model, "stranger", (), now)
 
     assert isinstance(profile, CustomerProfile)
     assert profile.known is False and profile.profiled is True
@@ -230,7 +231,7 @@ def test_a_new_customers_posted_purchases_make_their_profile(model: ServingModel
         _posted("I03", now + DAY, event="e3", price=100.0),
     ]
 
-    profile = customer_profile(model, "fresh", posted, now)
+    profile = profile_one(model, "fresh", posted, now)
 
     assert profile.known is True
     assert profile.frequency == 2
@@ -248,12 +249,12 @@ def test_a_new_customers_posted_purchases_make_their_profile(model: ServingModel
 def test_posted_purchases_count_only_after_the_training_data(model: ServingModel) -> None:
     trained_until = model.trained_until_s
     now = trained_until + 3 * DAY
-    before = customer_profile(model, "f000", (), now)
+    before = profile_one(model, "f000", (), now)
     already_known = _posted("I01", trained_until - DAY, order="old", event="e-old")
     news = _posted("I01", trained_until + DAY, order="new", event="e-new", price=4.0)
 
-    unchanged = customer_profile(model, "f000", [already_known], now)
-    after = customer_profile(model, "f000", [already_known, news], now)
+    unchanged = profile_one(model, "f000", [already_known], now)
+    after = profile_one(model, "f000", [already_known, news], now)
 
     assert before.known and before.frequency > 0
     assert unchanged == before
@@ -276,7 +277,7 @@ def test_a_new_customers_purchases_count_even_dated_before_the_training_data_end
     trained_until = model.trained_until_s
     late = _posted("I01", trained_until - 3 * DAY, order="late", event="e-late", price=4.0)
 
-    profile = customer_profile(model, "late-arrival", [late], trained_until + DAY)
+    profile = profile_one(model, "late-arrival", [late], trained_until + DAY)
 
     assert profile.known is True and profile.frequency == 1
     assert profile.monetary == pytest.approx(4.0)
@@ -285,7 +286,7 @@ def test_a_new_customers_purchases_count_even_dated_before_the_training_data_end
 
 def test_a_customer_gone_longer_than_the_horizon_is_lapsed(model: ServingModel) -> None:
     later = model.trained_until_s + 200 * DAY
-    profile = customer_profile(model, "f000", (), later)
+    profile = profile_one(model, "f000", (), later)
     assert profile.stage == "lapsed"
     assert profile.recency_days is not None and profile.recency_days > 200
 
@@ -293,11 +294,11 @@ def test_a_customer_gone_longer_than_the_horizon_is_lapsed(model: ServingModel) 
 def test_an_erased_customer_is_unknown(model: ServingModel, churn_trained: TrainResult) -> None:  # noqa: F811
     assert churn_trained.path is not None
     own = load_serving_model(churn_trained.path.parent)
-    assert customer_profile(own, "s001", (), own.trained_until_s).known
+    assert profile_one(own, "s001", (), own.trained_until_s).known
 
     own.forget("s001")
 
-    profile = customer_profile(own, "s001", (), own.trained_until_s)
+    profile = profile_one(own, "s001", (), own.trained_until_s)
     assert profile.known is False and profile.frequency == 0 and profile.stage == "new"
 
 
@@ -311,7 +312,7 @@ def test_stages_across_the_published_customers_match_the_profiles(
     customers = read_customers(str(churn_trained.path / CUSTOMERS_FILE))
     sample = customers.sample(40, random_state=0)
     for row in sample.itertuples():
-        profile = customer_profile(model, row.customer_id, (), model.trained_until_s)
+        profile = profile_one(model, row.customer_id, (), model.trained_until_s)
         assert profile.stage == row.stage, row.customer_id
         assert profile.churn_risk == row.churn_risk
 
@@ -321,7 +322,7 @@ def test_without_a_churn_model_the_stage_comes_from_rules_only(trained: TrainRes
     plain = load_serving_model(trained.path.parent)
     assert plain.churn is None
 
-    profile = customer_profile(plain, "a00", (), plain.trained_until_s)
+    profile = profile_one(plain, "a00", (), plain.trained_until_s)
 
     assert profile.known and profile.churn_risk is None
     assert profile.stage in {"new", "active", "loyal"}
@@ -336,7 +337,7 @@ def test_an_artifact_without_order_tables_still_profiles_known_customers(
     assert index is not None
     _items, _confidence, last = model.history_of(index)
 
-    profile = customer_profile(legacy, "f000", (), model.trained_until_s)
+    profile = profile_one(legacy, "f000", (), model.trained_until_s)
 
     assert profile.known and profile.frequency == len(np.unique(last))
     assert profile.last_purchase_s == int(last.max())
@@ -370,7 +371,7 @@ def test_profiles_of_many_customers_at_once_equal_one_at_a_time(model: ServingMo
     computes alone: known and unknown customers, posted purchases, nobody at all."""
     now = model.trained_until_s + 10 * DAY
     known = [str(c) for c in model.customers.ids[:25]]
-    customers: list[tuple[str, list[StoredPurchase]]] = [(c, []) for c in known]
+    customers: list[tuple[str, list[PostedPurchase]]] = [(c, []) for c in known]
     customers += [
         ("stranger", []),
         ("fresh", [_posted("I01", now - 5 * DAY, order="o-1", price=3.0)]),
@@ -378,6 +379,6 @@ def test_profiles_of_many_customers_at_once_equal_one_at_a_time(model: ServingMo
         ("", []),
     ]
     together = customer_profiles(model, customers, now)
-    alone = [customer_profile(model, c, posted, now) for c, posted in customers]
+    alone = [profile_one(model, c, posted, now) for c, posted in customers]
     assert together == alone
     assert {p.stage for p in together} >= {"new"} and len({p.stage for p in together}) > 1

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import GROUP_ITEMS
 from fastapi.testclient import TestClient
+from support import GROUP_ITEMS
 
 from nbo.service.app import create_app
 from nbo.settings import Settings

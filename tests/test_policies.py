@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from nbo.offers.policies import (
-    DAY,
-    Contact,
-    ContactHistory,
-    FatigueRule,
-    FrequencyCap,
-    check_frequency_cap,
-    fatigued_items,
-)
+from nbo.offers.policies import DAY, FatigueRule, FrequencyCap, check_frequency_cap, fatigued_items
+from nbo.offers.state import Contact, ContactHistory
 from nbo.service.app import create_app
 from nbo.settings import Settings
 

@@ -401,7 +401,7 @@ def test_a_customer_erased_while_the_batch_runs_is_left_out_of_its_file(
 ) -> None:
     settings = Settings(models_dir=models_dir, clock=CLOCK, store_url=f"sqlite:///{env}")
     run = open_run(RunSpec(settings, "email", 3, NOW, True, "run-1"))
-    ids = [str(c) for c in run.models.current.customers.ids]
+    ids = [str(c) for c in run.context.models.current.customers.ids]
     erased_early = ids[0]  # decided in the first chunk, erased during the second
     out = tmp_path / "campaign.parquet"
 

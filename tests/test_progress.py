@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROGRESS_LINE
+from support import PROGRESS_LINE
 
 from nbo.cli import main
 from nbo.console.progress import PlainProgress

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import END, GROUP_ITEMS, make_planted_purchases, small_training_config
+from support import END, GROUP_ITEMS, make_planted_purchases, rank_one, small_training_config
 
 from nbo.data.features import build_order_table, line_values
 from nbo.data.history import encode_purchases
@@ -19,7 +19,6 @@ from nbo.models.candidates import FEATURES
 from nbo.models.cf import confidence_matrix, fit_als
 from nbo.models.cycles import repurchase_cycles
 from nbo.models.served import load_serving_model
-from nbo.offers.ranking import rank_offers
 from nbo.offers.suppression import SuppressionWindow
 from training.lifecycle import train_churn
 from training.pipeline import train
@@ -185,7 +184,7 @@ def test_a_weekly_item_comes_back_when_due_and_not_before(weekly_models: Path) -
 
     def offered(days_after: float) -> list[str]:
         now = last + int(days_after * DAY)
-        return [o.item_id for o in rank_offers(model, "a00", 10, now, window).offers]
+        return [o.item_id for o in rank_one(model, "a00", 10, now, window).offers]
 
     for days in (0.5, 2, 4, 6.5):
         assert "WEEKLY" not in offered(days), f"offered {days} days after buying it"

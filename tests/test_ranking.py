@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import END, GROUP_ITEMS
+from support import END, GROUP_ITEMS, posted, rank_one
 
 from nbo.data.history import build_history, to_unix_seconds
 from nbo.models.cf import PARTITION_ABOVE, AlsExplainer, AlsParams, explain_items, new_als
@@ -24,9 +24,7 @@ from nbo.offers.ranking import (
     SOURCE_CF,
     SOURCE_POPULAR,
     Ranking,
-    RecentPurchase,
     customer_history,
-    rank_offers,
 )
 from nbo.offers.suppression import SuppressionWindow
 
@@ -77,7 +75,7 @@ def test_trained_model_ranks_the_planted_items_first(
     # With a 30-day window each customer has 8 of their group's 10 items left to offer,
     # so the top 3 must all come from their own group.
     for customer in customers:
-        ranking = rank_offers(model, customer, 3, NOW_S, SuppressionWindow(30))
+        ranking = rank_one(model, customer, 3, NOW_S, SuppressionWindow(30))
         assert ranking.personalized
         assert [o.rank for o in ranking.offers] == [1, 2, 3]
         assert all(o.reason.source == SOURCE_CF for o in ranking.offers)
@@ -93,11 +91,11 @@ def test_suppression_removes_exactly_the_items_bought_in_the_window(
     # Planted timestamps are END minus whole days, so days=10 etc. put purchases exactly
     # on the window's edge: "at or after now - days" must suppress them.
     for customer in customers:
-        unsuppressed = rank_offers(model, customer, len(ALL_ITEMS), NOW_S, SuppressionWindow(0))
+        unsuppressed = rank_one(model, customer, len(ALL_ITEMS), NOW_S, SuppressionWindow(0))
         assert sorted(ids(unsuppressed)) == ALL_ITEMS
         window = bought(planted_purchases, customer, days)
         k = len(ALL_ITEMS) - len(window)
-        suppressed = rank_offers(model, customer, k, NOW_S, SuppressionWindow(days))
+        suppressed = rank_one(model, customer, k, NOW_S, SuppressionWindow(days))
 
         assert suppressed.suppressed_items == len(window)
         assert set(ids(unsuppressed)) - set(ids(suppressed)) == window
@@ -110,7 +108,7 @@ def test_suppression_removes_exactly_the_items_bought_in_the_window(
 
 def test_window_of_zero_days_suppresses_nothing(model: ServingModel, customers: list[str]) -> None:
     for customer in customers:
-        ranking = rank_offers(model, customer, len(ALL_ITEMS), NOW_S, SuppressionWindow(days=0))
+        ranking = rank_one(model, customer, len(ALL_ITEMS), NOW_S, SuppressionWindow(days=0))
         assert ranking.suppressed_items == 0
         assert sorted(ids(ranking)) == ALL_ITEMS
         assert all(o.reason.source == SOURCE_CF for o in ranking.offers)
@@ -125,7 +123,7 @@ def test_window_all_suppresses_every_item_ever_bought(
         ever = bought(planted_purchases, customer, None)
         assert len(ever) == 7
         k = len(ALL_ITEMS) - len(ever)
-        ranking = rank_offers(model, customer, k, NOW_S, SuppressionWindow(days=None))
+        ranking = rank_one(model, customer, k, NOW_S, SuppressionWindow(days=None))
         assert ranking.suppressed_items == len(ever)
         assert set(ids(ranking)) == set(ALL_ITEMS) - ever
 
@@ -186,7 +184,7 @@ def test_unknown_customer_gets_the_most_popular_items(
     assert history.items.external(top_popular(scores, 5)) == ordered[:5]
 
     for k in (1, 5, len(ALL_ITEMS)):
-        ranking = rank_offers(model, UNKNOWN, k, NOW_S, SuppressionWindow(30))
+        ranking = rank_one(model, UNKNOWN, k, NOW_S, SuppressionWindow(30))
         assert not ranking.personalized
         assert ranking.suppressed_items == 0
         assert ids(ranking) == ordered[:k]
@@ -197,7 +195,7 @@ def test_unknown_customer_gets_the_most_popular_items(
             assert offer.reason.because == ()
 
     # More than the catalogue: every item once, no padding.
-    ranking = rank_offers(model, UNKNOWN, len(ALL_ITEMS) + 5, NOW_S, SuppressionWindow(30))
+    ranking = rank_one(model, UNKNOWN, len(ALL_ITEMS) + 5, NOW_S, SuppressionWindow(30))
     assert ids(ranking) == ordered
 
 
@@ -218,7 +216,7 @@ def test_k_beyond_what_cf_can_offer_never_offers_suppressed_items(
     k = len(ALL_ITEMS)  # 20 of 20 items, 2 of them suppressed per customer
     for customer in customers:
         window = bought(planted_purchases, customer, 30)
-        ranking = rank_offers(model, customer, k, NOW_S, SuppressionWindow(30))
+        ranking = rank_one(model, customer, k, NOW_S, SuppressionWindow(30))
         check_full_list(ranking, window, k)
 
 
@@ -227,7 +225,7 @@ def test_k_beyond_the_catalogue_gives_no_duplicates(
 ) -> None:
     k = len(ALL_ITEMS) + 5
     for customer in customers:
-        ranking = rank_offers(model, customer, k, NOW_S, SuppressionWindow(0))
+        ranking = rank_one(model, customer, k, NOW_S, SuppressionWindow(0))
         check_full_list(ranking, set(), k)
 
 
@@ -241,7 +239,7 @@ def test_short_cf_list_is_filled_from_popular_without_suppressed_or_duplicates(
     """
     customer = "a00"
     window = bought(planted_purchases, customer, 30)
-    full = rank_offers(model, customer, 3, NOW_S, SuppressionWindow(30))
+    full = rank_one(model, customer, 3, NOW_S, SuppressionWindow(30))
     cf_ids = ids(full)
 
     als = model.als
@@ -253,7 +251,7 @@ def test_short_cf_list_is_filled_from_popular_without_suppressed_or_duplicates(
 
     als.recommend = short_recommend  # type: ignore[method-assign]
     try:
-        ranking = rank_offers(model, customer, 10, NOW_S, SuppressionWindow(30))
+        ranking = rank_one(model, customer, 10, NOW_S, SuppressionWindow(30))
     finally:
         del als.recommend
 
@@ -274,7 +272,7 @@ def test_cf_reasons_name_items_the_customer_bought(
 ) -> None:
     for customer in customers:
         ever = bought(planted_purchases, customer, None)
-        ranking = rank_offers(model, customer, 10, NOW_S, SuppressionWindow(30))
+        ranking = rank_one(model, customer, 10, NOW_S, SuppressionWindow(30))
         cf = [o for o in ranking.offers if o.reason.source == SOURCE_CF]
         assert cf
         for offer in cf:
@@ -343,9 +341,9 @@ def test_posted_purchases_of_a_customer_the_model_never_saw_always_count(
     yesterday) it adds orders and personalizes, as one dated after would."""
     early = model.trained_until_s - 5 * 86400
     recent = [
-        RecentPurchase("B01", early, "o1"),
-        RecentPurchase("B02", early + 3600, "o2"),
-        RecentPurchase("B02", early + 7200, "o3"),
+        posted("B01", early, "o1"),
+        posted("B02", early + 3600, "o2"),
+        posted("B02", early + 7200, "o3"),
     ]
 
     history = customer_history(model, UNKNOWN, recent)
@@ -354,12 +352,12 @@ def test_posted_purchases_of_a_customer_the_model_never_saw_always_count(
     orders = dict(zip(model.items.external(history.items), history.counts.tolist(), strict=True))
     assert orders == {"B01": 1.0, "B02": 2.0}
     assert (history.confidence > 0).all()
-    ranking = rank_offers(model, UNKNOWN, 3, NOW_S, SuppressionWindow(0), recent)
-    assert ranking.personalized and ranking.profile == "live"
+    ranking = rank_one(model, UNKNOWN, 3, NOW_S, SuppressionWindow(0), recent)
+    assert ranking.personalized and ranking.taste == "live"
     assert set(ids(ranking)) <= set(GROUP_ITEMS["b"])
 
     # The same purchase for a customer the model knows is in the model already.
-    known = customer_history(model, "a00", [RecentPurchase("B01", early, "o1")])
+    known = customer_history(model, "a00", [posted("B01", early, "o1")])
     assert not known.has_new_orders
-    old = [RecentPurchase("B01", early, "o1")]
-    assert rank_offers(model, "a00", 3, NOW_S, SuppressionWindow(0), old).profile == "trained"
+    old = [posted("B01", early, "o1")]
+    assert rank_one(model, "a00", 3, NOW_S, SuppressionWindow(0), old).taste == "trained"

@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import make_planted_purchases, small_training_config
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from support import make_planted_purchases, small_training_config
 from test_server_events import REQUEST_SECONDS, Server, running_server
 
 from nbo.core.apikeys import Role, create_key

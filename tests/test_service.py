@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import END, GROUP_ITEMS
 from fastapi.testclient import TestClient
+from support import END, GROUP_ITEMS
 
 from nbo.core.errors import ArtifactError, ConfigError
 from nbo.models.artifacts import CURRENT, MANIFEST

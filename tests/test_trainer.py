@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import END, small_training_config
+from support import END, small_training_config
 
 from nbo.core.errors import ConfigError, QualityGateError
 from nbo.data.history import build_history

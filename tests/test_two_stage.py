@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import small_training_config
+from support import rank_one, small_training_config
 
 from nbo.data.mapping import load_mapping
 from nbo.models import candidates as two_stage
@@ -35,7 +35,6 @@ from nbo.offers.ranking import (
     SOURCE_BUY_AGAIN,
     SOURCE_CF,
     SOURCE_POPULAR_IN_STAGE,
-    rank_offers,
 )
 from nbo.offers.suppression import SuppressionWindow
 from training.config import RankerConfig
@@ -175,7 +174,7 @@ def test_served_offers_come_from_the_ranker_with_reasons(
     now = model.trained_until_s + 3600
     window = SuppressionWindow.parse("30")
     for customer_id in ("a00", "b05"):
-        ranking = rank_offers(model, customer_id, 5, now, window)
+        ranking = rank_one(model, customer_id, 5, now, window)
         assert ranking.personalized
         group = customer_id[0].upper()
         assert [o.item_id[0] for o in ranking.offers[:3]] == [group] * 3
@@ -220,7 +219,7 @@ def test_a_buy_again_reason_counts_the_customers_own_orders(
     model: ServingModel, planted_purchases: pd.DataFrame
 ) -> None:
     now = model.trained_until_s + 3600
-    ranking = rank_offers(model, "a00", 10, now, SuppressionWindow.parse("30"))
+    ranking = rank_one(model, "a00", 10, now, SuppressionWindow.parse("30"))
     again = [o for o in ranking.offers if o.reason.source == SOURCE_BUY_AGAIN]
     assert again, "the planted customers buy their group's items again"
     mine = planted_purchases[planted_purchases["customer_id"] == "a00"]
@@ -346,7 +345,7 @@ def test_the_service_ranks_when_sources_come_back_empty(model: ServingModel) -> 
         ),
     )
     now = model.trained_until_s + 3600
-    ranking = rank_offers(emptied, "a00", 5, now, SuppressionWindow.parse("30"), stage="loyal")
+    ranking = rank_one(emptied, "a00", 5, now, SuppressionWindow.parse("30"), stage="loyal")
     assert len(ranking.offers) == 5
     assert all(
         o.reason.source not in (SOURCE_ALSO_BOUGHT, SOURCE_POPULAR_IN_STAGE) for o in ranking.offers

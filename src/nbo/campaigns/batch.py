@@ -1,6 +1,6 @@
 """Batch offer generation: a campaign's offers for many customers, as one file.
 
-Every customer goes through ``nbo.decision.decide``, the function behind
+Every customer goes through ``nbo.runtime.decide.decide_customers``, the sequence behind
 ``GET /v1/customers/{id}/offers``, with the state the store holds for them (consent,
 contacts, purchases posted since training), so a campaign obeys exactly the rules of a
 single call: suppression (posted purchases included), eligibility, consent, frequency
@@ -27,26 +27,18 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
-from nbo.campaigns.files import folder_lock, format_of, remove_customers
+from nbo.campaigns.files import SCHEMA, folder_lock, format_of, remove_customers
 from nbo.catalog.holder import CatalogHolder
-from nbo.catalog.terms import Catalog
 from nbo.core.errors import NboError
 from nbo.data.events import ImpressionEvent
-from nbo.experiments.assignment import Assignment, ServingModels, load_serving_models
+from nbo.experiments.assignment import load_serving_models
 from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
 from nbo.models.lifecycle import STAGES
 from nbo.models.send_time import next_send_at
 from nbo.models.served import ServingModel
-from nbo.offers.decision import (
-    ContactPolicy,
-    Decision,
-    DecisionRequest,
-    contact_policy,
-    customer_states,
-    decide_many,
-    profiles_for,
-)
+from nbo.offers.decision import Occasion
 from nbo.offers.ranking import OfferTable
+from nbo.runtime.decide import Context, Decided, contact_policy, decide_customers
 from nbo.settings import Settings
 from nbo.store.base import BatchOutput, Store
 from nbo.store.sqlite import open_store
@@ -63,37 +55,6 @@ NO_OFFERS = "no_offers"
 
 # One row per customer and rank; a customer without offers (no consent for the channel,
 # frequency cap) gets one row with rank 0 and the reason in ``suppressed_reason``.
-SCHEMA = pa.schema(
-    [
-        ("customer_id", pa.string()),
-        ("rank", pa.int32()),
-        ("offer_id", pa.string()),
-        ("kind", pa.string()),
-        ("item_id", pa.string()),
-        ("item_name", pa.string()),
-        ("title", pa.string()),
-        ("incentive", pa.string()),
-        ("amount", pa.float64()),
-        ("priority", pa.float64()),
-        ("propensity", pa.float64()),
-        ("value", pa.float64()),
-        ("stage_weight", pa.float64()),
-        ("lever", pa.float64()),
-        ("score", pa.float64()),
-        ("reason_source", pa.string()),
-        ("reason_because", pa.string()),
-        ("reason_text", pa.string()),
-        ("stage", pa.string()),
-        ("churn_risk", pa.float64()),
-        ("best_send_at", pa.string()),
-        ("personalized", pa.bool_()),
-        ("suppressed_reason", pa.string()),
-        ("model_version", pa.string()),
-        ("experiment", pa.string()),
-        ("variant", pa.string()),
-        ("request_id", pa.string()),
-    ]
-)
 
 
 class BatchError(NboError):
@@ -189,77 +150,22 @@ def check_output(path: Path) -> None:
 
 @dataclass(frozen=True)
 class BatchRun:
-    """What every customer of the batch is decided with: the served models (the current
-    one and the experiments' variants), the catalogue and the contact policy."""
+    """What every customer of the batch is decided with (the runtime's ``Context``: the
+    served models, the catalogue, the contact policy and the store) and on which occasion
+    (channel, k, the clock, and whether the batch will be delivered: frequency caps apply
+    and impressions are recorded)."""
 
-    models: ServingModels
-    catalog: Catalog
-    policy: ContactPolicy
-    store: Store
-    channel: str
-    k: int
-    now: datetime
-    # The batch will be delivered: frequency caps apply and impressions are recorded.
-    delivery: bool = False
+    context: Context
+    occasion: Occasion
     run_id: str = ""
-    # Each customer's most recent posted purchase lines read (NBO_MAX_POSTED_LINES).
-    max_posted_lines: int | None = None
 
     @property
-    def now_s(self) -> int:
-        return int(self.now.timestamp())
+    def store(self) -> Store:
+        return self.context.store
 
-
-def decisions(
-    run: BatchRun, customer_ids: Sequence[str], stage: str | None = None
-) -> list[tuple[str, Assignment, Decision]]:
-    """One chunk's decisions: each customer's stored state and experiment variant (as the
-    API assigns it), then ``decide_many`` per model, in the customers' order. With
-    ``stage``, only the customers whose live profile is in that stage are decided (the
-    profiles, cheap, are computed first; the rankings only for them)."""
-    states = customer_states(
-        run.store, customer_ids, run.now_s, run.policy, run.catalog, run.max_posted_lines
-    )
-    assignments = [
-        run.models.assign(c, state.consent, run.now_s)
-        for c, state in zip(customer_ids, states, strict=True)
-    ]
-    by_model: dict[str, list[int]] = {}
-    for n, assignment in enumerate(assignments):
-        by_model.setdefault(assignment.model.version, []).append(n)
-    decided: list[Decision | None] = [None] * len(customer_ids)
-    for positions in by_model.values():
-        model = assignments[positions[0]].model
-        profiles = None
-        if stage is not None:
-            everyone = profiles_for(
-                model, [(customer_ids[n], states[n]) for n in positions], run.now_s
-            )
-            kept = [i for i, profile in enumerate(everyone) if profile.stage == stage]
-            positions = [positions[i] for i in kept]
-            profiles = [everyone[i] for i in kept]
-        requests = [
-            DecisionRequest(customer_ids[n], states[n], assignments[n].personalize)
-            for n in positions
-        ]
-        answers = decide_many(
-            model,
-            run.catalog,
-            run.policy,
-            requests,
-            run.channel,
-            run.k,
-            run.now_s,
-            run.delivery,
-            profiles,
-        )
-        for n, answer in zip(positions, answers, strict=True):
-            decided[n] = answer
-    return [
-        (c, a, d)
-        for c, a, d in zip(customer_ids, assignments, decided, strict=True)
-        if d is not None
-    ]
+    @property
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.occasion.now_s, UTC)
 
 
 # The offer's columns, null on the row of a customer without offers.
@@ -285,7 +191,7 @@ _NUMBER_COLUMNS = (
 )
 
 
-def chunk_table(run: BatchRun, decided: Sequence[tuple[str, Assignment, Decision]]) -> pa.Table:
+def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
     """The output rows (``SCHEMA``) of a chunk's decisions, in the customers' order and
     best offer first: one row per offer, read column by column from the rankings' offer
     tables, or one row with rank 0 and the reason for a customer without offers."""
@@ -306,7 +212,8 @@ def chunk_table(run: BatchRun, decided: Sequence[tuple[str, Assignment, Decision
     by_table: dict[int, tuple[OfferTable, ServingModel, list[int], list[int]]] = {}
     without: list[int] = []
     send_at: dict[int, str] = {}  # best send hour -> its next time (168 at most)
-    for d, (customer_id, assignment, decision) in enumerate(decided):
+    for d, one in enumerate(decided):
+        customer_id, assignment, decision = one.customer_id, one.assignment, one.decision
         profile, ranking = decision.profile, decision.ranking
         customer["customer_id"].append(customer_id)
         customer["stage"].append(profile.stage)
@@ -431,16 +338,9 @@ def open_run(spec: RunSpec) -> BatchRun:
         store.close()
         raise
     return BatchRun(
-        models=models,
-        catalog=catalog,
-        policy=contact_policy(settings),
-        store=store,
-        channel=spec.channel,
-        k=spec.k,
-        now=spec.now,
-        delivery=spec.delivery,
+        Context(models, catalog, contact_policy(settings), store, settings.max_posted_lines),
+        Occasion(spec.channel, spec.k, int(spec.now.timestamp()), spec.delivery),
         run_id=spec.run_id,
-        max_posted_lines=settings.max_posted_lines,
     )
 
 
@@ -457,10 +357,11 @@ class ChunkResult:
 
 def decide_chunk(run: BatchRun, customer_ids: Sequence[str], stage: str | None) -> ChunkResult:
     """The output rows of one chunk of customers."""
-    decided = decisions(run, customer_ids, stage)
+    decided = decide_customers(run.context, customer_ids, run.occasion, stage)
     result = ChunkResult(None, skipped_stage=len(customer_ids) - len(decided))
-    for _, _, decision in decided:
+    for one in decided:
         result.customers += 1
+        decision = one.decision
         ranking = decision.ranking
         if ranking is None or not ranking.has_offers:
             reason = decision.suppressed_reason or NO_OFFERS
@@ -489,7 +390,7 @@ def write_batch(
     managed: bool = True,
 ) -> BatchSummary:
     """Decide every selected customer and write the rows to ``out`` (.parquet or .csv),
-    through a temporary file renamed at the end; with ``run.delivery`` the impressions are
+    through a temporary file renamed at the end; with ``run.occasion.delivery`` the impressions are
     recorded once the file is complete, before the rename.
 
     ``managed`` (the default): the finished file is registered in the store, so a later
@@ -547,7 +448,7 @@ def write_batch(
         erased_during = set(run.store.erased_ids()) - erased_before
         if erased_during:
             summary.erased_rows += remove_customers(temporary, fmt, erased_during)
-        if run.delivery:
+        if run.occasion.delivery:
             summary.recorded = record_impressions(run, temporary, out.suffix.lower())
         _put_in_place(run, temporary, out, summary.rows - summary.erased_rows, managed)
         # Erased before the registration: that erasure may not have seen this file.
@@ -626,7 +527,7 @@ def record_impressions(run: BatchRun, path: Path, suffix: str, per_write: int = 
                 customer_id=str(row["customer_id"]),
                 timestamp=run.now,
                 item_id=str(row["item_id"] or row["offer_id"]),
-                channel=run.channel,
+                channel=run.occasion.channel,
                 request_id=f"{run.run_id}-{row['customer_id']}",
                 experiment=row["experiment"] or None,
                 variant=row["variant"] or None,

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         batch = open_run(spec)
         store = batch.store
         try:
-            model = batch.models.current
+            model = batch.context.models.current
             if lines:
                 lines.finish("open the model and the store", detail=f"model {model.version}")
                 lines.start("select customers")

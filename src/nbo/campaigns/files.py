@@ -42,6 +42,39 @@ CUSTOMER_ID = "customer_id"
 # Rows read and written at a time: a large campaign is rewritten in bounded memory.
 _ROWS_PER_BATCH = 65_536
 
+# The columns of a campaign file nbo writes (``nbo batch``), in order.
+SCHEMA = pa.schema(
+    [
+        ("customer_id", pa.string()),
+        ("rank", pa.int32()),
+        ("offer_id", pa.string()),
+        ("kind", pa.string()),
+        ("item_id", pa.string()),
+        ("item_name", pa.string()),
+        ("title", pa.string()),
+        ("incentive", pa.string()),
+        ("amount", pa.float64()),
+        ("priority", pa.float64()),
+        ("propensity", pa.float64()),
+        ("value", pa.float64()),
+        ("stage_weight", pa.float64()),
+        ("lever", pa.float64()),
+        ("score", pa.float64()),
+        ("reason_source", pa.string()),
+        ("reason_because", pa.string()),
+        ("reason_text", pa.string()),
+        ("stage", pa.string()),
+        ("churn_risk", pa.float64()),
+        ("best_send_at", pa.string()),
+        ("personalized", pa.bool_()),
+        ("suppressed_reason", pa.string()),
+        ("model_version", pa.string()),
+        ("experiment", pa.string()),
+        ("variant", pa.string()),
+        ("request_id", pa.string()),
+    ]
+)
+
 
 class OutputProblem(NboError):
     """Why a managed file could not be read or rewritten. An erasure reports it in the
@@ -329,8 +362,5 @@ def _guarded(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
 
 
 def _csv_types(names: list[str]) -> dict[str, pa.DataType]:
-    # Imported here: ``nbo.batch`` imports this module to register and lock its files.
-    from nbo.campaigns.batch import SCHEMA
-
     known = {field.name: field.type for field in SCHEMA}
     return {name: known.get(name, pa.string()) for name in names}

@@ -26,10 +26,12 @@ from nbo.core import columns as col
 from nbo.core.errors import NboError
 from nbo.evaluation.ranking_metrics import ranking_metric_rows
 from nbo.models.served import ServingModel
-from nbo.offers.ranking import rank_offers
+from nbo.offers.ranking import OfferRequest, rank_offers
 from nbo.offers.suppression import SuppressionWindow
 
 TRUTHS = ("all", "new")
+# Customers ranked in one call (as a campaign chunk).
+CHUNK = 1000
 
 
 class CompareError(NboError):
@@ -165,10 +167,12 @@ def _offers(
 ) -> list[list[str]]:
     """The product offers the model makes to each holdout customer at the holdout start."""
     answers = []
+    customers = list(holdout.customers)
     with threadpool_limits(limits=1, user_api="blas"):
-        for customer_id in holdout.customers:
-            ranking = rank_offers(model, customer_id, k, holdout.start_s, window)
-            answers.append([o.item_id for o in ranking.offers if o.item_id is not None])
+        for start in range(0, len(customers), CHUNK):
+            requests = [OfferRequest(c, k) for c in customers[start : start + CHUNK]]
+            for ranking in rank_offers(model, requests, holdout.start_s, window):
+                answers.append([o.item_id for o in ranking.offers if o.item_id is not None])
     return answers
 
 

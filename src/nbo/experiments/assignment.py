@@ -20,7 +20,7 @@ from pathlib import Path
 from nbo.experiments.definitions import NO_EXPERIMENTS, Experiments
 from nbo.models.registry import resolve
 from nbo.models.served import ServingModel, load_serving_model
-from nbo.store.base import Consent
+from nbo.offers.state import Consent
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ import numpy as np
 
 from nbo.catalog.schema import PRODUCT_OFFER_PREFIX, IncentiveOffer
 from nbo.catalog.terms import Catalog, ProductTerms, resolve_value, resolve_values
-from nbo.offers.policies import DAY, Contact
+from nbo.offers.policies import DAY
+from nbo.offers.state import Contact
 
 KIND_PRODUCT = "product"
 KIND_INCENTIVE = "incentive"
@@ -83,61 +84,6 @@ class Components:
 
 
 @dataclass(frozen=True)
-class Choice:
-    """One arbitrated offer: a product (``item``, its source and score) or an incentive."""
-
-    offer_id: str
-    kind: str
-    components: Components
-    item: int | None = None
-    item_id: str | None = None
-    source: str | None = None
-    score: float = 0.0
-    title: str | None = None
-    incentive: str | None = None  # percent_off, points_multiplier, free_shipping
-    amount: float | None = None
-
-    @property
-    def priority(self) -> float:
-        return self.components.priority
-
-
-def arbitrate(
-    candidates: ProductCandidates,
-    item_ids: Sequence[str],
-    catalog: Catalog,
-    stage: str,
-    channel: str,
-    now_s: int,
-    impressions: Sequence[Contact],
-    item_price: np.ndarray | None,
-    typical_line_value: float | None,
-    k: int,
-) -> tuple[list[Choice], dict[str, int]]:
-    """The ``k`` offers of highest priority for one customer, and how many candidates each
-    rule removed (``ineligible``: not allowed for this stage, channel or date, or
-    excluded; ``offer_cap``: shown too often). ``item_ids``: external id per catalogue
-    index. One customer's ``arbitrate_many``."""
-    one = ProductCandidates(
-        candidates.items, candidates.sources, candidates.scores, candidates.propensity
-    )
-    chosen = arbitrate_many(
-        one,
-        [Contest(stage, channel, k, impressions)],
-        np.asarray(item_ids, dtype=object),
-        catalog,
-        now_s,
-        item_price,
-        typical_line_value,
-    )
-    removed = {
-        RULE_INELIGIBLE: int(chosen.ineligible[0]),
-        RULE_OFFER_CAP: int(chosen.offer_cap[0]),
-    }
-    return chosen.choices(0), removed
-
-
-@dataclass(frozen=True)
 class Choices:
     """The offers arbitration chose for many customers, as columns: each customer's
     together, best first (``starts``: where customer n's begin). A product has its
@@ -173,44 +119,8 @@ class Choices:
         """The customer (position) of each offer."""
         return np.repeat(np.arange(len(self.starts) - 1), np.diff(self.starts))
 
-    def choices(self, customer: int) -> list[Choice]:
-        """Customer ``customer``'s offers as ``Choice`` objects, best first."""
-        out = []
-        for n in range(int(self.starts[customer]), int(self.starts[customer + 1])):
-            components = Components(
-                float(self.propensity[n]),
-                float(self.value[n]),
-                float(self.stage_weight[n]),
-                float(self.lever[n]),
-            )
-            offer = self.offer[n]
-            if offer is None:
-                out.append(
-                    Choice(
-                        self.offer_id[n],
-                        KIND_PRODUCT,
-                        components,
-                        item=int(self.item[n]),
-                        item_id=self.item_id[n],
-                        source=self.source[n],
-                        score=float(self.score[n]),
-                    )
-                )
-            else:
-                out.append(
-                    Choice(
-                        offer.id,
-                        KIND_INCENTIVE,
-                        components,
-                        title=offer.title,
-                        incentive=offer.incentive,
-                        amount=offer.amount,
-                    )
-                )
-        return out
 
-
-def arbitrate_many(
+def arbitrate(
     candidates: ProductCandidates,
     contests: Sequence[Contest],
     item_ids: np.ndarray,
@@ -219,9 +129,11 @@ def arbitrate_many(
     item_price: np.ndarray | None,
     typical_line_value: float | None,
 ) -> Choices:
-    """``arbitrate`` for many customers at once (``candidates.rows``: the position in
-    ``contests`` of each candidate's customer). ``item_ids``: external id per catalogue
-    index, as an object array.
+    """The offers of highest priority for each contest (a customer: ``candidates.rows``
+    is the position in ``contests`` of each candidate's customer), and how many
+    candidates each rule removed (``ineligible``: not allowed for this stage, channel or
+    date, or excluded; ``offer_cap``: shown too often). ``item_ids``: external id per
+    catalogue index, as an object array. An API call is a contest of one.
 
     Plain items take the default terms of their customer's stage and channel, all at
     once; items the catalogue names and customers with impressions (the offer caps) are

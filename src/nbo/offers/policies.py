@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
+
+from nbo.offers.state import Contact, ContactHistory
 
 DAY = 86_400
 RULE_JUST_BOUGHT = "just_bought"
@@ -37,22 +39,6 @@ class FatigueRule(BaseModel):
 
     impressions: int = Field(3, ge=1)
     days: float = Field(14, gt=0)
-
-
-@dataclass(frozen=True)
-class Contact:
-    """One offer shown (an impression) or answered (a click or a conversion)."""
-
-    item_id: str
-    channel: str | None
-    delivery: str  # what groups impressions into one delivery: the offers call's request id
-    at: int
-
-
-@dataclass(frozen=True)
-class ContactHistory:
-    impressions: list[Contact] = field(default_factory=list)
-    responses: list[Contact] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from nbo.models.send_time import best_send_hours
 
 if TYPE_CHECKING:
     from nbo.models.served import ServingModel
-    from nbo.store.base import StoredPurchase
+    from nbo.offers.state import PostedPurchase
 
 from nbo.models.lifecycle import stages_of
 
@@ -41,17 +41,9 @@ class CustomerProfile:
     profiled: bool = True
 
 
-def customer_profile(
-    model: ServingModel, customer_id: str, posted: Sequence[StoredPurchase], now_s: int
-) -> CustomerProfile:
-    """The customer's stage, churn risk, RFM figures and best send hour as of ``now_s``
-    (``customer_profiles`` of one)."""
-    return customer_profiles(model, [(customer_id, posted)], now_s)[0]
-
-
 def customer_profiles(
     model: ServingModel,
-    customers: Sequence[tuple[str, Sequence[StoredPurchase]]],
+    customers: Sequence[tuple[str, Sequence[PostedPurchase]]],
     now_s: int,
 ) -> list[CustomerProfile]:
     """Each customer's stage, churn risk, RFM figures and best send hour as of ``now_s``,
@@ -64,7 +56,7 @@ def customer_profiles(
     Purchases after ``now_s`` do not count yet.
     """
     indices = [model.customers.get(customer_id) for customer_id, _ in customers]
-    recent: dict[int, Sequence[StoredPurchase]] = {}
+    recent: dict[int, Sequence[PostedPurchase]] = {}
     for n, ((_, posted), index) in enumerate(zip(customers, indices, strict=True)):
         news = (
             posted
@@ -132,7 +124,7 @@ _NO_ORDERS = OrderTable.single(
 def _orders_of(
     model: ServingModel,
     indices: Sequence[int | None],
-    recent: Mapping[int, Sequence[StoredPurchase]],
+    recent: Mapping[int, Sequence[PostedPurchase]],
 ) -> OrderTable:
     """The orders of each customer (model positions, None: unknown), in order: the trained
     ones taken for all at once, and for those with ``recent`` posted purchases (by
@@ -175,7 +167,7 @@ def _trained_orders(model: ServingModel, index: int | None) -> OrderTable:
 
 
 def _with_posted(
-    model: ServingModel, index: int | None, orders: OrderTable, posted: Sequence[StoredPurchase]
+    model: ServingModel, index: int | None, orders: OrderTable, posted: Sequence[PostedPurchase]
 ) -> OrderTable:
     """``orders`` followed by the posted purchases, grouped into orders and valued like
     the trainer's lines: quantity * price, with the item's median price when the event
@@ -185,7 +177,7 @@ def _with_posted(
     if index is not None:
         items, _confidence, _last = model.history_of(index)
         seen = set(model.items.external(items))
-    grouped: dict[str, list[StoredPurchase]] = {}
+    grouped: dict[str, list[PostedPurchase]] = {}
     for purchase in sorted(posted, key=lambda p: (p.occurred_at, p.event_id)):
         grouped.setdefault(purchase.order_id or purchase.event_id, []).append(purchase)
     time, value, lines, new_items = [], [], [], []
@@ -205,7 +197,7 @@ def _with_posted(
     )
 
 
-def _line_value(model: ServingModel, purchase: StoredPurchase) -> float:
+def _line_value(model: ServingModel, purchase: PostedPurchase) -> float:
     if model.typical_line_value is None:
         return float(purchase.quantity)
     price = purchase.price

@@ -41,7 +41,7 @@ from nbo.offers.arbitration import (
     Components,
     Contest,
     ProductCandidates,
-    arbitrate_many,
+    arbitrate,
 )
 from nbo.offers.explanations import (
     EXPLAINED_BY,
@@ -55,7 +55,8 @@ from nbo.offers.explanations import (
     Explanations,
     explain,
 )
-from nbo.offers.policies import RULE_FATIGUE, RULE_JUST_BOUGHT, Contact
+from nbo.offers.policies import RULE_FATIGUE, RULE_JUST_BOUGHT
+from nbo.offers.state import Contact, PostedPurchase
 from nbo.offers.suppression import SuppressionWindow
 
 __all__ = [
@@ -73,10 +74,8 @@ __all__ = [
     "OfferTable",
     "Ranking",
     "Reason",
-    "RecentPurchase",
     "customer_history",
     "rank_offers",
-    "rank_offers_many",
 ]
 
 # The rules that take candidates out, in the order they apply: every answer counts each
@@ -88,20 +87,11 @@ REMOVAL_RULES = (RULE_JUST_BOUGHT, RULE_FATIGUE, RULE_INELIGIBLE, RULE_OFFER_CAP
 # leave k to choose from.
 MIN_CANDIDATES = 50
 
-# How the customer's taste vector was obtained.
-PROFILE_TRAINED = "trained"  # the model's own factors
-PROFILE_UPDATED = "updated"  # refolded with purchases posted since the training data ended
-PROFILE_LIVE = "live"  # unknown to the model; folded in from purchases posted since
-PROFILE_NONE = "none"  # nothing known: popular items
-
-
-@dataclass(frozen=True)
-class RecentPurchase:
-    """A purchase the service heard of after training (a posted event)."""
-
-    item_id: str
-    occurred_at: int
-    order_key: str  # the order (or event) it belongs to: an item counts once per order
+# Where the customer's taste vector came from (the answer's ``profile`` field).
+TASTE_TRAINED = "trained"  # the model's own factors
+TASTE_UPDATED = "updated"  # refolded with purchases posted since the training data ended
+TASTE_LIVE = "live"  # unknown to the model; folded in from purchases posted since
+TASTE_NONE = "none"  # nothing known: popular items
 
 
 @dataclass(frozen=True)
@@ -180,12 +170,12 @@ class Ranking:
 
     customer_id: str
     personalized: bool
-    profile: str
+    taste: str  # TASTE_*: where the taste vector came from
     suppressed_items: int
     # Catalogue items each rule took out of the candidates, in rule order (an item is
     # counted under the first rule that removed it).
     removed: dict[str, int]
-    # The offers of the ``rank_offers_many`` call this ranking came from, and the
+    # The offers of the ``rank_offers`` call this ranking came from, and the
     # customer's position in it.
     table: OfferTable = field(repr=False, compare=False)
     position: int = 0
@@ -215,7 +205,7 @@ class CustomerHistory:
 
 
 def customer_history(
-    model: ServingModel, customer_id: str, recent: Sequence[RecentPurchase] = ()
+    model: ServingModel, customer_id: str, recent: Sequence[PostedPurchase] = ()
 ) -> CustomerHistory:
     """Merge the trained history with posted purchases of catalogue items.
 
@@ -225,7 +215,7 @@ def customer_history(
     model does not know (new, or erased and back) every posted purchase adds, whenever it
     happened: none of them can be in the model (a till's late order, yesterday's import).
     The lifecycle profile counts posted orders by the same rule
-    (``nbo.lifecycle.customer_profiles``).
+    (``nbo.offers.profiles.customer_profiles``).
     """
     index = model.customers.get(customer_id)
     if index is not None:
@@ -282,7 +272,7 @@ class OfferRequest:
 
     customer_id: str
     k: int
-    recent: Sequence[RecentPurchase] = ()
+    recent: Sequence[PostedPurchase] = ()
     fatigued: Collection[str] = ()
     personalize: bool = True
     stage: str = "active"
@@ -294,25 +284,17 @@ class OfferRequest:
 
 def rank_offers(
     model: ServingModel,
-    customer_id: str,
-    k: int,
+    requests: Sequence[OfferRequest],
     now_s: int,
     window: SuppressionWindow,
-    recent: Sequence[RecentPurchase] = (),
-    fatigued: Collection[str] = (),
-    personalize: bool = True,
-    *,
     catalog: Catalog | None = None,
-    stage: str = "active",
-    channel: str = "email",
-    impressions: Sequence[Contact] = (),
-    churn_risk: float | None = None,
-    monetary: float | None = None,
-) -> Ranking:
-    """Top ``k`` offers for a customer at unix time ``now_s``: candidates -> suppression
-    -> propensity -> arbitration under the catalogue -> explanations.
+) -> list[Ranking]:
+    """The top ``k`` offers of each request at unix time ``now_s``: each customer's
+    history, suppression and fatigue; the candidates and ranker scores of all of them in
+    one pass (``nbo.models.candidates``, one LightGBM call); then arbitration under the
+    catalogue and explanations, all at once. An API call is a chunk of one.
 
-    Known customers get ALS candidates over the whole catalogue minus what they bought
+    Known customers get candidates over the whole catalogue minus what they bought
     inside the suppression window. Posted purchases count at once: they are suppressed,
     and purchases made after training refold the customer's taste vector (implicit's
     ``recalculate_user``); a customer the model has never seen is personalized from
@@ -321,44 +303,17 @@ def rank_offers(
     are filled from popular.
 
     ``fatigued`` items (the contact policy's offer fatigue) are removed like suppressed
-    ones; ``personalize=False`` (no consent to personalization) proposes popular items
-    alone while still never offering what was just bought.
+    ones; ``personalize=False`` (no consent to personalization, or an experiment's
+    control group) proposes popular items alone while still never offering what was just
+    bought.
 
-    Candidates and the catalogue's incentives are then arbitrated for the customer's
-    ``stage`` and the ``channel`` (``nbo.arbitration``); without a catalogue every item is
-    a product offer of uniform value, so products rank by propensity, i.e. in the model's
-    order. Offers from the model are explained by the purchases behind them. The stage,
-    ``churn_risk`` and ``monetary`` value (the customer's profile) are also features of
-    the two-stage ranker (None: unknown).
-
-    One customer's ``rank_offers_many``: a request and a campaign rank the same way.
+    Candidates and the catalogue's incentives are arbitrated for each customer's
+    ``stage`` and ``channel`` (``nbo.offers.arbitration``); without a catalogue every item
+    is a product offer of uniform value, so products rank by propensity, i.e. in the
+    model's order. Offers from the model are explained by the purchases behind them. The
+    stage, ``churn_risk`` and ``monetary`` value (the customer's profile) are also
+    features of the ranker (None: unknown).
     """
-    request = OfferRequest(
-        customer_id,
-        k,
-        recent,
-        fatigued,
-        personalize,
-        stage,
-        channel,
-        impressions,
-        churn_risk,
-        monetary,
-    )
-    return rank_offers_many(model, [request], now_s, window, catalog)[0]
-
-
-def rank_offers_many(
-    model: ServingModel,
-    requests: Sequence[OfferRequest],
-    now_s: int,
-    window: SuppressionWindow,
-    catalog: Catalog | None = None,
-) -> list[Ranking]:
-    """``rank_offers`` for many customers: each customer's history, suppression and
-    fatigue, then the two-stage candidates and ranker scores of all of them in one pass
-    (``nbo.two_stage.candidates``, one LightGBM call), then each customer's arbitration
-    and explanations."""
     catalog = catalog or default_catalog()
     prepared = _prepare_many(model, requests, now_s, window)
     ranked = _Stacked.empty()
@@ -396,7 +351,7 @@ class _Stacked:
     items: np.ndarray
     sources: np.ndarray
     scores: np.ndarray
-    chances: np.ndarray
+    propensity: np.ndarray
 
     @classmethod
     def empty(cls) -> _Stacked:
@@ -469,19 +424,19 @@ def _finish_many(
     items: list[np.ndarray] = []
     sources: list[np.ndarray] = []
     scores: list[np.ndarray] = []
-    chances: list[np.ndarray] = []
+    propensity: list[np.ndarray] = []
     for n in short.tolist():
         mine = slice(int(ranked_starts[n]), int(ranked_starts[n + 1]))
         # A request the ranker ranked keeps its candidates, however few (none: all
         # suppressed); the others are ALS's (without a ranker) or popular (cold).
         scored = (
-            (ranked.items[mine], ranked.sources[mine], ranked.scores[mine], ranked.chances[mine])
+            (ranked.items[mine], ranked.sources[mine], ranked.scores[mine], ranked.propensity[mine])
             if model.ranker is not None and prepared[n].personalized
             else None
         )
         part = _product_candidates(model, prepared[n], scored)
         rows.append(np.full(len(part[0]), n, dtype=np.int64))
-        for column, values in zip((items, sources, scores, chances), part, strict=True):
+        for column, values in zip((items, sources, scores, propensity), part, strict=True):
             column.append(values)
     keep = ~np.isin(ranked.rows, short)
     stacked_rows = np.concatenate([ranked.rows[keep], *rows])
@@ -490,11 +445,11 @@ def _finish_many(
         np.concatenate([ranked.items[keep], *items]).astype(np.int64)[order],
         np.concatenate([ranked.sources[keep], *sources]).astype(object)[order],
         np.concatenate([ranked.scores[keep], *scores]).astype(np.float64)[order],
-        np.concatenate([ranked.chances[keep], *chances]).astype(np.float64)[order],
+        np.concatenate([ranked.propensity[keep], *propensity]).astype(np.float64)[order],
         rows=stacked_rows[order],
     )
     requests = [p.request for p in prepared]
-    choices = arbitrate_many(
+    choices = arbitrate(
         stacked,
         [Contest(r.stage, r.channel, r.k, r.impressions) for r in requests],
         model.item_id_array,
@@ -511,11 +466,11 @@ def _finish_many(
     rankings = []
     for n, p in enumerate(prepared):
         if not p.personalized:
-            profile = PROFILE_NONE
+            taste = TASTE_NONE
         elif p.history.index is None:
-            profile = PROFILE_LIVE
+            taste = TASTE_LIVE
         else:
-            profile = PROFILE_UPDATED if p.history.has_new_orders else PROFILE_TRAINED
+            taste = TASTE_UPDATED if p.history.has_new_orders else TASTE_TRAINED
         removed = {
             **p.removed,
             RULE_INELIGIBLE: int(choices.ineligible[n]),
@@ -525,7 +480,7 @@ def _finish_many(
             Ranking(
                 p.request.customer_id,
                 p.personalized,
-                profile,
+                taste,
                 len(p.just_bought),
                 removed,
                 table,
@@ -544,16 +499,16 @@ def _product_candidates(
     short."""
     history, known = prepared.history, prepared.known
     suppressed, n_candidates = prepared.suppressed, prepared.n_candidates
-    propensity = model.propensity
+    curves = model.propensity
     if scored is not None:
-        ids, sources, source_scores, chances = scored
+        ids, sources, source_scores, propensity = scored
     else:
         ids = np.empty(0, dtype=np.int64)
         scores = np.empty(0, dtype=np.float32)
         if prepared.personalized:
             ids, scores = _cf_candidates(model, history, known, suppressed, n_candidates)
         sources = np.full(len(ids), SOURCE_CF, dtype=object)
-        chances = propensity.of_scores(scores)
+        propensity = curves.of_scores(scores)
         source_scores = np.asarray(scores, dtype=np.float64)
     if len(ids) < n_candidates:
         taken = np.concatenate([suppressed, ids]).astype(np.int64)
@@ -563,9 +518,9 @@ def _product_candidates(
         ids = np.concatenate([np.asarray(ids, dtype=np.int64), fill])
         sources = np.concatenate([sources, np.full(len(fill), SOURCE_POPULAR, dtype=object)])
         # Propensity by the item's rank among what this customer may be offered.
-        chances = np.concatenate([chances, propensity.of_popular_ranks(fill_ranks + 1)])
+        propensity = np.concatenate([propensity, curves.of_popular_ranks(fill_ranks + 1)])
         source_scores = np.concatenate([source_scores, model.popularity[fill]])
-    return np.asarray(ids, dtype=np.int64), sources, source_scores, chances
+    return np.asarray(ids, dtype=np.int64), sources, source_scores, propensity
 
 
 # The reason an item proposed by several sources is given: the most personal first.

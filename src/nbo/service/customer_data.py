@@ -20,9 +20,10 @@ from pydantic import BaseModel, Field
 from nbo.campaigns.files import CustomerRows, Untouched, rows_in_outputs
 from nbo.experiments.assignment import ServingModels
 from nbo.models.served import ServingModel
+from nbo.offers.state import DEFAULT_CONSENT, Consent
 from nbo.service.profiles import current_profile
 from nbo.service.schemas import Channel, CustomerProfileOut
-from nbo.store.base import DEFAULT_CONSENT, Consent, Store
+from nbo.store.base import Store
 
 CHANNELS = tuple(channel.value for channel in Channel)
 

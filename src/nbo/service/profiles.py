@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 from nbo.models.send_time import HOURS_PER_WEEK, next_send_at
 from nbo.models.served import ServingModel
-from nbo.offers.decision import CustomerState, profile_for
 from nbo.offers.profiles import CustomerProfile
+from nbo.runtime.decide import profiles_now
 from nbo.service.schemas import BestSendTimeOut, CustomerProfileOut
-from nbo.store.base import DEFAULT_CONSENT, Store
+from nbo.store.base import Store
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
@@ -62,10 +62,5 @@ def current_profile(
     function, so the export holds exactly what the profile route says.
     ``max_posted_lines``: the customer's most recent posted lines only, as offers read
     them (``NBO_MAX_POSTED_LINES``)."""
-    # Consent and posted purchases make the profile; the contact history does not.
-    state = CustomerState(
-        consent=store.consent_of(customer_id) or DEFAULT_CONSENT,
-        posted=store.purchases_of(customer_id, limit=max_posted_lines),
-    )
-    profile = profile_for(model, customer_id, state, int(now.timestamp()))
+    (profile,) = profiles_now(model, store, [customer_id], int(now.timestamp()), max_posted_lines)
     return profile_out(profile, model.version, model.churn_horizon_days, now)

@@ -36,7 +36,7 @@ from nbo.experiments.assignment import ServingModels
 from nbo.models.artifacts import CURRENT, current_version
 from nbo.models.registry import resolve
 from nbo.models.served import ServingModel
-from nbo.offers.ranking import rank_offers
+from nbo.offers.ranking import OfferRequest, rank_offers
 from nbo.service.state import ModelHolder
 from nbo.settings import Settings
 
@@ -182,7 +182,9 @@ def check_serving_models(
             customers.insert(0, (f"known customer {known}", known))
         for who, customer_id in customers:
             try:
-                ranking = rank_offers(model, customer_id, SMOKE_K, now_s, window, catalog=catalog)
+                (ranking,) = rank_offers(
+                    model, [OfferRequest(customer_id, SMOKE_K)], now_s, window, catalog
+                )
             except Exception as exc:  # any failure refuses the model
                 raise ArtifactError(
                     f"model {model.version}: ranking {who} failed ({type(exc).__name__}: {exc})"

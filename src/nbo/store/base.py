@@ -9,20 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from nbo.data.events import Event
-from nbo.offers.policies import ContactHistory
-
-
-@dataclass(frozen=True)
-class StoredPurchase:
-    """One purchased item from a posted purchase event."""
-
-    item_id: str
-    quantity: float
-    occurred_at: int
-    order_id: str | None
-    event_id: str
-    # Unit price as posted (None when the event gave none).
-    price: float | None = None
+from nbo.offers.state import Consent, ContactHistory, PostedPurchase
 
 
 @dataclass(frozen=True)
@@ -71,28 +58,6 @@ class AddResult:
 
 
 @dataclass(frozen=True)
-class Consent:
-    """A customer's stored consent: personalization and a flag per channel.
-
-    A channel the record does not name is consented (so a record written before a channel
-    existed does not withdraw it). A customer without a record consents to everything:
-    ``Store.consent_of`` answers None and callers use ``DEFAULT_CONSENT``.
-    """
-
-    personalization: bool
-    channels: dict[str, bool]
-    updated_at: int  # unix seconds; 0 for the default
-
-    def allows(self, channel: str) -> bool:
-        """Whether offers may be sent on ``channel``."""
-        return self.channels.get(channel, True)
-
-
-# What a customer without a consent record gets: consent to everything.
-DEFAULT_CONSENT = Consent(personalization=True, channels={}, updated_at=0)
-
-
-@dataclass(frozen=True)
 class ErasureReceipt:
     """What one ``erase`` deleted. ``already_erased``: the id was on the erased list
     before this call (the counts are then what arrived since, usually zeros)."""
@@ -119,11 +84,11 @@ class Store(Protocol):
 
     def purchases_of(
         self, customer_id: str, since: int | None = None, limit: int | None = None
-    ) -> list[StoredPurchase]: ...
+    ) -> list[PostedPurchase]: ...
 
     def purchases_of_many(
         self, customer_ids: Sequence[str], limit: int | None = None
-    ) -> dict[str, list[StoredPurchase]]: ...
+    ) -> dict[str, list[PostedPurchase]]: ...
 
     def event_count(self) -> int: ...
 

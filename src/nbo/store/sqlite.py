@@ -38,16 +38,14 @@ from pathlib import Path
 from nbo.core.errors import ConfigError
 from nbo.core.pseudonyms import new_key
 from nbo.data.events import CLICK, CONVERSION, EVENT_TYPES, IMPRESSION, Event, PurchaseEvent
-from nbo.offers.policies import Contact, ContactHistory
+from nbo.offers.state import Consent, Contact, ContactHistory, PostedPurchase
 from nbo.store.base import (
     AddResult,
     BatchOutput,
-    Consent,
     ErasureReceipt,
     ExperimentLog,
     Store,
     StoredEvent,
-    StoredPurchase,
     TaggedEvent,
 )
 
@@ -321,7 +319,7 @@ class SQLiteStore:
 
     def purchases_of(
         self, customer_id: str, since: int | None = None, limit: int | None = None
-    ) -> list[StoredPurchase]:
+    ) -> list[PostedPurchase]:
         """A customer's posted purchase lines, oldest first (``since``: unix seconds);
         ``limit``: only the most recent that many, so what a request costs is bounded
         whatever a client posted (the index is walked from the newest line)."""
@@ -331,15 +329,15 @@ class SQLiteStore:
             "ORDER BY occurred_at DESC, rowid DESC LIMIT ?) ORDER BY occurred_at, line",
             (customer_id, since if since is not None else -(2**62), -1 if limit is None else limit),
         )
-        return [StoredPurchase(*row[:-1]) for row in rows.fetchall()]
+        return [PostedPurchase(*row[:-1]) for row in rows.fetchall()]
 
     def purchases_of_many(
         self, customer_ids: Sequence[str], limit: int | None = None
-    ) -> dict[str, list[StoredPurchase]]:
+    ) -> dict[str, list[PostedPurchase]]:
         """``purchases_of`` many customers, in a few queries: those with none are absent;
         ``limit`` applies to each customer, at a cost that grows with it, not with what a
         customer posted (``_NEWEST_LINES``)."""
-        found: dict[str, list[StoredPurchase]] = {}
+        found: dict[str, list[PostedPurchase]] = {}
         for part in _parts_of(customer_ids):
             if limit is None:
                 rows = self._reader().execute(
@@ -352,7 +350,7 @@ class SQLiteStore:
                 newest = _NEWEST_LINES.format(customers=_rows(part))
                 rows = self._reader().execute(newest, (*part, limit, limit))
             for row in rows.fetchall():
-                found.setdefault(row[0], []).append(StoredPurchase(*row[1:]))
+                found.setdefault(row[0], []).append(PostedPurchase(*row[1:]))
         return found
 
     def events_of(self, customer_id: str) -> list[dict[str, object]]:

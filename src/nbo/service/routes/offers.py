@@ -14,8 +14,9 @@ from nbo.data.events import ImpressionEvent
 from nbo.experiments.assignment import Assignment
 from nbo.models.served import ServingModel
 from nbo.offers.arbitration import Components
-from nbo.offers.decision import contact_policy, customer_state, decide
-from nbo.offers.ranking import PROFILE_NONE, REMOVAL_RULES, Offer, Ranking
+from nbo.offers.decision import Occasion
+from nbo.offers.ranking import REMOVAL_RULES, TASTE_NONE, Offer, Ranking
+from nbo.runtime.decide import Context, Decided, contact_policy, decide_customers
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import (
     CatalogDep,
@@ -74,61 +75,52 @@ async def get_offers(
     and never wait for a write; recording (a durable write) runs in the thread pool.
     """
     now = settings.now()
-    now_s = int(now.timestamp())
-    policy = contact_policy(settings)
-    state = customer_state(store, customer_id, now_s, policy, catalog, settings.max_posted_lines)
-    assignment = models.assign(customer_id, state.consent, now_s)
+    context = Context(models, catalog, contact_policy(settings), store, settings.max_posted_lines)
+    occasion = Occasion(channel.value, k, int(now.timestamp()), delivery=record)
+    (decided,) = decide_customers(context, [customer_id], occasion)
+    metrics.record_decision(decided.decision, channel.value)
+    ranking = decided.decision.ranking
+    recorded = record and ranking is not None and ranking.has_offers
+    if recorded:
+        assert ranking is not None
+        await run_in_threadpool(
+            store.add_events,
+            impressions(customer_id, channel.value, request_id, now, ranking, decided.assignment),
+        )
+    return offers_response(decided, channel, request_id, now, recorded)
+
+
+def offers_response(
+    decided: Decided, channel: Channel, request_id: str, now: datetime, recorded: bool
+) -> OffersResponse:
+    """The answer for one decided customer; without a ranking (no channel consent, a
+    frequency cap) it names the reason, and every removal rule with zeros."""
+    decision, assignment = decided.decision, decided.assignment
     model = assignment.model
-    decision = decide(
-        model,
-        catalog,
-        policy,
-        customer_id,
-        channel.value,
-        k,
-        now_s,
-        state,
-        delivery=record,
-        personalize=assignment.personalize,
-    )
-    metrics.record_decision(decision, channel.value)
-    profile = decision.profile
-    answer = OffersResponse(
-        customer_id=customer_id,
+    profile, ranking = decision.profile, decision.ranking
+    next_allowed = decision.next_allowed_at
+    return OffersResponse(
+        customer_id=decided.customer_id,
         model_version=model.version,
         channel=channel,
         request_id=request_id,
-        personalized=False,
-        profile=PROFILE_NONE,
-        suppressed_items=0,
+        personalized=ranking is not None and ranking.personalized,
+        profile=TASTE_NONE if ranking is None else ranking.taste,
+        suppressed_items=0 if ranking is None else ranking.suppressed_items,
         stage=profile.stage,
         churn_risk=profile.churn_risk,
         best_send_time=best_send_time_out(profile.best_send_hour, now),
         as_of=now.isoformat(),
-        offers=[],
+        recorded=recorded,
         suppressed_reason=decision.suppressed_reason,
-        # Every rule named, zeros when the answer is withheld before ranking.
-        removed=dict.fromkeys(REMOVAL_RULES, 0),
+        next_allowed_at=(
+            None if next_allowed is None else datetime.fromtimestamp(next_allowed, UTC).isoformat()
+        ),
+        removed=dict.fromkeys(REMOVAL_RULES, 0) if ranking is None else ranking.removed,
         experiment=assignment.experiment,
         variant=assignment.variant,
+        offers=[] if ranking is None else [_offer_out(model, offer) for offer in ranking.offers],
     )
-    if decision.next_allowed_at is not None:
-        answer.next_allowed_at = datetime.fromtimestamp(decision.next_allowed_at, UTC).isoformat()
-    ranking = decision.ranking
-    if ranking is None:
-        return answer
-    answer.personalized = ranking.personalized
-    answer.profile = ranking.profile
-    answer.suppressed_items = ranking.suppressed_items
-    answer.removed = ranking.removed
-    answer.offers = [_offer_out(model, offer) for offer in ranking.offers]
-    if record and ranking.offers:
-        await run_in_threadpool(
-            store.add_events,
-            impressions(customer_id, channel.value, request_id, now, ranking, assignment),
-        )
-        answer.recorded = True
-    return answer
 
 
 def impressions(

@@ -1,0 +1,148 @@
+"""Read state -> assign -> decide: the one sequence behind an offers call, a profile, and
+every chunk of a campaign.
+
+The service builds a ``Context`` per request (the references it serves with at that
+moment), a campaign one per run; both then go through ``decide_customers`` (offers) or
+``profiles_now`` (profiles), so an API answer and a campaign row for the same customer,
+clock, store and catalogue are the same decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from nbo.catalog.terms import Catalog
+from nbo.experiments.assignment import Assignment, ServingModels
+from nbo.models.served import ServingModel
+from nbo.offers.decision import (
+    ContactPolicy,
+    Decision,
+    DecisionRequest,
+    Occasion,
+    decide,
+    profiles_of,
+)
+from nbo.offers.profiles import CustomerProfile
+from nbo.offers.state import DEFAULT_CONSENT, ContactHistory, CustomerState
+from nbo.settings import Settings
+from nbo.store.base import Store
+
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class Context:
+    """What customers are decided with: the served models (the current one and the
+    experiments' variants), the catalogue, the contact policy and the store."""
+
+    models: ServingModels
+    catalog: Catalog
+    policy: ContactPolicy
+    store: Store
+    # Each customer's most recent posted purchase lines read (NBO_MAX_POSTED_LINES).
+    max_posted_lines: int | None = None
+
+
+@dataclass(frozen=True)
+class Decided:
+    """One customer's decision, with the experiment variant (and model) that made it."""
+
+    customer_id: str
+    assignment: Assignment
+    decision: Decision
+
+
+def contact_policy(settings: Settings) -> ContactPolicy:
+    """The contact rules the settings configure."""
+    return ContactPolicy(settings.suppression, settings.frequency_caps, settings.fatigue)
+
+
+def read_states(
+    store: Store,
+    customer_ids: Sequence[str],
+    contacts_since: int | None,
+    max_posted_lines: int | None = None,
+) -> list[CustomerState]:
+    """What the store knows of each customer, in a few bulk reads (a campaign's chunk, or
+    an API call's one customer): consent, posted purchases (the most recent
+    ``max_posted_lines`` lines each) and, unless ``contacts_since`` is None, the offers
+    shown and answered since then."""
+    consents = store.consents_of(customer_ids)
+    contacts = (
+        {} if contacts_since is None else store.contacts_of_many(customer_ids, contacts_since)
+    )
+    posted = store.purchases_of_many(customer_ids, limit=max_posted_lines)
+    return [
+        CustomerState(
+            consent=consents.get(c, DEFAULT_CONSENT),
+            contacts=contacts.get(c, ContactHistory()),
+            posted=posted.get(c, ()),
+        )
+        for c in customer_ids
+    ]
+
+
+def decide_customers(
+    context: Context,
+    customer_ids: Sequence[str],
+    occasion: Occasion,
+    stage: str | None = None,
+) -> list[Decided]:
+    """Each customer's decision on ``occasion``: their stored state (as far back as any
+    rule looks) and experiment variant, then ``decide`` per model, in the customers'
+    order. With ``stage``, only the customers whose live profile is in that stage are
+    decided (the profiles, cheap, are computed first; the rankings only for them)."""
+    now_s = occasion.now_s
+    since = int(now_s - context.policy.lookback_days(context.catalog) * DAY)
+    states = read_states(context.store, customer_ids, since, context.max_posted_lines)
+    assignments = [
+        context.models.assign(c, state.consent, now_s)
+        for c, state in zip(customer_ids, states, strict=True)
+    ]
+    requests = [
+        DecisionRequest(c, state, assignment.personalize)
+        for c, state, assignment in zip(customer_ids, states, assignments, strict=True)
+    ]
+    by_model: dict[str, list[int]] = {}
+    for n, assignment in enumerate(assignments):
+        by_model.setdefault(assignment.model.version, []).append(n)
+    decided: list[Decision | None] = [None] * len(customer_ids)
+    for positions in by_model.values():
+        model = assignments[positions[0]].model
+        profiles = None
+        if stage is not None:
+            everyone = profiles_of(model, [requests[n] for n in positions], now_s)
+            kept = [i for i, profile in enumerate(everyone) if profile.stage == stage]
+            positions = [positions[i] for i in kept]
+            profiles = [everyone[i] for i in kept]
+        answers = decide(
+            model,
+            context.catalog,
+            context.policy,
+            [requests[n] for n in positions],
+            occasion,
+            profiles,
+        )
+        for n, answer in zip(positions, answers, strict=True):
+            decided[n] = answer
+    return [
+        Decided(c, a, d)
+        for c, a, d in zip(customer_ids, assignments, decided, strict=True)
+        if d is not None
+    ]
+
+
+def profiles_now(
+    model: ServingModel,
+    store: Store,
+    customer_ids: Sequence[str],
+    now_s: int,
+    max_posted_lines: int | None = None,
+) -> list[CustomerProfile]:
+    """Each customer's profile as of ``now_s`` under ``model``, from their stored consent
+    and posted purchases (their contacts do not make a profile): what
+    ``GET /v1/customers/{id}`` answers and the data export shows."""
+    states = read_states(store, customer_ids, None, max_posted_lines)
+    requests = [DecisionRequest(c, state) for c, state in zip(customer_ids, states, strict=True)]
+    return profiles_of(model, requests, now_s)
