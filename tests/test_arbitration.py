@@ -11,9 +11,8 @@ import pytest
 
 from nbo.catalog.loading import default_catalog, load_catalog
 from nbo.catalog.terms import Catalog
+from nbo.core.vocabulary import DAY, KIND_INCENTIVE, KIND_PRODUCT
 from nbo.offers.arbitration import (
-    KIND_INCENTIVE,
-    KIND_PRODUCT,
     RULE_INELIGIBLE,
     RULE_OFFER_CAP,
     Choices,
@@ -22,7 +21,6 @@ from nbo.offers.arbitration import (
     ProductCandidates,
     arbitrate,
 )
-from nbo.offers.policies import DAY
 from nbo.offers.state import Contact
 
 NOW = 1_700_000_000

@@ -19,17 +19,11 @@ from fastapi.testclient import TestClient
 
 from nbo.catalog.holder import CatalogHolder
 from nbo.catalog.loading import default_catalog, load_catalog
-from nbo.catalog.schema import (
-    CHANNELS,
-    DEFAULT_FINGERPRINT,
-    FALLBACK_VALUE,
-    KIND_INCENTIVE,
-    KIND_PRODUCT,
-    STAGES,
-)
+from nbo.catalog.schema import DEFAULT_FINGERPRINT, FALLBACK_VALUE
 from nbo.catalog.terms import Catalog, ProductTerms, resolve_value, resolve_values
 from nbo.cli import EXIT_USER_ERROR, main
 from nbo.core.errors import CatalogError
+from nbo.core.vocabulary import CHANNELS, KIND_INCENTIVE, KIND_PRODUCT, STAGES
 from nbo.service.app import create_app
 from nbo.service.schemas import Channel
 from nbo.settings import Settings, load_settings

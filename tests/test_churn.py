@@ -18,7 +18,8 @@ from support import profile_one, small_training_config
 from nbo.core import columns as col
 from nbo.core.errors import ArtifactError
 from nbo.core.ids import IdMap
-from nbo.data.features import DAY, FEATURE_NAMES, OrderTable, build_order_table, customer_features
+from nbo.core.vocabulary import DAY, STAGES
+from nbo.data.features import FEATURE_NAMES, OrderTable, build_order_table, customer_features
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import load_artifact, write_artifact
 from nbo.models.churn import (
@@ -31,7 +32,6 @@ from nbo.models.churn import (
     fit_churn_model,
     load_churn_model,
 )
-from nbo.models.lifecycle import STAGES
 from nbo.models.served import load_serving_model
 from training.cli import print_summary
 from training.config import ChurnConfig, TrainingConfig

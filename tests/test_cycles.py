@@ -17,11 +17,11 @@ from support import END, make_planted_purchases, small_training_config
 
 from nbo.core.errors import ArtifactError
 from nbo.core.ids import IdMap
+from nbo.core.vocabulary import DAY
 from nbo.data.history import EncodedPurchases, encode_purchases
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import load_artifact, write_artifact
 from nbo.models.cycles import (
-    DAY,
     cycle_summary,
     repurchase_cycles,
     suppressed_mask,

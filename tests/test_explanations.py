@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import scipy.sparse as sp
 
+from nbo.core.vocabulary import KIND_INCENTIVE, KIND_PRODUCT
 from nbo.offers.explanations import Bought, _closest_bought, _OrderCounts
 
 
@@ -50,7 +51,7 @@ def test_order_counts_look_up_each_customers_own_purchases() -> None:
 
 def test_each_source_explains_itself_in_words() -> None:
     from nbo.catalog.schema import IncentiveOffer
-    from nbo.offers.arbitration import KIND_INCENTIVE, KIND_PRODUCT, Choices
+    from nbo.offers.arbitration import Choices
     from nbo.offers.explanations import _texts
 
     winback = IncentiveOffer(

@@ -11,8 +11,8 @@ import pytest
 
 from nbo.core import columns as col
 from nbo.core.ids import IdMap
+from nbo.core.vocabulary import DAY
 from nbo.data.features import (
-    DAY,
     FEATURE_INDEX,
     FEATURE_NAMES,
     OrderTable,

@@ -11,9 +11,10 @@ import pytest
 from support import profile_one
 from test_churn import churn_purchases, churn_trained  # noqa: F401  (shared fixtures)
 
+from nbo.core.vocabulary import DAY, STAGES
 from nbo.data.events import parse_events
-from nbo.data.features import DAY, FEATURE_INDEX, FEATURE_NAMES
-from nbo.models.lifecycle import STAGES, LifecycleThresholds, stages_of
+from nbo.data.features import FEATURE_INDEX, FEATURE_NAMES
+from nbo.models.lifecycle import LifecycleThresholds, stages_of
 from nbo.models.send_time import (
     HOURS_PER_WEEK,
     best_send_hour,

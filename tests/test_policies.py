@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from nbo.offers.policies import DAY, FatigueRule, FrequencyCap, check_frequency_cap, fatigued_items
+from nbo.core.vocabulary import DAY
+from nbo.offers.policies import FatigueRule, FrequencyCap, check_frequency_cap, fatigued_items
 from nbo.offers.state import Contact, ContactHistory
 from nbo.service.app import create_app
 from nbo.settings import Settings

@@ -13,6 +13,7 @@ import pytest
 import scipy.sparse as sp
 from support import rank_one, small_training_config
 
+from nbo.core.vocabulary import STAGES
 from nbo.data.mapping import load_mapping
 from nbo.models import candidates as two_stage
 from nbo.models.candidates import (
@@ -26,7 +27,6 @@ from nbo.models.candidates import (
     candidates,
     ranked_top,
 )
-from nbo.models.lifecycle import STAGES
 from nbo.models.popularity import group_popularity
 from nbo.models.ranker import RankerScorer
 from nbo.models.served import ServingModel, load_serving_model

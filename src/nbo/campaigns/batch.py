@@ -30,10 +30,10 @@ from threadpoolctl import threadpool_limits
 from nbo.campaigns.files import SCHEMA, folder_lock, format_of, remove_customers
 from nbo.catalog.holder import CatalogHolder
 from nbo.core.errors import NboError
+from nbo.core.vocabulary import STAGES
 from nbo.data.events import ImpressionEvent
 from nbo.experiments.assignment import load_serving_models
 from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
-from nbo.models.lifecycle import STAGES
 from nbo.models.send_time import next_send_at
 from nbo.models.served import ServingModel
 from nbo.offers.decision import Occasion

@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from nbo.catalog.schema import (
     FREE_SHIPPING,
-    KIND_INCENTIVE,
     OFFER_ITEM_SEPARATOR,
     PERCENT_OFF,
     POINTS_MULTIPLIER,
@@ -26,6 +25,7 @@ from nbo.catalog.schema import (
 from nbo.catalog.terms import Catalog
 from nbo.core.documents import read_document
 from nbo.core.errors import CatalogError
+from nbo.core.vocabulary import KIND_INCENTIVE
 
 # --- loading ------------------------------------------------------------------------
 

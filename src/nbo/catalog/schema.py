@@ -23,21 +23,16 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Final, Literal, get_args
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from nbo.core.vocabulary import CHANNELS, STAGES, ChannelName, OfferKind, Stage
+
 log = logging.getLogger(__name__)
 
-Stage = Literal["new", "active", "at_risk", "lapsed", "loyal"]
-ChannelName = Literal["email", "app"]
-OfferKind = Literal["product", "incentive"]
 IncentiveKind = Literal["percent_off", "points_multiplier", "free_shipping"]
 
-STAGES: Final[tuple[Stage, ...]] = get_args(Stage)
-CHANNELS: Final[tuple[ChannelName, ...]] = get_args(ChannelName)
-KIND_PRODUCT: Final = "product"
-KIND_INCENTIVE: Final = "incentive"
 PERCENT_OFF: Final = "percent_off"
 POINTS_MULTIPLIER: Final = "points_multiplier"
 FREE_SHIPPING: Final = "free_shipping"

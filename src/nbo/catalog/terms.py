@@ -17,17 +17,15 @@ import numpy as np
 from nbo.catalog.schema import (
     DEFAULT_FINGERPRINT,
     FALLBACK_VALUE,
-    KIND_INCENTIVE,
-    KIND_PRODUCT,
     OFFER_ITEM_SEPARATOR,
     PRODUCT_OFFER_PREFIX,
     CatalogFile,
     CatalogOffer,
     IncentiveOffer,
     ItemOverride,
-    OfferKind,
     ProductDefaults,
 )
+from nbo.core.vocabulary import KIND_INCENTIVE, KIND_PRODUCT, OfferKind
 
 log = logging.getLogger(__name__)
 

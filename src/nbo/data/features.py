@@ -24,9 +24,9 @@ import pandas as pd
 
 from nbo.core import columns as col
 from nbo.core.ids import IdMap
+from nbo.core.vocabulary import DAY
 from nbo.data.history import to_unix_seconds
 
-DAY: Final = 86_400
 # Trend compares the orders of the last TREND_DAYS with those of the TREND_DAYS before.
 TREND_DAYS: Final = 90
 

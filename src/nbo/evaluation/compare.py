@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from nbo.core import columns as col
 from nbo.core.errors import NboError
+from nbo.core.vocabulary import DAY
 from nbo.evaluation.ranking_metrics import ranking_metric_rows
 from nbo.models.served import ServingModel
 from nbo.offers.ranking import OfferRequest, rank_offers
@@ -86,7 +87,7 @@ def forward_holdout(
             bought[customer_id].add(item_id)
     recent: dict[str, set[str]] = {c: set() for c in known}
     if window.days is None or window.days > 0:
-        since = start_s - (window.days or 36_500) * 86_400
+        since = start_s - (window.days or 36_500) * DAY
         before = purchases[(times > since) & ~after]
         for customer_id, item_id in zip(
             before[col.CUSTOMER_ID].astype(str), before[col.ITEM_ID].astype(str), strict=True

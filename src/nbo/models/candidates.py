@@ -59,7 +59,7 @@ NO_STAGE = -1
 # most: what they buy now says more than what they bought years ago, and a wholesaler's
 # thousand items would otherwise cost a thousand neighbour lists per request.
 KNN_BASIS = 30
-STAGE_CODE = {name: code for code, name in enumerate(STAGES)}
+STAGE_CODE: dict[str, int] = {name: code for code, name in enumerate(STAGES)}
 _COLUMN = {name: n for n, name in enumerate(FEATURES)}
 _SOURCE_BITS = np.array([1 << bit for bit in range(len(SOURCES))], dtype=np.uint8)
 

@@ -31,7 +31,8 @@ import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from nbo.core.errors import ArtifactError
-from nbo.data.features import DAY, FEATURE_INDEX, FEATURE_NAMES, OrderTable, customer_features
+from nbo.core.vocabulary import DAY
+from nbo.data.features import FEATURE_INDEX, FEATURE_NAMES, OrderTable, customer_features
 from nbo.models.artifacts import Artifact
 
 CHURN_FILE: Final = "churn_model.joblib"

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from nbo.core.vocabulary import DAY
 from nbo.data.history import EncodedPurchases
 
-DAY = 86_400
 # Above this a combined int64 sort key could overflow; fall back to a two-key lexsort.
 _KEY_LIMIT = 2**62
 

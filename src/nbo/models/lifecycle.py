@@ -22,17 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nbo.core.vocabulary import STAGES
 from nbo.data.features import FEATURE_INDEX
 from nbo.models.send_time import PSEUDO_ORDERS
 
 if TYPE_CHECKING:
     pass
 
-STAGES: Final = ("new", "active", "at_risk", "lapsed", "loyal")
 _STAGE_DTYPE = f"<U{max(map(len, STAGES))}"
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from nbo.core.vocabulary import DAY
+
 
 def popularity_scores(
     counts: sp.csr_matrix, last_purchase: sp.csr_matrix, as_of: int, window_days: int | None
@@ -17,7 +19,7 @@ def popularity_scores(
     if window_days is None:
         recent = last_purchase.data > np.iinfo(np.int64).min
     else:
-        recent = last_purchase.data > as_of - window_days * 86_400
+        recent = last_purchase.data > as_of - window_days * DAY
     buyers = np.bincount(last_purchase.indices[recent], minlength=n_items)
     return buyers.astype(np.float32)
 

@@ -19,9 +19,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from nbo.core.errors import ArtifactError
+from nbo.core.vocabulary import STAGES
 from nbo.models.artifacts import Artifact
 from nbo.models.candidates import FEATURES
-from nbo.models.lifecycle import STAGES
 
 RANKER_FILE = "ranker.txt"
 KNN_ARRAYS = ("knn_indptr", "knn_indices", "knn_data")

@@ -30,11 +30,9 @@ import numpy as np
 
 from nbo.catalog.schema import PRODUCT_OFFER_PREFIX, IncentiveOffer
 from nbo.catalog.terms import Catalog, ProductTerms, resolve_value, resolve_values
-from nbo.offers.policies import DAY
+from nbo.core.vocabulary import DAY, KIND_INCENTIVE, KIND_PRODUCT
 from nbo.offers.state import Contact
 
-KIND_PRODUCT = "product"
-KIND_INCENTIVE = "incentive"
 RULE_INELIGIBLE = "ineligible"
 RULE_OFFER_CAP = "offer_cap"
 

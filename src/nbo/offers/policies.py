@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
+from nbo.core.vocabulary import DAY
 from nbo.offers.state import Contact, ContactHistory
 
-DAY = 86_400
 RULE_JUST_BOUGHT = "just_bought"
 RULE_FATIGUE = "fatigue"
 REASON_FREQUENCY_CAP = "frequency_cap"

@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from nbo.catalog.loading import default_catalog
 from nbo.catalog.terms import Catalog
+from nbo.core.vocabulary import KIND_PRODUCT
 from nbo.models.candidates import (
     NO_STAGE,
     STAGE_CODE,
@@ -34,7 +35,6 @@ from nbo.models.cf import FILTERED_SCORE, confidence_of_counts
 from nbo.models.cycles import suppressed_mask
 from nbo.models.served import ServingModel
 from nbo.offers.arbitration import (
-    KIND_PRODUCT,
     RULE_INELIGIBLE,
     RULE_OFFER_CAP,
     Choices,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nbo.core.vocabulary import DAY
+
 ALL = "all"
 
 
@@ -34,7 +36,7 @@ class SuppressionWindow:
             return -(2**62)
         if self.days == 0:
             return None
-        return now_s - self.days * 86_400
+        return now_s - self.days * DAY
 
     def __str__(self) -> str:
         return ALL if self.days is None else str(self.days)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nbo.catalog.terms import Catalog
+from nbo.core.vocabulary import DAY
 from nbo.experiments.assignment import Assignment, ServingModels
 from nbo.models.served import ServingModel
 from nbo.offers.decision import (
@@ -27,8 +28,6 @@ from nbo.offers.profiles import CustomerProfile
 from nbo.offers.state import DEFAULT_CONSENT, ContactHistory, CustomerState
 from nbo.settings import Settings
 from nbo.store.base import Store
-
-DAY = 86_400
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from nbo.campaigns.files import CustomerRows, Untouched, rows_in_outputs
+from nbo.core.vocabulary import CHANNELS
 from nbo.experiments.assignment import ServingModels
 from nbo.models.served import ServingModel
 from nbo.offers.state import DEFAULT_CONSENT, Consent
 from nbo.service.profiles import current_profile
-from nbo.service.schemas import Channel, CustomerProfileOut
+from nbo.service.schemas import CustomerProfileOut
 from nbo.store.base import Store
-
-CHANNELS = tuple(channel.value for channel in Channel)
 
 
 class ConsentOut(BaseModel):

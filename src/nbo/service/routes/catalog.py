@@ -6,8 +6,9 @@ from datetime import datetime
 
 from fastapi import APIRouter
 
-from nbo.catalog.schema import KIND_INCENTIVE, CatalogOffer
+from nbo.catalog.schema import CatalogOffer
 from nbo.core.apikeys import Role
+from nbo.core.vocabulary import KIND_INCENTIVE
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CatalogHolderDep, SettingsDep
 from nbo.service.schemas import (

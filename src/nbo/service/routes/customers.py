@@ -22,9 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from nbo.campaigns.files import erase_from_outputs
 from nbo.core.apikeys import Role
+from nbo.core.vocabulary import CHANNELS
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.customer_data import (
-    CHANNELS,
     BatchFileUntouchedOut,
     ConsentOut,
     CustomerDataOut,

@@ -1,0 +1,26 @@
+"""The words every part of nbo shares, each defined once.
+
+Lifecycle stages, contact channels and kinds of offer are the catalogue's, the
+decision's, the API's and the trainer's vocabulary; a day in seconds is everyone's
+clock arithmetic.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+# A customer's lifecycle stage (``nbo.models.lifecycle`` says which one applies).
+Stage = Literal["new", "active", "at_risk", "lapsed", "loyal"]
+STAGES: Final[tuple[Stage, ...]] = get_args(Stage)
+
+# Where offers are shown. The API's ``Channel`` enum (``nbo.service.schemas``) lists the same.
+ChannelName = Literal["email", "app"]
+CHANNELS: Final[tuple[ChannelName, ...]] = get_args(ChannelName)
+
+# What an offer is: a product (an item) or an incentive (a discount, points, shipping).
+OfferKind = Literal["product", "incentive"]
+KIND_PRODUCT: Final = "product"
+KIND_INCENTIVE: Final = "incentive"
+
+# Seconds in a day: purchase times and the service clock are unix seconds.
+DAY: Final = 86_400
