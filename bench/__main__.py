@@ -277,11 +277,11 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
         + [us(raw[q]) for q in ("p50", "p99", "mean")],
         ["rank_offers, ALS candidates only (no ranker)"]
         + [us(cf_only[q]) for q in ("p50", "p99", "mean")],
-        ["nbo.ranking.rank_offers (two-stage when trained)"]
+        ["nbo.offers.ranking.rank_offers (the ranker when trained)"]
         + [us(ranked[q]) for q in ("p50", "p99", "mean")],
         ["decide, ALS candidates only (no ranker)"]
         + [us(decided_cf[q]) for q in ("p50", "p99", "mean")],
-        ["nbo.decision.decide (profile + ranking + arbitration)"]
+        ["nbo.offers.decision.decide (profile + ranking + arbitration)"]
         + [us(decided[q]) for q in ("p50", "p99", "mean")],
         None,
         [
@@ -292,13 +292,13 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
         ],
         ["target <= 1.5x", verdict(p50_ratio), verdict(p99_ratio), verdict(mean_ratio)],
         [
-            "ratio two-stage / ALS only (target <= 2x)",
+            "ratio ranker / ALS only (target <= 2x)",
             f"{ranked['p50'] / cf_only['p50']:.2f}x",
             f"{ranked['p99'] / cf_only['p99']:.2f}x",
             f"{ranked['mean'] / cf_only['mean']:.2f}x",
         ],
         [
-            "ratio decide two-stage / ALS only (target <= 2x)",
+            "ratio decide ranker / ALS only (target <= 2x)",
             f"{decided['p50'] / decided_cf['p50']:.2f}x",
             f"{decided['p99'] / decided_cf['p99']:.2f}x",
             f"{decided['mean'] / decided_cf['mean']:.2f}x",
@@ -349,7 +349,7 @@ BATCH_TARGET = 0.5
 def _print_batch(result: BatchResult) -> float:
     ratio = result.batch_per_s / result.floor_per_s
     print(
-        f"\n  Batch: nbo.batch.write_batch for all {result.customers:,} customers, k={K}, "
+        f"\n  Batch: nbo.campaigns.batch.write_batch for all {result.customers:,} customers, k={K}, "
         f"chunks of {1000:,}, every rule on, empty event store; {result.rows:,} rows"
     )
     rows: list[list[object] | None] = [

@@ -3,9 +3,9 @@
 Floor: ``model.als.recommend(userids, user_items, N=k, filter_already_liked_items=True)``
 over every customer of the model, in chunks of the batch's size (the rows built before
 timing), one BLAS thread, implicit's own threads as it likes (all cores). Batch:
-``nbo.batch``'s ``write_batch`` for the same customers to a Parquet file, every rule on
+``nbo.campaigns.batch.write_batch`` for the same customers to a Parquet file, every rule on
 (suppression, eligibility under the catalogue, consent, the contact policy; an empty
-event store), the two-stage ranker when the model has one: with the worker processes
+event store), the ranker when the model has one: with the worker processes
 ``nbo batch`` starts by default (one per core, at most one per 15,000 customers;
 start-up included), and in one process. Then the
 first 10,000 customers once more under cProfile, to say where the time goes (the

@@ -107,7 +107,7 @@ def bench_offers(
     def ranked(customer: int) -> None:
         rank_offers(model, [OfferRequest(str(external[customer]), K)], now_s, window)
 
-    # The same model without its two-stage ranker: ALS candidates only.
+    # The same model without its ranker: ALS candidates only.
     cf_model = dataclasses.replace(model, ranker=None, item_side=None)
 
     def cf_only(customer: int) -> None:

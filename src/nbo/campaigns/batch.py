@@ -394,7 +394,7 @@ def write_batch(
     recorded once the file is complete, before the rename.
 
     ``managed`` (the default): the finished file is registered in the store, so a later
-    erasure takes the customer out of it (``nbo.batch_outputs``); unmanaged, it is the
+    erasure takes the customer out of it (``nbo.campaigns.files``); unmanaged, it is the
     user's alone (and a registration of the same path is dropped). Either way, customers
     erased while the batch ran are taken out of the file.
 

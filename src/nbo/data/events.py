@@ -5,7 +5,7 @@ reason while the good ones are stored. Times are stored as UTC unix seconds.
 
 Validation is strict, as for every request body: JSON types as documented (no "3" for
 3, no "yes" for true; a time is ISO 8601 text), unknown fields refused, ids as
-``nbo.ids`` defines them, finite numbers within stated bounds, and a timestamp inside
+``nbo.core.ids`` defines them, finite numbers within stated bounds, and a timestamp inside
 the window the service accepts (``EventWindow``: not before ``NBO_EARLIEST_EVENT``, not
 after the service clock plus ``NBO_CLOCK_SKEW_SECONDS``).
 """

@@ -3,7 +3,7 @@ customers: the offers each would have made, against what customers bought next.
 
 Honest by construction: the holdout is every purchase in the data file after the later
 of the two models' training data ended, so neither model saw it. Each model answers
-through ``nbo.ranking.rank_offers`` (the service's ranking: suppression, sources,
+through ``nbo.offers.ranking.rank_offers`` (the service's ranking: suppression, sources,
 ranker) at that moment, for the same customers (those both models know who bought in
 the holdout), and is scored with the trainer's metrics on both truths: every holdout
 purchase, and items the customer had not bought in the suppression window before.

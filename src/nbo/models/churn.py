@@ -2,7 +2,7 @@
 
 - **Label**: a customer with at least one order before the cutoff churns (1) when they
   place no order in ``[cutoff, cutoff + horizon)``.
-- **Features**: ``nbo.features.customer_features`` as of the cutoff, the code the service
+- **Features**: ``nbo.data.features.customer_features`` as of the cutoff, the code the service
   runs per request, so nothing at or after the cutoff (the label's period) is seen.
 - **Model**: a histogram gradient-boosted tree, probabilities calibrated with isotonic
   regression on cross-validated predictions: a risk of 0.3 should mean 30 in 100 such

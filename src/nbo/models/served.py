@@ -48,7 +48,7 @@ REQUIRED_ARRAYS = (
 CYCLES_ARRAY = "repurchase_cycle_days"
 ITEM_PRICE_ARRAY = "item_price"
 SEND_HOUR_PRIOR_ARRAY = "send_hour_prior"
-# (The order table's arrays are named in ``nbo.features.ORDER_ARRAYS``.)
+# (The order table's arrays are named in ``nbo.data.features.ORDER_ARRAYS``.)
 
 
 @dataclass
@@ -87,7 +87,7 @@ class ServingModel:
     # Score -> probability of purchase (calibrated on the holdout by the trainer; a plain
     # monotone squash, marked uncalibrated, for artifacts trained before calibration).
     propensity: Propensity = field(default_factory=Propensity.uncalibrated)
-    # The two-stage ranker and the item side of its sources (``nbo.two_stage``); None
+    # The ranker and the item side of its candidate sources (``nbo.models.candidates``); None
     # for artifacts without one (older, or data too short to train one).
     ranker: RankerScorer | None = None
     item_side: ItemSide | None = None
@@ -118,7 +118,7 @@ class ServingModel:
     def suppression_days(self, default_days: int | None) -> np.ndarray | None:
         """Per item, days a purchase stays suppressed: the learned cycle where there is
         one, else ``default_days`` (None = 'all', 0 = never); see
-        ``nbo.cycles.suppression_days_per_item``. None when the model has no cycles.
+        ``nbo.models.cycles.suppression_days_per_item``. None when the model has no cycles.
         Computed once per default and kept (the model is immutable once loaded)."""
         if self.repurchase_cycle_days is None:
             return None

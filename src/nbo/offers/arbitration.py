@@ -4,7 +4,7 @@ Every eligible offer gets
 
     priority = propensity x value x stage weight x lever
 
-- propensity: probability the customer takes it up (``nbo.propensity`` for products,
+- propensity: probability the customer takes it up (``nbo.models.propensity`` for products,
   calibrated on the holdout; the catalogue's ``response_rate`` for incentives);
 - value: what one take-up is worth to the business (the catalogue's terms);
 - stage weight: the stage policy's weight for the customer's lifecycle stage and the

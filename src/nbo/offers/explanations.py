@@ -1,6 +1,6 @@
 """Why each offer: the purchases behind it and its reason in words, for many offers at once.
 
-An offer is credited to one source (``nbo.ranking`` picks the most personal of those that
+An offer is credited to one source (``nbo.offers.ranking`` picks the most personal of those that
 proposed it) and explained by it:
 
 - ``cf`` (ALS): the customer's purchases that add most to the item's score (implicit's
@@ -26,9 +26,9 @@ from nbo.offers.arbitration import Choices
 SOURCE_CF = "cf"
 SOURCE_POPULAR = "popular"
 SOURCE_CATALOG = "catalog"  # an incentive: the catalogue proposes it, no model does
-SOURCE_BUY_AGAIN = "buy_again"  # the customer's own history (two-stage ranker)
-SOURCE_ALSO_BOUGHT = "also_bought"  # item-to-item neighbours (two-stage ranker)
-# Popular with customers in the same lifecycle stage (two-stage ranker).
+SOURCE_BUY_AGAIN = "buy_again"  # the customer's own history (a ranker source)
+SOURCE_ALSO_BOUGHT = "also_bought"  # item-to-item neighbours (a ranker source)
+# Popular with customers in the same lifecycle stage (a ranker source).
 SOURCE_POPULAR_IN_STAGE = "popular_in_stage"
 # Purchases named behind an ALS offer.
 EXPLAINED_BY = 3

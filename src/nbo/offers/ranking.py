@@ -103,7 +103,7 @@ class Reason:
     # For buy-again offers: the orders of the item the customer made (the reason says
     # "you buy this every N days" only of an item they bought more than once).
     orders: int = 0
-    text: str = ""  # the reason in words (``nbo.explanations``)
+    text: str = ""  # the reason in words (``nbo.offers.explanations``)
 
 
 @dataclass(frozen=True)
@@ -538,7 +538,7 @@ _CREDIT_NAMES = np.array([name for _, name in _CREDIT_ORDER], dtype=object)
 def _ranked_candidates_many(
     model: ServingModel, prepared: Sequence[_Prepared], now_s: int
 ) -> _Stacked:
-    """The best ``n_candidates`` two-stage candidates (``nbo.two_stage``) of each
+    """The best ``n_candidates`` ranker's candidates (``nbo.models.candidates``) of each
     prepared request, best first, stacked (``rows``: positions in ``prepared``): items,
     the source each is credited to, the ranker's scores and their probabilities. One
     candidate pass and one ranker call for all of them."""

@@ -1,1 +1,1 @@
-"""The HTTP service: FastAPI app, routes, schemas. Ranking logic lives in ``nbo.ranking``."""
+"""The HTTP service: FastAPI app, routes, schemas. The decision lives in ``nbo.offers``, read -> assign -> decide in ``nbo.runtime``."""

@@ -1,7 +1,7 @@
 """Access control for the HTTP API: the role each route needs, and the check of a key.
 
 Keys, their format and the role order (``admin > write > read``: a key may do what its
-role and every lower role may) are in ``nbo.apikeys``. Here a route declares the role it
+role and every lower role may) are in ``nbo.core.apikeys``. Here a route declares the role it
 needs with ``requires(Role.x)``, on its router or on the route itself:
 
 ========  ==============================================================================
@@ -24,7 +24,7 @@ latencies, model versions and load times per route, status, source, rule and eve
 never a customer id, a request body or a key.
 
 Without configured keys (``NBO_API_KEYS`` empty) every route is open: the local mode, which
-``nbo serve`` allows on loopback only (``nbo.apikeys.check_bind``).
+``nbo serve`` allows on loopback only (``nbo.core.apikeys.check_bind``).
 
 A key comes in ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. No key, or one
 not recognised: 401 with ``WWW-Authenticate: Bearer``; a key whose role is too low: 403

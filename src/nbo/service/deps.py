@@ -72,7 +72,7 @@ def get_store(request: Request) -> Store:
 
 
 async def get_pseudonyms(request: Request) -> Pseudonyms:
-    """The deployment's pseudonyms of customer ids, for log lines (``nbo.pseudonyms``)."""
+    """The deployment's pseudonyms of customer ids, for log lines (``nbo.core.pseudonyms``)."""
     pseudonyms: Pseudonyms = request.app.state.pseudonyms
     return pseudonyms
 
@@ -103,7 +103,7 @@ PseudonymsDep = Annotated[Pseudonyms, Depends(get_pseudonyms)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 ReloaderDep = Annotated[Reloader, Depends(get_reloader)]
 # A customer or item id in a route's path: one definition for every route, the one ids in
-# request bodies follow too (``nbo.ids``).
+# request bodies follow too (``nbo.core.ids``).
 _ID_RULE = (
     f"1 to {MAX_ID_LENGTH} printable characters, no control or format characters, no "
     "space at either end, valid UTF-8"

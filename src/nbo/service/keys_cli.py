@@ -7,7 +7,7 @@ environment configures now plus the new one, so rotating is: create, deploy the 
 hand out the key, then remove the old entry and deploy again.
 
 A pseudonym is computed with the service's key (``NBO_LOG_KEY``, else the key kept in the
-store ``NBO_STORE_URL`` names; see ``nbo.pseudonyms``), so an operator can find one
+store ``NBO_STORE_URL`` names; see ``nbo.core.pseudonyms``), so an operator can find one
 customer's lines in the logs.
 """
 

@@ -7,7 +7,7 @@ so every line logged while a request is served carries it, in route code, in the
 pool (anyio copies the context) and in the error handler alike.
 
 What goes in a line is what the code logs: the rule that logs never hold request bodies,
-keys or customer ids (a customer is named by a keyed pseudonym, ``nbo.pseudonyms``) is
+keys or customer ids (a customer is named by a keyed pseudonym, ``nbo.core.pseudonyms``) is
 kept where messages are written. What a line may carry is capped here, whatever the
 code logs: a field's text at ``FIELD_CHARS``, the message at ``MESSAGE_CHARS``, a
 traceback at ``TRACE_CHARS`` and the whole line at ``LINE_CHARS``, so no request (a

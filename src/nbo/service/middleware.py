@@ -50,7 +50,7 @@ class RequestMiddleware:
     in the metrics by route template, and logs one access line.
 
     The access line holds the request id, method, route template, status, duration and
-    the customer's pseudonym (``customer``, see ``nbo.pseudonyms``) when the path names
+    the customer's pseudonym (``customer``, see ``nbo.core.pseudonyms``) when the path names
     one: no customer id, no raw path or query string (they can hold personal data), no
     headers (never the Authorization header), no body.
     """

@@ -4,7 +4,7 @@ A reload re-reads the catalogue file, then loads the new model version beside th
 serving (``ModelHolder.load``: the old keeps answering while the new one is read),
 checks it and swaps it in as one reference. The checks are the artifact's own
 (checksums, schema, consistent arrays: ``load_serving_model``) plus a smoke ranking of
-one known and one unknown customer through ``nbo.ranking`` under the live catalogue: a
+one known and one unknown customer through ``nbo.offers.ranking`` under the live catalogue: a
 version that loads but cannot rank is refused too, and the old one keeps serving.
 
 Which version: the one asked for (a version or an alias), else the configured pin

@@ -21,7 +21,7 @@ Consent and erasure live here too:
   trusted to tell old rows from new ones. Erasing again deletes the new events too.
 - **Batch outputs**: the campaign files ``nbo batch`` wrote and still manages are
   registered here (``batch_outputs``: paths, not rows), so an erasure can find them and
-  take the customer out of them too (``nbo.batch_outputs``).
+  take the customer out of them too (``nbo.campaigns.files``).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     # 5: the deployment's keys kept with its data: the key of the customer pseudonyms in
-    # logs (``nbo.pseudonyms``), made once, so restarts and replicas sharing the store
+    # logs (``nbo.core.pseudonyms``), made once, so restarts and replicas sharing the store
     # agree.
     """
     CREATE TABLE deployment_keys (

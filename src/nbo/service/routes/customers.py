@@ -7,7 +7,7 @@ Erasure deletes the customer's events and consent record from the store, keeps o
 id on the erased list, makes the served model forget the customer and takes their rows
 out of the campaign files nbo manages; the answer is a receipt of what was deleted.
 
-Logs name the customer by their pseudonym (``nbo.pseudonyms``) and counts, never the id
+Logs name the customer by their pseudonym (``nbo.core.pseudonyms``) and counts, never the id
 or a request body's values.
 """
 
@@ -190,7 +190,7 @@ def erase_customer(
     receipt = store.erase(customer_id)
     removed = request.app.state.models.forget(customer_id)
     # After the store: the id is on the erased list, so a batch finishing now leaves the
-    # customer out of its file itself (``nbo.batch.write_batch``).
+    # customer out of its file itself (``nbo.campaigns.batch.write_batch``).
     scrubbed, untouched = erase_from_outputs(store, customer_id)
     log.info(
         "customer %s erased: %d records deleted, model row removed: %s, %d campaign rows "
