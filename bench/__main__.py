@@ -349,8 +349,8 @@ BATCH_TARGET = 0.5
 def _print_batch(result: BatchResult) -> float:
     ratio = result.batch_per_s / result.floor_per_s
     print(
-        f"\n  Batch: nbo.campaigns.batch.write_batch for all {result.customers:,} customers, k={K}, "
-        f"chunks of {1000:,}, every rule on, empty event store; {result.rows:,} rows"
+        f"\n  Batch: nbo.campaigns.batch.write_batch for all {result.customers:,} customers, "
+        f"k={K}, chunks of {1000:,}, every rule on, empty event store; {result.rows:,} rows"
     )
     rows: list[list[object] | None] = [
         ["implicit batch recommend, liked items filtered (floor)", f"{result.floor_per_s:,.0f}"],
