@@ -1,7 +1,7 @@
 # nbo: two commands set everything up on a fresh machine.
 #   make demo   install, train on the bundled sample, serve on 127.0.0.1:8000
 #   make test   install, lint and run the whole test suite
-#   make lock   refresh the lock files in requirements/ (README: "Dependencies and upgrades")
+#   make lock   refresh the lock files in requirements/ (docs/operations.md: "Dependencies and upgrades")
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -63,7 +63,7 @@ demo: train
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/health/ready'"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/customers/12347/data'            # everything nbo holds on a customer"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/metrics'                            # Prometheus metrics"
-	@echo "  (no API keys configured: the service answers on 127.0.0.1 only; see 'Access control')"
+	@echo "  (no API keys configured: the service answers on 127.0.0.1 only; see docs/service.md, Access control)"
 	@echo "  open http://127.0.0.1:$(PORT)/docs for the API; Ctrl-C stops the service."
 	@echo ""
 	NBO_CLOCK=$(DEMO_CLOCK) NBO_CATALOG=$(CATALOG) NBO_LOG_FORMAT=text $(BIN)/nbo serve --models-dir $(MODELS_DIR) --port $(PORT)

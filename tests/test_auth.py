@@ -39,7 +39,7 @@ KEYS = {role: create_key(role) for role in Role}
 ENTRIES = [entry for _, entry in KEYS.values()]
 READ, WRITE, ADMIN = (KEYS[role][0] for role in (Role.read, Role.write, Role.admin))
 
-# The documented table (README, nbo.service.auth): which role each route needs.
+# The documented table (docs/service.md, nbo.service.auth): which role each route needs.
 ROUTE_ROLES = {
     ("GET", "/v1/customers/{customer_id}/offers"): Role.read,
     ("GET", "/v1/customers/{customer_id}"): Role.read,
