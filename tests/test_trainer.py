@@ -21,7 +21,7 @@ from nbo.models import artifacts
 from nbo.models.artifacts import SCHEMA_VERSION
 from nbo.models.cf import fit_als
 from training import pipeline
-from training.evaluate import als_recommender, popularity_recommender
+from training.methods import als_recommender, popularity_recommender
 from training.pipeline import TrainResult, train
 from training.split import time_split
 

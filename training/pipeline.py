@@ -33,7 +33,15 @@ from nbo.models.ranker import ranker_arrays, ranker_file
 from nbo.models.served import model_arrays
 from nbo.offers.ranking import MIN_CANDIDATES as PROPENSITY_CANDIDATES
 from training.config import TrainingConfig
-from training.evaluate import (
+from training.lifecycle import (
+    CALIBRATION_PLOT,
+    CUSTOMERS_FILE,
+    calibration_png,
+    customer_lifecycle,
+    customers_parquet,
+    train_churn,
+)
+from training.methods import (
     als_recommender,
     buy_again_recommender,
     cycle_suppressed,
@@ -42,14 +50,6 @@ from training.evaluate import (
     excluding,
     popularity_recommender,
     split_popularity,
-)
-from training.lifecycle import (
-    CALIBRATION_PLOT,
-    CUSTOMERS_FILE,
-    calibration_png,
-    customer_lifecycle,
-    customers_parquet,
-    train_churn,
 )
 from training.propensity import fit_propensity, with_ranker_curve
 from training.ranker import (

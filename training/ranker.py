@@ -41,13 +41,13 @@ from nbo.models.lifecycle import STAGES
 from nbo.models.popularity import group_popularity, popularity_scores
 from nbo.models.ranker import lightgbm_version
 from training.config import TrainingConfig
-from training.evaluate import (
+from training.lifecycle import ChurnTraining, CustomerTraits, customer_traits
+from training.methods import (
     Recommender,
     evaluate_methods,
     evaluation_customers,
     first_allowed,
 )
-from training.lifecycle import ChurnTraining, CustomerTraits, customer_traits
 from training.split import TimeSplit, time_split
 
 DAY = 86_400

@@ -1,4 +1,5 @@
-"""Offline evaluation: every method ranked on the same time split, against two truths.
+"""The methods the evaluation compares, as recommenders, and how they are scored: every
+method ranked on the same time split, against two truths.
 
 ``all``: every item the customer bought in the holdout. ``new``: only items they had not
 bought in the suppression window before the cutoff, with those items also removed from
@@ -30,6 +31,8 @@ from training.split import TimeSplit
 
 Recommender = Callable[[np.ndarray, sp.csr_matrix | None], np.ndarray]
 TRUTHS = ("all", "new")
+# truth -> method -> metric -> value (the manifest's ``metrics``).
+Metrics = dict[str, dict[str, dict[str, float]]]
 
 
 def evaluation_customers(split: TimeSplit, max_customers: int | None, seed: int) -> np.ndarray:
@@ -163,9 +166,9 @@ def evaluate_methods(
     customers: np.ndarray,
     k: int,
     on_method: Callable[[str], None] | None = None,
-) -> dict[str, dict[str, dict[str, float]]]:
+) -> Metrics:
     """metrics[truth][method][metric] for every method on the same customers and split."""
-    results: dict[str, dict[str, dict[str, float]]] = {truth: {} for truth in TRUTHS}
+    results: Metrics = {truth: {} for truth in TRUTHS}
     exclude_new = split.suppressed[customers]
     truth_rows = {"all": split.truth_all[customers], "new": split.truth_new[customers]}
     sizes = {
