@@ -17,9 +17,10 @@ from nbo.data.mapping import ColumnMapping, load_mapping, parse_column_overrides
 from nbo.settings import load_settings
 from nbo.store.sqlite import read_erased_ids
 from training.config import TrainingConfig, load_training_config
+from training.evaluate import CHURN_METRICS
 from training.lifecycle import CALIBRATION_PLOT
-from training.pipeline import CHURN_METRICS, TrainResult, train
-from training.pipeline import Progress as TrainProgress
+from training.pipeline import TrainResult, train
+from training.progress import Progress as TrainProgress
 
 METHOD_ORDER = (
     "ranker",

@@ -36,7 +36,8 @@ from training.cli import (
     progress_display,
     propensity_line,
 )
-from training.pipeline import CHURN_METRICS, TrainResult, train
+from training.evaluate import CHURN_METRICS
+from training.pipeline import TrainResult, train
 from training.report import (
     EVALUATION_JSON,
     REPORT_HTML,

@@ -25,7 +25,7 @@ from implicit.cpu.topk import topk
 from nbo.evaluation.ranking_metrics import ranking_metrics
 from nbo.models.candidates import RowIndices, row_of
 from nbo.models.cf import real_candidates
-from nbo.models.cycles import suppressed_mask
+from nbo.models.cycles import suppressed_mask, suppression_days_per_item
 from nbo.models.popularity import popular_order, popularity_scores
 from training.split import TimeSplit
 
@@ -158,6 +158,17 @@ def cycle_suppressed(split: TimeSplit, window_days: np.ndarray) -> sp.csr_matrix
     )
     suppressed.eliminate_zeros()
     return suppressed
+
+
+def suppressed_at_cutoff(
+    split: TimeSplit, cycles: np.ndarray | None, default_days: int | None
+) -> sp.csr_matrix:
+    """What the service would suppress at the cutoff: the cycle-aware window (each item's
+    learned ``cycles``, ``default_days`` where it has none) when cycles are learned, the
+    plain window of the split otherwise."""
+    if cycles is None:
+        return split.suppressed
+    return cycle_suppressed(split, suppression_days_per_item(cycles, default_days))
 
 
 def evaluate_methods(
