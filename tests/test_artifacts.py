@@ -26,7 +26,7 @@ from nbo.models.artifacts import (
     write_artifact,
 )
 from nbo.models.served import load_serving_model
-from training import pipeline
+from training import publish
 from training.pipeline import TrainResult, train
 
 
@@ -277,13 +277,13 @@ def test_serving_model_scores_equal_the_in_memory_model(
     """Capture the arrays the trainer hands to write_artifact; the loaded model must score
     exactly the same (save -> load changes nothing)."""
     captured: dict[str, np.ndarray] = {}
-    real_write = pipeline.write_artifact
+    real_write = publish.write_artifact
 
     def capturing_write(models_dir: Path, version: str, arrays: dict, *rest: Any) -> Path:
         captured.update({name: np.array(value, copy=True) for name, value in arrays.items()})
         return real_write(models_dir, version, arrays, *rest)
 
-    monkeypatch.setattr(pipeline, "write_artifact", capturing_write)
+    monkeypatch.setattr(publish, "write_artifact", capturing_write)
     models = tmp_path / "models"
     result = train(planted_csv, load_mapping("canonical"), models, small_training_config())
 

@@ -73,7 +73,7 @@ def test_every_help_reads_as_written(monkeypatch: pytest.MonkeyPatch, columns: s
 
 
 def test_train_force_says_what_the_quality_gate_checks() -> None:
-    """--force's help follows the gate in training/pipeline.py: the ranker against the
+    """--force's help follows the gate in training/gate.py: the ranker against the
     best single method (ALS against popularity only without a ranker)."""
     train = next(p for p in _every_parser(build_parser()) if p.prog == "nbo train")
     force = next(a for a in train._actions if "--force" in a.option_strings)

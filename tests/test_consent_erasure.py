@@ -26,7 +26,8 @@ from nbo.service.schemas import Channel
 from nbo.service.state import ModelHolder
 from nbo.settings import Settings
 from nbo.store.sqlite import MIGRATIONS, SQLiteStore, read_erased_ids
-from training.pipeline import DROP_ERASED, train
+from training.load import DROP_ERASED
+from training.pipeline import train
 
 CLOCK = "2026-06-30T12:00:00Z"
 TODAY = "2026-06-30T11:00:00Z"  # after the planted data ends

@@ -31,7 +31,7 @@ from nbo.models.served import CYCLES_ARRAY, load_serving_model, model_arrays
 from nbo.offers.suppression import SuppressionWindow
 from training.cli import cycles_line, print_summary
 from training.config import TrainingConfig
-from training.evaluate import cycle_suppressed, excluding, popularity_recommender
+from training.methods import cycle_suppressed, excluding, popularity_recommender
 from training.pipeline import TrainResult, train
 from training.split import time_split
 

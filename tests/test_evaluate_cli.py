@@ -302,9 +302,11 @@ def _fake_result() -> TrainResult:
             "passed": True,
             "metric": "ndcg@10",
             "truth": "all",
+            "method": "als",
+            "baseline": "popularity",
             "als": 0.275,
             "popularity": 0.11,
-            "message": "quality gate: ALS ndcg@10 0.2750 beats popularity 0.1100 on the holdout",
+            "message": "quality gate: als ndcg@10 0.2750 beats popularity 0.1100 on the holdout",
             "forced": False,
         },
     }
@@ -333,7 +335,7 @@ def test_document_orders_known_methods_and_keeps_new_ones_last(tmp_path: Path) -
     assert document["evaluated_customers"] == {"all": 40, "new": 38}
     assert "forced" not in document["quality_gate"]
     assert document["quality_gate"]["message"] == (
-        "quality gate passed: ALS ndcg@10 0.2750 beats popularity 0.1100 on the holdout; "
+        "quality gate passed: als ndcg@10 0.2750 beats popularity 0.1100 on the holdout; "
         "`nbo train` would publish this model"
     )
 

@@ -20,8 +20,8 @@ from nbo.data.mapping import load_mapping
 from nbo.models import artifacts
 from nbo.models.artifacts import SCHEMA_VERSION
 from nbo.models.cf import fit_als
-from training import pipeline
-from training.evaluate import als_recommender, popularity_recommender
+from training import publish
+from training.methods import als_recommender, popularity_recommender
 from training.pipeline import TrainResult, train
 from training.split import time_split
 
@@ -66,7 +66,7 @@ def versions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         issued.append(version)
         return version
 
-    monkeypatch.setattr(pipeline, "unique_version", unique_version)
+    monkeypatch.setattr(publish, "unique_version", unique_version)
     yield issued
 
 

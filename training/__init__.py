@@ -1,4 +1,5 @@
-"""The offline trainer: load -> split -> fit -> evaluate -> publish.
+"""The offline trainer: load -> split -> fit -> evaluate -> gate -> refit -> publish,
+a module per step, run in order by ``training.pipeline.train``.
 
 Imports nbo; nbo never imports it.
 """

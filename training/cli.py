@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,14 @@ from rich.table import Table
 from nbo.console.progress import PlainProgress
 from nbo.console.tables import output_console, print_table
 from nbo.data.mapping import ColumnMapping, load_mapping, parse_column_overrides, shipped_mappings
+from nbo.models.churn import MODEL, RECENCY
 from nbo.settings import load_settings
 from nbo.store.sqlite import read_erased_ids
 from training.config import TrainingConfig, load_training_config
+from training.evaluate import CHURN_METRICS
 from training.lifecycle import CALIBRATION_PLOT
-from training.pipeline import CHURN_METRICS, TrainResult, train
-from training.pipeline import Progress as TrainProgress
+from training.pipeline import TrainResult, train
+from training.progress import Progress as TrainProgress
 
 METHOD_ORDER = (
     "ranker",
@@ -35,7 +38,7 @@ TRUTH_TITLES = {
     "all": "all holdout purchases",
     "new": "items not bought in the suppression window",
 }
-CHURN_METHOD_ORDER = ("model", "recency")
+CHURN_METHOD_ORDER = (MODEL, RECENCY)
 # Churn metrics shown, and whether higher is better.
 CHURN_COLUMNS = {"roc_auc": True, "pr_auc": True, "brier": False}
 STAGE_ORDER = ("new", "active", "loyal", "at_risk", "lapsed")
@@ -116,14 +119,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(console: Console, result: TrainResult) -> None:
-    """The cleaning report, the metrics of every method on both truths, and the verdict."""
-    print_evaluation(console, result)
+    """The report of the training, with the gate's verdict, and where it was published."""
     gate = result.manifest["quality_gate"]
-    console.print(gate["message"] + (" (forced)" if gate.get("forced") else ""))
+    print_report(console, result, gate["message"] + (" (forced)" if gate.get("forced") else ""))
+    console.print(f"[bold green]published[/] {result.version} -> {result.path}")
+
+
+def print_report(
+    console: Console, result: TrainResult, verdict: str, warnings: Sequence[str] = ()
+) -> None:
+    """What ``nbo train`` and ``nbo evaluate`` both print, in this order: the evaluation
+    (data, split, metrics), the quality gate's ``verdict`` in the command's words, any
+    ``warnings`` about the figures, the propensity, ranker and churn models."""
+    print_evaluation(console, result)
+    console.print(verdict)
+    for warning in warnings:
+        console.print(warning)
     console.print(propensity_line(result.manifest.get("propensity")))
     print_ranker(console, result.manifest.get("ranker"))
     print_churn(console, result)
-    console.print(f"[bold green]published[/] {result.version} -> {result.path}")
 
 
 def print_ranker(console: Console, section: dict[str, Any] | None) -> None:
@@ -176,7 +190,7 @@ def print_evaluation(console: Console, result: TrainResult) -> None:
         for name in names:
             table.add_column(name, justify="right")
         best = {name: max(m[name] for m in by_method.values()) for name in names}
-        for method in sorted(by_method, key=method_rank):
+        for method in in_order(by_method, METHOD_ORDER):
             values = by_method[method]
             cells = [
                 f"[bold]{values[n]:.4f}[/]" if values[n] == best[n] else f"{values[n]:.4f}"
@@ -208,7 +222,7 @@ def print_churn(console: Console, result: TrainResult) -> None:
             name: (max if higher else min)(m[name] for m in by_method.values())
             for name, higher in CHURN_COLUMNS.items()
         }
-        for method in sorted(by_method, key=_churn_method_rank):
+        for method in in_order(by_method, CHURN_METHOD_ORDER):
             values = by_method[method]
             cells = [
                 f"[bold]{values[n]:.4f}[/]" if values[n] == best[n] else f"{values[n]:.4f}"
@@ -226,7 +240,7 @@ def print_churn(console: Console, result: TrainResult) -> None:
         table.add_column("stage")
         table.add_column("customers", justify="right")
         table.add_column("share", justify="right")
-        for stage in sorted(stages, key=_stage_rank):
+        for stage in in_order(stages, STAGE_ORDER):
             table.add_row(stage, f"{stages[stage]:,}", f"{stages[stage] / total:.1%}")
         print_table(console, table)
         console.print(
@@ -241,18 +255,14 @@ def print_churn(console: Console, result: TrainResult) -> None:
         console.print(f"[bold]calibration plot[/] {result.path / CALIBRATION_PLOT}")
 
 
-def method_rank(method: str) -> int:
-    """A method's place in METHOD_ORDER; a method not listed there yet comes last."""
-    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+def in_order(names: Iterable[str], order: Sequence[str]) -> list[str]:
+    """``names`` in ``order``; names not listed there (a method added later) last, in
+    the order they came."""
 
+    def rank(name: str) -> int:
+        return order.index(name) if name in order else len(order)
 
-def _churn_method_rank(method: str) -> int:
-    order = CHURN_METHOD_ORDER
-    return order.index(method) if method in order else len(order)
-
-
-def _stage_rank(stage: str) -> int:
-    return STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
+    return sorted(names, key=rank)
 
 
 def propensity_line(report: dict[str, Any] | None) -> str:

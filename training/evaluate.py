@@ -1,200 +1,131 @@
-"""Offline evaluation: every method ranked on the same time split, against two truths.
+"""Step 4, evaluate: every method scored on the holdout, on the same customers.
 
-``all``: every item the customer bought in the holdout. ``new``: only items they had not
-bought in the suppression window before the cutoff, with those items also removed from
-every method's list - what the service would actually be allowed to offer.
-
-``als_cycles`` is ALS with cycle-aware suppression at the cutoff: its lists also leave out
-every item the customer bought within the item's learned repurchase cycle (the default
-window where the item has none), on both truths. On ``all`` that shows whether
-suppressing by cycle gains against everything customers bought (plain ``als`` suppresses
-nothing there); on ``new`` its lists leave out the union of the default window and the
-cycles, since the truth already drops the window's items.
+The single methods (``training.methods``): ALS, popularity, buy-again and, with cycles,
+ALS under the plain and the cycle-aware suppression window. Then the two-stage ranker,
+trained one window before the cutoff so nothing it learns sees the holdout, with the
+single methods that need its sources (ItemKNN, stage popularity). The churn model's
+figures (judged in the fit step, on its own cutoffs) join them under ``CHURN_METRICS``.
+Last, the propensity curves are calibrated on what the evaluated customers bought in
+the holdout, for ALS and for the ranker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from implicit.cpu.als import AlternatingLeastSquares
-from implicit.cpu.topk import topk
 
-from nbo.evaluation.ranking_metrics import ranking_metrics
-from nbo.models.candidates import RowIndices, row_of
-from nbo.models.cf import real_candidates
-from nbo.models.cycles import suppressed_mask
-from nbo.models.popularity import popular_order, popularity_scores
+from nbo.models.propensity import Propensity
+from nbo.offers.ranking import MIN_CANDIDATES as PROPENSITY_CANDIDATES
+from training.config import TrainingConfig
+from training.fit import Fitted, als_on, fit_cycles
+from training.load import TrainingData
+from training.methods import (
+    Metrics,
+    Recommender,
+    als_recommender,
+    buy_again_recommender,
+    evaluate_methods,
+    evaluation_customers,
+    excluding,
+    popularity_recommender,
+    split_popularity,
+    suppressed_at_cutoff,
+)
+from training.progress import Steps
+from training.propensity import fit_propensity, with_ranker_curve
+from training.ranker import RankerResult, WindowSettings, evaluate_ranker, window_facts
 from training.split import TimeSplit
 
-Recommender = Callable[[np.ndarray, sp.csr_matrix | None], np.ndarray]
-TRUTHS = ("all", "new")
+# ``metrics`` key of the churn model's metrics (method -> metric), next to the truths.
+CHURN_METRICS = "churn"
 
 
-def evaluation_customers(split: TimeSplit, max_customers: int | None, seed: int) -> np.ndarray:
-    """Training customers with at least one holdout purchase; a seeded sample if capped."""
-    sizes = np.diff(split.truth_all.indptr) + split.unknown_all
-    customers = np.flatnonzero(sizes > 0)
-    if max_customers is not None and len(customers) > max_customers:
-        rng = np.random.default_rng(seed)
-        customers = np.sort(rng.choice(customers, size=max_customers, replace=False))
-    return customers
+@dataclass
+class Evaluation:
+    """The figures the quality gate and the reports read, and what the holdout taught
+    that the published model keeps (the ranker's booster, the propensity curves)."""
+
+    customers: np.ndarray  # the evaluated customers (rows of the split's training side)
+    metrics: Metrics  # every method's, per truth; the churn model's under CHURN_METRICS
+    ranker: RankerResult
+    propensity: Propensity
+    propensity_report: dict[str, Any]  # the manifest's ``propensity`` section
 
 
-def als_recommender(model: AlternatingLeastSquares, k: int) -> Recommender:
-    """ALS over the full catalogue; ``exclude`` rows are filtered like liked items."""
+def evaluate(
+    data: TrainingData, split: TimeSplit, fitted: Fitted, config: TrainingConfig, steps: Steps
+) -> Evaluation:
+    """Score every method at the cutoff, train and score the ranker, calibrate propensity."""
+    k, seed = config.k, config.als.random_state
+    with steps.step("evaluate"):
+        # What the service would suppress at the cutoff, cycles included when learned.
+        suppressed = suppressed_at_cutoff(split, fitted.cycles, config.suppression.days)
+        popularity = split_popularity(split, config.popularity_days)
+        methods = single_methods(split, fitted, popularity, suppressed, k)
+        customers = evaluation_customers(split, config.eval_max_customers, seed)
+        metrics = evaluate_methods(split, methods, customers, k)
+        if fitted.churn.metrics is not None:
+            metrics[CHURN_METRICS] = fitted.churn.metrics
 
-    def recommend(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
-        n = min(k, model.item_factors.shape[0])
-        ids, scores = topk(
-            model.item_factors,
-            model.user_factors[customers],
-            n,
-            filter_query_items=None if exclude is None else RowIndices(exclude),
-            num_threads=model.num_threads,
+    params = config.als.params()
+
+    def cycles_of(window: TimeSplit) -> np.ndarray | None:
+        """The split's cycles are learned already; an earlier window's are learned anew."""
+        return fitted.cycles if window is split else fit_cycles(window.train_lines, config.cycles)
+
+    with steps.step("ranker (trained one window earlier)"):
+        ranker = evaluate_ranker(
+            split,
+            fitted.als,
+            lambda counts: als_on(counts, params),
+            cycles_of,
+            window_facts(data.purchases, data.encoded.items, data.orders, fitted.churn, config),
+            customers,
+            WindowSettings.from_config(config),
+            k,
         )
-        return _pad(real_candidates(ids, scores), k)
+        for truth, by_method in ranker.metrics.items():
+            metrics[truth].update(by_method)
 
-    return recommend
-
-
-def popularity_recommender(popularity: np.ndarray, k: int) -> Recommender:
-    """The same popular list for everyone, minus each customer's excluded items."""
-    order = popular_order(popularity)
-
-    def recommend(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
-        if exclude is None:
-            return _pad(np.tile(order[:k], (len(customers), 1)), k)
-        return first_allowed(order, exclude, k)
-
-    return recommend
-
-
-def first_allowed(order: np.ndarray, exclude: sp.csr_matrix, k: int) -> np.ndarray:
-    """Per row of ``exclude``: the first ``k`` items of the global ``order`` it does not
-    exclude (-1 where the catalogue runs out)."""
-    rank = _ranks(order)
-    out = np.full((exclude.shape[0], k), -1, dtype=np.int64)
-    for row in range(exclude.shape[0]):
-        picked = _take_allowed(order, rank, row_of(exclude, row), k)
-        out[row, : len(picked)] = picked
-    return out
+    with steps.step("propensity calibration"):
+        # On what the service proposes at the cutoff: candidates minus what it suppresses.
+        propensity, report = fit_propensity(
+            fitted.als,
+            split,
+            customers,
+            popularity,
+            suppressed,
+            candidates=PROPENSITY_CANDIDATES,
+            horizon_days=config.holdout_days,
+            seed=seed,
+        )
+        if ranker.booster is not None:
+            propensity, report = with_ranker_curve(propensity, report, ranker, seed)
+    return Evaluation(customers, metrics, ranker, propensity, report)
 
 
-def _take_allowed(order: np.ndarray, rank: np.ndarray, banned: np.ndarray, k: int) -> np.ndarray:
-    """The first ``k`` items of ``order`` (``rank`` is its inverse) not in ``banned``."""
-    if len(banned) == 0:
-        return order[:k]
-    window = order[: k + len(banned)]
-    banned_ranks = rank[banned]
-    keep = np.ones(len(window), dtype=bool)
-    keep[banned_ranks[banned_ranks < len(window)]] = False
-    return window[keep][:k]
-
-
-def _ranks(order: np.ndarray) -> np.ndarray:
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order))
-    return rank
-
-
-def buy_again_recommender(
-    counts: sp.csr_matrix, last_purchase: sp.csr_matrix, popularity: np.ndarray, k: int
-) -> Recommender:
-    """The customer's own most-bought items (ties: most recent first), padded with popular."""
-    popular = popular_order(popularity)
-    popular_rank = _ranks(popular)
-    nothing = np.empty(0, dtype=np.int64)
-
-    def recommend(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
-        out = np.full((len(customers), k), -1, dtype=np.int64)
-        for row, customer in enumerate(customers):
-            start, end = counts.indptr[customer], counts.indptr[customer + 1]
-            items = counts.indices[start:end]
-            order = np.lexsort((-last_purchase.data[start:end], -counts.data[start:end]))
-            ranked = items[order]
-            banned = nothing if exclude is None else row_of(exclude, row)
-            if len(banned):
-                ranked = ranked[~np.isin(ranked, banned)]
-            ranked = ranked[:k]
-            if len(ranked) < k:
-                skip = np.concatenate([ranked, banned])
-                fill = _take_allowed(popular, popular_rank, skip, k - len(ranked))
-                ranked = np.concatenate([ranked, fill])
-            out[row, : len(ranked)] = ranked
-        return out
-
-    return recommend
-
-
-def excluding(recommend: Recommender, always: sp.csr_matrix) -> Recommender:
-    """``recommend`` that also leaves out ``always`` (rows: training customers) from every
-    list, on top of whatever the evaluation excludes."""
-
-    def wrapped(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
-        rows = always[customers]
-        if exclude is not None:
-            rows = rows.maximum(exclude).tocsr()
-        return recommend(customers, rows)
-
-    return wrapped
-
-
-def cycle_suppressed(split: TimeSplit, window_days: np.ndarray) -> sp.csr_matrix:
-    """What a service at the cutoff suppresses when each item has its own window
-    (``nbo.cycles.suppression_days_per_item`` over the training items), binary float32.
-
-    With no learned cycle anywhere this equals ``split.suppressed``.
-    """
-    last = split.train.last_purchase
-    cutoff_s = int(split.cutoff.value // 1_000_000_000)
-    mask = suppressed_mask(last.indices, last.data, cutoff_s, window_days)
-    suppressed = sp.csr_matrix(
-        (mask.astype(np.float32), last.indices.copy(), last.indptr.copy()), shape=last.shape
-    )
-    suppressed.eliminate_zeros()
-    return suppressed
-
-
-def evaluate_methods(
+def single_methods(
     split: TimeSplit,
-    methods: dict[str, Recommender],
-    customers: np.ndarray,
+    fitted: Fitted,
+    popularity: np.ndarray,
+    suppressed: sp.csr_matrix,
     k: int,
-    on_method: Callable[[str], None] | None = None,
-) -> dict[str, dict[str, dict[str, float]]]:
-    """metrics[truth][method][metric] for every method on the same customers and split."""
-    results: dict[str, dict[str, dict[str, float]]] = {truth: {} for truth in TRUTHS}
-    exclude_new = split.suppressed[customers]
-    truth_rows = {"all": split.truth_all[customers], "new": split.truth_new[customers]}
-    sizes = {
-        "all": np.diff(truth_rows["all"].indptr) + split.unknown_all[customers],
-        "new": np.diff(truth_rows["new"].indptr) + split.unknown_new[customers],
+) -> dict[str, Recommender]:
+    """The methods that need no second window: ALS, popularity, buy-again, and with
+    cycles the fair comparison for them: ALS minus the plain window (what the service
+    does without cycles) against ALS minus the cycle-aware window (``suppressed``)."""
+    als = als_recommender(fitted.als, k)
+    methods = {
+        "als": als,
+        "popularity": popularity_recommender(popularity, k),
+        "buy_again": buy_again_recommender(
+            split.train.counts, split.train.last_purchase, popularity, k
+        ),
     }
-    for name, recommend in methods.items():
-        for truth in TRUTHS:
-            keep = sizes[truth] > 0
-            exclude = exclude_new[keep] if truth == "new" else None
-            recommended = recommend(customers[keep], exclude)
-            results[truth][name] = ranking_metrics(
-                recommended, truth_rows[truth][keep], sizes[truth][keep], k
-            )
-        if on_method is not None:
-            on_method(name)
-    return results
-
-
-def split_popularity(split: TimeSplit, window_days: int | None) -> np.ndarray:
-    """Popularity as known at the cutoff (never after it)."""
-    cutoff_s = int(split.cutoff.value // 1_000_000_000)
-    return popularity_scores(split.train.counts, split.train.last_purchase, cutoff_s, window_days)
-
-
-def _pad(ids: np.ndarray, k: int) -> np.ndarray:
-    ids = np.asarray(ids, dtype=np.int64)
-    if ids.ndim == 1:
-        ids = ids[None, :]
-    if ids.shape[1] < k:
-        ids = np.pad(ids, ((0, 0), (0, k - ids.shape[1])), constant_values=-1)
-    return ids
+    if fitted.cycles is not None:
+        methods["als_window"] = excluding(als, split.suppressed)
+        methods["als_cycles"] = excluding(als, suppressed)
+    return methods

@@ -29,14 +29,15 @@ from training.cli import (
     TRUTH_TITLES,
     add_input_arguments,
     cycles_line,
+    in_order,
     load_inputs,
-    print_churn,
-    print_evaluation,
-    print_ranker,
+    print_report,
     progress_display,
     propensity_line,
 )
-from training.pipeline import CHURN_METRICS, TrainResult, train
+from training.evaluate import CHURN_METRICS
+from training.gate import QualityGate
+from training.pipeline import TrainResult, train
 from training.report import (
     EVALUATION_JSON,
     REPORT_HTML,
@@ -92,17 +93,13 @@ def run(args: argparse.Namespace) -> int:
         )
     document = evaluation_document(result, now)
     console = output_console()
-    print_evaluation(console, result)
-    console.print(document["quality_gate"]["message"])
-    for truth, customers in document["evaluated_customers"].items():
-        if customers is None:
-            console.print(
-                f"[bold red]warning[/] truth {truth}: the methods were scored on different "
-                "customers, so their metrics are not comparable"
-            )
-    console.print(propensity_line(result.manifest.get("propensity")))
-    print_ranker(console, result.manifest.get("ranker"))
-    print_churn(console, result)
+    warnings = [
+        f"[bold red]warning[/] truth {truth}: the methods were scored on different "
+        "customers, so their metrics are not comparable"
+        for truth, customers in document["evaluated_customers"].items()
+        if customers is None
+    ]
+    print_report(console, result, document["quality_gate"]["message"], warnings)
     notes = [
         Text.from_markup(cycles_line(result.manifest.get("cycles", {"enabled": False}))).plain,
         Text.from_markup(propensity_line(result.manifest.get("propensity"))).plain,
@@ -161,23 +158,19 @@ def evaluation_document(result: TrainResult, created: datetime) -> dict[str, Any
     return document
 
 
-def evaluation_gate(gate: Mapping[str, Any]) -> dict[str, Any]:
-    """The trainer's gate, reworded for a run that publishes nothing: its own comparison
-    (which method against which is the trainer's to decide), then what ``nbo train``
-    would do instead of the trainer's advice to use --force."""
-    passed = bool(gate["passed"])
-    status = "passed" if passed else "failed"
-    comparison = str(gate.get("message", "")).split("; not published", 1)[0]
-    prefix = "quality gate:"
-    if comparison.startswith(prefix):
-        comparison = comparison[len(prefix) :].strip()
+def evaluation_gate(section: Mapping[str, Any]) -> dict[str, Any]:
+    """The trainer's gate, reworded for a run that publishes nothing: its comparison
+    (``training.gate``), then what ``nbo train`` would do instead of the trainer's
+    advice to use --force."""
+    gate = QualityGate.from_section(section)
+    status = "passed" if gate.passed else "failed"
     consequence = (
         "`nbo train` would publish this model"
-        if passed
+        if gate.passed
         else "`nbo train` would refuse to publish it (exit 2) unless --force"
     )
-    kept = {key: value for key, value in gate.items() if key != "forced"}
-    return {**kept, "message": f"quality gate {status}: {comparison}; {consequence}"}
+    kept = {key: value for key, value in section.items() if key != "forced"}
+    return {**kept, "message": f"quality gate {status}: {gate.comparison}; {consequence}"}
 
 
 def _common_customers(by_method: Mapping[str, Mapping[str, float]]) -> int | None:
@@ -188,9 +181,5 @@ def _common_customers(by_method: Mapping[str, Mapping[str, float]]) -> int | Non
 
 
 def _ordered(values: Mapping[str, Any], order: Sequence[str]) -> dict[str, Any]:
-    """``values`` in ``order``; keys not listed (a method added later) last, as they came."""
-
-    def rank(key: str) -> int:
-        return order.index(key) if key in order else len(order)
-
-    return {key: values[key] for key in sorted(values, key=rank)}
+    """``values`` in ``order`` (``in_order``)."""
+    return {key: values[key] for key in in_order(values, order)}

@@ -28,7 +28,7 @@ from nbo.models.candidates import RowIndices
 from nbo.models.cf import FILTERED_SCORE
 from nbo.models.popularity import popular_order
 from nbo.models.propensity import Curve, Propensity
-from training.evaluate import first_allowed
+from training.methods import first_allowed
 from training.split import TimeSplit
 
 if TYPE_CHECKING:

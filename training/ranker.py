@@ -25,6 +25,7 @@ from nbo.core import columns as col
 from nbo.core.errors import ConfigError
 from nbo.core.ids import IdMap
 from nbo.data.features import OrderTable, has_prices, item_prices
+from nbo.data.history import PurchaseHistory
 from nbo.models.candidates import (
     CATEGORICAL_FEATURES,
     FEATURES,
@@ -36,18 +37,20 @@ from nbo.models.candidates import (
     candidates,
     ranked_top,
     sparse_topk,
+    stage_codes,
 )
 from nbo.models.lifecycle import STAGES
 from nbo.models.popularity import group_popularity, popularity_scores
-from nbo.models.ranker import lightgbm_version
+from nbo.models.ranker import lightgbm_version, ranker_arrays, ranker_file
 from training.config import TrainingConfig
-from training.evaluate import (
+from training.lifecycle import ChurnTraining, CustomerTraits, customer_traits
+from training.methods import (
+    Metrics,
     Recommender,
     evaluate_methods,
     evaluation_customers,
     first_allowed,
 )
-from training.lifecycle import ChurnTraining, CustomerTraits, customer_traits
 from training.split import TimeSplit, time_split
 
 DAY = 86_400
@@ -371,7 +374,7 @@ class RankerResult:
 
     booster: lgb.Booster | None
     reason: str | None
-    metrics: dict[str, dict[str, dict[str, float]]]  # truth -> method -> metric
+    metrics: Metrics
     contributions: dict[str, dict[str, float]]
     # The candidates at the cutoff for the "all" truth, their ranker scores and labels:
     # what the propensity calibration of the ranker's score is fitted on.
@@ -409,6 +412,20 @@ class WindowSettings:
     max_rounds: int
     neighbours: int
     enabled: bool = True
+
+    @classmethod
+    def from_config(cls, config: TrainingConfig) -> WindowSettings:
+        return cls(
+            config.holdout_days,
+            config.suppression.days,
+            config.popularity_days,
+            config.eval_max_customers,
+            config.als.random_state,
+            config.ranker.per_source,
+            config.ranker.max_rounds,
+            config.ranker.neighbours,
+            config.ranker.enabled,
+        )
 
 
 @dataclass(frozen=True)
@@ -464,9 +481,9 @@ def evaluate_ranker(
     customers: np.ndarray,
     settings: WindowSettings,
     k: int,
-) -> tuple[RankerResult, ItemSide]:
-    """Train the ranker on the window before the cutoff and evaluate it (and ItemKNN
-    alone) at the cutoff on ``customers``; also answers the sources at the cutoff."""
+) -> RankerResult:
+    """Train the ranker on the window before the cutoff and evaluate it (and ItemKNN and
+    stage popularity alone, which need its sources) at the cutoff on ``customers``."""
     facts_now = facts_of(
         cutoff_seconds(split), split.train_customer_positions, split.train_item_positions
     )
@@ -487,18 +504,18 @@ def evaluate_ranker(
     if not settings.enabled:
         reason = "disabled in the training config"
         metrics = evaluate_methods(split, singles, customers, k)
-        return RankerResult(None, reason, metrics, {}, empty, empty, empty), now
+        return RankerResult(None, reason, metrics, {}, empty, empty, empty)
     try:
         window = training_window(split, fit_als_on, cycles_of, facts_of, settings)
     except ConfigError as exc:
         reason = f"no window before the cutoff to train on ({exc})"
         metrics = evaluate_methods(split, singles, customers, k)
-        return RankerResult(None, reason, metrics, {}, empty, empty, empty), now
+        return RankerResult(None, reason, metrics, {}, empty, empty, empty)
     table, labels = window.table, window.labels
     if not labels.any():
         reason = "nobody bought a candidate in the window before the cutoff"
         metrics = evaluate_methods(split, singles, customers, k)
-        return RankerResult(None, reason, metrics, {}, empty, empty, empty), now
+        return RankerResult(None, reason, metrics, {}, empty, empty, empty)
     booster = train_ranker(table, labels, settings.seed, settings.max_rounds)
     record: list[tuple[CandidateTable, np.ndarray, np.ndarray]] = []
     methods = {
@@ -513,18 +530,50 @@ def evaluate_ranker(
     sizes = np.diff(split.truth_all.indptr) + split.unknown_all
     evaluated_rows = customers[sizes[customers] > 0]
     truth = split.truth_all[evaluated_rows]
-    return (
-        RankerResult(
-            booster,
-            None,
-            metrics,
-            contributions(all_table, all_top, truth),
-            all_scores,
-            labels_of(all_table, truth),
-            all_table.rows,
-            training_pairs=len(table),
-            training_customers=len(np.unique(table.rows[labels])),
-            per_source=settings.per_source,
-        ),
-        now,
+    return RankerResult(
+        booster,
+        None,
+        metrics,
+        contributions(all_table, all_top, truth),
+        all_scores,
+        labels_of(all_table, truth),
+        all_table.rows,
+        training_pairs=len(table),
+        training_customers=len(np.unique(table.rows[labels])),
+        per_source=settings.per_source,
+    )
+
+
+@dataclass(frozen=True)
+class ServedRanker:
+    """The ranker the service serves: the booster trained one window before the cutoff
+    (the one the evaluation scored), with its sources refitted on all the data."""
+
+    booster: lgb.Booster
+    similarity: sp.csr_matrix  # ItemKNN, item x item
+    popularity_before: np.ndarray  # popularity one window before the end (the trend)
+    stage_popularity: np.ndarray  # popularity within each lifecycle stage
+
+    def arrays(self) -> dict[str, Any]:
+        return ranker_arrays(self.similarity, self.popularity_before, self.stage_popularity)
+
+    def files(self) -> dict[str, bytes]:
+        return ranker_file(self.booster)
+
+
+def served_ranker(
+    booster: lgb.Booster,
+    history: PurchaseHistory,
+    last_s: int,
+    stages: np.ndarray,
+    config: TrainingConfig,
+) -> ServedRanker:
+    """The sources at the end of the data (``last_s``, the last purchase) for ``booster``:
+    what ``item_side`` gives at a cutoff, for every customer's ``stages`` as of the end."""
+    days = config.popularity_days or POPULARITY_DAYS
+    return ServedRanker(
+        booster,
+        fit_knn(history.counts, config.ranker.neighbours),
+        popularity_scores(history.counts, history.last_purchase, last_s - days * DAY, days),
+        group_popularity(history.counts, stage_codes(stages), len(STAGES)),
     )

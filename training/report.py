@@ -26,14 +26,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from nbo.core.errors import NboError
+from training.evaluate import CHURN_METRICS
 from training.lifecycle import ChurnTraining, calibration_png
 
 EVALUATION_JSON = "evaluation.json"
 REPORT_HTML = "report.html"
 # Metrics where lower is better (the best value of a column is bolded).
 LOWER_IS_BETTER = frozenset({"brier"})
-# The metrics key holding the churn model's metrics next to the truths.
-CHURN_KEY = "churn"
 # A per-method count, shown in the tables but not a quality measure.
 COUNT_KEYS = frozenset({"customers", "positive_rate"})
 # Colours of the lifecycle stages people know; any other stage is grey.
@@ -261,7 +260,7 @@ def evaluation_html(document: Mapping[str, Any], title: str, notes: Sequence[str
     """The whole page for an evaluation document; ``notes`` are one-line summaries shown
     under the split (repurchase cycles, propensity), already worded by the caller."""
     metrics = document.get("metrics", {})
-    truths = {t: m for t, m in metrics.items() if t != CHURN_KEY}
+    truths = {t: m for t, m in metrics.items() if t != CHURN_METRICS}
     truth_titles = document.get("truths", {})
     k = document.get("config", {}).get("k", 10)
     parts = [
@@ -301,7 +300,7 @@ def evaluation_html(document: Mapping[str, Any], title: str, notes: Sequence[str
         parts.append("<h2>Two-stage ranker</h2>")
         parts.append(_ranker_html(document["ranker"]))
     parts.append("<h2>Churn: model against recency only</h2>")
-    parts.append(_churn_html(document.get("churn", {}), metrics.get(CHURN_KEY, {})))
+    parts.append(_churn_html(document.get("churn", {}), metrics.get(CHURN_METRICS, {})))
     parts.append("<h2>Lifecycle stages</h2>")
     parts.append(_lifecycle_html(document.get("lifecycle")))
     timings = document.get("timings")

@@ -1,0 +1,71 @@
+"""Step 3, fit: the models learned from the purchases before the cutoff, which the
+evaluation then scores on the holdout.
+
+ALS and the repurchase cycles learn from the split's training side only. The churn model
+has cutoffs of its own (``training.lifecycle``): it is fitted, judged against recency on
+a later label period and refitted for publishing, all here, because the ranker learns
+from the risk it predicts. ``als_on`` and ``fit_cycles`` are the one way to fit either
+on any window: the ranker's earlier window and the refit on all data use them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+
+from nbo.data.history import EncodedPurchases
+from nbo.models.cf import AlsParams, confidence_matrix, fit_als
+from nbo.models.cycles import repurchase_cycles
+from training.config import CyclesConfig, TrainingConfig
+from training.lifecycle import ChurnTraining, train_churn
+from training.load import TrainingData
+from training.progress import Steps
+from training.split import TimeSplit
+
+
+@dataclass
+class Fitted:
+    """What was learned before the cutoff (rows and columns: the split's training ids)."""
+
+    als: AlternatingLeastSquares
+    # Learned repurchase cycle in days per training item (NaN: none); None when cycles
+    # are off in the config.
+    cycles: np.ndarray | None
+    churn: ChurnTraining
+
+
+def fit_before_cutoff(
+    data: TrainingData, split: TimeSplit, config: TrainingConfig, steps: Steps
+) -> Fitted:
+    """ALS and the repurchase cycles on the purchases before the cutoff, and the churn
+    model on its own cutoffs."""
+    params = config.als.params()
+    with steps.step("fit ALS (before cutoff)", iterations=params.iterations) as tick:
+        als = als_on(split.train.counts, params, on_iteration=tick)
+    cycles = None
+    if config.cycles.enabled:
+        with steps.step("repurchase cycles (before cutoff)"):
+            cycles = fit_cycles(split.train_lines, config.cycles)
+    with steps.step("churn model"):
+        churn = train_churn(data.orders, config.churn, data.end_s, params.random_state)
+    return Fitted(als=als, cycles=cycles, churn=churn)
+
+
+def als_on(
+    counts: sp.csr_matrix,
+    params: AlsParams,
+    on_iteration: Callable[[int], None] | None = None,
+) -> AlternatingLeastSquares:
+    """ALS fitted from scratch on a customer x item matrix of order counts."""
+    return fit_als(confidence_matrix(counts, params), params, on_iteration=on_iteration)
+
+
+def fit_cycles(lines: EncodedPurchases, config: CyclesConfig) -> np.ndarray | None:
+    """The repurchase cycle of each item of ``lines`` (None when cycles are off)."""
+    if not config.enabled:
+        return None
+    return repurchase_cycles(lines, config.min_repeat_buyers, config.max_days)

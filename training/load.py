@@ -1,0 +1,127 @@
+"""Step 1, load: read and clean the purchase file, drop the erased customers, encode the
+ids as integers and group the lines into each customer's orders.
+
+Everything later reads the purchases from here, so an erased customer is gone from every
+model, feature and report the moment the file is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nbo.core import columns as col
+from nbo.core.checksums import sha256_file
+from nbo.core.errors import PurchaseDataError
+from nbo.data.features import OrderTable, build_order_table, has_prices, line_values
+from nbo.data.history import EncodedPurchases, encode_purchases
+from nbo.data.mapping import ColumnMapping
+from nbo.data.purchases import CleaningReport, read_purchases
+from training.progress import Steps
+
+# The cleaning report's reason for the rows of customers erased in the service's store.
+DROP_ERASED = "erased customer"
+
+
+@dataclass
+class TrainingData:
+    """The purchases the trainer learns from, in the shapes its steps use."""
+
+    path: Path
+    mapping: str  # the column mapping's name
+    sha256: str  # of the file as read: the data fingerprint in the manifest and version
+    purchases: pd.DataFrame  # canonical columns, cleaned, without erased customers
+    cleaning: CleaningReport
+    erased_customers: int  # customers dropped because the store erased them
+    encoded: EncodedPurchases  # the purchase lines as integer positions
+    orders: OrderTable  # per customer of ``encoded``, their orders and returns
+    priced: bool  # whether the lines carry prices
+    # The median value of a purchase line (None without prices): the money scale the
+    # catalogue's incentives are read against.
+    typical_line_value: float | None
+
+    @property
+    def last_s(self) -> int:
+        """Unix seconds of the last purchase."""
+        return int(self.encoded.time.max())
+
+    @property
+    def end_s(self) -> int:
+        """The end of the data: features "as of" a moment count orders strictly before
+        it, so the end is one second after the last purchase."""
+        return self.last_s + 1
+
+    def section(self) -> dict[str, Any]:
+        """The manifest's ``data`` section."""
+        return {
+            "file": self.path.name,
+            "sha256": self.sha256,
+            "mapping": self.mapping,
+            **self.cleaning.to_dict(),
+            "erased_customers": self.erased_customers,
+            "typical_line_value": self.typical_line_value,
+        }
+
+
+def load_data(
+    path: Path, mapping: ColumnMapping, erased: Collection[str], steps: Steps
+) -> TrainingData:
+    """Read ``path`` through ``mapping``, without the ``erased`` customer ids (counted
+    in the cleaning report as ``DROP_ERASED``)."""
+    with steps.step("read purchases"):
+        purchases, cleaning = read_purchases(path, mapping)
+        purchases, erased_customers = drop_erased(purchases, cleaning, erased)
+        sha256 = sha256_file(path)
+        encoded = encode_purchases(purchases)
+    with steps.step("customer orders"):
+        values = line_values(purchases)
+        orders = build_order_table(purchases, encoded.customers, cleaning.returns, values)
+        priced = has_prices(purchases)
+    return TrainingData(
+        path=path,
+        mapping=mapping.name,
+        sha256=sha256,
+        purchases=purchases,
+        cleaning=cleaning,
+        erased_customers=erased_customers,
+        encoded=encoded,
+        orders=orders,
+        priced=priced,
+        typical_line_value=float(np.median(values)) if priced else None,
+    )
+
+
+def drop_erased(
+    purchases: pd.DataFrame, report: CleaningReport, erased: Collection[str]
+) -> tuple[pd.DataFrame, int]:
+    """Drop every row of an erased customer, updating the cleaning report as the cleaning
+    itself would; answers the purchases left and how many customers were dropped."""
+    ids = purchases[col.CUSTOMER_ID]
+    mask = ids.isin(list(erased)).to_numpy(dtype=bool) if erased else np.zeros(len(ids), bool)
+    rows = int(mask.sum())
+    report.dropped[DROP_ERASED] = rows
+    if not rows:
+        return purchases, 0
+    customers = int(ids[mask].nunique())
+    purchases = purchases[~mask].reset_index(drop=True)
+    if report.returns is not None:
+        erased_returns = report.returns[col.CUSTOMER_ID].isin(list(erased)).to_numpy(dtype=bool)
+        report.returns = report.returns[~erased_returns].reset_index(drop=True)
+    if purchases.empty:
+        raise PurchaseDataError(
+            report.path, f"no purchases left after cleaning ({rows} {DROP_ERASED})"
+        )
+    if isinstance(purchases[col.CUSTOMER_ID].dtype, pd.CategoricalDtype):
+        # Not even the erased ids as unused categories.
+        purchases[col.CUSTOMER_ID] = purchases[col.CUSTOMER_ID].cat.remove_unused_categories()
+    report.rows_kept = len(purchases)
+    report.customers = int(purchases[col.CUSTOMER_ID].nunique())
+    report.items = int(purchases[col.ITEM_ID].nunique())
+    report.first_purchase = purchases[col.TIMESTAMP].min().isoformat()
+    report.last_purchase = purchases[col.TIMESTAMP].max().isoformat()
+    return purchases, customers

@@ -1,0 +1,131 @@
+"""Step 7, publish: the manifest that records a training, and the version it writes.
+
+The manifest is built whether or not the model is published (``nbo evaluate`` reports
+from it); ``publish`` turns the final model into the artifact's arrays, documents and
+side files and writes them as a new version, flipping CURRENT to it last
+(``nbo.models.artifacts``), so the service never sees half a model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from nbo.core import columns as col
+from nbo.data.features import item_prices
+from nbo.models.artifacts import unique_version, write_artifact
+from nbo.models.cycles import cycle_summary
+from nbo.models.propensity import DOCUMENT as PROPENSITY_DOCUMENT
+from nbo.models.served import model_arrays
+from training.config import TrainingConfig
+from training.evaluate import Evaluation
+from training.fit import Fitted
+from training.gate import QualityGate
+from training.lifecycle import CALIBRATION_PLOT, CUSTOMERS_FILE, calibration_png, customers_parquet
+from training.load import TrainingData
+from training.progress import Steps
+from training.refit import FinalModel
+from training.split import TimeSplit
+
+
+def build_manifest(
+    data: TrainingData,
+    split: TimeSplit,
+    fitted: Fitted,
+    evaluation: Evaluation,
+    model: FinalModel,
+    gate: QualityGate,
+    config: TrainingConfig,
+    forced: bool,
+) -> dict[str, Any]:
+    """What ``manifest.json`` records besides the version, time, libraries and file
+    checksums (which ``write_artifact`` adds): a section per step."""
+    return {
+        "data": data.section(),
+        "config": config.model_dump(),
+        "split": {
+            "cutoff": split.cutoff.isoformat(),
+            "holdout_days": config.holdout_days,
+            "suppression_days": config.suppression_days,
+            "holdout_rows": split.holdout_rows,
+            "evaluated_customers": len(evaluation.customers),
+            "cold_start_customers_in_holdout": split.cold_start_customers,
+        },
+        "model": model.section(),
+        "cycles": cycles_section(config, model.cycles, fitted.cycles),
+        "propensity": evaluation.propensity_report,
+        "ranker": evaluation.ranker.section(),
+        "churn": fitted.churn.section,
+        "lifecycle": model.lifecycle.section,
+        "metrics": evaluation.metrics,
+        "quality_gate": gate.section(forced),
+    }
+
+
+def publish_model(
+    models_dir: Path,
+    data: TrainingData,
+    model: FinalModel,
+    manifest: dict[str, Any],
+    steps: Steps,
+) -> Path:
+    """Write ``model`` as a new version under ``models_dir`` and make it CURRENT."""
+    with steps.step("publish"):
+        arrays = model_arrays(
+            model.als.user_factors,
+            model.als.item_factors,
+            model.history,
+            model.confidence,
+            model.popularity,
+            repurchase_cycle_days=model.cycles,
+            orders=data.orders,
+            item_price=item_prices(data.purchases, model.history.items) if data.priced else None,
+            send_hour_prior=model.lifecycle.send_hour_prior,
+        )
+        files = {CUSTOMERS_FILE: customers_parquet(model.history.customers, model.lifecycle)}
+        if model.churn.model is not None:
+            files.update(model.churn.files())
+            files[CALIBRATION_PLOT] = calibration_png(model.churn)
+        if model.ranker is not None:
+            arrays.update(model.ranker.arrays())
+            files.update(model.ranker.files())
+        documents: dict[str, Any] = {PROPENSITY_DOCUMENT: model.propensity.to_document()}
+        names = item_names(data.purchases)
+        if names:
+            documents["item_names"] = names
+        version = unique_version(models_dir, data.sha256)
+        return write_artifact(models_dir, version, arrays, documents, manifest, files)
+
+
+def cycles_section(
+    config: TrainingConfig, full: np.ndarray | None, before_cutoff: np.ndarray | None
+) -> dict[str, Any]:
+    """The manifest's view of the learned cycles: how many items (of the published model)
+    have one, their share, the distribution in days, and the count the evaluation used."""
+    if full is None:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        "min_repeat_buyers": config.cycles.min_repeat_buyers,
+        "max_days": config.cycles.max_days,
+        **cycle_summary(full),
+        "items_before_cutoff": cycle_summary(before_cutoff)["items"],
+    }
+
+
+def item_names(purchases: pd.DataFrame) -> dict[str, str]:
+    """Each item's most common name, when the data has names (display only)."""
+    if col.ITEM_NAME not in purchases:
+        return {}
+    named = purchases[[col.ITEM_ID, col.ITEM_NAME]].dropna()
+    if named.empty:
+        return {}
+    # observed=True: ids and names are categoricals; never the cross product of the two.
+    counts = named.groupby([col.ITEM_ID, col.ITEM_NAME], observed=True).size()
+    ranked = counts.rename("n").reset_index().astype({col.ITEM_ID: str, col.ITEM_NAME: str})
+    ranked = ranked.sort_values(["n", col.ITEM_NAME], ascending=[False, True], kind="stable")
+    first = ranked.drop_duplicates(col.ITEM_ID)
+    return dict(zip(first[col.ITEM_ID], first[col.ITEM_NAME], strict=True))
