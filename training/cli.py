@@ -49,7 +49,7 @@ def register(commands: Any) -> None:
         "train",
         help="train, evaluate and publish a model from purchase history",
         description="Train on a purchase file (CSV or Parquet), evaluate on a time-based "
-        "holdout (the two-stage ranker against ALS, item-kNN, buy-again and popularity), "
+        "holdout (the ranker against ALS, item-kNN, buy-again and popularity), "
         "and publish a versioned model if it passes the quality gate: the ranker must beat "
         "the best single method on NDCG@k, k = 10 unless --config says otherwise (without "
         "a ranker, when the data is too short for one, ALS must beat popularity).",

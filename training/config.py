@@ -88,7 +88,7 @@ class ChurnConfig(BaseModel):
 
 
 class LifecycleConfig(BaseModel):
-    """Lifecycle stages (``nbo.lifecycle``); lapsed uses the churn horizon.
+    """Lifecycle stages (``nbo.models.lifecycle``); lapsed uses the churn horizon.
 
     The loyal thresholds default to data: the ``loyal_percentile`` of orders and of total
     value among the customers not lapsed at the end of the data (so "loyal" means the top
@@ -113,7 +113,7 @@ class LifecycleConfig(BaseModel):
 
 
 class RankerConfig(BaseModel):
-    """The two-stage ranker (``nbo.two_stage``, ``training.ranker``).
+    """The ranker and its candidate sources (``nbo.models.candidates``, ``training.ranker``).
 
     ``per_source`` and ``max_rounds`` bound what every offers call costs: the ranker
     scores up to five sources x ``per_source`` candidates through up to ``max_rounds``

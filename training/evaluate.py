@@ -1,7 +1,7 @@
 """Step 4, evaluate: every method scored on the holdout, on the same customers.
 
 The single methods (``training.methods``): ALS, popularity, buy-again and, with cycles,
-ALS under the plain and the cycle-aware suppression window. Then the two-stage ranker,
+ALS under the plain and the cycle-aware suppression window. Then the ranker,
 trained one window before the cutoff so nothing it learns sees the holdout, with the
 single methods that need its sources (ItemKNN, stage popularity). The churn model's
 figures (judged in the fit step, on its own cutoffs) join them under ``CHURN_METRICS``.

@@ -16,7 +16,7 @@ from training.methods import Metrics
 
 GATE_METRIC_TEMPLATE = "ndcg@{k}"
 GATE_TRUTH = "all"
-# The single methods the two-stage ranker must beat (the best of them) to publish.
+# The single methods the ranker must beat (the best of them) to publish.
 GATE_BASELINES = ("als", "itemknn", "buy_again", "popularity", "stage_popularity")
 
 

@@ -1,4 +1,4 @@
-"""Fit the propensity curves (``nbo.propensity``) on the time-split holdout.
+"""Fit the propensity curves (``nbo.models.propensity``) on the time-split holdout.
 
 For the evaluated customers, take what the service would propose at the cutoff: the
 model's top candidates and the popular list, each minus the items suppressed at the

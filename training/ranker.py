@@ -1,4 +1,4 @@
-"""Train and evaluate the two-stage ranker (``nbo.two_stage``) honestly.
+"""Train and evaluate the ranker over its candidate sources (``nbo.models.candidates``) honestly.
 
 The ranker evaluated at the cutoff was trained one window earlier: sources fitted on the
 purchases before ``cutoff - holdout``, labels from the window ending at the cutoff. So no
@@ -24,6 +24,7 @@ from implicit.nearest_neighbours import BM25Recommender
 from nbo.core import columns as col
 from nbo.core.errors import ConfigError
 from nbo.core.ids import IdMap
+from nbo.core.vocabulary import DAY
 from nbo.data.features import OrderTable, has_prices, item_prices
 from nbo.data.history import PurchaseHistory
 from nbo.models.candidates import (
@@ -53,7 +54,6 @@ from training.methods import (
 )
 from training.split import TimeSplit, time_split
 
-DAY = 86_400
 # Rounds without a better held-out NDCG@10 before boosting stops.
 EARLY_STOPPING_ROUNDS = 30
 # Below this many customers with a purchase among their candidates, the rounds are
@@ -271,7 +271,7 @@ def ranker_recommender(
     facts: WindowFacts = WindowFacts(),
     record: list[tuple[CandidateTable, np.ndarray, np.ndarray]] | None = None,
 ) -> Recommender:
-    """The two-stage method as an evaluation ``Recommender``; ``record`` collects each
+    """The ranker as an evaluation ``Recommender``; ``record`` collects each
     call's candidate table, scores and chosen top k (for the contribution table)."""
 
     def recommend(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:

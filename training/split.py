@@ -9,9 +9,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from nbo.core.errors import ConfigError
+from nbo.core.vocabulary import DAY
 from nbo.data.history import EncodedPurchases, PurchaseHistory, aggregate, encode_purchases
-
-DAY = 86_400
 
 
 @dataclass
