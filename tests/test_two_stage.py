@@ -12,20 +12,23 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from conftest import small_training_config
+from implicit.cpu.topk import topk
 
 from nbo.data.mapping import load_mapping
-from nbo.models import candidates as two_stage
 from nbo.models.candidates import (
     FEATURES,
+    KNN_BASIS,
     NO_STAGE,
     SOURCES,
     STAGE_CODE,
+    CandidateTable,
     CustomerSide,
     ItemSide,
     _union,
     candidates,
     ranked_top,
 )
+from nbo.models.cf import FILTERED_SCORE
 from nbo.models.lifecycle import STAGES
 from nbo.models.popularity import group_popularity
 from nbo.models.ranker import RankerScorer
@@ -427,29 +430,24 @@ def test_stage_popularity_alone_ranks_each_customer_by_their_stage() -> None:
     assert 2 not in recommend(np.array([0, 1]), exclude)[0].tolist()
 
 
-def test_vectorised_candidates_match_the_per_customer_loop(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Random catalogue and customers: the vectorised path (many customers) proposes the
-    same pairs, with the same source flags and features, as the per-customer loop (what
-    one request takes)."""
-    rng = np.random.default_rng(5)
-    n_items, n_customers = 80, 40
-    similarity = sp.random(n_items, n_items, density=0.15, random_state=3, format="csr")
+def random_shop(
+    seed: int, n_items: int = 80, n_customers: int = 40
+) -> tuple[ItemSide, CustomerSide]:
+    """A random catalogue (similarity, popularity by stage, cycles, prices) and customers
+    with random histories, exclusions, stages and traits; some rows empty."""
+    rng = np.random.default_rng(seed)
+    similarity = sp.random(n_items, n_items, density=0.15, random_state=seed, format="csr")
     similarity.setdiag(0)
     similarity.eliminate_zeros()
-    popularity = rng.integers(0, 50, n_items).astype(np.float64)
-    by_stage = rng.random((len(STAGES), n_items))
-    cycles = np.where(rng.random(n_items) < 0.5, rng.uniform(5, 60, n_items), np.nan)
     items = ItemSide.build(
         400 * DAY,
         rng.normal(size=(n_items, 4)).astype(np.float32),
         similarity.astype(np.float32),
-        popularity,
         rng.integers(0, 50, n_items).astype(np.float64),
-        cycles,
+        rng.integers(0, 50, n_items).astype(np.float64),
+        np.where(rng.random(n_items) < 0.5, rng.uniform(5, 60, n_items), np.nan),
         price=rng.uniform(1, 9, n_items),
-        stage_popularity=by_stage,
+        stage_popularity=rng.random((len(STAGES), n_items)),
     )
     counts, last, exclude = [], [], []
     for row in range(n_customers):
@@ -468,21 +466,147 @@ def test_vectorised_candidates_match_the_per_customer_loop(
                 (np.ones(len(banned)), (np.zeros(len(banned)), banned)), shape=(1, n_items)
             )
         )
-    stages = rng.integers(-1, len(STAGES), n_customers)
     side = CustomerSide(
         rng.normal(size=(n_customers, 4)).astype(np.float32),
         sp.vstack(counts).tocsr(),
         sp.vstack(last).tocsr(),
         sp.vstack(exclude).tocsr(),
-        stage=stages,
+        stage=rng.integers(-1, len(STAGES), n_customers),
         churn_risk=rng.random(n_customers),
         monetary=rng.uniform(0, 500, n_customers),
     )
-    assert n_customers >= two_stage.LOOP_BELOW
-    fast = candidates(items, side, 12)
-    monkeypatch.setattr(two_stage, "LOOP_BELOW", n_customers + 1)
-    slow = candidates(items, side, 12)
-    np.testing.assert_array_equal(fast.rows, slow.rows)
-    np.testing.assert_array_equal(fast.items, slow.items)
-    np.testing.assert_array_equal(fast.sources, slow.sources)
-    np.testing.assert_allclose(fast.features, slow.features, rtol=1e-5, equal_nan=True)
+    return items, side
+
+
+@dataclasses.dataclass
+class Proposed:
+    """What the oracle says of one proposed item."""
+
+    sources: set[str] = dataclasses.field(default_factory=set)
+    als_rank: float = np.nan
+    knn_rank: float = np.nan
+    knn_score: float = 0.0
+    bought: float = 0.0
+    bought_last: float = 0.0
+
+
+def proposals_one_at_a_time(
+    items: ItemSide, side: CustomerSide, per_source: int
+) -> list[dict[int, Proposed]]:
+    """The sources as their docstrings state them, one customer at a time in plain
+    Python: the oracle ``candidates`` is checked against (it once was a second path)."""
+    n_items = len(items.popularity)
+    n = min(per_source, n_items)
+    n_popular = max(10, n // 5)
+    similarity = items.similarity
+    als_ids, als_scores = topk(
+        items.item_factors,
+        np.asarray(side.user_factors, np.float32),
+        n,
+        filter_query_items=side.exclude,
+        num_threads=1,
+    )
+    out = []
+    for row in range(side.counts.shape[0]):
+        start, end = side.counts.indptr[row], side.counts.indptr[row + 1]
+        mine = [int(i) for i in side.counts.indices[start:end]]
+        count = dict(zip(mine, map(float, side.counts.data[start:end]), strict=True))
+        last = dict(zip(mine, map(float, side.last.data[start:end]), strict=True))
+        position = {item: p for p, item in enumerate(mine)}
+        banned = set() if side.exclude is None else set(side.exclude[row].indices.tolist())
+        # ALS: implicit's top n, filtered items dropped.
+        als = [
+            int(i) for i, s in zip(als_ids[row], als_scores[row], strict=True) if s > FILTERED_SCORE
+        ]
+        # ItemKNN: neighbours of the KNN_BASIS most recent items, similarity x orders
+        # summed over those items in catalogue order.
+        basis = sorted(mine, key=lambda i: (-last[i], position[i]))[:KNN_BASIS]
+        score: dict[int, float] = {}
+        for b in sorted(basis):
+            lo, hi = similarity.indptr[b], similarity.indptr[b + 1]
+            for j, w in zip(similarity.indices[lo:hi], similarity.data[lo:hi], strict=True):
+                score[int(j)] = score.get(int(j), 0.0) + float(w) * count[b]
+        knn = sorted(
+            (j for j, s in score.items() if s > 0 and j not in banned),
+            key=lambda j: (-score[j], j),
+        )[:n]
+        # Buy again: most ordered first, then most recent, then as stored.
+        again = sorted(
+            (i for i in mine if i not in banned),
+            key=lambda i: (-count[i], -last[i], position[i]),
+        )[:n]
+        popular = [int(i) for i in items.popular_order if int(i) not in banned][:n_popular]
+        stage = NO_STAGE if side.stage is None else int(side.stage[row])
+        in_stage: list[int] = []
+        if stage != NO_STAGE and items.stage_popular_order is not None:
+            ranked = items.stage_popular_order[stage]
+            in_stage = [int(i) for i in ranked if int(i) not in banned][:n_popular]
+        proposed: dict[int, Proposed] = {}
+        for source, chosen in zip(SOURCES, (als, knn, again, popular, in_stage), strict=True):
+            for item in chosen:
+                proposed.setdefault(item, Proposed()).sources.add(source)
+        for rank, item in enumerate(als, 1):
+            proposed[item].als_rank = rank
+        for rank, item in enumerate(knn, 1):
+            proposed[item].knn_rank = rank
+        for item, p in proposed.items():
+            p.knn_score = score.get(item, 0.0)
+            p.bought = count.get(item, 0.0)
+            p.bought_last = last.get(item, 0.0)
+        out.append(proposed)
+    return out
+
+
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_candidates_are_what_each_source_says_one_customer_at_a_time(seed: int) -> None:
+    """Random catalogue and customers: every customer's proposed items, their source
+    flags and the features the sources give are the oracle's, whether the customers come
+    all at once (a campaign's chunk, the trainer's window) or one by one (a request)."""
+    items, side = random_shop(seed)
+    expected = proposals_one_at_a_time(items, side, 12)
+    column = {name: n for n, name in enumerate(FEATURES)}
+    together = candidates(items, side, 12)
+    for row, wanted in enumerate(expected):
+        single = alone(items, side, row, 12)
+        for table, at in ((together, together.rows == row), (single, single.rows == 0)):
+            chosen = sorted(wanted)
+            assert table.items[at].tolist() == chosen
+            flags = table.sources[at]
+            for n, item in enumerate(chosen):
+                assert {SOURCES[s] for s in np.flatnonzero(flags[n])} == wanted[item].sources
+            features = table.features[at]
+            as_float32 = {
+                "als_rank": [wanted[i].als_rank for i in chosen],
+                "knn_rank": [wanted[i].knn_rank for i in chosen],
+                "knn_score": [wanted[i].knn_score for i in chosen],
+                "bought_orders": [wanted[i].bought for i in chosen],
+                "days_since_bought": [
+                    (items.as_of_s - wanted[i].bought_last) / DAY if wanted[i].bought else np.nan
+                    for i in chosen
+                ],
+            }
+            for name, values in as_float32.items():
+                np.testing.assert_array_equal(
+                    features[:, column[name]], np.asarray(values, np.float32), err_msg=name
+                )
+
+
+def alone(items: ItemSide, side: CustomerSide, row: int, per_source: int) -> CandidateTable:
+    """``candidates`` for one customer of ``side``, as a request asks."""
+
+    def one(matrix: sp.csr_matrix | None) -> sp.csr_matrix | None:
+        return None if matrix is None else matrix[row]
+
+    def at(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else values[row : row + 1]
+
+    single = CustomerSide(
+        side.user_factors[row : row + 1],
+        one(side.counts),
+        one(side.last),
+        one(side.exclude),
+        stage=at(side.stage),
+        churn_risk=at(side.churn_risk),
+        monetary=at(side.monetary),
+    )
+    return candidates(items, single, per_source)
