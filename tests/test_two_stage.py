@@ -15,6 +15,7 @@ from conftest import small_training_config
 from implicit.cpu.topk import topk
 
 from nbo.data.mapping import load_mapping
+from nbo.models import candidates as candidates_module
 from nbo.models.candidates import (
     FEATURES,
     KNN_BASIS,
@@ -24,7 +25,6 @@ from nbo.models.candidates import (
     CandidateTable,
     CustomerSide,
     ItemSide,
-    _union,
     candidates,
     ranked_top,
 )
@@ -409,16 +409,6 @@ def test_the_scorer_gives_the_boosters_own_scores() -> None:
         scorer.predict(features[:, :-1])
 
 
-def test_the_candidate_union_is_numpys_unique_with_inverse() -> None:
-    rng = np.random.default_rng(1)
-    for size in (0, 1, 2, 7, 150):
-        proposed = rng.integers(0, 40, size)
-        union, where = _union(proposed)
-        expected_union, expected_where = np.unique(proposed, return_inverse=True)
-        np.testing.assert_array_equal(union, expected_union)
-        np.testing.assert_array_equal(where, expected_where.ravel())
-
-
 def test_stage_popularity_alone_ranks_each_customer_by_their_stage() -> None:
     items = _staged_items()
     stages = np.array([STAGE_CODE["loyal"], STAGE_CODE["lapsed"], NO_STAGE])
@@ -557,12 +547,17 @@ def proposals_one_at_a_time(
     return out
 
 
-@pytest.mark.parametrize("seed", [5, 6, 7])
-def test_candidates_are_what_each_source_says_one_customer_at_a_time(seed: int) -> None:
+@pytest.mark.parametrize("seed, per_block", [(5, None), (6, None), (7, None), (5, 3), (6, 7)])
+def test_candidates_are_what_each_source_says_one_customer_at_a_time(
+    seed: int, per_block: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Random catalogue and customers: every customer's proposed items, their source
     flags and the features the sources give are the oracle's, whether the customers come
-    all at once (a campaign's chunk, the trainer's window) or one by one (a request)."""
+    all at once (a campaign's chunk, the trainer's window, in one block of customers or
+    several) or one by one (a request)."""
     items, side = random_shop(seed)
+    if per_block is not None:
+        monkeypatch.setattr(candidates_module, "SHEET_CELLS", per_block * len(items.popularity))
     expected = proposals_one_at_a_time(items, side, 12)
     column = {name: n for n, name in enumerate(FEATURES)}
     together = candidates(items, side, 12)
