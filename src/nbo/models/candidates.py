@@ -49,6 +49,16 @@ FEATURES = (
     "churn_risk",
     "price",
 )
+# The features of the item alone, and of the customer alone, among ``FEATURES``.
+ITEM_FEATURES = ("popularity", "popularity_rank", "popularity_trend", "cycle_days", "price")
+CUSTOMER_FEATURES = (
+    "customer_orders",
+    "customer_items",
+    "customer_recency_days",
+    "customer_monetary",
+    "customer_stage",
+    "churn_risk",
+)
 # ``customer_stage`` is a category (an index into ``STAGES``), not an amount.
 CATEGORICAL_FEATURES = ("customer_stage",)
 SOURCES = ("als", "knn", "buy_again", "popular", "stage_popular")
@@ -60,6 +70,8 @@ NO_STAGE = -1
 KNN_BASIS = 30
 STAGE_CODE = {name: code for code, name in enumerate(STAGES)}
 _COLUMN = {name: n for n, name in enumerate(FEATURES)}
+_ITEM_COLUMNS = [_COLUMN[name] for name in ITEM_FEATURES]
+_CUSTOMER_COLUMNS = [_COLUMN[name] for name in CUSTOMER_FEATURES]
 _SOURCE_BITS = np.array([1 << bit for bit in range(len(SOURCES))], dtype=np.uint8)
 # The least positive float: a score at or above it is above zero.
 _LEAST_POSITIVE = np.nextafter(0.0, 1.0)
@@ -84,6 +96,9 @@ class ItemSide:
     # customers' items are then two fancy-indexing reads and one ``bincount``.
     neighbour_ids: np.ndarray  # items x width, int64
     neighbour_weights: np.ndarray  # items x width, float64
+    # Per item, its features that do not depend on the customer (``ITEM_FEATURES``
+    # order): one gather gives them for every candidate pair.
+    item_features: np.ndarray  # items x len(ITEM_FEATURES), float64, NaN = unknown
     price: np.ndarray | None = None  # median unit price per item, NaN = unknown
     # Per stage (``STAGES`` order) and item: the share of that stage's customers who
     # bought it; with its per-stage order (best first) and rank. None = not known.
@@ -115,19 +130,31 @@ class ItemSide:
                 stage_rank, stage_order, np.arange(stage_order.shape[1])[None, :], axis=1
             )
         ids, weights = _padded_rows(similarity.tocsr())
+        popularity = np.asarray(popularity, dtype=np.float64)
+        popularity_before = np.asarray(popularity_before, dtype=np.float64)
+        price = None if price is None else np.asarray(price, dtype=np.float64)
+        unknown = np.full(len(popularity), np.nan)
+        per_item = {
+            "popularity": popularity,
+            "popularity_rank": rank,
+            "popularity_trend": (popularity + 1.0) / (popularity_before + 1.0),
+            "cycle_days": unknown if cycle_days is None else cycle_days,
+            "price": unknown if price is None else price,
+        }
         return cls(
             as_of_s,
             np.asarray(item_factors, dtype=np.float32),
             similarity.tocsr(),
-            np.asarray(popularity, dtype=np.float64),
-            np.asarray(popularity_before, dtype=np.float64),
+            popularity,
+            popularity_before,
             cycle_days,
             order,
             rank,
             similarity.T.tocsr(),
             ids,
             weights,
-            None if price is None else np.asarray(price, dtype=np.float64),
+            np.stack([per_item[name] for name in ITEM_FEATURES], axis=1).astype(np.float64),
+            price,
             stage_popularity,
             stage_order,
             stage_rank,
@@ -248,7 +275,7 @@ def candidates(
         for start in range(0, n_customers, step)
     ]
     proposals = parts[0] if len(parts) == 1 else _Proposals.concatenate(parts)
-    traits = _traits_of(customers)
+    traits = _traits_of(customers, now_s)
     features = _pair_features(items, now_s, proposals, factors, traits)
     return CandidateTable(proposals.rows, proposals.items, features, proposals.flags)
 
@@ -312,18 +339,21 @@ def _propose(
     local = np.arange(n_rows, dtype=np.int64)
 
     # The history (``last`` shares its sparsity pattern) and the excluded cells.
-    lo, hi = counts.indptr[start], counts.indptr[end]
-    history_rows = np.repeat(local, np.diff(counts.indptr[start : end + 1]))
+    indptr = counts.indptr[start : end + 1]
+    lo, hi = indptr[0], indptr[-1]
+    history_rows = np.repeat(local, indptr[1:] - indptr[:-1])
     history_items = np.asarray(counts.indices[lo:hi], dtype=np.int64)
     history_counts = np.asarray(counts.data[lo:hi], dtype=np.float64)
     history_last = np.asarray(last.data[lo:hi], dtype=np.float64)
     history_keys = history_rows * n_items + history_items
     banned = np.zeros(n_rows * n_items, dtype=bool)
+    banned_keys = np.empty(0, np.int64)
     most_banned = 0
     if exclude is not None:
-        lengths = np.diff(exclude.indptr[start : end + 1])
-        lo, hi = exclude.indptr[start], exclude.indptr[end]
-        banned[np.repeat(local * n_items, lengths) + exclude.indices[lo:hi]] = True
+        indptr = exclude.indptr[start : end + 1]
+        lengths = indptr[1:] - indptr[:-1]
+        banned_keys = np.repeat(local * n_items, lengths) + exclude.indices[indptr[0] : indptr[-1]]
+        banned[banned_keys] = True
         most_banned = int(lengths.max(initial=0))
     sheet_banned = banned.reshape(n_rows, n_items)
 
@@ -341,29 +371,28 @@ def _propose(
         basis = recent[np.argsort(history_keys[recent])]
     elif len(basis) > 1:
         basis = np.argsort(history_keys)
-    neighbours = items.neighbour_ids[history_items[basis]]
+    basis_items = history_items[basis]
     knn = np.bincount(
-        ((history_rows[basis] * n_items)[:, None] + neighbours).ravel(),
-        weights=(
-            items.neighbour_weights[history_items[basis]] * history_counts[basis, None]
-        ).ravel(),
+        ((history_rows[basis] * n_items)[:, None] + items.neighbour_ids[basis_items]).ravel(),
+        weights=(items.neighbour_weights[basis_items] * history_counts[basis, None]).ravel(),
         minlength=n_rows * n_items,
     )
-    knn[banned] = 0.0
+    knn[banned_keys] = 0.0
     # Each row's n best positive cells: at or above its n-th highest score (all ties
     # included), then by score and item within the row.
     sheet = knn.reshape(n_rows, n_items)
     # (numpy's partition is quick for a small k, slow for one near the end of a row
     # that is mostly zeros: hence the negated sheet.)
     floor = -np.partition(-sheet, n - 1, axis=1)[:, n - 1]
-    knn_keys = np.flatnonzero(sheet >= np.maximum(floor, _LEAST_POSITIVE)[:, None])
-    order = np.lexsort((knn_keys, -knn[knn_keys], knn_keys // n_items))
+    knn_keys = (sheet >= np.maximum(floor, _LEAST_POSITIVE)[:, None]).ravel().nonzero()[0]
+    knn_rows = knn_keys // n_items
+    order = np.lexsort((knn_keys, -knn[knn_keys], knn_rows))
     knn_keys = knn_keys[order]
-    knn_rank = _rank_within(knn_keys // n_items, n_rows) + 1
+    knn_rank = _rank_within(knn_rows[order], n_rows) + 1
     knn_keys, knn_rank = knn_keys[knn_rank <= n], knn_rank[knn_rank <= n]
 
     # Buy again: the customer's own items, most ordered first (ties: most recent).
-    allowed = np.flatnonzero(~banned[history_keys])
+    allowed = (~banned[history_keys]).nonzero()[0]
     order = allowed[
         np.lexsort(
             (
@@ -378,10 +407,9 @@ def _propose(
 
     # Recent popularity, and popularity within each customer's lifecycle stage.
     width = min(n_popular + most_banned, n_items)
-    popular = np.broadcast_to(items.popular_order[:width], (n_rows, width))
-    popular_keys = _first_allowed(local, popular, sheet_banned, n_popular)
+    popular_keys = _first_allowed(local, items.popular_order[None, :width], sheet_banned, n_popular)
     stage = _stages(customers)[start:end]
-    staged = np.flatnonzero(stage != NO_STAGE)
+    staged = (stage != NO_STAGE).nonzero()[0]
     stage_keys = np.empty(0, np.int64)
     if items.stage_popular_order is not None and len(staged):
         ranked = items.stage_popular_order[stage[staged], :width]
@@ -393,15 +421,15 @@ def _propose(
         _SOURCE_BITS, (als_keys, knn_keys, again_keys, popular_keys, stage_keys), strict=True
     ):
         proposed[keys] |= bit
-    union = np.flatnonzero(proposed)
+    union = proposed.nonzero()[0]
     als_rank = np.full(len(union), np.nan)
-    als_rank[np.searchsorted(union, als_keys)] = als_columns + 1
+    als_rank[union.searchsorted(als_keys)] = als_columns + 1
     knn_ranks = np.full(len(union), np.nan)
-    knn_ranks[np.searchsorted(union, knn_keys)] = knn_rank
+    knn_ranks[union.searchsorted(knn_keys)] = knn_rank
     bought = np.zeros(len(union))
     bought_last = np.zeros(len(union))
     if len(union):
-        at = np.minimum(np.searchsorted(union, history_keys), len(union) - 1)
+        at = np.minimum(union.searchsorted(history_keys), len(union) - 1)
         found = union[at] == history_keys
         bought[at[found]] = history_counts[found]
         bought_last[at[found]] = history_last[found]
@@ -418,12 +446,11 @@ def _propose(
 
 
 def _first_allowed(rows: np.ndarray, ranked: np.ndarray, banned: np.ndarray, n: int) -> np.ndarray:
-    """Per row (``ranked``: one ranked item list per row), the cells of the first ``n``
-    items not ``banned`` (a rows x catalogue sheet)."""
+    """Per row (``ranked``: one ranked item list per row, or one for all), the cells of
+    the first ``n`` items not ``banned`` (a rows x catalogue sheet), row by row."""
     allowed = ~banned[rows[:, None], ranked]
-    allowed &= np.cumsum(allowed, axis=1) <= n
-    picked_rows, picked = np.nonzero(allowed)
-    return rows[picked_rows] * banned.shape[1] + ranked[picked_rows, picked]
+    allowed &= allowed.cumsum(axis=1) <= n
+    return ((rows * banned.shape[1])[:, None] + ranked)[allowed]
 
 
 def _stages(customers: CustomerSide) -> np.ndarray:
@@ -433,55 +460,47 @@ def _stages(customers: CustomerSide) -> np.ndarray:
     return np.asarray(customers.stage, dtype=np.int64)
 
 
-def _traits_of(customers: CustomerSide) -> _CustomerTraits:
-    """Per customer row: orders, distinct items, last purchase, stage, risk, value."""
+@dataclass(frozen=True)
+class _CustomerTraits:
+    """Per customer row: their stage, and their features (``CUSTOMER_FEATURES``)."""
+
+    stage: np.ndarray
+    features: np.ndarray  # customers x len(CUSTOMER_FEATURES), float64, NaN = unknown
+
+
+def _traits_of(customers: CustomerSide, now_s: int) -> _CustomerTraits:
+    """Per customer row: orders, distinct items, days since the last purchase (NaN
+    without one), value, stage (NaN = unknown) and churn risk, as of ``now_s``."""
     counts, last = customers.counts, customers.last
     n_customers = counts.shape[0]
     indptr = np.asarray(counts.indptr)
-    rows = np.repeat(np.arange(n_customers), np.diff(indptr))
-    return _CustomerTraits(
-        orders=np.bincount(
-            rows, weights=np.asarray(counts.data, dtype=np.float64), minlength=n_customers
-        ),
-        distinct=np.diff(indptr),
-        latest=_row_max(np.asarray(last.data, dtype=np.float64), indptr, n_customers),
-        stage=_stages(customers),
-        churn_risk=_or_nan(customers.churn_risk, n_customers),
-        monetary=_or_nan(customers.monetary, n_customers),
+    distinct = indptr[1:] - indptr[:-1]
+    rows = np.repeat(np.arange(n_customers), distinct)
+    latest = np.full(n_customers, np.nan)
+    filled = distinct.nonzero()[0]
+    if len(filled):
+        latest[filled] = np.maximum.reduceat(np.asarray(last.data, np.float64), indptr[filled])
+    stage = _stages(customers)
+    features = np.full((n_customers, len(CUSTOMER_FEATURES)), np.nan)
+    features[:, 0] = np.bincount(
+        rows, weights=np.asarray(counts.data, dtype=np.float64), minlength=n_customers
     )
-
-
-@dataclass(frozen=True)
-class _CustomerTraits:
-    """Per customer row: what the pair features repeat for each of their candidates."""
-
-    orders: np.ndarray
-    distinct: np.ndarray
-    latest: np.ndarray  # NaN without purchases
-    stage: np.ndarray
-    churn_risk: np.ndarray
-    monetary: np.ndarray
+    features[:, 1] = distinct
+    features[:, 2] = (now_s - latest) / DAY
+    if customers.monetary is not None:
+        features[:, 3] = customers.monetary
+    features[:, 4] = np.where(stage != NO_STAGE, stage, np.nan)
+    if customers.churn_risk is not None:
+        features[:, 5] = customers.churn_risk
+    return _CustomerTraits(stage, features)
 
 
 def _rank_within(rows: np.ndarray, n_rows: int) -> np.ndarray:
     """For pairs sorted by row: each pair's position within its row (0 = first)."""
     if len(rows) == 0:
         return np.empty(0, np.int64)
-    starts = np.searchsorted(rows, np.arange(n_rows))
+    starts = rows.searchsorted(np.arange(n_rows))
     return np.arange(len(rows)) - starts[rows]
-
-
-def _row_max(values: np.ndarray, indptr: np.ndarray, n_rows: int) -> np.ndarray:
-    out = np.full(n_rows, np.nan)
-    lengths = np.diff(np.asarray(indptr))
-    filled = np.flatnonzero(lengths > 0)
-    if len(filled):
-        out[filled] = np.maximum.reduceat(values, np.asarray(indptr)[filled])
-    return out
-
-
-def _or_nan(values: np.ndarray | None, n: int) -> np.ndarray:
-    return np.full(n, np.nan) if values is None else np.asarray(values, dtype=np.float64)
 
 
 def sparse_topk(scores: sp.csr_matrix, n: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
@@ -585,44 +604,27 @@ def _pair_features(
     # Column-major: each feature is written as one contiguous run.
     out = np.full((len(rows), len(FEATURES)), np.nan, dtype=np.float32, order="F")
     column = _COLUMN
+    of_item = items.item_features[chosen]
+    of_customer = traits.features[rows]
+    out[:, _ITEM_COLUMNS] = of_item
+    out[:, _CUSTOMER_COLUMNS] = of_customer
     out[:, column["als_score"]] = np.einsum(
         "ij,ij->i", items.item_factors[chosen], factors[rows], dtype=np.float32
     )
     out[:, column["als_rank"]] = proposals.als_rank
     out[:, column["knn_score"]] = proposals.knn_score
     out[:, column["knn_rank"]] = proposals.knn_rank
-    out[:, column["popularity"]] = items.popularity[chosen]
-    out[:, column["popularity_rank"]] = items.popular_rank[chosen]
-    out[:, column["popularity_trend"]] = (items.popularity[chosen] + 1.0) / (
-        items.popularity_before[chosen] + 1.0
-    )
     since = np.where(bought > 0, (now_s - bought_last) / DAY, np.nan)
     out[:, column["bought_orders"]] = bought
     out[:, column["days_since_bought"]] = since
-    if items.cycle_days is not None:
-        cycle = items.cycle_days[chosen]
-        out[:, column["cycle_days"]] = cycle
-        out[:, column["due_ratio"]] = since / cycle
-    orders = traits.orders[rows]
-    out[:, column["customer_orders"]] = orders
-    out[:, column["customer_items"]] = traits.distinct[rows]
-    out[:, column["customer_recency_days"]] = (now_s - traits.latest[rows]) / DAY
-    out[:, column["share_of_customer"]] = bought / np.maximum(orders, 1.0)
-    stage = traits.stage[rows]
-    staged = stage != NO_STAGE
-    if staged.any():
-        out[staged, column["customer_stage"]] = stage[staged]
-        if items.stage_popularity is not None and items.stage_popular_rank is not None:
-            out[staged, column["stage_popularity"]] = items.stage_popularity[
-                stage[staged], chosen[staged]
-            ]
-            out[staged, column["stage_popularity_rank"]] = items.stage_popular_rank[
-                stage[staged], chosen[staged]
-            ]
-    out[:, column["churn_risk"]] = traits.churn_risk[rows]
-    out[:, column["customer_monetary"]] = traits.monetary[rows]
-    if items.price is not None:
-        out[:, column["price"]] = items.price[chosen]
+    out[:, column["due_ratio"]] = since / of_item[:, ITEM_FEATURES.index("cycle_days")]
+    out[:, column["share_of_customer"]] = bought / np.maximum(of_customer[:, 0], 1.0)
+    if items.stage_popularity is not None and items.stage_popular_rank is not None:
+        stage = traits.stage[rows]
+        staged = (stage != NO_STAGE).nonzero()[0]
+        at = (stage[staged], chosen[staged])
+        out[staged, column["stage_popularity"]] = items.stage_popularity[at]
+        out[staged, column["stage_popularity_rank"]] = items.stage_popular_rank[at]
     return out
 
 
