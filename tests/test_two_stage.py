@@ -15,6 +15,7 @@ from conftest import small_training_config
 from implicit.cpu.topk import topk
 
 from nbo.data.mapping import load_mapping
+from nbo.data.sparse import Rows
 from nbo.models import candidates as candidates_module
 from nbo.models.candidates import (
     FEATURES,
@@ -81,7 +82,11 @@ def customer(bought: dict[int, tuple[int, int]], factors: list[float]) -> Custom
         shape=(1, 6),
         dtype=np.float64,
     )
-    return CustomerSide(np.asarray([factors], np.float32), counts, last)
+    return CustomerSide(np.asarray([factors], np.float32), Rows.of(counts), Rows.of(last))
+
+
+def csr(rows: Rows) -> sp.csr_matrix:
+    return sp.csr_matrix((rows.data, rows.indices, rows.indptr), shape=rows.shape)
 
 
 def test_every_source_proposes_and_the_features_are_what_they_say() -> None:
@@ -109,7 +114,7 @@ def test_excluded_items_are_never_candidates() -> None:
     side = customer({0: (3, 90), 3: (1, 50)}, [1.0, 0.0])
     exclude = sp.csr_matrix(([1.0, 1.0], [0, 1], [0, 2]), shape=(1, 6))
     table = candidates(
-        tiny_items(), CustomerSide(side.user_factors, side.counts, side.last, exclude), 6
+        tiny_items(), CustomerSide(side.user_factors, side.counts, side.last, Rows.of(exclude)), 6
     )
     assert not {0, 1} & set(table.items.tolist())
 
@@ -120,8 +125,8 @@ def test_many_customers_at_once_equal_one_at_a_time() -> None:
     b = customer({4: (2, 99)}, [0.1, 1.0])
     both = CustomerSide(
         np.vstack([a.user_factors, b.user_factors]),
-        sp.vstack([a.counts, b.counts]).tocsr(),
-        sp.vstack([a.last, b.last]).tocsr(),
+        Rows.of(sp.vstack([csr(a.counts), csr(b.counts)]).tocsr()),
+        Rows.of(sp.vstack([csr(a.last), csr(b.last)]).tocsr()),
     )
     together = candidates(tiny_items(), both, 3)
     for row, alone in enumerate((candidates(tiny_items(), a, 3), candidates(tiny_items(), b, 3))):
@@ -458,9 +463,9 @@ def random_shop(
         )
     side = CustomerSide(
         rng.normal(size=(n_customers, 4)).astype(np.float32),
-        sp.vstack(counts).tocsr(),
-        sp.vstack(last).tocsr(),
-        sp.vstack(exclude).tocsr(),
+        Rows.of(sp.vstack(counts).tocsr()),
+        Rows.of(sp.vstack(last).tocsr()),
+        Rows.of(sp.vstack(exclude).tocsr()),
         stage=rng.integers(-1, len(STAGES), n_customers),
         churn_risk=rng.random(n_customers),
         monetary=rng.uniform(0, 500, n_customers),
@@ -493,7 +498,7 @@ def proposals_one_at_a_time(
         items.item_factors,
         np.asarray(side.user_factors, np.float32),
         n,
-        filter_query_items=side.exclude,
+        filter_query_items=None if side.exclude is None else csr(side.exclude),
         num_threads=1,
     )
     out = []
@@ -503,7 +508,7 @@ def proposals_one_at_a_time(
         count = dict(zip(mine, map(float, side.counts.data[start:end]), strict=True))
         last = dict(zip(mine, map(float, side.last.data[start:end]), strict=True))
         position = {item: p for p, item in enumerate(mine)}
-        banned = set() if side.exclude is None else set(side.exclude[row].indices.tolist())
+        banned = set() if side.exclude is None else set(csr(side.exclude)[row].indices.tolist())
         # ALS: implicit's top n, filtered items dropped.
         als = [
             int(i) for i, s in zip(als_ids[row], als_scores[row], strict=True) if s > FILTERED_SCORE
@@ -589,8 +594,8 @@ def test_candidates_are_what_each_source_says_one_customer_at_a_time(
 def alone(items: ItemSide, side: CustomerSide, row: int, per_source: int) -> CandidateTable:
     """``candidates`` for one customer of ``side``, as a request asks."""
 
-    def one(matrix: sp.csr_matrix | None) -> sp.csr_matrix | None:
-        return None if matrix is None else matrix[row]
+    def one(matrix: Rows | None) -> Rows | None:
+        return None if matrix is None else Rows.of(csr(matrix)[row])
 
     def at(values: np.ndarray | None) -> np.ndarray | None:
         return None if values is None else values[row : row + 1]

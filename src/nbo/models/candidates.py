@@ -15,12 +15,12 @@ matrix, so a refolded or brand-new customer is scored exactly like a trained one
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.topk import topk
 
+from nbo.data.sparse import RowIndices, Rows, padded_rows
 from nbo.models.cf import real_candidates
 from nbo.models.lifecycle import STAGES
 from nbo.models.popularity import popular_order
@@ -129,7 +129,7 @@ class ItemSide:
             np.put_along_axis(
                 stage_rank, stage_order, np.arange(stage_order.shape[1])[None, :], axis=1
             )
-        ids, weights = _padded_rows(similarity.tocsr())
+        ids, weights = padded_rows(similarity.tocsr())
         popularity = np.asarray(popularity, dtype=np.float64)
         popularity_before = np.asarray(popularity_before, dtype=np.float64)
         price = None if price is None else np.asarray(price, dtype=np.float64)
@@ -159,46 +159,6 @@ class ItemSide:
             stage_order,
             stage_rank,
         )
-
-
-def _padded_rows(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """A CSR matrix's rows as (column ids, values), each row padded with (0, 0.0)."""
-    lengths = np.diff(matrix.indptr)
-    width = max(int(lengths.max(initial=0)), 1)
-    ids = np.zeros((matrix.shape[0], width), np.int64)
-    weights = np.zeros((matrix.shape[0], width), np.float64)
-    rows = np.repeat(np.arange(matrix.shape[0]), lengths)
-    slots = np.arange(len(matrix.indices)) - np.repeat(matrix.indptr[:-1], lengths)
-    ids[rows, slots] = matrix.indices
-    weights[rows, slots] = matrix.data
-    return ids, weights
-
-
-class Rows(Protocol):
-    """Row-compressed data: a scipy CSR matrix, or ``PlainRows`` (what one request needs,
-    without scipy's constructor checks, which cost more than the ranking itself)."""
-
-    @property
-    def indptr(self) -> np.ndarray: ...
-    @property
-    def indices(self) -> np.ndarray: ...
-    @property
-    def data(self) -> np.ndarray: ...
-    @property
-    def shape(self) -> tuple[int, int]: ...
-
-
-@dataclass(frozen=True)
-class PlainRows:
-    indptr: np.ndarray
-    indices: np.ndarray
-    data: np.ndarray
-    shape: tuple[int, int]
-
-    @classmethod
-    def one(cls, indices: np.ndarray, data: np.ndarray, n_items: int) -> PlainRows:
-        """A single row."""
-        return cls(np.array([0, len(indices)]), np.asarray(indices), np.asarray(data), (1, n_items))
 
 
 @dataclass(frozen=True)
@@ -503,25 +463,6 @@ def _rank_within(rows: np.ndarray, n_rows: int) -> np.ndarray:
     return np.arange(len(rows)) - starts[rows]
 
 
-def sparse_topk(scores: sp.csr_matrix, n: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
-    """Per row, the items of the ``n`` best positive entries (-1 pads), minus ``exclude``."""
-    scores = scores.tocsr()
-    if exclude is not None:
-        scores = (scores - scores.multiply(exclude > 0)).tocsr()
-        scores.eliminate_zeros()
-    ids = np.full((scores.shape[0], n), -1, np.int64)
-    for row in range(scores.shape[0]):
-        start, end = scores.indptr[row], scores.indptr[row + 1]
-        data = scores.data[start:end]
-        if len(data) == 0:
-            continue
-        take = min(n, len(data))
-        best = np.argpartition(-data, take - 1)[:take]
-        best = best[np.lexsort((scores.indices[start:end][best], -data[best]))]
-        ids[row, :take] = scores.indices[start:end][best]
-    return ids
-
-
 # Reciprocal rank fusion's constant (Cormack, Clarke and Buettcher, 2009): a source's
 # first proposal weighs 1/61, its tenth 1/70, so agreement between sources outweighs any
 # one source's order.
@@ -626,27 +567,3 @@ def _pair_features(
         out[staged, column["stage_popularity"]] = items.stage_popularity[at]
         out[staged, column["stage_popularity_rank"]] = items.stage_popular_rank[at]
     return out
-
-
-def row_of(matrix: Rows, row: int) -> np.ndarray:
-    """The column indices of one row, without scipy's row slicing."""
-    return matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]]
-
-
-class RowIndices:
-    """Row access to a CSR matrix for implicit's top-k filter.
-
-    implicit reads ``filter[row].indices`` once per customer; scipy's row slicing costs
-    about 30 µs a row, which made the filtered ALS evaluation twice the unfiltered one.
-    """
-
-    def __init__(self, matrix: Rows) -> None:
-        self._matrix = matrix
-
-    def __getitem__(self, row: int) -> _Indices:
-        return _Indices(row_of(self._matrix, row))
-
-
-@dataclass(frozen=True)
-class _Indices:
-    indices: np.ndarray
