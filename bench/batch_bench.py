@@ -36,7 +36,7 @@ PARTS = (
     ("store reads (consent, contacts, posted purchases)", "customer_states", "decision.py"),
     ("profiles (features, churn model, stage, send time)", "profiles_for", "decision.py"),
     ("histories, suppression, fatigue", "_prepare_many", "ranking.py"),
-    ("two-stage candidates (all customers of a chunk)", "candidates", "two_stage.py"),
+    ("candidate sources (all customers of a chunk)", "candidates", "models/candidates.py"),
     ("ranker scores (LightGBM)", "predict", "ranker.py"),
     ("arbitration under the catalogue", "arbitrate_many", "arbitration.py"),
     ("explanations and reason texts", "explain", "explanations.py"),

@@ -1,15 +1,17 @@
-"""Two-stage offers: candidate sources, then a learned ranker over (customer, item) features.
+"""The candidate sources, their union and the features the ranker orders it by.
 
-Stage one: cheap sources each propose up to ``per_source`` items per customer: ALS, the
-customer's own history ("buy again", most-ordered first), item-to-item neighbours of what
-they bought (implicit's BM25 ItemKNN), recent popularity and what customers in the same
-lifecycle stage buy. Stage two: a LightGBM LambdaRank model orders the union by the
-features below, which include the customer's value, stage and churn risk and the price.
+Cheap sources each propose up to ``per_source`` items per customer: ALS, the customer's
+own history ("buy again", most-ordered first), item-to-item neighbours of what they
+bought (implicit's BM25 ItemKNN), recent popularity and what customers in the same
+lifecycle stage buy. The ranker (a LightGBM LambdaRank model, ``nbo.models.ranker``)
+then orders the union by the features below, which include the customer's value,
+lifecycle stage and churn risk and the price. "Stage" here is always the lifecycle's.
 
-One code path for the trainer (many customers at once) and the service (one customer,
-with purchases posted since training folded in): the caller passes the customers' own
-rows (order counts, last purchase times, taste vectors), never an index into a global
-matrix, so a refolded or brand-new customer is scored exactly like a trained one.
+One code path for the trainer (many customers at once), a campaign's chunks and the
+service (one customer, with purchases posted since training folded in): the caller
+passes the customers' own rows (order counts, last purchase times, taste vectors),
+never an index into a global matrix, so a refolded or brand-new customer is scored
+exactly like a trained one.
 """
 
 from __future__ import annotations
@@ -472,11 +474,11 @@ FUSION_K = 60.0
 def source_consensus(table: CandidateTable) -> np.ndarray:
     """Per pair, how strongly the sources agree on it: reciprocal rank fusion of each
     proposing source's rank (ALS, ItemKNN, the customer's own history by orders then
-    recency, popularity, popularity in the stage).
+    recency, popularity, popularity in the lifecycle stage).
 
     The ranker's scores tie where its trees put candidates in the same leaves (few
     rounds on a small shop); the sources' consensus then orders them, instead of the
-    catalogue index, so the order of ties is the first stage's, on every machine.
+    catalogue index, so tied candidates keep the sources' order, on every machine.
     """
     features, flags = table.features, table.sources
     column = _COLUMN

@@ -57,7 +57,7 @@ class Propensity:
     popular: Curve  # 1-based rank in the popular list -> probability
     horizon_days: int
     calibrated: bool = True
-    ranker: Curve | None = None  # two-stage ranker score -> probability, when trained
+    ranker: Curve | None = None  # the ranker's score -> probability, when trained
 
     def of_scores(self, scores: np.ndarray) -> np.ndarray:
         return self.cf(scores)

@@ -1,5 +1,5 @@
-"""The two-stage ranker: candidates and features shared by trainer and service, honest
-training one window before the cutoff, and what the service serves with it."""
+"""The candidate sources and the ranker: candidates and features shared by trainer and
+service, honest training one window before the cutoff, and what the service serves."""
 
 from __future__ import annotations
 
