@@ -27,6 +27,7 @@ from nbo.models.candidates import (
     CustomerSide,
     ItemSide,
     candidates,
+    ranked_order,
     ranked_top,
 )
 from nbo.models.cf import FILTERED_SCORE
@@ -140,6 +141,18 @@ def test_ranked_top_orders_by_score_within_each_customer() -> None:
     scores = -table.items.astype(float)  # lower item id = higher score
     top = ranked_top(table, scores, 1, 3)
     assert top[0].tolist() == sorted(table.items.tolist())[:3]
+
+
+def test_ranked_top_is_each_customers_head_of_the_ranked_order() -> None:
+    items, side = random_shop(8)
+    table = candidates(items, side, 12)
+    scores = np.random.default_rng(0).integers(0, 4, len(table)).astype(float)  # many ties
+    n_rows = side.counts.shape[0] + 2  # two rows past the table: no candidates at all
+    top = ranked_top(table, scores, n_rows, 5)
+    order = ranked_order(table, scores)
+    for row in range(n_rows):
+        head = table.items[order][table.rows[order] == row][:5].tolist()
+        assert top[row].tolist() == head + [-1] * (5 - len(head))
 
 
 def test_ranker_ties_follow_the_sources_consensus_not_the_catalogue_order() -> None:

@@ -525,12 +525,10 @@ def ranked_top(table: CandidateTable, scores: np.ndarray, n_rows: int, k: int) -
     """Per customer row, the ``k`` candidates of highest score, best first (-1 pads)."""
     out = np.full((n_rows, k), -1, np.int64)
     order = ranked_order(table, scores)
-    rows, picked = table.rows[order], table.items[order]
-    starts = np.searchsorted(rows, np.arange(n_rows))
-    ends = np.searchsorted(rows, np.arange(n_rows), side="right")
-    for row in range(n_rows):
-        chosen = picked[starts[row] : ends[row]][:k]
-        out[row, : len(chosen)] = chosen
+    rows = table.rows[order]
+    within = _rank_within(rows, n_rows)
+    top = within < k
+    out[rows[top], within[top]] = table.items[order][top]
     return out
 
 
