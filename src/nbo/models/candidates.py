@@ -203,8 +203,9 @@ class CandidateTable:
 
 # Customers are proposed for in blocks whose customers x catalogue sheets (ItemKNN's
 # summed similarity, which source proposed what, what is excluded) hold at most this
-# many cells (about 10 bytes each): one block for a request, a few dozen for a
-# campaign's chunk or the trainer's window.
+# many cells (10 bytes each, about 30 at the peak of the ItemKNN selection, which copies
+# the scores twice): one block for a request, a few dozen for a campaign's chunk or the
+# trainer's window.
 SHEET_CELLS = 1 << 20
 
 
