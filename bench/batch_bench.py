@@ -36,7 +36,7 @@ PARTS = (
     ("store reads (consent, contacts, posted purchases)", "read_states", "decide.py"),
     ("profiles (features, churn model, stage, send time)", "profiles_of", "decision.py"),
     ("histories, suppression, fatigue", "_prepare_many", "ranking.py"),
-    ("ranker candidates (all customers of a chunk)", "candidates", "candidates.py"),
+    ("candidate sources (all customers of a chunk)", "candidates", "models/candidates.py"),
     ("ranker scores (LightGBM)", "predict", "ranker.py"),
     ("arbitration under the catalogue", "arbitrate", "arbitration.py"),
     ("explanations and reason texts", "explain", "explanations.py"),

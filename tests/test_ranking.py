@@ -36,9 +36,8 @@ UNKNOWN = "nobody-we-know"
 
 @pytest.fixture(scope="module")
 def model(models_dir: Path) -> ServingModel:
-    """The ALS path: the served model without its two-stage ranker (older artifacts and
-    data too short for a ranker serve this way; tests/test_two_stage.py covers the
-    ranker)."""
+    """The ALS path: the served model without its ranker (older artifacts and data too
+    short for a ranker serve this way; tests/test_candidates.py covers the ranker)."""
     return dataclasses.replace(load_serving_model(models_dir), ranker=None, item_side=None)
 
 

@@ -22,8 +22,8 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.topk import topk
 
+from nbo.data.sparse import RowIndices, row_of
 from nbo.evaluation.ranking_metrics import ranking_metrics
-from nbo.models.candidates import RowIndices, row_of
 from nbo.models.cf import real_candidates
 from nbo.models.cycles import suppressed_mask, suppression_days_per_item
 from nbo.models.popularity import popular_order, popularity_scores

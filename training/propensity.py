@@ -24,7 +24,7 @@ from implicit.cpu.topk import topk
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import brier_score_loss
 
-from nbo.models.candidates import RowIndices
+from nbo.data.sparse import RowIndices
 from nbo.models.cf import FILTERED_SCORE
 from nbo.models.popularity import popular_order
 from nbo.models.propensity import Curve, Propensity

@@ -27,6 +27,7 @@ from nbo.core.ids import IdMap
 from nbo.core.vocabulary import DAY
 from nbo.data.features import OrderTable, has_prices, item_prices
 from nbo.data.history import PurchaseHistory
+from nbo.data.sparse import Rows, sparse_topk
 from nbo.models.candidates import (
     CATEGORICAL_FEATURES,
     FEATURES,
@@ -37,7 +38,6 @@ from nbo.models.candidates import (
     ItemSide,
     candidates,
     ranked_top,
-    sparse_topk,
     stage_codes,
 )
 from nbo.models.lifecycle import STAGES
@@ -150,9 +150,9 @@ def customer_side(
     traits = facts.traits
     return CustomerSide(
         np.asarray(als.user_factors)[customers],
-        split.train.counts[customers].tocsr(),
-        split.train.last_purchase[customers].tocsr(),
-        exclude,
+        Rows.of(split.train.counts[customers].tocsr()),
+        Rows.of(split.train.last_purchase[customers].tocsr()),
+        None if exclude is None else Rows.of(exclude),
         stage=None if traits is None else traits.stage[customers],
         churn_risk=None if traits is None else traits.churn_risk[customers],
         monetary=None if traits is None else traits.monetary[customers],

@@ -1,32 +1,32 @@
-"""Two-stage offers: candidate sources, then a learned ranker over (customer, item) features.
+"""The candidate sources, their union and the features the ranker orders it by.
 
-Stage one: cheap sources each propose up to ``per_source`` items per customer: ALS, the
-customer's own history ("buy again", most-ordered first), item-to-item neighbours of what
-they bought (implicit's BM25 ItemKNN), recent popularity and what customers in the same
-lifecycle stage buy. Stage two: a LightGBM LambdaRank model orders the union by the
-features below, which include the customer's value, stage and churn risk and the price.
+Cheap sources each propose up to ``per_source`` items per customer: ALS, the customer's
+own history ("buy again", most-ordered first), item-to-item neighbours of what they
+bought (implicit's BM25 ItemKNN), recent popularity and what customers in the same
+lifecycle stage buy. The ranker (a LightGBM LambdaRank model, ``nbo.models.ranker``)
+then orders the union by the features below, which include the customer's value,
+lifecycle stage and churn risk and the price. "Stage" here is always the lifecycle's.
 
-One code path for the trainer (many customers at once) and the service (one customer,
-with purchases posted since training folded in): the caller passes the customers' own
-rows (order counts, last purchase times, taste vectors), never an index into a global
-matrix, so a refolded or brand-new customer is scored exactly like a trained one.
+One code path for the trainer (many customers at once), a campaign's chunks and the
+service (one customer, with purchases posted since training folded in): the caller
+passes the customers' own rows (order counts, last purchase times, taste vectors),
+never an index into a global matrix, so a refolded or brand-new customer is scored
+exactly like a trained one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.topk import topk
 
-from nbo.models.cf import FILTERED_SCORE
-from nbo.models.lifecycle import STAGES
+from nbo.core.vocabulary import DAY, STAGES
+from nbo.data.sparse import RowIndices, Rows, padded_rows
+from nbo.models.cf import real_candidates
 from nbo.models.popularity import popular_order
 
-DAY = 86_400
 FEATURES = (
     "als_score",
     "als_rank",
@@ -50,6 +50,16 @@ FEATURES = (
     "churn_risk",
     "price",
 )
+# The features of the item alone, and of the customer alone, among ``FEATURES``.
+ITEM_FEATURES = ("popularity", "popularity_rank", "popularity_trend", "cycle_days", "price")
+CUSTOMER_FEATURES = (
+    "customer_orders",
+    "customer_items",
+    "customer_recency_days",
+    "customer_monetary",
+    "customer_stage",
+    "churn_risk",
+)
 # ``customer_stage`` is a category (an index into ``STAGES``), not an amount.
 CATEGORICAL_FEATURES = ("customer_stage",)
 SOURCES = ("als", "knn", "buy_again", "popular", "stage_popular")
@@ -61,7 +71,11 @@ NO_STAGE = -1
 KNN_BASIS = 30
 STAGE_CODE: dict[str, int] = {name: code for code, name in enumerate(STAGES)}
 _COLUMN = {name: n for n, name in enumerate(FEATURES)}
+_ITEM_COLUMNS = [_COLUMN[name] for name in ITEM_FEATURES]
+_CUSTOMER_COLUMNS = [_COLUMN[name] for name in CUSTOMER_FEATURES]
 _SOURCE_BITS = np.array([1 << bit for bit in range(len(SOURCES))], dtype=np.uint8)
+# The least positive float: a score at or above it is above zero.
+_LEAST_POSITIVE = np.nextafter(0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -79,16 +93,19 @@ class ItemSide:
     # The similarity by column (CSC as CSR of the transpose): row j lists the items whose
     # neighbour j is, for explaining an offer by the purchase it is closest to.
     similar_to: sp.csr_matrix
+    # The similarity's rows padded to one width (weight 0 pads): the neighbours of many
+    # customers' items are then two fancy-indexing reads and one ``bincount``.
+    neighbour_ids: np.ndarray  # items x width, int64
+    neighbour_weights: np.ndarray  # items x width, float64
+    # Per item, its features that do not depend on the customer (``ITEM_FEATURES``
+    # order): one gather gives them for every candidate pair.
+    item_features: np.ndarray  # items x len(ITEM_FEATURES), float64, NaN = unknown
     price: np.ndarray | None = None  # median unit price per item, NaN = unknown
     # Per stage (``STAGES`` order) and item: the share of that stage's customers who
     # bought it; with its per-stage order (best first) and rank. None = not known.
     stage_popularity: np.ndarray | None = None
     stage_popular_order: np.ndarray | None = None
     stage_popular_rank: np.ndarray | None = None
-    # The similarity's rows padded to one width (weight 0 pads): a customer's neighbours
-    # are then two fancy-indexing reads instead of a gather over CSR row spans.
-    neighbour_ids: np.ndarray | None = None  # items x width, int64
-    neighbour_weights: np.ndarray | None = None  # items x width, float64
 
     @classmethod
     def build(
@@ -113,64 +130,36 @@ class ItemSide:
             np.put_along_axis(
                 stage_rank, stage_order, np.arange(stage_order.shape[1])[None, :], axis=1
             )
-        ids, weights = _padded_rows(similarity.tocsr())
+        ids, weights = padded_rows(similarity.tocsr())
+        popularity = np.asarray(popularity, dtype=np.float64)
+        popularity_before = np.asarray(popularity_before, dtype=np.float64)
+        price = None if price is None else np.asarray(price, dtype=np.float64)
+        unknown = np.full(len(popularity), np.nan)
+        per_item = {
+            "popularity": popularity,
+            "popularity_rank": rank,
+            "popularity_trend": (popularity + 1.0) / (popularity_before + 1.0),
+            "cycle_days": unknown if cycle_days is None else cycle_days,
+            "price": unknown if price is None else price,
+        }
         return cls(
             as_of_s,
             np.asarray(item_factors, dtype=np.float32),
             similarity.tocsr(),
-            np.asarray(popularity, dtype=np.float64),
-            np.asarray(popularity_before, dtype=np.float64),
+            popularity,
+            popularity_before,
             cycle_days,
             order,
             rank,
             similarity.T.tocsr(),
-            None if price is None else np.asarray(price, dtype=np.float64),
+            ids,
+            weights,
+            np.stack([per_item[name] for name in ITEM_FEATURES], axis=1).astype(np.float64),
+            price,
             stage_popularity,
             stage_order,
             stage_rank,
-            ids,
-            weights,
         )
-
-
-def _padded_rows(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """A CSR matrix's rows as (column ids, values), each row padded with (0, 0.0)."""
-    lengths = np.diff(matrix.indptr)
-    width = max(int(lengths.max(initial=0)), 1)
-    ids = np.zeros((matrix.shape[0], width), np.int64)
-    weights = np.zeros((matrix.shape[0], width), np.float64)
-    rows = np.repeat(np.arange(matrix.shape[0]), lengths)
-    slots = np.arange(len(matrix.indices)) - np.repeat(matrix.indptr[:-1], lengths)
-    ids[rows, slots] = matrix.indices
-    weights[rows, slots] = matrix.data
-    return ids, weights
-
-
-class Rows(Protocol):
-    """Row-compressed data: a scipy CSR matrix, or ``PlainRows`` (what one request needs,
-    without scipy's constructor checks, which cost more than the ranking itself)."""
-
-    @property
-    def indptr(self) -> np.ndarray: ...
-    @property
-    def indices(self) -> np.ndarray: ...
-    @property
-    def data(self) -> np.ndarray: ...
-    @property
-    def shape(self) -> tuple[int, int]: ...
-
-
-@dataclass(frozen=True)
-class PlainRows:
-    indptr: np.ndarray
-    indices: np.ndarray
-    data: np.ndarray
-    shape: tuple[int, int]
-
-    @classmethod
-    def one(cls, indices: np.ndarray, data: np.ndarray, n_items: int) -> PlainRows:
-        """A single row."""
-        return cls(np.array([0, len(indices)]), np.asarray(indices), np.asarray(data), (1, n_items))
 
 
 @dataclass(frozen=True)
@@ -211,10 +200,12 @@ class CandidateTable:
         return len(self.rows)
 
 
-# Up to this many customers, proposals are gathered one customer at a time (fewer numpy
-# calls: what one request needs); more (a campaign's chunk, the trainer's window) go
-# through the vectorised path. Both give the same table, tested on random data.
-LOOP_BELOW = 8
+# Customers are proposed for in blocks whose customers x catalogue sheets (ItemKNN's
+# summed similarity, which source proposed what, what is excluded) hold at most this
+# many cells (10 bytes each, about 30 at the peak of the ItemKNN selection, which copies
+# the scores twice): one block for a request, a few dozen for a campaign's chunk or the
+# trainer's window.
+SHEET_CELLS = 1 << 20
 
 
 def candidates(
@@ -224,10 +215,10 @@ def candidates(
     with the features of each pair as of ``as_of_s`` (default: the item side's moment;
     the service passes its clock).
 
-    The same code serves one customer per request, a campaign's chunks and the trainer's
-    window: ALS's top-k runs once for all customers (implicit), the union of the sources
-    is gathered per customer for a few customers and vectorised over (customer, item)
-    pairs for many, and the features of all pairs are computed at once.
+    One path for one customer per request, a campaign's chunks and the trainer's window:
+    ALS's top-k runs once for all customers (implicit), the other sources and their
+    union run over blocks of customers (``SHEET_CELLS``), and the features of all pairs
+    are computed at once.
     """
     n_items = len(items.popularity)
     n_customers = customers.counts.shape[0]
@@ -239,10 +230,14 @@ def candidates(
     als_ids, als_scores = topk(
         items.item_factors, factors, n, filter_query_items=filt, num_threads=1
     )
-    als_ids = np.where(als_scores > FILTERED_SCORE, als_ids, -1).astype(np.int64)
-    propose = _propose_per_customer if n_customers < LOOP_BELOW else _propose_vectorised
-    proposals = propose(items, customers, n, als_ids)
-    traits = _traits_of(customers)
+    als_ids = real_candidates(als_ids, als_scores)
+    step = max(1, SHEET_CELLS // max(n_items, 1))
+    parts = [
+        _propose(items, customers, n, als_ids, start, min(start + step, n_customers))
+        for start in range(0, n_customers, step)
+    ]
+    proposals = parts[0] if len(parts) == 1 else _Proposals.concatenate(parts)
+    traits = _traits_of(customers, now_s)
     features = _pair_features(items, now_s, proposals, factors, traits)
     return CandidateTable(proposals.rows, proposals.items, features, proposals.flags)
 
@@ -284,246 +279,140 @@ class _Proposals:
         )
 
 
-def _propose_per_customer(
-    items: ItemSide, customers: CustomerSide, n: int, als_ids: np.ndarray
+def _propose(
+    items: ItemSide,
+    customers: CustomerSide,
+    n: int,
+    als_ids: np.ndarray,
+    start: int,
+    end: int,
 ) -> _Proposals:
-    """The sources' union one customer at a time, over dense per-item buffers."""
+    """The sources' union for customer rows ``start`` to ``end``.
+
+    Each (row, item) pair of the block is a cell of a customers x catalogue sheet,
+    addressed by one integer (row x catalogue size + item): ItemKNN's scores are summed
+    into a sheet, excluded cells are marked in another, each source sets its bit in a
+    third, and the union is that sheet's nonzero cells, in order.
+    """
     n_items = len(items.popularity)
+    n_rows = end - start
     n_popular = max(10, n // 5)
     counts, last, exclude = customers.counts, customers.last, customers.exclude
-    neighbour_ids, neighbour_weights = items.neighbour_ids, items.neighbour_weights
-    no_scores = np.zeros(n_items)
-    bought = np.zeros(n_items)
-    bought_last = np.zeros(n_items)
-    banned_mask = np.zeros(n_items, dtype=bool)
-    no_items = np.empty(0, np.int64)
-    parts = []
-    for row in range(counts.shape[0]):
-        start, end = counts.indptr[row], counts.indptr[row + 1]
-        mine = counts.indices[start:end]
-        mine_counts = np.asarray(counts.data[start:end], dtype=np.float64)
-        mine_last = np.asarray(last.data[start:end], dtype=np.float64)
-        banned = row_of(exclude, row) if exclude is not None else no_items
-        banned_mask[banned] = True
+    local = np.arange(n_rows, dtype=np.int64)
 
-        # ItemKNN: summed similarity of the neighbours of the customer's recent items.
-        basis, basis_counts = mine, mine_counts
-        if len(mine) > KNN_BASIS:
-            recent = np.lexsort((np.arange(len(mine)), -mine_last))[:KNN_BASIS]
-            basis, basis_counts = mine[recent], mine_counts[recent]
-        if len(basis) and neighbour_ids is not None and neighbour_weights is not None:
-            knn: np.ndarray = np.bincount(
-                neighbour_ids[basis].ravel(),
-                weights=(neighbour_weights[basis] * basis_counts[:, None]).ravel(),
-                minlength=n_items,
-            )
-        else:
-            knn = no_scores
-        scored = np.flatnonzero(knn > 0)
-        scored = scored[~banned_mask[scored]]
-        scored = scored[np.lexsort((scored, -knn[scored]))][:n]
-        from_knn = scored
+    # The history (``last`` shares its sparsity pattern) and the excluded cells.
+    indptr = counts.indptr[start : end + 1]
+    lo, hi = indptr[0], indptr[-1]
+    history_rows = np.repeat(local, indptr[1:] - indptr[:-1])
+    history_items = np.asarray(counts.indices[lo:hi], dtype=np.int64)
+    history_counts = np.asarray(counts.data[lo:hi], dtype=np.float64)
+    history_last = np.asarray(last.data[lo:hi], dtype=np.float64)
+    history_keys = history_rows * n_items + history_items
+    banned = np.zeros(n_rows * n_items, dtype=bool)
+    banned_keys = np.empty(0, np.int64)
+    most_banned = 0
+    if exclude is not None:
+        indptr = exclude.indptr[start : end + 1]
+        lengths = indptr[1:] - indptr[:-1]
+        banned_keys = np.repeat(local * n_items, lengths) + exclude.indices[indptr[0] : indptr[-1]]
+        banned[banned_keys] = True
+        most_banned = int(lengths.max(initial=0))
+    sheet_banned = banned.reshape(n_rows, n_items)
 
-        from_als = als_ids[row][als_ids[row] >= 0]
-        order = np.lexsort((np.arange(len(mine)), -mine_last, -mine_counts))
-        from_history = mine[order]
-        from_history = from_history[~banned_mask[from_history]][:n]
-        popular = items.popular_order[: n_popular + len(banned)]
-        popular = popular[~banned_mask[popular]][:n_popular]
-        stage = NO_STAGE if customers.stage is None else int(customers.stage[row])
-        from_stage = no_items
-        if stage != NO_STAGE and items.stage_popular_order is not None:
-            from_stage = items.stage_popular_order[stage, : n_popular + len(banned)]
-            from_stage = from_stage[~banned_mask[from_stage]][:n_popular]
-        # The union, with a bit per source that proposed each item; ALS and ItemKNN
-        # come first in ``proposed``, so their ranks are positions in it.
-        sources = (from_als, from_knn, from_history, popular, from_stage)
-        proposed = np.concatenate(sources)
-        union, where = _union(proposed)
-        proposed_by = np.zeros(len(union), np.uint8)
-        np.bitwise_or.at(proposed_by, where, np.repeat(_SOURCE_BITS, [len(s) for s in sources]))
-        als_rank = np.full(len(union), np.nan)
-        als_rank[where[: len(from_als)]] = np.arange(1, len(from_als) + 1)
-        knn_rank = np.full(len(union), np.nan)
-        knn_rank[where[len(from_als) : len(from_als) + len(from_knn)]] = np.arange(
-            1, len(from_knn) + 1
-        )
-        bought[mine] = mine_counts
-        bought_last[mine] = mine_last
-        parts.append(
-            _Proposals(
-                np.full(len(union), row, np.int64),
-                union.astype(np.int64),
-                (proposed_by[:, None] & _SOURCE_BITS) > 0,
-                knn[union],
-                als_rank,
-                knn_rank,
-                bought[union],
-                bought_last[union],
-            )
-        )
-        bought[mine] = 0.0
-        bought_last[mine] = 0.0
-        banned_mask[banned] = False
-    return _Proposals.concatenate(parts)
+    # ALS: implicit's top-k, already filtered; its rank is the column (1 = best).
+    als_rows, als_columns = np.nonzero(als_ids[start:end] >= 0)
+    als_keys = als_rows * n_items + als_ids[start + als_rows, als_columns]
 
-
-def _propose_vectorised(
-    items: ItemSide, customers: CustomerSide, n: int, als_ids: np.ndarray
-) -> _Proposals:
-    """The sources' union for many customers at once: each source is a set of (row,
-    item) pairs ranked within its row by sorting, pairs matched by one integer key
-    (row x catalogue size + item)."""
-    n_items = len(items.popularity)
-    n_customers = customers.counts.shape[0]
-    n_popular = max(10, n // 5)
-    counts, last, exclude = customers.counts, customers.last, customers.exclude
-    all_rows = np.arange(n_customers, dtype=np.int64)
-
-    history = _Pairs.of(counts)
-    history_counts = np.asarray(counts.data, dtype=np.float64)
-    history_last = np.asarray(last.data, dtype=np.float64)
-    banned = _Pairs.of(exclude) if exclude is not None else _Pairs.empty()
-    banned_keys = np.sort(banned.keys(n_items))
-
-    def allowed(rows: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-        return ~_contains(banned_keys, rows * n_items + chosen)
-
-    # ALS: implicit's top-k, already filtered.
-    valid = als_ids >= 0
-    als_rows = np.broadcast_to(all_rows[:, None], als_ids.shape)[valid]
-    als_items = als_ids[valid]
-    als_rank = np.broadcast_to(np.arange(1, als_ids.shape[1] + 1), als_ids.shape)[valid]
-
-    # ItemKNN over each customer's KNN_BASIS most recent items: one sparse product.
-    by_recency = np.lexsort((np.arange(len(history.rows)), -history_last, history.rows))
-    basis = by_recency[_rank_within(history.rows[by_recency], n_customers) < KNN_BASIS]
-    knn_keys, knn_scores = _knn_scores(
-        items, history.rows[basis], history.items[basis], history_counts[basis], n_customers
+    # ItemKNN: summed similarity x order count of the neighbours of each customer's
+    # KNN_BASIS most recent items (ties: as stored), summed in catalogue order of those
+    # items, so that a score does not depend on how the history is stored.
+    basis = np.arange(len(history_rows))
+    if len(basis) > KNN_BASIS:
+        by_recency = np.lexsort((basis, -history_last, history_rows))
+        recent = by_recency[_rank_within(history_rows[by_recency], n_rows) < KNN_BASIS]
+        basis = recent[np.argsort(history_keys[recent])]
+    elif len(basis) > 1:
+        basis = np.argsort(history_keys)
+    basis_items = history_items[basis]
+    knn = np.bincount(
+        ((history_rows[basis] * n_items)[:, None] + items.neighbour_ids[basis_items]).ravel(),
+        weights=(items.neighbour_weights[basis_items] * history_counts[basis, None]).ravel(),
+        minlength=n_rows * n_items,
     )
-    knn_rows, knn_items = knn_keys // n_items, knn_keys % n_items
-    # The best n allowed of a row are among its best n + (its banned items): rank those
-    # first, then drop the banned (cheaper than looking up every neighbour pair).
-    most_banned = int(np.bincount(banned.rows).max()) if len(banned.rows) else 0
-    positive = knn_scores > 0
-    knn_rows, knn_items, _ = _top_per_row(
-        knn_rows[positive],
-        knn_items[positive],
-        knn_scores[positive],
-        n_customers,
-        n + most_banned,
-    )
-    keep = allowed(knn_rows, knn_items)
-    knn_rows, knn_items = knn_rows[keep], knn_items[keep]
-    knn_rank = _rank_within(knn_rows, n_customers) + 1
-    first = knn_rank <= n
-    knn_rows, knn_items, knn_rank = knn_rows[first], knn_items[first], knn_rank[first]
+    knn[banned_keys] = 0.0
+    # Each row's n best positive cells: at or above its n-th highest score (all ties
+    # included), then by score and item within the row.
+    sheet = knn.reshape(n_rows, n_items)
+    # (numpy's partition is quick for a small k, slow for one near the end of a row
+    # that is mostly zeros: hence the negated sheet.)
+    floor = -np.partition(-sheet, n - 1, axis=1)[:, n - 1]
+    knn_keys = (sheet >= np.maximum(floor, _LEAST_POSITIVE)[:, None]).ravel().nonzero()[0]
+    knn_rows = knn_keys // n_items
+    order = np.lexsort((knn_keys, -knn[knn_keys], knn_rows))
+    knn_keys = knn_keys[order]
+    knn_rank = _rank_within(knn_rows[order], n_rows) + 1
+    knn_keys, knn_rank = knn_keys[knn_rank <= n], knn_rank[knn_rank <= n]
 
     # Buy again: the customer's own items, most ordered first (ties: most recent).
-    positions = np.flatnonzero(allowed(history.rows, history.items))
-    order = positions[
+    allowed = (~banned[history_keys]).nonzero()[0]
+    order = allowed[
         np.lexsort(
             (
-                positions,
-                -history_last[positions],
-                -history_counts[positions],
-                history.rows[positions],
+                allowed,
+                -history_last[allowed],
+                -history_counts[allowed],
+                history_rows[allowed],
             )
         )
     ]
-    again_rows, again_items = history.rows[order], history.items[order]
-    first = _rank_within(again_rows, n_customers) < n
-    again_rows, again_items = again_rows[first], again_items[first]
+    again_keys = history_keys[order[_rank_within(history_rows[order], n_rows) < n]]
 
-    # Recent popularity, and popularity within each customer's stage.
+    # Recent popularity, and popularity within each customer's lifecycle stage.
     width = min(n_popular + most_banned, n_items)
-    popular = np.broadcast_to(items.popular_order[:width], (n_customers, width))
-    popular_rows, popular_items = _first_allowed(all_rows, popular, allowed, n_popular)
-    stage = _stages(customers)
-    staged = np.flatnonzero(stage != NO_STAGE)
-    stage_rows = stage_items = np.empty(0, np.int64)
+    popular_keys = _first_allowed(local, items.popular_order[None, :width], sheet_banned, n_popular)
+    stage = _stages(customers)[start:end]
+    staged = (stage != NO_STAGE).nonzero()[0]
+    stage_keys = np.empty(0, np.int64)
     if items.stage_popular_order is not None and len(staged):
         ranked = items.stage_popular_order[stage[staged], :width]
-        stage_rows, stage_items = _first_allowed(staged, ranked, allowed, n_popular)
+        stage_keys = _first_allowed(staged, ranked, sheet_banned, n_popular)
 
-    # The union: sorted keys, a bit per source, ALS's and ItemKNN's ranks carried along.
-    sources = (
-        (als_rows, als_items, als_rank),
-        (knn_rows, knn_items, knn_rank),
-        (again_rows, again_items, None),
-        (popular_rows, popular_items, None),
-        (stage_rows, stage_items, None),
-    )
-    proposed = np.concatenate([r * n_items + i for r, i, _ in sources])
-    bits = np.repeat(_SOURCE_BITS, [len(r) for r, _, _ in sources])
-    order = np.argsort(proposed, kind="stable")
-    proposed, bits = proposed[order], bits[order]
-    empty = len(proposed) == 0
-    starts = (
-        np.empty(0, np.int64)
-        if empty
-        else np.flatnonzero(np.r_[True, proposed[1:] != proposed[:-1]])
-    )
-    union = proposed[starts]
-    ranks = []
-    for column, (rows_of_source, _, rank) in enumerate(sources[:2]):
-        offset = sum(len(r) for r, _, _ in sources[:column])
-        source_rank = np.full(len(order), np.inf)
-        source_rank[offset : offset + len(rows_of_source)] = rank
-        filled = source_rank[order]
-        best_rank = np.minimum.reduceat(filled, starts) if not empty else filled
-        ranks.append(np.where(np.isinf(best_rank), np.nan, best_rank))
-    proposed_by = np.bitwise_or.reduceat(bits, starts) if not empty else bits
-    history_keys = history.keys(n_items)
-    by_key = np.argsort(history_keys, kind="stable")
-    at = _positions(history_keys[by_key], union)
+    # The union: a bit per source in each proposed cell, in sheet (row, item) order.
+    proposed = np.zeros(n_rows * n_items, dtype=np.uint8)
+    for bit, keys in zip(
+        _SOURCE_BITS, (als_keys, knn_keys, again_keys, popular_keys, stage_keys), strict=True
+    ):
+        proposed[keys] |= bit
+    union = proposed.nonzero()[0]
+    als_rank = np.full(len(union), np.nan)
+    als_rank[union.searchsorted(als_keys)] = als_columns + 1
+    knn_ranks = np.full(len(union), np.nan)
+    knn_ranks[union.searchsorted(knn_keys)] = knn_rank
     bought = np.zeros(len(union))
     bought_last = np.zeros(len(union))
-    found = at >= 0
-    bought[found] = history_counts[by_key[at[found]]]
-    bought_last[found] = history_last[by_key[at[found]]]
-    at = _positions(knn_keys, union)
-    knn_score = np.where(at >= 0, knn_scores[np.maximum(at, 0)] if len(knn_scores) else 0.0, 0.0)
+    if len(union):
+        at = np.minimum(union.searchsorted(history_keys), len(union) - 1)
+        found = union[at] == history_keys
+        bought[at[found]] = history_counts[found]
+        bought_last[at[found]] = history_last[found]
     return _Proposals(
-        union // n_items,
+        union // n_items + start,
         union % n_items,
-        (proposed_by[:, None] & _SOURCE_BITS) > 0,
-        knn_score,
-        ranks[0],
-        ranks[1],
+        (proposed[union, None] & _SOURCE_BITS) > 0,
+        knn[union],
+        als_rank,
+        knn_ranks,
         bought,
         bought_last,
     )
 
 
-def _top_per_row(
-    rows: np.ndarray, chosen: np.ndarray, scores: np.ndarray, n_rows: int, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The ``n`` best pairs of each row (score descending, ties by item), with their rank
-    (1 = best), from pairs grouped by row with items ascending. One partition over a
-    rows x longest-row table instead of sorting every pair."""
-    if len(rows) == 0:
-        empty = np.empty(0, np.int64)
-        return empty, empty, empty
-    within = _rank_within(rows, n_rows)
-    width = int(within.max()) + 1
-    table = np.full((n_rows, width), -np.inf)
-    table[rows, within] = scores
-    if width > n:
-        picked = np.argpartition(-table, n - 1, axis=1)[:, :n]
-    else:
-        picked = np.broadcast_to(np.arange(width), (n_rows, width))
-    picked_scores = np.take_along_axis(table, picked, axis=1)
-    # Within each row: score descending, then position (= item ascending).
-    order = np.lexsort((picked, -picked_scores), axis=1)
-    picked = np.take_along_axis(picked, order, axis=1)
-    picked_scores = np.take_along_axis(picked_scores, order, axis=1)
-    real = np.isfinite(picked_scores)
-    out_rows = np.broadcast_to(np.arange(n_rows)[:, None], picked.shape)[real]
-    starts = np.searchsorted(rows, np.arange(n_rows))
-    out_items = chosen[starts[out_rows] + picked[real]]
-    ranks = np.broadcast_to(np.arange(1, picked.shape[1] + 1), picked.shape)[real]
-    return out_rows.astype(np.int64), out_items.astype(np.int64), ranks.astype(np.int64)
+def _first_allowed(rows: np.ndarray, ranked: np.ndarray, banned: np.ndarray, n: int) -> np.ndarray:
+    """Per row (``ranked``: one ranked item list per row, or one for all), the cells of
+    the first ``n`` items not ``banned`` (a rows x catalogue sheet), row by row."""
+    allowed = ~banned[rows[:, None], ranked]
+    allowed &= allowed.cumsum(axis=1) <= n
+    return ((rows * banned.shape[1])[:, None] + ranked)[allowed]
 
 
 def _stages(customers: CustomerSide) -> np.ndarray:
@@ -533,150 +422,47 @@ def _stages(customers: CustomerSide) -> np.ndarray:
     return np.asarray(customers.stage, dtype=np.int64)
 
 
-def _traits_of(customers: CustomerSide) -> _CustomerTraits:
-    """Per customer row: orders, distinct items, last purchase, stage, risk, value."""
+@dataclass(frozen=True)
+class _CustomerTraits:
+    """Per customer row: their stage, and their features (``CUSTOMER_FEATURES``)."""
+
+    stage: np.ndarray
+    features: np.ndarray  # customers x len(CUSTOMER_FEATURES), float64, NaN = unknown
+
+
+def _traits_of(customers: CustomerSide, now_s: int) -> _CustomerTraits:
+    """Per customer row: orders, distinct items, days since the last purchase (NaN
+    without one), value, stage (NaN = unknown) and churn risk, as of ``now_s``."""
     counts, last = customers.counts, customers.last
     n_customers = counts.shape[0]
     indptr = np.asarray(counts.indptr)
-    rows = np.repeat(np.arange(n_customers), np.diff(indptr))
-    return _CustomerTraits(
-        orders=np.bincount(
-            rows, weights=np.asarray(counts.data, dtype=np.float64), minlength=n_customers
-        ),
-        distinct=np.diff(indptr),
-        latest=_row_max(np.asarray(last.data, dtype=np.float64), indptr, n_customers),
-        stage=_stages(customers),
-        churn_risk=_or_nan(customers.churn_risk, n_customers),
-        monetary=_or_nan(customers.monetary, n_customers),
+    distinct = indptr[1:] - indptr[:-1]
+    rows = np.repeat(np.arange(n_customers), distinct)
+    latest = np.full(n_customers, np.nan)
+    filled = distinct.nonzero()[0]
+    if len(filled):
+        latest[filled] = np.maximum.reduceat(np.asarray(last.data, np.float64), indptr[filled])
+    stage = _stages(customers)
+    features = np.full((n_customers, len(CUSTOMER_FEATURES)), np.nan)
+    features[:, 0] = np.bincount(
+        rows, weights=np.asarray(counts.data, dtype=np.float64), minlength=n_customers
     )
-
-
-def _positions(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """The position of each of ``keys`` in ``sorted_keys`` (-1 where absent)."""
-    if len(sorted_keys) == 0:
-        return np.full(len(keys), -1, np.int64)
-    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return np.where(sorted_keys[at] == keys, at, -1)
-
-
-@dataclass(frozen=True)
-class _Pairs:
-    """The nonzero (row, item) pairs of a row-compressed matrix, in its storage order."""
-
-    rows: np.ndarray
-    items: np.ndarray
-
-    @classmethod
-    def of(cls, matrix: Rows) -> _Pairs:
-        indptr = np.asarray(matrix.indptr, dtype=np.int64)
-        rows = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
-        return cls(rows, np.asarray(matrix.indices, dtype=np.int64))
-
-    @classmethod
-    def empty(cls) -> _Pairs:
-        return cls(np.empty(0, np.int64), np.empty(0, np.int64))
-
-    def keys(self, n_items: int) -> np.ndarray:
-        return self.rows * n_items + self.items
-
-
-@dataclass(frozen=True)
-class _CustomerTraits:
-    """Per customer row: what the pair features repeat for each of their candidates."""
-
-    orders: np.ndarray
-    distinct: np.ndarray
-    latest: np.ndarray  # NaN without purchases
-    stage: np.ndarray
-    churn_risk: np.ndarray
-    monetary: np.ndarray
+    features[:, 1] = distinct
+    features[:, 2] = (now_s - latest) / DAY
+    if customers.monetary is not None:
+        features[:, 3] = customers.monetary
+    features[:, 4] = np.where(stage != NO_STAGE, stage, np.nan)
+    if customers.churn_risk is not None:
+        features[:, 5] = customers.churn_risk
+    return _CustomerTraits(stage, features)
 
 
 def _rank_within(rows: np.ndarray, n_rows: int) -> np.ndarray:
     """For pairs sorted by row: each pair's position within its row (0 = first)."""
     if len(rows) == 0:
         return np.empty(0, np.int64)
-    starts = np.searchsorted(rows, np.arange(n_rows))
+    starts = rows.searchsorted(np.arange(n_rows))
     return np.arange(len(rows)) - starts[rows]
-
-
-def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    if len(sorted_keys) == 0:
-        return np.zeros(len(keys), dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return sorted_keys[at] == keys
-
-
-def _knn_scores(
-    items: ItemSide, rows: np.ndarray, basis: np.ndarray, weights: np.ndarray, n_rows: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Summed neighbour similarity x order count per (row, item), as sorted keys and
-    scores: the customers' basis items (rows x items) times the item similarity, one
-    sparse product."""
-    n_items = len(items.popularity)
-    if len(basis) == 0:
-        return np.empty(0, np.int64), np.empty(0)
-    chosen = sp.csr_matrix((weights, (rows, basis)), shape=(n_rows, n_items))
-    product = (chosen @ items.similarity).tocsr()
-    product.sum_duplicates()
-    product.sort_indices()
-    pair_rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(product.indptr))
-    keys = pair_rows * n_items + product.indices
-    return keys, np.asarray(product.data, dtype=np.float64)
-
-
-def _first_allowed(
-    rows: np.ndarray,
-    ranked: np.ndarray,
-    allowed: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    n: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per row (``ranked``: one ranked item list per row), the first ``n`` allowed items."""
-    if len(rows) == 0 or ranked.size == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    width = ranked.shape[1]
-    pair_rows = np.repeat(np.asarray(rows, dtype=np.int64), width)
-    pair_items = np.asarray(ranked, dtype=np.int64).ravel()
-    keep = allowed(pair_rows, pair_items)
-    pair_rows, pair_items = pair_rows[keep], pair_items[keep]
-    # Rows are in order and each row's items keep their rank order: count within row.
-    boundaries = np.r_[True, pair_rows[1:] != pair_rows[:-1]] if len(pair_rows) else keep[:0]
-    starts = np.flatnonzero(boundaries)
-    within = np.arange(len(pair_rows)) - np.repeat(starts, np.diff(np.r_[starts, len(pair_rows)]))
-    first = within < n
-    return pair_rows[first], pair_items[first]
-
-
-def _row_max(values: np.ndarray, indptr: np.ndarray, n_rows: int) -> np.ndarray:
-    out = np.full(n_rows, np.nan)
-    lengths = np.diff(np.asarray(indptr))
-    filled = np.flatnonzero(lengths > 0)
-    if len(filled):
-        out[filled] = np.maximum.reduceat(values, np.asarray(indptr)[filled])
-    return out
-
-
-def _or_nan(values: np.ndarray | None, n: int) -> np.ndarray:
-    return np.full(n, np.nan) if values is None else np.asarray(values, dtype=np.float64)
-
-
-def sparse_topk(scores: sp.csr_matrix, n: int, exclude: sp.csr_matrix | None = None) -> np.ndarray:
-    """Per row, the items of the ``n`` best positive entries (-1 pads), minus ``exclude``."""
-    scores = scores.tocsr()
-    if exclude is not None:
-        scores = (scores - scores.multiply(exclude > 0)).tocsr()
-        scores.eliminate_zeros()
-    ids = np.full((scores.shape[0], n), -1, np.int64)
-    for row in range(scores.shape[0]):
-        start, end = scores.indptr[row], scores.indptr[row + 1]
-        data = scores.data[start:end]
-        if len(data) == 0:
-            continue
-        take = min(n, len(data))
-        best = np.argpartition(-data, take - 1)[:take]
-        best = best[np.lexsort((scores.indices[start:end][best], -data[best]))]
-        ids[row, :take] = scores.indices[start:end][best]
-    return ids
 
 
 # Reciprocal rank fusion's constant (Cormack, Clarke and Buettcher, 2009): a source's
@@ -688,11 +474,11 @@ FUSION_K = 60.0
 def source_consensus(table: CandidateTable) -> np.ndarray:
     """Per pair, how strongly the sources agree on it: reciprocal rank fusion of each
     proposing source's rank (ALS, ItemKNN, the customer's own history by orders then
-    recency, popularity, popularity in the stage).
+    recency, popularity, popularity in the lifecycle stage).
 
     The ranker's scores tie where its trees put candidates in the same leaves (few
     rounds on a small shop); the sources' consensus then orders them, instead of the
-    catalogue index, so the order of ties is the first stage's, on every machine.
+    catalogue index, so tied candidates keep the sources' order, on every machine.
     """
     features, flags = table.features, table.sources
     column = _COLUMN
@@ -739,12 +525,10 @@ def ranked_top(table: CandidateTable, scores: np.ndarray, n_rows: int, k: int) -
     """Per customer row, the ``k`` candidates of highest score, best first (-1 pads)."""
     out = np.full((n_rows, k), -1, np.int64)
     order = ranked_order(table, scores)
-    rows, picked = table.rows[order], table.items[order]
-    starts = np.searchsorted(rows, np.arange(n_rows))
-    ends = np.searchsorted(rows, np.arange(n_rows), side="right")
-    for row in range(n_rows):
-        chosen = picked[starts[row] : ends[row]][:k]
-        out[row, : len(chosen)] = chosen
+    rows = table.rows[order]
+    within = _rank_within(rows, n_rows)
+    top = within < k
+    out[rows[top], within[top]] = table.items[order][top]
     return out
 
 
@@ -761,80 +545,25 @@ def _pair_features(
     # Column-major: each feature is written as one contiguous run.
     out = np.full((len(rows), len(FEATURES)), np.nan, dtype=np.float32, order="F")
     column = _COLUMN
+    of_item = items.item_features[chosen]
+    of_customer = traits.features[rows]
+    out[:, _ITEM_COLUMNS] = of_item
+    out[:, _CUSTOMER_COLUMNS] = of_customer
     out[:, column["als_score"]] = np.einsum(
         "ij,ij->i", items.item_factors[chosen], factors[rows], dtype=np.float32
     )
     out[:, column["als_rank"]] = proposals.als_rank
     out[:, column["knn_score"]] = proposals.knn_score
     out[:, column["knn_rank"]] = proposals.knn_rank
-    out[:, column["popularity"]] = items.popularity[chosen]
-    out[:, column["popularity_rank"]] = items.popular_rank[chosen]
-    out[:, column["popularity_trend"]] = (items.popularity[chosen] + 1.0) / (
-        items.popularity_before[chosen] + 1.0
-    )
     since = np.where(bought > 0, (now_s - bought_last) / DAY, np.nan)
     out[:, column["bought_orders"]] = bought
     out[:, column["days_since_bought"]] = since
-    if items.cycle_days is not None:
-        cycle = items.cycle_days[chosen]
-        out[:, column["cycle_days"]] = cycle
-        out[:, column["due_ratio"]] = since / cycle
-    orders = traits.orders[rows]
-    out[:, column["customer_orders"]] = orders
-    out[:, column["customer_items"]] = traits.distinct[rows]
-    out[:, column["customer_recency_days"]] = (now_s - traits.latest[rows]) / DAY
-    out[:, column["share_of_customer"]] = bought / np.maximum(orders, 1.0)
-    stage = traits.stage[rows]
-    staged = stage != NO_STAGE
-    if staged.any():
-        out[staged, column["customer_stage"]] = stage[staged]
-        if items.stage_popularity is not None and items.stage_popular_rank is not None:
-            out[staged, column["stage_popularity"]] = items.stage_popularity[
-                stage[staged], chosen[staged]
-            ]
-            out[staged, column["stage_popularity_rank"]] = items.stage_popular_rank[
-                stage[staged], chosen[staged]
-            ]
-    out[:, column["churn_risk"]] = traits.churn_risk[rows]
-    out[:, column["customer_monetary"]] = traits.monetary[rows]
-    if items.price is not None:
-        out[:, column["price"]] = items.price[chosen]
+    out[:, column["due_ratio"]] = since / of_item[:, ITEM_FEATURES.index("cycle_days")]
+    out[:, column["share_of_customer"]] = bought / np.maximum(of_customer[:, 0], 1.0)
+    if items.stage_popularity is not None and items.stage_popular_rank is not None:
+        stage = traits.stage[rows]
+        staged = (stage != NO_STAGE).nonzero()[0]
+        at = (stage[staged], chosen[staged])
+        out[staged, column["stage_popularity"]] = items.stage_popularity[at]
+        out[staged, column["stage_popularity_rank"]] = items.stage_popular_rank[at]
     return out
-
-
-def _union(proposed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct items of ``proposed`` (sorted) and each entry's position among them:
-    ``np.unique(..., return_inverse=True)`` without its fixed cost (measured 90 µs a
-    call here, for a few dozen items)."""
-    order = np.argsort(proposed, kind="stable")
-    ordered = proposed[order]
-    first = np.empty(len(ordered), dtype=bool)
-    first[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    where = np.empty(len(ordered), dtype=np.int64)
-    where[order] = np.cumsum(first) - 1
-    return ordered[first], where
-
-
-def row_of(matrix: Rows, row: int) -> np.ndarray:
-    """The column indices of one row, without scipy's row slicing."""
-    return matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]]
-
-
-class RowIndices:
-    """Row access to a CSR matrix for implicit's top-k filter.
-
-    implicit reads ``filter[row].indices`` once per customer; scipy's row slicing costs
-    about 30 µs a row, which made the filtered ALS evaluation twice the unfiltered one.
-    """
-
-    def __init__(self, matrix: Rows) -> None:
-        self._matrix = matrix
-
-    def __getitem__(self, row: int) -> _Indices:
-        return _Indices(row_of(self._matrix, row))
-
-
-@dataclass(frozen=True)
-class _Indices:
-    indices: np.ndarray

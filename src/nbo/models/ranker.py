@@ -1,10 +1,10 @@
 """The ranker in an artifact: saved as LightGBM's own text format, checked at load.
 
-What ``nbo.models.candidates`` needs at serving besides the ALS model: the ItemKNN similarity
-(three CSR arrays), popularity in the window before the recent one (for the trend), the
-popularity within each lifecycle stage, and the booster. The booster file is LightGBM's
-documented text model (no pickle); loading checks its checksum (the artifact does),
-LightGBM's major version and the feature names.
+What the candidate sources (``nbo.models.candidates``) need at serving besides the ALS
+model: the ItemKNN similarity (three CSR arrays), popularity in the window before the
+recent one (for the trend), the popularity within each lifecycle stage, and the booster.
+The booster file is LightGBM's documented text model (no pickle); loading checks its
+checksum (the artifact does), LightGBM's major version and the feature names.
 """
 
 from __future__ import annotations

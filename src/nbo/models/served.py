@@ -87,7 +87,7 @@ class ServingModel:
     # Score -> probability of purchase (calibrated on the holdout by the trainer; a plain
     # monotone squash, marked uncalibrated, for artifacts trained before calibration).
     propensity: Propensity = field(default_factory=Propensity.uncalibrated)
-    # The ranker and the item side of its candidate sources (``nbo.models.candidates``); None
+    # The ranker and the item side of its sources (``nbo.models.candidates``); None
     # for artifacts without one (older, or data too short to train one).
     ranker: RankerScorer | None = None
     item_side: ItemSide | None = None

@@ -18,11 +18,11 @@ import scipy.sparse as sp
 from nbo.catalog.loading import default_catalog
 from nbo.catalog.terms import Catalog
 from nbo.core.vocabulary import KIND_PRODUCT
+from nbo.data.sparse import Rows
 from nbo.models.candidates import (
     NO_STAGE,
     STAGE_CODE,
     CustomerSide,
-    PlainRows,
     candidates,
     ranked_order,
 )
@@ -609,11 +609,11 @@ def _taste_of(model: ServingModel, prepared: _Prepared, mine: np.ndarray) -> np.
     return np.asarray(model.als.user_factors[history.index], dtype=np.float32).reshape(1, -1)
 
 
-def _stacked(indices: Sequence[np.ndarray], data: Sequence[np.ndarray], n_items: int) -> PlainRows:
+def _stacked(indices: Sequence[np.ndarray], data: Sequence[np.ndarray], n_items: int) -> Rows:
     """Rows (one per customer) as row-compressed arrays."""
     lengths = [len(i) for i in indices]
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return PlainRows(
+    return Rows(
         indptr,
         np.concatenate(indices).astype(np.int64) if indices else np.empty(0, np.int64),
         np.concatenate(data) if data else np.empty(0),

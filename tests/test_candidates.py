@@ -1,5 +1,5 @@
-"""The two-stage ranker: candidates and features shared by trainer and service, honest
-training one window before the cutoff, and what the service serves with it."""
+"""The candidate sources and the ranker: candidates and features shared by trainer and
+service, honest training one window before the cutoff, and what the service serves."""
 
 from __future__ import annotations
 
@@ -11,22 +11,27 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from implicit.cpu.topk import topk
 from support import rank_one, small_training_config
 
 from nbo.core.vocabulary import STAGES
 from nbo.data.mapping import load_mapping
-from nbo.models import candidates as two_stage
+from nbo.data.sparse import Rows
+from nbo.models import candidates as candidates_module
 from nbo.models.candidates import (
     FEATURES,
+    KNN_BASIS,
     NO_STAGE,
     SOURCES,
     STAGE_CODE,
+    CandidateTable,
     CustomerSide,
     ItemSide,
-    _union,
     candidates,
+    ranked_order,
     ranked_top,
 )
+from nbo.models.cf import FILTERED_SCORE
 from nbo.models.popularity import group_popularity
 from nbo.models.ranker import RankerScorer
 from nbo.models.served import ServingModel, load_serving_model
@@ -77,7 +82,11 @@ def customer(bought: dict[int, tuple[int, int]], factors: list[float]) -> Custom
         shape=(1, 6),
         dtype=np.float64,
     )
-    return CustomerSide(np.asarray([factors], np.float32), counts, last)
+    return CustomerSide(np.asarray([factors], np.float32), Rows.of(counts), Rows.of(last))
+
+
+def csr(rows: Rows) -> sp.csr_matrix:
+    return sp.csr_matrix((rows.data, rows.indices, rows.indptr), shape=rows.shape)
 
 
 def test_every_source_proposes_and_the_features_are_what_they_say() -> None:
@@ -105,7 +114,7 @@ def test_excluded_items_are_never_candidates() -> None:
     side = customer({0: (3, 90), 3: (1, 50)}, [1.0, 0.0])
     exclude = sp.csr_matrix(([1.0, 1.0], [0, 1], [0, 2]), shape=(1, 6))
     table = candidates(
-        tiny_items(), CustomerSide(side.user_factors, side.counts, side.last, exclude), 6
+        tiny_items(), CustomerSide(side.user_factors, side.counts, side.last, Rows.of(exclude)), 6
     )
     assert not {0, 1} & set(table.items.tolist())
 
@@ -116,8 +125,8 @@ def test_many_customers_at_once_equal_one_at_a_time() -> None:
     b = customer({4: (2, 99)}, [0.1, 1.0])
     both = CustomerSide(
         np.vstack([a.user_factors, b.user_factors]),
-        sp.vstack([a.counts, b.counts]).tocsr(),
-        sp.vstack([a.last, b.last]).tocsr(),
+        Rows.of(sp.vstack([csr(a.counts), csr(b.counts)]).tocsr()),
+        Rows.of(sp.vstack([csr(a.last), csr(b.last)]).tocsr()),
     )
     together = candidates(tiny_items(), both, 3)
     for row, alone in enumerate((candidates(tiny_items(), a, 3), candidates(tiny_items(), b, 3))):
@@ -131,6 +140,18 @@ def test_ranked_top_orders_by_score_within_each_customer() -> None:
     scores = -table.items.astype(float)  # lower item id = higher score
     top = ranked_top(table, scores, 1, 3)
     assert top[0].tolist() == sorted(table.items.tolist())[:3]
+
+
+def test_ranked_top_is_each_customers_head_of_the_ranked_order() -> None:
+    items, side = random_shop(8)
+    table = candidates(items, side, 12)
+    scores = np.random.default_rng(0).integers(0, 4, len(table)).astype(float)  # many ties
+    n_rows = side.counts.shape[0] + 2  # two rows past the table: no candidates at all
+    top = ranked_top(table, scores, n_rows, 5)
+    order = ranked_order(table, scores)
+    for row in range(n_rows):
+        head = table.items[order][table.rows[order] == row][:5].tolist()
+        assert top[row].tolist() == head + [-1] * (5 - len(head))
 
 
 def test_ranker_ties_follow_the_sources_consensus_not_the_catalogue_order() -> None:
@@ -405,16 +426,6 @@ def test_the_scorer_gives_the_boosters_own_scores() -> None:
         scorer.predict(features[:, :-1])
 
 
-def test_the_candidate_union_is_numpys_unique_with_inverse() -> None:
-    rng = np.random.default_rng(1)
-    for size in (0, 1, 2, 7, 150):
-        proposed = rng.integers(0, 40, size)
-        union, where = _union(proposed)
-        expected_union, expected_where = np.unique(proposed, return_inverse=True)
-        np.testing.assert_array_equal(union, expected_union)
-        np.testing.assert_array_equal(where, expected_where.ravel())
-
-
 def test_stage_popularity_alone_ranks_each_customer_by_their_stage() -> None:
     items = _staged_items()
     stages = np.array([STAGE_CODE["loyal"], STAGE_CODE["lapsed"], NO_STAGE])
@@ -426,29 +437,24 @@ def test_stage_popularity_alone_ranks_each_customer_by_their_stage() -> None:
     assert 2 not in recommend(np.array([0, 1]), exclude)[0].tolist()
 
 
-def test_vectorised_candidates_match_the_per_customer_loop(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Random catalogue and customers: the vectorised path (many customers) proposes the
-    same pairs, with the same source flags and features, as the per-customer loop (what
-    one request takes)."""
-    rng = np.random.default_rng(5)
-    n_items, n_customers = 80, 40
-    similarity = sp.random(n_items, n_items, density=0.15, random_state=3, format="csr")
+def random_shop(
+    seed: int, n_items: int = 80, n_customers: int = 40
+) -> tuple[ItemSide, CustomerSide]:
+    """A random catalogue (similarity, popularity by stage, cycles, prices) and customers
+    with random histories, exclusions, stages and traits; some rows empty."""
+    rng = np.random.default_rng(seed)
+    similarity = sp.random(n_items, n_items, density=0.15, random_state=seed, format="csr")
     similarity.setdiag(0)
     similarity.eliminate_zeros()
-    popularity = rng.integers(0, 50, n_items).astype(np.float64)
-    by_stage = rng.random((len(STAGES), n_items))
-    cycles = np.where(rng.random(n_items) < 0.5, rng.uniform(5, 60, n_items), np.nan)
     items = ItemSide.build(
         400 * DAY,
         rng.normal(size=(n_items, 4)).astype(np.float32),
         similarity.astype(np.float32),
-        popularity,
         rng.integers(0, 50, n_items).astype(np.float64),
-        cycles,
+        rng.integers(0, 50, n_items).astype(np.float64),
+        np.where(rng.random(n_items) < 0.5, rng.uniform(5, 60, n_items), np.nan),
         price=rng.uniform(1, 9, n_items),
-        stage_popularity=by_stage,
+        stage_popularity=rng.random((len(STAGES), n_items)),
     )
     counts, last, exclude = [], [], []
     for row in range(n_customers):
@@ -467,21 +473,152 @@ def test_vectorised_candidates_match_the_per_customer_loop(
                 (np.ones(len(banned)), (np.zeros(len(banned)), banned)), shape=(1, n_items)
             )
         )
-    stages = rng.integers(-1, len(STAGES), n_customers)
     side = CustomerSide(
         rng.normal(size=(n_customers, 4)).astype(np.float32),
-        sp.vstack(counts).tocsr(),
-        sp.vstack(last).tocsr(),
-        sp.vstack(exclude).tocsr(),
-        stage=stages,
+        Rows.of(sp.vstack(counts).tocsr()),
+        Rows.of(sp.vstack(last).tocsr()),
+        Rows.of(sp.vstack(exclude).tocsr()),
+        stage=rng.integers(-1, len(STAGES), n_customers),
         churn_risk=rng.random(n_customers),
         monetary=rng.uniform(0, 500, n_customers),
     )
-    assert n_customers >= two_stage.LOOP_BELOW
-    fast = candidates(items, side, 12)
-    monkeypatch.setattr(two_stage, "LOOP_BELOW", n_customers + 1)
-    slow = candidates(items, side, 12)
-    np.testing.assert_array_equal(fast.rows, slow.rows)
-    np.testing.assert_array_equal(fast.items, slow.items)
-    np.testing.assert_array_equal(fast.sources, slow.sources)
-    np.testing.assert_allclose(fast.features, slow.features, rtol=1e-5, equal_nan=True)
+    return items, side
+
+
+@dataclasses.dataclass
+class Proposed:
+    """What the oracle says of one proposed item."""
+
+    sources: set[str] = dataclasses.field(default_factory=set)
+    als_rank: float = np.nan
+    knn_rank: float = np.nan
+    knn_score: float = 0.0
+    bought: float = 0.0
+    bought_last: float = 0.0
+
+
+def proposals_one_at_a_time(
+    items: ItemSide, side: CustomerSide, per_source: int
+) -> list[dict[int, Proposed]]:
+    """The sources as their docstrings state them, one customer at a time in plain
+    Python: the oracle ``candidates`` is checked against (it once was a second path)."""
+    n_items = len(items.popularity)
+    n = min(per_source, n_items)
+    n_popular = max(10, n // 5)
+    similarity = items.similarity
+    als_ids, als_scores = topk(
+        items.item_factors,
+        np.asarray(side.user_factors, np.float32),
+        n,
+        filter_query_items=None if side.exclude is None else csr(side.exclude),
+        num_threads=1,
+    )
+    out = []
+    for row in range(side.counts.shape[0]):
+        start, end = side.counts.indptr[row], side.counts.indptr[row + 1]
+        mine = [int(i) for i in side.counts.indices[start:end]]
+        count = dict(zip(mine, map(float, side.counts.data[start:end]), strict=True))
+        last = dict(zip(mine, map(float, side.last.data[start:end]), strict=True))
+        position = {item: p for p, item in enumerate(mine)}
+        banned = set() if side.exclude is None else set(csr(side.exclude)[row].indices.tolist())
+        # ALS: implicit's top n, filtered items dropped.
+        als = [
+            int(i) for i, s in zip(als_ids[row], als_scores[row], strict=True) if s > FILTERED_SCORE
+        ]
+        # ItemKNN: neighbours of the KNN_BASIS most recent items, similarity x orders
+        # summed over those items in catalogue order.
+        basis = sorted(mine, key=lambda i: (-last[i], position[i]))[:KNN_BASIS]
+        score: dict[int, float] = {}
+        for b in sorted(basis):
+            lo, hi = similarity.indptr[b], similarity.indptr[b + 1]
+            for j, w in zip(similarity.indices[lo:hi], similarity.data[lo:hi], strict=True):
+                score[int(j)] = score.get(int(j), 0.0) + float(w) * count[b]
+        knn = sorted(
+            (j for j, s in score.items() if s > 0 and j not in banned),
+            key=lambda j: (-score[j], j),
+        )[:n]
+        # Buy again: most ordered first, then most recent, then as stored.
+        again = sorted(
+            (i for i in mine if i not in banned),
+            key=lambda i: (-count[i], -last[i], position[i]),
+        )[:n]
+        popular = [int(i) for i in items.popular_order if int(i) not in banned][:n_popular]
+        stage = NO_STAGE if side.stage is None else int(side.stage[row])
+        in_stage: list[int] = []
+        if stage != NO_STAGE and items.stage_popular_order is not None:
+            ranked = items.stage_popular_order[stage]
+            in_stage = [int(i) for i in ranked if int(i) not in banned][:n_popular]
+        proposed: dict[int, Proposed] = {}
+        for source, chosen in zip(SOURCES, (als, knn, again, popular, in_stage), strict=True):
+            for item in chosen:
+                proposed.setdefault(item, Proposed()).sources.add(source)
+        for rank, item in enumerate(als, 1):
+            proposed[item].als_rank = rank
+        for rank, item in enumerate(knn, 1):
+            proposed[item].knn_rank = rank
+        for item, p in proposed.items():
+            p.knn_score = score.get(item, 0.0)
+            p.bought = count.get(item, 0.0)
+            p.bought_last = last.get(item, 0.0)
+        out.append(proposed)
+    return out
+
+
+@pytest.mark.parametrize("seed, per_block", [(5, None), (6, None), (7, None), (5, 3), (6, 7)])
+def test_candidates_are_what_each_source_says_one_customer_at_a_time(
+    seed: int, per_block: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random catalogue and customers: every customer's proposed items, their source
+    flags and the features the sources give are the oracle's, whether the customers come
+    all at once (a campaign's chunk, the trainer's window, in one block of customers or
+    several) or one by one (a request)."""
+    items, side = random_shop(seed)
+    if per_block is not None:
+        monkeypatch.setattr(candidates_module, "SHEET_CELLS", per_block * len(items.popularity))
+    expected = proposals_one_at_a_time(items, side, 12)
+    column = {name: n for n, name in enumerate(FEATURES)}
+    together = candidates(items, side, 12)
+    for row, wanted in enumerate(expected):
+        single = alone(items, side, row, 12)
+        for table, at in ((together, together.rows == row), (single, single.rows == 0)):
+            chosen = sorted(wanted)
+            assert table.items[at].tolist() == chosen
+            flags = table.sources[at]
+            for n, item in enumerate(chosen):
+                assert {SOURCES[s] for s in np.flatnonzero(flags[n])} == wanted[item].sources
+            features = table.features[at]
+            as_float32 = {
+                "als_rank": [wanted[i].als_rank for i in chosen],
+                "knn_rank": [wanted[i].knn_rank for i in chosen],
+                "knn_score": [wanted[i].knn_score for i in chosen],
+                "bought_orders": [wanted[i].bought for i in chosen],
+                "days_since_bought": [
+                    (items.as_of_s - wanted[i].bought_last) / DAY if wanted[i].bought else np.nan
+                    for i in chosen
+                ],
+            }
+            for name, values in as_float32.items():
+                np.testing.assert_array_equal(
+                    features[:, column[name]], np.asarray(values, np.float32), err_msg=name
+                )
+
+
+def alone(items: ItemSide, side: CustomerSide, row: int, per_source: int) -> CandidateTable:
+    """``candidates`` for one customer of ``side``, as a request asks."""
+
+    def one(matrix: Rows | None) -> Rows | None:
+        return None if matrix is None else Rows.of(csr(matrix)[row])
+
+    def at(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else values[row : row + 1]
+
+    single = CustomerSide(
+        side.user_factors[row : row + 1],
+        one(side.counts),
+        one(side.last),
+        one(side.exclude),
+        stage=at(side.stage),
+        churn_risk=at(side.churn_risk),
+        monetary=at(side.monetary),
+    )
+    return candidates(items, single, per_source)
