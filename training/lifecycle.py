@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nbo.core.ids import IdMap
+from nbo.core.vocabulary import STAGES
 from nbo.data.features import DAY, FEATURE_INDEX, OrderTable, customer_features
 from nbo.models.candidates import stage_codes
 from nbo.models.churn import (
@@ -37,7 +38,7 @@ from nbo.models.churn import (
     fit_recency_baseline,
     stack,
 )
-from nbo.models.lifecycle import STAGES, LifecycleThresholds, stages_of
+from nbo.models.lifecycle import LifecycleThresholds, stages_of
 from nbo.models.send_time import best_send_hour, best_send_hours, send_hour_prior
 from training.config import ChurnConfig, TrainingConfig
 

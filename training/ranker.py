@@ -24,7 +24,7 @@ from implicit.nearest_neighbours import BM25Recommender
 from nbo.core import columns as col
 from nbo.core.errors import ConfigError
 from nbo.core.ids import IdMap
-from nbo.core.vocabulary import DAY
+from nbo.core.vocabulary import DAY, STAGES
 from nbo.data.features import OrderTable, has_prices, item_prices
 from nbo.data.history import PurchaseHistory
 from nbo.data.sparse import Rows, sparse_topk
@@ -40,7 +40,6 @@ from nbo.models.candidates import (
     ranked_top,
     stage_codes,
 )
-from nbo.models.lifecycle import STAGES
 from nbo.models.popularity import group_popularity, popularity_scores
 from nbo.models.ranker import lightgbm_version, ranker_arrays, ranker_file
 from training.config import TrainingConfig
