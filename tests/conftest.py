@@ -1,5 +1,6 @@
-"""Shared fixtures: small planted-answer purchase data (``support``) and a model trained
-on it, and an event store of its own for every test."""
+"""Fixtures every folder's tests share: small planted-answer purchase data (``support``)
+and a model trained on it, the churn data and a model trained on that, and an event store
+of its own for every test. A folder's own conftest.py holds what only its tests use."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import make_planted_purchases, small_training_config
+from support import make_churn_purchases, make_planted_purchases, small_training_config
 
 from nbo.data.mapping import load_mapping
 from training.pipeline import TrainResult, train
@@ -36,6 +37,22 @@ def trained(tmp_path_factory: pytest.TempPathFactory, planted_csv: Path) -> Trai
 def models_dir(trained: TrainResult) -> Path:
     assert trained.path is not None
     return trained.path.parent
+
+
+@pytest.fixture(scope="session")
+def churn_purchases() -> pd.DataFrame:
+    return make_churn_purchases()
+
+
+@pytest.fixture(scope="session")
+def churn_trained(
+    tmp_path_factory: pytest.TempPathFactory, churn_purchases: pd.DataFrame
+) -> TrainResult:
+    """The whole trainer on the planted churn data (ALS is beside the point: forced)."""
+    path = tmp_path_factory.mktemp("churn-data") / "purchases.csv"
+    churn_purchases.to_csv(path, index=False)
+    models = tmp_path_factory.mktemp("churn-models")
+    return train(path, load_mapping("canonical"), models, small_training_config(), force=True)
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,7 @@
-"""Helpers the tests share: planted-answer purchase data, a small training config, and
-one-customer views of the many-customer functions (an API call is a chunk of one).
+"""Helpers the tests share, whatever folder they are in (tests/ is on pytest's path):
+planted-answer purchase data, a small training config, one-customer views of the
+many-customer functions (an API call is a chunk of one), the churn data, a real ``nbo
+serve`` process, and the one-line error check of the commands.
 
 Two groups of customers with disjoint tastes: group "a" buys only items A00..A09, group
 "b" only B00..B09. Each customer bought some of their group's items before the holdout
@@ -9,12 +11,17 @@ and buys others in it, so a working CF model must rank the customer's own group 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from bench.servers import Server
+from bench.servers import running_server as serve
 from nbo.catalog.terms import Catalog
+from nbo.core import columns as col
 from nbo.models.served import ServingModel
 from nbo.offers.profiles import CustomerProfile, customer_profiles
 from nbo.offers.ranking import OfferRequest, Ranking, rank_offers
@@ -22,6 +29,9 @@ from nbo.offers.state import Contact, PostedPurchase
 from nbo.offers.suppression import SuppressionWindow
 from training.config import TrainingConfig
 
+# The repository: the bundled sample, the demo catalogue and experiments are in data/.
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
 END = pd.Timestamp("2026-06-30 12:00:00")
 # A plain progress line (``nbo.progress``), which commands write to stderr when it is not
 # a terminal (as under pytest): "nbo train: fit ALS (before cutoff): done in 0.1 s".
@@ -113,3 +123,74 @@ def profile_one(
 def posted(item_id: str, at: int, order: str, quantity: float = 1.0) -> PostedPurchase:
     """A posted purchase line of ``order`` (its event id is the order's)."""
     return PostedPurchase(item_id, quantity, at, order, order)
+
+
+def assert_one_error_line(err: str, *fragments: str, command: str = "train") -> str:
+    """``err`` is one line, ``nbo COMMAND: error: ...``, holding every fragment (after
+    the progress lines of the steps done before the error, if any)."""
+    assert "Traceback" not in err
+    lines = without_progress(err).splitlines()
+    assert len(lines) == 1, err
+    line = lines[0]
+    assert line.startswith(f"nbo {command}: error: "), line
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    return line
+
+
+# -- the churn data ---------------------------------------------------------------------
+
+CHURN_SPAN_DAYS = 540
+
+
+def make_churn_purchases(seed: int = 1, customers: int = 300) -> pd.DataFrame:
+    """Two rhythms, same recency at any moment: half the customers buy every ~20 days
+    until they stop for good (an exponential lifetime), half every ~150 days.
+
+    A slow buyer who bought recently will not buy within 90 days (their next order is
+    ~150 days after the last): recent means churn for them, the opposite of what recency
+    says for everyone else. Only the gap between orders tells the two apart.
+    """
+    rng = np.random.default_rng(seed)
+    start = END - pd.Timedelta(days=CHURN_SPAN_DAYS)
+    rows = []
+    order = 0
+    for c in range(customers):
+        slow = c % 2 == 1
+        gap = 150.0 if slow else 20.0
+        dies = np.inf if slow else float(rng.exponential(300.0))
+        t = float(rng.uniform(0, gap))
+        while t < CHURN_SPAN_DAYS and t < dies:
+            order += 1
+            when = start + pd.Timedelta(days=t) + pd.Timedelta(hours=int(rng.integers(8, 20)))
+            for item in rng.choice(12, size=int(rng.integers(1, 3)), replace=False):
+                rows.append(
+                    {
+                        col.CUSTOMER_ID: f"{'s' if slow else 'f'}{c:03d}",
+                        col.ITEM_ID: f"I{item:02d}",
+                        col.TIMESTAMP: when,
+                        col.QUANTITY: 1.0,
+                        col.PRICE: 4.0,
+                        col.ORDER_ID: f"o{order}",
+                    }
+                )
+            t += gap * float(rng.uniform(0.8, 1.2))
+    frame = pd.DataFrame(rows)
+    return frame[frame[col.TIMESTAMP] <= END].reset_index(drop=True)
+
+
+# -- a real server ----------------------------------------------------------------------
+
+SERVER_CLOCK = "2026-06-30T12:00:00Z"
+REQUEST_SECONDS = 10
+
+
+@contextmanager
+def running_server(
+    models_dir: Path, store: Path, log: Path, settings: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """``nbo serve`` on a free loopback port with the test clock, ready (``bench.servers``:
+    stopped on the way out; ``Server.terminate`` stops it and checks the stop was
+    graceful). ``settings``: more ``NBO_*`` variables for the server."""
+    with serve(models_dir, store, log, {"NBO_CLOCK": SERVER_CLOCK, **(settings or {})}) as server:
+        yield server

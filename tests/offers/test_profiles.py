@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support import profile_one
-from test_churn import churn_purchases, churn_trained  # noqa: F401  (shared fixtures)
 
 from nbo.core.vocabulary import DAY, STAGES
 from nbo.data.events import parse_events
@@ -189,7 +188,7 @@ def test_every_customer_at_once_equals_one_at_a_time() -> None:
 
 
 @pytest.fixture(scope="module")
-def model(churn_trained: TrainResult) -> ServingModel:  # noqa: F811
+def model(churn_trained: TrainResult) -> ServingModel:
     assert churn_trained.path is not None
     return load_serving_model(churn_trained.path.parent)
 
@@ -292,7 +291,7 @@ def test_a_customer_gone_longer_than_the_horizon_is_lapsed(model: ServingModel) 
     assert profile.recency_days is not None and profile.recency_days > 200
 
 
-def test_an_erased_customer_is_unknown(model: ServingModel, churn_trained: TrainResult) -> None:  # noqa: F811
+def test_an_erased_customer_is_unknown(model: ServingModel, churn_trained: TrainResult) -> None:
     assert churn_trained.path is not None
     own = load_serving_model(churn_trained.path.parent)
     assert profile_one(own, "s001", (), own.trained_until_s).known
@@ -305,7 +304,7 @@ def test_an_erased_customer_is_unknown(model: ServingModel, churn_trained: Train
 
 def test_stages_across_the_published_customers_match_the_profiles(
     model: ServingModel,
-    churn_trained: TrainResult,  # noqa: F811
+    churn_trained: TrainResult,
 ) -> None:
     from training.lifecycle import CUSTOMERS_FILE, read_customers
 

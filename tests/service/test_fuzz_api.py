@@ -22,16 +22,17 @@ from schemathesis.checks import (
     not_a_server_error,
     response_schema_conformance,
 )
-from test_server_events import Server, running_server
+from support import DATA, running_server
 
+from bench.servers import Server
 from nbo.core.apikeys import Role, create_key
 
 EXAMPLES_PER_OPERATION = 25
-CATALOG = Path(__file__).resolve().parent.parent / "data" / "catalog.yaml"
+CATALOG = DATA / "catalog.yaml"
 
 
 # The server requires API keys; the fuzzer calls with an admin key, so every operation is
-# reached (the key checks themselves are in tests/test_auth.py).
+# reached (the key checks themselves are in tests/service/test_auth.py).
 ADMIN_KEY, ADMIN_ENTRY = create_key(Role.admin)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from support import DATA
 
 from nbo.catalog.holder import CatalogHolder
 from nbo.catalog.loading import default_catalog, load_catalog
@@ -29,9 +30,8 @@ from nbo.service.schemas import Channel
 from nbo.settings import Settings, load_settings
 from nbo.store.sqlite import SQLiteStore
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "data" / "catalog.yaml"
-SAMPLE = ROOT / "data" / "online_retail_sample.parquet"
+DEMO = DATA / "catalog.yaml"
+SAMPLE = DATA / "online_retail_sample.parquet"
 DEMO_NOW = int(datetime(2011, 12, 9, 13, tzinfo=UTC).timestamp())
 CLOCK = "2026-06-30T12:00:00Z"
 DAY = 86_400

@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from support import make_planted_purchases, small_training_config
-from test_server_events import REQUEST_SECONDS, Server, running_server
+from support import REQUEST_SECONDS, make_planted_purchases, running_server, small_training_config
 
+from bench.servers import Server
 from nbo.core.apikeys import Role, create_key
 from nbo.core.checksums import sha256_file
 from nbo.core.errors import ConfigError

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import ROOT
 
 from nbo.core.errors import NboError
 from nbo.experiments.definitions import (
@@ -29,7 +30,6 @@ from nbo.experiments.definitions import (
     load_experiments,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 IDS = [f"c{i}" for i in range(100_000)]
 
 VALID = """\

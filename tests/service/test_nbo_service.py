@@ -1,10 +1,10 @@
 """Next-best offers through the real service: stage, churn risk and arbitrated offers.
 
-Planted answers on the churn data (``test_churn``): customers the published model calls
-at risk, lapsed, loyal or new get the catalogue's offers for their stage and never the
-others; expired offers and offers for another channel never appear; a lever change in a
-live catalogue file reorders offers as the formula says; a broken catalogue file is
-refused while the old one keeps serving.
+Planted answers on the churn data (``support.make_churn_purchases``): customers the
+published model calls at risk, lapsed, loyal or new get the catalogue's offers for their
+stage and never the others; expired offers and offers for another channel never appear;
+a lever change in a live catalogue file reorders offers as the formula says; a broken
+catalogue file is refused while the old one keeps serving.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from test_churn import churn_purchases, churn_trained  # noqa: F401  (shared fixtures)
 
 from nbo.catalog.holder import CatalogHolder
 from nbo.service.app import create_app
@@ -82,7 +81,7 @@ def catalog_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(
-    churn_trained: TrainResult,  # noqa: F811
+    churn_trained: TrainResult,
     catalog_file: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[TestClient]:
@@ -102,7 +101,7 @@ def client(
 
 
 @pytest.fixture(scope="module")
-def stages(churn_trained: TrainResult) -> pd.DataFrame:  # noqa: F811
+def stages(churn_trained: TrainResult) -> pd.DataFrame:
     assert churn_trained.path is not None
     return pd.read_parquet(churn_trained.path / "customers.parquet")
 

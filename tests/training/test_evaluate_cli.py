@@ -17,12 +17,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from support import END, without_progress
-from test_cli_train import (  # noqa: F401  (shared fixtures)
-    assert_one_error_line,
-    config,
-    plain_terminal,
-)
+from support import END, assert_one_error_line, without_progress
 
 from nbo.cli import EXIT_USER_ERROR, main
 from nbo.models.candidates import FEATURES, SOURCES
@@ -30,6 +25,8 @@ from training.cli import METHOD_ORDER
 from training.evaluate_cli import default_out_dir, evaluation_document
 from training.pipeline import TrainResult
 from training.report import evaluation_html, write_json
+
+pytestmark = pytest.mark.usefixtures("plain_terminal")
 
 PNG_URI = re.compile(r"data:image/png;base64,([A-Za-z0-9+/=]+)")
 
@@ -82,7 +79,7 @@ def _gate_failing_csv(folder: Path) -> Path:
 def test_evaluate_writes_json_and_html_and_publishes_nothing(
     workdir: Path,
     planted_csv: Path,
-    config: Path,  # noqa: F811  (the fixture)
+    config: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code = _evaluate("--data", str(planted_csv), "--config", str(config))
@@ -167,7 +164,7 @@ def test_evaluate_writes_json_and_html_and_publishes_nothing(
 def test_failed_quality_gate_is_reported_with_exit_code_0(
     tmp_path: Path,
     workdir: Path,
-    config: Path,  # noqa: F811  (the fixture)
+    config: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     data = _gate_failing_csv(tmp_path)

@@ -15,42 +15,34 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from test_live_purchases import purchase
+from support import REQUEST_SECONDS, running_server
 
-from bench.servers import Server
-from bench.servers import running_server as serve
 from nbo.store.sqlite import SQLiteStore
 
 CLOCK = "2026-06-30T12:00:00Z"
 TODAY = "2026-06-30T11:00:00Z"  # after the planted data ends, inside the window
 STOP_SECONDS = 10
-REQUEST_SECONDS = 10
 
 Event = dict[str, Any]
 
 
-# -- the server process ---------------------------------------------------------------------
-
-
-@contextmanager
-def running_server(
-    models_dir: Path, store: Path, log: Path, settings: dict[str, str] | None = None
-) -> Iterator[Server]:
-    """``nbo serve`` on a free loopback port with the test clock, ready (``bench.servers``:
-    stopped on the way out; ``Server.terminate`` stops it and checks the stop was
-    graceful). ``settings``: more ``NBO_*`` variables for the server."""
-    with serve(models_dir, store, log, {"NBO_CLOCK": CLOCK, **(settings or {})}) as server:
-        yield server
-
-
 # -- events ---------------------------------------------------------------------------------
+
+
+def purchase(event_id: str, customer: str, items: list[str], when: str = TODAY) -> dict:
+    return {
+        "event_id": event_id,
+        "type": "purchase",
+        "customer_id": customer,
+        "timestamp": when,
+        "order_id": f"o-{event_id}",
+        "items": [{"item_id": item, "quantity": 1, "price": 2.0} for item in items],
+    }
 
 
 def offer_event(event_id: str, kind: str, customer: str, item: str) -> Event:

@@ -10,49 +10,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import END, without_progress
+from support import DATA, END, assert_one_error_line
 
 from nbo.cli import EXIT_USER_ERROR, main
 
-SMALL_CONFIG = """
-[als]
-factors = 8
-iterations = 10
-regularization = 0.1
-refit_iterations = 5
-"""
-
-
-@pytest.fixture(autouse=True)
-def plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No progress display on stderr, wide enough that the summary is not wrapped."""
-    monkeypatch.delenv("FORCE_COLOR", raising=False)
-    monkeypatch.setenv("TTY_COMPATIBLE", "0")
-    monkeypatch.setenv("COLUMNS", "200")
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "train.toml"
-    path.write_text(SMALL_CONFIG, encoding="utf-8")
-    return path
+pytestmark = pytest.mark.usefixtures("plain_terminal")
 
 
 def _train(*args: str) -> int:
     return main(["train", *args])
-
-
-def assert_one_error_line(err: str, *fragments: str, command: str = "train") -> str:
-    """``err`` is one line, ``nbo COMMAND: error: ...``, holding every fragment (after
-    the progress lines of the steps done before the error, if any)."""
-    assert "Traceback" not in err
-    lines = without_progress(err).splitlines()
-    assert len(lines) == 1, err
-    line = lines[0]
-    assert line.startswith(f"nbo {command}: error: "), line
-    for fragment in fragments:
-        assert fragment in line, (fragment, line)
-    return line
 
 
 # --- success --------------------------------------------------------------------------
@@ -197,7 +163,7 @@ def test_missing_column_under_a_mapping(
     assert_one_error_line(err, "column 'CustomerID'", "missing required column")
 
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "online_retail_sample.parquet"
+SAMPLE = DATA / "online_retail_sample.parquet"
 
 
 @pytest.mark.parametrize(

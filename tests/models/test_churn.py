@@ -13,14 +13,13 @@ import pandas as pd
 import pytest
 from rich.console import Console
 from sklearn.calibration import calibration_curve
-from support import profile_one, small_training_config
+from support import END, profile_one
 
 from nbo.core import columns as col
 from nbo.core.errors import ArtifactError
 from nbo.core.ids import IdMap
 from nbo.core.vocabulary import DAY, STAGES
 from nbo.data.features import FEATURE_NAMES, OrderTable, build_order_table, customer_features
-from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import load_artifact, write_artifact
 from nbo.models.churn import (
     CHURN_FILE,
@@ -36,47 +35,9 @@ from nbo.models.served import load_serving_model
 from training.cli import print_summary
 from training.config import ChurnConfig, TrainingConfig
 from training.lifecycle import CALIBRATION_PLOT, CUSTOMERS_FILE, read_customers, train_churn
-from training.pipeline import TrainResult, train
+from training.pipeline import TrainResult
 
-END = pd.Timestamp("2026-06-30 12:00:00")
-SPAN_DAYS = 540
 HORIZON = 90
-
-
-def make_churn_purchases(seed: int = 1, customers: int = 300) -> pd.DataFrame:
-    """Two rhythms, same recency at any moment: half the customers buy every ~20 days
-    until they stop for good (an exponential lifetime), half every ~150 days.
-
-    A slow buyer who bought recently will not buy within 90 days (their next order is
-    ~150 days after the last): recent means churn for them, the opposite of what recency
-    says for everyone else. Only the gap between orders tells the two apart.
-    """
-    rng = np.random.default_rng(seed)
-    start = END - pd.Timedelta(days=SPAN_DAYS)
-    rows = []
-    order = 0
-    for c in range(customers):
-        slow = c % 2 == 1
-        gap = 150.0 if slow else 20.0
-        dies = np.inf if slow else float(rng.exponential(300.0))
-        t = float(rng.uniform(0, gap))
-        while t < SPAN_DAYS and t < dies:
-            order += 1
-            when = start + pd.Timedelta(days=t) + pd.Timedelta(hours=int(rng.integers(8, 20)))
-            for item in rng.choice(12, size=int(rng.integers(1, 3)), replace=False):
-                rows.append(
-                    {
-                        col.CUSTOMER_ID: f"{'s' if slow else 'f'}{c:03d}",
-                        col.ITEM_ID: f"I{item:02d}",
-                        col.TIMESTAMP: when,
-                        col.QUANTITY: 1.0,
-                        col.PRICE: 4.0,
-                        col.ORDER_ID: f"o{order}",
-                    }
-                )
-            t += gap * float(rng.uniform(0.8, 1.2))
-    frame = pd.DataFrame(rows)
-    return frame[frame[col.TIMESTAMP] <= END].reset_index(drop=True)
 
 
 def _orders_of(purchases: pd.DataFrame) -> tuple[OrderTable, IdMap]:
@@ -86,20 +47,6 @@ def _orders_of(purchases: pd.DataFrame) -> tuple[OrderTable, IdMap]:
 
 def _data_end(orders: OrderTable) -> int:
     return int(orders.time.max()) + 1
-
-
-@pytest.fixture(scope="session")
-def churn_purchases() -> pd.DataFrame:
-    return make_churn_purchases()
-
-
-@pytest.fixture(scope="session")
-def churn_trained(tmp_path_factory: pytest.TempPathFactory, churn_purchases: pd.DataFrame):
-    """The whole trainer on the planted churn data (ALS is beside the point: forced)."""
-    path = tmp_path_factory.mktemp("churn-data") / "purchases.csv"
-    churn_purchases.to_csv(path, index=False)
-    models = tmp_path_factory.mktemp("churn-models")
-    return train(path, load_mapping("canonical"), models, small_training_config(), force=True)
 
 
 # --- labels and cutoffs ----------------------------------------------------------------
