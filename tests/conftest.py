@@ -8,9 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import make_churn_purchases, make_planted_purchases, small_training_config
+from support import (
+    make_churn_purchases,
+    make_planted_purchases,
+    make_refill_purchases,
+    small_training_config,
+)
 
 from nbo.data.mapping import load_mapping
+from nbo.models.served import ServingModel, load_serving_model
 from training.pipeline import TrainResult, train
 
 
@@ -39,6 +45,13 @@ def models_dir(trained: TrainResult) -> Path:
     return trained.path.parent
 
 
+@pytest.fixture(scope="module")
+def served(models_dir: Path) -> ServingModel:
+    """The served model of the planted data, loaded once per test module (a test that
+    needs it changed makes a changed copy, as ``dataclasses.replace`` does)."""
+    return load_serving_model(models_dir)
+
+
 @pytest.fixture(scope="session")
 def churn_purchases() -> pd.DataFrame:
     return make_churn_purchases()
@@ -53,6 +66,20 @@ def churn_trained(
     churn_purchases.to_csv(path, index=False)
     models = tmp_path_factory.mktemp("churn-models")
     return train(path, load_mapping("canonical"), models, small_training_config(), force=True)
+
+
+@pytest.fixture(scope="session")
+def refills_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("refills") / "refills.csv"
+    make_refill_purchases().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def with_cycles(tmp_path_factory: pytest.TempPathFactory, refills_csv: Path) -> TrainResult:
+    """A model of the planted data with a repurchase cycle to learn (``REFILL``)."""
+    models = tmp_path_factory.mktemp("models")
+    return train(refills_csv, load_mapping("canonical"), models, small_training_config())
 
 
 @pytest.fixture(autouse=True)

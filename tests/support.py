@@ -10,18 +10,26 @@ and buys others in it, so a working CF model must rank the customer's own group 
 
 from __future__ import annotations
 
+import os
 import re
+import textwrap
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from bench.servers import Server
 from bench.servers import running_server as serve
 from nbo.catalog.terms import Catalog
 from nbo.core import columns as col
+from nbo.core.ids import IdMap
+from nbo.core.vocabulary import DAY, STAGES
+from nbo.data.features import OrderTable, build_order_table
+from nbo.models.candidates import STAGE_CODE, ItemSide
 from nbo.models.served import ServingModel
 from nbo.offers.profiles import CustomerProfile, customer_profiles
 from nbo.offers.ranking import OfferRequest, Ranking, rank_offers
@@ -32,6 +40,7 @@ from training.config import TrainingConfig
 # The repository: the bundled sample, the demo catalogue and experiments are in data/.
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
+DEMO_CATALOG = DATA / "catalog.yaml"
 END = pd.Timestamp("2026-06-30 12:00:00")
 # A plain progress line (``nbo.progress``), which commands write to stderr when it is not
 # a terminal (as under pytest): "nbo train: fit ALS (before cutoff): done in 0.1 s".
@@ -44,6 +53,7 @@ def without_progress(err: str) -> str:
 
 
 GROUP_ITEMS = {"a": [f"A{i:02d}" for i in range(10)], "b": [f"B{i:02d}" for i in range(10)]}
+ALL_ITEMS = sorted(GROUP_ITEMS["a"] + GROUP_ITEMS["b"])
 CUSTOMERS_PER_GROUP = 30
 
 
@@ -71,6 +81,35 @@ def make_planted_purchases(seed: int = 7) -> pd.DataFrame:
                     }
                 )
     return pd.DataFrame(rows).sort_values("timestamp").reset_index(drop=True)
+
+
+def expected_popularity(planted: pd.DataFrame, days: int) -> pd.Series:
+    """Distinct buyers per item in the ``days`` before the last purchase, by pandas."""
+    as_of = planted["timestamp"].max()
+    recent = planted[planted["timestamp"] > as_of - pd.Timedelta(days=days)]
+    buyers = recent.groupby("item_id")["customer_id"].nunique()
+    return buyers.reindex(ALL_ITEMS, fill_value=0).astype(np.float32)
+
+
+REPEAT_CUSTOMERS = 12
+
+
+def make_refill_purchases() -> pd.DataFrame:
+    """The planted data plus REFILL, which twelve customers buy every 14 days (known
+    cycle 14) and RARE, which four customers buy twice (too few for a cycle)."""
+    base = make_planted_purchases()
+    rows = []
+    for c in range(REPEAT_CUSTOMERS):
+        customer = f"{'ab'[c % 2]}{c:02d}"
+        for n in range(10):
+            when = END - pd.Timedelta(days=3 + c + 14 * n, hours=c)
+            rows.append((customer, "REFILL", when, f"r{c}-{n}"))
+    for c in range(4):
+        for days in (60, 90):
+            rows.append((f"a{c + 20:02d}", "RARE", END - pd.Timedelta(days=days), f"s{c}-{days}"))
+    extra = pd.DataFrame(rows, columns=["customer_id", "item_id", "timestamp", "order_id"])
+    extra = extra.assign(quantity=1, price=2.5)
+    return pd.concat([base, extra], ignore_index=True).sort_values("timestamp")
 
 
 def small_training_config() -> TrainingConfig:
@@ -177,6 +216,95 @@ def make_churn_purchases(seed: int = 1, customers: int = 300) -> pd.DataFrame:
             t += gap * float(rng.uniform(0.8, 1.2))
     frame = pd.DataFrame(rows)
     return frame[frame[col.TIMESTAMP] <= END].reset_index(drop=True)
+
+
+def orders_of(purchases: pd.DataFrame) -> tuple[OrderTable, IdMap]:
+    """Every customer's orders, customers in id order."""
+    ids = IdMap(sorted(purchases[col.CUSTOMER_ID].unique()))
+    return build_order_table(purchases, ids), ids
+
+
+def data_end(orders: OrderTable) -> int:
+    """The second after the last order."""
+    return int(orders.time.max()) + 1
+
+
+# -- candidate sources on six items -----------------------------------------------------
+
+
+def tiny_items(n_items: int = 6) -> ItemSide:
+    """Six items; 0..2 similar to each other, 3..5 to each other; item 5 most popular."""
+    factors = np.zeros((n_items, 2), np.float32)
+    factors[:3, 0] = 1.0
+    factors[3:, 1] = 1.0
+    similarity = np.zeros((n_items, n_items), np.float32)
+    for group in ((0, 1, 2), (3, 4, 5)):
+        for a in group:
+            for b in group:
+                if a != b:
+                    similarity[a, b] = 1.0
+    popularity = np.arange(n_items, dtype=np.float64)
+    return ItemSide.build(
+        100 * DAY,
+        factors,
+        sp.csr_matrix(similarity),
+        popularity,
+        popularity / 2,
+        np.array([10.0, np.nan, np.nan, np.nan, np.nan, np.nan]),
+    )
+
+
+def staged_items() -> ItemSide:
+    """tiny_items plus prices and a stage popularity where loyal customers favour item 2
+    and lapsed ones item 4."""
+    base = tiny_items()
+    by_stage = np.zeros((len(STAGES), 6))
+    by_stage[STAGE_CODE["loyal"], 2] = 0.9
+    by_stage[STAGE_CODE["lapsed"], 4] = 0.7
+    return ItemSide.build(
+        base.as_of_s,
+        base.item_factors,
+        base.similarity,
+        base.popularity,
+        base.popularity_before,
+        base.cycle_days,
+        price=np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+        stage_popularity=by_stage,
+    )
+
+
+# -- small files a test writes (catalogues, experiments) --------------------------------
+
+
+def at(text: str) -> int:
+    """An ISO time (a naive one is UTC) in Unix seconds."""
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def rewrite(path: Path, text: str) -> None:
+    """Write in place and move mtime on, as an editor's save a second later would."""
+    before = path.stat().st_mtime_ns
+    path.write_text(text, encoding="utf-8")
+    later = before + 2_000_000_000
+    os.utime(path, ns=(later, later))
+
+
+# Catalogue files of one offer each, for reloads and refusals: two good, one refused
+# (a negative value).
+GOOD_CATALOG = (
+    "version: 1\noffers:\n  - {id: one, kind: incentive, incentive: free_shipping, value: 5}\n"
+)
+GOOD_CATALOG_2 = (
+    "version: 1\noffers:\n  - {id: two, kind: incentive, incentive: free_shipping, value: 6}\n"
+)
+BAD_CATALOG = (
+    "version: 1\noffers:\n  - {id: two, kind: incentive, incentive: free_shipping, value: -6}\n"
+)
 
 
 # -- a real server ----------------------------------------------------------------------

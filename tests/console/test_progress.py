@@ -6,12 +6,9 @@ from __future__ import annotations
 import io
 import threading
 import time
-from pathlib import Path
 
-import pytest
 from support import PROGRESS_LINE
 
-from nbo.cli import main
 from nbo.console.progress import PlainProgress
 
 
@@ -81,14 +78,3 @@ def test_the_lines_come_from_a_thread_while_the_step_blocks() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("nbo train: fit ALS (before cutoff): 0/15 iterations (0%), ")
     assert lines[-1].startswith("nbo train: fit ALS (before cutoff): done in ")
-
-
-def test_train_writes_a_line_per_step_when_stderr_is_not_a_terminal(
-    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["train", "--data", str(planted_csv), "--models-dir", str(tmp_path)]) == 0
-    lines = capsys.readouterr().err.splitlines()
-    steps = [line.split(": ")[1] for line in lines]
-    assert steps[0] == "read purchases" and steps[-1] == "publish"
-    assert {"fit ALS (before cutoff)", "evaluate", "refit ALS (all data)"} <= set(steps)
-    assert all(PROGRESS_LINE.match(line) for line in lines), lines

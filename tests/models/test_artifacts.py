@@ -1,8 +1,7 @@
-"""Artifacts: atomic versioned writes, verified loads, and the serving model built from them."""
+"""Artifacts: atomic versioned writes, verified loads, CURRENT, and checksummed side files."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from pathlib import Path
@@ -10,10 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import small_training_config
 
 from nbo.core.errors import ArtifactError
-from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import (
     CURRENT,
     MANIFEST,
@@ -25,9 +22,6 @@ from nbo.models.artifacts import (
     set_current,
     write_artifact,
 )
-from nbo.models.served import load_serving_model
-from training import publish
-from training.pipeline import TrainResult, train
 
 
 def _arrays() -> dict[str, np.ndarray]:
@@ -268,85 +262,20 @@ def test_list_versions_of_a_missing_folder(tmp_path: Path) -> None:
     assert list_versions(tmp_path / "nothing") == []
 
 
-# --- the serving model ----------------------------------------------------------------
+# --- side files -----------------------------------------------------------------------
 
 
-def test_serving_model_scores_equal_the_in_memory_model(
-    tmp_path: Path, planted_csv: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Capture the arrays the trainer hands to write_artifact; the loaded model must score
-    exactly the same (save -> load changes nothing)."""
-    captured: dict[str, np.ndarray] = {}
-    real_write = publish.write_artifact
-
-    def capturing_write(models_dir: Path, version: str, arrays: dict, *rest: Any) -> Path:
-        captured.update({name: np.array(value, copy=True) for name, value in arrays.items()})
-        return real_write(models_dir, version, arrays, *rest)
-
-    monkeypatch.setattr(publish, "write_artifact", capturing_write)
-    models = tmp_path / "models"
-    result = train(planted_csv, load_mapping("canonical"), models, small_training_config())
-
-    model = load_serving_model(models)
-
-    assert model.version == result.version
-    expected = captured["user_factors"] @ captured["item_factors"].T
-    loaded = np.asarray(model.als.user_factors) @ np.asarray(model.als.item_factors).T
-    assert expected.shape == (60, 20)
-    assert np.array_equal(loaded, expected)
-    assert model.customers.ids.tolist() == captured["customer_ids"].tolist()
-    assert model.items.ids.tolist() == captured["item_ids"].tolist()
-    assert np.array_equal(model.indptr, captured["history_indptr"])
-    assert np.array_equal(model.history_items, captured["history_indices"])
-    assert np.array_equal(model.history_confidence, captured["history_confidence"])
-    assert np.array_equal(model.history_last_purchase, captured["history_last_purchase"])
-    assert np.array_equal(model.popularity, captured["popularity"])
-    # Hyperparameters come back from the manifest.
-    assert model.als.factors == 8
-    assert model.als.regularization == pytest.approx(0.1)
-
-
-def test_serving_model_from_the_trained_fixture(trained: TrainResult, models_dir: Path) -> None:
-    model = load_serving_model(models_dir)
-    assert trained.path is not None
-
-    assert model.version == trained.version
-    assert len(model.customers) == 60
-    assert len(model.items) == 20
-    user = np.load(trained.path / "user_factors.npy")
-    item = np.load(trained.path / "item_factors.npy")
-    assert np.array_equal(
-        np.asarray(model.als.user_factors) @ np.asarray(model.als.item_factors).T,
-        user @ item.T,
+def test_side_files_are_written_checksummed_and_listed(tmp_path: Path) -> None:
+    path = write_artifact(
+        tmp_path, "v1", {"x": np.arange(2)}, {"d": {"a": 1}}, {}, {"blob.bin": b"\x00\x01"}
     )
-    # Popular order: most distinct buyers first, ties by item index.
-    popularity = np.asarray(model.popularity)
-    order = model.popular_order.tolist()
-    assert sorted(order) == list(range(20))
-    assert all((popularity[a], -a) >= (popularity[b], -b) for a, b in itertools.pairwise(order))
 
+    artifact = load_artifact(tmp_path)
 
-def test_serving_model_refuses_an_artifact_without_the_model_arrays(tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    _write(models, "v1")
-
-    with pytest.raises(ArtifactError, match="model v1: missing arrays"):
-        load_serving_model(models)
-
-
-def test_serving_model_refuses_inconsistent_arrays(tmp_path: Path, trained: TrainResult) -> None:
-    """A checksum-valid artifact whose customer ids do not match the factor rows."""
-    assert trained.path is not None
-    source = load_artifact(trained.path.parent, trained.version, mmap=False)
-    arrays = dict(source.arrays)
-    arrays["customer_ids"] = arrays["customer_ids"][:-1]
-    models = tmp_path / "models"
-    manifest = {"config": source.manifest["config"]}
-    write_artifact(models, "bad", arrays, {}, manifest)
-
-    with pytest.raises(ArtifactError) as caught:
-        load_serving_model(models)
-
-    assert "inconsistent arrays" in str(caught.value)
-    assert "user_factors rows = customers" in str(caught.value)
-    assert "history rows = customers" in str(caught.value)
+    assert (path / "blob.bin").read_bytes() == b"\x00\x01"
+    assert "blob.bin" in artifact.manifest["files"]
+    assert set(artifact.files) == {"x.npy", "d.json", "blob.bin"}
+    assert "blob" not in artifact.arrays and "blob" not in artifact.documents
+    for bad in ("../x.bin", "a/b.bin", "x.npy", "d.json", "manifest.json", ".hidden", ""):
+        with pytest.raises(ArtifactError, match="side file name"):
+            write_artifact(tmp_path, f"v-{len(bad)}", {}, {}, {}, {bad: b""})

@@ -1,21 +1,18 @@
-"""The candidate sources and the ranker: candidates and features shared by trainer and
-service, honest training one window before the cutoff, and what the service serves."""
+"""The candidate sources: what each proposes and the features the trainer and the service
+share, for many customers at once, checked against the sources as their docstrings state
+them, one customer at a time in plain Python; the ranked order and its ties."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 from implicit.cpu.topk import topk
-from support import rank_one, small_training_config
+from support import staged_items, tiny_items
 
-from nbo.core.vocabulary import STAGES
-from nbo.data.mapping import load_mapping
+from nbo.core.vocabulary import DAY, STAGES
 from nbo.data.sparse import Rows
 from nbo.models import candidates as candidates_module
 from nbo.models.candidates import (
@@ -32,43 +29,6 @@ from nbo.models.candidates import (
     ranked_top,
 )
 from nbo.models.cf import FILTERED_SCORE
-from nbo.models.popularity import group_popularity
-from nbo.models.ranker import RankerScorer
-from nbo.models.served import ServingModel, load_serving_model
-from nbo.offers.ranking import (
-    SOURCE_ALSO_BOUGHT,
-    SOURCE_BUY_AGAIN,
-    SOURCE_CF,
-    SOURCE_POPULAR_IN_STAGE,
-)
-from nbo.offers.suppression import SuppressionWindow
-from training.config import RankerConfig
-from training.pipeline import TrainResult, train
-from training.ranker import stage_popularity_recommender
-
-DAY = 86_400
-
-
-def tiny_items(n_items: int = 6) -> ItemSide:
-    """Six items; 0..2 similar to each other, 3..5 to each other; item 5 most popular."""
-    factors = np.zeros((n_items, 2), np.float32)
-    factors[:3, 0] = 1.0
-    factors[3:, 1] = 1.0
-    similarity = np.zeros((n_items, n_items), np.float32)
-    for group in ((0, 1, 2), (3, 4, 5)):
-        for a in group:
-            for b in group:
-                if a != b:
-                    similarity[a, b] = 1.0
-    popularity = np.arange(n_items, dtype=np.float64)
-    return ItemSide.build(
-        100 * DAY,
-        factors,
-        sp.csr_matrix(similarity),
-        popularity,
-        popularity / 2,
-        np.array([10.0, np.nan, np.nan, np.nan, np.nan, np.nan]),
-    )
 
 
 def customer(bought: dict[int, tuple[int, int]], factors: list[float]) -> CustomerSide:
@@ -165,129 +125,7 @@ def test_ranker_ties_follow_the_sources_consensus_not_the_catalogue_order() -> N
     assert set(top[0].tolist()) == {3, 4, 5}
 
 
-@pytest.mark.learned
-def test_the_ranker_is_trained_before_the_cutoff_and_beats_every_single_method(
-    trained: TrainResult,
-) -> None:
-    section = trained.manifest["ranker"]
-    assert section["enabled"] is True and section["features"] == list(FEATURES)
-    assert "window before the cutoff" in section["trained_on"]
-    shares = section["contributions"]
-    assert set(shares) == set(SOURCES)
-    assert all(0.0 <= v["share"] <= 1.0 and 0.0 <= v["hit_rate"] <= 1.0 for v in shares.values())
-    for truth in ("all", "new"):
-        metrics = trained.metrics[truth]
-        assert metrics["ranker"]["customers"] == metrics["als"]["customers"]
-    gate = trained.manifest["quality_gate"]
-    assert gate["method"] == "ranker" and gate["passed"]
-
-
-@pytest.fixture(scope="module")
-def model(models_dir) -> ServingModel:
-    return load_serving_model(models_dir)
-
-
-@pytest.mark.learned
-def test_served_offers_come_from_the_ranker_with_reasons(
-    model: ServingModel, planted_purchases: pd.DataFrame
-) -> None:
-    assert model.ranker is not None and model.propensity.ranker is not None
-    now = model.trained_until_s + 3600
-    window = SuppressionWindow.parse("30")
-    for customer_id in ("a00", "b05"):
-        ranking = rank_one(model, customer_id, 5, now, window)
-        assert ranking.personalized
-        group = customer_id[0].upper()
-        assert [o.item_id[0] for o in ranking.offers[:3]] == [group] * 3
-        for offer in ranking.offers:
-            assert offer.reason.source in (
-                SOURCE_CF,
-                SOURCE_BUY_AGAIN,
-                SOURCE_ALSO_BOUGHT,
-                SOURCE_POPULAR_IN_STAGE,
-                "popular",
-            )
-            assert offer.components is not None and 0.0 <= offer.components.propensity <= 1.0
-            if offer.reason.source == SOURCE_BUY_AGAIN:
-                assert offer.reason.because == (offer.item_id,)
-        priorities = [o.priority for o in ranking.offers]
-        assert priorities == sorted(priorities, reverse=True)
-        # Never an item bought inside the window.
-        recent = planted_purchases[
-            (planted_purchases["customer_id"] == customer_id)
-            & (planted_purchases["timestamp"] >= pd.Timestamp(now - 30 * DAY, unit="s"))
-        ]["item_id"]
-        assert not set(recent) & {o.item_id for o in ranking.offers}
-
-
-def test_the_report_shows_the_source_contributions(trained: TrainResult) -> None:
-    import io
-
-    from rich.console import Console
-
-    from training.cli import print_summary
-
-    out = io.StringIO()
-    print_summary(Console(file=out, width=200, color_system=None), trained)
-    text = out.getvalue()
-    assert "ranker: where its top 10 came from" in text
-    for source in SOURCES:
-        assert source in text.split("ranker: where its top 10 came from")[1]
-    assert "strongest features" in text
-
-
-def test_a_buy_again_reason_counts_the_customers_own_orders(
-    model: ServingModel, planted_purchases: pd.DataFrame
-) -> None:
-    now = model.trained_until_s + 3600
-    ranking = rank_one(model, "a00", 10, now, SuppressionWindow.parse("30"))
-    again = [o for o in ranking.offers if o.reason.source == SOURCE_BUY_AGAIN]
-    assert again, "the planted customers buy their group's items again"
-    mine = planted_purchases[planted_purchases["customer_id"] == "a00"]
-    for offer in again:
-        assert (
-            offer.reason.orders == mine.loc[mine["item_id"] == offer.item_id, "order_id"].nunique()
-        )
-
-
 # --- stage popularity, customer traits and price --------------------------------------
-
-
-def test_group_popularity_is_the_share_of_each_groups_customers_who_bought() -> None:
-    counts = sp.csr_matrix(
-        np.array(
-            [
-                [1, 0, 2],  # group 0
-                [0, 0, 1],  # group 0
-                [3, 1, 0],  # group 1
-                [5, 5, 5],  # no group
-            ],
-            dtype=np.float64,
-        )
-    )
-    shares = group_popularity(counts, np.array([0, 0, 1, -1]), 3)
-    np.testing.assert_allclose(shares[0], [0.5, 0.0, 1.0])
-    np.testing.assert_allclose(shares[1], [1.0, 1.0, 0.0])
-    np.testing.assert_allclose(shares[2], [0.0, 0.0, 0.0])  # an empty group
-
-
-def _staged_items() -> ItemSide:
-    """tiny_items plus prices and a stage popularity where loyal customers favour item 2
-    and lapsed ones item 4."""
-    base = tiny_items()
-    by_stage = np.zeros((len(STAGES), 6))
-    by_stage[STAGE_CODE["loyal"], 2] = 0.9
-    by_stage[STAGE_CODE["lapsed"], 4] = 0.7
-    return ItemSide.build(
-        base.as_of_s,
-        base.item_factors,
-        base.similarity,
-        base.popularity,
-        base.popularity_before,
-        base.cycle_days,
-        price=np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
-        stage_popularity=by_stage,
-    )
 
 
 def test_the_stage_source_proposes_what_the_customers_stage_buys() -> None:
@@ -302,7 +140,7 @@ def test_the_stage_source_proposes_what_the_customers_stage_buys() -> None:
             churn_risk=np.array([0.25]),
             monetary=np.array([120.0]),
         )
-        table = candidates(_staged_items(), side, 1)
+        table = candidates(staged_items(), side, 1)
         staged = table.items[table.sources[:, SOURCES.index("stage_popular")]]
         assert favourite in staged.tolist()
         row = table.features[table.items.tolist().index(favourite)]
@@ -315,7 +153,7 @@ def test_the_stage_source_proposes_what_the_customers_stage_buys() -> None:
 
 
 def test_unknown_traits_are_missing_values_and_propose_nothing() -> None:
-    table = candidates(_staged_items(), customer({0: (3, 90)}, [1.0, 0.0]), 1)
+    table = candidates(staged_items(), customer({0: (3, 90)}, [1.0, 0.0]), 1)
     column = {name: n for n, name in enumerate(FEATURES)}
     assert not table.sources[:, SOURCES.index("stage_popular")].any()
     for name in ("customer_stage", "churn_risk", "customer_monetary", "stage_popularity"):
@@ -344,97 +182,6 @@ def test_a_source_that_proposes_nothing_leaves_the_others_ranking() -> None:
     nothing_bought = candidates(no_neighbours, customer({}, [0.0, 1.0]), 2)
     assert len(nothing_bought) > 0
     assert not nothing_bought.sources[:, SOURCES.index("buy_again")].any()
-
-
-def test_the_service_ranks_when_sources_come_back_empty(model: ServingModel) -> None:
-    """A served model whose ItemKNN and stage sources propose nothing still answers k
-    offers, none of them explained by a source that proposed nothing."""
-    assert model.item_side is not None
-    n_items = len(model.items)
-    side = model.item_side
-    emptied = dataclasses.replace(
-        model,
-        item_side=ItemSide.build(
-            side.as_of_s,
-            side.item_factors,
-            sp.csr_matrix((n_items, n_items), dtype=np.float32),
-            side.popularity,
-            side.popularity_before,
-            side.cycle_days,
-            price=side.price,
-            stage_popularity=None,
-        ),
-    )
-    now = model.trained_until_s + 3600
-    ranking = rank_one(emptied, "a00", 5, now, SuppressionWindow.parse("30"), stage="loyal")
-    assert len(ranking.offers) == 5
-    assert all(
-        o.reason.source not in (SOURCE_ALSO_BOUGHT, SOURCE_POPULAR_IN_STAGE) for o in ranking.offers
-    )
-
-
-def test_the_ranker_settings_come_from_the_training_config(
-    tmp_path: Path, planted_csv: Path
-) -> None:
-    config = small_training_config().model_copy(
-        update={"ranker": RankerConfig(per_source=7, max_rounds=3)}
-    )
-    result = train(planted_csv, load_mapping("canonical"), tmp_path / "a", config)
-    section = result.manifest["ranker"]
-    assert section["per_source"] == 7 and 1 <= section["rounds"] <= 3
-    assert load_serving_model(tmp_path / "a").ranker_per_source == 7
-
-    off = small_training_config().model_copy(update={"ranker": RankerConfig(enabled=False)})
-    result = train(planted_csv, load_mapping("canonical"), tmp_path / "b", off)
-    assert result.manifest["ranker"] == {
-        "enabled": False,
-        "reason": "disabled in the training config",
-    }
-    assert result.manifest["quality_gate"]["method"] == "als"
-    served = load_serving_model(tmp_path / "b")
-    assert served.ranker is None and served.item_side is None
-
-
-def test_the_scorer_gives_the_boosters_own_scores() -> None:
-    """The service's C-API scorer and LightGBM's Booster.predict agree on features in
-    either memory layout, with missing values and the categorical stage."""
-    rng = np.random.default_rng(0)
-    n_rows, width = 600, len(FEATURES)
-    features = rng.normal(size=(n_rows, width)).astype(np.float32)
-    stage = FEATURES.index("customer_stage")
-    features[:, stage] = rng.integers(0, len(STAGES), n_rows)
-    features[rng.random((n_rows, width)) < 0.1] = np.nan
-    labels = (np.nan_to_num(features[:, 0]) + rng.normal(size=n_rows) > 0.5).astype(int)
-    booster = lgb.train(
-        {"objective": "lambdarank", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 5},
-        lgb.Dataset(
-            features,
-            label=labels,
-            group=[20] * (n_rows // 20),
-            feature_name=list(FEATURES),
-            categorical_feature=["customer_stage"],
-        ),
-        num_boost_round=20,
-    )
-    scorer = RankerScorer(booster)
-    expected = booster.predict(features)
-    np.testing.assert_allclose(scorer.predict(features), expected, rtol=1e-6)
-    np.testing.assert_allclose(scorer.predict(np.asfortranarray(features)), expected, rtol=1e-6)
-    np.testing.assert_allclose(scorer.predict(features[::2]), expected[::2], rtol=1e-6)
-    assert scorer.predict(features[:0]).shape == (0,)
-    with pytest.raises(ValueError, match="expected 21 features"):
-        scorer.predict(features[:, :-1])
-
-
-def test_stage_popularity_alone_ranks_each_customer_by_their_stage() -> None:
-    items = _staged_items()
-    stages = np.array([STAGE_CODE["loyal"], STAGE_CODE["lapsed"], NO_STAGE])
-    recommend = stage_popularity_recommender(items, stages, 2)
-    top = recommend(np.array([0, 1, 2]), None)
-    assert top[0, 0] == 2 and top[1, 0] == 4  # each stage's favourite first
-    assert top[2].tolist() == items.popular_order[:2].tolist()  # no stage: overall
-    exclude = sp.csr_matrix(([1.0], [2], [0, 1, 1]), shape=(2, 6))
-    assert 2 not in recommend(np.array([0, 1]), exclude)[0].tolist()
 
 
 def random_shop(

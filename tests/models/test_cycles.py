@@ -1,25 +1,18 @@
-"""Repurchase cycles: learned on planted data whose answer is known by construction,
-cycle-aware suppression at its boundaries, the artifact round trip, and how the trainer
-reports them (manifest, metrics, summary line)."""
+"""Repurchase cycles: learned on data whose answer is known by construction, cycle-aware
+suppression at its boundaries, and the cycles in the artifact."""
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
-from rich.console import Console
-from support import END, make_planted_purchases, small_training_config
 
 from nbo.core.errors import ArtifactError
 from nbo.core.ids import IdMap
 from nbo.core.vocabulary import DAY
 from nbo.data.history import EncodedPurchases, encode_purchases
-from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import load_artifact, write_artifact
 from nbo.models.cycles import (
     cycle_summary,
@@ -29,11 +22,7 @@ from nbo.models.cycles import (
 )
 from nbo.models.served import CYCLES_ARRAY, load_serving_model, model_arrays
 from nbo.offers.suppression import SuppressionWindow
-from training.cli import cycles_line, print_summary
-from training.config import TrainingConfig
-from training.methods import cycle_suppressed, excluding, popularity_recommender
-from training.pipeline import TrainResult, train
-from training.split import time_split
+from training.pipeline import TrainResult
 
 START = pd.Timestamp("2024-01-01 00:00")
 
@@ -223,6 +212,7 @@ def test_min_repeat_buyers_must_be_positive() -> None:
 
 # --- suppression with cycles ----------------------------------------------------------
 
+
 NOW = 1_700_000_000
 CYCLES = np.array([14.0, np.nan, 3.5], dtype=np.float32)  # item 1 has no learned cycle
 
@@ -311,143 +301,7 @@ def test_cycle_summary() -> None:
     }
 
 
-# --- the trainer, the artifact and the report -----------------------------------------
-
-REPEAT_CUSTOMERS = 12
-
-
-def _with_refills() -> pd.DataFrame:
-    """The planted data plus REFILL, which twelve customers buy every 14 days (known
-    cycle 14) and RARE, which four customers buy twice (too few for a cycle)."""
-    base = make_planted_purchases()
-    rows = []
-    for c in range(REPEAT_CUSTOMERS):
-        customer = f"{'ab'[c % 2]}{c:02d}"
-        for n in range(10):
-            when = END - pd.Timedelta(days=3 + c + 14 * n, hours=c)
-            rows.append((customer, "REFILL", when, f"r{c}-{n}"))
-    for c in range(4):
-        for days in (60, 90):
-            rows.append((f"a{c + 20:02d}", "RARE", END - pd.Timedelta(days=days), f"s{c}-{days}"))
-    extra = pd.DataFrame(rows, columns=["customer_id", "item_id", "timestamp", "order_id"])
-    extra = extra.assign(quantity=1, price=2.5)
-    return pd.concat([base, extra], ignore_index=True).sort_values("timestamp")
-
-
-@pytest.fixture(scope="module")
-def refills_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("refills") / "refills.csv"
-    _with_refills().to_csv(path, index=False)
-    return path
-
-
-@pytest.fixture(scope="module")
-def with_cycles(tmp_path_factory: pytest.TempPathFactory, refills_csv: Path) -> TrainResult:
-    models = tmp_path_factory.mktemp("models")
-    return train(refills_csv, load_mapping("canonical"), models, small_training_config())
-
-
-def test_trainer_stores_the_cycles_in_the_artifact(with_cycles: TrainResult) -> None:
-    assert with_cycles.path is not None
-    stored = np.load(with_cycles.path / f"{CYCLES_ARRAY}.npy")
-    items = np.load(with_cycles.path / "item_ids.npy").tolist()
-
-    assert stored.dtype == np.float32
-    assert len(stored) == len(items) == 22
-    assert stored[items.index("REFILL")] == 14.0
-    others = [i for i, item in enumerate(items) if item != "REFILL"]
-    assert np.isnan(stored[others]).all()
-
-    model = load_serving_model(with_cycles.path.parent, with_cycles.version)
-    assert model.repurchase_cycle_days is not None
-    assert np.array_equal(model.repurchase_cycle_days, stored, equal_nan=True)
-    window = model.suppression_days(30)
-    assert window is not None
-    assert window[items.index("REFILL")] == 14.0
-    assert window[items.index("RARE")] == 30.0
-    assert model.suppression_days(30) is window  # computed once per default
-
-
-def test_manifest_cycles_section(with_cycles: TrainResult) -> None:
-    assert with_cycles.path is not None
-    manifest = json.loads((with_cycles.path / "manifest.json").read_text(encoding="utf-8"))
-    cycles = manifest["cycles"]
-
-    assert cycles == with_cycles.manifest["cycles"]
-    assert cycles["enabled"] is True
-    assert cycles["min_repeat_buyers"] == 5
-    assert cycles["max_days"] == 365
-    assert cycles["items"] == 1
-    assert cycles["share"] == pytest.approx(1 / 22)
-    assert cycles["days"] == {
-        name: 14.0 for name in ("min", "p10", "p25", "median", "p75", "p90", "max")
-    }
-    # Before the cutoff (30 days before the end) the REFILL buyers already repeat.
-    assert cycles["items_before_cutoff"] == 1
-    assert manifest["config"]["cycles"] == {
-        "enabled": True,
-        "min_repeat_buyers": 5,
-        "max_days": 365,
-    }
-
-
-def test_als_cycles_is_evaluated_on_both_truths(with_cycles: TrainResult) -> None:
-    for truth in ("all", "new"):
-        metrics = with_cycles.metrics[truth]
-        assert {"als", "als_window", "als_cycles", "buy_again", "popularity"} <= set(metrics)
-        assert set(metrics["als_cycles"]) == set(metrics["als"])
-        assert metrics["als_cycles"]["customers"] == metrics["als"]["customers"]
-    gate = with_cycles.manifest["quality_gate"]
-    assert gate[gate["method"]] == with_cycles.metrics["all"][gate["method"]]["ndcg@10"]
-
-
-def test_report_shows_the_cycles_line(with_cycles: TrainResult) -> None:
-    out = io.StringIO()
-    print_summary(Console(file=out, width=200, color_system=None), with_cycles)
-    text = out.getvalue()
-
-    assert (
-        "repurchase cycles: 1 items (4.5%), median 14 days (p10 14 .. p90 14); "
-        "1 before the cutoff for als_cycles" in text
-    )
-    assert "als_cycles" in text.split("truth: all holdout purchases")[1]
-
-
-def test_cycles_line_formats() -> None:
-    days = {"min": 2.0, "p10": 7.0, "p25": 10.0, "median": 21.5, "p75": 30.0, "p90": 45.25}
-    line = cycles_line(
-        {
-            "enabled": True,
-            "min_repeat_buyers": 5,
-            "items": 1234,
-            "share": 0.25,
-            "days": {**days, "max": 90.0},
-            "items_before_cutoff": 1100,
-        }
-    )
-    assert line == (
-        "[bold]repurchase cycles:[/] 1,234 items (25.0%), median 21.5 days "
-        "(p10 7 .. p90 45.2); 1,100 before the cutoff for als_cycles"
-    )
-    none = {"enabled": True, "min_repeat_buyers": 5, "items": 0, "share": 0.0, "days": None}
-    assert cycles_line(none).endswith("0 items (0.0%), none learned (fewer than 5 repeat buyers)")
-    assert cycles_line({"enabled": False}) == "[bold]repurchase cycles:[/] off"
-
-
-def test_cycles_can_be_turned_off(tmp_path: Path, refills_csv: Path) -> None:
-    config = TrainingConfig.model_validate(
-        {**small_training_config().model_dump(), "cycles": {"enabled": False}}
-    )
-
-    result = train(refills_csv, load_mapping("canonical"), tmp_path / "models", config)
-
-    assert result.path is not None
-    assert not (result.path / f"{CYCLES_ARRAY}.npy").exists()
-    assert result.manifest["cycles"] == {"enabled": False}
-    assert "als_cycles" not in result.metrics["all"]
-    model = load_serving_model(result.path.parent)
-    assert model.repurchase_cycle_days is None
-    assert model.suppression_days(30) is None
+# --- in the artifact ------------------------------------------------------------------
 
 
 def test_an_artifact_without_cycles_still_loads(tmp_path: Path, with_cycles: TrainResult) -> None:
@@ -499,61 +353,3 @@ def test_model_arrays_refuses_cycles_of_the_wrong_length() -> None:
     )
     with pytest.raises(ValueError, match="3 values for 2 items"):
         model_arrays(factors[:1], factors, history, history.counts, popularity, np.ones(3))
-
-
-# --- the evaluation -------------------------------------------------------------------
-
-
-def _split_rows() -> pd.DataFrame:
-    """holdout_days=10: last purchase 2024-03-31, cutoff 2024-03-21 00:00. Five customers
-    buy K every 7 days until 2024-03-15 (6 days before the cutoff: due again 1 day after
-    it), and L on 2024-03-13 (8 days before the cutoff, L has no cycle)."""
-    rows = []
-    for c in range(5):
-        for day in pd.date_range("2024-02-02", "2024-03-15", freq="7D"):
-            rows.append((f"c{c}", "K", day))
-        rows.append((f"c{c}", "L", pd.Timestamp("2024-03-13")))
-    rows.append(("c0", "K", pd.Timestamp("2024-03-31")))
-    return pd.DataFrame(rows, columns=["customer_id", "item_id", "timestamp"])
-
-
-def _sets(matrix: sp.csr_matrix, items: list[str]) -> list[set[str]]:
-    return [
-        {items[j] for j in matrix.indices[matrix.indptr[r] : matrix.indptr[r + 1]]}
-        for r in range(matrix.shape[0])
-    ]
-
-
-@pytest.mark.parametrize("days", [0, 5, 8, 30, None])
-def test_cycle_suppression_at_the_cutoff(days: int | None) -> None:
-    split = time_split(_split_rows(), holdout_days=10, suppression_days=days)
-    items = split.train.items.ids.tolist()
-    cycles = repurchase_cycles(split.train_lines, min_repeat_buyers=5)
-    assert items == ["K", "L"]
-    assert cycles[0] == 7.0 and np.isnan(cycles[1])
-
-    suppressed = cycle_suppressed(split, suppression_days_per_item(cycles, days))
-    without = cycle_suppressed(split, suppression_days_per_item(np.full(2, np.nan), days))
-
-    # K (bought 6 days before the cutoff, 7-day cycle) is suppressed when the window,
-    # capped by its cycle, reaches 6 days; L (8 days before, no cycle) only by a default
-    # window of 8 days or more.
-    k_suppressed = days is None or days >= 6
-    l_suppressed = days is None or days >= 8
-    expected = {name for name, on in (("K", k_suppressed), ("L", l_suppressed)) if on}
-    assert _sets(suppressed, items) == [expected] * 5
-    # Without cycles it is exactly the split's own suppression window.
-    assert _sets(without, items) == _sets(split.suppressed, items)
-
-
-def test_excluding_adds_to_what_the_evaluation_excludes() -> None:
-    recommend = popularity_recommender(np.array([4.0, 3.0, 2.0, 1.0]), 4)
-    always = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32))
-    window = sp.csr_matrix(np.array([[0, 1, 0, 0], [0, 0, 1, 0]], dtype=np.float32))
-    wrapped = excluding(recommend, always)
-    customers = np.array([0, 1])
-
-    assert wrapped(customers, None).tolist() == [[1, 2, 3, -1], [0, 1, 2, 3]]
-    assert wrapped(customers, window).tolist() == [[2, 3, -1, -1], [0, 1, 3, -1]]
-    # Rows follow the customers asked for.
-    assert wrapped(np.array([1]), None).tolist() == [[0, 1, 2, 3]]

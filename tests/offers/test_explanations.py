@@ -1,14 +1,20 @@
-"""Explanations of many offers at once equal the same reasoning done offer by offer."""
+"""Explanations: many offers at once equal the same reasoning done offer by offer, each
+source explains itself in words, and a buy-again reason counts the customer's orders."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
+from support import rank_one
 
 from nbo.core.vocabulary import KIND_INCENTIVE, KIND_PRODUCT
+from nbo.models.served import ServingModel
 from nbo.offers.explanations import Bought, _closest_bought, _OrderCounts
+from nbo.offers.ranking import SOURCE_BUY_AGAIN
+from nbo.offers.suppression import SuppressionWindow
 
 
 def test_closest_bought_is_the_purchase_adding_most_to_the_neighbour_score() -> None:
@@ -119,3 +125,20 @@ def test_each_source_explains_itself_in_words() -> None:
         "matches your purchase history",
         "10% off: an offer for customers at risk of leaving",
     ]
+
+
+# --- on the served model --------------------------------------------------------------
+
+
+def test_a_buy_again_reason_counts_the_customers_own_orders(
+    served: ServingModel, planted_purchases: pd.DataFrame
+) -> None:
+    now = served.trained_until_s + 3600
+    ranking = rank_one(served, "a00", 10, now, SuppressionWindow.parse("30"))
+    again = [o for o in ranking.offers if o.reason.source == SOURCE_BUY_AGAIN]
+    assert again, "the planted customers buy their group's items again"
+    mine = planted_purchases[planted_purchases["customer_id"] == "a00"]
+    for offer in again:
+        assert (
+            offer.reason.orders == mine.loc[mine["item_id"] == offer.item_id, "order_id"].nunique()
+        )

@@ -1,21 +1,11 @@
-"""Contact policies: frequency caps and offer fatigue, at their boundaries, in the pure
-functions and through the real app with recorded deliveries."""
+"""Contact policies, the pure functions: frequency caps and offer fatigue at their
+boundaries (through the app: tests/service/test_offers_route.py)."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
-from fastapi.testclient import TestClient
 
 from nbo.core.vocabulary import DAY
 from nbo.offers.policies import FatigueRule, FrequencyCap, check_frequency_cap, fatigued_items
 from nbo.offers.state import Contact, ContactHistory
-from nbo.service.app import create_app
-from nbo.settings import Settings
 
 NOW = 1_800_000_000
 
@@ -63,77 +53,3 @@ def test_fatigue_at_its_boundaries() -> None:
     clicked = ContactHistory(impressions=three, responses=[shown("A", NOW - 5 * DAY, "c")])
     assert fatigued_items(rule, clicked, NOW) == set()
     assert fatigued_items(None, ContactHistory(impressions=three), NOW) == set()
-
-
-CLOCK = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)
-
-
-@contextmanager
-def app_at(models_dir: Path, clock: datetime, **settings: object) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(models_dir=models_dir, clock=clock, **settings))) as c:
-        yield c
-
-
-def deliver(client: TestClient, customer: str, channel: str, k: int = 3) -> dict:
-    params = {"k": k, "channel": channel, "record": "true"}
-    answer = client.get(f"/v1/customers/{customer}/offers", params=params)
-    assert answer.status_code == 200
-    return answer.json()
-
-
-def test_email_cap_holds_for_seven_days_then_lifts(models_dir: Path) -> None:
-    with app_at(models_dir, CLOCK) as client:
-        first = deliver(client, "a00", "email")
-        assert first["recorded"] is True and len(first["offers"]) == 3
-        second = deliver(client, "a00", "email")
-        assert second["offers"] == [] and second["suppressed_reason"] == "frequency_cap"
-        assert second["removed"] == dict.fromkeys(first["removed"], 0)
-        assert set(first["removed"]) == {"just_bought", "fatigue", "ineligible", "offer_cap"}
-        assert second["next_allowed_at"] == (CLOCK + timedelta(days=7)).isoformat()
-        # A preview (not recorded) is not a delivery and is not capped.
-        preview = client.get("/v1/customers/a00/offers", params={"k": 3}).json()
-        assert len(preview["offers"]) == 3 and preview["recorded"] is False
-        # Another customer, and another channel, have their own counts.
-        assert deliver(client, "a01", "email")["suppressed_reason"] is None
-        assert deliver(client, "a00", "app")["suppressed_reason"] is None
-    with app_at(models_dir, CLOCK + timedelta(days=7) - timedelta(seconds=1)) as client:
-        assert deliver(client, "a00", "email")["suppressed_reason"] == "frequency_cap"
-    with app_at(models_dir, CLOCK + timedelta(days=7)) as client:
-        assert deliver(client, "a00", "email")["recorded"] is True
-
-
-def test_items_shown_three_times_without_response_rest(models_dir: Path) -> None:
-    caps = {"app": {"max_deliveries": 10, "days": 1}}
-    with app_at(models_dir, CLOCK, frequency_caps=caps) as client:
-        shown_items = [o["item_id"] for o in deliver(client, "b00", "app")["offers"]]
-        for _ in range(2):
-            assert [o["item_id"] for o in deliver(client, "b00", "app")["offers"]] == shown_items
-        rested = deliver(client, "b00", "app")
-        assert not set(shown_items) & {o["item_id"] for o in rested["offers"]}
-        assert rested["removed"]["fatigue"] == 3
-        # A click brings the item back.
-        client.post(
-            "/v1/events",
-            json={
-                "event_id": "click-1",
-                "type": "offer_click",
-                "customer_id": "b00",
-                "item_id": shown_items[0],
-                "timestamp": CLOCK.isoformat(),
-            },
-        )
-        after_click = client.get("/v1/customers/b00/offers", params={"k": 3}).json()
-        assert after_click["removed"]["fatigue"] == 2
-        assert shown_items[0] in [o["item_id"] for o in after_click["offers"]]
-
-
-@pytest.mark.parametrize("fatigue", [None])
-def test_fatigue_can_be_turned_off(models_dir: Path, fatigue: None) -> None:
-    caps = {"app": {"max_deliveries": 10, "days": 1}}
-    with app_at(models_dir, CLOCK, frequency_caps=caps, fatigue=fatigue) as client:
-        first = [o["item_id"] for o in deliver(client, "b01", "app")["offers"]]
-        for _ in range(3):
-            deliver(client, "b01", "app")
-        again = deliver(client, "b01", "app")
-        assert [o["item_id"] for o in again["offers"]] == first
-        assert again["removed"]["fatigue"] == 0

@@ -1,196 +1,30 @@
-"""Lifecycle stages, best send time and the per-request customer profile."""
+"""The customer profile per request, on the churn model: stage, churn risk, RFM and best
+send time from the trained model and posted purchases, equal to what the trainer
+published, for many customers at once as for one."""
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
 from support import profile_one
 
-from nbo.core.vocabulary import DAY, STAGES
-from nbo.data.events import parse_events
-from nbo.data.features import FEATURE_INDEX, FEATURE_NAMES
-from nbo.models.lifecycle import LifecycleThresholds, stages_of
-from nbo.models.send_time import (
-    HOURS_PER_WEEK,
-    best_send_hour,
-    best_send_hours,
-    hour_of_week,
-    send_hour_prior,
-)
+from nbo.core.vocabulary import DAY
 from nbo.models.served import ServingModel, load_serving_model
 from nbo.offers.profiles import CustomerProfile, customer_profiles
 from nbo.offers.state import PostedPurchase
-from nbo.store.sqlite import SQLiteStore
+from training.lifecycle import CUSTOMERS_FILE, read_customers
 from training.pipeline import TrainResult
-
-THRESHOLDS = LifecycleThresholds(
-    horizon_days=90,
-    new_days=30,
-    at_risk_threshold=0.5,
-    loyal_max_risk=0.3,
-    loyal_min_orders=10,
-    loyal_min_monetary=1000,
-)
-MONDAY = int(datetime(2024, 1, 1, tzinfo=UTC).timestamp())  # a Monday, 00:00 UTC
-HOUR = 3600
-
-
-def _rows(*customers: dict[str, float]) -> np.ndarray:
-    """Feature rows with the given recency, tenure, frequency and monetary (rest NaN)."""
-    features = np.full((len(customers), len(FEATURE_NAMES)), np.nan)
-    for row, values in enumerate(customers):
-        for name, value in values.items():
-            features[row, FEATURE_INDEX[name]] = value
-    return features
-
-
-def _customer(
-    recency: float, tenure: float, orders: float = 3, monetary: float = 100
-) -> dict[str, float]:
-    return {
-        "recency_days": recency,
-        "tenure_days": tenure,
-        "frequency": orders,
-        "monetary": monetary,
-    }
-
-
-# --- stages ---------------------------------------------------------------------------
-
-
-def test_each_rule_gives_its_stage() -> None:
-    features = _rows(
-        {"frequency": 0, "monetary": 0},  # no purchase at all
-        _customer(recency=5, tenure=5, orders=1),  # first purchase 5 days ago
-        _customer(recency=120, tenure=400),  # no purchase for more than 90 days
-        _customer(recency=10, tenure=200),  # risky
-        _customer(recency=10, tenure=400, orders=12, monetary=2000),  # big and safe
-        _customer(recency=10, tenure=400, orders=12, monetary=2000),  # big, not safe enough
-        _customer(recency=10, tenure=400, orders=12, monetary=500),  # frequent, small
-        _customer(recency=20, tenure=100),  # nothing special
-    )
-    risk = np.array([np.nan, 0.2, 0.9, 0.7, 0.1, 0.4, 0.1, 0.2])
-
-    stages = stages_of(features, risk, THRESHOLDS)
-
-    assert stages.tolist() == [
-        "new",
-        "new",
-        "lapsed",
-        "at_risk",
-        "loyal",
-        "active",
-        "active",
-        "active",
-    ]
-    assert set(stages) <= set(STAGES)
-
-
-def test_precedence_lapsed_new_at_risk_loyal() -> None:
-    features = _rows(
-        _customer(recency=120, tenure=150, orders=20, monetary=5000),  # lapsed and new
-        _customer(recency=5, tenure=5, orders=20, monetary=5000),  # new and at risk
-        _customer(recency=5, tenure=300, orders=20, monetary=5000),  # at risk and loyal-sized
-        _customer(recency=90, tenure=300),  # exactly the horizon: not lapsed yet
-        _customer(recency=30, tenure=30),  # exactly new_days: still new
-    )
-    wide_new = dataclasses.replace(THRESHOLDS, new_days=200)
-
-    stages = stages_of(features, np.array([0.1, 0.9, 0.9, 0.1, 0.1]), wide_new)
-
-    assert stages.tolist()[:3] == ["lapsed", "new", "at_risk"]
-    assert stages_of(features[3:], np.array([0.1, 0.1]), THRESHOLDS).tolist() == [
-        "active",
-        "new",
-    ]
-
-
-def test_without_a_churn_model_nobody_is_at_risk_and_loyal_rests_on_size() -> None:
-    features = _rows(
-        _customer(recency=10, tenure=400, orders=12, monetary=2000),
-        _customer(recency=10, tenure=200),
-    )
-    assert stages_of(features, None, THRESHOLDS).tolist() == ["loyal", "active"]
-    # Artifacts without loyal thresholds have no loyal customers.
-    assert stages_of(features, None, LifecycleThresholds()).tolist() == ["active", "active"]
-
-
-def test_thresholds_round_trip_through_the_manifest() -> None:
-    section = {**THRESHOLDS.to_dict(), "stages": {"new": 3}, "as_of": "2026-01-01"}
-    assert LifecycleThresholds.from_manifest(section) == THRESHOLDS
-    assert LifecycleThresholds.from_manifest(None) == LifecycleThresholds()
-
-
-# --- best send time -------------------------------------------------------------------
-
-
-def test_hours_of_the_week_start_on_monday_midnight_utc() -> None:
-    times = [MONDAY, MONDAY + 34 * HOUR + 59 * 60, MONDAY + 168 * HOUR - 1, MONDAY + 168 * HOUR]
-    assert hour_of_week(np.array(times)).tolist() == [0, 34, 167, 0]
-    tuesday = int(datetime(2011, 3, 8, 10, 30, tzinfo=UTC).timestamp())
-    assert hour_of_week(np.array([tuesday])).tolist() == [24 + 10]
-
-
-def _weekly(hour: int, weeks: int) -> np.ndarray:
-    return np.array([MONDAY + (week * 168 + hour) * HOUR for week in range(weeks)])
-
-
-def test_a_customer_who_always_buys_on_tuesday_at_ten_gets_34() -> None:
-    # The shop's busiest hour is Thursday 15:00 (87).
-    prior = send_hour_prior(np.concatenate([_weekly(87, 50), _weekly(34, 5), _weekly(12, 20)]))
-    assert best_send_hour(np.empty(0, np.int64), prior) == 87
-
-    assert best_send_hour(_weekly(34, 8), prior) == 34
-
-
-def test_a_single_purchase_is_pulled_toward_the_shop_pattern() -> None:
-    prior = send_hour_prior(_weekly(87, 50))
-    one = _weekly(34, 1)
-
-    assert best_send_hour(one, prior) == 87
-    # Without pseudo-orders the one purchase decides.
-    assert best_send_hour(one, prior, pseudo_orders=0) == 34
-    # Enough of their own orders outweigh the prior's five.
-    assert best_send_hour(_weekly(34, 6), prior) == 34
-
-
-def test_neighbouring_hours_are_one_habit_across_the_week_boundary() -> None:
-    uniform = np.full(HOURS_PER_WEEK, 1 / HOURS_PER_WEEK)
-    # Three orders on Sunday 23:00, three on Monday 00:00, four on Wednesday 02:00 (50):
-    # Sunday night and Monday midnight are one habit of six (smoothed: 2.25 at hours 167
-    # and 0, ties to the earliest), which beats four at one hour (2.0); cut at the week's
-    # end, each side would be 1.5 and Wednesday would win.
-    orders = np.concatenate([_weekly(167, 3), _weekly(168, 3), _weekly(50, 4)])
-    assert best_send_hour(orders, uniform, pseudo_orders=0) == 0
-    assert best_send_hour(_weekly(50, 4), uniform, pseudo_orders=0) == 50
-
-
-def test_every_customer_at_once_equals_one_at_a_time() -> None:
-    rng = np.random.default_rng(4)
-    lengths = rng.integers(0, 8, 500)
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    times = MONDAY + rng.integers(0, 60 * 168 * HOUR, int(indptr[-1]))
-    prior = send_hour_prior(times)
-
-    together = best_send_hours(indptr, times, prior)
-
-    alone = [best_send_hour(times[indptr[c] : indptr[c + 1]], prior) for c in range(500)]
-    assert together.tolist() == alone
-    assert prior.sum() == pytest.approx(1.0) and len(prior) == HOURS_PER_WEEK
-    assert np.allclose(send_hour_prior(np.empty(0, np.int64)), 1 / HOURS_PER_WEEK)
-
-
-# --- the customer profile -------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def model(churn_trained: TrainResult) -> ServingModel:
     assert churn_trained.path is not None
     return load_serving_model(churn_trained.path.parent)
+
+
+HORIZON = 90
 
 
 def _posted(
@@ -343,29 +177,6 @@ def test_an_artifact_without_order_tables_still_profiles_known_customers(
     assert profile.last_purchase_s == int(last.max())
 
 
-def test_the_store_returns_posted_prices(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
-    valid, rejected = parse_events(
-        {
-            "event_id": "e1",
-            "type": "purchase",
-            "customer_id": "c1",
-            "timestamp": "2026-01-01T10:00:00Z",
-            "items": [{"item_id": "A", "quantity": 2, "price": 1.5}, {"item_id": "B"}],
-        }
-    )
-    assert not rejected
-    store.add_events([event for _position, event in valid])
-
-    purchases = store.purchases_of("c1")
-
-    assert [(p.item_id, p.quantity, p.price) for p in purchases] == [
-        ("A", 2.0, 1.5),
-        ("B", 1.0, None),
-    ]
-    store.close()
-
-
 def test_profiles_of_many_customers_at_once_equal_one_at_a_time(model: ServingModel) -> None:
     """A campaign profiles its chunk in one pass; each profile is the one an API call
     computes alone: known and unknown customers, posted purchases, nobody at all."""
@@ -382,3 +193,20 @@ def test_profiles_of_many_customers_at_once_equal_one_at_a_time(model: ServingMo
     alone = [profile_one(model, c, posted, now) for c, posted in customers]
     assert together == alone
     assert {p.stage for p in together} >= {"new"} and len({p.stage for p in together}) > 1
+
+
+def test_the_served_risk_is_the_published_risk(churn_trained: TrainResult) -> None:
+
+    assert churn_trained.path is not None
+    model = load_serving_model(churn_trained.path.parent)
+    customers = read_customers(str(churn_trained.path / CUSTOMERS_FILE)).set_index("customer_id")
+
+    assert model.churn is not None and model.churn_horizon_days == HORIZON
+    for customer_id in ("f000", "s001", "f010", "s011"):
+        profile = profile_one(model, customer_id, (), model.trained_until_s)
+        row = customers.loc[customer_id]
+        assert profile.churn_risk == row["churn_risk"]
+        assert profile.stage == row["stage"]
+        assert profile.frequency == row["frequency"]
+        assert profile.recency_days == pytest.approx(row["recency_days"])
+        assert profile.best_send_hour == row["best_send_hour"]

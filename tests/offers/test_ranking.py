@@ -1,9 +1,8 @@
 """Ranking on the planted-answer model: planted items first, exact suppression, cold start,
-fill from popular, and explanations that agree with implicit's own ``explain``.
+fill from popular, reasons from the customer's own purchases; and the ranker's path.
 
 Every expectation is computed from the planted purchases with pandas, never read back
-from the model under test.
-"""
+from the model under test."""
 
 from __future__ import annotations
 
@@ -14,15 +13,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from support import END, GROUP_ITEMS, posted, rank_one
+from support import ALL_ITEMS, END, GROUP_ITEMS, expected_popularity, posted, rank_one
 
+from nbo.core.vocabulary import DAY
 from nbo.data.history import build_history, to_unix_seconds
-from nbo.models.cf import PARTITION_ABOVE, AlsExplainer, AlsParams, explain_items, new_als
+from nbo.models.candidates import ItemSide
 from nbo.models.popularity import popularity_scores, top_popular
 from nbo.models.served import ServingModel, load_serving_model
 from nbo.offers.ranking import (
+    SOURCE_ALSO_BOUGHT,
+    SOURCE_BUY_AGAIN,
     SOURCE_CF,
     SOURCE_POPULAR,
+    SOURCE_POPULAR_IN_STAGE,
     Ranking,
     customer_history,
 )
@@ -30,14 +33,13 @@ from nbo.offers.suppression import SuppressionWindow
 
 NOW = END
 NOW_S = int(NOW.timestamp())
-ALL_ITEMS = sorted(GROUP_ITEMS["a"] + GROUP_ITEMS["b"])
 UNKNOWN = "nobody-we-know"
 
 
 @pytest.fixture(scope="module")
 def model(models_dir: Path) -> ServingModel:
     """The ALS path: the served model without its ranker (older artifacts and data too
-    short for a ranker serve this way; tests/test_candidates.py covers the ranker)."""
+    short for a ranker serve this way; the ranker's path is at the end, on ``served``)."""
     return dataclasses.replace(load_serving_model(models_dir), ranker=None, item_side=None)
 
 
@@ -125,48 +127,6 @@ def test_window_all_suppresses_every_item_ever_bought(
         ranking = rank_one(model, customer, k, NOW_S, SuppressionWindow(days=None))
         assert ranking.suppressed_items == len(ever)
         assert set(ids(ranking)) == set(ALL_ITEMS) - ever
-
-
-def test_suppression_window_parse() -> None:
-    assert SuppressionWindow.parse("all").days is None
-    assert SuppressionWindow.parse(" ALL ").days is None
-    assert SuppressionWindow.parse("0").days == 0
-    assert SuppressionWindow.parse(30).days == 30
-    assert SuppressionWindow.parse("30") == SuppressionWindow(30)
-    assert str(SuppressionWindow.parse("all")) == "all"
-    assert str(SuppressionWindow.parse(7)) == "7"
-    for bad in ("-1", "abc", "", "3.5"):
-        with pytest.raises(ValueError):
-            SuppressionWindow.parse(bad)
-
-
-def test_suppression_window_edges() -> None:
-    assert SuppressionWindow(0).earliest_suppressed(NOW_S) is None
-    assert SuppressionWindow(30).earliest_suppressed(NOW_S) == NOW_S - 30 * 86_400
-    earliest_all = SuppressionWindow(None).earliest_suppressed(NOW_S)
-    assert earliest_all is not None
-    assert earliest_all <= 0
-
-
-def expected_popularity(planted: pd.DataFrame, days: int) -> pd.Series:
-    """Distinct buyers per item in the ``days`` before the last purchase, by pandas."""
-    as_of = planted["timestamp"].max()
-    recent = planted[planted["timestamp"] > as_of - pd.Timedelta(days=days)]
-    buyers = recent.groupby("item_id")["customer_id"].nunique()
-    return buyers.reindex(ALL_ITEMS, fill_value=0).astype(np.float32)
-
-
-def test_served_popularity_matches_the_planted_data(
-    model: ServingModel, planted_purchases: pd.DataFrame
-) -> None:
-    days = model.manifest["config"]["popularity_days"]
-    expected = expected_popularity(planted_purchases, days)
-    np.testing.assert_array_equal(np.asarray(model.popularity), expected.to_numpy())
-
-    history = build_history(planted_purchases)
-    as_of = int(to_unix_seconds(planted_purchases["timestamp"]).max())
-    scores = popularity_scores(history.counts, history.last_purchase, as_of, days)
-    np.testing.assert_array_equal(scores, expected.to_numpy())
 
 
 def test_unknown_customer_gets_the_most_popular_items(
@@ -281,57 +241,6 @@ def test_cf_reasons_name_items_the_customer_bought(
             assert set(because) <= ever, (customer, offer.item_id, because)
 
 
-@pytest.mark.learned
-@pytest.mark.parametrize("customer", ["a00", "a13", "b03", "b29"])
-def test_explain_items_matches_implicit_explain(model: ServingModel, customer: str) -> None:
-    index = model.customers.get(customer)
-    assert index is not None
-    items, confidence, _ = model.history_of(index)
-    items = np.asarray(items)
-    confidence = np.asarray(confidence)
-    # implicit's explain indexes its matrix by userid: give it a one-row matrix and userid 0.
-    row = sp.csr_matrix(
-        (confidence, items, [0, len(items)]), shape=(1, len(model.items)), dtype=np.float32
-    )
-    targets = np.arange(len(model.items))
-    for top in (1, 3, 7):
-        ours = explain_items(model.als, items, confidence, targets, top=top)
-        assert len(ours) == len(targets)
-        for target, explanation in zip(targets.tolist(), ours, strict=True):
-            _, theirs, _ = model.als.explain(0, row, target, N=top)
-            assert [i for i, _ in explanation] == [int(i) for i, _ in theirs]
-            # Two float32 computations of the same sums in different orders (and BLAS
-            # kernels): relative to the largest contribution, not to each one, since a
-            # contribution near zero carries the others' rounding error.
-            expected = [v for _, v in theirs]
-            scale = max((abs(v) for v in expected), default=0.0)
-            assert np.allclose([v for _, v in explanation], expected, rtol=1e-4, atol=1e-4 * scale)
-
-
-def test_explain_items_with_no_history_or_no_targets(model: ServingModel) -> None:
-    empty = np.array([], dtype=np.int32)
-    assert explain_items(model.als, empty, np.array([], np.float32), np.arange(3)) == [[], [], []]
-    assert explain_items(model.als, np.array([0]), np.array([1.0], np.float32), empty) == []
-
-
-def test_explanations_of_a_heavy_buyer_match_implicit_explain() -> None:
-    """Above PARTITION_ABOVE purchased items the explainer partitions instead of sorting;
-    the answer must not change. Random factors, 2,000 items, a buyer of 600."""
-    rng = np.random.default_rng(3)
-    als = new_als(AlsParams(factors=16, regularization=0.1, alpha=2.0))
-    als.user_factors = rng.normal(size=(1, 16)).astype(np.float32)
-    als.item_factors = rng.normal(size=(2000, 16)).astype(np.float32)
-    bought = np.sort(rng.choice(2000, size=PARTITION_ABOVE * 3, replace=False))
-    confidence = rng.uniform(1.0, 5.0, size=len(bought)).astype(np.float32)
-    row = sp.csr_matrix((confidence, bought, [0, len(bought)]), shape=(1, 2000))
-    targets = rng.choice(2000, size=10, replace=False)
-    ours = AlsExplainer(als).explain(bought, confidence, targets, top=3)
-    for target, explanation in zip(targets.tolist(), ours, strict=True):
-        _, theirs, _ = als.explain(0, row, target, N=3)
-        assert [i for i, _ in explanation] == [int(i) for i, _ in theirs]
-        assert np.allclose([v for _, v in explanation], [v for _, v in theirs], rtol=1e-4)
-
-
 def test_posted_purchases_of_a_customer_the_model_never_saw_always_count(
     model: ServingModel,
 ) -> None:
@@ -360,3 +269,66 @@ def test_posted_purchases_of_a_customer_the_model_never_saw_always_count(
     assert not known.has_new_orders
     old = [posted("B01", early, "o1")]
     assert rank_one(model, "a00", 3, NOW_S, SuppressionWindow(0), old).taste == "trained"
+
+
+# --- the ranker's path ----------------------------------------------------------------
+
+
+@pytest.mark.learned
+def test_served_offers_come_from_the_ranker_with_reasons(
+    served: ServingModel, planted_purchases: pd.DataFrame
+) -> None:
+    assert served.ranker is not None and served.propensity.ranker is not None
+    now = served.trained_until_s + 3600
+    window = SuppressionWindow.parse("30")
+    for customer_id in ("a00", "b05"):
+        ranking = rank_one(served, customer_id, 5, now, window)
+        assert ranking.personalized
+        group = customer_id[0].upper()
+        assert [o.item_id[0] for o in ranking.offers[:3]] == [group] * 3
+        for offer in ranking.offers:
+            assert offer.reason.source in (
+                SOURCE_CF,
+                SOURCE_BUY_AGAIN,
+                SOURCE_ALSO_BOUGHT,
+                SOURCE_POPULAR_IN_STAGE,
+                "popular",
+            )
+            assert offer.components is not None and 0.0 <= offer.components.propensity <= 1.0
+            if offer.reason.source == SOURCE_BUY_AGAIN:
+                assert offer.reason.because == (offer.item_id,)
+        priorities = [o.priority for o in ranking.offers]
+        assert priorities == sorted(priorities, reverse=True)
+        # Never an item bought inside the window.
+        recent = planted_purchases[
+            (planted_purchases["customer_id"] == customer_id)
+            & (planted_purchases["timestamp"] >= pd.Timestamp(now - 30 * DAY, unit="s"))
+        ]["item_id"]
+        assert not set(recent) & {o.item_id for o in ranking.offers}
+
+
+def test_the_service_ranks_when_sources_come_back_empty(served: ServingModel) -> None:
+    """A served model whose ItemKNN and stage sources propose nothing still answers k
+    offers, none of them explained by a source that proposed nothing."""
+    assert served.item_side is not None
+    n_items = len(served.items)
+    side = served.item_side
+    emptied = dataclasses.replace(
+        served,
+        item_side=ItemSide.build(
+            side.as_of_s,
+            side.item_factors,
+            sp.csr_matrix((n_items, n_items), dtype=np.float32),
+            side.popularity,
+            side.popularity_before,
+            side.cycle_days,
+            price=side.price,
+            stage_popularity=None,
+        ),
+    )
+    now = served.trained_until_s + 3600
+    ranking = rank_one(emptied, "a00", 5, now, SuppressionWindow.parse("30"), stage="loyal")
+    assert len(ranking.offers) == 5
+    assert all(
+        o.reason.source not in (SOURCE_ALSO_BOUGHT, SOURCE_POPULAR_IN_STAGE) for o in ranking.offers
+    )

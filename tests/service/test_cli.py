@@ -1,4 +1,5 @@
-"""``nbo serve``: refuses a bad model or setting in one line; serves over real HTTP."""
+"""``nbo serve``: refuses a bad model, setting or catalogue in one line; serves over real
+HTTP."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support import BAD_CATALOG, write
 
 from bench.servers import running_server
 from nbo.cli import EXIT_USER_ERROR, main
@@ -51,3 +53,25 @@ def test_serve_answers_over_http(models_dir: Path, tmp_path: Path) -> None:
         assert all(offer["item_id"].startswith("A") for offer in body["offers"])
         bad = httpx.get(f"{base}/v1/customers/a00/offers", params={"k": 0}, timeout=5)
         assert bad.status_code == 422 and bad.json()["details"][0]["field"] == "k"
+
+
+@pytest.mark.parametrize("broken", ["missing", "bad"])
+def test_serve_refuses_a_broken_catalogue_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    models_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    broken: str,
+) -> None:
+    path = tmp_path / "catalog.yaml"
+    if broken == "bad":
+        write(path, BAD_CATALOG)
+    monkeypatch.setenv("NBO_CATALOG", str(path))
+    code = main(["serve", "--models-dir", str(models_dir)])
+    assert code == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"nbo serve: error: {path}: ")
+    expected = "no such file" if broken == "missing" else "offer 'two' field 'value'"
+    assert expected in lines[0]

@@ -10,18 +10,20 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from support import END, GROUP_ITEMS
+from support import END, GROUP_ITEMS, write
 
 from nbo.core.errors import ArtifactError, ConfigError
 from nbo.models.artifacts import CURRENT, MANIFEST
 from nbo.service.app import create_app
 from nbo.settings import Settings, load_settings
+from nbo.store.sqlite import SQLiteStore
 
 CLOCK = "2026-06-30T12:00:00Z"
 ALL_ITEMS = sorted(GROUP_ITEMS["a"] + GROUP_ITEMS["b"])
@@ -350,3 +352,117 @@ def test_bad_suppression_setting_in_the_environment(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("NBO_SUPPRESSION_DAYS", "abc")
     with pytest.raises(ConfigError, match="NBO_SUPPRESSION_DAYS"):
         load_settings()
+
+
+CATEGORY_OFFER = """
+version: 1
+categories:
+  group-a: [A00, A01, A02, A03, A04, A05, A06, A07, A08, A09]
+offers:
+  - id: a-week
+    kind: product
+    category: group-a
+    lever: 5.0
+    cap_per_customer: 1
+    cap_days: 30
+"""
+
+
+def test_each_item_of_a_category_offer_is_its_own_offer_in_answers(
+    models_dir: Path, tmp_path: Path, isolated_store: Path
+) -> None:
+    """Two items of one category offer in one answer carry two ids (``a-week:A03``),
+    their impressions are the items, and the offer's cap counts each item apart."""
+    catalog = write(tmp_path / "catalog.yaml", CATEGORY_OFFER)
+    settings = Settings(models_dir=models_dir, clock="2026-06-30T12:00:00Z", catalog=catalog)
+    with TestClient(create_app(settings)) as client:
+        url = "/v1/customers/a00/offers"
+        first = client.get(url, params={"k": 4, "record": True}).json()
+        ids = [offer["offer_id"] for offer in first["offers"]]
+        assert len(ids) == 4 and len(set(ids)) == 4
+        assert all(o["offer_id"] == f"a-week:{o['item_id']}" for o in first["offers"])
+        shown = [o["item_id"] for o in first["offers"]]
+        # The next answer: each shown item reached the offer's cap of 1; the others not.
+        again = client.get(url, params={"k": 4}).json()
+        assert again["removed"]["offer_cap"] == 4
+        assert not set(shown) & {o["item_id"] for o in again["offers"]}
+    store = SQLiteStore(isolated_store)
+    try:
+        impressions = [e for e in store.events_of("a00") if e["type"] == "offer_impression"]
+    finally:
+        store.close()
+    assert sorted(e["item_id"] for e in impressions) == sorted(shown)
+
+
+NOW = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)  # CLOCK as a time
+
+
+@contextmanager
+def app_at(models_dir: Path, clock: datetime, **settings: object) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(models_dir=models_dir, clock=clock, **settings))) as c:
+        yield c
+
+
+def deliver(client: TestClient, customer: str, channel: str, k: int = 3) -> dict:
+    params = {"k": k, "channel": channel, "record": "true"}
+    answer = client.get(f"/v1/customers/{customer}/offers", params=params)
+    assert answer.status_code == 200
+    return answer.json()
+
+
+def test_email_cap_holds_for_seven_days_then_lifts(models_dir: Path) -> None:
+    with app_at(models_dir, NOW) as client:
+        first = deliver(client, "a00", "email")
+        assert first["recorded"] is True and len(first["offers"]) == 3
+        second = deliver(client, "a00", "email")
+        assert second["offers"] == [] and second["suppressed_reason"] == "frequency_cap"
+        assert second["removed"] == dict.fromkeys(first["removed"], 0)
+        assert set(first["removed"]) == {"just_bought", "fatigue", "ineligible", "offer_cap"}
+        assert second["next_allowed_at"] == (NOW + timedelta(days=7)).isoformat()
+        # A preview (not recorded) is not a delivery and is not capped.
+        preview = client.get("/v1/customers/a00/offers", params={"k": 3}).json()
+        assert len(preview["offers"]) == 3 and preview["recorded"] is False
+        # Another customer, and another channel, have their own counts.
+        assert deliver(client, "a01", "email")["suppressed_reason"] is None
+        assert deliver(client, "a00", "app")["suppressed_reason"] is None
+    with app_at(models_dir, NOW + timedelta(days=7) - timedelta(seconds=1)) as client:
+        assert deliver(client, "a00", "email")["suppressed_reason"] == "frequency_cap"
+    with app_at(models_dir, NOW + timedelta(days=7)) as client:
+        assert deliver(client, "a00", "email")["recorded"] is True
+
+
+def test_items_shown_three_times_without_response_rest(models_dir: Path) -> None:
+    caps = {"app": {"max_deliveries": 10, "days": 1}}
+    with app_at(models_dir, NOW, frequency_caps=caps) as client:
+        shown_items = [o["item_id"] for o in deliver(client, "b00", "app")["offers"]]
+        for _ in range(2):
+            assert [o["item_id"] for o in deliver(client, "b00", "app")["offers"]] == shown_items
+        rested = deliver(client, "b00", "app")
+        assert not set(shown_items) & {o["item_id"] for o in rested["offers"]}
+        assert rested["removed"]["fatigue"] == 3
+        # A click brings the item back.
+        client.post(
+            "/v1/events",
+            json={
+                "event_id": "click-1",
+                "type": "offer_click",
+                "customer_id": "b00",
+                "item_id": shown_items[0],
+                "timestamp": NOW.isoformat(),
+            },
+        )
+        after_click = client.get("/v1/customers/b00/offers", params={"k": 3}).json()
+        assert after_click["removed"]["fatigue"] == 2
+        assert shown_items[0] in [o["item_id"] for o in after_click["offers"]]
+
+
+@pytest.mark.parametrize("fatigue", [None])
+def test_fatigue_can_be_turned_off(models_dir: Path, fatigue: None) -> None:
+    caps = {"app": {"max_deliveries": 10, "days": 1}}
+    with app_at(models_dir, NOW, frequency_caps=caps, fatigue=fatigue) as client:
+        first = [o["item_id"] for o in deliver(client, "b01", "app")["offers"]]
+        for _ in range(3):
+            deliver(client, "b01", "app")
+        again = deliver(client, "b01", "app")
+        assert [o["item_id"] for o in again["offers"]] == first
+        assert again["removed"]["fatigue"] == 0

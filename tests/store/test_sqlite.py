@@ -1,4 +1,5 @@
-"""The SQLite event store: idempotent, durable across reopen, migrated once."""
+"""The SQLite event store: idempotent, durable across reopen, migrated once, bulk reads
+equal to single ones, and posted purchases read back with their prices."""
 
 from __future__ import annotations
 
@@ -179,3 +180,26 @@ def test_reads_of_posted_purchases_stop_at_the_newest_lines(tmp_path: Path) -> N
         assert set(bulk) == {"heavy", "light"}
         for customer in ("heavy", "light"):
             assert bulk[customer] == store.purchases_of(customer, limit=limit)
+
+
+def test_the_store_returns_posted_prices(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    valid, rejected = parse_events(
+        {
+            "event_id": "e1",
+            "type": "purchase",
+            "customer_id": "c1",
+            "timestamp": "2026-01-01T10:00:00Z",
+            "items": [{"item_id": "A", "quantity": 2, "price": 1.5}, {"item_id": "B"}],
+        }
+    )
+    assert not rejected
+    store.add_events([event for _position, event in valid])
+
+    purchases = store.purchases_of("c1")
+
+    assert [(p.item_id, p.quantity, p.price) for p in purchases] == [
+        ("A", 2.0, 1.5),
+        ("B", 1.0, None),
+    ]
+    store.close()

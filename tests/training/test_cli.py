@@ -1,8 +1,10 @@
-"""``nbo train`` through the real command line: a summary on success, and one readable
-stderr line with exit code 2 for every input a user can get wrong."""
+"""``nbo train`` through the real command line: a summary on success (the evaluation,
+churn, cycles and the ranker's sources), and one readable stderr line with exit code 2
+for every input a user can get wrong."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -10,9 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from rich.console import Console
 from support import DATA, END, assert_one_error_line
 
 from nbo.cli import EXIT_USER_ERROR, main
+from nbo.models.candidates import SOURCES
+from training.cli import cycles_line, print_summary
+from training.lifecycle import CALIBRATION_PLOT
+from training.pipeline import TrainResult
 
 pytestmark = pytest.mark.usefixtures("plain_terminal")
 
@@ -413,3 +420,68 @@ def test_usage_errors_are_one_line(
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert "error:" in lines[0] and fragment in lines[0]
+
+
+# --- the summary ----------------------------------------------------------------------
+
+
+def test_the_summary_shows_churn_against_recency_stages_and_the_plot(
+    churn_trained: TrainResult,
+) -> None:
+    buffer = io.StringIO()
+    print_summary(Console(file=buffer, width=200), churn_trained)
+    text = buffer.getvalue()
+
+    assert "churn: model against recency only" in text
+    assert "roc_auc" in text and "pr_auc" in text and "brier" in text
+    assert "lifecycle stages" in text and "loyal" in text and "lapsed" in text
+    assert f"calibration plot {churn_trained.path / CALIBRATION_PLOT}" in text
+
+
+def test_report_shows_the_cycles_line(with_cycles: TrainResult) -> None:
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200, color_system=None), with_cycles)
+    text = out.getvalue()
+
+    assert (
+        "repurchase cycles: 1 items (4.5%), median 14 days (p10 14 .. p90 14); "
+        "1 before the cutoff for als_cycles" in text
+    )
+    assert "als_cycles" in text.split("truth: all holdout purchases")[1]
+
+
+def test_cycles_line_formats() -> None:
+    days = {"min": 2.0, "p10": 7.0, "p25": 10.0, "median": 21.5, "p75": 30.0, "p90": 45.25}
+    line = cycles_line(
+        {
+            "enabled": True,
+            "min_repeat_buyers": 5,
+            "items": 1234,
+            "share": 0.25,
+            "days": {**days, "max": 90.0},
+            "items_before_cutoff": 1100,
+        }
+    )
+    assert line == (
+        "[bold]repurchase cycles:[/] 1,234 items (25.0%), median 21.5 days "
+        "(p10 7 .. p90 45.2); 1,100 before the cutoff for als_cycles"
+    )
+    none = {"enabled": True, "min_repeat_buyers": 5, "items": 0, "share": 0.0, "days": None}
+    assert cycles_line(none).endswith("0 items (0.0%), none learned (fewer than 5 repeat buyers)")
+    assert cycles_line({"enabled": False}) == "[bold]repurchase cycles:[/] off"
+
+
+def test_the_report_shows_the_source_contributions(trained: TrainResult) -> None:
+    import io
+
+    from rich.console import Console
+
+    from training.cli import print_summary
+
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200, color_system=None), trained)
+    text = out.getvalue()
+    assert "ranker: where its top 10 came from" in text
+    for source in SOURCES:
+        assert source in text.split("ranker: where its top 10 came from")[1]
+    assert "strongest features" in text

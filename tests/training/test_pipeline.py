@@ -1,4 +1,5 @@
-"""The trainer end to end: manifest, metrics, CURRENT, determinism, quality gate, time split."""
+"""The trainer end to end: manifest, metrics, CURRENT, determinism, and the repurchase
+cycles it learns, stores and evaluates."""
 
 from __future__ import annotations
 
@@ -11,19 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 from support import END, small_training_config
 
-from nbo.core.errors import ConfigError, QualityGateError
-from nbo.data.history import build_history
 from nbo.data.mapping import load_mapping
 from nbo.models import artifacts
 from nbo.models.artifacts import SCHEMA_VERSION
-from nbo.models.cf import fit_als
+from nbo.models.served import CYCLES_ARRAY, load_serving_model
 from training import publish
-from training.methods import als_recommender, popularity_recommender
+from training.config import TrainingConfig
 from training.pipeline import TrainResult, train
-from training.split import time_split
 
 METHODS = {
     "als",
@@ -48,13 +45,6 @@ def _manifest(result: TrainResult) -> dict:
     return json.loads((result.path / "manifest.json").read_text(encoding="utf-8"))
 
 
-def _snapshot(folder: Path) -> dict[str, str]:
-    """Every file under a folder (hidden ones too) -> sha256 of its bytes."""
-    return {
-        str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()
-    }
-
-
 @pytest.fixture
 def versions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Versions one second apart, so two trainings in the same second stay distinct."""
@@ -68,28 +58,6 @@ def versions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     monkeypatch.setattr(publish, "unique_version", unique_version)
     yield issued
-
-
-def _same_items_purchases() -> pd.DataFrame:
-    """Twenty customers buy the same three items before and after the cutoff (outside the
-    suppression window), plus one customer who bought twelve other items once: popularity
-    is already perfect, so ALS can at best tie it."""
-    rows = []
-    for c in range(20):
-        for item in ("P0", "P1", "P2"):
-            for days in (100, 10):
-                rows.append(
-                    {
-                        "customer_id": f"c{c:02d}",
-                        "item_id": item,
-                        "timestamp": END - pd.Timedelta(days=days, hours=c),
-                    }
-                )
-    for q in range(12):
-        rows.append(
-            {"customer_id": "z", "item_id": f"Q{q:02d}", "timestamp": END - pd.Timedelta(days=100)}
-        )
-    return pd.DataFrame(rows)
 
 
 # --- the published model --------------------------------------------------------------
@@ -159,24 +127,6 @@ def test_metrics_keyed_truth_method_metric(trained: TrainResult) -> None:
     assert trained.metrics["all"]["als"]["customers"] == 60.0
 
 
-@pytest.mark.learned
-def test_quality_gate_passes_on_planted_data(trained: TrainResult) -> None:
-    gate = _manifest(trained)["quality_gate"]
-
-    assert gate["passed"] is True
-    assert gate["forced"] is False
-    assert gate["metric"] == "ndcg@10"
-    assert gate["truth"] == "all"
-    # The ranker against the best single method.
-    assert gate["method"] == "ranker"
-    singles = ("als", "itemknn", "buy_again", "popularity")
-    best = max(singles, key=lambda name: trained.metrics["all"][name]["ndcg@10"])
-    assert gate["baseline"] == best
-    assert gate["ranker"] == trained.metrics["all"]["ranker"]["ndcg@10"]
-    assert gate[best] == trained.metrics["all"][best]["ndcg@10"]
-    assert gate["ranker"] > gate[best]
-
-
 def test_current_points_at_the_new_version(trained: TrainResult, models_dir: Path) -> None:
     assert (models_dir / "CURRENT").read_text(encoding="utf-8").strip() == trained.version
 
@@ -221,58 +171,6 @@ def test_two_trainings_in_the_same_second_get_distinct_versions(
     assert first.version != second.version
 
 
-# --- quality gate ---------------------------------------------------------------------
-
-
-def test_quality_gate_refuses_when_the_ranker_cannot_beat_the_best_method(
-    tmp_path: Path, planted_csv: Path
-) -> None:
-    models = tmp_path / "models"
-    published = train(planted_csv, load_mapping("canonical"), models, small_training_config())
-    before = _snapshot(models)
-    data = tmp_path / "same.csv"
-    _same_items_purchases().to_csv(data, index=False)
-
-    with pytest.raises(QualityGateError) as caught:
-        train(data, load_mapping("canonical"), models, small_training_config())
-
-    message = str(caught.value)
-    # Every method scores 1.0 on this data: no ranker can be trained (nothing to learn
-    # in the earlier window), and ALS does not beat popularity.
-    assert "ndcg@10 1.0000 does not beat popularity 1.0000" in message
-    assert "--force" in message
-    # Nothing written, no staging folder left, CURRENT unchanged.
-    assert _snapshot(models) == before
-    assert (models / "CURRENT").read_text(encoding="utf-8").strip() == published.version
-
-
-def test_quality_gate_refusal_into_an_empty_models_dir_writes_nothing(tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    data = tmp_path / "same.csv"
-    _same_items_purchases().to_csv(data, index=False)
-
-    with pytest.raises(QualityGateError):
-        train(data, load_mapping("canonical"), models, small_training_config())
-
-    assert not models.exists() or list(models.iterdir()) == []
-
-
-def test_force_publishes_and_records_it(tmp_path: Path, planted_csv: Path) -> None:
-    models = tmp_path / "models"
-    train(planted_csv, load_mapping("canonical"), models, small_training_config())
-    data = tmp_path / "same.csv"
-    _same_items_purchases().to_csv(data, index=False)
-
-    result = train(data, load_mapping("canonical"), models, small_training_config(), force=True)
-
-    gate = _manifest(result)["quality_gate"]
-    assert gate["passed"] is False
-    assert gate["forced"] is True
-    assert gate["als"] == gate["popularity"] == 1.0
-    assert result.published is True
-    assert (models / "CURRENT").read_text(encoding="utf-8").strip() == result.version
-
-
 def test_metrics_on_a_catalogue_smaller_than_k(tmp_path: Path) -> None:
     # 20 customers buy all 5 items long before the cutoff and again in the holdout.
     rows = [
@@ -311,121 +209,74 @@ def test_metrics_on_a_catalogue_smaller_than_k(tmp_path: Path) -> None:
             ), (truth, method)
 
 
-def test_recommenders_never_repeat_or_return_excluded_items() -> None:
-    counts = sp.csr_matrix(np.ones((3, 4), dtype=np.float32))
-    model = fit_als(counts, small_training_config().als.params())
-    exclude = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32))
-    customers = np.array([0, 1])
-    popularity = np.array([3.0, 2.0, 1.0, 0.5], dtype=np.float32)
-
-    for recommend in (als_recommender(model, 6), popularity_recommender(popularity, 6)):
-        for ids in (recommend(customers, None), recommend(customers, exclude)):
-            for row in ids:
-                real = row[row >= 0]
-                assert len(real) == len(set(real.tolist()))
-                assert (row[len(real) :] == -1).all()
-        with_exclude = recommend(customers, exclude)
-        assert 0 not in with_exclude[0].tolist()
-        assert sorted(with_exclude[0][with_exclude[0] >= 0].tolist()) == [1, 2, 3]
+# --- repurchase cycles ----------------------------------------------------------------
 
 
-# --- the time split -------------------------------------------------------------------
+def test_trainer_stores_the_cycles_in_the_artifact(with_cycles: TrainResult) -> None:
+    assert with_cycles.path is not None
+    stored = np.load(with_cycles.path / f"{CYCLES_ARRAY}.npy")
+    items = np.load(with_cycles.path / "item_ids.npy").tolist()
+
+    assert stored.dtype == np.float32
+    assert len(stored) == len(items) == 22
+    assert stored[items.index("REFILL")] == 14.0
+    others = [i for i, item in enumerate(items) if item != "REFILL"]
+    assert np.isnan(stored[others]).all()
+
+    model = load_serving_model(with_cycles.path.parent, with_cycles.version)
+    assert model.repurchase_cycle_days is not None
+    assert np.array_equal(model.repurchase_cycle_days, stored, equal_nan=True)
+    window = model.suppression_days(30)
+    assert window is not None
+    assert window[items.index("REFILL")] == 14.0
+    assert window[items.index("RARE")] == 30.0
+    assert model.suppression_days(30) is window  # computed once per default
 
 
-def _split_frame() -> pd.DataFrame:
-    """holdout_days=10: last purchase 2024-01-31 00:00, so the cutoff is 2024-01-21 00:00."""
-    rows = [
-        # c1 before the cutoff: X 3 days before, V exactly 5 days before, Y 20 days before.
-        ("c1", "X", "2024-01-18 00:00"),
-        ("c1", "V", "2024-01-16 00:00"),
-        ("c1", "Y", "2024-01-01 00:00"),
-        # c1 in the holdout: X, Y, Z, V and W (W is unknown to the training catalogue).
-        ("c1", "X", "2024-01-25 00:00"),
-        ("c1", "Y", "2024-01-26 00:00"),
-        ("c1", "Z", "2024-01-27 00:00"),
-        ("c1", "V", "2024-01-27 00:00"),
-        ("c1", "W", "2024-01-28 00:00"),
-        # c2: Z long before; Y exactly at the cutoff (holdout) and Z on the last day.
-        ("c2", "Z", "2024-01-05 00:00"),
-        ("c2", "Y", "2024-01-21 00:00"),
-        ("c2", "Z", "2024-01-31 00:00"),
-        # c3: only before the cutoff.
-        ("c3", "Y", "2024-01-10 00:00"),
-        # c9: only in the holdout (cold start).
-        ("c9", "X", "2024-01-22 00:00"),
-    ]
-    frame = pd.DataFrame(rows, columns=["customer_id", "item_id", "timestamp"])
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
-    return frame
+def test_manifest_cycles_section(with_cycles: TrainResult) -> None:
+    assert with_cycles.path is not None
+    manifest = json.loads((with_cycles.path / "manifest.json").read_text(encoding="utf-8"))
+    cycles = manifest["cycles"]
+
+    assert cycles == with_cycles.manifest["cycles"]
+    assert cycles["enabled"] is True
+    assert cycles["min_repeat_buyers"] == 5
+    assert cycles["max_days"] == 365
+    assert cycles["items"] == 1
+    assert cycles["share"] == pytest.approx(1 / 22)
+    assert cycles["days"] == {
+        name: 14.0 for name in ("min", "p10", "p25", "median", "p75", "p90", "max")
+    }
+    # Before the cutoff (30 days before the end) the REFILL buyers already repeat.
+    assert cycles["items_before_cutoff"] == 1
+    assert manifest["config"]["cycles"] == {
+        "enabled": True,
+        "min_repeat_buyers": 5,
+        "max_days": 365,
+    }
 
 
-def _rows(matrix: sp.csr_matrix, items: list[str]) -> list[set[str]]:
-    return [
-        {items[j] for j in matrix.indices[matrix.indptr[r] : matrix.indptr[r + 1]]}
-        for r in range(matrix.shape[0])
-    ]
+def test_als_cycles_is_evaluated_on_both_truths(with_cycles: TrainResult) -> None:
+    for truth in ("all", "new"):
+        metrics = with_cycles.metrics[truth]
+        assert {"als", "als_window", "als_cycles", "buy_again", "popularity"} <= set(metrics)
+        assert set(metrics["als_cycles"]) == set(metrics["als"])
+        assert metrics["als_cycles"]["customers"] == metrics["als"]["customers"]
+    gate = with_cycles.manifest["quality_gate"]
+    assert gate[gate["method"]] == with_cycles.metrics["all"][gate["method"]]["ndcg@10"]
 
 
-def test_time_split_truths_and_suppression_window() -> None:
-    split = time_split(_split_frame(), holdout_days=10, suppression_days=5)
-
-    assert split.cutoff == pd.Timestamp("2024-01-21 00:00")
-    assert split.train.customers.ids.tolist() == ["c1", "c2", "c3"]
-    items = split.train.items.ids.tolist()
-    assert items == ["V", "X", "Y", "Z"]
-    # Training history: only purchases strictly before the cutoff.
-    assert _rows(split.train.counts, items) == [{"X", "V", "Y"}, {"Z"}, {"Y"}]
-    assert _rows(split.truth_all, items) == [{"V", "X", "Y", "Z"}, {"Y", "Z"}, set()]
-    # Window [cutoff - 5 days, cutoff): X (3 days) and V (exactly 5 days) are suppressed.
-    assert _rows(split.suppressed, items) == [{"X", "V"}, set(), set()]
-    assert _rows(split.truth_new, items) == [{"Y", "Z"}, {"Y", "Z"}, set()]
-    assert split.unknown_all.tolist() == [1, 0, 0]
-    assert split.unknown_new.tolist() == [1, 0, 0]
-    assert split.holdout_rows == 8
-    assert split.cold_start_customers == 1
-
-
-def test_time_split_suppress_everything_ever_bought() -> None:
-    split = time_split(_split_frame(), holdout_days=10, suppression_days=None)
-    items = split.train.items.ids.tolist()
-
-    assert _rows(split.suppressed, items) == [{"X", "V", "Y"}, {"Z"}, {"Y"}]
-    assert _rows(split.truth_new, items) == [{"Z"}, {"Y"}, set()]
-
-
-def test_time_split_zero_day_window_suppresses_nothing() -> None:
-    split = time_split(_split_frame(), holdout_days=10, suppression_days=0)
-    items = split.train.items.ids.tolist()
-
-    assert split.suppressed.nnz == 0
-    assert _rows(split.truth_new, items) == _rows(split.truth_all, items)
-
-
-def test_time_split_window_of_one_day_less_drops_the_boundary_item() -> None:
-    # 4 days: V (bought exactly 5 days before the cutoff) is no longer suppressed.
-    split = time_split(_split_frame(), holdout_days=10, suppression_days=4)
-    items = split.train.items.ids.tolist()
-
-    assert _rows(split.suppressed, items) == [{"X"}, set(), set()]
-    assert _rows(split.truth_new, items) == [{"V", "Y", "Z"}, {"Y", "Z"}, set()]
-
-
-def test_time_split_refuses_a_holdout_longer_than_the_data() -> None:
-    # The data spans 30 days; a 100-day holdout leaves nothing to train on.
-    with pytest.raises(ConfigError, match="holdout_days=100 leaves no training data"):
-        time_split(_split_frame(), holdout_days=100, suppression_days=5)
-
-
-def test_lines_without_an_order_id_each_count_as_an_order() -> None:
-    frame = pd.DataFrame(
-        {
-            "customer_id": ["c1", "c1", "c1", "c1"],
-            "item_id": ["i1", "i1", "i1", "i2"],
-            "timestamp": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-03"]),
-            "order_id": ["o1", None, None, "o1"],
-        }
+def test_cycles_can_be_turned_off(tmp_path: Path, refills_csv: Path) -> None:
+    config = TrainingConfig.model_validate(
+        {**small_training_config().model_dump(), "cycles": {"enabled": False}}
     )
-    history = build_history(frame)
-    row = history.counts.toarray()[0].tolist()
-    counts = dict(zip(history.items.ids.tolist(), row, strict=True))
-    assert counts == {"i1": 3.0, "i2": 1.0}
+
+    result = train(refills_csv, load_mapping("canonical"), tmp_path / "models", config)
+
+    assert result.path is not None
+    assert not (result.path / f"{CYCLES_ARRAY}.npy").exists()
+    assert result.manifest["cycles"] == {"enabled": False}
+    assert "als_cycles" not in result.metrics["all"]
+    model = load_serving_model(result.path.parent)
+    assert model.repurchase_cycle_days is None
+    assert model.suppression_days(30) is None

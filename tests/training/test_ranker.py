@@ -1,6 +1,7 @@
-"""The ranker learns only from the past, and the service brings a repurchase back when it
-is due: purchases after the ranker's training cutoff never reach its features, and a
-weekly buyer is offered their item again a week after buying it, not before."""
+"""The ranker the trainer fits: trained one window before the cutoff on the past only
+(purchases after its cutoff never reach its features), better than every single method,
+with its settings from the training config; and the service brings a weekly buyer's
+item back a week after they bought it, not before."""
 
 from __future__ import annotations
 
@@ -9,20 +10,35 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support import END, GROUP_ITEMS, make_planted_purchases, rank_one, small_training_config
+import scipy.sparse as sp
+from support import (
+    END,
+    GROUP_ITEMS,
+    make_planted_purchases,
+    rank_one,
+    small_training_config,
+    staged_items,
+)
 
 from nbo.data.features import build_order_table, line_values
 from nbo.data.history import encode_purchases
 from nbo.data.mapping import load_mapping
 from nbo.data.purchases import read_purchases
-from nbo.models.candidates import FEATURES
+from nbo.models.candidates import FEATURES, NO_STAGE, SOURCES, STAGE_CODE
 from nbo.models.cf import confidence_matrix, fit_als
 from nbo.models.cycles import repurchase_cycles
 from nbo.models.served import load_serving_model
 from nbo.offers.suppression import SuppressionWindow
+from training.config import RankerConfig
 from training.lifecycle import train_churn
-from training.pipeline import train
-from training.ranker import TrainingWindow, WindowSettings, training_window, window_facts
+from training.pipeline import TrainResult, train
+from training.ranker import (
+    TrainingWindow,
+    WindowSettings,
+    stage_popularity_recommender,
+    training_window,
+    window_facts,
+)
 from training.split import time_split
 
 DAY = 86_400
@@ -190,3 +206,56 @@ def test_a_weekly_item_comes_back_when_due_and_not_before(weekly_models: Path) -
         assert "WEEKLY" not in offered(days), f"offered {days} days after buying it"
     for days in (7.5, 9):
         assert "WEEKLY" in offered(days)[:3], f"not offered {days} days after buying it"
+
+
+# --- in the trainer's run -------------------------------------------------------------
+
+
+@pytest.mark.learned
+def test_the_ranker_is_trained_before_the_cutoff_and_beats_every_single_method(
+    trained: TrainResult,
+) -> None:
+    section = trained.manifest["ranker"]
+    assert section["enabled"] is True and section["features"] == list(FEATURES)
+    assert "window before the cutoff" in section["trained_on"]
+    shares = section["contributions"]
+    assert set(shares) == set(SOURCES)
+    assert all(0.0 <= v["share"] <= 1.0 and 0.0 <= v["hit_rate"] <= 1.0 for v in shares.values())
+    for truth in ("all", "new"):
+        metrics = trained.metrics[truth]
+        assert metrics["ranker"]["customers"] == metrics["als"]["customers"]
+    gate = trained.manifest["quality_gate"]
+    assert gate["method"] == "ranker" and gate["passed"]
+
+
+def test_the_ranker_settings_come_from_the_training_config(
+    tmp_path: Path, planted_csv: Path
+) -> None:
+    config = small_training_config().model_copy(
+        update={"ranker": RankerConfig(per_source=7, max_rounds=3)}
+    )
+    result = train(planted_csv, load_mapping("canonical"), tmp_path / "a", config)
+    section = result.manifest["ranker"]
+    assert section["per_source"] == 7 and 1 <= section["rounds"] <= 3
+    assert load_serving_model(tmp_path / "a").ranker_per_source == 7
+
+    off = small_training_config().model_copy(update={"ranker": RankerConfig(enabled=False)})
+    result = train(planted_csv, load_mapping("canonical"), tmp_path / "b", off)
+    assert result.manifest["ranker"] == {
+        "enabled": False,
+        "reason": "disabled in the training config",
+    }
+    assert result.manifest["quality_gate"]["method"] == "als"
+    served = load_serving_model(tmp_path / "b")
+    assert served.ranker is None and served.item_side is None
+
+
+def test_stage_popularity_alone_ranks_each_customer_by_their_stage() -> None:
+    items = staged_items()
+    stages = np.array([STAGE_CODE["loyal"], STAGE_CODE["lapsed"], NO_STAGE])
+    recommend = stage_popularity_recommender(items, stages, 2)
+    top = recommend(np.array([0, 1, 2]), None)
+    assert top[0, 0] == 2 and top[1, 0] == 4  # each stage's favourite first
+    assert top[2].tolist() == items.popular_order[:2].tolist()  # no stage: overall
+    exclude = sp.csr_matrix(([1.0], [2], [0, 1, 1]), shape=(2, 6))
+    assert 2 not in recommend(np.array([0, 1]), exclude)[0].tolist()
