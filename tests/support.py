@@ -1,7 +1,8 @@
 """Helpers the tests share, whatever folder they are in (tests/ is on pytest's path):
 planted-answer purchase data, a small training config, one-customer views of the
-many-customer functions (an API call is a chunk of one), the churn data, a real ``nbo
-serve`` process, and the one-line error check of the commands.
+many-customer functions (an API call is a chunk of one), the churn data, small candidate
+sides, catalogue files, the service's keys, metrics and log lines, a real ``nbo serve``
+process, and the one-line error check of the commands.
 
 Two groups of customers with disjoint tastes: group "a" buys only items A00..A09, group
 "b" only B00..B09. Each customer bought some of their group's items before the holdout
@@ -10,6 +11,8 @@ and buys others in it, so a working CF model must rank the customer's own group 
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import textwrap
@@ -21,11 +24,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.servers import Server
 from bench.servers import running_server as serve
 from nbo.catalog.terms import Catalog
 from nbo.core import columns as col
+from nbo.core.apikeys import Role, create_key
 from nbo.core.ids import IdMap
 from nbo.core.vocabulary import DAY, STAGES
 from nbo.data.features import OrderTable, build_order_table
@@ -35,6 +41,8 @@ from nbo.offers.profiles import CustomerProfile, customer_profiles
 from nbo.offers.ranking import OfferRequest, Ranking, rank_offers
 from nbo.offers.state import Contact, PostedPurchase
 from nbo.offers.suppression import SuppressionWindow
+from nbo.service.app import create_app
+from nbo.settings import Settings
 from training.config import TrainingConfig
 
 # The repository: the bundled sample, the demo catalogue and experiments are in data/.
@@ -307,10 +315,80 @@ BAD_CATALOG = (
 )
 
 
-# -- a real server ----------------------------------------------------------------------
+# -- the service ------------------------------------------------------------------------
 
-SERVER_CLOCK = "2026-06-30T12:00:00Z"
+# The service tests' clock: the planted data ends on 2026-06-29.
+CLOCK = "2026-06-30T12:00:00Z"
 REQUEST_SECONDS = 10
+# One API key per role, as ``nbo keys create`` makes them: the key and its entry.
+KEYS = {role: create_key(role) for role in Role}
+ENTRIES = [entry for _, entry in KEYS.values()]
+# A metric sample as prometheus-client's parser reads it: name, labels, value.
+Sample = tuple[str, dict[str, str], float]
+
+
+def app_for(models_dir: Path, **settings: object) -> TestClient:
+    """The app on ``models_dir`` at the test clock, ``settings`` changed."""
+    return TestClient(create_app(Settings(models_dir=models_dir, clock=CLOCK, **settings)))
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_json_error(response, status: int) -> dict:  # type: ignore[no-untyped-def]
+    """An error answer: ``status`` and a JSON body with its error, message and details."""
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) >= {"error", "message", "details"}
+    assert body["message"]
+    return body
+
+
+def scrape(client: TestClient) -> list[Sample]:
+    """The samples of ``/metrics``, read with prometheus-client's own parser."""
+    answer = client.get("/metrics")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain")
+    return [
+        (sample.name, dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    ]
+
+
+def value(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels`` (0 when none)."""
+    return sum(
+        v
+        for n, have, v in samples
+        if n == name and all(have.get(k) == want for k, want in labels.items())
+    )
+
+
+def log_lines(sink: io.StringIO) -> list[dict]:
+    """The JSON lines the ``logs`` fixture captured."""
+    return [json.loads(line) for line in sink.getvalue().splitlines()]
+
+
+def access_lines(sink: io.StringIO) -> list[dict]:
+    return [line for line in log_lines(sink) if line["logger"] == "nbo.access"]
+
+
+# An experiments file: a control and two models (aliases of ``two_models``), 20/40/40.
+EXPERIMENT = """
+version: 1
+experiments:
+  - name: ranker-test
+    salt: s1
+    start: 2026-06-01T00:00:00Z
+    end: 2026-08-01T00:00:00Z
+    variants:
+      - {name: control, control: true, weight: 20}
+      - {name: production, model: production, weight: 40}
+      - {name: candidate, model: candidate, weight: 40}
+"""
 
 
 @contextmanager
@@ -320,5 +398,5 @@ def running_server(
     """``nbo serve`` on a free loopback port with the test clock, ready (``bench.servers``:
     stopped on the way out; ``Server.terminate`` stops it and checks the stop was
     graceful). ``settings``: more ``NBO_*`` variables for the server."""
-    with serve(models_dir, store, log, {"NBO_CLOCK": SERVER_CLOCK, **(settings or {})}) as server:
+    with serve(models_dir, store, log, {"NBO_CLOCK": CLOCK, **(settings or {})}) as server:
         yield server

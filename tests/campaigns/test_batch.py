@@ -1,17 +1,16 @@
-"""``nbo batch``: the same offers as the API for the same customers and clock, every rule
-applied, written whole or not at all."""
+"""``nbo batch``: the same offers as the API for the same customers and clock (and the same
+experiment variants), every rule applied, written whole or not at all."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from support import without_progress
+from support import CLOCK, without_progress
 
 from nbo.campaigns.batch import BatchRun, RunSpec, Selection, open_run, write_batch
 from nbo.catalog.loading import default_catalog
@@ -20,30 +19,14 @@ from nbo.experiments.assignment import ServingModels
 from nbo.models.served import load_serving_model
 from nbo.offers.decision import Occasion
 from nbo.runtime.decide import Context, contact_policy
-from nbo.service.app import create_app
 from nbo.settings import Settings
 from nbo.store.sqlite import open_store
 
-CLOCK = "2026-06-30T12:00:00Z"
 NOW = datetime(2026, 6, 30, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, models_dir: Path, isolated_store: Path) -> Path:
-    monkeypatch.setenv("NBO_MODELS_DIR", str(models_dir))
-    monkeypatch.setenv("NBO_CLOCK", CLOCK)
-    return isolated_store
 
 
 def _batch(*args: str) -> int:
     return main(["batch", *args])
-
-
-@pytest.fixture
-def client(models_dir: Path, env: Path) -> Iterator[TestClient]:
-    settings = Settings(models_dir=models_dir, clock=CLOCK, store_url=f"sqlite:///{env}")
-    with TestClient(create_app(settings)) as client:
-        yield client
 
 
 def _post_purchase(client: TestClient, customer_id: str, item: str) -> None:
@@ -237,3 +220,30 @@ def test_small_batches_run_in_one_process_large_ones_on_every_cpu() -> None:
     assert default_workers(CUSTOMERS_PER_WORKER - 1) == 1
     assert default_workers(2 * CUSTOMERS_PER_WORKER) == min(2, cpus)
     assert default_workers(1000 * CUSTOMERS_PER_WORKER) == cpus
+
+
+CUSTOMERS = [f"{g}{c:02d}" for g in "ab" for c in range(30)]
+
+
+def test_batch_rows_name_the_same_variants_as_the_api(
+    experiment_client: TestClient,
+    two_models: tuple[Path, str, str],
+    experiments_file: Path,
+    isolated_store: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NBO_MODELS_DIR", str(two_models[0]))
+    monkeypatch.setenv("NBO_STORE_URL", f"sqlite:///{isolated_store}")
+    monkeypatch.setenv("NBO_EXPERIMENTS", str(experiments_file))
+    monkeypatch.setenv("NBO_CLOCK", CLOCK)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(CUSTOMERS[:20]), encoding="utf-8")
+    out = tmp_path / "campaign.csv"
+    assert main(["batch", "--customers", str(ids), "--k", "3", "--out", str(out)]) == 0
+    rows = pd.read_csv(out, dtype=str)
+    for customer_id, mine in rows.groupby("customer_id"):
+        api = experiment_client.get(f"/v1/customers/{customer_id}/offers?k=3").json()
+        assert set(mine["variant"]) == {api["variant"]}
+        assert set(mine["model_version"]) == {api["model_version"]}
+        assert mine["offer_id"].tolist() == [o["offer_id"] for o in api["offers"]]

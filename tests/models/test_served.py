@@ -1,5 +1,5 @@
-"""The served model built from an artifact: the same scores as the model in memory, and
-artifacts it cannot serve refused."""
+"""The served model built from an artifact: the same scores as the model in memory,
+artifacts it cannot serve refused, and a customer forgotten in place."""
 
 from __future__ import annotations
 
@@ -98,3 +98,14 @@ def test_serving_model_refuses_inconsistent_arrays(tmp_path: Path, trained: Trai
     assert "inconsistent arrays" in str(caught.value)
     assert "user_factors rows = customers" in str(caught.value)
     assert "history rows = customers" in str(caught.value)
+
+
+def test_forget_makes_a_customer_unknown_and_leaves_the_others(models_dir: Path) -> None:
+    model = load_serving_model(models_dir)
+    rows = len(model.customers)
+    b00 = model.customers.get("b00")
+    assert model.forget("a01") is True
+    assert model.customers.get("a01") is None
+    assert model.customers.to_index(["a01", "b00"]).tolist() == [-1, b00]
+    assert model.forget("a01") is False and model.forget("nobody") is False
+    assert len(model.customers) == rows  # rows stay in place (unreachable), nothing moves

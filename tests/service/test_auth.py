@@ -1,12 +1,11 @@
-"""Access control: API keys with ordered roles, through the real app; the key settings;
-the secure default of ``nbo serve``; ``nbo keys create``; and that no key reaches a log.
+"""Access control through the real app: API keys with ordered roles in either header, every
+route open or needing its documented role, the OpenAPI security schemes, and failed
+checks logged by key id, never the key.
 
-Keys are made by ``create_key`` (the code ``nbo keys create`` runs), one per role.
-"""
+Keys are made by ``create_key`` (the code ``nbo keys create`` runs), one per role."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterator
@@ -17,27 +16,15 @@ import fastapi.routing
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from support import CLOCK, ENTRIES, KEYS, bearer
 
-import nbo.core.apikeys as apikeys
-from nbo.cli import EXIT_USER_ERROR, main
-from nbo.core.apikeys import (
-    ApiKeyEntry,
-    KeyRing,
-    Role,
-    check_bind,
-    create_key,
-    hash_key,
-    is_loopback,
-)
-from nbo.core.errors import ConfigError
+from nbo.core.apikeys import Role
 from nbo.service.app import create_app
 from nbo.service.auth import OPEN_PATHS, role_of
-from nbo.settings import Settings, load_settings
+from nbo.settings import Settings
 
-CLOCK = "2026-06-30T12:00:00Z"
-KEYS = {role: create_key(role) for role in Role}
-ENTRIES = [entry for _, entry in KEYS.values()]
 READ, WRITE, ADMIN = (KEYS[role][0] for role in (Role.read, Role.write, Role.admin))
+
 
 # The documented table (docs/service.md, nbo.service.auth): which role each route needs.
 ROUTE_ROLES = {
@@ -56,10 +43,6 @@ ROUTE_ROLES = {
     ("GET", "/v1/customers/{customer_id}/data"): Role.admin,
     ("POST", "/v1/admin/reload"): Role.admin,
 }
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def purchase(event_id: str, customer: str) -> dict:
@@ -87,9 +70,6 @@ def assert_error(response, status: int, error: str) -> dict:  # type: ignore[no-
     assert set(body) == {"error", "message", "details"}
     assert body["error"] == error and body["message"]
     return body
-
-
-# --- the HTTP check ------------------------------------------------------------------
 
 
 def test_no_key_is_401_json_with_a_bearer_challenge(client: TestClient) -> None:
@@ -240,9 +220,6 @@ def test_the_openapi_spec_declares_the_key_schemes(client: TestClient) -> None:
     assert "security" not in spec["paths"]["/health/ready"]["get"]
 
 
-# --- logs ----------------------------------------------------------------------------
-
-
 def test_failed_checks_log_at_most_the_key_id_never_the_key(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -271,238 +248,3 @@ def test_failed_checks_log_at_most_the_key_id_never_the_key(
     for line in lines:
         for secret in forbidden:
             assert secret not in line
-
-
-# --- the keys themselves -------------------------------------------------------------
-
-
-def test_roles_are_ordered() -> None:
-    assert Role.admin.allows(Role.write) and Role.admin.allows(Role.read)
-    assert Role.write.allows(Role.read) and Role.write.allows(Role.write)
-    assert not Role.write.allows(Role.admin)
-    assert not Role.read.allows(Role.write) and not Role.read.allows(Role.admin)
-
-
-def test_a_key_authenticates_only_against_its_own_hash() -> None:
-    key, entry = create_key(Role.write)
-    assert re.fullmatch(r"nbo_[0-9a-f]{8}_[A-Za-z0-9_-]{43}", key)
-    assert key.split("_")[1] == entry.id and entry.sha256 == hash_key(key)
-    ring = KeyRing([entry, *ENTRIES])
-    assert ring.authenticate(key) == entry
-    assert ring.authenticate(key + "x") is None
-    assert KeyRing(ENTRIES).authenticate(key) is None
-    assert KeyRing([]).enabled is False
-
-
-def test_every_check_compares_a_hash_even_for_an_unknown_id(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Constant time in the sense that matters: the same steps whether the id exists or
-    not, and the comparison through hmac.compare_digest."""
-    calls: list[tuple[str, str]] = []
-
-    def counting(a: str, b: str) -> bool:
-        calls.append((a, b))
-        return a == b
-
-    monkeypatch.setattr(apikeys.hmac, "compare_digest", counting)
-    ring = KeyRing(ENTRIES)
-    for key in (READ, READ[:-1] + "x", "nbo_00000000_" + "a" * 43, "garbage"):
-        ring.authenticate(key)
-    assert len(calls) == 4
-    assert all(len(a) == len(b) == 64 for a, b in calls)
-
-
-def test_keys_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NBO_API_KEYS", json.dumps([e.model_dump(mode="json") for e in ENTRIES]))
-    settings = load_settings()
-    assert settings.api_keys == ENTRIES
-    # The hashes stay out of the settings' repr (and so out of any log of it).
-    assert all(entry.sha256 not in repr(settings) for entry in ENTRIES)
-
-
-def _entry(**change: str) -> dict:
-    return {"id": "abcd1234", "role": "read", "sha256": "ab" * 32, **change}
-
-
-@pytest.mark.parametrize(
-    ("entries", "problem"),
-    [
-        ([_entry(role="root")], "'read', 'write' or 'admin'"),
-        ([_entry(), _entry(role="admin", sha256="cd" * 32)], "duplicate key id abcd1234"),
-        ([_entry(sha256="ab" * 31)], "64 hex characters"),
-        ([_entry(sha256="zz" * 32)], "64 hex characters"),
-        ([_entry(id="key-one")], "8 lowercase hex"),
-        ([{"id": "abcd1234", "role": "read"}], "sha256"),
-    ],
-)
-def test_bad_key_settings_refuse_the_start_naming_nbo_api_keys(
-    monkeypatch: pytest.MonkeyPatch, entries: list[dict], problem: str
-) -> None:
-    monkeypatch.setenv("NBO_API_KEYS", json.dumps(entries))
-    with pytest.raises(ConfigError) as refused:
-        load_settings()
-    message = str(refused.value)
-    assert message.startswith("setting NBO_API_KEYS: ") and "\n" not in message
-    assert problem in message
-
-
-def test_key_settings_that_are_not_json_refuse_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NBO_API_KEYS", "[{not json")
-    with pytest.raises(ConfigError, match=r"^setting NBO_API_KEYS: not valid JSON$"):
-        load_settings()
-
-
-# --- secure by default ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "host", ["127.0.0.1", "127.3.2.1", "::1", "[::1]", "localhost", "LOCALHOST"]
-)
-def test_loopback_hosts(host: str) -> None:
-    assert is_loopback(host)
-
-
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.5", "192.168.1.2", "example.com", ""])
-def test_other_hosts_are_not_loopback(host: str) -> None:
-    assert not is_loopback(host)
-
-
-def test_without_keys_loopback_is_allowed_and_says_auth_is_off() -> None:
-    checked = check_bind("127.0.0.1", [])
-    assert checked.level == logging.INFO
-    assert "no API keys: serving on 127.0.0.1 only" in checked.message
-
-
-def test_without_keys_another_address_is_refused() -> None:
-    with pytest.raises(ConfigError) as refused:
-        check_bind("0.0.0.0", [])
-    message = str(refused.value)
-    assert "0.0.0.0" in message and "\n" not in message
-    assert "set NBO_API_KEYS or NBO_ALLOW_UNAUTHENTICATED=true" in message
-
-
-def test_the_override_allows_another_address_with_a_warning() -> None:
-    checked = check_bind("0.0.0.0", [], allow_unauthenticated=True)
-    assert checked.level == logging.WARNING
-    assert "NO AUTHENTICATION" in checked.message and "0.0.0.0" in checked.message
-
-
-def test_with_keys_any_address_is_allowed_and_the_roles_are_counted() -> None:
-    extra = create_key(Role.read)[1]
-    checked = check_bind("0.0.0.0", [*ENTRIES, extra])
-    assert checked.level == logging.INFO
-    assert "4 key(s) (admin 1, write 1, read 2)" in checked.message
-    assert all(entry.sha256 not in checked.message for entry in [*ENTRIES, extra])
-
-
-def _one_error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-def test_serve_refuses_a_public_host_without_keys_before_anything_else(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # tmp_path holds no model: the host is refused first, in one line.
-    code = main(["serve", "--host", "0.0.0.0", "--models-dir", str(tmp_path)])
-    assert code == EXIT_USER_ERROR
-    line = _one_error_line(capsys.readouterr().err)
-    assert line.startswith("nbo serve: error: setting NBO_HOST: '0.0.0.0'")
-    assert line.endswith("set NBO_API_KEYS or NBO_ALLOW_UNAUTHENTICATED=true")
-
-
-@pytest.fixture
-def uvicorn_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
-    """uvicorn.run replaced: what nbo serve would have served, without a server."""
-    import uvicorn
-
-    runs: list[dict] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: runs.append(kwargs))
-    return runs
-
-
-def test_serve_with_the_override_warns_and_serves(
-    models_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    uvicorn_runs: list[dict],
-) -> None:
-    monkeypatch.setenv("NBO_ALLOW_UNAUTHENTICATED", "true")
-    caplog.set_level(logging.INFO)
-    assert main(["serve", "--host", "0.0.0.0", "--models-dir", str(models_dir)]) == 0
-    assert [run["host"] for run in uvicorn_runs] == ["0.0.0.0"]
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any("NO AUTHENTICATION" in message for message in warnings)
-
-
-def test_serve_with_keys_says_auth_is_on(
-    models_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    uvicorn_runs: list[dict],
-) -> None:
-    monkeypatch.setenv("NBO_API_KEYS", json.dumps([e.model_dump(mode="json") for e in ENTRIES]))
-    caplog.set_level(logging.INFO)
-    assert main(["serve", "--host", "0.0.0.0", "--models-dir", str(models_dir)]) == 0
-    assert [run["host"] for run in uvicorn_runs] == ["0.0.0.0"]
-    assert any("API keys on: 3 key(s)" in r.getMessage() for r in caplog.records)
-    for entry in ENTRIES:
-        assert entry.sha256 not in caplog.text
-
-
-# --- nbo keys create -----------------------------------------------------------------
-
-
-def _created(out: str) -> tuple[str, dict, str]:
-    lines = out.splitlines()
-    key = lines[1].strip()
-    entry = json.loads(lines[3].strip())
-    ready = lines[5].strip()
-    return key, entry, ready
-
-
-def test_keys_create_prints_a_key_that_its_own_entry_lets_in(
-    models_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["keys", "create", "--role", "write"]) == 0
-    key, entry, ready = _created(capsys.readouterr().out)
-    assert entry["role"] == "write" and key.startswith(f"nbo_{entry['id']}_")
-    assert key not in json.dumps(entry) and key not in ready
-    # The ready line is the setting, shell quotes and all.
-    assert ready.startswith("NBO_API_KEYS='[") and ready.endswith("]'")
-    monkeypatch.setenv("NBO_API_KEYS", ready.removeprefix("NBO_API_KEYS='").removesuffix("'"))
-    settings = load_settings(models_dir=models_dir, clock=CLOCK)
-    assert settings.api_keys == [ApiKeyEntry.model_validate(entry)]
-    with TestClient(create_app(settings)) as client:
-        answer = client.post(
-            "/v1/events", json=purchase("e-new-key", "c-auth-6"), headers=bearer(key)
-        )
-        assert answer.status_code == 200 and answer.json()["accepted"] == ["e-new-key"]
-        assert client.get("/v1/model", headers={"X-API-Key": key}).status_code == 200
-        assert client.delete("/v1/customers/c-auth-6", headers=bearer(key)).status_code == 403
-
-
-def test_keys_create_keeps_the_configured_keys_in_the_ready_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("NBO_API_KEYS", json.dumps([e.model_dump(mode="json") for e in ENTRIES]))
-    assert main(["keys", "create", "--role", "admin"]) == 0
-    key, entry, ready = _created(capsys.readouterr().out)
-    configured = json.loads(ready.removeprefix("NBO_API_KEYS='").removesuffix("'"))
-    assert configured == [*(e.model_dump(mode="json") for e in ENTRIES), entry]
-    assert entry["id"] not in {e.id for e in ENTRIES}
-    assert KeyRing([ApiKeyEntry.model_validate(e) for e in configured]).authenticate(key)
-
-
-def test_keys_create_refuses_an_unknown_role_in_one_line(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["keys", "create", "--role", "root"])
-    assert exited.value.code == EXIT_USER_ERROR
-    captured = capsys.readouterr()
-    line = _one_error_line(captured.err)
-    assert "--role" in line and "'root'" in line
-    assert captured.out == ""

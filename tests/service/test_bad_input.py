@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support import CLOCK
 
 from nbo.core.apikeys import Role, create_key
 from nbo.service.app import create_app
 from nbo.settings import Settings
 
-CLOCK = "2026-06-30T12:00:00Z"
 TODAY = "2026-06-30T11:00:00Z"
 TABLES = ("events", "purchase_lines", "consent", "erased")
 

@@ -1,13 +1,16 @@
-"""``nbo serve``: refuses a bad model, setting or catalogue in one line; serves over real
+"""``nbo serve``: refuses a bad model, setting or catalogue in one line, and a public
+address without API keys unless told to; says whether keys are on; serves over real
 HTTP."""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import httpx
 import pytest
-from support import BAD_CATALOG, write
+from support import BAD_CATALOG, ENTRIES, write
 
 from bench.servers import running_server
 from nbo.cli import EXIT_USER_ERROR, main
@@ -75,3 +78,53 @@ def test_serve_refuses_a_broken_catalogue_in_one_line(
     assert lines[0].startswith(f"nbo serve: error: {path}: ")
     expected = "no such file" if broken == "missing" else "offer 'two' field 'value'"
     assert expected in lines[0]
+
+
+def test_serve_refuses_a_public_host_without_keys_before_anything_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # tmp_path holds no model: the host is refused first, in one line.
+    code = main(["serve", "--host", "0.0.0.0", "--models-dir", str(tmp_path)])
+    assert code == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("nbo serve: error: setting NBO_HOST: '0.0.0.0'")
+    assert line.endswith("set NBO_API_KEYS or NBO_ALLOW_UNAUTHENTICATED=true")
+
+
+@pytest.fixture
+def uvicorn_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """uvicorn.run replaced: what nbo serve would have served, without a server."""
+    import uvicorn
+
+    runs: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: runs.append(kwargs))
+    return runs
+
+
+def test_serve_with_the_override_warns_and_serves(
+    models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    uvicorn_runs: list[dict],
+) -> None:
+    monkeypatch.setenv("NBO_ALLOW_UNAUTHENTICATED", "true")
+    caplog.set_level(logging.INFO)
+    assert main(["serve", "--host", "0.0.0.0", "--models-dir", str(models_dir)]) == 0
+    assert [run["host"] for run in uvicorn_runs] == ["0.0.0.0"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("NO AUTHENTICATION" in message for message in warnings)
+
+
+def test_serve_with_keys_says_auth_is_on(
+    models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    uvicorn_runs: list[dict],
+) -> None:
+    monkeypatch.setenv("NBO_API_KEYS", json.dumps([e.model_dump(mode="json") for e in ENTRIES]))
+    caplog.set_level(logging.INFO)
+    assert main(["serve", "--host", "0.0.0.0", "--models-dir", str(models_dir)]) == 0
+    assert [run["host"] for run in uvicorn_runs] == ["0.0.0.0"]
+    assert any("API keys on: 3 key(s)" in r.getMessage() for r in caplog.records)
+    for entry in ENTRIES:
+        assert entry.sha256 not in caplog.text

@@ -1,35 +1,24 @@
-"""Consent and erasure: PUT/GET consent, DELETE a customer (store, served model, receipt),
-erased ids applied on every model load and left out of the next training, and no request
-body in the logs. Through the real app unless a store or model detail is the point."""
+"""/v1/customers/{id}/consent and DELETE /v1/customers/{id} through the real app: consent
+stored and read back, what it changes in offers, erasure and its receipt (the store, the
+served model, a restart), and no request body in the logs."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from support import GROUP_ITEMS, small_training_config
+from support import CLOCK, GROUP_ITEMS
 
-from nbo.cli import main
-from nbo.core.errors import PurchaseDataError
-from nbo.data.events import EVENT_TYPES, Event, parse_events
-from nbo.data.mapping import load_mapping
-from nbo.models.served import load_serving_model
+from nbo.data.events import EVENT_TYPES
 from nbo.offers.state import DEFAULT_CONSENT
 from nbo.service.app import create_app
 from nbo.service.schemas import Channel
-from nbo.service.state import ModelHolder
 from nbo.settings import Settings
-from nbo.store.sqlite import MIGRATIONS, SQLiteStore, read_erased_ids
-from training.load import DROP_ERASED
-from training.pipeline import train
+from nbo.store.sqlite import SQLiteStore
 
-CLOCK = "2026-06-30T12:00:00Z"
 TODAY = "2026-06-30T11:00:00Z"  # after the planted data ends
 NO_EVENTS = dict.fromkeys(EVENT_TYPES, 0)
 
@@ -57,12 +46,6 @@ def offer_event(event_id: str, customer: str, kind: str, item: str = "A01") -> d
     }
 
 
-@pytest.fixture
-def client(models_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(models_dir=models_dir, clock=CLOCK))) as client:
-        yield client
-
-
 def offers(client: TestClient, customer: str, channel: str = "email") -> dict:
     answer = client.get(f"/v1/customers/{customer}/offers", params={"k": 5, "channel": channel})
     assert answer.status_code == 200, answer.text
@@ -79,9 +62,6 @@ def erase(client: TestClient, customer: str) -> dict:
     answer = client.delete(f"/v1/customers/{customer}")
     assert answer.status_code == 200, answer.text
     return answer.json()
-
-
-# --- consent -------------------------------------------------------------------------
 
 
 def test_without_a_record_the_customer_consents_to_everything(client: TestClient) -> None:
@@ -141,9 +121,6 @@ def test_store_consent_defaults() -> None:
     assert all(DEFAULT_CONSENT.allows(channel.value) for channel in Channel)
 
 
-# --- consent in offers (the offers route reads the store; wiring pending) -------------
-
-
 def test_without_personalization_consent_offers_are_popular_and_labelled(
     client: TestClient,
 ) -> None:
@@ -176,9 +153,6 @@ def test_a_withdrawn_channel_is_refused_with_a_reason(client: TestClient) -> Non
     assert offers(client, "a00", channel="email")["offers"]
 
 
-# --- erasure through the API ----------------------------------------------------------
-
-
 def test_erasure_deletes_the_customer_and_answers_a_receipt(
     client: TestClient, isolated_store: Path
 ) -> None:
@@ -205,7 +179,7 @@ def test_erasure_deletes_the_customer_and_answers_a_receipt(
             "consent_records": 1,
         },
         "model_row_removed": True,
-        # No campaign file written: none to go through (tests/test_privacy_export.py).
+        # No campaign file written: none to go through (tests/campaigns/test_files.py).
         "batch_files": [],
         "batch_files_untouched": [],
     }
@@ -287,155 +261,6 @@ def test_erasure_without_a_model_still_erases(models_dir: Path, tmp_path: Path) 
         receipt = erase(client, "a00")
     assert receipt["model_row_removed"] is False
     assert receipt["deleted"]["events"]["purchase"] == 1
-
-
-# --- the served model and the holder --------------------------------------------------
-
-
-def test_forget_makes_a_customer_unknown_and_leaves_the_others(models_dir: Path) -> None:
-    model = load_serving_model(models_dir)
-    rows = len(model.customers)
-    b00 = model.customers.get("b00")
-    assert model.forget("a01") is True
-    assert model.customers.get("a01") is None
-    assert model.customers.to_index(["a01", "b00"]).tolist() == [-1, b00]
-    assert model.forget("a01") is False and model.forget("nobody") is False
-    assert len(model.customers) == rows  # rows stay in place (unreachable), nothing moves
-
-
-def test_the_holder_applies_erased_ids_on_every_load(models_dir: Path) -> None:
-    erased = ["a00"]
-    holder = ModelHolder(erased_ids=lambda: list(erased))
-    assert holder.forget("a01") is False  # no model yet
-    first = holder.load(models_dir)
-    assert first.customers.get("a00") is None and first.customers.get("a01") is not None
-
-    assert holder.forget("a01") is True
-    erased.append("a01")  # as the store records it
-    second = holder.load(models_dir)  # a reload: a fresh model, the erasures applied again
-    assert second is not first
-    assert second.customers.get("a00") is None and second.customers.get("a01") is None
-    assert second.customers.get("a02") is not None
-
-
-# --- the store ------------------------------------------------------------------------
-
-
-def _event(event_id: str, customer: str, item: str) -> Event:
-    valid, rejected = parse_events(purchase(event_id, customer, [item, f"{item}-2"]))
-    assert not rejected
-    return valid[0][1]
-
-
-def test_erasure_leaves_no_copy_in_the_database_files(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
-    store.add_events([_event("e1", "zed", "UNMISTAKABLE-ITEM"), _event("e2", "ann", "OTHER")])
-    files = lambda: b"".join(p.read_bytes() for p in tmp_path.iterdir())  # noqa: E731
-    assert b"UNMISTAKABLE-ITEM" in files()
-
-    store.erase("zed")
-
-    assert b"UNMISTAKABLE-ITEM" not in files()  # secure_delete and a truncated log
-    assert [p.item_id for p in store.purchases_of("ann")] == ["OTHER", "OTHER-2"]
-    store.close()
-
-
-def test_a_schema_1_store_migrates_and_keeps_its_events(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as db:
-        db.executescript(MIGRATIONS[0])
-        db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INT)")
-        db.execute("INSERT INTO schema_migrations VALUES (1, 0)")
-        db.execute(
-            "INSERT INTO events (event_id, type, customer_id, occurred_at, received_at, payload) "
-            "VALUES ('e1', 'purchase', 'c1', 0, 0, '{}')"
-        )
-    assert read_erased_ids(f"sqlite:///{path}") == []  # before erasure existed: none
-    store = SQLiteStore(path)
-    assert store.schema_version == len(MIGRATIONS) and store.event_count() == 1
-    receipt = store.erase("c1")
-    assert receipt.events["purchase"] == 1 and receipt.total == 1
-    store.close()
-    assert read_erased_ids(f"sqlite:///{path}") == ["c1"]
-
-
-def test_reading_erased_ids_never_creates_a_store(tmp_path: Path) -> None:
-    path = tmp_path / "missing" / "nbo.db"
-    assert read_erased_ids(f"sqlite:///{path}") == []
-    assert not path.exists() and not path.parent.exists()
-
-
-# --- the trainer ----------------------------------------------------------------------
-
-
-def _config(tmp_path: Path) -> Path:
-    config = small_training_config().als
-    path = tmp_path / "training.toml"
-    path.write_text(
-        "[als]\n"
-        f"factors = {config.factors}\niterations = {config.iterations}\n"
-        f"regularization = {config.regularization}\n"
-        f"refit_iterations = {config.refit_iterations}\n"
-    )
-    return path
-
-
-def _customers(models: Path) -> list[str]:
-    version = (models / "CURRENT").read_text().strip()
-    return np.load(models / version / "customer_ids.npy").tolist()
-
-
-def test_training_leaves_out_erased_customers(
-    tmp_path: Path,
-    planted_csv: Path,
-    isolated_store: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    models = tmp_path / "models"
-    args = ["train", "--data", str(planted_csv), "--models-dir", str(models)]
-    args += ["--config", str(_config(tmp_path))]
-    # No store yet (NBO_STORE_URL names a file that does not exist): nothing erased, and
-    # the trainer does not create one.
-    assert main(args) == 0
-    assert "a00" in _customers(models)
-    assert not isolated_store.exists()
-
-    store = SQLiteStore(isolated_store)
-    store.erase("a00")
-    store.close()
-    capsys.readouterr()
-    assert main(args) == 0  # the store from NBO_STORE_URL
-
-    assert "a00" not in _customers(models)
-    assert len(_customers(models)) == 59
-    version = (models / "CURRENT").read_text().strip()
-    data = json.loads((models / version / "manifest.json").read_text())["data"]
-    assert data["dropped"][DROP_ERASED] == 7  # every row of a00 in the file
-    assert data["erased_customers"] == 1
-    assert data["rows_kept"] == 420 - 7 and data["customers"] == 59
-    assert f"{DROP_ERASED}: 7" in capsys.readouterr().out
-
-    # --store-url names another store: its (empty) erased list applies.
-    other = tmp_path / "other.db"
-    assert main([*args, "--store-url", f"sqlite:///{other}"]) == 0
-    assert "a00" in _customers(models) and not other.exists()
-
-
-def test_training_with_every_customer_erased_is_a_data_error(
-    tmp_path: Path, planted_csv: Path
-) -> None:
-    everyone = [f"{g}{c:02d}" for g in GROUP_ITEMS for c in range(30)]
-    with pytest.raises(PurchaseDataError, match=DROP_ERASED):
-        train(
-            planted_csv,
-            load_mapping("canonical"),
-            tmp_path / "models",
-            small_training_config(),
-            erased=everyone,
-        )
-
-
-# --- logs -----------------------------------------------------------------------------
 
 
 def test_no_request_body_reaches_the_logs(

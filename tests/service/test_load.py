@@ -9,11 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import CLOCK
 
 from bench.load_bench import LoadBench, print_load, run_load
 from nbo.models.served import load_serving_model
-
-CLOCK = "2026-06-30T12:00:00Z"
 
 
 def test_hardened_and_bare_servers_answer_every_offers_call(

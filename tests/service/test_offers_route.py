@@ -1,14 +1,16 @@
-"""The HTTP service through the real app: contract, suppression, validation, errors,
-readiness, refusing bad models at start, and settings.
+"""GET /v1/customers/{id}/offers through the real app: the answer's contract, the planted
+items first, suppression and its setting, validation, the clock; category offers; the
+contact policy over recorded deliveries; and, on the churn model with a catalogue of
+stage offers, each stage's incentives and never the others', arbitrated products, offer
+caps, and a live catalogue file whose lever change reorders offers.
 
-The model is the planted-answer one from conftest; expectations about purchases are
-computed from the planted DataFrame, never read back from the service.
-"""
+Expectations about purchases and stages are computed from the planted data and the
+published customers file, never read back from the service."""
 
 from __future__ import annotations
 
-import json
-import shutil
+import os
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -17,34 +19,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from support import END, GROUP_ITEMS, write
+from support import ALL_ITEMS, CLOCK, END, assert_json_error, write
 
-from nbo.core.errors import ArtifactError, ConfigError
-from nbo.models.artifacts import CURRENT, MANIFEST
+from nbo.catalog.holder import CatalogHolder
 from nbo.service.app import create_app
 from nbo.settings import Settings, load_settings
 from nbo.store.sqlite import SQLiteStore
+from training.pipeline import TrainResult
 
-CLOCK = "2026-06-30T12:00:00Z"
-ALL_ITEMS = sorted(GROUP_ITEMS["a"] + GROUP_ITEMS["b"])
-
-
-@pytest.fixture(scope="module")
-def client(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    store = tmp_path_factory.mktemp("store") / "nbo.db"
-    settings = Settings(models_dir=models_dir, clock=CLOCK, store_url=f"sqlite:///{store}")
-    with TestClient(create_app(settings)) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def current(models_dir: Path) -> str:
-    return (models_dir / CURRENT).read_text(encoding="utf-8").strip()
-
-
-@pytest.fixture(scope="module")
-def manifest(models_dir: Path, current: str) -> dict:
-    return json.loads((models_dir / current / MANIFEST).read_text(encoding="utf-8"))
+# --- the planted model ----------------------------------------------------------------
 
 
 def bought(purchases: pd.DataFrame, customer: str, days: int | None) -> set[str]:
@@ -57,15 +40,6 @@ def bought(purchases: pd.DataFrame, customer: str, days: int | None) -> set[str]
 
 def offered(body: dict) -> list[str]:
     return [offer["item_id"] for offer in body["offers"]]
-
-
-def assert_json_error(response, status: int) -> dict:  # type: ignore[no-untyped-def]
-    assert response.status_code == status
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) >= {"error", "message", "details"}
-    assert body["message"]
-    return body
 
 
 def test_offers_contract(client: TestClient, current: str) -> None:
@@ -173,124 +147,6 @@ def test_k_limits_are_inclusive(client: TestClient) -> None:
     assert sorted(offered(response.json())) == ALL_ITEMS
 
 
-def test_similar_items_are_from_the_same_group(client: TestClient, current: str) -> None:
-    for item in ALL_ITEMS:
-        response = client.get(f"/v1/items/{item}/similar", params={"k": 5})
-        assert response.status_code == 200
-        body = response.json()
-        assert body["item_id"] == item
-        assert body["model_version"] == current
-        similar = [s["item_id"] for s in body["similar"]]
-        assert len(similar) == 5
-        assert item not in similar
-        assert all(s[0] == item[0] for s in similar), (item, similar)
-        assert [s["rank"] for s in body["similar"]] == [1, 2, 3, 4, 5]
-        scores = [s["score"] for s in body["similar"]]
-        assert scores == sorted(scores, reverse=True)
-
-
-def test_similar_items_never_include_the_item_itself(client: TestClient) -> None:
-    for item in ("A00", "B07"):
-        body = client.get(f"/v1/items/{item}/similar", params={"k": 100}).json()
-        similar = [s["item_id"] for s in body["similar"]]
-        assert sorted(similar) == sorted(set(ALL_ITEMS) - {item})
-
-
-def test_similar_items_of_an_unknown_item(client: TestClient) -> None:
-    body = assert_json_error(client.get("/v1/items/NOPE/similar"), 404)
-    assert body["error"] == "not_found"
-    assert [detail["field"] for detail in body["details"]] == ["item_id"]
-    assert "NOPE" in body["message"]
-
-
-def test_model_endpoint_matches_the_manifest(
-    client: TestClient, current: str, manifest: dict
-) -> None:
-    response = client.get("/v1/model")
-    assert response.status_code == 200
-    body = response.json()
-    assert body["version"] == current == manifest["version"]
-    assert body["metrics"] == manifest["metrics"]
-    assert body["schema_version"] == manifest["schema_version"]
-    assert body["created_at"] == manifest["created_at"]
-    assert body["config"] == manifest["config"]
-    assert body["quality_gate"] == manifest["quality_gate"]
-    assert body["customers"] == 60
-    assert body["items"] == 20
-
-
-def test_health(client: TestClient, current: str) -> None:
-    live = client.get("/health/live")
-    assert live.status_code == 200
-    assert live.json()["status"] == "ok"
-    ready = client.get("/health/ready")
-    assert ready.status_code == 200
-    assert ready.json()["status"] == "ready"
-    assert ready.json()["model_version"] == current
-
-
-def test_unknown_route_and_method_are_json(client: TestClient) -> None:
-    body = assert_json_error(client.get("/no/such/route"), 404)
-    assert body["error"] == "not_found"
-    assert "<html" not in client.get("/no/such/route").text.lower()
-    assert_json_error(client.post("/v1/customers/a00/offers"), 405)
-
-
-def test_starts_unready_without_a_model_when_allowed(tmp_path: Path) -> None:
-    settings = Settings(models_dir=tmp_path / "empty", require_model=False, clock=CLOCK)
-    with TestClient(create_app(settings)) as client:
-        assert client.get("/health/live").status_code == 200
-        ready = client.get("/health/ready")
-        assert ready.status_code == 503
-        assert ready.headers["content-type"].startswith("application/json")
-        assert ready.json()["status"] == "not ready"
-        assert ready.json()["reason"]
-        body = assert_json_error(client.get("/v1/customers/a00/offers"), 503)
-        assert body["error"] == "not_ready"
-        assert_json_error(client.get("/v1/items/A00/similar"), 503)
-        assert_json_error(client.get("/v1/model"), 503)
-
-
-def start(models_dir: Path) -> None:
-    with TestClient(create_app(Settings(models_dir=models_dir, require_model=True))):
-        pass
-
-
-def test_refuses_to_start_without_a_model(tmp_path: Path) -> None:
-    with pytest.raises(ArtifactError, match="no model") as caught:
-        start(tmp_path)
-    assert str(tmp_path) in str(caught.value)
-
-
-def test_refuses_to_start_with_a_corrupt_file(
-    tmp_path: Path, models_dir: Path, current: str
-) -> None:
-    copy = tmp_path / "models"
-    shutil.copytree(models_dir, copy)
-    target = copy / current / "item_factors.npy"
-    data = bytearray(target.read_bytes())
-    data[-1] ^= 0xFF
-    target.write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match=r"item_factors\.npy is corrupt") as caught:
-        start(copy)
-    assert current in str(caught.value)
-    # The shared fixture is untouched and still serves.
-    start(models_dir)
-
-
-def test_refuses_to_start_with_an_incompatible_schema(
-    tmp_path: Path, models_dir: Path, current: str
-) -> None:
-    copy = tmp_path / "models"
-    shutil.copytree(models_dir, copy)
-    manifest_path = copy / current / MANIFEST
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    manifest["schema_version"] = 999
-    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
-    with pytest.raises(ArtifactError, match="schema version 999 is not supported"):
-        start(copy)
-
-
 @pytest.mark.parametrize(
     "value", ["2026-07-04T09:15:00Z", "2026-07-04T11:15:00+02:00", "2026-07-04T09:15:00"]
 )
@@ -342,16 +198,7 @@ def test_suppression_setting_from_the_environment(
         assert client.get("/v1/customers/a00/offers").json()["suppressed_items"] == 7
 
 
-@pytest.mark.parametrize("bad", ["abc", "-1", "3.5"])
-def test_bad_suppression_setting_is_a_config_error(bad: str) -> None:
-    with pytest.raises(ConfigError, match="NBO_SUPPRESSION_DAYS"):
-        load_settings(suppression_days=bad)
-
-
-def test_bad_suppression_setting_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NBO_SUPPRESSION_DAYS", "abc")
-    with pytest.raises(ConfigError, match="NBO_SUPPRESSION_DAYS"):
-        load_settings()
+# --- category offers ------------------------------------------------------------------
 
 
 CATEGORY_OFFER = """
@@ -392,6 +239,9 @@ def test_each_item_of_a_category_offer_is_its_own_offer_in_answers(
     finally:
         store.close()
     assert sorted(e["item_id"] for e in impressions) == sorted(shown)
+
+
+# --- contact policies over recorded deliveries ----------------------------------------
 
 
 NOW = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)  # CLOCK as a time
@@ -466,3 +316,273 @@ def test_fatigue_can_be_turned_off(models_dir: Path, fatigue: None) -> None:
         again = deliver(client, "b01", "app")
         assert [o["item_id"] for o in again["offers"]] == first
         assert again["removed"]["fatigue"] == 0
+
+
+# --- stages and the catalogue, on the churn model -------------------------------------
+
+
+CHURN_CLOCK = "2026-07-01T00:00:00Z"  # the day after the churn data ends
+STAGE_CATALOG = """
+version: 1
+products:
+  value: 4.0
+offers:
+  - id: winback
+    kind: incentive
+    incentive: percent_off
+    amount: 15
+    title: 15% off
+    value: 30.0
+    response_rate: 0.1
+    stages: [at_risk, lapsed]
+    cap_per_customer: 1
+    cap_days: 30
+  - id: double-points
+    kind: incentive
+    incentive: points_multiplier
+    amount: 2
+    value: 30.0
+    response_rate: 0.1
+    stages: [loyal]
+  - id: welcome
+    kind: incentive
+    incentive: free_shipping
+    value: 30.0
+    response_rate: 0.1
+    stages: [new]
+  - id: app-only
+    kind: incentive
+    incentive: percent_off
+    amount: 5
+    value: 30.0
+    response_rate: 0.1
+    channels: [app]
+  - id: expired
+    kind: incentive
+    incentive: percent_off
+    amount: 50
+    value: 1000.0
+    response_rate: 0.9
+    valid_to: 2026-06-01T00:00:00Z
+stage_weights:
+  at_risk: {incentive: 2.0}
+"""
+
+
+@pytest.fixture(scope="module")
+def catalog_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("catalog") / "catalog.yaml"
+    path.write_text(textwrap.dedent(STAGE_CATALOG), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def churn_client(
+    churn_trained: TrainResult,
+    catalog_file: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[TestClient]:
+    assert churn_trained.path is not None
+    store = tmp_path_factory.mktemp("store") / "nbo.db"
+    settings = Settings(
+        models_dir=churn_trained.path.parent,
+        clock=CHURN_CLOCK,
+        store_url=f"sqlite:///{store}",
+        catalog=catalog_file,
+    )
+    with TestClient(create_app(settings)) as churn_client:
+        # The service's own holder, looking at the file on every call instead of once a
+        # second, so the test sees a change at once.
+        churn_client.app.state.catalog = CatalogHolder(catalog_file, check_every_s=0.0)
+        yield churn_client
+
+
+@pytest.fixture(scope="module")
+def stages(churn_trained: TrainResult) -> pd.DataFrame:
+    assert churn_trained.path is not None
+    return pd.read_parquet(churn_trained.path / "customers.parquet")
+
+
+def customers_in(stages: pd.DataFrame, stage: str, n: int = 5) -> list[str]:
+    ids = stages.loc[stages["stage"] == stage, "customer_id"].astype(str).tolist()
+    assert ids, f"the planted data has no {stage} customer"
+    return ids[:n]
+
+
+def offer_ids(body: dict) -> list[str]:
+    return [offer["offer_id"] for offer in body["offers"]]
+
+
+def test_the_planted_data_has_every_stage(stages: pd.DataFrame) -> None:
+    assert {"at_risk", "lapsed", "loyal", "active"} <= set(stages["stage"])
+
+
+@pytest.mark.parametrize(
+    ("stage", "wanted", "never"),
+    [
+        ("at_risk", "winback", {"double-points", "welcome"}),
+        ("lapsed", "winback", {"double-points", "welcome"}),
+        ("loyal", "double-points", {"winback", "welcome"}),
+        ("active", None, {"winback", "double-points", "welcome"}),
+    ],
+)
+def test_each_stage_gets_its_incentive_and_never_the_others(
+    churn_client: TestClient, stages: pd.DataFrame, stage: str, wanted: str | None, never: set[str]
+) -> None:
+    for customer in customers_in(stages, stage):
+        body = churn_client.get(f"/v1/customers/{customer}/offers", params={"k": 5}).json()
+        assert body["stage"] == stage
+        ids = offer_ids(body)
+        if wanted is not None:
+            assert wanted in ids
+        assert not never & set(ids)
+        assert "expired" not in ids and "app-only" not in ids  # email call
+        profile = churn_client.get(f"/v1/customers/{customer}").json()
+        assert profile["stage"] == stage and profile["churn_risk"] == body["churn_risk"]
+
+
+def test_at_risk_customers_get_the_reactivation_incentive_first(
+    churn_client: TestClient, stages: pd.DataFrame
+) -> None:
+    """0.1 x 30 x stage weight 2 = 6: above any product (propensity <= 1 x value 4)."""
+    for customer in customers_in(stages, "at_risk"):
+        body = churn_client.get(f"/v1/customers/{customer}/offers", params={"k": 3}).json()
+        first = body["offers"][0]
+        assert first["offer_id"] == "winback" and first["kind"] == "incentive"
+        assert first["item_id"] is None and first["incentive"] == "percent_off"
+        assert first["components"] == {
+            "propensity": 0.1,
+            "value": 30.0,
+            "stage_weight": 2.0,
+            "lever": 1.0,
+        }
+        assert first["priority"] == pytest.approx(6.0)
+        assert first["reason"]["source"] == "catalog"
+
+
+def test_an_unknown_customer_is_new_and_gets_the_welcome_offer(churn_client: TestClient) -> None:
+    body = churn_client.get("/v1/customers/never-seen/offers", params={"k": 3}).json()
+    assert body["stage"] == "new" and body["churn_risk"] is None
+    assert "welcome" in offer_ids(body)
+    profile = churn_client.get("/v1/customers/never-seen").json()
+    assert profile["known"] is False and profile["stage"] == "new"
+    assert 0 <= profile["best_send_time"]["hour_of_week"] < 168
+
+
+def test_app_offers_appear_on_app_only(churn_client: TestClient, stages: pd.DataFrame) -> None:
+    customer = customers_in(stages, "active")[0]
+    app = churn_client.get(f"/v1/customers/{customer}/offers", params={"channel": "app"}).json()
+    assert "app-only" in offer_ids(app)
+
+
+def test_products_carry_their_components_and_rank_by_priority(
+    churn_client: TestClient, stages: pd.DataFrame
+) -> None:
+    customer = customers_in(stages, "active")[0]
+    body = churn_client.get(f"/v1/customers/{customer}/offers", params={"k": 10}).json()
+    products = [o for o in body["offers"] if o["kind"] == "product"]
+    assert products
+    for offer in products:
+        c = offer["components"]
+        assert offer["item_id"] and offer["offer_id"] == f"product:{offer['item_id']}"
+        assert 0.0 <= c["propensity"] <= 1.0 and c["value"] == 4.0
+        assert offer["priority"] == pytest.approx(
+            c["propensity"] * c["value"] * c["stage_weight"] * c["lever"]
+        )
+    priorities = [o["priority"] for o in body["offers"]]
+    assert priorities == sorted(priorities, reverse=True)
+
+
+def test_a_recorded_incentive_respects_its_cap(
+    churn_client: TestClient, stages: pd.DataFrame
+) -> None:
+    customer = customers_in(stages, "lapsed")[-1]
+    first = churn_client.get(f"/v1/customers/{customer}/offers", params={"record": "true"}).json()
+    assert first["recorded"] and "winback" in offer_ids(first)
+    # Shown once, cap 1 in 30 days: gone from the next answer (an app call: the email
+    # frequency cap would refuse a second email delivery altogether).
+    again = churn_client.get(f"/v1/customers/{customer}/offers", params={"channel": "app"}).json()
+    assert "winback" not in offer_ids(again)
+    assert again["removed"]["offer_cap"] == 1
+
+
+def test_a_lever_change_in_the_live_file_reorders_and_a_broken_file_is_refused(
+    churn_client: TestClient, stages: pd.DataFrame, catalog_file: Path
+) -> None:
+    customer = customers_in(stages, "active")[1]
+
+    def products() -> list[dict]:
+        body = churn_client.get(f"/v1/customers/{customer}/offers", params={"k": 10}).json()
+        return [o for o in body["offers"] if o["kind"] == "product"]
+
+    before = products()
+    assert len(before) >= 3
+    third = before[2]
+    # A lever on the third item that lifts its priority just above the first's.
+    lever = round(before[0]["priority"] / third["priority"] * 1.1, 3) + 0.001
+    original = catalog_file.read_text(encoding="utf-8")
+    try:
+        _write(
+            catalog_file,
+            original.replace(
+                "offers:",
+                f'items:\n  - item_id: "{third["item_id"]}"\n    lever: {lever}\noffers:',
+                1,
+            ),
+        )
+        after = products()
+        assert after[0]["item_id"] == third["item_id"]
+        assert after[0]["components"]["lever"] == lever
+        assert after[0]["priority"] == pytest.approx(third["priority"] * lever)
+
+        _write(catalog_file, original.replace("response_rate: 0.1", "response_rate: 7", 1))
+        kept = products()
+        assert kept[0]["item_id"] == third["item_id"]  # the last good file still serves
+        status = churn_client.get("/v1/catalog").json()
+        assert "winback" in status["last_error"] and "response_rate" in status["last_error"]
+    finally:
+        _write(catalog_file, original)
+    assert [o["item_id"] for o in products()] == [o["item_id"] for o in before]
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+    stat = path.stat()
+    # Whole seconds apart: a change within the file system's time resolution is still seen.
+    os.utime(path, (stat.st_atime + 2, stat.st_mtime + 2))
+
+
+def test_without_personalization_consent_nothing_is_profiled(
+    churn_client: TestClient, stages: pd.DataFrame
+) -> None:
+    customer = customers_in(stages, "at_risk")[-1]
+    assert churn_client.get(f"/v1/customers/{customer}").json()["profiled"] is True
+    answer = churn_client.put(f"/v1/customers/{customer}/consent", json={"personalization": False})
+    assert answer.status_code == 200
+    profile = churn_client.get(f"/v1/customers/{customer}").json()
+    assert profile["profiled"] is False
+    assert profile["stage"] == "active" and profile["churn_risk"] is None
+    body = churn_client.get(f"/v1/customers/{customer}/offers").json()
+    assert body["personalized"] is False and body["stage"] == "active"
+    assert "winback" not in offer_ids(body)  # no stage-targeted incentive from profiling
+
+
+def test_a_posted_purchase_brings_a_lapsed_customer_back(
+    churn_client: TestClient, stages: pd.DataFrame
+) -> None:
+    customer = customers_in(stages, "lapsed")[0]
+    event = {
+        "event_id": f"back-{customer}",
+        "type": "purchase",
+        "customer_id": customer,
+        "timestamp": "2026-06-30T18:00:00Z",
+        "order_id": f"back-{customer}",
+        "items": [{"item_id": "I01", "quantity": 1, "price": 4.0}],
+    }
+    assert churn_client.post("/v1/events", json=event).status_code == 200
+    profile = churn_client.get(f"/v1/customers/{customer}").json()
+    assert profile["stage"] != "lapsed" and profile["recency_days"] < 1
+    body = churn_client.get(f"/v1/customers/{customer}/offers").json()
+    assert body["stage"] == profile["stage"]
+    # The win-back offer is for at-risk and lapsed customers only.
+    assert ("winback" in offer_ids(body)) == (body["stage"] == "at_risk")

@@ -6,8 +6,7 @@ loads but cannot rank). Through the real app: the named version serves after a r
 a bad one is refused with a JSON body naming it while the old one keeps serving, and
 the catalogue is re-read. Against a real server process: concurrent offers calls during
 several swaps all succeed and each names one of the two versions; SIGHUP and the watcher
-follow CURRENT. Every wait on a server is bounded by a count of polls.
-"""
+follow CURRENT. Every wait on a server is bounded by a count of polls."""
 
 from __future__ import annotations
 
@@ -29,21 +28,27 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from support import REQUEST_SECONDS, make_planted_purchases, running_server, small_training_config
+from support import (
+    CLOCK,
+    REQUEST_SECONDS,
+    make_planted_purchases,
+    running_server,
+    small_training_config,
+)
 
 from bench.servers import Server
 from nbo.core.apikeys import Role, create_key
 from nbo.core.checksums import sha256_file
-from nbo.core.errors import ConfigError
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import CURRENT, MANIFEST, set_current
 from nbo.models.registry import set_alias
 from nbo.service.app import create_app
-from nbo.settings import Settings, load_settings
+from nbo.settings import Settings
 from training.pipeline import train
 
-CLOCK = "2026-06-30T12:00:00Z"
 CUSTOMERS = [f"{g}{c:02d}" for g in "ab" for c in range(30)]
+
+
 # Polls of a server for a change it was told to make (SIGHUP, a flipped CURRENT); a
 # tenth of a second apart, so a bound of 30 s that a working server never comes near.
 POLLS = 300
@@ -106,9 +111,6 @@ def reload(client: TestClient | httpx.Client, **body: Any) -> httpx.Response:
     return client.post("/v1/admin/reload", json=body)
 
 
-# -- bad versions ---------------------------------------------------------------------------
-
-
 def copy_version(models: Path, version: str, name: str) -> Path:
     """A copy of ``version`` published as ``name`` (its manifest says so too)."""
     target = models / name
@@ -164,9 +166,6 @@ def assert_refused(answer: httpx.Response, status: int, version: str, problem: s
     assert body["details"][0]["field"] == "version"
     assert problem in body["details"][0]["problem"]
     assert "Traceback" not in answer.text
-
-
-# -- POST /v1/admin/reload through the app ---------------------------------------------------
 
 
 def test_a_reload_swaps_in_the_named_version(client: TestClient, published: Versions) -> None:
@@ -432,12 +431,6 @@ def test_experiment_models_follow_their_alias_on_reload(
         )
 
 
-def test_watching_current_with_a_pinned_version_refuses_the_start() -> None:
-    with pytest.raises(ConfigError, match=r"^setting NBO_WATCH_MODELS: .*NBO_MODEL_VERSION"):
-        load_settings(watch_models=True, model_version="20260101T000000Z-abc")
-    assert load_settings(watch_models=True).watch_models is True
-
-
 def test_a_pinned_version_wins_over_current(
     models: Path, isolated_store: Path, published: Versions
 ) -> None:
@@ -450,9 +443,6 @@ def test_a_pinned_version_wins_over_current(
         assert answer.json()["version"] == published.v1 and answer.json()["swapped"] is False
         assert reload(client, version=published.v2).json()["swapped"] is True  # asked for
         assert serving(client) == published.v2
-
-
-# -- a real server ----------------------------------------------------------------------------
 
 
 def wait_until_serving(client: httpx.Client, version: str) -> None:
