@@ -18,6 +18,7 @@ from support import END, GROUP_ITEMS, posted, rank_one
 
 from nbo.data.history import build_history, to_unix_seconds
 from nbo.models.cf import PARTITION_ABOVE, AlsExplainer, AlsParams, explain_items, new_als
+from nbo.models.policy import POLICY_ALS
 from nbo.models.popularity import popularity_scores, top_popular
 from nbo.models.served import ServingModel, load_serving_model
 from nbo.offers.ranking import (
@@ -38,7 +39,9 @@ UNKNOWN = "nobody-we-know"
 def model(models_dir: Path) -> ServingModel:
     """The ALS path: the served model without its ranker (older artifacts and data too
     short for a ranker serve this way; tests/test_candidates.py covers the ranker)."""
-    return dataclasses.replace(load_serving_model(models_dir), ranker=None, item_side=None)
+    return dataclasses.replace(
+        load_serving_model(models_dir), ranker=None, item_side=None, policy=POLICY_ALS
+    )
 
 
 @pytest.fixture(scope="module")
