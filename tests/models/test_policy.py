@@ -202,7 +202,7 @@ def test_an_artifact_serves_the_rule_it_declares(trained: TrainResult, tmp_path:
 
     assert model.policy == POLICY_BUY_AGAIN and model.ranker is None
     ranking = rank_one(model, "a00", 3, NOW_S, SuppressionWindow(30))
-    assert [o.reason.source for o in ranking.offers][0] == SOURCE_BUY_AGAIN
+    assert ranking.offers[0].reason.source == SOURCE_BUY_AGAIN
 
 
 @pytest.mark.parametrize(
