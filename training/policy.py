@@ -145,7 +145,15 @@ def choose_policy(
     # The ranker at the validation cutoff, trained one window earlier still.
     facts = facts_within(split, facts_of)
     at_validation = evaluate_ranker(
-        validation, window.als, fit_als_on, cycles_of, facts, customers, settings, config.k
+        validation,
+        window.als,
+        fit_als_on,
+        cycles_of,
+        facts,
+        customers,
+        settings,
+        config.k,
+        measure=False,
     )
     model = (
         POLICY_RANKER

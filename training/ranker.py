@@ -531,9 +531,14 @@ def evaluate_ranker(
     customers: np.ndarray,
     settings: WindowSettings,
     k: int,
+    measure: bool = True,
 ) -> RankerResult:
     """Train the ranker on the window before the cutoff and evaluate it (and ItemKNN and
-    stage popularity alone, which need its sources) at the cutoff on ``customers``."""
+    stage popularity alone, which need its sources) at the cutoff on ``customers``.
+
+    ``measure=False`` (the ranker of the validation window, ``training.policy``): no
+    metrics, only the booster and its candidates' scores at the cutoff, for its curve.
+    """
     facts_now = facts_of(
         cutoff_seconds(split), split.train_customer_positions, split.train_item_positions
     )
@@ -553,7 +558,7 @@ def evaluate_ranker(
     empty = np.empty(0)
 
     def without_ranker(reason: str, window: TrainingWindow | None = None) -> RankerResult:
-        metrics = evaluate_methods(split, singles, customers, k)
+        metrics = evaluate_methods(split, singles, customers, k) if measure else {}
         return RankerResult(
             None,
             reason,
@@ -584,11 +589,15 @@ def evaluate_ranker(
         ),
         **singles,
     }
-    metrics = evaluate_methods(split, methods, customers, k)
-    # The first call is the "all" truth's: every customer with a holdout purchase.
-    all_table, all_scores, all_top = record[0]
     sizes = np.diff(split.truth_all.indptr) + split.unknown_all
     evaluated_rows = customers[sizes[customers] > 0]
+    metrics: Metrics = {}
+    if measure:
+        metrics = evaluate_methods(split, methods, customers, k)
+    else:
+        methods["ranker"](evaluated_rows, None)
+    # The first call is the "all" truth's: every customer with a holdout purchase.
+    all_table, all_scores, all_top = record[0]
     truth = split.truth_all[evaluated_rows]
     return RankerResult(
         booster,

@@ -212,24 +212,30 @@ def served_model(at: Cutoff, config: TrainingConfig, propensity: Propensity) -> 
 
 def serve(
     model: ServingModel,
-    customer_ids: Sequence[str],
     at: Cutoff,
     rows: np.ndarray,
     window: SuppressionWindow,
     catalog: Catalog,
     recent: Mapping[str, Sequence[PostedPurchase]] | None = None,
-) -> list[list[str]]:
-    """Each customer's product offers, in served order (incentives skipped), from
-    ``rank_offers`` at the cutoff; ``rows``: the customers' rows of the split (for
+) -> np.ndarray:
+    """Each customer's product offers from ``rank_offers`` at the cutoff, in served
+    order (incentives skipped), as the split's item rows (customers x
+    ``SERVED_DEPTH``; -1 for empty slots and items the split does not know, which no
+    truth holds). ``rows``: the customers' rows of the split (for their ids, and
     their stage, churn risk and value there); ``recent``: purchases posted since the
     model was trained, per customer."""
     traits = at.facts.traits
-    out: list[list[str]] = []
+    ids = at.split.train.customers.ids
+    index = at.split.train.items.index
+    # The model's catalogue -> the split's items (the same for a model served at the
+    # cutoff, by external id for another).
+    to_split = np.fromiter((index.get(i, -1) for i in model.item_ids), np.int64, len(model.items))
+    out = np.full((len(rows), SERVED_DEPTH), -1, np.int64)
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
         requests = []
         for row in chunk.tolist():
-            customer_id = customer_ids[row]
+            customer_id = str(ids[row])
             stage = "active"
             risk = monetary = None
             if traits is not None:
@@ -248,24 +254,18 @@ def serve(
                     monetary=monetary,
                 )
             )
-        for ranking in rank_offers(model, requests, at.cutoff_s, window, catalog):
-            out.append([o.item_id for o in ranking.offers if o.item_id is not None])
+        rankings = rank_offers(model, requests, at.cutoff_s, window, catalog)
+        # One call, one table: every customer's choices, products with their item.
+        choices = rankings[0].table.choices
+        product = choices.item >= 0
+        owner = choices.customer[product]
+        place = np.arange(int(product.sum())) - np.searchsorted(owner, owner)
+        out[start + owner, place] = to_split[choices.item[product]]
     return out
 
 
 def _number(value: float) -> float | None:
     return None if not np.isfinite(value) else float(value)
-
-
-def positions(split: TimeSplit, lists: Sequence[Sequence[str]]) -> np.ndarray:
-    """Served item ids as the split's item rows (customers x ``SERVED_DEPTH``; -1 for
-    empty slots and for items the split does not know, which no truth holds)."""
-    index = split.train.items.index
-    out = np.full((len(lists), SERVED_DEPTH), -1, np.int64)
-    for row, items in enumerate(lists):
-        found = [index.get(item, -1) for item in items[:SERVED_DEPTH]]
-        out[row, : len(found)] = found
-    return out
 
 
 def score(split: TimeSplit, served: np.ndarray, rows: np.ndarray, k: int) -> Metrics:
@@ -371,14 +371,12 @@ def served_metrics(
     rng = np.random.default_rng(config.als.random_state)
     first = rng.random(len(at.customers)) < 0.5
     served = np.full((len(at.customers), SERVED_DEPTH), -1, np.int64)
-    ids = at.split.train.customers.ids.tolist()
     for half in (first, ~first):
         if not half.any():
             continue
         propensity = curves(at, policy, ~half, config)
         model = replace(base, policy=policy, propensity=propensity)
-        lists = serve(model, ids, at, at.customers[half], config.suppression, catalog)
-        served[half] = positions(at.split, lists)
+        served[half] = serve(model, at, at.customers[half], config.suppression, catalog)
     return score(at.split, served, at.customers, config.k)
 
 
@@ -391,9 +389,8 @@ def model_metrics(
 ) -> Metrics:
     """Another model (a published one) served at the cutoff to the evaluated customers
     as it is, with the purchases posted since it was trained; metrics[truth]["served"]."""
-    ids = at.split.train.customers.ids.tolist()
-    lists = serve(model, ids, at, at.customers, config.suppression, catalog, recent)
-    return score(at.split, positions(at.split, lists), at.customers, config.k)
+    served = serve(model, at, at.customers, config.suppression, catalog, recent)
+    return score(at.split, served, at.customers, config.k)
 
 
 def posted_since(

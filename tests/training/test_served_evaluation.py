@@ -24,7 +24,6 @@ from training.progress import Steps
 from training.served import (
     SERVED,
     SERVED_DEPTH,
-    positions,
     posted_since,
     score,
     serve,
@@ -90,11 +89,9 @@ def test_served_offers_never_hold_what_was_just_bought(
     split, evaluation = unsuppressed
     at = evaluation.cutoff
     model = served_model(at, small_training_config(), evaluation.propensity)
-    ids = split.train.customers.ids.tolist()
 
-    lists = serve(model, ids, at, at.customers, SuppressionWindow(30), default_catalog())
+    served = serve(model, at, at.customers, SuppressionWindow(30), default_catalog())
 
-    served = positions(split, lists)
     assert served.shape == (len(at.customers), SERVED_DEPTH)
     cutoff_s = int(split.cutoff.timestamp())
     last = split.train.last_purchase[at.customers].tocsr()
