@@ -142,6 +142,16 @@ def choose_policy(
             )
     validation = window.split
     customers = evaluation_customers(validation, settings.max_customers, settings.seed)
+    if not len(customers):
+        model = POLICY_RANKER if ranker.booster is not None else POLICY_ALS
+        return PolicyChoice(
+            model,
+            f"{model} served unvalidated: nobody the model knows bought anything in the "
+            f"window before the test window (before {validation.cutoff.isoformat()})",
+            False,
+            model,
+            metric,
+        )
     # The ranker at the validation cutoff, trained one window earlier still.
     facts = facts_within(split, facts_of)
     at_validation = evaluate_ranker(

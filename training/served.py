@@ -224,13 +224,15 @@ def serve(
     truth holds). ``rows``: the customers' rows of the split (for their ids, and
     their stage, churn risk and value there); ``recent``: purchases posted since the
     model was trained, per customer."""
+    out = np.full((len(rows), SERVED_DEPTH), -1, np.int64)
+    if not len(rows):
+        return out
     traits = at.facts.traits
     ids = at.split.train.customers.ids
     index = at.split.train.items.index
     # The model's catalogue -> the split's items (the same for a model served at the
     # cutoff, by external id for another).
     to_split = np.fromiter((index.get(i, -1) for i in model.item_ids), np.int64, len(model.items))
-    out = np.full((len(rows), SERVED_DEPTH), -1, np.int64)
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start : start + CHUNK]
         requests = []

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from support import small_training_config
+from support import GROUP_ITEMS, small_training_config
 from threadpoolctl import threadpool_limits
 
-from nbo.catalog.loading import default_catalog
+from nbo.catalog.loading import default_catalog, load_catalog
 from nbo.data.mapping import load_mapping
 from nbo.offers.suppression import SuppressionWindow
 from training.config import TrainingConfig
@@ -170,3 +170,26 @@ def test_served_figures_are_the_same_on_a_second_run(planted_csv: Path) -> None:
     second = _evaluated(planted_csv, config)[1].metrics
     for truth in ("all", "new"):
         assert first[truth][SERVED] == second[truth][SERVED]
+
+
+def test_the_catalogue_decides_what_may_be_served(
+    unsuppressed: tuple[TimeSplit, Evaluation], tmp_path: Path
+) -> None:
+    """A catalogue that excludes group a's items: no customer is served one, so group
+    a's customers, who buy only those, are served nothing they buy."""
+    split, evaluation = unsuppressed
+    config = small_training_config().model_copy(update={"suppression_days": "0"})
+    at = evaluation.cutoff
+    model = served_model(at, config, evaluation.propensity)
+    path = tmp_path / "catalog.yaml"
+    excluded = "\n".join(f'  - item_id: "{item}"\n    exclude: true' for item in GROUP_ITEMS["a"])
+    path.write_text(f"version: 1\nitems:\n{excluded}\n", encoding="utf-8")
+    catalog = load_catalog(path)
+
+    served = serve(model, at, at.customers, config.suppression, catalog)
+    metrics = served_metrics(model, at, "ranker", config, catalog)
+
+    a_items = {split.train.items.index[item] for item in GROUP_ITEMS["a"]}
+    assert not set(served.ravel().tolist()) & a_items
+    everything = served_metrics(model, at, "ranker", config, default_catalog())
+    assert metrics["all"][SERVED]["ndcg@10"] < everything["all"][SERVED]["ndcg@10"] * 0.7
