@@ -25,6 +25,7 @@ from bench.events_bench import EventsResult, bench_events
 from bench.generate import FULL, SMALL, SyntheticSpec, ensure_dataset
 from bench.load_bench import bench_load, print_load
 from bench.offers_bench import WINDOW_DAYS, K, OffersResult, bench_offers
+from bench.quality_bench import bench_quality
 from bench.report import OtherLoad, micros, seconds, table, us, verdict
 from bench.train_bench import TrainBench, bench_training
 from nbo.catalog.loading import load_catalog
@@ -38,6 +39,8 @@ SYNTHETIC = "synthetic"
 ONLINE = "online-retail"
 EVENTS = "events"
 LOAD = "load"
+# What is served on each kind of shop: only when asked (--only quality), it is no speed.
+QUALITY = "quality"
 NOISY_CORES = 0.3
 # The store may add at most this much to an offers call at p99, over HTTP.
 STORE_P99_TARGET_MS = 1.0
@@ -76,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=(SYNTHETIC, ONLINE, EVENTS, LOAD),
-        help="run one data set, or only the events-over-HTTP or the load section",
+        choices=(SYNTHETIC, ONLINE, EVENTS, LOAD, QUALITY),
+        help="run one data set, or only the events-over-HTTP, the load or the quality "
+        "section (quality runs only when asked: what nbo serves on each kind of shop)",
     )
     parser.add_argument(
         "--calls", type=_positive, default=5_000, help="timed offers calls per path"
@@ -87,8 +91,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeats", type=_positive, default=3, help="floor and trainer runs (best counts)"
     )
+    parser.add_argument(
+        "--online-retail",
+        type=Path,
+        default=ONLINE_RETAIL,
+        help=f"the shared Online Retail file (default {ONLINE_RETAIL}; skipped when missing)",
+    )
     args = parser.parse_args(argv)
 
+    if args.only == QUALITY:
+        print(
+            f"nbo bench: quality | python {platform.python_version()} | "
+            f"{os.cpu_count()} cores | data seed {args.seed}"
+        )
+        with threadpool_limits(limits=1, user_api="blas"):
+            bench_quality(args.seed, args.online_retail)
+        return 0
     print(
         f"nbo bench | python {platform.python_version()} | {os.cpu_count()} cores | "
         f"BLAS pinned to 1 thread (threadpoolctl) | "
@@ -165,12 +183,11 @@ def _data_sets(args: argparse.Namespace) -> Iterator[DataSet]:
             f"{spec.label}, seed {spec.seed}; {path.relative_to(REPO)} ({how})",
         )
     if args.only in (None, ONLINE):
-        if ONLINE_RETAIL.is_file():
-            yield DataSet(
-                ONLINE, ONLINE_RETAIL, load_mapping("online-retail"), f"full file {ONLINE_RETAIL}"
-            )
+        path = args.online_retail
+        if path.is_file():
+            yield DataSet(ONLINE, path, load_mapping("online-retail"), f"full file {path}")
         else:
-            print(f"\n== {ONLINE} ==\n  skipped: {ONLINE_RETAIL} not found")
+            print(f"\n== {ONLINE} ==\n  skipped: {path} not found")
 
 
 DEMO_CATALOG = REPO / "data" / "catalog.yaml"

@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 from nbo.catalog.loading import default_catalog
 from nbo.catalog.terms import Catalog
+from nbo.models.policy import POLICY_ALS
 from nbo.models.served import ServingModel
 from nbo.offers.decision import ContactPolicy, DecisionRequest, Occasion, decide
 from nbo.offers.profiles import customer_profiles
@@ -108,7 +109,7 @@ def bench_offers(
         rank_offers(model, [OfferRequest(str(external[customer]), K)], now_s, window)
 
     # The same model without its ranker: ALS candidates only.
-    cf_model = dataclasses.replace(model, ranker=None, item_side=None)
+    cf_model = dataclasses.replace(model, ranker=None, item_side=None, policy=POLICY_ALS)
 
     def cf_only(customer: int) -> None:
         rank_offers(cf_model, [OfferRequest(str(external[customer]), K)], now_s, window)

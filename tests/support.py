@@ -120,6 +120,19 @@ def make_refill_purchases() -> pd.DataFrame:
     return pd.concat([base, extra], ignore_index=True).sort_values("timestamp")
 
 
+def worse_than_before(purchases: pd.DataFrame, holdout_days: int = 30) -> pd.DataFrame:
+    """``purchases`` with every line before the holdout's cutoff moved to the other
+    group's item of the same number (A03 <-> B03): a model learns the wrong tastes from
+    it, while one trained on the lines before the cutoff as they were serves the holdout
+    well (the quality gate's comparison with the current model)."""
+    cutoff = purchases["timestamp"].max() - pd.Timedelta(days=holdout_days)
+    swapped = purchases.copy()
+    early = swapped["timestamp"] < cutoff
+    other = {"A": "B", "B": "A"}
+    swapped.loc[early, "item_id"] = [other[i[0]] + i[1:] for i in swapped.loc[early, "item_id"]]
+    return swapped
+
+
 def small_training_config() -> TrainingConfig:
     """Enough factors for two tastes, few iterations: seconds, not minutes."""
     return TrainingConfig.model_validate(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from nbo.catalog.loading import load_catalog
+from nbo.catalog.terms import Catalog
 from nbo.console.progress import PlainProgress
 from nbo.console.tables import output_console, print_table
 from nbo.data.mapping import ColumnMapping, load_mapping, parse_column_overrides, shipped_mappings
 from nbo.models.churn import MODEL, RECENCY
+from nbo.models.policy import SECTION as POLICY_SECTION
 from nbo.settings import load_settings
 from nbo.store.sqlite import read_erased_ids
 from training.config import TrainingConfig, load_training_config
@@ -23,8 +27,10 @@ from training.evaluate import CHURN_METRICS
 from training.lifecycle import CALIBRATION_PLOT
 from training.pipeline import TrainResult, train
 from training.progress import Progress as TrainProgress
+from training.served import SERVED
 
 METHOD_ORDER = (
+    "served",
     "ranker",
     "als",
     "als_window",
@@ -49,10 +55,11 @@ def register(commands: Any) -> None:
         "train",
         help="train, evaluate and publish a model from purchase history",
         description="Train on a purchase file (CSV or Parquet), evaluate on a time-based "
-        "holdout (the ranker against ALS, item-kNN, buy-again and popularity), "
-        "and publish a versioned model if it passes the quality gate: the ranker must beat "
-        "the best single method on NDCG@k, k = 10 unless --config says otherwise (without "
-        "a ranker, when the data is too short for one, ALS must beat popularity).",
+        "holdout (the ranker against ALS, item-kNN, buy-again and popularity, and what the "
+        "service serves: the ranker, or the simple rule that served better on the window "
+        "before the holdout), and publish a versioned model unless what it serves is worse, "
+        "on NDCG@k (k = 10 unless --config says otherwise), than what the current model "
+        "serves on the same holdout.",
     )
     add_input_arguments(parser)
     parser.add_argument(
@@ -64,8 +71,8 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="publish even if the quality gate fails (the ranker does not beat the best "
-        "single method on NDCG@k, or ALS does not beat popularity without a ranker)",
+        help="publish even if the quality gate fails (what the new model serves is worse "
+        "on NDCG@k than what the current model serves on the same holdout)",
     )
     parser.set_defaults(handler=run)
 
@@ -90,6 +97,14 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="training config (TOML)")
     parser.add_argument("--holdout-days", type=int, default=None, help="holdout window (30)")
     parser.add_argument(
+        "--catalog",
+        type=Path,
+        default=None,
+        help="offer catalogue (YAML or JSON) what is served is evaluated under: its "
+        "eligibility rules and arbitration (default: every item a product offer, no "
+        "incentives, as the service without NBO_CATALOG)",
+    )
+    parser.add_argument(
         "--store-url",
         default=None,
         help="the service's event store, whose erased customers are left out "
@@ -97,22 +112,42 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_inputs(args: argparse.Namespace) -> tuple[ColumnMapping, TrainingConfig, list[str]]:
-    """The mapping, training config and erased customer ids the input options name."""
+@dataclass(frozen=True)
+class Inputs:
+    """What the input options name: the column mapping, the training config, the erased
+    customer ids and the offer catalogue (None: the default)."""
+
+    mapping: ColumnMapping
+    config: TrainingConfig
+    erased: list[str]
+    catalog: Catalog | None
+
+
+def load_inputs(args: argparse.Namespace) -> Inputs:
+    """The mapping, training config, erased customer ids and catalogue the input options
+    name."""
     mapping = load_mapping(args.mapping).with_overrides(
         columns=parse_column_overrides(args.column),
         cancelled_order_prefix=args.cancelled_prefix,
     )
     config = load_training_config(args.config, holdout_days=args.holdout_days)
+    catalog = None if args.catalog is None else load_catalog(args.catalog)
     erased = read_erased_ids(args.store_url or load_settings().store_url)
-    return mapping, config, erased
+    return Inputs(mapping, config, erased, catalog)
 
 
 def run(args: argparse.Namespace) -> int:
-    mapping, config, erased = load_inputs(args)
+    inputs = load_inputs(args)
     with progress_display("nbo train") as progress:
         result = train(
-            args.data, mapping, args.models_dir, config, args.force, progress, erased=erased
+            args.data,
+            inputs.mapping,
+            args.models_dir,
+            inputs.config,
+            args.force,
+            progress,
+            erased=inputs.erased,
+            catalog=inputs.catalog,
         )
     print_summary(output_console(), result)
     return 0
@@ -132,12 +167,39 @@ def print_report(
     (data, split, metrics), the quality gate's ``verdict`` in the command's words, any
     ``warnings`` about the figures, the propensity, ranker and churn models."""
     print_evaluation(console, result)
+    for line in served_lines(result.manifest):
+        console.print(line)
     console.print(verdict)
     for warning in warnings:
         console.print(warning)
     console.print(propensity_line(result.manifest.get("propensity")))
     print_ranker(console, result.manifest.get("ranker"))
     print_churn(console, result)
+
+
+def served_lines(manifest: dict[str, Any]) -> list[str]:
+    """What is served: the candidate policy and why (the validation window), and what is
+    served against the best simple rule on the holdout, per truth."""
+    policy = manifest.get(POLICY_SECTION)
+    served = manifest.get(SERVED)
+    if not policy or not served:
+        return []
+    lines = [f"[bold]served:[/] policy {policy['name']}: {policy['reason']}"]
+    against = []
+    for truth, entry in served.get("against_best_rule", {}).items():
+        if entry.get("best_rule") is None:
+            continue
+        change = "" if entry.get("change") is None else f" ({entry['change']:+.1%})"
+        against.append(
+            f"{truth} {entry[SERVED]:.4f} vs {entry['best_rule']} "
+            f"{entry['best_rule_score']:.4f}{change}"
+        )
+    if against:
+        lines.append(
+            f"[bold]served against the best simple rule[/] ({served['metric']}, holdout): "
+            + "; ".join(against)
+        )
+    return lines
 
 
 def print_ranker(console: Console, section: dict[str, Any] | None) -> None:

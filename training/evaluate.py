@@ -5,18 +5,28 @@ ALS under the plain and the cycle-aware suppression window. Then the ranker,
 trained one window before the cutoff so nothing it learns sees the holdout, with the
 single methods that need its sources (ItemKNN, stage popularity). The churn model's
 figures (judged in the fit step, on its own cutoffs) join them under ``CHURN_METRICS``.
-Last, the propensity curves are calibrated on what the evaluated customers bought in
-the holdout, for ALS and for the ranker.
+Then the propensity curves are calibrated on what the evaluated customers bought in
+the holdout, for ALS and for the ranker. Last, what is served: the candidate policy is
+chosen on the window before the cutoff (``training.policy``), and the service's decision
+serves it at the cutoff (``training.served``), scored as ``served`` on both truths.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
 
+from nbo.catalog.loading import default_catalog
+from nbo.catalog.terms import Catalog
+from nbo.core import columns as col
+from nbo.data.features import line_values
+from nbo.data.history import to_unix_seconds
+from nbo.models.policy import LISTED_RULES
 from nbo.models.propensity import Propensity
 from nbo.offers.ranking import MIN_CANDIDATES as PROPENSITY_CANDIDATES
 from training.config import TrainingConfig
@@ -34,9 +44,17 @@ from training.methods import (
     split_popularity,
     suppressed_at_cutoff,
 )
+from training.policy import PolicyChoice, choose_policy
 from training.progress import Steps
 from training.propensity import fit_propensity, with_ranker_curve
-from training.ranker import RankerResult, WindowSettings, evaluate_ranker, window_facts
+from training.ranker import (
+    RankerResult,
+    WindowSettings,
+    cutoff_seconds,
+    evaluate_ranker,
+    window_facts,
+)
+from training.served import Cutoff, curves, served_metrics, served_model
 from training.split import TimeSplit
 
 # ``metrics`` key of the churn model's metrics (method -> metric), next to the truths.
@@ -46,19 +64,30 @@ CHURN_METRICS = "churn"
 @dataclass
 class Evaluation:
     """The figures the quality gate and the reports read, and what the holdout taught
-    that the published model keeps (the ranker's booster, the propensity curves)."""
+    that the published model keeps (the ranker's booster, the propensity curves, the
+    candidate policy)."""
 
     customers: np.ndarray  # the evaluated customers (rows of the split's training side)
-    metrics: Metrics  # every method's, per truth; the churn model's under CHURN_METRICS
+    metrics: Metrics  # every method's and what is served, per truth; the churn model's
     ranker: RankerResult
     propensity: Propensity
     propensity_report: dict[str, Any]  # the manifest's ``propensity`` section
+    policy: PolicyChoice
+    cutoff: Cutoff  # what was known at the cutoff: another model is served there too
 
 
 def evaluate(
-    data: TrainingData, split: TimeSplit, fitted: Fitted, config: TrainingConfig, steps: Steps
+    data: TrainingData,
+    split: TimeSplit,
+    fitted: Fitted,
+    config: TrainingConfig,
+    steps: Steps,
+    catalog: Catalog | None = None,
 ) -> Evaluation:
-    """Score every method at the cutoff, train and score the ranker, calibrate propensity."""
+    """Score every method at the cutoff, train and score the ranker, calibrate propensity,
+    choose the candidate policy on the window before, and score what is served at the
+    cutoff under ``catalog`` (the default catalogue when None)."""
+    catalog = catalog or default_catalog()
     k, seed = config.k, config.als.random_state
     with steps.step("evaluate"):
         # What the service would suppress at the cutoff, cycles included when learned.
@@ -76,16 +105,14 @@ def evaluate(
         """The split's cycles are learned already; an earlier window's are learned anew."""
         return fitted.cycles if window is split else fit_cycles(window.train_lines, config.cycles)
 
+    def fit_als_on(counts: sp.csr_matrix) -> AlternatingLeastSquares:
+        return als_on(counts, params)
+
+    facts_of = window_facts(data.purchases, data.encoded.items, data.orders, fitted.churn, config)
+    settings = WindowSettings.from_config(config)
     with steps.step("ranker (trained one window earlier)"):
         ranker = evaluate_ranker(
-            split,
-            fitted.als,
-            lambda counts: als_on(counts, params),
-            cycles_of,
-            window_facts(data.purchases, data.encoded.items, data.orders, fitted.churn, config),
-            customers,
-            WindowSettings.from_config(config),
-            k,
+            split, fitted.als, fit_als_on, cycles_of, facts_of, customers, settings, k
         )
         for truth, by_method in ranker.metrics.items():
             metrics[truth].update(by_method)
@@ -104,7 +131,41 @@ def evaluate(
         )
         if ranker.booster is not None:
             propensity, report = with_ranker_curve(propensity, report, ranker, seed)
-    return Evaluation(customers, metrics, ranker, propensity, report)
+
+    line_value = typical_line_values(data)
+    with steps.step("policy (served on the window before)"):
+        policy = choose_policy(
+            split, ranker, fit_als_on, cycles_of, facts_of, settings, config, catalog, line_value
+        )
+    with steps.step("served (at the cutoff)"):
+        at = Cutoff(
+            split, fitted.als, fitted.cycles, ranker, customers, line_value(cutoff_seconds(split))
+        )
+        served = served_metrics(
+            served_model(at, config, propensity), at, policy.name, config, catalog
+        )
+        for truth, by_method in served.items():
+            metrics[truth].update(by_method)
+        if policy.name in LISTED_RULES:
+            # The published model's curve for its rule: fitted on every evaluated customer.
+            everyone = np.ones(len(customers), dtype=bool)
+            propensity = replace(propensity, rule=curves(at, policy.name, everyone, config).rule)
+    return Evaluation(customers, metrics, ranker, propensity, report, policy, at)
+
+
+def typical_line_values(data: TrainingData) -> Callable[[int], float | None]:
+    """The median value of a purchase line before a moment (unix s; None without prices):
+    the money scale a catalogue's incentives are read against, as known then."""
+    if not data.priced:
+        return lambda _as_of_s: None
+    values = line_values(data.purchases)
+    times = to_unix_seconds(data.purchases[col.TIMESTAMP])
+
+    def before(as_of_s: int) -> float | None:
+        mine = values[times < as_of_s]
+        return float(np.median(mine)) if len(mine) else None
+
+    return before
 
 
 def single_methods(

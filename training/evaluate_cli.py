@@ -22,6 +22,7 @@ from rich.text import Text
 
 from nbo import __version__
 from nbo.console.tables import output_console
+from nbo.models.policy import SECTION as POLICY_SECTION
 from training.cli import (
     CHURN_METHOD_ORDER,
     METHOD_ORDER,
@@ -46,6 +47,7 @@ from training.report import (
     write_html,
     write_json,
 )
+from training.served import SERVED
 
 REPORTS_DIR = Path("reports")
 
@@ -54,8 +56,8 @@ def register(commands: Any) -> None:
     parser = commands.add_parser(
         "evaluate",
         help="evaluate a data set as `nbo train` would, without publishing",
-        description="Run the trainer's time-split evaluation on a purchase file (the "
-        "ranker, ALS and the baselines on the same customers, the churn model, the "
+        description="Run the trainer's time-split evaluation on a purchase file (what "
+        "is served, the ranker, ALS and the baselines on the same customers, the churn model, the "
         "lifecycle stages) without publishing anything; print the comparison and write it as "
         f"{EVALUATION_JSON} and a self-contained {REPORT_HTML}. Exits 0 whether or not "
         "the quality gate passes.",
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     out = args.out if args.out is not None else default_out_dir(args.data, now)
     check_writable_folder(out)
-    mapping, config, erased = load_inputs(args)
+    inputs = load_inputs(args)
     # publish=False writes nothing; the throwaway folder makes sure of it whatever the
     # trainer does, and never touches the user's models/.
     with (
@@ -84,12 +86,13 @@ def run(args: argparse.Namespace) -> int:
     ):
         result = train(
             args.data,
-            mapping,
+            inputs.mapping,
             Path(models_dir),
-            config,
+            inputs.config,
             progress=progress,
-            erased=erased,
+            erased=inputs.erased,
             publish=False,
+            catalog=inputs.catalog,
         )
     document = evaluation_document(result, now)
     console = output_console()
@@ -149,7 +152,18 @@ def evaluation_document(result: TrainResult, created: datetime) -> dict[str, Any
         "metrics": metrics,
         "quality_gate": evaluation_gate(manifest["quality_gate"]),
     }
-    sections = ("split", "data", "cycles", "propensity", "ranker", "churn", "model", "config")
+    sections = (
+        "split",
+        "data",
+        "cycles",
+        "propensity",
+        POLICY_SECTION,
+        SERVED,
+        "ranker",
+        "churn",
+        "model",
+        "config",
+    )
     for section in sections:
         if section in manifest:
             document[section] = manifest[section]

@@ -1,46 +1,110 @@
-"""Step 5, the quality gate: a model is published only if it beats what is simpler.
+"""Step 5, the quality gate: what is served may not be worse than what serves now.
 
-With a ranker (what the service then serves), the ranker must beat the best single
-method on NDCG@k against every holdout purchase; without one (data too short for a
-second window), ALS must beat popularity. ``nbo train`` refuses a model that fails
-(unless --force); ``nbo evaluate`` only reports the verdict.
+That a shop never gets offers worse than a simple rule is settled before the gate: the
+candidate policy is the best of the model and the simple rules on the window before the
+test window (``training.policy``). The gate judges what is served (``served``, NDCG@k
+against every holdout purchase) against the version ``models/CURRENT`` points at, served
+by the same decision at the same cutoff to the same customers, with the purchases a
+service would have been posted since it was trained (``training.served.model_metrics``).
+
+Only a model that never saw the holdout can be scored on it: one trained on purchases
+past the cutoff (retrained on the same data, or less than a holdout later) is not
+compared, nor is one this nbo cannot load; the gate says which and passes. ``nbo train``
+refuses a model worse than the current one unless --force; ``nbo evaluate`` publishes
+nothing and compares with nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from nbo.catalog.terms import Catalog
+from nbo.core.errors import ArtifactError
+from nbo.models.artifacts import current_version
+from nbo.models.served import load_serving_model
+from training.config import TrainingConfig
+from training.load import TrainingData
 from training.methods import Metrics
+from training.served import SERVED, Cutoff, model_metrics, posted_since
 
 GATE_METRIC_TEMPLATE = "ndcg@{k}"
 GATE_TRUTH = "all"
-# The single methods the ranker must beat (the best of them) to publish.
-GATE_BASELINES = ("als", "itemknn", "buy_again", "popularity", "stage_popularity")
+
+
+@dataclass(frozen=True)
+class Current:
+    """The version serving now, scored on the holdout; ``score`` None when it was not
+    (``note`` says why)."""
+
+    version: str | None
+    score: float | None
+    note: str
+    metrics: Metrics | None = None  # its served figures, per truth
+
+
+def score_current(
+    models_dir: Path, data: TrainingData, at: Cutoff, config: TrainingConfig, catalog: Catalog
+) -> Current:
+    """The current model of ``models_dir`` served at the cutoff ``at`` (when it can be)."""
+    metric = GATE_METRIC_TEMPLATE.format(k=config.k)
+    try:
+        version = current_version(models_dir)
+    except ArtifactError:
+        return Current(None, None, f"no model is published in {models_dir} yet")
+    try:
+        model = load_serving_model(models_dir, version)
+    except ArtifactError as exc:
+        return Current(version, None, f"the current model {version} cannot be loaded ({exc})")
+    if model.trained_until_s >= at.cutoff_s:
+        until = datetime.fromtimestamp(model.trained_until_s, UTC).replace(tzinfo=None)
+        return Current(
+            version,
+            None,
+            f"the current model {version} learned purchases until {until.isoformat()}, "
+            f"past the cutoff {at.split.cutoff.isoformat()}: it saw the holdout, so it "
+            "cannot be scored on it",
+        )
+    ids = at.split.train.customers.ids[at.customers].tolist()
+    recent = posted_since(data.purchases, ids, model.trained_until_s, at.cutoff_s)
+    metrics = model_metrics(model, at, config, catalog, recent)
+    return Current(
+        version,
+        metrics[GATE_TRUTH][SERVED][metric],
+        "served at the same cutoff to the same customers, with the purchases since it "
+        "was trained posted",
+        metrics,
+    )
 
 
 @dataclass(frozen=True)
 class QualityGate:
-    """The gate's verdict: ``method`` against ``baseline`` on ``metric`` (truth ``truth``)."""
+    """The gate's verdict: what is served (its ``policy``) against the ``current``
+    version on ``metric`` (truth ``truth``)."""
 
     passed: bool
     metric: str
     truth: str
-    method: str
-    baseline: str
+    policy: str
     score: float
-    baseline_score: float
+    current: str | None = None  # the version compared with
+    current_score: float | None = None
+    note: str = ""  # how the current model was scored, or why it was not
 
     @property
     def comparison(self) -> str:
-        """The comparison in words, e.g. "ranker ndcg@10 0.3633 beats the best single
-        method, buy_again 0.3362 on the holdout"."""
-        verdict = "beats" if self.passed else "does not beat"
-        best = "the best single method, " if self.method == "ranker" else ""
+        """The comparison in words, e.g. "served ndcg@10 0.3012 (policy ranker) is not
+        worse than the current model 2026...-ab12cd34, 0.2950, on the same holdout"."""
+        served = f"served {self.metric} {self.score:.4f} (policy {self.policy})"
+        if self.current_score is None:
+            return f"{served}; not compared with a current model: {self.note}"
+        verdict = "is not worse than" if self.passed else "is worse than"
         return (
-            f"{self.method} {self.metric} {self.score:.4f} {verdict} {best}{self.baseline} "
-            f"{self.baseline_score:.4f} on the holdout"
+            f"{served} {verdict} the current model {self.current}, "
+            f"{self.current_score:.4f}, on the same holdout"
         )
 
     @property
@@ -55,10 +119,12 @@ class QualityGate:
             "passed": self.passed,
             "metric": self.metric,
             "truth": self.truth,
-            "method": self.method,
-            "baseline": self.baseline,
-            self.method: self.score,
-            self.baseline: self.baseline_score,
+            "method": SERVED,
+            "policy": self.policy,
+            SERVED: self.score,
+            "current_version": self.current,
+            "current": self.current_score,
+            "note": self.note,
             "message": self.message,
             "forced": forced,
         }
@@ -66,36 +132,32 @@ class QualityGate:
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> QualityGate:
         """The gate a manifest's ``quality_gate`` section records."""
-        method, baseline = str(section["method"]), str(section["baseline"])
+        current = section.get("current")
+        version = section.get("current_version")
         return cls(
             passed=bool(section["passed"]),
             metric=str(section["metric"]),
             truth=str(section["truth"]),
-            method=method,
-            baseline=baseline,
-            score=float(section[method]),
-            baseline_score=float(section[baseline]),
+            policy=str(section["policy"]),
+            score=float(section[SERVED]),
+            current=None if version is None else str(version),
+            current_score=None if current is None else float(current),
+            note=str(section.get("note", "")),
         )
 
 
-def quality_gate(metrics: Metrics, k: int) -> QualityGate:
-    """The ranker against the best single method when there is a ranker, else ALS
-    against popularity, on NDCG@k of truth ``all``."""
+def quality_gate(metrics: Metrics, k: int, policy: str, current: Current) -> QualityGate:
+    """What is served against the current model, on NDCG@k of truth ``all``: passed
+    unless worse (and when the current model could not be scored)."""
     metric = GATE_METRIC_TEMPLATE.format(k=k)
-    scores = metrics[GATE_TRUTH]
-    if "ranker" in scores:
-        method = "ranker"
-        rivals = [name for name in GATE_BASELINES if name in scores]
-        baseline = max(rivals, key=lambda name: scores[name][metric])
-    else:
-        method, baseline = "als", "popularity"
-    score, baseline_score = scores[method][metric], scores[baseline][metric]
+    score = metrics[GATE_TRUTH][SERVED][metric]
     return QualityGate(
-        passed=score > baseline_score,
+        passed=current.score is None or score >= current.score,
         metric=metric,
         truth=GATE_TRUTH,
-        method=method,
-        baseline=baseline,
+        policy=policy,
         score=score,
-        baseline_score=baseline_score,
+        current=current.version,
+        current_score=current.score,
+        note=current.note,
     )

@@ -14,13 +14,15 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
+from nbo.catalog.loading import default_catalog
+from nbo.catalog.terms import Catalog
 from nbo.core.errors import QualityGateError
 from nbo.data.mapping import ColumnMapping
 from nbo.data.purchases import CleaningReport
 from training.config import TrainingConfig
 from training.evaluate import evaluate
 from training.fit import fit_before_cutoff
-from training.gate import quality_gate
+from training.gate import Current, quality_gate, score_current
 from training.load import load_data
 from training.methods import Metrics
 from training.progress import Progress, Steps
@@ -52,9 +54,12 @@ def train(
     progress: Progress | None = None,
     erased: Collection[str] = (),
     publish: bool = True,
+    catalog: Catalog | None = None,
 ) -> TrainResult:
     """Train, evaluate and publish a model; QualityGateError if it fails the quality gate
-    (``training.gate``) and ``force`` is not set.
+    (``training.gate``: what it serves is worse than the current model's) and ``force``
+    is not set. ``catalog``: the offer catalogue what is served is evaluated under (the
+    default catalogue when None).
 
     ``erased``: customer ids erased in the service's store; every row of theirs is dropped
     right after reading (counted as ``training.load.DROP_ERASED``), so nothing of them is
@@ -64,19 +69,27 @@ def train(
     gate only reports, and nothing is written (``version`` and ``path`` are None).
     """
     steps = Steps(progress)
+    catalog = catalog or default_catalog()
     # One BLAS thread: implicit's ALS crawls with more (its own advice).
     with threadpool_limits(limits=1, user_api="blas"):
         data = load_data(data_path, mapping, erased, steps)
         with steps.step("time split"):
             split = time_split(data.encoded, config.holdout_days, config.suppression.days)
         fitted = fit_before_cutoff(data, split, config, steps)
-        evaluation = evaluate(data, split, fitted, config, steps)
-        gate = quality_gate(evaluation.metrics, config.k)
+        evaluation = evaluate(data, split, fitted, config, steps, catalog)
+        if publish:
+            with steps.step("current model (served at the cutoff)"):
+                current = score_current(models_dir, data, evaluation.cutoff, config, catalog)
+        else:
+            current = Current(None, None, "`nbo evaluate` compares with no model")
+        gate = quality_gate(evaluation.metrics, config.k, evaluation.policy.name, current)
         if publish and not gate.passed and not force:
             raise QualityGateError(gate.message)
         model = refit(data, split, fitted, evaluation, config, steps)
         forced = force and not gate.passed
-        record = build_manifest(data, split, fitted, evaluation, model, gate, config, forced)
+        record = build_manifest(
+            data, split, fitted, evaluation, model, gate, config, forced, catalog
+        )
         path = publish_model(models_dir, data, model, record, steps) if publish else None
     record["timings"] = steps.timings
     return TrainResult(

@@ -184,5 +184,13 @@ def with_ranker_curve(
     fit_customers = customers[rng.random(len(customers)) < 0.5]
     fit_rows = np.isin(ranker.rows, fit_customers)
     quality = _held_out_quality(scores, labels, fit_rows, ~fit_rows, increasing=True)
-    curve = fit_curve(scores, labels, np.ones(len(scores), dtype=bool), increasing=True)
+    curve = ranker_curve(ranker, np.ones(len(scores), dtype=bool))
     return replace(propensity, ranker=curve), {**report, "ranker": quality}
+
+
+def ranker_curve(ranker: RankerResult, pairs: np.ndarray) -> Curve:
+    """The ranker's score -> bought in the holdout, fitted on its candidate ``pairs``
+    (a mask over the candidates at the cutoff)."""
+    scores = ranker.scores.astype(np.float64)
+    labels = ranker.labels.astype(np.float64)
+    return fit_curve(scores, labels, pairs, increasing=True)

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nbo.catalog.terms import Catalog
 from nbo.core import columns as col
 from nbo.data.features import item_prices
 from nbo.models.artifacts import unique_version, write_artifact
 from nbo.models.cycles import cycle_summary
-from nbo.models.propensity import DOCUMENT as PROPENSITY_DOCUMENT
-from nbo.models.served import model_arrays
+from nbo.models.policy import SECTION as POLICY_SECTION
 from training.config import TrainingConfig
 from training.evaluate import Evaluation
 from training.fit import Fitted
@@ -28,6 +28,7 @@ from training.lifecycle import CALIBRATION_PLOT, CUSTOMERS_FILE, calibration_png
 from training.load import TrainingData
 from training.progress import Steps
 from training.refit import FinalModel
+from training.served import SERVED, ServedParts, served_section
 from training.split import TimeSplit
 
 
@@ -40,6 +41,7 @@ def build_manifest(
     gate: QualityGate,
     config: TrainingConfig,
     forced: bool,
+    catalog: Catalog,
 ) -> dict[str, Any]:
     """What ``manifest.json`` records besides the version, time, libraries and file
     checksums (which ``write_artifact`` adds): a section per step."""
@@ -61,6 +63,8 @@ def build_manifest(
         "churn": fitted.churn.section,
         "lifecycle": model.lifecycle.section,
         "metrics": evaluation.metrics,
+        POLICY_SECTION: evaluation.policy.section(),
+        SERVED: served_section(evaluation.metrics, config, evaluation.policy.name, catalog),
         "quality_gate": gate.section(forced),
     }
 
@@ -74,25 +78,24 @@ def publish_model(
 ) -> Path:
     """Write ``model`` as a new version under ``models_dir`` and make it CURRENT."""
     with steps.step("publish"):
-        arrays = model_arrays(
-            model.als.user_factors,
-            model.als.item_factors,
-            model.history,
-            model.confidence,
-            model.popularity,
-            repurchase_cycle_days=model.cycles,
-            orders=data.orders,
+        parts = ServedParts(
+            history=model.history,
+            confidence=model.confidence,
+            als=model.als,
+            popularity=model.popularity,
+            cycles=model.cycles,
             item_price=item_prices(data.purchases, model.history.items) if data.priced else None,
-            send_hour_prior=model.lifecycle.send_hour_prior,
+            ranker=model.ranker,
+            propensity=model.propensity,
+            policy=model.policy,
         )
-        files = {CUSTOMERS_FILE: customers_parquet(model.history.customers, model.lifecycle)}
+        arrays, documents, files = parts.contents(
+            orders=data.orders, send_hour_prior=model.lifecycle.send_hour_prior
+        )
+        files[CUSTOMERS_FILE] = customers_parquet(model.history.customers, model.lifecycle)
         if model.churn.model is not None:
             files.update(model.churn.files())
             files[CALIBRATION_PLOT] = calibration_png(model.churn)
-        if model.ranker is not None:
-            arrays.update(model.ranker.arrays())
-            files.update(model.ranker.files())
-        documents: dict[str, Any] = {PROPENSITY_DOCUMENT: model.propensity.to_document()}
         names = item_names(data.purchases)
         if names:
             documents["item_names"] = names

@@ -38,7 +38,6 @@ from nbo.models.candidates import (
     ItemSide,
     candidates,
     ranked_top,
-    stage_codes,
 )
 from nbo.models.popularity import group_popularity, popularity_scores
 from nbo.models.ranker import lightgbm_version, ranker_arrays, ranker_file
@@ -383,6 +382,12 @@ class RankerResult:
     training_pairs: int = 0
     training_customers: int = 0
     per_source: int = 0
+    # The sources as known at the cutoff and the customers' facts there (what a model
+    # served at the cutoff is made of), and the window the booster was trained on (None
+    # when there was none).
+    items: ItemSide | None = None
+    facts: WindowFacts = WindowFacts()
+    window: TrainingWindow | None = None
 
     def section(self) -> dict[str, Any]:
         """The manifest's ``ranker`` section."""
@@ -436,17 +441,33 @@ class TrainingWindow:
     customers: np.ndarray  # the split's customers the table covers (rows index them)
     table: CandidateTable
     labels: np.ndarray
+    # What the sources were fitted to at the window's cutoff: ALS, the item side and the
+    # customers' facts.
+    als: AlternatingLeastSquares
+    items: ItemSide
+    facts: WindowFacts
 
 
-def training_window(
+@dataclass(frozen=True)
+class EarlierWindow:
+    """What is known at the window before a split's cutoff: its split, and ALS, the
+    sources' item side and the customers' facts fitted to the purchases before it."""
+
+    split: TimeSplit
+    als: AlternatingLeastSquares
+    items: ItemSide
+    facts: WindowFacts
+
+
+def earlier_window(
     split: TimeSplit,
     fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
     cycles_of: Callable[[TimeSplit], np.ndarray | None],
     facts_of: FactsOf,
     settings: WindowSettings,
-) -> TrainingWindow:
-    """The window before ``split``'s cutoff, with sources, features and facts computed
-    from the purchases before it alone; ConfigError when the data has no such window."""
+) -> EarlierWindow:
+    """The window before ``split``'s cutoff, with sources and facts computed from the
+    purchases before it alone; ConfigError when the data has no such window."""
     earlier = time_split(split.train_lines, settings.holdout_days, settings.suppression_days)
     als_earlier = fit_als_on(earlier.train.counts)
     facts = facts_of(
@@ -462,13 +483,43 @@ def training_window(
         cycles_of(earlier),
         facts,
     )
+    return EarlierWindow(earlier, als_earlier, items, facts)
+
+
+def training_window(
+    split: TimeSplit,
+    fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
+    cycles_of: Callable[[TimeSplit], np.ndarray | None],
+    facts_of: FactsOf,
+    settings: WindowSettings,
+) -> TrainingWindow:
+    """The ranker's training data: the candidates at the window before ``split``'s
+    cutoff (``earlier_window``), labelled by what was bought up to the cutoff;
+    ConfigError when the data has no such window."""
+    window = earlier_window(split, fit_als_on, cycles_of, facts_of, settings)
+    earlier, facts = window.split, window.facts
     customers = evaluation_customers(earlier, settings.max_customers, settings.seed)
     table = candidates(
-        items,
-        customer_side(earlier, als_earlier, customers, None, facts),
+        window.items,
+        customer_side(earlier, window.als, customers, None, facts),
         settings.per_source,
     )
-    return TrainingWindow(earlier, customers, table, labels_of(table, earlier.truth_all[customers]))
+    labels = labels_of(table, earlier.truth_all[customers])
+    return TrainingWindow(earlier, customers, table, labels, window.als, window.items, facts)
+
+
+def facts_within(split: TimeSplit, facts_of: FactsOf) -> FactsOf:
+    """``facts_of`` for windows cut from ``split``'s training side, whose customer and
+    item positions are the split's training rows, not the full data's."""
+
+    def within(as_of_s: int, customers: np.ndarray, items: np.ndarray) -> WindowFacts:
+        return facts_of(
+            as_of_s,
+            split.train_customer_positions[customers],
+            split.train_item_positions[items],
+        )
+
+    return within
 
 
 def evaluate_ranker(
@@ -480,9 +531,14 @@ def evaluate_ranker(
     customers: np.ndarray,
     settings: WindowSettings,
     k: int,
+    measure: bool = True,
 ) -> RankerResult:
     """Train the ranker on the window before the cutoff and evaluate it (and ItemKNN and
-    stage popularity alone, which need its sources) at the cutoff on ``customers``."""
+    stage popularity alone, which need its sources) at the cutoff on ``customers``.
+
+    ``measure=False`` (the ranker of the validation window, ``training.policy``): no
+    metrics, only the booster and its candidates' scores at the cutoff, for its curve.
+    """
     facts_now = facts_of(
         cutoff_seconds(split), split.train_customer_positions, split.train_item_positions
     )
@@ -500,21 +556,31 @@ def evaluate_ranker(
         "stage_popularity": stage_popularity_recommender(now, stages, k),
     }
     empty = np.empty(0)
+
+    def without_ranker(reason: str, window: TrainingWindow | None = None) -> RankerResult:
+        metrics = evaluate_methods(split, singles, customers, k) if measure else {}
+        return RankerResult(
+            None,
+            reason,
+            metrics,
+            {},
+            empty,
+            empty,
+            empty,
+            items=now,
+            facts=facts_now,
+            window=window,
+        )
+
     if not settings.enabled:
-        reason = "disabled in the training config"
-        metrics = evaluate_methods(split, singles, customers, k)
-        return RankerResult(None, reason, metrics, {}, empty, empty, empty)
+        return without_ranker("disabled in the training config")
     try:
         window = training_window(split, fit_als_on, cycles_of, facts_of, settings)
     except ConfigError as exc:
-        reason = f"no window before the cutoff to train on ({exc})"
-        metrics = evaluate_methods(split, singles, customers, k)
-        return RankerResult(None, reason, metrics, {}, empty, empty, empty)
+        return without_ranker(f"no window before the cutoff to train on ({exc})")
     table, labels = window.table, window.labels
     if not labels.any():
-        reason = "nobody bought a candidate in the window before the cutoff"
-        metrics = evaluate_methods(split, singles, customers, k)
-        return RankerResult(None, reason, metrics, {}, empty, empty, empty)
+        return without_ranker("nobody bought a candidate in the window before the cutoff", window)
     booster = train_ranker(table, labels, settings.seed, settings.max_rounds)
     record: list[tuple[CandidateTable, np.ndarray, np.ndarray]] = []
     methods = {
@@ -523,11 +589,15 @@ def evaluate_ranker(
         ),
         **singles,
     }
-    metrics = evaluate_methods(split, methods, customers, k)
-    # The first call is the "all" truth's: every customer with a holdout purchase.
-    all_table, all_scores, all_top = record[0]
     sizes = np.diff(split.truth_all.indptr) + split.unknown_all
     evaluated_rows = customers[sizes[customers] > 0]
+    metrics: Metrics = {}
+    if measure:
+        metrics = evaluate_methods(split, methods, customers, k)
+    else:
+        methods["ranker"](evaluated_rows, None)
+    # The first call is the "all" truth's: every customer with a holdout purchase.
+    all_table, all_scores, all_top = record[0]
     truth = split.truth_all[evaluated_rows]
     return RankerResult(
         booster,
@@ -540,15 +610,20 @@ def evaluate_ranker(
         training_pairs=len(table),
         training_customers=len(np.unique(table.rows[labels])),
         per_source=settings.per_source,
+        items=now,
+        facts=facts_now,
+        window=window,
     )
 
 
 @dataclass(frozen=True)
 class ServedRanker:
     """The ranker the service serves: the booster trained one window before the cutoff
-    (the one the evaluation scored), with its sources refitted on all the data."""
+    (the one the evaluation scored), with its sources refitted on all the data (or, for
+    the model the evaluation serves at a cutoff, as known there). Without a booster, the
+    sources alone: what the ItemKNN policy serves from (``nbo.models.policy``)."""
 
-    booster: lgb.Booster
+    booster: lgb.Booster | None
     similarity: sp.csr_matrix  # ItemKNN, item x item
     popularity_before: np.ndarray  # popularity one window before the end (the trend)
     stage_popularity: np.ndarray  # popularity within each lifecycle stage
@@ -557,22 +632,27 @@ class ServedRanker:
         return ranker_arrays(self.similarity, self.popularity_before, self.stage_popularity)
 
     def files(self) -> dict[str, bytes]:
-        return ranker_file(self.booster)
+        return {} if self.booster is None else ranker_file(self.booster)
 
 
 def served_ranker(
-    booster: lgb.Booster,
+    booster: lgb.Booster | None,
     history: PurchaseHistory,
     last_s: int,
     stages: np.ndarray,
     config: TrainingConfig,
+    similarity: sp.csr_matrix | None = None,
 ) -> ServedRanker:
-    """The sources at the end of the data (``last_s``, the last purchase) for ``booster``:
-    what ``item_side`` gives at a cutoff, for every customer's ``stages`` as of the end."""
+    """The sources at ``last_s`` (the end of the data, or a cutoff) for ``booster``: what
+    ``item_side`` gives at a cutoff, for every customer's ``stages`` there (indices into
+    ``STAGES``, ``NO_STAGE`` for none); ``similarity``: ItemKNN's, when already fitted
+    on ``history``."""
     days = config.popularity_days or POPULARITY_DAYS
+    if similarity is None:
+        similarity = fit_knn(history.counts, config.ranker.neighbours)
     return ServedRanker(
         booster,
-        fit_knn(history.counts, config.ranker.neighbours),
+        similarity,
         popularity_scores(history.counts, history.last_purchase, last_s - days * DAY, days),
-        group_popularity(history.counts, stage_codes(stages), len(STAGES)),
+        group_popularity(history.counts, stages, len(STAGES)),
     )

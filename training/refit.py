@@ -4,8 +4,9 @@ The evaluation judged models that never saw the holdout; the served one learns i
 ALS continues from the evaluated factors for ``refit_iterations`` (or starts over),
 popularity and the repurchase cycles are recounted, every customer gets a lifecycle
 stage and a best send hour as of the end of the data, and the ranker's sources are
-refitted for the booster the evaluation trained. The churn model, the booster and the
-propensity curves carry over as they were judged.
+refitted for the booster the evaluation trained when the ranker is served (or alone,
+for ItemKNN). The churn model, the booster, the propensity curves and the candidate
+policy carry over as they were judged.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
 from nbo.data.history import PurchaseHistory
+from nbo.models.candidates import stage_codes
 from nbo.models.cf import confidence_matrix, fit_als
+from nbo.models.policy import POLICY_ITEMKNN, POLICY_RANKER
 from nbo.models.popularity import popularity_scores
 from nbo.models.propensity import Propensity
 from training.config import TrainingConfig
@@ -44,8 +47,11 @@ class FinalModel:
     cycles: np.ndarray | None  # None when cycles are off
     lifecycle: CustomerLifecycle  # every customer as of the end of the data
     churn: ChurnTraining
-    ranker: ServedRanker | None  # None when the evaluation trained no ranker
+    # The booster and its sources (the ranker policy), the sources alone (ItemKNN's), or
+    # None (any other policy).
+    ranker: ServedRanker | None
     propensity: Propensity
+    policy: str  # the candidate policy (``nbo.models.policy``)
 
     def section(self) -> dict[str, Any]:
         """The manifest's ``model`` section."""
@@ -88,10 +94,15 @@ def refit(
     with steps.step("lifecycle stages"):
         lifecycle = customer_lifecycle(data.orders, fitted.churn.model, config, data.end_s)
     ranker = None
-    if evaluation.ranker.booster is not None:
+    policy = evaluation.policy.name
+    if policy in (POLICY_RANKER, POLICY_ITEMKNN):
         with steps.step("ranker sources (all data)"):
             ranker = served_ranker(
-                evaluation.ranker.booster, history, data.last_s, lifecycle.stages, config
+                evaluation.ranker.booster if policy == POLICY_RANKER else None,
+                history,
+                data.last_s,
+                stage_codes(lifecycle.stages),
+                config,
             )
     return FinalModel(
         history=history,
@@ -105,6 +116,7 @@ def refit(
         churn=fitted.churn,
         ranker=ranker,
         propensity=evaluation.propensity,
+        policy=policy,
     )
 
 

@@ -296,6 +296,9 @@ def evaluation_html(document: Mapping[str, Any], title: str, notes: Sequence[str
             parts.append(_metrics_table(by_method, caption))
     else:
         parts.append("<p>No recommendation metrics.</p>")
+    if "policy" in document:
+        parts.append("<h2>What is served</h2>")
+        parts.append(_served_html(document["policy"], document.get("served", {})))
     if "ranker" in document:
         parts.append("<h2>Two-stage ranker</h2>")
         parts.append(_ranker_html(document["ranker"]))
@@ -441,6 +444,44 @@ def _metrics_table(by_method: Mapping[str, Mapping[str, float]], caption: str) -
         f"<table><caption>{_e(caption)}</caption><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>"
     )
+
+
+def _served_html(policy: Mapping[str, Any], served: Mapping[str, Any]) -> str:
+    """The candidate policy, why it was chosen (each candidate served on the validation
+    window), and what is served against the best simple rule on the holdout."""
+    parts = [f"<p>Policy <b>{_e(policy.get('name'))}</b>: {_e(policy.get('reason', ''))}</p>"]
+    validation = policy.get("validation") or {}
+    if validation:
+        metric = policy.get("metric", "")
+        truths = sorted({t for figures in validation.values() for t in figures})
+        head = "".join(f"<th>{_e(t)}</th>" for t in truths)
+        rows = "".join(
+            f"<tr><td>{_e(name)}</td>"
+            + "".join(f"<td>{figures.get(t, float('nan')):.4f}</td>" for t in truths)
+            + "</tr>"
+            for name, figures in validation.items()
+        )
+        parts.append(
+            f"<table><caption>{_e(metric)} of each candidate served on the validation "
+            f"window before {_e(policy.get('validation_cutoff'))} "
+            f"({policy.get('validation_customers', 0):,} customers)</caption>"
+            f"<tr><th>policy</th>{head}</tr>{rows}</table>"
+        )
+    against = served.get("against_best_rule") or {}
+    against_rows = [
+        (
+            f"truth {truth}",
+            f"served {entry['served']:.4f} vs {entry['best_rule']} "
+            f"{entry['best_rule_score']:.4f}"
+            + ("" if entry.get("change") is None else f" ({entry['change']:+.1%})"),
+        )
+        for truth, entry in against.items()
+        if entry.get("best_rule") is not None
+    ]
+    if against_rows:
+        caption = f"{served.get('metric', '')} on the holdout, against the best simple rule"
+        parts.append(_kv_table(against_rows, caption=caption))
+    return "\n".join(parts)
 
 
 def _ranker_html(ranker: Mapping[str, Any]) -> str:

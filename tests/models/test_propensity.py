@@ -48,6 +48,7 @@ def test_an_artifact_without_curves_serves_uncalibrated(
     del manifest["files"]["propensity.json"]
     (copy / "propensity.json").unlink()
     manifest["ranker"] = {"enabled": False}  # older artifacts had no ranker either
+    del manifest["policy"]  # nor a declared policy
     (copy / MANIFEST).write_text(json.dumps(manifest))
     model = load_serving_model(tmp_path, trained.version)
     assert not model.propensity.calibrated

@@ -18,6 +18,7 @@ from support import ALL_ITEMS, END, GROUP_ITEMS, expected_popularity, posted, ra
 from nbo.core.vocabulary import DAY
 from nbo.data.history import build_history, to_unix_seconds
 from nbo.models.candidates import ItemSide
+from nbo.models.policy import POLICY_ALS
 from nbo.models.popularity import popularity_scores, top_popular
 from nbo.models.served import ServingModel, load_serving_model
 from nbo.offers.ranking import (
@@ -40,7 +41,9 @@ UNKNOWN = "nobody-we-know"
 def model(models_dir: Path) -> ServingModel:
     """The ALS path: the served model without its ranker (older artifacts and data too
     short for a ranker serve this way; the ranker's path is at the end, on ``served``)."""
-    return dataclasses.replace(load_serving_model(models_dir), ranker=None, item_side=None)
+    return dataclasses.replace(
+        load_serving_model(models_dir), ranker=None, item_side=None, policy=POLICY_ALS
+    )
 
 
 @pytest.fixture(scope="module")

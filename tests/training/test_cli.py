@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from rich.console import Console
-from support import DATA, END, assert_one_error_line
+from support import DATA, assert_one_error_line, worse_than_before
 
 from nbo.cli import EXIT_USER_ERROR, main
 from nbo.models.candidates import SOURCES
@@ -89,33 +89,30 @@ def test_train_with_mapping_and_column_override(
 
 
 def test_quality_gate_failure_is_a_user_error_and_force_publishes(
-    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    config: Path,
+    planted_purchases: pd.DataFrame,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    rows = [
-        {
-            "customer_id": f"c{c:02d}",
-            "item_id": item,
-            "timestamp": END - pd.Timedelta(days=days, hours=c),
-        }
-        for c in range(20)
-        for item in ("P0", "P1", "P2")
-        for days in (100, 10)
-    ] + [
-        {"customer_id": "z", "item_id": f"Q{q:02d}", "timestamp": END - pd.Timedelta(days=100)}
-        for q in range(12)
-    ]
-    data = tmp_path / "same.csv"
-    pd.DataFrame(rows).to_csv(data, index=False)
+    # The current model learned the planted tastes before the holdout; the new file's
+    # lines before it teach the wrong ones, so the new model serves the holdout worse.
+    cutoff = planted_purchases["timestamp"].max() - pd.Timedelta(days=30)
+    before, worse = tmp_path / "before.csv", tmp_path / "worse.csv"
+    planted_purchases[planted_purchases["timestamp"] < cutoff].to_csv(before, index=False)
+    worse_than_before(planted_purchases).to_csv(worse, index=False)
     models = tmp_path / "models"
-    args = ["--data", str(data), "--models-dir", str(models), "--config", str(config)]
+    assert _train("--data", str(before), "--models-dir", str(models), "--config", str(config)) == 0
+    current = (models / "CURRENT").read_text(encoding="utf-8")
+    capsys.readouterr()
+    args = ["--data", str(worse), "--models-dir", str(models), "--config", str(config)]
 
     code = _train(*args)
 
     out, err = capsys.readouterr()
     assert code == EXIT_USER_ERROR
-    assert_one_error_line(err, "quality gate", "does not beat popularity", "--force")
+    assert_one_error_line(err, "quality gate", "is worse than the current model", "--force")
     assert "published" not in out
-    assert not (models / "CURRENT").exists()
+    assert (models / "CURRENT").read_text(encoding="utf-8") == current
 
     code = _train(*args, "--force")
 
@@ -123,7 +120,7 @@ def test_quality_gate_failure_is_a_user_error_and_force_publishes(
     assert code == 0
     assert "(forced)" in out
     assert "published" in out
-    assert (models / "CURRENT").is_file()
+    assert (models / "CURRENT").read_text(encoding="utf-8") != current
 
 
 # --- user errors ----------------------------------------------------------------------

@@ -161,7 +161,7 @@ def test_evaluate_writes_json_and_html_and_publishes_nothing(
     assert list(Path(tempfile.gettempdir()).iterdir()) == []
 
 
-def test_failed_quality_gate_is_reported_with_exit_code_0(
+def test_a_shop_where_nothing_beats_popularity_is_served_and_would_be_published(
     tmp_path: Path,
     workdir: Path,
     config: Path,
@@ -175,15 +175,29 @@ def test_failed_quality_gate_is_reported_with_exit_code_0(
     out, err = capsys.readouterr()
     assert code == 0, err
     assert without_progress(err).strip() == ""
-    assert "quality gate failed" in out
-    assert "does not beat" in out
-    assert "use --force to publish anyway" not in out  # the trainer's advice, not ours
-    assert "would refuse to publish it (exit 2) unless --force" in out
+    assert "quality gate passed" in out and "`nbo train` would publish this model" in out
     document = json.loads((out_dir / "evaluation.json").read_text(encoding="utf-8"))
-    assert document["quality_gate"]["passed"] is False
+    policy = document["policy"]
+    assert f"served: policy {policy['name']}: " in out
+    assert document["quality_gate"]["policy"] == policy["name"]
     page = (out_dir / "report.html").read_text(encoding="utf-8")
-    assert '<div class="verdict fail">quality gate failed' in page
+    assert "What is served" in page and '<div class="verdict pass">quality gate passed' in page
     assert sorted(p.name for p in (workdir / "models").iterdir()) == ["README.md"]
+
+
+def test_a_failed_quality_gate_is_reported_as_what_nbo_train_would_do() -> None:
+    result = _fake_result()
+    result.manifest["quality_gate"].update(passed=False, current=0.4, current_version="v1")
+
+    document = evaluation_document(result, datetime(2026, 2, 1, tzinfo=UTC))
+
+    message = document["quality_gate"]["message"]
+    assert message.startswith("quality gate failed: served ndcg@10 0.3300 (policy ranker)")
+    assert "is worse than the current model v1, 0.4000, on the same holdout" in message
+    assert "would refuse to publish it (exit 2) unless --force" in message
+    assert "use --force to publish anyway" not in message  # the trainer's advice, not ours
+    page = evaluation_html(document, "t")
+    assert '<div class="verdict fail">quality gate failed' in page
 
 
 # --- user errors ----------------------------------------------------------------------
@@ -299,11 +313,14 @@ def _fake_result() -> TrainResult:
             "passed": True,
             "metric": "ndcg@10",
             "truth": "all",
-            "method": "als",
-            "baseline": "popularity",
-            "als": 0.275,
-            "popularity": 0.11,
-            "message": "quality gate: als ndcg@10 0.2750 beats popularity 0.1100 on the holdout",
+            "method": "served",
+            "policy": "ranker",
+            "served": 0.33,
+            "current_version": None,
+            "current": None,
+            "note": "`nbo evaluate` compares with no model",
+            "message": "quality gate: served ndcg@10 0.3300 (policy ranker); not compared "
+            "with a current model: `nbo evaluate` compares with no model",
             "forced": False,
         },
     }
@@ -332,8 +349,9 @@ def test_document_orders_known_methods_and_keeps_new_ones_last(tmp_path: Path) -
     assert document["evaluated_customers"] == {"all": 40, "new": 38}
     assert "forced" not in document["quality_gate"]
     assert document["quality_gate"]["message"] == (
-        "quality gate passed: als ndcg@10 0.2750 beats popularity 0.1100 on the holdout; "
-        "`nbo train` would publish this model"
+        "quality gate passed: served ndcg@10 0.3300 (policy ranker); not compared with a "
+        "current model: `nbo evaluate` compares with no model; `nbo train` would publish "
+        "this model"
     )
 
     path = write_json(tmp_path / "evaluation.json", document)

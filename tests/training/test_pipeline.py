@@ -31,6 +31,7 @@ METHODS = {
     "itemknn",
     "stage_popularity",
     "ranker",
+    "served",
 }
 TRUTHS = {"all", "new"}
 METRICS = {"precision@10", "recall@10", "ndcg@10", "map@10", "coverage", "customers"}

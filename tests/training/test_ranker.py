@@ -224,8 +224,8 @@ def test_the_ranker_is_trained_before_the_cutoff_and_beats_every_single_method(
     for truth in ("all", "new"):
         metrics = trained.metrics[truth]
         assert metrics["ranker"]["customers"] == metrics["als"]["customers"]
-    gate = trained.manifest["quality_gate"]
-    assert gate["method"] == "ranker" and gate["passed"]
+    assert trained.manifest["policy"]["name"] == "ranker"
+    assert trained.manifest["quality_gate"]["passed"]
 
 
 def test_the_ranker_settings_come_from_the_training_config(
@@ -245,9 +245,11 @@ def test_the_ranker_settings_come_from_the_training_config(
         "enabled": False,
         "reason": "disabled in the training config",
     }
-    assert result.manifest["quality_gate"]["method"] == "als"
+    assert result.manifest["policy"]["model"] == "als"
     served = load_serving_model(tmp_path / "b")
-    assert served.ranker is None and served.item_side is None
+    # No booster; the sources only when ItemKNN serves (it won on the validation window).
+    assert served.ranker is None and served.policy == result.manifest["policy"]["name"]
+    assert (served.item_side is None) == (served.policy != "itemknn")
 
 
 def test_stage_popularity_alone_ranks_each_customer_by_their_stage() -> None:

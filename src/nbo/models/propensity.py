@@ -5,8 +5,10 @@ only if the propensity is a probability. A raw ALS score is not one (its scale d
 the factors and the regularization), so the trainer fits, on the time-split holdout, an
 isotonic map from score to "bought the item within the holdout window" for the model's
 candidates, and one from popularity rank to the same for the popular list (what cold-start
-and non-personalized customers get). Both are stored as the isotonic fit's breakpoints and
-applied here with ``np.interp``: no pickle, microseconds per request, and exactly the
+and non-personalized customers get); one from the ranker's score for its candidates, and
+one from the position in a simple rule's list (``nbo.models.policy``) when the model
+serves such a rule. Each is stored as the isotonic fit's breakpoints and applied here
+with ``np.interp``: no pickle, microseconds per request, and exactly the
 isotonic fit's own prediction (piecewise linear between breakpoints, clipped outside).
 
 An artifact without calibration (older ones) gets ``Propensity.uncalibrated``: a
@@ -58,6 +60,9 @@ class Propensity:
     horizon_days: int
     calibrated: bool = True
     ranker: Curve | None = None  # the ranker's score -> probability, when trained
+    # 1-based position in the served simple rule's list (its items, then the popular
+    # fill) -> probability, when the model serves buy_again or itemknn.
+    rule: Curve | None = None
 
     def of_scores(self, scores: np.ndarray) -> np.ndarray:
         return self.cf(scores)
@@ -70,6 +75,11 @@ class Propensity:
     def of_popular_ranks(self, ranks: np.ndarray) -> np.ndarray:
         return self.popular(ranks)
 
+    def of_rule_positions(self, positions: np.ndarray) -> np.ndarray:
+        if self.rule is None:
+            raise ValueError("this model has no curve for a simple rule")
+        return self.rule(positions)
+
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> Propensity:
         try:
@@ -79,12 +89,13 @@ class Propensity:
             raise ArtifactError(
                 "propensity.json: needs horizon_days, cf and popular curves"
             ) from None
-        ranker = document.get("ranker")
+        ranker, rule = document.get("ranker"), document.get("rule")
         return cls(
             Curve.from_dict(cf, "cf"),
             Curve.from_dict(popular, "popular"),
             horizon,
             ranker=None if ranker is None else Curve.from_dict(ranker, "ranker"),
+            rule=None if rule is None else Curve.from_dict(rule, "rule"),
         )
 
     @classmethod
@@ -109,4 +120,6 @@ class Propensity:
         }
         if self.ranker is not None:
             document["ranker"] = self.ranker.to_dict()
+        if self.rule is not None:
+            document["rule"] = self.rule.to_dict()
         return document

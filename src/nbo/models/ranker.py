@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
@@ -108,7 +109,10 @@ _PREDICT_NORMAL = 0
 
 @dataclass(frozen=True)
 class LoadedRanker:
-    scorer: RankerScorer
+    """The booster (None when the model serves only its sources' ItemKNN, see
+    ``nbo.models.policy``) and the item-side arrays of its sources."""
+
+    scorer: RankerScorer | None
     similarity: sp.csr_matrix
     popularity_before: np.ndarray
     stage_popularity: np.ndarray  # len(STAGES) x items
@@ -135,20 +139,43 @@ def lightgbm_version() -> str:
     return metadata.version("lightgbm")
 
 
-def load_ranker(artifact: Artifact, n_items: int) -> LoadedRanker | None:
-    """The booster and its item-side arrays of an artifact with a ranker; None for one
-    without (older, or trained on data too short for a ranker)."""
+def load_ranker(artifact: Artifact, n_items: int, booster: bool) -> LoadedRanker | None:
+    """The item-side arrays of the ranker's sources and, when ``booster``, the booster
+    (its file must then be there); None for an artifact without them (older, trained on
+    data too short for a ranker, or serving a policy that needs neither)."""
     section = artifact.manifest.get("ranker") or {}
-    if not section.get("enabled"):
-        return None
     where = f"model {artifact.version}: ranker"
     path = artifact.files.get(RANKER_FILE)
     wanted = (*KNN_ARRAYS, POPULARITY_BEFORE, STAGE_POPULARITY)
     missing = [name for name in wanted if name not in artifact.arrays]
-    if path is None or missing:
+    if not booster and len(missing) == len(wanted):
+        return None
+    if booster and not section.get("enabled"):
+        raise ArtifactError(f"{where}: the manifest declares none to serve")
+    if (booster and path is None) or missing:
         raise ArtifactError(
-            f"{where}: missing {[RANKER_FILE, *missing] if path is None else missing}"
+            f"{where}: missing {[RANKER_FILE, *missing] if booster and path is None else missing}"
         )
+    scorer = None
+    if booster:
+        assert path is not None
+        scorer = _load_scorer(section, path, where)
+    indptr, indices, data = (np.asarray(artifact.arrays[name]) for name in KNN_ARRAYS)
+    before = np.asarray(artifact.arrays[POPULARITY_BEFORE], dtype=np.float64)
+    by_stage = np.asarray(artifact.arrays[STAGE_POPULARITY], dtype=np.float64)
+    if (
+        len(indptr) != n_items + 1
+        or len(before) != n_items
+        or len(indices) != len(data)
+        or by_stage.shape != (len(STAGES), n_items)
+    ):
+        raise ArtifactError(f"{where}: similarity or popularity arrays do not fit {n_items} items")
+    similarity = sp.csr_matrix((data, indices, indptr), shape=(n_items, n_items))
+    return LoadedRanker(scorer, similarity, before, by_stage)
+
+
+def _load_scorer(section: dict[str, Any], path: Path, where: str) -> RankerScorer:
+    """The booster of ``path``, checked against this LightGBM and these features."""
     trained = str(section.get("lightgbm_version", ""))
     if trained.split(".")[:1] != lightgbm_version().split(".")[:1]:
         raise ArtifactError(
@@ -164,19 +191,7 @@ def load_ranker(artifact: Artifact, n_items: int) -> LoadedRanker | None:
             f"{where}: expects features {booster.feature_name()}, this nbo computes "
             f"{list(FEATURES)}; retrain with this version of nbo"
         )
-    indptr, indices, data = (np.asarray(artifact.arrays[name]) for name in KNN_ARRAYS)
-    before = np.asarray(artifact.arrays[POPULARITY_BEFORE], dtype=np.float64)
-    by_stage = np.asarray(artifact.arrays[STAGE_POPULARITY], dtype=np.float64)
-    if (
-        len(indptr) != n_items + 1
-        or len(before) != n_items
-        or len(indices) != len(data)
-        or by_stage.shape != (len(STAGES), n_items)
-    ):
-        raise ArtifactError(f"{where}: similarity or popularity arrays do not fit {n_items} items")
-    similarity = sp.csr_matrix((data, indices, indptr), shape=(n_items, n_items))
     try:
-        scorer = RankerScorer(booster)
+        return RankerScorer(booster)
     except (lgb.basic.LightGBMError, AttributeError) as exc:
         raise ArtifactError(f"{where}: {RANKER_FILE} cannot be served ({exc})") from None
-    return LoadedRanker(scorer, similarity, before, by_stage)

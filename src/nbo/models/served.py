@@ -26,6 +26,14 @@ from nbo.models.cf import AlsExplainer, AlsParams, als_from_factors
 from nbo.models.churn import ChurnModel, load_churn_model
 from nbo.models.cycles import suppression_days_per_item
 from nbo.models.lifecycle import LifecycleThresholds
+from nbo.models.policy import (
+    LISTED_RULES,
+    POLICIES,
+    POLICY_ALS,
+    POLICY_ITEMKNN,
+    POLICY_RANKER,
+    declared_policy,
+)
 from nbo.models.popularity import popular_order
 from nbo.models.propensity import DOCUMENT as PROPENSITY_DOCUMENT
 from nbo.models.propensity import Propensity
@@ -92,6 +100,9 @@ class ServingModel:
     ranker: RankerScorer | None = None
     item_side: ItemSide | None = None
     ranker_per_source: int = 50
+    # Where the product offers come from (``nbo.models.policy``); None: the ranker when
+    # the model has one, else ALS.
+    policy: str | None = None
     lifecycle: LifecycleThresholds = field(default_factory=LifecycleThresholds)
     # Share of all orders per hour of the week: the best send time's prior.
     send_hour_prior: np.ndarray = field(
@@ -110,6 +121,12 @@ class ServingModel:
     )
 
     def __post_init__(self) -> None:
+        if self.policy is None:
+            self.policy = POLICY_RANKER if self.ranker is not None else POLICY_ALS
+        if self.policy == POLICY_RANKER and (self.ranker is None or self.item_side is None):
+            raise ValueError("the ranker policy needs the ranker and its sources")
+        if self.policy == POLICY_ITEMKNN and self.item_side is None:
+            raise ValueError("the itemknn policy needs the item similarity")
         self._params = AlsParams.from_dict(self.manifest.get("config", {}).get("als", {}))
         self.explainer = AlsExplainer(self.als)
         self.item_ids = self.items.ids.tolist()
@@ -290,9 +307,10 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
     als = als_from_factors(user_factors, item_factors, params)
     popularity = np.asarray(arrays["popularity"])
     propensity = _propensity(artifact)
-    ranked = load_ranker(artifact, len(items))
-    if ranked is not None and propensity.ranker is None:
-        raise ArtifactError(f"model {artifact.version}: a ranker without its propensity curve")
+    policy = _policy(artifact, propensity)
+    ranked = load_ranker(artifact, len(items), booster=policy == POLICY_RANKER)
+    if policy == POLICY_ITEMKNN and ranked is None:
+        raise ArtifactError(f"model {artifact.version}: serves itemknn without its similarity")
     return ServingModel(
         version=artifact.version,
         manifest=artifact.manifest,
@@ -315,6 +333,7 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         churn=load_churn_model(artifact),
         propensity=propensity,
         ranker=None if ranked is None else ranked.scorer,
+        policy=policy,
         item_side=None
         if ranked is None
         else ItemSide.build(
@@ -335,6 +354,23 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
             else np.asarray(prior)
         ),
     )
+
+
+def _policy(artifact: Artifact, propensity: Propensity) -> str:
+    """The policy the artifact declares, if this nbo serves it and its propensity curve
+    is there."""
+    policy = declared_policy(artifact.manifest)
+    where = f"model {artifact.version}"
+    if policy not in POLICIES:
+        raise ArtifactError(
+            f"{where}: declares the policy '{policy}', this nbo serves {', '.join(POLICIES)}; "
+            "retrain with this version of nbo"
+        )
+    if policy == POLICY_RANKER and propensity.ranker is None:
+        raise ArtifactError(f"{where}: a ranker without its propensity curve")
+    if policy in LISTED_RULES and propensity.rule is None:
+        raise ArtifactError(f"{where}: serves {policy} without its propensity curve")
+    return policy
 
 
 def _typical_line_value(manifest: dict[str, Any]) -> float | None:

@@ -33,6 +33,7 @@ from nbo.models.candidates import SOURCE_POPULAR as SOURCE_POPULAR_COLUMN
 from nbo.models.candidates import SOURCE_STAGE_POPULAR as SOURCE_STAGE_POPULAR_COLUMN
 from nbo.models.cf import FILTERED_SCORE, confidence_of_counts
 from nbo.models.cycles import suppressed_mask
+from nbo.models.policy import LISTED_RULES, POLICY_ALS, POLICY_ITEMKNN, POLICY_RANKER, rule_lists
 from nbo.models.served import ServingModel
 from nbo.offers.arbitration import (
     RULE_INELIGIBLE,
@@ -317,10 +318,12 @@ def rank_offers(
     catalog = catalog or default_catalog()
     prepared = _prepare_many(model, requests, now_s, window)
     ranked = _Stacked.empty()
-    if model.ranker is not None:
-        chosen = [n for n, p in enumerate(prepared) if p.personalized]
+    chosen = [n for n, p in enumerate(prepared) if p.personalized]
+    if model.policy == POLICY_RANKER:
         ranked = _ranked_candidates_many(model, [prepared[n] for n in chosen], now_s)
-        ranked = replace(ranked, rows=np.asarray(chosen, dtype=np.int64)[ranked.rows])
+    elif model.policy in LISTED_RULES:
+        ranked = _rule_candidates_many(model, [prepared[n] for n in chosen])
+    ranked = replace(ranked, rows=np.asarray(chosen, dtype=np.int64)[ranked.rows])
     return _finish_many(model, prepared, ranked, catalog, now_s)
 
 
@@ -427,11 +430,12 @@ def _finish_many(
     propensity: list[np.ndarray] = []
     for n in short.tolist():
         mine = slice(int(ranked_starts[n]), int(ranked_starts[n + 1]))
-        # A request the ranker ranked keeps its candidates, however few (none: all
-        # suppressed); the others are ALS's (without a ranker) or popular (cold).
+        # A request the policy ranked keeps its candidates, however few (none: all
+        # suppressed; the popularity rule ranks none), filled from popular; the others
+        # are ALS's (its policy) or popular (cold).
         scored = (
             (ranked.items[mine], ranked.sources[mine], ranked.scores[mine], ranked.propensity[mine])
-            if model.ranker is not None and prepared[n].personalized
+            if model.policy != POLICY_ALS and prepared[n].personalized
             else None
         )
         part = _product_candidates(model, prepared[n], scored)
@@ -591,6 +595,43 @@ def _ranked_candidates_many(
         _CREDIT_NAMES[np.argmax(flags, axis=1)],
         ranked,
         model.propensity.of_ranker_scores(ranked),
+    )
+
+
+def _rule_candidates_many(model: ServingModel, prepared: Sequence[_Prepared]) -> _Stacked:
+    """Each prepared request's ``n_candidates`` under the model's simple rule
+    (``nbo.models.policy.rule_lists``: its own items, then popular), stacked: items, the
+    source each is credited to, the rule's scores and the probabilities of their
+    positions. One pass for all of them."""
+    if not prepared:
+        return _Stacked.empty()
+    n_items = len(model.items)
+    mine = [p.history.items[p.known] for p in prepared]
+    counts = _stacked(mine, [p.history.counts[p.known] for p in prepared], n_items)
+    last = _stacked(
+        mine, [p.history.last_purchase[p.known].astype(np.float64) for p in prepared], n_items
+    )
+    exclude = _stacked(
+        [p.suppressed for p in prepared],
+        [np.ones(len(p.suppressed), np.float32) for p in prepared],
+        n_items,
+    )
+    n = max(p.n_candidates for p in prepared)
+    policy = str(model.policy)
+    similarity = None if model.item_side is None else model.item_side.similarity
+    lists = rule_lists(
+        policy, counts, last, exclude, model.popularity, model.popular_order, n, similarity
+    )
+    wanted = np.fromiter((p.n_candidates for p in prepared), dtype=np.int64, count=len(prepared))
+    rows, positions = np.nonzero((lists.items >= 0) & (np.arange(n)[None, :] < wanted[:, None]))
+    own = SOURCE_ALSO_BOUGHT if policy == POLICY_ITEMKNN else SOURCE_BUY_AGAIN
+    sources = np.where(lists.filled[rows, positions], SOURCE_POPULAR, own).astype(object)
+    return _Stacked(
+        rows.astype(np.int64),
+        lists.items[rows, positions],
+        sources,
+        lists.scores[rows, positions],
+        model.propensity.of_rule_positions(positions + 1.0),
     )
 
 

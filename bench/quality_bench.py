@@ -1,0 +1,167 @@
+"""``python -m bench --only quality``: what nbo serves, on several kinds of shop.
+
+For each synthetic regime (``bench/regimes.py``: grocery, small-catalogue, wholesale)
+and the shared Online Retail file when it is there, ``nbo train`` runs with the default
+config into a throwaway models folder (no --force), and the figures it acts on are
+printed: what is served (``served``) beside every method, on both truths, each against
+the best simple rule (buy-again with the popular fill, ItemKNN, popularity), the
+candidate policy that is served and why, whether it was published, and the issue's
+targets: on ``all`` served at least the best simple rule, on ``new`` at least 10% above
+it. Quality, not speed: the training time is shown only so a slow regime is noticed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.regimes import REGIMES, ensure_regime
+from bench.report import table
+from nbo.core.errors import QualityGateError
+from nbo.data.mapping import ColumnMapping, load_mapping
+from training.config import TrainingConfig
+from training.pipeline import TrainResult, train
+from training.served import SERVED, SIMPLE_METHODS
+
+METRIC = "ndcg@10"
+TRUTHS = ("all", "new")
+# The issue's targets: served against the best simple rule, per truth.
+TARGETS = {"all": 0.0, "new": 0.10}
+ORDER = (SERVED, "ranker", "als", "als_window", "als_cycles", *SIMPLE_METHODS, "stage_popularity")
+
+
+@dataclass
+class QualityResult:
+    name: str
+    policy: str
+    published: bool
+    seconds: float
+    served: dict[str, float]
+    best: dict[str, tuple[str, float]]  # truth -> (rule, figure)
+
+    def change(self, truth: str) -> float | None:
+        rule = self.best[truth][1]
+        return None if rule <= 0 else self.served[truth] / rule - 1.0
+
+    def met(self, truth: str) -> bool:
+        change = self.change(truth)
+        return change is not None and change >= TARGETS[truth]
+
+
+def bench_quality(seed: int, online_retail: Path) -> list[QualityResult]:
+    """Train on each regime (and Online Retail when present) and print its figures."""
+    data: list[tuple[str, Path, ColumnMapping]] = []
+    for name in REGIMES:
+        path, generated = ensure_regime(name, seed)
+        how = "reused from cache" if generated is None else f"generated in {generated:.1f} s"
+        print(f"  {name}: {path.name} ({how})")
+        data.append((name, path, load_mapping("canonical")))
+    if online_retail.is_file():
+        data.append(("online-retail", online_retail, load_mapping("online-retail")))
+    else:
+        print(f"  online-retail: skipped, {online_retail} not found")
+    results = [_one(name, path, mapping) for name, path, mapping in data]
+    _print_summary(results)
+    return results
+
+
+def _one(name: str, path: Path, mapping: ColumnMapping) -> QualityResult:
+    with tempfile.TemporaryDirectory(prefix="nbo-quality-") as models:
+        start = time.perf_counter()
+        try:
+            result = train(path, mapping, Path(models), TrainingConfig())
+            published = True
+        except QualityGateError:
+            # Never with an empty models folder; kept so the bench says so if it happens.
+            result = train(path, mapping, Path(models), TrainingConfig(), publish=False)
+            published = False
+        seconds = time.perf_counter() - start
+    outcome = _result(name, result, published, seconds)
+    _print_data_set(outcome, result)
+    return outcome
+
+
+def _result(name: str, result: TrainResult, published: bool, seconds: float) -> QualityResult:
+    metrics = result.metrics
+    best = {}
+    for truth in TRUTHS:
+        rule = max(SIMPLE_METHODS, key=lambda m: metrics[truth][m][METRIC])
+        best[truth] = (rule, metrics[truth][rule][METRIC])
+    return QualityResult(
+        name,
+        str(result.manifest["policy"]["name"]),
+        published,
+        seconds,
+        {truth: metrics[truth][SERVED][METRIC] for truth in TRUTHS},
+        best,
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1%}"
+
+
+def _print_data_set(outcome: QualityResult, result: TrainResult) -> None:
+    cleaning = result.cleaning
+    policy: dict[str, Any] = result.manifest["policy"]
+    print(
+        f"\n== quality: {outcome.name} ==\n"
+        f"  {cleaning.rows_kept:,} lines, {cleaning.customers:,} customers, "
+        f"{cleaning.items:,} items; {int(result.manifest['split']['evaluated_customers']):,} "
+        f"customers evaluated; nbo train {outcome.seconds:.0f} s, "
+        f"{'published' if outcome.published else 'NOT published'}"
+    )
+    print(f"  policy served: {policy['name']} ({policy['reason']})")
+    metrics = result.metrics
+    methods = [m for m in ORDER if m in metrics["all"]]
+    rows = []
+    for method in methods:
+        row: list[object] = [method]
+        for truth in TRUTHS:
+            value = metrics[truth][method][METRIC]
+            rule = outcome.best[truth][1]
+            row += [f"{value:.4f}", _percent(None if rule <= 0 else value / rule - 1.0)]
+        rows.append(row)
+    headers = ["method", f"all {METRIC}", "vs best rule", f"new {METRIC}", "vs best rule"]
+    print(table(headers, rows))
+    for truth in TRUTHS:
+        rule, figure = outcome.best[truth]
+        target = "at least" if TARGETS[truth] == 0 else f"{TARGETS[truth]:.0%} above"
+        print(
+            f"  target {truth}: served {target} the best simple rule ({rule} {figure:.4f}): "
+            f"{outcome.served[truth]:.4f}, {_percent(outcome.change(truth))} "
+            f"{'met' if outcome.met(truth) else 'MISSED'}"
+        )
+
+
+def _print_summary(results: list[QualityResult]) -> None:
+    if not results:
+        return
+    print("\n== quality summary (NDCG@10 of what is served against the best simple rule) ==")
+    rows = []
+    for r in results:
+        row: list[object] = [r.name, r.policy]
+        for truth in TRUTHS:
+            rule, figure = r.best[truth]
+            row += [
+                f"{r.served[truth]:.4f}",
+                f"{rule} {figure:.4f}",
+                f"{_percent(r.change(truth))} {'ok' if r.met(truth) else 'MISS'}",
+            ]
+        row.append("yes" if r.published else "NO")
+        rows.append(row)
+    headers = [
+        "data set",
+        "policy",
+        "served all",
+        "best rule all",
+        "target >= +0%",
+        "served new",
+        "best rule new",
+        "target >= +10%",
+        "published",
+    ]
+    print(table(headers, rows))

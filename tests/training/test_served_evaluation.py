@@ -1,0 +1,195 @@
+"""What is served, evaluated (training/served.py): the service's decision run at the
+cutoff by a model assembled there, scored like every method; and the current model
+served at the same cutoff for the quality gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from support import GROUP_ITEMS, small_training_config
+from threadpoolctl import threadpool_limits
+
+from nbo.catalog.loading import default_catalog, load_catalog
+from nbo.data.mapping import load_mapping
+from nbo.offers.suppression import SuppressionWindow
+from training.config import TrainingConfig
+from training.evaluate import Evaluation, evaluate
+from training.fit import fit_before_cutoff
+from training.load import load_data
+from training.pipeline import train
+from training.progress import Steps
+from training.served import (
+    SERVED,
+    SERVED_DEPTH,
+    posted_since,
+    score,
+    serve,
+    served_metrics,
+    served_model,
+)
+from training.split import TimeSplit, time_split
+
+
+def _evaluated(data_path: Path, config: TrainingConfig) -> tuple[TimeSplit, Evaluation]:
+    steps = Steps(None)
+    with threadpool_limits(limits=1, user_api="blas"):
+        data = load_data(data_path, load_mapping("canonical"), (), steps)
+        split = time_split(data.encoded, config.holdout_days, config.suppression.days)
+        fitted = fit_before_cutoff(data, split, config, steps)
+        return split, evaluate(data, split, fitted, config, steps)
+
+
+@pytest.fixture(scope="module")
+def unsuppressed(planted_csv: Path) -> tuple[TimeSplit, Evaluation]:
+    """The planted data evaluated with nothing suppressed."""
+    config = small_training_config().model_copy(update={"suppression_days": "0"})
+    return _evaluated(planted_csv, config)
+
+
+@pytest.mark.learned
+@pytest.mark.parametrize("policy", ["als", "buy_again", "itemknn", "popularity"])
+def test_served_with_nothing_suppressed_is_the_method_itself(
+    unsuppressed: tuple[TimeSplit, Evaluation], policy: str
+) -> None:
+    """Served through the whole decision (candidates, the default catalogue's
+    arbitration, the popular fill), a rule or ALS gives exactly the method's lists when
+    nothing is suppressed: one definition of each, and arbitration keeps its order."""
+    _, evaluation = unsuppressed
+    config = small_training_config().model_copy(update={"suppression_days": "0"})
+    at = evaluation.cutoff
+    model = served_model(at, config, evaluation.propensity)
+
+    metrics = served_metrics(model, at, policy, config, default_catalog())
+
+    for truth in ("all", "new"):
+        assert metrics[truth][SERVED] == evaluation.metrics[truth][policy], (truth, policy)
+
+
+def test_the_model_served_at_the_cutoff_knows_nothing_after_it(
+    unsuppressed: tuple[TimeSplit, Evaluation],
+) -> None:
+    split, evaluation = unsuppressed
+    config = small_training_config()
+    model = served_model(evaluation.cutoff, config, evaluation.propensity)
+
+    cutoff_s = int(split.cutoff.timestamp())
+    assert model.trained_until_s == cutoff_s
+    assert model.history_last_purchase.max() < cutoff_s
+    assert model.customers.ids.tolist() == split.train.customers.ids.tolist()
+    assert int(model.history_counts.sum()) == int(split.train.counts.sum())
+    assert model.policy == "ranker" and model.ranker is not None
+
+
+def test_served_offers_never_hold_what_was_just_bought(
+    unsuppressed: tuple[TimeSplit, Evaluation],
+) -> None:
+    split, evaluation = unsuppressed
+    at = evaluation.cutoff
+    model = served_model(at, small_training_config(), evaluation.propensity)
+
+    served = serve(model, at, at.customers, SuppressionWindow(30), default_catalog())
+
+    assert served.shape == (len(at.customers), SERVED_DEPTH)
+    cutoff_s = int(split.cutoff.timestamp())
+    last = split.train.last_purchase[at.customers].tocsr()
+    checked = 0
+    for row in range(len(at.customers)):
+        recent = last.indices[last.indptr[row] : last.indptr[row + 1]][
+            last.data[last.indptr[row] : last.indptr[row + 1]] >= cutoff_s - 30 * 86_400
+        ]
+        assert not set(served[row].tolist()) & set(recent.tolist())
+        checked += len(recent) > 0
+    assert checked > 10
+
+
+def test_new_truth_scores_the_lists_without_the_window_items(
+    unsuppressed: tuple[TimeSplit, Evaluation],
+) -> None:
+    """On ``new`` the items bought in the window are taken out of the served list and
+    the rest moves up, as every method's list is scored there."""
+    split, evaluation = unsuppressed
+    rows = evaluation.cutoff.customers[:1]
+    window = split.suppressed[rows].indices
+    truth_new = split.truth_new[rows].indices
+    served = np.full((1, SERVED_DEPTH), -1, np.int64)
+    # The window's items first, then what was bought new in the holdout.
+    picked = np.concatenate([window, truth_new])[:SERVED_DEPTH]
+    served[0, : len(picked)] = picked
+
+    metrics = score(split, served, rows, 10)
+
+    assert metrics["new"][SERVED]["precision@10"] == min(len(truth_new), 10) / 10
+    if len(window):
+        assert metrics["all"][SERVED]["precision@10"] < 1.0
+
+
+def test_the_purchases_since_a_model_are_posted_to_it() -> None:
+    purchases = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c1", "c2", "c3"],
+            "item_id": ["A", "B", "C", "D"],
+            "timestamp": pd.to_datetime(["2026-01-01", "2026-01-10", "2026-01-11", "2026-01-12"]),
+            "quantity": [1, 2, 1, 1],
+            "order_id": ["o1", "o2", "o3", "o4"],
+        }
+    )
+    since = int(pd.Timestamp("2026-01-05").timestamp())
+    until = int(pd.Timestamp("2026-01-12").timestamp())
+
+    posted = posted_since(purchases, ["c1", "c2"], since, until)
+
+    assert {c: [(p.item_id, p.quantity, p.order_key) for p in v] for c, v in posted.items()} == {
+        "c1": [("B", 2.0, "o2")],
+        "c2": [("C", 1.0, "o3")],
+    }
+
+
+def test_a_current_model_that_saw_the_holdout_is_not_scored_on_it(
+    tmp_path: Path, planted_csv: Path
+) -> None:
+    models = tmp_path / "models"
+    first = train(planted_csv, load_mapping("canonical"), models, small_training_config())
+
+    # The same data again: the current model learned this holdout.
+    second = train(planted_csv, load_mapping("canonical"), models, small_training_config())
+
+    assert first.manifest["quality_gate"]["note"].startswith("no model is published")
+    gate = second.manifest["quality_gate"]
+    assert gate["passed"] is True
+    assert gate["current_version"] == first.version and gate["current"] is None
+    assert "past the cutoff" in gate["note"] and "saw the holdout" in gate["note"]
+    assert (models / "CURRENT").read_text(encoding="utf-8").strip() == second.version
+
+
+def test_served_figures_are_the_same_on_a_second_run(planted_csv: Path) -> None:
+    config = small_training_config()
+    first = _evaluated(planted_csv, config)[1].metrics
+    second = _evaluated(planted_csv, config)[1].metrics
+    for truth in ("all", "new"):
+        assert first[truth][SERVED] == second[truth][SERVED]
+
+
+def test_the_catalogue_decides_what_may_be_served(
+    unsuppressed: tuple[TimeSplit, Evaluation], tmp_path: Path
+) -> None:
+    """A catalogue that excludes group a's items: no customer is served one, so group
+    a's customers, who buy only those, are served nothing they buy."""
+    split, evaluation = unsuppressed
+    config = small_training_config().model_copy(update={"suppression_days": "0"})
+    at = evaluation.cutoff
+    model = served_model(at, config, evaluation.propensity)
+    path = tmp_path / "catalog.yaml"
+    excluded = "\n".join(f'  - item_id: "{item}"\n    exclude: true' for item in GROUP_ITEMS["a"])
+    path.write_text(f"version: 1\nitems:\n{excluded}\n", encoding="utf-8")
+    catalog = load_catalog(path)
+
+    served = serve(model, at, at.customers, config.suppression, catalog)
+    metrics = served_metrics(model, at, "ranker", config, catalog)
+
+    a_items = {split.train.items.index[item] for item in GROUP_ITEMS["a"]}
+    assert not set(served.ravel().tolist()) & a_items
+    everything = served_metrics(model, at, "ranker", config, default_catalog())
+    assert metrics["all"][SERVED]["ndcg@10"] < everything["all"][SERVED]["ndcg@10"] * 0.7

@@ -1,0 +1,227 @@
+"""Choose what is served: the model, unless a simple rule serves better.
+
+A shop must always get the best offers nbo can make from its data, and never offers
+worse than a rule a marketer would write. So before the test window is looked at, the
+candidates are served on a validation window - the window before the test window, cut
+the same way (sources fitted before its cutoff, the ranker trained one window earlier
+still) - through the service's own decision (``training.served``), and scored on what
+the customers bought in it:
+
+- the model: the ranker, or ALS where no ranker could be trained there and at the test
+  cutoff (data too short, nothing bought in its window, or the ranker turned off);
+- the simple rules (``nbo.models.policy``): buy-again and ItemKNN, each with the popular
+  fill, and popularity.
+
+The winner on NDCG@k against every purchase of the validation window (``POLICY_TRUTH``,
+the quality gate's truth) is the served model's candidate policy; a tie goes to the
+model. The test window then measures the chosen policy, never choosing it. Data too
+short for a validation window serves the model, unvalidated, and says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+
+from nbo.catalog.terms import Catalog
+from nbo.core.errors import ConfigError
+from nbo.models.policy import (
+    POLICY_ALS,
+    POLICY_BUY_AGAIN,
+    POLICY_ITEMKNN,
+    POLICY_POPULARITY,
+    POLICY_RANKER,
+    RULES,
+)
+from training.config import TrainingConfig
+from training.methods import evaluation_customers
+from training.ranker import (
+    EarlierWindow,
+    FactsOf,
+    RankerResult,
+    WindowSettings,
+    earlier_window,
+    evaluate_ranker,
+    facts_within,
+)
+from training.served import SERVED, Cutoff, curves, served_metrics, served_model
+from training.split import TimeSplit
+
+POLICY_TRUTH = "all"
+POLICY_METRIC_TEMPLATE = "ndcg@{k}"
+
+
+@dataclass(frozen=True)
+class PolicyChoice:
+    """The served model's candidate policy, and the evidence it was chosen on."""
+
+    name: str
+    reason: str
+    validated: bool
+    model: str  # the model that competed with the rules: ranker or ALS
+    metric: str
+    truth: str = POLICY_TRUTH
+    cutoff: str | None = None  # the validation window's cutoff (ISO)
+    customers: int = 0  # customers evaluated there
+    # policy -> truth -> the served figure (``metric``) on the validation window
+    validation: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def best_rule(self) -> str | None:
+        """The simple rule that served best on the validation window."""
+        rules = [name for name in RULES if name in self.validation]
+        if not rules:
+            return None
+        return max(rules, key=lambda name: self.validation[name][self.truth])
+
+    def margin(self, policy: str) -> float | None:
+        """How much ``policy`` served above (below, negative) the best simple rule on
+        the validation window, as a share of the rule's figure."""
+        rule = self.best_rule
+        if rule is None or policy not in self.validation:
+            return None
+        base = self.validation[rule][self.truth]
+        if base <= 0:
+            return None
+        return self.validation[policy][self.truth] / base - 1.0
+
+    def section(self) -> dict[str, Any]:
+        """The manifest's ``policy`` section (``nbo.models.policy.SECTION``)."""
+        return {
+            "name": self.name,
+            "reason": self.reason,
+            "validated": self.validated,
+            "model": self.model,
+            "metric": self.metric,
+            "truth": self.truth,
+            "validation_cutoff": self.cutoff,
+            "validation_customers": self.customers,
+            "validation": self.validation,
+            "best_rule": self.best_rule,
+            "margin": self.margin(self.model),
+        }
+
+
+def choose_policy(
+    split: TimeSplit,
+    ranker: RankerResult,
+    fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
+    cycles_of: Callable[[TimeSplit], np.ndarray | None],
+    facts_of: FactsOf,
+    settings: WindowSettings,
+    config: TrainingConfig,
+    catalog: Catalog,
+    typical_line_value: Callable[[int], float | None],
+) -> PolicyChoice:
+    """Serve the model and every simple rule on the window before ``split``'s cutoff and
+    choose the best (``ranker``: the ranker evaluated at the test cutoff, whose training
+    window is that window; ``typical_line_value``: the median line value before a
+    moment, unix s)."""
+    metric = POLICY_METRIC_TEMPLATE.format(k=config.k)
+    window: EarlierWindow | None = None
+    if ranker.window is not None:
+        window = EarlierWindow(
+            ranker.window.split, ranker.window.als, ranker.window.items, ranker.window.facts
+        )
+    else:
+        try:
+            window = earlier_window(split, fit_als_on, cycles_of, facts_of, settings)
+        except ConfigError as exc:
+            model = POLICY_RANKER if ranker.booster is not None else POLICY_ALS
+            return PolicyChoice(
+                model,
+                f"{model} served unvalidated: no window before the test window ({exc})",
+                False,
+                model,
+                metric,
+            )
+    validation = window.split
+    customers = evaluation_customers(validation, settings.max_customers, settings.seed)
+    if not len(customers):
+        model = POLICY_RANKER if ranker.booster is not None else POLICY_ALS
+        return PolicyChoice(
+            model,
+            f"{model} served unvalidated: nobody the model knows bought anything in the "
+            f"window before the test window (before {validation.cutoff.isoformat()})",
+            False,
+            model,
+            metric,
+        )
+    # The ranker at the validation cutoff, trained one window earlier still.
+    facts = facts_within(split, facts_of)
+    at_validation = evaluate_ranker(
+        validation,
+        window.als,
+        fit_als_on,
+        cycles_of,
+        facts,
+        customers,
+        settings,
+        config.k,
+        measure=False,
+    )
+    model = (
+        POLICY_RANKER
+        if ranker.booster is not None and at_validation.booster is not None
+        else POLICY_ALS
+    )
+    at = Cutoff(
+        validation,
+        window.als,
+        cycles_of(validation),
+        at_validation,
+        customers,
+        typical_line_value(int(validation.cutoff.value // 1_000_000_000)),
+    )
+    everyone = np.ones(len(customers), dtype=bool)
+    served = served_model(at, config, curves(at, model, everyone, config))
+    candidates = [model, POLICY_BUY_AGAIN, POLICY_ITEMKNN, POLICY_POPULARITY]
+    if served.item_side is None:
+        candidates.remove(POLICY_ITEMKNN)
+    figures: dict[str, dict[str, float]] = {}
+    for policy in candidates:
+        metrics = served_metrics(served, at, policy, config, catalog)
+        figures[policy] = {truth: metrics[truth][SERVED][metric] for truth in metrics}
+    # The first best wins: the model on a tie.
+    name = max(candidates, key=lambda policy: figures[policy][POLICY_TRUTH])
+    choice = PolicyChoice(
+        name,
+        "",
+        True,
+        model,
+        metric,
+        cutoff=validation.cutoff.isoformat(),
+        customers=len(customers),
+        validation=figures,
+    )
+    return _with_reason(choice, ranker, at_validation)
+
+
+def _with_reason(
+    choice: PolicyChoice, ranker: RankerResult, validation: RankerResult
+) -> PolicyChoice:
+    """``choice`` with its reason in words."""
+    rule = choice.best_rule
+    assert rule is not None
+    model, truth, metric = choice.model, choice.truth, choice.metric
+    figures = choice.validation
+    margin = choice.margin(model)
+    change = "" if margin is None else f" ({margin:+.1%})"
+    served = (
+        f"{model} {metric} {figures[model][truth]:.4f} "
+        f"{'beats' if choice.name == model else 'does not beat'} the best simple rule, "
+        f"{rule} {figures[rule][truth]:.4f}{change}, served on the validation window "
+        f"before {choice.cutoff}"
+    )
+    if choice.name != model:
+        served += f": {choice.name} is served"
+    why_not = ""
+    if model == POLICY_ALS:
+        reason = ranker.reason if ranker.booster is None else validation.reason
+        why_not = f"; no ranker competed ({reason})"
+    return replace(choice, reason=served + why_not)
