@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from backends import postgres_url, store_url  # noqa: F401  (fixtures for every test)
 from support import make_planted_purchases, small_training_config
 
 from nbo.data.mapping import load_mapping

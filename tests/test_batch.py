@@ -22,7 +22,7 @@ from nbo.offers.decision import Occasion
 from nbo.runtime.decide import Context, contact_policy
 from nbo.service.app import create_app
 from nbo.settings import Settings
-from nbo.store.sqlite import open_store
+from nbo.store import open_store
 
 CLOCK = "2026-06-30T12:00:00Z"
 NOW = datetime(2026, 6, 30, 12, tzinfo=UTC)

@@ -25,7 +25,8 @@ from nbo.service.app import create_app
 from nbo.service.schemas import Channel
 from nbo.service.state import ModelHolder
 from nbo.settings import Settings
-from nbo.store.sqlite import MIGRATIONS, SQLiteStore, read_erased_ids
+from nbo.store import read_erased_ids
+from nbo.store.sqlite import MIGRATIONS, SQLiteStore
 from training.load import DROP_ERASED
 from training.pipeline import train
 

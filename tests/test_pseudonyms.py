@@ -23,7 +23,8 @@ from nbo.core.pseudonyms import Pseudonyms
 from nbo.service.app import create_app
 from nbo.service.logs import JsonFormatter
 from nbo.settings import Settings, load_settings
-from nbo.store.sqlite import SQLiteStore, read_pseudonym_key
+from nbo.store import read_pseudonym_key
+from nbo.store.sqlite import SQLiteStore
 
 CLOCK = "2026-06-30T12:00:00Z"
 KEY = "0123456789abcdef0123456789abcdef"

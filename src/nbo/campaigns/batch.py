@@ -40,8 +40,8 @@ from nbo.offers.decision import Occasion
 from nbo.offers.ranking import OfferTable
 from nbo.runtime.decide import Context, Decided, contact_policy, decide_customers
 from nbo.settings import Settings
+from nbo.store import open_store
 from nbo.store.base import BatchOutput, Store
-from nbo.store.sqlite import open_store
 
 SUFFIXES = (".parquet", ".csv")
 ALL = "all"
