@@ -14,6 +14,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -34,9 +35,10 @@ def in_schema(url: str, schema: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}options={options}"
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A store URL on an empty schema of the test server, dropped after the test."""
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A store URL on an empty schema of the test server, dropped on the way out; the
+    test skips when there is no server."""
     server = os.environ.get(POSTGRES_ENV)
     if not server:
         pytest.skip(WITHOUT_POSTGRES)
@@ -48,6 +50,13 @@ def postgres_url() -> Iterator[str]:
     finally:
         with psycopg.connect(server, autocommit=True) as db:
             db.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A store URL on an empty schema of the test server, dropped after the test."""
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)

@@ -308,6 +308,8 @@ def test_erasure_deletes_everything_and_keeps_the_id(store: Store) -> None:
     assert store.consent_of("zed") is None and store.contacts_of_many(["zed"], 0) == {}
     assert store.is_erased("zed") and store.erased_at("zed") == receipt.erased_at
     assert store.erased_ids() == ["zed"] and store.event_count() == 1
+    assert store.erased_among(["ann", "zed", "zed", "nobody"]) == {"zed"}
+    assert store.erased_among([]) == set()
     # Events after an erasure are stored; erasing again deletes them.
     store.add_events([purchase("back", "zed")])
     assert [p.event_id for p in store.purchases_of("zed")] == ["back"]
@@ -378,6 +380,7 @@ def test_a_delivery_records_with_its_transaction_or_not_at_all(store: Store) -> 
             "i1"
         ]
         assert delivery.consents_of(["c1"]) == {} and delivery.purchases_of_many(["c1"]) == {}
+        assert delivery.erased_among(["c1"]) == set()
         return len(added.accepted)
 
     assert store.deliver(["c1"], record) == 1

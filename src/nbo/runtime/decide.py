@@ -88,6 +88,17 @@ def contact_window_start(context: Context, occasion: Occasion) -> int:
     return int(occasion.now_s - context.policy.lookback_days(context.catalog) * DAY)
 
 
+def forget_erased(
+    models: ServingModels | ServingModel, store: StateReader, customer_ids: Sequence[str]
+) -> None:
+    """Make the customers erased since ``models`` were loaded unknown to them. An erasure
+    makes the process that answers it forget the customer at once; another process on
+    the same store (a replica, a worker, a campaign) learns it here, on its next call
+    for that customer, so no model row of an erased customer is ever used again."""
+    for customer_id in store.erased_among(customer_ids):
+        models.forget(customer_id)
+
+
 def decide_customers(
     context: Context,
     customer_ids: Sequence[str],
@@ -102,6 +113,7 @@ def decide_customers(
     if occasion.delivery:
         raise ValueError("a delivery is decided and recorded by deliver_customers")
     since = contact_window_start(context, occasion)
+    forget_erased(context.models, context.store, customer_ids)
     states = read_states(context.store, customer_ids, since, context.max_posted_lines)
     decided = decide_states(context, customer_ids, states, occasion, stage)
     return [one for one in decided if one is not None]
@@ -163,6 +175,7 @@ def profiles_now(
     """Each customer's profile as of ``now_s`` under ``model``, from their stored consent
     and posted purchases (their contacts do not make a profile): what
     ``GET /v1/customers/{id}`` answers and the data export shows."""
+    forget_erased(model, store, customer_ids)
     states = read_states(store, customer_ids, None, max_posted_lines)
     requests = [DecisionRequest(c, state) for c, state in zip(customer_ids, states, strict=True)]
     return profiles_of(model, requests, now_s)

@@ -27,7 +27,14 @@ from datetime import datetime
 from nbo.data.events import ImpressionEvent
 from nbo.offers.decision import Occasion
 from nbo.offers.state import ContactHistory
-from nbo.runtime.decide import Context, Decided, contact_window_start, decide_states, read_states
+from nbo.runtime.decide import (
+    Context,
+    Decided,
+    contact_window_start,
+    decide_states,
+    forget_erased,
+    read_states,
+)
 from nbo.store.base import Delivery
 
 # A decided customer's impressions (none when the customer gets no offers).
@@ -56,6 +63,7 @@ def deliver_customers(
     if not occasion.delivery:
         raise ValueError("a preview is not delivered: use decide_customers")
     since = contact_window_start(context, occasion)
+    forget_erased(context.models, context.store, customer_ids)
     states = read_states(context.store, customer_ids, since, context.max_posted_lines)
     decided = decide_states(context, customer_ids, states, occasion, stage)
 

@@ -79,8 +79,9 @@ T = TypeVar("T")
 
 
 class StateReader(Protocol):
-    """The reads that make a customer's state (``nbo.runtime.decide.read_states``): the
-    store's, or those of a delivery's transaction."""
+    """The reads that make a customer's state (``nbo.runtime.decide.read_states``), and
+    which of them are erased (another process may have erased them since this one
+    loaded its models): the store's, or those of a delivery's transaction."""
 
     def consents_of(self, customer_ids: Sequence[str]) -> dict[str, Consent]: ...
 
@@ -91,6 +92,8 @@ class StateReader(Protocol):
     def purchases_of_many(
         self, customer_ids: Sequence[str], limit: int | None = None
     ) -> dict[str, list[PostedPurchase]]: ...
+
+    def erased_among(self, customer_ids: Sequence[str]) -> set[str]: ...
 
 
 class Delivery(StateReader, Protocol):

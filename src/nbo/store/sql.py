@@ -407,6 +407,20 @@ class SQLStore:
         """Whether the id is on the erased list (it stays there for good)."""
         return self.erased_at(customer_id) is not None
 
+    def erased_among(self, customer_ids: Sequence[str]) -> set[str]:
+        """Which of the customers are on the erased list."""
+        with self._reading() as db:
+            return self._erased_among(db, customer_ids)
+
+    def _erased_among(self, db: Database, customer_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for clause, params in self._id_lists(customer_ids):
+            rows = db.execute(
+                self._q(f"SELECT customer_id FROM erased WHERE customer_id {clause}"), params
+            ).fetchall()
+            found.update(row[0] for row in rows)
+        return found
+
     def erased_ids(self) -> list[str]:
         """Every erased id, sorted."""
         with self._reading() as db:
@@ -494,6 +508,9 @@ class _Delivery:
         self, customer_ids: Sequence[str], limit: int | None = None
     ) -> dict[str, list[PostedPurchase]]:
         return self._store._purchases(self._db, customer_ids, limit)
+
+    def erased_among(self, customer_ids: Sequence[str]) -> set[str]:
+        return self._store._erased_among(self._db, customer_ids)
 
     def add_events(self, events: Sequence[Event]) -> AddResult:
         return self._store._add_events(self._db, events)
