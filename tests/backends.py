@@ -29,6 +29,24 @@ WITHOUT_POSTGRES = (
 BACKENDS = ["sqlite", "postgres"]
 
 
+def needs_postgres(item: pytest.Item) -> bool:
+    """Whether a collected test runs on PostgreSQL (its fixtures or a backend parameter)."""
+    callspec = getattr(item, "callspec", None)
+    on_postgres = callspec is not None and "postgres" in callspec.params.values()
+    return on_postgres or "postgres_url" in getattr(item, "fixturenames", ())
+
+
+def skip_without_postgres(items: list[pytest.Item]) -> None:
+    """Without a server, mark the PostgreSQL tests skipped up front: the summary then
+    gives the reason once per file, not once per test."""
+    if os.environ.get(POSTGRES_ENV):
+        return
+    skip = pytest.mark.skip(reason=WITHOUT_POSTGRES)
+    for item in items:
+        if needs_postgres(item):
+            item.add_marker(skip)
+
+
 def in_schema(url: str, schema: str) -> str:
     """The URL with ``schema`` as the connection's search_path."""
     options = quote(f"-csearch_path={schema}", safe="")

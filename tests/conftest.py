@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from backends import postgres_url, store_url  # noqa: F401  (fixtures for every test)
+from backends import postgres_url, skip_without_postgres, store_url  # noqa: F401
 from support import make_planted_purchases, small_training_config
 
 from nbo.data.mapping import load_mapping
 from training.pipeline import TrainResult, train
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    skip_without_postgres(items)
 
 
 @pytest.fixture(scope="session")
