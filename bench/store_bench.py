@@ -1,6 +1,7 @@
-"""What the store costs an offers call: ``nbo.runtime.decide.read_states`` for one
-customer (the three bulk reads every offers call makes: consent, contacts since the
-longest rule's window, the newest posted purchase lines), on each store backend.
+"""What the store costs an offers call: the reads every offers call makes for its one
+customer, on each store backend: whether they are erased (``forget_erased``), then
+``nbo.runtime.decide.read_states`` (consent, contacts since the longest rule's window,
+the newest posted purchase lines).
 
     python -m bench.store_bench                       # SQLite
     python -m bench.store_bench --postgres URL        # and PostgreSQL (a database to fill)
@@ -82,12 +83,14 @@ def fill(store: Store, customers: list[str], seed: int) -> None:
         store.add_events(events[start : start + WRITE_BATCH])
     for customer in customers[::2]:
         store.set_consent(customer, personalization=True, channels={"app": False})
+    for customer in customers[::50]:
+        store.erase(f"gone-{customer}")
 
 
 def measure(
     readers: Mapping[str, StateReader], sample: list[str], rounds: int, seed: int
 ) -> dict[str, np.ndarray]:
-    """Seconds per ``read_states`` call of one customer, per reader, interleaved."""
+    """Seconds per offers call's reads of one customer, per reader, interleaved."""
     since = int((NOW - timedelta(days=CONTACT_DAYS)).timestamp())
     times: dict[str, list[float]] = {name: [] for name in readers}
     order = list(readers)
@@ -99,6 +102,7 @@ def measure(
             taken = []
             for customer in sample:
                 start = time.perf_counter()
+                reader.erased_among([customer])
                 read_states(reader, [customer], since, MAX_POSTED_LINES)
                 taken.append(time.perf_counter() - start)
             if round_number:  # the first round warms caches and prepared statements
