@@ -8,10 +8,15 @@ from pathlib import Path
 
 import pytest
 from backends import run_sql
+from fastapi.testclient import TestClient
 
 from nbo.core.errors import ConfigError
+from nbo.service.app import create_app
+from nbo.settings import Settings
 from nbo.store import open_store
 from nbo.store.postgres import redacted
+
+CLOCK = "2026-06-30T12:00:00Z"
 
 # The column each PostgreSQL table adds for the order rows were stored in (SQLite's rowid).
 STORED_ORDER = {("events", "seq"), ("purchase_lines", "line")}
@@ -69,3 +74,22 @@ def test_passwords_are_redacted_in_urls() -> None:
         "postgresql://h/d?user=u&password=***&x=1"
     )
     assert redacted("postgresql://u@h/d") == "postgresql://u@h/d"
+
+
+def test_a_lost_postgres_connection_answers_503_then_recovers(
+    postgres_url: str, models_dir: Path
+) -> None:
+    """The server drops the replica's connections (a restart, a failover): the call that
+    meets the dead connection answers 503 with a JSON body, the next one connects again."""
+    settings = Settings(models_dir=models_dir, store_url=postgres_url, clock=CLOCK)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/customers/a00/offers").status_code == 200
+        run_sql(
+            postgres_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        lost = client.get("/v1/customers/a00/offers")
+        assert lost.status_code == 503 and lost.json()["error"] == "store_unavailable"
+        assert lost.headers["retry-after"] == "1"
+        assert client.get("/v1/customers/a00/offers").status_code == 200

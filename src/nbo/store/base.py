@@ -8,8 +8,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from nbo.core.errors import NboError
 from nbo.data.events import Event
 from nbo.offers.state import Consent, ContactHistory, PostedPurchase
+
+
+class StoreUnavailable(NboError):
+    """The store's server cannot be reached or dropped the connection (PostgreSQL): the
+    service answers 503 and the caller may try again; nothing of the call was stored."""
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,11 @@ from functools import lru_cache
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from nbo.core.errors import ConfigError
 from nbo.offers.state import PostedPurchase
+from nbo.store.base import StoreUnavailable
 from nbo.store.migrations import apply_migrations
 from nbo.store.sql import PSEUDONYM_KEY, Database, SQLStore
 
@@ -104,13 +105,24 @@ class PostgresStore(SQLStore):
 
     @contextmanager
     def _reading(self) -> Iterator[Database]:
-        with self._pool.connection() as db:
+        with self._unavailable(), self._pool.connection() as db:
             yield db
 
     @contextmanager
     def _transaction(self) -> Iterator[Database]:
-        with self._pool.connection() as db, db.transaction():
+        with self._unavailable(), self._pool.connection() as db, db.transaction():
             yield db
+
+    @contextmanager
+    def _unavailable(self) -> Iterator[None]:
+        """A lost server or connection as ``StoreUnavailable`` (the pool drops a broken
+        connection, so the next call connects again)."""
+        try:
+            yield
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning("store %s unavailable: %s", self.where, reason)
+            raise StoreUnavailable(f"the store is unavailable ({reason})") from None
 
     def _lock_customers(self, db: Database, customer_ids: Sequence[str]) -> None:
         keys = sorted({customer_lock(c) for c in customer_ids})
