@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
-from backends import run_sql
+from backends import needs_postgres, run_sql
 from fastapi.testclient import TestClient
 
 from nbo.core.errors import ConfigError
@@ -93,3 +95,12 @@ def test_a_lost_postgres_connection_answers_503_then_recovers(
         assert lost.status_code == 503 and lost.json()["error"] == "store_unavailable"
         assert lost.headers["retry-after"] == "1"
         assert client.get("/v1/customers/a00/offers").status_code == 200
+
+
+def test_only_tests_on_postgres_are_skipped_without_a_server() -> None:
+    """The skip marks are chosen from the tests' parameters, some of which are arrays."""
+    on = SimpleNamespace(callspec=SimpleNamespace(params={"store_url": "postgres"}))
+    arrays = SimpleNamespace(callspec=SimpleNamespace(params={"x": np.arange(3)}))
+    fixture = SimpleNamespace(fixturenames=("tmp_path", "postgres_url"))
+    assert needs_postgres(on) and needs_postgres(fixture)  # type: ignore[arg-type]
+    assert not needs_postgres(arrays)  # type: ignore[arg-type]
