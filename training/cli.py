@@ -21,7 +21,7 @@ from nbo.data.mapping import ColumnMapping, load_mapping, parse_column_overrides
 from nbo.models.churn import MODEL, RECENCY
 from nbo.models.policy import SECTION as POLICY_SECTION
 from nbo.settings import load_settings
-from nbo.store.sqlite import read_erased_ids
+from nbo.store import read_erased_ids
 from training.config import TrainingConfig, load_training_config
 from training.evaluate import CHURN_METRICS
 from training.lifecycle import CALIBRATION_PLOT

@@ -8,18 +8,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import pytest
-
-from nbo.core.errors import ConfigError
 from nbo.data.events import EVENT_TYPES, Event, parse_events
+from nbo.store import read_erased_ids, read_pseudonym_key
 from nbo.store.base import BatchOutput
-from nbo.store.sqlite import (
-    MIGRATIONS,
-    SQLiteStore,
-    open_store,
-    read_erased_ids,
-    read_pseudonym_key,
-)
+from nbo.store.sqlite import MIGRATIONS, SQLiteStore
 
 
 def purchase(
@@ -37,158 +29,6 @@ def purchase(
     )
     assert not rejected
     return valid[0][1]
-
-
-def test_same_event_id_is_stored_once(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
-    first = store.add_events([purchase("e1"), purchase("e2")])
-    again = store.add_events([purchase("e1"), purchase("e3"), purchase("e3")])
-    assert first.accepted == ["e1", "e2"] and first.duplicates == []
-    assert again.accepted == ["e3"] and again.duplicates == ["e1", "e3"]
-    assert store.event_count() == 3
-    assert len(store.purchases_of("c1")) == 3
-
-
-def test_events_survive_closing_and_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "nested" / "s.db"
-    store = open_store(f"sqlite:///{path}")
-    store.add_events([purchase("e1", item="A"), purchase("e2", item="B", customer="c2")])
-    store.close()
-    reopened = open_store(f"sqlite:///{path}")
-    assert [p.item_id for p in reopened.purchases_of("c1")] == ["A"]
-    assert [p.item_id for p in reopened.purchases_of("c2")] == ["B"]
-    assert reopened.event_count() == 2
-
-
-def test_purchases_since_and_in_time_order(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "s.db")
-    store.add_events(
-        [
-            purchase("late", item="L", ts="2026-03-01T00:00:00Z"),
-            purchase("early", item="E", ts="2026-01-01T00:00:00Z"),
-        ]
-    )
-    assert [p.item_id for p in store.purchases_of("c1")] == ["E", "L"]
-    march = 1772323200  # 2026-03-01T00:00:00Z
-    assert [p.item_id for p in store.purchases_of("c1", since=march)] == ["L"]
-    assert store.purchases_of("nobody") == []
-
-
-def test_migrations_run_once_and_record_the_version(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    SQLiteStore(path).close()
-    store = SQLiteStore(path)  # a second start must not re-run the migrations
-    assert store.schema_version == len(MIGRATIONS)
-    store.close()
-    with sqlite3.connect(path) as db:
-        versions = [row[0] for row in db.execute("SELECT version FROM schema_migrations")]
-        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
-    assert versions == list(range(1, len(MIGRATIONS) + 1))
-    assert mode == "wal"
-
-
-def test_a_store_from_a_newer_nbo_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    SQLiteStore(path).close()
-    with sqlite3.connect(path) as db:
-        db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (len(MIGRATIONS) + 1,))
-    with pytest.raises(ConfigError, match="newer than this nbo"):
-        SQLiteStore(path)
-
-
-@pytest.mark.parametrize("url", ["postgres://db/nbo", "sqlite:///", "file.db"])
-def test_unsupported_store_urls_name_the_setting(url: str) -> None:
-    with pytest.raises(ConfigError, match="NBO_STORE_URL"):
-        open_store(url)
-
-
-def impression(event_id: str, customer: str, item: str, ts: str) -> Event:
-    valid, rejected = parse_events(
-        {
-            "event_id": event_id,
-            "type": "offer_impression",
-            "customer_id": customer,
-            "timestamp": ts,
-            "item_id": item,
-            "channel": "email",
-            "request_id": f"r-{event_id}",
-        }
-    )
-    assert not rejected
-    return valid[0][1]
-
-
-def test_bulk_reads_answer_each_customer_as_the_single_reads_do(tmp_path: Path) -> None:
-    """A campaign reads a chunk's customers at once: purchases, contacts and consent of
-    each are what reading them one by one gives, and customers with none are absent."""
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    events = [
-        purchase("p1", "c1", "i1", "2026-01-03T10:00:00Z"),
-        purchase("p2", "c2", "i2", "2026-01-01T10:00:00Z"),
-        purchase("p3", "c1", "i3", "2026-01-01T10:00:00Z"),
-        purchase("p4", "c1", "i4", "2026-01-01T10:00:00Z"),  # same time as p3: stored order
-        impression("s1", "c2", "i9", "2026-01-02T10:00:00Z"),
-        impression("s2", "c3", "i8", "2025-06-01T10:00:00Z"),  # before ``since``
-        impression("s3", "c3", "i7", "2026-01-05T10:00:00Z"),
-    ]
-    store.add_events(events)
-    store.set_consent("c2", personalization=False, channels={"email": False})
-    customers = ["c1", "c2", "c3", "nobody"]
-    since = 1_760_000_000  # 2025-10-09
-    purchases = store.purchases_of_many(customers)
-    contacts = store.contacts_of_many(customers, since)
-    consents = store.consents_of(customers)
-    assert set(purchases) == {"c1", "c2"} and set(contacts) == {"c2", "c3"}
-    assert set(consents) == {"c2"}
-    for customer in customers:
-        assert purchases.get(customer, []) == store.purchases_of(customer)
-        assert consents.get(customer) == store.consent_of(customer)
-        alone = store.contacts_of(customer, since)
-        if customer in contacts:
-            assert contacts[customer] == alone
-        else:
-            assert alone.impressions == [] and alone.responses == []
-    assert [p.item_id for p in purchases["c1"]] == ["i3", "i4", "i1"]
-    assert [c.item_id for c in contacts["c3"].impressions] == ["i7"]
-    store.close()
-
-
-def lines(event_id: str, customer: str, items: list[str], ts: str) -> Event:
-    valid, rejected = parse_events(
-        {
-            "event_id": event_id,
-            "type": "purchase",
-            "customer_id": customer,
-            "timestamp": ts,
-            "items": [{"item_id": item} for item in items],
-        }
-    )
-    assert not rejected
-    return valid[0][1]
-
-
-def test_reads_of_posted_purchases_stop_at_the_newest_lines(tmp_path: Path) -> None:
-    """``limit``: each customer's newest lines only (ties in time by the order stored),
-    oldest first, alone or in bulk; a customer with fewer lines gets them all."""
-    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    store.add_events(
-        [
-            lines("p1", "heavy", ["a", "b", "c"], "2026-01-01T10:00:00Z"),
-            lines("p3", "heavy", ["g", "h"], "2026-01-03T10:00:00Z"),
-            lines("p2", "heavy", ["d", "e", "f"], "2026-01-02T10:00:00Z"),
-            lines("q1", "light", ["x"], "2026-01-01T10:00:00Z"),
-        ]
-    )
-    newest = [p.item_id for p in store.purchases_of("heavy", limit=4)]
-    assert newest == ["e", "f", "g", "h"]
-    assert [p.item_id for p in store.purchases_of("heavy")] == list("abcdefgh")
-    assert [p.item_id for p in store.purchases_of("heavy", limit=100)] == list("abcdefgh")
-    assert [p.item_id for p in store.purchases_of("heavy", limit=1)] == ["h"]
-    for limit in (1, 3, 4, 8, 9, None):
-        bulk = store.purchases_of_many(["heavy", "light", "nobody"], limit=limit)
-        assert set(bulk) == {"heavy", "light"}
-        for customer in ("heavy", "light"):
-            assert bulk[customer] == store.purchases_of(customer, limit=limit)
 
 
 def test_the_store_returns_posted_prices(tmp_path: Path) -> None:
