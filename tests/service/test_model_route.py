@@ -17,5 +17,8 @@ def test_model_endpoint_matches_the_manifest(
     assert body["created_at"] == manifest["created_at"]
     assert body["config"] == manifest["config"]
     assert body["quality_gate"] == manifest["quality_gate"]
+    assert body["policy"] == manifest["policy"]["name"]
+    assert body["policy_choice"] == manifest["policy"]
+    assert body["served"] == manifest["served"]
     assert body["customers"] == 60
     assert body["items"] == 20

@@ -154,6 +154,16 @@ class ModelSummary(BaseModel):
     config: dict[str, Any]
     metrics: dict[str, dict[str, dict[str, float]]]
     quality_gate: dict[str, Any]
+    policy: str = Field(
+        description="where the product offers come from: the ranker, ALS or a simple rule "
+        "(buy_again, itemknn, popularity) the trainer found better on the validation window"
+    )
+    policy_choice: dict[str, Any] = Field(
+        description="why the trainer chose it: each candidate's figure on the validation window"
+    )
+    served: dict[str, Any] = Field(
+        description="what is served against the best simple rule on the holdout, per truth"
+    )
     libraries: dict[str, str]
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 
 from nbo.core.apikeys import Role
+from nbo.models.policy import declared_policy
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ModelDep
 from nbo.service.schemas import ModelSummary
@@ -34,5 +35,8 @@ def get_model_summary(model: ModelDep) -> ModelSummary:
         config=manifest.get("config", {}),
         metrics=manifest.get("metrics", {}),
         quality_gate=manifest.get("quality_gate", {}),
+        policy=declared_policy(manifest),
+        policy_choice=manifest.get("policy", {}),
+        served=manifest.get("served", {}),
         libraries=manifest.get("libraries", {}),
     )
