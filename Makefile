@@ -14,7 +14,7 @@ PORT ?= 8000
 # The demo's offer catalogue: products, a win-back, a loyalty reward and a welcome offer.
 CATALOG ?= data/catalog.yaml
 
-.PHONY: demo test install lock lint format bench train serve clean campaign
+.PHONY: demo test install lock lint format bench train serve clean campaign api-docs-assets
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -92,3 +92,23 @@ campaign: install
 	mkdir -p reports
 	NBO_CLOCK=$(DEMO_CLOCK) NBO_CATALOG=$(CATALOG) $(BIN)/nbo batch --models-dir $(MODELS_DIR) \
 		--customers all --k 10 --channel email --out reports/campaign.parquet
+
+# The interactive API docs' scripts, served by nbo itself (deployments may have no internet):
+# Swagger UI and ReDoc from their official npm packages, at the versions FastAPI's defaults
+# follow (swagger-ui-dist 5, redoc 2), with their licences, into the package's static
+# folder. Needs npm; the files are committed, so only a version bump runs this.
+SWAGGER_UI_VERSION ?= 5.35.0
+REDOC_VERSION ?= 2.5.4
+API_DOCS_ASSETS := src/nbo/service/static/apidocs
+
+api-docs-assets:
+	rm -rf $(API_DOCS_ASSETS).tmp && mkdir -p $(API_DOCS_ASSETS).tmp
+	cd $(API_DOCS_ASSETS).tmp && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) redoc@$(REDOC_VERSION) \
+		&& mkdir swagger redoc && tar xzf swagger-ui-dist-*.tgz -C swagger && tar xzf redoc-*.tgz -C redoc
+	mkdir -p $(API_DOCS_ASSETS)
+	cd $(API_DOCS_ASSETS).tmp/swagger/package && cp swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt \
+		swagger-ui.css favicon-32x32.png NOTICE ../../../apidocs/ && cp LICENSE ../../../apidocs/swagger-ui-dist.LICENSE
+	cd $(API_DOCS_ASSETS).tmp/redoc/package && cp bundles/redoc.standalone.js \
+		bundles/redoc.standalone.js.LICENSE.txt ../../../apidocs/ && cp LICENSE ../../../apidocs/redoc.LICENSE
+	printf 'swagger-ui-dist %s\nredoc %s\n' $(SWAGGER_UI_VERSION) $(REDOC_VERSION) > $(API_DOCS_ASSETS)/VERSIONS
+	rm -rf $(API_DOCS_ASSETS).tmp

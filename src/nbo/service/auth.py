@@ -16,7 +16,7 @@ admin     ``DELETE /v1/customers/{id}`` (erasure);
           ``GET /v1/customers/{id}/data`` (the export of everything held on a customer:
           admin, like erasure, because it hands out a whole record at once);
           ``POST /v1/admin/reload`` (model and catalogue swaps); any experiment change
-open      ``OPEN_PATHS``: health checks, the API docs and ``/metrics``
+open      ``OPEN_PATHS``: health checks, the API docs (and their scripts) and ``/metrics``
 ========  ==============================================================================
 
 ``/metrics`` stays open so Prometheus can scrape it without a key: it exposes counts,
@@ -67,6 +67,8 @@ OPEN_PATHS = frozenset(
         "/docs",
         "/docs/oauth2-redirect",
         "/redoc",
+        # The docs pages' scripts (static files: no data).
+        "/static/apidocs",
     }
 )
 
