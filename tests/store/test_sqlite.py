@@ -6,13 +6,14 @@ registered."""
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from nbo.core.errors import ConfigError
 from nbo.data.events import EVENT_TYPES, Event, parse_events
-from nbo.store.base import BatchOutput
+from nbo.store.base import BatchOutput, DeliveryCount, OfferActivity, ResponseCount
 from nbo.store.sqlite import (
     MIGRATIONS,
     SQLiteStore,
@@ -314,3 +315,104 @@ def test_the_store_registers_campaign_files(tmp_path: Path) -> None:
     assert isinstance(store.erased_at("c1"), int)
     assert set(EVENT_TYPES) >= {e.type for e in store.stored_events_of("c1")}
     store.close()
+
+
+def offer_event(
+    event_id: str, type_: str, customer: str, item: str, ts: str, **fields: object
+) -> Event:
+    valid, rejected = parse_events(
+        {
+            "event_id": event_id,
+            "type": type_,
+            "customer_id": customer,
+            "item_id": item,
+            "timestamp": ts,
+            **fields,
+        }
+    )
+    assert not rejected, rejected
+    return valid[0][1]
+
+
+def test_offer_activity_counts_deliveries_and_their_answers_per_day(tmp_path: Path) -> None:
+    """Impressions per day, channel, kind, source and stage; one counts as clicked or
+    converted only on a later answer of the same customer to the same offer inside the
+    period read; responses per day and channel with their revenue."""
+    store = SQLiteStore(tmp_path / "s.db")
+    shown = {"channel": "email", "kind": "product", "source": "cf", "stage": "active"}
+    store.add_events(
+        [
+            offer_event("i1", "offer_impression", "c1", "A", "2026-06-01T10:00:00Z", **shown),
+            offer_event("i2", "offer_impression", "c2", "A", "2026-06-01T11:00:00Z", **shown),
+            offer_event("i3", "offer_impression", "c3", "A", "2026-06-01T12:00:00Z", **shown),
+            offer_event(
+                "i4",
+                "offer_impression",
+                "c1",
+                "win",
+                "2026-06-02T09:00:00Z",
+                channel="app",
+                kind="incentive",
+                source="catalog",
+                stage="lapsed",
+            ),
+            # Posted by a client without what the answer said.
+            offer_event("i5", "offer_impression", "c4", "B", "2026-06-02T09:30:00Z"),
+            # c1 answers A later the same day: clicked and converted.
+            offer_event("k1", "offer_click", "c1", "A", "2026-06-01T10:05:00Z", channel="email"),
+            offer_event(
+                "v1",
+                "offer_conversion",
+                "c1",
+                "A",
+                "2026-06-01T10:10:00Z",
+                channel="email",
+                revenue=12.5,
+            ),
+            # c2 clicked before being shown A: not an answer to it.
+            offer_event("k2", "offer_click", "c2", "A", "2026-06-01T10:59:00Z", channel="email"),
+            # c3 converted on another offer: not an answer to A.
+            offer_event(
+                "v3",
+                "offer_conversion",
+                "c3",
+                "B",
+                "2026-06-01T13:00:00Z",
+                channel="email",
+                revenue=3.0,
+            ),
+            # c1 converts on the incentive after the period read: not counted.
+            offer_event("v4", "offer_conversion", "c1", "win", "2026-06-05T00:00:00Z"),
+            # Before the period: left out.
+            offer_event("i0", "offer_impression", "c9", "A", "2026-05-30T10:00:00Z", **shown),
+        ]
+    )
+    since = int(datetime(2026, 6, 1, tzinfo=UTC).timestamp())
+    until = int(datetime(2026, 6, 3, tzinfo=UTC).timestamp())
+    activity = store.offer_activity(since, until)
+    day = since // 86_400
+    assert activity.deliveries == [
+        DeliveryCount(day, "email", "product", "cf", "active", 3, 1, 1),
+        DeliveryCount(day + 1, None, None, None, None, 1, 0, 0),
+        DeliveryCount(day + 1, "app", "incentive", "catalog", "lapsed", 1, 0, 0),
+    ]
+    assert activity.responses == [
+        ResponseCount(day, "offer_click", "email", 2, 0.0),
+        ResponseCount(day, "offer_conversion", "email", 2, 15.5),
+    ]
+    assert store.offer_activity(until, until + 86_400) == OfferActivity([], [])
+
+
+def test_an_impression_states_only_known_kinds_and_stages() -> None:
+    for field, bad in (("kind", "coupon"), ("stage", "dormant")):
+        valid, rejected = parse_events(
+            {
+                "event_id": "x",
+                "type": "offer_impression",
+                "customer_id": "c1",
+                "item_id": "A",
+                "timestamp": "2026-06-01T10:00:00Z",
+                field: bad,
+            }
+        )
+        assert not valid and rejected[0].reason.startswith(field), rejected

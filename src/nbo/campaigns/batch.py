@@ -517,6 +517,7 @@ def record_impressions(run: BatchRun, path: Path, suffix: str, per_write: int = 
     table = table.filter(pa.compute.greater(table["rank"], 0))
     columns = table.select(
         ["customer_id", "rank", "offer_id", "item_id", "experiment", "variant"]
+        + ["kind", "reason_source", "stage"]
     ).to_pylist()
     recorded = 0
     for start in range(0, len(columns), per_write):
@@ -531,6 +532,9 @@ def record_impressions(run: BatchRun, path: Path, suffix: str, per_write: int = 
                 request_id=f"{run.run_id}-{row['customer_id']}",
                 experiment=row["experiment"] or None,
                 variant=row["variant"] or None,
+                kind=row["kind"] or None,
+                source=row["reason_source"] or None,
+                stage=row["stage"] or None,
             )
             for row in columns[start : start + per_write]
         ]

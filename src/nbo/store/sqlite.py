@@ -37,19 +37,39 @@ from pathlib import Path
 
 from nbo.core.errors import ConfigError
 from nbo.core.pseudonyms import new_key
+from nbo.core.vocabulary import DAY
 from nbo.data.events import CLICK, CONVERSION, EVENT_TYPES, IMPRESSION, Event, PurchaseEvent
 from nbo.offers.state import Consent, Contact, ContactHistory, PostedPurchase
 from nbo.store.base import (
     AddResult,
     BatchOutput,
+    DeliveryCount,
     ErasureReceipt,
     ExperimentLog,
+    OfferActivity,
+    ResponseCount,
     Store,
     StoredEvent,
     TaggedEvent,
 )
 
 SQLITE_PREFIX = "sqlite:///"
+
+_TYPES = {"impression": IMPRESSION, "click": CLICK, "conversion": CONVERSION}
+# Impressions per day, channel and what the answer said (kind, source, stage), each
+# checked for a later answer of the same customer to the same offer through the
+# customer index (customer_id, type, occurred_at).
+_ANSWERED = (
+    "EXISTS (SELECT 1 FROM events r WHERE r.customer_id = i.customer_id AND r.type = {} "
+    "AND r.occurred_at >= i.occurred_at AND r.occurred_at < :until AND r.item_id = i.item_id)"
+)
+_DELIVERIES = (
+    "SELECT i.occurred_at / :day, i.channel, json_extract(i.payload, '$.kind'), "
+    "json_extract(i.payload, '$.source'), json_extract(i.payload, '$.stage'), COUNT(*), "
+    f"SUM({_ANSWERED.format(':click')}), SUM({_ANSWERED.format(':conversion')}) "
+    "FROM events i WHERE i.type = :impression AND i.occurred_at >= :since "
+    "AND i.occurred_at < :until GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+)
 
 log = logging.getLogger(__name__)
 
@@ -398,6 +418,28 @@ class SQLiteStore:
         return ExperimentLog(
             tagged=[TaggedEvent(*row) for row in tagged],
             conversions=[(str(c), int(t), float(r)) for c, t, r in conversions],
+        )
+
+    def offer_activity(self, since: int, until: int) -> OfferActivity:
+        """Offer events from ``since`` to before ``until`` (unix seconds), counted per day
+        (``DeliveryCount``, ``ResponseCount``): a few hundred rows for any number of
+        events, so a dashboard never reads the events themselves."""
+        db = self._reader()
+        deliveries = db.execute(
+            _DELIVERIES, {"since": since, "until": until, "day": DAY, **_TYPES}
+        ).fetchall()
+        responses = db.execute(
+            "SELECT occurred_at / :day, type, channel, COUNT(*), SUM(COALESCE(revenue, 0)) "
+            "FROM events WHERE type IN (:click, :conversion) AND occurred_at >= :since "
+            "AND occurred_at < :until GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+            {"since": since, "until": until, "day": DAY, **_TYPES},
+        ).fetchall()
+        return OfferActivity(
+            deliveries=[DeliveryCount(*row) for row in deliveries],
+            responses=[
+                ResponseCount(day, kind, channel, count, float(revenue))
+                for day, kind, channel, count, revenue in responses
+            ],
         )
 
     def event_count(self) -> int:

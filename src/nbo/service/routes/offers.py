@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from nbo.core.apikeys import Role
+from nbo.core.vocabulary import OfferKind, Stage
 from nbo.data.events import ImpressionEvent
 from nbo.experiments.assignment import Assignment
 from nbo.models.served import ServingModel
@@ -85,7 +86,15 @@ async def get_offers(
         assert ranking is not None
         await run_in_threadpool(
             store.add_events,
-            impressions(customer_id, channel.value, request_id, now, ranking, decided.assignment),
+            impressions(
+                customer_id,
+                channel.value,
+                request_id,
+                now,
+                ranking,
+                decided.assignment,
+                decided.decision.profile.stage,
+            ),
         )
     return offers_response(decided, channel, request_id, now, recorded)
 
@@ -130,10 +139,12 @@ def impressions(
     now: datetime,
     ranking: Ranking,
     assignment: Assignment,
+    stage: str | None = None,
 ) -> list[ImpressionEvent]:
     """The impressions of a delivered answer, one per offer, tagged with the request id
-    (the client's ``X-Request-ID`` when it sent one) and the experiment and variant that
-    answered.
+    (the client's ``X-Request-ID`` when it sent one), the experiment and variant that
+    answered, and the offer's kind and source and the customer's stage (what the
+    dashboard counts offers going out by).
 
     Event ids take a fresh id per delivery, not the request id: event ids are unique in
     the store, and a client's request id need not be (the same id sent for two customers
@@ -151,6 +162,9 @@ def impressions(
             request_id=request_id,
             experiment=assignment.experiment,
             variant=assignment.variant,
+            kind=cast(OfferKind, offer.kind),
+            source=offer.reason.source,
+            stage=cast(Stage | None, stage),
         )
         for offer in ranking.offers
     ]
