@@ -38,7 +38,7 @@ from nbo.models.send_time import next_send_at
 from nbo.models.served import ServingModel
 from nbo.offers.decision import Occasion
 from nbo.offers.ranking import OfferTable
-from nbo.runtime.decide import Context, Decided, contact_policy, decide_customers
+from nbo.runtime.decide import Context, Decided, contact_policy, decide_customers, everyone
 from nbo.settings import Settings
 from nbo.store.base import BatchOutput, Store
 from nbo.store.sqlite import open_store
@@ -95,11 +95,7 @@ def select_customers(spec: str, model: ServingModel, store: Store) -> Selection:
                 raise BatchError(
                     f"--customers {spec}: unknown stage '{stage}' (one of {', '.join(STAGES)})"
                 )
-        known = [str(c) for c in model.customers.ids]
-        posted = [c for c in store.customers_with_purchases() if model.customers.get(c) is None]
-        erased = set(store.erased_ids())
-        ids = [c for c in (*known, *sorted(posted)) if c not in erased]
-        return Selection(ids, stage, spec)
+        return Selection(everyone(model, store), stage, spec)
     return Selection(_ids_from_file(Path(spec)), None, spec)
 
 
@@ -516,8 +512,10 @@ def record_impressions(run: BatchRun, path: Path, suffix: str, per_write: int = 
     table = pq.read_table(path) if suffix == ".parquet" else pacsv.read_csv(path)
     table = table.filter(pa.compute.greater(table["rank"], 0))
     columns = table.select(
-        ["customer_id", "rank", "offer_id", "item_id", "experiment", "variant"]
-        + ["kind", "reason_source", "stage"]
+        [
+            *("customer_id", "rank", "offer_id", "item_id", "experiment", "variant"),
+            *("kind", "reason_source", "stage"),
+        ]
     ).to_pylist()
     recorded = 0
     for start in range(0, len(columns), per_write):
