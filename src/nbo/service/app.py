@@ -16,6 +16,7 @@ from nbo.core.errors import ArtifactError
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
 from nbo.service.apidocs import install_api_docs
+from nbo.service.dashboard.routes import install_dashboard
 from nbo.service.errors import install_error_handlers
 from nbo.service.middleware import ObservedFastAPI
 from nbo.service.prometheus import build_metrics
@@ -117,4 +118,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin.router,
     ):
         app.include_router(router)
+    install_dashboard(app)
     return app
