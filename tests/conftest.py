@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from backends import postgres_url, skip_without_postgres, store_url  # noqa: F401
 from fastapi.testclient import TestClient
 from support import (
     CLOCK,
@@ -27,6 +28,10 @@ from nbo.service.app import create_app
 from nbo.settings import Settings
 from training.config import RankerConfig
 from training.pipeline import TrainResult, train
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    skip_without_postgres(items)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from nbo.models.served import load_serving_model
 from nbo.offers.decision import Occasion
 from nbo.runtime.decide import Context, contact_policy
 from nbo.settings import Settings
-from nbo.store.sqlite import open_store
+from nbo.store import open_store
 
 NOW = datetime(2026, 6, 30, 12, tzinfo=UTC)
 

@@ -23,7 +23,7 @@ def test_the_window_reported_ends_at_the_clock_or_the_experiments_end(
 
     from nbo.experiments.definitions import load_experiments
     from nbo.experiments.outcomes import report_for
-    from nbo.store.sqlite import open_store
+    from nbo.store import open_store
 
     experiment = load_experiments(experiments_file).get("ranker-test")
     assert experiment is not None

@@ -167,7 +167,7 @@ def test_store_reads_of_an_offers_call_are_timed(client: TestClient) -> None:
         for name, labels, v in after
         if name == "nbo_store_seconds_count" and v > value(before, name, **labels)
     }
-    assert timed == {"consents_of", "contacts_of_many", "purchases_of_many"}
+    assert timed == {"erased_among", "consents_of", "contacts_of_many", "purchases_of_many"}
     assert isinstance(client.app.state.store, TimedStore)  # type: ignore[attr-defined]
 
 

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from nbo.service.reload import ReloadRefused, VersionNotFound
 from nbo.service.schemas import ErrorDetail, ErrorResponse
+from nbo.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _refused(_request: Request, exc: ReloadRefused) -> JSONResponse:
         detail = ErrorDetail(field="version", problem=exc.problem)
         return _body(409, "reload_refused", str(exc), [detail])
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return _body(503, "store_unavailable", str(exc), [], {"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

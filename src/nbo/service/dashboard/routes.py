@@ -32,6 +32,7 @@ from nbo.experiments.definitions import Experiments
 from nbo.experiments.outcomes import report_for
 from nbo.offers.decision import Occasion
 from nbo.runtime.decide import Context, contact_policy, decide_customers
+from nbo.runtime.deliver import delivery_preview
 from nbo.service.auth import KEY_COOKIE, key_ring_of, requires
 from nbo.service.dashboard.cache import FigureCache
 from nbo.service.dashboard.figures import (
@@ -287,7 +288,7 @@ async def customer(
             # Whether a delivery would go out now (the frequency cap holds deliveries
             # only): decided as a delivery, recorded nowhere.
             occasion = Occasion(channel, k, int(now.timestamp()), delivery=True)
-            (delivery,) = decide_customers(context, [customer_id], occasion)
+            (delivery,) = delivery_preview(context, [customer_id], occasion)
             deliveries[channel] = offers_response(
                 delivery, Channel(channel), request_id, now, False
             )
