@@ -84,6 +84,8 @@ test: lint
 	@[ -n "$$NBO_TEST_POSTGRES_URL" ] || echo "The store's PostgreSQL tests were skipped: \
 	run make test-postgres (a throwaway server; needs PostgreSQL's initdb and pg_ctl, \
 	Debian's postgresql package) or set NBO_TEST_POSTGRES_URL=postgresql://..."
+	@[ -n "$$NBO_TEST_CHROMIUM" ] || command -v chromium >/dev/null || echo "The dashboard's \
+	browser tests were skipped: no chromium (apt-get install chromium, Debian's package)"
 
 # make test beside a throwaway PostgreSQL server on loopback (.ci/with-postgres), as CI runs it.
 test-postgres:
@@ -104,7 +106,12 @@ campaign: install
 # The interactive API docs' scripts, served by nbo itself (deployments may have no internet):
 # Swagger UI and ReDoc from their official npm packages, at the versions FastAPI's defaults
 # follow (swagger-ui-dist 5, redoc 2), with their licences, into the package's static
-# folder. Needs npm; the files are committed, so only a version bump runs this.
+# folder. Needs npm; the files are committed, so only a version bump runs this. ReDoc's
+# sidebar shows Redocly's logo from their CDN (no option turns it off): the bundle's one
+# address on the internet becomes an empty inline image, so /redoc requests nothing from
+# elsewhere (tests/service/dashboard/test_browser.py checks it in Chromium).
+REDOC_LOGO := https://cdn.redoc.ly/redoc/logo-mini.svg
+EMPTY_SVG := data:image/svg+xml,%3Csvg xmlns=%27http://www.w3.org/2000/svg%27/%3E
 SWAGGER_UI_VERSION ?= 5.35.0
 REDOC_VERSION ?= 2.5.4
 API_DOCS_ASSETS := src/nbo/service/static/apidocs
@@ -118,5 +125,7 @@ api-docs-assets:
 		swagger-ui.css favicon-32x32.png NOTICE ../../../apidocs/ && cp LICENSE ../../../apidocs/swagger-ui-dist.LICENSE
 	cd $(API_DOCS_ASSETS).tmp/redoc/package && cp bundles/redoc.standalone.js \
 		bundles/redoc.standalone.js.LICENSE.txt ../../../apidocs/ && cp LICENSE ../../../apidocs/redoc.LICENSE
-	printf 'swagger-ui-dist %s\nredoc %s\n' $(SWAGGER_UI_VERSION) $(REDOC_VERSION) > $(API_DOCS_ASSETS)/VERSIONS
+	sed -i 's|$(REDOC_LOGO)|$(EMPTY_SVG)|' $(API_DOCS_ASSETS)/redoc.standalone.js
+	printf 'swagger-ui-dist %s\nredoc %s (its Redocly logo URL made an empty inline image)\n' \
+		$(SWAGGER_UI_VERSION) $(REDOC_VERSION) > $(API_DOCS_ASSETS)/VERSIONS
 	rm -rf $(API_DOCS_ASSETS).tmp
