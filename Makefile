@@ -15,7 +15,7 @@ PORT ?= 8000
 # The demo's offer catalogue: products, a win-back, a loyalty reward and a welcome offer.
 CATALOG ?= data/catalog.yaml
 
-.PHONY: demo test test-postgres install lock lint format bench train serve clean campaign api-docs-assets
+.PHONY: demo test test-postgres install lock lint format bench train serve clean campaign api-docs-assets dashboard-screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +54,9 @@ serve: install
 
 demo: train
 	@echo ""
-	@echo "nbo is starting on http://127.0.0.1:$(PORT) (clock pinned to $(DEMO_CLOCK)). Try:"
+	@echo "nbo is starting on http://127.0.0.1:$(PORT) (clock pinned to $(DEMO_CLOCK))."
+	@echo "  The dashboard: http://127.0.0.1:$(PORT)/dashboard   (in a browser: the model, offers going out, a customer, experiments, models)"
+	@echo "Try:"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/customers/12347/offers?k=5&channel=email'"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/customers/12347'                  # stage, churn risk, best send time"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/customers/new-customer-1/offers?k=3'   # cold start"
@@ -102,6 +104,13 @@ campaign: install
 	mkdir -p reports
 	NBO_CLOCK=$(DEMO_CLOCK) NBO_CATALOG=$(CATALOG) $(BIN)/nbo batch --models-dir $(MODELS_DIR) \
 		--customers all --k 10 --channel email --out reports/campaign.parquet
+
+# The README's screenshots of the dashboard (docs/dashboard/*.png) on the bundled sample:
+# the published model of $(MODELS_DIR) (trained first when there is none) served at the demo
+# clock, with an offer history the script posts through the API; needs Debian's chromium.
+dashboard-screenshots: install
+	[ -f $(MODELS_DIR)/CURRENT ] || $(MAKE) train
+	$(BIN)/python docs/dashboard/screenshots.py --models-dir $(MODELS_DIR)
 
 # The interactive API docs' scripts, served by nbo itself (deployments may have no internet):
 # Swagger UI and ReDoc from their official npm packages, at the versions FastAPI's defaults

@@ -102,7 +102,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.catalog = CatalogHolder(settings.catalog)
     app.state.reloader = Reloader(settings, app.state.models, app.state.catalog)
     install_error_handlers(app)
-    install_api_docs(app)
     for router in (
         offers.router,
         profiles.router,
@@ -118,5 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin.router,
     ):
         app.include_router(router)
+    # After the API's routes: a request for offers never tries the pages' paths first.
+    install_api_docs(app)
     install_dashboard(app)
     return app
