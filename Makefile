@@ -15,7 +15,7 @@ PORT ?= 8000
 # The demo's offer catalogue: products, a win-back, a loyalty reward and a welcome offer.
 CATALOG ?= data/catalog.yaml
 
-.PHONY: demo test test-postgres install lock lint format bench train serve clean campaign
+.PHONY: demo test test-postgres install lock lint format bench train serve clean campaign api-docs-assets dashboard-screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,7 +54,9 @@ serve: install
 
 demo: train
 	@echo ""
-	@echo "nbo is starting on http://127.0.0.1:$(PORT) (clock pinned to $(DEMO_CLOCK)). Try:"
+	@echo "nbo is starting on http://127.0.0.1:$(PORT) (clock pinned to $(DEMO_CLOCK))."
+	@echo "  The dashboard: http://127.0.0.1:$(PORT)/dashboard   (in a browser: the model, offers going out, a customer, experiments, models)"
+	@echo "Try:"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/customers/12347/offers?k=5&channel=email'"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/customers/12347'                  # stage, churn risk, best send time"
 	@echo "  curl -s 'http://127.0.0.1:$(PORT)/v1/customers/new-customer-1/offers?k=3'   # cold start"
@@ -84,6 +86,8 @@ test: lint
 	@[ -n "$$NBO_TEST_POSTGRES_URL" ] || echo "The store's PostgreSQL tests were skipped: \
 	run make test-postgres (a throwaway server; needs PostgreSQL's initdb and pg_ctl, \
 	Debian's postgresql package) or set NBO_TEST_POSTGRES_URL=postgresql://..."
+	@[ -n "$$NBO_TEST_CHROMIUM" ] || command -v chromium >/dev/null || echo "The dashboard's \
+	browser tests were skipped: no chromium (apt-get install chromium, Debian's package)"
 
 # make test beside a throwaway PostgreSQL server on loopback (.ci/with-postgres), as CI runs it.
 test-postgres:
@@ -100,3 +104,37 @@ campaign: install
 	mkdir -p reports
 	NBO_CLOCK=$(DEMO_CLOCK) NBO_CATALOG=$(CATALOG) $(BIN)/nbo batch --models-dir $(MODELS_DIR) \
 		--customers all --k 10 --channel email --out reports/campaign.parquet
+
+# The README's screenshots of the dashboard (docs/dashboard/*.png) on the bundled sample:
+# the published model of $(MODELS_DIR) (trained first when there is none) served at the demo
+# clock, with an offer history the script posts through the API; needs Debian's chromium.
+dashboard-screenshots: install
+	[ -f $(MODELS_DIR)/CURRENT ] || $(MAKE) train
+	$(BIN)/python docs/dashboard/screenshots.py --models-dir $(MODELS_DIR)
+
+# The interactive API docs' scripts, served by nbo itself (deployments may have no internet):
+# Swagger UI and ReDoc from their official npm packages, at the versions FastAPI's defaults
+# follow (swagger-ui-dist 5, redoc 2), with their licences, into the package's static
+# folder. Needs npm; the files are committed, so only a version bump runs this. ReDoc's
+# sidebar shows Redocly's logo from their CDN (no option turns it off): the bundle's one
+# address on the internet becomes an empty inline image, so /redoc requests nothing from
+# elsewhere (tests/service/dashboard/test_browser.py checks it in Chromium).
+REDOC_LOGO := https://cdn.redoc.ly/redoc/logo-mini.svg
+EMPTY_SVG := data:image/svg+xml,%3Csvg xmlns=%27http://www.w3.org/2000/svg%27/%3E
+SWAGGER_UI_VERSION ?= 5.35.0
+REDOC_VERSION ?= 2.5.4
+API_DOCS_ASSETS := src/nbo/service/static/apidocs
+
+api-docs-assets:
+	rm -rf $(API_DOCS_ASSETS).tmp && mkdir -p $(API_DOCS_ASSETS).tmp
+	cd $(API_DOCS_ASSETS).tmp && npm pack --silent swagger-ui-dist@$(SWAGGER_UI_VERSION) redoc@$(REDOC_VERSION) \
+		&& mkdir swagger redoc && tar xzf swagger-ui-dist-*.tgz -C swagger && tar xzf redoc-*.tgz -C redoc
+	mkdir -p $(API_DOCS_ASSETS)
+	cd $(API_DOCS_ASSETS).tmp/swagger/package && cp swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt \
+		swagger-ui.css favicon-32x32.png NOTICE ../../../apidocs/ && cp LICENSE ../../../apidocs/swagger-ui-dist.LICENSE
+	cd $(API_DOCS_ASSETS).tmp/redoc/package && cp bundles/redoc.standalone.js \
+		bundles/redoc.standalone.js.LICENSE.txt ../../../apidocs/ && cp LICENSE ../../../apidocs/redoc.LICENSE
+	sed -i 's|$(REDOC_LOGO)|$(EMPTY_SVG)|' $(API_DOCS_ASSETS)/redoc.standalone.js
+	printf 'swagger-ui-dist %s\nredoc %s (its Redocly logo URL made an empty inline image)\n' \
+		$(SWAGGER_UI_VERSION) $(REDOC_VERSION) > $(API_DOCS_ASSETS)/VERSIONS
+	rm -rf $(API_DOCS_ASSETS).tmp

@@ -89,6 +89,18 @@ def test_recorded_batch_counts_against_the_frequency_cap(
     assert _batch("--customers", "all", "--k", "3", "--out", str(out), "--record") == 0
     rows = pd.read_csv(out, dtype={"customer_id": str})
     assert (rows["rank"] > 0).any()
+    # Each impression says what the row says: the offer's kind and source, the stage.
+    shown = rows[(rows["customer_id"] == "a03") & (rows["rank"] > 0)]
+    events = [e for e in client.app.state.store.events_of("a03") if e["type"] == "offer_impression"]
+    assert sorted((e["item_id"], e["kind"], e["source"], e["stage"]) for e in events) == sorted(
+        zip(
+            shown["item_id"].fillna(shown["offer_id"]),
+            shown["kind"],
+            shown["reason_source"],
+            shown["stage"],
+            strict=True,
+        )
+    )
     # Email allows one delivery a week: the real-time call after the campaign is capped.
     answer = client.get("/v1/customers/a03/offers?k=3&record=true").json()
     assert answer["suppressed_reason"] == "frequency_cap"

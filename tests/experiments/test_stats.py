@@ -320,7 +320,8 @@ def test_a_variant_with_nobody_exposed_does_not_crash() -> None:
     loaded = round_trip(report)
     assert loaded["variants"][1]["conversion_rate"] is None  # type: ignore[index]
     page = report_html(report)
-    assert "model" in page and len(pngs(page)) == 1
+    # The variants' chart and the uplift chart.
+    assert "model" in page and len(pngs(page)) == 2
 
 
 def test_the_report_is_strict_json_with_plain_types() -> None:
@@ -392,8 +393,10 @@ def test_the_page_is_self_contained_and_shows_the_srm_warning_first() -> None:
     assert "Wilson" in page  # the caption says which interval the bars show
     assert "+2.50 pp" in page  # 12.5% against 10%
     assert "+25.0%" in page  # relative uplift as a percentage
-    (png,) = pngs(page)
-    assert png.startswith(b"\x89PNG")
+    # The variants' chart, then the uplift of the variant over the control.
+    variants, uplift = pngs(page)
+    assert variants.startswith(b"\x89PNG") and uplift.startswith(b"\x89PNG")
+    assert "uplift of each variant over the control" in page
     without_images = re.sub(r"data:image/png;base64,[^\"]+", "", page)
     assert "<script" not in without_images.lower()
     assert "http" not in without_images.lower()
@@ -406,4 +409,6 @@ def test_the_page_without_a_control() -> None:
     assert "<h1>Experiment exp</h1>" in page
     assert "No comparisons" in page
     assert "SAMPLE RATIO MISMATCH" not in page
-    assert pngs(page)[0].startswith(b"\x89PNG")
+    # The variants' chart only: there is no uplift without a control.
+    (png,) = pngs(page)
+    assert png.startswith(b"\x89PNG")

@@ -42,6 +42,12 @@ ROUTE_ROLES = {
     ("DELETE", "/v1/customers/{customer_id}"): Role.admin,
     ("GET", "/v1/customers/{customer_id}/data"): Role.admin,
     ("POST", "/v1/admin/reload"): Role.admin,
+    ("GET", "/dashboard"): Role.read,
+    ("GET", "/dashboard/offers"): Role.read,
+    ("GET", "/dashboard/customer"): Role.read,
+    ("GET", "/dashboard/experiments"): Role.read,
+    ("GET", "/dashboard/experiments/{name}"): Role.read,
+    ("GET", "/dashboard/models"): Role.read,
 }
 
 

@@ -94,6 +94,26 @@ def test_only_bad_events_answer_422_with_the_reasons(client: TestClient) -> None
     assert body["accepted"] == [] and "customer_id" in body["rejected"][0]["reason"]
 
 
+def test_an_impression_states_only_known_kinds_sources_and_stages(client: TestClient) -> None:
+    """What an impression says the answer said (kind, source, stage: what the dashboard
+    counts offers going out by) is checked like any other field."""
+    shown = {
+        "event_id": "i1",
+        "type": "offer_impression",
+        "customer_id": "a00",
+        "item_id": "A01",
+        "timestamp": TODAY,
+        "kind": "product",
+        "source": "cf",
+        "stage": "at_risk",
+    }
+    assert client.post("/v1/events", json=shown).json()["accepted"] == ["i1"]
+    for name, bad in (("kind", "coupon"), ("stage", "dormant"), ("source", "x" * 65)):
+        answer = client.post("/v1/events", json={**shown, "event_id": "i2", name: bad})
+        assert answer.status_code == 422
+        assert answer.json()["rejected"][0]["reason"].startswith(name), answer.json()
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

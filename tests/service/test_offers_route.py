@@ -239,6 +239,11 @@ def test_each_item_of_a_category_offer_is_its_own_offer_in_answers(
     finally:
         store.close()
     assert sorted(e["item_id"] for e in impressions) == sorted(shown)
+    # Each impression says what the answer said: the offer's kind and source, the stage.
+    said = {o["item_id"]: (o["kind"], o["reason"]["source"]) for o in first["offers"]}
+    for event in impressions:
+        assert (event["kind"], event["source"]) == said[event["item_id"]]
+        assert event["stage"] == first["stage"]
 
 
 # --- contact policies over recorded deliveries ----------------------------------------

@@ -17,7 +17,14 @@ from nbo.core.errors import ConfigError
 from nbo.data.events import Event, parse_events
 from nbo.offers.state import DEFAULT_CONSENT, ContactHistory
 from nbo.store import open_store, read_erased_ids, read_pseudonym_key
-from nbo.store.base import BatchOutput, Delivery, Store
+from nbo.store.base import (
+    BatchOutput,
+    Delivery,
+    DeliveryCount,
+    OfferActivity,
+    ResponseCount,
+    Store,
+)
 from nbo.store.migrations import MIGRATIONS
 
 SINCE = 1_760_000_000  # 2025-10-09
@@ -266,6 +273,61 @@ def test_the_experiment_log_has_first_tagged_events_and_conversions(store: Store
     ]
     assert log.conversions == [("c1", 1767484800, 7.5)]
     assert store.experiment_log("none").tagged == []
+
+
+def test_offer_activity_counts_deliveries_and_their_answers_per_day(store: Store) -> None:
+    """Impressions per day, channel, kind, source and stage (NULL first, then byte
+    order); one counts as clicked or converted only on a later answer of the same
+    customer to the same offer inside the period read; responses per day and channel
+    with their revenue."""
+    shown = {"kind": "product", "source": "cf", "stage": "active"}
+
+    def event(what: str, event_id: str, customer: str, item: str, ts: str, **more: object) -> Event:
+        body = {"event_id": event_id, "type": f"offer_{what}", "customer_id": customer}
+        return parsed({**body, "item_id": item, "timestamp": ts, "channel": "email", **more})
+
+    def shown_to(event_id: str, customer: str, item: str, ts: str, **more: object) -> Event:
+        return event("impression", event_id, customer, item, ts, **{**shown, **more})
+
+    store.add_events(
+        [
+            shown_to("i1", "c1", "A", "2026-06-01T10:00:00Z"),
+            shown_to("i2", "c2", "A", "2026-06-01T11:00:00Z"),
+            shown_to("i3", "c3", "A", "2026-06-01T12:00:00Z"),
+            shown_to("i6", "c5", "A", "2026-06-01T12:30:00Z", stage="at_risk"),
+            # Posted by clients without what the answer said (one without a channel).
+            event("impression", "i4", "c1", "win", "2026-06-02T09:00:00Z", channel="app"),
+            event("impression", "i5", "c4", "B", "2026-06-02T09:30:00Z", channel=None),
+            # c1 answers A later the same day: clicked and converted.
+            event("click", "k1", "c1", "A", "2026-06-01T10:05:00Z"),
+            event("conversion", "v1", "c1", "A", "2026-06-01T10:10:00Z", revenue=12.5),
+            # c2 clicked before being shown A: not an answer to it.
+            event("click", "k2", "c2", "A", "2026-06-01T10:59:00Z"),
+            # c3 converted on another offer: not an answer to A.
+            event("conversion", "v3", "c3", "B", "2026-06-01T13:00:00Z", revenue=3.0),
+            # c1 converts on the app's offer after the period read: not counted.
+            event("conversion", "v4", "c1", "win", "2026-06-05T00:00:00Z", channel="app"),
+            # Before the period: left out.
+            shown_to("i0", "c9", "A", "2026-05-30T10:00:00Z"),
+        ]
+    )
+    since, until = 1_780_272_000, 1_780_444_800  # 2026-06-01 and 2026-06-03, 00:00 UTC
+    activity = store.offer_activity(since, until)
+    day = since // 86_400
+    assert activity.deliveries == [
+        DeliveryCount(day, "email", "product", "cf", "active", 3, 1, 1),
+        DeliveryCount(day, "email", "product", "cf", "at_risk", 1, 0, 0),
+        DeliveryCount(day + 1, None, None, None, None, 1, 0, 0),
+        DeliveryCount(day + 1, "app", None, None, None, 1, 0, 0),
+    ]
+    assert activity.responses == [
+        ResponseCount(day, "offer_click", "email", 2, 0.0),
+        ResponseCount(day, "offer_conversion", "email", 2, 15.5),
+    ]
+    assert store.offer_activity(until, until + 86_400) == OfferActivity([], [])
+    # The conversion after the period counts once the period reaches it.
+    later = store.offer_activity(since, until + 3 * 86_400)
+    assert later.deliveries[-1] == DeliveryCount(day + 1, "app", None, None, None, 1, 0, 1)
 
 
 # -- consent and erasure ---------------------------------------------------------------------

@@ -44,7 +44,7 @@ from nbo.models.send_time import next_send_at
 from nbo.models.served import ServingModel
 from nbo.offers.decision import Occasion
 from nbo.offers.ranking import OfferTable
-from nbo.runtime.decide import Context, Decided, contact_policy, decide_customers
+from nbo.runtime.decide import Context, Decided, contact_policy, decide_customers, everyone
 from nbo.runtime.deliver import deliver_customers, impressions_of
 from nbo.settings import Settings
 from nbo.store import open_store
@@ -102,11 +102,7 @@ def select_customers(spec: str, model: ServingModel, store: Store) -> Selection:
                 raise BatchError(
                     f"--customers {spec}: unknown stage '{stage}' (one of {', '.join(STAGES)})"
                 )
-        known = [str(c) for c in model.customers.ids]
-        posted = [c for c in store.customers_with_purchases() if model.customers.get(c) is None]
-        erased = set(store.erased_ids())
-        ids = [c for c in (*known, *sorted(posted)) if c not in erased]
-        return Selection(ids, stage, spec)
+        return Selection(everyone(model, store), stage, spec)
     return Selection(_ids_from_file(Path(spec)), None, spec)
 
 

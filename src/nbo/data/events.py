@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from nbo.core.ids import Id, check_id, id_problem
+from nbo.core.vocabulary import OfferKind, Stage
 
 MAX_BATCH = 1000  # events per request
 # Lines per purchase event: the largest order of a known customer in the Online Retail
@@ -164,6 +165,14 @@ class _OfferEvent(_Event):
 
 class ImpressionEvent(_OfferEvent):
     type: Literal["offer_impression"]
+    # What the offers answer said of the offer and the customer, for the dashboard's
+    # counts of offers going out by kind, source and stage (the service fills them in
+    # when it records an answer; a client posting impressions may copy them).
+    kind: OfferKind | None = Field(None, description="the offer's kind in the offers answer")
+    source: Name | None = Field(
+        None, description="the offer's reason.source in the offers answer (buy_again, cf, ...)"
+    )
+    stage: Stage | None = Field(None, description="the customer's stage in the offers answer")
 
 
 class ClickEvent(_OfferEvent):

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from nbo.experiments.stats import SRM_WARNING
 
-_CSS = """
+REPORT_CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;
        max-width: 72rem; padding: 0 1rem; color: #222; line-height: 1.45; }
 h1 { font-size: 1.5rem; } h2 { margin-top: 2rem; font-size: 1.2rem;
@@ -51,12 +51,23 @@ def report_html(report: Mapping[str, Any], title: str | None = None) -> str:
     page must not miss that the comparisons below it cannot be trusted.
     """
     heading = title or f"Experiment {report.get('experiment', '')}"
-    level = _level(report)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{_e(heading)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{_e(heading)}</title><style>{REPORT_CSS}</style></head><body>",
         f"<h1>{_e(heading)}</h1>",
+        report_sections(report),
+        "</body></html>\n",
+    ]
+    return "\n".join(parts)
+
+
+def report_sections(report: Mapping[str, Any]) -> str:
+    """The report's sections without a page around them (dates, warnings, variants, the
+    sample ratio, the comparisons, the charts): the HTML file and the service's
+    dashboard show the same (its classes are styled by ``REPORT_CSS``)."""
+    level = _level(report)
+    parts = [
         _dates_html(report),
         _warnings_html(report.get("warnings", [])),
         "<h2>Variants</h2>",
@@ -66,7 +77,6 @@ def report_html(report: Mapping[str, Any], title: str | None = None) -> str:
         _comparisons_table(report, level),
         "<h2>Charts</h2>",
         _figure_html(report, level),
-        "</body></html>\n",
     ]
     return "\n".join(part for part in parts if part)
 
@@ -254,7 +264,17 @@ def _figure_html(report: Mapping[str, Any], level: str) -> str:
         "Grey bars are the control."
     )
     alt = "conversion rate and revenue per exposed customer per variant"
-    return f'<img src="{uri}" alt="{_e(alt)}">\n<p class="note">{_e(caption)}</p>'
+    figure = f'<img src="{uri}" alt="{_e(alt)}">\n<p class="note">{_e(caption)}</p>'
+    if not report.get("comparisons"):
+        return figure
+    uplift = "data:image/png;base64," + base64.b64encode(_uplift_png(report)).decode("ascii")
+    note = (
+        f"Each variant minus the control, with the {level} confidence interval of the "
+        "difference (Wald for conversion, Welch for revenue): an interval that crosses 0 "
+        "is no evidence of a difference."
+    )
+    alt = "uplift of each variant over the control with its confidence interval"
+    return f'{figure}\n<img src="{uplift}" alt="{_e(alt)}">\n<p class="note">{_e(note)}</p>'
 
 
 def _variants_png(report: Mapping[str, Any]) -> bytes:
@@ -305,6 +325,52 @@ def _variants_png(report: Mapping[str, Any]) -> bytes:
         axes.set_axisbelow(True)
     buffer = io.BytesIO()
     # No software/date metadata: the same report gives the same bytes.
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _uplift_png(report: Mapping[str, Any]) -> bytes:
+    """Two panels: each variant's difference from the control in conversion rate
+    (percentage points) and in revenue per exposed customer, with the interval of the
+    difference; a comparison without an interval has a point only."""
+    comparisons = list(report.get("comparisons", []))
+    names = [f"{c['variant']} vs {c['against']}" for c in comparisons]
+    figure = Figure(
+        figsize=(max(7.0, 1.6 * len(comparisons) + 3.0), 3.4), dpi=100, layout="constrained"
+    )
+    FigureCanvasAgg(figure)
+    panels = zip(
+        figure.subplots(1, 2),
+        (
+            ("conversion", "conversion rate (pp)", 100.0),
+            ("revenue_per_exposed", "revenue per exposed", 1.0),
+        ),
+        strict=True,
+    )
+    ys = np.arange(len(comparisons))
+    for axes, (key, label, scale) in panels:
+        values = np.array([_nan(c.get(key, {}).get("difference")) * scale for c in comparisons])
+        low = np.array([_nan(c.get(key, {}).get("ci_low")) * scale for c in comparisons])
+        high = np.array([_nan(c.get(key, {}).get("ci_high")) * scale for c in comparisons])
+        drawn = np.isfinite(values)
+        axes.axvline(0.0, color="tab:gray", linewidth=1)
+        with_ci = drawn & np.isfinite(low) & np.isfinite(high)
+        if with_ci.any():
+            errors = np.vstack(
+                [values[with_ci] - low[with_ci], high[with_ci] - values[with_ci]]
+            ).clip(min=0)
+            axes.errorbar(
+                values[with_ci], ys[with_ci], xerr=errors, fmt="none", ecolor="black", capsize=4
+            )
+        axes.plot(values[drawn], ys[drawn], "o", color="tab:blue")
+        axes.set_yticks(ys)
+        axes.set_yticklabels(names, fontsize=9)
+        axes.set_ylim(-0.6, len(comparisons) - 0.4)
+        axes.invert_yaxis()
+        axes.set_title(f"uplift: {label}", fontsize=11)
+        axes.grid(True, axis="x", linewidth=0.3)
+        axes.set_axisbelow(True)
+    buffer = io.BytesIO()
     figure.savefig(buffer, format="png", metadata={"Software": None})
     return buffer.getvalue()
 

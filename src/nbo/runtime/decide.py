@@ -165,6 +165,16 @@ def decide_states(
     ]
 
 
+def everyone(model: ServingModel, store: Store) -> list[str]:
+    """Every customer the model and the store know, less the erased: the model's
+    customers in its order, then those known only from posted purchases, sorted (what a
+    campaign for ``all`` covers, and the customers the dashboard counts)."""
+    known = [str(c) for c in model.customers.ids]
+    posted = [c for c in store.customers_with_purchases() if model.customers.get(c) is None]
+    erased = set(store.erased_ids())
+    return [c for c in (*known, *sorted(posted)) if c not in erased]
+
+
 def profiles_now(
     model: ServingModel,
     store: Store,

@@ -23,7 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
+from nbo.core.vocabulary import OfferKind, Stage
 from nbo.data.events import ImpressionEvent
 from nbo.offers.decision import Occasion
 from nbo.offers.state import ContactHistory
@@ -89,16 +91,34 @@ def deliver_customers(
     return context.store.deliver(customer_ids, record)
 
 
+def delivery_preview(
+    context: Context, customer_ids: Sequence[str], occasion: Occasion
+) -> list[Decided]:
+    """What a delivery on ``occasion`` would answer now, recorded nowhere and under no
+    lock: whether the channel's frequency cap would hold it back, and when it allows the
+    next (the dashboard's customer page). A delivery that goes out is decided again by
+    ``deliver_customers``, under the customers' locks."""
+    if not occasion.delivery:
+        raise ValueError("a preview of a delivery needs a delivery occasion")
+    since = contact_window_start(context, occasion)
+    forget_erased(context.models, context.store, customer_ids)
+    states = read_states(context.store, customer_ids, since, context.max_posted_lines)
+    decided = decide_states(context, customer_ids, states, occasion)
+    return [one for one in decided if one is not None]
+
+
 def impressions_of(
     decided: Decided, channel: str, at: datetime, delivery_id: str, request_id: str
 ) -> list[ImpressionEvent]:
     """The impressions of one delivered answer, one per offer (event id
     ``{delivery_id}-{rank}``), tagged with ``request_id`` (what the frequency cap counts
-    as one delivery) and the experiment and variant that answered."""
+    as one delivery), the experiment and variant that answered, and the offer's kind and
+    source and the customer's stage (what the dashboard counts offers going out by)."""
     ranking = decided.decision.ranking
     if ranking is None or not ranking.has_offers:
         return []
     assignment = decided.assignment
+    stage = cast(Stage | None, decided.decision.profile.stage)
     return [
         ImpressionEvent(
             type="offer_impression",
@@ -110,6 +130,9 @@ def impressions_of(
             request_id=request_id,
             experiment=assignment.experiment,
             variant=assignment.variant,
+            kind=cast(OfferKind, offer.kind),
+            source=offer.reason.source,
+            stage=stage,
         )
         for offer in ranking.offers
     ]

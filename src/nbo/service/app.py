@@ -15,6 +15,8 @@ from nbo.core.apikeys import KeyRing
 from nbo.core.errors import ArtifactError
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
+from nbo.service.apidocs import install_api_docs
+from nbo.service.dashboard.routes import install_dashboard
 from nbo.service.errors import install_error_handlers
 from nbo.service.middleware import ObservedFastAPI
 from nbo.service.prometheus import build_metrics
@@ -77,6 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Next-best-offer recommendations from first-party purchase history.",
         lifespan=lifespan,
+        # The docs pages are nbo's own (``service/apidocs.py``): FastAPI's load their
+        # scripts from a CDN, and a deployment may have no internet.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     # No keys: every route open (nbo serve then listens on loopback only).
@@ -111,4 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin.router,
     ):
         app.include_router(router)
+    # After the API's routes: a request for offers never tries the pages' paths first.
+    install_api_docs(app)
+    install_dashboard(app)
     return app

@@ -10,13 +10,16 @@ role      routes
 read      ``GET /v1/customers/{id}/offers``, ``GET /v1/customers/{id}`` (profile),
           ``GET /v1/customers/{id}/consent``, ``GET /v1/items/{id}/similar``,
           ``GET /v1/model``, ``GET /v1/models``, ``GET /v1/catalog``,
-          ``GET /v1/experiments``, ``GET /v1/experiments/{name}/report``
+          ``GET /v1/experiments``, ``GET /v1/experiments/{name}/report``; the dashboard's
+          pages ``GET /dashboard``, ``/dashboard/offers``, ``/dashboard/customer``,
+          ``/dashboard/experiments``, ``/dashboard/experiments/{name}``,
+          ``/dashboard/models`` (the key in a header or the sign-in cookie)
 write     ``POST /v1/events``, ``PUT /v1/customers/{id}/consent``
 admin     ``DELETE /v1/customers/{id}`` (erasure);
           ``GET /v1/customers/{id}/data`` (the export of everything held on a customer:
           admin, like erasure, because it hands out a whole record at once);
           ``POST /v1/admin/reload`` (model and catalogue swaps); any experiment change
-open      ``OPEN_PATHS``: health checks, the API docs and ``/metrics``
+open      ``OPEN_PATHS``: health checks, the API docs (and their scripts) and ``/metrics``
 ========  ==============================================================================
 
 ``/metrics`` stays open so Prometheus can scrape it without a key: it exposes counts,
@@ -26,9 +29,13 @@ never a customer id, a request body or a key.
 Without configured keys (``NBO_API_KEYS`` empty) every route is open: the local mode, which
 ``nbo serve`` allows on loopback only (``nbo.core.apikeys.check_bind``).
 
-A key comes in ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. No key, or one
-not recognised: 401 with ``WWW-Authenticate: Bearer``; a key whose role is too low: 403
-naming the role needed. Both are JSON bodies from ``service/errors.py``. A failed check
+A key comes in ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; on the dashboard's
+pages (``requires(role, cookie=True)``) also in the cookie its sign-in form sets
+(``KEY_COOKIE``: a link cannot carry a header). The cookie is read on those routes only, all
+of them ``GET`` and read-only, so a page on another site that makes the browser send it
+can change nothing. No key, or one not recognised: 401 with ``WWW-Authenticate: Bearer``;
+a key whose role is too low: 403 naming the role needed. Both are JSON bodies from
+``service/errors.py`` (the dashboard answers a browser with a page). A failed check
 logs the key's id when the id is configured, else nothing of the key; never the key or
 its hash.
 
@@ -67,6 +74,12 @@ OPEN_PATHS = frozenset(
         "/docs",
         "/docs/oauth2-redirect",
         "/redoc",
+        # The docs pages' scripts and the dashboard's styles (static files: no data).
+        "/static/apidocs",
+        "/dashboard/static",
+        # Signing in to the dashboard (and out): they only set or clear its cookie.
+        "/dashboard/sign-in",
+        "/dashboard/sign-out",
     }
 )
 
@@ -83,6 +96,10 @@ _api_key_header = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="an nbo API key, when Bearer is not an option"
 )
 
+# The dashboard's sign-in keeps the key here: HttpOnly (no script reads it), SameSite=Strict
+# (no other site's page sends it), path /dashboard (no other route sees it).
+KEY_COOKIE = "nbo_key"
+
 Check = Callable[..., Awaitable[None]]
 _ROLE_OF: dict[Check, Role] = {}
 
@@ -92,7 +109,7 @@ def key_ring_of(request: Request) -> KeyRing:
     return ring
 
 
-def _make_check(needed: Role) -> Check:
+def _make_check(needed: Role, cookie: bool = False) -> Check:
     async def check(
         request: Request,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
@@ -106,6 +123,8 @@ def _make_check(needed: Role) -> Check:
             key, field = bearer.credentials, "Authorization"
         elif api_key:
             key, field = api_key, "X-API-Key"
+        elif cookie and request.cookies.get(KEY_COOKIE):
+            key, field = request.cookies[KEY_COOKIE], "Cookie"
         else:
             log.info("request without an API key refused: %s %s", request.method, _route(request))
             raise Unauthorized(
@@ -148,13 +167,14 @@ def _make_check(needed: Role) -> Check:
     return check
 
 
-_CHECKS = {role: _make_check(role) for role in Role}
+_CHECKS = {(role, cookie): _make_check(role, cookie) for role in Role for cookie in (False, True)}
 
 
-def requires(role: Role) -> Any:
+def requires(role: Role, cookie: bool = False) -> Any:
     """The dependency a router or route lists to need ``role`` (or a higher one):
-    ``APIRouter(dependencies=[requires(Role.read)], responses=AUTH_RESPONSES)``."""
-    return Depends(_CHECKS[role])
+    ``APIRouter(dependencies=[requires(Role.read)], responses=AUTH_RESPONSES)``.
+    ``cookie``: the key may come in ``KEY_COOKIE`` too (the dashboard's read-only pages)."""
+    return Depends(_CHECKS[(role, cookie)])
 
 
 class _Routed(Protocol):

@@ -1,13 +1,17 @@
-"""Every error becomes a JSON body here, in one place: never a stack trace, never HTML."""
+"""Every error becomes a JSON body here, in one place: never a stack trace. A part of the
+app that serves pages to people (the dashboard) may answer its own requests' errors as a
+page instead: it sets ``app.state.error_pages`` (``ErrorPages``), asked first."""
 
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from nbo.service.reload import ReloadRefused, VersionNotFound
 from nbo.service.schemas import ErrorDetail, ErrorResponse
@@ -56,6 +60,22 @@ class Forbidden(Exception):
         super().__init__(message)
 
 
+class ErrorPages(Protocol):
+    """Renders an error as a page for the requests it serves (else None: JSON)."""
+
+    def __call__(self, request: Request, status: int, message: str) -> Response | None: ...
+
+
+def _page(
+    request: Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> Response | None:
+    pages: ErrorPages | None = getattr(request.app.state, "error_pages", None)
+    page = None if pages is None else pages(request, status, message)
+    if page is not None and headers:
+        page.headers.update(headers)
+    return page
+
+
 def _body(
     status: int,
     error: str,
@@ -69,7 +89,7 @@ def _body(
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         details = []
         for error in exc.errors():
             location = [
@@ -77,11 +97,11 @@ def install_error_handlers(app: FastAPI) -> None:
             ]
             details.append(ErrorDetail(field=".".join(location) or "request", problem=error["msg"]))
         message = "; ".join(f"{d.field}: {d.problem}" for d in details)
-        return _body(422, "validation_error", message, details)
+        return _page(request, 422, message) or _body(422, "validation_error", message, details)
 
     @app.exception_handler(NotFound)
-    async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
-        return _body(
+    async def _not_found(request: Request, exc: NotFound) -> Response:
+        return _page(request, 404, str(exc)) or _body(
             404, "not_found", str(exc), [ErrorDetail(field=exc.field, problem=exc.problem)]
         )
 
@@ -91,20 +111,23 @@ def install_error_handlers(app: FastAPI) -> None:
         return _body(422, "validation_error", str(exc), [detail])
 
     @app.exception_handler(NotReady)
-    async def _not_ready(_request: Request, exc: NotReady) -> JSONResponse:
-        return _body(503, "not_ready", str(exc) or "no model loaded yet", [])
+    async def _not_ready(request: Request, exc: NotReady) -> Response:
+        message = str(exc) or "no model loaded yet"
+        return _page(request, 503, message) or _body(503, "not_ready", message, [])
 
     @app.exception_handler(Unauthorized)
-    async def _unauthorized(_request: Request, exc: Unauthorized) -> JSONResponse:
+    async def _unauthorized(request: Request, exc: Unauthorized) -> Response:
         detail = ErrorDetail(field=exc.field, problem=exc.problem)
         # The challenge tells a client which scheme to answer with (RFC 9110, 11.6.1).
         headers = {"WWW-Authenticate": "Bearer"}
-        return _body(401, "unauthorized", str(exc), [detail], headers)
+        return _page(request, 401, str(exc), headers) or _body(
+            401, "unauthorized", str(exc), [detail], headers
+        )
 
     @app.exception_handler(Forbidden)
-    async def _forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
+    async def _forbidden(request: Request, exc: Forbidden) -> Response:
         detail = ErrorDetail(field=exc.field, problem=exc.problem)
-        return _body(403, "forbidden", str(exc), [detail])
+        return _page(request, 403, str(exc)) or _body(403, "forbidden", str(exc), [detail])
 
     @app.exception_handler(VersionNotFound)
     async def _no_version(_request: Request, exc: VersionNotFound) -> JSONResponse:
@@ -121,11 +144,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return _body(503, "store_unavailable", str(exc), [], {"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         error = "not_found" if exc.status_code == 404 else "http_error"
-        return _body(exc.status_code, error, str(exc.detail), [])
+        return _page(request, exc.status_code, str(exc.detail)) or _body(
+            exc.status_code, error, str(exc.detail), []
+        )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error: %s", type(exc).__name__)
-        return _body(500, "internal_error", "internal error; see the service log", [])
+        message = "internal error; see the service log"
+        return _page(request, 500, message) or _body(500, "internal_error", message, [])

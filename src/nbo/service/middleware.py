@@ -19,9 +19,11 @@ import uuid
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nbo.core.pseudonyms import Pseudonyms
+from nbo.service.apidocs import DOCS, OAUTH2_REDIRECT, REDOC
 from nbo.service.body_limit import BodyLimit
 from nbo.service.logs import REQUEST_ID
 from nbo.service.prometheus import UNMATCHED, Metrics, method_label
@@ -62,6 +64,7 @@ class RequestMiddleware:
         log_access: bool,
         plain_routes: frozenset[str] = frozenset(),
         pseudonyms: Callable[[], Pseudonyms | None] = lambda: None,
+        mounts: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.metrics = metrics
@@ -72,6 +75,8 @@ class RequestMiddleware:
         # Fixed paths served by routes that leave no route in the scope (FastAPI's
         # /docs, /redoc, /openapi.json): labelled by their path, a bounded set.
         self.plain_routes = plain_routes
+        # Folders of static files: a file is labelled by its folder.
+        self.mounts = tuple(sorted(mounts, key=len, reverse=True))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,7 +109,12 @@ class RequestMiddleware:
 
     def _plain_route(self, scope: Scope) -> str:
         path = scope.get("path")
-        return path if path in self.plain_routes else UNMATCHED
+        if path in self.plain_routes:
+            return str(path)
+        for mount in self.mounts:
+            if isinstance(path, str) and path.startswith(mount + "/"):
+                return mount
+        return UNMATCHED
 
     @staticmethod
     def _log(
@@ -138,13 +148,11 @@ class ObservedFastAPI(FastAPI):
     ``create_app`` has set them."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        documentation = (
-            self.openapi_url,
-            self.docs_url,
-            self.redoc_url,
-            self.swagger_ui_oauth2_redirect_url if self.docs_url else None,
-        )
+        documentation = (self.openapi_url, DOCS, REDOC, OAUTH2_REDIRECT)
         settings = self.state.settings
+        # Static files (the docs' scripts, the dashboard's styles) count under their
+        # folder: a file's path is not a route.
+        mounts = frozenset(route.path for route in self.routes if isinstance(route, Mount))
         return RequestMiddleware(
             # Inside the request middleware: a refused body still has a request id, an
             # access line and its count in the metrics.
@@ -152,5 +160,6 @@ class ObservedFastAPI(FastAPI):
             self.state.metrics,
             log_access=settings.access_log,
             plain_routes=frozenset(path for path in documentation if path),
+            mounts=mounts,
             pseudonyms=lambda: getattr(self.state, "pseudonyms", None),
         )

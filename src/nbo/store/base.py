@@ -35,6 +35,42 @@ class ExperimentLog:
 
 
 @dataclass(frozen=True)
+class DeliveryCount:
+    """Recorded offer impressions of one day, channel, kind, source and stage, and how
+    many of them the customer answered: an impression counts as clicked (converted) when
+    the same customer posted a click (conversion) on the same offer at or after it and
+    before the end of the period read."""
+
+    day: int  # days since 1970-01-01, UTC
+    channel: str | None
+    kind: str | None  # None: an impression recorded without it (posted, or before)
+    source: str | None
+    stage: str | None
+    impressions: int
+    clicked: int
+    converted: int
+
+
+@dataclass(frozen=True)
+class ResponseCount:
+    """Posted clicks or conversions of one day and channel, and their revenue."""
+
+    day: int  # days since 1970-01-01, UTC
+    type: str  # offer_click or offer_conversion
+    channel: str | None
+    events: int
+    revenue: float
+
+
+@dataclass(frozen=True)
+class OfferActivity:
+    """The offers that went out in a period and what came of them (the dashboard's)."""
+
+    deliveries: list[DeliveryCount]
+    responses: list[ResponseCount]
+
+
+@dataclass(frozen=True)
 class StoredEvent:
     """One stored event of a customer, for the data export: the payload as posted
     (validated) and when the store received it."""
@@ -132,6 +168,8 @@ class Store(StateReader, Protocol):
     def customers_with_purchases(self) -> list[str]: ...
 
     def experiment_log(self, experiment: str) -> ExperimentLog: ...
+
+    def offer_activity(self, since: int, until: int) -> OfferActivity: ...
 
     def contacts_of(self, customer_id: str, since: int) -> ContactHistory: ...
 

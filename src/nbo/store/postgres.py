@@ -103,6 +103,9 @@ class PostgresStore(SQLStore):
     def _q(self, sql: str) -> str:
         return _with_psycopg_marks(sql)
 
+    def _json_text(self, column: str, field: str) -> str:
+        return f"({column}::json ->> '{field}')"
+
     @contextmanager
     def _reading(self) -> Iterator[Database]:
         with self._unavailable(), self._pool.connection() as db:

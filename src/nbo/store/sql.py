@@ -21,14 +21,18 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
 from nbo.core.pseudonyms import new_key
+from nbo.core.vocabulary import DAY
 from nbo.data.events import CLICK, CONVERSION, EVENT_TYPES, IMPRESSION, Event, PurchaseEvent
 from nbo.offers.state import Consent, Contact, ContactHistory, PostedPurchase
 from nbo.store.base import (
     AddResult,
     BatchOutput,
     Delivery,
+    DeliveryCount,
     ErasureReceipt,
     ExperimentLog,
+    OfferActivity,
+    ResponseCount,
     StoredEvent,
     TaggedEvent,
 )
@@ -63,6 +67,21 @@ _INSERT_LINE = (
     "INSERT INTO purchase_lines (event_id, customer_id, item_id, quantity, price, order_id, "
     "occurred_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+
+# Whether the customer of impression ``i`` answered it: a later event of the given type
+# (click, conversion) on the same offer before the end of the period, found through the
+# customer index (customer_id, type, occurred_at). Parameters: the type, the period's end.
+_ANSWERED = (
+    "CASE WHEN EXISTS (SELECT 1 FROM events r WHERE r.customer_id = i.customer_id "
+    "AND r.type = ? AND r.occurred_at >= i.occurred_at AND r.occurred_at < ? "
+    "AND r.item_id = i.item_id) THEN 1 ELSE 0 END"
+)
+
+
+def _nulls_first(row: Sequence[Any]) -> list[tuple[bool, Any]]:
+    """A sort key of a row of names that may be NULL: NULL first, then byte order (the
+    same from either backend, whatever PostgreSQL's locale)."""
+    return [(value is not None, value) for value in row]
 
 
 class SQLStore:
@@ -102,6 +121,10 @@ class SQLStore:
         self, db: Database, customer_ids: Sequence[str], limit: int | None
     ) -> dict[str, list[PostedPurchase]]:
         """``purchases_of_many`` on ``db``."""
+        raise NotImplementedError
+
+    def _json_text(self, column: str, field: str) -> str:
+        """The SQL of a top-level field of the JSON text in ``column``, as text."""
         raise NotImplementedError
 
     def _after_erasure(self) -> None:
@@ -226,6 +249,46 @@ class SQLStore:
         return ExperimentLog(
             tagged=[TaggedEvent(*row) for row in tagged],
             conversions=[(str(c), int(t), float(r)) for c, t, r in conversions],
+        )
+
+    def offer_activity(self, since: int, until: int) -> OfferActivity:
+        """Offer events from ``since`` to before ``until`` (unix seconds), counted per day
+        (``DeliveryCount``, ``ResponseCount``), in the order of their names (NULL
+        first): a few hundred rows for any number of events, so a dashboard never reads
+        the events themselves. The kind, source and stage of an impression are what the
+        answer said (its payload); impressions recorded before they were kept have none."""
+        kind, source, stage = (self._json_text("i.payload", f) for f in ("kind", "source", "stage"))
+        with self._reading() as db:
+            deliveries = db.execute(
+                self._q(
+                    f"SELECT i.occurred_at / {DAY}, i.channel, {kind}, {source}, {stage}, "
+                    f"COUNT(*), SUM({_ANSWERED}), SUM({_ANSWERED}) FROM events i "
+                    "WHERE i.type = ? AND i.occurred_at >= ? AND i.occurred_at < ? "
+                    "GROUP BY 1, 2, 3, 4, 5"
+                ),
+                (CLICK, until, CONVERSION, until, IMPRESSION, since, until),
+            ).fetchall()
+            responses = db.execute(
+                self._q(
+                    f"SELECT occurred_at / {DAY}, type, channel, COUNT(*), "
+                    "SUM(COALESCE(revenue, 0)) FROM events WHERE type IN (?, ?) "
+                    "AND occurred_at >= ? AND occurred_at < ? GROUP BY 1, 2, 3"
+                ),
+                (CLICK, CONVERSION, since, until),
+            ).fetchall()
+        return OfferActivity(
+            deliveries=[
+                DeliveryCount(int(day), channel, kind, source, stage, int(n), int(c), int(v))
+                for day, channel, kind, source, stage, n, c, v in sorted(
+                    deliveries, key=lambda row: _nulls_first(row[:5])
+                )
+            ],
+            responses=[
+                ResponseCount(int(day), kind, channel, int(count), float(revenue))
+                for day, kind, channel, count, revenue in sorted(
+                    responses, key=lambda row: _nulls_first(row[:3])
+                )
+            ],
         )
 
     def event_count(self) -> int:

@@ -189,6 +189,9 @@ class SQLiteStore(SQLStore):
                 found.setdefault(row[0], []).append(PostedPurchase(*row[1:]))
         return found
 
+    def _json_text(self, column: str, field: str) -> str:
+        return f"json_extract({column}, '$.{field}')"
+
     def _after_erasure(self) -> None:
         """Copy the write-ahead log into the file and truncate it, so the log keeps no
         old copy of erased rows. Best effort, waiting at most a quarter second for readers

@@ -1,0 +1,339 @@
+"""The dashboard's pages through the real app, against what the API answers for the same
+model, clock and store: the planted model, a posted customer, withdrawn consent,
+recorded deliveries and a conversion. The same pages in a real browser:
+test_browser.py."""
+
+from __future__ import annotations
+
+import html
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from support import CLOCK, DEMO_CATALOG, ENTRIES, KEYS, app_for, bearer
+
+from nbo.core.apikeys import Role
+from nbo.service.app import create_app
+from nbo.service.auth import KEY_COOKIE
+from nbo.settings import Settings
+from training.pipeline import TrainResult
+
+CHURN_CLOCK = "2026-07-01T00:00:00Z"  # the day after the churn data ends
+BROWSER = {"accept": "text/html,application/xhtml+xml"}
+READ = KEYS[Role.read][0]
+
+
+def cells(page: str, attribute: str) -> dict[str, str]:
+    """``<td data-ATTRIBUTE="name">text</td>`` cells of a page: name -> text."""
+    found = re.findall(rf'<td data-{attribute}="([^"]+)"[^>]*>([^<]*)</td>', page)
+    return {name: html.unescape(text) for name, text in found}
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", "").rstrip("%"))
+
+
+def by_id(page: str, element_id: str) -> str:
+    match = re.search(rf'id="{element_id}"[^>]*>([^<]*)<', page)
+    assert match, element_id
+    return html.unescape(match.group(1))
+
+
+def plant(client: TestClient) -> None:
+    """A customer only a posted purchase names, one without consent to personalization,
+    and one without consent to email."""
+    posted = client.post(
+        "/v1/events",
+        json={
+            "event_id": "p-new",
+            "type": "purchase",
+            "customer_id": "z-posted",
+            "timestamp": "2026-06-30T09:00:00Z",
+            "items": [{"item_id": "A01", "quantity": 1, "price": 2.5}],
+        },
+    )
+    assert posted.json()["accepted"] == ["p-new"]
+    for customer, consent in (
+        ("a05", {"personalization": False}),
+        ("b07", {"personalization": True, "channels": {"email": False}}),
+    ):
+        assert client.put(f"/v1/customers/{customer}/consent", json=consent).status_code == 200
+
+
+def test_the_overview_counts_every_customer_as_the_profile_route_gives_them(
+    client: TestClient, current: str
+) -> None:
+    plant(client)
+    page = client.get("/dashboard").text
+    everyone = [f"{g}{c:02d}" for g in "ab" for c in range(30)] + ["z-posted"]
+    profiles = [client.get(f"/v1/customers/{c}").json() for c in everyone]
+    assert by_id(page, "model-version") == current
+    assert number(by_id(page, "customers-total")) == len(everyone) == 61
+    stages = Counter(p["stage"] for p in profiles)
+    assert {s: number(t) for s, t in cells(page, "stage").items()} == {
+        s: float(stages.get(s, 0)) for s in ("new", "active", "at_risk", "lapsed", "loyal")
+    }
+    assert stages["new"] >= 1  # z-posted
+    assert number(by_id(page, "unprofiled")) == sum(not p["profiled"] for p in profiles) == 1
+    # The planted model has no churn model: nobody has a risk, and the page says so.
+    assert all(p["churn_risk"] is None for p in profiles)
+    assert "No customer has a churn risk" in page
+    model = client.get("/v1/model").json()
+    assert number(by_id(page, "model-customers")) == model["customers"]
+    # The trainer's figures, as the manifest has them (ranker row, ndcg@10 on all).
+    ranker = re.search(
+        r'id="quality-all".*?data-method="ranker">.*?data-metric="ndcg@10">([\d.]+)<', page, re.S
+    )
+    assert ranker and float(ranker.group(1)) == pytest.approx(
+        model["metrics"]["all"]["ranker"]["ndcg@10"], abs=5e-5
+    )
+    assert '<img class="chart" src="data:image/svg+xml;base64,' in page
+
+
+def test_the_overview_lists_the_live_offers_the_catalogue_route_gives(models_dir: Path) -> None:
+    """The demo catalogue at the test clock (2026): the Christmas 2011 offer has ended."""
+    with app_for(models_dir, catalog=DEMO_CATALOG) as client:
+        page = client.get("/dashboard").text
+        catalog = client.get("/v1/catalog").json()
+    live = [o["id"] for o in catalog["offers"] if o["live"]]
+    section = page.split('id="live-offers"')[1]
+    assert re.findall(r'<tr data-offer="([^"]+)"', section) == live
+    assert live and "christmas-2011" not in live
+    assert catalog["fingerprint"][:12] in section
+
+
+def test_the_overview_counts_stages_and_churn_risk_on_the_churn_model(
+    churn_trained: TrainResult, tmp_path: Path
+) -> None:
+    """The planted churn data (300 customers, two rhythms): every stage and risk the
+    profile route gives, counted per stage and per tenth of risk."""
+    assert churn_trained.path is not None
+    settings = Settings(models_dir=churn_trained.path.parent, clock=CHURN_CLOCK)
+    with TestClient(create_app(settings)) as client:
+        page = client.get("/dashboard").text
+        known = client.get("/v1/model").json()["customers"]
+        ids = [str(c) for c in client.app.state.models.model.customers.ids]
+        profiles = [client.get(f"/v1/customers/{c}").json() for c in ids]
+    assert number(by_id(page, "customers-total")) == len(profiles) == known
+    stages = Counter(p["stage"] for p in profiles)
+    assert len(stages) >= 3, stages
+    assert {s: number(t) for s, t in cells(page, "stage").items()} == {
+        s: float(stages.get(s, 0)) for s in ("new", "active", "at_risk", "lapsed", "loyal")
+    }
+    risks = np.array([p["churn_risk"] for p in profiles if p["churn_risk"] is not None])
+    assert len(risks) == len(profiles)
+    histogram, _ = np.histogram(risks, bins=np.linspace(0, 1, 11))
+    shown = cells(page, "risk-bin")
+    assert [number(shown[str(n)]) for n in range(10)] == histogram.tolist()
+    assert number(by_id(page, "mean-risk")) == pytest.approx(risks.mean(), abs=5e-4)
+
+
+def test_a_customer_shows_what_the_offers_route_answers_on_each_channel(
+    client: TestClient,
+) -> None:
+    plant(client)
+    for customer in ("a00", "a05", "b07", "z-posted", "never-seen"):
+        page = client.get("/dashboard/customer", params={"customer_id": customer, "k": 5}).text
+        profile = client.get(f"/v1/customers/{customer}").json()
+        assert by_id(page, "stage") == profile["stage"].replace("_", " ")
+        risk = profile["churn_risk"]
+        assert by_id(page, "churn-risk").startswith("-" if risk is None else f"{risk:.3f}")
+        for channel in ("email", "app"):
+            answer = client.get(
+                f"/v1/customers/{customer}/offers", params={"k": 5, "channel": channel}
+            ).json()
+            section = page.split(f'id="channel-{channel}"')[1].split("</section>")[0]
+            shown = re.findall(r'data-offer="([^"]+)" data-rank="(\d+)"', section)
+            assert shown == [(o["offer_id"], str(o["rank"])) for o in answer["offers"]], customer
+            priorities = [number(t) for t in re.findall(r'data-field="priority">([^<]+)<', section)]
+            assert priorities == [round(o["priority"], 3) for o in answer["offers"]]
+            reasons = [
+                html.unescape(t) for t in re.findall(r'data-field="reason">([^<]*)<', section)
+            ]
+            assert reasons == [o["reason"]["text"] for o in answer["offers"]]
+            removed = {
+                rule: number(text)
+                for rule, text in re.findall(
+                    r'data-rule="([^"]+)"><td>[^<]*</td><td class="n">([^<]+)<', section
+                )
+            }
+            assert removed == {rule: float(n) for rule, n in answer["removed"].items()}
+            if answer["suppressed_reason"]:
+                assert f'data-suppressed="{answer["suppressed_reason"]}"' in section
+    page = client.get("/dashboard/customer", params={"customer_id": "b07"}).text
+    assert 'data-suppressed="no_channel_consent"' in page.split('id="channel-email"')[1]
+
+
+def test_a_customer_page_says_when_a_delivery_is_held_by_the_frequency_cap(
+    client: TestClient,
+) -> None:
+    delivered = client.get("/v1/customers/a03/offers", params={"record": "true"}).json()
+    assert delivered["recorded"] is True
+    capped = client.get("/v1/customers/a03/offers", params={"record": "true"}).json()
+    page = client.get("/dashboard/customer", params={"customer_id": "a03"}).text
+    email = page.split('id="channel-email"')[1].split("</section>")[0]
+    assert 'data-delivery="frequency_cap"' in email
+    assert capped["next_allowed_at"][:16].replace("T", " ") in email
+    assert 'data-delivery="allowed"' in page.split('id="channel-app"')[1]
+    # Looking records nothing: the app channel is still uncapped, no impression added.
+    assert client.get("/v1/customers/a03/offers?channel=app&record=true").json()["recorded"]
+
+
+def test_a_bad_customer_id_is_named_on_the_page(client: TestClient) -> None:
+    answer = client.get("/dashboard/customer", params={"customer_id": " a00"})
+    assert answer.status_code == 422
+    assert "customer_id:" in by_id(answer.text, "problem")
+
+
+def test_offers_going_out_counts_the_recorded_deliveries_and_their_answers(
+    client: TestClient,
+) -> None:
+    answers = [
+        client.get(f"/v1/customers/{c}/offers", params={"k": 3, "channel": ch, "record": "true"})
+        for c, ch in (("a00", "email"), ("a01", "email"), ("b02", "app"))
+    ]
+    offers = [
+        (a.json()["channel"], a.json()["stage"], o) for a in answers for o in a.json()["offers"]
+    ]
+    # a00 takes up their first offer: a click and a conversion on it.
+    first = answers[0].json()["offers"][0]
+    item = first["item_id"] or first["offer_id"]
+    for kind, extra in (("offer_click", {}), ("offer_conversion", {"revenue": 7.5})):
+        event = {
+            "event_id": f"{kind}-1",
+            "type": kind,
+            "customer_id": "a00",
+            "item_id": item,
+            "channel": "email",
+            "timestamp": CLOCK,
+            **extra,
+        }
+        assert client.post("/v1/events", json=event).json()["accepted"]
+    page = client.get("/dashboard/offers", params={"days": 7}).text
+    assert number(by_id(page, "impressions")) == len(offers) == 9
+    assert number(by_id(page, "clicked")) == 1 and number(by_id(page, "converted")) == 1
+    assert number(by_id(page, "revenue")) == 7.5
+    for dimension, of in (
+        ("channel", lambda row: row[0]),
+        ("stage", lambda row: row[1]),
+        ("kind", lambda row: row[2]["kind"]),
+        ("source", lambda row: row[2]["reason"]["source"]),
+    ):
+        table = page.split(f'id="by-{dimension}"')[1].split("</table>")[0]
+        shown = dict(re.findall(r'data-value="([^"]+)">.*?data-count="impressions">(\d+)<', table))
+        assert {k: int(v) for k, v in shown.items()} == Counter(of(row) for row in offers)
+    # The counters: every answer's offers by source (these three, recorded or not).
+    served = page.split('id="served-by-source"')[1].split("</table>")[0]
+    sources = Counter((o["reason"]["source"], ch) for ch, _, o in offers)
+    for (source, channel), count in sources.items():
+        row = served.split(f'data-source="{source}"')[1].split("</tr>")[0]
+        assert f'data-channel="{channel}">{count}<' in row
+
+
+def test_the_experiments_pages_show_the_report_of_nbo_report_experiment(
+    experiment_client: TestClient,
+) -> None:
+    client = experiment_client
+    for c in range(40):
+        client.get(f"/v1/customers/a{c % 30:02d}{'' if c < 30 else 'x'}/offers?record=true")
+    listing = client.get("/dashboard/experiments").text
+    assert 'data-experiment="ranker-test"' in listing
+    page = client.get("/dashboard/experiments/ranker-test").text
+    report = client.get("/v1/experiments/ranker-test/report").json()
+    from nbo.experiments.page import report_sections
+
+    assert report_sections(report) in page
+    assert "Sample ratio" in page and "uplift of each variant" in page
+    missing = client.get("/dashboard/experiments/nope", headers=BROWSER)
+    assert missing.status_code == 404 and "no experiment" in missing.text
+    assert client.get("/dashboard/experiments/nope").json()["error"] == "not_found"
+
+
+def test_the_models_page_lists_the_versions_and_their_quality(
+    experiment_client: TestClient, two_models: tuple[Path, str, str]
+) -> None:
+    page = experiment_client.get("/dashboard/models").text
+    listed = experiment_client.get("/v1/models").json()
+    versions = re.findall(
+        r'<tr data-version="([^"]+)"', page.split('id="versions"')[1].split("</table>")[0]
+    )
+    assert versions == [m["version"] for m in listed["models"]]
+    _, with_ranker, without = two_models
+    side = page.split('id="side-by-side-all"')[1].split("</table>")[0]
+    ranker_row = side.split(f'data-version="{with_ranker}"')[1].split("</tr>")[0]
+    assert re.search(r'data-method="ranker">0\.\d{4}<', ranker_row)
+    # The version trained without the ranker has no ranker figure.
+    assert 'data-method="ranker">-<' in side.split(f'data-version="{without}"')[1]
+
+
+def test_pages_need_a_read_key_and_take_it_from_the_sign_in_cookie(models_dir: Path) -> None:
+    with app_for(models_dir, api_keys=ENTRIES) as client:
+        # An API client gets the API's 401; a browser the sign-in page.
+        assert client.get("/dashboard").json()["error"] == "unauthorized"
+        page = client.get("/dashboard/offers?days=7", headers=BROWSER)
+        assert page.status_code == 401 and 'action="/dashboard/sign-in"' in page.text
+        assert 'name="next" value="/dashboard/offers?days=7"' in page.text
+        assert client.get("/dashboard", headers=bearer(READ)).status_code == 200
+        wrong = client.post("/dashboard/sign-in", data={"key": READ + "x"}, headers=BROWSER)
+        assert wrong.status_code == 401 and KEY_COOKIE not in wrong.cookies
+        signed = client.post(
+            "/dashboard/sign-in",
+            data={"key": READ, "next": "/dashboard/models"},
+            follow_redirects=False,
+        )
+        assert signed.status_code == 303 and signed.headers["location"] == "/dashboard/models"
+        cookie = signed.headers["set-cookie"]
+        for flag in ("HttpOnly", "Path=/dashboard", "SameSite=strict"):
+            assert flag.lower() in cookie.lower(), cookie
+        assert client.get("/dashboard/models").status_code == 200
+        # The cookie opens the dashboard's pages only, never the API.
+        assert client.get("/v1/model").status_code == 401
+        client.cookies.set(KEY_COOKIE, READ)
+        assert client.get("/v1/model").status_code == 401
+        # Signing in never sends the browser elsewhere.
+        away = client.post(
+            "/dashboard/sign-in",
+            data={"key": READ, "next": "//evil.example/"},
+            follow_redirects=False,
+        )
+        assert away.headers["location"] == "/dashboard"
+        out = client.post("/dashboard/sign-out", follow_redirects=False)
+        assert out.status_code == 303 and f'{KEY_COOKIE}=""' in out.headers["set-cookie"]
+
+
+def test_figures_are_computed_once_a_minute_per_model_version(client: TestClient) -> None:
+    cache = client.app.state.dashboard_cache
+    before = cache.computed
+    for _ in range(3):
+        assert client.get("/dashboard").status_code == 200
+    assert cache.computed == before + 1
+    client.post("/v1/admin/reload", json={"force": True})
+    assert client.get("/dashboard").status_code == 200
+
+
+def test_the_offers_path_never_loads_the_dashboards_plotting(models_dir: Path) -> None:
+    """matplotlib is for the pages that draw: a service that answered offers and events
+    (and served the docs) has not imported it."""
+    code = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from nbo.service.app import create_app\n"
+        "from nbo.settings import Settings\n"
+        f"settings = Settings(models_dir={str(models_dir)!r}, clock={CLOCK!r})\n"
+        "with TestClient(create_app(settings)) as c:\n"
+        "    assert c.get('/v1/customers/a00/offers?record=true').status_code == 200\n"
+        "    assert c.get('/v1/customers/a00').status_code == 200\n"
+        "    assert c.get('/docs').status_code == 200\n"
+        "    before = sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib')\n"
+        "    assert c.get('/dashboard').status_code == 200\n"
+        "    after = any(m.split('.')[0] == 'matplotlib' for m in sys.modules)\n"
+        "print(before, after)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[] True", done.stdout
