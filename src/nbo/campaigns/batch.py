@@ -19,15 +19,17 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
-from nbo.campaigns.files import SCHEMA, folder_lock, format_of, remove_customers
+from nbo.campaigns.files import SCHEMA, folder_lock, format_of, read_batches, remove_customers
 from nbo.catalog.holder import CatalogHolder
 from nbo.core.errors import NboError
 from nbo.core.vocabulary import STAGES
@@ -449,7 +451,7 @@ def write_batch(
         if erased_during:
             summary.erased_rows += remove_customers(temporary, fmt, erased_during)
         if run.occasion.delivery:
-            summary.recorded = record_impressions(run, temporary, out.suffix.lower())
+            summary.recorded = record_impressions(run, temporary, fmt)
         _put_in_place(run, temporary, out, summary.rows - summary.erased_rows, managed)
         # Erased before the registration: that erasure may not have seen this file.
         erased_since = set(run.store.erased_ids()) - erased_before - erased_during
@@ -509,17 +511,25 @@ def _worker_chunk(customer_ids: Sequence[str], stage: str | None) -> ChunkResult
     return decide_chunk(run, customer_ids, stage)
 
 
-def record_impressions(run: BatchRun, path: Path, suffix: str, per_write: int = 5000) -> int:
-    """Record the impressions of a finished batch file, so frequency caps, offer caps and
-    fatigue count them like the API's recorded answers (idempotent: event ids derive from
-    the run, the customer and the rank)."""
-    table = pq.read_table(path) if suffix == ".parquet" else pacsv.read_csv(path)
-    table = table.filter(pa.compute.greater(table["rank"], 0))
-    columns = table.select(
-        ["customer_id", "rank", "offer_id", "item_id", "experiment", "variant"]
-    ).to_pylist()
+def record_impressions(run: BatchRun, path: Path, fmt: str, per_write: int = 5000) -> int:
+    """Record the impressions of a finished batch file (or folder of parts, ``fmt``),
+    so frequency caps, offer caps and fatigue count them like the API's recorded answers
+    (idempotent: event ids derive from the run, the customer and the rank). The file is
+    read in batches, so its size does not bound the memory."""
     recorded = 0
-    for start in range(0, len(columns), per_write):
+    for batch in read_batches(path, fmt, list(_IMPRESSION_COLUMNS)):
+        delivered = batch.filter(pc.greater(batch.column("rank"), 0))
+        recorded += _record(run, delivered.to_pylist(), per_write)
+    return recorded
+
+
+# What an impression records of a delivered offer's row.
+_IMPRESSION_COLUMNS = ("customer_id", "rank", "offer_id", "item_id", "experiment", "variant")
+
+
+def _record(run: BatchRun, rows: list[dict[str, Any]], per_write: int) -> int:
+    recorded = 0
+    for start in range(0, len(rows), per_write):
         events = [
             ImpressionEvent(
                 type="offer_impression",
@@ -532,7 +542,7 @@ def record_impressions(run: BatchRun, path: Path, suffix: str, per_write: int = 
                 experiment=row["experiment"] or None,
                 variant=row["variant"] or None,
             )
-            for row in columns[start : start + per_write]
+            for row in rows[start : start + per_write]
         ]
         recorded += len(run.store.add_events(events).accepted)
     return recorded
