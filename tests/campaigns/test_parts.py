@@ -101,10 +101,8 @@ def test_erasure_rewrites_only_the_parts_holding_the_customer(
     # part's stale checksum is gone, and no temporary file is left.
     assert {p: p.stat().st_ino for p in (second, third)} == untouched
     names = sorted(p.name for p in folder.iterdir())
-    assert names == sorted(
-        ["_SUCCESS", first.name, second.name, third.name, f".{second.name}.crc"]
-        + [f".{third.name}.crc"]
-    )
+    checksums = [f".{second.name}.crc", f".{third.name}.crc"]
+    assert names == sorted(["_SUCCESS", first.name, second.name, third.name, *checksums])
     assert SQLiteStore(env).batch_outputs()[0].rows == table.num_rows - 3
     assert client.get("/v1/customers/a01/data").json()["erased"] is True
     assert client.get("/v1/customers/b00/data").json()["batch_files"][0]["path"] == str(folder)
@@ -130,9 +128,7 @@ def test_a_folder_of_parts_that_cannot_be_rewritten_is_listed_with_the_reason(
     assert client.get("/v1/customers/b00/data").json()["batch_files_unread"] == replaced
 
 
-def test_a_part_nbo_did_not_write_leaves_every_part_as_it_was(
-    env: Path, tmp_path: Path
-) -> None:
+def test_a_part_nbo_did_not_write_leaves_every_part_as_it_was(env: Path, tmp_path: Path) -> None:
     folder, table = parts_campaign(tmp_path, env)
     pq.write_table(pa.table({"email": ["someone@example.com"]}), folder / "part-00009.parquet")
     with pytest.raises(OutputProblem, match="not written by nbo"):
