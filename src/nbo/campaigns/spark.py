@@ -69,8 +69,8 @@ LOCAL_MASTER = "local[2]"
 LOCAL_MEMORY = "1g"
 # Spark's log4j2 settings for a session nbo starts: warnings and errors only.
 LOG4J2 = Path(__file__).with_name("spark-log4j2.properties")
-# Partitions per core of the session at least, so a slow partition does not hold the
-# others up; and at most one per this many customers, beyond that.
+# Partitions (``default_partitions``): per core of the session at least, and one per
+# this many customers beyond.
 PARTITIONS_PER_CORE = 2
 CUSTOMERS_PER_PARTITION = 50_000
 SQLITE_PREFIX = "sqlite:///"
@@ -217,7 +217,7 @@ def _decide_on_spark(
     ``folder``: partition ``n`` (a run of consecutive chunks) is part ``n``."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    partitions = options.partitions or _default_partitions(
+    partitions = options.partitions or default_partitions(
         spark.sparkContext.defaultParallelism, sum(len(c) for c in chunks)
     )
     partitions = max(1, min(partitions, len(chunks)))
@@ -244,7 +244,9 @@ def _decide_on_spark(
             (folder / name).unlink()
 
 
-def _default_partitions(cores: int, customers: int) -> int:
+def default_partitions(cores: int, customers: int) -> int:
+    """Partitions for ``customers`` on a session of ``cores``: two per core at least, so
+    a slow partition does not hold the others up, and one per 50,000 customers beyond."""
     return max(PARTITIONS_PER_CORE * cores, math.ceil(customers / CUSTOMERS_PER_PARTITION))
 
 
