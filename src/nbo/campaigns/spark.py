@@ -26,6 +26,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -155,8 +156,11 @@ def write_spark_batch(
     temporary = out.absolute().with_name(f".{out.name}.{os.getpid()}.partial")
     executors = _for_executors(spec, run)
     try:
+        # While Spark runs, the customers of the partitions done (without a stage: with
+        # one, how many of them are in it is known at the end).
+        running = progress if selection.stage is None else None
         with spark_session(options) as spark:
-            _decide_on_spark(spark, executors, selection.stage, chunks, temporary, options)
+            _decide_on_spark(spark, executors, selection.stage, chunks, temporary, options, running)
         _count_rows(temporary, summary)
         summary.skipped_stage = len(ids) - summary.customers
         if progress is not None:
@@ -212,9 +216,12 @@ def _decide_on_spark(
     chunks: Sequence[Sequence[str]],
     folder: Path,
     options: SparkOptions,
+    progress: Progress | None = None,
 ) -> None:
     """Decide ``chunks`` on the executors and write their rows as Parquet parts in
-    ``folder``: partition ``n`` (a run of consecutive chunks) is part ``n``."""
+    ``folder``: partition ``n`` (a run of consecutive chunks) is part ``n``. Calls
+    ``progress`` each second with the customers of the partitions done (about: partitions
+    differ by a chunk)."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
     partitions = options.partitions or default_partitions(
@@ -229,8 +236,21 @@ def _decide_on_spark(
             partial(decide_partition, spec, stage), from_arrow_schema(SCHEMA)
         )
     started = time.perf_counter()
-    spark.sparkContext.setJobDescription(f"nbo batch {spec.run_id}")
-    decided.write.mode("errorifexists").parquet(folder.as_uri())
+    group = f"nbo-batch-{spec.run_id}"
+    spark.sparkContext.setJobGroup(group, f"nbo batch {spec.run_id}")
+    done = threading.Event()
+    if progress is not None:
+        customers = sum(len(c) for c in chunks)
+        threading.Thread(
+            target=_report_partitions,
+            args=(spark.sparkContext, group, partitions, customers, progress, done),
+            name="nbo-spark-progress",
+            daemon=True,
+        ).start()
+    try:
+        decided.write.mode("errorifexists").parquet(folder.as_uri())
+    finally:
+        done.set()
     log.info(
         "spark decided %d chunks in %d partitions in %.1f s",
         len(chunks),
@@ -242,6 +262,31 @@ def _decide_on_spark(
     for name in os.listdir(folder):
         if name.startswith(".") and name.endswith(".crc"):
             (folder / name).unlink()
+
+
+def _report_partitions(
+    context: Any,
+    group: str,
+    partitions: int,
+    customers: int,
+    progress: Progress,
+    done: threading.Event,
+) -> None:
+    """Until ``done`` is set: each second, from Spark's status tracker, the customers of
+    the partitions (tasks) of ``group``'s jobs completed so far, when it changed."""
+    tracker = context.statusTracker()
+    reported = -1
+    while not done.wait(1.0):
+        completed = 0
+        for job in tracker.getJobIdsForGroup(group):
+            info = tracker.getJobInfo(job)
+            for stage in info.stageIds if info is not None else ():
+                stage_info = tracker.getStageInfo(stage)
+                completed += stage_info.numCompletedTasks if stage_info is not None else 0
+        screened = customers * min(completed, partitions) // max(partitions, 1)
+        if screened != reported and not done.is_set():
+            progress(screened, screened)
+            reported = screened
 
 
 def default_partitions(cores: int, customers: int) -> int:
