@@ -38,7 +38,12 @@ def register(commands: Any) -> None:
         default="email",
         help="the channel the campaign goes out on: its consent and contact policy apply (email)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output .parquet or .csv")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output .parquet or .csv (--engine spark: a folder of Parquet parts, .parquet)",
+    )
     parser.add_argument(
         "--record",
         action="store_true",
