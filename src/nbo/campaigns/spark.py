@@ -6,15 +6,24 @@ order, spread over partitions (``SparkContext.parallelize`` slices a list into
 consecutive runs, so no shuffle and no sort is needed), and every partition runs
 ``decide_chunk`` on its chunks: ``nbo.runtime.decide.decide_customers``, the API's own
 sequence, with consent, contacts and posted purchases read from the store in bulk per
-chunk. Each executor's Python worker opens the run once (``_run_for``): the served
-models, memory-mapped from the models folder, which must be at a path every executor
-sees; nothing of the model travels with a task, only the run's settings.
+chunk (a few queries for its customers). Each executor's Python worker opens the run
+once (``_run_for``): its own connection to the store, from the store's URL (SQLite on a
+shared disk, or PostgreSQL), and the served models, memory-mapped from the models
+folder, which must be at a path every executor sees; nothing of the model or of the
+driver's store travels with a task, only the run's settings.
+
+A campaign that will be sent (``--record``) is delivered on the executors, chunk by
+chunk, as the local engine's workers deliver it (``nbo.runtime.deliver``: decided and
+its impressions recorded under the customers' locks). A task Spark runs again (its
+executor lost) first takes back what its earlier attempt recorded for its chunks, so
+each delivered offer is recorded once; a run that fails takes back every impression it
+recorded.
 
 Each partition becomes one Parquet part of ``SCHEMA`` in a temporary folder beside
 ``--out``; the folder's parts in name order are the rows the local engine writes to its
 file, in the same order. As in the local engine, customers erased meanwhile are taken
-out and, with ``--record``, the impressions recorded before the folder is renamed over
-``--out`` and registered for erasure (as a folder of parts, ``files.PARTS``).
+out (their impressions too) before the folder is renamed over ``--out`` and registered
+for erasure (as a folder of parts, ``files.PARTS``).
 """
 
 from __future__ import annotations
@@ -50,7 +59,7 @@ from nbo.campaigns.batch import (
     decide_chunk,
     managed_path,
     open_run,
-    record_impressions,
+    take_back,
 )
 from nbo.campaigns.files import (
     PARTS,
@@ -155,6 +164,7 @@ def write_spark_batch(
     # Spark takes URIs, and a URI takes an absolute path.
     temporary = out.absolute().with_name(f".{out.name}.{os.getpid()}.partial")
     executors = _for_executors(spec, run)
+    placed = False
     try:
         # While Spark runs, the customers of the partitions done (without a stage: with
         # one, how many of them are in it is known at the end).
@@ -165,12 +175,17 @@ def write_spark_batch(
         summary.skipped_stage = len(ids) - summary.customers
         if progress is not None:
             progress(len(ids), summary.customers)
+        # Erased while the batch ran: out before the rename, their impressions too.
         erased_during = set(run.store.erased_ids()) - erased_before
         if erased_during:
             summary.erased_rows += remove_customers(temporary, PARTS, erased_during)
+            if run.occasion.delivery:
+                take_back(run, sorted(erased_during))
         if run.occasion.delivery:
-            summary.recorded = record_impressions(run, temporary, PARTS)
+            # Each delivered offer of the parts was recorded once, by its partition.
+            summary.recorded = _delivered_offers(temporary)
         _put_in_place(run, temporary, out, summary.rows - summary.erased_rows, managed)
+        placed = True
         erased_since = set(run.store.erased_ids()) - erased_before - erased_during
         if erased_since:
             path = managed_path(out)
@@ -183,6 +198,12 @@ def write_spark_batch(
                 else None,
             )
         summary.rows -= summary.erased_rows
+    except BaseException:
+        if run.occasion.delivery and not placed:
+            # No campaign folder, no delivery (the session has stopped, or Spark has
+            # ended the job's tasks: no partition records any more).
+            take_back(run, ids)
+        raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return summary
@@ -224,6 +245,12 @@ def _decide_on_spark(
     differ by a chunk)."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
+    if spec.delivery and spark.conf.get("spark.speculation", "false").strip().lower() == "true":
+        # Two attempts of one task at once would both deliver its customers.
+        raise BatchError(
+            "--record: the Spark session runs tasks speculatively (spark.speculation=true); "
+            "a delivered campaign needs it off"
+        )
     partitions = options.partitions or default_partitions(
         spark.sparkContext.defaultParallelism, sum(len(c) for c in chunks)
     )
@@ -308,6 +335,15 @@ def _count_rows(folder: Path, summary: BatchSummary) -> None:
             key = str(entry["values"])
             summary.without_offers[key] = summary.without_offers.get(key, 0) + entry["counts"]
     summary.customers = summary.with_offers + sum(summary.without_offers.values())
+
+
+def _delivered_offers(folder: Path) -> int:
+    """The offers of a folder of parts (rows of rank 1 and more): with ``--record``, the
+    impressions its partitions recorded, one each."""
+    delivered = 0
+    for batch in read_batches(folder, PARTS, ["rank"]):
+        delivered += int(pc.sum(pc.greater(batch.column("rank"), 0).cast(pa.int64())).as_py() or 0)
+    return delivered
 
 
 def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed: bool) -> None:
@@ -432,10 +468,15 @@ def decide_partition(
     spec: RunSpec, stage: str | None, batches: Iterator[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
     """A partition's output rows (``mapInArrow``): each input row is one chunk of the
-    selection (its number and its customers), decided as the local engine decides it."""
+    selection (its customers), decided (delivered, with ``--record``) as the local
+    engine decides it. A delivered chunk first takes back what an earlier attempt of this
+    task recorded for its customers (Spark runs a task again when its executor is lost),
+    so each offer is recorded once and the caps do not count the run against itself."""
     run = _run_for(spec)
     for batch in batches:
         for customer_ids in batch.column("customer_ids").to_pylist():
+            if run.occasion.delivery:
+                take_back(run, customer_ids)
             result = decide_chunk(run, customer_ids, stage)
             if result.table is not None:
                 yield from result.table.to_batches()
