@@ -15,7 +15,7 @@ PORT ?= 8000
 # The demo's offer catalogue: products, a win-back, a loyalty reward and a welcome offer.
 CATALOG ?= data/catalog.yaml
 
-.PHONY: demo test test-postgres install lock lint format bench train serve clean campaign api-docs-assets dashboard-screenshots
+.PHONY: demo test test-postgres install install-spark lock lint format bench train serve clean campaign api-docs-assets dashboard-screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ $(VENV)/.installed: requirements/pip.txt requirements/dev.txt pyproject.toml | $
 
 install: $(VENV)/.installed
 
+# The spark extra (`nbo batch --engine spark`, its tests and bench) on top of the dev install,
+# from a lock of its own: PySpark is a 450 MB source package built on install, which would
+# more than double every plain install (docs/operations.md, "Dependencies and upgrades").
+$(VENV)/.installed-spark: requirements/spark.txt $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/spark.txt
+	touch $@
+
+install-spark: $(VENV)/.installed-spark
+
 # Universal locks (one file each for Linux x86_64 and aarch64 and macOS, Python 3.11 and
 # newer), resolved from PyPI by the uv that the dev lock installs. `make lock` upgrades every
 # package within pyproject.toml's ranges; LOCK_UPGRADE="--upgrade-package lightgbm" bumps one,
@@ -45,6 +54,7 @@ lock: install
 	$(UV_COMPILE) pyproject.toml requirements/runtime.in -o requirements/runtime.txt
 	$(UV_COMPILE) pyproject.toml requirements/dev.in --extra dev -c requirements/runtime.txt \
 		-o requirements/dev.txt
+	$(UV_COMPILE) requirements/spark.in -c requirements/dev.txt -o requirements/spark.txt
 
 train: install
 	$(BIN)/nbo train --data $(SAMPLE) --mapping online-retail --models-dir $(MODELS_DIR)

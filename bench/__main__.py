@@ -27,11 +27,14 @@ from bench.load_bench import bench_load, print_load
 from bench.offers_bench import WINDOW_DAYS, K, OffersResult, bench_offers
 from bench.quality_bench import bench_quality
 from bench.report import OtherLoad, micros, seconds, table, us, verdict
+from bench.spark_bench import bench_spark, print_spark
 from bench.train_bench import TrainBench, bench_training
+from nbo.campaigns.spark import spark_missing
 from nbo.catalog.loading import load_catalog
 from nbo.data.mapping import ColumnMapping, load_mapping
 from nbo.models.served import load_serving_model
 from training.config import TrainingConfig
+from training.pipeline import train
 
 REPO = Path(__file__).resolve().parent.parent
 ONLINE_RETAIL = REPO.parent / "shared" / "data" / "online_retail" / "online_retail.parquet"
@@ -41,6 +44,7 @@ EVENTS = "events"
 LOAD = "load"
 # What is served on each kind of shop: only when asked (--only quality), it is no speed.
 QUALITY = "quality"
+SPARK = "spark"
 NOISY_CORES = 0.3
 # The store may add at most this much to an offers call at p99, over HTTP.
 STORE_P99_TARGET_MS = 1.0
@@ -79,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=(SYNTHETIC, ONLINE, EVENTS, LOAD, QUALITY),
-        help="run one data set, or only the events-over-HTTP, the load or the quality "
-        "section (quality runs only when asked: what nbo serves on each kind of shop)",
+        choices=(SYNTHETIC, ONLINE, EVENTS, LOAD, QUALITY, SPARK),
+        help="run one data set, or only the events-over-HTTP, the load, the quality or the "
+        "Spark section (quality and Spark run only when asked: what nbo serves on each kind "
+        "of shop; the Spark engine against the local one)",
     )
     parser.add_argument(
         "--calls", type=_positive, default=5_000, help="timed offers calls per path"
@@ -120,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, EVENTS):
             events = _run_events(args)
         load_ratio = _run_load() if args.only in (None, LOAD) else None
+        if args.only == SPARK:
+            _run_spark(args)
     if summaries:
         print("\n== summary ==")
         print(
@@ -398,6 +405,34 @@ def _print_batch(result: BatchResult) -> float:
 
 def verdict_ms(diff_ms: float) -> str:
     return "ok" if diff_ms <= STORE_P99_TARGET_MS else "OVER"
+
+
+def _run_spark(args: argparse.Namespace) -> None:
+    print(f"\n== {SPARK} ==")
+    reason = spark_missing()
+    if reason is not None:
+        print(f"  skipped: {reason}")
+        return
+    base = SMALL if args.small else FULL
+    spec = SyntheticSpec(base.customers, base.items, base.lines, args.seed)
+    path, generated = ensure_dataset(spec)
+    how = "reused from cache" if generated is None else f"generated in {generated:.1f} s"
+    print(f"  data: {spec.label}, seed {spec.seed}; {path.relative_to(REPO)} ({how})")
+    load = OtherLoad()
+    with tempfile.TemporaryDirectory(prefix="nbo-bench-spark-models-") as tmp:
+        started = time.perf_counter()
+        result = train(path, load_mapping("canonical"), Path(tmp), TrainingConfig(), force=True)
+        print(f"  model: trainer, default config, in {time.perf_counter() - started:.1f} s")
+        assert result.path is not None
+        now_s = int(pd.Timestamp(result.cleaning.last_purchase).value // 1_000_000_000)
+        print_spark(bench_spark(result.path.parent, now_s))
+    other = load.cores()
+    if other is not None:
+        noisy = " (noisy figures: rerun on a quiet machine)" if other > NOISY_CORES else ""
+        print(
+            f"\n  other processes used {other:.2f} of {os.cpu_count()} cores on average "
+            f"while this section ran{noisy}"
+        )
 
 
 def _run_load() -> float:

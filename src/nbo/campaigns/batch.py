@@ -463,7 +463,7 @@ def write_batch(
         if erased_during:
             summary.erased_rows += remove_customers(temporary, fmt, erased_during)
             if run.occasion.delivery:
-                summary.recorded -= _take_back(run, sorted(erased_during))
+                summary.recorded -= take_back(run, sorted(erased_during))
         _put_in_place(run, temporary, out, summary.rows - summary.erased_rows, managed)
         placed = True
         # Erased before the registration: that erasure may not have seen this file.
@@ -479,7 +479,7 @@ def write_batch(
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
                 pool = None
-            _take_back(run, ids)
+            take_back(run, ids)
         raise
     finally:
         if pool is not None:
@@ -540,7 +540,7 @@ def _impressions(run: BatchRun, one: Decided) -> list[ImpressionEvent]:
     return impressions_of(one, run.occasion.channel, run.now, delivery, delivery)
 
 
-def _take_back(run: BatchRun, customer_ids: Sequence[str]) -> int:
+def take_back(run: BatchRun, customer_ids: Sequence[str]) -> int:
     """Delete the impressions this run recorded for ``customer_ids``."""
     return run.store.remove_impressions([(c, f"{run.run_id}-{c}") for c in customer_ids])
 

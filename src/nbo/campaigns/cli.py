@@ -13,6 +13,7 @@ from nbo.settings import load_settings
 
 if TYPE_CHECKING:
     from nbo.campaigns.batch import BatchSummary
+    from nbo.campaigns.spark import SparkOptions
 
 
 def register(commands: Any) -> None:
@@ -37,7 +38,12 @@ def register(commands: Any) -> None:
         default="email",
         help="the channel the campaign goes out on: its consent and contact policy apply (email)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="output .parquet or .csv")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output .parquet or .csv (--engine spark: a folder of Parquet parts, .parquet)",
+    )
     parser.add_argument(
         "--record",
         action="store_true",
@@ -59,6 +65,33 @@ def register(commands: Any) -> None:
         help="worker processes deciding chunks in parallel (default: one per CPU, one per "
         "15,000 customers at most: fewer are decided faster in one process)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "spark"),
+        default="local",
+        help="local (default): this machine's worker processes, one file; spark: Apache "
+        "Spark's executors (pip install 'nbo[spark]'), a folder of Parquet parts",
+    )
+    parser.add_argument(
+        "--spark-master",
+        default=None,
+        help="with --engine spark: the cluster's master URL (default: spark-submit's, else "
+        "local[2])",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="with --engine spark: partitions the chunks are spread over (default: two per "
+        "core of the session, at least one per 50,000 customers)",
+    )
+    parser.add_argument(
+        "--spark-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --engine spark: a Spark setting of the session nbo starts (repeatable)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -76,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         select_customers,
         write_batch,
     )
+    from nbo.campaigns.spark import check_spark_output, spark_missing, write_spark_batch
     from nbo.console.progress import PlainProgress
 
     if not 1 <= args.k <= 100:
@@ -84,7 +118,14 @@ def run(args: argparse.Namespace) -> int:
         raise BatchError(f"--chunk {args.chunk}: must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise BatchError(f"--workers {args.workers}: must be at least 1")
-    check_output(args.out)
+    spark = _spark_options(args)
+    if spark is None:
+        check_output(args.out)
+    else:
+        check_spark_output(args.out)
+        reason = spark_missing()
+        if reason is not None:
+            raise BatchError(f"--engine spark: {reason}")
     settings = load_settings(models_dir=args.models_dir)
     console = Console(stderr=True)
     # A terminal gets rich's live bar; a pipe or a file (CI, cron) plain lines.
@@ -118,17 +159,28 @@ def run(args: argparse.Namespace) -> int:
                     if lines:
                         lines.update(done, f"{decided:,} written")
 
-                workers = args.workers or default_workers(total)
-                summary = write_batch(
-                    batch,
-                    selection,
-                    args.out,
-                    args.chunk,
-                    advance,
-                    workers,
-                    spec,
-                    managed=not args.unmanaged,
-                )
+                if spark is None:
+                    summary = write_batch(
+                        batch,
+                        selection,
+                        args.out,
+                        args.chunk,
+                        advance,
+                        args.workers or default_workers(total),
+                        spec,
+                        managed=not args.unmanaged,
+                    )
+                else:
+                    summary = write_spark_batch(
+                        batch,
+                        spec,
+                        selection,
+                        args.out,
+                        args.chunk,
+                        spark,
+                        advance,
+                        managed=not args.unmanaged,
+                    )
             seconds = time.perf_counter() - started
             if lines:
                 lines.finish(
@@ -142,6 +194,34 @@ def run(args: argparse.Namespace) -> int:
             store.close()
     print(summary_line(args, summary, selection.stage, total, seconds, model.version, now))
     return 0
+
+
+def _spark_options(args: argparse.Namespace) -> SparkOptions | None:
+    """The Spark engine's options, or None for the local engine (whose flags it refuses
+    with spark's, and the other way round)."""
+    from nbo.campaigns.batch import BatchError
+    from nbo.campaigns.spark import SparkOptions
+
+    if args.engine == "local":
+        for flag, value in (
+            ("--spark-master", args.spark_master),
+            ("--partitions", args.partitions),
+            ("--spark-conf", args.spark_conf or None),
+        ):
+            if value is not None:
+                raise BatchError(f"{flag}: only with --engine spark")
+        return None
+    if args.workers is not None:
+        raise BatchError("--workers: only with --engine local (Spark's executors decide)")
+    if args.partitions is not None and args.partitions < 1:
+        raise BatchError(f"--partitions {args.partitions}: must be at least 1")
+    conf: dict[str, str] = {}
+    for setting in args.spark_conf:
+        key, equals, value = setting.partition("=")
+        if not equals or not key.strip():
+            raise BatchError(f"--spark-conf {setting}: expected KEY=VALUE")
+        conf[key.strip()] = value
+    return SparkOptions(args.spark_master, args.partitions, conf)
 
 
 def _bar(console: Any, stage: str | None) -> Any:
@@ -208,4 +288,5 @@ def summary_line(
             else ""
         )
         + ("; unmanaged: erasures will not reach this file" if args.unmanaged else "")
+        + ("; a folder of Parquet parts (spark engine)" if args.engine == "spark" else "")
     )

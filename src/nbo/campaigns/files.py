@@ -11,6 +11,10 @@ and every other row. A file nbo cannot rewrite is never an error of the erasure:
 reported with the reason (missing, unreadable, not writable, or no longer a file nbo
 wrote), so the operator knows what is left to clean by hand.
 
+``nbo batch --engine spark`` writes a folder of Parquet parts instead of one file
+(registered with the format ``PARTS``): an erasure rewrites, the same way, each part that
+holds the customer, and leaves the others as they are.
+
 Rewrites in one folder are serialised by an exclusive ``flock`` on the folder, which
 ``nbo batch`` also takes to rename a new file into place: two erasures (threads of the
 service, or the service and a batch process) never rewrite one file from the same old
@@ -38,6 +42,10 @@ from nbo.core.errors import NboError
 from nbo.store.base import Store
 
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
+# A folder of Parquet parts, as Spark writes them (``part-00000-...parquet``, in order):
+# readers (pyarrow, Spark) skip the names starting with "." or "_" (``_SUCCESS``, checksums,
+# an erasure's temporary file).
+PARTS = "parquet-parts"
 CUSTOMER_ID = "customer_id"
 # Rows read and written at a time: a large campaign is rewritten in bounded memory.
 _ROWS_PER_BATCH = 65_536
@@ -169,13 +177,33 @@ def rows_in_outputs(store: Store, customer_id: str) -> tuple[list[CustomerRows],
 
 
 def customer_rows(path: Path, fmt: str, customer_id: str) -> pa.Table:
-    """The rows of ``customer_id`` in a campaign file, with the file's schema."""
+    """The rows of ``customer_id`` in a campaign file (or folder of parts), with the
+    file's schema."""
+    if fmt == PARTS:
+        parts = _parts_in(path)
+        found = [customer_rows(part, "parquet", customer_id) for part in parts]
+        return pa.concat_tables(found) if found else SCHEMA.empty_table()
     _file_stat(path)
     _check_columns(path, fmt)
     wanted = pa.array([customer_id], pa.string())
     with _reading(path, fmt) as (schema, batches):
         parts = [batch.filter(_matches(batch, wanted)) for batch in batches]
     return pa.Table.from_batches(parts, schema=schema)
+
+
+def read_batches(
+    path: Path, fmt: str, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The rows of a campaign file, or of a folder of parts (part after part), in
+    batches of bounded size and with the campaign's column types; OutputProblem when
+    it cannot be read."""
+    if fmt == PARTS:
+        for part in _parts_in(path):
+            yield from read_batches(part, "parquet", columns)
+        return
+    _file_stat(path)
+    with _reading(path, fmt, columns) as (_schema, batches):
+        yield from batches
 
 
 def remove_customers(
@@ -189,6 +217,8 @@ def remove_customers(
     called with the rows kept, under the folder's lock, once the new file is in place.
     Raises OutputProblem, saying why, for a file that cannot be rewritten."""
     wanted = pa.array(sorted(set(customer_ids)), pa.string())
+    if fmt == PARTS:
+        return _remove_from_parts(path, wanted, rewritten)
     _file_stat(path)
     folder = path.parent
     with folder_lock(folder) as descriptor:
@@ -206,6 +236,85 @@ def remove_customers(
         if rewritten is not None:
             rewritten(kept)
         return removed
+
+
+def _remove_from_parts(
+    folder: Path, wanted: pa.Array, rewritten: Callable[[int], None] | None
+) -> int:
+    """``remove_customers`` for a folder of parts: every part is checked before any is
+    rewritten (a part nbo cannot rewrite leaves the whole folder as it was), then each
+    part that holds one of ``wanted`` is rewritten like a file; the others are left as
+    they are. Under the lock of the folder's parent, which a batch takes to put a new
+    folder in place."""
+    _parts_in(folder)
+    with folder_lock(folder.parent):
+        parts = _parts_in(folder)  # again under the lock
+        counts = []
+        for part in parts:
+            _check_columns(part, "parquet")
+            counts.append(_count(part, "parquet", wanted))
+        if sum(counts) == 0:
+            return 0
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputProblem("not writable: its folder of parts is read-only")
+        if any(n and not os.access(part, os.W_OK) for part, n in zip(parts, counts, strict=True)):
+            raise OutputProblem("not writable: a part is read-only")
+        removed = kept = 0
+        for part, n in zip(parts, counts, strict=True):
+            if n == 0:
+                kept += _rows_in(part)
+                continue
+            gone, left = _rewrite(part, "parquet", wanted, stat.S_IMODE(part.stat().st_mode))
+            removed += gone
+            kept += left
+            # Hadoop's checksum of the old part: a reader that checks it would refuse the new one.
+            with suppress(OSError):
+                part.with_name(f".{part.name}.crc").unlink(missing_ok=True)
+        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(descriptor)  # the renames inside the folder are durable
+        finally:
+            os.close(descriptor)
+        if rewritten is not None:
+            rewritten(kept)
+        return removed
+
+
+def _parts_in(folder: Path) -> list[Path]:
+    """The Parquet parts of a folder nbo wrote, in their order (their names'), or
+    OutputProblem when no readable folder is at the path."""
+    try:
+        status = folder.stat()
+    except FileNotFoundError:
+        raise OutputProblem("missing: the folder of parts no longer exists") from None
+    except NotADirectoryError:
+        raise OutputProblem("missing: its folder is no longer a folder") from None
+    except PermissionError:
+        raise OutputProblem("unreadable: permission denied") from None
+    except OSError as exc:
+        raise OutputProblem(f"unreadable: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(status.st_mode):
+        raise OutputProblem("not a folder: something other than a folder of parts is at the path")
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        raise OutputProblem(f"unreadable: {exc.strerror or exc}") from None
+    parts = [folder / name for name in names if is_part(name)]
+    for part in parts:
+        _file_stat(part)
+    return parts
+
+
+def is_part(name: str) -> bool:
+    """A Parquet part of a folder of parts (not a marker, checksum or temporary file)."""
+    return name.endswith(".parquet") and not name.startswith((".", "_"))
+
+
+def _rows_in(part: Path) -> int:
+    try:
+        return int(pq.ParquetFile(part).metadata.num_rows)
+    except (OSError, pa.ArrowException) as exc:
+        raise OutputProblem(f"unreadable: not a parquet file nbo can read ({exc})") from None
 
 
 def _rewrite(path: Path, fmt: str, wanted: pa.Array, mode: int) -> tuple[int, int]:

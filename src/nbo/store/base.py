@@ -90,7 +90,7 @@ class BatchOutput:
     written_at: int  # unix seconds
     run_id: str
     rows: int
-    format: str  # "parquet" or "csv"
+    format: str  # "parquet", "csv", or "parquet-parts" (a folder of parts: --engine spark)
 
 
 @dataclass
