@@ -415,11 +415,11 @@ def test_serve_refuses_a_public_host_without_keys_before_anything_else(
 
 @pytest.fixture
 def uvicorn_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
-    """uvicorn.run replaced: what nbo serve would have served, without a server."""
-    import uvicorn
+    """The server replaced: what nbo serve would have served, without a server."""
+    from nbo.service import cli
 
     runs: list[dict] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: runs.append(kwargs))
+    monkeypatch.setattr(cli, "serve", lambda settings: runs.append(settings.model_dump()))
     return runs
 
 
