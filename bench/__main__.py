@@ -408,7 +408,7 @@ def _run_events(args: argparse.Namespace) -> EventsSummary:
 def _print_events(result: EventsResult) -> EventsSummary:
     print(
         f"  model: trainer, default config, on {result.model} in {result.train_seconds:.1f} s\n"
-        f"  servers: python -m nbo.cli serve (uvicorn, one worker) on 127.0.0.1, clock "
+        f"  servers: python -m nbo.cli serve (one uvicorn worker) on 127.0.0.1, clock "
         f"{result.clock} ({events_bench.CLOCK_DAYS_AFTER} days after the data ends),\n"
         f"  each its own SQLite store (WAL, synchronous=FULL); "
         f"client: httpx in this process, keep-alive"

@@ -1,5 +1,6 @@
 """A real ``nbo serve`` process on a free loopback port, for benchmarks and tests that
-must go through uvicorn: one way to start, wait for and stop a server.
+must go through HTTP (gunicorn and its uvicorn workers): one way to start, wait for and
+stop a server.
 
 The server reads ``NBO_*`` settings from its environment (this process's, plus the
 store, clock and any ``settings`` given); its output goes to ``log``. Every wait has a
@@ -43,10 +44,10 @@ class Server:
 
     def terminate(self) -> None:
         """SIGTERM, and check the stop was graceful: the process ends within
-        ``STOP_SECONDS`` (uvicorn raises the captured SIGTERM again, so -SIGTERM is a
-        clean exit too) and the app's shutdown closed the store. The store's last
-        connection closing checkpoints and removes the WAL file: a WAL file left behind
-        means the shutdown never reached ``store.close()``."""
+        ``STOP_SECONDS`` (gunicorn's master exits 0; -SIGTERM, a process ended by the
+        signal, counts as clean too) and the workers' shutdown closed the store. The
+        store's last connection closing checkpoints and removes the WAL file: a WAL file
+        left behind means a shutdown never reached ``store.close()``."""
         self.process.send_signal(signal.SIGTERM)
         try:
             code = self.process.wait(timeout=STOP_SECONDS)

@@ -38,7 +38,8 @@ def test_serve_refuses_a_bad_setting(
 
 
 def test_serve_answers_over_http(models_dir: Path, tmp_path: Path) -> None:
-    """The real command, uvicorn and all, on a loopback port; stopped within seconds."""
+    """The real command, gunicorn, uvicorn and all, on a loopback port; stopped within
+    seconds."""
     settings = {"NBO_CLOCK": "2026-06-30T12:00:00Z"}
     with running_server(
         models_dir, tmp_path / "store.db", tmp_path / "server.log", settings, ready_seconds=30

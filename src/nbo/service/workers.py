@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -151,7 +152,7 @@ class WorkerBoard:
         return None if data is None else Generation(**data)
 
     def _write(self, name: str, data: dict[str, Any]) -> None:
-        temporary = self.folder / f".{name}.{os.getpid()}.tmp"
+        temporary = self.folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
         temporary.write_text(json.dumps(data), encoding="utf-8")
         os.replace(temporary, self.folder / name)
 
