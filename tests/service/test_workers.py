@@ -275,6 +275,43 @@ def test_a_new_worker_serves_what_the_others_were_told(
     assert offers_count(server) == counted
 
 
+def test_an_erasure_reaches_every_workers_model(served: tuple[Server, Path]) -> None:
+    """The erased customer is unknown to both workers' models by the time the erasure
+    answers: no offers call, on either worker, is personalized for them after it."""
+    server, _ = served
+    customer = "b07"
+    before = httpx.get(f"{server.base}/v1/customers/{customer}/offers", timeout=SECONDS)
+    assert before.status_code == 200 and before.json()["personalized"] is True
+    answer = httpx.delete(f"{server.base}/v1/customers/{customer}", timeout=90)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model_row_removed"] is True and answer.json()["all_workers"] is True
+
+    def call(n: int) -> tuple[int, bool]:
+        request_id = f"erased-{n}-{time.monotonic_ns()}"
+        got = httpx.get(
+            f"{server.base}/v1/customers/{customer}/offers",
+            headers={"X-Request-ID": request_id},
+            timeout=SECONDS,
+        )
+        assert got.status_code == 200, got.text
+        return n, bool(got.json()["personalized"])
+
+    answered_by: set[int] = set()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for round_ in range(ROUNDS):
+            results = list(pool.map(call, range(round_ * CALLS, (round_ + 1) * CALLS)))
+            assert [personalized for _, personalized in results] == [False] * CALLS
+            answered_by = {
+                line["pid"]
+                for line in log_lines(server)
+                if line.get("logger") == "nbo.access"
+                and str(line.get("request_id", "")).startswith("erased-")
+            }
+            if len(answered_by) == WORKERS:
+                break
+    assert len(answered_by) == WORKERS, "one worker answered every call"
+
+
 # -- one process --------------------------------------------------------------------------
 
 
@@ -308,6 +345,13 @@ def test_generations_count_up_and_a_reload_that_changes_nothing_asks_nothing(
     assert second.number == 2 and board.latest() == second
     other = WorkerBoard(tmp_path / "board")  # another process's view of the same folder
     assert other.latest() == second
+
+
+def test_erasures_are_counted(tmp_path: Path) -> None:
+    board, other = WorkerBoard(tmp_path / "board"), WorkerBoard(tmp_path / "board")
+    assert board.erasures() == 0
+    assert [board.count_erasure(), other.count_erasure()] == [1, 2]
+    assert board.erasures() == other.erasures() == 2
 
 
 def test_concurrent_publications_each_get_a_number(tmp_path: Path) -> None:
@@ -349,12 +393,12 @@ def test_statuses_are_the_live_workers_and_a_wait_ends_at_its_deadline(tmp_path:
     assert board.statuses()[0].version is None
 
     started = time.monotonic()
-    waited = board.wait(1, timeout=0.3)
+    waited = board.wait(lambda status: status.generation >= 1, timeout=0.3)
     assert time.monotonic() - started >= 0.3
     assert [s.generation for s in waited] == [STARTING]
 
     board.report(WorkerStatus(os.getpid(), 1, [("v1", "current"), ("v0", "experiment")]))
-    (status,) = board.wait(1, timeout=30)
+    (status,) = board.wait(lambda status: status.generation >= 1, timeout=30)
     assert status.version == "v1" and status.models == [("v1", "current"), ("v0", "experiment")]
     board.forget(os.getpid())
     assert board.statuses() == []

@@ -132,14 +132,19 @@ class Reloader:
         self.board = board
         # Re-entrant: a reload and its publication on the board are one step.
         self._lock = threading.RLock()
-        # The newest generation of the board this worker applied (0: none yet).
+        # The newest generation of the board this worker applied (0: none yet), and the
+        # erasures counted there that its models have forgotten.
         self.applied = 0
+        self.erasures = 0
 
     def start(self) -> None:
         """The first load, at the worker's start: the version the board's latest
         generation names (the one every other worker serves), else the configured one.
         ArtifactError when none can be loaded; the status is reported either way."""
         latest = self.board.latest() if self.board is not None else None
+        # Counted before the load reads the store's erased list: an erasure counted by
+        # now is in that list (the store records it before it is counted).
+        self.erasures = self.board.erasures() if self.board is not None else 0
         self._report(WorkerStatus(os.getpid(), STARTING))
         error = None
         try:
@@ -179,8 +184,13 @@ class Reloader:
             generation = self.board.publish(outcome.version, force, trigger, unless_named=not force)
             self.applied = max(self.applied, generation.number)
             self._report(self.status())
-        workers = self.board.wait(generation.number) if wait else self.board.statuses()
-        return WorkersReload(outcome, generation.number, workers)
+        number = generation.number
+        workers = (
+            self.board.wait(lambda status: status.generation >= number)
+            if wait
+            else self.board.statuses()
+        )
+        return WorkersReload(outcome, number, workers)
 
     def follow(self, generation: Generation) -> None:
         """Apply a generation another process published: reload its version, and report
@@ -201,6 +211,31 @@ class Reloader:
             self.applied = generation.number
             self._report(self.status(error))
 
+    def forget_everywhere(self, customer_id: str) -> tuple[bool, bool]:
+        """Make an erased customer (recorded in the store first) unknown to this worker's
+        models, then to every other worker's (through the board); answers whether this
+        worker's models knew them, and whether every live worker had forgotten them
+        before the wait ran out."""
+        removed = self.models.forget(customer_id)
+        if self.board is None:
+            return removed, True
+        count = self.board.count_erasure()
+        with self._lock:
+            self.erasures = max(self.erasures, count)
+            self._report(self.status())
+        workers = self.board.wait(lambda status: status.erasures >= count)
+        return removed, all(status.erasures >= count for status in workers)
+
+    def follow_erasures(self, count: int) -> None:
+        """Apply erasures another worker took: forget every id the store lists as erased
+        (read after ``count`` was: so those counted are in the list)."""
+        with self._lock:
+            if count <= self.erasures:
+                return
+            self.models.forget_erased()
+            self.erasures = count
+            self._report(self.status())
+
     def status(self, error: str | None = None) -> WorkerStatus:
         """What this worker serves now."""
         serving = self.models.serving
@@ -218,6 +253,7 @@ class Reloader:
             loaded_at=None if serving is None else serving.current.loaded_at,
             load_seconds=self.models.load_seconds,
             error=error,
+            erasures=self.erasures,
         )
 
     def _report(self, status: WorkerStatus) -> None:
@@ -427,7 +463,8 @@ async def _watch_current(reloader: Reloader, stop: asyncio.Event) -> None:
 
 
 async def _follow_board(reloader: Reloader, board: WorkerBoard, stop: asyncio.Event) -> None:
-    """Apply each generation newer than this worker's (one ``os.stat`` per look)."""
+    """Apply each generation newer than this worker's, and erasures other workers took
+    (two ``os.stat`` per look)."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=FOLLOW_EVERY_S)
@@ -437,5 +474,8 @@ async def _follow_board(reloader: Reloader, board: WorkerBoard, stop: asyncio.Ev
             latest = board.latest()
             if latest is not None and latest.number > reloader.applied:
                 await asyncio.to_thread(reloader.follow, latest)
+            erasures = board.erasures()
+            if erasures > reloader.erasures:
+                await asyncio.to_thread(reloader.follow_erasures, erasures)
         except Exception:  # following must never take the loop down; next look retries
             log.exception("following the workers' board failed")

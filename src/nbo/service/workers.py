@@ -10,6 +10,11 @@ reload waits until every live worker's status has reached its generation, so the
 answer says which worker serves what. A worker that starts later (a replacement for
 one that died) loads the latest generation's version, not what the settings name.
 
+Erasures ride the same board: a model row must leave every worker's model, not only
+the one that took the ``DELETE``. The erasing worker records the erasure in the store,
+then counts it here; each worker, seeing the count grow, forgets every erased id the
+store lists and reports the count it has applied; the erasure answers once all have.
+
 Files are small JSON documents replaced atomically (written beside, then renamed), and
 a generation's number is taken under an ``flock``, so two reloads at once get two
 numbers and the later one wins everywhere. The master makes the folder and removes it
@@ -23,7 +28,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +44,7 @@ WAIT_EVERY_S = 0.05
 STARTING = -1
 
 _GENERATION = "generation.json"
+_ERASURES = "erasures.json"
 _LOCK = "generation.lock"
 _STATUS_PREFIX = "worker-"
 
@@ -66,6 +72,8 @@ class WorkerStatus:
     load_seconds: float | None = None
     # Why the last generation was not served (refused, not found); None when it was.
     error: str | None = None
+    # The erasures counted on the board that this worker's models have forgotten.
+    erasures: int = 0
 
     @property
     def version(self) -> str | None:
@@ -81,6 +89,8 @@ class WorkerBoard:
         folder.mkdir(parents=True, exist_ok=True)
         self._seen: tuple[int, int] | None = None
         self._latest: Generation | None = None
+        self._erasures_seen: tuple[int, int] | None = None
+        self._erasures = 0
 
     def publish(
         self, version: str, force: bool, trigger: str, unless_named: bool = False
@@ -115,6 +125,27 @@ class WorkerBoard:
             self._seen = stamp
         return self._latest
 
+    def count_erasure(self) -> int:
+        """Count one more erasure (recorded in the store before); the new count."""
+        with self._locked():
+            data = _read_json(self.folder / _ERASURES)
+            count = (int(data["count"]) if data else 0) + 1
+            self._write(_ERASURES, {"count": count})
+        return count
+
+    def erasures(self) -> int:
+        """How many erasures have been counted (a stat per call, read when changed)."""
+        try:
+            stat = os.stat(self.folder / _ERASURES)
+        except FileNotFoundError:
+            return 0
+        stamp = (stat.st_ino, stat.st_mtime_ns)
+        if stamp != self._erasures_seen:
+            data = _read_json(self.folder / _ERASURES)
+            self._erasures = int(data["count"]) if data else 0
+            self._erasures_seen = stamp
+        return self._erasures
+
     def report(self, status: WorkerStatus) -> None:
         """Write this worker's status (replacing its previous one)."""
         self._write(f"{_STATUS_PREFIX}{status.pid}.json", asdict(status))
@@ -131,13 +162,15 @@ class WorkerBoard:
             found.append(WorkerStatus(**data))
         return sorted(found, key=lambda status: status.pid)
 
-    def wait(self, number: int, timeout: float = WAIT_FOR_WORKERS_S) -> list[WorkerStatus]:
-        """The live workers' statuses once every one has applied generation ``number``,
-        or as they are when ``timeout`` runs out."""
+    def wait(
+        self, done: Callable[[WorkerStatus], bool], timeout: float = WAIT_FOR_WORKERS_S
+    ) -> list[WorkerStatus]:
+        """The live workers' statuses once ``done`` holds for every one (it applied a
+        generation, or an erasure), or as they are when ``timeout`` runs out."""
         deadline = time.monotonic() + timeout
         while True:
             statuses = self.statuses()
-            if all(status.generation >= number for status in statuses):
+            if all(done(status) for status in statuses):
                 return statuses
             if time.monotonic() >= deadline:
                 return statuses
