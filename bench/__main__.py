@@ -27,6 +27,7 @@ from bench.load_bench import bench_load, print_load
 from bench.offers_bench import WINDOW_DAYS, K, OffersResult, bench_offers
 from bench.report import OtherLoad, micros, seconds, table, us, verdict
 from bench.train_bench import TrainBench, bench_training
+from bench.workers_bench import INSTALL, bench_workers, print_workers, wrk_path
 from nbo.catalog.loading import load_catalog
 from nbo.data.mapping import ColumnMapping, load_mapping
 from nbo.models.served import load_serving_model
@@ -38,6 +39,7 @@ SYNTHETIC = "synthetic"
 ONLINE = "online-retail"
 EVENTS = "events"
 LOAD = "load"
+WORKERS = "workers"
 NOISY_CORES = 0.3
 # The store may add at most this much to an offers call at p99, over HTTP.
 STORE_P99_TARGET_MS = 1.0
@@ -76,14 +78,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=(SYNTHETIC, ONLINE, EVENTS, LOAD),
-        help="run one data set, or only the events-over-HTTP or the load section",
+        choices=(SYNTHETIC, ONLINE, EVENTS, LOAD, WORKERS),
+        help="run one data set, or only the events-over-HTTP, the load or the workers section",
     )
     parser.add_argument(
         "--calls", type=_positive, default=5_000, help="timed offers calls per path"
     )
     parser.add_argument("--warmup", type=_positive, default=500, help="untimed offers calls first")
     parser.add_argument("--seed", type=int, default=0, help="data and customer-sample seed")
+    parser.add_argument(
+        "--online-retail",
+        type=Path,
+        default=ONLINE_RETAIL,
+        help="the Online Retail file (default: ../shared/data/online_retail/online_retail.parquet "
+        "beside the repository; a worktree elsewhere names it)",
+    )
     parser.add_argument(
         "--repeats", type=_positive, default=3, help="floor and trainer runs (best counts)"
     )
@@ -102,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, EVENTS):
             events = _run_events(args)
         load_ratio = _run_load() if args.only in (None, LOAD) else None
+        workers = _run_workers(args.online_retail) if args.only in (None, WORKERS) else None
     if summaries:
         print("\n== summary ==")
         print(
@@ -142,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         print(table(["", "", f"target <= {STORE_P99_TARGET_MS:g} ms"], rows))
     if load_ratio is not None:
         print(f"\n== summary: load ==\n  offers throughput, hardened / bare: {load_ratio:.1%}")
+    if workers is not None:
+        print(
+            f"\n== summary: workers ==\n  offers throughput, 2 workers / 1: "
+            f"{workers['offers_scaling']:.2f}x (/health/live {workers['live_scaling']:.2f}x); "
+            f"offers / /health/live with 1 worker: {workers['offers_of_live']:.1%}"
+        )
     return 0
 
 
@@ -165,12 +181,11 @@ def _data_sets(args: argparse.Namespace) -> Iterator[DataSet]:
             f"{spec.label}, seed {spec.seed}; {path.relative_to(REPO)} ({how})",
         )
     if args.only in (None, ONLINE):
-        if ONLINE_RETAIL.is_file():
-            yield DataSet(
-                ONLINE, ONLINE_RETAIL, load_mapping("online-retail"), f"full file {ONLINE_RETAIL}"
-            )
+        path = args.online_retail
+        if path.is_file():
+            yield DataSet(ONLINE, path, load_mapping("online-retail"), f"full file {path}")
         else:
-            print(f"\n== {ONLINE} ==\n  skipped: {ONLINE_RETAIL} not found")
+            print(f"\n== {ONLINE} ==\n  skipped: {path} not found")
 
 
 DEMO_CATALOG = REPO / "data" / "catalog.yaml"
@@ -387,6 +402,27 @@ def _run_load() -> float:
     print(f"\n== {LOAD} ==")
     with tempfile.TemporaryDirectory(prefix="nbo-bench-load-") as tmp:
         return print_load(bench_load(Path(tmp)))
+
+
+def _run_workers(online_retail: Path) -> dict[str, float] | None:
+    print(f"\n== {WORKERS} ==")
+    if wrk_path() is None:
+        print(f"  skipped: wrk not found (the load generator); install it with {INSTALL}")
+        return None
+    if not online_retail.is_file():
+        print(f"  skipped: {online_retail} not found (--online-retail names it)")
+        return None
+    load = OtherLoad()
+    with tempfile.TemporaryDirectory(prefix="nbo-bench-workers-") as tmp:
+        figures = print_workers(bench_workers(Path(tmp), online_retail))
+    other = load.cores()
+    if other is not None:
+        noisy = " (noisy figures: rerun on a quiet machine)" if other > NOISY_CORES else ""
+        print(
+            f"\n  other processes (beyond this one, wrk and the servers) used {other:.2f} of "
+            f"{os.cpu_count()} cores on average while this section ran{noisy}"
+        )
+    return figures
 
 
 def _run_events(args: argparse.Namespace) -> EventsSummary:
