@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from support import make_planted_purchases, small_training_config
 from bench.servers import Server, running_server
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import set_current
+from nbo.service import cli
 from nbo.service.app import create_app
 from nbo.service.workers import STARTING, WorkerBoard, WorkerStatus
 from nbo.settings import Settings
@@ -327,6 +329,21 @@ def test_one_process_answers_for_itself(versions: Versions, tmp_path: Path) -> N
     assert body["workers"] == [
         {"pid": os.getpid(), "version": versions.v2, "reloaded": True, "error": None}
     ]
+
+
+def test_a_killed_servers_folder_is_removed_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)
+    stale = tmp_path / f"{cli.FOLDER_PREFIX}{gone.pid}-abc"
+    live = tmp_path / f"{cli.FOLDER_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "nbo-serve-notapid"
+    for folder in (stale, live, other):
+        (folder / "metrics").mkdir(parents=True)
+    cli._remove_stale_folders()
+    assert not stale.exists() and live.exists() and other.exists()
 
 
 # -- the board ----------------------------------------------------------------------------

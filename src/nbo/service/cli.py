@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ log = logging.getLogger("nbo.service")
 # prometheus-client reads it once, when it is first imported (``serve`` sets it first).
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 OPENMP_VARIABLE = "OMP_NUM_THREADS"
+# The folder the workers share: this prefix, the master's pid, a random part.
+FOLDER_PREFIX = "nbo-serve-"
 
 
 def register(commands: Any) -> None:
@@ -77,8 +80,10 @@ def run(args: argparse.Namespace) -> int:
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT: gunicorn's master and ``settings.workers`` workers,
     forked after the app is built. The folder the workers share (their metrics files and
-    the board where reloads are published) is made here and removed at the end."""
-    with tempfile.TemporaryDirectory(prefix="nbo-serve-") as shared:
+    the board where reloads are published) is made here and removed at the end; one a
+    killed ``nbo serve`` left behind is removed by the next one."""
+    _remove_stale_folders()
+    with tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{os.getpid()}-") as shared:
         metrics_dir = Path(shared) / "metrics"
         metrics_dir.mkdir()
         os.environ[MULTIPROC_VARIABLE] = str(metrics_dir)
@@ -100,3 +105,18 @@ def serve(settings: Settings) -> None:
             NboServer(app, settings, board).run()
         finally:
             os.environ.pop(MULTIPROC_VARIABLE, None)
+
+
+def _remove_stale_folders() -> None:
+    """Remove the shared folders of ``nbo serve`` processes that are gone (SIGKILL leaves
+    its folder behind): the pid in a folder's name names its master."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
+        pid = folder.name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's process: alive
