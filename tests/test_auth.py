@@ -420,6 +420,7 @@ def uvicorn_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
     runs: list[dict] = []
     monkeypatch.setattr(cli, "serve", lambda settings: runs.append(settings.model_dump()))
+    monkeypatch.setattr(cli, "check_port_free", lambda host, port: None)
     return runs
 
 

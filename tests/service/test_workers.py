@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import make_planted_purchases, small_training_config
 
 from bench.servers import Server, running_server
+from nbo.cli import EXIT_USER_ERROR, main
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import set_current
 from nbo.service import cli
@@ -329,6 +331,21 @@ def test_one_process_answers_for_itself(versions: Versions, tmp_path: Path) -> N
     assert body["workers"] == [
         {"pid": os.getpid(), "version": versions.v2, "reloaded": True, "error": None}
     ]
+
+
+def test_a_port_another_process_listens_on_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each worker binds the port with SO_REUSEPORT, which another listener of the same
+    user could share: nbo serve refuses a port in use before anything else."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["serve", "--port", str(port), "--models-dir", str(tmp_path)])
+    assert code == EXIT_USER_ERROR
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert line.startswith(f"nbo serve: error: setting NBO_PORT: cannot listen on 127.0.0.1:{port}")
 
 
 def test_a_killed_servers_folder_is_removed_by_the_next(

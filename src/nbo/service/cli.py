@@ -7,11 +7,13 @@ import argparse
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from nbo.core.apikeys import check_bind
+from nbo.core.errors import ConfigError
 from nbo.settings import Settings, load_settings
 
 log = logging.getLogger("nbo.service")
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     # Secure by default: without API keys, loopback only. Checked first: it costs nothing.
     bind = check_bind(settings.host, settings.api_keys, settings.allow_unauthenticated)
     log.log(bind.level, bind.message)
+    check_port_free(settings.host, settings.port)
     # One BLAS thread for the whole process, before any model object exists.
     with threadpool_limits(limits=1, user_api="blas"):
         if settings.require_model:
@@ -105,6 +108,27 @@ def serve(settings: Settings) -> None:
             NboServer(app, settings, board).run()
         finally:
             os.environ.pop(MULTIPROC_VARIABLE, None)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError when another process listens on ``host:port``. The workers each bind
+    the port with SO_REUSEPORT (``nbo.service.server``), which would let them share it
+    with another ``nbo serve`` of the same user, splitting the traffic between the two:
+    a bind without the option fails on any listener, so this refuses that at start."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"setting NBO_HOST: cannot listen on '{host}' ({exc})") from None
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(
+                f"setting NBO_PORT: cannot listen on {host}:{port} ({exc.strerror or exc})"
+            ) from None
 
 
 def _remove_stale_folders() -> None:
