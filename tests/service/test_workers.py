@@ -33,11 +33,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import make_planted_purchases, small_training_config
 
 from bench.servers import Server, running_server
+from nbo.catalog.holder import CatalogHolder
 from nbo.cli import EXIT_USER_ERROR, main
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import set_current
 from nbo.service import cli
 from nbo.service.app import create_app
+from nbo.service.reload import Reloader
+from nbo.service.state import ModelHolder
 from nbo.service.workers import STARTING, WorkerBoard, WorkerStatus
 from nbo.settings import Settings
 from training.pipeline import train
@@ -386,6 +389,33 @@ def test_erasures_are_counted(tmp_path: Path) -> None:
     assert board.erasures() == 0
     assert [board.count_erasure(), other.count_erasure()] == [1, 2]
     assert board.erasures() == other.erasures() == 2
+
+
+def test_a_worker_counting_an_erasure_forgets_those_it_had_not_followed(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """Worker A erases a00; worker B erases a01 before it has followed A's erasure: B's
+    count passes A's, and B must forget a00 too (from the store's list), not skip it."""
+    erased: list[str] = []
+    board = WorkerBoard(tmp_path / "board")
+    settings = Settings(models_dir=models_dir, store_url=f"sqlite:///{tmp_path / 'e.db'}")
+    workers = []
+    for _ in range(2):
+        holder = ModelHolder(erased_ids=lambda: list(erased))
+        reloader = Reloader(settings, holder, CatalogHolder(None), board)
+        reloader.start()
+        workers.append(reloader)
+    a, b = workers
+    erased.append("a00")  # the store records the erasure first
+    assert a.forget_everywhere("a00") == (True, True)
+    erased.append("a01")
+    assert b.forget_everywhere("a01") == (True, True)
+    model = b.models.model
+    assert model is not None
+    assert model.customers.get("a01") is None and model.customers.get("a00") is None
+    a.follow_erasures(board.erasures())  # what A's follower does within a tenth of a second
+    model = a.models.model
+    assert model is not None and model.customers.get("a01") is None
 
 
 def test_concurrent_publications_each_get_a_number(tmp_path: Path) -> None:

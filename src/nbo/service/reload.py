@@ -221,6 +221,8 @@ class Reloader:
             return removed, True
         count = self.board.count_erasure()
         with self._lock:
+            if count - 1 > self.erasures:  # another worker's erasure, not followed yet
+                self.models.forget_erased()
             self.erasures = max(self.erasures, count)
             self._report(self.status())
         workers = self.board.wait(lambda status: status.erasures >= count)
