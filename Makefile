@@ -1,6 +1,7 @@
 # nbo: two commands set everything up on a fresh machine.
 #   make demo   install, train on the bundled sample, serve on 127.0.0.1:8000
-#   make test   install, lint and run the whole test suite
+#   make test   install, lint and run the whole test suite (the store's PostgreSQL tests
+#               too when NBO_TEST_POSTGRES_URL names a server; make test-postgres starts one)
 #   make lock   refresh the lock files in requirements/ (docs/operations.md: "Dependencies and upgrades")
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ PORT ?= 8000
 # The demo's offer catalogue: products, a win-back, a loyalty reward and a welcome offer.
 CATALOG ?= data/catalog.yaml
 
-.PHONY: demo test install lock lint format bench train serve clean campaign
+.PHONY: demo test test-postgres install lock lint format bench train serve clean campaign
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +81,13 @@ format: install
 
 test: lint
 	$(BIN)/python -m pytest -q
+	@[ -n "$$NBO_TEST_POSTGRES_URL" ] || echo "The store's PostgreSQL tests were skipped: \
+	run make test-postgres (a throwaway server; needs PostgreSQL's initdb and pg_ctl, \
+	Debian's postgresql package) or set NBO_TEST_POSTGRES_URL=postgresql://..."
+
+# make test beside a throwaway PostgreSQL server on loopback (.ci/with-postgres), as CI runs it.
+test-postgres:
+	.ci/with-postgres $(MAKE) test
 
 bench: install
 	$(BIN)/python -m bench

@@ -36,7 +36,7 @@ class Server:
     process: subprocess.Popen[bytes]
     base: str
     log: Path
-    store: Path
+    store: Path | None  # the SQLite file; None on a store server
 
     def output(self) -> str:
         """The end of the server's log, for a failure message."""
@@ -47,7 +47,7 @@ class Server:
         ``STOP_SECONDS`` (gunicorn's master exits 0; -SIGTERM, a process ended by the
         signal, counts as clean too) and the workers' shutdown closed the store. The
         store's last connection closing checkpoints and removes the WAL file: a WAL file
-        left behind means a shutdown never reached ``store.close()``."""
+        left behind means a shutdown never reached ``store.close()`` (SQLite only)."""
         self.process.send_signal(signal.SIGTERM)
         try:
             code = self.process.wait(timeout=STOP_SECONDS)
@@ -57,6 +57,8 @@ class Server:
             ) from None
         if code not in (0, -signal.SIGTERM):
             raise ServerError(f"exit code {code}\n{self.output()}")
+        if self.store is None:
+            return
         wal = self.store.with_name(self.store.name + "-wal")
         if wal.exists():
             raise ServerError(f"store not closed at shutdown\n{self.output()}")
@@ -71,19 +73,21 @@ def free_port() -> int:
 @contextmanager
 def running_server(
     models_dir: Path,
-    store: Path,
+    store: Path | str,
     log: Path,
     settings: Mapping[str, str] | None = None,
     ready_seconds: float = READY_SECONDS,
 ) -> Iterator[Server]:
-    """``nbo serve`` on 127.0.0.1 and a free port with its own SQLite ``store``, ready
+    """``nbo serve`` on 127.0.0.1 and a free port on ``store`` (a SQLite file, or a store
+    URL such as ``postgresql://...``, which several servers may share), ready
     (``/health/ready`` answers 200 within ``ready_seconds``); on the way out SIGTERM,
     then SIGKILL if it hangs."""
     port = free_port()
+    url = store if isinstance(store, str) else f"sqlite:///{store}"
     env = {
         **os.environ,
         "NBO_LOG_LEVEL": "warning",
-        "NBO_STORE_URL": f"sqlite:///{store}",
+        "NBO_STORE_URL": url,
         **(settings or {}),
     }
     command = [sys.executable, "-m", "nbo.cli", "serve", "--models-dir", str(models_dir)]
@@ -96,7 +100,8 @@ def running_server(
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    server = Server(process, f"http://127.0.0.1:{port}", log, store)
+    file = store if isinstance(store, Path) else None
+    server = Server(process, f"http://127.0.0.1:{port}", log, file)
     try:
         deadline = time.monotonic() + ready_seconds
         while True:

@@ -17,7 +17,7 @@ from nbo.console.tables import output_console, print_table
 from nbo.data.mapping import ColumnMapping, load_mapping, parse_column_overrides, shipped_mappings
 from nbo.models.churn import MODEL, RECENCY
 from nbo.settings import load_settings
-from nbo.store.sqlite import read_erased_ids
+from nbo.store import read_erased_ids
 from training.config import TrainingConfig, load_training_config
 from training.evaluate import CHURN_METRICS
 from training.lifecycle import CALIBRATION_PLOT

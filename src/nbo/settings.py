@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     )
     store_url: str = Field(
         "sqlite:///var/nbo.db",
-        description="the event store; sqlite:///PATH (relative paths from the working folder)",
+        description="the event store: sqlite:///PATH (relative paths from the working "
+        "folder) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE (replicas share one)",
     )
     frequency_caps: dict[str, FrequencyCap] = Field(
         default_factory=lambda: {

@@ -7,6 +7,12 @@ single call: suppression (posted purchases included), eligibility, consent, freq
 caps and offer fatigue. Customers are decided in chunks and written chunk by chunk to a
 temporary file beside the output, renamed over it only when every customer is done, so
 an interrupted or failed run never leaves a half-written campaign behind.
+
+A campaign that will be sent (``--record``) delivers each chunk as the API delivers one
+customer (``nbo.runtime.deliver``): decided and its impressions recorded under the
+customers' locks, so an API delivery at the same moment never doubles a capped contact.
+A run that fails before its file is in place takes its impressions back
+(``Store.remove_impressions``), as it does for customers erased while it ran.
 """
 
 from __future__ import annotations
@@ -39,9 +45,10 @@ from nbo.models.served import ServingModel
 from nbo.offers.decision import Occasion
 from nbo.offers.ranking import OfferTable
 from nbo.runtime.decide import Context, Decided, contact_policy, decide_customers
+from nbo.runtime.deliver import deliver_customers, impressions_of
 from nbo.settings import Settings
+from nbo.store import open_store
 from nbo.store.base import BatchOutput, Store
-from nbo.store.sqlite import open_store
 
 SUFFIXES = (".parquet", ".csv")
 ALL = "all"
@@ -353,12 +360,20 @@ class ChunkResult:
     with_offers: int = 0
     without_offers: dict[str, int] = field(default_factory=dict)
     skipped_stage: int = 0
+    recorded: int = 0  # impressions recorded (a delivered campaign)
 
 
 def decide_chunk(run: BatchRun, customer_ids: Sequence[str], stage: str | None) -> ChunkResult:
-    """The output rows of one chunk of customers."""
-    decided = decide_customers(run.context, customer_ids, run.occasion, stage)
-    result = ChunkResult(None, skipped_stage=len(customer_ids) - len(decided))
+    """The output rows of one chunk of customers (delivered, when the campaign is)."""
+    recorded = 0
+    if run.occasion.delivery:
+        delivered = deliver_customers(
+            run.context, customer_ids, run.occasion, lambda one: _impressions(run, one), stage
+        )
+        decided, recorded = delivered.decided, delivered.recorded
+    else:
+        decided = decide_customers(run.context, customer_ids, run.occasion, stage)
+    result = ChunkResult(None, skipped_stage=len(customer_ids) - len(decided), recorded=recorded)
     for one in decided:
         result.customers += 1
         decision = one.decision
@@ -390,8 +405,9 @@ def write_batch(
     managed: bool = True,
 ) -> BatchSummary:
     """Decide every selected customer and write the rows to ``out`` (.parquet or .csv),
-    through a temporary file renamed at the end; with ``run.occasion.delivery`` the impressions are
-    recorded once the file is complete, before the rename.
+    through a temporary file renamed at the end; with ``run.occasion.delivery`` each chunk
+    is delivered (its impressions recorded as it is decided), and taken back if the run
+    fails before the rename.
 
     ``managed`` (the default): the finished file is registered in the store, so a later
     erasure takes the customer out of it (``nbo.campaigns.files``); unmanaged, it is the
@@ -411,6 +427,7 @@ def write_batch(
     ids = list(selection.customer_ids)
     chunks = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
     pool: ProcessPoolExecutor | None = None
+    placed = False
     try:
         if out.suffix.lower() == ".parquet":
             writer = pq.ParquetWriter(temporary, SCHEMA)
@@ -431,6 +448,7 @@ def write_batch(
         done = 0
         for chosen, result in zip(chunks, results, strict=True):
             summary.customers += result.customers
+            summary.recorded += result.recorded
             summary.with_offers += result.with_offers
             summary.skipped_stage += result.skipped_stage
             for reason, count in result.without_offers.items():
@@ -444,13 +462,14 @@ def write_batch(
         writer.close()
         writer = None
         fmt = format_of(out)
-        # Erased while the batch ran: out before anything is recorded or renamed.
+        # Erased while the batch ran: out before the rename, their impressions too.
         erased_during = set(run.store.erased_ids()) - erased_before
         if erased_during:
             summary.erased_rows += remove_customers(temporary, fmt, erased_during)
-        if run.occasion.delivery:
-            summary.recorded = record_impressions(run, temporary, out.suffix.lower())
+            if run.occasion.delivery:
+                summary.recorded -= _take_back(run, sorted(erased_during))
         _put_in_place(run, temporary, out, summary.rows - summary.erased_rows, managed)
+        placed = True
         # Erased before the registration: that erasure may not have seen this file.
         erased_since = set(run.store.erased_ids()) - erased_before - erased_during
         if erased_since:
@@ -458,6 +477,14 @@ def write_batch(
                 out, fmt, erased_since, rewritten=_registered_rows(run, out) if managed else None
             )
         summary.rows -= summary.erased_rows
+    except BaseException:
+        if run.occasion.delivery and not placed:
+            # No campaign file, no delivery: once no worker can record any more.
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = None
+            _take_back(run, ids)
+        raise
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -509,33 +536,17 @@ def _worker_chunk(customer_ids: Sequence[str], stage: str | None) -> ChunkResult
     return decide_chunk(run, customer_ids, stage)
 
 
-def record_impressions(run: BatchRun, path: Path, suffix: str, per_write: int = 5000) -> int:
-    """Record the impressions of a finished batch file, so frequency caps, offer caps and
-    fatigue count them like the API's recorded answers (idempotent: event ids derive from
-    the run, the customer and the rank)."""
-    table = pq.read_table(path) if suffix == ".parquet" else pacsv.read_csv(path)
-    table = table.filter(pa.compute.greater(table["rank"], 0))
-    columns = table.select(
-        ["customer_id", "rank", "offer_id", "item_id", "experiment", "variant"]
-    ).to_pylist()
-    recorded = 0
-    for start in range(0, len(columns), per_write):
-        events = [
-            ImpressionEvent(
-                type="offer_impression",
-                event_id=f"{run.run_id}-{row['customer_id']}-{row['rank']}",
-                customer_id=str(row["customer_id"]),
-                timestamp=run.now,
-                item_id=str(row["item_id"] or row["offer_id"]),
-                channel=run.occasion.channel,
-                request_id=f"{run.run_id}-{row['customer_id']}",
-                experiment=row["experiment"] or None,
-                variant=row["variant"] or None,
-            )
-            for row in columns[start : start + per_write]
-        ]
-        recorded += len(run.store.add_events(events).accepted)
-    return recorded
+def _impressions(run: BatchRun, one: Decided) -> list[ImpressionEvent]:
+    """A delivered customer's impressions, tagged with the run: idempotent event ids
+    (``{run_id}-{customer}-{rank}``) and one request id per customer, the delivery the
+    frequency cap counts."""
+    delivery = f"{run.run_id}-{one.customer_id}"
+    return impressions_of(one, run.occasion.channel, run.now, delivery, delivery)
+
+
+def _take_back(run: BatchRun, customer_ids: Sequence[str]) -> int:
+    """Delete the impressions this run recorded for ``customer_ids``."""
+    return run.store.remove_impressions([(c, f"{run.run_id}-{c}") for c in customer_ids])
 
 
 def new_run_id(now: datetime) -> str:

@@ -12,10 +12,16 @@ service (one customer, with purchases posted since training folded in): the call
 passes the customers' own rows (order counts, last purchase times, taste vectors),
 never an index into a global matrix, so a refolded or brand-new customer is scored
 exactly like a trained one.
+
+Each source is one function of a block of customers (``_Block``: their history, what is
+excluded for them, ALS's top-k), registered in ``_SOURCE_FUNCTIONS``, whose order is
+``SOURCES``'; the union runs them all, ``propose_source`` one alone (for its tests and
+for reports). A new source is a function and an entry there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,8 +68,6 @@ CUSTOMER_FEATURES = (
 )
 # ``customer_stage`` is a category (an index into ``STAGES``), not an amount.
 CATEGORICAL_FEATURES = ("customer_stage",)
-SOURCES = ("als", "knn", "buy_again", "popular", "stage_popular")
-SOURCE_ALS, SOURCE_KNN, SOURCE_BUY_AGAIN, SOURCE_POPULAR, SOURCE_STAGE_POPULAR = range(5)
 NO_STAGE = -1
 # ItemKNN proposes neighbours of the customer's most recently bought items, this many at
 # most: what they buy now says more than what they bought years ago, and a wholesaler's
@@ -73,7 +77,6 @@ STAGE_CODE: dict[str, int] = {name: code for code, name in enumerate(STAGES)}
 _COLUMN = {name: n for n, name in enumerate(FEATURES)}
 _ITEM_COLUMNS = [_COLUMN[name] for name in ITEM_FEATURES]
 _CUSTOMER_COLUMNS = [_COLUMN[name] for name in CUSTOMER_FEATURES]
-_SOURCE_BITS = np.array([1 << bit for bit in range(len(SOURCES))], dtype=np.uint8)
 # The least positive float: a score at or above it is above zero.
 _LEAST_POSITIVE = np.nextafter(0.0, 1.0)
 
@@ -220,9 +223,56 @@ def candidates(
     union run over blocks of customers (``SHEET_CELLS``), and the features of all pairs
     are computed at once.
     """
+    now_s = items.as_of_s if as_of_s is None else as_of_s
+    factors = np.asarray(customers.user_factors, dtype=np.float32)
+    parts = [_propose(block) for block in _blocks(items, customers, per_source)]
+    proposals = parts[0] if len(parts) == 1 else _Proposals.concatenate(parts)
+    traits = _traits_of(customers, now_s)
+    features = _pair_features(items, now_s, proposals, factors, traits)
+    return CandidateTable(proposals.rows, proposals.items, features, proposals.flags)
+
+
+@dataclass(frozen=True)
+class SourceProposals:
+    """One source's proposals for customer rows 0..``n_customers`` - 1: (row, item, rank)
+    triples grouped by row, each row's in rank order (1 = best)."""
+
+    n_customers: int
+    rows: np.ndarray
+    items: np.ndarray
+    ranks: np.ndarray
+
+    def per_customer(self) -> list[np.ndarray]:
+        """Per customer row, its items best first."""
+        order = np.lexsort((self.ranks, self.rows))
+        bounds = self.rows[order].searchsorted(np.arange(self.n_customers + 1))
+        items = self.items[order]
+        return [items[bounds[r] : bounds[r + 1]] for r in range(self.n_customers)]
+
+
+def propose_source(
+    name: str, items: ItemSide, customers: CustomerSide, per_source: int
+) -> SourceProposals:
+    """What the source ``name`` (one of ``SOURCES``) alone proposes to each customer, as
+    ``candidates`` runs it: for tests of each source and for reports."""
+    if name not in _SOURCE_FUNCTIONS:
+        raise ValueError(f"source: unknown {name!r}, expected one of {', '.join(SOURCES)}")
+    source = _SOURCE_FUNCTIONS[name]
+    parts = [(block, source(block)) for block in _blocks(items, customers, per_source)]
+    empty = np.empty(0, np.int64)
+    return SourceProposals(
+        customers.counts.shape[0],
+        np.concatenate([made.keys // b.n_items + b.start for b, made in parts] or [empty]),
+        np.concatenate([made.keys % b.n_items for b, made in parts] or [empty]),
+        np.concatenate([made.ranks for _, made in parts] or [empty]).astype(np.int64),
+    )
+
+
+def _blocks(items: ItemSide, customers: CustomerSide, per_source: int) -> Iterator[_Block]:
+    """The customers in blocks of at most ``SHEET_CELLS`` cells, each with its rows of
+    ALS's top ``per_source`` (implicit's top-k runs once for all customers)."""
     n_items = len(items.popularity)
     n_customers = customers.counts.shape[0]
-    now_s = items.as_of_s if as_of_s is None else as_of_s
     n = min(per_source, n_items)
     factors = np.asarray(customers.user_factors, dtype=np.float32)
     exclude = customers.exclude
@@ -232,14 +282,8 @@ def candidates(
     )
     als_ids = real_candidates(als_ids, als_scores)
     step = max(1, SHEET_CELLS // max(n_items, 1))
-    parts = [
-        _propose(items, customers, n, als_ids, start, min(start + step, n_customers))
-        for start in range(0, n_customers, step)
-    ]
-    proposals = parts[0] if len(parts) == 1 else _Proposals.concatenate(parts)
-    traits = _traits_of(customers, now_s)
-    features = _pair_features(items, now_s, proposals, factors, traits)
-    return CandidateTable(proposals.rows, proposals.items, features, proposals.flags)
+    for start in range(0, n_customers, step):
+        yield _Block.of(items, customers, n, als_ids, start, min(start + step, n_customers))
 
 
 @dataclass(frozen=True)
@@ -279,140 +323,249 @@ class _Proposals:
         )
 
 
-def _propose(
-    items: ItemSide,
-    customers: CustomerSide,
-    n: int,
-    als_ids: np.ndarray,
-    start: int,
-    end: int,
-) -> _Proposals:
-    """The sources' union for customer rows ``start`` to ``end``.
+# Not frozen, nor is _Proposed: a frozen dataclass's __init__ costs about 0.1 µs a field,
+# and a one-customer request's candidates take about 250 µs in all.
+@dataclass(slots=True)
+class _Block:
+    """What every source needs of customer rows ``start`` to ``end``.
 
     Each (row, item) pair of the block is a cell of a customers x catalogue sheet,
-    addressed by one integer (row x catalogue size + item): ItemKNN's scores are summed
-    into a sheet, excluded cells are marked in another, each source sets its bit in a
-    third, and the union is that sheet's nonzero cells, in order.
+    addressed by one integer, its key (row within the block x catalogue size + item): the
+    history, the excluded cells and every source's proposals are keys.
     """
-    n_items = len(items.popularity)
-    n_rows = end - start
-    n_popular = max(10, n // 5)
-    counts, last, exclude = customers.counts, customers.last, customers.exclude
-    local = np.arange(n_rows, dtype=np.int64)
 
-    # The history (``last`` shares its sparsity pattern) and the excluded cells.
-    indptr = counts.indptr[start : end + 1]
-    lo, hi = indptr[0], indptr[-1]
-    history_rows = np.repeat(local, indptr[1:] - indptr[:-1])
-    history_items = np.asarray(counts.indices[lo:hi], dtype=np.int64)
-    history_counts = np.asarray(counts.data[lo:hi], dtype=np.float64)
-    history_last = np.asarray(last.data[lo:hi], dtype=np.float64)
-    history_keys = history_rows * n_items + history_items
-    banned = np.zeros(n_rows * n_items, dtype=bool)
-    banned_keys = np.empty(0, np.int64)
-    most_banned = 0
-    if exclude is not None:
-        indptr = exclude.indptr[start : end + 1]
-        lengths = indptr[1:] - indptr[:-1]
-        banned_keys = np.repeat(local * n_items, lengths) + exclude.indices[indptr[0] : indptr[-1]]
-        banned[banned_keys] = True
-        most_banned = int(lengths.max(initial=0))
-    sheet_banned = banned.reshape(n_rows, n_items)
+    items: ItemSide
+    customers: CustomerSide
+    start: int
+    end: int
+    n_rows: int
+    n_items: int
+    local: np.ndarray  # the rows within the block, 0..n_rows - 1
+    n: int  # the most items a source proposes per customer
+    # The popularity sources propose a few, whatever ``n``: the first ``n_popular``
+    # allowed items of a ranked list, which lie within its first ``popular_width`` (no
+    # row excludes more than ``most_banned``).
+    n_popular: int
+    popular_width: int
+    als_ids: np.ndarray  # the block's rows of ALS's top ``n`` (-1 = none)
+    # The history, one entry per (row, item) bought (``last`` shares ``counts``' pattern).
+    history_rows: np.ndarray
+    history_items: np.ndarray
+    history_counts: np.ndarray
+    history_last: np.ndarray
+    history_keys: np.ndarray
+    banned: np.ndarray  # one flag per cell: excluded
+    banned_sheet: np.ndarray  # the same, rows x catalogue
+    banned_keys: np.ndarray
 
-    # ALS: implicit's top-k, already filtered; its rank is the column (1 = best).
-    als_rows, als_columns = np.nonzero(als_ids[start:end] >= 0)
-    als_keys = als_rows * n_items + als_ids[start + als_rows, als_columns]
+    @classmethod
+    def of(
+        cls,
+        items: ItemSide,
+        customers: CustomerSide,
+        n: int,
+        als_ids: np.ndarray,
+        start: int,
+        end: int,
+    ) -> _Block:
+        n_items = len(items.popularity)
+        n_rows = end - start
+        n_popular = max(10, n // 5)
+        counts, last, exclude = customers.counts, customers.last, customers.exclude
+        local = np.arange(n_rows, dtype=np.int64)
+        indptr = counts.indptr[start : end + 1]
+        lo, hi = indptr[0], indptr[-1]
+        # (ndarray methods, not numpy's functions: a request's block is one row, where
+        # the functions' dispatch costs more than the work.)
+        history_rows = local.repeat(indptr[1:] - indptr[:-1])
+        history_items = np.asarray(counts.indices[lo:hi], dtype=np.int64)
+        banned = np.zeros(n_rows * n_items, dtype=bool)
+        banned_keys = np.empty(0, np.int64)
+        most_banned = 0
+        if exclude is not None:
+            indptr = exclude.indptr[start : end + 1]
+            lengths = indptr[1:] - indptr[:-1]
+            banned_keys = (local * n_items).repeat(lengths) + exclude.indices[
+                indptr[0] : indptr[-1]
+            ]
+            banned[banned_keys] = True
+            most_banned = int(lengths.max())  # a block has a row at least
+        return cls(
+            items,
+            customers,
+            start,
+            end,
+            n_rows,
+            n_items,
+            local,
+            n,
+            n_popular,
+            min(n_popular + most_banned, n_items),
+            als_ids[start:end],
+            history_rows,
+            history_items,
+            np.asarray(counts.data[lo:hi], dtype=np.float64),
+            np.asarray(last.data[lo:hi], dtype=np.float64),
+            history_rows * n_items + history_items,
+            banned,
+            banned.reshape(n_rows, n_items),
+            banned_keys,
+        )
 
-    # ItemKNN: summed similarity x order count of the neighbours of each customer's
-    # KNN_BASIS most recent items (ties: as stored), summed in catalogue order of those
-    # items, so that a score does not depend on how the history is stored.
-    basis = np.arange(len(history_rows))
-    if len(basis) > KNN_BASIS:
-        by_recency = np.lexsort((basis, -history_last, history_rows))
+
+@dataclass(slots=True)
+class _Proposed:
+    """One source's proposals for a block: cells (``_Block`` keys) grouped by row, each
+    row's in its rank order, with their ranks (1 = best)."""
+
+    keys: np.ndarray
+    ranks: np.ndarray
+    # The source's score of every cell of the block, proposed or not (None: it has none);
+    # the union takes the score of each of its cells as a feature.
+    scores: np.ndarray | None = None
+
+
+def _als(block: _Block) -> _Proposed:
+    """ALS: implicit's top-k, already filtered (run once for all customers, ``_blocks``);
+    its rank is the column (1 = best)."""
+    rows, columns = (block.als_ids >= 0).nonzero()
+    return _Proposed(rows * block.n_items + block.als_ids[rows, columns], columns + 1)
+
+
+def _item_knn(block: _Block) -> _Proposed:
+    """ItemKNN: summed similarity x order count of the neighbours of each customer's
+    ``KNN_BASIS`` most recent items (ties: as stored), summed in catalogue order of those
+    items, so that a score does not depend on how the history is stored."""
+    items, n, n_rows, n_items = block.items, block.n, block.n_rows, block.n_items
+    history_rows, history_keys = block.history_rows, block.history_keys
+    if len(history_rows) > KNN_BASIS:
+        stored = np.arange(len(history_rows))
+        by_recency = np.lexsort((stored, -block.history_last, history_rows))
         recent = by_recency[_rank_within(history_rows[by_recency], n_rows) < KNN_BASIS]
         basis = recent[np.argsort(history_keys[recent])]
-    elif len(basis) > 1:
+    else:
         basis = np.argsort(history_keys)
-    basis_items = history_items[basis]
+    basis_items = block.history_items[basis]
     knn = np.bincount(
         ((history_rows[basis] * n_items)[:, None] + items.neighbour_ids[basis_items]).ravel(),
-        weights=(items.neighbour_weights[basis_items] * history_counts[basis, None]).ravel(),
+        weights=(items.neighbour_weights[basis_items] * block.history_counts[basis, None]).ravel(),
         minlength=n_rows * n_items,
     )
-    knn[banned_keys] = 0.0
+    knn[block.banned_keys] = 0.0
     # Each row's n best positive cells: at or above its n-th highest score (all ties
     # included), then by score and item within the row.
     sheet = knn.reshape(n_rows, n_items)
     # (numpy's partition is quick for a small k, slow for one near the end of a row
     # that is mostly zeros: hence the negated sheet.)
     floor = -np.partition(-sheet, n - 1, axis=1)[:, n - 1]
-    knn_keys = (sheet >= np.maximum(floor, _LEAST_POSITIVE)[:, None]).ravel().nonzero()[0]
-    knn_rows = knn_keys // n_items
-    order = np.lexsort((knn_keys, -knn[knn_keys], knn_rows))
-    knn_keys = knn_keys[order]
-    knn_rank = _rank_within(knn_rows[order], n_rows) + 1
-    knn_keys, knn_rank = knn_keys[knn_rank <= n], knn_rank[knn_rank <= n]
+    keys = (sheet >= np.maximum(floor, _LEAST_POSITIVE)[:, None]).ravel().nonzero()[0]
+    rows = keys // n_items
+    order = np.lexsort((keys, -knn[keys], rows))
+    keys = keys[order]
+    rank = _rank_within(rows[order], n_rows) + 1
+    first = rank <= n
+    return _Proposed(keys[first], rank[first], knn)
 
-    # Buy again: the customer's own items, most ordered first (ties: most recent).
-    allowed = (~banned[history_keys]).nonzero()[0]
+
+def _buy_again(block: _Block) -> _Proposed:
+    """Buy again: the customer's own items, most ordered first (ties: most recent)."""
+    history_rows = block.history_rows
+    allowed = (~block.banned[block.history_keys]).nonzero()[0]
     order = allowed[
         np.lexsort(
             (
                 allowed,
-                -history_last[allowed],
-                -history_counts[allowed],
+                -block.history_last[allowed],
+                -block.history_counts[allowed],
                 history_rows[allowed],
             )
         )
     ]
-    again_keys = history_keys[order[_rank_within(history_rows[order], n_rows) < n]]
+    within = _rank_within(history_rows[order], block.n_rows)
+    first = within < block.n
+    return _Proposed(block.history_keys[order[first]], within[first] + 1)
 
-    # Recent popularity, and popularity within each customer's lifecycle stage.
-    width = min(n_popular + most_banned, n_items)
-    popular_keys = _first_allowed(local, items.popular_order[None, :width], sheet_banned, n_popular)
-    stage = _stages(customers)[start:end]
+
+def _popular(block: _Block) -> _Proposed:
+    """Recent popularity: the most popular items each customer may be offered."""
+    return _first_allowed(
+        block, block.local, block.items.popular_order[None, : block.popular_width]
+    )
+
+
+def _stage_popular(block: _Block) -> _Proposed:
+    """Popularity within each customer's lifecycle stage (none without a stage)."""
+    stage = _stages(block.customers)[block.start : block.end]
     staged = (stage != NO_STAGE).nonzero()[0]
-    stage_keys = np.empty(0, np.int64)
-    if items.stage_popular_order is not None and len(staged):
-        ranked = items.stage_popular_order[stage[staged], :width]
-        stage_keys = _first_allowed(staged, ranked, sheet_banned, n_popular)
+    by_stage = block.items.stage_popular_order
+    if by_stage is None or not len(staged):
+        return _Proposed(np.empty(0, np.int64), np.empty(0, np.int64))
+    return _first_allowed(block, staged, by_stage[stage[staged], : block.popular_width])
 
-    # The union: a bit per source in each proposed cell, in sheet (row, item) order.
-    proposed = np.zeros(n_rows * n_items, dtype=np.uint8)
-    for bit, keys in zip(
-        _SOURCE_BITS, (als_keys, knn_keys, again_keys, popular_keys, stage_keys), strict=True
-    ):
-        proposed[keys] |= bit
+
+def _first_allowed(block: _Block, rows: np.ndarray, ranked: np.ndarray) -> _Proposed:
+    """Per row of ``rows`` (``ranked``: one ranked item list per row, or one for all, at
+    least ``popular_width`` long), the cells of its first ``n_popular`` items not
+    excluded, row by row."""
+    n_items, n = block.n_items, block.n_popular
+    allowed = ~block.banned_sheet[rows[:, None], ranked]
+    rank = allowed.cumsum(axis=1)
+    allowed &= rank <= n
+    return _Proposed(((rows * n_items)[:, None] + ranked)[allowed], rank[allowed])
+
+
+# The candidate sources, by name: each proposes up to ``n`` items per customer of a
+# block. A new source is a function of a ``_Block`` and an entry here; the order is
+# ``SOURCES``' and so the columns of ``CandidateTable.sources``.
+_SOURCE_FUNCTIONS: dict[str, Callable[[_Block], _Proposed]] = {
+    "als": _als,
+    "knn": _item_knn,
+    "buy_again": _buy_again,
+    "popular": _popular,
+    "stage_popular": _stage_popular,
+}
+SOURCES = tuple(_SOURCE_FUNCTIONS)
+SOURCE_ALS, SOURCE_KNN, SOURCE_BUY_AGAIN, SOURCE_POPULAR, SOURCE_STAGE_POPULAR = (
+    SOURCES.index(name) for name in ("als", "knn", "buy_again", "popular", "stage_popular")
+)
+_SOURCE_BITS = np.array([1 << bit for bit in range(len(SOURCES))], dtype=np.uint8)
+
+
+def _propose(block: _Block) -> _Proposals:
+    """The sources' union for a block: each source sets its bit in the cells it proposes
+    (a customers x catalogue sheet), and the union is that sheet's nonzero cells, in
+    order, with the ranks and scores the features take from ALS and ItemKNN."""
+    n_items = block.n_items
+    proposed = np.zeros(block.n_rows * n_items, dtype=np.uint8)
+    made = {}
+    for bit, (name, source) in zip(_SOURCE_BITS, _SOURCE_FUNCTIONS.items(), strict=True):
+        made[name] = source(block)
+        proposed[made[name].keys] |= bit
     union = proposed.nonzero()[0]
+    als, knn = made["als"], made["knn"]
+    assert knn.scores is not None
     als_rank = np.full(len(union), np.nan)
-    als_rank[union.searchsorted(als_keys)] = als_columns + 1
-    knn_ranks = np.full(len(union), np.nan)
-    knn_ranks[union.searchsorted(knn_keys)] = knn_rank
+    als_rank[union.searchsorted(als.keys)] = als.ranks
+    knn_rank = np.full(len(union), np.nan)
+    knn_rank[union.searchsorted(knn.keys)] = knn.ranks
+    history_keys = block.history_keys
     bought = np.zeros(len(union))
     bought_last = np.zeros(len(union))
     if len(union):
         at = np.minimum(union.searchsorted(history_keys), len(union) - 1)
         found = union[at] == history_keys
-        bought[at[found]] = history_counts[found]
-        bought_last[at[found]] = history_last[found]
+        bought[at[found]] = block.history_counts[found]
+        bought_last[at[found]] = block.history_last[found]
     return _Proposals(
-        union // n_items + start,
+        union // n_items + block.start,
         union % n_items,
         (proposed[union, None] & _SOURCE_BITS) > 0,
-        knn[union],
+        knn.scores[union],
         als_rank,
-        knn_ranks,
+        knn_rank,
         bought,
         bought_last,
     )
-
-
-def _first_allowed(rows: np.ndarray, ranked: np.ndarray, banned: np.ndarray, n: int) -> np.ndarray:
-    """Per row (``ranked``: one ranked item list per row, or one for all), the cells of
-    the first ``n`` items not ``banned`` (a rows x catalogue sheet), row by row."""
-    allowed = ~banned[rows[:, None], ranked]
-    allowed &= allowed.cumsum(axis=1) <= n
-    return ((rows * banned.shape[1])[:, None] + ranked)[allowed]
 
 
 def _stages(customers: CustomerSide) -> np.ndarray:
@@ -437,7 +590,7 @@ def _traits_of(customers: CustomerSide, now_s: int) -> _CustomerTraits:
     n_customers = counts.shape[0]
     indptr = np.asarray(counts.indptr)
     distinct = indptr[1:] - indptr[:-1]
-    rows = np.repeat(np.arange(n_customers), distinct)
+    rows = np.arange(n_customers).repeat(distinct)
     latest = np.full(n_customers, np.nan)
     filled = distinct.nonzero()[0]
     if len(filled):

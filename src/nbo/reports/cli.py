@@ -98,7 +98,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     from nbo.experiments.outcomes import report_for
     from nbo.experiments.page import report_html, srm_result
     from nbo.experiments.stats import SRM_WARNING
-    from nbo.store.sqlite import open_store
+    from nbo.store import open_store
 
     settings = load_settings(store_url=args.store_url, experiments=args.experiments)
     if settings.experiments is None:

@@ -4,7 +4,8 @@ every chunk of a campaign.
 The service builds a ``Context`` per request (the references it serves with at that
 moment), a campaign one per run; both then go through ``decide_customers`` (offers) or
 ``profiles_now`` (profiles), so an API answer and a campaign row for the same customer,
-clock, store and catalogue are the same decision.
+clock, store and catalogue are the same decision. Offers that will be delivered take the
+same sequence inside the store's per-customer lock (``nbo.runtime.deliver``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from nbo.offers.decision import (
 from nbo.offers.profiles import CustomerProfile
 from nbo.offers.state import DEFAULT_CONSENT, ContactHistory, CustomerState
 from nbo.settings import Settings
-from nbo.store.base import Store
+from nbo.store.base import StateReader, Store
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def contact_policy(settings: Settings) -> ContactPolicy:
 
 
 def read_states(
-    store: Store,
+    store: StateReader,
     customer_ids: Sequence[str],
     contacts_since: int | None,
     max_posted_lines: int | None = None,
@@ -82,19 +83,52 @@ def read_states(
     ]
 
 
+def contact_window_start(context: Context, occasion: Occasion) -> int:
+    """The earliest contact any rule looks at on ``occasion`` (unix seconds)."""
+    return int(occasion.now_s - context.policy.lookback_days(context.catalog) * DAY)
+
+
+def forget_erased(
+    models: ServingModels | ServingModel, store: StateReader, customer_ids: Sequence[str]
+) -> None:
+    """Make the customers erased since ``models`` were loaded unknown to them. An erasure
+    makes the process that answers it forget the customer at once; another process on
+    the same store (a replica, a worker, a campaign) learns it here, on its next call
+    for that customer, so no model row of an erased customer is ever used again."""
+    for customer_id in store.erased_among(customer_ids):
+        models.forget(customer_id)
+
+
 def decide_customers(
     context: Context,
     customer_ids: Sequence[str],
     occasion: Occasion,
     stage: str | None = None,
 ) -> list[Decided]:
-    """Each customer's decision on ``occasion``: their stored state (as far back as any
-    rule looks) and experiment variant, then ``decide`` per model, in the customers'
-    order. With ``stage``, only the customers whose live profile is in that stage are
-    decided (the profiles, cheap, are computed first; the rankings only for them)."""
-    now_s = occasion.now_s
-    since = int(now_s - context.policy.lookback_days(context.catalog) * DAY)
+    """Each customer's decision on ``occasion`` (a preview: nothing is recorded): their
+    stored state (as far back as any rule looks) and experiment variant, then ``decide``
+    per model, in the customers' order. With ``stage``, only the customers whose live
+    profile is in that stage are decided (the profiles, cheap, are computed first; the
+    rankings only for them). A delivery goes through ``deliver_customers``."""
+    if occasion.delivery:
+        raise ValueError("a delivery is decided and recorded by deliver_customers")
+    since = contact_window_start(context, occasion)
+    forget_erased(context.models, context.store, customer_ids)
     states = read_states(context.store, customer_ids, since, context.max_posted_lines)
+    decided = decide_states(context, customer_ids, states, occasion, stage)
+    return [one for one in decided if one is not None]
+
+
+def decide_states(
+    context: Context,
+    customer_ids: Sequence[str],
+    states: Sequence[CustomerState],
+    occasion: Occasion,
+    stage: str | None = None,
+) -> list[Decided | None]:
+    """``decide_customers`` on states already read: one entry per customer, None for a
+    customer ``stage`` leaves out."""
+    now_s = occasion.now_s
     assignments = [
         context.models.assign(c, state.consent, now_s)
         for c, state in zip(customer_ids, states, strict=True)
@@ -126,9 +160,8 @@ def decide_customers(
         for n, answer in zip(positions, answers, strict=True):
             decided[n] = answer
     return [
-        Decided(c, a, d)
+        None if d is None else Decided(c, a, d)
         for c, a, d in zip(customer_ids, assignments, decided, strict=True)
-        if d is not None
     ]
 
 
@@ -142,6 +175,7 @@ def profiles_now(
     """Each customer's profile as of ``now_s`` under ``model``, from their stored consent
     and posted purchases (their contacts do not make a profile): what
     ``GET /v1/customers/{id}`` answers and the data export shows."""
+    forget_erased(model, store, customer_ids)
     states = read_states(store, customer_ids, None, max_posted_lines)
     requests = [DecisionRequest(c, state) for c, state in zip(customer_ids, states, strict=True)]
     return profiles_of(model, requests, now_s)

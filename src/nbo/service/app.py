@@ -37,7 +37,7 @@ from nbo.service.routes import (
 from nbo.service.state import ModelHolder
 from nbo.service.workers import WorkerBoard
 from nbo.settings import Settings, get_settings
-from nbo.store.sqlite import open_store
+from nbo.store import open_store
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ from nbo.service.schemas import ErrorResponse
 log = logging.getLogger(__name__)
 
 # Routes other parts of issue 7 add, and the role each must declare (the route walk in
-# tests/test_auth.py refuses them until they do; add them to its ROUTE_ROLES):
+# tests/service/test_auth.py refuses them until they do; add them to its ROUTE_ROLES):
 #   GET  /metrics                          -> open (in OPEN_PATHS), no personal data
 
 # Routes anyone may call, keys or not. Every other route must name its role (a test walks

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nbo.models.served import load_serving_model
     from nbo.service.logs import configure_logging
-    from nbo.store.sqlite import open_store
+    from nbo.store import open_store
 
     settings = load_settings(
         models_dir=args.models_dir, host=args.host, port=args.port, workers=args.workers

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nbo.service.reload import ReloadRefused, VersionNotFound
 from nbo.service.schemas import ErrorDetail, ErrorResponse
+from nbo.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _refused(_request: Request, exc: ReloadRefused) -> JSONResponse:
         detail = ErrorDetail(field="version", problem=exc.problem)
         return _body(409, "reload_refused", str(exc), [detail])
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return _body(503, "store_unavailable", str(exc), [], {"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -22,7 +22,7 @@ from nbo.core.apikeys import ApiKeyEntry, Role, create_key
 from nbo.core.errors import ConfigError
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.settings import load_settings
-from nbo.store.sqlite import read_pseudonym_key
+from nbo.store import read_pseudonym_key
 
 
 def register(commands: Any) -> None:

@@ -4,12 +4,18 @@ records it answers with.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from nbo.core.errors import NboError
 from nbo.data.events import Event
 from nbo.offers.state import Consent, ContactHistory, PostedPurchase
+
+
+class StoreUnavailable(NboError):
+    """The store's server cannot be reached or dropped the connection (PostgreSQL): the
+    service answers 503 and the caller may try again; nothing of the call was stored."""
 
 
 @dataclass(frozen=True)
@@ -75,20 +81,51 @@ class ErasureReceipt:
         return sum(self.events.values()) + self.purchase_lines + self.consent_records
 
 
-class Store(Protocol):
-    """What the service needs from a store."""
+T = TypeVar("T")
+
+
+class StateReader(Protocol):
+    """The reads that make a customer's state (``nbo.runtime.decide.read_states``), and
+    which of them are erased (another process may have erased them since this one
+    loaded its models): the store's, or those of a delivery's transaction."""
+
+    def consents_of(self, customer_ids: Sequence[str]) -> dict[str, Consent]: ...
+
+    def contacts_of_many(
+        self, customer_ids: Sequence[str], since: int
+    ) -> dict[str, ContactHistory]: ...
+
+    def purchases_of_many(
+        self, customer_ids: Sequence[str], limit: int | None = None
+    ) -> dict[str, list[PostedPurchase]]: ...
+
+    def erased_among(self, customer_ids: Sequence[str]) -> set[str]: ...
+
+
+class Delivery(StateReader, Protocol):
+    """Inside ``Store.deliver``: reads of the last commit, and events recorded with the
+    delivery's transaction."""
+
+    def add_events(self, events: Sequence[Event]) -> AddResult: ...
+
+
+class Store(StateReader, Protocol):
+    """What the service, campaigns and the trainer need from a store."""
 
     schema_version: int
 
     def add_events(self, events: Sequence[Event]) -> AddResult: ...
 
+    def deliver(self, customer_ids: Sequence[str], record: Callable[[Delivery], T]) -> T:
+        """Run ``record`` in one transaction holding each customer's lock, so that no two
+        deliveries to a customer interleave (in one process or several on the store)."""
+        ...
+
+    def remove_impressions(self, deliveries: Sequence[tuple[str, str]]) -> int: ...
+
     def purchases_of(
         self, customer_id: str, since: int | None = None, limit: int | None = None
     ) -> list[PostedPurchase]: ...
-
-    def purchases_of_many(
-        self, customer_ids: Sequence[str], limit: int | None = None
-    ) -> dict[str, list[PostedPurchase]]: ...
 
     def event_count(self) -> int: ...
 
@@ -98,17 +135,11 @@ class Store(Protocol):
 
     def contacts_of(self, customer_id: str, since: int) -> ContactHistory: ...
 
-    def contacts_of_many(
-        self, customer_ids: Sequence[str], since: int
-    ) -> dict[str, ContactHistory]: ...
-
     def set_consent(
         self, customer_id: str, personalization: bool, channels: dict[str, bool]
     ) -> Consent: ...
 
     def consent_of(self, customer_id: str) -> Consent | None: ...
-
-    def consents_of(self, customer_ids: Sequence[str]) -> dict[str, Consent]: ...
 
     def erase(self, customer_id: str) -> ErasureReceipt: ...
 

@@ -1,0 +1,115 @@
+"""Deliveries: offers that will be shown, decided and recorded as one step per customer.
+
+A delivery is checked against the customer's contacts (the channel's frequency cap, the
+offer caps, fatigue) and its impressions are then what the next check counts. Read,
+decide and record as three separate steps, two deliveries to one customer (two API
+calls, a call and a campaign, two replicas) can both pass a cap that allows one. So
+``deliver_customers`` records inside ``Store.deliver``, the store's transaction that holds
+each customer's lock, and re-reads the contacts there:
+
+1. the customers are decided on their state read without any lock (cheap; other
+   deliveries go on meanwhile), as ``decide_customers`` does;
+2. holding their locks, their contacts are read again; a customer whose contacts changed
+   in between (a delivery elsewhere, a click) is decided again on the state read under
+   the lock; then every decided customer's impressions are recorded, in the same
+   transaction.
+
+The API's ``?record=true`` and ``nbo batch --record`` both come here, each naming its
+impressions (``impressions``: the event ids and request id it tags them with).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from nbo.data.events import ImpressionEvent
+from nbo.offers.decision import Occasion
+from nbo.offers.state import ContactHistory
+from nbo.runtime.decide import (
+    Context,
+    Decided,
+    contact_window_start,
+    decide_states,
+    forget_erased,
+    read_states,
+)
+from nbo.store.base import Delivery
+
+# A decided customer's impressions (none when the customer gets no offers).
+Impressions = Callable[[Decided], list[ImpressionEvent]]
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """The decisions of a delivery, in the customers' order (without those a stage
+    selection left out), and the impressions it stored."""
+
+    decided: list[Decided]
+    recorded: int
+
+
+def deliver_customers(
+    context: Context,
+    customer_ids: Sequence[str],
+    occasion: Occasion,
+    impressions: Impressions,
+    stage: str | None = None,
+) -> Delivered:
+    """Decide ``customer_ids`` for a delivery on ``occasion`` and record their
+    impressions, so that no other delivery to any of them passes between the check and
+    the record (see the module docstring)."""
+    if not occasion.delivery:
+        raise ValueError("a preview is not delivered: use decide_customers")
+    since = contact_window_start(context, occasion)
+    forget_erased(context.models, context.store, customer_ids)
+    states = read_states(context.store, customer_ids, since, context.max_posted_lines)
+    decided = decide_states(context, customer_ids, states, occasion, stage)
+
+    def record(delivery: Delivery) -> Delivered:
+        contacts = delivery.contacts_of_many(customer_ids, since)
+        changed = [
+            n
+            for n, (customer, state) in enumerate(zip(customer_ids, states, strict=True))
+            if contacts.get(customer, ContactHistory()) != state.contacts
+        ]
+        if changed:
+            again = [customer_ids[n] for n in changed]
+            fresh = read_states(delivery, again, since, context.max_posted_lines)
+            for n, one in zip(
+                changed, decide_states(context, again, fresh, occasion, stage), strict=True
+            ):
+                decided[n] = one
+        final = [one for one in decided if one is not None]
+        events = [event for one in final for event in impressions(one)]
+        recorded = len(delivery.add_events(events).accepted) if events else 0
+        return Delivered(final, recorded)
+
+    return context.store.deliver(customer_ids, record)
+
+
+def impressions_of(
+    decided: Decided, channel: str, at: datetime, delivery_id: str, request_id: str
+) -> list[ImpressionEvent]:
+    """The impressions of one delivered answer, one per offer (event id
+    ``{delivery_id}-{rank}``), tagged with ``request_id`` (what the frequency cap counts
+    as one delivery) and the experiment and variant that answered."""
+    ranking = decided.decision.ranking
+    if ranking is None or not ranking.has_offers:
+        return []
+    assignment = decided.assignment
+    return [
+        ImpressionEvent(
+            type="offer_impression",
+            event_id=f"{delivery_id}-{offer.rank}",
+            customer_id=decided.customer_id,
+            timestamp=at,
+            item_id=offer.item_id or offer.offer_id,
+            channel=channel,
+            request_id=request_id,
+            experiment=assignment.experiment,
+            variant=assignment.variant,
+        )
+        for offer in ranking.offers
+    ]

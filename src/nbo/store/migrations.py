@@ -1,0 +1,217 @@
+"""The store's schema, one numbered migration at a time, for SQLite and PostgreSQL.
+
+Each migration moves the schema one version up and is applied once, in order, at start
+(``apply_migrations``); the applied versions are kept in ``schema_migrations``. A version
+means the same tables and columns on both backends: each step is written once per
+backend, side by side, where the two SQL dialects differ:
+
+- PostgreSQL keeps the order rows were stored in a column of their own (``events.seq``,
+  ``purchase_lines.line``) where SQLite has its implicit ``rowid``;
+- times are BIGINT (unix seconds), reals DOUBLE PRECISION, bytes BYTEA, flags BOOLEAN;
+- ids compare and sort byte by byte on both (SQLite's BINARY, PostgreSQL's "C"
+  collation), so lists come back in the same order from either, whatever the
+  database's locale.
+
+A later migration is added to both at once; ``tests/store`` checks that the two
+backends end with the same tables and columns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from nbo.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Migration:
+    sqlite: str
+    postgres: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        sqlite="""
+        CREATE TABLE events (
+            event_id    TEXT PRIMARY KEY,
+            type        TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            occurred_at INTEGER NOT NULL,
+            received_at INTEGER NOT NULL,
+            item_id     TEXT,
+            channel     TEXT,
+            request_id  TEXT,
+            revenue     REAL,
+            payload     TEXT NOT NULL
+        );
+        CREATE INDEX events_by_customer ON events (customer_id, type, occurred_at);
+        CREATE TABLE purchase_lines (
+            event_id    TEXT NOT NULL REFERENCES events (event_id) ON DELETE CASCADE,
+            customer_id TEXT NOT NULL,
+            item_id     TEXT NOT NULL,
+            quantity    REAL NOT NULL,
+            price       REAL,
+            order_id    TEXT,
+            occurred_at INTEGER NOT NULL
+        );
+        CREATE INDEX purchase_lines_by_customer ON purchase_lines (customer_id, occurred_at);
+        """,
+        postgres="""
+        CREATE TABLE events (
+            event_id    TEXT COLLATE "C" PRIMARY KEY,
+            type        TEXT NOT NULL,
+            customer_id TEXT COLLATE "C" NOT NULL,
+            occurred_at BIGINT NOT NULL,
+            received_at BIGINT NOT NULL,
+            item_id     TEXT COLLATE "C",
+            channel     TEXT,
+            request_id  TEXT COLLATE "C",
+            revenue     DOUBLE PRECISION,
+            payload     TEXT NOT NULL,
+            seq         BIGINT GENERATED ALWAYS AS IDENTITY
+        );
+        CREATE INDEX events_by_customer ON events (customer_id, type, occurred_at);
+        CREATE TABLE purchase_lines (
+            event_id    TEXT COLLATE "C" NOT NULL
+                        REFERENCES events (event_id) ON DELETE CASCADE,
+            customer_id TEXT COLLATE "C" NOT NULL,
+            item_id     TEXT COLLATE "C" NOT NULL,
+            quantity    DOUBLE PRECISION NOT NULL,
+            price       DOUBLE PRECISION,
+            order_id    TEXT COLLATE "C",
+            occurred_at BIGINT NOT NULL,
+            line        BIGINT GENERATED ALWAYS AS IDENTITY
+        );
+        CREATE INDEX purchase_lines_by_customer
+            ON purchase_lines (customer_id, occurred_at, line);
+        """,
+    ),
+    # 2: consent and erasure. The erased list holds the id and the time, nothing else.
+    # The index on purchase_lines.event_id keeps the ON DELETE CASCADE of an erasure from
+    # scanning every purchase line once per deleted event.
+    Migration(
+        sqlite="""
+        CREATE TABLE consent (
+            customer_id     TEXT PRIMARY KEY,
+            personalization INTEGER NOT NULL,
+            channels        TEXT NOT NULL, /* JSON object, channel -> bool */
+            updated_at      INTEGER NOT NULL
+        );
+        CREATE TABLE erased (
+            customer_id TEXT PRIMARY KEY,
+            erased_at   INTEGER NOT NULL
+        );
+        CREATE INDEX purchase_lines_by_event ON purchase_lines (event_id);
+        """,
+        postgres="""
+        CREATE TABLE consent (
+            customer_id     TEXT COLLATE "C" PRIMARY KEY,
+            personalization BOOLEAN NOT NULL,
+            channels        TEXT NOT NULL, /* JSON object, channel -> bool */
+            updated_at      BIGINT NOT NULL
+        );
+        CREATE TABLE erased (
+            customer_id TEXT COLLATE "C" PRIMARY KEY,
+            erased_at   BIGINT NOT NULL
+        );
+        CREATE INDEX purchase_lines_by_event ON purchase_lines (event_id);
+        """,
+    ),
+    # 3: the experiment and variant an offer event belongs to (A/B tests of models).
+    Migration(
+        sqlite="""
+        ALTER TABLE events ADD COLUMN experiment TEXT;
+        ALTER TABLE events ADD COLUMN variant TEXT;
+        CREATE INDEX events_by_experiment ON events (experiment, type);
+        """,
+        postgres="""
+        ALTER TABLE events ADD COLUMN experiment TEXT COLLATE "C";
+        ALTER TABLE events ADD COLUMN variant TEXT COLLATE "C";
+        CREATE INDEX events_by_experiment ON events (experiment, type);
+        """,
+    ),
+    # 4: the campaign files ``nbo batch`` wrote and still manages, so an erasure can reach
+    # them (absolute paths; ``rows`` as last written or rewritten).
+    Migration(
+        sqlite="""
+        CREATE TABLE batch_outputs (
+            path       TEXT PRIMARY KEY,
+            written_at INTEGER NOT NULL,
+            run_id     TEXT NOT NULL,
+            rows       INTEGER NOT NULL,
+            format     TEXT NOT NULL
+        );
+        """,
+        postgres="""
+        CREATE TABLE batch_outputs (
+            path       TEXT COLLATE "C" PRIMARY KEY,
+            written_at BIGINT NOT NULL,
+            run_id     TEXT NOT NULL,
+            rows       BIGINT NOT NULL,
+            format     TEXT NOT NULL
+        );
+        """,
+    ),
+    # 5: the deployment's keys kept with its data: the key of the customer pseudonyms in
+    # logs (``nbo.core.pseudonyms``), made once, so restarts and replicas sharing the store
+    # agree.
+    Migration(
+        sqlite="""
+        CREATE TABLE deployment_keys (
+            name       TEXT PRIMARY KEY,
+            value      BLOB NOT NULL,
+            created_at INTEGER NOT NULL
+        );
+        """,
+        postgres="""
+        CREATE TABLE deployment_keys (
+            name       TEXT COLLATE "C" PRIMARY KEY,
+            value      BYTEA NOT NULL,
+            created_at BIGINT NOT NULL
+        );
+        """,
+    ),
+)
+
+
+class _Executes(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
+
+
+Dialect = Literal["sqlite", "postgres"]
+
+# The table of applied versions, and how each dialect writes a parameter.
+_VERSIONS_TABLE = {
+    "sqlite": "CREATE TABLE IF NOT EXISTS schema_migrations "
+    "(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    "postgres": "CREATE TABLE IF NOT EXISTS schema_migrations "
+    "(version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+}
+_PARAMETER = {"sqlite": "?", "postgres": "%s"}
+
+
+def apply_migrations(db: _Executes, dialect: Dialect, where: str) -> int:
+    """Bring the schema of ``db`` to the last migration, inside the caller's transaction
+    (which must keep other processes from migrating at the same time); refuse a store
+    whose schema is newer than this nbo knows. Answers the version."""
+    db.execute(_VERSIONS_TABLE[dialect])
+    row = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
+    current = int(row[0])
+    if current > len(MIGRATIONS):
+        raise ConfigError(
+            f"store {where}: schema version {current} is newer than this nbo "
+            f"understands ({len(MIGRATIONS)}); upgrade nbo"
+        )
+    mark = _PARAMETER[dialect]
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        for statement in getattr(MIGRATIONS[version - 1], dialect).split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(
+            f"INSERT INTO schema_migrations (version, applied_at) VALUES ({mark}, {mark})",
+            (version, int(time.time())),
+        )
+    return len(MIGRATIONS)

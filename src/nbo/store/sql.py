@@ -1,0 +1,516 @@
+"""The store contract in SQL, written once for SQLite and PostgreSQL.
+
+Both backends speak the same SQL for nearly everything nbo asks of a store (events,
+consent, erasure, campaign files, keys), so ``SQLStore`` holds those statements and the
+code around them once. A backend (``nbo.store.sqlite``, ``nbo.store.postgres``) brings
+what differs: its connections, how it writes a parameter and a list of ids, the column
+that keeps the order rows were stored in, the lock that keeps two deliveries to one
+customer apart, and the purchase read of an offers call, the one query each answers its
+own fastest way.
+
+The statements are written with SQLite's ``?`` parameters; a backend whose driver writes
+them otherwise rewrites them once (``_q``). None of them holds a literal ``?`` or ``%``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar
+
+from nbo.core.pseudonyms import new_key
+from nbo.data.events import CLICK, CONVERSION, EVENT_TYPES, IMPRESSION, Event, PurchaseEvent
+from nbo.offers.state import Consent, Contact, ContactHistory, PostedPurchase
+from nbo.store.base import (
+    AddResult,
+    BatchOutput,
+    Delivery,
+    ErasureReceipt,
+    ExperimentLog,
+    StoredEvent,
+    TaggedEvent,
+)
+
+T = TypeVar("T")
+
+# The name of the pseudonym key in ``deployment_keys``.
+PSEUDONYM_KEY = "log_pseudonyms"
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Database(Protocol):
+    """A connection of either driver (sqlite3, psycopg): what the shared code calls."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Cursor: ...
+
+
+_INSERT_EVENT = (
+    "INSERT INTO events (event_id, type, customer_id, occurred_at, received_at, item_id, "
+    "channel, request_id, revenue, payload, experiment, variant) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING"
+)
+_INSERT_LINE = (
+    "INSERT INTO purchase_lines (event_id, customer_id, item_id, quantity, price, order_id, "
+    "occurred_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class SQLStore:
+    """The ``Store`` contract on a SQL database; see the module docstring for what a
+    backend adds."""
+
+    schema_version: int
+    # The column that orders rows as they were stored (SQLite's rowid).
+    _STORED_ORDER = "rowid"
+
+    # -- what a backend supplies -------------------------------------------------------------
+
+    def _reading(self) -> AbstractContextManager[Database]:
+        """A connection for reads outside a transaction (each read sees the last commit)."""
+        raise NotImplementedError
+
+    def _transaction(self) -> AbstractContextManager[Database]:
+        """A connection in a transaction, committed when the block ends without an error
+        and rolled back when it raises; writes are durable when it returns."""
+        raise NotImplementedError
+
+    def _lock_customers(self, db: Database, customer_ids: Sequence[str]) -> None:
+        """Hold, until the transaction of ``db`` ends, a lock per customer that any other
+        transaction locking one of them (here or in another process) waits for."""
+        raise NotImplementedError
+
+    def _q(self, sql: str) -> str:
+        """The statement in the driver's parameter style."""
+        return sql
+
+    def _id_lists(self, customer_ids: Sequence[str]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """``customer_id <clause>`` and its parameters, matching the (distinct) ids, in as
+        many parts as the driver needs."""
+        raise NotImplementedError
+
+    def _purchases(
+        self, db: Database, customer_ids: Sequence[str], limit: int | None
+    ) -> dict[str, list[PostedPurchase]]:
+        """``purchases_of_many`` on ``db``."""
+        raise NotImplementedError
+
+    def _after_erasure(self) -> None:
+        """Clean-up once an erasure is committed (SQLite: its write-ahead log)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- events ------------------------------------------------------------------------------
+
+    def add_events(self, events: Sequence[Event]) -> AddResult:
+        """Store new events in one transaction; an id seen before (in the store or earlier
+        in this batch) is a duplicate and is not stored again."""
+        with self._transaction() as db:
+            return self._add_events(db, events)
+
+    def _add_events(self, db: Database, events: Sequence[Event]) -> AddResult:
+        result = AddResult(accepted=[], duplicates=[])
+        received = int(time.time())
+        insert_event, insert_line = self._q(_INSERT_EVENT), self._q(_INSERT_LINE)
+        for event in events:
+            inserted = db.execute(
+                insert_event,
+                (
+                    event.event_id,
+                    event.type,
+                    event.customer_id,
+                    event.occurred_at,
+                    received,
+                    getattr(event, "item_id", None),
+                    getattr(event, "channel", None),
+                    getattr(event, "request_id", None),
+                    getattr(event, "revenue", None),
+                    event.model_dump_json(),
+                    getattr(event, "experiment", None),
+                    getattr(event, "variant", None),
+                ),
+            ).rowcount
+            if not inserted:
+                result.duplicates.append(event.event_id)
+                continue
+            result.accepted.append(event.event_id)
+            if isinstance(event, PurchaseEvent):
+                for line in event.items:
+                    db.execute(
+                        insert_line,
+                        (
+                            event.event_id,
+                            event.customer_id,
+                            line.item_id,
+                            line.quantity,
+                            line.price,
+                            event.order_id,
+                            event.occurred_at,
+                        ),
+                    )
+        return result
+
+    def purchases_of_many(
+        self, customer_ids: Sequence[str], limit: int | None = None
+    ) -> dict[str, list[PostedPurchase]]:
+        """``purchases_of`` many customers, oldest first, in a few queries: those with
+        none are absent; ``limit`` applies to each customer, at a cost that grows with it,
+        not with what a customer posted."""
+        with self._reading() as db:
+            return self._purchases(db, customer_ids, limit)
+
+    def events_of(self, customer_id: str) -> list[dict[str, object]]:
+        """Every stored event of a customer, as posted (for export and tests)."""
+        with self._reading() as db:
+            rows = db.execute(
+                self._q(
+                    "SELECT payload FROM events WHERE customer_id = ? "
+                    "ORDER BY occurred_at, event_id"
+                ),
+                (customer_id,),
+            ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def stored_events_of(self, customer_id: str) -> list[StoredEvent]:
+        """Every stored event of a customer with the time it was received (the export)."""
+        with self._reading() as db:
+            rows = db.execute(
+                self._q(
+                    "SELECT event_id, type, occurred_at, received_at, payload FROM events "
+                    "WHERE customer_id = ? ORDER BY occurred_at, event_id"
+                ),
+                (customer_id,),
+            ).fetchall()
+        return [
+            StoredEvent(event_id, kind, occurred, received, json.loads(payload))
+            for event_id, kind, occurred, received, payload in rows
+        ]
+
+    def customers_with_purchases(self) -> list[str]:
+        """Every customer with a posted purchase, sorted (new customers included)."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT DISTINCT customer_id FROM purchase_lines ORDER BY customer_id"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def experiment_log(self, experiment: str) -> ExperimentLog:
+        """The events of an experiment's report: its tagged events per customer and
+        variant, and every conversion of the customers it exposed."""
+        with self._reading() as db:
+            tagged = db.execute(
+                self._q(
+                    "SELECT customer_id, variant, type, MIN(occurred_at) FROM events "
+                    "WHERE experiment = ? GROUP BY customer_id, variant, type"
+                ),
+                (experiment,),
+            ).fetchall()
+            conversions = db.execute(
+                self._q(
+                    "SELECT customer_id, occurred_at, COALESCE(revenue, 0) FROM events "
+                    "WHERE type = ? AND customer_id IN (SELECT customer_id FROM events "
+                    "WHERE experiment = ? AND type = ?)"
+                ),
+                (CONVERSION, experiment, IMPRESSION),
+            ).fetchall()
+        return ExperimentLog(
+            tagged=[TaggedEvent(*row) for row in tagged],
+            conversions=[(str(c), int(t), float(r)) for c, t, r in conversions],
+        )
+
+    def event_count(self) -> int:
+        with self._reading() as db:
+            return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    # -- consent -----------------------------------------------------------------------------
+
+    def set_consent(
+        self, customer_id: str, personalization: bool, channels: dict[str, bool]
+    ) -> Consent:
+        """Store a customer's consent and answer the stored record.
+
+        ``channels`` names the channels to set; channels it does not name keep their
+        stored value (consented when never set), so withdrawing one channel never grants
+        another, even when two such changes arrive at once. Channel names are the
+        caller's to check.
+        """
+        now = int(time.time())
+        with self._transaction() as db:
+            self._lock_customers(db, [customer_id])
+            row = db.execute(
+                self._q("SELECT channels FROM consent WHERE customer_id = ?"), (customer_id,)
+            ).fetchone()
+            merged = {**(json.loads(row[0]) if row else {}), **channels}
+            merged = {name: bool(merged[name]) for name in sorted(merged)}
+            db.execute(
+                self._q(
+                    "INSERT INTO consent (customer_id, personalization, channels, updated_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (customer_id) DO UPDATE SET "
+                    "personalization = excluded.personalization, "
+                    "channels = excluded.channels, updated_at = excluded.updated_at"
+                ),
+                (customer_id, bool(personalization), json.dumps(merged), now),
+            )
+        return Consent(personalization=bool(personalization), channels=merged, updated_at=now)
+
+    def consent_of(self, customer_id: str) -> Consent | None:
+        """The customer's stored consent; None when there is no record, which means
+        consent to everything (``DEFAULT_CONSENT``)."""
+        return self.consents_of([customer_id]).get(customer_id)
+
+    def consents_of(self, customer_ids: Sequence[str]) -> dict[str, Consent]:
+        """``consent_of`` many customers: those without a record are absent."""
+        with self._reading() as db:
+            return self._consents(db, customer_ids)
+
+    def _consents(self, db: Database, customer_ids: Sequence[str]) -> dict[str, Consent]:
+        found = {}
+        for clause, params in self._id_lists(customer_ids):
+            rows = db.execute(
+                self._q(
+                    "SELECT customer_id, personalization, channels, updated_at FROM consent "
+                    f"WHERE customer_id {clause}"
+                ),
+                params,
+            ).fetchall()
+            for row in rows:
+                found[row[0]] = Consent(
+                    personalization=bool(row[1]), channels=json.loads(row[2]), updated_at=row[3]
+                )
+        return found
+
+    # -- contacts ----------------------------------------------------------------------------
+
+    def contacts_of(self, customer_id: str, since: int) -> ContactHistory:
+        """The customer's offer impressions and responses (clicks, conversions) since
+        ``since`` (unix seconds): what the contact policies look at."""
+        return self.contacts_of_many([customer_id], since).get(customer_id, ContactHistory())
+
+    def contacts_of_many(
+        self, customer_ids: Sequence[str], since: int
+    ) -> dict[str, ContactHistory]:
+        """``contacts_of`` many customers: those with no contact since are absent."""
+        with self._reading() as db:
+            return self._contacts(db, customer_ids, since)
+
+    def _contacts(
+        self, db: Database, customer_ids: Sequence[str], since: int
+    ) -> dict[str, ContactHistory]:
+        found: dict[str, ContactHistory] = {}
+        for clause, params in self._id_lists(customer_ids):
+            rows = db.execute(
+                self._q(
+                    "SELECT customer_id, type, item_id, channel, COALESCE(request_id, "
+                    f"event_id), occurred_at FROM events WHERE customer_id {clause} "
+                    "AND type IN (?, ?, ?) AND occurred_at > ? "
+                    f"ORDER BY {self._STORED_ORDER}"
+                ),
+                (*params, IMPRESSION, CLICK, CONVERSION, since),
+            ).fetchall()
+            for row in rows:
+                history = found.setdefault(row[0], ContactHistory(impressions=[], responses=[]))
+                kind = history.impressions if row[1] == IMPRESSION else history.responses
+                kind.append(Contact(*row[2:]))
+        return found
+
+    # -- deliveries --------------------------------------------------------------------------
+
+    def deliver(self, customer_ids: Sequence[str], record: Callable[[Delivery], T]) -> T:
+        """Run ``record`` in one transaction that holds each customer's lock: no other
+        delivery to (nor consent change or erasure of) any of them, in this process or
+        another on the same store, runs meanwhile. What ``record`` reads through the
+        ``Delivery`` is the last commit; what it adds commits with the transaction, or not
+        at all when it raises."""
+        with self._transaction() as db:
+            self._lock_customers(db, customer_ids)
+            return record(_Delivery(self, db))
+
+    def remove_impressions(self, deliveries: Sequence[tuple[str, str]]) -> int:
+        """Delete the impressions of deliveries that did not happen after all (customer
+        id, request id): a campaign that failed before its file was put in place, or the
+        rows of customers erased while it ran. Answers how many were deleted."""
+        deleted = 0
+        with self._transaction() as db:
+            statement = self._q(
+                "DELETE FROM events WHERE customer_id = ? AND type = ? AND request_id = ?"
+            )
+            for customer_id, request_id in deliveries:
+                deleted += db.execute(statement, (customer_id, IMPRESSION, request_id)).rowcount
+        return deleted
+
+    # -- erasure -----------------------------------------------------------------------------
+
+    def erase(self, customer_id: str) -> ErasureReceipt:
+        """Delete everything stored on a customer, in one transaction: their events (and
+        so their purchase lines) and their consent record; put the id on the erased list
+        (the id and the time only). Idempotent: erasing again answers zeros (or what was
+        posted since) with ``already_erased``. Events posted after an erasure are stored
+        as usual (``nbo.store``)."""
+        now = int(time.time())
+        with self._transaction() as db:
+            self._lock_customers(db, [customer_id])
+            already = (
+                db.execute(
+                    self._q("SELECT 1 FROM erased WHERE customer_id = ?"), (customer_id,)
+                ).fetchone()
+                is not None
+            )
+            events = dict.fromkeys(EVENT_TYPES, 0)
+            for kind, count in db.execute(
+                self._q("SELECT type, COUNT(*) FROM events WHERE customer_id = ? GROUP BY type"),
+                (customer_id,),
+            ).fetchall():
+                events[kind] = int(count)
+            lines = int(
+                db.execute(
+                    self._q(
+                        "SELECT COUNT(*) FROM purchase_lines WHERE event_id IN "
+                        "(SELECT event_id FROM events WHERE customer_id = ?)"
+                    ),
+                    (customer_id,),
+                ).fetchone()[0]
+            )
+            # The purchase lines go with their events (ON DELETE CASCADE).
+            db.execute(self._q("DELETE FROM events WHERE customer_id = ?"), (customer_id,))
+            consent = db.execute(
+                self._q("DELETE FROM consent WHERE customer_id = ?"), (customer_id,)
+            )
+            consent_records = consent.rowcount
+            db.execute(
+                self._q(
+                    "INSERT INTO erased (customer_id, erased_at) VALUES (?, ?) "
+                    "ON CONFLICT (customer_id) DO UPDATE SET erased_at = excluded.erased_at"
+                ),
+                (customer_id, now),
+            )
+        self._after_erasure()
+        return ErasureReceipt(
+            customer_id=customer_id,
+            erased_at=now,
+            events=events,
+            purchase_lines=lines,
+            consent_records=consent_records,
+            already_erased=already,
+        )
+
+    def is_erased(self, customer_id: str) -> bool:
+        """Whether the id is on the erased list (it stays there for good)."""
+        return self.erased_at(customer_id) is not None
+
+    def erased_among(self, customer_ids: Sequence[str]) -> set[str]:
+        """Which of the customers are on the erased list."""
+        with self._reading() as db:
+            return self._erased_among(db, customer_ids)
+
+    def _erased_among(self, db: Database, customer_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for clause, params in self._id_lists(customer_ids):
+            rows = db.execute(
+                self._q(f"SELECT customer_id FROM erased WHERE customer_id {clause}"), params
+            ).fetchall()
+            found.update(row[0] for row in rows)
+        return found
+
+    def erased_ids(self) -> list[str]:
+        """Every erased id, sorted."""
+        with self._reading() as db:
+            rows = db.execute("SELECT customer_id FROM erased ORDER BY customer_id").fetchall()
+        return [row[0] for row in rows]
+
+    def erased_at(self, customer_id: str) -> int | None:
+        """When the id was last erased (unix seconds); None when it never was."""
+        with self._reading() as db:
+            row = db.execute(
+                self._q("SELECT erased_at FROM erased WHERE customer_id = ?"), (customer_id,)
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    # -- deployment keys ---------------------------------------------------------------------
+
+    def pseudonym_key(self) -> bytes:
+        """The key of the customer pseudonyms in logs, made (random, 256 bits) by the
+        first caller and the same for every later one, here or in another process on
+        this store."""
+        with self._transaction() as db:
+            db.execute(
+                self._q(
+                    "INSERT INTO deployment_keys (name, value, created_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO NOTHING"
+                ),
+                (PSEUDONYM_KEY, new_key(), int(time.time())),
+            )
+            row = db.execute(
+                self._q("SELECT value FROM deployment_keys WHERE name = ?"), (PSEUDONYM_KEY,)
+            ).fetchone()
+        return bytes(row[0])
+
+    # -- campaign files ----------------------------------------------------------------------
+
+    def register_batch_output(self, output: BatchOutput) -> None:
+        """Record a finished campaign file; a file written again at the same path
+        replaces its record."""
+        with self._transaction() as db:
+            db.execute(
+                self._q(
+                    "INSERT INTO batch_outputs (path, written_at, run_id, rows, format) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
+                    "written_at = excluded.written_at, run_id = excluded.run_id, "
+                    "rows = excluded.rows, format = excluded.format"
+                ),
+                (output.path, output.written_at, output.run_id, output.rows, output.format),
+            )
+
+    def batch_outputs(self) -> list[BatchOutput]:
+        """Every managed campaign file, by path."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT path, written_at, run_id, rows, format FROM batch_outputs ORDER BY path"
+            ).fetchall()
+        return [BatchOutput(*row) for row in rows]
+
+    def set_batch_output_rows(self, path: str, rows: int) -> None:
+        """The rows a managed file holds after an erasure rewrote it."""
+        with self._transaction() as db:
+            db.execute(self._q("UPDATE batch_outputs SET rows = ? WHERE path = ?"), (rows, path))
+
+    def unregister_batch_output(self, path: str) -> None:
+        """Stop managing a file (``nbo batch --unmanaged`` wrote over it)."""
+        with self._transaction() as db:
+            db.execute(self._q("DELETE FROM batch_outputs WHERE path = ?"), (path,))
+
+
+class _Delivery:
+    """The reads and writes of ``SQLStore.deliver``'s transaction."""
+
+    def __init__(self, store: SQLStore, db: Database) -> None:
+        self._store = store
+        self._db = db
+
+    def consents_of(self, customer_ids: Sequence[str]) -> dict[str, Consent]:
+        return self._store._consents(self._db, customer_ids)
+
+    def contacts_of_many(
+        self, customer_ids: Sequence[str], since: int
+    ) -> dict[str, ContactHistory]:
+        return self._store._contacts(self._db, customer_ids, since)
+
+    def purchases_of_many(
+        self, customer_ids: Sequence[str], limit: int | None = None
+    ) -> dict[str, list[PostedPurchase]]:
+        return self._store._purchases(self._db, customer_ids, limit)
+
+    def erased_among(self, customer_ids: Sequence[str]) -> set[str]:
+        return self._store._erased_among(self._db, customer_ids)
+
+    def add_events(self, events: Sequence[Event]) -> AddResult:
+        return self._store._add_events(self._db, events)

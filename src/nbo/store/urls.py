@@ -1,0 +1,47 @@
+"""``NBO_STORE_URL`` to a store: ``sqlite:///PATH`` (the default) or ``postgresql://...``.
+
+The PostgreSQL driver is imported only for a PostgreSQL URL.
+"""
+
+from __future__ import annotations
+
+from nbo.store.base import Store
+from nbo.store.sqlite import SQLiteStore, sqlite_path
+from nbo.store.sqlite import read_erased_ids as sqlite_erased_ids
+from nbo.store.sqlite import read_pseudonym_key as sqlite_pseudonym_key
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(POSTGRES_SCHEMES)
+
+
+def open_store(url: str) -> Store:
+    """Open the store a URL names, creating (SQLite) or migrating it if needed."""
+    if is_postgres(url):
+        from nbo.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    return SQLiteStore(sqlite_path(url))
+
+
+def read_erased_ids(url: str) -> list[str]:
+    """The erased ids of the store a URL names, for the trainer: read only, no migration;
+    a store that does not exist yet (or predates erasure) has nothing erased."""
+    if is_postgres(url):
+        from nbo.store.postgres import read_erased_ids as postgres_erased_ids
+
+        return postgres_erased_ids(url)
+    return sqlite_erased_ids(sqlite_path(url))
+
+
+def read_pseudonym_key(url: str) -> bytes | None:
+    """The pseudonym key kept in the store a URL names, for ``nbo keys pseudonym``: read
+    only, no migration; None when the store does not exist or holds none yet (the
+    service makes it at its first start)."""
+    if is_postgres(url):
+        from nbo.store.postgres import read_pseudonym_key as postgres_pseudonym_key
+
+        return postgres_pseudonym_key(url)
+    return sqlite_pseudonym_key(sqlite_path(url))

@@ -1,0 +1,249 @@
+"""``nbo batch``: the same offers as the API for the same customers and clock (and the same
+experiment variants), every rule applied, written whole or not at all."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from support import CLOCK, without_progress
+
+from nbo.campaigns.batch import BatchRun, RunSpec, Selection, open_run, write_batch
+from nbo.catalog.loading import default_catalog
+from nbo.cli import main
+from nbo.experiments.assignment import ServingModels
+from nbo.models.served import load_serving_model
+from nbo.offers.decision import Occasion
+from nbo.runtime.decide import Context, contact_policy
+from nbo.settings import Settings
+from nbo.store import open_store
+
+NOW = datetime(2026, 6, 30, 12, tzinfo=UTC)
+
+
+def _batch(*args: str) -> int:
+    return main(["batch", *args])
+
+
+def _post_purchase(client: TestClient, customer_id: str, item: str) -> None:
+    answer = client.post(
+        "/v1/events",
+        json={
+            "type": "purchase",
+            "event_id": f"p-{customer_id}-{item}",
+            "customer_id": customer_id,
+            "timestamp": "2026-06-30T10:00:00Z",
+            "items": [{"item_id": item}],
+        },
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_batch_rows_are_the_apis_answers(
+    client: TestClient, env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # State the rules must see: a posted purchase (suppressed), a customer without
+    # consent to email (no offers), one without consent to personalization (popular).
+    first = client.get("/v1/customers/a00/offers?k=5").json()["offers"][0]["item_id"]
+    _post_purchase(client, "a00", first)
+    consent = {"personalization": True, "channels": {"email": False}}
+    assert client.put("/v1/customers/a01/consent", json=consent).status_code == 200
+    consent = {"personalization": False, "channels": {}}
+    assert client.put("/v1/customers/b02/consent", json=consent).status_code == 200
+
+    customers = ["a00", "a01", "b02", "b05", "new-customer"]
+    (tmp_path / "ids.txt").write_text("\n".join(customers) + "\n", encoding="utf-8")
+    out = tmp_path / "campaign.parquet"
+    assert _batch("--customers", str(tmp_path / "ids.txt"), "--k", "5", "--out", str(out)) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    rows = pd.read_parquet(out)
+    assert sorted(rows["customer_id"].unique()) == sorted(customers)
+    for customer_id in customers:
+        api = client.get(f"/v1/customers/{customer_id}/offers?k=5").json()
+        mine = rows[rows["customer_id"] == customer_id].sort_values("rank")
+        assert set(mine["model_version"]) == {api["model_version"]}
+        assert set(mine["stage"]) == {api["stage"]}
+        if not api["offers"]:
+            assert mine["rank"].tolist() == [0]
+            assert mine["suppressed_reason"].tolist() == [api["suppressed_reason"]]
+            continue
+        assert mine["offer_id"].tolist() == [o["offer_id"] for o in api["offers"]]
+        assert mine["reason_text"].tolist() == [o["reason"]["text"] for o in api["offers"]]
+        assert mine["priority"].tolist() == pytest.approx([o["priority"] for o in api["offers"]])
+        assert set(mine["best_send_at"]) == {api["best_send_time"]["next_at"]}
+    assert first not in set(rows.loc[rows["customer_id"] == "a00", "item_id"])
+    assert rows.loc[rows["customer_id"] == "a01", "suppressed_reason"].tolist() == [
+        "no_channel_consent"
+    ]
+    assert not rows.loc[rows["customer_id"] == "b02", "personalized"].any()
+
+
+def test_recorded_batch_counts_against_the_frequency_cap(
+    client: TestClient, tmp_path: Path
+) -> None:
+    out = tmp_path / "campaign.csv"
+    assert _batch("--customers", "all", "--k", "3", "--out", str(out), "--record") == 0
+    rows = pd.read_csv(out, dtype={"customer_id": str})
+    assert (rows["rank"] > 0).any()
+    # Email allows one delivery a week: the real-time call after the campaign is capped.
+    answer = client.get("/v1/customers/a03/offers?k=3&record=true").json()
+    assert answer["suppressed_reason"] == "frequency_cap"
+    # A second recorded campaign the same day reaches nobody.
+    again = tmp_path / "again.csv"
+    assert _batch("--customers", "all", "--k", "3", "--out", str(again), "--record") == 0
+    second = pd.read_csv(again, dtype={"customer_id": str})
+    assert set(second["suppressed_reason"].dropna()) == {"frequency_cap"}
+    assert (second["rank"] == 0).all()
+
+
+def test_stage_selection_keeps_only_that_stage(
+    env: Path, tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "active.csv"
+    assert _batch("--customers", "stage=active", "--out", str(out)) == 0
+    rows = pd.read_csv(out, dtype={"customer_id": str})
+    assert len(rows) > 0 and set(rows["stage"]) == {"active"}
+    # The summary tells the customers screened (all of them) from those written, each
+    # with its rate: a rate of the screened alone overstated the campaign's speed.
+    screened = len(load_serving_model(models_dir).customers.ids)
+    written = rows["customer_id"].nunique()
+    assert 0 < written < screened
+    printed, progress = capsys.readouterr()
+    assert (
+        f"for {written:,} customers in active ({written:,} with offers) of {screened:,} "
+        f"screened ({screened - written:,} not in active), in "
+    ) in printed
+    assert " screened/s, " in printed and " written/s; " in printed
+    # Not a terminal: plain progress lines on stderr, one per step.
+    last = progress.splitlines()[-1]
+    assert last.startswith("nbo batch: offers: done in ")
+    assert last.endswith(f" s, {screened:,} screened, {written:,} written")
+    assert "nbo batch: select customers: done in " in progress
+    assert without_progress(progress) == ""
+
+
+def test_without_a_stage_every_customer_screened_is_written(
+    env: Path, tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "all.csv"
+    assert _batch("--customers", "all", "--out", str(out)) == 0
+    customers = len(load_serving_model(models_dir).customers.ids)
+    printed = capsys.readouterr().out
+    assert f"for {customers:,} customers (" in printed
+    assert " customers/s; " in printed and "screened" not in printed
+
+
+def test_an_interrupted_batch_leaves_no_file(models_dir: Path, env: Path, tmp_path: Path) -> None:
+    model = load_serving_model(models_dir)
+    store = open_store(f"sqlite:///{env}")
+    folder = tmp_path / "campaigns"
+    folder.mkdir()
+    out = folder / "campaign.parquet"
+    out.write_bytes(b"last week's campaign")
+    run = BatchRun(
+        Context(ServingModels(model), default_catalog(), contact_policy(Settings()), store),
+        Occasion("email", 3, int(NOW.timestamp())),
+    )
+    chunks: list[int] = []
+
+    def interrupt(done: int, _decided: int) -> None:
+        chunks.append(done)
+        if len(chunks) == 2:
+            raise KeyboardInterrupt
+
+    ids = [str(c) for c in model.customers.ids]
+    with pytest.raises(KeyboardInterrupt):
+        write_batch(run, Selection(ids), out, chunk=10, progress=interrupt)
+    store.close()
+    assert chunks == [10, 20]
+    # The previous file is untouched and nothing half-written is left beside it.
+    assert out.read_bytes() == b"last week's campaign"
+    assert sorted(p.name for p in folder.iterdir()) == ["campaign.parquet"]
+
+
+def test_batch_errors_are_one_line(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "a.csv")
+    (tmp_path / "noids.csv").write_text("id\nx\n", encoding="utf-8")
+    cases = [
+        (["--customers", "stage=vip", "--out", out], "unknown stage 'vip'"),
+        (["--customers", str(tmp_path / "none.txt"), "--out", out], "no such file"),
+        (["--customers", str(tmp_path / "noids.csv"), "--out", out], "no 'customer_id' column"),
+        (["--out", str(tmp_path / "a.json")], "a .parquet or .csv file"),
+        (["--out", str(tmp_path / "missing" / "a.csv")], "does not exist"),
+        (["--k", "0", "--out", out], "--k 0: must be between 1 and 100"),
+    ]
+    for args, message in cases:
+        assert _batch(*args) == 2, args
+        err = without_progress(capsys.readouterr().err)
+        assert err.count("\n") == 1 and err.startswith("nbo batch: error: "), err
+        assert message in err, (message, err)
+    assert not (tmp_path / "a.csv").exists()
+
+
+def test_worker_processes_write_the_same_file_as_one_process(
+    models_dir: Path, env: Path, tmp_path: Path
+) -> None:
+    settings = Settings(models_dir=models_dir, clock=CLOCK, store_url=f"sqlite:///{env}")
+    spec = RunSpec(settings, "email", 3, NOW, False, "run-1")
+    run = open_run(spec)
+    ids = [str(c) for c in run.context.models.current.customers.ids]
+    one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
+    done: list[tuple[int, int]] = []
+    first = write_batch(run, Selection(ids), one, chunk=10)
+    second = write_batch(
+        run,
+        Selection(ids),
+        two,
+        chunk=10,
+        progress=lambda screened, decided: done.append((screened, decided)),
+        workers=2,
+        spec=spec,
+    )
+    run.store.close()
+    assert first == second and first.customers == len(ids) == 60
+    # In order, one call per chunk: screened and decided (every one: no stage).
+    assert done == [(n, n) for n in range(10, 61, 10)]
+    assert pd.read_parquet(one).equals(pd.read_parquet(two))
+
+
+def test_small_batches_run_in_one_process_large_ones_on_every_cpu() -> None:
+    from nbo.campaigns.batch import CUSTOMERS_PER_WORKER, default_workers
+
+    cpus = os.cpu_count() or 1
+    assert default_workers(0) == 1
+    assert default_workers(CUSTOMERS_PER_WORKER - 1) == 1
+    assert default_workers(2 * CUSTOMERS_PER_WORKER) == min(2, cpus)
+    assert default_workers(1000 * CUSTOMERS_PER_WORKER) == cpus
+
+
+CUSTOMERS = [f"{g}{c:02d}" for g in "ab" for c in range(30)]
+
+
+def test_batch_rows_name_the_same_variants_as_the_api(
+    experiment_client: TestClient,
+    two_models: tuple[Path, str, str],
+    experiments_file: Path,
+    isolated_store: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NBO_MODELS_DIR", str(two_models[0]))
+    monkeypatch.setenv("NBO_STORE_URL", f"sqlite:///{isolated_store}")
+    monkeypatch.setenv("NBO_EXPERIMENTS", str(experiments_file))
+    monkeypatch.setenv("NBO_CLOCK", CLOCK)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(CUSTOMERS[:20]), encoding="utf-8")
+    out = tmp_path / "campaign.csv"
+    assert main(["batch", "--customers", str(ids), "--k", "3", "--out", str(out)]) == 0
+    rows = pd.read_csv(out, dtype=str)
+    for customer_id, mine in rows.groupby("customer_id"):
+        api = experiment_client.get(f"/v1/customers/{customer_id}/offers?k=3").json()
+        assert set(mine["variant"]) == {api["variant"]}
+        assert set(mine["model_version"]) == {api["model_version"]}
+        assert mine["offer_id"].tolist() == [o["offer_id"] for o in api["offers"]]

@@ -1,0 +1,274 @@
+"""Loading the offer catalogue: the demo file, and files refused in one line that names
+the file, the offer and the field, in YAML and JSON alike."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support import DATA, DEMO_CATALOG, at, write
+
+from nbo.catalog.loading import load_catalog
+from nbo.catalog.terms import Catalog
+from nbo.core.errors import CatalogError
+from nbo.core.vocabulary import KIND_INCENTIVE, KIND_PRODUCT, STAGES
+
+SAMPLE = DATA / "online_retail_sample.parquet"
+DEMO_NOW = int(datetime(2011, 12, 9, 13, tzinfo=UTC).timestamp())
+
+
+def catalog_of(tmp_path: Path, text: str, name: str = "catalog.yaml") -> Catalog:
+    return load_catalog(write(tmp_path / name, text))
+
+
+def refusal(tmp_path: Path, text: str, name: str = "catalog.yaml") -> str:
+    with pytest.raises(CatalogError) as caught:
+        catalog_of(tmp_path, text, name)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+# --- the demo catalogue ---------------------------------------------------------------
+
+
+def test_the_demo_catalogue_loads_with_an_offer_per_stage() -> None:
+    catalog = load_catalog(DEMO_CATALOG)
+    assert catalog.source == DEMO_CATALOG and len(catalog.fingerprint) == 64
+    incentives = {
+        stage: [(o.id, o.incentive) for o in catalog.incentives_for(stage, "email", DEMO_NOW)]
+        for stage in STAGES
+    }
+    assert incentives == {
+        "new": [("welcome-free-delivery", "free_shipping")],
+        "active": [],
+        "at_risk": [("winback-15", "percent_off")],
+        "lapsed": [("winback-15", "percent_off")],
+        "loyal": [("loyalty-double-points", "points_multiplier")],
+    }
+    # Products keep the default terms (ranked by propensity), bar the overrides.
+    terms = catalog.product_terms("85099B", "active", "email", DEMO_NOW)
+    assert terms is not None and terms.value is None and not terms.price_weighted
+    assert terms.lever == 1.0 and terms.offer_id == "product:85099B"
+    assert catalog.product_terms("85123A", "active", "app", DEMO_NOW).lever == 1.2
+    assert catalog.product_terms("22827", "active", "email", DEMO_NOW) is None
+    # The Christmas offer is live at the demo clock and over by the new year.
+    christmas = catalog.product_terms("22086", "loyal", "app", DEMO_NOW)
+    assert christmas.offer_id == "christmas-2011:22086"  # one offer per item of the category
+    new_year = at("2012-01-02T00:00:00")
+    assert catalog.product_terms("22086", "loyal", "app", new_year).offer_id == "product:22086"
+    assert catalog.stage_weight("lapsed", KIND_INCENTIVE) > catalog.stage_weight(
+        "lapsed", KIND_PRODUCT
+    )
+    assert catalog.stage_weight("active", KIND_INCENTIVE) == 1.0
+    assert catalog.max_cap_days == 30
+
+
+def test_the_demo_catalogue_names_real_items_of_the_sample() -> None:
+    known = set(pd.read_parquet(SAMPLE, columns=["StockCode"])["StockCode"].astype(str))
+    catalog = load_catalog(DEMO_CATALOG)
+    named = {item.item_id for item in catalog.document.items}
+    named |= {item for items in catalog.categories.values() for item in items}
+    assert named and named <= known
+
+
+def test_incentives_compete_with_products_on_one_money_scale() -> None:
+    """Each incentive's expected value (response rate x value) sits within the range of a
+    product's (propensity x a ~10 GBP line) rather than swamping it."""
+    catalog = load_catalog(DEMO_CATALOG)
+    for offer in catalog.offers:
+        if offer.kind == KIND_INCENTIVE:
+            assert offer.value is not None and 10 <= offer.value <= 60
+            assert 0.01 <= offer.response_rate <= 0.2
+            assert 0.5 <= offer.response_rate * offer.value <= 5
+
+
+OFFER = "  - {id: winback-15, kind: incentive, incentive: percent_off, amount: 15, value: 12"
+
+
+# --- refusals -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            f"version: 1\noffers:\n{OFFER}, response_rate: 1.5}}\n",
+            "catalog.yaml: offer 'winback-15' field 'response_rate': "
+            "Input should be less than or equal to 1",
+        ),
+        (
+            f"version: 1\noffers:\n{OFFER}, respons_rate: 0.5}}\n",
+            "offer 'winback-15' field 'respons_rate': not a known field",
+        ),
+        (
+            f"version: 1\noffers:\n{OFFER}}}\n{OFFER}}}\n",
+            "offer 'winback-15' field 'id': duplicate id",
+        ),
+        (
+            f"version: 1\noffers:\n{OFFER}, stages: [new, lost]}}\n",
+            "offer 'winback-15' field 'stages': Input should be 'new', 'active', 'at_risk', "
+            "'lapsed' or 'loyal' (got 'lost')",
+        ),
+        (
+            f"version: 1\noffers:\n{OFFER}, channels: [sms]}}\n",
+            "offer 'winback-15' field 'channels': Input should be 'email' or 'app' (got 'sms')",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: w, kind: incentive, value: 3}\n",
+            "offer 'w' field 'incentive': an incentive needs 'incentive'",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: w, kind: incentive, incentive: free_shipping}\n",
+            "offer 'w' field 'value': an incentive needs its value",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: w, kind: incentive, incentive: percent_off, value: 3}\n",
+            "offer 'w' field 'amount': percent_off needs amount",
+        ),
+        (
+            f"version: 1\noffers:\n{OFFER}, category: x}}\n",
+            "offer 'winback-15' field 'category': only for product offers",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, lever: 2}\n",
+            "offer 'p' field 'item_id': a product offer needs item_id (one item) or category",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, category: c}\n"
+            "categories: {c: [X]}\n",
+            "offer 'p' field 'category': give item_id or category, not both",
+        ),
+        (
+            "version: 1\ncategories: {candles: [X]}\n"
+            "offers:\n  - {id: p, kind: product, category: candlez}\n",
+            "offer 'p' field 'category': 'candlez' is not in categories (known: candles)",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: 'p:1', kind: product, item_id: X}\n",
+            "offer 'p:1' field 'id': ':' is reserved",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, response_rate: 0.1}\n",
+            "offer 'p' field 'response_rate': only for incentives",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, "
+            "valid_from: 2026-02-01, valid_to: 2026-01-01}\n",
+            "offer 'p' field 'valid_to': must be after valid_from",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, "
+            "valid_from: 2026-02-01, valid_to: 2026-02-01}\n",
+            "offer 'p' field 'valid_to': must be after valid_from",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, value: -1}\n",
+            "offer 'p' field 'value': Input should be greater than or equal to 0",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, lever: -0.5}\n",
+            "offer 'p' field 'lever': Input should be greater than or equal to 0",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: 'product:X', kind: product, item_id: X}\n",
+            "offer 'product:X' field 'id': ids starting 'product:'",
+        ),
+        (
+            "version: 1\noffers:\n  - {kind: product, item_id: X}\n",
+            "offer #1 field 'id': Field required",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: produkt, item_id: X}\n",
+            "offer 'p' field 'kind': Input should be 'product' or 'incentive' (got 'produkt')",
+        ),
+        (
+            "version: 1\nitems:\n  - {item_id: 85123A, lever: -1}\n",
+            "item override '85123A' field 'lever': Input should be greater than or equal to 0",
+        ),
+        (
+            "version: 1\nitems:\n  - {item_id: A}\n  - {item_id: A, lever: 2}\n",
+            "item override 'A' field 'item_id': listed twice",
+        ),
+        (
+            "version: 1\nproducts: {margin: -0.1}\n",
+            "catalog.yaml: products field 'margin': Input should be greater than or equal to 0",
+        ),
+        (
+            "version: 1\nproducts: {value: .nan}\n",
+            "products field 'value': Input should be a finite number",
+        ),
+        (
+            "version: 1\nstage_weights: {lost: {incentive: 2}}\n",
+            "stage_weights 'lost': Input should be 'new', 'active'",
+        ),
+        (
+            "version: 1\nstage_weights: {new: {incentiv: 2}}\n",
+            "stage_weights 'new' field 'incentiv': not a known field",
+        ),
+        (
+            "version: 1\nstage_weights: {new: {incentive: -2}}\n",
+            "stage_weights 'new' field 'incentive': Input should be greater than or equal to 0",
+        ),
+        ("version: 1\ncategories: {c: 12}\n", "category 'c': Input should be a valid list"),
+        ("version: 1\nofers: []\n", "catalog.yaml: field 'ofers': not a known field"),
+        ("version: 2\n", "catalog.yaml: field 'version': Input should be 1"),
+        ("offers: []\n", "catalog.yaml: field 'version': Field required"),
+        ("", "catalog.yaml: the file is empty"),
+        ("# only a comment\n", "catalog.yaml: the file is empty"),
+        ("- version: 1\n", "catalog.yaml: a catalogue is a mapping of sections"),
+        ("version: 1\noffers: [\n", "catalog.yaml: not valid YAML (line 3, column 1)"),
+    ],
+)
+def test_a_bad_catalogue_is_refused_naming_the_offer_and_field(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    assert expected in refusal(tmp_path, text)
+
+
+def test_the_first_problem_is_named_and_the_others_counted(tmp_path: Path) -> None:
+    message = refusal(tmp_path, "version: 1\noffers:\n  - {id: w, kind: x, value: -1, lever: y}")
+    assert "catalog.yaml: offer 'w' field 'kind': Input should be" in message
+    assert message.endswith("(and 2 more problems)")
+
+
+def test_a_missing_file_or_an_unknown_format_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="no such file") as caught:
+        load_catalog(tmp_path / "nope.yaml")
+    assert str(tmp_path / "nope.yaml") in str(caught.value)
+    with pytest.raises(CatalogError, match=r"\.yaml, \.yml or \.json"):
+        catalog_of(tmp_path, "version: 1\n", name="catalog.txt")
+
+
+def test_json_has_the_same_schema_and_the_same_messages(tmp_path: Path) -> None:
+    document = {
+        "version": 1,
+        "offers": [
+            {
+                "id": "welcome",
+                "kind": "incentive",
+                "incentive": "free_shipping",
+                "value": 20,
+                "valid_from": "2026-01-01T00:00:00Z",
+            }
+        ],
+    }
+    catalog = catalog_of(tmp_path, json.dumps(document), name="catalog.json")
+    assert [o.id for o in catalog.incentives_for("new", "app", at("2026-02-01T00:00:00"))] == [
+        "welcome"
+    ]
+    document["offers"][0]["amount"] = 5
+    message = refusal(tmp_path, json.dumps(document), name="catalog.json")
+    assert "catalog.json: offer 'welcome' field 'amount': free_shipping takes no amount" in message
+    assert "not valid JSON (line 1" in refusal(tmp_path, '{"version": 1,}', name="catalog.json")
+
+
+def test_the_error_names_the_path_as_configured(tmp_path: Path) -> None:
+    path = write(tmp_path / "offers.yml", "version: 1\nx: 1\n")
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(path)
+    assert str(caught.value) == f"{path}: field 'x': not a known field (a typo?)"
+    assert (caught.value.source, caught.value.field) == (str(path), "x")

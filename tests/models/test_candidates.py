@@ -1,0 +1,371 @@
+"""The candidate sources: what each proposes and the features the trainer and the service
+share, for many customers at once, checked against the sources as their docstrings state
+them, one customer at a time in plain Python; the ranked order and its ties."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from implicit.cpu.topk import topk
+from support import staged_items, tiny_items
+
+from nbo.core.vocabulary import DAY, STAGES
+from nbo.data.sparse import Rows
+from nbo.models import candidates as candidates_module
+from nbo.models.candidates import (
+    FEATURES,
+    KNN_BASIS,
+    NO_STAGE,
+    SOURCES,
+    STAGE_CODE,
+    CandidateTable,
+    CustomerSide,
+    ItemSide,
+    candidates,
+    ranked_order,
+    ranked_top,
+)
+from nbo.models.cf import FILTERED_SCORE
+
+
+def customer(bought: dict[int, tuple[int, int]], factors: list[float]) -> CustomerSide:
+    """One customer: item -> (orders, last purchase day)."""
+    items = sorted(bought)
+    counts = sp.csr_matrix(
+        ([bought[i][0] for i in items], items, [0, len(items)]), shape=(1, 6), dtype=np.float64
+    )
+    last = sp.csr_matrix(
+        ([bought[i][1] * DAY for i in items], items, [0, len(items)]),
+        shape=(1, 6),
+        dtype=np.float64,
+    )
+    return CustomerSide(np.asarray([factors], np.float32), Rows.of(counts), Rows.of(last))
+
+
+def csr(rows: Rows) -> sp.csr_matrix:
+    return sp.csr_matrix((rows.data, rows.indices, rows.indptr), shape=rows.shape)
+
+
+def test_every_source_proposes_and_the_features_are_what_they_say() -> None:
+    table = candidates(tiny_items(), customer({0: (3, 90), 3: (1, 50)}, [1.0, 0.0]), 2)
+    column = {name: n for n, name in enumerate(FEATURES)}
+    rows = {int(item): n for n, item in enumerate(table.items)}
+    # buy again: 0 and 3; neighbours of 0 and 3: 1, 2, 4, 5; ALS (taste for group 0).
+    assert {0, 1, 3} <= set(rows)
+    bought = table.features[rows[0]]
+    assert bought[column["bought_orders"]] == 3
+    assert bought[column["days_since_bought"]] == pytest.approx(10.0)
+    assert bought[column["cycle_days"]] == 10.0 and bought[column["due_ratio"]] == 1.0
+    assert bought[column["share_of_customer"]] == pytest.approx(3 / 4)
+    assert bought[column["customer_orders"]] == 4 and bought[column["customer_items"]] == 2
+    assert bought[column["customer_recency_days"]] == pytest.approx(10.0)
+    assert bought[column["als_score"]] == pytest.approx(1.0)
+    never = table.features[rows[1]]
+    assert np.isnan(never[column["days_since_bought"]]) and never[column["bought_orders"]] == 0
+    assert never[column["knn_score"]] == pytest.approx(3.0)  # similar to item 0, bought 3x
+    assert table.sources[rows[0], SOURCES.index("buy_again")]
+    assert table.sources[rows[1], SOURCES.index("knn")]
+
+
+def test_excluded_items_are_never_candidates() -> None:
+    side = customer({0: (3, 90), 3: (1, 50)}, [1.0, 0.0])
+    exclude = sp.csr_matrix(([1.0, 1.0], [0, 1], [0, 2]), shape=(1, 6))
+    table = candidates(
+        tiny_items(), CustomerSide(side.user_factors, side.counts, side.last, Rows.of(exclude)), 6
+    )
+    assert not {0, 1} & set(table.items.tolist())
+
+
+def test_many_customers_at_once_equal_one_at_a_time() -> None:
+    """The trainer scores many customers in one call, the service one: same features."""
+    a = customer({0: (3, 90), 3: (1, 50)}, [1.0, 0.2])
+    b = customer({4: (2, 99)}, [0.1, 1.0])
+    both = CustomerSide(
+        np.vstack([a.user_factors, b.user_factors]),
+        Rows.of(sp.vstack([csr(a.counts), csr(b.counts)]).tocsr()),
+        Rows.of(sp.vstack([csr(a.last), csr(b.last)]).tocsr()),
+    )
+    together = candidates(tiny_items(), both, 3)
+    for row, alone in enumerate((candidates(tiny_items(), a, 3), candidates(tiny_items(), b, 3))):
+        mine = together.rows == row
+        assert together.items[mine].tolist() == alone.items.tolist()
+        np.testing.assert_array_equal(together.features[mine], alone.features)
+
+
+def test_ranked_top_orders_by_score_within_each_customer() -> None:
+    table = candidates(tiny_items(), customer({0: (3, 90)}, [1.0, 0.0]), 6)
+    scores = -table.items.astype(float)  # lower item id = higher score
+    top = ranked_top(table, scores, 1, 3)
+    assert top[0].tolist() == sorted(table.items.tolist())[:3]
+
+
+def test_ranked_top_is_each_customers_head_of_the_ranked_order() -> None:
+    items, side = random_shop(8)
+    table = candidates(items, side, 12)
+    scores = np.random.default_rng(0).integers(0, 4, len(table)).astype(float)  # many ties
+    n_rows = side.counts.shape[0] + 2  # two rows past the table: no candidates at all
+    top = ranked_top(table, scores, n_rows, 5)
+    order = ranked_order(table, scores)
+    for row in range(n_rows):
+        head = table.items[order][table.rows[order] == row][:5].tolist()
+        assert top[row].tolist() == head + [-1] * (5 - len(head))
+
+
+def test_ranker_ties_follow_the_sources_consensus_not_the_catalogue_order() -> None:
+    """Where the ranker cannot tell candidates apart (equal scores: the same leaves of
+    every tree), the items the sources agree on come first: here the customer's own
+    group, which ALS, ItemKNN and their history propose, before items 0..2 that only
+    ALS's tail and popularity do, although those come first in the catalogue."""
+    table = candidates(tiny_items(), customer({4: (3, 90)}, [0.0, 1.0]), 6)
+    assert set(table.items.tolist()) == set(range(6))
+    top = ranked_top(table, np.zeros(len(table)), 1, 3)
+    assert set(top[0].tolist()) == {3, 4, 5}
+
+
+# --- stage popularity, customer traits and price --------------------------------------
+
+
+def test_the_stage_source_proposes_what_the_customers_stage_buys() -> None:
+    bare = customer({0: (3, 90)}, [1.0, 0.0])
+    column = {name: n for n, name in enumerate(FEATURES)}
+    for stage, favourite in (("loyal", 2), ("lapsed", 4)):
+        side = CustomerSide(
+            bare.user_factors,
+            bare.counts,
+            bare.last,
+            stage=np.array([STAGE_CODE[stage]]),
+            churn_risk=np.array([0.25]),
+            monetary=np.array([120.0]),
+        )
+        table = candidates(staged_items(), side, 1)
+        staged = table.items[table.sources[:, SOURCES.index("stage_popular")]]
+        assert favourite in staged.tolist()
+        row = table.features[table.items.tolist().index(favourite)]
+        assert row[column["stage_popularity"]] == pytest.approx(0.9 if stage == "loyal" else 0.7)
+        assert row[column["stage_popularity_rank"]] == 0
+        assert row[column["customer_stage"]] == STAGE_CODE[stage]
+        assert row[column["churn_risk"]] == pytest.approx(0.25)
+        assert row[column["customer_monetary"]] == pytest.approx(120.0)
+        assert row[column["price"]] == pytest.approx(favourite + 1.0)
+
+
+def test_unknown_traits_are_missing_values_and_propose_nothing() -> None:
+    table = candidates(staged_items(), customer({0: (3, 90)}, [1.0, 0.0]), 1)
+    column = {name: n for n, name in enumerate(FEATURES)}
+    assert not table.sources[:, SOURCES.index("stage_popular")].any()
+    for name in ("customer_stage", "churn_risk", "customer_monetary", "stage_popularity"):
+        assert np.isnan(table.features[:, column[name]]).all()
+
+
+def test_a_source_that_proposes_nothing_leaves_the_others_ranking() -> None:
+    """No neighbours (an empty similarity), no stage, no history: the other sources still
+    propose, and their features stay defined."""
+    base = tiny_items()
+    no_neighbours = ItemSide.build(
+        base.as_of_s,
+        base.item_factors,
+        sp.csr_matrix((6, 6), dtype=np.float32),
+        base.popularity,
+        base.popularity_before,
+        base.cycle_days,
+    )
+    table = candidates(no_neighbours, customer({0: (3, 90), 3: (1, 50)}, [1.0, 0.0]), 2)
+    assert not table.sources[:, SOURCES.index("knn")].any()
+    assert table.sources[:, SOURCES.index("buy_again")].any()
+    assert table.sources[:, SOURCES.index("als")].any()
+    column = {name: n for n, name in enumerate(FEATURES)}
+    assert np.isnan(table.features[:, column["knn_rank"]]).all()
+    assert (table.features[:, column["knn_score"]] == 0).all()
+    nothing_bought = candidates(no_neighbours, customer({}, [0.0, 1.0]), 2)
+    assert len(nothing_bought) > 0
+    assert not nothing_bought.sources[:, SOURCES.index("buy_again")].any()
+
+
+def random_shop(
+    seed: int, n_items: int = 80, n_customers: int = 40
+) -> tuple[ItemSide, CustomerSide]:
+    """A random catalogue (similarity, popularity by stage, cycles, prices) and customers
+    with random histories, exclusions, stages and traits; some rows empty."""
+    rng = np.random.default_rng(seed)
+    similarity = sp.random(n_items, n_items, density=0.15, random_state=seed, format="csr")
+    similarity.setdiag(0)
+    similarity.eliminate_zeros()
+    items = ItemSide.build(
+        400 * DAY,
+        rng.normal(size=(n_items, 4)).astype(np.float32),
+        similarity.astype(np.float32),
+        rng.integers(0, 50, n_items).astype(np.float64),
+        rng.integers(0, 50, n_items).astype(np.float64),
+        np.where(rng.random(n_items) < 0.5, rng.uniform(5, 60, n_items), np.nan),
+        price=rng.uniform(1, 9, n_items),
+        stage_popularity=rng.random((len(STAGES), n_items)),
+    )
+    counts, last, exclude = [], [], []
+    for row in range(n_customers):
+        bought = rng.choice(n_items, size=int(rng.integers(0, 45)), replace=False)
+        counts.append(
+            sp.csr_matrix(
+                (rng.integers(1, 5, len(bought)), (np.zeros(len(bought)), bought)),
+                shape=(1, n_items),
+            )
+        )
+        times = (300 * DAY + rng.permutation(len(bought)) * 3_600 + row).astype(np.float64)
+        last.append(sp.csr_matrix((times, (np.zeros(len(bought)), bought)), shape=(1, n_items)))
+        banned = rng.choice(n_items, size=int(rng.integers(0, 6)), replace=False)
+        exclude.append(
+            sp.csr_matrix(
+                (np.ones(len(banned)), (np.zeros(len(banned)), banned)), shape=(1, n_items)
+            )
+        )
+    side = CustomerSide(
+        rng.normal(size=(n_customers, 4)).astype(np.float32),
+        Rows.of(sp.vstack(counts).tocsr()),
+        Rows.of(sp.vstack(last).tocsr()),
+        Rows.of(sp.vstack(exclude).tocsr()),
+        stage=rng.integers(-1, len(STAGES), n_customers),
+        churn_risk=rng.random(n_customers),
+        monetary=rng.uniform(0, 500, n_customers),
+    )
+    return items, side
+
+
+@dataclasses.dataclass
+class Proposed:
+    """What the oracle says of one proposed item."""
+
+    sources: set[str] = dataclasses.field(default_factory=set)
+    als_rank: float = np.nan
+    knn_rank: float = np.nan
+    knn_score: float = 0.0
+    bought: float = 0.0
+    bought_last: float = 0.0
+
+
+def proposals_one_at_a_time(
+    items: ItemSide, side: CustomerSide, per_source: int
+) -> list[dict[int, Proposed]]:
+    """The sources as their docstrings state them, one customer at a time in plain
+    Python: the oracle ``candidates`` is checked against (it once was a second path)."""
+    n_items = len(items.popularity)
+    n = min(per_source, n_items)
+    n_popular = max(10, n // 5)
+    similarity = items.similarity
+    als_ids, als_scores = topk(
+        items.item_factors,
+        np.asarray(side.user_factors, np.float32),
+        n,
+        filter_query_items=None if side.exclude is None else csr(side.exclude),
+        num_threads=1,
+    )
+    out = []
+    for row in range(side.counts.shape[0]):
+        start, end = side.counts.indptr[row], side.counts.indptr[row + 1]
+        mine = [int(i) for i in side.counts.indices[start:end]]
+        count = dict(zip(mine, map(float, side.counts.data[start:end]), strict=True))
+        last = dict(zip(mine, map(float, side.last.data[start:end]), strict=True))
+        position = {item: p for p, item in enumerate(mine)}
+        banned = set() if side.exclude is None else set(csr(side.exclude)[row].indices.tolist())
+        # ALS: implicit's top n, filtered items dropped.
+        als = [
+            int(i) for i, s in zip(als_ids[row], als_scores[row], strict=True) if s > FILTERED_SCORE
+        ]
+        # ItemKNN: neighbours of the KNN_BASIS most recent items, similarity x orders
+        # summed over those items in catalogue order.
+        basis = sorted(mine, key=lambda i: (-last[i], position[i]))[:KNN_BASIS]
+        score: dict[int, float] = {}
+        for b in sorted(basis):
+            lo, hi = similarity.indptr[b], similarity.indptr[b + 1]
+            for j, w in zip(similarity.indices[lo:hi], similarity.data[lo:hi], strict=True):
+                score[int(j)] = score.get(int(j), 0.0) + float(w) * count[b]
+        knn = sorted(
+            (j for j, s in score.items() if s > 0 and j not in banned),
+            key=lambda j: (-score[j], j),
+        )[:n]
+        # Buy again: most ordered first, then most recent, then as stored.
+        again = sorted(
+            (i for i in mine if i not in banned),
+            key=lambda i: (-count[i], -last[i], position[i]),
+        )[:n]
+        popular = [int(i) for i in items.popular_order if int(i) not in banned][:n_popular]
+        stage = NO_STAGE if side.stage is None else int(side.stage[row])
+        in_stage: list[int] = []
+        if stage != NO_STAGE and items.stage_popular_order is not None:
+            ranked = items.stage_popular_order[stage]
+            in_stage = [int(i) for i in ranked if int(i) not in banned][:n_popular]
+        proposed: dict[int, Proposed] = {}
+        for source, chosen in zip(SOURCES, (als, knn, again, popular, in_stage), strict=True):
+            for item in chosen:
+                proposed.setdefault(item, Proposed()).sources.add(source)
+        for rank, item in enumerate(als, 1):
+            proposed[item].als_rank = rank
+        for rank, item in enumerate(knn, 1):
+            proposed[item].knn_rank = rank
+        for item, p in proposed.items():
+            p.knn_score = score.get(item, 0.0)
+            p.bought = count.get(item, 0.0)
+            p.bought_last = last.get(item, 0.0)
+        out.append(proposed)
+    return out
+
+
+@pytest.mark.parametrize("seed, per_block", [(5, None), (6, None), (7, None), (5, 3), (6, 7)])
+def test_candidates_are_what_each_source_says_one_customer_at_a_time(
+    seed: int, per_block: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random catalogue and customers: every customer's proposed items, their source
+    flags and the features the sources give are the oracle's, whether the customers come
+    all at once (a campaign's chunk, the trainer's window, in one block of customers or
+    several) or one by one (a request)."""
+    items, side = random_shop(seed)
+    if per_block is not None:
+        monkeypatch.setattr(candidates_module, "SHEET_CELLS", per_block * len(items.popularity))
+    expected = proposals_one_at_a_time(items, side, 12)
+    column = {name: n for n, name in enumerate(FEATURES)}
+    together = candidates(items, side, 12)
+    for row, wanted in enumerate(expected):
+        single = alone(items, side, row, 12)
+        for table, at in ((together, together.rows == row), (single, single.rows == 0)):
+            chosen = sorted(wanted)
+            assert table.items[at].tolist() == chosen
+            flags = table.sources[at]
+            for n, item in enumerate(chosen):
+                assert {SOURCES[s] for s in np.flatnonzero(flags[n])} == wanted[item].sources
+            features = table.features[at]
+            as_float32 = {
+                "als_rank": [wanted[i].als_rank for i in chosen],
+                "knn_rank": [wanted[i].knn_rank for i in chosen],
+                "knn_score": [wanted[i].knn_score for i in chosen],
+                "bought_orders": [wanted[i].bought for i in chosen],
+                "days_since_bought": [
+                    (items.as_of_s - wanted[i].bought_last) / DAY if wanted[i].bought else np.nan
+                    for i in chosen
+                ],
+            }
+            for name, values in as_float32.items():
+                np.testing.assert_array_equal(
+                    features[:, column[name]], np.asarray(values, np.float32), err_msg=name
+                )
+
+
+def alone(items: ItemSide, side: CustomerSide, row: int, per_source: int) -> CandidateTable:
+    """``candidates`` for one customer of ``side``, as a request asks."""
+
+    def one(matrix: Rows | None) -> Rows | None:
+        return None if matrix is None else Rows.of(csr(matrix)[row])
+
+    def at(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else values[row : row + 1]
+
+    single = CustomerSide(
+        side.user_factors[row : row + 1],
+        one(side.counts),
+        one(side.last),
+        one(side.exclude),
+        stage=at(side.stage),
+        churn_risk=at(side.churn_risk),
+        monetary=at(side.monetary),
+    )
+    return candidates(items, single, per_source)

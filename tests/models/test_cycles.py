@@ -1,0 +1,355 @@
+"""Repurchase cycles: learned on data whose answer is known by construction, cycle-aware
+suppression at its boundaries, and the cycles in the artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbo.core.errors import ArtifactError
+from nbo.core.ids import IdMap
+from nbo.core.vocabulary import DAY
+from nbo.data.history import EncodedPurchases, encode_purchases
+from nbo.models.artifacts import load_artifact, write_artifact
+from nbo.models.cycles import (
+    cycle_summary,
+    repurchase_cycles,
+    suppressed_mask,
+    suppression_days_per_item,
+)
+from nbo.models.served import CYCLES_ARRAY, load_serving_model, model_arrays
+from nbo.offers.suppression import SuppressionWindow
+from training.pipeline import TrainResult
+
+START = pd.Timestamp("2024-01-01 00:00")
+
+
+def _lines(rows: list[tuple[str, str, pd.Timestamp]]) -> EncodedPurchases:
+    """(customer, item, timestamp) rows, each line its own order."""
+    frame = pd.DataFrame(rows, columns=["customer_id", "item_id", "timestamp"])
+    return encode_purchases(frame)
+
+
+def _every(customer: str, item: str, days: float, times: int, hour: int = 9) -> list:
+    """``times`` purchases ``days`` apart, starting on START at ``hour`` o'clock."""
+    first = START + pd.Timedelta(hours=hour)
+    return [(customer, item, first + pd.Timedelta(days=days * n)) for n in range(times)]
+
+
+def _cycle(encoded: EncodedPurchases, cycles: np.ndarray, item: str) -> float:
+    return float(cycles[encoded.items.index[item]])
+
+
+# --- learning the cycle ---------------------------------------------------------------
+
+
+def test_every_customer_every_14_days_gives_14() -> None:
+    # Six customers, each at a different hour of the day and starting on a different day.
+    rows = []
+    for c in range(6):
+        rows += [
+            (f"c{c}", "COFFEE", t + pd.Timedelta(days=c))
+            for _, _, t in _every(f"c{c}", "COFFEE", 14, 8, hour=2 + 3 * c)
+        ]
+    encoded = _lines(rows)
+
+    cycles = repurchase_cycles(encoded, min_repeat_buyers=5)
+
+    assert cycles.dtype == np.float32
+    assert cycles.shape == (len(encoded.items),) == (1,)
+    assert _cycle(encoded, cycles, "COFFEE") == 14.0
+
+
+def test_fewer_repeat_buyers_than_the_minimum_gives_nan() -> None:
+    rows = []
+    for c in range(4):  # four repeat buyers of TEA ...
+        rows += _every(f"r{c}", "TEA", 10, 5)
+    for c in range(20):  # ... and twenty who bought it once: not repeat buyers
+        rows.append((f"o{c}", "TEA", START + pd.Timedelta(days=c)))
+    encoded = _lines(rows)
+
+    assert np.isnan(_cycle(encoded, repurchase_cycles(encoded, min_repeat_buyers=5), "TEA"))
+    assert _cycle(encoded, repurchase_cycles(encoded, min_repeat_buyers=4), "TEA") == 10.0
+
+
+def test_items_never_bought_twice_by_anyone_have_no_cycle() -> None:
+    rows = [(f"c{c}", "SOFA", START + pd.Timedelta(days=c)) for c in range(50)]
+    rows += [(f"c{c}", "LAMP", START + pd.Timedelta(days=c)) for c in range(50)]
+    encoded = _lines(rows)
+
+    assert np.isnan(repurchase_cycles(encoded, min_repeat_buyers=1)).all()
+
+
+def test_a_wholesaler_buying_daily_does_not_move_the_median() -> None:
+    rows = []
+    for c in range(5):
+        rows += _every(f"c{c}", "COFFEE", 14, 8)
+    rows += _every("wholesaler", "COFFEE", 1, 120)
+    encoded = _lines(rows)
+
+    cycles = repurchase_cycles(encoded, min_repeat_buyers=5)
+
+    assert _cycle(encoded, cycles, "COFFEE") == 14.0
+    # Pooling every gap instead would let the wholesaler's 119 one-day gaps decide.
+    pooled = [1] * 119 + [14] * 5 * 7
+    assert np.median(pooled) == 1.0
+
+
+def test_same_day_repeats_collapse() -> None:
+    rows = []
+    for c in range(5):
+        for _, item, t in _every(f"c{c}", "COFFEE", 14, 6, hour=8):
+            # Three orders of the item on each purchase day: 08:00, 12:00 and 20:00.
+            rows += [(f"c{c}", item, t + pd.Timedelta(hours=h)) for h in (0, 4, 12)]
+    # Customers who only ever bought BAGS in two orders on one day are not repeat buyers.
+    for c in range(5):
+        day = START + pd.Timedelta(days=c)
+        rows += [(f"c{c}", "BAGS", day + pd.Timedelta(hours=9)), (f"c{c}", "BAGS", day)]
+    encoded = _lines(rows)
+
+    cycles = repurchase_cycles(encoded, min_repeat_buyers=5)
+
+    assert _cycle(encoded, cycles, "COFFEE") == 14.0
+    assert np.isnan(_cycle(encoded, cycles, "BAGS"))
+
+
+def test_gaps_count_calendar_days() -> None:
+    # 23:00 one day and 01:00 the next are two purchase days one day apart.
+    rows = []
+    for c in range(5):
+        day = START + pd.Timedelta(days=3 * c)
+        rows += [(f"c{c}", "MILK", day + pd.Timedelta(hours=23)), (f"c{c}", "MILK", day)]
+        rows.append((f"c{c}", "MILK", day + pd.Timedelta(days=1, hours=1)))
+    encoded = _lines(rows)
+
+    assert _cycle(encoded, repurchase_cycles(encoded, min_repeat_buyers=5), "MILK") == 1.0
+
+
+def test_median_of_each_buyers_median_gap() -> None:
+    # Gaps per buyer (days) and that buyer's median: 7, 10, 10, 20, 21.
+    gaps = {"b0": [7, 7, 40], "b1": [10], "b2": [3, 10, 30], "b3": [20, 20], "b4": [21, 60, 2]}
+    rows = []
+    for customer, between in gaps.items():
+        days = np.concatenate([[0], np.cumsum(between)])
+        rows += [(customer, "OIL", START + pd.Timedelta(days=int(d))) for d in days]
+    encoded = _lines(rows)
+
+    assert _cycle(encoded, repurchase_cycles(encoded, min_repeat_buyers=5), "OIL") == 10.0
+    # Without b2 (7, 10, 20, 21) it is the mean of the two middle buyers, 10 and 20.
+    four = _lines([row for row in rows if row[0] != "b2"])
+    assert _cycle(four, repurchase_cycles(four, min_repeat_buyers=4), "OIL") == 15.0
+    # A buyer with two gaps has the mean of the two as median: 7 and 8 -> 7.5.
+    rows = []
+    for c in range(5):
+        rows += [(f"c{c}", "SOAP", START + pd.Timedelta(days=d)) for d in (0, 7, 15)]
+    soap = _lines(rows)
+    assert _cycle(soap, repurchase_cycles(soap, min_repeat_buyers=5), "SOAP") == 7.5
+
+
+def test_max_days_caps_a_learned_cycle() -> None:
+    rows = []
+    for c in range(5):
+        rows += _every(f"c{c}", "RUG", 100, 3)
+        rows += _every(f"c{c}", "COFFEE", 14, 3)
+    encoded = _lines(rows)
+
+    cycles = repurchase_cycles(encoded, min_repeat_buyers=5, max_days=60)
+
+    assert _cycle(encoded, cycles, "RUG") == 60.0
+    assert _cycle(encoded, cycles, "COFFEE") == 14.0
+    assert _cycle(encoded, repurchase_cycles(encoded, min_repeat_buyers=5), "RUG") == 100.0
+
+
+def test_no_purchases_gives_all_nan() -> None:
+    empty = np.empty(0, dtype=np.int64)
+    encoded = EncodedPurchases(IdMap(["c"]), IdMap(["x", "y"]), empty, empty, empty, empty)
+
+    cycles = repurchase_cycles(encoded)
+
+    assert cycles.shape == (2,)
+    assert np.isnan(cycles).all()
+
+
+def test_matches_a_plain_loop_on_random_data() -> None:
+    rng = np.random.default_rng(3)
+    n = 3_000
+    frame = pd.DataFrame(
+        {
+            "customer_id": rng.integers(0, 40, n).astype(str),
+            "item_id": rng.integers(0, 15, n).astype(str),
+            "timestamp": START + pd.to_timedelta(rng.integers(0, 200 * DAY, n), unit="s"),
+        }
+    )
+    encoded = encode_purchases(frame)
+
+    cycles = repurchase_cycles(encoded, min_repeat_buyers=3, max_days=50)
+
+    expected = {}
+    frame["day"] = frame["timestamp"].dt.floor("D")
+    for item, lines in frame.groupby("item_id"):
+        buyer_medians = []
+        for _, own in lines.groupby("customer_id"):
+            days = np.sort(own["day"].unique())
+            if len(days) >= 2:
+                buyer_medians.append(np.median(np.diff(days) / np.timedelta64(1, "D")))
+        if len(buyer_medians) >= 3:
+            expected[item] = min(float(np.median(buyer_medians)), 50.0)
+    for position, item in enumerate(encoded.items.ids.tolist()):
+        if item in expected:
+            assert cycles[position] == pytest.approx(expected[item]), item
+        else:
+            assert np.isnan(cycles[position]), item
+    assert expected  # the random data does produce cycles
+
+
+def test_min_repeat_buyers_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="min_repeat_buyers"):
+        repurchase_cycles(_lines(_every("c", "X", 1, 2)), min_repeat_buyers=0)
+
+
+# --- suppression with cycles ----------------------------------------------------------
+
+
+NOW = 1_700_000_000
+CYCLES = np.array([14.0, np.nan, 3.5], dtype=np.float32)  # item 1 has no learned cycle
+
+
+def test_suppression_days_per_item() -> None:
+    assert suppression_days_per_item(CYCLES, 30).tolist() == [14.0, 30.0, 3.5]
+    # A cycle only shortens the window: never longer than the default.
+    assert suppression_days_per_item(CYCLES, 10).tolist() == [10.0, 10.0, 3.5]
+    assert suppression_days_per_item(CYCLES, 0).tolist() == [0.0, 0.0, 0.0]
+    assert suppression_days_per_item(CYCLES, None).tolist() == [14.0, np.inf, 3.5]
+
+
+@pytest.mark.parametrize(
+    ("item", "days", "offset", "suppressed"),
+    [
+        (0, 14, -1, True),  # one second before the cycle ends
+        (0, 14, 0, True),  # exactly one cycle ago: still suppressed, as SuppressionWindow
+        (0, 14, 1, False),  # one second later: due again
+        (2, 3.5, 0, True),  # a fractional cycle ends on its exact second
+        (2, 3.5, 1, False),
+        (1, 30, 0, True),  # no cycle: the default window, same boundary
+        (1, 30, 1, False),
+    ],
+)
+def test_suppressed_at_the_boundaries(
+    item: int, days: float, offset: int, suppressed: bool
+) -> None:
+    window = suppression_days_per_item(CYCLES, 30)
+    last = NOW - int(days * DAY) - offset
+
+    got = suppressed_mask(np.array([item]), np.array([last]), NOW, window)
+
+    assert got.tolist() == [suppressed]
+
+
+def test_default_zero_never_suppresses_even_items_with_a_cycle() -> None:
+    window = suppression_days_per_item(CYCLES, 0)
+    items = np.array([0, 1, 2])
+    last = np.full(3, NOW - 1)  # all bought a second ago
+
+    assert not suppressed_mask(items, last, NOW, window).any()
+
+
+def test_default_all_suppresses_items_without_a_cycle_forever() -> None:
+    window = suppression_days_per_item(CYCLES, None)
+    items = np.array([0, 1, 2])
+    last = np.full(3, NOW - 5_000 * DAY)
+
+    assert items[suppressed_mask(items, last, NOW, window)].tolist() == [1]
+
+
+@pytest.mark.parametrize("days", [0, 1, 30, None])
+def test_without_cycles_suppression_equals_the_plain_window(days: int | None) -> None:
+    rng = np.random.default_rng(days or 0)
+    items = rng.permutation(50)[:20]
+    last = NOW - rng.integers(0, 60, 20) * DAY  # whole days: many exactly on the edge
+    window = suppression_days_per_item(np.full(50, np.nan, dtype=np.float32), days)
+
+    earliest = SuppressionWindow(days).earliest_suppressed(NOW)
+    expected = [] if earliest is None else items[last >= earliest].tolist()
+
+    assert items[suppressed_mask(items, last, NOW, window)].tolist() == expected
+    assert suppressed_mask(items, last, NOW, window).tolist() == [i in expected for i in items]
+
+
+def test_cycle_summary() -> None:
+    cycles = np.array([np.nan, 10, 20, np.nan, 30, 40, 50], dtype=np.float32)
+
+    summary = cycle_summary(cycles)
+
+    assert summary["items"] == 5
+    assert summary["share"] == pytest.approx(5 / 7)
+    assert summary["days"] == {
+        "min": 10.0,
+        "p10": 14.0,
+        "p25": 20.0,
+        "median": 30.0,
+        "p75": 40.0,
+        "p90": 46.0,
+        "max": 50.0,
+    }
+    assert cycle_summary(np.full(3, np.nan, dtype=np.float32)) == {
+        "items": 0,
+        "share": 0.0,
+        "days": None,
+    }
+
+
+# --- in the artifact ------------------------------------------------------------------
+
+
+def test_an_artifact_without_cycles_still_loads(tmp_path: Path, with_cycles: TrainResult) -> None:
+    assert with_cycles.path is not None
+    source = load_artifact(with_cycles.path.parent, with_cycles.version, mmap=False)
+    arrays = {name: a for name, a in source.arrays.items() if name != CYCLES_ARRAY}
+    models = tmp_path / "models"
+    write_artifact(models, "old", arrays, {}, {"config": source.manifest["config"]})
+
+    model = load_serving_model(models)
+
+    assert model.repurchase_cycle_days is None
+    assert model.suppression_days(None) is None
+    assert len(model.items) == 22
+
+
+@pytest.mark.parametrize(
+    ("cycles", "problem"),
+    [
+        (np.full(21, 14.0, dtype=np.float32), "repurchase_cycle_days per item"),
+        (np.zeros(22, dtype=np.float32), "repurchase_cycle_days positive or NaN"),
+    ],
+)
+def test_an_artifact_with_bad_cycles_is_refused(
+    tmp_path: Path, with_cycles: TrainResult, cycles: np.ndarray, problem: str
+) -> None:
+    assert with_cycles.path is not None
+    source = load_artifact(with_cycles.path.parent, with_cycles.version, mmap=False)
+    arrays = {**source.arrays, CYCLES_ARRAY: cycles}
+    models = tmp_path / "models"
+    write_artifact(models, "bad", arrays, {}, {"config": source.manifest["config"]})
+
+    with pytest.raises(ArtifactError, match=problem):
+        load_serving_model(models)
+
+
+def test_model_arrays_refuses_cycles_of_the_wrong_length() -> None:
+    encoded = _lines(_every("c", "X", 1, 2) + _every("c", "Y", 1, 2))
+    history = encoded.history()
+    factors = np.ones((2, 3), dtype=np.float32)
+    popularity = np.ones(2, dtype=np.float32)
+
+    arrays = model_arrays(
+        factors[:1], factors, history, history.counts, popularity, np.array([1.0, np.nan])
+    )
+    assert arrays[CYCLES_ARRAY].dtype == np.float32
+    assert CYCLES_ARRAY not in model_arrays(
+        factors[:1], factors, history, history.counts, popularity
+    )
+    with pytest.raises(ValueError, match="3 values for 2 items"):
+        model_arrays(factors[:1], factors, history, history.counts, popularity, np.ones(3))

@@ -1,0 +1,66 @@
+"""Propensity curves: scores become probabilities of purchase; malformed curves and
+artifacts without them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nbo.core.checksums import sha256_file
+from nbo.core.errors import ArtifactError
+from nbo.models.artifacts import MANIFEST
+from nbo.models.propensity import Curve, Propensity
+from nbo.models.served import load_serving_model
+from training.pipeline import TrainResult
+
+
+def test_a_curve_interpolates_between_breakpoints_and_clips_outside() -> None:
+    curve = Curve(np.array([0.0, 1.0, 2.0]), np.array([0.0, 0.2, 0.6]))
+    assert curve(np.array([-5.0, 0.5, 1.5, 9.0])).tolist() == pytest.approx([0, 0.1, 0.4, 0.6])
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"horizon_days": 30, "cf": {"x": [0, 1], "y": [0, 0.5]}},  # no popular curve
+        {"horizon_days": 30, "cf": {"x": [1, 0], "y": [0, 0.5]}, "popular": {"x": [1], "y": [0.1]}},
+        {"horizon_days": 30, "cf": {"x": [0, 1], "y": [0, 1.5]}, "popular": {"x": [1], "y": [0.1]}},
+        {"horizon_days": 30, "cf": {"x": [], "y": []}, "popular": {"x": [1], "y": [0.1]}},
+    ],
+)
+def test_a_malformed_document_is_refused(document: dict) -> None:
+    with pytest.raises(ArtifactError, match="propensity"):
+        Propensity.from_document(document)
+
+
+def test_an_artifact_without_curves_serves_uncalibrated(
+    trained: TrainResult, tmp_path: Path
+) -> None:
+    """Older artifacts (before calibration) still load, marked uncalibrated."""
+    assert trained.path is not None and trained.version is not None
+    copy = tmp_path / trained.version
+    shutil.copytree(trained.path, copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    del manifest["files"]["propensity.json"]
+    (copy / "propensity.json").unlink()
+    manifest["ranker"] = {"enabled": False}  # older artifacts had no ranker either
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    model = load_serving_model(tmp_path, trained.version)
+    assert not model.propensity.calibrated
+    assert 0 <= float(model.propensity.of_scores(np.array([0.7]))[0]) <= 1
+
+
+def test_a_broken_curve_refuses_the_model(trained: TrainResult, tmp_path: Path) -> None:
+    assert trained.path is not None and trained.version is not None
+    copy = tmp_path / trained.version
+    shutil.copytree(trained.path, copy)
+    (copy / "propensity.json").write_text(json.dumps({"horizon_days": 30}))
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["files"]["propensity.json"] = sha256_file(copy / "propensity.json")
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="propensity"):
+        load_serving_model(tmp_path, trained.version)

@@ -1,0 +1,111 @@
+"""The served model built from an artifact: the same scores as the model in memory,
+artifacts it cannot serve refused, and a customer forgotten in place."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from support import small_training_config
+
+from nbo.core.errors import ArtifactError
+from nbo.data.mapping import load_mapping
+from nbo.models.artifacts import load_artifact, write_artifact
+from nbo.models.served import load_serving_model
+from training import publish
+from training.pipeline import TrainResult, train
+
+
+def test_serving_model_scores_equal_the_in_memory_model(
+    tmp_path: Path, planted_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Capture the arrays the trainer hands to write_artifact; the loaded model must score
+    exactly the same (save -> load changes nothing)."""
+    captured: dict[str, np.ndarray] = {}
+    real_write = publish.write_artifact
+
+    def capturing_write(models_dir: Path, version: str, arrays: dict, *rest: Any) -> Path:
+        captured.update({name: np.array(value, copy=True) for name, value in arrays.items()})
+        return real_write(models_dir, version, arrays, *rest)
+
+    monkeypatch.setattr(publish, "write_artifact", capturing_write)
+    models = tmp_path / "models"
+    result = train(planted_csv, load_mapping("canonical"), models, small_training_config())
+
+    model = load_serving_model(models)
+
+    assert model.version == result.version
+    expected = captured["user_factors"] @ captured["item_factors"].T
+    loaded = np.asarray(model.als.user_factors) @ np.asarray(model.als.item_factors).T
+    assert expected.shape == (60, 20)
+    assert np.array_equal(loaded, expected)
+    assert model.customers.ids.tolist() == captured["customer_ids"].tolist()
+    assert model.items.ids.tolist() == captured["item_ids"].tolist()
+    assert np.array_equal(model.indptr, captured["history_indptr"])
+    assert np.array_equal(model.history_items, captured["history_indices"])
+    assert np.array_equal(model.history_confidence, captured["history_confidence"])
+    assert np.array_equal(model.history_last_purchase, captured["history_last_purchase"])
+    assert np.array_equal(model.popularity, captured["popularity"])
+    # Hyperparameters come back from the manifest.
+    assert model.als.factors == 8
+    assert model.als.regularization == pytest.approx(0.1)
+
+
+def test_serving_model_from_the_trained_fixture(trained: TrainResult, models_dir: Path) -> None:
+    model = load_serving_model(models_dir)
+    assert trained.path is not None
+
+    assert model.version == trained.version
+    assert len(model.customers) == 60
+    assert len(model.items) == 20
+    user = np.load(trained.path / "user_factors.npy")
+    item = np.load(trained.path / "item_factors.npy")
+    assert np.array_equal(
+        np.asarray(model.als.user_factors) @ np.asarray(model.als.item_factors).T,
+        user @ item.T,
+    )
+    # Popular order: most distinct buyers first, ties by item index.
+    popularity = np.asarray(model.popularity)
+    order = model.popular_order.tolist()
+    assert sorted(order) == list(range(20))
+    assert all((popularity[a], -a) >= (popularity[b], -b) for a, b in itertools.pairwise(order))
+
+
+def test_serving_model_refuses_an_artifact_without_the_model_arrays(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    write_artifact(models, "v1", {"counts": np.array([1, 2, 3])}, {}, {"note": "x"})
+
+    with pytest.raises(ArtifactError, match="model v1: missing arrays"):
+        load_serving_model(models)
+
+
+def test_serving_model_refuses_inconsistent_arrays(tmp_path: Path, trained: TrainResult) -> None:
+    """A checksum-valid artifact whose customer ids do not match the factor rows."""
+    assert trained.path is not None
+    source = load_artifact(trained.path.parent, trained.version, mmap=False)
+    arrays = dict(source.arrays)
+    arrays["customer_ids"] = arrays["customer_ids"][:-1]
+    models = tmp_path / "models"
+    manifest = {"config": source.manifest["config"]}
+    write_artifact(models, "bad", arrays, {}, manifest)
+
+    with pytest.raises(ArtifactError) as caught:
+        load_serving_model(models)
+
+    assert "inconsistent arrays" in str(caught.value)
+    assert "user_factors rows = customers" in str(caught.value)
+    assert "history rows = customers" in str(caught.value)
+
+
+def test_forget_makes_a_customer_unknown_and_leaves_the_others(models_dir: Path) -> None:
+    model = load_serving_model(models_dir)
+    rows = len(model.customers)
+    b00 = model.customers.get("b00")
+    assert model.forget("a01") is True
+    assert model.customers.get("a01") is None
+    assert model.customers.to_index(["a01", "b00"]).tolist() == [-1, b00]
+    assert model.forget("a01") is False and model.forget("nobody") is False
+    assert len(model.customers) == rows  # rows stay in place (unreachable), nothing moves

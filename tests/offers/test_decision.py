@@ -1,0 +1,327 @@
+"""The decision (``nbo.offers.decision``): every rule in order on the customers' state as
+passed in. Consent for the channel withholds the answer with its reason; the frequency
+cap holds deliveries only and says when the next is allowed; an experiment's control
+gets popular offers and keeps its profile; without consent to personalization the
+profile is neutral; many customers at once get what each gets alone; profiles passed in
+are the ones used.
+
+On the planted model of conftest (the churn model where a churn risk must be seen), at
+an hour after its data ends; the state is built here, as the runtime reads it from the
+store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from support import posted, write
+
+from nbo.catalog.loading import default_catalog, load_catalog
+from nbo.catalog.terms import Catalog
+from nbo.core.vocabulary import DAY
+from nbo.models.served import ServingModel, load_serving_model
+from nbo.offers import decision as decision_module
+from nbo.offers.decision import (
+    ContactPolicy,
+    Decision,
+    DecisionRequest,
+    Occasion,
+    decide,
+    profiles_of,
+)
+from nbo.offers.policies import FatigueRule, FrequencyCap
+from nbo.offers.profiles import CustomerProfile, customer_profiles
+from nbo.offers.state import Consent, Contact, ContactHistory, CustomerState
+from nbo.offers.suppression import SuppressionWindow
+from training.pipeline import TrainResult
+
+# Email: one delivery a week; app: no cap. Fatigue after three impressions in 14 days.
+POLICY = ContactPolicy(
+    SuppressionWindow(30),
+    frequency_caps={"email": FrequencyCap(max_deliveries=1, days=7)},
+    fatigue=FatigueRule(impressions=3, days=14),
+)
+# A win-back worth more than any product, for lapsed customers only, and a loyalty
+# reward with a cap of one in 30 days.
+CATALOG = """
+version: 1
+offers:
+  - id: winback
+    kind: incentive
+    incentive: percent_off
+    amount: 15
+    value: 1000.0
+    response_rate: 0.5
+    stages: [lapsed]
+  - id: loyal-points
+    kind: incentive
+    incentive: points_multiplier
+    amount: 2
+    value: 30.0
+    response_rate: 0.1
+    stages: [loyal]
+    cap_per_customer: 1
+    cap_days: 30
+"""
+
+
+@pytest.fixture(scope="module")
+def now(served: ServingModel) -> int:
+    return served.trained_until_s + 3600
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    return load_catalog(write(tmp_path / "catalog.yaml", CATALOG))
+
+
+def consent(personalization: bool = True, **channels: bool) -> CustomerState:
+    return CustomerState(consent=Consent(personalization, channels, updated_at=1))
+
+
+def shown(item: str, at: int, delivery: str, channel: str = "email") -> Contact:
+    return Contact(item, channel, delivery, at)
+
+
+def sources(decision: Decision) -> set[str]:
+    assert decision.ranking is not None
+    return {offer.reason.source for offer in decision.ranking.offers}
+
+
+def offer_ids(decision: Decision) -> list[str]:
+    assert decision.ranking is not None
+    return [offer.offer_id for offer in decision.ranking.offers]
+
+
+# --- consent and the frequency cap -----------------------------------------------------
+
+
+def test_without_consent_for_the_channel_the_answer_is_withheld_with_its_reason(
+    served: ServingModel, catalog: Catalog, now: int
+) -> None:
+    request = DecisionRequest("a00", consent(email=False))
+    for delivery in (False, True):  # a preview as a delivery
+        [email] = decide(served, catalog, POLICY, [request], Occasion("email", 5, now, delivery))
+        assert email.ranking is None
+        assert email.suppressed_reason == "no_channel_consent"
+        assert email.next_allowed_at is None
+        assert email.profile.customer_id == "a00" and email.profile.known
+    # The other channel still serves, ranked for the customer.
+    [app] = decide(served, catalog, POLICY, [request], Occasion("app", 5, now, True))
+    assert app.suppressed_reason is None and app.ranking is not None
+    assert app.ranking.personalized and len(app.ranking.offers) == 5
+
+
+def test_the_frequency_cap_holds_deliveries_only_and_says_when_the_next_is_allowed(
+    served: ServingModel, catalog: Catalog, now: int
+) -> None:
+    delivered_at = now - 2 * DAY
+    contacts = ContactHistory(impressions=[shown("A01", delivered_at, "r1")])
+    request = DecisionRequest("a00", CustomerState(contacts=contacts))
+
+    [capped] = decide(served, catalog, POLICY, [request], Occasion("email", 5, now, True))
+    assert capped.ranking is None and capped.suppressed_reason == "frequency_cap"
+    assert capped.next_allowed_at == delivered_at + 7 * DAY
+    # A preview is not a delivery: ranked as usual.
+    [preview] = decide(served, catalog, POLICY, [request], Occasion("email", 5, now))
+    assert preview.suppressed_reason is None and preview.next_allowed_at is None
+    assert preview.ranking is not None and len(preview.ranking.offers) == 5
+    # The cap is the channel's: app has none.
+    [app] = decide(served, catalog, POLICY, [request], Occasion("app", 5, now, True))
+    assert app.suppressed_reason is None and app.ranking is not None
+    # A week after the delivery the slot is free again.
+    later = Occasion("email", 5, delivered_at + 7 * DAY, True)
+    assert decide(served, catalog, POLICY, [request], later)[0].suppressed_reason is None
+    # Consent is checked first: a capped customer without consent hears about consent.
+    both = DecisionRequest("a00", dataclasses.replace(consent(email=False), contacts=contacts))
+    [withheld] = decide(served, catalog, POLICY, [both], Occasion("email", 5, now, True))
+    assert withheld.suppressed_reason == "no_channel_consent"
+
+
+# --- personalization and the profile ---------------------------------------------------
+
+
+def test_an_experiments_control_gets_popular_offers_but_keeps_its_profile(
+    served: ServingModel, catalog: Catalog, now: int
+) -> None:
+    occasion = Occasion("email", 5, now)
+    treated, control = decide(
+        served,
+        catalog,
+        POLICY,
+        [DecisionRequest("a00"), DecisionRequest("a00", personalize=False)],
+        occasion,
+    )
+    assert treated.ranking is not None and treated.ranking.personalized
+    assert sources(treated) != {"popular"}
+    assert control.ranking is not None and not control.ranking.personalized
+    assert control.ranking.taste == "none"
+    assert sources(control) == {"popular"}
+    # The profile is the customer's own, as for the treated request.
+    assert control.profile == treated.profile
+    assert control.profile.profiled and control.profile.known
+    assert control.profile.frequency > 0
+
+
+@pytest.fixture(scope="module")
+def churn_model(churn_trained: TrainResult) -> ServingModel:
+    assert churn_trained.path is not None
+    return load_serving_model(churn_trained.path.parent)
+
+
+def test_without_consent_to_personalization_the_profile_is_neutral(
+    churn_model: ServingModel,
+) -> None:
+    now = churn_model.trained_until_s + 3600
+    shop = customer_profiles(churn_model, [("", ())], now)[0]
+    ids = [str(c) for c in churn_model.customers.ids]
+    own = profiles_of(churn_model, [DecisionRequest(c) for c in ids], now)
+    # A customer whose own profile differs from a neutral one in every respect.
+    mine = next(
+        p
+        for p in own
+        if p.stage != "active" and p.churn_risk is not None
+        if p.best_send_hour != shop.best_send_hour
+    )
+    state = consent(personalization=False)
+
+    [neutral] = profiles_of(churn_model, [DecisionRequest(mine.customer_id, state)], now)
+
+    assert neutral.customer_id == mine.customer_id and not neutral.profiled
+    assert neutral.stage == "active" and neutral.churn_risk is None
+    assert neutral.best_send_hour == shop.best_send_hour
+    assert not neutral.known and neutral.frequency == 0 and neutral.features == shop.features
+    # decide answers with it, and non-personalized offers.
+    request = DecisionRequest(mine.customer_id, state)
+    [decided] = decide(churn_model, default_catalog(), POLICY, [request], Occasion("app", 3, now))
+    assert decided.profile == neutral
+    assert decided.ranking is not None and not decided.ranking.personalized
+
+
+def test_profiles_keep_the_requests_order_and_only_the_unconsenting_are_neutral(
+    served: ServingModel, now: int
+) -> None:
+    newbie = CustomerState(posted=[posted("B01", now - DAY, "o1"), posted("B02", now, "o2")])
+    requests = [
+        DecisionRequest("a00"),
+        DecisionRequest("a01", consent(personalization=False)),
+        DecisionRequest("newbie", newbie),
+        DecisionRequest("b00", personalize=False),  # a control group's profile is its own
+    ]
+    profiles = profiles_of(served, requests, now)
+    assert [p.customer_id for p in profiles] == ["a00", "a01", "newbie", "b00"]
+    assert [p.profiled for p in profiles] == [True, False, True, True]
+    assert [p.known for p in profiles] == [True, False, True, True]
+    assert profiles[2].stage == "new" and profiles[2].frequency == 2
+    assert profiles[0] == profiles_of(served, [requests[0]], now)[0]
+
+
+# --- many customers at once -----------------------------------------------------------
+
+
+def test_many_customers_at_once_get_what_each_gets_alone(
+    served: ServingModel, catalog: Catalog, now: int
+) -> None:
+    named = {"a00", "a01", "a02", "a03", "a04", "b00", "b01"}
+    everyone = [DecisionRequest(str(c)) for c in served.customers.ids]
+    loyal = next(
+        p.customer_id
+        for p in profiles_of(served, everyone, now)
+        if p.stage == "loyal" and p.customer_id not in named
+    )
+    tired = [shown("A03", now - day * DAY, f"t{day}", channel="app") for day in (1, 2, 3)]
+    requests = [
+        DecisionRequest("a00"),
+        DecisionRequest("a01", consent(email=False)),
+        DecisionRequest(
+            "a02", CustomerState(contacts=ContactHistory([shown("A05", now - DAY, "r1")]))
+        ),
+        DecisionRequest("a03", CustomerState(contacts=ContactHistory(tired))),
+        DecisionRequest("a04", CustomerState(posted=[posted("A02", now - 600, "o9")])),
+        DecisionRequest("b00", personalize=False),
+        DecisionRequest("b01", consent(personalization=False)),
+        DecisionRequest("newbie", CustomerState(posted=[posted("B01", now - DAY, "o1")])),
+        DecisionRequest("stranger"),
+        DecisionRequest(loyal),
+    ]
+    occasion = Occasion("email", 5, now, delivery=True)
+
+    together = decide(served, catalog, POLICY, requests, occasion)
+    alone = [decide(served, catalog, POLICY, [request], occasion)[0] for request in requests]
+
+    assert len(together) == len(requests)
+    for request, many, one in zip(requests, together, alone, strict=True):
+        assert many.profile == one.profile, request.customer_id
+        assert many.suppressed_reason == one.suppressed_reason, request.customer_id
+        assert many.next_allowed_at == one.next_allowed_at, request.customer_id
+        assert (many.ranking is None) == (one.ranking is None), request.customer_id
+        if many.ranking is not None and one.ranking is not None:
+            for field in ("personalized", "taste", "suppressed_items", "removed", "offers"):
+                assert getattr(many.ranking, field) == getattr(one.ranking, field), (
+                    request.customer_id,
+                    field,
+                )
+    # The states were different enough to matter: every rule answered someone.
+    by_id = dict(zip([r.customer_id for r in requests], together, strict=True))
+    assert by_id["a01"].suppressed_reason == "no_channel_consent"
+    assert by_id["a02"].suppressed_reason == "frequency_cap"
+    assert by_id["a03"].ranking is not None and by_id["a03"].ranking.removed["fatigue"] == 1
+    assert by_id["a04"].ranking is not None and by_id["a04"].ranking.taste == "updated"
+    assert sources(by_id["b00"]) == {"popular"} and not by_id["b01"].profile.profiled
+    assert by_id["newbie"].ranking is not None and by_id["newbie"].ranking.taste == "live"
+    assert "loyal-points" in offer_ids(by_id[loyal])
+    assert "loyal-points" not in offer_ids(by_id["a00"])
+
+
+# --- profiles passed in -----------------------------------------------------------------
+
+
+def test_the_profiles_passed_in_are_used_not_recomputed(
+    served: ServingModel, catalog: Catalog, now: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests = [DecisionRequest("a00"), DecisionRequest("b00")]
+    occasion = Occasion("email", 5, now)
+    computed = decide(served, catalog, POLICY, requests, occasion)
+    assert [d.profile.stage for d in computed] == ["active", "active"]
+    assert all("winback" not in offer_ids(d) for d in computed)
+    # The caller's profiles say a00 is lapsed: the win-back (lapsed only) comes first.
+    given = [dataclasses.replace(computed[0].profile, stage="lapsed"), computed[1].profile]
+
+    def never(*args: object, **kwargs: object) -> list[CustomerProfile]:
+        raise AssertionError("profiles computed again")
+
+    monkeypatch.setattr(decision_module, "customer_profiles", never)
+    lapsed, other = decide(served, catalog, POLICY, requests, occasion, profiles=given)
+
+    assert lapsed.profile is given[0] and other.profile is given[1]
+    assert offer_ids(lapsed)[0] == "winback"
+    assert offer_ids(other) == offer_ids(computed[1])
+
+
+def test_without_profiles_decide_computes_them_as_profiles_of_does(
+    served: ServingModel, catalog: Catalog, now: int
+) -> None:
+    requests = [DecisionRequest("a00"), DecisionRequest("b01", consent(personalization=False))]
+    decided = decide(served, catalog, POLICY, requests, Occasion("email", 5, now))
+    assert [d.profile for d in decided] == profiles_of(served, requests, now)
+
+
+# --- the contact policy -----------------------------------------------------------------
+
+
+def test_contacts_are_read_as_far_back_as_the_longest_rule_looks(catalog: Catalog) -> None:
+    assert ContactPolicy(SuppressionWindow(30)).lookback_days(default_catalog()) == 0
+    # The caps and the fatigue window; the catalogue's longest offer cap (loyal-points: 30).
+    policy = ContactPolicy(
+        SuppressionWindow(30),
+        frequency_caps={
+            "email": FrequencyCap(max_deliveries=1, days=7),
+            "app": FrequencyCap(max_deliveries=5, days=21),
+        },
+        fatigue=FatigueRule(impressions=3, days=14),
+    )
+    assert policy.lookback_days(default_catalog()) == 21
+    assert dataclasses.replace(policy, frequency_caps={}).lookback_days(default_catalog()) == 14
+    assert policy.lookback_days(catalog) == 30

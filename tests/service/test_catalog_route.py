@@ -1,0 +1,78 @@
+"""GET /v1/catalog through the real app: what is live, a refused file reported while the
+last good one serves, and the default catalogue without a setting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from support import BAD_CATALOG, CLOCK, DEMO_CATALOG, GOOD_CATALOG_2, rewrite
+
+from nbo.catalog.loading import load_catalog
+from nbo.service.app import create_app
+from nbo.settings import Settings
+
+
+@pytest.fixture
+def catalog_file(tmp_path: Path) -> Path:
+    path = tmp_path / "catalog.yaml"
+    path.write_bytes(DEMO_CATALOG.read_bytes())
+    return path
+
+
+@pytest.fixture
+def client(models_dir: Path, catalog_file: Path) -> Iterator[TestClient]:
+    settings = Settings(models_dir=models_dir, clock="2011-12-09T13:00:00Z", catalog=catalog_file)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_get_catalog_shows_what_is_live(client: TestClient, catalog_file: Path) -> None:
+    response = client.get("/v1/catalog")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["source"] == str(catalog_file)
+    assert body["fingerprint"] == load_catalog(catalog_file).fingerprint
+    assert body["last_error"] is None and body["as_of"].startswith("2011-12-09T13:00:00")
+    offers = {offer["id"]: offer for offer in body["offers"]}
+    assert list(offers) == [
+        "christmas-2011",
+        "winback-15",
+        "loyalty-double-points",
+        "welcome-free-delivery",
+    ]
+    winback = offers["winback-15"]
+    assert winback["kind"] == "incentive" and winback["incentive"] == "percent_off"
+    assert winback["stages"] == ["at_risk", "lapsed"] and winback["channels"] == ["email", "app"]
+    assert winback["value"] == 30.0 and winback["lever"] == 1.0 and winback["live"] is True
+    christmas = offers["christmas-2011"]
+    assert christmas["category"] == "christmas" and christmas["response_rate"] is None
+    assert christmas["valid_to"] == "2011-12-24T00:00:00+00:00" and christmas["live"] is True
+    assert body["products"]["value"] is None and body["products"]["lever"] == 1.0
+    assert {"item_id": "85123A", "exclude": False, "terms": {"lever": 1.2}} in body["items"]
+    assert "22086" in body["categories"]["christmas"]
+    assert body["stage_weights"]["lapsed"] == {"incentive": 2.0, "product": 0.8}
+
+
+def test_get_catalog_reports_a_refused_file_and_keeps_serving(
+    client: TestClient, catalog_file: Path
+) -> None:
+    before = client.get("/v1/catalog").json()
+    rewrite(catalog_file, BAD_CATALOG)
+    client.app.state.catalog.refresh()
+    body = client.get("/v1/catalog").json()
+    assert body["fingerprint"] == before["fingerprint"]
+    assert len(body["offers"]) == 4
+    assert "offer 'two' field 'value'" in body["last_error"]
+    rewrite(catalog_file, GOOD_CATALOG_2)
+    client.app.state.catalog.refresh()
+    body = client.get("/v1/catalog").json()
+    assert [offer["id"] for offer in body["offers"]] == ["two"] and body["last_error"] is None
+
+
+def test_without_a_setting_the_service_serves_the_default_catalogue(models_dir: Path) -> None:
+    with TestClient(create_app(Settings(models_dir=models_dir, clock=CLOCK))) as client:
+        body = client.get("/v1/catalog").json()
+    assert (body["source"], body["fingerprint"], body["offers"]) == (None, "default", [])

@@ -1,0 +1,132 @@
+"""``nbo serve``: refuses a bad model, setting or catalogue in one line, and a public
+address without API keys unless told to; says whether keys are on; serves over real
+HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+from support import BAD_CATALOG, ENTRIES, write
+
+from bench.servers import running_server
+from nbo.cli import EXIT_USER_ERROR, main
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("nbo serve: error: ")
+    return lines[0]
+
+
+def test_serve_refuses_a_folder_without_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["serve", "--models-dir", str(tmp_path)])
+    assert code == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert "no model" in line and str(tmp_path) in line
+
+
+def test_serve_refuses_a_bad_setting(
+    monkeypatch: pytest.MonkeyPatch, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("NBO_CLOCK", "not a time")
+    code = main(["serve", "--models-dir", str(models_dir)])
+    assert code == EXIT_USER_ERROR
+    assert "NBO_CLOCK" in _one_error_line(capsys.readouterr().err)
+
+
+def test_serve_answers_over_http(models_dir: Path, tmp_path: Path) -> None:
+    """The real command, gunicorn, uvicorn and all, on a loopback port; stopped within
+    seconds."""
+    settings = {"NBO_CLOCK": "2026-06-30T12:00:00Z"}
+    with running_server(
+        models_dir, tmp_path / "store.db", tmp_path / "server.log", settings, ready_seconds=30
+    ) as server:
+        base = server.base
+        answer = httpx.get(f"{base}/v1/customers/a00/offers", params={"k": 3}, timeout=5)
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["personalized"] is True and len(body["offers"]) == 3
+        assert all(offer["item_id"].startswith("A") for offer in body["offers"])
+        bad = httpx.get(f"{base}/v1/customers/a00/offers", params={"k": 0}, timeout=5)
+        assert bad.status_code == 422 and bad.json()["details"][0]["field"] == "k"
+
+
+@pytest.mark.parametrize("broken", ["missing", "bad"])
+def test_serve_refuses_a_broken_catalogue_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    models_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    broken: str,
+) -> None:
+    path = tmp_path / "catalog.yaml"
+    if broken == "bad":
+        write(path, BAD_CATALOG)
+    monkeypatch.setenv("NBO_CATALOG", str(path))
+    code = main(["serve", "--models-dir", str(models_dir)])
+    assert code == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"nbo serve: error: {path}: ")
+    expected = "no such file" if broken == "missing" else "offer 'two' field 'value'"
+    assert expected in lines[0]
+
+
+def test_serve_refuses_a_public_host_without_keys_before_anything_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # tmp_path holds no model: the host is refused first, in one line.
+    code = main(["serve", "--host", "0.0.0.0", "--models-dir", str(tmp_path)])
+    assert code == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("nbo serve: error: setting NBO_HOST: '0.0.0.0'")
+    assert line.endswith("set NBO_API_KEYS or NBO_ALLOW_UNAUTHENTICATED=true")
+
+
+@pytest.fixture
+def served_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """The server replaced: what nbo serve would have served, without a server."""
+    from nbo.service import cli
+
+    runs: list[dict] = []
+    monkeypatch.setattr(cli, "serve", lambda settings: runs.append(settings.model_dump()))
+    monkeypatch.setattr(cli, "check_port_free", lambda host, port: None)
+    return runs
+
+
+def test_serve_with_the_override_warns_and_serves(
+    models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    served_runs: list[dict],
+) -> None:
+    monkeypatch.setenv("NBO_ALLOW_UNAUTHENTICATED", "true")
+    caplog.set_level(logging.INFO)
+    assert main(["serve", "--host", "0.0.0.0", "--models-dir", str(models_dir)]) == 0
+    assert [run["host"] for run in served_runs] == ["0.0.0.0"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("NO AUTHENTICATION" in message for message in warnings)
+
+
+def test_serve_with_keys_says_auth_is_on(
+    models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    served_runs: list[dict],
+) -> None:
+    monkeypatch.setenv("NBO_API_KEYS", json.dumps([e.model_dump(mode="json") for e in ENTRIES]))
+    caplog.set_level(logging.INFO)
+    assert main(["serve", "--host", "0.0.0.0", "--models-dir", str(models_dir)]) == 0
+    assert [run["host"] for run in served_runs] == ["0.0.0.0"]
+    assert any("API keys on: 3 key(s)" in r.getMessage() for r in caplog.records)
+    for entry in ENTRIES:
+        assert entry.sha256 not in caplog.text

@@ -1,0 +1,180 @@
+"""The data export (GET /v1/customers/{id}/data) through the real app: exactly the
+customer's events, consent, profile, what each model learned and their assignment;
+empty for a stranger, erased after erasure, and without a model; the log names a
+pseudonym and counts only."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from nbo.models.served import load_serving_model
+from nbo.service.app import create_app
+from nbo.settings import Settings
+
+TODAY = "2026-06-30T11:00:00Z"
+
+
+def erase(client: TestClient, customer_id: str) -> dict:
+    answer = client.delete(f"/v1/customers/{customer_id}")
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def export(client: TestClient, customer_id: str) -> dict:
+    answer = client.get(f"/v1/customers/{customer_id}/data")
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def post(client: TestClient, events: list[dict]) -> None:
+    answer = client.post("/v1/events", json={"events": events})
+    assert answer.status_code == 200 and not answer.json()["rejected"], answer.text
+
+
+def purchase(event_id: str, customer: str, items: list[str]) -> dict:
+    return {
+        "event_id": event_id,
+        "type": "purchase",
+        "customer_id": customer,
+        "timestamp": TODAY,
+        "order_id": f"o-{event_id}",
+        "items": [{"item_id": item, "quantity": 2, "price": 3.5} for item in items],
+    }
+
+
+def offer_event(event_id: str, customer: str, kind: str, **extra: object) -> dict:
+    return {
+        "event_id": event_id,
+        "type": kind,
+        "customer_id": customer,
+        "timestamp": TODAY,
+        "item_id": "A01",
+        "channel": "email",
+        **extra,
+    }
+
+
+def test_the_export_lists_exactly_the_customers_events_and_consent(
+    client: TestClient, models_dir: Path
+) -> None:
+    mine = [
+        purchase("p1", "a00", ["A01", "A02"]),
+        purchase("p2", "a00", ["A03"]),
+        offer_event("i1", "a00", "offer_impression", request_id="r1"),
+        offer_event("c1", "a00", "offer_click"),
+        offer_event("v1", "a00", "offer_conversion", revenue=12.5),
+    ]
+    post(client, [*mine, purchase("p3", "b00", ["B01"]), offer_event("i2", "a01", "offer_click")])
+    consent = {"personalization": True, "channels": {"app": False}}
+    assert client.put("/v1/customers/a00/consent", json=consent).status_code == 200
+
+    body = export(client, "a00")
+
+    assert body["customer_id"] == "a00" and body["erased"] is False and body["erased_at"] is None
+    assert datetime.fromisoformat(body["exported_at"]).tzinfo is not None
+    assert sorted((e["event_id"], e["type"]) for e in body["events"]) == sorted(
+        (e["event_id"], e["type"]) for e in mine
+    )
+    by_id = {e["event_id"]: e for e in body["events"]}
+    # The payload as stored: what was posted (validated, times in UTC).
+    assert by_id["p1"]["payload"]["items"] == mine[0]["items"]
+    assert by_id["p1"]["payload"]["order_id"] == "o-p1"
+    assert by_id["v1"]["payload"]["revenue"] == 12.5
+    assert by_id["i1"]["payload"]["request_id"] == "r1"
+    assert by_id["p1"]["occurred_at"] == "2026-06-30T11:00:00+00:00"
+    assert body["consent"] == client.get("/v1/customers/a00/consent").json()
+    assert body["consent"]["stored"] is True and body["consent"]["channels"]["app"] is False
+    # The profile is the profile route's answer, not a second computation of it.
+    assert body["profile"] == client.get("/v1/customers/a00").json()
+    assert body["profile"]["known"] is True and body["profile"]["profiled"] is True
+
+    model = load_serving_model(models_dir)
+    assert body["served_model"] == model.version
+    [trained] = body["models"]
+    row = model.customers.get("a00")
+    assert row is not None
+    items, _confidence, _last = model.history_of(row)
+    assert trained["known"] is True and trained["model_version"] == model.version
+    assert [i["item_id"] for i in trained["items"]] == model.items.external(items)
+    assert [i["orders"] for i in trained["items"]] == model.counts_of(row).tolist()
+    assert all(i["orders"] >= 1 and i["last_purchase"] for i in trained["items"])
+    assert body["assignment"] == {
+        "model_version": model.version,
+        "experiment": None,
+        "variant": None,
+        "personalized": True,
+    }
+    assert body["batch_files"] == [] and body["batch_files_unread"] == []
+
+
+def test_an_unknown_customer_gets_an_empty_export_not_a_404(client: TestClient) -> None:
+    body = export(client, "never-seen")
+    assert body["erased"] is False and body["events"] == []
+    assert body["consent"]["stored"] is False and body["consent"]["personalization"] is True
+    assert body["profile"]["known"] is False
+    assert [m["known"] for m in body["models"]] == [False]
+    assert all(m["items"] == [] for m in body["models"])
+    assert body["batch_files"] == []
+
+
+def test_without_personalization_consent_the_export_holds_the_neutral_profile(
+    client: TestClient,
+) -> None:
+    assert client.put("/v1/customers/a00/consent", json={"personalization": False}).is_success
+    body = export(client, "a00")
+    assert body["profile"] == client.get("/v1/customers/a00").json()
+    assert body["profile"]["profiled"] is False and body["profile"]["churn_risk"] is None
+    # Out of every experiment, and what the model learned is still shown: it is held.
+    assert body["assignment"]["personalized"] is True and body["assignment"]["variant"] is None
+    assert body["models"][0]["known"] is True
+
+
+def test_after_erasure_the_export_says_erased_and_holds_nothing(client: TestClient) -> None:
+    post(client, [purchase("p1", "a00", ["A01"]), offer_event("i1", "a00", "offer_impression")])
+    assert client.put("/v1/customers/a00/consent", json={"personalization": True}).is_success
+    receipt = erase(client, "a00")
+
+    body = export(client, "a00")
+    assert body["erased"] is True and body["erased_at"] == receipt["erased_at"]
+    assert body["events"] == [] and body["consent"] is None and body["profile"] is None
+    assert body["models"] == [] and body["assignment"] is None
+    assert body["batch_files"] == [] and body["batch_files_unread"] == []
+    assert export(client, "a01")["models"][0]["known"] is True  # nobody else affected
+
+    # A returning customer's new events are theirs: exported, the id still erased, and
+    # the model's old row stays unknown.
+    post(client, [purchase("p9", "a00", ["B01"])])
+    back = export(client, "a00")
+    assert back["erased"] is True and [e["event_id"] for e in back["events"]] == ["p9"]
+    assert back["models"][0]["known"] is False and back["models"][0]["items"] == []
+    assert back["profile"]["known"] is True  # from the posted purchase alone
+
+
+def test_the_export_works_without_a_model(tmp_path: Path, isolated_store: Path) -> None:
+    settings = Settings(models_dir=tmp_path / "no-models", require_model=False)
+    with TestClient(create_app(settings)) as client:
+        post(client, [purchase("p1", "a00", ["A01"])])
+        body = export(client, "a00")
+        assert client.get("/v1/customers/a00").status_code == 503  # the profile route
+    assert body["served_model"] is None and body["profile"] is None
+    assert body["models"] == [] and body["assignment"] is None
+    assert [e["event_id"] for e in body["events"]] == ["p1"]
+    assert body["consent"]["stored"] is False
+
+
+def test_the_export_logs_the_id_and_counts_only(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    post(client, [purchase("EVT-PRIVATE-1", "log-1", ["ITEM-PRIVATE-2"])])
+    caplog.set_level(logging.DEBUG)
+    export(client, "log-1")
+    # The test client's own log of its URLs (httpx) is not the service's.
+    logged = [f"{r.getMessage()} {r.args!r}" for r in caplog.records if r.name != "httpx"]
+    pseudonym = client.app.state.pseudonyms.of("log-1")
+    assert any(pseudonym in line and "exported" in line for line in logged)
+    assert not any("PRIVATE" in line or "log-1" in line for line in logged)

@@ -1,0 +1,195 @@
+"""A/B tests of models through the real app: sticky variants answered with their model, the
+control's non-personalized offers, customers without consent left out, the models and
+experiments listed, and the report (JSON, HTML and ``nbo report experiment``) from posted
+events with figures checked by hand."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from support import CLOCK
+
+from nbo.cli import main
+
+CUSTOMERS = [f"{g}{c:02d}" for g in "ab" for c in range(30)]
+
+
+def test_variants_are_sticky_and_answer_with_their_model(
+    experiment_client: TestClient, two_models: tuple[Path, str, str]
+) -> None:
+    _, production, candidate = two_models
+    seen = {}
+    for customer_id in CUSTOMERS:
+        answer = experiment_client.get(f"/v1/customers/{customer_id}/offers?k=5").json()
+        assert answer["experiment"] == "ranker-test"
+        seen[customer_id] = answer["variant"]
+        if answer["variant"] == "control":
+            assert answer["personalized"] is False and answer["profile"] == "none"
+            # The current model (CURRENT: the later training), unpersonalized.
+            assert answer["model_version"] == candidate
+        else:
+            assert answer["personalized"] is True
+            expected = production if answer["variant"] == "production" else candidate
+            assert answer["model_version"] == expected
+    assert set(seen.values()) == {"control", "production", "candidate"}
+    for customer_id in CUSTOMERS[:10]:  # the same variant on every call
+        again = experiment_client.get(f"/v1/customers/{customer_id}/offers").json()
+        assert again["variant"] == seen[customer_id]
+
+
+def test_customers_without_personalization_consent_stay_out(experiment_client: TestClient) -> None:
+    consent = {"personalization": False, "channels": {}}
+    assert experiment_client.put("/v1/customers/a07/consent", json=consent).status_code == 200
+    answer = experiment_client.get("/v1/customers/a07/offers").json()
+    assert answer["experiment"] is None and answer["variant"] is None
+
+
+def test_models_lists_versions_aliases_and_what_serves(
+    experiment_client: TestClient, two_models: tuple[Path, str, str]
+) -> None:
+    _, production, candidate = two_models
+    body = experiment_client.get("/v1/models").json()
+    assert body["current"] == candidate  # the later training moved CURRENT
+    assert body["aliases"] == {"candidate": candidate, "production": production}
+    rows = {m["version"]: m for m in body["models"]}
+    assert rows[production]["aliases"] == ["production"] and rows[production]["serving"]
+    assert rows[candidate]["serving"] and rows[candidate]["current"]
+    listed = experiment_client.get("/v1/experiments").json()["experiments"]
+    assert [e["name"] for e in listed] == ["ranker-test"] and listed[0]["active"]
+
+
+def _conversion(n: int, customer_id: str, revenue: float) -> dict[str, object]:
+    return {
+        "event_id": f"conv-{n}",
+        "type": "offer_conversion",
+        "customer_id": customer_id,
+        "item_id": "A01",
+        "timestamp": CLOCK,  # with the impressions the offers calls recorded
+        "revenue": revenue,
+    }
+
+
+def test_the_report_counts_what_was_shown_and_bought(
+    experiment_client: TestClient,
+    experiments_file: Path,
+    isolated_store: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    variant = {}
+    for customer_id in CUSTOMERS:
+        answer = experiment_client.get(f"/v1/customers/{customer_id}/offers?k=3&record=true").json()
+        assert answer["recorded"] is True
+        variant[customer_id] = answer["variant"]
+    # Every third customer buys: 10.0 each, and a conversion before the experiment's
+    # exposure (an older event) must not count.
+    buyers = CUSTOMERS[::3]
+    events = [_conversion(n, c, 10.0) for n, c in enumerate(buyers)]
+    early = {**_conversion(999, CUSTOMERS[1], 50.0), "timestamp": "2026-06-29T00:00:00Z"}
+    body = experiment_client.post("/v1/events", json={"events": [*events, early]}).json()
+    assert len(body["accepted"]) == len(buyers) + 1
+
+    report = experiment_client.get("/v1/experiments/ranker-test/report").json()
+    exposed = Counter(variant.values())
+    converted = Counter(variant[c] for c in buyers)
+    rows = {v["name"]: v for v in report["variants"]}
+    for name in ("control", "production", "candidate"):
+        assert rows[name]["exposed"] == exposed[name]
+        assert rows[name]["converted"] == converted[name]
+        assert rows[name]["conversion_rate"] == pytest.approx(converted[name] / exposed[name])
+        assert rows[name]["revenue_per_exposed"] == pytest.approx(
+            10.0 * converted[name] / exposed[name]
+        )
+    assert report["control"] == "control"
+    assert {c["variant"] for c in report["comparisons"]} == {"production", "candidate"}
+    for comparison in report["comparisons"]:
+        name = comparison["variant"]
+        difference = converted[name] / exposed[name] - converted["control"] / exposed["control"]
+        assert comparison["conversion"]["difference"] == pytest.approx(difference)
+        assert 0.0 <= comparison["conversion"]["p_value"] <= 1.0
+    # Its dates and the window of events counted (start to the clock: still running).
+    assert report["start"] == "2026-06-01T00:00:00+00:00"
+    assert report["end"] == "2026-08-01T00:00:00+00:00"
+    assert report["status"] == "running" and report["as_of"] == "2026-06-30T12:00:00+00:00"
+    assert report["window"] == {"start": report["start"], "end": report["as_of"]}
+    # The sample-ratio test's result, even when it finds nothing, and the small variants.
+    assert report["srm"]["p_value"] is not None and report["srm"]["mismatch"] is False
+    assert report["srm"]["verdict"].startswith("no mismatch: p >= 0.001")
+    small = next(w for w in report["warnings"] if w.startswith("too few exposed customers"))
+    assert f"control {exposed['control']}" in small and "fewer than 100 per variant" in small
+    for row in report["variants"]:  # revenue per exposed customer is never negative
+        assert row["revenue_per_exposed_ci"][0] >= 0.0
+    html = experiment_client.get("/v1/experiments/ranker-test/report?format=html")
+    assert html.status_code == 200 and "ranker-test" in html.text
+    assert "2026-06-01 00:00 UTC to 2026-08-01 00:00 UTC (running)" in html.text
+    assert "events from 2026-06-01 00:00 UTC to 2026-06-30 12:00 UTC" in html.text
+    assert "<h2>Sample ratio</h2>" in html.text and "no mismatch: p &gt;= 0.001" in html.text
+    assert "too few exposed customers" in html.text
+    assert "<img" in html.text  # the chart, drawn by the lazily imported page module
+    missing = experiment_client.get("/v1/experiments/nope/report")
+    assert missing.status_code == 404 and "nope" in missing.json()["message"]
+
+    # The command line reads the same store and file.
+    monkeypatch.setenv("NBO_STORE_URL", f"sqlite:///{isolated_store}")
+    monkeypatch.setenv("NBO_EXPERIMENTS", str(experiments_file))
+    monkeypatch.setenv("NBO_CLOCK", CLOCK)
+    out = tmp_path / "report"
+    assert main(["report", "experiment", "ranker-test", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "production vs control" in printed and "candidate vs control" in printed
+    assert (
+        "experiment ranker-test: 2026-06-01T00:00:00+00:00 to 2026-08-01T00:00:00+00:00 "
+        "(running); this report counts events from 2026-06-01T00:00:00+00:00 to "
+        "2026-06-30T12:00:00+00:00"
+    ) in printed
+    assert "sample ratio: chi-square " in printed and "; no mismatch: p >= 0.001" in printed
+    assert "warning too few exposed customers" in printed
+    written = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert written["variants"] == report["variants"]
+    assert "<img" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_planted_sample_ratio_mismatch_is_reported(experiment_client: TestClient) -> None:
+    """Configured 20/40/40; impressions tagged 100/100/400: the report warns loudly."""
+    events = []
+    for name, count in (("control", 100), ("production", 100), ("candidate", 400)):
+        for n in range(count):
+            events.append(
+                {
+                    "event_id": f"imp-{name}-{n}",
+                    "type": "offer_impression",
+                    "customer_id": f"srm-{name}-{n}",
+                    "item_id": "A01",
+                    "timestamp": "2026-06-30T11:00:00Z",
+                    "experiment": "ranker-test",
+                    "variant": name,
+                }
+            )
+    for start in range(0, len(events), 500):
+        assert (
+            experiment_client.post(
+                "/v1/events", json={"events": events[start : start + 500]}
+            ).status_code
+            == 200
+        )
+    report = experiment_client.get("/v1/experiments/ranker-test/report").json()
+    assert report["srm"]["mismatch"] is True
+    assert any(w.startswith("SAMPLE RATIO MISMATCH") for w in report["warnings"])
+
+
+def test_the_service_does_not_load_matplotlib() -> None:
+    """Plotting belongs to the report page, loaded only for an HTML report: importing the
+    service (in a fresh interpreter) must not import matplotlib."""
+    code = (
+        "import sys, nbo.service.app, nbo.experiments.stats, nbo.experiments.outcomes; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'PIL')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

@@ -1,0 +1,37 @@
+"""/health/live and /health/ready: ready with the model's version, and 503 (JSON) while a
+service started without a model waits for one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from support import CLOCK, assert_json_error
+
+from nbo.service.app import create_app
+from nbo.settings import Settings
+
+
+def test_health(client: TestClient, current: str) -> None:
+    live = client.get("/health/live")
+    assert live.status_code == 200
+    assert live.json()["status"] == "ok"
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+    assert ready.json()["model_version"] == current
+
+
+def test_starts_unready_without_a_model_when_allowed(tmp_path: Path) -> None:
+    settings = Settings(models_dir=tmp_path / "empty", require_model=False, clock=CLOCK)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health/live").status_code == 200
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.headers["content-type"].startswith("application/json")
+        assert ready.json()["status"] == "not ready"
+        assert ready.json()["reason"]
+        body = assert_json_error(client.get("/v1/customers/a00/offers"), 503)
+        assert body["error"] == "not_ready"
+        assert_json_error(client.get("/v1/items/A00/similar"), 503)
+        assert_json_error(client.get("/v1/model"), 503)

@@ -1,0 +1,170 @@
+"""The service's log lines: JSON (or text) in one line with the request id and capped
+fields, uvicorn's own lines JSON too under ``nbo serve``, and customer ids as keyed
+pseudonyms, stable across restarts and computable by an operator with ``nbo keys
+pseudonym``."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from support import CLOCK
+
+from bench.servers import running_server
+from nbo.cli import main
+from nbo.core.pseudonyms import Pseudonyms
+from nbo.service.app import create_app
+from nbo.service.logs import (
+    FIELD_CHARS,
+    LINE_CHARS,
+    MESSAGE_CHARS,
+    REQUEST_ID,
+    JsonFormatter,
+    TextFormatter,
+)
+from nbo.settings import Settings
+
+OFFERS = "/v1/customers/{customer_id}/offers"
+
+
+def test_json_formatter_renders_extras_and_tracebacks_in_one_line() -> None:
+    logger = logging.getLogger("nbo.test")
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        record = logger.makeRecord(
+            "nbo.test", logging.ERROR, __file__, 1, "failed %s", ("x",), sys.exc_info()
+        )
+    record.__dict__["rows"] = 3
+    token = REQUEST_ID.set("ctx-1")
+    try:
+        line = JsonFormatter().format(record)
+        text = TextFormatter().format(record)
+    finally:
+        REQUEST_ID.reset(token)
+    assert "\n" not in line
+    parsed = json.loads(line)
+    assert parsed["message"] == "failed x" and parsed["rows"] == 3
+    assert parsed["request_id"] == "ctx-1" and parsed["logger"] == "nbo.test"
+    assert "ValueError: bad\nthing" in parsed["exception"]
+    assert text.splitlines()[0].endswith("ERROR nbo.test [ctx-1] failed x")
+    outside = json.loads(JsonFormatter().format(logging.makeLogRecord({"msg": "start"})))
+    assert "request_id" not in outside
+
+
+def test_what_a_log_line_may_carry_is_capped() -> None:
+    """Each field, the message, a traceback and the whole line have a ceiling, in both
+    formats, whatever the code logs."""
+    record = logging.makeLogRecord(
+        {"name": "nbo.test", "msg": "m" * 50_000, "levelname": "INFO", "note": "n" * 50_000}
+    )
+    line = json.loads(JsonFormatter().format(record))
+    assert len(line["message"]) < MESSAGE_CHARS + 50 and line["message"].endswith("characters]")
+    assert len(line["note"]) < FIELD_CHARS + 50 and "49000 more characters" in line["note"]
+    assert len(TextFormatter().format(record)) < MESSAGE_CHARS + 200
+    crowded = logging.makeLogRecord(
+        {"name": "nbo.test", "msg": "many", **{f"field{n}": "v" * 5_000 for n in range(100)}}
+    )
+    text = JsonFormatter().format(crowded)
+    assert len(text) <= LINE_CHARS
+    kept = json.loads(text)
+    assert kept["message"] == "many" and "field0" in kept["truncated"]
+    assert "field0" not in kept
+
+
+def test_serve_writes_json_lines_only(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``nbo serve`` for real: uvicorn's own lines are JSON too, and uvicorn writes no
+    access line of its own (the middleware's is the one)."""
+    monkeypatch.delenv("NBO_LOG_FORMAT", raising=False)  # serve's default format
+    settings = {"NBO_CLOCK": CLOCK, "NBO_LOG_LEVEL": "info"}
+    log = tmp_path / "server.log"
+    with running_server(models_dir, tmp_path / "store.db", log, settings) as server:
+        answer = httpx.get(
+            f"{server.base}/v1/customers/a00/offers?k=2", headers={"X-Request-ID": "served-1"}
+        )
+        assert answer.headers["x-request-id"] == "served-1"
+        assert "nbo_http_requests_total" in httpx.get(f"{server.base}/metrics").text
+        server.terminate()
+    err = log.read_bytes()
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
+    loggers = {line["logger"] for line in lines}
+    assert "uvicorn.error" in loggers and "uvicorn.access" not in loggers
+    served = [line for line in lines if line.get("request_id") == "served-1"]
+    assert [(line["logger"], line["route"]) for line in served] == [("nbo.access", OFFERS)]
+    assert "?k=2" not in err.decode()
+
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def access_logs() -> Iterator[io.StringIO]:
+    sink = io.StringIO()
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("nbo.access")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield sink
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def logged_customers(sink: io.StringIO) -> list[str]:
+    return [json.loads(line)["customer"] for line in sink.getvalue().splitlines()]
+
+
+def call(models_dir: Path, customer: str, **settings: object) -> None:
+    with TestClient(create_app(Settings(models_dir=models_dir, clock=CLOCK, **settings))) as c:
+        assert c.get(f"/v1/customers/{customer}/offers").status_code == 200
+
+
+def test_restarts_keep_the_pseudonym_and_the_cli_computes_it(
+    models_dir: Path,
+    isolated_store: Path,
+    access_logs: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    call(models_dir, "a00")
+    call(models_dir, "a00")  # a restart on the same store
+    call(models_dir, "b00")
+    first, again, other = logged_customers(access_logs)
+    assert first == again != other
+    assert "a00" not in access_logs.getvalue()
+
+    # The operator's command reads the same key from the store the service uses.
+    assert main(["keys", "pseudonym", "a00", "b00"]) == 0
+    assert capsys.readouterr().out.split() == [first, other]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("a00\nb00\n"))
+    assert main(["keys", "pseudonym", "-"]) == 0
+    assert capsys.readouterr().out.split() == [first, other]
+
+
+def test_nbo_log_key_sets_the_key(
+    models_dir: Path,
+    access_logs: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    call(models_dir, "a00", log_key=KEY)
+    call(models_dir, "a00", log_key=KEY, store_url=f"sqlite:///{tmp_path / 'replica.db'}")
+    call(models_dir, "a00")  # the store's own key instead
+    with_key, replica, stored = logged_customers(access_logs)
+    assert with_key == replica == Pseudonyms(KEY.encode()).of("a00") != stored
+    monkeypatch.setenv("NBO_LOG_KEY", KEY)
+    assert main(["keys", "pseudonym", "a00"]) == 0
+    assert capsys.readouterr().out.strip() == with_key

@@ -1,0 +1,241 @@
+"""Prometheus metrics at /metrics, through the real app: read back with prometheus-client's
+own parser and compared with what the answers said (requests by route template, offers
+and suppressions, events, store timings, the model being served)."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from support import access_lines, app_for, scrape, value
+
+from nbo.service.prometheus import ModelCollector, TimedStore
+
+TODAY = "2026-06-30T11:00:00Z"
+OFFERS = "/v1/customers/{customer_id}/offers"
+
+
+def offers(client: TestClient, customer: str, **params: object) -> dict:
+    answer = client.get(f"/v1/customers/{customer}/offers", params={"k": 5, **params})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def purchase(event_id: str, customer: str, item: str, order: str) -> dict:
+    return {
+        "event_id": event_id,
+        "type": "purchase",
+        "customer_id": customer,
+        "timestamp": TODAY,
+        "order_id": order,
+        "items": [{"item_id": item, "quantity": 1, "price": 2.0}],
+    }
+
+
+def offer_event(event_id: str, customer: str, kind: str) -> dict:
+    return {
+        "event_id": event_id,
+        "type": kind,
+        "customer_id": customer,
+        "timestamp": TODAY,
+        "item_id": "A01",
+        "channel": "email",
+    }
+
+
+def test_requests_are_counted_by_route_template_never_by_path(client: TestClient) -> None:
+    before = scrape(client)
+    customer = "obs-customer-7731"
+    offers(client, customer)
+    assert client.get(f"/v1/customers/{customer}/offers", params={"k": 0}).status_code == 422
+    assert client.get(f"/v1/nothing/{customer}/here").status_code == 404
+    posted = client.post("/v1/events", json=purchase("obs-e1", customer, "A01", "obs-o1"))
+    assert posted.status_code == 200
+    after = scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    requests = "nbo_http_requests_total"
+    assert delta(requests, route=OFFERS, method="GET", status="200") == 1
+    assert delta(requests, route=OFFERS, method="GET", status="422") == 1
+    assert delta(requests, route="unmatched", method="GET", status="404") == 1
+    assert delta(requests, route="/v1/events", method="POST", status="200") == 1
+    # The scrape before counts too: the one after is answered after it is rendered.
+    assert delta(requests, route="/metrics", method="GET", status="200") == 1
+    latency = "nbo_http_request_duration_seconds"
+    assert delta(f"{latency}_count", route=OFFERS, method="GET") == 2
+    assert delta(f"{latency}_count", route=OFFERS, method="GET", status="200") == 1
+    assert delta(f"{latency}_count", route=OFFERS, method="GET", status="422") == 1
+    assert delta(f"{latency}_sum", route=OFFERS, method="GET", status="200") > 0
+    routes = {labels["route"] for name, labels, _ in after if name == requests}
+    assert routes == {OFFERS, "unmatched", "/v1/events", "/metrics"}
+    assert customer not in client.get("/metrics").text
+
+
+def test_offers_served_and_suppressions_match_the_answers(
+    client: TestClient, models_dir: Path
+) -> None:
+    before = scrape(client)
+    answers = [
+        offers(client, "a00"),
+        offers(client, "b03", k=3),
+        offers(client, "a05", channel="app"),
+        offers(client, "obs-unknown-1", channel="app", k=4),  # cold start: popular
+        offers(client, "b07", record=True),  # a delivery: email's cap is one a week
+        offers(client, "b07", record=True),  # withheld: frequency_cap
+    ]
+    consent = client.put(
+        "/v1/customers/a09/consent", json={"personalization": True, "channels": {"email": False}}
+    )
+    assert consent.status_code == 200
+    answers.append(offers(client, "a09"))  # withheld: no_channel_consent
+    after = scrape(client)
+
+    served = Counter(
+        (offer["reason"]["source"], answer["channel"])
+        for answer in answers
+        for offer in answer["offers"]
+    )
+    assert sum(served.values()) == 5 + 3 + 5 + 4 + 5
+    assert {source for source, _ in served} >= {"popular"}
+    for (source, channel), count in served.items():
+        metric = "nbo_offers_served_total"
+        got = value(after, metric, source=source, channel=channel)
+        assert got - value(before, metric, source=source, channel=channel) == count
+    assert value(after, "nbo_offers_served_total") - value(
+        before, "nbo_offers_served_total"
+    ) == sum(served.values())
+
+    removed: Counter[str] = Counter()
+    for answer in answers:
+        removed.update(answer["removed"])
+        if answer["suppressed_reason"] is not None:
+            removed[answer["suppressed_reason"]] += 1
+    assert removed["frequency_cap"] == 1 and removed["no_channel_consent"] == 1
+    assert removed["just_bought"] > 0
+    for rule, count in removed.items():
+        metric = "nbo_suppressions_total"
+        assert value(after, metric, rule=rule) - value(before, metric, rule=rule) == count, rule
+
+
+def test_events_ingested_by_type_and_outcome(client: TestClient) -> None:
+    before = scrape(client)
+    batch = {
+        "events": [
+            purchase("obs-p1", "a01", "A01", "obs-o1"),
+            purchase("obs-p2", "a02", "A02", "obs-o2"),
+            offer_event("obs-i1", "a01", "offer_impression"),
+            offer_event("obs-c1", "a01", "offer_click"),
+            {"event_id": "obs-bad", "type": "purchase", "customer_id": "a01"},  # no items
+        ]
+    }
+    answer = client.post("/v1/events", json=batch)
+    assert answer.status_code == 200
+    assert len(answer.json()["accepted"]) == 4 and len(answer.json()["rejected"]) == 1
+    again = client.post("/v1/events", json=purchase("obs-p1", "a01", "A01", "obs-o1"))
+    assert again.json()["duplicates"] == ["obs-p1"]
+    after = scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    ingested = "nbo_events_ingested_total"
+    assert delta(ingested, type="purchase", outcome="accepted") == 2
+    assert delta(ingested, type="offer_impression", outcome="accepted") == 1
+    assert delta(ingested, type="offer_click", outcome="accepted") == 1
+    assert delta(ingested, type="offer_conversion") == 0
+    assert delta(ingested, type="purchase", outcome="duplicate") == 1
+    assert delta(ingested) == 5
+    assert delta("nbo_events_rejected_total") == 1
+    # Each POST wrote to the store once, and was timed.
+    assert delta("nbo_store_seconds_count", operation="add_events") == 2
+
+
+def test_store_reads_of_an_offers_call_are_timed(client: TestClient) -> None:
+    before = scrape(client)
+    offers(client, "a00")
+    after = scrape(client)
+    timed = {
+        labels["operation"]
+        for name, labels, v in after
+        if name == "nbo_store_seconds_count" and v > value(before, name, **labels)
+    }
+    assert timed == {"erased_among", "consents_of", "contacts_of_many", "purchases_of_many"}
+    assert isinstance(client.app.state.store, TimedStore)  # type: ignore[attr-defined]
+
+
+def test_model_metrics_name_the_serving_version(client: TestClient) -> None:
+    model = client.get("/v1/model").json()
+    samples = scrape(client)
+    info = [(labels, v) for name, labels, v in samples if name == "nbo_model_info"]
+    assert info == [({"version": model["version"], "role": "current"}, 1.0)]
+    loaded_at = client.app.state.models.model.loaded_at  # type: ignore[attr-defined]
+    assert value(samples, "nbo_model_loaded_timestamp_seconds") == pytest.approx(loaded_at)
+    assert value(samples, "nbo_model_load_seconds") > 0
+
+
+def test_model_info_names_the_experiment_models_once() -> None:
+    """The collector reads whatever the holder serves: here a current model and two
+    experiment variants, one of which uses the current version itself."""
+    current, other = (
+        SimpleNamespace(version="v-cur", loaded_at=100.0),
+        SimpleNamespace(version="v-exp", loaded_at=50.0),
+    )
+    serving = SimpleNamespace(current=current, models=lambda: [current, other, current])
+    holder = SimpleNamespace(serving=serving, load_seconds=0.25)
+    registry = CollectorRegistry()
+    registry.register(ModelCollector(holder))  # type: ignore[arg-type]
+    samples = [
+        (s.name, dict(s.labels), s.value)
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+    ]
+    assert sorted(samples, key=lambda s: (s[0], sorted(s[1].items()))) == [
+        ("nbo_model_info", {"version": "v-cur", "role": "current"}, 1.0),
+        ("nbo_model_info", {"version": "v-exp", "role": "experiment"}, 1.0),
+        ("nbo_model_load_seconds", {}, 0.25),
+        ("nbo_model_loaded_timestamp_seconds", {}, 100.0),
+    ]
+
+
+def test_metrics_answer_without_a_model(tmp_path: Path) -> None:
+    with app_for(tmp_path / "no-models", require_model=False) as client:
+        assert client.get("/health/ready").status_code == 503
+        samples = scrape(client)
+    names = {name for name, _, _ in samples}
+    assert "nbo_model_info" not in names and "nbo_model_load_seconds" not in names
+    ready = value(samples, "nbo_http_requests_total", route="/health/ready", status="503")
+    assert ready == 1
+
+
+def test_metrics_are_not_in_the_openapi_schema(client: TestClient) -> None:
+    assert "/metrics" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_an_unknown_method_is_one_label(client: TestClient) -> None:
+    assert client.request("BREW", "/v1/model").status_code == 405
+    samples = scrape(client)
+    methods = {labels["method"] for name, labels, _ in samples if name.startswith("nbo_http")}
+    assert "BREW" not in methods and "other" in methods
+
+
+def test_metrics_off(models_dir: Path, logs: io.StringIO) -> None:
+    with app_for(models_dir, metrics=False) as client:
+        answer = client.get("/metrics")
+        assert answer.status_code == 404
+        assert answer.json()["error"] == "not_found" and "NBO_METRICS" in answer.json()["message"]
+        offers(client, "a00")
+        assert client.app.state.metrics.registry is None  # type: ignore[attr-defined]
+        assert not isinstance(client.app.state.store, TimedStore)  # type: ignore[attr-defined]
+        # Request ids and the access log stay.
+        assert client.get("/health/live", headers={"X-Request-ID": "off-1"}).headers[
+            "x-request-id"
+        ] == ("off-1")
+    assert [line["request_id"] for line in access_lines(logs)][-1] == "off-1"

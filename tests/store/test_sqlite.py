@@ -1,0 +1,156 @@
+"""The SQLite store: events idempotent and durable across reopen, migrations run once,
+bulk reads equal to single ones, posted purchases read back with their prices, erasure
+that leaves no copy in the files, the pseudonym key made once, campaign files
+registered."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from nbo.data.events import EVENT_TYPES, Event, parse_events
+from nbo.store import read_erased_ids, read_pseudonym_key
+from nbo.store.base import BatchOutput
+from nbo.store.sqlite import MIGRATIONS, SQLiteStore
+
+
+def purchase(
+    event_id: str, customer: str = "c1", item: str = "i1", ts: str = "2026-01-01T10:00:00Z"
+) -> Event:
+    valid, rejected = parse_events(
+        {
+            "event_id": event_id,
+            "type": "purchase",
+            "customer_id": customer,
+            "timestamp": ts,
+            "order_id": f"o-{event_id}",
+            "items": [{"item_id": item, "quantity": 2, "price": 1.5}],
+        }
+    )
+    assert not rejected
+    return valid[0][1]
+
+
+def test_the_store_returns_posted_prices(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    valid, rejected = parse_events(
+        {
+            "event_id": "e1",
+            "type": "purchase",
+            "customer_id": "c1",
+            "timestamp": "2026-01-01T10:00:00Z",
+            "items": [{"item_id": "A", "quantity": 2, "price": 1.5}, {"item_id": "B"}],
+        }
+    )
+    assert not rejected
+    store.add_events([event for _position, event in valid])
+
+    purchases = store.purchases_of("c1")
+
+    assert [(p.item_id, p.quantity, p.price) for p in purchases] == [
+        ("A", 2.0, 1.5),
+        ("B", 1.0, None),
+    ]
+    store.close()
+
+
+def test_the_store_keeps_one_key_made_once(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    assert read_pseudonym_key(f"sqlite:///{path}") is None  # no store yet
+    first, replica = SQLiteStore(path), SQLiteStore(path)
+    try:
+        key = first.pseudonym_key()
+        assert len(key) == 32
+        assert replica.pseudonym_key() == key  # a second process on the same store
+    finally:
+        first.close()
+        replica.close()
+    reopened = SQLiteStore(path)
+    try:
+        assert reopened.pseudonym_key() == key
+    finally:
+        reopened.close()
+    assert read_pseudonym_key(f"sqlite:///{path}") == key
+    other = SQLiteStore(tmp_path / "other.db")
+    try:
+        assert other.pseudonym_key() != key
+    finally:
+        other.close()
+
+
+def _event(event_id: str, customer: str, item: str) -> Event:
+    """A purchase of ``item`` and ``<item>-2``."""
+    valid, rejected = parse_events(
+        {
+            "event_id": event_id,
+            "type": "purchase",
+            "customer_id": customer,
+            "timestamp": "2026-06-30T11:00:00Z",
+            "order_id": f"o-{event_id}",
+            "items": [
+                {"item_id": name, "quantity": 1, "price": 2.0} for name in (item, f"{item}-2")
+            ],
+        }
+    )
+    assert not rejected
+    return valid[0][1]
+
+
+def test_erasure_leaves_no_copy_in_the_database_files(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    store.add_events([_event("e1", "zed", "UNMISTAKABLE-ITEM"), _event("e2", "ann", "OTHER")])
+    files = lambda: b"".join(p.read_bytes() for p in tmp_path.iterdir())  # noqa: E731
+    assert b"UNMISTAKABLE-ITEM" in files()
+
+    store.erase("zed")
+
+    assert b"UNMISTAKABLE-ITEM" not in files()  # secure_delete and a truncated log
+    assert [p.item_id for p in store.purchases_of("ann")] == ["OTHER", "OTHER-2"]
+    store.close()
+
+
+def test_a_schema_1_store_migrates_and_keeps_its_events(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(MIGRATIONS[0])
+        db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INT)")
+        db.execute("INSERT INTO schema_migrations VALUES (1, 0)")
+        db.execute(
+            "INSERT INTO events (event_id, type, customer_id, occurred_at, received_at, payload) "
+            "VALUES ('e1', 'purchase', 'c1', 0, 0, '{}')"
+        )
+    assert read_erased_ids(f"sqlite:///{path}") == []  # before erasure existed: none
+    store = SQLiteStore(path)
+    assert store.schema_version == len(MIGRATIONS) and store.event_count() == 1
+    receipt = store.erase("c1")
+    assert receipt.events["purchase"] == 1 and receipt.total == 1
+    store.close()
+    assert read_erased_ids(f"sqlite:///{path}") == ["c1"]
+
+
+def test_reading_erased_ids_never_creates_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "nbo.db"
+    assert read_erased_ids(f"sqlite:///{path}") == []
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_the_store_registers_campaign_files(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    assert store.schema_version == len(MIGRATIONS) >= 4  # batch_outputs came in 4
+    first = BatchOutput("/data/a.csv", 100, "run-1", 30, "csv")
+    store.register_batch_output(first)
+    store.register_batch_output(BatchOutput("/data/b.parquet", 101, "run-2", 5, "parquet"))
+    # Written again at the same path: the record is replaced, not doubled.
+    store.register_batch_output(BatchOutput("/data/a.csv", 200, "run-3", 12, "csv"))
+    store.set_batch_output_rows("/data/b.parquet", 2)
+    assert store.batch_outputs() == [
+        BatchOutput("/data/a.csv", 200, "run-3", 12, "csv"),
+        BatchOutput("/data/b.parquet", 101, "run-2", 2, "parquet"),
+    ]
+    store.unregister_batch_output("/data/a.csv")
+    assert [o.path for o in store.batch_outputs()] == ["/data/b.parquet"]
+    assert store.erased_at("c1") is None
+    store.erase("c1")
+    assert isinstance(store.erased_at("c1"), int)
+    assert set(EVENT_TYPES) >= {e.type for e in store.stored_events_of("c1")}
+    store.close()

@@ -1,0 +1,106 @@
+"""What differs between the backends, and what must not: the schema both migrate to,
+SQLite's own file settings, PostgreSQL's connection errors."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from backends import needs_postgres, run_sql
+from fastapi.testclient import TestClient
+
+from nbo.core.errors import ConfigError
+from nbo.service.app import create_app
+from nbo.settings import Settings
+from nbo.store import open_store
+from nbo.store.postgres import redacted
+
+CLOCK = "2026-06-30T12:00:00Z"
+
+# The column each PostgreSQL table adds for the order rows were stored in (SQLite's rowid).
+STORED_ORDER = {("events", "seq"), ("purchase_lines", "line")}
+
+
+def test_both_backends_migrate_to_the_same_tables_and_columns(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    sqlite_url = f"sqlite:///{tmp_path / 's.db'}"
+    for url in (sqlite_url, postgres_url):
+        open_store(url).close()
+    tables = [
+        row[0] for row in run_sql(sqlite_url, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    ]
+    in_sqlite = {
+        (table, row[1])
+        for table in tables
+        for row in run_sql(sqlite_url, f"PRAGMA table_info({table})")
+    }
+    in_postgres = set(
+        run_sql(
+            postgres_url,
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema()",
+        )
+    )
+    assert in_postgres - STORED_ORDER == in_sqlite
+    assert len({table for table, _ in in_sqlite}) == 7  # six tables and schema_migrations
+    indexes = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+    sqlite_indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    assert {r[0] for r in run_sql(sqlite_url, sqlite_indexes)} <= {
+        r[0] for r in run_sql(postgres_url, indexes)
+    }
+
+
+def test_sqlite_keeps_a_write_ahead_log(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    open_store(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_an_unreachable_postgres_refuses_the_start_without_showing_the_password() -> None:
+    url = "postgresql://nbo:s3cret-word@127.0.0.1:9/nbo"  # port 9 (discard): nothing listens
+    with pytest.raises(ConfigError) as refused:
+        open_store(url)
+    message = str(refused.value)
+    assert message.startswith("setting NBO_STORE_URL: cannot connect to postgresql://nbo:***@")
+    assert "s3cret" not in message
+
+
+def test_passwords_are_redacted_in_urls() -> None:
+    assert redacted("postgresql://u:p@h:5/d") == "postgresql://u:***@h:5/d"
+    assert redacted("postgresql://h/d?user=u&password=p&x=1") == (
+        "postgresql://h/d?user=u&password=***&x=1"
+    )
+    assert redacted("postgresql://u@h/d") == "postgresql://u@h/d"
+
+
+def test_a_lost_postgres_connection_answers_503_then_recovers(
+    postgres_url: str, models_dir: Path
+) -> None:
+    """The server drops the replica's connections (a restart, a failover): the call that
+    meets the dead connection answers 503 with a JSON body, the next one connects again."""
+    settings = Settings(models_dir=models_dir, store_url=postgres_url, clock=CLOCK)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/customers/a00/offers").status_code == 200
+        run_sql(
+            postgres_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        lost = client.get("/v1/customers/a00/offers")
+        assert lost.status_code == 503 and lost.json()["error"] == "store_unavailable"
+        assert lost.headers["retry-after"] == "1"
+        assert client.get("/v1/customers/a00/offers").status_code == 200
+
+
+def test_only_tests_on_postgres_are_skipped_without_a_server() -> None:
+    """The skip marks are chosen from the tests' parameters, some of which are arrays."""
+    on = SimpleNamespace(callspec=SimpleNamespace(params={"store_url": "postgres"}))
+    arrays = SimpleNamespace(callspec=SimpleNamespace(params={"x": np.arange(3)}))
+    fixture = SimpleNamespace(fixturenames=("tmp_path", "postgres_url"))
+    assert needs_postgres(on) and needs_postgres(fixture)  # type: ignore[arg-type]
+    assert not needs_postgres(arrays)  # type: ignore[arg-type]

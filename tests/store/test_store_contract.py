@@ -1,0 +1,499 @@
+"""The store contract, on every backend (``store_url``: SQLite, and PostgreSQL when a
+server is configured, see ``tests/backends.py``): the same calls give the same answers.
+
+Stores are opened through ``open_store`` as the service opens them; "a replica" is a
+second store opened on the same URL (another process's view of the same data).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from backends import run_sql
+
+from nbo.core.errors import ConfigError
+from nbo.data.events import Event, parse_events
+from nbo.offers.state import DEFAULT_CONSENT, ContactHistory
+from nbo.store import open_store, read_erased_ids, read_pseudonym_key
+from nbo.store.base import BatchOutput, Delivery, Store
+from nbo.store.migrations import MIGRATIONS
+
+SINCE = 1_760_000_000  # 2025-10-09
+
+
+@pytest.fixture
+def opened(store_url: str) -> Iterator[Callable[[], Store]]:
+    """Opens stores on ``store_url`` (as many as a test wants), closed after the test."""
+    stores: list[Store] = []
+
+    def open_one() -> Store:
+        stores.append(open_store(store_url))
+        return stores[-1]
+
+    yield open_one
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def store(opened: Callable[[], Store]) -> Store:
+    return opened()
+
+
+def parsed(body: dict[str, object]) -> Event:
+    valid, rejected = parse_events(body)
+    assert not rejected, rejected
+    return valid[0][1]
+
+
+def purchase(
+    event_id: str, customer: str = "c1", item: str = "i1", ts: str = "2026-01-01T10:00:00Z"
+) -> Event:
+    return parsed(
+        {
+            "event_id": event_id,
+            "type": "purchase",
+            "customer_id": customer,
+            "timestamp": ts,
+            "order_id": f"o-{event_id}",
+            "items": [{"item_id": item, "quantity": 2, "price": 1.5}],
+        }
+    )
+
+
+def lines(event_id: str, customer: str, items: list[str], ts: str) -> Event:
+    return parsed(
+        {
+            "event_id": event_id,
+            "type": "purchase",
+            "customer_id": customer,
+            "timestamp": ts,
+            "items": [{"item_id": item} for item in items],
+        }
+    )
+
+
+def offer_event(
+    event_id: str,
+    customer: str,
+    item: str,
+    ts: str,
+    kind: str = "offer_impression",
+    request: str | None = None,
+    **more: object,
+) -> Event:
+    return parsed(
+        {
+            "event_id": event_id,
+            "type": kind,
+            "customer_id": customer,
+            "timestamp": ts,
+            "item_id": item,
+            "channel": "email",
+            "request_id": request or f"r-{event_id}",
+            **more,
+        }
+    )
+
+
+# -- events and purchases --------------------------------------------------------------------
+
+
+def test_same_event_id_is_stored_once(store: Store) -> None:
+    first = store.add_events([purchase("e1"), purchase("e2")])
+    again = store.add_events([purchase("e1"), purchase("e3"), purchase("e3")])
+    assert first.accepted == ["e1", "e2"] and first.duplicates == []
+    assert again.accepted == ["e3"] and again.duplicates == ["e1", "e3"]
+    assert store.event_count() == 3
+    assert len(store.purchases_of("c1")) == 3
+
+
+def test_events_survive_closing_and_reopening(store_url: str) -> None:
+    store = open_store(store_url)
+    store.add_events([purchase("e1", item="A"), purchase("e2", item="B", customer="c2")])
+    store.close()
+    reopened = open_store(store_url)
+    try:
+        assert [p.item_id for p in reopened.purchases_of("c1")] == ["A"]
+        assert [p.item_id for p in reopened.purchases_of("c2")] == ["B"]
+        assert reopened.event_count() == 2
+    finally:
+        reopened.close()
+
+
+def test_purchases_since_and_in_time_order(store: Store) -> None:
+    store.add_events(
+        [
+            purchase("late", item="L", ts="2026-03-01T00:00:00Z"),
+            purchase("early", item="E", ts="2026-01-01T00:00:00Z"),
+        ]
+    )
+    [early, late] = store.purchases_of("c1")
+    assert (early.item_id, late.item_id) == ("E", "L")
+    assert (early.quantity, early.price, early.order_id, early.event_id) == (
+        2.0,
+        1.5,
+        "o-early",
+        "early",
+    )
+    march = 1772323200  # 2026-03-01T00:00:00Z
+    assert [p.item_id for p in store.purchases_of("c1", since=march)] == ["L"]
+    assert store.purchases_of("nobody") == []
+
+
+def test_bulk_reads_answer_each_customer_as_the_single_reads_do(store: Store) -> None:
+    """A campaign reads a chunk's customers at once: purchases, contacts and consent of
+    each are what reading them one by one gives, and customers with none are absent."""
+    store.add_events(
+        [
+            purchase("p1", "c1", "i1", "2026-01-03T10:00:00Z"),
+            purchase("p2", "c2", "i2", "2026-01-01T10:00:00Z"),
+            purchase("p3", "c1", "i3", "2026-01-01T10:00:00Z"),
+            purchase("p4", "c1", "i4", "2026-01-01T10:00:00Z"),  # same time as p3: stored order
+            offer_event("s1", "c2", "i9", "2026-01-02T10:00:00Z"),
+            offer_event("s2", "c3", "i8", "2025-06-01T10:00:00Z"),  # before ``since``
+            offer_event("s3", "c3", "i7", "2026-01-05T10:00:00Z"),
+            offer_event("s4", "c3", "i6", "2026-01-04T10:00:00Z", kind="offer_click"),
+        ]
+    )
+    store.set_consent("c2", personalization=False, channels={"email": False})
+    customers = ["c1", "c2", "c3", "nobody", "c1"]
+    purchases = store.purchases_of_many(customers)
+    contacts = store.contacts_of_many(customers, SINCE)
+    consents = store.consents_of(customers)
+    assert set(purchases) == {"c1", "c2"} and set(contacts) == {"c2", "c3"}
+    assert set(consents) == {"c2"}
+    for customer in customers:
+        assert purchases.get(customer, []) == store.purchases_of(customer)
+        assert consents.get(customer) == store.consent_of(customer)
+        alone = store.contacts_of(customer, SINCE)
+        assert contacts.get(customer, ContactHistory()) == alone
+    assert [p.item_id for p in purchases["c1"]] == ["i3", "i4", "i1"]
+    # Stored order, not time order: what the contact policies were written against.
+    c3 = contacts["c3"]
+    assert [(c.item_id, c.channel, c.delivery) for c in c3.impressions] == [("i7", "email", "r-s3")]
+    assert [c.item_id for c in c3.responses] == ["i6"]
+    assert store.purchases_of_many([]) == {} and store.consents_of([]) == {}
+    assert store.contacts_of_many([], SINCE) == {}
+
+
+def test_bulk_reads_of_many_customers_answer_each_of_them(store: Store) -> None:
+    """More customers than SQLite binds in one query (500): all answered."""
+    customers = [f"c{n:04d}" for n in range(1200)]
+    store.add_events([purchase(f"p{c}", c, f"i{c}") for c in customers])
+    found = store.purchases_of_many(customers, limit=5)
+    assert len(found) == 1200 and all(found[c][0].item_id == f"i{c}" for c in customers)
+
+
+def test_reads_of_posted_purchases_stop_at_the_newest_lines(store: Store) -> None:
+    """``limit``: each customer's newest lines only (ties in time by the order stored),
+    oldest first, alone or in bulk; a customer with fewer lines gets them all."""
+    store.add_events(
+        [
+            lines("p1", "heavy", ["a", "b", "c"], "2026-01-01T10:00:00Z"),
+            lines("p3", "heavy", ["g", "h"], "2026-01-03T10:00:00Z"),
+            lines("p2", "heavy", ["d", "e", "f"], "2026-01-02T10:00:00Z"),
+            lines("q1", "light", ["x"], "2026-01-01T10:00:00Z"),
+        ]
+    )
+    newest = [p.item_id for p in store.purchases_of("heavy", limit=4)]
+    assert newest == ["e", "f", "g", "h"]
+    assert [p.item_id for p in store.purchases_of("heavy")] == list("abcdefgh")
+    assert [p.item_id for p in store.purchases_of("heavy", limit=100)] == list("abcdefgh")
+    assert [p.item_id for p in store.purchases_of("heavy", limit=1)] == ["h"]
+    for limit in (1, 3, 4, 8, 9, None):
+        bulk = store.purchases_of_many(["heavy", "light", "nobody"], limit=limit)
+        assert set(bulk) == {"heavy", "light"}
+        for customer in ("heavy", "light"):
+            assert bulk[customer] == store.purchases_of(customer, limit=limit)
+
+
+def test_ids_sort_byte_by_byte_on_every_backend(store: Store) -> None:
+    """Sorted lists (customers, erased ids, exported events, campaign files) come back in
+    Python's order, whatever the database's locale."""
+    ids = ["b", "B", "a-1", "a_1", "a1", "Z", "é", "z", "10", "9"]
+    store.add_events([purchase(f"e-{n}", c) for n, c in enumerate(ids)])
+    for customer in ids:
+        store.erase(customer)
+    store.add_events([purchase(f"again-{n}", c) for n, c in enumerate(ids)])
+    assert store.customers_with_purchases() == sorted(ids)
+    assert store.erased_ids() == sorted(ids)
+    store.add_events([purchase(i, "same", ts="2026-02-01T00:00:00Z") for i in ids])
+    assert [e.event_id for e in store.stored_events_of("same")] == sorted(ids)
+
+
+def test_the_export_reads_every_event_as_posted(store: Store) -> None:
+    store.add_events(
+        [
+            purchase("p1", "c1", "i1", "2026-01-02T10:00:00Z"),
+            offer_event("v1", "c1", "i2", "2026-01-01T10:00:00Z", experiment="x", variant="b"),
+            purchase("other", "c2"),
+        ]
+    )
+    stored = store.stored_events_of("c1")
+    assert [(e.event_id, e.type, e.occurred_at) for e in stored] == [
+        ("v1", "offer_impression", 1767261600),
+        ("p1", "purchase", 1767348000),
+    ]
+    assert all(e.received_at >= 1767348000 for e in stored)
+    assert [e.payload for e in stored] == store.events_of("c1")
+    assert stored[0].payload["experiment"] == "x" and stored[1].payload["items"] == [
+        {"item_id": "i1", "quantity": 2.0, "price": 1.5}
+    ]
+    assert store.events_of("nobody") == [] and store.stored_events_of("nobody") == []
+
+
+def test_the_experiment_log_has_first_tagged_events_and_conversions(store: Store) -> None:
+    tagged = {"experiment": "exp", "variant": "b"}
+    store.add_events(
+        [
+            offer_event("i1", "c1", "x", "2026-01-02T00:00:00Z", **tagged),
+            offer_event("i2", "c1", "y", "2026-01-01T00:00:00Z", **tagged),
+            offer_event("k1", "c1", "x", "2026-01-03T00:00:00Z", kind="offer_click", **tagged),
+            offer_event(
+                "v1", "c1", "x", "2026-01-04T00:00:00Z", kind="offer_conversion", revenue=7.5
+            ),
+            offer_event("v2", "c2", "x", "2026-01-04T00:00:00Z", kind="offer_conversion"),
+            offer_event("i3", "c3", "x", "2026-01-01T00:00:00Z", experiment="other", variant="a"),
+        ]
+    )
+    log = store.experiment_log("exp")
+    assert sorted((t.customer_id, t.variant, t.type, t.first_at) for t in log.tagged) == [
+        ("c1", "b", "offer_click", 1767398400),
+        ("c1", "b", "offer_impression", 1767225600),
+    ]
+    assert log.conversions == [("c1", 1767484800, 7.5)]
+    assert store.experiment_log("none").tagged == []
+
+
+# -- consent and erasure ---------------------------------------------------------------------
+
+
+def test_consent_is_stored_merged_and_read_back(store: Store) -> None:
+    assert store.consent_of("c1") is None
+    first = store.set_consent("c1", personalization=False, channels={"email": False})
+    second = store.set_consent("c1", personalization=True, channels={"app": False})
+    assert first.channels == {"email": False}
+    assert second.channels == {"app": False, "email": False} and second.personalization
+    stored = store.consent_of("c1")
+    assert stored == second and stored is not None and not stored.allows("email")
+    assert store.consents_of(["c1", "c2"]) == {"c1": second}
+    assert DEFAULT_CONSENT.allows("email")
+
+
+def test_erasure_deletes_everything_and_keeps_the_id(store: Store) -> None:
+    store.add_events(
+        [
+            lines("p1", "zed", ["a", "b"], "2026-01-01T10:00:00Z"),
+            offer_event("s1", "zed", "a", "2026-01-02T10:00:00Z"),
+            purchase("keep", "ann"),
+        ]
+    )
+    store.set_consent("zed", personalization=False, channels={})
+    assert store.erased_at("zed") is None and not store.is_erased("zed")
+
+    receipt = store.erase("zed")
+
+    assert receipt.events == {
+        "purchase": 1,
+        "offer_impression": 1,
+        "offer_click": 0,
+        "offer_conversion": 0,
+    }
+    assert (receipt.purchase_lines, receipt.consent_records, receipt.total) == (2, 1, 5)
+    assert not receipt.already_erased
+    assert store.events_of("zed") == [] and store.purchases_of("zed") == []
+    assert store.consent_of("zed") is None and store.contacts_of_many(["zed"], 0) == {}
+    assert store.is_erased("zed") and store.erased_at("zed") == receipt.erased_at
+    assert store.erased_ids() == ["zed"] and store.event_count() == 1
+    assert store.erased_among(["ann", "zed", "zed", "nobody"]) == {"zed"}
+    assert store.erased_among([]) == set()
+    # Events after an erasure are stored; erasing again deletes them.
+    store.add_events([purchase("back", "zed")])
+    assert [p.event_id for p in store.purchases_of("zed")] == ["back"]
+    again = store.erase("zed")
+    assert again.already_erased and again.events["purchase"] == 1 and again.purchase_lines == 1
+    assert store.customers_with_purchases() == ["ann"]
+
+
+def test_erased_ids_and_the_key_are_read_without_creating_a_store(store_url: str) -> None:
+    """What the trainer and ``nbo keys pseudonym`` read: nothing before the store exists
+    (SQLite: no file; PostgreSQL: no tables), then what the service wrote."""
+    assert read_erased_ids(store_url) == [] and read_pseudonym_key(store_url) is None
+    store = open_store(store_url)
+    try:
+        assert read_erased_ids(store_url) == [] and read_pseudonym_key(store_url) is None
+        store.erase("gone")
+        key = store.pseudonym_key()
+    finally:
+        store.close()
+    assert read_erased_ids(store_url) == ["gone"] and read_pseudonym_key(store_url) == key
+
+
+def test_replicas_share_one_pseudonym_key(opened: Callable[[], Store]) -> None:
+    first, replica = opened(), opened()
+    keys: list[bytes] = []
+    threads = [
+        threading.Thread(target=lambda s=s: keys.append(s.pseudonym_key()))
+        for s in (first, replica) * 4
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(keys) == 8 and len(set(keys)) == 1 and len(keys[0]) == 32
+
+
+def test_concurrent_consent_changes_on_replicas_all_hold(opened: Callable[[], Store]) -> None:
+    """Each replica withdraws a different channel of the same customer at once: neither
+    change is lost (a merge reads and writes under the customer's lock)."""
+    replicas = [opened(), opened()]
+    channels = [f"ch{n}" for n in range(8)]
+    barrier = threading.Barrier(len(channels))
+
+    def withdraw(n: int) -> None:
+        barrier.wait(timeout=30)
+        replicas[n % 2].set_consent("c1", personalization=True, channels={channels[n]: False})
+
+    threads = [threading.Thread(target=withdraw, args=(n,)) for n in range(len(channels))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    consent = replicas[0].consent_of("c1")
+    assert consent is not None and consent.channels == dict.fromkeys(channels, False)
+
+
+# -- deliveries ------------------------------------------------------------------------------
+
+
+def test_a_delivery_records_with_its_transaction_or_not_at_all(store: Store) -> None:
+    impression = offer_event("d1", "c1", "i1", "2026-01-02T10:00:00Z")
+
+    def record(delivery: Delivery) -> int:
+        assert delivery.contacts_of_many(["c1"], SINCE) == {}
+        added = delivery.add_events([impression])
+        # The transaction reads its own writes.
+        assert [c.item_id for c in delivery.contacts_of_many(["c1"], SINCE)["c1"].impressions] == [
+            "i1"
+        ]
+        assert delivery.consents_of(["c1"]) == {} and delivery.purchases_of_many(["c1"]) == {}
+        assert delivery.erased_among(["c1"]) == set()
+        return len(added.accepted)
+
+    assert store.deliver(["c1"], record) == 1
+    assert len(store.contacts_of("c1", SINCE).impressions) == 1
+
+    def fail(delivery: Delivery) -> None:
+        delivery.add_events([offer_event("d2", "c1", "i2", "2026-01-02T10:00:00Z")])
+        raise RuntimeError("the caller failed")
+
+    with pytest.raises(RuntimeError):
+        store.deliver(["c1"], fail)
+    assert [c.item_id for c in store.contacts_of("c1", SINCE).impressions] == ["i1"]
+
+
+def test_deliveries_to_one_customer_from_replicas_never_interleave(
+    opened: Callable[[], Store],
+) -> None:
+    """Sixteen threads on two replicas each deliver to the same customers when they have
+    had fewer than one impression: exactly one delivery each, as a cap of one asks.
+    Overlapping customer lists in different orders do not deadlock."""
+    replicas = [opened(), opened()]
+    customers = ["c1", "c2", "c3"]
+    threads_count = 16
+    barrier = threading.Barrier(threads_count)
+    delivered: list[str] = []
+    errors: list[BaseException] = []
+
+    def deliver(n: int) -> None:
+        mine = customers[n % 3 :] + customers[: n % 3]  # each thread its own order
+
+        def record(delivery: Delivery) -> None:
+            seen = delivery.contacts_of_many(mine, SINCE)
+            fresh = [c for c in mine if not seen.get(c, ContactHistory()).impressions]
+            events = [
+                offer_event(f"t{n}-{c}", c, "i1", "2026-01-02T10:00:00Z", request=f"t{n}")
+                for c in fresh
+            ]
+            delivery.add_events(events)
+            delivered.extend(fresh)
+
+        try:
+            barrier.wait(timeout=30)
+            replicas[n % 2].deliver(mine, record)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sorted(delivered) == customers
+    contacts = replicas[1].contacts_of_many(customers, SINCE)
+    assert all(len(contacts[c].impressions) == 1 for c in customers)
+
+
+def test_impressions_of_deliveries_that_did_not_happen_are_removed(store: Store) -> None:
+    store.add_events(
+        [
+            offer_event("a1", "c1", "i1", "2026-01-02T10:00:00Z", request="run-c1"),
+            offer_event("a2", "c1", "i2", "2026-01-02T10:00:00Z", request="run-c1"),
+            offer_event("b1", "c2", "i1", "2026-01-02T10:00:00Z", request="run-c2"),
+            offer_event("o1", "c1", "i3", "2026-01-02T10:00:00Z", request="other"),
+            offer_event("k1", "c1", "i1", "2026-01-03T10:00:00Z", "offer_click", "run-c1"),
+        ]
+    )
+    assert store.remove_impressions([("c1", "run-c1"), ("c2", "run-c1")]) == 2
+    assert [e["event_id"] for e in store.events_of("c1")] == ["o1", "k1"]
+    assert [e["event_id"] for e in store.events_of("c2")] == ["b1"]
+
+
+# -- campaign files --------------------------------------------------------------------------
+
+
+def test_campaign_files_are_registered_updated_and_forgotten(store: Store) -> None:
+    first = BatchOutput("/srv/b.parquet", 100, "run-1", 10, "parquet")
+    store.register_batch_output(first)
+    store.register_batch_output(BatchOutput("/srv/a.csv", 50, "run-0", 3, "csv"))
+    rewritten = BatchOutput("/srv/b.parquet", 200, "run-2", 12, "parquet")
+    store.register_batch_output(rewritten)
+    assert [o.path for o in store.batch_outputs()] == ["/srv/a.csv", "/srv/b.parquet"]
+    assert store.batch_outputs()[1] == rewritten
+    store.set_batch_output_rows("/srv/b.parquet", 11)
+    assert store.batch_outputs()[1].rows == 11
+    store.unregister_batch_output("/srv/a.csv")
+    assert [o.path for o in store.batch_outputs()] == ["/srv/b.parquet"]
+
+
+# -- schema ----------------------------------------------------------------------------------
+
+
+def test_migrations_run_once_and_record_the_version(opened: Callable[[], Store]) -> None:
+    first = opened()
+    assert first.schema_version == len(MIGRATIONS)
+    first.add_events([purchase("e1")])
+    replica = opened()  # a second start must not re-run the migrations
+    assert replica.schema_version == len(MIGRATIONS) and replica.event_count() == 1
+
+
+def test_migrations_are_recorded_one_row_a_version(store_url: str, store: Store) -> None:
+    rows = run_sql(store_url, "SELECT version FROM schema_migrations ORDER BY version")
+    assert [row[0] for row in rows] == list(range(1, len(MIGRATIONS) + 1))
+
+
+def test_a_store_from_a_newer_nbo_is_refused(store_url: str) -> None:
+    open_store(store_url).close()
+    run_sql(store_url, "INSERT INTO schema_migrations VALUES (%s, 0)", (len(MIGRATIONS) + 1,))
+    with pytest.raises(ConfigError, match="newer than this nbo"):
+        open_store(store_url)
+
+
+@pytest.mark.parametrize("url", ["mysql://db/nbo", "sqlite:///", "file.db"])
+def test_unsupported_store_urls_name_the_setting(url: str) -> None:
+    with pytest.raises(ConfigError, match="NBO_STORE_URL"):
+        open_store(url)

@@ -1,0 +1,92 @@
+"""The settings (``nbo.settings``): each ``NBO_*`` variable read and checked at start, a
+bad value refused naming its variable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from support import DEMO_CATALOG, ENTRIES
+
+from nbo.core.errors import ConfigError
+from nbo.settings import Settings, load_settings
+
+
+def test_the_setting_comes_from_nbo_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().catalog is None
+    monkeypatch.setenv("NBO_CATALOG", str(DEMO_CATALOG))
+    assert load_settings().catalog == DEMO_CATALOG
+    monkeypatch.setenv("NBO_CATALOG", "")
+    assert load_settings().catalog is None
+
+
+@pytest.mark.parametrize("bad", ["abc", "-1", "3.5"])
+def test_bad_suppression_setting_is_a_config_error(bad: str) -> None:
+    with pytest.raises(ConfigError, match="NBO_SUPPRESSION_DAYS"):
+        load_settings(suppression_days=bad)
+
+
+def test_bad_suppression_setting_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBO_SUPPRESSION_DAYS", "abc")
+    with pytest.raises(ConfigError, match="NBO_SUPPRESSION_DAYS"):
+        load_settings()
+
+
+def test_a_bad_log_format_refuses_the_start() -> None:
+    with pytest.raises(ConfigError, match="NBO_LOG_FORMAT"):
+        load_settings(log_format="xml")
+
+
+def test_keys_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBO_API_KEYS", json.dumps([e.model_dump(mode="json") for e in ENTRIES]))
+    settings = load_settings()
+    assert settings.api_keys == ENTRIES
+    # The hashes stay out of the settings' repr (and so out of any log of it).
+    assert all(entry.sha256 not in repr(settings) for entry in ENTRIES)
+
+
+def _entry(**change: str) -> dict:
+    return {"id": "abcd1234", "role": "read", "sha256": "ab" * 32, **change}
+
+
+@pytest.mark.parametrize(
+    ("entries", "problem"),
+    [
+        ([_entry(role="root")], "'read', 'write' or 'admin'"),
+        ([_entry(), _entry(role="admin", sha256="cd" * 32)], "duplicate key id abcd1234"),
+        ([_entry(sha256="ab" * 31)], "64 hex characters"),
+        ([_entry(sha256="zz" * 32)], "64 hex characters"),
+        ([_entry(id="key-one")], "8 lowercase hex"),
+        ([{"id": "abcd1234", "role": "read"}], "sha256"),
+    ],
+)
+def test_bad_key_settings_refuse_the_start_naming_nbo_api_keys(
+    monkeypatch: pytest.MonkeyPatch, entries: list[dict], problem: str
+) -> None:
+    monkeypatch.setenv("NBO_API_KEYS", json.dumps(entries))
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert message.startswith("setting NBO_API_KEYS: ") and "\n" not in message
+    assert problem in message
+
+
+def test_key_settings_that_are_not_json_refuse_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBO_API_KEYS", "[{not json")
+    with pytest.raises(ConfigError, match=r"^setting NBO_API_KEYS: not valid JSON$"):
+        load_settings()
+
+
+KEY = "0123456789abcdef0123456789abcdef"
+
+
+def test_a_short_log_key_refuses_the_start() -> None:
+    with pytest.raises(ConfigError, match=r"NBO_LOG_KEY: .*at least 16 characters"):
+        load_settings(log_key="short")
+    assert "0123" not in repr(load_settings(log_key=KEY))  # never printed
+
+
+def test_watching_current_with_a_pinned_version_refuses_the_start() -> None:
+    with pytest.raises(ConfigError, match=r"^setting NBO_WATCH_MODELS: .*NBO_MODEL_VERSION"):
+        load_settings(watch_models=True, model_version="20260101T000000Z-abc")
+    assert load_settings(watch_models=True).watch_models is True

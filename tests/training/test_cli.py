@@ -1,0 +1,487 @@
+"""``nbo train`` through the real command line: a summary on success (the evaluation,
+churn, cycles and the ranker's sources), and one readable stderr line with exit code 2
+for every input a user can get wrong."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from rich.console import Console
+from support import DATA, END, assert_one_error_line
+
+from nbo.cli import EXIT_USER_ERROR, main
+from nbo.models.candidates import SOURCES
+from training.cli import cycles_line, print_summary
+from training.lifecycle import CALIBRATION_PLOT
+from training.pipeline import TrainResult
+
+pytestmark = pytest.mark.usefixtures("plain_terminal")
+
+
+def _train(*args: str) -> int:
+    return main(["train", *args])
+
+
+# --- success --------------------------------------------------------------------------
+
+
+def test_train_prints_a_summary_and_publishes(
+    tmp_path: Path, planted_csv: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+
+    code = _train("--data", str(planted_csv), "--models-dir", str(models), "--config", str(config))
+
+    out, _ = capsys.readouterr()
+    assert code == 0
+    for word in ("als", "popularity", "buy_again", "published", "precision@10", "ndcg@10"):
+        assert word in out, word
+    assert "420 rows read, 420 kept" in out
+    assert "60 customers evaluated" in out
+    assert "truth: all holdout purchases" in out
+    assert "truth: items not bought in the suppression window" in out
+    version = (models / "CURRENT").read_text(encoding="utf-8").strip()
+    assert f"published {version}" in out
+    assert (models / version / "manifest.json").is_file()
+
+
+def test_train_with_mapping_and_column_override(
+    tmp_path: Path, planted_purchases: pd.DataFrame, config: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """online-retail names, except the item column which this file calls "sku"."""
+    renamed = planted_purchases.rename(
+        columns={
+            "customer_id": "CustomerID",
+            "item_id": "sku",
+            "timestamp": "InvoiceDate",
+            "quantity": "Quantity",
+            "price": "UnitPrice",
+            "order_id": "InvoiceNo",
+        }
+    )
+    data = tmp_path / "renamed.parquet"
+    renamed.to_parquet(data, index=False)
+    models = tmp_path / "models"
+
+    code = _train(
+        "--data",
+        str(data),
+        "--mapping",
+        "online-retail",
+        "--column",
+        "item_id=sku",
+        "--models-dir",
+        str(models),
+        "--config",
+        str(config),
+    )
+
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert "420 rows read, 420 kept" in out
+    assert "published" in out
+
+
+def test_quality_gate_failure_is_a_user_error_and_force_publishes(
+    tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        {
+            "customer_id": f"c{c:02d}",
+            "item_id": item,
+            "timestamp": END - pd.Timedelta(days=days, hours=c),
+        }
+        for c in range(20)
+        for item in ("P0", "P1", "P2")
+        for days in (100, 10)
+    ] + [
+        {"customer_id": "z", "item_id": f"Q{q:02d}", "timestamp": END - pd.Timedelta(days=100)}
+        for q in range(12)
+    ]
+    data = tmp_path / "same.csv"
+    pd.DataFrame(rows).to_csv(data, index=False)
+    models = tmp_path / "models"
+    args = ["--data", str(data), "--models-dir", str(models), "--config", str(config)]
+
+    code = _train(*args)
+
+    out, err = capsys.readouterr()
+    assert code == EXIT_USER_ERROR
+    assert_one_error_line(err, "quality gate", "does not beat popularity", "--force")
+    assert "published" not in out
+    assert not (models / "CURRENT").exists()
+
+    code = _train(*args, "--force")
+
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert "(forced)" in out
+    assert "published" in out
+    assert (models / "CURRENT").is_file()
+
+
+# --- user errors ----------------------------------------------------------------------
+
+
+def test_missing_data_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere.csv"
+
+    code = _train("--data", str(missing), "--models-dir", str(tmp_path / "models"))
+
+    _, err = capsys.readouterr()
+    assert code == EXIT_USER_ERROR == 2
+    line = assert_one_error_line(err, str(missing), "file not found")
+    assert line == f"nbo train: error: {missing}: file not found"
+    assert not (tmp_path / "models").exists()
+
+
+def test_missing_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "no_item.csv"
+    pd.DataFrame({"customer_id": ["c1"], "timestamp": ["2024-01-01"]}).to_csv(data, index=False)
+
+    code = _train("--data", str(data), "--models-dir", str(tmp_path / "models"))
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_one_error_line(err, str(data), "column 'item_id'", "missing required column")
+
+
+def test_missing_column_under_a_mapping(
+    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The planted file uses canonical names, not the online-retail ones.
+    code = _train(
+        "--data",
+        str(planted_csv),
+        "--mapping",
+        "online-retail",
+        "--models-dir",
+        str(tmp_path / "models"),
+    )
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_one_error_line(err, "column 'CustomerID'", "missing required column")
+
+
+SAMPLE = DATA / "online_retail_sample.parquet"
+
+
+@pytest.mark.parametrize(
+    "command", [["train", "--models-dir", "MODELS"], ["evaluate", "--out", "MODELS"]]
+)
+def test_the_bundled_sample_without_its_mapping_is_told_which_mapping_fits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """What a newcomer types first: the file's own columns and the fitting mapping, not
+    ``found []``; nothing is published or written."""
+    out = tmp_path / "out"
+    args = [out.as_posix() if a == "MODELS" else a for a in command]
+
+    code = main([*args, "--data", str(SAMPLE)])
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    line = assert_one_error_line(
+        err,
+        f"{SAMPLE}: column 'customer_id': missing required column",
+        "the file's columns are InvoiceNo, StockCode, Description, Quantity, InvoiceDate, "
+        "UnitPrice, CustomerID, Country;",
+        "add --mapping online-retail",
+        command=command[0],
+    )
+    assert "found []" not in line
+    assert not out.exists()
+
+
+def test_unparseable_timestamp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "bad_time.csv"
+    pd.DataFrame(
+        {"customer_id": ["c1", "c2"], "item_id": ["i1", "i2"], "timestamp": ["2024-01-01", "soon"]}
+    ).to_csv(data, index=False)
+
+    code = _train("--data", str(data), "--models-dir", str(tmp_path / "models"))
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_one_error_line(err, str(data), "column 'timestamp'", "not timestamps", "'soon'")
+
+
+def test_bad_mapping_name(
+    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _train(
+        "--data",
+        str(planted_csv),
+        "--mapping",
+        "online-retial",
+        "--models-dir",
+        str(tmp_path / "models"),
+    )
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_one_error_line(err, "mapping 'online-retial'", "online-retail")
+
+
+@pytest.mark.parametrize(
+    ("pair", "expected"),
+    [
+        ("item_id", "--column 'item_id': expected CANONICAL=SOURCE"),
+        ("sku=StockCode", "unknown canonical column 'sku'"),
+    ],
+)
+def test_bad_column_pair(
+    tmp_path: Path,
+    planted_csv: Path,
+    capsys: pytest.CaptureFixture[str],
+    pair: str,
+    expected: str,
+) -> None:
+    code = _train(
+        "--data", str(planted_csv), "--column", pair, "--models-dir", str(tmp_path / "models")
+    )
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_one_error_line(err, expected)
+
+
+@pytest.mark.parametrize("days", ["0", "-5"])
+def test_bad_holdout_days(
+    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str], days: str
+) -> None:
+    code = _train(
+        "--data",
+        str(planted_csv),
+        "--holdout-days",
+        days,
+        "--models-dir",
+        str(tmp_path / "models"),
+    )
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_one_error_line(err, "holdout_days", "greater than or equal to 1")
+
+
+def test_holdout_longer_than_the_data(
+    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _train(
+        "--data",
+        str(planted_csv),
+        "--holdout-days",
+        "1000",
+        "--models-dir",
+        str(tmp_path / "models"),
+    )
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_one_error_line(err, "holdout_days=1000", "no training data")
+
+
+def test_missing_config_file(
+    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.toml"
+
+    code = _train(
+        "--data",
+        str(planted_csv),
+        "--config",
+        str(missing),
+        "--models-dir",
+        str(tmp_path / "models"),
+    )
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_one_error_line(err, str(missing), "config file not found")
+
+
+def test_unknown_config_field(
+    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "typo.toml"
+    config.write_text("[als]\nfactor = 8\n", encoding="utf-8")
+
+    code = _train(
+        "--data",
+        str(planted_csv),
+        "--config",
+        str(config),
+        "--models-dir",
+        str(tmp_path / "models"),
+    )
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_one_error_line(err, str(config), "als.factor")
+
+
+# --- the real process -----------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    env["TTY_COMPATIBLE"] = "0"
+    return env
+
+
+def test_console_script_exit_code_and_single_stderr_line(tmp_path: Path) -> None:
+    data = tmp_path / "bad_qty.csv"
+    pd.DataFrame(
+        {
+            "customer_id": ["c1"],
+            "item_id": ["i1"],
+            "timestamp": ["2024-01-01"],
+            "quantity": ["lots"],
+        }
+    ).to_csv(data, index=False)
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbo.cli",
+            "train",
+            "--data",
+            str(data),
+            "--models-dir",
+            str(tmp_path / "models"),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"nbo train: error: {data}: column 'quantity': 1 value(s) are not numbers (e.g. 'lots')"
+    ]
+
+
+def test_installed_nbo_script_success(tmp_path: Path, planted_csv: Path, config: Path) -> None:
+    script = Path(sys.executable).parent / "nbo"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "nbo.cli"]
+    models = tmp_path / "models"
+
+    done = subprocess.run(
+        [
+            *command,
+            "train",
+            "--data",
+            str(planted_csv),
+            "--models-dir",
+            str(models),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "published" in done.stdout
+    assert (models / "CURRENT").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["train", "--data", "x.csv", "--holdout-days", "abc"], "--holdout-days"),
+        (["train"], "--data"),
+        (["bogus"], "bogus"),
+        ([], "COMMAND"),
+    ],
+)
+def test_usage_errors_are_one_line(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    _, err = capsys.readouterr()
+    assert exit_info.value.code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "error:" in lines[0] and fragment in lines[0]
+
+
+# --- the summary ----------------------------------------------------------------------
+
+
+def test_the_summary_shows_churn_against_recency_stages_and_the_plot(
+    churn_trained: TrainResult,
+) -> None:
+    buffer = io.StringIO()
+    print_summary(Console(file=buffer, width=200), churn_trained)
+    text = buffer.getvalue()
+
+    assert "churn: model against recency only" in text
+    assert "roc_auc" in text and "pr_auc" in text and "brier" in text
+    assert "lifecycle stages" in text and "loyal" in text and "lapsed" in text
+    assert f"calibration plot {churn_trained.path / CALIBRATION_PLOT}" in text
+
+
+def test_report_shows_the_cycles_line(with_cycles: TrainResult) -> None:
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200, color_system=None), with_cycles)
+    text = out.getvalue()
+
+    assert (
+        "repurchase cycles: 1 items (4.5%), median 14 days (p10 14 .. p90 14); "
+        "1 before the cutoff for als_cycles" in text
+    )
+    assert "als_cycles" in text.split("truth: all holdout purchases")[1]
+
+
+def test_cycles_line_formats() -> None:
+    days = {"min": 2.0, "p10": 7.0, "p25": 10.0, "median": 21.5, "p75": 30.0, "p90": 45.25}
+    line = cycles_line(
+        {
+            "enabled": True,
+            "min_repeat_buyers": 5,
+            "items": 1234,
+            "share": 0.25,
+            "days": {**days, "max": 90.0},
+            "items_before_cutoff": 1100,
+        }
+    )
+    assert line == (
+        "[bold]repurchase cycles:[/] 1,234 items (25.0%), median 21.5 days "
+        "(p10 7 .. p90 45.2); 1,100 before the cutoff for als_cycles"
+    )
+    none = {"enabled": True, "min_repeat_buyers": 5, "items": 0, "share": 0.0, "days": None}
+    assert cycles_line(none).endswith("0 items (0.0%), none learned (fewer than 5 repeat buyers)")
+    assert cycles_line({"enabled": False}) == "[bold]repurchase cycles:[/] off"
+
+
+def test_the_report_shows_the_source_contributions(trained: TrainResult) -> None:
+    import io
+
+    from rich.console import Console
+
+    from training.cli import print_summary
+
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200, color_system=None), trained)
+    text = out.getvalue()
+    assert "ranker: where its top 10 came from" in text
+    for source in SOURCES:
+        assert source in text.split("ranker: where its top 10 came from")[1]
+    assert "strongest features" in text

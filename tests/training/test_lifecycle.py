@@ -1,0 +1,154 @@
+"""The trainer's churn model and lifecycle: cutoffs that never see the evaluation labels,
+a planted signal recency alone cannot see, the model skipped with its reason, and the
+manifest, customers file and calibration plot it publishes."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pandas as pd
+from rich.console import Console
+from support import END, data_end, orders_of
+
+from nbo.core import columns as col
+from nbo.core.vocabulary import DAY, STAGES
+from nbo.data.features import FEATURE_NAMES
+from nbo.models.churn import CHURN_FILE
+from nbo.models.served import load_serving_model
+from training.cli import print_summary
+from training.config import ChurnConfig
+from training.lifecycle import CALIBRATION_PLOT, CUSTOMERS_FILE, read_customers, train_churn
+from training.pipeline import TrainResult
+
+HORIZON = 90
+
+
+def test_cutoffs_leave_the_evaluation_labels_unseen(churn_purchases: pd.DataFrame) -> None:
+    orders, _ids = orders_of(churn_purchases)
+    end = data_end(orders)
+
+    result = train_churn(orders, ChurnConfig(), end, seed=0)
+
+    section = result.section
+    assert section["enabled"] is True and result.enabled
+    evaluation = pd.Timestamp(section["evaluation_cutoff"])
+    assert evaluation == pd.Timestamp(end - HORIZON * DAY, unit="s")
+    training = [pd.Timestamp(c) for c in section["training_cutoffs"]]
+    # The latest training labels end where the evaluation starts.
+    assert training == [evaluation - pd.Timedelta(days=HORIZON + 30 * k) for k in range(3)]
+    published = [pd.Timestamp(c) for c in section["published_cutoffs"]]
+    assert published == [evaluation - pd.Timedelta(days=30 * k) for k in range(3)]
+    assert section["scored_as_of"] == pd.Timestamp(end, unit="s").isoformat()
+    assert section["sklearn_version"] and section["feature_names"] == list(FEATURE_NAMES)
+
+
+def test_model_beats_recency_when_churn_depends_on_the_rhythm(
+    churn_purchases: pd.DataFrame,
+) -> None:
+    orders, _ids = orders_of(churn_purchases)
+
+    result = train_churn(orders, ChurnConfig(), data_end(orders), seed=0)
+
+    assert result.metrics is not None
+    model, recency = result.metrics["model"], result.metrics["recency"]
+    assert model["customers"] == recency["customers"] == result.section["evaluation_customers"]
+    assert 0.2 < model["positive_rate"] < 0.8
+    assert model["roc_auc"] > 0.9
+    assert model["roc_auc"] > recency["roc_auc"] + 0.15
+    assert model["pr_auc"] > recency["pr_auc"]
+    assert model["brier"] < recency["brier"] * 0.7
+    table = result.section["calibration"]
+    assert sum(row["count"] for row in table["model"]) == model["customers"]
+
+
+def test_too_little_data_skips_the_model_with_the_reason(
+    churn_purchases: pd.DataFrame,
+) -> None:
+    recent = churn_purchases[churn_purchases[col.TIMESTAMP] > END - pd.Timedelta(days=200)]
+    orders, _ids = orders_of(recent)
+
+    short = train_churn(orders, ChurnConfig(), data_end(orders), seed=0)
+    off = train_churn(orders, ChurnConfig(enabled=False), data_end(orders), seed=0)
+
+    assert short.model is None and short.metrics is None and not short.enabled
+    assert short.section["enabled"] is False
+    assert re.search(r"the data spans 19\d days", short.section["reason"])
+    assert "needs 210" in short.section["reason"]
+    assert off.section == {"enabled": False, "reason": "disabled in the training config"}
+
+
+def test_one_class_at_every_training_cutoff_skips_the_model() -> None:
+    # Everybody buys every ten days until the end: nobody ever churns.
+    rows = [
+        {col.CUSTOMER_ID: f"c{c}", col.ITEM_ID: "A", col.TIMESTAMP: END - pd.Timedelta(days=d)}
+        for c in range(30)
+        for d in range(0, 400, 10)
+    ]
+    orders, _ids = orders_of(pd.DataFrame(rows))
+
+    result = train_churn(orders, ChurnConfig(), data_end(orders), seed=0)
+
+    assert result.model is None and "who churned" in result.section["reason"]
+
+
+def test_trainer_publishes_the_churn_model_metrics_stages_and_plot(
+    churn_trained: TrainResult,
+) -> None:
+    assert churn_trained.path is not None
+    manifest = json.loads((churn_trained.path / "manifest.json").read_text())
+
+    churn = manifest["metrics"]["churn"]
+    assert set(churn) == {"model", "recency"}
+    for method in churn.values():
+        assert set(method) == {"roc_auc", "pr_auc", "brier", "customers", "positive_rate"}
+        assert all(isinstance(v, float) for v in method.values())
+    assert churn["model"]["roc_auc"] > churn["recency"]["roc_auc"]
+    assert manifest["churn"]["enabled"] is True
+    assert manifest["churn"]["sklearn_version"] == manifest["libraries"]["scikit-learn"]
+    assert set(manifest["churn"]["calibration"]) == {"model", "recency"}
+    assert {CHURN_FILE, CUSTOMERS_FILE, CALIBRATION_PLOT} <= set(manifest["files"])
+    assert (churn_trained.path / CALIBRATION_PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert manifest["data"]["typical_line_value"] == 4.0
+
+    lifecycle = manifest["lifecycle"]
+    customers = read_customers(str(churn_trained.path / CUSTOMERS_FILE))
+    assert len(customers) == lifecycle["customers"] == manifest["model"]["customers"]
+    assert list(customers.columns) == [
+        "customer_id",
+        "stage",
+        "churn_risk",
+        "recency_days",
+        "frequency",
+        "monetary",
+        "best_send_hour",
+    ]
+    assert set(customers["stage"]) <= set(STAGES)
+    assert customers["stage"].value_counts().to_dict() == {
+        stage: n for stage, n in lifecycle["stages"].items() if n
+    }
+    assert customers["churn_risk"].between(0, 1).all()
+    assert customers["best_send_hour"].between(0, 167).all()
+    # Loyal thresholds derived from the data, at or above the median customer.
+    assert lifecycle["loyal_min_orders"] >= customers["frequency"].median()
+    assert lifecycle["loyal_min_orders_from"].startswith("p80 of the")
+
+
+def test_a_short_history_publishes_with_churn_off(trained: TrainResult) -> None:
+    """The shared planted data spans 150 days: too short for a 90-day horizon."""
+    assert trained.path is not None
+    manifest = json.loads((trained.path / "manifest.json").read_text())
+    model = load_serving_model(trained.path.parent)
+
+    assert manifest["churn"]["enabled"] is False
+    assert "needs 210" in manifest["churn"]["reason"]
+    assert "churn" not in manifest["metrics"]
+    assert CHURN_FILE not in manifest["files"] and CALIBRATION_PLOT not in manifest["files"]
+    assert model.churn is None and model.churn_horizon_days is None
+    customers = read_customers(str(trained.path / CUSTOMERS_FILE))
+    assert customers["churn_risk"].isna().all()
+    assert "at_risk" not in set(customers["stage"])
+    buffer = io.StringIO()
+    print_summary(Console(file=buffer, width=200), trained)
+    assert "churn model: off (the data spans" in buffer.getvalue()

@@ -1,0 +1,84 @@
+"""The trainer's load step: erased customers (the store's list) left out of training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support import GROUP_ITEMS, small_training_config
+
+from nbo.cli import main
+from nbo.core.errors import PurchaseDataError
+from nbo.data.mapping import load_mapping
+from nbo.store.sqlite import SQLiteStore
+from training.load import DROP_ERASED
+from training.pipeline import train
+
+
+def _config(tmp_path: Path) -> Path:
+    config = small_training_config().als
+    path = tmp_path / "training.toml"
+    path.write_text(
+        "[als]\n"
+        f"factors = {config.factors}\niterations = {config.iterations}\n"
+        f"regularization = {config.regularization}\n"
+        f"refit_iterations = {config.refit_iterations}\n"
+    )
+    return path
+
+
+def _customers(models: Path) -> list[str]:
+    version = (models / "CURRENT").read_text().strip()
+    return np.load(models / version / "customer_ids.npy").tolist()
+
+
+def test_training_leaves_out_erased_customers(
+    tmp_path: Path,
+    planted_csv: Path,
+    isolated_store: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    models = tmp_path / "models"
+    args = ["train", "--data", str(planted_csv), "--models-dir", str(models)]
+    args += ["--config", str(_config(tmp_path))]
+    # No store yet (NBO_STORE_URL names a file that does not exist): nothing erased, and
+    # the trainer does not create one.
+    assert main(args) == 0
+    assert "a00" in _customers(models)
+    assert not isolated_store.exists()
+
+    store = SQLiteStore(isolated_store)
+    store.erase("a00")
+    store.close()
+    capsys.readouterr()
+    assert main(args) == 0  # the store from NBO_STORE_URL
+
+    assert "a00" not in _customers(models)
+    assert len(_customers(models)) == 59
+    version = (models / "CURRENT").read_text().strip()
+    data = json.loads((models / version / "manifest.json").read_text())["data"]
+    assert data["dropped"][DROP_ERASED] == 7  # every row of a00 in the file
+    assert data["erased_customers"] == 1
+    assert data["rows_kept"] == 420 - 7 and data["customers"] == 59
+    assert f"{DROP_ERASED}: 7" in capsys.readouterr().out
+
+    # --store-url names another store: its (empty) erased list applies.
+    other = tmp_path / "other.db"
+    assert main([*args, "--store-url", f"sqlite:///{other}"]) == 0
+    assert "a00" in _customers(models) and not other.exists()
+
+
+def test_training_with_every_customer_erased_is_a_data_error(
+    tmp_path: Path, planted_csv: Path
+) -> None:
+    everyone = [f"{g}{c:02d}" for g in GROUP_ITEMS for c in range(30)]
+    with pytest.raises(PurchaseDataError, match=DROP_ERASED):
+        train(
+            planted_csv,
+            load_mapping("canonical"),
+            tmp_path / "models",
+            small_training_config(),
+            erased=everyone,
+        )
