@@ -10,6 +10,7 @@ Every wait has a deadline, so a broken server fails a test instead of hanging it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -317,6 +319,82 @@ def test_an_erasure_reaches_every_workers_model(served: tuple[Server, Path]) -> 
             if len(answered_by) == WORKERS:
                 break
     assert len(answered_by) == WORKERS, "one worker answered every call"
+
+
+# -- on PostgreSQL ------------------------------------------------------------------------
+
+
+def store_connections(port: int) -> dict[int, int]:
+    """Every TCP connection of this machine to ``port`` (the store's server): socket
+    inode -> local port, from Linux's /proc/net tables."""
+    found: dict[int, int] = {}
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], int(fields[9])
+            if inode and int(remote.rsplit(":", 1)[1], 16) == port:
+                found[inode] = int(local.rsplit(":", 1)[1], 16)
+    return found
+
+
+def sockets_of(pid: int) -> set[int]:
+    """The inodes of the sockets a process holds open."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(int(target.removeprefix("socket:[").removesuffix("]")))
+    return inodes
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc")
+def test_on_postgresql_each_worker_has_connections_of_its_own(
+    versions: Versions, postgres_url: str, tmp_path: Path
+) -> None:
+    """Two workers on a PostgreSQL store: each opens its own pool after the fork, the
+    master holds no connection (a connection open before the fork would be in the master
+    and every worker: one socket, two processes writing to it), and both workers read and
+    write the store at once."""
+    settings = {
+        "NBO_CLOCK": CLOCK,
+        "NBO_WORKERS": str(WORKERS),
+        "NBO_LOG_LEVEL": "info",
+        "NBO_LOG_FORMAT": "json",
+    }
+    with running_server(versions.folder, postgres_url, tmp_path / "server.log", settings) as server:
+        by_pid, _ = offers_from_both_workers(server)
+
+        def post(n: int) -> int:
+            event = {
+                "event_id": f"pg-{n}",
+                "type": "purchase",
+                "customer_id": f"a{n % 30:02d}",
+                "timestamp": "2026-06-30T11:00:00Z",
+                "order_id": f"o-pg-{n}",
+                "items": [{"item_id": "B01", "quantity": 1, "price": 2.0}],
+            }
+            return httpx.post(f"{server.base}/v1/events", json=event, timeout=SECONDS).status_code
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert set(pool.map(post, range(200))) == {200}
+        export = httpx.get(f"{server.base}/v1/customers/a00/data", timeout=SECONDS).json()
+        assert sorted(e["event_id"] for e in export["events"]) == sorted(
+            f"pg-{n}" for n in range(0, 200, 30)
+        )
+        erased = httpx.delete(f"{server.base}/v1/customers/b07", timeout=90).json()
+        assert erased["all_workers"] is True
+
+        port = urlsplit(postgres_url).port or 5432
+        connections = store_connections(port)
+        held = {pid: sockets_of(pid) & connections.keys() for pid in [server.process.pid, *by_pid]}
+        assert held.pop(server.process.pid) == set()
+        assert all(held.values()), held
+        first, second = held.values()
+        assert not first & second
+        server.terminate()
 
 
 # -- one process --------------------------------------------------------------------------
