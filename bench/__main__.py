@@ -27,7 +27,13 @@ from bench.load_bench import bench_load, print_load
 from bench.offers_bench import WINDOW_DAYS, K, OffersResult, bench_offers
 from bench.report import OtherLoad, micros, seconds, table, us, verdict
 from bench.train_bench import TrainBench, bench_training
-from bench.workers_bench import INSTALL, bench_workers, print_workers, wrk_path
+from bench.workers_bench import (
+    INSTALL,
+    OWN_MEMORY_TARGET_MB,
+    bench_workers,
+    print_workers,
+    wrk_path,
+)
 from nbo.catalog.loading import load_catalog
 from nbo.data.mapping import ColumnMapping, load_mapping
 from nbo.models.served import load_serving_model
@@ -157,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             f"\n== summary: workers ==\n  offers throughput, 2 workers / 1: "
             f"{workers['offers_scaling']:.2f}x (/health/live {workers['live_scaling']:.2f}x); "
             f"offers / /health/live with 1 worker: {workers['offers_of_live']:.1%}"
+            f"; a worker's own memory at most {workers['worker_own_mb']:.0f} MB (target <= "
+            f"{OWN_MEMORY_TARGET_MB} MB)"
         )
     return 0
 

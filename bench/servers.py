@@ -25,6 +25,7 @@ import httpx
 
 READY_SECONDS = 60
 STOP_SECONDS = 10
+DEFAULT_WORKERS = 2
 
 
 class ServerError(RuntimeError):
@@ -79,7 +80,8 @@ def running_server(
     ready_seconds: float = READY_SECONDS,
 ) -> Iterator[Server]:
     """``nbo serve`` on 127.0.0.1 and a free port on ``store`` (a SQLite file, or a store
-    URL such as ``postgresql://...``, which several servers may share), ready
+    URL such as ``postgresql://...``, which several servers may share), with
+    ``DEFAULT_WORKERS`` workers unless ``settings`` names ``NBO_WORKERS``, ready
     (``/health/ready`` answers 200 within ``ready_seconds``); on the way out SIGTERM,
     then SIGKILL if it hangs."""
     port = free_port()
@@ -87,6 +89,9 @@ def running_server(
     env = {
         **os.environ,
         "NBO_LOG_LEVEL": "warning",
+        # Two workers unless the caller says: the default (one per core) would start
+        # dozens per server on a large CI machine.
+        "NBO_WORKERS": str(DEFAULT_WORKERS),
         "NBO_STORE_URL": url,
         **(settings or {}),
     }

@@ -18,20 +18,31 @@ server's processes used (their CPU time from /proc over the run's wall time) and
 own (its CPU time as a reaped child), so a scaling short of 2x can be read against
 what was left for the workers. Needs wrk (``apt-get install -y wrk``); without it the
 section says so and is skipped.
+
+After the runs, each process's memory is read from Linux's ``/proc/PID/smaps_rollup``:
+what it holds alone (USS: its private pages) against what it shares with the others (the
+libraries imported before the fork, the model's memory maps) and its share of that
+(PSS). ``python -m bench.workers_bench`` reports the same without wrk, for 1, 2 and 4
+workers, after offers calls from Python.
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import json
 import os
 import resource
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 from bench.report import table
@@ -47,6 +58,20 @@ CUSTOMERS = 1_000
 LIVE = "/health/live"
 OFFERS = "offers"
 INSTALL = "apt-get install -y wrk (Debian's package; brew install wrk on macOS)"
+# Issue 16: each worker beyond the first holds at most this much memory of its own (MB).
+OWN_MEMORY_TARGET_MB = 100
+# python -m bench.workers_bench: the worker counts, and the offers calls (fresh
+# connections, so the kernel spreads them over the workers) each server answers before
+# its memory is read.
+MEMORY_WORKER_COUNTS = (1, 2, 4)
+MEMORY_CALLS = 2_000
+ONLINE_RETAIL = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "online_retail"
+    / "online_retail.parquet"
+)
 
 # wrk's script: the offers paths in turn (each thread from its own offset), and one JSON
 # line of what wrk measured (latency in microseconds) when the run ends.
@@ -101,11 +126,28 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class Memory:
+    """One process's memory from ``/proc/PID/smaps_rollup``, in MB. ``unique`` (USS) is
+    Private_Clean + Private_Dirty: the pages only this process maps, what it adds to the
+    machine; ``shared`` is Shared_Clean + Shared_Dirty: pages others map too (libraries
+    imported before the fork, the model's memory maps, the page cache of shared files);
+    ``pss`` charges each shared page to its processes in equal parts."""
+
+    pid: int
+    role: str  # "master" or "worker"
+    rss: float
+    pss: float
+    unique: float
+    shared: float
+
+
+@dataclass(frozen=True)
 class WorkersResult:
     cells: dict[tuple[int, str], Cell]
     model: str
     clock: str
     connections: dict[int, int]
+    memory: dict[int, list[Memory]]
 
 
 def wrk_path() -> str | None:
@@ -124,6 +166,38 @@ def _cpu_seconds(pids: Sequence[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
     return total
+
+
+def _memory(pid: int, role: str) -> Memory | None:
+    """The process's memory, or None when it is gone (or the platform has no smaps)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    kb = {}
+    for line in lines[1:]:  # the first line names the address range
+        name, value, *_ = line.split()
+        kb[name.rstrip(":")] = int(value)
+
+    def mb(*names: str) -> float:
+        return sum(kb.get(name, 0) for name in names) / 1024
+
+    return Memory(
+        pid,
+        role,
+        rss=mb("Rss"),
+        pss=mb("Pss"),
+        unique=mb("Private_Clean", "Private_Dirty"),
+        shared=mb("Shared_Clean", "Shared_Dirty"),
+    )
+
+
+def memory_of(server: Server) -> list[Memory]:
+    """The master's memory and each worker's, the master first."""
+    master, *workers = _processes(server)
+    found = [_memory(master, "master"), *(_memory(pid, "worker") for pid in workers)]
+    return [memory for memory in found if memory is not None]
 
 
 def _processes(server: Server) -> list[int]:
@@ -176,8 +250,9 @@ def _wrk(server: Server, script: Path, connections: int, seconds: int) -> Run:
 
 def run_workers(
     models_dir: Path, work_dir: Path, customers: Sequence[str], settings: dict[str, str]
-) -> dict[tuple[int, str], Cell]:
-    """Every (workers, path) cell, ``ROUNDS`` runs each, servers and paths alternating."""
+) -> tuple[dict[tuple[int, str], Cell], dict[int, list[Memory]]]:
+    """Every (workers, path) cell, ``ROUNDS`` runs each, servers and paths alternating;
+    then each server's memory per process."""
     paths = ", ".join(f'"/v1/customers/{c}/offers?k=10&channel=app"' for c in customers)
     scripts = {OFFERS: work_dir / "offers.lua", LIVE: work_dir / "live.lua"}
     scripts[OFFERS].write_text(SCRIPT % {"paths": paths}, encoding="utf-8")
@@ -201,13 +276,15 @@ def run_workers(
                     servers[workers], scripts[path], CONNECTIONS_PER_WORKER * workers, RUN_SECONDS
                 )
                 cells[(workers, path)].runs.append(run)
+        memory = {workers: memory_of(server) for workers, server in servers.items()}
         one.terminate()
         two.terminate()
-    return cells
+    return cells, memory
 
 
-def bench_workers(work_dir: Path, data: Path) -> WorkersResult:
-    """Train on ``data`` (Online Retail), then the runs."""
+def _published(work_dir: Path, data: Path) -> tuple[Path, list[str], dict[str, str]]:
+    """The model trained on ``data`` (Online Retail), ``CUSTOMERS`` of its customers and
+    the servers' settings (the demo catalogue, the clock a week after the data ends)."""
     from nbo.data.mapping import load_mapping
     from nbo.models.served import load_serving_model
     from training.config import TrainingConfig
@@ -223,13 +300,63 @@ def bench_workers(work_dir: Path, data: Path) -> WorkersResult:
     clock = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(model.trained_until_s + 7 * 86_400))
     del model
     settings = {"NBO_CLOCK": clock, "NBO_CATALOG": str(repo / "data" / "catalog.yaml")}
-    cells = run_workers(models_dir, work_dir, customers, settings)
+    return models_dir, customers, settings
+
+
+def bench_workers(work_dir: Path, data: Path) -> WorkersResult:
+    """Train on ``data`` (Online Retail), then the runs."""
+    models_dir, customers, settings = _published(work_dir, data)
+    cells, memory = run_workers(models_dir, work_dir, customers, settings)
     return WorkersResult(
         cells,
         f"trainer, default config, on {data.name}",
-        clock,
+        settings["NBO_CLOCK"],
         {w: CONNECTIONS_PER_WORKER * w for w in WORKER_COUNTS},
+        memory,
     )
+
+
+def print_memory(memory: dict[int, list[Memory]]) -> float:
+    """The memory table, one row per process, and the figures read from it; answers the
+    largest memory of its own any worker holds (MB)."""
+    rows: list[list[object] | None] = []
+    for workers, processes in memory.items():
+        for process in processes:
+            rows.append(
+                [
+                    f"{workers} worker{'s' if workers > 1 else ''}",
+                    f"{process.role} {process.pid}",
+                    f"{process.unique:.1f}",
+                    f"{process.shared:.1f}",
+                    f"{process.pss:.1f}",
+                    f"{process.rss:.1f}",
+                ]
+            )
+        total = sum(process.pss for process in processes)
+        rows.append(["", "all processes (PSS)", "", "", f"{total:.1f}", ""])
+        rows.append(None)
+    print(
+        table(
+            ["server", "process", "own MB (USS)", "shared MB", "PSS MB", "RSS MB"],
+            rows[:-1],
+        )
+    )
+    own = [p.unique for processes in memory.values() for p in processes if p.role == "worker"]
+    largest = max(own, default=float("nan"))
+    totals = {w: sum(p.pss for p in processes) for w, processes in memory.items()}
+    counts = sorted(totals)
+    steps = ", ".join(
+        f"{a} -> {b} workers +{(totals[b] - totals[a]) / (b - a):.1f} MB per worker"
+        for a, b in itertools.pairwise(counts)
+    )
+    verdict = "ok" if largest <= OWN_MEMORY_TARGET_MB else "OVER"
+    print(
+        f"  a worker's own memory (USS): at most {largest:.1f} MB (issue 16: <= "
+        f"{OWN_MEMORY_TARGET_MB} MB per extra worker: {verdict}); the PSS of all: {steps}. "
+        "The master shares with this process the library files both imported, so its own "
+        "memory reads lower than from a shell"
+    )
+    return largest
 
 
 def print_workers(result: WorkersResult) -> dict[str, float]:
@@ -316,4 +443,58 @@ def print_workers(result: WorkersResult) -> dict[str, float]:
         f"wrk's cores are the load generator's share of the {os.cpu_count()} cores, not "
         "left to the workers"
     )
+    print("  memory per process after the runs (/proc/PID/smaps_rollup):")
+    figures["worker_own_mb"] = print_memory(result.memory)
     return figures
+
+
+def measure_memory(
+    work_dir: Path, data: Path, counts: Sequence[int], calls: int
+) -> dict[int, list[Memory]]:
+    """Memory alone: one server at a time with each count of workers, ``calls`` offers
+    calls on fresh connections (four at a time), then each process's memory."""
+    models_dir, customers, settings = _published(work_dir, data)
+    memory = {}
+    for workers in counts:
+        store = work_dir / f"memory-{workers}.db"
+        log = work_dir / f"memory-{workers}.log"
+        with running_server(
+            models_dir, store, log, {**settings, "NBO_WORKERS": str(workers)}
+        ) as server:
+
+            def call(n: int, base: str = server.base) -> None:
+                path = f"/v1/customers/{customers[n % len(customers)]}/offers"
+                answer = httpx.get(f"{base}{path}", params={"k": 10, "channel": "app"}, timeout=60)
+                answer.raise_for_status()
+
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                list(pool.map(call, range(calls)))
+            memory[workers] = memory_of(server)
+            server.terminate()
+    return memory
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.workers_bench",
+        description="Memory per process of nbo serve with workers, without wrk (the "
+        "throughput runs are python -m bench --only workers).",
+    )
+    parser.add_argument("--workers", type=int, nargs="+", default=list(MEMORY_WORKER_COUNTS))
+    parser.add_argument("--calls", type=int, default=MEMORY_CALLS)
+    parser.add_argument("--online-retail", type=Path, default=ONLINE_RETAIL)
+    args = parser.parse_args(argv)
+    if not args.online_retail.is_file():
+        parser.error(f"{args.online_retail} not found (--online-retail names it)")
+    with tempfile.TemporaryDirectory(prefix="nbo-bench-memory-") as tmp:
+        memory = measure_memory(Path(tmp), args.online_retail, args.workers, args.calls)
+    print(
+        f"memory per process of nbo serve on the Online Retail model, after {args.calls:,} "
+        f"offers calls (/proc/PID/smaps_rollup; {os.cpu_count()} cores)"
+    )
+    print_memory(memory)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -235,11 +235,11 @@ def test_a_customers_posted_history_counts_up_to_its_newest_lines(models_dir: Pa
 
 # --- against a real server process -------------------------------------------------
 #
-# Each test runs ``python -m nbo.cli serve`` (the default workers, or as many as the test
-# sets) on 127.0.0.1 and a free port, with the planted model, a pinned clock and its own
-# SQLite store file; what the server stored is checked through the API (re-posting an
-# event must answer it as a duplicate) and, once the server is stopped, by opening the
-# file with ``SQLiteStore``.
+# Each test runs ``python -m nbo.cli serve`` (two workers, or as many as the test sets)
+# on 127.0.0.1 and a free port, with the planted model, a pinned clock and its own SQLite
+# store file; what the server stored is checked through the API (re-posting an event must
+# answer it as a duplicate) and, once the server is stopped, by opening the file with
+# ``SQLiteStore``.
 # Every wait has a deadline and the server is always stopped in ``finally``.
 
 
