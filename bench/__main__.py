@@ -29,6 +29,13 @@ from bench.quality_bench import bench_quality
 from bench.report import OtherLoad, micros, seconds, table, us, verdict
 from bench.spark_bench import bench_spark, print_spark
 from bench.train_bench import TrainBench, bench_training
+from bench.workers_bench import (
+    INSTALL,
+    OWN_MEMORY_TARGET_MB,
+    bench_workers,
+    print_workers,
+    wrk_path,
+)
 from nbo.campaigns.spark import spark_missing
 from nbo.catalog.loading import load_catalog
 from nbo.data.mapping import ColumnMapping, load_mapping
@@ -45,6 +52,7 @@ LOAD = "load"
 # What is served on each kind of shop: only when asked (--only quality), it is no speed.
 QUALITY = "quality"
 SPARK = "spark"
+WORKERS = "workers"
 NOISY_CORES = 0.3
 # The store may add at most this much to an offers call at p99, over HTTP.
 STORE_P99_TARGET_MS = 1.0
@@ -83,16 +91,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=(SYNTHETIC, ONLINE, EVENTS, LOAD, QUALITY, SPARK),
-        help="run one data set, or only the events-over-HTTP, the load, the quality or the "
-        "Spark section (quality and Spark run only when asked: what nbo serves on each kind "
-        "of shop; the Spark engine against the local one)",
+        choices=(SYNTHETIC, ONLINE, EVENTS, LOAD, WORKERS, QUALITY, SPARK),
+        help="run one data set, or only the events-over-HTTP, the load, the workers, the "
+        "quality or the Spark section (quality and Spark run only when asked: what nbo serves "
+        "on each kind of shop; the Spark engine against the local one)",
     )
     parser.add_argument(
         "--calls", type=_positive, default=5_000, help="timed offers calls per path"
     )
     parser.add_argument("--warmup", type=_positive, default=500, help="untimed offers calls first")
     parser.add_argument("--seed", type=int, default=0, help="data and customer-sample seed")
+    parser.add_argument(
+        "--online-retail",
+        type=Path,
+        default=ONLINE_RETAIL,
+        help="the Online Retail file (default: ../shared/data/online_retail/online_retail.parquet "
+        "beside the repository; a worktree elsewhere names it)",
+    )
     parser.add_argument(
         "--repeats", type=_positive, default=3, help="floor and trainer runs (best counts)"
     )
@@ -125,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, EVENTS):
             events = _run_events(args)
         load_ratio = _run_load() if args.only in (None, LOAD) else None
+        workers = _run_workers(args.online_retail) if args.only in (None, WORKERS) else None
         if args.only == SPARK:
             _run_spark(args)
     if summaries:
@@ -167,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         print(table(["", "", f"target <= {STORE_P99_TARGET_MS:g} ms"], rows))
     if load_ratio is not None:
         print(f"\n== summary: load ==\n  offers throughput, hardened / bare: {load_ratio:.1%}")
+    if workers is not None:
+        print(
+            f"\n== summary: workers ==\n  offers throughput, 2 workers / 1: "
+            f"{workers['offers_scaling']:.2f}x (/health/live {workers['live_scaling']:.2f}x); "
+            f"offers / /health/live with 1 worker: {workers['offers_of_live']:.1%}"
+            f"; a worker's own memory at most {workers['worker_own_mb']:.0f} MB (target <= "
+            f"{OWN_MEMORY_TARGET_MB} MB)"
+        )
     return 0
 
 
@@ -441,6 +465,27 @@ def _run_load() -> float:
         return print_load(bench_load(Path(tmp)))
 
 
+def _run_workers(online_retail: Path) -> dict[str, float] | None:
+    print(f"\n== {WORKERS} ==")
+    if wrk_path() is None:
+        print(f"  skipped: wrk not found (the load generator); install it with {INSTALL}")
+        return None
+    if not online_retail.is_file():
+        print(f"  skipped: {online_retail} not found (--online-retail names it)")
+        return None
+    load = OtherLoad()
+    with tempfile.TemporaryDirectory(prefix="nbo-bench-workers-") as tmp:
+        figures = print_workers(bench_workers(Path(tmp), online_retail))
+    other = load.cores()
+    if other is not None:
+        noisy = " (noisy figures: rerun on a quiet machine)" if other > NOISY_CORES else ""
+        print(
+            f"\n  other processes (beyond this one, wrk and the servers) used {other:.2f} of "
+            f"{os.cpu_count()} cores on average while this section ran{noisy}"
+        )
+    return figures
+
+
 def _run_events(args: argparse.Namespace) -> EventsSummary:
     print(f"\n== {EVENTS} ==")
     load = OtherLoad()
@@ -460,7 +505,7 @@ def _run_events(args: argparse.Namespace) -> EventsSummary:
 def _print_events(result: EventsResult) -> EventsSummary:
     print(
         f"  model: trainer, default config, on {result.model} in {result.train_seconds:.1f} s\n"
-        f"  servers: python -m nbo.cli serve (uvicorn, one worker) on 127.0.0.1, clock "
+        f"  servers: python -m nbo.cli serve (one uvicorn worker) on 127.0.0.1, clock "
         f"{result.clock} ({events_bench.CLOCK_DAYS_AFTER} days after the data ends),\n"
         f"  each its own SQLite store (WAL, synchronous=FULL); "
         f"client: httpx in this process, keep-alive"

@@ -1,7 +1,7 @@
 """Events over HTTP: how fast the service takes events in, and what the event store adds
 to an offers call.
 
-A real server (``python -m nbo.cli serve``: uvicorn, one worker) runs on 127.0.0.1 with a
+A real server (``python -m nbo.cli serve``: one uvicorn worker) runs on 127.0.0.1 with a
 model the trainer publishes from the bundled sample, a pinned clock a week after the
 data ends and its own SQLite store in a temporary folder. The client is httpx in this
 process, one keep-alive connection per client, sequential requests unless said otherwise.
@@ -77,7 +77,7 @@ Event = dict[str, Any]
 @contextmanager
 def running_server(models_dir: Path, store: Path, clock: str, log: Path) -> Iterator[Server]:
     """``nbo serve`` (``bench.servers``) with the section's clock, no access log."""
-    settings = {"NBO_CLOCK": clock, "NBO_ACCESS_LOG": "false"}
+    settings = {"NBO_CLOCK": clock, "NBO_ACCESS_LOG": "false", "NBO_WORKERS": "1"}
     with serve(models_dir, store, log, settings) as server:
         yield server
 

@@ -1,6 +1,6 @@
 """Offers under load on loopback: what access control, metrics and access logs cost.
 
-Two real servers (``python -m nbo.cli serve``: uvicorn, one worker) run side by side on
+Two real servers (``python -m nbo.cli serve``: one uvicorn worker each) run side by side on
 127.0.0.1 with the same model, clock and catalogue, each with its own store:
 
 - **hardened**: API keys required (the calls carry a read key), ``/metrics`` collecting,
@@ -131,7 +131,7 @@ def run_load(
     ``settings``: what both servers share (clock, catalogue...)."""
     read_key, read_entry = create_key(Role.read)
     # Info level on both: the access log writes at info.
-    settings = {"NBO_LOG_LEVEL": "info", **settings}
+    settings = {"NBO_LOG_LEVEL": "info", "NBO_WORKERS": "1", **settings}
     hardened_settings = {
         **settings,
         "NBO_API_KEYS": json.dumps([read_entry.model_dump()]),

@@ -1,5 +1,6 @@
 """A real ``nbo serve`` process on a free loopback port, for benchmarks and tests that
-must go through uvicorn: one way to start, wait for and stop a server.
+must go through HTTP (gunicorn and its uvicorn workers): one way to start, wait for and
+stop a server.
 
 The server reads ``NBO_*`` settings from its environment (this process's, plus the
 store, clock and any ``settings`` given); its output goes to ``log``. Every wait has a
@@ -24,6 +25,7 @@ import httpx
 
 READY_SECONDS = 60
 STOP_SECONDS = 10
+DEFAULT_WORKERS = 2
 
 
 class ServerError(RuntimeError):
@@ -43,10 +45,10 @@ class Server:
 
     def terminate(self) -> None:
         """SIGTERM, and check the stop was graceful: the process ends within
-        ``STOP_SECONDS`` (uvicorn raises the captured SIGTERM again, so -SIGTERM is a
-        clean exit too) and the app's shutdown closed the store. The store's last
-        connection closing checkpoints and removes the WAL file: a WAL file left behind
-        means the shutdown never reached ``store.close()`` (SQLite only)."""
+        ``STOP_SECONDS`` (gunicorn's master exits 0; -SIGTERM, a process ended by the
+        signal, counts as clean too) and the workers' shutdown closed the store. The
+        store's last connection closing checkpoints and removes the WAL file: a WAL file
+        left behind means a shutdown never reached ``store.close()`` (SQLite only)."""
         self.process.send_signal(signal.SIGTERM)
         try:
             code = self.process.wait(timeout=STOP_SECONDS)
@@ -78,7 +80,8 @@ def running_server(
     ready_seconds: float = READY_SECONDS,
 ) -> Iterator[Server]:
     """``nbo serve`` on 127.0.0.1 and a free port on ``store`` (a SQLite file, or a store
-    URL such as ``postgresql://...``, which several servers may share), ready
+    URL such as ``postgresql://...``, which several servers may share), with
+    ``DEFAULT_WORKERS`` workers unless ``settings`` names ``NBO_WORKERS``, ready
     (``/health/ready`` answers 200 within ``ready_seconds``); on the way out SIGTERM,
     then SIGKILL if it hangs."""
     port = free_port()
@@ -86,6 +89,9 @@ def running_server(
     env = {
         **os.environ,
         "NBO_LOG_LEVEL": "warning",
+        # Two workers unless the caller says: the default (one per core) would start
+        # dozens per server on a large CI machine.
+        "NBO_WORKERS": str(DEFAULT_WORKERS),
         "NBO_STORE_URL": url,
         **(settings or {}),
     }

@@ -5,6 +5,7 @@ A bad value refuses the deploy at start with a message naming the setting.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -23,6 +24,12 @@ from nbo.offers.suppression import SuppressionWindow
 # A shorter pseudonym key could be guessed by trying keys against a logged pseudonym of
 # a known id.
 MIN_LOG_KEY_CHARS = 16
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the platform has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
 
 
 class Settings(BaseSettings):
@@ -83,6 +90,12 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(
+        default_factory=available_cores,
+        ge=1,
+        description="nbo serve's worker processes; default: the cores this process may run "
+        "on (set it under a CPU quota, which this count does not see)",
+    )
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
     log_format: str = Field(
         "json",

@@ -43,7 +43,8 @@ def test_serve_refuses_a_bad_setting(
 
 
 def test_serve_answers_over_http(models_dir: Path, tmp_path: Path) -> None:
-    """The real command, uvicorn and all, on a loopback port; stopped within seconds."""
+    """The real command, gunicorn, uvicorn and all, on a loopback port; stopped within
+    seconds."""
     settings = {"NBO_CLOCK": "2026-06-30T12:00:00Z"}
     with running_server(
         models_dir, tmp_path / "store.db", tmp_path / "server.log", settings, ready_seconds=30
@@ -92,12 +93,13 @@ def test_serve_refuses_a_public_host_without_keys_before_anything_else(
 
 
 @pytest.fixture
-def uvicorn_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
-    """uvicorn.run replaced: what nbo serve would have served, without a server."""
-    import uvicorn
+def served_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """The server replaced: what nbo serve would have served, without a server."""
+    from nbo.service import cli
 
     runs: list[dict] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: runs.append(kwargs))
+    monkeypatch.setattr(cli, "serve", lambda settings: runs.append(settings.model_dump()))
+    monkeypatch.setattr(cli, "check_port_free", lambda host, port: None)
     return runs
 
 
@@ -105,12 +107,12 @@ def test_serve_with_the_override_warns_and_serves(
     models_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
-    uvicorn_runs: list[dict],
+    served_runs: list[dict],
 ) -> None:
     monkeypatch.setenv("NBO_ALLOW_UNAUTHENTICATED", "true")
     caplog.set_level(logging.INFO)
     assert main(["serve", "--host", "0.0.0.0", "--models-dir", str(models_dir)]) == 0
-    assert [run["host"] for run in uvicorn_runs] == ["0.0.0.0"]
+    assert [run["host"] for run in served_runs] == ["0.0.0.0"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("NO AUTHENTICATION" in message for message in warnings)
 
@@ -119,12 +121,12 @@ def test_serve_with_keys_says_auth_is_on(
     models_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
-    uvicorn_runs: list[dict],
+    served_runs: list[dict],
 ) -> None:
     monkeypatch.setenv("NBO_API_KEYS", json.dumps([e.model_dump(mode="json") for e in ENTRIES]))
     caplog.set_level(logging.INFO)
     assert main(["serve", "--host", "0.0.0.0", "--models-dir", str(models_dir)]) == 0
-    assert [run["host"] for run in uvicorn_runs] == ["0.0.0.0"]
+    assert [run["host"] for run in served_runs] == ["0.0.0.0"]
     assert any("API keys on: 3 key(s)" in r.getMessage() for r in caplog.records)
     for entry in ENTRIES:
         assert entry.sha256 not in caplog.text

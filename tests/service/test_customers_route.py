@@ -179,6 +179,7 @@ def test_erasure_deletes_the_customer_and_answers_a_receipt(
             "consent_records": 1,
         },
         "model_row_removed": True,
+        "all_workers": True,
         # No campaign file written: none to go through (tests/campaigns/test_files.py).
         "batch_files": [],
         "batch_files_untouched": [],

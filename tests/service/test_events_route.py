@@ -255,10 +255,11 @@ def test_a_customers_posted_history_counts_up_to_its_newest_lines(models_dir: Pa
 
 # --- against a real server process -------------------------------------------------
 #
-# Each test runs ``python -m nbo.cli serve`` (uvicorn, one worker) on 127.0.0.1 and a free
-# port, with the planted model, a pinned clock and its own SQLite store file; what the
-# server stored is checked through the API (re-posting an event must answer it as a
-# duplicate) and, once the server is stopped, by opening the file with ``SQLiteStore``.
+# Each test runs ``python -m nbo.cli serve`` (two workers, or as many as the test sets)
+# on 127.0.0.1 and a free port, with the planted model, a pinned clock and its own SQLite
+# store file; what the server stored is checked through the API (re-posting an event must
+# answer it as a duplicate) and, once the server is stopped, by opening the file with
+# ``SQLiteStore``.
 # Every wait has a deadline and the server is always stopped in ``finally``.
 
 
@@ -422,12 +423,16 @@ class Poster:
         self.enough.set()
 
 
-def test_every_answered_event_survives_sigkill(models_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_answered_event_survives_sigkill(
+    models_dir: Path, tmp_path: Path, workers: int
+) -> None:
+    """SIGKILL to ``nbo serve`` (with workers, the master: they die with it)."""
     store = tmp_path / "events.db"
     log = tmp_path / "server.log"
     events = [mixed_event(f"k{n}", n) for n in range(600)]
 
-    with running_server(models_dir, store, log) as server:
+    with running_server(models_dir, store, log, {"NBO_WORKERS": str(workers)}) as server:
         poster = Poster(server.base, events, answered_before_kill=150)
         thread = threading.Thread(target=poster.run, daemon=True)
         thread.start()
@@ -513,7 +518,11 @@ def concurrent_plan() -> Plan:
     return Plan(bodies, barriers, events, ids, [e["event_id"] for e in shared_events])
 
 
-def test_concurrent_posts_store_every_event_exactly_once(models_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_posts_store_every_event_exactly_once(
+    models_dir: Path, tmp_path: Path, workers: int
+) -> None:
+    """With two workers, two processes write the store at once."""
     store = tmp_path / "events.db"
     log = tmp_path / "server.log"
     plan = concurrent_plan()
@@ -539,7 +548,7 @@ def test_concurrent_posts_store_every_event_exactly_once(models_dir: Path, tmp_p
                 if barrier is not None:
                     barrier.abort()  # release the partner at once
 
-    with running_server(models_dir, store, log) as server:
+    with running_server(models_dir, store, log, {"NBO_WORKERS": str(workers)}) as server:
         threads = [
             threading.Thread(target=worker, args=(server.base, t), daemon=True)
             for t in range(THREADS)
@@ -574,8 +583,9 @@ def test_concurrent_posts_store_every_event_exactly_once(models_dir: Path, tmp_p
 POSTERS = 4
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_concurrent_posts_through_sigkill_are_all_in_the_export_once(
-    models_dir: Path, tmp_path: Path
+    models_dir: Path, tmp_path: Path, workers: int
 ) -> None:
     """Four clients post events at once; the server is killed (SIGKILL) mid-stream and
     started again on the same store. Every event any client got a 2xx for is in its
@@ -587,7 +597,7 @@ def test_concurrent_posts_through_sigkill_are_all_in_the_export_once(
         for poster in range(POSTERS)
     ]
 
-    with running_server(models_dir, store, log) as server:
+    with running_server(models_dir, store, log, {"NBO_WORKERS": str(workers)}) as server:
         posters = [Poster(server.base, events, answered_before_kill=40) for events in streams]
         threads = [threading.Thread(target=p.run, daemon=True) for p in posters]
         for thread in threads:

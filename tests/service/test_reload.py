@@ -464,17 +464,18 @@ def wait_for_log(server: Server, text: str) -> None:
     raise AssertionError(f"{text!r} not logged after {POLLS} polls\n{server.output()}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=[1, 2], ids=["1 worker", "2 workers"])
 def live(
-    published: Versions, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, published: Versions, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, Path]]:
-    """One ``nbo serve`` process (and its own copy of the two versions) shared by the
-    concurrency and SIGHUP tests: starting a server costs seconds of imports. Neither
-    test assumes which version serves when it starts."""
+    """One ``nbo serve`` (and its own copy of the two versions) shared by the concurrency
+    and SIGHUP tests, with one worker and with two: starting a server costs seconds of
+    imports. Neither test assumes which version serves when it starts."""
     folder = tmp_path_factory.mktemp("live")
     models = folder / "models"
     shutil.copytree(published.folder, models)
-    with running_server(models, folder / "events.db", folder / "server.log") as server:
+    workers = {"NBO_WORKERS": str(request.param)}
+    with running_server(models, folder / "events.db", folder / "server.log", workers) as server:
         yield server, models
         server.terminate()
 

@@ -1,10 +1,10 @@
 """Two ``nbo serve`` processes on one store, as replicas behind a load balancer: what one
 is told, the other honours on its next call.
 
-The replicas are real servers (``bench.servers``: uvicorn, one worker each) with the
-planted model and a pinned clock, on one PostgreSQL schema (skipped without a server,
-see ``tests/backends.py``) or on one SQLite file (replicas on one machine). Every wait
-has a deadline and every server is stopped on the way out.
+The replicas are real servers (``bench.servers``: two workers each) with the planted
+model and a pinned clock, on one PostgreSQL schema (skipped without a server, see
+``tests/backends.py``) or on one SQLite file (replicas on one machine). Every wait has a
+deadline and every server is stopped on the way out.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
@@ -36,13 +37,21 @@ from nbo.service.routes import (
     profiles,
 )
 from nbo.service.state import ModelHolder
+from nbo.service.workers import WorkerBoard
 from nbo.settings import Settings, get_settings
 from nbo.store import open_store
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    board: WorkerBoard | None = None,
+    metrics_dir: Path | None = None,
+) -> FastAPI:
+    """The app. ``nbo serve`` builds it once, before forking its workers, with the
+    workers' ``board`` (reloads reach every worker) and ``metrics_dir`` (prometheus-client's
+    multiprocess folder: ``/metrics`` adds up every worker); without them, one process."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -61,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Every model served leaves out the erased customers, this one and any later.
         app.state.models.erased_ids = app.state.store.erased_ids
         try:
-            app.state.models.load(settings.models_dir, settings.model_version)
+            app.state.reloader.start()
         except ArtifactError:
             if settings.require_model:
                 raise
@@ -95,12 +104,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = ModelHolder(experiments=configured)
     # Metrics in a registry of this app's own; the request middleware (ObservedFastAPI)
     # records every request in it and writes the access log.
-    app.state.metrics = build_metrics(settings.metrics, app.state.models)
+    app.state.metrics = build_metrics(settings.metrics, app.state.models, board, metrics_dir)
     # The catalogue is read here, not in the lifespan: it is small, and a bad NBO_CATALOG
     # then refuses the start as one CatalogError line (``nbo serve`` builds the app before
     # binding the port), where a lifespan failure would be a uvicorn traceback.
     app.state.catalog = CatalogHolder(settings.catalog)
-    app.state.reloader = Reloader(settings, app.state.models, app.state.catalog)
+    app.state.reloader = Reloader(settings, app.state.models, app.state.catalog, board)
     install_error_handlers(app)
     for router in (
         offers.router,

@@ -1,14 +1,28 @@
-"""``nbo serve``: check where it may listen and the model, then run uvicorn on the app."""
+"""``nbo serve``: check where it may listen, the model and the store, then run the app in
+gunicorn's workers (``nbo.service.server``)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
+import socket
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from nbo.core.apikeys import check_bind
-from nbo.settings import load_settings
+from nbo.core.errors import ConfigError
+from nbo.settings import Settings, load_settings
+
+log = logging.getLogger("nbo.service")
+
+# prometheus-client reads it once, when it is first imported (``serve`` sets it first).
+MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+OPENMP_VARIABLE = "OMP_NUM_THREADS"
+# The folder the workers share: this prefix, the master's pid, a random part.
+FOLDER_PREFIX = "nbo-serve-"
 
 
 def register(commands: Any) -> None:
@@ -23,22 +37,35 @@ def register(commands: Any) -> None:
         "--host", default=None, help="NBO_HOST (127.0.0.1); other than loopback needs API keys"
     )
     parser.add_argument("--port", type=int, default=None, help="NBO_PORT (8000)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="NBO_WORKERS: worker processes (default: the cores this process may use)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    # One OpenMP thread, set before LightGBM or implicit load libgomp: the workers are
+    # forked from this process, and libgomp's thread pool does not survive a fork (a
+    # worker hung in LightGBM's parsing of the ranker, whose pool the model check here
+    # had started). A worker per core has no core to spare for threads anyway.
+    os.environ[OPENMP_VARIABLE] = "1"
     from threadpoolctl import threadpool_limits
 
     from nbo.models.served import load_serving_model
-    from nbo.service.app import create_app
     from nbo.service.logs import configure_logging
+    from nbo.store import open_store
 
-    settings = load_settings(models_dir=args.models_dir, host=args.host, port=args.port)
+    settings = load_settings(
+        models_dir=args.models_dir, host=args.host, port=args.port, workers=args.workers
+    )
     configure_logging(settings.log_level, settings.log_format)
     # Secure by default: without API keys, loopback only. Checked first: it costs nothing.
     bind = check_bind(settings.host, settings.api_keys, settings.allow_unauthenticated)
-    logging.getLogger("nbo.service").log(bind.level, bind.message)
+    log.log(bind.level, bind.message)
+    check_port_free(settings.host, settings.port)
     # One BLAS thread for the whole process, before any model object exists.
     with threadpool_limits(limits=1, user_api="blas"):
         if settings.require_model:
@@ -46,15 +73,74 @@ def run(args: argparse.Namespace) -> int:
             model = load_serving_model(settings.models_dir, settings.model_version)
             logging.getLogger("nbo").info("model %s verified", model.version)
             del model
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            # nbo's handler formats uvicorn's own lines (they reach the root logger), and
-            # the request middleware writes the access log: uvicorn's would repeat each
-            # request, with the raw path and query string.
-            log_config=None,
-            access_log=False,
-        )
+        # The store once, before the workers: a bad URL or a newer schema is one line
+        # here, and the migrations run once, not in every worker at the same moment.
+        open_store(settings.store_url).close()
+        serve(settings)
     return 0
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT: gunicorn's master and ``settings.workers`` workers,
+    forked after the app is built. The folder the workers share (their metrics files and
+    the board where reloads are published) is made here and removed at the end; one a
+    killed ``nbo serve`` left behind is removed by the next one."""
+    _remove_stale_folders()
+    with tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{os.getpid()}-") as shared:
+        metrics_dir = Path(shared) / "metrics"
+        metrics_dir.mkdir()
+        os.environ[MULTIPROC_VARIABLE] = str(metrics_dir)
+        try:
+            from nbo.service.app import create_app
+            from nbo.service.server import NboServer
+            from nbo.service.workers import WorkerBoard
+
+            board = WorkerBoard(Path(shared) / "workers")
+            app = create_app(settings, board, metrics_dir)
+            log.info(
+                "serving on %s:%d with %d worker%s (gunicorn, uvicorn workers, the app "
+                "loaded before they fork)",
+                settings.host,
+                settings.port,
+                settings.workers,
+                "" if settings.workers == 1 else "s",
+            )
+            NboServer(app, settings, board).run()
+        finally:
+            os.environ.pop(MULTIPROC_VARIABLE, None)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError when another process listens on ``host:port``. The workers each bind
+    the port with SO_REUSEPORT (``nbo.service.server``), which would let them share it
+    with another ``nbo serve`` of the same user, splitting the traffic between the two:
+    a bind without the option fails on any listener, so this refuses that at start."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"setting NBO_HOST: cannot listen on '{host}' ({exc})") from None
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(
+                f"setting NBO_PORT: cannot listen on {host}:{port} ({exc.strerror or exc})"
+            ) from None
+
+
+def _remove_stale_folders() -> None:
+    """Remove the shared folders of ``nbo serve`` processes that are gone (SIGKILL leaves
+    its folder behind): the pid in a folder's name names its master."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
+        pid = folder.name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's process: alive

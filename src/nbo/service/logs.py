@@ -2,9 +2,11 @@
 
 A log shipper reads JSON without a parsing rule per message, and the request id joins a
 line to the access line, the client's own logs (``X-Request-ID``) and the recorded
-impressions. The request id lives in a context variable set by the request middleware,
-so every line logged while a request is served carries it, in route code, in the thread
-pool (anyio copies the context) and in the error handler alike.
+impressions. Every line names the process that wrote it (``pid``): ``nbo serve`` runs
+a master and several workers, and their lines interleave. The request id lives in a
+context variable set by the request middleware, so every line logged while a request is
+served carries it, in route code, in the thread pool (anyio copies the context) and in
+the error handler alike.
 
 What goes in a line is what the code logs: the rule that logs never hold request bodies,
 keys or customer ids (a customer is named by a keyed pseudonym, ``nbo.core.pseudonyms``) is
@@ -59,7 +61,7 @@ def _field(value: Any) -> Any:
 
 
 class JsonFormatter(logging.Formatter):
-    """Every record as one JSON object: time (UTC, ISO 8601), level, logger, message,
+    """Every record as one JSON object: time (UTC, ISO 8601), level, pid, logger, message,
     request_id when inside a request, the record's ``extra`` fields, and a traceback as
     one string field (a multi-line traceback would otherwise break the one-line rule)."""
 
@@ -67,6 +69,7 @@ class JsonFormatter(logging.Formatter):
         head: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
+            "pid": record.process,
             "logger": _field(record.name),
             "message": _capped(record.getMessage(), MESSAGE_CHARS),
         }
@@ -91,17 +94,17 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """The human format (``NBO_LOG_FORMAT=text``): time, level, logger, [request id],
-    message."""
+    """The human format (``NBO_LOG_FORMAT=text``): time, pid, level, logger, [request
+    id], message."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        super().__init__("%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         request_id = _request_id_of(record)
         tag = f" [{request_id}]" if request_id is not None else ""
         message = _capped(record.message, MESSAGE_CHARS)
-        return f"{record.asctime} {record.levelname} {record.name}{tag} {message}"
+        return f"{record.asctime} {record.process} {record.levelname} {record.name}{tag} {message}"
 
     def format(self, record: logging.LogRecord) -> str:
         return _capped(super().format(record), LINE_CHARS)

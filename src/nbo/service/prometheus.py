@@ -11,21 +11,31 @@ a customer id in a label would be personal data and an unbounded number of serie
 
 ``NBO_METRICS=false`` gives ``Metrics``, whose methods do nothing, so routes record
 unconditionally and a load test can compare the cost of metrics on and off.
+
+With workers (``nbo serve``), prometheus-client's multiprocess mode: each worker writes
+its counters and histograms to files of its own in ``PROMETHEUS_MULTIPROC_DIR`` (set by
+``nbo serve`` before this library is imported), and whichever worker answers a scrape
+adds up every worker's, those of workers that have exited included, so a count never
+drops when a worker is replaced. The model's series come from the workers' board
+instead, one set per live worker (``pid`` label): a multiprocess gauge cannot drop a
+label set, so a swapped-out version would stay behind at 0.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, cast
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from nbo.data.events import Event
 from nbo.offers.decision import Decision
 from nbo.service.state import ModelHolder
+from nbo.service.workers import WorkerBoard
 from nbo.store.base import AddResult, Store
 
 # The route label of a request no route matched (its raw path could hold anything).
@@ -64,56 +74,69 @@ class Metrics:
 
 
 class PrometheusMetrics(Metrics):
-    """The service's metrics in their own registry (``generate_latest(registry)``)."""
+    """The service's metrics in their own registry (``generate_latest(registry)``).
+    With ``multiprocess_dir``, ``registry`` is the scrape's: every worker's files added
+    up, and the model of every worker on ``board``."""
 
-    def __init__(self, models: ModelHolder) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+    def __init__(
+        self,
+        models: ModelHolder,
+        board: WorkerBoard | None = None,
+        multiprocess_dir: Path | None = None,
+    ) -> None:
+        own = CollectorRegistry(auto_describe=True)
+        if multiprocess_dir is None:
+            self.registry = own
+        else:
+            # This worker's metrics are read from their files, with everyone else's.
+            self.registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.registry, path=str(multiprocess_dir))
         self._requests = Counter(
             "nbo_http_requests",
             "HTTP requests answered, by route template, method and status",
             ["route", "method", "status"],
-            registry=self.registry,
+            registry=own,
         )
         self._latency = Histogram(
             "nbo_http_request_duration_seconds",
             "time from request to the end of the response, by route template, method and status",
             ["route", "method", "status"],
             buckets=REQUEST_BUCKETS,
-            registry=self.registry,
+            registry=own,
         )
         self._offers = Counter(
             "nbo_offers_served",
             "offers returned by the offers route, by reason source and channel",
             ["source", "channel"],
-            registry=self.registry,
+            registry=own,
         )
         self._suppressions = Counter(
             "nbo_suppressions",
             "candidates removed per ranking rule (just_bought, fatigue, ineligible, "
             "offer_cap) and whole answers withheld (no_channel_consent, frequency_cap)",
             ["rule"],
-            registry=self.registry,
+            registry=own,
         )
         self._events = Counter(
             "nbo_events_ingested",
             "posted events by type: outcome accepted (stored) or duplicate (not stored again)",
             ["type", "outcome"],
-            registry=self.registry,
+            registry=own,
         )
         self._rejected = Counter(
             "nbo_events_rejected",
             "posted events refused as invalid (no type label: an invalid event's type is "
             "whatever the client sent)",
-            registry=self.registry,
+            registry=own,
         )
         self._store = Histogram(
             "nbo_store_seconds",
             "time of the event store's operations the service makes, by operation",
             ["operation"],
             buckets=STORE_BUCKETS,
-            registry=self.registry,
+            registry=own,
         )
-        self.registry.register(ModelCollector(models))
+        self.registry.register(ModelCollector(models, board))
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -183,47 +206,68 @@ class TimedStore:
 
 
 class ModelCollector(Collector):
-    """The served model, read at scrape time from the holder: always the version serving
-    now, whichever way it was loaded or swapped, with nothing to keep in step."""
+    """The served model, read at scrape time: from the holder (one process), always the
+    version serving now, whichever way it was loaded or swapped, with nothing to keep in
+    step; or with ``board``, from every live worker's status there, each under its pid."""
 
-    def __init__(self, models: ModelHolder) -> None:
+    def __init__(self, models: ModelHolder, board: WorkerBoard | None = None) -> None:
         self._models = models
+        self._board = board
 
     def describe(self) -> Iterable[Metric]:
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        serving = self._models.serving
         info, loaded_at, load_seconds = self._families()
-        if serving is not None:
-            current = serving.current.version
-            info.add_metric([current, "current"], 1)
-            for version in dict.fromkeys(m.version for m in serving.models()):
-                if version != current:
-                    info.add_metric([version, "experiment"], 1)
-            loaded_at.add_metric([], serving.current.loaded_at)
-        if self._models.load_seconds is not None:
-            load_seconds.add_metric([], self._models.load_seconds)
+        if self._board is None:
+            serving = self._models.serving
+            if serving is not None:
+                current = serving.current.version
+                info.add_metric([current, "current"], 1)
+                for version in dict.fromkeys(m.version for m in serving.models()):
+                    if version != current:
+                        info.add_metric([version, "experiment"], 1)
+                loaded_at.add_metric([], serving.current.loaded_at)
+            if self._models.load_seconds is not None:
+                load_seconds.add_metric([], self._models.load_seconds)
+            return iter((info, loaded_at, load_seconds))
+        for status in self._board.statuses():
+            pid = str(status.pid)
+            for version, role in status.models:
+                info.add_metric([version, role, pid], 1)
+            if status.loaded_at is not None:
+                loaded_at.add_metric([pid], status.loaded_at)
+            if status.load_seconds is not None:
+                load_seconds.add_metric([pid], status.load_seconds)
         return iter((info, loaded_at, load_seconds))
 
-    @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        worker = [] if self._board is None else ["pid"]
         return (
             GaugeMetricFamily(
                 "nbo_model_info",
                 "1 for each model version serving: the current one and experiment variants'",
-                labels=["version", "role"],
+                labels=["version", "role", *worker],
             ),
             GaugeMetricFamily(
                 "nbo_model_loaded_timestamp_seconds",
                 "when the current model was loaded (unix seconds)",
+                labels=worker,
             ),
             GaugeMetricFamily(
-                "nbo_model_load_seconds", "how long the last successful model load took"
+                "nbo_model_load_seconds",
+                "how long the last successful model load took",
+                labels=worker,
             ),
         )
 
 
-def build_metrics(enabled: bool, models: ModelHolder) -> Metrics:
-    """The app's metrics: Prometheus in a registry of its own, or none."""
-    return PrometheusMetrics(models) if enabled else Metrics()
+def build_metrics(
+    enabled: bool,
+    models: ModelHolder,
+    board: WorkerBoard | None = None,
+    multiprocess_dir: Path | None = None,
+) -> Metrics:
+    """The app's metrics: Prometheus in a registry of its own (or, with workers, every
+    worker's added up), or none."""
+    return PrometheusMetrics(models, board, multiprocess_dir) if enabled else Metrics()

@@ -11,6 +11,10 @@ Which version: the one asked for (a version or an alias), else the configured pi
 (``NBO_MODEL_VERSION``), else what ``models/CURRENT`` points at. The pin wins over
 CURRENT because it is what the service was told to serve; a reload that names a version
 overrides it until the next reload.
+
+With several workers (``nbo serve --workers``), each holds its own model: a reload one
+worker takes is published on the workers' board (``nbo.service.workers``), every other
+worker follows it, and the API answer waits until all have (``reload_workers``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,13 @@ from nbo.models.registry import resolve
 from nbo.models.served import ServingModel
 from nbo.offers.ranking import OfferRequest, rank_offers
 from nbo.service.state import ModelHolder
+from nbo.service.workers import (
+    FOLLOW_EVERY_S,
+    STARTING,
+    Generation,
+    WorkerBoard,
+    WorkerStatus,
+)
 from nbo.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,15 +91,176 @@ class ReloadOutcome:
     took_ms: float
 
 
+@dataclass(frozen=True)
+class WorkersReload:
+    """A reload as every worker took it: this worker's outcome, the generation it was
+    published as, and each live worker's status once all had it (or the wait ran out)."""
+
+    outcome: ReloadOutcome
+    generation: int
+    workers: list[WorkerStatus]
+
+    def reached(self, status: WorkerStatus) -> bool:
+        """Whether that worker applied this reload (or a later one)."""
+        return status.generation >= self.generation
+
+    @property
+    def everywhere(self) -> bool:
+        """Every live worker applied this reload and serves its version."""
+        return all(
+            self.reached(status) and status.version == self.outcome.version
+            for status in self.workers
+        )
+
+
 class Reloader:
     """Reloads the models and the catalogue the app serves; one reload at a time (the
-    API, SIGHUP and the watcher all come here, so they never race each other)."""
+    API, SIGHUP, the watcher and the board all come here, so they never race each
+    other). ``board``: the workers' board when ``nbo serve`` runs workers; None for one
+    process (tests, an embedding application)."""
 
-    def __init__(self, settings: Settings, models: ModelHolder, catalog: CatalogHolder) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        models: ModelHolder,
+        catalog: CatalogHolder,
+        board: WorkerBoard | None = None,
+    ) -> None:
         self.settings = settings
         self.models = models
         self.catalog = catalog
-        self._lock = threading.Lock()
+        self.board = board
+        # Re-entrant: a reload and its publication on the board are one step.
+        self._lock = threading.RLock()
+        # The newest generation of the board this worker applied (0: none yet), and the
+        # erasures counted there that its models have forgotten.
+        self.applied = 0
+        self.erasures = 0
+
+    def start(self) -> None:
+        """The first load, at the worker's start: the version the board's latest
+        generation names (the one every other worker serves), else the configured one.
+        ArtifactError when none can be loaded; the status is reported either way."""
+        latest = self.board.latest() if self.board is not None else None
+        # Counted before the load reads the store's erased list: an erasure counted by
+        # now is in that list (the store records it before it is counted).
+        self.erasures = self.board.erasures() if self.board is not None else 0
+        self._report(WorkerStatus(os.getpid(), STARTING))
+        error = None
+        try:
+            if latest is not None:
+                try:
+                    self.models.load(self.settings.models_dir, latest.version)
+                    return
+                except ArtifactError as exc:
+                    log.warning(
+                        "model %s, which the other workers serve, cannot be loaded (%s); "
+                        "loading the configured one",
+                        latest.version,
+                        exc,
+                    )
+            self.models.load(self.settings.models_dir, self.settings.model_version)
+        except ArtifactError as exc:
+            error = str(exc)
+            raise
+        finally:
+            self.applied = latest.number if latest is not None else 0
+            self._report(self.status(error))
+
+    def reload_workers(
+        self,
+        version: str | None = None,
+        force: bool = False,
+        trigger: str = "api",
+        wait: bool = True,
+    ) -> WorkersReload:
+        """``reload`` here, then on the board for every other worker; with ``wait``,
+        answer once every live worker has it (or ``WAIT_FOR_WORKERS_S`` has passed).
+        A reload refused here raises as ``reload`` does and is asked of no one."""
+        with self._lock:
+            outcome = self.reload(version, force, trigger)
+            if self.board is None:
+                return WorkersReload(outcome, self.applied, [self.status()])
+            generation = self.board.publish(outcome.version, force, trigger, unless_named=not force)
+            self.applied = max(self.applied, generation.number)
+            self._report(self.status())
+        number = generation.number
+        workers = (
+            self.board.wait(lambda status: status.generation >= number)
+            if wait
+            else self.board.statuses()
+        )
+        return WorkersReload(outcome, number, workers)
+
+    def follow(self, generation: Generation) -> None:
+        """Apply a generation another process published: reload its version, and report
+        what this worker serves now (with the reason when it was refused)."""
+        with self._lock:
+            if generation.number <= self.applied:
+                return
+            error = None
+            try:
+                self.reload(generation.version, generation.force, generation.trigger)
+            except NboError as exc:  # refused or gone: logged by reload, the old serves on
+                error = str(exc)
+            except Exception as exc:  # reported, not retried: the next generation may do
+                log.exception(
+                    "reload (%s) of model %s failed", generation.trigger, generation.version
+                )
+                error = f"{type(exc).__name__}: {exc}"
+            self.applied = generation.number
+            self._report(self.status(error))
+
+    def forget_everywhere(self, customer_id: str) -> tuple[bool, bool]:
+        """Make an erased customer (recorded in the store first) unknown to this worker's
+        models, then to every other worker's (through the board); answers whether this
+        worker's models knew them, and whether every live worker had forgotten them
+        before the wait ran out."""
+        removed = self.models.forget(customer_id)
+        if self.board is None:
+            return removed, True
+        count = self.board.count_erasure()
+        with self._lock:
+            if count - 1 > self.erasures:  # another worker's erasure, not followed yet
+                self.models.forget_erased()
+            self.erasures = max(self.erasures, count)
+            self._report(self.status())
+        workers = self.board.wait(lambda status: status.erasures >= count)
+        return removed, all(status.erasures >= count for status in workers)
+
+    def follow_erasures(self, count: int) -> None:
+        """Apply erasures another worker took: forget every id the store lists as erased
+        (read after ``count`` was: so those counted are in the list)."""
+        with self._lock:
+            if count <= self.erasures:
+                return
+            self.models.forget_erased()
+            self.erasures = count
+            self._report(self.status())
+
+    def status(self, error: str | None = None) -> WorkerStatus:
+        """What this worker serves now."""
+        serving = self.models.serving
+        models: list[tuple[str, str]] = []
+        if serving is not None:
+            current = serving.current.version
+            models.append((current, "current"))
+            for version in dict.fromkeys(m.version for m in serving.models()):
+                if version != current:
+                    models.append((version, "experiment"))
+        return WorkerStatus(
+            pid=os.getpid(),
+            generation=self.applied,
+            models=models,
+            loaded_at=None if serving is None else serving.current.loaded_at,
+            load_seconds=self.models.load_seconds,
+            error=error,
+            erasures=self.erasures,
+        )
+
+    def _report(self, status: WorkerStatus) -> None:
+        if self.board is not None:
+            self.board.report(status)
 
     def reload(
         self, version: str | None = None, force: bool = False, trigger: str = "api"
@@ -103,7 +275,7 @@ class Reloader:
             serving = self.models.serving
             previous = None if serving is None else serving.current.version
             try:
-                target = self._resolve(version)
+                target = self.resolve(version)
             except VersionNotFound as exc:
                 log.error("reload (%s) refused: %s", trigger, exc)
                 raise
@@ -138,7 +310,9 @@ class Reloader:
             took_ms=round(took_ms, 1),
         )
 
-    def _resolve(self, version: str | None) -> str:
+    def resolve(self, version: str | None) -> str:
+        """The version a reload of ``version`` loads (a version, an alias, or None for
+        the pin or CURRENT); VersionNotFound when it names nothing published."""
         models_dir = self.settings.models_dir
         reference = version or self.settings.model_version
         try:
@@ -220,7 +394,8 @@ def current_stamp(models_dir: Path) -> tuple[int, int, int] | None:
 async def reload_triggers(reloader: Reloader, watch: bool) -> AsyncIterator[None]:
     """SIGHUP (where the platform lets the main thread's loop take signals) and, with
     ``watch``, a change of models/CURRENT reload like ``POST /v1/admin/reload`` without
-    a version. The load runs in a worker thread, so the loop keeps answering; the
+    a version; with a workers' board, a generation another process published is
+    followed. The load runs in a worker thread, so the loop keeps answering; the
     outcome is logged. On the way out, a reload in progress is waited for (it reads the
     store's erased list, and the store closes next)."""
     loop = asyncio.get_running_loop()
@@ -233,14 +408,18 @@ async def reload_triggers(reloader: Reloader, watch: bool) -> AsyncIterator[None
 
     sighup = _install_sighup(loop, on_sighup)
     stop = asyncio.Event()
-    watcher = loop.create_task(_watch_current(reloader, stop)) if watch else None
+    background = []
+    if watch:
+        background.append(loop.create_task(_watch_current(reloader, stop)))
+    if reloader.board is not None:
+        background.append(loop.create_task(_follow_board(reloader, reloader.board, stop)))
     try:
         yield
     finally:
         if sighup is not None:
             loop.remove_signal_handler(sighup)
         stop.set()
-        await asyncio.gather(*running, *([watcher] if watcher else []), return_exceptions=True)
+        await asyncio.gather(*running, *background, return_exceptions=True)
 
 
 def _install_sighup(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> int | None:
@@ -258,9 +437,10 @@ def _install_sighup(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]
 
 
 async def _reload_in_thread(reloader: Reloader, trigger: str) -> None:
-    """Run a reload off the loop; its outcome is logged (a signal has no one to answer)."""
+    """Run a reload off the loop, for every worker; its outcome is logged (a signal has
+    no one to answer)."""
     try:
-        await asyncio.to_thread(reloader.reload, None, False, trigger)
+        await asyncio.to_thread(reloader.reload_workers, None, False, trigger, False)
     except NboError:
         pass  # refused or not found: logged by the reload, the old model serves on
     except Exception:  # a background reload must never take the loop down
@@ -269,7 +449,8 @@ async def _reload_in_thread(reloader: Reloader, trigger: str) -> None:
 
 async def _watch_current(reloader: Reloader, stop: asyncio.Event) -> None:
     """Reload when models/CURRENT changes (polled, one ``os.stat`` a second). A refused
-    version is not retried until CURRENT changes again."""
+    version is not retried until CURRENT changes again. With workers, each watches: the
+    first to see the change publishes it, the others find it already published."""
     models_dir = reloader.settings.models_dir
     seen = current_stamp(models_dir)
     while not stop.is_set():
@@ -281,3 +462,22 @@ async def _watch_current(reloader: Reloader, stop: asyncio.Event) -> None:
         if stamp != seen and stamp is not None:
             seen = stamp
             await _reload_in_thread(reloader, "models/CURRENT changed")
+
+
+async def _follow_board(reloader: Reloader, board: WorkerBoard, stop: asyncio.Event) -> None:
+    """Apply each generation newer than this worker's, and erasures other workers took
+    (two ``os.stat`` per look)."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=FOLLOW_EVERY_S)
+        if stop.is_set():
+            return
+        try:
+            latest = board.latest()
+            if latest is not None and latest.number > reloader.applied:
+                await asyncio.to_thread(reloader.follow, latest)
+            erasures = board.erasures()
+            if erasures > reloader.erasures:
+                await asyncio.to_thread(reloader.follow_erasures, erasures)
+        except Exception:  # following must never take the loop down; next look retries
+            log.exception("following the workers' board failed")

@@ -279,9 +279,25 @@ class CatalogStatusOut(BaseModel):
     last_error_at: str | None = None
 
 
+class WorkerReloadOut(BaseModel):
+    pid: int = Field(description="the worker process")
+    version: str | None = Field(description="the model it serves now; null = none")
+    reloaded: bool = Field(
+        description="it took this reload (or a later one); false when it had not answered "
+        "by the end of the wait"
+    )
+    error: str | None = Field(description="why it refused the version; null = it did not")
+
+
 class ReloadResponse(BaseModel):
     previous_version: str | None = Field(description="the model serving before; null = none")
     version: str = Field(description="the model serving now")
     swapped: bool = Field(description="false when the version was already serving (no force)")
     catalog: CatalogStatusOut
-    took_ms: float
+    took_ms: float = Field(description="this worker's reload")
+    all_workers: bool = Field(
+        description="every live worker took this reload and serves the version"
+    )
+    workers: list[WorkerReloadOut] = Field(
+        description="each live worker of nbo serve (one without workers), by pid"
+    )

@@ -97,6 +97,14 @@ class ModelHolder:
             )
             return models.current
 
+    def forget_erased(self) -> None:
+        """Forget every id ``erased_ids`` answers (an erasure another worker took)."""
+        with self._lock:
+            models = self._models
+            if models is not None:
+                for customer_id in self.erased_ids():
+                    models.forget(customer_id)
+
     def forget(self, customer_id: str) -> bool:
         """Make an erased customer unknown to every served model; True when one knew
         them (False too when no model is loaded: ``load`` applies the erasure later)."""

@@ -12,7 +12,13 @@ from fastapi import APIRouter, Body
 from nbo.core.apikeys import Role
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ReloaderDep
-from nbo.service.schemas import CatalogStatusOut, ErrorResponse, ReloadRequest, ReloadResponse
+from nbo.service.schemas import (
+    CatalogStatusOut,
+    ErrorResponse,
+    ReloadRequest,
+    ReloadResponse,
+    WorkerReloadOut,
+)
 
 router = APIRouter(
     prefix="/v1/admin",
@@ -39,15 +45,32 @@ def reload_models(
     until the swap, and every answer names the one version that ranked it. A refused
     version leaves the old one serving.
 
-    A plain ``def``: the load reads files and builds the model, so it runs in the
-    thread pool and never holds up the event loop.
+    With workers (``nbo serve --workers``), this worker reloads first (a refusal
+    answers here, asked of no other), then every other worker follows; the answer
+    comes when all have the version, or after a minute without the late ones, and says
+    what each serves.
+
+    A plain ``def``: the load reads files and builds the model, and the wait for the
+    other workers sleeps, so it runs in the thread pool and never holds up the event
+    loop.
     """
     request = body or ReloadRequest()
-    outcome = reloader.reload(request.version, request.force, trigger="api")
+    reload = reloader.reload_workers(request.version, request.force, trigger="api")
+    outcome = reload.outcome
     return ReloadResponse(
         previous_version=outcome.previous_version,
         version=outcome.version,
         swapped=outcome.swapped,
         catalog=CatalogStatusOut(**outcome.catalog, changed=outcome.catalog_changed),
         took_ms=outcome.took_ms,
+        all_workers=reload.everywhere,
+        workers=[
+            WorkerReloadOut(
+                pid=status.pid,
+                version=status.version,
+                reloaded=reload.reached(status),
+                error=status.error,
+            )
+            for status in reload.workers
+        ],
     )

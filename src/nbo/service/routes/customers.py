@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
@@ -36,6 +36,7 @@ from nbo.service.deps import (
     CustomerId,
     MaybeServingModelsDep,
     PseudonymsDep,
+    ReloaderDep,
     SettingsDep,
     StoreDep,
 )
@@ -79,6 +80,11 @@ class ErasureReceiptOut(BaseModel):
     deleted: DeletedCounts
     model_row_removed: bool = Field(
         description="the served model knew the customer and no longer does"
+    )
+    all_workers: bool = Field(
+        description="every worker of nbo serve had forgotten the customer before this "
+        "answer (true with one process); false: a worker had not answered within a "
+        "minute, and forgets them when it does"
     )
     batch_files: list[BatchFileErasedOut] = Field(
         description="every managed campaign file gone through, with the customer's rows "
@@ -178,7 +184,7 @@ def export_data(
     dependencies=[requires(Role.admin)],
 )
 def erase_customer(
-    customer_id: CustomerId, store: StoreDep, pseudonyms: PseudonymsDep, request: Request
+    customer_id: CustomerId, store: StoreDep, pseudonyms: PseudonymsDep, reloader: ReloaderDep
 ) -> ErasureReceiptOut:
     """Erase the customer: their events, purchase lines and consent record in the store,
     their row in the served model, and their rows in the campaign files nbo manages (a
@@ -188,7 +194,8 @@ def erase_customer(
     answers zeros with ``already_erased``. A plain ``def``: the commit waits on the disk.
     """
     receipt = store.erase(customer_id)
-    removed = request.app.state.models.forget(customer_id)
+    # Every worker's models, not only this one's (``Reloader.forget_everywhere``).
+    removed, everywhere = reloader.forget_everywhere(customer_id)
     # After the store: the id is on the erased list, so a batch finishing now leaves the
     # customer out of its file itself (``nbo.campaigns.batch.write_batch``).
     scrubbed, untouched = erase_from_outputs(store, customer_id)
@@ -212,6 +219,7 @@ def erase_customer(
             consent_records=receipt.consent_records,
         ),
         model_row_removed=removed,
+        all_workers=everywhere,
         batch_files=[
             BatchFileErasedOut(path=file.path, rows_removed=file.rows_removed) for file in scrubbed
         ],
