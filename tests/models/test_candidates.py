@@ -371,55 +371,24 @@ def alone(items: ItemSide, side: CustomerSide, row: int, per_source: int) -> Can
     return candidates(items, single, per_source)
 
 
-def dense_item_knn(block: candidates_module._Block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ItemKNN over the whole customers x catalogue sheet, as it was computed before
-    only the reached cells were: (proposed cells, their ranks, every cell's score)."""
-    items, n, n_rows, n_items = block.items, block.n, block.n_rows, block.n_items
-    history_rows, history_keys = block.history_rows, block.history_keys
-    if len(history_rows) > KNN_BASIS:
-        stored = np.arange(len(history_rows))
-        by_recency = np.lexsort((stored, -block.history_last, history_rows))
-        within = candidates_module._rank_within(history_rows[by_recency], n_rows)
-        recent = by_recency[within < KNN_BASIS]
-        basis = recent[np.argsort(history_keys[recent])]
-    else:
-        basis = np.argsort(history_keys)
-    basis_items = block.history_items[basis]
-    knn = np.bincount(
-        ((history_rows[basis] * n_items)[:, None] + items.neighbour_ids[basis_items]).ravel(),
-        weights=(items.neighbour_weights[basis_items] * block.history_counts[basis, None]).ravel(),
-        minlength=n_rows * n_items,
-    )
-    knn[block.banned_keys] = 0.0
-    sheet = knn.reshape(n_rows, n_items)
-    floor = -np.partition(-sheet, n - 1, axis=1)[:, n - 1]
-    least = np.nextafter(0.0, 1.0)
-    keys = (sheet >= np.maximum(floor, least)[:, None]).ravel().nonzero()[0]
-    rows = keys // n_items
-    order = np.lexsort((keys, -knn[keys], rows))
-    keys = keys[order]
-    rank = candidates_module._rank_within(rows[order], n_rows) + 1
-    first = rank <= n
-    return keys[first], rank[first], knn
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_ranked_order_skips_the_consensus_only_where_it_cannot_decide(seed: int) -> None:
+    """Without two candidates of one customer on one score the order is row and score
+    alone; with ties (or NaN scores) the sources' consensus and the item break them,
+    computed for those customers only: the same order as the full sort in every case."""
+    items, side = random_shop(seed)
+    table = candidates(items, side, 12)
+    rng = np.random.default_rng(seed)
 
+    def full(scores: np.ndarray) -> np.ndarray:
+        consensus = candidates_module.source_consensus(table)
+        return np.lexsort((table.items, -consensus, -scores, table.rows))
 
-@pytest.mark.parametrize("seed, per_source", [(5, 12), (6, 3), (8, 40)])
-def test_item_knn_scores_only_reached_cells_and_gives_the_whole_sheets_numbers(
-    seed: int, per_source: int
-) -> None:
-    """ItemKNN scores the cells some neighbour reaches, not the whole customers x
-    catalogue sheet: the same proposals and ranks, and bit for bit the same scores (the
-    ranker's ``knn_score`` feature and its order), zero for every cell not reached."""
-    items, side = random_shop(seed, n_customers=25)
-    for block in candidates_module._blocks(items, side, per_source):
-        made = candidates_module._item_knn(block)
-        keys, ranks, dense = dense_item_knn(block)
-        np.testing.assert_array_equal(made.keys, keys)
-        np.testing.assert_array_equal(made.ranks, ranks)
-        assert made.scores is not None
-        reached, scores = made.scores
-        assert np.all(np.diff(reached) > 0)
-        assert dense[reached].tobytes() == scores.tobytes()
-        elsewhere = np.ones(len(dense), dtype=bool)
-        elsewhere[reached] = False
-        assert not dense[elsewhere].any()
+    distinct = rng.permutation(len(table)).astype(np.float64)
+    tied = rng.integers(0, 3, len(table)).astype(np.float64)
+    with_nan = distinct.copy()
+    with_nan[rng.choice(len(table), 5, replace=False)] = np.nan
+    some_tied = distinct.copy()
+    some_tied[table.rows == table.rows[len(table) // 2]] = 1.5
+    for scores in (distinct, tied, with_nan, some_tied, np.zeros(len(table))):
+        np.testing.assert_array_equal(ranked_order(table, scores), full(scores))
