@@ -311,15 +311,20 @@ def proposals_one_at_a_time(
     return out
 
 
+@pytest.mark.parametrize("union_by", ["scan", "sort"])
 @pytest.mark.parametrize("seed, per_block", [(5, None), (6, None), (7, None), (5, 3), (6, 7)])
 def test_candidates_are_what_each_source_says_one_customer_at_a_time(
-    seed: int, per_block: int | None, monkeypatch: pytest.MonkeyPatch
+    seed: int, per_block: int | None, union_by: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Random catalogue and customers: every customer's proposed items, their source
     flags and the features the sources give are the oracle's, whether the customers come
     all at once (a campaign's chunk, the trainer's window, in one block of customers or
-    several) or one by one (a request)."""
+    several) or one by one (a request), and whether the sources' union is taken by
+    scanning the sheet or by sorting the proposals."""
     items, side = random_shop(seed)
+    monkeypatch.setattr(
+        candidates_module, "UNION_BY_SORT_ABOVE", 10**9 if union_by == "scan" else 0
+    )
     if per_block is not None:
         monkeypatch.setattr(candidates_module, "SHEET_CELLS", per_block * len(items.popularity))
     expected = proposals_one_at_a_time(items, side, 12)

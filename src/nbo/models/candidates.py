@@ -541,7 +541,7 @@ def _propose(block: _Block) -> _Proposals:
     for bit, (name, source) in zip(_SOURCE_BITS, _SOURCE_FUNCTIONS.items(), strict=True):
         made[name] = source(block)
         proposed[made[name].keys] |= bit
-    union = proposed.nonzero()[0]
+    union = _union(proposed, [made[name].keys for name in made])
     als, knn = made["als"], made["knn"]
     assert knn.scores is not None
     als_rank = np.full(len(union), np.nan)
@@ -566,6 +566,21 @@ def _propose(block: _Block) -> _Proposals:
         bought,
         bought_last,
     )
+
+
+# Above this many sheet cells per proposed cell, the union is taken by sorting the
+# proposals rather than scanning the sheet: a campaign's block of 52 customers x 20,000
+# items proposes about 5,000 of its million cells, and scanning them all was 15% of the
+# candidates' time; a request's sheet of a few thousand cells is quicker to scan.
+UNION_BY_SORT_ABOVE = 16
+
+
+def _union(proposed: np.ndarray, keys: list[np.ndarray]) -> np.ndarray:
+    """The cells any source proposed (``proposed``'s nonzero cells), ascending."""
+    total = sum(len(k) for k in keys)
+    if total * UNION_BY_SORT_ABOVE < len(proposed):
+        return np.unique(np.concatenate(keys).astype(np.int64, copy=False))
+    return proposed.nonzero()[0]
 
 
 def _stages(customers: CustomerSide) -> np.ndarray:
