@@ -313,6 +313,7 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
     t = {name: micros(ns) for name, ns in offers.timings.items()}
     raw, ranked, decided, cf_only = t["raw"], t["rank_offers"], t["decide"], t["cf_only"]
     decided_cf = t["decide_cf_only"]
+    raw_cpu, decided_cpu = t["raw (cpu)"], t["decide (cpu)"]
     print(
         f"\n  Offers: in-process, k={K}, suppression window {WINDOW_DAYS} days, clock {clock}; "
         f"{offers.calls:,} timed calls per path over {offers.customers:,} known customers "
@@ -357,6 +358,21 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
             f"{decided['p99'] / raw['p99']:.2f}x",
             f"{decided['mean'] / raw['mean']:.2f}x",
         ],
+        None,
+        ["floor, thread CPU time"] + [us(raw_cpu[q]) for q in ("p50", "p99", "mean")],
+        ["decide, thread CPU time"] + [us(decided_cpu[q]) for q in ("p50", "p99", "mean")],
+        [
+            "ratio decide / floor, CPU time",
+            f"{decided_cpu['p50'] / raw_cpu['p50']:.2f}x",
+            f"{decided_cpu['p99'] / raw_cpu['p99']:.2f}x",
+            f"{decided_cpu['mean'] / raw_cpu['mean']:.2f}x",
+        ],
+        [
+            "decide p99 / p50 (target <= 2x), wall | CPU",
+            f"{decided['p99'] / decided['p50']:.2f}x",
+            f"{decided_cpu['p99'] / decided_cpu['p50']:.2f}x",
+            "",
+        ],
     ]
     print(table(["path", "p50 us", "p99 us", "mean us"], rows))
 
@@ -364,6 +380,7 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
         name
         for name in offers.timings
         if name not in ("raw", "cf_only", "rank_offers", "decide_cf_only", "decide")
+        and not name.endswith(" (cpu)")
     ]
     ranking_parts = [name for name in parts if not name.startswith("profile")]
     rest = ranked["mean"] - sum(t[name]["mean"] for name in ranking_parts)

@@ -311,15 +311,20 @@ def proposals_one_at_a_time(
     return out
 
 
+@pytest.mark.parametrize("union_by", ["scan", "sort"])
 @pytest.mark.parametrize("seed, per_block", [(5, None), (6, None), (7, None), (5, 3), (6, 7)])
 def test_candidates_are_what_each_source_says_one_customer_at_a_time(
-    seed: int, per_block: int | None, monkeypatch: pytest.MonkeyPatch
+    seed: int, per_block: int | None, union_by: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Random catalogue and customers: every customer's proposed items, their source
     flags and the features the sources give are the oracle's, whether the customers come
     all at once (a campaign's chunk, the trainer's window, in one block of customers or
-    several) or one by one (a request)."""
+    several) or one by one (a request), and whether the sources' union is taken by
+    scanning the sheet or by sorting the proposals."""
     items, side = random_shop(seed)
+    monkeypatch.setattr(
+        candidates_module, "UNION_BY_SORT_ABOVE", 10**9 if union_by == "scan" else 0
+    )
     if per_block is not None:
         monkeypatch.setattr(candidates_module, "SHEET_CELLS", per_block * len(items.popularity))
     expected = proposals_one_at_a_time(items, side, 12)
@@ -369,3 +374,26 @@ def alone(items: ItemSide, side: CustomerSide, row: int, per_source: int) -> Can
         monetary=at(side.monetary),
     )
     return candidates(items, single, per_source)
+
+
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_ranked_order_skips_the_consensus_only_where_it_cannot_decide(seed: int) -> None:
+    """Without two candidates of one customer on one score the order is row and score
+    alone; with ties (or NaN scores) the sources' consensus and the item break them,
+    computed for those customers only: the same order as the full sort in every case."""
+    items, side = random_shop(seed)
+    table = candidates(items, side, 12)
+    rng = np.random.default_rng(seed)
+
+    def full(scores: np.ndarray) -> np.ndarray:
+        consensus = candidates_module.source_consensus(table)
+        return np.lexsort((table.items, -consensus, -scores, table.rows))
+
+    distinct = rng.permutation(len(table)).astype(np.float64)
+    tied = rng.integers(0, 3, len(table)).astype(np.float64)
+    with_nan = distinct.copy()
+    with_nan[rng.choice(len(table), 5, replace=False)] = np.nan
+    some_tied = distinct.copy()
+    some_tied[table.rows == table.rows[len(table) // 2]] = 1.5
+    for scores in (distinct, tied, with_nan, some_tied, np.zeros(len(table))):
+        np.testing.assert_array_equal(ranked_order(table, scores), full(scores))

@@ -19,10 +19,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import TypeAdapter
 from support import ALL_ITEMS, CLOCK, END, assert_json_error, write
 
 from nbo.catalog.holder import CatalogHolder
+from nbo.catalog.loading import load_catalog
+from nbo.models.served import load_serving_model
+from nbo.offers.decision import ContactPolicy, DecisionRequest, Occasion, decide
+from nbo.offers.suppression import SuppressionWindow
 from nbo.service.app import create_app
+from nbo.service.routes.offers import offer_out, offers_out
+from nbo.service.schemas import OfferOut
 from nbo.settings import Settings, load_settings
 from nbo.store.sqlite import SQLiteStore
 from training.pipeline import TrainResult
@@ -591,3 +598,34 @@ def test_a_posted_purchase_brings_a_lapsed_customer_back(
     assert body["stage"] == profile["stage"]
     # The win-back offer is for at-risk and lapsed customers only.
     assert ("winback" in offer_ids(body)) == (body["stage"] == "at_risk")
+
+
+def test_answer_offers_read_from_the_columns_are_the_offer_objects(
+    churn_trained: TrainResult, catalog_file: Path, stages: pd.DataFrame
+) -> None:
+    """The route reads each answer's offers straight from the ranking's columns: the same
+    JSON, field for field, as building them from ``Ranking.offers`` (products and
+    incentives, every stage, a customer the model does not know)."""
+    assert churn_trained.path is not None
+    model = load_serving_model(churn_trained.path.parent)
+    catalog = load_catalog(catalog_file)
+    customers = [
+        c for stage in ("at_risk", "lapsed", "loyal", "active") for c in customers_in(stages, stage)
+    ]
+    decisions = decide(
+        model,
+        catalog,
+        ContactPolicy(SuppressionWindow(30)),
+        [DecisionRequest(c) for c in [*customers, "nobody-known"]],
+        Occasion("email", 6, int(datetime.fromisoformat(CHURN_CLOCK).timestamp())),
+    )
+    as_json = TypeAdapter(list[OfferOut]).dump_json
+    kinds = set()
+    for decision in decisions:
+        ranking = decision.ranking
+        assert ranking is not None and ranking.offers
+        kinds |= {offer.kind for offer in ranking.offers}
+        assert as_json(offers_out(model, ranking)) == as_json(
+            [offer_out(model, offer) for offer in ranking.offers]
+        )
+    assert kinds == {"product", "incentive"}

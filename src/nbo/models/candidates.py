@@ -541,7 +541,7 @@ def _propose(block: _Block) -> _Proposals:
     for bit, (name, source) in zip(_SOURCE_BITS, _SOURCE_FUNCTIONS.items(), strict=True):
         made[name] = source(block)
         proposed[made[name].keys] |= bit
-    union = proposed.nonzero()[0]
+    union = _union(proposed, [made[name].keys for name in made])
     als, knn = made["als"], made["knn"]
     assert knn.scores is not None
     als_rank = np.full(len(union), np.nan)
@@ -566,6 +566,21 @@ def _propose(block: _Block) -> _Proposals:
         bought,
         bought_last,
     )
+
+
+# Above this many sheet cells per proposed cell, the union is taken by sorting the
+# proposals rather than scanning the sheet: a campaign's block of 52 customers x 20,000
+# items proposes about 5,000 of its million cells, and scanning them all was 15% of the
+# candidates' time; a request's sheet of a few thousand cells is quicker to scan.
+UNION_BY_SORT_ABOVE = 16
+
+
+def _union(proposed: np.ndarray, keys: list[np.ndarray]) -> np.ndarray:
+    """The cells any source proposed (``proposed``'s nonzero cells), ascending."""
+    total = sum(len(k) for k in keys)
+    if total * UNION_BY_SORT_ABOVE < len(proposed):
+        return np.unique(np.concatenate(keys).astype(np.int64, copy=False))
+    return proposed.nonzero()[0]
 
 
 def _stages(customers: CustomerSide) -> np.ndarray:
@@ -670,8 +685,27 @@ def source_consensus(table: CandidateTable) -> np.ndarray:
 def ranked_order(table: CandidateTable, scores: np.ndarray) -> np.ndarray:
     """The pairs by row, then by the ranker's score, best first; ties by the sources'
     consensus (``source_consensus``), then by item. The one order the trainer evaluates
-    and the service serves."""
-    return np.lexsort((table.items, -source_consensus(table), -scores, table.rows))
+    and the service serves.
+
+    The consensus is computed only for the customers with two candidates of one score (or
+    a NaN score): for the others row and score alone decide the order. Most offers calls
+    have none (93% on Online Retail), and a campaign's chunk only a few such customers.
+    """
+    by_score = np.lexsort((-scores, table.rows))
+    rows, ranked = table.rows[by_score], scores[by_score]
+    unsure = np.isnan(ranked)
+    unsure[1:] |= (rows[1:] == rows[:-1]) & (ranked[1:] == ranked[:-1])
+    if not unsure.any():
+        return by_score
+    # A customer's pairs all or none: the consensus ranks within each customer.
+    mine = np.isin(table.rows, rows[unsure])
+    consensus = np.zeros(len(table))
+    consensus[mine] = source_consensus(
+        CandidateTable(
+            table.rows[mine], table.items[mine], table.features[mine], table.sources[mine]
+        )
+    )
+    return np.lexsort((table.items, -consensus, -scores, table.rows))
 
 
 def ranked_top(table: CandidateTable, scores: np.ndarray, n_rows: int, k: int) -> np.ndarray:

@@ -133,6 +133,9 @@ def _orders_of(
         return _NO_ORDERS
     if model.orders is None:
         trained = OrderTable.concatenate([_trained_orders(model, i) for i in indices])
+    elif len(indices) == 1 and indices[0] is not None:
+        # An API call's one known customer: their segment as views, nothing gathered.
+        trained = model.orders.of_customer(indices[0])
     else:
         positions = np.fromiter(
             (-1 if i is None else i for i in indices), dtype=np.int64, count=len(indices)

@@ -14,7 +14,7 @@ from nbo.data.events import ImpressionEvent
 from nbo.models.served import ServingModel
 from nbo.offers.arbitration import Components
 from nbo.offers.decision import Occasion
-from nbo.offers.ranking import REMOVAL_RULES, TASTE_NONE, Offer
+from nbo.offers.ranking import REMOVAL_RULES, TASTE_NONE, Offer, Ranking
 from nbo.runtime.decide import Context, Decided, contact_policy, decide_customers
 from nbo.runtime.deliver import deliver_customers, impressions_of
 from nbo.service.auth import AUTH_RESPONSES, requires
@@ -71,7 +71,9 @@ async def get_offers(
 
     ``async def`` on purpose: scoring takes well under a millisecond, and measured with wrk
     on loopback (one worker, 16 connections) this served 727 req/s against 432 req/s as a
-    plain ``def`` run in the thread pool. Store reads use this thread's own connection
+    plain ``def`` run in the thread pool; re-measured when the call cost about 3 ms of
+    CPU (one worker, 8 connections), ``def`` still cost 10% more server CPU per request.
+    Store reads use this thread's own connection
     and never wait for a write; a delivery (decided and recorded under the customer's
     lock, a durable write: ``nbo.runtime.deliver``) runs in the thread pool.
     """
@@ -128,11 +130,59 @@ def offers_response(
         removed=dict.fromkeys(REMOVAL_RULES, 0) if ranking is None else ranking.removed,
         experiment=assignment.experiment,
         variant=assignment.variant,
-        offers=[] if ranking is None else [_offer_out(model, offer) for offer in ranking.offers],
+        offers=[] if ranking is None else offers_out(model, ranking),
     )
 
 
-def _offer_out(model: ServingModel, offer: Offer) -> OfferOut:
+def offers_out(model: ServingModel, ranking: Ranking) -> list[OfferOut]:
+    """The answer's offers, read straight from the ranking's columns (no ``Offer``,
+    ``Reason`` and ``Components`` objects on the way) and built without validation: every
+    value is already of its field's type. The same offers as ``offer_out`` of each of
+    ``ranking.offers``."""
+    choices, explanations = ranking.table.choices, ranking.table.explanations
+    start = int(choices.starts[ranking.position])
+    end = int(choices.starts[ranking.position + 1])
+    names = model.item_names
+    columns = (
+        choices.offer_id[start:end].tolist(),
+        choices.kind[start:end].tolist(),
+        choices.item_id[start:end].tolist(),
+        choices.offer[start:end].tolist(),
+        choices.score[start:end].tolist(),
+        choices.propensity[start:end].tolist(),
+        choices.value[start:end].tolist(),
+        choices.stage_weight[start:end].tolist(),
+        choices.lever[start:end].tolist(),
+        explanations.source[start:end].tolist(),
+        explanations.because[start:end].tolist(),
+        explanations.text[start:end].tolist(),
+    )
+    out = []
+    for rank, row in enumerate(zip(*columns, strict=True), 1):
+        offer_id, kind, item, offer, score, propensity, value, weight, lever = row[:9]
+        source, because, text = row[9:]
+        out.append(
+            OfferOut.model_construct(
+                offer_id=offer_id,
+                kind=kind,
+                item_id=item,
+                item_name=names.get(item) if item is not None else None,
+                title=None if offer is None else offer.title,
+                incentive=None if offer is None else offer.incentive,
+                amount=None if offer is None else offer.amount,
+                priority=propensity * value * weight * lever,
+                components=ComponentsOut.model_construct(
+                    propensity=propensity, value=value, stage_weight=weight, lever=lever
+                ),
+                score=score,
+                rank=rank,
+                reason=ReasonOut.model_construct(source=source, because=list(because), text=text),
+            )
+        )
+    return out
+
+
+def offer_out(model: ServingModel, offer: Offer) -> OfferOut:
     names = model.item_names
     item = offer.item_id
     components = offer.components or Components(0.0, 0.0, 0.0, 0.0)
