@@ -30,6 +30,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 
 from nbo.catalog.terms import Catalog
 from nbo.core.errors import ConfigError
+from nbo.models.cycles import Repurchase
 from nbo.models.policy import (
     POLICY_ALS,
     POLICY_BUY_AGAIN,
@@ -111,7 +112,7 @@ def choose_policy(
     split: TimeSplit,
     ranker: RankerResult,
     fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
-    cycles_of: Callable[[TimeSplit], np.ndarray | None],
+    repurchase_of: Callable[[TimeSplit], Repurchase | None],
     facts_of: FactsOf,
     settings: WindowSettings,
     config: TrainingConfig,
@@ -130,7 +131,7 @@ def choose_policy(
         )
     else:
         try:
-            window = earlier_window(split, fit_als_on, cycles_of, facts_of, settings)
+            window = earlier_window(split, fit_als_on, repurchase_of, facts_of, settings)
         except ConfigError as exc:
             model = POLICY_RANKER if ranker.booster is not None else POLICY_ALS
             return PolicyChoice(
@@ -158,7 +159,7 @@ def choose_policy(
         validation,
         window.als,
         fit_als_on,
-        cycles_of,
+        repurchase_of,
         facts,
         customers,
         settings,
@@ -173,7 +174,7 @@ def choose_policy(
     at = Cutoff(
         validation,
         window.als,
-        cycles_of(validation),
+        repurchase_of(validation),
         at_validation,
         customers,
         typical_line_value(int(validation.cutoff.value // 1_000_000_000)),

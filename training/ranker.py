@@ -39,6 +39,7 @@ from nbo.models.candidates import (
     candidates,
     ranked_top,
 )
+from nbo.models.cycles import Repurchase
 from nbo.models.popularity import group_popularity, popularity_scores
 from nbo.models.ranker import lightgbm_version, ranker_arrays, ranker_file
 from training.config import TrainingConfig
@@ -116,7 +117,7 @@ def item_side(
     als: AlternatingLeastSquares,
     similarity: sp.csr_matrix,
     popularity_days: int | None,
-    cycle_days: np.ndarray | None,
+    repurchase: Repurchase | None,
     facts: WindowFacts = WindowFacts(),
 ) -> ItemSide:
     """The sources as known at the split's cutoff."""
@@ -132,7 +133,7 @@ def item_side(
         similarity,
         popularity_scores(counts, last, cutoff_s, days),
         popularity_scores(counts, last, cutoff_s - days * DAY, days),
-        cycle_days,
+        None if repurchase is None else repurchase.cycle_days,
         price=facts.price,
         stage_popularity=stage_popularity,
     )
@@ -462,7 +463,7 @@ class EarlierWindow:
 def earlier_window(
     split: TimeSplit,
     fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
-    cycles_of: Callable[[TimeSplit], np.ndarray | None],
+    repurchase_of: Callable[[TimeSplit], Repurchase | None],
     facts_of: FactsOf,
     settings: WindowSettings,
 ) -> EarlierWindow:
@@ -480,7 +481,7 @@ def earlier_window(
         als_earlier,
         fit_knn(earlier.train.counts, settings.neighbours),
         settings.popularity_days,
-        cycles_of(earlier),
+        repurchase_of(earlier),
         facts,
     )
     return EarlierWindow(earlier, als_earlier, items, facts)
@@ -489,14 +490,14 @@ def earlier_window(
 def training_window(
     split: TimeSplit,
     fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
-    cycles_of: Callable[[TimeSplit], np.ndarray | None],
+    repurchase_of: Callable[[TimeSplit], Repurchase | None],
     facts_of: FactsOf,
     settings: WindowSettings,
 ) -> TrainingWindow:
     """The ranker's training data: the candidates at the window before ``split``'s
     cutoff (``earlier_window``), labelled by what was bought up to the cutoff;
     ConfigError when the data has no such window."""
-    window = earlier_window(split, fit_als_on, cycles_of, facts_of, settings)
+    window = earlier_window(split, fit_als_on, repurchase_of, facts_of, settings)
     earlier, facts = window.split, window.facts
     customers = evaluation_customers(earlier, settings.max_customers, settings.seed)
     table = candidates(
@@ -526,7 +527,7 @@ def evaluate_ranker(
     split: TimeSplit,
     evaluated: AlternatingLeastSquares,
     fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
-    cycles_of: Callable[[TimeSplit], np.ndarray | None],
+    repurchase_of: Callable[[TimeSplit], Repurchase | None],
     facts_of: FactsOf,
     customers: np.ndarray,
     settings: WindowSettings,
@@ -547,7 +548,7 @@ def evaluate_ranker(
         evaluated,
         fit_knn(split.train.counts, settings.neighbours),
         settings.popularity_days,
-        cycles_of(split),
+        repurchase_of(split),
         facts_now,
     )
     stages = None if facts_now.traits is None else facts_now.traits.stage
@@ -575,7 +576,7 @@ def evaluate_ranker(
     if not settings.enabled:
         return without_ranker("disabled in the training config")
     try:
-        window = training_window(split, fit_als_on, cycles_of, facts_of, settings)
+        window = training_window(split, fit_als_on, repurchase_of, facts_of, settings)
     except ConfigError as exc:
         return without_ranker(f"no window before the cutoff to train on ({exc})")
     table, labels = window.table, window.labels

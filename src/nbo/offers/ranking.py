@@ -32,7 +32,6 @@ from nbo.models.candidates import SOURCE_KNN as SOURCE_KNN_COLUMN
 from nbo.models.candidates import SOURCE_POPULAR as SOURCE_POPULAR_COLUMN
 from nbo.models.candidates import SOURCE_STAGE_POPULAR as SOURCE_STAGE_POPULAR_COLUMN
 from nbo.models.cf import FILTERED_SCORE, confidence_of_counts
-from nbo.models.cycles import suppressed_mask
 from nbo.models.policy import LISTED_RULES, POLICY_ALS, POLICY_ITEMKNN, POLICY_RANKER, rule_lists
 from nbo.models.served import ServingModel
 from nbo.offers.arbitration import (
@@ -374,7 +373,12 @@ def _prepare_many(
     starts = np.concatenate([[0], np.cumsum(lengths)])
     items = _joined([h.items for h in histories], np.int32)
     suppressed = _suppressed(
-        model, items, _joined([h.last_purchase for h in histories], np.int64), now_s, window
+        model,
+        items,
+        _joined([h.last_purchase for h in histories], np.int64),
+        _joined([h.counts for h in histories], np.float32),
+        now_s,
+        window,
     )
     known = _joined([h.confidence for h in histories], np.float32) > 0
     # Per request, where its just-bought items lie among all of them.
@@ -708,15 +712,17 @@ def _suppressed(
     model: ServingModel,
     items: np.ndarray,
     last_purchase: np.ndarray,
+    counts: np.ndarray,
     now_s: int,
     window: SuppressionWindow,
 ) -> np.ndarray:
-    """Which purchased ``items`` (with their last purchase) were bought too recently to
-    offer: within the item's learned repurchase cycle (capped at the window) when the
-    model has cycles, else within the window."""
-    per_item = model.suppression_days(window.days)
-    if per_item is not None:
-        return suppressed_mask(items, last_purchase, now_s, per_item)
+    """Which purchased ``items`` (with their last purchase and the customer's orders of
+    them) were bought too recently to offer: within the item's learned dead time (capped
+    at the window, ``nbo.models.cycles``) when the model learned them, else within the
+    window."""
+    windows = model.suppression_windows(window.days)
+    if windows is not None:
+        return windows.suppressed(items, last_purchase, counts, now_s)
     earliest = window.earliest_suppressed(now_s)
     if earliest is None:
         return np.zeros(len(items), dtype=bool)
