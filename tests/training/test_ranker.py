@@ -26,7 +26,7 @@ from nbo.data.mapping import load_mapping
 from nbo.data.purchases import read_purchases
 from nbo.models.candidates import FEATURES, NO_STAGE, SOURCES, STAGE_CODE
 from nbo.models.cf import confidence_matrix, fit_als
-from nbo.models.cycles import repurchase_cycles
+from nbo.models.cycles import learn_repurchase
 from nbo.models.served import load_serving_model
 from nbo.offers.suppression import SuppressionWindow
 from training.config import RankerConfig
@@ -94,7 +94,7 @@ def _training_window(frame: pd.DataFrame, folder: Path) -> TrainingWindow:
     return training_window(
         split,
         lambda counts: fit_als(confidence_matrix(counts, params), params),
-        lambda window: repurchase_cycles(window.train_lines, 5, 365),
+        lambda window: learn_repurchase(window.train_lines, 5, 365),
         window_facts(purchases, encoded.items, orders, churn, config),
         WindowSettings(
             config.holdout_days,
