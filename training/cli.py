@@ -370,19 +370,17 @@ def dead_time_line(dead_time: dict[str, Any]) -> str:
     the shop's (for an item a customer bought twice that few others rebuy), the floor."""
     head = (
         f"[bold]just bought:[/] a dead time on {dead_time['rebought_items']:,} items "
-        f"({dead_time['rebought_share']:.1%})"
+        f"({dead_time['rebought_share']:.1%}), {dead_time['floor_items']:,} at the floor"
     )
     days = dead_time.get("days")
     if days:
-        head += (
-            f", median {_days(days['median'])} days "
-            f"(p10 {_days(days['p10'])} .. p90 {_days(days['p90'])})"
-        )
+        head += f", median {_days(days['median'])} days"
     shop = dead_time.get("shop_days")
     again = "the window" if shop is None else f"{_days(shop)} days"
     return (
         f"{head}; {again} for other repeat purchases, the window for one-offs; "
-        f"floor {_days(dead_time['floor_days'])} days, quantile {dead_time['quantile']:g}"
+        f"floor {_days(dead_time['floor_days'])} days, quantile {dead_time['quantile']:g} "
+        f"of the gaps less a {dead_time['horizon_days']}-day horizon"
     )
 
 

@@ -72,6 +72,11 @@ class CyclesConfig(BaseModel):
     min_repeat_rate: float = Field(MIN_REPEAT_RATE, ge=0, le=1)
     # Nothing bought in the last ``floor_days`` is ever offered, whatever the data says.
     floor_days: float = Field(FLOOR_DAYS, ge=0)
+    # How long after an offer a purchase counts as taking it up, in days (None: the
+    # holdout, over which the evaluation judges offers): the dead time is the quantile
+    # of the gaps minus this, so an item the customer will likely buy again within it is
+    # offered (``nbo.models.cycles``).
+    horizon_days: int | None = Field(None, ge=0)
 
 
 class ChurnConfig(BaseModel):

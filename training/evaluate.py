@@ -106,7 +106,7 @@ def evaluate(
         """The split's cycles are learned already; an earlier window's are learned anew."""
         if window is split:
             return fitted.repurchase
-        return fit_repurchase(window.train_lines, config.cycles)
+        return fit_repurchase(window.train_lines, config)
 
     def fit_als_on(counts: sp.csr_matrix) -> AlternatingLeastSquares:
         return als_on(counts, params)

@@ -20,7 +20,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from nbo.data.history import EncodedPurchases
 from nbo.models.cf import AlsParams, confidence_matrix, fit_als
 from nbo.models.cycles import Repurchase, learn_repurchase
-from training.config import CyclesConfig, TrainingConfig
+from training.config import TrainingConfig
 from training.lifecycle import ChurnTraining, train_churn
 from training.load import TrainingData
 from training.progress import Steps
@@ -49,7 +49,7 @@ def fit_before_cutoff(
     repurchase = None
     if config.cycles.enabled:
         with steps.step("repurchase cycles (before cutoff)"):
-            repurchase = fit_repurchase(split.train_lines, config.cycles)
+            repurchase = fit_repurchase(split.train_lines, config)
     with steps.step("churn model"):
         churn = train_churn(data.orders, config.churn, data.end_s, params.random_state)
     return Fitted(als=als, repurchase=repurchase, churn=churn)
@@ -64,16 +64,18 @@ def als_on(
     return fit_als(confidence_matrix(counts, params), params, on_iteration=on_iteration)
 
 
-def fit_repurchase(lines: EncodedPurchases, config: CyclesConfig) -> Repurchase | None:
+def fit_repurchase(lines: EncodedPurchases, config: TrainingConfig) -> Repurchase | None:
     """The repurchase cycle and dead time of each item of ``lines`` (None when cycles are
-    off)."""
-    if not config.enabled:
+    off); an offer's horizon is ``[cycles] horizon_days``, else the holdout."""
+    cycles = config.cycles
+    if not cycles.enabled:
         return None
     return learn_repurchase(
         lines,
-        config.min_repeat_buyers,
-        config.max_days,
-        quantile=config.dead_time_quantile,
-        min_repeat_rate=config.min_repeat_rate,
-        floor_days=config.floor_days,
+        cycles.min_repeat_buyers,
+        cycles.max_days,
+        quantile=cycles.dead_time_quantile,
+        min_repeat_rate=cycles.min_repeat_rate,
+        floor_days=cycles.floor_days,
+        horizon_days=config.holdout_days if cycles.horizon_days is None else cycles.horizon_days,
     )

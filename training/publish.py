@@ -123,7 +123,10 @@ def cycles_section(
             "quantile": cycles.dead_time_quantile,
             "min_repeat_rate": cycles.min_repeat_rate,
             "floor_days": cycles.floor_days,
-            **dead_time_summary(full),
+            "horizon_days": config.holdout_days
+            if cycles.horizon_days is None
+            else cycles.horizon_days,
+            **dead_time_summary(full, cycles.floor_days),
         },
     }
 

@@ -85,7 +85,7 @@ def refit(
     repurchase = None
     if config.cycles.enabled:
         with steps.step("repurchase cycles (all data)"):
-            repurchase = fit_repurchase(data.encoded, config.cycles)
+            repurchase = fit_repurchase(data.encoded, config)
     iterations = config.als.refit_iterations or params.iterations
     with steps.step("refit ALS (all data)", iterations=iterations) as tick:
         warm = None

@@ -340,6 +340,24 @@ def test_the_dead_time_is_a_low_quantile_of_the_gaps_not_the_cycle() -> None:
     assert low.shop_dead_days == 3.0
 
 
+def test_an_offers_horizon_shortens_the_dead_time_down_to_the_floor() -> None:
+    # Weekly tea will be bought again within any 30-day horizon: held back for the floor
+    # alone. A yearly diary is not, until 30 days before its 10%-quantile gap (300 days).
+    rows = [r for c in range(6) for r in _gaps(f"t{c}", "TEA", [7] * 10)]
+    rows += [r for c in range(6) for r in _gaps(f"d{c}", "DIARY", [300, 365])]
+    encoded = _lines(rows)
+    tea, diary = encoded.items.index["TEA"], encoded.items.index["DIARY"]
+
+    learned = learn_repurchase(encoded, min_repeat_buyers=5, horizon_days=30)
+
+    assert learned.dead_days[tea] == 1.0  # the floor
+    assert learned.dead_days[diary] == 270.0
+    assert learned.windows(30).once[[tea, diary]].tolist() == [1.0, 30.0]
+    assert learned.windows(None).once[diary] == 270.0
+    no_horizon = learn_repurchase(encoded, min_repeat_buyers=5)
+    assert no_horizon.dead_days[[tea, diary]].tolist() == [7.0, 300.0]
+
+
 def test_each_repeat_buyer_counts_once_in_the_dead_time() -> None:
     # Ten customers wait 10 days; one wholesaler buys daily (99 gaps of a day). Counted
     # per gap, the 10% quantile would be a day; counted per buyer it is 10 days.
@@ -424,10 +442,11 @@ def test_dead_time_summary() -> None:
         shop_dead_days=3.0,
     )
 
-    summary = dead_time_summary(learned)
+    summary = dead_time_summary(learned, floor_days=2.0)
 
     assert summary["rebought_items"] == 3
     assert summary["rebought_share"] == pytest.approx(0.75)
+    assert summary["floor_items"] == 1
     assert summary["days"] == {"p10": 2.4, "median": 4.0, "p90": 5.6}
     assert summary["shop_days"] == 3.0
 

@@ -445,9 +445,9 @@ def test_report_shows_the_cycles_line(with_cycles: TrainResult) -> None:
         "1 before the cutoff for als_cycles" in text
     )
     assert (
-        "just bought: a dead time on 1 items (4.5%), median 14 days (p10 14 .. p90 14); "
-        "14 days for other repeat purchases, the window for one-offs; floor 1 days, "
-        "quantile 0.1" in text
+        "just bought: a dead time on 1 items (4.5%), 1 at the floor, median 1 days; 1 days "
+        "for other repeat purchases, the window for one-offs; floor 1 days, quantile 0.1 "
+        "of the gaps less a 30-day horizon" in text
     )
     assert "als_cycles" in text.split("truth: all holdout purchases")[1]
 
@@ -478,6 +478,8 @@ def test_dead_time_line_without_repeat_buyers() -> None:
         {
             "quantile": 0.2,
             "floor_days": 0.5,
+            "horizon_days": 14,
+            "floor_items": 0,
             "rebought_items": 0,
             "rebought_share": 0.0,
             "days": None,
@@ -485,8 +487,9 @@ def test_dead_time_line_without_repeat_buyers() -> None:
         }
     )
     assert line == (
-        "[bold]just bought:[/] a dead time on 0 items (0.0%); the window for other repeat "
-        "purchases, the window for one-offs; floor 0.5 days, quantile 0.2"
+        "[bold]just bought:[/] a dead time on 0 items (0.0%), 0 at the floor; the window "
+        "for other repeat purchases, the window for one-offs; floor 0.5 days, quantile 0.2 "
+        "of the gaps less a 14-day horizon"
     )
 
 

@@ -227,13 +227,14 @@ def test_trainer_stores_the_cycles_in_the_artifact(with_cycles: TrainResult) -> 
     model = load_serving_model(with_cycles.path.parent, with_cycles.version)
     assert model.repurchase_cycle_days is not None
     assert np.array_equal(model.repurchase_cycle_days, stored, equal_nan=True)
-    # Every REFILL gap is 14 days: its dead time too. RARE (four customers buy it twice)
-    # has too few repeat buyers to be rebought: a customer who bought it once keeps the
-    # window; one who bought it twice gets the shop's dead time.
-    assert np.load(with_cycles.path / f"{DEAD_DAYS_ARRAY}.npy")[items.index("REFILL")] == 14.0
+    # Every REFILL gap is 14 days: within an offer's 30-day horizon (the holdout) it is
+    # bought again, so it is held back for the floor alone (1 day). RARE (four customers
+    # buy it twice) has too few repeat buyers to be rebought: a customer who bought it
+    # once keeps the window; one who bought it twice gets the shop's dead time.
+    assert np.load(with_cycles.path / f"{DEAD_DAYS_ARRAY}.npy")[items.index("REFILL")] == 1.0
     windows = model.suppression_windows(30)
     assert windows is not None
-    assert windows.once[items.index("REFILL")] == windows.again[items.index("REFILL")] == 14.0
+    assert windows.once[items.index("REFILL")] == windows.again[items.index("REFILL")] == 1.0
     assert windows.once[items.index("RARE")] == 30.0
     assert windows.again[items.index("RARE")] < 30.0
     assert model.suppression_windows(30) is windows  # computed once per window
@@ -255,16 +256,19 @@ def test_manifest_cycles_section(with_cycles: TrainResult) -> None:
     }
     # Before the cutoff (30 days before the end) the REFILL buyers already repeat.
     assert cycles["items_before_cutoff"] == 1
-    # REFILL alone is rebought; every repeat gap in the data is 14 days (RARE's 30-day
-    # ones weigh four buyers against REFILL's twelve).
+    # REFILL alone is rebought; the 10% quantile of the repeat gaps is 14 days (RARE's
+    # 30-day ones weigh four buyers against REFILL's twelve), less than the 30-day
+    # horizon: the floor.
     assert cycles["dead_time"] == {
         "quantile": 0.1,
         "min_repeat_rate": 0.1,
         "floor_days": 1.0,
+        "horizon_days": 30,
         "rebought_items": 1,
         "rebought_share": pytest.approx(1 / 22),
-        "days": {"p10": 14.0, "median": 14.0, "p90": 14.0},
-        "shop_days": 14.0,
+        "floor_items": 1,
+        "days": {"p10": 1.0, "median": 1.0, "p90": 1.0},
+        "shop_days": 1.0,
     }
     assert manifest["config"]["cycles"] == {
         "enabled": True,
@@ -273,6 +277,7 @@ def test_manifest_cycles_section(with_cycles: TrainResult) -> None:
         "dead_time_quantile": 0.1,
         "min_repeat_rate": 0.1,
         "floor_days": 1.0,
+        "horizon_days": None,
     }
 
 

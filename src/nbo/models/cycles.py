@@ -9,13 +9,19 @@ orders of the item on one day are one purchase) the trainer learns per item:
   over the item's repeat buyers, so one heavy (wholesale) buyer counts as one buyer and
   cannot pull the cycle to "daily". The ranker reads it (how due an item is) and the
   reasons quote it ("you buy this every 14 days").
-- its **dead time**: a low quantile (``quantile``, 10% by default) of the gaps, each
-  repeat buyer's gaps weighted so that the buyer counts once: the time after a purchase
-  before which few repeats happen. Suppression holds an item back only that long
-  (never longer than the configured window, never shorter than ``floor_days``); after
-  it the item competes in the ranker, whose features say how due it is. An item with
-  too few repeat buyers of its own takes the shop's dead time, the same quantile over
-  every repeat buyer's gaps of every item.
+- its **dead time**: how long after a purchase an offer of the item is unlikely to be
+  taken up. An offer is judged by what the customer buys within ``horizon_days`` of it
+  (the trainer's holdout): offered ``a`` days after a purchase, it converts by a repeat
+  whose gap lies between ``a`` and ``a + horizon_days``. So the dead time is a low
+  quantile (``quantile``, 10% by default) of the gaps, each repeat buyer's gaps
+  weighted so that the buyer counts once, minus the horizon: before it, fewer than that
+  share of the repeats would fall within an offer's horizon. Suppression holds an item
+  back only that long (never longer than the configured window, never shorter than
+  ``floor_days``); after it the item competes in the ranker, whose features say how due
+  it is. A weekly item is held back for the floor alone (it will be bought again within
+  any 30-day horizon), a yearly one for the whole window. An item with too few repeat
+  buyers of its own takes the shop's dead time, the same quantile over every repeat
+  buyer's gaps of every item.
 - whether it is **rebought**: enough repeat buyers (``min_repeat_buyers``) and a share
   of its buyers who bought it on two or more days of at least ``min_repeat_rate``.
 
@@ -106,10 +112,12 @@ def learn_repurchase(
     quantile: float = DEAD_TIME_QUANTILE,
     min_repeat_rate: float = MIN_REPEAT_RATE,
     floor_days: float = FLOOR_DAYS,
+    horizon_days: float = 0.0,
 ) -> Repurchase:
     """Each item's cycle, dead time, repeat rate and whether it is rebought (positions of
     ``purchases.items``); see the module docstring. ``max_days`` caps a learned cycle
-    (None = no cap)."""
+    (None = no cap); ``horizon_days``: how long after an offer a purchase counts as its
+    conversion (0: the dead time is the quantile of the gaps itself)."""
     if min_repeat_buyers < 1:
         raise ValueError(f"min_repeat_buyers must be at least 1, got {min_repeat_buyers}")
     if not 0.0 <= quantile <= 1.0:
@@ -156,8 +164,8 @@ def learn_repurchase(
     dead[:] = shop
     mine = np.isin(own_items, items[enough])
     dead[own_items[mine]] = own[mine]
-    dead = np.maximum(dead, floor_days).astype(np.float32)
-    return Repurchase(cycles, dead, rebought, rate, max(float(shop), floor_days))
+    dead = np.maximum(dead - horizon_days, floor_days).astype(np.float32)
+    return Repurchase(cycles, dead, rebought, rate, max(float(shop) - horizon_days, floor_days))
 
 
 def repurchase_cycles(
@@ -278,16 +286,18 @@ def _within(window: np.ndarray, last_purchase_s: np.ndarray, now_s: int) -> np.n
     return (window > 0) & (age <= window * DAY)
 
 
-def dead_time_summary(repurchase: Repurchase) -> dict[str, object]:
+def dead_time_summary(repurchase: Repurchase, floor_days: float) -> dict[str, object]:
     """How many items are rebought (their dead time holds for every customer), their
-    share, their dead times in days, and the shop's (the dead time of an item a customer
-    bought in two or more orders that has too few repeat buyers of its own)."""
+    share, how many of them are held back for the floor alone, their dead times in days,
+    and the shop's (the dead time of an item a customer bought in two or more orders that
+    has too few repeat buyers of its own)."""
     rebought = np.asarray(repurchase.rebought, dtype=bool)
     n_items = len(rebought)
     dead = np.asarray(repurchase.dead_days, dtype=np.float64)[rebought]
     summary: dict[str, object] = {
         "rebought_items": int(rebought.sum()),
         "rebought_share": float(rebought.mean()) if n_items else 0.0,
+        "floor_items": int(np.sum(dead <= np.float32(floor_days))),
         "days": None,
         "shop_days": None
         if np.isnan(repurchase.shop_dead_days)
