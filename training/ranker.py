@@ -136,6 +136,7 @@ def item_side(
         None if repurchase is None else repurchase.cycle_days,
         price=facts.price,
         stage_popularity=stage_popularity,
+        repeat_rate=None if repurchase is None else repurchase.repeat_rate,
     )
 
 
@@ -155,6 +156,8 @@ def customer_side(
         stage=None if traits is None else traits.stage[customers],
         churn_risk=None if traits is None else traits.churn_risk[customers],
         monetary=None if traits is None else traits.monetary[customers],
+        baskets=None if traits is None else traits.baskets[customers],
+        gap_days=None if traits is None else traits.gap_days[customers],
     )
 
 

@@ -241,12 +241,14 @@ def serve(
         for row in chunk.tolist():
             customer_id = str(ids[row])
             stage = "active"
-            risk = monetary = None
+            risk = monetary = baskets = gap_days = None
             if traits is not None:
                 code = int(traits.stage[row])
                 stage = STAGES[code] if code != NO_STAGE else stage
                 risk = _number(traits.churn_risk[row])
                 monetary = _number(traits.monetary[row])
+                baskets = _number(traits.baskets[row])
+                gap_days = _number(traits.gap_days[row])
             requests.append(
                 OfferRequest(
                     customer_id,
@@ -256,6 +258,8 @@ def serve(
                     channel=SERVED_CHANNEL,
                     churn_risk=risk,
                     monetary=monetary,
+                    baskets=None if baskets is None else int(baskets),
+                    gap_days=gap_days,
                 )
             )
         rankings = rank_offers(model, requests, at.cutoff_s, window, catalog)

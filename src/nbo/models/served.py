@@ -383,6 +383,7 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
             None if cycles is None else np.asarray(cycles, dtype=np.float64),
             price=None if item_price is None else np.asarray(item_price, dtype=np.float64),
             stage_popularity=ranked.stage_popularity,
+            repeat_rate=None if repurchase is None else np.asarray(repurchase.repeat_rate),
         ),
         ranker_per_source=int(artifact.manifest.get("ranker", {}).get("per_source", 50)),
         lifecycle=LifecycleThresholds.from_manifest(artifact.manifest.get("lifecycle")),

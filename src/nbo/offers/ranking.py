@@ -280,6 +280,10 @@ class OfferRequest:
     impressions: Sequence[Contact] = ()
     churn_risk: float | None = None
     monetary: float | None = None
+    # Orders placed and mean days between orders (the profile's frequency and
+    # gap_mean_days; None = unknown): features of the ranker that carry over between shops.
+    baskets: int | None = None
+    gap_days: float | None = None
 
 
 def rank_offers(
@@ -311,7 +315,8 @@ def rank_offers(
     ``stage`` and ``channel`` (``nbo.offers.arbitration``); without a catalogue every item
     is a product offer of uniform value, so products rank by propensity, i.e. in the
     model's order. Offers from the model are explained by the purchases behind them. The
-    stage, ``churn_risk`` and ``monetary`` value (the customer's profile) are also
+    stage, ``churn_risk``, ``monetary`` value, ``baskets`` (orders placed) and
+    ``gap_days`` (mean days between orders), from the customer's profile, are also
     features of the ranker (None: unknown).
     """
     catalog = catalog or default_catalog()
@@ -579,6 +584,8 @@ def _ranked_candidates_many(
             stage=np.array([STAGE_CODE.get(r.stage, NO_STAGE) for r in request]),
             churn_risk=np.array(risk),
             monetary=np.array([np.nan if r.monetary is None else r.monetary for r in request]),
+            baskets=np.array([np.nan if r.baskets is None else r.baskets for r in request]),
+            gap_days=np.array([np.nan if r.gap_days is None else r.gap_days for r in request]),
         ),
         model.ranker_per_source,
         as_of_s=now_s,
