@@ -147,6 +147,9 @@ class RankerConfig(BaseModel):
     max_rounds: int = Field(100, ge=1, le=2000)
     # Neighbours kept per item by ItemKNN.
     neighbours: int = Field(100, ge=1, le=1000)
+    # Past windows the ranker learns from, each a holdout before the one after it (as
+    # many as the data holds, up to this): more labels, and habits seen at several dates.
+    windows: int = Field(3, ge=1, le=12)
 
 
 class TrainingConfig(BaseModel):

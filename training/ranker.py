@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightgbm as lgb
@@ -385,6 +385,7 @@ class RankerResult:
     rows: np.ndarray
     training_pairs: int = 0
     training_customers: int = 0
+    training_windows: int = 0
     per_source: int = 0
     # The sources as known at the cutoff and the customers' facts there (what a model
     # served at the cutoff is made of), and the window the booster was trained on (None
@@ -400,9 +401,11 @@ class RankerResult:
         return {
             "enabled": True,
             **booster_document(self.booster, self.per_source),
-            "trained_on": "the window before the cutoff (sources fitted before it)",
+            "trained_on": "the windows before the cutoff, each a holdout before the next "
+            "(sources fitted before each)",
             "training_pairs": self.training_pairs,
             "training_customers": self.training_customers,
+            "training_windows": self.training_windows,
             "contributions": self.contributions,
         }
 
@@ -420,6 +423,7 @@ class WindowSettings:
     max_rounds: int
     neighbours: int
     enabled: bool = True
+    windows: int = 1  # past windows stacked for the ranker's training data
 
     @classmethod
     def from_config(cls, config: TrainingConfig) -> WindowSettings:
@@ -433,6 +437,7 @@ class WindowSettings:
             config.ranker.max_rounds,
             config.ranker.neighbours,
             config.ranker.enabled,
+            config.ranker.windows,
         )
 
 
@@ -512,6 +517,47 @@ def training_window(
     return TrainingWindow(earlier, customers, table, labels, window.als, window.items, facts)
 
 
+def stacked_windows(
+    split: TimeSplit,
+    first: TrainingWindow,
+    fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
+    repurchase_of: Callable[[TimeSplit], Repurchase | None],
+    facts_of: FactsOf,
+    settings: WindowSettings,
+) -> tuple[CandidateTable, np.ndarray, int]:
+    """The ranker's training pairs: ``first`` (the window before ``split``'s cutoff) and
+    up to ``settings.windows - 1`` earlier ones, each cut a holdout before the one after
+    it, with sources and facts fitted to what was known at its own cutoff; as many as the
+    data holds. Each window's customers are groups of their own (their rows follow the
+    previous windows'). Returns the table, its labels and the windows stacked."""
+    tables, labels = [first.table], [first.labels]
+    window, within, rows = first, facts_of, int(first.table.rows.max(initial=-1)) + 1
+    outer = split
+    while len(tables) < settings.windows:
+        # The next window is cut from this one's training side: its facts by positions
+        # there (``facts_within`` the split this one was cut from).
+        within = facts_within(outer, within)
+        outer = window.split
+        try:
+            window = training_window(outer, fit_als_on, repurchase_of, within, settings)
+        except ConfigError:
+            break
+        if not window.labels.any():
+            break
+        tables.append(replace(window.table, rows=window.table.rows + rows))
+        labels.append(window.labels)
+        rows += int(window.table.rows.max(initial=-1)) + 1
+    if len(tables) == 1:
+        return first.table, first.labels, 1
+    table = CandidateTable(
+        np.concatenate([t.rows for t in tables]),
+        np.concatenate([t.items for t in tables]),
+        np.concatenate([t.features for t in tables]),
+        np.concatenate([t.sources for t in tables]),
+    )
+    return table, np.concatenate(labels), len(tables)
+
+
 def facts_within(split: TimeSplit, facts_of: FactsOf) -> FactsOf:
     """``facts_of`` for windows cut from ``split``'s training side, whose customer and
     item positions are the split's training rows, not the full data's."""
@@ -582,9 +628,11 @@ def evaluate_ranker(
         window = training_window(split, fit_als_on, repurchase_of, facts_of, settings)
     except ConfigError as exc:
         return without_ranker(f"no window before the cutoff to train on ({exc})")
-    table, labels = window.table, window.labels
-    if not labels.any():
+    if not window.labels.any():
         return without_ranker("nobody bought a candidate in the window before the cutoff", window)
+    table, labels, stacked = stacked_windows(
+        split, window, fit_als_on, repurchase_of, facts_of, settings
+    )
     booster = train_ranker(table, labels, settings.seed, settings.max_rounds)
     record: list[tuple[CandidateTable, np.ndarray, np.ndarray]] = []
     methods = {
@@ -613,6 +661,7 @@ def evaluate_ranker(
         all_table.rows,
         training_pairs=len(table),
         training_customers=len(np.unique(table.rows[labels])),
+        training_windows=stacked,
         per_source=settings.per_source,
         items=now,
         facts=facts_now,
