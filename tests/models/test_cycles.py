@@ -356,6 +356,14 @@ def test_an_offers_horizon_shortens_the_dead_time_down_to_the_floor() -> None:
     assert learned.windows(None).once[diary] == 270.0
     no_horizon = learn_repurchase(encoded, min_repeat_buyers=5)
     assert no_horizon.dead_days[[tea, diary]].tolist() == [7.0, 300.0]
+    # Without a floor, tea is never held back.
+    unfloored = learn_repurchase(encoded, min_repeat_buyers=5, horizon_days=30, floor_days=0)
+    assert unfloored.dead_days[tea] == 0.0
+    assert (
+        not unfloored.windows(30)
+        .suppressed(np.array([tea]), np.array([NOW - 60]), np.array([5.0]), NOW)
+        .any()
+    )
 
 
 def test_each_repeat_buyer_counts_once_in_the_dead_time() -> None:
@@ -489,6 +497,22 @@ def test_an_artifact_with_cycles_and_no_dead_times_suppresses_by_cycle(
     refill = model.items.index["REFILL"]
     assert windows.once[refill] == windows.again[refill] == 14.0
     assert model.suppression_windows(30) is windows  # computed once per window
+
+
+def test_an_artifact_with_a_negative_dead_time_is_refused(
+    tmp_path: Path, with_cycles: TrainResult
+) -> None:
+    assert with_cycles.path is not None
+    source = load_artifact(with_cycles.path.parent, with_cycles.version, mmap=False)
+    dead = np.zeros(22, dtype=np.float32)  # 0: never held back, allowed
+    models = tmp_path / "models"
+    write_artifact(models, "zero", {**source.arrays, DEAD_DAYS_ARRAY: dead}, {}, {"config": {}})
+    assert load_serving_model(models).repurchase is not None
+    dead[3] = -1.0
+    write_artifact(models, "bad", {**source.arrays, DEAD_DAYS_ARRAY: dead}, {}, {"config": {}})
+
+    with pytest.raises(ArtifactError, match="repurchase_dead_days not negative"):
+        load_serving_model(models, "bad")
 
 
 def test_an_artifact_with_dead_times_and_no_cycles_is_refused(

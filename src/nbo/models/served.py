@@ -216,8 +216,8 @@ def model_arrays(
 ) -> dict[str, np.ndarray]:
     """The arrays of an artifact, in the shape ``load_serving_model`` expects.
 
-    Optional: ``repurchase`` (per item: cycles, dead times, rebought, repeat rates), ``orders
-    (per customer of ``history``), ``item_price`` (per item, NaN = unknown) and
+    Optional: ``repurchase`` (per item: cycles, dead times, rebought, repeat rates),
+    ``orders`` (per customer of ``history``), ``item_price`` (per item, NaN = unknown) and
     ``send_hour_prior`` (168 shares).
     """
     counts, last = history.counts, history.last_purchase
@@ -316,8 +316,9 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
             checks["repurchase arrays per item"] = all(
                 a.ndim == 1 and len(a) == len(items) for a in (dead, rebought, rate)
             )
-            checks[f"{DEAD_DAYS_ARRAY} positive or NaN"] = dead.dtype.kind == "f" and not bool(
-                np.any(dead <= 0)
+            # (0: never held back, with a floor of 0 days.)
+            checks[f"{DEAD_DAYS_ARRAY} not negative"] = dead.dtype.kind == "f" and not bool(
+                np.any(dead < 0)
             )
             if checks["repurchase arrays per item"]:
                 repurchase = Repurchase(
