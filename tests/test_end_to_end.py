@@ -29,7 +29,7 @@ def real_purchases(raw: pd.DataFrame) -> pd.DataFrame:
         & (raw["UnitPrice"] > 0)
         & ~raw["InvoiceNo"].astype(str).str.startswith("C")
     )
-    out = raw.loc[keep, ["CustomerID", "StockCode", "InvoiceDate"]].copy()
+    out = raw.loc[keep, ["CustomerID", "StockCode", "InvoiceDate", "InvoiceNo"]].copy()
     out["customer"] = out["CustomerID"].astype("int64").astype(str)
     out["item"] = out["StockCode"].astype(str).str.strip()
     return out
@@ -64,21 +64,30 @@ def test_train_the_sample_then_serve_it(tmp_path: Path, capsys) -> None:  # type
     clock = last.tz_localize("UTC").isoformat()
     recent = purchases[purchases["InvoiceDate"] >= last - WINDOW]
     window_items = recent.groupby("customer")["item"].agg(set)
-    # An item with a learned repurchase cycle shorter than the window comes back when due:
-    # its window is the cycle (the artifact's array, read here without nbo).
+    # An item rebought by enough customers comes back after its learned dead time, and so
+    # does any item a customer bought in two or more orders; a one-off purchase keeps the
+    # window (the artifact's arrays, read here without nbo).
     item_ids = np.load(models_dir / version / "item_ids.npy").tolist()
-    cycles = np.load(models_dir / version / "repurchase_cycle_days.npy")
-    window_days = {
-        item: min(float(c), WINDOW.days) if np.isfinite(c) else WINDOW.days
-        for item, c in zip(item_ids, cycles.tolist(), strict=True)
+    dead = np.load(models_dir / version / "repurchase_dead_days.npy").tolist()
+    rebought = np.load(models_dir / version / "repurchase_rebought.npy").tolist()
+    window = WINDOW.days
+    dead_days = {item: min(d, window) for item, d in zip(item_ids, dead, strict=True)}
+    once_days = {
+        item: min(d, window) if again else window
+        for item, d, again in zip(item_ids, dead, rebought, strict=True)
     }
+    orders = purchases.groupby(["customer", "item"])["InvoiceNo"].nunique()
     latest = recent.groupby(["customer", "item"])["InvoiceDate"].max().reset_index()
     age_days = (last - latest["InvoiceDate"]).dt.total_seconds() / 86_400
-    still_due = latest[age_days <= latest["item"].map(window_days).fillna(WINDOW.days)]
+    twice = orders.reindex(pd.MultiIndex.from_frame(latest[["customer", "item"]])).to_numpy() >= 2
+    window_days = np.where(
+        twice, latest["item"].map(dead_days), latest["item"].map(once_days)
+    ).astype(float)
+    still_due = latest[age_days <= np.nan_to_num(window_days, nan=window)]
     suppressed_now = still_due.groupby("customer")["item"].agg(set)
     due_counts = still_due.groupby("customer").size().reindex(window_items.index, fill_value=0)
     assert (due_counts < window_items.map(len)).any(), (
-        "some items should come back before 30 days thanks to a short cycle"
+        "some items should come back before 30 days thanks to a short dead time"
     )
 
     # The busiest recent buyers (suppression has the most to do), one who bought only

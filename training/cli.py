@@ -241,7 +241,10 @@ def print_evaluation(console: Console, result: TrainResult) -> None:
         f"{split['evaluated_customers']:,} customers evaluated, suppression window "
         f"{split['suppression_days']} days"
     )
-    console.print(cycles_line(result.manifest.get("cycles", {"enabled": False})))
+    cycles = result.manifest.get("cycles", {"enabled": False})
+    console.print(cycles_line(cycles))
+    if cycles.get("dead_time"):
+        console.print(dead_time_line(cycles["dead_time"]))
     for truth, by_method in result.metrics.items():
         if truth == CHURN_METRICS:
             continue
@@ -358,6 +361,26 @@ def cycles_line(cycles: dict[str, Any]) -> str:
         f"{head}, median {_days(days['median'])} days "
         f"(p10 {_days(days['p10'])} .. p90 {_days(days['p90'])}); "
         f"{cycles['items_before_cutoff']:,} before the cutoff for als_cycles"
+    )
+
+
+def dead_time_line(dead_time: dict[str, Any]) -> str:
+    """One line on how long suppression holds items back, from the manifest's
+    ``cycles.dead_time``: the items with a dead time of their own and its distribution,
+    the shop's (for an item a customer bought twice that few others rebuy), the floor."""
+    head = (
+        f"[bold]just bought:[/] a dead time on {dead_time['rebought_items']:,} items "
+        f"({dead_time['rebought_share']:.1%}), {dead_time['floor_items']:,} at the floor"
+    )
+    days = dead_time.get("days")
+    if days:
+        head += f", median {_days(days['median'])} days"
+    shop = dead_time.get("shop_days")
+    again = "the window" if shop is None else f"{_days(shop)} days"
+    return (
+        f"{head}; {again} for other repeat purchases, the window for one-offs; "
+        f"floor {_days(dead_time['floor_days'])} days, quantile {dead_time['quantile']:g} "
+        f"of the gaps less a {dead_time['horizon_days']}-day horizon"
     )
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nbo.core.errors import ConfigError
 from nbo.models.cf import AlsParams
+from nbo.models.cycles import DEAD_TIME_QUANTILE, FLOOR_DAYS, MIN_REPEAT_RATE
 from nbo.offers.suppression import SuppressionWindow
 
 
@@ -42,11 +43,14 @@ class AlsConfig(BaseModel):
 
 
 class CyclesConfig(BaseModel):
-    """Repurchase cycles (``nbo.cycles``): per item, the typical days between two
-    purchases by the same customer, learned where enough customers bought it again.
+    """Repurchase cycles and dead times (``nbo.models.cycles``): per item, the typical
+    days between two purchases by the same customer, and the dead time after a purchase
+    before which few repeats happen.
 
-    An item with a learned cycle stays suppressed that long after a purchase; items
-    without one use the default suppression window.
+    A rebought item stays suppressed for its dead time after a purchase (never longer
+    than the suppression window, never shorter than ``floor_days``), then competes in
+    the ranker. An item that is not rebought keeps the window, unless the customer
+    bought it in two or more orders.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -60,6 +64,19 @@ class CyclesConfig(BaseModel):
     # Upper bound on a learned cycle in days (None = no bound): a gap of more than a
     # year says little about when an item is due again.
     max_days: int | None = Field(365, ge=1)
+    # The dead time is this quantile of the item's gaps between purchases, each repeat
+    # buyer counting once: the share of repeats that happen sooner, and are given up.
+    dead_time_quantile: float = Field(DEAD_TIME_QUANTILE, ge=0, le=1)
+    # Below this share of its buyers buying it on two or more days an item is one-off:
+    # it keeps the window for a customer who bought it once.
+    min_repeat_rate: float = Field(MIN_REPEAT_RATE, ge=0, le=1)
+    # Nothing bought in the last ``floor_days`` is ever offered, whatever the data says.
+    floor_days: float = Field(FLOOR_DAYS, ge=0)
+    # How long after an offer a purchase counts as taking it up, in days (None: the
+    # holdout, over which the evaluation judges offers): the dead time is the quantile
+    # of the gaps minus this, so an item the customer will likely buy again within it is
+    # offered (``nbo.models.cycles``).
+    horizon_days: int | None = Field(None, ge=0)
 
 
 class ChurnConfig(BaseModel):
@@ -130,6 +147,9 @@ class RankerConfig(BaseModel):
     max_rounds: int = Field(100, ge=1, le=2000)
     # Neighbours kept per item by ItemKNN.
     neighbours: int = Field(100, ge=1, le=1000)
+    # Past windows the ranker learns from, each a holdout before the one after it (as
+    # many as the data holds, up to this): more labels, and habits seen at several dates.
+    windows: int = Field(3, ge=1, le=12)
 
 
 class TrainingConfig(BaseModel):

@@ -26,11 +26,12 @@ from nbo.catalog.terms import Catalog
 from nbo.core import columns as col
 from nbo.data.features import line_values
 from nbo.data.history import to_unix_seconds
+from nbo.models.cycles import Repurchase
 from nbo.models.policy import LISTED_RULES
 from nbo.models.propensity import Propensity
 from nbo.offers.ranking import MIN_CANDIDATES as PROPENSITY_CANDIDATES
 from training.config import TrainingConfig
-from training.fit import Fitted, als_on, fit_cycles
+from training.fit import Fitted, als_on, fit_repurchase
 from training.load import TrainingData
 from training.methods import (
     Metrics,
@@ -90,8 +91,8 @@ def evaluate(
     catalog = catalog or default_catalog()
     k, seed = config.k, config.als.random_state
     with steps.step("evaluate"):
-        # What the service would suppress at the cutoff, cycles included when learned.
-        suppressed = suppressed_at_cutoff(split, fitted.cycles, config.suppression.days)
+        # What the service would suppress at the cutoff, dead times included when learned.
+        suppressed = suppressed_at_cutoff(split, fitted.repurchase, config.suppression.days)
         popularity = split_popularity(split, config.popularity_days)
         methods = single_methods(split, fitted, popularity, suppressed, k)
         customers = evaluation_customers(split, config.eval_max_customers, seed)
@@ -101,9 +102,11 @@ def evaluate(
 
     params = config.als.params()
 
-    def cycles_of(window: TimeSplit) -> np.ndarray | None:
+    def repurchase_of(window: TimeSplit) -> Repurchase | None:
         """The split's cycles are learned already; an earlier window's are learned anew."""
-        return fitted.cycles if window is split else fit_cycles(window.train_lines, config.cycles)
+        if window is split:
+            return fitted.repurchase
+        return fit_repurchase(window.train_lines, config)
 
     def fit_als_on(counts: sp.csr_matrix) -> AlternatingLeastSquares:
         return als_on(counts, params)
@@ -112,7 +115,7 @@ def evaluate(
     settings = WindowSettings.from_config(config)
     with steps.step("ranker (trained one window earlier)"):
         ranker = evaluate_ranker(
-            split, fitted.als, fit_als_on, cycles_of, facts_of, customers, settings, k
+            split, fitted.als, fit_als_on, repurchase_of, facts_of, customers, settings, k
         )
         for truth, by_method in ranker.metrics.items():
             metrics[truth].update(by_method)
@@ -135,11 +138,24 @@ def evaluate(
     line_value = typical_line_values(data)
     with steps.step("policy (served on the window before)"):
         policy = choose_policy(
-            split, ranker, fit_als_on, cycles_of, facts_of, settings, config, catalog, line_value
+            split,
+            ranker,
+            fit_als_on,
+            repurchase_of,
+            facts_of,
+            settings,
+            config,
+            catalog,
+            line_value,
         )
     with steps.step("served (at the cutoff)"):
         at = Cutoff(
-            split, fitted.als, fitted.cycles, ranker, customers, line_value(cutoff_seconds(split))
+            split,
+            fitted.als,
+            fitted.repurchase,
+            ranker,
+            customers,
+            line_value(cutoff_seconds(split)),
         )
         served = served_metrics(
             served_model(at, config, propensity), at, policy.name, config, catalog
@@ -177,7 +193,7 @@ def single_methods(
 ) -> dict[str, Recommender]:
     """The methods that need no second window: ALS, popularity, buy-again, and with
     cycles the fair comparison for them: ALS minus the plain window (what the service
-    does without cycles) against ALS minus the cycle-aware window (``suppressed``)."""
+    does without cycles) against ALS minus the dead times (``suppressed``)."""
     als = als_recommender(fitted.als, k)
     methods = {
         "als": als,
@@ -186,7 +202,7 @@ def single_methods(
             split.train.counts, split.train.last_purchase, popularity, k
         ),
     }
-    if fitted.cycles is not None:
+    if fitted.repurchase is not None:
         methods["als_window"] = excluding(als, split.suppressed)
         methods["als_cycles"] = excluding(als, suppressed)
     return methods

@@ -30,6 +30,7 @@ from training.cli import (
     TRUTH_TITLES,
     add_input_arguments,
     cycles_line,
+    dead_time_line,
     in_order,
     load_inputs,
     print_report,
@@ -103,8 +104,14 @@ def run(args: argparse.Namespace) -> int:
         if customers is None
     ]
     print_report(console, result, document["quality_gate"]["message"], warnings)
+    cycles = result.manifest.get("cycles", {"enabled": False})
     notes = [
-        Text.from_markup(cycles_line(result.manifest.get("cycles", {"enabled": False}))).plain,
+        Text.from_markup(cycles_line(cycles)).plain,
+        *(
+            [Text.from_markup(dead_time_line(cycles["dead_time"])).plain]
+            if cycles.get("dead_time")
+            else []
+        ),
         Text.from_markup(propensity_line(result.manifest.get("propensity"))).plain,
     ]
     written = [

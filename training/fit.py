@@ -1,10 +1,11 @@
 """Step 3, fit: the models learned from the purchases before the cutoff, which the
 evaluation then scores on the holdout.
 
-ALS and the repurchase cycles learn from the split's training side only. The churn model
+ALS and what is learned about buying items again (cycles and dead times) learn from the
+split's training side only. The churn model
 has cutoffs of its own (``training.lifecycle``): it is fitted, judged against recency on
 a later label period and refitted for publishing, all here, because the ranker learns
-from the risk it predicts. ``als_on`` and ``fit_cycles`` are the one way to fit either
+from the risk it predicts. ``als_on`` and ``fit_repurchase`` are the one way to fit either
 on any window: the ranker's earlier window and the refit on all data use them too.
 """
 
@@ -13,14 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
 from nbo.data.history import EncodedPurchases
 from nbo.models.cf import AlsParams, confidence_matrix, fit_als
-from nbo.models.cycles import repurchase_cycles
-from training.config import CyclesConfig, TrainingConfig
+from nbo.models.cycles import Repurchase, learn_repurchase
+from training.config import TrainingConfig
 from training.lifecycle import ChurnTraining, train_churn
 from training.load import TrainingData
 from training.progress import Steps
@@ -32,9 +32,9 @@ class Fitted:
     """What was learned before the cutoff (rows and columns: the split's training ids)."""
 
     als: AlternatingLeastSquares
-    # Learned repurchase cycle in days per training item (NaN: none); None when cycles
-    # are off in the config.
-    cycles: np.ndarray | None
+    # Repurchase cycles and dead times per training item; None when cycles are off in
+    # the config.
+    repurchase: Repurchase | None
     churn: ChurnTraining
 
 
@@ -46,13 +46,13 @@ def fit_before_cutoff(
     params = config.als.params()
     with steps.step("fit ALS (before cutoff)", iterations=params.iterations) as tick:
         als = als_on(split.train.counts, params, on_iteration=tick)
-    cycles = None
+    repurchase = None
     if config.cycles.enabled:
         with steps.step("repurchase cycles (before cutoff)"):
-            cycles = fit_cycles(split.train_lines, config.cycles)
+            repurchase = fit_repurchase(split.train_lines, config)
     with steps.step("churn model"):
         churn = train_churn(data.orders, config.churn, data.end_s, params.random_state)
-    return Fitted(als=als, cycles=cycles, churn=churn)
+    return Fitted(als=als, repurchase=repurchase, churn=churn)
 
 
 def als_on(
@@ -64,8 +64,18 @@ def als_on(
     return fit_als(confidence_matrix(counts, params), params, on_iteration=on_iteration)
 
 
-def fit_cycles(lines: EncodedPurchases, config: CyclesConfig) -> np.ndarray | None:
-    """The repurchase cycle of each item of ``lines`` (None when cycles are off)."""
-    if not config.enabled:
+def fit_repurchase(lines: EncodedPurchases, config: TrainingConfig) -> Repurchase | None:
+    """The repurchase cycle and dead time of each item of ``lines`` (None when cycles are
+    off); an offer's horizon is ``[cycles] horizon_days``, else the holdout."""
+    cycles = config.cycles
+    if not cycles.enabled:
         return None
-    return repurchase_cycles(lines, config.min_repeat_buyers, config.max_days)
+    return learn_repurchase(
+        lines,
+        cycles.min_repeat_buyers,
+        cycles.max_days,
+        quantile=cycles.dead_time_quantile,
+        min_repeat_rate=cycles.min_repeat_rate,
+        floor_days=cycles.floor_days,
+        horizon_days=config.holdout_days if cycles.horizon_days is None else cycles.horizon_days,
+    )

@@ -236,12 +236,15 @@ def resolve_thresholds(
 
 @dataclass(frozen=True)
 class CustomerTraits:
-    """Stage (index into ``STAGES``), churn risk and total value per customer as of a
-    moment: what the ranker learns from besides purchases."""
+    """Stage (index into ``STAGES``), churn risk, total value, orders placed and mean
+    days between orders per customer as of a moment: what the ranker learns from besides
+    purchases (the service takes the same from each customer's profile)."""
 
     stage: np.ndarray
     churn_risk: np.ndarray
     monetary: np.ndarray
+    baskets: np.ndarray
+    gap_days: np.ndarray  # NaN with fewer than two orders
 
 
 def customer_traits(
@@ -269,6 +272,8 @@ def customer_traits(
         stages[positions],
         risk[positions],
         features[positions, FEATURE_INDEX["monetary"]],
+        features[positions, FEATURE_INDEX["frequency"]],
+        features[positions, FEATURE_INDEX["gap_mean_days"]],
     )
 
 

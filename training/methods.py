@@ -5,12 +5,12 @@ method ranked on the same time split, against two truths.
 bought in the suppression window before the cutoff, with those items also removed from
 every method's list - what the service would actually be allowed to offer.
 
-``als_cycles`` is ALS with cycle-aware suppression at the cutoff: its lists also leave out
-every item the customer bought within the item's learned repurchase cycle (the default
-window where the item has none), on both truths. On ``all`` that shows whether
-suppressing by cycle gains against everything customers bought (plain ``als`` suppresses
+``als_cycles`` is ALS with the service's suppression at the cutoff: its lists also leave
+out every item the customer bought within its learned dead time (``nbo.models.cycles``;
+the default window where the item is not rebought), on both truths. On ``all`` that shows
+what suppressing costs against everything customers bought (plain ``als`` suppresses
 nothing there); on ``new`` its lists leave out the union of the default window and the
-cycles, since the truth already drops the window's items.
+dead times, since the truth already drops the window's items.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from implicit.cpu.topk import topk
 from nbo.data.sparse import RowIndices, row_of
 from nbo.evaluation.ranking_metrics import ranking_metrics
 from nbo.models.cf import real_candidates
-from nbo.models.cycles import suppressed_mask, suppression_days_per_item
+from nbo.models.cycles import ItemWindows, Repurchase
 from nbo.models.popularity import popular_order, popularity_scores
 from training.split import TimeSplit
 
@@ -144,15 +144,13 @@ def excluding(recommend: Recommender, always: sp.csr_matrix) -> Recommender:
     return wrapped
 
 
-def cycle_suppressed(split: TimeSplit, window_days: np.ndarray) -> sp.csr_matrix:
-    """What a service at the cutoff suppresses when each item has its own window
-    (``nbo.cycles.suppression_days_per_item`` over the training items), binary float32.
-
-    With no learned cycle anywhere this equals ``split.suppressed``.
-    """
-    last = split.train.last_purchase
+def cycle_suppressed(split: TimeSplit, windows: ItemWindows) -> sp.csr_matrix:
+    """What a service at the cutoff suppresses when each item has its own windows
+    (``nbo.models.cycles.ItemWindows``: one for a customer who bought it once, one for a
+    customer who bought it in two or more orders), binary float32."""
+    last, counts = split.train.last_purchase, split.train.counts
     cutoff_s = int(split.cutoff.value // 1_000_000_000)
-    mask = suppressed_mask(last.indices, last.data, cutoff_s, window_days)
+    mask = windows.suppressed(last.indices, last.data, counts.data, cutoff_s)
     suppressed = sp.csr_matrix(
         (mask.astype(np.float32), last.indices.copy(), last.indptr.copy()), shape=last.shape
     )
@@ -161,14 +159,14 @@ def cycle_suppressed(split: TimeSplit, window_days: np.ndarray) -> sp.csr_matrix
 
 
 def suppressed_at_cutoff(
-    split: TimeSplit, cycles: np.ndarray | None, default_days: int | None
+    split: TimeSplit, repurchase: Repurchase | None, default_days: int | None
 ) -> sp.csr_matrix:
-    """What the service would suppress at the cutoff: the cycle-aware window (each item's
-    learned ``cycles``, ``default_days`` where it has none) when cycles are learned, the
-    plain window of the split otherwise."""
-    if cycles is None:
+    """What the service would suppress at the cutoff: each item for its learned dead
+    time (capped at ``default_days``, ``Repurchase.windows``) when learned, the plain
+    window of the split otherwise."""
+    if repurchase is None:
         return split.suppressed
-    return cycle_suppressed(split, suppression_days_per_item(cycles, default_days))
+    return cycle_suppressed(split, repurchase.windows(default_days))
 
 
 def evaluate_methods(

@@ -12,10 +12,14 @@ the customers bought in it:
 - the simple rules (``nbo.models.policy``): buy-again and ItemKNN, each with the popular
   fill, and popularity.
 
-The winner on NDCG@k against every purchase of the validation window (``POLICY_TRUTH``,
-the quality gate's truth) is the served model's candidate policy; a tie goes to the
-model. The test window then measures the chosen policy, never choosing it. Data too
-short for a validation window serves the model, unvalidated, and says so.
+Each candidate is judged on NDCG@k against both truths of the validation window (every
+purchase, and what was not bought in the suppression window: the shop wants both its
+reorders and new items sold): its score is the mean, over the two truths, of its figure
+as a share of the best candidate's there. The best score is the served model's
+candidate policy; a tie goes to the model. (On every purchase alone a rule that gains a
+few percent there could win while losing a third on new items.) The test window then
+measures the chosen policy, never choosing it. Data too short for a validation window
+serves the model, unvalidated, and says so.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 
 from nbo.catalog.terms import Catalog
 from nbo.core.errors import ConfigError
+from nbo.models.cycles import Repurchase
 from nbo.models.policy import (
     POLICY_ALS,
     POLICY_BUY_AGAIN,
@@ -52,7 +57,10 @@ from training.ranker import (
 from training.served import SERVED, Cutoff, curves, served_metrics, served_model
 from training.split import TimeSplit
 
+# The truth the best simple rule's margin is quoted on (the quality gate's), and the
+# truths the choice weighs equally.
 POLICY_TRUTH = "all"
+POLICY_TRUTHS = ("all", "new")
 POLICY_METRIC_TEMPLATE = "ndcg@{k}"
 
 
@@ -71,24 +79,36 @@ class PolicyChoice:
     # policy -> truth -> the served figure (``metric``) on the validation window
     validation: dict[str, dict[str, float]] = field(default_factory=dict)
 
+    def score(self, policy: str) -> float:
+        """The choice's criterion: the mean, over ``POLICY_TRUTHS``, of ``policy``'s
+        figure on the validation window as a share of the best candidate's (0 where
+        nobody scored anything)."""
+        shares = []
+        for truth in POLICY_TRUTHS:
+            best = max(figures.get(truth, 0.0) for figures in self.validation.values())
+            shares.append(self.validation[policy].get(truth, 0.0) / best if best > 0 else 0.0)
+        return float(np.mean(shares))
+
     @property
     def best_rule(self) -> str | None:
-        """The simple rule that served best on the validation window."""
+        """The simple rule that served best on the validation window (``score``)."""
         rules = [name for name in RULES if name in self.validation]
         if not rules:
             return None
-        return max(rules, key=lambda name: self.validation[name][self.truth])
+        return max(rules, key=self.score)
 
-    def margin(self, policy: str) -> float | None:
+    def margin(self, policy: str, truth: str | None = None) -> float | None:
         """How much ``policy`` served above (below, negative) the best simple rule on
-        the validation window, as a share of the rule's figure."""
+        the validation window, as a share of the rule's figure, on ``truth`` (default
+        ``self.truth``)."""
         rule = self.best_rule
         if rule is None or policy not in self.validation:
             return None
-        base = self.validation[rule][self.truth]
+        truth = truth or self.truth
+        base = self.validation[rule][truth]
         if base <= 0:
             return None
-        return self.validation[policy][self.truth] / base - 1.0
+        return self.validation[policy][truth] / base - 1.0
 
     def section(self) -> dict[str, Any]:
         """The manifest's ``policy`` section (``nbo.models.policy.SECTION``)."""
@@ -102,8 +122,12 @@ class PolicyChoice:
             "validation_cutoff": self.cutoff,
             "validation_customers": self.customers,
             "validation": self.validation,
+            "criterion": "mean over the truths "
+            f"{' and '.join(POLICY_TRUTHS)} of {self.metric} as a share of the best candidate's",
+            "scores": {name: self.score(name) for name in self.validation},
             "best_rule": self.best_rule,
             "margin": self.margin(self.model),
+            "margins": {truth: self.margin(self.model, truth) for truth in POLICY_TRUTHS},
         }
 
 
@@ -111,7 +135,7 @@ def choose_policy(
     split: TimeSplit,
     ranker: RankerResult,
     fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
-    cycles_of: Callable[[TimeSplit], np.ndarray | None],
+    repurchase_of: Callable[[TimeSplit], Repurchase | None],
     facts_of: FactsOf,
     settings: WindowSettings,
     config: TrainingConfig,
@@ -130,7 +154,7 @@ def choose_policy(
         )
     else:
         try:
-            window = earlier_window(split, fit_als_on, cycles_of, facts_of, settings)
+            window = earlier_window(split, fit_als_on, repurchase_of, facts_of, settings)
         except ConfigError as exc:
             model = POLICY_RANKER if ranker.booster is not None else POLICY_ALS
             return PolicyChoice(
@@ -158,7 +182,7 @@ def choose_policy(
         validation,
         window.als,
         fit_als_on,
-        cycles_of,
+        repurchase_of,
         facts,
         customers,
         settings,
@@ -173,7 +197,7 @@ def choose_policy(
     at = Cutoff(
         validation,
         window.als,
-        cycles_of(validation),
+        repurchase_of(validation),
         at_validation,
         customers,
         typical_line_value(int(validation.cutoff.value // 1_000_000_000)),
@@ -187,10 +211,8 @@ def choose_policy(
     for policy in candidates:
         metrics = served_metrics(served, at, policy, config, catalog)
         figures[policy] = {truth: metrics[truth][SERVED][metric] for truth in metrics}
-    # The first best wins: the model on a tie.
-    name = max(candidates, key=lambda policy: figures[policy][POLICY_TRUTH])
     choice = PolicyChoice(
-        name,
+        model,
         "",
         True,
         model,
@@ -199,6 +221,8 @@ def choose_policy(
         customers=len(customers),
         validation=figures,
     )
+    # The first best wins: the model on a tie.
+    choice = replace(choice, name=max(candidates, key=choice.score))
     return _with_reason(choice, ranker, at_validation)
 
 
@@ -208,14 +232,18 @@ def _with_reason(
     """``choice`` with its reason in words."""
     rule = choice.best_rule
     assert rule is not None
-    model, truth, metric = choice.model, choice.truth, choice.metric
+    model, metric = choice.model, choice.metric
     figures = choice.validation
-    margin = choice.margin(model)
-    change = "" if margin is None else f" ({margin:+.1%})"
+
+    def on_both(policy: str) -> str:
+        return ", ".join(f"{figures[policy][t]:.4f} on {t}" for t in POLICY_TRUTHS)
+
+    changes = [choice.margin(model, truth) for truth in POLICY_TRUTHS]
+    change = "" if None in changes else " (" + ", ".join(f"{m:+.1%}" for m in changes) + ")"
     served = (
-        f"{model} {metric} {figures[model][truth]:.4f} "
+        f"{model} {metric} {on_both(model)} "
         f"{'beats' if choice.name == model else 'does not beat'} the best simple rule, "
-        f"{rule} {figures[rule][truth]:.4f}{change}, served on the validation window "
+        f"{rule} {on_both(rule)}{change}, served on the validation window "
         f"before {choice.cutoff}"
     )
     if choice.name != model:

@@ -11,14 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from nbo.catalog.terms import Catalog
 from nbo.core import columns as col
 from nbo.data.features import item_prices
 from nbo.models.artifacts import unique_version, write_artifact
-from nbo.models.cycles import cycle_summary
+from nbo.models.cycles import Repurchase, cycle_summary, dead_time_summary
 from nbo.models.policy import SECTION as POLICY_SECTION
 from training.config import TrainingConfig
 from training.evaluate import Evaluation
@@ -57,7 +56,7 @@ def build_manifest(
             "cold_start_customers_in_holdout": split.cold_start_customers,
         },
         "model": model.section(),
-        "cycles": cycles_section(config, model.cycles, fitted.cycles),
+        "cycles": cycles_section(config, model.repurchase, fitted.repurchase),
         "propensity": evaluation.propensity_report,
         "ranker": evaluation.ranker.section(),
         "churn": fitted.churn.section,
@@ -83,7 +82,7 @@ def publish_model(
             confidence=model.confidence,
             als=model.als,
             popularity=model.popularity,
-            cycles=model.cycles,
+            repurchase=model.repurchase,
             item_price=item_prices(data.purchases, model.history.items) if data.priced else None,
             ranker=model.ranker,
             propensity=model.propensity,
@@ -104,18 +103,31 @@ def publish_model(
 
 
 def cycles_section(
-    config: TrainingConfig, full: np.ndarray | None, before_cutoff: np.ndarray | None
+    config: TrainingConfig, full: Repurchase | None, before_cutoff: Repurchase | None
 ) -> dict[str, Any]:
     """The manifest's view of the learned cycles: how many items (of the published model)
-    have one, their share, the distribution in days, and the count the evaluation used."""
+    have one, their share, the distribution in days, and the count the evaluation used;
+    and of the dead times suppression holds items back for (``dead_time``)."""
     if full is None:
         return {"enabled": False}
+    cycles = config.cycles
     return {
         "enabled": True,
-        "min_repeat_buyers": config.cycles.min_repeat_buyers,
-        "max_days": config.cycles.max_days,
-        **cycle_summary(full),
-        "items_before_cutoff": cycle_summary(before_cutoff)["items"],
+        "min_repeat_buyers": cycles.min_repeat_buyers,
+        "max_days": cycles.max_days,
+        **cycle_summary(full.cycle_days),
+        "items_before_cutoff": cycle_summary(
+            None if before_cutoff is None else before_cutoff.cycle_days
+        )["items"],
+        "dead_time": {
+            "quantile": cycles.dead_time_quantile,
+            "min_repeat_rate": cycles.min_repeat_rate,
+            "floor_days": cycles.floor_days,
+            "horizon_days": config.holdout_days
+            if cycles.horizon_days is None
+            else cycles.horizon_days,
+            **dead_time_summary(full, cycles.floor_days),
+        },
     }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightgbm as lgb
@@ -39,6 +39,7 @@ from nbo.models.candidates import (
     candidates,
     ranked_top,
 )
+from nbo.models.cycles import Repurchase
 from nbo.models.popularity import group_popularity, popularity_scores
 from nbo.models.ranker import lightgbm_version, ranker_arrays, ranker_file
 from training.config import TrainingConfig
@@ -116,7 +117,7 @@ def item_side(
     als: AlternatingLeastSquares,
     similarity: sp.csr_matrix,
     popularity_days: int | None,
-    cycle_days: np.ndarray | None,
+    repurchase: Repurchase | None,
     facts: WindowFacts = WindowFacts(),
 ) -> ItemSide:
     """The sources as known at the split's cutoff."""
@@ -132,9 +133,10 @@ def item_side(
         similarity,
         popularity_scores(counts, last, cutoff_s, days),
         popularity_scores(counts, last, cutoff_s - days * DAY, days),
-        cycle_days,
+        None if repurchase is None else repurchase.cycle_days,
         price=facts.price,
         stage_popularity=stage_popularity,
+        repeat_rate=None if repurchase is None else repurchase.repeat_rate,
     )
 
 
@@ -154,6 +156,8 @@ def customer_side(
         stage=None if traits is None else traits.stage[customers],
         churn_risk=None if traits is None else traits.churn_risk[customers],
         monetary=None if traits is None else traits.monetary[customers],
+        baskets=None if traits is None else traits.baskets[customers],
+        gap_days=None if traits is None else traits.gap_days[customers],
     )
 
 
@@ -381,6 +385,7 @@ class RankerResult:
     rows: np.ndarray
     training_pairs: int = 0
     training_customers: int = 0
+    training_windows: int = 0
     per_source: int = 0
     # The sources as known at the cutoff and the customers' facts there (what a model
     # served at the cutoff is made of), and the window the booster was trained on (None
@@ -396,9 +401,11 @@ class RankerResult:
         return {
             "enabled": True,
             **booster_document(self.booster, self.per_source),
-            "trained_on": "the window before the cutoff (sources fitted before it)",
+            "trained_on": "the windows before the cutoff, each a holdout before the next "
+            "(sources fitted before each)",
             "training_pairs": self.training_pairs,
             "training_customers": self.training_customers,
+            "training_windows": self.training_windows,
             "contributions": self.contributions,
         }
 
@@ -416,6 +423,7 @@ class WindowSettings:
     max_rounds: int
     neighbours: int
     enabled: bool = True
+    windows: int = 1  # past windows stacked for the ranker's training data
 
     @classmethod
     def from_config(cls, config: TrainingConfig) -> WindowSettings:
@@ -429,6 +437,7 @@ class WindowSettings:
             config.ranker.max_rounds,
             config.ranker.neighbours,
             config.ranker.enabled,
+            config.ranker.windows,
         )
 
 
@@ -462,7 +471,7 @@ class EarlierWindow:
 def earlier_window(
     split: TimeSplit,
     fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
-    cycles_of: Callable[[TimeSplit], np.ndarray | None],
+    repurchase_of: Callable[[TimeSplit], Repurchase | None],
     facts_of: FactsOf,
     settings: WindowSettings,
 ) -> EarlierWindow:
@@ -480,7 +489,7 @@ def earlier_window(
         als_earlier,
         fit_knn(earlier.train.counts, settings.neighbours),
         settings.popularity_days,
-        cycles_of(earlier),
+        repurchase_of(earlier),
         facts,
     )
     return EarlierWindow(earlier, als_earlier, items, facts)
@@ -489,14 +498,14 @@ def earlier_window(
 def training_window(
     split: TimeSplit,
     fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
-    cycles_of: Callable[[TimeSplit], np.ndarray | None],
+    repurchase_of: Callable[[TimeSplit], Repurchase | None],
     facts_of: FactsOf,
     settings: WindowSettings,
 ) -> TrainingWindow:
     """The ranker's training data: the candidates at the window before ``split``'s
     cutoff (``earlier_window``), labelled by what was bought up to the cutoff;
     ConfigError when the data has no such window."""
-    window = earlier_window(split, fit_als_on, cycles_of, facts_of, settings)
+    window = earlier_window(split, fit_als_on, repurchase_of, facts_of, settings)
     earlier, facts = window.split, window.facts
     customers = evaluation_customers(earlier, settings.max_customers, settings.seed)
     table = candidates(
@@ -506,6 +515,47 @@ def training_window(
     )
     labels = labels_of(table, earlier.truth_all[customers])
     return TrainingWindow(earlier, customers, table, labels, window.als, window.items, facts)
+
+
+def stacked_windows(
+    split: TimeSplit,
+    first: TrainingWindow,
+    fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
+    repurchase_of: Callable[[TimeSplit], Repurchase | None],
+    facts_of: FactsOf,
+    settings: WindowSettings,
+) -> tuple[CandidateTable, np.ndarray, int]:
+    """The ranker's training pairs: ``first`` (the window before ``split``'s cutoff) and
+    up to ``settings.windows - 1`` earlier ones, each cut a holdout before the one after
+    it, with sources and facts fitted to what was known at its own cutoff; as many as the
+    data holds. Each window's customers are groups of their own (their rows follow the
+    previous windows'). Returns the table, its labels and the windows stacked."""
+    tables, labels = [first.table], [first.labels]
+    window, within, rows = first, facts_of, int(first.table.rows.max(initial=-1)) + 1
+    outer = split
+    while len(tables) < settings.windows:
+        # The next window is cut from this one's training side: its facts by positions
+        # there (``facts_within`` the split this one was cut from).
+        within = facts_within(outer, within)
+        outer = window.split
+        try:
+            window = training_window(outer, fit_als_on, repurchase_of, within, settings)
+        except ConfigError:
+            break
+        if not window.labels.any():
+            break
+        tables.append(replace(window.table, rows=window.table.rows + rows))
+        labels.append(window.labels)
+        rows += int(window.table.rows.max(initial=-1)) + 1
+    if len(tables) == 1:
+        return first.table, first.labels, 1
+    table = CandidateTable(
+        np.concatenate([t.rows for t in tables]),
+        np.concatenate([t.items for t in tables]),
+        np.concatenate([t.features for t in tables]),
+        np.concatenate([t.sources for t in tables]),
+    )
+    return table, np.concatenate(labels), len(tables)
 
 
 def facts_within(split: TimeSplit, facts_of: FactsOf) -> FactsOf:
@@ -526,7 +576,7 @@ def evaluate_ranker(
     split: TimeSplit,
     evaluated: AlternatingLeastSquares,
     fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
-    cycles_of: Callable[[TimeSplit], np.ndarray | None],
+    repurchase_of: Callable[[TimeSplit], Repurchase | None],
     facts_of: FactsOf,
     customers: np.ndarray,
     settings: WindowSettings,
@@ -547,7 +597,7 @@ def evaluate_ranker(
         evaluated,
         fit_knn(split.train.counts, settings.neighbours),
         settings.popularity_days,
-        cycles_of(split),
+        repurchase_of(split),
         facts_now,
     )
     stages = None if facts_now.traits is None else facts_now.traits.stage
@@ -575,12 +625,14 @@ def evaluate_ranker(
     if not settings.enabled:
         return without_ranker("disabled in the training config")
     try:
-        window = training_window(split, fit_als_on, cycles_of, facts_of, settings)
+        window = training_window(split, fit_als_on, repurchase_of, facts_of, settings)
     except ConfigError as exc:
         return without_ranker(f"no window before the cutoff to train on ({exc})")
-    table, labels = window.table, window.labels
-    if not labels.any():
+    if not window.labels.any():
         return without_ranker("nobody bought a candidate in the window before the cutoff", window)
+    table, labels, stacked = stacked_windows(
+        split, window, fit_als_on, repurchase_of, facts_of, settings
+    )
     booster = train_ranker(table, labels, settings.seed, settings.max_rounds)
     record: list[tuple[CandidateTable, np.ndarray, np.ndarray]] = []
     methods = {
@@ -609,6 +661,7 @@ def evaluate_ranker(
         all_table.rows,
         training_pairs=len(table),
         training_customers=len(np.unique(table.rows[labels])),
+        training_windows=stacked,
         per_source=settings.per_source,
         items=now,
         facts=facts_now,

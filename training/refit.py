@@ -2,7 +2,7 @@
 
 The evaluation judged models that never saw the holdout; the served one learns it too.
 ALS continues from the evaluated factors for ``refit_iterations`` (or starts over),
-popularity and the repurchase cycles are recounted, every customer gets a lifecycle
+popularity and the repurchase cycles and dead times are recounted, every customer gets a lifecycle
 stage and a best send hour as of the end of the data, and the ranker's sources are
 refitted for the booster the evaluation trained when the ranker is served (or alone,
 for ItemKNN). The churn model, the booster, the propensity curves and the candidate
@@ -21,12 +21,13 @@ from implicit.cpu.als import AlternatingLeastSquares
 from nbo.data.history import PurchaseHistory
 from nbo.models.candidates import stage_codes
 from nbo.models.cf import confidence_matrix, fit_als
+from nbo.models.cycles import Repurchase
 from nbo.models.policy import POLICY_ITEMKNN, POLICY_RANKER
 from nbo.models.popularity import popularity_scores
 from nbo.models.propensity import Propensity
 from training.config import TrainingConfig
 from training.evaluate import Evaluation
-from training.fit import Fitted, fit_cycles
+from training.fit import Fitted, fit_repurchase
 from training.lifecycle import ChurnTraining, CustomerLifecycle, customer_lifecycle
 from training.load import TrainingData
 from training.progress import Steps
@@ -44,7 +45,7 @@ class FinalModel:
     iterations: int  # ALS iterations of the refit
     warm_started: bool  # whether the refit continued from the evaluated factors
     popularity: np.ndarray  # as of the last purchase
-    cycles: np.ndarray | None  # None when cycles are off
+    repurchase: Repurchase | None  # None when cycles are off
     lifecycle: CustomerLifecycle  # every customer as of the end of the data
     churn: ChurnTraining
     # The booster and its sources (the ranker policy), the sources alone (ItemKNN's), or
@@ -81,10 +82,10 @@ def refit(
         popularity = popularity_scores(
             history.counts, history.last_purchase, data.last_s, config.popularity_days
         )
-    cycles = None
+    repurchase = None
     if config.cycles.enabled:
         with steps.step("repurchase cycles (all data)"):
-            cycles = fit_cycles(data.encoded, config.cycles)
+            repurchase = fit_repurchase(data.encoded, config)
     iterations = config.als.refit_iterations or params.iterations
     with steps.step("refit ALS (all data)", iterations=iterations) as tick:
         warm = None
@@ -111,7 +112,7 @@ def refit(
         iterations=iterations,
         warm_started=warm is not None,
         popularity=popularity,
-        cycles=cycles,
+        repurchase=repurchase,
         lifecycle=lifecycle,
         churn=fitted.churn,
         ranker=ranker,

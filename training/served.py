@@ -3,9 +3,10 @@
 The methods and the ranker are scored as lists of items; a customer gets what the
 service's decision (``nbo.offers.ranking.rank_offers``) makes of the model: its
 candidate policy (``nbo.models.policy``), suppression of what was just bought (the
-window and the learned cycles), the catalogue's eligibility and arbitration, and the
+window and the learned dead times), the catalogue's eligibility and arbitration, and the
 popular fill. So a served model is assembled at the cutoff from what the trainer knew
-there (``Cutoff``: ALS, the cycles, the ranker and its sources, the customers' facts),
+there (``Cutoff``: ALS, the repurchase cycles and dead times, the ranker and its sources,
+the customers' facts),
 written as an artifact by the code that publishes one (``ServedParts``), loaded by the
 service's loader, and asked for every evaluated customer's offers with the clock at the
 cutoff. The product offers, in served order (incentives skipped), are scored against
@@ -42,6 +43,7 @@ from nbo.evaluation.ranking_metrics import ranking_metrics
 from nbo.models.artifacts import load_artifact, write_artifact
 from nbo.models.candidates import NO_STAGE
 from nbo.models.cf import confidence_matrix
+from nbo.models.cycles import Repurchase
 from nbo.models.policy import (
     LISTED_RULES,
     POLICY_ALS,
@@ -85,7 +87,7 @@ class ServedParts:
     confidence: sp.csr_matrix
     als: AlternatingLeastSquares
     popularity: np.ndarray
-    cycles: np.ndarray | None
+    repurchase: Repurchase | None
     item_price: np.ndarray | None
     ranker: ServedRanker | None  # the booster (None: sources only) and its sources
     propensity: Propensity
@@ -107,7 +109,7 @@ class ServedParts:
             self.history,
             self.confidence,
             self.popularity,
-            repurchase_cycle_days=self.cycles,
+            repurchase=self.repurchase,
             orders=orders,
             item_price=self.item_price,
             send_hour_prior=send_hour_prior,
@@ -124,13 +126,13 @@ class ServedParts:
 
 @dataclass(frozen=True)
 class Cutoff:
-    """What the trainer knows at a cutoff, to serve a model there: ALS and the cycles
+    """What the trainer knows at a cutoff, to serve a model there: ALS and the repurchase
     fitted before it, the ranker evaluated at it (its booster, sources, the customers'
     facts, the candidates' scores) and the customers evaluated there."""
 
     split: TimeSplit
     als: AlternatingLeastSquares
-    cycles: np.ndarray | None
+    repurchase: Repurchase | None
     ranker: RankerResult
     customers: np.ndarray  # rows of the split's training side
     typical_line_value: float | None
@@ -154,7 +156,7 @@ class Cutoff:
 def cutoff_parts(
     at: Cutoff, config: TrainingConfig, propensity: Propensity, policy: str
 ) -> ServedParts:
-    """The served model at the cutoff: ALS, popularity, cycles, prices and the ranker's
+    """The served model at the cutoff: ALS, popularity, dead times, prices and the ranker's
     sources as known there, the evaluated booster."""
     split = at.split
     items = at.ranker.items
@@ -173,7 +175,7 @@ def cutoff_parts(
         confidence=confidence_matrix(split.train.counts, config.als.params()),
         als=at.als,
         popularity=split_popularity(split, config.popularity_days),
-        cycles=at.cycles,
+        repurchase=at.repurchase,
         item_price=at.facts.price,
         ranker=sources,
         propensity=propensity,
@@ -239,12 +241,14 @@ def serve(
         for row in chunk.tolist():
             customer_id = str(ids[row])
             stage = "active"
-            risk = monetary = None
+            risk = monetary = baskets = gap_days = None
             if traits is not None:
                 code = int(traits.stage[row])
                 stage = STAGES[code] if code != NO_STAGE else stage
                 risk = _number(traits.churn_risk[row])
                 monetary = _number(traits.monetary[row])
+                baskets = _number(traits.baskets[row])
+                gap_days = _number(traits.gap_days[row])
             requests.append(
                 OfferRequest(
                     customer_id,
@@ -254,6 +258,8 @@ def serve(
                     channel=SERVED_CHANNEL,
                     churn_risk=risk,
                     monetary=monetary,
+                    baskets=None if baskets is None else int(baskets),
+                    gap_days=gap_days,
                 )
             )
         rankings = rank_offers(model, requests, at.cutoff_s, window, catalog)
@@ -308,7 +314,7 @@ def curves(at: Cutoff, policy: str, fitting: np.ndarray, config: TrainingConfig)
         fitting = ~fitting  # too few customers for two halves: fitted on all
     customers = at.customers[fitting]
     popularity = split_popularity(split, config.popularity_days)
-    suppressed = suppressed_at_cutoff(split, at.cycles, config.suppression.days)
+    suppressed = suppressed_at_cutoff(split, at.repurchase, config.suppression.days)
     propensity, _ = fit_propensity(
         at.als,
         split,

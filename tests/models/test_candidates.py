@@ -152,11 +152,63 @@ def test_the_stage_source_proposes_what_the_customers_stage_buys() -> None:
         assert row[column["price"]] == pytest.approx(favourite + 1.0)
 
 
+def test_the_features_that_carry_over_between_shops() -> None:
+    base = tiny_items()
+    items = ItemSide.build(
+        base.as_of_s,
+        base.item_factors,
+        base.similarity,
+        base.popularity,
+        base.popularity_before,
+        base.cycle_days,
+        repeat_rate=np.array([0.5, 0.0, 0.0, 0.25, 0.0, 0.0]),
+    )
+    # Item 0 in 3 orders (10 days ago), item 3 in 1 (50 days ago), item 4 in 2 (20 days
+    # ago): two of three items repeated. Eight orders placed, 5 days apart on average.
+    side = dataclasses.replace(
+        customer({0: (3, 90), 3: (1, 50), 4: (2, 80)}, [1.0, 0.0]),
+        baskets=np.array([8.0]),
+        gap_days=np.array([5.0]),
+    )
+    table = candidates(items, side, 6)
+    column = {name: n for n, name in enumerate(FEATURES)}
+    row = {int(item): table.features[n] for n, item in enumerate(table.items)}
+
+    assert row[0][column["item_repeat_rate"]] == 0.5
+    assert row[3][column["item_repeat_rate"]] == 0.25
+    for features in row.values():
+        assert features[column["customer_repeat_share"]] == pytest.approx(2 / 3)
+        assert features[column["customer_baskets"]] == 8
+        assert features[column["customer_gap_days"]] == 5
+    assert row[0][column["basket_share"]] == pytest.approx(3 / 8)
+    assert row[3][column["basket_share"]] == pytest.approx(1 / 8)
+    assert row[0][column["gaps_since_bought"]] == pytest.approx(10 / 5)
+    assert row[3][column["gaps_since_bought"]] == pytest.approx(50 / 5)
+    # Never bought: no share of baskets beyond none, no time since.
+    assert row[1][column["basket_share"]] == 0.0
+    assert np.isnan(row[1][column["gaps_since_bought"]])
+    # A customer with a single order has no gap between orders: unknown, not infinite.
+    single = dataclasses.replace(side, baskets=np.array([1.0]), gap_days=np.array([np.nan]))
+    lone = candidates(items, single, 6)
+    assert np.isnan(lone.features[:, column["gaps_since_bought"]]).all()
+    assert (lone.features[:, column["basket_share"]] <= 1.0).all()
+
+
 def test_unknown_traits_are_missing_values_and_propose_nothing() -> None:
     table = candidates(staged_items(), customer({0: (3, 90)}, [1.0, 0.0]), 1)
     column = {name: n for n, name in enumerate(FEATURES)}
     assert not table.sources[:, SOURCES.index("stage_popular")].any()
-    for name in ("customer_stage", "churn_risk", "customer_monetary", "stage_popularity"):
+    for name in (
+        "customer_stage",
+        "churn_risk",
+        "customer_monetary",
+        "stage_popularity",
+        "customer_baskets",
+        "customer_gap_days",
+        "basket_share",
+        "gaps_since_bought",
+        "item_repeat_rate",
+    ):
         assert np.isnan(table.features[:, column[name]]).all()
 
 

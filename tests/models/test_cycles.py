@@ -1,5 +1,5 @@
-"""Repurchase cycles: learned on data whose answer is known by construction, cycle-aware
-suppression at its boundaries, and the cycles in the artifact."""
+"""Repurchase cycles and dead times: learned on data whose answer is known by
+construction, suppression at its boundaries, and both in the artifact."""
 
 from __future__ import annotations
 
@@ -15,12 +15,23 @@ from nbo.core.vocabulary import DAY
 from nbo.data.history import EncodedPurchases, encode_purchases
 from nbo.models.artifacts import load_artifact, write_artifact
 from nbo.models.cycles import (
+    ItemWindows,
+    Repurchase,
     cycle_summary,
+    dead_time_summary,
+    learn_repurchase,
     repurchase_cycles,
     suppressed_mask,
     suppression_days_per_item,
 )
-from nbo.models.served import CYCLES_ARRAY, load_serving_model, model_arrays
+from nbo.models.served import (
+    CYCLES_ARRAY,
+    DEAD_DAYS_ARRAY,
+    REBOUGHT_ARRAY,
+    REPEAT_RATE_ARRAY,
+    load_serving_model,
+    model_arrays,
+)
 from nbo.offers.suppression import SuppressionWindow
 from training.pipeline import TrainResult
 
@@ -301,21 +312,220 @@ def test_cycle_summary() -> None:
     }
 
 
+# --- dead times -----------------------------------------------------------------------
+
+
+def _gaps(customer: str, item: str, gaps: list[int]) -> list:
+    """Purchases of ``item`` on START and then after each of ``gaps`` days."""
+    days = np.concatenate([[0], np.cumsum(gaps)])
+    return [(customer, item, START + pd.Timedelta(days=int(d), hours=9)) for d in days]
+
+
+def _item(encoded: EncodedPurchases, values: np.ndarray, item: str) -> float:
+    return float(values[encoded.items.index[item]])
+
+
+def test_the_dead_time_is_a_low_quantile_of_the_gaps_not_the_cycle() -> None:
+    # Six customers buy coffee every 14 days, but one gap in ten is 3 days.
+    rows = [r for c in range(6) for r in _gaps(f"c{c}", "COFFEE", [3] + [14] * 9)]
+    encoded = _lines(rows)
+
+    low = learn_repurchase(encoded, min_repeat_buyers=5, quantile=0.1)
+    median = learn_repurchase(encoded, min_repeat_buyers=5, quantile=0.5)
+
+    assert _item(encoded, low.cycle_days, "COFFEE") == 14.0
+    assert _item(encoded, low.dead_days, "COFFEE") == 3.0
+    assert _item(encoded, median.dead_days, "COFFEE") == 14.0
+    assert low.rebought.tolist() == [True]
+    assert low.shop_dead_days == 3.0
+
+
+def test_an_offers_horizon_shortens_the_dead_time_down_to_the_floor() -> None:
+    # Weekly tea will be bought again within any 30-day horizon: held back for the floor
+    # alone. A yearly diary is not, until 30 days before its 10%-quantile gap (300 days).
+    rows = [r for c in range(6) for r in _gaps(f"t{c}", "TEA", [7] * 10)]
+    rows += [r for c in range(6) for r in _gaps(f"d{c}", "DIARY", [300, 365])]
+    encoded = _lines(rows)
+    tea, diary = encoded.items.index["TEA"], encoded.items.index["DIARY"]
+
+    learned = learn_repurchase(encoded, min_repeat_buyers=5, horizon_days=30)
+
+    assert learned.dead_days[tea] == 1.0  # the floor
+    assert learned.dead_days[diary] == 270.0
+    assert learned.windows(30).once[[tea, diary]].tolist() == [1.0, 30.0]
+    assert learned.windows(None).once[diary] == 270.0
+    no_horizon = learn_repurchase(encoded, min_repeat_buyers=5)
+    assert no_horizon.dead_days[[tea, diary]].tolist() == [7.0, 300.0]
+    # Without a floor, tea is never held back.
+    unfloored = learn_repurchase(encoded, min_repeat_buyers=5, horizon_days=30, floor_days=0)
+    assert unfloored.dead_days[tea] == 0.0
+    assert (
+        not unfloored.windows(30)
+        .suppressed(np.array([tea]), np.array([NOW - 60]), np.array([5.0]), NOW)
+        .any()
+    )
+
+
+def test_each_repeat_buyer_counts_once_in_the_dead_time() -> None:
+    # Ten customers wait 10 days; one wholesaler buys daily (99 gaps of a day). Counted
+    # per gap, the 10% quantile would be a day; counted per buyer it is 10 days.
+    rows = [r for c in range(10) for r in _gaps(f"c{c}", "TEA", [10])]
+    rows += _gaps("wholesaler", "TEA", [1] * 99)
+
+    learned = learn_repurchase(_lines(rows), min_repeat_buyers=5, quantile=0.1)
+
+    assert learned.dead_days.tolist() == [10.0]
+
+
+def test_the_floor_holds_whatever_the_data_says() -> None:
+    rows = [r for c in range(6) for r in _gaps(f"c{c}", "MILK", [1, 1, 1])]
+    encoded = _lines(rows)
+
+    assert learn_repurchase(encoded, min_repeat_buyers=5, floor_days=0).dead_days[0] == 1.0
+    floored = learn_repurchase(encoded, min_repeat_buyers=5, floor_days=2.5)
+    assert floored.dead_days[0] == 2.5
+    assert floored.shop_dead_days == 2.5
+
+
+def test_items_nobody_rebuys_keep_the_window_and_few_repeaters_take_the_shops() -> None:
+    rows = [r for c in range(6) for r in _gaps(f"c{c}", "COFFEE", [5, 5, 5])]
+    # A flight: twenty customers, one each. A sofa: bought twice by two customers of
+    # twenty (too few repeat buyers for a dead time of its own).
+    rows += [(f"f{c}", "FLIGHT", START + pd.Timedelta(days=c)) for c in range(20)]
+    rows += [(f"s{c}", "SOFA", START + pd.Timedelta(days=c)) for c in range(20)]
+    rows += _gaps("s0", "SOFA", [40]) + _gaps("s1", "SOFA", [60])
+    encoded = _lines(rows)
+
+    learned = learn_repurchase(encoded, min_repeat_buyers=5)
+    windows = learned.windows(30)
+
+    flight, sofa, coffee = (encoded.items.index[i] for i in ("FLIGHT", "SOFA", "COFFEE"))
+    assert learned.rebought[[flight, sofa, coffee]].tolist() == [False, False, True]
+    assert learned.repeat_rate[flight] == 0.0
+    assert learned.repeat_rate[sofa] == pytest.approx(2 / 20)
+    assert learned.repeat_rate[coffee] == 1.0
+    assert np.isnan(learned.cycle_days[sofa])
+    # The shop's dead time (every repeat buyer's gaps, each buyer once) for the sofa.
+    assert learned.dead_days[sofa] == learned.shop_dead_days == 5.0
+    # Bought in one order: the flight and the sofa keep the window, coffee its dead time.
+    assert windows.once[[flight, sofa, coffee]].tolist() == [30.0, 30.0, 5.0]
+    # A customer who bought the sofa in two orders rebuys it: the shop's dead time.
+    assert windows.again[[sofa, coffee]].tolist() == [5.0, 5.0]
+
+
+def test_windows_never_exceed_the_configured_one() -> None:
+    learned = Repurchase(
+        cycle_days=np.array([14.0, np.nan, 60.0]),
+        dead_days=np.array([7.0, 5.0, 45.0]),
+        rebought=np.array([True, False, True]),
+        repeat_rate=np.array([0.5, 0.0, 0.4]),
+    )
+
+    assert learned.windows(30).once.tolist() == [7.0, 30.0, 30.0]
+    assert learned.windows(30).again.tolist() == [7.0, 5.0, 30.0]
+    assert learned.windows(3).once.tolist() == [3.0, 3.0, 3.0]
+    assert learned.windows(0).once.tolist() == [0.0, 0.0, 0.0]
+    # 'all': a one-off purchase is suppressed for ever, a rebought item for its dead time.
+    assert learned.windows(None).once.tolist() == [7.0, np.inf, 45.0]
+
+
+def test_suppression_by_dead_time_reads_the_customers_orders() -> None:
+    windows = ItemWindows(once=np.array([30.0, 30.0]), again=np.array([4.0, 4.0]))
+    items = np.array([0, 1])
+    five_days_ago = np.full(2, NOW - 5 * DAY)
+
+    # Item 0 bought in one order, item 1 in three: only item 1 is past its dead time.
+    got = windows.suppressed(items, five_days_ago, np.array([1.0, 3.0]), NOW)
+
+    assert got.tolist() == [True, False]
+    assert windows.suppressed(items, np.full(2, NOW - 4 * DAY), np.array([3.0, 3.0]), NOW).all()
+
+
+def test_dead_time_summary() -> None:
+    learned = Repurchase(
+        cycle_days=np.full(4, np.nan),
+        dead_days=np.array([2.0, 4.0, 6.0, 3.0], dtype=np.float32),
+        rebought=np.array([True, True, True, False]),
+        repeat_rate=np.array([0.5, 0.5, 0.5, 0.0]),
+        shop_dead_days=3.0,
+    )
+
+    summary = dead_time_summary(learned, floor_days=2.0)
+
+    assert summary["rebought_items"] == 3
+    assert summary["rebought_share"] == pytest.approx(0.75)
+    assert summary["floor_items"] == 1
+    assert summary["days"] == {"p10": 2.4, "median": 4.0, "p90": 5.6}
+    assert summary["shop_days"] == 3.0
+
+
 # --- in the artifact ------------------------------------------------------------------
+
+
+REPURCHASE_ARRAYS = (CYCLES_ARRAY, DEAD_DAYS_ARRAY, REBOUGHT_ARRAY, REPEAT_RATE_ARRAY)
 
 
 def test_an_artifact_without_cycles_still_loads(tmp_path: Path, with_cycles: TrainResult) -> None:
     assert with_cycles.path is not None
     source = load_artifact(with_cycles.path.parent, with_cycles.version, mmap=False)
-    arrays = {name: a for name, a in source.arrays.items() if name != CYCLES_ARRAY}
+    arrays = {name: a for name, a in source.arrays.items() if name not in REPURCHASE_ARRAYS}
     models = tmp_path / "models"
     write_artifact(models, "old", arrays, {}, {"config": source.manifest["config"]})
 
     model = load_serving_model(models)
 
     assert model.repurchase_cycle_days is None
-    assert model.suppression_days(None) is None
+    assert model.repurchase is None
+    assert model.suppression_windows(None) is None
     assert len(model.items) == 22
+
+
+def test_an_artifact_with_cycles_and_no_dead_times_suppresses_by_cycle(
+    tmp_path: Path, with_cycles: TrainResult
+) -> None:
+    # Artifacts from before dead times: the cycle, where shorter than the window.
+    assert with_cycles.path is not None
+    source = load_artifact(with_cycles.path.parent, with_cycles.version, mmap=False)
+    arrays = {name: a for name, a in source.arrays.items() if name not in REPURCHASE_ARRAYS[1:]}
+    models = tmp_path / "models"
+    write_artifact(models, "old", arrays, {}, {"config": source.manifest["config"]})
+
+    model = load_serving_model(models)
+    windows = model.suppression_windows(30)
+
+    assert model.repurchase is None and windows is not None
+    refill = model.items.index["REFILL"]
+    assert windows.once[refill] == windows.again[refill] == 14.0
+    assert model.suppression_windows(30) is windows  # computed once per window
+
+
+def test_an_artifact_with_a_negative_dead_time_is_refused(
+    tmp_path: Path, with_cycles: TrainResult
+) -> None:
+    assert with_cycles.path is not None
+    source = load_artifact(with_cycles.path.parent, with_cycles.version, mmap=False)
+    dead = np.zeros(22, dtype=np.float32)  # 0: never held back, allowed
+    models = tmp_path / "models"
+    write_artifact(models, "zero", {**source.arrays, DEAD_DAYS_ARRAY: dead}, {}, {"config": {}})
+    assert load_serving_model(models).repurchase is not None
+    dead[3] = -1.0
+    write_artifact(models, "bad", {**source.arrays, DEAD_DAYS_ARRAY: dead}, {}, {"config": {}})
+
+    with pytest.raises(ArtifactError, match="repurchase_dead_days not negative"):
+        load_serving_model(models, "bad")
+
+
+def test_an_artifact_with_dead_times_and_no_cycles_is_refused(
+    tmp_path: Path, with_cycles: TrainResult
+) -> None:
+    assert with_cycles.path is not None
+    source = load_artifact(with_cycles.path.parent, with_cycles.version, mmap=False)
+    arrays = {name: a for name, a in source.arrays.items() if name != CYCLES_ARRAY}
+    models = tmp_path / "models"
+    write_artifact(models, "bad", arrays, {}, {"config": source.manifest["config"]})
+
+    with pytest.raises(ArtifactError, match="repurchase arrays all there with the cycles"):
+        load_serving_model(models)
 
 
 @pytest.mark.parametrize(
@@ -343,13 +553,15 @@ def test_model_arrays_refuses_cycles_of_the_wrong_length() -> None:
     history = encoded.history()
     factors = np.ones((2, 3), dtype=np.float32)
     popularity = np.ones(2, dtype=np.float32)
+    learned = learn_repurchase(encoded, min_repeat_buyers=1)
 
-    arrays = model_arrays(
-        factors[:1], factors, history, history.counts, popularity, np.array([1.0, np.nan])
+    arrays = model_arrays(factors[:1], factors, history, history.counts, popularity, learned)
+    assert arrays[CYCLES_ARRAY].dtype == arrays[DEAD_DAYS_ARRAY].dtype == np.float32
+    assert arrays[REBOUGHT_ARRAY].dtype == bool
+    assert arrays[REPEAT_RATE_ARRAY].tolist() == [1.0, 1.0]
+    assert not set(REPURCHASE_ARRAYS) & set(
+        model_arrays(factors[:1], factors, history, history.counts, popularity)
     )
-    assert arrays[CYCLES_ARRAY].dtype == np.float32
-    assert CYCLES_ARRAY not in model_arrays(
-        factors[:1], factors, history, history.counts, popularity
-    )
+    three = Repurchase(np.ones(3), np.ones(3), np.ones(3, bool), np.ones(3))
     with pytest.raises(ValueError, match="3 values for 2 items"):
-        model_arrays(factors[:1], factors, history, history.counts, popularity, np.ones(3))
+        model_arrays(factors[:1], factors, history, history.counts, popularity, three)

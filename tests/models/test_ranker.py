@@ -38,5 +38,5 @@ def test_the_scorer_gives_the_boosters_own_scores() -> None:
     np.testing.assert_allclose(scorer.predict(np.asfortranarray(features)), expected, rtol=1e-6)
     np.testing.assert_allclose(scorer.predict(features[::2]), expected[::2], rtol=1e-6)
     assert scorer.predict(features[:0]).shape == (0,)
-    with pytest.raises(ValueError, match="expected 21 features"):
+    with pytest.raises(ValueError, match=f"expected {len(FEATURES)} features"):
         scorer.predict(features[:, :-1])

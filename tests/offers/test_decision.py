@@ -325,3 +325,31 @@ def test_contacts_are_read_as_far_back_as_the_longest_rule_looks(catalog: Catalo
     assert policy.lookback_days(default_catalog()) == 21
     assert dataclasses.replace(policy, frequency_caps={}).lookback_days(default_catalog()) == 14
     assert policy.lookback_days(catalog) == 30
+
+
+def test_the_ranker_sees_the_profiles_orders_and_gap_between_them(
+    churn_model: ServingModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = churn_model.trained_until_s + 3600
+    ids = [str(c) for c in churn_model.customers.ids]
+    profiles = profiles_of(churn_model, [DecisionRequest(c) for c in ids], now)
+    regular = next(p for p in profiles if p.known and "gap_mean_days" in p.features)
+    seen: list = []
+    rank = decision_module.rank_offers
+
+    def spy(model, requests, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.extend(requests)
+        return rank(model, requests, *args, **kwargs)
+
+    monkeypatch.setattr(decision_module, "rank_offers", spy)
+    decide(
+        churn_model,
+        default_catalog(),
+        POLICY,
+        [DecisionRequest(regular.customer_id)],
+        Occasion("app", 3, now),
+    )
+
+    [request] = seen
+    assert request.baskets == regular.frequency > 1
+    assert request.gap_days == regular.features["gap_mean_days"] > 0

@@ -17,7 +17,7 @@ from support import DATA, assert_one_error_line, worse_than_before
 
 from nbo.cli import EXIT_USER_ERROR, main
 from nbo.models.candidates import SOURCES
-from training.cli import cycles_line, print_summary
+from training.cli import cycles_line, dead_time_line, print_summary
 from training.lifecycle import CALIBRATION_PLOT
 from training.pipeline import TrainResult
 
@@ -444,6 +444,11 @@ def test_report_shows_the_cycles_line(with_cycles: TrainResult) -> None:
         "repurchase cycles: 1 items (4.5%), median 14 days (p10 14 .. p90 14); "
         "1 before the cutoff for als_cycles" in text
     )
+    assert (
+        "just bought: a dead time on 1 items (4.5%), 1 at the floor, median 1 days; 1 days "
+        "for other repeat purchases, the window for one-offs; floor 1 days, quantile 0.1 "
+        "of the gaps less a 30-day horizon" in text
+    )
     assert "als_cycles" in text.split("truth: all holdout purchases")[1]
 
 
@@ -466,6 +471,26 @@ def test_cycles_line_formats() -> None:
     none = {"enabled": True, "min_repeat_buyers": 5, "items": 0, "share": 0.0, "days": None}
     assert cycles_line(none).endswith("0 items (0.0%), none learned (fewer than 5 repeat buyers)")
     assert cycles_line({"enabled": False}) == "[bold]repurchase cycles:[/] off"
+
+
+def test_dead_time_line_without_repeat_buyers() -> None:
+    line = dead_time_line(
+        {
+            "quantile": 0.2,
+            "floor_days": 0.5,
+            "horizon_days": 14,
+            "floor_items": 0,
+            "rebought_items": 0,
+            "rebought_share": 0.0,
+            "days": None,
+            "shop_days": None,
+        }
+    )
+    assert line == (
+        "[bold]just bought:[/] a dead time on 0 items (0.0%), 0 at the floor; the window "
+        "for other repeat purchases, the window for one-offs; floor 0.5 days, quantile 0.2 "
+        "of the gaps less a 14-day horizon"
+    )
 
 
 def test_the_report_shows_the_source_contributions(trained: TrainResult) -> None:

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from support import small_training_config
 
 from nbo.models.cf import fit_als
-from nbo.models.cycles import repurchase_cycles, suppression_days_per_item
+from nbo.models.cycles import ItemWindows, learn_repurchase
 from training.methods import als_recommender, cycle_suppressed, excluding, popularity_recommender
 from training.split import time_split
 
@@ -39,16 +39,18 @@ def _sets(matrix: sp.csr_matrix, items: list[str]) -> list[set[str]]:
 def test_cycle_suppression_at_the_cutoff(days: int | None) -> None:
     split = time_split(_split_rows(), holdout_days=10, suppression_days=days)
     items = split.train.items.ids.tolist()
-    cycles = repurchase_cycles(split.train_lines, min_repeat_buyers=5)
+    learned = learn_repurchase(split.train_lines, min_repeat_buyers=5)
     assert items == ["K", "L"]
-    assert cycles[0] == 7.0 and np.isnan(cycles[1])
+    assert learned.cycle_days[0] == 7.0 and np.isnan(learned.cycle_days[1])
+    assert learned.dead_days[0] == 7.0 and learned.rebought.tolist() == [True, False]
 
-    suppressed = cycle_suppressed(split, suppression_days_per_item(cycles, days))
-    without = cycle_suppressed(split, suppression_days_per_item(np.full(2, np.nan), days))
+    suppressed = cycle_suppressed(split, learned.windows(days))
+    without = cycle_suppressed(split, ItemWindows.of_cycles(np.full(2, np.nan), days))
 
-    # K (bought 6 days before the cutoff, 7-day cycle) is suppressed when the window,
-    # capped by its cycle, reaches 6 days; L (8 days before, no cycle) only by a default
-    # window of 8 days or more.
+    # K (bought 6 days before the cutoff, every gap 7 days: dead time 7) is suppressed
+    # when the window, capped by its dead time, reaches 6 days; L (8 days before, bought
+    # once by everyone: not rebought) keeps the window, so only a default window of 8
+    # days or more suppresses it.
     k_suppressed = days is None or days >= 6
     l_suppressed = days is None or days >= 8
     expected = {name for name, on in (("K", k_suppressed), ("L", l_suppressed)) if on}

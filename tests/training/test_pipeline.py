@@ -17,7 +17,7 @@ from support import END, small_training_config
 from nbo.data.mapping import load_mapping
 from nbo.models import artifacts
 from nbo.models.artifacts import SCHEMA_VERSION
-from nbo.models.served import CYCLES_ARRAY, load_serving_model
+from nbo.models.served import CYCLES_ARRAY, DEAD_DAYS_ARRAY, load_serving_model
 from training import publish
 from training.config import TrainingConfig
 from training.pipeline import TrainResult, train
@@ -227,11 +227,17 @@ def test_trainer_stores_the_cycles_in_the_artifact(with_cycles: TrainResult) -> 
     model = load_serving_model(with_cycles.path.parent, with_cycles.version)
     assert model.repurchase_cycle_days is not None
     assert np.array_equal(model.repurchase_cycle_days, stored, equal_nan=True)
-    window = model.suppression_days(30)
-    assert window is not None
-    assert window[items.index("REFILL")] == 14.0
-    assert window[items.index("RARE")] == 30.0
-    assert model.suppression_days(30) is window  # computed once per default
+    # Every REFILL gap is 14 days: within an offer's 30-day horizon (the holdout) it is
+    # bought again, so it is held back for the floor alone (1 day). RARE (four customers
+    # buy it twice) has too few repeat buyers to be rebought: a customer who bought it
+    # once keeps the window; one who bought it twice gets the shop's dead time.
+    assert np.load(with_cycles.path / f"{DEAD_DAYS_ARRAY}.npy")[items.index("REFILL")] == 1.0
+    windows = model.suppression_windows(30)
+    assert windows is not None
+    assert windows.once[items.index("REFILL")] == windows.again[items.index("REFILL")] == 1.0
+    assert windows.once[items.index("RARE")] == 30.0
+    assert windows.again[items.index("RARE")] < 30.0
+    assert model.suppression_windows(30) is windows  # computed once per window
 
 
 def test_manifest_cycles_section(with_cycles: TrainResult) -> None:
@@ -250,10 +256,28 @@ def test_manifest_cycles_section(with_cycles: TrainResult) -> None:
     }
     # Before the cutoff (30 days before the end) the REFILL buyers already repeat.
     assert cycles["items_before_cutoff"] == 1
+    # REFILL alone is rebought; the 10% quantile of the repeat gaps is 14 days (RARE's
+    # 30-day ones weigh four buyers against REFILL's twelve), less than the 30-day
+    # horizon: the floor.
+    assert cycles["dead_time"] == {
+        "quantile": 0.1,
+        "min_repeat_rate": 0.1,
+        "floor_days": 1.0,
+        "horizon_days": 30,
+        "rebought_items": 1,
+        "rebought_share": pytest.approx(1 / 22),
+        "floor_items": 1,
+        "days": {"p10": 1.0, "median": 1.0, "p90": 1.0},
+        "shop_days": 1.0,
+    }
     assert manifest["config"]["cycles"] == {
         "enabled": True,
         "min_repeat_buyers": 5,
         "max_days": 365,
+        "dead_time_quantile": 0.1,
+        "min_repeat_rate": 0.1,
+        "floor_days": 1.0,
+        "horizon_days": None,
     }
 
 
@@ -280,4 +304,5 @@ def test_cycles_can_be_turned_off(tmp_path: Path, refills_csv: Path) -> None:
     assert "als_cycles" not in result.metrics["all"]
     model = load_serving_model(result.path.parent)
     assert model.repurchase_cycle_days is None
-    assert model.suppression_days(30) is None
+    assert not (result.path / f"{DEAD_DAYS_ARRAY}.npy").exists()
+    assert model.suppression_windows(30) is None

@@ -55,9 +55,22 @@ FEATURES = (
     "customer_stage",
     "churn_risk",
     "price",
+    "item_repeat_rate",
+    "customer_repeat_share",
+    "customer_baskets",
+    "customer_gap_days",
+    "basket_share",
+    "gaps_since_bought",
 )
 # The features of the item alone, and of the customer alone, among ``FEATURES``.
-ITEM_FEATURES = ("popularity", "popularity_rank", "popularity_trend", "cycle_days", "price")
+ITEM_FEATURES = (
+    "popularity",
+    "popularity_rank",
+    "popularity_trend",
+    "cycle_days",
+    "price",
+    "item_repeat_rate",
+)
 CUSTOMER_FEATURES = (
     "customer_orders",
     "customer_items",
@@ -65,7 +78,17 @@ CUSTOMER_FEATURES = (
     "customer_monetary",
     "customer_stage",
     "churn_risk",
+    "customer_repeat_share",
+    "customer_baskets",
+    "customer_gap_days",
 )
+# Features that carry over between shops (shares and ratios rather than counts of one
+# shop): ``item_repeat_rate`` (the share of the item's buyers who bought it on two or more
+# days), ``customer_repeat_share`` (the share of the customer's items they bought in two
+# or more orders), ``customer_gap_days`` (their mean days between orders), ``basket_share``
+# (the share of their orders that held the item) and ``gaps_since_bought`` (days since
+# they bought the item over their own mean gap between orders: how many of their orders
+# have gone by without it). ``customer_baskets`` is their orders placed.
 # ``customer_stage`` is a category (an index into ``STAGES``), not an amount.
 CATEGORICAL_FEATURES = ("customer_stage",)
 NO_STAGE = -1
@@ -121,7 +144,10 @@ class ItemSide:
         cycle_days: np.ndarray | None,
         price: np.ndarray | None = None,
         stage_popularity: np.ndarray | None = None,
+        repeat_rate: np.ndarray | None = None,
     ) -> ItemSide:
+        """``repeat_rate``: per item, the share of its buyers who bought it on two or
+        more days (``nbo.models.cycles.Repurchase``; None or NaN = unknown)."""
         order = popular_order(popularity)
         rank = np.empty(len(order), np.int64)
         rank[order] = np.arange(len(order))
@@ -144,6 +170,7 @@ class ItemSide:
             "popularity_trend": (popularity + 1.0) / (popularity_before + 1.0),
             "cycle_days": unknown if cycle_days is None else cycle_days,
             "price": unknown if price is None else price,
+            "item_repeat_rate": unknown if repeat_rate is None else repeat_rate,
         }
         return cls(
             as_of_s,
@@ -179,6 +206,10 @@ class CustomerSide:
     stage: np.ndarray | None = None
     churn_risk: np.ndarray | None = None
     monetary: np.ndarray | None = None
+    # Per customer, from the same profile (NaN = unknown): orders placed, and the mean
+    # days between two of them (NaN with fewer than two orders).
+    baskets: np.ndarray | None = None
+    gap_days: np.ndarray | None = None
 
 
 def stage_codes(stages: np.ndarray) -> np.ndarray:
@@ -600,7 +631,9 @@ class _CustomerTraits:
 
 def _traits_of(customers: CustomerSide, now_s: int) -> _CustomerTraits:
     """Per customer row: orders, distinct items, days since the last purchase (NaN
-    without one), value, stage (NaN = unknown) and churn risk, as of ``now_s``."""
+    without one), value, stage (NaN = unknown), churn risk, the share of their items
+    bought in two or more orders, orders placed and mean days between orders, as of
+    ``now_s``."""
     counts, last = customers.counts, customers.last
     n_customers = counts.shape[0]
     indptr = np.asarray(counts.indptr)
@@ -622,6 +655,16 @@ def _traits_of(customers: CustomerSide, now_s: int) -> _CustomerTraits:
     features[:, 4] = np.where(stage != NO_STAGE, stage, np.nan)
     if customers.churn_risk is not None:
         features[:, 5] = customers.churn_risk
+    repeated = np.bincount(
+        rows, weights=(np.asarray(counts.data) >= 2).astype(np.float64), minlength=n_customers
+    )
+    features[:, 6] = np.divide(
+        repeated, distinct, out=np.full(n_customers, np.nan), where=distinct > 0
+    )
+    if customers.baskets is not None:
+        features[:, 7] = customers.baskets
+    if customers.gap_days is not None:
+        features[:, 8] = customers.gap_days
     return _CustomerTraits(stage, features)
 
 
@@ -747,6 +790,14 @@ def _pair_features(
     out[:, column["days_since_bought"]] = since
     out[:, column["due_ratio"]] = since / of_item[:, ITEM_FEATURES.index("cycle_days")]
     out[:, column["share_of_customer"]] = bought / np.maximum(of_customer[:, 0], 1.0)
+    baskets = of_customer[:, CUSTOMER_FEATURES.index("customer_baskets")]
+    gap = of_customer[:, CUSTOMER_FEATURES.index("customer_gap_days")]
+    # (No orders, or orders a second apart: the ratios are unknown, not infinite.)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[:, column["basket_share"]] = np.where(
+            baskets > 0, np.minimum(bought / baskets, 1.0), np.nan
+        )
+        out[:, column["gaps_since_bought"]] = np.where(gap > 0, since / gap, np.nan)
     if items.stage_popularity is not None and items.stage_popular_rank is not None:
         stage = traits.stage[rows]
         staged = (stage != NO_STAGE).nonzero()[0]

@@ -24,7 +24,7 @@ from nbo.models.artifacts import Artifact, load_artifact
 from nbo.models.candidates import ItemSide
 from nbo.models.cf import AlsExplainer, AlsParams, als_from_factors
 from nbo.models.churn import ChurnModel, load_churn_model
-from nbo.models.cycles import suppression_days_per_item
+from nbo.models.cycles import ItemWindows, Repurchase
 from nbo.models.lifecycle import LifecycleThresholds
 from nbo.models.policy import (
     LISTED_RULES,
@@ -54,6 +54,11 @@ REQUIRED_ARRAYS = (
 )
 # Optional arrays: older artifacts without them still load.
 CYCLES_ARRAY = "repurchase_cycle_days"
+# The rest of what was learned about buying items again (``nbo.models.cycles``): the dead
+# time, whether the item is rebought, its repeat rate. All three or none.
+DEAD_DAYS_ARRAY = "repurchase_dead_days"
+REBOUGHT_ARRAY = "repurchase_rebought"
+REPEAT_RATE_ARRAY = "item_repeat_rate"
 ITEM_PRICE_ARRAY = "item_price"
 SEND_HOUR_PRIOR_ARRAY = "send_hour_prior"
 # (The order table's arrays are named in ``nbo.data.features.ORDER_ARRAYS``.)
@@ -79,6 +84,9 @@ class ServingModel:
     # Learned days between two purchases of an item by one customer (NaN = no evidence);
     # None for artifacts trained without repurchase cycles.
     repurchase_cycle_days: np.ndarray | None = None
+    # Everything learned about buying items again, dead times included (suppression);
+    # None for artifacts without dead times (older, or trained with cycles off).
+    repurchase: Repurchase | None = None
     history_counts: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
     # Unix seconds of the last purchase in the training data: posted purchases after it
     # are news to the model, earlier ones are already in it.
@@ -116,7 +124,7 @@ class ServingModel:
     # The same as an object array, for taking many at once.
     item_id_array: np.ndarray = field(init=False, repr=False)
 
-    _suppression_days: dict[int | None, np.ndarray] = field(
+    _suppression_windows: dict[int | None, ItemWindows] = field(
         init=False, default_factory=dict, repr=False
     )
 
@@ -132,18 +140,24 @@ class ServingModel:
         self.item_ids = self.items.ids.tolist()
         self.item_id_array = np.asarray(self.item_ids, dtype=object)
 
-    def suppression_days(self, default_days: int | None) -> np.ndarray | None:
-        """Per item, days a purchase stays suppressed: the learned cycle where there is
-        one, else ``default_days`` (None = 'all', 0 = never); see
-        ``nbo.models.cycles.suppression_days_per_item``. None when the model has no cycles.
-        Computed once per default and kept (the model is immutable once loaded)."""
-        if self.repurchase_cycle_days is None:
+    def suppression_windows(self, default_days: int | None) -> ItemWindows | None:
+        """Per item, days a purchase stays suppressed under the window ``default_days``
+        (None = 'all', 0 = never): the learned dead times
+        (``nbo.models.cycles.Repurchase.windows``), or for an older artifact with cycles
+        alone the cycle where shorter than the window. None when the model has neither
+        (the plain window). Computed once per window and kept (the model is immutable
+        once loaded)."""
+        if self.repurchase is None and self.repurchase_cycle_days is None:
             return None
-        days = self._suppression_days.get(default_days)
-        if days is None:
-            days = suppression_days_per_item(self.repurchase_cycle_days, default_days)
-            self._suppression_days[default_days] = days
-        return days
+        windows = self._suppression_windows.get(default_days)
+        if windows is None:
+            if self.repurchase is not None:
+                windows = self.repurchase.windows(default_days)
+            else:
+                assert self.repurchase_cycle_days is not None
+                windows = ItemWindows.of_cycles(self.repurchase_cycle_days, default_days)
+            self._suppression_windows[default_days] = windows
+        return windows
 
     def cycle_days_of(self, item_id: str) -> float | None:
         """The item's learned repurchase cycle in days, None without one."""
@@ -195,15 +209,15 @@ def model_arrays(
     history: PurchaseHistory,
     confidence: sp.csr_matrix,
     popularity: np.ndarray,
-    repurchase_cycle_days: np.ndarray | None = None,
+    repurchase: Repurchase | None = None,
     orders: OrderTable | None = None,
     item_price: np.ndarray | None = None,
     send_hour_prior: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The arrays of an artifact, in the shape ``load_serving_model`` expects.
 
-    Optional: ``repurchase_cycle_days`` (per item, NaN = no learned cycle), ``orders``
-    (per customer of ``history``), ``item_price`` (per item, NaN = unknown) and
+    Optional: ``repurchase`` (per item: cycles, dead times, rebought, repeat rates),
+    ``orders`` (per customer of ``history``), ``item_price`` (per item, NaN = unknown) and
     ``send_hour_prior`` (168 shares).
     """
     counts, last = history.counts, history.last_purchase
@@ -226,13 +240,16 @@ def model_arrays(
         "history_last_purchase": last.data.astype(np.int64),
         "popularity": popularity.astype(np.float32),
     }
-    if repurchase_cycle_days is not None:
-        if len(repurchase_cycle_days) != len(history.items):
+    if repurchase is not None:
+        if len(repurchase.cycle_days) != len(history.items):
             raise ValueError(
-                f"{CYCLES_ARRAY} has {len(repurchase_cycle_days)} values for "
+                f"{CYCLES_ARRAY} has {len(repurchase.cycle_days)} values for "
                 f"{len(history.items)} items"
             )
-        arrays[CYCLES_ARRAY] = np.asarray(repurchase_cycle_days, dtype=np.float32)
+        arrays[CYCLES_ARRAY] = np.asarray(repurchase.cycle_days, dtype=np.float32)
+        arrays[DEAD_DAYS_ARRAY] = np.asarray(repurchase.dead_days, dtype=np.float32)
+        arrays[REBOUGHT_ARRAY] = np.asarray(repurchase.rebought, dtype=bool)
+        arrays[REPEAT_RATE_ARRAY] = np.asarray(repurchase.repeat_rate, dtype=np.float32)
     if orders is not None:
         orders.check(len(history.customers))
         arrays.update(orders.to_arrays())
@@ -286,6 +303,27 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         checks[f"{CYCLES_ARRAY} positive or NaN"] = cycles.dtype.kind == "f" and not bool(
             np.any(cycles <= 0)
         )
+    repurchase = None
+    learned = [arrays.get(name) for name in (DEAD_DAYS_ARRAY, REBOUGHT_ARRAY, REPEAT_RATE_ARRAY)]
+    if any(a is not None for a in learned):
+        dead, rebought, rate = learned
+        checks["repurchase arrays all there with the cycles"] = cycles is not None and all(
+            a is not None for a in learned
+        )
+        if checks["repurchase arrays all there with the cycles"]:
+            assert cycles is not None and dead is not None
+            assert rebought is not None and rate is not None
+            checks["repurchase arrays per item"] = all(
+                a.ndim == 1 and len(a) == len(items) for a in (dead, rebought, rate)
+            )
+            # (0: never held back, with a floor of 0 days.)
+            checks[f"{DEAD_DAYS_ARRAY} not negative"] = dead.dtype.kind == "f" and not bool(
+                np.any(dead < 0)
+            )
+            if checks["repurchase arrays per item"]:
+                repurchase = Repurchase(
+                    np.asarray(cycles), np.asarray(dead), np.asarray(rebought, bool), rate
+                )
     item_price = arrays.get(ITEM_PRICE_ARRAY)
     if item_price is not None:
         checks[f"{ITEM_PRICE_ARRAY} per item"] = item_price.ndim == 1 and len(item_price) == len(
@@ -325,6 +363,7 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         popular_order=popular_order(popularity),
         item_names=dict(artifact.documents.get("item_names", {})),
         repurchase_cycle_days=None if cycles is None else np.asarray(cycles),
+        repurchase=repurchase,
         history_counts=np.asarray(arrays["history_counts"]),
         trained_until_s=_trained_until(artifact.manifest),
         orders=orders,
@@ -345,6 +384,7 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
             None if cycles is None else np.asarray(cycles, dtype=np.float64),
             price=None if item_price is None else np.asarray(item_price, dtype=np.float64),
             stage_popularity=ranked.stage_popularity,
+            repeat_rate=None if repurchase is None else np.asarray(repurchase.repeat_rate),
         ),
         ranker_per_source=int(artifact.manifest.get("ranker", {}).get("per_source", 50)),
         lifecycle=LifecycleThresholds.from_manifest(artifact.manifest.get("lifecycle")),

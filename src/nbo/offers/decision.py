@@ -159,6 +159,8 @@ def decide(
                     impressions=state.contacts.impressions,
                     churn_risk=profile.churn_risk,
                     monetary=profile.monetary if profile.known else None,
+                    baskets=profile.frequency if profile.known else None,
+                    gap_days=profile.features.get("gap_mean_days") if profile.known else None,
                 ),
             )
         )

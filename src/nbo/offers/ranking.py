@@ -32,7 +32,6 @@ from nbo.models.candidates import SOURCE_KNN as SOURCE_KNN_COLUMN
 from nbo.models.candidates import SOURCE_POPULAR as SOURCE_POPULAR_COLUMN
 from nbo.models.candidates import SOURCE_STAGE_POPULAR as SOURCE_STAGE_POPULAR_COLUMN
 from nbo.models.cf import FILTERED_SCORE, confidence_of_counts
-from nbo.models.cycles import suppressed_mask
 from nbo.models.policy import LISTED_RULES, POLICY_ALS, POLICY_ITEMKNN, POLICY_RANKER, rule_lists
 from nbo.models.served import ServingModel
 from nbo.offers.arbitration import (
@@ -281,6 +280,10 @@ class OfferRequest:
     impressions: Sequence[Contact] = ()
     churn_risk: float | None = None
     monetary: float | None = None
+    # Orders placed and mean days between orders (the profile's frequency and
+    # gap_mean_days; None = unknown): features of the ranker that carry over between shops.
+    baskets: int | None = None
+    gap_days: float | None = None
 
 
 def rank_offers(
@@ -312,7 +315,8 @@ def rank_offers(
     ``stage`` and ``channel`` (``nbo.offers.arbitration``); without a catalogue every item
     is a product offer of uniform value, so products rank by propensity, i.e. in the
     model's order. Offers from the model are explained by the purchases behind them. The
-    stage, ``churn_risk`` and ``monetary`` value (the customer's profile) are also
+    stage, ``churn_risk``, ``monetary`` value, ``baskets`` (orders placed) and
+    ``gap_days`` (mean days between orders), from the customer's profile, are also
     features of the ranker (None: unknown).
     """
     catalog = catalog or default_catalog()
@@ -374,7 +378,12 @@ def _prepare_many(
     starts = np.concatenate([[0], np.cumsum(lengths)])
     items = _joined([h.items for h in histories], np.int32)
     suppressed = _suppressed(
-        model, items, _joined([h.last_purchase for h in histories], np.int64), now_s, window
+        model,
+        items,
+        _joined([h.last_purchase for h in histories], np.int64),
+        _joined([h.counts for h in histories], np.float32),
+        now_s,
+        window,
     )
     known = _joined([h.confidence for h in histories], np.float32) > 0
     # Per request, where its just-bought items lie among all of them.
@@ -575,6 +584,8 @@ def _ranked_candidates_many(
             stage=np.array([STAGE_CODE.get(r.stage, NO_STAGE) for r in request]),
             churn_risk=np.array(risk),
             monetary=np.array([np.nan if r.monetary is None else r.monetary for r in request]),
+            baskets=np.array([np.nan if r.baskets is None else r.baskets for r in request]),
+            gap_days=np.array([np.nan if r.gap_days is None else r.gap_days for r in request]),
         ),
         model.ranker_per_source,
         as_of_s=now_s,
@@ -708,15 +719,17 @@ def _suppressed(
     model: ServingModel,
     items: np.ndarray,
     last_purchase: np.ndarray,
+    counts: np.ndarray,
     now_s: int,
     window: SuppressionWindow,
 ) -> np.ndarray:
-    """Which purchased ``items`` (with their last purchase) were bought too recently to
-    offer: within the item's learned repurchase cycle (capped at the window) when the
-    model has cycles, else within the window."""
-    per_item = model.suppression_days(window.days)
-    if per_item is not None:
-        return suppressed_mask(items, last_purchase, now_s, per_item)
+    """Which purchased ``items`` (with their last purchase and the customer's orders of
+    them) were bought too recently to offer: within the item's learned dead time (capped
+    at the window, ``nbo.models.cycles``) when the model learned them, else within the
+    window."""
+    windows = model.suppression_windows(window.days)
+    if windows is not None:
+        return windows.suppressed(items, last_purchase, counts, now_s)
     earliest = window.earliest_suppressed(now_s)
     if earliest is None:
         return np.zeros(len(items), dtype=bool)
