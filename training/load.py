@@ -33,7 +33,9 @@ class TrainingData:
 
     path: Path
     mapping: str  # the column mapping's name
-    sha256: str  # of the file (or dataset's files) as read: the data fingerprint in the manifest and version
+    # Of the file (or the dataset's files) as read: the data fingerprint in the manifest
+    # and version.
+    sha256: str
     purchases: pd.DataFrame  # canonical columns, cleaned, without erased customers
     cleaning: CleaningReport
     erased_customers: int  # customers dropped because the store erased them
