@@ -1,0 +1,548 @@
+"""How the trainer, ``nbo serve`` and ``nbo batch`` grow with the data: synthetic purchase
+data of 1M to 30M lines, trained with the default config, wall time and peak RSS per step
+and the growth exponent between sizes (``python -m bench --only train-scale``).
+
+Per size, the data set is a folder of Parquet files (``bench.generate.ensure_partitioned``,
+written a chunk at a time, so generating it needs a chunk's memory, not the whole's); the
+trainer reads it as ``nbo train --data FOLDER`` does. Customers grow with the lines (one
+customer per ``LINES_PER_CUSTOMER`` lines), items as the square root (20,000 at 3M lines:
+the default synthetic set's ratio), as a retailer's base grows faster than its range.
+
+Each size is trained in a process of its own (``python -m bench.scale_bench train ...``),
+so its peaks are its own; the peak RSS of each step is the kernel's high-water mark of that
+process (``VmHWM`` in /proc/self/status), reset at the start of every step by writing 5 to
+/proc/self/clear_refs. Then the published model is served by a real ``nbo serve`` (RSS
+after start and after offers calls, from /proc/PID/smaps_rollup, and what of the model's
+memory-mapped files is resident, from /proc/PID/smaps) and a sample of its customers is
+decided by ``nbo batch`` in one process (its peak RSS from ``wait4``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bench.generate import SyntheticSpec, ensure_partitioned
+from bench.report import OtherLoad, table
+from bench.servers import running_server
+
+SIZES = {"1M": 1_000_000, "3M": 3_000_000, "10M": 10_000_000, "30M": 30_000_000}
+DEFAULT_SIZES = "1M,3M,10M,30M"
+LINES_PER_CUSTOMER = 30
+ITEMS_AT_3M = 20_000
+# The issue's target: 30M lines in at most this many times the time and memory of 3M.
+TARGET_FACTOR = 10.0
+OFFERS_CALLS = 2_000
+BATCH_CUSTOMERS = 20_000
+MIB = 1 << 20
+REPO = Path(__file__).resolve().parent.parent
+
+
+def spec_for(lines: int, seed: int = 0) -> SyntheticSpec:
+    """Customers linear in the lines, items as their square root."""
+    items = round(ITEMS_AT_3M * math.sqrt(lines / 3_000_000))
+    return SyntheticSpec(lines // LINES_PER_CUSTOMER, items, lines, seed)
+
+
+def parse_sizes(text: str) -> list[tuple[str, int]]:
+    """``1M,3M`` (or any ``<n>M`` / ``<n>k`` / a plain number) as (label, lines)."""
+    sizes = []
+    for label in (part.strip() for part in text.split(",") if part.strip()):
+        if label in SIZES:
+            sizes.append((label, SIZES[label]))
+            continue
+        scale = {"k": 1_000, "m": 1_000_000}.get(label[-1].lower(), 1)
+        number = label[:-1] if scale > 1 else label
+        try:
+            lines = int(float(number) * scale)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"size '{label}': expected e.g. 1M, 300k") from None
+        if lines < 1_000:
+            raise argparse.ArgumentTypeError(f"size '{label}': at least 1k lines")
+        sizes.append((label, lines))
+    if not sizes:
+        raise argparse.ArgumentTypeError("no sizes given")
+    return sizes
+
+
+# --- in the training process ---------------------------------------------------------
+
+
+def _status_bytes(field_name: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    """The high-water mark restarts from the current RSS (Linux, own process)."""
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+        handle.write("5")
+
+
+BETWEEN = "(between the steps)"
+
+
+class PeakSteps:
+    """A ``training.progress.Progress`` that records each step's peak RSS.
+
+    Steps may nest (a step inside another): a peak seen while an inner step runs counts
+    for every open step. What happens between steps (the quality gate, building the
+    manifest) counts under ``BETWEEN``.
+    """
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, int] = {BETWEEN: 0}
+        self.open: list[str] = []
+        _reset_peak()
+
+    def _fold(self) -> None:
+        peak = _status_bytes("VmHWM")
+        for name in self.open or [BETWEEN]:
+            self.peaks[name] = max(self.peaks.get(name, 0), peak)
+
+    def step(self, name: str) -> None:
+        self._fold()
+        _reset_peak()
+        self.open.append(name)
+        self.peaks[name] = max(self.peaks.get(name, 0), _status_bytes("VmRSS"))
+
+    def iterations(self, name: str, total: int) -> Any:
+        self.step(name)
+        return lambda _iteration: None
+
+    def done(self, name: str, seconds: float) -> None:
+        self._fold()
+        if name in self.open:
+            self.open.remove(name)
+
+    def finish(self) -> None:
+        self._fold()
+
+
+def train_once(data: Path, models_dir: Path, out: Path) -> None:
+    """Train on ``data`` with the default config (force: speed, not quality) and write
+    the steps' seconds and peak RSS to ``out`` as JSON."""
+    from nbo.data.mapping import load_mapping
+    from training.config import TrainingConfig
+    from training.pipeline import train
+    from training.progress import Progress
+
+    peaks = PeakSteps()
+    start = time.perf_counter()
+    progress: Progress = peaks  # type: ignore[assignment]
+    result = train(
+        data, load_mapping("canonical"), models_dir, TrainingConfig(), True, progress=progress
+    )
+    wall = time.perf_counter() - start
+    peaks.finish()
+    document = {
+        "wall": wall,
+        "steps": {
+            name: {"seconds": seconds, "peak": peaks.peaks.get(name, 0)}
+            for name, seconds in result.timings.items()
+        },
+        "between": {
+            "seconds": wall - sum(result.timings.values()),
+            "peak": peaks.peaks[BETWEEN],
+        },
+        "peak": max(peaks.peaks.values()),
+        "cleaning": result.cleaning.to_dict(),
+        "version": result.version,
+        "ranker": result.manifest.get("ranker", {}).get("enabled")
+        if isinstance(result.manifest.get("ranker"), dict)
+        else None,
+    }
+    out.write_text(json.dumps(document, indent=2), encoding="utf-8")
+
+
+# --- in the bench process ---------------------------------------------------------------
+
+
+@dataclass
+class SizeResult:
+    label: str
+    lines: int
+    spec: SyntheticSpec
+    generated: float | None
+    train: dict[str, Any]
+    load_before: float
+    load_after: float
+    other_cores: float | None
+    serve: dict[str, Any] = field(default_factory=dict)
+    batch: dict[str, Any] = field(default_factory=dict)
+    model_bytes: int = 0
+
+
+def _loadavg() -> float:
+    with open("/proc/loadavg", encoding="ascii") as handle:
+        return float(handle.read().split()[0])
+
+
+def _smaps(pid: int, models_dir: Path) -> dict[str, int]:
+    """RSS and its parts (smaps_rollup), and the model's mapped files: mapped and resident."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) >= 3 and parts[-1] == "kB":
+                out[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    mapped = resident = 0
+    current: str | None = None
+    root = str(models_dir.resolve())
+    with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            first = line.split(maxsplit=6)
+            if "-" in first[0] and len(first) >= 5 and not first[0].endswith(":"):
+                current = first[5].strip() if len(first) > 5 else None
+                continue
+            if current is None or not current.startswith(root):
+                continue
+            if first[0] == "Size:":
+                mapped += int(first[1]) * 1024
+            elif first[0] == "Rss:":
+                resident += int(first[1]) * 1024
+    out["model_mapped"] = mapped
+    out["model_resident"] = resident
+    return out
+
+
+def _known_customers(models_dir: Path, count: int, seed: int) -> list[str]:
+    version = (models_dir / "CURRENT").read_text(encoding="utf-8").strip()
+    ids = np.load(models_dir / version / "customer_ids.npy", mmap_mode="r")
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(ids), size=min(count, len(ids)), replace=False)
+    return [str(ids[i]) for i in np.sort(picked)]
+
+
+def _model_bytes(models_dir: Path) -> int:
+    version = (models_dir / "CURRENT").read_text(encoding="utf-8").strip()
+    return sum(f.stat().st_size for f in (models_dir / version).iterdir() if f.is_file())
+
+
+def measure_serve(models_dir: Path, work: Path, clock: str, seed: int) -> dict[str, Any]:
+    """RSS of a real ``nbo serve`` once ready and after ``OFFERS_CALLS`` offers calls."""
+    customers = _known_customers(models_dir, OFFERS_CALLS, seed)
+    settings = {"NBO_CLOCK": clock, "NBO_ACCESS_LOG": "false"}
+    with running_server(models_dir, work / "serve.db", work / "serve.log", settings) as server:
+        pid = server.process.pid
+        after_start = _smaps(pid, models_dir)
+        start = time.perf_counter()
+        with httpx.Client(base_url=server.base, timeout=30) as client:
+            for customer in customers:
+                answer = client.get(f"/v1/customers/{customer}/offers", params={"k": 10})
+                answer.raise_for_status()
+        seconds = time.perf_counter() - start
+        after_calls = _smaps(pid, models_dir)
+        server.terminate()
+    return {
+        "after_start": after_start,
+        "after_calls": after_calls,
+        "calls": len(customers),
+        "calls_per_s": len(customers) / seconds,
+    }
+
+
+def measure_batch(models_dir: Path, work: Path, clock: str, seed: int) -> dict[str, Any]:
+    """Peak RSS and customers/s of ``nbo batch`` for a sample of customers, one process."""
+    customers = _known_customers(models_dir, BATCH_CUSTOMERS, seed)
+    selection = work / "customers.txt"
+    selection.write_text("\n".join(customers) + "\n", encoding="utf-8")
+    env = {
+        **os.environ,
+        "NBO_CLOCK": clock,
+        "NBO_STORE_URL": f"sqlite:///{work / 'batch.db'}",
+        "NBO_LOG_LEVEL": "warning",
+    }
+    command = [sys.executable, "-m", "nbo.cli", "batch", "--customers", str(selection)]
+    command += ["--out", str(work / "campaign.parquet"), "--models-dir", str(models_dir)]
+    command += ["--workers", "1"]
+    start = time.perf_counter()
+    with (work / "batch.log").open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        tail = (work / "batch.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"nbo batch failed ({process.returncode}):\n{tail}")
+    return {
+        "customers": len(customers),
+        "peak": usage.ru_maxrss * 1024,
+        "seconds": seconds,
+        "customers_per_s": len(customers) / seconds,
+    }
+
+
+def run_size(label: str, lines: int, seed: int, keep: Path | None) -> SizeResult:
+    spec = spec_for(lines, seed)
+    print(f"\n-- {label}: {spec.label} --", flush=True)
+    data, generated = ensure_partitioned(spec)
+    how = "reused from cache" if generated is None else f"generated in {generated:.0f} s"
+    files = len(list(data.glob("*.parquet")))
+    size = sum(f.stat().st_size for f in data.glob("*.parquet"))
+    print(f"  data: {data.relative_to(REPO)} ({files} files, {size / MIB:,.0f} MiB; {how})")
+    with tempfile.TemporaryDirectory(prefix=f"nbo-bench-scale-{label}-") as tmp:
+        work = Path(tmp)
+        models = (keep / label) if keep else work / "models"
+        out = work / "train.json"
+        load_before = _loadavg()
+        other = OtherLoad()
+        command = [sys.executable, "-m", "bench.scale_bench", "train", str(data), str(models)]
+        subprocess.run([*command, str(out)], check=True, cwd=REPO)
+        cores = other.cores()
+        load_after = _loadavg()
+        trained = json.loads(out.read_text(encoding="utf-8"))
+        result = SizeResult(label, lines, spec, generated, trained, load_before, load_after, cores)
+        _print_steps(result)
+        last = str(trained["cleaning"]["last_purchase"])
+        clock = f"{last[:10]}T23:59:00+00:00"
+        result.model_bytes = _model_bytes(models)
+        result.serve = measure_serve(models, work, clock, seed)
+        result.batch = measure_batch(models, work, clock, seed)
+        _print_serving(result)
+    return result
+
+
+def _gib(value: float) -> str:
+    return f"{value / (1 << 30):,.2f}"
+
+
+def _mib(value: float) -> str:
+    return f"{value / MIB:,.0f}"
+
+
+def _print_steps(result: SizeResult) -> None:
+    trained = result.train
+    cleaning = trained["cleaning"]
+    print(
+        f"  cleaned: {cleaning['rows_read']:,} lines read, {cleaning['rows_kept']:,} kept, "
+        f"{cleaning['customers']:,} customers, {cleaning['items']:,} items"
+    )
+    rows: list[list[object] | None] = [
+        [name, f"{step['seconds']:,.1f}", _mib(step["peak"])]
+        for name, step in trained["steps"].items()
+    ]
+    rows.append(
+        [BETWEEN, f"{trained['between']['seconds']:,.1f}", _mib(trained["between"]["peak"])]
+    )
+    rows.append(None)
+    rows.append(["trainer end to end", f"{trained['wall']:,.1f}", _mib(trained["peak"])])
+    print(table(["step", "seconds", "peak RSS MiB"], rows))
+    cores = "n/a" if result.other_cores is None else f"{result.other_cores:.2f}"
+    print(
+        f"  load average {result.load_before:.2f} before, {result.load_after:.2f} after; "
+        f"other processes used {cores} of {os.cpu_count()} cores while it trained"
+    )
+
+
+def _print_serving(result: SizeResult) -> None:
+    serve, batch = result.serve, result.batch
+    start, calls = serve["after_start"], serve["after_calls"]
+    rows: list[list[object] | None] = [
+        [
+            "nbo serve, ready",
+            _mib(start["Rss"]),
+            _mib(start.get("Anonymous", 0)),
+            _mib(start["Rss"] - start.get("Anonymous", 0)),
+            f"{_mib(start['model_resident'])} / {_mib(start['model_mapped'])}",
+        ],
+        [
+            f"nbo serve, after {serve['calls']:,} offers calls",
+            _mib(calls["Rss"]),
+            _mib(calls.get("Anonymous", 0)),
+            _mib(calls["Rss"] - calls.get("Anonymous", 0)),
+            f"{_mib(calls['model_resident'])} / {_mib(calls['model_mapped'])}",
+        ],
+        [
+            f"nbo batch, {batch['customers']:,} customers, one process (peak)",
+            _mib(batch["peak"]),
+            "",
+            "",
+            "",
+        ],
+    ]
+    print(
+        f"  model on disk {_mib(result.model_bytes)} MiB; offers "
+        f"{serve['calls_per_s']:,.0f} calls/s (sequential, HTTP); batch "
+        f"{batch['customers_per_s']:,.0f} customers/s (start-up included)"
+    )
+    print(
+        table(
+            ["process", "RSS MiB", "anonymous", "file-backed", "model files resident / mapped"],
+            rows,
+        )
+    )
+
+
+def exponent(small: float, large: float, n_small: int, n_large: int) -> float | None:
+    """b in t ~ n^b between two sizes."""
+    if small <= 0 or large <= 0:
+        return None
+    return math.log(large / small) / math.log(n_large / n_small)
+
+
+def _fmt_exp(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def print_summary(results: list[SizeResult]) -> None:
+    print("\n== train-scale: summary ==")
+    headers = ["step"]
+    for result in results:
+        headers += [f"{result.label} s", f"{result.label} MiB"]
+    pairs = list(itertools.pairwise(results))
+    headers += [f"exp t {a.label}->{b.label}" for a, b in pairs]
+    headers += [f"exp RSS {a.label}->{b.label}" for a, b in pairs]
+    names: list[str] = []
+    for result in results:
+        names += [n for n in result.train["steps"] if n not in names]
+
+    def cells(name: str, pick: str, result: SizeResult) -> float:
+        if name == "end to end":
+            return float(result.train["wall" if pick == "seconds" else "peak"])
+        step = result.train["steps"].get(name) or {}
+        return float(step.get(pick, 0.0))
+
+    rows: list[list[object] | None] = []
+    for name in [*names, "end to end"]:
+        if name == "end to end":
+            rows.append(None)
+        row: list[object] = [name]
+        for result in results:
+            row += [f"{cells(name, 'seconds', result):,.1f}", _mib(cells(name, "peak", result))]
+        row += [
+            _fmt_exp(
+                exponent(cells(name, "seconds", a), cells(name, "seconds", b), a.lines, b.lines)
+            )
+            for a, b in pairs
+        ]
+        row += [
+            _fmt_exp(exponent(cells(name, "peak", a), cells(name, "peak", b), a.lines, b.lines))
+            for a, b in pairs
+        ]
+        rows.append(row)
+    print(table(headers, rows))
+    by_label = {r.label: r for r in results}
+    if "3M" in by_label and "30M" in by_label:
+        small, large = by_label["3M"], by_label["30M"]
+        t = large.train["wall"] / small.train["wall"]
+        m = large.train["peak"] / small.train["peak"]
+        verdict = "ok" if max(t, m) <= TARGET_FACTOR else "OVER"
+        print(
+            f"\n  30M against 3M: {t:.1f}x the time, {m:.1f}x the peak RSS "
+            f"(target <= {TARGET_FACTOR:g}x both): {verdict}"
+        )
+    rows = []
+    for result in results:
+        serve, batch = result.serve, result.batch
+        customers = result.train["cleaning"]["customers"]
+        items = result.train["cleaning"]["items"]
+        ready = serve["after_start"]["Rss"]
+        called = serve["after_calls"]["Rss"]
+        rows.append(
+            [
+                result.label,
+                f"{customers:,}",
+                f"{items:,}",
+                _mib(result.model_bytes),
+                _mib(ready),
+                _mib(called),
+                f"{_mib(serve['after_calls']['model_resident'])} / "
+                f"{_mib(serve['after_calls']['model_mapped'])}",
+                _mib(batch["peak"]),
+                f"{result.load_before:.1f} / {result.load_after:.1f}",
+            ]
+        )
+    print("\n  Serving the model of each size (RSS in MiB)")
+    print(
+        table(
+            [
+                "size",
+                "customers",
+                "items",
+                "model on disk",
+                "serve ready",
+                f"serve after {OFFERS_CALLS:,} calls",
+                "model resident / mapped",
+                f"batch {BATCH_CUSTOMERS:,} (peak)",
+                "load avg before / after",
+            ],
+            rows,
+        )
+    )
+    for a, b in pairs:
+        dc = b.train["cleaning"]["customers"] - a.train["cleaning"]["customers"]
+        di = b.train["cleaning"]["items"] - a.train["cleaning"]["items"]
+        ds = b.serve["after_calls"]["Rss"] - a.serve["after_calls"]["Rss"]
+        db = b.batch["peak"] - a.batch["peak"]
+        print(
+            f"  {a.label} -> {b.label}: +{dc:,} customers, +{di:,} items; serve "
+            f"{ds / MIB:+,.0f} MiB ({ds / max(dc, 1):,.0f} bytes per added customer), "
+            f"batch {db / MIB:+,.0f} MiB ({db / max(dc, 1):,.0f} bytes per added customer)"
+        )
+
+
+def bench_scale(sizes: list[tuple[str, int]], seed: int, keep: Path | None = None) -> None:
+    results = []
+    for label, lines in sizes:
+        results.append(run_size(label, lines, seed, keep))
+        print(f"  (results so far: {json.dumps(_compact(results[-1]))})", flush=True)
+    print_summary(results)
+
+
+def _compact(result: SizeResult) -> dict[str, Any]:
+    """One line of JSON per size, so a run cut short still leaves its figures."""
+    return {
+        "size": result.label,
+        "lines": result.lines,
+        "wall": round(result.train["wall"], 1),
+        "peak_mib": round(result.train["peak"] / MIB),
+        "steps": {
+            n: [round(s["seconds"], 1), round(s["peak"] / MIB)]
+            for n, s in result.train["steps"].items()
+        },
+        "serve_mib": round(result.serve["after_calls"]["Rss"] / MIB),
+        "batch_mib": round(result.batch["peak"] / MIB),
+        "load": [result.load_before, result.load_after],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale_bench")
+    commands = parser.add_subparsers(dest="command", required=True)
+    trainer = commands.add_parser("train", help="(internal) one training, figures as JSON")
+    trainer.add_argument("data", type=Path)
+    trainer.add_argument("models_dir", type=Path)
+    trainer.add_argument("out", type=Path)
+    run = commands.add_parser("run", help="the bench for some sizes")
+    run.add_argument("--sizes", type=parse_sizes, default=parse_sizes(DEFAULT_SIZES))
+    run.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            train_once(args.data, args.models_dir, args.out)
+        return 0
+    bench_scale(args.sizes, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
