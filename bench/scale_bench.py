@@ -24,18 +24,19 @@ import itertools
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from bench.generate import SyntheticSpec, ensure_partitioned
+from bench.generate import CACHE_DIR, SyntheticSpec, ensure_partitioned
 from bench.report import OtherLoad, table
 from bench.servers import running_server
 
@@ -95,6 +96,12 @@ def _reset_peak() -> None:
         handle.write("5")
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process so far, every thread (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 BETWEEN = "(between the steps)"
 
 
@@ -108,7 +115,9 @@ class PeakSteps:
 
     def __init__(self) -> None:
         self.peaks: dict[str, int] = {BETWEEN: 0}
+        self.cpu: dict[str, float] = {}
         self.open: list[str] = []
+        self._started: dict[str, float] = {}
         _reset_peak()
 
     def _fold(self) -> None:
@@ -121,6 +130,7 @@ class PeakSteps:
         _reset_peak()
         self.open.append(name)
         self.peaks[name] = max(self.peaks.get(name, 0), _status_bytes("VmRSS"))
+        self._started[name] = _cpu_seconds()
 
     def iterations(self, name: str, total: int) -> Any:
         self.step(name)
@@ -128,6 +138,8 @@ class PeakSteps:
 
     def done(self, name: str, seconds: float) -> None:
         self._fold()
+        if name in self._started:
+            self.cpu[name] = self.cpu.get(name, 0.0) + _cpu_seconds() - self._started.pop(name)
         if name in self.open:
             self.open.remove(name)
 
@@ -145,18 +157,25 @@ def train_once(data: Path, models_dir: Path, out: Path) -> None:
 
     peaks = PeakSteps()
     start = time.perf_counter()
+    cpu_start = _cpu_seconds()
     progress: Progress = peaks  # type: ignore[assignment]
     result = train(
         data, load_mapping("canonical"), models_dir, TrainingConfig(), True, progress=progress
     )
     wall = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu_start
     peaks.finish()
     document = {
         "wall": wall,
         "steps": {
-            name: {"seconds": seconds, "peak": peaks.peaks.get(name, 0)}
+            name: {
+                "seconds": seconds,
+                "cpu": peaks.cpu.get(name, 0.0),
+                "peak": peaks.peaks.get(name, 0),
+            }
             for name, seconds in result.timings.items()
         },
+        "cpu": cpu,
         "between": {
             "seconds": wall - sum(result.timings.values()),
             "peak": peaks.peaks[BETWEEN],
@@ -335,15 +354,21 @@ def _print_steps(result: SizeResult) -> None:
         f"{cleaning['customers']:,} customers, {cleaning['items']:,} items"
     )
     rows: list[list[object] | None] = [
-        [name, f"{step['seconds']:,.1f}", _mib(step["peak"])]
+        [name, f"{step['seconds']:,.1f}", f"{step.get('cpu', 0.0):,.1f}", _mib(step["peak"])]
         for name, step in trained["steps"].items()
     ]
-    rows.append(
-        [BETWEEN, f"{trained['between']['seconds']:,.1f}", _mib(trained["between"]["peak"])]
-    )
+    between = trained["between"]
+    rows.append([BETWEEN, f"{between['seconds']:,.1f}", "", _mib(between["peak"])])
     rows.append(None)
-    rows.append(["trainer end to end", f"{trained['wall']:,.1f}", _mib(trained["peak"])])
-    print(table(["step", "seconds", "peak RSS MiB"], rows))
+    rows.append(
+        [
+            "trainer end to end",
+            f"{trained['wall']:,.1f}",
+            f"{trained.get('cpu', 0.0):,.1f}",
+            _mib(trained["peak"]),
+        ]
+    )
+    print(table(["step", "wall s", "CPU s", "peak RSS MiB"], rows))
     cores = "n/a" if result.other_cores is None else f"{result.other_cores:.2f}"
     print(
         f"  load average {result.load_before:.2f} before, {result.load_after:.2f} after; "
@@ -401,51 +426,54 @@ def _fmt_exp(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _figure(result: SizeResult, name: str, pick: str) -> float:
+    """A step's (or ``END_TO_END``'s) seconds, CPU seconds or peak RSS; 0 when missing."""
+    if name == END_TO_END:
+        return float(result.train.get({"seconds": "wall"}.get(pick, pick), 0.0))
+    step = result.train["steps"].get(name) or {}
+    return float(step.get(pick, 0.0))
+
+
+END_TO_END = "end to end"
+MEASURES = (
+    ("seconds", "wall seconds", lambda v: f"{v:,.1f}"),
+    ("cpu", "CPU seconds (user + system, all threads)", lambda v: f"{v:,.1f}"),
+    ("peak", "peak RSS MiB", _mib),
+)
+
+
 def print_summary(results: list[SizeResult]) -> None:
     print("\n== train-scale: summary ==")
-    headers = ["step"]
-    for result in results:
-        headers += [f"{result.label} s", f"{result.label} MiB"]
     pairs = list(itertools.pairwise(results))
-    headers += [f"exp t {a.label}->{b.label}" for a, b in pairs]
-    headers += [f"exp RSS {a.label}->{b.label}" for a, b in pairs]
     names: list[str] = []
     for result in results:
         names += [n for n in result.train["steps"] if n not in names]
-
-    def cells(name: str, pick: str, result: SizeResult) -> float:
-        if name == "end to end":
-            return float(result.train["wall" if pick == "seconds" else "peak"])
-        step = result.train["steps"].get(name) or {}
-        return float(step.get(pick, 0.0))
-
-    rows: list[list[object] | None] = []
-    for name in [*names, "end to end"]:
-        if name == "end to end":
-            rows.append(None)
-        row: list[object] = [name]
-        for result in results:
-            row += [f"{cells(name, 'seconds', result):,.1f}", _mib(cells(name, "peak", result))]
-        row += [
-            _fmt_exp(
-                exponent(cells(name, "seconds", a), cells(name, "seconds", b), a.lines, b.lines)
-            )
-            for a, b in pairs
-        ]
-        row += [
-            _fmt_exp(exponent(cells(name, "peak", a), cells(name, "peak", b), a.lines, b.lines))
-            for a, b in pairs
-        ]
-        rows.append(row)
-    print(table(headers, rows))
+    for pick, title, fmt in MEASURES:
+        headers = ["step"] + [r.label for r in results]
+        headers += [f"exp {a.label}->{b.label}" for a, b in pairs]
+        rows: list[list[object] | None] = []
+        for name in [*names, END_TO_END]:
+            if name == END_TO_END:
+                rows.append(None)
+            values = [_figure(r, name, pick) for r in results]
+            row: list[object] = [name, *(fmt(v) for v in values)]
+            row += [
+                _fmt_exp(exponent(_figure(a, name, pick), _figure(b, name, pick), a.lines, b.lines))
+                for a, b in pairs
+            ]
+            rows.append(row)
+        print(f"\n  {title}; exp: growth exponent b in cost ~ lines^b")
+        print(table(headers, rows))
     by_label = {r.label: r for r in results}
     if "3M" in by_label and "30M" in by_label:
         small, large = by_label["3M"], by_label["30M"]
         t = large.train["wall"] / small.train["wall"]
+        c = large.train.get("cpu", 0.0) / max(small.train.get("cpu", 0.0), 1e-9)
         m = large.train["peak"] / small.train["peak"]
         verdict = "ok" if max(t, m) <= TARGET_FACTOR else "OVER"
         print(
-            f"\n  30M against 3M: {t:.1f}x the time, {m:.1f}x the peak RSS "
+            f"\n  30M against 3M: {t:.1f}x the wall time ({c:.1f}x the CPU time), "
+            f"{m:.1f}x the peak RSS "
             f"(target <= {TARGET_FACTOR:g}x both): {verdict}"
         )
     rows = []
@@ -498,29 +526,29 @@ def print_summary(results: list[SizeResult]) -> None:
         )
 
 
+def saved_path(label: str, seed: int) -> Path:
+    """Where a size's figures are kept, so sizes run apart can be summarised together."""
+    return CACHE_DIR / f"train-scale-{label}-s{seed}.json"
+
+
 def bench_scale(sizes: list[tuple[str, int]], seed: int, keep: Path | None = None) -> None:
     results = []
     for label, lines in sizes:
         results.append(run_size(label, lines, seed, keep))
-        print(f"  (results so far: {json.dumps(_compact(results[-1]))})", flush=True)
+        saved = saved_path(label, seed)
+        saved.write_text(json.dumps(asdict(results[-1]), indent=1), encoding="utf-8")
+        print(f"  (figures kept in {saved.relative_to(REPO)})", flush=True)
     print_summary(results)
 
 
-def _compact(result: SizeResult) -> dict[str, Any]:
-    """One line of JSON per size, so a run cut short still leaves its figures."""
-    return {
-        "size": result.label,
-        "lines": result.lines,
-        "wall": round(result.train["wall"], 1),
-        "peak_mib": round(result.train["peak"] / MIB),
-        "steps": {
-            n: [round(s["seconds"], 1), round(s["peak"] / MIB)]
-            for n, s in result.train["steps"].items()
-        },
-        "serve_mib": round(result.serve["after_calls"]["Rss"] / MIB),
-        "batch_mib": round(result.batch["peak"] / MIB),
-        "load": [result.load_before, result.load_after],
-    }
+def load_saved(sizes: list[tuple[str, int]], seed: int) -> list[SizeResult]:
+    """The figures of earlier runs (``python -m bench.scale_bench summary 1M,3M``)."""
+    results = []
+    for label, _lines in sizes:
+        document = json.loads(saved_path(label, seed).read_text(encoding="utf-8"))
+        document["spec"] = SyntheticSpec(**document["spec"])
+        results.append(SizeResult(**document))
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -533,7 +561,13 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="the bench for some sizes")
     run.add_argument("--sizes", type=parse_sizes, default=parse_sizes(DEFAULT_SIZES))
     run.add_argument("--seed", type=int, default=0)
+    summary = commands.add_parser("summary", help="the summary of sizes run earlier")
+    summary.add_argument("sizes", type=parse_sizes)
+    summary.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.command == "summary":
+        print_summary(load_saved(args.sizes, args.seed))
+        return 0
     if args.command == "train":
         from threadpoolctl import threadpool_limits
 
