@@ -435,6 +435,8 @@ def _figure(result: SizeResult, name: str, pick: str) -> float:
 
 
 END_TO_END = "end to end"
+# Steps shorter than this at either size get no time exponent: their timer's noise.
+TOO_SHORT_S = 0.5
 MEASURES = (
     ("seconds", "wall seconds", lambda v: f"{v:,.1f}"),
     ("cpu", "CPU seconds (user + system, all threads)", lambda v: f"{v:,.1f}"),
@@ -459,6 +461,9 @@ def print_summary(results: list[SizeResult]) -> None:
             row: list[object] = [name, *(fmt(v) for v in values)]
             row += [
                 _fmt_exp(exponent(_figure(a, name, pick), _figure(b, name, pick), a.lines, b.lines))
+                if min(_figure(a, name, pick), _figure(b, name, pick)) >= TOO_SHORT_S
+                or pick == "peak"
+                else "-"
                 for a, b in pairs
             ]
             rows.append(row)
