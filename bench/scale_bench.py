@@ -536,6 +536,66 @@ def saved_path(label: str, seed: int) -> Path:
     return CACHE_DIR / f"train-scale-{label}-s{seed}.json"
 
 
+def print_markdown(results: list[SizeResult]) -> None:
+    """The docs' tables (docs/benchmarks.md), from the kept figures."""
+    pairs = list(itertools.pairwise(results))
+    print("| size | customers × items | trainer wall | trainer CPU | peak RSS | load avg |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        c = r.train["cleaning"]
+        print(
+            f"| {r.label} | {c['customers']:,} × {c['items']:,} | {r.train['wall']:,.0f} s "
+            f"| {r.train.get('cpu', 0.0):,.0f} s | {r.train['peak'] / (1 << 30):.2f} GiB "
+            f"| {r.load_before:.1f} / {r.load_after:.1f} |"
+        )
+    names: list[str] = []
+    for r in results:
+        names += [n for n in r.train["steps"] if n not in names]
+    print()
+    header = " | ".join(f"{r.label}" for r in results)
+    exps = " | ".join(f"b {a.label}→{b.label}" for a, b in pairs)
+    print(f"| step, CPU s | {header} | {exps} |")
+    print("|---" * (1 + len(results) + len(pairs)) + "|")
+    for name in [*names, END_TO_END]:
+        values = [_figure(r, name, "cpu") for r in results]
+        if max(values) < TOO_SHORT_S:
+            continue
+        bs = [
+            _fmt_exp(exponent(_figure(a, name, "cpu"), _figure(b, name, "cpu"), a.lines, b.lines))
+            if min(_figure(a, name, "cpu"), _figure(b, name, "cpu")) >= TOO_SHORT_S
+            else "-"
+            for a, b in pairs
+        ]
+        label = f"**{name}**" if name == END_TO_END else name
+        print(f"| {label} | {' | '.join(f'{v:,.1f}' for v in values)} | {' | '.join(bs)} |")
+    print()
+    print(f"| step, peak RSS MiB | {header} | {exps} |")
+    print("|---" * (1 + len(results) + len(pairs)) + "|")
+    for name in [*names, END_TO_END]:
+        values = [_figure(r, name, "peak") for r in results]
+        bs = [
+            _fmt_exp(exponent(_figure(a, name, "peak"), _figure(b, name, "peak"), a.lines, b.lines))
+            for a, b in pairs
+        ]
+        label = f"**{name}**" if name == END_TO_END else name
+        print(f"| {label} | {' | '.join(_mib(v) for v in values)} | {' | '.join(bs)} |")
+    print()
+    print(
+        "| size | model on disk | serve ready: RSS (anon + file) | serve after "
+        f"{OFFERS_CALLS:,} calls | model resident / mapped | batch {BATCH_CUSTOMERS:,} peak |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        ready, called = r.serve["after_start"], r.serve["after_calls"]
+        anonymous = ready.get("Anonymous", 0)
+        print(
+            f"| {r.label} | {_mib(r.model_bytes)} MiB | {_mib(ready['Rss'])} MiB "
+            f"({_mib(anonymous)} + {_mib(ready['Rss'] - anonymous)}) "
+            f"| {_mib(called['Rss'])} MiB | {_mib(called['model_resident'])} / "
+            f"{_mib(called['model_mapped'])} MiB | {_mib(r.batch['peak'])} MiB |"
+        )
+
+
 def bench_scale(sizes: list[tuple[str, int]], seed: int, keep: Path | None = None) -> None:
     results = []
     for label, lines in sizes:
@@ -569,9 +629,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = commands.add_parser("summary", help="the summary of sizes run earlier")
     summary.add_argument("sizes", type=parse_sizes)
     summary.add_argument("--seed", type=int, default=0)
+    summary.add_argument("--markdown", action="store_true", help="the docs' tables")
     args = parser.parse_args(argv)
     if args.command == "summary":
-        print_summary(load_saved(args.sizes, args.seed))
+        results = load_saved(args.sizes, args.seed)
+        if args.markdown:
+            print_markdown(results)
+        else:
+            print_summary(results)
         return 0
     if args.command == "train":
         from threadpoolctl import threadpool_limits
