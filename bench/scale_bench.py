@@ -469,6 +469,7 @@ def print_summary(results: list[SizeResult]) -> None:
             rows.append(row)
         print(f"\n  {title}; exp: growth exponent b in cost ~ lines^b")
         print(table(headers, rows))
+    print_extrapolation(results)
     by_label = {r.label: r for r in results}
     if "3M" in by_label and "30M" in by_label:
         small, large = by_label["3M"], by_label["30M"]
@@ -534,6 +535,35 @@ def print_summary(results: list[SizeResult]) -> None:
 def saved_path(label: str, seed: int) -> Path:
     """Where a size's figures are kept, so sizes run apart can be summarised together."""
     return CACHE_DIR / f"train-scale-{label}-s{seed}.json"
+
+
+EXTRAPOLATE_TO = 300_000_000
+
+
+def extrapolate(results: list[SizeResult], pick: str) -> tuple[float, float] | None:
+    """(cost at ``EXTRAPOLATE_TO`` lines, marginal cost per million lines) of the trainer,
+    by the marginal cost between the two largest sizes measured: the sampled steps are
+    flat by then, so what is left grows with the lines, and a straight line through the
+    top of the curve is what the measurements support (no exponent is fitted beyond it)."""
+    if len(results) < 2:
+        return None
+    small, large = sorted(results, key=lambda r: r.lines)[-2:]
+    a, b = _figure(small, END_TO_END, pick), _figure(large, END_TO_END, pick)
+    per_line = (b - a) / (large.lines - small.lines)
+    return b + per_line * (EXTRAPOLATE_TO - large.lines), per_line * 1_000_000
+
+
+def print_extrapolation(results: list[SizeResult]) -> None:
+    cpu, peak = extrapolate(results, "cpu"), extrapolate(results, "peak")
+    if cpu is None or peak is None:
+        return
+    top = sorted(results, key=lambda r: r.lines)[-2:]
+    print(
+        f"\n  Extrapolated to {EXTRAPOLATE_TO / 1e6:,.0f}M lines from the marginal cost "
+        f"between {top[0].label} and {top[1].label}: {cpu[1]:,.1f} CPU s and "
+        f"{peak[1] / MIB:,.0f} MiB per million lines more, so about {cpu[0] / 3600:,.1f} "
+        f"CPU hours and {peak[0] / (1 << 30):,.0f} GiB peak RSS"
+    )
 
 
 def print_markdown(results: list[SizeResult]) -> None:
