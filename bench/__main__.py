@@ -27,6 +27,7 @@ from bench.load_bench import bench_load, print_load
 from bench.offers_bench import WINDOW_DAYS, K, OffersResult, bench_offers
 from bench.quality_bench import bench_quality
 from bench.report import OtherLoad, micros, seconds, table, us, verdict
+from bench.scale_bench import DEFAULT_SIZES, bench_scale, parse_sizes
 from bench.spark_bench import bench_spark, print_spark
 from bench.train_bench import TrainBench, bench_training
 from bench.workers_bench import (
@@ -53,6 +54,8 @@ LOAD = "load"
 QUALITY = "quality"
 SPARK = "spark"
 WORKERS = "workers"
+# The trainer, serve and batch from 1M to 30M lines: only when asked (about an hour).
+TRAIN_SCALE = "train-scale"
 NOISY_CORES = 0.3
 # The store may add at most this much to an offers call at p99, over HTTP.
 STORE_P99_TARGET_MS = 1.0
@@ -91,10 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=(SYNTHETIC, ONLINE, EVENTS, LOAD, WORKERS, QUALITY, SPARK),
+        choices=(SYNTHETIC, ONLINE, EVENTS, LOAD, WORKERS, QUALITY, SPARK, TRAIN_SCALE),
         help="run one data set, or only the events-over-HTTP, the load, the workers, the "
-        "quality or the Spark section (quality and Spark run only when asked: what nbo serves "
-        "on each kind of shop; the Spark engine against the local one)",
+        "quality, the Spark or the train-scale section (the last three run only when asked: "
+        "what nbo serves on each kind of shop; the Spark engine against the local one; the "
+        "trainer's time and memory from 1M to 30M lines)",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=parse_sizes(DEFAULT_SIZES),
+        help=f"train-scale: purchase lines per size, e.g. 1M,3M (default {DEFAULT_SIZES})",
     )
     parser.add_argument(
         "--calls", type=_positive, default=5_000, help="timed offers calls per path"
@@ -119,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    if args.only == TRAIN_SCALE:
+        print(
+            f"nbo bench: train-scale | python {platform.python_version()} | "
+            f"{os.cpu_count()} cores | {_memory_gib():.0f} GiB | data seed {args.seed} | "
+            f"load average {os.getloadavg()[0]:.2f}"
+        )
+        bench_scale(args.sizes, args.seed)
+        return 0
     if args.only == QUALITY:
         print(
             f"nbo bench: quality | python {platform.python_version()} | "
@@ -192,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{OWN_MEMORY_TARGET_MB} MB)"
         )
     return 0
+
+
+def _memory_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
 
 
 def _positive(text: str) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,13 +72,46 @@ def generate_table(spec: SyntheticSpec) -> pa.Table:
     if spec.lines < spec.customers:
         raise ValueError("need at least one line per customer")
     rng = np.random.default_rng(spec.seed)
-    n_c, n_i, n_l = spec.customers, spec.items, spec.lines
-
+    n_i = spec.items
     # Items: a random popularity rank (so item ids carry no order) and a category.
     rank = rng.permutation(n_i)
     item_weight = 1.0 / (rank + 10.0) ** ITEM_ZIPF
     item_category = rng.integers(0, CATEGORIES, size=n_i)
+    # The prices are drawn after the orders (the order of the draws is the data set).
+    lines = _customer_lines(
+        rng,
+        spec.customers,
+        spec.lines,
+        item_weight,
+        item_category,
+        lambda: np.round(rng.lognormal(1.2, 0.8, size=n_i), 2) + 0.05,
+    )
+    return _lines_table(lines, spec.customers, n_i, lines.orders)
 
+
+@dataclass
+class _Lines:
+    """Purchase lines as integer codes, in time order."""
+
+    customer: np.ndarray
+    item: np.ndarray
+    timestamp: np.ndarray
+    quantity: np.ndarray
+    price: np.ndarray
+    order: np.ndarray
+    orders: int  # distinct orders (codes 0 .. orders - 1)
+
+
+def _customer_lines(
+    rng: np.random.Generator,
+    n_c: int,
+    n_l: int,
+    item_weight: np.ndarray,
+    item_category: np.ndarray,
+    base_price: Callable[[], np.ndarray],
+) -> _Lines:
+    """``n_l`` lines of ``n_c`` customers (codes 0 .. n_c - 1) over the given items."""
+    n_i = len(item_weight)
     # Customers: log-normal activity, at least one line each.
     activity = rng.lognormal(0.0, ACTIVITY_SIGMA, size=n_c)
     extra = rng.multinomial(n_l - n_c, activity / activity.sum())
@@ -128,27 +162,50 @@ def generate_table(spec: SyntheticSpec) -> pa.Table:
     )
     timestamp = START + seconds[order]
 
-    base_price = np.round(rng.lognormal(1.2, 0.8, size=n_i), 2) + 0.05
+    prices = base_price()
     quantity = rng.geometric(0.45, size=n_l).astype(np.int64)
-    price = base_price[item] * np.where(rng.random(n_l) < 0.1, 0.8, 1.0)
+    price = prices[item] * np.where(rng.random(n_l) < 0.1, 0.8, 1.0)
 
-    order_sorted = np.argsort(timestamp, kind="stable")  # files are usually in time order
+    in_time = np.argsort(timestamp, kind="stable")  # files are usually in time order
+    return _Lines(
+        customer=customer[in_time],
+        item=item[in_time],
+        timestamp=timestamp[in_time],
+        quantity=quantity[in_time],
+        price=np.round(price[in_time], 2),
+        order=order[in_time],
+        orders=n_orders,
+    )
+
+
+def _lines_table(
+    lines: _Lines,
+    n_customers: int,
+    n_items: int,
+    n_orders: int,
+    customer_offset: int = 0,
+    order_offset: int = 0,
+) -> pa.Table:
+    """Canonical columns; ids numbered ``offset + code`` and padded to the width of the
+    whole data set's largest id, so chunks written apart read as one data set."""
     return pa.table(
         {
-            "customer_id": _ids("c", n_c, customer[order_sorted]),
-            "item_id": _ids("i", n_i, item[order_sorted]),
-            "timestamp": pa.array(timestamp[order_sorted], type=pa.timestamp("s")),
-            "quantity": pa.array(quantity[order_sorted]),
-            "price": pa.array(np.round(price[order_sorted], 2)),
-            "order_id": _ids("o", n_orders, order[order_sorted]),
+            "customer_id": _ids("c", n_customers, lines.customer, customer_offset),
+            "item_id": _ids("i", n_items, lines.item),
+            "timestamp": pa.array(lines.timestamp, type=pa.timestamp("s")),
+            "quantity": pa.array(lines.quantity),
+            "price": pa.array(lines.price),
+            "order_id": _ids("o", n_orders, lines.order, order_offset),
         }
     )
 
 
-def _ids(prefix: str, n: int, codes: np.ndarray) -> pa.Array:
-    """String ids ``<prefix><number>`` for integer codes, without a Python loop over rows."""
+def _ids(prefix: str, n: int, codes: np.ndarray, offset: int = 0) -> pa.Array:
+    """String ids ``<prefix><number>`` for integer codes, without a Python loop over rows:
+    code ``c`` is number ``offset + c``, zero-padded to the width of ``n - 1``."""
     width = len(str(max(n - 1, 0)))
-    numbers = pc.utf8_lpad(pa.array(np.arange(n)).cast(pa.string()), width, "0")
+    used = int(codes.max()) + 1 if len(codes) else 0
+    numbers = pc.utf8_lpad(pa.array(np.arange(offset, offset + used)).cast(pa.string()), width, "0")
     names = pc.binary_join_element_wise(prefix, numbers, "")
     return pc.take(names, pa.array(codes))
 
@@ -165,6 +222,67 @@ def ensure_dataset(spec: SyntheticSpec, cache_dir: Path = CACHE_DIR) -> tuple[Pa
     pq.write_table(table, staging, compression="zstd")
     os.replace(staging, path)
     return path, time.perf_counter() - start
+
+
+# Lines per file of a dataset written in chunks: what one chunk's arrays cost (a few
+# hundred MB at most), whatever the size of the whole.
+CHUNK_LINES = 2_000_000
+
+
+def dataset_path(spec: SyntheticSpec, cache_dir: Path = CACHE_DIR) -> Path:
+    """The cache folder of ``spec`` written as a partitioned dataset."""
+    return cache_dir / spec.cache_path(cache_dir).name.replace(".parquet", "-parts")
+
+
+def ensure_partitioned(
+    spec: SyntheticSpec, cache_dir: Path = CACHE_DIR, chunk_lines: int = CHUNK_LINES
+) -> tuple[Path, float | None]:
+    """``spec`` as a folder of Parquet files (``part-00000.parquet``, ...), generated a
+    chunk of customers at a time so memory stays bounded by ``chunk_lines``; (folder,
+    seconds or None when cached).
+
+    The same shape as ``generate_table`` (the items, their popularity, categories and
+    prices are shared by every chunk; each chunk draws its own customers, orders and
+    lines from a seed of its own), not the same lines: a chunk's customers only buy
+    within their chunk's orders, and each file is in time order on its own.
+    """
+    if spec.lines < spec.customers:
+        raise ValueError("need at least one line per customer")
+    folder = dataset_path(spec, cache_dir)
+    if folder.is_dir():
+        return folder, None
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    staging.mkdir()
+    items = np.random.default_rng([spec.seed, 0])
+    rank = items.permutation(spec.items)
+    item_weight = 1.0 / (rank + 10.0) ** ITEM_ZIPF
+    item_category = items.integers(0, CATEGORIES, size=spec.items)
+    base_price = np.round(items.lognormal(1.2, 0.8, size=spec.items), 2) + 0.05
+    chunks = max(1, -(-spec.lines // chunk_lines))
+    customer_bounds = np.linspace(0, spec.customers, chunks + 1).round().astype(np.int64)
+    line_bounds = np.linspace(0, spec.lines, chunks + 1).round().astype(np.int64)
+    # Order ids are numbered across chunks; their width is fixed up front from a bound
+    # (one order per line at most) so every file pads them alike.
+    order_offset = 0
+    for chunk in range(chunks):
+        c0, c1 = customer_bounds[chunk], customer_bounds[chunk + 1]
+        n_lines = int(line_bounds[chunk + 1] - line_bounds[chunk])
+        lines = _customer_lines(
+            np.random.default_rng([spec.seed, chunk + 1]),
+            int(c1 - c0),
+            n_lines,
+            item_weight,
+            item_category,
+            lambda: base_price,
+        )
+        table = _lines_table(lines, spec.customers, spec.items, spec.lines, int(c0), order_offset)
+        pq.write_table(table, staging / f"part-{chunk:05d}.parquet", compression="zstd")
+        order_offset += lines.orders
+        del lines, table
+    os.replace(staging, folder)
+    return folder, time.perf_counter() - start
 
 
 def main() -> None:

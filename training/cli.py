@@ -80,7 +80,12 @@ def register(commands: Any) -> None:
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """The data, mapping, config and store options, shared with ``nbo evaluate`` so both
     commands read a data set the same way."""
-    parser.add_argument("--data", required=True, type=Path, help="purchase file (.csv/.parquet)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="purchase file (.csv/.parquet) or a folder of Parquet files (a partitioned dataset)",
+    )
     parser.add_argument(
         "--mapping",
         default=None,

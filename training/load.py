@@ -16,12 +16,11 @@ import numpy as np
 import pandas as pd
 
 from nbo.core import columns as col
-from nbo.core.checksums import sha256_file
 from nbo.core.errors import PurchaseDataError
 from nbo.data.features import OrderTable, build_order_table, has_prices, line_values
 from nbo.data.history import EncodedPurchases, encode_purchases
 from nbo.data.mapping import ColumnMapping
-from nbo.data.purchases import CleaningReport, read_purchases
+from nbo.data.purchases import CleaningReport, fingerprint, read_purchases
 from training.progress import Steps
 
 # The cleaning report's reason for the rows of customers erased in the service's store.
@@ -34,7 +33,9 @@ class TrainingData:
 
     path: Path
     mapping: str  # the column mapping's name
-    sha256: str  # of the file as read: the data fingerprint in the manifest and version
+    # Of the file (or the dataset's files) as read: the data fingerprint in the manifest
+    # and version.
+    sha256: str
     purchases: pd.DataFrame  # canonical columns, cleaned, without erased customers
     cleaning: CleaningReport
     erased_customers: int  # customers dropped because the store erased them
@@ -76,7 +77,7 @@ def load_data(
     with steps.step("read purchases"):
         purchases, cleaning = read_purchases(path, mapping)
         purchases, erased_customers = drop_erased(purchases, cleaning, erased)
-        sha256 = sha256_file(path)
+        sha256 = fingerprint(path)
         encoded = encode_purchases(purchases)
     with steps.step("customer orders"):
         values = line_values(purchases)

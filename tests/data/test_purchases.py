@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset as ds
 import pytest
 
 from nbo.core import columns as col
+from nbo.core.checksums import sha256_file
 from nbo.core.errors import PurchaseDataError
 from nbo.data.mapping import load_mapping
 from nbo.data.purchases import (
@@ -23,6 +25,8 @@ from nbo.data.purchases import (
     DROP_MISSING_TIMESTAMP,
     DROP_NON_PRODUCT,
     DROP_RETURN,
+    dataset_files,
+    fingerprint,
     read_purchases,
 )
 
@@ -585,3 +589,145 @@ def test_csv_ids_keep_dot_zero_when_not_every_id_has_it(tmp_path: Path) -> None:
     path.write_text("customer_id,item_id,timestamp\n1.0,A,2011-01-01\nX7,B,2011-01-02\n")
     frame, _ = read_purchases(path, load_mapping("canonical"))
     assert sorted(frame[col.CUSTOMER_ID]) == ["1.0", "X7"]
+
+
+# --- partitioned Parquet datasets (a folder, as Spark writes one) -----------------------
+
+
+def _write_spark_like(folder: Path, frame: pd.DataFrame, by: str) -> Path:
+    """``frame`` as Spark lays a dataset out: one hive folder per value of ``by``
+    (``by=value/part-0.parquet``, the column kept only in the folder names), plus the
+    bookkeeping files Spark leaves beside the data."""
+    folder.mkdir()
+    for value, part in frame.groupby(by, sort=True):
+        partition = folder / f"{by}={value}"
+        partition.mkdir()
+        part.drop(columns=[by]).to_parquet(partition / "part-00000.snappy.parquet", index=False)
+        (partition / ".part-00000.snappy.parquet.crc").write_bytes(b"not parquet")
+    (folder / "_SUCCESS").write_bytes(b"")
+    (folder / "_temporary").mkdir()
+    (folder / "_temporary" / "part-9.parquet").write_bytes(b"half-written, not parquet")
+    return folder
+
+
+def _typed_dirty_frame() -> pd.DataFrame:
+    raw = _dirty_frame()
+    return raw.assign(
+        Quantity=raw["Quantity"].astype(int),
+        UnitPrice=raw["UnitPrice"].astype(float),
+        InvoiceDate=pd.to_datetime(raw["InvoiceDate"].replace("", None)),
+        CustomerID=raw["CustomerID"].replace("", None),
+        StockCode=raw["StockCode"].replace("", None),
+    )
+
+
+def test_a_partitioned_dataset_reads_as_the_same_rows_in_one_file(tmp_path: Path) -> None:
+    typed = _typed_dirty_frame()
+    single = tmp_path / "retail.parquet"
+    typed.to_parquet(single, index=False)
+    folder = _write_spark_like(tmp_path / "retail", typed, by="Country")
+    mapping = load_mapping("online-retail")
+
+    frame, report = read_purchases(folder, mapping)
+    expected, expected_report = read_purchases(single, mapping)
+
+    assert report.rows_read == 17
+    assert report.dropped == EXPECTED_DROPPED
+    assert report.path == str(folder)
+    assert report.to_dict() == expected_report.to_dict()
+    # Partitions come back one after the other (FR before UK), not in file order.
+    key = [col.CUSTOMER_ID, col.ITEM_ID, col.TIMESTAMP]
+    assert (
+        frame[key].astype(str).sort_values(key).values.tolist()
+        == expected[key].astype(str).sort_values(key).values.tolist()
+    )
+
+
+def test_a_hive_partition_value_can_be_a_mapped_column(tmp_path: Path) -> None:
+    """The customer id lives only in the folder names (``customer_id=c1``)."""
+    frame = _simple_canonical(customer_id=["c1", "c2"])
+    folder = _write_spark_like(tmp_path / "by_customer", frame, by="customer_id")
+
+    purchases, report = read_purchases(folder, load_mapping("canonical"))
+
+    assert report.rows_kept == 2
+    assert sorted(purchases[col.CUSTOMER_ID].astype(str)) == ["c1", "c2"]
+
+
+def test_a_dataset_reads_only_the_mapped_columns(tmp_path: Path) -> None:
+    """A column the mapping does not name is never read: here it has a different type
+    in each file, which pyarrow refuses to read as one column."""
+    folder = tmp_path / "wide"
+    folder.mkdir()
+    _simple_canonical().assign(comment=[1.5, 2.5]).to_parquet(folder / "a.parquet", index=False)
+    _simple_canonical(customer_id=["c3", "c4"]).assign(comment=["late", "x"]).to_parquet(
+        folder / "b.parquet", index=False
+    )
+    with pytest.raises(Exception, match=r"late|double|string"):
+        ds.dataset(folder, format="parquet").to_table()
+
+    _, report = read_purchases(folder, load_mapping("canonical"))
+
+    assert report.rows_kept == 4
+    assert report.customers == 4
+
+
+def test_a_folder_without_parquet_files_is_one_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    _write_csv(folder / "purchases.csv", _simple_canonical())
+    (folder / "_SUCCESS").write_bytes(b"")
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(folder, load_mapping("canonical"))
+
+    assert caught.value.path == str(folder)
+    assert str(caught.value) == (
+        f"{folder}: is a folder without .parquet files (expected a .csv or .parquet file, "
+        "or a folder of Parquet files)"
+    )
+
+
+def test_a_dataset_missing_a_required_column_names_the_folder_and_column(
+    tmp_path: Path,
+) -> None:
+    frame = _simple_canonical().drop(columns=["item_id"])
+    folder = _write_spark_like(tmp_path / "no_item", frame, by="quantity")
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(folder, load_mapping("canonical"))
+
+    message = str(caught.value)
+    assert caught.value.path == str(folder)
+    assert caught.value.column == "item_id"
+    assert "missing required column" in message
+    assert "customer_id, timestamp, quantity" in message  # the dataset's columns
+    assert "\n" not in message
+
+
+def test_a_dataset_with_a_broken_part_is_one_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    _simple_canonical().to_parquet(folder / "part-0.parquet", index=False)
+    (folder / "part-1.parquet").write_bytes(b"PAR1 this is not a parquet file")
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(folder, load_mapping("canonical"))
+
+    assert str(caught.value).startswith(f"{folder}: not a readable Parquet dataset")
+    assert "\n" not in str(caught.value)
+
+
+def test_a_datasets_fingerprint_follows_its_files_not_its_place(tmp_path: Path) -> None:
+    first = _write_spark_like(tmp_path / "a", _simple_canonical(), by="customer_id")
+    copy = _write_spark_like(tmp_path / "b", _simple_canonical(), by="customer_id")
+    before = fingerprint(first)
+
+    assert fingerprint(copy) == before
+    assert fingerprint(first) != sha256_file(next(iter(dataset_files(first))))
+    (first / "_SUCCESS").write_bytes(b"bookkeeping, not data")
+    assert fingerprint(first) == before
+    (first / "customer_id=c1" / "part-00000.snappy.parquet").rename(
+        first / "customer_id=c2" / "part-00001.snappy.parquet"
+    )
+    assert fingerprint(first) != before

@@ -5,17 +5,21 @@ for every input a user can get wrong."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 from support import DATA, assert_one_error_line, worse_than_before
 
 from nbo.cli import EXIT_USER_ERROR, main
+from nbo.data.purchases import dataset_files, fingerprint
 from nbo.models.candidates import SOURCES
 from training.cli import cycles_line, dead_time_line, print_summary
 from training.lifecycle import CALIBRATION_PLOT
@@ -49,6 +53,58 @@ def test_train_prints_a_summary_and_publishes(
     version = (models / "CURRENT").read_text(encoding="utf-8").strip()
     assert f"published {version}" in out
     assert (models / version / "manifest.json").is_file()
+
+
+def test_train_reads_a_partitioned_parquet_dataset(
+    tmp_path: Path, planted_purchases: pd.DataFrame, config: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The planted purchases as Spark would write them (one hive folder per month, an
+    extra column the mapping does not name): the same rows, and the model's data
+    fingerprint is the dataset's."""
+    folder = tmp_path / "purchases"
+    timestamps = pd.to_datetime(planted_purchases["timestamp"])
+    with_month = planted_purchases.assign(month=timestamps.dt.strftime("%Y-%m"), note="x")
+    pq.write_to_dataset(pa.Table.from_pandas(with_month), folder, partition_cols=["month"])
+    (folder / "_SUCCESS").write_bytes(b"")
+    assert len(dataset_files(folder)) > 1
+    models = tmp_path / "models"
+
+    code = _train("--data", str(folder), "--models-dir", str(models), "--config", str(config))
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "420 rows read, 420 kept" in out
+    version = (models / "CURRENT").read_text(encoding="utf-8").strip()
+    manifest = json.loads((models / version / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["data"]["file"] == "purchases"
+    assert manifest["data"]["sha256"] == fingerprint(folder)
+    assert manifest["data"]["customers"] == 60
+
+
+def test_a_folder_without_parquet_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "purchases.csv").write_text("customer_id,item_id,timestamp\n", encoding="utf-8")
+
+    code = _train("--data", str(folder), "--models-dir", str(tmp_path / "models"))
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_one_error_line(err, str(folder), "is a folder without .parquet files")
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_dataset_missing_a_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "export"
+    folder.mkdir()
+    frame = pd.DataFrame({"customer_id": ["c1"], "timestamp": [pd.Timestamp("2024-01-01")]})
+    frame.to_parquet(folder / "part-0.parquet", index=False)
+
+    code = _train("--data", str(folder), "--models-dir", str(tmp_path / "models"))
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert_one_error_line(err, str(folder), "column 'item_id'", "missing required column")
 
 
 def test_train_with_mapping_and_column_override(

@@ -389,3 +389,27 @@ def test_default_out_dir_never_reuses_a_folder(tmp_path: Path) -> None:
     assert default_out_dir(Path("shop.csv"), now, tmp_path).name == (
         "evaluate-shop-20260201T093005Z-2"
     )
+
+
+def test_evaluate_reads_a_partitioned_parquet_dataset(
+    workdir: Path,
+    planted_purchases: pd.DataFrame,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = workdir / "spark-export"
+    for n, (_, part) in enumerate(planted_purchases.groupby("customer_id")):
+        partition = folder / f"shard={n % 3}"
+        partition.mkdir(parents=True, exist_ok=True)
+        part.to_parquet(partition / f"part-{n:05d}.parquet", index=False)
+
+    code = _evaluate("--data", str(folder), "--config", str(config))
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "420 rows read, 420 kept" in out
+    assert "60 customers evaluated" in out
+    (report,) = (workdir / "reports").iterdir()
+    assert report.name.startswith("evaluate-spark-export-")
+    document = json.loads((report / "evaluation.json").read_text(encoding="utf-8"))
+    assert document["data"]["file"] == "spark-export"

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from nbo.core import columns as col
+from nbo.core.checksums import sha256_file, sha256_files
 from nbo.core.errors import PurchaseDataError
 from nbo.data.mapping import ColumnMapping, suggest_mapping
 
@@ -63,7 +65,8 @@ class CleaningReport:
 
 
 def read_purchases(path: str | Path, mapping: ColumnMapping) -> tuple[pd.DataFrame, CleaningReport]:
-    """Read a CSV or Parquet purchase file into canonical columns, cleaned.
+    """Read a CSV or Parquet purchase file, or a folder of Parquet files (a partitioned
+    dataset as Spark writes it), into canonical columns, cleaned.
 
     Returns the purchases (one row per purchase line, in file order) and a report of
     what was dropped. Raises ``PurchaseDataError`` for anything a user must fix.
@@ -78,7 +81,7 @@ def _read_raw(path: Path, mapping: ColumnMapping) -> pd.DataFrame:
     if not path.exists():
         raise PurchaseDataError(str(path), "file not found")
     if path.is_dir():
-        raise PurchaseDataError(str(path), "is a folder, expected a .csv or .parquet file")
+        return _read_dataset(path, mapping)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise PurchaseDataError(
@@ -148,6 +151,62 @@ def _read_parquet(path: Path, present: list[str]) -> pd.DataFrame:
         table = pq.read_table(path, columns=present)
     except (pa.ArrowInvalid, OSError) as exc:
         raise PurchaseDataError(str(path), f"not a readable Parquet file ({exc})") from None
+    return table.to_pandas()
+
+
+def fingerprint(path: Path) -> str:
+    """The sha256 that names the data a model learned from: the file's own, or for a
+    partitioned dataset one over its Parquet files (paths and contents)."""
+    if path.is_dir():
+        return sha256_files(path, dataset_files(path))
+    return sha256_file(path)
+
+
+def dataset_files(folder: Path) -> list[Path]:
+    """The Parquet files of a partitioned dataset, in a stable order.
+
+    As Spark and pyarrow lay one out: files ending in .parquet or .pq anywhere below the
+    folder (hive partition folders such as ``month=2023-01``), skipping the names those
+    writers use for bookkeeping (``_SUCCESS``, ``_metadata``, ``.part-0.crc``, staging
+    folders starting with ``_`` or ``.``).
+    """
+    found = []
+    for file in folder.rglob("*"):
+        parts = file.relative_to(folder).parts
+        if any(part.startswith(("_", ".")) for part in parts):
+            continue
+        if file.suffix.lower() in (".parquet", ".pq") and file.is_file():
+            found.append(file)
+    return sorted(found)
+
+
+def _read_dataset(folder: Path, mapping: ColumnMapping) -> pd.DataFrame:
+    """A partitioned Parquet dataset through pyarrow datasets: only the mapped columns
+    are read from disk (the rest of a wide export never reaches memory), and hive
+    partition values (``country=FR``) count as columns, so a mapping may name them."""
+    files = dataset_files(folder)
+    if not files:
+        raise PurchaseDataError(
+            str(folder),
+            "is a folder without .parquet files (expected a .csv or .parquet "
+            "file, or a folder of Parquet files)",
+        )
+    try:
+        dataset = ds.dataset(
+            [str(f) for f in files],
+            format="parquet",
+            partitioning="hive",
+            partition_base_dir=str(folder),
+        )
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise PurchaseDataError(str(folder), f"not a readable Parquet dataset ({exc})") from None
+    names = list(dataset.schema.names)
+    _check_required(folder, names, mapping)
+    wanted = {mapping.source(c) for c in col.ALL_COLUMNS}
+    try:
+        table = dataset.to_table(columns=[name for name in names if name in wanted])
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise PurchaseDataError(str(folder), f"not a readable Parquet dataset ({exc})") from None
     return table.to_pandas()
 
 
