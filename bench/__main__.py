@@ -121,12 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeats", type=_positive, default=3, help="floor and trainer runs (best counts)"
     )
-    parser.add_argument(
-        "--online-retail",
-        type=Path,
-        default=ONLINE_RETAIL,
-        help=f"the shared Online Retail file (default {ONLINE_RETAIL}; skipped when missing)",
-    )
     args = parser.parse_args(argv)
 
     if args.only == TRAIN_SCALE:
