@@ -254,12 +254,24 @@ def _model_bytes(models_dir: Path) -> int:
     return sum(f.stat().st_size for f in (models_dir / version).iterdir() if f.is_file())
 
 
+def _worker(master: int) -> int:
+    """The one worker of a server started with ``NBO_WORKERS=1``."""
+    with open(f"/proc/{master}/task/{master}/children", encoding="ascii") as handle:
+        children = [int(pid) for pid in handle.read().split()]
+    if len(children) != 1:
+        raise RuntimeError(f"nbo serve's master {master} has {len(children)} workers, not one")
+    return children[0]
+
+
 def measure_serve(models_dir: Path, work: Path, clock: str, seed: int) -> dict[str, Any]:
-    """RSS of a real ``nbo serve`` once ready and after ``OFFERS_CALLS`` offers calls."""
+    """RSS of a real ``nbo serve`` once ready and after ``OFFERS_CALLS`` offers calls: of its
+    one worker, the process that maps the model and answers (gunicorn's master imports the
+    app before the fork and maps no model: its RSS is kept beside, as ``master``)."""
     customers = _known_customers(models_dir, OFFERS_CALLS, seed)
-    settings = {"NBO_CLOCK": clock, "NBO_ACCESS_LOG": "false"}
+    settings = {"NBO_CLOCK": clock, "NBO_ACCESS_LOG": "false", "NBO_WORKERS": "1"}
     with running_server(models_dir, work / "serve.db", work / "serve.log", settings) as server:
-        pid = server.process.pid
+        master = server.process.pid
+        pid = _worker(master)
         after_start = _smaps(pid, models_dir)
         start = time.perf_counter()
         with httpx.Client(base_url=server.base, timeout=30) as client:
@@ -268,10 +280,12 @@ def measure_serve(models_dir: Path, work: Path, clock: str, seed: int) -> dict[s
                 answer.raise_for_status()
         seconds = time.perf_counter() - start
         after_calls = _smaps(pid, models_dir)
+        master_memory = _smaps(master, models_dir)
         server.terminate()
     return {
         "after_start": after_start,
         "after_calls": after_calls,
+        "master": master_memory,
         "calls": len(customers),
         "calls_per_s": len(customers) / seconds,
     }
@@ -381,18 +395,25 @@ def _print_serving(result: SizeResult) -> None:
     start, calls = serve["after_start"], serve["after_calls"]
     rows: list[list[object] | None] = [
         [
-            "nbo serve, ready",
+            "nbo serve's worker, ready",
             _mib(start["Rss"]),
             _mib(start.get("Anonymous", 0)),
             _mib(start["Rss"] - start.get("Anonymous", 0)),
             f"{_mib(start['model_resident'])} / {_mib(start['model_mapped'])}",
         ],
         [
-            f"nbo serve, after {serve['calls']:,} offers calls",
+            f"nbo serve's worker, after {serve['calls']:,} offers calls",
             _mib(calls["Rss"]),
             _mib(calls.get("Anonymous", 0)),
             _mib(calls["Rss"] - calls.get("Anonymous", 0)),
             f"{_mib(calls['model_resident'])} / {_mib(calls['model_mapped'])}",
+        ],
+        [
+            "nbo serve's master (the app imported before the fork; no model)",
+            _mib(serve["master"]["Rss"]) if "master" in serve else "",
+            _mib(serve["master"].get("Anonymous", 0)) if "master" in serve else "",
+            "",
+            "",
         ],
         [
             f"nbo batch, {batch['customers']:,} customers, one process (peak)",
