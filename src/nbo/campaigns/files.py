@@ -283,16 +283,7 @@ def _remove_from_parts(
 def _parts_in(folder: Path) -> list[Path]:
     """The Parquet parts of a folder nbo wrote, in their order (their names'), or
     OutputProblem when no readable folder is at the path."""
-    try:
-        status = folder.stat()
-    except FileNotFoundError:
-        raise OutputProblem("missing: the folder of parts no longer exists") from None
-    except NotADirectoryError:
-        raise OutputProblem("missing: its folder is no longer a folder") from None
-    except PermissionError:
-        raise OutputProblem("unreadable: permission denied") from None
-    except OSError as exc:
-        raise OutputProblem(f"unreadable: {exc.strerror or exc}") from None
+    status = _status(folder, "the folder of parts")
     if not stat.S_ISDIR(status.st_mode):
         raise OutputProblem("not a folder: something other than a folder of parts is at the path")
     try:
@@ -362,18 +353,24 @@ def _fsync_file(path: Path) -> None:
         os.close(descriptor)
 
 
-def _file_stat(path: Path) -> os.stat_result:
-    """The file's status, or OutputProblem when nothing readable is at the path."""
+def _status(path: Path, what: str) -> os.stat_result:
+    """The status of what is at the path (``what`` names it in the message), or
+    OutputProblem when nothing readable is there."""
     try:
-        status = path.stat()
+        return path.stat()
     except FileNotFoundError:
-        raise OutputProblem("missing: the file no longer exists") from None
+        raise OutputProblem(f"missing: {what} no longer exists") from None
     except NotADirectoryError:
         raise OutputProblem("missing: its folder is no longer a folder") from None
     except PermissionError:
         raise OutputProblem("unreadable: permission denied") from None
     except OSError as exc:
         raise OutputProblem(f"unreadable: {exc.strerror or exc}") from None
+
+
+def _file_stat(path: Path) -> os.stat_result:
+    """The file's status, or OutputProblem when nothing readable is at the path."""
+    status = _status(path, "the file")
     if not stat.S_ISREG(status.st_mode):
         raise OutputProblem("not a file: something other than a file is at the path")
     return status
