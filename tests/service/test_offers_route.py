@@ -24,15 +24,47 @@ from support import ALL_ITEMS, CLOCK, END, assert_json_error, write
 
 from nbo.catalog.holder import CatalogHolder
 from nbo.catalog.loading import load_catalog
-from nbo.models.served import load_serving_model
+from nbo.models.served import ServingModel, load_serving_model
+from nbo.offers.arbitration import Components
 from nbo.offers.decision import ContactPolicy, DecisionRequest, Occasion, decide
+from nbo.offers.ranking import Offer
 from nbo.offers.suppression import SuppressionWindow
 from nbo.service.app import create_app
-from nbo.service.routes.offers import offer_out, offers_out
-from nbo.service.schemas import OfferOut
+from nbo.service.routes.offers import offers_out
+from nbo.service.schemas import ComponentsOut, OfferOut, ReasonOut
 from nbo.settings import Settings, load_settings
 from nbo.store.sqlite import SQLiteStore
 from training.pipeline import TrainResult
+
+
+def offer_out(model: ServingModel, offer: Offer) -> OfferOut:
+    """One offer of the answer built from its ``Offer`` object and validated field by
+    field: what ``offers_out`` builds from the ranking's columns must equal it."""
+    names = model.item_names
+    item = offer.item_id
+    components = offer.components or Components(0.0, 0.0, 0.0, 0.0)
+    return OfferOut(
+        offer_id=offer.offer_id,
+        kind=offer.kind,
+        item_id=item,
+        item_name=names.get(item) if item is not None else None,
+        title=offer.title,
+        incentive=offer.incentive,
+        amount=offer.amount,
+        priority=components.priority,
+        components=ComponentsOut(
+            propensity=components.propensity,
+            value=components.value,
+            stage_weight=components.stage_weight,
+            lever=components.lever,
+        ),
+        score=offer.score,
+        rank=offer.rank,
+        reason=ReasonOut(
+            source=offer.reason.source, because=list(offer.reason.because), text=offer.reason.text
+        ),
+    )
+
 
 # --- the planted model ----------------------------------------------------------------
 

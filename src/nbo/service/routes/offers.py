@@ -12,9 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from nbo.core.apikeys import Role
 from nbo.data.events import ImpressionEvent
 from nbo.models.served import ServingModel
-from nbo.offers.arbitration import Components
 from nbo.offers.decision import Occasion
-from nbo.offers.ranking import REMOVAL_RULES, TASTE_NONE, Offer, Ranking
+from nbo.offers.ranking import REMOVAL_RULES, TASTE_NONE, Ranking
 from nbo.runtime.decide import Context, Decided, contact_policy, decide_customers
 from nbo.runtime.deliver import deliver_customers, impressions_of
 from nbo.service.auth import AUTH_RESPONSES, requires
@@ -137,8 +136,8 @@ def offers_response(
 def offers_out(model: ServingModel, ranking: Ranking) -> list[OfferOut]:
     """The answer's offers, read straight from the ranking's columns (no ``Offer``,
     ``Reason`` and ``Components`` objects on the way) and built without validation: every
-    value is already of its field's type. The same offers as ``offer_out`` of each of
-    ``ranking.offers``."""
+    value is already of its field's type. The same offers as each of ``ranking.offers`` validated
+    field by field (a test holds the two equal)."""
     choices, explanations = ranking.table.choices, ranking.table.explanations
     start = int(choices.starts[ranking.position])
     end = int(choices.starts[ranking.position + 1])
@@ -180,30 +179,3 @@ def offers_out(model: ServingModel, ranking: Ranking) -> list[OfferOut]:
             )
         )
     return out
-
-
-def offer_out(model: ServingModel, offer: Offer) -> OfferOut:
-    names = model.item_names
-    item = offer.item_id
-    components = offer.components or Components(0.0, 0.0, 0.0, 0.0)
-    return OfferOut(
-        offer_id=offer.offer_id,
-        kind=offer.kind,
-        item_id=item,
-        item_name=names.get(item) if item is not None else None,
-        title=offer.title,
-        incentive=offer.incentive,
-        amount=offer.amount,
-        priority=components.priority,
-        components=ComponentsOut(
-            propensity=components.propensity,
-            value=components.value,
-            stage_weight=components.stage_weight,
-            lever=components.lever,
-        ),
-        score=offer.score,
-        rank=offer.rank,
-        reason=ReasonOut(
-            source=offer.reason.source, because=list(offer.reason.because), text=offer.reason.text
-        ),
-    )
