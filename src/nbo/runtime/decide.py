@@ -112,11 +112,35 @@ def decide_customers(
     rankings only for them). A delivery goes through ``deliver_customers``."""
     if occasion.delivery:
         raise ValueError("a delivery is decided and recorded by deliver_customers")
+    decided = read_and_decide(context, customer_ids, occasion, stage).decided
+    return [one for one in decided if one is not None]
+
+
+@dataclass(frozen=True)
+class ReadAndDecided:
+    """The stored state read for a decision (from ``since``) and each customer's decision
+    (None for a customer a stage selection leaves out), in the customers' order."""
+
+    since: int
+    states: list[CustomerState]
+    decided: list[Decided | None]
+
+
+def read_and_decide(
+    context: Context,
+    customer_ids: Sequence[str],
+    occasion: Occasion,
+    stage: str | None = None,
+) -> ReadAndDecided:
+    """The one sequence of a decision: the erased forgotten, the stored state read as far
+    back as any rule looks, then ``decide_states``. A preview keeps the decisions; a
+    delivery also the state, to check under the customers' locks that it still holds."""
     since = contact_window_start(context, occasion)
     forget_erased(context.models, context.store, customer_ids)
     states = read_states(context.store, customer_ids, since, context.max_posted_lines)
-    decided = decide_states(context, customer_ids, states, occasion, stage)
-    return [one for one in decided if one is not None]
+    return ReadAndDecided(
+        since, states, decide_states(context, customer_ids, states, occasion, stage)
+    )
 
 
 def decide_states(

@@ -32,9 +32,8 @@ from nbo.offers.state import ContactHistory
 from nbo.runtime.decide import (
     Context,
     Decided,
-    contact_window_start,
     decide_states,
-    forget_erased,
+    read_and_decide,
     read_states,
 )
 from nbo.store.base import Delivery
@@ -64,10 +63,8 @@ def deliver_customers(
     the record (see the module docstring)."""
     if not occasion.delivery:
         raise ValueError("a preview is not delivered: use decide_customers")
-    since = contact_window_start(context, occasion)
-    forget_erased(context.models, context.store, customer_ids)
-    states = read_states(context.store, customer_ids, since, context.max_posted_lines)
-    decided = decide_states(context, customer_ids, states, occasion, stage)
+    read = read_and_decide(context, customer_ids, occasion, stage)
+    since, states, decided = read.since, read.states, read.decided
 
     def record(delivery: Delivery) -> Delivered:
         contacts = delivery.contacts_of_many(customer_ids, since)
@@ -100,10 +97,7 @@ def delivery_preview(
     ``deliver_customers``, under the customers' locks."""
     if not occasion.delivery:
         raise ValueError("a preview of a delivery needs a delivery occasion")
-    since = contact_window_start(context, occasion)
-    forget_erased(context.models, context.store, customer_ids)
-    states = read_states(context.store, customer_ids, since, context.max_posted_lines)
-    decided = decide_states(context, customer_ids, states, occasion)
+    decided = read_and_decide(context, customer_ids, occasion).decided
     return [one for one in decided if one is not None]
 
 
