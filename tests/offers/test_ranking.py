@@ -335,3 +335,47 @@ def test_the_service_ranks_when_sources_come_back_empty(served: ServingModel) ->
     assert all(
         o.reason.source not in (SOURCE_ALSO_BOUGHT, SOURCE_POPULAR_IN_STAGE) for o in ranking.offers
     )
+
+
+def test_explanations_are_worked_out_once_when_first_read(
+    served: ServingModel, customers: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What is chosen never waits for its explanations: ranking explains nothing until
+    the offers (or the table's explanations) are read, then explains the whole table
+    once, to the same reasons as explaining it at once."""
+    import nbo.offers.ranking as ranking_module
+    from nbo.offers.ranking import OfferRequest, rank_offers
+
+    calls: list[int] = []
+    explain = ranking_module.explain
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return explain(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ranking_module, "explain", counted)
+    now = served.trained_until_s + 3600
+    window = SuppressionWindow.parse("30")
+    requests = [
+        OfferRequest(customers[0], 5),
+        OfferRequest(customers[1], 5, recent=[posted("A0", now - 60, "o-1")]),
+        OfferRequest(UNKNOWN, 5),
+    ]
+    rankings = rank_offers(served, requests, now, window)
+    assert calls == [] and all(r.has_offers for r in rankings)
+    sources = [[o.reason.source for o in r.offers] for r in rankings]
+    assert calls == [1]
+    table = rankings[0].table
+    assert all(r.table is table for r in rankings)
+    histories = [customer_history(served, r.customer_id, r.recent) for r in requests]
+    bought = [
+        ranking_module.Bought(
+            h.items[h.confidence > 0], h.counts[h.confidence > 0], h.confidence[h.confidence > 0]
+        )
+        for h in histories
+    ]
+    again = explain(served, bought, table.choices, [r.stage for r in requests])
+    assert calls == [1]
+    for column in ("source", "because", "orders", "text"):
+        assert getattr(table.explanations, column).tolist() == getattr(again, column).tolist()
+    assert sources[2] and set(sources[2]) == {SOURCE_POPULAR}
