@@ -365,6 +365,8 @@ def test_explanations_are_worked_out_once_when_first_read(
     assert calls == [] and all(r.has_offers for r in rankings)
     sources = [[o.reason.source for o in r.offers] for r in rankings]
     assert calls == [1]
+    # The sources as metrics count them, read from the columns: the offers' own.
+    assert [r.offer_sources for r in rankings] == sources
     table = rankings[0].table
     assert all(r.table is table for r in rankings)
     histories = [customer_history(served, r.customer_id, r.recent) for r in requests]

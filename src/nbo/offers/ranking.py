@@ -201,6 +201,14 @@ class Ranking:
         """The ranked offers, best first."""
         return self.table.offers(self.position)
 
+    @property
+    def offer_sources(self) -> list[str]:
+        """Each offer's reason source, best first (``offers``' ``reason.source``), read
+        from the table's columns without building the offers."""
+        starts = self.table.choices.starts
+        start, end = int(starts[self.position]), int(starts[self.position + 1])
+        return self.table.explanations.source[start:end].tolist()
+
 
 @dataclass(frozen=True)
 class CustomerHistory:

@@ -23,6 +23,7 @@ label set, so a swapped-out version would stay behind at 0.
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -161,8 +162,10 @@ class PrometheusMetrics(Metrics):
             return
         for rule, count in ranking.removed.items():
             self._suppressions.labels(rule).inc(count)
-        for offer in ranking.offers:
-            self._offers.labels(offer.reason.source, channel).inc()
+        # Counted per source from the answer's columns: building the offers as objects
+        # only to count them cost as much as answering them.
+        for source, count in collections.Counter(ranking.offer_sources).items():
+            self._offers.labels(source, channel).inc(count)
 
     def record_events(self, events: Sequence[Event], result: AddResult, rejected: int) -> None:
         type_of = {event.event_id: event.type for event in events}
