@@ -20,6 +20,7 @@ from nbo.data.features import FEATURE_NAMES, OrderTable, customer_features
 from nbo.models.artifacts import load_artifact, write_artifact
 from nbo.models.churn import (
     CHURN_FILE,
+    _interpolated,
     build_snapshot,
     churn_labels,
     churn_manifest,
@@ -104,6 +105,30 @@ def test_the_per_request_path_answers_exactly_what_scikit_learn_answers(
     model.reference = model.reference[:0]
     assert not model.compile_fast_path() and not model.uses_fast_path
     assert np.array_equal(model.predict_risk(rows[:3]), one_by_one[:3])
+
+
+def test_the_calibration_is_scipys_interpolation_to_the_last_bit(
+    churn_purchases: pd.DataFrame,
+) -> None:
+    """The per-request path interpolates the isotonic calibrator in numpy: the same
+    numbers as scipy's interp1d everywhere a raw score can land after clipping, at its
+    points (where np.interp would answer otherwise), between them and at the ends."""
+    orders, _ids = orders_of(churn_purchases)
+    snapshot = build_snapshot(orders, data_end(orders) - 2 * HORIZON * DAY, HORIZON)
+    model = fit_churn_model(snapshot.features, snapshot.labels, HORIZON)
+    assert model.uses_fast_path and model._fast is not None
+    fast = model._fast
+    assert fast.points is not None
+    calibrator = fast.calibrator
+    x = fast.points[0]
+    rng = np.random.default_rng(0)
+    between = x[:-1] + (x[1:] - x[:-1]) * rng.random((7, len(x) - 1))
+    raw = np.concatenate(
+        [x, between.ravel(), [calibrator.X_min_, calibrator.X_max_], np.nextafter(x, np.inf)]
+    )
+    raw = np.clip(raw, calibrator.X_min_, calibrator.X_max_)
+    expected = np.asarray(calibrator.f_(raw), dtype=np.float64)
+    assert np.array_equal(_interpolated(fast.points, raw), expected)
 
 
 def test_evaluation_uses_sklearn_calibration_bins() -> None:

@@ -28,6 +28,7 @@ from importlib import metadata
 from typing import Any, Final
 
 import numpy as np
+from scipy.interpolate import interp1d
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from nbo.core.errors import ArtifactError
@@ -181,6 +182,11 @@ class _FastChurn:
     baseline: float
     trees: tuple[_Tree, ...]
     calibrator: Any
+    # The calibrator's points when its ``f_`` is scipy's linear ``interp1d`` over the
+    # whole clipped range: ``calibrated`` then does interp1d's arithmetic in a few numpy
+    # calls (scipy's call costs about 14 µs of validation for one row; a third of the
+    # churn model's time on one customer). None: ``f_`` is called.
+    points: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def of(cls, estimator: Any) -> _FastChurn:
@@ -212,7 +218,7 @@ class _FastChurn:
                 )
             )
         baseline = float(np.asarray(booster._baseline_prediction).reshape(-1)[0])
-        return cls(baseline=baseline, trees=tuple(trees), calibrator=calibrator)
+        return cls(baseline, tuple(trees), calibrator, _linear_points(calibrator))
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         raw = np.empty(len(features), dtype=np.float64)
@@ -231,7 +237,37 @@ class _FastChurn:
             raw[row] = total
         calibrator = self.calibrator
         clipped = np.clip(raw, calibrator.X_min_, calibrator.X_max_)
+        if self.points is not None:
+            return _interpolated(self.points, clipped)
         return np.asarray(calibrator.f_(clipped), dtype=np.float64)
+
+
+def _linear_points(calibrator: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """The isotonic calibrator's interpolation points, when its ``f_`` is a linear
+    ``scipy.interpolate.interp1d`` of one output whose points cover the clipping range
+    (so interp1d never fills); else None."""
+    f = calibrator.f_
+    if not isinstance(f, interp1d) or f._kind != "linear":
+        return None
+    x = np.asarray(f.x, dtype=np.float64)
+    y = np.asarray(f._y, dtype=np.float64)
+    if y.shape != (len(x), 1) or len(x) < 2:
+        return None
+    if not (x[0] <= calibrator.X_min_ and calibrator.X_max_ <= x[-1]):
+        return None
+    return x, y[:, 0].copy()
+
+
+def _interpolated(points: tuple[np.ndarray, np.ndarray], values: np.ndarray) -> np.ndarray:
+    """``interp1d(x, y)(values)`` for ``values`` within ``x``: the same operations in the
+    same order as scipy's linear interpolation (``interp1d._call_linear``), so the same
+    numbers to the last bit (``np.interp`` computes them otherwise)."""
+    x, y = points
+    hi = np.searchsorted(x, values).clip(1, len(x) - 1)
+    lo = hi - 1
+    x_lo, y_lo = x[lo], y[lo]
+    slope = (y[hi] - y_lo) / (x[hi] - x_lo)
+    return np.asarray(slope * (values - x_lo) + y_lo, dtype=np.float64)
 
 
 @dataclass
