@@ -195,6 +195,35 @@ def test_profiles_of_many_customers_at_once_equal_one_at_a_time(model: ServingMo
     assert {p.stage for p in together} >= {"new"} and len({p.stage for p in together}) > 1
 
 
+def test_send_hours_worked_out_at_load_are_the_ones_computed_per_request(
+    model: ServingModel,
+) -> None:
+    """A profile takes a customer's best send hour from the model when only trained
+    orders count, all before its moment; the same profiles as computing every hour per
+    request (the model without them), for every customer alone and all at once, with a
+    clock past the training data and one inside it, with and without posted purchases."""
+    computed = dataclasses.replace(model)
+    computed.trained_send_hours = None
+    assert model.trained_send_hours is not None
+    known = [str(c) for c in model.customers.ids]
+    first = model.orders.time[model.orders.indptr[:-1]] if model.orders is not None else None
+    assert first is not None
+    for now in (model.trained_until_s + 3 * DAY, int(np.median(first))):
+        posted = [_posted("I02", now - DAY, order="o-2", event="e2")]
+        chunks = [
+            [(c, []) for c in known],
+            [(known[0], posted), (known[1], [])],
+            [("stranger", []), (known[2], [])],
+        ]
+        chunks += [[(c, [])] for c in known[:40]]
+        chunks += [[(known[3], posted)]]
+        for chunk in chunks:
+            fast = customer_profiles(model, chunk, now)
+            assert fast == customer_profiles(computed, chunk, now)
+    hours = {p.best_send_hour for p in customer_profiles(model, [(c, []) for c in known], now)}
+    assert len(hours) > 1
+
+
 def test_the_served_risk_is_the_published_risk(churn_trained: TrainResult) -> None:
 
     assert churn_trained.path is not None

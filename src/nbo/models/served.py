@@ -38,7 +38,7 @@ from nbo.models.popularity import popular_order
 from nbo.models.propensity import DOCUMENT as PROPENSITY_DOCUMENT
 from nbo.models.propensity import Propensity
 from nbo.models.ranker import RankerScorer, load_ranker
-from nbo.models.send_time import HOURS_PER_WEEK, send_hour_prior
+from nbo.models.send_time import HOURS_PER_WEEK, best_send_hours, send_hour_prior
 
 REQUIRED_ARRAYS = (
     "user_factors",
@@ -123,6 +123,10 @@ class ServingModel:
     item_ids: list[str] = field(init=False)
     # The same as an object array, for taking many at once.
     item_id_array: np.ndarray = field(init=False, repr=False)
+    # Each customer's best send hour from their trained orders (None without an order
+    # table): what a profile works out whenever all those orders are before its moment
+    # and nothing was posted since training (``nbo.offers.profiles``), worked out once.
+    trained_send_hours: np.ndarray | None = field(init=False, repr=False)
 
     _suppression_windows: dict[int | None, ItemWindows] = field(
         init=False, default_factory=dict, repr=False
@@ -139,6 +143,16 @@ class ServingModel:
         self.explainer = AlsExplainer(self.als)
         self.item_ids = self.items.ids.tolist()
         self.item_id_array = np.asarray(self.item_ids, dtype=object)
+        self.trained_send_hours = (
+            None
+            if self.orders is None
+            else best_send_hours(
+                self.orders.indptr,
+                self.orders.time,
+                self.send_hour_prior,
+                self.lifecycle.send_time_pseudo_orders,
+            ).astype(np.int16)
+        )
 
     def suppression_windows(self, default_days: int | None) -> ItemWindows | None:
         """Per item, days a purchase stays suppressed under the window ``default_days``

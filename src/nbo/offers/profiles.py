@@ -80,13 +80,23 @@ def customer_profiles(
     stages = stages_of(features, risk, thresholds)
     # The orders before the cutoff, per customer, for the send hour and the first/last.
     before = table.time < as_of
-    owner = np.repeat(np.arange(len(customers)), np.diff(table.indptr))
-    counts = np.bincount(owner[before], minlength=len(customers))
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    times = table.time[before]
-    hours = best_send_hours(
-        indptr, times, model.send_hour_prior, thresholds.send_time_pseudo_orders
-    )
+    if before.all():
+        # The usual case (the clock is past every order): all of them.
+        indptr = np.asarray(table.indptr, dtype=np.int64) - int(table.indptr[0])
+        times = table.time
+    else:
+        owner = np.repeat(np.arange(len(customers)), np.diff(table.indptr))
+        counts = np.bincount(owner[before], minlength=len(customers))
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        times = table.time[before]
+    trained_hours = model.trained_send_hours
+    if trained_hours is not None and not recent and before.all() and None not in indices:
+        # Only trained orders, all of them counting: the hours worked out at load.
+        hours = trained_hours[np.asarray(indices, dtype=np.int64)]
+    else:
+        hours = best_send_hours(
+            indptr, times, model.send_hour_prior, thresholds.send_time_pseudo_orders
+        )
     profiles = []
     for n, (customer_id, _posted) in enumerate(customers):
         row = features[n]
