@@ -469,16 +469,27 @@ def _finish_many(
         rows.append(np.full(len(part[0]), n, dtype=np.int64))
         for column, values in zip((items, sources, scores, propensity), part, strict=True):
             column.append(values)
-    keep = ~np.isin(ranked.rows, short)
-    stacked_rows = np.concatenate([ranked.rows[keep], *rows])
-    order = np.argsort(stacked_rows, kind="stable")
-    stacked = ProductCandidates(
-        np.concatenate([ranked.items[keep], *items]).astype(np.int64)[order],
-        np.concatenate([ranked.sources[keep], *sources]).astype(object)[order],
-        np.concatenate([ranked.scores[keep], *scores]).astype(np.float64)[order],
-        np.concatenate([ranked.propensity[keep], *propensity]).astype(np.float64)[order],
-        rows=stacked_rows[order],
-    )
+    if not len(short) and not np.any(ranked.rows[1:] < ranked.rows[:-1]):
+        # Every request filled by the ranker (most offers calls): its rows, in order, as
+        # they are (what stacking and sorting them would give).
+        stacked = ProductCandidates(
+            ranked.items.astype(np.int64, copy=False),
+            ranked.sources.astype(object, copy=False),
+            ranked.scores.astype(np.float64, copy=False),
+            ranked.propensity.astype(np.float64, copy=False),
+            rows=ranked.rows,
+        )
+    else:
+        keep = ~np.isin(ranked.rows, short)
+        stacked_rows = np.concatenate([ranked.rows[keep], *rows])
+        order = np.argsort(stacked_rows, kind="stable")
+        stacked = ProductCandidates(
+            np.concatenate([ranked.items[keep], *items]).astype(np.int64)[order],
+            np.concatenate([ranked.sources[keep], *sources]).astype(object)[order],
+            np.concatenate([ranked.scores[keep], *scores]).astype(np.float64)[order],
+            np.concatenate([ranked.propensity[keep], *propensity]).astype(np.float64)[order],
+            rows=stacked_rows[order],
+        )
     requests = [p.request for p in prepared]
     choices = arbitrate(
         stacked,
