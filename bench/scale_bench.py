@@ -388,6 +388,29 @@ def run_size(size: Size, seed: int, keep: Path | None, serving_only: bool = Fals
     return result
 
 
+def serve_kept(size: Size, seed: int, models_dir: Path) -> SizeResult:
+    """Serve and batch a model kept by an earlier ``run --keep`` of ``size`` (its trainer's
+    figures as that run saved them): after a change to serving, its memory is measured
+    again without training again."""
+    result = _load_one(size.label, seed)
+    if result is None:
+        raise SystemExit(f"no figures kept for size {size.label}: run it first")
+    models = models_dir / _file_label(size.label)
+    if not (models / "CURRENT").is_file():
+        raise SystemExit(f"no model kept for size {size.label} in {models}")
+    print(f"\n-- {size.label}: {result.spec.label} (kept model {models}) --", flush=True)
+    with tempfile.TemporaryDirectory(prefix="nbo-bench-scale-") as tmp:
+        work = Path(tmp)
+        last = str(result.train["cleaning"]["last_purchase"])
+        clock = f"{last[:10]}T23:59:00+00:00"
+        result.model_bytes = _model_bytes(models)
+        result.serving_load = _loadavg()
+        result.serve = measure_serve(models, work, clock, seed)
+        result.batch = measure_batch(models, work, clock, seed)
+        _print_serving(result)
+    return result
+
+
 def _gib(value: float) -> str:
     return f"{value / (1 << 30):,.2f}"
 
@@ -779,11 +802,16 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="the bench for some sizes")
     run.add_argument("--sizes", type=parse_sizes, default=parse_sizes(DEFAULT_SIZES))
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--keep", type=Path, help="keep each size's model in this folder")
     run.add_argument(
         "--serving-only",
         action="store_true",
         help="keep the trainer's figures of the earlier run of each size; measure serving",
     )
+    serving = commands.add_parser("serving", help="serve again the models a run kept")
+    serving.add_argument("sizes", type=parse_sizes)
+    serving.add_argument("--models", type=Path, required=True, help="the run's --keep folder")
+    serving.add_argument("--seed", type=int, default=0)
     summary = commands.add_parser("summary", help="the summary of sizes run earlier")
     summary.add_argument("sizes", type=parse_sizes)
     summary.add_argument("--seed", type=int, default=0)
@@ -802,7 +830,15 @@ def main(argv: list[str] | None = None) -> int:
         with threadpool_limits(limits=1, user_api="blas"):
             train_once(args.data, args.models_dir, args.out)
         return 0
-    bench_scale(args.sizes, args.seed, serving_only=args.serving_only)
+    if args.command == "serving":
+        results = []
+        for size in args.sizes:
+            results.append(serve_kept(size, args.seed, args.models))
+            saved = saved_path(size.label, args.seed)
+            saved.write_text(json.dumps(asdict(results[-1]), indent=1), encoding="utf-8")
+        print_summary(results)
+        return 0
+    bench_scale(args.sizes, args.seed, args.keep, serving_only=args.serving_only)
     return 0
 
 
