@@ -496,8 +496,9 @@ def _print_serving(result: SizeResult) -> None:
 
 
 def exponent(small: float, large: float, n_small: int, n_large: int) -> float | None:
-    """b in t ~ n^b between two sizes."""
-    if small <= 0 or large <= 0:
+    """b in t ~ n^b between two sizes (None between sizes of the same lines, e.g. ``3M``
+    and ``3M/80k``, which move the items alone)."""
+    if small <= 0 or large <= 0 or n_small == n_large:
         return None
     return math.log(large / small) / math.log(n_large / n_small)
 

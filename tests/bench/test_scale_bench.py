@@ -90,6 +90,7 @@ def test_the_growth_exponent_is_the_log_log_slope() -> None:
     assert exponent(10.0, 1_000.0, 1_000, 10_000) == pytest.approx(2.0)
     assert exponent(10.0, 10.0, 1_000, 3_000) == pytest.approx(0.0)
     assert exponent(0.0, 1.0, 1, 10) is None
+    assert exponent(10.0, 12.0, 3_000, 3_000) is None  # same lines, items moved alone
 
 
 def test_a_steps_peak_is_its_own_and_counts_for_the_step_around_it() -> None:
