@@ -571,9 +571,22 @@ def print_per_unit(results: list[SizeResult]) -> None:
     print(table(["cost", "fixed MiB", "bytes per customer", "bytes per item"], rows))
 
 
+def on_curve(result: SizeResult) -> bool:
+    """Whether a size's items follow its lines (``spec_for``): growth exponents and the
+    extrapolation are over those; a size that moves the items alone (``3M/80k``) only
+    tells the cost per item apart."""
+    return result.spec.items == spec_for(result.lines, result.spec.seed).items
+
+
+def growth_pairs(results: list[SizeResult]) -> list[tuple[SizeResult, SizeResult]]:
+    """Consecutive sizes on the curve, smallest first."""
+    grown = sorted((r for r in results if on_curve(r)), key=lambda r: r.lines)
+    return list(itertools.pairwise(grown))
+
+
 def print_summary(results: list[SizeResult]) -> None:
     print("\n== train-scale: summary ==")
-    pairs = list(itertools.pairwise(results))
+    pairs = growth_pairs(results)
     names: list[str] = []
     for result in results:
         names += [n for n in result.train["steps"] if n not in names]
@@ -647,7 +660,14 @@ def print_summary(results: list[SizeResult]) -> None:
             rows,
         )
     )
-    for a, b in pairs:
+    apart = [
+        (base, r)
+        for r in results
+        if not on_curve(r)
+        for base in results
+        if on_curve(base) and base.lines == r.lines
+    ]
+    for a, b in [*pairs, *apart]:
         dc = b.train["cleaning"]["customers"] - a.train["cleaning"]["customers"]
         di = b.train["cleaning"]["items"] - a.train["cleaning"]["items"]
         ds = b.serve["after_calls"]["Rss"] - a.serve["after_calls"]["Rss"]
@@ -682,7 +702,10 @@ def extrapolate(results: list[SizeResult], pick: str) -> tuple[float, float] | N
     top of the curve is what the measurements support (no exponent is fitted beyond it)."""
     if len(results) < 2:
         return None
-    small, large = sorted(results, key=lambda r: r.lines)[-2:]
+    grown = sorted((r for r in results if on_curve(r)), key=lambda r: r.lines)
+    if len(grown) < 2:
+        return None
+    small, large = grown[-2:]
     a, b = _figure(small, END_TO_END, pick), _figure(large, END_TO_END, pick)
     per_line = (b - a) / (large.lines - small.lines)
     return b + per_line * (EXTRAPOLATE_TO - large.lines), per_line * 1_000_000
@@ -692,7 +715,7 @@ def print_extrapolation(results: list[SizeResult]) -> None:
     cpu, peak = extrapolate(results, "cpu"), extrapolate(results, "peak")
     if cpu is None or peak is None:
         return
-    top = sorted(results, key=lambda r: r.lines)[-2:]
+    top = sorted((r for r in results if on_curve(r)), key=lambda r: r.lines)[-2:]
     print(
         f"\n  Extrapolated to {EXTRAPOLATE_TO / 1e6:,.0f}M lines from the marginal cost "
         f"between {top[0].label} and {top[1].label}: {cpu[1]:,.1f} CPU s and "
@@ -703,7 +726,7 @@ def print_extrapolation(results: list[SizeResult]) -> None:
 
 def print_markdown(results: list[SizeResult]) -> None:
     """The docs' tables (docs/benchmarks.md), from the kept figures."""
-    pairs = list(itertools.pairwise(results))
+    pairs = growth_pairs(results)
     print("| size | customers × items | trainer wall | trainer CPU | peak RSS | load avg |")
     print("|---|---|---|---|---|---|")
     for r in results:
