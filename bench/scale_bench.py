@@ -31,7 +31,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import numpy as np
@@ -52,28 +52,46 @@ MIB = 1 << 20
 REPO = Path(__file__).resolve().parent.parent
 
 
-def spec_for(lines: int, seed: int = 0) -> SyntheticSpec:
-    """Customers linear in the lines, items as their square root."""
-    items = round(ITEMS_AT_3M * math.sqrt(lines / 3_000_000))
+def spec_for(lines: int, seed: int = 0, items: int | None = None) -> SyntheticSpec:
+    """Customers linear in the lines, items as their square root (or ``items`` when given:
+    the same customers and lines over another range, to tell a cost per item apart)."""
+    if items is None:
+        items = round(ITEMS_AT_3M * math.sqrt(lines / 3_000_000))
     return SyntheticSpec(lines // LINES_PER_CUSTOMER, items, lines, seed)
 
 
-def parse_sizes(text: str) -> list[tuple[str, int]]:
-    """``1M,3M`` (or any ``<n>M`` / ``<n>k`` / a plain number) as (label, lines)."""
+class Size(NamedTuple):
+    """One size of the bench: its label, its purchase lines and, when the label says so
+    (``3M/80k``), the items; else items follow the lines (``spec_for``)."""
+
+    label: str
+    lines: int
+    items: int | None = None
+
+
+def _count(text: str, label: str, example: str) -> int:
+    """``1M`` / ``300k`` / ``1500`` as a number; a readable error naming the size."""
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:].lower(), 1)
+    number = text[:-1] if scale > 1 else text
+    try:
+        return int(float(number) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size '{label}': expected e.g. {example}") from None
+
+
+def parse_sizes(text: str) -> list[Size]:
+    """``1M,3M`` (or any ``<n>M`` / ``<n>k`` / a plain number of lines, optionally
+    ``/<items>``, e.g. ``3M/80k``) as sizes."""
     sizes = []
     for label in (part.strip() for part in text.split(",") if part.strip()):
-        if label in SIZES:
-            sizes.append((label, SIZES[label]))
-            continue
-        scale = {"k": 1_000, "m": 1_000_000}.get(label[-1].lower(), 1)
-        number = label[:-1] if scale > 1 else label
-        try:
-            lines = int(float(number) * scale)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"size '{label}': expected e.g. 1M, 300k") from None
+        lines_text, _, items_text = label.partition("/")
+        lines = SIZES.get(lines_text) or _count(lines_text, label, "1M, 300k")
         if lines < 1_000:
             raise argparse.ArgumentTypeError(f"size '{label}': at least 1k lines")
-        sizes.append((label, lines))
+        items = _count(items_text, label, "3M/80k") if items_text else None
+        if items is not None and items < 10:
+            raise argparse.ArgumentTypeError(f"size '{label}': at least 10 items")
+        sizes.append(Size(label, lines, items))
     if not sizes:
         raise argparse.ArgumentTypeError("no sizes given")
     return sizes
@@ -206,6 +224,10 @@ class SizeResult:
     serve: dict[str, Any] = field(default_factory=dict)
     batch: dict[str, Any] = field(default_factory=dict)
     model_bytes: int = 0
+    # Set when the trainer's figures are an earlier run's (``--serving-only``): this run
+    # retrained the same data only to serve it, on a machine that may have been busy.
+    train_from_earlier_run: bool = False
+    serving_load: float | None = None
 
 
 def _loadavg() -> float:
@@ -322,17 +344,24 @@ def measure_batch(models_dir: Path, work: Path, clock: str, seed: int) -> dict[s
     }
 
 
-def run_size(label: str, lines: int, seed: int, keep: Path | None) -> SizeResult:
-    spec = spec_for(lines, seed)
+def run_size(size: Size, seed: int, keep: Path | None, serving_only: bool = False) -> SizeResult:
+    """Train ``size`` in a process of its own, then serve and batch its model. With
+    ``serving_only``, the trainer's figures are those kept from an earlier run of the same
+    size (measured on a quiet machine) and only the serving figures are this run's."""
+    label, lines = size.label, size.lines
+    spec = spec_for(lines, seed, size.items)
+    earlier = _load_one(label, seed) if serving_only else None
+    if serving_only and earlier is None:
+        print(f"  no earlier figures for {label}: its trainer's figures are this run's")
     print(f"\n-- {label}: {spec.label} --", flush=True)
     data, generated = ensure_partitioned(spec)
     how = "reused from cache" if generated is None else f"generated in {generated:.0f} s"
     files = len(list(data.glob("*.parquet")))
-    size = sum(f.stat().st_size for f in data.glob("*.parquet"))
-    print(f"  data: {data.relative_to(REPO)} ({files} files, {size / MIB:,.0f} MiB; {how})")
-    with tempfile.TemporaryDirectory(prefix=f"nbo-bench-scale-{label}-") as tmp:
+    size_bytes = sum(f.stat().st_size for f in data.glob("*.parquet"))
+    print(f"  data: {data.relative_to(REPO)} ({files} files, {size_bytes / MIB:,.0f} MiB; {how})")
+    with tempfile.TemporaryDirectory(prefix="nbo-bench-scale-") as tmp:
         work = Path(tmp)
-        models = (keep / label) if keep else work / "models"
+        models = (keep / _file_label(label)) if keep else work / "models"
         out = work / "train.json"
         load_before = _loadavg()
         other = OtherLoad()
@@ -342,10 +371,40 @@ def run_size(label: str, lines: int, seed: int, keep: Path | None) -> SizeResult
         load_after = _loadavg()
         trained = json.loads(out.read_text(encoding="utf-8"))
         result = SizeResult(label, lines, spec, generated, trained, load_before, load_after, cores)
+        if earlier is not None:
+            result.train = earlier.train
+            result.load_before, result.load_after = earlier.load_before, earlier.load_after
+            result.other_cores = earlier.other_cores
+            result.train_from_earlier_run = True
+            print("  trainer's figures: the earlier run's (this training only made the model)")
         _print_steps(result)
         last = str(trained["cleaning"]["last_purchase"])
         clock = f"{last[:10]}T23:59:00+00:00"
         result.model_bytes = _model_bytes(models)
+        result.serving_load = _loadavg()
+        result.serve = measure_serve(models, work, clock, seed)
+        result.batch = measure_batch(models, work, clock, seed)
+        _print_serving(result)
+    return result
+
+
+def serve_kept(size: Size, seed: int, models_dir: Path) -> SizeResult:
+    """Serve and batch a model kept by an earlier ``run --keep`` of ``size`` (its trainer's
+    figures as that run saved them): after a change to serving, its memory is measured
+    again without training again."""
+    result = _load_one(size.label, seed)
+    if result is None:
+        raise SystemExit(f"no figures kept for size {size.label}: run it first")
+    models = models_dir / _file_label(size.label)
+    if not (models / "CURRENT").is_file():
+        raise SystemExit(f"no model kept for size {size.label} in {models}")
+    print(f"\n-- {size.label}: {result.spec.label} (kept model {models}) --", flush=True)
+    with tempfile.TemporaryDirectory(prefix="nbo-bench-scale-") as tmp:
+        work = Path(tmp)
+        last = str(result.train["cleaning"]["last_purchase"])
+        clock = f"{last[:10]}T23:59:00+00:00"
+        result.model_bytes = _model_bytes(models)
+        result.serving_load = _loadavg()
         result.serve = measure_serve(models, work, clock, seed)
         result.batch = measure_batch(models, work, clock, seed)
         _print_serving(result)
@@ -437,8 +496,9 @@ def _print_serving(result: SizeResult) -> None:
 
 
 def exponent(small: float, large: float, n_small: int, n_large: int) -> float | None:
-    """b in t ~ n^b between two sizes."""
-    if small <= 0 or large <= 0:
+    """b in t ~ n^b between two sizes (None between sizes of the same lines, e.g. ``3M``
+    and ``3M/80k``, which move the items alone)."""
+    if small <= 0 or large <= 0 or n_small == n_large:
         return None
     return math.log(large / small) / math.log(n_large / n_small)
 
@@ -465,9 +525,68 @@ MEASURES = (
 )
 
 
+def per_unit(
+    points: list[tuple[int, int, float]],
+) -> tuple[float, float, float] | None:
+    """(fixed, per customer, per item) of a cost from (customers, items, cost) points, by
+    least squares on cost = fixed + a * customers + b * items; None unless the points tell
+    customers and items apart (three or more, not all on one line: the bench's sizes grow
+    items as the square root of the customers, and a size like ``3M/80k`` moves items
+    alone)."""
+    if len(points) < 3:
+        return None
+    design = np.array([[1.0, c, i] for c, i, _ in points])
+    if np.linalg.matrix_rank(design / design.max(axis=0)) < 3:
+        return None
+    costs = np.array([cost for _, _, cost in points])
+    solution, *_ = np.linalg.lstsq(design, costs, rcond=None)
+    return float(solution[0]), float(solution[1]), float(solution[2])
+
+
+SERVING_COSTS = (
+    ("model on disk", lambda r: float(r.model_bytes)),
+    ("serve ready RSS", lambda r: float(r.serve["after_start"]["Rss"])),
+    (f"serve RSS after {OFFERS_CALLS:,} calls", lambda r: float(r.serve["after_calls"]["Rss"])),
+    ("of it the model's files", lambda r: float(r.serve["after_calls"]["model_resident"])),
+    (f"batch {BATCH_CUSTOMERS:,} peak RSS", lambda r: float(r.batch["peak"])),
+)
+
+
+def print_per_unit(results: list[SizeResult]) -> None:
+    """Serving memory per customer and per item, where the sizes tell them apart."""
+    served = [r for r in results if r.serve and r.batch]
+    rows: list[list[object] | None] = []
+    for name, cost in SERVING_COSTS:
+        points = [
+            (r.train["cleaning"]["customers"], r.train["cleaning"]["items"], cost(r))
+            for r in served
+        ]
+        fit = per_unit(points)
+        if fit is None:
+            return
+        fixed, customer, item = fit
+        rows.append([name, _mib(fixed), f"{customer:,.0f}", f"{item:,.0f}"])
+    labels = ", ".join(r.label for r in served)
+    print(f"\n  Serving memory per customer and per item (least squares over {labels})")
+    print(table(["cost", "fixed MiB", "bytes per customer", "bytes per item"], rows))
+
+
+def on_curve(result: SizeResult) -> bool:
+    """Whether a size's items follow its lines (``spec_for``): growth exponents and the
+    extrapolation are over those; a size that moves the items alone (``3M/80k``) only
+    tells the cost per item apart."""
+    return result.spec.items == spec_for(result.lines, result.spec.seed).items
+
+
+def growth_pairs(results: list[SizeResult]) -> list[tuple[SizeResult, SizeResult]]:
+    """Consecutive sizes on the curve, smallest first."""
+    grown = sorted((r for r in results if on_curve(r)), key=lambda r: r.lines)
+    return list(itertools.pairwise(grown))
+
+
 def print_summary(results: list[SizeResult]) -> None:
     print("\n== train-scale: summary ==")
-    pairs = list(itertools.pairwise(results))
+    pairs = growth_pairs(results)
     names: list[str] = []
     for result in results:
         names += [n for n in result.train["steps"] if n not in names]
@@ -521,7 +640,7 @@ def print_summary(results: list[SizeResult]) -> None:
                 f"{_mib(serve['after_calls']['model_resident'])} / "
                 f"{_mib(serve['after_calls']['model_mapped'])}",
                 _mib(batch["peak"]),
-                f"{result.load_before:.1f} / {result.load_after:.1f}",
+                "-" if result.serving_load is None else f"{result.serving_load:.1f}",
             ]
         )
     print("\n  Serving the model of each size (RSS in MiB)")
@@ -536,26 +655,41 @@ def print_summary(results: list[SizeResult]) -> None:
                 f"serve after {OFFERS_CALLS:,} calls",
                 "model resident / mapped",
                 f"batch {BATCH_CUSTOMERS:,} (peak)",
-                "load avg before / after",
+                "load avg",
             ],
             rows,
         )
     )
-    for a, b in pairs:
+    apart = [
+        (base, r)
+        for r in results
+        if not on_curve(r)
+        for base in results
+        if on_curve(base) and base.lines == r.lines
+    ]
+    for a, b in [*pairs, *apart]:
         dc = b.train["cleaning"]["customers"] - a.train["cleaning"]["customers"]
         di = b.train["cleaning"]["items"] - a.train["cleaning"]["items"]
         ds = b.serve["after_calls"]["Rss"] - a.serve["after_calls"]["Rss"]
         db = b.batch["peak"] - a.batch["peak"]
+        # Per what was added: customers, or items where a size moved items alone.
+        unit, added = ("item", di) if dc == 0 else ("customer", dc)
         print(
-            f"  {a.label} -> {b.label}: +{dc:,} customers, +{di:,} items; serve "
-            f"{ds / MIB:+,.0f} MiB ({ds / max(dc, 1):,.0f} bytes per added customer), "
-            f"batch {db / MIB:+,.0f} MiB ({db / max(dc, 1):,.0f} bytes per added customer)"
+            f"  {a.label} -> {b.label}: {dc:+,} customers, {di:+,} items; serve "
+            f"{ds / MIB:+,.0f} MiB ({ds / max(added, 1):,.0f} bytes per added {unit}), "
+            f"batch {db / MIB:+,.0f} MiB ({db / max(added, 1):,.0f} bytes per added {unit})"
         )
+    print_per_unit(results)
+
+
+def _file_label(label: str) -> str:
+    """A size's label as part of a file name (``3M/80k`` -> ``3M-items-80k``)."""
+    return label.replace("/", "-items-")
 
 
 def saved_path(label: str, seed: int) -> Path:
     """Where a size's figures are kept, so sizes run apart can be summarised together."""
-    return CACHE_DIR / f"train-scale-{label}-s{seed}.json"
+    return CACHE_DIR / f"train-scale-{_file_label(label)}-s{seed}.json"
 
 
 EXTRAPOLATE_TO = 300_000_000
@@ -568,7 +702,10 @@ def extrapolate(results: list[SizeResult], pick: str) -> tuple[float, float] | N
     top of the curve is what the measurements support (no exponent is fitted beyond it)."""
     if len(results) < 2:
         return None
-    small, large = sorted(results, key=lambda r: r.lines)[-2:]
+    grown = sorted((r for r in results if on_curve(r)), key=lambda r: r.lines)
+    if len(grown) < 2:
+        return None
+    small, large = grown[-2:]
     a, b = _figure(small, END_TO_END, pick), _figure(large, END_TO_END, pick)
     per_line = (b - a) / (large.lines - small.lines)
     return b + per_line * (EXTRAPOLATE_TO - large.lines), per_line * 1_000_000
@@ -578,7 +715,7 @@ def print_extrapolation(results: list[SizeResult]) -> None:
     cpu, peak = extrapolate(results, "cpu"), extrapolate(results, "peak")
     if cpu is None or peak is None:
         return
-    top = sorted(results, key=lambda r: r.lines)[-2:]
+    top = sorted((r for r in results if on_curve(r)), key=lambda r: r.lines)[-2:]
     print(
         f"\n  Extrapolated to {EXTRAPOLATE_TO / 1e6:,.0f}M lines from the marginal cost "
         f"between {top[0].label} and {top[1].label}: {cpu[1]:,.1f} CPU s and "
@@ -589,7 +726,7 @@ def print_extrapolation(results: list[SizeResult]) -> None:
 
 def print_markdown(results: list[SizeResult]) -> None:
     """The docs' tables (docs/benchmarks.md), from the kept figures."""
-    pairs = list(itertools.pairwise(results))
+    pairs = growth_pairs(results)
     print("| size | customers × items | trainer wall | trainer CPU | peak RSS | load avg |")
     print("|---|---|---|---|---|---|")
     for r in results:
@@ -647,23 +784,35 @@ def print_markdown(results: list[SizeResult]) -> None:
         )
 
 
-def bench_scale(sizes: list[tuple[str, int]], seed: int, keep: Path | None = None) -> None:
+def bench_scale(
+    sizes: list[Size], seed: int, keep: Path | None = None, serving_only: bool = False
+) -> None:
     results = []
-    for label, lines in sizes:
-        results.append(run_size(label, lines, seed, keep))
-        saved = saved_path(label, seed)
+    for size in sizes:
+        results.append(run_size(size, seed, keep, serving_only))
+        saved = saved_path(size.label, seed)
         saved.write_text(json.dumps(asdict(results[-1]), indent=1), encoding="utf-8")
         print(f"  (figures kept in {saved.relative_to(REPO)})", flush=True)
     print_summary(results)
 
 
-def load_saved(sizes: list[tuple[str, int]], seed: int) -> list[SizeResult]:
+def _load_one(label: str, seed: int) -> SizeResult | None:
+    path = saved_path(label, seed)
+    if not path.is_file():
+        return None
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["spec"] = SyntheticSpec(**document["spec"])
+    return SizeResult(**document)
+
+
+def load_saved(sizes: list[Size], seed: int) -> list[SizeResult]:
     """The figures of earlier runs (``python -m bench.scale_bench summary 1M,3M``)."""
     results = []
-    for label, _lines in sizes:
-        document = json.loads(saved_path(label, seed).read_text(encoding="utf-8"))
-        document["spec"] = SyntheticSpec(**document["spec"])
-        results.append(SizeResult(**document))
+    for size in sizes:
+        result = _load_one(size.label, seed)
+        if result is None:
+            raise SystemExit(f"no figures kept for size {size.label}: run it first")
+        results.append(result)
     return results
 
 
@@ -677,6 +826,16 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="the bench for some sizes")
     run.add_argument("--sizes", type=parse_sizes, default=parse_sizes(DEFAULT_SIZES))
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--keep", type=Path, help="keep each size's model in this folder")
+    run.add_argument(
+        "--serving-only",
+        action="store_true",
+        help="keep the trainer's figures of the earlier run of each size; measure serving",
+    )
+    serving = commands.add_parser("serving", help="serve again the models a run kept")
+    serving.add_argument("sizes", type=parse_sizes)
+    serving.add_argument("--models", type=Path, required=True, help="the run's --keep folder")
+    serving.add_argument("--seed", type=int, default=0)
     summary = commands.add_parser("summary", help="the summary of sizes run earlier")
     summary.add_argument("sizes", type=parse_sizes)
     summary.add_argument("--seed", type=int, default=0)
@@ -695,7 +854,15 @@ def main(argv: list[str] | None = None) -> int:
         with threadpool_limits(limits=1, user_api="blas"):
             train_once(args.data, args.models_dir, args.out)
         return 0
-    bench_scale(args.sizes, args.seed)
+    if args.command == "serving":
+        results = []
+        for size in args.sizes:
+            results.append(serve_kept(size, args.seed, args.models))
+            saved = saved_path(size.label, args.seed)
+            saved.write_text(json.dumps(asdict(results[-1]), indent=1), encoding="utf-8")
+        print_summary(results)
+        return 0
+    bench_scale(args.sizes, args.seed, args.keep, serving_only=args.serving_only)
     return 0
 
 

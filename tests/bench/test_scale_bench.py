@@ -13,7 +13,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.generate import SyntheticSpec, ensure_partitioned, generate_table
-from bench.scale_bench import BETWEEN, PeakSteps, exponent, parse_sizes, spec_for
+from bench.scale_bench import (
+    BETWEEN,
+    PeakSteps,
+    Size,
+    exponent,
+    parse_sizes,
+    per_unit,
+    spec_for,
+)
 from nbo.core import columns as col
 from nbo.data.mapping import load_mapping
 from nbo.data.purchases import dataset_files, read_purchases
@@ -62,7 +70,11 @@ def test_one_chunk_has_the_shape_of_the_single_file_generator(tmp_path: Path) ->
 
 
 def test_sizes_parse_and_customers_and_items_grow_with_the_lines() -> None:
-    assert parse_sizes("1M, 3M,300k") == [("1M", 1_000_000), ("3M", 3_000_000), ("300k", 300_000)]
+    assert parse_sizes("1M, 3M,300k") == [
+        Size("1M", 1_000_000),
+        Size("3M", 3_000_000),
+        Size("300k", 300_000),
+    ]
     with pytest.raises(argparse.ArgumentTypeError, match="size 'lots'"):
         parse_sizes("lots")
     with pytest.raises(argparse.ArgumentTypeError, match="at least 1k"):
@@ -78,6 +90,7 @@ def test_the_growth_exponent_is_the_log_log_slope() -> None:
     assert exponent(10.0, 1_000.0, 1_000, 10_000) == pytest.approx(2.0)
     assert exponent(10.0, 10.0, 1_000, 3_000) == pytest.approx(0.0)
     assert exponent(0.0, 1.0, 1, 10) is None
+    assert exponent(10.0, 12.0, 3_000, 3_000) is None  # same lines, items moved alone
 
 
 def test_a_steps_peak_is_its_own_and_counts_for_the_step_around_it() -> None:
@@ -98,3 +111,29 @@ def test_a_steps_peak_is_its_own_and_counts_for_the_step_around_it() -> None:
     assert peaks.peaks["outer"] >= peaks.peaks["big inner"]
     assert set(peaks.cpu) == {"outer", "big inner", "small inner"}
     assert BETWEEN in peaks.peaks
+
+
+def test_a_size_can_move_the_items_alone() -> None:
+    (size,) = parse_sizes("3M/80k")
+    assert size == Size("3M/80k", 3_000_000, 80_000)
+    spec = spec_for(size.lines, 0, size.items)
+    assert (spec.customers, spec.items) == (spec_for(3_000_000).customers, 80_000)
+    with pytest.raises(argparse.ArgumentTypeError, match="size '3M/many'"):
+        parse_sizes("3M/many")
+    with pytest.raises(argparse.ArgumentTypeError, match="at least 10 items"):
+        parse_sizes("3M/5")
+
+
+def test_memory_per_customer_and_per_item_is_told_apart_only_when_the_sizes_allow() -> None:
+    def cost(customers: int, items: int) -> float:
+        return 200e6 + 1_300.0 * customers + 900.0 * items
+
+    grown_together = [(c, i, cost(c, i)) for c, i in [(100_000, 20_000), (1_000_000, 63_246)]]
+    assert per_unit(grown_together) is None  # two sizes: customers and items not apart
+    collinear = [(c, 2 * c, cost(c, 2 * c)) for c in (1_000, 10_000, 100_000)]
+    assert per_unit(collinear) is None
+    points = [*grown_together, (100_000, 80_000, cost(100_000, 80_000))]
+    fixed, customer, item = per_unit(points) or (0.0, 0.0, 0.0)
+    assert fixed == pytest.approx(200e6)
+    assert customer == pytest.approx(1_300.0)
+    assert item == pytest.approx(900.0)

@@ -50,3 +50,12 @@ def test_sparse_topk_orders_by_score_then_item_and_drops_the_excluded() -> None:
     assert sparse_topk(matrix(), 2).tolist() == [[1, 3], [-1, -1], [0, 2]]
     exclude = sp.csr_matrix(([1.0], [0], [0, 0, 0, 1]), shape=(3, 4))
     assert sparse_topk(matrix(), 2, exclude).tolist() == [[1, 3], [-1, -1], [2, 3]]
+
+
+def test_padded_rows_keep_the_similarity_dtype_and_narrow_ids() -> None:
+    """The table sits in every serving process's heap: no wider than its contents."""
+    similarity = matrix().astype(np.float32)
+    ids, weights = padded_rows(similarity)
+    assert ids.dtype == np.int32
+    assert weights.dtype == np.float32
+    np.testing.assert_array_equal(weights, padded_rows(matrix())[1].astype(np.float32))

@@ -56,11 +56,16 @@ class _Indices:
 
 def padded_rows(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """A CSR matrix's rows as (column ids, values), each row padded with (0, 0.0) to
-    the longest: many rows are then read by fancy indexing, not a gather over spans."""
+    the longest: many rows are then read by fancy indexing, not a gather over spans.
+
+    Ids as int32 when the columns fit, values in the matrix's own dtype: the table is
+    items x width in every serving process's heap (100 neighbours: 1.6 KB an item as
+    int64 and float64, 0.8 KB as int32 and a float32 similarity), and nothing is lost."""
     lengths = np.diff(matrix.indptr)
     width = max(int(lengths.max(initial=0)), 1)
-    ids = np.zeros((matrix.shape[0], width), np.int64)
-    weights = np.zeros((matrix.shape[0], width), np.float64)
+    id_type = np.int32 if matrix.shape[1] <= np.iinfo(np.int32).max else np.int64
+    ids = np.zeros((matrix.shape[0], width), id_type)
+    weights = np.zeros((matrix.shape[0], width), matrix.dtype)
     rows = np.repeat(np.arange(matrix.shape[0]), lengths)
     slots = np.arange(len(matrix.indices)) - np.repeat(matrix.indptr[:-1], lengths)
     ids[rows, slots] = matrix.indices

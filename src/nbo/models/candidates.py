@@ -121,8 +121,8 @@ class ItemSide:
     similar_to: sp.csr_matrix
     # The similarity's rows padded to one width (weight 0 pads): the neighbours of many
     # customers' items are then two fancy-indexing reads and one ``bincount``.
-    neighbour_ids: np.ndarray  # items x width, int64
-    neighbour_weights: np.ndarray  # items x width, float64
+    neighbour_ids: np.ndarray  # items x width, int32 (int64 past 2^31 items)
+    neighbour_weights: np.ndarray  # items x width, the similarity's dtype
     # Per item, its features that do not depend on the customer (``ITEM_FEATURES``
     # order): one gather gives them for every candidate pair.
     item_features: np.ndarray  # items x len(ITEM_FEATURES), float64, NaN = unknown
@@ -479,7 +479,12 @@ def _item_knn(block: _Block) -> _Proposed:
     basis_items = block.history_items[basis]
     knn = np.bincount(
         ((history_rows[basis] * n_items)[:, None] + items.neighbour_ids[basis_items]).ravel(),
-        weights=(items.neighbour_weights[basis_items] * block.history_counts[basis, None]).ravel(),
+        # In float64 whatever the table's dtype, as the scores always were.
+        weights=np.multiply(
+            items.neighbour_weights[basis_items],
+            block.history_counts[basis, None],
+            dtype=np.float64,
+        ).ravel(),
         minlength=n_rows * n_items,
     )
     knn[block.banned_keys] = 0.0
