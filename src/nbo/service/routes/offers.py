@@ -71,7 +71,8 @@ async def get_offers(
     ``async def`` on purpose: scoring takes well under a millisecond, and measured with wrk
     on loopback (one worker, 16 connections) this served 727 req/s against 432 req/s as a
     plain ``def`` run in the thread pool; re-measured when the call cost about 3 ms of
-    CPU (one worker, 8 connections), ``def`` still cost 10% more server CPU per request.
+    CPU (one worker, 8 connections), ``def`` still cost 10% more server CPU per request,
+    and with gunicorn's workers 52% more (one worker) and 24% more (two): docs/benchmarks.
     Store reads use this thread's own connection
     and never wait for a write; a delivery (decided and recorded under the customer's
     lock, a durable write: ``nbo.runtime.deliver``) runs in the thread pool.
