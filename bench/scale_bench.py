@@ -378,13 +378,7 @@ def run_size(size: Size, seed: int, keep: Path | None, serving_only: bool = Fals
             result.train_from_earlier_run = True
             print("  trainer's figures: the earlier run's (this training only made the model)")
         _print_steps(result)
-        last = str(trained["cleaning"]["last_purchase"])
-        clock = f"{last[:10]}T23:59:00+00:00"
-        result.model_bytes = _model_bytes(models)
-        result.serving_load = _loadavg()
-        result.serve = measure_serve(models, work, clock, seed)
-        result.batch = measure_batch(models, work, clock, seed)
-        _print_serving(result)
+        measure_serving(result, models, work, seed)
     return result
 
 
@@ -392,23 +386,26 @@ def serve_kept(size: Size, seed: int, models_dir: Path) -> SizeResult:
     """Serve and batch a model kept by an earlier ``run --keep`` of ``size`` (its trainer's
     figures as that run saved them): after a change to serving, its memory is measured
     again without training again."""
-    result = _load_one(size.label, seed)
-    if result is None:
-        raise SystemExit(f"no figures kept for size {size.label}: run it first")
+    (result,) = load_saved([size], seed)
     models = models_dir / _file_label(size.label)
     if not (models / "CURRENT").is_file():
         raise SystemExit(f"no model kept for size {size.label} in {models}")
     print(f"\n-- {size.label}: {result.spec.label} (kept model {models}) --", flush=True)
     with tempfile.TemporaryDirectory(prefix="nbo-bench-scale-") as tmp:
-        work = Path(tmp)
-        last = str(result.train["cleaning"]["last_purchase"])
-        clock = f"{last[:10]}T23:59:00+00:00"
-        result.model_bytes = _model_bytes(models)
-        result.serving_load = _loadavg()
-        result.serve = measure_serve(models, work, clock, seed)
-        result.batch = measure_batch(models, work, clock, seed)
-        _print_serving(result)
+        measure_serving(result, models, Path(tmp), seed)
     return result
+
+
+def measure_serving(result: SizeResult, models: Path, work: Path, seed: int) -> None:
+    """Serve and batch the model of ``result``'s size, the clock at the end of its last
+    purchase day, and print it: the serving figures of a fresh run and of a kept model."""
+    last = str(result.train["cleaning"]["last_purchase"])
+    clock = f"{last[:10]}T23:59:00+00:00"
+    result.model_bytes = _model_bytes(models)
+    result.serving_load = _loadavg()
+    result.serve = measure_serve(models, work, clock, seed)
+    result.batch = measure_batch(models, work, clock, seed)
+    _print_serving(result)
 
 
 def _gib(value: float) -> str:
@@ -790,10 +787,15 @@ def bench_scale(
     results = []
     for size in sizes:
         results.append(run_size(size, seed, keep, serving_only))
-        saved = saved_path(size.label, seed)
-        saved.write_text(json.dumps(asdict(results[-1]), indent=1), encoding="utf-8")
-        print(f"  (figures kept in {saved.relative_to(REPO)})", flush=True)
+        keep_figures(results[-1], seed)
     print_summary(results)
+
+
+def keep_figures(result: SizeResult, seed: int) -> None:
+    """Save a size's figures where ``summary`` and ``--serving-only`` find them."""
+    saved = saved_path(result.label, seed)
+    saved.write_text(json.dumps(asdict(result), indent=1), encoding="utf-8")
+    print(f"  (figures kept in {saved.relative_to(REPO)})", flush=True)
 
 
 def _load_one(label: str, seed: int) -> SizeResult | None:
@@ -858,8 +860,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for size in args.sizes:
             results.append(serve_kept(size, args.seed, args.models))
-            saved = saved_path(size.label, args.seed)
-            saved.write_text(json.dumps(asdict(results[-1]), indent=1), encoding="utf-8")
+            keep_figures(results[-1], args.seed)
         print_summary(results)
         return 0
     bench_scale(args.sizes, args.seed, args.keep, serving_only=args.serving_only)
