@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -32,24 +32,39 @@ STAGE_COLOURS = {
 CHANNEL_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#9d755d")
 
 
+def _labelled_bars(
+    axes: Axes,
+    names: Sequence[str],
+    values: np.ndarray,
+    colours: Sequence[str],
+    label: Callable[[float], str],
+    fontsize: int,
+) -> None:
+    """Horizontal bars top to bottom in ``names``' order, each value written at its end
+    (a missing value, NaN, draws no bar and no label)."""
+    ys = np.arange(len(names))
+    axes.barh(ys, np.nan_to_num(values), color=list(colours))
+    for y, value in zip(ys, values, strict=True):
+        if np.isfinite(value):
+            axes.annotate(
+                label(value),
+                (value, y),
+                xytext=(3, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=fontsize,
+            )
+    axes.set_yticks(ys, [n.replace("_", " ") for n in names], fontsize=fontsize)
+    axes.invert_yaxis()
+
+
 def stage_mix_svg(mix: StageMix) -> str:
     """Customers per lifecycle stage, as horizontal bars with their counts."""
     names = list(mix.stages)
     counts = np.array([mix.stages[name] for name in names], dtype=float)
     figure, axes = _figure(6.0, 2.6)
-    ys = np.arange(len(names))
-    axes.barh(ys, counts, color=[STAGE_COLOURS.get(n, "#888888") for n in names])
-    for y, count in zip(ys, counts, strict=True):
-        axes.annotate(
-            f"{int(count):,}",
-            (count, y),
-            xytext=(3, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=9,
-        )
-    axes.set_yticks(ys, [n.replace("_", " ") for n in names], fontsize=9)
-    axes.invert_yaxis()
+    colours = [STAGE_COLOURS.get(n, "#888888") for n in names]
+    _labelled_bars(axes, names, counts, colours, lambda count: f"{int(count):,}", 9)
     axes.set_xlim(0, max(1.0, counts.max() * 1.15))
     axes.set_xlabel("customers", fontsize=9)
     _tidy(axes, "x")
@@ -121,21 +136,8 @@ def quality_svg(tables: Sequence[QualityTable], metric: str) -> str:
         values = np.array(
             [np.nan if v[column] is None else v[column] for _, v, _ in table.rows], float
         )
-        ys = np.arange(len(names))
         colours = ["#1f4e79" if n in ("served", "ranker") else "#9ecae1" for n in names]
-        axes.barh(ys, np.nan_to_num(values), color=colours)
-        for y, value in zip(ys, values, strict=True):
-            if np.isfinite(value):
-                axes.annotate(
-                    f"{value:.3f}",
-                    (value, y),
-                    xytext=(3, 0),
-                    textcoords="offset points",
-                    va="center",
-                    fontsize=8,
-                )
-        axes.set_yticks(ys, [n.replace("_", " ") for n in names], fontsize=8)
-        axes.invert_yaxis()
+        _labelled_bars(axes, names, values, colours, lambda value: f"{value:.3f}", 8)
         top = np.nanmax(values) if np.isfinite(values).any() else 1.0
         axes.set_xlim(0, top * 1.25)
         axes.set_title(f"{metric}, truth: {table.truth}", fontsize=10)
