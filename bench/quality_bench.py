@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.regimes import REGIMES, ensure_regime
+from threadpoolctl import threadpool_limits
+
+from bench.ceilings import ODDS, POPULARITY, ceiling, has_odds
+from bench.regimes import REGIMES, SmallCatalogue, Wholesale, ensure_regime
 from bench.report import table
 from nbo.core.errors import QualityGateError
 from nbo.data.mapping import ColumnMapping, load_mapping
@@ -41,6 +44,14 @@ class QualityResult:
     seconds: float
     served: dict[str, float]
     best: dict[str, tuple[str, float]]  # truth -> (rule, figure)
+    # truth -> NDCG of the regime's own odds (bench.ceilings); None: not a regime with odds.
+    ceiling: dict[str, float] | None = None
+
+    def ceiling_change(self, truth: str) -> float | None:
+        rule = self.best[truth][1]
+        if self.ceiling is None or rule <= 0:
+            return None
+        return self.ceiling[truth] / rule - 1.0
 
     def change(self, truth: str) -> float | None:
         rule = self.best[truth][1]
@@ -53,22 +64,23 @@ class QualityResult:
 
 def bench_quality(seed: int, online_retail: Path) -> list[QualityResult]:
     """Train on each regime (and Online Retail when present) and print its figures."""
-    data: list[tuple[str, Path, ColumnMapping]] = []
+    data: list[tuple[str, Path, ColumnMapping, int | None]] = []
     for name in REGIMES:
         path, generated = ensure_regime(name, seed)
         how = "reused from cache" if generated is None else f"generated in {generated:.1f} s"
         print(f"  {name}: {path.name} ({how})")
-        data.append((name, path, load_mapping("canonical")))
+        data.append((name, path, load_mapping("canonical"), seed))
     if online_retail.is_file():
-        data.append(("online-retail", online_retail, load_mapping("online-retail")))
+        data.append(("online-retail", online_retail, load_mapping("online-retail"), None))
     else:
         print(f"  online-retail: skipped, {online_retail} not found")
-    results = [_one(name, path, mapping) for name, path, mapping in data]
+    results = [_one(name, path, mapping, seed) for name, path, mapping, seed in data]
     _print_summary(results)
     return results
 
 
-def _one(name: str, path: Path, mapping: ColumnMapping) -> QualityResult:
+def _one(name: str, path: Path, mapping: ColumnMapping, seed: int | None) -> QualityResult:
+    """``seed``: the regime's, to score its odds (None: not a regime)."""
     with tempfile.TemporaryDirectory(prefix="nbo-quality-") as models:
         start = time.perf_counter()
         try:
@@ -80,8 +92,28 @@ def _one(name: str, path: Path, mapping: ColumnMapping) -> QualityResult:
             published = False
         seconds = time.perf_counter() - start
     outcome = _result(name, result, published, seconds)
+    if seed is not None and has_odds(name):
+        outcome.ceiling = _ceiling(name, seed, path, result)
     _print_data_set(outcome, result)
     return outcome
+
+
+def _ceiling(name: str, seed: int, path: Path, result: TrainResult) -> dict[str, float]:
+    """The regime's odds scored on the trainer's split; popularity is scored beside them
+    and must equal the trainer's figure, or the two did not rank the same customers."""
+    regime = REGIMES[name]()
+    assert isinstance(regime, SmallCatalogue | Wholesale)
+    with threadpool_limits(limits=1, user_api="blas"):
+        found = ceiling(regime, seed, path, TrainingConfig())
+    for truth in TRUTHS:
+        ours = found.metrics[truth][POPULARITY][METRIC]
+        trainers = result.metrics[truth][POPULARITY][METRIC]
+        if abs(ours - trainers) > 1e-9:
+            print(
+                f"  WARNING: the ceiling's popularity {ours:.4f} is not the trainer's "
+                f"{trainers:.4f} on {truth}: the ceiling is not on the same customers"
+            )
+    return {truth: found.metrics[truth][ODDS][METRIC] for truth in TRUTHS}
 
 
 def _result(name: str, result: TrainResult, published: bool, seconds: float) -> QualityResult:
@@ -122,19 +154,43 @@ def _print_data_set(outcome: QualityResult, result: TrainResult) -> None:
         row: list[object] = [method]
         for truth in TRUTHS:
             value = metrics[truth][method][METRIC]
-            rule = outcome.best[truth][1]
-            row += [f"{value:.4f}", _percent(None if rule <= 0 else value / rule - 1.0)]
+            best = outcome.best[truth][1]
+            row += [f"{value:.4f}", _percent(None if best <= 0 else value / best - 1.0)]
         rows.append(row)
+    if outcome.ceiling is not None:
+        ceiling_row: list[object] = ["odds (ceiling)"]
+        for truth in TRUTHS:
+            ceiling_row += [
+                f"{outcome.ceiling[truth]:.4f}",
+                _percent(outcome.ceiling_change(truth)),
+            ]
+        rows.append(ceiling_row)
     headers = ["method", f"all {METRIC}", "vs best rule", f"new {METRIC}", "vs best rule"]
     print(table(headers, rows))
+    if outcome.ceiling is not None:
+        print(
+            "  odds (ceiling): ranked by the generator's own chances at the cutoff, as well "
+            "as a model can rank without seeing the future"
+        )
     for truth in TRUTHS:
         rule, figure = outcome.best[truth]
         target = "at least" if TARGETS[truth] == 0 else f"{TARGETS[truth]:.0%} above"
         print(
             f"  target {truth}: served {target} the best simple rule ({rule} {figure:.4f}): "
             f"{outcome.served[truth]:.4f}, {_percent(outcome.change(truth))} "
-            f"{'met' if outcome.met(truth) else 'MISSED'}"
+            f"{'met' if outcome.met(truth) else 'MISSED'}{_reach(outcome, truth)}"
         )
+
+
+def _reach(outcome: QualityResult, truth: str) -> str:
+    """What the ceiling allows: its gain over the best rule, and the share of that gain
+    what is served reaches (when the odds beat the rule at all)."""
+    gain = outcome.ceiling_change(truth)
+    if outcome.ceiling is None or gain is None or gain <= 0:
+        return ""
+    rule = outcome.best[truth][1]
+    reached = (outcome.served[truth] - rule) / (outcome.ceiling[truth] - rule)
+    return f"; the odds reach {_percent(gain)}, served makes {reached:.0%} of that gain"
 
 
 def _print_summary(results: list[QualityResult]) -> None:
@@ -150,6 +206,7 @@ def _print_summary(results: list[QualityResult]) -> None:
                 f"{r.served[truth]:.4f}",
                 f"{rule} {figure:.4f}",
                 f"{_percent(r.change(truth))} {'ok' if r.met(truth) else 'MISS'}",
+                _percent(r.ceiling_change(truth)),
             ]
         row.append("yes" if r.published else "NO")
         rows.append(row)
@@ -159,9 +216,16 @@ def _print_summary(results: list[QualityResult]) -> None:
         "served all",
         "best rule all",
         "target >= +0%",
+        "ceiling",
         "served new",
         "best rule new",
         "target >= +10%",
+        "ceiling",
         "published",
     ]
     print(table(headers, rows))
+    if any(r.ceiling is not None for r in results):
+        print(
+            "  ceiling: the regime's own odds against the best simple rule "
+            "(bench/ceilings.py): no model can be expected above it"
+        )

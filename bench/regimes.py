@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from bench.generate import CACHE_DIR
 
@@ -128,6 +129,69 @@ def _span(
     start = float(rng.uniform(0, 0.8 * days)) if rng.random() < joining else 0.0
     end = float(rng.uniform(start, days)) if rng.random() < leaving else float(days)
     return start, end
+
+
+# --- what drew the data ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmallCatalogueOdds:
+    """What drew the small catalogue's lines: each week's popularity and each customer's
+    favourites. A line of customer c in week w is item j with probability
+    ``(1 - taste_share) * weekly[w, j] / sum(weekly[w]) + taste_share * (favourites of c
+    equal to j) / len(favourites of c)``."""
+
+    weekly: np.ndarray  # weeks x items, popularity weights
+    favourites: np.ndarray  # customers x favourites, item numbers
+    taste_share: float
+
+    def line_odds(
+        self, customers: np.ndarray, items: np.ndarray, day: float, own: sp.csr_matrix
+    ) -> np.ndarray:
+        """Per customer (rows) and item (columns): the chance that a line of theirs on
+        ``day`` is that item. ``own`` is unused (this shop draws no repeats)."""
+        week = min(int(day // 7), len(self.weekly) - 1)
+        popular = self.weekly[week, items] / self.weekly[week].sum()
+        favourite = (self.favourites[customers][:, :, None] == items[None, None, :]).mean(axis=1)
+        return (1.0 - self.taste_share) * popular[None, :] + self.taste_share * favourite
+
+
+@dataclass(frozen=True)
+class WholesaleOdds:
+    """What drew the wholesaler's lines: popularity (boosted for the year-end category
+    from ``season_from``), categories, launch days, each customer's favourite
+    categories, and the shares of repeats and of taste. A line is a repeat with chance
+    ``repeat_share`` (of an own item, in proportion to its orders so far), else a fresh
+    pick: from a favourite category with chance ``taste_share`` (by weight within it),
+    from everything otherwise; an item not launched yet is not bought."""
+
+    weights: np.ndarray  # per item
+    boosted: np.ndarray  # per item, in season
+    season_from: float  # day
+    category: np.ndarray  # per item
+    launch: np.ndarray  # per item, day launched (-1: before the data)
+    favourites: np.ndarray  # customers x favourite categories
+    taste_share: float
+    repeat_share: float
+
+    def line_odds(
+        self, customers: np.ndarray, items: np.ndarray, day: float, own: sp.csr_matrix
+    ) -> np.ndarray:
+        """Per customer (rows) and item (columns): the chance that a line of theirs on
+        ``day`` is that item. ``own``: their orders of each of ``items`` so far."""
+        base = self.boosted if day > self.season_from else self.weights
+        everything = base[items] / base.sum()
+        in_category = np.bincount(self.category, weights=self.weights)
+        within = self.weights[items] / in_category[self.category[items]]
+        favourite = self.favourites[customers][:, :, None] == self.category[items][None, None, :]
+        taste = favourite.mean(axis=1) * within[None, :]
+        fresh = (1.0 - self.taste_share) * everything[None, :] + self.taste_share * taste
+        fresh = fresh * (self.launch[items] <= day)[None, :]
+        counts = np.asarray(own.todense(), dtype=np.float64)
+        total = counts.sum(axis=1, keepdims=True)
+        repeat = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
+        share = np.where(total > 0, self.repeat_share, 0.0)
+        return share * repeat + (1.0 - share) * fresh
 
 
 # --- grocery ---------------------------------------------------------------------------
@@ -246,6 +310,11 @@ class SmallCatalogue:
     leaving: float = 0.2
 
     def generate(self, seed: int) -> pd.DataFrame:
+        return self.generate_with_odds(seed)[0]
+
+    def generate_with_odds(self, seed: int) -> tuple[pd.DataFrame, SmallCatalogueOdds]:
+        """The data, and what drew it (``SmallCatalogueOdds``): the same draws as
+        ``generate``, so the data is the same."""
         rng = np.random.default_rng(seed)
         weeks = self.days // 7 + 1
         log_weight = np.log(_zipf(self.items, self.zipf, rng))
@@ -253,9 +322,11 @@ class SmallCatalogue:
         weekly = np.exp(log_weight[None, :] + walk)
         cumulative = np.cumsum(weekly / weekly.sum(axis=1, keepdims=True), axis=1)
         lines, order = _Lines.empty(), 0
+        chosen_favourites = np.empty((self.customers, self.favourites), np.int64)
         for c in range(self.customers):
             start, end = _span(self.days, rng, self.joining, self.leaving)
             favourites = rng.choice(self.items, size=self.favourites, p=np.exp(log_weight))
+            chosen_favourites[c] = favourites
             rate = (
                 self.orders
                 / 30.0
@@ -271,7 +342,8 @@ class SmallCatalogue:
                 items[mine] = rng.choice(favourites, size=int(mine.sum()))
                 lines.add(c, np.unique(items), float(day), order)
                 order += 1
-        return lines.frame(self.items, rng, price_sigma=0.5)
+        odds = SmallCatalogueOdds(weekly, chosen_favourites, self.taste_share)
+        return lines.frame(self.items, rng, price_sigma=0.5), odds
 
 
 # --- wholesale -------------------------------------------------------------------------
@@ -308,6 +380,11 @@ class Wholesale:
     leaving: float = 0.25
 
     def generate(self, seed: int) -> pd.DataFrame:
+        return self.generate_with_odds(seed)[0]
+
+    def generate_with_odds(self, seed: int) -> tuple[pd.DataFrame, WholesaleOdds]:
+        """The data, and what drew it (``WholesaleOdds``): the same draws as
+        ``generate``, so the data is the same."""
         rng = np.random.default_rng(seed)
         weights = _zipf(self.items, self.zipf, rng)
         category, by_category = _categories(weights, self.categories, rng)
@@ -323,10 +400,12 @@ class Wholesale:
             return in_season(rng, n)
 
         lines, order = _Lines.empty(), 0
+        chosen_favourites = np.empty((self.customers, self.favourite_categories), np.int64)
 
         for c in range(self.customers):
             start, end = _span(self.days, rng, self.joining, self.leaving)
             favourites = rng.choice(self.categories, size=self.favourite_categories, replace=False)
+            chosen_favourites[c] = favourites
             own: dict[int, int] = {}
             gap = self.gap_days * rng.lognormal(0.0, 0.5)
             day = start + rng.random() * gap
@@ -357,7 +436,17 @@ class Wholesale:
                 for item in items.tolist():
                     own[item] = own.get(item, 0) + 1
                 day += gap * rng.lognormal(0.0, self.gap_sigma)
-        return lines.frame(self.items, rng)
+        odds = WholesaleOdds(
+            weights=weights,
+            boosted=boosted,
+            season_from=self.days - 61,
+            category=category,
+            launch=launch,
+            favourites=chosen_favourites,
+            taste_share=self.taste_share,
+            repeat_share=self.repeat_share,
+        )
+        return lines.frame(self.items, rng), odds
 
 
 REGIMES: dict[str, Callable[[], Grocery | SmallCatalogue | Wholesale]] = {
