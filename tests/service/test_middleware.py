@@ -15,7 +15,7 @@ from support import CLOCK, access_lines, app_for, log_lines, scrape, value
 
 from nbo.core.apikeys import Role, create_key
 from nbo.service.app import create_app
-from nbo.service.deps import get_catalog
+from nbo.service.deps import get_deciding
 from nbo.settings import Settings
 from nbo.store.sqlite import SQLiteStore
 
@@ -92,7 +92,7 @@ def test_an_unexpected_error_answers_json_with_the_request_id(
         raise RuntimeError("a bug")
 
     app = create_app(Settings(models_dir=models_dir, clock=CLOCK))
-    app.dependency_overrides[get_catalog] = broken
+    app.dependency_overrides[get_deciding] = broken
     with TestClient(app, raise_server_exceptions=False) as client:
         answer = client.get("/v1/customers/a00/offers", headers={"X-Request-ID": "boom-1"})
         assert answer.status_code == 500 and answer.json()["error"] == "internal_error"

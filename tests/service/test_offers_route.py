@@ -19,7 +19,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 from pydantic import TypeAdapter
+from pydantic_core import to_json
 from support import ALL_ITEMS, CLOCK, END, assert_json_error, write
 
 from nbo.catalog.holder import CatalogHolder
@@ -31,7 +33,7 @@ from nbo.offers.ranking import Offer
 from nbo.offers.suppression import SuppressionWindow
 from nbo.service.app import create_app
 from nbo.service.routes.offers import offers_out
-from nbo.service.schemas import ComponentsOut, OfferOut, ReasonOut
+from nbo.service.schemas import ComponentsOut, OfferOut, OffersResponse, ReasonOut
 from nbo.settings import Settings, load_settings
 from nbo.store.sqlite import SQLiteStore
 from training.pipeline import TrainResult
@@ -105,6 +107,35 @@ def test_offers_contract(client: TestClient, current: str) -> None:
     assert app_channel.status_code == 200
     assert app_channel.json()["channel"] == "app"
     assert offered(app_channel.json()) == offered(body)
+
+
+def the_model_would_say_the_same(body: bytes) -> None:
+    """The route writes its answer without the model: it must be an ``OffersResponse``,
+    every field there under its own name, type and order (the model's own serialisation
+    of what it reads back is the body, byte for byte)."""
+    assert OffersResponse.model_validate_json(body).model_dump_json().encode() == body
+
+
+def test_every_kind_of_answer_is_the_models_own(
+    client: TestClient, models_dir: Path, churn_client: TestClient, stages: pd.DataFrame
+) -> None:
+    answers = [
+        client.get("/v1/customers/a00/offers", params={"k": 5}),
+        client.get("/v1/customers/a00/offers", params={"k": 5, "channel": "app"}),
+        client.get("/v1/customers/nobody-known/offers"),
+        churn_client.get(f"/v1/customers/{customers_in(stages, 'at_risk')[0]}/offers"),
+    ]
+    with app_at(models_dir, NOW) as capped:
+        answers += [deliver_response(capped, "a01", "email") for _ in range(2)]
+    bodies = [answer.json() for answer in answers]
+    assert bodies[-1]["suppressed_reason"] == "frequency_cap" and bodies[-1]["offers"] == []
+    assert bodies[-2]["recorded"] is True
+    assert any(offer["kind"] == "incentive" for offer in bodies[3]["offers"])
+    assert bodies[2]["personalized"] is False
+    for answer in answers:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "application/json"
+        the_model_would_say_the_same(answer.content)
 
 
 def test_offers_for_every_customer(
@@ -297,9 +328,13 @@ def app_at(models_dir: Path, clock: datetime, **settings: object) -> Iterator[Te
         yield c
 
 
-def deliver(client: TestClient, customer: str, channel: str, k: int = 3) -> dict:
+def deliver_response(client: TestClient, customer: str, channel: str, k: int = 3) -> Response:
     params = {"k": k, "channel": channel, "record": "true"}
-    answer = client.get(f"/v1/customers/{customer}/offers", params=params)
+    return client.get(f"/v1/customers/{customer}/offers", params=params)
+
+
+def deliver(client: TestClient, customer: str, channel: str, k: int = 3) -> dict:
+    answer = deliver_response(client, customer, channel, k)
     assert answer.status_code == 200
     return answer.json()
 
@@ -657,7 +692,7 @@ def test_answer_offers_read_from_the_columns_are_the_offer_objects(
         ranking = decision.ranking
         assert ranking is not None and ranking.offers
         kinds |= {offer.kind for offer in ranking.offers}
-        assert as_json(offers_out(model, ranking)) == as_json(
+        assert to_json(offers_out(model, ranking)) == as_json(
             [offer_out(model, offer) for offer in ranking.offers]
         )
     assert kinds == {"product", "incentive"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -96,6 +97,32 @@ async def get_request_id(request: Request) -> str:
     return request_id if isinstance(request_id, str) else uuid.uuid4().hex
 
 
+@dataclass(frozen=True)
+class Deciding:
+    """Everything a deciding route reads of the app, as one dependency: FastAPI solves
+    each dependency with its own bookkeeping, and six of them were about a tenth of an
+    offers call's server time (profiled in process; one dependency costs one)."""
+
+    models: ServingModels
+    catalog: Catalog
+    settings: Settings
+    store: Store
+    metrics: Metrics
+    request_id: str
+
+
+async def get_deciding(request: Request) -> Deciding:
+    """The same reads as the single dependencies above, in one."""
+    return Deciding(
+        models=await get_serving_models(request),
+        catalog=await get_catalog(request),
+        settings=await get_app_settings(request),
+        store=await get_store(request),
+        metrics=await get_metrics(request),
+        request_id=await get_request_id(request),
+    )
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 ModelDep = Annotated[ServingModel, Depends(get_model)]
@@ -106,6 +133,7 @@ CatalogHolderDep = Annotated[CatalogHolder, Depends(get_catalog_holder)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PseudonymsDep = Annotated[Pseudonyms, Depends(get_pseudonyms)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
+DecidingDep = Annotated[Deciding, Depends(get_deciding)]
 ReloaderDep = Annotated[Reloader, Depends(get_reloader)]
 # A customer or item id in a route's path: one definition for every route, the one ids in
 # request bodies follow too (``nbo.core.ids``).
