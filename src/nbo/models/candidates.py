@@ -741,9 +741,10 @@ def ranked_order(table: CandidateTable, scores: np.ndarray) -> np.ndarray:
     consensus (``source_consensus``), then by item. The one order the trainer evaluates
     and the service serves.
 
-    The consensus is computed only for the customers with two candidates of one score (or
-    a NaN score): for the others row and score alone decide the order. Most offers calls
-    have none (93% on Online Retail), and a campaign's chunk only a few such customers.
+    The consensus is computed, and the pairs sorted by it, only for the customers with
+    two candidates of one score (or a NaN score): for the others row and score alone
+    decide the order. Most offers calls have none (93% on Online Retail); in a campaign's
+    chunk at 100k x 20k about 40% of the customers have such a tie.
     """
     by_score = np.lexsort((-scores, table.rows))
     rows, ranked = table.rows[by_score], scores[by_score]
@@ -751,15 +752,19 @@ def ranked_order(table: CandidateTable, scores: np.ndarray) -> np.ndarray:
     unsure[1:] |= (rows[1:] == rows[:-1]) & (ranked[1:] == ranked[:-1])
     if not unsure.any():
         return by_score
-    # A customer's pairs all or none: the consensus ranks within each customer.
-    mine = np.isin(table.rows, rows[unsure])
-    consensus = np.zeros(len(table))
-    consensus[mine] = source_consensus(
+    # A customer's pairs all or none: the consensus ranks within each customer. Their
+    # pairs are sorted again where they lie in the order by score (each customer's run
+    # of places); the others' runs stay as they are.
+    at = np.flatnonzero(np.isin(rows, rows[unsure]))
+    mine = by_score[at]
+    consensus = source_consensus(
         CandidateTable(
             table.rows[mine], table.items[mine], table.features[mine], table.sources[mine]
         )
     )
-    return np.lexsort((table.items, -consensus, -scores, table.rows))
+    order = by_score.copy()
+    order[at] = mine[np.lexsort((table.items[mine], -consensus, -scores[mine], table.rows[mine]))]
+    return order
 
 
 def ranked_top(table: CandidateTable, scores: np.ndarray, n_rows: int, k: int) -> np.ndarray:
