@@ -369,8 +369,15 @@ def proposals_one_at_a_time(
 @pytest.mark.parametrize("union_by", ["scan", "sort"])
 @pytest.mark.parametrize(
     "seed, per_block, tied",
-    [(5, None, False), (6, None, False), (7, None, False), (5, 3, False), (6, 7, False)]
-    + [(5, None, True), (8, 5, True)],
+    [
+        (5, None, False),
+        (6, None, False),
+        (7, None, False),
+        (5, 3, False),
+        (6, 7, False),
+        (5, None, True),
+        (8, 5, True),
+    ],
 )
 def test_candidates_are_what_each_source_says_one_customer_at_a_time(
     seed: int, per_block: int | None, tied: bool, union_by: str, monkeypatch: pytest.MonkeyPatch
