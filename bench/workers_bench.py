@@ -19,6 +19,10 @@ own (its CPU time as a reaped child), so a scaling short of 2x can be read again
 what was left for the workers. Needs wrk (``apt-get install -y wrk``); without it the
 section says so and is skipped.
 
+``bench_workers_synthetic`` runs the same on the synthetic data (issue 16's offers p99 at
+100k x 20k with 8 connections per worker): the model the trainer publishes from it, or
+one kept from an earlier run, the default catalogue.
+
 After the runs, each process's memory is read from Linux's ``/proc/PID/smaps_rollup``:
 what it holds alone (USS: its private pages) against what it shares with the others (the
 libraries imported before the fork, the model's memory maps) and its share of that
@@ -65,6 +69,7 @@ OWN_MEMORY_TARGET_MB = 100
 # its memory is read.
 MEMORY_WORKER_COUNTS = (1, 2, 4)
 MEMORY_CALLS = 2_000
+DEMO_CATALOG = Path(__file__).resolve().parents[1] / "data" / "catalog.yaml"
 ONLINE_RETAIL = (
     Path(__file__).resolve().parents[2]
     / "shared"
@@ -145,6 +150,7 @@ class Memory:
 class WorkersResult:
     cells: dict[tuple[int, str], Cell]
     model: str
+    catalogue: str
     clock: str
     connections: dict[int, int]
     memory: dict[int, list[Memory]]
@@ -282,34 +288,66 @@ def run_workers(
     return cells, memory
 
 
-def _published(work_dir: Path, data: Path) -> tuple[Path, list[str], dict[str, str]]:
-    """The model trained on ``data`` (Online Retail), ``CUSTOMERS`` of its customers and
-    the servers' settings (the demo catalogue, the clock a week after the data ends)."""
+def _published(
+    work_dir: Path,
+    data: Path,
+    mapping: str = "online-retail",
+    catalog: Path | None = None,
+    models_dir: Path | None = None,
+) -> tuple[Path, list[str], dict[str, str]]:
+    """The model trained on ``data`` with ``mapping`` (or the one already in
+    ``models_dir``), ``CUSTOMERS`` of its customers and the servers' settings (the clock a
+    week after the data ends; ``catalog`` when given, else the default catalogue)."""
     from nbo.data.mapping import load_mapping
     from nbo.models.served import load_serving_model
     from training.config import TrainingConfig
     from training.pipeline import train
 
-    repo = Path(__file__).resolve().parent.parent
-    models_dir = work_dir / "models"
-    train(data, load_mapping("online-retail"), models_dir, TrainingConfig(), force=True)
+    if models_dir is None:
+        models_dir = work_dir / "models"
+        train(data, load_mapping(mapping), models_dir, TrainingConfig(), force=True)
     model = load_serving_model(models_dir)
     known = model.customers.ids.tolist()
     rng = np.random.default_rng(0)
     customers = [str(c) for c in rng.choice(known, min(CUSTOMERS, len(known)), replace=False)]
     clock = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(model.trained_until_s + 7 * 86_400))
     del model
-    settings = {"NBO_CLOCK": clock, "NBO_CATALOG": str(repo / "data" / "catalog.yaml")}
+    settings = {"NBO_CLOCK": clock}
+    if catalog is not None:
+        settings["NBO_CATALOG"] = str(catalog)
     return models_dir, customers, settings
 
 
 def bench_workers(work_dir: Path, data: Path) -> WorkersResult:
     """Train on ``data`` (Online Retail), then the runs."""
-    models_dir, customers, settings = _published(work_dir, data)
+    models_dir, customers, settings = _published(work_dir, data, catalog=DEMO_CATALOG)
     cells, memory = run_workers(models_dir, work_dir, customers, settings)
     return WorkersResult(
         cells,
         f"trainer, default config, on {data.name}",
+        "demo catalogue",
+        settings["NBO_CLOCK"],
+        {w: CONNECTIONS_PER_WORKER * w for w in WORKER_COUNTS},
+        memory,
+    )
+
+
+def bench_workers_synthetic(
+    work_dir: Path, data: Path, models_dir: Path | None = None
+) -> WorkersResult:
+    """The same runs on the synthetic data (issue 16's offers p99 at 100k x 20k): the
+    model trained on ``data`` with the canonical mapping, or the one in ``models_dir``
+    (a model kept from an earlier run of the same data, to skip the training)."""
+    trained = models_dir is None
+    models_dir, customers, settings = _published(
+        work_dir, data, mapping="canonical", models_dir=models_dir
+    )
+    cells, memory = run_workers(models_dir, work_dir, customers, settings)
+    how = f"on {data.name}" if trained else f"kept in {models_dir}"
+    return WorkersResult(
+        cells,
+        f"trainer, default config, {how}",
+        "default catalogue",
         settings["NBO_CLOCK"],
         {w: CONNECTIONS_PER_WORKER * w for w in WORKER_COUNTS},
         memory,
@@ -363,7 +401,7 @@ def print_workers(result: WorkersResult) -> dict[str, float]:
     """The section's table; answers the scaling figures for the summary."""
     cells = result.cells
     print(
-        f"  model: {result.model}; demo catalogue, clock {result.clock}; servers: python -m "
+        f"  model: {result.model}; {result.catalogue}, clock {result.clock}; servers: python -m "
         f"nbo.cli serve, NBO_WORKERS={' and '.join(str(w) for w in WORKER_COUNTS)}, "
         "log level warning, metrics on\n"
         f"  load: wrk, {WRK_THREADS} threads, {CONNECTIONS_PER_WORKER} connections per worker, "
@@ -414,6 +452,12 @@ def print_workers(result: WorkersResult) -> dict[str, float]:
         "live_scaling": rate[(high, LIVE)] / rate[(low, LIVE)],
         "offers_of_live": rate[(low, OFFERS)] / rate[(low, LIVE)],
     }
+    for workers in WORKER_COUNTS:  # the best round's latency, and the worst round's p99
+        for path, name in ((OFFERS, "offers"), (LIVE, "live")):
+            cell = cells[(workers, path)]
+            figures[f"{name}_p50_ms_{workers}"] = cell.best.p50_ms
+            figures[f"{name}_p99_ms_{workers}"] = cell.best.p99_ms
+            figures[f"{name}_p99_worst_ms_{workers}"] = max(run.p99_ms for run in cell.runs)
     per_core = {w: rate[(w, OFFERS)] / cores[(w, OFFERS)] for w in WORKER_COUNTS}
     scaling = [
         [
@@ -453,7 +497,7 @@ def measure_memory(
 ) -> dict[int, list[Memory]]:
     """Memory alone: one server at a time with each count of workers, ``calls`` offers
     calls on fresh connections (four at a time), then each process's memory."""
-    models_dir, customers, settings = _published(work_dir, data)
+    models_dir, customers, settings = _published(work_dir, data, catalog=DEMO_CATALOG)
     memory = {}
     for workers in counts:
         store = work_dir / f"memory-{workers}.db"

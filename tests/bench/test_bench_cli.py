@@ -15,6 +15,15 @@ def test_the_bench_command_line_parses_and_names_every_section() -> None:
         [sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    sections = ("synthetic", "online-retail", "events", "load", "workers", "quality", "spark")
+    sections = (
+        "synthetic",
+        "online-retail",
+        "events",
+        "load",
+        "workers",
+        "workers-synthetic",
+        "quality",
+        "spark",
+    )
     for section in (*sections, "train-scale"):
         assert section in done.stdout

@@ -237,12 +237,15 @@ def test_a_source_that_proposes_nothing_leaves_the_others_ranking() -> None:
 
 
 def random_shop(
-    seed: int, n_items: int = 80, n_customers: int = 40
+    seed: int, n_items: int = 80, n_customers: int = 40, tied: bool = False
 ) -> tuple[ItemSide, CustomerSide]:
     """A random catalogue (similarity, popularity by stage, cycles, prices) and customers
-    with random histories, exclusions, stages and traits; some rows empty."""
+    with random histories, exclusions, stages and traits; some rows empty. ``tied``: the
+    similarities are 1, 2 or 3, so many ItemKNN scores tie (at a row's n-th best too)."""
     rng = np.random.default_rng(seed)
     similarity = sp.random(n_items, n_items, density=0.15, random_state=seed, format="csr")
+    if tied:
+        similarity.data = np.ceil(similarity.data * 3)
     similarity.setdiag(0)
     similarity.eliminate_zeros()
     items = ItemSide.build(
@@ -364,16 +367,28 @@ def proposals_one_at_a_time(
 
 
 @pytest.mark.parametrize("union_by", ["scan", "sort"])
-@pytest.mark.parametrize("seed, per_block", [(5, None), (6, None), (7, None), (5, 3), (6, 7)])
+@pytest.mark.parametrize(
+    "seed, per_block, tied",
+    [
+        (5, None, False),
+        (6, None, False),
+        (7, None, False),
+        (5, 3, False),
+        (6, 7, False),
+        (5, None, True),
+        (8, 5, True),
+    ],
+)
 def test_candidates_are_what_each_source_says_one_customer_at_a_time(
-    seed: int, per_block: int | None, union_by: str, monkeypatch: pytest.MonkeyPatch
+    seed: int, per_block: int | None, tied: bool, union_by: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Random catalogue and customers: every customer's proposed items, their source
     flags and the features the sources give are the oracle's, whether the customers come
     all at once (a campaign's chunk, the trainer's window, in one block of customers or
     several) or one by one (a request), and whether the sources' union is taken by
-    scanning the sheet or by sorting the proposals."""
-    items, side = random_shop(seed)
+    scanning the sheet or by sorting the proposals. With tied similarities, ItemKNN's
+    ties at a row's n-th best score go to the lower item, as the oracle's sort says."""
+    items, side = random_shop(seed, tied=tied)
     monkeypatch.setattr(
         candidates_module, "UNION_BY_SORT_ABOVE", 10**9 if union_by == "scan" else 0
     )
@@ -432,7 +447,8 @@ def alone(items: ItemSide, side: CustomerSide, row: int, per_source: int) -> Can
 def test_ranked_order_skips_the_consensus_only_where_it_cannot_decide(seed: int) -> None:
     """Without two candidates of one customer on one score the order is row and score
     alone; with ties (or NaN scores) the sources' consensus and the item break them,
-    computed for those customers only: the same order as the full sort in every case."""
+    computed and sorted for those customers only: the same order as the full sort in
+    every case."""
     items, side = random_shop(seed)
     table = candidates(items, side, 12)
     rng = np.random.default_rng(seed)
@@ -447,5 +463,7 @@ def test_ranked_order_skips_the_consensus_only_where_it_cannot_decide(seed: int)
     with_nan[rng.choice(len(table), 5, replace=False)] = np.nan
     some_tied = distinct.copy()
     some_tied[table.rows == table.rows[len(table) // 2]] = 1.5
-    for scores in (distinct, tied, with_nan, some_tied, np.zeros(len(table))):
+    # Every other customer with ties, the others without (a campaign's chunk).
+    half_tied = np.where(table.rows % 2 == 0, tied, distinct)
+    for scores in (distinct, tied, with_nan, some_tied, half_tied, np.zeros(len(table))):
         np.testing.assert_array_equal(ranked_order(table, scores), full(scores))
