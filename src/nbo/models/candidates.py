@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from implicit.cpu.topk import topk
 
 from nbo.core.vocabulary import DAY, STAGES
+from nbo.data.history import decay
 from nbo.data.sparse import RowIndices, Rows, padded_rows
 from nbo.models.cf import real_candidates
 from nbo.models.popularity import popular_order
@@ -61,6 +62,10 @@ FEATURES = (
     "customer_gap_days",
     "basket_share",
     "gaps_since_bought",
+    "recent_orders",
+    "recent_basket_share",
+    "customer_recent_orders",
+    "popularity_recent",
 )
 # The features of the item alone, and of the customer alone, among ``FEATURES``.
 ITEM_FEATURES = (
@@ -70,6 +75,7 @@ ITEM_FEATURES = (
     "cycle_days",
     "price",
     "item_repeat_rate",
+    "popularity_recent",
 )
 CUSTOMER_FEATURES = (
     "customer_orders",
@@ -81,6 +87,7 @@ CUSTOMER_FEATURES = (
     "customer_repeat_share",
     "customer_baskets",
     "customer_gap_days",
+    "customer_recent_orders",
 )
 # Features that carry over between shops (shares and ratios rather than counts of one
 # shop): ``item_repeat_rate`` (the share of the item's buyers who bought it on two or more
@@ -89,6 +96,12 @@ CUSTOMER_FEATURES = (
 # (the share of their orders that held the item) and ``gaps_since_bought`` (days since
 # they bought the item over their own mean gap between orders: how many of their orders
 # have gone by without it). ``customer_baskets`` is their orders placed.
+# Recency-weighted (``nbo.data.history.RecentOrders``: an order weighs half as much every
+# ``ItemSide.half_life_days``): ``recent_orders`` (the customer's weighted orders that
+# held the item), ``customer_recent_orders`` (all their weighted orders) and
+# ``recent_basket_share`` (the one over the other: the item's share of their recent
+# baskets). ``popularity_recent``: the item's distinct buyers in the last
+# ``RECENT_POPULARITY_DAYS`` (what is popular this fortnight, beside the 90 days).
 # ``customer_stage`` is a category (an index into ``STAGES``), not an amount.
 CATEGORICAL_FEATURES = ("customer_stage",)
 NO_STAGE = -1
@@ -96,6 +109,10 @@ NO_STAGE = -1
 # most: what they buy now says more than what they bought years ago, and a wholesaler's
 # thousand items would otherwise cost a thousand neighbour lists per request.
 KNN_BASIS = 30
+# The short popularity window of ``popularity_recent`` (days), and the default half-life
+# of the recency-weighted counts (days).
+RECENT_POPULARITY_DAYS = 14
+HALF_LIFE_DAYS = 60.0
 STAGE_CODE: dict[str, int] = {name: code for code, name in enumerate(STAGES)}
 _COLUMN = {name: n for n, name in enumerate(FEATURES)}
 _ITEM_COLUMNS = [_COLUMN[name] for name in ITEM_FEATURES]
@@ -132,6 +149,8 @@ class ItemSide:
     stage_popularity: np.ndarray | None = None
     stage_popular_order: np.ndarray | None = None
     stage_popular_rank: np.ndarray | None = None
+    # The half-life of the customers' recency-weighted counts (``CustomerSide.recent``).
+    half_life_days: float = HALF_LIFE_DAYS
 
     @classmethod
     def build(
@@ -145,9 +164,13 @@ class ItemSide:
         price: np.ndarray | None = None,
         stage_popularity: np.ndarray | None = None,
         repeat_rate: np.ndarray | None = None,
+        popularity_recent: np.ndarray | None = None,
+        half_life_days: float = HALF_LIFE_DAYS,
     ) -> ItemSide:
         """``repeat_rate``: per item, the share of its buyers who bought it on two or
-        more days (``nbo.models.cycles.Repurchase``; None or NaN = unknown)."""
+        more days (``nbo.models.cycles.Repurchase``; None or NaN = unknown);
+        ``popularity_recent``: its distinct buyers in the last ``RECENT_POPULARITY_DAYS``
+        (None = unknown)."""
         order = popular_order(popularity)
         rank = np.empty(len(order), np.int64)
         rank[order] = np.arange(len(order))
@@ -171,6 +194,7 @@ class ItemSide:
             "cycle_days": unknown if cycle_days is None else cycle_days,
             "price": unknown if price is None else price,
             "item_repeat_rate": unknown if repeat_rate is None else repeat_rate,
+            "popularity_recent": unknown if popularity_recent is None else popularity_recent,
         }
         return cls(
             as_of_s,
@@ -189,6 +213,7 @@ class ItemSide:
             stage_popularity,
             stage_order,
             stage_rank,
+            float(half_life_days),
         )
 
 
@@ -210,6 +235,11 @@ class CustomerSide:
     # days between two of them (NaN with fewer than two orders).
     baskets: np.ndarray | None = None
     gap_days: np.ndarray | None = None
+    # Recency-weighted orders as of the item side's moment (``ItemSide.as_of_s``; the
+    # features decay them to the clock): per (customer, item), with ``counts``' pattern,
+    # and per customer (``nbo.data.history.RecentOrders``). None = unknown.
+    recent: Rows | None = None
+    recent_orders: np.ndarray | None = None
 
 
 def stage_codes(stages: np.ndarray) -> np.ndarray:
@@ -258,8 +288,10 @@ def candidates(
     factors = np.asarray(customers.user_factors, dtype=np.float32)
     parts = [_propose(block) for block in _blocks(items, customers, per_source)]
     proposals = parts[0] if len(parts) == 1 else _Proposals.concatenate(parts)
-    traits = _traits_of(customers, now_s)
-    features = _pair_features(items, now_s, proposals, factors, traits)
+    # The recency-weighted counts, carried from the item side's moment to the clock.
+    fade = float(decay(now_s - items.as_of_s, items.half_life_days))
+    traits = _traits_of(customers, now_s, fade)
+    features = _pair_features(items, now_s, proposals, factors, traits, fade)
     return CandidateTable(proposals.rows, proposals.items, features, proposals.flags)
 
 
@@ -330,6 +362,9 @@ class _Proposals:
     knn_rank: np.ndarray  # NaN where ItemKNN did not propose it
     bought: np.ndarray  # the customer's orders of the item (0 = never)
     bought_last: np.ndarray  # their last purchase of it (unix s; 0 = never)
+    # Their recency-weighted orders of it as of the item side's moment (0 = never, NaN =
+    # unknown).
+    bought_recent: np.ndarray
 
     @classmethod
     def concatenate(cls, parts: list[_Proposals]) -> _Proposals:
@@ -340,6 +375,7 @@ class _Proposals:
                 empty,
                 empty,
                 np.empty((0, len(SOURCES)), bool),
+                nothing,
                 nothing,
                 nothing,
                 nothing,
@@ -385,6 +421,7 @@ class _Block:
     history_counts: np.ndarray
     history_last: np.ndarray
     history_keys: np.ndarray
+    history_recent: np.ndarray | None  # recency-weighted orders (None = unknown)
     banned: np.ndarray  # one flag per cell: excluded
     banned_sheet: np.ndarray  # the same, rows x catalogue
     banned_keys: np.ndarray
@@ -403,6 +440,7 @@ class _Block:
         n_rows = end - start
         n_popular = max(10, n // 5)
         counts, last, exclude = customers.counts, customers.last, customers.exclude
+        recent = customers.recent
         local = np.arange(n_rows, dtype=np.int64)
         indptr = counts.indptr[start : end + 1]
         lo, hi = indptr[0], indptr[-1]
@@ -438,6 +476,7 @@ class _Block:
             np.asarray(counts.data[lo:hi], dtype=np.float64),
             np.asarray(last.data[lo:hi], dtype=np.float64),
             history_rows * n_items + history_items,
+            None if recent is None else np.asarray(recent.data[lo:hi], dtype=np.float64),
             banned,
             banned.reshape(n_rows, n_items),
             banned_keys,
@@ -587,11 +626,15 @@ def _propose(block: _Block) -> _Proposals:
     history_keys = block.history_keys
     bought = np.zeros(len(union))
     bought_last = np.zeros(len(union))
+    recent = block.history_recent
+    bought_recent = np.full(len(union), np.nan) if recent is None else np.zeros(len(union))
     if len(union):
         at = np.minimum(union.searchsorted(history_keys), len(union) - 1)
         found = union[at] == history_keys
         bought[at[found]] = block.history_counts[found]
         bought_last[at[found]] = block.history_last[found]
+        if recent is not None:
+            bought_recent[at[found]] = recent[found]
     return _Proposals(
         union // n_items + block.start,
         union % n_items,
@@ -601,6 +644,7 @@ def _propose(block: _Block) -> _Proposals:
         knn_rank,
         bought,
         bought_last,
+        bought_recent,
     )
 
 
@@ -634,10 +678,11 @@ class _CustomerTraits:
     features: np.ndarray  # customers x len(CUSTOMER_FEATURES), float64, NaN = unknown
 
 
-def _traits_of(customers: CustomerSide, now_s: int) -> _CustomerTraits:
+def _traits_of(customers: CustomerSide, now_s: int, fade: float) -> _CustomerTraits:
     """Per customer row: orders, distinct items, days since the last purchase (NaN
     without one), value, stage (NaN = unknown), churn risk, the share of their items
-    bought in two or more orders, orders placed and mean days between orders, as of
+    bought in two or more orders, orders placed, mean days between orders and
+    recency-weighted orders (times ``fade``, which carries them to the clock), as of
     ``now_s``."""
     counts, last = customers.counts, customers.last
     n_customers = counts.shape[0]
@@ -670,6 +715,8 @@ def _traits_of(customers: CustomerSide, now_s: int) -> _CustomerTraits:
         features[:, 7] = customers.baskets
     if customers.gap_days is not None:
         features[:, 8] = customers.gap_days
+    if customers.recent_orders is not None:
+        features[:, 9] = np.asarray(customers.recent_orders, dtype=np.float64) * fade
     return _CustomerTraits(stage, features)
 
 
@@ -773,8 +820,10 @@ def _pair_features(
     proposals: _Proposals,
     factors: np.ndarray,
     traits: _CustomerTraits,
+    fade: float,
 ) -> np.ndarray:
-    """The features of every candidate pair (``FEATURES`` order)."""
+    """The features of every candidate pair (``FEATURES`` order); ``fade`` carries the
+    recency-weighted counts from the item side's moment to ``now_s``."""
     rows, chosen = proposals.rows, proposals.items
     bought, bought_last = proposals.bought, proposals.bought_last
     # Column-major: each feature is written as one contiguous run.
@@ -803,6 +852,12 @@ def _pair_features(
             baskets > 0, np.minimum(bought / baskets, 1.0), np.nan
         )
         out[:, column["gaps_since_bought"]] = np.where(gap > 0, since / gap, np.nan)
+        recent = proposals.bought_recent * fade
+        out[:, column["recent_orders"]] = recent
+        weighted = of_customer[:, CUSTOMER_FEATURES.index("customer_recent_orders")]
+        out[:, column["recent_basket_share"]] = np.where(
+            weighted > 0, np.minimum(recent / weighted, 1.0), np.nan
+        )
     if items.stage_popularity is not None and items.stage_popular_rank is not None:
         stage = traits.stage[rows]
         staged = (stage != NO_STAGE).nonzero()[0]
