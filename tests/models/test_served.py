@@ -14,6 +14,7 @@ from support import small_training_config
 from nbo.core.errors import ArtifactError
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import load_artifact, write_artifact
+from nbo.models.candidates import ITEM_FEATURES
 from nbo.models.served import load_serving_model
 from training import publish
 from training.pipeline import TrainResult, train
@@ -49,6 +50,17 @@ def test_serving_model_scores_equal_the_in_memory_model(
     assert np.array_equal(model.history_confidence, captured["history_confidence"])
     assert np.array_equal(model.history_last_purchase, captured["history_last_purchase"])
     assert np.array_equal(model.popularity, captured["popularity"])
+    # The recency-weighted orders (per history entry and per customer), the fortnight's
+    # buyers and the half-life the ranker's features are decayed by.
+    assert model.history_recent is not None and model.customer_recent is not None
+    assert np.array_equal(model.history_recent, captured["history_recent"])
+    assert np.array_equal(model.customer_recent, captured["customer_recent_orders"])
+    assert len(model.history_recent) == len(model.history_items)
+    assert (model.history_recent > 0).all()
+    assert model.item_side is not None
+    popularity_recent = model.item_side.item_features[:, ITEM_FEATURES.index("popularity_recent")]
+    assert np.array_equal(popularity_recent, captured["popularity_recent"])
+    assert model.item_side.half_life_days == result.manifest["ranker"]["half_life_days"] == 60.0
     # Hyperparameters come back from the manifest.
     assert model.als.factors == 8
     assert model.als.regularization == pytest.approx(0.1)
@@ -98,6 +110,30 @@ def test_serving_model_refuses_inconsistent_arrays(tmp_path: Path, trained: Trai
     assert "inconsistent arrays" in str(caught.value)
     assert "user_factors rows = customers" in str(caught.value)
     assert "history rows = customers" in str(caught.value)
+
+
+def test_serving_model_refuses_recent_orders_that_do_not_fit(
+    tmp_path: Path, trained: TrainResult
+) -> None:
+    """The recency-weighted orders come both or none, one per history entry and one per
+    customer."""
+    assert trained.path is not None
+    source = load_artifact(trained.path.parent, trained.version, mmap=False)
+    for name, change in (
+        ("history_recent", lambda a: a[:-1]),
+        ("customer_recent_orders", lambda a: a[:-1]),
+        ("customer_recent_orders", None),
+    ):
+        arrays = dict(source.arrays)
+        if change is None:
+            del arrays[name]
+        else:
+            arrays[name] = change(np.asarray(arrays[name]))
+        models = tmp_path / f"models-{name}-{change is None}"
+        write_artifact(models, "bad", arrays, {}, source.manifest, {})
+
+        with pytest.raises(ArtifactError, match=r"inconsistent arrays .*history_recent"):
+            load_serving_model(models)
 
 
 def test_forget_makes_a_customer_unknown_and_leaves_the_others(models_dir: Path) -> None:
