@@ -7,6 +7,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import pytest
 from support import small_training_config
@@ -14,7 +15,7 @@ from support import small_training_config
 from nbo.core.errors import ArtifactError
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import load_artifact, write_artifact
-from nbo.models.candidates import ITEM_FEATURES
+from nbo.models.candidates import FEATURES, ITEM_FEATURES
 from nbo.models.served import load_serving_model
 from training import publish
 from training.pipeline import TrainResult, train
@@ -145,3 +146,43 @@ def test_forget_makes_a_customer_unknown_and_leaves_the_others(models_dir: Path)
     assert model.customers.to_index(["a01", "b00"]).tolist() == [-1, b00]
     assert model.forget("a01") is False and model.forget("nobody") is False
     assert len(model.customers) == rows  # rows stay in place (unreachable), nothing moves
+
+
+def test_a_booster_of_other_features_is_refused_with_the_reason(
+    tmp_path: Path, trained: TrainResult
+) -> None:
+    """An artifact whose booster reads the features of an older nbo (here: without the
+    recency-weighted ones) and none of their arrays is refused by the feature names,
+    with what to do, not served with features in the wrong columns."""
+    assert trained.path is not None
+    source = load_artifact(trained.path.parent, trained.version, mmap=False)
+    older = [name for name in FEATURES if "recent" not in name]
+    rng = np.random.default_rng(0)
+    booster = lgb.train(
+        {"objective": "lambdarank", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 2},
+        lgb.Dataset(
+            rng.normal(size=(40, len(older))),
+            label=rng.integers(0, 2, 40),
+            group=[10] * 4,
+            feature_name=older,
+        ),
+        num_boost_round=2,
+    )
+    arrays = {
+        name: array
+        for name, array in source.arrays.items()
+        if name not in ("history_recent", "customer_recent_orders", "popularity_recent")
+    }
+    files = {
+        path.name: path.read_bytes()
+        for path in source.files.values()
+        if path.suffix not in (".npy", ".json")
+    }
+    files["ranker.txt"] = booster.model_to_string().encode("utf-8")
+    models = tmp_path / "models"
+    write_artifact(models, "older", arrays, source.documents, source.manifest, files)
+
+    with pytest.raises(ArtifactError, match="retrain with this version of nbo") as caught:
+        load_serving_model(models)
+
+    assert "recent_orders" in str(caught.value) and "expects features" in str(caught.value)
