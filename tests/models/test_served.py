@@ -16,6 +16,7 @@ from nbo.core.errors import ArtifactError
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import load_artifact, write_artifact
 from nbo.models.candidates import FEATURES, ITEM_FEATURES
+from nbo.models.popularity import popular_order
 from nbo.models.served import load_serving_model
 from training import publish
 from training.pipeline import TrainResult, train
@@ -59,8 +60,8 @@ def test_serving_model_scores_equal_the_in_memory_model(
     assert len(model.history_recent) == len(model.history_items)
     assert (model.history_recent > 0).all()
     assert model.item_side is not None
-    popularity_recent = model.item_side.item_features[:, ITEM_FEATURES.index("popularity_recent")]
-    assert np.array_equal(popularity_recent, captured["popularity_recent"])
+    recent_rank = model.item_side.item_features[:, ITEM_FEATURES.index("popularity_recent_rank")]
+    assert np.array_equal(recent_rank, np.argsort(popular_order(captured["popularity_recent"])))
     assert model.item_side.half_life_days == result.manifest["ranker"]["half_life_days"] == 60.0
     # Hyperparameters come back from the manifest.
     assert model.als.factors == 8

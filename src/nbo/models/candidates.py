@@ -65,7 +65,7 @@ FEATURES = (
     "recent_orders",
     "recent_basket_share",
     "customer_recent_orders",
-    "popularity_recent",
+    "popularity_recent_rank",
 )
 # The features of the item alone, and of the customer alone, among ``FEATURES``.
 ITEM_FEATURES = (
@@ -75,7 +75,7 @@ ITEM_FEATURES = (
     "cycle_days",
     "price",
     "item_repeat_rate",
-    "popularity_recent",
+    "popularity_recent_rank",
 )
 CUSTOMER_FEATURES = (
     "customer_orders",
@@ -100,8 +100,11 @@ CUSTOMER_FEATURES = (
 # ``ItemSide.half_life_days``): ``recent_orders`` (the customer's weighted orders that
 # held the item), ``customer_recent_orders`` (all their weighted orders) and
 # ``recent_basket_share`` (the one over the other: the item's share of their recent
-# baskets). ``popularity_recent``: the item's distinct buyers in the last
-# ``RECENT_POPULARITY_DAYS`` (what is popular this fortnight, beside the 90 days).
+# baskets). ``popularity_recent_rank``: the item's rank by distinct buyers in the last
+# ``RECENT_POPULARITY_DAYS`` (0 = most bought; what is popular this fortnight, beside the
+# 90 days). A rank, not the count: the count follows how busy the shop was in each
+# training window, and as a count it cost the drifting small catalogue a tenth of its
+# served NDCG@10 (as a rank it gained; docs/training.md, "What each change bought").
 # ``customer_stage`` is a category (an index into ``STAGES``), not an amount.
 CATEGORICAL_FEATURES = ("customer_stage",)
 NO_STAGE = -1
@@ -170,10 +173,9 @@ class ItemSide:
         """``repeat_rate``: per item, the share of its buyers who bought it on two or
         more days (``nbo.models.cycles.Repurchase``; None or NaN = unknown);
         ``popularity_recent``: its distinct buyers in the last ``RECENT_POPULARITY_DAYS``
-        (None = unknown)."""
+        (None = unknown; the feature is its rank)."""
         order = popular_order(popularity)
-        rank = np.empty(len(order), np.int64)
-        rank[order] = np.arange(len(order))
+        rank = _ranks(order)
         stage_order = stage_rank = None
         if stage_popularity is not None:
             stage_popularity = np.asarray(stage_popularity, dtype=np.float64)
@@ -194,7 +196,9 @@ class ItemSide:
             "cycle_days": unknown if cycle_days is None else cycle_days,
             "price": unknown if price is None else price,
             "item_repeat_rate": unknown if repeat_rate is None else repeat_rate,
-            "popularity_recent": unknown if popularity_recent is None else popularity_recent,
+            "popularity_recent_rank": unknown
+            if popularity_recent is None
+            else _ranks(popular_order(np.asarray(popularity_recent, dtype=np.float64))),
         }
         return cls(
             as_of_s,
@@ -215,6 +219,13 @@ class ItemSide:
             stage_rank,
             float(half_life_days),
         )
+
+
+def _ranks(order: np.ndarray) -> np.ndarray:
+    """Each item's position in ``order`` (items best first): the inverse permutation."""
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
 
 
 @dataclass(frozen=True)
