@@ -226,14 +226,12 @@ def test_the_recency_weighted_features_decay_to_the_clock() -> None:
     assert now[3][column["recent_basket_share"]] == pytest.approx(0.125)
     assert now[1][column["recent_basket_share"]] == 0.0
     for item, row in now.items():
-        assert row[column["customer_recent_orders"]] == 2.0
         # By the fortnight's buyers, ties by item: 0, 5, 3, 2, then 1 and 4.
         assert row[column["popularity_recent_rank"]] == [0, 4, 3, 2, 5, 1][item]
 
     later = features(items.as_of_s + 60 * DAY)
     assert later[0][column["recent_orders"]] == pytest.approx(0.75)
     assert later[3][column["recent_orders"]] == pytest.approx(0.125)
-    assert later[0][column["customer_recent_orders"]] == pytest.approx(1.0)
     assert later[0][column["recent_basket_share"]] == pytest.approx(0.75)
     # The fortnight's buyers are the item side's, whatever the clock.
     assert later[0][column["popularity_recent_rank"]] == 0
@@ -255,7 +253,6 @@ def test_unknown_traits_are_missing_values_and_propose_nothing() -> None:
         "item_repeat_rate",
         "recent_orders",
         "recent_basket_share",
-        "customer_recent_orders",
         "popularity_recent_rank",
     ):
         assert np.isnan(table.features[:, column[name]]).all()

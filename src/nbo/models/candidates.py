@@ -64,7 +64,6 @@ FEATURES = (
     "gaps_since_bought",
     "recent_orders",
     "recent_basket_share",
-    "customer_recent_orders",
     "popularity_recent_rank",
 )
 # The features of the item alone, and of the customer alone, among ``FEATURES``.
@@ -87,7 +86,6 @@ CUSTOMER_FEATURES = (
     "customer_repeat_share",
     "customer_baskets",
     "customer_gap_days",
-    "customer_recent_orders",
 )
 # Features that carry over between shops (shares and ratios rather than counts of one
 # shop): ``item_repeat_rate`` (the share of the item's buyers who bought it on two or more
@@ -98,9 +96,11 @@ CUSTOMER_FEATURES = (
 # have gone by without it). ``customer_baskets`` is their orders placed.
 # Recency-weighted (``nbo.data.history.RecentOrders``: an order weighs half as much every
 # ``ItemSide.half_life_days``): ``recent_orders`` (the customer's weighted orders that
-# held the item), ``customer_recent_orders`` (all their weighted orders) and
-# ``recent_basket_share`` (the one over the other: the item's share of their recent
-# baskets). ``popularity_recent_rank``: the item's rank by distinct buyers in the last
+# held the item) and ``recent_basket_share`` (that over all their weighted orders: the
+# item's share of their recent baskets). Their weighted orders alone are no feature: a
+# count of the customer orders no candidate against another, and with it the ranker of
+# a small shop's validation window lost to ItemKNN (tests/training/test_ranker.py's
+# weekly staple). ``popularity_recent_rank``: the item's rank by distinct buyers in the last
 # ``RECENT_POPULARITY_DAYS`` (0 = most bought; what is popular this fortnight, beside the
 # 90 days). A rank, not the count: the count follows how busy the shop was in each
 # training window, and as a count it cost the drifting small catalogue a tenth of its
@@ -683,10 +683,12 @@ def _stages(customers: CustomerSide) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _CustomerTraits:
-    """Per customer row: their stage, and their features (``CUSTOMER_FEATURES``)."""
+    """Per customer row: their stage, their features (``CUSTOMER_FEATURES``) and their
+    recency-weighted orders as of the clock (NaN = unknown)."""
 
     stage: np.ndarray
     features: np.ndarray  # customers x len(CUSTOMER_FEATURES), float64, NaN = unknown
+    recent_orders: np.ndarray
 
 
 def _traits_of(customers: CustomerSide, now_s: int, fade: float) -> _CustomerTraits:
@@ -726,9 +728,10 @@ def _traits_of(customers: CustomerSide, now_s: int, fade: float) -> _CustomerTra
         features[:, 7] = customers.baskets
     if customers.gap_days is not None:
         features[:, 8] = customers.gap_days
+    recent_orders = np.full(n_customers, np.nan)
     if customers.recent_orders is not None:
-        features[:, 9] = np.asarray(customers.recent_orders, dtype=np.float64) * fade
-    return _CustomerTraits(stage, features)
+        recent_orders = np.asarray(customers.recent_orders, dtype=np.float64) * fade
+    return _CustomerTraits(stage, features, recent_orders)
 
 
 def _rank_within(rows: np.ndarray, n_rows: int) -> np.ndarray:
@@ -865,7 +868,7 @@ def _pair_features(
         out[:, column["gaps_since_bought"]] = np.where(gap > 0, since / gap, np.nan)
         recent = proposals.bought_recent * fade
         out[:, column["recent_orders"]] = recent
-        weighted = of_customer[:, CUSTOMER_FEATURES.index("customer_recent_orders")]
+        weighted = traits.recent_orders[rows]
         out[:, column["recent_basket_share"]] = np.where(
             weighted > 0, np.minimum(recent / weighted, 1.0), np.nan
         )
