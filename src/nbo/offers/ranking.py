@@ -324,7 +324,7 @@ def _weighs_recency(model: ServingModel) -> bool:
     return (
         model.ranker is not None
         and model.item_side is not None
-        and (model.history_recent is not None)
+        and model.history_recent is not None
     )
 
 
