@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nbo.core.errors import ConfigError
+from nbo.models.candidates import HALF_LIFE_DAYS
 from nbo.models.cf import AlsParams
 from nbo.models.cycles import DEAD_TIME_QUANTILE, FLOOR_DAYS, MIN_REPEAT_RATE
 from nbo.offers.suppression import SuppressionWindow
@@ -150,6 +151,9 @@ class RankerConfig(BaseModel):
     # Past windows the ranker learns from, each a holdout before the one after it (as
     # many as the data holds, up to this): more labels, and habits seen at several dates.
     windows: int = Field(3, ge=1, le=12)
+    # Half-life (days) of the recency-weighted order counts among the ranker's features:
+    # an order weighs half as much this many days after it was placed.
+    half_life_days: float = Field(HALF_LIFE_DAYS, gt=0, le=3650)
 
 
 class TrainingConfig(BaseModel):

@@ -87,6 +87,7 @@ def publish_model(
             ranker=model.ranker,
             propensity=model.propensity,
             policy=model.policy,
+            recent=model.recent,
         )
         arrays, documents, files = parts.contents(
             orders=data.orders, send_hour_prior=model.lifecycle.send_hour_prior

@@ -31,7 +31,9 @@ from nbo.data.sparse import Rows, sparse_topk
 from nbo.models.candidates import (
     CATEGORICAL_FEATURES,
     FEATURES,
+    HALF_LIFE_DAYS,
     NO_STAGE,
+    RECENT_POPULARITY_DAYS,
     SOURCES,
     CandidateTable,
     CustomerSide,
@@ -119,6 +121,7 @@ def item_side(
     popularity_days: int | None,
     repurchase: Repurchase | None,
     facts: WindowFacts = WindowFacts(),
+    half_life_days: float = HALF_LIFE_DAYS,
 ) -> ItemSide:
     """The sources as known at the split's cutoff."""
     cutoff_s = cutoff_seconds(split)
@@ -137,6 +140,8 @@ def item_side(
         price=facts.price,
         stage_popularity=stage_popularity,
         repeat_rate=None if repurchase is None else repurchase.repeat_rate,
+        popularity_recent=popularity_scores(counts, last, cutoff_s, RECENT_POPULARITY_DAYS),
+        half_life_days=half_life_days,
     )
 
 
@@ -146,8 +151,12 @@ def customer_side(
     customers: np.ndarray,
     exclude: sp.csr_matrix | None,
     facts: WindowFacts = WindowFacts(),
+    half_life_days: float = HALF_LIFE_DAYS,
 ) -> CustomerSide:
+    """The ``customers`` (rows of the split's training side) as known at its cutoff:
+    their purchases before it, recency-weighted as of it, and their ``facts``."""
     traits = facts.traits
+    recent = split.train_lines.recent_orders(cutoff_seconds(split), half_life_days)
     return CustomerSide(
         np.asarray(als.user_factors)[customers],
         Rows.of(split.train.counts[customers].tocsr()),
@@ -158,6 +167,8 @@ def customer_side(
         monetary=None if traits is None else traits.monetary[customers],
         baskets=None if traits is None else traits.baskets[customers],
         gap_days=None if traits is None else traits.gap_days[customers],
+        recent=Rows.of(recent.pairs[customers].tocsr()),
+        recent_orders=recent.customers[customers],
     )
 
 
@@ -277,7 +288,7 @@ def ranker_recommender(
     call's candidate table, scores and chosen top k (for the contribution table)."""
 
     def recommend(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
-        side = customer_side(split, als, customers, exclude, facts)
+        side = customer_side(split, als, customers, exclude, facts, items.half_life_days)
         table = candidates(items, side, per_source)
         scores = np.asarray(booster.predict(table.features, num_threads=1))
         top = ranked_top(table, scores, len(customers), k)
@@ -349,8 +360,11 @@ def contributions(
     return out
 
 
-def booster_document(booster: lgb.Booster, per_source: int) -> dict[str, Any]:
-    """How the booster is described in the manifest."""
+def booster_document(
+    booster: lgb.Booster, per_source: int, half_life_days: float = HALF_LIFE_DAYS
+) -> dict[str, Any]:
+    """How the booster is described in the manifest (with the half-life its
+    recency-weighted features are decayed by: the service decays them the same way)."""
     gain = booster.feature_importance("gain")
     total = float(gain.sum()) or 1.0
     return {
@@ -358,6 +372,7 @@ def booster_document(booster: lgb.Booster, per_source: int) -> dict[str, Any]:
         "lightgbm_version": lightgbm_version(),
         "rounds": booster.current_iteration(),
         "per_source": per_source,
+        "half_life_days": half_life_days,
         "features": list(FEATURES),
         "importance": {
             name: round(float(value) / total, 4)
@@ -387,6 +402,7 @@ class RankerResult:
     training_customers: int = 0
     training_windows: int = 0
     per_source: int = 0
+    half_life_days: float = HALF_LIFE_DAYS
     # The sources as known at the cutoff and the customers' facts there (what a model
     # served at the cutoff is made of), and the window the booster was trained on (None
     # when there was none).
@@ -400,7 +416,7 @@ class RankerResult:
             return {"enabled": False, "reason": self.reason}
         return {
             "enabled": True,
-            **booster_document(self.booster, self.per_source),
+            **booster_document(self.booster, self.per_source, self.half_life_days),
             "trained_on": "the windows before the cutoff, each a holdout before the next "
             "(sources fitted before each)",
             "training_pairs": self.training_pairs,
@@ -424,6 +440,7 @@ class WindowSettings:
     neighbours: int
     enabled: bool = True
     windows: int = 1  # past windows stacked for the ranker's training data
+    half_life_days: float = HALF_LIFE_DAYS  # of the recency-weighted counts
 
     @classmethod
     def from_config(cls, config: TrainingConfig) -> WindowSettings:
@@ -438,6 +455,7 @@ class WindowSettings:
             config.ranker.neighbours,
             config.ranker.enabled,
             config.ranker.windows,
+            config.ranker.half_life_days,
         )
 
 
@@ -491,6 +509,7 @@ def earlier_window(
         settings.popularity_days,
         repurchase_of(earlier),
         facts,
+        settings.half_life_days,
     )
     return EarlierWindow(earlier, als_earlier, items, facts)
 
@@ -510,7 +529,7 @@ def training_window(
     customers = evaluation_customers(earlier, settings.max_customers, settings.seed)
     table = candidates(
         window.items,
-        customer_side(earlier, window.als, customers, None, facts),
+        customer_side(earlier, window.als, customers, None, facts, settings.half_life_days),
         settings.per_source,
     )
     labels = labels_of(table, earlier.truth_all[customers])
@@ -599,6 +618,7 @@ def evaluate_ranker(
         settings.popularity_days,
         repurchase_of(split),
         facts_now,
+        settings.half_life_days,
     )
     stages = None if facts_now.traits is None else facts_now.traits.stage
     singles = {
@@ -663,6 +683,7 @@ def evaluate_ranker(
         training_customers=len(np.unique(table.rows[labels])),
         training_windows=stacked,
         per_source=settings.per_source,
+        half_life_days=settings.half_life_days,
         items=now,
         facts=facts_now,
         window=window,
@@ -680,9 +701,12 @@ class ServedRanker:
     similarity: sp.csr_matrix  # ItemKNN, item x item
     popularity_before: np.ndarray  # popularity one window before the end (the trend)
     stage_popularity: np.ndarray  # popularity within each lifecycle stage
+    popularity_recent: np.ndarray  # distinct buyers in the last fortnight
 
     def arrays(self) -> dict[str, Any]:
-        return ranker_arrays(self.similarity, self.popularity_before, self.stage_popularity)
+        return ranker_arrays(
+            self.similarity, self.popularity_before, self.stage_popularity, self.popularity_recent
+        )
 
     def files(self) -> dict[str, bytes]:
         return {} if self.booster is None else ranker_file(self.booster)
@@ -708,4 +732,5 @@ def served_ranker(
         similarity,
         popularity_scores(history.counts, history.last_purchase, last_s - days * DAY, days),
         group_popularity(history.counts, stages, len(STAGES)),
+        popularity_scores(history.counts, history.last_purchase, last_s, RECENT_POPULARITY_DAYS),
     )

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
-from nbo.data.history import PurchaseHistory
+from nbo.data.history import PurchaseHistory, RecentOrders
 from nbo.models.candidates import stage_codes
 from nbo.models.cf import confidence_matrix, fit_als
 from nbo.models.cycles import Repurchase
@@ -53,6 +53,9 @@ class FinalModel:
     ranker: ServedRanker | None
     propensity: Propensity
     policy: str  # the candidate policy (``nbo.models.policy``)
+    # The customers' recency-weighted orders at the end of the data (the ranker's
+    # features); None unless the ranker is served.
+    recent: RecentOrders | None = None
 
     def section(self) -> dict[str, Any]:
         """The manifest's ``model`` section."""
@@ -95,7 +98,10 @@ def refit(
     with steps.step("lifecycle stages"):
         lifecycle = customer_lifecycle(data.orders, fitted.churn.model, config, data.end_s)
     ranker = None
+    recent = None
     policy = evaluation.policy.name
+    if policy == POLICY_RANKER:
+        recent = data.encoded.recent_orders(data.last_s, config.ranker.half_life_days)
     if policy in (POLICY_RANKER, POLICY_ITEMKNN):
         with steps.step("ranker sources (all data)"):
             ranker = served_ranker(
@@ -118,6 +124,7 @@ def refit(
         ranker=ranker,
         propensity=evaluation.propensity,
         policy=policy,
+        recent=recent,
     )
 
 

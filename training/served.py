@@ -37,7 +37,7 @@ from nbo.catalog.terms import Catalog
 from nbo.core import columns as col
 from nbo.core.vocabulary import STAGES
 from nbo.data.features import OrderTable
-from nbo.data.history import PurchaseHistory
+from nbo.data.history import PurchaseHistory, RecentOrders
 from nbo.data.sparse import Rows
 from nbo.evaluation.ranking_metrics import ranking_metrics
 from nbo.models.artifacts import load_artifact, write_artifact
@@ -92,6 +92,9 @@ class ServedParts:
     ranker: ServedRanker | None  # the booster (None: sources only) and its sources
     propensity: Propensity
     policy: str
+    # The customers' recency-weighted orders as of the end of ``history`` (the ranker's
+    # features); None when the policy reads none.
+    recent: RecentOrders | None = None
 
     def contents(
         self,
@@ -113,6 +116,7 @@ class ServedParts:
             orders=orders,
             item_price=self.item_price,
             send_hour_prior=send_hour_prior,
+            recent=self.recent,
         )
         files: dict[str, bytes] = {}
         if self.ranker is not None:
@@ -180,6 +184,7 @@ def cutoff_parts(
         ranker=sources,
         propensity=propensity,
         policy=policy,
+        recent=split.train_lines.recent_orders(at.cutoff_s, config.ranker.half_life_days),
     )
 
 
@@ -202,6 +207,7 @@ def served_model(at: Cutoff, config: TrainingConfig, propensity: Propensity) -> 
             "enabled": at.ranker.booster is not None,
             "lightgbm_version": lightgbm_version(),
             "per_source": config.ranker.per_source,
+            "half_life_days": config.ranker.half_life_days,
         },
         SECTION: {"name": policy},
     }

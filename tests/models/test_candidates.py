@@ -194,6 +194,49 @@ def test_the_features_that_carry_over_between_shops() -> None:
     assert (lone.features[:, column["basket_share"]] <= 1.0).all()
 
 
+def test_the_recency_weighted_features_decay_to_the_clock() -> None:
+    """Hand-built: the customer's weighted orders of items 0 and 3 and in all, as of the
+    item side's moment; asked 60 days later (the half-life) every count halves and the
+    shares stay."""
+    base = tiny_items()
+    items = ItemSide.build(
+        base.as_of_s,
+        base.item_factors,
+        base.similarity,
+        base.popularity,
+        base.popularity_before,
+        base.cycle_days,
+        popularity_recent=np.array([4.0, 0.0, 1.0, 2.0, 0.0, 3.0]),
+        half_life_days=60.0,
+    )
+    bought = customer({0: (3, 90), 3: (1, 50)}, [1.0, 0.0])
+    weighted = sp.csr_matrix(([1.5, 0.25], [0, 3], [0, 2]), shape=(1, 6))
+    side = dataclasses.replace(bought, recent=Rows.of(weighted), recent_orders=np.array([2.0]))
+    column = {name: n for n, name in enumerate(FEATURES)}
+
+    def features(as_of_s: int) -> dict[int, np.ndarray]:
+        table = candidates(items, side, 6, as_of_s=as_of_s)
+        return {int(item): table.features[n] for n, item in enumerate(table.items)}
+
+    now = features(items.as_of_s)
+    assert now[0][column["recent_orders"]] == 1.5
+    assert now[3][column["recent_orders"]] == 0.25
+    assert now[1][column["recent_orders"]] == 0.0  # never bought
+    assert now[0][column["recent_basket_share"]] == pytest.approx(0.75)
+    assert now[3][column["recent_basket_share"]] == pytest.approx(0.125)
+    assert now[1][column["recent_basket_share"]] == 0.0
+    for item, row in now.items():
+        # By the fortnight's buyers, ties by item: 0, 5, 3, 2, then 1 and 4.
+        assert row[column["popularity_recent_rank"]] == [0, 4, 3, 2, 5, 1][item]
+
+    later = features(items.as_of_s + 60 * DAY)
+    assert later[0][column["recent_orders"]] == pytest.approx(0.75)
+    assert later[3][column["recent_orders"]] == pytest.approx(0.125)
+    assert later[0][column["recent_basket_share"]] == pytest.approx(0.75)
+    # The fortnight's buyers are the item side's, whatever the clock.
+    assert later[0][column["popularity_recent_rank"]] == 0
+
+
 def test_unknown_traits_are_missing_values_and_propose_nothing() -> None:
     table = candidates(staged_items(), customer({0: (3, 90)}, [1.0, 0.0]), 1)
     column = {name: n for n, name in enumerate(FEATURES)}
@@ -208,6 +251,9 @@ def test_unknown_traits_are_missing_values_and_propose_nothing() -> None:
         "basket_share",
         "gaps_since_bought",
         "item_repeat_rate",
+        "recent_orders",
+        "recent_basket_share",
+        "popularity_recent_rank",
     ):
         assert np.isnan(table.features[:, column[name]]).all()
 

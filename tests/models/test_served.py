@@ -7,6 +7,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import pytest
 from support import small_training_config
@@ -14,6 +15,8 @@ from support import small_training_config
 from nbo.core.errors import ArtifactError
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import load_artifact, write_artifact
+from nbo.models.candidates import FEATURES, ITEM_FEATURES
+from nbo.models.popularity import popular_order
 from nbo.models.served import load_serving_model
 from training import publish
 from training.pipeline import TrainResult, train
@@ -49,6 +52,17 @@ def test_serving_model_scores_equal_the_in_memory_model(
     assert np.array_equal(model.history_confidence, captured["history_confidence"])
     assert np.array_equal(model.history_last_purchase, captured["history_last_purchase"])
     assert np.array_equal(model.popularity, captured["popularity"])
+    # The recency-weighted orders (per history entry and per customer), the fortnight's
+    # buyers and the half-life the ranker's features are decayed by.
+    assert model.history_recent is not None and model.customer_recent is not None
+    assert np.array_equal(model.history_recent, captured["history_recent"])
+    assert np.array_equal(model.customer_recent, captured["customer_recent_orders"])
+    assert len(model.history_recent) == len(model.history_items)
+    assert (model.history_recent > 0).all()
+    assert model.item_side is not None
+    recent_rank = model.item_side.item_features[:, ITEM_FEATURES.index("popularity_recent_rank")]
+    assert np.array_equal(recent_rank, np.argsort(popular_order(captured["popularity_recent"])))
+    assert model.item_side.half_life_days == result.manifest["ranker"]["half_life_days"] == 60.0
     # Hyperparameters come back from the manifest.
     assert model.als.factors == 8
     assert model.als.regularization == pytest.approx(0.1)
@@ -100,6 +114,30 @@ def test_serving_model_refuses_inconsistent_arrays(tmp_path: Path, trained: Trai
     assert "history rows = customers" in str(caught.value)
 
 
+def test_serving_model_refuses_recent_orders_that_do_not_fit(
+    tmp_path: Path, trained: TrainResult
+) -> None:
+    """The recency-weighted orders come both or none, one per history entry and one per
+    customer."""
+    assert trained.path is not None
+    source = load_artifact(trained.path.parent, trained.version, mmap=False)
+    for name, change in (
+        ("history_recent", lambda a: a[:-1]),
+        ("customer_recent_orders", lambda a: a[:-1]),
+        ("customer_recent_orders", None),
+    ):
+        arrays = dict(source.arrays)
+        if change is None:
+            del arrays[name]
+        else:
+            arrays[name] = change(np.asarray(arrays[name]))
+        models = tmp_path / f"models-{name}-{change is None}"
+        write_artifact(models, "bad", arrays, {}, source.manifest, {})
+
+        with pytest.raises(ArtifactError, match=r"inconsistent arrays .*history_recent"):
+            load_serving_model(models)
+
+
 def test_forget_makes_a_customer_unknown_and_leaves_the_others(models_dir: Path) -> None:
     model = load_serving_model(models_dir)
     rows = len(model.customers)
@@ -109,3 +147,43 @@ def test_forget_makes_a_customer_unknown_and_leaves_the_others(models_dir: Path)
     assert model.customers.to_index(["a01", "b00"]).tolist() == [-1, b00]
     assert model.forget("a01") is False and model.forget("nobody") is False
     assert len(model.customers) == rows  # rows stay in place (unreachable), nothing moves
+
+
+def test_a_booster_of_other_features_is_refused_with_the_reason(
+    tmp_path: Path, trained: TrainResult
+) -> None:
+    """An artifact whose booster reads the features of an older nbo (here: without the
+    recency-weighted ones) and none of their arrays is refused by the feature names,
+    with what to do, not served with features in the wrong columns."""
+    assert trained.path is not None
+    source = load_artifact(trained.path.parent, trained.version, mmap=False)
+    older = [name for name in FEATURES if "recent" not in name]
+    rng = np.random.default_rng(0)
+    booster = lgb.train(
+        {"objective": "lambdarank", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 2},
+        lgb.Dataset(
+            rng.normal(size=(40, len(older))),
+            label=rng.integers(0, 2, 40),
+            group=[10] * 4,
+            feature_name=older,
+        ),
+        num_boost_round=2,
+    )
+    arrays = {
+        name: array
+        for name, array in source.arrays.items()
+        if name not in ("history_recent", "customer_recent_orders", "popularity_recent")
+    }
+    files = {
+        path.name: path.read_bytes()
+        for path in source.files.values()
+        if path.suffix not in (".npy", ".json")
+    }
+    files["ranker.txt"] = booster.model_to_string().encode("utf-8")
+    models = tmp_path / "models"
+    write_artifact(models, "older", arrays, source.documents, source.manifest, files)
+
+    with pytest.raises(ArtifactError, match="retrain with this version of nbo") as caught:
+        load_serving_model(models)
+
+    assert "recent_orders" in str(caught.value) and "expects features" in str(caught.value)

@@ -381,3 +381,47 @@ def test_explanations_are_worked_out_once_when_first_read(
     for column in ("source", "because", "orders", "text"):
         assert getattr(table.explanations, column).tolist() == getattr(again, column).tolist()
     assert sources[2] and set(sources[2]) == {SOURCE_POPULAR}
+
+
+def test_posted_orders_add_to_the_recency_weighted_counts(
+    served: ServingModel, planted_purchases: pd.DataFrame
+) -> None:
+    """The artifact holds each customer's weighted orders as of the end of the training
+    data (each order halved every 60 days, computed here from the planted lines); an
+    order posted since adds its weight there, and one the model already has adds
+    nothing."""
+    assert served.item_side is not None and served.item_side.half_life_days == 60.0
+    until = served.trained_until_s
+    mine = planted_purchases[planted_purchases["customer_id"] == "a00"]
+    age_days = (until - to_unix_seconds(mine["timestamp"])) / DAY
+    weight = pd.Series(0.5 ** (age_days / 60.0), index=mine.index)
+    expected = weight.groupby(mine["item_id"]).sum().to_dict()
+
+    history = customer_history(served, "a00")
+    assert history.recent is not None and history.recent_orders is not None
+    trained = dict(zip(served.items.external(history.items), history.recent.tolist(), strict=True))
+    assert trained == pytest.approx(expected)
+    assert history.recent_orders == pytest.approx(weight.sum())  # one item per order
+
+    # Thirty days after the end: one order of an item a00 has and one they have not; and
+    # a line dated before the end, already in the model.
+    a_item, new_item = str(mine["item_id"].iloc[0]), "B09"
+    later = until + 30 * DAY
+    news = [
+        posted(a_item, later, "n1"),
+        posted(new_item, later, "n1"),
+        posted(a_item, until - DAY, "old"),
+    ]
+    merged = customer_history(served, "a00", news)
+    assert merged.recent is not None and merged.recent_orders is not None
+    now = dict(zip(served.items.external(merged.items), merged.recent.tolist(), strict=True))
+    # As of the end, an order placed 30 days later weighs 2 ** (30 / 60).
+    assert now[a_item] == pytest.approx(expected[a_item] + 2**0.5)
+    assert now[new_item] == pytest.approx(2**0.5)
+    assert merged.recent_orders == pytest.approx(weight.sum() + 2**0.5)  # one new order
+
+    # A customer the model does not know: every posted order counts.
+    fresh = customer_history(served, UNKNOWN, [posted(new_item, until - 60 * DAY, "f1")])
+    assert fresh.recent is not None
+    assert fresh.recent.tolist() == pytest.approx([0.5])
+    assert fresh.recent_orders == pytest.approx(0.5)

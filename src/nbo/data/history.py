@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from nbo.core import columns as col
 from nbo.core.ids import IdMap
+from nbo.core.vocabulary import DAY
 
 
 @dataclass
@@ -91,6 +92,45 @@ class EncodedPurchases:
             self.customer, self.item, self.order, self.time, (len(self.customers), len(self.items))
         )
         return PurchaseHistory(self.customers, self.items, counts, last)
+
+    def recent_orders(self, as_of_s: int, half_life_days: float) -> RecentOrders:
+        """The lines' recency-weighted order counts as of ``as_of_s`` (``RecentOrders``)."""
+        pairs, customers = aggregate_recent(
+            self.customer,
+            self.item,
+            self.order,
+            self.time,
+            (len(self.customers), len(self.items)),
+            as_of_s,
+            half_life_days,
+        )
+        return RecentOrders(as_of_s, half_life_days, pairs, customers)
+
+
+def decay(elapsed_s: np.ndarray | float, half_life_days: float) -> np.ndarray:
+    """The weight, after ``elapsed_s`` seconds, of an order that weighed 1: halved every
+    ``half_life_days``. Negative ``elapsed_s`` (a moment after the one decayed to) weighs
+    more than 1, so a sum of weights as of one moment is carried to another by one
+    multiplication: value(t) = value(t0) * decay(t - t0)."""
+    return np.exp2(-np.asarray(elapsed_s, dtype=np.float64) / (half_life_days * DAY))
+
+
+@dataclass(frozen=True)
+class RecentOrders:
+    """Recency-weighted order counts as of ``as_of_s``: each order weighs 1 when placed
+    and half as much every ``half_life_days`` after, so what a customer buys lately
+    outweighs what they bought years ago, and a count is updated by decaying it
+    (``decay``) and adding the orders placed since, never by recounting.
+
+    ``pairs``: per (customer, item), the weighted orders that held the item (the
+    sparsity pattern of ``aggregate``'s counts for the same lines); ``customers``: per
+    customer, their weighted orders.
+    """
+
+    as_of_s: int
+    half_life_days: float
+    pairs: sp.csr_matrix
+    customers: np.ndarray
 
 
 def to_unix_seconds(timestamps: pd.Series) -> np.ndarray:
@@ -196,3 +236,46 @@ def aggregate(
     count_matrix = sp.csr_matrix((counts, columns, indptr), shape=shape)
     last_matrix = sp.csr_matrix((last.astype(np.int64), columns.copy(), indptr.copy()), shape=shape)
     return count_matrix, last_matrix
+
+
+def aggregate_recent(
+    customer: np.ndarray,
+    item: np.ndarray,
+    order: np.ndarray,
+    time: np.ndarray,
+    shape: tuple[int, int],
+    as_of_s: int,
+    half_life_days: float,
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """(recency-weighted orders per pair, the same per customer) as of ``as_of_s``: an
+    order placed at ``t`` (its first line's time) weighs ``decay(as_of_s - t)``. The
+    pairs' matrix has ``aggregate``'s sparsity pattern for the same lines."""
+    n_rows, n_items = shape
+    if len(customer) == 0:
+        return sp.csr_matrix(shape, dtype=np.float64), np.zeros(n_rows)
+    pair = customer.astype(np.int64) * n_items + item.astype(np.int64)
+    ordering = np.lexsort((time, order, pair))
+    pair, order, time = pair[ordering], order[ordering], time[ordering]
+    first = np.empty(len(pair), dtype=bool)
+    first[0] = True
+    first[1:] = (pair[1:] != pair[:-1]) | (order[1:] != order[:-1])
+    weight = np.where(first, decay(as_of_s - time, half_life_days), 0.0)
+    starts = np.flatnonzero(np.concatenate([[True], pair[1:] != pair[:-1]]))
+    pairs = pair[starts]
+    rows = pairs // n_items
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    matrix = sp.csr_matrix(
+        (np.add.reduceat(weight, starts), (pairs % n_items).astype(np.int32), indptr),
+        shape=shape,
+    )
+    # Per customer: each order once, at its first line's time.
+    by_order = np.lexsort((time, order, customer[ordering]))
+    owner, placed, when = customer[ordering][by_order], order[by_order], time[by_order]
+    new = np.empty(len(owner), dtype=bool)
+    new[0] = True
+    new[1:] = (owner[1:] != owner[:-1]) | (placed[1:] != placed[:-1])
+    per_customer = np.bincount(
+        owner[new], weights=decay(as_of_s - when[new], half_life_days), minlength=n_rows
+    )
+    return matrix, per_customer

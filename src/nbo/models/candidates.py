@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from implicit.cpu.topk import topk
 
 from nbo.core.vocabulary import DAY, STAGES
+from nbo.data.history import decay
 from nbo.data.sparse import RowIndices, Rows, padded_rows
 from nbo.models.cf import real_candidates
 from nbo.models.popularity import popular_order
@@ -61,6 +62,9 @@ FEATURES = (
     "customer_gap_days",
     "basket_share",
     "gaps_since_bought",
+    "recent_orders",
+    "recent_basket_share",
+    "popularity_recent_rank",
 )
 # The features of the item alone, and of the customer alone, among ``FEATURES``.
 ITEM_FEATURES = (
@@ -70,6 +74,7 @@ ITEM_FEATURES = (
     "cycle_days",
     "price",
     "item_repeat_rate",
+    "popularity_recent_rank",
 )
 CUSTOMER_FEATURES = (
     "customer_orders",
@@ -89,6 +94,17 @@ CUSTOMER_FEATURES = (
 # (the share of their orders that held the item) and ``gaps_since_bought`` (days since
 # they bought the item over their own mean gap between orders: how many of their orders
 # have gone by without it). ``customer_baskets`` is their orders placed.
+# Recency-weighted (``nbo.data.history.RecentOrders``: an order weighs half as much every
+# ``ItemSide.half_life_days``): ``recent_orders`` (the customer's weighted orders that
+# held the item) and ``recent_basket_share`` (that over all their weighted orders: the
+# item's share of their recent baskets). Their weighted orders alone are no feature: a
+# count of the customer orders no candidate against another, and with it the ranker of
+# a small shop's validation window lost to ItemKNN (tests/training/test_ranker.py's
+# weekly staple). ``popularity_recent_rank``: the item's rank by distinct buyers in the last
+# ``RECENT_POPULARITY_DAYS`` (0 = most bought; what is popular this fortnight, beside the
+# 90 days). A rank, not the count: the count follows how busy the shop was in each
+# training window, and as a count it cost the drifting small catalogue a tenth of its
+# served NDCG@10 (as a rank it gained; docs/training.md, "What each change bought").
 # ``customer_stage`` is a category (an index into ``STAGES``), not an amount.
 CATEGORICAL_FEATURES = ("customer_stage",)
 NO_STAGE = -1
@@ -96,6 +112,10 @@ NO_STAGE = -1
 # most: what they buy now says more than what they bought years ago, and a wholesaler's
 # thousand items would otherwise cost a thousand neighbour lists per request.
 KNN_BASIS = 30
+# The short popularity window of ``popularity_recent`` (days), and the default half-life
+# of the recency-weighted counts (days).
+RECENT_POPULARITY_DAYS = 14
+HALF_LIFE_DAYS = 60.0
 STAGE_CODE: dict[str, int] = {name: code for code, name in enumerate(STAGES)}
 _COLUMN = {name: n for n, name in enumerate(FEATURES)}
 _ITEM_COLUMNS = [_COLUMN[name] for name in ITEM_FEATURES]
@@ -130,6 +150,8 @@ class ItemSide:
     stage_popularity: np.ndarray | None = None
     stage_popular_order: np.ndarray | None = None
     stage_popular_rank: np.ndarray | None = None
+    # The half-life of the customers' recency-weighted counts (``CustomerSide.recent``).
+    half_life_days: float = HALF_LIFE_DAYS
 
     @classmethod
     def build(
@@ -143,12 +165,15 @@ class ItemSide:
         price: np.ndarray | None = None,
         stage_popularity: np.ndarray | None = None,
         repeat_rate: np.ndarray | None = None,
+        popularity_recent: np.ndarray | None = None,
+        half_life_days: float = HALF_LIFE_DAYS,
     ) -> ItemSide:
         """``repeat_rate``: per item, the share of its buyers who bought it on two or
-        more days (``nbo.models.cycles.Repurchase``; None or NaN = unknown)."""
+        more days (``nbo.models.cycles.Repurchase``; None or NaN = unknown);
+        ``popularity_recent``: its distinct buyers in the last ``RECENT_POPULARITY_DAYS``
+        (None = unknown; the feature is its rank)."""
         order = popular_order(popularity)
-        rank = np.empty(len(order), np.int64)
-        rank[order] = np.arange(len(order))
+        rank = _ranks(order)
         stage_order = stage_rank = None
         if stage_popularity is not None:
             stage_popularity = np.asarray(stage_popularity, dtype=np.float64)
@@ -169,6 +194,9 @@ class ItemSide:
             "cycle_days": unknown if cycle_days is None else cycle_days,
             "price": unknown if price is None else price,
             "item_repeat_rate": unknown if repeat_rate is None else repeat_rate,
+            "popularity_recent_rank": unknown
+            if popularity_recent is None
+            else _ranks(popular_order(np.asarray(popularity_recent, dtype=np.float64))),
         }
         return cls(
             as_of_s,
@@ -187,7 +215,15 @@ class ItemSide:
             stage_popularity,
             stage_order,
             stage_rank,
+            float(half_life_days),
         )
+
+
+def _ranks(order: np.ndarray) -> np.ndarray:
+    """Each item's position in ``order`` (items best first): the inverse permutation."""
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
 
 
 @dataclass(frozen=True)
@@ -208,6 +244,11 @@ class CustomerSide:
     # days between two of them (NaN with fewer than two orders).
     baskets: np.ndarray | None = None
     gap_days: np.ndarray | None = None
+    # Recency-weighted orders as of the item side's moment (``ItemSide.as_of_s``; the
+    # features decay them to the clock): per (customer, item), with ``counts``' pattern,
+    # and per customer (``nbo.data.history.RecentOrders``). None = unknown.
+    recent: Rows | None = None
+    recent_orders: np.ndarray | None = None
 
 
 def stage_codes(stages: np.ndarray) -> np.ndarray:
@@ -256,8 +297,10 @@ def candidates(
     factors = np.asarray(customers.user_factors, dtype=np.float32)
     parts = [_propose(block) for block in _blocks(items, customers, per_source)]
     proposals = parts[0] if len(parts) == 1 else _Proposals.concatenate(parts)
-    traits = _traits_of(customers, now_s)
-    features = _pair_features(items, now_s, proposals, factors, traits)
+    # The recency-weighted counts, carried from the item side's moment to the clock.
+    fade = float(decay(now_s - items.as_of_s, items.half_life_days))
+    traits = _traits_of(customers, now_s, fade)
+    features = _pair_features(items, now_s, proposals, factors, traits, fade)
     return CandidateTable(proposals.rows, proposals.items, features, proposals.flags)
 
 
@@ -328,6 +371,9 @@ class _Proposals:
     knn_rank: np.ndarray  # NaN where ItemKNN did not propose it
     bought: np.ndarray  # the customer's orders of the item (0 = never)
     bought_last: np.ndarray  # their last purchase of it (unix s; 0 = never)
+    # Their recency-weighted orders of it as of the item side's moment (0 = never, NaN =
+    # unknown).
+    bought_recent: np.ndarray
 
     @classmethod
     def concatenate(cls, parts: list[_Proposals]) -> _Proposals:
@@ -338,6 +384,7 @@ class _Proposals:
                 empty,
                 empty,
                 np.empty((0, len(SOURCES)), bool),
+                nothing,
                 nothing,
                 nothing,
                 nothing,
@@ -383,6 +430,7 @@ class _Block:
     history_counts: np.ndarray
     history_last: np.ndarray
     history_keys: np.ndarray
+    history_recent: np.ndarray | None  # recency-weighted orders (None = unknown)
     banned: np.ndarray  # one flag per cell: excluded
     banned_sheet: np.ndarray  # the same, rows x catalogue
     banned_keys: np.ndarray
@@ -401,6 +449,7 @@ class _Block:
         n_rows = end - start
         n_popular = max(10, n // 5)
         counts, last, exclude = customers.counts, customers.last, customers.exclude
+        recent = customers.recent
         local = np.arange(n_rows, dtype=np.int64)
         indptr = counts.indptr[start : end + 1]
         lo, hi = indptr[0], indptr[-1]
@@ -436,6 +485,7 @@ class _Block:
             np.asarray(counts.data[lo:hi], dtype=np.float64),
             np.asarray(last.data[lo:hi], dtype=np.float64),
             history_rows * n_items + history_items,
+            None if recent is None else np.asarray(recent.data[lo:hi], dtype=np.float64),
             banned,
             banned.reshape(n_rows, n_items),
             banned_keys,
@@ -593,11 +643,15 @@ def _propose(block: _Block) -> _Proposals:
     history_keys = block.history_keys
     bought = np.zeros(len(union))
     bought_last = np.zeros(len(union))
+    recent = block.history_recent
+    bought_recent = np.full(len(union), np.nan) if recent is None else np.zeros(len(union))
     if len(union):
         at = np.minimum(union.searchsorted(history_keys), len(union) - 1)
         found = union[at] == history_keys
         bought[at[found]] = block.history_counts[found]
         bought_last[at[found]] = block.history_last[found]
+        if recent is not None:
+            bought_recent[at[found]] = recent[found]
     return _Proposals(
         union // n_items + block.start,
         union % n_items,
@@ -607,6 +661,7 @@ def _propose(block: _Block) -> _Proposals:
         knn_rank,
         bought,
         bought_last,
+        bought_recent,
     )
 
 
@@ -634,16 +689,19 @@ def _stages(customers: CustomerSide) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _CustomerTraits:
-    """Per customer row: their stage, and their features (``CUSTOMER_FEATURES``)."""
+    """Per customer row: their stage, their features (``CUSTOMER_FEATURES``) and their
+    recency-weighted orders as of the clock (NaN = unknown)."""
 
     stage: np.ndarray
     features: np.ndarray  # customers x len(CUSTOMER_FEATURES), float64, NaN = unknown
+    recent_orders: np.ndarray
 
 
-def _traits_of(customers: CustomerSide, now_s: int) -> _CustomerTraits:
+def _traits_of(customers: CustomerSide, now_s: int, fade: float) -> _CustomerTraits:
     """Per customer row: orders, distinct items, days since the last purchase (NaN
     without one), value, stage (NaN = unknown), churn risk, the share of their items
-    bought in two or more orders, orders placed and mean days between orders, as of
+    bought in two or more orders, orders placed, mean days between orders and
+    recency-weighted orders (times ``fade``, which carries them to the clock), as of
     ``now_s``."""
     counts, last = customers.counts, customers.last
     n_customers = counts.shape[0]
@@ -676,7 +734,10 @@ def _traits_of(customers: CustomerSide, now_s: int) -> _CustomerTraits:
         features[:, 7] = customers.baskets
     if customers.gap_days is not None:
         features[:, 8] = customers.gap_days
-    return _CustomerTraits(stage, features)
+    recent_orders = np.full(n_customers, np.nan)
+    if customers.recent_orders is not None:
+        recent_orders = np.asarray(customers.recent_orders, dtype=np.float64) * fade
+    return _CustomerTraits(stage, features, recent_orders)
 
 
 def _rank_within(rows: np.ndarray, n_rows: int) -> np.ndarray:
@@ -784,8 +845,10 @@ def _pair_features(
     proposals: _Proposals,
     factors: np.ndarray,
     traits: _CustomerTraits,
+    fade: float,
 ) -> np.ndarray:
-    """The features of every candidate pair (``FEATURES`` order)."""
+    """The features of every candidate pair (``FEATURES`` order); ``fade`` carries the
+    recency-weighted counts from the item side's moment to ``now_s``."""
     rows, chosen = proposals.rows, proposals.items
     bought, bought_last = proposals.bought, proposals.bought_last
     # Column-major: each feature is written as one contiguous run.
@@ -814,6 +877,12 @@ def _pair_features(
             baskets > 0, np.minimum(bought / baskets, 1.0), np.nan
         )
         out[:, column["gaps_since_bought"]] = np.where(gap > 0, since / gap, np.nan)
+        recent = proposals.bought_recent * fade
+        out[:, column["recent_orders"]] = recent
+        weighted = traits.recent_orders[rows]
+        out[:, column["recent_basket_share"]] = np.where(
+            weighted > 0, np.minimum(recent / weighted, 1.0), np.nan
+        )
     if items.stage_popularity is not None and items.stage_popular_rank is not None:
         stage = traits.stage[rows]
         staged = (stage != NO_STAGE).nonzero()[0]

@@ -2,7 +2,9 @@
 
 What the candidate sources (``nbo.models.candidates``) need at serving besides the ALS
 model: the ItemKNN similarity (three CSR arrays), popularity in the window before the
-recent one (for the trend), the popularity within each lifecycle stage, and the booster.
+recent one (for the trend) and in the last fortnight, the popularity within each
+lifecycle stage, the half-life of the recency-weighted counts (the manifest's ``ranker``
+section) and the booster.
 The booster file is LightGBM's documented text model (no pickle); loading checks its
 checksum (the artifact does), LightGBM's major version and the feature names.
 """
@@ -22,12 +24,13 @@ import scipy.sparse as sp
 from nbo.core.errors import ArtifactError
 from nbo.core.vocabulary import STAGES
 from nbo.models.artifacts import Artifact
-from nbo.models.candidates import FEATURES
+from nbo.models.candidates import FEATURES, HALF_LIFE_DAYS
 
 RANKER_FILE = "ranker.txt"
 KNN_ARRAYS = ("knn_indptr", "knn_indices", "knn_data")
 POPULARITY_BEFORE = "popularity_before"
 STAGE_POPULARITY = "stage_popularity"
+POPULARITY_RECENT = "popularity_recent"
 
 
 class RankerScorer:
@@ -116,10 +119,17 @@ class LoadedRanker:
     similarity: sp.csr_matrix
     popularity_before: np.ndarray
     stage_popularity: np.ndarray  # len(STAGES) x items
+    # Distinct buyers per item in the last fortnight; None in artifacts from before it
+    # (which serve no booster that reads it: their feature names differ).
+    popularity_recent: np.ndarray | None = None
+    half_life_days: float = HALF_LIFE_DAYS
 
 
 def ranker_arrays(
-    similarity: sp.csr_matrix, popularity_before: np.ndarray, stage_popularity: np.ndarray
+    similarity: sp.csr_matrix,
+    popularity_before: np.ndarray,
+    stage_popularity: np.ndarray,
+    popularity_recent: np.ndarray,
 ) -> dict[str, Any]:
     similarity = similarity.tocsr()
     return {
@@ -128,6 +138,7 @@ def ranker_arrays(
         "knn_data": similarity.data.astype(np.float32),
         POPULARITY_BEFORE: np.asarray(popularity_before, dtype=np.float32),
         STAGE_POPULARITY: np.asarray(stage_popularity, dtype=np.float32),
+        POPULARITY_RECENT: np.asarray(popularity_recent, dtype=np.float32),
     }
 
 
@@ -157,9 +168,16 @@ def load_ranker(artifact: Artifact, n_items: int, booster: bool) -> LoadedRanker
             f"{where}: missing {[RANKER_FILE, *missing] if booster and path is None else missing}"
         )
     scorer = None
+    recent = artifact.arrays.get(POPULARITY_RECENT)
     if booster:
         assert path is not None
         scorer = _load_scorer(section, path, where)
+        # (Checked after the features: an older booster is refused by their names.)
+        if recent is None:
+            raise ArtifactError(f"{where}: missing {[POPULARITY_RECENT]}")
+    half_life = float(section.get("half_life_days", HALF_LIFE_DAYS))
+    if not half_life > 0:
+        raise ArtifactError(f"{where}: half_life_days must be positive, got {half_life}")
     indptr, indices, data = (np.asarray(artifact.arrays[name]) for name in KNN_ARRAYS)
     before = np.asarray(artifact.arrays[POPULARITY_BEFORE], dtype=np.float64)
     by_stage = np.asarray(artifact.arrays[STAGE_POPULARITY], dtype=np.float64)
@@ -168,10 +186,18 @@ def load_ranker(artifact: Artifact, n_items: int, booster: bool) -> LoadedRanker
         or len(before) != n_items
         or len(indices) != len(data)
         or by_stage.shape != (len(STAGES), n_items)
+        or (recent is not None and len(recent) != n_items)
     ):
         raise ArtifactError(f"{where}: similarity or popularity arrays do not fit {n_items} items")
     similarity = sp.csr_matrix((data, indices, indptr), shape=(n_items, n_items))
-    return LoadedRanker(scorer, similarity, before, by_stage)
+    return LoadedRanker(
+        scorer,
+        similarity,
+        before,
+        by_stage,
+        None if recent is None else np.asarray(recent, dtype=np.float64),
+        half_life,
+    )
 
 
 def _load_scorer(section: dict[str, Any], path: Path, where: str) -> RankerScorer:

@@ -19,7 +19,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 from nbo.core.errors import ArtifactError
 from nbo.core.ids import IdMap
 from nbo.data.features import OrderTable
-from nbo.data.history import PurchaseHistory
+from nbo.data.history import PurchaseHistory, RecentOrders
 from nbo.models.artifacts import Artifact, load_artifact
 from nbo.models.candidates import ItemSide
 from nbo.models.cf import AlsExplainer, AlsParams, als_from_factors
@@ -61,6 +61,10 @@ REBOUGHT_ARRAY = "repurchase_rebought"
 REPEAT_RATE_ARRAY = "item_repeat_rate"
 ITEM_PRICE_ARRAY = "item_price"
 SEND_HOUR_PRIOR_ARRAY = "send_hour_prior"
+# Recency-weighted orders as of the end of the training data (``RecentOrders``): per
+# (customer, item), aligned with the history, and per customer. Both or none.
+HISTORY_RECENT_ARRAY = "history_recent"
+CUSTOMER_RECENT_ARRAY = "customer_recent_orders"
 # (The order table's arrays are named in ``nbo.data.features.ORDER_ARRAYS``.)
 
 
@@ -96,6 +100,11 @@ class ServingModel:
     orders: OrderTable | None = None
     # Median unit price per item (NaN where unknown); None for artifacts without it.
     item_price: np.ndarray | None = None
+    # Recency-weighted orders as of ``trained_until_s``, per history entry and per
+    # customer (the ranker's features decay them to the clock); None for artifacts
+    # without them.
+    history_recent: np.ndarray | None = None
+    customer_recent: np.ndarray | None = None
     # Median value of one purchase line; None when the training data had no prices.
     typical_line_value: float | None = None
     # The churn model; None when the artifact has none (data too short, or older).
@@ -207,6 +216,14 @@ class ServingModel:
         start, end = self.indptr[customer], self.indptr[customer + 1]
         return self.history_counts[start:end]
 
+    def recent_of(self, customer: int) -> tuple[np.ndarray, float] | None:
+        """Recency-weighted orders of a known customer as of ``trained_until_s``: per
+        item (aligned with ``history_of``) and in all; None when the model has none."""
+        if self.history_recent is None or self.customer_recent is None:
+            return None
+        start, end = self.indptr[customer], self.indptr[customer + 1]
+        return self.history_recent[start:end], float(self.customer_recent[customer])
+
     def history_of(self, customer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(items, confidences, last purchase seconds) of a known customer."""
         start, end = self.indptr[customer], self.indptr[customer + 1]
@@ -227,12 +244,14 @@ def model_arrays(
     orders: OrderTable | None = None,
     item_price: np.ndarray | None = None,
     send_hour_prior: np.ndarray | None = None,
+    recent: RecentOrders | None = None,
 ) -> dict[str, np.ndarray]:
     """The arrays of an artifact, in the shape ``load_serving_model`` expects.
 
     Optional: ``repurchase`` (per item: cycles, dead times, rebought, repeat rates),
-    ``orders`` (per customer of ``history``), ``item_price`` (per item, NaN = unknown) and
-    ``send_hour_prior`` (168 shares).
+    ``orders`` (per customer of ``history``), ``item_price`` (per item, NaN = unknown),
+    ``send_hour_prior`` (168 shares) and ``recent`` (recency-weighted orders of the
+    same purchases as ``history``, as of their last).
     """
     counts, last = history.counts, history.last_purchase
     if not (
@@ -277,6 +296,16 @@ def model_arrays(
         if len(send_hour_prior) != HOURS_PER_WEEK:
             raise ValueError(f"send_hour_prior has {len(send_hour_prior)} values, not 168")
         arrays[SEND_HOUR_PRIOR_ARRAY] = np.asarray(send_hour_prior, dtype=np.float64)
+    if recent is not None:
+        pairs = recent.pairs.tocsr()
+        if not (
+            np.array_equal(pairs.indptr, counts.indptr)
+            and np.array_equal(pairs.indices, counts.indices)
+            and len(recent.customers) == len(history.customers)
+        ):
+            raise ValueError("recent orders must share the history's customers and pattern")
+        arrays[HISTORY_RECENT_ARRAY] = pairs.data.astype(np.float64)
+        arrays[CUSTOMER_RECENT_ARRAY] = np.asarray(recent.customers, dtype=np.float64)
     return arrays
 
 
@@ -343,6 +372,17 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         checks[f"{ITEM_PRICE_ARRAY} per item"] = item_price.ndim == 1 and len(item_price) == len(
             items
         )
+    history_recent = arrays.get(HISTORY_RECENT_ARRAY)
+    customer_recent = arrays.get(CUSTOMER_RECENT_ARRAY)
+    if history_recent is not None or customer_recent is not None:
+        checks[
+            f"{HISTORY_RECENT_ARRAY} per history entry, {CUSTOMER_RECENT_ARRAY} per customer"
+        ] = (
+            history_recent is not None
+            and customer_recent is not None
+            and history_recent.shape == (int(indptr[-1]),)
+            and customer_recent.shape == (len(customers),)
+        )
     prior = arrays.get(SEND_HOUR_PRIOR_ARRAY)
     if prior is not None:
         checks[f"{SEND_HOUR_PRIOR_ARRAY} per hour of the week"] = prior.shape == (HOURS_PER_WEEK,)
@@ -382,6 +422,8 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
         trained_until_s=_trained_until(artifact.manifest),
         orders=orders,
         item_price=None if item_price is None else np.asarray(item_price),
+        history_recent=None if history_recent is None else np.asarray(history_recent),
+        customer_recent=None if customer_recent is None else np.asarray(customer_recent),
         typical_line_value=_typical_line_value(artifact.manifest),
         churn=load_churn_model(artifact),
         propensity=propensity,
@@ -399,6 +441,8 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
             price=None if item_price is None else np.asarray(item_price, dtype=np.float64),
             stage_popularity=ranked.stage_popularity,
             repeat_rate=None if repurchase is None else np.asarray(repurchase.repeat_rate),
+            popularity_recent=ranked.popularity_recent,
+            half_life_days=ranked.half_life_days,
         ),
         ranker_per_source=int(artifact.manifest.get("ranker", {}).get("per_source", 50)),
         lifecycle=LifecycleThresholds.from_manifest(artifact.manifest.get("lifecycle")),

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 from nbo.catalog.loading import default_catalog
 from nbo.catalog.terms import Catalog
 from nbo.core.vocabulary import KIND_PRODUCT
+from nbo.data.history import decay
 from nbo.data.sparse import Rows
 from nbo.models.candidates import (
     NO_STAGE,
@@ -220,6 +221,11 @@ class CustomerHistory:
     last_purchase: np.ndarray
     has_new_orders: bool
     counts: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    # Recency-weighted orders as of the model's ``trained_until_s`` (posted orders since
+    # then weigh more than 1 there): per item, aligned with ``items``, and in all. None
+    # when the model has none (older artifacts, or no ranker to read them).
+    recent: np.ndarray | None = None
+    recent_orders: float | None = None
 
 
 def customer_history(
@@ -233,21 +239,36 @@ def customer_history(
     model does not know (new, or erased and back) every posted purchase adds, whenever it
     happened: none of them can be in the model (a till's late order, yesterday's import).
     The lifecycle profile counts posted orders by the same rule
-    (``nbo.offers.profiles.customer_profiles``).
+    (``nbo.offers.profiles.customer_profiles``); so do the recency-weighted orders, each
+    new order weighted by when it was placed (its first line).
     """
     index = model.customers.get(customer_id)
+    weighted = _weighs_recency(model)
+    recent_items: np.ndarray | None = None
+    recent_orders: float | None = None
     if index is not None:
         items, confidence, last = model.history_of(index)
         counts = model.counts_of(index)
+        if weighted:
+            known = model.recent_of(index)
+            if known is not None:
+                recent_items, recent_orders = known
     else:
         items = np.empty(0, dtype=np.int32)
         counts = confidence = np.empty(0, dtype=np.float32)
         last = np.empty(0, dtype=np.int64)
+    if weighted and recent_items is None:
+        recent_items, recent_orders = np.zeros(len(items)), 0.0
+    plain = CustomerHistory(
+        index, items, confidence, last, False, counts, recent_items, recent_orders
+    )
     if not recent:
-        return CustomerHistory(index, items, confidence, last, False, counts)
+        return plain
 
     positions = {}
+    # Per new order (by key): when it was placed, and the catalogue items it held.
     new_orders: dict[int, set[str]] = {}
+    placed: dict[str, int] = {}
     latest: dict[int, int] = {}
     for purchase in recent:
         item = model.items.get(purchase.item_id)
@@ -255,9 +276,11 @@ def customer_history(
             continue  # not in the catalogue: cannot be offered or scored
         latest[item] = max(latest.get(item, purchase.occurred_at), purchase.occurred_at)
         if index is None or purchase.occurred_at > model.trained_until_s:
-            new_orders.setdefault(item, set()).add(purchase.order_key)
+            key = purchase.order_key
+            new_orders.setdefault(item, set()).add(key)
+            placed[key] = min(placed.get(key, purchase.occurred_at), purchase.occurred_at)
     if not latest:
-        return CustomerHistory(index, items, confidence, last, False, counts)
+        return plain
 
     positions = {int(item): row for row, item in enumerate(items.tolist())}
     extra = [item for item in latest if item not in positions]
@@ -273,6 +296,16 @@ def customer_history(
         merged_confidence = confidence_of_counts(merged_counts, model.params)
     else:
         merged_confidence = np.concatenate([confidence, np.zeros(len(extra), np.float32)])
+    merged_recent = None
+    if recent_items is not None and recent_orders is not None:
+        assert model.item_side is not None
+        half_life, until = model.item_side.half_life_days, model.trained_until_s
+        merged_recent = np.concatenate([recent_items, np.zeros(len(extra))])
+        for item, orders in new_orders.items():
+            times = np.fromiter((placed[key] for key in orders), np.int64, len(orders))
+            merged_recent[rows[item]] += float(decay(until - times, half_life).sum())
+        times = np.fromiter(placed.values(), np.int64, len(placed))
+        recent_orders += float(decay(until - times, half_life).sum())
     return CustomerHistory(
         index,
         merged_items,
@@ -280,6 +313,18 @@ def customer_history(
         merged_last,
         has_new_orders=bool(new_orders),
         counts=merged_counts,
+        recent=merged_recent,
+        recent_orders=recent_orders,
+    )
+
+
+def _weighs_recency(model: ServingModel) -> bool:
+    """Whether ranking reads the customers' recency-weighted orders: the ranker does
+    (its features), and only when the model holds them."""
+    return (
+        model.ranker is not None
+        and model.item_side is not None
+        and model.history_recent is not None
     )
 
 
@@ -603,6 +648,10 @@ def _ranked_candidates_many(
         [np.ones(len(p.suppressed), np.float32) for p in prepared],
         n_items,
     )
+    recent = recent_orders = None
+    if all(p.history.recent is not None for p in prepared):
+        recent = _stacked(mine, [_recent_known(p) for p in prepared], n_items)
+        recent_orders = np.array([p.history.recent_orders for p in prepared], dtype=np.float64)
     request = [p.request for p in prepared]
     risk = [np.nan if r.churn_risk is None else r.churn_risk for r in request]
     table = candidates(
@@ -617,6 +666,8 @@ def _ranked_candidates_many(
             monetary=np.array([np.nan if r.monetary is None else r.monetary for r in request]),
             baskets=np.array([np.nan if r.baskets is None else r.baskets for r in request]),
             gap_days=np.array([np.nan if r.gap_days is None else r.gap_days for r in request]),
+            recent=recent,
+            recent_orders=recent_orders,
         ),
         model.ranker_per_source,
         as_of_s=now_s,
@@ -638,6 +689,12 @@ def _ranked_candidates_many(
         ranked,
         model.propensity.of_ranker_scores(ranked),
     )
+
+
+def _recent_known(prepared: _Prepared) -> np.ndarray:
+    recent = prepared.history.recent
+    assert recent is not None
+    return np.asarray(recent, dtype=np.float64)[prepared.known]
 
 
 def _rule_candidates_many(model: ServingModel, prepared: Sequence[_Prepared]) -> _Stacked:
