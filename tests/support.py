@@ -20,6 +20,7 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -253,8 +254,10 @@ def data_end(orders: OrderTable) -> int:
 # -- candidate sources on six items -----------------------------------------------------
 
 
-def tiny_items(n_items: int = 6) -> ItemSide:
-    """Six items; 0..2 similar to each other, 3..5 to each other; item 5 most popular."""
+def tiny_items(n_items: int = 6, **extra: Any) -> ItemSide:
+    """Six items; 0..2 similar to each other, 3..5 to each other; item 5 most popular.
+    ``extra``: more of ``ItemSide.build``'s arguments (prices, repeat rates and the like),
+    or ``similarity`` in place of the two groups."""
     factors = np.zeros((n_items, 2), np.float32)
     factors[:3, 0] = 1.0
     factors[3:, 1] = 1.0
@@ -268,30 +271,21 @@ def tiny_items(n_items: int = 6) -> ItemSide:
     return ItemSide.build(
         100 * DAY,
         factors,
-        sp.csr_matrix(similarity),
+        extra.pop("similarity", sp.csr_matrix(similarity)),
         popularity,
         popularity / 2,
         np.array([10.0, np.nan, np.nan, np.nan, np.nan, np.nan]),
+        **extra,
     )
 
 
 def staged_items() -> ItemSide:
     """tiny_items plus prices and a stage popularity where loyal customers favour item 2
     and lapsed ones item 4."""
-    base = tiny_items()
     by_stage = np.zeros((len(STAGES), 6))
     by_stage[STAGE_CODE["loyal"], 2] = 0.9
     by_stage[STAGE_CODE["lapsed"], 4] = 0.7
-    return ItemSide.build(
-        base.as_of_s,
-        base.item_factors,
-        base.similarity,
-        base.popularity,
-        base.popularity_before,
-        base.cycle_days,
-        price=np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
-        stage_popularity=by_stage,
-    )
+    return tiny_items(price=np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), stage_popularity=by_stage)
 
 
 # -- small files a test writes (catalogues, experiments) --------------------------------

@@ -153,16 +153,7 @@ def test_the_stage_source_proposes_what_the_customers_stage_buys() -> None:
 
 
 def test_the_features_that_carry_over_between_shops() -> None:
-    base = tiny_items()
-    items = ItemSide.build(
-        base.as_of_s,
-        base.item_factors,
-        base.similarity,
-        base.popularity,
-        base.popularity_before,
-        base.cycle_days,
-        repeat_rate=np.array([0.5, 0.0, 0.0, 0.25, 0.0, 0.0]),
-    )
+    items = tiny_items(repeat_rate=np.array([0.5, 0.0, 0.0, 0.25, 0.0, 0.0]))
     # Item 0 in 3 orders (10 days ago), item 3 in 1 (50 days ago), item 4 in 2 (20 days
     # ago): two of three items repeated. Eight orders placed, 5 days apart on average.
     side = dataclasses.replace(
@@ -198,16 +189,8 @@ def test_the_recency_weighted_features_decay_to_the_clock() -> None:
     """Hand-built: the customer's weighted orders of items 0 and 3 and in all, as of the
     item side's moment; asked 60 days later (the half-life) every count halves and the
     shares stay."""
-    base = tiny_items()
-    items = ItemSide.build(
-        base.as_of_s,
-        base.item_factors,
-        base.similarity,
-        base.popularity,
-        base.popularity_before,
-        base.cycle_days,
-        popularity_recent=np.array([4.0, 0.0, 1.0, 2.0, 0.0, 3.0]),
-        half_life_days=60.0,
+    items = tiny_items(
+        popularity_recent=np.array([4.0, 0.0, 1.0, 2.0, 0.0, 3.0]), half_life_days=60.0
     )
     bought = customer({0: (3, 90), 3: (1, 50)}, [1.0, 0.0])
     weighted = sp.csr_matrix(([1.5, 0.25], [0, 3], [0, 2]), shape=(1, 6))
@@ -261,15 +244,7 @@ def test_unknown_traits_are_missing_values_and_propose_nothing() -> None:
 def test_a_source_that_proposes_nothing_leaves_the_others_ranking() -> None:
     """No neighbours (an empty similarity), no stage, no history: the other sources still
     propose, and their features stay defined."""
-    base = tiny_items()
-    no_neighbours = ItemSide.build(
-        base.as_of_s,
-        base.item_factors,
-        sp.csr_matrix((6, 6), dtype=np.float32),
-        base.popularity,
-        base.popularity_before,
-        base.cycle_days,
-    )
+    no_neighbours = tiny_items(similarity=sp.csr_matrix((6, 6), dtype=np.float32))
     table = candidates(no_neighbours, customer({0: (3, 90), 3: (1, 50)}, [1.0, 0.0]), 2)
     assert not table.sources[:, SOURCES.index("knn")].any()
     assert table.sources[:, SOURCES.index("buy_again")].any()
