@@ -321,18 +321,35 @@ def _positive(text: str) -> int:
     return value
 
 
+def _synthetic(args: argparse.Namespace) -> tuple[Path, str]:
+    """The synthetic data of ``--small`` or the full size (generated first if not cached),
+    with a line saying which and from where."""
+    base = SMALL if args.small else FULL
+    spec = SyntheticSpec(base.customers, base.items, base.lines, args.seed)
+    path, generated = ensure_dataset(spec)
+    how = "reused from cache" if generated is None else f"generated in {generated:.1f} s"
+    return path, f"{spec.label}, seed {spec.seed}; {path.relative_to(REPO)} ({how})"
+
+
+def _print_other_load(
+    load: OtherLoad, beyond: str = "", what: str = "this section", after: str = ""
+) -> None:
+    """The cores other processes used while ``what`` ran (``beyond``: which processes
+    of the bench's own are not counted), flagged when enough to make the figures noisy;
+    ``after`` ends the line."""
+    other = load.cores()
+    if other is not None:
+        noisy = " (noisy figures: rerun on a quiet machine)" if other > NOISY_CORES else ""
+        print(
+            f"\n  other processes{beyond} used {other:.2f} of {os.cpu_count()} cores on "
+            f"average while {what} ran{noisy}{after}"
+        )
+
+
 def _data_sets(args: argparse.Namespace) -> Iterator[DataSet]:
     if args.only in (None, SYNTHETIC):
-        base = SMALL if args.small else FULL
-        spec = SyntheticSpec(base.customers, base.items, base.lines, args.seed)
-        path, generated = ensure_dataset(spec)
-        how = "reused from cache" if generated is None else f"generated in {generated:.1f} s"
-        yield DataSet(
-            SYNTHETIC,
-            path,
-            load_mapping("canonical"),
-            f"{spec.label}, seed {spec.seed}; {path.relative_to(REPO)} ({how})",
-        )
+        path, said = _synthetic(args)
+        yield DataSet(SYNTHETIC, path, load_mapping("canonical"), said)
     if args.only in (None, ONLINE):
         path = args.online_retail
         if path.is_file():
@@ -367,13 +384,7 @@ def _run(data: DataSet, args: argparse.Namespace) -> Summary:
             )
         )
         del model
-    other = load.cores()
-    if other is not None:
-        noisy = " (noisy figures: rerun on a quiet machine)" if other > NOISY_CORES else ""
-        print(
-            f"\n  other processes used {other:.2f} of {os.cpu_count()} cores on average "
-            f"while this data set ran{noisy}"
-        )
+    _print_other_load(load, what="this data set")
     return Summary(
         data.name, trainer_ratio, p50_ratio, p99_ratio, batch_ratio, decide_p50, decide_spread
     )
@@ -600,11 +611,8 @@ def _run_spark(args: argparse.Namespace) -> None:
     if reason is not None:
         print(f"  skipped: {reason}")
         return
-    base = SMALL if args.small else FULL
-    spec = SyntheticSpec(base.customers, base.items, base.lines, args.seed)
-    path, generated = ensure_dataset(spec)
-    how = "reused from cache" if generated is None else f"generated in {generated:.1f} s"
-    print(f"  data: {spec.label}, seed {spec.seed}; {path.relative_to(REPO)} ({how})")
+    path, said = _synthetic(args)
+    print(f"  data: {said}")
     load = OtherLoad()
     with tempfile.TemporaryDirectory(prefix="nbo-bench-spark-models-") as tmp:
         started = time.perf_counter()
@@ -613,13 +621,7 @@ def _run_spark(args: argparse.Namespace) -> None:
         assert result.path is not None
         now_s = int(pd.Timestamp(result.cleaning.last_purchase).value // 1_000_000_000)
         print_spark(bench_spark(result.path.parent, now_s))
-    other = load.cores()
-    if other is not None:
-        noisy = " (noisy figures: rerun on a quiet machine)" if other > NOISY_CORES else ""
-        print(
-            f"\n  other processes used {other:.2f} of {os.cpu_count()} cores on average "
-            f"while this section ran{noisy}"
-        )
+    _print_other_load(load)
 
 
 def _run_load() -> float:
@@ -639,13 +641,7 @@ def _run_workers(online_retail: Path) -> dict[str, float] | None:
     load = OtherLoad()
     with tempfile.TemporaryDirectory(prefix="nbo-bench-workers-") as tmp:
         figures = print_workers(bench_workers(Path(tmp), online_retail))
-    other = load.cores()
-    if other is not None:
-        noisy = " (noisy figures: rerun on a quiet machine)" if other > NOISY_CORES else ""
-        print(
-            f"\n  other processes (beyond this one, wrk and the servers) used {other:.2f} of "
-            f"{os.cpu_count()} cores on average while this section ran{noisy}"
-        )
+    _print_other_load(load, " (beyond this one, wrk and the servers)")
     return figures
 
 
@@ -655,25 +651,19 @@ def _run_workers_synthetic(args: argparse.Namespace) -> dict[str, float] | None:
     if wrk_path() is None:
         print(f"  skipped: wrk not found (the load generator); install it with {INSTALL}")
         return None
-    base = SMALL if args.small else FULL
-    spec = SyntheticSpec(base.customers, base.items, base.lines, args.seed)
-    path, generated = ensure_dataset(spec)
-    how = "reused from cache" if generated is None else f"generated in {generated:.1f} s"
-    print(f"  data: {spec.label}, seed {spec.seed}; {path.relative_to(REPO)} ({how})")
+    path, said = _synthetic(args)
+    print(f"  data: {said}")
     load = OtherLoad()
     started = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="nbo-bench-workers-synthetic-") as tmp:
         result = bench_workers_synthetic(Path(tmp), path, args.synthetic_models)
         figures = print_workers(result)
     ended = os.getloadavg()
-    other = load.cores()
-    if other is not None:
-        noisy = " (noisy figures: rerun on a quiet machine)" if other > NOISY_CORES else ""
-        print(
-            f"\n  other processes (beyond this one, wrk and the servers) used {other:.2f} of "
-            f"{os.cpu_count()} cores on average while this section ran{noisy}; load average "
-            f"{started[0]:.2f} at the start, {ended[0]:.2f} at the end"
-        )
+    _print_other_load(
+        load,
+        " (beyond this one, wrk and the servers)",
+        after=f"; load average {started[0]:.2f} at the start, {ended[0]:.2f} at the end",
+    )
     return figures
 
 
@@ -683,13 +673,7 @@ def _run_events(args: argparse.Namespace) -> EventsSummary:
     with tempfile.TemporaryDirectory(prefix="nbo-bench-events-") as tmp:
         result = bench_events(Path(tmp), args.seed)
     summary = _print_events(result)
-    other = load.cores()
-    if other is not None:
-        noisy = " (noisy figures: rerun on a quiet machine)" if other > NOISY_CORES else ""
-        print(
-            f"\n  other processes (beyond this one and its servers) used {other:.2f} of "
-            f"{os.cpu_count()} cores on average while this section ran{noisy}"
-        )
+    _print_other_load(load, " (beyond this one and its servers)")
     return summary
 
 
