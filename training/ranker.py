@@ -26,7 +26,7 @@ from nbo.core.errors import ConfigError
 from nbo.core.ids import IdMap
 from nbo.core.vocabulary import DAY, STAGES
 from nbo.data.features import OrderTable, has_prices, item_prices
-from nbo.data.history import PurchaseHistory
+from nbo.data.history import PurchaseHistory, RecentOrders
 from nbo.data.sparse import Rows, sparse_topk
 from nbo.models.candidates import (
     CATEGORICAL_FEATURES,
@@ -145,18 +145,23 @@ def item_side(
     )
 
 
+def recent_at_cutoff(split: TimeSplit, half_life_days: float) -> RecentOrders:
+    """Every training customer's recency-weighted orders as of the split's cutoff: a sort
+    of all the lines before it, so worked out once per split and sliced per call."""
+    return split.train_lines.recent_orders(cutoff_seconds(split), half_life_days)
+
+
 def customer_side(
     split: TimeSplit,
     als: AlternatingLeastSquares,
     customers: np.ndarray,
     exclude: sp.csr_matrix | None,
+    recent: RecentOrders,
     facts: WindowFacts = WindowFacts(),
-    half_life_days: float = HALF_LIFE_DAYS,
 ) -> CustomerSide:
     """The ``customers`` (rows of the split's training side) as known at its cutoff:
-    their purchases before it, recency-weighted as of it, and their ``facts``."""
+    their purchases before it, ``recent`` (``recent_at_cutoff``), and their ``facts``."""
     traits = facts.traits
-    recent = split.train_lines.recent_orders(cutoff_seconds(split), half_life_days)
     return CustomerSide(
         np.asarray(als.user_factors)[customers],
         Rows.of(split.train.counts[customers].tocsr()),
@@ -287,8 +292,10 @@ def ranker_recommender(
     """The ranker as an evaluation ``Recommender``; ``record`` collects each
     call's candidate table, scores and chosen top k (for the contribution table)."""
 
+    recent = recent_at_cutoff(split, items.half_life_days)
+
     def recommend(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
-        side = customer_side(split, als, customers, exclude, facts, items.half_life_days)
+        side = customer_side(split, als, customers, exclude, recent, facts)
         table = candidates(items, side, per_source)
         scores = np.asarray(booster.predict(table.features, num_threads=1))
         top = ranked_top(table, scores, len(customers), k)
@@ -529,7 +536,14 @@ def training_window(
     customers = evaluation_customers(earlier, settings.max_customers, settings.seed)
     table = candidates(
         window.items,
-        customer_side(earlier, window.als, customers, None, facts, settings.half_life_days),
+        customer_side(
+            earlier,
+            window.als,
+            customers,
+            None,
+            recent_at_cutoff(earlier, settings.half_life_days),
+            facts,
+        ),
         settings.per_source,
     )
     labels = labels_of(table, earlier.truth_all[customers])
