@@ -26,7 +26,7 @@ from bench.generate import FULL, SMALL, SyntheticSpec, ensure_dataset
 from bench.load_bench import bench_load, print_load
 from bench.offers_bench import WINDOW_DAYS, K, OffersResult, bench_offers
 from bench.quality_bench import bench_quality
-from bench.report import OtherLoad, micros, seconds, table, us, verdict
+from bench.report import OtherLoad, at_least, micros, seconds, table, us, verdict
 from bench.scale_bench import DEFAULT_SIZES, bench_scale, parse_sizes
 from bench.spark_bench import bench_spark, print_spark
 from bench.train_bench import TrainBench, bench_training
@@ -255,13 +255,11 @@ def _print_issue16_targets(
             [
                 f"decide p50, {ONLINE} (<= {DECIDE_P50_TARGET_US:,.0f} us)",
                 f"{p50:,.0f} us",
-                _at_most(p50, DECIDE_P50_TARGET_US),
+                verdict(p50, DECIDE_P50_TARGET_US),
             ]
         )
         spread = online.decide_p99_over_p50
-        rows.append(
-            [f"decide p99 / p50, {ONLINE} (<= 2x)", f"{spread:.2f}x", _at_most(spread, 2.0)]
-        )
+        rows.append([f"decide p99 / p50, {ONLINE} (<= 2x)", f"{spread:.2f}x", verdict(spread, 2.0)])
     if workers is None:
         rows.append(["offers / /health/live over HTTP, 1 worker", "not run", ""])
     else:
@@ -270,7 +268,7 @@ def _print_issue16_targets(
             [
                 f"offers / /health/live over HTTP, 1 worker (>= {OFFERS_OF_LIVE_TARGET:.0%})",
                 f"{share:.1%}",
-                "ok" if share >= OFFERS_OF_LIVE_TARGET else "UNDER",
+                at_least(share, OFFERS_OF_LIVE_TARGET),
             ]
         )
     if workers_synthetic is None:
@@ -287,7 +285,7 @@ def _print_issue16_targets(
                     f"/health/live p50 {workers_synthetic[f'live_p50_ms_{count}']:.2f}, p99 "
                     f"{workers_synthetic[f'live_p99_ms_{count}']:.2f}; worst round's offers "
                     f"p99 {workers_synthetic[f'offers_p99_worst_ms_{count}']:.2f})",
-                    _at_most(p99, OFFERS_P99_TARGET_MS),
+                    verdict(p99, OFFERS_P99_TARGET_MS),
                 ]
             )
     synthetic = by_name.get(SYNTHETIC)
@@ -299,7 +297,7 @@ def _print_issue16_targets(
             [
                 f"nbo batch / implicit batch, {SYNTHETIC} (>= {BATCH_TARGET:.0%})",
                 f"{ratio:.1%}",
-                "ok" if ratio >= BATCH_TARGET else "UNDER",
+                at_least(ratio, BATCH_TARGET),
             ]
         )
     load = os.getloadavg()
@@ -506,8 +504,8 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
         ],
         [
             f"decide p50 (target <= {DECIDE_P50_TARGET_US:,.0f} us), wall | CPU",
-            f"{us(decided['p50'])} {_at_most(decided['p50'], DECIDE_P50_TARGET_US)}",
-            f"{us(decided_cpu['p50'])} {_at_most(decided_cpu['p50'], DECIDE_P50_TARGET_US)}",
+            f"{us(decided['p50'])} {verdict(decided['p50'], DECIDE_P50_TARGET_US)}",
+            f"{us(decided_cpu['p50'])} {verdict(decided_cpu['p50'], DECIDE_P50_TARGET_US)}",
             "",
         ],
         [
@@ -559,10 +557,6 @@ OFFERS_OF_LIVE_TARGET = 0.4
 # Issue 16's target over HTTP at the synthetic 100k x 20k: offers p99 at most this, with
 # CONNECTIONS_PER_WORKER connections per worker.
 OFFERS_P99_TARGET_MS = 10.0
-
-
-def _at_most(value: float, target: float) -> str:
-    return "ok" if value <= target else "OVER"
 
 
 BATCH_TARGET = 0.5

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.report import table
+from bench.report import at_least, table
 from bench.servers import Server
 from bench.servers import running_server as serve
 from nbo.core.apikeys import Role, create_key
@@ -218,7 +218,7 @@ def print_load(bench: LoadBench) -> float:
             ]
         )
     rows.append(None)
-    verdict = "ok" if result.ratio >= TARGET_RATIO else "UNDER"
+    verdict = at_least(result.ratio, TARGET_RATIO)
     rows.append(
         [
             f"throughput hardened / bare, median of rounds (target >= {TARGET_RATIO:.0%})",

@@ -34,7 +34,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], indent: int 
 
 
 def verdict(ratio: float, target: float = TARGET_RATIO) -> str:
+    """A figure against the most it may be."""
     return "ok" if ratio <= target else "OVER"
+
+
+def at_least(value: float, target: float) -> str:
+    """A figure against the least it may be (``verdict``'s twin)."""
+    return "ok" if value >= target else "UNDER"
 
 
 def micros(ns: np.ndarray) -> dict[str, float]:
