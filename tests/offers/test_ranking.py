@@ -420,6 +420,16 @@ def test_posted_orders_add_to_the_recency_weighted_counts(
     assert now[new_item] == pytest.approx(2**0.5)
     assert merged.recent_orders == pytest.approx(weight.sum() + 2**0.5)  # one new order
 
+    # An order of items the catalogue does not hold is an order all the same (the
+    # trainer counts every order): it adds to the customer's weighted orders, not to any
+    # item's.
+    outside = customer_history(served, "a00", [posted("NOT-IN-CATALOGUE", later, "n2")])
+    assert outside.recent is not None and outside.items.tolist() == history.items.tolist()
+    assert outside.recent.tolist() == pytest.approx(history.recent.tolist())
+    assert outside.recent_orders == pytest.approx(weight.sum() + 2**0.5)
+    both = customer_history(served, "a00", [*news, posted("NOT-IN-CATALOGUE", later, "n2")])
+    assert both.recent_orders == pytest.approx(weight.sum() + 2 * 2**0.5)
+
     # A customer the model does not know: every posted order counts.
     fresh = customer_history(served, UNKNOWN, [posted(new_item, until - 60 * DAY, "f1")])
     assert fresh.recent is not None

@@ -271,16 +271,20 @@ def customer_history(
     placed: dict[str, int] = {}
     latest: dict[int, int] = {}
     for purchase in recent:
+        new = index is None or purchase.occurred_at > model.trained_until_s
+        if new:
+            # Every new order counts among the customer's orders, as the trainer counts
+            # them, even one of items the catalogue does not hold.
+            key = purchase.order_key
+            placed[key] = min(placed.get(key, purchase.occurred_at), purchase.occurred_at)
         item = model.items.get(purchase.item_id)
         if item is None:
             continue  # not in the catalogue: cannot be offered or scored
         latest[item] = max(latest.get(item, purchase.occurred_at), purchase.occurred_at)
-        if index is None or purchase.occurred_at > model.trained_until_s:
-            key = purchase.order_key
-            new_orders.setdefault(item, set()).add(key)
-            placed[key] = min(placed.get(key, purchase.occurred_at), purchase.occurred_at)
+        if new:
+            new_orders.setdefault(item, set()).add(purchase.order_key)
     if not latest:
-        return plain
+        return replace(plain, recent_orders=_with_orders(model, recent_orders, placed))
 
     positions = {int(item): row for row, item in enumerate(items.tolist())}
     extra = [item for item in latest if item not in positions]
@@ -304,8 +308,7 @@ def customer_history(
         for item, orders in new_orders.items():
             times = np.fromiter((placed[key] for key in orders), np.int64, len(orders))
             merged_recent[rows[item]] += float(decay(until - times, half_life).sum())
-        times = np.fromiter(placed.values(), np.int64, len(placed))
-        recent_orders += float(decay(until - times, half_life).sum())
+        recent_orders = _with_orders(model, recent_orders, placed)
     return CustomerHistory(
         index,
         merged_items,
@@ -316,6 +319,19 @@ def customer_history(
         recent=merged_recent,
         recent_orders=recent_orders,
     )
+
+
+def _with_orders(
+    model: ServingModel, recent_orders: float | None, placed: dict[str, int]
+) -> float | None:
+    """``recent_orders`` (as of the end of the training data) plus the weight of each
+    new order, by when it was placed; None stays None (the model has no such counts)."""
+    if recent_orders is None or not placed:
+        return recent_orders
+    assert model.item_side is not None
+    times = np.fromiter(placed.values(), np.int64, len(placed))
+    weights = decay(model.trained_until_s - times, model.item_side.half_life_days)
+    return recent_orders + float(weights.sum())
 
 
 def _weighs_recency(model: ServingModel) -> bool:
