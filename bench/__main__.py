@@ -12,7 +12,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     _print_issue16_targets(summaries, workers, workers_synthetic)
     if events is not None:
         print("\n== summary: events over HTTP ==")
-        rows: list[list[object] | None] = [
+        rows: list[Sequence[object] | None] = [
             ["ingestion, single posts", f"{events.single_per_s:,.0f} events/s", ""],
             [
                 f"ingestion, batches of {events_bench.BATCH_SIZE}",
@@ -245,7 +245,7 @@ def _print_issue16_targets(
     by_name = {s.name: s for s in summaries}
     if not by_name.keys() & {ONLINE, SYNTHETIC} and workers is None and workers_synthetic is None:
         return
-    rows: list[list[object] | None] = []
+    rows: list[Sequence[object] | None] = []
     online = by_name.get(ONLINE)
     if online is None:
         rows.append([f"decide p50, {ONLINE}", "not run", ""])
@@ -410,7 +410,7 @@ def _print_trainer(config: TrainingConfig, training: TrainBench) -> float:
         f"refit {config.als.refit_iterations} iterations warm-started); "
         f"steps of the fastest of {len(training.trainer_runs)} runs"
     )
-    rows: list[list[object] | None] = [
+    rows: list[Sequence[object] | None] = [
         [step, seconds(value), f"{value / best:.0%}"] for step, value in result.timings.items()
     ]
     untimed = best - sum(result.timings.values())
@@ -454,7 +454,7 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
     )
     p50_ratio, p99_ratio = ranked["p50"] / raw["p50"], ranked["p99"] / raw["p99"]
     mean_ratio = ranked["mean"] / raw["mean"]
-    rows: list[list[object] | None] = [
+    rows: list[Sequence[object] | None] = [
         ["raw implicit recommend, full history filtered (floor)"]
         + [us(raw[q]) for q in ("p50", "p99", "mean")],
         ["rank_offers, ALS candidates only (no ranker)"]
@@ -526,7 +526,7 @@ def _print_offers(offers: OffersResult, clock: str | None) -> tuple[float, float
     ]
     ranking_parts = [name for name in parts if not name.startswith("profile")]
     rest = ranked["mean"] - sum(t[name]["mean"] for name in ranking_parts)
-    part_rows: list[list[object] | None] = [
+    part_rows: list[Sequence[object] | None] = [
         [name]
         + [us(t[name][q]) for q in ("p50", "p99", "mean")]
         + [f"{t[name]['mean'] / ranked['mean']:.0%}"]
@@ -568,7 +568,7 @@ def _print_batch(result: BatchResult) -> float:
         f"\n  Batch: nbo.campaigns.batch.write_batch for all {result.customers:,} customers, "
         f"k={K}, chunks of {1000:,}, every rule on, empty event store; {result.rows:,} rows"
     )
-    rows: list[list[object] | None] = [
+    rows: list[Sequence[object] | None] = [
         ["implicit batch recommend, liked items filtered (floor)", f"{result.floor_per_s:,.0f}"],
         [
             f"nbo batch, {result.workers} worker processes (the command's default)",
@@ -586,7 +586,9 @@ def _print_batch(result: BatchResult) -> float:
         f"\n  Where the batch spends its time (cProfile, one process, the first "
         f"{result.profiled_customers:,} customers: {result.profiled_s:.1f} s)"
     )
-    parts: list[list[object] | None] = [[label, f"{share:.0%}"] for label, share in result.parts]
+    parts: list[Sequence[object] | None] = [
+        [label, f"{share:.0%}"] for label, share in result.parts
+    ]
     rest = 1.0 - sum(share for _, share in result.parts)
     parts.append(
         ["the rest (per-customer steps of a decision, stacking, bookkeeping)", f"{rest:.0%}"]
@@ -680,7 +682,7 @@ def _print_events(result: EventsResult) -> EventsSummary:
         f"client: httpx in this process, keep-alive"
     )
     print("\n  Ingestion: POST /v1/events, every answer after the durable commit")
-    rows: list[list[object] | None] = []
+    rows: list[Sequence[object] | None] = []
     for run in result.ingestion:
         ms = micros(run.request_ns)
         rows.append(

@@ -202,7 +202,7 @@ def print_load(bench: LoadBench) -> float:
         f"{result.clients} concurrent clients, {result.rounds} alternating rounds per server, "
         f"GET /v1/customers/{{id}}/offers?k=10"
     )
-    rows: list[list[object] | None] = []
+    rows: list[Sequence[object] | None] = []
     for name, load in (
         ("hardened: API key, /metrics, JSON access log", result.hardened),
         ("bare: no keys, metrics and access log off", result.bare),

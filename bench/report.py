@@ -12,7 +12,7 @@ import numpy as np
 TARGET_RATIO = 1.5
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]], indent: int = 2) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[object] | None], indent: int = 2) -> str:
     """A left-aligned first column and right-aligned others; ``None`` rows are rules."""
     cells = [[str(c) for c in headers]] + [
         [("" if c is None else str(c)) for c in row] for row in rows if row is not None

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -423,7 +424,7 @@ def _print_steps(result: SizeResult) -> None:
         f"  cleaned: {cleaning['rows_read']:,} lines read, {cleaning['rows_kept']:,} kept, "
         f"{cleaning['customers']:,} customers, {cleaning['items']:,} items"
     )
-    rows: list[list[object] | None] = [
+    rows: list[Sequence[object] | None] = [
         [name, f"{step['seconds']:,.1f}", f"{step.get('cpu', 0.0):,.1f}", _mib(step["peak"])]
         for name, step in trained["steps"].items()
     ]
@@ -449,7 +450,7 @@ def _print_steps(result: SizeResult) -> None:
 def _print_serving(result: SizeResult) -> None:
     serve, batch = result.serve, result.batch
     start, calls = serve["after_start"], serve["after_calls"]
-    rows: list[list[object] | None] = [
+    rows: list[Sequence[object] | None] = [
         [
             "nbo serve's worker, ready",
             _mib(start["Rss"]),
@@ -552,7 +553,7 @@ SERVING_COSTS = (
 def print_per_unit(results: list[SizeResult]) -> None:
     """Serving memory per customer and per item, where the sizes tell them apart."""
     served = [r for r in results if r.serve and r.batch]
-    rows: list[list[object] | None] = []
+    rows: list[Sequence[object] | None] = []
     for name, cost in SERVING_COSTS:
         points = [
             (r.train["cleaning"]["customers"], r.train["cleaning"]["items"], cost(r))
@@ -590,7 +591,7 @@ def print_summary(results: list[SizeResult]) -> None:
     for pick, title, fmt in MEASURES:
         headers = ["step"] + [r.label for r in results]
         headers += [f"exp {a.label}->{b.label}" for a, b in pairs]
-        rows: list[list[object] | None] = []
+        rows: list[Sequence[object] | None] = []
         for name in [*names, END_TO_END]:
             if name == END_TO_END:
                 rows.append(None)

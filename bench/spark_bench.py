@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,7 +204,7 @@ def print_spark(result: SparkBenchResult) -> None:
         f"({LOCAL_CORES} executor cores), {result.partitions} partitions"
     )
     warm = ", ".join(f"{s:,.1f}" for s in result.warm_s)
-    rows: list[list[object] | None] = [
+    rows: list[Sequence[object] | None] = [
         [
             f"local engine, {result.local_workers} worker processes (the default)",
             f"{result.local_s:,.1f}",
@@ -249,7 +250,7 @@ def print_spark(result: SparkBenchResult) -> None:
         "ceiling), plus the cold run's fixed cost;\n  store reads over a network, skew and "
         "the driver's passes not included"
     )
-    projected: list[list[object] | None] = []
+    projected: list[Sequence[object] | None] = []
     for executors in CLUSTER_EXECUTORS:
         row: list[object] = [f"{executors} x {CLUSTER_CORES} cores"]
         for efficiency in (result.efficiency, 1.0):

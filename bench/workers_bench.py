@@ -357,7 +357,7 @@ def bench_workers_synthetic(
 def print_memory(memory: dict[int, list[Memory]]) -> float:
     """The memory table, one row per process, and the figures read from it; answers the
     largest memory of its own any worker holds (MB)."""
-    rows: list[list[object] | None] = []
+    rows: list[Sequence[object] | None] = []
     for workers, processes in memory.items():
         for process in processes:
             rows.append(
@@ -410,7 +410,7 @@ def print_workers(result: WorkersResult) -> dict[str, float]:
         f"offers: GET /v1/customers/{{id}}/offers?k=10&channel=app over {CUSTOMERS:,} known "
         f"customers; {os.cpu_count()} cores"
     )
-    rows: list[list[object] | None] = []
+    rows: list[Sequence[object] | None] = []
     for workers in WORKER_COUNTS:
         for path in (LIVE, OFFERS):
             cell = cells[(workers, path)]
