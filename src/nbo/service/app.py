@@ -17,6 +17,7 @@ from nbo.core.errors import ArtifactError
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
 from nbo.service.apidocs import install_api_docs
+from nbo.service.chunking import Chunker
 from nbo.service.dashboard.routes import install_dashboard
 from nbo.service.errors import install_error_handlers
 from nbo.service.middleware import ObservedFastAPI
@@ -105,6 +106,8 @@ def create_app(
     # Metrics in a registry of this app's own; the request middleware (ObservedFastAPI)
     # records every request in it and writes the access log.
     app.state.metrics = build_metrics(settings.metrics, app.state.models, board, metrics_dir)
+    # Offers previews in flight at once are decided together (``service/chunking.py``).
+    app.state.chunker = Chunker(app.state.metrics.observe_chunk)
     # The catalogue is read here, not in the lifespan: it is small, and a bad NBO_CATALOG
     # then refuses the start as one CatalogError line (``nbo serve`` builds the app before
     # binding the port), where a lifespan failure would be a uvicorn traceback.

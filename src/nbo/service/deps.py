@@ -15,6 +15,7 @@ from nbo.core.ids import MAX_ID_LENGTH, check_id
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.assignment import ServingModels
 from nbo.models.served import ServingModel
+from nbo.service.chunking import Chunker
 from nbo.service.errors import NotReady
 from nbo.service.prometheus import Metrics
 from nbo.service.reload import Reloader
@@ -109,6 +110,7 @@ class Deciding:
     store: Store
     metrics: Metrics
     request_id: str
+    chunker: Chunker
 
 
 async def get_deciding(request: Request) -> Deciding:
@@ -120,6 +122,7 @@ async def get_deciding(request: Request) -> Deciding:
         store=await get_store(request),
         metrics=await get_metrics(request),
         request_id=await get_request_id(request),
+        chunker=request.app.state.chunker,
     )
 
 

@@ -49,6 +49,9 @@ REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 # SQLite reads on a warm page cache are tens of microseconds; a durable commit waits on
 # the disk (milliseconds); an erasure checkpoints the log (more).
 STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1)
+# Offers calls decided together (``nbo.service.chunking``): one when calls come one at a
+# time, about the connections in flight per worker under load.
+CHUNK_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 def method_label(method: str) -> str:
@@ -68,6 +71,9 @@ class Metrics:
 
     def record_events(self, events: Sequence[Event], result: AddResult, rejected: int) -> None:
         """A ``POST /v1/events``: stored and duplicate events by type, and the rejected."""
+
+    def observe_chunk(self, size: int) -> None:
+        """Offers calls decided together as one chunk (``nbo.service.chunking``)."""
 
     def observe_store(self, store: Store) -> Store:
         """The store the routes use: timed per operation when metrics are on."""
@@ -137,6 +143,12 @@ class PrometheusMetrics(Metrics):
             buckets=STORE_BUCKETS,
             registry=own,
         )
+        self._chunks = Histogram(
+            "nbo_offers_chunk_size",
+            "offers calls decided together as one chunk (the calls in flight at once)",
+            buckets=CHUNK_BUCKETS,
+            registry=own,
+        )
         self.registry.register(ModelCollector(models, board))
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -174,6 +186,9 @@ class PrometheusMetrics(Metrics):
                 self._events.labels(type_of[event_id], outcome).inc()
         if rejected:
             self._rejected.inc(rejected)
+
+    def observe_chunk(self, size: int) -> None:
+        self._chunks.observe(size)
 
     def observe_store(self, store: Store) -> Store:
         return cast(Store, TimedStore(store, self._store.labels))

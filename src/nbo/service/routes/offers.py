@@ -15,7 +15,7 @@ from nbo.data.events import ImpressionEvent
 from nbo.models.served import ServingModel
 from nbo.offers.decision import Occasion
 from nbo.offers.ranking import REMOVAL_RULES, TASTE_NONE, Ranking
-from nbo.runtime.decide import Context, Decided, contact_policy, decide_customers
+from nbo.runtime.decide import Context, Decided, contact_policy
 from nbo.runtime.deliver import deliver_customers, impressions_of
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CustomerId, DecidingDep
@@ -83,7 +83,8 @@ async def get_offers(
         )
         (decided,) = delivered.decided
     else:
-        (decided,) = decide_customers(context, [customer_id], occasion)
+        # With the other calls in flight: decided in one chunk (service/chunking.py).
+        decided = await deciding.chunker.decide(context, customer_id, occasion)
     deciding.metrics.record_decision(decided.decision, channel.value)
     ranking = decided.decision.ranking
     recorded = record and ranking is not None and ranking.has_offers

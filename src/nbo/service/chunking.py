@@ -1,0 +1,95 @@
+"""Offers calls in flight at one moment, decided as one chunk.
+
+``decide_customers`` costs far less per customer in a chunk than alone: the fixed cost of
+its numpy, LightGBM and store calls is paid once per chunk. CPU per customer, with the
+explanations, one customer at a time against eight at once: 1.9 ms and 0.66 ms on
+Online Retail, 2.1 ms and 0.70 ms on the synthetic 100k x 20k. So an offers preview does
+not decide the moment its route runs: it joins the chunk of the calls the event loop
+takes in on the same turn, and that chunk is decided on the loop's next turn. There is
+no waiting window: a call alone is decided at once (a turn later), and under load the
+calls that arrived while one chunk was being decided make up the next.
+
+A chunk holds the calls of one occasion (channel, offer count, second of the clock) made
+with the same served models and catalogue, so each call gets the decision it would get
+alone: ``decide`` treats every customer of a chunk independently, as a campaign's chunk
+(tests hold this for concurrent calls). If deciding a chunk raises, its calls are decided
+one by one, so only the call that fails gets the error. Deliveries (``?record=true``)
+are not chunked: each is decided and recorded under its customer's lock
+(``nbo.runtime.deliver``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nbo.offers.decision import Occasion
+from nbo.runtime.decide import Context, Decided, decide_customers
+
+
+def _unobserved(size: int) -> None:
+    """No metrics."""
+
+
+@dataclass
+class _Chunk:
+    """The calls waiting to be decided together, with what they are decided with."""
+
+    context: Context
+    occasion: Occasion
+    calls: list[tuple[str, asyncio.Future[Decided]]] = field(default_factory=list)
+
+
+class Chunker:
+    """Decides the offers previews of one event loop in chunks (see the module).
+
+    ``observe`` is told the size of every chunk decided (the metrics' histogram).
+    """
+
+    def __init__(self, observe: Callable[[int], None] = _unobserved) -> None:
+        self._waiting: dict[tuple[int, int, Occasion], _Chunk] = {}
+        self._observe = observe
+
+    async def decide(self, context: Context, customer_id: str, occasion: Occasion) -> Decided:
+        """The customer's decision on ``occasion``, made in a chunk with the other calls
+        of this turn of the loop."""
+        if occasion.delivery:
+            raise ValueError("a delivery is decided and recorded by deliver_customers")
+        loop = asyncio.get_running_loop()
+        # The chunk's context and occasion are the first call's: another call joins only
+        # when its context serves the same models and catalogue (the rest of a context
+        # comes from the settings, the same for every call of the app).
+        key = (id(context.models), id(context.catalog), occasion)
+        chunk = self._waiting.get(key)
+        if chunk is None:
+            chunk = self._waiting[key] = _Chunk(context, occasion)
+            # After the callbacks already due on this turn: the other calls read on it.
+            loop.call_soon(self._decide, key)
+        answer: asyncio.Future[Decided] = loop.create_future()
+        chunk.calls.append((customer_id, answer))
+        return await answer
+
+    def _decide(self, key: tuple[int, int, Occasion]) -> None:
+        chunk = self._waiting.pop(key)
+        # A call whose client went away was cancelled: nothing to decide for it.
+        calls = [(customer, answer) for customer, answer in chunk.calls if not answer.done()]
+        if not calls:
+            return
+        self._observe(len(calls))
+        try:
+            decided = decide_customers(chunk.context, [c for c, _ in calls], chunk.occasion)
+        except Exception as exc:
+            if len(calls) == 1:
+                calls[0][1].set_exception(exc)
+                return
+            for customer, answer in calls:
+                try:
+                    (one,) = decide_customers(chunk.context, [customer], chunk.occasion)
+                except Exception as alone:
+                    answer.set_exception(alone)
+                else:
+                    answer.set_result(one)
+            return
+        for (_, answer), one in zip(calls, decided, strict=True):
+            answer.set_result(one)

@@ -1,0 +1,109 @@
+"""Offers calls in flight at once are decided together (``nbo.service.chunking``), and each
+gets the answer it would get alone."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from support import CLOCK
+
+from nbo.offers.decision import Occasion
+from nbo.runtime import decide as runtime_decide
+from nbo.service import chunking
+from nbo.service.app import create_app
+from nbo.service.chunking import Chunker
+from nbo.settings import Settings
+
+
+def _calls(app: Any, paths: list[str]) -> tuple[list[httpx.Response], list[httpx.Response], str]:
+    """Each path's answer asked alone (one after the other), then all at once; and the
+    metrics after."""
+
+    async def run() -> tuple[list[httpx.Response], list[httpx.Response], str]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://nbo") as client:
+                headers = {"X-Request-ID": "same"}
+                alone = [await client.get(path, headers=headers) for path in paths]
+                together = await asyncio.gather(
+                    *(client.get(path, headers=headers) for path in paths)
+                )
+                metrics = (await client.get("/metrics")).text
+        return alone, list(together), metrics
+
+    return asyncio.run(run())
+
+
+def _chunk_sizes(metrics: str) -> dict[str, float]:
+    family = next(
+        f for f in text_string_to_metric_families(metrics) if f.name == "nbo_offers_chunk_size"
+    )
+    return {
+        sample.name.removeprefix("nbo_offers_chunk_size_")
+        + sample.labels.get("le", ""): sample.value
+        for sample in family.samples
+    }
+
+
+def test_calls_in_flight_at_once_are_one_chunk_and_answer_as_alone(models_dir: Path) -> None:
+    """Known customers, one asked twice, one the model does not know, and calls of
+    another offer count and channel, all in flight at once: every answer is byte for
+    byte the one the same call got alone, and the calls of one occasion were decided as
+    one chunk (the metric counts the chunks and their sizes)."""
+    app = create_app(Settings(models_dir=models_dir, clock=CLOCK))
+    customers = ["a00", "a01", "a02", "b00", "b01", "a00", "nobody-known"]
+    paths = [f"/v1/customers/{c}/offers?k=5&channel=app" for c in customers]
+    paths += ["/v1/customers/a01/offers?k=3&channel=app", "/v1/customers/b00/offers?k=5"]
+    alone, together, metrics = _calls(app, paths)
+    for one, other in zip(alone, together, strict=True):
+        assert one.status_code == other.status_code == 200, other.text
+        assert one.content == other.content
+    assert together[0].json()["offers"] and together[6].json()["personalized"] is False
+    sizes = _chunk_sizes(metrics)
+    # Alone: one chunk of one per call. At once: one chunk per occasion (7 + 1 + 1 calls).
+    assert sizes["count"] == len(paths) + 3
+    assert sizes["sum"] == 2 * len(paths)
+    assert sizes["bucket1.0"] == len(paths) + 2
+
+
+def test_a_chunk_that_fails_is_decided_call_by_call(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When deciding a chunk raises, its calls are decided one at a time: the call that
+    fails gets a 500, the others their offers."""
+    decide = runtime_decide.decide_customers
+
+    def failing(context: Any, customer_ids: Any, occasion: Occasion, stage: Any = None) -> Any:
+        if "a02" in customer_ids:
+            raise RuntimeError("a bug")
+        return decide(context, customer_ids, occasion, stage)
+
+    monkeypatch.setattr(chunking, "decide_customers", failing)
+    app = create_app(Settings(models_dir=models_dir, clock=CLOCK))
+    paths = [f"/v1/customers/{c}/offers?k=5" for c in ("a00", "a01", "a02", "b00")]
+
+    async def run() -> list[httpx.Response]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://nbo") as client:
+                return list(await asyncio.gather(*(client.get(path) for path in paths)))
+
+    answers = asyncio.run(run())
+    assert [a.status_code for a in answers] == [200, 200, 500, 200]
+    assert answers[2].json()["error"] == "internal_error"
+    assert all(a.json()["offers"] for a in (answers[0], answers[1], answers[3]))
+
+
+def test_a_delivery_is_not_chunked() -> None:
+    """Deliveries are decided and recorded under the customer's lock, never in a chunk."""
+
+    async def run() -> None:
+        await Chunker().decide(None, "a00", Occasion("email", 5, 0, delivery=True))  # type: ignore[arg-type]
+
+    with pytest.raises(ValueError, match="deliver_customers"):
+        asyncio.run(run())
