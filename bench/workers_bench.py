@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import resource
 import shutil
@@ -48,6 +49,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.report import table
 from bench.servers import Server, running_server
@@ -154,6 +156,8 @@ class WorkersResult:
     clock: str
     connections: dict[int, int]
     memory: dict[int, list[Memory]]
+    # Per server (workers): the offers calls decided per chunk, on average over its runs.
+    chunks: dict[int, float] = field(default_factory=dict)
 
 
 def wrk_path() -> str | None:
@@ -254,11 +258,26 @@ def _wrk(server: Server, script: Path, connections: int, seconds: int) -> Run:
     )
 
 
+def _mean_chunk(server: Server) -> float:
+    """The offers calls the server decided per chunk so far (``nbo_offers_chunk_size``,
+    summed over its workers), NaN before any."""
+    text = httpx.get(f"{server.base}/metrics", timeout=10).text
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "nbo_offers_chunk_size"
+        for sample in family.samples
+        if sample.name.endswith(("_sum", "_count"))
+    }
+    count = values.get("nbo_offers_chunk_size_count", 0.0)
+    return values.get("nbo_offers_chunk_size_sum", 0.0) / count if count else math.nan
+
+
 def run_workers(
     models_dir: Path, work_dir: Path, customers: Sequence[str], settings: dict[str, str]
-) -> tuple[dict[tuple[int, str], Cell], dict[int, list[Memory]]]:
+) -> tuple[dict[tuple[int, str], Cell], dict[int, list[Memory]], dict[int, float]]:
     """Every (workers, path) cell, ``ROUNDS`` runs each, servers and paths alternating;
-    then each server's memory per process."""
+    then each server's memory per process and offers calls per chunk."""
     paths = ", ".join(f'"/v1/customers/{c}/offers?k=10&channel=app"' for c in customers)
     scripts = {OFFERS: work_dir / "offers.lua", LIVE: work_dir / "live.lua"}
     scripts[OFFERS].write_text(SCRIPT % {"paths": paths}, encoding="utf-8")
@@ -283,9 +302,10 @@ def run_workers(
                 )
                 cells[(workers, path)].runs.append(run)
         memory = {workers: memory_of(server) for workers, server in servers.items()}
+        chunks = {workers: _mean_chunk(server) for workers, server in servers.items()}
         one.terminate()
         two.terminate()
-    return cells, memory
+    return cells, memory, chunks
 
 
 def _published(
@@ -321,7 +341,7 @@ def _published(
 def bench_workers(work_dir: Path, data: Path) -> WorkersResult:
     """Train on ``data`` (Online Retail), then the runs."""
     models_dir, customers, settings = _published(work_dir, data, catalog=DEMO_CATALOG)
-    cells, memory = run_workers(models_dir, work_dir, customers, settings)
+    cells, memory, chunks = run_workers(models_dir, work_dir, customers, settings)
     return WorkersResult(
         cells,
         f"trainer, default config, on {data.name}",
@@ -329,6 +349,7 @@ def bench_workers(work_dir: Path, data: Path) -> WorkersResult:
         settings["NBO_CLOCK"],
         {w: CONNECTIONS_PER_WORKER * w for w in WORKER_COUNTS},
         memory,
+        chunks,
     )
 
 
@@ -342,7 +363,7 @@ def bench_workers_synthetic(
     models_dir, customers, settings = _published(
         work_dir, data, mapping="canonical", models_dir=models_dir
     )
-    cells, memory = run_workers(models_dir, work_dir, customers, settings)
+    cells, memory, chunks = run_workers(models_dir, work_dir, customers, settings)
     how = f"on {data.name}" if trained else f"kept in {models_dir}"
     return WorkersResult(
         cells,
@@ -351,6 +372,7 @@ def bench_workers_synthetic(
         settings["NBO_CLOCK"],
         {w: CONNECTIONS_PER_WORKER * w for w in WORKER_COUNTS},
         memory,
+        chunks,
     )
 
 
@@ -487,6 +509,16 @@ def print_workers(result: WorkersResult) -> dict[str, float]:
         f"wrk's cores are the load generator's share of the {os.cpu_count()} cores, not "
         "left to the workers"
     )
+    if result.chunks:
+        print(
+            "  offers calls decided per chunk, on average over the runs (calls in flight at "
+            "once are decided together: nbo_offers_chunk_size): "
+            + ", ".join(
+                f"{result.chunks[w]:.1f} with {w} worker{'s' if w > 1 else ''}"
+                for w in WORKER_COUNTS
+                if w in result.chunks
+            )
+        )
     print("  memory per process after the runs (/proc/PID/smaps_rollup):")
     figures["worker_own_mb"] = print_memory(result.memory)
     return figures
