@@ -107,3 +107,39 @@ def test_a_delivery_is_not_chunked() -> None:
 
     with pytest.raises(ValueError, match="deliver_customers"):
         asyncio.run(run())
+
+
+def test_under_load_a_chunk_waits_for_the_next_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a chunk of more than one call, a new chunk waits ``GATHER_S`` for the calls
+    that follow (the clients of the last chunk calling again); after a chunk of one (a
+    client alone), a call is decided on the loop's next turn, without waiting. The
+    waits are made long here so that the test does not depend on the machine's speed."""
+    chunks: list[list[str]] = []
+
+    def decided(context: Any, customer_ids: Any, occasion: Occasion, stage: Any = None) -> Any:
+        chunks.append(list(customer_ids))
+        return [f"decided {c}" for c in customer_ids]
+
+    monkeypatch.setattr(chunking, "decide_customers", decided)
+    monkeypatch.setattr(chunking, "GATHER_S", 0.2)
+    monkeypatch.setattr(chunking, "BUSY_S", 60.0)
+    context: Any = type("Context", (), {"models": object(), "catalog": object()})()
+    occasion = Occasion("app", 5, 0)
+
+    async def run() -> None:
+        chunker = Chunker()
+        call = chunker.decide
+        # A client alone: decided at once, whatever the wait would be.
+        assert await asyncio.wait_for(call(context, "a", occasion), 0.1) == "decided a"
+        assert await asyncio.wait_for(call(context, "b", occasion), 0.1) == "decided b"
+        # Two at once: one chunk; the next call then waits for company.
+        await asyncio.gather(call(context, "c", occasion), call(context, "d", occasion))
+        first = asyncio.ensure_future(call(context, "e", occasion))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not first.done()
+        second = call(context, "f", occasion)
+        assert await asyncio.gather(first, second) == ["decided e", "decided f"]
+
+    asyncio.run(run())
+    assert chunks == [["a"], ["b"], ["c", "d"], ["e", "f"]]
