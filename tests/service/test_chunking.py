@@ -110,7 +110,7 @@ def test_a_delivery_is_not_chunked() -> None:
 
 
 def test_under_load_a_chunk_waits_for_the_next_calls(monkeypatch: pytest.MonkeyPatch) -> None:
-    """After a chunk of more than one call, a new chunk waits ``GATHER_S`` for the calls
+    """After a chunk of more than one call, a new chunk waits (``GATHER_S``) for the calls
     that follow (the clients of the last chunk calling again); after a chunk of one (a
     client alone), a call is decided on the loop's next turn, without waiting. The
     waits are made long here so that the test does not depend on the machine's speed."""
@@ -122,6 +122,7 @@ def test_under_load_a_chunk_waits_for_the_next_calls(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(chunking, "decide_customers", decided)
     monkeypatch.setattr(chunking, "GATHER_S", 0.2)
+    monkeypatch.setattr(chunking, "GATHER_MAX_S", 0.5)
     monkeypatch.setattr(chunking, "BUSY_S", 60.0)
     context: Any = type("Context", (), {"models": object(), "catalog": object()})()
     occasion = Occasion("app", 5, 0)

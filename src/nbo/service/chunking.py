@@ -4,10 +4,13 @@
 its numpy, LightGBM and store calls is paid once per chunk. CPU per customer, with the
 explanations, one customer at a time against eight at once: 1.9 ms and 0.66 ms on
 Online Retail, 2.1 ms and 0.70 ms on the synthetic 100k x 20k. So an offers preview does
-not decide the moment its route runs: it joins the chunk of the calls the event loop
-takes in on the same turn, and that chunk is decided on the loop's next turn. There is
-no waiting window: a call alone is decided at once (a turn later), and under load the
-calls that arrived while one chunk was being decided make up the next.
+not decide the moment its route runs: it joins a chunk. A call that comes alone (the
+worker idle, or one client calling again as soon as it has its answer) is decided on
+the loop's next turn, with the calls the loop took in on the same turn. Under load (a
+chunk of more than one call was done within ``BUSY_S``) a new chunk waits
+for the calls that follow, until none has joined for ``GATHER_S`` (0.3 ms) and at most
+``GATHER_MAX_S`` (2 ms): the answers of a chunk go out one after the other and their
+clients' next calls come back as spread out.
 
 A chunk holds the calls of one occasion (channel, offer count, second of the clock) made
 with the same served models and catalogue, so each call gets the decision it would get
@@ -28,15 +31,18 @@ from dataclasses import dataclass, field
 from nbo.offers.decision import Occasion
 from nbo.runtime.decide import Context, Decided, decide_customers
 
-# Under load, how long a new chunk waits for more calls before it is decided (seconds):
-# the answers of one chunk go out together, and their clients' next calls come back a
-# few tenths of a millisecond apart; without the wait the first of them made a chunk of
-# its own (with wrk's 8 connections, chunks of 3 on average).
+# Under load a new chunk waits for more calls before it is decided: until no call has
+# joined it for GATHER_S, and never longer than GATHER_MAX_S after it opened (seconds).
+# The answers of one chunk go out one after the other (each is built and sent in turn),
+# and their clients' next calls come back as spread out; without the wait the first of
+# them made a chunk of its own (with wrk's 8 connections, chunks of 3 on average).
 GATHER_S = 0.0003
-# Under load means: the last chunk held more than one call and was decided this
-# recently (seconds). A client alone, calling again as soon as it has its answer, makes
+GATHER_MAX_S = 0.002
+# Under load means: a chunk of more than one call was decided this recently (seconds),
+# whatever the chunks since held (one straggler alone must not end the waits that
+# gather the others). A client alone, calling again as soon as it has its answer, makes
 # chunks of one and never waits.
-BUSY_S = 0.002
+BUSY_S = 0.01
 
 
 def _unobserved(size: int) -> None:
@@ -49,7 +55,9 @@ class _Chunk:
 
     context: Context
     occasion: Occasion
+    opened: float  # the loop's clock
     calls: list[tuple[str, asyncio.Future[Decided]]] = field(default_factory=list)
+    last_joined: float = 0.0
 
 
 class Chunker:
@@ -61,9 +69,8 @@ class Chunker:
     def __init__(self, observe: Callable[[int], None] = _unobserved) -> None:
         self._waiting: dict[tuple[int, int, Occasion], _Chunk] = {}
         self._observe = observe
-        # The last chunk decided: when it was done (the loop's clock) and its calls.
-        self._last_done = -math.inf
-        self._last_size = 0
+        # When the last chunk of more than one call was done (the loop's clock).
+        self._last_shared = -math.inf
 
     async def decide(self, context: Context, customer_id: str, occasion: Occasion) -> Decided:
         """The customer's decision on ``occasion``, made in a chunk with the other calls
@@ -77,16 +84,30 @@ class Chunker:
         key = (id(context.models), id(context.catalog), occasion)
         chunk = self._waiting.get(key)
         if chunk is None:
-            chunk = self._waiting[key] = _Chunk(context, occasion)
-            busy = self._last_size > 1 and loop.time() - self._last_done < BUSY_S
+            now = loop.time()
+            chunk = self._waiting[key] = _Chunk(context, occasion, now)
+            busy = now - self._last_shared < BUSY_S
             if busy:
-                loop.call_later(GATHER_S, self._decide, key)
+                loop.call_later(GATHER_S, self._gathered, key)
             else:
                 # After the callbacks already due on this turn: the other calls read on it.
                 loop.call_soon(self._decide, key)
         answer: asyncio.Future[Decided] = loop.create_future()
         chunk.calls.append((customer_id, answer))
+        chunk.last_joined = loop.time()
         return await answer
+
+    def _gathered(self, key: tuple[int, int, Occasion]) -> None:
+        """A waiting chunk's timer: decide it, unless a call joined it in the last
+        ``GATHER_S`` and it may still wait (then look again when that has passed)."""
+        chunk = self._waiting[key]
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        until = min(chunk.last_joined + GATHER_S, chunk.opened + GATHER_MAX_S)
+        if until > now:
+            loop.call_later(until - now, self._gathered, key)
+        else:
+            self._decide(key)
 
     def _decide(self, key: tuple[int, int, Occasion]) -> None:
         chunk = self._waiting.pop(key)
@@ -98,8 +119,8 @@ class Chunker:
         try:
             self._decide_calls(chunk, calls)
         finally:
-            self._last_done = asyncio.get_running_loop().time()
-            self._last_size = len(calls)
+            if len(calls) > 1:
+                self._last_shared = asyncio.get_running_loop().time()
 
     def _decide_calls(
         self, chunk: _Chunk, calls: list[tuple[str, asyncio.Future[Decided]]]
