@@ -111,9 +111,10 @@ def test_a_delivery_is_not_chunked() -> None:
 
 def test_under_load_a_chunk_waits_for_the_next_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     """After a chunk of more than one call, a new chunk waits (``GATHER_S``) for the calls
-    that follow (the clients of the last chunk calling again); after a chunk of one (a
-    client alone), a call is decided on the loop's next turn, without waiting. The
-    waits are made long here so that the test does not depend on the machine's speed."""
+    that follow (the clients of the last chunk calling again), and is decided as soon as
+    it holds as many as the last chunks did; a client alone (chunks of one) is decided
+    on the loop's next turn, without waiting. The waits are made long here so that the
+    test does not depend on the machine's speed."""
     chunks: list[list[str]] = []
 
     def decided(context: Any, customer_ids: Any, occasion: Occasion, stage: Any = None) -> Any:
@@ -139,8 +140,16 @@ def test_under_load_a_chunk_waits_for_the_next_calls(monkeypatch: pytest.MonkeyP
         for _ in range(5):
             await asyncio.sleep(0)
         assert not first.done()
+        # As many calls as the last chunks held: decided at once, not after the wait.
         second = call(context, "f", occasion)
-        assert await asyncio.gather(first, second) == ["decided e", "decided f"]
+        both = await asyncio.wait_for(asyncio.gather(first, second), 0.1)
+        assert both == ["decided e", "decided f"]
+        # Fewer: the chunk waits, then is decided with the calls it has.
+        alone = asyncio.ensure_future(call(context, "g", occasion))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not alone.done()
+        assert await alone == "decided g"
 
     asyncio.run(run())
-    assert chunks == [["a"], ["b"], ["c", "d"], ["e", "f"]]
+    assert chunks == [["a"], ["b"], ["c", "d"], ["e", "f"], ["g"]]

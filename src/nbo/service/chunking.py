@@ -24,6 +24,7 @@ are not chunked: each is decided and recorded under its customer's lock
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ GATHER_MAX_S = 0.002
 # gather the others). A client alone, calling again as soon as it has its answer, makes
 # chunks of one and never waits.
 BUSY_S = 0.01
+# How many of the last chunks of more than one call tell how many calls to expect.
+RECENT_CHUNKS = 8
 
 
 def _unobserved(size: int) -> None:
@@ -58,6 +61,7 @@ class _Chunk:
     opened: float  # the loop's clock
     calls: list[tuple[str, asyncio.Future[Decided]]] = field(default_factory=list)
     last_joined: float = 0.0
+    waiting: bool = False  # on its timer (``Chunker._gathered``)
 
 
 class Chunker:
@@ -69,8 +73,12 @@ class Chunker:
     def __init__(self, observe: Callable[[int], None] = _unobserved) -> None:
         self._waiting: dict[tuple[int, int, Occasion], _Chunk] = {}
         self._observe = observe
-        # When the last chunk of more than one call was done (the loop's clock).
+        # When the last chunk of more than one call was done (the loop's clock), and the
+        # sizes of the last few such chunks: a waiting chunk as large as the largest of
+        # them is decided at once (its clients are all in; waiting on would leave the
+        # worker idle, the timer rounded up to epoll's millisecond).
         self._last_shared = -math.inf
+        self._shared_sizes: collections.deque[int] = collections.deque(maxlen=RECENT_CHUNKS)
 
     async def decide(self, context: Context, customer_id: str, occasion: Occasion) -> Decided:
         """The customer's decision on ``occasion``, made in a chunk with the other calls
@@ -88,6 +96,7 @@ class Chunker:
             chunk = self._waiting[key] = _Chunk(context, occasion, now)
             busy = now - self._last_shared < BUSY_S
             if busy:
+                chunk.waiting = True
                 loop.call_later(GATHER_S, self._gathered, key)
             else:
                 # After the callbacks already due on this turn: the other calls read on it.
@@ -95,12 +104,17 @@ class Chunker:
         answer: asyncio.Future[Decided] = loop.create_future()
         chunk.calls.append((customer_id, answer))
         chunk.last_joined = loop.time()
+        if chunk.waiting and len(chunk.calls) >= max(self._shared_sizes, default=0):
+            chunk.waiting = False
+            loop.call_soon(self._decide, key)
         return await answer
 
     def _gathered(self, key: tuple[int, int, Occasion]) -> None:
         """A waiting chunk's timer: decide it, unless a call joined it in the last
         ``GATHER_S`` and it may still wait (then look again when that has passed)."""
-        chunk = self._waiting[key]
+        chunk = self._waiting.get(key)
+        if chunk is None or not chunk.waiting:
+            return  # decided already: it filled up
         loop = asyncio.get_running_loop()
         now = loop.time()
         until = min(chunk.last_joined + GATHER_S, chunk.opened + GATHER_MAX_S)
@@ -110,7 +124,9 @@ class Chunker:
             self._decide(key)
 
     def _decide(self, key: tuple[int, int, Occasion]) -> None:
-        chunk = self._waiting.pop(key)
+        chunk = self._waiting.pop(key, None)
+        if chunk is None:
+            return
         # A call whose client went away was cancelled: nothing to decide for it.
         calls = [(customer, answer) for customer, answer in chunk.calls if not answer.done()]
         if not calls:
@@ -121,6 +137,7 @@ class Chunker:
         finally:
             if len(calls) > 1:
                 self._last_shared = asyncio.get_running_loop().time()
+                self._shared_sizes.append(len(calls))
 
     def _decide_calls(
         self, chunk: _Chunk, calls: list[tuple[str, asyncio.Future[Decided]]]
