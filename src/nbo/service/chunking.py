@@ -9,8 +9,9 @@ worker idle, or one client calling again as soon as it has its answer) is decide
 the loop's next turn, with the calls the loop took in on the same turn. Under load (a
 chunk of more than one call was done within ``BUSY_S``) a new chunk waits
 for the calls that follow, until none has joined for ``GATHER_S`` (0.3 ms) and at most
-``GATHER_MAX_S`` (2 ms): the answers of a chunk go out one after the other and their
-clients' next calls come back as spread out.
+``GATHER_MAX_S`` (2 ms), or until it holds as many calls as the largest of the last
+``RECENT_CHUNKS`` chunks of more than one: the answers of a chunk go out one after the
+other and their clients' next calls come back as spread out.
 
 A chunk holds the calls of one occasion (channel, offer count, second of the clock) made
 with the same served models and catalogue, so each call gets the decision it would get
