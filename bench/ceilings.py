@@ -14,6 +14,7 @@ buys an item at least once with a chance that grows with it, so the order is the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,9 @@ from training.progress import Steps
 from training.split import TimeSplit, time_split
 
 ODDS = "odds"
+# The odds with the favourites inferred from each customer's lines (the small catalogue):
+# as well as a model can rank from the data, with the week's popularity known exactly.
+ODDS_FROM_DATA = "odds_from_data"
 POPULARITY = "popularity"
 # Customers ranked at a time: a block's odds are a dense customers x items array.
 BLOCK = 1_000
@@ -81,6 +85,8 @@ def ceiling(
             split_popularity(split, config.popularity_days), config.k
         ),
     }
+    if isinstance(odds, SmallCatalogueOdds):
+        methods[ODDS_FROM_DATA] = inferred_recommender(split, odds, config.k)
     return Ceiling(evaluate_methods(split, methods, customers, config.k), len(customers))
 
 
@@ -93,11 +99,43 @@ def odds_recommender(
     day = (split.cutoff - START).total_seconds() / DAY_S
     counts = split.train.counts.tocsr()
 
+    def odds_of(rows: np.ndarray) -> np.ndarray:
+        return odds.line_odds(numbers[0][rows], numbers[1], day, counts[rows])
+
+    return _top_by(odds_of, len(numbers[1]), k)
+
+
+def inferred_recommender(split: TimeSplit, odds: SmallCatalogueOdds, k: int) -> Recommender:
+    """The top ``k`` items by the odds a model could know at most at the cutoff
+    (``SmallCatalogueOdds.inferred_odds``: each customer's favourites inferred from their
+    lines before it), minus each customer's excluded items."""
+    items = _numbers(split.train.items.ids)
+    day = (split.cutoff - START).total_seconds() / DAY_S
+    lines = split.train_lines
+    order = np.argsort(lines.customer, kind="stable")
+    bounds = np.searchsorted(lines.customer[order], np.arange(len(split.train.customers) + 1))
+    bought = items[lines.item[order]]
+    days = (lines.time[order] - START.value // 1_000_000_000) / DAY_S
+
+    def odds_of(rows: np.ndarray) -> np.ndarray:
+        mine = [
+            (bought[bounds[r] : bounds[r + 1]], days[bounds[r] : bounds[r + 1]])
+            for r in rows.tolist()
+        ]
+        return odds.inferred_odds(mine, items, day)
+
+    return _top_by(odds_of, len(items), k)
+
+
+def _top_by(odds_of: Callable[[np.ndarray], np.ndarray], n_items: int, k: int) -> Recommender:
+    """A recommender of the top ``k`` items by ``odds_of`` (customer rows -> their odds
+    of every item), block by block."""
+
     def recommend(customers: np.ndarray, exclude: sp.csr_matrix | None) -> np.ndarray:
-        out = np.empty((len(customers), min(k, len(numbers[1]))), np.int64)
+        out = np.empty((len(customers), min(k, n_items)), np.int64)
         for at in range(0, len(customers), BLOCK):
             rows = customers[at : at + BLOCK]
-            scores = odds.line_odds(numbers[0][rows], numbers[1], day, counts[rows])
+            scores = odds_of(rows)
             if exclude is not None:
                 block = exclude[at : at + BLOCK].tocoo()
                 scores[block.row, block.col] = -np.inf

@@ -20,7 +20,7 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from bench.ceilings import ODDS, POPULARITY, ceiling, has_odds
+from bench.ceilings import ODDS, ODDS_FROM_DATA, POPULARITY, ceiling, has_odds
 from bench.regimes import REGIMES, SmallCatalogue, Wholesale, ensure_regime
 from bench.report import table
 from nbo.core.errors import QualityGateError
@@ -46,12 +46,21 @@ class QualityResult:
     best: dict[str, tuple[str, float]]  # truth -> (rule, figure)
     # truth -> NDCG of the regime's own odds (bench.ceilings); None: not a regime with odds.
     ceiling: dict[str, float] | None = None
+    # truth -> NDCG of the odds a model could know from the data (the favourites inferred
+    # from each customer's lines; bench.ceilings.ODDS_FROM_DATA); None: not computed.
+    from_data: dict[str, float] | None = None
 
     def ceiling_change(self, truth: str) -> float | None:
+        return self._against_rule(self.ceiling, truth)
+
+    def from_data_change(self, truth: str) -> float | None:
+        return self._against_rule(self.from_data, truth)
+
+    def _against_rule(self, figures: dict[str, float] | None, truth: str) -> float | None:
         rule = self.best[truth][1]
-        if self.ceiling is None or rule <= 0:
+        if figures is None or rule <= 0:
             return None
-        return self.ceiling[truth] / rule - 1.0
+        return figures[truth] / rule - 1.0
 
     def change(self, truth: str) -> float | None:
         rule = self.best[truth][1]
@@ -93,13 +102,16 @@ def _one(name: str, path: Path, mapping: ColumnMapping, seed: int | None) -> Qua
         seconds = time.perf_counter() - start
     outcome = _result(name, result, published, seconds)
     if seed is not None and has_odds(name):
-        outcome.ceiling = _ceiling(name, seed, path, result)
+        outcome.ceiling, outcome.from_data = _ceiling(name, seed, path, result)
     _print_data_set(outcome, result)
     return outcome
 
 
-def _ceiling(name: str, seed: int, path: Path, result: TrainResult) -> dict[str, float]:
-    """The regime's odds scored on the trainer's split; popularity is scored beside them
+def _ceiling(
+    name: str, seed: int, path: Path, result: TrainResult
+) -> tuple[dict[str, float], dict[str, float] | None]:
+    """The regime's odds scored on the trainer's split, and the odds a model could know
+    from the data where the regime has them (else None); popularity is scored beside them
     and must equal the trainer's figure, or the two did not rank the same customers."""
     regime = REGIMES[name]()
     assert isinstance(regime, SmallCatalogue | Wholesale)
@@ -113,7 +125,10 @@ def _ceiling(name: str, seed: int, path: Path, result: TrainResult) -> dict[str,
                 f"  WARNING: the ceiling's popularity {ours:.4f} is not the trainer's "
                 f"{trainers:.4f} on {truth}: the ceiling is not on the same customers"
             )
-    return {truth: found.metrics[truth][ODDS][METRIC] for truth in TRUTHS}
+    odds = {truth: found.metrics[truth][ODDS][METRIC] for truth in TRUTHS}
+    if ODDS_FROM_DATA not in found.metrics["all"]:
+        return odds, None
+    return odds, {truth: found.metrics[truth][ODDS_FROM_DATA][METRIC] for truth in TRUTHS}
 
 
 def _result(name: str, result: TrainResult, published: bool, seconds: float) -> QualityResult:
@@ -165,12 +180,26 @@ def _print_data_set(outcome: QualityResult, result: TrainResult) -> None:
                 _percent(outcome.ceiling_change(truth)),
             ]
         rows.append(ceiling_row)
+    if outcome.from_data is not None:
+        known_row: list[object] = ["odds from the data"]
+        for truth in TRUTHS:
+            known_row += [
+                f"{outcome.from_data[truth]:.4f}",
+                _percent(outcome.from_data_change(truth)),
+            ]
+        rows.append(known_row)
     headers = ["method", f"all {METRIC}", "vs best rule", f"new {METRIC}", "vs best rule"]
     print(table(headers, rows))
     if outcome.ceiling is not None:
         print(
             "  odds (ceiling): ranked by the generator's own chances at the cutoff, as well "
             "as a model can rank without seeing the future"
+        )
+    if outcome.from_data is not None:
+        print(
+            "  odds from the data: the same with each customer's favourites inferred from "
+            "their lines before the cutoff (and the week's popularity known exactly): as "
+            "well as a model can rank from the data it is given"
         )
     for truth in TRUTHS:
         rule, figure = outcome.best[truth]
@@ -190,7 +219,9 @@ def _reach(outcome: QualityResult, truth: str) -> str:
         return ""
     rule = outcome.best[truth][1]
     reached = (outcome.served[truth] - rule) / (outcome.ceiling[truth] - rule)
-    return f"; the odds reach {_percent(gain)}, served makes {reached:.0%} of that gain"
+    known = outcome.from_data_change(truth)
+    from_data = "" if known is None else f", the odds from the data {_percent(known)}"
+    return f"; the odds reach {_percent(gain)}, served makes {reached:.0%} of that gain{from_data}"
 
 
 def _print_summary(results: list[QualityResult]) -> None:
@@ -207,6 +238,7 @@ def _print_summary(results: list[QualityResult]) -> None:
                 f"{rule} {figure:.4f}",
                 f"{_percent(r.change(truth))} {'ok' if r.met(truth) else 'MISS'}",
                 _percent(r.ceiling_change(truth)),
+                _percent(r.from_data_change(truth)),
             ]
         row.append("yes" if r.published else "NO")
         rows.append(row)
@@ -217,15 +249,18 @@ def _print_summary(results: list[QualityResult]) -> None:
         "best rule all",
         "target >= +0%",
         "ceiling",
+        "from data",
         "served new",
         "best rule new",
         "target >= +10%",
         "ceiling",
+        "from data",
         "published",
     ]
     print(table(headers, rows))
     if any(r.ceiling is not None for r in results):
         print(
             "  ceiling: the regime's own odds against the best simple rule "
-            "(bench/ceilings.py): no model can be expected above it"
+            "(bench/ceilings.py): no model can be expected above it; from data: the "
+            "same with the favourites inferred from the customers' lines (small catalogue)"
         )

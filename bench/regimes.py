@@ -144,16 +144,79 @@ class SmallCatalogueOdds:
     weekly: np.ndarray  # weeks x items, popularity weights
     favourites: np.ndarray  # customers x favourites, item numbers
     taste_share: float
+    # Per item, the chance that each favourite is that item (favourites are drawn with
+    # replacement from the popularity at the start).
+    favourite_prior: np.ndarray
 
     def line_odds(
         self, customers: np.ndarray, items: np.ndarray, day: float, own: sp.csr_matrix
     ) -> np.ndarray:
         """Per customer (rows) and item (columns): the chance that a line of theirs on
         ``day`` is that item. ``own`` is unused (this shop draws no repeats)."""
-        week = min(int(day // 7), len(self.weekly) - 1)
-        popular = self.weekly[week, items] / self.weekly[week].sum()
+        popular = self._popular(items, day)
         favourite = (self.favourites[customers][:, :, None] == items[None, None, :]).mean(axis=1)
         return (1.0 - self.taste_share) * popular[None, :] + self.taste_share * favourite
+
+    def _popular(self, items: np.ndarray, day: float) -> np.ndarray:
+        week = self._week(day)
+        return self.weekly[week, items] / self.weekly[week].sum()
+
+    def _week(self, day: float | np.ndarray) -> np.ndarray:
+        return np.minimum(np.asarray(day) // 7, len(self.weekly) - 1).astype(np.int64)
+
+    def inferred_odds(
+        self, lines: list[tuple[np.ndarray, np.ndarray]], items: np.ndarray, day: float
+    ) -> np.ndarray:
+        """What a model could know at most, per customer (one entry of ``lines`` each:
+        the item numbers and days of their lines before ``day``) and item (columns): the
+        chance that a line of theirs on ``day`` is that item, with the week's popularity
+        known exactly (more than any model knows) and the favourites not known but
+        inferred from the customer's lines (``favourite_chances``). The gap between this
+        and ``line_odds`` is what no model can learn from the data."""
+        popular = self._popular(items, day)
+        out = np.empty((len(lines), len(items)))
+        for row, (bought, days) in enumerate(lines):
+            chances = self.favourite_chances(bought, days)[items]
+            out[row] = (1.0 - self.taste_share) * popular + self.taste_share * chances
+        return out
+
+    def favourite_chances(self, bought: np.ndarray, days: np.ndarray) -> np.ndarray:
+        """Per item, the expected share of a customer's favourites that are that item,
+        given their lines (item numbers ``bought`` on ``days``): the exact posterior of
+        Bayes' rule under the generator's own model. Each line is a favourite or the
+        week's popular pick; an item bought while it was rarely picked is evidence of a
+        favourite. Only the items bought tell favourites apart (every line's chances sum
+        to one whatever the favourites are), so the favourites are enumerated over the
+        bought items and one class for all the others, which share their mass by the
+        prior."""
+        prior = self.favourite_prior
+        n_favourites, share = self.favourites.shape[1], self.taste_share
+        own, at = np.unique(np.asarray(bought, np.int64), return_inverse=True)
+        weekly = self.weekly[self._week(days)]
+        picked = weekly[np.arange(len(bought)), bought] / weekly.sum(axis=1)
+        # evidence[j, m]: the log likelihood ratio of the customer's lines of own item j
+        # if m of the favourites are j, against none.
+        evidence = np.zeros((len(own) + 1, n_favourites + 1))
+        for m in range(1, n_favourites + 1):
+            ratio = np.log1p(share * m / n_favourites / ((1.0 - share) * picked))
+            evidence[: len(own), m] = np.bincount(at, weights=ratio, minlength=len(own))
+        classes = np.append(prior[own], max(1.0 - prior[own].sum(), 0.0))
+        draws = np.indices((len(classes),) * n_favourites).reshape(n_favourites, -1)
+        log_weight = np.zeros(draws.shape[1])
+        for slot in draws:
+            times = (draws == slot).sum(axis=0)
+            with np.errstate(divide="ignore"):
+                log_weight += np.log(classes[slot]) + evidence[slot, times] / times
+        weight = np.exp(log_weight - log_weight.max())
+        weight /= weight.sum()
+        expected = sum(np.bincount(slot, weights=weight, minlength=len(classes)) for slot in draws)
+        out = np.zeros(len(prior))
+        others = np.ones(len(prior), dtype=bool)
+        others[own] = False
+        if others.any():
+            out[others] = expected[-1] * prior[others] / prior[others].sum()
+        out[own] = expected[: len(own)]
+        return out / n_favourites
 
 
 @dataclass(frozen=True)
@@ -342,7 +405,7 @@ class SmallCatalogue:
                 items[mine] = rng.choice(favourites, size=int(mine.sum()))
                 lines.add(c, np.unique(items), float(day), order)
                 order += 1
-        odds = SmallCatalogueOdds(weekly, chosen_favourites, self.taste_share)
+        odds = SmallCatalogueOdds(weekly, chosen_favourites, self.taste_share, np.exp(log_weight))
         return lines.frame(self.items, rng, price_sigma=0.5), odds
 
 

@@ -13,8 +13,8 @@ import pytest
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from bench.ceilings import ODDS, POPULARITY, ceiling
-from bench.regimes import SmallCatalogue, Wholesale
+from bench.ceilings import ODDS, ODDS_FROM_DATA, POPULARITY, ceiling
+from bench.regimes import SmallCatalogue, SmallCatalogueOdds, Wholesale
 from training.config import TrainingConfig
 
 SMALL = {
@@ -93,3 +93,44 @@ def test_a_ceiling_refuses_data_another_seed_drew(tmp_path: Path) -> None:
     SMALL["small-catalogue"].generate(seed=2).to_parquet(path, index=False)
     with pytest.raises(ValueError, match="not drawn by this regime with seed 1"):
         ceiling(SMALL["small-catalogue"], 1, path, TrainingConfig())
+
+
+def test_favourites_are_inferred_from_what_was_bought_while_it_was_rarely_picked(
+    drawn: dict[str, tuple[pd.DataFrame, object]],
+) -> None:
+    odds = drawn["small-catalogue"][1]
+    assert isinstance(odds, SmallCatalogueOdds)
+    nothing = np.empty(0, np.int64)
+    # No lines: the favourites are the prior, shared by the items in proportion to it.
+    blank = odds.favourite_chances(nothing, np.empty(0))
+    np.testing.assert_allclose(blank, odds.favourite_prior / odds.favourite_prior.sum())
+    # An item bought three times in a week it was among the least picked is almost
+    # surely a favourite; the most picked item bought as often is much less so.
+    week = 10
+    rare, common = np.argsort(odds.weekly[week])[[0, -1]]
+    days = np.full(3, week * 7.0 + 1.0)
+    found_rare = odds.favourite_chances(np.full(3, rare), days)
+    found_common = odds.favourite_chances(np.full(3, common), days)
+    assert found_rare[rare] > 0.3 > blank[rare]
+    assert found_rare[rare] > found_common[common]
+    for found in (found_rare, found_common):
+        # Chances of the share of favourites: they sum to one whatever was bought.
+        assert found.sum() == pytest.approx(1.0)
+    # The odds from the data are line chances, between the week's popularity and the
+    # favourites' share.
+    items = np.arange(len(odds.favourite_prior))
+    inferred = odds.inferred_odds([(nothing, np.empty(0)), (np.full(3, rare), days)], items, 100.0)
+    np.testing.assert_allclose(inferred.sum(axis=1), 1.0)
+    assert inferred[1, rare] > inferred[0, rare]
+
+
+def test_the_odds_from_the_data_lie_between_popularity_and_the_odds_on_new_items(
+    drawn: dict[str, tuple[pd.DataFrame, object]], tmp_path: Path
+) -> None:
+    path = tmp_path / "small.parquet"
+    drawn["small-catalogue"][0].to_parquet(path, index=False)
+    with threadpool_limits(limits=1, user_api="blas"):
+        found = ceiling(SMALL["small-catalogue"], 1, path, TrainingConfig())
+    new = {name: found.metrics["new"][name]["ndcg@10"] for name in (ODDS, ODDS_FROM_DATA)}
+    assert new[ODDS_FROM_DATA] < new[ODDS]
+    assert new[ODDS_FROM_DATA] > found.metrics["new"][POPULARITY]["ndcg@10"]
