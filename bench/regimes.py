@@ -209,7 +209,10 @@ class SmallCatalogueOdds:
                 log_weight += np.log(classes[slot]) + evidence[slot, times] / times
         weight = np.exp(log_weight - log_weight.max())
         weight /= weight.sum()
-        expected = sum(np.bincount(slot, weights=weight, minlength=len(classes)) for slot in draws)
+        expected = sum(
+            (np.bincount(slot, weights=weight, minlength=len(classes)) for slot in draws),
+            np.zeros(len(classes)),
+        )
         out = np.zeros(len(prior))
         others = np.ones(len(prior), dtype=bool)
         others[own] = False
