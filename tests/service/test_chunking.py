@@ -153,3 +153,25 @@ def test_under_load_a_chunk_waits_for_the_next_calls(monkeypatch: pytest.MonkeyP
 
     asyncio.run(run())
     assert chunks == [["a"], ["b"], ["c", "d"], ["e", "f"], ["g"]]
+
+
+def test_no_call_is_left_waiting_when_a_chunk_answers_wrongly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A chunk whose decision does not answer every call (a broken contract) fails its
+    calls rather than leaving them waiting for ever."""
+
+    def short(context: Any, customer_ids: Any, occasion: Occasion, stage: Any = None) -> Any:
+        return ["only one answer"]
+
+    monkeypatch.setattr(chunking, "decide_customers", short)
+    context: Any = type("Context", (), {"models": object(), "catalog": object()})()
+    occasion = Occasion("app", 5, 0)
+
+    async def run() -> list[object]:
+        chunker = Chunker()
+        calls = (chunker.decide(context, c, occasion) for c in ("a", "b"))
+        return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+
+    answers = asyncio.run(run())
+    assert all(isinstance(a, Exception) for a in answers)

@@ -135,6 +135,12 @@ class Chunker:
         self._observe(len(calls))
         try:
             self._decide_calls(chunk, calls)
+        except Exception as exc:
+            # A loop callback's exception reaches no caller: the calls get it instead,
+            # none is left waiting.
+            for _, answer in calls:
+                if not answer.done():
+                    answer.set_exception(exc)
         finally:
             if len(calls) > 1:
                 self._last_shared = asyncio.get_running_loop().time()
@@ -157,5 +163,7 @@ class Chunker:
                 else:
                     answer.set_result(one)
             return
+        if len(decided) != len(calls):
+            raise RuntimeError(f"{len(decided)} decisions for {len(calls)} offers calls")
         for (_, answer), one in zip(calls, decided, strict=True):
             answer.set_result(one)
