@@ -46,9 +46,10 @@ class Server:
     def terminate(self) -> None:
         """SIGTERM, and check the stop was graceful: the process ends within
         ``STOP_SECONDS`` (gunicorn's master exits 0; -SIGTERM, a process ended by the
-        signal, counts as clean too) and the workers' shutdown closed the store. The
-        store's last connection closing checkpoints and removes the WAL file: a WAL file
-        left behind means a shutdown never reached ``store.close()`` (SQLite only)."""
+        signal, counts as clean too) and the workers' shutdown closed the store.
+        ``store.close()`` copies the write-ahead log into the file and truncates it (the
+        last connection to close also deletes it): a log left with content means a
+        shutdown never reached ``store.close()`` (SQLite only)."""
         self.process.send_signal(signal.SIGTERM)
         try:
             code = self.process.wait(timeout=STOP_SECONDS)
@@ -61,7 +62,7 @@ class Server:
         if self.store is None:
             return
         wal = self.store.with_name(self.store.name + "-wal")
-        if wal.exists():
+        if wal.exists() and wal.stat().st_size > 0:
             raise ServerError(f"store not closed at shutdown\n{self.output()}")
 
 

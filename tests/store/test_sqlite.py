@@ -154,3 +154,28 @@ def test_the_store_registers_campaign_files(tmp_path: Path) -> None:
     assert isinstance(store.erased_at("c1"), int)
     assert set(EVENT_TYPES) >= {e.type for e in store.stored_events_of("c1")}
     store.close()
+
+
+def test_closing_leaves_the_log_empty_while_another_process_holds_the_store(
+    tmp_path: Path,
+) -> None:
+    """Two workers stopping at once can each find the other still open, and then neither
+    deletes the write-ahead log as the last connection would: a store that closes copies
+    the log into the file and truncates it first, so nothing is left in it either way;
+    the last to close still deletes it."""
+    path = tmp_path / "s.db"
+    wal = tmp_path / "s.db-wal"
+    first, other = SQLiteStore(path), SQLiteStore(path)
+    first.add_events([purchase("e1"), purchase("e2")])
+    assert other.purchases_of("c1")  # the other holds a reader of its own
+    assert wal.stat().st_size > 0
+
+    first.close()
+
+    assert wal.exists() and wal.stat().st_size == 0  # the other is open: truncated
+    assert [p.item_id for p in other.purchases_of("c1")] == ["i1", "i1"]
+    other.close()
+    assert not wal.exists()
+    reopened = SQLiteStore(path)
+    assert len(reopened.purchases_of("c1")) == 2
+    reopened.close()
