@@ -51,12 +51,14 @@ class QualityResult:
     from_data: dict[str, float] | None = None
 
     def ceiling_change(self, truth: str) -> float | None:
-        return self._against_rule(self.ceiling, truth)
+        return self.against_rule(self.ceiling, truth)
 
     def from_data_change(self, truth: str) -> float | None:
-        return self._against_rule(self.from_data, truth)
+        return self.against_rule(self.from_data, truth)
 
-    def _against_rule(self, figures: dict[str, float] | None, truth: str) -> float | None:
+    def against_rule(self, figures: dict[str, float] | None, truth: str) -> float | None:
+        """``figures`` (per truth) against the best simple rule's, as a change; None
+        without figures or a rule that scored."""
         rule = self.best[truth][1]
         if figures is None or rule <= 0:
             return None
@@ -172,22 +174,16 @@ def _print_data_set(outcome: QualityResult, result: TrainResult) -> None:
             best = outcome.best[truth][1]
             row += [f"{value:.4f}", _percent(None if best <= 0 else value / best - 1.0)]
         rows.append(row)
-    if outcome.ceiling is not None:
-        ceiling_row: list[object] = ["odds (ceiling)"]
+    for label, odds in (
+        ("odds (ceiling)", outcome.ceiling),
+        ("odds from the data", outcome.from_data),
+    ):
+        if odds is None:
+            continue
+        odds_row: list[object] = [label]
         for truth in TRUTHS:
-            ceiling_row += [
-                f"{outcome.ceiling[truth]:.4f}",
-                _percent(outcome.ceiling_change(truth)),
-            ]
-        rows.append(ceiling_row)
-    if outcome.from_data is not None:
-        known_row: list[object] = ["odds from the data"]
-        for truth in TRUTHS:
-            known_row += [
-                f"{outcome.from_data[truth]:.4f}",
-                _percent(outcome.from_data_change(truth)),
-            ]
-        rows.append(known_row)
+            odds_row += [f"{odds[truth]:.4f}", _percent(outcome.against_rule(odds, truth))]
+        rows.append(odds_row)
     headers = ["method", f"all {METRIC}", "vs best rule", f"new {METRIC}", "vs best rule"]
     print(table(headers, rows))
     if outcome.ceiling is not None:
