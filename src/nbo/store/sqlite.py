@@ -194,35 +194,34 @@ class SQLiteStore(SQLStore):
 
     def _after_erasure(self) -> None:
         """Copy the write-ahead log into the file and truncate it, so the log keeps no
-        old copy of erased rows. Best effort, waiting at most a quarter second for readers
-        (writers wait behind it): a reader in the middle of a statement can hold it back,
-        and the log is overwritten by later commits anyway."""
+        old copy of erased rows (the erasure is committed; only the clean-up of the log
+        can be left undone, and later commits overwrite it anyway)."""
         with self._lock:
-            self._db.execute("PRAGMA busy_timeout=250")
-            try:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.Error as exc:
-                # The erasure is committed; only the clean-up of the log is left undone.
-                log.warning("store %s: checkpoint after an erasure failed (%s)", self.path, exc)
-            finally:
-                self._db.execute("PRAGMA busy_timeout=5000")
+            self._truncate_log("after an erasure")
 
     def close(self) -> None:
         """Close every connection, the write-ahead log first copied into the file and
         truncated. The last connection to close deletes the log, but two processes that
         close at the same moment (workers stopping together) can each find the other
-        still open, and then neither deletes it: truncated, it holds nothing either way.
-        Waits at most a quarter second for another process's reader."""
+        still open, and then neither deletes it: truncated, it holds nothing either way."""
         with self._lock:
             for reader in self._all_readers:
                 # Safe at shutdown, the only time close is called: no request runs.
                 reader.close()
-            try:
-                self._db.execute("PRAGMA busy_timeout=250")
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.Error as exc:
-                log.warning("store %s: checkpoint at close failed (%s)", self.path, exc)
+            self._truncate_log("at close")
             self._db.close()
+
+    def _truncate_log(self, when: str) -> None:
+        """Checkpoint the write-ahead log into the file and truncate it; the caller holds
+        the lock. Best effort, waiting at most a quarter second for readers (writers wait
+        behind it): a reader in the middle of a statement can hold it back."""
+        self._db.execute("PRAGMA busy_timeout=250")
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("store %s: checkpoint %s failed (%s)", self.path, when, exc)
+        finally:
+            self._db.execute("PRAGMA busy_timeout=5000")
 
 
 # The newest ``limit`` purchase lines of each customer, oldest first, at a cost that grows
