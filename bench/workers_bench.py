@@ -410,9 +410,11 @@ def print_memory(memory: dict[int, list[Memory]]) -> float:
         for a, b in itertools.pairwise(counts)
     )
     verdict = "ok" if largest <= OWN_MEMORY_TARGET_MB else "OVER"
+    # (One count of workers has no step between counts to show.)
+    growth = f"; the PSS of all: {steps}" if steps else ""
     print(
         f"  a worker's own memory (USS): at most {largest:.1f} MB (issue 16: <= "
-        f"{OWN_MEMORY_TARGET_MB} MB per extra worker: {verdict}); the PSS of all: {steps}. "
+        f"{OWN_MEMORY_TARGET_MB} MB per extra worker: {verdict}){growth}. "
         "The master shares with this process the library files both imported, so its own "
         "memory reads lower than from a shell"
     )

@@ -187,3 +187,81 @@ def test_a_booster_of_other_features_is_refused_with_the_reason(
         load_serving_model(models)
 
     assert "recent_orders" in str(caught.value) and "expects features" in str(caught.value)
+
+
+def _memory_mapped(array: np.ndarray) -> bool:
+    """Whether ``array`` is a view of a memory-mapped file (shared by every process that
+    maps it) rather than memory of this process's own."""
+    base: Any = array
+    while base is not None:
+        if isinstance(base, np.memmap) or type(base).__name__ == "mmap":
+            return True
+        base = getattr(base, "base", None)
+    return False
+
+
+def test_the_similarity_views_are_mapped_from_the_artifact_as_built(
+    tmp_path: Path, trained: TrainResult, models_dir: Path
+) -> None:
+    """The similarity by column and its padded rows come from the artifact's files
+    (memory maps every worker shares, not a copy each builds at load), hold what
+    building them from the similarity gives, and an artifact from before them still
+    loads, building the same."""
+    served = load_serving_model(models_dir)
+    side = served.item_side
+    assert side is not None
+    for array in (side.similar_to.data, side.similar_to.indices):
+        assert _memory_mapped(array)
+    for array in (side.neighbour_ids, side.neighbour_weights):
+        assert _memory_mapped(array)
+
+    assert trained.path is not None
+    source = load_artifact(trained.path.parent, trained.version, mmap=False)
+    derived = [name for name in source.arrays if name.startswith(("knn_by_", "knn_padded"))]
+    assert len(derived) == 5
+    arrays = {name: a for name, a in source.arrays.items() if name not in derived}
+    files = {
+        path.name: path.read_bytes()
+        for path in source.files.values()
+        if path.suffix not in (".npy", ".json")
+    }
+    models = tmp_path / "models"
+    write_artifact(models, "older", arrays, source.documents, source.manifest, files)
+    built = load_serving_model(models).item_side
+    assert built is not None
+    assert not _memory_mapped(built.similar_to.data)
+    assert (built.similar_to != side.similar_to).nnz == 0
+    assert built.similar_to.dtype == side.similar_to.dtype
+    np.testing.assert_array_equal(built.similar_to.indptr, side.similar_to.indptr)
+    np.testing.assert_array_equal(built.similar_to.indices, side.similar_to.indices)
+    for name in ("neighbour_ids", "neighbour_weights"):
+        ours, theirs = getattr(side, name), getattr(built, name)
+        assert ours.dtype == theirs.dtype
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_similarity_views_that_do_not_fit_are_refused(tmp_path: Path, trained: TrainResult) -> None:
+    """A view of the similarity that does not fit it, or one of them missing, refuses
+    the artifact rather than serving explanations or neighbours of other items."""
+    assert trained.path is not None
+    source = load_artifact(trained.path.parent, trained.version, mmap=False)
+    files = {
+        path.name: path.read_bytes()
+        for path in source.files.values()
+        if path.suffix not in (".npy", ".json")
+    }
+    for name, change, reason in (
+        ("knn_padded_ids", lambda a: a[:-1], "do not fit"),
+        ("knn_by_column_data", lambda a: a[:-1], "do not fit"),
+        ("knn_by_column_indptr", None, "missing"),
+    ):
+        arrays = dict(source.arrays)
+        if change is None:
+            del arrays[name]
+        else:
+            arrays[name] = change(np.asarray(arrays[name]))
+        models = tmp_path / f"models-{name}"
+        write_artifact(models, "bad", arrays, source.documents, source.manifest, files)
+
+        with pytest.raises(ArtifactError, match=reason):
+            load_serving_model(models)

@@ -167,11 +167,15 @@ class ItemSide:
         repeat_rate: np.ndarray | None = None,
         popularity_recent: np.ndarray | None = None,
         half_life_days: float = HALF_LIFE_DAYS,
+        similar_to: sp.csr_matrix | None = None,
+        neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> ItemSide:
         """``repeat_rate``: per item, the share of its buyers who bought it on two or
         more days (``nbo.models.cycles.Repurchase``; None or NaN = unknown);
         ``popularity_recent``: its distinct buyers in the last ``RECENT_POPULARITY_DAYS``
-        (None = unknown; the feature is its rank)."""
+        (None = unknown; the feature is its rank). ``similar_to`` and ``neighbours``:
+        the similarity by column and its padded rows (``padded_rows``) when the artifact
+        holds them (memory maps every serving process shares); else built here."""
         order = popular_order(popularity)
         rank = _ranks(order)
         stage_order = stage_rank = None
@@ -182,7 +186,7 @@ class ItemSide:
             np.put_along_axis(
                 stage_rank, stage_order, np.arange(stage_order.shape[1])[None, :], axis=1
             )
-        ids, weights = padded_rows(similarity.tocsr())
+        ids, weights = padded_rows(similarity.tocsr()) if neighbours is None else neighbours
         popularity = np.asarray(popularity, dtype=np.float64)
         popularity_before = np.asarray(popularity_before, dtype=np.float64)
         price = None if price is None else np.asarray(price, dtype=np.float64)
@@ -207,7 +211,7 @@ class ItemSide:
             cycle_days,
             order,
             rank,
-            similarity.T.tocsr(),
+            similarity.T.tocsr() if similar_to is None else similar_to,
             ids,
             weights,
             np.stack([per_item[name] for name in ITEM_FEATURES], axis=1).astype(np.float64),

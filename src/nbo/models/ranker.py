@@ -1,7 +1,8 @@
 """The ranker in an artifact: saved as LightGBM's own text format, checked at load.
 
 What the candidate sources (``nbo.models.candidates``) need at serving besides the ALS
-model: the ItemKNN similarity (three CSR arrays), popularity in the window before the
+model: the ItemKNN similarity (three CSR arrays, and two views of it derived in the
+trainer: by column, and its rows padded to one width), popularity in the window before the
 recent one (for the trend) and in the last fortnight, the popularity within each
 lifecycle stage, the half-life of the recency-weighted counts (the manifest's ``ranker``
 section) and the booster.
@@ -23,11 +24,18 @@ import scipy.sparse as sp
 
 from nbo.core.errors import ArtifactError
 from nbo.core.vocabulary import STAGES
+from nbo.data.sparse import padded_rows
 from nbo.models.artifacts import Artifact
 from nbo.models.candidates import FEATURES, HALF_LIFE_DAYS
 
 RANKER_FILE = "ranker.txt"
 KNN_ARRAYS = ("knn_indptr", "knn_indices", "knn_data")
+# Derived from the similarity, saved beside it so that every serving process maps them
+# from the file rather than building its own copy: at 20,000 items x 100 neighbours,
+# 32 MB of each worker's own memory (half of what a worker held beyond the libraries).
+# Artifacts from before them still load: the service then builds them.
+BY_COLUMN_ARRAYS = ("knn_by_column_indptr", "knn_by_column_indices", "knn_by_column_data")
+PADDED_ARRAYS = ("knn_padded_ids", "knn_padded_weights")
 POPULARITY_BEFORE = "popularity_before"
 STAGE_POPULARITY = "stage_popularity"
 POPULARITY_RECENT = "popularity_recent"
@@ -123,6 +131,10 @@ class LoadedRanker:
     # (which serve no booster that reads it: their feature names differ).
     popularity_recent: np.ndarray | None = None
     half_life_days: float = HALF_LIFE_DAYS
+    # The derived views (``BY_COLUMN_ARRAYS``, ``PADDED_ARRAYS``); None in artifacts
+    # from before them.
+    similar_to: sp.csr_matrix | None = None
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def ranker_arrays(
@@ -132,10 +144,27 @@ def ranker_arrays(
     popularity_recent: np.ndarray,
 ) -> dict[str, Any]:
     similarity = similarity.tocsr()
+    # The similarity as the service reads it back (float32 weights, int32 ids), so that
+    # the derived views hold exactly what it would build from it.
+    saved = sp.csr_matrix(
+        (
+            similarity.data.astype(np.float32),
+            similarity.indices.astype(np.int32),
+            similarity.indptr.astype(np.int64),
+        ),
+        shape=similarity.shape,
+    )
+    by_column = saved.T.tocsr()
+    ids, weights = padded_rows(saved)
     return {
-        "knn_indptr": similarity.indptr.astype(np.int64),
-        "knn_indices": similarity.indices.astype(np.int32),
-        "knn_data": similarity.data.astype(np.float32),
+        "knn_indptr": saved.indptr.astype(np.int64),
+        "knn_indices": saved.indices.astype(np.int32),
+        "knn_data": saved.data,
+        "knn_by_column_indptr": by_column.indptr.astype(np.int64),
+        "knn_by_column_indices": by_column.indices.astype(np.int32),
+        "knn_by_column_data": by_column.data.astype(np.float32),
+        "knn_padded_ids": ids,
+        "knn_padded_weights": weights,
         POPULARITY_BEFORE: np.asarray(popularity_before, dtype=np.float32),
         STAGE_POPULARITY: np.asarray(stage_popularity, dtype=np.float32),
         POPULARITY_RECENT: np.asarray(popularity_recent, dtype=np.float32),
@@ -197,7 +226,33 @@ def load_ranker(artifact: Artifact, n_items: int, booster: bool) -> LoadedRanker
         by_stage,
         None if recent is None else np.asarray(recent, dtype=np.float64),
         half_life,
+        *_derived(artifact, n_items, len(data), where),
     )
+
+
+def _derived(
+    artifact: Artifact, n_items: int, n_pairs: int, where: str
+) -> tuple[sp.csr_matrix | None, tuple[np.ndarray, np.ndarray] | None]:
+    """The similarity by column and its padded rows as saved (None, None in an artifact
+    from before them), checked against the similarity's size."""
+    names = (*BY_COLUMN_ARRAYS, *PADDED_ARRAYS)
+    present = [name for name in names if name in artifact.arrays]
+    if not present:
+        return None, None
+    if len(present) != len(names):
+        missing = [name for name in names if name not in artifact.arrays]
+        raise ArtifactError(f"{where}: missing {missing}")
+    indptr, indices, data = (np.asarray(artifact.arrays[name]) for name in BY_COLUMN_ARRAYS)
+    ids, weights = (np.asarray(artifact.arrays[name]) for name in PADDED_ARRAYS)
+    if (
+        len(indptr) != n_items + 1
+        or not len(indices) == len(data) == n_pairs
+        or ids.ndim != 2
+        or ids.shape[0] != n_items
+        or ids.shape != weights.shape
+    ):
+        raise ArtifactError(f"{where}: the similarity's derived arrays do not fit it")
+    return sp.csr_matrix((data, indices, indptr), shape=(n_items, n_items)), (ids, weights)
 
 
 def _load_scorer(section: dict[str, Any], path: Path, where: str) -> RankerScorer:

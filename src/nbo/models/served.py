@@ -443,6 +443,8 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
             repeat_rate=None if repurchase is None else np.asarray(repurchase.repeat_rate),
             popularity_recent=ranked.popularity_recent,
             half_life_days=ranked.half_life_days,
+            similar_to=ranked.similar_to,
+            neighbours=ranked.neighbours,
         ),
         ranker_per_source=int(artifact.manifest.get("ranker", {}).get("per_source", 50)),
         lifecycle=LifecycleThresholds.from_manifest(artifact.manifest.get("lifecycle")),
