@@ -207,6 +207,9 @@ def test_every_line_names_its_worker_and_start_says_how_many(
     )
     booted = {line["pid"] for line in lines if "Application startup complete" in line["message"]}
     assert len(booted) >= WORKERS and master not in booted
+    # Gunicorn's start line names the address, though the master holds no socket.
+    (listening,) = [line["message"] for line in lines if "Listening at" in line["message"]]
+    assert listening.startswith(f"Listening at: {server.base.removeprefix('http://')} ")
 
 
 def test_a_reload_reaches_every_worker_and_the_answer_says_so(

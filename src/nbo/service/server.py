@@ -78,6 +78,19 @@ class NboLogger(Logger):
         for logger in (self.error_log, self.access_log):
             logger.handlers.clear()
 
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        # Each worker binds a socket of its own (``reuse_port``), so the master holds
+        # none, and gunicorn's start line would read "Listening at:  (PID)": it names the
+        # address instead.
+        if msg == _LISTENING and args and not args[0]:
+            msg = "Listening at: %s (%s; each worker on a socket of its own)"
+            args = (",".join(self.cfg.bind), *args[1:])
+        super().info(msg, *args, **kwargs)
+
+
+# Gunicorn's start line (gunicorn.arbiter.Arbiter.start).
+_LISTENING = "Listening at: %s (%s)"
+
 
 class NboWorker(UvicornWorker):
     """uvicorn in a gunicorn worker, as ``uvicorn.run`` served one process before: no
