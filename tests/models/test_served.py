@@ -214,6 +214,11 @@ def test_the_similarity_views_are_mapped_from_the_artifact_as_built(
         assert _memory_mapped(array)
     for array in (side.neighbour_ids, side.neighbour_weights):
         assert _memory_mapped(array)
+    # The item factors too, writable for implicit's refolds (copy-on-write), and the
+    # explanations read them, not a float64 copy.
+    factors = served.als.item_factors
+    assert _memory_mapped(factors) and factors.flags.writeable
+    assert np.shares_memory(served.explainer._factors, factors)
 
     assert trained.path is not None
     source = load_artifact(trained.path.parent, trained.version, mmap=False)

@@ -323,9 +323,7 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
     if missing:
         raise ArtifactError(f"model {artifact.version}: missing arrays {missing}")
     user_factors = arrays["user_factors"]
-    # Item factors in writable memory (items x factors is small): implicit's solver for a
-    # refolded customer takes them as a writable buffer. Customer factors stay mapped.
-    item_factors = np.array(arrays["item_factors"])
+    item_factors = _writable(artifact, "item_factors", arrays["item_factors"])
     customers = IdMap(np.asarray(arrays["customer_ids"]))
     items = IdMap(np.asarray(arrays["item_ids"]))
     indptr = np.asarray(arrays["history_indptr"])
@@ -454,6 +452,20 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
             else np.asarray(prior)
         ),
     )
+
+
+def _writable(artifact: Artifact, name: str, array: np.ndarray) -> np.ndarray:
+    """``array`` as a writable buffer, which implicit's solver for a refolded customer
+    needs of the item factors though it never writes to them: the file mapped
+    copy-on-write, whose pages stay shared with every other process that maps it as
+    long as no one writes (a copy would be items x factors of each worker's own memory,
+    5 MB at 20,000 items); a copy only when the array is not from a file."""
+    if array.flags.writeable:
+        return array
+    path = artifact.files.get(f"{name}.npy")
+    if path is None:
+        return np.array(array)
+    return np.asarray(np.load(path, mmap_mode="c", allow_pickle=False))
 
 
 def _policy(artifact: Artifact, propensity: Propensity) -> str:
