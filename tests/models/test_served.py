@@ -219,11 +219,19 @@ def test_the_similarity_views_are_mapped_from_the_artifact_as_built(
     factors = served.als.item_factors
     assert _memory_mapped(factors) and factors.flags.writeable
     assert np.shares_memory(served.explainer._factors, factors)
+    # And their column-major layout, for ALS's top-k: the same numbers.
+    column_major = side.item_factors_column_major
+    assert _memory_mapped(column_major) and column_major.flags.f_contiguous
+    np.testing.assert_array_equal(column_major, factors)
 
     assert trained.path is not None
     source = load_artifact(trained.path.parent, trained.version, mmap=False)
-    derived = [name for name in source.arrays if name.startswith(("knn_by_", "knn_padded"))]
-    assert len(derived) == 5
+    derived = [
+        name
+        for name in source.arrays
+        if name.startswith(("knn_by_", "knn_padded", "item_factors_column"))
+    ]
+    assert len(derived) == 6
     arrays = {name: a for name, a in source.arrays.items() if name not in derived}
     files = {
         path.name: path.read_bytes()
@@ -239,15 +247,19 @@ def test_the_similarity_views_are_mapped_from_the_artifact_as_built(
     assert built.similar_to.dtype == side.similar_to.dtype
     np.testing.assert_array_equal(built.similar_to.indptr, side.similar_to.indptr)
     np.testing.assert_array_equal(built.similar_to.indices, side.similar_to.indices)
-    for name in ("neighbour_ids", "neighbour_weights"):
+    assert built.item_factors_column_major.flags.f_contiguous
+    for name in ("neighbour_ids", "neighbour_weights", "item_factors_column_major"):
         ours, theirs = getattr(side, name), getattr(built, name)
         assert ours.dtype == theirs.dtype
         np.testing.assert_array_equal(ours, theirs)
 
 
-def test_similarity_views_that_do_not_fit_are_refused(tmp_path: Path, trained: TrainResult) -> None:
-    """A view of the similarity that does not fit it, or one of them missing, refuses
-    the artifact rather than serving explanations or neighbours of other items."""
+def test_similarity_views_and_factors_that_do_not_fit_are_refused(
+    tmp_path: Path, trained: TrainResult
+) -> None:
+    """A view of the similarity that does not fit it, or one of them missing, and
+    column-major item factors of another shape or layout refuse the artifact rather
+    than serving explanations, neighbours or scores of other items."""
     assert trained.path is not None
     source = load_artifact(trained.path.parent, trained.version, mmap=False)
     files = {
@@ -255,17 +267,21 @@ def test_similarity_views_that_do_not_fit_are_refused(tmp_path: Path, trained: T
         for path in source.files.values()
         if path.suffix not in (".npy", ".json")
     }
-    for name, change, reason in (
-        ("knn_padded_ids", lambda a: a[:-1], "do not fit"),
-        ("knn_by_column_data", lambda a: a[:-1], "do not fit"),
-        ("knn_by_column_indptr", None, "missing"),
+    for n, (name, change, reason) in enumerate(
+        (
+            ("knn_padded_ids", lambda a: a[:-1], "do not fit"),
+            ("knn_by_column_data", lambda a: a[:-1], "do not fit"),
+            ("knn_by_column_indptr", None, "missing"),
+            ("item_factors_column_major", lambda a: a[:-1], "the item factors, column-major"),
+            ("item_factors_column_major", np.ascontiguousarray, "the item factors, column-major"),
+        )
     ):
         arrays = dict(source.arrays)
         if change is None:
             del arrays[name]
         else:
             arrays[name] = change(np.asarray(arrays[name]))
-        models = tmp_path / f"models-{name}"
+        models = tmp_path / f"models-{n}"
         write_artifact(models, "bad", arrays, source.documents, source.manifest, files)
 
         with pytest.raises(ArtifactError, match=reason):

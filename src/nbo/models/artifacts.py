@@ -108,7 +108,10 @@ def write_artifact(
     files: dict[str, str] = {}
     for name, array in arrays.items():
         path = staging / f"{name}.npy"
-        np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+        # In its own layout when it has one (a column-major array stays column-major,
+        # and loads so), else row-major.
+        contiguous = array.flags.c_contiguous or array.flags.f_contiguous
+        np.save(path, array if contiguous else np.ascontiguousarray(array), allow_pickle=False)
         files[path.name] = sha256_file(path)
     for name, document in documents.items():
         path = staging / f"{name}.json"

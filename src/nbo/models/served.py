@@ -60,6 +60,10 @@ DEAD_DAYS_ARRAY = "repurchase_dead_days"
 REBOUGHT_ARRAY = "repurchase_rebought"
 REPEAT_RATE_ARRAY = "item_repeat_rate"
 ITEM_PRICE_ARRAY = "item_price"
+# The item factors again, column-major (``ItemSide.item_factors_column_major``): saved so
+# that every serving process maps the layout rather than making its own copy. Optional:
+# the service lays out an artifact's from before it.
+COLUMN_MAJOR_ARRAY = "item_factors_column_major"
 SEND_HOUR_PRIOR_ARRAY = "send_hour_prior"
 # Recency-weighted orders as of the end of the training data (``RecentOrders``): per
 # (customer, item), aligned with the history, and per customer. Both or none.
@@ -264,6 +268,7 @@ def model_arrays(
     arrays = {
         "user_factors": np.asarray(user_factors, dtype=np.float32),
         "item_factors": np.asarray(item_factors, dtype=np.float32),
+        COLUMN_MAJOR_ARRAY: np.asfortranarray(item_factors, dtype=np.float32),
         "customer_ids": history.customers.ids,
         "item_ids": history.items.ids,
         "history_indptr": counts.indptr.astype(np.int64),
@@ -381,6 +386,13 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
             and history_recent.shape == (int(indptr[-1]),)
             and customer_recent.shape == (len(customers),)
         )
+    column_major = arrays.get(COLUMN_MAJOR_ARRAY)
+    if column_major is not None:
+        checks[f"{COLUMN_MAJOR_ARRAY} the item factors, column-major"] = (
+            column_major.shape == item_factors.shape
+            and column_major.dtype == item_factors.dtype
+            and column_major.flags.f_contiguous
+        )
     prior = arrays.get(SEND_HOUR_PRIOR_ARRAY)
     if prior is not None:
         checks[f"{SEND_HOUR_PRIOR_ARRAY} per hour of the week"] = prior.shape == (HOURS_PER_WEEK,)
@@ -443,6 +455,7 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
             half_life_days=ranked.half_life_days,
             similar_to=ranked.similar_to,
             neighbours=ranked.neighbours,
+            item_factors_column_major=column_major,
         ),
         ranker_per_source=int(artifact.manifest.get("ranker", {}).get("per_source", 50)),
         lifecycle=LifecycleThresholds.from_manifest(artifact.manifest.get("lifecycle")),
