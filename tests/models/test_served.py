@@ -4,6 +4,7 @@ artifacts it cannot serve refused, and a customer forgotten in place."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from support import small_training_config
 
 from nbo.core.errors import ArtifactError
 from nbo.data.mapping import load_mapping
-from nbo.models.artifacts import load_artifact, write_artifact
+from nbo.models.artifacts import Artifact, load_artifact, write_artifact
 from nbo.models.candidates import FEATURES, ITEM_FEATURES
 from nbo.models.popularity import popular_order
 from nbo.models.served import load_serving_model
@@ -126,13 +127,8 @@ def test_serving_model_refuses_recent_orders_that_do_not_fit(
         ("customer_recent_orders", lambda a: a[:-1]),
         ("customer_recent_orders", None),
     ):
-        arrays = dict(source.arrays)
-        if change is None:
-            del arrays[name]
-        else:
-            arrays[name] = change(np.asarray(arrays[name]))
         models = tmp_path / f"models-{name}-{change is None}"
-        write_artifact(models, "bad", arrays, {}, source.manifest, {})
+        write_artifact(models, "bad", _changed(source, name, change), {}, source.manifest, {})
 
         with pytest.raises(ArtifactError, match=r"inconsistent arrays .*history_recent"):
             load_serving_model(models)
@@ -174,11 +170,7 @@ def test_a_booster_of_other_features_is_refused_with_the_reason(
         for name, array in source.arrays.items()
         if name not in ("history_recent", "customer_recent_orders", "popularity_recent")
     }
-    files = {
-        path.name: path.read_bytes()
-        for path in source.files.values()
-        if path.suffix not in (".npy", ".json")
-    }
+    files = _side_files(source)
     files["ranker.txt"] = booster.model_to_string().encode("utf-8")
     models = tmp_path / "models"
     write_artifact(models, "older", arrays, source.documents, source.manifest, files)
@@ -233,11 +225,7 @@ def test_the_similarity_views_are_mapped_from_the_artifact_as_built(
     ]
     assert len(derived) == 6
     arrays = {name: a for name, a in source.arrays.items() if name not in derived}
-    files = {
-        path.name: path.read_bytes()
-        for path in source.files.values()
-        if path.suffix not in (".npy", ".json")
-    }
+    files = _side_files(source)
     models = tmp_path / "models"
     write_artifact(models, "older", arrays, source.documents, source.manifest, files)
     built = load_serving_model(models).item_side
@@ -262,11 +250,7 @@ def test_similarity_views_and_factors_that_do_not_fit_are_refused(
     than serving explanations, neighbours or scores of other items."""
     assert trained.path is not None
     source = load_artifact(trained.path.parent, trained.version, mmap=False)
-    files = {
-        path.name: path.read_bytes()
-        for path in source.files.values()
-        if path.suffix not in (".npy", ".json")
-    }
+    files = _side_files(source)
     for n, (name, change, reason) in enumerate(
         (
             ("knn_padded_ids", lambda a: a[:-1], "do not fit"),
@@ -276,13 +260,31 @@ def test_similarity_views_and_factors_that_do_not_fit_are_refused(
             ("item_factors_column_major", np.ascontiguousarray, "the item factors, column-major"),
         )
     ):
-        arrays = dict(source.arrays)
-        if change is None:
-            del arrays[name]
-        else:
-            arrays[name] = change(np.asarray(arrays[name]))
         models = tmp_path / f"models-{n}"
+        arrays = _changed(source, name, change)
         write_artifact(models, "bad", arrays, source.documents, source.manifest, files)
 
         with pytest.raises(ArtifactError, match=reason):
             load_serving_model(models)
+
+
+def _side_files(source: Artifact) -> dict[str, bytes]:
+    """The artifact's files other than its arrays and JSON documents (the ranker, the
+    churn model, the plots), to write into a changed copy."""
+    return {
+        path.name: path.read_bytes()
+        for path in source.files.values()
+        if path.suffix not in (".npy", ".json")
+    }
+
+
+def _changed(
+    source: Artifact, name: str, change: Callable[[np.ndarray], np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """The artifact's arrays with ``name`` changed by ``change``, or left out (None)."""
+    arrays = dict(source.arrays)
+    if change is None:
+        del arrays[name]
+    else:
+        arrays[name] = change(np.asarray(arrays[name]))
+    return arrays
