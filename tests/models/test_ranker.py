@@ -1,19 +1,23 @@
-"""The ranker's scorer: the service's C-API scores are LightGBM's own."""
+"""The ranker's scorer: the service's C-API scores and the compiled trees' are LightGBM's own."""
 
 from __future__ import annotations
+
+import sys
 
 import lightgbm as lgb
 import numpy as np
 import pytest
 
 from nbo.core.vocabulary import STAGES
+from nbo.models import compiled
 from nbo.models.candidates import FEATURES
+from nbo.models.compiled import compile_trees, probe_rows
 from nbo.models.ranker import RankerScorer
 
 
-def test_the_scorer_gives_the_boosters_own_scores() -> None:
-    """The service's C-API scorer and LightGBM's Booster.predict agree on features in
-    either memory layout, with missing values and the categorical stage."""
+def _booster_and_features() -> tuple[lgb.Booster, np.ndarray]:
+    """A small lambdarank booster on random features with missing values and the
+    categorical stage, and those features."""
     rng = np.random.default_rng(0)
     n_rows, width = 600, len(FEATURES)
     features = rng.normal(size=(n_rows, width)).astype(np.float32)
@@ -32,7 +36,15 @@ def test_the_scorer_gives_the_boosters_own_scores() -> None:
         ),
         num_boost_round=20,
     )
-    scorer = RankerScorer(booster)
+    return booster, features
+
+
+def test_the_scorer_gives_the_boosters_own_scores() -> None:
+    """The service's C-API scorer and LightGBM's Booster.predict agree on features in
+    either memory layout, with missing values and the categorical stage."""
+    booster, features = _booster_and_features()
+    scorer = RankerScorer(booster, compiled=False)
+    assert not scorer.compiled
     expected = booster.predict(features)
     np.testing.assert_allclose(scorer.predict(features), expected, rtol=1e-6)
     np.testing.assert_allclose(scorer.predict(np.asfortranarray(features)), expected, rtol=1e-6)
@@ -40,3 +52,98 @@ def test_the_scorer_gives_the_boosters_own_scores() -> None:
     assert scorer.predict(features[:0]).shape == (0,)
     with pytest.raises(ValueError, match=f"expected {len(FEATURES)} features"):
         scorer.predict(features[:, :-1])
+
+
+def test_the_compiled_trees_give_the_boosters_own_scores() -> None:
+    """By default the trees are compiled (lleaves), and score every call within float
+    rounding of LightGBM: missing values and the categorical stage included, in either
+    memory layout."""
+    booster, features = _booster_and_features()
+    scorer = RankerScorer(booster)
+    assert scorer.compiled
+    expected = booster.predict(features)
+    for layout in (features, np.asfortranarray(features), features[::2]):
+        got = scorer.predict(layout)
+        np.testing.assert_allclose(got, scorer.predict_lightgbm(layout), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(scorer.predict(features), expected, rtol=1e-6)
+    assert scorer.predict(features[:0]).shape == (0,)
+    # The probe rows (thresholds and their neighbours, NaN) within rounding too: this
+    # booster's rows with a value within 1e-35 of zero, which LightGBM takes for zero and
+    # lleaves alone does not, scored 0.41 apart before the scorer flushed them to zero.
+    rows = probe_rows(booster.model_to_string(), booster.num_feature())
+    np.testing.assert_allclose(
+        scorer.predict(rows), scorer.predict_lightgbm(rows), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_compiled_trees_that_disagree_with_lightgbm_are_not_used(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Trees compiled from a model one leaf away from the booster are caught by the
+    probe rows at load and refused, with a warning: the scorer stays on LightGBM."""
+    booster, _ = _booster_and_features()
+    reference = RankerScorer(booster, compiled=False)
+    text = booster.model_to_string()
+    lines = text.splitlines()
+    # One leaf of the middle tree, changed by far more than rounding.
+    tree = [n for n, line in enumerate(lines) if line.startswith("Tree=")][10]
+    at = next(n for n in range(tree, len(lines)) if lines[n].startswith("leaf_value="))
+    values = lines[at].split("=", 1)[1].split()
+    values[1] = repr(float(values[1]) + 0.25)
+    lines[at] = "leaf_value=" + " ".join(values)
+    changed = "\n".join(lines) + "\n"
+    n = booster.num_feature()
+    assert compile_trees(text, reference.predict_lightgbm, n) is not None
+    with caplog.at_level("WARNING", logger="nbo.models.compiled"):
+        assert compile_trees(changed, reference.predict_lightgbm, n) is None
+    assert "disagree with LightGBM" in caplog.text
+
+
+def test_without_lleaves_the_scorer_uses_lightgbm(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where lleaves cannot be imported (Python 3.14: no llvmlite it can use), the
+    scorer says so and scores through LightGBM's C API."""
+    monkeypatch.setitem(sys.modules, "lleaves", None)
+    booster, features = _booster_and_features()
+    with caplog.at_level("WARNING", logger="nbo.models.compiled"):
+        scorer = RankerScorer(booster)
+    assert not scorer.compiled
+    assert "not compiled" in caplog.text
+    np.testing.assert_allclose(scorer.predict(features), booster.predict(features), rtol=1e-6)
+
+
+def test_the_probe_rows_reach_almost_every_leaf() -> None:
+    """The rows the compiled trees are checked on take both sides of the splits: they
+    reach at least 95% of the booster's leaves (LightGBM's own leaf indices), every
+    category of the stage, and missing values in every feature."""
+    booster, _ = _booster_and_features()
+    rows = probe_rows(booster.model_to_string(), booster.num_feature())
+    leaves = booster.predict(rows, pred_leaf=True)
+    trees = booster.dump_model()["tree_info"]
+    reached = sum(len(set(leaves[:, t])) for t in range(len(trees)))
+    assert reached >= 0.95 * sum(tree["num_leaves"] for tree in trees)
+    stage = FEATURES.index("customer_stage")
+    assert set(range(len(STAGES))) <= set(rows[:, stage].tolist())
+    assert np.isnan(rows).any(axis=0).all()
+
+
+def test_a_model_compiled_before_in_this_process_is_not_compiled_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reload back to a version served before (a rollback) takes its compiled trees
+    from the process's last few, by the model text's digest; another model compiles."""
+    booster, features = _booster_and_features()
+    first = RankerScorer(booster)
+    calls = []
+    real = compiled._compile
+    monkeypatch.setattr(compiled, "_compile", lambda *a: calls.append(1) or real(*a))
+    again = RankerScorer(booster)
+    assert again.compiled and calls == []
+    np.testing.assert_array_equal(again.predict(features), first.predict(features))
+    other = lgb.train(
+        {"objective": "regression", "verbose": -1, "num_threads": 1},
+        lgb.Dataset(features, label=np.arange(len(features)) % 3, feature_name=list(FEATURES)),
+        num_boost_round=3,
+    )
+    assert RankerScorer(other).compiled and calls == [1]

@@ -27,6 +27,7 @@ from nbo.core.vocabulary import STAGES
 from nbo.data.sparse import padded_rows
 from nbo.models.artifacts import Artifact
 from nbo.models.candidates import FEATURES, HALF_LIFE_DAYS
+from nbo.models.compiled import compile_trees
 
 RANKER_FILE = "ranker.txt"
 KNN_ARRAYS = ("knn_indptr", "knn_indices", "knn_data")
@@ -50,11 +51,15 @@ class RankerScorer:
     into its own C handle (``LGBM_BoosterLoadModelFromString``) and each call is one
     ``LGBM_BoosterPredictForMat`` on the features as they lie in memory (row- or
     column-major float32), one thread, the same numbers as ``Booster.predict``.
+
+    With ``compiled`` (the default) the trees are also compiled to machine code
+    (``nbo.models.compiled``), about five times faster on a request's rows, and score
+    every call when they agree with the C API at load; the C API stays the reference.
     """
 
     _PARAMETERS = b"num_threads=1"
 
-    def __init__(self, booster: lgb.Booster) -> None:
+    def __init__(self, booster: lgb.Booster, compiled: bool = True) -> None:
         self.booster = booster
         self._lib = lgb.basic._LIB
         handle = ctypes.c_void_p()
@@ -67,6 +72,16 @@ class RankerScorer:
         )
         self._handle = handle
         self.n_features = booster.num_feature()
+        self._compiled = (
+            compile_trees(model.decode("utf-8"), self.predict_lightgbm, self.n_features)
+            if compiled
+            else None
+        )
+
+    @property
+    def compiled(self) -> bool:
+        """Whether calls are scored by the compiled trees."""
+        return self._compiled is not None
 
     def __del__(self) -> None:
         handle = getattr(self, "_handle", None)
@@ -80,6 +95,13 @@ class RankerScorer:
             raise ValueError(f"expected {self.n_features} features, got {columns}")
         if rows == 0:
             return np.empty(0)
+        if self._compiled is not None:
+            return self._compiled(features)
+        return self.predict_lightgbm(features)
+
+    def predict_lightgbm(self, features: np.ndarray) -> np.ndarray:
+        """``predict`` through LightGBM's C API (the reference of the compiled trees)."""
+        rows, columns = features.shape
         data = np.asarray(features, dtype=np.float32)
         row_major = not data.flags.f_contiguous
         if row_major and not data.flags.c_contiguous:
@@ -179,10 +201,13 @@ def lightgbm_version() -> str:
     return metadata.version("lightgbm")
 
 
-def load_ranker(artifact: Artifact, n_items: int, booster: bool) -> LoadedRanker | None:
+def load_ranker(
+    artifact: Artifact, n_items: int, booster: bool, compiled: bool = True
+) -> LoadedRanker | None:
     """The item-side arrays of the ranker's sources and, when ``booster``, the booster
-    (its file must then be there); None for an artifact without them (older, trained on
-    data too short for a ranker, or serving a policy that needs neither)."""
+    (its file must then be there, its trees compiled when ``compiled``); None for an
+    artifact without them (older, trained on data too short for a ranker, or serving a
+    policy that needs neither)."""
     section = artifact.manifest.get("ranker") or {}
     where = f"model {artifact.version}: ranker"
     path = artifact.files.get(RANKER_FILE)
@@ -200,7 +225,7 @@ def load_ranker(artifact: Artifact, n_items: int, booster: bool) -> LoadedRanker
     recent = artifact.arrays.get(POPULARITY_RECENT)
     if booster:
         assert path is not None
-        scorer = _load_scorer(section, path, where)
+        scorer = _load_scorer(section, path, where, compiled)
         # (Checked after the features: an older booster is refused by their names.)
         if recent is None:
             raise ArtifactError(f"{where}: missing {[POPULARITY_RECENT]}")
@@ -255,7 +280,9 @@ def _derived(
     return sp.csr_matrix((data, indices, indptr), shape=(n_items, n_items)), (ids, weights)
 
 
-def _load_scorer(section: dict[str, Any], path: Path, where: str) -> RankerScorer:
+def _load_scorer(
+    section: dict[str, Any], path: Path, where: str, compiled: bool = True
+) -> RankerScorer:
     """The booster of ``path``, checked against this LightGBM and these features."""
     trained = str(section.get("lightgbm_version", ""))
     if trained.split(".")[:1] != lightgbm_version().split(".")[:1]:
@@ -273,6 +300,6 @@ def _load_scorer(section: dict[str, Any], path: Path, where: str) -> RankerScore
             f"{list(FEATURES)}; retrain with this version of nbo"
         )
     try:
-        return RankerScorer(booster)
+        return RankerScorer(booster, compiled)
     except (lgb.basic.LightGBMError, AttributeError) as exc:
         raise ArtifactError(f"{where}: {RANKER_FILE} cannot be served ({exc})") from None
