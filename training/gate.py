@@ -56,7 +56,7 @@ def score_current(
     except ArtifactError:
         return Current(None, None, f"no model is published in {models_dir} yet")
     try:
-        model = load_serving_model(models_dir, version)
+        model = load_serving_model(models_dir, version, compiled=False)
     except ArtifactError as exc:
         return Current(version, None, f"the current model {version} cannot be loaded ({exc})")
     if model.trained_until_s >= at.cutoff_s:

@@ -214,8 +214,11 @@ def served_model(at: Cutoff, config: TrainingConfig, propensity: Propensity) -> 
     with tempfile.TemporaryDirectory(prefix="nbo-served-") as folder:
         version = f"cutoff-{at.cutoff_s}"
         write_artifact(Path(folder), version, arrays, documents, manifest, files)
-        # Read into memory, not mapped: the folder goes when this returns.
-        return serving_model_from_artifact(load_artifact(Path(folder), version, mmap=False))
+        # Read into memory, not mapped: the folder goes when this returns. The ranker is
+        # not compiled: one evaluation's rows cost LightGBM less than compiling its trees.
+        return serving_model_from_artifact(
+            load_artifact(Path(folder), version, mmap=False), compiled=False
+        )
 
 
 def serve(

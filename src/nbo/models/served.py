@@ -314,13 +314,17 @@ def model_arrays(
     return arrays
 
 
-def load_serving_model(models_dir: Path, version: str | None = None) -> ServingModel:
-    """Load, verify and assemble a model; ArtifactError when it must not serve."""
+def load_serving_model(
+    models_dir: Path, version: str | None = None, compiled: bool = True
+) -> ServingModel:
+    """Load, verify and assemble a model; ArtifactError when it must not serve.
+    ``compiled``: compile the ranker's trees (``nbo.models.compiled``), worth its load
+    time where the model serves many calls; a one-off check or evaluation passes False."""
     artifact = load_artifact(models_dir, version)
-    return serving_model_from_artifact(artifact)
+    return serving_model_from_artifact(artifact, compiled)
 
 
-def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
+def serving_model_from_artifact(artifact: Artifact, compiled: bool = True) -> ServingModel:
     # Plain ndarray views of the memory maps: same pages, no np.memmap overhead on every
     # slice taken per request.
     arrays = {name: np.asarray(array) for name, array in artifact.arrays.items()}
@@ -410,7 +414,7 @@ def serving_model_from_artifact(artifact: Artifact) -> ServingModel:
     popularity = np.asarray(arrays["popularity"])
     propensity = _propensity(artifact)
     policy = _policy(artifact, propensity)
-    ranked = load_ranker(artifact, len(items), booster=policy == POLICY_RANKER)
+    ranked = load_ranker(artifact, len(items), booster=policy == POLICY_RANKER, compiled=compiled)
     if policy == POLICY_ITEMKNN and ranked is None:
         raise ArtifactError(f"model {artifact.version}: serves itemknn without its similarity")
     return ServingModel(
