@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     with threadpool_limits(limits=1, user_api="blas"):
         if settings.require_model:
             # Refuse a missing, corrupt or incompatible model with one line, before binding.
+            # Its ranker compiled here too: the workers, forked after, find the compiled
+            # trees among the process's (``nbo.models.compiled``) and share their pages.
             model = load_serving_model(settings.models_dir, settings.model_version)
             logging.getLogger("nbo").info("model %s verified", model.version)
             del model
