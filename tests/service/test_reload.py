@@ -514,7 +514,12 @@ def test_concurrent_offers_during_swaps_never_fail_and_name_one_version(
     limits = httpx.Limits(max_connections=workers + 1)
     client = httpx.Client(base_url=server.base, timeout=REQUEST_SECONDS, limits=limits)
     with client, ThreadPoolExecutor(max_workers=workers) as pool:
-        reload(client, version=published.v1)
+        # Each worker loads both versions once before the calls: the first load of a
+        # version compiles its ranker (a few hundred ms here), long enough for all 300
+        # calls to be answered before the first swap; later loads take it from the
+        # worker's compiled models.
+        for version in (published.v2, published.v1):
+            assert reload(client, version=version).json()["all_workers"] is True
         futures = [pool.submit(offers, n) for n in range(calls)]
         for i, version in enumerate(swaps):
             with progress:
