@@ -20,5 +20,7 @@ def test_model_endpoint_matches_the_manifest(
     assert body["policy"] == manifest["policy"]["name"]
     assert body["policy_choice"] == manifest["policy"]
     assert body["served"] == manifest["served"]
+    # The fixture's model serves its ranker, compiled (lleaves is in the lock).
+    assert body["policy"] == "ranker" and body["ranker_scoring"] == "compiled"
     assert body["customers"] == 60
     assert body["items"] == 20

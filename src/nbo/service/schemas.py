@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -165,6 +165,13 @@ class ModelSummary(BaseModel):
         description="what is served against the best simple rule on the holdout, per truth"
     )
     libraries: dict[str, str]
+    ranker_scoring: Literal["compiled", "lightgbm"] | None = Field(
+        default=None,
+        description="how the ranker's trees are scored here: compiled (lleaves machine "
+        "code, checked against LightGBM when the model loaded) or lightgbm (its C API: "
+        "lleaves is not installed, or its scores differed; the log says which); null when "
+        "the policy serves no ranker",
+    )
 
 
 class HealthResponse(BaseModel):

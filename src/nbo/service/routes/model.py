@@ -39,4 +39,7 @@ def get_model_summary(model: ModelDep) -> ModelSummary:
         policy_choice=manifest.get("policy", {}),
         served=manifest.get("served", {}),
         libraries=manifest.get("libraries", {}),
+        ranker_scoring=None
+        if model.ranker is None
+        else ("compiled" if model.ranker.compiled else "lightgbm"),
     )
