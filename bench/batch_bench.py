@@ -37,7 +37,7 @@ PARTS = (
     ("profiles (features, churn model, stage, send time)", "profiles_of", "decision.py"),
     ("histories, suppression, fatigue", "_prepare_many", "ranking.py"),
     ("candidate sources (all customers of a chunk)", "candidates", "models/candidates.py"),
-    ("ranker scores (LightGBM)", "predict", "ranker.py"),
+    ("ranker scores (its compiled trees, or LightGBM)", "predict", "ranker.py"),
     ("arbitration under the catalogue", "arbitrate", "arbitration.py"),
     ("explanations and reason texts", "explain", "explanations.py"),
     ("output rows (Arrow columns; less the explanations)", "chunk_table", "batch.py"),
