@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import lightgbm as lgb
 import numpy as np
 import pytest
@@ -104,7 +102,7 @@ def test_without_lleaves_the_scorer_uses_lightgbm(
 ) -> None:
     """Where lleaves cannot be imported (Python 3.14: no llvmlite it can use), the
     scorer says so and scores through LightGBM's C API."""
-    monkeypatch.setitem(sys.modules, "lleaves", None)
+    monkeypatch.setattr(compiled, "lleaves", None)
     booster, features = _booster_and_features()
     with caplog.at_level("WARNING", logger="nbo.models.compiled"):
         scorer = RankerScorer(booster)

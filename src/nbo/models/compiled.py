@@ -39,6 +39,8 @@ try:
 except ImportError as _exc:  # Python 3.14: no llvmlite that lleaves can use
     lleaves = None
     _MISSING = str(_exc)
+else:
+    _MISSING = "lleaves is not installed"
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -135,10 +137,11 @@ def probe_rows(model_text: str, n_features: int, n: int = PROBE_ROWS) -> np.ndar
     for feature, threshold in _splits(model_text):
         if 0 <= feature < n_features:
             at = np.float32(threshold)
+            # (float32 values held as Python floats: exact both ways.)
             values[feature] += [
-                at,
-                np.nextafter(at, np.float32(np.inf)),
-                np.nextafter(at, np.float32(-np.inf)),
+                float(at),
+                float(np.nextafter(at, np.float32(np.inf))),
+                float(np.nextafter(at, np.float32(-np.inf))),
             ]
     for feature, categories in _categories(model_text).items():
         if 0 <= feature < n_features:
