@@ -5,7 +5,8 @@ Why: LightGBM predicts by walking its trees as data. On a served request's rows 
 candidates a customer, 77-92 trees) that took 2.4 µs a row, about a fifth of ``decide``
 at 100k customers x 20k items and the largest single part of a campaign's time. lleaves
 turns each tree into native branches through LLVM: 0.45 µs a row on the same rows.
-Compiling costs about 0.7 s for 77 trees, once per process and model.
+Compiling costs about 0.7 s for 77 trees, once per process and model (a server's
+workers start on the trees their master compiled before forking them).
 
 The compiled trees must earn their place at load: on probe rows that fall on, just above
 and just below every threshold of every split (and on NaN, LightGBM's missing value) they
@@ -31,9 +32,11 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Imported with the module, so that a server's master imports it before forking its
-# workers: LLVM's library (133 MB) is then relocated once and its pages shared, instead of
-# about 20 MB of each worker's own memory (measured with smaps_rollup at 100k x 20k).
+# Imported with the module (21 ms beyond what nbo imports anyway), so that a server's
+# master imports it before forking its workers: LLVM's library (133 MB) is then relocated
+# once and its pages shared, about 5 MB of each worker's own memory saved (smaps_rollup,
+# 100k x 20k). The other 20 MB, LLVM's heap for the compiled trees, is shared when the
+# master compiles the model too (``nbo.service.cli``).
 try:
     import lleaves
 except ImportError as _exc:  # Python 3.14: no llvmlite that lleaves can use
