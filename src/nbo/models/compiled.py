@@ -26,7 +26,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
@@ -73,7 +72,7 @@ def compile_trees(model_text: str, reference: Predict, n_features: int) -> Predi
         if key in _COMPILED:
             _COMPILED.move_to_end(key)
             return _COMPILED[key]
-    predict = _compile(lleaves, model_text, reference, n_features)
+    predict = _compile(model_text, reference, n_features)
     if predict is not None:
         with _LOCK:
             _COMPILED[key] = predict
@@ -82,9 +81,7 @@ def compile_trees(model_text: str, reference: Predict, n_features: int) -> Predi
     return predict
 
 
-def _compile(
-    lleaves: ModuleType, model_text: str, reference: Predict, n_features: int
-) -> Predict | None:
+def _compile(model_text: str, reference: Predict, n_features: int) -> Predict | None:
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="nbo-ranker-") as folder:

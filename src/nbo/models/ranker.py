@@ -64,18 +64,18 @@ class RankerScorer:
         self._lib = lgb.basic._LIB
         handle = ctypes.c_void_p()
         iterations = ctypes.c_int(0)
-        model = booster.model_to_string().encode("utf-8")
+        text = booster.model_to_string()
         self._check(
             self._lib.LGBM_BoosterLoadModelFromString(
-                ctypes.c_char_p(model), ctypes.byref(iterations), ctypes.byref(handle)
+                ctypes.c_char_p(text.encode("utf-8")),
+                ctypes.byref(iterations),
+                ctypes.byref(handle),
             )
         )
         self._handle = handle
         self.n_features = booster.num_feature()
         self._compiled = (
-            compile_trees(model.decode("utf-8"), self.predict_lightgbm, self.n_features)
-            if compiled
-            else None
+            compile_trees(text, self.predict_lightgbm, self.n_features) if compiled else None
         )
 
     @property
