@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nbo.core import openmp
 from nbo.core.apikeys import check_bind
 from nbo.core.errors import ConfigError
 from nbo.settings import Settings, load_settings
@@ -22,7 +23,6 @@ log = logging.getLogger("nbo.service")
 
 # prometheus-client reads it once, when it is first imported (``serve`` sets it first).
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
-OPENMP_VARIABLE = "OMP_NUM_THREADS"
 # The folder the workers share: this prefix, the master's pid, a random part.
 FOLDER_PREFIX = "nbo-serve-"
 
@@ -50,10 +50,9 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # One OpenMP thread, set before LightGBM or implicit load libgomp: the workers are
-    # forked from this process, and libgomp's thread pool does not survive a fork (a
-    # worker hung in LightGBM's parsing of the ranker, whose pool the model check here
-    # had started). A worker per core has no core to spare for threads anyway.
-    os.environ[OPENMP_VARIABLE] = "1"
+    # forked from this process (``nbo.core.openmp``; a worker hung in LightGBM's parsing
+    # of the ranker, whose pool the model check here had started).
+    openmp.one_thread()
     from threadpoolctl import threadpool_limits
 
     from nbo.models.served import load_serving_model
