@@ -12,7 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from support import CLOCK, without_progress
 
+from nbo.campaigns import workers as workers_module
 from nbo.campaigns.batch import BatchRun, RunSpec, Selection, open_run, write_batch
+from nbo.campaigns.workers import BatchWorkers
 from nbo.catalog.loading import default_catalog
 from nbo.cli import main
 from nbo.experiments.assignment import ServingModels
@@ -198,9 +200,12 @@ def test_batch_errors_are_one_line(
     assert not (tmp_path / "a.csv").exists()
 
 
-def test_worker_processes_write_the_same_file_as_one_process(
-    models_dir: Path, env: Path, tmp_path: Path
+def test_spawned_workers_write_the_same_file_as_one_process(
+    models_dir: Path, env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Spawned whatever this process may do (a fork from pytest's process is the
+    # subprocess test's, in tests/campaigns/test_workers.py).
+    monkeypatch.setattr(workers_module, "fork_refused", lambda: "a test spawns them")
     settings = Settings(models_dir=models_dir, clock=CLOCK, store_url=f"sqlite:///{env}")
     spec = RunSpec(settings, "email", 3, NOW, False, "run-1")
     run = open_run(spec)
@@ -208,15 +213,16 @@ def test_worker_processes_write_the_same_file_as_one_process(
     one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
     done: list[tuple[int, int]] = []
     first = write_batch(run, Selection(ids), one, chunk=10)
-    second = write_batch(
-        run,
-        Selection(ids),
-        two,
-        chunk=10,
-        progress=lambda screened, decided: done.append((screened, decided)),
-        workers=2,
-        spec=spec,
-    )
+    with BatchWorkers(run, spec, 2) as workers:
+        assert not workers.forked
+        second = write_batch(
+            run,
+            Selection(ids),
+            two,
+            chunk=10,
+            progress=lambda screened, decided: done.append((screened, decided)),
+            workers=workers,
+        )
     run.store.close()
     assert first == second and first.customers == len(ids) == 60
     # In order, one call per chunk: screened and decided (every one: no stage).
@@ -224,14 +230,25 @@ def test_worker_processes_write_the_same_file_as_one_process(
     assert pd.read_parquet(one).equals(pd.read_parquet(two))
 
 
-def test_small_batches_run_in_one_process_large_ones_on_every_cpu() -> None:
-    from nbo.campaigns.batch import CUSTOMERS_PER_WORKER, default_workers
+def test_small_batches_run_in_one_process_large_ones_on_every_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nbo.campaigns.workers import (
+        FORKED_CUSTOMERS_PER_WORKER,
+        SPAWNED_CUSTOMERS_PER_WORKER,
+        default_workers,
+    )
 
     cpus = os.cpu_count() or 1
-    assert default_workers(0) == 1
-    assert default_workers(CUSTOMERS_PER_WORKER - 1) == 1
-    assert default_workers(2 * CUSTOMERS_PER_WORKER) == min(2, cpus)
-    assert default_workers(1000 * CUSTOMERS_PER_WORKER) == cpus
+    for refused, each in (
+        (None, FORKED_CUSTOMERS_PER_WORKER),
+        ("no", SPAWNED_CUSTOMERS_PER_WORKER),
+    ):
+        monkeypatch.setattr(workers_module, "fork_refused", lambda refused=refused: refused)
+        assert default_workers(0) == 1
+        assert default_workers(each - 1) == 1
+        assert default_workers(2 * each) == min(2, cpus)
+        assert default_workers(1000 * each) == cpus
 
 
 CUSTOMERS = [f"{g}{c:02d}" for g in "ab" for c in range(30)]

@@ -78,3 +78,25 @@ def test_the_lines_come_from_a_thread_while_the_step_blocks() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("nbo train: fit ALS (before cutoff): 0/15 iterations (0%), ")
     assert lines[-1].startswith("nbo train: fit ALS (before cutoff): done in ")
+
+
+def test_paused_lines_run_no_thread_and_resume_after() -> None:
+    """A process about to fork pauses them: no thread of theirs may run then."""
+    out = io.StringIO()
+
+    def beating() -> bool:
+        return any(t.name == "nbo-progress" for t in threading.enumerate())
+
+    with PlainProgress("nbo batch", out, every=0.01) as progress:
+        progress.start("offers", 10, "customers")
+        with progress.paused():
+            assert not beating()
+            written = out.getvalue()
+            threading.Event().wait(0.05)
+            assert out.getvalue() == written  # no periodic line while paused
+        assert beating()
+        deadline = time.monotonic() + 30
+        while out.getvalue() == written and time.monotonic() < deadline:
+            threading.Event().wait(0.01)
+        assert out.getvalue() != written
+    assert not beating()

@@ -17,21 +17,19 @@ A run that fails before its file is in place takes its impressions back
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from threadpoolctl import threadpool_limits
 
 from nbo.campaigns.files import SCHEMA, folder_lock, format_of, remove_customers
 from nbo.catalog.holder import CatalogHolder
@@ -54,9 +52,6 @@ SUFFIXES = (".parquet", ".csv")
 ALL = "all"
 STAGE_PREFIX = "stage="
 CHUNK = 1000
-# Customers a worker process must have to repay its start-up (importing scikit-learn
-# and LightGBM, loading the models: about 3.5 s here, some 4,500 customers' decisions).
-CUSTOMERS_PER_WORKER = 15_000
 # The reason of a customer who may be contacted but has no offer left to make.
 NO_OFFERS = "no_offers"
 
@@ -340,8 +335,16 @@ def open_run(spec: RunSpec) -> BatchRun:
     except BaseException:
         store.close()
         raise
+    return run_of(
+        spec, Context(models, catalog, contact_policy(settings), store, settings.max_posted_lines)
+    )
+
+
+def run_of(spec: RunSpec, context: Context) -> BatchRun:
+    """The run of ``spec`` deciding with ``context`` (a forked worker's: its parent's
+    models with a store of its own)."""
     return BatchRun(
-        Context(models, catalog, contact_policy(settings), store, settings.max_posted_lines),
+        context,
         Occasion(spec.channel, spec.k, int(spec.now.timestamp()), spec.delivery),
         run_id=spec.run_id,
     )
@@ -384,10 +387,14 @@ def decide_chunk(run: BatchRun, customer_ids: Sequence[str], stage: str | None) 
     return result
 
 
-def default_workers(customers: int) -> int:
-    """Worker processes for a batch of ``customers``: one per CPU, but only as many as
-    have ``CUSTOMERS_PER_WORKER`` customers each (fewer run faster in this process)."""
-    return max(1, min(os.cpu_count() or 1, customers // CUSTOMERS_PER_WORKER))
+class Workers(Protocol):
+    """Processes deciding chunks in parallel (``nbo.campaigns.workers.BatchWorkers``)."""
+
+    def decide(
+        self, chunks: Sequence[Sequence[str]], stage: str | None
+    ) -> Iterable[ChunkResult]: ...
+
+    def close(self, wait: bool = True) -> None: ...
 
 
 def write_batch(
@@ -396,8 +403,7 @@ def write_batch(
     out: Path,
     chunk: int = CHUNK,
     progress: Progress | None = None,
-    workers: int = 1,
-    spec: RunSpec | None = None,
+    workers: Workers | None = None,
     managed: bool = True,
 ) -> BatchSummary:
     """Decide every selected customer and write the rows to ``out`` (.parquet or .csv),
@@ -410,9 +416,9 @@ def write_batch(
     user's alone (and a registration of the same path is dropped). Either way, customers
     erased while the batch ran are taken out of the file.
 
-    With ``workers`` > 1 (and the ``spec`` that opened ``run``), chunks are decided by
-    that many worker processes, each with its own run, and written in order: the same
-    file as one process writes. ``progress`` is called after each chunk with the number of
+    With ``workers`` (``nbo.campaigns.workers``, started for ``run``), chunks are decided
+    by those processes, each with a run of its own, and written in order: the same file
+    as one process writes. ``progress`` is called after each chunk with the number of
     customers screened and decided so far.
     """
     check_output(out)
@@ -422,23 +428,14 @@ def write_batch(
     writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
     ids = list(selection.customer_ids)
     chunks = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
-    pool: ProcessPoolExecutor | None = None
     placed = False
     try:
         if out.suffix.lower() == ".parquet":
             writer = pq.ParquetWriter(temporary, SCHEMA)
         else:
             writer = pacsv.CSVWriter(temporary, SCHEMA)
-        if workers > 1 and spec is not None and len(chunks) > 1:
-            pool = ProcessPoolExecutor(
-                min(workers, len(chunks)),
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker,
-                initargs=(spec,),
-            )
-            results: Iterable[ChunkResult] = pool.map(
-                _worker_chunk, chunks, [selection.stage] * len(chunks)
-            )
+        if workers is not None and len(chunks) > 1:
+            results: Iterable[ChunkResult] = workers.decide(chunks, selection.stage)
         else:
             results = (decide_chunk(run, c, selection.stage) for c in chunks)
         done = 0
@@ -476,14 +473,11 @@ def write_batch(
     except BaseException:
         if run.occasion.delivery and not placed:
             # No campaign file, no delivery: once no worker can record any more.
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
-                pool = None
+            if workers is not None:
+                workers.close(wait=True)
             take_back(run, ids)
         raise
     finally:
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
         if writer is not None:
             writer.close()
         temporary.unlink(missing_ok=True)
@@ -514,22 +508,6 @@ def managed_path(out: Path) -> str:
 def _registered_rows(run: BatchRun, out: Path) -> Callable[[int], None]:
     path = managed_path(out)
     return lambda kept: run.store.set_batch_output_rows(path, kept)
-
-
-# A worker process's run, opened once by ``_start_worker``.
-_WORKER: dict[str, object] = {}
-
-
-def _start_worker(spec: RunSpec) -> None:
-    # One BLAS thread per worker: the workers are the parallelism.
-    _WORKER["limits"] = threadpool_limits(limits=1, user_api="blas")
-    _WORKER["run"] = open_run(spec)
-
-
-def _worker_chunk(customer_ids: Sequence[str], stage: str | None) -> ChunkResult:
-    run = _WORKER["run"]
-    assert isinstance(run, BatchRun)
-    return decide_chunk(run, customer_ids, stage)
 
 
 def _impressions(run: BatchRun, one: Decided) -> list[ImpressionEvent]:

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbo.core import openmp
 from nbo.settings import load_settings
 
 if TYPE_CHECKING:
@@ -96,6 +97,10 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.engine == "local":
+        # Before LightGBM, implicit or scikit-learn load libgomp: the workers are forked
+        # from this process (``nbo.campaigns.workers``).
+        openmp.one_thread()
     from rich.console import Console
     from threadpoolctl import threadpool_limits
 
@@ -103,13 +108,13 @@ def run(args: argparse.Namespace) -> int:
         BatchError,
         RunSpec,
         check_output,
-        default_workers,
         new_run_id,
         open_run,
         select_customers,
         write_batch,
     )
     from nbo.campaigns.spark import check_spark_output, spark_missing, write_spark_batch
+    from nbo.campaigns.workers import BatchWorkers, default_workers
     from nbo.console.progress import PlainProgress
 
     if not 1 <= args.k <= 100:
@@ -147,7 +152,14 @@ def run(args: argparse.Namespace) -> int:
             if lines:
                 lines.finish("select customers", detail=f"{total:,} customers")
             started = time.perf_counter()
-            with _bar(console, selection.stage) as bar:
+            workers = None
+            if spark is None:
+                # Forked while no other thread runs: before the bar, the lines paused.
+                with lines.paused() if lines else contextlib.nullcontext():
+                    count = min(args.workers or default_workers(total), -(-total // args.chunk))
+                    if count > 1:
+                        workers = BatchWorkers(batch, spec, count)
+            with workers or contextlib.nullcontext(), _bar(console, selection.stage) as bar:
                 task = bar.add_task("offers", total=total, rate="-", written="0")
                 if lines:
                     unit = "customers screened" if selection.stage else "customers"
@@ -166,8 +178,7 @@ def run(args: argparse.Namespace) -> int:
                         args.out,
                         args.chunk,
                         advance,
-                        args.workers or default_workers(total),
-                        spec,
+                        workers,
                         managed=not args.unmanaged,
                     )
                 else:
@@ -192,7 +203,10 @@ def run(args: argparse.Namespace) -> int:
                 )
         finally:
             store.close()
-    print(summary_line(args, summary, selection.stage, total, seconds, model.version, now))
+    processes = "" if workers is None else f"{workers.count} {workers.start} worker processes"
+    print(
+        summary_line(args, summary, selection.stage, total, seconds, model.version, now, processes)
+    )
     return 0
 
 
@@ -260,23 +274,25 @@ def summary_line(
     seconds: float,
     version: str,
     now: datetime,
+    processes: str = "",
 ) -> str:
-    """What the batch wrote, and how fast: with a stage, the customers screened (every
-    selected one) and those written (in the stage) are different counts, so both are
-    given, each with its rate."""
+    """What the batch wrote, and how fast (on which ``processes``, when not in this one):
+    with a stage, the customers screened (every selected one) and those written (in the
+    stage) are different counts, so both are given, each with its rate."""
     without = ", ".join(f"{reason} {n:,}" for reason, n in sorted(summary.without_offers.items()))
     per_second = max(seconds, 1e-9)
+    where = f" on {processes}" if processes else ""
     written = summary.customers
     if stage:
         who = f"{written:,} customers in {stage}"
         speed = (
             f"of {screened:,} screened ({screened - written:,} not in {stage}), "
-            f"in {seconds:.1f} s: "
+            f"in {seconds:.1f} s{where}: "
             f"{screened / per_second:,.0f} screened/s, {written / per_second:,.0f} written/s"
         )
     else:
         who = f"{written:,} customers"
-        speed = f"in {seconds:.1f} s: {written / per_second:,.0f} customers/s"
+        speed = f"in {seconds:.1f} s{where}: {written / per_second:,.0f} customers/s"
     return (
         f"wrote {args.out}: {summary.rows:,} rows for {who} ({summary.with_offers:,} with offers"
         + (f"; without: {without}" if without else "")

@@ -13,7 +13,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TextIO
@@ -69,6 +70,19 @@ class PlainProgress:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No periodic lines, and no thread writing them, within: a process forks its
+        workers safely only while it runs no other thread (``nbo.campaigns.workers``)."""
+        running = self._thread is not None
+        if running:
+            self.__exit__(None, None, None)
+        try:
+            yield
+        finally:
+            if running:
+                self.__enter__()
 
     def start(self, name: str, total: int | None = None, unit: str = "") -> None:
         """Step ``name`` starts; ``total`` units of work when known."""

@@ -1,0 +1,123 @@
+"""A campaign's worker processes: forked from ``nbo batch`` where that is safe (its
+models shared as loaded), spawned elsewhere, and the same file either way."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nbo.campaigns import workers
+from nbo.core import openmp
+from nbo.store import open_store
+
+# What a test run may set for itself (thread counts, terminal width): ``nbo batch`` and
+# the child Python get their own.
+THREAD_VARIABLES = {
+    openmp.VARIABLE,
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "COLUMNS",
+    "FORCE_COLOR",
+    "TTY_COMPATIBLE",
+}
+
+
+def _nbo_batch(out: Path, processes: int, *more: str) -> str:
+    """``nbo batch`` of every customer in a new process (as a user runs it), its output."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    command = ["batch", "--customers", "all", "--chunk", "10", "--workers", str(processes)]
+    command += more
+    done = subprocess.run(
+        [sys.executable, "-m", "nbo.cli", *command, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_nbo_batch_forks_its_workers_and_writes_what_one_process_writes(
+    env: Path, tmp_path: Path
+) -> None:
+    one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
+    printed = _nbo_batch(two, 2)
+    assert " on 2 forked worker processes: " in printed, printed
+    assert " worker processes" not in _nbo_batch(one, 1)
+    # The runs' ids differ (each run has its own); every other field is the same.
+    first, second = (pd.read_parquet(path).drop(columns=["request_id"]) for path in (one, two))
+    assert len(first) > 60 and first.equals(second)
+
+
+def test_forked_workers_record_a_delivered_campaign_in_the_store(env: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sent.parquet"
+    assert " on 2 forked worker processes: " in _nbo_batch(out, 2, "--record")
+    rows = pd.read_parquet(out)
+    offered = rows[rows["rank"] > 0]
+    store = open_store(os.environ["NBO_STORE_URL"])
+    try:
+        contacts = store.contacts_of_many(sorted(set(rows["customer_id"])), 0)
+    finally:
+        store.close()
+    stored = sorted(
+        (customer, contact.item_id)
+        for customer, history in contacts.items()
+        for contact in history.impressions
+    )
+    assert len(offered) > 0
+    assert stored == sorted(zip(offered["customer_id"], offered["item_id"], strict=True))
+
+
+def test_a_fork_is_refused_while_another_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(openmp, "runs_one_thread", lambda: True)
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert workers.fork_refused() == "other threads are running"
+    finally:
+        release.set()
+        other.join()
+    # This test's process may run threads of its own (the test runner's): alone, it forks.
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    assert workers.fork_refused() is None
+
+
+def test_a_fork_is_refused_where_openmp_runs_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(openmp, "runs_one_thread", lambda: False)
+    reason = workers.fork_refused()
+    assert reason is not None and "OMP_NUM_THREADS=1" in reason
+
+
+def _openmp_threads(set_first: bool) -> str:
+    code = (
+        "from nbo.core import openmp\n"
+        + ("openmp.one_thread()\n" if set_first else "")
+        + "import lightgbm\nprint(openmp.runs_one_thread())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenMP runs one thread on one CPU")
+def test_openmp_runs_one_thread_only_when_set_before_it_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _openmp_threads(set_first=True) == "True"
+    assert _openmp_threads(set_first=False) == "False"
+    # Loaded already (this process imported LightGBM): setting it would change nothing
+    # here, and is not left for the children either.
+    monkeypatch.delenv(openmp.VARIABLE, raising=False)
+    openmp.one_thread()
+    assert openmp.VARIABLE not in os.environ
