@@ -571,7 +571,8 @@ def _print_batch(result: BatchResult) -> float:
     rows: list[Sequence[object] | None] = [
         ["implicit batch recommend, liked items filtered (floor)", f"{result.floor_per_s:,.0f}"],
         [
-            f"nbo batch, {result.workers} worker processes (the command's default)",
+            f"nbo batch, {result.workers} worker processes, "
+            f"{'forked' if result.forked else 'spawned'} (the command's default)",
             f"{result.batch_per_s:,.0f}",
         ],
         ["nbo batch, one process", f"{result.single_per_s:,.0f}"],

@@ -37,15 +37,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from bench.batch_bench import local_batch_in_a_fresh_python
 from bench.report import table
-from nbo.campaigns.batch import (
-    RunSpec,
-    Selection,
-    decide_chunk,
-    default_workers,
-    open_run,
-    write_batch,
-)
+from nbo.campaigns.batch import RunSpec, Selection, decide_chunk, open_run
 from nbo.campaigns.spark import (
     LOCAL_MASTER,
     SparkOptions,
@@ -131,11 +125,8 @@ def bench_spark(models_dir: Path, now_s: int, repeats: int = 2) -> SparkBenchRes
         run = open_run(spec)
         ids = [str(c) for c in run.context.models.current.customers.ids]
         selection = Selection(ids)
-        workers = default_workers(len(ids))
         local_out = folder / "local.parquet"
-        started = time.perf_counter()
-        write_batch(run, selection, local_out, CHUNK, workers=workers, spec=spec)
-        local_s = time.perf_counter() - started
+        local_s, workers, _, _ = local_batch_in_a_fresh_python(spec, local_out)
 
         spark_out = folder / "spark.parquet"
         spark_spec = RunSpec(settings, "email", K, now, False, "bench-spark")
