@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -113,18 +114,35 @@ def local_batch_in_a_fresh_python(spec: RunSpec, out: Path) -> tuple[float, int,
     sets itself up: seconds from its workers' start to the file in place, the workers,
     whether they forked, and the rows written."""
     before = os.environ.get(openmp.VARIABLE)
-    openmp.one_thread()  # read by the new process's libgomp when it loads
+    # Read by the new process's libgomp when it loads (here, OpenMP is loaded already).
+    os.environ[openmp.VARIABLE] = "1"
+    context = multiprocessing.get_context("spawn")
+    answer = context.SimpleQueue()
+    # Not a pool's: a pool's processes are daemons, which may not start workers.
+    process = context.Process(target=_timed_batch, args=(spec, out, answer))
     try:
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            return pool.apply(_timed_batch, (spec, out))
+        process.start()
     finally:
         if before is None:
             os.environ.pop(openmp.VARIABLE, None)
         else:
             os.environ[openmp.VARIABLE] = before
+    result = answer.get()
+    process.join()
+    if isinstance(result, str):
+        raise RuntimeError(f"the batch in a fresh Python failed: {result}")
+    return result
 
 
-def _timed_batch(spec: RunSpec, out: Path) -> tuple[float, int, bool, int]:
+def _timed_batch(spec: RunSpec, out: Path, answer: Any) -> None:
+    try:
+        answer.put(_timed(spec, out))
+    except Exception as exc:
+        answer.put(f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _timed(spec: RunSpec, out: Path) -> tuple[float, int, bool, int]:
     run = open_run(spec)
     ids = [str(c) for c in run.context.models.current.customers.ids]
     start = time.perf_counter()
