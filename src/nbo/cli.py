@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, MutableMapping, Sequence
 from importlib.metadata import entry_points
+from types import FrameType
 from typing import Any, NoReturn
 
 from nbo import __version__
@@ -91,14 +94,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    before = _on_sigterm(_terminate)
     try:
         return handler(args)
     except NboError as exc:
         print(f"nbo {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Terminated:
+        print(f"nbo {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"nbo {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _on_sigterm(before)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler stopping a job, ``kill``), raised as Ctrl-C's interrupt is:
+    a command cleans up the same way (``nbo batch`` leaves no partial file and takes a
+    delivered campaign's impressions back) instead of dying where it stands."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Install ``handler`` for SIGTERM (only the main thread may), the one before back."""
+    if threading.current_thread() is not threading.main_thread() or handler is None:
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,17 +4,25 @@ models shared as loaded), spawned elsewhere, and the same file either way."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from nbo.campaigns import workers
+from nbo.campaigns import batch, workers
+from nbo.campaigns.batch import BatchError, BatchRun, RunSpec, open_run
+from nbo.campaigns.workers import BatchWorkers
+from nbo.cli import main
 from nbo.core import openmp
+from nbo.settings import Settings
 from nbo.store import open_store
+
+NOW = datetime(2026, 6, 30, 12, tzinfo=UTC)
 
 # What a test run may set for itself (thread counts, terminal width): ``nbo batch`` and
 # the child Python get their own.
@@ -121,3 +129,70 @@ def test_openmp_runs_one_thread_only_when_set_before_it_loads(
     monkeypatch.delenv(openmp.VARIABLE, raising=False)
     openmp.one_thread()
     assert openmp.VARIABLE not in os.environ
+
+
+def _die(customer_ids: list[str], stage: str | None) -> None:
+    os._exit(9)
+
+
+def test_a_worker_that_dies_is_one_clear_error(
+    models_dir: Path, env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Forked from this process, each worker dies at its first chunk, before any model
+    # work (which a fork of a test process could not run safely).
+    monkeypatch.setattr(workers, "fork_refused", lambda: None)
+    monkeypatch.setattr(workers, "_adopt", lambda *args: None)
+    monkeypatch.setattr(workers, "_worker_chunk", _die)
+    settings = Settings(models_dir=models_dir, store_url=f"sqlite:///{env}")
+    spec = RunSpec(settings, "email", 3, NOW, False, "run-1")
+    run = open_run(spec)
+    try:
+        with BatchWorkers(run, spec, 2) as started:
+            assert started.forked
+            with pytest.raises(BatchError, match="a worker process stopped before its chunk"):
+                list(started.decide([["a00"], ["a01"]], None))
+    finally:
+        run.store.close()
+
+
+def test_sigterm_leaves_no_file_and_takes_a_delivered_campaign_back(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A scheduler stopping ``nbo batch --record`` midway: as Ctrl-C, not a dead process
+    with a partial file and impressions of a campaign never written."""
+    decided: list[int] = []
+    decide = batch.decide_chunk
+
+    def terminated_midway(run: BatchRun, customer_ids: list[str], stage: str | None) -> object:
+        decided.append(len(customer_ids))
+        if len(decided) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return decide(run, customer_ids, stage)
+
+    monkeypatch.setattr(batch, "decide_chunk", terminated_midway)
+    folder = tmp_path / "campaigns"
+    folder.mkdir()
+    out = folder / "campaign.parquet"
+    command = ["batch", "--customers", "all", "--chunk", "10", "--workers", "1", "--record"]
+
+    # Had the command no handler of its own, this one's failure, not pytest's death.
+    def unhandled(signum: int, frame: object) -> None:
+        pytest.fail("SIGTERM reached the test process: nbo batch did not handle it")
+
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        assert main([*command, "--out", str(out)]) == 128 + signal.SIGTERM
+        # The handler was the command's alone: the one before it is back.
+        assert signal.getsignal(signal.SIGTERM) is unhandled
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert len(decided) >= 3
+    assert "nbo batch: terminated" in capsys.readouterr().err
+    assert list(folder.iterdir()) == []  # no file, no partial one
+    store = open_store(os.environ["NBO_STORE_URL"])
+    try:
+        ids = [f"{g}{c:02d}" for g in "ab" for c in range(30)]
+        contacts = store.contacts_of_many(ids, 0)
+    finally:
+        store.close()
+    assert sum(len(history.impressions) for history in contacts.values()) == 0

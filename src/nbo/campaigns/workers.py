@@ -27,13 +27,22 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from types import TracebackType
 
 from threadpoolctl import threadpool_limits
 
-from nbo.campaigns.batch import BatchRun, ChunkResult, RunSpec, decide_chunk, open_run, run_of
-from nbo.core import openmp
+from nbo.campaigns.batch import (
+    BatchError,
+    BatchRun,
+    ChunkResult,
+    RunSpec,
+    decide_chunk,
+    open_run,
+    run_of,
+)
+from nbo.core import openmp, processes
 from nbo.runtime.decide import Context
 from nbo.store import open_store
 
@@ -79,11 +88,15 @@ class BatchWorkers:
                 count,
                 mp_context=multiprocessing.get_context("fork"),
                 initializer=_adopt,
-                initargs=(spec, run.context),
+                initargs=(spec, run.context, os.getpid()),
             )
             # A forking pool forks every worker at its first task: now, while this
             # process runs no other thread (the pool's own starts after the forks).
-            self._pool.submit(os.getpid).result()
+            try:
+                self._pool.submit(os.getpid).result()
+            except BrokenProcessPool as exc:
+                self.close(wait=False)
+                raise BatchError(f"the worker processes did not start: {exc}") from exc
         else:
             log.debug("batch workers spawned: %s", refused)
             self._pool = ProcessPoolExecutor(
@@ -94,8 +107,15 @@ class BatchWorkers:
             )
 
     def decide(self, chunks: Sequence[Sequence[str]], stage: str | None) -> Iterator[ChunkResult]:
-        """Each chunk's result, in the chunks' order."""
-        return self._pool.map(_worker_chunk, chunks, [stage] * len(chunks))
+        """Each chunk's result, in the chunks' order; a ``BatchError`` when a worker
+        stops before its chunk is done (killed, or out of memory)."""
+        try:
+            yield from self._pool.map(_worker_chunk, chunks, [stage] * len(chunks))
+        except BrokenProcessPool as exc:
+            raise BatchError(
+                "a worker process stopped before its chunk was done (killed, or out of "
+                "memory?); no campaign file was written"
+            ) from exc
 
     def close(self, wait: bool = True) -> None:
         """Stop the workers (``wait``: once what they are deciding is done)."""
@@ -124,7 +144,10 @@ def _open(spec: RunSpec) -> None:
     _WORKER["run"] = open_run(spec)
 
 
-def _adopt(spec: RunSpec, context: Context) -> None:
+def _adopt(spec: RunSpec, context: Context, parent: int) -> None:
+    # Killed with the parent: a forked worker holds the pipes the parent fed it, so it
+    # would never see their end and wait for work forever.
+    processes.die_with(parent)
     _WORKER["limits"] = threadpool_limits(limits=1, user_api="blas")
     store = open_store(spec.settings.store_url)
     _WORKER["run"] = run_of(spec, replace(context, store=store))

@@ -31,12 +31,8 @@ Four things differ from gunicorn's defaults, each for nbo's sake:
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
-import os
-import signal
-import sys
 from typing import Any, ClassVar
 
 from fastapi import FastAPI
@@ -46,6 +42,7 @@ from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
 from uvicorn_worker import UvicornWorker
 
+from nbo.core import processes
 from nbo.core.errors import NboError
 from nbo.service.workers import WorkerBoard
 from nbo.settings import Settings
@@ -60,7 +57,6 @@ WORKER_TIMEOUT_S = 120
 GRACEFUL_TIMEOUT_S = 30
 # uvicorn's default: how long an idle keep-alive connection stays open.
 KEEPALIVE_S = 5
-PR_SET_PDEATHSIG = 1
 
 
 class NboLogger(Logger):
@@ -110,19 +106,8 @@ class NboWorker(UvicornWorker):
         access.propagate = False
 
     def init_process(self) -> None:
-        _die_with(self.ppid)
+        processes.die_with(self.ppid)
         super().init_process()
-
-
-def _die_with(master: int) -> None:
-    """Ask Linux to SIGKILL this process when its parent (the master) dies; elsewhere
-    nothing (the workers then notice at their next request or heartbeat)."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != master:  # the master died before the request was made
-        os._exit(1)
 
 
 class NboArbiter(Arbiter):
