@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from nbo.campaigns.batch import RunSpec, Selection, open_run, write_batch
-from nbo.campaigns.workers import BatchWorkers, default_workers
+from nbo.campaigns.workers import BatchWorkers, worker_count
 from nbo.core import openmp
 from nbo.models.served import ServingModel
 from nbo.settings import Settings
@@ -146,7 +146,7 @@ def _timed(spec: RunSpec, out: Path) -> tuple[float, int, bool, int]:
     run = open_run(spec)
     ids = [str(c) for c in run.context.models.current.customers.ids]
     start = time.perf_counter()
-    count = min(default_workers(len(ids)), -(-len(ids) // CHUNK))
+    count = worker_count(len(ids), CHUNK)
     with BatchWorkers(run, spec, count) as workers:
         summary = write_batch(run, Selection(ids), out, CHUNK, workers=workers)
     seconds = time.perf_counter() - start

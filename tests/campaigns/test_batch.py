@@ -237,6 +237,7 @@ def test_small_batches_run_in_one_process_large_ones_on_every_cpu(
         FORKED_CUSTOMERS_PER_WORKER,
         SPAWNED_CUSTOMERS_PER_WORKER,
         default_workers,
+        worker_count,
     )
 
     cpus = os.cpu_count() or 1
@@ -249,6 +250,9 @@ def test_small_batches_run_in_one_process_large_ones_on_every_cpu(
         assert default_workers(each - 1) == 1
         assert default_workers(2 * each) == min(2, cpus)
         assert default_workers(1000 * each) == cpus
+    # Never more workers than chunks, asked for or not.
+    assert worker_count(25, 10, asked=8) == 3
+    assert worker_count(25, 10) == 1
 
 
 CUSTOMERS = [f"{g}{c:02d}" for g in "ab" for c in range(30)]

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         write_batch,
     )
     from nbo.campaigns.spark import check_spark_output, spark_missing, write_spark_batch
-    from nbo.campaigns.workers import BatchWorkers, default_workers
+    from nbo.campaigns.workers import BatchWorkers, worker_count
     from nbo.console.progress import PlainProgress
 
     if not 1 <= args.k <= 100:
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             if spark is None:
                 # Forked while no other thread runs: before the bar, the lines paused.
                 with lines.paused() if lines else contextlib.nullcontext():
-                    count = min(args.workers or default_workers(total), -(-total // args.chunk))
+                    count = worker_count(total, args.chunk, args.workers)
                     if count > 1:
                         workers = BatchWorkers(batch, spec, count)
             with workers or contextlib.nullcontext(), _bar(console, selection.stage) as bar:

@@ -73,6 +73,12 @@ def default_workers(customers: int) -> int:
     return max(1, min(os.cpu_count() or 1, customers // each))
 
 
+def worker_count(customers: int, chunk: int, asked: int | None = None) -> int:
+    """The workers a batch of ``customers`` in chunks of ``chunk`` starts: ``asked``
+    (``--workers``), else ``default_workers``, never more than there are chunks."""
+    return min(asked or default_workers(customers), -(-customers // chunk))
+
+
 class BatchWorkers:
     """``count`` worker processes deciding chunks for ``run`` (opened from ``spec``),
     forked now when that is safe, else spawned. Create them before starting anything
@@ -81,7 +87,6 @@ class BatchWorkers:
     def __init__(self, run: BatchRun, spec: RunSpec, count: int) -> None:
         refused = fork_refused()
         self.forked = refused is None
-        self.start = "forked" if self.forked else "spawned"
         self.count = count
         if self.forked:
             self._pool = ProcessPoolExecutor(
@@ -105,6 +110,11 @@ class BatchWorkers:
                 initializer=_open,
                 initargs=(spec,),
             )
+
+    @property
+    def start(self) -> str:
+        """How the workers started: "forked" or "spawned"."""
+        return "forked" if self.forked else "spawned"
 
     def decide(self, chunks: Sequence[Sequence[str]], stage: str | None) -> Iterator[ChunkResult]:
         """Each chunk's result, in the chunks' order; a ``BatchError`` when a worker
