@@ -716,6 +716,7 @@ class ServedRanker:
     popularity_before: np.ndarray  # popularity one window before the end (the trend)
     stage_popularity: np.ndarray  # popularity within each lifecycle stage
     popularity_recent: np.ndarray  # distinct buyers in the last fortnight
+    per_source: int = 25  # the most items each source proposes per customer
 
     def arrays(self) -> dict[str, Any]:
         return ranker_arrays(
@@ -747,4 +748,5 @@ def served_ranker(
         popularity_scores(history.counts, history.last_purchase, last_s - days * DAY, days),
         group_popularity(history.counts, stages, len(STAGES)),
         popularity_scores(history.counts, history.last_purchase, last_s, RECENT_POPULARITY_DAYS),
+        config.ranker.per_source,
     )

@@ -41,7 +41,7 @@ from nbo.data.history import PurchaseHistory, RecentOrders
 from nbo.data.sparse import Rows
 from nbo.evaluation.ranking_metrics import ranking_metrics
 from nbo.models.artifacts import load_artifact, write_artifact
-from nbo.models.candidates import NO_STAGE
+from nbo.models.candidates import NO_STAGE, shortlist_width
 from nbo.models.cf import confidence_matrix
 from nbo.models.cycles import Repurchase
 from nbo.models.policy import (
@@ -106,6 +106,8 @@ class ServedParts:
         ranker's booster only for the ranker, its sources for the ranker and ItemKNN;
         ``every_part``: both whatever the policy (the evaluation's model at a cutoff,
         served under each policy in turn)."""
+        ranked = self.ranker is not None and self.ranker.booster is not None
+        ranked &= every_part or self.policy == POLICY_RANKER
         arrays: dict[str, Any] = model_arrays(
             self.als.user_factors,
             self.als.item_factors,
@@ -117,6 +119,10 @@ class ServedParts:
             item_price=self.item_price,
             send_hour_prior=send_hour_prior,
             recent=self.recent,
+            # ALS's shortlists, for the ranker's ALS source alone.
+            shortlist_width=shortlist_width(self.ranker.per_source)
+            if ranked and self.ranker is not None
+            else 0,
         )
         files: dict[str, bytes] = {}
         if self.ranker is not None:

@@ -24,6 +24,7 @@ from nbo.models.candidates import (
     CandidateTable,
     CustomerSide,
     ItemSide,
+    als_shortlist,
     candidates,
     ranked_order,
     ranked_top,
@@ -389,27 +390,40 @@ def proposals_one_at_a_time(
 
 @pytest.mark.parametrize("union_by", ["scan", "sort"])
 @pytest.mark.parametrize(
-    "seed, per_block, tied",
+    "seed, per_block, tied, shortlist",
     [
-        (5, None, False),
-        (6, None, False),
-        (7, None, False),
-        (5, 3, False),
-        (6, 7, False),
-        (5, None, True),
-        (8, 5, True),
+        (5, None, False, None),
+        (6, None, False, None),
+        (7, None, False, None),
+        (5, 3, False, None),
+        (6, 7, False, None),
+        (5, None, True, None),
+        (8, 5, True, None),
+        (5, None, False, 12),
+        (6, 7, False, 12),
+        (7, None, False, 80),
     ],
 )
 def test_candidates_are_what_each_source_says_one_customer_at_a_time(
-    seed: int, per_block: int | None, tied: bool, union_by: str, monkeypatch: pytest.MonkeyPatch
+    seed: int,
+    per_block: int | None,
+    tied: bool,
+    shortlist: int | None,
+    union_by: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Random catalogue and customers: every customer's proposed items, their source
     flags and the features the sources give are the oracle's, whether the customers come
     all at once (a campaign's chunk, the trainer's window, in one block of customers or
     several) or one by one (a request), and whether the sources' union is taken by
     scanning the sheet or by sorting the proposals. With tied similarities, ItemKNN's
-    ties at a row's n-th best score go to the lower item, as the oracle's sort says."""
+    ties at a row's n-th best score go to the lower item, as the oracle's sort says.
+    With ALS shortlists (``shortlist`` wide, every fifth customer without one), ALS
+    proposes what its top-k does: from the shortlist where it reaches past what is
+    excluded or holds the whole catalogue, and by the top-k for the others."""
     items, side = random_shop(seed, tied=tied)
+    if shortlist is not None:
+        side = with_shortlists(items, side, shortlist)
     monkeypatch.setattr(
         candidates_module, "UNION_BY_SORT_ABOVE", 10**9 if union_by == "scan" else 0
     )
@@ -443,6 +457,19 @@ def test_candidates_are_what_each_source_says_one_customer_at_a_time(
                 )
 
 
+def with_shortlists(items: ItemSide, side: CustomerSide, width: int) -> CustomerSide:
+    """``side`` with ALS shortlists ``width`` wide, every fifth customer without one;
+    the others read theirs, and at 12 per source some run short of what they exclude."""
+    lists = als_shortlist(items.item_factors, side.user_factors, width)
+    lists[::5] = -1
+    assert side.exclude is not None
+    _, complete = candidates_module._shortlisted(lists, side.exclude, 12, len(items.popularity))
+    assert complete[1:].any() and not complete[::5].any()
+    if width < len(items.popularity):
+        assert not complete[np.arange(len(lists)) % 5 != 0].all()
+    return dataclasses.replace(side, shortlist=lists)
+
+
 def alone(items: ItemSide, side: CustomerSide, row: int, per_source: int) -> CandidateTable:
     """``candidates`` for one customer of ``side``, as a request asks."""
 
@@ -460,6 +487,7 @@ def alone(items: ItemSide, side: CustomerSide, row: int, per_source: int) -> Can
         stage=at(side.stage),
         churn_risk=at(side.churn_risk),
         monetary=at(side.monetary),
+        shortlist=at(side.shortlist),
     )
     return candidates(items, single, per_source)
 

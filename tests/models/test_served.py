@@ -3,6 +3,7 @@ artifacts it cannot serve refused, and a customer forgotten in place."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -11,14 +12,20 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pytest
+from implicit.cpu.topk import topk
 from support import small_training_config
 
 from nbo.core.errors import ArtifactError
+from nbo.core.vocabulary import DAY
 from nbo.data.mapping import load_mapping
+from nbo.models import candidates as candidates_module
 from nbo.models.artifacts import Artifact, load_artifact, write_artifact
-from nbo.models.candidates import FEATURES, ITEM_FEATURES
+from nbo.models.candidates import FEATURES, ITEM_FEATURES, shortlist_width
 from nbo.models.popularity import popular_order
-from nbo.models.served import load_serving_model
+from nbo.models.served import ServingModel, load_serving_model
+from nbo.offers.ranking import OfferRequest, rank_offers
+from nbo.offers.state import PostedPurchase
+from nbo.offers.suppression import SuppressionWindow
 from training import publish
 from training.pipeline import TrainResult, train
 
@@ -245,9 +252,10 @@ def test_the_similarity_views_are_mapped_from_the_artifact_as_built(
 def test_similarity_views_and_factors_that_do_not_fit_are_refused(
     tmp_path: Path, trained: TrainResult
 ) -> None:
-    """A view of the similarity that does not fit it, or one of them missing, and
-    column-major item factors of another shape or layout refuse the artifact rather
-    than serving explanations, neighbours or scores of other items."""
+    """A view of the similarity that does not fit it, or one of them missing,
+    column-major item factors of another shape or layout, and ALS shortlists not one
+    per customer, narrower than a source proposes or not item ids, refuse the artifact
+    rather than serving explanations, neighbours, scores or candidates of other items."""
     assert trained.path is not None
     source = load_artifact(trained.path.parent, trained.version, mmap=False)
     files = _side_files(source)
@@ -258,6 +266,9 @@ def test_similarity_views_and_factors_that_do_not_fit_are_refused(
             ("knn_by_column_indptr", None, "missing"),
             ("item_factors_column_major", lambda a: a[:-1], "the item factors, column-major"),
             ("item_factors_column_major", np.ascontiguousarray, "the item factors, column-major"),
+            ("als_shortlist", lambda a: a[:-1], "als_shortlist per customer"),
+            ("als_shortlist", lambda a: a[:, :3], "als_shortlist per customer"),
+            ("als_shortlist", lambda a: a.astype(np.float32), "als_shortlist per customer"),
         )
     ):
         models = tmp_path / f"models-{n}"
@@ -266,6 +277,67 @@ def test_similarity_views_and_factors_that_do_not_fit_are_refused(
 
         with pytest.raises(ArtifactError, match=reason):
             load_serving_model(models)
+
+
+def test_the_als_shortlists_serve_what_als_top_k_gives(
+    tmp_path: Path, trained: TrainResult, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The artifact's ALS shortlists (memory maps, one row per customer) give every
+    customer the offers implicit's top-k over the whole catalogue gives. Trained
+    customers read theirs; implicit scores only the customer with a purchase posted
+    since training, and, where a shortlist is narrower than the catalogue, the one tired
+    of so many of their best items that it runs short. An artifact from before the
+    shortlists serves the same."""
+    model = load_serving_model(models_dir)
+    shortlist = model.als_shortlist
+    assert shortlist is not None and _memory_mapped(shortlist)
+    n_items = len(model.items)
+    assert shortlist.shape == (len(model.customers), shortlist_width(model.ranker_per_source))
+    assert (shortlist[:, :n_items] >= 0).all() and (shortlist[:, n_items:] == -1).all()
+    assert trained.path is not None
+    source = load_artifact(trained.path.parent, trained.version, mmap=False)
+    files = _side_files(source)
+    # Five per source, from shortlists seven wide.
+    narrow = tmp_path / "narrow"
+    arrays = {**source.arrays, "als_shortlist": source.arrays["als_shortlist"][:, :7]}
+    manifest = {**source.manifest, "ranker": {**source.manifest["ranker"], "per_source": 5}}
+    write_artifact(narrow, "narrow", arrays, source.documents, manifest, files)
+    older = tmp_path / "older"
+    arrays = {name: a for name, a in source.arrays.items() if name != "als_shortlist"}
+    write_artifact(older, "older", arrays, source.documents, source.manifest, files)
+
+    ids = [str(i) for i in model.customers.ids][::-1]
+    now = model.trained_until_s + DAY
+    tired = [model.item_ids[int(i)] for i in shortlist[1, :3]]
+    posted = PostedPurchase(model.item_ids[int(shortlist[2, 0])], 1.0, now - 60, None, "e1")
+    requests = [OfferRequest(i, 50) for i in ids] + [
+        OfferRequest(str(model.customers.ids[1]), 50, fatigued=tired),
+        OfferRequest(str(model.customers.ids[2]), 50, recent=(posted,)),
+    ]
+    scored: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        scored.append(len(args[1]))
+        return topk(*args, **kwargs)
+
+    monkeypatch.setattr(candidates_module, "topk", counted)
+
+    def offers(served: ServingModel) -> list[list[tuple[str, float]]]:
+        scored.clear()
+        rankings = rank_offers(served, requests, now, SuppressionWindow(30))
+        return [[(o.item_id, o.score) for o in r.offers] for r in rankings]
+
+    for served, live in (
+        (model, [1]),
+        (load_serving_model(narrow), [2]),
+        (load_serving_model(older), [len(requests)]),
+    ):
+        got = offers(served)
+        assert scored == live
+        assert got == offers(dataclasses.replace(served, als_shortlist=None))
+        assert scored == [len(requests)]
+        assert got[-2] != got[1] and got[-1] != got[2]
+    assert load_serving_model(older).als_shortlist is None
 
 
 def _side_files(source: Artifact) -> dict[str, bytes]:

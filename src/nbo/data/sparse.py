@@ -42,10 +42,15 @@ class RowIndices:
     about 30 µs a row, which made the filtered ALS evaluation twice the unfiltered one.
     """
 
-    def __init__(self, matrix: Rows | sp.csr_matrix) -> None:
+    def __init__(self, matrix: Rows | sp.csr_matrix, rows: np.ndarray | None = None) -> None:
+        """``rows``: the matrix's rows for rows 0, 1, ... of the top-k's queries (None:
+        the same rows)."""
         self._matrix = matrix
+        self._rows = rows
 
     def __getitem__(self, row: int) -> _Indices:
+        if self._rows is not None:
+            row = int(self._rows[row])
         return _Indices(row_of(self._matrix, row))
 
 

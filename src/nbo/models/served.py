@@ -21,7 +21,7 @@ from nbo.core.ids import IdMap
 from nbo.data.features import OrderTable
 from nbo.data.history import PurchaseHistory, RecentOrders
 from nbo.models.artifacts import Artifact, load_artifact
-from nbo.models.candidates import ItemSide
+from nbo.models.candidates import ItemSide, als_shortlist
 from nbo.models.cf import AlsExplainer, AlsParams, als_from_factors
 from nbo.models.churn import ChurnModel, load_churn_model
 from nbo.models.cycles import ItemWindows, Repurchase
@@ -69,6 +69,10 @@ SEND_HOUR_PRIOR_ARRAY = "send_hour_prior"
 # (customer, item), aligned with the history, and per customer. Both or none.
 HISTORY_RECENT_ARRAY = "history_recent"
 CUSTOMER_RECENT_ARRAY = "customer_recent_orders"
+# Each customer's best items by ALS, nothing excluded (``nbo.models.candidates.
+# als_shortlist``), at least the ranker's ``per_source`` wide. Optional: without it,
+# ALS's top-k runs per request.
+SHORTLIST_ARRAY = "als_shortlist"
 # (The order table's arrays are named in ``nbo.data.features.ORDER_ARRAYS``.)
 
 
@@ -121,6 +125,8 @@ class ServingModel:
     ranker: RankerScorer | None = None
     item_side: ItemSide | None = None
     ranker_per_source: int = 50
+    # Each trained customer's ALS shortlist (``SHORTLIST_ARRAY``); None: none saved.
+    als_shortlist: np.ndarray | None = None
     # Where the product offers come from (``nbo.models.policy``); None: the ranker when
     # the model has one, else ALS.
     policy: str | None = None
@@ -249,13 +255,15 @@ def model_arrays(
     item_price: np.ndarray | None = None,
     send_hour_prior: np.ndarray | None = None,
     recent: RecentOrders | None = None,
+    shortlist_width: int = 0,
 ) -> dict[str, np.ndarray]:
     """The arrays of an artifact, in the shape ``load_serving_model`` expects.
 
     Optional: ``repurchase`` (per item: cycles, dead times, rebought, repeat rates),
     ``orders`` (per customer of ``history``), ``item_price`` (per item, NaN = unknown),
-    ``send_hour_prior`` (168 shares) and ``recent`` (recency-weighted orders of the
-    same purchases as ``history``, as of their last).
+    ``send_hour_prior`` (168 shares), ``recent`` (recency-weighted orders of the
+    same purchases as ``history``, as of their last) and ``shortlist_width`` (each
+    customer's ALS shortlist this wide; 0: none).
     """
     counts, last = history.counts, history.last_purchase
     if not (
@@ -311,6 +319,8 @@ def model_arrays(
             raise ValueError("recent orders must share the history's customers and pattern")
         arrays[HISTORY_RECENT_ARRAY] = pairs.data.astype(np.float64)
         arrays[CUSTOMER_RECENT_ARRAY] = np.asarray(recent.customers, dtype=np.float64)
+    if shortlist_width:
+        arrays[SHORTLIST_ARRAY] = als_shortlist(item_factors, user_factors, shortlist_width)
     return arrays
 
 
@@ -397,6 +407,15 @@ def serving_model_from_artifact(artifact: Artifact, compiled: bool = True) -> Se
             and column_major.dtype == item_factors.dtype
             and column_major.flags.f_contiguous
         )
+    per_source = int(artifact.manifest.get("ranker", {}).get("per_source", 50))
+    shortlist = arrays.get(SHORTLIST_ARRAY)
+    if shortlist is not None:
+        checks[f"{SHORTLIST_ARRAY} per customer, per_source wide or the catalogue"] = (
+            shortlist.ndim == 2
+            and shortlist.dtype.kind == "i"
+            and shortlist.shape[0] == len(customers)
+            and shortlist.shape[1] >= min(per_source, len(items))
+        )
     prior = arrays.get(SEND_HOUR_PRIOR_ARRAY)
     if prior is not None:
         checks[f"{SEND_HOUR_PRIOR_ARRAY} per hour of the week"] = prior.shape == (HOURS_PER_WEEK,)
@@ -461,7 +480,8 @@ def serving_model_from_artifact(artifact: Artifact, compiled: bool = True) -> Se
             neighbours=ranked.neighbours,
             item_factors_column_major=column_major,
         ),
-        ranker_per_source=int(artifact.manifest.get("ranker", {}).get("per_source", 50)),
+        ranker_per_source=per_source,
+        als_shortlist=None if shortlist is None else np.asarray(shortlist),
         lifecycle=LifecycleThresholds.from_manifest(artifact.manifest.get("lifecycle")),
         send_hour_prior=(
             send_hour_prior(orders.time if orders is not None else np.empty(0, np.int64))

@@ -664,6 +664,7 @@ def _ranked_candidates_many(
         [np.ones(len(p.suppressed), np.float32) for p in prepared],
         n_items,
     )
+    shortlist = _shortlists(model, prepared)
     recent = recent_orders = None
     if all(p.history.recent is not None for p in prepared):
         recent = _stacked(mine, [_recent_known(p) for p in prepared], n_items)
@@ -684,6 +685,7 @@ def _ranked_candidates_many(
             gap_days=np.array([np.nan if r.gap_days is None else r.gap_days for r in request]),
             recent=recent,
             recent_orders=recent_orders,
+            shortlist=shortlist,
         ),
         model.ranker_per_source,
         as_of_s=now_s,
@@ -705,6 +707,20 @@ def _ranked_candidates_many(
         ranked,
         model.propensity.of_ranker_scores(ranked),
     )
+
+
+def _shortlists(model: ServingModel, prepared: Sequence[_Prepared]) -> np.ndarray | None:
+    """Each request's ALS shortlist, for the customers served with their trained taste
+    vector (``_taste_of``); -1 rows for the others; None when the model has none."""
+    saved = model.als_shortlist
+    if saved is None:
+        return None
+    out = np.full((len(prepared), saved.shape[1]), -1, dtype=saved.dtype)
+    for n, p in enumerate(prepared):
+        index = p.history.index
+        if index is not None and not p.history.has_new_orders:
+            out[n] = saved[index]
+    return out
 
 
 def _recent_known(prepared: _Prepared) -> np.ndarray:
