@@ -101,11 +101,13 @@ class ServedParts:
         orders: OrderTable | None = None,
         send_hour_prior: np.ndarray | None = None,
         every_part: bool = False,
+        shortlisted: np.ndarray | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, bytes]]:
         """The artifact's arrays, documents and side files for serving ``policy``: the
         ranker's booster only for the ranker, its sources for the ranker and ItemKNN;
         ``every_part``: both whatever the policy (the evaluation's model at a cutoff,
-        served under each policy in turn)."""
+        served under each policy in turn); ``shortlisted``: the customers whose ALS
+        shortlists to make (None: everyone), where the others are never served."""
         ranked = self.ranker is not None and self.ranker.booster is not None
         ranked &= every_part or self.policy == POLICY_RANKER
         arrays: dict[str, Any] = model_arrays(
@@ -123,6 +125,7 @@ class ServedParts:
             shortlist_width=shortlist_width(self.ranker.per_source)
             if ranked and self.ranker is not None
             else 0,
+            shortlisted=shortlisted,
         )
         files: dict[str, bytes] = {}
         if self.ranker is not None:
@@ -202,7 +205,8 @@ def served_model(at: Cutoff, config: TrainingConfig, propensity: Propensity) -> 
     under each policy in turn (``served_metrics``)."""
     policy = POLICY_RANKER if at.ranker.booster is not None else POLICY_ALS
     parts = cutoff_parts(at, config, propensity, policy)
-    arrays, documents, files = parts.contents(every_part=True)
+    # Shortlists for the evaluated customers alone: no one else is served there.
+    arrays, documents, files = parts.contents(every_part=True, shortlisted=at.customers)
     manifest = {
         "config": config.model_dump(),
         "data": {

@@ -516,3 +516,22 @@ def test_ranked_order_skips_the_consensus_only_where_it_cannot_decide(seed: int)
     half_tied = np.where(table.rows % 2 == 0, tied, distinct)
     for scores in (distinct, tied, with_nan, some_tied, half_tied, np.zeros(len(table))):
         np.testing.assert_array_equal(ranked_order(table, scores), full(scores))
+
+
+def test_als_shortlists_are_each_customers_best_items_nothing_excluded() -> None:
+    """A shortlist is the customer's top-k over the whole catalogue, best first, in the
+    smallest integer type that holds it, -1 past a small catalogue; made for some
+    customers alone, the others' rows are -1 (scored by the top-k when served)."""
+    items, side = random_shop(5)
+    factors = np.asarray(side.user_factors, np.float32)
+    lists = als_shortlist(items.item_factors, factors, 20)
+    assert lists.dtype == np.int16 and lists.shape == (len(factors), 20)
+    expected, _ = topk(items.item_factors, factors, 20, num_threads=1)
+    np.testing.assert_array_equal(lists, expected)
+    wide = als_shortlist(items.item_factors, factors, 90)
+    assert (wide[:, :80] >= 0).all() and (wide[:, 80:] == -1).all()
+    some = np.array([3, 0, 17])
+    partial = als_shortlist(items.item_factors, factors, 20, some)
+    np.testing.assert_array_equal(partial[some], lists[some])
+    others = np.setdiff1d(np.arange(len(factors)), some)
+    assert (partial[others] == -1).all()

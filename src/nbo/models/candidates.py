@@ -286,10 +286,16 @@ def shortlist_width(per_source: int) -> int:
 _SHORTLIST_BLOCK = 4096
 
 
-def als_shortlist(item_factors: np.ndarray, user_factors: np.ndarray, width: int) -> np.ndarray:
+def als_shortlist(
+    item_factors: np.ndarray,
+    user_factors: np.ndarray,
+    width: int,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
     """Each customer's ``width`` best items by ALS, best first, nothing excluded (-1
     pads a catalogue smaller than ``width``), in the smallest integer type that holds
-    the catalogue.
+    the catalogue. ``rows``: only those customers' (the others' rows all -1, scored by
+    the top-k when served); None: everyone's.
 
     Made once per training, because a trained customer's taste vector and the item
     factors change only then: ALS's top-k over the whole catalogue was a tenth of an
@@ -303,10 +309,11 @@ def als_shortlist(item_factors: np.ndarray, user_factors: np.ndarray, width: int
     dtype = np.int16 if n_items <= np.iinfo(np.int16).max else np.int32
     out = np.full((users.shape[0], width), -1, dtype=dtype)
     n = min(width, n_items)
-    for start in range(0, users.shape[0], _SHORTLIST_BLOCK):
-        block = users[start : start + _SHORTLIST_BLOCK]
-        ids, scores = topk(items, block, n, num_threads=1)
-        out[start : start + len(block), :n] = real_candidates(ids, scores)
+    wanted = np.arange(users.shape[0]) if rows is None else np.asarray(rows, np.int64)
+    for start in range(0, len(wanted), _SHORTLIST_BLOCK):
+        block = wanted[start : start + _SHORTLIST_BLOCK]
+        ids, scores = topk(items, users[block], n, num_threads=1)
+        out[block, :n] = real_candidates(ids, scores)
     return out
 
 

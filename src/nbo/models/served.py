@@ -256,6 +256,7 @@ def model_arrays(
     send_hour_prior: np.ndarray | None = None,
     recent: RecentOrders | None = None,
     shortlist_width: int = 0,
+    shortlisted: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The arrays of an artifact, in the shape ``load_serving_model`` expects.
 
@@ -263,7 +264,8 @@ def model_arrays(
     ``orders`` (per customer of ``history``), ``item_price`` (per item, NaN = unknown),
     ``send_hour_prior`` (168 shares), ``recent`` (recency-weighted orders of the
     same purchases as ``history``, as of their last) and ``shortlist_width`` (each
-    customer's ALS shortlist this wide; 0: none).
+    customer's ALS shortlist this wide; 0: none; ``shortlisted``: only those customers'
+    rows, the others' scored by the top-k when served).
     """
     counts, last = history.counts, history.last_purchase
     if not (
@@ -320,7 +322,9 @@ def model_arrays(
         arrays[HISTORY_RECENT_ARRAY] = pairs.data.astype(np.float64)
         arrays[CUSTOMER_RECENT_ARRAY] = np.asarray(recent.customers, dtype=np.float64)
     if shortlist_width:
-        arrays[SHORTLIST_ARRAY] = als_shortlist(item_factors, user_factors, shortlist_width)
+        arrays[SHORTLIST_ARRAY] = als_shortlist(
+            item_factors, user_factors, shortlist_width, shortlisted
+        )
     return arrays
 
 
