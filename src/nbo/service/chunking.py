@@ -8,8 +8,8 @@ not decide the moment its route runs: it joins a chunk. A call that comes alone 
 worker idle, or one client calling again as soon as it has its answer) is decided on
 the loop's next turn, with the calls the loop took in on the same turn. Under load (a
 chunk of more than one call was done within ``BUSY_S``) a new chunk waits
-for the calls that follow, until none has joined for ``GATHER_S`` (0.3 ms) and at most
-``GATHER_MAX_S`` (2 ms), or until it holds as many calls as the largest of the last
+for the calls that follow, until none has joined for ``GATHER_S`` (1.5 ms) and at most
+``GATHER_MAX_S`` (4 ms), or until it holds as many calls as the largest of the last
 ``RECENT_CHUNKS`` chunks of more than one: the answers of a chunk go out one after the
 other and their clients' next calls come back as spread out.
 
@@ -37,9 +37,13 @@ from nbo.runtime.decide import Context, Decided, decide_customers
 # joined it for GATHER_S, and never longer than GATHER_MAX_S after it opened (seconds).
 # The answers of one chunk go out one after the other (each is built and sent in turn),
 # and their clients' next calls come back as spread out; without the wait the first of
-# them made a chunk of its own (with wrk's 8 connections, chunks of 3 on average).
-GATHER_S = 0.0003
-GATHER_MAX_S = 0.002
+# them made a chunk of its own (with wrk's 8 connections, chunks of 3 on average). On
+# uvloop the answers go out sooner and the calls come back more spread out: with 0.3 and
+# 2 ms the chunks held 4.6-5.2 calls of wrk's 8, with 1.5 and 4 ms all 8, and one worker
+# answered 12% more offers at 100k x 20k (median of 15 rounds) and 24% more on Online
+# Retail (9 rounds), with the p99 lower on both (docs/benchmarks.md, eighth round).
+GATHER_S = 0.0015
+GATHER_MAX_S = 0.004
 # Under load means: a chunk of more than one call was decided this recently (seconds),
 # whatever the chunks since held (one straggler alone must not end the waits that
 # gather the others). A client alone, calling again as soon as it has its answer, makes
