@@ -716,7 +716,7 @@ class ServedRanker:
     popularity_before: np.ndarray  # popularity one window before the end (the trend)
     stage_popularity: np.ndarray  # popularity within each lifecycle stage
     popularity_recent: np.ndarray  # distinct buyers in the last fortnight
-    per_source: int = 25  # the most items each source proposes per customer
+    per_source: int  # the most items each source proposes per customer
 
     def arrays(self) -> dict[str, Any]:
         return ranker_arrays(

@@ -108,8 +108,15 @@ class ServedParts:
         ``every_part``: both whatever the policy (the evaluation's model at a cutoff,
         served under each policy in turn); ``shortlisted``: the customers whose ALS
         shortlists to make (None: everyone), where the others are never served."""
-        ranked = self.ranker is not None and self.ranker.booster is not None
-        ranked &= every_part or self.policy == POLICY_RANKER
+        # ALS's shortlists, for the ranker's ALS source alone.
+        width = 0
+        ranker = self.ranker
+        if (
+            ranker is not None
+            and ranker.booster is not None
+            and (every_part or self.policy == POLICY_RANKER)
+        ):
+            width = shortlist_width(ranker.per_source)
         arrays: dict[str, Any] = model_arrays(
             self.als.user_factors,
             self.als.item_factors,
@@ -121,10 +128,7 @@ class ServedParts:
             item_price=self.item_price,
             send_hour_prior=send_hour_prior,
             recent=self.recent,
-            # ALS's shortlists, for the ranker's ALS source alone.
-            shortlist_width=shortlist_width(self.ranker.per_source)
-            if ranked and self.ranker is not None
-            else 0,
+            shortlist_width=width,
             shortlisted=shortlisted,
         )
         files: dict[str, bytes] = {}

@@ -227,6 +227,12 @@ class CustomerHistory:
     recent: np.ndarray | None = None
     recent_orders: float | None = None
 
+    @property
+    def trained_taste(self) -> bool:
+        """Whether the customer is served with their trained taste vector (and ALS
+        shortlist): known to the model, with no purchase posted since training."""
+        return self.index is not None and not self.has_new_orders
+
 
 def customer_history(
     model: ServingModel, customer_id: str, recent: Sequence[PostedPurchase] = ()
@@ -717,9 +723,8 @@ def _shortlists(model: ServingModel, prepared: Sequence[_Prepared]) -> np.ndarra
         return None
     out = np.full((len(prepared), saved.shape[1]), -1, dtype=saved.dtype)
     for n, p in enumerate(prepared):
-        index = p.history.index
-        if index is not None and not p.history.has_new_orders:
-            out[n] = saved[index]
+        if p.history.trained_taste:
+            out[n] = saved[p.history.index]
     return out
 
 
@@ -770,7 +775,7 @@ def _taste_of(model: ServingModel, prepared: _Prepared, mine: np.ndarray) -> np.
     """The customer's ALS taste vector: the trained one, or refolded from their history
     when purchases were posted since training (or the model never saw them)."""
     history = prepared.history
-    if history.index is None or history.has_new_orders:
+    if not history.trained_taste:
         n_items = len(model.items)
         confidence = sp.csr_matrix(
             (history.confidence[prepared.known], mine, [0, len(mine)]), shape=(1, n_items)
