@@ -5,6 +5,8 @@ and suppressions, events, store timings, the model being served)."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -239,3 +241,53 @@ def test_metrics_off(models_dir: Path, logs: io.StringIO) -> None:
             "x-request-id"
         ] == ("off-1")
     assert [line["request_id"] for line in access_lines(logs)][-1] == "off-1"
+
+
+# A parent and a forked child each count once, in multiprocess mode, as ``nbo serve``'s
+# workers do; the scrape adds up both processes' files.
+FORKED_COUNTS = """
+import os, sys
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+import nbo.service.prometheus  # noqa: F401  (chooses the value class)
+from prometheus_client import CollectorRegistry, Counter, multiprocess
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client import generate_latest
+counter = Counter("nbo_test_calls", "calls", registry=CollectorRegistry())
+counter.inc()
+child = os.fork()
+if child == 0:
+    counter.inc(10)
+    os._exit(0)
+os.waitpid(child, 0)
+counter.inc(100)
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry, path=sys.argv[1])
+total = sum(
+    sample.value
+    for family in text_string_to_metric_families(generate_latest(registry).decode())
+    for sample in family.samples
+    if sample.name == "nbo_test_calls_total"
+)
+files = sorted(name for name in os.listdir(sys.argv[1]))
+print(total, os.getpid(), child, *files)
+"""
+
+
+def test_a_forked_worker_counts_in_files_of_its_own(tmp_path: Path) -> None:
+    """The process id the metrics read is kept, not asked for on every increment; after a
+    fork the child must still write its own file, or the two processes' counts would
+    overwrite each other in one."""
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_COUNTS, str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    total, parent, child, *files = done.stdout.split()
+    # The child inherits the parent's 1 and adds 10 in a file of its own (its values
+    # restart from that file, empty); the parent's own file holds 1 + 100.
+    assert float(total) == 111.0
+    assert files == sorted([f"counter_{parent}.db", f"counter_{child}.db"])

@@ -24,12 +24,13 @@ label set, so a swapped-out version would stay behind at 0.
 from __future__ import annotations
 
 import collections
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -52,6 +53,29 @@ STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 # Offers calls decided together (``nbo.service.chunking``): one when calls come one at a
 # time, about the connections in flight per worker under load.
 CHUNK_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class _ProcessId:
+    """This process's id, for prometheus-client's multiprocess values, which ask for it
+    on every increment to notice a fork: ``os.getpid`` is a system call each time, about
+    0.9 of an increment's 1.6 µs here, and an offers call makes about twenty increments. Read
+    once, and again in the child after every fork (``os.register_at_fork``), so a forked
+    worker still writes files of its own."""
+
+    def __init__(self) -> None:
+        self.value = os.getpid()
+        os.register_at_fork(after_in_child=self._refresh)
+
+    def _refresh(self) -> None:
+        self.value = os.getpid()
+
+    def __call__(self) -> int:
+        return self.value
+
+
+# Before any metric exists: each value is made by the class current at its creation.
+if getattr(values.ValueClass, "_multiprocess", False):
+    values.ValueClass = values.MultiProcessValue(process_identifier=_ProcessId())
 
 
 def method_label(method: str) -> str:
