@@ -8,7 +8,8 @@ timing), one BLAS thread, implicit's own threads as it likes (all cores). Batch:
 event store), the ranker when the model has one: with the worker processes
 ``nbo batch`` starts by default (``nbo.campaigns.workers``; their start included), in a
 fresh Python set up as ``nbo batch`` sets itself up (one OpenMP thread, so its workers
-fork: this process's OpenMP ran the floor's threads), and in one process. Then the
+fork: this process's OpenMP ran the floor's threads; the heap frozen while the
+campaign runs, as the command freezes it), and in one process. Then the
 first 10,000 customers once more under cProfile, to say where the time goes (the
 profiler slows Python-heavy parts more than numpy and LightGBM, so the shares are
 indicative).
@@ -33,6 +34,7 @@ import scipy.sparse as sp
 from nbo.campaigns.batch import RunSpec, Selection, open_run, write_batch
 from nbo.campaigns.workers import BatchWorkers, worker_count
 from nbo.core import openmp
+from nbo.core.processes import frozen_heap
 from nbo.models.served import ServingModel
 from nbo.settings import Settings
 
@@ -85,14 +87,16 @@ def bench_batch(
         parallel, workers, forked, rows = local_batch_in_a_fresh_python(spec, out)
         run = open_run(spec)
         start = time.perf_counter()
-        write_batch(run, Selection(ids), out, CHUNK)
+        with frozen_heap():  # as ``nbo batch`` runs a campaign
+            write_batch(run, Selection(ids), out, CHUNK)
         single = time.perf_counter() - start
         profiled_ids = ids[:PROFILED]
         profiler = cProfile.Profile()
         profiled_start = time.perf_counter()
-        profiler.enable()
-        write_batch(run, Selection(profiled_ids), out, CHUNK)
-        profiler.disable()
+        with frozen_heap():
+            profiler.enable()
+            write_batch(run, Selection(profiled_ids), out, CHUNK)
+            profiler.disable()
         profiled = time.perf_counter() - profiled_start
         run.store.close()
     return BatchResult(
@@ -147,7 +151,7 @@ def _timed(spec: RunSpec, out: Path) -> tuple[float, int, bool, int]:
     ids = [str(c) for c in run.context.models.current.customers.ids]
     start = time.perf_counter()
     count = worker_count(len(ids), CHUNK)
-    with BatchWorkers(run, spec, count) as workers:
+    with frozen_heap(), BatchWorkers(run, spec, count) as workers:
         summary = write_batch(run, Selection(ids), out, CHUNK, workers=workers)
     seconds = time.perf_counter() - start
     run.store.close()

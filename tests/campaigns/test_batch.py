@@ -3,6 +3,7 @@ experiment variants), every rule applied, written whole or not at all."""
 
 from __future__ import annotations
 
+import gc
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from support import CLOCK, without_progress
 
+from nbo.campaigns import batch
 from nbo.campaigns import workers as workers_module
 from nbo.campaigns.batch import BatchRun, RunSpec, Selection, open_run, write_batch
 from nbo.campaigns.workers import BatchWorkers
@@ -280,3 +282,22 @@ def test_batch_rows_name_the_same_variants_as_the_api(
         assert set(mine["variant"]) == {api["variant"]}
         assert set(mine["model_version"]) == {api["model_version"]}
         assert mine["offer_id"].tolist() == [o["offer_id"] for o in api["offers"]]
+
+
+def test_a_campaign_runs_on_a_frozen_heap(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model is loaded before the heap is frozen, and the customers are decided
+    inside it (``nbo.core.processes``): the collector's full passes leave the model out."""
+    seen: dict[str, int] = {}
+    decide = batch.decide_chunk
+
+    def decide_chunk(*args: object, **kwargs: object) -> object:
+        seen.setdefault("frozen while deciding", gc.get_freeze_count())
+        return decide(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batch, "decide_chunk", decide_chunk)
+    out = tmp_path / "out.parquet"
+    assert _batch("--customers", "all", "--k", "3", "--out", str(out)) == 0
+    assert seen["frozen while deciding"] > 0
+    assert gc.get_freeze_count() == 0

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbo.core import openmp
+from nbo.core.processes import frozen_heap
 from nbo.settings import load_settings
 
 if TYPE_CHECKING:
@@ -152,46 +153,51 @@ def run(args: argparse.Namespace) -> int:
             if lines:
                 lines.finish("select customers", detail=f"{total:,} customers")
             started = time.perf_counter()
-            workers = None
-            if spark is None:
-                # Forked while no other thread runs: before the bar, the lines paused.
-                with lines.paused() if lines else contextlib.nullcontext():
-                    count = worker_count(total, args.chunk, args.workers)
-                    if count > 1:
-                        workers = BatchWorkers(batch, spec, count)
-            with workers or contextlib.nullcontext(), _bar(console, selection.stage) as bar:
-                task = bar.add_task("offers", total=total, rate="-", written="0")
-                if lines:
-                    unit = "customers screened" if selection.stage else "customers"
-                    lines.start("offers", total, unit)
-
-                def advance(done: int, decided: int) -> None:
-                    rate = done / max(time.perf_counter() - started, 1e-9)
-                    bar.update(task, completed=done, rate=f"{rate:,.0f}", written=f"{decided:,}")
-                    if lines:
-                        lines.update(done, f"{decided:,} written")
-
+            # The libraries and the model, loaded: out of the garbage collector's reach
+            # while the campaign runs, in the workers forked below too (nbo.core.processes).
+            with frozen_heap() if spark is None else contextlib.nullcontext():
+                workers = None
                 if spark is None:
-                    summary = write_batch(
-                        batch,
-                        selection,
-                        args.out,
-                        args.chunk,
-                        advance,
-                        workers,
-                        managed=not args.unmanaged,
-                    )
-                else:
-                    summary = write_spark_batch(
-                        batch,
-                        spec,
-                        selection,
-                        args.out,
-                        args.chunk,
-                        spark,
-                        advance,
-                        managed=not args.unmanaged,
-                    )
+                    # Forked while no other thread runs: before the bar, the lines paused.
+                    with lines.paused() if lines else contextlib.nullcontext():
+                        count = worker_count(total, args.chunk, args.workers)
+                        if count > 1:
+                            workers = BatchWorkers(batch, spec, count)
+                with workers or contextlib.nullcontext(), _bar(console, selection.stage) as bar:
+                    task = bar.add_task("offers", total=total, rate="-", written="0")
+                    if lines:
+                        unit = "customers screened" if selection.stage else "customers"
+                        lines.start("offers", total, unit)
+
+                    def advance(done: int, decided: int) -> None:
+                        rate = done / max(time.perf_counter() - started, 1e-9)
+                        bar.update(
+                            task, completed=done, rate=f"{rate:,.0f}", written=f"{decided:,}"
+                        )
+                        if lines:
+                            lines.update(done, f"{decided:,} written")
+
+                    if spark is None:
+                        summary = write_batch(
+                            batch,
+                            selection,
+                            args.out,
+                            args.chunk,
+                            advance,
+                            workers,
+                            managed=not args.unmanaged,
+                        )
+                    else:
+                        summary = write_spark_batch(
+                            batch,
+                            spec,
+                            selection,
+                            args.out,
+                            args.chunk,
+                            spark,
+                            advance,
+                            managed=not args.unmanaged,
+                        )
             seconds = time.perf_counter() - started
             if lines:
                 lines.finish(

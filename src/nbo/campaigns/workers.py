@@ -152,6 +152,7 @@ def _open(spec: RunSpec) -> None:
     # One BLAS thread per worker: the workers are the parallelism.
     _WORKER["limits"] = threadpool_limits(limits=1, user_api="blas")
     _WORKER["run"] = open_run(spec)
+    processes.freeze_heap()
 
 
 def _adopt(spec: RunSpec, context: Context, parent: int) -> None:

@@ -31,7 +31,6 @@ Four things differ from gunicorn's defaults, each for nbo's sake:
 
 from __future__ import annotations
 
-import gc
 import logging
 from typing import Any, ClassVar
 
@@ -153,8 +152,7 @@ class NboServer(BaseApplication):
     def run(self) -> None:
         # Everything built so far is shared with the workers: frozen, the collector
         # never writes to it, so the workers' collections copy none of its pages.
-        gc.collect()
-        gc.freeze()
+        processes.freeze_heap()
         NboArbiter(self).run()
 
     def reload_workers(self, trigger: str) -> None:
