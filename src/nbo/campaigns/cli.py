@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
             started = time.perf_counter()
             # The libraries and the model, loaded: out of the garbage collector's reach
             # while the campaign runs, in the workers forked below too (nbo.core.processes).
-            with frozen_heap() if spark is None else contextlib.nullcontext():
+            with frozen_heap():
                 workers = None
                 if spark is None:
                     # Forked while no other thread runs: before the bar, the lines paused.
