@@ -243,7 +243,7 @@ def test_metrics_off(models_dir: Path, logs: io.StringIO) -> None:
     assert [line["request_id"] for line in access_lines(logs)][-1] == "off-1"
 
 
-# A parent and a forked child each count once, in multiprocess mode, as ``nbo serve``'s
+# A parent counts, forks, and both count again, in multiprocess mode, as ``nbo serve``'s
 # workers do; the scrape adds up both processes' files.
 FORKED_COUNTS = """
 import os, sys
@@ -287,7 +287,7 @@ def test_a_forked_worker_counts_in_files_of_its_own(tmp_path: Path) -> None:
         timeout=120,
     )
     total, parent, child, *files = done.stdout.split()
-    # The child inherits the parent's 1 and adds 10 in a file of its own (its values
-    # restart from that file, empty); the parent's own file holds 1 + 100.
+    # After the fork the child's values restart from a file of its own, empty: it holds
+    # the child's 10; the parent's file holds its 1 + 100.
     assert float(total) == 111.0
     assert files == sorted([f"counter_{parent}.db", f"counter_{child}.db"])

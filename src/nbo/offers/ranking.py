@@ -717,7 +717,8 @@ def _ranked_candidates_many(
 
 def _shortlists(model: ServingModel, prepared: Sequence[_Prepared]) -> np.ndarray | None:
     """Each request's ALS shortlist, for the customers served with their trained taste
-    vector (``_taste_of``); -1 rows for the others; None when the model has none."""
+    vector (``CustomerHistory.trained_taste``, as ``_taste_of`` reads it); -1 rows for the
+    others; None when the model has none."""
     saved = model.als_shortlist
     if saved is None:
         return None
