@@ -1,10 +1,13 @@
-"""``nbo.core.processes``: the heap frozen while a campaign runs, and given back after."""
+"""``nbo.core.processes``: the heap frozen while a campaign runs, and given back after;
+whether a process has ended."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 
-from nbo.core.processes import frozen_heap
+from nbo.core.processes import frozen_heap, process_gone, process_token
 
 
 def test_the_heap_is_frozen_inside_the_block_and_given_back_after() -> None:
@@ -26,3 +29,22 @@ def test_the_heap_is_given_back_when_the_block_fails() -> None:
     except RuntimeError:
         pass
     assert gc.get_freeze_count() == 0
+
+
+def test_a_process_is_gone_once_ended_and_its_id_is_not_enough() -> None:
+    assert process_gone(process_token()) is False
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        token = process_token(child.pid)
+        assert process_gone(token) is False
+    finally:
+        child.kill()
+        child.wait()
+    assert process_gone(token) is True
+    # A live process under an id it had before a restart, or another process under a
+    # reused id: not the one the token names.
+    host, boot, pid, started = process_token().rsplit("/", 3)
+    assert process_gone(f"{host}/another-boot/{pid}/{started}") is True
+    assert process_gone(f"{host}/{boot}/{pid}/1") is True
+    # Another machine's: nothing here can tell.
+    assert process_gone(f"not-{host}/{boot}/{pid}/{started}") is None

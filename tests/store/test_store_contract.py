@@ -19,6 +19,7 @@ from nbo.offers.state import DEFAULT_CONSENT, ContactHistory
 from nbo.store import open_store, read_erased_ids, read_pseudonym_key
 from nbo.store.base import (
     BatchOutput,
+    DeliveringRun,
     Delivery,
     DeliveryCount,
     OfferActivity,
@@ -513,6 +514,38 @@ def test_impressions_of_deliveries_that_did_not_happen_are_removed(store: Store)
     assert store.remove_impressions([("c1", "run-c1"), ("c2", "run-c1")]) == 2
     assert [e["event_id"] for e in store.events_of("c1")] == ["o1", "k1"]
     assert [e["event_id"] for e in store.events_of("c2")] == ["b1"]
+
+
+def test_a_runs_impressions_are_removed_whatever_the_customer(store: Store) -> None:
+    """A run whose process died: its customers are not known, its request ids' prefix is."""
+    store.add_events(
+        [
+            offer_event("a1", "c1", "i1", "2026-01-02T10:00:00Z", request="batch-1-x-c1"),
+            offer_event("a2", "c2", "i2", "2026-01-02T10:00:00Z", request="batch-1-x-c2"),
+            # Another run whose id starts with this one's, an API call, a click of the run.
+            offer_event("b1", "c1", "i1", "2026-01-02T10:00:00Z", request="batch-1-xy-c1"),
+            offer_event("o1", "c1", "i3", "2026-01-02T10:00:00Z", request="other"),
+            offer_event("k1", "c1", "i1", "2026-01-03T10:00:00Z", "offer_click", "batch-1-x-c1"),
+        ]
+    )
+    assert store.remove_run_impressions("batch-1-x") == 2
+    assert [e["event_id"] for e in store.events_of("c1")] == ["b1", "o1", "k1"]
+    assert store.events_of("c2") == []
+    assert store.remove_run_impressions("batch-1-x") == 0
+
+
+def test_runs_being_delivered_are_seen_by_a_replica_until_they_end(
+    opened: Callable[[], Store],
+) -> None:
+    store, replica = opened(), opened()
+    late = DeliveringRun("batch-2", 200, "host/boot/12/34", "/srv/.b.csv.12.partial")
+    early = DeliveringRun("batch-1", 100, "host/boot/11/33", "/srv/.a.csv.11.partial")
+    store.begin_delivering(late)
+    store.begin_delivering(early)
+    assert replica.delivering_runs() == [early, late]
+    replica.end_delivering("batch-1")
+    replica.end_delivering("batch-1")  # twice: nothing more
+    assert store.delivering_runs() == [late]
 
 
 # -- campaign files --------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from nbo.campaigns.files import SCHEMA, folder_lock, format_of, remove_customers
+from nbo.campaigns.recovery import begin_delivering, end_delivering, partial_path
 from nbo.catalog.holder import CatalogHolder
 from nbo.core.errors import NboError
 from nbo.core.vocabulary import STAGES
@@ -424,12 +425,14 @@ def write_batch(
     check_output(out)
     summary = BatchSummary()
     erased_before = set(run.store.erased_ids())
-    temporary = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    temporary = partial_path(out)
     writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
     ids = list(selection.customer_ids)
     chunks = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
     placed = False
     try:
+        if run.occasion.delivery:
+            begin_delivering(run.store, run.run_id, temporary)
         if out.suffix.lower() == ".parquet":
             writer = pq.ParquetWriter(temporary, SCHEMA)
         else:
@@ -476,6 +479,7 @@ def write_batch(
             if workers is not None:
                 workers.close(wait=True)
             take_back(run, ids)
+            end_delivering(run.store, run.run_id)
         raise
     finally:
         if writer is not None:
@@ -490,6 +494,11 @@ def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed:
     previous file at ``out`` finishes first, and one that comes later sees this file."""
     path = managed_path(out)
     with folder_lock(out.parent) as folder:
+        if run.occasion.delivery:
+            # Before the rename: a death between the two leaves impressions of a
+            # campaign never written (as before this record), never a written campaign
+            # whose impressions the next run takes back (nbo.campaigns.recovery).
+            end_delivering(run.store, run.run_id)
         os.replace(temporary, out)
         os.fsync(folder)
         if managed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -114,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         select_customers,
         write_batch,
     )
+    from nbo.campaigns.recovery import recover, sweep_partials
     from nbo.campaigns.spark import check_spark_output, spark_missing, write_spark_batch
     from nbo.campaigns.workers import BatchWorkers, worker_count
     from nbo.console.progress import PlainProgress
@@ -144,6 +146,11 @@ def run(args: argparse.Namespace) -> int:
         batch = open_run(spec)
         store = batch.store
         try:
+            # What a campaign killed outright left behind (nbo.campaigns.recovery).
+            for recovered in recover(store):
+                print(f"nbo batch: {recovered.line()}", file=sys.stderr)
+            for path in sweep_partials(args.out.absolute()):
+                print(f"nbo batch: removed {path}, left by a run that ended", file=sys.stderr)
             model = batch.context.models.current
             if lines:
                 lines.finish("open the model and the store", detail=f"model {model.version}")

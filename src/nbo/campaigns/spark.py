@@ -69,6 +69,7 @@ from nbo.campaigns.files import (
     read_batches,
     remove_customers,
 )
+from nbo.campaigns.recovery import begin_delivering, end_delivering, partial_path
 from nbo.store.base import BatchOutput
 
 log = logging.getLogger(__name__)
@@ -162,10 +163,12 @@ def write_spark_batch(
     ids = list(selection.customer_ids)
     chunks = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
     # Spark takes URIs, and a URI takes an absolute path.
-    temporary = out.absolute().with_name(f".{out.name}.{os.getpid()}.partial")
+    temporary = partial_path(out.absolute())
     executors = _for_executors(spec, run)
     placed = False
     try:
+        if run.occasion.delivery:
+            begin_delivering(run.store, run.run_id, temporary)
         # While Spark runs, the customers of the partitions done (without a stage: with
         # one, how many of them are in it is known at the end).
         running = progress if selection.stage is None else None
@@ -203,6 +206,7 @@ def write_spark_batch(
             # No campaign folder, no delivery (the session has stopped, or Spark has
             # ended the job's tasks: no partition records any more).
             take_back(run, ids)
+            end_delivering(run.store, run.run_id)
         raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -355,6 +359,8 @@ def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed:
     path = managed_path(out)
     aside = out.with_name(f".{out.name}.{os.getpid()}.replaced")
     with folder_lock(out.parent) as folder:
+        if run.occasion.delivery:
+            end_delivering(run.store, run.run_id)  # before the rename, as the local engine
         replaced = out.exists() or out.is_symlink()
         if replaced:
             os.replace(out, aside)

@@ -21,9 +21,11 @@ import ctypes
 import gc
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 
@@ -55,3 +57,46 @@ def frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+def process_token(pid: int | None = None) -> str:
+    """Who a process is, for as long as it lives: its machine, and on Linux the machine's
+    boot and the process's start time beside its id, so that a later process given the
+    same id (ids are reused) is not taken for it. ``pid``: this process by default."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}/{_boot_id()}/{pid}/{_start_time(pid)}"
+
+
+def process_gone(token: str) -> bool | None:
+    """Whether the process of ``token`` (``process_token``) has ended: True or False on
+    its own machine, None on another (nothing here can tell)."""
+    host, boot, pid, started = token.rsplit("/", 3)
+    if host != socket.gethostname():
+        return None
+    if boot != _boot_id():
+        return True  # the machine has restarted since
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    return _start_time(int(pid)) != started
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "-"
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), "-" elsewhere or when
+    it has ended."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "-"
+    # The command name (2nd field) may hold spaces and parentheses: count after its end.
+    return stat[stat.rindex(")") + 2 :].split()[19]

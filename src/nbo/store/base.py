@@ -93,6 +93,18 @@ class BatchOutput:
     format: str  # "parquet", "csv", or "parquet-parts" (a folder of parts: --engine spark)
 
 
+@dataclass(frozen=True)
+class DeliveringRun:
+    """A campaign being delivered (``nbo batch --record``): recorded before its first
+    impression, removed just before its file is put in place or once its impressions are
+    taken back. One left behind is a run whose process died in between."""
+
+    run_id: str  # its impressions' request ids start with "{run_id}-"
+    started_at: int  # unix seconds
+    process: str  # nbo.core.processes.process_token of the process delivering it
+    partial: str  # the temporary file (or folder) its rows were written to
+
+
 @dataclass
 class AddResult:
     accepted: list[str]
@@ -200,5 +212,13 @@ class Store(StateReader, Protocol):
     def set_batch_output_rows(self, path: str, rows: int) -> None: ...
 
     def unregister_batch_output(self, path: str) -> None: ...
+
+    def begin_delivering(self, run: DeliveringRun) -> None: ...
+
+    def end_delivering(self, run_id: str) -> None: ...
+
+    def delivering_runs(self) -> list[DeliveringRun]: ...
+
+    def remove_run_impressions(self, run_id: str) -> int: ...
 
     def close(self) -> None: ...

@@ -174,6 +174,27 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    # 6: the campaigns being delivered now (``nbo batch --record``), until their file is
+    # in place: a run whose process died (SIGKILL, a lost machine) is found by the next
+    # ``nbo batch``, which takes its impressions back (``nbo.campaigns.recovery``).
+    Migration(
+        sqlite="""
+        CREATE TABLE delivering_runs (
+            run_id     TEXT PRIMARY KEY,
+            started_at INTEGER NOT NULL,
+            process    TEXT NOT NULL,
+            partial    TEXT NOT NULL
+        );
+        """,
+        postgres="""
+        CREATE TABLE delivering_runs (
+            run_id     TEXT COLLATE "C" PRIMARY KEY,
+            started_at BIGINT NOT NULL,
+            process    TEXT NOT NULL,
+            partial    TEXT NOT NULL
+        );
+        """,
+    ),
 )
 
 

@@ -27,6 +27,7 @@ from nbo.offers.state import Consent, Contact, ContactHistory, PostedPurchase
 from nbo.store.base import (
     AddResult,
     BatchOutput,
+    DeliveringRun,
     Delivery,
     DeliveryCount,
     ErasureReceipt,
@@ -550,6 +551,46 @@ class SQLStore:
         """Stop managing a file (``nbo batch --unmanaged`` wrote over it)."""
         with self._transaction() as db:
             db.execute(self._q("DELETE FROM batch_outputs WHERE path = ?"), (path,))
+
+    # -- campaigns being delivered -----------------------------------------------------------
+
+    def begin_delivering(self, run: DeliveringRun) -> None:
+        """Record a campaign run before it records its first impression."""
+        with self._transaction() as db:
+            db.execute(
+                self._q(
+                    "INSERT INTO delivering_runs (run_id, started_at, process, partial) "
+                    "VALUES (?, ?, ?, ?)"
+                ),
+                (run.run_id, run.started_at, run.process, run.partial),
+            )
+
+    def end_delivering(self, run_id: str) -> None:
+        """The run's file is about to be put in place, or its impressions were taken back."""
+        with self._transaction() as db:
+            db.execute(self._q("DELETE FROM delivering_runs WHERE run_id = ?"), (run_id,))
+
+    def delivering_runs(self) -> list[DeliveringRun]:
+        """Every campaign run recorded as being delivered, oldest first."""
+        with self._reading() as db:
+            rows = db.execute(
+                "SELECT run_id, started_at, process, partial FROM delivering_runs "
+                "ORDER BY started_at, run_id"
+            ).fetchall()
+        return [DeliveringRun(*row) for row in rows]
+
+    def remove_run_impressions(self, run_id: str) -> int:
+        """Delete every impression a campaign run recorded (request ids "{run_id}-..."),
+        whatever the customer: for a run whose process died, whose customers are not
+        known any more. Answers how many were deleted. A scan of the impressions: rare."""
+        prefix = f"{run_id}-"
+        with self._transaction() as db:
+            return int(
+                db.execute(
+                    self._q("DELETE FROM events WHERE type = ? AND substr(request_id, 1, ?) = ?"),
+                    (IMPRESSION, len(prefix), prefix),
+                ).rowcount
+            )
 
 
 class _Delivery:
