@@ -27,6 +27,7 @@ from support import ALL_ITEMS, CLOCK, END, assert_json_error, write
 from nbo.catalog.holder import CatalogHolder
 from nbo.catalog.loading import load_catalog
 from nbo.models.served import ServingModel, load_serving_model
+from nbo.offers import ranking as ranking_module
 from nbo.offers.arbitration import Components
 from nbo.offers.decision import ContactPolicy, DecisionRequest, Occasion, decide
 from nbo.offers.ranking import Offer
@@ -107,6 +108,35 @@ def test_offers_contract(client: TestClient, current: str) -> None:
     assert app_channel.status_code == 200
     assert app_channel.json()["channel"] == "app"
     assert offered(app_channel.json()) == offered(body)
+
+
+def test_without_reasons_the_same_offers_and_no_explanations_worked_out(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reasons=false``: every offer as in the default answer but its reason null, and
+    the explanations never computed (the metrics count offers by source all the same)."""
+    explained = client.get("/v1/customers/a00/offers", params={"k": 5}).json()
+
+    def never(*args: object) -> None:
+        raise AssertionError("explanations worked out for a call that asked for none")
+
+    monkeypatch.setattr(ranking_module, "explain", never)
+    for customer in ("a00", "b03", "someone-new"):
+        response = client.get(
+            f"/v1/customers/{customer}/offers", params={"k": 5, "reasons": "false"}
+        )
+        assert response.status_code == 200, response.text
+        the_model_would_say_the_same(response.content)
+        body = response.json()
+        assert body["offers"] and all(offer["reason"] is None for offer in body["offers"])
+    without = client.get("/v1/customers/a00/offers", params={"k": 5, "reasons": "false"}).json()
+    for mine, theirs in zip(without["offers"], explained["offers"], strict=True):
+        assert mine == {**theirs, "reason": None}
+    for name in ("request_id", "offers"):
+        del without[name], explained[name]
+    assert without == explained
+    bad = client.get("/v1/customers/a00/offers", params={"reasons": "maybe"})
+    assert "reasons" in str(assert_json_error(bad, 422)["details"])
 
 
 def the_model_would_say_the_same(body: bytes) -> None:

@@ -81,6 +81,18 @@ def test_requests_are_counted_by_route_template_never_by_path(client: TestClient
     assert customer not in client.get("/metrics").text
 
 
+def test_offers_without_reasons_are_counted_by_source_all_the_same(client: TestClient) -> None:
+    sources = Counter(offer["reason"]["source"] for offer in offers(client, "a00")["offers"])
+    before = scrape(client)
+    assert all(o["reason"] is None for o in offers(client, "a00", reasons=False)["offers"])
+    after = scrape(client)
+    metric = "nbo_offers_served_total"
+    for source, count in sources.items():
+        got = value(after, metric, source=source, channel="email")
+        assert got - value(before, metric, source=source, channel="email") == count
+    assert value(after, metric) - value(before, metric) == sum(sources.values()) == 5
+
+
 def test_offers_served_and_suppressions_match_the_answers(
     client: TestClient, models_dir: Path
 ) -> None:

@@ -54,6 +54,7 @@ from nbo.offers.explanations import (
     SOURCE_POPULAR_IN_STAGE,
     Bought,
     Explanations,
+    credited_sources,
     explain,
 )
 from nbo.offers.policies import RULE_FATIGUE, RULE_JUST_BOUGHT
@@ -146,6 +147,14 @@ class OfferTable:
         """Per chosen offer, the source credited, the items behind it and the reason."""
         return self.explained()
 
+    @cached_property
+    def sources(self) -> np.ndarray:
+        """Per chosen offer, the source credited (``explanations.source``), without
+        working out the rest of the explanations."""
+        if "explanations" in self.__dict__:
+            return self.explanations.source
+        return credited_sources(self.choices)
+
     def offers(self, customer: int) -> list[Offer]:
         """Customer ``customer``'s offers, best first."""
         c, e = self.choices, self.explanations
@@ -208,7 +217,7 @@ class Ranking:
         from the table's columns without building the offers."""
         starts = self.table.choices.starts
         start, end = int(starts[self.position]), int(starts[self.position + 1])
-        return self.table.explanations.source[start:end].tolist()
+        return self.table.sources[start:end].tolist()
 
 
 @dataclass(frozen=True)

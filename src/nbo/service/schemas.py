@@ -62,7 +62,9 @@ class OfferOut(BaseModel):
     components: ComponentsOut
     score: float = Field(description="the source's own score (ALS score, popularity)")
     rank: int
-    reason: ReasonOut
+    reason: ReasonOut | None = Field(
+        description="why this offer; null when the call asked for none (reasons=false)"
+    )
 
 
 class OffersResponse(BaseModel):
