@@ -64,6 +64,9 @@ ROUNDS = 5
 CUSTOMERS = 1_000
 LIVE = "/health/live"
 OFFERS = "offers"
+# The same calls with ?reasons=false (no explanations worked out), with one worker: what a
+# caller who shows no reasons gets.
+OFFERS_NO_REASONS = "offers, reasons=false"
 INSTALL = "apt-get install -y wrk (Debian's package; brew install wrk on macOS)"
 # Issue 16: each worker beyond the first holds at most this much memory of its own (MB).
 OWN_MEMORY_TARGET_MB = 100
@@ -279,11 +282,27 @@ def run_workers(
 ) -> tuple[dict[tuple[int, str], Cell], dict[int, list[Memory]], dict[int, float]]:
     """Every (workers, path) cell, ``ROUNDS`` runs each, servers and paths alternating;
     then each server's memory per process and offers calls per chunk."""
-    paths = ", ".join(f'"/v1/customers/{c}/offers?k=10&channel=app"' for c in customers)
-    scripts = {OFFERS: work_dir / "offers.lua", LIVE: work_dir / "live.lua"}
-    scripts[OFFERS].write_text(SCRIPT % {"paths": paths}, encoding="utf-8")
-    scripts[LIVE].write_text(SCRIPT % {"paths": f'"{LIVE}"'}, encoding="utf-8")
-    cells = {(w, path): Cell(w, path) for w in WORKER_COUNTS for path in scripts}
+    paths = [f"/v1/customers/{c}/offers?k=10&channel=app" for c in customers]
+    scripts = {
+        OFFERS: work_dir / "offers.lua",
+        OFFERS_NO_REASONS: work_dir / "offers_no_reasons.lua",
+        LIVE: work_dir / "live.lua",
+    }
+    for path, urls in (
+        (OFFERS, paths),
+        (OFFERS_NO_REASONS, [f"{url}&reasons=false" for url in paths]),
+        (LIVE, [LIVE]),
+    ):
+        quoted = ", ".join(f'"{url}"' for url in urls)
+        scripts[path].write_text(SCRIPT % {"paths": quoted}, encoding="utf-8")
+    # Without reasons: one worker only.
+    order = [
+        (w, path)
+        for w in WORKER_COUNTS
+        for path in scripts
+        if path != OFFERS_NO_REASONS or w == WORKER_COUNTS[0]
+    ]
+    cells = {key: Cell(*key) for key in order}
     with (
         running_server(
             models_dir, work_dir / "one.db", work_dir / "one.log", {**settings, "NBO_WORKERS": "1"}
@@ -296,7 +315,6 @@ def run_workers(
         for workers, server in servers.items():  # warm the model's pages and caches
             _wrk(server, scripts[OFFERS], CONNECTIONS_PER_WORKER * workers, WARMUP_SECONDS)
         for round_ in range(ROUNDS):
-            order = [(w, path) for w in WORKER_COUNTS for path in scripts]
             for workers, path in order if round_ % 2 == 0 else order[::-1]:
                 run = _wrk(
                     servers[workers], scripts[path], CONNECTIONS_PER_WORKER * workers, RUN_SECONDS
@@ -433,17 +451,24 @@ def print_workers(result: WorkersResult) -> dict[str, float]:
         f"{RUN_SECONDS} s runs, {ROUNDS} rounds alternating servers and paths (the best "
         "shown, every round's rate listed); "
         f"offers: GET /v1/customers/{{id}}/offers?k=10&channel=app over {CUSTOMERS:,} known "
-        f"customers; {os.cpu_count()} cores"
+        f"customers (with one worker also with &reasons=false); {os.cpu_count()} cores"
     )
     rows: list[Sequence[object] | None] = []
+    names = {
+        LIVE: "GET /health/live",
+        OFFERS: "GET offers",
+        OFFERS_NO_REASONS: "GET offers, no reasons",
+    }
     for workers in WORKER_COUNTS:
-        for path in (LIVE, OFFERS):
+        for path in (LIVE, OFFERS, OFFERS_NO_REASONS):
+            if (workers, path) not in cells:
+                continue
             cell = cells[(workers, path)]
             rows.append(
                 [
                     f"{workers} worker{'s' if workers > 1 else ''}, "
                     f"{result.connections[workers]} connections",
-                    "GET /health/live" if path == LIVE else "GET offers",
+                    names[path],
                     f"{cell.best.per_second:,.0f}",
                     ", ".join(f"{run.per_second:,.0f}" for run in cell.runs),
                     f"{cell.best.p50_ms:.2f}",
@@ -489,6 +514,14 @@ def print_workers(result: WorkersResult) -> dict[str, float]:
         offers.per_second / live.per_second
         for offers, live in zip(cells[(low, OFFERS)].runs, cells[(low, LIVE)].runs, strict=True)
     ]
+    # What not working out the reasons buys, round by round as well.
+    without = [
+        bare.per_second / offers.per_second
+        for bare, offers in zip(
+            cells[(low, OFFERS_NO_REASONS)].runs, cells[(low, OFFERS)].runs, strict=True
+        )
+    ]
+    figures["no_reasons_of_offers"] = statistics.median(without)
     per_core = {w: rate[(w, OFFERS)] / cores[(w, OFFERS)] for w in WORKER_COUNTS}
     scaling = [
         [
@@ -514,6 +547,11 @@ def print_workers(result: WorkersResult) -> dict[str, float]:
         [
             "the same, round by round: median (range)",
             f"{statistics.median(paired):.1%} ({min(paired):.1%}-{max(paired):.1%})",
+            "",
+        ],
+        [
+            f"offers without reasons / offers, {low} worker, round by round: median (range)",
+            f"{statistics.median(without):.2f}x ({min(without):.2f}-{max(without):.2f}x)",
             "",
         ],
     ]

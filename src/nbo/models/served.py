@@ -67,6 +67,9 @@ COLUMN_MAJOR_ARRAY = "item_factors_column_major"
 SEND_HOUR_PRIOR_ARRAY = "send_hour_prior"
 # Recency-weighted orders as of the end of the training data (``RecentOrders``): per
 # (customer, item), aligned with the history, and per customer. Both or none.
+# Candidates per source for a ranker whose manifest does not say (trained before it was
+# recorded there; the trainer's own default is ``RankerConfig.per_source``).
+DEFAULT_PER_SOURCE = 50
 HISTORY_RECENT_ARRAY = "history_recent"
 CUSTOMER_RECENT_ARRAY = "customer_recent_orders"
 # Each customer's best items by ALS, nothing excluded (``nbo.models.candidates.
@@ -124,7 +127,7 @@ class ServingModel:
     # for artifacts without one (older, or data too short to train one).
     ranker: RankerScorer | None = None
     item_side: ItemSide | None = None
-    ranker_per_source: int = 50
+    ranker_per_source: int = DEFAULT_PER_SOURCE
     # Each trained customer's ALS shortlist (``SHORTLIST_ARRAY``); None: none saved.
     als_shortlist: np.ndarray | None = None
     # Where the product offers come from (``nbo.models.policy``); None: the ranker when
@@ -411,7 +414,7 @@ def serving_model_from_artifact(artifact: Artifact, compiled: bool = True) -> Se
             and column_major.dtype == item_factors.dtype
             and column_major.flags.f_contiguous
         )
-    per_source = int(artifact.manifest.get("ranker", {}).get("per_source", 50))
+    per_source = int(artifact.manifest.get("ranker", {}).get("per_source", DEFAULT_PER_SOURCE))
     shortlist = arrays.get(SHORTLIST_ARRAY)
     if shortlist is not None:
         checks[f"{SHORTLIST_ARRAY} per customer, per_source wide or the catalogue"] = (
