@@ -64,7 +64,12 @@ def test_nbo_batch_forks_its_workers_and_writes_what_one_process_writes(
     assert len(first) > 60 and first.equals(second)
 
 
-def test_forked_workers_record_a_delivered_campaign_in_the_store(env: Path, tmp_path: Path) -> None:
+def test_forked_workers_record_a_delivered_campaign_in_the_store(
+    env: Path, tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On either store: PostgreSQL's pool is closed for the fork and opened again after,
+    and the command goes on with it (taking stock of erasures, registering the file)."""
+    monkeypatch.setenv("NBO_STORE_URL", store_url)
     out = tmp_path / "sent.parquet"
     assert " on 2 forked worker processes: " in _nbo_batch(out, 2, "--record")
     rows = pd.read_parquet(out)
@@ -81,6 +86,11 @@ def test_forked_workers_record_a_delivered_campaign_in_the_store(env: Path, tmp_
     )
     assert len(offered) > 0
     assert stored == sorted(zip(offered["customer_id"], offered["item_id"], strict=True))
+    store = open_store(store_url)
+    try:
+        assert [o.path for o in store.batch_outputs()] == [str(out.resolve())]
+    finally:
+        store.close()
 
 
 def test_a_fork_is_refused_while_another_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -548,6 +548,22 @@ def test_runs_being_delivered_are_seen_by_a_replica_until_they_end(
     assert store.delivering_runs() == [late]
 
 
+def test_a_paused_store_runs_no_thread_and_serves_as_before_after(store: Store) -> None:
+    """What ``nbo batch`` forks its workers in: no thread of the store alive (PostgreSQL's
+    pool closed), and the store whole again after."""
+    store.add_events([purchase("p1")])
+
+    def own_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("nbo-store")]
+
+    # (SQLite's store has no thread to stop; PostgreSQL's pool runs several.)
+    assert bool(own_threads()) == (type(store).__name__ == "PostgresStore")
+    with store.paused():
+        assert own_threads() == []
+    store.add_events([purchase("p2", item="i2")])
+    assert [p.item_id for p in store.purchases_of("c1")] == ["i1", "i2"]
+
+
 # -- campaign files --------------------------------------------------------------------------
 
 

@@ -165,8 +165,12 @@ def run(args: argparse.Namespace) -> int:
             with frozen_heap():
                 workers = None
                 if spark is None:
-                    # Forked while no other thread runs: before the bar, the lines paused.
-                    with lines.paused() if lines else contextlib.nullcontext():
+                    # Forked while no other thread runs: before the bar, the lines and
+                    # the store (PostgreSQL's pool) paused.
+                    with (
+                        lines.paused() if lines else contextlib.nullcontext(),
+                        store.paused(),
+                    ):
                         count = worker_count(total, args.chunk, args.workers)
                         if count > 1:
                             workers = BatchWorkers(batch, spec, count)

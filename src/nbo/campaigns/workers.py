@@ -9,7 +9,8 @@ scikit-learn and LightGBM, then loads and compiles the models again: about 3.3 s
 A fork is taken only where it is safe (``fork_refused``), else the workers are spawned:
 - the platform forks (Linux);
 - no other thread runs in this process: a lock another thread held at the fork (a
-  progress bar's, the PostgreSQL pool's) would stay held in the child forever;
+  progress bar's, the PostgreSQL pool's) would stay held in the child forever (``nbo
+  batch`` pauses both for the fork: ``Store.paused``);
 - OpenMP was set to one thread before its library loaded (``nbo.core.openmp``, as
   ``nbo batch`` and ``nbo serve`` set it).
 

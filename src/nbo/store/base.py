@@ -5,6 +5,7 @@ records it answers with.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -220,5 +221,11 @@ class Store(StateReader, Protocol):
     def delivering_runs(self) -> list[DeliveringRun]: ...
 
     def remove_run_impressions(self, run_id: str) -> int: ...
+
+    def paused(self) -> AbstractContextManager[None]:
+        """While the block runs this store runs no thread of its own, so the process may
+        fork (children open stores of their own and never use this one); after it, the
+        store serves as before."""
+        ...
 
     def close(self) -> None: ...

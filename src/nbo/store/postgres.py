@@ -90,15 +90,32 @@ class PostgresStore(SQLStore):
         with _connect(url) as db, db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             self.schema_version = apply_migrations(db, "postgres", self.where)
-        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            url,
+        self._url, self._pool_size = url, pool_size
+        self._pool = self._open_pool()
+
+    def _open_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            self._url,
             min_size=1,
-            max_size=pool_size,
+            max_size=self._pool_size,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_SECONDS},
             name="nbo-store",
             open=False,
         )
-        self._pool.open(wait=True, timeout=CONNECT_SECONDS)
+        pool.open(wait=True, timeout=CONNECT_SECONDS)
+        return pool
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The pool closed (its threads joined, its connections closed) while the block
+        runs, and a new one opened after: a pool cannot be opened again once closed, and
+        a process must not fork while its threads run (``nbo batch`` forks its workers
+        here; each opens a store of its own)."""
+        self._pool.close()
+        try:
+            yield
+        finally:
+            self._pool = self._open_pool()
 
     def _q(self, sql: str) -> str:
         return _with_psycopg_marks(sql)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, TypeVar
 
 from nbo.core.pseudonyms import new_key
@@ -112,6 +112,10 @@ class SQLStore:
     def _q(self, sql: str) -> str:
         """The statement in the driver's parameter style."""
         return sql
+
+    def paused(self) -> AbstractContextManager[None]:
+        """No thread to stop (SQLite's connections are plain handles a child never uses)."""
+        return nullcontext()
 
     def _id_lists(self, customer_ids: Sequence[str]) -> Iterator[tuple[str, tuple[Any, ...]]]:
         """``customer_id <clause>`` and its parameters, matching the (distinct) ids, in as
