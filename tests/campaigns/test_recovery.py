@@ -126,8 +126,10 @@ def test_a_delivered_run_is_on_record_until_its_file_is_in_place(
         return decide(run, customer_ids, stage)
 
     monkeypatch.setattr(batch, "decide_chunk", looking)
-    out = tmp_path / "sent.csv"
-    assert main([*COMMAND, "--record", "--out", str(out)]) == 0
+    # --out relative to where the command ran: the record holds the partial file's
+    # absolute path, for a next run started elsewhere.
+    monkeypatch.chdir(tmp_path)
+    assert main([*COMMAND, "--record", "--out", "sent.csv"]) == 0
     (first, *_), partial = seen[0], tmp_path / f".sent.csv.{os.getpid()}.partial"
     assert all(runs == [first] for runs in seen) and first.partial == str(partial)
     assert first.process == process_token()

@@ -32,7 +32,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from nbo.campaigns.files import SCHEMA, folder_lock, format_of, remove_customers
-from nbo.campaigns.recovery import begin_delivering, end_delivering, partial_path
+from nbo.campaigns.recovery import begin_delivering, partial_path
 from nbo.catalog.holder import CatalogHolder
 from nbo.core.errors import NboError
 from nbo.core.vocabulary import STAGES
@@ -479,7 +479,7 @@ def write_batch(
             if workers is not None:
                 workers.close(wait=True)
             take_back(run, ids)
-            end_delivering(run.store, run.run_id)
+            run.store.end_delivering(run.run_id)
         raise
     finally:
         if writer is not None:
@@ -498,7 +498,7 @@ def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed:
             # Before the rename: a death between the two leaves impressions of a
             # campaign never written (as before this record), never a written campaign
             # whose impressions the next run takes back (nbo.campaigns.recovery).
-            end_delivering(run.store, run.run_id)
+            run.store.end_delivering(run.run_id)
         os.replace(temporary, out)
         os.fsync(folder)
         if managed:

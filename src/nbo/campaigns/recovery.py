@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbo.core.processes import process_gone, process_token
+from nbo.core.processes import pid_alive, process_gone, process_token
 from nbo.store.base import DeliveringRun, Store
 
 PARTIAL_SUFFIX = ".partial"
@@ -58,11 +58,9 @@ def partial_path(out: Path) -> Path:
 def begin_delivering(store: Store, run_id: str, partial: Path) -> None:
     """Record a run about to deliver: from now until ``end_delivering``, a death of this
     process is found by the next run."""
-    store.begin_delivering(DeliveringRun(run_id, int(time.time()), process_token(), str(partial)))
-
-
-def end_delivering(store: Store, run_id: str) -> None:
-    store.end_delivering(run_id)
+    # Absolute: the next run may start in another folder.
+    where = str(partial.absolute())
+    store.begin_delivering(DeliveringRun(run_id, int(time.time()), process_token(), where))
 
 
 def recover(store: Store) -> list[Recovered]:
@@ -85,19 +83,9 @@ def sweep_partials(out: Path) -> list[Path]:
     removed = []
     for path in sorted(out.parent.glob(f".{out.name}.*{PARTIAL_SUFFIX}")):
         pid = path.name[len(out.name) + 2 : -len(PARTIAL_SUFFIX)]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and _remove(path):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)) and _remove(path):
             removed.append(path)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove(path: Path) -> bool:

@@ -69,7 +69,7 @@ from nbo.campaigns.files import (
     read_batches,
     remove_customers,
 )
-from nbo.campaigns.recovery import begin_delivering, end_delivering, partial_path
+from nbo.campaigns.recovery import begin_delivering, partial_path
 from nbo.store.base import BatchOutput
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def write_spark_batch(
             # No campaign folder, no delivery (the session has stopped, or Spark has
             # ended the job's tasks: no partition records any more).
             take_back(run, ids)
-            end_delivering(run.store, run.run_id)
+            run.store.end_delivering(run.run_id)
         raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -360,7 +360,7 @@ def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed:
     aside = out.with_name(f".{out.name}.{os.getpid()}.replaced")
     with folder_lock(out.parent) as folder:
         if run.occasion.delivery:
-            end_delivering(run.store, run.run_id)  # before the rename, as the local engine
+            run.store.end_delivering(run.run_id)  # before the rename, as the local engine
         replaced = out.exists() or out.is_symlink()
         if replaced:
             os.replace(out, aside)

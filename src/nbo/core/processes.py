@@ -75,13 +75,19 @@ def process_gone(token: str) -> bool | None:
         return None
     if boot != _boot_id():
         return True  # the machine has restarted since
+    return not pid_alive(int(pid)) or _start_time(int(pid)) != started
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this machine (it may be another than the one
+    that had the id before: ``process_gone`` tells them apart)."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        return False
     except PermissionError:
-        pass  # alive, another user's
-    return _start_time(int(pid)) != started
+        return True  # someone else's process
+    return True
 
 
 def _boot_id() -> str:

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nbo.core.processes import pid_alive
+
 # How often a worker looks for a new generation (one os.stat).
 FOLLOW_EVERY_S = 0.1
 # How long an API reload waits for the other workers before it answers without them.
@@ -156,7 +158,7 @@ class WorkerBoard:
         found = []
         for path in sorted(self.folder.glob(f"{_STATUS_PREFIX}*.json")):
             data = _read_json(path)
-            if data is None or not _alive(int(data["pid"])):
+            if data is None or not pid_alive(int(data["pid"])):
                 continue
             data["models"] = [tuple(pair) for pair in data["models"]]
             found.append(WorkerStatus(**data))
@@ -205,13 +207,3 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     return data
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive, though not ours (a reused pid)
-    return True
