@@ -249,6 +249,8 @@ def test_a_recorded_spark_campaign_records_each_offer_once_and_caps_the_next(
     # One impression per delivered offer, with the local engine's idempotent ids.
     assert sorted(e["event_id"] for e in shown) == [f"{request_id}-{rank}" for rank in (1, 2, 3)]
     assert store.event_count() == delivered.num_rows
+    # In place: off the record of runs being delivered (nbo.campaigns.recovery).
+    assert store.delivering_runs() == []
 
     # The next recorded campaign the same day, at the same path, reaches nobody (email:
     # one delivery a week) and replaces the first.
