@@ -440,6 +440,14 @@ def print_memory(memory: dict[int, list[Memory]]) -> float:
     return largest
 
 
+def _by_round(numerator: Cell, denominator: Cell) -> list[float]:
+    """Each round's rate of one cell over the other's (the two runs back to back)."""
+    return [
+        top.per_second / bottom.per_second
+        for top, bottom in zip(numerator.runs, denominator.runs, strict=True)
+    ]
+
+
 def print_workers(result: WorkersResult) -> dict[str, float]:
     """The section's table; answers the scaling figures for the summary."""
     cells = result.cells
@@ -510,18 +518,9 @@ def print_workers(result: WorkersResult) -> dict[str, float]:
             figures[f"{name}_p99_worst_ms_{workers}"] = max(run.p99_ms for run in cell.runs)
     # The best rounds of the two paths may come from minutes of different machine speed;
     # each round runs both back to back, so its own ratio is the steadier figure.
-    paired = [
-        offers.per_second / live.per_second
-        for offers, live in zip(cells[(low, OFFERS)].runs, cells[(low, LIVE)].runs, strict=True)
-    ]
+    paired = _by_round(cells[(low, OFFERS)], cells[(low, LIVE)])
     # What not working out the reasons buys, round by round as well.
-    without = [
-        bare.per_second / offers.per_second
-        for bare, offers in zip(
-            cells[(low, OFFERS_NO_REASONS)].runs, cells[(low, OFFERS)].runs, strict=True
-        )
-    ]
-    figures["no_reasons_of_offers"] = statistics.median(without)
+    without = _by_round(cells[(low, OFFERS_NO_REASONS)], cells[(low, OFFERS)])
     per_core = {w: rate[(w, OFFERS)] / cores[(w, OFFERS)] for w in WORKER_COUNTS}
     scaling = [
         [

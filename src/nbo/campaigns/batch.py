@@ -478,8 +478,7 @@ def write_batch(
             # No campaign file, no delivery: once no worker can record any more.
             if workers is not None:
                 workers.close(wait=True)
-            take_back(run, ids)
-            run.store.end_delivering(run.run_id)
+            withdraw(run, ids)
         raise
     finally:
         if writer is not None:
@@ -530,6 +529,14 @@ def _impressions(run: BatchRun, one: Decided) -> list[ImpressionEvent]:
 def take_back(run: BatchRun, customer_ids: Sequence[str]) -> int:
     """Delete the impressions this run recorded for ``customer_ids``."""
     return run.store.remove_impressions([(c, f"{run.run_id}-{c}") for c in customer_ids])
+
+
+def withdraw(run: BatchRun, customer_ids: Sequence[str]) -> None:
+    """A delivered run that failed before its file was in place, on either engine: every
+    impression it recorded taken back, then off the record of runs being delivered
+    (``nbo.campaigns.recovery``)."""
+    take_back(run, customer_ids)
+    run.store.end_delivering(run.run_id)
 
 
 def new_run_id(now: datetime) -> str:

@@ -60,6 +60,7 @@ from nbo.campaigns.batch import (
     managed_path,
     open_run,
     take_back,
+    withdraw,
 )
 from nbo.campaigns.files import (
     PARTS,
@@ -205,8 +206,7 @@ def write_spark_batch(
         if run.occasion.delivery and not placed:
             # No campaign folder, no delivery (the session has stopped, or Spark has
             # ended the job's tasks: no partition records any more).
-            take_back(run, ids)
-            run.store.end_delivering(run.run_id)
+            withdraw(run, ids)
         raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)

@@ -65,11 +65,11 @@ ITEM_PRICE_ARRAY = "item_price"
 # the service lays out an artifact's from before it.
 COLUMN_MAJOR_ARRAY = "item_factors_column_major"
 SEND_HOUR_PRIOR_ARRAY = "send_hour_prior"
-# Recency-weighted orders as of the end of the training data (``RecentOrders``): per
-# (customer, item), aligned with the history, and per customer. Both or none.
 # Candidates per source for a ranker whose manifest does not say (trained before it was
 # recorded there; the trainer's own default is ``RankerConfig.per_source``).
 DEFAULT_PER_SOURCE = 50
+# Recency-weighted orders as of the end of the training data (``RecentOrders``): per
+# (customer, item), aligned with the history, and per customer. Both or none.
 HISTORY_RECENT_ARRAY = "history_recent"
 CUSTOMER_RECENT_ARRAY = "customer_recent_orders"
 # Each customer's best items by ALS, nothing excluded (``nbo.models.candidates.

@@ -151,8 +151,6 @@ class OfferTable:
     def sources(self) -> np.ndarray:
         """Per chosen offer, the source credited (``explanations.source``), without
         working out the rest of the explanations."""
-        if "explanations" in self.__dict__:
-            return self.explanations.source
         return credited_sources(self.choices)
 
     def offers(self, customer: int) -> list[Offer]:
