@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,9 +17,10 @@ import pytest
 
 from nbo.campaigns import batch
 from nbo.campaigns.batch import BatchRun
-from nbo.campaigns.recovery import recover, sweep_partials
-from nbo.cli import main
+from nbo.campaigns.recovery import STALE_S, Heartbeat, RunTakenOver, recover, sweep_partials
+from nbo.cli import EXIT_USER_ERROR, main
 from nbo.core.processes import process_token
+from nbo.data.events import Event, parse_events
 from nbo.store import open_store
 from nbo.store.base import DeliveringRun
 
@@ -44,6 +46,21 @@ KILLED_MIDWAY = textwrap.dedent(
 )
 CUSTOMERS = [f"{g}{c:02d}" for g in "ab" for c in range(30)]
 COMMAND = ["batch", "--customers", "all", "--chunk", "10", "--workers", "1", "--k", "3"]
+
+
+def impression(event_id: str, customer: str, request_id: str) -> Event:
+    body = {
+        "event_id": event_id,
+        "type": "offer_impression",
+        "customer_id": customer,
+        "timestamp": "2011-12-01T10:00:00Z",
+        "item_id": "85123A",
+        "channel": "email",
+        "request_id": request_id,
+    }
+    ((_, event),), rejected = parse_events(body)
+    assert not rejected, rejected
+    return event
 
 
 def _impressions(store_path: Path) -> dict[str, int]:
@@ -99,13 +116,18 @@ def test_a_campaign_killed_outright_is_taken_back_by_the_next_one(
         store.close()
 
 
-def test_runs_alive_or_on_another_machine_are_left_alone(env: Path, tmp_path: Path) -> None:
+def test_runs_alive_or_heard_from_on_another_machine_are_left_alone(
+    env: Path, tmp_path: Path
+) -> None:
     store = open_store(os.environ["NBO_STORE_URL"])
     try:
         partial = tmp_path / ".c.csv.1.partial"
         partial.write_text("rows")
-        alive = DeliveringRun("batch-alive", 100, process_token(), str(partial))
-        elsewhere = DeliveringRun("batch-far", 100, "another-host/boot/1/2", str(partial))
+        now = int(time.time())
+        # Alive here: never taken for dead, however long since its last heartbeat.
+        alive = DeliveringRun("batch-alive", 100, process_token(), str(partial), 100)
+        heard = now - STALE_S + 60
+        elsewhere = DeliveringRun("batch-far", 100, "another-host/boot/1/2", str(partial), heard)
         store.begin_delivering(alive)
         store.begin_delivering(elsewhere)
         assert recover(store) == []
@@ -113,6 +135,103 @@ def test_runs_alive_or_on_another_machine_are_left_alone(env: Path, tmp_path: Pa
         assert partial.exists()
     finally:
         store.close()
+
+
+def test_a_run_on_another_machine_not_heard_from_is_taken_for_dead(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A replica's campaign, or one in a container whose host name was its own: nothing
+    here can see its process, so its silence decides."""
+    store = open_store(os.environ["NBO_STORE_URL"])
+    now = int(time.time())
+    try:
+        # Two runs of other machines, silent for STALE_S: the first's file is as old, the
+        # second's was written to since (a folder other machines share): kept.
+        for run_id in ("batch-old", "batch-new"):
+            partial = tmp_path / f".{run_id}.csv.7.partial"
+            partial.write_text("rows")
+            store.begin_delivering(
+                DeliveringRun(run_id, now - 900, "gone-host/boot/7/8", str(partial), now - STALE_S)
+            )
+            delivered = [
+                impression(f"{run_id}-{c}-1", c, request_id=f"{run_id}-{c}") for c in ("a00", "b01")
+            ]
+            assert len(store.add_events(delivered).accepted) == 2
+        old = tmp_path / ".batch-old.csv.7.partial"
+        os.utime(old, (now - STALE_S - 1, now - STALE_S - 1))
+        store.add_events([impression("api-1", "a00", request_id="api-1")])
+    finally:
+        store.close()
+
+    assert main([*COMMAND, "--out", str(tmp_path / "next.csv")]) == 0
+    printed = capsys.readouterr().err
+    for run_id, left in (("batch-old", f"removed {old}"), ("batch-new", "no partial file removed")):
+        assert (
+            f"nbo batch: run {run_id} (started " in printed
+            and f"was not heard from for {STALE_S:,} s: taken for dead: took back 2 "
+            f"impressions, {left}"
+            in printed
+        ), printed
+    assert not old.exists() and (tmp_path / ".batch-new.csv.7.partial").exists()
+    assert _impressions(env) == {"api-1": 1}
+    store = open_store(os.environ["NBO_STORE_URL"])
+    try:
+        assert store.delivering_runs() == []
+    finally:
+        store.close()
+
+
+def test_the_heartbeat_renews_the_record_until_it_is_gone(env: Path, tmp_path: Path) -> None:
+    store = open_store(os.environ["NBO_STORE_URL"])
+    try:
+        store.begin_delivering(DeliveringRun("batch-1", 100, process_token(), "/p", 100))
+        heartbeat = Heartbeat(store, "batch-1", every_s=0.02)
+        heartbeat.start()
+        try:
+            deadline = time.monotonic() + 30
+            while store.delivering_runs()[0].heard_at == 100:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            heartbeat.check()  # still on record
+            assert store.delivering_runs()[0].heard_at >= int(time.time()) - 5
+            store.end_delivering("batch-1")  # as another run taking it for dead does
+            while True:
+                try:
+                    heartbeat.check()
+                except RunTakenOver as taken:
+                    assert "run batch-1 was taken for dead by another run" in str(taken)
+                    break
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+        finally:
+            heartbeat.stop()
+    finally:
+        store.close()
+
+
+def test_a_run_taken_for_dead_while_it_delivers_writes_nothing(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Taken for dead by another run mid-way (its heartbeat stalled): what it recorded
+    before was taken back by that run, what it records after by itself, and no file."""
+    decide, chunks = batch.decide_chunk, []
+
+    def taken_over(run: BatchRun, customer_ids: list[str], stage: str | None) -> object:
+        chunks.append(customer_ids)
+        if len(chunks) == 3:
+            run.store.remove_run_impressions(run.run_id)
+            run.store.end_delivering(run.run_id)
+        return decide(run, customer_ids, stage)
+
+    monkeypatch.setattr(batch, "decide_chunk", taken_over)
+    folder = tmp_path / "campaigns"
+    folder.mkdir()
+    assert main([*COMMAND, "--record", "--out", str(folder / "sent.csv")]) == EXIT_USER_ERROR
+    assert len(chunks) == 6  # every chunk decided: the record is checked at the rename
+    printed = capsys.readouterr().err
+    assert "was taken for dead by another run" in printed and "nothing written" in printed
+    assert "Traceback" not in printed
+    assert _impressions(env) == {} and list(folder.iterdir()) == []
 
 
 def test_a_delivered_run_is_on_record_until_its_file_is_in_place(

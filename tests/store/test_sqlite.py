@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nbo.data.events import EVENT_TYPES, Event, parse_events
 from nbo.store import read_erased_ids, read_pseudonym_key
-from nbo.store.base import BatchOutput
+from nbo.store.base import BatchOutput, DeliveringRun
 from nbo.store.sqlite import MIGRATIONS, SQLiteStore
 
 
@@ -126,6 +126,23 @@ def test_a_schema_1_store_migrates_and_keeps_its_events(tmp_path: Path) -> None:
     assert receipt.events["purchase"] == 1 and receipt.total == 1
     store.close()
     assert read_erased_ids(f"sqlite:///{path}") == ["c1"]
+
+
+def test_a_run_on_record_before_heartbeats_was_last_heard_from_at_its_start(
+    tmp_path: Path,
+) -> None:
+    """A store of version 6 holding a run being delivered (an nbo before heartbeats)."""
+    path = tmp_path / "v6.db"
+    with sqlite3.connect(path) as db:
+        for step in MIGRATIONS[:6]:
+            db.executescript(step)
+        db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INT)")
+        db.executemany("INSERT INTO schema_migrations VALUES (?, 0)", [(v,) for v in range(1, 7)])
+        db.execute("INSERT INTO delivering_runs VALUES ('batch-1', 100, 'h/b/1/2', '/p')")
+    store = SQLiteStore(path)
+    assert store.schema_version == len(MIGRATIONS) >= 7
+    assert store.delivering_runs() == [DeliveringRun("batch-1", 100, "h/b/1/2", "/p", 100)]
+    store.close()
 
 
 def test_reading_erased_ids_never_creates_a_store(tmp_path: Path) -> None:

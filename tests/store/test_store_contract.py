@@ -538,14 +538,27 @@ def test_runs_being_delivered_are_seen_by_a_replica_until_they_end(
     opened: Callable[[], Store],
 ) -> None:
     store, replica = opened(), opened()
-    late = DeliveringRun("batch-2", 200, "host/boot/12/34", "/srv/.b.csv.12.partial")
-    early = DeliveringRun("batch-1", 100, "host/boot/11/33", "/srv/.a.csv.11.partial")
+    late = DeliveringRun("batch-2", 200, "host/boot/12/34", "/srv/.b.csv.12.partial", 200)
+    early = DeliveringRun("batch-1", 100, "host/boot/11/33", "/srv/.a.csv.11.partial", 100)
     store.begin_delivering(late)
     store.begin_delivering(early)
     assert replica.delivering_runs() == [early, late]
-    replica.end_delivering("batch-1")
-    replica.end_delivering("batch-1")  # twice: nothing more
+    assert replica.end_delivering("batch-1")
+    assert not replica.end_delivering("batch-1")  # twice: nothing more, and it says so
     assert store.delivering_runs() == [late]
+
+
+def test_a_run_being_delivered_is_heard_from_until_it_ends(opened: Callable[[], Store]) -> None:
+    """The heartbeat of ``nbo.campaigns.recovery``: renewed where a replica sees it, and
+    refused once the run is off the record (ended, or taken for dead by another)."""
+    store, replica = opened(), opened()
+    store.begin_delivering(DeliveringRun("batch-1", 100, "host/boot/11/33", "/p", 100))
+    store.begin_delivering(DeliveringRun("batch-2", 100, "host/boot/12/34", "/q", 100))
+    assert store.hear_from_delivering("batch-1", 160)
+    assert [run.heard_at for run in replica.delivering_runs()] == [160, 100]
+    assert replica.end_delivering("batch-1")
+    assert not store.hear_from_delivering("batch-1", 190)
+    assert [(run.run_id, run.heard_at) for run in replica.delivering_runs()] == [("batch-2", 100)]
 
 
 def test_a_paused_store_runs_no_thread_and_serves_as_before_after(store: Store) -> None:

@@ -32,7 +32,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from nbo.campaigns.files import SCHEMA, folder_lock, format_of, remove_customers
-from nbo.campaigns.recovery import begin_delivering, partial_path
+from nbo.campaigns.recovery import Heartbeat, begin_delivering, end_delivering, partial_path
 from nbo.catalog.holder import CatalogHolder
 from nbo.core.errors import NboError
 from nbo.core.vocabulary import STAGES
@@ -430,9 +430,10 @@ def write_batch(
     ids = list(selection.customer_ids)
     chunks = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
     placed = False
+    heartbeat: Heartbeat | None = None
     try:
         if run.occasion.delivery:
-            begin_delivering(run.store, run.run_id, temporary)
+            heartbeat = begin_delivering(run.store, run.run_id, temporary)
         if out.suffix.lower() == ".parquet":
             writer = pq.ParquetWriter(temporary, SCHEMA)
         else:
@@ -443,6 +444,8 @@ def write_batch(
             results = (decide_chunk(run, c, selection.stage) for c in chunks)
         done = 0
         for chosen, result in zip(chunks, results, strict=True):
+            if heartbeat is not None:
+                heartbeat.check()
             summary.customers += result.customers
             summary.recorded += result.recorded
             summary.with_offers += result.with_offers
@@ -481,6 +484,8 @@ def write_batch(
             withdraw(run, ids)
         raise
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         if writer is not None:
             writer.close()
         temporary.unlink(missing_ok=True)
@@ -496,8 +501,9 @@ def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed:
         if run.occasion.delivery:
             # Before the rename: a death between the two leaves impressions of a
             # campaign never written (as before this record), never a written campaign
-            # whose impressions the next run takes back (nbo.campaigns.recovery).
-            run.store.end_delivering(run.run_id)
+            # whose impressions the next run takes back (nbo.campaigns.recovery). Not
+            # at all when another run took this one for dead and its impressions back.
+            end_delivering(run.store, run.run_id)
         os.replace(temporary, out)
         os.fsync(folder)
         if managed:

@@ -70,7 +70,7 @@ from nbo.campaigns.files import (
     read_batches,
     remove_customers,
 )
-from nbo.campaigns.recovery import begin_delivering, partial_path
+from nbo.campaigns.recovery import Heartbeat, begin_delivering, end_delivering, partial_path
 from nbo.store.base import BatchOutput
 
 log = logging.getLogger(__name__)
@@ -167,9 +167,10 @@ def write_spark_batch(
     temporary = partial_path(out.absolute())
     executors = _for_executors(spec, run)
     placed = False
+    heartbeat: Heartbeat | None = None
     try:
         if run.occasion.delivery:
-            begin_delivering(run.store, run.run_id, temporary)
+            heartbeat = begin_delivering(run.store, run.run_id, temporary)
         # While Spark runs, the customers of the partitions done (without a stage: with
         # one, how many of them are in it is known at the end).
         running = progress if selection.stage is None else None
@@ -209,6 +210,8 @@ def write_spark_batch(
             withdraw(run, ids)
         raise
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         shutil.rmtree(temporary, ignore_errors=True)
     return summary
 
@@ -360,7 +363,7 @@ def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed:
     aside = out.with_name(f".{out.name}.{os.getpid()}.replaced")
     with folder_lock(out.parent) as folder:
         if run.occasion.delivery:
-            run.store.end_delivering(run.run_id)  # before the rename, as the local engine
+            end_delivering(run.store, run.run_id)  # before the rename, as the local engine
         replaced = out.exists() or out.is_symlink()
         if replaced:
             os.replace(out, aside)

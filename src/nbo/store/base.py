@@ -104,6 +104,7 @@ class DeliveringRun:
     started_at: int  # unix seconds
     process: str  # nbo.core.processes.process_token of the process delivering it
     partial: str  # the temporary file (or folder) its rows were written to
+    heard_at: int  # unix seconds: its last heartbeat (its start, before the first)
 
 
 @dataclass
@@ -216,7 +217,9 @@ class Store(StateReader, Protocol):
 
     def begin_delivering(self, run: DeliveringRun) -> None: ...
 
-    def end_delivering(self, run_id: str) -> None: ...
+    def hear_from_delivering(self, run_id: str, at: int) -> bool: ...
+
+    def end_delivering(self, run_id: str) -> bool: ...
 
     def delivering_runs(self) -> list[DeliveringRun]: ...
 

@@ -195,6 +195,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    # 7: when each run being delivered was last heard from (a heartbeat every
+    # ``nbo.campaigns.recovery.HEARTBEAT_S``): a run silent for long is taken for dead by
+    # the next ``nbo batch`` on any machine, not only its own (a container's host name
+    # changes from one run to the next).
+    Migration(
+        sqlite="""
+        ALTER TABLE delivering_runs ADD COLUMN heard_at INTEGER NOT NULL DEFAULT 0;
+        UPDATE delivering_runs SET heard_at = started_at;
+        """,
+        postgres="""
+        ALTER TABLE delivering_runs ADD COLUMN heard_at BIGINT NOT NULL DEFAULT 0;
+        UPDATE delivering_runs SET heard_at = started_at;
+        """,
+    ),
 )
 
 

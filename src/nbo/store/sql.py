@@ -563,22 +563,41 @@ class SQLStore:
         with self._transaction() as db:
             db.execute(
                 self._q(
-                    "INSERT INTO delivering_runs (run_id, started_at, process, partial) "
-                    "VALUES (?, ?, ?, ?)"
+                    "INSERT INTO delivering_runs (run_id, started_at, process, partial, heard_at) "
+                    "VALUES (?, ?, ?, ?, ?)"
                 ),
-                (run.run_id, run.started_at, run.process, run.partial),
+                (run.run_id, run.started_at, run.process, run.partial, run.heard_at),
             )
 
-    def end_delivering(self, run_id: str) -> None:
-        """The run's file is about to be put in place, or its impressions were taken back."""
+    def hear_from_delivering(self, run_id: str, at: int) -> bool:
+        """The run is still delivering at ``at`` (its heartbeat). False when it is no
+        longer on record: ended, or taken for dead by another run, which took its
+        impressions back."""
         with self._transaction() as db:
-            db.execute(self._q("DELETE FROM delivering_runs WHERE run_id = ?"), (run_id,))
+            return (
+                db.execute(
+                    self._q("UPDATE delivering_runs SET heard_at = ? WHERE run_id = ?"),
+                    (at, run_id),
+                ).rowcount
+                > 0
+            )
+
+    def end_delivering(self, run_id: str) -> bool:
+        """The run's file is about to be put in place, or its impressions were taken back.
+        False when it was no longer on record (taken for dead by another run)."""
+        with self._transaction() as db:
+            return (
+                db.execute(
+                    self._q("DELETE FROM delivering_runs WHERE run_id = ?"), (run_id,)
+                ).rowcount
+                > 0
+            )
 
     def delivering_runs(self) -> list[DeliveringRun]:
         """Every campaign run recorded as being delivered, oldest first."""
         with self._reading() as db:
             rows = db.execute(
-                "SELECT run_id, started_at, process, partial FROM delivering_runs "
+                "SELECT run_id, started_at, process, partial, heard_at FROM delivering_runs "
                 "ORDER BY started_at, run_id"
             ).fetchall()
         return [DeliveringRun(*row) for row in rows]
