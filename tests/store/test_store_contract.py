@@ -517,19 +517,29 @@ def test_impressions_of_deliveries_that_did_not_happen_are_removed(store: Store)
 
 
 def test_a_runs_impressions_are_removed_whatever_the_customer(store: Store) -> None:
-    """A run whose process died: its customers are not known, its request ids' prefix is."""
+    """A run whose process died: its customers are not known; its impressions' event and
+    request ids start with the run's id (``{run_id}-{customer}-{rank}``)."""
+    day = "2026-01-02T10:00:00Z"
     store.add_events(
         [
-            offer_event("a1", "c1", "i1", "2026-01-02T10:00:00Z", request="batch-1-x-c1"),
-            offer_event("a2", "c2", "i2", "2026-01-02T10:00:00Z", request="batch-1-x-c2"),
-            # Another run whose id starts with this one's, an API call, a click of the run.
-            offer_event("b1", "c1", "i1", "2026-01-02T10:00:00Z", request="batch-1-xy-c1"),
-            offer_event("o1", "c1", "i3", "2026-01-02T10:00:00Z", request="other"),
-            offer_event("k1", "c1", "i1", "2026-01-03T10:00:00Z", "offer_click", "batch-1-x-c1"),
+            offer_event("batch-1-x-c1-1", "c1", "i1", day, request="batch-1-x-c1"),
+            offer_event("batch-1-x-c1-2", "c1", "i2", day, request="batch-1-x-c1"),
+            offer_event("batch-1-x-c2-1", "c2", "i2", day, request="batch-1-x-c2"),
+            # Another run whose id starts with this one's, one whose id sorts right after
+            # the prefix, an API call, and a click on the run's offer.
+            offer_event("batch-1-xy-c1-1", "c1", "i1", day, request="batch-1-xy-c1"),
+            offer_event("batch-1-x.c1-1", "c1", "i1", day, request="batch-1-x.c1"),
+            offer_event("o1", "c1", "i3", day, request="other"),
+            offer_event("batch-1-x-c1-k", "c1", "i1", day, "offer_click", "batch-1-x-c1"),
         ]
     )
-    assert store.remove_run_impressions("batch-1-x") == 2
-    assert [e["event_id"] for e in store.events_of("c1")] == ["b1", "o1", "k1"]
+    assert store.remove_run_impressions("batch-1-x") == 3
+    assert {e["event_id"] for e in store.events_of("c1")} == {
+        "batch-1-xy-c1-1",
+        "batch-1-x.c1-1",
+        "o1",
+        "batch-1-x-c1-k",
+    }
     assert store.events_of("c2") == []
     assert store.remove_run_impressions("batch-1-x") == 0
 
