@@ -1,13 +1,16 @@
-"""Synthetic shops of three kinds, for judging what nbo serves on data it has not seen.
+"""Synthetic shops of four kinds, for judging what nbo serves on data it has not seen.
 
 The shared Online Retail file is one kind of shop. Real purchase histories differ in ways
-that decide which offers win; these seeded generators reproduce three of them, so every
+that decide which offers win; these seeded generators reproduce four of them, so every
 change to what is served can be measured on each (``python -m bench --only quality``):
 
 - ``grocery``: a large catalogue; each customer reorders a set of staples on weekly,
   fortnightly or monthly cycles and tries a few other items per trip; most lines are
   repeats of the customer's own items, so buying again is by far the best simple rule
   on every purchase (``all``), while what they buy new is taste and popularity.
+- ``grocery-chain``: the same kind of shop seen through a chain's loyalty cards for
+  only four months: eight thousand customers, twenty thousand items, fewer staples and
+  trips further apart; the trainer's earliest windows have a month of history or less.
 - ``small-catalogue``: about two hundred items, bought from a popularity that drifts
   week to week, with little personal taste: recent popularity is the best simple rule.
 - ``wholesale``: like the shared Online Retail file (a gift wholesaler): many distinct
@@ -515,8 +518,25 @@ class Wholesale:
         return lines.frame(self.items, rng), odds
 
 
+def grocery_chain() -> Grocery:
+    """A grocery chain's loyalty cards: four months of baskets (the length of the chain
+    in issue 15's table), many more customers and items than ``grocery``, fewer staples
+    and trips further apart. The shop where the trainer's windows are young: the window
+    before the test window has a month of history before its cutoff."""
+    return Grocery(
+        customers=8_000,
+        items=20_000,
+        days=120,
+        staples=(5, 20),
+        cadence=(7.0, 21.0),
+        reorder=0.35,
+        explore=3.0,
+    )
+
+
 REGIMES: dict[str, Callable[[], Grocery | SmallCatalogue | Wholesale]] = {
     "grocery": Grocery,
+    "grocery-chain": grocery_chain,
     "small-catalogue": SmallCatalogue,
     "wholesale": Wholesale,
 }

@@ -151,6 +151,11 @@ class RankerConfig(BaseModel):
     # Past windows the ranker learns from, each a holdout before the one after it (as
     # many as the data holds, up to this): more labels, and habits seen at several dates.
     windows: int = Field(3, ge=1, le=12)
+    # Purchase history (days) a training window needs before its cutoff to be stacked,
+    # and for the validation window's ranker to stand for the served one: its customers
+    # must have bought before the suppression window (30 days) for a while (15 more) to
+    # show a reorder after it.
+    min_history_days: int = Field(45, ge=0, le=3650)
     # Half-life (days) of the recency-weighted order counts among the ranker's features:
     # an order weighs half as much this many days after it was placed.
     half_life_days: float = Field(HALF_LIFE_DAYS, gt=0, le=3650)

@@ -50,9 +50,12 @@ from training.ranker import (
     FactsOf,
     RankerResult,
     WindowSettings,
+    earlier_history_days,
     earlier_window,
     evaluate_ranker,
     facts_within,
+    history_days,
+    mature,
 )
 from training.served import SERVED, Cutoff, curves, served_metrics, served_model
 from training.split import TimeSplit
@@ -165,6 +168,26 @@ def choose_policy(
                 metric,
             )
     validation = window.split
+    young = earlier_history_days(validation, settings)
+    if (
+        ranker.booster is not None
+        and mature(validation, settings)
+        and young < settings.min_history_days
+    ):
+        # The served ranker learnt from windows with the history they need; the one a
+        # window earlier still would not: its customers' habits too young to show (none
+        # could reorder after the suppression window), it would stand for the served
+        # ranker no better than a guess.
+        return PolicyChoice(
+            POLICY_RANKER,
+            f"{POLICY_RANKER} served unvalidated: the ranker of the window before the test "
+            f"window would learn from {young:.0f} days of purchases, fewer than the "
+            f"{settings.min_history_days} a training window needs (the served ranker's "
+            f"learnt from {history_days(validation):.0f})",
+            False,
+            POLICY_RANKER,
+            metric,
+        )
     customers = evaluation_customers(validation, settings.max_customers, settings.seed)
     if not len(customers):
         model = POLICY_RANKER if ranker.booster is not None else POLICY_ALS

@@ -448,6 +448,7 @@ class WindowSettings:
     enabled: bool = True
     windows: int = 1  # past windows stacked for the ranker's training data
     half_life_days: float = HALF_LIFE_DAYS  # of the recency-weighted counts
+    min_history_days: int = 0  # before a stacked window's cutoff (``history_days``)
 
     @classmethod
     def from_config(cls, config: TrainingConfig) -> WindowSettings:
@@ -463,6 +464,7 @@ class WindowSettings:
             config.ranker.enabled,
             config.ranker.windows,
             config.ranker.half_life_days,
+            config.ranker.min_history_days,
         )
 
 
@@ -575,7 +577,7 @@ def stacked_windows(
             window = training_window(outer, fit_als_on, repurchase_of, within, settings)
         except ConfigError:
             break
-        if not window.labels.any():
+        if not window.labels.any() or not mature(window.split, settings):
             break
         tables.append(replace(window.table, rows=window.table.rows + rows))
         labels.append(window.labels)
@@ -589,6 +591,29 @@ def stacked_windows(
         np.concatenate([t.sources for t in tables]),
     )
     return table, np.concatenate(labels), len(tables)
+
+
+def history_days(split: TimeSplit) -> float:
+    """Days of purchases before ``split``'s cutoff (from the first purchase)."""
+    if not len(split.train_lines.time):
+        return 0.0
+    return (cutoff_seconds(split) - int(split.train_lines.time.min())) / DAY
+
+
+def earlier_history_days(split: TimeSplit, settings: WindowSettings) -> float:
+    """``history_days`` of the window ``earlier_window`` cuts before ``split``'s cutoff
+    (without cutting it)."""
+    time = split.train_lines.time
+    if not len(time):
+        return 0.0
+    return (int(time.max()) - settings.holdout_days * DAY - int(time.min())) / DAY
+
+
+def mature(split: TimeSplit, settings: WindowSettings) -> bool:
+    """Whether a window cut at ``split`` has the history a training window needs
+    (``settings.min_history_days``): on less, the customers' habits are too young to
+    show, e.g. none can reorder after the suppression window."""
+    return history_days(split) >= settings.min_history_days
 
 
 def facts_within(split: TimeSplit, facts_of: FactsOf) -> FactsOf:

@@ -5,6 +5,7 @@ whose best offers come from a rule gets a model that serves that rule."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -137,3 +138,29 @@ def test_the_served_figures_are_in_the_summary_of_both_commands(
     assert "served: policy buy_again: als ndcg@10" in out
     assert "served against the best simple rule (ndcg@10, holdout): all " in out
     assert "│ served " in out
+
+
+def test_a_ranker_whose_window_before_is_too_young_to_stand_for_it_serves_unvalidated(
+    tmp_path: Path,
+) -> None:
+    """Short data (a few months of a grocery chain): the served ranker learns at a cutoff
+    with the history a training window needs, the one a window earlier still would not
+    (judged on it, it would stand for the served ranker no better than a guess). The
+    ranker serves, unvalidated, and says why."""
+    data = tmp_path / "rebuys.csv"
+    _weekly_rebuys().to_csv(data, index=False)
+    base = small_training_config().model_dump()
+    # 150 days: the served ranker's window is cut about 90 days in, the one before it 60.
+    young = {**base, "ranker": {**base["ranker"], "min_history_days": 75}}
+    result = train(
+        data, load_mapping("canonical"), tmp_path / "models", TrainingConfig.model_validate(young)
+    )
+
+    policy = result.manifest["policy"]
+    assert policy["name"] == policy["model"] == "ranker" and policy["validated"] is False
+    assert "ranker served unvalidated" in policy["reason"]
+    assert "fewer than the 75 a training window needs" in policy["reason"]
+    assert policy["validation"] == {}
+    # Nor is a window that young stacked into the served ranker's training.
+    assert result.manifest["ranker"]["training_windows"] == 1
+    assert result.published
