@@ -79,7 +79,8 @@ def resolve_values(
     prices = np.asarray(item_prices, dtype=np.float64)
     if terms.value is not None:
         return np.full(len(prices), float(terms.value))
-    fallback = resolve_value(replace(terms, price_weighted=False), None, typical_line_value)
+    # Without a price, price_weighted terms fall back as plain ones do.
+    fallback = resolve_value(terms, None, typical_line_value)
     if not terms.price_weighted:
         return np.full(len(prices), fallback)
     with np.errstate(invalid="ignore"):
