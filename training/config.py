@@ -153,9 +153,10 @@ class RankerConfig(BaseModel):
     windows: int = Field(3, ge=1, le=12)
     # Purchase history (days) a training window needs before its cutoff to be stacked,
     # and for the validation window's ranker to stand for the served one: its customers
-    # must have bought before the suppression window (30 days) for a while (15 more) to
-    # show a reorder after it.
-    min_history_days: int = Field(45, ge=0, le=3650)
+    # must have bought before the suppression window for a while to show a reorder after
+    # it. None: the window and half as much again (45 days for 30), or one and a half
+    # holdouts where the window is "all" or 0.
+    min_history_days: int | None = Field(None, ge=0, le=3650)
     # Half-life (days) of the recency-weighted order counts among the ranker's features:
     # an order weighs half as much this many days after it was placed.
     half_life_days: float = Field(HALF_LIFE_DAYS, gt=0, le=3650)

@@ -464,8 +464,17 @@ class WindowSettings:
             config.ranker.enabled,
             config.ranker.windows,
             config.ranker.half_life_days,
-            config.ranker.min_history_days,
+            min_history_days(config),
         )
+
+
+def min_history_days(config: TrainingConfig) -> int:
+    """``ranker.min_history_days``, or when unset one and a half suppression windows
+    (holdouts, where the window is "all" or 0)."""
+    if config.ranker.min_history_days is not None:
+        return config.ranker.min_history_days
+    window = config.suppression.days
+    return round(1.5 * (window if window else config.holdout_days))
 
 
 @dataclass(frozen=True)
