@@ -53,7 +53,7 @@ from training.methods import (
     evaluation_customers,
     first_allowed,
 )
-from training.split import TimeSplit, time_split
+from training.split import TimeSplit, split_cutoff, time_split
 
 # Rounds without a better held-out NDCG@10 before boosting stops.
 EARLY_STOPPING_ROUNDS = 30
@@ -611,11 +611,11 @@ def history_days(split: TimeSplit) -> float:
 
 def earlier_history_days(split: TimeSplit, settings: WindowSettings) -> float:
     """``history_days`` of the window ``earlier_window`` cuts before ``split``'s cutoff
-    (without cutting it)."""
+    (without cutting it: at ``time_split``'s cutoff of the purchases before it)."""
     time = split.train_lines.time
     if not len(time):
         return 0.0
-    return (int(time.max()) - settings.holdout_days * DAY - int(time.min())) / DAY
+    return (split_cutoff(time, settings.holdout_days) - int(time.min())) / DAY
 
 
 def mature(split: TimeSplit, settings: WindowSettings) -> bool:

@@ -38,13 +38,19 @@ class TimeSplit:
     train_item_positions: np.ndarray
 
 
+def split_cutoff(time: np.ndarray, holdout_days: int) -> int:
+    """Where ``time_split`` cuts purchases at ``time`` (unix s): the last purchase less the
+    holdout."""
+    return int(time.max()) - holdout_days * DAY
+
+
 def time_split(
     purchases: EncodedPurchases | pd.DataFrame, holdout_days: int, suppression_days: int | None
 ) -> TimeSplit:
     """Split at ``last purchase - holdout_days``; ``suppression_days=None`` means 'all'."""
     encoded = purchases if isinstance(purchases, EncodedPurchases) else encode_purchases(purchases)
     last = int(encoded.time.max())
-    cutoff_s = last - holdout_days * DAY
+    cutoff_s = split_cutoff(encoded.time, holdout_days)
     before = encoded.time < cutoff_s
     if not before.any() or before.all():
         span = (last - int(encoded.time.min())) // DAY
