@@ -33,6 +33,7 @@ back.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import threading
@@ -43,6 +44,8 @@ from pathlib import Path
 from nbo.core.errors import NboError
 from nbo.core.processes import pid_alive, process_gone, process_token
 from nbo.store.base import DeliveringRun, Store
+
+log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
 # A delivering run renews its record this often, and is taken for dead by any other run
@@ -131,7 +134,8 @@ class Heartbeat:
         while not self._stop.wait(self._every):
             try:
                 heard = self._store.hear_from_delivering(self._run_id, int(time.time()))
-            except Exception:  # a store hiccup: the next beat tries again
+            except Exception as exc:  # a store hiccup: the next beat tries again
+                log.warning("run %s: heartbeat not recorded (%s); trying again", self._run_id, exc)
                 continue
             if not heard:
                 self._lost.set()
