@@ -390,6 +390,32 @@ def test_email_cap_holds_for_seven_days_then_lifts(models_dir: Path) -> None:
         assert deliver(client, "a00", "email")["recorded"] is True
 
 
+def test_a_request_id_names_one_delivery(models_dir: Path) -> None:
+    """The cap counts deliveries by request id: a second delivery to a customer under a
+    request id already recorded for them is refused (409, naming the header) and records
+    nothing, instead of counting as the first and passing the cap."""
+    caps = {"app": {"max_deliveries": 2, "days": 1}}
+    params = {"k": 3, "channel": "app", "record": "true"}
+    fixed = {"X-Request-ID": "fixed-request-id"}
+    with app_at(models_dir, NOW, frequency_caps=caps) as client:
+        first = client.get("/v1/customers/a00/offers", params=params, headers=fixed)
+        assert first.status_code == 200 and first.json()["recorded"] is True
+        for _ in range(3):
+            again = client.get("/v1/customers/a00/offers", params=params, headers=fixed)
+            body = assert_json_error(again, 409)
+            assert body["details"][0]["field"] == "X-Request-ID"
+            assert "fixed-request-id" in body["message"]
+        # Nothing of the refused ones counted: one delivery more passes, then the cap.
+        assert deliver(client, "a00", "app")["recorded"] is True
+        assert deliver(client, "a00", "app")["suppressed_reason"] == "frequency_cap"
+        exported = client.get("/v1/customers/a00/data").json()
+        shown = [e for e in exported["events"] if e["type"] == "offer_impression"]
+        assert len(shown) == 6  # two deliveries of three offers
+        # Another customer's delivery may carry the same request id.
+        other = client.get("/v1/customers/a01/offers", params=params, headers=fixed)
+        assert other.status_code == 200 and other.json()["recorded"] is True
+
+
 def test_items_shown_three_times_without_response_rest(models_dir: Path) -> None:
     caps = {"app": {"max_deliveries": 10, "days": 1}}
     with app_at(models_dir, NOW, frequency_caps=caps) as client:

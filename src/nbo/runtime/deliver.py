@@ -15,7 +15,10 @@ each customer's lock, and re-reads the contacts there:
    transaction.
 
 The API's ``?record=true`` and ``nbo batch --record`` both come here, each naming its
-impressions (``impressions``: the event ids and request id it tags them with).
+impressions (``impressions``: the event ids and request id it tags them with). The request
+id names one delivery: it is what the frequency cap counts as one, so a delivery whose
+request id already names one of the customer's recorded deliveries is refused
+(``DeliveryRepeated``), and nothing is recorded.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
+from nbo.core.errors import NboError
 from nbo.core.vocabulary import OfferKind, Stage
 from nbo.data.events import ImpressionEvent
 from nbo.offers.decision import Occasion
@@ -40,6 +44,22 @@ from nbo.store.base import Delivery
 
 # A decided customer's impressions (none when the customer gets no offers).
 Impressions = Callable[[Decided], list[ImpressionEvent]]
+
+
+class DeliveryRepeated(NboError):
+    """A delivery tagged with the request id of one already recorded for the customer.
+    The frequency cap counts a customer's impressions by request id, one delivery each:
+    recorded under a request id used before, a second delivery would count as the first
+    and pass the cap (a client that sends a fixed ``X-Request-ID``, say)."""
+
+    def __init__(self, customer_id: str, request_id: str) -> None:
+        self.customer_id = customer_id
+        self.request_id = request_id
+        super().__init__(
+            f"request id {request_id!r} already names a delivery recorded for customer "
+            f"{customer_id!r}: each delivery needs a request id of its own (send a new "
+            "X-Request-ID, or none to have one made); nothing was recorded"
+        )
 
 
 @dataclass(frozen=True)
@@ -82,10 +102,28 @@ def deliver_customers(
                 decided[n] = one
         final = [one for one in decided if one is not None]
         events = [event for one in final for event in impressions(one)]
+        _refuse_repeated(events, contacts)
         recorded = len(delivery.add_events(events).accepted) if events else 0
         return Delivered(final, recorded)
 
     return context.store.deliver(customer_ids, record)
+
+
+def _refuse_repeated(
+    events: Sequence[ImpressionEvent], contacts: dict[str, ContactHistory]
+) -> None:
+    """Raise ``DeliveryRepeated`` when an impression's request id names a delivery
+    already among the customer's contacts (read under the lock, as far back as any rule
+    looks: an older one no longer counts against a cap)."""
+    used: dict[str, set[str]] = {}
+    for event in events:
+        if event.request_id is None:
+            continue
+        if event.customer_id not in used:
+            history = contacts.get(event.customer_id, ContactHistory())
+            used[event.customer_id] = {contact.delivery for contact in history.impressions}
+        if event.request_id in used[event.customer_id]:
+            raise DeliveryRepeated(event.customer_id, event.request_id)
 
 
 def delivery_preview(

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from nbo.runtime.deliver import DeliveryRepeated
 from nbo.service.reload import ReloadRefused, VersionNotFound
 from nbo.service.schemas import ErrorDetail, ErrorResponse
 from nbo.store.base import StoreUnavailable
@@ -138,6 +139,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _refused(_request: Request, exc: ReloadRefused) -> JSONResponse:
         detail = ErrorDetail(field="version", problem=exc.problem)
         return _body(409, "reload_refused", str(exc), [detail])
+
+    @app.exception_handler(DeliveryRepeated)
+    async def _repeated(_request: Request, exc: DeliveryRepeated) -> JSONResponse:
+        detail = ErrorDetail(
+            field="X-Request-ID", problem=f"already names a recorded delivery: {exc.request_id}"
+        )
+        return _body(409, "delivery_repeated", str(exc), [detail])
 
     @app.exception_handler(StoreUnavailable)
     async def _store_unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:

@@ -20,7 +20,7 @@ from nbo.runtime.deliver import deliver_customers, impressions_of
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CustomerId, DecidingDep
 from nbo.service.profiles import best_send_time_out
-from nbo.service.schemas import Channel, OffersResponse
+from nbo.service.schemas import Channel, ErrorResponse, OffersResponse
 
 router = APIRouter(
     prefix="/v1/customers",
@@ -30,7 +30,17 @@ router = APIRouter(
 )
 
 
-@router.get("/{customer_id}/offers", response_model=OffersResponse)
+@router.get(
+    "/{customer_id}/offers",
+    response_model=OffersResponse,
+    responses={
+        409: {
+            "model": ErrorResponse,
+            "description": "record=true under a request id that already names a delivery "
+            "recorded for the customer: nothing recorded",
+        }
+    },
+)
 async def get_offers(
     customer_id: CustomerId,
     deciding: DecidingDep,
