@@ -96,7 +96,8 @@ def test_only_bad_events_answer_422_with_the_reasons(client: TestClient) -> None
 
 def test_an_impression_states_only_known_kinds_sources_and_stages(client: TestClient) -> None:
     """What an impression says the answer said (kind, source, stage: what the dashboard
-    counts offers going out by) is checked like any other field."""
+    counts offers going out by) and its channel (what the caps count it in) are checked
+    like any other field."""
     shown = {
         "event_id": "i1",
         "type": "offer_impression",
@@ -108,7 +109,17 @@ def test_an_impression_states_only_known_kinds_sources_and_stages(client: TestCl
         "stage": "at_risk",
     }
     assert client.post("/v1/events", json=shown).json()["accepted"] == ["i1"]
-    for name, bad in (("kind", "coupon"), ("stage", "dormant"), ("source", "x" * 65)):
+    assert client.post("/v1/events", json={**shown, "event_id": "i3", "channel": "app"}).json()[
+        "accepted"
+    ] == ["i3"]
+    for name, bad in (
+        ("kind", "coupon"),
+        ("stage", "dormant"),
+        ("source", "x" * 65),
+        # A channel the caps do not count would be stored and never counted.
+        ("channel", "Email"),
+        ("channel", "sms"),
+    ):
         answer = client.post("/v1/events", json={**shown, "event_id": "i2", name: bad})
         assert answer.status_code == 422
         assert answer.json()["rejected"][0]["reason"].startswith(name), answer.json()

@@ -30,7 +30,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from nbo.core.ids import Id, check_id, id_problem
-from nbo.core.vocabulary import OfferKind, Stage
+from nbo.core.vocabulary import ChannelName, OfferKind, Stage
 
 MAX_BATCH = 1000  # events per request
 # Lines per purchase event: the largest order of a known customer in the Online Retail
@@ -153,7 +153,11 @@ class PurchaseEvent(_Event):
 
 class _OfferEvent(_Event):
     item_id: Id = Field(description="the offered item (or offer id)")
-    channel: Name | None = None
+    # One of the service's channels: the frequency caps count impressions by channel, and
+    # one named otherwise ("Email", "sms") would be stored and never counted.
+    channel: ChannelName | None = Field(
+        None, description="where it was shown: email or app (what the caps count it in)"
+    )
     request_id: Id | None = Field(
         None, description="the request id of the offers call that showed it"
     )
