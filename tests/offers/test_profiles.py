@@ -80,6 +80,27 @@ def test_a_new_customers_posted_purchases_make_their_profile(model: ServingModel
     assert profile.features["gap_mean_days"] == pytest.approx(3.0)
 
 
+def test_an_order_id_used_again_later_is_another_order(model: ServingModel) -> None:
+    """Lines of one order id within a day of its first are one order (posted as several
+    events, say); a line months later under the same id is another order, and the
+    newer purchase is the customer's last (dated by the first line, one order would
+    have put their last purchase months back and called them lapsed)."""
+    now = model.trained_until_s + 200 * DAY
+    long_ago, lately = now - 190 * DAY, now - DAY
+    posted = [
+        _posted("I01", long_ago, order="o-1", event="e1", price=3.0),
+        _posted("I02", long_ago + 3_600, order="o-1", event="e2", price=3.0),
+        _posted("I03", lately, order="o-1", event="e3", price=3.0),
+    ]
+
+    profile = profile_one(model, "reused", posted, now)
+
+    assert profile.frequency == 2
+    assert profile.first_purchase_s == long_ago and profile.last_purchase_s == lately
+    assert profile.recency_days == pytest.approx(1.0, abs=1e-4)
+    assert profile.stage != "lapsed"
+
+
 def test_posted_purchases_count_only_after_the_training_data(model: ServingModel) -> None:
     trained_until = model.trained_until_s
     now = trained_until + 3 * DAY

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nbo.core.vocabulary import DAY
 from nbo.data.features import FEATURE_INDEX, FEATURE_NAMES, OrderTable, customer_features
 from nbo.models.send_time import best_send_hours
 
@@ -190,11 +191,8 @@ def _with_posted(
     if index is not None:
         items, _confidence, _last = model.history_of(index)
         seen = set(model.items.external(items))
-    grouped: dict[str, list[PostedPurchase]] = {}
-    for purchase in sorted(posted, key=lambda p: (p.occurred_at, p.event_id)):
-        grouped.setdefault(purchase.order_id or purchase.event_id, []).append(purchase)
     time, value, lines, new_items = [], [], [], []
-    for lines_of_order in sorted(grouped.values(), key=lambda ls: ls[0].occurred_at):
+    for lines_of_order in _posted_orders(posted):
         fresh = {p.item_id for p in lines_of_order} - seen
         seen |= fresh
         time.append(lines_of_order[0].occurred_at)
@@ -208,6 +206,28 @@ def _with_posted(
         np.concatenate([orders.new_items, np.asarray(new_items, dtype=np.int32)]),
         orders.return_time,
     )
+
+
+# Lines of one order id belong to one order while they fall within this long of its first
+# line (seconds); a later line under the same id is another order (an order number used
+# again, by a shop that restarts its numbering or a client that reuses one): dated by its
+# first line, one order spanning months would hide the newer purchase from the recency.
+ORDER_SPAN_S = DAY
+
+
+def _posted_orders(posted: Sequence[PostedPurchase]) -> list[list[PostedPurchase]]:
+    """The posted lines grouped into orders (by order id, else by event), each within
+    ``ORDER_SPAN_S`` of its first line, in the order of their first lines."""
+    orders: list[list[PostedPurchase]] = []
+    open_orders: dict[str, list[PostedPurchase]] = {}
+    for purchase in sorted(posted, key=lambda p: (p.occurred_at, p.event_id)):
+        key = purchase.order_key
+        order = open_orders.get(key)
+        if order is None or purchase.occurred_at - order[0].occurred_at > ORDER_SPAN_S:
+            order = open_orders[key] = []
+            orders.append(order)
+        order.append(purchase)
+    return orders
 
 
 def _line_value(model: ServingModel, purchase: PostedPurchase) -> float:
