@@ -374,8 +374,9 @@ def test_item_ids_in_purchase_lines_follow_the_same_rule(
 @pytest.mark.parametrize(
     ("field", "value", "problem"),
     [
-        ("channel", "e" * 65, "at most 64 characters"),
-        ("channel", "email\n", "U+000A"),
+        # A channel is one of the service's (what the caps count impressions in).
+        ("channel", "e" * 65, "'email' or 'app'"),
+        ("channel", "email\n", "'email' or 'app'"),
         ("variant", "\u200b", "U+200B"),  # a zero-width space
         ("request_id", "r\x07", "U+0007"),
     ],

@@ -144,6 +144,39 @@ def test_a_body_that_is_not_json_is_a_json_error(client: TestClient) -> None:
     )
     assert answer.status_code == 422
     assert answer.headers["content-type"].startswith("application/json")
+    # The body is at fault, and where the parser stopped is said as such (not as a
+    # field named "1").
+    (detail,) = answer.json()["details"]
+    assert detail["field"] == "body"
+    assert detail["problem"].startswith("not valid JSON at character 1")
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "says"),
+    [
+        # JSON, but not sent as JSON: the content type is named.
+        (b'{"event_id": "e1"}', "text/plain", 422, "sent as text/plain"),
+        (b'{"event_id": "e1"}', None, 422, "sent without a content type"),
+        # Bytes the JSON parser cannot read at all.
+        (b"\xff\xfe{", "application/json", 400, "not readable as JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "not readable as JSON"),
+    ],
+)
+def test_a_body_that_cannot_be_read_names_the_body(
+    client: TestClient, content: bytes, content_type: str | None, status: int, says: str
+) -> None:
+    headers = {} if content_type is None else {"content-type": content_type}
+    answer = client.post("/v1/events", content=content, headers=headers)
+    assert answer.status_code == status
+    (detail,) = answer.json()["details"]
+    assert detail["field"] == "body" and says in detail["problem"], detail
+
+
+def test_an_event_without_a_known_type_names_the_type(client: TestClient) -> None:
+    missing = client.post("/v1/events", json={"event_id": "e1"}).json()["rejected"][0]
+    assert missing["reason"].startswith("type: missing: must be one of purchase,")
+    unknown = client.post("/v1/events", json={"event_id": "e2", "type": "refund"})
+    assert unknown.json()["rejected"][0]["reason"].startswith("type: 'refund' is not a type")
 
 
 def test_timestamps_without_a_zone_are_utc(client: TestClient, isolated_store: Path) -> None:

@@ -245,5 +245,12 @@ def _reason(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         location = [str(p) for p in error["loc"] if p not in EVENT_TYPES]
-        parts.append(f"{'.'.join(location) or 'event'}: {error['msg']}")
+        problem = error["msg"]
+        if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            # pydantic's words name its discriminator; the client needs the field.
+            location = ["type"]
+            tag = (error.get("ctx") or {}).get("tag")
+            given = "missing" if tag is None else f"{str(tag)[:64]!r} is not a type"
+            problem = f"{given}: must be one of {', '.join(EVENT_TYPES)}"
+        parts.append(f"{'.'.join(location) or 'event'}: {problem}")
     return "; ".join(parts)

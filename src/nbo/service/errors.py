@@ -5,7 +5,7 @@ page instead: it sets ``app.state.error_pages`` (``ErrorPages``), asked first.""
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -88,15 +88,36 @@ def _body(
     return JSONResponse(status_code=status, content=payload.model_dump(), headers=headers)
 
 
+# FastAPI's detail for a request body it could not parse at all.
+UNPARSED_BODY = "There was an error parsing the body"
+
+
+def _detail(request: Request, error: Any) -> ErrorDetail:
+    """One validation error as the field at fault (dotted, without FastAPI's ``query``,
+    ``path`` or ``body`` prefix) and the problem. A body that is not JSON names the
+    body, with where the parser stopped (FastAPI puts that offset in the location); a
+    body that is not an object because it was not sent as JSON says so."""
+    location = [str(part) for part in error.get("loc", ()) if part not in ("query", "path", "body")]
+    problem = str(error["msg"])
+    if error.get("type") == "json_invalid":
+        where = f" at character {location[0]}" if location else ""
+        reason = (error.get("ctx") or {}).get("error")
+        return ErrorDetail(
+            field="body", problem=f"not valid JSON{where}" + (f": {reason}" if reason else "")
+        )
+    if tuple(error.get("loc", ())) == ("body",):
+        content_type = request.headers.get("content-type", "")
+        if "json" not in content_type.lower():
+            sent = f"as {content_type}" if content_type else "without a content type"
+            problem += f" (the body was sent {sent}: send JSON with content-type: application/json)"
+        return ErrorDetail(field="body", problem=problem)
+    return ErrorDetail(field=".".join(location) or "request", problem=problem)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        details = []
-        for error in exc.errors():
-            location = [
-                str(part) for part in error.get("loc", ()) if part not in ("query", "path", "body")
-            ]
-            details.append(ErrorDetail(field=".".join(location) or "request", problem=error["msg"]))
+        details = [_detail(request, error) for error in exc.errors()]
         message = "; ".join(f"{d.field}: {d.problem}" for d in details)
         return _page(request, 422, message) or _body(422, "validation_error", message, details)
 
@@ -153,6 +174,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == UNPARSED_BODY:
+            # FastAPI's answer to a body json.loads raised on without a position: not
+            # UTF-8 text, or nested deeper than the parser goes.
+            problem = "not readable as JSON (not UTF-8 text, or nested too deeply)"
+            detail = ErrorDetail(field="body", problem=problem)
+            return _body(400, "http_error", f"body: {problem}", [detail])
         error = "not_found" if exc.status_code == 404 else "http_error"
         return _page(request, exc.status_code, str(exc.detail)) or _body(
             exc.status_code, error, str(exc.detail), []
