@@ -135,6 +135,11 @@ def test_the_report_counts_what_was_shown_and_bought(
     assert "<img" in html.text  # the chart, drawn by the lazily imported page module
     missing = experiment_client.get("/v1/experiments/nope/report")
     assert missing.status_code == 404 and "nope" in missing.json()["message"]
+    # A name no experiments file could hold is refused, not looked up and echoed back.
+    for bad, sent in (("q" * 65, "q" * 65), ("a\nb", "a%0Ab"), ("Ranker-Test", "Ranker-Test")):
+        refused = experiment_client.get(f"/v1/experiments/{sent}/report")
+        assert refused.status_code == 422 and refused.json()["details"][0]["field"] == "name"
+        assert bad not in refused.json()["message"]
 
     # The command line reads the same store and file.
     monkeypatch.setenv("NBO_STORE_URL", f"sqlite:///{isolated_store}")

@@ -14,6 +14,7 @@ from nbo.catalog.terms import Catalog
 from nbo.core.ids import MAX_ID_LENGTH, check_id
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.assignment import ServingModels
+from nbo.experiments.definitions import NAME_PATTERN
 from nbo.models.served import ServingModel
 from nbo.service.chunking import Chunker
 from nbo.service.errors import NotReady
@@ -157,4 +158,13 @@ ItemId = Annotated[
     str,
     Path(min_length=1, max_length=MAX_ID_LENGTH, description=f"an item id: {_ID_RULE}"),
     AfterValidator(check_id),
+]
+# An experiment's name in a path: the rule of the experiments file, so a name no file can
+# configure is refused (422) rather than looked up and echoed back in a 404.
+ExperimentName = Annotated[
+    str,
+    Path(
+        pattern=f"^{NAME_PATTERN}$",
+        description="the experiment's name: 1 to 64 lowercase letters, digits, '-' or '_'",
+    ),
 ]

@@ -46,6 +46,7 @@ from nbo.service.dashboard.figures import (
 )
 from nbo.service.deps import (
     CatalogDep,
+    ExperimentName,
     MaybeServingModelsDep,
     MetricsDep,
     RequestIdDep,
@@ -339,7 +340,7 @@ async def experiments(request: Request, settings: SettingsDep) -> HTMLResponse:
 
 @router.get("/experiments/{name}")
 async def experiment(
-    request: Request, name: str, settings: SettingsDep, store: StoreDep
+    request: Request, name: ExperimentName, settings: SettingsDep, store: StoreDep
 ) -> HTMLResponse:
     """An experiment's report, from the code of ``nbo report experiment``: per variant,
     against the control with intervals, the sample-ratio test, warnings and charts."""

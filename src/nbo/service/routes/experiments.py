@@ -13,7 +13,7 @@ from nbo.core.apikeys import Role
 from nbo.experiments.definitions import Experiments
 from nbo.experiments.outcomes import report_for
 from nbo.service.auth import AUTH_RESPONSES, requires
-from nbo.service.deps import SettingsDep, StoreDep
+from nbo.service.deps import ExperimentName, SettingsDep, StoreDep
 from nbo.service.errors import NotFound
 
 router = APIRouter(
@@ -56,7 +56,7 @@ def list_experiments(request: Request, settings: SettingsDep) -> dict[str, Any]:
 
 @router.get("/{name}/report", response_model=None)
 async def get_report(
-    name: str,
+    name: ExperimentName,
     request: Request,
     settings: SettingsDep,
     store: StoreDep,
