@@ -277,7 +277,10 @@ class Reloader:
             try:
                 target = self.resolve(version)
             except VersionNotFound as exc:
-                log.error("reload (%s) refused: %s", trigger, exc)
+                # A version a caller named that does not exist is the caller's mistake (a
+                # warning; the answer says it); CURRENT naming nothing is the deployment's.
+                level = logging.WARNING if version is not None else logging.ERROR
+                log.log(level, "reload (%s) refused: %s", trigger, exc)
                 raise
             swapped = force or serving is None or self._differs(serving, target)
             if swapped:
