@@ -301,7 +301,7 @@ def test_a_missing_current_is_404(client: TestClient, models: Path, published: V
         ({"version": "../elsewhere"}, "version"),
         ({"version": "/tmp/models/v1"}, "version"),
         ({"force": "perhaps"}, "force"),
-        ([1, 2], "request"),
+        ([1, 2], "body"),
     ],
 )
 def test_a_bad_reload_body_is_422_naming_the_field(
