@@ -30,7 +30,7 @@ router = APIRouter(
 )
 
 
-@router.get("/{customer_id}/offers", response_model=OffersResponse)
+@router.get("/{customer_id:id}/offers", response_model=OffersResponse)
 async def get_offers(
     customer_id: CustomerId,
     deciding: DecidingDep,
