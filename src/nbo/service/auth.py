@@ -193,6 +193,7 @@ def role_of(route: _Routed) -> Role | None:
 
 def _route(request: Request) -> str:
     """The route's path template (``/v1/customers/{customer_id}``) for logs: the same
-    line for every customer, and never more of a request than its route."""
+    line for every customer, and never more of a request than its route; ``path_format``
+    leaves out the ``:id`` convertor the router matches with."""
     route = request.scope.get("route")
-    return getattr(route, "path", None) or request.url.path
+    return getattr(route, "path_format", None) or request.url.path

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from pydantic import AfterValidator
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from nbo.catalog.holder import CatalogHolder
 from nbo.catalog.terms import Catalog
@@ -139,11 +140,32 @@ PseudonymsDep = Annotated[Pseudonyms, Depends(get_pseudonyms)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 DecidingDep = Annotated[Deciding, Depends(get_deciding)]
 ReloaderDep = Annotated[Reloader, Depends(get_reloader)]
-# A customer or item id in a route's path: one definition for every route, the one ids in
-# request bodies follow too (``nbo.core.ids``).
+
+
+class IdConvertor(PathConvertor):
+    """What a customer or item id in a route's path matches: anything, '/' included.
+
+    Ids may hold '/' (the events route and the trainer take them), and the path is
+    percent-decoded before routing, so ``shop%2F123`` arrives as ``shop/123``: the default
+    ``{customer_id}`` (``[^/]+``) would answer 404, and such a customer could never be
+    exported or erased. Starlette's ``:path`` (``.*``) matches '/' but not a line break,
+    so ``a%0Ab`` would be a routing 404 instead of the 422 that names ``customer_id``;
+    this is ``:path`` with ``.`` matching line breaks too, and ``check_id`` judges the id.
+    A route ``/{customer_id:id}`` matches every path below its prefix, so the routes with
+    a suffix must be registered before it (``nbo.service.app``).
+    """
+
+    regex = "(?s:.*)"
+
+
+# Registered at import, before the route modules that import this one declare their paths.
+register_url_convertor("id", IdConvertor())
+
+# A customer or item id in a route's path (``/{customer_id:id}``): one definition for every
+# route, the one ids in request bodies follow too (``nbo.core.ids``).
 _ID_RULE = (
     f"1 to {MAX_ID_LENGTH} printable characters, no control or format characters, no "
-    "space at either end, valid UTF-8"
+    "space at either end, valid UTF-8; may hold '/', sent as %2F"
 )
 CustomerId = Annotated[
     str,

@@ -100,7 +100,9 @@ class RequestMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or self._plain_route(scope)
+            # ``path_format``, not ``path``: ``/{customer_id}``, without the ``:id`` convertor
+            # the router matches with, as the API docs name the route.
+            route = getattr(scope.get("route"), "path_format", None) or self._plain_route(scope)
             method = method_label(scope["method"])
             self.metrics.observe_request(route, method, status, seconds)
             if self.log_access and access_log.isEnabledFor(logging.INFO):

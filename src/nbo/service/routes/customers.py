@@ -97,7 +97,7 @@ class ErasureReceiptOut(BaseModel):
 
 
 @router.put(
-    "/{customer_id}/consent",
+    "/{customer_id:id}/consent",
     response_model=ConsentOut,
     dependencies=[requires(Role.write)],
 )
@@ -136,7 +136,7 @@ def put_consent(
 
 
 @router.get(
-    "/{customer_id}/consent",
+    "/{customer_id:id}/consent",
     response_model=ConsentOut,
     dependencies=[requires(Role.read)],
 )
@@ -146,7 +146,7 @@ def get_consent(customer_id: CustomerId, store: StoreDep) -> ConsentOut:
 
 
 @router.get(
-    "/{customer_id}/data",
+    "/{customer_id:id}/data",
     response_model=CustomerDataOut,
     dependencies=[requires(Role.admin)],
 )
@@ -178,8 +178,10 @@ def export_data(
     return export
 
 
+# Last, after consent and data: ``{customer_id:id}`` matches any path below the prefix,
+# and the first matching route wins (the router order in ``nbo.service.app``).
 @router.delete(
-    "/{customer_id}",
+    "/{customer_id:id}",
     response_model=ErasureReceiptOut,
     dependencies=[requires(Role.admin)],
 )

@@ -21,7 +21,7 @@ router = APIRouter(
 )
 
 
-@router.get("/{item_id}/similar", response_model=SimilarItemsResponse)
+@router.get("/{item_id:id}/similar", response_model=SimilarItemsResponse)
 async def get_similar_items(
     item_id: ItemId,
     model: ModelDep,

@@ -31,7 +31,7 @@ router = APIRouter(
 
 
 @router.get(
-    "/{customer_id}/offers",
+    "/{customer_id:id}/offers",
     response_model=OffersResponse,
     responses={
         409: {

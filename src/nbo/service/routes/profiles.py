@@ -18,7 +18,10 @@ router = APIRouter(
 )
 
 
-@router.get("/{customer_id}", response_model=CustomerProfileOut)
+# ``:id`` so an id may hold '/' (``nbo.service.deps.IdConvertor``). This bare route matches
+# any path below the prefix, so ``nbo.service.app`` includes this router after offers and
+# customers.
+@router.get("/{customer_id:id}", response_model=CustomerProfileOut)
 async def get_profile(
     customer_id: CustomerId,
     model: ModelDep,
