@@ -312,6 +312,9 @@ def test_a_future_purchase_never_reaches_a_profile(client: TestClient) -> None:
         ("%E2%80%AE", "U+202E"),  # right-to-left override
         ("%FF%FE", "not valid UTF-8"),
         ("%20a00", "start or end with a space"),
+        # A trailing '/' is refused, not read as the customer "a00/" (ids may hold '/').
+        ("a00%2F", "start or end with '/'"),
+        ("a00/", "start or end with '/'"),
     ],
 )
 def test_customer_ids_in_paths_are_checked(
@@ -349,6 +352,7 @@ def test_item_ids_in_paths_are_checked(client: TestClient) -> None:
         ("customer_id", "a\nb", "U+000A"),
         ("customer_id", "\ufffd", "not valid UTF-8"),
         ("customer_id", " a00", "start or end with a space"),
+        ("customer_id", "a00/", "start or end with '/'"),
         ("customer_id", "", "at least 1 character"),
         ("customer_id", "c" * 257, "at most 256 characters"),
         ("customer_id", 12347, "valid string"),

@@ -24,7 +24,7 @@ def id_problem(value: str) -> str | None:
 
     An id is 1 to ``MAX_ID_LENGTH`` printable characters (Python's ``str.isprintable``:
     no control, format, surrogate, private-use, unassigned or separator characters other
-    than the ASCII space), not starting or ending with a space, and without U+FFFD: an
+    than the ASCII space), not starting or ending with a space or '/', and without U+FFFD: an
     id is stored, exported and written to logs, where a NUL, a line break or an
     invisible character would corrupt or disguise it. U+FFFD is what a server makes of
     bytes that are not UTF-8 (``%FF%FE`` in a URL), so two different raw ids would
@@ -47,6 +47,10 @@ def id_problem(value: str) -> str | None:
         )
     if value[0] == " " or value[-1] == " ":
         return "must not start or end with a space"
+    if value[0] == "/" or value[-1] == "/":
+        # An id may hold '/' (sent as %2F in a path, or raw), but at either end it would
+        # make a path ambiguous: /v1/customers/12347/ would be the customer "12347/".
+        return "must not start or end with '/'"
     return None
 
 
