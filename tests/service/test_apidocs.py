@@ -42,3 +42,38 @@ def test_a_script_is_labelled_by_its_folder(client: TestClient, logs: io.StringI
     assert client.get(f"{ASSETS}/swagger-ui.css").status_code == 200
     assert client.get(f"{ASSETS}/no-such-file.js").status_code == 404
     assert [line["route"] for line in access_lines(logs)] == [ASSETS, ASSETS]
+
+
+def _refs(node: object) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _refs(value)]
+    return []
+
+
+def test_the_events_body_is_described_by_the_event_models(client: TestClient) -> None:
+    """A generated client knows the events it may post: the body is one of the four
+    event models or a batch of them (the route itself reads a plain object)."""
+    doc = client.get("/openapi.json").json()
+    body = doc["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+    one, batch = body["schema"]["anyOf"]
+    assert set(one["discriminator"]["mapping"]) == {
+        "purchase",
+        "offer_impression",
+        "offer_click",
+        "offer_conversion",
+    }
+    assert batch == {"$ref": "#/components/schemas/EventBatch"}
+    schemas = doc["components"]["schemas"]
+    purchase = schemas["PurchaseEvent"]
+    assert set(purchase["required"]) == {"event_id", "customer_id", "timestamp", "type", "items"}
+    assert purchase["additionalProperties"] is False
+    assert schemas["ImpressionEvent"]["properties"]["channel"]["anyOf"][0]["enum"] == [
+        "email",
+        "app",
+    ]
+    # Every reference in the document names a schema it holds.
+    for ref in _refs(doc):
+        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas

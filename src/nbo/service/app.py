@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
@@ -43,6 +44,19 @@ from nbo.settings import Settings, get_settings
 from nbo.store import open_store
 
 log = logging.getLogger(__name__)
+
+
+def document_openapi(app: FastAPI) -> None:
+    """FastAPI's OpenAPI document, with what the routes cannot declare: the event models
+    of ``POST /v1/events`` (built once, on the first request for the document)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            events.document_events_body(generate())
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(
@@ -134,6 +148,7 @@ def create_app(
         admin.router,
     ):
         app.include_router(router)
+    document_openapi(app)
     # After the API's routes: a request for offers never tries the pages' paths first.
     install_api_docs(app)
     install_dashboard(app)

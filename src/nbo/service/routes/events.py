@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from nbo.core.apikeys import Role
 from nbo.data.events import (
@@ -14,6 +14,7 @@ from nbo.data.events import (
     MAX_LINES,
     MAX_MONEY,
     MAX_QUANTITY,
+    Event,
     EventWindow,
     Rejection,
     parse_events,
@@ -44,6 +45,27 @@ class EventsResponse(BaseModel):
     accepted: list[str] = Field(description="event ids stored by this request")
     duplicates: list[str] = Field(description="event ids already stored: not stored again")
     rejected: list[Rejection] = Field(description="invalid events, each with its reason")
+
+
+class EventBatch(BaseModel):
+    """A batch of events (for the API's documentation: the route reads its body with
+    ``parse_events``, which keeps every valid event of a batch with invalid ones)."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[Event] = Field(max_length=MAX_BATCH)
+
+
+def document_events_body(openapi: dict[str, Any]) -> None:
+    """Describe ``POST /v1/events``'s body in ``openapi`` (the app's document) as the event
+    models it takes, one event or a batch, so a generated client knows the events: the
+    route declares a plain object, as it validates each event of a batch on its own."""
+    schema = TypeAdapter(Event | EventBatch).json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    models = schema.pop("$defs", {})
+    openapi.setdefault("components", {}).setdefault("schemas", {}).update(models)
+    body = openapi["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+    body["schema"] = {**schema, "description": body["schema"].get("description", "")}
 
 
 @router.post(
