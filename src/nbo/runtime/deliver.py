@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import cast
 
 from nbo.core.errors import NboError
-from nbo.core.vocabulary import OfferKind, Stage
+from nbo.core.vocabulary import ChannelName, OfferKind, Stage
 from nbo.data.events import ImpressionEvent
 from nbo.offers.decision import Occasion
 from nbo.offers.state import ContactHistory
@@ -158,7 +158,7 @@ def impressions_of(
             customer_id=decided.customer_id,
             timestamp=at,
             item_id=offer.item_id or offer.offer_id,
-            channel=channel,
+            channel=cast(ChannelName, channel),
             request_id=request_id,
             experiment=assignment.experiment,
             variant=assignment.variant,
