@@ -81,6 +81,17 @@ def test_serve_refuses_a_broken_catalogue_in_one_line(
     assert expected in lines[0]
 
 
+def test_serve_refuses_a_store_url_naming_no_store_before_loading_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # tmp_path holds no model: the store URL is refused first, as the other settings are.
+    monkeypatch.setenv("NBO_STORE_URL", "mysql://db/nbo")
+    code = main(["serve", "--models-dir", str(tmp_path)])
+    assert code == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("nbo serve: error: setting NBO_STORE_URL: unsupported store")
+
+
 def test_serve_refuses_a_public_host_without_keys_before_anything_else(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -130,3 +141,20 @@ def test_serve_with_keys_says_auth_is_on(
     assert any("API keys on: 3 key(s)" in r.getMessage() for r in caplog.records)
     for entry in ENTRIES:
         assert entry.sha256 not in caplog.text
+
+
+def test_serve_refuses_a_store_that_is_not_a_database_in_one_line(
+    models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    served_runs: list[dict],
+) -> None:
+    path = tmp_path / "purchases.csv"
+    path.write_text("customer_id,item_id\n", encoding="utf-8")
+    monkeypatch.setenv("NBO_STORE_URL", f"sqlite:///{path}")
+    assert main(["serve", "--models-dir", str(models_dir)]) == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("nbo serve: error: setting NBO_STORE_URL: ")
+    assert "file is not a database" in line
+    assert served_runs == []

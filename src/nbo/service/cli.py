@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nbo.models.served import load_serving_model
     from nbo.service.logs import configure_logging
-    from nbo.store import open_store
+    from nbo.store import check_store_url, open_store
 
     settings = load_settings(
         models_dir=args.models_dir, host=args.host, port=args.port, workers=args.workers
@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     bind = check_bind(settings.host, settings.api_keys, settings.allow_unauthenticated)
     log.log(bind.level, bind.message)
     check_port_free(settings.host, settings.port)
+    # The store URL's shape costs nothing either; whether it opens is known below.
+    check_store_url(settings.store_url)
     # One BLAS thread for the whole process, before any model object exists.
     with threadpool_limits(limits=1, user_api="blas"):
         if settings.require_model:
