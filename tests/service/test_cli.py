@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import BAD_CATALOG, ENTRIES, write
+from support import BAD_CATALOG, ENTRIES, EXPERIMENT, write
 
 from bench.servers import running_server
 from nbo.cli import EXIT_USER_ERROR, main
@@ -158,3 +158,37 @@ def test_serve_refuses_a_store_that_is_not_a_database_in_one_line(
     assert line.startswith("nbo serve: error: setting NBO_STORE_URL: ")
     assert "file is not a database" in line
     assert served_runs == []
+
+
+def test_serve_refuses_an_experiment_model_that_is_not_there_before_serving(
+    two_models: tuple[Path, str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    served_runs: list[dict],
+) -> None:
+    """The workers load the experiments' models at their start, where a failure is a
+    lifespan traceback and gunicorn's "Worker failed to boot": refused here instead."""
+    experiments = tmp_path / "experiments.yaml"
+    write(experiments, EXPERIMENT.replace("model: candidate", "model: nosuchalias"))
+    monkeypatch.setenv("NBO_EXPERIMENTS", str(experiments))
+    assert main(["serve", "--models-dir", str(two_models[0])]) == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("nbo serve: error: model 'nosuchalias': no such alias or version")
+    assert served_runs == []
+
+
+def test_serve_verifies_the_experiments_models_too(
+    two_models: tuple[Path, str, str],
+    experiments_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    served_runs: list[dict],
+) -> None:
+    models, production, candidate = two_models
+    monkeypatch.setenv("NBO_EXPERIMENTS", str(experiments_file))
+    caplog.set_level(logging.INFO)
+    assert main(["serve", "--models-dir", str(models)]) == 0
+    assert len(served_runs) == 1
+    verified = [r.getMessage() for r in caplog.records if "verified" in r.getMessage()]
+    assert verified == [f"model {candidate} verified; experiment model {production}"]
