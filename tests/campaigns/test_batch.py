@@ -202,6 +202,28 @@ def test_batch_errors_are_one_line(
     assert not (tmp_path / "a.csv").exists()
 
 
+@pytest.mark.parametrize("store", ["not-a-database", "a-file-in-the-way", "in-memory"])
+def test_a_store_url_naming_no_store_is_one_line(
+    env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    store: str,
+) -> None:
+    (tmp_path / "purchases.csv").write_text("customer_id,item_id\n", encoding="utf-8")
+    url, message = {
+        "not-a-database": (f"sqlite:///{tmp_path / 'purchases.csv'}", "file is not a database"),
+        "a-file-in-the-way": (f"sqlite:///{tmp_path / 'purchases.csv' / 'nbo.db'}", "not a folder"),
+        "in-memory": ("sqlite:///:memory:", "keeps nothing"),
+    }[store]
+    monkeypatch.setenv("NBO_STORE_URL", url)
+    assert _batch("--out", str(tmp_path / "a.csv")) == 2
+    err = without_progress(capsys.readouterr().err)
+    assert err.count("\n") == 1 and err.startswith("nbo batch: error: setting NBO_STORE_URL: ")
+    assert message in err, err
+    assert not (tmp_path / "a.csv").exists()
+
+
 def test_spawned_workers_write_the_same_file_as_one_process(
     models_dir: Path, env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

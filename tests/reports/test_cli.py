@@ -37,6 +37,19 @@ def test_models_command_sets_aliases(
     assert "next" not in read_aliases(models)
 
 
+def test_experiment_report_refuses_a_store_that_is_not_a_database_in_one_line(
+    experiments_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "purchases.csv"
+    path.write_text("customer_id,item_id\n", encoding="utf-8")
+    args = ["report", "experiment", "ranker-test", "--experiments", str(experiments_file)]
+    assert main([*args, "--store-url", f"sqlite:///{path}", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("nbo report: error: setting NBO_STORE_URL: ")
+    assert f"cannot use {path} as the store (file is not a database)" in err
+
+
 def test_compare_scores_two_models_on_purchases_neither_saw(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

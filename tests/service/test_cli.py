@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import BAD_CATALOG, ENTRIES, write
+from support import BAD_CATALOG, ENTRIES, EXPERIMENT, write
 
 from bench.servers import running_server
 from nbo.cli import EXIT_USER_ERROR, main
@@ -81,6 +81,17 @@ def test_serve_refuses_a_broken_catalogue_in_one_line(
     assert expected in lines[0]
 
 
+def test_serve_refuses_a_store_url_naming_no_store_before_loading_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # tmp_path holds no model: the store URL is refused first, as the other settings are.
+    monkeypatch.setenv("NBO_STORE_URL", "mysql://db/nbo")
+    code = main(["serve", "--models-dir", str(tmp_path)])
+    assert code == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("nbo serve: error: setting NBO_STORE_URL: unsupported store")
+
+
 def test_serve_refuses_a_public_host_without_keys_before_anything_else(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -130,3 +141,54 @@ def test_serve_with_keys_says_auth_is_on(
     assert any("API keys on: 3 key(s)" in r.getMessage() for r in caplog.records)
     for entry in ENTRIES:
         assert entry.sha256 not in caplog.text
+
+
+def test_serve_refuses_a_store_that_is_not_a_database_in_one_line(
+    models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    served_runs: list[dict],
+) -> None:
+    path = tmp_path / "purchases.csv"
+    path.write_text("customer_id,item_id\n", encoding="utf-8")
+    monkeypatch.setenv("NBO_STORE_URL", f"sqlite:///{path}")
+    assert main(["serve", "--models-dir", str(models_dir)]) == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("nbo serve: error: setting NBO_STORE_URL: ")
+    assert "file is not a database" in line
+    assert served_runs == []
+
+
+def test_serve_refuses_an_experiment_model_that_is_not_there_before_serving(
+    two_models: tuple[Path, str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    served_runs: list[dict],
+) -> None:
+    """The workers load the experiments' models at their start, where a failure is a
+    lifespan traceback and gunicorn's "Worker failed to boot": refused here instead."""
+    experiments = tmp_path / "experiments.yaml"
+    write(experiments, EXPERIMENT.replace("model: candidate", "model: nosuchalias"))
+    monkeypatch.setenv("NBO_EXPERIMENTS", str(experiments))
+    assert main(["serve", "--models-dir", str(two_models[0])]) == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("nbo serve: error: model 'nosuchalias': no such alias or version")
+    assert served_runs == []
+
+
+def test_serve_verifies_the_experiments_models_too(
+    two_models: tuple[Path, str, str],
+    experiments_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    served_runs: list[dict],
+) -> None:
+    models, production, candidate = two_models
+    monkeypatch.setenv("NBO_EXPERIMENTS", str(experiments_file))
+    caplog.set_level(logging.INFO)
+    assert main(["serve", "--models-dir", str(models)]) == 0
+    assert len(served_runs) == 1
+    verified = [r.getMessage() for r in caplog.records if "verified" in r.getMessage()]
+    assert verified == [f"model {candidate} verified; experiment model {production}"]

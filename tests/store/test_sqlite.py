@@ -8,8 +8,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from nbo.core.errors import ConfigError
 from nbo.data.events import EVENT_TYPES, Event, parse_events
-from nbo.store import read_erased_ids, read_pseudonym_key
+from nbo.store import check_store_url, open_store, read_erased_ids, read_pseudonym_key
 from nbo.store.base import BatchOutput, DeliveringRun
 from nbo.store.sqlite import MIGRATIONS, SQLiteStore
 
@@ -196,3 +199,56 @@ def test_closing_leaves_the_log_empty_while_another_process_holds_the_store(
     reopened = SQLiteStore(path)
     assert len(reopened.purchases_of("c1")) == 2
     reopened.close()
+
+
+def _refusal(url: str) -> str:
+    """The one line ``open_store`` refuses ``url`` with."""
+    with pytest.raises(ConfigError) as refused:
+        open_store(url)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("setting NBO_STORE_URL: "), message
+    return message
+
+
+def test_a_file_that_is_not_a_database_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "purchases.csv"
+    path.write_text("customer_id,item_id\n" * 100, encoding="utf-8")
+    message = _refusal(f"sqlite:///{path}")
+    assert str(path) in message and "file is not a database" in message
+    assert path.read_text(encoding="utf-8") == "customer_id,item_id\n" * 100  # untouched
+
+
+@pytest.mark.parametrize("below", ["x.db", "sub/x.db"])
+def test_a_file_where_the_stores_folder_goes_is_named(tmp_path: Path, below: str) -> None:
+    (tmp_path / "afile").write_bytes(b"")
+    message = _refusal(f"sqlite:///{tmp_path / 'afile' / below}")
+    assert message.endswith(f"{tmp_path / 'afile'} is a file, not a folder")
+
+
+def test_an_in_memory_store_is_refused_before_anything_is_opened() -> None:
+    """Each connection would see a database of its own (the readers none of the tables)
+    and everything would be lost at exit."""
+    url = "sqlite:///:memory:"
+    assert "keeps nothing" in _refusal(url)
+    with pytest.raises(ConfigError, match="NBO_STORE_URL: sqlite:///:memory: keeps nothing"):
+        check_store_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://db/nbo", "unsupported store"),
+        ("sqlite:///", "needs a file path"),
+        ("postgresql://u:secret@h/db?%zz", "is not valid"),
+    ],
+)
+def test_a_url_naming_no_store_is_refused_without_opening_one(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=f"^setting NBO_STORE_URL: .*{problem}") as refused:
+        check_store_url(url)
+    assert "secret" not in str(refused.value)
+
+
+def test_a_good_url_passes_the_check_and_creates_nothing(tmp_path: Path) -> None:
+    check_store_url(f"sqlite:///{tmp_path / 'var' / 'nbo.db'}")
+    check_store_url("postgresql://nbo:secret@localhost:1/nbo")  # no connection made
+    assert not (tmp_path / "var").exists()

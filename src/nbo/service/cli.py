@@ -55,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
     openmp.one_thread()
     from threadpoolctl import threadpool_limits
 
-    from nbo.models.served import load_serving_model
+    from nbo.experiments.assignment import load_serving_models
+    from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
     from nbo.service.logs import configure_logging
-    from nbo.store import open_store
+    from nbo.store import check_store_url, open_store
 
     settings = load_settings(
         models_dir=args.models_dir, host=args.host, port=args.port, workers=args.workers
@@ -67,15 +68,27 @@ def run(args: argparse.Namespace) -> int:
     bind = check_bind(settings.host, settings.api_keys, settings.allow_unauthenticated)
     log.log(bind.level, bind.message)
     check_port_free(settings.host, settings.port)
+    # The store URL's shape costs nothing either; whether it opens is known below.
+    check_store_url(settings.store_url)
+    experiments = (
+        NO_EXPERIMENTS if settings.experiments is None else load_experiments(settings.experiments)
+    )
     # One BLAS thread for the whole process, before any model object exists.
     with threadpool_limits(limits=1, user_api="blas"):
         if settings.require_model:
-            # Refuse a missing, corrupt or incompatible model with one line, before binding.
-            # Its ranker compiled here too: the workers, forked after, find the compiled
-            # trees among the process's (``nbo.models.compiled``) and share their pages.
-            model = load_serving_model(settings.models_dir, settings.model_version)
-            logging.getLogger("nbo").info("model %s verified", model.version)
-            del model
+            # Refuse a missing, corrupt or incompatible model, or an experiment's model
+            # that is one or names no version, with one line before binding: the load
+            # each worker makes at its start, which would fail there as a traceback.
+            # Their rankers compiled here too: the workers, forked after, find the
+            # compiled trees among the process's (``nbo.models.compiled``) and share
+            # their pages.
+            models = load_serving_models(settings.models_dir, settings.model_version, experiments)
+            logging.getLogger("nbo").info(
+                "model %s verified%s",
+                models.current.version,
+                "".join(f"; experiment model {m.version}" for m in models.models()[1:]),
+            )
+            del models
             _give_back_freed_memory()
         # The store once, before the workers: a bad URL or a newer schema is one line
         # here, and the migrations run once, not in every worker at the same moment.

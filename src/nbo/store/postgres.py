@@ -29,6 +29,7 @@ from functools import lru_cache
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from nbo.core.errors import ConfigError
@@ -66,6 +67,17 @@ MIGRATION_LOCK = customer_lock("nbo: schema migrations")
 @lru_cache(maxsize=256)
 def _with_psycopg_marks(sql: str) -> str:
     return sql.replace("?", "%s")
+
+
+def check_url(url: str) -> None:
+    """ConfigError when libpq cannot parse ``url``; no connection is made."""
+    try:
+        conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"setting NBO_STORE_URL: {redacted(url)} is not valid ({reason})"
+        ) from None
 
 
 def _connect(url: str) -> psycopg.Connection[Any]:

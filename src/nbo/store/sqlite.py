@@ -22,6 +22,8 @@ from nbo.store.migrations import apply_migrations
 from nbo.store.sql import PSEUDONYM_KEY, Database, SQLStore
 
 SQLITE_PREFIX = "sqlite:///"
+# SQLite's name of a database held in memory, gone with its connection.
+IN_MEMORY = ":memory:"
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,31 @@ def sqlite_path(url: str) -> Path:
     location = url.removeprefix(SQLITE_PREFIX)
     if not location:
         raise ConfigError("setting NBO_STORE_URL: sqlite:/// needs a file path")
+    if location == IN_MEMORY:
+        # Each connection would get a database of its own, and everything would be lost
+        # at exit: the events, the erased list and the consent records.
+        raise ConfigError(
+            f"setting NBO_STORE_URL: {url} keeps nothing (an in-memory database is lost at "
+            "exit); name a file, e.g. sqlite:///var/nbo.db"
+        )
     return Path(location)
+
+
+def _make_folder(folder: Path) -> None:
+    """The store's folder, made if missing; ConfigError naming what is in the way."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        in_the_way = next(
+            (p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None
+        )
+        if in_the_way is not None:
+            raise ConfigError(
+                f"setting NBO_STORE_URL: {in_the_way} is a file, not a folder"
+            ) from None
+        raise ConfigError(
+            f"setting NBO_STORE_URL: cannot make the folder {folder} ({exc.strerror or exc})"
+        ) from None
 
 
 def read_erased_ids(path: Path) -> list[str]:
@@ -103,8 +129,7 @@ class SQLiteStore(SQLStore):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(path.parent)
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except sqlite3.OperationalError as exc:
@@ -112,6 +137,20 @@ class SQLiteStore(SQLStore):
         self._lock = threading.Lock()
         self._readers = threading.local()
         self._all_readers: list[sqlite3.Connection] = []
+        try:
+            self._prepare()
+        except sqlite3.DatabaseError as exc:
+            # The file's first read is here: another kind of file, a read-only one.
+            self._db.close()
+            raise ConfigError(
+                f"setting NBO_STORE_URL: cannot use {path} as the store ({exc})"
+            ) from None
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _prepare(self) -> None:
+        """The writer connection's settings, and the schema migrated."""
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -120,7 +159,7 @@ class SQLiteStore(SQLStore):
         # leaves nothing readable in the file.
         self._db.execute("PRAGMA secure_delete=ON")
         with self._transaction() as db:
-            self.schema_version = apply_migrations(db, "sqlite", str(path))
+            self.schema_version = apply_migrations(db, "sqlite", str(self.path))
 
     @contextmanager
     def _transaction(self) -> Iterator[Database]:

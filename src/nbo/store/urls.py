@@ -17,6 +17,18 @@ def is_postgres(url: str) -> bool:
     return url.startswith(POSTGRES_SCHEMES)
 
 
+def check_store_url(url: str) -> None:
+    """ConfigError when ``url`` cannot name a store (its scheme, an SQLite URL's path, a
+    PostgreSQL URL's syntax), without opening it: ``nbo serve`` checks this before the
+    seconds its model takes to load; whether the store opens is known only by opening it."""
+    if is_postgres(url):
+        from nbo.store.postgres import check_url
+
+        check_url(url)
+    else:
+        sqlite_path(url)
+
+
 def open_store(url: str) -> Store:
     """Open the store a URL names, creating (SQLite) or migrating it if needed."""
     if is_postgres(url):
