@@ -17,6 +17,7 @@ from nbo.core.outputs import (
     OutputError,
     check_output_file,
     check_output_folder,
+    write_file,
     write_files_together,
 )
 
@@ -117,3 +118,21 @@ def test_a_failed_write_leaves_no_temporary_file(
         write_files_together(out, {"a.json": "{}", "a.html": "<p>"}, "--out")
     assert str(caught.value) == f"--out {out}: cannot be written (No space left on device)"
     assert list(out.iterdir()) == []
+
+
+def test_a_file_is_written_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "x.json"
+    assert write_file(out, "{}\n", "--out") == out
+    assert out.read_text(encoding="utf-8") == "{}\n"
+
+    def full(*_args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OutputError) as caught:
+        write_file(out, "[]\n", "--out")
+    assert str(caught.value) == f"--out {out}: cannot be written (No space left on device)"
+    assert out.read_text(encoding="utf-8") == "{}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]

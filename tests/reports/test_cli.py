@@ -99,3 +99,100 @@ def test_compare_scores_two_models_on_purchases_neither_saw(
         == 2
     )
     assert "compare on newer data" in capsys.readouterr().err
+
+
+# --- outputs that cannot be written: one line, exit 2, before the work -------------------
+# As root permission bits never refuse: a path under a regular file, and /proc (where no
+# file can be created), stand for folders nbo cannot write.
+
+
+def _unwritable_files(tmp_path: Path) -> list[tuple[Path, str]]:
+    afile = tmp_path / "afile"
+    afile.write_text("a regular file\n", encoding="utf-8")
+    (tmp_path / "adir.json").mkdir()
+    cases = [
+        (tmp_path / "nodir" / "x.json", "does not exist"),
+        (tmp_path / "adir.json", "is a folder; name a file"),
+        (afile / "x.json", f"cannot be written ({afile} is not a folder)"),
+    ]
+    if Path("/proc").is_dir():
+        cases.append((Path("/proc/x.json"), "cannot be written (no file can be created"))
+    return cases
+
+
+def _one_line(err: str, command: str, flag: str, path: Path, problem: str) -> None:
+    lines = err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"nbo {command}: error: {flag} {path}: "), err
+    assert problem in lines[0], (problem, err)
+
+
+def test_compare_refuses_an_out_it_cannot_write_before_comparing(
+    two_models: tuple[Path, str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import nbo.evaluation.compare
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("--out was not checked before the comparison")
+
+    monkeypatch.setattr(nbo.evaluation.compare, "compare_models", refuse)
+    models, production, candidate = two_models
+    data = tmp_path / "purchases.csv"
+    make_planted_purchases().to_csv(data, index=False)
+    args = ["report", "compare", production, candidate, "--data", str(data)]
+    for out, problem in _unwritable_files(tmp_path):
+        code = main([*args, "--models-dir", str(models), "--out", str(out)])
+        assert code == 2, out
+        _one_line(capsys.readouterr().err, "report", "--out", out, problem)
+    assert not (tmp_path / "nodir").exists()
+
+
+def _experiment(experiments_file: Path, *args: str) -> int:
+    return main(
+        ["report", "experiment", "ranker-test", "--experiments", str(experiments_file), *args]
+    )
+
+
+def test_an_experiment_report_refuses_an_out_it_cannot_write_before_reading_the_store(
+    experiments_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import nbo.experiments.outcomes
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("--out was not checked before the report")
+
+    monkeypatch.setattr(nbo.experiments.outcomes, "report_for", refuse)
+    afile = tmp_path / "afile"
+    afile.write_text("a regular file\n", encoding="utf-8")
+    cases = [
+        (afile, "exists and is not a folder"),
+        (afile / "rx", f"cannot be created ({afile} is not a folder)"),
+    ]
+    if Path("/proc").is_dir():
+        cases.append((Path("/proc/rx"), "cannot be written (no file can be created"))
+    for out, problem in cases:
+        assert _experiment(experiments_file, "--out", str(out)) == 2, out
+        _one_line(capsys.readouterr().err, "report", "--out", out, problem)
+
+
+def test_an_experiment_report_writes_both_files_or_neither(
+    experiments_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report"
+    assert _experiment(experiments_file, "--out", str(out)) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
+    capsys.readouterr()
+    # The page cannot be replaced: the figures are not replaced either.
+    (out / "report.json").write_text("last run\n", encoding="utf-8")
+    (out / "report.html").unlink()
+    (out / "report.html").mkdir()
+    assert _experiment(experiments_file, "--out", str(out)) == 2
+    _one_line(capsys.readouterr().err, "report", "--out", out, "report.html is a folder")
+    assert (out / "report.json").read_text(encoding="utf-8") == "last run\n"
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]

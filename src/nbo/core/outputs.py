@@ -60,6 +60,15 @@ def check_output_folder(folder: Path, flag: str) -> None:
     _probe(existing, where)
 
 
+def write_file(path: Path, text: str, flag: str) -> Path:
+    """Write a text file through a temporary one beside it, renamed over it once
+    written, so a failure never leaves half of it; OutputError, naming ``flag``, when
+    it cannot be written."""
+    check_output_file(path, flag)
+    _write_all(path.parent, {path.name: text}, f"{flag} {path}")
+    return path
+
+
 def write_files_together(folder: Path, contents: Mapping[str, str], flag: str) -> list[Path]:
     """Write text files that belong together (a report's JSON and its page) into
     ``folder``, made if missing: each first under a temporary name, all renamed only
@@ -67,10 +76,16 @@ def write_files_together(folder: Path, contents: Mapping[str, str], flag: str) -
     one beside an old or missing other. OutputError, naming ``flag``, when they cannot
     be written."""
     check_output_folder(folder, flag)
-    targets = [folder / name for name in contents]
-    for target in targets:
-        if target.is_dir():
-            raise OutputError(f"{flag} {folder}: {target.name} is a folder")
+    for name in contents:
+        if (folder / name).is_dir():
+            raise OutputError(f"{flag} {folder}: {name} is a folder")
+    _write_all(folder, contents, f"{flag} {folder}")
+    return [folder / name for name in contents]
+
+
+def _write_all(folder: Path, contents: Mapping[str, str], where: str) -> None:
+    """Each text to a temporary file in ``folder`` (made if missing), then each renamed
+    to its name."""
     temporaries: list[Path] = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -80,15 +95,14 @@ def write_files_together(folder: Path, contents: Mapping[str, str], flag: str) -
             # Mode "x": a new file, with the permissions the umask gives any other.
             with temporary.open("x", encoding="utf-8") as file:
                 file.write(text)
-        for temporary, target in zip(temporaries, targets, strict=True):
-            os.replace(temporary, target)
+        for temporary, name in zip(temporaries, contents, strict=True):
+            os.replace(temporary, folder / name)
     except OSError as exc:
-        raise OutputError(f"{flag} {folder}: cannot be written ({exc.strerror or exc})") from None
+        raise OutputError(f"{where}: cannot be written ({exc.strerror or exc})") from None
     finally:
         for temporary in temporaries:
             with suppress(OSError):
                 temporary.unlink(missing_ok=True)
-    return targets
 
 
 def _probe(folder: Path, where: str) -> None:

@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from nbo.core.errors import NboError
+from nbo.core.outputs import (
+    check_output_file,
+    check_output_folder,
+    write_file,
+    write_files_together,
+)
 from nbo.settings import load_settings
 
 REPORTS_DIR = Path("reports")
@@ -108,6 +114,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         raise NboError(f"experiment '{args.name}': not in {settings.experiments}")
     now = settings.now()
     out = args.out or REPORTS_DIR / f"experiment-{args.name}-{now:%Y%m%dT%H%M%SZ}"
+    check_output_folder(out, "--out")
     store = open_store(settings.store_url)
     try:
         report: dict[str, Any] = report_for(store, experiment, int(now.timestamp()))
@@ -165,12 +172,12 @@ def run_experiment(args: argparse.Namespace) -> int:
             soft_wrap=True,
             markup=False,
         )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / "report.html").write_text(
-        report_html(report, f"nbo experiment {args.name}"), encoding="utf-8"
-    )
-    console.print(f"wrote {out / 'report.json'} and {out / 'report.html'}", soft_wrap=True)
+    # Both or neither: a page is never left beside the figures of another run.
+    page = report_html(report, f"nbo experiment {args.name}")
+    document = json.dumps(report, indent=2) + "\n"
+    contents = {"report.json": document, "report.html": page}
+    json_path, html_path = write_files_together(out, contents, "--out")
+    console.print(f"wrote {json_path} and {html_path}", soft_wrap=True)
     return 0
 
 
@@ -186,6 +193,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
     if not 1 <= args.k <= 100:
         raise NboError(f"--k {args.k}: must be between 1 and 100")
+    if args.out is not None:
+        check_output_file(args.out, "--out")
     mapping = load_mapping(args.mapping).with_overrides(columns=parse_column_overrides(args.column))
     settings = load_settings(models_dir=args.models_dir)
     versions = (
@@ -232,7 +241,7 @@ def run_compare(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
     if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_file(args.out, json.dumps(result, indent=2) + "\n", "--out")
         console.print(f"wrote {args.out}", soft_wrap=True)
     return 0
 
