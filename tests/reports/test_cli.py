@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -196,3 +197,56 @@ def test_an_experiment_report_writes_both_files_or_neither(
     _one_line(capsys.readouterr().err, "report", "--out", out, "report.html is a folder")
     assert (out / "report.json").read_text(encoding="utf-8") == "last run\n"
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
+
+
+# --- nbo models: one change per call, a models folder that is not there ---------------
+
+
+def test_alias_and_unalias_together_are_a_usage_error(
+    two_models: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    models, _production, candidate = two_models
+    before = read_aliases(models)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["models", "--models-dir", str(models), "--alias", "x", candidate, "--unalias", "a1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--unalias: not allowed with argument --alias" in err, err
+    assert read_aliases(models) == before  # neither applied
+
+
+def test_an_alias_that_cannot_be_written_is_one_line_and_leaves_no_temporary_file(
+    two_models: tuple[Path, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(two_models[0], models)
+    (models / "ALIASES.json").unlink()
+    (models / "ALIASES.json").mkdir()
+    before = sorted(p.name for p in models.iterdir())
+    assert main(["models", "--models-dir", str(models), "--alias", "y", two_models[2]]) == 2
+    err = capsys.readouterr().err
+    aliases = models / "ALIASES.json"
+    assert err == f"nbo models: error: {aliases}: cannot be written (a folder is in its place)\n"
+    assert sorted(p.name for p in models.iterdir()) == before
+
+
+def test_models_in_a_folder_that_is_not_there_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("a regular file\n", encoding="utf-8")
+    for models, problem in ((tmp_path / "nomodels", "no such folder"), (afile, "not a folder")):
+        for extra in ([], ["--unalias", "a1"]):
+            assert main(["models", "--models-dir", str(models), *extra]) == 2
+            err = capsys.readouterr().err
+            assert err == f"nbo models: error: --models-dir {models}: {problem}\n", err
+    # An empty folder is a shop with no model yet: said, not an error.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["models", "--models-dir", str(empty)]) == 0
+    assert "no published model in" in capsys.readouterr().out
+    # Named by the setting, not a flag the user did not pass.
+    monkeypatch.setenv("NBO_MODELS_DIR", str(tmp_path / "nomodels"))
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert f"the models folder {tmp_path / 'nomodels'} (--models-dir or NBO_MODELS_DIR)" in err

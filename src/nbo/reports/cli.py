@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +85,16 @@ def register_models(commands: Any) -> None:
         "(e.g. candidate) at a version: experiments name models by alias or version.",
     )
     models.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
-    models.add_argument(
+    # One change per call: the two together would apply one and drop the other.
+    change = models.add_mutually_exclusive_group()
+    change.add_argument(
         "--alias",
         nargs=2,
         metavar=("NAME", "VERSION"),
         default=None,
         help="point alias NAME at VERSION (a version or another alias)",
     )
-    models.add_argument("--unalias", metavar="NAME", default=None, help="remove an alias")
+    change.add_argument("--unalias", metavar="NAME", default=None, help="remove an alias")
     models.set_defaults(handler=run_models)
 
 
@@ -252,6 +255,16 @@ def run_models(args: argparse.Namespace) -> int:
 
     settings = load_settings(models_dir=args.models_dir)
     models_dir = settings.models_dir
+    # As batch and serve refuse it: a folder that is not there is a mistake (a typo, the
+    # wrong working folder), not a shop with no model yet (an empty folder).
+    if not models_dir.is_dir():
+        where = (
+            f"--models-dir {models_dir}"
+            if args.models_dir is not None
+            else f"the models folder {models_dir} (--models-dir or NBO_MODELS_DIR)"
+        )
+        problem = "not a folder" if os.path.lexists(models_dir) else "no such folder"
+        raise NboError(f"{where}: {problem}")
     if args.alias is not None:
         name, reference = args.alias
         version = resolve(models_dir, reference)
