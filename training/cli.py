@@ -17,6 +17,7 @@ from nbo.catalog.loading import load_catalog
 from nbo.catalog.terms import Catalog
 from nbo.console.progress import PlainProgress
 from nbo.console.tables import output_console, print_table
+from nbo.core.outputs import check_output_folder
 from nbo.data.mapping import ColumnMapping, load_mapping, parse_column_overrides, shipped_mappings
 from nbo.models.churn import MODEL, RECENCY
 from nbo.models.policy import SECTION as POLICY_SECTION
@@ -142,6 +143,8 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Before minutes of training, not when the model is published at their end.
+    check_output_folder(args.models_dir, "--models-dir")
     inputs = load_inputs(args)
     with progress_display("nbo train") as progress:
         result = train(

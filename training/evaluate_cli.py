@@ -22,6 +22,7 @@ from rich.text import Text
 
 from nbo import __version__
 from nbo.console.tables import output_console
+from nbo.core.outputs import check_output_folder
 from nbo.models.policy import SECTION as POLICY_SECTION
 from training.cli import (
     CHURN_METHOD_ORDER,
@@ -43,7 +44,6 @@ from training.pipeline import TrainResult, train
 from training.report import (
     EVALUATION_JSON,
     REPORT_HTML,
-    check_writable_folder,
     evaluation_html,
     write_html,
     write_json,
@@ -77,7 +77,7 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     out = args.out if args.out is not None else default_out_dir(args.data, now)
-    check_writable_folder(out)
+    check_output_folder(out, "--out")
     inputs = load_inputs(args)
     # publish=False writes nothing; the throwaway folder makes sure of it whatever the
     # trainer does, and never touches the user's models/.

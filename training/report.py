@@ -17,7 +17,6 @@ import html
 import io
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,20 +60,6 @@ def write_json(path: Path, document: Mapping[str, Any]) -> Path:
 
 def write_html(path: Path, page: str) -> Path:
     return _write_text(path, page)
-
-
-def check_writable_folder(folder: Path) -> None:
-    """ReportError now if ``folder`` cannot be created or written later: checked before
-    minutes of training rather than after them."""
-    if folder.exists() and not folder.is_dir():
-        raise ReportError(f"{folder}: exists and is not a folder")
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ReportError(f"{folder}: cannot be created, {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ReportError(f"{folder}: cannot be written ({existing} is not writable)")
 
 
 def _write_text(path: Path, text: str) -> Path:

@@ -186,14 +186,22 @@ def test_batch_errors_are_one_line(
 ) -> None:
     out = str(tmp_path / "a.csv")
     (tmp_path / "noids.csv").write_text("id\nx\n", encoding="utf-8")
+    afile = tmp_path / "afile"
+    afile.write_text("a regular file, not a folder\n", encoding="utf-8")
+    (tmp_path / "sub.csv").mkdir()
     cases = [
         (["--customers", "stage=vip", "--out", out], "unknown stage 'vip'"),
         (["--customers", str(tmp_path / "none.txt"), "--out", out], "no such file"),
         (["--customers", str(tmp_path / "noids.csv"), "--out", out], "no 'customer_id' column"),
         (["--out", str(tmp_path / "a.json")], "a .parquet or .csv file"),
         (["--out", str(tmp_path / "missing" / "a.csv")], "does not exist"),
+        (["--out", str(tmp_path / "sub.csv")], "is a folder; name a file"),
+        (["--out", str(afile / "a.csv")], f"{afile} is not a folder"),
         (["--k", "0", "--out", out], "--k 0: must be between 1 and 100"),
     ]
+    if Path("/proc").is_dir():
+        # Writable to root by its permission bits, yet no file can be created there.
+        cases.append((["--out", "/proc/a.csv"], "--out /proc/a.csv: cannot be written (no file"))
     for args, message in cases:
         assert _batch(*args) == 2, args
         err = without_progress(capsys.readouterr().err)

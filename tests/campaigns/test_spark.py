@@ -291,7 +291,11 @@ def test_the_engines_flags_are_checked_in_one_line(
         (["--engine", "spark", "--partitions", "0", "--out", out], "must be at least 1"),
         (["--engine", "spark", "--spark-conf", "oops", "--out", out], "expected KEY=VALUE"),
         (["--engine", "spark", "--out", str(taken)], "holds more than Parquet parts (notes.txt)"),
+        (["--engine", "spark", "--out", str(taken / "notes.txt" / "a.parquet")], "not a folder"),
     ]
+    if Path("/proc").is_dir():
+        # Writable to root by its permission bits, yet no part can be created there.
+        cases.append((["--engine", "spark", "--out", "/proc/a.parquet"], "cannot be written"))
     for args, message in cases:
         assert batch(*args) == 2, args
         err = without_progress(capsys.readouterr().err)

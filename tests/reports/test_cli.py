@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,153 @@ def test_compare_scores_two_models_on_purchases_neither_saw(
         == 2
     )
     assert "compare on newer data" in capsys.readouterr().err
+
+
+# --- outputs that cannot be written: one line, exit 2, before the work -------------------
+# As root permission bits never refuse: a path under a regular file, and /proc (where no
+# file can be created), stand for folders nbo cannot write.
+
+
+def _unwritable_files(tmp_path: Path) -> list[tuple[Path, str]]:
+    afile = tmp_path / "afile"
+    afile.write_text("a regular file\n", encoding="utf-8")
+    (tmp_path / "adir.json").mkdir()
+    cases = [
+        (tmp_path / "nodir" / "x.json", "does not exist"),
+        (tmp_path / "adir.json", "is a folder; name a file"),
+        (afile / "x.json", f"cannot be written ({afile} is not a folder)"),
+    ]
+    if Path("/proc").is_dir():
+        cases.append((Path("/proc/x.json"), "cannot be written (no file can be created"))
+    return cases
+
+
+def _one_line(err: str, command: str, flag: str, path: Path, problem: str) -> None:
+    lines = err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"nbo {command}: error: {flag} {path}: "), err
+    assert problem in lines[0], (problem, err)
+
+
+def test_compare_refuses_an_out_it_cannot_write_before_comparing(
+    two_models: tuple[Path, str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import nbo.evaluation.compare
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("--out was not checked before the comparison")
+
+    monkeypatch.setattr(nbo.evaluation.compare, "compare_models", refuse)
+    models, production, candidate = two_models
+    data = tmp_path / "purchases.csv"
+    make_planted_purchases().to_csv(data, index=False)
+    args = ["report", "compare", production, candidate, "--data", str(data)]
+    for out, problem in _unwritable_files(tmp_path):
+        code = main([*args, "--models-dir", str(models), "--out", str(out)])
+        assert code == 2, out
+        _one_line(capsys.readouterr().err, "report", "--out", out, problem)
+    assert not (tmp_path / "nodir").exists()
+
+
+def _experiment(experiments_file: Path, *args: str) -> int:
+    return main(
+        ["report", "experiment", "ranker-test", "--experiments", str(experiments_file), *args]
+    )
+
+
+def test_an_experiment_report_refuses_an_out_it_cannot_write_before_reading_the_store(
+    experiments_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import nbo.experiments.outcomes
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("--out was not checked before the report")
+
+    monkeypatch.setattr(nbo.experiments.outcomes, "report_for", refuse)
+    afile = tmp_path / "afile"
+    afile.write_text("a regular file\n", encoding="utf-8")
+    cases = [
+        (afile, "exists and is not a folder"),
+        (afile / "rx", f"cannot be created ({afile} is not a folder)"),
+    ]
+    if Path("/proc").is_dir():
+        cases.append((Path("/proc/rx"), "cannot be written (no file can be created"))
+    for out, problem in cases:
+        assert _experiment(experiments_file, "--out", str(out)) == 2, out
+        _one_line(capsys.readouterr().err, "report", "--out", out, problem)
+
+
+def test_an_experiment_report_writes_both_files_or_neither(
+    experiments_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "report"
+    assert _experiment(experiments_file, "--out", str(out)) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
+    capsys.readouterr()
+    # The page cannot be replaced: the figures are not replaced either.
+    (out / "report.json").write_text("last run\n", encoding="utf-8")
+    (out / "report.html").unlink()
+    (out / "report.html").mkdir()
+    assert _experiment(experiments_file, "--out", str(out)) == 2
+    _one_line(capsys.readouterr().err, "report", "--out", out, "report.html is a folder")
+    assert (out / "report.json").read_text(encoding="utf-8") == "last run\n"
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
+
+
+# --- nbo models: one change per call, a models folder that is not there ---------------
+
+
+def test_alias_and_unalias_together_are_a_usage_error(
+    two_models: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    models, _production, candidate = two_models
+    before = read_aliases(models)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["models", "--models-dir", str(models), "--alias", "x", candidate, "--unalias", "a1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--unalias: not allowed with argument --alias" in err, err
+    assert read_aliases(models) == before  # neither applied
+
+
+def test_an_alias_that_cannot_be_written_is_one_line_and_leaves_no_temporary_file(
+    two_models: tuple[Path, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(two_models[0], models)
+    (models / "ALIASES.json").unlink()
+    (models / "ALIASES.json").mkdir()
+    before = sorted(p.name for p in models.iterdir())
+    assert main(["models", "--models-dir", str(models), "--alias", "y", two_models[2]]) == 2
+    err = capsys.readouterr().err
+    aliases = models / "ALIASES.json"
+    assert err == f"nbo models: error: {aliases}: cannot be written (a folder is in its place)\n"
+    assert sorted(p.name for p in models.iterdir()) == before
+
+
+def test_models_in_a_folder_that_is_not_there_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("a regular file\n", encoding="utf-8")
+    for models, problem in ((tmp_path / "nomodels", "no such folder"), (afile, "not a folder")):
+        for extra in ([], ["--unalias", "a1"]):
+            assert main(["models", "--models-dir", str(models), *extra]) == 2
+            err = capsys.readouterr().err
+            assert err == f"nbo models: error: --models-dir {models}: {problem}\n", err
+    # An empty folder is a shop with no model yet: said, not an error.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["models", "--models-dir", str(empty)]) == 0
+    assert "no published model in" in capsys.readouterr().out
+    # Named by the setting, not a flag the user did not pass.
+    monkeypatch.setenv("NBO_MODELS_DIR", str(tmp_path / "nomodels"))
+    assert main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert f"the models folder {tmp_path / 'nomodels'} (--models-dir or NBO_MODELS_DIR)" in err

@@ -35,6 +35,7 @@ from nbo.campaigns.files import SCHEMA, folder_lock, format_of, remove_customers
 from nbo.campaigns.recovery import Heartbeat, begin_delivering, end_delivering, partial_path
 from nbo.catalog.holder import CatalogHolder
 from nbo.core.errors import NboError
+from nbo.core.outputs import check_output_file
 from nbo.core.vocabulary import STAGES
 from nbo.data.events import ImpressionEvent
 from nbo.experiments.assignment import load_serving_models
@@ -138,13 +139,7 @@ def check_output(path: Path) -> None:
     """Refuse an output the batch could not write, before any work is done."""
     if path.suffix.lower() not in SUFFIXES:
         raise BatchError(f"--out {path}: the output is a .parquet or .csv file")
-    if path.is_dir():
-        raise BatchError(f"--out {path}: is a folder; name a file")
-    folder = path.parent
-    if not folder.is_dir():
-        raise BatchError(f"--out {path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise BatchError(f"--out {path}: the folder {folder} is not writable")
+    check_output_file(path, "--out")
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ from nbo.campaigns.files import (
     remove_customers,
 )
 from nbo.campaigns.recovery import Heartbeat, begin_delivering, end_delivering, partial_path
+from nbo.core.outputs import check_output_parent
 from nbo.store.base import BatchOutput
 
 log = logging.getLogger(__name__)
@@ -123,11 +124,7 @@ def check_spark_output(out: Path) -> None:
         raise BatchError(
             f"--out {out}: the spark engine writes a folder of Parquet parts: .parquet"
         )
-    folder = out.parent
-    if not folder.is_dir():
-        raise BatchError(f"--out {out}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise BatchError(f"--out {out}: the folder {folder} is not writable")
+    check_output_parent(out, "--out")
     if out.is_dir() and not out.is_symlink():
         foreign = [
             name

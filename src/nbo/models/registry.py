@@ -13,6 +13,7 @@ import json
 import os
 import re
 import uuid
+from contextlib import suppress
 from pathlib import Path
 
 from nbo.core.errors import ArtifactError
@@ -87,6 +88,17 @@ def resolve(models_dir: Path, reference: str) -> str:
 
 
 def _write(models_dir: Path, aliases: dict[str, str]) -> None:
+    """Replace ALIASES.json through a temporary file, removed when the write fails."""
+    path = models_dir / ALIASES
+    if path.is_dir():
+        raise ArtifactError(f"{path}: cannot be written (a folder is in its place)")
     temporary = models_dir / f".{ALIASES}.{uuid.uuid4().hex[:8]}"
-    temporary.write_text(json.dumps(aliases, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(temporary, models_dir / ALIASES)
+    try:
+        text = json.dumps(aliases, indent=2, sort_keys=True) + "\n"
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot be written ({exc.strerror or exc})") from None
+    finally:
+        with suppress(OSError):
+            temporary.unlink(missing_ok=True)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from nbo.core.errors import NboError
+from nbo.core.outputs import (
+    check_output_file,
+    check_output_folder,
+    write_file,
+    write_files_together,
+)
 from nbo.settings import load_settings
 
 REPORTS_DIR = Path("reports")
@@ -78,14 +85,16 @@ def register_models(commands: Any) -> None:
         "(e.g. candidate) at a version: experiments name models by alias or version.",
     )
     models.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
-    models.add_argument(
+    # One change per call: the two together would apply one and drop the other.
+    change = models.add_mutually_exclusive_group()
+    change.add_argument(
         "--alias",
         nargs=2,
         metavar=("NAME", "VERSION"),
         default=None,
         help="point alias NAME at VERSION (a version or another alias)",
     )
-    models.add_argument("--unalias", metavar="NAME", default=None, help="remove an alias")
+    change.add_argument("--unalias", metavar="NAME", default=None, help="remove an alias")
     models.set_defaults(handler=run_models)
 
 
@@ -108,6 +117,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         raise NboError(f"experiment '{args.name}': not in {settings.experiments}")
     now = settings.now()
     out = args.out or REPORTS_DIR / f"experiment-{args.name}-{now:%Y%m%dT%H%M%SZ}"
+    check_output_folder(out, "--out")
     store = open_store(settings.store_url)
     try:
         report: dict[str, Any] = report_for(store, experiment, int(now.timestamp()))
@@ -165,12 +175,12 @@ def run_experiment(args: argparse.Namespace) -> int:
             soft_wrap=True,
             markup=False,
         )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / "report.html").write_text(
-        report_html(report, f"nbo experiment {args.name}"), encoding="utf-8"
-    )
-    console.print(f"wrote {out / 'report.json'} and {out / 'report.html'}", soft_wrap=True)
+    # Both or neither: a page is never left beside the figures of another run.
+    page = report_html(report, f"nbo experiment {args.name}")
+    document = json.dumps(report, indent=2) + "\n"
+    contents = {"report.json": document, "report.html": page}
+    json_path, html_path = write_files_together(out, contents, "--out")
+    console.print(f"wrote {json_path} and {html_path}", soft_wrap=True)
     return 0
 
 
@@ -186,6 +196,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
     if not 1 <= args.k <= 100:
         raise NboError(f"--k {args.k}: must be between 1 and 100")
+    if args.out is not None:
+        check_output_file(args.out, "--out")
     mapping = load_mapping(args.mapping).with_overrides(columns=parse_column_overrides(args.column))
     settings = load_settings(models_dir=args.models_dir)
     versions = (
@@ -232,7 +244,7 @@ def run_compare(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
     if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_file(args.out, json.dumps(result, indent=2) + "\n", "--out")
         console.print(f"wrote {args.out}", soft_wrap=True)
     return 0
 
@@ -243,6 +255,16 @@ def run_models(args: argparse.Namespace) -> int:
 
     settings = load_settings(models_dir=args.models_dir)
     models_dir = settings.models_dir
+    # As batch and serve refuse it: a folder that is not there is a mistake (a typo, the
+    # wrong working folder), not a shop with no model yet (an empty folder).
+    if not models_dir.is_dir():
+        where = (
+            f"--models-dir {models_dir}"
+            if args.models_dir is not None
+            else f"the models folder {models_dir} (--models-dir or NBO_MODELS_DIR)"
+        )
+        problem = "not a folder" if os.path.lexists(models_dir) else "no such folder"
+        raise NboError(f"{where}: {problem}")
     if args.alias is not None:
         name, reference = args.alias
         version = resolve(models_dir, reference)

@@ -1,0 +1,69 @@
+"""``nbo train --models-dir`` and ``nbo evaluate --out`` that cannot be written: one
+line naming the flag, exit 2, before any training (not a traceback once the model is
+published, minutes later).
+
+As root permission bits never refuse, so a path under a regular file, and ``/proc``
+(where no file can be created), stand for folders nbo cannot write.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import assert_one_error_line
+
+import training.cli
+import training.evaluate_cli
+from nbo.cli import main
+
+pytestmark = pytest.mark.usefixtures("plain_terminal")
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training is not reached: the output is refused first."""
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the output was not checked before training")
+
+    monkeypatch.setattr(training.cli, "train", refuse)
+    monkeypatch.setattr(training.evaluate_cli, "train", refuse)
+
+
+def _unwritable(tmp_path: Path) -> list[tuple[Path, str]]:
+    """Folders that cannot be written, with what the error line says of each."""
+    afile = tmp_path / "afile"
+    afile.write_text("a regular file\n", encoding="utf-8")
+    cases = [
+        (afile, "exists and is not a folder"),
+        (afile / "models", f"cannot be created ({afile} is not a folder)"),
+    ]
+    if Path("/proc").is_dir():
+        cases.append((Path("/proc/nbo_models"), "cannot be written (no file can be created"))
+    return cases
+
+
+@pytest.mark.usefixtures("no_training")
+def test_train_refuses_a_models_dir_it_cannot_write_before_training(
+    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for models, problem in _unwritable(tmp_path):
+        code = main(["train", "--data", str(planted_csv), "--models-dir", str(models)])
+        assert code == 2, models
+        line = assert_one_error_line(capsys.readouterr().err, problem)
+        assert line.startswith(f"nbo train: error: --models-dir {models}: "), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.usefixtures("no_training")
+def test_evaluate_refuses_an_out_it_cannot_write_before_evaluating(
+    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for out, problem in _unwritable(tmp_path):
+        code = main(["evaluate", "--data", str(planted_csv), "--out", str(out)])
+        assert code == 2, out
+        line = assert_one_error_line(capsys.readouterr().err, problem, command="evaluate")
+        assert line.startswith(f"nbo evaluate: error: --out {out}: "), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
