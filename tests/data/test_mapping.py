@@ -140,6 +140,23 @@ def test_missing_mapping_file(tmp_path: Path) -> None:
     assert str(missing) in str(caught.value)
 
 
+def test_a_mapping_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "mapping.toml"
+    path.write_bytes(b'[columns]\ncustomer_id = "Kunde"\nitem_id = "Artikel\xfc"\n')
+
+    with pytest.raises(MappingError) as caught:
+        load_mapping(str(path))
+
+    assert str(caught.value) == f"mapping {path}: not UTF-8 text (byte 50)"
+
+
+def test_a_mapping_that_is_a_folder_says_so(tmp_path: Path) -> None:
+    with pytest.raises(MappingError) as caught:
+        load_mapping(str(tmp_path))
+
+    assert str(caught.value) == f"mapping {tmp_path}: is a directory, not a mapping file (TOML)"
+
+
 def test_bad_toml(tmp_path: Path) -> None:
     path = _write(tmp_path, "[columns\ncustomer_id = \n")
 

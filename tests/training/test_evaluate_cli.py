@@ -240,7 +240,7 @@ def test_missing_config_file(
 
     _, err = capsys.readouterr()
     assert code == 2
-    _assert_one_error_line(err, str(missing), "config file not found")
+    _assert_one_error_line(err, str(missing), "no such file")
     assert not (tmp_path / "o").exists()
 
 

@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from nbo.core import columns as col
+from nbo.core.documents import read_text
 from nbo.core.errors import MappingError
 
 DEFAULT_MAPPING = "canonical"
@@ -82,12 +83,17 @@ def load_mapping(name_or_path: str | None) -> ColumnMapping:
     if shipped.is_file():
         return _parse_mapping(shipped.read_text(encoding="utf-8"), name_or_path)
     path = Path(name_or_path)
-    if not path.is_file():
+    if not path.exists():
         raise MappingError(
             f"mapping '{name_or_path}' is neither a shipped mapping "
             f"({', '.join(shipped_mappings())}) nor a file"
         )
-    return _parse_mapping(path.read_text(encoding="utf-8"), str(path))
+    text, _ = read_text(path, "a mapping file (TOML)", _mapping_error)
+    return _parse_mapping(text, str(path))
+
+
+def _mapping_error(source: str, problem: str) -> MappingError:
+    return MappingError(f"mapping {source}: {problem}")
 
 
 def suggest_mapping(names: Sequence[str], mapping: ColumnMapping) -> str:
