@@ -181,6 +181,38 @@ def test_unknown_canonical_column(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
+        (
+            '[columns]\ncustomer_id = "CustomerID"\n[cleanng]\ncancelled_order_prefix = "C"\n',
+            "unknown section 'cleanng' (known: columns, cleaning)",
+        ),
+        (
+            'cancelled_order_prefix = "C"\n',
+            "unknown section 'cancelled_order_prefix' (known: columns, cleaning)",
+        ),
+        (
+            '[cleaning]\ncancelled_prefix = "C"\n',
+            "unknown key 'cancelled_prefix' in [cleaning] "
+            "(known: cancelled_order_prefix, non_product_items)",
+        ),
+    ],
+)
+def test_a_misspelt_section_or_key_is_refused(tmp_path: Path, text: str, expected: str) -> None:
+    path = _write(tmp_path, text)
+
+    with pytest.raises(MappingError) as caught:
+        load_mapping(str(path))
+
+    assert str(caught.value) == f"mapping {path}: {expected}"
+
+
+def test_every_shipped_mapping_loads() -> None:
+    for name in shipped_mappings():
+        assert load_mapping(name).name == name
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
         ('columns = "CustomerID"\n', "[columns] must map canonical names to strings"),
         ("[columns]\ncustomer_id = 5\n", "[columns] must map canonical names to strings"),
         ('[columns]\nitem_id = ["a", "b"]\n', "[columns] must map canonical names to strings"),
