@@ -380,6 +380,23 @@ def test_a_file_that_fits_no_mapping_gets_column_flags_for_look_alikes(tmp_path:
     assert "mapping" not in message.split("; try")[1]  # no shipped mapping fits it
 
 
+@pytest.mark.parametrize(("sep", "name"), [(";", "semicolon"), ("\t", "tab")])
+def test_a_file_with_another_delimiter_is_said_so(tmp_path: Path, sep: str, name: str) -> None:
+    """Read with commas, the header of a semicolon-delimited export is one column: the
+    error says what the file seems to be instead of offering the header as a column."""
+    path = tmp_path / "export.csv"
+    _simple_canonical().to_csv(path, sep=sep, index=False)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    message = str(caught.value)
+    assert caught.value.column == "customer_id"
+    assert f"the file looks {name}-delimited, and nbo reads comma-delimited CSV" in message
+    assert "--column" not in message
+    assert "\n" not in message
+
+
 def test_a_required_column_nothing_looks_like_is_said_so(tmp_path: Path) -> None:
     frame = pd.DataFrame({"customer_id": ["c1"], "when": ["2024-01-01"], "colour": ["red"]})
     path = _write_csv(tmp_path / "odd.csv", frame)

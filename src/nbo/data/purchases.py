@@ -25,6 +25,10 @@ from nbo.data.mapping import ColumnMapping, suggest_mapping
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 
+# Delimiters spreadsheets use instead of commas (a semicolon where the comma is the
+# decimal mark), named for the error that says a file seems to use one.
+OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
 # Reasons a row is dropped, in the order the rules are applied.
 DROP_MISSING_ID = "missing customer or item"
 DROP_MISSING_TIMESTAMP = "missing timestamp"
@@ -107,12 +111,37 @@ def _check_required(path: Path, names: list[str], mapping: ColumnMapping) -> Non
     hint = "" if source == missing[0] else f" (mapped from '{missing[0]}')"
     others = [mapping.source(c) for c in missing[1:]]
     also = f" (also missing: {', '.join(others)})" if others else ""
+    delimiter = _other_delimiter(names) if path.suffix.lower() == ".csv" else None
+    if delimiter:
+        # The whole header read as one column: a mapping cannot fix that, and the
+        # look-alike advice would offer the header itself as a column name.
+        raise PurchaseDataError(
+            str(path),
+            f"missing required column{hint}{also}; the header is one column, "
+            f"'{_shortened(names[0])}': the file looks {delimiter}-delimited, and nbo reads "
+            "comma-delimited CSV (save it with commas, or as Parquet)",
+            source,
+        )
     raise PurchaseDataError(
         str(path),
         f"missing required column{hint}{also}; the file's columns are {_listed(names)}; "
         + suggest_mapping(names, mapping),
         source,
     )
+
+
+def _other_delimiter(names: list[str]) -> str | None:
+    """The delimiter a header of one column seems to use instead of commas, by name."""
+    if len(names) != 1:
+        return None
+    for char, name in OTHER_DELIMITERS.items():
+        if char in names[0]:
+            return name
+    return None
+
+
+def _shortened(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _listed(names: list[str], limit: int = 20) -> str:
