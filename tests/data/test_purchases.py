@@ -722,6 +722,42 @@ def test_a_dataset_missing_a_required_column_names_the_folder_and_column(
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("column", ["customer_id", "quantity"])
+def test_a_dataset_whose_later_part_lacks_a_column_names_the_part(
+    tmp_path: Path, column: str
+) -> None:
+    """pyarrow takes the schema from the first part and reads the column as empty in a
+    part without it: rows silently dropped (a required column) or read without their
+    quantity (an optional one). Every part is checked instead."""
+    folder = tmp_path / "export"
+    early = folder / "month=2024-01"
+    late = folder / "month=2024-02"
+    early.mkdir(parents=True)
+    late.mkdir()
+    _simple_canonical().to_parquet(early / "part-0.parquet", index=False)
+    _simple_canonical().drop(columns=[column]).to_parquet(late / "part-0.parquet", index=False)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(folder, load_mapping("canonical"))
+
+    assert caught.value.path == str(folder)
+    assert caught.value.column == column
+    assert str(caught.value) == (
+        f"{folder}: column '{column}': missing from part "
+        f"{Path('month=2024-02', 'part-0.parquet')}, though other parts have it: every part "
+        "needs the mapped columns"
+    )
+
+
+def test_a_partition_folder_counts_as_a_column_of_every_part_below_it(tmp_path: Path) -> None:
+    """A mapped column kept only in the hive folder names is in every part."""
+    folder = _write_spark_like(tmp_path / "by_customer", _simple_canonical(), by="customer_id")
+
+    frame, _ = read_purchases(folder, load_mapping("canonical"))
+
+    assert sorted(frame[col.CUSTOMER_ID]) == ["c1", "c2"]
+
+
 def test_a_dataset_with_a_broken_part_is_one_clear_error(tmp_path: Path) -> None:
     folder = tmp_path / "broken"
     folder.mkdir()
@@ -731,7 +767,9 @@ def test_a_dataset_with_a_broken_part_is_one_clear_error(tmp_path: Path) -> None
     with pytest.raises(PurchaseDataError) as caught:
         read_purchases(folder, load_mapping("canonical"))
 
-    assert str(caught.value).startswith(f"{folder}: not a readable Parquet dataset")
+    assert str(caught.value).startswith(
+        f"{folder}: not a readable Parquet dataset: part part-1.parquet ("
+    )
     assert "\n" not in str(caught.value)
 
 

@@ -220,6 +220,7 @@ def _read_dataset(folder: Path, mapping: ColumnMapping) -> pd.DataFrame:
             "is a folder without .parquet files (expected a .csv or .parquet "
             "file, or a folder of Parquet files)",
         )
+    names = _check_parts(folder, files, mapping)
     try:
         dataset = ds.dataset(
             [str(f) for f in files],
@@ -229,14 +230,49 @@ def _read_dataset(folder: Path, mapping: ColumnMapping) -> pd.DataFrame:
         )
     except (pa.ArrowInvalid, OSError) as exc:
         raise PurchaseDataError(str(folder), f"not a readable Parquet dataset ({exc})") from None
-    names = list(dataset.schema.names)
-    _check_required(folder, names, mapping)
     wanted = {mapping.source(c) for c in col.ALL_COLUMNS}
     try:
         table = dataset.to_table(columns=[name for name in names if name in wanted])
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise PurchaseDataError(str(folder), f"not a readable Parquet dataset ({exc})") from None
     return table.to_pandas()
+
+
+def _check_parts(folder: Path, files: list[Path], mapping: ColumnMapping) -> list[str]:
+    """The dataset's columns, once every part's footer has been read and holds every
+    mapped column the dataset has.
+
+    pyarrow takes a dataset's schema from its first part and reads a column a later part
+    lacks as empty: a part without customer ids would be dropped row by row as "missing
+    customer or item", one without order ids would keep its cancelled orders. Only the
+    footers are read, so checking costs a file open per part.
+    """
+    parts: dict[Path, list[str]] = {}
+    for file in files:
+        relative = file.relative_to(folder)
+        try:
+            physical = list(pq.read_schema(file).names)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise PurchaseDataError(
+                str(folder), f"not a readable Parquet dataset: part {relative} ({exc})"
+            ) from None
+        # Hive partition folders (month=2011-01) are columns of every file below them.
+        keys = [part.partition("=")[0] for part in relative.parts[:-1] if "=" in part]
+        parts[file] = physical + [key for key in keys if key not in physical]
+    names = list(dict.fromkeys(name for columns in parts.values() for name in columns))
+    _check_required(folder, names, mapping)
+    mapped = [name for name in names if name in {mapping.source(c) for c in col.ALL_COLUMNS}]
+    for file, columns in parts.items():
+        lacking = [name for name in mapped if name not in columns]
+        if lacking:
+            also = f" (also missing there: {', '.join(lacking[1:])})" if lacking[1:] else ""
+            raise PurchaseDataError(
+                str(folder),
+                f"missing from part {file.relative_to(folder)}{also}, though other parts "
+                "have it: every part needs the mapped columns",
+                lacking[0],
+            )
+    return names
 
 
 def _to_canonical(raw: pd.DataFrame, path: Path, mapping: ColumnMapping) -> pd.DataFrame:
