@@ -4,6 +4,7 @@ bad value refused naming its variable."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from support import DEMO_CATALOG, ENTRIES
@@ -90,3 +91,32 @@ def test_watching_current_with_a_pinned_version_refuses_the_start() -> None:
     with pytest.raises(ConfigError, match=r"^setting NBO_WATCH_MODELS: .*NBO_MODEL_VERSION"):
         load_settings(watch_models=True, model_version="20260101T000000Z-abc")
     assert load_settings(watch_models=True).watch_models is True
+
+
+@pytest.mark.parametrize(
+    "clock", ["9999-12-31T23:59:59Z", "9000-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "1999-12-31"]
+)
+def test_a_clock_out_of_range_refuses_the_start(
+    monkeypatch: pytest.MonkeyPatch, clock: str
+) -> None:
+    """A week after 9999-12-31 overflowed; a clock in year 1 overflowed the decay of a
+    model's counts: both are refused, naming the setting."""
+    monkeypatch.setenv("NBO_CLOCK", clock)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert str(refused.value).startswith(
+        "setting NBO_CLOCK: must be from NBO_EARLIEST_EVENT (2000-01-01T00:00:00+00:00) "
+        "to before 9000-01-01 (got "
+    )
+
+
+def test_a_clock_in_range_follows_nbo_earliest_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBO_CLOCK", "1995-06-01T00:00:00Z")
+    monkeypatch.setenv("NBO_EARLIEST_EVENT", "1990-01-01T00:00:00Z")
+    assert load_settings().clock == datetime(1995, 6, 1, tzinfo=UTC)
+    assert load_settings(clock="8999-12-31T23:59:59Z").clock == datetime(
+        8999, 12, 31, 23, 59, 59, tzinfo=UTC
+    )
+    monkeypatch.setenv("NBO_EARLIEST_EVENT", "1996-01-01T00:00:00Z")
+    with pytest.raises(ConfigError, match=r"^setting NBO_CLOCK: must be from NBO_EARLIEST_EVENT"):
+        load_settings()

@@ -137,7 +137,11 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
         cancelled_order_prefix=args.cancelled_prefix,
     )
     config = load_training_config(args.config, holdout_days=args.holdout_days)
-    catalog = None if args.catalog is None else load_catalog(args.catalog)
+    catalog = (
+        None
+        if args.catalog is None
+        else load_catalog(args.catalog, "give --catalog a catalogue file, or leave it out")
+    )
     erased = read_erased_ids(args.store_url or load_settings().store_url)
     return Inputs(mapping, config, erased, catalog)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from nbo.core.documents import read_text
 from nbo.core.errors import ConfigError
 from nbo.models.candidates import HALF_LIFE_DAYS
 from nbo.models.cf import AlsParams
@@ -193,10 +194,9 @@ def load_training_config(path: str | Path | None, **overrides: Any) -> TrainingC
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
+        text, _ = read_text(path, "a training config (TOML)", _config_error)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     data.update({key: value for key, value in overrides.items() if value is not None})
@@ -207,3 +207,7 @@ def load_training_config(path: str | Path | None, **overrides: Any) -> TrainingC
         field = ".".join(str(part) for part in first["loc"])
         origin = f"{path}: " if path else ""
         raise ConfigError(f"{origin}config field '{field}': {first['msg']}") from None
+
+
+def _config_error(source: str, problem: str) -> ConfigError:
+    return ConfigError(f"{source}: {problem}")

@@ -12,7 +12,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -20,6 +27,11 @@ from nbo.core.apikeys import ApiKeyEntry, check_unique_ids
 from nbo.core.errors import ConfigError
 from nbo.offers.policies import FatigueRule, FrequencyCap
 from nbo.offers.suppression import SuppressionWindow
+
+# The latest NBO_CLOCK: far beyond any real deploy, and far enough from the calendar's
+# end (9999-12-31) that every date computed from the clock (send times a week on,
+# expiries and windows of years) stays in it.
+CLOCK_BEFORE = datetime(9000, 1, 1, tzinfo=UTC)
 
 # A shorter pseudonym key could be guessed by trying keys against a logged pseudonym of
 # a known id.
@@ -38,7 +50,9 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="where published models live")
     model_version: str | None = Field(None, description="serve this version, not CURRENT")
     clock: datetime | None = Field(
-        None, description="pin the service clock (ISO time); real time when unset"
+        None,
+        description="pin the service clock (ISO time, from NBO_EARLIEST_EVENT to before "
+        "9000-01-01); real time when unset",
     )
     suppression_days: str = Field(
         "30", description="days a bought item is not offered; 0 = never, 'all' = ever bought"
@@ -173,6 +187,19 @@ class Settings(BaseSettings):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    @model_validator(mode="after")
+    def _clock_in_range(self) -> Settings:
+        # A clock before NBO_EARLIEST_EVENT accepts no event and decays a model's counts
+        # over millennia (overflowing to infinity); one near the calendar's end cannot
+        # have a week added. Checked here, where both settings are known.
+        if self.clock is not None and not self.earliest_event <= self.clock < CLOCK_BEFORE:
+            raise ValueError(
+                f"NBO_CLOCK: must be from NBO_EARLIEST_EVENT "
+                f"({self.earliest_event.isoformat()}) to before {CLOCK_BEFORE.date()} "
+                f"(got {self.clock.isoformat()})"
+            )
+        return self
+
     @property
     def suppression(self) -> SuppressionWindow:
         return SuppressionWindow.parse(self.suppression_days)
@@ -190,6 +217,10 @@ def load_settings(**overrides: Any) -> Settings:
         # The setting is the first part of the location; the rest says where inside a
         # JSON value (NBO_API_KEYS: 0.role: ...).
         first = exc.errors()[0]
+        if not first["loc"]:
+            # A check across settings names the setting in its message.
+            problem = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"setting {problem}") from None
         field, *inside = (str(p) for p in first["loc"])
         where = f"{'.'.join(inside)}: " if inside else ""
         raise ConfigError(f"setting NBO_{field.upper()}: {where}{first['msg']}") from None

@@ -239,6 +239,11 @@ def test_a_missing_file_or_an_unknown_format_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="no such file") as caught:
         load_catalog(tmp_path / "nope.yaml")
     assert str(tmp_path / "nope.yaml") in str(caught.value)
+    # The service's setting by default; a command names its own flag.
+    assert "(set NBO_CATALOG to a catalogue file, or unset it)" in str(caught.value)
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(tmp_path / "nope.yaml", "give --catalog a catalogue file")
+    assert str(caught.value).endswith("no such file (give --catalog a catalogue file)")
     with pytest.raises(CatalogError, match=r"\.yaml, \.yml or \.json"):
         catalog_of(tmp_path, "version: 1\n", name="catalog.txt")
 

@@ -140,6 +140,23 @@ def test_missing_mapping_file(tmp_path: Path) -> None:
     assert str(missing) in str(caught.value)
 
 
+def test_a_mapping_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "mapping.toml"
+    path.write_bytes(b'[columns]\ncustomer_id = "Kunde"\nitem_id = "Artikel\xfc"\n')
+
+    with pytest.raises(MappingError) as caught:
+        load_mapping(str(path))
+
+    assert str(caught.value) == f"mapping {path}: not UTF-8 text (byte 50)"
+
+
+def test_a_mapping_that_is_a_folder_says_so(tmp_path: Path) -> None:
+    with pytest.raises(MappingError) as caught:
+        load_mapping(str(tmp_path))
+
+    assert str(caught.value) == f"mapping {tmp_path}: is a directory, not a mapping file (TOML)"
+
+
 def test_bad_toml(tmp_path: Path) -> None:
     path = _write(tmp_path, "[columns\ncustomer_id = \n")
 
@@ -159,6 +176,38 @@ def test_unknown_canonical_column(tmp_path: Path) -> None:
     assert message.startswith(f"mapping {path}: unknown canonical column 'sku'")
     for name in col.ALL_COLUMNS:
         assert name in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[columns]\ncustomer_id = "CustomerID"\n[cleanng]\ncancelled_order_prefix = "C"\n',
+            "unknown section 'cleanng' (known: columns, cleaning)",
+        ),
+        (
+            'cancelled_order_prefix = "C"\n',
+            "unknown section 'cancelled_order_prefix' (known: columns, cleaning)",
+        ),
+        (
+            '[cleaning]\ncancelled_prefix = "C"\n',
+            "unknown key 'cancelled_prefix' in [cleaning] "
+            "(known: cancelled_order_prefix, non_product_items)",
+        ),
+    ],
+)
+def test_a_misspelt_section_or_key_is_refused(tmp_path: Path, text: str, expected: str) -> None:
+    path = _write(tmp_path, text)
+
+    with pytest.raises(MappingError) as caught:
+        load_mapping(str(path))
+
+    assert str(caught.value) == f"mapping {path}: {expected}"
+
+
+def test_every_shipped_mapping_loads() -> None:
+    for name in shipped_mappings():
+        assert load_mapping(name).name == name
 
 
 @pytest.mark.parametrize(

@@ -380,6 +380,23 @@ def test_a_file_that_fits_no_mapping_gets_column_flags_for_look_alikes(tmp_path:
     assert "mapping" not in message.split("; try")[1]  # no shipped mapping fits it
 
 
+@pytest.mark.parametrize(("sep", "name"), [(";", "semicolon"), ("\t", "tab")])
+def test_a_file_with_another_delimiter_is_said_so(tmp_path: Path, sep: str, name: str) -> None:
+    """Read with commas, the header of a semicolon-delimited export is one column: the
+    error says what the file seems to be instead of offering the header as a column."""
+    path = tmp_path / "export.csv"
+    _simple_canonical().to_csv(path, sep=sep, index=False)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    message = str(caught.value)
+    assert caught.value.column == "customer_id"
+    assert f"the file looks {name}-delimited, and nbo reads comma-delimited CSV" in message
+    assert "--column" not in message
+    assert "\n" not in message
+
+
 def test_a_required_column_nothing_looks_like_is_said_so(tmp_path: Path) -> None:
     frame = pd.DataFrame({"customer_id": ["c1"], "when": ["2024-01-01"], "colour": ["red"]})
     path = _write_csv(tmp_path / "odd.csv", frame)
@@ -705,6 +722,42 @@ def test_a_dataset_missing_a_required_column_names_the_folder_and_column(
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("column", ["customer_id", "quantity"])
+def test_a_dataset_whose_later_part_lacks_a_column_names_the_part(
+    tmp_path: Path, column: str
+) -> None:
+    """pyarrow takes the schema from the first part and reads the column as empty in a
+    part without it: rows silently dropped (a required column) or read without their
+    quantity (an optional one). Every part is checked instead."""
+    folder = tmp_path / "export"
+    early = folder / "month=2024-01"
+    late = folder / "month=2024-02"
+    early.mkdir(parents=True)
+    late.mkdir()
+    _simple_canonical().to_parquet(early / "part-0.parquet", index=False)
+    _simple_canonical().drop(columns=[column]).to_parquet(late / "part-0.parquet", index=False)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(folder, load_mapping("canonical"))
+
+    assert caught.value.path == str(folder)
+    assert caught.value.column == column
+    assert str(caught.value) == (
+        f"{folder}: column '{column}': missing from part "
+        f"{Path('month=2024-02', 'part-0.parquet')}, though other parts have it: every part "
+        "needs the mapped columns"
+    )
+
+
+def test_a_partition_folder_counts_as_a_column_of_every_part_below_it(tmp_path: Path) -> None:
+    """A mapped column kept only in the hive folder names is in every part."""
+    folder = _write_spark_like(tmp_path / "by_customer", _simple_canonical(), by="customer_id")
+
+    frame, _ = read_purchases(folder, load_mapping("canonical"))
+
+    assert sorted(frame[col.CUSTOMER_ID]) == ["c1", "c2"]
+
+
 def test_a_dataset_with_a_broken_part_is_one_clear_error(tmp_path: Path) -> None:
     folder = tmp_path / "broken"
     folder.mkdir()
@@ -714,7 +767,9 @@ def test_a_dataset_with_a_broken_part_is_one_clear_error(tmp_path: Path) -> None
     with pytest.raises(PurchaseDataError) as caught:
         read_purchases(folder, load_mapping("canonical"))
 
-    assert str(caught.value).startswith(f"{folder}: not a readable Parquet dataset")
+    assert str(caught.value).startswith(
+        f"{folder}: not a readable Parquet dataset: part part-1.parquet ("
+    )
     assert "\n" not in str(caught.value)
 
 

@@ -357,7 +357,7 @@ def test_missing_config_file(
 
     _, err = capsys.readouterr()
     assert code == 2
-    assert_one_error_line(err, str(missing), "config file not found")
+    assert_one_error_line(err, str(missing), "no such file")
 
 
 def test_unknown_config_field(

@@ -1,10 +1,13 @@
-"""The training config: unknown fields refused."""
+"""The training config: unknown fields refused, an unreadable file one line."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from training.config import TrainingConfig
+from nbo.core.errors import ConfigError
+from training.config import TrainingConfig, load_training_config
 from training.ranker import WindowSettings, min_history_days
 
 
@@ -35,3 +38,36 @@ def test_a_training_window_needs_one_and_a_half_suppression_windows_of_history(
     config = TrainingConfig.model_validate(settings)
     assert min_history_days(config) == days
     assert WindowSettings.from_config(config).min_history_days == days
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\xff\xfe[als]\n", "not UTF-8 text (byte 0)"),
+        ("[als]\nfactors = 8 # \u00e9\n".encode("latin-1"), "not UTF-8 text (byte 20)"),
+    ],
+)
+def test_a_config_that_is_not_utf8_is_one_line(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(content)
+
+    with pytest.raises(ConfigError) as caught:
+        load_training_config(path)
+
+    assert str(caught.value) == f"{path}: {problem}"
+
+
+def test_a_config_that_is_a_folder_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_training_config(tmp_path)
+
+    assert str(caught.value) == f"{tmp_path}: is a directory, not a training config (TOML)"
+
+
+def test_a_missing_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_training_config(tmp_path / "nope.toml")
+
+    assert str(caught.value) == f"{tmp_path / 'nope.toml'}: no such file"

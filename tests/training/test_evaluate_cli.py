@@ -240,8 +240,25 @@ def test_missing_config_file(
 
     _, err = capsys.readouterr()
     assert code == 2
-    _assert_one_error_line(err, str(missing), "config file not found")
+    _assert_one_error_line(err, str(missing), "no such file")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_missing_catalog_names_the_flag(
+    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.yaml"
+
+    code = _evaluate(
+        "--data", str(planted_csv), "--catalog", str(missing), "--out", str(tmp_path / "o")
+    )
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    _assert_one_error_line(
+        err, str(missing), "no such file (give --catalog a catalogue file, or leave it out)"
+    )
+    assert "NBO_CATALOG" not in err
 
 
 def test_usage_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

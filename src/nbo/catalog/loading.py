@@ -37,15 +37,20 @@ def default_catalog() -> Catalog:
     return Catalog(CatalogFile(version=1))
 
 
-def load_catalog(path: Path) -> Catalog:
-    """Read, validate and index a catalogue file; CatalogError names what to fix."""
+# What to do about a missing catalogue file, where the service's setting named it.
+SETTING_HINT = "set NBO_CATALOG to a catalogue file, or unset it"
+
+
+def load_catalog(path: Path, missing_hint: str = SETTING_HINT) -> Catalog:
+    """Read, validate and index a catalogue file; CatalogError names what to fix.
+    ``missing_hint`` names what gave the path (the setting, or a command's flag)."""
     source = str(path)
     raw, content = read_document(
         path,
         "a catalogue",
         "version, products, offers, ...",
         CatalogError,
-        missing_hint="set NBO_CATALOG to a catalogue file, or unset it",
+        missing_hint=missing_hint,
     )
     try:
         document = CatalogFile.model_validate(raw)

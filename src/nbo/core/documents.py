@@ -1,5 +1,6 @@
 """Configuration documents a person writes (the offer catalogue, experiments): YAML or
 JSON files read into a mapping, every failure one line naming the file and the place.
+``read_text`` is the reading alone, for the TOML files (training configs, mappings).
 """
 
 from __future__ import annotations
@@ -28,21 +29,8 @@ def read_document(
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise error(source, f"{what} is a .yaml, .yml or .json file")
-    try:
-        content = path.read_bytes()
-    except FileNotFoundError:
-        raise error(
-            source, "no such file" + (f" ({missing_hint})" if missing_hint else "")
-        ) from None
-    except IsADirectoryError:
-        raise error(source, f"is a directory, not {what}") from None
-    except OSError as exc:
-        raise error(source, f"cannot be read: {exc.strerror or exc}") from None
+    text, content = read_text(path, what, error, missing_hint)
     empty = f"the file is empty; {what} starts with 'version: 1'"
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise error(source, f"not UTF-8 text (byte {exc.start})") from None
     if not text.strip():
         raise error(source, empty)
     try:
@@ -63,3 +51,27 @@ def read_document(
             source, f"{what} is a mapping of sections ({sections}), not a {type(raw).__name__}"
         )
     return raw, content
+
+
+def read_text(
+    path: Path, what: str, error: ErrorFactory, missing_hint: str = ""
+) -> tuple[str, bytes]:
+    """The file's text and its bytes, for any file a person writes (catalogues, training
+    configs, column mappings): a missing file, a folder, an unreadable or a non-UTF-8 file
+    is one line naming the file, never a traceback. ``what`` names the kind of file
+    ("a catalogue")."""
+    source = str(path)
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        raise error(
+            source, "no such file" + (f" ({missing_hint})" if missing_hint else "")
+        ) from None
+    except IsADirectoryError:
+        raise error(source, f"is a directory, not {what}") from None
+    except OSError as exc:
+        raise error(source, f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        return content.decode("utf-8"), content
+    except UnicodeDecodeError as exc:
+        raise error(source, f"not UTF-8 text (byte {exc.start})") from None

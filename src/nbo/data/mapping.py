@@ -12,11 +12,12 @@ import re
 import shlex
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 
 from nbo.core import columns as col
+from nbo.core.documents import read_text
 from nbo.core.errors import MappingError
 
 DEFAULT_MAPPING = "canonical"
@@ -37,6 +38,11 @@ class CleaningRules:
 
     cancelled_order_prefix: str = ""
     non_product_items: tuple[str, ...] = ()
+
+
+# What a mapping file may hold: the top-level tables, and the keys of [cleaning].
+MAPPING_SECTIONS = ("columns", "cleaning")
+CLEANING_KEYS = tuple(f.name for f in fields(CleaningRules))
 
 
 @dataclass(frozen=True)
@@ -82,12 +88,17 @@ def load_mapping(name_or_path: str | None) -> ColumnMapping:
     if shipped.is_file():
         return _parse_mapping(shipped.read_text(encoding="utf-8"), name_or_path)
     path = Path(name_or_path)
-    if not path.is_file():
+    if not path.exists():
         raise MappingError(
             f"mapping '{name_or_path}' is neither a shipped mapping "
             f"({', '.join(shipped_mappings())}) nor a file"
         )
-    return _parse_mapping(path.read_text(encoding="utf-8"), str(path))
+    text, _ = read_text(path, "a mapping file (TOML)", _mapping_error)
+    return _parse_mapping(text, str(path))
+
+
+def _mapping_error(source: str, problem: str) -> MappingError:
+    return MappingError(f"mapping {source}: {problem}")
 
 
 def suggest_mapping(names: Sequence[str], mapping: ColumnMapping) -> str:
@@ -170,6 +181,9 @@ def _parse_mapping(text: str, origin: str) -> ColumnMapping:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MappingError(f"mapping {origin}: not valid TOML ({exc})") from None
+    # A misspelt section or key would be ignored and its rule silently not applied
+    # (cancelled orders trained on as purchases): refuse it, as the training config does.
+    _check_known(data, MAPPING_SECTIONS, "section", origin)
     columns = data.get("columns", {})
     if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
         raise MappingError(f"mapping {origin}: [columns] must map canonical names to strings")
@@ -178,6 +192,7 @@ def _parse_mapping(text: str, origin: str) -> ColumnMapping:
     cleaning = data.get("cleaning", {})
     if not isinstance(cleaning, dict):
         raise MappingError(f"mapping {origin}: [cleaning] must be a table")
+    _check_known(cleaning, CLEANING_KEYS, "key", origin, "[cleaning]")
     prefix = cleaning.get("cancelled_order_prefix", "")
     items = cleaning.get("non_product_items", [])
     if not isinstance(prefix, str):
@@ -191,6 +206,17 @@ def _parse_mapping(text: str, origin: str) -> ColumnMapping:
         columns=dict(columns),
         cleaning=CleaningRules(cancelled_order_prefix=prefix, non_product_items=tuple(items)),
     )
+
+
+def _check_known(
+    table: dict[str, object], known: Sequence[str], kind: str, origin: str, inside: str = ""
+) -> None:
+    unknown = [name for name in table if name not in known]
+    if unknown:
+        where = f" in {inside}" if inside else ""
+        raise MappingError(
+            f"mapping {origin}: unknown {kind} '{unknown[0]}'{where} (known: {', '.join(known)})"
+        )
 
 
 def _check_canonical(name: str, origin: str) -> None:

@@ -25,6 +25,10 @@ from nbo.data.mapping import ColumnMapping, suggest_mapping
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 
+# Delimiters spreadsheets use instead of commas (a semicolon where the comma is the
+# decimal mark), named for the error that says a file seems to use one.
+OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
 # Reasons a row is dropped, in the order the rules are applied.
 DROP_MISSING_ID = "missing customer or item"
 DROP_MISSING_TIMESTAMP = "missing timestamp"
@@ -107,12 +111,37 @@ def _check_required(path: Path, names: list[str], mapping: ColumnMapping) -> Non
     hint = "" if source == missing[0] else f" (mapped from '{missing[0]}')"
     others = [mapping.source(c) for c in missing[1:]]
     also = f" (also missing: {', '.join(others)})" if others else ""
+    delimiter = _other_delimiter(names) if path.suffix.lower() == ".csv" else None
+    if delimiter:
+        # The whole header read as one column: a mapping cannot fix that, and the
+        # look-alike advice would offer the header itself as a column name.
+        raise PurchaseDataError(
+            str(path),
+            f"missing required column{hint}{also}; the header is one column, "
+            f"'{_shortened(names[0])}': the file looks {delimiter}-delimited, and nbo reads "
+            "comma-delimited CSV (save it with commas, or as Parquet)",
+            source,
+        )
     raise PurchaseDataError(
         str(path),
         f"missing required column{hint}{also}; the file's columns are {_listed(names)}; "
         + suggest_mapping(names, mapping),
         source,
     )
+
+
+def _other_delimiter(names: list[str]) -> str | None:
+    """The delimiter a header of one column seems to use instead of commas, by name."""
+    if len(names) != 1:
+        return None
+    for char, name in OTHER_DELIMITERS.items():
+        if char in names[0]:
+            return name
+    return None
+
+
+def _shortened(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _listed(names: list[str], limit: int = 20) -> str:
@@ -191,6 +220,7 @@ def _read_dataset(folder: Path, mapping: ColumnMapping) -> pd.DataFrame:
             "is a folder without .parquet files (expected a .csv or .parquet "
             "file, or a folder of Parquet files)",
         )
+    names = _check_parts(folder, files, mapping)
     try:
         dataset = ds.dataset(
             [str(f) for f in files],
@@ -200,14 +230,49 @@ def _read_dataset(folder: Path, mapping: ColumnMapping) -> pd.DataFrame:
         )
     except (pa.ArrowInvalid, OSError) as exc:
         raise PurchaseDataError(str(folder), f"not a readable Parquet dataset ({exc})") from None
-    names = list(dataset.schema.names)
-    _check_required(folder, names, mapping)
     wanted = {mapping.source(c) for c in col.ALL_COLUMNS}
     try:
         table = dataset.to_table(columns=[name for name in names if name in wanted])
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise PurchaseDataError(str(folder), f"not a readable Parquet dataset ({exc})") from None
     return table.to_pandas()
+
+
+def _check_parts(folder: Path, files: list[Path], mapping: ColumnMapping) -> list[str]:
+    """The dataset's columns, once every part's footer has been read and holds every
+    mapped column the dataset has.
+
+    pyarrow takes a dataset's schema from its first part and reads a column a later part
+    lacks as empty: a part without customer ids would be dropped row by row as "missing
+    customer or item", one without order ids would keep its cancelled orders. Only the
+    footers are read, so checking costs a file open per part.
+    """
+    parts: dict[Path, list[str]] = {}
+    for file in files:
+        relative = file.relative_to(folder)
+        try:
+            physical = list(pq.read_schema(file).names)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise PurchaseDataError(
+                str(folder), f"not a readable Parquet dataset: part {relative} ({exc})"
+            ) from None
+        # Hive partition folders (month=2011-01) are columns of every file below them.
+        keys = [part.partition("=")[0] for part in relative.parts[:-1] if "=" in part]
+        parts[file] = physical + [key for key in keys if key not in physical]
+    names = list(dict.fromkeys(name for columns in parts.values() for name in columns))
+    _check_required(folder, names, mapping)
+    mapped = [name for name in names if name in {mapping.source(c) for c in col.ALL_COLUMNS}]
+    for file, columns in parts.items():
+        lacking = [name for name in mapped if name not in columns]
+        if lacking:
+            also = f" (also missing there: {', '.join(lacking[1:])})" if lacking[1:] else ""
+            raise PurchaseDataError(
+                str(folder),
+                f"missing from part {file.relative_to(folder)}{also}, though other parts "
+                "have it: every part needs the mapped columns",
+                lacking[0],
+            )
+    return names
 
 
 def _to_canonical(raw: pd.DataFrame, path: Path, mapping: ColumnMapping) -> pd.DataFrame:
