@@ -153,6 +153,29 @@ def test_without_a_stage_every_customer_screened_is_written(
     assert " customers/s; " in printed and "screened" not in printed
 
 
+def test_a_list_with_ids_nobody_knows_says_so(
+    client: TestClient, env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ids known neither to the model nor to the store get a new customer's offers; the
+    command counts them, and names the spreadsheet's "a00.0" for the model's "a00"."""
+    _post_purchase(client, "posted-only", "A01")  # known to the store alone: not a stranger
+    ids = ["a00", "posted-only", "a00.0", "nobody"]
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
+    out = tmp_path / "campaign.csv"
+    assert _batch("--customers", str(tmp_path / "ids.txt"), "--out", str(out)) == 0
+    err = capsys.readouterr().err
+    assert (
+        "2 of 4 customers are known neither to the model nor to the store ('a00.0', 'nobody')"
+        in err
+    )
+    assert "1 look like numbers a spreadsheet wrote: the model knows 'a00', not 'a00.0'" in err
+    # Every customer of the list is still written.
+    assert sorted(pd.read_csv(out, dtype=str)["customer_id"].unique()) == sorted(ids)
+    # All or a stage covers known customers only: no such line.
+    assert _batch("--customers", "all", "--out", str(tmp_path / "all.csv")) == 0
+    assert "known neither" not in capsys.readouterr().err
+
+
 def test_an_interrupted_batch_leaves_no_file(models_dir: Path, env: Path, tmp_path: Path) -> None:
     model = load_serving_model(models_dir)
     store = open_store(f"sqlite:///{env}")

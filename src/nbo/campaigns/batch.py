@@ -103,6 +103,37 @@ def select_customers(spec: str, model: ServingModel, store: Store) -> Selection:
     return Selection(_ids_from_file(Path(spec)), None, spec)
 
 
+def strangers(selection: Selection, model: ServingModel, store: Store) -> list[str]:
+    """The ids of a customer list that neither the model nor the store knows (no trained
+    history, no posted purchase): they get a new customer's offers, which is right for a
+    new customer and wrong for a mistyped id, so the command says how many there are.
+    Empty for ``all`` and stages, which cover known customers only."""
+    if selection.description == ALL or selection.description.startswith(STAGE_PREFIX):
+        return []
+    unknown = [c for c in selection.customer_ids if model.customers.get(c) is None]
+    if not unknown:
+        return []
+    posted = set(store.customers_with_purchases())
+    return [c for c in unknown if c not in posted]
+
+
+def strangers_line(found: Sequence[str], total: int, model: ServingModel) -> str:
+    """One line on ``strangers``, with examples, and the likely cause when the ids look
+    like numbers a spreadsheet wrote ("12347.0" for the customer "12347")."""
+    examples = ", ".join(repr(c) for c in found[:3])
+    line = (
+        f"{len(found):,} of {total:,} customers are known neither to the model nor to the "
+        f"store ({examples}{', ...' if len(found) > 3 else ''}): they get a new customer's offers"
+    )
+    floats = [c for c in found if c.endswith(".0") and model.customers.get(c[:-2]) is not None]
+    if floats:
+        line += (
+            f"; {len(floats):,} look like numbers a spreadsheet wrote: the model knows "
+            f"{floats[0][:-2]!r}, not {floats[0]!r}"
+        )
+    return line
+
+
 def _ids_from_file(path: Path) -> list[str]:
     where = f"--customers {path}"
     if not path.is_file():

@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         new_run_id,
         open_run,
         select_customers,
+        strangers,
+        strangers_line,
         write_batch,
     )
     from nbo.campaigns.recovery import recover, sweep_partials
@@ -159,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
             total = len(selection.customer_ids)
             if lines:
                 lines.finish("select customers", detail=f"{total:,} customers")
+            unknown = strangers(selection, model, store)
+            if unknown:
+                print(f"nbo batch: {strangers_line(unknown, total, model)}", file=sys.stderr)
             started = time.perf_counter()
             # The libraries and the model, loaded: out of the garbage collector's reach
             # while the campaign runs, in the workers forked below too (nbo.core.processes).
