@@ -315,3 +315,16 @@ def test_with_overrides_rejects_unknown_canonical() -> None:
         mapping.with_overrides(columns={"sku": "x"})
 
     assert str(caught.value).startswith("m: unknown canonical column 'sku'")
+
+
+def test_two_canonical_columns_from_one_source_column_are_refused(tmp_path: Path) -> None:
+    """customer_id and item_id both read from CustomerID would train on nonsense."""
+    path = tmp_path / "twice.toml"
+    path.write_text(
+        '[columns]\ncustomer_id = "CustomerID"\nitem_id = "CustomerID"\n', encoding="utf-8"
+    )
+    with pytest.raises(MappingError, match="'customer_id' and 'item_id' both read the column"):
+        load_mapping(str(path))
+    # The same through the command line's overrides.
+    with pytest.raises(MappingError, match="both read the column 'StockCode'"):
+        load_mapping("online-retail").with_overrides({"customer_id": "StockCode"})

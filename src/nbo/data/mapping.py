@@ -53,6 +53,18 @@ class ColumnMapping:
     columns: dict[str, str] = field(default_factory=dict)
     cleaning: CleaningRules = field(default_factory=CleaningRules)
 
+    def __post_init__(self) -> None:
+        # Two canonical columns read from one source column (customer_id and item_id both
+        # from "CustomerID") would train on nonsense without a single error.
+        by_source: dict[str, str] = {}
+        for canonical, source in self.columns.items():
+            if source in by_source:
+                raise MappingError(
+                    f"mapping {self.name}: '{by_source[source]}' and '{canonical}' both read "
+                    f"the column '{source}': each canonical column needs a column of its own"
+                )
+            by_source[source] = canonical
+
     def source(self, canonical: str) -> str:
         """The source column for a canonical one (itself when unmapped)."""
         return self.columns.get(canonical, canonical)
