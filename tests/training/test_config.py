@@ -71,3 +71,11 @@ def test_a_missing_config(tmp_path: Path) -> None:
         load_training_config(tmp_path / "nope.toml")
 
     assert str(caught.value) == f"{tmp_path / 'nope.toml'}: no such file"
+
+
+def test_a_config_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Notepad's "UTF-8 with BOM": the mark is not text, and TOML would refuse it."""
+    path = tmp_path / "config.toml"
+    path.write_bytes("\ufeffholdout_days = 21\n".encode())
+
+    assert load_training_config(path).holdout_days == 21

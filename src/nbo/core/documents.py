@@ -72,6 +72,8 @@ def read_text(
     except OSError as exc:
         raise error(source, f"cannot be read: {exc.strerror or exc}") from None
     try:
-        return content.decode("utf-8"), content
+        # "utf-8-sig": a byte-order mark (Notepad's "UTF-8 with BOM") is not text; TOML
+        # would call it an invalid statement at line 1.
+        return content.decode("utf-8-sig"), content
     except UnicodeDecodeError as exc:
         raise error(source, f"not UTF-8 text (byte {exc.start})") from None
