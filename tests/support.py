@@ -407,3 +407,36 @@ def running_server(
     graceful). ``settings``: more ``NBO_*`` variables for the server."""
     with serve(models_dir, store, log, {"NBO_CLOCK": CLOCK, **(settings or {})}) as server:
         yield server
+
+
+# When the service tests' posted purchases happen: after the planted data ends, before
+# the clock.
+POSTED_AT = "2026-06-30T11:00:00Z"
+
+
+def purchase_event(event_id: str, customer: str, items: list[str], **extra: object) -> dict:
+    """A purchase event of one unit of each item at 2.0, in an order of its own."""
+    return {
+        "event_id": event_id,
+        "type": "purchase",
+        "customer_id": customer,
+        "timestamp": POSTED_AT,
+        "order_id": f"o-{event_id}",
+        "items": [{"item_id": item, "quantity": 1, "price": 2.0} for item in items],
+        **extra,
+    }
+
+
+def unwritable_folders(tmp_path: Path, name: str) -> list[tuple[Path, str]]:
+    """Folders a command cannot write (named ``name`` where one is made), each with what
+    its one error line says: a regular file, a folder under a file, and /proc (which
+    refuses even root, where permission bits do not)."""
+    afile = tmp_path / "afile"
+    afile.write_text("a regular file\n", encoding="utf-8")
+    cases = [
+        (afile, "exists and is not a folder"),
+        (afile / name, f"cannot be created ({afile} is not a folder)"),
+    ]
+    if Path("/proc").is_dir():
+        cases.append((Path("/proc") / name, "cannot be written (no file can be created"))
+    return cases

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support import END, make_planted_purchases, small_training_config
+from support import END, make_planted_purchases, small_training_config, unwritable_folders
 
 from nbo.cli import BLAS_THREAD_VARIABLES, main
 from nbo.data.mapping import load_mapping
@@ -182,15 +182,7 @@ def test_an_experiment_report_refuses_an_out_it_cannot_write_before_reading_the_
         raise AssertionError("--out was not checked before the report")
 
     monkeypatch.setattr(nbo.experiments.outcomes, "report_for", refuse)
-    afile = tmp_path / "afile"
-    afile.write_text("a regular file\n", encoding="utf-8")
-    cases = [
-        (afile, "exists and is not a folder"),
-        (afile / "rx", f"cannot be created ({afile} is not a folder)"),
-    ]
-    if Path("/proc").is_dir():
-        cases.append((Path("/proc/rx"), "cannot be written (no file can be created"))
-    for out, problem in cases:
+    for out, problem in unwritable_folders(tmp_path, "rx"):
         assert _experiment(experiments_file, "--out", str(out)) == 2, out
         _one_line(capsys.readouterr().err, "report", "--out", out, problem)
 

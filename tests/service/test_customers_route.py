@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from support import CLOCK, GROUP_ITEMS
+from support import CLOCK, GROUP_ITEMS, POSTED_AT, purchase_event
 
 from nbo.data.events import EVENT_TYPES
 from nbo.offers.state import DEFAULT_CONSENT
@@ -19,20 +19,8 @@ from nbo.service.schemas import Channel
 from nbo.settings import Settings
 from nbo.store.sqlite import SQLiteStore
 
-TODAY = "2026-06-30T11:00:00Z"  # after the planted data ends
+TODAY = POSTED_AT
 NO_EVENTS = dict.fromkeys(EVENT_TYPES, 0)
-
-
-def purchase(event_id: str, customer: str, items: list[str], **extra: object) -> dict:
-    return {
-        "event_id": event_id,
-        "type": "purchase",
-        "customer_id": customer,
-        "timestamp": TODAY,
-        "order_id": f"o-{event_id}",
-        "items": [{"item_id": item, "quantity": 1, "price": 2.0} for item in items],
-        **extra,
-    }
 
 
 def offer_event(event_id: str, customer: str, kind: str, item: str = "A01") -> dict:
@@ -158,11 +146,11 @@ def test_erasure_deletes_the_customer_and_answers_a_receipt(
 ) -> None:
     assert offers(client, "a00")["profile"] == "trained"
     events = [
-        purchase("e1", "a00", ["A01", "A02"]),
-        purchase("e2", "a00", ["A03"]),
+        purchase_event("e1", "a00", ["A01", "A02"]),
+        purchase_event("e2", "a00", ["A03"]),
         offer_event("e3", "a00", "offer_impression"),
         offer_event("e4", "a00", "offer_click"),
-        purchase("e5", "b00", ["B01"]),  # someone else: untouched
+        purchase_event("e5", "b00", ["B01"]),  # someone else: untouched
     ]
     assert len(client.post("/v1/events", json={"events": events}).json()["accepted"]) == 5
     put_consent(client, "a00", {"personalization": True, "channels": {"app": False}})
@@ -208,7 +196,7 @@ def test_after_erasure_the_customer_is_unknown_to_offers(client: TestClient) -> 
 
 
 def test_erasing_twice_answers_zeros_and_already_erased(client: TestClient) -> None:
-    client.post("/v1/events", json=purchase("e1", "a00", ["A01"]))
+    client.post("/v1/events", json=purchase_event("e1", "a00", ["A01"]))
     first = erase(client, "a00")
     second = erase(client, "a00")
     assert first["already_erased"] is False and first["model_row_removed"] is True
@@ -229,7 +217,7 @@ def test_events_after_erasure_are_stored_but_the_old_model_row_never_returns(
     is unknown to the model, so offers personalize from the new purchases only); the id
     stays erased, and erasing again deletes the new events."""
     erase(client, "a00")
-    answer = client.post("/v1/events", json=purchase("e1", "a00", ["B01", "B02"]))
+    answer = client.post("/v1/events", json=purchase_event("e1", "a00", ["B01", "B02"]))
     assert answer.json()["accepted"] == ["e1"]
 
     body = offers(client, "a00")
@@ -258,7 +246,7 @@ def test_a_restart_applies_the_erased_ids_to_the_loaded_model(models_dir: Path) 
 def test_erasure_without_a_model_still_erases(models_dir: Path, tmp_path: Path) -> None:
     settings = Settings(models_dir=tmp_path / "no-models", require_model=False)
     with TestClient(create_app(settings)) as client:
-        client.post("/v1/events", json=purchase("e1", "a00", ["A01"]))
+        client.post("/v1/events", json=purchase_event("e1", "a00", ["A01"]))
         receipt = erase(client, "a00")
     assert receipt["model_row_removed"] is False
     assert receipt["deleted"]["events"]["purchase"] == 1
@@ -270,10 +258,10 @@ def test_no_request_body_reaches_the_logs(
     secrets = ["ITEM-PRIVATE-93871", "ORDER-PRIVATE-55512", "EVT-PRIVATE-777", "PIGEON-PRIVATE"]
     caplog.set_level(logging.DEBUG)
     customer = "log-customer-1"
-    bad = purchase("EVT-PRIVATE-777-bad", customer, ["ITEM-PRIVATE-93871"])
+    bad = purchase_event("EVT-PRIVATE-777-bad", customer, ["ITEM-PRIVATE-93871"])
     bad["items"][0]["quantity"] = -5  # rejected, with its reason in the answer only
     events = [
-        purchase(
+        purchase_event(
             "EVT-PRIVATE-777", customer, ["ITEM-PRIVATE-93871"], order_id="ORDER-PRIVATE-55512"
         ),
         bad,

@@ -8,21 +8,9 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-from support import assert_json_error
+from support import assert_json_error, purchase_event
 
-TODAY = "2026-06-30T11:00:00Z"  # after the planted data ends
 SLASHED = "shop/123"
-
-
-def purchase(event_id: str, customer: str, items: list[str]) -> dict:
-    return {
-        "event_id": event_id,
-        "type": "purchase",
-        "customer_id": customer,
-        "timestamp": TODAY,
-        "order_id": f"o-{event_id}",
-        "items": [{"item_id": item, "quantity": 1, "price": 2.0} for item in items],
-    }
 
 
 def ok(answer) -> dict:  # type: ignore[no-untyped-def]
@@ -36,7 +24,7 @@ def test_a_customer_id_with_a_slash_reaches_every_customer_route(
     client: TestClient, path: str
 ) -> None:
     """The GDPR case: a customer the events route stored can be read, exported and erased."""
-    answer = client.post("/v1/events", json={"events": [purchase("p1", SLASHED, ["A01"])]})
+    answer = client.post("/v1/events", json={"events": [purchase_event("p1", SLASHED, ["A01"])]})
     assert ok(answer)["rejected"] == []
 
     assert ok(client.get(f"/v1/customers/{path}"))["customer_id"] == SLASHED
@@ -62,7 +50,7 @@ def test_an_id_ending_like_a_route_is_still_that_customer_on_suffixed_routes(
     client: TestClient,
 ) -> None:
     """The id is everything before the route's last segment: "a/data" exports as "a/data"."""
-    ok(client.post("/v1/events", json={"events": [purchase("p2", "a/data", ["A01"])]}))
+    ok(client.post("/v1/events", json={"events": [purchase_event("p2", "a/data", ["A01"])]}))
     export = ok(client.get("/v1/customers/a%2Fdata/data"))
     assert export["customer_id"] == "a/data" and len(export["events"]) == 1
     assert ok(client.delete("/v1/customers/a%2Fdata"))["customer_id"] == "a/data"
@@ -107,7 +95,7 @@ def test_an_unknown_item_id_with_a_slash_is_named_in_the_404(client: TestClient,
 def test_the_dashboards_customer_page_looks_up_an_id_with_a_slash(client: TestClient) -> None:
     """The page takes the id as a query parameter and calls the runtime, not the API's
     paths: the same customer the profile route answers for."""
-    ok(client.post("/v1/events", json={"events": [purchase("p3", SLASHED, ["A01"])]}))
+    ok(client.post("/v1/events", json={"events": [purchase_event("p3", SLASHED, ["A01"])]}))
     page = client.get("/dashboard/customer", params={"customer_id": SLASHED})
     assert page.status_code == 200 and f"<code>{SLASHED}</code>" in page.text
     stage = re.search(r'id="stage"[^>]*>([^<]*)<', page.text)

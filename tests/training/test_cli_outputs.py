@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import assert_one_error_line
+from support import assert_one_error_line, unwritable_folders
 
 import training.cli
 import training.evaluate_cli
@@ -32,24 +32,11 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(training.evaluate_cli, "train", refuse)
 
 
-def _unwritable(tmp_path: Path) -> list[tuple[Path, str]]:
-    """Folders that cannot be written, with what the error line says of each."""
-    afile = tmp_path / "afile"
-    afile.write_text("a regular file\n", encoding="utf-8")
-    cases = [
-        (afile, "exists and is not a folder"),
-        (afile / "models", f"cannot be created ({afile} is not a folder)"),
-    ]
-    if Path("/proc").is_dir():
-        cases.append((Path("/proc/nbo_models"), "cannot be written (no file can be created"))
-    return cases
-
-
 @pytest.mark.usefixtures("no_training")
 def test_train_refuses_a_models_dir_it_cannot_write_before_training(
     tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for models, problem in _unwritable(tmp_path):
+    for models, problem in unwritable_folders(tmp_path, "nbo_models"):
         code = main(["train", "--data", str(planted_csv), "--models-dir", str(models)])
         assert code == 2, models
         line = assert_one_error_line(capsys.readouterr().err, problem)
@@ -61,7 +48,7 @@ def test_train_refuses_a_models_dir_it_cannot_write_before_training(
 def test_evaluate_refuses_an_out_it_cannot_write_before_evaluating(
     tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for out, problem in _unwritable(tmp_path):
+    for out, problem in unwritable_folders(tmp_path, "nbo_models"):
         code = main(["evaluate", "--data", str(planted_csv), "--out", str(out)])
         assert code == 2, out
         line = assert_one_error_line(capsys.readouterr().err, problem, command="evaluate")
