@@ -35,3 +35,59 @@ def test_the_window_reported_ends_at_the_clock_or_the_experiments_end(
         store.close()
     assert report["status"] == status
     assert report["window"] == {"start": "2026-06-01T00:00:00+00:00", "end": window_end}
+
+
+def test_only_the_runs_events_count(experiments_file: Path, isolated_store: Path) -> None:
+    """An impression tagged with the experiment before its start (a test send, a clock
+    set wrong) and a conversion after its end are not the experiment's: the report counts
+    the window it states."""
+    from datetime import datetime
+
+    from nbo.data.events import parse_events
+    from nbo.experiments.definitions import load_experiments
+    from nbo.experiments.outcomes import experiment_outcomes
+    from nbo.store import open_store
+
+    def shown(event_id: str, customer: str, variant: str, when: str) -> dict:
+        return {
+            "event_id": event_id,
+            "type": "offer_impression",
+            "customer_id": customer,
+            "timestamp": when,
+            "item_id": "A01",
+            "experiment": "ranker-test",
+            "variant": variant,
+        }
+
+    def bought(event_id: str, customer: str, when: str) -> dict:
+        return {
+            "event_id": event_id,
+            "type": "offer_conversion",
+            "customer_id": customer,
+            "timestamp": when,
+            "item_id": "A01",
+            "revenue": 10.0,
+        }
+
+    body = [
+        shown("i1", "early", "candidate", "2026-05-20T00:00:00Z"),  # before the start
+        bought("c1", "early", "2026-05-21T00:00:00Z"),
+        shown("i2", "in", "candidate", "2026-06-10T00:00:00Z"),
+        bought("c2", "in", "2026-06-11T00:00:00Z"),
+        shown("i3", "late-buyer", "production", "2026-07-20T00:00:00Z"),
+        bought("c3", "late-buyer", "2026-08-02T00:00:00Z"),  # after the end
+    ]
+    valid, rejected = parse_events({"events": body})
+    assert rejected == []
+    experiment = load_experiments(experiments_file).get("ranker-test")
+    assert experiment is not None
+    store = open_store(f"sqlite:///{isolated_store}")
+    try:
+        store.add_events([event for _, event in valid])
+        now_s = int(datetime.fromisoformat("2026-09-01T00:00:00Z").timestamp())
+        variants = {v.name: v for v in experiment_outcomes(store, experiment, now_s).variants}
+    finally:
+        store.close()
+    assert (variants["candidate"].exposed, variants["candidate"].converted) == (1, 1)
+    assert (variants["production"].exposed, variants["production"].converted) == (1, 0)
+    assert variants["candidate"].revenue.tolist() == [10.0]

@@ -70,14 +70,18 @@ def test_conversion_matches_the_hand_formulas() -> None:
     z = (pv - pc) / math.sqrt(pooled * (1 - pooled) * (2 / n))
     p_value = math.erfc(abs(z) / math.sqrt(2))
     wald_se = math.sqrt(pv * (1 - pv) / n + pc * (1 - pc) / n)
+    low, high = newcombe(130, 1000, 100, 1000, Z_975)
 
     assert conversion["difference"] == pytest.approx(0.03, abs=1e-12)
     assert conversion["relative_uplift"] == pytest.approx(0.3, rel=1e-12)
     assert conversion["z"] == pytest.approx(z, rel=1e-9)
     assert z == pytest.approx(2.1027, abs=1e-3)  # the formula itself, worked out on paper
     assert conversion["p_value"] == pytest.approx(p_value, rel=1e-6)
-    assert conversion["ci_low"] == pytest.approx(0.03 - Z_975 * wald_se, rel=1e-9)
-    assert conversion["ci_high"] == pytest.approx(0.03 + Z_975 * wald_se, rel=1e-9)
+    assert conversion["ci_low"] == pytest.approx(low, rel=1e-9)
+    assert conversion["ci_high"] == pytest.approx(high, rel=1e-9)
+    # On a thousand customers a side it is all but the Wald interval analysts work out.
+    assert low == pytest.approx(0.03 - Z_975 * wald_se, abs=1e-3)
+    assert high == pytest.approx(0.03 + Z_975 * wald_se, abs=1e-3)
     assert conversion["significant"] is (p_value < 0.05) is True
 
     control, model = report["variants"]
@@ -92,12 +96,44 @@ def test_alpha_sets_the_interval_level_and_the_significance_cut() -> None:
     outcomes = [outcome("c", 1000, 100, control=True), outcome("v", 1000, 130)]
     report = experiment_report("exp", outcomes, alpha=0.01)
     conversion = report["comparisons"][0]["conversion"]
-    wald_se = math.sqrt(0.13 * 0.87 / 1000 + 0.1 * 0.9 / 1000)
     z_995 = 2.5758293035489004
-    assert conversion["ci_low"] == pytest.approx(0.03 - z_995 * wald_se, rel=1e-9)
+    assert conversion["ci_low"] == pytest.approx(newcombe(130, 1000, 100, 1000, z_995)[0])
     assert conversion["p_value"] > 0.01
     assert conversion["significant"] is False
     assert report["alpha"] == 0.01
+
+
+def wilson(successes: int, n: int, z: float) -> tuple[float, float]:
+    """The Wilson score interval, as in the textbooks."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def newcombe(xv: int, nv: int, xc: int, nc: int, z: float) -> tuple[float, float]:
+    """Newcombe's hybrid score interval for pv - pc (1998, method 10), by hand."""
+    pv, pc = xv / nv, xc / nc
+    (lv, uv), (lc, uc) = wilson(xv, nv, z), wilson(xc, nc, z)
+    d = pv - pc
+    return d - math.sqrt((pv - lv) ** 2 + (uc - pc) ** 2), d + math.sqrt(
+        (uv - pv) ** 2 + (pc - lc) ** 2
+    )
+
+
+def test_a_small_sample_gets_an_interval_of_real_width_within_the_possible() -> None:
+    """0 of 5 against 6 of 6 read +100 pp [+100, +100] under Wald, and 3 of 4 against 0
+    of 5 reached above +100 pp: the score interval keeps a width and stays in [-1, 1]."""
+    for control, variant in (((5, 0), (6, 6)), ((5, 0), (4, 3))):
+        report = experiment_report(
+            "exp", [outcome("c", *control, control=True), outcome("v", *variant)]
+        )
+        conversion = report["comparisons"][0]["conversion"]
+        low, high = conversion["ci_low"], conversion["ci_high"]
+        # (At +100 pp the difference is already the most there can be: the upper end.)
+        assert -1.0 <= low < conversion["difference"] <= high <= 1.0 and high - low > 0.3
+        assert (low, high) == pytest.approx(newcombe(*variant[::-1], *control[::-1], Z_975))
+        assert any("fewer than 100" in w for w in report["warnings"])
 
 
 def test_no_conversions_anywhere_is_untested_not_a_crash() -> None:

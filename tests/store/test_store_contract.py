@@ -265,15 +265,26 @@ def test_the_experiment_log_has_first_tagged_events_and_conversions(store: Store
             ),
             offer_event("v2", "c2", "x", "2026-01-04T00:00:00Z", kind="offer_conversion"),
             offer_event("i3", "c3", "x", "2026-01-01T00:00:00Z", experiment="other", variant="a"),
+            # Outside the run (2026-01-01 to before 2026-01-05): not the experiment's.
+            offer_event("i4", "c1", "x", "2025-12-31T23:59:59Z", **tagged),
+            offer_event("i5", "c4", "x", "2025-12-20T00:00:00Z", **tagged),
+            offer_event(
+                "v3", "c4", "x", "2025-12-21T00:00:00Z", kind="offer_conversion", revenue=9.0
+            ),
+            offer_event("i6", "c5", "x", "2026-01-05T00:00:00Z", **tagged),
+            offer_event(
+                "v4", "c1", "x", "2026-01-05T00:00:00Z", kind="offer_conversion", revenue=1.0
+            ),
         ]
     )
-    log = store.experiment_log("exp")
+    run = (1767225600, 1767571200)  # 2026-01-01 up to 2026-01-05
+    log = store.experiment_log("exp", *run)
     assert sorted((t.customer_id, t.variant, t.type, t.first_at) for t in log.tagged) == [
         ("c1", "b", "offer_click", 1767398400),
         ("c1", "b", "offer_impression", 1767225600),
     ]
     assert log.conversions == [("c1", 1767484800, 7.5)]
-    assert store.experiment_log("none").tagged == []
+    assert store.experiment_log("none", *run).tagged == []
 
 
 def test_offer_activity_counts_deliveries_and_their_answers_per_day(store: Store) -> None:

@@ -33,8 +33,11 @@ class Outcomes:
 
 
 def experiment_outcomes(store: Store, experiment: Experiment, now_s: int) -> Outcomes:
-    log = store.experiment_log(experiment.name)
+    # The run: from the start to the end, or up to the clock while it runs (the window
+    # ``report_for`` states).
     end = experiment.end_s if experiment.end_s is not None else now_s + 1
+    end = min(end, now_s + 1)
+    log = store.experiment_log(experiment.name, experiment.start_s, max(end, experiment.start_s))
     assigned: dict[str, set[str]] = defaultdict(set)
     first_exposure: dict[str, tuple[int, str]] = {}
     variants_of: dict[str, set[str]] = defaultdict(set)

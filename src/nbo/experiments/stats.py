@@ -17,8 +17,11 @@ a plotting library.
 Conventions, chosen so the numbers match what analysts compute by hand:
 
 * conversion difference: the p-value is the two-proportion z-test with the *pooled*
-  standard error (the null hypothesis says both rates are equal), the interval uses the
-  *unpooled* (Wald) standard error (it describes the difference, not the null);
+  standard error (the null hypothesis says both rates are equal); the interval is
+  Newcombe's hybrid score interval (Newcombe 1998, method 10: from each rate's Wilson
+  interval). The Wald interval (difference ± z × unpooled standard error), which it
+  matches on large samples, collapses to a point at 0% or 100% and leaves [-1, 1] on
+  small ones (0 of 5 against 6 of 6 read +100 pp [+100, +100]);
 * revenue per exposed customer: Welch's t-test (unequal variances; revenue is skewed and
   the variants' spreads differ) and its interval for the difference of means;
 * revenue per exposed customer of one variant: mean ± t-quantile × standard error, with
@@ -232,6 +235,20 @@ def _wilson(successes: int, n: int, alpha: float) -> list[float] | None:
     return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
+def _newcombe(v: VariantOutcome, c: VariantOutcome, alpha: float) -> tuple[float, float]:
+    """Newcombe's hybrid score interval for the difference of two conversion rates (both
+    variants exposed): each side's distance from the difference is the two Wilson
+    intervals' distances from their rates, combined, so it stays within [-1, 1] and
+    keeps a width at 0% or 100%."""
+    v_low, v_high = _wilson(int(v.converted), int(v.exposed), alpha) or [0.0, 1.0]
+    c_low, c_high = _wilson(int(c.converted), int(c.exposed), alpha) or [0.0, 1.0]
+    pv, pc = v.converted / v.exposed, c.converted / c.exposed
+    difference = pv - pc
+    low = difference - math.sqrt((pv - v_low) ** 2 + (c_high - pc) ** 2)
+    high = difference + math.sqrt((v_high - pv) ** 2 + (pc - c_low) ** 2)
+    return low, high
+
+
 def _mean_ci(values: np.ndarray, alpha: float) -> list[float] | None:
     """Mean ± t-quantile × standard error; None with fewer than two values (no spread)."""
     n = len(values)
@@ -278,12 +295,11 @@ def _conversion_comparison(
         return result
     difference = pv - pc
     z = difference / pooled_se
-    unpooled_se = math.sqrt(pv * (1 - pv) / nv + pc * (1 - pc) / nc)
-    quantile = float(stats.norm.ppf(1 - alpha / 2))
     p_value = float(2 * stats.norm.sf(abs(z)))
+    ci_low, ci_high = _newcombe(v, c, alpha)
     result.update(
-        ci_low=difference - quantile * unpooled_se,
-        ci_high=difference + quantile * unpooled_se,
+        ci_low=ci_low,
+        ci_high=ci_high,
         z=z,
         p_value=p_value,
         significant=p_value < alpha,

@@ -232,24 +232,28 @@ class SQLStore:
             ).fetchall()
         return [row[0] for row in rows]
 
-    def experiment_log(self, experiment: str) -> ExperimentLog:
-        """The events of an experiment's report: its tagged events per customer and
-        variant, and every conversion of the customers it exposed."""
+    def experiment_log(self, experiment: str, since: int, until: int) -> ExperimentLog:
+        """The events of an experiment's report from ``since`` to before ``until`` (unix
+        seconds: the experiment's run): its tagged events per customer and variant, and
+        the conversions of the customers it exposed then. An event outside the run (an
+        impression tagged before the start, say) is not the experiment's to count."""
         with self._reading() as db:
             tagged = db.execute(
                 self._q(
                     "SELECT customer_id, variant, type, MIN(occurred_at) FROM events "
-                    "WHERE experiment = ? GROUP BY customer_id, variant, type"
+                    "WHERE experiment = ? AND occurred_at >= ? AND occurred_at < ? "
+                    "GROUP BY customer_id, variant, type"
                 ),
-                (experiment,),
+                (experiment, since, until),
             ).fetchall()
             conversions = db.execute(
                 self._q(
                     "SELECT customer_id, occurred_at, COALESCE(revenue, 0) FROM events "
-                    "WHERE type = ? AND customer_id IN (SELECT customer_id FROM events "
-                    "WHERE experiment = ? AND type = ?)"
+                    "WHERE type = ? AND occurred_at >= ? AND occurred_at < ? "
+                    "AND customer_id IN (SELECT customer_id FROM events "
+                    "WHERE experiment = ? AND type = ? AND occurred_at >= ? AND occurred_at < ?)"
                 ),
-                (CONVERSION, experiment, IMPRESSION),
+                (CONVERSION, since, until, experiment, IMPRESSION, since, until),
             ).fetchall()
         return ExperimentLog(
             tagged=[TaggedEvent(*row) for row in tagged],
