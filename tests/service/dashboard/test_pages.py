@@ -184,6 +184,27 @@ def test_a_customer_page_says_when_a_delivery_is_held_by_the_frequency_cap(
     assert client.get("/v1/customers/a03/offers?channel=app&record=true").json()["recorded"]
 
 
+def test_a_customer_page_says_why_nothing_is_known(client: TestClient) -> None:
+    """Without consent to personalization the history is not looked at (not "nothing
+    bought"); an erased customer's page says so, as the export does; no churn horizon is
+    stated for a risk that is not there."""
+    consent = {"personalization": False, "channels": {}}
+    assert client.put("/v1/customers/a04/consent", json=consent).status_code == 200
+    page = client.get("/dashboard/customer", params={"customer_id": "a04"}).text
+    assert by_id(page, "known") == "not looked at: no consent to personalization"
+    assert client.delete("/v1/customers/a06").status_code == 200
+    page = client.get("/dashboard/customer", params={"customer_id": "a06"}).text
+    assert "everything stored before then was deleted" in by_id(page, "erased")
+    assert by_id(page, "churn-risk") == "-"
+
+
+def test_a_fresh_service_does_not_say_its_metrics_are_off(client: TestClient) -> None:
+    """Before the first offers answer the counters have no samples: that is not
+    NBO_METRICS=false."""
+    page = client.get("/dashboard/offers").text
+    assert "Metrics are off" not in page
+
+
 def test_a_bad_customer_id_is_named_on_the_page(client: TestClient) -> None:
     answer = client.get("/dashboard/customer", params={"customer_id": " a00"})
     assert answer.status_code == 422
@@ -243,6 +264,10 @@ def test_the_experiments_pages_show_the_report_of_nbo_report_experiment(
         client.get(f"/v1/customers/a{c % 30:02d}{'' if c < 30 else 'x'}/offers?record=true")
     listing = client.get("/dashboard/experiments").text
     assert 'data-experiment="ranker-test"' in listing
+    # Each variant's share of the traffic as configured (20/40/40), and the run's status.
+    assert "control (control, 20.0% of the traffic)" in listing
+    assert "candidate (candidate, 40.0% of the traffic)" in listing
+    assert "<td>running</td>" in listing
     page = client.get("/dashboard/experiments/ranker-test").text
     report = client.get("/v1/experiments/ranker-test/report").json()
     from nbo.experiments.page import report_sections

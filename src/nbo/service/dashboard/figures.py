@@ -221,10 +221,15 @@ NOT_STATED = "(not stated)"
 
 
 def going_out(
-    store: Store, now_s: int, days: int, counters: Mapping[str, list[tuple[dict[str, str], float]]]
+    store: Store,
+    now_s: int,
+    days: int,
+    counters: Mapping[str, list[tuple[dict[str, str], float]]],
+    metrics_on: bool = True,
 ) -> GoingOut:
     """The period of ``days`` days up to ``now_s`` from ``Store.offer_activity``, and the
-    offers and suppressions counters (``counters``: ``metric_counters``)."""
+    offers and suppressions counters (``counters``: ``metric_counters``; ``metrics_on``:
+    the setting, since a counter has no samples before the first answer)."""
     since = now_s - days * DAY
     activity = store.offer_activity(since, now_s + 1)
     deliveries = pd.DataFrame(
@@ -306,7 +311,7 @@ def going_out(
         revenue=float(conversions["revenue"].sum()),
         served_by_source=sorted(served.items(), key=lambda kv: -sum(kv[1].values())),
         suppressions=sorted(suppressions.items(), key=lambda kv: (-kv[1], kv[0])),
-        metrics_on="nbo_offers_served" in counters,
+        metrics_on=metrics_on,
     )
 
 

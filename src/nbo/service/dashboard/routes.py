@@ -225,7 +225,7 @@ async def offers_going_out(
     def compute() -> dict[str, Any]:
         from nbo.service.dashboard import plots
 
-        out = going_out(store, now_s, days, metric_counters(metrics.registry))
+        out = going_out(store, now_s, days, metric_counters(metrics.registry), settings.metrics)
         return {"out": out, "chart": plots.offers_over_time_svg(out) if out.daily else None}
 
     key = ("offers", days, now_s // 60)
@@ -294,11 +294,16 @@ async def customer(
                 delivery, Channel(channel), request_id, now, False
             )
         consent = store.consent_of(customer_id)
+        erased_at = store.erased_at(customer_id)
         return {
             "profile": profile,
             "answers": answers,
             "deliveries": deliveries,
             "consent": consent,
+            # The page opened on a complaint says an erasure happened (the export does).
+            "erased_at": None
+            if erased_at is None
+            else datetime.fromtimestamp(erased_at, UTC).isoformat(),
         }
 
     found = await run_in_threadpool(compute)
@@ -329,6 +334,9 @@ async def experiments(request: Request, settings: SettingsDep) -> HTMLResponse:
         {
             "name": e.name,
             "active": e.active(now_s),
+            "status": "running"
+            if e.active(now_s)
+            else ("ended" if e.end_s is not None and now_s >= e.end_s else "not started"),
             "start": _day(e.start_s),
             "end": None if e.end_s is None else _day(e.end_s),
             "variants": e.variants,
