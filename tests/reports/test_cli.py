@@ -18,6 +18,7 @@ from support import END, make_planted_purchases, small_training_config, unwritab
 from nbo.cli import BLAS_THREAD_VARIABLES, main
 from nbo.data.mapping import load_mapping
 from nbo.models.registry import read_aliases
+from nbo.store import open_store
 from training.config import RankerConfig
 from training.pipeline import train
 
@@ -49,6 +50,21 @@ def test_experiment_report_refuses_a_store_that_is_not_a_database_in_one_line(
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("nbo report: error: setting NBO_STORE_URL: ")
     assert f"cannot use {path} as the store (file is not a database)" in err
+
+
+def test_experiment_report_refuses_a_store_that_does_not_exist_and_makes_none(
+    experiments_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A report reads what the service recorded: a mistyped store path would report
+    "nobody exposed" from a new empty store, and leave it behind."""
+    missing = tmp_path / "nodir" / "store.db"
+    args = ["report", "experiment", "ranker-test", "--experiments", str(experiments_file)]
+    out = tmp_path / "report"
+    assert main([*args, "--store-url", f"sqlite:///{missing}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nbo report: error: --store-url: no store at {missing} (")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "nodir").exists() and not out.exists()
 
 
 def test_compare_scores_two_models_on_purchases_neither_saw(
@@ -188,8 +204,9 @@ def test_an_experiment_report_refuses_an_out_it_cannot_write_before_reading_the_
 
 
 def test_an_experiment_report_writes_both_files_or_neither(
-    experiments_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    experiments_file: Path, isolated_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    open_store(f"sqlite:///{isolated_store}").close()  # the service's store, with nothing yet
     out = tmp_path / "report"
     assert _experiment(experiments_file, "--out", str(out)) == 0
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]

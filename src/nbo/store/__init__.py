@@ -30,6 +30,18 @@ Consent and erasure, on either backend:
   frequency cap that allows one.
 """
 
-from nbo.store.urls import check_store_url, open_store, read_erased_ids, read_pseudonym_key
+from nbo.store.urls import (
+    check_store_url,
+    open_existing_store,
+    open_store,
+    read_erased_ids,
+    read_pseudonym_key,
+)
 
-__all__ = ["check_store_url", "open_store", "read_erased_ids", "read_pseudonym_key"]
+__all__ = [
+    "check_store_url",
+    "open_existing_store",
+    "open_store",
+    "read_erased_ids",
+    "read_pseudonym_key",
+]

@@ -5,6 +5,7 @@ The PostgreSQL driver is imported only for a PostgreSQL URL.
 
 from __future__ import annotations
 
+from nbo.core.errors import ConfigError
 from nbo.store.base import Store
 from nbo.store.sqlite import SQLiteStore, sqlite_path
 from nbo.store.sqlite import read_erased_ids as sqlite_erased_ids
@@ -36,6 +37,19 @@ def open_store(url: str) -> Store:
 
         return PostgresStore(url)
     return SQLiteStore(sqlite_path(url))
+
+
+def open_existing_store(url: str, setting: str = "NBO_STORE_URL") -> Store:
+    """``open_store`` for a command that only reads what the service recorded (a
+    report): an SQLite file that does not exist is ConfigError, not a new empty store
+    that would report "nobody exposed" and be left behind."""
+    if not is_postgres(url):
+        path = sqlite_path(url)
+        if not path.exists():
+            raise ConfigError(
+                f"{setting}: no store at {path} (point it at the store the service records to)"
+            )
+    return open_store(url)
 
 
 def read_erased_ids(url: str) -> list[str]:
