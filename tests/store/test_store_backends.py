@@ -79,10 +79,16 @@ def test_passwords_are_redacted_in_urls() -> None:
 
 
 def test_a_lost_postgres_connection_answers_503_then_recovers(
-    postgres_url: str, models_dir: Path
+    postgres_url: str, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The server drops the replica's connections (a restart, a failover): the call that
-    meets the dead connection answers 503 with a JSON body, the next one connects again."""
+    meets the dead connection answers 503 with a JSON body and Retry-After, the calls
+    within that time too (at once), and a call after it connects again."""
+    import time
+
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.3)
     settings = Settings(models_dir=models_dir, store_url=postgres_url, clock=CLOCK)
     with TestClient(create_app(settings)) as client:
         assert client.get("/v1/customers/a00/offers").status_code == 200
@@ -94,6 +100,8 @@ def test_a_lost_postgres_connection_answers_503_then_recovers(
         lost = client.get("/v1/customers/a00/offers")
         assert lost.status_code == 503 and lost.json()["error"] == "store_unavailable"
         assert lost.headers["retry-after"] == "1"
+        assert client.get("/v1/customers/a00/offers").status_code == 503
+        time.sleep(0.4)
         assert client.get("/v1/customers/a00/offers").status_code == 200
 
 
@@ -104,3 +112,46 @@ def test_only_tests_on_postgres_are_skipped_without_a_server() -> None:
     fixture = SimpleNamespace(fixturenames=("tmp_path", "postgres_url"))
     assert needs_postgres(on) and needs_postgres(fixture)  # type: ignore[arg-type]
     assert not needs_postgres(arrays)  # type: ignore[arg-type]
+
+
+def test_a_lost_postgres_server_answers_at_once_and_is_found_again(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server drops every connection of the store (a restart, a failover): the call
+    that meets a dropped connection answers StoreUnavailable, the calls right after it
+    answer so at once rather than each waiting on the pool (on a worker's event loop
+    that wait stalled every call, health checks included, until gunicorn killed the
+    worker), and once ``DOWN_SECONDS`` have passed the store works again without a
+    restart: the dropped connections were checked out of the pool."""
+    import time
+
+    from nbo.store import postgres
+    from nbo.store.base import StoreUnavailable
+
+    monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.5)
+    url = f"{postgres_url}&application_name=nbo-outage-test"
+    store = open_store(url)
+    try:
+        assert store.erased_ids() == []
+        run_sql(
+            postgres_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'nbo-outage-test'",
+        )
+        with pytest.raises(StoreUnavailable):
+            store.erased_ids()
+        started = time.monotonic()
+        for _ in range(20):
+            with pytest.raises(StoreUnavailable):
+                store.erased_ids()
+        assert time.monotonic() - started < 0.2  # no wait on the pool
+        deadline = time.monotonic() + 10
+        while True:
+            time.sleep(0.6)
+            try:
+                assert store.erased_ids() == []
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the store never came back"
+    finally:
+        store.close()

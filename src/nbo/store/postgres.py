@@ -23,8 +23,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any
 
@@ -45,6 +47,14 @@ log = logging.getLogger(__name__)
 # server's max_connections (100 by default).
 POOL_SIZE = 8
 CONNECT_SECONDS = 10
+# How long a call waits for one of the pool's connections (psycopg_pool's default is 30 s).
+# Reads wait on a worker's event loop: a long wait there stalls every call of the worker,
+# health checks included, and gunicorn kills a worker it has not heard from.
+POOL_WAIT_SECONDS = 3.0
+# After the server was found unreachable, calls answer StoreUnavailable at once for this
+# long (the 503's Retry-After) instead of each waiting on the pool: a worker stays
+# responsive through an outage, and tries the server again once per period.
+DOWN_SECONDS = 1.0
 
 
 def redacted(url: str) -> str:
@@ -104,6 +114,9 @@ class PostgresStore(SQLStore):
             self.schema_version = apply_migrations(db, "postgres", self.where)
         self._url, self._pool_size = url, pool_size
         self._pool = self._open_pool()
+        # Until when (time.monotonic) the server counts as unreachable, and why.
+        self._down_until = 0.0
+        self._down_reason = ""
 
     def _open_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
@@ -112,6 +125,7 @@ class PostgresStore(SQLStore):
             max_size=self._pool_size,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_SECONDS},
             name="nbo-store",
+            timeout=POOL_WAIT_SECONDS,
             open=False,
         )
         pool.open(wait=True, timeout=CONNECT_SECONDS)
@@ -147,14 +161,27 @@ class PostgresStore(SQLStore):
 
     @contextmanager
     def _unavailable(self) -> Iterator[None]:
-        """A lost server or connection as ``StoreUnavailable`` (the pool drops a broken
-        connection, so the next call connects again)."""
+        """A lost server or connection as ``StoreUnavailable``. Once lost, calls answer
+        so at once for ``DOWN_SECONDS`` (no wait on the pool), and the pool's idle
+        connections are checked: those the server dropped (a restart) are replaced
+        rather than handed to the next calls one by one."""
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable(f"the store is unavailable ({self._down_reason})")
         try:
             yield
         except (psycopg.OperationalError, PoolTimeout) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.warning("store %s unavailable: %s", self.where, reason)
+            self._down_reason = reason
+            self._down_until = time.monotonic() + DOWN_SECONDS
+            # In a thread: a check on a server that no longer answers may wait on the
+            # network, and this may be a worker's event loop.
+            threading.Thread(target=self._check_pool, name="nbo-store-check", daemon=True).start()
             raise StoreUnavailable(f"the store is unavailable ({reason})") from None
+
+    def _check_pool(self) -> None:
+        with suppress(Exception):  # a pool closed meanwhile, a server still away
+            self._pool.check()
 
     def _lock_customers(self, db: Database, customer_ids: Sequence[str]) -> None:
         keys = sorted({customer_lock(c) for c in customer_ids})
