@@ -155,3 +155,39 @@ def test_a_lost_postgres_server_answers_at_once_and_is_found_again(
                 assert time.monotonic() < deadline, "the store never came back"
     finally:
         store.close()
+
+
+def test_a_starting_worker_waits_for_a_server_it_cannot_reach(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker gunicorn starts during an outage waits for the server (``wait_seconds``)
+    instead of failing to boot, which stops the whole service; a command (no wait)
+    answers at once."""
+    import time
+
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "STARTUP_RETRY_SECONDS", 0.2)
+    url = "postgresql://nbo@127.0.0.1:9/nbo"  # nothing listens
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="cannot connect"):
+        open_store(url, wait_seconds=1.0)
+    waited = time.monotonic() - started
+    assert 1.0 <= waited < 5.0
+    started = time.monotonic()
+    with pytest.raises(ConfigError):
+        open_store(url)
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_server_that_answers_and_refuses_is_not_waited_for(postgres_url: str) -> None:
+    """A database that does not exist is the URL's mistake: no wait for it."""
+    import time
+
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    wrong = make_conninfo(**{**conninfo_to_dict(postgres_url), "dbname": "no_such_database"})
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="no_such_database"):
+        open_store(f"postgresql:///?{wrong.replace(' ', '&')}", wait_seconds=30.0)
+    assert time.monotonic() - started < 5.0

@@ -45,6 +45,9 @@ from nbo.store import open_store
 
 log = logging.getLogger(__name__)
 
+# How long a starting worker waits for a PostgreSQL store it cannot reach (seconds).
+STORE_STARTUP_WAIT_SECONDS = 60.0
+
 
 def document_openapi(app: FastAPI) -> None:
     """FastAPI's OpenAPI document, with what the routes cannot declare: the event models
@@ -76,7 +79,11 @@ def create_app(
         limiter = threadpool_limits(limits=1, user_api="blas")
         # The store first: migrations run at start, and events must never be refused
         # because a model is missing.
-        app.state.store = app.state.metrics.observe_store(open_store(settings.store_url))
+        # A PostgreSQL server away at the start is waited for a while: gunicorn stops the
+        # service when a worker it starts in place of a dead one fails to boot.
+        app.state.store = app.state.metrics.observe_store(
+            open_store(settings.store_url, wait_seconds=STORE_STARTUP_WAIT_SECONDS)
+        )
         # Customer ids in logs are keyed pseudonyms: NBO_LOG_KEY, else the store's key.
         key = settings.log_key
         app.state.pseudonyms = Pseudonyms(

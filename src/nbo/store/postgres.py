@@ -55,6 +55,9 @@ POOL_WAIT_SECONDS = 3.0
 # long (the 503's Retry-After) instead of each waiting on the pool: a worker stays
 # responsive through an outage, and tries the server again once per period.
 DOWN_SECONDS = 1.0
+# While a store waits for a server it cannot reach at its start (``wait_seconds``), it
+# tries again this often.
+STARTUP_RETRY_SECONDS = 2.0
 
 
 def redacted(url: str) -> str:
@@ -90,14 +93,32 @@ def check_url(url: str) -> None:
         ) from None
 
 
-def _connect(url: str) -> psycopg.Connection[Any]:
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_SECONDS)
-    except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"setting NBO_STORE_URL: cannot connect to {redacted(url)} ({reason})"
-        ) from None
+def _connect(url: str, wait_seconds: float = 0.0) -> psycopg.Connection[Any]:
+    """A connection, or ConfigError with the server's reason. ``wait_seconds``: how long
+    to keep trying while the server cannot be reached at all or is starting up (a worker
+    started during an outage, or beside a database still starting); a server that
+    answers and refuses (a password, a database that does not exist) is not waited for."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_SECONDS)
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            away = isinstance(exc, psycopg.OperationalError) and exc.sqlstate in (
+                None,
+                "57P03",  # cannot_connect_now: starting up, shutting down
+            )
+            if not away or time.monotonic() >= deadline:
+                raise ConfigError(
+                    f"setting NBO_STORE_URL: cannot connect to {redacted(url)} ({reason})"
+                ) from None
+            log.warning(
+                "store %s not reachable (%s): trying again for %.0f s",
+                redacted(url),
+                reason,
+                deadline - time.monotonic(),
+            )
+            time.sleep(min(STARTUP_RETRY_SECONDS, max(deadline - time.monotonic(), 0.0)))
 
 
 class PostgresStore(SQLStore):
@@ -105,11 +126,11 @@ class PostgresStore(SQLStore):
 
     _STORED_ORDER = "seq"
 
-    def __init__(self, url: str, pool_size: int = POOL_SIZE) -> None:
+    def __init__(self, url: str, pool_size: int = POOL_SIZE, wait_seconds: float = 0.0) -> None:
         self.where = redacted(url)
         # The first connection migrates and proves the URL, with the driver's own
         # message when it cannot (a pool would only time out).
-        with _connect(url) as db, db.transaction():
+        with _connect(url, wait_seconds) as db, db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             self.schema_version = apply_migrations(db, "postgres", self.where)
         self._url, self._pool_size = url, pool_size

@@ -30,12 +30,14 @@ def check_store_url(url: str) -> None:
         sqlite_path(url)
 
 
-def open_store(url: str) -> Store:
-    """Open the store a URL names, creating (SQLite) or migrating it if needed."""
+def open_store(url: str, wait_seconds: float = 0.0) -> Store:
+    """Open the store a URL names, creating (SQLite) or migrating it if needed;
+    ``wait_seconds``: how long to wait for a PostgreSQL server that cannot be reached yet
+    (a service worker's start; a command answers at once)."""
     if is_postgres(url):
         from nbo.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, wait_seconds=wait_seconds)
     return SQLiteStore(sqlite_path(url))
 
 
