@@ -53,8 +53,11 @@ CONNECT_SECONDS = 10
 POOL_WAIT_SECONDS = 3.0
 # After the server was found unreachable, calls answer StoreUnavailable at once for this
 # long (the 503's Retry-After) instead of each waiting on the pool: a worker stays
-# responsive through an outage, and tries the server again once per period.
+# responsive through an outage, and tries the server again once per period. The period
+# doubles while the server stays away (each try may wait POOL_WAIT_SECONDS on the
+# pool), up to DOWN_MAX_SECONDS.
 DOWN_SECONDS = 1.0
+DOWN_MAX_SECONDS = 8.0
 # While a store waits for a server it cannot reach at its start (``wait_seconds``), it
 # tries again this often.
 STARTUP_RETRY_SECONDS = 2.0
@@ -135,9 +138,11 @@ class PostgresStore(SQLStore):
             self.schema_version = apply_migrations(db, "postgres", self.where)
         self._url, self._pool_size = url, pool_size
         self._pool = self._open_pool()
-        # Until when (time.monotonic) the server counts as unreachable, and why.
+        # Until when (time.monotonic) the server counts as unreachable, why, and how
+        # many tries in a row found it so.
         self._down_until = 0.0
         self._down_reason = ""
+        self._failures = 0
 
     def _open_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
@@ -183,7 +188,8 @@ class PostgresStore(SQLStore):
     @contextmanager
     def _unavailable(self) -> Iterator[None]:
         """A lost server or connection as ``StoreUnavailable``. Once lost, calls answer
-        so at once for ``DOWN_SECONDS`` (no wait on the pool), and the pool's idle
+        so at once for ``DOWN_SECONDS``, doubling while it stays lost (no wait on the
+        pool), and the pool's idle
         connections are checked: those the server dropped (a restart) are replaced
         rather than handed to the next calls one by one."""
         if time.monotonic() < self._down_until:
@@ -194,11 +200,15 @@ class PostgresStore(SQLStore):
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.warning("store %s unavailable: %s", self.where, reason)
             self._down_reason = reason
-            self._down_until = time.monotonic() + DOWN_SECONDS
+            down = min(DOWN_SECONDS * 2**self._failures, DOWN_MAX_SECONDS)
+            self._failures += 1
+            self._down_until = time.monotonic() + down
             # In a thread: a check on a server that no longer answers may wait on the
             # network, and this may be a worker's event loop.
             threading.Thread(target=self._check_pool, name="nbo-store-check", daemon=True).start()
             raise StoreUnavailable(f"the store is unavailable ({reason})") from None
+        else:
+            self._failures = 0
 
     def _check_pool(self) -> None:
         with suppress(Exception):  # a pool closed meanwhile, a server still away
