@@ -26,6 +26,7 @@ from nbo.service.logs import (
     LINE_CHARS,
     MESSAGE_CHARS,
     REQUEST_ID,
+    TRACE_CHARS,
     JsonFormatter,
     TextFormatter,
 )
@@ -168,3 +169,27 @@ def test_nbo_log_key_sets_the_key(
     monkeypatch.setenv("NBO_LOG_KEY", KEY)
     assert main(["keys", "pseudonym", "a00"]) == 0
     assert capsys.readouterr().out.strip() == with_key
+
+
+def test_a_long_traceback_keeps_the_error_it_ends_with() -> None:
+    """A start-up failure's traceback runs to thousands of characters; its last line
+    names the error, so a capped one keeps its end as well as its start."""
+
+    def failing() -> None:
+        try:
+            raise KeyError("k" * 30_000)  # a long context before the error itself
+        except KeyError:
+            raise ValueError("the error a reader is looking for")  # noqa: B904
+
+    try:
+        failing()
+    except ValueError:
+        record = logging.makeLogRecord(
+            {"name": "nbo.test", "msg": "failed", "levelname": "ERROR", "exc_info": sys.exc_info()}
+        )
+    line = json.loads(JsonFormatter().format(record))
+    assert len(line["exception"]) < TRACE_CHARS + 50
+    assert line["exception"].startswith("Traceback (most recent call last)")
+    assert len(JsonFormatter().formatException(record.exc_info)) > TRACE_CHARS
+    assert line["exception"].endswith("ValueError: the error a reader is looking for")
+    assert "characters]..." in line["exception"]

@@ -52,6 +52,15 @@ def _capped(text: str, limit: int) -> str:
     return f"{text[:limit]}...[{len(text) - limit} more characters]"
 
 
+def _capped_middle(text: str, limit: int) -> str:
+    """``text``, or its first and last ``limit // 2`` characters around how many were
+    left out: a traceback's last line names the error, its first where it began."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}...[{len(text) - 2 * half} characters]...{text[-half:]}"
+
+
 def _field(value: Any) -> Any:
     """A field's value as it goes in a line: numbers, booleans and null as they are,
     anything else as capped text."""
@@ -81,9 +90,9 @@ class JsonFormatter(logging.Formatter):
             if key not in _RECORD_ATTRIBUTES and key not in line:
                 line[_capped(key, FIELD_CHARS)] = _field(value)
         if record.exc_info:
-            line["exception"] = _capped(self.formatException(record.exc_info), TRACE_CHARS)
+            line["exception"] = _capped_middle(self.formatException(record.exc_info), TRACE_CHARS)
         if record.stack_info:
-            line["stack"] = _capped(self.formatStack(record.stack_info), TRACE_CHARS)
+            line["stack"] = _capped_middle(self.formatStack(record.stack_info), TRACE_CHARS)
         text = json.dumps(line, default=str, ensure_ascii=False)
         if len(text) <= LINE_CHARS:
             return text
