@@ -109,7 +109,9 @@ def served_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     from nbo.service import cli
 
     runs: list[dict] = []
-    monkeypatch.setattr(cli, "serve", lambda settings: runs.append(settings.model_dump()))
+    monkeypatch.setattr(
+        cli, "serve", lambda settings, verified=None: runs.append(settings.model_dump())
+    )
     monkeypatch.setattr(cli, "check_port_free", lambda host, port: None)
     return runs
 

@@ -303,6 +303,40 @@ def test_a_new_worker_serves_what_the_others_were_told(
     assert offers_count(server) == counted
 
 
+def test_a_new_worker_serves_the_started_version_whatever_current_says_since(
+    versions: Versions, tmp_path: Path
+) -> None:
+    """No reload yet, and CURRENT moved under the server: a worker started in place of a
+    killed one serves the version the others serve (the one nbo serve verified), not
+    CURRENT's; when CURRENT names a broken version, the service does not stop (gunicorn
+    stops it when a worker fails to start)."""
+    models = tmp_path / "models"
+    shutil.copytree(versions.folder, models)
+    broken = "20991231T000000Z-broken00"
+    shutil.copytree(models / versions.v2, models / broken)
+    factors = next((models / broken).glob("item_factors*.npy"))
+    factors.write_bytes(factors.read_bytes()[:100])
+    settings = {"NBO_CLOCK": CLOCK, "NBO_WORKERS": str(WORKERS)}
+    with running_server(
+        models, tmp_path / "events.db", tmp_path / "server.log", settings
+    ) as server:
+        wait_for(lambda: len(serving_by_pid(server)) == WORKERS, "both workers serving")
+        assert set(serving_by_pid(server).values()) == {versions.v1}
+        for moved_to in (versions.v2, broken):
+            # (Written as set_current would, without its check that the version loads.)
+            (models / "CURRENT").write_text(f"{moved_to}\n", encoding="utf-8")
+            killed = min(serving_by_pid(server))
+            os.kill(killed, signal.SIGKILL)
+
+            def replaced(killed: int = killed) -> bool:
+                after = serving_by_pid(server)
+                return len(after) == WORKERS and killed not in after
+
+            wait_for(replaced, f"a new worker in place of the killed one (CURRENT at {moved_to})")
+            assert set(serving_by_pid(server).values()) == {versions.v1}
+        server.terminate()
+
+
 def test_an_erasure_reaches_every_workers_model(served: tuple[Server, Path]) -> None:
     """The erased customer is unknown to both workers' models by the time the erasure
     answers: no offers call, on either worker, is personalized for them after it."""

@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         NO_EXPERIMENTS if settings.experiments is None else load_experiments(settings.experiments)
     )
     # One BLAS thread for the whole process, before any model object exists.
+    verified = None
     with threadpool_limits(limits=1, user_api="blas"):
         if settings.require_model:
             # Refuse a missing, corrupt or incompatible model, or an experiment's model
@@ -88,20 +89,22 @@ def run(args: argparse.Namespace) -> int:
                 models.current.version,
                 "".join(f"; experiment model {m.version}" for m in models.models()[1:]),
             )
+            verified = models.current.version
             del models
             _give_back_freed_memory()
         # The store once, before the workers: a bad URL or a newer schema is one line
         # here, and the migrations run once, not in every worker at the same moment.
         open_store(settings.store_url).close()
-        serve(settings)
+        serve(settings, verified)
     return 0
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, verified: str | None = None) -> None:
     """Serve until SIGTERM or SIGINT: gunicorn's master and ``settings.workers`` workers,
     forked after the app is built. The folder the workers share (their metrics files and
     the board where reloads are published) is made here and removed at the end; one a
-    killed ``nbo serve`` left behind is removed by the next one."""
+    killed ``nbo serve`` left behind is removed by the next one. ``verified``: the model
+    version checked before, which every worker is to serve (None: the configured one)."""
     _remove_stale_folders()
     with tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{os.getpid()}-") as shared:
         metrics_dir = Path(shared) / "metrics"
@@ -113,6 +116,11 @@ def serve(settings: Settings) -> None:
             from nbo.service.workers import WorkerBoard
 
             board = WorkerBoard(Path(shared) / "workers")
+            if verified is not None:
+                # The version checked above, as the first generation: every worker loads
+                # it (not CURRENT again, which may have moved meanwhile), and so does a
+                # worker gunicorn starts in place of a dead one, whatever CURRENT says then.
+                board.publish(verified, force=False, trigger="start")
             app = create_app(settings, board, metrics_dir)
             log.info(
                 "serving on %s:%d with %d worker%s (gunicorn, uvicorn workers, the app "

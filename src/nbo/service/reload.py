@@ -139,24 +139,31 @@ class Reloader:
 
     def start(self) -> None:
         """The first load, at the worker's start: the version the board's latest
-        generation names (the one every other worker serves), else the configured one.
-        ArtifactError when none can be loaded; the status is reported either way."""
+        generation names (``nbo serve`` publishes the one it verified before forking,
+        so a worker started in place of a dead one serves what the others serve); when
+        that cannot be loaded (a generation every worker refused), a version a live
+        worker serves; else the configured one. ArtifactError when none can be loaded
+        (gunicorn then stops the service, so the other workers' versions come first);
+        the status is reported either way."""
         latest = self.board.latest() if self.board is not None else None
         # Counted before the load reads the store's erased list: an erasure counted by
         # now is in that list (the store records it before it is counted).
         self.erasures = self.board.erasures() if self.board is not None else 0
         self._report(WorkerStatus(os.getpid(), STARTING))
+        served = [] if self.board is None else [s.version for s in self.board.statuses()]
+        candidates = [latest.version] if latest is not None else []
+        candidates += [v for v in served if v is not None and v not in candidates]
         error = None
         try:
-            if latest is not None:
+            for version in candidates:
                 try:
-                    self.models.load(self.settings.models_dir, latest.version)
+                    self.models.load(self.settings.models_dir, version)
                     return
                 except ArtifactError as exc:
                     log.warning(
-                        "model %s, which the other workers serve, cannot be loaded (%s); "
-                        "loading the configured one",
-                        latest.version,
+                        "model %s, which another worker was asked to serve or serves, "
+                        "cannot be loaded (%s)",
+                        version,
                         exc,
                     )
             self.models.load(self.settings.models_dir, self.settings.model_version)
