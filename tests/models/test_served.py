@@ -188,6 +188,25 @@ def test_a_booster_of_other_features_is_refused_with_the_reason(
     assert "recent_orders" in str(caught.value) and "expects features" in str(caught.value)
 
 
+def test_a_ranker_whose_trees_are_not_where_its_header_says_is_refused(
+    tmp_path: Path, trained: TrainResult
+) -> None:
+    """One digit dropped from a tree (its checksum made after the edit): LightGBM, cutting
+    the text by ``tree_sizes``, would parse it on its OpenMP threads and abort the
+    process (``std::terminate``), not raise; nbo refuses it first."""
+    assert trained.path is not None
+    source = load_artifact(trained.path.parent, trained.version, mmap=False)
+    files = _side_files(source)
+    text = (trained.path / "ranker.txt").read_text(encoding="utf-8")
+    at = text.index("leaf_value=") + len("leaf_value=")
+    files["ranker.txt"] = (text[:at] + text[at + 1 :]).encode("utf-8")
+    models = tmp_path / "models"
+    write_artifact(models, "edited", dict(source.arrays), source.documents, source.manifest, files)
+
+    with pytest.raises(ArtifactError, match="tree 1 is not where tree_sizes puts it"):
+        load_serving_model(models)
+
+
 def _memory_mapped(array: np.ndarray) -> bool:
     """Whether ``array`` is a view of a memory-mapped file (shared by every process that
     maps it) rather than memory of this process's own."""

@@ -13,6 +13,7 @@ checksum (the artifact does), LightGBM's major version and the feature names.
 from __future__ import annotations
 
 import ctypes
+import re
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -280,6 +281,28 @@ def _derived(
     return sp.csr_matrix((data, indices, indptr), shape=(n_items, n_items)), (ids, weights)
 
 
+def tree_layout_problem(text: str) -> str | None:
+    """Why LightGBM's model text does not hold its trees where its header says, or None.
+
+    LightGBM cuts the text into trees by the byte sizes of ``tree_sizes=`` and parses them
+    on its OpenMP threads, where a parse error is not an exception but ``std::terminate``:
+    a file whose checksum was made after a wrong edit would abort the worker that loads
+    it instead of being refused. Each tree must start where the sizes put it."""
+    data = text.encode("utf-8")
+    sizes = re.search(rb"^tree_sizes=([0-9 ]*)$", data, re.MULTILINE)
+    first = re.search(rb"^Tree=0$", data, re.MULTILINE)
+    if sizes is None or first is None:
+        return None  # no sizes: LightGBM parses tree by tree, and raises
+    position = first.start()
+    for number, size in enumerate(int(s) for s in sizes.group(1).split()):
+        if not data.startswith(b"Tree=%d\n" % number, position):
+            return f"tree {number} is not where tree_sizes puts it"
+        position += size
+    if not data[position:].lstrip().startswith(b"end of trees"):
+        return "the trees do not end where tree_sizes says"
+    return None
+
+
 def _load_scorer(
     section: dict[str, Any], path: Path, where: str, compiled: bool = True
 ) -> RankerScorer:
@@ -291,8 +314,15 @@ def _load_scorer(
             f"{lightgbm_version()}; retrain with this version"
         )
     try:
-        booster = lgb.Booster(model_str=path.read_text(encoding="utf-8"))
-    except (lgb.basic.LightGBMError, OSError, UnicodeDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{where}: {RANKER_FILE} cannot be read ({exc})") from None
+    problem = tree_layout_problem(text)
+    if problem is not None:
+        raise ArtifactError(f"{where}: {RANKER_FILE} cannot be read ({problem})")
+    try:
+        booster = lgb.Booster(model_str=text)
+    except lgb.basic.LightGBMError as exc:
         raise ArtifactError(f"{where}: {RANKER_FILE} cannot be read ({exc})") from None
     if list(booster.feature_name()) != list(FEATURES):
         raise ArtifactError(
