@@ -122,6 +122,23 @@ def test_serving_model_refuses_inconsistent_arrays(tmp_path: Path, trained: Trai
     assert "history rows = customers" in str(caught.value)
 
 
+def test_serving_model_refuses_item_factors_that_are_not_finite(
+    tmp_path: Path, trained: TrainResult
+) -> None:
+    """NaN item factors passed every check and served offers without collaborative
+    filtering (the ranker reads NaN as missing) and no similar items, without an error."""
+    assert trained.path is not None
+    source = load_artifact(trained.path.parent, trained.version, mmap=False)
+    arrays = dict(source.arrays)
+    arrays["item_factors"] = np.full_like(arrays["item_factors"], np.nan)
+    arrays.pop("item_factors_column_major", None)
+    models = tmp_path / "models"
+    write_artifact(models, "nan", arrays, {}, {"config": source.manifest["config"]})
+
+    with pytest.raises(ArtifactError, match=r"inconsistent arrays.*item factors finite"):
+        load_serving_model(models)
+
+
 def test_serving_model_refuses_recent_orders_that_do_not_fit(
     tmp_path: Path, trained: TrainResult
 ) -> None:

@@ -426,6 +426,11 @@ def serving_model_from_artifact(artifact: Artifact, compiled: bool = True) -> Se
     prior = arrays.get(SEND_HOUR_PRIOR_ARRAY)
     if prior is not None:
         checks[f"{SEND_HOUR_PRIOR_ARRAY} per hour of the week"] = prior.shape == (HOURS_PER_WEEK,)
+    # Finite item factors: NaN ones scored as missing values in the ranker and served
+    # offers without collaborative filtering (and no similar items) with no error. The
+    # item side only: it is small, where reading every customer's would touch all their
+    # pages at load.
+    checks["item factors finite"] = bool(np.isfinite(item_factors).all())
     failed = [name for name, ok in checks.items() if not ok]
     if failed:
         raise ArtifactError(f"model {artifact.version}: inconsistent arrays ({', '.join(failed)})")
