@@ -266,6 +266,46 @@ def test_a_refused_reload_is_asked_of_no_other_worker(
     assert len({line["pid"] for line in refusals}) == 1
 
 
+def test_a_version_every_worker_refused_reaches_them_all_once_mended(
+    served: tuple[Server, Path], versions: Versions
+) -> None:
+    """SIGHUP asks every worker for a broken version and each refuses it; mended, the
+    same version asked for again reaches every worker, not only the one asked (the
+    latest generation already named it, so the others were never asked again)."""
+    server, models = served
+    reload(server, version=versions.v1)
+    mended = f"{versions.v2}-mended"
+    shutil.copytree(models / versions.v2, models / mended)
+    manifest = json.loads((models / mended / "manifest.json").read_text())
+    manifest["version"] = mended
+    (models / mended / "manifest.json").write_text(json.dumps(manifest))
+    factors = models / mended / "item_factors.npy"
+    good = factors.read_bytes()
+    factors.write_bytes(good[:-8] + b"\xff" * 8)
+    (models / "CURRENT").write_text(f"{mended}\n", encoding="utf-8")
+    os.kill(server.process.pid, signal.SIGHUP)
+    wait_for(
+        lambda: (
+            len(
+                {
+                    line["pid"]
+                    for line in log_lines(server)
+                    if f"of model {mended} refused" in line["message"]
+                }
+            )
+            == WORKERS
+        ),
+        "every worker refusing the broken version",
+    )
+    assert set(serving_by_pid(server).values()) == {versions.v1}
+
+    factors.write_bytes(good)
+    answer = reload(server, version=mended)
+    assert answer["all_workers"] is True, answer
+    assert set(serving_by_pid(server).values()) == {mended}
+    set_current(models, versions.v1)
+
+
 def test_sighup_reloads_every_worker_without_restarting_them(
     served: tuple[Server, Path], versions: Versions
 ) -> None:

@@ -188,7 +188,17 @@ class Reloader:
             outcome = self.reload(version, force, trigger)
             if self.board is None:
                 return WorkersReload(outcome, self.applied, [self.status()])
-            generation = self.board.publish(outcome.version, force, trigger, unless_named=not force)
+            # A reload that changes nothing asks nothing of the others, unless one of them
+            # does not serve the version (it refused that generation when the version
+            # was broken, say, and would never be asked again).
+            behind = any(
+                status.version != outcome.version
+                for status in self.board.statuses()
+                if status.pid != os.getpid()
+            )
+            generation = self.board.publish(
+                outcome.version, force, trigger, unless_named=not force and not behind
+            )
             self.applied = max(self.applied, generation.number)
             self._report(self.status())
         number = generation.number
