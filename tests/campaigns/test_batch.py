@@ -354,3 +354,17 @@ def test_a_campaign_runs_on_a_frozen_heap(
     assert _batch("--customers", "all", "--k", "3", "--out", str(out)) == 0
     assert seen["frozen while deciding"] > 0
     assert gc.get_freeze_count() == 0
+
+
+def test_null_ids_in_a_customer_list_are_no_customers(tmp_path: Path) -> None:
+    """An empty cell of a list's customer_id column is skipped like a blank line, not
+    read as a customer called "nan" (or "None") who would get offers and impressions."""
+    parquet = tmp_path / "ids.parquet"
+    pd.DataFrame({"customer_id": [12347.0, None, 12348.0]}).to_parquet(parquet)
+    assert batch._ids_from_file(parquet) == ["12347.0", "12348.0"]
+    text = tmp_path / "ids.csv"
+    text.write_text("customer_id\na00\n\na01\n", encoding="utf-8")
+    assert batch._ids_from_file(text) == ["a00", "a01"]
+    objects = tmp_path / "objects.parquet"
+    pd.DataFrame({"customer_id": ["a00", None, "a01"]}).to_parquet(objects)
+    assert batch._ids_from_file(objects) == ["a00", "a01"]

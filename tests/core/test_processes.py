@@ -4,6 +4,7 @@ whether a process has ended."""
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
 
@@ -48,3 +49,18 @@ def test_a_process_is_gone_once_ended_and_its_id_is_not_enough() -> None:
     assert process_gone(f"{host}/{boot}/{pid}/1") is True
     # Another machine's: nothing here can tell.
     assert process_gone(f"not-{host}/{boot}/{pid}/{started}") is None
+
+
+def test_a_clean_up_is_not_interrupted_and_the_handlers_come_back() -> None:
+    """A second Ctrl-C during a campaign's clean-up stopped it half-way (the process then
+    waited on its workers for good); inside ``uninterrupted`` Ctrl-C and SIGTERM are
+    ignored, and the handlers before are back after."""
+    import signal
+
+    from nbo.core.processes import uninterrupted
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with uninterrupted():
+        os.kill(os.getpid(), signal.SIGINT)  # would raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)  # would end the test run
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

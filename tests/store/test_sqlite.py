@@ -252,3 +252,29 @@ def test_a_good_url_passes_the_check_and_creates_nothing(tmp_path: Path) -> None
     check_store_url(f"sqlite:///{tmp_path / 'var' / 'nbo.db'}")
     check_store_url("postgresql://nbo:secret@localhost:1/nbo")  # no connection made
     assert not (tmp_path / "var").exists()
+
+
+def test_a_store_another_process_holds_for_writing_is_busy_not_an_error(tmp_path: Path) -> None:
+    """A campaign recording a large chunk holds SQLite's write lock past busy_timeout: a
+    write of the service then answers StoreUnavailable (503, try again), not an
+    internal error."""
+    import sqlite3
+
+    from nbo.store.base import StoreUnavailable
+    from nbo.store.sqlite import SQLiteStore
+
+    path = tmp_path / "nbo.db"
+    store = SQLiteStore(path)
+    try:
+        store._db.execute("PRAGMA busy_timeout=50")
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreUnavailable, match="busy"):
+                store.set_consent("c1", False, {})
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert store.set_consent("c1", False, {}).personalization is False
+    finally:
+        store.close()

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from nbo.campaigns.files import SCHEMA, folder_lock, format_of, remove_customers
 from nbo.campaigns.recovery import Heartbeat, begin_delivering, end_delivering, partial_path
 from nbo.catalog.holder import CatalogHolder
+from nbo.core import processes
 from nbo.core.errors import NboError
 from nbo.core.outputs import check_output_file
 from nbo.core.vocabulary import STAGES
@@ -160,7 +161,11 @@ def _ids_from_file(path: Path) -> list[str]:
         raise BatchError(
             f"{where}: no 'customer_id' column (columns: {', '.join(map(str, frame.columns))})"
         )
-    ids = [str(c).strip() for c in frame["customer_id"].tolist() if str(c).strip()]
+    # A null (an empty cell of a Parquet or CSV column) is no customer, as a blank line
+    # is not: str() would make it one called "nan" or "None".
+    ids = [
+        str(c).strip() for c in frame["customer_id"].tolist() if not pd.isna(c) and str(c).strip()
+    ]
     if not ids:
         raise BatchError(f"{where}: no customer ids in the file")
     return list(dict.fromkeys(ids))
@@ -504,10 +509,12 @@ def write_batch(
         summary.rows -= summary.erased_rows
     except BaseException:
         if run.occasion.delivery and not placed:
-            # No campaign file, no delivery: once no worker can record any more.
-            if workers is not None:
-                workers.close(wait=True)
-            withdraw(run, ids)
+            # No campaign file, no delivery: once no worker can record any more. A second
+            # Ctrl-C must not stop this half-way (processes.uninterrupted).
+            with processes.uninterrupted():
+                if workers is not None:
+                    workers.close(wait=True)
+                withdraw(run, ids)
         raise
     finally:
         if heartbeat is not None:

@@ -65,8 +65,9 @@ def register(commands: Any) -> None:
         "--workers",
         type=int,
         default=None,
-        help="worker processes deciding chunks in parallel (default: one per CPU, one per "
-        "15,000 customers at most: fewer are decided faster in one process)",
+        help="worker processes deciding chunks in parallel (default: one per CPU, and one "
+        "per 1,000 customers at most where workers are forked (Linux), 15,000 where they "
+        "are started afresh: fewer are decided faster in one process)",
     )
     parser.add_argument(
         "--engine",

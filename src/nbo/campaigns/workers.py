@@ -150,6 +150,7 @@ _WORKER: dict[str, object] = {}
 
 
 def _open(spec: RunSpec) -> None:
+    processes.leave_interrupts_to_the_parent()
     # One BLAS thread per worker: the workers are the parallelism.
     _WORKER["limits"] = threadpool_limits(limits=1, user_api="blas")
     _WORKER["run"] = open_run(spec)
@@ -160,6 +161,7 @@ def _adopt(spec: RunSpec, context: Context, parent: int) -> None:
     # Killed with the parent: a forked worker holds the pipes the parent fed it, so it
     # would never see their end and wait for work forever.
     processes.die_with(parent)
+    processes.leave_interrupts_to_the_parent()
     _WORKER["limits"] = threadpool_limits(limits=1, user_api="blas")
     store = open_store(spec.settings.store_url)
     _WORKER["run"] = run_of(spec, replace(context, store=store))

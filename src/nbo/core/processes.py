@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,3 +107,32 @@ def _start_time(pid: int) -> str:
         return "-"
     # The command name (2nd field) may hold spaces and parentheses: count after its end.
     return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored while the block runs: the clean-up after a first one (a
+    campaign taking its impressions back, stopping its workers), which a second would
+    stop half-way, leaving the process waiting on its workers and the impressions
+    counted. In the main thread only (the only one that may set handlers); the handlers
+    before are back after the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    before = {stop: signal.signal(stop, signal.SIG_IGN) for stop in stops}
+    try:
+        yield
+    finally:
+        for stop, handler in before.items():
+            signal.signal(stop, handler)
+
+
+def leave_interrupts_to_the_parent() -> None:
+    """In a worker process: Ctrl-C ignored, SIGTERM ends it at once. A terminal's Ctrl-C
+    (a scheduler's SIGTERM to the group) reaches every process of the group; the parent
+    stops its workers and cleans up itself, while a worker's own KeyboardInterrupt (or the
+    parent's SIGTERM handler it inherited) only printed tracebacks over the parent's one
+    line."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nbo.core.errors import ConfigError
 from nbo.offers.state import PostedPurchase
+from nbo.store.base import StoreUnavailable
 from nbo.store.migrations import MIGRATIONS as STEPS
 from nbo.store.migrations import apply_migrations
 from nbo.store.sql import PSEUDONYM_KEY, Database, SQLStore
@@ -164,7 +165,12 @@ class SQLiteStore(SQLStore):
     @contextmanager
     def _transaction(self) -> Iterator[Database]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                # Another process held the write lock past busy_timeout (a campaign
+                # recording a large chunk): the caller may try again, nothing was done.
+                raise StoreUnavailable(f"the store is busy ({exc})") from None
             try:
                 yield self._db
             except BaseException:
