@@ -174,6 +174,19 @@ def offers_from_both_workers(server: Server) -> tuple[dict[int, int], list[dict[
     raise AssertionError(f"one worker answered every call: {by_pid}")
 
 
+def corrupt_copy(models: Path, source: str, name: str) -> tuple[Path, bytes]:
+    """``source`` published again as ``name`` with its item factors' last bytes changed
+    (its checksum no longer holds): the factors file and its good bytes, to mend it."""
+    shutil.copytree(models / source, models / name)
+    manifest = json.loads((models / name / "manifest.json").read_text())
+    manifest["version"] = name
+    (models / name / "manifest.json").write_text(json.dumps(manifest))
+    factors = models / name / "item_factors.npy"
+    good = factors.read_bytes()
+    factors.write_bytes(good[:-8] + b"\xff" * 8)
+    return factors, good
+
+
 def reload(server: Server, **body: Any) -> dict[str, Any]:
     answer = httpx.post(f"{server.base}/v1/admin/reload", json=body, timeout=90)
     assert answer.status_code == 200, answer.text
@@ -251,12 +264,7 @@ def test_a_refused_reload_is_asked_of_no_other_worker(
     server, models = served
     reload(server, version=versions.v1)
     bad = f"{versions.v2}-corrupt"
-    shutil.copytree(models / versions.v2, models / bad)
-    manifest = json.loads((models / bad / "manifest.json").read_text())
-    manifest["version"] = bad
-    (models / bad / "manifest.json").write_text(json.dumps(manifest))
-    factors = models / bad / "item_factors.npy"
-    factors.write_bytes(factors.read_bytes()[:-8] + b"\xff" * 8)
+    corrupt_copy(models, versions.v2, bad)
 
     answer = httpx.post(f"{server.base}/v1/admin/reload", json={"version": bad}, timeout=90)
     assert answer.status_code == 409, answer.text
@@ -275,13 +283,7 @@ def test_a_version_every_worker_refused_reaches_them_all_once_mended(
     server, models = served
     reload(server, version=versions.v1)
     mended = f"{versions.v2}-mended"
-    shutil.copytree(models / versions.v2, models / mended)
-    manifest = json.loads((models / mended / "manifest.json").read_text())
-    manifest["version"] = mended
-    (models / mended / "manifest.json").write_text(json.dumps(manifest))
-    factors = models / mended / "item_factors.npy"
-    good = factors.read_bytes()
-    factors.write_bytes(good[:-8] + b"\xff" * 8)
+    factors, good = corrupt_copy(models, versions.v2, mended)
     (models / "CURRENT").write_text(f"{mended}\n", encoding="utf-8")
     os.kill(server.process.pid, signal.SIGHUP)
     wait_for(
