@@ -149,6 +149,14 @@ class Experiment:
         """``start_s <= now_s < end_s``; with no end it runs on from its start."""
         return self.start_s <= now_s and (self.end_s is None or now_s < self.end_s)
 
+    def status(self, now_s: int) -> str:
+        """ "not started", "running" or "ended" at ``now_s`` (what a report says)."""
+        if now_s < self.start_s:
+            return "not started"
+        if self.end_s is not None and now_s >= self.end_s:
+            return "ended"
+        return "running"
+
     def assign(self, customer_id: str) -> Variant:
         """The customer's variant: deterministic, and sticky without any stored state.
 

@@ -104,7 +104,7 @@ def report_for(store: Store, experiment: Experiment, now_s: int) -> dict[str, An
     report["start"] = _iso(experiment.start_s)
     report["end"] = None if experiment.end_s is None else _iso(experiment.end_s)
     report["active"] = experiment.active(now_s)
-    report["status"] = _status(experiment, now_s)
+    report["status"] = experiment.status(now_s)
     report["as_of"] = _iso(now_s)
     # The events counted: from the start to the end, or to now while it runs (nothing
     # before the start: the window is empty then).
@@ -114,14 +114,6 @@ def report_for(store: Store, experiment: Experiment, now_s: int) -> dict[str, An
         "end": _iso(max(last, experiment.start_s)),
     }
     return report
-
-
-def _status(experiment: Experiment, now_s: int) -> str:
-    if now_s < experiment.start_s:
-        return "not started"
-    if experiment.end_s is not None and now_s >= experiment.end_s:
-        return "ended"
-    return "running"
 
 
 def _iso(seconds: int) -> str:

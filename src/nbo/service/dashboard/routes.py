@@ -333,10 +333,7 @@ async def experiments(request: Request, settings: SettingsDep) -> HTMLResponse:
     rows = [
         {
             "name": e.name,
-            "active": e.active(now_s),
-            "status": "running"
-            if e.active(now_s)
-            else ("ended" if e.end_s is not None and now_s >= e.end_s else "not started"),
+            "status": e.status(now_s),
             "start": _day(e.start_s),
             "end": None if e.end_s is None else _day(e.end_s),
             "variants": e.variants,
