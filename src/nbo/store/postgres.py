@@ -85,12 +85,19 @@ def _with_psycopg_marks(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
+def _reason(exc: BaseException) -> str:
+    """An error's first line for a one-line message (libpq's run to several), or its
+    type when it has no text."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def check_url(url: str) -> None:
     """ConfigError when libpq cannot parse ``url``; no connection is made."""
     try:
         conninfo_to_dict(url)
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _reason(exc)
         raise ConfigError(
             f"setting NBO_STORE_URL: {redacted(url)} is not valid ({reason})"
         ) from None
@@ -106,7 +113,7 @@ def _connect(url: str, wait_seconds: float = 0.0) -> psycopg.Connection[Any]:
         try:
             return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_SECONDS)
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = _reason(exc)
             away = isinstance(exc, psycopg.OperationalError) and exc.sqlstate in (
                 None,
                 "57P03",  # cannot_connect_now: starting up, shutting down
@@ -189,15 +196,14 @@ class PostgresStore(SQLStore):
     def _unavailable(self) -> Iterator[None]:
         """A lost server or connection as ``StoreUnavailable``. Once lost, calls answer
         so at once for ``DOWN_SECONDS``, doubling while it stays lost (no wait on the
-        pool), and the pool's idle
-        connections are checked: those the server dropped (a restart) are replaced
-        rather than handed to the next calls one by one."""
+        pool), and the pool's idle connections are checked: those the server dropped (a
+        restart) are replaced rather than handed to the next calls one by one."""
         if time.monotonic() < self._down_until:
             raise StoreUnavailable(f"the store is unavailable ({self._down_reason})")
         try:
             yield
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = _reason(exc)
             log.warning("store %s unavailable: %s", self.where, reason)
             self._down_reason = reason
             down = min(DOWN_SECONDS * 2**self._failures, DOWN_MAX_SECONDS)
