@@ -220,7 +220,7 @@ def _read_dataset(folder: Path, mapping: ColumnMapping) -> pd.DataFrame:
             "is a folder without .parquet files (expected a .csv or .parquet "
             "file, or a folder of Parquet files)",
         )
-    names = _check_parts(folder, files, mapping)
+    mapped = _check_parts(folder, files, mapping)
     try:
         dataset = ds.dataset(
             [str(f) for f in files],
@@ -230,17 +230,16 @@ def _read_dataset(folder: Path, mapping: ColumnMapping) -> pd.DataFrame:
         )
     except (pa.ArrowInvalid, OSError) as exc:
         raise PurchaseDataError(str(folder), f"not a readable Parquet dataset ({exc})") from None
-    wanted = {mapping.source(c) for c in col.ALL_COLUMNS}
     try:
-        table = dataset.to_table(columns=[name for name in names if name in wanted])
+        table = dataset.to_table(columns=mapped)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise PurchaseDataError(str(folder), f"not a readable Parquet dataset ({exc})") from None
     return table.to_pandas()
 
 
 def _check_parts(folder: Path, files: list[Path], mapping: ColumnMapping) -> list[str]:
-    """The dataset's columns, once every part's footer has been read and holds every
-    mapped column the dataset has.
+    """The dataset's mapped columns (the ones to read, in its order), once every part's
+    footer has been read and holds every mapped column the dataset has.
 
     pyarrow takes a dataset's schema from its first part and reads a column a later part
     lacks as empty: a part without customer ids would be dropped row by row as "missing
@@ -261,7 +260,8 @@ def _check_parts(folder: Path, files: list[Path], mapping: ColumnMapping) -> lis
         parts[file] = physical + [key for key in keys if key not in physical]
     names = list(dict.fromkeys(name for columns in parts.values() for name in columns))
     _check_required(folder, names, mapping)
-    mapped = [name for name in names if name in {mapping.source(c) for c in col.ALL_COLUMNS}]
+    wanted = {mapping.source(c) for c in col.ALL_COLUMNS}
+    mapped = [name for name in names if name in wanted]
     for file, columns in parts.items():
         lacking = [name for name in mapped if name not in columns]
         if lacking:
@@ -272,7 +272,7 @@ def _check_parts(folder: Path, files: list[Path], mapping: ColumnMapping) -> lis
                 "have it: every part needs the mapped columns",
                 lacking[0],
             )
-    return names
+    return mapped
 
 
 def _to_canonical(raw: pd.DataFrame, path: Path, mapping: ColumnMapping) -> pd.DataFrame:
