@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from nbo.core.errors import ArtifactError
-from nbo.models import registry
 from nbo.models.artifacts import MANIFEST
 from nbo.models.registry import read_aliases, set_alias
 
@@ -23,7 +22,7 @@ def test_an_alias_that_cannot_be_written_leaves_the_old_file_and_no_temporary(
     def full(*_args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(registry.os, "replace", full)
+    monkeypatch.setattr(os, "replace", full)
     with pytest.raises(ArtifactError) as caught:
         set_alias(tmp_path, "next", "v1")
     aliases = tmp_path / "ALIASES.json"

@@ -84,8 +84,17 @@ def write_files_together(folder: Path, contents: Mapping[str, str], flag: str) -
 
 
 def _write_all(folder: Path, contents: Mapping[str, str], where: str) -> None:
+    """``replace_files``, its failure as OutputError starting with ``where``."""
+    try:
+        replace_files(folder, contents)
+    except OSError as exc:
+        raise OutputError(f"{where}: cannot be written ({exc.strerror or exc})") from None
+
+
+def replace_files(folder: Path, contents: Mapping[str, str]) -> None:
     """Each text to a temporary file in ``folder`` (made if missing), then each renamed
-    to its name."""
+    to its name: a reader sees the old file or the new one, never half of one. OSError
+    when that fails, with no temporary file left behind."""
     temporaries: list[Path] = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -97,8 +106,6 @@ def _write_all(folder: Path, contents: Mapping[str, str], where: str) -> None:
                 file.write(text)
         for temporary, name in zip(temporaries, contents, strict=True):
             os.replace(temporary, folder / name)
-    except OSError as exc:
-        raise OutputError(f"{where}: cannot be written ({exc.strerror or exc})") from None
     finally:
         for temporary in temporaries:
             with suppress(OSError):

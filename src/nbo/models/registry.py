@@ -10,13 +10,11 @@ version, or says what exists.
 from __future__ import annotations
 
 import json
-import os
 import re
-import uuid
-from contextlib import suppress
 from pathlib import Path
 
 from nbo.core.errors import ArtifactError
+from nbo.core.outputs import replace_files
 from nbo.models.artifacts import CURRENT, MANIFEST, current_version, list_versions
 
 ALIASES = "ALIASES.json"
@@ -92,13 +90,7 @@ def _write(models_dir: Path, aliases: dict[str, str]) -> None:
     path = models_dir / ALIASES
     if path.is_dir():
         raise ArtifactError(f"{path}: cannot be written (a folder is in its place)")
-    temporary = models_dir / f".{ALIASES}.{uuid.uuid4().hex[:8]}"
     try:
-        text = json.dumps(aliases, indent=2, sort_keys=True) + "\n"
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        replace_files(models_dir, {ALIASES: json.dumps(aliases, indent=2, sort_keys=True) + "\n"})
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot be written ({exc.strerror or exc})") from None
-    finally:
-        with suppress(OSError):
-            temporary.unlink(missing_ok=True)
