@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nbo.campaigns import batch
+from nbo.campaigns import batch, recovery
 from nbo.campaigns.batch import BatchRun
 from nbo.campaigns.recovery import STALE_S, Heartbeat, RunTakenOver, recover, sweep_partials
 from nbo.cli import EXIT_USER_ERROR, main
@@ -138,12 +138,16 @@ def test_runs_alive_or_heard_from_on_another_machine_are_left_alone(
 
 
 def test_a_run_on_another_machine_not_heard_from_is_taken_for_dead(
-    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A replica's campaign, or one in a container whose host name was its own: nothing
     here can see its process, so its silence decides."""
     store = open_store(os.environ["NBO_STORE_URL"])
     now = int(time.time())
+    # The command's recovery at the moment the runs were planted: on a slow machine the
+    # clock had moved a second on by the time the command looked ("601 s").
+    recover_at_planting = recovery.recover
+    monkeypatch.setattr(recovery, "recover", lambda store: recover_at_planting(store, now))
     try:
         # Two runs of other machines, silent for STALE_S: the first's file is as old, the
         # second's was written to since (a folder other machines share): kept.
