@@ -10,8 +10,11 @@ carries the schema as the connection's search_path.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,7 +38,8 @@ def needs_postgres(item: pytest.Item) -> bool:
     params = callspec.params.values() if callspec is not None else ()
     # Compared as strings only: other tests' parameters include numpy arrays.
     on_postgres = any(isinstance(value, str) and value == "postgres" for value in params)
-    return on_postgres or "postgres_url" in getattr(item, "fixturenames", ())
+    fixtures = getattr(item, "fixturenames", ())
+    return on_postgres or "postgres_url" in fixtures or "relay" in fixtures
 
 
 def skip_without_postgres(items: list[pytest.Item]) -> None:
@@ -96,3 +100,92 @@ def run_sql(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any,
     with psycopg.connect(url, autocommit=True) as pg:
         cursor = pg.execute(sql, params)
         return cursor.fetchall() if cursor.description else []
+
+
+class Relay:
+    """A TCP relay in front of the test server that a test switches off and on, as an
+    outage of the database server: off, nothing listens on its port (a connection is
+    refused) and every relayed connection is cut, as a stopped server does; on, it
+    relays again on the same port. The test server itself keeps running for the other
+    tests. ``url(store_url)`` is the store URL through the relay."""
+
+    def __init__(self, server_url: str) -> None:
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(server_url)
+        self._target = (str(params.get("host", "127.0.0.1")), int(params.get("port", 5432)))
+        self._server_port = self._target[1]
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self._listener: socket.socket | None = None
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def url(self, store_url: str) -> str:
+        return store_url.replace(f":{self._server_port}/", f":{self.port}/", 1)
+
+    def on(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def off(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            cut, self._open = self._open, set()
+        for one in cut:
+            with contextlib.suppress(OSError):
+                one.shutdown(socket.SHUT_RDWR)
+            one.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # switched off
+            try:
+                server = socket.create_connection(self._target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:  # switched off meanwhile
+                    client.close()
+                    server.close()
+                    return
+                self._open |= {client, server}
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for one in (source, sink):
+            with contextlib.suppress(OSError):
+                one.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def relay() -> Iterator[Relay]:
+    """A relay to the test server, switched off (the server away) until the test says."""
+    server = os.environ.get(POSTGRES_ENV)
+    if not server:
+        pytest.skip(WITHOUT_POSTGRES)
+    relay = Relay(server)
+    try:
+        yield relay
+    finally:
+        relay.off()

@@ -20,6 +20,7 @@ def test_health(client: TestClient, current: str) -> None:
     assert ready.status_code == 200
     assert ready.json()["status"] == "ready"
     assert ready.json()["model_version"] == current
+    assert ready.json()["store"] == "available"
 
 
 def test_starts_unready_without_a_model_when_allowed(tmp_path: Path) -> None:

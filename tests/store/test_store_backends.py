@@ -4,18 +4,25 @@ SQLite's own file settings, PostgreSQL's connection errors."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
-from backends import needs_postgres, run_sql
+from backends import Relay, needs_postgres, run_sql
 from fastapi.testclient import TestClient
 
 from nbo.core.errors import ConfigError
+from nbo.data.events import Event, parse_events
 from nbo.service.app import create_app
 from nbo.settings import Settings
 from nbo.store import open_store
+from nbo.store.base import StoreUnavailable, StoreUnreachable
+from nbo.store.migrations import MIGRATIONS
 from nbo.store.postgres import redacted
 
 CLOCK = "2026-06-30T12:00:00Z"
@@ -84,7 +91,6 @@ def test_a_lost_postgres_connection_answers_503_then_recovers(
     """The server drops the replica's connections (a restart, a failover): the call that
     meets the dead connection answers 503 with a JSON body and Retry-After, the calls
     within that time too (at once), and a call after it connects again."""
-    import time
 
     from nbo.store import postgres
 
@@ -101,8 +107,10 @@ def test_a_lost_postgres_connection_answers_503_then_recovers(
         assert lost.status_code == 503 and lost.json()["error"] == "store_unavailable"
         assert lost.headers["retry-after"] == "1"
         assert client.get("/v1/customers/a00/offers").status_code == 503
-        time.sleep(0.4)
-        assert client.get("/v1/customers/a00/offers").status_code == 200
+        deadline = time.monotonic() + 30
+        while client.get("/v1/customers/a00/offers").status_code != 200:
+            assert time.monotonic() < deadline, "the store never came back"
+            time.sleep(0.1)
 
 
 def test_only_tests_on_postgres_are_skipped_without_a_server() -> None:
@@ -123,10 +131,8 @@ def test_a_lost_postgres_server_answers_at_once_and_is_found_again(
     that wait stalled every call, health checks included, until gunicorn killed the
     worker), and once ``DOWN_SECONDS`` have passed the store works again without a
     restart: the dropped connections were checked out of the pool."""
-    import time
 
     from nbo.store import postgres
-    from nbo.store.base import StoreUnavailable
 
     monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.5)
     url = f"{postgres_url}&application_name=nbo-outage-test"
@@ -157,37 +163,146 @@ def test_a_lost_postgres_server_answers_at_once_and_is_found_again(
         store.close()
 
 
-def test_a_starting_worker_waits_for_a_server_it_cannot_reach(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A worker gunicorn starts during an outage waits for the server (``wait_seconds``)
-    instead of failing to boot, which stops the whole service; a command (no wait)
-    answers at once."""
-    import time
-
-    from nbo.store import postgres
-
-    monkeypatch.setattr(postgres, "STARTUP_RETRY_SECONDS", 0.2)
-    url = "postgresql://nbo@127.0.0.1:9/nbo"  # nothing listens
-    started = time.monotonic()
-    with pytest.raises(ConfigError, match="cannot connect"):
-        open_store(url, wait_seconds=1.0)
-    waited = time.monotonic() - started
-    assert 1.0 <= waited < 5.0
-    started = time.monotonic()
-    with pytest.raises(ConfigError):
-        open_store(url)
-    assert time.monotonic() - started < 1.0
-
-
 def test_a_server_that_answers_and_refuses_is_not_waited_for(postgres_url: str) -> None:
-    """A database that does not exist is the URL's mistake: no wait for it."""
-    import time
-
+    """A database that does not exist is the URL's mistake: a worker's start (in the
+    background) is refused too, with the server's reason, not left to wait for it."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+    from nbo.store.base import StoreUnreachable
+
     wrong = make_conninfo(**{**conninfo_to_dict(postgres_url), "dbname": "no_such_database"})
-    started = time.monotonic()
-    with pytest.raises(ConfigError, match="no_such_database"):
-        open_store(f"postgresql:///?{wrong.replace(' ', '&')}", wait_seconds=30.0)
-    assert time.monotonic() - started < 5.0
+    with pytest.raises(ConfigError, match="no_such_database") as refused:
+        open_store(f"postgresql:///?{wrong.replace(' ', '&')}", background=True)
+    assert not isinstance(refused.value, StoreUnreachable)
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def a_purchase(event_id: str, customer: str = "c1", item: str = "i1") -> Event:
+    valid, rejected = parse_events(
+        {
+            "event_id": event_id,
+            "type": "purchase",
+            "customer_id": customer,
+            "timestamp": "2026-01-01T10:00:00Z",
+            "items": [{"item_id": item, "quantity": 1, "price": 2.0}],
+        }
+    )
+    assert not rejected
+    return valid[0][1]
+
+
+def test_a_store_started_without_its_server_opens_and_migrates_once_it_answers(
+    postgres_url: str, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service worker starting while the server cannot be reached (gunicorn starting
+    one in place of a dead one during an outage; it stopped the whole service when the
+    worker failed to boot) starts without its store: calls answer StoreUnavailable and
+    nothing is written; once the server answers, the schema is migrated before the first
+    call goes through, the ``when_available`` callbacks run once, and calls work. A
+    command (no background) is still refused at once."""
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.1)
+    url = relay.url(postgres_url)
+    with pytest.raises(StoreUnreachable, match="cannot connect"):
+        open_store(url)
+    store = open_store(url, background=True)
+    try:
+        ran: list[list[str]] = []
+        store.when_available(lambda: ran.append(store.erased_ids()))
+        assert not store.available and store.schema_version == 0 and ran == []
+        with pytest.raises(StoreUnavailable):
+            store.add_events([a_purchase("e1")])
+        with pytest.raises(StoreUnavailable):
+            store.purchases_of("c1")
+        assert run_sql(postgres_url, "SELECT to_regclass('schema_migrations')") == [(None,)]
+        relay.on()
+        wait_until(lambda: ran == [[]], "the store never opened")
+        assert store.available and store.schema_version == len(MIGRATIONS)
+        assert store.add_events([a_purchase("e1")]).accepted == ["e1"]
+        assert [p.item_id for p in store.purchases_of("c1")] == ["i1"]
+        store.when_available(lambda: ran.append([]))  # available: at once, in this thread
+        assert ran == [[], []]
+    finally:
+        store.close()
+
+
+def test_two_replicas_started_without_the_server_migrate_once_when_it_answers(
+    postgres_url: str, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas' workers waiting for the server both open the store when it comes
+    back, at the same moment: the schema is migrated once (under the advisory lock), and
+    both write to it."""
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.1)
+    stores = [open_store(relay.url(postgres_url), background=True) for _ in range(2)]
+    try:
+        relay.on()
+        wait_until(lambda: all(s.available for s in stores), "a store never opened")
+        for n, store in enumerate(stores):
+            assert store.add_events([a_purchase(f"e{n}", item=f"i{n}")]).accepted == [f"e{n}"]
+        versions = run_sql(postgres_url, "SELECT version FROM schema_migrations ORDER BY 1")
+        assert versions == [(v,) for v in range(1, len(MIGRATIONS) + 1)]
+        assert [p.item_id for p in stores[1].purchases_of("c1")] == ["i0", "i1"]
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_no_call_waits_on_the_pool_while_the_server_is_away(
+    postgres_url: str, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a call found the server gone, the calls after it never take a connection
+    from the pool (where each waited up to POOL_WAIT_SECONDS: on a worker's event loop,
+    every call of the worker, health checks included, waited with it, once per period
+    the server stayed away); the store's own thread tries the server, and once it
+    answers, calls go through again."""
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.1)
+    relay.on()
+    store = open_store(relay.url(postgres_url))
+    try:
+        assert store.erased_ids() == []
+        pool = store._pool  # type: ignore[attr-defined]
+        taken: list[str] = []
+        take = pool.connection
+
+        def spied(*args: Any, **kwargs: Any) -> Any:
+            taken.append(threading.current_thread().name)
+            return take(*args, **kwargs)
+
+        monkeypatch.setattr(pool, "connection", spied)
+        relay.off()
+        with pytest.raises(StoreUnavailable):
+            store.erased_ids()  # the call that finds the server gone
+        assert taken == ["MainThread"]
+        tries: list[float] = []
+        real_connect = postgres._connect
+
+        def counted(url: str) -> Any:
+            tries.append(time.monotonic())
+            return real_connect(url)
+
+        monkeypatch.setattr(postgres, "_connect", counted)
+        calls = 0
+        while len(tries) < 5:  # the server tried again several times meanwhile
+            with pytest.raises(StoreUnavailable):
+                store.erased_ids()
+            calls += 1
+            time.sleep(0.01)
+        assert calls > 5 and taken == ["MainThread"]
+        relay.on()
+        wait_until(lambda: store.available, "the store never came back")
+        assert store.erased_ids() == []
+        assert "nbo-store-recovery" in taken
+    finally:
+        store.close()

@@ -45,9 +45,6 @@ from nbo.store import open_store
 
 log = logging.getLogger(__name__)
 
-# How long a starting worker waits for a PostgreSQL store it cannot reach (seconds).
-STORE_STARTUP_WAIT_SECONDS = 60.0
-
 
 def document_openapi(app: FastAPI) -> None:
     """FastAPI's OpenAPI document, with what the routes cannot declare: the event models
@@ -78,19 +75,27 @@ def create_app(
         # contention (measured 8 ms vs 0.3 ms at p50 for fold-in plus recommend).
         limiter = threadpool_limits(limits=1, user_api="blas")
         # The store first: migrations run at start, and events must never be refused
-        # because a model is missing.
-        # A PostgreSQL server away at the start is waited for a while: gunicorn stops the
-        # service when a worker it starts in place of a dead one fails to boot.
-        app.state.store = app.state.metrics.observe_store(
-            open_store(settings.store_url, wait_seconds=STORE_STARTUP_WAIT_SECONDS)
-        )
-        # Customer ids in logs are keyed pseudonyms: NBO_LOG_KEY, else the store's key.
+        # because a model is missing. A PostgreSQL server away at the start (a worker
+        # gunicorn starts in place of a dead one during an outage: a failed boot stops the
+        # whole service) does not stop it: the store opens once the server answers, and
+        # calls that need it answer 503 until then.
+        store = app.state.metrics.observe_store(open_store(settings.store_url, background=True))
+        app.state.store = store
+        # Every model served leaves out the erased customers, this one and any later (a
+        # model loaded while the store is away: once it is back).
+        app.state.models.erased_ids = store.erased_ids
+        app.state.models.when_store_available = store.when_available
+        # Customer ids in logs are keyed pseudonyms: NBO_LOG_KEY, else the store's key
+        # (until the store is open, log lines name no customer).
         key = settings.log_key
-        app.state.pseudonyms = Pseudonyms(
-            key.get_secret_value().encode("utf-8") if key else app.state.store.pseudonym_key()
-        )
-        # Every model served leaves out the erased customers, this one and any later.
-        app.state.models.erased_ids = app.state.store.erased_ids
+        if key:
+            app.state.pseudonyms = Pseudonyms(key.get_secret_value().encode("utf-8"))
+        else:
+
+            def read_pseudonym_key() -> None:
+                app.state.pseudonyms = Pseudonyms(store.pseudonym_key())
+
+            store.when_available(read_pseudonym_key)
         try:
             app.state.reloader.start()
         except ArtifactError:

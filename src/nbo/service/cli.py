@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
     from nbo.service.logs import configure_logging
     from nbo.store import check_store_url, open_store
+    from nbo.store.base import StoreUnreachable
 
     settings = load_settings(
         models_dir=args.models_dir, host=args.host, port=args.port, workers=args.workers
@@ -93,8 +94,17 @@ def run(args: argparse.Namespace) -> int:
             del models
             _give_back_freed_memory()
         # The store once, before the workers: a bad URL or a newer schema is one line
-        # here, and the migrations run once, not in every worker at the same moment.
-        open_store(settings.store_url).close()
+        # here, and the migrations run once, not in every worker at the same moment. A
+        # server that cannot be reached now (an outage, a database still starting) is no
+        # reason to refuse: the workers open the store once it answers.
+        try:
+            open_store(settings.store_url).close()
+        except StoreUnreachable as exc:
+            log.warning(
+                "store not reachable (%s): serving without it; calls that need it answer "
+                "503 until it answers",
+                exc.reason,
+            )
         serve(settings, verified)
     return 0
 

@@ -22,7 +22,7 @@ from nbo.service.errors import NotReady
 from nbo.service.prometheus import Metrics
 from nbo.service.reload import Reloader
 from nbo.settings import Settings
-from nbo.store.base import Store
+from nbo.store.base import Store, StoreUnavailable
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -81,8 +81,12 @@ async def get_store(request: Request) -> Store:
 
 
 async def get_pseudonyms(request: Request) -> Pseudonyms:
-    """The deployment's pseudonyms of customer ids, for log lines (``nbo.core.pseudonyms``)."""
-    pseudonyms: Pseudonyms = request.app.state.pseudonyms
+    """The deployment's pseudonyms of customer ids, for log lines (``nbo.core.pseudonyms``);
+    503 while they wait for the store's key (a worker started while the store was away:
+    the routes that log them need the store anyway)."""
+    pseudonyms: Pseudonyms | None = getattr(request.app.state, "pseudonyms", None)
+    if pseudonyms is None:
+        raise StoreUnavailable("the store is unavailable (its pseudonym key is not read yet)")
     return pseudonyms
 
 

@@ -180,6 +180,9 @@ class HealthResponse(BaseModel):
     status: str
     model_version: str | None = None
     reason: str | None = None
+    # Readiness only: whether the process reaches its store now ("available" or
+    # "unavailable": calls that need it answer 503 store_unavailable meanwhile).
+    store: str | None = None
 
 
 class ErrorDetail(BaseModel):

@@ -12,12 +12,17 @@ from nbo.core.errors import ArtifactError
 from nbo.experiments.assignment import ServingModels, load_serving_models
 from nbo.experiments.definitions import NO_EXPERIMENTS, Experiments
 from nbo.models.served import ServingModel
+from nbo.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 
 def _nothing_erased() -> Iterable[str]:
     return ()
+
+
+def _run_now(callback: Callable[[], None]) -> None:
+    callback()
 
 
 class ModelHolder:
@@ -34,7 +39,11 @@ class ModelHolder:
     set by the app once the store is open) from the new model, once after reading it and
     again under the lock just before the swap. The store records an erasure before
     ``forget`` is called, so an erasure during a load either reaches the old model before
-    the swap (and is in the list read under the lock) or the new one after it.
+    the swap (and is in the list read under the lock) or the new one after it. A load
+    while the store is unavailable (a worker started during an outage) goes ahead
+    without the list, which is applied once the store is back (``when_store_available``);
+    meanwhile no customer is answered from the model without the store's erased check
+    of that customer (``nbo.runtime.decide.forget_erased``), which answers 503 too.
     """
 
     def __init__(
@@ -47,6 +56,8 @@ class ModelHolder:
         self._loading = threading.Lock()
         self.last_error: str | None = None
         self.erased_ids = erased_ids
+        # Runs a callback once the store is available (``Store.when_available``).
+        self.when_store_available: Callable[[Callable[[], None]], None] = _run_now
         self.experiments = experiments
         # How long the last successful load took (for the metrics); None before one.
         self.load_seconds: float | None = None
@@ -73,10 +84,9 @@ class ModelHolder:
         reference. ArtifactError when refused: the models serving before keep serving."""
         with self._loading:
             started = time.perf_counter()
+            erased = self._erased()
             try:
-                models = load_serving_models(
-                    models_dir, version, self.experiments, self.erased_ids()
-                )
+                models = load_serving_models(models_dir, version, self.experiments, erased or ())
                 if check is not None:
                     check(models)
             except ArtifactError as exc:
@@ -84,7 +94,8 @@ class ModelHolder:
                 log.error("model refused: %s", exc)
                 raise
             with self._lock:
-                for customer_id in self.erased_ids():
+                again = self._erased()
+                for customer_id in again if again is not None else erased or ():
                     models.forget(customer_id)
                 self._models = models
                 self.last_error = None
@@ -95,7 +106,21 @@ class ModelHolder:
                 models.current.version,
                 "".join(f"; experiment model {m.version}" for m in models.models()[1:]),
             )
+            if again is None:
+                log.warning(
+                    "model %s loaded without the store's erased list (the store is "
+                    "unavailable): applied once the store is back",
+                    models.current.version,
+                )
+                self.when_store_available(self.forget_erased)
             return models.current
+
+    def _erased(self) -> list[str] | None:
+        """The store's erased list, or None while the store is unavailable."""
+        try:
+            return list(self.erased_ids())
+        except StoreUnavailable:
+            return None
 
     def forget_erased(self) -> None:
         """Forget every id ``erased_ids`` answers (an erasure another worker took)."""

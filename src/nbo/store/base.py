@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from nbo.core.errors import NboError
+from nbo.core.errors import ConfigError, NboError
 from nbo.data.events import Event
 from nbo.offers.state import Consent, ContactHistory, PostedPurchase
 
@@ -17,6 +17,16 @@ from nbo.offers.state import Consent, ContactHistory, PostedPurchase
 class StoreUnavailable(NboError):
     """The store's server cannot be reached or dropped the connection (PostgreSQL): the
     service answers 503 and the caller may try again; nothing of the call was stored."""
+
+
+class StoreUnreachable(ConfigError):
+    """The store's server cannot be reached now (down, starting up, shutting down), as
+    opposed to one that answered and refused: a command stops with this one line, a
+    service worker starts without its store and opens it once the server answers."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -224,6 +234,18 @@ class Store(StateReader, Protocol):
     def delivering_runs(self) -> list[DeliveringRun]: ...
 
     def remove_run_impressions(self, run_id: str) -> int: ...
+
+    @property
+    def available(self) -> bool:
+        """Whether calls reach the store now, known without I/O: False while its server
+        is away (PostgreSQL), when every call answers StoreUnavailable at once."""
+        ...
+
+    def when_available(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the store is available: now when it is, else (a server
+        away) when it comes back, in a thread of the store's; one that raises
+        StoreUnavailable (the server away again) runs again on the next recovery."""
+        ...
 
     def paused(self) -> AbstractContextManager[None]:
         """While the block runs this store runs no thread of its own, so the process may

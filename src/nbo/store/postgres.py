@@ -4,8 +4,9 @@ every campaign (``NBO_STORE_URL=postgresql://USER:PASSWORD@HOST:PORT/DATABASE``)
 psycopg 3, with a pool of connections per process (psycopg_pool) in autocommit mode: a
 read is one statement and one round trip, seeing the last commit of any replica; writes
 run in explicit transactions, durable when answered (the server's default
-``synchronous_commit``). Migrations run at start under an advisory lock, so replicas
-starting together migrate once.
+``synchronous_commit``). Migrations run when the store opens, under an advisory lock, so
+replicas starting together migrate once; a service worker's store whose server cannot be
+reached at its start opens (and migrates) in the background once it answers.
 
 A customer's lock (``deliver``, ``set_consent``, ``erase``) is a transaction-level
 advisory lock on a 64-bit hash of the id, taken in one order (sorted keys) so two
@@ -25,8 +26,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -36,7 +37,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from nbo.core.errors import ConfigError
 from nbo.offers.state import PostedPurchase
-from nbo.store.base import StoreUnavailable
+from nbo.store.base import StoreUnavailable, StoreUnreachable
 from nbo.store.migrations import apply_migrations
 from nbo.store.sql import PSEUDONYM_KEY, Database, SQLStore
 
@@ -51,16 +52,11 @@ CONNECT_SECONDS = 10
 # Reads wait on a worker's event loop: a long wait there stalls every call of the worker,
 # health checks included, and gunicorn kills a worker it has not heard from.
 POOL_WAIT_SECONDS = 3.0
-# After the server was found unreachable, calls answer StoreUnavailable at once for this
-# long (the 503's Retry-After) instead of each waiting on the pool: a worker stays
-# responsive through an outage, and tries the server again once per period. The period
-# doubles while the server stays away (each try may wait POOL_WAIT_SECONDS on the
-# pool), up to DOWN_MAX_SECONDS.
+# After the server was found unreachable, calls answer StoreUnavailable at once (the
+# 503's Retry-After is 1 s) instead of each waiting on the pool, and a thread of the
+# store's own tries the server again this often until it answers: a worker stays
+# responsive through an outage, and no call waits on the pool for a server that is away.
 DOWN_SECONDS = 1.0
-DOWN_MAX_SECONDS = 8.0
-# While a store waits for a server it cannot reach at its start (``wait_seconds``), it
-# tries again this often.
-STARTUP_RETRY_SECONDS = 2.0
 
 
 def redacted(url: str) -> str:
@@ -103,53 +99,80 @@ def check_url(url: str) -> None:
         ) from None
 
 
-def _connect(url: str, wait_seconds: float = 0.0) -> psycopg.Connection[Any]:
-    """A connection, or ConfigError with the server's reason. ``wait_seconds``: how long
-    to keep trying while the server cannot be reached at all or is starting up (a worker
-    started during an outage, or beside a database still starting); a server that
-    answers and refuses (a password, a database that does not exist) is not waited for."""
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_SECONDS)
-        except psycopg.Error as exc:
-            reason = _reason(exc)
-            away = isinstance(exc, psycopg.OperationalError) and exc.sqlstate in (
-                None,
-                "57P03",  # cannot_connect_now: starting up, shutting down
-            )
-            if not away or time.monotonic() >= deadline:
-                raise ConfigError(
-                    f"setting NBO_STORE_URL: cannot connect to {redacted(url)} ({reason})"
-                ) from None
-            log.warning(
-                "store %s not reachable (%s): trying again for %.0f s",
-                redacted(url),
-                reason,
-                deadline - time.monotonic(),
-            )
-            time.sleep(min(STARTUP_RETRY_SECONDS, max(deadline - time.monotonic(), 0.0)))
+def _away(exc: psycopg.Error) -> bool:
+    """Whether a failed connection means the server cannot be reached now (down, starting
+    up, shutting down), rather than that it answered and refused (a password, a database
+    that does not exist)."""
+    return isinstance(exc, psycopg.OperationalError) and exc.sqlstate in (
+        None,
+        "57P03",  # cannot_connect_now: starting up, shutting down
+    )
+
+
+def _connect(url: str) -> psycopg.Connection[Any]:
+    """A connection, or ConfigError with the server's reason (``StoreUnreachable`` when
+    the server cannot be reached now)."""
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_SECONDS)
+    except psycopg.Error as exc:
+        reason = _reason(exc)
+        message = f"setting NBO_STORE_URL: cannot connect to {redacted(url)} ({reason})"
+        if _away(exc):
+            raise StoreUnreachable(message, reason) from None
+        raise ConfigError(message) from None
 
 
 class PostgresStore(SQLStore):
-    """PostgreSQL: a pool of autocommit connections; see the module docstring."""
+    """PostgreSQL: a pool of autocommit connections; see the module docstring.
+
+    While the server is away (``_down``), every call answers StoreUnavailable at once and
+    one thread of the store's own (``_recover``) tries the server again every
+    ``DOWN_SECONDS``: no call after the one that found it gone waits for it, and the
+    first call after it is back finds a connection ready. With ``background``, a server that
+    cannot be reached at the start is waited for the same way: the store starts closed,
+    and that thread migrates the schema and opens the pool once the server answers.
+    """
 
     _STORED_ORDER = "seq"
 
-    def __init__(self, url: str, pool_size: int = POOL_SIZE, wait_seconds: float = 0.0) -> None:
+    def __init__(self, url: str, pool_size: int = POOL_SIZE, background: bool = False) -> None:
         self.where = redacted(url)
-        # The first connection migrates and proves the URL, with the driver's own
-        # message when it cannot (a pool would only time out).
-        with _connect(url, wait_seconds) as db, db.transaction():
+        self._url, self._pool_size = url, pool_size
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        # 0 until the schema is migrated (a store started without its server).
+        self.schema_version = 0
+        # Whether the server counts as away (every call answers StoreUnavailable at once),
+        # why, and since when (time.monotonic).
+        self._down = False
+        self._down_reason = ""
+        self._down_since = 0.0
+        self._state = threading.Lock()
+        self._recovery: threading.Thread | None = None
+        self._stopping = threading.Event()
+        # Callbacks waiting for the store to be available (``when_available``), run by
+        # the recovery thread.
+        self._on_available: list[Callable[[], None]] = []
+        try:
+            self._open()
+        except StoreUnreachable as exc:
+            if not background:
+                raise
+            log.warning(
+                "store %s not reachable (%s): starting without it; calls that need it "
+                "answer 503 until it answers",
+                self.where,
+                exc.reason,
+            )
+            self._went_down(exc.reason)
+
+    def _open(self) -> None:
+        """Migrate the schema and open the pool. The first connection migrates and proves
+        the URL, with the driver's own message when it cannot (a pool would only time
+        out); replicas opening together migrate once, under the advisory lock."""
+        with _connect(self._url) as db, db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             self.schema_version = apply_migrations(db, "postgres", self.where)
-        self._url, self._pool_size = url, pool_size
         self._pool = self._open_pool()
-        # Until when (time.monotonic) the server counts as unreachable, why, and how
-        # many tries in a row found it so.
-        self._down_until = 0.0
-        self._down_reason = ""
-        self._failures = 0
 
     def _open_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
@@ -161,8 +184,95 @@ class PostgresStore(SQLStore):
             timeout=POOL_WAIT_SECONDS,
             open=False,
         )
-        pool.open(wait=True, timeout=CONNECT_SECONDS)
+        try:
+            pool.open(wait=True, timeout=CONNECT_SECONDS)
+        except PoolTimeout:
+            pool.close()
+            raise
         return pool
+
+    @property
+    def available(self) -> bool:
+        """Whether calls reach the server now (False while it counts as away); no I/O."""
+        return not self._down
+
+    def when_available(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` now if the store is available, else once it is (in the
+        recovery thread); one that raises StoreUnavailable (the server away again) runs
+        again on the next recovery."""
+        while True:
+            with self._state:
+                if self._down:
+                    self._on_available.append(callback)
+                    return
+            try:
+                callback()
+                return
+            except StoreUnavailable:
+                continue  # the call that failed counted the server away: queued above
+
+    def _went_down(self, reason: str) -> None:
+        """Count the server as away (calls answer at once) and start the thread that
+        finds it again, unless one runs."""
+        with self._state:
+            self._down_reason = reason
+            if not self._down:
+                self._down = True
+                self._down_since = time.monotonic()
+            if self._stopping.is_set() or (
+                self._recovery is not None and self._recovery.is_alive()
+            ):
+                return
+            self._recovery = threading.Thread(
+                target=self._recover, name="nbo-store-recovery", daemon=True
+            )
+            self._recovery.start()
+
+    def _recover(self) -> None:
+        """Try the server every ``DOWN_SECONDS`` until it answers: open the store (a
+        start without it: migrations first) or connect, check the pool (its dropped
+        connections replaced) and take one connection from it; then count it back and
+        run the ``when_available`` callbacks. Runs in a thread: a try may wait on the
+        network."""
+        reason = ""
+        while not self._stopping.wait(DOWN_SECONDS):
+            try:
+                if self._pool is None:
+                    self._open()
+                    if self._stopping.is_set() and self._pool is not None:
+                        self._pool.close()  # closed meanwhile
+                        return
+                else:
+                    # One connection of its own first: while the server refuses them,
+                    # that fails at once where the pool would wait POOL_WAIT_SECONDS.
+                    _connect(self._url).close()
+                    self._pool.check()
+                    with self._pool.connection(timeout=POOL_WAIT_SECONDS) as db:
+                        db.execute("SELECT 1")
+            except (psycopg.Error, PoolTimeout, ConfigError) as exc:
+                reason = exc.reason if isinstance(exc, StoreUnreachable) else _reason(exc)
+                if reason != self._down_reason:
+                    log.warning("store %s still unavailable: %s", self.where, reason)
+                self._down_reason = reason
+                continue
+            with self._state:
+                self._down = False
+                self._recovery = None  # a failure from here on starts another
+                callbacks, self._on_available = self._on_available, []
+                away = time.monotonic() - self._down_since
+            log.warning("store %s available again after %.0f s", self.where, away)
+            for callback in callbacks:
+                self.when_available(callback)
+            return
+
+    def _stop_recovery(self) -> None:
+        """Stop the recovery thread (waiting for its try in progress) and let a later
+        failure start another."""
+        self._stopping.set()
+        recovery = self._recovery
+        if recovery is not None:
+            recovery.join()
+        self._stopping.clear()
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -170,11 +280,16 @@ class PostgresStore(SQLStore):
         runs, and a new one opened after: a pool cannot be opened again once closed, and
         a process must not fork while its threads run (``nbo batch`` forks its workers
         here; each opens a store of its own)."""
-        self._pool.close()
+        self._stop_recovery()
+        if self._pool is not None:
+            self._pool.close()
         try:
             yield
         finally:
-            self._pool = self._open_pool()
+            if self._pool is not None:
+                self._pool = self._open_pool()
+            if self._down:
+                self._went_down(self._down_reason)
 
     def _q(self, sql: str) -> str:
         return _with_psycopg_marks(sql)
@@ -184,41 +299,30 @@ class PostgresStore(SQLStore):
 
     @contextmanager
     def _reading(self) -> Iterator[Database]:
-        with self._unavailable(), self._pool.connection() as db:
+        with self._unavailable() as pool, pool.connection() as db:
             yield db
 
     @contextmanager
     def _transaction(self) -> Iterator[Database]:
-        with self._unavailable(), self._pool.connection() as db, db.transaction():
+        with self._unavailable() as pool, pool.connection() as db, db.transaction():
             yield db
 
     @contextmanager
-    def _unavailable(self) -> Iterator[None]:
-        """A lost server or connection as ``StoreUnavailable``. Once lost, calls answer
-        so at once for ``DOWN_SECONDS``, doubling while it stays lost (no wait on the
-        pool), and the pool's idle connections are checked: those the server dropped (a
-        restart) are replaced rather than handed to the next calls one by one."""
-        if time.monotonic() < self._down_until:
+    def _unavailable(self) -> Iterator[ConnectionPool[psycopg.Connection[Any]]]:
+        """The pool, and a lost server or connection as ``StoreUnavailable``. Once lost,
+        calls answer so at once (no wait on the pool) until the recovery thread finds the
+        server again: a worker's event loop, where reads run, never waits for a server
+        that is away."""
+        pool = self._pool
+        if self._down or pool is None:
             raise StoreUnavailable(f"the store is unavailable ({self._down_reason})")
         try:
-            yield
+            yield pool
         except (psycopg.OperationalError, PoolTimeout) as exc:
             reason = _reason(exc)
             log.warning("store %s unavailable: %s", self.where, reason)
-            self._down_reason = reason
-            down = min(DOWN_SECONDS * 2**self._failures, DOWN_MAX_SECONDS)
-            self._failures += 1
-            self._down_until = time.monotonic() + down
-            # In a thread: a check on a server that no longer answers may wait on the
-            # network, and this may be a worker's event loop.
-            threading.Thread(target=self._check_pool, name="nbo-store-check", daemon=True).start()
+            self._went_down(reason)
             raise StoreUnavailable(f"the store is unavailable ({reason})") from None
-        else:
-            self._failures = 0
-
-    def _check_pool(self) -> None:
-        with suppress(Exception):  # a pool closed meanwhile, a server still away
-            self._pool.check()
 
     def _lock_customers(self, db: Database, customer_ids: Sequence[str]) -> None:
         keys = sorted({customer_lock(c) for c in customer_ids})
@@ -270,7 +374,9 @@ class PostgresStore(SQLStore):
         return found
 
     def close(self) -> None:
-        self._pool.close()
+        self._stopping.set()  # a recovery thread in a try ends after it, on its own
+        if self._pool is not None:
+            self._pool.close()
 
 
 def read_erased_ids(url: str) -> list[str]:

@@ -117,6 +117,15 @@ class SQLStore:
         """No thread to stop (SQLite's connections are plain handles a child never uses)."""
         return nullcontext()
 
+    @property
+    def available(self) -> bool:
+        """Always (an embedded file); a server's store answers whether it reaches it."""
+        return True
+
+    def when_available(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` now: an embedded file is always available."""
+        callback()
+
     def _id_lists(self, customer_ids: Sequence[str]) -> Iterator[tuple[str, tuple[Any, ...]]]:
         """``customer_id <clause>`` and its parameters, matching the (distinct) ids, in as
         many parts as the driver needs."""

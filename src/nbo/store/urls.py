@@ -30,14 +30,16 @@ def check_store_url(url: str) -> None:
         sqlite_path(url)
 
 
-def open_store(url: str, wait_seconds: float = 0.0) -> Store:
-    """Open the store a URL names, creating (SQLite) or migrating it if needed;
-    ``wait_seconds``: how long to wait for a PostgreSQL server that cannot be reached yet
-    (a service worker's start; a command answers at once)."""
+def open_store(url: str, background: bool = False) -> Store:
+    """Open the store a URL names, creating (SQLite) or migrating it if needed.
+    ``background`` (a service worker): a PostgreSQL server that cannot be reached now
+    does not stop the start; the store opens (and migrates) once the server answers, and
+    its calls answer StoreUnavailable until then. Without it (a command), that is
+    ``StoreUnreachable``, at once."""
     if is_postgres(url):
         from nbo.store.postgres import PostgresStore
 
-        return PostgresStore(url, wait_seconds=wait_seconds)
+        return PostgresStore(url, background=background)
     return SQLiteStore(sqlite_path(url))
 
 

@@ -1,4 +1,11 @@
-"""Liveness (the process answers) and readiness (a model is loaded)."""
+"""Liveness (the process answers) and readiness (a model is loaded).
+
+Both are ``async def`` and read only attributes (no I/O, no thread-pool hand-off): they
+answer while the thread pool is busy and never wait on the store. Readiness does not
+depend on the store: every replica shares one store server, so an outage of it taking
+every replica out of the load balancer would turn 503s on the calls that need the store
+into an outage of every route; ``store`` says whether this process reaches it now.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +18,19 @@ router = APIRouter(prefix="/health", tags=["health"])
 
 
 @router.get("/live", response_model=HealthResponse)
-def live() -> HealthResponse:
+async def live() -> HealthResponse:
     return HealthResponse(status="ok")
 
 
 @router.get("/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
-def ready(request: Request) -> HealthResponse | JSONResponse:
+async def ready(request: Request) -> HealthResponse | JSONResponse:
     holder = request.app.state.models
     model = holder.model  # one reference: a reload may swap it between two reads
+    store = getattr(request.app.state, "store", None)
+    reached = "available" if store is not None and store.available else "unavailable"
     if model is None:
-        body = HealthResponse(status="not ready", reason=holder.last_error or "no model loaded")
+        body = HealthResponse(
+            status="not ready", reason=holder.last_error or "no model loaded", store=reached
+        )
         return JSONResponse(status_code=503, content=body.model_dump())
-    return HealthResponse(status="ready", model_version=model.version)
+    return HealthResponse(status="ready", model_version=model.version, store=reached)
