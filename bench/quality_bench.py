@@ -1,7 +1,7 @@
 """``python -m bench --only quality``: what nbo serves, on several kinds of shop.
 
 For each synthetic regime (``bench/regimes.py``: grocery, grocery-chain, small-catalogue,
-wholesale) and the shared Online Retail file when it is there, ``nbo train`` runs with the default
+wholesale, wholesale-reorders) and the shared Online Retail file when it is there, ``nbo train`` runs with the default
 config into a throwaway models folder (no --force), and the figures it acts on are
 printed: what is served (``served``) beside every method, on both truths, each against
 the best simple rule (buy-again with the popular fill, ItemKNN, popularity), the
