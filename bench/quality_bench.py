@@ -1,13 +1,14 @@
 """``python -m bench --only quality``: what nbo serves, on several kinds of shop.
 
 For each synthetic regime (``bench/regimes.py``: grocery, grocery-chain, small-catalogue,
-wholesale) and the shared Online Retail file when it is there, ``nbo train`` runs with the default
-config into a throwaway models folder (no --force), and the figures it acts on are
-printed: what is served (``served``) beside every method, on both truths, each against
-the best simple rule (buy-again with the popular fill, ItemKNN, popularity), the
-candidate policy that is served and why, whether it was published, and the issue's
-targets: on ``all`` served at least the best simple rule, on ``new`` at least 10% above
-it. Quality, not speed: the training time is shown only so a slow regime is noticed.
+wholesale, wholesale-reorders) and the shared Online Retail file when it is there,
+``nbo train`` runs with the default config into a throwaway models folder (no --force),
+and the figures it acts on are printed: what is served (``served``) beside every
+method, on both truths, each against the best simple rule (buy-again with the popular
+fill, ItemKNN, popularity), the candidate policy that is served and why, whether it was
+published, and the issue's targets: on ``all`` served at least the best simple rule, on
+``new`` at least 10% above it. Quality, not speed: the training time is shown only so a
+slow regime is noticed.
 """
 
 from __future__ import annotations
