@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     )
     # One BLAS thread for the whole process, before any model object exists.
     verified = None
+    held: list[object] = []
     with threadpool_limits(limits=1, user_api="blas"):
         if settings.require_model:
             # Refuse a missing, corrupt or incompatible model, or an experiment's model
@@ -90,12 +91,16 @@ def run(args: argparse.Namespace) -> int:
                 "".join(f"; experiment model {m.version}" for m in models.models()[1:]),
             )
             verified = models.current.version
+            # Their compiled trees held while the master lives (so the workers find
+            # them): trees no one holds are freed, all but the last one retired.
+            held = [m.ranker.compiled_trees for m in models.models() if m.ranker is not None]
             del models
             _give_back_freed_memory()
         # The store once, before the workers: a bad URL or a newer schema is one line
         # here, and the migrations run once, not in every worker at the same moment.
         open_store(settings.store_url).close()
         serve(settings, verified)
+    del held
     return 0
 
 
