@@ -39,6 +39,7 @@ from nbo.catalog.holder import CatalogHolder
 from nbo.cli import EXIT_USER_ERROR, main
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import set_current
+from nbo.models.registry import set_alias
 from nbo.service import cli
 from nbo.service.app import create_app
 from nbo.service.reload import Reloader
@@ -239,6 +240,45 @@ def test_the_master_compiles_the_ranker_and_the_workers_start_on_it(
     boot = lines[: started[WORKERS - 1] + 1]
     compiled = [line["pid"] for line in boot if "trees compiled and checked" in line["message"]]
     assert compiled == [server.process.pid]
+
+
+def test_the_workers_start_on_the_compiled_trees_of_every_experiment_arm(
+    versions: Versions, tmp_path: Path
+) -> None:
+    """With an experiment arm on another version, the master compiles both rankers and
+    holds them while it serves, so that neither worker compiles either: a compiled model
+    no one holds is freed (``nbo.models.compiled`` keeps only the last one retired), and
+    the master's model check is over before the workers start."""
+    models = tmp_path / "models"
+    shutil.copytree(versions.folder, models)
+    set_alias(models, "arm", versions.v2)
+    experiments = tmp_path / "experiments.yaml"
+    experiments.write_text(
+        "version: 1\nexperiments:\n  - name: arms\n    salt: s1\n"
+        "    start: 2026-06-01T00:00:00Z\n    end: 2026-08-01T00:00:00Z\n    variants:\n"
+        "      - {name: current, model: current, weight: 50}\n"
+        "      - {name: arm, model: arm, weight: 50}\n",
+        encoding="utf-8",
+    )
+    settings = {
+        "NBO_CLOCK": CLOCK,
+        "NBO_WORKERS": str(WORKERS),
+        "NBO_LOG_LEVEL": "info",
+        "NBO_LOG_FORMAT": "json",
+        "NBO_EXPERIMENTS": str(experiments),
+    }
+    with running_server(
+        models, tmp_path / "events.db", tmp_path / "server.log", settings
+    ) as server:
+        lines = log_lines(server)
+        server.terminate()
+    started = [
+        n for n, line in enumerate(lines) if "Application startup complete" in line["message"]
+    ]
+    assert len(started) >= WORKERS
+    boot = lines[: started[WORKERS - 1] + 1]
+    compiled = [line["pid"] for line in boot if "trees compiled and checked" in line["message"]]
+    assert compiled == [server.process.pid] * 2
 
 
 def test_a_reload_reaches_every_worker_and_the_answer_says_so(

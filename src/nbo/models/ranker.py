@@ -28,7 +28,7 @@ from nbo.core.vocabulary import STAGES
 from nbo.data.sparse import padded_rows
 from nbo.models.artifacts import Artifact
 from nbo.models.candidates import FEATURES, HALF_LIFE_DAYS
-from nbo.models.compiled import compile_trees
+from nbo.models.compiled import Predict, compile_trees
 
 RANKER_FILE = "ranker.txt"
 KNN_ARRAYS = ("knn_indptr", "knn_indices", "knn_data")
@@ -83,6 +83,12 @@ class RankerScorer:
     def compiled(self) -> bool:
         """Whether calls are scored by the compiled trees."""
         return self._compiled is not None
+
+    @property
+    def compiled_trees(self) -> Predict | None:
+        """The compiled trees' scoring function, None when not compiled: whoever holds it
+        keeps the trees compiled in this process (``nbo.models.compiled``)."""
+        return self._compiled
 
     def __del__(self) -> None:
         handle = getattr(self, "_handle", None)

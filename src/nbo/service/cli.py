@@ -4,7 +4,6 @@ gunicorn's workers (``nbo.service.server``)."""
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import logging
 import os
@@ -17,6 +16,7 @@ from typing import Any
 from nbo.core import openmp
 from nbo.core.apikeys import check_bind
 from nbo.core.errors import ConfigError
+from nbo.core.processes import give_back_freed_heap
 from nbo.settings import Settings, load_settings
 
 log = logging.getLogger("nbo.service")
@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     )
     # One BLAS thread for the whole process, before any model object exists.
     verified = None
+    held: list[object] = []
     with threadpool_limits(limits=1, user_api="blas"):
         if settings.require_model:
             # Refuse a missing, corrupt or incompatible model, or an experiment's model
@@ -91,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
                 "".join(f"; experiment model {m.version}" for m in models.models()[1:]),
             )
             verified = models.current.version
+            # Their compiled trees held while the master lives (so the workers find
+            # them): trees no one holds are freed, all but the last one retired.
+            held = [m.ranker.compiled_trees for m in models.models() if m.ranker is not None]
             del models
             _give_back_freed_memory()
         # The store once, before the workers: a bad URL or a newer schema is one line
@@ -106,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 exc.reason,
             )
         serve(settings, verified)
+    del held
     return 0
 
 
@@ -149,13 +154,9 @@ def _give_back_freed_memory() -> None:
     """Return the heap the model check freed to the system. glibc keeps freed memory
     for the process's next allocations, and the master makes few after the check: at
     100k customers x 20k items it kept about 40 MB it never used again (measured with
-    ``/proc/self/smaps_rollup``). Not glibc (musl, macOS): nothing to ask."""
+    ``/proc/self/smaps_rollup``)."""
     gc.collect()
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.malloc_trim(0)
+    give_back_freed_heap()
 
 
 def check_port_free(host: str, port: int) -> None:

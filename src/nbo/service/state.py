@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from nbo.core.errors import ArtifactError
+from nbo.core.processes import give_back_freed_heap
 from nbo.experiments.assignment import ServingModels, load_serving_models
 from nbo.experiments.definitions import NO_EXPERIMENTS, Experiments
 from nbo.models.served import ServingModel
@@ -101,6 +102,10 @@ class ModelHolder:
                 self.last_error = None
                 # The load and the checks: how long a new version took to be ready.
                 self.load_seconds = time.perf_counter() - started
+            # The models replaced are gone (unless a request still holds them), and with
+            # them the load's working memory: handed back to the system, not kept by the
+            # allocator until the next load (``give_back_freed_heap``).
+            give_back_freed_heap()
             log.info(
                 "serving model %s%s",
                 models.current.version,
