@@ -136,10 +136,10 @@ def create_app(
     app.state.reloader = Reloader(settings, app.state.models, app.state.catalog, board)
     install_error_handlers(app)
     # Ids may hold '/', so the customer routes match any path (``{customer_id:id}``,
-    # ``nbo.service.deps.IdConvertor``), and the first route whose pattern matches wins:
-    # the bare ``/v1/customers/{id}`` of profiles (and of erasure, last in customers)
-    # would take ``/v1/customers/12347/offers`` for customer "12347/offers". The routes
-    # with a suffix (offers, consent, data) go first.
+    # ``nbo.service.deps.IdConvertor``). The bare ``/v1/customers/{id}`` of profiles and
+    # of erasure never match a path ending in a suffixed route's name
+    # (``BareIdConvertor``); the routes with a suffix (offers, consent, data) still go
+    # first.
     for router in (
         offers.router,
         customers.router,
