@@ -140,7 +140,7 @@ def create_app(
     # of erasure never match a path ending in a suffixed route's name
     # (``BareIdConvertor``); the routes with a suffix (offers, consent, data) still go
     # first.
-    for router in (
+    routers = (
         offers.router,
         customers.router,
         profiles.router,
@@ -153,8 +153,13 @@ def create_app(
         health.router,
         metrics.router,
         admin.router,
-    ):
+    )
+    for router in routers:
         app.include_router(router)
+    # The API's routes as declared (prefix included), in the app's order: what a request
+    # the body limit refuses before routing is matched against, to name its route in the
+    # metrics (``nbo.service.body_limit.route_of``).
+    app.state.api_routes = tuple(route for router in routers for route in router.routes)
     document_openapi(app)
     # After the API's routes: a request for offers never tries the pages' paths first.
     install_api_docs(app)

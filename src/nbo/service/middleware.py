@@ -161,7 +161,14 @@ class ObservedFastAPI(FastAPI):
             # Inside the request middleware: a HEAD is counted and logged as HEAD, and a
             # refused body still has a request id, an access line and its count in the
             # metrics.
-            HeadAsGet(BodyLimit(super().build_middleware_stack(), settings.max_body_bytes)),
+            HeadAsGet(
+                BodyLimit(
+                    super().build_middleware_stack(),
+                    settings.max_body_bytes,
+                    # A refused body counts under the route it was sent to.
+                    routes=getattr(self.state, "api_routes", ()),
+                )
+            ),
             self.state.metrics,
             log_access=settings.access_log,
             plain_routes=frozenset(path for path in documentation if path),
