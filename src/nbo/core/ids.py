@@ -3,8 +3,8 @@ External ids only appear at the edges.
 
 One definition of a valid id (``Id``, ``id_problem``) serves every id in a request body;
 customer and item ids, which name a route's path, follow it and one more rule
-(``PathId``, ``path_id_problem``), in the path of every customer and item route, in
-events and in the trainer's input, so an id the API refuses in a path is refused in an
+(``path_id_problem``), in the path of every customer and item route, in posted events
+and in the trainer's input, so an id the API refuses in a path is refused in an
 event too, and the other way round.
 """
 
@@ -98,11 +98,6 @@ def check_path_id(value: str) -> str:
 
 # An id in a request body.
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(check_id)]
-# A customer or item id in a request body (or a Path parameter's type, with
-# ``check_path_id``): an id a route's path can name.
-PathId = Annotated[
-    str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(check_path_id)
-]
 
 
 class IdMap:
