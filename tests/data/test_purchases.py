@@ -24,6 +24,7 @@ from nbo.data.purchases import (
     DROP_MISSING_ID,
     DROP_MISSING_TIMESTAMP,
     DROP_NON_PRODUCT,
+    DROP_REFUSED_ID,
     DROP_RETURN,
     dataset_files,
     fingerprint,
@@ -75,6 +76,7 @@ DIRTY_ROWS = [
 
 EXPECTED_DROPPED = {
     DROP_MISSING_ID: 2,
+    DROP_REFUSED_ID: 0,
     DROP_MISSING_TIMESTAMP: 1,
     DROP_CANCELLED: 2,
     DROP_RETURN: 2,
@@ -231,6 +233,29 @@ def test_parquet_float_ids_lose_dot_zero_and_strings_keep_zeros(tmp_path: Path) 
     assert out[col.ITEM_ID].tolist() == ["00123", "0042"]
     assert report.dropped[DROP_MISSING_ID] == 1
     assert report.rows_kept == 2
+
+
+def test_ids_the_service_refuses_are_dropped_and_counted(tmp_path: Path) -> None:
+    """A customer or item id no API path could name ("12347/consent" is read as the
+    consent route of "12347"; '/' at an end; a control character) is dropped, so no
+    model knows a customer whose offers, data or erasure cannot be asked for; an id
+    holding '/' elsewhere, or a suffix's word alone, stays."""
+    customers = ["12347/consent", "c1", "/c2", "c\x013", "shop/4", "data", "c5"]
+    items = ["i1", "i2/offers", "i3", "i4", "i5", "i6", "sku/7"]
+    frame = _simple_canonical(
+        customer_id=customers,
+        item_id=items,
+        timestamp=["2024-01-01 10:00:00"] * 7,
+        quantity=["1"] * 7,
+    )
+    frame.to_parquet(tmp_path / "ids.parquet", index=False)
+
+    out, report = read_purchases(tmp_path / "ids.parquet", load_mapping("canonical"))
+
+    assert out[col.CUSTOMER_ID].tolist() == ["shop/4", "data", "c5"]
+    assert out[col.ITEM_ID].tolist() == ["i5", "i6", "sku/7"]
+    assert report.dropped[DROP_REFUSED_ID] == 4
+    assert report.rows_kept == 3 and report.customers == 3
 
 
 def test_parquet_non_integral_float_ids_keep_their_decimals(tmp_path: Path) -> None:

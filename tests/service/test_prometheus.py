@@ -5,6 +5,7 @@ and suppressions, events, store timings, the model being served)."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -79,6 +80,41 @@ def test_requests_are_counted_by_route_template_never_by_path(client: TestClient
     routes = {labels["route"] for name, labels, _ in after if name == requests}
     assert routes == {OFFERS, "unmatched", "/v1/events", "/metrics"}
     assert customer not in client.get("/metrics").text
+
+
+def test_a_body_over_the_limit_counts_under_the_route_it_was_sent_to(
+    models_dir: Path, logs: io.StringIO
+) -> None:
+    """The body limit refuses before the router runs, and its 413s were all counted as
+    ``unmatched``: they name the route the path and method would have reached."""
+    big = b"x" * 2000
+    json_body = {"content-type": "application/json"}
+    with app_for(models_dir, max_body_bytes=1024) as client:
+        assert client.post("/v1/events", content=big, headers=json_body).status_code == 413
+        chunked = client.post("/v1/events", content=iter([big[:1000], big[1000:]]))
+        assert chunked.status_code == 413
+        consent = "/v1/customers/obs-9/consent"
+        assert client.put(consent, content=big, headers=json_body).status_code == 413
+        assert client.post("/v1/nothing", content=big).status_code == 413
+        assert client.post("/health/live", content=big).status_code == 413
+        samples = scrape(client)
+    requests = "nbo_http_requests_total"
+    assert value(samples, requests, route="/v1/events", method="POST", status="413") == 2
+    consent_route = "/v1/customers/{customer_id}/consent"
+    assert value(samples, requests, route=consent_route, method="PUT", status="413") == 1
+    # No route at the path: unmatched as before; a route without the method: its route,
+    # as the router's 405 would have been counted.
+    assert value(samples, requests, route="unmatched", status="413") == 1
+    assert value(samples, requests, route="/health/live", method="POST", status="413") == 1
+    refused = [line for line in access_lines(logs) if line["status"] == 413]
+    assert [line["route"] for line in refused] == [
+        "/v1/events",
+        "/v1/events",
+        consent_route,
+        "unmatched",
+        "/health/live",
+    ]
+    assert "customer" in refused[2] and "obs-9" not in json.dumps(refused)
 
 
 def test_offers_without_reasons_are_counted_by_source_all_the_same(client: TestClient) -> None:

@@ -209,6 +209,22 @@ def test_counters_add_up_over_workers(served: tuple[Server, Path], versions: Ver
     assert set(workers) == set(by_pid) and len(workers) == WORKERS
 
 
+def test_a_real_server_answers_head_with_gets_headers_and_no_body(
+    served: tuple[Server, Path],
+) -> None:
+    """Through uvicorn: a HEAD carries the GET answer's length and no body, and the
+    connection goes on to serve the next request (no stray body bytes in between)."""
+    server, _ = served
+    with httpx.Client(base_url=server.base, timeout=SECONDS) as client:
+        for path in ("/health/ready", "/v1/customers/a00/offers?k=3"):
+            got = client.get(path)
+            head = client.head(path)
+            assert head.status_code == got.status_code == 200
+            assert head.content == b""
+            assert head.headers["content-length"] == got.headers["content-length"]
+        assert client.get("/health/live").status_code == 200
+
+
 def test_every_line_names_its_worker_and_start_says_how_many(
     served: tuple[Server, Path],
 ) -> None:

@@ -1,9 +1,11 @@
 """External ids: what a valid one is, and external ids <-> internal row numbers.
 External ids only appear at the edges.
 
-One definition of a valid id (``Id``, ``id_problem``) serves the path of every customer
-and item route and every id in a request body, so an id the API refuses in a path is
-refused in an event too, and the other way round.
+One definition of a valid id (``Id``, ``id_problem``) serves every id in a request body;
+customer and item ids, which name a route's path, follow it and one more rule
+(``path_id_problem``), in the path of every customer and item route, in posted events
+and in the trainer's input, so an id the API refuses in a path is refused in an
+event too, and the other way round.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ from pydantic_core import PydanticCustomError
 
 MAX_ID_LENGTH = 256
 REPLACEMENT_CHARACTER = "\ufffd"
+# What follows the id in the paths of the customer routes (``/v1/customers/{id}/offers``)
+# and of the item routes (``/v1/items/{id}/similar``). An id may hold '/', so one ending
+# in '/consent' would make ``DELETE /v1/customers/12347/consent`` the erasure of the
+# customer "12347/consent" (and their profile could not be asked for): a customer or
+# item id may not end with '/' and one of these.
+CUSTOMER_ROUTE_SUFFIXES = ("consent", "data", "offers")
+ITEM_ROUTE_SUFFIXES = ("similar",)
+ROUTE_SUFFIXES = CUSTOMER_ROUTE_SUFFIXES + ITEM_ROUTE_SUFFIXES
 
 
 def id_problem(value: str) -> str | None:
@@ -54,6 +64,22 @@ def id_problem(value: str) -> str | None:
     return None
 
 
+def path_id_problem(value: str) -> str | None:
+    """What makes ``value`` unusable as a customer or item id, or None: ``id_problem``, or
+    a last '/'-separated part that names a route (``ROUTE_SUFFIXES``). "12347/consent"
+    is refused, "consent" alone and "consent/12347" are not: no path mistakes them."""
+    problem = id_problem(value)
+    if problem is not None:
+        return problem
+    _, slash, last = value.rpartition("/")
+    if slash and last in ROUTE_SUFFIXES:
+        return (
+            f"must not end with '/{last}': /{last} names a route of the API, so a path "
+            "could not tell this id from that route"
+        )
+    return None
+
+
 def check_id(value: str) -> str:
     """``id_problem`` as a pydantic validator: the problem is the error's message."""
     problem = id_problem(value)
@@ -62,7 +88,15 @@ def check_id(value: str) -> str:
     return value
 
 
-# An id in a request body (or a Path parameter's type, with ``check_id``).
+def check_path_id(value: str) -> str:
+    """``path_id_problem`` as a pydantic validator."""
+    problem = path_id_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("invalid_id", problem)
+    return value
+
+
+# An id in a request body.
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(check_id)]
 
 

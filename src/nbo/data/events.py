@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from nbo.core.ids import Id, check_id, id_problem
+from nbo.core.ids import Id, check_id, id_problem, path_id_problem
 from nbo.core.vocabulary import ChannelName, OfferKind, Stage
 
 MAX_BATCH = 1000  # events per request
@@ -229,16 +229,36 @@ def parse_events(
         if not isinstance(event_id, str) or id_problem(event_id) is not None:
             event_id = None  # never echo what is not an id
         try:
-            valid.append((index, _EVENT.validate_python(item, context=window)))
+            event = _EVENT.validate_python(item, context=window)
         except ValidationError as exc:
-            rejected.append(
-                Rejection(
-                    index=index,
-                    event_id=event_id,
-                    reason=_reason(exc),
-                )
-            )
+            rejected.append(Rejection(index=index, event_id=event_id, reason=_reason(exc)))
+            continue
+        unaddressable = _unaddressable(event)
+        if unaddressable:
+            rejected.append(Rejection(index=index, event_id=event_id, reason=unaddressable))
+        else:
+            valid.append((index, event))
     return valid, rejected
+
+
+def _unaddressable(event: Event) -> str | None:
+    """The customer and item ids of a posted event that no route's path could name
+    (``nbo.core.ids.path_id_problem``: "12347/consent"), as a rejection's reason, or None.
+
+    Checked on posted events only, not in the event models: the service builds
+    impressions in code for customers it already holds, and one stored before the rule
+    existed must still get them. An offer event's ``item_id`` may be an offer id, which
+    no path names."""
+    parts = []
+    problem = path_id_problem(event.customer_id)
+    if problem is not None:
+        parts.append(f"customer_id: {problem}")
+    if isinstance(event, PurchaseEvent):
+        for number, line in enumerate(event.items):
+            problem = path_id_problem(line.item_id)
+            if problem is not None:
+                parts.append(f"items.{number}.item_id: {problem}")
+    return "; ".join(parts) or None
 
 
 def _reason(exc: ValidationError) -> str:

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from nbo.core import columns as col
 from nbo.core.checksums import sha256_file, sha256_files
 from nbo.core.errors import PurchaseDataError
+from nbo.core.ids import path_id_problem
 from nbo.data.mapping import ColumnMapping, suggest_mapping
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -31,6 +32,7 @@ OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 
 # Reasons a row is dropped, in the order the rules are applied.
 DROP_MISSING_ID = "missing customer or item"
+DROP_REFUSED_ID = "customer or item id the service refuses"
 DROP_MISSING_TIMESTAMP = "missing timestamp"
 DROP_CANCELLED = "cancelled order"
 DROP_RETURN = "return (quantity <= 0)"
@@ -385,6 +387,29 @@ def _as_numbers(series: pd.Series, path: Path, source: str) -> pd.Series:
     return _gather(values, codes, np.nan, series.index)
 
 
+def _refused_ids(frame: pd.DataFrame) -> pd.Series:
+    """Rows whose customer or item id the service refuses (``path_id_problem``: an
+    unprintable character, more than 256 characters, '/' at either end, or a last
+    '/'-separated part naming a route, as "12347/consent"). A model that knew such a
+    customer would serve one no API call can name: their offers and profile could not be
+    asked for, nor their data exported or erased. Judged once per distinct id."""
+    mask = np.zeros(len(frame), dtype=bool)
+    for column in (col.CUSTOMER_ID, col.ITEM_ID):
+        ids = frame[column]
+        if not isinstance(ids.dtype, pd.CategoricalDtype):
+            ids = ids.astype("category")
+        categories = ids.cat.categories
+        refused = np.fromiter(
+            (path_id_problem(str(value)) is not None for value in categories),
+            dtype=bool,
+            count=len(categories),
+        )
+        if refused.any():
+            codes = ids.cat.codes.to_numpy()
+            mask |= (codes >= 0) & refused[codes]
+    return pd.Series(mask, index=frame.index)
+
+
 def _exact_duplicates(frame: pd.DataFrame) -> pd.Series:
     """Lines identical to an earlier line in every column.
 
@@ -438,6 +463,7 @@ def _clean(
         return frame[~mask] if count else frame
 
     frame = drop(frame[col.CUSTOMER_ID].isna() | frame[col.ITEM_ID].isna(), DROP_MISSING_ID)
+    frame = drop(_refused_ids(frame), DROP_REFUSED_ID)
     frame = drop(frame[col.TIMESTAMP].isna(), DROP_MISSING_TIMESTAMP)
     report.returns = _returned_lines(frame, mapping)
     if col.ORDER_ID in frame and rules.cancelled_order_prefix:

@@ -141,11 +141,11 @@ def create_app(
     app.state.reloader = Reloader(settings, app.state.models, app.state.catalog, board)
     install_error_handlers(app)
     # Ids may hold '/', so the customer routes match any path (``{customer_id:id}``,
-    # ``nbo.service.deps.IdConvertor``), and the first route whose pattern matches wins:
-    # the bare ``/v1/customers/{id}`` of profiles (and of erasure, last in customers)
-    # would take ``/v1/customers/12347/offers`` for customer "12347/offers". The routes
-    # with a suffix (offers, consent, data) go first.
-    for router in (
+    # ``nbo.service.deps.IdConvertor``). The bare ``/v1/customers/{id}`` of profiles and
+    # of erasure never match a path ending in a suffixed route's name
+    # (``BareIdConvertor``); the routes with a suffix (offers, consent, data) still go
+    # first.
+    routers = (
         offers.router,
         customers.router,
         profiles.router,
@@ -158,8 +158,13 @@ def create_app(
         health.router,
         metrics.router,
         admin.router,
-    ):
+    )
+    for router in routers:
         app.include_router(router)
+    # The API's routes as declared (prefix included), in the app's order: what a request
+    # the body limit refuses before routing is matched against, to name its route in the
+    # metrics (``nbo.service.body_limit.route_of``).
+    app.state.api_routes = tuple(route for router in routers for route in router.routes)
     document_openapi(app)
     # After the API's routes: a request for offers never tries the pages' paths first.
     install_api_docs(app)

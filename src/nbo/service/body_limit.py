@@ -7,12 +7,19 @@ limit is refused before a byte of the body is read.
 
 Pure ASGI, like the request middleware: the body is read here (at most the limit) and
 handed to the app as it came, so routes read it as usual.
+
+A refused request never reaches the router, which is what names the route in the scope
+for the metrics and the access line: the refusal names the route the router would have
+picked (``route_of``, matched against the API's routes, only when refusing), so a 413 of
+``POST /v1/events`` counts under ``/v1/events``, not ``unmatched``.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nbo.service.schemas import ErrorDetail, ErrorResponse
@@ -23,9 +30,11 @@ STATUS = 413
 class BodyLimit:
     """Refuses an HTTP request whose body is larger than ``max_bytes`` (413)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # The routes a refused request is matched against, to name it (``route_of``).
+        self.routes = tuple(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,7 +42,7 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(send, declared)
+            await self._refuse(scope, send, declared)
             return
         messages: deque[Message] = deque()
         size = 0
@@ -44,7 +53,7 @@ class BodyLimit:
                 break  # the client is gone: the app sees it as it would have
             size += len(message.get("body", b""))
             if size > self.max_bytes:
-                await self._refuse(send, None)
+                await self._refuse(scope, send, None)
                 return
             if not message.get("more_body", False):
                 break
@@ -54,7 +63,10 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send, declared: int | None) -> None:
+    async def _refuse(self, scope: Scope, send: Send, declared: int | None) -> None:
+        routed = route_of(scope, self.routes)
+        if routed is not None:
+            scope.update(routed)
         size = f"{declared} bytes" if declared is not None else "more"
         problem = f"the body is larger than {self.max_bytes} bytes ({size}; NBO_MAX_BODY_BYTES)"
         body = (
@@ -80,6 +92,21 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def route_of(scope: Scope, routes: Sequence[BaseRoute]) -> Scope | None:
+    """What the router holding ``routes`` would add to the request's scope (its route,
+    path parameters): for the first route that matches the path and method, else the
+    first that matches the path (whose 405 it would answer), as Starlette's router
+    picks; None when none matches."""
+    partial = None
+    for route in routes:
+        match, child = route.matches(scope)
+        if match == Match.FULL:
+            return {"route": route, **child}
+        if match == Match.PARTIAL and partial is None:
+            partial = {"route": route, **child}
+    return partial
 
 
 def _content_length(scope: Scope) -> int | None:

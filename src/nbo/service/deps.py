@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Annotated
@@ -12,7 +13,7 @@ from starlette.convertors import PathConvertor, register_url_convertor
 
 from nbo.catalog.holder import CatalogHolder
 from nbo.catalog.terms import Catalog
-from nbo.core.ids import MAX_ID_LENGTH, check_id
+from nbo.core.ids import CUSTOMER_ROUTE_SUFFIXES, MAX_ID_LENGTH, check_path_id
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.assignment import ServingModels
 from nbo.experiments.definitions import NAME_PATTERN
@@ -154,22 +155,40 @@ class IdConvertor(PathConvertor):
     ``{customer_id}`` (``[^/]+``) would answer 404, and such a customer could never be
     exported or erased. Starlette's ``:path`` (``.*``) matches '/' but not a line break,
     so ``a%0Ab`` would be a routing 404 instead of the 422 that names ``customer_id``;
-    this is ``:path`` with ``.`` matching line breaks too, and ``check_id`` judges the id.
-    A route ``/{customer_id:id}`` matches every path below its prefix, so the routes with
-    a suffix must be registered before it (``nbo.service.app``).
+    this is ``:path`` with ``.`` matching line breaks too, and ``check_path_id`` judges the
+    id. For the routes with a suffix after the id (``/{customer_id:id}/offers``).
     """
 
     regex = "(?s:.*)"
 
 
+class BareIdConvertor(IdConvertor):
+    """The id of a route with nothing after it (``/{customer_id:bare_id}``: the profile,
+    the erasure): anything but a path whose last segment names a customer route with a
+    suffix. Without it ``DELETE /v1/customers/12347/consent`` (no DELETE on consent) was
+    the erasure of the customer "12347/consent", where it is a 405 now, as is any method
+    a suffixed route does not take; ``GET /v1/customers/12347/data`` is the export of
+    "12347" whatever the order of the routes. No such id can exist: ``check_path_id``
+    refuses it everywhere (events, paths, the trainer's input).
+    """
+
+    regex = (
+        "(?s:(?!.*/(?:"
+        + "|".join(re.escape(suffix) for suffix in CUSTOMER_ROUTE_SUFFIXES)
+        + r")\Z).*)"
+    )
+
+
 # Registered at import, before the route modules that import this one declare their paths.
 register_url_convertor("id", IdConvertor())
+register_url_convertor("bare_id", BareIdConvertor())
 
 # A customer or item id in a route's path (``/{customer_id:id}``): one definition for every
-# route, the one ids in request bodies follow too (``nbo.core.ids``).
+# route, the one customer and item ids in request bodies follow too (``nbo.core.ids``).
 _ID_RULE = (
     f"1 to {MAX_ID_LENGTH} printable characters, no control or format characters, no "
-    "space at either end, valid UTF-8; may hold '/', sent as %2F"
+    "space at either end, valid UTF-8; may hold '/', sent as %2F, though not at either "
+    "end, and not ending with '/offers', '/consent', '/data' or '/similar'"
 )
 CustomerId = Annotated[
     str,
@@ -178,12 +197,12 @@ CustomerId = Annotated[
         max_length=MAX_ID_LENGTH,
         description=f"your customer id: {_ID_RULE}",
     ),
-    AfterValidator(check_id),
+    AfterValidator(check_path_id),
 ]
 ItemId = Annotated[
     str,
     Path(min_length=1, max_length=MAX_ID_LENGTH, description=f"an item id: {_ID_RULE}"),
-    AfterValidator(check_id),
+    AfterValidator(check_path_id),
 ]
 # An experiment's name in a path: the rule of the experiments file, so a name no file can
 # configure is refused (422) rather than looked up and echoed back in a 404.

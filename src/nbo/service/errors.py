@@ -181,8 +181,10 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = ErrorDetail(field="body", problem=problem)
             return _body(400, "http_error", f"body: {problem}", [detail])
         error = "not_found" if exc.status_code == 404 else "http_error"
-        return _page(request, exc.status_code, str(exc.detail)) or _body(
-            exc.status_code, error, str(exc.detail), []
+        # The exception's headers too: a 405 names the methods the route takes (Allow).
+        headers = dict(exc.headers) if exc.headers else None
+        return _page(request, exc.status_code, str(exc.detail), headers) or _body(
+            exc.status_code, error, str(exc.detail), [], headers
         )
 
     @app.exception_handler(Exception)

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.service.apidocs import DOCS, OAUTH2_REDIRECT, REDOC
 from nbo.service.body_limit import BodyLimit
+from nbo.service.head import HeadAsGet
 from nbo.service.logs import REQUEST_ID
 from nbo.service.prometheus import UNMATCHED, Metrics, method_label
 
@@ -83,6 +84,8 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        # Read before the app runs: HEAD is served as GET inside (``HeadAsGet``).
+        method = method_label(scope["method"])
         request_id = request_id_from(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
@@ -103,7 +106,6 @@ class RequestMiddleware:
             # ``path_format``, not ``path``: ``/{customer_id}``, without the ``:id`` convertor
             # the router matches with, as the API docs name the route.
             route = getattr(scope.get("route"), "path_format", None) or self._plain_route(scope)
-            method = method_label(scope["method"])
             self.metrics.observe_request(route, method, status, seconds)
             if self.log_access and access_log.isEnabledFor(logging.INFO):
                 self._log(scope, request_id, method, route, status, seconds, self.pseudonyms())
@@ -143,7 +145,7 @@ class RequestMiddleware:
 
 
 class ObservedFastAPI(FastAPI):
-    """FastAPI with ``RequestMiddleware`` outermost and ``BodyLimit`` next.
+    """FastAPI with ``RequestMiddleware`` outermost, then ``HeadAsGet`` and ``BodyLimit``.
     ``add_middleware`` would put them inside ``ServerErrorMiddleware``, whose 500 answers
     would then go out without the request id. Reads ``state.metrics`` and
     ``state.settings`` when the stack is built (the first call: the lifespan's), after
@@ -156,9 +158,17 @@ class ObservedFastAPI(FastAPI):
         # folder: a file's path is not a route.
         mounts = frozenset(route.path for route in self.routes if isinstance(route, Mount))
         return RequestMiddleware(
-            # Inside the request middleware: a refused body still has a request id, an
-            # access line and its count in the metrics.
-            BodyLimit(super().build_middleware_stack(), settings.max_body_bytes),
+            # Inside the request middleware: a HEAD is counted and logged as HEAD, and a
+            # refused body still has a request id, an access line and its count in the
+            # metrics.
+            HeadAsGet(
+                BodyLimit(
+                    super().build_middleware_stack(),
+                    settings.max_body_bytes,
+                    # A refused body counts under the route it was sent to.
+                    routes=getattr(self.state, "api_routes", ()),
+                )
+            ),
             self.state.metrics,
             log_access=settings.access_log,
             plain_routes=frozenset(path for path in documentation if path),

@@ -26,7 +26,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from nbo.core.apikeys import Role
-from nbo.core.ids import MAX_ID_LENGTH, id_problem
+from nbo.core.ids import MAX_ID_LENGTH, path_id_problem
 from nbo.core.vocabulary import CHANNELS
 from nbo.experiments.definitions import Experiments
 from nbo.experiments.outcomes import report_for
@@ -253,7 +253,7 @@ async def customer(
     suppressed and why. Never cached: this is what someone opens on a complaint."""
     if not customer_id:
         return await _page(request, "customer.html", customer_id=None, k=k)
-    problem = id_problem(customer_id)
+    problem = path_id_problem(customer_id)
     if problem is not None:
         return await _page(
             request,

@@ -178,10 +178,11 @@ def export_data(
     return export
 
 
-# Last, after consent and data: ``{customer_id:id}`` matches any path below the prefix,
-# and the first matching route wins (the router order in ``nbo.service.app``).
+# ``:bare_id``: any path below the prefix but one ending in a suffixed route's name
+# (``nbo.service.deps.BareIdConvertor``), so ``DELETE /v1/customers/12347/consent`` is a
+# 405, never the erasure of "12347/consent".
 @router.delete(
-    "/{customer_id:id}",
+    "/{customer_id:bare_id}",
     response_model=ErasureReceiptOut,
     dependencies=[requires(Role.admin)],
 )

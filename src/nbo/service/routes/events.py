@@ -85,7 +85,9 @@ def post_events(
         Body(
             description=f'one event, or {{"events": [...]}} with up to {MAX_BATCH} events '
             f"(a purchase up to {MAX_LINES} lines); strict JSON types, unknown fields "
-            "refused; ids of 1 to 256 printable characters; timestamps ISO 8601 text from "
+            "refused; ids of 1 to 256 printable characters (customer and purchased item "
+            "ids not ending with /offers, /consent, /data or /similar); timestamps ISO "
+            "8601 text from "
             "NBO_EARLIEST_EVENT to the service clock plus NBO_CLOCK_SKEW_SECONDS; finite "
             f"numbers: quantity > 0 and <= {MAX_QUANTITY:,.0f}, price > 0 and <= "
             f"{MAX_MONEY:,.0f}, revenue >= 0 and <= {MAX_MONEY:,.0f}",

@@ -6,7 +6,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
@@ -19,6 +20,7 @@ from nbo.runtime.decide import Context, Decided, contact_policy
 from nbo.runtime.deliver import deliver_customers, impressions_of
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CustomerId, DecidingDep
+from nbo.service.head import head_request
 from nbo.service.profiles import best_send_time_out
 from nbo.service.schemas import Channel, ErrorResponse, OffersResponse
 
@@ -42,6 +44,7 @@ router = APIRouter(
     },
 )
 async def get_offers(
+    request: Request,
     customer_id: CustomerId,
     deciding: DecidingDep,
     k: Annotated[int, Query(ge=1, le=100, description="how many offers")] = 10,
@@ -52,7 +55,8 @@ async def get_offers(
         bool,
         Query(
             description="the offers will be delivered: apply the channel's frequency cap "
-            "and record the impressions (for caps, offer caps and offer fatigue)"
+            "and record the impressions (for caps, offer caps and offer fatigue); GET "
+            "only: a HEAD request with record=true is refused (422)"
         ),
     ] = False,
     reasons: Annotated[
@@ -76,7 +80,22 @@ async def get_offers(
     Store reads use this thread's own connection
     and never wait for a write; a delivery (decided and recorded under the customer's
     lock, a durable write: ``nbo.runtime.deliver``) runs in the thread pool.
+
+    HEAD (served as GET, ``nbo.service.head``) never records: a HEAD's answer has no
+    offers to deliver, so ``record=true`` on HEAD is refused rather than recording
+    impressions nobody was shown, or answering 200 for a delivery that did not happen.
     """
+    if record and head_request(request.scope):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", "record"),
+                    "msg": "a HEAD request never records a delivery: send GET with "
+                    "record=true to record one",
+                    "type": "value_error",
+                }
+            ]
+        )
     settings, request_id = deciding.settings, deciding.request_id
     now = settings.now()
     context = Context(

@@ -18,10 +18,9 @@ router = APIRouter(
 )
 
 
-# ``:id`` so an id may hold '/' (``nbo.service.deps.IdConvertor``). This bare route matches
-# any path below the prefix, so ``nbo.service.app`` includes this router after offers and
-# customers.
-@router.get("/{customer_id:id}", response_model=CustomerProfileOut)
+# ``:bare_id`` so an id may hold '/', and a path ending in /offers, /consent or /data is
+# never a profile (``nbo.service.deps.BareIdConvertor``).
+@router.get("/{customer_id:bare_id}", response_model=CustomerProfileOut)
 async def get_profile(
     customer_id: CustomerId,
     model: ModelDep,
