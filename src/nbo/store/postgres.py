@@ -34,7 +34,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from nbo.core.errors import ConfigError
+from nbo.core.errors import StoreUrlError
 from nbo.offers.state import PostedPurchase
 from nbo.store.base import StoreUnavailable
 from nbo.store.migrations import apply_migrations
@@ -93,18 +93,16 @@ def _reason(exc: BaseException) -> str:
 
 
 def check_url(url: str) -> None:
-    """ConfigError when libpq cannot parse ``url``; no connection is made."""
+    """StoreUrlError when libpq cannot parse ``url``; no connection is made."""
     try:
         conninfo_to_dict(url)
     except psycopg.Error as exc:
         reason = _reason(exc)
-        raise ConfigError(
-            f"setting NBO_STORE_URL: {redacted(url)} is not valid ({reason})"
-        ) from None
+        raise StoreUrlError(f"{redacted(url)} is not valid ({reason})") from None
 
 
 def _connect(url: str, wait_seconds: float = 0.0) -> psycopg.Connection[Any]:
-    """A connection, or ConfigError with the server's reason. ``wait_seconds``: how long
+    """A connection, or StoreUrlError with the server's reason. ``wait_seconds``: how long
     to keep trying while the server cannot be reached at all or is starting up (a worker
     started during an outage, or beside a database still starting); a server that
     answers and refuses (a password, a database that does not exist) is not waited for."""
@@ -119,9 +117,7 @@ def _connect(url: str, wait_seconds: float = 0.0) -> psycopg.Connection[Any]:
                 "57P03",  # cannot_connect_now: starting up, shutting down
             )
             if not away or time.monotonic() >= deadline:
-                raise ConfigError(
-                    f"setting NBO_STORE_URL: cannot connect to {redacted(url)} ({reason})"
-                ) from None
+                raise StoreUrlError(f"cannot connect to {redacted(url)} ({reason})") from None
             log.warning(
                 "store %s not reachable (%s): trying again for %.0f s",
                 redacted(url),
