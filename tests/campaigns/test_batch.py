@@ -142,6 +142,51 @@ def test_stage_selection_keeps_only_that_stage(
     assert without_progress(progress) == ""
 
 
+@pytest.mark.parametrize("record", [False, True], ids=["plain", "record"])
+def test_customers_erased_during_the_run_are_not_counted(
+    client: TestClient,
+    env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    record: bool,
+) -> None:
+    """Two customers of the first chunk (one with offers, one without: no consent to
+    email) are erased through the API while the batch runs: their rows are left out, and
+    so are they from the summary's customers, with_offers and without_offers."""
+    decide_chunk = batch.decide_chunk
+    first: list[str] = []
+
+    def erasing(run: BatchRun, customer_ids: list[str], stage: str | None) -> batch.ChunkResult:
+        if not first:
+            first.extend(customer_ids[:2])
+            consent = {"personalization": True, "channels": {"email": False}}
+            assert client.put(f"/v1/customers/{first[1]}/consent", json=consent).status_code == 200
+        else:
+            for customer_id in first:
+                assert client.delete(f"/v1/customers/{customer_id}").status_code == 200
+            first.append("erased")  # once
+        return decide_chunk(run, customer_ids, stage)
+
+    monkeypatch.setattr(batch, "decide_chunk", erasing)
+    out = tmp_path / "campaign.csv"
+    args = ["--customers", "all", "--k", "3", "--out", str(out), "--chunk", "10"]
+    assert _batch(*args, "--workers", "1", *(["--record"] if record else [])) == 0
+    printed = capsys.readouterr().out
+    rows = pd.read_csv(out, dtype={"customer_id": str})
+    assert not set(first[:2]) & set(rows["customer_id"])
+    customers = rows["customer_id"].nunique()
+    with_offers = rows.loc[rows["rank"] > 0, "customer_id"].nunique()
+    without = rows.loc[rows["rank"] == 0, "suppressed_reason"].value_counts().to_dict()
+    assert not without  # the one without offers was erased
+    listed = "".join(f"; without: {r} {n:,}" for r, n in sorted(without.items()))
+    assert (
+        f": {len(rows):,} rows for {customers:,} customers ({with_offers:,} with offers{listed})"
+        in printed
+    )
+    assert "; 2 customers erased during the run left out (" in printed
+
+
 def test_without_a_stage_every_customer_screened_is_written(
     env: Path, tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

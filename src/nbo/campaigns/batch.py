@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from nbo.campaigns.files import SCHEMA, folder_lock, format_of, remove_customers
+from nbo.campaigns.files import SCHEMA, Outcomes, folder_lock, format_of, remove_customers
 from nbo.campaigns.recovery import Heartbeat, begin_delivering, end_delivering, partial_path
 from nbo.catalog.holder import CatalogHolder
 from nbo.core import processes
@@ -84,9 +84,23 @@ class BatchSummary:
     skipped_stage: int = 0  # not in the selected stage
     without_offers: dict[str, int] = field(default_factory=dict)  # reason -> customers
     recorded: int = 0  # impressions recorded
-    # Rows of customers erased while the batch ran, taken out before (or right after)
-    # the file was put in place.
+    # Customers erased while the batch ran, and their rows, taken out of the file before
+    # (or right after) it was put in place; the counts above leave them out.
+    erased_customers: int = 0
     erased_rows: int = 0
+
+    def leave_out(self, erased: Outcomes) -> None:
+        """The customers of ``erased`` (taken out of the file) out of the counts, so the
+        summary says what the file holds."""
+        self.customers -= erased.customers
+        self.erased_customers += erased.customers
+        self.with_offers -= erased.with_offers
+        for reason, count in erased.without_offers.items():
+            left = self.without_offers.get(reason, 0) - count
+            if left > 0:
+                self.without_offers[reason] = left
+            else:
+                self.without_offers.pop(reason, None)
 
 
 def select_customers(spec: str, model: ServingModel, store: Store) -> Selection:
@@ -495,7 +509,9 @@ def write_batch(
         # Erased while the batch ran: out before the rename, their impressions too.
         erased_during = set(run.store.erased_ids()) - erased_before
         if erased_during:
-            summary.erased_rows += remove_customers(temporary, fmt, erased_during)
+            erased = Outcomes()
+            summary.erased_rows += remove_customers(temporary, fmt, erased_during, removed=erased)
+            summary.leave_out(erased)
             if run.occasion.delivery:
                 summary.recorded -= take_back(run, sorted(erased_during))
         _put_in_place(run, temporary, out, summary.rows - summary.erased_rows, managed)
@@ -503,9 +519,15 @@ def write_batch(
         # Erased before the registration: that erasure may not have seen this file.
         erased_since = set(run.store.erased_ids()) - erased_before - erased_during
         if erased_since:
+            erased = Outcomes()
             summary.erased_rows += remove_customers(
-                out, fmt, erased_since, rewritten=_registered_rows(run, out) if managed else None
+                out,
+                fmt,
+                erased_since,
+                rewritten=_registered_rows(run, out) if managed else None,
+                removed=erased,
             )
+            summary.leave_out(erased)
         summary.rows -= summary.erased_rows
     except BaseException:
         if run.occasion.delivery and not placed:

@@ -309,7 +309,7 @@ def summary_line(
     if stage:
         who = f"{written:,} customers in {stage}"
         speed = (
-            f"of {screened:,} screened ({screened - written:,} not in {stage}), "
+            f"of {screened:,} screened ({summary.skipped_stage:,} not in {stage}), "
             f"in {seconds:.1f} s{where}: "
             f"{screened / per_second:,.0f} screened/s, {written / per_second:,.0f} written/s"
         )
@@ -322,8 +322,9 @@ def summary_line(
         + f") {speed}; model {version}, channel {args.channel}, clock {now.isoformat()}"
         + (f"; {summary.recorded:,} impressions recorded" if args.record else "")
         + (
-            f"; {summary.erased_rows:,} rows of customers erased during the run left out"
-            if summary.erased_rows
+            f"; {summary.erased_customers:,} customers erased during the run left out "
+            f"({summary.erased_rows:,} rows)"
+            if summary.erased_customers or summary.erased_rows
             else ""
         )
         + ("; unmanaged: erasures will not reach this file" if args.unmanaged else "")
