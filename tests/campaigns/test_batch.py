@@ -249,6 +249,41 @@ def test_an_interrupted_batch_leaves_no_file(models_dir: Path, env: Path, tmp_pa
     assert sorted(p.name for p in folder.iterdir()) == ["campaign.parquet"]
 
 
+@pytest.mark.parametrize("record", [True, False], ids=["record", "preview"])
+def test_ctrl_c_says_at_once_that_the_batch_is_stopping(
+    env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    record: bool,
+) -> None:
+    """One line before the clean-up (which waits for the workers' chunks and takes a
+    delivered campaign's impressions back, with Ctrl-C ignored), and no progress after
+    it: the lines had gone on counting while the command only cleaned up."""
+    decide, stopped_when = batch.decide_chunk, []
+
+    def interrupted(run: BatchRun, customer_ids: list[str], stage: str | None) -> object:
+        if len(stopped_when) == 2:
+            raise KeyboardInterrupt
+        stopped_when.append(len(customer_ids))
+        return decide(run, customer_ids, stage)
+
+    monkeypatch.setattr(batch, "decide_chunk", interrupted)
+    out = tmp_path / "campaign.parquet"
+    command = ["--customers", "all", "--chunk", "10", "--workers", "1", "--out", str(out)]
+    assert _batch(*command, *(["--record"] if record else [])) == 130
+    lines = capsys.readouterr().err.splitlines()
+    stopping = [line for line in lines if line.startswith("nbo batch: stopping: ")]
+    assert len(stopping) == 1 and lines[-2:] == [stopping[0], "nbo batch: interrupted"]
+    assert ("Ctrl-C is ignored until this is done" in stopping[0]) is record
+    assert "no campaign file is written" in stopping[0] and not out.exists()
+    store = open_store(f"sqlite:///{env}")
+    try:
+        assert store.contacts_of_many([f"a{c:02d}" for c in range(30)], 0) == {}
+    finally:
+        store.close()
+
+
 def test_batch_errors_are_one_line(
     env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

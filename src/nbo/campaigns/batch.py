@@ -17,6 +17,7 @@ A run that fails before its file is in place takes its impressions back
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -398,7 +399,9 @@ def run_of(spec: RunSpec, context: Context) -> BatchRun:
 
 @dataclass
 class ChunkResult:
-    """One chunk's rows (None when no customer of it was kept) and its counts."""
+    """One chunk's rows (None when no customer of it was kept) and its counts;
+    ``called_off``: the campaign was stopping, and the chunk decided and recorded
+    nothing."""
 
     table: pa.Table | None
     customers: int = 0
@@ -406,15 +409,41 @@ class ChunkResult:
     without_offers: dict[str, int] = field(default_factory=dict)
     skipped_stage: int = 0
     recorded: int = 0  # impressions recorded (a delivered campaign)
+    called_off: bool = False
 
 
-def decide_chunk(run: BatchRun, customer_ids: Sequence[str], stage: str | None) -> ChunkResult:
-    """The output rows of one chunk of customers (delivered, when the campaign is)."""
+class CalledOff(Exception):
+    """A delivery abandoned half-way because the campaign is stopping: its transaction
+    rolls back, so nothing of it is recorded (and nothing has to be taken back)."""
+
+
+def decide_chunk(
+    run: BatchRun,
+    customer_ids: Sequence[str],
+    stage: str | None,
+    stopping: Callable[[], bool] | None = None,
+) -> ChunkResult:
+    """The output rows of one chunk of customers (delivered, when the campaign is).
+    ``stopping`` (a worker's): whether the campaign is stopping, asked before the chunk
+    starts and, when delivered, before each customer's impressions are made (most of a
+    delivered chunk's time, in the store's transaction): the chunk is then called off
+    rather than recorded for the run to take back."""
+    if stopping is not None and stopping():
+        return ChunkResult(None, called_off=True)
     recorded = 0
     if run.occasion.delivery:
-        delivered = deliver_customers(
-            run.context, customer_ids, run.occasion, lambda one: _impressions(run, one), stage
-        )
+
+        def impressions(one: Decided) -> list[ImpressionEvent]:
+            if stopping is not None and stopping():
+                raise CalledOff
+            return _impressions(run, one)
+
+        try:
+            delivered = deliver_customers(
+                run.context, customer_ids, run.occasion, impressions, stage
+            )
+        except CalledOff:
+            return ChunkResult(None, called_off=True)
         decided, recorded = delivered.decided, delivered.recorded
     else:
         decided = decide_customers(run.context, customer_ids, run.occasion, stage)
@@ -451,6 +480,7 @@ def write_batch(
     progress: Progress | None = None,
     workers: Workers | None = None,
     managed: bool = True,
+    stopping: Callable[[], None] | None = None,
 ) -> BatchSummary:
     """Decide every selected customer and write the rows to ``out`` (.parquet or .csv),
     through a temporary file renamed at the end; with ``run.occasion.delivery`` each chunk
@@ -465,7 +495,9 @@ def write_batch(
     With ``workers`` (``nbo.campaigns.workers``, started for ``run``), chunks are decided
     by those processes, each with a run of its own, and written in order: the same file
     as one process writes. ``progress`` is called after each chunk with the number of
-    customers screened and decided so far.
+    customers screened and decided so far. ``stopping`` is called at once when the run
+    is interrupted (Ctrl-C, SIGTERM), before its clean-up: the workers' chunks called
+    off and, when delivered, the run's impressions taken back, with Ctrl-C ignored.
     """
     check_output(out)
     summary = BatchSummary()
@@ -489,6 +521,9 @@ def write_batch(
             results = (decide_chunk(run, c, selection.stage) for c in chunks)
         done = 0
         for chosen, result in zip(chunks, results, strict=True):
+            if result.called_off:
+                # Only a stopping run calls its chunks off: never a result to write.
+                raise BatchError("the campaign was stopped while it ran; no file was written")
             if heartbeat is not None:
                 heartbeat.check()
             summary.customers += result.customers
@@ -529,13 +564,17 @@ def write_batch(
             )
             summary.leave_out(erased)
         summary.rows -= summary.erased_rows
-    except BaseException:
-        if run.occasion.delivery and not placed:
-            # No campaign file, no delivery: once no worker can record any more. A second
-            # Ctrl-C must not stop this half-way (processes.uninterrupted).
-            with processes.uninterrupted():
-                if workers is not None:
-                    workers.close(wait=True)
+    except BaseException as exc:
+        delivered = run.occasion.delivery and not placed
+        # No campaign file, no delivery: once no worker can record any more. A second
+        # Ctrl-C must not stop this half-way (processes.uninterrupted).
+        with processes.uninterrupted() if delivered else contextlib.nullcontext():
+            if stopping is not None and isinstance(exc, KeyboardInterrupt):
+                stopping()
+            if workers is not None:
+                # The chunks being decided are called off, queued ones never start.
+                workers.close(wait=delivered)
+            if delivered:
                 withdraw(run, ids)
         raise
     finally:

@@ -194,6 +194,13 @@ def run(args: argparse.Namespace) -> int:
                         if lines:
                             lines.update(done, f"{decided:,} written")
 
+                    def stopping() -> None:
+                        # At once, and the progress ends: the clean-up may take seconds.
+                        bar.stop()
+                        if lines:
+                            lines.stop()
+                        print(f"nbo batch: {stopping_line(args.record)}", file=sys.stderr)
+
                     if spark is None:
                         summary = write_batch(
                             batch,
@@ -203,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
                             advance,
                             workers,
                             managed=not args.unmanaged,
+                            stopping=stopping,
                         )
                     else:
                         summary = write_spark_batch(
@@ -231,6 +239,17 @@ def run(args: argparse.Namespace) -> int:
         summary_line(args, summary, selection.stage, total, seconds, model.version, now, processes)
     )
     return 0
+
+
+def stopping_line(record: bool) -> str:
+    """What an interrupted campaign says at once, before its clean-up."""
+    if not record:
+        return "stopping: the chunks being decided are called off; no campaign file is written"
+    return (
+        "stopping: the chunks being decided are called off and the impressions this run "
+        "recorded are taken back; no campaign file is written (Ctrl-C is ignored until "
+        "this is done)"
+    )
 
 
 def _spark_options(args: argparse.Namespace) -> SparkOptions | None:
