@@ -570,7 +570,9 @@ def write_batch(
         # Ctrl-C must not stop this half-way (processes.uninterrupted).
         with processes.uninterrupted() if delivered else contextlib.nullcontext():
             if stopping is not None and isinstance(exc, KeyboardInterrupt):
-                stopping()
+                # Saying so must not keep the clean-up from running (a closed stderr).
+                with contextlib.suppress(OSError):
+                    stopping()
             if workers is not None:
                 # The chunks being decided are called off, queued ones never start.
                 workers.close(wait=delivered)
