@@ -93,6 +93,22 @@ def test_watching_current_with_a_pinned_version_refuses_the_start() -> None:
     assert load_settings(watch_models=True).watch_models is True
 
 
+@pytest.mark.parametrize("pin", ["../other/20260101T000000Z-abc", "/srv/models/v1", ".tmp-v1"])
+def test_a_pinned_version_that_is_a_path_refuses_the_start(
+    pin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NBO_MODEL_VERSION names a version (or alias) inside the models folder, never a path
+    to a model elsewhere."""
+    monkeypatch.setenv("NBO_MODEL_VERSION", pin)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert str(refused.value).startswith(
+        f"setting NBO_MODEL_VERSION: {pin!r} is not a model version or alias (a version is"
+    )
+    monkeypatch.setenv("NBO_MODEL_VERSION", "production")
+    assert load_settings().model_version == "production"
+
+
 @pytest.mark.parametrize(
     "clock", ["9999-12-31T23:59:59Z", "9000-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "1999-12-31"]
 )

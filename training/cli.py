@@ -22,7 +22,7 @@ from nbo.data.mapping import ColumnMapping, load_mapping, parse_column_overrides
 from nbo.models.churn import MODEL, RECENCY
 from nbo.models.policy import SECTION as POLICY_SECTION
 from nbo.settings import load_settings
-from nbo.store import read_erased_ids
+from nbo.store import read_erased_ids, store_setting
 from training.config import TrainingConfig, load_training_config
 from training.evaluate import CHURN_METRICS
 from training.lifecycle import CALIBRATION_PLOT
@@ -142,7 +142,8 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
         if args.catalog is None
         else load_catalog(args.catalog, "give --catalog a catalogue file, or leave it out")
     )
-    erased = read_erased_ids(args.store_url or load_settings().store_url)
+    url = load_settings().store_url if args.store_url is None else args.store_url
+    erased = read_erased_ids(url, store_setting(args.store_url))
     return Inputs(mapping, config, erased, catalog)
 
 

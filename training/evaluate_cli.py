@@ -22,7 +22,7 @@ from rich.text import Text
 
 from nbo import __version__
 from nbo.console.tables import output_console
-from nbo.core.outputs import check_output_folder
+from nbo.core.outputs import check_output_folder, write_files_together
 from nbo.models.policy import SECTION as POLICY_SECTION
 from training.cli import (
     CHURN_METHOD_ORDER,
@@ -45,8 +45,7 @@ from training.report import (
     EVALUATION_JSON,
     REPORT_HTML,
     evaluation_html,
-    write_html,
-    write_json,
+    evaluation_json,
 )
 from training.served import SERVED
 
@@ -114,13 +113,13 @@ def run(args: argparse.Namespace) -> int:
         ),
         Text.from_markup(propensity_line(result.manifest.get("propensity"))).plain,
     ]
-    written = [
-        write_json(out / EVALUATION_JSON, document),
-        write_html(
-            out / REPORT_HTML,
-            evaluation_html(document, f"nbo evaluate: {args.data.name}", notes),
-        ),
-    ]
+    # Both made before either is written, and written together: a failure leaves the
+    # pair there was, never a new document beside an old page.
+    contents = {
+        EVALUATION_JSON: evaluation_json(document),
+        REPORT_HTML: evaluation_html(document, f"nbo evaluate: {args.data.name}", notes),
+    }
+    written = write_files_together(out, contents, "--out")
     for path in written:
         console.print(f"[bold]wrote[/] {escape(str(path))}", soft_wrap=True)
     return 0

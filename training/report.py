@@ -18,13 +18,11 @@ import io
 import json
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from nbo.core.errors import NboError
 from training.evaluate import CHURN_METRICS
 from training.lifecycle import ChurnTraining, calibration_png
 
@@ -44,31 +42,14 @@ STAGE_COLOURS = {
 }
 
 
-class ReportError(NboError):
-    """A report that cannot be written (the folder is a file, or not writable)."""
-
-
 # --- files ----------------------------------------------------------------------------
 
 
-def write_json(path: Path, document: Mapping[str, Any]) -> Path:
-    """``document`` as indented JSON; NaN and infinities become null (they are not JSON,
-    and a consumer in another language would reject the whole file)."""
-    text = json.dumps(_jsonable(document), indent=2, allow_nan=False) + "\n"
-    return _write_text(path, text)
-
-
-def write_html(path: Path, page: str) -> Path:
-    return _write_text(path, page)
-
-
-def _write_text(path: Path, text: str) -> Path:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise ReportError(f"{path}: cannot be written ({exc.strerror or exc})") from exc
-    return path
+def evaluation_json(document: Mapping[str, Any]) -> str:
+    """``document`` as indented JSON text; NaN and infinities become null (they are not
+    JSON, and a consumer in another language would reject the whole file). Written with
+    its page by ``nbo.core.outputs.write_files_together``: both files or neither."""
+    return json.dumps(_jsonable(document), indent=2, allow_nan=False) + "\n"
 
 
 def _jsonable(value: Any) -> Any:

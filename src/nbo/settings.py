@@ -25,6 +25,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from nbo.core.apikeys import ApiKeyEntry, check_unique_ids
 from nbo.core.errors import ConfigError
+from nbo.models.artifacts import VERSION_RULE, is_version_name
 from nbo.offers.policies import FatigueRule, FrequencyCap
 from nbo.offers.suppression import SuppressionWindow
 
@@ -173,6 +174,13 @@ class Settings(BaseSettings):
     def _unique_key_ids(cls, value: list[ApiKeyEntry]) -> list[ApiKeyEntry]:
         return check_unique_ids(value)
 
+    @field_validator("model_version")
+    @classmethod
+    def _version_in_models_dir(cls, value: str | None) -> str | None:
+        if value is not None and not is_version_name(value):
+            raise ValueError(f"{value!r} is not a model version or alias ({VERSION_RULE})")
+        return value
+
     @field_validator("watch_models")
     @classmethod
     def _watch_needs_no_pin(cls, value: bool, info: ValidationInfo) -> bool:
@@ -223,7 +231,8 @@ def load_settings(**overrides: Any) -> Settings:
             raise ConfigError(f"setting {problem}") from None
         field, *inside = (str(p) for p in first["loc"])
         where = f"{'.'.join(inside)}: " if inside else ""
-        raise ConfigError(f"setting NBO_{field.upper()}: {where}{first['msg']}") from None
+        problem = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"setting NBO_{field.upper()}: {where}{problem}") from None
     except SettingsError as exc:
         # A JSON setting that is not JSON: pydantic-settings names the field in its message.
         named = re.search(r'field "(\w+)"', str(exc))

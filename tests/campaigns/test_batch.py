@@ -142,6 +142,51 @@ def test_stage_selection_keeps_only_that_stage(
     assert without_progress(progress) == ""
 
 
+@pytest.mark.parametrize("record", [False, True], ids=["plain", "record"])
+def test_customers_erased_during_the_run_are_not_counted(
+    client: TestClient,
+    env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    record: bool,
+) -> None:
+    """Two customers of the first chunk (one with offers, one without: no consent to
+    email) are erased through the API while the batch runs: their rows are left out, and
+    so are they from the summary's customers, with_offers and without_offers."""
+    decide_chunk = batch.decide_chunk
+    first: list[str] = []
+
+    def erasing(run: BatchRun, customer_ids: list[str], stage: str | None) -> batch.ChunkResult:
+        if not first:
+            first.extend(customer_ids[:2])
+            consent = {"personalization": True, "channels": {"email": False}}
+            assert client.put(f"/v1/customers/{first[1]}/consent", json=consent).status_code == 200
+        else:
+            for customer_id in first:
+                assert client.delete(f"/v1/customers/{customer_id}").status_code == 200
+            first.append("erased")  # once
+        return decide_chunk(run, customer_ids, stage)
+
+    monkeypatch.setattr(batch, "decide_chunk", erasing)
+    out = tmp_path / "campaign.csv"
+    args = ["--customers", "all", "--k", "3", "--out", str(out), "--chunk", "10"]
+    assert _batch(*args, "--workers", "1", *(["--record"] if record else [])) == 0
+    printed = capsys.readouterr().out
+    rows = pd.read_csv(out, dtype={"customer_id": str})
+    assert not set(first[:2]) & set(rows["customer_id"])
+    customers = rows["customer_id"].nunique()
+    with_offers = rows.loc[rows["rank"] > 0, "customer_id"].nunique()
+    without = rows.loc[rows["rank"] == 0, "suppressed_reason"].value_counts().to_dict()
+    assert not without  # the one without offers was erased
+    listed = "".join(f"; without: {r} {n:,}" for r, n in sorted(without.items()))
+    assert (
+        f": {len(rows):,} rows for {customers:,} customers ({with_offers:,} with offers{listed})"
+        in printed
+    )
+    assert "; 2 customers erased during the run left out (" in printed
+
+
 def test_without_a_stage_every_customer_screened_is_written(
     env: Path, tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -202,6 +247,41 @@ def test_an_interrupted_batch_leaves_no_file(models_dir: Path, env: Path, tmp_pa
     # The previous file is untouched and nothing half-written is left beside it.
     assert out.read_bytes() == b"last week's campaign"
     assert sorted(p.name for p in folder.iterdir()) == ["campaign.parquet"]
+
+
+@pytest.mark.parametrize("record", [True, False], ids=["record", "preview"])
+def test_ctrl_c_says_at_once_that_the_batch_is_stopping(
+    env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    record: bool,
+) -> None:
+    """One line before the clean-up (which waits for the workers' chunks and takes a
+    delivered campaign's impressions back, with Ctrl-C ignored), and no progress after
+    it: the lines had gone on counting while the command only cleaned up."""
+    decide, stopped_when = batch.decide_chunk, []
+
+    def interrupted(run: BatchRun, customer_ids: list[str], stage: str | None) -> object:
+        if len(stopped_when) == 2:
+            raise KeyboardInterrupt
+        stopped_when.append(len(customer_ids))
+        return decide(run, customer_ids, stage)
+
+    monkeypatch.setattr(batch, "decide_chunk", interrupted)
+    out = tmp_path / "campaign.parquet"
+    command = ["--customers", "all", "--chunk", "10", "--workers", "1", "--out", str(out)]
+    assert _batch(*command, *(["--record"] if record else [])) == 130
+    lines = capsys.readouterr().err.splitlines()
+    stopping = [line for line in lines if line.startswith("nbo batch: stopping: ")]
+    assert len(stopping) == 1 and lines[-2:] == [stopping[0], "nbo batch: interrupted"]
+    assert ("Ctrl-C is ignored until this is done" in stopping[0]) is record
+    assert "no campaign file is written" in stopping[0] and not out.exists()
+    store = open_store(f"sqlite:///{env}")
+    try:
+        assert store.contacts_of_many([f"a{c:02d}" for c in range(30)], 0) == {}
+    finally:
+        store.close()
 
 
 def test_batch_errors_are_one_line(

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nbo.campaigns import batch
-from nbo.campaigns.batch import RunSpec, Selection, open_run, write_batch
+from nbo.campaigns.batch import RunSpec, Selection, decide_chunk, open_run, write_batch
 from nbo.settings import Settings
 
 NOW = datetime(2026, 6, 30, 12, tzinfo=UTC)
@@ -79,5 +79,32 @@ def test_a_delivered_campaign_that_fails_takes_its_impressions_back(
         monkeypatch.undo()
         again = write_batch(run, Selection(ids), tmp_path / "campaign.parquet", chunk=10)
         assert again.recorded == recorded[0]
+    finally:
+        run.store.close()
+
+
+def test_a_chunk_called_off_records_nothing(
+    models_dir: Path, store_url: str, tmp_path: Path
+) -> None:
+    """A stopping campaign's workers call their chunks off rather than record what the
+    run would then take back: before the chunk starts, or half-way through the
+    delivery's transaction, which rolls back."""
+    settings = Settings(models_dir=models_dir, store_url=store_url)
+    run = open_run(RunSpec(settings, "email", 3, NOW, True, "run-1"))
+    ids = [str(c) for c in run.context.models.current.customers.ids][:10]
+    asked: list[int] = []
+
+    def after_three() -> bool:
+        asked.append(1)
+        return len(asked) > 4  # the chunk's start, then three customers' impressions
+
+    try:
+        assert batch.decide_chunk(run, ids, None, lambda: True).called_off
+        result = decide_chunk(run, ids, None, after_three)
+        assert result.called_off and result.table is None and result.recorded == 0
+        assert len(asked) == 5
+        assert impressions_of_run(run, ids) == 0
+        recorded = decide_chunk(run, ids, None, lambda: False)
+        assert not recorded.called_off and recorded.recorded == impressions_of_run(run, ids) > 0
     finally:
         run.store.close()

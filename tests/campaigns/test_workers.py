@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 
 from nbo.campaigns import batch, workers
-from nbo.campaigns.batch import BatchError, BatchRun, RunSpec, open_run
+from nbo.campaigns.batch import BatchError, BatchRun, ChunkResult, RunSpec, open_run
 from nbo.campaigns.workers import BatchWorkers
 from nbo.cli import main
 from nbo.core import openmp
@@ -161,6 +162,38 @@ def test_a_worker_that_dies_is_one_clear_error(
             assert started.forked
             with pytest.raises(BatchError, match="a worker process stopped before its chunk"):
                 list(started.decide([["a00"], ["a01"]], None))
+    finally:
+        run.store.close()
+
+
+def _chunk_or_called_off(
+    run: BatchRun, customer_ids: list[str], stage: str | None, stopping: Callable[[], bool]
+) -> ChunkResult:
+    return ChunkResult(None, customers=len(customer_ids), called_off=stopping())
+
+
+def test_workers_call_their_chunks_off_once_told(
+    models_dir: Path, env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C: the chunks queued for a worker or being decided are called off (no model
+    work here: a fork of a test process could not run it safely)."""
+    monkeypatch.setattr(workers, "fork_refused", lambda: None)
+    monkeypatch.setattr(workers, "decide_chunk", _chunk_or_called_off)
+    settings = Settings(models_dir=models_dir, store_url=f"sqlite:///{env}")
+    spec = RunSpec(settings, "email", 3, NOW, True, "run-1")
+    run = open_run(spec)
+    chunks = [["a00"], ["a01", "a02"], ["a03"]]
+    try:
+        with BatchWorkers(run, spec, 2) as started:
+            assert started.forked
+            going = list(started.decide(chunks, None))
+            assert [(r.customers, r.called_off) for r in going] == [
+                (1, False),
+                (2, False),
+                (1, False),
+            ]
+            started.call_off()
+            assert all(r.called_off for r in started.decide(chunks, None))
     finally:
         run.store.close()
 

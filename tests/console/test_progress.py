@@ -100,3 +100,22 @@ def test_paused_lines_run_no_thread_and_resume_after() -> None:
             threading.Event().wait(0.01)
         assert out.getvalue() != written
     assert not beating()
+
+
+def test_stopped_lines_say_nothing_more() -> None:
+    """A command that is stopping (Ctrl-C) says so once: a count running on would say
+    the work goes on while the command only cleans up."""
+    out, clock = io.StringIO(), Clock()
+
+    def beating() -> bool:
+        return any(t.name == "nbo-progress" for t in threading.enumerate())
+
+    with PlainProgress("nbo batch", out, every=5, clock=clock) as progress:
+        progress.start("offers", 4000, "customers")
+        progress.update(1000)
+        progress.stop()
+        assert not beating()
+        clock.now += 60
+        progress.update(2000)
+        progress.heartbeat()
+    assert out.getvalue() == ""

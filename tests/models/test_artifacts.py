@@ -237,6 +237,39 @@ def test_current_pointing_at_a_missing_version(tmp_path: Path) -> None:
     assert "manifest.json is missing" in str(caught.value)
 
 
+def _outside(tmp_path: Path) -> list[str]:
+    """CURRENT contents that name a valid model outside the models folder."""
+    _write(tmp_path / "elsewhere", "v2")
+    return ["../elsewhere/v2", str(tmp_path / "elsewhere" / "v2"), "./../elsewhere/v2"]
+
+
+def test_current_is_never_followed_outside_the_models_folder(tmp_path: Path) -> None:
+    """A CURRENT holding a path (relative or absolute) would load whatever model it
+    reaches; a version is a plain name inside the models folder."""
+    models = tmp_path / "models"
+    _write(models, "v1")
+    for pointer in [*_outside(tmp_path), ".tmp-v1-1234", "v1/..", "..", "v1\x00"]:
+        (models / CURRENT).write_text(pointer + "\n", encoding="utf-8")
+        with pytest.raises(ArtifactError) as caught:
+            load_artifact(models)
+        assert str(caught.value) == (
+            f"{models / CURRENT}: {pointer!r} is not a model version (a version is a folder "
+            "name inside the models folder: letters, digits, '.', '_' and '-', not "
+            "starting with '.')"
+        )
+
+
+def test_a_version_name_is_never_followed_outside_the_models_folder(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    _write(models, "v1")
+    for version in _outside(tmp_path):
+        with pytest.raises(ArtifactError, match="is not a model version"):
+            load_artifact(models, version)
+        with pytest.raises(ArtifactError, match="cannot point CURRENT at"):
+            set_current(models, version)
+    assert current_version(models) == "v1"
+
+
 def test_missing_file_is_refused(tmp_path: Path) -> None:
     models = tmp_path / "models"
     _write(models, "v1")

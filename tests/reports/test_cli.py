@@ -48,7 +48,7 @@ def test_experiment_report_refuses_a_store_that_is_not_a_database_in_one_line(
     assert main([*args, "--store-url", f"sqlite:///{path}", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert err.startswith("nbo report: error: setting NBO_STORE_URL: ")
+    assert err.startswith("nbo report: error: --store-url: ")  # what the user gave
     assert f"cannot use {path} as the store (file is not a database)" in err
 
 

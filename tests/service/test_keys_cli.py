@@ -92,6 +92,20 @@ def test_the_cli_says_when_there_is_no_key_yet(
     store = f"sqlite:///{tmp_path / 'never-served.db'}"
     assert main(["keys", "pseudonym", "a00", "--store-url", store]) == EXIT_USER_ERROR
     err = capsys.readouterr().err.strip()
-    assert err.startswith("nbo keys: error: store") and "NBO_LOG_KEY" in err
+    assert err.startswith("nbo keys: error: --store-url: the store holds no pseudonym key")
+    assert "NBO_LOG_KEY" in err and "NBO_STORE_URL" not in err
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "never-served.db").exists()  # a look, nothing created
+
+
+def test_a_bad_store_is_said_of_the_flag_or_the_setting_the_user_gave(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("NBO_LOG_KEY", raising=False)
+    assert main(["keys", "pseudonym", "a00", "--store-url", "db1:5432"]) == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("nbo keys: error: --store-url: unsupported store 'db1:5432'")
+    monkeypatch.setenv("NBO_STORE_URL", "db1:5432")
+    assert main(["keys", "pseudonym", "a00"]) == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("nbo keys: error: setting NBO_STORE_URL: unsupported store")

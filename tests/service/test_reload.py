@@ -11,6 +11,7 @@ follow CURRENT. Every wait on a server is bounded by a count of polls."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -291,6 +292,38 @@ def test_a_missing_current_is_404(client: TestClient, models: Path, published: V
     (models / CURRENT).unlink()
     answer = reload(client)
     assert_refused(answer, 404, "no CURRENT file", "no CURRENT file")
+    assert serving(client) == published.v1
+
+
+def test_a_current_or_alias_pointing_outside_the_models_folder_is_refused(
+    client: TestClient,
+    models: Path,
+    published: Versions,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """CURRENT (or ALIASES.json) holding a path reaches a model outside the models folder,
+    which would then serve: refused and logged, the last good model serving on."""
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(models, elsewhere)
+    caplog.set_level(logging.ERROR, logger="nbo.service.reload")
+    for pointer in ["../elsewhere/" + published.v2, str(elsewhere / published.v2)]:
+        (models / CURRENT).write_text(pointer + "\n", encoding="utf-8")
+        answer = reload(client)
+        assert_refused(answer, 404, repr(pointer), "is not a model version")
+        assert serving(client) == published.v1
+        assert client.get("/health/ready").status_code == 200
+        refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert refused and repr(pointer) in refused[-1], refused
+        listed = client.get("/v1/models")  # a listing still answers
+        assert listed.status_code == 200 and listed.json()["current"] == published.v1
+
+    set_current(models, published.v1)
+    (models / "ALIASES.json").write_text(
+        json.dumps({"candidate": str(elsewhere / published.v2)}), encoding="utf-8"
+    )
+    answer = reload(client, version="candidate")
+    assert_refused(answer, 404, "alias 'candidate'", "is not a model version")
     assert serving(client) == published.v1
 
 

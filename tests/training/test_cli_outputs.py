@@ -8,6 +8,9 @@ As root permission bits never refuse, so a path under a regular file, and ``/pro
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from support import assert_one_error_line, unwritable_folders
 import training.cli
 import training.evaluate_cli
 from nbo.cli import main
+from training.pipeline import TrainResult
 
 pytestmark = pytest.mark.usefixtures("plain_terminal")
 
@@ -54,3 +58,42 @@ def test_evaluate_refuses_an_out_it_cannot_write_before_evaluating(
         line = assert_one_error_line(capsys.readouterr().err, problem, command="evaluate")
         assert line.startswith(f"nbo evaluate: error: --out {out}: "), line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_evaluate_replaces_both_files_or_neither(
+    tmp_path: Path,
+    planted_csv: Path,
+    trained: TrainResult,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """evaluation.json and report.html are one report: a disk that fills up while the
+    page is written leaves the previous pair, not a new document beside an old page."""
+    monkeypatch.setattr(training.evaluate_cli, "train", lambda *_args, **_kwargs: trained)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "evaluation.json").write_text("the old document\n", encoding="utf-8")
+    (out / "report.html").write_text("the old page\n", encoding="utf-8")
+    disk_full = True
+    real_open = Path.open
+
+    def open_unless_full(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if disk_full and "report.html" in path.name and mode[0] in "wx":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_unless_full)
+    args = ["evaluate", "--data", str(planted_csv), "--out", str(out)]
+    assert main(args) == 2
+    line = assert_one_error_line(
+        capsys.readouterr().err, "No space left on device", command="evaluate"
+    )
+    assert line.startswith(f"nbo evaluate: error: --out {out}: cannot be written"), line
+    assert (out / "evaluation.json").read_text(encoding="utf-8") == "the old document\n"
+    assert (out / "report.html").read_text(encoding="utf-8") == "the old page\n"
+    assert sorted(os.listdir(out)) == ["evaluation.json", "report.html"]  # no temporaries
+
+    disk_full = False
+    assert main(args) == 0
+    assert json.loads((out / "evaluation.json").read_text(encoding="utf-8"))["published"] is False
+    assert (out / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")

@@ -24,7 +24,7 @@ from nbo.models.candidates import FEATURES, SOURCES
 from training.cli import METHOD_ORDER
 from training.evaluate_cli import default_out_dir, evaluation_document
 from training.pipeline import TrainResult
-from training.report import evaluation_html, write_json
+from training.report import evaluation_html, evaluation_json
 
 pytestmark = pytest.mark.usefixtures("plain_terminal")
 
@@ -371,8 +371,7 @@ def test_document_orders_known_methods_and_keeps_new_ones_last(tmp_path: Path) -
         "this model"
     )
 
-    path = write_json(tmp_path / "evaluation.json", document)
-    text = path.read_text(encoding="utf-8")
+    text = evaluation_json(document)
     assert "NaN" not in text
     assert json.loads(text)["metrics"]["churn"]["recency"]["brier"] is None
 

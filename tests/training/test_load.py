@@ -70,6 +70,47 @@ def test_training_leaves_out_erased_customers(
     assert "a00" in _customers(models) and not other.exists()
 
 
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_bad_store_is_said_of_what_the_user_gave(
+    command: str,
+    tmp_path: Path,
+    planted_csv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--store-url given: its error names the flag, not NBO_STORE_URL (the user may never
+    have set that); without the flag the setting it came from is named."""
+    not_a_database = tmp_path / "purchases.db"
+    not_a_database.write_text("customer_id,item_id\n", encoding="utf-8")
+    args = [
+        command,
+        "--data",
+        str(planted_csv),
+        "--out" if command == "evaluate" else "--models-dir",
+    ]
+    args += [str(tmp_path / "out"), "--config", str(_config(tmp_path))]
+
+    assert main([*args, "--store-url", "postgres-on-db1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"nbo {command}: error: --store-url: unsupported store 'postgres-on-db1' "
+        "(use sqlite:///PATH or postgresql://...)\n"
+    )
+    assert main([*args, "--store-url", f"sqlite:///{not_a_database}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nbo {command}: error: --store-url: ") and err.count("\n") == 1
+    assert f"{not_a_database} (file is not a database)" in err and "NBO_STORE_URL" not in err
+
+    monkeypatch.setenv("NBO_STORE_URL", f"sqlite:///{not_a_database}")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"nbo {command}: error: setting NBO_STORE_URL: ")
+        and "--store-url" not in err
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_training_with_every_customer_erased_is_a_data_error(
     tmp_path: Path, planted_csv: Path
 ) -> None:

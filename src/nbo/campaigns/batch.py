@@ -17,6 +17,7 @@ A run that fails before its file is in place takes its impressions back
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from nbo.campaigns.files import SCHEMA, folder_lock, format_of, remove_customers
+from nbo.campaigns.files import SCHEMA, Outcomes, folder_lock, format_of, remove_customers
 from nbo.campaigns.recovery import Heartbeat, begin_delivering, end_delivering, partial_path
 from nbo.catalog.holder import CatalogHolder
 from nbo.core import processes
@@ -84,9 +85,23 @@ class BatchSummary:
     skipped_stage: int = 0  # not in the selected stage
     without_offers: dict[str, int] = field(default_factory=dict)  # reason -> customers
     recorded: int = 0  # impressions recorded
-    # Rows of customers erased while the batch ran, taken out before (or right after)
-    # the file was put in place.
+    # Customers erased while the batch ran, and their rows, taken out of the file before
+    # (or right after) it was put in place; the counts above leave them out.
+    erased_customers: int = 0
     erased_rows: int = 0
+
+    def leave_out(self, erased: Outcomes) -> None:
+        """The customers of ``erased`` (taken out of the file) out of the counts, so the
+        summary says what the file holds."""
+        self.customers -= erased.customers
+        self.erased_customers += erased.customers
+        self.with_offers -= erased.with_offers
+        for reason, count in erased.without_offers.items():
+            left = self.without_offers.get(reason, 0) - count
+            if left > 0:
+                self.without_offers[reason] = left
+            else:
+                self.without_offers.pop(reason, None)
 
 
 def select_customers(spec: str, model: ServingModel, store: Store) -> Selection:
@@ -384,7 +399,9 @@ def run_of(spec: RunSpec, context: Context) -> BatchRun:
 
 @dataclass
 class ChunkResult:
-    """One chunk's rows (None when no customer of it was kept) and its counts."""
+    """One chunk's rows (None when no customer of it was kept) and its counts;
+    ``called_off``: the campaign was stopping, and the chunk decided and recorded
+    nothing."""
 
     table: pa.Table | None
     customers: int = 0
@@ -392,15 +409,41 @@ class ChunkResult:
     without_offers: dict[str, int] = field(default_factory=dict)
     skipped_stage: int = 0
     recorded: int = 0  # impressions recorded (a delivered campaign)
+    called_off: bool = False
 
 
-def decide_chunk(run: BatchRun, customer_ids: Sequence[str], stage: str | None) -> ChunkResult:
-    """The output rows of one chunk of customers (delivered, when the campaign is)."""
+class CalledOff(Exception):
+    """A delivery abandoned half-way because the campaign is stopping: its transaction
+    rolls back, so nothing of it is recorded (and nothing has to be taken back)."""
+
+
+def decide_chunk(
+    run: BatchRun,
+    customer_ids: Sequence[str],
+    stage: str | None,
+    stopping: Callable[[], bool] | None = None,
+) -> ChunkResult:
+    """The output rows of one chunk of customers (delivered, when the campaign is).
+    ``stopping`` (a worker's): whether the campaign is stopping, asked before the chunk
+    starts and, when delivered, before each customer's impressions are made (most of a
+    delivered chunk's time, in the store's transaction): the chunk is then called off
+    rather than recorded for the run to take back."""
+    if stopping is not None and stopping():
+        return ChunkResult(None, called_off=True)
     recorded = 0
     if run.occasion.delivery:
-        delivered = deliver_customers(
-            run.context, customer_ids, run.occasion, lambda one: _impressions(run, one), stage
-        )
+
+        def impressions(one: Decided) -> list[ImpressionEvent]:
+            if stopping is not None and stopping():
+                raise CalledOff
+            return _impressions(run, one)
+
+        try:
+            delivered = deliver_customers(
+                run.context, customer_ids, run.occasion, impressions, stage
+            )
+        except CalledOff:
+            return ChunkResult(None, called_off=True)
         decided, recorded = delivered.decided, delivered.recorded
     else:
         decided = decide_customers(run.context, customer_ids, run.occasion, stage)
@@ -437,6 +480,7 @@ def write_batch(
     progress: Progress | None = None,
     workers: Workers | None = None,
     managed: bool = True,
+    stopping: Callable[[], None] | None = None,
 ) -> BatchSummary:
     """Decide every selected customer and write the rows to ``out`` (.parquet or .csv),
     through a temporary file renamed at the end; with ``run.occasion.delivery`` each chunk
@@ -451,7 +495,9 @@ def write_batch(
     With ``workers`` (``nbo.campaigns.workers``, started for ``run``), chunks are decided
     by those processes, each with a run of its own, and written in order: the same file
     as one process writes. ``progress`` is called after each chunk with the number of
-    customers screened and decided so far.
+    customers screened and decided so far. ``stopping`` is called at once when the run
+    is interrupted (Ctrl-C, SIGTERM), before its clean-up: the workers' chunks called
+    off and, when delivered, the run's impressions taken back, with Ctrl-C ignored.
     """
     check_output(out)
     summary = BatchSummary()
@@ -475,6 +521,9 @@ def write_batch(
             results = (decide_chunk(run, c, selection.stage) for c in chunks)
         done = 0
         for chosen, result in zip(chunks, results, strict=True):
+            if result.called_off:
+                # Only a stopping run calls its chunks off: never a result to write.
+                raise BatchError("the campaign was stopped while it ran; no file was written")
             if heartbeat is not None:
                 heartbeat.check()
             summary.customers += result.customers
@@ -495,7 +544,9 @@ def write_batch(
         # Erased while the batch ran: out before the rename, their impressions too.
         erased_during = set(run.store.erased_ids()) - erased_before
         if erased_during:
-            summary.erased_rows += remove_customers(temporary, fmt, erased_during)
+            erased = Outcomes()
+            summary.erased_rows += remove_customers(temporary, fmt, erased_during, removed=erased)
+            summary.leave_out(erased)
             if run.occasion.delivery:
                 summary.recorded -= take_back(run, sorted(erased_during))
         _put_in_place(run, temporary, out, summary.rows - summary.erased_rows, managed)
@@ -503,17 +554,29 @@ def write_batch(
         # Erased before the registration: that erasure may not have seen this file.
         erased_since = set(run.store.erased_ids()) - erased_before - erased_during
         if erased_since:
+            erased = Outcomes()
             summary.erased_rows += remove_customers(
-                out, fmt, erased_since, rewritten=_registered_rows(run, out) if managed else None
+                out,
+                fmt,
+                erased_since,
+                rewritten=_registered_rows(run, out) if managed else None,
+                removed=erased,
             )
+            summary.leave_out(erased)
         summary.rows -= summary.erased_rows
-    except BaseException:
-        if run.occasion.delivery and not placed:
-            # No campaign file, no delivery: once no worker can record any more. A second
-            # Ctrl-C must not stop this half-way (processes.uninterrupted).
-            with processes.uninterrupted():
-                if workers is not None:
-                    workers.close(wait=True)
+    except BaseException as exc:
+        delivered = run.occasion.delivery and not placed
+        # No campaign file, no delivery: once no worker can record any more. A second
+        # Ctrl-C must not stop this half-way (processes.uninterrupted).
+        with processes.uninterrupted() if delivered else contextlib.nullcontext():
+            if stopping is not None and isinstance(exc, KeyboardInterrupt):
+                # Saying so must not keep the clean-up from running (a closed stderr).
+                with contextlib.suppress(OSError):
+                    stopping()
+            if workers is not None:
+                # The chunks being decided are called off, queued ones never start.
+                workers.close(wait=delivered)
+            if delivered:
                 withdraw(run, ids)
         raise
     finally:

@@ -194,6 +194,13 @@ def run(args: argparse.Namespace) -> int:
                         if lines:
                             lines.update(done, f"{decided:,} written")
 
+                    def stopping() -> None:
+                        # At once, and the progress ends: the clean-up may take seconds.
+                        bar.stop()
+                        if lines:
+                            lines.stop()
+                        print(f"nbo batch: {stopping_line(args.record)}", file=sys.stderr)
+
                     if spark is None:
                         summary = write_batch(
                             batch,
@@ -203,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
                             advance,
                             workers,
                             managed=not args.unmanaged,
+                            stopping=stopping,
                         )
                     else:
                         summary = write_spark_batch(
@@ -231,6 +239,17 @@ def run(args: argparse.Namespace) -> int:
         summary_line(args, summary, selection.stage, total, seconds, model.version, now, processes)
     )
     return 0
+
+
+def stopping_line(record: bool) -> str:
+    """What an interrupted campaign says at once, before its clean-up."""
+    if not record:
+        return "stopping: the chunks being decided are called off; no campaign file is written"
+    return (
+        "stopping: the chunks being decided are called off and the impressions this run "
+        "recorded are taken back; no campaign file is written (Ctrl-C is ignored until "
+        "this is done)"
+    )
 
 
 def _spark_options(args: argparse.Namespace) -> SparkOptions | None:
@@ -309,7 +328,7 @@ def summary_line(
     if stage:
         who = f"{written:,} customers in {stage}"
         speed = (
-            f"of {screened:,} screened ({screened - written:,} not in {stage}), "
+            f"of {screened:,} screened ({summary.skipped_stage:,} not in {stage}), "
             f"in {seconds:.1f} s{where}: "
             f"{screened / per_second:,.0f} screened/s, {written / per_second:,.0f} written/s"
         )
@@ -322,8 +341,9 @@ def summary_line(
         + f") {speed}; model {version}, channel {args.channel}, clock {now.isoformat()}"
         + (f"; {summary.recorded:,} impressions recorded" if args.record else "")
         + (
-            f"; {summary.erased_rows:,} rows of customers erased during the run left out"
-            if summary.erased_rows
+            f"; {summary.erased_customers:,} customers erased during the run left out "
+            f"({summary.erased_rows:,} rows)"
+            if summary.erased_customers or summary.erased_rows
             else ""
         )
         + ("; unmanaged: erasures will not reach this file" if args.unmanaged else "")

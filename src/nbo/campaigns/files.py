@@ -30,7 +30,7 @@ import stat
 import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -206,19 +206,49 @@ def read_batches(
         yield from batches
 
 
+@dataclass
+class Outcomes:
+    """How many customers of a campaign file have offers, and how many have none, per
+    reason: each decided customer has a row of rank 1 (with offers) or one row of rank 0
+    with the reason (without)."""
+
+    with_offers: int = 0
+    without_offers: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def customers(self) -> int:
+        return self.with_offers + sum(self.without_offers.values())
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Count the customers of ``batch`` (its rank and suppressed_reason columns)."""
+        rank = batch.column("rank")
+        self.with_offers += int(pc.sum(pc.equal(rank, 1).cast(pa.int64())).as_py() or 0)
+        reasons = batch.column("suppressed_reason").filter(pc.equal(rank, 0))
+        for entry in pc.value_counts(reasons).to_pylist():
+            key = str(entry["values"])
+            self.without_offers[key] = self.without_offers.get(key, 0) + entry["counts"]
+
+    def merge(self, other: Outcomes) -> None:
+        self.with_offers += other.with_offers
+        for reason, count in other.without_offers.items():
+            self.without_offers[reason] = self.without_offers.get(reason, 0) + count
+
+
 def remove_customers(
     path: Path,
     fmt: str,
     customer_ids: Collection[str],
     rewritten: Callable[[int], None] | None = None,
+    removed: Outcomes | None = None,
 ) -> int:
     """Rewrite a campaign file without the rows of ``customer_ids``; answers the rows
     removed (0, and the file untouched, when it holds none of them). ``rewritten`` is
-    called with the rows kept, under the folder's lock, once the new file is in place.
+    called with the rows kept, under the folder's lock, once the new file is in place;
+    ``removed`` counts the customers taken out (a batch's summary leaves them out).
     Raises OutputProblem, saying why, for a file that cannot be rewritten."""
     wanted = pa.array(sorted(set(customer_ids)), pa.string())
     if fmt == PARTS:
-        return _remove_from_parts(path, wanted, rewritten)
+        return _remove_from_parts(path, wanted, rewritten, removed)
     _file_stat(path)
     folder = path.parent
     with folder_lock(folder) as descriptor:
@@ -231,15 +261,18 @@ def remove_customers(
             raise OutputProblem("not writable: its folder is read-only")
         if not os.access(path, os.W_OK):
             raise OutputProblem("not writable: the file is read-only")
-        removed, kept = _rewrite(path, fmt, wanted, stat.S_IMODE(status.st_mode))
+        rows, kept = _rewrite(path, fmt, wanted, stat.S_IMODE(status.st_mode), removed)
         os.fsync(descriptor)  # the rename itself is durable
         if rewritten is not None:
             rewritten(kept)
-        return removed
+        return rows
 
 
 def _remove_from_parts(
-    folder: Path, wanted: pa.Array, rewritten: Callable[[int], None] | None
+    folder: Path,
+    wanted: pa.Array,
+    rewritten: Callable[[int], None] | None,
+    removed: Outcomes | None,
 ) -> int:
     """``remove_customers`` for a folder of parts: every part is checked before any is
     rewritten (a part nbo cannot rewrite leaves the whole folder as it was), then each
@@ -259,13 +292,14 @@ def _remove_from_parts(
             raise OutputProblem("not writable: its folder of parts is read-only")
         if any(n and not os.access(part, os.W_OK) for part, n in zip(parts, counts, strict=True)):
             raise OutputProblem("not writable: a part is read-only")
-        removed = kept = 0
+        rows = kept = 0
         for part, n in zip(parts, counts, strict=True):
             if n == 0:
                 kept += _rows_in(part)
                 continue
-            gone, left = _rewrite(part, "parquet", wanted, stat.S_IMODE(part.stat().st_mode))
-            removed += gone
+            mode = stat.S_IMODE(part.stat().st_mode)
+            gone, left = _rewrite(part, "parquet", wanted, mode, removed)
+            rows += gone
             kept += left
             # Hadoop's checksum of the old part: a reader that checks it would refuse the new one.
             with suppress(OSError):
@@ -277,7 +311,7 @@ def _remove_from_parts(
             os.close(descriptor)
         if rewritten is not None:
             rewritten(kept)
-        return removed
+        return rows
 
 
 def _parts_in(folder: Path) -> list[Path]:
@@ -308,11 +342,15 @@ def _rows_in(part: Path) -> int:
         raise OutputProblem(f"unreadable: not a parquet file nbo can read ({exc})") from None
 
 
-def _rewrite(path: Path, fmt: str, wanted: pa.Array, mode: int) -> tuple[int, int]:
+def _rewrite(
+    path: Path, fmt: str, wanted: pa.Array, mode: int, removed: Outcomes | None = None
+) -> tuple[int, int]:
     """Write the file's rows except ``wanted``'s to a temporary file beside it, flush it
-    to disk and rename it over the file: (rows removed, rows kept)."""
+    to disk and rename it over the file: (rows removed, rows kept); ``removed`` counts
+    the customers taken out, once the new file is in place."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.erasing")
-    removed = kept = 0
+    rows = kept = 0
+    taken = Outcomes()
     try:
         with _reading(path, fmt) as (schema, batches):
             writer: pq.ParquetWriter | pacsv.CSVWriter = (
@@ -323,7 +361,9 @@ def _rewrite(path: Path, fmt: str, wanted: pa.Array, mode: int) -> tuple[int, in
             try:
                 for batch in batches:
                     hit = _matches(batch, wanted)
-                    removed += int(pc.sum(hit.cast(pa.int64())).as_py() or 0)
+                    rows += int(pc.sum(hit.cast(pa.int64())).as_py() or 0)
+                    if removed is not None:
+                        taken.add(batch.filter(hit))
                     rest = batch.filter(pc.invert(hit))
                     kept += rest.num_rows
                     if rest.num_rows:
@@ -333,6 +373,8 @@ def _rewrite(path: Path, fmt: str, wanted: pa.Array, mode: int) -> tuple[int, in
         os.chmod(temporary, mode)
         _fsync_file(temporary)
         os.replace(temporary, path)
+        if removed is not None:
+            removed.merge(taken)
     except PermissionError:
         raise OutputProblem("not writable: permission denied") from None
     except (OSError, pa.ArrowException) as exc:
@@ -342,7 +384,7 @@ def _rewrite(path: Path, fmt: str, wanted: pa.Array, mode: int) -> tuple[int, in
         # Best effort: a leftover holds no row of the customers it was removing.
         with suppress(OSError):
             temporary.unlink(missing_ok=True)
-    return removed, kept
+    return rows, kept
 
 
 def _fsync_file(path: Path) -> None:

@@ -65,6 +65,7 @@ from nbo.campaigns.batch import (
 from nbo.campaigns.files import (
     PARTS,
     SCHEMA,
+    Outcomes,
     folder_lock,
     is_part,
     read_batches,
@@ -180,7 +181,9 @@ def write_spark_batch(
         # Erased while the batch ran: out before the rename, their impressions too.
         erased_during = set(run.store.erased_ids()) - erased_before
         if erased_during:
-            summary.erased_rows += remove_customers(temporary, PARTS, erased_during)
+            erased = Outcomes()
+            summary.erased_rows += remove_customers(temporary, PARTS, erased_during, removed=erased)
+            summary.leave_out(erased)
             if run.occasion.delivery:
                 take_back(run, sorted(erased_during))
         if run.occasion.delivery:
@@ -191,6 +194,7 @@ def write_spark_batch(
         erased_since = set(run.store.erased_ids()) - erased_before - erased_during
         if erased_since:
             path = managed_path(out)
+            erased = Outcomes()
             summary.erased_rows += remove_customers(
                 out,
                 PARTS,
@@ -198,7 +202,9 @@ def write_spark_batch(
                 rewritten=(lambda kept: run.store.set_batch_output_rows(path, kept))
                 if managed
                 else None,
+                removed=erased,
             )
+            summary.leave_out(erased)
         summary.rows -= summary.erased_rows
     except BaseException:
         if run.occasion.delivery and not placed:
@@ -330,15 +336,13 @@ def _count_rows(folder: Path, summary: BatchSummary) -> None:
     """The summary's counts from the parts written, streamed through (two columns): each
     decided customer has one row of rank 1 (with offers) or 0 (without, with the
     reason)."""
+    found = Outcomes()
     for batch in read_batches(folder, PARTS, ["rank", "suppressed_reason"]):
-        rank = batch.column("rank")
         summary.rows += batch.num_rows
-        summary.with_offers += int(pc.sum(pc.equal(rank, 1).cast(pa.int64())).as_py() or 0)
-        reasons = batch.column("suppressed_reason").filter(pc.equal(rank, 0))
-        for entry in pc.value_counts(reasons).to_pylist():
-            key = str(entry["values"])
-            summary.without_offers[key] = summary.without_offers.get(key, 0) + entry["counts"]
-    summary.customers = summary.with_offers + sum(summary.without_offers.values())
+        found.add(batch)
+    summary.with_offers = found.with_offers
+    summary.without_offers = found.without_offers
+    summary.customers = found.customers
 
 
 def _delivered_offers(folder: Path) -> int:

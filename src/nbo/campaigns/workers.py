@@ -30,6 +30,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
+from multiprocessing.synchronize import Event
 from types import TracebackType
 
 from threadpoolctl import threadpool_limits
@@ -89,12 +90,17 @@ class BatchWorkers:
         refused = fork_refused()
         self.forked = refused is None
         self.count = count
+        context = multiprocessing.get_context("fork" if self.forked else "spawn")
+        # Set by ``close``: the workers call off the chunks they are deciding and those
+        # queued for them (a stopping campaign does not wait for them, nor takes back
+        # what they would record).
+        self._stopping = context.Event()
         if self.forked:
             self._pool = ProcessPoolExecutor(
                 count,
-                mp_context=multiprocessing.get_context("fork"),
+                mp_context=context,
                 initializer=_adopt,
-                initargs=(spec, run.context, os.getpid()),
+                initargs=(spec, run.context, os.getpid(), self._stopping),
             )
             # A forking pool forks every worker at its first task: now, while this
             # process runs no other thread (the pool's own starts after the forks).
@@ -107,9 +113,9 @@ class BatchWorkers:
             log.debug("batch workers spawned: %s", refused)
             self._pool = ProcessPoolExecutor(
                 count,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=context,
                 initializer=_open,
-                initargs=(spec,),
+                initargs=(spec, self._stopping),
             )
 
     @property
@@ -129,8 +135,16 @@ class BatchWorkers:
             ) from exc
 
     def close(self, wait: bool = True) -> None:
-        """Stop the workers (``wait``: once what they are deciding is done)."""
+        """Stop the workers: the chunks not started are cancelled, and those queued for
+        a worker or being decided are called off (``decide_chunk``'s ``stopping``: a
+        delivery rolls back, nothing of it recorded); ``wait``: until the workers are
+        done with them. After the last result, nothing is left to call off."""
+        self.call_off()
         self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def call_off(self) -> None:
+        """From now on, the workers call off every chunk they are given or deciding."""
+        self._stopping.set()
 
     def __enter__(self) -> BatchWorkers:
         return self
@@ -149,25 +163,27 @@ class BatchWorkers:
 _WORKER: dict[str, object] = {}
 
 
-def _open(spec: RunSpec) -> None:
+def _open(spec: RunSpec, stopping: Event) -> None:
     processes.leave_interrupts_to_the_parent()
+    _WORKER["stopping"] = stopping
     # One BLAS thread per worker: the workers are the parallelism.
     _WORKER["limits"] = threadpool_limits(limits=1, user_api="blas")
     _WORKER["run"] = open_run(spec)
     processes.freeze_heap()
 
 
-def _adopt(spec: RunSpec, context: Context, parent: int) -> None:
+def _adopt(spec: RunSpec, context: Context, parent: int, stopping: Event) -> None:
     # Killed with the parent: a forked worker holds the pipes the parent fed it, so it
     # would never see their end and wait for work forever.
     processes.die_with(parent)
     processes.leave_interrupts_to_the_parent()
+    _WORKER["stopping"] = stopping
     _WORKER["limits"] = threadpool_limits(limits=1, user_api="blas")
     store = open_store(spec.settings.store_url)
     _WORKER["run"] = run_of(spec, replace(context, store=store))
 
 
 def _worker_chunk(customer_ids: Sequence[str], stage: str | None) -> ChunkResult:
-    run = _WORKER["run"]
-    assert isinstance(run, BatchRun)
-    return decide_chunk(run, customer_ids, stage)
+    run, stopping = _WORKER["run"], _WORKER["stopping"]
+    assert isinstance(run, BatchRun) and isinstance(stopping, Event)
+    return decide_chunk(run, customer_ids, stage, stopping.is_set)

@@ -71,6 +71,13 @@ class PlainProgress:
             self._thread.join()
             self._thread = None
 
+    def stop(self) -> None:
+        """No more lines: the running step is dropped and the periodic lines end (a
+        command that is stopping says so once; a count running on would say it is not)."""
+        with self._lock:
+            self._step = None
+        self.__exit__(None, None, None)
+
     @contextmanager
     def paused(self) -> Iterator[None]:
         """No periodic lines, and no thread writing them, within: a process forks its

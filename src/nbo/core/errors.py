@@ -4,6 +4,8 @@ The command line prints them as one line with a non-zero exit; the service turns
 them into 4xx responses in one exception handler.
 """
 
+from __future__ import annotations
+
 
 class NboError(Exception):
     """Base class for errors that are the user's to fix, not bugs."""
@@ -34,6 +36,22 @@ class QualityGateError(NboError):
 
 class ConfigError(NboError):
     """A training configuration that cannot be used."""
+
+
+class StoreUrlError(ConfigError):
+    """A store URL that names no usable store. ``setting`` is where the URL came from, so
+    the message names what the user gave: ``NBO_STORE_URL`` by default, or a command's
+    ``--store-url`` (``named``)."""
+
+    def __init__(self, problem: str, setting: str = "NBO_STORE_URL") -> None:
+        self.problem = problem
+        self.setting = setting
+        where = setting if setting.startswith("-") else f"setting {setting}"
+        super().__init__(f"{where}: {problem}")
+
+    def named(self, setting: str) -> StoreUrlError:
+        """The same problem, said of ``setting``."""
+        return StoreUrlError(self.problem, setting)
 
 
 class CatalogError(NboError):

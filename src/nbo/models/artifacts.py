@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +28,15 @@ from nbo.core.errors import ArtifactError
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
+# A version is a plain folder name inside the models folder: no '/', nothing absolute, no
+# leading '.' (hidden folders are versions still being written, and '..' is the parent).
+# CURRENT, an alias, a pinned NBO_MODEL_VERSION and a reload request are all held to it,
+# so none of them reaches a folder outside the models folder.
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+VERSION_RULE = (
+    "a version is a folder name inside the models folder: letters, digits, '.', '_' "
+    "and '-', not starting with '.'"
+)
 TRACKED_LIBRARIES = (
     "nbo",
     "implicit",
@@ -149,8 +159,22 @@ def _check_extra_name(name: str) -> None:
         )
 
 
+def is_version_name(name: str) -> bool:
+    """Whether ``name`` can name a version: a plain folder name (``VERSION_NAME``)."""
+    return VERSION_NAME.fullmatch(name) is not None
+
+
+def check_version_name(name: str, source: str) -> str:
+    """``name``, or ArtifactError saying that ``source`` (where the name was read) names
+    something that is not a version in the models folder."""
+    if not is_version_name(name):
+        raise ArtifactError(f"{source}: {name!r} is not a model version ({VERSION_RULE})")
+    return name
+
+
 def set_current(models_dir: Path, version: str) -> None:
     """Point CURRENT at a version, atomically (write a temp file, then replace)."""
+    check_version_name(version, f"cannot point {CURRENT} at {version!r}")
     if not (models_dir / version / MANIFEST).is_file():
         raise ArtifactError(f"cannot point CURRENT at {version}: no such model in {models_dir}")
     pointer = models_dir / f".{CURRENT}.{uuid.uuid4().hex[:8]}"
@@ -168,7 +192,8 @@ def current_version(models_dir: Path) -> str:
     version = pointer.read_text(encoding="utf-8").strip()
     if not version:
         raise ArtifactError(f"{pointer} is empty")
-    return version
+    # '../other/<version>' or an absolute path would load a model from outside the folder.
+    return check_version_name(version, str(pointer))
 
 
 def list_versions(models_dir: Path) -> list[str]:
@@ -181,6 +206,7 @@ def list_versions(models_dir: Path) -> list[str]:
 def load_artifact(models_dir: Path, version: str | None = None, mmap: bool = True) -> Artifact:
     """Load and verify a version (CURRENT when None); raise ArtifactError if it must not serve."""
     version = version or current_version(models_dir)
+    check_version_name(version, "model")
     path = models_dir / version
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():

@@ -9,13 +9,21 @@ version, or says what exists.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
 
 from nbo.core.errors import ArtifactError
 from nbo.core.outputs import replace_files
-from nbo.models.artifacts import CURRENT, MANIFEST, current_version, list_versions
+from nbo.models.artifacts import (
+    CURRENT,
+    MANIFEST,
+    check_version_name,
+    current_version,
+    is_version_name,
+    list_versions,
+)
 
 ALIASES = "ALIASES.json"
 PRODUCTION = "production"
@@ -40,10 +48,14 @@ def read_aliases(models_dir: Path) -> dict[str, str]:
 
 
 def aliases_with_current(models_dir: Path) -> dict[str, str]:
-    """Every alias, with ``production`` pointing at CURRENT unless set."""
+    """Every alias, with ``production`` pointing at CURRENT unless set (and CURRENT names
+    a version)."""
     aliases = read_aliases(models_dir)
     if PRODUCTION not in aliases and (models_dir / CURRENT).is_file():
-        aliases[PRODUCTION] = current_version(models_dir)
+        # A listing, not a load: a CURRENT that names no version (empty, a path) has no
+        # alias here, and loading it says why.
+        with contextlib.suppress(ArtifactError):
+            aliases[PRODUCTION] = current_version(models_dir)
     return aliases
 
 
@@ -53,7 +65,7 @@ def set_alias(models_dir: Path, name: str, version: str) -> None:
         raise ArtifactError(
             f"alias '{name}': use lower-case letters, digits, '-' or '_' (not 'current')"
         )
-    if not (models_dir / version / MANIFEST).is_file():
+    if not is_version_name(version) or not (models_dir / version / MANIFEST).is_file():
         raise ArtifactError(f"alias '{name}': no model {version} in {models_dir}")
     aliases = read_aliases(models_dir)
     aliases[name] = version
@@ -72,10 +84,13 @@ def resolve(models_dir: Path, reference: str) -> str:
     """The version an alias or a version string names."""
     aliases = read_aliases(models_dir)
     if reference in aliases:
-        return aliases[reference]
+        # A target edited by hand must not lead outside the models folder.
+        return check_version_name(
+            aliases[reference], f"{models_dir / ALIASES}: alias '{reference}'"
+        )
     if reference in CURRENT_ALIASES:
         return current_version(models_dir)
-    if (models_dir / reference / MANIFEST).is_file():
+    if is_version_name(reference) and (models_dir / reference / MANIFEST).is_file():
         return reference
     known = sorted({*aliases, *CURRENT_ALIASES})
     versions = list_versions(models_dir)

@@ -107,7 +107,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     from nbo.experiments.outcomes import report_for
     from nbo.experiments.page import report_html, srm_result
     from nbo.experiments.stats import SRM_WARNING
-    from nbo.store import open_existing_store
+    from nbo.store import open_existing_store, store_setting
 
     settings = load_settings(store_url=args.store_url, experiments=args.experiments)
     if settings.experiments is None:
@@ -118,8 +118,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     now = settings.now()
     out = args.out or REPORTS_DIR / f"experiment-{args.name}-{now:%Y%m%dT%H%M%SZ}"
     check_output_folder(out, "--out")
-    setting = "NBO_STORE_URL" if args.store_url is None else "--store-url"
-    store = open_existing_store(settings.store_url, setting)
+    store = open_existing_store(settings.store_url, store_setting(args.store_url))
     try:
         report: dict[str, Any] = report_for(store, experiment, int(now.timestamp()))
     finally:

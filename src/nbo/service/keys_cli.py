@@ -19,10 +19,10 @@ import sys
 from typing import Any
 
 from nbo.core.apikeys import ApiKeyEntry, Role, create_key
-from nbo.core.errors import ConfigError
+from nbo.core.errors import StoreUrlError
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.settings import load_settings
-from nbo.store import read_pseudonym_key
+from nbo.store import read_pseudonym_key, store_setting
 
 
 def register(commands: Any) -> None:
@@ -89,11 +89,13 @@ def run_pseudonym(args: argparse.Namespace) -> int:
     if settings.log_key is not None:
         key = settings.log_key.get_secret_value().encode("utf-8")
     else:
-        stored = read_pseudonym_key(settings.store_url)
+        setting = store_setting(args.store_url)
+        stored = read_pseudonym_key(settings.store_url, setting)
         if stored is None:
-            raise ConfigError(
-                f"store {settings.store_url} holds no pseudonym key yet (the service makes "
-                "it at its first start), and NBO_LOG_KEY is not set"
+            raise StoreUrlError(
+                "the store holds no pseudonym key yet (the service makes it at its first "
+                "start), and NBO_LOG_KEY is not set",
+                setting,
             )
         key = stored
     pseudonyms = Pseudonyms(key)

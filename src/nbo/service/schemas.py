@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nbo.models.artifacts import VERSION_NAME
+
 
 class Channel(StrEnum):
     email = "email"
@@ -271,8 +273,8 @@ class ReloadRequest(BaseModel):
         min_length=1,
         max_length=256,
         # A plain folder name: no '/', no leading '.', so a request never reaches a folder
-        # outside NBO_MODELS_DIR.
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        # outside NBO_MODELS_DIR (the rule CURRENT, aliases and NBO_MODEL_VERSION follow).
+        pattern=f"^{VERSION_NAME.pattern}$",
         description="a published version or alias; unset = NBO_MODEL_VERSION if pinned, "
         "else what models/CURRENT points at",
     )

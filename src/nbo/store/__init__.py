@@ -36,6 +36,7 @@ from nbo.store.urls import (
     open_store,
     read_erased_ids,
     read_pseudonym_key,
+    store_setting,
 )
 
 __all__ = [
@@ -44,4 +45,5 @@ __all__ = [
     "open_store",
     "read_erased_ids",
     "read_pseudonym_key",
+    "store_setting",
 ]

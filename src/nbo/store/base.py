@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from nbo.core.errors import ConfigError, NboError
+from nbo.core.errors import NboError, StoreUrlError
 from nbo.data.events import Event
 from nbo.offers.state import Consent, ContactHistory, PostedPurchase
 
@@ -19,14 +19,18 @@ class StoreUnavailable(NboError):
     service answers 503 and the caller may try again; nothing of the call was stored."""
 
 
-class StoreUnreachable(ConfigError):
+class StoreUnreachable(StoreUrlError):
     """The store's server cannot be reached now (down, starting up, shutting down), as
-    opposed to one that answered and refused: a command stops with this one line, a
-    service worker starts without its store and opens it once the server answers."""
+    opposed to one that answered and refused: a command stops with this one line (naming
+    the flag or setting the URL came from), a service worker starts without its store and
+    opens it once the server answers. ``reason``: the driver's, for the worker's log."""
 
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
+    def __init__(self, problem: str, reason: str, setting: str = "NBO_STORE_URL") -> None:
+        super().__init__(problem, setting)
         self.reason = reason
+
+    def named(self, setting: str) -> StoreUnreachable:
+        return StoreUnreachable(self.problem, self.reason, setting)
 
 
 @dataclass(frozen=True)

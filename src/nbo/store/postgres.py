@@ -35,7 +35,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from nbo.core.errors import ConfigError
+from nbo.core.errors import ConfigError, StoreUrlError
 from nbo.offers.state import PostedPurchase
 from nbo.store.base import StoreUnavailable, StoreUnreachable
 from nbo.store.migrations import apply_migrations
@@ -89,14 +89,12 @@ def _reason(exc: BaseException) -> str:
 
 
 def check_url(url: str) -> None:
-    """ConfigError when libpq cannot parse ``url``; no connection is made."""
+    """StoreUrlError when libpq cannot parse ``url``; no connection is made."""
     try:
         conninfo_to_dict(url)
     except psycopg.Error as exc:
         reason = _reason(exc)
-        raise ConfigError(
-            f"setting NBO_STORE_URL: {redacted(url)} is not valid ({reason})"
-        ) from None
+        raise StoreUrlError(f"{redacted(url)} is not valid ({reason})") from None
 
 
 def _away(exc: psycopg.Error) -> bool:
@@ -110,16 +108,16 @@ def _away(exc: psycopg.Error) -> bool:
 
 
 def _connect(url: str) -> psycopg.Connection[Any]:
-    """A connection, or ConfigError with the server's reason (``StoreUnreachable`` when
+    """A connection, or StoreUrlError with the server's reason (``StoreUnreachable`` when
     the server cannot be reached now)."""
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_SECONDS)
     except psycopg.Error as exc:
         reason = _reason(exc)
-        message = f"setting NBO_STORE_URL: cannot connect to {redacted(url)} ({reason})"
+        problem = f"cannot connect to {redacted(url)} ({reason})"
         if _away(exc):
-            raise StoreUnreachable(message, reason) from None
-        raise ConfigError(message) from None
+            raise StoreUnreachable(problem, reason) from None
+        raise StoreUrlError(problem) from None
 
 
 class PostgresStore(SQLStore):

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from nbo.core.errors import ConfigError
+from nbo.core.errors import StoreUrlError
 from nbo.offers.state import PostedPurchase
 from nbo.store.base import StoreUnavailable
 from nbo.store.migrations import MIGRATIONS as STEPS
@@ -35,25 +35,22 @@ MIGRATIONS: tuple[str, ...] = tuple(step.sqlite for step in STEPS)
 def sqlite_path(url: str) -> Path:
     """The file a ``sqlite:///PATH`` URL names."""
     if not url.startswith(SQLITE_PREFIX):
-        raise ConfigError(
-            f"setting NBO_STORE_URL: unsupported store '{url}' "
-            "(use sqlite:///PATH or postgresql://...)"
-        )
+        raise StoreUrlError(f"unsupported store '{url}' (use sqlite:///PATH or postgresql://...)")
     location = url.removeprefix(SQLITE_PREFIX)
     if not location:
-        raise ConfigError("setting NBO_STORE_URL: sqlite:/// needs a file path")
+        raise StoreUrlError("sqlite:/// needs a file path")
     if location == IN_MEMORY:
         # Each connection would get a database of its own, and everything would be lost
         # at exit: the events, the erased list and the consent records.
-        raise ConfigError(
-            f"setting NBO_STORE_URL: {url} keeps nothing (an in-memory database is lost at "
+        raise StoreUrlError(
+            f"{url} keeps nothing (an in-memory database is lost at "
             "exit); name a file, e.g. sqlite:///var/nbo.db"
         )
     return Path(location)
 
 
 def _make_folder(folder: Path) -> None:
-    """The store's folder, made if missing; ConfigError naming what is in the way."""
+    """The store's folder, made if missing; StoreUrlError naming what is in the way."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -61,12 +58,8 @@ def _make_folder(folder: Path) -> None:
             (p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None
         )
         if in_the_way is not None:
-            raise ConfigError(
-                f"setting NBO_STORE_URL: {in_the_way} is a file, not a folder"
-            ) from None
-        raise ConfigError(
-            f"setting NBO_STORE_URL: cannot make the folder {folder} ({exc.strerror or exc})"
-        ) from None
+            raise StoreUrlError(f"{in_the_way} is a file, not a folder") from None
+        raise StoreUrlError(f"cannot make the folder {folder} ({exc.strerror or exc})") from None
 
 
 def read_erased_ids(path: Path) -> list[str]:
@@ -77,7 +70,7 @@ def read_erased_ids(path: Path) -> list[str]:
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
-        raise ConfigError(f"store {path}: cannot open ({exc})") from None
+        raise StoreUrlError(f"cannot open {path} ({exc})") from None
     try:
         db.execute("PRAGMA query_only=ON")
         db.execute("PRAGMA busy_timeout=5000")
@@ -88,7 +81,7 @@ def read_erased_ids(path: Path) -> list[str]:
             return []
         rows = db.execute("SELECT customer_id FROM erased ORDER BY customer_id").fetchall()
     except sqlite3.DatabaseError as exc:
-        raise ConfigError(f"store {path}: cannot read the erased customers ({exc})") from None
+        raise StoreUrlError(f"cannot read the erased customers of {path} ({exc})") from None
     finally:
         db.close()
     return [row[0] for row in rows]
@@ -103,7 +96,7 @@ def read_pseudonym_key(path: Path) -> bytes | None:
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
-        raise ConfigError(f"store {path}: cannot open ({exc})") from None
+        raise StoreUrlError(f"cannot open {path} ({exc})") from None
     try:
         db.execute("PRAGMA query_only=ON")
         db.execute("PRAGMA busy_timeout=5000")
@@ -116,7 +109,7 @@ def read_pseudonym_key(path: Path) -> bytes | None:
             "SELECT value FROM deployment_keys WHERE name = ?", (PSEUDONYM_KEY,)
         ).fetchone()
     except sqlite3.DatabaseError as exc:
-        raise ConfigError(f"store {path}: cannot read the pseudonym key ({exc})") from None
+        raise StoreUrlError(f"cannot read the pseudonym key of {path} ({exc})") from None
     finally:
         db.close()
     return None if row is None else bytes(row[0])
@@ -134,7 +127,7 @@ class SQLiteStore(SQLStore):
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except sqlite3.OperationalError as exc:
-            raise ConfigError(f"setting NBO_STORE_URL: cannot open {path} ({exc})") from None
+            raise StoreUrlError(f"cannot open {path} ({exc})") from None
         self._lock = threading.Lock()
         self._readers = threading.local()
         self._all_readers: list[sqlite3.Connection] = []
@@ -143,9 +136,7 @@ class SQLiteStore(SQLStore):
         except sqlite3.DatabaseError as exc:
             # The file's first read is here: another kind of file, a read-only one.
             self._db.close()
-            raise ConfigError(
-                f"setting NBO_STORE_URL: cannot use {path} as the store ({exc})"
-            ) from None
+            raise StoreUrlError(f"cannot use {path} as the store ({exc})") from None
         except BaseException:
             self._db.close()
             raise

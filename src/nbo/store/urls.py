@@ -5,73 +5,104 @@ The PostgreSQL driver is imported only for a PostgreSQL URL.
 
 from __future__ import annotations
 
-from nbo.core.errors import ConfigError
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from nbo.core.errors import StoreUrlError
 from nbo.store.base import Store
 from nbo.store.sqlite import SQLiteStore, sqlite_path
 from nbo.store.sqlite import read_erased_ids as sqlite_erased_ids
 from nbo.store.sqlite import read_pseudonym_key as sqlite_pseudonym_key
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# Where a store URL comes from unless a command says otherwise.
+STORE_SETTING = "NBO_STORE_URL"
+STORE_FLAG = "--store-url"
+
+
+def store_setting(flag_value: str | None) -> str:
+    """What names the store for a command with a ``--store-url`` flag: the flag when the
+    user gave it, else ``NBO_STORE_URL``, so an error names what the user gave."""
+    return STORE_SETTING if flag_value is None else STORE_FLAG
+
+
+@contextmanager
+def _said_of(setting: str) -> Iterator[None]:
+    """A bad store URL's error said of ``setting`` (every message below is written of
+    ``NBO_STORE_URL``)."""
+    try:
+        yield
+    except StoreUrlError as exc:
+        if exc.setting == setting:
+            raise
+        raise exc.named(setting) from None
 
 
 def is_postgres(url: str) -> bool:
     return url.startswith(POSTGRES_SCHEMES)
 
 
-def check_store_url(url: str) -> None:
-    """ConfigError when ``url`` cannot name a store (its scheme, an SQLite URL's path, a
-    PostgreSQL URL's syntax), without opening it: ``nbo serve`` checks this before the
-    seconds its model takes to load; whether the store opens is known only by opening it."""
-    if is_postgres(url):
-        from nbo.store.postgres import check_url
+def check_store_url(url: str, setting: str = STORE_SETTING) -> None:
+    """StoreUrlError (naming ``setting``) when ``url`` cannot name a store (its scheme, an
+    SQLite URL's path, a PostgreSQL URL's syntax), without opening it: ``nbo serve``
+    checks this before the seconds its model takes to load; whether the store opens is
+    known only by opening it."""
+    with _said_of(setting):
+        if is_postgres(url):
+            from nbo.store.postgres import check_url
 
-        check_url(url)
-    else:
-        sqlite_path(url)
+            check_url(url)
+        else:
+            sqlite_path(url)
 
 
-def open_store(url: str, background: bool = False) -> Store:
+def open_store(url: str, background: bool = False, setting: str = STORE_SETTING) -> Store:
     """Open the store a URL names, creating (SQLite) or migrating it if needed.
     ``background`` (a service worker): a PostgreSQL server that cannot be reached now
     does not stop the start; the store opens (and migrates) once the server answers, and
     its calls answer StoreUnavailable until then. Without it (a command), that is
-    ``StoreUnreachable``, at once."""
-    if is_postgres(url):
-        from nbo.store.postgres import PostgresStore
+    ``StoreUnreachable``, at once. ``setting``: where the URL came from, for the error
+    when it names no usable store."""
+    with _said_of(setting):
+        if is_postgres(url):
+            from nbo.store.postgres import PostgresStore
 
-        return PostgresStore(url, background=background)
-    return SQLiteStore(sqlite_path(url))
+            return PostgresStore(url, background=background)
+        return SQLiteStore(sqlite_path(url))
 
 
-def open_existing_store(url: str, setting: str = "NBO_STORE_URL") -> Store:
+def open_existing_store(url: str, setting: str = STORE_SETTING) -> Store:
     """``open_store`` for a command that only reads what the service recorded (a
     report): an SQLite file that does not exist is ConfigError, not a new empty store
     that would report "nobody exposed" and be left behind."""
     if not is_postgres(url):
-        path = sqlite_path(url)
+        with _said_of(setting):
+            path = sqlite_path(url)
         if not path.exists():
-            raise ConfigError(
-                f"{setting}: no store at {path} (point it at the store the service records to)"
+            raise StoreUrlError(
+                f"no store at {path} (point it at the store the service records to)", setting
             )
-    return open_store(url)
+    return open_store(url, setting=setting)
 
 
-def read_erased_ids(url: str) -> list[str]:
+def read_erased_ids(url: str, setting: str = STORE_SETTING) -> list[str]:
     """The erased ids of the store a URL names, for the trainer: read only, no migration;
     a store that does not exist yet (or predates erasure) has nothing erased."""
-    if is_postgres(url):
-        from nbo.store.postgres import read_erased_ids as postgres_erased_ids
+    with _said_of(setting):
+        if is_postgres(url):
+            from nbo.store.postgres import read_erased_ids as postgres_erased_ids
 
-        return postgres_erased_ids(url)
-    return sqlite_erased_ids(sqlite_path(url))
+            return postgres_erased_ids(url)
+        return sqlite_erased_ids(sqlite_path(url))
 
 
-def read_pseudonym_key(url: str) -> bytes | None:
+def read_pseudonym_key(url: str, setting: str = STORE_SETTING) -> bytes | None:
     """The pseudonym key kept in the store a URL names, for ``nbo keys pseudonym``: read
     only, no migration; None when the store does not exist or holds none yet (the
     service makes it at its first start)."""
-    if is_postgres(url):
-        from nbo.store.postgres import read_pseudonym_key as postgres_pseudonym_key
+    with _said_of(setting):
+        if is_postgres(url):
+            from nbo.store.postgres import read_pseudonym_key as postgres_pseudonym_key
 
-        return postgres_pseudonym_key(url)
-    return sqlite_pseudonym_key(sqlite_path(url))
+            return postgres_pseudonym_key(url)
+        return sqlite_pseudonym_key(sqlite_path(url))
