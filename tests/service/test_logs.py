@@ -139,17 +139,17 @@ def test_restarts_keep_the_pseudonym_and_the_cli_computes_it(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    call(models_dir, "a00")
-    call(models_dir, "a00")  # a restart on the same store
-    call(models_dir, "b00")
+    call(models_dir, "shopper-a")
+    call(models_dir, "shopper-a")  # a restart on the same store
+    call(models_dir, "shopper-b")
     first, again, other = logged_customers(access_logs)
     assert first == again != other
-    assert "a00" not in access_logs.getvalue()
+    assert "shopper-a" not in access_logs.getvalue()
 
     # The operator's command reads the same key from the store the service uses.
-    assert main(["keys", "pseudonym", "a00", "b00"]) == 0
+    assert main(["keys", "pseudonym", "shopper-a", "shopper-b"]) == 0
     assert capsys.readouterr().out.split() == [first, other]
-    monkeypatch.setattr(sys, "stdin", io.StringIO("a00\nb00\n"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("shopper-a\nshopper-b\n"))
     assert main(["keys", "pseudonym", "-"]) == 0
     assert capsys.readouterr().out.split() == [first, other]
 
