@@ -166,14 +166,69 @@ def test_a_lost_postgres_server_answers_at_once_and_is_found_again(
 def test_a_server_that_answers_and_refuses_is_not_waited_for(postgres_url: str) -> None:
     """A database that does not exist is the URL's mistake: a worker's start (in the
     background) is refused too, with the server's reason, not left to wait for it."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from urllib.parse import urlencode
 
-    from nbo.store.base import StoreUnreachable
+    from psycopg.conninfo import conninfo_to_dict
 
-    wrong = make_conninfo(**{**conninfo_to_dict(postgres_url), "dbname": "no_such_database"})
-    with pytest.raises(ConfigError, match="no_such_database") as refused:
-        open_store(f"postgresql:///?{wrong.replace(' ', '&')}", background=True)
+    wrong = {**conninfo_to_dict(postgres_url), "dbname": "no_such_database"}
+    with pytest.raises(ConfigError, match=r"database .no_such_database. does not exist") as refused:
+        open_store(f"postgresql:///?{urlencode(wrong)}", background=True)
     assert not isinstance(refused.value, StoreUnreachable)
+
+
+# libpq's words for a failed connection, as psycopg raises them (its ``sqlstate`` is None
+# for every one: a failed connection has no result to read it from).
+AT = 'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+NOBODY_ANSWERED = [
+    AT + "Connection refused\n\tIs the server running on that host and accepting TCP/IP "
+    "connections?",
+    AT + "timeout expired",
+    'connection failed: could not translate host name "db" to address: Name or service not known',
+    AT + "FATAL:  the database system is starting up",
+    AT + "FATAL:  the database system is shutting down",
+    AT + "FATAL:  sorry, too many clients already",
+]
+REFUSED = [
+    AT + 'FATAL:  database "shop" does not exist',
+    AT + 'FATAL:  password authentication failed for user "nbo"',
+    AT + 'FATAL:  role "nbo" does not exist',
+    # Two addresses of one host name, the second answering: the server refused.
+    'connection failed: connection to server at "::1", port 5432 failed: Connection '
+    "refused\n\tIs the server running?\n" + AT + 'FATAL:  database "shop" does not exist',
+]
+
+
+@pytest.mark.parametrize(
+    ("message", "away"),
+    [(m, True) for m in NOBODY_ANSWERED] + [(m, False) for m in REFUSED],
+)
+def test_a_server_that_refused_is_told_from_one_that_is_away(
+    message: str, away: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No server answered, or it said "not now": the worker starts without its store.
+    It answered and refused: the start is refused, with its reason. (psycopg names no
+    SQLSTATE for either, so a real server's refusal was taken for an outage: a mistyped
+    database started a service answering 503 for ever.)"""
+    import psycopg
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise psycopg.OperationalError(message)
+
+    monkeypatch.setattr(psycopg, "connect", failing)
+    url = "postgresql://nbo:secret@127.0.0.1:5432/shop"
+    if away:
+        store = open_store(url, background=True)
+        try:
+            assert not store.available
+        finally:
+            store.close()
+        with pytest.raises(StoreUnreachable):
+            open_store(url)
+    else:
+        with pytest.raises(ConfigError, match="FATAL") as refused:
+            open_store(url, background=True)
+        assert not isinstance(refused.value, StoreUnreachable)
+        assert "secret" not in str(refused.value)
 
 
 def wait_until(condition: Callable[[], bool], what: str, seconds: float = 30.0) -> None:

@@ -97,14 +97,24 @@ def check_url(url: str) -> None:
         raise StoreUrlError(f"{redacted(url)} is not valid ({reason})") from None
 
 
+# The server's own words when it answers "not now" (SQLSTATE 57P03 cannot_connect_now:
+# starting up, shutting down, in recovery; 53300 too_many_connections). psycopg gives no
+# SQLSTATE for a connection that failed (there is no result to read it from: every such
+# error has ``sqlstate`` None), only libpq's text, where a server that answered says FATAL.
+_NOT_NOW = ("the database system is", "too many clients", "connection slots are reserved")
+
+
 def _away(exc: psycopg.Error) -> bool:
     """Whether a failed connection means the server cannot be reached now (down, starting
     up, shutting down), rather than that it answered and refused (a password, a database
-    that does not exist)."""
-    return isinstance(exc, psycopg.OperationalError) and exc.sqlstate in (
-        None,
-        "57P03",  # cannot_connect_now: starting up, shutting down
-    )
+    or role that does not exist): no server answered, or the one that did said "not
+    now"."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    if exc.sqlstate is not None:  # a driver that reads it
+        return exc.sqlstate in ("57P03", "53300")
+    text = str(exc)
+    return "FATAL:" not in text or any(words in text for words in _NOT_NOW)
 
 
 def _connect(url: str) -> psycopg.Connection[Any]:
@@ -113,7 +123,10 @@ def _connect(url: str) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_SECONDS)
     except psycopg.Error as exc:
-        reason = _reason(exc)
+        # The server's own line when one answered (libpq lists every address it tried,
+        # the one that answered not always first).
+        answered = [line for line in str(exc).splitlines() if "FATAL:" in line]
+        reason = answered[0].strip() if answered else _reason(exc)
         problem = f"cannot connect to {redacted(url)} ({reason})"
         if _away(exc):
             raise StoreUnreachable(problem, reason) from None
