@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import weakref
 from types import SimpleNamespace
 
@@ -234,8 +235,10 @@ def test_each_compiled_model_has_an_llvm_context_of_its_own_freed_with_it(
     module is in a context of its own, disposed of once the model is freed."""
     _, made = _record_compiles(monkeypatch)
     contexts: list = []
-    real = compiled._new_context
-    monkeypatch.setattr(compiled, "_new_context", lambda: contexts.append(real()) or contexts[-1])
+    real = compiled.llvm.create_context
+    monkeypatch.setattr(
+        compiled.llvm, "create_context", lambda: contexts.append(real()) or contexts[-1]
+    )
     scorer = None
     for booster in _distinct_boosters(4):
         scorer = RankerScorer(booster)
@@ -250,3 +253,42 @@ def test_each_compiled_model_has_an_llvm_context_of_its_own_freed_with_it(
         (module,) = model._execution_engine._modules
         assert module._context in contexts[2:]
     del scorer
+
+
+def test_compilations_take_turns_each_in_its_own_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While one ranker compiles, lleaves' compiler parses into that ranker's context:
+    a second compilation started meanwhile waits for its turn, or it would parse into the
+    first one's context and be freed with the first one's model."""
+    steps: list[str] = []
+    first_compiling, go_on = threading.Event(), threading.Event()
+    real_compile = lleaves.Model.compile
+
+    def compile_slowly(self: lleaves.Model, *args: object, **kwargs: object) -> object:
+        steps.append("compile")
+        if not first_compiling.is_set():
+            first_compiling.set()
+            go_on.wait(30)
+        return real_compile(self, *args, **kwargs)
+
+    real_context = compiled.llvm.create_context
+    monkeypatch.setattr(lleaves.Model, "compile", compile_slowly)
+    monkeypatch.setattr(
+        compiled.llvm, "create_context", lambda: steps.append("context") or real_context()
+    )
+    scorers: list[RankerScorer] = []
+    first, second = (
+        threading.Thread(target=lambda b=booster: scorers.append(RankerScorer(b)))
+        for booster in _distinct_boosters(2)
+    )
+    first.start()
+    assert first_compiling.wait(30)
+    second.start()
+    second.join(0.5)  # it must still be waiting for its turn
+    assert steps == ["context", "compile"]
+    go_on.set()
+    first.join(30)
+    second.join(30)
+    assert steps == ["context", "compile", "context", "compile"]
+    assert len(scorers) == 2 and all(scorer.compiled for scorer in scorers)

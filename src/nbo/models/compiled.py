@@ -150,9 +150,12 @@ def _release(key: bytes) -> None:
 
 def _compile(model_text: str, reference: Predict, n_features: int) -> Predict | None:
     started = time.perf_counter()
-    context = _new_context()
+    context: Any = None
     try:
-        with tempfile.TemporaryDirectory(prefix="nbo-ranker-") as folder, _parsing_into(context):
+        with (
+            tempfile.TemporaryDirectory(prefix="nbo-ranker-") as folder,
+            _parsing_into_own_context() as context,
+        ):
             path = Path(folder) / "ranker.txt"
             path.write_text(model_text, encoding="utf-8")
             model = lleaves.Model(model_file=str(path))
@@ -206,27 +209,27 @@ def _compile(model_text: str, reference: Predict, n_features: int) -> Predict | 
 # process by 0.16 MB at 30 trees of 31 leaves (measured after malloc_trim, over 25
 # models), 0.3-0.5 MB at 90, for as long as it ran. Each model gets a context of its
 # own, disposed of right after its engine.
+# One compilation at a time: the compiler's module is shared, and a compilation started
+# while another has it swapped would parse into the other's context (freed with the
+# other's model, under this one's).
 _COMPILING = threading.Lock()
-
-
-def _new_context() -> Any:
-    """A context of its own for the next model; None when this lleaves does not parse
-    through ``llvmlite.binding`` as 1.3 does (its models then use the global one)."""
-    parses_through_binding = getattr(tree_compiler, "llvm", None) is llvm
-    return llvm.create_context() if parses_through_binding else None
+# Whether this lleaves parses through ``llvmlite.binding`` as 1.3 does (read once, from
+# the module as imported; otherwise its models use the global context).
+_PARSES_THROUGH_BINDING = lleaves is not None and getattr(tree_compiler, "llvm", None) is llvm
 
 
 @contextmanager
-def _parsing_into(context: Any) -> Iterator[None]:
-    """lleaves' compiler parses into ``context`` while the block runs (one compilation
-    at a time: the compiler's module is shared)."""
-    if context is None:
-        yield
-        return
+def _parsing_into_own_context() -> Iterator[Any]:
+    """While the block runs (one compilation at a time), lleaves' compiler parses into a
+    context of its own, which the block is given; None when it cannot."""
     with _COMPILING:
+        if not _PARSES_THROUGH_BINDING:
+            yield None
+            return
+        context = llvm.create_context()
         tree_compiler.llvm = _BindingInto(context)
         try:
-            yield
+            yield context
         finally:
             tree_compiler.llvm = llvm
 
