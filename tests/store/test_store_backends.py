@@ -271,6 +271,12 @@ def test_a_store_started_without_its_server_opens_and_migrates_once_it_answers(
     store = open_store(url, background=True)
     try:
         ran: list[list[str]] = []
+
+        def failing() -> None:
+            raise RuntimeError("cannot execute INSERT in a read-only transaction")
+
+        # One that fails for another reason than the server does not stop the others.
+        store.when_available(failing)
         store.when_available(lambda: ran.append(store.erased_ids()))
         assert not store.available and store.schema_version == 0 and ran == []
         with pytest.raises(StoreUnavailable):

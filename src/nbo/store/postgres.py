@@ -273,7 +273,12 @@ class PostgresStore(SQLStore):
                 away = time.monotonic() - self._down_since
             log.warning("store %s available again after %.0f s", self.where, away)
             for callback in callbacks:
-                self.when_available(callback)
+                try:
+                    self.when_available(callback)
+                except Exception:
+                    # One that fails otherwise (the server back as a read-only standby,
+                    # say) must not take the others with it, nor end in silence.
+                    log.exception("store %s: a step waiting for it failed", self.where)
             return
 
     def _stop_recovery(self) -> None:
