@@ -53,6 +53,11 @@ class StoreUrlError(ConfigError):
         """The same problem, said of ``setting``."""
         return StoreUrlError(self.problem, setting)
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Rebuilt from its parts, not its message (a campaign worker's error crosses to
+        # the parent pickled): from the message it read "setting NBO_STORE_URL: --store-url: ...".
+        return type(self), (self.problem, self.setting)
+
 
 class CatalogError(NboError):
     """An offer catalogue that cannot be served, naming the file, the entry and the field.

@@ -32,6 +32,9 @@ class StoreUnreachable(StoreUrlError):
     def named(self, setting: str) -> StoreUnreachable:
         return StoreUnreachable(self.problem, self.reason, setting)
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:  # type: ignore[override]
+        return type(self), (self.problem, self.reason, self.setting)
+
 
 @dataclass(frozen=True)
 class TaggedEvent:
