@@ -318,6 +318,31 @@ def test_two_replicas_started_without_the_server_migrate_once_when_it_answers(
             store.close()
 
 
+def test_a_server_gone_during_a_pause_is_waited_for_after_it(
+    postgres_url: str, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``paused`` (a campaign forks its workers there) opens a new pool after its block;
+    a server gone meanwhile made that a PoolTimeout traceback and left the closed pool in
+    place. Now the store is away after the block, and open again once the server answers."""
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.1)
+    monkeypatch.setattr(postgres, "CONNECT_SECONDS", 1)
+    relay.on()
+    store = open_store(relay.url(postgres_url))
+    try:
+        with store.paused():
+            relay.off()
+        assert not store.available
+        with pytest.raises(StoreUnavailable):
+            store.erased_ids()
+        relay.on()
+        wait_until(lambda: store.available, "the store never opened again")
+        assert store.erased_ids() == []
+    finally:
+        store.close()
+
+
 def test_no_call_waits_on_the_pool_while_the_server_is_away(
     postgres_url: str, relay: Relay, monkeypatch: pytest.MonkeyPatch
 ) -> None:

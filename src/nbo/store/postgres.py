@@ -303,7 +303,13 @@ class PostgresStore(SQLStore):
             yield
         finally:
             if self._pool is not None:
-                self._pool = self._open_pool()
+                try:
+                    self._pool = self._open_pool()
+                except PoolTimeout:
+                    # The server went away during the block: the store starts closed,
+                    # as one started without its server, and opens once it answers.
+                    self._pool = None
+                    self._went_down(f"no connection within {CONNECT_SECONDS} s")
             if self._down:
                 self._went_down(self._down_reason)
 
