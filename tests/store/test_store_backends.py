@@ -318,6 +318,41 @@ def test_two_replicas_started_without_the_server_migrate_once_when_it_answers(
             store.close()
 
 
+def test_a_server_back_but_refusing_is_said_as_an_error_and_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker started during an outage, and the server comes back refusing it (a
+    password changed meanwhile): an operator's to fix, logged as an error, and again
+    while it lasts, not once among an outage's warnings."""
+    import logging
+
+    import psycopg
+
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.01)
+    monkeypatch.setattr(postgres, "REPEAT_SECONDS", 0.0)
+    answer = [AT + "Connection refused"]
+
+    def connect(*args: object, **kwargs: object) -> None:
+        raise psycopg.OperationalError(answer[0])
+
+    monkeypatch.setattr(psycopg, "connect", connect)
+    store = open_store("postgresql://nbo:secret@127.0.0.1:5432/shop", background=True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="nbo.store.postgres"):
+            answer[0] = AT + 'FATAL:  password authentication failed for user "nbo"'
+            wait_until(
+                lambda: sum(r.levelno == logging.ERROR for r in caplog.records) >= 3,
+                "the refusal was not said as an error, again",
+            )
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert "password authentication failed" in errors[0] and "secret" not in errors[0]
+        assert not store.available
+    finally:
+        store.close()
+
+
 def test_a_server_gone_during_a_pause_is_waited_for_after_it(
     postgres_url: str, relay: Relay, monkeypatch: pytest.MonkeyPatch
 ) -> None:

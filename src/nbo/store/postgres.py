@@ -57,6 +57,8 @@ POOL_WAIT_SECONDS = 3.0
 # store's own tries the server again this often until it answers: a worker stays
 # responsive through an outage, and no call waits on the pool for a server that is away.
 DOWN_SECONDS = 1.0
+# How often a store whose server refuses it (not one away) says so again (seconds).
+REPEAT_SECONDS = 60.0
 
 
 def redacted(url: str) -> str:
@@ -245,7 +247,7 @@ class PostgresStore(SQLStore):
         connections replaced) and take one connection from it; then count it back and
         run the ``when_available`` callbacks. Runs in a thread: a try may wait on the
         network."""
-        reason = ""
+        reason, said_at = "", 0.0
         while not self._stopping.wait(DOWN_SECONDS):
             try:
                 if self._pool is None:
@@ -262,8 +264,15 @@ class PostgresStore(SQLStore):
                         db.execute("SELECT 1")
             except (psycopg.Error, PoolTimeout, ConfigError) as exc:
                 reason = exc.reason if isinstance(exc, StoreUnreachable) else _reason(exc)
-                if reason != self._down_reason:
-                    log.warning("store %s still unavailable: %s", self.where, reason)
+                # A server that answers and refuses (a password changed, a schema newer
+                # than this nbo) is an operator's to fix: said as an error, and again
+                # every REPEAT_SECONDS, not once among the warnings of an outage.
+                refused = isinstance(exc, ConfigError) and not isinstance(exc, StoreUnreachable)
+                now = time.monotonic()
+                if reason != self._down_reason or (refused and now - said_at >= REPEAT_SECONDS):
+                    level = logging.ERROR if refused else logging.WARNING
+                    log.log(level, "store %s still unavailable: %s", self.where, reason)
+                    said_at = now
                 self._down_reason = reason
                 continue
             with self._state:
