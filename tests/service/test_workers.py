@@ -95,6 +95,7 @@ def served(
         "NBO_LOG_FORMAT": "json",
     }
     with running_server(models, folder / "events.db", folder / "server.log", settings) as server:
+        wait_for(lambda: workers_started(server) >= WORKERS, "both workers started")
         yield server, models
         server.terminate()
 
@@ -104,6 +105,12 @@ def served(
 
 def log_lines(server: Server) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.log.read_text().splitlines() if line.strip()]
+
+
+def workers_started(server: Server) -> int:
+    """How many workers have logged the end of their start (the server answers as soon
+    as one has)."""
+    return sum("Application startup complete" in line["message"] for line in log_lines(server))
 
 
 def samples(server: Server) -> list[tuple[str, dict[str, str], float]]:
@@ -296,6 +303,8 @@ def test_the_workers_start_on_the_compiled_trees_of_every_experiment_arm(
     with running_server(
         models, tmp_path / "events.db", tmp_path / "server.log", settings
     ) as server:
+        # The server answers once one worker has started: wait for the other's line too.
+        wait_for(lambda: workers_started(server) >= WORKERS, "both workers started")
         lines = log_lines(server)
         server.terminate()
     started = [
