@@ -327,6 +327,22 @@ def test_a_current_or_alias_pointing_outside_the_models_folder_is_refused(
     assert serving(client) == published.v1
 
 
+def test_the_listing_answers_with_an_aliases_file_it_cannot_read(
+    client: TestClient, models: Path, published: Versions
+) -> None:
+    """A hand-edited ALIASES.json that is not JSON made ``GET /v1/models`` a 500: the
+    listing now has the versions, no alias, and why."""
+    (models / "ALIASES.json").write_text('{"candidate": ', encoding="utf-8")
+    listed = client.get("/v1/models")
+    assert listed.status_code == 200, listed.text
+    body = listed.json()
+    assert body["current"] == published.v1 and body["aliases"] == {}
+    assert "ALIASES.json: not valid JSON" in body["aliases_problem"]
+    assert {m["version"] for m in body["models"]} >= {published.v1, published.v2}
+    (models / "ALIASES.json").unlink()
+    assert client.get("/v1/models").json()["aliases_problem"] is None
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
