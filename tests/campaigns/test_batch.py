@@ -7,6 +7,7 @@ import gc
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -292,8 +293,19 @@ def test_batch_errors_are_one_line(
     afile = tmp_path / "afile"
     afile.write_text("a regular file, not a folder\n", encoding="utf-8")
     (tmp_path / "sub.csv").mkdir()
+    (tmp_path / "control.txt").write_text("a01\nbad\x01id\n", encoding="utf-8")
+    (tmp_path / "long.csv").write_text(f"customer_id\na01\n{'x' * 300}\n", encoding="utf-8")
     cases = [
         (["--customers", "stage=vip", "--out", out], "unknown stage 'vip'"),
+        # Ids no customer can have: a delivered run failed on them half-way, a traceback.
+        (
+            ["--customers", str(tmp_path / "control.txt"), "--record", "--out", out],
+            "customer id 'bad\\x01id' holds the unprintable character U+0001",
+        ),
+        (
+            ["--customers", str(tmp_path / "long.csv"), "--record", "--out", out],
+            "customer id 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' must be at most 256",
+        ),
         (["--customers", str(tmp_path / "none.txt"), "--out", out], "no such file"),
         (["--customers", str(tmp_path / "noids.csv"), "--out", out], "no 'customer_id' column"),
         (["--out", str(tmp_path / "a.json")], "a .parquet or .csv file"),
@@ -448,3 +460,28 @@ def test_null_ids_in_a_customer_list_are_no_customers(tmp_path: Path) -> None:
     objects = tmp_path / "objects.parquet"
     pd.DataFrame({"customer_id": ["a00", None, "a01"]}).to_parquet(objects)
     assert batch._ids_from_file(objects) == ["a00", "a01"]
+
+
+def test_a_customer_id_too_long_for_a_request_id_is_delivered_under_its_digest(
+    env: Path, tmp_path: Path
+) -> None:
+    """A customer id may be 256 characters; a delivery's request id is the run's id, '-'
+    and the customer's, which did not fit (a traceback half-way through the run). Such a
+    customer's delivery is named by the run and a digest, and taken back like any."""
+    long_id = "c" * 250
+    listed = tmp_path / "customers.txt"
+    listed.write_text(f"a01\n{long_id}\n", encoding="utf-8")
+    out = tmp_path / "campaign.csv"
+    assert _batch("--customers", str(listed), "--record", "--out", str(out)) == 0
+    rows = pd.read_csv(out, dtype=str)
+    requests = dict(zip(rows["customer_id"], rows["request_id"], strict=False))
+    run_id = requests["a01"].removesuffix("-a01")
+    assert requests[long_id].startswith(f"{run_id}-sha256-") and len(requests[long_id]) < 200
+    store = open_store(f"sqlite:///{env}")
+    try:
+        assert store.contacts_of_many([long_id], 0)
+        run = SimpleNamespace(run_id=run_id, store=store)
+        assert batch.take_back(run, [long_id]) > 0  # type: ignore[arg-type]
+        assert store.contacts_of_many([long_id], 0) == {}
+    finally:
+        store.close()

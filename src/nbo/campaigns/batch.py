@@ -18,6 +18,7 @@ A run that fails before its file is in place takes its impressions back
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +38,7 @@ from nbo.campaigns.recovery import Heartbeat, begin_delivering, end_delivering, 
 from nbo.catalog.holder import CatalogHolder
 from nbo.core import processes
 from nbo.core.errors import NboError
+from nbo.core.ids import MAX_ID_LENGTH, path_id_problem
 from nbo.core.outputs import check_output_file
 from nbo.core.vocabulary import STAGES
 from nbo.data.events import ImpressionEvent
@@ -165,7 +167,7 @@ def _ids_from_file(path: Path) -> list[str]:
             ids = [line.strip() for line in lines if line.strip()]
             if not ids:
                 raise BatchError(f"{where}: no customer ids in the file")
-            return list(dict.fromkeys(ids))
+            return _valid(list(dict.fromkeys(ids)), where)
         else:
             raise BatchError(f"{where}: a customer list is a .txt, .csv or .parquet file")
     except (OSError, UnicodeDecodeError, ValueError, pa.ArrowException) as exc:
@@ -183,7 +185,20 @@ def _ids_from_file(path: Path) -> list[str]:
     ]
     if not ids:
         raise BatchError(f"{where}: no customer ids in the file")
-    return list(dict.fromkeys(ids))
+    return _valid(list(dict.fromkeys(ids)), where)
+
+
+def _valid(ids: list[str], where: str) -> list[str]:
+    """``ids``, or BatchError naming the first that breaks the service's rule for a
+    customer id (a control character, too long, ending in a route's name): no such
+    customer can be posted, and a delivered run failed on it half-way with a traceback."""
+    broken = [(c, problem) for c in ids if (problem := path_id_problem(c)) is not None]
+    if not broken:
+        return ids
+    first, problem = broken[0]
+    more = f" ({len(broken):,} ids in all)" if len(broken) > 1 else ""
+    shown = first if len(first) <= 40 else first[:40] + "..."
+    raise BatchError(f"{where}: customer id {shown!r} {problem}{more}")
 
 
 def check_output(path: Path) -> None:
@@ -270,7 +285,7 @@ def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
         customer["model_version"].append(assignment.model.version)
         customer["experiment"].append(assignment.experiment)
         customer["variant"].append(assignment.variant)
-        customer["request_id"].append(f"{run.run_id}-{customer_id}" if run.run_id else None)
+        customer["request_id"].append(delivery_id(run.run_id, customer_id) if run.run_id else None)
         customer["personalized"].append(False if ranking is None else ranking.personalized)
         if ranking is None or not ranking.has_offers:
             customer["suppressed_reason"].append(decision.suppressed_reason or NO_OFFERS)
@@ -620,17 +635,32 @@ def _registered_rows(run: BatchRun, out: Path) -> Callable[[int], None]:
     return lambda kept: run.store.set_batch_output_rows(path, kept)
 
 
+# An impression's event id is its delivery's id, '-' and the offer's rank (at most 100).
+RANK_ROOM = len("-100")
+
+
+def delivery_id(run_id: str, customer_id: str) -> str:
+    """The request id of a run's delivery to a customer, ``{run_id}-{customer}``; for a
+    customer id too long for that to stay an id with its impressions' ranks (an id is at
+    most ``MAX_ID_LENGTH`` characters, and a customer's may use them all), the run and a
+    digest of the customer id. The run's prefix stays, by which its impressions are found."""
+    plain = f"{run_id}-{customer_id}"
+    if len(plain) + RANK_ROOM <= MAX_ID_LENGTH:
+        return plain
+    return f"{run_id}-sha256-{hashlib.sha256(customer_id.encode('utf-8')).hexdigest()}"
+
+
 def _impressions(run: BatchRun, one: Decided) -> list[ImpressionEvent]:
     """A delivered customer's impressions, tagged with the run: idempotent event ids
-    (``{run_id}-{customer}-{rank}``) and one request id per customer, the delivery the
-    frequency cap counts."""
-    delivery = f"{run.run_id}-{one.customer_id}"
+    (``{delivery}-{rank}``) and one request id per customer (``delivery_id``), the
+    delivery the frequency cap counts."""
+    delivery = delivery_id(run.run_id, one.customer_id)
     return impressions_of(one, run.occasion.channel, run.now, delivery, delivery)
 
 
 def take_back(run: BatchRun, customer_ids: Sequence[str]) -> int:
     """Delete the impressions this run recorded for ``customer_ids``."""
-    return run.store.remove_impressions([(c, f"{run.run_id}-{c}") for c in customer_ids])
+    return run.store.remove_impressions([(c, delivery_id(run.run_id, c)) for c in customer_ids])
 
 
 def withdraw(run: BatchRun, customer_ids: Sequence[str]) -> None:
