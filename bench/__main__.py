@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from bench import events_bench
 from bench.batch_bench import BatchResult, bench_batch
 from bench.events_bench import EventsResult, bench_events
-from bench.generate import FULL, SMALL, SyntheticSpec, ensure_dataset
+from bench.generate import FULL, ONLINE_RETAIL, SMALL, SyntheticSpec, ensure_dataset
 from bench.load_bench import bench_load, print_load
 from bench.offers_bench import WINDOW_DAYS, K, OffersResult, bench_offers
 from bench.quality_bench import bench_quality
@@ -48,7 +48,6 @@ from training.config import TrainingConfig
 from training.pipeline import train
 
 REPO = Path(__file__).resolve().parent.parent
-ONLINE_RETAIL = REPO.parent / "shared" / "data" / "online_retail" / "online_retail.parquet"
 SYNTHETIC = "synthetic"
 ONLINE = "online-retail"
 EVENTS = "events"

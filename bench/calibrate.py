@@ -25,13 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.generate import ONLINE_RETAIL
 from bench.regimes import REGIMES, Wholesale
 from bench.report import table
 from nbo.data.mapping import load_mapping
 from nbo.data.purchases import read_purchases
 
-REPO = Path(__file__).resolve().parent.parent
-ONLINE_RETAIL = REPO.parent / "shared" / "data" / "online_retail" / "online_retail.parquet"
 # The trainer's default holdout and suppression window: the test window is the last 30
 # days, "recent" the 30 before it.
 WINDOW_DAYS = 30

@@ -31,6 +31,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
+# The shared Online Retail file, beside the repository (``../shared``) when it is there.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ONLINE_RETAIL = SHARED_DATA / "online_retail" / "online_retail.parquet"
 GENERATOR_VERSION = 1
 
 ITEM_ZIPF = 1.05  # popularity exponent: weight of the item ranked r is 1 / (r + 10) ** s

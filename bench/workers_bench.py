@@ -52,6 +52,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.generate import ONLINE_RETAIL
 from bench.report import table
 from bench.servers import Server, running_server
 
@@ -76,13 +77,6 @@ OWN_MEMORY_TARGET_MB = 100
 MEMORY_WORKER_COUNTS = (1, 2, 4)
 MEMORY_CALLS = 2_000
 DEMO_CATALOG = Path(__file__).resolve().parents[1] / "data" / "catalog.yaml"
-ONLINE_RETAIL = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "online_retail"
-    / "online_retail.parquet"
-)
 
 # wrk's script: the offers paths in turn (each thread from its own offset), and one JSON
 # line of what wrk measured (latency in microseconds) when the run ends.
