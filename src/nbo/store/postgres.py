@@ -84,10 +84,12 @@ def _with_psycopg_marks(sql: str) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    """An error's first line for a one-line message (libpq's run to several), or its
-    type when it has no text."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """An error's line for a one-line message (libpq's run to several): the server's own
+    (FATAL) line when one answered, which is not always first (libpq lists every address
+    it tried), else the first; its type when it has no text."""
+    lines = str(exc).strip().splitlines()
+    answered = [line.strip() for line in lines if "FATAL:" in line]
+    return answered[0] if answered else lines[0] if lines else type(exc).__name__
 
 
 def check_url(url: str) -> None:
@@ -125,10 +127,7 @@ def _connect(url: str) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_SECONDS)
     except psycopg.Error as exc:
-        # The server's own line when one answered (libpq lists every address it tried,
-        # the one that answered not always first).
-        answered = [line for line in str(exc).splitlines() if "FATAL:" in line]
-        reason = answered[0].strip() if answered else _reason(exc)
+        reason = _reason(exc)
         problem = f"cannot connect to {redacted(url)} ({reason})"
         if _away(exc):
             raise StoreUnreachable(problem, reason) from None
