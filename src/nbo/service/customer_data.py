@@ -37,6 +37,7 @@ from nbo.core.vocabulary import CHANNELS
 from nbo.experiments.assignment import ServingModels
 from nbo.models.served import ServingModel
 from nbo.offers.state import DEFAULT_CONSENT, Consent
+from nbo.runtime.decide import forget_erased
 from nbo.service.profiles import current_profile
 from nbo.service.schemas import CustomerProfileOut
 from nbo.store.base import ErasureReceipt, Store
@@ -283,6 +284,10 @@ def export_customer(
         batch_files_unread=[_unread(file) for file in unread],
     )
     if holds and models is not None:
+        # Erased in another process (a replica, ``nbo customers erase``): unknown to every
+        # model first, as a decision makes them, not only to the current one the profile
+        # reads (an experiment's model would show what it learned before the erasure).
+        forget_erased(models, store, [customer_id])
         export.profile = current_profile(models.current, store, customer_id, now, max_posted_lines)
         export.models = [_model_data(model, customer_id) for model in models.models()]
         assignment = models.assign(customer_id, consent or DEFAULT_CONSENT, int(now.timestamp()))
