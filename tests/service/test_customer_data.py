@@ -178,3 +178,22 @@ def test_the_export_logs_the_id_and_counts_only(
     pseudonym = client.app.state.pseudonyms.of("log-1")
     assert any(pseudonym in line and "exported" in line for line in logged)
     assert not any("PRIVATE" in line or "log-1" in line for line in logged)
+
+
+def test_a_customer_erased_by_another_replica_is_unknown_to_every_model_of_the_export(
+    experiment_client: TestClient, two_models: tuple[Path, str, str], isolated_store: Path
+) -> None:
+    """Erased through a replica on the same store, then back with a purchase: the export
+    this one answers shows no model's old row, the experiment's model included (only the
+    current one, which the profile reads, had forgotten them)."""
+    assert all(m["known"] for m in export(experiment_client, "a00")["models"])
+    replica = Settings(models_dir=two_models[0], store_url=f"sqlite:///{isolated_store}")
+    with TestClient(create_app(replica)) as other:
+        erase(other, "a00")
+    post(experiment_client, [purchase("p9", "a00", ["B01"])])
+
+    back = export(experiment_client, "a00")
+
+    assert back["erased"] is True and [e["event_id"] for e in back["events"]] == ["p9"]
+    assert len(back["models"]) == 2
+    assert [(m["known"], m["items"]) for m in back["models"]] == [(False, []), (False, [])]

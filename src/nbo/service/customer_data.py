@@ -1,4 +1,5 @@
-"""What nbo holds on one customer, as the API shows it: consent, and the data export.
+"""What nbo holds on one customer, as the API shows it: consent, the data export, and
+erasure of all of it.
 
 The export (``GET /v1/customers/{id}/data``) is the right of access that goes with
 erasure: every stored event, the consent record, the profile the service computes now,
@@ -7,24 +8,39 @@ assignment, and their rows in the campaign files nbo manages. Each part is read 
 the rest of the service reads it (the profile through the profile route's own function,
 the assignment through ``ServingModels.assign``), so the export shows exactly what nbo
 uses, not a second account of it.
+
+Erasure (``erase_customer_data``) is one sequence, whoever asks for it (``DELETE
+/v1/customers/{id}`` or ``nbo customers erase``): the store first (events, purchase
+lines, consent; the id on the erased list), then the models of the process that asks,
+then the campaign files. Every other process learns it from the store's erased list
+(``nbo.runtime.decide.forget_erased``, and every model load).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
-from nbo.campaigns.files import CustomerRows, Untouched, rows_in_outputs
+from nbo.campaigns.files import (
+    CustomerRows,
+    Scrubbed,
+    Untouched,
+    erase_from_outputs,
+    rows_in_outputs,
+)
 from nbo.core.vocabulary import CHANNELS
 from nbo.experiments.assignment import ServingModels
 from nbo.models.served import ServingModel
 from nbo.offers.state import DEFAULT_CONSENT, Consent
+from nbo.runtime.decide import forget_erased
 from nbo.service.profiles import current_profile
 from nbo.service.schemas import CustomerProfileOut
-from nbo.store.base import Store
+from nbo.store.base import ErasureReceipt, Store
 
 
 class ConsentOut(BaseModel):
@@ -116,6 +132,99 @@ class CustomerDataOut(BaseModel):
     )
 
 
+class DeletedCounts(BaseModel):
+    events: dict[str, int] = Field(description="deleted events, per type")
+    purchase_lines: int
+    consent_records: int
+
+
+class BatchFileErasedOut(BaseModel):
+    path: str
+    rows_removed: int
+
+
+class ErasureReceiptOut(BaseModel):
+    customer_id: str
+    erased_at: str
+    already_erased: bool = Field(description="the customer had been erased before")
+    deleted: DeletedCounts
+    model_row_removed: bool = Field(
+        description="the served model knew the customer and no longer does"
+    )
+    all_workers: bool = Field(
+        description="every worker of nbo serve had forgotten the customer before this "
+        "answer (true with one process); false: a worker had not answered within a "
+        "minute, and forgets them when it does"
+    )
+    batch_files: list[BatchFileErasedOut] = Field(
+        description="every managed campaign file gone through, with the customer's rows "
+        "removed from it (0: it held none)"
+    )
+    batch_files_untouched: list[BatchFileUntouchedOut] = Field(
+        description="managed campaign files that could not be gone through, and why: "
+        "what is left to clean by hand"
+    )
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What one erasure did in the store and in the campaign files."""
+
+    receipt: ErasureReceipt
+    scrubbed: list[Scrubbed]
+    untouched: list[Untouched]
+
+    @property
+    def rows_removed(self) -> int:
+        """The customer's rows taken out of the campaign files."""
+        return sum(file.rows_removed for file in self.scrubbed)
+
+
+Forgotten = TypeVar("Forgotten")
+
+
+def erase_customer_data(
+    customer_id: str, store: Store, forget: Callable[[str], Forgotten]
+) -> tuple[Erasure, Forgotten]:
+    """Erase the customer: their events, purchase lines and consent record in the store
+    (the id on the erased list), then ``forget`` (the models of the process that asks:
+    the service's workers; nothing for a command, which holds none), then their rows in
+    the campaign files nbo manages (a file that cannot be rewritten is listed in
+    ``untouched``, never a failed erasure). Answers what was done, and what ``forget``
+    answered. Any id the store may hold, so also one the API no longer takes (a
+    ``path_id_problem``, stored by an earlier release)."""
+    receipt = store.erase(customer_id)
+    forgotten = forget(customer_id)
+    # After the store: the id is on the erased list, so a batch finishing now leaves the
+    # customer out of its file itself (``nbo.campaigns.batch.write_batch``).
+    scrubbed, untouched = erase_from_outputs(store, customer_id)
+    return Erasure(receipt, scrubbed, untouched), forgotten
+
+
+def erasure_receipt_out(
+    customer_id: str, erasure: Erasure, model_row_removed: bool, all_workers: bool
+) -> ErasureReceiptOut:
+    """The receipt ``DELETE /v1/customers/{id}`` answers."""
+    receipt = erasure.receipt
+    return ErasureReceiptOut(
+        customer_id=customer_id,
+        erased_at=iso(receipt.erased_at),
+        already_erased=receipt.already_erased,
+        deleted=DeletedCounts(
+            events=receipt.events,
+            purchase_lines=receipt.purchase_lines,
+            consent_records=receipt.consent_records,
+        ),
+        model_row_removed=model_row_removed,
+        all_workers=all_workers,
+        batch_files=[
+            BatchFileErasedOut(path=file.path, rows_removed=file.rows_removed)
+            for file in erasure.scrubbed
+        ],
+        batch_files_untouched=[_unread(file) for file in erasure.untouched],
+    )
+
+
 def consent_out(customer_id: str, consent: Consent | None) -> ConsentOut:
     """The consent as the API shows it: the stored record, or the defaults."""
     stored = consent is not None
@@ -175,6 +284,10 @@ def export_customer(
         batch_files_unread=[_unread(file) for file in unread],
     )
     if holds and models is not None:
+        # Erased in another process (a replica, ``nbo customers erase``): unknown to every
+        # model first, as a decision makes them, not only to the current one the profile
+        # reads (an experiment's model would show what it learned before the erasure).
+        forget_erased(models, store, [customer_id])
         export.profile = current_profile(models.current, store, customer_id, now, max_posted_lines)
         export.models = [_model_data(model, customer_id) for model in models.models()]
         assignment = models.assign(customer_id, consent or DEFAULT_CONSENT, int(now.timestamp()))

@@ -20,17 +20,17 @@ from fastapi import APIRouter, Body
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from nbo.campaigns.files import erase_from_outputs
 from nbo.core.apikeys import Role
 from nbo.core.vocabulary import CHANNELS
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.customer_data import (
-    BatchFileUntouchedOut,
     ConsentOut,
     CustomerDataOut,
+    ErasureReceiptOut,
     consent_out,
+    erase_customer_data,
+    erasure_receipt_out,
     export_customer,
-    iso,
 )
 from nbo.service.deps import (
     CustomerId,
@@ -59,40 +59,6 @@ class ConsentIn(BaseModel):
         default_factory=dict,
         description=f"per channel ({', '.join(CHANNELS)}): false withdraws consent to offers "
         "on it. Channels not named keep their current value (consented when never set).",
-    )
-
-
-class DeletedCounts(BaseModel):
-    events: dict[str, int] = Field(description="deleted events, per type")
-    purchase_lines: int
-    consent_records: int
-
-
-class BatchFileErasedOut(BaseModel):
-    path: str
-    rows_removed: int
-
-
-class ErasureReceiptOut(BaseModel):
-    customer_id: str
-    erased_at: str
-    already_erased: bool = Field(description="the customer had been erased before")
-    deleted: DeletedCounts
-    model_row_removed: bool = Field(
-        description="the served model knew the customer and no longer does"
-    )
-    all_workers: bool = Field(
-        description="every worker of nbo serve had forgotten the customer before this "
-        "answer (true with one process); false: a worker had not answered within a "
-        "minute, and forgets them when it does"
-    )
-    batch_files: list[BatchFileErasedOut] = Field(
-        description="every managed campaign file gone through, with the customer's rows "
-        "removed from it (0: it held none)"
-    )
-    batch_files_untouched: list[BatchFileUntouchedOut] = Field(
-        description="managed campaign files that could not be gone through, and why: "
-        "what is left to clean by hand"
     )
 
 
@@ -196,37 +162,20 @@ def erase_customer(
     training leaves them out even if the input file still holds them. Erasing again
     answers zeros with ``already_erased``. A plain ``def``: the commit waits on the disk.
     """
-    receipt = store.erase(customer_id)
-    # Every worker's models, not only this one's (``Reloader.forget_everywhere``).
-    removed, everywhere = reloader.forget_everywhere(customer_id)
-    # After the store: the id is on the erased list, so a batch finishing now leaves the
-    # customer out of its file itself (``nbo.campaigns.batch.write_batch``).
-    scrubbed, untouched = erase_from_outputs(store, customer_id)
+    # The one erasure sequence (``nbo customers erase`` runs it too), forgetting the
+    # customer in every worker's models, not only this one's
+    # (``Reloader.forget_everywhere``).
+    erasure, (removed, everywhere) = erase_customer_data(
+        customer_id, store, reloader.forget_everywhere
+    )
     log.info(
         "customer %s erased: %d records deleted, model row removed: %s, %d campaign rows "
         "removed from %d files, %d files untouched",
         pseudonyms.of(customer_id),
-        receipt.total,
+        erasure.receipt.total,
         removed,
-        sum(file.rows_removed for file in scrubbed),
-        len(scrubbed),
-        len(untouched),
+        erasure.rows_removed,
+        len(erasure.scrubbed),
+        len(erasure.untouched),
     )
-    return ErasureReceiptOut(
-        customer_id=customer_id,
-        erased_at=iso(receipt.erased_at),
-        already_erased=receipt.already_erased,
-        deleted=DeletedCounts(
-            events=receipt.events,
-            purchase_lines=receipt.purchase_lines,
-            consent_records=receipt.consent_records,
-        ),
-        model_row_removed=removed,
-        all_workers=everywhere,
-        batch_files=[
-            BatchFileErasedOut(path=file.path, rows_removed=file.rows_removed) for file in scrubbed
-        ],
-        batch_files_untouched=[
-            BatchFileUntouchedOut(path=file.path, reason=file.reason) for file in untouched
-        ],
-    )
+    return erasure_receipt_out(customer_id, erasure, removed, everywhere)

@@ -1,0 +1,228 @@
+"""``nbo customers erase ID``, ``nbo customers export ID [--out FILE]``: a customer's
+erasure and data export from the command line, for an operator without the API at hand,
+and for a customer the API cannot name.
+
+Both run the API's own code (``nbo.service.customer_data``): the erasure is
+``erase_customer_data``, the sequence of ``DELETE /v1/customers/{id}``; the export is
+``export_customer``, the document of ``GET /v1/customers/{id}/data``, with the models
+the service would load (``NBO_MODELS_DIR``, ``NBO_MODEL_VERSION``, ``NBO_EXPERIMENTS``)
+and its clock (``NBO_CLOCK``).
+
+The id is taken as the store holds it: any id an event could ever carry, so also one
+the API refuses in a path since it names a route (``a/offers``: ``path_id_problem``),
+which an earlier release stored. Only what no id can be (empty, a control character,
+too long: ``id_problem``) is refused.
+
+This process holds no served model, so the erasure forgets the customer in no model
+here: every service on the store learns it from the store's erased list, a running one
+at its next call for the customer and every model it loads later, and the trainer from
+the same list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nbo.core.errors import NboError
+from nbo.core.ids import id_problem
+
+if TYPE_CHECKING:
+    from nbo.experiments.assignment import ServingModels
+    from nbo.service.customer_data import Erasure
+    from nbo.settings import Settings
+    from nbo.store.base import Store
+
+# The longest id shown in an error line (an id may be 256 characters).
+SHOWN_ID = 60
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "customers",
+        help="erase a customer, or export everything nbo holds on them (GDPR)",
+        description="A customer's erasure and data export, exactly as the API's DELETE "
+        "/v1/customers/{id} and GET /v1/customers/{id}/data, on the store --store-url "
+        "(default NBO_STORE_URL) names, for any id the store holds: also one the API "
+        "refuses since it ends in a route's name (a/offers), stored by an earlier release.",
+    )
+    actions = parser.add_subparsers(dest="customers_command", metavar="ACTION")
+    actions.required = True
+    erase = actions.add_parser(
+        "erase",
+        help="erase a customer: events, consent, campaign rows; models and training leave them out",
+        description="Erase the customer as DELETE /v1/customers/{id} does: their events, "
+        "purchase lines and consent record in the store (the id goes on the erased list), "
+        "and their rows in the campaign files nbo manages. Every service on the store "
+        "forgets them at its next call for them and in every model it loads; the next "
+        "training leaves them out. Prints one line: what was deleted.",
+    )
+    erase.add_argument("customer_id", metavar="ID", help="the customer id, as stored")
+    erase.add_argument("--store-url", default=None, help="NBO_STORE_URL (the service's)")
+    erase.set_defaults(handler=run_erase)
+    export = actions.add_parser(
+        "export",
+        help="write everything nbo holds on a customer as JSON (the API's data export)",
+        description="Write the document GET /v1/customers/{id}/data answers: every stored "
+        "event, the consent, the profile now and what each served model learned (with the "
+        "models NBO_MODELS_DIR, NBO_MODEL_VERSION and NBO_EXPERIMENTS name, at NBO_CLOCK), "
+        "the experiment assignment, and the customer's rows in managed campaign files. "
+        "Without a published model, the export has no profile, model or assignment part.",
+    )
+    export.add_argument("customer_id", metavar="ID", help="the customer id, as stored")
+    export.add_argument(
+        "--out", type=Path, default=None, help="write the JSON to FILE (default: stdout)"
+    )
+    export.add_argument("--store-url", default=None, help="NBO_STORE_URL (the service's)")
+    export.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
+    export.set_defaults(handler=run_export)
+
+
+def checked_id(customer_id: str) -> str:
+    """The id, or NboError naming the argument when no customer can have it."""
+    problem = id_problem(customer_id)
+    if problem is None:
+        return customer_id
+    shown = customer_id if len(customer_id) <= SHOWN_ID else customer_id[:SHOWN_ID] + "..."
+    # repr: a control character shows as its escape, the error stays one line.
+    raise NboError(f"ID {shown!r}: {problem}")
+
+
+def run_erase(args: argparse.Namespace) -> int:
+    from nbo.service.customer_data import erase_customer_data
+    from nbo.settings import load_settings
+    from nbo.store import open_existing_store, store_setting
+
+    customer_id = checked_id(args.customer_id)
+    settings = load_settings(store_url=args.store_url)
+    # An existing store only: an erasure recorded in a new, empty file (a mistyped path)
+    # would reach no service and no training.
+    store = open_existing_store(settings.store_url, store_setting(args.store_url))
+    try:
+        erasure, _ = erase_customer_data(customer_id, store, _no_models)
+    finally:
+        store.close()
+    print(f"nbo customers: {erasure_line(customer_id, erasure)}")
+    for file in erasure.untouched:
+        print(f"nbo customers: campaign file {file.path} left as it is: {file.reason}")
+    return 0
+
+
+def _no_models(customer_id: str) -> None:
+    """This process serves no model: services learn the erasure from the store."""
+
+
+def erasure_line(customer_id: str, erasure: Erasure) -> str:
+    """What the erasure did, in the receipt's words, as one line."""
+    receipt = erasure.receipt
+    events = sum(receipt.events.values())
+    kinds = ", ".join(f"{count} {kind}" for kind, count in receipt.events.items() if count)
+    deleted = (
+        f"deleted {_count(events, 'event')}{f' ({kinds})' if kinds else ''}, "
+        f"{_count(receipt.purchase_lines, 'purchase line')}, "
+        f"{_count(receipt.consent_records, 'consent record')}"
+    )
+    files = (
+        f"{_count(erasure.rows_removed, 'row')} removed from "
+        f"{_count(len(erasure.scrubbed), 'managed campaign file')}"
+    )
+    if erasure.untouched:
+        files += f", {_count(len(erasure.untouched), 'file')} left untouched (below)"
+    again = " (erased before)" if receipt.already_erased else ""
+    return (
+        f"erased customer {customer_id!r}{again}: {deleted}; {files}; services forget them "
+        "at their next call for them and the next training leaves them out"
+    )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from threadpoolctl import threadpool_limits
+
+    from nbo.service.customer_data import export_customer
+    from nbo.settings import load_settings
+    from nbo.store import open_existing_store, store_setting
+
+    customer_id = checked_id(args.customer_id)
+    if args.out is not None:
+        _check_out(args.out)
+    settings = load_settings(store_url=args.store_url, models_dir=args.models_dir)
+    store = open_existing_store(settings.store_url, store_setting(args.store_url))
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            models = _serving_models(settings, store)
+            export = export_customer(
+                customer_id, store, models, settings.now(), settings.max_posted_lines
+            )
+    finally:
+        store.close()
+    # The JSON the API answers (FastAPI encodes a response model the same way).
+    document = json.dumps(export.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+    rows = sum(len(file.rows) for file in export.batch_files)
+    summary = (
+        f"exported customer {customer_id!r}"
+        f"{' (erased)' if export.erased else ''}: {_count(len(export.events), 'event')}, "
+        f"consent {'stored' if export.consent and export.consent.stored else 'not stored'}, "
+        f"{_count(sum(m.known for m in export.models), 'model')} knowing them, "
+        f"{_count(rows, 'row')} in {_count(len(export.batch_files), 'campaign file')}"
+    )
+    if models is None:
+        summary += " (no published model: no profile, model or assignment part)"
+    if args.out is None:
+        sys.stdout.write(document)
+        print(f"nbo customers: {summary}", file=sys.stderr)
+    else:
+        _write(args.out, document)
+        print(f"nbo customers: {summary}; written to {args.out}")
+    return 0
+
+
+def _serving_models(settings: Settings, store: Store) -> ServingModels | None:
+    """The models the service would serve, without the erased customers, as it loads
+    them; None when nothing is published (the service then serves no model either, and
+    its export leaves the model parts out). A model that cannot be loaded is an error."""
+    from nbo.experiments.assignment import load_serving_models
+    from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
+    from nbo.models.artifacts import CURRENT
+
+    if settings.model_version is None and not (settings.models_dir / CURRENT).is_file():
+        return None
+    experiments = (
+        NO_EXPERIMENTS if settings.experiments is None else load_experiments(settings.experiments)
+    )
+    return load_serving_models(
+        settings.models_dir, settings.model_version, experiments, store.erased_ids()
+    )
+
+
+def _check_out(path: Path) -> None:
+    """NboError naming --out when the file cannot be written there (before any work)."""
+    folder = path.absolute().parent
+    if path.is_dir():
+        raise NboError(f"--out {path}: is a folder")
+    if not folder.is_dir():
+        raise NboError(f"--out {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise NboError(f"--out {path}: the folder {folder} is not writable")
+
+
+def _write(path: Path, text: str) -> None:
+    """Write the export whole or not at all: a temporary file beside it, renamed over it,
+    readable by its owner only (it holds a person's data)."""
+    folder = path.absolute().parent
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise NboError(f"--out {path}: cannot be written ({exc.strerror or exc})") from None
