@@ -22,7 +22,15 @@ from threadpoolctl import threadpool_limits
 from bench import events_bench
 from bench.batch_bench import BatchResult, bench_batch
 from bench.events_bench import EventsResult, bench_events
-from bench.generate import FULL, ONLINE_RETAIL, SMALL, SyntheticSpec, ensure_dataset
+from bench.generate import (
+    DEMO_CATALOG,
+    FULL,
+    ONLINE_RETAIL,
+    REPO,
+    SMALL,
+    SyntheticSpec,
+    ensure_dataset,
+)
 from bench.load_bench import bench_load, print_load
 from bench.offers_bench import WINDOW_DAYS, K, OffersResult, bench_offers
 from bench.quality_bench import bench_quality
@@ -47,7 +55,6 @@ from nbo.models.served import load_serving_model
 from training.config import TrainingConfig
 from training.pipeline import train
 
-REPO = Path(__file__).resolve().parent.parent
 SYNTHETIC = "synthetic"
 ONLINE = "online-retail"
 EVENTS = "events"
@@ -353,9 +360,6 @@ def _data_sets(args: argparse.Namespace) -> Iterator[DataSet]:
             yield DataSet(ONLINE, path, load_mapping("online-retail"), f"full file {path}")
         else:
             print(f"\n== {ONLINE} ==\n  skipped: {path} not found")
-
-
-DEMO_CATALOG = REPO / "data" / "catalog.yaml"
 
 
 def _run(data: DataSet, args: argparse.Namespace) -> Summary:

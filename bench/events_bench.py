@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.generate import REPO, SAMPLE
 from bench.servers import Server
 from bench.servers import running_server as serve
 from nbo.data.mapping import load_mapping
@@ -45,8 +46,6 @@ from nbo.store.sqlite import SQLiteStore
 from training.config import TrainingConfig
 from training.pipeline import train
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLE = REPO / "data" / "online_retail_sample.parquet"
 DAY = 86_400
 CLOCK_DAYS_AFTER = 7  # the service clock: a week after the training data ends
 K = 10

@@ -30,9 +30,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+# The repository, and the files of it the benchmarks run on.
+REPO = Path(__file__).resolve().parent.parent
+DEMO_CATALOG = REPO / "data" / "catalog.yaml"
+SAMPLE = REPO / "data" / "online_retail_sample.parquet"
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 # The shared Online Retail file, beside the repository (``../shared``) when it is there.
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = REPO.parent / "shared" / "data"
 ONLINE_RETAIL = SHARED_DATA / "online_retail" / "online_retail.parquet"
 GENERATOR_VERSION = 1
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.generate import DEMO_CATALOG, SAMPLE
 from bench.report import at_least, table
 from bench.servers import Server
 from bench.servers import running_server as serve
@@ -181,15 +182,14 @@ def bench_load(work_dir: Path) -> LoadBench:
     from training.config import TrainingConfig
     from training.pipeline import train
 
-    repo = Path(__file__).resolve().parent.parent
-    sample = repo / "data" / "online_retail_sample.parquet"
+    sample = SAMPLE
     models_dir = work_dir / "models"
     train(sample, load_mapping("online-retail"), models_dir, TrainingConfig(), force=True)
     model = load_serving_model(models_dir)
     customers = [str(c) for c in model.customers.ids.tolist()]
     clock = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(model.trained_until_s + 7 * 86_400))
     del model
-    settings = {"NBO_CLOCK": clock, "NBO_CATALOG": str(repo / "data" / "catalog.yaml")}
+    settings = {"NBO_CLOCK": clock, "NBO_CATALOG": str(DEMO_CATALOG)}
     result = run_load(models_dir, work_dir, customers, settings)
     return LoadBench(result, f"trainer, default config, on {sample.name}", len(customers))
 

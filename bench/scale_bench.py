@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 import httpx
 import numpy as np
 
-from bench.generate import CACHE_DIR, SyntheticSpec, ensure_partitioned
+from bench.generate import CACHE_DIR, REPO, SyntheticSpec, ensure_partitioned
 from bench.report import OtherLoad, table
 from bench.servers import running_server
 
@@ -50,7 +50,6 @@ TARGET_FACTOR = 10.0
 OFFERS_CALLS = 2_000
 BATCH_CUSTOMERS = 20_000
 MIB = 1 << 20
-REPO = Path(__file__).resolve().parent.parent
 
 
 def spec_for(lines: int, seed: int = 0, items: int | None = None) -> SyntheticSpec:

@@ -52,7 +52,7 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.generate import ONLINE_RETAIL
+from bench.generate import DEMO_CATALOG, ONLINE_RETAIL
 from bench.report import table
 from bench.servers import Server, running_server
 
@@ -76,7 +76,6 @@ OWN_MEMORY_TARGET_MB = 100
 # its memory is read.
 MEMORY_WORKER_COUNTS = (1, 2, 4)
 MEMORY_CALLS = 2_000
-DEMO_CATALOG = Path(__file__).resolve().parents[1] / "data" / "catalog.yaml"
 
 # wrk's script: the offers paths in turn (each thread from its own offset), and one JSON
 # line of what wrk measured (latency in microseconds) when the run ends.

@@ -260,6 +260,7 @@ def evaluation_html(document: Mapping[str, Any], title: str, notes: Sequence[str
         for truth, by_method in truths.items():
             caption = f"truth: {truth_titles.get(truth, truth)}"
             parts.append(_metrics_table(by_method, caption))
+        parts.append(_glossary_html(truths, k))
     else:
         parts.append("<p>No recommendation metrics.</p>")
     if "policy" in document:
@@ -378,6 +379,41 @@ def _honesty_html(truths: Mapping[str, Mapping[str, Mapping[str, float]]]) -> st
         + ", ".join(_e(t) for t in unequal)
         + ": their metrics are not comparable.</p>"
     )
+
+
+# What each row of the metrics tables is, for a reader who has not read docs/training.md.
+METHOD_GLOSSARY = {
+    "served": "what the service would serve at the cutoff: the chosen policy through the "
+    "serving decision (suppression, cycles, catalogue, popular fill)",
+    "ranker": "the two-stage ranker alone (its candidates ordered by LightGBM), without "
+    "the service's suppression",
+    "als": "implicit's ALS alone, without the service's suppression",
+    "als_window": "ALS less what the customer bought in the suppression window",
+    "als_cycles": "ALS less what is still inside its learned dead time",
+    "itemknn": "item-to-item neighbours (BM25 ItemKNN) of the customer's whole history",
+    "buy_again": "the customer's most-ordered items (most recent first on ties), padded "
+    "with popular items",
+    "popularity": "the items most customers bought in the 90 days before the cutoff",
+    "stage_popularity": "the items most bought by customers of the same lifecycle stage",
+}
+
+
+def _glossary_html(truths: Mapping[str, Mapping[str, Mapping[str, float]]], k: int) -> str:
+    """What the rows and columns of the metrics tables mean (docs/training.md, "How the
+    figures are computed")."""
+    shown = {m for by_method in truths.values() for m in by_method}
+    rows = [(name, text) for name, text in METHOD_GLOSSARY.items() if name in shown]
+    metrics = (
+        f"Binary relevance: an offer counts when the customer bought the item after the "
+        f"cutoff. precision@{k} = hits / {k}; recall@{k} = hits / items bought (items the "
+        f"training data never saw count too); NDCG@{k} = DCG / the DCG of min(items bought, "
+        f"{k}) hits at the top; MAP@{k} = the mean precision at each hit / min(items "
+        f"bought, {k}); coverage = distinct items offered to anyone / catalogue. Means over "
+        f"the customers who bought after the cutoff and were known before it. On the new "
+        f"truth, what a customer bought in the suppression window before the cutoff is "
+        f"removed from their truth and from every method's list."
+    )
+    return _kv_table(rows, caption="methods") + f'<p class="notes">{_e(metrics)}</p>'
 
 
 def _metrics_table(by_method: Mapping[str, Mapping[str, float]], caption: str) -> str:

@@ -5,6 +5,7 @@ gate is reported, not an error; user errors are one stderr line and exit code 2.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import re
@@ -22,9 +23,10 @@ from support import END, assert_one_error_line, without_progress
 from nbo.cli import EXIT_USER_ERROR, main
 from nbo.models.candidates import FEATURES, SOURCES
 from training.cli import METHOD_ORDER
+from training.evaluate import CHURN_METRICS
 from training.evaluate_cli import default_out_dir, evaluation_document
 from training.pipeline import TrainResult
-from training.report import evaluation_html, evaluation_json
+from training.report import METHOD_GLOSSARY, evaluation_html, evaluation_json
 
 pytestmark = pytest.mark.usefixtures("plain_terminal")
 
@@ -429,3 +431,14 @@ def test_evaluate_reads_a_partitioned_parquet_dataset(
     assert report.name.startswith("evaluate-spark-export-")
     document = json.loads((report / "evaluation.json").read_text(encoding="utf-8"))
     assert document["data"]["file"] == "spark-export"
+
+
+def test_page_says_what_each_method_row_and_metric_is() -> None:
+    document = evaluation_document(_fake_result(), datetime(2026, 2, 1, tzinfo=UTC))
+    page = html.unescape(evaluation_html(document, "t"))
+
+    shown = {m for by_method in document["metrics"].values() for m in by_method} - {CHURN_METRICS}
+    assert shown, "the fake result has methods"
+    for method in shown & set(METHOD_GLOSSARY):
+        assert f"<td>{method}</td><td>{METHOD_GLOSSARY[method]}</td>" in page
+    assert "NDCG@10 = DCG / the DCG of min(items bought, 10) hits at the top" in page
