@@ -60,12 +60,12 @@ def check_output_folder(folder: Path, flag: str) -> None:
     _probe(existing, where)
 
 
-def write_file(path: Path, text: str, flag: str) -> Path:
+def write_file(path: Path, text: str, flag: str, private: bool = False) -> Path:
     """Write a text file through a temporary one beside it, renamed over it once
     written, so a failure never leaves half of it; OutputError, naming ``flag``, when
-    it cannot be written."""
+    it cannot be written. ``private``: readable by its owner only (a person's data)."""
     check_output_file(path, flag)
-    _write_all(path.parent, {path.name: text}, f"{flag} {path}")
+    _write_all(path.parent, {path.name: text}, f"{flag} {path}", private)
     return path
 
 
@@ -83,26 +83,33 @@ def write_files_together(folder: Path, contents: Mapping[str, str], flag: str) -
     return [folder / name for name in contents]
 
 
-def _write_all(folder: Path, contents: Mapping[str, str], where: str) -> None:
+def _write_all(
+    folder: Path, contents: Mapping[str, str], where: str, private: bool = False
+) -> None:
     """``replace_files``, its failure as OutputError starting with ``where``."""
     try:
-        replace_files(folder, contents)
+        replace_files(folder, contents, private)
     except OSError as exc:
         raise OutputError(f"{where}: cannot be written ({exc.strerror or exc})") from None
 
 
-def replace_files(folder: Path, contents: Mapping[str, str]) -> None:
+def replace_files(folder: Path, contents: Mapping[str, str], private: bool = False) -> None:
     """Each text to a temporary file in ``folder`` (made if missing), then each renamed
     to its name: a reader sees the old file or the new one, never half of one. OSError
-    when that fails, with no temporary file left behind."""
+    when that fails, with no temporary file left behind. ``private``: each file readable
+    by its owner only, whatever the umask."""
     temporaries: list[Path] = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for name, text in contents.items():
             temporary = folder / f".{name}.{uuid.uuid4().hex[:8]}"
             temporaries.append(temporary)
-            # Mode "x": a new file, with the permissions the umask gives any other.
-            with temporary.open("x", encoding="utf-8") as file:
+            # A new file (O_EXCL), with the permissions the umask gives any other, or the
+            # owner's alone.
+            descriptor = os.open(
+                temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666
+            )
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
                 file.write(text)
         for temporary, name in zip(temporaries, contents, strict=True):
             os.replace(temporary, folder / name)

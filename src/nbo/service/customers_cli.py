@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbo.core.errors import NboError
 from nbo.core.ids import id_problem
+from nbo.core.outputs import check_output_file, write_file
 
 if TYPE_CHECKING:
     from nbo.experiments.assignment import ServingModels
@@ -153,7 +152,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     customer_id = checked_id(args.customer_id)
     if args.out is not None:
-        _check_out(args.out)
+        check_output_file(args.out, "--out")
     settings = load_settings(store_url=args.store_url, models_dir=args.models_dir)
     store = open_existing_store(settings.store_url, store_setting(args.store_url))
     try:
@@ -180,7 +179,7 @@ def run_export(args: argparse.Namespace) -> int:
         sys.stdout.write(document)
         print(f"nbo customers: {summary}", file=sys.stderr)
     else:
-        _write(args.out, document)
+        write_file(args.out, document, "--out", private=True)
         print(f"nbo customers: {summary}; written to {args.out}")
     return 0
 
@@ -201,28 +200,3 @@ def _serving_models(settings: Settings, store: Store) -> ServingModels | None:
     return load_serving_models(
         settings.models_dir, settings.model_version, experiments, store.erased_ids()
     )
-
-
-def _check_out(path: Path) -> None:
-    """NboError naming --out when the file cannot be written there (before any work)."""
-    folder = path.absolute().parent
-    if path.is_dir():
-        raise NboError(f"--out {path}: is a folder")
-    if not folder.is_dir():
-        raise NboError(f"--out {path}: the folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise NboError(f"--out {path}: the folder {folder} is not writable")
-
-
-def _write(path: Path, text: str) -> None:
-    """Write the export whole or not at all: a temporary file beside it, renamed over it,
-    readable by its owner only (it holds a person's data)."""
-    folder = path.absolute().parent
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
-        raise NboError(f"--out {path}: cannot be written ({exc.strerror or exc})") from None
