@@ -73,7 +73,8 @@ def register(commands: Any) -> None:
         "--force",
         action="store_true",
         help="publish even if the quality gate fails (what the new model serves is worse "
-        "on NDCG@k than what the current model serves on the same holdout)",
+        "on NDCG@k than what the current model serves on the same holdout, or "
+        "models/CURRENT names no published version, which publishing replaces)",
     )
     parser.set_defaults(handler=run)
 

@@ -12,6 +12,13 @@ past the cutoff (retrained on the same data, or less than a holdout later) is no
 compared, nor is one this nbo cannot load; the gate says which and passes. ``nbo train``
 refuses a model worse than the current one unless --force; ``nbo evaluate`` publishes
 nothing and compares with nothing.
+
+With no ``models/CURRENT`` nothing is published yet and the gate passes. A CURRENT that
+names no published version (empty, a path, unreadable, a version not in the folder) is
+not taken for that: which model serves now is unknown, so ``nbo train`` refuses before
+training (``check_current``), saying what is wrong with the file; --force trains and
+publishes over it, and the gate records it as failed and forced, the file's problem in
+its note.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from nbo.catalog.terms import Catalog
-from nbo.core.errors import ArtifactError
-from nbo.models.artifacts import current_version
+from nbo.core.errors import ArtifactError, QualityGateError
+from nbo.models.artifacts import CURRENT, MANIFEST, current_version, has_current
 from nbo.models.served import load_serving_model
 from training.config import TrainingConfig
 from training.load import TrainingData
@@ -44,6 +51,37 @@ class Current:
     score: float | None
     note: str
     metrics: Metrics | None = None  # its served figures, per truth
+    # CURRENT is there but names no published version: the gate cannot pass.
+    unknown: bool = False
+
+
+def published_current(models_dir: Path) -> str | None:
+    """The version ``models/CURRENT`` names; None when there is no CURRENT (nothing is
+    published yet). ArtifactError naming the file when there is one that names no
+    published version: empty, not a plain version name, unreadable, or a version that
+    is not in the folder."""
+    if not has_current(models_dir):
+        return None
+    version = current_version(models_dir)
+    if not (models_dir / version / MANIFEST).is_file():
+        raise ArtifactError(
+            f"{models_dir / CURRENT} names {version}, which is not a model in {models_dir}"
+        )
+    return version
+
+
+def check_current(models_dir: Path) -> None:
+    """Before minutes of training: QualityGateError when ``models/CURRENT`` names no
+    published version, so the gate could compare with nothing and publishing would
+    replace the file unseen (``nbo train`` without --force)."""
+    try:
+        published_current(models_dir)
+    except ArtifactError as exc:
+        raise QualityGateError(
+            f"quality gate: {exc}: which model serves now is unknown, so nothing can be "
+            f"compared; write the serving version in {CURRENT}, remove the file, or use "
+            "--force to publish over it"
+        ) from None
 
 
 def score_current(
@@ -52,8 +90,14 @@ def score_current(
     """The current model of ``models_dir`` served at the cutoff ``at`` (when it can be)."""
     metric = GATE_METRIC_TEMPLATE.format(k=config.k)
     try:
-        version = current_version(models_dir)
-    except ArtifactError:
+        version = published_current(models_dir)
+    except ArtifactError as exc:
+        note = (
+            f"{exc}: which model serves now is unknown (publishing points {CURRENT} at "
+            "the new version)"
+        )
+        return Current(None, None, note, unknown=True)
+    if version is None:
         return Current(None, None, f"no model is published in {models_dir} yet")
     try:
         model = load_serving_model(models_dir, version, compiled=False)
@@ -148,11 +192,12 @@ class QualityGate:
 
 def quality_gate(metrics: Metrics, k: int, policy: str, current: Current) -> QualityGate:
     """What is served against the current model, on NDCG@k of truth ``all``: passed
-    unless worse (and when the current model could not be scored)."""
+    unless worse (and when the current model could not be scored), failed when which
+    model serves now is unknown (``Current.unknown``)."""
     metric = GATE_METRIC_TEMPLATE.format(k=k)
     score = metrics[GATE_TRUTH][SERVED][metric]
     return QualityGate(
-        passed=current.score is None or score >= current.score,
+        passed=not current.unknown and (current.score is None or score >= current.score),
         metric=metric,
         truth=GATE_TRUTH,
         policy=policy,

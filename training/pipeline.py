@@ -22,7 +22,7 @@ from nbo.data.purchases import CleaningReport
 from training.config import TrainingConfig
 from training.evaluate import evaluate
 from training.fit import fit_before_cutoff
-from training.gate import Current, quality_gate, score_current
+from training.gate import Current, check_current, quality_gate, score_current
 from training.load import load_data
 from training.methods import Metrics
 from training.progress import Progress, Steps
@@ -57,7 +57,8 @@ def train(
     catalog: Catalog | None = None,
 ) -> TrainResult:
     """Train, evaluate and publish a model; QualityGateError if it fails the quality gate
-    (``training.gate``: what it serves is worse than the current model's) and ``force``
+    (``training.gate``: what it serves is worse than the current model's, or
+    ``models/CURRENT`` names no published version, said before training) and ``force``
     is not set. ``catalog``: the offer catalogue what is served is evaluated under (the
     default catalogue when None).
 
@@ -68,6 +69,8 @@ def train(
     ``publish=False`` (``nbo evaluate``): everything is computed and reported, the quality
     gate only reports, and nothing is written (``version`` and ``path`` are None).
     """
+    if publish and not force:
+        check_current(models_dir)
     steps = Steps(progress)
     catalog = catalog or default_catalog()
     # One BLAS thread: implicit's ALS crawls with more (its own advice).

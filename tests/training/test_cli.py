@@ -179,6 +179,72 @@ def test_quality_gate_failure_is_a_user_error_and_force_publishes(
     assert (models / "CURRENT").read_text(encoding="utf-8") != current
 
 
+# A models/CURRENT that is there but names no published version, and what is wrong with it.
+BAD_CURRENTS = {
+    "empty": (b"\n", "is empty"),
+    "a path": (b"../elsewhere/v1\n", "is not a model version"),
+    "no such version": (b"v1\n", "names v1, which is not a model in"),
+    "not text": (b"\xff\xfe\n", "is not UTF-8 text"),
+    "a folder": (None, "cannot be read"),
+}
+
+
+def _bad_current(models: Path, content: bytes | None) -> Path:
+    models.mkdir()
+    pointer = models / "CURRENT"
+    if content is None:
+        pointer.mkdir()
+    else:
+        pointer.write_bytes(content)
+    return pointer
+
+
+@pytest.mark.parametrize("case", list(BAD_CURRENTS))
+def test_a_current_naming_no_version_is_refused_before_training(
+    tmp_path: Path, planted_csv: Path, config: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    """The gate took such a CURRENT for "no model is published yet" (a folder or a
+    non-UTF-8 file was a traceback), passed, and publishing replaced it unseen: one line
+    now says what is wrong with the file, before any training, and nothing is written."""
+    content, problem = BAD_CURRENTS[case]
+    models = tmp_path / "models"
+    pointer = _bad_current(models, content)
+
+    code = _train("--data", str(planted_csv), "--models-dir", str(models), "--config", str(config))
+
+    out, err = capsys.readouterr()
+    assert code == EXIT_USER_ERROR
+    assert_one_error_line(err, f"quality gate: {pointer}", problem, "--force")
+    assert "no model is published" not in err
+    assert "rows read" not in out  # refused before the data was read
+    assert sorted(p.name for p in models.iterdir()) == ["CURRENT"]
+    if content is not None:
+        assert pointer.read_bytes() == content
+
+
+def test_force_publishes_over_a_bad_current_and_says_so(
+    tmp_path: Path, planted_csv: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    pointer = _bad_current(models, b"../elsewhere/v1\n")
+
+    code = _train(
+        "--data", str(planted_csv), "--models-dir", str(models), "--config", str(config), "--force"
+    )
+
+    out, _ = capsys.readouterr()
+    assert code == 0
+    flat = " ".join(out.split())
+    assert f"{pointer}: '../elsewhere/v1' is not a model version" in flat
+    assert "which model serves now is unknown" in flat and "(forced)" in flat
+    version = pointer.read_text(encoding="utf-8").strip()
+    assert f"published {version}" in out
+    gate = json.loads((models / version / "manifest.json").read_text(encoding="utf-8"))
+    gate = gate["quality_gate"]
+    assert gate["passed"] is False and gate["forced"] is True
+    assert gate["current_version"] is None and "is not a model version" in gate["note"]
+
+
 # --- user errors ----------------------------------------------------------------------
 
 

@@ -183,17 +183,30 @@ def set_current(models_dir: Path, version: str) -> None:
 
 
 def current_version(models_dir: Path) -> str:
-    """The version CURRENT points at."""
+    """The version CURRENT points at; ArtifactError when there is no CURRENT
+    (``has_current`` tells that case apart) or it names no version."""
     pointer = models_dir / CURRENT
-    if not pointer.is_file():
+    if not has_current(models_dir):
         raise ArtifactError(
             f"no model in {models_dir} (no {CURRENT} file): train one with 'nbo train'"
         )
-    version = pointer.read_text(encoding="utf-8").strip()
+    try:
+        version = pointer.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise ArtifactError(f"{pointer} is not UTF-8 text (it holds a version's name)") from None
+    except OSError as exc:
+        # A folder, a link to nowhere, a file nbo may not read: a CURRENT all the same.
+        raise ArtifactError(f"{pointer} cannot be read ({exc.strerror or exc})") from None
     if not version:
         raise ArtifactError(f"{pointer} is empty")
     # '../other/<version>' or an absolute path would load a model from outside the folder.
     return check_version_name(version, str(pointer))
+
+
+def has_current(models_dir: Path) -> bool:
+    """Whether the folder has a CURRENT at all (nothing published yet when not), whatever
+    it holds: a link to nowhere or a folder named CURRENT counts, and is not readable."""
+    return os.path.lexists(models_dir / CURRENT)
 
 
 def list_versions(models_dir: Path) -> list[str]:
