@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         description="the event store: sqlite:///PATH (relative paths from the working "
         "folder) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE (replicas share one)",
     )
+    store_statement_timeout_ms: int = Field(
+        5000,
+        ge=0,
+        description="PostgreSQL store: the server cancels a statement of the service's "
+        "that runs longer (milliseconds) and the call answers 503 store_unavailable; "
+        "0 = none set by nbo (the server's, the role's or the URL's applies)",
+    )
     frequency_caps: dict[str, FrequencyCap] = Field(
         default_factory=lambda: {
             "email": FrequencyCap(max_deliveries=1, days=7),

@@ -43,15 +43,26 @@ from nbo.store.sql import PSEUDONYM_KEY, Database, SQLStore
 
 log = logging.getLogger(__name__)
 
-# Connections per process: the offers route reads on the event loop (one at a time),
-# writes run in the thread pool. Replicas x processes x this must stay under the
-# server's max_connections (100 by default).
+# Connections per process: the service makes its calls in the thread pool (each offers
+# chunk, profile and write holds one while it runs). Replicas x processes x this must
+# stay under the server's max_connections (100 by default).
 POOL_SIZE = 8
 CONNECT_SECONDS = 10
-# How long a call waits for one of the pool's connections (psycopg_pool's default is 30 s).
-# Reads wait on a worker's event loop: a long wait there stalls every call of the worker,
-# health checks included, and gunicorn kills a worker it has not heard from.
+# How long a call waits for one of the pool's connections (psycopg_pool's default is 30 s):
+# a pool whose every connection waits on a slow server answers 503 soon rather than late.
 POOL_WAIT_SECONDS = 3.0
+# TCP keepalives for every connection unless the URL sets its own: a server that vanished
+# without closing (a partition, packets dropped rather than refused; a host that died) is
+# found within about 25 s, idle connection or call waiting on its answer alike, where the
+# operating system's defaults take two hours (keepalives) or a quarter of an hour
+# (retransmissions, which tcp_user_timeout bounds). libpq ignores what the platform lacks.
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "25000",
+}
 # After the server was found unreachable, calls answer StoreUnavailable at once (the
 # 503's Retry-After is 1 s) instead of each waiting on the pool, and a thread of the
 # store's own tries the server again this often until it answers: a worker stays
@@ -121,11 +132,20 @@ def _away(exc: psycopg.Error) -> bool:
     return "FATAL:" not in text or any(words in text for words in _NOT_NOW)
 
 
+def _connection_settings(url: str) -> dict[str, Any]:
+    """What every connection is opened with beside the URL: autocommit, the connect
+    timeout and ``KEEPALIVES``, each unless the URL sets it (libpq's own parameters, an
+    operator's choice, win)."""
+    given = conninfo_to_dict(url)
+    defaults = {"connect_timeout": str(CONNECT_SECONDS), **KEEPALIVES}
+    return {"autocommit": True} | {k: v for k, v in defaults.items() if k not in given}
+
+
 def _connect(url: str) -> psycopg.Connection[Any]:
     """A connection, or StoreUrlError with the server's reason (``StoreUnreachable`` when
     the server cannot be reached now)."""
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_SECONDS)
+        return psycopg.connect(url, **_connection_settings(url))
     except psycopg.Error as exc:
         reason = _reason(exc)
         problem = f"cannot connect to {redacted(url)} ({reason})"
@@ -146,10 +166,22 @@ class PostgresStore(SQLStore):
     """
 
     _STORED_ORDER = "seq"
+    remote = True
 
-    def __init__(self, url: str, pool_size: int = POOL_SIZE, background: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool_size: int = POOL_SIZE,
+        background: bool = False,
+        statement_timeout_ms: int = 0,
+    ) -> None:
         self.where = redacted(url)
         self._url, self._pool_size = url, pool_size
+        # The server cancels a statement of the pool's connections that runs longer (the
+        # call answers StoreUnavailable); 0: none set here (the server's, the role's or
+        # the URL's applies). Not on the connection that migrates, which may wait for
+        # another replica's migration or build an index.
+        self._statement_timeout_ms = statement_timeout_ms
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         # 0 until the schema is migrated (a store started without its server).
         self.schema_version = 0
@@ -191,7 +223,8 @@ class PostgresStore(SQLStore):
             self._url,
             min_size=1,
             max_size=self._pool_size,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_SECONDS},
+            kwargs=_connection_settings(self._url),
+            configure=self._configure if self._statement_timeout_ms else None,
             name="nbo-store",
             timeout=POOL_WAIT_SECONDS,
             open=False,
@@ -202,6 +235,11 @@ class PostgresStore(SQLStore):
             pool.close()
             raise
         return pool
+
+    def _configure(self, db: psycopg.Connection[Any]) -> None:
+        """A new pool connection's statement timeout (the session's, as SET would)."""
+        timeout = f"{self._statement_timeout_ms}ms"
+        db.execute("SELECT set_config('statement_timeout', %s, false)", (timeout,))
 
     @property
     def available(self) -> bool:
@@ -341,13 +379,18 @@ class PostgresStore(SQLStore):
     def _unavailable(self) -> Iterator[ConnectionPool[psycopg.Connection[Any]]]:
         """The pool, and a lost server or connection as ``StoreUnavailable``. Once lost,
         calls answer so at once (no wait on the pool) until the recovery thread finds the
-        server again: a worker's event loop, where reads run, never waits for a server
-        that is away."""
+        server again: no call waits for a server that is away. A statement the server
+        cancelled (the statement timeout) is StoreUnavailable for its call only: the
+        server is there, and the connection goes back to the pool usable."""
         pool = self._pool
         if self._down or pool is None:
             raise StoreUnavailable(f"the store is unavailable ({self._down_reason})")
         try:
             yield pool
+        except psycopg.errors.QueryCanceled as exc:
+            reason = _reason(exc)
+            log.warning("store %s: a statement was cancelled: %s", self.where, reason)
+            raise StoreUnavailable(f"the store did not answer in time ({reason})") from None
         except (psycopg.OperationalError, PoolTimeout) as exc:
             reason = _reason(exc)
             log.warning("store %s unavailable: %s", self.where, reason)

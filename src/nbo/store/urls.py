@@ -56,18 +56,27 @@ def check_store_url(url: str, setting: str = STORE_SETTING) -> None:
             sqlite_path(url)
 
 
-def open_store(url: str, background: bool = False, setting: str = STORE_SETTING) -> Store:
+def open_store(
+    url: str,
+    background: bool = False,
+    setting: str = STORE_SETTING,
+    statement_timeout_ms: int = 0,
+) -> Store:
     """Open the store a URL names, creating (SQLite) or migrating it if needed.
     ``background`` (a service worker): a PostgreSQL server that cannot be reached now
     does not stop the start; the store opens (and migrates) once the server answers, and
     its calls answer StoreUnavailable until then. Without it (a command), that is
     ``StoreUnreachable``, at once. ``setting``: where the URL came from, for the error
-    when it names no usable store."""
+    when it names no usable store. ``statement_timeout_ms`` (PostgreSQL; 0: none set):
+    a statement that runs longer is cancelled and its call answers StoreUnavailable
+    (``NBO_STORE_STATEMENT_TIMEOUT_MS``, the service's)."""
     with _said_of(setting):
         if is_postgres(url):
             from nbo.store.postgres import PostgresStore
 
-            return PostgresStore(url, background=background)
+            return PostgresStore(
+                url, background=background, statement_timeout_ms=statement_timeout_ms
+            )
         return SQLiteStore(sqlite_path(url))
 
 

@@ -77,9 +77,11 @@ async def get_offers(
     plain ``def`` run in the thread pool; re-measured when the call cost about 3 ms of
     CPU (one worker, 8 connections), ``def`` still cost 10% more server CPU per request,
     and with gunicorn's workers 52% more (one worker) and 24% more (two): docs/benchmarks.
-    Store reads use this thread's own connection
-    and never wait for a write; a delivery (decided and recorded under the customer's
-    lock, a durable write: ``nbo.runtime.deliver``) runs in the thread pool.
+    On SQLite a chunk's store reads use the loop thread's own connection and never wait
+    for a write; a PostgreSQL store's reads are round trips to its server, so there the
+    chunk is decided in the thread pool (``nbo.service.chunking``) and a slow server
+    never holds the loop. A delivery (decided and recorded under the customer's lock, a
+    durable write: ``nbo.runtime.deliver``) runs in the thread pool.
 
     HEAD (served as GET, ``nbo.service.head``) never records: a HEAD's answer has no
     offers to deliver, so ``record=true`` on HEAD is refused rather than recording
