@@ -26,6 +26,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -70,6 +71,14 @@ KEEPALIVES = {
 DOWN_SECONDS = 1.0
 # How often a store whose server refuses it (not one away) says so again (seconds).
 REPEAT_SECONDS = 60.0
+# A pool connection that sat unused this long is checked (one empty round trip) before a
+# call gets it: a server restarted meanwhile closed it, and the call would answer 503
+# for a server that is back. Connections in steady use are never checked.
+IDLE_CHECK_SECONDS = 1.0
+# A store no call has used for this long asks the server itself (a store thread's
+# ``SELECT 1``): an idle replica's readiness says "store": "unavailable" during an
+# outage, and its connections closed by a restart are replaced before calls need them.
+PROBE_SECONDS = 5.0
 
 
 def redacted(url: str) -> str:
@@ -193,6 +202,13 @@ class PostgresStore(SQLStore):
         self._state = threading.Lock()
         self._recovery: threading.Thread | None = None
         self._stopping = threading.Event()
+        # When each pool connection was last handed back (``_returned``), and when a call
+        # last got through (``_used``, time.monotonic), for ``_check`` and ``_probing``.
+        self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._used = 0.0
+        self._probe: threading.Thread | None = None
         # Callbacks waiting for the store to be available (``when_available``), run by
         # the recovery thread.
         self._on_available: list[Callable[[], None]] = []
@@ -225,6 +241,8 @@ class PostgresStore(SQLStore):
             max_size=self._pool_size,
             kwargs=_connection_settings(self._url),
             configure=self._configure if self._statement_timeout_ms else None,
+            check=self._check,
+            reset=self._reset,
             name="nbo-store",
             timeout=POOL_WAIT_SECONDS,
             open=False,
@@ -234,7 +252,40 @@ class PostgresStore(SQLStore):
         except PoolTimeout:
             pool.close()
             raise
+        self._start_probe()
         return pool
+
+    def _check(self, db: psycopg.Connection[Any]) -> None:
+        """Before a call gets ``db``: checked when it sat unused ``IDLE_CHECK_SECONDS``
+        (the pool replaces it when the check raises)."""
+        if time.monotonic() - self._returned.get(db, 0.0) > IDLE_CHECK_SECONDS:
+            ConnectionPool.check_connection(db)
+
+    def _reset(self, db: psycopg.Connection[Any]) -> None:
+        """``db`` handed back to the pool: when, for ``_check``."""
+        self._returned[db] = time.monotonic()
+
+    def _start_probe(self) -> None:
+        with self._state:
+            if self._probe is not None and self._probe.is_alive():
+                return
+            self._probe = threading.Thread(
+                target=self._probing, name="nbo-store-probe", daemon=True
+            )
+            self._probe.start()
+
+    def _probing(self) -> None:
+        """Every ``PROBE_SECONDS`` that no call used the store, one ``SELECT 1``: a
+        failure counts the server away as a call's would (the recovery thread then
+        tries it); while it is away, the recovery thread alone tries it."""
+        while not self._stopping.wait(PROBE_SECONDS):
+            if self._down or time.monotonic() - self._used < PROBE_SECONDS:
+                continue
+            try:
+                with self._reading() as db:
+                    db.execute("SELECT 1")
+            except StoreUnavailable:
+                pass  # counted away, and said, by ``_unavailable``
 
     def _configure(self, db: psycopg.Connection[Any]) -> None:
         """A new pool connection's statement timeout (the session's, as SET would)."""
@@ -328,12 +379,12 @@ class PostgresStore(SQLStore):
             return
 
     def _stop_recovery(self) -> None:
-        """Stop the recovery thread (waiting for its try in progress) and let a later
-        failure start another."""
+        """Stop the recovery and probe threads (waiting for a try in progress) and let a
+        later failure start another, and a new pool another probe."""
         self._stopping.set()
-        recovery = self._recovery
-        if recovery is not None:
-            recovery.join()
+        for thread in (self._recovery, self._probe):
+            if thread is not None:
+                thread.join()
         self._stopping.clear()
 
     @contextmanager
@@ -387,6 +438,7 @@ class PostgresStore(SQLStore):
             raise StoreUnavailable(f"the store is unavailable ({self._down_reason})")
         try:
             yield pool
+            self._used = time.monotonic()
         except psycopg.errors.QueryCanceled as exc:
             reason = _reason(exc)
             log.warning("store %s: a statement was cancelled: %s", self.where, reason)
