@@ -38,6 +38,7 @@ from support import (
 )
 
 from bench.servers import Server
+from nbo.cli import EXIT_USER_ERROR, main
 from nbo.core.apikeys import Role, create_key
 from nbo.core.checksums import sha256_file
 from nbo.data.mapping import load_mapping
@@ -492,6 +493,37 @@ def test_a_pinned_version_wins_over_current(
         assert answer.json()["version"] == published.v1 and answer.json()["swapped"] is False
         assert reload(client, version=published.v2).json()["swapped"] is True  # asked for
         assert serving(client) == published.v2
+
+
+def test_a_pin_may_name_an_alias_as_a_reload_does(
+    models: Path, isolated_store: Path, published: Versions
+) -> None:
+    """NBO_MODEL_VERSION=previous served what the alias names; it was read as a folder
+    name ("models/previous/manifest.json is missing") and the service refused to start."""
+    set_alias(models, "previous", published.v2)
+    settings = settings_for(models, isolated_store, model_version="previous")
+    with TestClient(create_app(settings)) as client:
+        assert serving(client) == published.v2
+        answer = reload(client)  # the pin again: already serving
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["version"] == published.v2 and answer.json()["swapped"] is False
+
+
+def test_serve_with_a_pin_naming_nothing_says_so_in_one_line(
+    models: Path,
+    isolated_store: Path,
+    published: Versions,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The message names the setting and what exists, as the reload route's 404 does."""
+    set_alias(models, "previous", published.v2)
+    monkeypatch.setenv("NBO_MODEL_VERSION", "nope")
+    assert main(["serve", "--models-dir", str(models), "--port", "1"]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("nbo serve: error: NBO_MODEL_VERSION 'nope': no such alias or version")
+    assert "aliases: current, previous, production" in err and published.v2 in err
 
 
 def wait_until_serving(client: httpx.Client, version: str) -> None:

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nbo.experiments.assignment import load_serving_models
     from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
+    from nbo.models.registry import MODEL_VERSION_SETTING
     from nbo.service.logs import configure_logging
     from nbo.store import check_store_url, open_store
     from nbo.store.base import StoreUnreachable
@@ -85,7 +86,12 @@ def run(args: argparse.Namespace) -> int:
             # Their rankers compiled here too: the workers, forked after, find the
             # compiled trees among the process's (``nbo.models.compiled``) and share
             # their pages.
-            models = load_serving_models(settings.models_dir, settings.model_version, experiments)
+            models = load_serving_models(
+                settings.models_dir,
+                settings.model_version,
+                experiments,
+                source=MODEL_VERSION_SETTING,
+            )
             logging.getLogger("nbo").info(
                 "model %s verified%s",
                 models.current.version,

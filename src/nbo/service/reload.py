@@ -38,7 +38,7 @@ from nbo.catalog.terms import Catalog
 from nbo.core.errors import ArtifactError, NboError
 from nbo.experiments.assignment import ServingModels
 from nbo.models.artifacts import CURRENT, current_version
-from nbo.models.registry import resolve
+from nbo.models.registry import MODEL_VERSION_SETTING, resolve
 from nbo.models.served import ServingModel
 from nbo.offers.ranking import OfferRequest, rank_offers
 from nbo.service.state import ModelHolder
@@ -166,7 +166,12 @@ class Reloader:
                         version,
                         exc,
                     )
-            self.models.load(self.settings.models_dir, self.settings.model_version)
+            pinned = self.settings.model_version
+            self.models.load(
+                self.settings.models_dir,
+                pinned,
+                source=MODEL_VERSION_SETTING if pinned is not None else None,
+            )
         except ArtifactError as exc:
             error = str(exc)
             raise
@@ -338,7 +343,9 @@ class Reloader:
         try:
             if reference is None:
                 return current_version(models_dir)
-            return resolve(models_dir, reference)
+            return resolve(
+                models_dir, reference, MODEL_VERSION_SETTING if version is None else None
+            )
         except ArtifactError as exc:
             raise VersionNotFound(reference or CURRENT, str(exc)) from None
 
