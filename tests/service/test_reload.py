@@ -188,9 +188,13 @@ def test_a_reload_swaps_in_the_named_version(client: TestClient, published: Vers
     assert client.get("/health/ready").json()["model_version"] == published.v2
     after = client.get("/v1/customers/a00/offers").json()
     assert after["model_version"] == published.v2
+    # What this worker serves and what CURRENT names, apart ("current" named the
+    # serving version, and contradicted the alias "current" beside it).
     models = client.get("/v1/models").json()
-    assert models["current"] == published.v2
+    assert models["serving"] == published.v2 and models["current"] == published.v1
+    assert models["aliases"]["production"] == published.v1
     assert [m["version"] for m in models["models"] if m["serving"]] == [published.v2]
+    assert [m["version"] for m in models["models"] if m["current"]] == [published.v1]
     assert model_info(client) == [({"version": published.v2, "role": "current"}, 1.0)]
 
 
@@ -316,8 +320,10 @@ def test_a_current_or_alias_pointing_outside_the_models_folder_is_refused(
         assert client.get("/health/ready").status_code == 200
         refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
         assert refused and repr(pointer) in refused[-1], refused
-        listed = client.get("/v1/models")  # a listing still answers
-        assert listed.status_code == 200 and listed.json()["current"] == published.v1
+        listed = client.get("/v1/models")  # a listing still answers, and says why
+        assert listed.status_code == 200 and listed.json()["serving"] == published.v1
+        assert listed.json()["current"] is None
+        assert "is not a model version" in listed.json()["current_problem"]
 
     set_current(models, published.v1)
     (models / "ALIASES.json").write_text(
