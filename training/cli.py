@@ -66,8 +66,10 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--models-dir",
         type=Path,
-        default=Path("models"),
-        help="where versions are published (models)",
+        default=None,
+        help="where versions are published, and the current model the quality gate "
+        "compares with is read (default: NBO_MODELS_DIR, else models: the folder the "
+        "service, nbo models and nbo batch read)",
     )
     parser.add_argument(
         "--force",
@@ -149,14 +151,18 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The service's folder unless told otherwise: a model published elsewhere is one
+    # the service never sees, and the gate would compare it with no current model.
+    models_dir = load_settings().models_dir if args.models_dir is None else args.models_dir
+    flag = "--models-dir" if args.models_dir is not None else "NBO_MODELS_DIR"
     # Before minutes of training, not when the model is published at their end.
-    check_output_folder(args.models_dir, "--models-dir")
+    check_output_folder(models_dir, flag)
     inputs = load_inputs(args)
     with progress_display("nbo train") as progress:
         result = train(
             args.data,
             inputs.mapping,
-            args.models_dir,
+            models_dir,
             inputs.config,
             args.force,
             progress,

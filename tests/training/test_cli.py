@@ -55,6 +55,45 @@ def test_train_prints_a_summary_and_publishes(
     assert (models / version / "manifest.json").is_file()
 
 
+def test_train_publishes_where_the_service_reads_models(
+    tmp_path: Path,
+    planted_csv: Path,
+    config: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without --models-dir, NBO_MODELS_DIR (as nbo models, batch and serve read it): in
+    the service's environment it published into ./models, which the service never saw."""
+    monkeypatch.chdir(tmp_path)
+    served = tmp_path / "served"
+    monkeypatch.setenv("NBO_MODELS_DIR", str(served))
+
+    code = _train("--data", str(planted_csv), "--config", str(config))
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    version = (served / "CURRENT").read_text(encoding="utf-8").strip()
+    assert f"published {version}" in out
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_models_folder_that_cannot_be_one_names_where_it_came_from(
+    tmp_path: Path,
+    planted_csv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where ./models would be written
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n", encoding="utf-8")
+    monkeypatch.setenv("NBO_MODELS_DIR", str(afile))
+    assert _train("--data", str(planted_csv)) == EXIT_USER_ERROR
+    assert_one_error_line(capsys.readouterr().err, f"NBO_MODELS_DIR {afile}: exists and is not")
+    monkeypatch.setenv("NBO_MODELS_DIR", str(tmp_path / "models"))
+    assert _train("--data", str(planted_csv), "--models-dir", str(afile / "m")) == EXIT_USER_ERROR
+    assert_one_error_line(capsys.readouterr().err, f"--models-dir {afile / 'm'}: cannot be")
+
+
 def test_train_reads_a_partitioned_parquet_dataset(
     tmp_path: Path, planted_purchases: pd.DataFrame, config: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -210,10 +211,70 @@ def has_current(models_dir: Path) -> bool:
 
 
 def list_versions(models_dir: Path) -> list[str]:
-    """Published versions, oldest first."""
+    """Published versions, oldest first: folders with a manifest and a version's name (a
+    hidden folder is one being written or being removed, never a version)."""
     if not models_dir.is_dir():
         return []
-    return sorted(p.name for p in models_dir.iterdir() if (p / MANIFEST).is_file())
+    return sorted(
+        p.name for p in models_dir.iterdir() if is_version_name(p.name) and (p / MANIFEST).is_file()
+    )
+
+
+def version_problem(models_dir: Path, version: str) -> str | None:
+    """What keeps a published version from loading that a look at its manifest can
+    tell (not JSON, another schema, another version's manifest, a file it lists
+    missing), or None; not the checksums, which ``load_artifact`` reads every file for."""
+    path = models_dir / version / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{MANIFEST} is missing"
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        return f"{MANIFEST} cannot be read ({exc})"
+    if not isinstance(manifest, dict):
+        return f"{MANIFEST} is not an object"
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        return f"schema version {manifest.get('schema_version')} is not supported"
+    if manifest.get("version") != version:
+        return f"its manifest names version {manifest.get('version')!r}"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return "its manifest lists no files"
+    missing = sorted(
+        str(name)
+        for name in files
+        if str(name) != Path(str(name)).name or not (models_dir / version / str(name)).is_file()
+    )
+    if missing:
+        return f"file {missing[0]} is missing" + (
+            f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        )
+    return None
+
+
+# A version being removed is renamed to this hidden prefix first, then deleted: a removal
+# cut short leaves a hidden folder (removed by the next), never half a version.
+REMOVING_PREFIX = ".removing-"
+
+
+def remove_version(models_dir: Path, version: str) -> None:
+    """Remove a published version: renamed to a hidden name first (atomically: from then
+    on no one lists or loads it), then deleted."""
+    check_version_name(version, "model")
+    hidden = models_dir / f"{REMOVING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(models_dir / version, hidden)
+    except OSError as exc:
+        raise ArtifactError(f"model {version}: cannot be removed ({exc.strerror or exc})") from None
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
+def remove_leftovers(models_dir: Path) -> list[str]:
+    """Delete the hidden folders removals cut short left behind; their names."""
+    found = sorted(p.name for p in models_dir.glob(f"{REMOVING_PREFIX}*") if p.is_dir())
+    for name in found:
+        shutil.rmtree(models_dir / name, ignore_errors=True)
+    return found
 
 
 def load_artifact(models_dir: Path, version: str | None = None, mmap: bool = True) -> Artifact:

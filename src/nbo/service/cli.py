@@ -17,6 +17,7 @@ from nbo.core import openmp
 from nbo.core.apikeys import check_bind
 from nbo.core.errors import ConfigError
 from nbo.core.processes import give_back_freed_heap
+from nbo.service.workers import BOARD, FOLDER_PREFIX
 from nbo.settings import Settings, load_settings
 
 log = logging.getLogger("nbo.service")
@@ -24,7 +25,6 @@ log = logging.getLogger("nbo.service")
 # prometheus-client reads it once, when it is first imported (``serve`` sets it first).
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # The folder the workers share: this prefix, the master's pid, a random part.
-FOLDER_PREFIX = "nbo-serve-"
 
 
 def register(commands: Any) -> None:
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nbo.experiments.assignment import load_serving_models
     from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
+    from nbo.models.registry import MODEL_VERSION_SETTING
     from nbo.service.logs import configure_logging
     from nbo.store import check_store_url, open_store
     from nbo.store.base import StoreUnreachable
@@ -85,7 +86,12 @@ def run(args: argparse.Namespace) -> int:
             # Their rankers compiled here too: the workers, forked after, find the
             # compiled trees among the process's (``nbo.models.compiled``) and share
             # their pages.
-            models = load_serving_models(settings.models_dir, settings.model_version, experiments)
+            models = load_serving_models(
+                settings.models_dir,
+                settings.model_version,
+                experiments,
+                source=MODEL_VERSION_SETTING,
+            )
             logging.getLogger("nbo").info(
                 "model %s verified%s",
                 models.current.version,
@@ -130,7 +136,7 @@ def serve(settings: Settings, verified: str | None = None) -> None:
             from nbo.service.server import NboServer
             from nbo.service.workers import WorkerBoard
 
-            board = WorkerBoard(Path(shared) / "workers")
+            board = WorkerBoard(Path(shared) / BOARD)
             if verified is not None:
                 # The version checked above, as the first generation: every worker loads
                 # it (not CURRENT again, which may have moved meanwhile), and so does a
