@@ -321,7 +321,7 @@ def test_bad_holdout_days(
 
     _, err = capsys.readouterr()
     assert code == 2
-    assert_one_error_line(err, "holdout_days", "greater than or equal to 1")
+    assert_one_error_line(err, "--holdout-days: ", "greater than or equal to 1")
 
 
 def test_holdout_longer_than_the_data(
