@@ -26,7 +26,7 @@ from nbo.store import read_erased_ids, store_setting
 from training.config import TrainingConfig, load_training_config
 from training.evaluate import CHURN_METRICS
 from training.lifecycle import CALIBRATION_PLOT
-from training.pipeline import TrainResult, train
+from training.pipeline import ModelRefused, TrainResult, train
 from training.progress import Progress as TrainProgress
 from training.served import SERVED
 
@@ -151,26 +151,32 @@ def run(args: argparse.Namespace) -> int:
     # Before minutes of training, not when the model is published at their end.
     check_output_folder(args.models_dir, "--models-dir")
     inputs = load_inputs(args)
-    with progress_display("nbo train") as progress:
-        result = train(
-            args.data,
-            inputs.mapping,
-            args.models_dir,
-            inputs.config,
-            args.force,
-            progress,
-            erased=inputs.erased,
-            catalog=inputs.catalog,
-        )
+    try:
+        with progress_display("nbo train") as progress:
+            result = train(
+                args.data,
+                inputs.mapping,
+                args.models_dir,
+                inputs.config,
+                args.force,
+                progress,
+                erased=inputs.erased,
+                catalog=inputs.catalog,
+            )
+    except ModelRefused as refused:
+        # The report of what was refused, then the gate's one error line (exit 2).
+        print_summary(output_console(), refused.result)
+        raise
     print_summary(output_console(), result)
     return 0
 
 
 def print_summary(console: Console, result: TrainResult) -> None:
-    """The report of the training, with the gate's verdict, and where it was published."""
-    gate = result.manifest["quality_gate"]
-    print_report(console, result, gate["message"] + (" (forced)" if gate.get("forced") else ""))
-    console.print(f"[bold green]published[/] {result.version} -> {result.path}")
+    """The report of the training, with the gate's verdict, and where it was published
+    (nothing more when the gate refused it)."""
+    print_report(console, result, result.manifest["quality_gate"]["message"])
+    if result.path is not None:
+        console.print(f"[bold green]published[/] {result.version} -> {result.path}")
 
 
 def print_report(

@@ -93,6 +93,7 @@ class QualityGate:
     current: str | None = None  # the version compared with
     current_score: float | None = None
     note: str = ""  # how the current model was scored, or why it was not
+    forced: bool = False  # failed, and published all the same (--force)
 
     @property
     def comparison(self) -> str:
@@ -109,12 +110,17 @@ class QualityGate:
 
     @property
     def message(self) -> str:
-        """What the trainer says: the comparison, and that a failed model is not published."""
-        refused = "" if self.passed else "; not published (use --force to publish anyway)"
-        return f"quality gate: {self.comparison}{refused}"
+        """What the trainer says: the comparison, and what became of a failed model: not
+        published, or published because of --force."""
+        if self.passed:
+            return f"quality gate: {self.comparison}"
+        if self.forced:
+            return f"quality gate: {self.comparison}: published because of --force"
+        return f"quality gate: {self.comparison}; not published (use --force to publish anyway)"
 
-    def section(self, forced: bool) -> dict[str, Any]:
-        """The manifest's ``quality_gate`` section; ``forced``: published although it failed."""
+    def section(self) -> dict[str, Any]:
+        """The manifest's ``quality_gate`` section (``forced``: published although it
+        failed)."""
         return {
             "passed": self.passed,
             "metric": self.metric,
@@ -126,7 +132,7 @@ class QualityGate:
             "current": self.current_score,
             "note": self.note,
             "message": self.message,
-            "forced": forced,
+            "forced": self.forced,
         }
 
     @classmethod
@@ -143,6 +149,7 @@ class QualityGate:
             current=None if version is None else str(version),
             current_score=None if current is None else float(current),
             note=str(section.get("note", "")),
+            forced=bool(section.get("forced", False)),
         )
 
 

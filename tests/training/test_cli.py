@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -166,17 +167,27 @@ def test_quality_gate_failure_is_a_user_error_and_force_publishes(
 
     out, err = capsys.readouterr()
     assert code == EXIT_USER_ERROR
-    assert_one_error_line(err, "quality gate", "is worse than the current model", "--force")
-    assert "published" not in out
+    line = assert_one_error_line(
+        err, "quality gate", "is worse than the current model", "--force"
+    )
+    # The evaluation the verdict rests on is shown (it printed nothing), nothing published.
+    assert "truth: all holdout purchases" in out and "│ served " in out
+    assert "served against the best simple rule" in out
+    assert line.removeprefix("nbo train: error: ") in out
+    assert not re.search(r"^published ", out, re.MULTILINE)
     assert (models / "CURRENT").read_text(encoding="utf-8") == current
+    assert len([p for p in models.iterdir() if p.is_dir()]) == 1
 
     code = _train(*args, "--force")
 
     out, _ = capsys.readouterr()
     assert code == 0
-    assert "(forced)" in out
-    assert "published" in out
-    assert (models / "CURRENT").read_text(encoding="utf-8") != current
+    # What happened, not "not published (use --force ...) (forced)" then "published".
+    assert "is worse than the current model" in out
+    assert "published because of --force" in out and "not published" not in out
+    version = (models / "CURRENT").read_text(encoding="utf-8").strip()
+    assert version != current.strip()
+    assert re.search(rf"^published {version} ", out, re.MULTILINE)
 
 
 # --- user errors ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from support import END, small_training_config, worse_than_before
 
 from nbo.core.errors import QualityGateError
 from nbo.data.mapping import load_mapping
-from training.pipeline import TrainResult, train
+from training.pipeline import ModelRefused, TrainResult, train
 
 
 def _manifest(result: TrainResult) -> dict:
@@ -95,6 +95,14 @@ def test_quality_gate_refuses_what_serves_worse_than_the_current_model(
     message = str(caught.value)
     assert f"is worse than the current model {published.version}" in message
     assert "on the same holdout" in message and "--force" in message
+    # The refused training's figures come with the refusal, for the command's report.
+    assert isinstance(caught.value, ModelRefused)
+    refused = caught.value.result
+    assert refused.path is None and refused.version is None and not refused.published
+    assert refused.manifest["quality_gate"]["message"] == message
+    assert refused.metrics["all"]["served"]["ndcg@10"] < refused.manifest["quality_gate"][
+        "current"
+    ]
     # Nothing written, no staging folder left, CURRENT unchanged.
     assert _snapshot(models) == before
     assert (models / "CURRENT").read_text(encoding="utf-8").strip() == published.version
@@ -127,6 +135,9 @@ def test_force_publishes_and_records_it(tmp_path: Path, planted_purchases: pd.Da
     gate = _manifest(result)["quality_gate"]
     assert gate["passed"] is False
     assert gate["forced"] is True
+    # The manifest says what happened: it said "not published (use --force ...)".
+    assert gate["message"].endswith(": published because of --force")
+    assert "not published" not in gate["message"]
     assert gate["current_version"] == published.version
     assert gate["served"] < gate["current"]
     assert result.published is True
