@@ -25,6 +25,7 @@ from nbo.settings import load_settings
 from nbo.store import read_erased_ids, store_setting
 from training.config import TrainingConfig, load_training_config
 from training.evaluate import CHURN_METRICS
+from training.gate import NOT_EVALUATED
 from training.lifecycle import CALIBRATION_PLOT
 from training.pipeline import ModelRefused, TrainResult, train
 from training.progress import Progress as TrainProgress
@@ -45,6 +46,8 @@ TRUTH_TITLES = {
     "all": "all holdout purchases",
     "new": "items not bought in the suppression window",
 }
+# A metric of a method scored on no customer: not evaluated, not zero.
+NOT_SCORED = "–"
 CHURN_METHOD_ORDER = (MODEL, RECENCY)
 # Churn metrics shown, and whether higher is better.
 CHURN_COLUMNS = {"roc_auc": True, "pr_auc": True, "brier": False}
@@ -259,6 +262,7 @@ def print_evaluation(console: Console, result: TrainResult) -> None:
         f"[bold]holdout[/] from {split['cutoff']} ({split['holdout_days']} days), "
         f"{split['evaluated_customers']:,} customers evaluated, suppression window "
         f"{split['suppression_days']} days"
+        + ("" if split["evaluated_customers"] else f"; not evaluated: {NOT_EVALUATED}")
     )
     cycles = result.manifest.get("cycles", {"enabled": False})
     console.print(cycles_line(cycles))
@@ -273,9 +277,14 @@ def print_evaluation(console: Console, result: TrainResult) -> None:
         table.add_column("method")
         for name in names:
             table.add_column(name, justify="right")
-        best = {name: max(m[name] for m in by_method.values()) for name in names}
+        # A method scored on nobody has no figures ("–"), not zeros.
+        scored = [m for m in by_method.values() if m.get("customers", 1)]
+        best = {name: max((m[name] for m in scored), default=None) for name in names}
         for method in in_order(by_method, METHOD_ORDER):
             values = by_method[method]
+            if not values.get("customers", 1):
+                table.add_row(method, *(NOT_SCORED for _ in names))
+                continue
             cells = [
                 f"[bold]{values[n]:.4f}[/]" if values[n] == best[n] else f"{values[n]:.4f}"
                 for n in names

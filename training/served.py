@@ -487,8 +487,8 @@ def served_section(
     against: dict[str, Any] = {}
     for truth in TRUTHS:
         scores = metrics.get(truth, {})
-        if SERVED not in scores:
-            continue
+        if SERVED not in scores or not scores[SERVED].get("customers"):
+            continue  # nothing served to anyone there: nothing to compare
         rules = [name for name in SIMPLE_METHODS if name in scores]
         served = scores[SERVED][metric]
         entry: dict[str, Any] = {SERVED: served}
