@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -29,7 +30,7 @@ from training.gate import NOT_EVALUATED
 from training.lifecycle import CALIBRATION_PLOT
 from training.pipeline import ModelRefused, TrainResult, train
 from training.progress import Progress as TrainProgress
-from training.served import SERVED
+from training.served import SERVED, below_best_rule
 
 METHOD_ORDER = (
     "served",
@@ -186,13 +187,15 @@ def print_report(
     console: Console, result: TrainResult, verdict: str, warnings: Sequence[str] = ()
 ) -> None:
     """What ``nbo train`` and ``nbo evaluate`` both print, in this order: the evaluation
-    (data, split, metrics), the quality gate's ``verdict`` in the command's words, any
+    (data, split, metrics), the quality gate's ``verdict`` in the command's words, a
+    warning where what is served lost to a simple rule on the holdout, any other
     ``warnings`` about the figures, the propensity, ranker and churn models."""
     print_evaluation(console, result)
     for line in served_lines(result.manifest):
         console.print(line)
     console.print(verdict)
-    for warning in warnings:
+    below = below_best_rule(result.manifest.get(SERVED) or {})
+    for warning in [*(f"[bold red]warning:[/] {escape(line)}" for line in below), *warnings]:
         console.print(warning)
     console.print(propensity_line(result.manifest.get("propensity")))
     print_ranker(console, result.manifest.get("ranker"))

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from training.evaluate import CHURN_METRICS
 from training.lifecycle import ChurnTraining, calibration_png
+from training.served import below_best_rule
 
 EVALUATION_JSON = "evaluation.json"
 REPORT_HTML = "report.html"
@@ -237,6 +238,10 @@ def evaluation_html(document: Mapping[str, Any], title: str, notes: Sequence[str
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">{_e(_meta_line(document))}</p>',
         _verdict_html(document.get("quality_gate")),
+        *(
+            f'<p class="warn"><b>Warning:</b> {_e(line)}</p>'
+            for line in below_best_rule(document.get("served") or {})
+        ),
         "<h2>Data</h2>",
         _data_html(document.get("data", {})),
         "<h2>Time split</h2>",

@@ -478,6 +478,28 @@ def posted_since(
 SIMPLE_METHODS = ("buy_again", "itemknn", "popularity")
 
 
+def below_best_rule(section: Mapping[str, Any]) -> list[str]:
+    """A warning per truth where what is served scored below the best simple method on
+    the holdout (the manifest's ``served`` section), naming both figures. The policy was
+    chosen on the validation window and the gate judges what is served against the
+    current model, so this passes both; it is said out loud, not silently."""
+    metric = section.get("metric", "")
+    policy = section.get("policy", "")
+    out = []
+    for truth, entry in (section.get("against_best_rule") or {}).items():
+        rule, base = entry.get("best_rule"), entry.get("best_rule_score")
+        if rule is None or base is None or entry[SERVED] >= base:
+            continue
+        change = "" if entry.get("change") is None else f" ({entry['change']:+.1%})"
+        out.append(
+            f"served {metric} {entry[SERVED]:.4f} is below {rule} {base:.4f}{change} on "
+            f"the holdout, truth {truth}: the policy chosen on the validation window "
+            f"({policy}) lost to a simple rule here (not a gate failure: the gate judges "
+            "what is served against the current model)"
+        )
+    return out
+
+
 def served_section(
     metrics: Metrics, config: TrainingConfig, policy: str, catalog: Catalog
 ) -> dict[str, Any]:

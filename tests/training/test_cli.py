@@ -574,3 +574,54 @@ def test_the_report_shows_the_source_contributions(trained: TrainResult) -> None
     for source in SOURCES:
         assert source in text.split("ranker: where its top 10 came from")[1]
     assert "strongest features" in text
+
+
+def _served_section(served_all: float, served_new: float) -> dict:
+    return {
+        "policy": "itemknn",
+        "metric": "ndcg@10",
+        "against_best_rule": {
+            "all": {
+                "served": served_all,
+                "best_rule": "buy_again",
+                "best_rule_score": 0.7712,
+                "change": served_all / 0.7712 - 1,
+            },
+            "new": {
+                "served": served_new,
+                "best_rule": "itemknn",
+                "best_rule_score": 0.5,
+                "change": served_new / 0.5 - 1,
+            },
+        },
+    }
+
+
+def test_a_served_model_below_the_best_simple_rule_is_warned_about(
+    trained: TrainResult,
+) -> None:
+    """The policy picked on the validation window lost to buy-again by 3.9% on the
+    holdout, and the summary read "quality gate passed" and nothing more."""
+    from dataclasses import replace
+
+    lost = replace(trained, manifest={**trained.manifest, "served": _served_section(0.7409, 0.5)})
+
+    out = io.StringIO()
+    print_summary(Console(file=out, width=400, color_system=None), lost)
+    text = out.getvalue()
+
+    warnings = [line for line in text.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: served ndcg@10 0.7409 is below buy_again 0.7712 (-3.9%) on the holdout, "
+        "truth all: the policy chosen on the validation window (itemknn) lost to a simple "
+        "rule here (not a gate failure: the gate judges what is served against the "
+        "current model)"
+    ]
+    # Right under the verdict, where it is seen.
+    lines = text.splitlines()
+    assert lines[lines.index(warnings[0]) - 1].startswith("quality gate: ")
+
+    level = replace(trained, manifest={**trained.manifest, "served": _served_section(0.78, 0.6)})
+    out = io.StringIO()
+    print_summary(Console(file=out, width=400, color_system=None), level)
+    assert "warning" not in out.getvalue()
