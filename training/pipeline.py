@@ -58,8 +58,8 @@ def train(
 ) -> TrainResult:
     """Train, evaluate and publish a model; ``ModelRefused`` (a QualityGateError, with
     the training's result) if it fails the quality gate (``training.gate``: what it
-    serves is worse than the current model's) and ``force`` is not set. ``catalog``: the offer catalogue what is served is evaluated under (the
-    default catalogue when None).
+    serves is worse than the current model's) and ``force`` is not set. ``catalog``: the
+    offer catalogue what is served is evaluated under (the default catalogue when None).
 
     ``erased``: customer ids erased in the service's store; every row of theirs is dropped
     right after reading (counted as ``training.load.DROP_ERASED``), so nothing of them is

@@ -167,9 +167,7 @@ def test_quality_gate_failure_is_a_user_error_and_force_publishes(
 
     out, err = capsys.readouterr()
     assert code == EXIT_USER_ERROR
-    line = assert_one_error_line(
-        err, "quality gate", "is worse than the current model", "--force"
-    )
+    line = assert_one_error_line(err, "quality gate", "is worse than the current model", "--force")
     # The evaluation the verdict rests on is shown (it printed nothing), nothing published.
     assert "truth: all holdout purchases" in out and "│ served " in out
     assert "served against the best simple rule" in out

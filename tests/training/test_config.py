@@ -112,7 +112,7 @@ def test_toml_natural_types_are_taken(tmp_path: Path) -> None:
     and the window is days or "all", as a number or a string."""
     path = tmp_path / "natural.toml"
     path.write_text(
-        'suppression_days = 14\n[cycles]\nfloor_days = 2\ndead_time_quantile = 0\n'
+        "suppression_days = 14\n[cycles]\nfloor_days = 2\ndead_time_quantile = 0\n"
         "[ranker]\nhalf_life_days = 30\nenabled = false\n[lifecycle]\nloyal_min_orders = 3\n",
         encoding="utf-8",
     )

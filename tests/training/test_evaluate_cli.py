@@ -452,8 +452,7 @@ def test_the_page_warns_when_what_is_served_lost_to_a_simple_rule() -> None:
 
     assert page.count("<b>Warning:</b>") == 1
     assert (
-        "served ndcg@10 0.2000 is below itemknn 0.2500 (-20.0%) on the holdout, truth new"
-        in page
+        "served ndcg@10 0.2000 is below itemknn 0.2500 (-20.0%) on the holdout, truth new" in page
     )
     # Beside the verdict at the top, not among the tables.
     assert page.index("<b>Warning:</b>") < page.index("<h2>Data</h2>")

@@ -106,9 +106,7 @@ def test_quality_gate_refuses_what_serves_worse_than_the_current_model(
     refused = caught.value.result
     assert refused.path is None and refused.version is None and not refused.published
     assert refused.manifest["quality_gate"]["message"] == message
-    assert refused.metrics["all"]["served"]["ndcg@10"] < refused.manifest["quality_gate"][
-        "current"
-    ]
+    assert refused.metrics["all"]["served"]["ndcg@10"] < refused.manifest["quality_gate"]["current"]
     # Nothing written, no staging folder left, CURRENT unchanged.
     assert _snapshot(models) == before
     assert (models / "CURRENT").read_text(encoding="utf-8").strip() == published.version

@@ -27,8 +27,8 @@ from training.served import (
     posted_since,
     score,
     serve,
-    served_metrics,
     served_depth,
+    served_metrics,
     served_model,
 )
 from training.split import TimeSplit, time_split
