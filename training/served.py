@@ -494,8 +494,8 @@ def below_best_rule(section: Mapping[str, Any]) -> list[str]:
         out.append(
             f"served {metric} {entry[SERVED]:.4f} is below {rule} {base:.4f}{change} on "
             f"the holdout, truth {truth}: the policy chosen on the validation window "
-            f"({policy}) lost to a simple rule here (not a gate failure: the gate judges "
-            "what is served against the current model)"
+            f"({policy}) lost to a simple rule here (the quality gate does not judge this: "
+            "it compares what is served with the current model)"
         )
     return out
 

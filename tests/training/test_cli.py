@@ -612,8 +612,8 @@ def test_a_served_model_below_the_best_simple_rule_is_warned_about(
     assert warnings == [
         "warning: served ndcg@10 0.7409 is below buy_again 0.7712 (-3.9%) on the holdout, "
         "truth all: the policy chosen on the validation window (itemknn) lost to a simple "
-        "rule here (not a gate failure: the gate judges what is served against the "
-        "current model)"
+        "rule here (the quality gate does not judge this: it compares what is served "
+        "with the current model)"
     ]
     # Right under the verdict, where it is seen.
     lines = text.splitlines()
