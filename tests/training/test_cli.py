@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -205,17 +206,25 @@ def test_quality_gate_failure_is_a_user_error_and_force_publishes(
 
     out, err = capsys.readouterr()
     assert code == EXIT_USER_ERROR
-    assert_one_error_line(err, "quality gate", "is worse than the current model", "--force")
-    assert "published" not in out
+    line = assert_one_error_line(err, "quality gate", "is worse than the current model", "--force")
+    # The evaluation the verdict rests on is shown (it printed nothing), nothing published.
+    assert "truth: all holdout purchases" in out and "│ served " in out
+    assert "served against the best simple rule" in out
+    assert line.removeprefix("nbo train: error: ") in out
+    assert not re.search(r"^published ", out, re.MULTILINE)
     assert (models / "CURRENT").read_text(encoding="utf-8") == current
+    assert len([p for p in models.iterdir() if p.is_dir()]) == 1
 
     code = _train(*args, "--force")
 
     out, _ = capsys.readouterr()
     assert code == 0
-    assert "(forced)" in out
-    assert "published" in out
-    assert (models / "CURRENT").read_text(encoding="utf-8") != current
+    # What happened, not "not published (use --force ...) (forced)" then "published".
+    assert "is worse than the current model" in out
+    assert "published because of --force" in out and "not published" not in out
+    version = (models / "CURRENT").read_text(encoding="utf-8").strip()
+    assert version != current.strip()
+    assert re.search(rf"^published {version} ", out, re.MULTILINE)
 
 
 # A models/CURRENT that is there but names no published version, and what is wrong with it.
@@ -275,7 +284,8 @@ def test_force_publishes_over_a_bad_current_and_says_so(
     assert code == 0
     flat = " ".join(out.split())
     assert f"{pointer}: '../elsewhere/v1' is not a model version" in flat
-    assert "which model serves now is unknown" in flat and "(forced)" in flat
+    assert "which model serves now is unknown" in flat
+    assert "published because of --force" in flat
     version = pointer.read_text(encoding="utf-8").strip()
     assert f"published {version}" in out
     gate = json.loads((models / version / "manifest.json").read_text(encoding="utf-8"))
@@ -426,7 +436,7 @@ def test_bad_holdout_days(
 
     _, err = capsys.readouterr()
     assert code == 2
-    assert_one_error_line(err, "holdout_days", "greater than or equal to 1")
+    assert_one_error_line(err, "--holdout-days: ", "greater than or equal to 1")
 
 
 def test_holdout_longer_than_the_data(
@@ -668,3 +678,54 @@ def test_the_report_shows_the_source_contributions(trained: TrainResult) -> None
     for source in SOURCES:
         assert source in text.split("ranker: where its top 10 came from")[1]
     assert "strongest features" in text
+
+
+def _served_section(served_all: float, served_new: float) -> dict:
+    return {
+        "policy": "itemknn",
+        "metric": "ndcg@10",
+        "against_best_rule": {
+            "all": {
+                "served": served_all,
+                "best_rule": "buy_again",
+                "best_rule_score": 0.7712,
+                "change": served_all / 0.7712 - 1,
+            },
+            "new": {
+                "served": served_new,
+                "best_rule": "itemknn",
+                "best_rule_score": 0.5,
+                "change": served_new / 0.5 - 1,
+            },
+        },
+    }
+
+
+def test_a_served_model_below_the_best_simple_rule_is_warned_about(
+    trained: TrainResult,
+) -> None:
+    """The policy picked on the validation window lost to buy-again by 3.9% on the
+    holdout, and the summary read "quality gate passed" and nothing more."""
+    from dataclasses import replace
+
+    lost = replace(trained, manifest={**trained.manifest, "served": _served_section(0.7409, 0.5)})
+
+    out = io.StringIO()
+    print_summary(Console(file=out, width=400, color_system=None), lost)
+    text = out.getvalue()
+
+    warnings = [line for line in text.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: served ndcg@10 0.7409 is below buy_again 0.7712 (-3.9%) on the holdout, "
+        "truth all: the policy chosen on the validation window (itemknn) lost to a simple "
+        "rule here (the quality gate does not judge this: it compares what is served "
+        "with the current model)"
+    ]
+    # Right under the verdict, where it is seen.
+    lines = text.splitlines()
+    assert lines[lines.index(warnings[0]) - 1].startswith("quality gate: ")
+
+    level = replace(trained, manifest={**trained.manifest, "served": _served_section(0.78, 0.6)})
+    out = io.StringIO()
+    print_summary(Console(file=out, width=400, color_system=None), level)
+    assert "warning" not in out.getvalue()
