@@ -38,6 +38,56 @@ def test_a_bad_log_format_refuses_the_start() -> None:
         load_settings(log_format="xml")
 
 
+@pytest.mark.parametrize(
+    ("variable", "given", "field", "read"),
+    [
+        ("NBO_LOG_LEVEL", "INFO", "log_level", "info"),
+        ("NBO_LOG_LEVEL", " Debug ", "log_level", "debug"),
+        ("NBO_LOG_FORMAT", "TEXT", "log_format", "text"),
+    ],
+)
+def test_log_words_are_taken_in_any_case(
+    monkeypatch: pytest.MonkeyPatch, variable: str, given: str, field: str, read: str
+) -> None:
+    # As NBO_SUPPRESSION_DAYS=ALL is.
+    monkeypatch.setenv(variable, given)
+    assert getattr(load_settings(), field) == read
+
+
+@pytest.mark.parametrize(
+    ("variable", "given", "said"),
+    [
+        (
+            "NBO_LOG_LEVEL",
+            "verbose",
+            "setting NBO_LOG_LEVEL: must be critical, error, warning, info or debug "
+            "(got 'verbose')",
+        ),
+        ("NBO_LOG_FORMAT", "xml", "setting NBO_LOG_FORMAT: must be json or text (got 'xml')"),
+        ("NBO_METRICS", "maybe", "setting NBO_METRICS: must be true or false (got 'maybe')"),
+        ("NBO_WORKERS", "0", "setting NBO_WORKERS: must be at least 1 (got '0')"),
+        ("NBO_PORT", "1.5", "setting NBO_PORT: must be a whole number (got '1.5')"),
+    ],
+)
+def test_a_bad_value_says_what_is_accepted_in_plain_words(
+    monkeypatch: pytest.MonkeyPatch, variable: str, given: str, said: str
+) -> None:
+    monkeypatch.setenv(variable, given)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert str(refused.value) == said
+
+
+def test_a_bad_override_from_a_flag_names_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    flags = {"workers": "--workers", "port": "--port"}
+    with pytest.raises(ConfigError, match=r"^--workers: must be at least 1 \(got '0'\)$"):
+        load_settings(flags, workers=0)
+    # A flag not given: the variable it would have overridden is named.
+    monkeypatch.setenv("NBO_PORT", "0")
+    with pytest.raises(ConfigError, match=r"^setting NBO_PORT: must be at least 1"):
+        load_settings(flags, workers=None, port=None)
+
+
 def test_keys_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NBO_API_KEYS", json.dumps([e.model_dump(mode="json") for e in ENTRIES]))
     settings = load_settings()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +38,18 @@ CLOCK_BEFORE = datetime(9000, 1, 1, tzinfo=UTC)
 # A shorter pseudonym key could be guessed by trying keys against a logged pseudonym of
 # a known id.
 MIN_LOG_KEY_CHARS = 16
+
+
+# The settings that take one of a few words, any case.
+ENUMERATIONS: dict[str, tuple[str, ...]] = {
+    "log_level": ("critical", "error", "warning", "info", "debug"),
+    "log_format": ("json", "text"),
+}
+
+
+def _either(words: tuple[str, ...]) -> str:
+    """'a, b or c'."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def available_cores() -> int:
@@ -111,11 +124,11 @@ class Settings(BaseSettings):
         description="nbo serve's worker processes; default: the cores this process may run "
         "on (set it under a CPU quota, which this count does not see)",
     )
-    log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
+    log_level: str = Field("info", description="critical, error, warning, info or debug (any case)")
     log_format: str = Field(
         "json",
-        pattern="^(json|text)$",
-        description="json: one JSON object per line (for log shippers); text: for humans",
+        description="json: one JSON object per line (for log shippers); text: for humans "
+        "(any case)",
     )
     access_log: bool = Field(True, description="one log line per request (logger nbo.access)")
     log_key: SecretStr | None = Field(
@@ -151,6 +164,16 @@ class Settings(BaseSettings):
     @classmethod
     def _check_window(cls, value: Any) -> str:
         return str(SuppressionWindow.parse(value))
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _one_of_its_words(cls, value: Any, info: ValidationInfo) -> str:
+        # Any case, as NBO_SUPPRESSION_DAYS=ALL is: INFO is what most tools print.
+        accepted = ENUMERATIONS[str(info.field_name)]
+        word = str(value).strip().lower()
+        if word not in accepted:
+            raise ValueError(f"must be {_either(accepted)} (got {str(value)!r})")
+        return word
 
     @field_validator("catalog", "experiments", "log_key", mode="before")
     @classmethod
@@ -217,10 +240,15 @@ class Settings(BaseSettings):
         return self.clock or datetime.now(UTC)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment plus explicit overrides; ConfigError on bad values."""
+def load_settings(flags: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment plus explicit overrides; ConfigError on bad values.
+
+    ``flags``: the command-line flag each override comes from (``{"workers": "--workers"}``),
+    so a bad value given there is said of the flag the user typed, not of a variable they
+    never set (``--workers: ...``, as a bad ``--store-url`` is)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings(**given)
     except ValidationError as exc:
         # The setting is the first part of the location; the rest says where inside a
         # JSON value (NBO_API_KEYS: 0.role: ...).
@@ -231,13 +259,31 @@ def load_settings(**overrides: Any) -> Settings:
             raise ConfigError(f"setting {problem}") from None
         field, *inside = (str(p) for p in first["loc"])
         where = f"{'.'.join(inside)}: " if inside else ""
-        problem = str(first["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"setting NBO_{field.upper()}: {where}{problem}") from None
+        problem = _in_plain_words(first)
+        flag = (flags or {}).get(field) if field in given else None
+        said_of = flag if flag is not None else f"setting NBO_{field.upper()}"
+        raise ConfigError(f"{said_of}: {where}{problem}") from None
     except SettingsError as exc:
         # A JSON setting that is not JSON: pydantic-settings names the field in its message.
         named = re.search(r'field "(\w+)"', str(exc))
         name = f"NBO_{named.group(1).upper()}" if named else "NBO_*"
         raise ConfigError(f"setting {name}: not valid JSON") from None
+
+
+def _in_plain_words(error: Any) -> str:
+    """Pydantic's message for a bad value, in an operator's words for the common kinds (a
+    boolean, a whole number and its bounds), else as pydantic says it."""
+    kind, limits = error.get("type"), error.get("ctx") or {}
+    got = f"(got {str(error.get('input'))!r})"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"must be true or false {got}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"must be a whole number {got}"
+    if kind == "greater_than_equal":
+        return f"must be at least {limits['ge']} {got}"
+    if kind == "less_than_equal":
+        return f"must be at most {limits['le']} {got}"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 @lru_cache

@@ -93,14 +93,43 @@ def test_serve_refuses_a_store_url_naming_no_store_before_loading_the_model(
 
 
 def test_serve_refuses_a_public_host_without_keys_before_anything_else(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # tmp_path holds no model: the host is refused first, in one line.
+    # tmp_path holds no model: the host is refused first, in one line, naming the flag
+    # when the host came from --host, else the variable.
     code = main(["serve", "--host", "0.0.0.0", "--models-dir", str(tmp_path)])
     assert code == EXIT_USER_ERROR
     line = _one_error_line(capsys.readouterr().err)
-    assert line.startswith("nbo serve: error: setting NBO_HOST: '0.0.0.0'")
+    assert line.startswith("nbo serve: error: --host: '0.0.0.0'")
     assert line.endswith("set NBO_API_KEYS or NBO_ALLOW_UNAUTHENTICATED=true")
+    monkeypatch.setenv("NBO_HOST", "0.0.0.0")
+    assert main(["serve", "--models-dir", str(tmp_path)]) == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("nbo serve: error: setting NBO_HOST: '0.0.0.0'")
+
+
+@pytest.mark.parametrize(
+    ("flags", "variable", "said"),
+    [
+        (["--workers", "0"], None, "--workers: must be at least 1 (got '0')"),
+        ([], ("NBO_WORKERS", "0"), "setting NBO_WORKERS: must be at least 1 (got '0')"),
+        (["--port", "70000"], None, "--port: must be at most 65535 (got '70000')"),
+        ([], ("NBO_PORT", "x"), "setting NBO_PORT: must be a whole number (got 'x')"),
+    ],
+)
+def test_a_bad_flag_is_named_as_the_flag_a_variable_as_the_variable(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    variable: tuple[str, str] | None,
+    said: str,
+) -> None:
+    if variable is not None:
+        monkeypatch.setenv(*variable)
+    code = main(["serve", *flags, "--models-dir", str(tmp_path)])
+    assert code == EXIT_USER_ERROR
+    assert _one_error_line(capsys.readouterr().err) == f"nbo serve: error: {said}"
 
 
 @pytest.fixture
@@ -112,7 +141,7 @@ def served_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     monkeypatch.setattr(
         cli, "serve", lambda settings, verified=None: runs.append(settings.model_dump())
     )
-    monkeypatch.setattr(cli, "check_port_free", lambda host, port: None)
+    monkeypatch.setattr(cli, "check_port_free", lambda *named: None)
     return runs
 
 

@@ -174,10 +174,14 @@ class BindCheck:
 
 
 def check_bind(
-    host: str, keys: Sequence[ApiKeyEntry], allow_unauthenticated: bool = False
+    host: str,
+    keys: Sequence[ApiKeyEntry],
+    allow_unauthenticated: bool = False,
+    host_named: str = "setting NBO_HOST",
 ) -> BindCheck:
     """Secure by default: without keys, serve loopback only. A pure function, so every
-    case is a unit test; ConfigError (one line) refuses the start."""
+    case is a unit test; ConfigError (one line) refuses the start. ``host_named``: what
+    the refusal names, the flag when the host came from one (``--host``)."""
     if keys:
         counts = KeyRing(keys).counts()
         roles = ", ".join(f"{role.value} {n}" for role, n in counts.items())
@@ -193,7 +197,7 @@ def check_bind(
         )
     if not allow_unauthenticated:
         raise ConfigError(
-            f"setting NBO_HOST: {host!r} is not a loopback address and no API keys are "
+            f"{host_named}: {host!r} is not a loopback address and no API keys are "
             "configured; set NBO_API_KEYS or NBO_ALLOW_UNAUTHENTICATED=true"
         )
     return BindCheck(

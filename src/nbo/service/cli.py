@@ -25,6 +25,14 @@ log = logging.getLogger("nbo.service")
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # The folder the workers share: this prefix, the master's pid, a random part.
 FOLDER_PREFIX = "nbo-serve-"
+# The settings ``nbo serve``'s flags override: an error about a value given as a flag
+# names the flag, not a variable the user never set.
+SERVE_FLAGS = {
+    "models_dir": "--models-dir",
+    "host": "--host",
+    "port": "--port",
+    "workers": "--workers",
+}
 
 
 def register(commands: Any) -> None:
@@ -62,13 +70,22 @@ def run(args: argparse.Namespace) -> int:
     from nbo.store.base import StoreUnreachable
 
     settings = load_settings(
-        models_dir=args.models_dir, host=args.host, port=args.port, workers=args.workers
+        SERVE_FLAGS,
+        models_dir=args.models_dir,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
     )
     configure_logging(settings.log_level, settings.log_format)
     # Secure by default: without API keys, loopback only. Checked first: it costs nothing.
-    bind = check_bind(settings.host, settings.api_keys, settings.allow_unauthenticated)
+    bind = check_bind(
+        settings.host,
+        settings.api_keys,
+        settings.allow_unauthenticated,
+        _named(args, "host"),
+    )
     log.log(bind.level, bind.message)
-    check_port_free(settings.host, settings.port)
+    check_port_free(settings.host, settings.port, _named(args, "host"), _named(args, "port"))
     # The store URL's shape costs nothing either; whether it opens is known below.
     check_store_url(settings.store_url)
     experiments = (
@@ -112,6 +129,12 @@ def run(args: argparse.Namespace) -> int:
         serve(settings, verified)
     del held
     return 0
+
+
+def _named(args: argparse.Namespace, field: str) -> str:
+    """What names a setting in an error: its flag when the user gave it, else its variable."""
+    given = getattr(args, field, None) is not None
+    return SERVE_FLAGS[field] if given else f"setting NBO_{field.upper()}"
 
 
 def serve(settings: Settings, verified: str | None = None) -> None:
@@ -159,24 +182,30 @@ def _give_back_freed_memory() -> None:
     give_back_freed_heap()
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(
+    host: str,
+    port: int,
+    host_named: str = "setting NBO_HOST",
+    port_named: str = "setting NBO_PORT",
+) -> None:
     """ConfigError when another process listens on ``host:port``. The workers each bind
     the port with SO_REUSEPORT (``nbo.service.server``), which would let them share it
     with another ``nbo serve`` of the same user, splitting the traffic between the two:
-    a bind without the option fails on any listener, so this refuses that at start."""
+    a bind without the option fails on any listener, so this refuses that at start.
+    ``host_named``, ``port_named``: what the refusal names (a flag when one was given)."""
     try:
         family, kind, _, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except socket.gaierror as exc:
-        raise ConfigError(f"setting NBO_HOST: cannot listen on '{host}' ({exc})") from None
+        raise ConfigError(f"{host_named}: cannot listen on '{host}' ({exc})") from None
     with socket.socket(family, kind) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(address)
         except OSError as exc:
             raise ConfigError(
-                f"setting NBO_PORT: cannot listen on {host}:{port} ({exc.strerror or exc})"
+                f"{port_named}: cannot listen on {host}:{port} ({exc.strerror or exc})"
             ) from None
 
 
