@@ -1,10 +1,15 @@
 """Service settings: one typed class, environment prefix ``NBO_``. Nothing else reads os.environ.
 
-A bad value refuses the deploy at start with a message naming the setting.
+A bad value refuses the deploy at start with a message naming the setting. An ``NBO_*``
+variable that names no setting (``NBO_WROKERS``) is not an error, since a deployment may
+set variables for a newer release, but each one is a warning line at start naming the
+closest setting: a misspelt variable is otherwise a setting silently left at its default.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -40,6 +45,14 @@ CLOCK_BEFORE = datetime(9000, 1, 1, tzinfo=UTC)
 MIN_LOG_KEY_CHARS = 16
 
 
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "NBO_"
+# The NBO_* variables nbo's own tooling reads that are no setting of the service: the
+# tests' PostgreSQL server and browser, and the database password deploy/compose.yaml
+# builds NBO_STORE_URL from. Any other NBO_* variable not a setting is warned about.
+OTHER_VARIABLES = frozenset({"NBO_TEST_POSTGRES_URL", "NBO_TEST_CHROMIUM", "NBO_DB_PASSWORD"})
+
 # The settings that take one of a few words, any case.
 ENUMERATIONS: dict[str, tuple[str, ...]] = {
     "log_level": ("critical", "error", "warning", "info", "debug"),
@@ -59,7 +72,7 @@ def available_cores() -> int:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NBO_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     models_dir: Path = Field(Path("models"), description="where published models live")
     model_version: str | None = Field(None, description="serve this version, not CURRENT")
@@ -240,12 +253,49 @@ class Settings(BaseSettings):
         return self.clock or datetime.now(UTC)
 
 
-def load_settings(flags: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+def known_variables() -> frozenset[str]:
+    """Every ``NBO_*`` variable nbo reads: one per setting, and ``OTHER_VARIABLES``."""
+    return frozenset(f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields) | (
+        OTHER_VARIABLES
+    )
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning per ``NBO_*`` variable in ``environ`` that nbo does not read, naming the
+    closest one it does (any case, as the settings are read)."""
+    known = known_variables()
+    # Compared without the prefix every name shares, which would make any two look alike.
+    suffixes = sorted(name.removeprefix(ENV_PREFIX) for name in known)
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        closest = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), suffixes, n=1)
+        hint = f"did you mean {ENV_PREFIX}{closest[0]}?" if closest else "no setting is close"
+        warnings.append(f"{name} is not an nbo setting and is ignored ({hint})")
+    return warnings
+
+
+def warn_unknown_variables(environ: Mapping[str, str] = os.environ) -> None:
+    """Log ``unknown_variables`` as warnings: on ``nbo serve``'s log, once its format is
+    set up; on stderr for the other commands (Python's last-resort handler)."""
+    for warning in unknown_variables(environ):
+        log.warning(warning)
+
+
+def load_settings(
+    flags: Mapping[str, str] | None = None, warn_unknown: bool = True, **overrides: Any
+) -> Settings:
     """Settings from the environment plus explicit overrides; ConfigError on bad values.
 
     ``flags``: the command-line flag each override comes from (``{"workers": "--workers"}``),
     so a bad value given there is said of the flag the user typed, not of a variable they
-    never set (``--workers: ...``, as a bad ``--store-url`` is)."""
+    never set (``--workers: ...``, as a bad ``--store-url`` is). ``warn_unknown``: warn
+    of ``NBO_*`` variables that are no setting (``nbo serve`` does it itself, after it
+    has set up its log)."""
+    if warn_unknown:
+        warn_unknown_variables()
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**given)

@@ -159,6 +159,25 @@ def test_serve_with_the_override_warns_and_serves(
     assert any("NO AUTHENTICATION" in message for message in warnings)
 
 
+def test_serve_warns_of_a_misspelt_variable_and_serves(
+    models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    served_runs: list[dict],
+) -> None:
+    monkeypatch.setenv("NBO_WROKERS", "2")
+    monkeypatch.setenv("NBO_SUPRESSION_DAYS", "all")
+    caplog.set_level(logging.INFO)
+    assert main(["serve", "--models-dir", str(models_dir)]) == 0
+    assert len(served_runs) == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w for w in warnings if "is not an nbo setting" in w] == [
+        "NBO_SUPRESSION_DAYS is not an nbo setting and is ignored "
+        "(did you mean NBO_SUPPRESSION_DAYS?)",
+        "NBO_WROKERS is not an nbo setting and is ignored (did you mean NBO_WORKERS?)",
+    ]
+
+
 def test_serve_with_keys_says_auth_is_on(
     models_dir: Path,
     monkeypatch: pytest.MonkeyPatch,

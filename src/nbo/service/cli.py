@@ -17,7 +17,7 @@ from nbo.core import openmp
 from nbo.core.apikeys import check_bind
 from nbo.core.errors import ConfigError
 from nbo.core.processes import give_back_freed_heap
-from nbo.settings import Settings, load_settings
+from nbo.settings import Settings, load_settings, warn_unknown_variables
 
 log = logging.getLogger("nbo.service")
 
@@ -71,12 +71,15 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings(
         SERVE_FLAGS,
+        warn_unknown=False,
         models_dir=args.models_dir,
         host=args.host,
         port=args.port,
         workers=args.workers,
     )
     configure_logging(settings.log_level, settings.log_format)
+    # A misspelt NBO_* variable, as a line of the service's log.
+    warn_unknown_variables()
     # Secure by default: without API keys, loopback only. Checked first: it costs nothing.
     bind = check_bind(
         settings.host,
