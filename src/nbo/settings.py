@@ -48,6 +48,9 @@ MIN_LOG_KEY_CHARS = 16
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "NBO_"
+# The store when NBO_STORE_URL is unset: a file in var/ under the working folder, the one
+# folder a new SQLite store may be made in (``nbo.store.sqlite``).
+DEFAULT_STORE_URL = "sqlite:///var/nbo.db"
 # The NBO_* variables nbo's own tooling reads that are no setting of the service: the
 # tests' PostgreSQL server and browser, and the database password deploy/compose.yaml
 # builds NBO_STORE_URL from. Any other NBO_* variable not a setting is warned about.
@@ -85,9 +88,10 @@ class Settings(BaseSettings):
         "30", description="days a bought item is not offered; 0 = never, 'all' = ever bought"
     )
     store_url: str = Field(
-        "sqlite:///var/nbo.db",
+        DEFAULT_STORE_URL,
         description="the event store: sqlite:///PATH (relative paths from the working "
-        "folder) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE (replicas share one)",
+        "folder; a new file only in an existing folder, or the default's var/) or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (replicas share one)",
     )
     frequency_caps: dict[str, FrequencyCap] = Field(
         default_factory=lambda: {

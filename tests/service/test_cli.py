@@ -242,3 +242,54 @@ def test_serve_verifies_the_experiments_models_too(
     assert len(served_runs) == 1
     verified = [r.getMessage() for r in caplog.records if "verified" in r.getMessage()]
     assert verified == [f"model {candidate} verified; experiment model {production}"]
+
+
+def test_serve_names_the_store_it_uses_in_full(
+    models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    served_runs: list[dict],
+) -> None:
+    """A relative SQLite path is the working folder's: the start line says which file,
+    and that it is new, so a service started from another folder is seen to be."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBO_STORE_URL", "sqlite:///var/nbo.db")
+    caplog.set_level(logging.INFO)
+    for new in (True, False):
+        caplog.clear()
+        assert main(["serve", "--models-dir", str(models_dir)]) == 0
+        stores = [r.getMessage() for r in caplog.records if r.getMessage().startswith("store")]
+        path = tmp_path.resolve() / "var" / "nbo.db"
+        suffix = " (new: no file was there, so it starts empty)" if new else ""
+        assert stores == [f"store: SQLite {path}{suffix}"]
+    assert len(served_runs) == 2
+
+
+def test_serve_names_a_postgresql_store_without_its_password(
+    models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    served_runs: list[dict],
+) -> None:
+    monkeypatch.setenv("NBO_STORE_URL", "postgresql://nbo:s3cret@127.0.0.1:1/nbo")
+    caplog.set_level(logging.INFO)
+    assert main(["serve", "--models-dir", str(models_dir)]) == 0
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("store")]
+    assert line.startswith("store PostgreSQL postgresql://nbo:***@127.0.0.1:1/nbo not reachable")
+    assert "s3cret" not in caplog.text
+
+
+def test_serve_refuses_a_store_in_a_folder_that_does_not_exist(
+    models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    served_runs: list[dict],
+) -> None:
+    missing = tmp_path / "nonexistent" / "dir" / "x.db"
+    monkeypatch.setenv("NBO_STORE_URL", f"sqlite:///{missing}")
+    assert main(["serve", "--models-dir", str(models_dir)]) == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"nbo serve: error: setting NBO_STORE_URL: no folder {missing.parent} ")
+    assert served_runs == [] and not (tmp_path / "nonexistent").exists()

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from nbo.experiments.assignment import load_serving_models
     from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
     from nbo.service.logs import configure_logging
-    from nbo.store import check_store_url, open_store
+    from nbo.store import check_store_url, open_store, store_location
     from nbo.store.base import StoreUnreachable
 
     settings = load_settings(
@@ -121,14 +121,20 @@ def run(args: argparse.Namespace) -> int:
         # here, and the migrations run once, not in every worker at the same moment. A
         # server that cannot be reached now (an outage, a database still starting) is no
         # reason to refuse: the workers open the store once it answers.
+        # Named in full: a relative SQLite path is the working folder's, and a service
+        # started from another folder would otherwise use another store unseen.
+        location = store_location(settings.store_url)
         try:
             open_store(settings.store_url).close()
         except StoreUnreachable as exc:
             log.warning(
-                "store not reachable (%s): serving without it; calls that need it answer "
-                "503 until it answers",
+                "store %s not reachable (%s): serving without it; calls that need it "
+                "answer 503 until it answers",
+                location,
                 exc.reason,
             )
+        else:
+            log.info("store: %s", location)
         serve(settings, verified)
     del held
     return 0

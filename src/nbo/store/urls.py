@@ -56,6 +56,19 @@ def check_store_url(url: str, setting: str = STORE_SETTING) -> None:
             sqlite_path(url)
 
 
+def store_location(url: str) -> str:
+    """Where the store a URL names is, for ``nbo serve``'s start line: the SQLite file's
+    absolute path (a relative one depends on the working folder), saying when it does not
+    exist yet, or the PostgreSQL URL without its password."""
+    if is_postgres(url):
+        from nbo.store.postgres import redacted
+
+        return f"PostgreSQL {redacted(url)}"
+    path = sqlite_path(url)
+    new = "" if path.exists() else " (new: no file was there, so it starts empty)"
+    return f"SQLite {path.resolve()}{new}"
+
+
 def open_store(url: str, background: bool = False, setting: str = STORE_SETTING) -> Store:
     """Open the store a URL names, creating (SQLite) or migrating it if needed.
     ``background`` (a service worker): a PostgreSQL server that cannot be reached now
@@ -80,7 +93,8 @@ def open_existing_store(url: str, setting: str = STORE_SETTING) -> Store:
             path = sqlite_path(url)
         if not path.exists():
             raise StoreUrlError(
-                f"no store at {path} (point it at the store the service records to)", setting
+                f"no store at {path.resolve()} (point it at the store the service records to)",
+                setting,
             )
     return open_store(url, setting=setting)
 
