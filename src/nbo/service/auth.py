@@ -39,8 +39,8 @@ of them ``GET`` and read-only, so a page on another site that makes the browser 
 can change nothing. No key, or one not recognised: 401 with ``WWW-Authenticate: Bearer``;
 a key whose role is too low: 403 naming the role needed. Both are JSON bodies from
 ``service/errors.py`` (the dashboard answers a browser with a page). A failed check
-logs the key's id when the id is configured, else nothing of the key; never the key or
-its hash.
+logs the key's id when the id is configured, even when the secret after it is not well
+formed (a botched rotation), else nothing of the key; never the key or its hash.
 
 Known limit: a POST or PUT body that is not JSON is refused (422) by FastAPI before any
 dependency runs, so such a request gets 422, not 401. Nothing is read or stored.
