@@ -281,15 +281,15 @@ def test_serve_names_a_postgresql_store_without_its_password(
 
 
 def test_serve_refuses_a_store_in_a_folder_that_does_not_exist(
-    models_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     served_runs: list[dict],
 ) -> None:
+    # tmp_path holds no model: the store is refused first, before the model's seconds.
     missing = tmp_path / "nonexistent" / "dir" / "x.db"
     monkeypatch.setenv("NBO_STORE_URL", f"sqlite:///{missing}")
-    assert main(["serve", "--models-dir", str(models_dir)]) == EXIT_USER_ERROR
+    assert main(["serve", "--models-dir", str(tmp_path)]) == EXIT_USER_ERROR
     line = _one_error_line(capsys.readouterr().err)
     assert line.startswith(f"nbo serve: error: setting NBO_STORE_URL: no folder {missing.parent} ")
     assert served_runs == [] and not (tmp_path / "nonexistent").exists()

@@ -302,10 +302,17 @@ def test_a_url_naming_no_store_is_refused_without_opening_one(url: str, problem:
     assert "secret" not in str(refused.value)
 
 
-def test_a_good_url_passes_the_check_and_creates_nothing(tmp_path: Path) -> None:
-    check_store_url(f"sqlite:///{tmp_path / 'var' / 'nbo.db'}")  # the folder: when opened
+def test_a_good_url_passes_the_check_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check_store_url(f"sqlite:///{tmp_path / 'nbo.db'}")
     check_store_url("postgresql://nbo:secret@localhost:1/nbo")  # no connection made
-    assert not (tmp_path / "var").exists()
+    monkeypatch.chdir(tmp_path)
+    check_store_url("sqlite:///var/nbo.db")  # the default's folder: made when opened
+    assert list(tmp_path.iterdir()) == []
+    # A folder that does not exist is known without opening anything.
+    with pytest.raises(ConfigError, match="no folder"):
+        check_store_url(f"sqlite:///{tmp_path / 'nowhere' / 'nbo.db'}")
 
 
 def test_a_store_another_process_holds_for_writing_is_busy_not_an_error(tmp_path: Path) -> None:
