@@ -353,7 +353,9 @@ def test_a_pin_may_name_an_alias_and_one_naming_nothing_says_so(
     assert "previous" in err and version in err
 
 
-@pytest.mark.parametrize("store", ["not-a-database", "a-file-in-the-way", "in-memory"])
+@pytest.mark.parametrize(
+    "store", ["not-a-database", "a-file-in-the-way", "in-memory", "a-missing-folder"]
+)
 def test_a_store_url_naming_no_store_is_one_line(
     env: Path,
     tmp_path: Path,
@@ -366,13 +368,15 @@ def test_a_store_url_naming_no_store_is_one_line(
         "not-a-database": (f"sqlite:///{tmp_path / 'purchases.csv'}", "file is not a database"),
         "a-file-in-the-way": (f"sqlite:///{tmp_path / 'purchases.csv' / 'nbo.db'}", "not a folder"),
         "in-memory": ("sqlite:///:memory:", "keeps nothing"),
+        # Not made: a new store only in a folder that exists (or the default's).
+        "a-missing-folder": (f"sqlite:///{tmp_path / 'nowhere' / 'nbo.db'}", "no folder"),
     }[store]
     monkeypatch.setenv("NBO_STORE_URL", url)
     assert _batch("--out", str(tmp_path / "a.csv")) == 2
     err = without_progress(capsys.readouterr().err)
     assert err.count("\n") == 1 and err.startswith("nbo batch: error: setting NBO_STORE_URL: ")
     assert message in err, err
-    assert not (tmp_path / "a.csv").exists()
+    assert not (tmp_path / "a.csv").exists() and not (tmp_path / "nowhere").exists()
 
 
 def test_spawned_workers_write_the_same_file_as_one_process(

@@ -650,7 +650,8 @@ def test_a_port_another_process_listens_on_is_refused_in_one_line(
         code = main(["serve", "--port", str(port), "--models-dir", str(tmp_path)])
     assert code == EXIT_USER_ERROR
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert line.startswith(f"nbo serve: error: setting NBO_PORT: cannot listen on 127.0.0.1:{port}")
+    # The port came from --port: the line names the flag the user gave.
+    assert line.startswith(f"nbo serve: error: --port: cannot listen on 127.0.0.1:{port}")
 
 
 def test_a_killed_servers_folder_is_removed_by_the_next(

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 from nbo.core.errors import StoreUrlError
 from nbo.store.base import Store
-from nbo.store.sqlite import SQLiteStore, sqlite_path
+from nbo.store.sqlite import SQLiteStore, check_folder, sqlite_path
 from nbo.store.sqlite import read_erased_ids as sqlite_erased_ids
 from nbo.store.sqlite import read_pseudonym_key as sqlite_pseudonym_key
 
@@ -44,7 +44,7 @@ def is_postgres(url: str) -> bool:
 
 def check_store_url(url: str, setting: str = STORE_SETTING) -> None:
     """StoreUrlError (naming ``setting``) when ``url`` cannot name a store (its scheme, an
-    SQLite URL's path, a PostgreSQL URL's syntax), without opening it: ``nbo serve``
+    SQLite URL's path and folder, a PostgreSQL URL's syntax), without opening it: ``nbo serve``
     checks this before the seconds its model takes to load; whether the store opens is
     known only by opening it."""
     with _said_of(setting):
@@ -53,7 +53,21 @@ def check_store_url(url: str, setting: str = STORE_SETTING) -> None:
 
             check_url(url)
         else:
-            sqlite_path(url)
+            # Whether a new file could be made: a look at its folder, nothing made.
+            check_folder(sqlite_path(url))
+
+
+def store_location(url: str) -> str:
+    """Where the store a URL names is, for ``nbo serve``'s start line: the SQLite file's
+    absolute path (a relative one depends on the working folder), saying when it does not
+    exist yet, or the PostgreSQL URL without its password."""
+    if is_postgres(url):
+        from nbo.store.postgres import redacted
+
+        return f"PostgreSQL {redacted(url)}"
+    path = sqlite_path(url)
+    new = "" if path.exists() else " (new: no file was there, so it starts empty)"
+    return f"SQLite {path.resolve()}{new}"
 
 
 def open_store(
@@ -89,7 +103,8 @@ def open_existing_store(url: str, setting: str = STORE_SETTING) -> Store:
             path = sqlite_path(url)
         if not path.exists():
             raise StoreUrlError(
-                f"no store at {path} (point it at the store the service records to)", setting
+                f"no store at {path.resolve()} (point it at the store the service records to)",
+                setting,
             )
     return open_store(url, setting=setting)
 
