@@ -200,6 +200,29 @@ def test_a_failed_quality_gate_is_reported_as_what_nbo_train_would_do() -> None:
     assert '<div class="verdict fail">quality gate failed' in page
 
 
+def test_dates_the_file_leaves_ambiguous_are_one_error_line_then_read_with_the_flag(
+    workdir: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = workdir / "ambiguous.csv"
+    data.write_text(
+        "customer_id,item_id,timestamp\nc1,i1,03/07/2023 10:00\nc1,i2,04/07/2023 10:00\n",
+        encoding="utf-8",
+    )
+
+    code = _evaluate("--data", str(data), "--config", str(config))
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    _assert_one_error_line(err, str(data), "column 'timestamp'", "--timestamp-format")
+    assert not (workdir / "reports").exists()
+
+    code = _evaluate("--data", str(data), "--timestamp-format", "%d/%m", "--config", str(config))
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    _assert_one_error_line(err, "--timestamp-format '%d/%m': not a strptime format")
+
+
 # --- user errors ----------------------------------------------------------------------
 
 
