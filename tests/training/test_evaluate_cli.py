@@ -200,6 +200,49 @@ def test_a_failed_quality_gate_is_reported_as_what_nbo_train_would_do() -> None:
     assert '<div class="verdict fail">quality gate failed' in page
 
 
+def test_the_document_records_how_the_file_was_read(
+    workdir: Path,
+    planted_purchases: pd.DataFrame,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Day-first dates in a column named "member" for the customers: the document said
+    "canonical" and nothing of the columns or the dates' format."""
+    data = workdir / "shop.csv"
+    planted_purchases.rename(columns={"customer_id": "member"}).assign(
+        timestamp=planted_purchases["timestamp"].dt.strftime("%d/%m/%Y %H:%M")
+    ).to_csv(data, index=False)
+    out = workdir / "out"
+
+    code = _evaluate(
+        "--data", str(data), "--column", "customer_id=member", "--config", str(config),
+        "--out", str(out),
+    )  # fmt: skip
+
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    recorded = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))["data"]
+    assert recorded["mapping"] == "canonical with --column customer_id=member"
+    assert recorded["columns"] == {
+        "customer_id": "member",
+        "item_id": "item_id",
+        "timestamp": "timestamp",
+        "quantity": "quantity",
+        "price": "price",
+        "order_id": "order_id",
+    }
+    assert recorded["rules"] == {
+        "cancelled_order_prefix": "",
+        "non_product_items": [],
+        "timestamp_format": "%d/%m/%Y %H:%M",
+    }
+    assert recorded["first_purchase"] == planted_purchases["timestamp"].min().isoformat()
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "canonical with --column customer_id=member" in page
+    assert "customer_id = member" in page
+    assert "%d/%m/%Y %H:%M" in page
+
+
 def test_dates_the_file_leaves_ambiguous_are_one_error_line_then_read_with_the_flag(
     workdir: Path, config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
