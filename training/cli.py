@@ -107,6 +107,12 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         help="map one column, e.g. --column item_id=sku (repeatable; overrides --mapping)",
     )
     parser.add_argument("--cancelled-prefix", default=None, help="order ids marking cancellations")
+    parser.add_argument(
+        "--timestamp-format",
+        default=None,
+        help="the timestamps' format, e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO 8601, or one "
+        "format inferred for the whole column)",
+    )
     parser.add_argument("--config", type=Path, default=None, help="training config (TOML)")
     parser.add_argument("--holdout-days", type=int, default=None, help="holdout window (30)")
     parser.add_argument(
@@ -142,6 +148,7 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
     mapping = load_mapping(args.mapping).with_overrides(
         columns=parse_column_overrides(args.column),
         cancelled_order_prefix=args.cancelled_prefix,
+        timestamp_format=args.timestamp_format,
     )
     config = load_training_config(args.config, holdout_days=args.holdout_days)
     catalog = (

@@ -32,7 +32,7 @@ class TrainingData:
     """The purchases the trainer learns from, in the shapes its steps use."""
 
     path: Path
-    mapping: str  # the column mapping's name
+    mapping: ColumnMapping  # as given, with its command-line overrides
     # Of the file (or the dataset's files) as read: the data fingerprint in the manifest
     # and version.
     sha256: str
@@ -62,7 +62,16 @@ class TrainingData:
         return {
             "file": self.path.name,
             "sha256": self.sha256,
-            "mapping": self.mapping,
+            # How the file was read, for whoever reads the model without the mapping file
+            # or the command line: the mapping's name or path with the flags on top of it,
+            # then what they came to (canonical column -> the file's, for the columns
+            # read; the cleaning rules, with the timestamps' format as applied).
+            "mapping": self.mapping.described,
+            "columns": dict(self.cleaning.columns),
+            "rules": {
+                **self.mapping.cleaning.to_dict(),
+                "timestamp_format": self.cleaning.timestamp_format,
+            },
             **self.cleaning.to_dict(),
             "erased_customers": self.erased_customers,
             "typical_line_value": self.typical_line_value,
@@ -85,7 +94,7 @@ def load_data(
         priced = has_prices(purchases)
     return TrainingData(
         path=path,
-        mapping=mapping.name,
+        mapping=mapping,
         sha256=sha256,
         purchases=purchases,
         cleaning=cleaning,

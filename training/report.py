@@ -328,6 +328,16 @@ def _data_html(data: Mapping[str, Any]) -> str:
     for key, label in (("file", "file"), ("mapping", "column mapping"), ("sha256", "sha256")):
         if key in data:
             rows.append((label, str(data[key])))
+    if data.get("columns"):
+        columns = ", ".join(
+            f"{canonical} = {source}" for canonical, source in data["columns"].items()
+        )
+        rows.append(("columns read", columns))
+    rules = data.get("rules") or {}
+    if rules.get("timestamp_format"):
+        rows.append(("timestamp format", str(rules["timestamp_format"])))
+    if rules.get("cancelled_order_prefix"):
+        rows.append(("cancelled orders", f"order ids starting {rules['cancelled_order_prefix']}"))
     for key, label in (
         ("rows_read", "rows read"),
         ("rows_kept", "rows kept"),

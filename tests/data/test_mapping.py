@@ -192,7 +192,7 @@ def test_unknown_canonical_column(tmp_path: Path) -> None:
         (
             '[cleaning]\ncancelled_prefix = "C"\n',
             "unknown key 'cancelled_prefix' in [cleaning] "
-            "(known: cancelled_order_prefix, non_product_items)",
+            "(known: cancelled_order_prefix, non_product_items, timestamp_format)",
         ),
     ],
 )
@@ -328,3 +328,47 @@ def test_two_canonical_columns_from_one_source_column_are_refused(tmp_path: Path
     # The same through the command line's overrides.
     with pytest.raises(MappingError, match="both read the column 'StockCode'"):
         load_mapping("online-retail").with_overrides({"customer_id": "StockCode"})
+
+
+# --- the timestamps' format, and the record of how a file is read -------------------
+
+
+def test_a_mapping_file_gives_the_timestamp_format(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[cleaning]\ntimestamp_format = "%d/%m/%Y %H:%M"\n')
+
+    assert load_mapping(str(path)).cleaning.timestamp_format == "%d/%m/%Y %H:%M"
+    assert load_mapping("canonical").cleaning.timestamp_format == ""
+
+
+@pytest.mark.parametrize("text", ["%H:%M", "dd/mm/yyyy", "%d/%m %H:%M"])
+def test_a_timestamp_format_without_day_month_and_year_is_refused(
+    tmp_path: Path, text: str
+) -> None:
+    path = _write(tmp_path, f'[cleaning]\ntimestamp_format = "{text}"\n')
+
+    with pytest.raises(MappingError, match=r"cleaning\.timestamp_format .*: not a strptime format"):
+        load_mapping(str(path))
+    with pytest.raises(MappingError, match=r"^--timestamp-format .*: not a strptime format"):
+        load_mapping("canonical").with_overrides(timestamp_format=text)
+
+
+def test_overrides_are_recorded_as_the_flags_given() -> None:
+    base = load_mapping("canonical")
+    changed = base.with_overrides(
+        columns={"customer_id": "member", "order_id": "Receipt No"},
+        cancelled_order_prefix="CX",
+        timestamp_format="%d/%m/%Y %H:%M",
+    )
+
+    assert base.described == "canonical"
+    assert changed.described == (
+        "canonical with --column customer_id=member --column 'order_id=Receipt No' "
+        "--cancelled-prefix CX --timestamp-format '%d/%m/%Y %H:%M'"
+    )
+    assert changed.origin("customer_id") == "--column customer_id=member"
+    assert changed.origin("item_id") == "the mapping canonical"
+    assert changed.cleaning.to_dict() == {
+        "cancelled_order_prefix": "CX",
+        "non_product_items": [],
+        "timestamp_format": "%d/%m/%Y %H:%M",
+    }

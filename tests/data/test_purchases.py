@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
+from support import write
 
 from nbo.core import columns as col
 from nbo.core.checksums import sha256_file
 from nbo.core.errors import PurchaseDataError
-from nbo.data.mapping import load_mapping
+from nbo.data.mapping import ColumnMapping, load_mapping
 from nbo.data.purchases import (
     DROP_BAD_PRICE,
     DROP_CANCELLED,
@@ -470,7 +471,10 @@ def test_unparseable_timestamp_names_file_column_and_value(tmp_path: Path) -> No
     assert caught.value.path == str(path)
     assert caught.value.column == "timestamp"
     assert str(caught.value) == (
-        f"{path}: column 'timestamp': 1 value(s) are not timestamps (e.g. 'not a date')"
+        f"{path}: column 'timestamp': 1 value(s) are not timestamps in the column's format, "
+        "ISO 8601 (e.g. 'not a date' on line 3); nbo reads one format per column: give the "
+        "column's format with timestamp_format in the mapping's [cleaning] table or "
+        "--timestamp-format, e.g. '%d/%m/%Y %H:%M'"
     )
 
 
@@ -498,7 +502,7 @@ def test_non_numeric_quantity_names_file_and_column(tmp_path: Path) -> None:
     assert caught.value.path == str(path)
     assert caught.value.column == "Quantity"
     assert str(caught.value) == (
-        f"{path}: column 'Quantity': 2 value(s) are not numbers (e.g. 'six')"
+        f"{path}: column 'Quantity': 2 value(s) are not numbers (e.g. 'six' on line 5)"
     )
 
 
@@ -811,3 +815,267 @@ def test_a_datasets_fingerprint_follows_its_files_not_its_place(tmp_path: Path) 
         first / "customer_id=c2" / "part-00001.snappy.parquet"
     )
     assert fingerprint(first) != before
+
+
+# --- timestamps: one format for the whole column -------------------------------------
+
+
+def _dated_csv(path: Path, *timestamps: str) -> Path:
+    """Customer c1 buying item i<n> at each of ``timestamps``, as written."""
+    return write(
+        path,
+        "customer_id,item_id,timestamp\n"
+        + "".join(f"c1,i{n},{stamp}\n" for n, stamp in enumerate(timestamps)),
+    )
+
+
+def _read_times(path: Path, mapping: ColumnMapping | None = None) -> list[str]:
+    purchases, _ = read_purchases(path, mapping or load_mapping("canonical"))
+    return [t.isoformat() for t in purchases[col.TIMESTAMP]]
+
+
+def test_day_first_dates_are_read_day_first_for_the_whole_column(tmp_path: Path) -> None:
+    """13/07 can only be day-first, so 03/07 is 3 July too (value by value it was 7 March)."""
+    path = _dated_csv(tmp_path / "dmy.csv", "03/07/2023 10:00", "13/07/2023 10:00")
+
+    purchases, report = read_purchases(path, load_mapping("canonical"))
+
+    assert [t.isoformat() for t in purchases[col.TIMESTAMP]] == [
+        "2023-07-03T10:00:00",
+        "2023-07-13T10:00:00",
+    ]
+    assert report.timestamp_format == "%d/%m/%Y %H:%M"
+
+
+def test_month_first_dates_are_read_month_first_for_the_whole_column(tmp_path: Path) -> None:
+    """As the original Online Retail export writes them (M/D/YYYY H:MM)."""
+    path = _dated_csv(tmp_path / "mdy.csv", "12/1/2010 8:26", "3/7/2011 10:00", "7/13/2011 9:05")
+
+    assert _read_times(path) == [
+        "2010-12-01T08:26:00",
+        "2011-03-07T10:00:00",
+        "2011-07-13T09:05:00",
+    ]
+
+
+def test_iso_timestamps_are_read_as_before(tmp_path: Path) -> None:
+    path = _dated_csv(
+        tmp_path / "iso.csv", "2023-07-03", "2023-07-13T10:00:00Z", "2023-07-14 12:00"
+    )
+
+    purchases, report = read_purchases(path, load_mapping("canonical"))
+
+    assert [t.isoformat() for t in purchases[col.TIMESTAMP]] == [
+        "2023-07-03T00:00:00",
+        "2023-07-13T10:00:00",
+        "2023-07-14T12:00:00",
+    ]
+    assert report.timestamp_format == "ISO8601"
+
+
+def test_slash_dates_no_day_above_12_are_refused_without_a_format(tmp_path: Path) -> None:
+    """03/07 and 04/07 read as March or as July alike: nothing in the file says which."""
+    path = _dated_csv(tmp_path / "ambiguous.csv", "03/07/2023 10:00", "04/07/2023 10:00")
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    assert caught.value.column == "timestamp"
+    message = str(caught.value)
+    assert "'03/07/2023 10:00' on line 2" in message
+    assert "%m/%d/%Y %H:%M and %d/%m/%Y %H:%M" in message
+    assert "timestamp_format" in message and "--timestamp-format" in message
+
+
+def test_slash_dates_whose_readings_agree_are_read(tmp_path: Path) -> None:
+    """Every day equal to its month: both readings give the same dates, nothing to ask."""
+    path = _dated_csv(tmp_path / "same.csv", "03/03/2023 10:00", "04/04/2023 10:00")
+
+    assert _read_times(path) == ["2023-03-03T10:00:00", "2023-04-04T10:00:00"]
+
+
+def test_a_given_format_reads_dates_the_file_leaves_ambiguous(tmp_path: Path) -> None:
+    path = _dated_csv(tmp_path / "ambiguous.csv", "03/07/2023 10:00", "04/07/2023 10:00")
+    mapping = load_mapping("canonical").with_overrides(timestamp_format="%d/%m/%Y %H:%M")
+
+    purchases, report = read_purchases(path, mapping)
+
+    assert [t.isoformat() for t in purchases[col.TIMESTAMP]] == [
+        "2023-07-03T10:00:00",
+        "2023-07-04T10:00:00",
+    ]
+    assert report.timestamp_format == "%d/%m/%Y %H:%M"
+
+
+def test_a_mapping_files_timestamp_format_is_applied(tmp_path: Path) -> None:
+    path = _dated_csv(tmp_path / "ambiguous.csv", "03/07/2023 10:00", "04/07/2023 10:00")
+    mapping = write(tmp_path / "shop.toml", '[cleaning]\ntimestamp_format = "%m/%d/%Y %H:%M"\n')
+
+    assert _read_times(path, load_mapping(str(mapping))) == [
+        "2023-03-07T10:00:00",
+        "2023-04-07T10:00:00",
+    ]
+
+
+def test_a_value_not_in_the_given_format_names_its_line(tmp_path: Path) -> None:
+    path = _dated_csv(tmp_path / "dmy.csv", "03/07/2023 10:00", "2023-07-13 10:00")
+    mapping = load_mapping("canonical").with_overrides(timestamp_format="%d/%m/%Y %H:%M")
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, mapping)
+
+    assert str(caught.value) == (
+        f"{path}: column 'timestamp': 1 value(s) are not timestamps in the format given, "
+        "%d/%m/%Y %H:%M (e.g. '2023-07-13 10:00' on line 3); check the format given "
+        "(timestamp_format in the mapping, or --timestamp-format)"
+    )
+
+
+def test_a_value_in_another_format_than_the_columns_is_refused(tmp_path: Path) -> None:
+    """Slash dates, then an ISO one: each was read in its own format; now the column has
+    one (inferred from its first value) and the odd value out is named with its line."""
+    path = _dated_csv(
+        tmp_path / "mixed.csv", "13/07/2023 10:00", "14/07/2023 10:00", "2023-07-15 10:00"
+    )
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    message = str(caught.value)
+    assert caught.value.column == "timestamp"
+    assert "1 value(s) are not timestamps in the column's format, %d/%m/%Y %H:%M" in message
+    assert "(inferred from its first value, '13/07/2023 10:00')" in message
+    assert "(e.g. '2023-07-15 10:00' on line 4)" in message
+    assert "--timestamp-format" in message
+
+
+def test_a_first_value_that_is_no_timestamp_is_named_with_its_line(tmp_path: Path) -> None:
+    path = _dated_csv(tmp_path / "words.csv", "yesterday", "2023-07-15 10:00")
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    assert "its first value, 'yesterday' on line 2, is not a timestamp" in str(caught.value)
+
+
+def test_a_parquet_value_out_of_format_names_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "dmy.parquet"
+    _simple_canonical(timestamp=["13/07/2023", "2023-07-14"]).to_parquet(path, index=False)
+
+    with pytest.raises(PurchaseDataError, match=r"'2023-07-14' on row 2\)"):
+        read_purchases(path, load_mapping("canonical"))
+
+
+# --- every column a mapping names is in the file -------------------------------------
+
+
+def _shop_csv(path: Path) -> Path:
+    return write(
+        path,
+        "member,sku,ts,qty,amount,receipt\n"
+        "m1,s1,2023-07-01 10:00,2,1.50,R1\n"
+        "m1,s2,2023-07-02 10:00,-1,1.50,R2\n"
+        "m2,s1,2023-07-03 10:00,1,1.50,CX3\n",
+    )
+
+
+SHOP_COLUMNS = (
+    '[columns]\ncustomer_id = "member"\nitem_id = "sku"\ntimestamp = "ts"\n'
+    'price = "amount"\norder_id = "receipt"\n'
+)
+
+
+def test_a_mapped_optional_column_missing_from_the_file_is_refused(tmp_path: Path) -> None:
+    """quantity = "Qty" for the file's "qty": the returns were trained on as purchases."""
+    path = _shop_csv(tmp_path / "shop.csv")
+    mapping = write(tmp_path / "shop.toml", SHOP_COLUMNS + 'quantity = "Qty"\n')
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping(str(mapping)))
+
+    assert str(caught.value) == (
+        f"{path}: column 'Qty': mapped as quantity by the mapping {mapping}, but the file has "
+        "no such column (is it 'qty'?); the file's columns are member, sku, ts, qty, "
+        "amount, receipt"
+    )
+
+
+def test_a_column_override_missing_from_the_file_is_refused(tmp_path: Path) -> None:
+    """--column order_id=Receipt for the file's "receipt": the cancellations were kept."""
+    path = _shop_csv(tmp_path / "shop.csv")
+    mapping = load_mapping(str(write(tmp_path / "shop.toml", SHOP_COLUMNS))).with_overrides(
+        columns={"order_id": "Receipt"}, cancelled_order_prefix="CX"
+    )
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, mapping)
+
+    assert caught.value.column == "Receipt"
+    assert "mapped as order_id by --column order_id=Receipt" in str(caught.value)
+    assert "(is it 'receipt'?)" in str(caught.value)
+
+
+def test_an_override_to_a_column_nothing_looks_like_is_refused(tmp_path: Path) -> None:
+    path = _shop_csv(tmp_path / "shop.csv")
+    mapping = load_mapping(str(write(tmp_path / "shop.toml", SHOP_COLUMNS))).with_overrides(
+        columns={"item_name": "nonexistent"}
+    )
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, mapping)
+
+    assert "mapped as item_name by --column item_name=nonexistent" in str(caught.value)
+    assert "(is it" not in str(caught.value)
+
+
+def test_a_cancelled_prefix_without_order_ids_is_refused(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "plain.csv", _simple_canonical())
+    mapping = load_mapping("canonical").with_overrides(cancelled_order_prefix="C")
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, mapping)
+
+    assert caught.value.column == "order_id"
+    assert "the cancelled-order prefix 'C' is read from the order ids" in str(caught.value)
+
+
+def test_the_mapping_that_fits_reads_and_records_its_columns(tmp_path: Path) -> None:
+    path = _shop_csv(tmp_path / "shop.csv")
+    mapping = load_mapping(str(write(tmp_path / "shop.toml", SHOP_COLUMNS))).with_overrides(
+        columns={"quantity": "qty"}, cancelled_order_prefix="CX"
+    )
+
+    _, report = read_purchases(path, mapping)
+
+    assert report.rows_kept == 1
+    assert report.dropped[DROP_CANCELLED] == 1 and report.dropped[DROP_RETURN] == 1
+    assert report.columns == {
+        "customer_id": "member",
+        "item_id": "sku",
+        "timestamp": "ts",
+        "quantity": "qty",
+        "price": "amount",
+        "order_id": "receipt",
+    }
+
+
+def test_the_canonical_mapping_reads_the_optional_columns_the_file_has(tmp_path: Path) -> None:
+    path = _write_csv(tmp_path / "plain.csv", _simple_canonical())
+
+    _, report = read_purchases(path, load_mapping("canonical"))
+
+    assert report.columns == {c: c for c in ("customer_id", "item_id", "timestamp", "quantity")}
+
+
+def test_a_dataset_missing_a_mapped_optional_column_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    _simple_canonical().to_parquet(folder / "a.parquet", index=False)
+    mapping = load_mapping("canonical").with_overrides(columns={"price": "UnitPrice"})
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(folder, mapping)
+
+    assert caught.value.path == str(folder)
+    assert caught.value.column == "UnitPrice"
+    assert "mapped as price by --column price=UnitPrice" in str(caught.value)

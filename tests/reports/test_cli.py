@@ -422,3 +422,23 @@ def corrupt_copy(models: Path, source: str, name: str) -> str:
 def main_err(models: Path, flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> str:
     assert main(["models", "--models-dir", str(models), flag, value]) == 2
     return capsys.readouterr().err
+
+
+def test_compare_reads_the_timestamps_in_the_format_given(
+    two_models: tuple[Path, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Day-first dates given as month-first: refused in one line, so the flag is applied."""
+    models, production, candidate = two_models
+    purchases = make_planted_purchases()
+    data = tmp_path / "day_first.csv"
+    purchases.assign(timestamp=purchases["timestamp"].dt.strftime("%d/%m/%Y %H:%M")).to_csv(
+        data, index=False
+    )
+    args = ["report", "compare", production, candidate, "--data", str(data)]
+
+    code = main([*args, "--models-dir", str(models), "--timestamp-format", "%m/%d/%Y %H:%M"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "column 'timestamp'" in err and "in the format given, %m/%d/%Y %H:%M" in err

@@ -151,7 +151,8 @@ def test_train_with_mapping_and_column_override(
     tmp_path: Path, planted_purchases: pd.DataFrame, config: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """online-retail names, except the item column which this file calls "sku"."""
-    renamed = planted_purchases.rename(
+    named = planted_purchases.assign(item_name="item " + planted_purchases["item_id"])
+    renamed = named.rename(
         columns={
             "customer_id": "CustomerID",
             "item_id": "sku",
@@ -159,6 +160,7 @@ def test_train_with_mapping_and_column_override(
             "quantity": "Quantity",
             "price": "UnitPrice",
             "order_id": "InvoiceNo",
+            "item_name": "Description",
         }
     )
     data = tmp_path / "renamed.parquet"
@@ -536,7 +538,8 @@ def test_console_script_exit_code_and_single_stderr_line(tmp_path: Path) -> None
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
     assert done.stderr.splitlines() == [
-        f"nbo train: error: {data}: column 'quantity': 1 value(s) are not numbers (e.g. 'lots')"
+        f"nbo train: error: {data}: column 'quantity': 1 value(s) are not numbers "
+        "(e.g. 'lots' on line 2)"
     ]
 
 

@@ -202,6 +202,72 @@ def test_a_failed_quality_gate_is_reported_as_what_nbo_train_would_do() -> None:
     assert '<div class="verdict fail">quality gate failed' in page
 
 
+def test_the_document_records_how_the_file_was_read(
+    workdir: Path,
+    planted_purchases: pd.DataFrame,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Day-first dates in a column named "member" for the customers: the document said
+    "canonical" and nothing of the columns or the dates' format."""
+    data = workdir / "shop.csv"
+    planted_purchases.rename(columns={"customer_id": "member"}).assign(
+        timestamp=planted_purchases["timestamp"].dt.strftime("%d/%m/%Y %H:%M")
+    ).to_csv(data, index=False)
+    out = workdir / "out"
+
+    code = _evaluate(
+        "--data", str(data), "--column", "customer_id=member", "--config", str(config),
+        "--out", str(out),
+    )  # fmt: skip
+
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    recorded = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))["data"]
+    assert recorded["mapping"] == "canonical with --column customer_id=member"
+    assert recorded["columns"] == {
+        "customer_id": "member",
+        "item_id": "item_id",
+        "timestamp": "timestamp",
+        "quantity": "quantity",
+        "price": "price",
+        "order_id": "order_id",
+    }
+    assert recorded["rules"] == {
+        "cancelled_order_prefix": "",
+        "non_product_items": [],
+        "timestamp_format": "%d/%m/%Y %H:%M",
+    }
+    assert recorded["first_purchase"] == planted_purchases["timestamp"].min().isoformat()
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "canonical with --column customer_id=member" in page
+    assert "customer_id = member" in page
+    assert "%d/%m/%Y %H:%M" in page
+
+
+def test_dates_the_file_leaves_ambiguous_are_one_error_line_then_read_with_the_flag(
+    workdir: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = workdir / "ambiguous.csv"
+    data.write_text(
+        "customer_id,item_id,timestamp\nc1,i1,03/07/2023 10:00\nc1,i2,04/07/2023 10:00\n",
+        encoding="utf-8",
+    )
+
+    code = _evaluate("--data", str(data), "--config", str(config))
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    _assert_one_error_line(err, str(data), "column 'timestamp'", "--timestamp-format")
+    assert not (workdir / "reports").exists()
+
+    code = _evaluate("--data", str(data), "--timestamp-format", "%d/%m", "--config", str(config))
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    _assert_one_error_line(err, "--timestamp-format '%d/%m': not a strptime format")
+
+
 # --- user errors ----------------------------------------------------------------------
 
 

@@ -77,6 +77,15 @@ def test_manifest_describes_data_config_libraries_and_files(
     assert manifest["data"]["sha256"] == _sha256(planted_csv)
     assert manifest["data"]["file"] == planted_csv.name
     assert manifest["data"]["mapping"] == "canonical"
+    # How the file was read: its columns under their own names, the ISO 8601 timestamps.
+    assert manifest["data"]["columns"] == {
+        c: c for c in ("customer_id", "item_id", "timestamp", "quantity", "price", "order_id")
+    }
+    assert manifest["data"]["rules"] == {
+        "cancelled_order_prefix": "",
+        "non_product_items": [],
+        "timestamp_format": "ISO8601",
+    }
     assert manifest["data"]["rows_read"] == len(planted_purchases) == 420
     assert manifest["data"]["rows_kept"] == 420
     assert manifest["data"]["customers"] == 60

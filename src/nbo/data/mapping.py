@@ -22,22 +22,36 @@ from nbo.core.errors import MappingError
 
 DEFAULT_MAPPING = "canonical"
 
-# Words a file's column names often use for the required columns, tried after a close
+# Words a file's column names often use for the canonical columns, tried after a close
 # spelling when a file does not fit its mapping (the suggestion, never an automatic
 # choice: a guessed mapping that reads the wrong column would train a wrong model).
 COLUMN_WORDS: dict[str, tuple[str, ...]] = {
     col.CUSTOMER_ID: ("customer", "client", "user", "member", "buyer", "shopper"),
     col.ITEM_ID: ("item", "product", "sku", "stockcode", "article", "stock"),
     col.TIMESTAMP: ("timestamp", "datetime", "date", "time"),
+    col.QUANTITY: ("quantity", "qty", "units"),
+    col.PRICE: ("unitprice", "price"),
+    col.ORDER_ID: ("order", "invoice", "receipt", "basket", "transaction"),
+    col.ITEM_NAME: ("description", "name", "title"),
 }
 
 
 @dataclass(frozen=True)
 class CleaningRules:
-    """What counts as not-a-purchase in this data set."""
+    """What counts as not-a-purchase in this data set, and how its timestamps are written."""
 
     cancelled_order_prefix: str = ""
     non_product_items: tuple[str, ...] = ()
+    # A strptime format every text timestamp must fit ("%d/%m/%Y %H:%M"); empty: ISO 8601,
+    # or else a format inferred once for the whole column (``purchases._as_timestamps``).
+    timestamp_format: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "cancelled_order_prefix": self.cancelled_order_prefix,
+            "non_product_items": list(self.non_product_items),
+            "timestamp_format": self.timestamp_format,
+        }
 
 
 # What a mapping file may hold: the top-level tables, and the keys of [cleaning].
@@ -50,8 +64,14 @@ class ColumnMapping:
     """Canonical column name -> the name used in the source file."""
 
     name: str
+    # The columns the mapping names: each must be in the file (``purchases``), so a
+    # misspelt one cannot leave its column, and the rules reading it, silently unread.
+    # A canonical column not named here is read under its own name when the file has it.
     columns: dict[str, str] = field(default_factory=dict)
     cleaning: CleaningRules = field(default_factory=CleaningRules)
+    # The command-line flags applied on top of the mapping file, as given, for the record
+    # of how the data was read (``described``).
+    overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Two canonical columns read from one source column (customer_id and item_id both
@@ -69,20 +89,57 @@ class ColumnMapping:
         """The source column for a canonical one (itself when unmapped)."""
         return self.columns.get(canonical, canonical)
 
+    @property
+    def described(self) -> str:
+        """The mapping's name or path, with the command-line overrides applied to it."""
+        if not self.overrides:
+            return self.name
+        return f"{self.name} with {' '.join(self.overrides)}"
+
+    def origin(self, canonical: str) -> str:
+        """Who named ``canonical``'s column: the flag that overrode it, else the mapping."""
+        flag = "--column " + shlex.quote(f"{canonical}={self.source(canonical)}")
+        return flag if flag in self.overrides else f"the mapping {self.name}"
+
     def with_overrides(
         self,
         columns: dict[str, str] | None = None,
         cancelled_order_prefix: str | None = None,
+        timestamp_format: str | None = None,
     ) -> ColumnMapping:
         """A copy with command-line overrides applied on top of the file's settings."""
         merged = dict(self.columns)
+        flags = list(self.overrides)
         for canonical, source in (columns or {}).items():
             _check_canonical(canonical, self.name)
             merged[canonical] = source
+            flags.append("--column " + shlex.quote(f"{canonical}={source}"))
         cleaning = self.cleaning
         if cancelled_order_prefix is not None:
             cleaning = replace(cleaning, cancelled_order_prefix=cancelled_order_prefix)
-        return replace(self, columns=merged, cleaning=cleaning)
+            flags.append("--cancelled-prefix " + shlex.quote(cancelled_order_prefix))
+        if timestamp_format is not None:
+            problem = timestamp_format_problem(timestamp_format)
+            if problem:
+                raise MappingError(f"--timestamp-format '{timestamp_format}': {problem}")
+            cleaning = replace(cleaning, timestamp_format=timestamp_format)
+            flags.append("--timestamp-format " + shlex.quote(timestamp_format))
+        return replace(self, columns=merged, cleaning=cleaning, overrides=tuple(flags))
+
+
+def timestamp_format_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a timestamp format (None if it can): a strptime format with
+    the year, month and day ("%d/%m/%Y %H:%M"), or empty for the inferred one."""
+    if not text:
+        return None
+    parts = {"year": ("%Y", "%y"), "month": ("%m", "%b", "%B"), "day": ("%d",)}
+    missing = [part for part, codes in parts.items() if not any(c in text for c in codes)]
+    if missing:
+        return (
+            f"not a strptime format with the day, month and year, as %d/%m/%Y %H:%M "
+            f"(it has no {' or '.join(missing)})"
+        )
+    return None
 
 
 def shipped_mappings() -> list[str]:
@@ -138,7 +195,7 @@ def suggest_mapping(names: Sequence[str], mapping: ColumnMapping) -> str:
     for canonical in col.REQUIRED_COLUMNS:
         if mapping.source(canonical) in present:
             continue
-        guess = _look_alike(canonical, [n for n in names if n not in taken])
+        guess = look_alike(canonical, [n for n in names if n not in taken])
         if guess is None:
             unmatched.append(canonical)
             continue
@@ -155,16 +212,19 @@ def suggest_mapping(names: Sequence[str], mapping: ColumnMapping) -> str:
     return "; ".join(advice)
 
 
-def _look_alike(canonical: str, names: Sequence[str]) -> str | None:
-    """The column of ``names`` most like ``canonical``: the same letters and digits
-    (CustomerID, customer-id), then a close spelling, then a usual word for it."""
-    wanted = _letters(canonical)
+def look_alike(canonical: str, names: Sequence[str], source: str | None = None) -> str | None:
+    """The column of ``names`` most like ``canonical`` (or first like ``source``, the name a
+    mapping gave it): the same letters and digits (CustomerID, customer-id), then a close
+    spelling, then a usual word for it."""
     letters = {_letters(name): name for name in reversed(names)}
-    if wanted in letters:
-        return letters[wanted]
-    close = difflib.get_close_matches(wanted, list(letters), n=1, cutoff=0.75)
-    if close:
-        return letters[close[0]]
+    wanted = [_letters(name) for name in (source, canonical) if name]
+    for spelling in wanted:
+        if spelling in letters:
+            return letters[spelling]
+    for spelling in wanted:
+        close = difflib.get_close_matches(spelling, list(letters), n=1, cutoff=0.75)
+        if close:
+            return letters[close[0]]
     for word in COLUMN_WORDS.get(canonical, ()):
         for name in names:
             if word in _letters(name):
@@ -207,8 +267,16 @@ def _parse_mapping(text: str, origin: str) -> ColumnMapping:
     _check_known(cleaning, CLEANING_KEYS, "key", origin, "[cleaning]")
     prefix = cleaning.get("cancelled_order_prefix", "")
     items = cleaning.get("non_product_items", [])
+    timestamp_format = cleaning.get("timestamp_format", "")
     if not isinstance(prefix, str):
         raise MappingError(f"mapping {origin}: cleaning.cancelled_order_prefix must be a string")
+    if not isinstance(timestamp_format, str):
+        raise MappingError(f"mapping {origin}: cleaning.timestamp_format must be a string")
+    problem = timestamp_format_problem(timestamp_format)
+    if problem:
+        raise MappingError(
+            f"mapping {origin}: cleaning.timestamp_format '{timestamp_format}': {problem}"
+        )
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         raise MappingError(
             f"mapping {origin}: cleaning.non_product_items must be a list of strings"
@@ -216,7 +284,11 @@ def _parse_mapping(text: str, origin: str) -> ColumnMapping:
     return ColumnMapping(
         name=origin,
         columns=dict(columns),
-        cleaning=CleaningRules(cancelled_order_prefix=prefix, non_product_items=tuple(items)),
+        cleaning=CleaningRules(
+            cancelled_order_prefix=prefix,
+            non_product_items=tuple(items),
+            timestamp_format=timestamp_format,
+        ),
     )
 
 

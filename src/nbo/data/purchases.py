@@ -8,6 +8,7 @@ dropped and counted in a ``CleaningReport`` instead.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from pandas.tseries.api import guess_datetime_format
 
 from nbo.core import columns as col
 from nbo.core.checksums import sha256_file, sha256_files
 from nbo.core.errors import PurchaseDataError
 from nbo.core.ids import path_id_problem
-from nbo.data.mapping import ColumnMapping, suggest_mapping
+from nbo.data.mapping import ColumnMapping, look_alike, suggest_mapping
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -53,6 +55,11 @@ class CleaningReport:
     items: int = 0
     first_purchase: str | None = None
     last_purchase: str | None = None
+    # How the file was read: canonical column -> the file's column, for every column read,
+    # and the timestamps' format (a strptime format, ISO_8601, or TYPED_TIMESTAMPS for a
+    # column already holding datetimes).
+    columns: dict[str, str] = field(default_factory=dict)
+    timestamp_format: str = ""
     # The dropped returns and cancellations of products (customer_id and timestamp, one row
     # per line): not purchases, but a customer's return rate is a churn signal. Not part of
     # the report's summary (``to_dict``), which stays small and free of customer ids.
@@ -79,8 +86,11 @@ def read_purchases(path: str | Path, mapping: ColumnMapping) -> tuple[pd.DataFra
     """
     path = Path(path)
     raw = _read_raw(path, mapping)
-    frame = _to_canonical(raw, path, mapping)
-    return _clean(frame, path, mapping)
+    frame, timestamp_format = _to_canonical(raw, path, mapping)
+    purchases, report = _clean(frame, path, mapping)
+    report.columns = {c: mapping.source(c) for c in col.ALL_COLUMNS if c in frame}
+    report.timestamp_format = timestamp_format
+    return purchases, report
 
 
 def _read_raw(path: Path, mapping: ColumnMapping) -> pd.DataFrame:
@@ -96,11 +106,42 @@ def _read_raw(path: Path, mapping: ColumnMapping) -> pd.DataFrame:
     wanted = {mapping.source(c): c for c in col.ALL_COLUMNS}
     if suffix == ".csv":
         names = _csv_columns(path)
-        _check_required(path, names, mapping)
+        _check_mapped(path, names, mapping)
         return _read_csv(path, [name for name in names if name in wanted])
     names = _parquet_columns(path)
-    _check_required(path, names, mapping)
+    _check_mapped(path, names, mapping)
     return _read_parquet(path, [name for name in names if name in wanted])
+
+
+def _check_mapped(path: Path, names: list[str], mapping: ColumnMapping) -> None:
+    """The required columns, then every column the mapping names, and the order ids when
+    a cancelled-order prefix is set, are in the file: a mapped column the file lacks was
+    silently not read, and with it the rule that needs it (returns trained on as
+    purchases without their quantities, cancellations without their order ids)."""
+    _check_required(path, names, mapping)
+    for canonical, source in mapping.columns.items():
+        if source in names:
+            continue
+        guess = look_alike(
+            canonical, [n for n in names if n not in mapping.columns.values()], source
+        )
+        hint = f" (is it '{guess}'?)" if guess else ""
+        raise PurchaseDataError(
+            str(path),
+            f"mapped as {canonical} by {mapping.origin(canonical)}, but the file has no such "
+            f"column{hint}; the file's columns are {_listed(names)}",
+            source,
+        )
+    prefix = mapping.cleaning.cancelled_order_prefix
+    if prefix and mapping.source(col.ORDER_ID) not in names:
+        raise PurchaseDataError(
+            str(path),
+            f"not in the file, and the cancelled-order prefix '{prefix}' is read from the "
+            f"order ids ({col.ORDER_ID}); the file's columns are "
+            f"{_listed(names)}: map the order ids (--column {col.ORDER_ID}=COLUMN), or "
+            "give no prefix (--cancelled-prefix '')",
+            mapping.source(col.ORDER_ID),
+        )
 
 
 def _check_required(path: Path, names: list[str], mapping: ColumnMapping) -> None:
@@ -261,7 +302,7 @@ def _check_parts(folder: Path, files: list[Path], mapping: ColumnMapping) -> lis
         keys = [part.partition("=")[0] for part in relative.parts[:-1] if "=" in part]
         parts[file] = physical + [key for key in keys if key not in physical]
     names = list(dict.fromkeys(name for columns in parts.values() for name in columns))
-    _check_required(folder, names, mapping)
+    _check_mapped(folder, names, mapping)
     wanted = {mapping.source(c) for c in col.ALL_COLUMNS}
     mapped = [name for name in names if name in wanted]
     for file, columns in parts.items():
@@ -277,8 +318,13 @@ def _check_parts(folder: Path, files: list[Path], mapping: ColumnMapping) -> lis
     return mapped
 
 
-def _to_canonical(raw: pd.DataFrame, path: Path, mapping: ColumnMapping) -> pd.DataFrame:
+def _to_canonical(
+    raw: pd.DataFrame, path: Path, mapping: ColumnMapping
+) -> tuple[pd.DataFrame, str]:
+    """The canonical columns the file has (``_check_mapped`` made sure it has every one
+    the mapping names), and the format its timestamps were read with."""
     out = pd.DataFrame(index=raw.index)
+    timestamp_format = TYPED_TIMESTAMPS
     for canonical in col.ALL_COLUMNS:
         source = mapping.source(canonical)
         if source not in raw.columns:
@@ -289,10 +335,12 @@ def _to_canonical(raw: pd.DataFrame, path: Path, mapping: ColumnMapping) -> pd.D
         elif canonical in (col.ORDER_ID, col.ITEM_NAME):
             out[canonical] = _as_id_strings(series, sort=False)
         elif canonical == col.TIMESTAMP:
-            out[canonical] = _as_timestamps(series, path, source)
+            out[canonical], timestamp_format = _as_timestamps(
+                series, path, source, mapping.cleaning.timestamp_format
+            )
         else:
             out[canonical] = _as_numbers(series, path, source)
-    return out
+    return out, timestamp_format
 
 
 def _factorize(series: pd.Series) -> tuple[np.ndarray, pd.Series]:
@@ -339,18 +387,47 @@ def _parse_distinct(
     """(codes, parsed distinct values): each distinct text is parsed once (the lines of an
     order share a timestamp, quantities repeat), and a value that does not parse stops the
     read with how many lines hold such values and an example."""
+    codes, text = _distinct_text(series)
+    parsed = parse(text)
+    _refuse_unparsed(codes, text, parsed, path, source, f"are not {kind}", "")
+    return codes, parsed
+
+
+def _distinct_text(series: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """(codes, distinct values as stripped strings, empty -> missing)."""
     codes, uniques = _factorize(series)
     text = uniques.astype("string").str.strip()
-    text = text.mask(text == "")
-    parsed = parse(text)
-    bad = parsed.isna() & text.notna()
-    if bad.any():
-        example = text[bad].iloc[0]
-        count = int(np.isin(codes, np.flatnonzero(bad.to_numpy())).sum())
-        raise PurchaseDataError(
-            str(path), f"{count} value(s) are not {kind} (e.g. '{example}')", source
-        )
-    return codes, parsed
+    return codes, text.mask(text == "")
+
+
+def _refuse_unparsed(
+    codes: np.ndarray,
+    text: pd.Series,
+    parsed: pd.Series,
+    path: Path,
+    source: str,
+    what: str,
+    advice: str,
+) -> None:
+    """Stop the read if a distinct value did not parse: how many lines hold such values,
+    the first of them and where it is, and ``advice`` after a semicolon."""
+    bad = (parsed.isna() & text.notna()).to_numpy(dtype=bool)
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad[codes] & (codes >= 0))
+    example = text.iloc[int(codes[rows[0]])]
+    raise PurchaseDataError(
+        str(path),
+        f"{len(rows)} value(s) {what} (e.g. '{example}' on {_where(path, int(rows[0]))})"
+        + (f"; {advice}" if advice else ""),
+        source,
+    )
+
+
+def _where(path: Path, row: int) -> str:
+    """Where row ``row`` (from 0) of a file is, for a message: a CSV's line (its first line
+    is the header), a Parquet file's or dataset's row."""
+    return f"line {row + 2}" if path.suffix.lower() == ".csv" else f"row {row + 1}"
 
 
 def _gather(values: np.ndarray, codes: np.ndarray, missing: object, index: pd.Index) -> pd.Series:
@@ -359,22 +436,101 @@ def _gather(values: np.ndarray, codes: np.ndarray, missing: object, index: pd.In
     return pd.Series(padded[codes], index=index)
 
 
-def _as_timestamps(series: pd.Series, path: Path, source: str) -> pd.Series:
-    if not pd.api.types.is_datetime64_any_dtype(series):
-        codes, distinct = _parse_distinct(
-            series,
-            path,
-            source,
-            lambda text: pd.to_datetime(text, errors="coerce", utc=True, format="mixed"),
-            "timestamps",
+# How a timestamp column read as datetimes, or as ISO 8601 text, is recorded.
+TYPED_TIMESTAMPS = "datetime column"
+ISO_8601 = "ISO8601"
+GIVE_FORMAT = (
+    "give the column's format with timestamp_format in the mapping's [cleaning] table or "
+    "--timestamp-format, e.g. '%d/%m/%Y %H:%M'"
+)
+
+
+def _as_timestamps(
+    series: pd.Series, path: Path, source: str, given: str = ""
+) -> tuple[pd.Series, str]:
+    """(timestamps as naive UTC, the format they were read with).
+
+    Text is read with one format for the whole column, never value by value (a day-first
+    column read value by value is part day-first, part month-first, without an error):
+    ``given``, else ISO 8601 when the first value is, else the one format inferred for the
+    column (``_column_format``). A value that does not fit stops the read."""
+    if pd.api.types.is_datetime64_any_dtype(series):
+        if getattr(series.dt, "tz", None) is not None:
+            # One clock for everything: UTC without a zone. Naive input is taken as UTC.
+            series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+        return series.astype("datetime64[ns]"), TYPED_TIMESTAMPS
+    codes, text = _distinct_text(series)
+    present = text.dropna()
+    first_row = int(np.argmax(codes == present.index[0])) if len(present) else 0
+    reading = None
+    if given:
+        fmt, described = given, f"the format given, {given}"
+        advice = "check the format given (timestamp_format in the mapping, or --timestamp-format)"
+    else:
+        fmt, reading = _column_format(present, _where(path, first_row), path, source)
+        described = "the column's format, " + (
+            "ISO 8601"
+            if fmt == ISO_8601
+            else f"{fmt} (inferred from its first value, '{present.iloc[0]}')"
         )
-        naive = distinct.dt.tz_convert("UTC").dt.tz_localize(None)
-        values = naive.to_numpy(dtype="datetime64[ns]")
-        return _gather(values, codes, np.datetime64("NaT", "ns"), series.index)
-    if getattr(series.dt, "tz", None) is not None:
-        # One clock for everything: UTC without a zone. Naive input is taken as UTC.
-        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
-    return series.astype("datetime64[ns]")
+        advice = f"nbo reads one format per column: {GIVE_FORMAT}"
+    # An inferred format has read the values already: parsing is most of the cost.
+    parsed = _parse_timestamps(text, fmt) if reading is None else reading.reindex(text.index)
+    _refuse_unparsed(
+        codes, text, parsed, path, source, f"are not timestamps in {described}", advice
+    )
+    naive = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    values = naive.to_numpy(dtype="datetime64[ns]")
+    return _gather(values, codes, np.datetime64("NaT", "ns"), series.index), fmt
+
+
+def _parse_timestamps(text: pd.Series, fmt: str) -> pd.Series:
+    """``text`` read with one format, vectorised; what does not fit is NaT."""
+    return pd.to_datetime(text, errors="coerce", utc=True, format=fmt)
+
+
+def _column_format(
+    present: pd.Series, first_at: str, path: Path, source: str
+) -> tuple[str, pd.Series | None]:
+    """The one format of a text timestamp column with no format given: ISO 8601 when its
+    first value is; else the format that first value suggests, read either month-first or
+    day-first, whichever fits every value of the column (13/07/2023 settles it, so does
+    07/13/2023). If both fit (no day above 12) and they read the column differently,
+    nothing in the file tells 3 July from 7 March: refused, with how to give the format.
+    Answers the format, and the values read with it unless it is ISO 8601."""
+    if present.empty:
+        return ISO_8601, None
+    first = str(present.iloc[0])
+    if pd.notna(pd.to_datetime(first, errors="coerce", utc=True, format=ISO_8601)):
+        return ISO_8601, None
+    with warnings.catch_warnings():
+        # pandas warns when a guess is day-first though dayfirst=False: both are tried.
+        warnings.simplefilter("ignore", UserWarning)
+        guesses = [guess_datetime_format(first, dayfirst=dayfirst) for dayfirst in (False, True)]
+    candidates = list(dict.fromkeys(g for g in guesses if g))
+    # A value starting with its year is year-month-day: year-day-month is no one's order.
+    candidates = [c for c in candidates if not c.startswith(("%Y", "%y"))] or candidates[:1]
+    if not candidates:
+        raise PurchaseDataError(
+            str(path),
+            f"its first value, '{first}' on {first_at}, is not a timestamp nbo can read: "
+            "nbo reads ISO "
+            f"8601 (2023-07-13 10:00) or one format for the whole column; {GIVE_FORMAT}",
+            source,
+        )
+    readings = {fmt: _parse_timestamps(present, fmt) for fmt in candidates}
+    fitting = [fmt for fmt, parsed in readings.items() if parsed.notna().all()]
+    if len(fitting) > 1 and not all(readings[f].equals(readings[fitting[0]]) for f in fitting):
+        raise PurchaseDataError(
+            str(path),
+            f"every date fits both {' and '.join(fitting)} (no day is above 12: '{first}' "
+            f"on {first_at} reads two ways), and nothing in the file says which it is; "
+            + GIVE_FORMAT,
+            source,
+        )
+    # None fits: the month-first reading, whose misfits the caller names.
+    chosen = fitting[0] if fitting else candidates[0]
+    return chosen, readings[chosen]
 
 
 def _as_numbers(series: pd.Series, path: Path, source: str) -> pd.Series:

@@ -71,6 +71,12 @@ def register(commands: Any) -> None:
         metavar="CANONICAL=SOURCE",
         help="map one column, e.g. --column item_id=sku (repeatable; overrides --mapping)",
     )
+    compare.add_argument(
+        "--timestamp-format",
+        default=None,
+        help="the timestamps' format, e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO 8601, or one "
+        "format inferred for the whole column)",
+    )
     compare.add_argument("--k", type=int, default=10, help="list length (10)")
     compare.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
     compare.add_argument("--out", type=Path, default=None, help="write the comparison as JSON")
@@ -222,7 +228,9 @@ def run_compare(args: argparse.Namespace) -> int:
         raise NboError(f"--k {args.k}: must be between 1 and 100")
     if args.out is not None:
         check_output_file(args.out, "--out")
-    mapping = load_mapping(args.mapping).with_overrides(columns=parse_column_overrides(args.column))
+    mapping = load_mapping(args.mapping).with_overrides(
+        columns=parse_column_overrides(args.column), timestamp_format=args.timestamp_format
+    )
     settings = load_settings(models_dir=args.models_dir)
     versions = (
         resolve(settings.models_dir, args.model_a),
