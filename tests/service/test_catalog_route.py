@@ -72,6 +72,31 @@ def test_get_catalog_reports_a_refused_file_and_keeps_serving(
     assert [offer["id"] for offer in body["offers"]] == ["two"] and body["last_error"] is None
 
 
+def test_an_impossible_date_is_refused_while_the_last_good_catalogue_serves(
+    client: TestClient, catalog_file: Path
+) -> None:
+    """``valid_to: 2012-02-30`` was a 500 (PyYAML's ValueError) on the first call, then
+    200s on the old catalogue with ``last_error`` null."""
+    before = client.get("/v1/catalog").json()
+    good = catalog_file.read_text()
+    rewrite(catalog_file, good.replace("valid_to: 2011-12-24", "valid_to: 2012-02-30"))
+    holder = client.app.state.catalog
+    holder.check_every_s = holder._next_check = 0  # look at the file on every call
+    assert client.get("/v1/customers/12347/offers", params={"k": 3}).status_code == 200
+    assert client.get("/v1/customers/12347/offers", params={"k": 3}).status_code == 200
+    body = client.get("/v1/catalog").json()
+    assert body["fingerprint"] == before["fingerprint"]
+    assert body["last_error"] == (
+        f"{catalog_file}: offer 'christmas-2011' field 'valid_to': must be an ISO 8601 time "
+        "such as 2026-12-01T00:00:00Z (got '2012-02-30': day is out of range for month)"
+    )
+    rewrite(catalog_file, good.replace("valid_to: 2011-12-24", "valid_to: 2012-01-01"))
+    body = client.get("/v1/catalog").json()
+    assert body["last_error"] is None and body["fingerprint"] != before["fingerprint"]
+    christmas = next(offer for offer in body["offers"] if offer["id"] == "christmas-2011")
+    assert christmas["valid_to"] == "2012-01-01T00:00:00+00:00"
+
+
 def test_without_a_setting_the_service_serves_the_default_catalogue(models_dir: Path) -> None:
     with TestClient(create_app(Settings(models_dir=models_dir, clock=CLOCK))) as client:
         body = client.get("/v1/catalog").json()

@@ -102,6 +102,12 @@ class CatalogHolder:
             except CatalogError as exc:
                 self._refuse(str(exc))
                 return
+            except Exception as exc:
+                # The stamp is already seen: a failure not kept here would leave the file
+                # unread until its next edit, with last_error null and a 500 now.
+                problem = f"{self.path}: could not be read ({type(exc).__name__}: {exc})"
+                self._refuse(problem, with_traceback=True)
+                return
             self.last_error = self.last_error_at = None
             if catalog.fingerprint != self._catalog.fingerprint:
                 self._catalog = catalog
@@ -114,11 +120,14 @@ class CatalogHolder:
         finally:
             self._lock.release()
 
-    def _refuse(self, problem: str) -> None:
+    def _refuse(self, problem: str, with_traceback: bool = False) -> None:
         self.last_error = problem
         self.last_error_at = time.time()
         log.error(
-            "catalogue refused, still serving %s: %s", self._catalog.fingerprint[:12], problem
+            "catalogue refused, still serving %s: %s",
+            self._catalog.fingerprint[:12],
+            problem,
+            exc_info=with_traceback,
         )
 
     def status(self) -> dict[str, Any]:

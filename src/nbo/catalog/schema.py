@@ -22,11 +22,12 @@ the service's ``Channel`` enum must match ``CHANNELS``.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from nbo.core.documents import document_time
 from nbo.core.vocabulary import CHANNELS, STAGES, ChannelName, OfferKind, Stage
 
 log = logging.getLogger(__name__)
@@ -59,19 +60,10 @@ def _as_text(value: Any) -> Any:
     return value
 
 
-def _in_utc(value: datetime) -> datetime:
-    """A time without a zone is UTC: the service's clock is UTC, and so is the data."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _date_as_midnight(value: Any) -> Any:
-    if isinstance(value, date) and not isinstance(value, datetime):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    return value
-
-
 Id = Annotated[str, BeforeValidator(_as_text), Field(min_length=1)]
-UtcTime = Annotated[datetime, BeforeValidator(_date_as_midnight), AfterValidator(_in_utc)]
+# ISO 8601 text (a date alone is its midnight), no zone = UTC; a number is refused, not
+# read as unix seconds: the experiments' rule (``nbo.core.documents.document_time``).
+UtcTime = Annotated[datetime, BeforeValidator(document_time)]
 Money = Annotated[float, Field(ge=0)]
 Weight = Annotated[float, Field(ge=0)]
 
