@@ -244,6 +244,38 @@ OFFER = "  - {id: winback-15, kind: incentive, incentive: percent_off, amount: 1
             "offer 'p' field 'valid_to': must be an ISO 8601 time such as "
             "2026-12-01T00:00:00Z (got 20111224)",
         ),
+        # Ids follow the API's rules: a recorded answer stores them.
+        (
+            "version: 1\noffers:\n  - {id: 'new-welcome ', kind: incentive, "
+            "incentive: free_shipping, value: 5}\n",
+            "offer 'new-welcome ' field 'id': must not start or end with a space "
+            "(got 'new-welcome ')",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: \"w\\tx\", kind: incentive, "
+            "incentive: free_shipping, value: 5}\n",
+            "field 'id': holds the unprintable character U+0009 at position 1",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: ' 22423'}\n",
+            "offer 'p' field 'item_id': must not start or end with a space",
+        ),
+        (
+            "version: 1\nitems:\n  - {item_id: '85123A/similar', lever: 2}\n",
+            "item override '85123A/similar' field 'item_id': must not end with '/similar'",
+        ),
+        (
+            "version: 1\nitems:\n  - {item_id: '" + "x" * 257 + "'}\n",
+            "field 'item_id': must be at most 256 characters, got 257",
+        ),
+        (
+            "version: 1\ncategories: {christmas: ['22086', '22910 ']}\n",
+            "category 'christmas': must not start or end with a space (got '22910 ')",
+        ),
+        (
+            "version: 1\ncategories: {'christmas ': ['22086']}\n",
+            "category 'christmas ': must not start or end with a space",
+        ),
         # A key written twice is refused, never "the last one wins".
         (
             "version: 1\noffers:\n  - id: p\n    kind: product\n    item_id: X\n"

@@ -25,9 +25,10 @@ import logging
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from nbo.core.documents import document_time
+from nbo.core.ids import check_id, check_path_id
 from nbo.core.vocabulary import CHANNELS, STAGES, ChannelName, OfferKind, Stage
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,14 @@ def _as_text(value: Any) -> Any:
     return value
 
 
-Id = Annotated[str, BeforeValidator(_as_text), Field(min_length=1)]
+# Ids follow the API's rules (``nbo.core.ids``): an offer id is recorded as an
+# impression's item_id and a category name is written beside it, so a catalogue id the
+# API would refuse ("new-welcome " with its space) made recorded answers fail (500).
+Id = Annotated[str, BeforeValidator(_as_text), Field(min_length=1), AfterValidator(check_id)]
+# An item id also names a route's path (``/v1/items/{id}/similar``), as in purchases.
+ItemId = Annotated[
+    str, BeforeValidator(_as_text), Field(min_length=1), AfterValidator(check_path_id)
+]
 # ISO 8601 text (a date alone is its midnight), no zone = UTC; a number is refused, not
 # read as unix seconds: the experiments' rule (``nbo.core.documents.document_time``).
 UtcTime = Annotated[datetime, BeforeValidator(document_time)]
@@ -95,7 +103,7 @@ class ProductDefaults(_Strict):
 class ItemOverride(ProductDefaults):
     """Per-item product terms: only the fields written here replace the ``products`` ones."""
 
-    item_id: Id
+    item_id: ItemId
     exclude: bool = Field(False, description="never offer this item")
 
 
@@ -113,7 +121,7 @@ class CatalogOffer(_Strict):
     amount: float | None = Field(
         None, gt=0, description="percent off, or the points multiplier; null for free_shipping"
     )
-    item_id: Id | None = None
+    item_id: ItemId | None = None
     category: Id | None = None
     value: Money | None = None
     price_weighted: bool = False
@@ -156,6 +164,6 @@ class CatalogFile(_Strict):
     version: Literal[1]
     products: ProductDefaults = Field(default_factory=ProductDefaults)
     items: tuple[ItemOverride, ...] = ()
-    categories: dict[Id, tuple[Id, ...]] = Field(default_factory=dict)
+    categories: dict[Id, tuple[ItemId, ...]] = Field(default_factory=dict)
     offers: tuple[CatalogOffer, ...] = ()
     stage_weights: dict[Stage, StageWeights] = Field(default_factory=dict)
