@@ -197,6 +197,19 @@ OFFER = "  - {id: winback-15, kind: incentive, incentive: percent_off, amount: 1
             "version: 1\nproducts: {margin: -0.1}\n",
             "catalog.yaml: products field 'margin': Input should be greater than or equal to 0",
         ),
+        # A share is 0 to 1: 25 (meant 25%) would make every value 100x.
+        (
+            "version: 1\nproducts: {margin: 25}\n",
+            "products field 'margin': Input should be less than or equal to 1 (got 25)",
+        ),
+        (
+            "version: 1\nitems:\n  - {item_id: A, margin: 1.5}\n",
+            "item override 'A' field 'margin': Input should be less than or equal to 1",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, margin: 30}\n",
+            "offer 'p' field 'margin': Input should be less than or equal to 1",
+        ),
         (
             "version: 1\nproducts: {value: .nan}\n",
             "products field 'value': Input should be a finite number",

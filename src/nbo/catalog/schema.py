@@ -45,6 +45,9 @@ OFFER_ITEM_SEPARATOR: Final = ":"
 """Joins a category offer's id and one of its items (``christmas-2011:22086``): an
 ``offer_id`` names one offer within an answer, and a category offer is one per item. No
 offer id in the file may hold it, so a joined id never collides with one."""
+DEFAULT_RESPONSE_RATE: Final = 0.05
+"""An incentive's propensity when the file gives no ``response_rate``: one customer in
+twenty, a guess in the range of email offers' redemption; the docs say to write one."""
 FALLBACK_VALUE: Final = 1.0
 """The value of a product sale when neither the item's price nor the model's typical
 line value is known: every product then counts the same, so products rank by
@@ -73,6 +76,8 @@ ItemId = Annotated[
 # read as unix seconds: the experiments' rule (``nbo.core.documents.document_time``).
 UtcTime = Annotated[datetime, BeforeValidator(document_time)]
 Money = Annotated[float, Field(ge=0)]
+# A share is a fraction, 0 to 1: `margin: 25` (meant 25%) would make values 100x.
+Share = Annotated[float, Field(ge=0, le=1)]
 Weight = Annotated[float, Field(ge=0)]
 
 
@@ -90,7 +95,7 @@ class ProductDefaults(_Strict):
     price_weighted: bool = Field(
         False, description="value = margin x the item's own median price, not a flat value"
     )
-    margin: float = Field(1.0, ge=0, description="share of the price or line value kept")
+    margin: Share = Field(1.0, description="share of the price or line value kept")
     lever: Weight = Field(1.0, description="the marketer's weight; 0 never wins, 2 doubles")
     stages: tuple[Stage, ...] = Field(STAGES, min_length=1)
     channels: tuple[ChannelName, ...] = Field(CHANNELS, min_length=1)
@@ -125,9 +130,9 @@ class CatalogOffer(_Strict):
     category: Id | None = None
     value: Money | None = None
     price_weighted: bool = False
-    margin: float = Field(1.0, ge=0)
-    response_rate: float = Field(
-        0.05, ge=0, le=1, description="share of customers who take an incentive up"
+    margin: Share = 1.0
+    response_rate: Share = Field(
+        DEFAULT_RESPONSE_RATE, description="share of customers who take an incentive up"
     )
     stages: tuple[Stage, ...] = Field(STAGES, min_length=1)
     channels: tuple[ChannelName, ...] = Field(CHANNELS, min_length=1)
