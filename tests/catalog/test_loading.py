@@ -265,7 +265,7 @@ OFFER = "  - {id: winback-15, kind: incentive, incentive: percent_off, amount: 1
             "(got 'new-welcome ')",
         ),
         (
-            "version: 1\noffers:\n  - {id: \"w\\tx\", kind: incentive, "
+            'version: 1\noffers:\n  - {id: "w\\tx", kind: incentive, '
             "incentive: free_shipping, value: 5}\n",
             "field 'id': holds the unprintable character U+0009 at position 1",
         ),

@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,13 @@ class CatalogHolder:
                 self._catalog.offer_count,
             )
         self._next_check = time.monotonic() + check_every_s
+        # Called with each catalogue a look at the file swaps in (not the first one).
+        self.on_load: Callable[[Catalog], None] | None = None
+
+    @property
+    def serving(self) -> Catalog:
+        """The catalogue serving now, without a look at the file."""
+        return self._catalog
 
     def current(self) -> Catalog:
         """The catalogue to use now; looks at the file when ``check_every_s`` has passed."""
@@ -117,6 +125,8 @@ class CatalogHolder:
                     catalog.fingerprint[:12],
                     catalog.offer_count,
                 )
+                if self.on_load is not None:
+                    self.on_load(catalog)
         finally:
             self._lock.release()
 
