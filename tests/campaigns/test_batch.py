@@ -224,6 +224,23 @@ def test_a_list_with_ids_nobody_knows_says_so(
     assert "known neither" not in capsys.readouterr().err
 
 
+def test_a_catalogue_naming_items_the_model_does_not_know_is_said_once(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The catalogue is accepted (a newer model may know the items), but an exclusion of
+    a mistyped id excludes nothing: the command names the ids on stderr."""
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text("version: 1\nitems:\n  - {item_id: a00, exclude: true}\n")
+    monkeypatch.setenv("NBO_CATALOG", str(catalog))
+    assert _batch("--customers", "all", "--out", str(tmp_path / "c.csv")) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "does not know" in line]
+    assert len(err) == 1 and err[0].startswith("nbo batch: the catalogue names 1 item model ")
+    assert err[0].endswith(
+        "('a00'): their terms, exclusions and offers apply to nothing "
+        "until a model knows them; the model knows 'A00', not 'a00'"
+    )
+
+
 def test_an_interrupted_batch_leaves_no_file(models_dir: Path, env: Path, tmp_path: Path) -> None:
     model = load_serving_model(models_dir)
     store = open_store(f"sqlite:///{env}")

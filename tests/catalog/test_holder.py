@@ -54,6 +54,33 @@ def test_a_bad_new_file_is_refused_and_the_old_one_serves(
     assert holder.status()["last_error"] is None
 
 
+def test_any_failure_to_load_is_reported_and_a_later_good_file_picked_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever a load raises (a bug, not only a CatalogError), the file is not taken
+    as seen-and-fine: the error is kept in ``last_error`` and logged, the old catalogue
+    serves, and the next edit is read."""
+    path = write(tmp_path / "catalog.yaml", GOOD_CATALOG)
+    holder = CatalogHolder(path, check_every_s=0)
+    good = holder.current()
+
+    def broken(path: Path) -> None:
+        raise ValueError("month must be in 1..12")
+
+    monkeypatch.setattr("nbo.catalog.holder.load_catalog", broken)
+    rewrite(path, GOOD_CATALOG_2)
+    with caplog.at_level(logging.ERROR, logger="nbo.catalog"):
+        assert holder.current() is good
+        assert holder.current() is good
+    assert len(caplog.records) == 1
+    assert holder.status()["last_error"] == (
+        f"{path}: could not be read (ValueError: month must be in 1..12)"
+    )
+    monkeypatch.undo()
+    rewrite(path, GOOD_CATALOG_2)
+    assert offer_ids(holder) == ["two"] and holder.status()["last_error"] is None
+
+
 def test_a_deleted_file_keeps_the_catalogue(tmp_path: Path) -> None:
     path = write(tmp_path / "catalog.yaml", GOOD_CATALOG)
     holder = CatalogHolder(path, check_every_s=0)

@@ -197,6 +197,19 @@ OFFER = "  - {id: winback-15, kind: incentive, incentive: percent_off, amount: 1
             "version: 1\nproducts: {margin: -0.1}\n",
             "catalog.yaml: products field 'margin': Input should be greater than or equal to 0",
         ),
+        # A share is 0 to 1: 25 (meant 25%) would make every value 100x.
+        (
+            "version: 1\nproducts: {margin: 25}\n",
+            "products field 'margin': Input should be less than or equal to 1 (got 25)",
+        ),
+        (
+            "version: 1\nitems:\n  - {item_id: A, margin: 1.5}\n",
+            "item override 'A' field 'margin': Input should be less than or equal to 1",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, margin: 30}\n",
+            "offer 'p' field 'margin': Input should be less than or equal to 1",
+        ),
         (
             "version: 1\nproducts: {value: .nan}\n",
             "products field 'value': Input should be a finite number",
@@ -221,6 +234,77 @@ OFFER = "  - {id: winback-15, kind: incentive, incentive: percent_off, amount: 1
         ("# only a comment\n", "catalog.yaml: the file is empty"),
         ("- version: 1\n", "catalog.yaml: a catalogue is a mapping of sections"),
         ("version: 1\noffers: [\n", "catalog.yaml: not valid YAML (line 3, column 1)"),
+        # An impossible date is the offer's and field's problem, not a YAML traceback.
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, valid_to: 2012-02-30}\n",
+            "catalog.yaml: offer 'p' field 'valid_to': must be an ISO 8601 time such as "
+            "2026-12-01T00:00:00Z (got '2012-02-30': day is out of range for month)",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, valid_to: 2011-13-01}\n",
+            "offer 'p' field 'valid_to': must be an ISO 8601 time such as 2026-12-01T00:00:00Z "
+            "(got '2011-13-01': month must be in 1..12)",
+        ),
+        # A number is not read as unix seconds (20111215 would be 1970-08-21).
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, valid_from: 20111215}\n",
+            "offer 'p' field 'valid_from': must be an ISO 8601 time such as "
+            "2026-12-01T00:00:00Z (got 20111215)",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, "
+            "valid_from: 2011-12-15, valid_to: 20111224}\n",
+            "offer 'p' field 'valid_to': must be an ISO 8601 time such as "
+            "2026-12-01T00:00:00Z (got 20111224)",
+        ),
+        # Ids follow the API's rules: a recorded answer stores them.
+        (
+            "version: 1\noffers:\n  - {id: 'new-welcome ', kind: incentive, "
+            "incentive: free_shipping, value: 5}\n",
+            "offer 'new-welcome ' field 'id': must not start or end with a space "
+            "(got 'new-welcome ')",
+        ),
+        (
+            'version: 1\noffers:\n  - {id: "w\\tx", kind: incentive, '
+            "incentive: free_shipping, value: 5}\n",
+            "field 'id': holds the unprintable character U+0009 at position 1",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: ' 22423'}\n",
+            "offer 'p' field 'item_id': must not start or end with a space",
+        ),
+        (
+            "version: 1\nitems:\n  - {item_id: '85123A/similar', lever: 2}\n",
+            "item override '85123A/similar' field 'item_id': must not end with '/similar'",
+        ),
+        (
+            "version: 1\nitems:\n  - {item_id: '" + "x" * 257 + "'}\n",
+            "field 'item_id': must be at most 256 characters, got 257",
+        ),
+        (
+            "version: 1\ncategories: {christmas: ['22086', '22910 ']}\n",
+            "category 'christmas': must not start or end with a space (got '22910 ')",
+        ),
+        (
+            "version: 1\ncategories: {'christmas ': ['22086']}\n",
+            "category 'christmas ': must not start or end with a space",
+        ),
+        # A key written twice is refused, never "the last one wins".
+        (
+            "version: 1\noffers:\n  - id: p\n    kind: product\n    item_id: X\n"
+            "    lever: 1.3\n    lever: 0.0\n",
+            "catalog.yaml: not valid YAML (line 7, column 5): duplicate key 'lever' "
+            "(first at line 6)",
+        ),
+        (
+            "version: 1\ncategories:\n  christmas: [A]\n  christmas: [B]\n",
+            "(line 4, column 3): duplicate key 'christmas' (first at line 3)",
+        ),
+        (
+            "version: 1\nstage_weights:\n  loyal: {product: 2}\n  loyal: {product: 0}\n",
+            "(line 4, column 3): duplicate key 'loyal' (first at line 3)",
+        ),
+        ("version: 1\nn: !!int abc\n", "catalog.yaml: not valid YAML (line 2, column 4): 'abc'"),
     ],
 )
 def test_a_bad_catalogue_is_refused_naming_the_offer_and_field(
@@ -269,6 +353,10 @@ def test_json_has_the_same_schema_and_the_same_messages(tmp_path: Path) -> None:
     message = refusal(tmp_path, json.dumps(document), name="catalog.json")
     assert "catalog.json: offer 'welcome' field 'amount': free_shipping takes no amount" in message
     assert "not valid JSON (line 1" in refusal(tmp_path, '{"version": 1,}', name="catalog.json")
+    twice = '{"version": 1,\n "products": {"margin": 0.2, "margin": 0.3}}'
+    assert "not valid JSON (line 2, column 14): duplicate key 'margin'" in refusal(
+        tmp_path, twice, name="catalog.json"
+    )
 
 
 def test_the_error_names_the_path_as_configured(tmp_path: Path) -> None:

@@ -163,6 +163,31 @@ def test_an_offer_for_the_item_beats_its_category_offer(tmp_path: Path) -> None:
     assert featured == ProductTerms("c1-feature", None, False, 1.0, 3.0, None, 30.0)
 
 
+def test_of_two_category_offers_the_first_in_the_file_applies(tmp_path: Path) -> None:
+    """The documented order when offers overlap: an offer naming the item, then category
+    offers, each in file order; the first live one sets the terms, whatever its lever
+    or value (no maximum is taken); an excluded item is never offered."""
+    text = """\
+version: 1
+items:
+  - {item_id: X, exclude: true}
+  - {item_id: B, lever: 5}
+categories:
+  first: [A, B, X]
+  second: [A, B]
+offers:
+  - {id: one, kind: product, category: first, lever: 1.1, valid_to: 2026-06-10}
+  - {id: two, kind: product, category: second, lever: 9.0}
+"""
+    catalog = catalog_of(tmp_path, text)
+    during, after = at("2026-06-05T00:00:00"), at("2026-06-10T00:00:00")
+    assert catalog.product_terms("A", "active", "email", during).offer_id == "one:A"
+    assert catalog.product_terms("A", "active", "email", after).offer_id == "two:A"
+    # An override is the item's own terms: a live offer's terms replace it.
+    assert catalog.product_terms("B", "active", "email", during).lever == 1.1
+    assert catalog.product_terms("X", "active", "email", during) is None
+
+
 def test_stage_weights_default_to_one(tmp_path: Path) -> None:
     catalog = catalog_of(tmp_path, SMALL)
     assert catalog.stage_weight("lapsed", KIND_INCENTIVE) == 2.0

@@ -401,6 +401,14 @@ BAD_FILES = {
         VALID.replace("start: 2026-12-01T00:00:00Z", "start: 20261201"),
         ["experiment 'ranker-vs-als'", ": start: ", "ISO 8601"],
     ),
+    "an impossible date": (
+        VALID.replace("start: 2026-12-01T00:00:00Z", "start: 2011-12-32"),
+        ["experiment 'ranker-vs-als'", ": start: ", "ISO 8601", "'2011-12-32': day is out of"],
+    ),
+    "a key written twice": (
+        VALID.replace("    salt: halves\n", "    salt: halves\n    salt: thirds\n"),
+        ["not valid YAML (line ", "duplicate key 'salt' (first at line "],
+    ),
     "unknown variant key": (
         variant_edit("weight: 10", "weight: 10\n        colour: red"),
         ["experiment 'ranker-vs-als'", "variant 'control'", ": colour: ", "not a known field"],

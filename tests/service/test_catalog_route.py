@@ -3,12 +3,13 @@ last good one serves, and the default catalogue without a setting."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from support import BAD_CATALOG, CLOCK, DEMO_CATALOG, GOOD_CATALOG_2, rewrite
+from support import BAD_CATALOG, CLOCK, DEMO_CATALOG, GOOD_CATALOG_2, rewrite, write
 
 from nbo.catalog.loading import load_catalog
 from nbo.service.app import create_app
@@ -72,7 +73,66 @@ def test_get_catalog_reports_a_refused_file_and_keeps_serving(
     assert [offer["id"] for offer in body["offers"]] == ["two"] and body["last_error"] is None
 
 
+def test_an_impossible_date_is_refused_while_the_last_good_catalogue_serves(
+    client: TestClient, catalog_file: Path
+) -> None:
+    """``valid_to: 2012-02-30`` was a 500 (PyYAML's ValueError) on the first call, then
+    200s on the old catalogue with ``last_error`` null."""
+    before = client.get("/v1/catalog").json()
+    good = catalog_file.read_text()
+    rewrite(catalog_file, good.replace("valid_to: 2011-12-24", "valid_to: 2012-02-30"))
+    holder = client.app.state.catalog
+    holder.check_every_s = holder._next_check = 0  # look at the file on every call
+    assert client.get("/v1/customers/12347/offers", params={"k": 3}).status_code == 200
+    assert client.get("/v1/customers/12347/offers", params={"k": 3}).status_code == 200
+    body = client.get("/v1/catalog").json()
+    assert body["fingerprint"] == before["fingerprint"]
+    assert body["last_error"] == (
+        f"{catalog_file}: offer 'christmas-2011' field 'valid_to': must be an ISO 8601 time "
+        "such as 2026-12-01T00:00:00Z (got '2012-02-30': day is out of range for month)"
+    )
+    rewrite(catalog_file, good.replace("valid_to: 2011-12-24", "valid_to: 2012-01-01"))
+    body = client.get("/v1/catalog").json()
+    assert body["last_error"] is None and body["fingerprint"] != before["fingerprint"]
+    christmas = next(offer for offer in body["offers"] if offer["id"] == "christmas-2011")
+    assert christmas["valid_to"] == "2012-01-01T00:00:00+00:00"
+
+
+def test_get_catalog_names_items_the_model_does_not_know(
+    models_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mistyped id (a01 for A01) is accepted, since the catalogue is loaded without a
+    model, but named in a warning: when the model is loaded, when the catalogue is, and
+    in GET /v1/catalog."""
+    path = write(
+        tmp_path / "catalog.yaml",
+        "version: 1\nitems:\n  - {item_id: a01, exclude: true}\ncategories: {c: [A02, Z1]}\n",
+    )
+    settings = Settings(models_dir=models_dir, clock=CLOCK, catalog=path)
+    with caplog.at_level(logging.WARNING), TestClient(create_app(settings)) as client:
+        version = client.get("/v1/model").json()["version"]
+        body = client.get("/v1/catalog").json()
+        assert body["unknown_items"] == {
+            "model_version": version,
+            "count": 2,
+            "first": ["Z1", "a01"],
+            "message": f"the catalogue names 2 items model {version} does not know ('Z1', "
+            "'a01'): their terms, exclusions and offers apply to nothing until a model "
+            "knows them; the model knows 'A01', not 'a01'",
+        }
+        warned = [r.getMessage() for r in caplog.records if r.name == "nbo.runtime.pairing"]
+        assert warned == [body["unknown_items"]["message"]]
+        rewrite(path, "version: 1\nitems:\n  - {item_id: A01, exclude: true}\n")
+        client.app.state.catalog.refresh()
+        assert client.get("/v1/catalog").json()["unknown_items"] is None
+        rewrite(path, "version: 1\nitems:\n  - {item_id: Z5}\n")
+        client.app.state.catalog.refresh()
+        warned = [r.getMessage() for r in caplog.records if r.name == "nbo.runtime.pairing"]
+        assert len(warned) == 2 and "('Z5')" in warned[1]
+
+
 def test_without_a_setting_the_service_serves_the_default_catalogue(models_dir: Path) -> None:
     with TestClient(create_app(Settings(models_dir=models_dir, clock=CLOCK))) as client:
         body = client.get("/v1/catalog").json()
     assert (body["source"], body["fingerprint"], body["offers"]) == (None, "default", [])
+    assert body["unknown_items"] is None

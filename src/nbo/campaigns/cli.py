@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from nbo.campaigns.spark import check_spark_output, spark_missing, write_spark_batch
     from nbo.campaigns.workers import BatchWorkers, worker_count
     from nbo.console.progress import PlainProgress
+    from nbo.runtime.pairing import find_unknown_items
 
     if not 1 <= args.k <= 100:
         raise BatchError(f"--k {args.k}: must be between 1 and 100")
@@ -157,6 +158,11 @@ def run(args: argparse.Namespace) -> int:
             model = batch.context.models.current
             if lines:
                 lines.finish("open the model and the store", detail=f"model {model.version}")
+            # An item the catalogue names but the model does not know: a typo, most likely.
+            unknown_items = find_unknown_items(batch.context.catalog, model)
+            if unknown_items is not None:
+                print(f"nbo batch: {unknown_items.line()}", file=sys.stderr)
+            if lines:
                 lines.start("select customers")
             selection = select_customers(args.customers, model, store)
             total = len(selection.customer_ids)

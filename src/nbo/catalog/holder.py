@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,13 @@ class CatalogHolder:
                 self._catalog.offer_count,
             )
         self._next_check = time.monotonic() + check_every_s
+        # Called with each catalogue a look at the file swaps in (not the first one).
+        self.on_load: Callable[[Catalog], None] | None = None
+
+    @property
+    def serving(self) -> Catalog:
+        """The catalogue serving now, without a look at the file."""
+        return self._catalog
 
     def current(self) -> Catalog:
         """The catalogue to use now; looks at the file when ``check_every_s`` has passed."""
@@ -102,6 +110,12 @@ class CatalogHolder:
             except CatalogError as exc:
                 self._refuse(str(exc))
                 return
+            except Exception as exc:
+                # The stamp is already seen: a failure not kept here would leave the file
+                # unread until its next edit, with last_error null and a 500 now.
+                problem = f"{self.path}: could not be read ({type(exc).__name__}: {exc})"
+                self._refuse(problem, with_traceback=True)
+                return
             self.last_error = self.last_error_at = None
             if catalog.fingerprint != self._catalog.fingerprint:
                 self._catalog = catalog
@@ -111,14 +125,19 @@ class CatalogHolder:
                     catalog.fingerprint[:12],
                     catalog.offer_count,
                 )
+                if self.on_load is not None:
+                    self.on_load(catalog)
         finally:
             self._lock.release()
 
-    def _refuse(self, problem: str) -> None:
+    def _refuse(self, problem: str, with_traceback: bool = False) -> None:
         self.last_error = problem
         self.last_error_at = time.time()
         log.error(
-            "catalogue refused, still serving %s: %s", self._catalog.fingerprint[:12], problem
+            "catalogue refused, still serving %s: %s",
+            self._catalog.fingerprint[:12],
+            problem,
+            exc_info=with_traceback,
         )
 
     def status(self) -> dict[str, Any]:

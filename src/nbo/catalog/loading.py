@@ -70,6 +70,9 @@ def _explain(source: str, exc: ValidationError, raw: Any) -> CatalogError:
     problem = str(first["msg"]).replace("valid tuple", "valid list").replace("Tuple", "List")
     if first["type"] == "extra_forbidden":
         problem = "not a known field (a typo?)"
+    elif first["type"] == "value_error":
+        # The schema's own rules (times, ids) say what they got: no "Value error, ".
+        problem = str(first.get("ctx", {}).get("error", problem))
     elif first["type"] != "missing" and isinstance(first.get("input"), str | int | float):
         problem += f" (got {first['input']!r})"
     # A bad list element also fails its list: that is the same problem, not another one.

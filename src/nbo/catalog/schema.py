@@ -22,11 +22,13 @@ the service's ``Channel`` enum must match ``CHANNELS``.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from nbo.core.documents import document_time
+from nbo.core.ids import check_id, check_path_id
 from nbo.core.vocabulary import CHANNELS, STAGES, ChannelName, OfferKind, Stage
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ OFFER_ITEM_SEPARATOR: Final = ":"
 """Joins a category offer's id and one of its items (``christmas-2011:22086``): an
 ``offer_id`` names one offer within an answer, and a category offer is one per item. No
 offer id in the file may hold it, so a joined id never collides with one."""
+DEFAULT_RESPONSE_RATE: Final = 0.05
+"""An incentive's propensity when the file gives no ``response_rate``: one customer in
+twenty, a guess in the range of email offers' redemption; the docs say to write one."""
 FALLBACK_VALUE: Final = 1.0
 """The value of a product sale when neither the item's price nor the model's typical
 line value is known: every product then counts the same, so products rank by
@@ -59,20 +64,20 @@ def _as_text(value: Any) -> Any:
     return value
 
 
-def _in_utc(value: datetime) -> datetime:
-    """A time without a zone is UTC: the service's clock is UTC, and so is the data."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _date_as_midnight(value: Any) -> Any:
-    if isinstance(value, date) and not isinstance(value, datetime):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    return value
-
-
-Id = Annotated[str, BeforeValidator(_as_text), Field(min_length=1)]
-UtcTime = Annotated[datetime, BeforeValidator(_date_as_midnight), AfterValidator(_in_utc)]
+# Ids follow the API's rules (``nbo.core.ids``): an offer id is recorded as an
+# impression's item_id and a category name is written beside it, so a catalogue id the
+# API would refuse ("new-welcome " with its space) made recorded answers fail (500).
+Id = Annotated[str, BeforeValidator(_as_text), Field(min_length=1), AfterValidator(check_id)]
+# An item id also names a route's path (``/v1/items/{id}/similar``), as in purchases.
+ItemId = Annotated[
+    str, BeforeValidator(_as_text), Field(min_length=1), AfterValidator(check_path_id)
+]
+# ISO 8601 text (a date alone is its midnight), no zone = UTC; a number is refused, not
+# read as unix seconds: the experiments' rule (``nbo.core.documents.document_time``).
+UtcTime = Annotated[datetime, BeforeValidator(document_time)]
 Money = Annotated[float, Field(ge=0)]
+# A share is a fraction, 0 to 1: `margin: 25` (meant 25%) would make values 100x.
+Share = Annotated[float, Field(ge=0, le=1)]
 Weight = Annotated[float, Field(ge=0)]
 
 
@@ -90,7 +95,7 @@ class ProductDefaults(_Strict):
     price_weighted: bool = Field(
         False, description="value = margin x the item's own median price, not a flat value"
     )
-    margin: float = Field(1.0, ge=0, description="share of the price or line value kept")
+    margin: Share = Field(1.0, description="share of the price or line value kept")
     lever: Weight = Field(1.0, description="the marketer's weight; 0 never wins, 2 doubles")
     stages: tuple[Stage, ...] = Field(STAGES, min_length=1)
     channels: tuple[ChannelName, ...] = Field(CHANNELS, min_length=1)
@@ -103,7 +108,7 @@ class ProductDefaults(_Strict):
 class ItemOverride(ProductDefaults):
     """Per-item product terms: only the fields written here replace the ``products`` ones."""
 
-    item_id: Id
+    item_id: ItemId
     exclude: bool = Field(False, description="never offer this item")
 
 
@@ -121,13 +126,13 @@ class CatalogOffer(_Strict):
     amount: float | None = Field(
         None, gt=0, description="percent off, or the points multiplier; null for free_shipping"
     )
-    item_id: Id | None = None
+    item_id: ItemId | None = None
     category: Id | None = None
     value: Money | None = None
     price_weighted: bool = False
-    margin: float = Field(1.0, ge=0)
-    response_rate: float = Field(
-        0.05, ge=0, le=1, description="share of customers who take an incentive up"
+    margin: Share = 1.0
+    response_rate: Share = Field(
+        DEFAULT_RESPONSE_RATE, description="share of customers who take an incentive up"
     )
     stages: tuple[Stage, ...] = Field(STAGES, min_length=1)
     channels: tuple[ChannelName, ...] = Field(CHANNELS, min_length=1)
@@ -164,6 +169,6 @@ class CatalogFile(_Strict):
     version: Literal[1]
     products: ProductDefaults = Field(default_factory=ProductDefaults)
     items: tuple[ItemOverride, ...] = ()
-    categories: dict[Id, tuple[Id, ...]] = Field(default_factory=dict)
+    categories: dict[Id, tuple[ItemId, ...]] = Field(default_factory=dict)
     offers: tuple[CatalogOffer, ...] = ()
     stage_weights: dict[Stage, StageWeights] = Field(default_factory=dict)

@@ -163,6 +163,10 @@ class Catalog:
         }
         self._campaigns = self._build_campaigns()
         self._named = self._excluded | frozenset(self._bases) | frozenset(self._campaigns)
+        # Every item the file names, a category's members too when no offer uses it.
+        self.item_ids: frozenset[str] = self._named | frozenset(
+            item for items in self.categories.values() for item in items
+        )
         # Whether any product terms weigh their value by the item's price.
         self.uses_prices: bool = (
             self._default.terms.price_weighted

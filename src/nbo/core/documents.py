@@ -1,16 +1,27 @@
 """Configuration documents a person writes (the offer catalogue, experiments): YAML or
 JSON files read into a mapping, every failure one line naming the file and the place.
 ``read_text`` is the reading alone, for the TOML files (training configs, mappings).
+
+Both formats are read the same way: a key written twice in one mapping is refused (YAML
+and Python's JSON reader would silently keep the last one, so ``lever: 1.3`` then
+``lever: 0.0`` would switch an offer off), and a time is text, as in JSON, read by
+``document_time`` where a field is a time (YAML 1.1 would read ``2012-02-30`` as a date
+and fail with a Python error, and ``20111215`` as a number of seconds).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, date, datetime
+from json.decoder import JSONObject  # type: ignore[attr-defined]
+from json.scanner import py_make_scanner  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 from nbo.core.errors import NboError
 
@@ -34,7 +45,7 @@ def read_document(
     if not text.strip():
         raise error(source, empty)
     try:
-        raw = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+        raw = _UniqueKeysDecoder().decode(text) if kind == "JSON" else _load_yaml(text)
     except json.JSONDecodeError as exc:
         raise error(
             source, f"not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
@@ -43,7 +54,12 @@ def read_document(
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise error(source, f"not valid YAML{at}: {problem}") from None
+        raise error(source, f"not valid {kind}{at}: {problem}") from None
+    except RecursionError:
+        raise error(source, f"not valid {kind}: nested too deeply") from None
+    except ValueError as exc:
+        # JSON: a number of more than 4,300 digits (Python's limit on int()).
+        raise error(source, f"not valid {kind}: {str(exc).splitlines()[0]}") from None
     if raw is None:
         raise error(source, empty)
     if not isinstance(raw, dict):
@@ -77,3 +93,126 @@ def read_text(
         return content.decode("utf-8-sig"), content
     except UnicodeDecodeError as exc:
         raise error(source, f"not UTF-8 text (byte {exc.start})") from None
+
+
+# --- YAML ---------------------------------------------------------------------------
+
+_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+
+
+class _DocumentLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with three changes: a key written twice in one mapping is
+    an error naming it and both lines; a timestamp is its text; and a value a
+    constructor cannot read (``!!int abc``, a 5,000-digit number) is a YAMLError at its
+    place, where PyYAML would raise a bare ValueError (or worse) with no place at all."""
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, LookupError, AttributeError, OverflowError):
+            written = node.value if isinstance(node, ScalarNode) else node.tag
+            kind = node.tag.rpartition(":")[2]
+            raise ConstructorError(
+                None, None, f"{written!r} is not a valid {kind}", node.start_mark
+            ) from None
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> Any:
+        if isinstance(node, MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _value in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue  # "<<: *base": keys written after it override the base's
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    earlier = first_line.get(key)
+                except TypeError:
+                    continue  # not hashable: the base class says so, at its place
+                if earlier is not None:
+                    raise ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (first at line {earlier}); write each key once",
+                        key_node.start_mark,
+                    )
+                first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+    def construct_timestamp_as_text(self, node: ScalarNode) -> str:
+        return str(self.construct_scalar(node))
+
+
+_DocumentLoader.add_constructor(
+    "tag:yaml.org,2002:timestamp", _DocumentLoader.construct_timestamp_as_text
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_DocumentLoader)
+
+
+# --- JSON ---------------------------------------------------------------------------
+
+
+class _UniqueKeysDecoder(json.JSONDecoder):
+    """Python's JSON reader, refusing an object that holds a key twice, at the object's
+    place (``object_pairs_hook`` alone would know the key but not where it is)."""
+
+    def __init__(self) -> None:
+        super().__init__(object_pairs_hook=list)
+        self.parse_object = self._parse_object
+        self.scan_once = py_make_scanner(self)
+
+    @staticmethod
+    def _parse_object(
+        s_and_end: tuple[str, int],
+        strict: bool,
+        scan_once: Any,
+        hook: Any,
+        pairs_hook: Any,
+        memo: Any = None,
+    ) -> tuple[dict[str, Any], int]:
+        text, start = s_and_end
+        pairs, end = JSONObject(s_and_end, strict, scan_once, None, list, memo)
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise json.JSONDecodeError(
+                    f"duplicate key {key!r} in this object; write each key once", text, start - 1
+                )
+            result[key] = value
+        return result, end
+
+
+# --- times --------------------------------------------------------------------------
+
+TIME_EXAMPLE: Final = "2026-12-01T00:00:00Z"
+
+
+def document_time(value: Any) -> datetime:
+    """A time a person wrote: ISO 8601 text (a date alone is its midnight), or a date or
+    datetime built in code; without a zone it is UTC. A pydantic ``BeforeValidator``.
+
+    Numbers are refused rather than read as unix seconds: ``20111215`` is a date typed
+    without its dashes, not a moment in 1970 (and seconds or milliseconds would be a
+    guess). Every time in a catalogue or an experiment file is read here.
+    """
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError as exc:
+            # "Invalid isoformat string" says no more than the rule; a range says why.
+            reason = "" if str(exc).startswith("Invalid isoformat") else f": {exc}"
+            raise ValueError(
+                f"must be an ISO 8601 time such as {TIME_EXAMPLE} (got {value!r}{reason})"
+            ) from None
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        moment = datetime(value.year, value.month, value.day)
+    if not isinstance(moment, datetime):
+        raise ValueError(f"must be an ISO 8601 time such as {TIME_EXAMPLE} (got {value!r})")
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"is out of range (got {value!r})") from None

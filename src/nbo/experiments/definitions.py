@@ -31,13 +31,13 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from nbo.core.documents import read_document
+from nbo.core.documents import document_time, read_document
 from nbo.core.errors import NboError
 
 NAME_PATTERN: Final = r"[a-z0-9][a-z0-9_-]{0,63}"
@@ -234,30 +234,11 @@ def _not_blank(value: str) -> str:
     return value
 
 
-def _as_utc_time(value: Any) -> Any:
-    """An ISO 8601 time (YAML gives a datetime or a date, JSON a string); no zone = UTC.
-
-    Numbers are refused rather than read as unix seconds: ``20261201`` is a typo, not
-    a moment in 1970.
-    """
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(
-                f"must be an ISO 8601 time such as 2026-12-01T00:00:00Z (got {value!r})"
-            ) from None
-    elif isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    if not isinstance(value, datetime):
-        raise ValueError(f"must be an ISO 8601 time such as 2026-12-01T00:00:00Z (got {value!r})")
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 Name = Annotated[str, BeforeValidator(_as_text), AfterValidator(_check_name)]
 # The length is checked on the text, after _as_text (a Field after it would say "item").
 Text = Annotated[str, Field(min_length=1), BeforeValidator(_as_text)]
-UtcTime = Annotated[datetime, BeforeValidator(_as_utc_time)]
+# ISO 8601 text, no zone = UTC; a number is refused: the catalogue's rule too.
+UtcTime = Annotated[datetime, BeforeValidator(document_time)]
 
 
 class _Strict(BaseModel):

@@ -17,6 +17,7 @@ from nbo.core.apikeys import KeyRing
 from nbo.core.errors import ArtifactError
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
+from nbo.runtime.pairing import UnknownItemsWatch
 from nbo.service.apidocs import install_api_docs
 from nbo.service.chunking import Chunker
 from nbo.service.dashboard.routes import install_dashboard
@@ -144,6 +145,12 @@ def create_app(
     # binding the port), where a lifespan failure would be a uvicorn traceback.
     app.state.catalog = CatalogHolder(settings.catalog)
     app.state.reloader = Reloader(settings, app.state.models, app.state.catalog, board)
+    # Items the catalogue names that the model does not know: a warning logged when
+    # either is loaded, and shown by GET /v1/catalog (``nbo.runtime.pairing``).
+    watch = app.state.unknown_items = UnknownItemsWatch()
+    models_held, catalog_held = app.state.models, app.state.catalog
+    catalog_held.on_load = lambda catalog: watch.check(catalog, models_held.model)
+    models_held.on_load = lambda models: watch.check(catalog_held.serving, models.current)
     install_error_handlers(app)
     # Ids may hold '/', so the customer routes match any path (``{customer_id:id}``,
     # ``nbo.service.deps.IdConvertor``). The bare ``/v1/customers/{id}`` of profiles and

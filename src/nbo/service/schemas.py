@@ -254,6 +254,13 @@ class CatalogOfferOut(BaseModel):
     cap_days: float
 
 
+class UnknownItemsOut(BaseModel):
+    model_version: str = Field(description="the model the catalogue's items were looked up in")
+    count: int = Field(description="how many items the catalogue names that it does not know")
+    first: list[str] = Field(description="the first of them (sorted), at most 5")
+    message: str = Field(description="the same, as the warning logged")
+
+
 class CatalogResponse(BaseModel):
     source: str | None = Field(description="the catalogue file; null = the default catalogue")
     fingerprint: str = Field(description="sha256 of the file served, or 'default'")
@@ -269,6 +276,13 @@ class CatalogResponse(BaseModel):
     offers: list[CatalogOfferOut]
     stage_weights: dict[str, dict[str, float]] = Field(
         description="per stage and kind of offer; a stage or kind not listed weighs 1.0"
+    )
+    unknown_items: UnknownItemsOut | None = Field(
+        None,
+        description="items named in items, categories or offers that the model serving "
+        "does not know (a typo, or items a newer model will know): their terms, "
+        "exclusions and offers apply to nothing; null when it knows them all, or before a "
+        "model is loaded",
     )
 
 

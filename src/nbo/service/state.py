@@ -62,6 +62,8 @@ class ModelHolder:
         self.experiments = experiments
         # How long the last successful load took (for the metrics); None before one.
         self.load_seconds: float | None = None
+        # Called with the models each successful load swaps in.
+        self.on_load: Callable[[ServingModels], None] | None = None
 
     @property
     def model(self) -> ServingModel | None:
@@ -116,6 +118,8 @@ class ModelHolder:
                 models.current.version,
                 "".join(f"; experiment model {m.version}" for m in models.models()[1:]),
             )
+            if self.on_load is not None:
+                self.on_load(models)
             if again is None:
                 log.warning(
                     "model %s loaded without the store's erased list (the store is "

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from nbo.catalog.schema import CatalogOffer
 from nbo.core.apikeys import Role
 from nbo.core.vocabulary import KIND_INCENTIVE
+from nbo.runtime.pairing import UnknownItemsWatch
 from nbo.service.auth import AUTH_RESPONSES, requires
-from nbo.service.deps import CatalogHolderDep, SettingsDep
+from nbo.service.deps import CatalogHolderDep, MaybeServingModelsDep, SettingsDep
 from nbo.service.schemas import (
     CatalogItemOut,
     CatalogOfferOut,
     CatalogProductsOut,
     CatalogResponse,
+    UnknownItemsOut,
 )
 
 router = APIRouter(
@@ -27,9 +29,16 @@ router = APIRouter(
 
 
 @router.get("/catalog", response_model=CatalogResponse)
-def get_catalog(holder: CatalogHolderDep, settings: SettingsDep) -> CatalogResponse:
+def get_catalog(
+    holder: CatalogHolderDep,
+    settings: SettingsDep,
+    models: MaybeServingModelsDep,
+    request: Request,
+) -> CatalogResponse:
     catalog = holder.current()
     status = holder.status()
+    watch: UnknownItemsWatch = request.app.state.unknown_items
+    unknown = watch.check(catalog, None if models is None else models.current)
     now = settings.now()
     document = catalog.document
     return CatalogResponse(
@@ -53,6 +62,14 @@ def get_catalog(holder: CatalogHolderDep, settings: SettingsDep) -> CatalogRespo
         stage_weights={
             stage: weights.model_dump() for stage, weights in document.stage_weights.items()
         },
+        unknown_items=None
+        if unknown is None
+        else UnknownItemsOut(
+            model_version=unknown.model_version,
+            count=unknown.count,
+            first=list(unknown.first),
+            message=unknown.line(),
+        ),
     )
 
 
