@@ -491,11 +491,23 @@ def below_best_rule(section: Mapping[str, Any]) -> list[str]:
         if rule is None or base is None or entry[SERVED] >= base:
             continue
         change = "" if entry.get("change") is None else f" ({entry['change']:+.1%})"
+        below = f"served {metric} {entry[SERVED]:.4f} is below {rule} {base:.4f}{change} on "
+        if rule == policy:
+            # The rule itself is served: what it lost is what the serving decision's
+            # rules (suppression, the catalogue, the fill) cost its raw ranking here.
+            why = (
+                f"the holdout, truth {truth}: {policy} is what is served, and the serving "
+                "decision's rules (suppression, the catalogue's eligibility and "
+                "arbitration) cost its raw ranking this much here"
+            )
+        else:
+            why = (
+                f"the holdout, truth {truth}: the policy chosen on the validation window "
+                f"({policy}) lost to a simple rule here"
+            )
         out.append(
-            f"served {metric} {entry[SERVED]:.4f} is below {rule} {base:.4f}{change} on "
-            f"the holdout, truth {truth}: the policy chosen on the validation window "
-            f"({policy}) lost to a simple rule here (the quality gate does not judge this: "
-            "it compares what is served with the current model)"
+            f"{below}{why} (the quality gate does not judge this: it compares what is "
+            "served with the current model)"
         )
     return out
 

@@ -24,6 +24,7 @@ from training.progress import Steps
 from training.served import (
     SERVED,
     SERVED_DEPTH,
+    below_best_rule,
     posted_since,
     score,
     serve,
@@ -214,3 +215,28 @@ def test_every_k_the_config_allows_is_served_and_scored(
         assert 0.0 < metrics[truth][SERVED][f"ndcg@{k}"] <= 1.0, truth
     served = serve(model, at, at.customers, config.suppression, default_catalog(), depth=k + 40)
     assert served.shape == (len(at.customers), k + 40)
+
+
+def test_a_served_rule_below_its_own_raw_ranking_is_not_called_a_wrong_policy() -> None:
+    """When the policy is the best rule itself, what served lost is what the decision's
+    rules cost it: the warning said the policy "lost to a simple rule" (itself)."""
+    section = {
+        "metric": "ndcg@10",
+        "policy": "buy_again",
+        "against_best_rule": {
+            "all": {
+                "served": 0.3,
+                "best_rule": "buy_again",
+                "best_rule_score": 0.4,
+                "change": -0.25,
+            },
+            "new": {"served": 0.2, "best_rule": "itemknn", "best_rule_score": 0.25, "change": -0.2},
+        },
+    }
+
+    own, other = below_best_rule(section)
+
+    assert own.startswith("served ndcg@10 0.3000 is below buy_again 0.4000 (-25.0%)")
+    assert "lost to a simple rule" not in own
+    assert "buy_again is what is served, and the serving decision's rules" in own
+    assert "the policy chosen on the validation window (buy_again) lost to a simple rule" in other
