@@ -472,3 +472,16 @@ def test_an_idle_store_finds_its_server_gone_and_back(
         assert store.erased_ids() == []
     finally:
         store.close()
+
+
+def test_no_probe_outlives_a_closed_store(postgres_url: str) -> None:
+    """``nbo serve`` closes the store it checked and then forks its workers: no thread of
+    the store's may run then, nor start later (a recovery try that opens a pool while the
+    store closes)."""
+    store = open_store(postgres_url)
+    probe = store._probe  # type: ignore[attr-defined]
+    assert probe is not None and probe.is_alive()
+    store.close()
+    assert not probe.is_alive()
+    store._start_probe()  # type: ignore[attr-defined]
+    assert store._probe is probe  # type: ignore[attr-defined]

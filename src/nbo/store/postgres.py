@@ -267,7 +267,9 @@ class PostgresStore(SQLStore):
 
     def _start_probe(self) -> None:
         with self._state:
-            if self._probe is not None and self._probe.is_alive():
+            # None while the store is stopping (``close``, ``paused``): a pool opened by
+            # a recovery try meanwhile gets its probe from ``paused`` or none at all.
+            if self._stopping.is_set() or (self._probe is not None and self._probe.is_alive()):
                 return
             self._probe = threading.Thread(
                 target=self._probing, name="nbo-store-probe", daemon=True
@@ -382,8 +384,12 @@ class PostgresStore(SQLStore):
         """Stop the recovery and probe threads (waiting for a try in progress) and let a
         later failure start another, and a new pool another probe."""
         self._stopping.set()
-        for thread in (self._recovery, self._probe):
-            if thread is not None:
+        # Until none runs: a recovery try in progress may open a pool, and so start a
+        # probe, after the first look (``_start_probe`` starts none once stopping).
+        while running := [
+            t for t in (self._recovery, self._probe) if t is not None and t.is_alive()
+        ]:
+            for thread in running:
                 thread.join()
         self._stopping.clear()
 
@@ -499,7 +505,14 @@ class PostgresStore(SQLStore):
         return found
 
     def close(self) -> None:
-        self._stopping.set()  # a recovery thread in a try ends after it, on its own
+        # For good. A recovery try in progress ends after it, on its own (it may wait on
+        # the network); the probe is waited for, a SELECT 1 at most, so that no thread of
+        # the store's outlives it on a server that is there (``nbo serve`` forks its
+        # workers after closing the store it checked).
+        self._stopping.set()
+        probe = self._probe
+        if probe is not None:
+            probe.join(POOL_WAIT_SECONDS + 1.0)
         if self._pool is not None:
             self._pool.close()
 
