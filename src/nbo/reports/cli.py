@@ -145,7 +145,10 @@ def run_experiment(args: argparse.Namespace) -> int:
         mark = "*" if v["revenue_per_exposed_ci_clipped"] else ""
         clipped = clipped or bool(mark)
         table.add_row(
-            escape(v["name"] + (" (control)" if v["control"] else "")),
+            escape(
+                v["name"]
+                + (" (control)" if v["control"] else " (baseline)" if v["baseline"] else "")
+            ),
             escape(str(v.get("model") or "-")),
             f"{v['assigned']:,}",
             f"{v['exposed']:,}",

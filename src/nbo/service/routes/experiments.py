@@ -48,6 +48,8 @@ def list_experiments(request: Request, settings: SettingsDep) -> dict[str, Any]:
                     {"name": v.name, "weight": v.weight, "model": v.model, "control": v.control}
                     for v in e.variants
                 ],
+                # What the report compares the other variants against.
+                "baseline": e.compared_against.name,
             }
             for e in experiments.experiments
         ],
