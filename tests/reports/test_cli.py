@@ -250,6 +250,19 @@ def test_two_models_without_a_control_are_compared_against_the_baseline(
     assert [(c["variant"], c["against"]) for c in report["comparisons"]] == [("base", "cand")]
 
 
+def test_a_mistyped_experiment_name_lists_the_names_there_are(
+    experiments_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["report", "experiment", "ranker-tset", "--experiments", str(experiments_file)]
+    assert main([*args, "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"nbo report: error: experiment 'ranker-tset': not in {experiments_file} "
+        "(its experiments: ranker-test)\n"
+    )
+    assert not (tmp_path / "report").exists()
+
+
 # --- nbo models: one change per call, a models folder that is not there ---------------
 
 
