@@ -485,3 +485,29 @@ def test_a_customer_id_too_long_for_a_request_id_is_delivered_under_its_digest(
         assert store.contacts_of_many([long_id], 0) == {}
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "customer_id\na00\nb05\n",
+        "\ufeffcustomer_id\r\na00\r\nb05\r\n",
+        "  customer_id \n\na00\nb05",
+    ],
+)
+def test_a_txt_list_with_the_csv_header_is_not_a_customer_called_customer_id(
+    tmp_path: Path, text: str
+) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_text(text, encoding="utf-8")
+    assert batch._ids_from_file(path) == ["a00", "b05"]
+
+
+def test_a_txt_list_of_a_header_alone_has_no_customers(tmp_path: Path) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_text("customer_id\n", encoding="utf-8")
+    with pytest.raises(batch.BatchError, match="no customer ids in the file"):
+        batch._ids_from_file(path)
+    # Only a first line is a header: further down it is an id like any other.
+    path.write_text("a00\ncustomer_id\n", encoding="utf-8")
+    assert batch._ids_from_file(path) == ["a00", "customer_id"]

@@ -37,6 +37,7 @@ from nbo.campaigns.files import SCHEMA, Outcomes, folder_lock, format_of, remove
 from nbo.campaigns.recovery import Heartbeat, begin_delivering, end_delivering, partial_path
 from nbo.catalog.holder import CatalogHolder
 from nbo.core import processes
+from nbo.core.columns import CUSTOMER_ID
 from nbo.core.errors import NboError
 from nbo.core.ids import MAX_ID_LENGTH, path_id_problem
 from nbo.core.outputs import check_output_file
@@ -108,7 +109,8 @@ class BatchSummary:
 
 def select_customers(spec: str, model: ServingModel, store: Store) -> Selection:
     """``all``, ``stage=NAME`` (all, kept when their live stage is NAME) or a file of ids
-    (``.txt``: one per line; ``.csv``/``.parquet``: a ``customer_id`` column)."""
+    (``.txt``: one per line, a first line ``customer_id`` taken as a header;
+    ``.csv``/``.parquet``: a ``customer_id`` column)."""
     if spec == ALL or spec.startswith(STAGE_PREFIX):
         stage = None
         if spec.startswith(STAGE_PREFIX):
@@ -163,8 +165,13 @@ def _ids_from_file(path: Path) -> list[str]:
         elif suffix == ".csv":
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         elif suffix in (".txt", ""):
-            lines = path.read_text(encoding="utf-8").splitlines()
+            # utf-8-sig: a byte-order mark (as Excel writes) is not part of the first id.
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
             ids = [line.strip() for line in lines if line.strip()]
+            if ids and ids[0] == CUSTOMER_ID:
+                # The header of the CSV form (a column exported with its name): a list,
+                # not a customer called "customer_id", who would be decided and delivered.
+                ids = ids[1:]
             if not ids:
                 raise BatchError(f"{where}: no customer ids in the file")
             return _valid(list(dict.fromkeys(ids)), where)
