@@ -109,12 +109,45 @@ def test_recorded_batch_counts_against_the_frequency_cap(
     # Email allows one delivery a week: the real-time call after the campaign is capped.
     answer = client.get("/v1/customers/a03/offers?k=3&record=true").json()
     assert answer["suppressed_reason"] == "frequency_cap"
-    # A second recorded campaign the same day reaches nobody.
+    assert rows["next_allowed_at"].isna().all()  # nobody was capped
+    # A second recorded campaign the same day reaches nobody, and says when it may.
     again = tmp_path / "again.csv"
     assert _batch("--customers", "all", "--k", "3", "--out", str(again), "--record") == 0
     second = pd.read_csv(again, dtype={"customer_id": str})
     assert set(second["suppressed_reason"].dropna()) == {"frequency_cap"}
     assert (second["rank"] == 0).all()
+    capped = second.set_index("customer_id")["next_allowed_at"]
+    assert capped["a03"] == answer["next_allowed_at"]  # the API's, for the same customer
+    assert capped.notna().all()
+
+
+def test_a_recorded_campaign_file_is_not_replaced_without_overwrite(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file of a delivered campaign is the record of what was sent: a second run
+    onto it (everyone capped by the first) would leave rank-0 rows in its place."""
+    out = tmp_path / "camp1.csv"
+    args = ["--customers", "all", "--k", "3", "--out", str(out)]
+    assert _batch(*args, "--record") == 0
+    sent = out.read_bytes()
+    capsys.readouterr()
+    for again in (["--record"], []):  # a preview would replace it just the same
+        assert _batch(*args, *again) == 2
+        err = without_progress(capsys.readouterr().err)
+        assert err.count("\n") == 1 and err.startswith(f"nbo batch: error: --out {out}: holds "), (
+            err
+        )
+        assert "delivered (" in err and "pass --overwrite to replace it" in err
+        assert out.read_bytes() == sent
+    # A preview file (no impressions recorded) is replaced as before.
+    preview = tmp_path / "preview.csv"
+    preview_args = ["--customers", "all", "--k", "3", "--out", str(preview)]
+    assert _batch(*preview_args) == 0
+    assert _batch(*preview_args) == 0
+    # Said explicitly, the delivered file is replaced.
+    assert _batch(*args, "--record", "--overwrite") == 0
+    replaced = pd.read_csv(out, dtype={"customer_id": str})
+    assert (replaced["rank"] == 0).all()
 
 
 def test_stage_selection_keeps_only_that_stage(

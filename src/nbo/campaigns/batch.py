@@ -274,6 +274,7 @@ def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
         "request_id": [],
         "personalized": [],
         "suppressed_reason": [],
+        "next_allowed_at": [],
     }
     # Offers to write, per offer table: (decided customer, the customer's position in it).
     by_table: dict[int, tuple[OfferTable, ServingModel, list[int], list[int]]] = {}
@@ -294,6 +295,10 @@ def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
         customer["variant"].append(assignment.variant)
         customer["request_id"].append(delivery_id(run.run_id, customer_id) if run.run_id else None)
         customer["personalized"].append(False if ranking is None else ranking.personalized)
+        allowed_at = decision.next_allowed_at
+        customer["next_allowed_at"].append(
+            None if allowed_at is None else datetime.fromtimestamp(allowed_at, UTC).isoformat()
+        )
         if ranking is None or not ranking.has_offers:
             customer["suppressed_reason"].append(decision.suppressed_reason or NO_OFFERS)
             without.append(d)
@@ -629,6 +634,28 @@ def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed:
             run.store.register_batch_output(output)
         else:
             run.store.unregister_batch_output(path)
+
+
+def check_replaces_no_delivery(store: Store, out: Path) -> None:
+    """Refuse to replace the file of a delivered campaign: a second run onto the same
+    ``--out`` (everyone frequency-capped by the first) would leave rank-0 rows in place
+    of what was sent, while the first run's impressions stay recorded. A file at
+    ``out`` registered by a run whose impressions are in the store is such a file;
+    ``--overwrite`` replaces it all the same."""
+    if not out.exists():
+        return
+    path = managed_path(out)
+    for output in store.batch_outputs():
+        if output.path != path:
+            continue
+        recorded = store.count_run_impressions(output.run_id)
+        if recorded:
+            written = datetime.fromtimestamp(output.written_at, UTC).isoformat(timespec="seconds")
+            raise BatchError(
+                f"--out {out}: holds the campaign run {output.run_id} delivered ({recorded:,} "
+                f"impressions recorded, written {written}): replacing it would lose the file "
+                "of what was sent; choose another --out, or pass --overwrite to replace it"
+            )
 
 
 def managed_path(out: Path) -> str:
