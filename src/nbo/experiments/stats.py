@@ -5,9 +5,9 @@ the control (non-personalized offers). This module turns each variant's counts a
 per-customer revenue into the numbers a person decides on: conversion and revenue per
 exposed customer, each variant against the baseline (the control, or without one the
 first variant or the one the experiment names, so two models are compared with each
-other) with a confidence interval and a p-value, and a sample-ratio-mismatch (SRM) check, because a split that is not what was
-configured means the groups differ by more than the treatment and every comparison is
-suspect.
+other) with a confidence interval and a p-value, and a sample-ratio-mismatch (SRM)
+check, because a split that is not what was configured means the groups differ by more
+than the treatment and every comparison is suspect.
 
 Everything is a pure function of its arguments (no store, no files), so the same outcomes
 always give the same report, and the report is plain JSON (NaN becomes ``None``) so it can
