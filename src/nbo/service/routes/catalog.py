@@ -11,6 +11,7 @@ from nbo.core.apikeys import Role
 from nbo.core.vocabulary import KIND_INCENTIVE
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CatalogHolderDep, SettingsDep
+from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import (
     CatalogItemOut,
     CatalogOfferOut,
@@ -19,6 +20,7 @@ from nbo.service.schemas import (
 )
 
 router = APIRouter(
+    route_class=QueryCheckedRoute,
     prefix="/v1",
     tags=["catalog"],
     dependencies=[requires(Role.read)],

@@ -15,8 +15,10 @@ from nbo.experiments.outcomes import report_for
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ExperimentName, SettingsDep, StoreDep
 from nbo.service.errors import NotFound
+from nbo.service.query import QueryCheckedRoute
 
 router = APIRouter(
+    route_class=QueryCheckedRoute,
     prefix="/v1/experiments",
     tags=["experiments"],
     dependencies=[requires(Role.read)],
