@@ -84,10 +84,11 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    """A URL for a store that does not exist yet, on each backend in turn."""
+def store_url(request: pytest.FixtureRequest, tmp_path_factory: Any) -> str:
+    """A URL for a store that does not exist yet, on each backend in turn (SQLite: in a
+    folder that exists, as a new store's must)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store' / 'nbo.db'}"
+        return f"sqlite:///{tmp_path_factory.mktemp('store') / 'nbo.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
 

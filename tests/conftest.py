@@ -136,8 +136,12 @@ def experiment_client(
 
 
 @pytest.fixture(autouse=True)
-def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own event store file, never the working folder's."""
-    path = tmp_path / "store" / "nbo.db"
+def isolated_store(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test gets its own event store file, never the working folder's: in a folder
+    of its own that exists, as a new store's must (``nbo.store.sqlite.check_folder``),
+    and out of the test's tmp_path, which stays the test's alone."""
+    path = tmp_path_factory.mktemp("store") / "nbo.db"
     monkeypatch.setenv("NBO_STORE_URL", f"sqlite:///{path}")
     return path

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +90,82 @@ def test_blas_is_pinned_to_one_thread_unless_the_user_chose() -> None:
     environ = {"MKL_NUM_THREADS": "4"}
     pin_blas_threads(environ)
     assert environ == {"OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "4", "BLIS_NUM_THREADS": "1"}
+
+
+# Ctrl-C (a real SIGINT, sent by the process to itself) while the named command's
+# modules load: the moment the trainer spends a second or two importing scikit-learn
+# and LightGBM, before the command runs.
+CTRL_C_WHILE_LOADING = textwrap.dedent(
+    """
+    import os, signal, sys
+    from importlib.metadata import EntryPoint
+    from nbo import cli
+
+    load = EntryPoint.load
+
+    def interrupted_load(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        return load(self)
+
+    EntryPoint.load = interrupted_load
+    sys.exit(cli.main(sys.argv[1:]))
+    """
+)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_ctrl_c_while_the_command_loads_is_one_line_not_a_traceback(
+    command: str, tmp_path: Path
+) -> None:
+    """In the first second or so of ``nbo train`` Ctrl-C printed a KeyboardInterrupt
+    traceback: the handler was installed only once the command ran."""
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_LOADING, command, "--data", str(tmp_path / "p.csv")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == f"nbo {command}: interrupted\n"
+
+
+# Ctrl-C while the script imports the command line itself (argparse,
+# importlib.metadata: a tenth of a second before ``nbo.cli.main`` can catch it).
+CTRL_C_WHILE_IMPORTING = textwrap.dedent(
+    """
+    import os, signal, sys
+
+    class CtrlC:
+        def find_spec(self, name, path=None, target=None):
+            if name == "nbo.cli":
+                os.kill(os.getpid(), signal.SIGINT)
+            return None
+
+    sys.meta_path.insert(0, CtrlC())
+    from nbo.__main__ import main
+    sys.exit(main())
+    """
+)
+
+
+def test_ctrl_c_while_the_script_imports_the_command_line_is_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_IMPORTING, "train", "--data", "p.csv"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 130, done.stderr
+    assert done.stderr == "nbo train: interrupted\n"
+
+
+def test_the_nbo_script_starts_from_the_guarded_entry() -> None:
+    """The installed script runs ``nbo.__main__:main`` (the guard), not ``nbo.cli``."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="nbo")
+    assert script.value == "nbo.__main__:main"

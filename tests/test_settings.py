@@ -4,13 +4,21 @@ bad value refused naming its variable."""
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
-from support import DEMO_CATALOG, ENTRIES
+from support import DEMO_CATALOG, ENTRIES, ROOT
 
 from nbo.core.errors import ConfigError
-from nbo.settings import Settings, load_settings
+from nbo.settings import Settings, known_variables, load_settings, unknown_variables
+
+# Misspellings the tests and docs plant on purpose.
+PLANTED_MISSPELLINGS = {"NBO_WROKERS", "NBO_SUPRESSION_DAYS", "NBO_LOGLEVEL", "NBO_NO_SUCH_THING"}
 
 
 def test_the_setting_comes_from_nbo_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,6 +44,56 @@ def test_bad_suppression_setting_in_the_environment(monkeypatch: pytest.MonkeyPa
 def test_a_bad_log_format_refuses_the_start() -> None:
     with pytest.raises(ConfigError, match="NBO_LOG_FORMAT"):
         load_settings(log_format="xml")
+
+
+@pytest.mark.parametrize(
+    ("variable", "given", "field", "read"),
+    [
+        ("NBO_LOG_LEVEL", "INFO", "log_level", "info"),
+        ("NBO_LOG_LEVEL", " Debug ", "log_level", "debug"),
+        ("NBO_LOG_FORMAT", "TEXT", "log_format", "text"),
+    ],
+)
+def test_log_words_are_taken_in_any_case(
+    monkeypatch: pytest.MonkeyPatch, variable: str, given: str, field: str, read: str
+) -> None:
+    # As NBO_SUPPRESSION_DAYS=ALL is.
+    monkeypatch.setenv(variable, given)
+    assert getattr(load_settings(), field) == read
+
+
+@pytest.mark.parametrize(
+    ("variable", "given", "said"),
+    [
+        (
+            "NBO_LOG_LEVEL",
+            "verbose",
+            "setting NBO_LOG_LEVEL: must be critical, error, warning, info or debug "
+            "(got 'verbose')",
+        ),
+        ("NBO_LOG_FORMAT", "xml", "setting NBO_LOG_FORMAT: must be json or text (got 'xml')"),
+        ("NBO_METRICS", "maybe", "setting NBO_METRICS: must be true or false (got 'maybe')"),
+        ("NBO_WORKERS", "0", "setting NBO_WORKERS: must be at least 1 (got '0')"),
+        ("NBO_PORT", "1.5", "setting NBO_PORT: must be a whole number (got '1.5')"),
+    ],
+)
+def test_a_bad_value_says_what_is_accepted_in_plain_words(
+    monkeypatch: pytest.MonkeyPatch, variable: str, given: str, said: str
+) -> None:
+    monkeypatch.setenv(variable, given)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert str(refused.value) == said
+
+
+def test_a_bad_override_from_a_flag_names_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    flags = {"workers": "--workers", "port": "--port"}
+    with pytest.raises(ConfigError, match=r"^--workers: must be at least 1 \(got '0'\)$"):
+        load_settings(flags, workers=0)
+    # A flag not given: the variable it would have overridden is named.
+    monkeypatch.setenv("NBO_PORT", "0")
+    with pytest.raises(ConfigError, match=r"^setting NBO_PORT: must be at least 1"):
+        load_settings(flags, workers=None, port=None)
 
 
 def test_keys_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -184,3 +242,70 @@ def test_contact_policies_with_known_keys_are_taken(monkeypatch: pytest.MonkeyPa
     assert settings.fatigue is not None and settings.fatigue.impressions == 5
     monkeypatch.setenv("NBO_FATIGUE", "null")
     assert load_settings().fatigue is None
+
+
+def test_a_misspelt_variable_is_named_with_the_closest_setting() -> None:
+    environ = {
+        "NBO_WROKERS": "2",
+        "NBO_SUPRESSION_DAYS": "all",
+        "nbo_loglevel": "debug",
+        "NBO_NO_SUCH_THING": "1",
+        # Read: settings in any case, the tests' own variables, and not nbo's at all.
+        "NBO_WORKERS": "2",
+        "nbo_store_url": "sqlite:///x.db",
+        "NBO_TEST_POSTGRES_URL": "postgresql://x",
+        "NBO_DB_PASSWORD": "x",
+        "PATH": "/bin",
+        "XNBO_WROKERS": "1",
+    }
+    assert unknown_variables(environ) == [
+        "NBO_NO_SUCH_THING is not an nbo setting and is ignored (no setting is close)",
+        "NBO_SUPRESSION_DAYS is not an nbo setting and is ignored "
+        "(did you mean NBO_SUPPRESSION_DAYS?)",
+        "NBO_WROKERS is not an nbo setting and is ignored (did you mean NBO_WORKERS?)",
+        "nbo_loglevel is not an nbo setting and is ignored (did you mean NBO_LOG_LEVEL?)",
+    ]
+
+
+def test_loading_the_settings_warns_of_each_unknown_variable_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("NBO_WROKERS", "2")
+    with caplog.at_level(logging.WARNING, logger="nbo.settings"):
+        settings = load_settings()
+    assert settings.workers >= 1
+    (line,) = [r.getMessage() for r in caplog.records if "NBO_WROKERS" in r.getMessage()]
+    assert "did you mean NBO_WORKERS?" in line
+
+
+def test_a_command_that_reads_settings_warns_on_stderr() -> None:
+    env = {**os.environ, "NBO_SUPRESSION_DAYS": "all"}
+    done = subprocess.run(
+        [sys.executable, "-m", "nbo.cli", "keys", "create", "--role", "read"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stderr.splitlines() == [
+        "NBO_SUPRESSION_DAYS is not an nbo setting and is ignored "
+        "(did you mean NBO_SUPPRESSION_DAYS?)"
+    ]
+
+
+def test_every_nbo_variable_the_project_names_is_known() -> None:
+    """Nothing legitimate warns: every NBO_* name in the code, tests, bench, docs and
+    deploy files is a setting or one of ``OTHER_VARIABLES`` (a new variable read with
+    os.environ goes there), bar the misspellings planted on purpose."""
+    folders = ("src", "training", "tests", "bench", "docs", "deploy", ".ci")
+    files = [ROOT / "Makefile", ROOT / "README.md", ROOT / "Dockerfile"]
+    for folder in folders:
+        files += [p for p in (ROOT / folder).rglob("*") if p.is_file() and ".cache" not in p.parts]
+    named: set[str] = set()
+    for path in files:
+        if path.suffix in {".parquet", ".png", ".npy", ".npz", ".pyc", ".db", ".woff2"}:
+            continue
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        named |= set(re.findall(r"\bNBO_[A-Z0-9_]*[A-Z0-9]\b", text))
+    assert named - PLANTED_MISSPELLINGS - known_variables() == set()
+    assert "NBO_STORE_URL" in named and "NBO_TEST_POSTGRES_URL" in named

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -25,10 +26,11 @@ from nbo.settings import load_settings
 from nbo.store import read_erased_ids, store_setting
 from training.config import TrainingConfig, load_training_config
 from training.evaluate import CHURN_METRICS
+from training.gate import NOT_EVALUATED
 from training.lifecycle import CALIBRATION_PLOT
-from training.pipeline import TrainResult, train
+from training.pipeline import ModelRefused, TrainResult, train
 from training.progress import Progress as TrainProgress
-from training.served import SERVED
+from training.served import SERVED, below_best_rule
 
 METHOD_ORDER = (
     "served",
@@ -45,6 +47,8 @@ TRUTH_TITLES = {
     "all": "all holdout purchases",
     "new": "items not bought in the suppression window",
 }
+# A metric of a method scored on no customer: not evaluated, not zero.
+NOT_SCORED = "–"
 CHURN_METHOD_ORDER = (MODEL, RECENCY)
 # Churn metrics shown, and whether higher is better.
 CHURN_COLUMNS = {"roc_auc": True, "pr_auc": True, "brier": False}
@@ -66,14 +70,17 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--models-dir",
         type=Path,
-        default=Path("models"),
-        help="where versions are published (models)",
+        default=None,
+        help="where versions are published, and the current model the quality gate "
+        "compares with is read (default: NBO_MODELS_DIR, else models: the folder the "
+        "service, nbo models and nbo batch read)",
     )
     parser.add_argument(
         "--force",
         action="store_true",
         help="publish even if the quality gate fails (what the new model serves is worse "
-        "on NDCG@k than what the current model serves on the same holdout)",
+        "on NDCG@k than what the current model serves on the same holdout, or "
+        "models/CURRENT names no published version, which publishing replaces)",
     )
     parser.set_defaults(handler=run)
 
@@ -148,42 +155,54 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The service's folder unless told otherwise: a model published elsewhere is one
+    # the service never sees, and the gate would compare it with no current model.
+    models_dir = load_settings().models_dir if args.models_dir is None else args.models_dir
+    flag = "--models-dir" if args.models_dir is not None else "NBO_MODELS_DIR"
     # Before minutes of training, not when the model is published at their end.
-    check_output_folder(args.models_dir, "--models-dir")
+    check_output_folder(models_dir, flag)
     inputs = load_inputs(args)
-    with progress_display("nbo train") as progress:
-        result = train(
-            args.data,
-            inputs.mapping,
-            args.models_dir,
-            inputs.config,
-            args.force,
-            progress,
-            erased=inputs.erased,
-            catalog=inputs.catalog,
-        )
+    try:
+        with progress_display("nbo train") as progress:
+            result = train(
+                args.data,
+                inputs.mapping,
+                models_dir,
+                inputs.config,
+                args.force,
+                progress,
+                erased=inputs.erased,
+                catalog=inputs.catalog,
+            )
+    except ModelRefused as refused:
+        # The report of what was refused, then the gate's one error line (exit 2).
+        print_summary(output_console(), refused.result)
+        raise
     print_summary(output_console(), result)
     return 0
 
 
 def print_summary(console: Console, result: TrainResult) -> None:
-    """The report of the training, with the gate's verdict, and where it was published."""
-    gate = result.manifest["quality_gate"]
-    print_report(console, result, gate["message"] + (" (forced)" if gate.get("forced") else ""))
-    console.print(f"[bold green]published[/] {result.version} -> {result.path}")
+    """The report of the training, with the gate's verdict, and where it was published
+    (nothing more when the gate refused it)."""
+    print_report(console, result, result.manifest["quality_gate"]["message"])
+    if result.path is not None:
+        console.print(f"[bold green]published[/] {result.version} -> {result.path}")
 
 
 def print_report(
     console: Console, result: TrainResult, verdict: str, warnings: Sequence[str] = ()
 ) -> None:
     """What ``nbo train`` and ``nbo evaluate`` both print, in this order: the evaluation
-    (data, split, metrics), the quality gate's ``verdict`` in the command's words, any
+    (data, split, metrics), the quality gate's ``verdict`` in the command's words, a
+    warning where what is served lost to a simple rule on the holdout, any other
     ``warnings`` about the figures, the propensity, ranker and churn models."""
     print_evaluation(console, result)
     for line in served_lines(result.manifest):
         console.print(line)
     console.print(verdict)
-    for warning in warnings:
+    below = below_best_rule(result.manifest.get(SERVED) or {})
+    for warning in [*(f"[bold red]warning:[/] {escape(line)}" for line in below), *warnings]:
         console.print(warning)
     console.print(propensity_line(result.manifest.get("propensity")))
     print_ranker(console, result.manifest.get("ranker"))
@@ -253,6 +272,7 @@ def print_evaluation(console: Console, result: TrainResult) -> None:
         f"[bold]holdout[/] from {split['cutoff']} ({split['holdout_days']} days), "
         f"{split['evaluated_customers']:,} customers evaluated, suppression window "
         f"{split['suppression_days']} days"
+        + ("" if split["evaluated_customers"] else f"; not evaluated: {NOT_EVALUATED}")
     )
     cycles = result.manifest.get("cycles", {"enabled": False})
     console.print(cycles_line(cycles))
@@ -267,9 +287,14 @@ def print_evaluation(console: Console, result: TrainResult) -> None:
         table.add_column("method")
         for name in names:
             table.add_column(name, justify="right")
-        best = {name: max(m[name] for m in by_method.values()) for name in names}
+        # A method scored on nobody has no figures ("–"), not zeros.
+        scored = [m for m in by_method.values() if m.get("customers", 1)]
+        best = {name: max((m[name] for m in scored), default=None) for name in names}
         for method in in_order(by_method, METHOD_ORDER):
             values = by_method[method]
+            if not values.get("customers", 1):
+                table.add_row(method, *(NOT_SCORED for _ in names))
+                continue
             cells = [
                 f"[bold]{values[n]:.4f}[/]" if values[n] == best[n] else f"{values[n]:.4f}"
                 for n in names

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,12 @@ from nbo.models.cf import AlsParams
 from nbo.models.cycles import DEAD_TIME_QUANTILE, FLOOR_DAYS, MIN_REPEAT_RATE
 from nbo.offers.suppression import SuppressionWindow
 
+# Every table of the config: unknown keys refused (a typo is not a silent default), and
+# values taken in their TOML types only (``strict``): ``k = true`` is not k = 1, nor
+# ``enabled = 0`` false, nor ``k = "10"`` ten. An integer is still a number where a
+# float is wanted (pydantic's strict mode allows int -> float), as TOML writes ``2``.
+STRICT = ConfigDict(extra="forbid", strict=True)
+
 
 class AlsConfig(BaseModel):
     """ALS hyperparameters; see ``nbo.models.cf.AlsParams``.
@@ -24,7 +32,7 @@ class AlsConfig(BaseModel):
     retail sets; 64 factors and 15 iterations are implicit's well-trodden ground.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     factors: int = Field(64, ge=1, le=1024)
     iterations: int = Field(15, ge=1, le=200)
@@ -55,7 +63,7 @@ class CyclesConfig(BaseModel):
     bought it in two or more orders.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     # Learn cycles at all (off: no cycles in the artifact, no ``als_cycles`` evaluation).
     enabled: bool = True
@@ -90,7 +98,7 @@ class ChurnConfig(BaseModel):
     the latest fully labelled cutoffs (the evaluation cutoff and as many before it).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     enabled: bool = True
     # Days without an order after which a customer counts as churned (and as lapsed).
@@ -115,7 +123,7 @@ class LifecycleConfig(BaseModel):
     absolute values instead. Both are recorded in the manifest.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     # A customer whose first order is at most this many days old is new.
     new_days: int = Field(30, ge=0)
@@ -140,7 +148,7 @@ class RankerConfig(BaseModel):
     ALS-ranked model, the cheapest to serve.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     enabled: bool = True
     # Candidates each source proposes per customer.
@@ -166,7 +174,7 @@ class RankerConfig(BaseModel):
 class TrainingConfig(BaseModel):
     """Everything that shapes a model, recorded in its manifest."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     holdout_days: int = Field(30, ge=1)
     k: int = Field(10, ge=1, le=100)
@@ -182,6 +190,10 @@ class TrainingConfig(BaseModel):
     @field_validator("suppression_days", mode="before")
     @classmethod
     def _check_window(cls, value: Any) -> str:
+        # A whole number of days or "all", as strictly as every other field: not
+        # ``true`` (one day) nor 7.9 (seven).
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"expected a whole number of days or 'all', got {json.dumps(value)}")
         return str(SuppressionWindow.parse(value))
 
     @property
@@ -204,9 +216,43 @@ def load_training_config(path: str | Path | None, **overrides: Any) -> TrainingC
         return TrainingConfig.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
+        loc = tuple(str(part) for part in first["loc"])
+        given = {key for key, value in overrides.items() if value is not None}
+        if len(loc) == 1 and loc[0] in given:
+            # A command-line option's value: the option is what the user typed.
+            raise ConfigError(f"--{loc[0].replace('_', '-')}: {first['msg']}") from None
         origin = f"{path}: " if path else ""
-        raise ConfigError(f"{origin}config field '{field}': {first['msg']}") from None
+        field = ".".join(loc)
+        if first["type"] == "extra_forbidden":
+            known = ", ".join(_table(loc[:-1]).model_fields)
+            where = f" in [{'.'.join(loc[:-1])}]" if len(loc) > 1 else ""
+            raise ConfigError(
+                f"{origin}unknown config field '{field}' (known{where}: {known})"
+            ) from None
+        raise ConfigError(
+            f"{origin}config field '{field}': {first['msg']}{_given(first['input'])}"
+        ) from None
+
+
+def _table(loc: tuple[str, ...]) -> type[BaseModel]:
+    """The config table at ``loc`` (() is the top level)."""
+    table: type[BaseModel] = TrainingConfig
+    for name in loc:
+        annotation = table.model_fields[name].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        table = annotation
+    return table
+
+
+def _given(value: Any) -> str:
+    """The value refused, as TOML writes it (``true``, ``"10"``), when it is one value."""
+    if isinstance(value, Mapping | list):
+        return ""
+    try:
+        return f" (got {json.dumps(value)})"
+    except (TypeError, ValueError):
+        return f" (got {value!r})"
 
 
 def _config_error(source: str, problem: str) -> ConfigError:

@@ -189,6 +189,8 @@ def evaluation_gate(section: Mapping[str, Any]) -> dict[str, Any]:
         if gate.passed
         else "`nbo train` would refuse to publish it (exit 2) unless --force"
     )
+    if not gate.evaluated:
+        status, consequence = "not evaluated", "`nbo train` would publish it unevaluated"
     kept = {key: value for key, value in section.items() if key != "forced"}
     return {**kept, "message": f"quality gate {status}: {gate.comparison}; {consequence}"}
 

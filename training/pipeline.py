@@ -8,7 +8,7 @@ steps, so the figures ``nbo evaluate`` shows are the ones ``nbo train`` acts on.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from nbo.data.purchases import CleaningReport
 from training.config import TrainingConfig
 from training.evaluate import evaluate
 from training.fit import fit_before_cutoff
-from training.gate import Current, quality_gate, score_current
+from training.gate import Current, check_current, quality_gate, score_current
 from training.load import load_data
 from training.methods import Metrics
 from training.progress import Progress, Steps
@@ -56,9 +56,11 @@ def train(
     publish: bool = True,
     catalog: Catalog | None = None,
 ) -> TrainResult:
-    """Train, evaluate and publish a model; QualityGateError if it fails the quality gate
-    (``training.gate``: what it serves is worse than the current model's) and ``force``
-    is not set. ``catalog``: the offer catalogue what is served is evaluated under (the
+    """Train, evaluate and publish a model; ``ModelRefused`` (a QualityGateError, with
+    the training's result) if it fails the quality gate (``training.gate``: what it
+    serves is worse than the current model's) and ``force`` is not set; QualityGateError
+    before training when ``models/CURRENT`` names no published version and ``force`` is
+    not set. ``catalog``: the offer catalogue what is served is evaluated under (the
     default catalogue when None).
 
     ``erased``: customer ids erased in the service's store; every row of theirs is dropped
@@ -68,6 +70,8 @@ def train(
     ``publish=False`` (``nbo evaluate``): everything is computed and reported, the quality
     gate only reports, and nothing is written (``version`` and ``path`` are None).
     """
+    if publish and not force:
+        check_current(models_dir)
     steps = Steps(progress)
     catalog = catalog or default_catalog()
     # One BLAS thread: implicit's ALS crawls with more (its own advice).
@@ -83,21 +87,35 @@ def train(
         else:
             current = Current(None, None, "`nbo evaluate` compares with no model")
         gate = quality_gate(evaluation.metrics, config.k, evaluation.policy.name, current)
-        if publish and not gate.passed and not force:
-            raise QualityGateError(gate.message)
+        if publish and force and not gate.passed:
+            gate = replace(gate, forced=True)
+        refused = publish and not gate.passed and not force
+        # A refused model is refitted all the same: its report is the one a published
+        # model gets (the refit's cycles, stages and churn model among it), so the user
+        # sees why it was refused; only publishing is skipped.
         model = refit(data, split, fitted, evaluation, config, steps)
-        forced = force and not gate.passed
-        record = build_manifest(
-            data, split, fitted, evaluation, model, gate, config, forced, catalog
-        )
-        path = publish_model(models_dir, data, model, record, steps) if publish else None
+        record = build_manifest(data, split, fitted, evaluation, model, gate, config, catalog)
+        published = publish and not refused
+        path = publish_model(models_dir, data, model, record, steps) if published else None
     record["timings"] = steps.timings
-    return TrainResult(
+    result = TrainResult(
         version=None if path is None else path.name,
         path=path,
         metrics=evaluation.metrics,
         cleaning=data.cleaning,
         manifest=record,
         timings=steps.timings,
-        published=publish,
+        published=published,
     )
+    if refused:
+        raise ModelRefused(gate.message, result)
+    return result
+
+
+class ModelRefused(QualityGateError):
+    """The quality gate refused the model: nothing was published; ``result`` holds the
+    training's figures for the report (``version`` and ``path`` None)."""
+
+    def __init__(self, message: str, result: TrainResult) -> None:
+        super().__init__(message)
+        self.result = result

@@ -39,7 +39,6 @@ def build_manifest(
     model: FinalModel,
     gate: QualityGate,
     config: TrainingConfig,
-    forced: bool,
     catalog: Catalog,
 ) -> dict[str, Any]:
     """What ``manifest.json`` records besides the version, time, libraries and file
@@ -64,7 +63,7 @@ def build_manifest(
         "metrics": evaluation.metrics,
         POLICY_SECTION: evaluation.policy.section(),
         SERVED: served_section(evaluation.metrics, config, evaluation.policy.name, catalog),
-        "quality_gate": gate.section(forced),
+        "quality_gate": gate.section(),
     }
 
 

@@ -512,8 +512,12 @@ def earlier_window(
     settings: WindowSettings,
 ) -> EarlierWindow:
     """The window before ``split``'s cutoff, with sources and facts computed from the
-    purchases before it alone; ConfigError when the data has no such window."""
-    earlier = time_split(split.train_lines, settings.holdout_days, settings.suppression_days)
+    purchases before it alone; ConfigError when the data has no such window, saying
+    what spans what (``no_earlier_window``)."""
+    try:
+        earlier = time_split(split.train_lines, settings.holdout_days, settings.suppression_days)
+    except ConfigError:
+        raise ConfigError(no_earlier_window(split, settings.holdout_days)) from None
     als_earlier = fit_als_on(earlier.train.counts)
     facts = facts_of(
         cutoff_seconds(earlier),
@@ -530,6 +534,22 @@ def earlier_window(
         settings.half_life_days,
     )
     return EarlierWindow(earlier, als_earlier, items, facts)
+
+
+def no_earlier_window(split: TimeSplit, holdout_days: int) -> str:
+    """Why there is no window before ``split``'s cutoff, in the data's own terms: the
+    purchases before the cutoff (not the file) span less than a holdout, and what would
+    give one: more history, or a holdout short enough that two fit in the file."""
+    time = split.train_lines.time
+    before = (int(time.max()) - int(time.min())) // DAY
+    file_days = (int(split.cutoff.timestamp()) - int(time.min())) // DAY + holdout_days
+    longest = (file_days + 1) // 2 - 1  # two holdouts must fit in the file's span
+    shorter = f", or holdout_days (--holdout-days) {longest} or less" if longest >= 1 else ""
+    return (
+        f"the purchases before the test window span {before} days, less than the "
+        f"{holdout_days}-day holdout a window before it needs; the file spans {file_days} "
+        f"days: more than {2 * holdout_days} days of history{shorter} would give one"
+    )
 
 
 def training_window(

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from training.evaluate import CHURN_METRICS
 from training.lifecycle import ChurnTraining, calibration_png
+from training.served import below_best_rule
 
 EVALUATION_JSON = "evaluation.json"
 REPORT_HTML = "report.html"
@@ -237,6 +238,10 @@ def evaluation_html(document: Mapping[str, Any], title: str, notes: Sequence[str
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">{_e(_meta_line(document))}</p>',
         _verdict_html(document.get("quality_gate")),
+        *(
+            f'<p class="warn"><b>Warning:</b> {_e(line)}</p>'
+            for line in below_best_rule(document.get("served") or {})
+        ),
         "<h2>Data</h2>",
         _data_html(document.get("data", {})),
         "<h2>Time split</h2>",
@@ -246,17 +251,24 @@ def evaluation_html(document: Mapping[str, Any], title: str, notes: Sequence[str
         parts.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
     parts.append("<h2>Recommendation quality</h2>")
     parts.append(_honesty_html(truths))
-    if truths:
+    charted = _scored_only(truths)
+    if truths and not charted:
+        parts.append(
+            '<p class="warn">Not evaluated: nobody was scored on any truth (no customer who '
+            "bought before the cutoff bought in the holdout): no figures, not zeros.</p>"
+        )
+    if charted:
         headline = f"ndcg@{k}"
         parts.append(
             _img(
-                grouped_bars_png(truths, [headline], truth_titles, value_labels=True),
+                grouped_bars_png(charted, [headline], truth_titles, value_labels=True),
                 f"{headline} per method",
             )
         )
-        others = [m for m in (f"precision@{k}", f"recall@{k}", f"map@{k}") if _has(truths, m)]
+        others = [m for m in (f"precision@{k}", f"recall@{k}", f"map@{k}") if _has(charted, m)]
         if others:
-            parts.append(_img(grouped_bars_png(truths, others, truth_titles), ", ".join(others)))
+            parts.append(_img(grouped_bars_png(charted, others, truth_titles), ", ".join(others)))
+    if truths:
         for truth, by_method in truths.items():
             caption = f"truth: {truth_titles.get(truth, truth)}"
             parts.append(_metrics_table(by_method, caption))
@@ -306,6 +318,8 @@ def _verdict_html(gate: Mapping[str, Any] | None) -> str:
     if not gate:
         return ""
     css = "pass" if gate.get("passed") else "fail"
+    if gate.get("evaluated") is False:
+        css = "warn"  # passed for want of figures, not on them
     return f'<div class="verdict {css}">{_e(gate.get("message", ""))}</div>'
 
 
@@ -421,7 +435,7 @@ def _metrics_table(by_method: Mapping[str, Mapping[str, float]], caption: str) -
     counts = [n for n in _columns(by_method) if n in COUNT_KEYS]
     best: dict[str, float] = {}
     for name in names:
-        finite = [v[name] for v in by_method.values() if _finite(v.get(name))]
+        finite = [v[name] for v in by_method.values() if _finite(v.get(name)) and _scored(v)]
         if finite:
             best[name] = (min if name in LOWER_IS_BETTER else max)(finite)
     head = "".join(f"<th>{_e(n)}</th>" for n in ["method", *names, *counts])
@@ -430,7 +444,7 @@ def _metrics_table(by_method: Mapping[str, Mapping[str, float]], caption: str) -
         cells = [f"<td>{_e(method)}</td>"]
         for name in names:
             value = values.get(name)
-            text = f"{value:.4f}" if _finite(value) else "–"
+            text = f"{value:.4f}" if _finite(value) and _scored(values) else "–"
             cells.append(
                 f"<td><b>{text}</b></td>" if value == best.get(name) else f"<td>{text}</td>"
             )
@@ -579,6 +593,23 @@ def _columns(by_method: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 def _has(truths: Mapping[str, Mapping[str, Mapping[str, float]]], metric: str) -> bool:
     return any(metric in v for by_method in truths.values() for v in by_method.values())
+
+
+def _scored(values: Mapping[str, Any]) -> bool:
+    """Whether a method's figures rest on anyone: scored on no customer, it has none."""
+    count = values.get("customers")
+    return count is None or not _finite(count) or count > 0
+
+
+def _scored_only(
+    truths: Mapping[str, Mapping[str, Mapping[str, float]]],
+) -> dict[str, dict[str, Mapping[str, float]]]:
+    """The truths and methods with figures to draw (scored on someone)."""
+    kept = {
+        truth: {method: values for method, values in by_method.items() if _scored(values)}
+        for truth, by_method in truths.items()
+    }
+    return {truth: by_method for truth, by_method in kept.items() if by_method}
 
 
 def _finite(value: Any) -> bool:

@@ -71,10 +71,20 @@ SERVED = "served"
 # Offers asked per customer, as the measurement behind this evaluation asked the
 # service (k=50): enough product offers remain after the "new" truth's removals.
 SERVED_DEPTH = 50
+# The offers asked beyond k for those removals: what 50 left for the default k = 10, so
+# a larger k (the config allows up to 100) keeps the same room (``served_depth``).
+NEW_TRUTH_ROOM = SERVED_DEPTH - 10
 # The channel the offers are asked for: the service's default.
 SERVED_CHANNEL = "email"
 # Customers per rank_offers call (a campaign's chunk).
 CHUNK = 1_000
+
+
+def served_depth(k: int) -> int:
+    """The offers asked per customer when k are scored: ``SERVED_DEPTH``, or k and the
+    same room for the "new" truth's removals when k is larger (a list shorter than k
+    would be scored as if the decision had nothing more to offer)."""
+    return max(SERVED_DEPTH, k + NEW_TRUTH_ROOM)
 
 
 @dataclass(frozen=True)
@@ -242,14 +252,15 @@ def serve(
     window: SuppressionWindow,
     catalog: Catalog,
     recent: Mapping[str, Sequence[PostedPurchase]] | None = None,
+    depth: int = SERVED_DEPTH,
 ) -> np.ndarray:
-    """Each customer's product offers from ``rank_offers`` at the cutoff, in served
-    order (incentives skipped), as the split's item rows (customers x
-    ``SERVED_DEPTH``; -1 for empty slots and items the split does not know, which no
-    truth holds). ``rows``: the customers' rows of the split (for their ids, and
-    their stage, churn risk and value there); ``recent``: purchases posted since the
-    model was trained, per customer."""
-    out = np.full((len(rows), SERVED_DEPTH), -1, np.int64)
+    """Each customer's first ``depth`` product offers from ``rank_offers`` at the
+    cutoff, in served order (incentives skipped), as the split's item rows (customers x
+    ``depth``; -1 for empty slots and items the split does not know, which no truth
+    holds). ``rows``: the customers' rows of the split (for their ids, and their stage,
+    churn risk and value there); ``recent``: purchases posted since the model was
+    trained, per customer."""
+    out = np.full((len(rows), depth), -1, np.int64)
     if not len(rows):
         return out
     traits = at.facts.traits
@@ -275,7 +286,7 @@ def serve(
             requests.append(
                 OfferRequest(
                     customer_id,
-                    SERVED_DEPTH,
+                    depth,
                     () if recent is None else recent.get(customer_id, ()),
                     stage=stage,
                     channel=SERVED_CHANNEL,
@@ -401,13 +412,16 @@ def served_metrics(
     metrics[truth]["served"]."""
     rng = np.random.default_rng(config.als.random_state)
     first = rng.random(len(at.customers)) < 0.5
-    served = np.full((len(at.customers), SERVED_DEPTH), -1, np.int64)
+    depth = served_depth(config.k)
+    served = np.full((len(at.customers), depth), -1, np.int64)
     for half in (first, ~first):
         if not half.any():
             continue
         propensity = curves(at, policy, ~half, config)
         model = replace(base, policy=policy, propensity=propensity)
-        served[half] = serve(model, at, at.customers[half], config.suppression, catalog)
+        served[half] = serve(
+            model, at, at.customers[half], config.suppression, catalog, depth=depth
+        )
     return score(at.split, served, at.customers, config.k)
 
 
@@ -420,7 +434,9 @@ def model_metrics(
 ) -> Metrics:
     """Another model (a published one) served at the cutoff to the evaluated customers
     as it is, with the purchases posted since it was trained; metrics[truth]["served"]."""
-    served = serve(model, at, at.customers, config.suppression, catalog, recent)
+    served = serve(
+        model, at, at.customers, config.suppression, catalog, recent, served_depth(config.k)
+    )
     return score(at.split, served, at.customers, config.k)
 
 
@@ -462,6 +478,28 @@ def posted_since(
 SIMPLE_METHODS = ("buy_again", "itemknn", "popularity")
 
 
+def below_best_rule(section: Mapping[str, Any]) -> list[str]:
+    """A warning per truth where what is served scored below the best simple method on
+    the holdout (the manifest's ``served`` section), naming both figures. The policy was
+    chosen on the validation window and the gate judges what is served against the
+    current model, so this passes both; it is said out loud, not silently."""
+    metric = section.get("metric", "")
+    policy = section.get("policy", "")
+    out = []
+    for truth, entry in (section.get("against_best_rule") or {}).items():
+        rule, base = entry.get("best_rule"), entry.get("best_rule_score")
+        if rule is None or base is None or entry[SERVED] >= base:
+            continue
+        change = "" if entry.get("change") is None else f" ({entry['change']:+.1%})"
+        out.append(
+            f"served {metric} {entry[SERVED]:.4f} is below {rule} {base:.4f}{change} on "
+            f"the holdout, truth {truth}: the policy chosen on the validation window "
+            f"({policy}) lost to a simple rule here (the quality gate does not judge this: "
+            "it compares what is served with the current model)"
+        )
+    return out
+
+
 def served_section(
     metrics: Metrics, config: TrainingConfig, policy: str, catalog: Catalog
 ) -> dict[str, Any]:
@@ -471,8 +509,8 @@ def served_section(
     against: dict[str, Any] = {}
     for truth in TRUTHS:
         scores = metrics.get(truth, {})
-        if SERVED not in scores:
-            continue
+        if SERVED not in scores or not scores[SERVED].get("customers"):
+            continue  # nothing served to anyone there: nothing to compare
         rules = [name for name in SIMPLE_METHODS if name in scores]
         served = scores[SERVED][metric]
         entry: dict[str, Any] = {SERVED: served}
@@ -490,7 +528,7 @@ def served_section(
         "catalog": "default" if catalog.source is None else str(catalog.source),
         "catalog_fingerprint": catalog.fingerprint,
         "channel": SERVED_CHANNEL,
-        "offers_asked": SERVED_DEPTH,
+        "offers_asked": served_depth(config.k),
         "metric": metric,
         "against_best_rule": against,
     }

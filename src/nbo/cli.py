@@ -71,12 +71,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     entries = sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name)
-    named = next((a for a in (argv or []) if not a.startswith("-")), None)
+    named = command_named(argv or [])
     chosen = [e for e in entries if e.name == named] or entries
     for entry in chosen:
         register = entry.load()
         register(commands)
     return parser
+
+
+def command_named(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names (its first word that is not an option), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def pin_blas_threads(environ: MutableMapping[str, str] = os.environ) -> None:
@@ -86,25 +91,30 @@ def pin_blas_threads(environ: MutableMapping[str, str] = os.environ) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    pin_blas_threads()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--version"]:
-        print(f"nbo {__version__}")
-        return 0
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
-    handler: Handler = args.handler
+    # Named from the start: Ctrl-C or SIGTERM while the command's modules load (the
+    # trainer's pull in scikit-learn and LightGBM, a second or two) ends as the same
+    # one line as later, not a traceback.
+    prog = " ".join(["nbo", *filter(None, [command_named(argv)])])
     before = _on_sigterm(_terminate)
     try:
+        pin_blas_threads()
+        if argv[:1] == ["--version"]:
+            print(f"nbo {__version__}")
+            return 0
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        prog = f"nbo {args.command}"
+        handler: Handler = args.handler
         return handler(args)
     except NboError as exc:
-        print(f"nbo {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Terminated:
-        print(f"nbo {args.command}: terminated", file=sys.stderr)
+        print(f"{prog}: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print(f"nbo {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     finally:
         _on_sigterm(before)

@@ -1,12 +1,18 @@
 """Service settings: one typed class, environment prefix ``NBO_``. Nothing else reads os.environ.
 
-A bad value refuses the deploy at start with a message naming the setting.
+A bad value refuses the deploy at start with a message naming the setting. An ``NBO_*``
+variable that names no setting (``NBO_WROKERS``) is not an error, since a deployment may
+set variables for a newer release, but each one is a warning line at start naming the
+closest setting: a misspelt variable is otherwise a setting silently left at its default.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +46,29 @@ CLOCK_BEFORE = datetime(9000, 1, 1, tzinfo=UTC)
 MIN_LOG_KEY_CHARS = 16
 
 
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "NBO_"
+# The store when NBO_STORE_URL is unset: a file in var/ under the working folder, the one
+# folder a new SQLite store may be made in (``nbo.store.sqlite``).
+DEFAULT_STORE_URL = "sqlite:///var/nbo.db"
+# The NBO_* variables nbo's own tooling reads that are no setting of the service: the
+# tests' PostgreSQL server and browser, and the database password deploy/compose.yaml
+# builds NBO_STORE_URL from. Any other NBO_* variable not a setting is warned about.
+OTHER_VARIABLES = frozenset({"NBO_TEST_POSTGRES_URL", "NBO_TEST_CHROMIUM", "NBO_DB_PASSWORD"})
+
+# The settings that take one of a few words, any case.
+ENUMERATIONS: dict[str, tuple[str, ...]] = {
+    "log_level": ("critical", "error", "warning", "info", "debug"),
+    "log_format": ("json", "text"),
+}
+
+
+def _either(words: tuple[str, ...]) -> str:
+    """'a, b or c'."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
 def available_cores() -> int:
     """The cores this process may run on (its CPU affinity, where the platform has one)."""
     affinity = getattr(os, "sched_getaffinity", None)
@@ -49,7 +78,9 @@ def available_cores() -> int:
 class Settings(BaseSettings):
     # NBO_FATIGUE=null turns fatigue off: without env_parse_none_str pydantic-settings
     # drops a JSON null and the default rule applied.
-    model_config = SettingsConfigDict(env_prefix="NBO_", extra="ignore", env_parse_none_str="null")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", env_parse_none_str="null"
+    )
 
     models_dir: Path = Field(Path("models"), description="where published models live")
     model_version: str | None = Field(None, description="serve this version, not CURRENT")
@@ -62,9 +93,17 @@ class Settings(BaseSettings):
         "30", description="days a bought item is not offered; 0 = never, 'all' = ever bought"
     )
     store_url: str = Field(
-        "sqlite:///var/nbo.db",
+        DEFAULT_STORE_URL,
         description="the event store: sqlite:///PATH (relative paths from the working "
-        "folder) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE (replicas share one)",
+        "folder; a new file only in an existing folder, or the default's var/) or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (replicas share one)",
+    )
+    store_statement_timeout_ms: int = Field(
+        5000,
+        ge=0,
+        description="PostgreSQL store: the server cancels a statement of the service's "
+        "that runs longer (milliseconds) and the call answers 503 store_unavailable; "
+        "0 = none set by nbo (the server's, the role's or the URL's applies)",
     )
     frequency_caps: dict[str, FrequencyCap] = Field(
         default_factory=lambda: {
@@ -114,11 +153,11 @@ class Settings(BaseSettings):
         description="nbo serve's worker processes; default: the cores this process may run "
         "on (set it under a CPU quota, which this count does not see)",
     )
-    log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")
+    log_level: str = Field("info", description="critical, error, warning, info or debug (any case)")
     log_format: str = Field(
         "json",
-        pattern="^(json|text)$",
-        description="json: one JSON object per line (for log shippers); text: for humans",
+        description="json: one JSON object per line (for log shippers); text: for humans "
+        "(any case)",
     )
     access_log: bool = Field(True, description="one log line per request (logger nbo.access)")
     log_key: SecretStr | None = Field(
@@ -174,6 +213,16 @@ class Settings(BaseSettings):
     def _known_fatigue_fields(cls, value: Any) -> Any:
         _known_fields(value, FatigueRule, "")
         return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _one_of_its_words(cls, value: Any, info: ValidationInfo) -> str:
+        # Any case, as NBO_SUPPRESSION_DAYS=ALL is: INFO is what most tools print.
+        accepted = ENUMERATIONS[str(info.field_name)]
+        word = str(value).strip().lower()
+        if word not in accepted:
+            raise ValueError(f"must be {_either(accepted)} (got {str(value)!r})")
+        return word
 
     @field_validator("catalog", "experiments", "log_key", mode="before")
     @classmethod
@@ -254,10 +303,52 @@ def _known_fields(value: Any, model: type[FrequencyCap | FatigueRule], where: st
             raise ValueError(f"{where}unknown field {_listed(unknown)} (the fields are {known})")
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment plus explicit overrides; ConfigError on bad values."""
+def known_variables() -> frozenset[str]:
+    """Every ``NBO_*`` variable nbo reads: one per setting, and ``OTHER_VARIABLES``."""
+    return frozenset(f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields) | (
+        OTHER_VARIABLES
+    )
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning per ``NBO_*`` variable in ``environ`` that nbo does not read, naming the
+    closest one it does (any case, as the settings are read)."""
+    known = known_variables()
+    # Compared without the prefix every name shares, which would make any two look alike.
+    suffixes = sorted(name.removeprefix(ENV_PREFIX) for name in known)
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        closest = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), suffixes, n=1)
+        hint = f"did you mean {ENV_PREFIX}{closest[0]}?" if closest else "no setting is close"
+        warnings.append(f"{name} is not an nbo setting and is ignored ({hint})")
+    return warnings
+
+
+def warn_unknown_variables(environ: Mapping[str, str] = os.environ) -> None:
+    """Log ``unknown_variables`` as warnings: on ``nbo serve``'s log, once its format is
+    set up; on stderr for the other commands (Python's last-resort handler)."""
+    for warning in unknown_variables(environ):
+        log.warning(warning)
+
+
+def load_settings(
+    flags: Mapping[str, str] | None = None, warn_unknown: bool = True, **overrides: Any
+) -> Settings:
+    """Settings from the environment plus explicit overrides; ConfigError on bad values.
+
+    ``flags``: the command-line flag each override comes from (``{"workers": "--workers"}``),
+    so a bad value given there is said of the flag the user typed, not of a variable they
+    never set (``--workers: ...``, as a bad ``--store-url`` is). ``warn_unknown``: warn
+    of ``NBO_*`` variables that are no setting (``nbo serve`` does it itself, after it
+    has set up its log)."""
+    if warn_unknown:
+        warn_unknown_variables()
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings(**given)
     except ValidationError as exc:
         # The setting is the first part of the location; the rest says where inside a
         # JSON value (NBO_API_KEYS: 0.role: ...).
@@ -268,13 +359,31 @@ def load_settings(**overrides: Any) -> Settings:
             raise ConfigError(f"setting {problem}") from None
         field, *inside = (str(p) for p in first["loc"])
         where = f"{'.'.join(inside)}: " if inside else ""
-        problem = str(first["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"setting NBO_{field.upper()}: {where}{problem}") from None
+        problem = _in_plain_words(first)
+        flag = (flags or {}).get(field) if field in given else None
+        said_of = flag if flag is not None else f"setting NBO_{field.upper()}"
+        raise ConfigError(f"{said_of}: {where}{problem}") from None
     except SettingsError as exc:
         # A JSON setting that is not JSON: pydantic-settings names the field in its message.
         named = re.search(r'field "(\w+)"', str(exc))
         name = f"NBO_{named.group(1).upper()}" if named else "NBO_*"
         raise ConfigError(f"setting {name}: not valid JSON") from None
+
+
+def _in_plain_words(error: Any) -> str:
+    """Pydantic's message for a bad value, in an operator's words for the common kinds (a
+    boolean, a whole number and its bounds), else as pydantic says it."""
+    kind, limits = error.get("type"), error.get("ctx") or {}
+    got = f"(got {str(error.get('input'))!r})"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"must be true or false {got}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"must be a whole number {got}"
+    if kind == "greater_than_equal":
+        return f"must be at least {limits['ge']} {got}"
+    if kind == "less_than_equal":
+        return f"must be at most {limits['le']} {got}"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 @lru_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ from nbo.campaigns.workers import BatchWorkers
 from nbo.catalog.loading import default_catalog
 from nbo.cli import main
 from nbo.experiments.assignment import ServingModels
+from nbo.models.registry import set_alias
 from nbo.models.served import load_serving_model
 from nbo.offers.decision import Occasion
 from nbo.runtime.decide import Context, contact_policy
@@ -358,7 +360,35 @@ def test_batch_errors_are_one_line(
     assert not (tmp_path / "a.csv").exists()
 
 
-@pytest.mark.parametrize("store", ["not-a-database", "a-file-in-the-way", "in-memory"])
+def test_a_pin_may_name_an_alias_and_one_naming_nothing_says_so(
+    models_dir: Path,
+    env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """NBO_MODEL_VERSION takes an alias, as the service does (it was read as a folder)."""
+    models = tmp_path / "models"
+    shutil.copytree(models_dir, models)
+    version = (models / "CURRENT").read_text(encoding="utf-8").strip()
+    set_alias(models, "previous", version)
+    monkeypatch.setenv("NBO_MODELS_DIR", str(models))
+    monkeypatch.setenv("NBO_MODEL_VERSION", "previous")
+    out = tmp_path / "a.csv"
+    assert _batch("--customers", "stage=active", "--k", "2", "--out", str(out)) == 0
+    assert set(pd.read_csv(out)["model_version"]) == {version}
+    monkeypatch.setenv("NBO_MODEL_VERSION", "nope")
+    capsys.readouterr()
+    assert _batch("--k", "2", "--out", str(tmp_path / "b.csv")) == 2
+    err = without_progress(capsys.readouterr().err)
+    assert err.count("\n") == 1, err
+    assert "NBO_MODEL_VERSION 'nope': no such alias or version" in err
+    assert "previous" in err and version in err
+
+
+@pytest.mark.parametrize(
+    "store", ["not-a-database", "a-file-in-the-way", "in-memory", "a-missing-folder"]
+)
 def test_a_store_url_naming_no_store_is_one_line(
     env: Path,
     tmp_path: Path,
@@ -371,13 +401,15 @@ def test_a_store_url_naming_no_store_is_one_line(
         "not-a-database": (f"sqlite:///{tmp_path / 'purchases.csv'}", "file is not a database"),
         "a-file-in-the-way": (f"sqlite:///{tmp_path / 'purchases.csv' / 'nbo.db'}", "not a folder"),
         "in-memory": ("sqlite:///:memory:", "keeps nothing"),
+        # Not made: a new store only in a folder that exists (or the default's).
+        "a-missing-folder": (f"sqlite:///{tmp_path / 'nowhere' / 'nbo.db'}", "no folder"),
     }[store]
     monkeypatch.setenv("NBO_STORE_URL", url)
     assert _batch("--out", str(tmp_path / "a.csv")) == 2
     err = without_progress(capsys.readouterr().err)
     assert err.count("\n") == 1 and err.startswith("nbo batch: error: setting NBO_STORE_URL: ")
     assert message in err, err
-    assert not (tmp_path / "a.csv").exists()
+    assert not (tmp_path / "a.csv").exists() and not (tmp_path / "nowhere").exists()
 
 
 def test_spawned_workers_write_the_same_file_as_one_process(

@@ -14,6 +14,9 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import partial
@@ -30,6 +33,7 @@ from support import CLOCK as PLANTED_CLOCK
 from support import without_progress
 
 from nbo.campaigns import batch as batch_module
+from nbo.campaigns import cli as batch_cli
 from nbo.campaigns import spark as spark_module
 from nbo.campaigns.batch import RunSpec
 from nbo.campaigns.files import PARTS
@@ -313,6 +317,101 @@ def test_without_java_the_spark_engine_says_so_in_one_line(
     err = without_progress(capsys.readouterr().err)
     assert err.count("\n") == 1 and err.startswith("nbo batch: error: --engine spark: "), err
     assert "no Java found" in err or "PySpark is not installed" in err
+
+
+@needs_spark
+def test_ctrl_c_under_spark_stops_as_the_local_engine_does(
+    spark: Any,
+    env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ctrl-C while the executors deliver: the local engine's stopping line, once, at
+    once; the impressions recorded so far taken back; nothing written; exit 130. Spark
+    printed no stopping line (and Java stack traces), its job went on. The executors'
+    part is played in-process: the first chunk delivered by a run of the job's spec, then
+    the interrupt as ``run_job`` meets it (the stopping line first); ``run_job`` itself is
+    tested on a real job below."""
+    delivered: list[str] = []
+
+    def interrupted(  # spark_module._decide_on_spark's parameters
+        _spark: Any,
+        spec: RunSpec,
+        stage: str | None,
+        chunks: Any,
+        _folder: Path,
+        _options: SparkOptions,
+        _progress: Any = None,
+        stopping: Any = None,
+    ) -> None:
+        run = batch_module.open_run(spec)
+        try:
+            result = batch_module.decide_chunk(run, chunks[0], stage)
+            assert result.recorded > 0
+            delivered.extend(chunks[0])
+        finally:
+            run.store.close()
+        if stopping is not None:
+            stopping()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(spark_module, "_decide_on_spark", interrupted)
+    out = tmp_path / "campaign.parquet"
+    (tmp_path / "ids.txt").write_text("12347\n12348\n12349\n12350\n", encoding="utf-8")
+    selection = ["--customers", str(tmp_path / "ids.txt"), "--chunk", "2", "--engine", "spark"]
+
+    assert batch(*selection, "--record", "--out", str(out)) == 130
+
+    lines = capsys.readouterr().err.splitlines()
+    stopping = [line for line in lines if line.startswith("nbo batch: stopping: ")]
+    assert stopping == [f"nbo batch: {batch_cli.stopping_line(True)}"]
+    assert lines[-2:] == [stopping[0], "nbo batch: interrupted"]
+    assert delivered == ["12347", "12348"]
+    store = SQLiteStore(env)
+    try:
+        assert impressions_in(store, delivered) == []
+        assert store.delivering_runs() == [] and store.batch_outputs() == []
+    finally:
+        store.close()
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@needs_spark
+def test_run_job_calls_a_running_job_off_when_interrupted(spark: Any) -> None:
+    """The interrupt reaches the wait, not a call into the JVM: the stopping callback
+    runs once, the job group is cancelled and its tasks (each asleep for ten minutes)
+    have ended when the interrupt goes on."""
+    context = spark.sparkContext
+    group = "nbo-test-call-off"
+    said: list[str] = []
+    interrupter = threading.Thread(target=_interrupt_once_running, args=(context, group))
+    interrupter.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            spark_module.run_job(
+                context,
+                group,
+                "a job that sleeps",
+                lambda: context.parallelize([600, 600], 2).foreach(time.sleep),
+                lambda: said.append("stopping"),
+            )
+    finally:
+        interrupter.join()
+    assert said == ["stopping"]
+    tracker = context.statusTracker()
+    assert spark_module._running_tasks(tracker, group) == 0
+    jobs = tracker.getJobIdsForGroup(group)
+    assert jobs and all(tracker.getJobInfo(job).status == "FAILED" for job in jobs)
+    assert not set(jobs) & set(tracker.getActiveJobsIds())
+
+
+def _interrupt_once_running(context: Any, group: str) -> None:
+    """Ctrl-C to the main thread once a task of ``group`` runs."""
+    tracker = context.statusTracker()
+    while not spark_module._running_tasks(tracker, group):
+        time.sleep(0.05)
+    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
 
 def impressions_in(store: Store, customers: list[str]) -> list[str]:

@@ -9,15 +9,29 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-from support import END, make_planted_purchases, small_training_config, unwritable_folders
+from fastapi.testclient import TestClient
+from support import (
+    CLOCK,
+    END,
+    EXPERIMENT,
+    make_planted_purchases,
+    small_training_config,
+    unwritable_folders,
+)
 
 from nbo.cli import BLAS_THREAD_VARIABLES, main
 from nbo.data.mapping import load_mapping
-from nbo.models.registry import read_aliases
+from nbo.models.artifacts import current_version, list_versions, set_current, write_artifact
+from nbo.models.registry import read_aliases, set_alias
+from nbo.service.app import create_app
+from nbo.service.workers import BOARD, FOLDER_PREFIX, WorkerBoard, WorkerStatus
+from nbo.settings import Settings
 from nbo.store import open_store
 from training.config import RankerConfig
 from training.pipeline import train
@@ -314,3 +328,139 @@ def test_models_in_a_folder_that_is_not_there_is_one_line(
     assert main(["models"]) == 2
     err = capsys.readouterr().err
     assert f"the models folder {tmp_path / 'nomodels'} (--models-dir or NBO_MODELS_DIR)" in err
+
+
+# --- nbo models --prune, --current; broken versions ------------------------------------
+
+
+def test_prune_keeps_the_newest_and_every_version_named_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CURRENT, an alias, the experiments file, NBO_MODEL_VERSION and a running nbo serve
+    (its workers' board) each keep their version; --dry-run removes nothing."""
+    models = tmp_path / "models"
+    names = [f"2026010{n}T000000Z-0000000{n}" for n in range(1, 9)]
+    for name in names:
+        write_artifact(models, name, {"a": np.arange(3)}, {}, {})
+    set_current(models, names[6])
+    set_alias(models, "old", names[0])
+    experiments = tmp_path / "experiments.yaml"
+    experiments.write_text(EXPERIMENT.replace("model: candidate", f"model: {names[1]}"))
+    monkeypatch.setenv("NBO_EXPERIMENTS", str(experiments))
+    monkeypatch.setenv("NBO_MODEL_VERSION", names[2])
+    # An nbo serve on this machine whose worker serves names[3]: its board, as it writes it.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    board = WorkerBoard(tmp_path / f"{FOLDER_PREFIX}{os.getpid()}-abc" / BOARD)
+    board.report(WorkerStatus(os.getpid(), 1, [(names[3], "current")]))
+    (models / ".removing-gone-1234").mkdir()  # a removal cut short
+    args = ["models", "--models-dir", str(models), "--prune", "1"]
+
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"would remove {names[4]}" in out and f"would remove {names[5]}" in out
+    assert "2 would be removed, 6 kept" in out
+    assert len(list_versions(models)) == 8
+
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"kept {names[7]} (newest 1)",
+        f"kept {names[6]} (CURRENT, the experiments file (NBO_EXPERIMENTS))",
+        f"kept {names[3]} (served by nbo serve (pid {os.getpid()}))",
+        f"kept {names[2]} (NBO_MODEL_VERSION)",
+        f"kept {names[1]} (the experiments file (NBO_EXPERIMENTS))",
+        f"kept {names[0]} (alias old)",
+        f"removed {names[5]}",
+        f"removed {names[4]}",
+        "removed .removing-gone-1234 (left by a removal cut short)",
+        "2 removed, 6 kept",
+    ]
+    assert list_versions(models) == [*names[:4], *names[6:]]
+    assert not [p for p in models.iterdir() if p.name.startswith(".")]
+
+
+def test_prune_refuses_bad_arguments_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    write_artifact(models, "v1", {"a": np.arange(3)}, {}, {})
+    for extra, message in (
+        (["--prune", "0"], "--prune 0: keep at least the newest 1"),
+        (["--dry-run"], "--dry-run: only with --prune"),
+    ):
+        assert main(["models", "--models-dir", str(models), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err == f"nbo models: error: {message}\n", err
+    assert list_versions(models) == ["v1"]
+
+
+def test_current_points_current_at_a_version_that_loads_and_a_restart_serves_it(
+    two_models: tuple[Path, str, str],
+    tmp_path: Path,
+    isolated_store: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The rollback that survives a restart (a reload to a version is undone by the next
+    SIGHUP, watcher event or restart): CURRENT itself, checked first."""
+    models = tmp_path / "models"
+    shutil.copytree(two_models[0], models)
+    _, production, candidate = two_models
+    broken = corrupt_copy(models, candidate, "20991231T000000Z-broken00")
+
+    assert main(["models", "--models-dir", str(models), "--current", "production"]) == 0
+    out = capsys.readouterr().out
+    assert f"CURRENT -> {production} (was {candidate})" in out
+    assert current_version(models) == production
+    settings = Settings(models_dir=models, clock=CLOCK, store_url=f"sqlite:///{isolated_store}")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/model").json()["version"] == production
+
+    for reference, message in (
+        (broken, f"--current {broken}: model {broken}: file "),
+        ("nope", "--current 'nope': no such alias or version"),
+    ):
+        assert main(["models", "--models-dir", str(models), "--current", reference]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert "CURRENT unchanged" in main_err(models, "--current", broken, capsys)
+    assert current_version(models) == production
+
+
+def test_a_broken_version_is_listed_as_broken_and_gets_no_alias(
+    two_models: tuple[Path, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(two_models[0], models)
+    broken = corrupt_copy(models, two_models[2], "20991231T000000Z-broken00")
+    missing = "20991231T000000Z-missing0"
+    shutil.copytree(models / two_models[2], models / missing)
+    manifest = json.loads((models / missing / "manifest.json").read_text())
+    (models / missing / "manifest.json").write_text(json.dumps({**manifest, "version": missing}))
+    (models / missing / "item_factors.npy").unlink()
+
+    assert main(["models", "--models-dir", str(models)]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0] == f"{missing}  BROKEN: file item_factors.npy is missing"
+    assert listing[1] == broken  # a checksum needs every byte read: not in a listing
+    assert main(["models", "--models-dir", str(models), "--alias", "cand", broken]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--alias cand {broken}: model {broken}: file " in err
+    assert "corrupt (checksum mismatch); alias not set" in err
+    assert "cand" not in read_aliases(models)
+
+
+def corrupt_copy(models: Path, source: str, name: str) -> str:
+    """``source`` published again as ``name`` with its item factors' last byte changed."""
+    shutil.copytree(models / source, models / name)
+    manifest = json.loads((models / name / "manifest.json").read_text())
+    (models / name / "manifest.json").write_text(json.dumps({**manifest, "version": name}))
+    factors = models / name / "item_factors.npy"
+    data = bytearray(factors.read_bytes())
+    data[-1] ^= 0xFF
+    factors.write_bytes(bytes(data))
+    return name
+
+
+def main_err(models: Path, flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["models", "--models-dir", str(models), flag, value]) == 2
+    return capsys.readouterr().err

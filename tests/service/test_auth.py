@@ -121,6 +121,29 @@ def test_a_read_key_cannot_post_events_and_nothing_is_stored(client: TestClient)
     assert stored.json()["accepted"] == ["e-read"]
 
 
+def test_a_read_key_cannot_record_a_delivery_and_nothing_is_recorded(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    offers = "/v1/customers/a00/offers?channel=email&record=true"
+    with caplog.at_level(logging.WARNING, logger="nbo.service.auth"):
+        answer = client.get(offers, headers=bearer(READ))
+    body = assert_error(answer, 403, "forbidden")
+    assert "record=true" in body["message"] and "'write'" in body["message"]
+    assert body["details"] == [{"field": "record", "problem": "role 'read' is below 'write'"}]
+    read_id = READ.split("_")[1]
+    refusals = [r.getMessage() for r in caplog.records]
+    assert any(read_id in line and "record=true" in line for line in refusals)
+    # Without record, the read key still gets its offers.
+    plain = client.get("/v1/customers/a00/offers?channel=email", headers=bearer(READ))
+    assert plain.status_code == 200 and plain.json()["recorded"] is False
+    # Nothing was recorded: the write key's delivery is the first one the email cap (one a
+    # week) sees, and a second one is capped.
+    first = client.get(offers, headers=bearer(WRITE))
+    assert first.status_code == 200, first.text
+    assert first.json()["recorded"] is True
+    assert client.get(offers, headers=bearer(ADMIN)).json()["recorded"] is False
+
+
 def test_read_and_write_keys_cannot_erase_and_the_customer_stays(client: TestClient) -> None:
     customer = "c-auth-2"
     consent = {"personalization": False, "channels": {"email": False}}
@@ -224,6 +247,8 @@ def test_the_openapi_spec_declares_the_key_schemes(client: TestClient) -> None:
     offers = spec["paths"]["/v1/customers/{customer_id}/offers"]["get"]
     assert {name for entry in offers["security"] for name in entry} == set(schemes)
     assert {"401", "403"} <= set(offers["responses"])
+    (record,) = (p for p in offers["parameters"] if p["name"] == "record")
+    assert "record=true needs a key with role 'write'" in record["description"]
     assert "security" not in spec["paths"]["/health/ready"]["get"]
 
 
@@ -233,9 +258,12 @@ def test_failed_checks_log_at_most_the_key_id_never_the_key(
     caplog.set_level(logging.DEBUG)
     read_id = KEYS[Role.read][1].id
     wrong_secret = READ[:-4] + "AAAA"
+    # A botched rotation: the secret cut short when pasted, so not even well formed.
+    cut_secret = READ[:20]
     unknown = "nbo_0badc0de_" + "s3cr3t-unknown-key-material-123456789"
     client.get("/v1/customers/a00/offers")
     client.get("/v1/customers/a00/offers", headers=bearer(wrong_secret))
+    client.get("/v1/customers/a00/offers", headers=bearer(cut_secret))
     client.get("/v1/customers/a00/offers", headers={"X-API-Key": unknown})
     client.delete("/v1/customers/a00", headers=bearer(READ))
     client.get("/v1/customers/a00/offers", headers=bearer(READ))
@@ -245,12 +273,13 @@ def test_failed_checks_log_at_most_the_key_id_never_the_key(
         for record in caplog.records
     ]
     refusals = [line for line in lines if "refused" in line]
-    assert len(refusals) == 4, lines
-    assert any(read_id in line and "wrong secret" in line for line in refusals)
+    assert len(refusals) == 5, lines
+    assert sum(read_id in line and "wrong secret" in line for line in refusals) == 2
     assert any(read_id in line and "needs role admin" in line for line in refusals)
     # An unknown id is not logged: it may be part of something mistyped.
     assert not any("0badc0de" in line for line in lines)
     forbidden = [READ, wrong_secret, unknown, READ.split("_", 2)[2], unknown.split("_", 2)[2]]
+    forbidden += [cut_secret]
     forbidden += [entry.sha256 for entry in ENTRIES]
     for line in lines:
         for secret in forbidden:

@@ -4,6 +4,7 @@ gets the answer it would get alone."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,14 @@ def _calls(app: Any, paths: list[str]) -> tuple[list[httpx.Response], list[httpx
         return alone, list(together), metrics
 
     return asyncio.run(run())
+
+
+def _context(remote: bool) -> Any:
+    """A stand-in for a ``Context``: what the chunker reads of one (the decision is
+    replaced in these tests). ``remote``: its store's calls are round trips to a server
+    (PostgreSQL)."""
+    store = type("Store", (), {"remote": remote})()
+    return type("Context", (), {"models": object(), "catalog": object(), "store": store})()
 
 
 def _chunk_sizes(metrics: str) -> dict[str, float]:
@@ -109,7 +118,10 @@ def test_a_delivery_is_not_chunked() -> None:
         asyncio.run(run())
 
 
-def test_under_load_a_chunk_waits_for_the_next_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("remote", [False, True], ids=["embedded store", "remote store"])
+def test_under_load_a_chunk_waits_for_the_next_calls(
+    monkeypatch: pytest.MonkeyPatch, remote: bool
+) -> None:
     """After a chunk of more than one call, a new chunk waits (``GATHER_S``) for the calls
     that follow (the clients of the last chunk calling again), and is decided as soon as
     it holds as many as the last chunks did; a client alone (chunks of one) is decided
@@ -125,7 +137,7 @@ def test_under_load_a_chunk_waits_for_the_next_calls(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(chunking, "GATHER_S", 0.2)
     monkeypatch.setattr(chunking, "GATHER_MAX_S", 0.5)
     monkeypatch.setattr(chunking, "BUSY_S", 60.0)
-    context: Any = type("Context", (), {"models": object(), "catalog": object()})()
+    context: Any = _context(remote)
     occasion = Occasion("app", 5, 0)
 
     async def run() -> None:
@@ -155,8 +167,9 @@ def test_under_load_a_chunk_waits_for_the_next_calls(monkeypatch: pytest.MonkeyP
     assert chunks == [["a"], ["b"], ["c", "d"], ["e", "f"], ["g"]]
 
 
+@pytest.mark.parametrize("remote", [False, True], ids=["embedded store", "remote store"])
 def test_no_call_is_left_waiting_when_a_chunk_answers_wrongly(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, remote: bool
 ) -> None:
     """A chunk whose decision does not answer every call (a broken contract) fails its
     calls rather than leaving them waiting for ever."""
@@ -165,7 +178,7 @@ def test_no_call_is_left_waiting_when_a_chunk_answers_wrongly(
         return ["only one answer"]
 
     monkeypatch.setattr(chunking, "decide_customers", short)
-    context: Any = type("Context", (), {"models": object(), "catalog": object()})()
+    context: Any = _context(remote)
     occasion = Occasion("app", 5, 0)
 
     async def run() -> list[object]:
@@ -175,3 +188,103 @@ def test_no_call_is_left_waiting_when_a_chunk_answers_wrongly(
 
     answers = asyncio.run(run())
     assert all(isinstance(a, Exception) for a in answers)
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["embedded store", "remote store"])
+def test_a_remote_stores_chunk_is_decided_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch, remote: bool
+) -> None:
+    """With a store whose calls are round trips to a server (PostgreSQL), a chunk is
+    decided in the thread pool: while its decision waits (on the server, here on an
+    event), the loop goes on running other work, and the calls in flight are still
+    decided as one chunk. An embedded store's chunk (SQLite) is decided on the loop's
+    own thread, as before. Before, every chunk was decided on the loop: a slow server
+    held every call of the worker."""
+    release = threading.Event()
+    chunks: list[tuple[list[str], int]] = []
+
+    def decided(context: Any, customer_ids: Any, occasion: Occasion, stage: Any = None) -> Any:
+        chunks.append((list(customer_ids), threading.get_ident()))
+        if remote:
+            assert release.wait(30), "never released"
+        return [f"decided {c}" for c in customer_ids]
+
+    monkeypatch.setattr(chunking, "decide_customers", decided)
+    occasion = Occasion("app", 5, 0)
+
+    async def run() -> tuple[list[str], int, bool]:
+        chunker, context = Chunker(), _context(remote)
+        calls = asyncio.gather(*(chunker.decide(context, c, occasion) for c in "abc"))
+        # Turns of the loop while the chunk is being decided: with the decision on the
+        # loop (and waiting), none of these would run until it is done.
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        waiting = not calls.done()
+        release.set()
+        return await asyncio.wait_for(calls, 30), threading.get_ident(), waiting
+
+    answers, loop_thread, waiting = asyncio.run(run())
+    assert answers == ["decided a", "decided b", "decided c"]
+    assert [customers for customers, _ in chunks] == [["a", "b", "c"]]
+    decided_on_loop = chunks[0][1] == loop_thread
+    assert decided_on_loop is not remote
+    assert waiting is remote
+
+
+def test_a_remote_stores_chunk_is_answered_even_when_its_callers_went_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call cancelled (its client gone) while its chunk is decided in the thread pool
+    is left alone; the other calls of the chunk get their answers."""
+    release = threading.Event()
+
+    def decided(context: Any, customer_ids: Any, occasion: Occasion, stage: Any = None) -> Any:
+        assert release.wait(30), "never released"
+        return [f"decided {c}" for c in customer_ids]
+
+    monkeypatch.setattr(chunking, "decide_customers", decided)
+    occasion = Occasion("app", 5, 0)
+
+    async def run() -> list[object]:
+        chunker, context = Chunker(), _context(True)
+        gone = asyncio.ensure_future(chunker.decide(context, "a", occasion))
+        stays = asyncio.ensure_future(chunker.decide(context, "b", occasion))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        return [await asyncio.wait_for(stays, 30), gone.cancelled()]
+
+    assert asyncio.run(run()) == ["decided b", True]
+
+
+def test_a_remote_stores_calls_that_come_while_a_chunk_is_decided_make_one_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One chunk at a time in the thread pool, as on the loop: the calls that come while
+    a chunk waits on the server join one chunk, decided once the first is done, rather
+    than each making a chunk (and a thread, and a connection) of its own."""
+    release = threading.Event()
+    chunks: list[list[str]] = []
+
+    def decided(context: Any, customer_ids: Any, occasion: Occasion, stage: Any = None) -> Any:
+        chunks.append(list(customer_ids))
+        assert release.wait(30), "never released"
+        return [f"decided {c}" for c in customer_ids]
+
+    monkeypatch.setattr(chunking, "decide_customers", decided)
+    occasion = Occasion("app", 5, 0)
+
+    async def run() -> list[str]:
+        chunker, context = Chunker(), _context(True)
+        first = asyncio.ensure_future(chunker.decide(context, "a", occasion))
+        await asyncio.sleep(0.05)  # "a" is being decided
+        later = []
+        for customer in "bcd":
+            later.append(asyncio.ensure_future(chunker.decide(context, customer, occasion)))
+            await asyncio.sleep(0.02)
+        release.set()
+        return list(await asyncio.wait_for(asyncio.gather(first, *later), 30))
+
+    assert asyncio.run(run()) == ["decided a", "decided b", "decided c", "decided d"]
+    assert chunks == [["a"], ["b", "c", "d"]]

@@ -93,14 +93,43 @@ def test_serve_refuses_a_store_url_naming_no_store_before_loading_the_model(
 
 
 def test_serve_refuses_a_public_host_without_keys_before_anything_else(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # tmp_path holds no model: the host is refused first, in one line.
+    # tmp_path holds no model: the host is refused first, in one line, naming the flag
+    # when the host came from --host, else the variable.
     code = main(["serve", "--host", "0.0.0.0", "--models-dir", str(tmp_path)])
     assert code == EXIT_USER_ERROR
     line = _one_error_line(capsys.readouterr().err)
-    assert line.startswith("nbo serve: error: setting NBO_HOST: '0.0.0.0'")
+    assert line.startswith("nbo serve: error: --host: '0.0.0.0'")
     assert line.endswith("set NBO_API_KEYS or NBO_ALLOW_UNAUTHENTICATED=true")
+    monkeypatch.setenv("NBO_HOST", "0.0.0.0")
+    assert main(["serve", "--models-dir", str(tmp_path)]) == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("nbo serve: error: setting NBO_HOST: '0.0.0.0'")
+
+
+@pytest.mark.parametrize(
+    ("flags", "variable", "said"),
+    [
+        (["--workers", "0"], None, "--workers: must be at least 1 (got '0')"),
+        ([], ("NBO_WORKERS", "0"), "setting NBO_WORKERS: must be at least 1 (got '0')"),
+        (["--port", "70000"], None, "--port: must be at most 65535 (got '70000')"),
+        ([], ("NBO_PORT", "x"), "setting NBO_PORT: must be a whole number (got 'x')"),
+    ],
+)
+def test_a_bad_flag_is_named_as_the_flag_a_variable_as_the_variable(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    variable: tuple[str, str] | None,
+    said: str,
+) -> None:
+    if variable is not None:
+        monkeypatch.setenv(*variable)
+    code = main(["serve", *flags, "--models-dir", str(tmp_path)])
+    assert code == EXIT_USER_ERROR
+    assert _one_error_line(capsys.readouterr().err) == f"nbo serve: error: {said}"
 
 
 @pytest.fixture
@@ -112,7 +141,7 @@ def served_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     monkeypatch.setattr(
         cli, "serve", lambda settings, verified=None: runs.append(settings.model_dump())
     )
-    monkeypatch.setattr(cli, "check_port_free", lambda host, port: None)
+    monkeypatch.setattr(cli, "check_port_free", lambda *named: None)
     return runs
 
 
@@ -128,6 +157,25 @@ def test_serve_with_the_override_warns_and_serves(
     assert [run["host"] for run in served_runs] == ["0.0.0.0"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("NO AUTHENTICATION" in message for message in warnings)
+
+
+def test_serve_warns_of_a_misspelt_variable_and_serves(
+    models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    served_runs: list[dict],
+) -> None:
+    monkeypatch.setenv("NBO_WROKERS", "2")
+    monkeypatch.setenv("NBO_SUPRESSION_DAYS", "all")
+    caplog.set_level(logging.INFO)
+    assert main(["serve", "--models-dir", str(models_dir)]) == 0
+    assert len(served_runs) == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w for w in warnings if "is not an nbo setting" in w] == [
+        "NBO_SUPRESSION_DAYS is not an nbo setting and is ignored "
+        "(did you mean NBO_SUPPRESSION_DAYS?)",
+        "NBO_WROKERS is not an nbo setting and is ignored (did you mean NBO_WORKERS?)",
+    ]
 
 
 def test_serve_with_keys_says_auth_is_on(
@@ -194,3 +242,54 @@ def test_serve_verifies_the_experiments_models_too(
     assert len(served_runs) == 1
     verified = [r.getMessage() for r in caplog.records if "verified" in r.getMessage()]
     assert verified == [f"model {candidate} verified; experiment model {production}"]
+
+
+def test_serve_names_the_store_it_uses_in_full(
+    models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    served_runs: list[dict],
+) -> None:
+    """A relative SQLite path is the working folder's: the start line says which file,
+    and that it is new, so a service started from another folder is seen to be."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NBO_STORE_URL", "sqlite:///var/nbo.db")
+    caplog.set_level(logging.INFO)
+    for new in (True, False):
+        caplog.clear()
+        assert main(["serve", "--models-dir", str(models_dir)]) == 0
+        stores = [r.getMessage() for r in caplog.records if r.getMessage().startswith("store")]
+        path = tmp_path.resolve() / "var" / "nbo.db"
+        suffix = " (new: no file was there, so it starts empty)" if new else ""
+        assert stores == [f"store: SQLite {path}{suffix}"]
+    assert len(served_runs) == 2
+
+
+def test_serve_names_a_postgresql_store_without_its_password(
+    models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    served_runs: list[dict],
+) -> None:
+    monkeypatch.setenv("NBO_STORE_URL", "postgresql://nbo:s3cret@127.0.0.1:1/nbo")
+    caplog.set_level(logging.INFO)
+    assert main(["serve", "--models-dir", str(models_dir)]) == 0
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("store")]
+    assert line.startswith("store PostgreSQL postgresql://nbo:***@127.0.0.1:1/nbo not reachable")
+    assert "s3cret" not in caplog.text
+
+
+def test_serve_refuses_a_store_in_a_folder_that_does_not_exist(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    served_runs: list[dict],
+) -> None:
+    # tmp_path holds no model: the store is refused first, before the model's seconds.
+    missing = tmp_path / "nonexistent" / "dir" / "x.db"
+    monkeypatch.setenv("NBO_STORE_URL", f"sqlite:///{missing}")
+    assert main(["serve", "--models-dir", str(tmp_path)]) == EXIT_USER_ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"nbo serve: error: setting NBO_STORE_URL: no folder {missing.parent} ")
+    assert served_runs == [] and not (tmp_path / "nonexistent").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from support import assert_json_error
 
@@ -11,3 +12,32 @@ def test_unknown_route_and_method_are_json(client: TestClient) -> None:
     assert body["error"] == "not_found"
     assert "<html" not in client.get("/no/such/route").text.lower()
     assert_json_error(client.post("/v1/customers/a00/offers"), 405)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        # Two routes share each of these paths: the 405 named the first one's only.
+        ("DELETE", "/v1/customers/12347/consent", "GET, HEAD, PUT"),
+        ("POST", "/v1/customers/12347/consent", "GET, HEAD, PUT"),
+        ("POST", "/v1/customers/12347", "DELETE, GET, HEAD"),
+        ("PUT", "/v1/customers/shop%2F123", "DELETE, GET, HEAD"),
+        # HEAD is answered wherever GET is (nbo.service.head), so it is allowed there too.
+        ("PUT", "/v1/customers/12347/offers", "GET, HEAD"),
+        ("POST", "/health/live", "GET, HEAD"),
+        ("POST", "/dashboard", "GET, HEAD"),
+        ("POST", "/docs", "GET, HEAD"),
+        ("POST", "/dashboard/static/dashboard.css", "GET, HEAD"),
+        ("GET", "/v1/events", "POST"),
+        ("HEAD", "/v1/events", "POST"),
+        ("GET", "/v1/admin/reload", "POST"),
+    ],
+)
+def test_a_405_allows_every_method_the_path_takes(
+    client: TestClient, method: str, path: str, allow: str
+) -> None:
+    """RFC 9110, section 15.5.6: a 405's Allow lists the methods the target resource
+    supports, every route's on that path."""
+    answer = client.request(method, path)
+    assert answer.status_code == 405, answer.text
+    assert answer.headers["allow"] == allow

@@ -23,6 +23,19 @@ def test_health(client: TestClient, current: str) -> None:
     assert ready.json()["store"] == "available"
 
 
+def test_liveness_answers_its_status_only_in_its_schema_too(client: TestClient) -> None:
+    """/health/live answers ``{"status": "ok"}`` and its OpenAPI schema says so; the
+    store's state is readiness's. Before, it answered readiness's fields too, always
+    null (``"store": null`` while the store was away)."""
+    assert client.get("/health/live").json() == {"status": "ok"}
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    live = client.get("/openapi.json").json()["paths"]["/health/live"]["get"]
+    ref = live["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert list(schemas[ref.rsplit("/", 1)[1]]["properties"]) == ["status"]
+    ready = schemas["HealthResponse"]
+    assert "store" in ready["properties"] and "store" in ready["required"]
+
+
 def test_starts_unready_without_a_model_when_allowed(tmp_path: Path) -> None:
     settings = Settings(models_dir=tmp_path / "empty", require_model=False, clock=CLOCK)
     with TestClient(create_app(settings)) as client:

@@ -109,3 +109,14 @@ def test_a_bad_store_is_said_of_the_flag_or_the_setting_the_user_gave(
     assert main(["keys", "pseudonym", "a00"]) == EXIT_USER_ERROR
     line = _one_error_line(capsys.readouterr().err)
     assert line.startswith("nbo keys: error: setting NBO_STORE_URL: unsupported store")
+
+
+def test_a_store_in_a_folder_that_does_not_exist_is_a_wrong_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("NBO_LOG_KEY", raising=False)
+    missing = tmp_path / "nowhere" / "nbo.db"
+    assert main(["keys", "pseudonym", "a00", "--store-url", f"sqlite:///{missing}"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"nbo keys: error: --store-url: no folder {missing.parent} ")
+    assert not missing.parent.exists()

@@ -38,6 +38,7 @@ from support import (
 )
 
 from bench.servers import Server
+from nbo.cli import EXIT_USER_ERROR, main
 from nbo.core.apikeys import Role, create_key
 from nbo.core.checksums import sha256_file
 from nbo.data.mapping import load_mapping
@@ -187,9 +188,13 @@ def test_a_reload_swaps_in_the_named_version(client: TestClient, published: Vers
     assert client.get("/health/ready").json()["model_version"] == published.v2
     after = client.get("/v1/customers/a00/offers").json()
     assert after["model_version"] == published.v2
+    # What this worker serves and what CURRENT names, apart ("current" named the
+    # serving version, and contradicted the alias "current" beside it).
     models = client.get("/v1/models").json()
-    assert models["current"] == published.v2
+    assert models["serving"] == published.v2 and models["current"] == published.v1
+    assert models["aliases"]["production"] == published.v1
     assert [m["version"] for m in models["models"] if m["serving"]] == [published.v2]
+    assert [m["version"] for m in models["models"] if m["current"]] == [published.v1]
     assert model_info(client) == [({"version": published.v2, "role": "current"}, 1.0)]
 
 
@@ -315,8 +320,10 @@ def test_a_current_or_alias_pointing_outside_the_models_folder_is_refused(
         assert client.get("/health/ready").status_code == 200
         refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
         assert refused and repr(pointer) in refused[-1], refused
-        listed = client.get("/v1/models")  # a listing still answers
-        assert listed.status_code == 200 and listed.json()["current"] == published.v1
+        listed = client.get("/v1/models")  # a listing still answers, and says why
+        assert listed.status_code == 200 and listed.json()["serving"] == published.v1
+        assert listed.json()["current"] is None
+        assert "is not a model version" in listed.json()["current_problem"]
 
     set_current(models, published.v1)
     (models / "ALIASES.json").write_text(
@@ -492,6 +499,37 @@ def test_a_pinned_version_wins_over_current(
         assert answer.json()["version"] == published.v1 and answer.json()["swapped"] is False
         assert reload(client, version=published.v2).json()["swapped"] is True  # asked for
         assert serving(client) == published.v2
+
+
+def test_a_pin_may_name_an_alias_as_a_reload_does(
+    models: Path, isolated_store: Path, published: Versions
+) -> None:
+    """NBO_MODEL_VERSION=previous served what the alias names; it was read as a folder
+    name ("models/previous/manifest.json is missing") and the service refused to start."""
+    set_alias(models, "previous", published.v2)
+    settings = settings_for(models, isolated_store, model_version="previous")
+    with TestClient(create_app(settings)) as client:
+        assert serving(client) == published.v2
+        answer = reload(client)  # the pin again: already serving
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["version"] == published.v2 and answer.json()["swapped"] is False
+
+
+def test_serve_with_a_pin_naming_nothing_says_so_in_one_line(
+    models: Path,
+    isolated_store: Path,
+    published: Versions,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The message names the setting and what exists, as the reload route's 404 does."""
+    set_alias(models, "previous", published.v2)
+    monkeypatch.setenv("NBO_MODEL_VERSION", "nope")
+    assert main(["serve", "--models-dir", str(models), "--port", "1"]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("nbo serve: error: NBO_MODEL_VERSION 'nope': no such alias or version")
+    assert "aliases: current, previous, production" in err and published.v2 in err
 
 
 def wait_until_serving(client: httpx.Client, version: str) -> None:

@@ -450,6 +450,64 @@ def test_a_new_worker_serves_the_started_version_whatever_current_says_since(
         server.terminate()
 
 
+def test_a_new_worker_starts_unready_when_no_model_it_may_serve_loads(
+    versions: Versions, tmp_path: Path
+) -> None:
+    """The folder of the version serving (CURRENT's too) removed by hand: a worker
+    started in place of a killed one has no version it may serve. It starts without a
+    model, says why and answers 503 on ready, and the other worker serves on; a reload
+    once the folder is back gives it the model. (It failed to boot, and gunicorn stopped
+    the whole service: 'Reason: Worker failed to boot.')"""
+    models = tmp_path / "models"
+    shutil.copytree(versions.folder, models)
+    settings = {
+        "NBO_CLOCK": CLOCK,
+        "NBO_WORKERS": str(WORKERS),
+        "NBO_WATCH_MODELS": "true",
+        "NBO_LOG_LEVEL": "info",
+        "NBO_LOG_FORMAT": "json",
+    }
+    with running_server(
+        models, tmp_path / "events.db", tmp_path / "server.log", settings
+    ) as server:
+        wait_for(lambda: len(serving_by_pid(server)) == WORKERS, "both workers serving")
+        elsewhere = tmp_path / "elsewhere"
+        (models / versions.v1).rename(elsewhere)
+        killed = min(serving_by_pid(server))
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: workers_started(server) > WORKERS, "a worker in place of the killed one")
+        assert server.process.poll() is None  # the service still runs
+        unready = [
+            line for line in log_lines(server) if "starting without a model" in line["message"]
+        ]
+        assert len(unready) == 1 and versions.v1 in unready[0]["message"], unready
+        newcomer = unready[0]["pid"]
+        assert set(serving_by_pid(server).values()) == {versions.v1}  # the other one
+        assert newcomer not in serving_by_pid(server)
+        # Concurrent calls on fresh connections until the new worker has answered one.
+        answers: list[httpx.Response] = []
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for _ in range(ROUNDS):
+                answers += pool.map(
+                    lambda _: httpx.get(f"{server.base}/health/ready", timeout=SECONDS),
+                    range(CALLS),
+                )
+                if any(answer.status_code == 503 for answer in answers):
+                    break
+        assert {answer.status_code for answer in answers} == {200, 503}
+        not_ready = next(answer.json() for answer in answers if answer.status_code == 503)
+        assert not_ready["status"] == "not ready" and versions.v1 in not_ready["reason"]
+
+        elsewhere.rename(models / versions.v1)
+        answer = reload(server)
+        assert answer["all_workers"] is True, answer
+        wait_for(
+            lambda: serving_by_pid(server).get(newcomer) == versions.v1,
+            "the new worker serving after the reload",
+        )
+        server.terminate()
+
+
 def test_an_erasure_reaches_every_workers_model(served: tuple[Server, Path]) -> None:
     """The erased customer is unknown to both workers' models by the time the erasure
     answers: no offers call, on either worker, is personalized for them after it."""
@@ -592,7 +650,8 @@ def test_a_port_another_process_listens_on_is_refused_in_one_line(
         code = main(["serve", "--port", str(port), "--models-dir", str(tmp_path)])
     assert code == EXIT_USER_ERROR
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert line.startswith(f"nbo serve: error: setting NBO_PORT: cannot listen on 127.0.0.1:{port}")
+    # The port came from --port: the line names the flag the user gave.
+    assert line.startswith(f"nbo serve: error: --port: cannot listen on 127.0.0.1:{port}")
 
 
 def test_a_killed_servers_folder_is_removed_by_the_next(

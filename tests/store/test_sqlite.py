@@ -12,7 +12,13 @@ import pytest
 
 from nbo.core.errors import ConfigError
 from nbo.data.events import EVENT_TYPES, Event, parse_events
-from nbo.store import check_store_url, open_store, read_erased_ids, read_pseudonym_key
+from nbo.store import (
+    check_store_url,
+    open_store,
+    read_erased_ids,
+    read_pseudonym_key,
+    store_location,
+)
 from nbo.store.base import BatchOutput, DeliveringRun
 from nbo.store.sqlite import MIGRATIONS, SQLiteStore
 
@@ -149,9 +155,57 @@ def test_a_run_on_record_before_heartbeats_was_last_heard_from_at_its_start(
 
 
 def test_reading_erased_ids_never_creates_a_store(tmp_path: Path) -> None:
-    path = tmp_path / "missing" / "nbo.db"
-    assert read_erased_ids(f"sqlite:///{path}") == []
-    assert not path.exists() and not path.parent.exists()
+    path = tmp_path / "nbo.db"
+    assert read_erased_ids(f"sqlite:///{path}") == []  # no store yet: nothing erased
+    assert not path.exists()
+    # A folder that does not exist is a wrong path, not a store with nothing erased (the
+    # trainer would train on every erased customer).
+    missing = tmp_path / "missing" / "nbo.db"
+    for read in (read_erased_ids, read_pseudonym_key):
+        with pytest.raises(ConfigError, match=f"no folder {missing.parent} for the store"):
+            read(f"sqlite:///{missing}")
+    assert not missing.parent.exists()
+
+
+@pytest.mark.parametrize("setting", ["NBO_STORE_URL", "--store-url"])
+def test_a_new_store_is_made_only_in_a_folder_that_exists(tmp_path: Path, setting: str) -> None:
+    """A store URL naming a folder that does not exist is a typo or a service started
+    elsewhere: a fresh store there would forget every consent and erasure unseen."""
+    path = tmp_path / "nonexistent" / "dir" / "x.db"
+    with pytest.raises(ConfigError) as refused:
+        open_store(f"sqlite:///{path}", setting=setting)
+    said = "setting NBO_STORE_URL" if setting == "NBO_STORE_URL" else "--store-url"
+    assert str(refused.value) == (
+        f"{said}: no folder {path.parent} for the store x.db: a new store is made only in "
+        "a folder that exists (make it, or correct the path)"
+    )
+    assert not (tmp_path / "nonexistent").exists()
+    # In a folder that exists, the store is made.
+    path.parent.mkdir(parents=True)
+    open_store(f"sqlite:///{path}").close()
+    assert path.is_file()
+
+
+def test_the_default_stores_folder_is_made_in_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert store_location("sqlite:///var/nbo.db") == (
+        f"SQLite {tmp_path.resolve() / 'var' / 'nbo.db'} (new: no file was there, so it "
+        "starts empty)"
+    )
+    open_store("sqlite:///var/nbo.db").close()
+    assert (tmp_path / "var" / "nbo.db").is_file()
+    assert store_location("sqlite:///var/nbo.db") == f"SQLite {tmp_path.resolve()}/var/nbo.db"
+    # Only the default's folder: another relative one is not made.
+    with pytest.raises(ConfigError, match="no folder"):
+        open_store("sqlite:///data/nbo.db")
+
+
+def test_a_postgresql_store_is_named_without_its_password() -> None:
+    assert store_location("postgresql://nbo:s3cret@db1:5432/nbo") == (
+        "PostgreSQL postgresql://nbo:***@db1:5432/nbo"
+    )
 
 
 def test_the_store_registers_campaign_files(tmp_path: Path) -> None:
@@ -248,10 +302,17 @@ def test_a_url_naming_no_store_is_refused_without_opening_one(url: str, problem:
     assert "secret" not in str(refused.value)
 
 
-def test_a_good_url_passes_the_check_and_creates_nothing(tmp_path: Path) -> None:
-    check_store_url(f"sqlite:///{tmp_path / 'var' / 'nbo.db'}")
+def test_a_good_url_passes_the_check_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check_store_url(f"sqlite:///{tmp_path / 'nbo.db'}")
     check_store_url("postgresql://nbo:secret@localhost:1/nbo")  # no connection made
-    assert not (tmp_path / "var").exists()
+    monkeypatch.chdir(tmp_path)
+    check_store_url("sqlite:///var/nbo.db")  # the default's folder: made when opened
+    assert list(tmp_path.iterdir()) == []
+    # A folder that does not exist is known without opening anything.
+    with pytest.raises(ConfigError, match="no folder"):
+        check_store_url(f"sqlite:///{tmp_path / 'nowhere' / 'nbo.db'}")
 
 
 def test_a_store_another_process_holds_for_writing_is_busy_not_an_error(tmp_path: Path) -> None:

@@ -427,3 +427,48 @@ def test_no_call_waits_on_the_pool_while_the_server_is_away(
         assert "nbo-store-recovery" in taken
     finally:
         store.close()
+
+
+def test_a_connection_the_server_closed_while_unused_is_replaced_before_a_call(
+    postgres_url: str, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server restarted while a worker was idle closed its pool's connections; the
+    next calls answered 503 for a server that was back (about a second per worker, one
+    call per dead connection). A connection unused for a while is checked first now."""
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "IDLE_CHECK_SECONDS", 0.0)
+    relay.on()
+    store = open_store(relay.url(postgres_url))
+    try:
+        assert store.erased_ids() == []
+        relay.off()  # the server stopped, its connections closed ...
+        relay.on()  # ... and started again before the next call
+        for _ in range(3):
+            assert store.erased_ids() == []
+        assert store.available
+    finally:
+        store.close()
+
+
+def test_an_idle_store_finds_its_server_gone_and_back(
+    postgres_url: str, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no call to find it, an idle replica's readiness said "store": "available"
+    through a whole outage. The store asks the server itself when no call did."""
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "PROBE_SECONDS", 0.05)
+    monkeypatch.setattr(postgres, "POOL_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.1)
+    relay.on()
+    store = open_store(relay.url(postgres_url))
+    try:
+        assert store.available
+        relay.off()
+        wait_until(lambda: not store.available, "the idle store never found the server gone")
+        relay.on()
+        wait_until(lambda: store.available, "the store never found the server back")
+        assert store.erased_ids() == []
+    finally:
+        store.close()

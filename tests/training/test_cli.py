@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,45 @@ def test_train_prints_a_summary_and_publishes(
     version = (models / "CURRENT").read_text(encoding="utf-8").strip()
     assert f"published {version}" in out
     assert (models / version / "manifest.json").is_file()
+
+
+def test_train_publishes_where_the_service_reads_models(
+    tmp_path: Path,
+    planted_csv: Path,
+    config: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without --models-dir, NBO_MODELS_DIR (as nbo models, batch and serve read it): in
+    the service's environment it published into ./models, which the service never saw."""
+    monkeypatch.chdir(tmp_path)
+    served = tmp_path / "served"
+    monkeypatch.setenv("NBO_MODELS_DIR", str(served))
+
+    code = _train("--data", str(planted_csv), "--config", str(config))
+
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    version = (served / "CURRENT").read_text(encoding="utf-8").strip()
+    assert f"published {version}" in out
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_models_folder_that_cannot_be_one_names_where_it_came_from(
+    tmp_path: Path,
+    planted_csv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where ./models would be written
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n", encoding="utf-8")
+    monkeypatch.setenv("NBO_MODELS_DIR", str(afile))
+    assert _train("--data", str(planted_csv)) == EXIT_USER_ERROR
+    assert_one_error_line(capsys.readouterr().err, f"NBO_MODELS_DIR {afile}: exists and is not")
+    monkeypatch.setenv("NBO_MODELS_DIR", str(tmp_path / "models"))
+    assert _train("--data", str(planted_csv), "--models-dir", str(afile / "m")) == EXIT_USER_ERROR
+    assert_one_error_line(capsys.readouterr().err, f"--models-dir {afile / 'm'}: cannot be")
 
 
 def test_train_reads_a_partitioned_parquet_dataset(
@@ -166,17 +206,92 @@ def test_quality_gate_failure_is_a_user_error_and_force_publishes(
 
     out, err = capsys.readouterr()
     assert code == EXIT_USER_ERROR
-    assert_one_error_line(err, "quality gate", "is worse than the current model", "--force")
-    assert "published" not in out
+    line = assert_one_error_line(err, "quality gate", "is worse than the current model", "--force")
+    # The evaluation the verdict rests on is shown (it printed nothing), nothing published.
+    assert "truth: all holdout purchases" in out and "│ served " in out
+    assert "served against the best simple rule" in out
+    assert line.removeprefix("nbo train: error: ") in out
+    assert not re.search(r"^published ", out, re.MULTILINE)
     assert (models / "CURRENT").read_text(encoding="utf-8") == current
+    assert len([p for p in models.iterdir() if p.is_dir()]) == 1
 
     code = _train(*args, "--force")
 
     out, _ = capsys.readouterr()
     assert code == 0
-    assert "(forced)" in out
-    assert "published" in out
-    assert (models / "CURRENT").read_text(encoding="utf-8") != current
+    # What happened, not "not published (use --force ...) (forced)" then "published".
+    assert "is worse than the current model" in out
+    assert "published because of --force" in out and "not published" not in out
+    version = (models / "CURRENT").read_text(encoding="utf-8").strip()
+    assert version != current.strip()
+    assert re.search(rf"^published {version} ", out, re.MULTILINE)
+
+
+# A models/CURRENT that is there but names no published version, and what is wrong with it.
+BAD_CURRENTS = {
+    "empty": (b"\n", "is empty"),
+    "a path": (b"../elsewhere/v1\n", "is not a model version"),
+    "no such version": (b"v1\n", "names v1, which is not a model in"),
+    "not text": (b"\xff\xfe\n", "is not UTF-8 text"),
+    "a folder": (None, "cannot be read"),
+}
+
+
+def _bad_current(models: Path, content: bytes | None) -> Path:
+    models.mkdir()
+    pointer = models / "CURRENT"
+    if content is None:
+        pointer.mkdir()
+    else:
+        pointer.write_bytes(content)
+    return pointer
+
+
+@pytest.mark.parametrize("case", list(BAD_CURRENTS))
+def test_a_current_naming_no_version_is_refused_before_training(
+    tmp_path: Path, planted_csv: Path, config: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    """The gate took such a CURRENT for "no model is published yet" (a folder or a
+    non-UTF-8 file was a traceback), passed, and publishing replaced it unseen: one line
+    now says what is wrong with the file, before any training, and nothing is written."""
+    content, problem = BAD_CURRENTS[case]
+    models = tmp_path / "models"
+    pointer = _bad_current(models, content)
+
+    code = _train("--data", str(planted_csv), "--models-dir", str(models), "--config", str(config))
+
+    out, err = capsys.readouterr()
+    assert code == EXIT_USER_ERROR
+    assert_one_error_line(err, f"quality gate: {pointer}", problem, "--force")
+    assert "no model is published" not in err
+    assert "rows read" not in out  # refused before the data was read
+    assert sorted(p.name for p in models.iterdir()) == ["CURRENT"]
+    if content is not None:
+        assert pointer.read_bytes() == content
+
+
+def test_force_publishes_over_a_bad_current_and_says_so(
+    tmp_path: Path, planted_csv: Path, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    pointer = _bad_current(models, b"../elsewhere/v1\n")
+
+    code = _train(
+        "--data", str(planted_csv), "--models-dir", str(models), "--config", str(config), "--force"
+    )
+
+    out, _ = capsys.readouterr()
+    assert code == 0
+    flat = " ".join(out.split())
+    assert f"{pointer}: '../elsewhere/v1' is not a model version" in flat
+    assert "which model serves now is unknown" in flat
+    assert "published because of --force" in flat
+    version = pointer.read_text(encoding="utf-8").strip()
+    assert f"published {version}" in out
+    gate = json.loads((models / version / "manifest.json").read_text(encoding="utf-8"))
+    gate = gate["quality_gate"]
+    assert gate["passed"] is False and gate["forced"] is True
+    assert gate["current_version"] is None and "is not a model version" in gate["note"]
 
 
 # --- user errors ----------------------------------------------------------------------
@@ -321,7 +436,7 @@ def test_bad_holdout_days(
 
     _, err = capsys.readouterr()
     assert code == 2
-    assert_one_error_line(err, "holdout_days", "greater than or equal to 1")
+    assert_one_error_line(err, "--holdout-days: ", "greater than or equal to 1")
 
 
 def test_holdout_longer_than_the_data(
@@ -563,3 +678,54 @@ def test_the_report_shows_the_source_contributions(trained: TrainResult) -> None
     for source in SOURCES:
         assert source in text.split("ranker: where its top 10 came from")[1]
     assert "strongest features" in text
+
+
+def _served_section(served_all: float, served_new: float) -> dict:
+    return {
+        "policy": "itemknn",
+        "metric": "ndcg@10",
+        "against_best_rule": {
+            "all": {
+                "served": served_all,
+                "best_rule": "buy_again",
+                "best_rule_score": 0.7712,
+                "change": served_all / 0.7712 - 1,
+            },
+            "new": {
+                "served": served_new,
+                "best_rule": "itemknn",
+                "best_rule_score": 0.5,
+                "change": served_new / 0.5 - 1,
+            },
+        },
+    }
+
+
+def test_a_served_model_below_the_best_simple_rule_is_warned_about(
+    trained: TrainResult,
+) -> None:
+    """The policy picked on the validation window lost to buy-again by 3.9% on the
+    holdout, and the summary read "quality gate passed" and nothing more."""
+    from dataclasses import replace
+
+    lost = replace(trained, manifest={**trained.manifest, "served": _served_section(0.7409, 0.5)})
+
+    out = io.StringIO()
+    print_summary(Console(file=out, width=400, color_system=None), lost)
+    text = out.getvalue()
+
+    warnings = [line for line in text.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: served ndcg@10 0.7409 is below buy_again 0.7712 (-3.9%) on the holdout, "
+        "truth all: the policy chosen on the validation window (itemknn) lost to a simple "
+        "rule here (the quality gate does not judge this: it compares what is served "
+        "with the current model)"
+    ]
+    # Right under the verdict, where it is seen.
+    lines = text.splitlines()
+    assert lines[lines.index(warnings[0]) - 1].startswith("quality gate: ")
+
+    level = replace(trained, manifest={**trained.manifest, "served": _served_section(0.78, 0.6)})
+    out = io.StringIO()
+    print_summary(Console(file=out, width=400, color_system=None), level)
+    assert "warning" not in out.getvalue()

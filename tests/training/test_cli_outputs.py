@@ -75,14 +75,14 @@ def test_evaluate_replaces_both_files_or_neither(
     (out / "evaluation.json").write_text("the old document\n", encoding="utf-8")
     (out / "report.html").write_text("the old page\n", encoding="utf-8")
     disk_full = True
-    real_open = Path.open
+    real_open = os.open
 
-    def open_unless_full(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if disk_full and "report.html" in path.name and mode[0] in "wx":
+    def open_unless_full(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if disk_full and "report.html" in os.fspath(path) and flags & os.O_CREAT:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_open(path, mode, *args, **kwargs)
+        return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "open", open_unless_full)
+    monkeypatch.setattr(os, "open", open_unless_full)
     args = ["evaluate", "--data", str(planted_csv), "--out", str(out)]
     assert main(args) == 2
     line = assert_one_error_line(

@@ -79,3 +79,76 @@ def test_a_config_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     path.write_bytes("\ufeffholdout_days = 21\n".encode())
 
     assert load_training_config(path).holdout_days == 21
+
+
+@pytest.mark.parametrize(
+    ("toml", "field", "given"),
+    [
+        ("k = true\n", "'k'", "(got true)"),  # was k = 1
+        ('k = "10"\n', "'k'", '(got "10")'),  # was k = 10
+        ("k = 10.0\n", "'k'", "(got 10.0)"),
+        ("[ranker]\nenabled = 0\n", "'ranker.enabled'", "(got 0)"),  # was off
+        ('[cycles]\nenabled = "no"\n', "'cycles.enabled'", '(got "no")'),
+        ("suppression_days = true\n", "'suppression_days'", "got true"),  # was one day
+        ("suppression_days = 7.5\n", "'suppression_days'", "got 7.5"),  # was seven
+    ],
+)
+def test_config_values_are_taken_in_their_own_types_only(
+    tmp_path: Path, toml: str, field: str, given: str
+) -> None:
+    path = tmp_path / "loose.toml"
+    path.write_text(toml, encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        load_training_config(path)
+
+    message = str(caught.value)
+    assert message.startswith(f"{path}: config field {field}: "), message
+    assert given in message
+
+
+def test_toml_natural_types_are_taken(tmp_path: Path) -> None:
+    """An integer where a number is wanted is that number (TOML writes ``2``, not 2.0),
+    and the window is days or "all", as a number or a string."""
+    path = tmp_path / "natural.toml"
+    path.write_text(
+        "suppression_days = 14\n[cycles]\nfloor_days = 2\ndead_time_quantile = 0\n"
+        "[ranker]\nhalf_life_days = 30\nenabled = false\n[lifecycle]\nloyal_min_orders = 3\n",
+        encoding="utf-8",
+    )
+
+    config = load_training_config(path)
+
+    assert config.suppression_days == "14"
+    assert config.cycles.floor_days == 2.0 and config.cycles.dead_time_quantile == 0.0
+    assert config.ranker.half_life_days == 30.0 and config.ranker.enabled is False
+    assert config.lifecycle.loyal_min_orders == 3.0
+    path.write_text('suppression_days = "all"\n', encoding="utf-8")
+    assert load_training_config(path).suppression.days is None
+
+
+@pytest.mark.parametrize(
+    ("toml", "field", "known"),
+    [
+        ("[als]\nfactor = 8\n", "'als.factor'", "(known in [als]: factors, iterations, "),
+        ("holdout = 30\n", "'holdout'", "(known: holdout_days, k, suppression_days, "),
+        ("[ranker]\nsources = 3\n", "'ranker.sources'", "(known in [ranker]: enabled, "),
+    ],
+)
+def test_an_unknown_key_lists_the_known_keys_of_its_table(
+    tmp_path: Path, toml: str, field: str, known: str
+) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text(toml, encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        load_training_config(path)
+
+    assert str(caught.value).startswith(f"{path}: unknown config field {field} {known}")
+
+
+def test_a_bad_option_value_names_the_option_not_the_config_field() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_training_config(None, holdout_days=0)
+
+    assert str(caught.value) == "--holdout-days: Input should be greater than or equal to 1"

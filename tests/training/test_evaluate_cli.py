@@ -442,3 +442,30 @@ def test_page_says_what_each_method_row_and_metric_is() -> None:
     for method in shown & set(METHOD_GLOSSARY):
         assert f"<td>{method}</td><td>{METHOD_GLOSSARY[method]}</td>" in page
     assert "NDCG@10 = DCG / the DCG of min(items bought, 10) hits at the top" in page
+
+
+def test_the_page_warns_when_what_is_served_lost_to_a_simple_rule() -> None:
+    result = _fake_result()
+    result.manifest["served"] = {
+        "policy": "ranker",
+        "metric": "ndcg@10",
+        "against_best_rule": {
+            "all": {"served": 0.33, "best_rule": "itemknn", "best_rule_score": 0.22},
+            "new": {
+                "served": 0.2,
+                "best_rule": "itemknn",
+                "best_rule_score": 0.25,
+                "change": -0.2,
+            },
+        },
+    }
+    document = evaluation_document(result, datetime(2026, 2, 1, tzinfo=UTC))
+
+    page = evaluation_html(document, "t")
+
+    assert page.count("<b>Warning:</b>") == 1
+    assert (
+        "served ndcg@10 0.2000 is below itemknn 0.2500 (-20.0%) on the holdout, truth new" in page
+    )
+    # Beside the verdict at the top, not among the tables.
+    assert page.index("<b>Warning:</b>") < page.index("<h2>Data</h2>")

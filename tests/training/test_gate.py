@@ -6,16 +6,22 @@ and says so."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from rich.console import Console
 from support import END, small_training_config, worse_than_before
 
 from nbo.core.errors import QualityGateError
 from nbo.data.mapping import load_mapping
-from training.pipeline import TrainResult, train
+from training.cli import print_summary
+from training.evaluate_cli import evaluation_document
+from training.pipeline import ModelRefused, TrainResult, train
+from training.report import evaluation_html
 
 
 def _manifest(result: TrainResult) -> dict:
@@ -95,6 +101,12 @@ def test_quality_gate_refuses_what_serves_worse_than_the_current_model(
     message = str(caught.value)
     assert f"is worse than the current model {published.version}" in message
     assert "on the same holdout" in message and "--force" in message
+    # The refused training's figures come with the refusal, for the command's report.
+    assert isinstance(caught.value, ModelRefused)
+    refused = caught.value.result
+    assert refused.path is None and refused.version is None and not refused.published
+    assert refused.manifest["quality_gate"]["message"] == message
+    assert refused.metrics["all"]["served"]["ndcg@10"] < refused.manifest["quality_gate"]["current"]
     # Nothing written, no staging folder left, CURRENT unchanged.
     assert _snapshot(models) == before
     assert (models / "CURRENT").read_text(encoding="utf-8").strip() == published.version
@@ -127,7 +139,63 @@ def test_force_publishes_and_records_it(tmp_path: Path, planted_purchases: pd.Da
     gate = _manifest(result)["quality_gate"]
     assert gate["passed"] is False
     assert gate["forced"] is True
+    # The manifest says what happened: it said "not published (use --force ...)".
+    assert gate["message"].endswith(": published because of --force")
+    assert "not published" not in gate["message"]
     assert gate["current_version"] == published.version
     assert gate["served"] < gate["current"]
     assert result.published is True
     assert (models / "CURRENT").read_text(encoding="utf-8").strip() == result.version
+
+
+def _nobody_comes_back() -> pd.DataFrame:
+    """Ten customers, one purchase each: six before the last 30 days, four new ones in
+    them. Nobody who bought before the cutoff bought after it: no one to evaluate."""
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{n}" for n in range(10)],
+            "item_id": [f"I{n % 4}" for n in range(10)],
+            "timestamp": [END - pd.Timedelta(days=days) for days in (120, 100, 90, 70, 60, 45)]
+            + [END - pd.Timedelta(days=days) for days in (20, 10, 5, 0)],
+        }
+    )
+
+
+def test_a_model_evaluated_on_nobody_is_published_saying_so(tmp_path: Path) -> None:
+    """It was published with every metric 0.0000 and "quality gate: served ndcg@10
+    0.0000": zeros that were never measured. The shop still gets a model; the gate, the
+    summary and the report say it was not evaluated, and why."""
+    data = tmp_path / "tiny.csv"
+    _nobody_comes_back().to_csv(data, index=False)
+    models = tmp_path / "models"
+
+    result = train(data, load_mapping("canonical"), models, small_training_config())
+
+    assert result.manifest["split"]["evaluated_customers"] == 0
+    gate = _manifest(result)["quality_gate"]
+    assert gate["passed"] is True and gate["evaluated"] is False
+    assert gate["served"] is None and gate["current"] is None
+    assert gate["message"] == (
+        "quality gate: served ndcg@10 not evaluated (policy als): too few customers bought "
+        "in the holdout: none who bought before the cutoff bought in it, so there is "
+        "nothing to judge a model by; published unevaluated"
+    )
+    assert (models / "CURRENT").read_text(encoding="utf-8").strip() == result.version
+    # Nothing served to anyone: no comparison with the simple rules either.
+    assert _manifest(result)["served"]["against_best_rule"] == {}
+
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200, color_system=None), result)
+    text = out.getvalue()
+    assert "0 customers evaluated" in text and "not evaluated: too few customers" in text
+    assert "0.0000" not in text
+    methods = set(result.metrics["all"])
+    rows = [line for line in text.splitlines() if line[1:].split("│")[0].strip() in methods]
+    assert len(rows) == 2 * len(methods)
+    assert all(line.split("│")[2].strip() == "–" for line in rows)
+
+    document = evaluation_document(result, datetime(2026, 2, 1, tzinfo=UTC))
+    page = evaluation_html(document, "t")
+    assert document["quality_gate"]["message"].startswith("quality gate not evaluated: ")
+    assert '<div class="verdict warn">' in page and "Not evaluated: nobody was scored" in page
+    assert "<td>0.0000</td>" not in page and "<img" not in page.split("Churn")[0]

@@ -101,6 +101,12 @@ def test_a_bad_store_is_said_of_what_the_user_gave(
     assert err.startswith(f"nbo {command}: error: --store-url: ") and err.count("\n") == 1
     assert f"{not_a_database} (file is not a database)" in err and "NBO_STORE_URL" not in err
 
+    # A folder that does not exist: a wrong path, not a store with nothing erased.
+    missing = tmp_path / "nowhere" / "nbo.db"
+    assert main([*args, "--store-url", f"sqlite:///{missing}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nbo {command}: error: --store-url: no folder {missing.parent} ")
+
     monkeypatch.setenv("NBO_STORE_URL", f"sqlite:///{not_a_database}")
     assert main(args) == 2
     err = capsys.readouterr().err

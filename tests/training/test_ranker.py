@@ -21,6 +21,7 @@ from support import (
     staged_items,
 )
 
+from nbo.core.errors import ConfigError
 from nbo.data.features import build_order_table, line_values
 from nbo.data.history import encode_purchases
 from nbo.data.mapping import load_mapping
@@ -36,6 +37,7 @@ from training.pipeline import TrainResult, train
 from training.ranker import (
     TrainingWindow,
     WindowSettings,
+    earlier_window,
     stacked_windows,
     stage_popularity_recommender,
     training_window,
@@ -303,3 +305,32 @@ def test_stage_popularity_alone_ranks_each_customer_by_their_stage() -> None:
     assert top[2].tolist() == items.popular_order[:2].tolist()  # no stage: overall
     exclude = sp.csr_matrix(([1.0], [2], [0, 1, 1]), shape=(2, 6))
     assert 2 not in recommend(np.array([0, 1]), exclude)[0].tolist()
+
+
+def test_no_window_before_the_test_window_says_what_spans_what() -> None:
+    """On a 51-day file with the 30-day holdout the purchases before the test window
+    span 20 days: the reason said "the data spans 20 days; choose a shorter holdout",
+    as if the file were 21 days long and the holdout a mistake."""
+    start = pd.Timestamp("2023-04-10")
+    days = [0, 5, 10, 20, 30, 40, 51]
+    purchases = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "a", "b", "a", "b", "a"],
+            "item_id": ["x", "y", "y", "x", "x", "y", "x"],
+            "timestamp": [start + pd.Timedelta(days=d) for d in days],
+        }
+    )
+    config = small_training_config()
+    split = time_split(encode_purchases(purchases), 30, 30)
+
+    def unused(*_: object) -> None:
+        raise AssertionError("nothing is fitted without a window")
+
+    with pytest.raises(ConfigError) as caught:
+        earlier_window(split, unused, unused, unused, WindowSettings.from_config(config))
+
+    assert str(caught.value) == (
+        "the purchases before the test window span 20 days, less than the 30-day holdout "
+        "a window before it needs; the file spans 51 days: more than 60 days of history, "
+        "or holdout_days (--holdout-days) 25 or less would give one"
+    )

@@ -27,6 +27,7 @@ from training.served import (
     posted_since,
     score,
     serve,
+    served_depth,
     served_metrics,
     served_model,
 )
@@ -193,3 +194,23 @@ def test_the_catalogue_decides_what_may_be_served(
     assert not set(served.ravel().tolist()) & a_items
     everything = served_metrics(model, at, "ranker", config, default_catalog())
     assert metrics["all"][SERVED]["ndcg@10"] < everything["all"][SERVED]["ndcg@10"] * 0.7
+
+
+@pytest.mark.parametrize("k", [51, 100])
+def test_every_k_the_config_allows_is_served_and_scored(
+    unsuppressed: tuple[TimeSplit, Evaluation], k: int
+) -> None:
+    """k above the 50 offers the evaluation used to ask for crashed (shapes (n, 50)
+    against k): the decision is asked for k and the same room for the "new" truth."""
+    _, evaluation = unsuppressed
+    config = small_training_config().model_copy(update={"k": k})
+    at = evaluation.cutoff
+    model = served_model(at, config, evaluation.propensity)
+
+    metrics = served_metrics(model, at, "als", config, default_catalog())
+
+    assert served_depth(k) == k + 40
+    for truth in ("all", "new"):
+        assert 0.0 < metrics[truth][SERVED][f"ndcg@{k}"] <= 1.0, truth
+    served = serve(model, at, at.customers, config.suppression, default_catalog(), depth=k + 40)
+    assert served.shape == (len(at.customers), k + 40)

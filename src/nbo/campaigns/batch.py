@@ -45,6 +45,7 @@ from nbo.core.vocabulary import STAGES
 from nbo.data.events import ImpressionEvent
 from nbo.experiments.assignment import load_serving_models
 from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
+from nbo.models.registry import MODEL_VERSION_SETTING
 from nbo.models.send_time import next_send_at
 from nbo.models.served import ServingModel
 from nbo.offers.decision import Occasion
@@ -404,7 +405,11 @@ def open_run(spec: RunSpec) -> BatchRun:
     store = open_store(settings.store_url)
     try:
         models = load_serving_models(
-            settings.models_dir, settings.model_version, configured, store.erased_ids()
+            settings.models_dir,
+            settings.model_version,
+            configured,
+            store.erased_ids(),
+            MODEL_VERSION_SETTING,
         )
     except BaseException:
         store.close()

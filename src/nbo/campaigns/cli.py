@@ -231,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
                             spark,
                             advance,
                             managed=not args.unmanaged,
+                            stopping=stopping,
                         )
             seconds = time.perf_counter() - started
             if lines:

@@ -19,6 +19,12 @@ executor lost) first takes back what its earlier attempt recorded for its chunks
 each delivered offer is recorded once; a run that fails takes back every impression it
 recorded.
 
+Ctrl-C (or SIGTERM) stops it as it stops the local engine: the stopping line at once,
+the job's tasks called off (``run_job``: the job runs in a thread of its own, so the
+interrupt reaches the driver's main thread outside any call into the JVM, and the job
+group is cancelled and its tasks waited for), nothing written, and a delivered run's
+impressions taken back, with Ctrl-C ignored meanwhile.
+
 Each partition becomes one Parquet part of ``SCHEMA`` in a temporary folder beside
 ``--out``; the folder's parts in name order are the rows the local engine writes to its
 file, in the same order. As in the local engine, customers erased meanwhile are taken
@@ -28,17 +34,19 @@ for erasure (as a folder of parts, ``files.PARTS``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -72,6 +80,7 @@ from nbo.campaigns.files import (
     remove_customers,
 )
 from nbo.campaigns.recovery import Heartbeat, begin_delivering, end_delivering, partial_path
+from nbo.core import processes
 from nbo.core.outputs import check_output_parent
 from nbo.store.base import BatchOutput
 
@@ -94,6 +103,9 @@ _LOCAL_ENVIRONMENT = ("PYSPARK_PYTHON", "SPARK_LOCAL_IP", "SPARK_LOCAL_DIRS")
 # PySpark warns, at every Arrow call, that it does not fully support pandas 3: this
 # engine hands Spark Arrow batches and never goes through pandas.
 _PANDAS_WARNING = "PySpark does not yet fully support pandas"
+# How long a called-off job's tasks are waited for (``call_off``); Spark kills a task's
+# Python worker after spark.python.task.killTimeout (2 s by default).
+CALL_OFF_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -148,11 +160,15 @@ def write_spark_batch(
     options: SparkOptions = SparkOptions(),
     progress: Progress | None = None,
     managed: bool = True,
+    stopping: Callable[[], None] | None = None,
 ) -> BatchSummary:
     """``write_batch`` on Spark: the same rows, as a folder of Parquet parts at ``out``
     (replacing what was there once every part is written, never before), registered
     for erasure unless ``managed`` is False. ``run`` is the driver's (selection, store,
-    recording); ``spec`` what every executor opens its own run from."""
+    recording); ``spec`` what every executor opens its own run from. ``stopping`` is
+    called at once when the run is interrupted (Ctrl-C, SIGTERM), as ``write_batch``
+    calls it, before the Spark job is called off and a delivered run's impressions taken
+    back."""
     check_spark_output(out)
     reason = spark_missing()
     if reason is not None:
@@ -166,6 +182,15 @@ def write_spark_batch(
     executors = _for_executors(spec, run)
     placed = False
     heartbeat: Heartbeat | None = None
+    said: list[bool] = []
+
+    def say_stopping() -> None:
+        # Once: by the Spark job's wait (``run_job``) or by the clean-up below.
+        if stopping is not None and not said:
+            said.append(True)
+            with contextlib.suppress(OSError):  # a closed stderr must not stop the clean-up
+                stopping()
+
     try:
         if run.occasion.delivery:
             heartbeat = begin_delivering(run.store, run.run_id, temporary)
@@ -173,7 +198,9 @@ def write_spark_batch(
         # one, how many of them are in it is known at the end).
         running = progress if selection.stage is None else None
         with spark_session(options) as spark:
-            _decide_on_spark(spark, executors, selection.stage, chunks, temporary, options, running)
+            _decide_on_spark(
+                spark, executors, selection.stage, chunks, temporary, options, running, say_stopping
+            )
         _count_rows(temporary, summary)
         summary.skipped_stage = len(ids) - summary.customers
         if progress is not None:
@@ -206,11 +233,16 @@ def write_spark_batch(
             )
             summary.leave_out(erased)
         summary.rows -= summary.erased_rows
-    except BaseException:
-        if run.occasion.delivery and not placed:
-            # No campaign folder, no delivery (the session has stopped, or Spark has
-            # ended the job's tasks: no partition records any more).
-            withdraw(run, ids)
+    except BaseException as exc:
+        delivered = run.occasion.delivery and not placed
+        # A second Ctrl-C must not stop the taking back half-way.
+        with processes.uninterrupted() if delivered else contextlib.nullcontext():
+            if isinstance(exc, KeyboardInterrupt):
+                say_stopping()
+            if delivered:
+                # No campaign folder, no delivery (the job's tasks called off and waited
+                # for, the session stopped: no partition records any more).
+                withdraw(run, ids)
         raise
     finally:
         if heartbeat is not None:
@@ -248,11 +280,13 @@ def _decide_on_spark(
     folder: Path,
     options: SparkOptions,
     progress: Progress | None = None,
+    stopping: Callable[[], None] | None = None,
 ) -> None:
     """Decide ``chunks`` on the executors and write their rows as Parquet parts in
     ``folder``: partition ``n`` (a run of consecutive chunks) is part ``n``. Calls
     ``progress`` each second with the customers of the partitions done (about: partitions
-    differ by a chunk)."""
+    differ by a chunk). Interrupted, the job is called off (``run_job``), ``stopping``
+    called first."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
     if spec.delivery and spark.conf.get("spark.speculation", "false").strip().lower() == "true":
@@ -274,7 +308,6 @@ def _decide_on_spark(
         )
     started = time.perf_counter()
     group = f"nbo-batch-{spec.run_id}"
-    spark.sparkContext.setJobGroup(group, f"nbo batch {spec.run_id}")
     done = threading.Event()
     if progress is not None:
         customers = sum(len(c) for c in chunks)
@@ -285,7 +318,14 @@ def _decide_on_spark(
             daemon=True,
         ).start()
     try:
-        decided.write.mode("errorifexists").parquet(folder.as_uri())
+        run_job(
+            spark.sparkContext,
+            group,
+            f"nbo batch {spec.run_id}",
+            lambda: decided.write.mode("errorifexists").parquet(folder.as_uri()),
+            stopping,
+            shielded=spec.delivery,
+        )
     finally:
         done.set()
     log.info(
@@ -299,6 +339,116 @@ def _decide_on_spark(
     for name in os.listdir(folder):
         if name.startswith(".") and name.endswith(".crc"):
             (folder / name).unlink()
+
+
+def run_job(
+    context: Any,
+    group: str,
+    description: str,
+    action: Callable[[], object],
+    stopping: Callable[[], None] | None = None,
+    shielded: bool = False,
+) -> None:
+    """Run ``action`` (what starts Spark's jobs) as job group ``group``, in a thread of
+    its own while this one waits: Ctrl-C or SIGTERM then interrupts the wait, never a call
+    into the JVM. PySpark's own Ctrl-C handler cancels every job from inside the call the
+    main thread was making, which fails ('reentrant call'): the job went on, and stopping
+    the session under it printed Java stack traces. Interrupted, ``stopping`` is called
+    first and the group's jobs are called off (``call_off``) before the interrupt goes
+    on; ``shielded``: a second Ctrl-C is ignored meanwhile (a delivered run, whose
+    impressions are taken back next). ``action``'s own error is raised here."""
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        context.setJobGroup(group, description)
+        try:
+            action()
+        except BaseException as exc:  # raised in the waiting thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=work, name="nbo-spark-job", daemon=True)
+    with _interrupts_raised():
+        thread.start()
+        try:
+            thread.join()
+        except BaseException as exc:
+            with processes.uninterrupted() if shielded else contextlib.nullcontext():
+                if stopping is not None and isinstance(exc, KeyboardInterrupt):
+                    stopping()
+                call_off(context, group, thread)
+            raise
+    if failed:
+        raise failed[0]
+
+
+def call_off(context: Any, group: str, thread: threading.Thread | None = None) -> None:
+    """Cancel the jobs of ``group`` and wait for them: ``thread`` (the one whose action
+    started them) to return, then every task of theirs to have ended. Spark gives a
+    task's Python worker no word of the kill: one deciding a chunk may still record it
+    (a session nbo started is stopped, its workers with it, before a delivered run's
+    impressions are taken back). Waits at most ``CALL_OFF_WAIT_S`` for the tasks, then
+    says so in the log."""
+    with _quiet_logs(context):
+        context.cancelJobGroup(group)
+        if thread is not None:
+            thread.join()
+        tracker = context.statusTracker()
+        waited = time.monotonic() + CALL_OFF_WAIT_S
+        while (running := _running_tasks(tracker, group)) and time.monotonic() < waited:
+            time.sleep(0.1)
+    if running:
+        log.warning(
+            "%d tasks of %s still running %.0f s after it was called off",
+            running,
+            group,
+            CALL_OFF_WAIT_S,
+        )
+
+
+@contextlib.contextmanager
+def _quiet_logs(context: Any) -> Iterator[None]:
+    """Spark's log off while the block runs, its level before back after: a job called
+    off logs each task it kills and the write it aborts, with Java stack traces, after
+    the stopping line (a page of them for one Ctrl-C). Left as it is when the level
+    cannot be read."""
+    try:
+        before = str(context._jvm.org.apache.logging.log4j.LogManager.getRootLogger().getLevel())
+    except Exception:  # not log4j 2, or no JVM to ask: keep Spark's logs
+        before = None
+    if before is None:
+        yield
+        return
+    context.setLogLevel("OFF")
+    try:
+        yield
+    finally:
+        context.setLogLevel(before)
+
+
+def _running_tasks(tracker: Any, group: str) -> int:
+    """The tasks of ``group``'s jobs running now, from Spark's status tracker."""
+    running = 0
+    for job in tracker.getJobIdsForGroup(group):
+        info = tracker.getJobInfo(job)
+        for stage in info.stageIds if info is not None else ():
+            stage_info = tracker.getStageInfo(stage)
+            running += stage_info.numActiveTasks if stage_info is not None else 0
+    return running
+
+
+@contextlib.contextmanager
+def _interrupts_raised() -> Iterator[None]:
+    """Ctrl-C raised as KeyboardInterrupt in the main thread, as Python does by default,
+    while the block runs: not PySpark's handler, which calls the JVM from inside the
+    signal (``run_job``). The handler before is back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _report_partitions(

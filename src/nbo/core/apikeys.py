@@ -45,6 +45,9 @@ from nbo.core.errors import ConfigError
 KEY_PREFIX = "nbo"
 _KEY = re.compile(r"^nbo_(?P<id>[0-9a-f]{8})_(?P<secret>[A-Za-z0-9_-]{16,})$")
 _ID = re.compile(r"^[0-9a-f]{8}$")
+# The id of anything shaped like a key, whatever follows it: a refused key whose secret is
+# too short or mangled (cut when pasted, a quote kept) still names the key meant.
+_ANY_KEY_ID = re.compile(r"^nbo_(?P<id>[0-9a-f]{8})_")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Compared against when a key names no configured id, so a check takes the same steps
 # whether or not the id exists. Random per process: no key can ever match it.
@@ -144,8 +147,11 @@ class KeyRing:
 
     def known_id(self, key: str) -> str | None:
         """The id a refused key names, when that id is configured (so safe to log: it is
-        a public id, not part of a secret someone mistyped); else None."""
-        key_id = key_id_of(key)
+        a public id, not part of a secret someone mistyped); else None. Read from the
+        key's prefix alone: a botched rotation's secret is often not even well formed
+        (cut short, a stray character), and the id is what diagnoses it."""
+        match = _ANY_KEY_ID.match(key.strip())
+        key_id = match.group("id") if match else None
         return key_id if key_id in self._by_id else None
 
     def counts(self) -> dict[Role, int]:
@@ -174,10 +180,14 @@ class BindCheck:
 
 
 def check_bind(
-    host: str, keys: Sequence[ApiKeyEntry], allow_unauthenticated: bool = False
+    host: str,
+    keys: Sequence[ApiKeyEntry],
+    allow_unauthenticated: bool = False,
+    host_named: str = "setting NBO_HOST",
 ) -> BindCheck:
     """Secure by default: without keys, serve loopback only. A pure function, so every
-    case is a unit test; ConfigError (one line) refuses the start."""
+    case is a unit test; ConfigError (one line) refuses the start. ``host_named``: what
+    the refusal names, the flag when the host came from one (``--host``)."""
     if keys:
         counts = KeyRing(keys).counts()
         roles = ", ".join(f"{role.value} {n}" for role, n in counts.items())
@@ -193,7 +203,7 @@ def check_bind(
         )
     if not allow_unauthenticated:
         raise ConfigError(
-            f"setting NBO_HOST: {host!r} is not a loopback address and no API keys are "
+            f"{host_named}: {host!r} is not a loopback address and no API keys are "
             "configured; set NBO_API_KEYS or NBO_ALLOW_UNAUTHENTICATED=true"
         )
     return BindCheck(

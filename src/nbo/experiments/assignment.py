@@ -70,10 +70,15 @@ def load_serving_models(
     version: str | None,
     experiments: Experiments = NO_EXPERIMENTS,
     erased: Iterable[str] = (),
+    source: str | None = None,
 ) -> ServingModels:
-    """The current model (``version`` or CURRENT) and the models the experiments name,
-    each checked like the current one; ArtifactError when any cannot serve. Erased
-    customers are removed from all of them."""
+    """The current model (``version``, a version or an alias, or CURRENT when None) and
+    the models the experiments name, each checked like the current one; ArtifactError
+    when any cannot serve. Erased customers are removed from all of them. ``source``:
+    where ``version`` was read (``NBO_MODEL_VERSION``), named when it names nothing."""
+    if version is not None:
+        # An alias as well as a version, as a reload and an experiments file take it.
+        version = resolve(models_dir, version, source)
     current = load_serving_model(models_dir, version)
     loaded = {current.version: current}
     by_reference: dict[str, ServingModel] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -183,24 +184,97 @@ def set_current(models_dir: Path, version: str) -> None:
 
 
 def current_version(models_dir: Path) -> str:
-    """The version CURRENT points at."""
+    """The version CURRENT points at; ArtifactError when there is no CURRENT
+    (``has_current`` tells that case apart) or it names no version."""
     pointer = models_dir / CURRENT
-    if not pointer.is_file():
+    if not has_current(models_dir):
         raise ArtifactError(
             f"no model in {models_dir} (no {CURRENT} file): train one with 'nbo train'"
         )
-    version = pointer.read_text(encoding="utf-8").strip()
+    try:
+        version = pointer.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise ArtifactError(f"{pointer} is not UTF-8 text (it holds a version's name)") from None
+    except OSError as exc:
+        # A folder, a link to nowhere, a file nbo may not read: a CURRENT all the same.
+        raise ArtifactError(f"{pointer} cannot be read ({exc.strerror or exc})") from None
     if not version:
         raise ArtifactError(f"{pointer} is empty")
     # '../other/<version>' or an absolute path would load a model from outside the folder.
     return check_version_name(version, str(pointer))
 
 
+def has_current(models_dir: Path) -> bool:
+    """Whether the folder has a CURRENT at all (nothing published yet when not), whatever
+    it holds: a link to nowhere or a folder named CURRENT counts, and is not readable."""
+    return os.path.lexists(models_dir / CURRENT)
+
+
 def list_versions(models_dir: Path) -> list[str]:
-    """Published versions, oldest first."""
+    """Published versions, oldest first: folders with a manifest and a version's name (a
+    hidden folder is one being written or being removed, never a version)."""
     if not models_dir.is_dir():
         return []
-    return sorted(p.name for p in models_dir.iterdir() if (p / MANIFEST).is_file())
+    return sorted(
+        p.name for p in models_dir.iterdir() if is_version_name(p.name) and (p / MANIFEST).is_file()
+    )
+
+
+def version_problem(models_dir: Path, version: str) -> str | None:
+    """What keeps a published version from loading that a look at its manifest can
+    tell (not JSON, another schema, another version's manifest, a file it lists
+    missing), or None; not the checksums, which ``load_artifact`` reads every file for."""
+    path = models_dir / version / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{MANIFEST} is missing"
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        return f"{MANIFEST} cannot be read ({exc})"
+    if not isinstance(manifest, dict):
+        return f"{MANIFEST} is not an object"
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        return f"schema version {manifest.get('schema_version')} is not supported"
+    if manifest.get("version") != version:
+        return f"its manifest names version {manifest.get('version')!r}"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return "its manifest lists no files"
+    missing = sorted(
+        str(name)
+        for name in files
+        if str(name) != Path(str(name)).name or not (models_dir / version / str(name)).is_file()
+    )
+    if missing:
+        return f"file {missing[0]} is missing" + (
+            f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        )
+    return None
+
+
+# A version being removed is renamed to this hidden prefix first, then deleted: a removal
+# cut short leaves a hidden folder (removed by the next), never half a version.
+REMOVING_PREFIX = ".removing-"
+
+
+def remove_version(models_dir: Path, version: str) -> None:
+    """Remove a published version: renamed to a hidden name first (atomically: from then
+    on no one lists or loads it), then deleted."""
+    check_version_name(version, "model")
+    hidden = models_dir / f"{REMOVING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(models_dir / version, hidden)
+    except OSError as exc:
+        raise ArtifactError(f"model {version}: cannot be removed ({exc.strerror or exc})") from None
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
+def remove_leftovers(models_dir: Path) -> list[str]:
+    """Delete the hidden folders removals cut short left behind; their names."""
+    found = sorted(p.name for p in models_dir.glob(f"{REMOVING_PREFIX}*") if p.is_dir())
+    for name in found:
+        shutil.rmtree(models_dir / name, ignore_errors=True)
+    return found
 
 
 def load_artifact(models_dir: Path, version: str | None = None, mmap: bool = True) -> Artifact:

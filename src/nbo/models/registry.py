@@ -27,6 +27,9 @@ from nbo.models.artifacts import (
 
 ALIASES = "ALIASES.json"
 PRODUCTION = "production"
+# The setting that pins the version served instead of CURRENT (a version or an alias):
+# named in the message when it names nothing.
+MODEL_VERSION_SETTING = "NBO_MODEL_VERSION"
 CURRENT_ALIASES = ("production", "current")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
@@ -80,8 +83,9 @@ def remove_alias(models_dir: Path, name: str) -> None:
     _write(models_dir, aliases)
 
 
-def resolve(models_dir: Path, reference: str) -> str:
-    """The version an alias or a version string names."""
+def resolve(models_dir: Path, reference: str, source: str | None = None) -> str:
+    """The version an alias or a version string names. ``source``: where ``reference``
+    was read (a setting, a flag), named in the message when it names nothing."""
     aliases = read_aliases(models_dir)
     if reference in aliases:
         # A target edited by hand must not lead outside the models folder.
@@ -94,8 +98,9 @@ def resolve(models_dir: Path, reference: str) -> str:
         return reference
     known = sorted({*aliases, *CURRENT_ALIASES})
     versions = list_versions(models_dir)
+    subject = f"model '{reference}'" if source is None else f"{source} '{reference}'"
     raise ArtifactError(
-        f"model '{reference}': no such alias or version in {models_dir} (aliases: "
+        f"{subject}: no such alias or version in {models_dir} (aliases: "
         f"{', '.join(known)}; versions: {', '.join(versions[-5:]) or 'none'})"
     )
 

@@ -15,7 +15,7 @@ from nbo.core.outputs import (
     write_file,
     write_files_together,
 )
-from nbo.settings import load_settings
+from nbo.settings import Settings, load_settings
 
 REPORTS_DIR = Path("reports")
 
@@ -80,9 +80,11 @@ def register(commands: Any) -> None:
 def register_models(commands: Any) -> None:
     models = commands.add_parser(
         "models",
-        help="list published models and set aliases",
-        description="List the published versions with their aliases, or point an alias "
-        "(e.g. candidate) at a version: experiments name models by alias or version.",
+        help="list published models, set aliases and CURRENT, remove old versions",
+        description="List the published versions with their aliases (and what keeps a "
+        "broken one from loading), point an alias (e.g. candidate) at a version "
+        "(experiments name models by alias or version), point CURRENT at a version (the "
+        "rollback that survives restarts), or remove old versions.",
     )
     models.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
     # One change per call: the two together would apply one and drop the other.
@@ -95,6 +97,28 @@ def register_models(commands: Any) -> None:
         help="point alias NAME at VERSION (a version or another alias)",
     )
     change.add_argument("--unalias", metavar="NAME", default=None, help="remove an alias")
+    change.add_argument(
+        "--current",
+        metavar="VERSION",
+        default=None,
+        help="point models/CURRENT at VERSION (a version or an alias) once it loads: "
+        "what a restart, SIGHUP, a reload without a version and the watcher serve (the "
+        "rollback that survives restarts)",
+    )
+    change.add_argument(
+        "--prune",
+        metavar="KEEP",
+        type=int,
+        default=None,
+        help="remove published versions beyond the newest KEEP, except those CURRENT, an "
+        "alias, the experiments file (NBO_EXPERIMENTS), NBO_MODEL_VERSION or an nbo "
+        "serve running on this machine name",
+    )
+    models.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --prune: say what would be removed and kept, remove nothing",
+    )
     models.set_defaults(handler=run_models)
 
 
@@ -256,9 +280,11 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from nbo.models.artifacts import list_versions
+    from nbo.models.artifacts import list_versions, version_problem
     from nbo.models.registry import aliases_with_current, remove_alias, resolve, set_alias
 
+    if args.dry_run and args.prune is None:
+        raise NboError("--dry-run: only with --prune")
     settings = load_settings(models_dir=args.models_dir)
     models_dir = settings.models_dir
     # As batch and serve refuse it: a folder that is not there is a mistake (a typo, the
@@ -274,6 +300,8 @@ def run_models(args: argparse.Namespace) -> int:
     if args.alias is not None:
         name, reference = args.alias
         version = resolve(models_dir, reference)
+        # An experiment on a broken version would refuse every reload and start.
+        _check_loads(models_dir, version, f"--alias {name} {reference}", "alias not set")
         set_alias(models_dir, name, version)
         print(f"alias {name} -> {version}")
         return 0
@@ -281,6 +309,10 @@ def run_models(args: argparse.Namespace) -> int:
         remove_alias(models_dir, args.unalias)
         print(f"alias {args.unalias} removed")
         return 0
+    if args.current is not None:
+        return _set_current(models_dir, args.current, settings.model_version)
+    if args.prune is not None:
+        return _prune(settings, args.prune, args.dry_run)
     aliases = aliases_with_current(models_dir)
     versions = list_versions(models_dir)
     if not versions:
@@ -288,7 +320,100 @@ def run_models(args: argparse.Namespace) -> int:
         return 0
     for version in reversed(versions):
         names = sorted(a for a, v in aliases.items() if v == version)
-        print(version + (f"  ({', '.join(names)})" if names else ""))
+        broken = version_problem(models_dir, version)
+        print(
+            version
+            + (f"  ({', '.join(names)})" if names else "")
+            + (f"  BROKEN: {broken}" if broken else "")
+        )
+    return 0
+
+
+def _check_loads(models_dir: Path, version: str, flag: str, unchanged: str) -> None:
+    """NboError naming ``flag`` unless ``version`` loads as the service loads it (every
+    checksum, the schema, the arrays and the ranker's files; nothing compiled)."""
+    from nbo.core.errors import ArtifactError
+    from nbo.models.served import load_serving_model
+
+    try:
+        load_serving_model(models_dir, version, compiled=False)
+    except ArtifactError as exc:
+        raise NboError(f"{flag}: {exc}; {unchanged}") from None
+
+
+def _set_current(models_dir: Path, reference: str, pinned: str | None) -> int:
+    """Point CURRENT at the version ``reference`` names, once it loads (atomically: a
+    reader sees the old pointer or the new one)."""
+    import contextlib
+
+    from nbo.core.errors import ArtifactError
+    from nbo.models.artifacts import current_version, set_current
+    from nbo.models.registry import PRODUCTION, read_aliases, resolve
+
+    version = resolve(models_dir, reference, "--current")
+    _check_loads(models_dir, version, f"--current {reference}", "CURRENT unchanged")
+    before = None
+    with contextlib.suppress(ArtifactError):
+        before = current_version(models_dir)
+    set_current(models_dir, version)
+    if before == version:
+        print(f"CURRENT already names {version}")
+    else:
+        print(f"CURRENT -> {version}" + (f" (was {before})" if before else ""))
+    print(
+        "a running service serves it on SIGHUP or POST /v1/admin/reload without a version "
+        "(on its own with NBO_WATCH_MODELS=true), and after a restart"
+    )
+    if pinned is not None:
+        print(f"note: NBO_MODEL_VERSION={pinned} here: a service with it serves that, not CURRENT")
+    production = read_aliases(models_dir).get(PRODUCTION)
+    if production is not None and production != version:
+        print(f"note: the alias production is set to {production}: it does not follow CURRENT")
+    return 0
+
+
+def _prune(settings: Settings, keep: int, dry_run: bool) -> int:
+    """Remove the versions beyond the newest ``keep`` that nothing names (see
+    ``nbo.models.pruning``); print each version removed and kept, with why."""
+    import contextlib
+
+    from nbo.core.errors import ArtifactError
+    from nbo.experiments.definitions import load_experiments
+    from nbo.models.artifacts import remove_leftovers
+    from nbo.models.pruning import plan_prune, prune
+    from nbo.models.registry import MODEL_VERSION_SETTING, resolve
+    from nbo.service.workers import served_on_this_machine
+
+    if keep < 1:
+        raise NboError(f"--prune {keep}: keep at least the newest 1")
+    models_dir: Path = settings.models_dir
+    also: dict[str, set[str]] = {}
+
+    def named(reason: str, reference: str) -> None:
+        # The name as written, and what it resolves to (when it does: one naming
+        # nothing keeps nothing it could name).
+        also.setdefault(reason, set()).add(reference)
+        with contextlib.suppress(ArtifactError):
+            also[reason].add(resolve(models_dir, reference))
+
+    if settings.model_version is not None:
+        named(MODEL_VERSION_SETTING, settings.model_version)
+    if settings.experiments is not None:
+        for reference in load_experiments(settings.experiments).models():
+            named("the experiments file (NBO_EXPERIMENTS)", reference)
+    for version, pids in served_on_this_machine().items():
+        for pid in pids:
+            also.setdefault(f"served by nbo serve (pid {pid})", set()).add(version)
+    plan = (plan_prune if dry_run else prune)(models_dir, keep, also)
+    leftovers = [] if dry_run else remove_leftovers(models_dir)
+    for version, why in plan.kept.items():
+        print(f"kept {version} ({', '.join(why)})")
+    for version in plan.removed:
+        print(f"{'would remove' if dry_run else 'removed'} {version}")
+    for name in leftovers:
+        print(f"removed {name} (left by a removal cut short)")
+    verb = "would be removed" if dry_run else "removed"
+    print(f"{len(plan.removed)} {verb}, {len(plan.kept)} kept")
     return 0
 
 

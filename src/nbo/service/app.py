@@ -79,7 +79,12 @@ def create_app(
         # gunicorn starts in place of a dead one during an outage: a failed boot stops the
         # whole service) does not stop it: the store opens once the server answers, and
         # calls that need it answer 503 until then.
-        store = app.state.metrics.observe_store(open_store(settings.store_url, background=True))
+        opened = open_store(
+            settings.store_url,
+            background=True,
+            statement_timeout_ms=settings.store_statement_timeout_ms,
+        )
+        store = app.state.metrics.observe_store(opened)
         app.state.store = store
         # Every model served leaves out the erased customers, this one and any later (a
         # model loaded while the store is away: once it is back).

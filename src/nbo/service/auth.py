@@ -7,14 +7,17 @@ needs with ``requires(Role.x)``, on its router or on the route itself:
 ========  ==============================================================================
 role      routes
 ========  ==============================================================================
-read      ``GET /v1/customers/{id}/offers``, ``GET /v1/customers/{id}`` (profile),
+read      ``GET /v1/customers/{id}/offers`` (``record=false``, the default),
+          ``GET /v1/customers/{id}`` (profile),
           ``GET /v1/customers/{id}/consent``, ``GET /v1/items/{id}/similar``,
           ``GET /v1/model``, ``GET /v1/models``, ``GET /v1/catalog``,
           ``GET /v1/experiments``, ``GET /v1/experiments/{name}/report``; the dashboard's
           pages ``GET /dashboard``, ``/dashboard/offers``, ``/dashboard/customer``,
           ``/dashboard/experiments``, ``/dashboard/experiments/{name}``,
           ``/dashboard/models`` (the key in a header or the sign-in cookie)
-write     ``POST /v1/events``, ``PUT /v1/customers/{id}/consent``
+write     ``POST /v1/events``, ``PUT /v1/customers/{id}/consent``,
+          ``GET /v1/customers/{id}/offers?record=true`` (a delivery: it records
+          impressions, which count against the customer's caps on every replica)
 admin     ``DELETE /v1/customers/{id}`` (erasure);
           ``GET /v1/customers/{id}/data`` (the export of everything held on a customer:
           admin, like erasure, because it hands out a whole record at once);
@@ -36,8 +39,8 @@ of them ``GET`` and read-only, so a page on another site that makes the browser 
 can change nothing. No key, or one not recognised: 401 with ``WWW-Authenticate: Bearer``;
 a key whose role is too low: 403 naming the role needed. Both are JSON bodies from
 ``service/errors.py`` (the dashboard answers a browser with a page). A failed check
-logs the key's id when the id is configured, else nothing of the key; never the key or
-its hash.
+logs the key's id when the id is configured, even when the secret after it is not well
+formed (a botched rotation), else nothing of the key; never the key or its hash.
 
 Known limit: a POST or PUT body that is not JSON is refused (422) by FastAPI before any
 dependency runs, so such a request gets 422, not 401. Nothing is read or stored.
@@ -160,8 +163,10 @@ def _make_check(needed: Role, cookie: bool = False) -> Check:
                 field,
                 f"role '{entry.role.value}' is below '{needed.value}'",
             )
-        # For request logs: the public id of the key that made the call.
+        # For request logs: the public id of the key that made the call; its role for a
+        # route that needs more for some calls (``require_for_call``).
         request.state.api_key_id = entry.id
+        request.state.api_key_role = entry.role
 
     _ROLE_OF[check] = needed
     return check
@@ -175,6 +180,33 @@ def requires(role: Role, cookie: bool = False) -> Any:
     ``APIRouter(dependencies=[requires(Role.read)], responses=AUTH_RESPONSES)``.
     ``cookie``: the key may come in ``KEY_COOKIE`` too (the dashboard's read-only pages)."""
     return Depends(_CHECKS[(role, cookie)])
+
+
+def require_for_call(request: Request, needed: Role, call: str) -> None:
+    """Forbidden unless the key the route's own check accepted allows ``needed``: for a
+    route whose role depends on what a call asks (``call``, e.g. ``record=true`` on the
+    offers route, which writes). The route calls it only for such a call, so the others
+    pay nothing on top of the route's check."""
+    if not key_ring_of(request).enabled:
+        return
+    role: Role | None = getattr(request.state, "api_key_role", None)
+    if role is not None and role.allows(needed):
+        return
+    had = "none" if role is None else role.value
+    log.warning(
+        "API key %s (role %s) refused: %s %s with %s needs role %s",
+        getattr(request.state, "api_key_id", None),
+        had,
+        request.method,
+        _route(request),
+        call,
+        needed.value,
+    )
+    raise Forbidden(
+        f"{call} needs a key with role '{needed.value}' or higher; this key has role '{had}'",
+        call.split("=", 1)[0],
+        f"role '{had}' is below '{needed.value}'",
+    )
 
 
 class _Routed(Protocol):

@@ -17,7 +17,16 @@ A chunk holds the calls of one occasion (channel, offer count, second of the clo
 with the same served models and catalogue, so each call gets the decision it would get
 alone: ``decide`` treats every customer of a chunk independently, as a campaign's chunk
 (tests hold this for concurrent calls). If deciding a chunk raises, its calls are decided
-one by one, so only the call that fails gets the error. Deliveries (``?record=true``)
+one by one, so only the call that fails gets the error.
+
+Where a chunk is decided depends on the store (``Store.remote``). SQLite's reads take
+microseconds: the chunk is decided on the event loop, as a loop callback. PostgreSQL's
+are round trips to its server (about four per chunk, 0.6-0.9 ms each on loopback, as
+long as the server takes when it is slow or away): the chunk is decided in the thread
+pool, so the loop goes on answering every other call, ``/health/live`` included, and
+takes in the next calls while a chunk waits on the server. One chunk at a time there, as
+on the loop: the calls that come meanwhile make one chunk, which gathers from the
+moment the first is done (its clients call again then). Deliveries (``?record=true``)
 are not chunked: each is decided and recorded under its customer's lock
 (``nbo.runtime.deliver``).
 """
@@ -29,6 +38,8 @@ import collections
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from starlette.concurrency import run_in_threadpool
 
 from nbo.offers.decision import Occasion
 from nbo.runtime.decide import Context, Decided, decide_customers
@@ -84,6 +95,11 @@ class Chunker:
         # worker idle, the timer rounded up to epoll's millisecond).
         self._last_shared = -math.inf
         self._shared_sizes: collections.deque[int] = collections.deque(maxlen=RECENT_CHUNKS)
+        # The chunk being decided in the thread pool (a remote store's), if any, and the
+        # chunks that wait for it to be done: one at a time, as on the loop, so the calls
+        # that come meanwhile join one chunk rather than each making one of their own.
+        self._off_loop: asyncio.Task[None] | None = None
+        self._after_off_loop: list[tuple[int, int, Occasion]] = []
 
     async def decide(self, context: Context, customer_id: str, occasion: Occasion) -> Decided:
         """The customer's decision on ``occasion``, made in a chunk with the other calls
@@ -129,45 +145,107 @@ class Chunker:
             self._decide(key)
 
     def _decide(self, key: tuple[int, int, Occasion]) -> None:
-        chunk = self._waiting.pop(key, None)
+        chunk = self._waiting.get(key)
         if chunk is None:
             return
+        if chunk.context.store.remote and self._off_loop is not None:
+            # Decided once the chunk in the thread pool is done; calls join it meanwhile.
+            chunk.waiting = False
+            if key not in self._after_off_loop:
+                self._after_off_loop.append(key)
+            return
+        del self._waiting[key]
         # A call whose client went away was cancelled: nothing to decide for it.
         calls = [(customer, answer) for customer, answer in chunk.calls if not answer.done()]
         if not calls:
             return
         self._observe(len(calls))
+        customers = [customer for customer, _ in calls]
+        if chunk.context.store.remote:
+            # Its reads are round trips to a server: in the thread pool, so the loop goes
+            # on answering (health checks included) while they wait, however long.
+            loop = asyncio.get_running_loop()
+            self._off_loop = loop.create_task(self._decide_off_loop(chunk, calls))
+            return
         try:
-            self._decide_calls(chunk, calls)
+            outcomes: list[Decided | Exception] | Exception = _decisions(chunk, customers)
         except Exception as exc:
-            # A loop callback's exception reaches no caller: the calls get it instead,
-            # none is left waiting.
-            for _, answer in calls:
-                if not answer.done():
-                    answer.set_exception(exc)
-        finally:
-            if len(calls) > 1:
-                self._last_shared = asyncio.get_running_loop().time()
-                self._shared_sizes.append(len(calls))
+            outcomes = exc
+        self._answer(calls, outcomes)
 
-    def _decide_calls(
+    async def _decide_off_loop(
         self, chunk: _Chunk, calls: list[tuple[str, asyncio.Future[Decided]]]
     ) -> None:
         try:
-            decided = decide_customers(chunk.context, [c for c, _ in calls], chunk.occasion)
-        except Exception as exc:
-            if len(calls) == 1:
-                calls[0][1].set_exception(exc)
-                return
-            for customer, answer in calls:
-                try:
-                    (one,) = decide_customers(chunk.context, [customer], chunk.occasion)
-                except Exception as alone:
-                    answer.set_exception(alone)
-                else:
-                    answer.set_result(one)
+            try:
+                outcomes: list[Decided | Exception] | Exception = await run_in_threadpool(
+                    _decisions, chunk, [customer for customer, _ in calls]
+                )
+            except Exception as exc:
+                outcomes = exc
+            self._answer(calls, outcomes)
+        finally:
+            self._off_loop = None
+            after, self._after_off_loop = self._after_off_loop, []
+            for key in after:
+                self._gather_again(key)
+
+    def _gather_again(self, key: tuple[int, int, Occasion]) -> None:
+        """A chunk that waited for the one in the thread pool gathers from now on, as a
+        new chunk under load does: the clients of the chunk just answered call again
+        now. Decided at once when it holds as many calls as the last chunks did."""
+        chunk = self._waiting.get(key)
+        if chunk is None:
             return
-        if len(decided) != len(calls):
-            raise RuntimeError(f"{len(decided)} decisions for {len(calls)} offers calls")
-        for (_, answer), one in zip(calls, decided, strict=True):
-            answer.set_result(one)
+        loop = asyncio.get_running_loop()
+        chunk.opened = chunk.last_joined = loop.time()
+        if len(chunk.calls) >= max(self._shared_sizes, default=0):
+            loop.call_soon(self._decide, key)
+        else:
+            chunk.waiting = True
+            loop.call_later(GATHER_S, self._gathered, key)
+
+    def _answer(
+        self,
+        calls: list[tuple[str, asyncio.Future[Decided]]],
+        outcomes: list[Decided | Exception] | Exception,
+    ) -> None:
+        """Each call its decision or its error (on the loop: futures are not
+        thread-safe); every call gets ``outcomes`` when it is one error. A call
+        cancelled meanwhile (its client went away) gets nothing."""
+        if not isinstance(outcomes, Exception) and len(outcomes) != len(calls):
+            outcomes = RuntimeError(f"{len(outcomes)} decisions for {len(calls)} offers calls")
+        for position, (_, answer) in enumerate(calls):
+            if answer.done():
+                continue
+            one = outcomes if isinstance(outcomes, Exception) else outcomes[position]
+            if isinstance(one, Exception):
+                answer.set_exception(one)
+            else:
+                answer.set_result(one)
+        if len(calls) > 1:
+            self._last_shared = asyncio.get_running_loop().time()
+            self._shared_sizes.append(len(calls))
+
+
+def _decisions(chunk: _Chunk, customers: list[str]) -> list[Decided | Exception]:
+    """Each customer's decision, in their order: the chunk's decided at once, or, if
+    that raises, one by one, so only the customer that fails gets the error. Touches no
+    future: it may run in a thread."""
+    try:
+        decided: list[Decided | Exception] = list(
+            decide_customers(chunk.context, customers, chunk.occasion)
+        )
+    except Exception as exc:
+        if len(customers) == 1:
+            return [exc]
+        outcomes: list[Decided | Exception] = []
+        for customer in customers:
+            try:
+                (one,) = decide_customers(chunk.context, [customer], chunk.occasion)
+            except Exception as alone:
+                outcomes.append(alone)
+            else:
+                outcomes.append(one)
+        return outcomes
+    return decided

@@ -17,14 +17,22 @@ from nbo.core import openmp
 from nbo.core.apikeys import check_bind
 from nbo.core.errors import ConfigError
 from nbo.core.processes import give_back_freed_heap
-from nbo.settings import Settings, load_settings
+from nbo.service.workers import BOARD, FOLDER_PREFIX
+from nbo.settings import Settings, load_settings, warn_unknown_variables
 
 log = logging.getLogger("nbo.service")
 
 # prometheus-client reads it once, when it is first imported (``serve`` sets it first).
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # The folder the workers share: this prefix, the master's pid, a random part.
-FOLDER_PREFIX = "nbo-serve-"
+# The settings ``nbo serve``'s flags override: an error about a value given as a flag
+# names the flag, not a variable the user never set.
+SERVE_FLAGS = {
+    "models_dir": "--models-dir",
+    "host": "--host",
+    "port": "--port",
+    "workers": "--workers",
+}
 
 
 def register(commands: Any) -> None:
@@ -57,18 +65,31 @@ def run(args: argparse.Namespace) -> int:
 
     from nbo.experiments.assignment import load_serving_models
     from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
+    from nbo.models.registry import MODEL_VERSION_SETTING
     from nbo.service.logs import configure_logging
-    from nbo.store import check_store_url, open_store
+    from nbo.store import check_store_url, open_store, store_location
     from nbo.store.base import StoreUnreachable
 
     settings = load_settings(
-        models_dir=args.models_dir, host=args.host, port=args.port, workers=args.workers
+        SERVE_FLAGS,
+        warn_unknown=False,
+        models_dir=args.models_dir,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
     )
     configure_logging(settings.log_level, settings.log_format)
+    # A misspelt NBO_* variable, as a line of the service's log.
+    warn_unknown_variables()
     # Secure by default: without API keys, loopback only. Checked first: it costs nothing.
-    bind = check_bind(settings.host, settings.api_keys, settings.allow_unauthenticated)
+    bind = check_bind(
+        settings.host,
+        settings.api_keys,
+        settings.allow_unauthenticated,
+        _named(args, "host"),
+    )
     log.log(bind.level, bind.message)
-    check_port_free(settings.host, settings.port)
+    check_port_free(settings.host, settings.port, _named(args, "host"), _named(args, "port"))
     # The store URL's shape costs nothing either; whether it opens is known below.
     check_store_url(settings.store_url)
     experiments = (
@@ -85,7 +106,12 @@ def run(args: argparse.Namespace) -> int:
             # Their rankers compiled here too: the workers, forked after, find the
             # compiled trees among the process's (``nbo.models.compiled``) and share
             # their pages.
-            models = load_serving_models(settings.models_dir, settings.model_version, experiments)
+            models = load_serving_models(
+                settings.models_dir,
+                settings.model_version,
+                experiments,
+                source=MODEL_VERSION_SETTING,
+            )
             logging.getLogger("nbo").info(
                 "model %s verified%s",
                 models.current.version,
@@ -101,17 +127,29 @@ def run(args: argparse.Namespace) -> int:
         # here, and the migrations run once, not in every worker at the same moment. A
         # server that cannot be reached now (an outage, a database still starting) is no
         # reason to refuse: the workers open the store once it answers.
+        # Named in full: a relative SQLite path is the working folder's, and a service
+        # started from another folder would otherwise use another store unseen.
+        location = store_location(settings.store_url)
         try:
             open_store(settings.store_url).close()
         except StoreUnreachable as exc:
             log.warning(
-                "store not reachable (%s): serving without it; calls that need it answer "
-                "503 until it answers",
+                "store %s not reachable (%s): serving without it; calls that need it "
+                "answer 503 until it answers",
+                location,
                 exc.reason,
             )
+        else:
+            log.info("store: %s", location)
         serve(settings, verified)
     del held
     return 0
+
+
+def _named(args: argparse.Namespace, field: str) -> str:
+    """What names a setting in an error: its flag when the user gave it, else its variable."""
+    given = getattr(args, field, None) is not None
+    return SERVE_FLAGS[field] if given else f"setting NBO_{field.upper()}"
 
 
 def serve(settings: Settings, verified: str | None = None) -> None:
@@ -130,7 +168,7 @@ def serve(settings: Settings, verified: str | None = None) -> None:
             from nbo.service.server import NboServer
             from nbo.service.workers import WorkerBoard
 
-            board = WorkerBoard(Path(shared) / "workers")
+            board = WorkerBoard(Path(shared) / BOARD)
             if verified is not None:
                 # The version checked above, as the first generation: every worker loads
                 # it (not CURRENT again, which may have moved meanwhile), and so does a
@@ -159,24 +197,30 @@ def _give_back_freed_memory() -> None:
     give_back_freed_heap()
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(
+    host: str,
+    port: int,
+    host_named: str = "setting NBO_HOST",
+    port_named: str = "setting NBO_PORT",
+) -> None:
     """ConfigError when another process listens on ``host:port``. The workers each bind
     the port with SO_REUSEPORT (``nbo.service.server``), which would let them share it
     with another ``nbo serve`` of the same user, splitting the traffic between the two:
-    a bind without the option fails on any listener, so this refuses that at start."""
+    a bind without the option fails on any listener, so this refuses that at start.
+    ``host_named``, ``port_named``: what the refusal names (a flag when one was given)."""
     try:
         family, kind, _, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except socket.gaierror as exc:
-        raise ConfigError(f"setting NBO_HOST: cannot listen on '{host}' ({exc})") from None
+        raise ConfigError(f"{host_named}: cannot listen on '{host}' ({exc})") from None
     with socket.socket(family, kind) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(address)
         except OSError as exc:
             raise ConfigError(
-                f"setting NBO_PORT: cannot listen on {host}:{port} ({exc.strerror or exc})"
+                f"{port_named}: cannot listen on {host}:{port} ({exc.strerror or exc})"
             ) from None
 
 

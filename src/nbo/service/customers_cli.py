@@ -191,6 +191,7 @@ def _serving_models(settings: Settings, store: Store) -> ServingModels | None:
     from nbo.experiments.assignment import load_serving_models
     from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
     from nbo.models.artifacts import CURRENT
+    from nbo.models.registry import MODEL_VERSION_SETTING
 
     if settings.model_version is None and not (settings.models_dir / CURRENT).is_file():
         return None
@@ -198,5 +199,9 @@ def _serving_models(settings: Settings, store: Store) -> ServingModels | None:
         NO_EXPERIMENTS if settings.experiments is None else load_experiments(settings.experiments)
     )
     return load_serving_models(
-        settings.models_dir, settings.model_version, experiments, store.erased_ids()
+        settings.models_dir,
+        settings.model_version,
+        experiments,
+        store.erased_ids(),
+        MODEL_VERSION_SETTING,
     )

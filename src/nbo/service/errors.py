@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from nbo.runtime.deliver import DeliveryRepeated
+from nbo.service.head import allowed_methods
 from nbo.service.reload import ReloadRefused, VersionNotFound
 from nbo.service.schemas import ErrorDetail, ErrorResponse
 from nbo.store.base import StoreUnavailable
@@ -181,8 +182,13 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = ErrorDetail(field="body", problem=problem)
             return _body(400, "http_error", f"body: {problem}", [detail])
         error = "not_found" if exc.status_code == 404 else "http_error"
-        # The exception's headers too: a 405 names the methods the route takes (Allow).
+        # The exception's headers too: a 405 names the methods the path takes (Allow),
+        # every route's on that path, not only the first's that Starlette names.
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:
+            methods = allowed_methods(request.scope, request.app.routes)
+            if methods:
+                headers = {**(headers or {}), "Allow": ", ".join(methods)}
         return _page(request, exc.status_code, str(exc.detail), headers) or _body(
             exc.status_code, error, str(exc.detail), [], headers
         )

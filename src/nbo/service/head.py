@@ -19,6 +19,11 @@ to know it must send no body (uvicorn).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import fastapi.routing
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Key in ``scope["state"]``: the request came as HEAD (and is served as GET).
@@ -28,6 +33,34 @@ HEAD_STATE = "head_request"
 def head_request(scope: Scope) -> bool:
     """True when the request came as HEAD and is being served as GET."""
     return bool(scope.get("state", {}).get(HEAD_STATE, False))
+
+
+def allowed_methods(scope: Scope, routes: Sequence[BaseRoute]) -> list[str]:
+    """Every method the request's path is answered to, sorted: what a 405's ``Allow``
+    must list (RFC 9110, section 15.5.6: the target resource's supported methods).
+
+    Starlette's 405 names the methods of the first route matching the path only, so
+    ``DELETE /v1/customers/12347/consent`` said ``Allow: PUT`` though GET is there too,
+    and no GET route named HEAD, which this layer answers wherever GET is. Routes without
+    methods (a mounted app, such as the static files) are left out: they answer their own
+    405s. Empty when no route with methods matches the path. ``routes``: the app's.
+    """
+    methods: set[str] = set()
+    for route in _served(routes):
+        declared = getattr(route, "methods", None)
+        if declared and route.matches(scope)[0] != Match.NONE:
+            methods.update(declared)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+def _served(routes: Sequence[BaseRoute]) -> Iterable[Any]:
+    """The routes as the app serves them: FastAPI from 0.12x on keeps an included router
+    whole in ``app.routes``, its routes (prefix included) walked by
+    ``iter_route_contexts``."""
+    walk = getattr(fastapi.routing, "iter_route_contexts", None)
+    return walk(routes) if walk is not None else routes
 
 
 class HeadAsGet:

@@ -38,7 +38,7 @@ from nbo.catalog.terms import Catalog
 from nbo.core.errors import ArtifactError, NboError
 from nbo.experiments.assignment import ServingModels
 from nbo.models.artifacts import CURRENT, current_version
-from nbo.models.registry import resolve
+from nbo.models.registry import MODEL_VERSION_SETTING, resolve
 from nbo.models.served import ServingModel
 from nbo.offers.ranking import OfferRequest, rank_offers
 from nbo.service.state import ModelHolder
@@ -141,10 +141,19 @@ class Reloader:
         """The first load, at the worker's start: the version the board's latest
         generation names (``nbo serve`` publishes the one it verified before forking,
         so a worker started in place of a dead one serves what the others serve); when
-        that cannot be loaded (a generation every worker refused), a version a live
-        worker serves; else the configured one. ArtifactError when none can be loaded
-        (gunicorn then stops the service, so the other workers' versions come first);
-        the status is reported either way."""
+        that cannot be loaded (a generation every worker refused, a folder removed), a
+        version a live worker serves; else the configured one (``NBO_MODEL_VERSION``,
+        a version or an alias, else CURRENT). The status is reported either way.
+
+        When none of them can be loaded: with a workers' board (a worker of ``nbo
+        serve``) the worker starts without a model, says why in the log and in its
+        status, and answers 503 on ``/health/ready`` and the calls that need a model
+        until a reload (the API, SIGHUP, the watcher, another worker's generation)
+        gives it one. Gunicorn stops the whole service when a worker fails to start, so
+        refusing here would take the other workers, and the models they hold, down with
+        it (``nbo serve`` checked a model before it forked the first workers).
+        Without a board (one process), ArtifactError, which the app raises when
+        ``NBO_REQUIRE_MODEL`` asks for a model."""
         latest = self.board.latest() if self.board is not None else None
         # Counted before the load reads the store's erased list: an erasure counted by
         # now is in that list (the store records it before it is counted).
@@ -166,10 +175,21 @@ class Reloader:
                         version,
                         exc,
                     )
-            self.models.load(self.settings.models_dir, self.settings.model_version)
+            pinned = self.settings.model_version
+            self.models.load(
+                self.settings.models_dir,
+                pinned,
+                source=MODEL_VERSION_SETTING if pinned is not None else None,
+            )
         except ArtifactError as exc:
             error = str(exc)
-            raise
+            if self.board is None:
+                raise
+            log.error(
+                "worker starting without a model: %s; /health/ready and the calls that "
+                "need a model answer 503 until a reload gives it one",
+                exc,
+            )
         finally:
             self.applied = latest.number if latest is not None else 0
             self._report(self.status(error))
@@ -338,7 +358,9 @@ class Reloader:
         try:
             if reference is None:
                 return current_version(models_dir)
-            return resolve(models_dir, reference)
+            return resolve(
+                models_dir, reference, MODEL_VERSION_SETTING if version is None else None
+            )
         except ArtifactError as exc:
             raise VersionNotFound(reference or CURRENT, str(exc)) from None
 

@@ -178,13 +178,22 @@ class ModelSummary(BaseModel):
     )
 
 
+class LiveResponse(BaseModel):
+    """Liveness: the process answers, and nothing more (what readiness says of the model
+    and the store is readiness's)."""
+
+    status: str = Field(description='always "ok"')
+
+
 class HealthResponse(BaseModel):
-    status: str
+    """Readiness."""
+
+    status: str = Field(description='"ready", or "not ready" (503) until a model is loaded')
     model_version: str | None = None
-    reason: str | None = None
-    # Readiness only: whether the process reaches its store now ("available" or
-    # "unavailable": calls that need it answer 503 store_unavailable meanwhile).
-    store: str | None = None
+    reason: str | None = Field(None, description="why not ready")
+    # Whether the process reaches its store now: calls that need it answer 503
+    # store_unavailable meanwhile.
+    store: str = Field(description='"available" or "unavailable"')
 
 
 class ErrorDetail(BaseModel):

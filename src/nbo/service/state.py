@@ -79,15 +79,20 @@ class ModelHolder:
         models_dir: Path,
         version: str | None = None,
         check: Callable[[ServingModels], None] | None = None,
+        source: str | None = None,
     ) -> ServingModel:
-        """Load ``version`` (CURRENT when None) with the experiments' models, run ``check``
-        on them (it raises ArtifactError to refuse them), then swap them in as one
-        reference. ArtifactError when refused: the models serving before keep serving."""
+        """Load ``version`` (a version or an alias; CURRENT when None; ``source`` names
+        where it was read, for the message when it names nothing) with the experiments'
+        models, run ``check`` on them (it raises ArtifactError to refuse them), then swap
+        them in as one reference. ArtifactError when refused: the models serving before
+        keep serving."""
         with self._loading:
             started = time.perf_counter()
             erased = self._erased()
             try:
-                models = load_serving_models(models_dir, version, self.experiments, erased or ())
+                models = load_serving_models(
+                    models_dir, version, self.experiments, erased or (), source
+                )
                 if check is not None:
                     check(models)
             except ArtifactError as exc:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +45,10 @@ WAIT_FOR_WORKERS_S = 60.0
 WAIT_EVERY_S = 0.05
 # A worker's status before its first model is loaded.
 STARTING = -1
+# ``nbo serve``'s shared folder is made in the temporary folder under this prefix and its
+# master's pid; the board is the folder BOARD inside it.
+FOLDER_PREFIX = "nbo-serve-"
+BOARD = "workers"
 
 _GENERATION = "generation.json"
 _ERASURES = "erasures.json"
@@ -207,3 +212,30 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     return data
+
+
+def served_on_this_machine(temporary: Path | None = None) -> dict[str, list[int]]:
+    """version -> the pids of the ``nbo serve`` masters on this machine (their boards in
+    the temporary folder) that serve it: a live worker's current or experiment model,
+    or the latest generation's version (what a worker started in place of a dead one
+    loads). Their models folders are not known here: a version of the same name in
+    another folder counts too, which only keeps more. Boards that cannot be read
+    (another user's) are skipped."""
+    served: dict[str, list[int]] = {}
+    root = Path(tempfile.gettempdir()) if temporary is None else temporary
+    for folder in sorted(root.glob(f"{FOLDER_PREFIX}*")):
+        pid = folder.name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
+        board = folder / BOARD
+        if not pid.isdigit() or not pid_alive(int(pid)) or not board.is_dir():
+            continue
+        try:
+            reader = WorkerBoard(board)
+            latest = reader.latest()
+            versions = {version for s in reader.statuses() for version, _ in s.models}
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        if latest is not None:
+            versions.add(latest.version)
+        for version in versions:
+            served.setdefault(version, []).append(int(pid))
+    return served

@@ -36,6 +36,7 @@ from nbo.store.urls import (
     open_store,
     read_erased_ids,
     read_pseudonym_key,
+    store_location,
     store_setting,
 )
 
@@ -45,5 +46,6 @@ __all__ = [
     "open_store",
     "read_erased_ids",
     "read_pseudonym_key",
+    "store_location",
     "store_setting",
 ]

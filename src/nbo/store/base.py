@@ -180,6 +180,11 @@ class Store(StateReader, Protocol):
     """What the service, campaigns and the trainer need from a store."""
 
     schema_version: int
+    # Whether its calls are round trips to a server (PostgreSQL: a millisecond on
+    # loopback, as long as the server takes when it is slow): the service makes them in
+    # the thread pool, never on a worker's event loop. An embedded store's (SQLite) take
+    # microseconds and are made in place.
+    remote: bool
 
     def add_events(self, events: Sequence[Event]) -> AddResult: ...
 

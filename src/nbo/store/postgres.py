@@ -26,6 +26,7 @@ import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -43,15 +44,26 @@ from nbo.store.sql import PSEUDONYM_KEY, Database, SQLStore
 
 log = logging.getLogger(__name__)
 
-# Connections per process: the offers route reads on the event loop (one at a time),
-# writes run in the thread pool. Replicas x processes x this must stay under the
-# server's max_connections (100 by default).
+# Connections per process: the service makes its calls in the thread pool (each offers
+# chunk, profile and write holds one while it runs). Replicas x processes x this must
+# stay under the server's max_connections (100 by default).
 POOL_SIZE = 8
 CONNECT_SECONDS = 10
-# How long a call waits for one of the pool's connections (psycopg_pool's default is 30 s).
-# Reads wait on a worker's event loop: a long wait there stalls every call of the worker,
-# health checks included, and gunicorn kills a worker it has not heard from.
+# How long a call waits for one of the pool's connections (psycopg_pool's default is 30 s):
+# a pool whose every connection waits on a slow server answers 503 soon rather than late.
 POOL_WAIT_SECONDS = 3.0
+# TCP keepalives for every connection unless the URL sets its own: a server that vanished
+# without closing (a partition, packets dropped rather than refused; a host that died) is
+# found within about 25 s, idle connection or call waiting on its answer alike, where the
+# operating system's defaults take two hours (keepalives) or a quarter of an hour
+# (retransmissions, which tcp_user_timeout bounds). libpq ignores what the platform lacks.
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "25000",
+}
 # After the server was found unreachable, calls answer StoreUnavailable at once (the
 # 503's Retry-After is 1 s) instead of each waiting on the pool, and a thread of the
 # store's own tries the server again this often until it answers: a worker stays
@@ -59,6 +71,14 @@ POOL_WAIT_SECONDS = 3.0
 DOWN_SECONDS = 1.0
 # How often a store whose server refuses it (not one away) says so again (seconds).
 REPEAT_SECONDS = 60.0
+# A pool connection that sat unused this long is checked (one empty round trip) before a
+# call gets it: a server restarted meanwhile closed it, and the call would answer 503
+# for a server that is back. Connections in steady use are never checked.
+IDLE_CHECK_SECONDS = 1.0
+# A store no call has used for this long asks the server itself (a store thread's
+# ``SELECT 1``): an idle replica's readiness says "store": "unavailable" during an
+# outage, and its connections closed by a restart are replaced before calls need them.
+PROBE_SECONDS = 5.0
 
 
 def redacted(url: str) -> str:
@@ -121,11 +141,20 @@ def _away(exc: psycopg.Error) -> bool:
     return "FATAL:" not in text or any(words in text for words in _NOT_NOW)
 
 
+def _connection_settings(url: str) -> dict[str, Any]:
+    """What every connection is opened with beside the URL: autocommit, the connect
+    timeout and ``KEEPALIVES``, each unless the URL sets it (libpq's own parameters, an
+    operator's choice, win)."""
+    given = conninfo_to_dict(url)
+    defaults = {"connect_timeout": str(CONNECT_SECONDS), **KEEPALIVES}
+    return {"autocommit": True} | {k: v for k, v in defaults.items() if k not in given}
+
+
 def _connect(url: str) -> psycopg.Connection[Any]:
     """A connection, or StoreUrlError with the server's reason (``StoreUnreachable`` when
     the server cannot be reached now)."""
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_SECONDS)
+        return psycopg.connect(url, **_connection_settings(url))
     except psycopg.Error as exc:
         reason = _reason(exc)
         problem = f"cannot connect to {redacted(url)} ({reason})"
@@ -146,10 +175,22 @@ class PostgresStore(SQLStore):
     """
 
     _STORED_ORDER = "seq"
+    remote = True
 
-    def __init__(self, url: str, pool_size: int = POOL_SIZE, background: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool_size: int = POOL_SIZE,
+        background: bool = False,
+        statement_timeout_ms: int = 0,
+    ) -> None:
         self.where = redacted(url)
         self._url, self._pool_size = url, pool_size
+        # The server cancels a statement of the pool's connections that runs longer (the
+        # call answers StoreUnavailable); 0: none set here (the server's, the role's or
+        # the URL's applies). Not on the connection that migrates, which may wait for
+        # another replica's migration or build an index.
+        self._statement_timeout_ms = statement_timeout_ms
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         # 0 until the schema is migrated (a store started without its server).
         self.schema_version = 0
@@ -161,6 +202,13 @@ class PostgresStore(SQLStore):
         self._state = threading.Lock()
         self._recovery: threading.Thread | None = None
         self._stopping = threading.Event()
+        # When each pool connection was last handed back (``_returned``), and when a call
+        # last got through (``_used``, time.monotonic), for ``_check`` and ``_probing``.
+        self._returned: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._used = 0.0
+        self._probe: threading.Thread | None = None
         # Callbacks waiting for the store to be available (``when_available``), run by
         # the recovery thread.
         self._on_available: list[Callable[[], None]] = []
@@ -191,7 +239,10 @@ class PostgresStore(SQLStore):
             self._url,
             min_size=1,
             max_size=self._pool_size,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_SECONDS},
+            kwargs=_connection_settings(self._url),
+            configure=self._configure if self._statement_timeout_ms else None,
+            check=self._check,
+            reset=self._reset,
             name="nbo-store",
             timeout=POOL_WAIT_SECONDS,
             open=False,
@@ -201,7 +252,45 @@ class PostgresStore(SQLStore):
         except PoolTimeout:
             pool.close()
             raise
+        self._start_probe()
         return pool
+
+    def _check(self, db: psycopg.Connection[Any]) -> None:
+        """Before a call gets ``db``: checked when it sat unused ``IDLE_CHECK_SECONDS``
+        (the pool replaces it when the check raises)."""
+        if time.monotonic() - self._returned.get(db, 0.0) > IDLE_CHECK_SECONDS:
+            ConnectionPool.check_connection(db)
+
+    def _reset(self, db: psycopg.Connection[Any]) -> None:
+        """``db`` handed back to the pool: when, for ``_check``."""
+        self._returned[db] = time.monotonic()
+
+    def _start_probe(self) -> None:
+        with self._state:
+            if self._probe is not None and self._probe.is_alive():
+                return
+            self._probe = threading.Thread(
+                target=self._probing, name="nbo-store-probe", daemon=True
+            )
+            self._probe.start()
+
+    def _probing(self) -> None:
+        """Every ``PROBE_SECONDS`` that no call used the store, one ``SELECT 1``: a
+        failure counts the server away as a call's would (the recovery thread then
+        tries it); while it is away, the recovery thread alone tries it."""
+        while not self._stopping.wait(PROBE_SECONDS):
+            if self._down or time.monotonic() - self._used < PROBE_SECONDS:
+                continue
+            try:
+                with self._reading() as db:
+                    db.execute("SELECT 1")
+            except StoreUnavailable:
+                pass  # counted away, and said, by ``_unavailable``
+
+    def _configure(self, db: psycopg.Connection[Any]) -> None:
+        """A new pool connection's statement timeout (the session's, as SET would)."""
+        timeout = f"{self._statement_timeout_ms}ms"
+        db.execute("SELECT set_config('statement_timeout', %s, false)", (timeout,))
 
     @property
     def available(self) -> bool:
@@ -290,12 +379,12 @@ class PostgresStore(SQLStore):
             return
 
     def _stop_recovery(self) -> None:
-        """Stop the recovery thread (waiting for its try in progress) and let a later
-        failure start another."""
+        """Stop the recovery and probe threads (waiting for a try in progress) and let a
+        later failure start another, and a new pool another probe."""
         self._stopping.set()
-        recovery = self._recovery
-        if recovery is not None:
-            recovery.join()
+        for thread in (self._recovery, self._probe):
+            if thread is not None:
+                thread.join()
         self._stopping.clear()
 
     @contextmanager
@@ -341,13 +430,19 @@ class PostgresStore(SQLStore):
     def _unavailable(self) -> Iterator[ConnectionPool[psycopg.Connection[Any]]]:
         """The pool, and a lost server or connection as ``StoreUnavailable``. Once lost,
         calls answer so at once (no wait on the pool) until the recovery thread finds the
-        server again: a worker's event loop, where reads run, never waits for a server
-        that is away."""
+        server again: no call waits for a server that is away. A statement the server
+        cancelled (the statement timeout) is StoreUnavailable for its call only: the
+        server is there, and the connection goes back to the pool usable."""
         pool = self._pool
         if self._down or pool is None:
             raise StoreUnavailable(f"the store is unavailable ({self._down_reason})")
         try:
             yield pool
+            self._used = time.monotonic()
+        except psycopg.errors.QueryCanceled as exc:
+            reason = _reason(exc)
+            log.warning("store %s: a statement was cancelled: %s", self.where, reason)
+            raise StoreUnavailable(f"the store did not answer in time ({reason})") from None
         except (psycopg.OperationalError, PoolTimeout) as exc:
             reason = _reason(exc)
             log.warning("store %s unavailable: %s", self.where, reason)

@@ -90,6 +90,8 @@ class SQLStore:
     backend adds."""
 
     schema_version: int
+    # Whether calls are round trips to a server (``Store.remote``).
+    remote = False
     # The column that orders rows as they were stored (SQLite's rowid).
     _STORED_ORDER = "rowid"
 

@@ -1,5 +1,10 @@
 """The SQLite store: the embedded default, one file (``NBO_STORE_URL=sqlite:///PATH``).
 
+A store that does not exist yet is made only in a folder that exists, or in the default's
+folder (``var/`` under the working folder, made if missing): a URL naming a folder that
+does not exist is a typo, or a service started from another folder, and a fresh empty
+store there would silently forget every consent and erasure of the real one.
+
 WAL mode, synchronous=FULL so an event is on disk before the answer, deleted rows
 overwritten (secure_delete) and the write-ahead log truncated after an erasure. Several
 processes may share the file (the service and ``nbo batch``, or replicas on one machine):
@@ -17,6 +22,7 @@ from pathlib import Path
 
 from nbo.core.errors import StoreUrlError
 from nbo.offers.state import PostedPurchase
+from nbo.settings import DEFAULT_STORE_URL
 from nbo.store.base import StoreUnavailable
 from nbo.store.migrations import MIGRATIONS as STEPS
 from nbo.store.migrations import apply_migrations
@@ -49,22 +55,39 @@ def sqlite_path(url: str) -> Path:
     return Path(location)
 
 
-def _make_folder(folder: Path) -> None:
-    """The store's folder, made if missing; StoreUrlError naming what is in the way."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        in_the_way = next(
-            (p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None
+# The default store's folder, the one folder made for a new store.
+DEFAULT_FOLDER = Path(DEFAULT_STORE_URL.removeprefix(SQLITE_PREFIX)).parent
+
+
+def check_folder(path: Path, make: bool = False) -> None:
+    """StoreUrlError unless the store file ``path`` exists or may be made: its folder
+    exists, or is the default's (``DEFAULT_FOLDER``: made when ``make``). Names what is in
+    the way when a file is where a folder should be."""
+    folder = path.parent
+    if path.exists() or folder.is_dir():
+        return
+    in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise StoreUrlError(f"{in_the_way} is a file, not a folder")
+    if folder != DEFAULT_FOLDER:
+        raise StoreUrlError(
+            f"no folder {folder.absolute()} for the store {path.name}: a new store is made "
+            "only in a folder that exists (make it, or correct the path)"
         )
-        if in_the_way is not None:
-            raise StoreUrlError(f"{in_the_way} is a file, not a folder") from None
-        raise StoreUrlError(f"cannot make the folder {folder} ({exc.strerror or exc})") from None
+    if make:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUrlError(
+                f"cannot make the folder {folder.absolute()} ({exc.strerror or exc})"
+            ) from None
 
 
 def read_erased_ids(path: Path) -> list[str]:
     """The erased ids of the store file, for the trainer: read only, no migration, and
-    a store file that does not exist (or predates erasure) has nothing erased."""
+    a store file that does not exist (or predates erasure) has nothing erased, unless
+    its folder does not exist either (``check_folder``: the path is wrong)."""
+    check_folder(path)
     if not path.is_file():
         return []
     try:
@@ -90,7 +113,8 @@ def read_erased_ids(path: Path) -> list[str]:
 def read_pseudonym_key(path: Path) -> bytes | None:
     """The pseudonym key kept in the store file, for ``nbo keys pseudonym``: read only,
     no migration; None when the store does not exist or holds none yet (the service
-    makes it at its first start)."""
+    makes it at its first start); StoreUrlError when its folder does not exist either."""
+    check_folder(path)
     if not path.is_file():
         return None
     try:
@@ -123,7 +147,7 @@ class SQLiteStore(SQLStore):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        _make_folder(path.parent)
+        check_folder(path, make=True)
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except sqlite3.OperationalError as exc:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 from nbo.core.errors import StoreUrlError
 from nbo.store.base import Store
-from nbo.store.sqlite import SQLiteStore, sqlite_path
+from nbo.store.sqlite import SQLiteStore, check_folder, sqlite_path
 from nbo.store.sqlite import read_erased_ids as sqlite_erased_ids
 from nbo.store.sqlite import read_pseudonym_key as sqlite_pseudonym_key
 
@@ -44,7 +44,7 @@ def is_postgres(url: str) -> bool:
 
 def check_store_url(url: str, setting: str = STORE_SETTING) -> None:
     """StoreUrlError (naming ``setting``) when ``url`` cannot name a store (its scheme, an
-    SQLite URL's path, a PostgreSQL URL's syntax), without opening it: ``nbo serve``
+    SQLite URL's path and folder, a PostgreSQL URL's syntax), without opening it: ``nbo serve``
     checks this before the seconds its model takes to load; whether the store opens is
     known only by opening it."""
     with _said_of(setting):
@@ -53,21 +53,44 @@ def check_store_url(url: str, setting: str = STORE_SETTING) -> None:
 
             check_url(url)
         else:
-            sqlite_path(url)
+            # Whether a new file could be made: a look at its folder, nothing made.
+            check_folder(sqlite_path(url))
 
 
-def open_store(url: str, background: bool = False, setting: str = STORE_SETTING) -> Store:
+def store_location(url: str) -> str:
+    """Where the store a URL names is, for ``nbo serve``'s start line: the SQLite file's
+    absolute path (a relative one depends on the working folder), saying when it does not
+    exist yet, or the PostgreSQL URL without its password."""
+    if is_postgres(url):
+        from nbo.store.postgres import redacted
+
+        return f"PostgreSQL {redacted(url)}"
+    path = sqlite_path(url)
+    new = "" if path.exists() else " (new: no file was there, so it starts empty)"
+    return f"SQLite {path.resolve()}{new}"
+
+
+def open_store(
+    url: str,
+    background: bool = False,
+    setting: str = STORE_SETTING,
+    statement_timeout_ms: int = 0,
+) -> Store:
     """Open the store a URL names, creating (SQLite) or migrating it if needed.
     ``background`` (a service worker): a PostgreSQL server that cannot be reached now
     does not stop the start; the store opens (and migrates) once the server answers, and
     its calls answer StoreUnavailable until then. Without it (a command), that is
     ``StoreUnreachable``, at once. ``setting``: where the URL came from, for the error
-    when it names no usable store."""
+    when it names no usable store. ``statement_timeout_ms`` (PostgreSQL; 0: none set):
+    a statement that runs longer is cancelled and its call answers StoreUnavailable
+    (``NBO_STORE_STATEMENT_TIMEOUT_MS``, the service's)."""
     with _said_of(setting):
         if is_postgres(url):
             from nbo.store.postgres import PostgresStore
 
-            return PostgresStore(url, background=background)
+            return PostgresStore(
+                url, background=background, statement_timeout_ms=statement_timeout_ms
+            )
         return SQLiteStore(sqlite_path(url))
 
 
@@ -80,7 +103,8 @@ def open_existing_store(url: str, setting: str = STORE_SETTING) -> Store:
             path = sqlite_path(url)
         if not path.exists():
             raise StoreUrlError(
-                f"no store at {path} (point it at the store the service records to)", setting
+                f"no store at {path.resolve()} (point it at the store the service records to)",
+                setting,
             )
     return open_store(url, setting=setting)
 

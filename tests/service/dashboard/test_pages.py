@@ -6,6 +6,7 @@ test_browser.py."""
 from __future__ import annotations
 
 import html
+import logging
 import re
 import subprocess
 import sys
@@ -296,7 +297,9 @@ def test_the_models_page_lists_the_versions_and_their_quality(
     assert 'data-method="ranker">-<' in side.split(f'data-version="{without}"')[1]
 
 
-def test_pages_need_a_read_key_and_take_it_from_the_sign_in_cookie(models_dir: Path) -> None:
+def test_pages_need_a_read_key_and_take_it_from_the_sign_in_cookie(
+    models_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with app_for(models_dir, api_keys=ENTRIES) as client:
         # An API client gets the API's 401; a browser the sign-in page.
         assert client.get("/dashboard").json()["error"] == "unauthorized"
@@ -304,8 +307,14 @@ def test_pages_need_a_read_key_and_take_it_from_the_sign_in_cookie(models_dir: P
         assert page.status_code == 401 and 'action="/dashboard/sign-in"' in page.text
         assert 'name="next" value="/dashboard/offers?days=7"' in page.text
         assert client.get("/dashboard", headers=bearer(READ)).status_code == 200
-        wrong = client.post("/dashboard/sign-in", data={"key": READ + "x"}, headers=BROWSER)
+        with caplog.at_level(logging.WARNING):
+            wrong = client.post("/dashboard/sign-in", data={"key": READ + "x"}, headers=BROWSER)
         assert wrong.status_code == 401 and KEY_COOKIE not in wrong.cookies
+        # The refusal names the key meant (its public id), never the key.
+        read_id = READ.split("_")[1]
+        refused = [r.getMessage() for r in caplog.records if "sign-in refused" in r.getMessage()]
+        assert refused == [f"dashboard sign-in refused: API key {read_id}, wrong secret"]
+        assert READ not in caplog.text
         signed = client.post(
             "/dashboard/sign-in",
             data={"key": READ, "next": "/dashboard/models"},

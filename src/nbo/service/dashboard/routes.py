@@ -400,7 +400,11 @@ async def sign_in(request: Request) -> Response:
     if not ring.enabled:
         return RedirectResponse(target, status_code=303)
     if not key or ring.authenticate(key) is None:
-        log.warning("dashboard sign-in refused: key not recognised")
+        known = ring.known_id(key)
+        if known is None:
+            log.warning("dashboard sign-in refused: key not recognised")
+        else:
+            log.warning("dashboard sign-in refused: API key %s, wrong secret", known)
         return await _page(
             request,
             "sign_in.html",

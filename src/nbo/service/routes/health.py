@@ -5,6 +5,11 @@ answer while the thread pool is busy and never wait on the store. Readiness does
 depend on the store: every replica shares one store server, so an outage of it taking
 every replica out of the load balancer would turn 503s on the calls that need the store
 into an outage of every route; ``store`` says whether this process reaches it now.
+Liveness answers its status only: a field saying the store is away there would invite
+restarting processes for an outage of the store's server.
+
+A worker's event loop never waits on a PostgreSQL server (its calls run in the thread
+pool, ``Store.remote``), so liveness answers however slow that server is.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from nbo.service.query import QueryCheckedRoute
-from nbo.service.schemas import HealthResponse
+from nbo.service.schemas import HealthResponse, LiveResponse
 
 router = APIRouter(route_class=QueryCheckedRoute, prefix="/health", tags=["health"])
 
 
-@router.get("/live", response_model=HealthResponse)
-async def live() -> HealthResponse:
-    return HealthResponse(status="ok")
+@router.get("/live", response_model=LiveResponse)
+async def live() -> LiveResponse:
+    """The process answers: ``{"status": "ok"}`` only (before, the fields of readiness
+    came too, always null)."""
+    return LiveResponse(status="ok")
 
 
 @router.get("/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})

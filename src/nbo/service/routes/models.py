@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from nbo.core.apikeys import Role
 from nbo.core.errors import ArtifactError
-from nbo.models.artifacts import list_versions
+from nbo.models.artifacts import CURRENT, current_version, list_versions
 from nbo.models.registry import aliases_with_current
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ServingModelsDep, SettingsDep
@@ -28,11 +28,20 @@ router = APIRouter(
 
 @router.get("/models")
 def get_models(request: Request, settings: SettingsDep, models: ServingModelsDep) -> dict[str, Any]:
-    """Every published version (newest first) with its aliases; ``serving`` marks the
-    versions loaded (the current one and those experiments use). An ALIASES.json that
-    cannot be read (not JSON, not an object of names) lists no alias, and says why in
-    ``aliases_problem``: the versions and what serves are still worth seeing (it was a
-    500)."""
+    """Every published version (newest first) with its aliases. Two things that can
+    differ are named apart: ``serving`` is the version this worker answers with (outside
+    experiments; a reload to a version, or NBO_MODEL_VERSION, may make it other than
+    CURRENT), ``current`` the version ``models/CURRENT`` names (what a restart, SIGHUP or
+    a reload without a version serves; None when there is no CURRENT, or it names no
+    version: ``current_problem`` says why). Per version,
+    ``serving`` marks those loaded here (that one and those experiments use) and
+    ``current`` the one CURRENT names. (``current`` used to name the serving version,
+    contradicting the alias ``current`` listed beside it after such a reload; in every
+    other case the value is the same, so it kept its name for the meaning the alias,
+    the file and ``nbo models --current`` give it.) An
+    ALIASES.json that cannot be read (not JSON, not an object of names) lists no alias,
+    and says why in ``aliases_problem``: the versions and what serves are still worth
+    seeing (it was a 500)."""
     problem = None
     try:
         aliases = aliases_with_current(settings.models_dir)
@@ -44,15 +53,23 @@ def get_models(request: Request, settings: SettingsDep, models: ServingModelsDep
     by_version: dict[str, list[str]] = {}
     for alias, version in sorted(aliases.items()):
         by_version.setdefault(version, []).append(alias)
+    current = current_problem = None
+    if (settings.models_dir / CURRENT).exists():
+        try:
+            current = current_version(settings.models_dir)
+        except ArtifactError as exc:  # empty, or naming no version: said, not a 500
+            current_problem = str(exc)
     return {
-        "current": models.current.version,
+        "serving": models.current.version,
+        "current": current,
+        "current_problem": current_problem,
         "aliases": aliases,
         "aliases_problem": problem,
         "models": [
             {
                 "version": version,
                 "aliases": by_version.get(version, []),
-                "current": version == models.current.version,
+                "current": version == current,
                 "serving": version in loaded,
             }
             for version in reversed(list_versions(settings.models_dir))

@@ -18,7 +18,7 @@ from nbo.offers.decision import Occasion
 from nbo.offers.ranking import REMOVAL_RULES, TASTE_NONE, Ranking
 from nbo.runtime.decide import Context, Decided, contact_policy
 from nbo.runtime.deliver import deliver_customers, impressions_of
-from nbo.service.auth import AUTH_RESPONSES, requires
+from nbo.service.auth import AUTH_RESPONSES, require_for_call, requires
 from nbo.service.deps import CustomerId, DecidingDep
 from nbo.service.head import head_request
 from nbo.service.profiles import best_send_time_out
@@ -58,7 +58,9 @@ async def get_offers(
         Query(
             description="the offers will be delivered: apply the channel's frequency cap "
             "and record the impressions (for caps, offer caps and offer fatigue); GET "
-            "only: a HEAD request with record=true is refused (422)"
+            "only: a HEAD request with record=true is refused (422). record=true needs a "
+            "key with role 'write' (it records; 403 for a 'read' key, nothing recorded); "
+            "record=false needs 'read'"
         ),
     ] = False,
     reasons: Annotated[
@@ -79,14 +81,21 @@ async def get_offers(
     plain ``def`` run in the thread pool; re-measured when the call cost about 3 ms of
     CPU (one worker, 8 connections), ``def`` still cost 10% more server CPU per request,
     and with gunicorn's workers 52% more (one worker) and 24% more (two): docs/benchmarks.
-    Store reads use this thread's own connection
-    and never wait for a write; a delivery (decided and recorded under the customer's
-    lock, a durable write: ``nbo.runtime.deliver``) runs in the thread pool.
+    On SQLite a chunk's store reads use the loop thread's own connection and never wait
+    for a write; a PostgreSQL store's reads are round trips to its server, so there the
+    chunk is decided in the thread pool (``nbo.service.chunking``) and a slow server
+    never holds the loop. A delivery (decided and recorded under the customer's lock, a
+    durable write: ``nbo.runtime.deliver``) runs in the thread pool.
 
     HEAD (served as GET, ``nbo.service.head``) never records: a HEAD's answer has no
     offers to deliver, so ``record=true`` on HEAD is refused rather than recording
     impressions nobody was shown, or answering 200 for a delivery that did not happen.
+
+    ``record=true`` writes, so it needs the ``write`` role (the route's own check is
+    ``read``); checked only then, so the plain call pays nothing more.
     """
+    if record:
+        require_for_call(request, Role.write, "record=true")
     if record and head_request(request.scope):
         raise RequestValidationError(
             [

@@ -1,0 +1,87 @@
+"""Removing old published versions (``nbo models --prune KEEP``) without removing one
+that serves or may serve.
+
+A version is kept when it is one of the newest ``keep`` (by name: versions are named by
+their UTC publication time), when CURRENT names it, when an alias names it, or when the
+caller names it with a reason (the experiments file, the pinned ``NBO_MODEL_VERSION``, a
+running service: ``nbo.reports.cli`` gathers those). Every other published version is
+removed, each renamed to a hidden name first, then deleted (``remove_version``). What
+CURRENT and the aliases name is read again just before each removal, so a flip made
+meanwhile keeps the version it names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbo.core.errors import ArtifactError
+from nbo.models.artifacts import (
+    CURRENT,
+    current_version,
+    list_versions,
+    remove_version,
+)
+from nbo.models.registry import read_aliases
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """Each version kept with why, newest first; the versions to remove, newest first."""
+
+    kept: dict[str, list[str]]
+    removed: list[str]
+
+
+def pointed_at(models_dir: Path) -> dict[str, list[str]]:
+    """version -> what in the models folder names it: CURRENT, and each alias.
+    ArtifactError when CURRENT or ALIASES.json cannot be read: a prune that cannot tell
+    what they name removes nothing."""
+    named: dict[str, list[str]] = {}
+    if (models_dir / CURRENT).exists():
+        named.setdefault(current_version(models_dir), []).append(CURRENT)
+    for alias, version in sorted(read_aliases(models_dir).items()):
+        named.setdefault(version, []).append(f"alias {alias}")
+    return named
+
+
+def plan_prune(
+    models_dir: Path, keep: int, also: Mapping[str, Iterable[str]] | None = None
+) -> PrunePlan:
+    """What a prune keeping the newest ``keep`` would keep and remove. ``also``: reason
+    -> versions to keep for it (besides CURRENT's and the aliases')."""
+    if keep < 1:
+        raise ArtifactError(f"keep {keep}: keep at least the newest 1")
+    versions = list(reversed(list_versions(models_dir)))
+    reasons = pointed_at(models_dir)
+    for reason, named in (also or {}).items():
+        for version in named:
+            reasons.setdefault(version, []).append(reason)
+    kept: dict[str, list[str]] = {}
+    removed = []
+    for n, version in enumerate(versions):
+        why = ([f"newest {keep}"] if n < keep else []) + reasons.get(version, [])
+        if why:
+            kept[version] = why
+        else:
+            removed.append(version)
+    return PrunePlan(kept, removed)
+
+
+def prune(
+    models_dir: Path, keep: int, also: Mapping[str, Iterable[str]] | None = None
+) -> PrunePlan:
+    """Remove what ``plan_prune`` would; the plan as carried out (a version CURRENT or an
+    alias came to name meanwhile is kept)."""
+    plan = plan_prune(models_dir, keep, also)
+    kept = dict(plan.kept)
+    removed = []
+    for version in plan.removed:
+        now = pointed_at(models_dir).get(version)
+        if now:
+            kept[version] = now
+            continue
+        remove_version(models_dir, version)
+        removed.append(version)
+    return PrunePlan(kept, removed)
