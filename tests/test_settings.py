@@ -196,6 +196,54 @@ def test_a_clock_in_range_follows_nbo_earliest_event(monkeypatch: pytest.MonkeyP
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        # A channel misspelt or unknown would leave email uncapped.
+        (
+            "NBO_FREQUENCY_CAPS",
+            '{"Email": {"max_deliveries": 1, "days": 7}}',
+            "setting NBO_FREQUENCY_CAPS: unknown channel 'Email' (the channels are email, app)",
+        ),
+        (
+            "NBO_FREQUENCY_CAPS",
+            '{"email": {"max_deliveries": 1, "days": 7}, "sms": {"max_deliveries": 1, "days": 1}}',
+            "setting NBO_FREQUENCY_CAPS: unknown channel 'sms' (the channels are email, app)",
+        ),
+        # A misspelt field is named, not reported as the missing one it stands for.
+        (
+            "NBO_FREQUENCY_CAPS",
+            '{"email": {"max_deliveries": 2, "day": 7}}',
+            "setting NBO_FREQUENCY_CAPS: email: unknown field 'day' "
+            "(the fields are max_deliveries, days)",
+        ),
+        (
+            "NBO_FATIGUE",
+            '{"impression": 3, "days": 14}',
+            "setting NBO_FATIGUE: unknown field 'impression' (the fields are impressions, days)",
+        ),
+    ],
+)
+def test_a_contact_policy_with_an_unknown_key_refuses_the_start(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert str(refused.value) == message
+
+
+def test_contact_policies_with_known_keys_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBO_FREQUENCY_CAPS", '{"app": {"max_deliveries": 2, "days": 1}}')
+    monkeypatch.setenv("NBO_FATIGUE", '{"impressions": 5}')
+    settings = load_settings()
+    assert set(settings.frequency_caps) == {"app"}
+    assert settings.frequency_caps["app"].max_deliveries == 2
+    assert settings.fatigue is not None and settings.fatigue.impressions == 5
+    monkeypatch.setenv("NBO_FATIGUE", "null")
+    assert load_settings().fatigue is None
+
+
 def test_a_misspelt_variable_is_named_with_the_closest_setting() -> None:
     environ = {
         "NBO_WROKERS": "2",

@@ -31,6 +31,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from nbo.core.apikeys import ApiKeyEntry, check_unique_ids
 from nbo.core.errors import ConfigError
+from nbo.core.vocabulary import CHANNELS
 from nbo.models.artifacts import VERSION_RULE, is_version_name
 from nbo.offers.policies import FatigueRule, FrequencyCap
 from nbo.offers.suppression import SuppressionWindow
@@ -75,7 +76,11 @@ def available_cores() -> int:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    # NBO_FATIGUE=null turns fatigue off: without env_parse_none_str pydantic-settings
+    # drops a JSON null and the default rule applied.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", env_parse_none_str="null"
+    )
 
     models_dir: Path = Field(Path("models"), description="where published models live")
     model_version: str | None = Field(None, description="serve this version, not CURRENT")
@@ -106,7 +111,7 @@ class Settings(BaseSettings):
             "app": FrequencyCap(max_deliveries=5, days=1),
         },
         description='per channel, JSON: {"email": {"max_deliveries": 1, "days": 7}, ...}; '
-        "a channel without a cap is not capped",
+        "the channels are email and app; a channel without a cap is not capped",
     )
     fatigue: FatigueRule | None = Field(
         default_factory=FatigueRule,
@@ -189,6 +194,26 @@ class Settings(BaseSettings):
     def _check_window(cls, value: Any) -> str:
         return str(SuppressionWindow.parse(value))
 
+    @field_validator("frequency_caps", mode="before")
+    @classmethod
+    def _known_channels(cls, value: Any) -> Any:
+        # A misspelt channel ("Email", "sms") would leave the real one uncapped.
+        if isinstance(value, dict):
+            unknown = [str(key) for key in value if key not in CHANNELS]
+            if unknown:
+                raise ValueError(
+                    f"unknown channel {_listed(unknown)} (the channels are {', '.join(CHANNELS)})"
+                )
+            for channel, cap in value.items():
+                _known_fields(cap, FrequencyCap, f"{channel}: ")
+        return value
+
+    @field_validator("fatigue", mode="before")
+    @classmethod
+    def _known_fatigue_fields(cls, value: Any) -> Any:
+        _known_fields(value, FatigueRule, "")
+        return value
+
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _one_of_its_words(cls, value: Any, info: ValidationInfo) -> str:
@@ -262,6 +287,20 @@ class Settings(BaseSettings):
     def now(self) -> datetime:
         """The service's clock: pinned when configured, else real UTC time."""
         return self.clock or datetime.now(UTC)
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(repr(name) for name in names)
+
+
+def _known_fields(value: Any, model: type[FrequencyCap | FatigueRule], where: str) -> None:
+    """Refuse a contact rule with a field its model does not have, naming it and the known
+    ones: pydantic would first say a required field is missing, never the misspelt one."""
+    if isinstance(value, dict):
+        unknown = [str(key) for key in value if key not in model.model_fields]
+        if unknown:
+            known = ", ".join(model.model_fields)
+            raise ValueError(f"{where}unknown field {_listed(unknown)} (the fields are {known})")
 
 
 def known_variables() -> frozenset[str]:

@@ -111,12 +111,45 @@ def test_recorded_batch_counts_against_the_frequency_cap(
     # Email allows one delivery a week: the real-time call after the campaign is capped.
     answer = client.get("/v1/customers/a03/offers?k=3&record=true").json()
     assert answer["suppressed_reason"] == "frequency_cap"
-    # A second recorded campaign the same day reaches nobody.
+    assert rows["next_allowed_at"].isna().all()  # nobody was capped
+    # A second recorded campaign the same day reaches nobody, and says when it may.
     again = tmp_path / "again.csv"
     assert _batch("--customers", "all", "--k", "3", "--out", str(again), "--record") == 0
     second = pd.read_csv(again, dtype={"customer_id": str})
     assert set(second["suppressed_reason"].dropna()) == {"frequency_cap"}
     assert (second["rank"] == 0).all()
+    capped = second.set_index("customer_id")["next_allowed_at"]
+    assert capped["a03"] == answer["next_allowed_at"]  # the API's, for the same customer
+    assert capped.notna().all()
+
+
+def test_a_recorded_campaign_file_is_not_replaced_without_overwrite(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file of a delivered campaign is the record of what was sent: a second run
+    onto it (everyone capped by the first) would leave rank-0 rows in its place."""
+    out = tmp_path / "camp1.csv"
+    args = ["--customers", "all", "--k", "3", "--out", str(out)]
+    assert _batch(*args, "--record") == 0
+    sent = out.read_bytes()
+    capsys.readouterr()
+    for again in (["--record"], []):  # a preview would replace it just the same
+        assert _batch(*args, *again) == 2
+        err = without_progress(capsys.readouterr().err)
+        assert err.count("\n") == 1 and err.startswith(f"nbo batch: error: --out {out}: holds "), (
+            err
+        )
+        assert "delivered (" in err and "pass --overwrite to replace it" in err
+        assert out.read_bytes() == sent
+    # A preview file (no impressions recorded) is replaced as before.
+    preview = tmp_path / "preview.csv"
+    preview_args = ["--customers", "all", "--k", "3", "--out", str(preview)]
+    assert _batch(*preview_args) == 0
+    assert _batch(*preview_args) == 0
+    # Said explicitly, the delivered file is replaced.
+    assert _batch(*args, "--record", "--overwrite") == 0
+    replaced = pd.read_csv(out, dtype={"customer_id": str})
+    assert (replaced["rank"] == 0).all()
 
 
 def test_stage_selection_keeps_only_that_stage(
@@ -534,3 +567,29 @@ def test_a_customer_id_too_long_for_a_request_id_is_delivered_under_its_digest(
         assert store.contacts_of_many([long_id], 0) == {}
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "customer_id\na00\nb05\n",
+        "\ufeffcustomer_id\r\na00\r\nb05\r\n",
+        "  customer_id \n\na00\nb05",
+    ],
+)
+def test_a_txt_list_with_the_csv_header_is_not_a_customer_called_customer_id(
+    tmp_path: Path, text: str
+) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_text(text, encoding="utf-8")
+    assert batch._ids_from_file(path) == ["a00", "b05"]
+
+
+def test_a_txt_list_of_a_header_alone_has_no_customers(tmp_path: Path) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_text("customer_id\n", encoding="utf-8")
+    with pytest.raises(batch.BatchError, match="no customer ids in the file"):
+        batch._ids_from_file(path)
+    # Only a first line is a header: further down it is an id like any other.
+    path.write_text("a00\ncustomer_id\n", encoding="utf-8")
+    assert batch._ids_from_file(path) == ["a00", "customer_id"]

@@ -256,10 +256,16 @@ def test_a_recorded_spark_campaign_records_each_offer_once_and_caps_the_next(
     # In place: off the record of runs being delivered (nbo.campaigns.recovery).
     assert store.delivering_runs() == []
 
-    # The next recorded campaign the same day, at the same path, reaches nobody (email:
-    # one delivery a week) and replaces the first.
-    assert batch(*selection, "--record", "--out", str(out)) == 0
+    # The next recorded campaign the same day, at the same path, is refused: the folder
+    # is the record of what was sent (nbo.campaigns.batch.check_replaces_no_delivery).
+    assert batch(*selection, "--record", "--out", str(out)) == 2
+    assert "pass --overwrite to replace it" in capsys.readouterr().err
+    assert pq.read_table(out).equals(first)
+    # With --overwrite it reaches nobody (email: one delivery a week) and replaces it,
+    # saying when each customer may be sent the next one.
+    assert batch(*selection, "--record", "--overwrite", "--out", str(out)) == 0
     second = pq.read_table(out)
+    assert None not in second["next_allowed_at"].to_pylist()
     assert set(second["suppressed_reason"].to_pylist()) == {"frequency_cap"}
     assert store.event_count() == delivered.num_rows
     [registered] = store.batch_outputs()
@@ -479,8 +485,9 @@ def test_on_postgresql_spark_delivers_the_local_engines_rows_recording_each_offe
         [registered] = store.batch_outputs()
         assert (registered.path, registered.format) == (str(distributed), PARTS)
 
-        # The same campaign again the same day: capped for everyone, nothing recorded.
-        assert batch(*args, "--out", str(distributed)) == 0
+        # The same campaign again the same day (replacing the delivered folder, said
+        # explicitly): capped for everyone, nothing recorded.
+        assert batch(*args, "--overwrite", "--out", str(distributed)) == 0
         again = pq.read_table(distributed)
         reasons = set(again["suppressed_reason"].to_pylist())
         assert reasons <= {"frequency_cap", "no_channel_consent"}, reasons

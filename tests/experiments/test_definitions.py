@@ -326,6 +326,20 @@ def test_a_hand_built_experiment_needs_shares_summing_to_one(
 # --- refusals -----------------------------------------------------------------------
 
 
+def test_the_baseline_is_the_control_else_the_first_variant_or_the_named_one(
+    tmp_path: Path,
+) -> None:
+    experiments = load(tmp_path)
+    with_control, two_models = experiments.experiments
+    assert with_control.baseline is None and with_control.compared_against.name == "control"
+    assert two_models.baseline is None and two_models.compared_against.name == "a"
+    named = load(
+        tmp_path, VALID.replace("    salt: halves\n", "    salt: halves\n    baseline: b\n")
+    )
+    assert named.experiments[1].baseline == "b"
+    assert named.experiments[1].compared_against.name == "b"
+
+
 def variant_edit(old: str, new: str) -> str:
     assert old in VALID
     return VALID.replace(old, new, 1)
@@ -452,6 +466,10 @@ BAD_FILES = {
     "no version": (
         VALID.replace("version: 1\n", ""),
         [": version: ", "required"],
+    ),
+    "a baseline that is not a variant": (
+        VALID.replace("    salt: halves\n", "    salt: halves\n    baseline: c\n"),
+        ["experiment 'half_half'", ": baseline: ", "'c' is not a variant", "variants: a, b"],
     ),
     "a variant that is not a mapping": (
         VALID.replace(CANDIDATE, "      - candidate\n"),

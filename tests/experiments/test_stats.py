@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 import re
@@ -333,11 +334,42 @@ def test_the_page_says_when_the_experiment_runs_and_what_it_counts() -> None:
 # --- structure and edge cases ---------------------------------------------------------
 
 
-def test_without_a_control_nothing_is_compared() -> None:
-    report = experiment_report("exp", [outcome("a", 100, 10), outcome("b", 100, 12)])
+def test_without_a_control_the_first_variant_is_the_baseline() -> None:
+    # Two models A/B tested against each other: compared as against a control, with
+    # the same tests (no "variants are not compared").
+    a, b = outcome("a", 1000, 100), outcome("b", 1000, 130)
+    report = experiment_report("exp", [a, b])
     assert report["control"] is None
-    assert report["comparisons"] == []
-    assert [v["name"] for v in report["variants"]] == ["a", "b"]
+    assert report["baseline"] == "a" and report["baseline_is"] == "first variant"
+    assert [v["baseline"] for v in report["variants"]] == [True, False]
+    assert not any("not compared" in w for w in report["warnings"])
+    (comparison,) = report["comparisons"]
+    assert comparison["variant"] == "b" and comparison["against"] == "a"
+    # The very numbers of b against a control a.
+    as_control = experiment_report("exp", [dataclasses.replace(a, control=True), b])
+    assert comparison == as_control["comparisons"][0]
+    assert comparison["conversion"]["p_value"] is not None
+    page = report_html(report)
+    assert "Against a (the first variant: there is no control)" in page
+    assert "a (baseline)" in page
+
+
+def test_a_named_baseline_is_what_the_others_are_compared_against() -> None:
+    outcomes = [
+        outcome("control", 1000, 100, control=True),
+        outcome("base", 1000, 120),
+        outcome("cand", 1000, 130),
+    ]
+    report = experiment_report("exp", outcomes, baseline="base")
+    assert report["control"] == "control"
+    assert report["baseline"] == "base" and report["baseline_is"] == "configured"
+    assert [(c["variant"], c["against"]) for c in report["comparisons"]] == [
+        ("control", "base"),
+        ("cand", "base"),
+    ]
+    assert "Against base (the experiment&#x27;s baseline)" in report_html(report)
+    with pytest.raises(ValueError, match="baseline: 'nope' is not a variant"):
+        experiment_report("exp", outcomes, baseline="nope")
 
 
 def test_a_variant_with_nobody_exposed_does_not_crash() -> None:
@@ -432,7 +464,7 @@ def test_the_page_is_self_contained_and_shows_the_srm_warning_first() -> None:
     # The variants' chart, then the uplift of the variant over the control.
     variants, uplift = pngs(page)
     assert variants.startswith(b"\x89PNG") and uplift.startswith(b"\x89PNG")
-    assert "uplift of each variant over the control" in page
+    assert "uplift of each variant over the baseline" in page
     without_images = re.sub(r"data:image/png;base64,[^\"]+", "", page)
     assert "<script" not in without_images.lower()
     assert "http" not in without_images.lower()
@@ -443,8 +475,14 @@ def test_the_page_without_a_control() -> None:
     report = experiment_report("exp", [outcome("a", 100, 10), outcome("b", 100, 12)])
     page = report_html(report)
     assert "<h1>Experiment exp</h1>" in page
-    assert "No comparisons" in page
+    assert "No comparisons" not in page
     assert "SAMPLE RATIO MISMATCH" not in page
-    # The variants' chart only: there is no uplift without a control.
+    # The variants' chart and the uplift of b over the baseline a.
+    assert len(pngs(page)) == 2 and all(png.startswith(b"\x89PNG") for png in pngs(page))
+
+
+def test_the_page_of_one_variant_has_no_comparisons() -> None:
+    page = report_html(experiment_report("exp", [outcome("a", 100, 10)]))
+    assert "No comparisons" in page
     (png,) = pngs(page)
     assert png.startswith(b"\x89PNG")

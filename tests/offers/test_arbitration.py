@@ -197,7 +197,29 @@ def test_stage_channel_and_dates_decide_eligibility(tmp_path: Path) -> None:
     assert "C" in {c.item_id for c in app}
     email, removed = run(catalog, "active", channel="email")
     assert "C" not in {c.item_id for c in email}
-    assert removed[RULE_INELIGIBLE] == 1
+    # C, and the expired old-sale (for every stage).
+    assert removed[RULE_INELIGIBLE] == 2
+
+
+def test_incentives_for_the_stage_ruled_out_by_channel_or_date_count_as_ineligible(
+    tmp_path: Path,
+) -> None:
+    """A lapsed customer on the app: the email-only win-back is theirs but not on this
+    channel, and the expired old-sale is past its date: both are counted; the loyal
+    customers' reward is not theirs at all and is not."""
+    catalog = catalog_from(tmp_path, CATALOG)
+    offered, ids = candidates({"A": 0.30, "B": 0.20})  # no C: no product is ineligible
+    app, removed = arbitrate_one(offered, ids, catalog, "lapsed", "app", NOW, [], None, None, 10)
+    assert "winback" not in {c.offer_id for c in app}
+    assert removed[RULE_INELIGIBLE] == 2
+    email, removed = arbitrate_one(
+        offered, ids, catalog, "lapsed", "email", NOW, [], None, None, 10
+    )
+    assert "winback" in {c.offer_id for c in email}
+    assert removed[RULE_INELIGIBLE] == 1  # old-sale only
+    loyal, removed = arbitrate_one(offered, ids, catalog, "loyal", "app", NOW, [], None, None, 10)
+    assert "reward" in {c.offer_id for c in loyal}
+    assert removed[RULE_INELIGIBLE] == 1  # old-sale; winback is for other stages
 
 
 def test_a_lever_reorders_offers_as_the_formula_says(tmp_path: Path) -> None:

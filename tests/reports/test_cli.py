@@ -235,6 +235,48 @@ def test_an_experiment_report_writes_both_files_or_neither(
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
 
 
+def test_two_models_without_a_control_are_compared_against_the_baseline(
+    isolated_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An A/B test of two model versions: without a control, the first variant (or the
+    one ``baseline`` names) is what the others are compared against."""
+    open_store(f"sqlite:///{isolated_store}").close()
+    experiments = tmp_path / "exp.yaml"
+    two = (
+        "version: 1\nexperiments:\n"
+        "  - name: cand-vs-base\n    salt: s\n    start: 2026-06-01T00:00:00Z\n"
+        "    variants:\n"
+        "      - {name: base, model: baseline, weight: 1}\n"
+        "      - {name: cand, model: candidate, weight: 1}\n"
+    )
+    experiments.write_text(two, encoding="utf-8")
+    args = ["report", "experiment", "cand-vs-base", "--experiments", str(experiments)]
+    assert main([*args, "--out", str(tmp_path / "first")]) == 0
+    report = json.loads((tmp_path / "first" / "report.json").read_text(encoding="utf-8"))
+    assert report["baseline"] == "base" and report["baseline_is"] == "first variant"
+    assert [(c["variant"], c["against"]) for c in report["comparisons"]] == [("cand", "base")]
+    assert not any("not compared" in w for w in report["warnings"])
+    assert "base (baseline)" in capsys.readouterr().out
+    experiments.write_text(two.replace("    variants:", "    baseline: cand\n    variants:"))
+    assert main([*args, "--out", str(tmp_path / "named")]) == 0
+    report = json.loads((tmp_path / "named" / "report.json").read_text(encoding="utf-8"))
+    assert report["baseline"] == "cand" and report["baseline_is"] == "configured"
+    assert [(c["variant"], c["against"]) for c in report["comparisons"]] == [("base", "cand")]
+
+
+def test_a_mistyped_experiment_name_lists_the_names_there_are(
+    experiments_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["report", "experiment", "ranker-tset", "--experiments", str(experiments_file)]
+    assert main([*args, "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"nbo report: error: experiment 'ranker-tset': not in {experiments_file} "
+        "(its experiments: ranker-test)\n"
+    )
+    assert not (tmp_path / "report").exists()
+
+
 # --- nbo models: one change per call, a models folder that is not there ---------------
 
 

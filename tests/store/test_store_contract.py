@@ -527,7 +527,9 @@ def test_impressions_of_deliveries_that_did_not_happen_are_removed(store: Store)
     assert [e["event_id"] for e in store.events_of("c2")] == ["b1"]
 
 
-def test_a_runs_impressions_are_removed_whatever_the_customer(store: Store) -> None:
+def test_a_runs_impressions_are_counted_and_removed_whatever_the_customer(
+    store: Store,
+) -> None:
     """A run whose process died: its customers are not known; its impressions' event and
     request ids start with the run's id (``{run_id}-{customer}-{rank}``)."""
     day = "2026-01-02T10:00:00Z"
@@ -544,7 +546,10 @@ def test_a_runs_impressions_are_removed_whatever_the_customer(store: Store) -> N
             offer_event("batch-1-x-c1-k", "c1", "i1", day, "offer_click", "batch-1-x-c1"),
         ]
     )
+    assert store.count_run_impressions("batch-1-x") == 3
+    assert store.count_run_impressions("batch-1-xy") == 1
     assert store.remove_run_impressions("batch-1-x") == 3
+    assert store.count_run_impressions("batch-1-x") == 0
     assert {e["event_id"] for e in store.events_of("c1")} == {
         "batch-1-xy-c1-1",
         "batch-1-x.c1-1",

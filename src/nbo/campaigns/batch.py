@@ -37,6 +37,7 @@ from nbo.campaigns.files import SCHEMA, Outcomes, folder_lock, format_of, remove
 from nbo.campaigns.recovery import Heartbeat, begin_delivering, end_delivering, partial_path
 from nbo.catalog.holder import CatalogHolder
 from nbo.core import processes
+from nbo.core.columns import CUSTOMER_ID
 from nbo.core.errors import NboError
 from nbo.core.ids import MAX_ID_LENGTH, path_id_problem
 from nbo.core.outputs import check_output_file
@@ -109,7 +110,8 @@ class BatchSummary:
 
 def select_customers(spec: str, model: ServingModel, store: Store) -> Selection:
     """``all``, ``stage=NAME`` (all, kept when their live stage is NAME) or a file of ids
-    (``.txt``: one per line; ``.csv``/``.parquet``: a ``customer_id`` column)."""
+    (``.txt``: one per line, a first line ``customer_id`` taken as a header;
+    ``.csv``/``.parquet``: a ``customer_id`` column)."""
     if spec == ALL or spec.startswith(STAGE_PREFIX):
         stage = None
         if spec.startswith(STAGE_PREFIX):
@@ -164,8 +166,13 @@ def _ids_from_file(path: Path) -> list[str]:
         elif suffix == ".csv":
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         elif suffix in (".txt", ""):
-            lines = path.read_text(encoding="utf-8").splitlines()
+            # utf-8-sig: a byte-order mark (as Excel writes) is not part of the first id.
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
             ids = [line.strip() for line in lines if line.strip()]
+            if ids and ids[0] == CUSTOMER_ID:
+                # The header of the CSV form (a column exported with its name): a list,
+                # not a customer called "customer_id", who would be decided and delivered.
+                ids = ids[1:]
             if not ids:
                 raise BatchError(f"{where}: no customer ids in the file")
             return _valid(list(dict.fromkeys(ids)), where)
@@ -268,6 +275,7 @@ def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
         "request_id": [],
         "personalized": [],
         "suppressed_reason": [],
+        "next_allowed_at": [],
     }
     # Offers to write, per offer table: (decided customer, the customer's position in it).
     by_table: dict[int, tuple[OfferTable, ServingModel, list[int], list[int]]] = {}
@@ -288,6 +296,10 @@ def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
         customer["variant"].append(assignment.variant)
         customer["request_id"].append(delivery_id(run.run_id, customer_id) if run.run_id else None)
         customer["personalized"].append(False if ranking is None else ranking.personalized)
+        allowed_at = decision.next_allowed_at
+        customer["next_allowed_at"].append(
+            None if allowed_at is None else datetime.fromtimestamp(allowed_at, UTC).isoformat()
+        )
         if ranking is None or not ranking.has_offers:
             customer["suppressed_reason"].append(decision.suppressed_reason or NO_OFFERS)
             without.append(d)
@@ -627,6 +639,28 @@ def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed:
             run.store.register_batch_output(output)
         else:
             run.store.unregister_batch_output(path)
+
+
+def check_replaces_no_delivery(store: Store, out: Path) -> None:
+    """Refuse to replace the file of a delivered campaign: a second run onto the same
+    ``--out`` (everyone frequency-capped by the first) would leave rank-0 rows in place
+    of what was sent, while the first run's impressions stay recorded. A file at
+    ``out`` registered by a run whose impressions are in the store is such a file;
+    ``--overwrite`` replaces it all the same."""
+    if not out.exists():
+        return
+    path = managed_path(out)
+    for output in store.batch_outputs():
+        if output.path != path:
+            continue
+        recorded = store.count_run_impressions(output.run_id)
+        if recorded:
+            written = datetime.fromtimestamp(output.written_at, UTC).isoformat(timespec="seconds")
+            raise BatchError(
+                f"--out {out}: holds the campaign run {output.run_id} delivered ({recorded:,} "
+                f"impressions recorded, written {written}): replacing it would lose the file "
+                "of what was sent; choose another --out, or pass --overwrite to replace it"
+            )
 
 
 def managed_path(out: Path) -> str:

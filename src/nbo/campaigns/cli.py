@@ -54,6 +54,12 @@ def register(commands: Any) -> None:
         "impressions, so caps hold between batch and real-time calls",
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out even when it is the file of a delivered (--record) run; "
+        "without it such a file is refused, as it is the record of what was sent",
+    )
+    parser.add_argument(
         "--unmanaged",
         action="store_true",
         help="do not register the file in the store: a later erasure will not take the "
@@ -111,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         BatchError,
         RunSpec,
         check_output,
+        check_replaces_no_delivery,
         new_run_id,
         open_run,
         select_customers,
@@ -155,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"nbo batch: {recovered.line()}", file=sys.stderr)
             for path in sweep_partials(args.out.absolute()):
                 print(f"nbo batch: removed {path}, left by a run that ended", file=sys.stderr)
+            if not args.overwrite:
+                check_replaces_no_delivery(store, args.out)
             model = batch.context.models.current
             if lines:
                 lines.finish("open the model and the store", detail=f"model {model.version}")

@@ -76,6 +76,9 @@ SCHEMA = pa.schema(
         ("best_send_at", pa.string()),
         ("personalized", pa.bool_()),
         ("suppressed_reason", pa.string()),
+        # With suppressed_reason frequency_cap: when the channel's cap next allows a
+        # delivery (ISO time, as the API's next_allowed_at); null otherwise.
+        ("next_allowed_at", pa.string()),
         ("model_version", pa.string()),
         ("experiment", pa.string()),
         ("variant", pa.string()),

@@ -13,6 +13,9 @@ An operator edits one file (YAML or JSON, by extension)::
           - {name: production, model: production, weight: 45}
           - {name: candidate, model: candidate, weight: 45}
 
+The report compares every variant with one: the control; without a control (two models
+against each other), the first variant, or the one ``baseline: NAME`` names.
+
 It is validated whole at load, like the offer catalogue: a typo or an impossible rule
 refuses the file with one line naming the file, the experiment, the variant and the
 field, because a half-understood experiment would silently show customers the wrong
@@ -136,12 +139,17 @@ class Experiment:
     start_s: int
     end_s: int | None
     variants: tuple[Variant, ...]
+    # The variant the others are compared against, as the file names it (``baseline``);
+    # None: the control, else the first variant (``compared_against``).
+    baseline: str | None = None
 
     def __post_init__(self) -> None:
         # assign() walks the shares as given: they must cover [0, 1) (load_experiments
         # normalises them; this catches an Experiment built by hand with raw weights).
         if not self.variants:
             raise ValueError(f"experiment '{self.name}' has no variants")
+        if self.baseline is not None and all(v.name != self.baseline for v in self.variants):
+            raise ValueError(f"experiment '{self.name}': baseline is not one of its variants")
         if not math.isclose(math.fsum(v.weight for v in self.variants), 1.0, abs_tol=1e-9):
             raise ValueError(f"experiment '{self.name}': variant weights must sum to 1")
 
@@ -184,6 +192,15 @@ class Experiment:
     def control(self) -> Variant | None:
         """The control variant (non-personalized offers), or None when there is none."""
         return next((v for v in self.variants if v.control), None)
+
+    @property
+    def compared_against(self) -> Variant:
+        """The variant every other one is compared against in the report: the one
+        ``baseline`` names, else the control, else the first variant (two models A/B
+        tested without a non-personalized control)."""
+        if self.baseline is not None:
+            return next(v for v in self.variants if v.name == self.baseline)
+        return self.control or self.variants[0]
 
 
 @dataclass(frozen=True)
@@ -265,6 +282,11 @@ class ExperimentSpec(_Strict):
     start: UtcTime
     end: UtcTime | None = Field(None, description="none = open-ended; else after start")
     variants: tuple[VariantSpec, ...]
+    baseline: Name | None = Field(
+        None,
+        description="the variant the others are compared against in the report; none = "
+        "the control, else the first variant",
+    )
 
 
 class ExperimentsFile(_Strict):
@@ -414,6 +436,15 @@ def _built(source: str, spec: ExperimentSpec) -> Experiment:
         seen.add(variant.name)
         if variant.control:
             control = variant.name
+    if spec.baseline is not None and spec.baseline not in seen:
+        raise ExperimentError(
+            source,
+            f"'{spec.baseline}' is not a variant of this experiment (its variants: "
+            f"{', '.join(v.name for v in spec.variants)})",
+            spec.name,
+            None,
+            "baseline",
+        )
     total = math.fsum(v.weight for v in spec.variants)
     return Experiment(
         name=spec.name,
@@ -424,4 +455,5 @@ def _built(source: str, spec: ExperimentSpec) -> Experiment:
             Variant(name=v.name, weight=v.weight / total, model=v.model, control=v.control)
             for v in spec.variants
         ),
+        baseline=spec.baseline,
     )

@@ -96,7 +96,7 @@ def report_for(store: Store, experiment: Experiment, now_s: int) -> dict[str, An
     """The experiment's report (``nbo.experiments.stats.experiment_report``) from the
     store's events as of ``now_s``, with the experiment's dates and variants' models."""
     outcomes = experiment_outcomes(store, experiment, now_s)
-    report = experiment_report(experiment.name, outcomes.variants)
+    report = experiment_report(experiment.name, outcomes.variants, baseline=experiment.baseline)
     report["warnings"] = [*report["warnings"], *outcomes.warnings]
     models = {v.name: v.model for v in experiment.variants}
     for variant in report["variants"]:

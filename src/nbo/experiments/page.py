@@ -73,7 +73,7 @@ def report_sections(report: Mapping[str, Any]) -> str:
         "<h2>Variants</h2>",
         _variants_table(report, level),
         _srm_html(report),
-        "<h2>Against the control</h2>",
+        f"<h2>{_e(_against(report))}</h2>",
         _comparisons_table(report, level),
         "<h2>Charts</h2>",
         _figure_html(report, level),
@@ -184,7 +184,7 @@ def _variants_table(report: Mapping[str, Any], level: str) -> str:
     rows = []
     clipped = False
     for v in report.get("variants", []):
-        label = f"{v['name']} (control)" if v.get("control") else v["name"]
+        label = _variant_label(v)
         ci = v.get("revenue_per_exposed_ci")
         mark = "*" if v.get("revenue_per_exposed_ci_clipped") else ""
         clipped = clipped or bool(mark)
@@ -209,10 +209,31 @@ def _variants_table(report: Mapping[str, Any], level: str) -> str:
     )
 
 
+def _is_baseline(variant: Mapping[str, Any]) -> bool:
+    # Reports written before the baseline was named compared with the control.
+    return bool(variant.get("baseline", variant.get("control")))
+
+
+def _variant_label(variant: Mapping[str, Any]) -> str:
+    if variant.get("control"):
+        return f"{variant['name']} (control)"
+    return f"{variant['name']} (baseline)" if _is_baseline(variant) else str(variant["name"])
+
+
+def _against(report: Mapping[str, Any]) -> str:
+    """The heading of the comparisons: which variant they are against, and why that one."""
+    baseline = report.get("baseline")
+    if baseline is None or report.get("baseline_is") == "control":
+        return "Against the control"
+    if report.get("baseline_is") == "first variant":
+        return f"Against {baseline} (the first variant: there is no control)"
+    return f"Against {baseline} (the experiment's baseline)"
+
+
 def _comparisons_table(report: Mapping[str, Any], level: str) -> str:
     comparisons = report.get("comparisons", [])
     if not comparisons:
-        return "<p>No comparisons (no control variant, or no other variant).</p>"
+        return "<p>No comparisons (no other variant).</p>"
     head = (
         "<tr><th>variant</th><th>metric</th><th>difference</th><th>relative uplift</th>"
         f"<th>{_e(level)} CI of the difference</th><th>p-value</th><th>significant</th></tr>"
@@ -244,9 +265,9 @@ def _comparisons_table(report: Mapping[str, Any], level: str) -> str:
     alpha = float(report.get("alpha", 0.05))
     note = (
         f"Significant means p &lt; {_e(f'{alpha:g}')}. Conversion: two-proportion z-test "
-        "(pooled standard error), Wald interval (unpooled); differences in percentage "
+        "(pooled standard error), Newcombe's score interval; differences in percentage "
         "points. Revenue: Welch's t-test and its interval. Each variant is compared to the "
-        "control separately, with no correction for multiple comparisons."
+        "baseline separately, with no correction for multiple comparisons."
     )
     table = f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
     return f'{table}<p class="note">{note}</p>'
@@ -261,7 +282,7 @@ def _figure_html(report: Mapping[str, Any], level: str) -> str:
         f"Error bars: {level} confidence intervals. Conversion rate: Wilson score interval. "
         "Revenue per exposed customer: mean ± t-quantile × standard error, the lower bound "
         "clipped at 0. "
-        "Grey bars are the control."
+        "Grey bars are the baseline."
     )
     alt = "conversion rate and revenue per exposed customer per variant"
     figure = f'<img src="{uri}" alt="{_e(alt)}">\n<p class="note">{_e(caption)}</p>'
@@ -269,11 +290,11 @@ def _figure_html(report: Mapping[str, Any], level: str) -> str:
         return figure
     uplift = "data:image/png;base64," + base64.b64encode(_uplift_png(report)).decode("ascii")
     note = (
-        f"Each variant minus the control, with the {level} confidence interval of the "
-        "difference (Wald for conversion, Welch for revenue): an interval that crosses 0 "
+        f"Each variant minus the baseline, with the {level} confidence interval of the "
+        "difference (Newcombe for conversion, Welch for revenue): an interval that crosses 0 "
         "is no evidence of a difference."
     )
-    alt = "uplift of each variant over the control with its confidence interval"
+    alt = "uplift of each variant over the baseline with its confidence interval"
     return f'{figure}\n<img src="{uplift}" alt="{_e(alt)}">\n<p class="note">{_e(note)}</p>'
 
 
@@ -282,7 +303,7 @@ def _variants_png(report: Mapping[str, Any]) -> bytes:
     (t interval) per variant; a variant with no exposed customers has no bar."""
     variants = list(report.get("variants", []))
     names = [str(v["name"]) for v in variants]
-    colours = np.array(["tab:gray" if v.get("control") else "tab:blue" for v in variants])
+    colours = np.array(["tab:gray" if _is_baseline(v) else "tab:blue" for v in variants])
     figure = Figure(
         figsize=(max(7.0, 1.6 * len(variants) + 3.0), 3.8), dpi=100, layout="constrained"
     )
@@ -330,7 +351,7 @@ def _variants_png(report: Mapping[str, Any]) -> bytes:
 
 
 def _uplift_png(report: Mapping[str, Any]) -> bytes:
-    """Two panels: each variant's difference from the control in conversion rate
+    """Two panels: each variant's difference from the baseline in conversion rate
     (percentage points) and in revenue per exposed customer, with the interval of the
     difference; a comparison without an interval has a point only."""
     comparisons = list(report.get("comparisons", []))

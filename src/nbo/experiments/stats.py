@@ -3,10 +3,11 @@
 An experiment splits customers between variants by configured weights; one variant may be
 the control (non-personalized offers). This module turns each variant's counts and
 per-customer revenue into the numbers a person decides on: conversion and revenue per
-exposed customer, each variant against the control with a confidence interval and a
-p-value, and a sample-ratio-mismatch (SRM) check, because a split that is not what was
-configured means the groups differ by more than the treatment and every comparison is
-suspect.
+exposed customer, each variant against the baseline (the control, or without one the
+first variant or the one the experiment names, so two models are compared with each
+other) with a confidence interval and a p-value, and a sample-ratio-mismatch (SRM)
+check, because a split that is not what was configured means the groups differ by more
+than the treatment and every comparison is suspect.
 
 Everything is a pure function of its arguments (no store, no files), so the same outcomes
 always give the same report, and the report is plain JSON (NaN becomes ``None``) so it can
@@ -27,7 +28,7 @@ Conventions, chosen so the numbers match what analysts compute by hand:
 * revenue per exposed customer of one variant: mean ± t-quantile × standard error, with
   the lower bound clipped at 0 (revenue is never negative; on few or rare buyers the
   symmetric interval reaches below 0, and the report says where it was clipped);
-* no correction for comparing several variants to one control: with many variants,
+* no correction for comparing several variants to one baseline: with many variants,
   read the p-values with that in mind;
 * the sample-ratio test is always reported (chi-square, p-value, verdict), not only when
   it fails, so a reader can see it was run;
@@ -80,12 +81,16 @@ def experiment_report(
     alpha: float = 0.05,
     srm_p_threshold: float = SRM_P_THRESHOLD,
     min_exposed: int = MIN_EXPOSED,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     """The A/B report of experiment ``name`` as a JSON-ready dict.
 
     Keys: ``experiment``, ``alpha``, ``min_exposed``, ``control`` (its name or None),
-    ``variants`` (input order), ``comparisons`` (each non-control variant against the
-    control; empty without a control), ``srm`` and ``warnings``. Intervals are at level
+    ``baseline`` (the variant the others are compared against: ``baseline`` when given,
+    else the control, else the first variant, so two models A/B tested without a
+    control are compared too), ``baseline_is`` (``"configured"``, ``"control"`` or
+    ``"first variant"``), ``variants`` (input order), ``comparisons`` (each other
+    variant against the baseline), ``srm`` and ``warnings``. Intervals are at level
     ``1 - alpha``; the SRM check flags a mismatch below ``srm_p_threshold`` (deliberately
     much stricter than ``alpha``: it runs on every report, and a false alarm stops a good
     experiment); a variant with fewer than ``min_exposed`` exposed customers is warned
@@ -95,6 +100,9 @@ def experiment_report(
     report built on impossible counts would look trustworthy and be wrong.
     """
     _validate(outcomes, alpha, srm_p_threshold)
+    names = [o.name for o in outcomes]
+    if baseline is not None and baseline not in names:
+        raise ValueError(f"baseline: '{baseline}' is not a variant ({', '.join(names)})")
     revenues = [np.asarray(o.revenue, dtype=float).reshape(-1) for o in outcomes]
     total_weight = math.fsum(float(o.weight) for o in outcomes)
     shares = [float(o.weight) / total_weight for o in outcomes]
@@ -124,30 +132,37 @@ def experiment_report(
         )
 
     control_index = next((i for i, o in enumerate(outcomes) if o.control), None)
-    comparisons: list[dict[str, Any]] = []
-    if control_index is None:
-        warnings.append("no control variant: variants are not compared")
+    if baseline is not None:
+        base_index, baseline_is = names.index(baseline), "configured"
+    elif control_index is not None:
+        base_index, baseline_is = control_index, "control"
     else:
-        c = outcomes[control_index]
-        for o, revenue in zip(outcomes, revenues, strict=True):
-            if o.control:
-                continue
-            comparisons.append(
-                {
-                    "variant": o.name,
-                    "against": c.name,
-                    "conversion": _conversion_comparison(o, c, alpha, warnings),
-                    "revenue_per_exposed": _revenue_comparison(
-                        o.name, revenue, c.name, revenues[control_index], alpha, warnings
-                    ),
-                }
-            )
+        base_index, baseline_is = 0, "first variant"
+    for index, summary in enumerate(variants):
+        summary["baseline"] = index == base_index
+    comparisons: list[dict[str, Any]] = []
+    c = outcomes[base_index]
+    for index, (o, revenue) in enumerate(zip(outcomes, revenues, strict=True)):
+        if index == base_index:
+            continue
+        comparisons.append(
+            {
+                "variant": o.name,
+                "against": c.name,
+                "conversion": _conversion_comparison(o, c, alpha, warnings),
+                "revenue_per_exposed": _revenue_comparison(
+                    o.name, revenue, c.name, revenues[base_index], alpha, warnings
+                ),
+            }
+        )
 
     return {
         "experiment": str(name),
         "alpha": float(alpha),
         "min_exposed": int(min_exposed),
         "control": None if control_index is None else outcomes[control_index].name,
+        "baseline": c.name,
+        "baseline_is": baseline_is,
         "variants": variants,
         "comparisons": comparisons,
         "srm": srm,
@@ -262,7 +277,7 @@ def _mean_ci(values: np.ndarray, alpha: float) -> list[float] | None:
 def _conversion_comparison(
     v: VariantOutcome, c: VariantOutcome, alpha: float, warnings: list[str]
 ) -> dict[str, Any]:
-    """Two-proportion comparison of ``v`` against the control ``c``."""
+    """Two-proportion comparison of ``v`` against the baseline ``c``."""
     result: dict[str, Any] = {
         "difference": None,
         "relative_uplift": None,
@@ -315,7 +330,7 @@ def _revenue_comparison(
     alpha: float,
     warnings: list[str],
 ) -> dict[str, Any]:
-    """Welch's t-test of revenue per exposed customer, ``v`` against the control ``c``."""
+    """Welch's t-test of revenue per exposed customer, ``v`` against the baseline ``c``."""
     result: dict[str, Any] = {
         "difference": None,
         "relative_uplift": None,

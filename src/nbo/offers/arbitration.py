@@ -129,8 +129,9 @@ def arbitrate(
 ) -> Choices:
     """The offers of highest priority for each contest (a customer: ``candidates.rows``
     is the position in ``contests`` of each candidate's customer), and how many
-    candidates each rule removed (``ineligible``: not allowed for this stage, channel or
-    date, or excluded; ``offer_cap``: shown too often). ``item_ids``: external id per
+    candidates each rule removed (``ineligible``: products not allowed for this stage,
+    channel or date, or excluded, and incentives for the customer's stage not allowed on
+    this channel or at this date; ``offer_cap``: shown too often). ``item_ids``: external id per
     catalogue index, as an object array. An API call is a contest of one.
 
     Plain items take the default terms of their customer's stage and channel, all at
@@ -217,6 +218,20 @@ def arbitrate(
     incentive_weight = np.asarray(
         [catalog.stage_weight(stage, KIND_INCENTIVE) for stage, _ in pairs]
     )
+    # An incentive for the customer's stage that this channel or date rules out is one
+    # of theirs the catalogue removed: ``ineligible`` counts it, as it counts products.
+    # One for another stage is not their offer at all and is not counted (else every
+    # answer would count the other stages' incentives). A count per pair, so a chunk
+    # of many customers pays for its few pairs.
+    all_incentives = [o for o in catalog.offers if isinstance(o, IncentiveOffer)]
+    ruled_out = np.asarray(
+        [
+            sum(1 for o in all_incentives if stage in o.stages) - len(eligible)
+            for (stage, _), eligible in zip(pairs, pair_incentives, strict=True)
+        ],
+        dtype=np.int64,
+    )
+    ineligible = ineligible + ruled_out[pair_of_customer]
     offered: list[list[IncentiveOffer]] = [[] for _ in range(n_customers)]
     for c in range(n_customers):
         eligible = pair_incentives[pair_of_customer[c]]

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from nbo.core.vocabulary import DAY
 from nbo.offers.state import Contact, ContactHistory
@@ -30,6 +30,8 @@ REASON_FREQUENCY_CAP = "frequency_cap"
 class FrequencyCap(BaseModel):
     """At most ``max_deliveries`` deliveries per customer in ``days`` days on a channel."""
 
+    # A misspelt field ("day") must not leave a rule at a default nobody chose.
+    model_config = ConfigDict(extra="forbid")
     max_deliveries: int = Field(ge=0)
     days: float = Field(gt=0)
 
@@ -37,6 +39,7 @@ class FrequencyCap(BaseModel):
 class FatigueRule(BaseModel):
     """Shown ``impressions`` times in ``days`` days without a response: rest the item."""
 
+    model_config = ConfigDict(extra="forbid")
     impressions: int = Field(3, ge=1)
     days: float = Field(14, gt=0)
 

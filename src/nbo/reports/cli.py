@@ -142,9 +142,12 @@ def run_experiment(args: argparse.Namespace) -> int:
     settings = load_settings(store_url=args.store_url, experiments=args.experiments)
     if settings.experiments is None:
         raise NboError("no experiments file: pass --experiments FILE or set NBO_EXPERIMENTS")
-    experiment = load_experiments(settings.experiments).get(args.name)
+    experiments = load_experiments(settings.experiments)
+    experiment = experiments.get(args.name)
     if experiment is None:
-        raise NboError(f"experiment '{args.name}': not in {settings.experiments}")
+        names = [e.name for e in experiments.experiments]
+        known = f"its experiments: {', '.join(names)}" if names else "it has no experiments"
+        raise NboError(f"experiment '{args.name}': not in {settings.experiments} ({known})")
     now = settings.now()
     out = args.out or REPORTS_DIR / f"experiment-{args.name}-{now:%Y%m%dT%H%M%SZ}"
     check_output_folder(out, "--out")
@@ -175,7 +178,10 @@ def run_experiment(args: argparse.Namespace) -> int:
         mark = "*" if v["revenue_per_exposed_ci_clipped"] else ""
         clipped = clipped or bool(mark)
         table.add_row(
-            escape(v["name"] + (" (control)" if v["control"] else "")),
+            escape(
+                v["name"]
+                + (" (control)" if v["control"] else " (baseline)" if v["baseline"] else "")
+            ),
             escape(str(v.get("model") or "-")),
             f"{v['assigned']:,}",
             f"{v['exposed']:,}",

@@ -247,6 +247,8 @@ class Store(StateReader, Protocol):
 
     def remove_run_impressions(self, run_id: str) -> int: ...
 
+    def count_run_impressions(self, run_id: str) -> int: ...
+
     @property
     def available(self) -> bool:
         """Whether calls reach the store now, known without I/O: False while its server

@@ -638,6 +638,22 @@ class SQLStore:
                 ).rowcount
             )
 
+    def count_run_impressions(self, run_id: str) -> int:
+        """How many impressions a campaign run recorded (and still has): whether the
+        file it wrote is what was sent (``nbo batch`` refuses to replace such a file
+        unless told to). The same range of the primary key as ``remove_run_impressions``."""
+        prefix = f"{run_id}-"
+        after = f"{run_id}."
+        with self._reading() as db:
+            row = db.execute(
+                self._q(
+                    "SELECT COUNT(*) FROM events WHERE event_id >= ? AND event_id < ? "
+                    "AND type = ? AND substr(request_id, 1, ?) = ?"
+                ),
+                (prefix, after, IMPRESSION, len(prefix), prefix),
+            ).fetchone()
+        return int(row[0])
+
 
 class _Delivery:
     """The reads and writes of ``SQLStore.deliver``'s transaction."""

@@ -348,7 +348,8 @@ async def experiment(
     request: Request, name: ExperimentName, settings: SettingsDep, store: StoreDep
 ) -> HTMLResponse:
     """An experiment's report, from the code of ``nbo report experiment``: per variant,
-    against the control with intervals, the sample-ratio test, warnings and charts."""
+    against the baseline (the control, else the first variant) with intervals, the
+    sample-ratio test, warnings and charts."""
     found = _experiments(request).get(name)
     if found is None:
         raise NotFound("name", f"no experiment '{name}' is configured")

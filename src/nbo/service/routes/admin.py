@@ -12,6 +12,7 @@ from fastapi import APIRouter, Body
 from nbo.core.apikeys import Role
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ReloaderDep
+from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import (
     CatalogStatusOut,
     ErrorResponse,
@@ -21,6 +22,7 @@ from nbo.service.schemas import (
 )
 
 router = APIRouter(
+    route_class=QueryCheckedRoute,
     prefix="/v1/admin",
     tags=["admin"],
     dependencies=[requires(Role.admin)],

@@ -12,6 +12,7 @@ from nbo.core.vocabulary import KIND_INCENTIVE
 from nbo.runtime.pairing import UnknownItemsWatch
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CatalogHolderDep, MaybeServingModelsDep, SettingsDep
+from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import (
     CatalogItemOut,
     CatalogOfferOut,
@@ -21,6 +22,7 @@ from nbo.service.schemas import (
 )
 
 router = APIRouter(
+    route_class=QueryCheckedRoute,
     prefix="/v1",
     tags=["catalog"],
     dependencies=[requires(Role.read)],

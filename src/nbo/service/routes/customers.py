@@ -40,12 +40,18 @@ from nbo.service.deps import (
     SettingsDep,
     StoreDep,
 )
+from nbo.service.query import QueryCheckedRoute
 
 log = logging.getLogger(__name__)
 
 # Roles per route: consent is written with a write key and read with a read key; the data
 # export and erasure need admin (each hands out or removes a whole record at once).
-router = APIRouter(prefix="/v1/customers", tags=["customers"], responses=AUTH_RESPONSES)
+router = APIRouter(
+    route_class=QueryCheckedRoute,
+    prefix="/v1/customers",
+    tags=["customers"],
+    responses=AUTH_RESPONSES,
+)
 
 
 class ConsentIn(BaseModel):

@@ -22,9 +22,11 @@ from nbo.data.events import (
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import MetricsDep, SettingsDep, StoreDep
 from nbo.service.errors import BadRequest
+from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import ErrorResponse
 
 router = APIRouter(
+    route_class=QueryCheckedRoute,
     prefix="/v1",
     tags=["events"],
     dependencies=[requires(Role.write)],

@@ -15,8 +15,10 @@ from nbo.experiments.outcomes import report_for
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ExperimentName, SettingsDep, StoreDep
 from nbo.service.errors import NotFound
+from nbo.service.query import QueryCheckedRoute
 
 router = APIRouter(
+    route_class=QueryCheckedRoute,
     prefix="/v1/experiments",
     tags=["experiments"],
     dependencies=[requires(Role.read)],
@@ -48,6 +50,8 @@ def list_experiments(request: Request, settings: SettingsDep) -> dict[str, Any]:
                     {"name": v.name, "weight": v.weight, "model": v.model, "control": v.control}
                     for v in e.variants
                 ],
+                # What the report compares the other variants against.
+                "baseline": e.compared_against.name,
             }
             for e in experiments.experiments
         ],

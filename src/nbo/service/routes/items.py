@@ -11,9 +11,11 @@ from nbo.core.apikeys import Role
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ItemId, ModelDep
 from nbo.service.errors import NotFound
+from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import SimilarItemOut, SimilarItemsResponse
 
 router = APIRouter(
+    route_class=QueryCheckedRoute,
     prefix="/v1/items",
     tags=["items"],
     dependencies=[requires(Role.read)],

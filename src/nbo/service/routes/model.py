@@ -10,9 +10,11 @@ from nbo.core.apikeys import Role
 from nbo.models.policy import declared_policy
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ModelDep
+from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import ModelSummary
 
 router = APIRouter(
+    route_class=QueryCheckedRoute,
     prefix="/v1",
     tags=["model"],
     dependencies=[requires(Role.read)],

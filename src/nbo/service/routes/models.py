@@ -13,10 +13,12 @@ from nbo.models.artifacts import CURRENT, current_version, list_versions
 from nbo.models.registry import aliases_with_current
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ServingModelsDep, SettingsDep
+from nbo.service.query import QueryCheckedRoute
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(
+    route_class=QueryCheckedRoute,
     prefix="/v1",
     tags=["model"],
     dependencies=[requires(Role.read)],

@@ -22,9 +22,11 @@ from nbo.service.auth import AUTH_RESPONSES, require_for_call, requires
 from nbo.service.deps import CustomerId, DecidingDep
 from nbo.service.head import head_request
 from nbo.service.profiles import best_send_time_out
+from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import Channel, ErrorResponse, OffersResponse
 
 router = APIRouter(
+    route_class=QueryCheckedRoute,
     prefix="/v1/customers",
     tags=["offers"],
     dependencies=[requires(Role.read)],

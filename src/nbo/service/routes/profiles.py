@@ -9,9 +9,11 @@ from nbo.core.apikeys import Role
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CustomerId, ModelDep, SettingsDep, StoreDep
 from nbo.service.profiles import current_profile
+from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import CustomerProfileOut
 
 router = APIRouter(
+    route_class=QueryCheckedRoute,
     prefix="/v1/customers",
     tags=["customers"],
     dependencies=[requires(Role.read)],

@@ -1,0 +1,92 @@
+"""Unknown query parameters refused (422), naming them and the route's own.
+
+FastAPI ignores a query parameter a route does not declare: ``?chanel=app`` answered
+for email, and ``?rcord=true`` would answer 200 and record nothing, the typo unseen.
+Each API route that declares query parameters gets its set of names once, at start,
+from its dependant (its own parameters and its dependencies'), and a thin layer in
+front of its handler checks the request's parameter names against it: nothing at all
+for a request without a query string, a split and a set lookup per parameter
+otherwise, no dependency for FastAPI to solve. The route's declared parameters, its
+OpenAPI document and HEAD (served as GET) are untouched.
+
+A route that declares no query parameter (``/health/ready``, ``/v1/model``) takes any,
+as before: monitors add cache-busting parameters to probes.
+
+The check runs when the route is matched, before the route's dependencies (access
+control among them): an unauthenticated request with an unknown parameter is told so
+before it is asked for a key. The names it lists are those of the API's document,
+which is open (``/openapi.json``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+from urllib.parse import unquote_plus
+
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+
+class QueryCheckedRoute(APIRoute):
+    """An API route that refuses a query parameter it does not declare (422): every
+    router of the API is built with ``route_class=QueryCheckedRoute``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        names = tuple(dict.fromkeys(_query_names(self.dependant)))
+        if not names:
+            return handler
+        check = _checker(names)
+
+        async def checked(request: Request) -> Response:
+            query: bytes = request.scope["query_string"]
+            if query:
+                check(query)
+            return await handler(request)
+
+        return checked
+
+
+def _query_names(dependant: Dependant) -> Iterable[str]:
+    """The query parameters of a route: its own and its dependencies', by the names a
+    request uses (aliases)."""
+    for field in dependant.query_params:
+        model = field.field_info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            # A model of query parameters: its fields are the parameters.
+            yield from (info.alias or name for name, info in model.model_fields.items())
+        else:
+            yield field.alias
+    for sub in dependant.dependencies:
+        yield from _query_names(sub)
+
+
+def _checker(names: tuple[str, ...]) -> Callable[[bytes], None]:
+    known = frozenset(names)
+    raw = frozenset(name.encode("ascii") for name in names if name.isascii())
+    listed = ", ".join(names)
+
+    def check(query: bytes) -> None:
+        for part in query.split(b"&"):
+            key = part.partition(b"=")[0]
+            if key in raw or not key:
+                continue
+            # As Starlette reads it: percent-escapes and '+' decoded.
+            name = unquote_plus(key.decode("latin-1"))
+            if name not in known:
+                raise RequestValidationError(
+                    [
+                        {
+                            "loc": ("query", name),
+                            "msg": f"not a parameter of this route (its parameters: {listed})",
+                            "type": "value_error",
+                        }
+                    ]
+                )
+
+    return check

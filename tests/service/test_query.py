@@ -1,0 +1,68 @@
+"""Unknown query parameters (``nbo.service.query``) through the real app: a typo is a
+422 naming it and the route's parameters, never a silently different answer."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from support import assert_json_error
+
+from nbo.service.query import QueryCheckedRoute
+
+OFFERS = "/v1/customers/a00/offers"
+KNOWN = "its parameters: k, channel, record, reasons"
+
+
+def test_a_misspelt_parameter_is_refused_naming_it_and_the_known_ones(
+    client: TestClient,
+) -> None:
+    body = assert_json_error(client.get(f"{OFFERS}?chanel=app"), 422)
+    assert body["details"] == [
+        {"field": "chanel", "problem": f"not a parameter of this route ({KNOWN})"}
+    ]
+    assert body["message"] == f"chanel: not a parameter of this route ({KNOWN})"
+    body = assert_json_error(client.get("/v1/items/i1/similar?kk=3"), 422)
+    assert body["details"][0]["field"] == "kk" and "its parameters: k)" in body["message"]
+
+
+def test_a_misspelt_record_records_nothing(client: TestClient) -> None:
+    assert_json_error(client.get(f"{OFFERS}?k=3&rcord=true"), 422)
+    answer = client.get(f"{OFFERS}?k=3&record=true")
+    assert answer.status_code == 200 and answer.json()["recorded"] is True
+    events = client.app.state.store.events_of("a00")  # type: ignore[attr-defined]
+    requests = {e["request_id"] for e in events if e["type"] == "offer_impression"}
+    assert requests == {answer.json()["request_id"]}  # the typo's call recorded nothing
+
+
+def test_known_parameters_pass_however_they_are_written(client: TestClient) -> None:
+    plain = client.get(f"{OFFERS}?k=3&channel=app&reasons=false")
+    assert plain.status_code == 200, plain.text
+    # Percent-escaped, '+' in a value, a blank value, an empty pair: as Starlette reads them.
+    escaped = client.get(f"{OFFERS}?%6B=3&ch%61nnel=app&&reasons=false")
+    assert escaped.status_code == 200, escaped.text
+    assert escaped.json()["offers"] == plain.json()["offers"]
+    assert_json_error(client.get(f"{OFFERS}?k"), 422)  # k without a value: k's own check
+
+
+def test_head_answers_as_get_and_routes_without_parameters_take_any(
+    client: TestClient,
+) -> None:
+    assert client.head(f"{OFFERS}?chanel=app").status_code == 422
+    assert client.head(f"{OFFERS}?channel=app").status_code == 200
+    # Probes add cache busters: a route that declares no parameter ignores them.
+    assert client.get("/health/live?_=1712345678").status_code == 200
+    assert client.get("/v1/model?nocache=1").status_code == 200
+
+
+def test_every_api_route_checks_its_query_and_the_document_is_unchanged(
+    client: TestClient,
+) -> None:
+    routes = client.app.state.api_routes  # type: ignore[attr-defined]
+    assert routes and all(isinstance(route, QueryCheckedRoute) for route in routes)
+    document = client.get("/openapi.json").json()
+    parameters = document["paths"]["/v1/customers/{customer_id}/offers"]["get"]["parameters"]
+    assert [p["name"] for p in parameters if p["in"] == "query"] == [
+        "k",
+        "channel",
+        "record",
+        "reasons",
+    ]
