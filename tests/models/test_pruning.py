@@ -86,3 +86,16 @@ def test_a_removal_cut_short_leaves_a_hidden_folder_the_next_removes(
     (left,) = [p.name for p in models.iterdir() if p.name.startswith(".removing-")]
     assert remove_leftovers(models) == [left]
     assert sorted(p.name for p in models.iterdir()) == ["CURRENT", "v2"]
+
+
+def test_a_current_that_cannot_be_read_removes_nothing(tmp_path: Path) -> None:
+    """A CURRENT linked to nowhere was taken for no CURRENT at all (``exists()`` follows
+    the link), and a prune would remove the version it was meant to name."""
+    models = tmp_path / "models"
+    publish(models, "v1", "v2", "v3")
+    (models / CURRENT).unlink(missing_ok=True)
+    (models / CURRENT).symlink_to(tmp_path / "nowhere")
+
+    with pytest.raises(ArtifactError):
+        plan_prune(models, 1)
+    assert list_versions(models) == ["v1", "v2", "v3"]

@@ -20,6 +20,7 @@ from nbo.core.errors import ArtifactError
 from nbo.models.artifacts import (
     CURRENT,
     current_version,
+    has_current,
     list_versions,
     remove_version,
 )
@@ -39,7 +40,7 @@ def pointed_at(models_dir: Path) -> dict[str, list[str]]:
     ArtifactError when CURRENT or ALIASES.json cannot be read: a prune that cannot tell
     what they name removes nothing."""
     named: dict[str, list[str]] = {}
-    if (models_dir / CURRENT).exists():
+    if has_current(models_dir):
         named.setdefault(current_version(models_dir), []).append(CURRENT)
     for alias, version in sorted(read_aliases(models_dir).items()):
         named.setdefault(version, []).append(f"alias {alias}")

@@ -17,10 +17,10 @@ from pathlib import Path
 from nbo.core.errors import ArtifactError
 from nbo.core.outputs import replace_files
 from nbo.models.artifacts import (
-    CURRENT,
     MANIFEST,
     check_version_name,
     current_version,
+    has_current,
     is_version_name,
     list_versions,
 )
@@ -54,7 +54,7 @@ def aliases_with_current(models_dir: Path) -> dict[str, str]:
     """Every alias, with ``production`` pointing at CURRENT unless set (and CURRENT names
     a version)."""
     aliases = read_aliases(models_dir)
-    if PRODUCTION not in aliases and (models_dir / CURRENT).is_file():
+    if PRODUCTION not in aliases and has_current(models_dir):
         # A listing, not a load: a CURRENT that names no version (empty, a path) has no
         # alias here, and loading it says why.
         with contextlib.suppress(ArtifactError):

@@ -190,10 +190,10 @@ def _serving_models(settings: Settings, store: Store) -> ServingModels | None:
     its export leaves the model parts out). A model that cannot be loaded is an error."""
     from nbo.experiments.assignment import load_serving_models
     from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
-    from nbo.models.artifacts import CURRENT
+    from nbo.models.artifacts import has_current
     from nbo.models.registry import MODEL_VERSION_SETTING
 
-    if settings.model_version is None and not (settings.models_dir / CURRENT).is_file():
+    if settings.model_version is None and not has_current(settings.models_dir):
         return None
     experiments = (
         NO_EXPERIMENTS if settings.experiments is None else load_experiments(settings.experiments)
