@@ -327,11 +327,19 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return warnings
 
 
+# The unknown-variable warnings this process gave: each once, however many times a
+# command loads its settings.
+_warned: set[str] = set()
+
+
 def warn_unknown_variables(environ: Mapping[str, str] = os.environ) -> None:
-    """Log ``unknown_variables`` as warnings: on ``nbo serve``'s log, once its format is
-    set up; on stderr for the other commands (Python's last-resort handler)."""
+    """Log ``unknown_variables`` as warnings, each once per process: on ``nbo serve``'s
+    log, once its format is set up; on stderr for the other commands (Python's
+    last-resort handler)."""
     for warning in unknown_variables(environ):
-        log.warning(warning)
+        if warning not in _warned:
+            _warned.add(warning)
+            log.warning(warning)
 
 
 def load_settings(

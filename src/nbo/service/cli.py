@@ -24,7 +24,6 @@ log = logging.getLogger("nbo.service")
 
 # prometheus-client reads it once, when it is first imported (``serve`` sets it first).
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
-# The folder the workers share: this prefix, the master's pid, a random part.
 # The settings ``nbo serve``'s flags override: an error about a value given as a flag
 # names the flag, not a variable the user never set.
 SERVE_FLAGS = {
