@@ -10,6 +10,7 @@ event too, and the other way round.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import Annotated
 
@@ -100,6 +101,10 @@ def check_path_id(value: str) -> str:
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(check_id)]
 
 
+# Held while an IdMap builds its lookup table (once per map: one lock for all).
+_BUILDING = threading.Lock()
+
+
 class IdMap:
     """An ordered set of external string ids; position = internal index."""
 
@@ -111,12 +116,19 @@ class IdMap:
 
     @property
     def index(self) -> dict[str, int]:
-        """Lookup table, built once on first use (load stays fast when unused)."""
-        if self._index is None:
-            self._index = {key: position for position, key in enumerate(self.ids.tolist())}
-            if len(self._index) != len(self.ids):
-                raise ValueError("IdMap ids must be unique")
-        return self._index
+        """Lookup table, built once on first use (load stays fast when unused), under a
+        lock: a table built twice by two threads at once could put back an id another
+        thread had just forgotten (an erasure) into the one that won."""
+        index = self._index
+        if index is None:
+            with _BUILDING:
+                if self._index is None:
+                    built = {key: position for position, key in enumerate(self.ids.tolist())}
+                    if len(built) != len(self.ids):
+                        raise ValueError("IdMap ids must be unique")
+                    self._index = built
+                index = self._index
+        return index
 
     def __len__(self) -> int:
         return len(self.ids)
