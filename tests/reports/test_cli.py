@@ -29,8 +29,8 @@ from nbo.cli import BLAS_THREAD_VARIABLES, main
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import current_version, list_versions, set_current, write_artifact
 from nbo.models.registry import read_aliases, set_alias
+from nbo.runtime.workers import BOARD, FOLDER_PREFIX, WorkerBoard, WorkerStatus
 from nbo.service.app import create_app
-from nbo.service.workers import BOARD, FOLDER_PREFIX, WorkerBoard, WorkerStatus
 from nbo.settings import Settings
 from nbo.store import open_store
 from training.config import RankerConfig

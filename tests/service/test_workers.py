@@ -1,5 +1,5 @@
 """``nbo serve`` with workers: reloads reach every worker, /metrics adds them up, every log
-line names its worker, and the workers' board (``nbo.service.workers``) on its own.
+line names its worker, and the workers' board (``nbo.runtime.workers``) on its own.
 
 The server tests share one real ``nbo serve --workers 2`` (starting one costs seconds of
 imports); each sets the state it needs (which version serves) first. Which worker takes
@@ -40,11 +40,11 @@ from nbo.cli import EXIT_USER_ERROR, main
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import set_current
 from nbo.models.registry import set_alias
+from nbo.runtime.workers import STARTING, WorkerBoard, WorkerStatus
 from nbo.service import cli
 from nbo.service.app import create_app
 from nbo.service.reload import Reloader
 from nbo.service.state import ModelHolder
-from nbo.service.workers import STARTING, WorkerBoard, WorkerStatus
 from nbo.settings import Settings
 from training.pipeline import train
 
@@ -724,7 +724,7 @@ def test_a_worker_counting_an_erasure_forgets_those_it_had_not_followed(
 def test_concurrent_publications_each_get_a_number(tmp_path: Path) -> None:
     board = WorkerBoard(tmp_path / "board")
     script = (
-        "import sys; from pathlib import Path; from nbo.service.workers import WorkerBoard; "
+        "import sys; from pathlib import Path; from nbo.runtime.workers import WorkerBoard; "
         "board = WorkerBoard(Path(sys.argv[1])); "
         "[board.publish(f'v{n}', False, 'test') for n in range(50)]"
     )

@@ -390,7 +390,7 @@ def _prune(settings: Settings, keep: int, dry_run: bool) -> int:
     from nbo.models.artifacts import remove_leftovers
     from nbo.models.pruning import plan_prune, prune
     from nbo.models.registry import MODEL_VERSION_SETTING, resolve
-    from nbo.service.workers import served_on_this_machine
+    from nbo.runtime.workers import served_on_this_machine
 
     if keep < 1:
         raise NboError(f"--prune {keep}: keep at least the newest 1")

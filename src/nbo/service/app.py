@@ -18,6 +18,7 @@ from nbo.core.errors import ArtifactError
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
 from nbo.runtime.pairing import UnknownItemsWatch
+from nbo.runtime.workers import WorkerBoard
 from nbo.service.apidocs import install_api_docs
 from nbo.service.chunking import Chunker
 from nbo.service.dashboard.routes import install_dashboard
@@ -40,7 +41,6 @@ from nbo.service.routes import (
     profiles,
 )
 from nbo.service.state import ModelHolder
-from nbo.service.workers import WorkerBoard
 from nbo.settings import Settings, get_settings
 from nbo.store import open_store
 

@@ -17,7 +17,7 @@ from nbo.core import openmp
 from nbo.core.apikeys import check_bind
 from nbo.core.errors import ConfigError
 from nbo.core.processes import give_back_freed_heap
-from nbo.service.workers import BOARD, FOLDER_PREFIX
+from nbo.runtime.workers import BOARD, FOLDER_PREFIX
 from nbo.settings import Settings, load_settings, warn_unknown_variables
 
 log = logging.getLogger("nbo.service")
@@ -163,9 +163,9 @@ def serve(settings: Settings, verified: str | None = None) -> None:
         metrics_dir.mkdir()
         os.environ[MULTIPROC_VARIABLE] = str(metrics_dir)
         try:
+            from nbo.runtime.workers import WorkerBoard
             from nbo.service.app import create_app
             from nbo.service.server import NboServer
-            from nbo.service.workers import WorkerBoard
 
             board = WorkerBoard(Path(shared) / BOARD)
             if verified is not None:

@@ -36,8 +36,8 @@ from prometheus_client.registry import Collector
 
 from nbo.data.events import Event
 from nbo.offers.decision import Decision
+from nbo.runtime.workers import WorkerBoard
 from nbo.service.state import ModelHolder
-from nbo.service.workers import WorkerBoard
 from nbo.store.base import AddResult, Store
 
 # The route label of a request no route matched (its raw path could hold anything).

@@ -13,7 +13,7 @@ CURRENT because it is what the service was told to serve; a reload that names a 
 overrides it until the next reload.
 
 With several workers (``nbo serve --workers``), each holds its own model: a reload one
-worker takes is published on the workers' board (``nbo.service.workers``), every other
+worker takes is published on the workers' board (``nbo.runtime.workers``), every other
 worker follows it, and the API answer waits until all have (``reload_workers``).
 """
 
@@ -41,14 +41,14 @@ from nbo.models.artifacts import CURRENT, current_version
 from nbo.models.registry import MODEL_VERSION_SETTING, resolve
 from nbo.models.served import ServingModel
 from nbo.offers.ranking import OfferRequest, rank_offers
-from nbo.service.state import ModelHolder
-from nbo.service.workers import (
+from nbo.runtime.workers import (
     FOLLOW_EVERY_S,
     STARTING,
     Generation,
     WorkerBoard,
     WorkerStatus,
 )
+from nbo.service.state import ModelHolder
 from nbo.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ from uvicorn_worker import UvicornWorker
 
 from nbo.core import processes
 from nbo.core.errors import NboError
-from nbo.service.workers import WorkerBoard
+from nbo.runtime.workers import WorkerBoard
 from nbo.settings import Settings
 
 log = logging.getLogger(__name__)
