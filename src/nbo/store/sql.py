@@ -623,36 +623,33 @@ class SQLStore:
         impressions have event ids and request ids "{run_id}-..." (``nbo.campaigns.batch``):
         the event ids' range is read from the primary key, not by a scan of every event.
         Answers how many were deleted."""
-        prefix = f"{run_id}-"
-        # Ids compare byte by byte on both backends: "{run_id}-" up to "{run_id}." (the
-        # next character) is exactly the ids that start with the prefix.
-        after = f"{run_id}."
+        where, params = _run_impressions(run_id)
         with self._transaction() as db:
-            return int(
-                db.execute(
-                    self._q(
-                        "DELETE FROM events WHERE event_id >= ? AND event_id < ? AND type = ? "
-                        "AND substr(request_id, 1, ?) = ?"
-                    ),
-                    (prefix, after, IMPRESSION, len(prefix), prefix),
-                ).rowcount
-            )
+            return int(db.execute(self._q(f"DELETE FROM events WHERE {where}"), params).rowcount)
 
     def count_run_impressions(self, run_id: str) -> int:
         """How many impressions a campaign run recorded (and still has): whether the
         file it wrote is what was sent (``nbo batch`` refuses to replace such a file
-        unless told to). The same range of the primary key as ``remove_run_impressions``."""
-        prefix = f"{run_id}-"
-        after = f"{run_id}."
+        unless told to). The same impressions as ``remove_run_impressions``."""
+        where, params = _run_impressions(run_id)
         with self._reading() as db:
             row = db.execute(
-                self._q(
-                    "SELECT COUNT(*) FROM events WHERE event_id >= ? AND event_id < ? "
-                    "AND type = ? AND substr(request_id, 1, ?) = ?"
-                ),
-                (prefix, after, IMPRESSION, len(prefix), prefix),
+                self._q(f"SELECT COUNT(*) FROM events WHERE {where}"), params
             ).fetchone()
         return int(row[0])
+
+
+def _run_impressions(run_id: str) -> tuple[str, tuple[Any, ...]]:
+    """The condition (and its parameters) on ``events`` of a campaign run's impressions:
+    event ids and request ids "{run_id}-..." (``nbo.campaigns.batch``), the event ids'
+    range read from the primary key, not by a scan of every event. Ids compare byte by
+    byte on both backends: "{run_id}-" up to "{run_id}." (the next character) is exactly
+    the ids that start with the prefix."""
+    prefix = f"{run_id}-"
+    return (
+        "event_id >= ? AND event_id < ? AND type = ? AND substr(request_id, 1, ?) = ?",
+        (prefix, f"{run_id}.", IMPRESSION, len(prefix), prefix),
+    )
 
 
 class _Delivery:
