@@ -31,7 +31,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from nbo.core.apikeys import ApiKeyEntry, check_unique_ids
 from nbo.core.errors import ConfigError
-from nbo.core.vocabulary import CHANNELS
+from nbo.core.vocabulary import CHANNELS, in_utc
 from nbo.models.artifacts import VERSION_RULE, is_version_name
 from nbo.offers.policies import FatigueRule, FrequencyCap
 from nbo.offers.suppression import SuppressionWindow
@@ -265,7 +265,7 @@ class Settings(BaseSettings):
     def _clock_in_utc(cls, value: datetime | None) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return in_utc(value)
 
     @model_validator(mode="after")
     def _clock_in_range(self) -> Settings:

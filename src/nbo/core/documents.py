@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from json.decoder import JSONObject  # type: ignore[attr-defined]
 from json.scanner import py_make_scanner  # type: ignore[attr-defined]
 from pathlib import Path
@@ -24,6 +24,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from nbo.core.errors import NboError
+from nbo.core.vocabulary import in_utc
 
 SUFFIXES: Final = {".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
 
@@ -213,6 +214,6 @@ def document_time(value: Any) -> datetime:
     if not isinstance(moment, datetime):
         raise ValueError(f"must be an ISO 8601 time such as {TIME_EXAMPLE} (got {value!r})")
     try:
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return in_utc(moment)
     except OverflowError:
         raise ValueError(f"is out of range (got {value!r})") from None

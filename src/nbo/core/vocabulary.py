@@ -7,6 +7,7 @@ clock arithmetic.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Final, Literal, get_args
 
 # A customer's lifecycle stage (``nbo.models.lifecycle`` says which one applies).
@@ -24,3 +25,10 @@ KIND_INCENTIVE: Final = "incentive"
 
 # Seconds in a day: purchase times and the service clock are unix seconds.
 DAY: Final = 86_400
+
+
+def in_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; one without a zone is taken as UTC (events, settings and the
+    times of catalogues and experiments alike). OverflowError when that moves it past
+    the range of a datetime."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -13,7 +13,7 @@ after the service clock plus ``NBO_CLOCK_SKEW_SECONDS``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,7 +30,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from nbo.core.ids import Id, check_id, id_problem, path_id_problem
-from nbo.core.vocabulary import ChannelName, OfferKind, Stage
+from nbo.core.vocabulary import ChannelName, OfferKind, Stage, in_utc
 
 MAX_BATCH = 1000  # events per request
 # Lines per purchase event: the largest order of a known customer in the Online Retail
@@ -82,7 +82,7 @@ def _time_from_text(value: Any) -> Any:
     else:
         raise PydanticCustomError("iso_time", f"must be ISO 8601 text such as {ISO_EXAMPLE}")
     try:
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return in_utc(moment)
     except OverflowError:
         raise PydanticCustomError("iso_time", "is out of range") from None
 
