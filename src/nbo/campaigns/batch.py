@@ -44,7 +44,7 @@ from nbo.core.outputs import check_output_file
 from nbo.core.vocabulary import STAGES
 from nbo.data.events import ImpressionEvent
 from nbo.experiments.assignment import load_serving_models
-from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
+from nbo.experiments.definitions import configured_experiments
 from nbo.models.registry import MODEL_VERSION_SETTING
 from nbo.models.send_time import next_send_at
 from nbo.models.served import ServingModel
@@ -399,9 +399,7 @@ def open_run(spec: RunSpec) -> BatchRun:
     removed, as the service loads them), the catalogue and the store of ``spec``."""
     settings = spec.settings
     catalog = CatalogHolder(settings.catalog).current()
-    configured = (
-        NO_EXPERIMENTS if settings.experiments is None else load_experiments(settings.experiments)
-    )
+    configured = configured_experiments(settings.experiments)
     store = open_store(settings.store_url)
     try:
         models = load_serving_models(

@@ -299,6 +299,11 @@ class ExperimentsFile(_Strict):
 # --- loading ------------------------------------------------------------------------
 
 
+def configured_experiments(path: Path | None) -> Experiments:
+    """The experiments of the file ``NBO_EXPERIMENTS`` names, none when it names none."""
+    return NO_EXPERIMENTS if path is None else load_experiments(path)
+
+
 def load_experiments(path: Path) -> Experiments:
     """Read and validate an experiment file; ExperimentError names what to fix."""
     source = str(path)

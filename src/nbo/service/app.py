@@ -16,7 +16,7 @@ from nbo.catalog.holder import CatalogHolder
 from nbo.core.apikeys import KeyRing
 from nbo.core.errors import ArtifactError
 from nbo.core.pseudonyms import Pseudonyms
-from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
+from nbo.experiments.definitions import configured_experiments
 from nbo.runtime.pairing import UnknownItemsWatch
 from nbo.runtime.workers import WorkerBoard
 from nbo.service.apidocs import install_api_docs
@@ -130,9 +130,7 @@ def create_app(
     # No keys: every route open (nbo serve then listens on loopback only).
     app.state.keys = KeyRing(settings.api_keys)
     # Like the catalogue: a bad experiments file refuses the start as one line.
-    configured = (
-        NO_EXPERIMENTS if settings.experiments is None else load_experiments(settings.experiments)
-    )
+    configured = configured_experiments(settings.experiments)
     app.state.experiments = configured
     app.state.models = ModelHolder(experiments=configured)
     # Metrics in a registry of this app's own; the request middleware (ObservedFastAPI)

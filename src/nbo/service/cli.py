@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from threadpoolctl import threadpool_limits
 
     from nbo.experiments.assignment import load_serving_models
-    from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
+    from nbo.experiments.definitions import configured_experiments
     from nbo.models.registry import MODEL_VERSION_SETTING
     from nbo.service.logs import configure_logging
     from nbo.store import check_store_url, open_store, store_location
@@ -91,9 +91,7 @@ def run(args: argparse.Namespace) -> int:
     check_port_free(settings.host, settings.port, _named(args, "host"), _named(args, "port"))
     # The store URL's shape costs nothing either; whether it opens is known below.
     check_store_url(settings.store_url)
-    experiments = (
-        NO_EXPERIMENTS if settings.experiments is None else load_experiments(settings.experiments)
-    )
+    experiments = configured_experiments(settings.experiments)
     # One BLAS thread for the whole process, before any model object exists.
     verified = None
     held: list[object] = []

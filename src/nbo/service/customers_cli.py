@@ -189,15 +189,13 @@ def _serving_models(settings: Settings, store: Store) -> ServingModels | None:
     them; None when nothing is published (the service then serves no model either, and
     its export leaves the model parts out). A model that cannot be loaded is an error."""
     from nbo.experiments.assignment import load_serving_models
-    from nbo.experiments.definitions import NO_EXPERIMENTS, load_experiments
+    from nbo.experiments.definitions import configured_experiments
     from nbo.models.artifacts import has_current
     from nbo.models.registry import MODEL_VERSION_SETTING
 
     if settings.model_version is None and not has_current(settings.models_dir):
         return None
-    experiments = (
-        NO_EXPERIMENTS if settings.experiments is None else load_experiments(settings.experiments)
-    )
+    experiments = configured_experiments(settings.experiments)
     return load_serving_models(
         settings.models_dir,
         settings.model_version,
