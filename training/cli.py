@@ -19,7 +19,7 @@ from nbo.catalog.terms import Catalog
 from nbo.console.progress import PlainProgress
 from nbo.console.tables import output_console, print_table
 from nbo.core.outputs import check_output_folder
-from nbo.data.mapping import ColumnMapping, load_mapping, parse_column_overrides, shipped_mappings
+from nbo.data.mapping import ColumnMapping, add_mapping_arguments, mapping_of
 from nbo.models.churn import MODEL, RECENCY
 from nbo.models.policy import SECTION as POLICY_SECTION
 from nbo.settings import load_settings
@@ -94,25 +94,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="purchase file (.csv/.parquet) or a folder of Parquet files (a partitioned dataset)",
     )
-    parser.add_argument(
-        "--mapping",
-        default=None,
-        help=f"column mapping: a shipped name ({', '.join(shipped_mappings())}) or a TOML file",
-    )
-    parser.add_argument(
-        "--column",
-        action="append",
-        default=[],
-        metavar="CANONICAL=SOURCE",
-        help="map one column, e.g. --column item_id=sku (repeatable; overrides --mapping)",
-    )
-    parser.add_argument("--cancelled-prefix", default=None, help="order ids marking cancellations")
-    parser.add_argument(
-        "--timestamp-format",
-        default=None,
-        help="the timestamps' format, e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO 8601, or one "
-        "format inferred for the whole column)",
-    )
+    add_mapping_arguments(parser)
     parser.add_argument("--config", type=Path, default=None, help="training config (TOML)")
     parser.add_argument("--holdout-days", type=int, default=None, help="holdout window (30)")
     parser.add_argument(
@@ -145,11 +127,7 @@ class Inputs:
 def load_inputs(args: argparse.Namespace) -> Inputs:
     """The mapping, training config, erased customer ids and catalogue the input options
     name."""
-    mapping = load_mapping(args.mapping).with_overrides(
-        columns=parse_column_overrides(args.column),
-        cancelled_order_prefix=args.cancelled_prefix,
-        timestamp_format=args.timestamp_format,
-    )
+    mapping = mapping_of(args)
     config = load_training_config(args.config, holdout_days=args.holdout_days)
     catalog = (
         None

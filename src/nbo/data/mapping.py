@@ -7,6 +7,7 @@ any other value is read as a path.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import re
 import shlex
@@ -308,3 +309,40 @@ def _check_canonical(name: str, origin: str) -> None:
         raise MappingError(
             f"{origin}: unknown canonical column '{name}' (known: {', '.join(col.ALL_COLUMNS)})"
         )
+
+
+def add_mapping_arguments(parser: argparse.ArgumentParser, cancelled_prefix: bool = True) -> None:
+    """The options that say how a command reads a purchase file's columns (``--mapping``,
+    ``--column``, ``--cancelled-prefix`` unless told not to, ``--timestamp-format``), the
+    same for every command that reads one; ``mapping_of`` reads them back."""
+    parser.add_argument(
+        "--mapping",
+        default=None,
+        help=f"column mapping: a shipped name ({', '.join(shipped_mappings())}) or a TOML file",
+    )
+    parser.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="CANONICAL=SOURCE",
+        help="map one column, e.g. --column item_id=sku (repeatable; overrides --mapping)",
+    )
+    if cancelled_prefix:
+        parser.add_argument(
+            "--cancelled-prefix", default=None, help="order ids marking cancellations"
+        )
+    parser.add_argument(
+        "--timestamp-format",
+        default=None,
+        help="the timestamps' format, e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO 8601, or one "
+        "format inferred for the whole column)",
+    )
+
+
+def mapping_of(args: argparse.Namespace) -> ColumnMapping:
+    """The mapping the options of ``add_mapping_arguments`` name, their overrides applied."""
+    return load_mapping(args.mapping).with_overrides(
+        columns=parse_column_overrides(args.column),
+        cancelled_order_prefix=getattr(args, "cancelled_prefix", None),
+        timestamp_format=args.timestamp_format,
+    )

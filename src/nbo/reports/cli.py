@@ -21,6 +21,8 @@ REPORTS_DIR = Path("reports")
 
 
 def register(commands: Any) -> None:
+    from nbo.data.mapping import add_mapping_arguments
+
     parser = commands.add_parser(
         "report",
         help="experiment reports and offline model comparisons",
@@ -61,22 +63,7 @@ def register(commands: Any) -> None:
     compare.add_argument("model_a", metavar="VERSION_A", help="a version or alias")
     compare.add_argument("model_b", metavar="VERSION_B", help="a version or alias")
     compare.add_argument("--data", type=Path, required=True, help="purchase file (.csv/.parquet)")
-    compare.add_argument(
-        "--mapping", default=None, help="column mapping: a shipped name or a TOML file"
-    )
-    compare.add_argument(
-        "--column",
-        action="append",
-        default=[],
-        metavar="CANONICAL=SOURCE",
-        help="map one column, e.g. --column item_id=sku (repeatable; overrides --mapping)",
-    )
-    compare.add_argument(
-        "--timestamp-format",
-        default=None,
-        help="the timestamps' format, e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO 8601, or one "
-        "format inferred for the whole column)",
-    )
+    add_mapping_arguments(compare, cancelled_prefix=False)
     compare.add_argument("--k", type=int, default=10, help="list length (10)")
     compare.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
     compare.add_argument("--out", type=Path, default=None, help="write the comparison as JSON")
@@ -224,7 +211,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from nbo.console.tables import output_console, print_table
-    from nbo.data.mapping import load_mapping, parse_column_overrides
+    from nbo.data.mapping import mapping_of
     from nbo.data.purchases import read_purchases
     from nbo.evaluation.compare import TRUTHS, compare_models
     from nbo.models.registry import resolve
@@ -234,9 +221,7 @@ def run_compare(args: argparse.Namespace) -> int:
         raise NboError(f"--k {args.k}: must be between 1 and 100")
     if args.out is not None:
         check_output_file(args.out, "--out")
-    mapping = load_mapping(args.mapping).with_overrides(
-        columns=parse_column_overrides(args.column), timestamp_format=args.timestamp_format
-    )
+    mapping = mapping_of(args)
     settings = load_settings(models_dir=args.models_dir)
     versions = (
         resolve(settings.models_dir, args.model_a),
