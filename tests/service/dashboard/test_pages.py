@@ -297,6 +297,34 @@ def test_the_models_page_lists_the_versions_and_their_quality(
     assert 'data-method="ranker">-<' in side.split(f'data-version="{without}"')[1]
 
 
+def test_the_models_page_tells_the_serving_version_from_the_one_current_names(
+    two_models: tuple[Path, str, str],
+) -> None:
+    """Served by NBO_MODEL_VERSION, the older version was marked "current" on the page
+    while CURRENT names the newer one (``GET /v1/models`` tells them apart): the page
+    says which serves, which CURRENT names, and that a restart goes back to it."""
+    models, with_ranker, without = two_models
+    with app_for(models, model_version=with_ranker) as client:
+        page = client.get("/dashboard/models").text
+        listed = client.get("/v1/models").json()
+    assert listed["serving"] == with_ranker and listed["current"] == without
+    versions = page.split('id="versions"')[1].split("</table>")[0]
+    rows = {
+        version: (serving, current)
+        for version, serving, current in re.findall(
+            r'<tr data-version="([^"]+)"[^>]*>.*?<td data-serving>([^<]*)</td>'
+            r"<td data-current>([^<]*)</td>",
+            versions,
+        )
+    }
+    assert rows == {with_ranker: ("serving", "-"), without: ("-", "named")}
+    assert "current" not in re.sub(r"<[^>]+>", "", versions.split("</thead>")[1])
+    assert f'<tr data-version="{with_ranker}" class="served">' in versions
+    note = by_id(page, "serving-not-current")
+    assert "This service answers with " in note
+    assert without in page.split('id="serving-not-current"')[1].split("</p>")[0]
+
+
 def test_pages_need_a_read_key_and_take_it_from_the_sign_in_cookie(
     models_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

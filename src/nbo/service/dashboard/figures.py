@@ -21,7 +21,7 @@ import pandas as pd
 from nbo.catalog.terms import Catalog
 from nbo.core.vocabulary import CHANNELS, DAY, STAGES
 from nbo.experiments.assignment import ServingModels
-from nbo.models.artifacts import MANIFEST, list_versions
+from nbo.models.artifacts import MANIFEST, current_or_problem, list_versions
 from nbo.models.registry import aliases_with_current
 from nbo.models.served import ServingModel
 from nbo.runtime.decide import everyone, profiles_now
@@ -354,8 +354,13 @@ class PublishedModel:
     version: str
     created_at: str
     aliases: list[str]
-    current: bool
+    # As GET /v1/models names them: ``serving`` the version this worker answers with
+    # (outside experiments), ``experiment`` loaded for an experiment's variant only,
+    # ``current`` the one models/CURRENT names (what a restart serves). NBO_MODEL_VERSION
+    # or a reload to a version serves another than CURRENT.
     serving: bool
+    experiment: bool
+    current: bool
     data: dict[str, Any]
     gate: dict[str, Any]
     policy: str | None
@@ -365,7 +370,9 @@ class PublishedModel:
 
 @dataclass(frozen=True)
 class ModelsView:
-    current: str | None
+    serving: str | None
+    current: str | None  # what models/CURRENT names (None: none, or current_problem)
+    current_problem: str | None
     metric: str
     models: list[PublishedModel]
     # truth -> the methods any version measured, in a stable order
@@ -377,7 +384,8 @@ def published_models(models_dir: Any, serving: ServingModels | None) -> ModelsVi
     manifest says of its data, its gate and its quality."""
     aliases = aliases_with_current(models_dir)
     loaded = {m.version for m in serving.models()} if serving is not None else set()
-    current = serving.current.version if serving is not None else None
+    answering = serving.current.version if serving is not None else None
+    current, current_problem = current_or_problem(models_dir)
     by_version: dict[str, list[str]] = {}
     for alias, version in sorted(aliases.items()):
         by_version.setdefault(version, []).append(alias)
@@ -406,8 +414,9 @@ def published_models(models_dir: Any, serving: ServingModels | None) -> ModelsVi
                 version=version,
                 created_at=str(manifest.get("created_at", "")),
                 aliases=by_version.get(version, []),
+                serving=version == answering,
+                experiment=version in loaded and version != answering,
                 current=version == current,
-                serving=version in loaded,
                 data=dict(manifest.get("data") or {}),
                 gate=dict(manifest.get("quality_gate") or {}),
                 policy=str(policy.get("name")) if isinstance(policy, Mapping) else None,
@@ -416,7 +425,7 @@ def published_models(models_dir: Any, serving: ServingModels | None) -> ModelsVi
         )
     for names in methods.values():
         names.sort(key=lambda name: name != SERVED)
-    return ModelsView(current, metric, models, methods)
+    return ModelsView(answering, current, current_problem, metric, models, methods)
 
 
 def _manifest(models_dir: Any, version: str) -> dict[str, Any]:
