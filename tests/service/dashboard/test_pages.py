@@ -16,13 +16,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from support import CLOCK, DEMO_CATALOG, ENTRIES, KEYS, app_for, bearer
+from support import (
+    CLOCK,
+    DEMO_CATALOG,
+    ENTRIES,
+    KEYS,
+    app_for,
+    bearer,
+    make_nobody_comes_back,
+    small_training_config,
+)
 
 from nbo.core.apikeys import Role
+from nbo.data.mapping import load_mapping
 from nbo.service.app import create_app
 from nbo.service.auth import KEY_COOKIE
 from nbo.settings import Settings
-from training.pipeline import TrainResult
+from training.pipeline import TrainResult, train
 
 CHURN_CLOCK = "2026-07-01T00:00:00Z"  # the day after the churn data ends
 BROWSER = {"accept": "text/html,application/xhtml+xml"}
@@ -323,6 +333,31 @@ def test_the_models_page_tells_the_serving_version_from_the_one_current_names(
     note = by_id(page, "serving-not-current")
     assert "This service answers with " in note
     assert without in page.split('id="serving-not-current"')[1].split("</p>")[0]
+
+
+def test_a_model_evaluated_on_nobody_shows_no_figures_on_the_dashboard(tmp_path: Path) -> None:
+    """A model whose holdout had nobody to score was shown with every figure 0.0000 (and
+    bars of nothing) on the overview and the models page, figures the trainer never
+    measured: its summary and report say "–" and not evaluated. So does the dashboard."""
+    data = tmp_path / "tiny.csv"
+    make_nobody_comes_back().to_csv(data, index=False)
+    result = train(data, load_mapping("canonical"), tmp_path / "models", small_training_config())
+    assert result.manifest["split"]["evaluated_customers"] == 0
+    with app_for(tmp_path / "models") as client:
+        overview = client.get("/dashboard").text
+        models = client.get("/dashboard/models").text
+    quality = overview.split('id="quality"')[1].split("</section>")[0]
+    figures = re.findall(r'data-metric="[^"]+">([^<]*)<', quality)
+    assert figures and set(figures) == {"–"}
+    assert "0.0000" not in quality and "<img" not in quality
+    assert "Not evaluated: nobody was scored on any truth" in by_id(overview, "not-evaluated")
+    assert re.search(
+        r'<p class="warn" id="gate">quality gate: served ndcg@10 not evaluated', quality
+    )
+    assert "0 customers evaluated: not evaluated)" in overview
+    side = models.split('id="side-by-side-all"')[1].split("</table>")[0]
+    shown = re.findall(r'data-method="[^"]+"[^>]*>([^<]*)<', side)
+    assert shown and set(shown) == {"–"}
 
 
 def test_pages_need_a_read_key_and_take_it_from_the_sign_in_cookie(

@@ -35,6 +35,9 @@ RISK_BINS = np.linspace(0.0, 1.0, 11)
 QUALITY_METRICS = ("ndcg", "precision", "recall", "map")
 # Methods the trainer evaluates that serve nothing on their own: shown after the others.
 SERVED = "served"
+# The figure of a method scored on no customer, as the trainer's summary and report show
+# it: not evaluated, not zero.
+NOT_EVALUATED = "–"
 
 
 # --- overview -------------------------------------------------------------------------
@@ -97,8 +100,15 @@ class QualityTable:
 
     truth: str
     metrics: list[str]  # column names, e.g. ndcg@10
-    rows: list[tuple[str, list[float | None], int | None]]  # method, values, customers
+    # method, values, customers; a method scored on no customer has no values (None,
+    # shown "–": not evaluated), not the zeros its manifest holds.
+    rows: list[tuple[str, list[float | None], int | None]]
     best: dict[str, float]  # per column, the best value (to mark it)
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether any method of this truth was scored on someone."""
+        return any(scored(customers) for _, _, customers in self.rows)
 
 
 def quality_tables(manifest: Mapping[str, Any]) -> list[QualityTable]:
@@ -113,10 +123,11 @@ def quality_tables(manifest: Mapping[str, Any]) -> list[QualityTable]:
             continue
         columns = _columns(m for _, m in rows_in)
         rows_in.sort(key=lambda row: row[0] != SERVED)
-        rows = [
-            (name, [_number(m.get(c)) for c in columns], _count(m.get("customers")))
-            for name, m in rows_in
-        ]
+        rows = []
+        for name, m in rows_in:
+            customers = _count(m.get("customers"))
+            values = [_number(m.get(c)) if scored(customers) else None for c in columns]
+            rows.append((name, values, customers))
         best = {}
         for n, column in enumerate(columns):
             values = [v[n] for _, v, _ in rows if v[n] is not None]
@@ -124,6 +135,13 @@ def quality_tables(manifest: Mapping[str, Any]) -> list[QualityTable]:
                 best[column] = max(v for v in values if v is not None)
         tables.append(QualityTable(truth, columns, rows, best))
     return tables
+
+
+def scored(customers: int | float | None) -> bool:
+    """Whether a method's figures rest on anyone: the trainer writes a method scored on
+    no customer with ``customers`` 0 and zeros it never measured (its summary and report
+    show "–", not evaluated). A manifest without the count is taken at its word."""
+    return customers is None or customers > 0
 
 
 def churn_quality(manifest: Mapping[str, Any]) -> list[tuple[str, dict[str, float | None]]]:
@@ -364,8 +382,9 @@ class PublishedModel:
     data: dict[str, Any]
     gate: dict[str, Any]
     policy: str | None
-    # truth -> method -> the gate's metric (ndcg@k)
-    quality: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # truth -> method -> the gate's metric (ndcg@k); NOT_EVALUATED for a method scored
+    # on no customer, None for one without the figure
+    quality: dict[str, dict[str, float | str | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -395,7 +414,7 @@ def published_models(models_dir: Any, serving: ServingModels | None) -> ModelsVi
     models = []
     for version in reversed(list(manifests)):
         manifest = manifests[version]
-        quality: dict[str, dict[str, float | None]] = {}
+        quality: dict[str, dict[str, float | str | None]] = {}
         for truth, by_method in (manifest.get("metrics") or {}).items():
             if not isinstance(by_method, Mapping) or not any(
                 isinstance(m, Mapping) and metric in m for m in by_method.values()
@@ -403,6 +422,8 @@ def published_models(models_dir: Any, serving: ServingModels | None) -> ModelsVi
                 continue
             quality[truth] = {
                 name: _number(m.get(metric))
+                if scored(_count(m.get("customers")))
+                else NOT_EVALUATED
                 for name, m in by_method.items()
                 if isinstance(m, Mapping)
             }
