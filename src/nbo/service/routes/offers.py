@@ -15,7 +15,7 @@ from nbo.core.apikeys import Role
 from nbo.data.events import ImpressionEvent
 from nbo.models.served import ServingModel
 from nbo.offers.decision import Occasion
-from nbo.offers.ranking import REMOVAL_RULES, TASTE_NONE, Ranking
+from nbo.offers.ranking import REMOVAL_RULES, Ranking
 from nbo.runtime.decide import Context, Decided, contact_policy
 from nbo.runtime.deliver import deliver_customers, impressions_of
 from nbo.service.auth import AUTH_RESPONSES, require_for_call, requires
@@ -170,7 +170,10 @@ def offers_answer(
         "model_version": model.version,
         "channel": channel.value,
         "personalized": ranking is not None and ranking.personalized,
-        "profile": TASTE_NONE if ranking is None else ranking.taste,
+        # Whose taste ranked the offers: none were ranked in a withheld answer, so null
+        # (it said "none", the value of a customer without consent to personalization,
+        # beside the stage and churn risk of a customer who has it).
+        "profile": None if ranking is None else ranking.taste,
         "suppressed_items": 0 if ranking is None else int(ranking.suppressed_items),
         "stage": profile.stage,
         "churn_risk": None if churn_risk is None else float(churn_risk),
