@@ -8,6 +8,7 @@ dropped and counted in a ``CleaningReport`` instead.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from nbo.core import columns as col
 from nbo.core.checksums import sha256_file, sha256_files
 from nbo.core.errors import PurchaseDataError
 from nbo.core.ids import path_id_problem
-from nbo.data.mapping import ColumnMapping, look_alike, suggest_mapping
+from nbo.data.mapping import EPOCH_FORMATS, ColumnMapping, look_alike, suggest_mapping
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -443,6 +444,15 @@ GIVE_FORMAT = (
     "give the column's format with timestamp_format in the mapping's [cleaning] table or "
     "--timestamp-format, e.g. '%d/%m/%Y %H:%M'"
 )
+GIVE_EPOCH = (
+    "give timestamp_format in the mapping's [cleaning] table or --timestamp-format: "
+    "unix_s for seconds since 1970-01-01 UTC, unix_ms for milliseconds, or a format "
+    "such as '%Y%m%d' for dates written as digits (20230713)"
+)
+# A timestamp written as a plain number (digits, a sign, a decimal part).
+_NUMBER = re.compile(r"[+-]?\d+(\.\d*)?")
+# Milliseconds since 1970 below this (1e11) are all before 1973-03-03: seconds, surely.
+_EPOCH_MS_SECONDS_BELOW = 1e11
 
 
 def _as_timestamps(
@@ -453,7 +463,10 @@ def _as_timestamps(
     Text is read with one format for the whole column, never value by value (a day-first
     column read value by value is part day-first, part month-first, without an error):
     ``given``, else ISO 8601 when the first value is, else the one format inferred for the
-    column (``_column_format``). A value that does not fit stops the read."""
+    column (``_column_format``). A value that does not fit stops the read. Numbers are
+    read only with an epoch format given (``unix_s``, ``unix_ms``: ``_epoch_timestamps``)
+    or a strptime format (``%Y%m%d`` for 20230713); without one they are refused, naming
+    the option: seconds, milliseconds and a date written as digits all look alike."""
     if pd.api.types.is_datetime64_any_dtype(series):
         if getattr(series.dt, "tz", None) is not None:
             # One clock for everything: UTC without a zone. Naive input is taken as UTC.
@@ -462,6 +475,17 @@ def _as_timestamps(
     codes, text = _distinct_text(series)
     present = text.dropna()
     first_row = int(np.argmax(codes == present.index[0])) if len(present) else 0
+    if given in EPOCH_FORMATS:
+        return _epoch_timestamps(codes, text, series.index, path, source, given), given
+    # The first value alone: a column is read in one format, and a number is none (a
+    # regular expression over millions of distinct ISO values would cost a second).
+    if not given and len(present) and _NUMBER.fullmatch(str(present.iloc[0])):
+        raise PurchaseDataError(
+            str(path),
+            f"its first value, '{present.iloc[0]}' on {_where(path, first_row)}, is a "
+            "number, and a number does not say what it counts: " + GIVE_EPOCH,
+            source,
+        )
     reading = None
     if given:
         fmt, described = given, f"the format given, {given}"
@@ -482,6 +506,45 @@ def _as_timestamps(
     naive = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     values = naive.to_numpy(dtype="datetime64[ns]")
     return _gather(values, codes, np.datetime64("NaT", "ns"), series.index), fmt
+
+
+def _epoch_timestamps(
+    codes: np.ndarray, text: pd.Series, index: pd.Index, path: Path, source: str, given: str
+) -> pd.Series:
+    """Numbers of seconds (``unix_s``) or milliseconds (``unix_ms``) since 1970-01-01
+    00:00 UTC, as naive UTC timestamps. A value that is not a number stops the read, and
+    so does a column read in the wrong unit: milliseconds read as seconds land after the
+    year 2262 (past what a timestamp holds), seconds read as milliseconds all before
+    March 1973."""
+    unit = EPOCH_FORMATS[given]
+    numbers = pd.to_numeric(text, errors="coerce")
+    what = f"numbers of {'milliseconds' if unit == 'ms' else 'seconds'} since 1970 ({given})"
+    _refuse_unparsed(codes, text, numbers, path, source, f"are not {what}", "")
+    values = numbers.to_numpy(dtype="float64", na_value=np.nan)
+    other = "unix_s" if unit == "ms" else "unix_ms"
+    # pandas wraps a float past what datetime64[ns] holds around without a word (1.7e12
+    # read as seconds came out in 1720): the range is checked first.
+    per_second = 1000.0 if unit == "ms" else 1.0
+    limit = pd.Timestamp.max.value / 1e9 * per_second
+    beyond = np.abs(np.nan_to_num(values)) >= limit
+    if beyond.any():
+        raise PurchaseDataError(
+            str(path),
+            f"'{text.iloc[int(np.argmax(beyond))]}' read as {what} is past what a timestamp "
+            f"holds (1677 to 2262): are the values {other}?",
+            source,
+        )
+    parsed = pd.to_datetime(values, unit=unit, utc=True)
+    if unit == "ms" and np.nanmax(values, initial=-np.inf) < _EPOCH_MS_SECONDS_BELOW:
+        raise PurchaseDataError(
+            str(path),
+            f"every value read as {what} falls before March 1973 (the largest, "
+            f"'{text.iloc[int(np.nanargmax(values))]}', is {parsed.max():%Y-%m-%d}): are "
+            f"they seconds ({other})?",
+            source,
+        )
+    naive = parsed.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    return _gather(naive, codes, np.datetime64("NaT", "ns"), index)
 
 
 def _parse_timestamps(text: pd.Series, fmt: str) -> pd.Series:
