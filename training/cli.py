@@ -248,9 +248,11 @@ def print_evaluation(console: Console, result: TrainResult) -> None:
     what ``nbo train`` and ``nbo evaluate`` both show before their verdicts."""
     cleaning = result.cleaning
     dropped = ", ".join(f"{reason}: {n:,}" for reason, n in cleaning.dropped.items() if n)
+    filled = ", ".join(f"{reason}: {n:,}" for reason, n in cleaning.filled.items() if n)
     console.print(
         f"[bold]data[/] {cleaning.rows_read:,} rows read, {cleaning.rows_kept:,} kept "
-        f"({dropped or 'nothing dropped'}); {cleaning.customers:,} customers, "
+        f"({dropped or 'nothing dropped'}{'; filled: ' + filled if filled else ''}); "
+        f"{cleaning.customers:,} customers, "
         f"{cleaning.items:,} items, {cleaning.first_purchase} .. {cleaning.last_purchase}"
     )
     split = result.manifest["split"]

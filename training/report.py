@@ -359,6 +359,12 @@ def _data_html(data: Mapping[str, Any]) -> str:
         )
     else:
         table += "<p>No rows dropped in cleaning.</p>"
+    filled = {reason: n for reason, n in (data.get("filled") or {}).items() if n}
+    if filled:
+        table += _kv_table(
+            [(reason, f"{n:,}") for reason, n in filled.items()],
+            caption="rows kept with a blank filled",
+        )
     return table
 
 

@@ -27,6 +27,8 @@ from nbo.data.purchases import (
     DROP_NON_PRODUCT,
     DROP_REFUSED_ID,
     DROP_RETURN,
+    FILL_PRICE,
+    FILL_QUANTITY,
     dataset_files,
     fingerprint,
     read_purchases,
@@ -173,6 +175,31 @@ def test_csv_timezone_offsets_become_naive_utc(tmp_path: Path) -> None:
         pd.Timestamp("2024-03-01 08:00:00"),
         pd.Timestamp("2024-03-01 15:00:00"),
     ]
+
+
+def test_blank_quantities_and_prices_of_kept_rows_are_counted(tmp_path: Path) -> None:
+    """A blank quantity counts as 1 and a blank price takes the item's median: rows kept
+    with a value nbo made up, which the report did not mention (it counted drops only).
+    A blank in a row dropped for another reason is not counted."""
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c2", "c3", "c4", "c5"],
+            "item_id": ["i1", "i2", "i3", "i4", "i5"],
+            "timestamp": ["2024-01-01 10:00:00"] * 4 + [""],
+            "quantity": ["", "2", "", "1", ""],
+            "price": ["1.5", "", "", "2.0", ""],
+        }
+    )
+    path = _write_csv(tmp_path / "blanks.csv", frame)
+
+    _, report = read_purchases(path, load_mapping("canonical"))
+
+    assert report.rows_kept == 4 and report.dropped[DROP_MISSING_TIMESTAMP] == 1
+    assert report.filled == {FILL_QUANTITY: 2, FILL_PRICE: 2}
+    assert report.to_dict()["filled"] == {FILL_QUANTITY: 2, FILL_PRICE: 2}
+
+    without_prices = _write_csv(tmp_path / "no-price.csv", frame.drop(columns="price"))
+    assert read_purchases(without_prices, load_mapping("canonical"))[1].filled == {FILL_QUANTITY: 2}
 
 
 def test_parquet_cleaning_report_matches_csv(tmp_path: Path) -> None:
@@ -328,6 +355,7 @@ def test_report_to_dict_round_trips_the_counts(tmp_path: Path) -> None:
         "rows_read": 17,
         "rows_kept": 3,
         "dropped": EXPECTED_DROPPED,
+        "filled": {FILL_QUANTITY: 0, FILL_PRICE: 0},
         "customers": 2,
         "items": 3,
         "first_purchase": "2010-12-01T08:26:00",

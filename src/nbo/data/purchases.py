@@ -43,6 +43,11 @@ DROP_NON_PRODUCT = "non-product item code"
 DROP_BAD_PRICE = "price <= 0"
 DROP_DUPLICATE = "exact duplicate line"
 
+# Blanks a kept row has filled (``nbo.data.features.line_values``), counted as the drops
+# are: a shop whose quantities are mostly blank values every line at one unit.
+FILL_QUANTITY = "blank quantity (counted as 1)"
+FILL_PRICE = "blank price (the item's median price)"
+
 
 @dataclass
 class CleaningReport:
@@ -52,6 +57,8 @@ class CleaningReport:
     rows_read: int
     rows_kept: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    # Kept rows with a blank filled, per FILL_* reason (a row may count under both).
+    filled: dict[str, int] = field(default_factory=dict)
     customers: int = 0
     items: int = 0
     first_purchase: str | None = None
@@ -71,6 +78,7 @@ class CleaningReport:
             "rows_read": self.rows_read,
             "rows_kept": self.rows_kept,
             "dropped": dict(self.dropped),
+            "filled": dict(self.filled),
             "customers": self.customers,
             "items": self.items,
             "first_purchase": self.first_purchase,
@@ -702,9 +710,19 @@ def _clean(
     # Not sorted by time: nothing downstream needs it, and sorting 3M lines costs more
     # than the whole cleaning.
     frame = frame.reset_index(drop=True)
-    report.rows_kept = len(frame)
-    report.customers = int(frame[col.CUSTOMER_ID].nunique())
-    report.items = int(frame[col.ITEM_ID].nunique())
-    report.first_purchase = frame[col.TIMESTAMP].min().isoformat()
-    report.last_purchase = frame[col.TIMESTAMP].max().isoformat()
+    describe_kept(report, frame)
     return frame, report
+
+
+def describe_kept(report: CleaningReport, kept: pd.DataFrame) -> None:
+    """The report's account of the rows kept: how many, their customers, items and time
+    span, and the blanks ``line_values`` will fill. Again after rows are dropped later
+    (the trainer's erased customers), so every figure counts the same rows."""
+    report.rows_kept = len(kept)
+    for column, reason in ((col.QUANTITY, FILL_QUANTITY), (col.PRICE, FILL_PRICE)):
+        if column in kept:
+            report.filled[reason] = int(kept[column].isna().sum())
+    report.customers = int(kept[col.CUSTOMER_ID].nunique())
+    report.items = int(kept[col.ITEM_ID].nunique())
+    report.first_purchase = kept[col.TIMESTAMP].min().isoformat()
+    report.last_purchase = kept[col.TIMESTAMP].max().isoformat()
