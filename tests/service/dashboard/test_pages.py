@@ -360,6 +360,28 @@ def test_a_model_evaluated_on_nobody_shows_no_figures_on_the_dashboard(tmp_path:
     assert shown and set(shown) == {"–"}
 
 
+def test_the_models_page_lists_the_versions_when_aliases_json_is_broken(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """An ALIASES.json that is not JSON made the models page a 500, where GET
+    /v1/models lists the versions without aliases and says why: so does the page."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(models_dir, models)
+    (models / "ALIASES.json").write_text("{not json", encoding="utf-8")
+    with app_for(models) as client:
+        page = client.get("/dashboard/models")
+        listed = client.get("/v1/models").json()
+    assert page.status_code == 200
+    assert listed["aliases_problem"] and listed["aliases_problem"] in html.unescape(
+        by_id(page.text, "aliases-problem")
+    )
+    assert re.findall(r'<tr data-version="([^"]+)"', page.text.split("</table>")[0]) == [
+        m["version"] for m in listed["models"]
+    ]
+
+
 def test_pages_need_a_read_key_and_take_it_from_the_sign_in_cookie(
     models_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from nbo.catalog.terms import Catalog
+from nbo.core.errors import ArtifactError
 from nbo.core.vocabulary import CHANNELS, DAY, STAGES
 from nbo.experiments.assignment import ServingModels
 from nbo.models.artifacts import MANIFEST, current_or_problem, list_versions
@@ -396,12 +397,18 @@ class ModelsView:
     models: list[PublishedModel]
     # truth -> the methods any version measured, in a stable order
     methods: dict[str, list[str]]
+    # Why no alias is listed: ALIASES.json cannot be read (GET /v1/models says the same)
+    aliases_problem: str | None = None
 
 
 def published_models(models_dir: Any, serving: ServingModels | None) -> ModelsView:
     """Every published version, newest first (``GET /v1/models``), with what its
     manifest says of its data, its gate and its quality."""
-    aliases = aliases_with_current(models_dir)
+    aliases_problem = None
+    try:
+        aliases = aliases_with_current(models_dir)
+    except ArtifactError as exc:  # the versions are still worth seeing (it was a 500)
+        aliases, aliases_problem = {}, str(exc)
     loaded = {m.version for m in serving.models()} if serving is not None else set()
     answering = serving.current.version if serving is not None else None
     current, current_problem = current_or_problem(models_dir)
@@ -446,7 +453,7 @@ def published_models(models_dir: Any, serving: ServingModels | None) -> ModelsVi
         )
     for names in methods.values():
         names.sort(key=lambda name: name != SERVED)
-    return ModelsView(answering, current, current_problem, metric, models, methods)
+    return ModelsView(answering, current, current_problem, metric, models, methods, aliases_problem)
 
 
 def _manifest(models_dir: Any, version: str) -> dict[str, Any]:
