@@ -134,6 +134,20 @@ def worse_than_before(purchases: pd.DataFrame, holdout_days: int = 30) -> pd.Dat
     return swapped
 
 
+def make_nobody_comes_back() -> pd.DataFrame:
+    """Ten customers, one purchase each: six before the last 30 days, four new ones in
+    them. Nobody who bought before the cutoff bought after it: no one to evaluate (a
+    model published "not evaluated")."""
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{n}" for n in range(10)],
+            "item_id": [f"I{n % 4}" for n in range(10)],
+            "timestamp": [END - pd.Timedelta(days=days) for days in (120, 100, 90, 70, 60, 45)]
+            + [END - pd.Timedelta(days=days) for days in (20, 10, 5, 0)],
+        }
+    )
+
+
 def small_training_config() -> TrainingConfig:
     """Enough factors for two tastes, few iterations: seconds, not minutes."""
     return TrainingConfig.model_validate(

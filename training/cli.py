@@ -190,7 +190,7 @@ def print_report(
     for warning in [*(f"[bold red]warning:[/] {escape(line)}" for line in below), *warnings]:
         console.print(warning)
     console.print(propensity_line(result.manifest.get("propensity")))
-    print_ranker(console, result.manifest.get("ranker"))
+    print_ranker(console, result.manifest.get("ranker"), result.manifest["config"]["k"])
     print_churn(console, result)
 
 
@@ -219,15 +219,16 @@ def served_lines(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
-def print_ranker(console: Console, section: dict[str, Any] | None) -> None:
-    """The ranker's source contributions (share of the final top k, hit rate) and its
-    strongest features, or why there is no ranker."""
+def print_ranker(console: Console, section: dict[str, Any] | None, k: int) -> None:
+    """The ranker's source contributions (share of the final top ``k``, the configured
+    k its lists are cut at, and hit rate) and its strongest features, or why there is no
+    ranker."""
     if not section:
         return
     if not section.get("enabled"):
         console.print(f"[bold]ranker:[/] none ({section.get('reason')}); offers rank by ALS")
         return
-    table = Table(title="ranker: where its top 10 came from (truth: all)", title_justify="left")
+    table = Table(title=f"ranker: where its top {k} came from (truth: all)", title_justify="left")
     table.add_column("source")
     table.add_column("share of slots", justify="right")
     table.add_column("hit rate", justify="right")
@@ -247,9 +248,11 @@ def print_evaluation(console: Console, result: TrainResult) -> None:
     what ``nbo train`` and ``nbo evaluate`` both show before their verdicts."""
     cleaning = result.cleaning
     dropped = ", ".join(f"{reason}: {n:,}" for reason, n in cleaning.dropped.items() if n)
+    filled = ", ".join(f"{reason}: {n:,}" for reason, n in cleaning.filled.items() if n)
     console.print(
         f"[bold]data[/] {cleaning.rows_read:,} rows read, {cleaning.rows_kept:,} kept "
-        f"({dropped or 'nothing dropped'}); {cleaning.customers:,} customers, "
+        f"({dropped or 'nothing dropped'}{'; filled: ' + filled if filled else ''}); "
+        f"{cleaning.customers:,} customers, "
         f"{cleaning.items:,} items, {cleaning.first_purchase} .. {cleaning.last_purchase}"
     )
     split = result.manifest["split"]

@@ -20,7 +20,7 @@ from nbo.core.errors import PurchaseDataError
 from nbo.data.features import OrderTable, build_order_table, has_prices, line_values
 from nbo.data.history import EncodedPurchases, encode_purchases
 from nbo.data.mapping import ColumnMapping
-from nbo.data.purchases import CleaningReport, fingerprint, read_purchases
+from nbo.data.purchases import CleaningReport, describe_kept, fingerprint, read_purchases
 from training.progress import Steps
 
 # The cleaning report's reason for the rows of customers erased in the service's store.
@@ -129,9 +129,5 @@ def drop_erased(
     if isinstance(purchases[col.CUSTOMER_ID].dtype, pd.CategoricalDtype):
         # Not even the erased ids as unused categories.
         purchases[col.CUSTOMER_ID] = purchases[col.CUSTOMER_ID].cat.remove_unused_categories()
-    report.rows_kept = len(purchases)
-    report.customers = int(purchases[col.CUSTOMER_ID].nunique())
-    report.items = int(purchases[col.ITEM_ID].nunique())
-    report.first_purchase = purchases[col.TIMESTAMP].min().isoformat()
-    report.last_purchase = purchases[col.TIMESTAMP].max().isoformat()
+    describe_kept(report, purchases)
     return purchases, customers

@@ -280,7 +280,7 @@ def evaluation_html(document: Mapping[str, Any], title: str, notes: Sequence[str
         parts.append(_served_html(document["policy"], document.get("served", {})))
     if "ranker" in document:
         parts.append("<h2>Two-stage ranker</h2>")
-        parts.append(_ranker_html(document["ranker"]))
+        parts.append(_ranker_html(document["ranker"], k))
     parts.append("<h2>Churn: model against recency only</h2>")
     parts.append(_churn_html(document.get("churn", {}), metrics.get(CHURN_METRICS, {})))
     parts.append("<h2>Lifecycle stages</h2>")
@@ -359,6 +359,12 @@ def _data_html(data: Mapping[str, Any]) -> str:
         )
     else:
         table += "<p>No rows dropped in cleaning.</p>"
+    filled = {reason: n for reason, n in (data.get("filled") or {}).items() if n}
+    if filled:
+        table += _kv_table(
+            [(reason, f"{n:,}") for reason, n in filled.items()],
+            caption="rows kept with a blank filled",
+        )
     return table
 
 
@@ -510,7 +516,7 @@ def _served_html(policy: Mapping[str, Any], served: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def _ranker_html(ranker: Mapping[str, Any]) -> str:
+def _ranker_html(ranker: Mapping[str, Any], k: int) -> str:
     if not ranker.get("enabled"):
         return f"<p>No ranker: {_e(ranker.get('reason', 'not trained'))}; offers rank by ALS.</p>"
     parts = [
@@ -528,7 +534,7 @@ def _ranker_html(ranker: Mapping[str, Any]) -> str:
             for source, figures in contributions.items()
         )
         parts.append(
-            "<table><caption>where the ranker's top 10 came from (truth: all; an item two "
+            f"<table><caption>where the ranker's top {k} came from (truth: all; an item two "
             "sources proposed counts for both)</caption><thead><tr><th>source</th>"
             f"<th>share of slots</th><th>hit rate</th></tr></thead><tbody>{rows}</tbody></table>"
         )

@@ -340,7 +340,17 @@ def test_a_mapping_file_gives_the_timestamp_format(tmp_path: Path) -> None:
     assert load_mapping("canonical").cleaning.timestamp_format == ""
 
 
-@pytest.mark.parametrize("text", ["%H:%M", "dd/mm/yyyy", "%d/%m %H:%M"])
+@pytest.mark.parametrize("text", ["unix_s", "unix_ms"])
+def test_an_epoch_is_a_timestamp_format(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path, f'[cleaning]\ntimestamp_format = "{text}"\n')
+
+    assert load_mapping(str(path)).cleaning.timestamp_format == text
+    overridden = load_mapping("canonical").with_overrides(timestamp_format=text)
+    assert overridden.cleaning.timestamp_format == text
+    assert overridden.overrides == (f"--timestamp-format {text}",)
+
+
+@pytest.mark.parametrize("text", ["%H:%M", "dd/mm/yyyy", "%d/%m %H:%M", "unix", "unix_us"])
 def test_a_timestamp_format_without_day_month_and_year_is_refused(
     tmp_path: Path, text: str
 ) -> None:

@@ -27,6 +27,8 @@ from nbo.data.purchases import (
     DROP_NON_PRODUCT,
     DROP_REFUSED_ID,
     DROP_RETURN,
+    FILL_PRICE,
+    FILL_QUANTITY,
     dataset_files,
     fingerprint,
     read_purchases,
@@ -173,6 +175,31 @@ def test_csv_timezone_offsets_become_naive_utc(tmp_path: Path) -> None:
         pd.Timestamp("2024-03-01 08:00:00"),
         pd.Timestamp("2024-03-01 15:00:00"),
     ]
+
+
+def test_blank_quantities_and_prices_of_kept_rows_are_counted(tmp_path: Path) -> None:
+    """A blank quantity counts as 1 and a blank price takes the item's median: rows kept
+    with a value nbo made up, which the report did not mention (it counted drops only).
+    A blank in a row dropped for another reason is not counted."""
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c2", "c3", "c4", "c5"],
+            "item_id": ["i1", "i2", "i3", "i4", "i5"],
+            "timestamp": ["2024-01-01 10:00:00"] * 4 + [""],
+            "quantity": ["", "2", "", "1", ""],
+            "price": ["1.5", "", "", "2.0", ""],
+        }
+    )
+    path = _write_csv(tmp_path / "blanks.csv", frame)
+
+    _, report = read_purchases(path, load_mapping("canonical"))
+
+    assert report.rows_kept == 4 and report.dropped[DROP_MISSING_TIMESTAMP] == 1
+    assert report.filled == {FILL_QUANTITY: 2, FILL_PRICE: 2}
+    assert report.to_dict()["filled"] == {FILL_QUANTITY: 2, FILL_PRICE: 2}
+
+    without_prices = _write_csv(tmp_path / "no-price.csv", frame.drop(columns="price"))
+    assert read_purchases(without_prices, load_mapping("canonical"))[1].filled == {FILL_QUANTITY: 2}
 
 
 def test_parquet_cleaning_report_matches_csv(tmp_path: Path) -> None:
@@ -328,6 +355,7 @@ def test_report_to_dict_round_trips_the_counts(tmp_path: Path) -> None:
         "rows_read": 17,
         "rows_kept": 3,
         "dropped": EXPECTED_DROPPED,
+        "filled": {FILL_QUANTITY: 0, FILL_PRICE: 0},
         "customers": 2,
         "items": 3,
         "first_purchase": "2010-12-01T08:26:00",
@@ -947,6 +975,113 @@ def test_a_value_in_another_format_than_the_columns_is_refused(tmp_path: Path) -
     assert "(inferred from its first value, '13/07/2023 10:00')" in message
     assert "(e.g. '2023-07-15 10:00' on line 4)" in message
     assert "--timestamp-format" in message
+
+
+@pytest.mark.parametrize(
+    ("stamps", "given"),
+    [
+        (("1689242400", "1689328800.5"), "unix_s"),
+        (("1689242400000", "1689328800500"), "unix_ms"),
+    ],
+)
+def test_epoch_numbers_are_read_in_the_unit_given(
+    tmp_path: Path, stamps: tuple[str, str], given: str
+) -> None:
+    """Seconds or milliseconds since 1970 were refused as "not a timestamp nbo can read",
+    with no way to read them but converting the file."""
+    path = _dated_csv(tmp_path / "epoch.csv", *stamps, "")
+    mapping = load_mapping("canonical").with_overrides(timestamp_format=given)
+
+    purchases, report = read_purchases(path, mapping)
+
+    assert [t.isoformat() for t in purchases[col.TIMESTAMP]] == [
+        "2023-07-13T10:00:00",
+        "2023-07-14T10:00:00.500000",
+    ]
+    assert report.timestamp_format == given
+    assert report.dropped[DROP_MISSING_TIMESTAMP] == 1
+
+
+def test_epoch_numbers_in_a_parquet_integer_column_and_a_mapping_file(tmp_path: Path) -> None:
+    path = tmp_path / "epoch.parquet"
+    pd.DataFrame(
+        {"customer_id": ["c1", "c2"], "item_id": ["i1", "i2"], "ts": [1689242400, 1689328800]}
+    ).to_parquet(path)
+    mapping = write(
+        tmp_path / "shop.toml",
+        '[columns]\ntimestamp = "ts"\n[cleaning]\ntimestamp_format = "unix_s"\n',
+    )
+
+    assert _read_times(path, load_mapping(str(mapping))) == [
+        "2023-07-13T10:00:00",
+        "2023-07-14T10:00:00",
+    ]
+
+
+@pytest.mark.parametrize("stamps", [("1689242400", "1689328800"), ("20230713", "20230714")])
+def test_numbers_without_a_format_are_refused_naming_the_option(
+    tmp_path: Path, stamps: tuple[str, str]
+) -> None:
+    """Seconds, milliseconds and dates written as digits look alike: nothing is guessed
+    (20230713 was read as a date, 1689242400 refused without a word of the epochs)."""
+    path = _dated_csv(tmp_path / "numbers.csv", *stamps)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    assert caught.value.column == "timestamp"
+    assert str(caught.value) == (
+        f"{path}: column 'timestamp': its first value, '{stamps[0]}' on line 2, is a number, "
+        "and a number does not say what it counts: give timestamp_format in the mapping's "
+        "[cleaning] table or --timestamp-format: unix_s for seconds since 1970-01-01 UTC, "
+        "unix_ms for milliseconds, or a format such as '%Y%m%d' for dates written as "
+        "digits (20230713)"
+    )
+
+
+def test_digits_read_as_dates_with_a_strptime_format(tmp_path: Path) -> None:
+    path = _dated_csv(tmp_path / "ymd.csv", "20230713", "20230714")
+    mapping = load_mapping("canonical").with_overrides(timestamp_format="%Y%m%d")
+
+    assert _read_times(path, mapping) == ["2023-07-13T00:00:00", "2023-07-14T00:00:00"]
+
+
+@pytest.mark.parametrize(
+    ("stamps", "given", "message"),
+    [
+        (
+            ("1689242400000",),
+            "unix_s",
+            "'1689242400000' read as numbers of seconds since 1970 (unix_s) is past what a "
+            "timestamp holds (1677 to 2262): are the values unix_ms?",
+        ),
+        (
+            ("1689242400", "1689328800"),
+            "unix_ms",
+            "every value read as numbers of milliseconds since 1970 (unix_ms) falls before "
+            "March 1973 (the largest, '1689328800', is 1970-01-20): are they seconds "
+            "(unix_s)?",
+        ),
+        (
+            ("1689242400", "2023-07-14"),
+            "unix_s",
+            "1 value(s) are not numbers of seconds since 1970 (unix_s) (e.g. '2023-07-14' on "
+            "line 3)",
+        ),
+    ],
+)
+def test_epoch_numbers_in_the_wrong_unit_or_not_numbers_are_refused(
+    tmp_path: Path, stamps: tuple[str, ...], given: str, message: str
+) -> None:
+    """Milliseconds read as seconds came out in 1720 (pandas wraps past 2262 around);
+    seconds read as milliseconds would all be in January 1970."""
+    path = _dated_csv(tmp_path / "epoch.csv", *stamps)
+    mapping = load_mapping("canonical").with_overrides(timestamp_format=given)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, mapping)
+
+    assert str(caught.value) == f"{path}: column 'timestamp': {message}"
 
 
 def test_a_first_value_that_is_no_timestamp_is_named_with_its_line(tmp_path: Path) -> None:

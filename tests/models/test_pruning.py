@@ -19,7 +19,7 @@ from nbo.models.artifacts import (
     set_current,
     write_artifact,
 )
-from nbo.models.pruning import plan_prune, prune
+from nbo.models.pruning import keep_problem, plan_prune, prune
 from nbo.models.registry import set_alias
 
 
@@ -99,3 +99,23 @@ def test_a_current_that_cannot_be_read_removes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError):
         plan_prune(models, 1)
     assert list_versions(models) == ["v1", "v2", "v3"]
+
+
+@pytest.mark.parametrize("keep", [0, -3])
+def test_how_many_to_keep_is_one_rule_with_one_reason(
+    tmp_path: Path, keep: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``nbo models --prune`` and ``plan_prune`` each wrote out keep < 1 and its message:
+    one rule now, the flag's name or the argument's in front of the same reason."""
+    from nbo.cli import main
+
+    models = tmp_path / "models"
+    publish(models, "v1", "v2")
+    reason = keep_problem(keep)
+    assert reason == "keep at least the newest 1" and keep_problem(1) is None
+    with pytest.raises(ArtifactError) as refused:
+        plan_prune(models, keep)
+    assert str(refused.value) == f"keep {keep}: {reason}"
+    assert main(["models", "--models-dir", str(models), "--prune", str(keep)]) == 2
+    assert capsys.readouterr().err == f"nbo models: error: --prune {keep}: {reason}\n"
+    assert list_versions(models) == ["v1", "v2"]

@@ -131,6 +131,12 @@ def test_a_withdrawn_channel_is_refused_with_a_reason(client: TestClient) -> Non
     assert answer.status_code == 200
     body = answer.json()
     assert body["offers"] == [] and body["suppressed_reason"] == "no_channel_consent"
+    # Nothing was ranked: no taste to name. It said "none", the profile of a customer
+    # without consent to personalization, beside this one's own stage and churn risk.
+    profile = client.get("/v1/customers/a00").json()
+    assert profile["profiled"] is True
+    assert body["profile"] is None and body["personalized"] is False
+    assert (body["stage"], body["churn_risk"]) == (profile["stage"], profile["churn_risk"])
     # Every answer names the four rules, a withheld one with zeros.
     assert body["removed"] == {"just_bought": 0, "fatigue": 0, "ineligible": 0, "offer_cap": 0}
     served = offers(client, "a00", channel="app")

@@ -7,7 +7,7 @@ import io
 
 import pytest
 from fastapi.testclient import TestClient
-from support import KEYS, access_lines, app_for, assert_json_error, bearer, scrape, value
+from support import ENTRIES, KEYS, access_lines, app_for, assert_json_error, bearer, scrape, value
 
 from nbo.core.apikeys import Role
 
@@ -96,6 +96,23 @@ def test_head_needs_the_key_get_needs(models_dir) -> None:  # type: ignore[no-un
         assert client.head("/v1/customers/12347").status_code == 401
         assert client.head("/v1/customers/12347", headers=bearer(KEYS[Role.read][0])).is_success
         assert client.head("/health/live").status_code == 200
+
+
+def test_a_head_with_record_is_refused_as_a_head_whatever_the_key_s_role(
+    models_dir,  # type: ignore[no-untyped-def]
+) -> None:
+    """A read key's HEAD with record=true answered 403 (the write role record=true
+    needs), though a HEAD never records: the answer is the 422 that says so, for every
+    key the route admits. A GET with record=true still needs the write role."""
+    path = "/v1/customers/12347/offers?record=true&channel=email"
+    with app_for(models_dir, api_keys=ENTRIES) as client:
+        for role in (Role.read, Role.write):
+            answer = client.head(path, headers=bearer(KEYS[role][0]))
+            assert answer.status_code == 422 and answer.content == b"", role
+        assert client.head(path).status_code == 401
+        assert client.get(path, headers=bearer(KEYS[Role.read][0])).status_code == 403
+        export = client.get("/v1/customers/12347/data", headers=bearer(KEYS[Role.admin][0]))
+        assert [e for e in export.json()["events"] if e["type"] == "offer_impression"] == []
 
 
 def test_a_head_is_counted_and_logged_as_head(client: TestClient, logs: io.StringIO) -> None:

@@ -375,6 +375,8 @@ def test_email_cap_holds_for_seven_days_then_lifts(models_dir: Path) -> None:
         assert first["recorded"] is True and len(first["offers"]) == 3
         second = deliver(client, "a00", "email")
         assert second["offers"] == [] and second["suppressed_reason"] == "frequency_cap"
+        # Held, not ranked: no taste to name (first's was the model's own).
+        assert first["profile"] == "trained" and second["profile"] is None
         assert second["removed"] == dict.fromkeys(first["removed"], 0)
         assert set(first["removed"]) == {"just_bought", "fatigue", "ineligible", "offer_cap"}
         assert second["next_allowed_at"] == (NOW + timedelta(days=7)).isoformat()

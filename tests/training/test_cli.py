@@ -17,7 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
-from support import DATA, assert_one_error_line, worse_than_before
+from support import (
+    DATA,
+    assert_one_error_line,
+    make_planted_purchases,
+    small_training_config,
+    worse_than_before,
+)
 
 from nbo.cli import EXIT_USER_ERROR, main
 from nbo.data.purchases import dataset_files, fingerprint
@@ -681,6 +687,31 @@ def test_the_report_shows_the_source_contributions(trained: TrainResult) -> None
     for source in SOURCES:
         assert source in text.split("ranker: where its top 10 came from")[1]
     assert "strongest features" in text
+
+
+def test_the_ranker_table_names_the_k_its_lists_are_cut_at(tmp_path: Path) -> None:
+    """With k = 5 the summary's and the report's ranker table still said "where its top
+    10 came from": the title names the configured k."""
+    from datetime import UTC, datetime
+
+    from nbo.data.mapping import load_mapping
+    from training.evaluate_cli import evaluation_document
+    from training.pipeline import train
+    from training.report import evaluation_html
+
+    data = tmp_path / "purchases.csv"
+    make_planted_purchases().to_csv(data, index=False)
+    config = small_training_config().model_copy(update={"k": 5})
+    result = train(data, load_mapping("canonical"), tmp_path / "models", config, publish=False)
+    assert result.manifest["ranker"]["enabled"]
+
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200, color_system=None), result)
+    page = evaluation_html(evaluation_document(result, datetime(2026, 7, 1, tzinfo=UTC)), "t")
+
+    assert "ranker: where its top 5 came from (truth: all)" in out.getvalue()
+    assert "where the ranker's top 5 came from (truth: all;" in page
+    assert "top 10" not in out.getvalue() + page
 
 
 def _served_section(served_all: float, served_new: float) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from rich.console import Console
-from support import END, small_training_config, worse_than_before
+from support import END, make_nobody_comes_back, small_training_config, worse_than_before
 
 from nbo.core.errors import QualityGateError
 from nbo.data.mapping import load_mapping
@@ -148,25 +148,12 @@ def test_force_publishes_and_records_it(tmp_path: Path, planted_purchases: pd.Da
     assert (models / "CURRENT").read_text(encoding="utf-8").strip() == result.version
 
 
-def _nobody_comes_back() -> pd.DataFrame:
-    """Ten customers, one purchase each: six before the last 30 days, four new ones in
-    them. Nobody who bought before the cutoff bought after it: no one to evaluate."""
-    return pd.DataFrame(
-        {
-            "customer_id": [f"c{n}" for n in range(10)],
-            "item_id": [f"I{n % 4}" for n in range(10)],
-            "timestamp": [END - pd.Timedelta(days=days) for days in (120, 100, 90, 70, 60, 45)]
-            + [END - pd.Timedelta(days=days) for days in (20, 10, 5, 0)],
-        }
-    )
-
-
 def test_a_model_evaluated_on_nobody_is_published_saying_so(tmp_path: Path) -> None:
     """It was published with every metric 0.0000 and "quality gate: served ndcg@10
     0.0000": zeros that were never measured. The shop still gets a model; the gate, the
     summary and the report say it was not evaluated, and why."""
     data = tmp_path / "tiny.csv"
-    _nobody_comes_back().to_csv(data, index=False)
+    make_nobody_comes_back().to_csv(data, index=False)
     models = tmp_path / "models"
 
     result = train(data, load_mapping("canonical"), models, small_training_config())

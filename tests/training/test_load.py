@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from support import GROUP_ITEMS, small_training_config
 
@@ -129,3 +130,47 @@ def test_training_with_every_customer_erased_is_a_data_error(
             small_training_config(),
             erased=everyone,
         )
+
+
+def test_the_blanks_filled_are_counted_in_the_summary_the_report_and_the_manifest(
+    tmp_path: Path, planted_purchases: pd.DataFrame
+) -> None:
+    """Blank quantities and prices were filled without a word in the cleaning report; they
+    are counted like its drops, over the rows trained on (an erased customer's blanks are
+    not)."""
+    import io
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from nbo.data.purchases import FILL_PRICE, FILL_QUANTITY
+    from training.cli import print_summary
+    from training.evaluate_cli import evaluation_document
+    from training.report import evaluation_html
+
+    purchases = planted_purchases.astype({"quantity": "object", "price": "object"})
+    a00 = purchases.index[purchases["customer_id"] == "a00"]
+    a01 = purchases.index[purchases["customer_id"] == "a01"]
+    purchases.loc[a00, ["quantity", "price"]] = None  # erased: not counted
+    purchases.loc[a01[:3], "quantity"] = None
+    purchases.loc[a01[:2], "price"] = None
+    data = tmp_path / "blanks.csv"
+    purchases.to_csv(data, index=False)
+
+    result = train(
+        data,
+        load_mapping("canonical"),
+        tmp_path / "models",
+        small_training_config(),
+        erased=["a00"],
+    )
+
+    filled = {FILL_QUANTITY: 3, FILL_PRICE: 2}
+    assert result.cleaning.filled == filled
+    assert result.manifest["data"]["filled"] == filled
+    out = io.StringIO()
+    print_summary(Console(file=out, width=300, color_system=None), result)
+    assert f"(erased customer: 7; filled: {FILL_QUANTITY}: 3, {FILL_PRICE}: 2)" in out.getvalue()
+    page = evaluation_html(evaluation_document(result, datetime(2026, 7, 1, tzinfo=UTC)), "t")
+    assert "<caption>rows kept with a blank filled</caption>" in page
+    assert f"<td>{FILL_QUANTITY}</td><td>3</td>" in page

@@ -23,6 +23,10 @@ from nbo.core.errors import MappingError
 
 DEFAULT_MAPPING = "canonical"
 
+# Timestamps written as numbers, and the unit each counts since 1970-01-01 00:00 UTC:
+# given as the timestamp format, never guessed (a number does not say what it counts).
+EPOCH_FORMATS = {"unix_s": "s", "unix_ms": "ms"}
+
 # Words a file's column names often use for the canonical columns, tried after a close
 # spelling when a file does not fit its mapping (the suggestion, never an automatic
 # choice: a guessed mapping that reads the wrong column would train a wrong model).
@@ -43,8 +47,9 @@ class CleaningRules:
 
     cancelled_order_prefix: str = ""
     non_product_items: tuple[str, ...] = ()
-    # A strptime format every text timestamp must fit ("%d/%m/%Y %H:%M"); empty: ISO 8601,
-    # or else a format inferred once for the whole column (``purchases._as_timestamps``).
+    # A strptime format every text timestamp must fit ("%d/%m/%Y %H:%M"), or an epoch
+    # (EPOCH_FORMATS: "unix_s", "unix_ms"); empty: ISO 8601, or else a format inferred
+    # once for the whole column (``purchases._as_timestamps``).
     timestamp_format: str = ""
 
     def to_dict(self) -> dict[str, object]:
@@ -130,15 +135,17 @@ class ColumnMapping:
 
 def timestamp_format_problem(text: str) -> str | None:
     """Why ``text`` cannot be a timestamp format (None if it can): a strptime format with
-    the year, month and day ("%d/%m/%Y %H:%M"), or empty for the inferred one."""
-    if not text:
+    the year, month and day ("%d/%m/%Y %H:%M"), an epoch ("unix_s", "unix_ms"), or empty
+    for the inferred one."""
+    if not text or text in EPOCH_FORMATS:
         return None
     parts = {"year": ("%Y", "%y"), "month": ("%m", "%b", "%B"), "day": ("%d",)}
     missing = [part for part, codes in parts.items() if not any(c in text for c in codes)]
     if missing:
         return (
             f"not a strptime format with the day, month and year, as %d/%m/%Y %H:%M "
-            f"(it has no {' or '.join(missing)})"
+            f"(it has no {' or '.join(missing)}), nor an epoch "
+            f"({' or '.join(EPOCH_FORMATS)})"
         )
     return None
 
@@ -334,8 +341,9 @@ def add_mapping_arguments(parser: argparse.ArgumentParser, cancelled_prefix: boo
     parser.add_argument(
         "--timestamp-format",
         default=None,
-        help="the timestamps' format, e.g. '%%d/%%m/%%Y %%H:%%M' (default: ISO 8601, or one "
-        "format inferred for the whole column)",
+        help="the timestamps' format, e.g. '%%d/%%m/%%Y %%H:%%M', or unix_s / unix_ms for "
+        "seconds / milliseconds since 1970 (default: ISO 8601, or one format inferred for "
+        "the whole column; a column of numbers needs one)",
     )
 
 

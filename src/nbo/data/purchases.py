@@ -8,6 +8,7 @@ dropped and counted in a ``CleaningReport`` instead.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from nbo.core import columns as col
 from nbo.core.checksums import sha256_file, sha256_files
 from nbo.core.errors import PurchaseDataError
 from nbo.core.ids import path_id_problem
-from nbo.data.mapping import ColumnMapping, look_alike, suggest_mapping
+from nbo.data.mapping import EPOCH_FORMATS, ColumnMapping, look_alike, suggest_mapping
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -42,6 +43,11 @@ DROP_NON_PRODUCT = "non-product item code"
 DROP_BAD_PRICE = "price <= 0"
 DROP_DUPLICATE = "exact duplicate line"
 
+# Blanks a kept row has filled (``nbo.data.features.line_values``), counted as the drops
+# are: a shop whose quantities are mostly blank values every line at one unit.
+FILL_QUANTITY = "blank quantity (counted as 1)"
+FILL_PRICE = "blank price (the item's median price)"
+
 
 @dataclass
 class CleaningReport:
@@ -51,6 +57,8 @@ class CleaningReport:
     rows_read: int
     rows_kept: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    # Kept rows with a blank filled, per FILL_* reason (a row may count under both).
+    filled: dict[str, int] = field(default_factory=dict)
     customers: int = 0
     items: int = 0
     first_purchase: str | None = None
@@ -70,6 +78,7 @@ class CleaningReport:
             "rows_read": self.rows_read,
             "rows_kept": self.rows_kept,
             "dropped": dict(self.dropped),
+            "filled": dict(self.filled),
             "customers": self.customers,
             "items": self.items,
             "first_purchase": self.first_purchase,
@@ -443,6 +452,15 @@ GIVE_FORMAT = (
     "give the column's format with timestamp_format in the mapping's [cleaning] table or "
     "--timestamp-format, e.g. '%d/%m/%Y %H:%M'"
 )
+GIVE_EPOCH = (
+    "give timestamp_format in the mapping's [cleaning] table or --timestamp-format: "
+    "unix_s for seconds since 1970-01-01 UTC, unix_ms for milliseconds, or a format "
+    "such as '%Y%m%d' for dates written as digits (20230713)"
+)
+# A timestamp written as a plain number (digits, a sign, a decimal part).
+_NUMBER = re.compile(r"[+-]?\d+(\.\d*)?")
+# Milliseconds since 1970 below this (1e11) are all before 1973-03-03: seconds, surely.
+_EPOCH_MS_SECONDS_BELOW = 1e11
 
 
 def _as_timestamps(
@@ -453,7 +471,10 @@ def _as_timestamps(
     Text is read with one format for the whole column, never value by value (a day-first
     column read value by value is part day-first, part month-first, without an error):
     ``given``, else ISO 8601 when the first value is, else the one format inferred for the
-    column (``_column_format``). A value that does not fit stops the read."""
+    column (``_column_format``). A value that does not fit stops the read. Numbers are
+    read only with an epoch format given (``unix_s``, ``unix_ms``: ``_epoch_timestamps``)
+    or a strptime format (``%Y%m%d`` for 20230713); without one they are refused, naming
+    the option: seconds, milliseconds and a date written as digits all look alike."""
     if pd.api.types.is_datetime64_any_dtype(series):
         if getattr(series.dt, "tz", None) is not None:
             # One clock for everything: UTC without a zone. Naive input is taken as UTC.
@@ -462,6 +483,17 @@ def _as_timestamps(
     codes, text = _distinct_text(series)
     present = text.dropna()
     first_row = int(np.argmax(codes == present.index[0])) if len(present) else 0
+    if given in EPOCH_FORMATS:
+        return _epoch_timestamps(codes, text, series.index, path, source, given), given
+    # The first value alone: a column is read in one format, and a number is none (a
+    # regular expression over millions of distinct ISO values would cost a second).
+    if not given and len(present) and _NUMBER.fullmatch(str(present.iloc[0])):
+        raise PurchaseDataError(
+            str(path),
+            f"its first value, '{present.iloc[0]}' on {_where(path, first_row)}, is a "
+            "number, and a number does not say what it counts: " + GIVE_EPOCH,
+            source,
+        )
     reading = None
     if given:
         fmt, described = given, f"the format given, {given}"
@@ -482,6 +514,45 @@ def _as_timestamps(
     naive = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     values = naive.to_numpy(dtype="datetime64[ns]")
     return _gather(values, codes, np.datetime64("NaT", "ns"), series.index), fmt
+
+
+def _epoch_timestamps(
+    codes: np.ndarray, text: pd.Series, index: pd.Index, path: Path, source: str, given: str
+) -> pd.Series:
+    """Numbers of seconds (``unix_s``) or milliseconds (``unix_ms``) since 1970-01-01
+    00:00 UTC, as naive UTC timestamps. A value that is not a number stops the read, and
+    so does a column read in the wrong unit: milliseconds read as seconds land after the
+    year 2262 (past what a timestamp holds), seconds read as milliseconds all before
+    March 1973."""
+    unit = EPOCH_FORMATS[given]
+    numbers = pd.to_numeric(text, errors="coerce")
+    what = f"numbers of {'milliseconds' if unit == 'ms' else 'seconds'} since 1970 ({given})"
+    _refuse_unparsed(codes, text, numbers, path, source, f"are not {what}", "")
+    values = numbers.to_numpy(dtype="float64", na_value=np.nan)
+    other = "unix_s" if unit == "ms" else "unix_ms"
+    # pandas wraps a float past what datetime64[ns] holds around without a word (1.7e12
+    # read as seconds came out in 1720): the range is checked first.
+    per_second = 1000.0 if unit == "ms" else 1.0
+    limit = pd.Timestamp.max.value / 1e9 * per_second
+    beyond = np.abs(np.nan_to_num(values)) >= limit
+    if beyond.any():
+        raise PurchaseDataError(
+            str(path),
+            f"'{text.iloc[int(np.argmax(beyond))]}' read as {what} is past what a timestamp "
+            f"holds (1677 to 2262): are the values {other}?",
+            source,
+        )
+    parsed = pd.to_datetime(values, unit=unit, utc=True)
+    if unit == "ms" and np.nanmax(values, initial=-np.inf) < _EPOCH_MS_SECONDS_BELOW:
+        raise PurchaseDataError(
+            str(path),
+            f"every value read as {what} falls before March 1973 (the largest, "
+            f"'{text.iloc[int(np.nanargmax(values))]}', is {parsed.max():%Y-%m-%d}): are "
+            f"they seconds ({other})?",
+            source,
+        )
+    naive = parsed.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    return _gather(naive, codes, np.datetime64("NaT", "ns"), index)
 
 
 def _parse_timestamps(text: pd.Series, fmt: str) -> pd.Series:
@@ -639,9 +710,19 @@ def _clean(
     # Not sorted by time: nothing downstream needs it, and sorting 3M lines costs more
     # than the whole cleaning.
     frame = frame.reset_index(drop=True)
-    report.rows_kept = len(frame)
-    report.customers = int(frame[col.CUSTOMER_ID].nunique())
-    report.items = int(frame[col.ITEM_ID].nunique())
-    report.first_purchase = frame[col.TIMESTAMP].min().isoformat()
-    report.last_purchase = frame[col.TIMESTAMP].max().isoformat()
+    describe_kept(report, frame)
     return frame, report
+
+
+def describe_kept(report: CleaningReport, kept: pd.DataFrame) -> None:
+    """The report's account of the rows kept: how many, their customers, items and time
+    span, and the blanks ``line_values`` will fill. Again after rows are dropped later
+    (the trainer's erased customers), so every figure counts the same rows."""
+    report.rows_kept = len(kept)
+    for column, reason in ((col.QUANTITY, FILL_QUANTITY), (col.PRICE, FILL_PRICE)):
+        if column in kept:
+            report.filled[reason] = int(kept[column].isna().sum())
+    report.customers = int(kept[col.CUSTOMER_ID].nunique())
+    report.items = int(kept[col.ITEM_ID].nunique())
+    report.first_purchase = kept[col.TIMESTAMP].min().isoformat()
+    report.last_purchase = kept[col.TIMESTAMP].max().isoformat()

@@ -204,6 +204,18 @@ def current_version(models_dir: Path) -> str:
     return check_version_name(version, str(pointer))
 
 
+def current_or_problem(models_dir: Path) -> tuple[str | None, str | None]:
+    """For a listing: the version CURRENT names, or None and why not (None, None when
+    there is no CURRENT at all: nothing published yet). ``GET /v1/models`` and the
+    dashboard's models page both list it; neither refuses to list for a bad CURRENT."""
+    if not has_current(models_dir):
+        return None, None
+    try:
+        return current_version(models_dir), None
+    except ArtifactError as exc:  # empty, unreadable, naming no version
+        return None, str(exc)
+
+
 def has_current(models_dir: Path) -> bool:
     """Whether the folder has a CURRENT at all (nothing published yet when not), whatever
     it holds: a link to nowhere or a folder named CURRENT counts, and is not readable."""

@@ -47,13 +47,21 @@ def pointed_at(models_dir: Path) -> dict[str, list[str]]:
     return named
 
 
+def keep_problem(keep: int) -> str | None:
+    """Why a prune cannot keep only the newest ``keep`` (None: it can). The one rule:
+    ``plan_prune`` refuses by it, and ``nbo models --prune`` before it reads anything
+    else, naming its flag."""
+    return None if keep >= 1 else "keep at least the newest 1"
+
+
 def plan_prune(
     models_dir: Path, keep: int, also: Mapping[str, Iterable[str]] | None = None
 ) -> PrunePlan:
     """What a prune keeping the newest ``keep`` would keep and remove. ``also``: reason
     -> versions to keep for it (besides CURRENT's and the aliases')."""
-    if keep < 1:
-        raise ArtifactError(f"keep {keep}: keep at least the newest 1")
+    problem = keep_problem(keep)
+    if problem:
+        raise ArtifactError(f"keep {keep}: {problem}")
     versions = list(reversed(list_versions(models_dir)))
     reasons = pointed_at(models_dir)
     for reason, named in (also or {}).items():

@@ -373,12 +373,13 @@ def _prune(settings: Settings, keep: int, dry_run: bool) -> int:
     from nbo.core.errors import ArtifactError
     from nbo.experiments.definitions import load_experiments
     from nbo.models.artifacts import remove_leftovers
-    from nbo.models.pruning import plan_prune, prune
+    from nbo.models.pruning import keep_problem, plan_prune, prune
     from nbo.models.registry import MODEL_VERSION_SETTING, resolve
     from nbo.runtime.workers import served_on_this_machine
 
-    if keep < 1:
-        raise NboError(f"--prune {keep}: keep at least the newest 1")
+    problem = keep_problem(keep)
+    if problem:
+        raise NboError(f"--prune {keep}: {problem}")
     models_dir: Path = settings.models_dir
     also: dict[str, set[str]] = {}
 

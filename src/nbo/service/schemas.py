@@ -73,11 +73,18 @@ class OffersResponse(BaseModel):
     customer_id: str
     model_version: str
     channel: Channel
-    personalized: bool = Field(description="false when nothing is known of the customer")
-    profile: str = Field(
-        description="'trained' (the model's own view of the customer), 'updated' (refolded "
-        "with purchases posted since training), 'live' (unknown to the model, personalized "
-        "from posted purchases) or 'none' (popular items)"
+    personalized: bool = Field(
+        description="the offers are ranked for this customer: false for popular items (nothing "
+        "known of the customer, no consent to personalization, an experiment's control) "
+        "and when there are no offers (suppressed_reason)"
+    )
+    profile: str | None = Field(
+        description="whose taste ranked the offers: 'trained' (the model's own view of the "
+        "customer), 'updated' (refolded with purchases posted since training), 'live' "
+        "(unknown to the model, personalized from posted purchases) or 'none' (popular "
+        "items: nothing known, or no consent to personalization); null when no offers "
+        "were ranked (suppressed_reason says why; stage and churn_risk still describe "
+        "the customer)"
     )
     suppressed_items: int = Field(description="items held back because just bought")
     stage: str = Field(description="lifecycle stage: new, active, at_risk, lapsed, loyal")

@@ -16,13 +16,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from support import CLOCK, DEMO_CATALOG, ENTRIES, KEYS, app_for, bearer
+from support import (
+    CLOCK,
+    DEMO_CATALOG,
+    ENTRIES,
+    KEYS,
+    app_for,
+    bearer,
+    make_nobody_comes_back,
+    small_training_config,
+)
 
 from nbo.core.apikeys import Role
+from nbo.data.mapping import load_mapping
 from nbo.service.app import create_app
 from nbo.service.auth import KEY_COOKIE
 from nbo.settings import Settings
-from training.pipeline import TrainResult
+from training.pipeline import TrainResult, train
 
 CHURN_CLOCK = "2026-07-01T00:00:00Z"  # the day after the churn data ends
 BROWSER = {"accept": "text/html,application/xhtml+xml"}
@@ -295,6 +305,81 @@ def test_the_models_page_lists_the_versions_and_their_quality(
     assert re.search(r'data-method="ranker">0\.\d{4}<', ranker_row)
     # The version trained without the ranker has no ranker figure.
     assert 'data-method="ranker">-<' in side.split(f'data-version="{without}"')[1]
+
+
+def test_the_models_page_tells_the_serving_version_from_the_one_current_names(
+    two_models: tuple[Path, str, str],
+) -> None:
+    """Served by NBO_MODEL_VERSION, the older version was marked "current" on the page
+    while CURRENT names the newer one (``GET /v1/models`` tells them apart): the page
+    says which serves, which CURRENT names, and that a restart goes back to it."""
+    models, with_ranker, without = two_models
+    with app_for(models, model_version=with_ranker) as client:
+        page = client.get("/dashboard/models").text
+        listed = client.get("/v1/models").json()
+    assert listed["serving"] == with_ranker and listed["current"] == without
+    versions = page.split('id="versions"')[1].split("</table>")[0]
+    rows = {
+        version: (serving, current)
+        for version, serving, current in re.findall(
+            r'<tr data-version="([^"]+)"[^>]*>.*?<td data-serving>([^<]*)</td>'
+            r"<td data-current>([^<]*)</td>",
+            versions,
+        )
+    }
+    assert rows == {with_ranker: ("serving", "-"), without: ("-", "named")}
+    assert "current" not in re.sub(r"<[^>]+>", "", versions.split("</thead>")[1])
+    assert f'<tr data-version="{with_ranker}" class="served">' in versions
+    note = by_id(page, "serving-not-current")
+    assert "This service answers with " in note
+    assert without in page.split('id="serving-not-current"')[1].split("</p>")[0]
+
+
+def test_a_model_evaluated_on_nobody_shows_no_figures_on_the_dashboard(tmp_path: Path) -> None:
+    """A model whose holdout had nobody to score was shown with every figure 0.0000 (and
+    bars of nothing) on the overview and the models page, figures the trainer never
+    measured: its summary and report say "–" and not evaluated. So does the dashboard."""
+    data = tmp_path / "tiny.csv"
+    make_nobody_comes_back().to_csv(data, index=False)
+    result = train(data, load_mapping("canonical"), tmp_path / "models", small_training_config())
+    assert result.manifest["split"]["evaluated_customers"] == 0
+    with app_for(tmp_path / "models") as client:
+        overview = client.get("/dashboard").text
+        models = client.get("/dashboard/models").text
+    quality = overview.split('id="quality"')[1].split("</section>")[0]
+    figures = re.findall(r'data-metric="[^"]+">([^<]*)<', quality)
+    assert figures and set(figures) == {"–"}
+    assert "0.0000" not in quality and "<img" not in quality
+    assert "Not evaluated: nobody was scored on any truth" in by_id(overview, "not-evaluated")
+    assert re.search(
+        r'<p class="warn" id="gate">quality gate: served ndcg@10 not evaluated', quality
+    )
+    assert "0 customers evaluated: not evaluated)" in overview
+    side = models.split('id="side-by-side-all"')[1].split("</table>")[0]
+    shown = re.findall(r'data-method="[^"]+"[^>]*>([^<]*)<', side)
+    assert shown and set(shown) == {"–"}
+
+
+def test_the_models_page_lists_the_versions_when_aliases_json_is_broken(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """An ALIASES.json that is not JSON made the models page a 500, where GET
+    /v1/models lists the versions without aliases and says why: so does the page."""
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(models_dir, models)
+    (models / "ALIASES.json").write_text("{not json", encoding="utf-8")
+    with app_for(models) as client:
+        page = client.get("/dashboard/models")
+        listed = client.get("/v1/models").json()
+    assert page.status_code == 200
+    assert listed["aliases_problem"] and listed["aliases_problem"] in html.unescape(
+        by_id(page.text, "aliases-problem")
+    )
+    assert re.findall(r'<tr data-version="([^"]+)"', page.text.split("</table>")[0]) == [
+        m["version"] for m in listed["models"]
+    ]
 
 
 def test_pages_need_a_read_key_and_take_it_from_the_sign_in_cookie(

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from nbo.catalog.terms import Catalog
+from nbo.core.errors import ArtifactError
 from nbo.core.vocabulary import CHANNELS, DAY, STAGES
 from nbo.experiments.assignment import ServingModels
-from nbo.models.artifacts import MANIFEST, list_versions
+from nbo.models.artifacts import MANIFEST, current_or_problem, list_versions
 from nbo.models.registry import aliases_with_current
 from nbo.models.served import ServingModel
 from nbo.runtime.decide import everyone, profiles_now
@@ -35,6 +36,9 @@ RISK_BINS = np.linspace(0.0, 1.0, 11)
 QUALITY_METRICS = ("ndcg", "precision", "recall", "map")
 # Methods the trainer evaluates that serve nothing on their own: shown after the others.
 SERVED = "served"
+# The figure of a method scored on no customer, as the trainer's summary and report show
+# it: not evaluated, not zero.
+NOT_EVALUATED = "–"
 
 
 # --- overview -------------------------------------------------------------------------
@@ -97,8 +101,15 @@ class QualityTable:
 
     truth: str
     metrics: list[str]  # column names, e.g. ndcg@10
-    rows: list[tuple[str, list[float | None], int | None]]  # method, values, customers
+    # method, values, customers; a method scored on no customer has no values (None,
+    # shown "–": not evaluated), not the zeros its manifest holds.
+    rows: list[tuple[str, list[float | None], int | None]]
     best: dict[str, float]  # per column, the best value (to mark it)
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether any method of this truth was scored on someone."""
+        return any(scored(customers) for _, _, customers in self.rows)
 
 
 def quality_tables(manifest: Mapping[str, Any]) -> list[QualityTable]:
@@ -113,10 +124,11 @@ def quality_tables(manifest: Mapping[str, Any]) -> list[QualityTable]:
             continue
         columns = _columns(m for _, m in rows_in)
         rows_in.sort(key=lambda row: row[0] != SERVED)
-        rows = [
-            (name, [_number(m.get(c)) for c in columns], _count(m.get("customers")))
-            for name, m in rows_in
-        ]
+        rows = []
+        for name, m in rows_in:
+            customers = _count(m.get("customers"))
+            values = [_number(m.get(c)) if scored(customers) else None for c in columns]
+            rows.append((name, values, customers))
         best = {}
         for n, column in enumerate(columns):
             values = [v[n] for _, v, _ in rows if v[n] is not None]
@@ -124,6 +136,13 @@ def quality_tables(manifest: Mapping[str, Any]) -> list[QualityTable]:
                 best[column] = max(v for v in values if v is not None)
         tables.append(QualityTable(truth, columns, rows, best))
     return tables
+
+
+def scored(customers: int | float | None) -> bool:
+    """Whether a method's figures rest on anyone: the trainer writes a method scored on
+    no customer with ``customers`` 0 and zeros it never measured (its summary and report
+    show "–", not evaluated). A manifest without the count is taken at its word."""
+    return customers is None or customers > 0
 
 
 def churn_quality(manifest: Mapping[str, Any]) -> list[tuple[str, dict[str, float | None]]]:
@@ -354,30 +373,45 @@ class PublishedModel:
     version: str
     created_at: str
     aliases: list[str]
-    current: bool
+    # As GET /v1/models names them: ``serving`` the version this worker answers with
+    # (outside experiments), ``experiment`` loaded for an experiment's variant only,
+    # ``current`` the one models/CURRENT names (what a restart serves). NBO_MODEL_VERSION
+    # or a reload to a version serves another than CURRENT.
     serving: bool
+    experiment: bool
+    current: bool
     data: dict[str, Any]
     gate: dict[str, Any]
     policy: str | None
-    # truth -> method -> the gate's metric (ndcg@k)
-    quality: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # truth -> method -> the gate's metric (ndcg@k); NOT_EVALUATED for a method scored
+    # on no customer, None for one without the figure
+    quality: dict[str, dict[str, float | str | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ModelsView:
-    current: str | None
+    serving: str | None
+    current: str | None  # what models/CURRENT names (None: none, or current_problem)
+    current_problem: str | None
     metric: str
     models: list[PublishedModel]
     # truth -> the methods any version measured, in a stable order
     methods: dict[str, list[str]]
+    # Why no alias is listed: ALIASES.json cannot be read (GET /v1/models says the same)
+    aliases_problem: str | None = None
 
 
 def published_models(models_dir: Any, serving: ServingModels | None) -> ModelsView:
     """Every published version, newest first (``GET /v1/models``), with what its
     manifest says of its data, its gate and its quality."""
-    aliases = aliases_with_current(models_dir)
+    aliases_problem = None
+    try:
+        aliases = aliases_with_current(models_dir)
+    except ArtifactError as exc:  # the versions are still worth seeing (it was a 500)
+        aliases, aliases_problem = {}, str(exc)
     loaded = {m.version for m in serving.models()} if serving is not None else set()
-    current = serving.current.version if serving is not None else None
+    answering = serving.current.version if serving is not None else None
+    current, current_problem = current_or_problem(models_dir)
     by_version: dict[str, list[str]] = {}
     for alias, version in sorted(aliases.items()):
         by_version.setdefault(version, []).append(alias)
@@ -387,7 +421,7 @@ def published_models(models_dir: Any, serving: ServingModels | None) -> ModelsVi
     models = []
     for version in reversed(list(manifests)):
         manifest = manifests[version]
-        quality: dict[str, dict[str, float | None]] = {}
+        quality: dict[str, dict[str, float | str | None]] = {}
         for truth, by_method in (manifest.get("metrics") or {}).items():
             if not isinstance(by_method, Mapping) or not any(
                 isinstance(m, Mapping) and metric in m for m in by_method.values()
@@ -395,6 +429,8 @@ def published_models(models_dir: Any, serving: ServingModels | None) -> ModelsVi
                 continue
             quality[truth] = {
                 name: _number(m.get(metric))
+                if scored(_count(m.get("customers")))
+                else NOT_EVALUATED
                 for name, m in by_method.items()
                 if isinstance(m, Mapping)
             }
@@ -406,8 +442,9 @@ def published_models(models_dir: Any, serving: ServingModels | None) -> ModelsVi
                 version=version,
                 created_at=str(manifest.get("created_at", "")),
                 aliases=by_version.get(version, []),
+                serving=version == answering,
+                experiment=version in loaded and version != answering,
                 current=version == current,
-                serving=version in loaded,
                 data=dict(manifest.get("data") or {}),
                 gate=dict(manifest.get("quality_gate") or {}),
                 policy=str(policy.get("name")) if isinstance(policy, Mapping) else None,
@@ -416,7 +453,7 @@ def published_models(models_dir: Any, serving: ServingModels | None) -> ModelsVi
         )
     for names in methods.values():
         names.sort(key=lambda name: name != SERVED)
-    return ModelsView(current, metric, models, methods)
+    return ModelsView(answering, current, current_problem, metric, models, methods, aliases_problem)
 
 
 def _manifest(models_dir: Any, version: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from nbo.service.dashboard.figures import GoingOut, QualityTable, StageMix
+from nbo.service.dashboard.figures import GoingOut, QualityTable, StageMix, scored
 
 STAGE_COLOURS = {
     "new": "#4c78a8",
@@ -125,17 +125,17 @@ def offers_over_time_svg(out: GoingOut) -> str:
 
 
 def quality_svg(tables: Sequence[QualityTable], metric: str) -> str:
-    """``metric`` of every method on each truth, what is served marked darker."""
-    drawn = [t for t in tables if metric in t.metrics]
+    """``metric`` of every method on each truth, what is served marked darker. A method
+    scored on no customer has no bar (it was not evaluated; its table says so)."""
+    drawn = [t for t in tables if metric in t.metrics and t.evaluated]
     figure = Figure(figsize=(8.0, 0.6 + 0.32 * _rows(drawn)), dpi=100, layout="constrained")
     FigureCanvasSVG(figure)
     panels = figure.subplots(1, max(1, len(drawn)), squeeze=False)[0]
     for axes, table in zip(panels, drawn, strict=False):
         column = table.metrics.index(metric)
-        names = [name for name, _, _ in table.rows]
-        values = np.array(
-            [np.nan if v[column] is None else v[column] for _, v, _ in table.rows], float
-        )
+        rows = [row for row in table.rows if scored(row[2])]
+        names = [name for name, _, _ in rows]
+        values = np.array([np.nan if v[column] is None else v[column] for _, v, _ in rows], float)
         colours = ["#1f4e79" if n in ("served", "ranker") else "#9ecae1" for n in names]
         _labelled_bars(axes, names, values, colours, lambda value: f"{value:.3f}", 8)
         top = np.nanmax(values) if np.isfinite(values).any() else 1.0

@@ -181,7 +181,10 @@ async def overview(
             "risk_chart": plots.risk_histogram_svg(mix) if mix.with_risk else None,
             "quality": tables,
             "quality_metric": metric,
-            "quality_chart": plots.quality_svg(tables, metric) if tables else None,
+            "quality_chart": (
+                plots.quality_svg(tables, metric) if any(t.evaluated for t in tables) else None
+            ),
+            "evaluated": any(t.evaluated for t in tables),
             "churn": churn_quality(manifest),
         }
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from nbo.core.apikeys import Role
 from nbo.core.errors import ArtifactError
-from nbo.models.artifacts import current_version, has_current, list_versions
+from nbo.models.artifacts import current_or_problem, list_versions
 from nbo.models.registry import aliases_with_current
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ServingModelsDep, SettingsDep
@@ -53,12 +53,8 @@ def get_models(request: Request, settings: SettingsDep, models: ServingModelsDep
     by_version: dict[str, list[str]] = {}
     for alias, version in sorted(aliases.items()):
         by_version.setdefault(version, []).append(alias)
-    current = current_problem = None
-    if has_current(settings.models_dir):
-        try:
-            current = current_version(settings.models_dir)
-        except ArtifactError as exc:  # empty, or naming no version: said, not a 500
-            current_problem = str(exc)
+    # Empty, or naming no version: said in current_problem, not a 500.
+    current, current_problem = current_or_problem(settings.models_dir)
     return {
         "serving": models.current.version,
         "current": current,

@@ -15,7 +15,7 @@ from nbo.core.apikeys import Role
 from nbo.data.events import ImpressionEvent
 from nbo.models.served import ServingModel
 from nbo.offers.decision import Occasion
-from nbo.offers.ranking import REMOVAL_RULES, TASTE_NONE, Ranking
+from nbo.offers.ranking import REMOVAL_RULES, Ranking
 from nbo.runtime.decide import Context, Decided, contact_policy
 from nbo.runtime.deliver import deliver_customers, impressions_of
 from nbo.service.auth import AUTH_RESPONSES, require_for_call, requires
@@ -58,9 +58,9 @@ async def get_offers(
         Query(
             description="the offers will be delivered: apply the channel's frequency cap "
             "and record the impressions (for caps, offer caps and offer fatigue); GET "
-            "only: a HEAD request with record=true is refused (422). record=true needs a "
-            "key with role 'write' (it records; 403 for a 'read' key, nothing recorded); "
-            "record=false needs 'read'"
+            "only: a HEAD request with record=true is refused (422, whatever the key's "
+            "role). record=true needs a key with role 'write' (it records; 403 for a "
+            "'read' key, nothing recorded); record=false needs 'read'"
         ),
     ] = False,
     reasons: Annotated[
@@ -94,8 +94,8 @@ async def get_offers(
     ``record=true`` writes, so it needs the ``write`` role (the route's own check is
     ``read``); checked only then, so the plain call pays nothing more.
     """
-    if record:
-        require_for_call(request, Role.write, "record=true")
+    # A HEAD is refused before the role is asked for: it would record nothing, whatever
+    # the key (a read key's HEAD was told it needs the write role to do what no HEAD does).
     if record and head_request(request.scope):
         raise RequestValidationError(
             [
@@ -107,6 +107,8 @@ async def get_offers(
                 }
             ]
         )
+    if record:
+        require_for_call(request, Role.write, "record=true")
     settings, request_id = deciding.settings, deciding.request_id
     now = settings.now()
     context = Context(
@@ -168,7 +170,10 @@ def offers_answer(
         "model_version": model.version,
         "channel": channel.value,
         "personalized": ranking is not None and ranking.personalized,
-        "profile": TASTE_NONE if ranking is None else ranking.taste,
+        # Whose taste ranked the offers: none were ranked in a withheld answer, so null
+        # (it said "none", the value of a customer without consent to personalization,
+        # beside the stage and churn risk of a customer who has it).
+        "profile": None if ranking is None else ranking.taste,
         "suppressed_items": 0 if ranking is None else int(ranking.suppressed_items),
         "stage": profile.stage,
         "churn_risk": None if churn_risk is None else float(churn_risk),
