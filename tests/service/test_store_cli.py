@@ -247,6 +247,11 @@ def test_purchases_are_kept_that_no_served_model_was_trained_on(
         capsys.readouterr().err, "NBO_SUPPRESSION_DAYS=all", "leaving purchase out", command="store"
     )
     monkeypatch.delenv("NBO_SUPPRESSION_DAYS")
+    (served_models / "v1" / "manifest.json").write_text('{"data": {}}', encoding="utf-8")
+    assert main([*purge, "--older-than", "400d"]) == EXIT_USER_ERROR
+    assert_one_error_line(
+        capsys.readouterr().err, "does not say when its training data ended", command="store"
+    )
     (served_models / "CURRENT").unlink()
     assert main([*purge, "--older-than", "400d"]) == EXIT_USER_ERROR
     assert_one_error_line(capsys.readouterr().err, "no model is published", command="store")

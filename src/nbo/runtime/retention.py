@@ -162,6 +162,11 @@ def _check_purchases(rules: Rules, now_s: int, days: int, cutoff: int) -> None:
             f"service knows of them: train one first {leave_out}"
         )
     version, until = min(rules.trained_until.items(), key=lambda item: item[1])
+    if until <= 0:
+        raise NboError(
+            f"{FLAG} {days}d: model {version}'s manifest does not say when its training "
+            f"data ended, so no posted purchase is known to be in it {leave_out}"
+        )
     if cutoff > until:
         needed = math.ceil((now_s - until) / DAY)
         raise NboError(
