@@ -129,7 +129,8 @@ def test_a_customer_the_api_cannot_name_is_exported_and_erased(
     captured = capsys.readouterr()
     assert captured.out.strip() == (
         f"nbo customers: erased customer {LEGACY!r}: deleted 2 events (1 purchase, 1 "
-        "offer_impression), 2 purchase lines, 1 consent record; 2 rows removed from 1 "
+        "offer_impression), 2 purchase lines, 1 consent record, 1 consent change; 2 rows "
+        "removed from 1 "
         "managed campaign file; services forget them at their next call for them and the "
         "next training leaves them out"
     )
@@ -160,7 +161,8 @@ def test_a_customer_the_api_cannot_name_is_exported_and_erased(
     assert main(["customers", "erase", LEGACY]) == 0
     assert capsys.readouterr().out.startswith(
         f"nbo customers: erased customer {LEGACY!r} (erased before): deleted 0 events, 0 "
-        "purchase lines, 0 consent records; 0 rows removed from 1 managed campaign file"
+        "purchase lines, 0 consent records, 0 consent changes; 0 rows removed from 1 managed "
+        "campaign file"
     )
 
 
@@ -309,3 +311,50 @@ def test_the_usage_names_the_actions(capsys: pytest.CaptureFixture[str]) -> None
         main(["customers"])
     assert exited.value.code == EXIT_USER_ERROR
     assert_one_error_line(capsys.readouterr().err, "ACTION", command="customers")
+
+
+def test_a_consent_given_outside_the_api_is_recorded_with_its_source(
+    isolated_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = SQLiteStore(isolated_store)
+    store.set_consent("a00", personalization=True, channels={"app": False})
+    store.close()
+
+    flags = ["--personalization", "no", "--channel", "email=no"]
+    assert main(["customers", "consent", "a00", *flags]) == 0
+
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(
+        "nbo customers: consent of customer 'a00' recorded: personalization no, email no, "
+        "app no (at "
+    ), line
+    store = SQLiteStore(isolated_store)
+    try:
+        history = store.consent_history_of("a00")
+        assert [(c.source, c.personalization, c.channels) for c in history] == [
+            ("api", True, {"app": False}),
+            ("cli", False, {"app": False, "email": False}),
+        ]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--channel", "sms=no"], "--channel 'sms=no': unknown channel 'sms' (use email, app)"),
+        (["--channel", "email=maybe"], "--channel 'email=maybe': expected email=yes or email=no"),
+    ],
+)
+def test_a_bad_consent_flag_is_one_line_and_nothing_is_stored(
+    isolated_store: Path, capsys: pytest.CaptureFixture[str], flags: list[str], fragment: str
+) -> None:
+    SQLiteStore(isolated_store).close()
+    code = main(["customers", "consent", "a00", "--personalization", "no", *flags])
+    assert code == EXIT_USER_ERROR
+    assert_one_error_line(capsys.readouterr().err, fragment, command="customers")
+    store = SQLiteStore(isolated_store)
+    try:
+        assert store.consent_of("a00") is None and store.consent_history_of("a00") == []
+    finally:
+        store.close()

@@ -53,7 +53,7 @@ def test_both_backends_migrate_to_the_same_tables_and_columns(
         )
     )
     assert in_postgres - STORED_ORDER == in_sqlite
-    assert len({table for table, _ in in_sqlite}) == 8  # seven tables and schema_migrations
+    assert len({table for table, _ in in_sqlite}) == 9  # eight tables and schema_migrations
     indexes = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
     sqlite_indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
     assert {r[0] for r in run_sql(sqlite_url, sqlite_indexes)} <= {

@@ -12,17 +12,27 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from backends import run_sql
+from support import at
 
 from nbo.core.errors import ConfigError
 from nbo.data.events import Event, parse_events
 from nbo.offers.state import DEFAULT_CONSENT, ContactHistory
-from nbo.store import open_store, read_erased_ids, read_pseudonym_key
+from nbo.store import open_store, read_erased_ids, read_pseudonym_key, sql
 from nbo.store.base import (
+    CONSENT_FROM_API,
+    CONSENT_FROM_CLI,
+    CONSENT_MIGRATED,
+    PURGE_CLICKS,
+    PURGE_CONSENT_HISTORY,
+    PURGE_DELIVERING_RUNS,
+    PURGE_IMPRESSIONS,
+    PURGE_PURCHASES,
     BatchOutput,
     DeliveringRun,
     Delivery,
     DeliveryCount,
     OfferActivity,
+    Purged,
     ResponseCount,
     Store,
 )
@@ -376,10 +386,12 @@ def test_erasure_deletes_everything_and_keeps_the_id(store: Store) -> None:
         "offer_click": 0,
         "offer_conversion": 0,
     }
-    assert (receipt.purchase_lines, receipt.consent_records, receipt.total) == (2, 1, 5)
+    assert (receipt.purchase_lines, receipt.consent_records, receipt.consent_changes) == (2, 1, 1)
+    assert receipt.total == 6
     assert not receipt.already_erased
     assert store.events_of("zed") == [] and store.purchases_of("zed") == []
     assert store.consent_of("zed") is None and store.contacts_of_many(["zed"], 0) == {}
+    assert store.consent_history_of("zed") == []
     assert store.is_erased("zed") and store.erased_at("zed") == receipt.erased_at
     assert store.erased_ids() == ["zed"] and store.event_count() == 1
     assert store.erased_among(["ann", "zed", "zed", "nobody"]) == {"zed"}
@@ -390,6 +402,65 @@ def test_erasure_deletes_everything_and_keeps_the_id(store: Store) -> None:
     again = store.erase("zed")
     assert again.already_erased and again.events["purchase"] == 1 and again.purchase_lines == 1
     assert store.customers_with_purchases() == ["ann"]
+
+
+def test_every_consent_change_is_kept_with_its_time_and_source(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GDPR Art. 7(1): when consent was given and withdrawn, not only the record in force."""
+    clock = [1_000]
+    monkeypatch.setattr(sql.time, "time", lambda: clock[0])
+    store.set_consent("c1", personalization=True, channels={"email": True})
+    clock[0] = 2_000
+    store.set_consent("c1", personalization=False, channels={"app": False}, source=CONSENT_FROM_CLI)
+    clock[0] = 3_000
+    store.set_consent("c2", personalization=True, channels={})
+
+    history = store.consent_history_of("c1")
+
+    assert [(c.personalization, c.channels, c.changed_at, c.source) for c in history] == [
+        (True, {"email": True}, 1_000, CONSENT_FROM_API),
+        (False, {"app": False, "email": True}, 2_000, CONSENT_FROM_CLI),
+    ]
+    consent = store.consent_of("c1")
+    assert consent is not None and consent.updated_at == history[-1].changed_at
+    assert [c.changed_at for c in store.consent_history_of("c2")] == [3_000]
+    assert store.consent_history_of("nobody") == []
+    receipt = store.erase("c1")
+    assert (receipt.consent_records, receipt.consent_changes) == (1, 2)
+    assert store.consent_history_of("c1") == [] and len(store.consent_history_of("c2")) == 1
+
+
+def test_a_store_before_consent_history_starts_it_with_the_records_in_force(
+    store_url: str,
+) -> None:
+    """A store of version 7 (an nbo before the history) holding a consent record: the
+    history starts with it, as "migrated", at the record's time."""
+    dialect = "sqlite" if store_url.startswith("sqlite") else "postgres"
+    kind = "INTEGER" if dialect == "sqlite" else "BIGINT"
+    for migration in MIGRATIONS[:7]:
+        for statement in getattr(migration, dialect).split(";"):
+            if statement.strip():
+                run_sql(store_url, statement)
+    run_sql(
+        store_url,
+        f"CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at {kind})",
+    )
+    for version in range(1, 8):
+        run_sql(store_url, "INSERT INTO schema_migrations VALUES (%s, 0)", (version,))
+    run_sql(
+        store_url,
+        "INSERT INTO consent VALUES (%s, %s, %s, %s)",
+        ("c1", False, '{"email": false}', 1_500),
+    )
+    store = open_store(store_url)
+    try:
+        assert store.schema_version == len(MIGRATIONS) >= 8
+        [change] = store.consent_history_of("c1")
+        assert (change.personalization, change.channels) == (False, {"email": False})
+        assert (change.changed_at, change.source) == (1_500, CONSENT_MIGRATED)
+    finally:
+        store.close()
 
 
 def test_erased_ids_and_the_key_are_read_without_creating_a_store(store_url: str) -> None:
@@ -618,6 +689,84 @@ def test_campaign_files_are_registered_updated_and_forgotten(store: Store) -> No
     assert store.batch_outputs()[1].rows == 11
     store.unregister_batch_output("/srv/a.csv")
     assert [o.path for o in store.batch_outputs()] == ["/srv/b.parquet"]
+
+
+# -- retention -------------------------------------------------------------------------------
+
+JAN = "2026-01-{day:02d}T10:00:00Z"
+
+
+def test_a_purge_deletes_one_kind_older_than_the_cutoff(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In batches (here of two rows), each kind on its own; a dry run only counts."""
+    monkeypatch.setattr(sql, "PURGE_BATCH", 2)
+    store.add_events(
+        [
+            *(offer_event(f"s{d}", "c1", "i1", JAN.format(day=d)) for d in range(1, 6)),
+            offer_event("k1", "c1", "i1", JAN.format(day=1), kind="offer_click"),
+            lines("p1", "c1", ["a", "b"], JAN.format(day=1)),
+            lines("p2", "c2", ["c"], JAN.format(day=2)),
+            lines("p9", "c2", ["d"], JAN.format(day=9)),
+        ]
+    )
+    cutoff = at_day(5)  # the fifth's events are not older
+
+    assert store.purge(PURGE_IMPRESSIONS, cutoff, dry_run=True) == Purged(PURGE_IMPRESSIONS, 4)
+    assert store.event_count() == 9
+    assert store.purge(PURGE_IMPRESSIONS, cutoff) == Purged(PURGE_IMPRESSIONS, 4)
+    assert [e["event_id"] for e in store.events_of("c1") if e["type"] == "offer_impression"] == [
+        "s5"
+    ]
+    assert store.purge(PURGE_IMPRESSIONS, cutoff) == Purged(PURGE_IMPRESSIONS, 0)
+    assert store.purge(PURGE_PURCHASES, cutoff, dry_run=True) == Purged(PURGE_PURCHASES, 2, 3)
+    assert store.purge(PURGE_PURCHASES, cutoff) == Purged(PURGE_PURCHASES, 2, 3)
+    assert store.purchases_of("c1") == []
+    assert [p.event_id for p in store.purchases_of("c2")] == ["p9"]
+    assert store.customers_with_purchases() == ["c2"]
+    # The click was not asked for.
+    assert [e["event_id"] for e in store.events_of("c1")] == ["k1", "s5"]
+    assert store.purge(PURGE_CLICKS, cutoff) == Purged(PURGE_CLICKS, 1)
+
+
+def test_a_purge_of_consent_history_keeps_each_customers_latest_change(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sql, "PURGE_BATCH", 2)
+    clock = [0]
+    monkeypatch.setattr(sql.time, "time", lambda: clock[0])
+
+    def change(customer: str, when: int, personalization: bool) -> None:
+        clock[0] = when
+        store.set_consent(customer, personalization=personalization, channels={})
+
+    for when, personalization in ((100, True), (200, False), (300, True), (400, False)):
+        change("c1", when, personalization)
+    change("c2", 150, False)  # long ago, and still in force
+    change("c3", 900, True)
+
+    assert store.purge(PURGE_CONSENT_HISTORY, 350, dry_run=True) == Purged(PURGE_CONSENT_HISTORY, 3)
+    assert store.purge(PURGE_CONSENT_HISTORY, 350) == Purged(PURGE_CONSENT_HISTORY, 3)
+
+    assert [c.changed_at for c in store.consent_history_of("c1")] == [400]
+    assert [c.changed_at for c in store.consent_history_of("c2")] == [150]
+    assert [c.changed_at for c in store.consent_history_of("c3")] == [900]
+    # Never the latest, whatever the cutoff; the records in force untouched.
+    assert store.purge(PURGE_CONSENT_HISTORY, 10_000) == Purged(PURGE_CONSENT_HISTORY, 0)
+    c2 = store.consent_of("c2")
+    assert c2 is not None and not c2.personalization
+
+
+def test_a_purge_of_runs_being_delivered_goes_by_their_last_heartbeat(store: Store) -> None:
+    store.begin_delivering(DeliveringRun("batch-1", 100, "h/b/1/2", "/p", 100))
+    store.begin_delivering(DeliveringRun("batch-2", 100, "h/b/1/3", "/q", 100))
+    assert store.hear_from_delivering("batch-2", 500)
+    assert store.purge(PURGE_DELIVERING_RUNS, 400) == Purged(PURGE_DELIVERING_RUNS, 1)
+    assert [run.run_id for run in store.delivering_runs()] == ["batch-2"]
+
+
+def at_day(day: int) -> int:
+    return at(JAN.format(day=day))
 
 
 # -- schema ----------------------------------------------------------------------------------

@@ -216,6 +216,31 @@ def current_or_problem(models_dir: Path) -> tuple[str | None, str | None]:
         return None, str(exc)
 
 
+def trained_until(manifest: dict[str, Any]) -> int:
+    """The last purchase of a model's training data (unix seconds; 0 when unknown): a
+    purchase posted after it is not in the model."""
+    last = manifest.get("data", {}).get("last_purchase")
+    if not last:
+        return 0
+    moment = datetime.fromisoformat(last)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def read_trained_until(models_dir: Path, version: str) -> int:
+    """``trained_until`` of a published version, from its manifest alone (no arrays
+    loaded, nothing checked but that the manifest reads)."""
+    path = models_dir / check_version_name(version, "model") / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"model {version}: {path} cannot be read ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"model {version}: {path} is not a manifest")
+    return trained_until(manifest)
+
+
 def has_current(models_dir: Path) -> bool:
     """Whether the folder has a CURRENT at all (nothing published yet when not), whatever
     it holds: a link to nowhere or a folder named CURRENT counts, and is not readable."""

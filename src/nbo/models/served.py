@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from nbo.core.errors import ArtifactError
 from nbo.core.ids import IdMap
 from nbo.data.features import OrderTable
 from nbo.data.history import PurchaseHistory, RecentOrders
-from nbo.models.artifacts import Artifact, load_artifact
+from nbo.models.artifacts import Artifact, load_artifact, trained_until
 from nbo.models.candidates import ItemSide, als_shortlist
 from nbo.models.cf import AlsExplainer, AlsParams, als_from_factors
 from nbo.models.churn import ChurnModel, load_churn_model
@@ -464,7 +463,7 @@ def serving_model_from_artifact(artifact: Artifact, compiled: bool = True) -> Se
         repurchase_cycle_days=None if cycles is None else np.asarray(cycles),
         repurchase=repurchase,
         history_counts=np.asarray(arrays["history_counts"]),
-        trained_until_s=_trained_until(artifact.manifest),
+        trained_until_s=trained_until(artifact.manifest),
         orders=orders,
         item_price=None if item_price is None else np.asarray(item_price),
         history_recent=None if history_recent is None else np.asarray(history_recent),
@@ -477,7 +476,7 @@ def serving_model_from_artifact(artifact: Artifact, compiled: bool = True) -> Se
         item_side=None
         if ranked is None
         else ItemSide.build(
-            _trained_until(artifact.manifest),
+            trained_until(artifact.manifest),
             item_factors,
             ranked.similarity,
             np.asarray(popularity, dtype=np.float64),
@@ -537,16 +536,6 @@ def _policy(artifact: Artifact, propensity: Propensity) -> str:
 def _typical_line_value(manifest: dict[str, Any]) -> float | None:
     value = manifest.get("data", {}).get("typical_line_value")
     return None if value is None else float(value)
-
-
-def _trained_until(manifest: dict[str, Any]) -> int:
-    last = manifest.get("data", {}).get("last_purchase")
-    if not last:
-        return 0
-    moment = datetime.fromisoformat(last)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
 
 
 def _propensity(artifact: Artifact) -> Propensity:

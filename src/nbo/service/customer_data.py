@@ -51,6 +51,15 @@ class ConsentOut(BaseModel):
     updated_at: str | None = Field(description="when the record was last written")
 
 
+class ConsentChangeOut(BaseModel):
+    personalization: bool
+    channels: dict[str, bool] = Field(description="the channels the record named after it")
+    changed_at: str
+    source: str = Field(
+        description="api, cli, or migrated: the record in force when the history began"
+    )
+
+
 class ExportedEventOut(BaseModel):
     event_id: str
     type: str = Field(description="purchase, offer_impression, offer_click, offer_conversion")
@@ -115,6 +124,10 @@ class CustomerDataOut(BaseModel):
     consent: ConsentOut | None = Field(
         description="the stored record, or the defaults (stored false); null for an erased "
         "customer nbo holds nothing on"
+    )
+    consent_history: list[ConsentChangeOut] = Field(
+        default_factory=list,
+        description="every change of the consent, oldest first (the last one is in force)",
     )
     profile: CustomerProfileOut | None = Field(
         description="what GET /v1/customers/{id} answers now (the neutral profile without "
@@ -277,6 +290,15 @@ def export_customer(
             for event in events
         ],
         consent=consent_out(customer_id, consent) if holds else None,
+        consent_history=[
+            ConsentChangeOut(
+                personalization=change.personalization,
+                channels=change.channels,
+                changed_at=iso(change.changed_at),
+                source=change.source,
+            )
+            for change in store.consent_history_of(customer_id)
+        ],
         profile=None,
         models=[],
         assignment=None,

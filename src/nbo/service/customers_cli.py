@@ -1,6 +1,8 @@
 """``nbo customers erase ID``, ``nbo customers export ID [--out FILE]``: a customer's
 erasure and data export from the command line, for an operator without the API at hand,
-and for a customer the API cannot name.
+and for a customer the API cannot name. ``nbo customers consent ID --personalization
+yes|no [--channel email=no]``: a consent change the API did not receive, recorded with
+the source "cli" in the customer's consent history.
 
 Both run the API's own code (``nbo.service.customer_data``): the erasure is
 ``erase_customer_data``, the sequence of ``DELETE /v1/customers/{id}``; the export is
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from nbo.core.errors import NboError
 from nbo.core.ids import id_problem
 from nbo.core.outputs import check_output_file, write_file
+from nbo.core.vocabulary import CHANNELS
 
 if TYPE_CHECKING:
     from nbo.experiments.assignment import ServingModels
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 
 # The longest id shown in an error line (an id may be 256 characters).
 SHOWN_ID = 60
+YES_NO = ("yes", "no")
 
 
 def register(commands: Any) -> None:
@@ -80,6 +84,30 @@ def register(commands: Any) -> None:
     export.add_argument("--store-url", default=None, help="NBO_STORE_URL (the service's)")
     export.add_argument("--models-dir", type=Path, default=None, help="NBO_MODELS_DIR (models)")
     export.set_defaults(handler=run_export)
+    consent = actions.add_parser(
+        "consent",
+        help="record a customer's consent, as PUT /v1/customers/{id}/consent does",
+        description="Record a consent change the API did not receive (given on paper, by "
+        "phone, at a till) as PUT /v1/customers/{id}/consent does: channels not named "
+        "keep their value. The change goes to the customer's consent history with the "
+        "source 'cli'. Prints one line: the record now in force.",
+    )
+    consent.add_argument("customer_id", metavar="ID", help="the customer id, as stored")
+    consent.add_argument(
+        "--personalization",
+        required=True,
+        choices=YES_NO,
+        help="consent to personalized offers and profiling",
+    )
+    consent.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        metavar="NAME=yes|no",
+        help=f"consent to be contacted on a channel ({', '.join(CHANNELS)}); repeat for several",
+    )
+    consent.add_argument("--store-url", default=None, help="NBO_STORE_URL (the service's)")
+    consent.set_defaults(handler=run_consent)
 
 
 def checked_id(customer_id: str) -> str:
@@ -124,7 +152,8 @@ def erasure_line(customer_id: str, erasure: Erasure) -> str:
     deleted = (
         f"deleted {_count(events, 'event')}{f' ({kinds})' if kinds else ''}, "
         f"{_count(receipt.purchase_lines, 'purchase line')}, "
-        f"{_count(receipt.consent_records, 'consent record')}"
+        f"{_count(receipt.consent_records, 'consent record')}, "
+        f"{_count(receipt.consent_changes, 'consent change')}"
     )
     files = (
         f"{_count(erasure.rows_removed, 'row')} removed from "
@@ -181,6 +210,51 @@ def run_export(args: argparse.Namespace) -> int:
     else:
         write_file(args.out, document, "--out", private=True)
         print(f"nbo customers: {summary}; written to {args.out}")
+    return 0
+
+
+def channel_flags(values: list[str]) -> dict[str, bool]:
+    """``--channel email=no`` flags as a channel -> consent mapping; NboError naming the
+    flag for an unknown channel or a value other than yes or no."""
+    channels: dict[str, bool] = {}
+    for value in values:
+        name, _, answer = value.partition("=")
+        if name not in CHANNELS:
+            raise NboError(
+                f"--channel {value!r}: unknown channel {name!r} (use {', '.join(CHANNELS)})"
+            )
+        if answer not in YES_NO:
+            raise NboError(f"--channel {value!r}: expected {name}=yes or {name}=no")
+        channels[name] = answer == "yes"
+    return channels
+
+
+def run_consent(args: argparse.Namespace) -> int:
+    from nbo.service.customer_data import consent_out
+    from nbo.settings import load_settings
+    from nbo.store import open_existing_store, store_setting
+    from nbo.store.base import CONSENT_FROM_CLI
+
+    customer_id = checked_id(args.customer_id)
+    channels = channel_flags(args.channel)
+    settings = load_settings(store_url=args.store_url)
+    # An existing store only: a consent recorded in a new, empty file reaches no service.
+    store = open_existing_store(settings.store_url, store_setting(args.store_url))
+    try:
+        stored = store.set_consent(
+            customer_id, args.personalization == "yes", channels, source=CONSENT_FROM_CLI
+        )
+    finally:
+        store.close()
+    shown = consent_out(customer_id, stored)
+    flags = ", ".join(
+        f"{name} {'yes' if allowed else 'no'}" for name, allowed in shown.channels.items()
+    )
+    print(
+        f"nbo customers: consent of customer {customer_id!r} recorded: personalization "
+        f"{'yes' if shown.personalization else 'no'}, {flags} (at {shown.updated_at}, "
+        "source cli)"
+    )
     return 0
 
 

@@ -10,9 +10,11 @@ Consent and erasure, on either backend:
 
 - **Consent**: one record per customer, a personalization flag and a flag per channel.
   No record, or a channel the record does not name, means consent (the default for a
-  customer who never said otherwise; see ``Consent.allows``).
+  customer who never said otherwise; see ``Consent.allows``). Every change is also
+  appended to the customer's consent history (when, and from where: the API or the
+  command line), so nbo can show when consent was given or withdrawn.
 - **Erasure** (``erase``) deletes everything the store holds on a customer (events, their
-  purchase lines, the consent record) in one transaction and keeps only the id and the
+  purchase lines, the consent record and history) in one transaction and keeps only the id and the
   time on the ``erased`` list, which the service applies to every model it loads and the
   trainer applies to its input file.
 - **Events after erasure** are accepted and stored like any other: erasure is not a block
@@ -24,6 +26,9 @@ Consent and erasure, on either backend:
 - **Batch outputs**: the campaign files ``nbo batch`` wrote and still manages are
   registered here (``batch_outputs``: paths, not rows), so an erasure can find them and
   take the customer out of them too (``nbo.campaigns.files``).
+- **Retention** (``purge``): what is older than a cutoff goes, one kind at a time, in
+  small transactions; the caller (``nbo.runtime.retention``) refuses a cutoff the running
+  rules still read.
 - **Deliveries** (``deliver``): offers that will be shown are decided and their
   impressions recorded in one transaction holding the customer's lock, so two deliveries
   to one customer, from one process or several sharing the store, never both pass a

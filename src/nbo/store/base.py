@@ -124,6 +124,54 @@ class DeliveringRun:
     heard_at: int  # unix seconds: its last heartbeat (its start, before the first)
 
 
+# Where a consent change came from (``ConsentChange.source``): the API's PUT, the
+# command line, or the record in force when the history began (migration 8).
+CONSENT_FROM_API = "api"
+CONSENT_FROM_CLI = "cli"
+CONSENT_MIGRATED = "migrated"
+
+
+@dataclass(frozen=True)
+class ConsentChange:
+    """One change of a customer's consent, as appended to their history: the record as it
+    stood after the change, when, and where it came from (``CONSENT_FROM_API``, ...)."""
+
+    personalization: bool
+    channels: dict[str, bool]
+    changed_at: int  # unix seconds
+    source: str
+
+
+# What a retention purge (``Store.purge``) deletes, one kind at a time: the offer events
+# and purchases by when they happened (a purchase with its lines), the consent history by
+# when each change was made (each customer's latest change always kept: it is the consent
+# in force), campaign runs by when they were last heard from.
+PURGE_IMPRESSIONS = "offer_impression"
+PURGE_CLICKS = "offer_click"
+PURGE_CONVERSIONS = "offer_conversion"
+PURGE_PURCHASES = "purchase"
+PURGE_CONSENT_HISTORY = "consent_history"
+PURGE_DELIVERING_RUNS = "delivering_runs"
+PURGE_KINDS = (
+    PURGE_IMPRESSIONS,
+    PURGE_CLICKS,
+    PURGE_CONVERSIONS,
+    PURGE_PURCHASES,
+    PURGE_CONSENT_HISTORY,
+    PURGE_DELIVERING_RUNS,
+)
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What a purge of one kind deleted (or, in a dry run, would delete): rows of the
+    kind, and for purchases the purchase lines that went with them."""
+
+    kind: str
+    rows: int
+    lines: int = 0
+
+
 @dataclass
 class AddResult:
     accepted: list[str]
@@ -141,11 +189,17 @@ class ErasureReceipt:
     purchase_lines: int
     consent_records: int
     already_erased: bool
+    consent_changes: int = 0  # rows of the consent history
 
     @property
     def total(self) -> int:
-        """Every deleted record: events, purchase lines and consent records."""
-        return sum(self.events.values()) + self.purchase_lines + self.consent_records
+        """Every deleted record: events, purchase lines, consent records and changes."""
+        return (
+            sum(self.events.values())
+            + self.purchase_lines
+            + self.consent_records
+            + self.consent_changes
+        )
 
 
 T = TypeVar("T")
@@ -210,10 +264,23 @@ class Store(StateReader, Protocol):
     def contacts_of(self, customer_id: str, since: int) -> ContactHistory: ...
 
     def set_consent(
-        self, customer_id: str, personalization: bool, channels: dict[str, bool]
+        self,
+        customer_id: str,
+        personalization: bool,
+        channels: dict[str, bool],
+        source: str = CONSENT_FROM_API,
     ) -> Consent: ...
 
     def consent_of(self, customer_id: str) -> Consent | None: ...
+
+    def consent_history_of(self, customer_id: str) -> list[ConsentChange]: ...
+
+    def purge(self, kind: str, before: int, dry_run: bool = False) -> Purged:
+        """Delete the rows of ``kind`` (``PURGE_KINDS``) older than ``before`` (unix
+        seconds), in batches of a transaction each, so a large purge never holds a lock
+        for long; ``dry_run``: count them only. The caller checks that nothing a rule
+        still reads is that old (``nbo.runtime.retention``)."""
+        ...
 
     def erase(self, customer_id: str) -> ErasureReceipt: ...
 

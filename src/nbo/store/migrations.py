@@ -209,6 +209,47 @@ MIGRATIONS: tuple[Migration, ...] = (
         UPDATE delivering_runs SET heard_at = started_at;
         """,
     ),
+    # 8: consent history and retention. Every consent change is appended to
+    # ``consent_history`` (when, from where: the API or the command line) beside the
+    # record in force (``consent``), so nbo can show when consent was given or withdrawn
+    # (GDPR Art. 7(1)); the records already there start it, as "migrated" (their last
+    # change, its source unknown). The index on (type, occurred_at) lets a retention purge
+    # (``nbo store purge``) take the oldest events of a type batch by batch, without a
+    # scan of the whole table per batch.
+    Migration(
+        sqlite="""
+        CREATE TABLE consent_history (
+            id              INTEGER PRIMARY KEY,
+            customer_id     TEXT NOT NULL,
+            personalization INTEGER NOT NULL,
+            channels        TEXT NOT NULL, /* JSON object, channel -> bool: the record after */
+            changed_at      INTEGER NOT NULL,
+            source          TEXT NOT NULL /* api, cli, migrated */
+        );
+        CREATE INDEX consent_history_by_customer ON consent_history (customer_id, id);
+        CREATE INDEX consent_history_by_time ON consent_history (changed_at);
+        INSERT INTO consent_history (customer_id, personalization, channels, changed_at, source)
+            SELECT customer_id, personalization, channels, updated_at, 'migrated' FROM consent
+            ORDER BY customer_id;
+        CREATE INDEX events_by_type_time ON events (type, occurred_at);
+        """,
+        postgres="""
+        CREATE TABLE consent_history (
+            id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            customer_id     TEXT COLLATE "C" NOT NULL,
+            personalization BOOLEAN NOT NULL,
+            channels        TEXT NOT NULL, /* JSON object, channel -> bool: the record after */
+            changed_at      BIGINT NOT NULL,
+            source          TEXT NOT NULL /* api, cli, migrated */
+        );
+        CREATE INDEX consent_history_by_customer ON consent_history (customer_id, id);
+        CREATE INDEX consent_history_by_time ON consent_history (changed_at);
+        INSERT INTO consent_history (customer_id, personalization, channels, changed_at, source)
+            SELECT customer_id, personalization, channels, updated_at, 'migrated' FROM consent
+            ORDER BY customer_id;
+        CREATE INDEX events_by_type_time ON events (type, occurred_at);
+        """,
+    ),
 )
 
 

@@ -25,20 +25,31 @@ from nbo.core.vocabulary import DAY
 from nbo.data.events import CLICK, CONVERSION, EVENT_TYPES, IMPRESSION, Event, PurchaseEvent
 from nbo.offers.state import Consent, Contact, ContactHistory, PostedPurchase
 from nbo.store.base import (
+    CONSENT_FROM_API,
+    PURGE_CONSENT_HISTORY,
+    PURGE_DELIVERING_RUNS,
+    PURGE_KINDS,
+    PURGE_PURCHASES,
     AddResult,
     BatchOutput,
+    ConsentChange,
     DeliveringRun,
     Delivery,
     DeliveryCount,
     ErasureReceipt,
     ExperimentLog,
     OfferActivity,
+    Purged,
     ResponseCount,
     StoredEvent,
     TaggedEvent,
 )
 
 T = TypeVar("T")
+
+# Rows a purge deletes per transaction: each batch's locks are let go within
+# milliseconds, so the service's writes and deliveries go on between them.
+PURGE_BATCH = 1000
 
 # The name of the pseudonym key in ``deployment_keys``.
 PSEUDONYM_KEY = "log_pseudonyms"
@@ -144,7 +155,8 @@ class SQLStore:
         raise NotImplementedError
 
     def _after_erasure(self) -> None:
-        """Clean-up once an erasure is committed (SQLite: its write-ahead log)."""
+        """Clean-up once an erasure (or a purge) is committed (SQLite: its write-ahead
+        log)."""
 
     def close(self) -> None:
         raise NotImplementedError
@@ -318,9 +330,14 @@ class SQLStore:
     # -- consent -----------------------------------------------------------------------------
 
     def set_consent(
-        self, customer_id: str, personalization: bool, channels: dict[str, bool]
+        self,
+        customer_id: str,
+        personalization: bool,
+        channels: dict[str, bool],
+        source: str = CONSENT_FROM_API,
     ) -> Consent:
-        """Store a customer's consent and answer the stored record.
+        """Store a customer's consent, append the change to their history (the record
+        after it, now, ``source``) in the same transaction, and answer the stored record.
 
         ``channels`` names the channels to set; channels it does not name keep their
         stored value (consented when never set), so withdrawing one channel never grants
@@ -344,7 +361,30 @@ class SQLStore:
                 ),
                 (customer_id, bool(personalization), json.dumps(merged), now),
             )
+            db.execute(
+                self._q(
+                    "INSERT INTO consent_history (customer_id, personalization, channels, "
+                    "changed_at, source) VALUES (?, ?, ?, ?, ?)"
+                ),
+                (customer_id, bool(personalization), json.dumps(merged), now, source),
+            )
         return Consent(personalization=bool(personalization), channels=merged, updated_at=now)
+
+    def consent_history_of(self, customer_id: str) -> list[ConsentChange]:
+        """Every stored change of the customer's consent, oldest first (the last one is
+        the record in force); empty when they never changed it or were erased since."""
+        with self._reading() as db:
+            rows = db.execute(
+                self._q(
+                    "SELECT personalization, channels, changed_at, source FROM consent_history "
+                    "WHERE customer_id = ? ORDER BY id"
+                ),
+                (customer_id,),
+            ).fetchall()
+        return [
+            ConsentChange(bool(personal), json.loads(channels), int(at), source)
+            for personal, channels, at, source in rows
+        ]
 
     def consent_of(self, customer_id: str) -> Consent | None:
         """The customer's stored consent; None when there is no record, which means
@@ -469,6 +509,9 @@ class SQLStore:
                 self._q("DELETE FROM consent WHERE customer_id = ?"), (customer_id,)
             )
             consent_records = consent.rowcount
+            changes = db.execute(
+                self._q("DELETE FROM consent_history WHERE customer_id = ?"), (customer_id,)
+            ).rowcount
             db.execute(
                 self._q(
                     "INSERT INTO erased (customer_id, erased_at) VALUES (?, ?) "
@@ -484,6 +527,7 @@ class SQLStore:
             purchase_lines=lines,
             consent_records=consent_records,
             already_erased=already,
+            consent_changes=changes,
         )
 
     def is_erased(self, customer_id: str) -> bool:
@@ -517,6 +561,87 @@ class SQLStore:
                 self._q("SELECT erased_at FROM erased WHERE customer_id = ?"), (customer_id,)
             ).fetchone()
         return None if row is None else int(row[0])
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def purge(self, kind: str, before: int, dry_run: bool = False) -> Purged:
+        """Delete the rows of ``kind`` older than ``before`` (unix seconds), ``PURGE_BATCH``
+        rows per transaction (``Store.purge``); ``dry_run``: count them only.
+
+        Events go by when they happened (a purchase with its lines, by the cascade);
+        consent changes by when they were made, but never a customer's latest (the
+        consent in force, and when it was given); campaign runs being delivered by when
+        they were last heard from (one silent that long died, and its impressions are
+        as old). Deleted rows are overwritten on SQLite (secure_delete) and its log
+        truncated after, as after an erasure."""
+        if kind not in PURGE_KINDS:
+            raise ValueError(f"unknown kind to purge: {kind!r}")
+        if kind == PURGE_CONSENT_HISTORY:
+            # Older than the cutoff, and not the customer's latest change.
+            where = (
+                "changed_at < ? AND EXISTS (SELECT 1 FROM consent_history n "
+                "WHERE n.customer_id = h.customer_id AND n.id > h.id)"
+            )
+            table, key = "consent_history h", "h.id"
+            params: tuple[Any, ...] = (before,)
+        elif kind == PURGE_DELIVERING_RUNS:
+            table, key, where, params = "delivering_runs", "run_id", "heard_at < ?", (before,)
+        else:
+            table, key = "events", "event_id"
+            where, params = "type = ? AND occurred_at < ?", (kind, before)
+        if dry_run:
+            with self._reading() as db:
+                rows = int(
+                    db.execute(
+                        self._q(f"SELECT COUNT(*) FROM {table} WHERE {where}"), params
+                    ).fetchone()[0]
+                )
+                lines = 0
+                if kind == PURGE_PURCHASES:
+                    # A line's time is its purchase event's.
+                    lines = int(
+                        db.execute(
+                            self._q("SELECT COUNT(*) FROM purchase_lines WHERE occurred_at < ?"),
+                            (before,),
+                        ).fetchone()[0]
+                    )
+            return Purged(kind, rows, lines)
+        rows = lines = 0
+        plain = table.split()[0]
+        column = key.split(".")[-1]
+        # The consent history is walked forward by id: the changes it keeps (each
+        # customer's latest) are not read again by every batch.
+        after = -1
+        walk = " AND h.id > ? ORDER BY h.id" if kind == PURGE_CONSENT_HISTORY else ""
+        while True:
+            with self._transaction() as db:
+                keys = [
+                    row[0]
+                    for row in db.execute(
+                        self._q(f"SELECT {key} FROM {table} WHERE {where}{walk} LIMIT ?"),
+                        (*params, *((after,) if walk else ()), PURGE_BATCH),
+                    ).fetchall()
+                ]
+                if walk and keys:
+                    after = max(keys)
+                for clause, part in self._id_lists(keys):
+                    if kind == PURGE_PURCHASES:
+                        lines += int(
+                            db.execute(
+                                self._q(
+                                    f"SELECT COUNT(*) FROM purchase_lines WHERE event_id {clause}"
+                                ),
+                                part,
+                            ).fetchone()[0]
+                        )
+                    rows += db.execute(
+                        self._q(f"DELETE FROM {plain} WHERE {column} {clause}"), part
+                    ).rowcount
+            if len(keys) < PURGE_BATCH:
+                break
+        if rows:
+            self._after_erasure()
+        return Purged(kind, rows, lines)
 
     # -- deployment keys ---------------------------------------------------------------------
 
