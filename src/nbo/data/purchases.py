@@ -633,7 +633,7 @@ def _returned_lines(frame: pd.DataFrame, mapping: ColumnMapping) -> pd.DataFrame
 
 
 def net_of_returns(
-    purchases: pd.DataFrame, returns: pd.DataFrame
+    purchases: pd.DataFrame, returns: pd.DataFrame | None
 ) -> tuple[pd.DataFrame, np.ndarray, int]:
     """The purchase lines with what the customer returned afterwards taken off: (the
     lines, which were taken back whole (a mask over ``purchases``), how many lost part
