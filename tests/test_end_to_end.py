@@ -22,17 +22,37 @@ K = 100
 
 
 def real_purchases(raw: pd.DataFrame) -> pd.DataFrame:
-    """Lines that are purchases: a customer, a positive quantity and price, not cancelled."""
-    keep = (
-        raw["CustomerID"].notna()
-        & (raw["Quantity"] > 0)
-        & (raw["UnitPrice"] > 0)
-        & ~raw["InvoiceNo"].astype(str).str.startswith("C")
-    )
-    out = raw.loc[keep, ["CustomerID", "StockCode", "InvoiceDate", "InvoiceNo"]].copy()
+    """Lines that are purchases: a customer, a positive quantity and price, not cancelled,
+    and not taken back whole by a later return or cancellation of the item by the
+    customer (``kept_units``)."""
+    raw = raw[raw["CustomerID"].notna()].drop_duplicates()
+    cancelled = raw["InvoiceNo"].astype(str).str.startswith("C")
+    keep = (raw["Quantity"] > 0) & (raw["UnitPrice"] > 0) & ~cancelled
+    returns = raw[cancelled | (raw["Quantity"] <= 0)]
+    kept = kept_units(raw[keep], returns)
+    out = raw.loc[keep, ["CustomerID", "StockCode", "InvoiceDate", "InvoiceNo"]][kept > 0].copy()
     out["customer"] = out["CustomerID"].astype("int64").astype(str)
     out["item"] = out["StockCode"].astype(str).str.strip()
     return out
+
+
+def kept_units(purchases: pd.DataFrame, returns: pd.DataFrame) -> np.ndarray:
+    """The units of each purchase line left once each return, in time order, has taken
+    back the customer's newest units of its item bought at or before it."""
+    left = purchases["Quantity"].to_numpy(dtype=float).copy()
+    position = pd.Series(np.arange(len(purchases)), index=purchases.index)
+    lines = purchases.groupby(["CustomerID", "StockCode"]).groups
+    for _, ret in returns.sort_values("InvoiceDate", kind="stable").iterrows():
+        units = abs(float(ret["Quantity"]))
+        mine = lines.get((ret["CustomerID"], ret["StockCode"]), [])
+        bought = purchases.loc[mine]
+        bought = bought[bought["InvoiceDate"] <= ret["InvoiceDate"]]
+        for line in bought.sort_values("InvoiceDate", kind="stable").index[::-1]:
+            at = position[line]
+            taken = min(units, left[at])
+            left[at] -= taken
+            units -= taken
+    return left
 
 
 def test_train_the_sample_then_serve_it(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

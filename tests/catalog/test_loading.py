@@ -4,6 +4,7 @@ the file, the offer and the field, in YAML and JSON alike."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,6 +50,12 @@ def test_the_demo_catalogue_loads_with_an_offer_per_stage() -> None:
         "lapsed": [("winback-15", "percent_off")],
         "loyal": [("loyalty-double-points", "points_multiplier")],
     }
+    # Stage new holds prospects (no order) and customers with one or several orders in
+    # their first weeks: a new customer's incentive cannot promise a "first" or "second"
+    # order, which would be untrue of some of them.
+    for offer in catalog.incentives_for("new", "email", DEMO_NOW):
+        words = set(re.findall(r"[a-z0-9]+", (offer.title or "").lower()))
+        assert not words & {"first", "second", "1st", "2nd", "third", "3rd"}, offer.title
     # Products keep the default terms (ranked by propensity), bar the overrides.
     terms = catalog.product_terms("85099B", "active", "email", DEMO_NOW)
     assert terms is not None and terms.value is None and not terms.price_weighted

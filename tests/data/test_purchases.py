@@ -6,6 +6,7 @@ construction.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,11 @@ from nbo.data.purchases import (
     DROP_RETURN,
     FILL_PRICE,
     FILL_QUANTITY,
+    DROP_RETURNED,
+    RETURNED_UNITS,
     dataset_files,
     fingerprint,
+    net_of_returns,
     read_purchases,
 )
 
@@ -86,6 +90,7 @@ EXPECTED_DROPPED = {
     DROP_NON_PRODUCT: 3,
     DROP_BAD_PRICE: 2,
     DROP_DUPLICATE: 2,
+    DROP_RETURNED: 0,
 }
 
 
@@ -356,11 +361,160 @@ def test_report_to_dict_round_trips_the_counts(tmp_path: Path) -> None:
         "rows_kept": 3,
         "dropped": EXPECTED_DROPPED,
         "filled": {FILL_QUANTITY: 0, FILL_PRICE: 0},
+        "partly_returned": 0,
         "customers": 2,
         "items": 3,
         "first_purchase": "2010-12-01T08:26:00",
         "last_purchase": "2010-12-03T09:00:00",
     }
+
+
+# --- returns and cancellations netted off the purchases ---------------------------------
+
+
+def _retail_csv(tmp_path: Path, rows: list[tuple[str, str, int, str, float, str]]) -> Path:
+    """An Online Retail file of (InvoiceNo, StockCode, Quantity, InvoiceDate, UnitPrice,
+    CustomerID) rows."""
+    frame = pd.DataFrame(
+        [(o, i, "x", q, t, p, c, "UK") for o, i, q, t, p, c in rows],
+        columns=ONLINE_RETAIL_HEADER,
+    )
+    return _write_csv(tmp_path / "retail.csv", frame)
+
+
+def test_an_order_cancelled_in_full_is_no_purchase(tmp_path: Path) -> None:
+    # Customer 12346 of the Online Retail file: 74,215 units ordered, the order cancelled
+    # sixteen minutes later. Another customer buys the same item and keeps it.
+    path = _retail_csv(
+        tmp_path,
+        [
+            ("541431", "23166", 74215, "2011-01-18 10:01", 1.04, "12346"),
+            ("C541433", "23166", -74215, "2011-01-18 10:17", 1.04, "12346"),
+            ("541500", "23166", 12, "2011-01-18 11:00", 1.04, "12347"),
+        ],
+    )
+
+    frame, report = read_purchases(path, load_mapping("online-retail"))
+
+    assert frame[col.CUSTOMER_ID].tolist() == ["12347"]
+    assert report.dropped[DROP_CANCELLED] == 1 and report.dropped[DROP_RETURNED] == 1
+    assert report.customers == 1 and report.rows_kept == 1 and report.partly_returned == 0
+    assert report.returns is not None
+    assert report.returns[RETURNED_UNITS].tolist() == [74215.0]
+
+
+def test_returned_units_take_back_the_latest_units_bought_before_them(tmp_path: Path) -> None:
+    path = _retail_csv(
+        tmp_path,
+        [
+            # Item A: 5 in January, 5 in March; 7 returned in April take back March's 5
+            # and 2 of January's.
+            ("1", "A", 5, "2011-01-10 10:00", 2.0, "7"),
+            ("2", "A", 5, "2011-03-10 10:00", 2.0, "7"),
+            ("C3", "A", -7, "2011-04-10 10:00", 2.0, "7"),
+            # Item E: 3 returned before any was bought (bought before the file starts)
+            # take nothing back from the 2 bought later.
+            ("C4", "E", -3, "2011-01-05 10:00", 1.0, "7"),
+            ("5", "E", 2, "2011-02-10 10:00", 1.0, "7"),
+            # Item F: bought and returned at the same moment: nothing left.
+            ("6", "F", 4, "2011-05-01 10:00", 1.0, "7"),
+            ("7", "F", -4, "2011-05-01 10:00", 1.0, "7"),
+            # Another customer's return of item A changes nothing of customer 7's.
+            ("8", "A", 1, "2011-01-01 10:00", 2.0, "8"),
+            ("C9", "A", -1, "2011-06-01 10:00", 2.0, "8"),
+        ],
+    )
+
+    frame, report = read_purchases(path, load_mapping("online-retail"))
+
+    kept = {
+        (c, o, i): q
+        for c, o, i, q in zip(
+            frame[col.CUSTOMER_ID].astype(str),
+            frame[col.ORDER_ID].astype(str),
+            frame[col.ITEM_ID].astype(str),
+            frame[col.QUANTITY],
+            strict=True,
+        )
+    }
+    assert kept == {("7", "1", "A"): 3.0, ("7", "5", "E"): 2.0}
+    assert report.dropped[DROP_RETURNED] == 3  # March's A, F, customer 8's A
+    assert report.partly_returned == 1
+
+
+def _net_one_by_one(purchases: pd.DataFrame, returns: pd.DataFrame) -> list[float]:
+    """The units each purchase line keeps, by the rule written out: returns in time
+    order, each taking its units from the newest units of the customer's item bought at
+    or before it."""
+    left = purchases[col.QUANTITY].astype(float).tolist()
+    for _, ret in returns.sort_values(col.TIMESTAMP, kind="stable").iterrows():
+        units = float(ret[RETURNED_UNITS])
+        mine = purchases[
+            (purchases[col.CUSTOMER_ID] == ret[col.CUSTOMER_ID])
+            & (purchases[col.ITEM_ID] == ret[col.ITEM_ID])
+            & (purchases[col.TIMESTAMP] <= ret[col.TIMESTAMP])
+        ]
+        for line in mine.sort_values(col.TIMESTAMP, kind="stable").index[::-1]:
+            taken = min(units, left[line])
+            left[line] -= taken
+            units -= taken
+    return left
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_netting_matches_returning_the_newest_units_one_return_at_a_time(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2024-01-01")
+
+    def lines(n: int, most: int) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                col.CUSTOMER_ID: pd.Categorical(rng.choice(["c1", "c2"], n), ["c1", "c2"]),
+                col.ITEM_ID: pd.Categorical(rng.choice(["i1", "i2", "i3"], n), ["i1", "i2", "i3"]),
+                # Few distinct days, so returns and purchases share moments.
+                col.TIMESTAMP: start + pd.to_timedelta(rng.integers(0, 12, n), unit="D"),
+                col.QUANTITY: rng.integers(1, most, n).astype(float),
+            }
+        )
+
+    purchases = lines(40, 6)
+    returns = lines(15, 9).rename(columns={col.QUANTITY: RETURNED_UNITS})
+
+    out, taken_whole, partly = net_of_returns(purchases, returns)
+
+    expected = _net_one_by_one(purchases, returns)
+    kept = np.where(taken_whole, 0.0, out[col.QUANTITY].to_numpy())
+    assert kept.tolist() == expected
+    assert partly == sum(0 < e < q for e, q in zip(expected, purchases[col.QUANTITY], strict=True))
+
+
+def test_without_quantities_a_cancelled_line_takes_back_one_line(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["c1", "c1", "c1", "c1"],
+            "item_id": ["i1", "i1", "i2", "i1"],
+            "timestamp": [
+                "2024-01-01 10:00",
+                "2024-02-01 10:00",
+                "2024-02-01 10:00",
+                "2024-02-02 10:00",
+            ],
+            "order_id": ["o1", "o2", "o2", "X-o2"],
+        }
+    )
+    path = _write_csv(tmp_path / "plain.csv", frame)
+    mapping = load_mapping("canonical")
+    mapping = replace(mapping, cleaning=replace(mapping.cleaning, cancelled_order_prefix="X-"))
+
+    out, report = read_purchases(path, mapping)
+
+    # The cancellation takes back February's i1; January's and February's i2 stay.
+    orders = out[col.ORDER_ID].astype(str).tolist()
+    assert list(zip(orders, out[col.ITEM_ID].astype(str), strict=True)) == [
+        ("o1", "i1"),
+        ("o2", "i2"),
+    ]
+    assert report.dropped[DROP_RETURNED] == 1
 
 
 # --- errors ---------------------------------------------------------------------------

@@ -192,7 +192,12 @@ def test_without_consent_to_personalization_the_profile_is_neutral(
     assert neutral.customer_id == mine.customer_id and not neutral.profiled
     assert neutral.stage == "active" and neutral.churn_risk is None
     assert neutral.best_send_hour == shop.best_send_hour
-    assert not neutral.known and neutral.frequency == 0 and neutral.features == shop.features
+    # What would be said of the customer is withheld (None), never the zeros and "unknown"
+    # of a customer without purchases: this one has orders.
+    assert mine.known and mine.frequency and mine.monetary and mine.first_purchase_s
+    assert neutral.known is None and neutral.frequency is None and neutral.monetary is None
+    assert neutral.recency_days is None and neutral.features == {}
+    assert neutral.first_purchase_s is None and neutral.last_purchase_s is None
     # decide answers with it, and non-personalized offers.
     request = DecisionRequest(mine.customer_id, state)
     [decided] = decide(churn_model, default_catalog(), POLICY, [request], Occasion("app", 3, now))
@@ -213,7 +218,7 @@ def test_profiles_keep_the_requests_order_and_only_the_unconsenting_are_neutral(
     profiles = profiles_of(served, requests, now)
     assert [p.customer_id for p in profiles] == ["a00", "a01", "newbie", "b00"]
     assert [p.profiled for p in profiles] == [True, False, True, True]
-    assert [p.known for p in profiles] == [True, False, True, True]
+    assert [p.known for p in profiles] == [True, None, True, True]
     assert profiles[2].stage == "new" and profiles[2].frequency == 2
     assert profiles[0] == profiles_of(served, [requests[0]], now)[0]
 

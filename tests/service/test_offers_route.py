@@ -699,6 +699,11 @@ def test_without_personalization_consent_nothing_is_profiled(
     profile = churn_client.get(f"/v1/customers/{customer}").json()
     assert profile["profiled"] is False
     assert profile["stage"] == "active" and profile["churn_risk"] is None
+    # Withheld, not made up: no "unknown", no zero orders for a customer with orders.
+    withheld = ("known", "recency_days", "frequency", "monetary", "first_purchase")
+    assert {name: profile[name] for name in (*withheld, "last_purchase")} == dict.fromkeys(
+        (*withheld, "last_purchase")
+    )
     body = churn_client.get(f"/v1/customers/{customer}/offers").json()
     assert body["personalized"] is False and body["stage"] == "active"
     assert "winback" not in offer_ids(body)  # no stage-targeted incentive from profiling

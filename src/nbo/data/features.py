@@ -53,7 +53,8 @@ FEATURE_NAMES: Final = (
     "trend",
     # Distinct items ever bought.
     "distinct_items",
-    # Returned lines / (returned + purchased lines); NaN without any line.
+    # Returned lines / (returned + purchased lines); NaN without any line. The purchase
+    # lines are those kept: a line returned in full is netted out of the purchases.
     "return_rate",
 )
 FEATURE_INDEX: Final = {name: position for position, name in enumerate(FEATURE_NAMES)}

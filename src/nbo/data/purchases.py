@@ -42,6 +42,13 @@ DROP_RETURN = "return (quantity <= 0)"
 DROP_NON_PRODUCT = "non-product item code"
 DROP_BAD_PRICE = "price <= 0"
 DROP_DUPLICATE = "exact duplicate line"
+# Last: purchase lines a later return or cancellation of the item by the same customer
+# took back whole (``net_of_returns``).
+DROP_RETURNED = "returned or cancelled in full"
+
+# The returned units of a line at most this small a share of it leave nothing (float
+# quantities: 0.1 + 0.2 returned of 0.3 bought).
+_NOTHING_LEFT = 1e-9
 
 # Blanks a kept row has filled (``nbo.data.features.line_values``), counted as the drops
 # are: a shop whose quantities are mostly blank values every line at one unit.
@@ -68,9 +75,13 @@ class CleaningReport:
     # column already holding datetimes).
     columns: dict[str, str] = field(default_factory=dict)
     timestamp_format: str = ""
-    # The dropped returns and cancellations of products (customer_id and timestamp, one row
-    # per line): not purchases, but a customer's return rate is a churn signal. Not part of
-    # the report's summary (``to_dict``), which stays small and free of customer ids.
+    # Purchase lines a later return took part of back: their quantity is what was kept.
+    partly_returned: int = 0
+    # The dropped returns and cancellations of products (customer_id, item_id, timestamp
+    # and the units returned, ``RETURNED_UNITS``; one row per line): not purchases, but
+    # they are netted off the purchases (``net_of_returns``) and a customer's return rate
+    # is a churn signal. Not part of the report's summary (``to_dict``), which stays small
+    # and free of customer ids.
     returns: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, object]:
@@ -79,6 +90,7 @@ class CleaningReport:
             "rows_kept": self.rows_kept,
             "dropped": dict(self.dropped),
             "filled": dict(self.filled),
+            "partly_returned": self.partly_returned,
             "customers": self.customers,
             "items": self.items,
             "first_purchase": self.first_purchase,
@@ -665,17 +677,130 @@ def _cancelled(frame: pd.DataFrame, mapping: ColumnMapping) -> pd.Series:
     return frame[col.ORDER_ID].str.startswith(prefix).fillna(False).astype(bool)
 
 
+# The column of ``CleaningReport.returns`` holding the units each line returned.
+RETURNED_UNITS = "returned_units"
+
+
 def _returned_lines(frame: pd.DataFrame, mapping: ColumnMapping) -> pd.DataFrame:
-    """Customer and time of each cancelled or returned product line (fees and discounts
-    in a cancelled order are not returns of a product)."""
+    """Customer, item, time and units returned of each cancelled or returned product line
+    (fees and discounts in a cancelled order are not returns of a product), each line
+    once (an exact duplicate is one line read twice, as for purchases). The units are
+    the quantity's size (a cancellation's quantity is negative, or, in some exports,
+    the positive quantity of the order it cancels); one without quantities."""
     returned = _cancelled(frame, mapping)
     if col.QUANTITY in frame:
         returned |= (frame[col.QUANTITY] <= 0).fillna(False).astype(bool)
     if mapping.cleaning.non_product_items:
         returned &= ~frame[col.ITEM_ID].isin(list(mapping.cleaning.non_product_items))
-    return frame.loc[returned.to_numpy(dtype=bool), [col.CUSTOMER_ID, col.TIMESTAMP]].reset_index(
-        drop=True
+    lines = frame.loc[returned.to_numpy(dtype=bool)]
+    lines = lines[~_exact_duplicates(lines).to_numpy(dtype=bool)]
+    out = lines[[col.CUSTOMER_ID, col.ITEM_ID, col.TIMESTAMP]].reset_index(drop=True)
+    if col.QUANTITY in lines:
+        units = np.abs(lines[col.QUANTITY].to_numpy(dtype=np.float64, na_value=np.nan))
+        out[RETURNED_UNITS] = np.where(np.isnan(units), 1.0, units)
+    else:
+        out[RETURNED_UNITS] = 1.0
+    return out
+
+
+def net_of_returns(
+    purchases: pd.DataFrame, returns: pd.DataFrame | None
+) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """The purchase lines with what the customer returned afterwards taken off: (the
+    lines, which were taken back whole (a mask over ``purchases``), how many lost part
+    of their quantity).
+
+    A return or cancellation names a customer and an item, not the order it undoes (the
+    Online Retail file's C541433 cancels 74,215 units its customer ordered in 541431
+    sixteen minutes before), so each returned unit is matched with the customer's most
+    recent unit of the item bought at or before the return, and the units kept are what
+    is left: a line whose every unit came back is no purchase (dropped, with it the
+    order if nothing else of it was kept), one returned in part keeps the rest of its
+    quantity (so its value is net). Returns of units bought before the file starts match
+    nothing and change nothing; a purchase after a return is kept whole. Without
+    quantities each line is one unit.
+
+    Matching newest first is one backward sweep per customer and item: going back in
+    time a return adds its units to a pool and a purchase gives the pool what it can,
+    a running sum floored at zero, so it is vectorised (a cumulative sum and a cumulative
+    minimum per pair) rather than a loop over returns.
+    """
+    taken_whole = np.zeros(len(purchases), dtype=bool)
+    if returns is None or returns.empty or purchases.empty:
+        return purchases, taken_whole, 0
+    customer_p, customer_r = _shared_codes(purchases[col.CUSTOMER_ID], returns[col.CUSTOMER_ID])
+    item_p, item_r = _shared_codes(purchases[col.ITEM_ID], returns[col.ITEM_ID])
+    n_items = int(max(item_p.max(initial=0), item_r.max(initial=0))) + 1
+    pair_p = customer_p * n_items + item_p
+    pair_r = customer_r * n_items + item_r
+    # A hash lookup (pandas), not np.isin's sort: ten times faster on millions of lines.
+    candidates = np.flatnonzero(pd.Series(pair_p).isin(np.unique(pair_r)).to_numpy())
+    if len(candidates) == 0:
+        return purchases, taken_whole, 0
+    if col.QUANTITY in purchases:
+        quantity = purchases[col.QUANTITY].to_numpy(dtype=np.float64, na_value=np.nan)
+        quantity = np.where(np.isnan(quantity), 1.0, quantity)
+    else:
+        quantity = np.ones(len(purchases), dtype=np.float64)
+    bought = quantity[candidates]
+    pair = np.concatenate([pair_p[candidates], pair_r])
+    time = np.concatenate(
+        [
+            purchases[col.TIMESTAMP].to_numpy(dtype="datetime64[ns]")[candidates],
+            returns[col.TIMESTAMP].to_numpy(dtype="datetime64[ns]"),
+        ]
+    ).astype(np.int64)
+    is_return = np.concatenate([np.zeros(len(candidates), bool), np.ones(len(pair_r), bool)])
+    # A return comes after a purchase of the same moment, so it can take it back.
+    change = np.concatenate([-bought, returns[RETURNED_UNITS].to_numpy(dtype=np.float64)])
+    # Newest first within each pair: the sweep runs backward in time (of one moment's
+    # lines of an item, the later in the file gives first).
+    position = np.concatenate([candidates, np.arange(len(pair_r))])
+    ordering = np.lexsort((-position, ~is_return, -time, pair))
+    pair, change = pair[ordering], change[ordering]
+    groups = pd.Series(change).groupby(pair, sort=False)
+    total = groups.cumsum().to_numpy()
+    lowest = np.minimum(pd.Series(total).groupby(pair, sort=False).cummin().to_numpy(), 0.0)
+    pool_after = total - lowest
+    # The pool each event meets: the one the previous event of its pair left, 0 first.
+    pool_before = np.empty_like(pool_after)
+    pool_before[0] = 0.0
+    pool_before[1:] = pool_after[:-1]
+    first = np.ones(len(pair), dtype=bool)
+    first[1:] = pair[1:] != pair[:-1]
+    pool_before[first] = 0.0
+    purchase_rows = ~is_return[ordering]
+    line = candidates[ordering[purchase_rows]]
+    kept = np.maximum(bought[ordering[purchase_rows]] - pool_before[purchase_rows], 0.0)
+    whole = quantity[line]
+    gone = kept <= _NOTHING_LEFT * np.maximum(np.abs(whole), 1.0)
+    taken_whole[line[gone]] = True
+    reduced = line[~gone & (kept < whole)]
+    if len(reduced) and col.QUANTITY in purchases:
+        purchases = purchases.copy()
+        values = purchases[col.QUANTITY].to_numpy(dtype=np.float64, copy=True)
+        values[reduced] = kept[~gone & (kept < whole)]
+        purchases[col.QUANTITY] = values
+    return purchases, taken_whole, len(reduced)
+
+
+def _shared_codes(left: pd.Series, right: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of two id columns on one scale (equal codes: equal ids), by the
+    categories when both are categoricals of the same categories, as cleaning makes them."""
+    if (
+        isinstance(left.dtype, pd.CategoricalDtype)
+        and isinstance(right.dtype, pd.CategoricalDtype)
+        and left.cat.categories.equals(right.cat.categories)
+    ):
+        return (
+            left.cat.codes.to_numpy().astype(np.int64),
+            right.cat.codes.to_numpy().astype(np.int64),
+        )
+    codes, _uniques = pd.factorize(
+        pd.concat([left.astype(str), right.astype(str)], ignore_index=True)
     )
+    codes = codes.astype(np.int64)
+    return codes[: len(left)], codes[len(left) :]
 
 
 def _clean(
@@ -702,6 +827,8 @@ def _clean(
     if col.PRICE in frame:
         frame = drop(frame[col.PRICE] <= 0, DROP_BAD_PRICE)
     frame = drop(_exact_duplicates(frame), DROP_DUPLICATE)
+    frame, taken_whole, report.partly_returned = net_of_returns(frame, report.returns)
+    frame = drop(pd.Series(taken_whole, index=frame.index), DROP_RETURNED)
 
     if frame.empty:
         reasons = ", ".join(f"{n} {r}" for r, n in report.dropped.items() if n) or "no rows"

@@ -90,7 +90,11 @@ def profiles_of(
 
     Profiling for direct marketing needs the same consent as personalized offers: without
     it nbo derives nothing from the customer's history (stage ``active``, no churn risk,
-    the overall best send time), and the profile says ``profiled=False``.
+    the overall best send time), and the profile says ``profiled=False``. What it would
+    have said of the customer (whether any purchase is known, orders, value, recency,
+    first and last purchase, features) is withheld: None, not the zeros and ``known``
+    False of a customer without purchases, which would state something untrue of one
+    with sixty orders.
     """
     profiled = [n for n, r in enumerate(requests) if r.state.consent.personalization]
     computed = customer_profiles(
@@ -106,7 +110,15 @@ def profiles_of(
                 out[n] = replace(
                     anonymous,
                     customer_id=request.customer_id,
+                    known=None,
                     stage=STAGE_UNPROFILED,
+                    churn_risk=None,
+                    recency_days=None,
+                    frequency=None,
+                    monetary=None,
+                    first_purchase_s=None,
+                    last_purchase_s=None,
+                    features={},
                     profiled=False,
                 )
     return [profile for profile in out if profile is not None]

@@ -25,12 +25,13 @@ from nbo.models.lifecycle import stages_of
 @dataclass(frozen=True)
 class CustomerProfile:
     customer_id: str
-    known: bool  # any purchase known (trained history or posted)
+    # Any purchase known (trained history or posted); None when withheld (not profiled).
+    known: bool | None
     stage: str  # one of STAGES; a customer with no purchase at all is "new"
     churn_risk: float | None  # None without purchases or without a churn model
     recency_days: float | None
-    frequency: int  # orders
-    monetary: float  # total value
+    frequency: int | None  # orders; None when withheld (not profiled)
+    monetary: float | None  # total value, net of returns; None when withheld
     first_purchase_s: int | None
     last_purchase_s: int | None
     best_send_hour: int  # hour of week 0..167, Monday 00:00 UTC = 0 (global best if unknown)
@@ -38,7 +39,9 @@ class CustomerProfile:
     # gap between orders of a one-order customer, are left out rather than NaN).
     features: dict[str, float]
     # False when nothing was derived from the customer's history (no consent to
-    # personalization: the caller builds a neutral profile); ``customer_profile`` sets True.
+    # personalization: the caller builds a neutral profile, whose facts about the
+    # customer are None, withheld, never the zeros of a customer without purchases);
+    # ``customer_profiles`` sets True.
     profiled: bool = True
 
 

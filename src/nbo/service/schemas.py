@@ -121,19 +121,30 @@ class OffersResponse(BaseModel):
 class CustomerProfileOut(BaseModel):
     customer_id: str
     model_version: str
-    known: bool = Field(description="any purchase known (training data or posted events)")
+    known: bool | None = Field(
+        description="any purchase known (training data or posted events); null when "
+        "withheld (profiled false)"
+    )
     profiled: bool = Field(
         description="false without consent to personalization: nothing derived from the "
-        "customer's history (stage 'active', no churn risk, the overall best send time)"
+        "customer's history (stage 'active', no churn risk, the overall best send time; "
+        "known, recency, frequency, monetary and first and last purchase null: withheld)"
     )
     stage: str = Field(description="new, active, at_risk, lapsed or loyal")
     churn_risk: float | None = Field(
         None, description="probability of no purchase in the churn horizon (null: unknown)"
     )
     churn_horizon_days: int | None = None
-    recency_days: float | None = Field(None, description="days since the last purchase")
-    frequency: int = Field(description="orders")
-    monetary: float = Field(description="total value of the orders")
+    recency_days: float | None = Field(
+        None, description="days since the last purchase (null: none, or withheld)"
+    )
+    frequency: int | None = Field(
+        description="orders, not counting one cancelled or returned in full (null: withheld)"
+    )
+    monetary: float | None = Field(
+        description="total value of the orders, net of returns and cancellations, never "
+        "below 0 (null: withheld)"
+    )
     first_purchase: str | None = None
     last_purchase: str | None = None
     best_send_time: BestSendTimeOut
