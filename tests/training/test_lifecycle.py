@@ -47,6 +47,11 @@ def test_cutoffs_leave_the_evaluation_labels_unseen(churn_purchases: pd.DataFram
 def test_model_beats_recency_when_churn_depends_on_the_rhythm(
     churn_purchases: pd.DataFrame,
 ) -> None:
+    """Fast buyers who stopped are told from slow buyers between two orders at the same
+    recency (the overdue ratio and the recent counts). Slow buyers who just bought, and
+    will not be back within the horizon, the model may not tell from those halfway to
+    their next order (its risk never falls with silence nor rises with an order): hence
+    an AUC of about 0.84 here, not the 0.98 an unconstrained model reaches."""
     orders, _ids = orders_of(churn_purchases)
 
     result = train_churn(orders, ChurnConfig(), data_end(orders), seed=0)
@@ -55,7 +60,7 @@ def test_model_beats_recency_when_churn_depends_on_the_rhythm(
     model, recency = result.metrics["model"], result.metrics["recency"]
     assert model["customers"] == recency["customers"] == result.section["evaluation_customers"]
     assert 0.2 < model["positive_rate"] < 0.8
-    assert model["roc_auc"] > 0.9
+    assert model["roc_auc"] > 0.8
     assert model["roc_auc"] > recency["roc_auc"] + 0.15
     assert model["pr_auc"] > recency["pr_auc"]
     assert model["brier"] < recency["brier"] * 0.7
