@@ -27,7 +27,7 @@ from nbo.store import read_erased_ids, store_setting
 from training.config import TrainingConfig, load_training_config
 from training.evaluate import CHURN_METRICS
 from training.gate import NOT_EVALUATED
-from training.lifecycle import CALIBRATION_PLOT
+from training.lifecycle import CALIBRATION_PLOT, measured_model
 from training.pipeline import ModelRefused, TrainResult, train
 from training.progress import Progress as TrainProgress
 from training.served import SERVED, below_best_rule
@@ -318,6 +318,7 @@ def print_churn(console: Console, result: TrainResult) -> None:
             ]
             table.add_row(method, *cells)
         print_table(console, table)
+        console.print(f"[bold]churn:[/] {measured_model(churn)}")
     lifecycle = result.manifest.get("lifecycle")
     if lifecycle:
         stages = lifecycle["stages"]

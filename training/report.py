@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from training.evaluate import CHURN_METRICS
-from training.lifecycle import ChurnTraining, calibration_png
+from training.lifecycle import ChurnTraining, calibration_png, measured_model
 from training.served import below_best_rule
 
 EVALUATION_JSON = "evaluation.json"
@@ -549,7 +549,7 @@ def _churn_html(churn: Mapping[str, Any], metrics: Mapping[str, Mapping[str, flo
         f"{churn.get('evaluation_customers', 0):,} customers "
         f"({churn.get('evaluation_positive_rate', float('nan')):.1%} churned). "
         f"Model: {_e(churn.get('algorithm', ''))}; baseline: {_e(churn.get('baseline', ''))}."
-        "</p>"
+        f" {_e(_sentence(measured_model(churn)))}.</p>"
     )
     parts = [intro]
     if metrics:
@@ -557,6 +557,10 @@ def _churn_html(churn: Mapping[str, Any], metrics: Mapping[str, Mapping[str, flo
     if churn.get("calibration"):
         parts.append(_img(churn_calibration_png(churn, metrics), "churn calibration curve"))
     return "\n".join(parts)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def _lifecycle_html(lifecycle: Mapping[str, Any] | None) -> str:

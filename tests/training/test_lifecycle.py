@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import UTC, datetime
 
 import pandas as pd
 from rich.console import Console
@@ -19,8 +20,10 @@ from nbo.models.churn import CHURN_FILE
 from nbo.models.served import load_serving_model
 from training.cli import print_summary
 from training.config import ChurnConfig
+from training.evaluate_cli import evaluation_document
 from training.lifecycle import CALIBRATION_PLOT, CUSTOMERS_FILE, read_customers, train_churn
 from training.pipeline import TrainResult
+from training.report import evaluation_html
 
 HORIZON = 90
 
@@ -138,6 +141,25 @@ def test_trainer_publishes_the_churn_model_metrics_stages_and_plot(
     # Loyal thresholds derived from the data, at or above the median customer.
     assert lifecycle["loyal_min_orders"] >= customers["frequency"].median()
     assert lifecycle["loyal_min_orders_from"].startswith("p80 of the")
+
+
+def test_the_churn_figures_say_the_published_model_is_not_measured(
+    churn_trained: TrainResult,
+) -> None:
+    """The figures and the calibration are the evaluated model's at the evaluation
+    cutoff; the summary and the report say so, and that the published refit is not
+    measured (its labels reach the end of the data)."""
+    evaluation = churn_trained.manifest["churn"]["evaluation_cutoff"][:10]
+    buffer = io.StringIO()
+    print_summary(Console(file=buffer, width=400), churn_trained)
+    page = evaluation_html(evaluation_document(churn_trained, datetime.now(UTC)), "t")
+
+    summary = " ".join(buffer.getvalue().split())
+    expected = f"the model fitted for evaluation, at the evaluation cutoff {evaluation}"
+    assert f"churn: figures and calibration: {expected}" in summary
+    assert "the published model (refitted on cutoffs up to" in summary
+    assert "is not measured, its labels reach the end of the data" in summary
+    assert f"Figures and calibration: {expected}; the published model" in page
 
 
 def test_a_short_history_publishes_with_churn_off(trained: TrainResult) -> None:
