@@ -41,7 +41,7 @@ from nbo.models.churn import (
 )
 from nbo.models.lifecycle import LifecycleThresholds, stages_of
 from nbo.models.send_time import best_send_hour, best_send_hours, send_hour_prior
-from training.config import ChurnConfig, TrainingConfig
+from training.config import ChurnConfig, TrainingConfig, config_warnings
 
 CUSTOMERS_FILE = "customers.parquet"
 CALIBRATION_PLOT = "churn_calibration.png"
@@ -191,6 +191,7 @@ def customer_lifecycle(
         "stages": counts,
         "churn_model": churn is not None,
         "best_send_hour_global": best_send_hour(np.empty(0, np.int64), prior),
+        "warnings": config_warnings(config),
     }
     return CustomerLifecycle(
         features=features,
@@ -319,6 +320,29 @@ def read_customers(data: bytes | str) -> pd.DataFrame:
     """A ``customers.parquet`` as a DataFrame (reports and tests)."""
     source = io.BytesIO(data) if isinstance(data, bytes) else data
     return pq.read_table(source).to_pandas()
+
+
+def loyal_rule(section: Mapping[str, Any], priced: bool) -> str:
+    """The loyal thresholds of a manifest's ``lifecycle`` section in words: value as money
+    with prices, as units bought without them; the risk condition only when a churn model
+    sets risks (without one loyal rests on orders and value alone)."""
+    orders, value = section.get("loyal_min_orders"), section.get("loyal_min_monetary")
+    if orders is None or value is None:
+        return "no thresholds (no customers)"
+    amount = float(value)
+    if priced:
+        worth = f"{amount:,.2f} in value"
+    else:
+        worth = f"{amount:,.{0 if amount.is_integer() else 2}f} units bought (no prices)"
+    risk = (
+        f", risk below {section.get('loyal_max_risk', float('nan')):g}"
+        if section.get("churn_model")
+        else " (no churn model: no risk condition)"
+    )
+    return (
+        f"at least {float(orders):g} orders and {worth} "
+        f"({section.get('loyal_min_orders_from', '')}){risk}"
+    )
 
 
 def measured_model(section: Mapping[str, Any]) -> str:

@@ -4,6 +4,7 @@ manifest, customers file and calibration plot it publishes."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -19,9 +20,16 @@ from nbo.data.features import FEATURE_NAMES
 from nbo.models.churn import CHURN_FILE
 from nbo.models.served import load_serving_model
 from training.cli import print_summary
-from training.config import ChurnConfig
+from training.config import ChurnConfig, TrainingConfig, config_warnings
 from training.evaluate_cli import evaluation_document
-from training.lifecycle import CALIBRATION_PLOT, CUSTOMERS_FILE, read_customers, train_churn
+from training.lifecycle import (
+    CALIBRATION_PLOT,
+    CUSTOMERS_FILE,
+    customer_lifecycle,
+    loyal_rule,
+    read_customers,
+    train_churn,
+)
 from training.pipeline import TrainResult
 from training.report import evaluation_html
 
@@ -179,3 +187,43 @@ def test_a_short_history_publishes_with_churn_off(trained: TrainResult) -> None:
     buffer = io.StringIO()
     print_summary(Console(file=buffer, width=200), trained)
     assert "churn model: off (the data spans" in buffer.getvalue()
+    # Loyal rests on orders and value alone: no risk condition is printed.
+    loyal = next(line for line in buffer.getvalue().splitlines() if line.startswith("loyal:"))
+    assert "in value" in loyal and loyal.endswith("(no churn model: no risk condition)")
+    assert "risk below" not in loyal
+
+
+def test_contradictory_lifecycle_settings_are_trained_on_with_a_warning_in_the_summary(
+    churn_purchases: pd.DataFrame, trained: TrainResult
+) -> None:
+    orders, _ids = orders_of(churn_purchases)
+    config = TrainingConfig.model_validate({"lifecycle": {"loyal_max_risk": 0.8}})
+
+    section = customer_lifecycle(orders, None, config, data_end(orders)).section
+
+    assert section["warnings"] == config_warnings(config) != []
+    manifest = {**trained.manifest, "lifecycle": {**trained.manifest["lifecycle"], **section}}
+    buffer = io.StringIO()
+    print_summary(Console(file=buffer, width=400), dataclasses.replace(trained, manifest=manifest))
+    assert "warning: config field 'lifecycle.loyal_max_risk' (0.8) is above" in buffer.getvalue()
+
+
+def test_the_loyal_rule_says_units_without_prices_and_risk_only_with_a_churn_model() -> None:
+    section = {
+        "loyal_min_orders": 21.0,
+        "loyal_min_monetary": 245.0,
+        "loyal_min_orders_from": "p80 of the 40 non-lapsed customers",
+        "loyal_max_risk": 0.3,
+        "churn_model": False,
+    }
+
+    assert loyal_rule(section, priced=False) == (
+        "at least 21 orders and 245 units bought (no prices) (p80 of the 40 non-lapsed "
+        "customers) (no churn model: no risk condition)"
+    )
+    priced = loyal_rule({**section, "churn_model": True, "loyal_min_monetary": 2876.48}, True)
+    assert priced == (
+        "at least 21 orders and 2,876.48 in value (p80 of the 40 non-lapsed customers), "
+        "risk below 0.3"
+    )
+    assert "245.50 units bought" in loyal_rule({**section, "loyal_min_monetary": 245.5}, False)
