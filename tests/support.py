@@ -224,7 +224,9 @@ def make_churn_purchases(seed: int = 1, customers: int = 300) -> pd.DataFrame:
 
     A slow buyer who bought recently will not buy within 90 days (their next order is
     ~150 days after the last): recent means churn for them, the opposite of what recency
-    says for everyone else. Only the gap between orders tells the two apart.
+    says for everyone else. Only the gap between orders tells the two apart (the churn
+    model tells a fast buyer who stopped from a slow one between orders, and by design
+    not a slow buyer who just bought from one halfway to the next order).
     """
     rng = np.random.default_rng(seed)
     start = END - pd.Timedelta(days=CHURN_SPAN_DAYS)

@@ -27,7 +27,7 @@ from nbo.store import read_erased_ids, store_setting
 from training.config import TrainingConfig, load_training_config
 from training.evaluate import CHURN_METRICS
 from training.gate import NOT_EVALUATED
-from training.lifecycle import CALIBRATION_PLOT
+from training.lifecycle import CALIBRATION_PLOT, loyal_rule, measured_model
 from training.pipeline import ModelRefused, TrainResult, train
 from training.progress import Progress as TrainProgress
 from training.served import SERVED, below_best_rule
@@ -180,13 +180,15 @@ def print_report(
 ) -> None:
     """What ``nbo train`` and ``nbo evaluate`` both print, in this order: the evaluation
     (data, split, metrics), the quality gate's ``verdict`` in the command's words, a
-    warning where what is served lost to a simple rule on the holdout, any other
-    ``warnings`` about the figures, the propensity, ranker and churn models."""
+    warning where what is served lost to a simple rule on the holdout or where the
+    lifecycle settings undo one another, any other ``warnings`` about the figures, the
+    propensity, ranker and churn models."""
     print_evaluation(console, result)
     for line in served_lines(result.manifest):
         console.print(line)
     console.print(verdict)
     below = below_best_rule(result.manifest.get(SERVED) or {})
+    below += (result.manifest.get("lifecycle") or {}).get("warnings", [])
     for warning in [*(f"[bold red]warning:[/] {escape(line)}" for line in below), *warnings]:
         console.print(warning)
     console.print(propensity_line(result.manifest.get("propensity")))
@@ -321,6 +323,7 @@ def print_churn(console: Console, result: TrainResult) -> None:
             ]
             table.add_row(method, *cells)
         print_table(console, table)
+        console.print(f"[bold]churn:[/] {measured_model(churn)}")
     lifecycle = result.manifest.get("lifecycle")
     if lifecycle:
         stages = lifecycle["stages"]
@@ -334,14 +337,8 @@ def print_churn(console: Console, result: TrainResult) -> None:
         for stage in in_order(stages, STAGE_ORDER):
             table.add_row(stage, f"{stages[stage]:,}", f"{stages[stage] / total:.1%}")
         print_table(console, table)
-        console.print(
-            f"[bold]loyal:[/] at least {lifecycle['loyal_min_orders']:g} orders and "
-            f"{lifecycle['loyal_min_monetary']:,.2f} in value "
-            f"({lifecycle['loyal_min_orders_from']}), risk below {lifecycle['loyal_max_risk']:g}"
-            if lifecycle.get("loyal_min_orders") is not None
-            and lifecycle.get("loyal_min_monetary") is not None
-            else "[bold]loyal:[/] no thresholds (no customers)"
-        )
+        priced = result.manifest.get("data", {}).get("typical_line_value") is not None
+        console.print(f"[bold]loyal:[/] {loyal_rule(lifecycle, priced)}")
     if result.path is not None and (result.path / CALIBRATION_PLOT).is_file():
         console.print(f"[bold]calibration plot[/] {result.path / CALIBRATION_PLOT}")
 

@@ -201,6 +201,28 @@ class TrainingConfig(BaseModel):
         return SuppressionWindow.parse(self.suppression_days)
 
 
+def config_warnings(config: TrainingConfig) -> list[str]:
+    """Settings each valid alone that undo one another, named with their values: the
+    trainer goes on (the stages stay well defined) and says so in its summary."""
+    lifecycle, horizon = config.lifecycle, config.churn.horizon_days
+    warnings = []
+    if lifecycle.loyal_max_risk > lifecycle.at_risk_threshold:
+        warnings.append(
+            f"config field 'lifecycle.loyal_max_risk' ({lifecycle.loyal_max_risk:g}) is above "
+            f"'lifecycle.at_risk_threshold' ({lifecycle.at_risk_threshold:g}): at_risk "
+            f"comes first, so no customer with a risk of {lifecycle.at_risk_threshold:g} or "
+            "more is loyal and the higher limit has no effect"
+        )
+    if lifecycle.new_days > horizon:
+        warnings.append(
+            f"config field 'lifecycle.new_days' ({lifecycle.new_days}) is above "
+            f"'churn.horizon_days' ({horizon}): new comes before at_risk and loyal, so a "
+            f"customer stays new for {lifecycle.new_days} days, longer than the churn "
+            "horizon, and is never at_risk nor loyal in that time"
+        )
+    return warnings
+
+
 def load_training_config(path: str | Path | None, **overrides: Any) -> TrainingConfig:
     """Defaults, then the TOML file, then command-line overrides (None = not given)."""
     data: dict[str, Any] = {}

@@ -12,6 +12,7 @@ customer as of T.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,7 @@ from nbo.models.churn import (
 )
 from nbo.models.lifecycle import LifecycleThresholds, stages_of
 from nbo.models.send_time import best_send_hour, best_send_hours, send_hour_prior
-from training.config import ChurnConfig, TrainingConfig
+from training.config import ChurnConfig, TrainingConfig, config_warnings
 
 CUSTOMERS_FILE = "customers.parquet"
 CALIBRATION_PLOT = "churn_calibration.png"
@@ -190,6 +191,7 @@ def customer_lifecycle(
         "stages": counts,
         "churn_model": churn is not None,
         "best_send_hour_global": best_send_hour(np.empty(0, np.int64), prior),
+        "warnings": config_warnings(config),
     }
     return CustomerLifecycle(
         features=features,
@@ -320,6 +322,43 @@ def read_customers(data: bytes | str) -> pd.DataFrame:
     return pq.read_table(source).to_pandas()
 
 
+def loyal_rule(section: Mapping[str, Any], priced: bool) -> str:
+    """The loyal thresholds of a manifest's ``lifecycle`` section in words: value as money
+    with prices, as units bought without them; the risk condition only when a churn model
+    sets risks (without one loyal rests on orders and value alone)."""
+    orders, value = section.get("loyal_min_orders"), section.get("loyal_min_monetary")
+    if orders is None or value is None:
+        return "no thresholds (no customers)"
+    amount = float(value)
+    if priced:
+        worth = f"{amount:,.2f} in value"
+    else:
+        worth = f"{amount:,.{0 if amount.is_integer() else 2}f} units bought (no prices)"
+    risk = (
+        f", risk below {section.get('loyal_max_risk', float('nan')):g}"
+        if section.get("churn_model")
+        else " (no churn model: no risk condition)"
+    )
+    return (
+        f"at least {float(orders):g} orders and {worth} "
+        f"({section.get('loyal_min_orders_from', '')}){risk}"
+    )
+
+
+def measured_model(section: Mapping[str, Any]) -> str:
+    """Which churn model the figures and the calibration describe: the one fitted for
+    evaluation, at the evaluation cutoff. The published model is refitted on cutoffs
+    whose labels reach the end of the data, so nothing is left to measure it on; the
+    summary, the report and the plot say so rather than let the figures pass for it."""
+    published = section.get("published_cutoffs") or []
+    refit = f" on cutoffs up to {str(published[0])[:10]}" if published else ""
+    return (
+        f"figures and calibration: the model fitted for evaluation, at the evaluation "
+        f"cutoff {str(section.get('evaluation_cutoff', ''))[:10]}; the published model "
+        f"(refitted{refit}) is not measured, its labels reach the end of the data"
+    )
+
+
 def calibration_png(churn: ChurnTraining) -> bytes:
     """Reliability diagram of the evaluated model and the recency baseline: predicted
     risk against the observed churn rate per bin (on the diagonal = calibrated), with
@@ -350,7 +389,8 @@ def calibration_png(churn: ChurnTraining) -> bytes:
     axes.set_ylabel("observed churn rate")
     axes.set_title(
         f"Churn within {section['horizon_days']} days, cutoff {section['evaluation_cutoff'][:10]}"
-        f" ({section['evaluation_customers']} customers)",
+        f" ({section['evaluation_customers']} customers)\n"
+        "the model fitted for evaluation; the published refit is not measured",
         fontsize=10,
     )
     axes.legend(loc="upper left", fontsize=9)

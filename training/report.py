@@ -24,7 +24,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from training.evaluate import CHURN_METRICS
-from training.lifecycle import ChurnTraining, calibration_png
+from training.lifecycle import ChurnTraining, calibration_png, loyal_rule, measured_model
 from training.served import below_best_rule
 
 EVALUATION_JSON = "evaluation.json"
@@ -284,7 +284,8 @@ def evaluation_html(document: Mapping[str, Any], title: str, notes: Sequence[str
     parts.append("<h2>Churn: model against recency only</h2>")
     parts.append(_churn_html(document.get("churn", {}), metrics.get(CHURN_METRICS, {})))
     parts.append("<h2>Lifecycle stages</h2>")
-    parts.append(_lifecycle_html(document.get("lifecycle")))
+    priced = document.get("data", {}).get("typical_line_value") is not None
+    parts.append(_lifecycle_html(document.get("lifecycle"), priced))
     timings = document.get("timings")
     if timings:
         parts.append("<h2>Timings</h2>")
@@ -555,7 +556,7 @@ def _churn_html(churn: Mapping[str, Any], metrics: Mapping[str, Mapping[str, flo
         f"{churn.get('evaluation_customers', 0):,} customers "
         f"({churn.get('evaluation_positive_rate', float('nan')):.1%} churned). "
         f"Model: {_e(churn.get('algorithm', ''))}; baseline: {_e(churn.get('baseline', ''))}."
-        "</p>"
+        f" {_e(_sentence(measured_model(churn)))}.</p>"
     )
     parts = [intro]
     if metrics:
@@ -565,7 +566,11 @@ def _churn_html(churn: Mapping[str, Any], metrics: Mapping[str, Mapping[str, flo
     return "\n".join(parts)
 
 
-def _lifecycle_html(lifecycle: Mapping[str, Any] | None) -> str:
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _lifecycle_html(lifecycle: Mapping[str, Any] | None, priced: bool) -> str:
     if not lifecycle or not lifecycle.get("stages"):
         return "<p>No lifecycle stages.</p>"
     stages = lifecycle["stages"]
@@ -581,12 +586,8 @@ def _lifecycle_html(lifecycle: Mapping[str, Any] | None) -> str:
         + "</tbody></table>",
     ]
     if lifecycle.get("loyal_min_orders") is not None:
-        parts.append(
-            f"<p>Loyal: at least {lifecycle['loyal_min_orders']:g} orders and "
-            f"{lifecycle.get('loyal_min_monetary') or 0:,.2f} in value "
-            f"({_e(str(lifecycle.get('loyal_min_orders_from', '')))}), churn risk below "
-            f"{lifecycle.get('loyal_max_risk', float('nan')):g}.</p>"
-        )
+        parts.append(f"<p>Loyal: {_e(loyal_rule(lifecycle, priced))}.</p>")
+    parts.extend(f"<p>Warning: {_e(line)}.</p>" for line in lifecycle.get("warnings", []))
     return "\n".join(parts)
 
 

@@ -83,9 +83,11 @@ def test_features_of_a_hand_built_customer_equal_hand_computed_values() -> None:
         "tenure_days": 100.0,
         "gap_mean_days": 30.0,
         "gap_std_days": math.sqrt(200 / 3),
-        "recency_over_gap": 10 / 30,
+        # Recency over the rhythm: (90 days from first to last + 90 prior) / 4 orders.
+        "recency_over_rhythm": 10 / (180 / 4),
         # Last 90 days: orders at 60, 40, 10; the 90 before: the one at 100.
         "orders_recent": 3.0,
+        "orders_half_year": 4.0,
         "trend": math.log(4 / 2),
         "distinct_items": 4.0,
         # 1 returned line (the one at AS_OF is not before it) against 7 bought.
@@ -104,11 +106,14 @@ def test_a_single_order_leaves_gap_features_undefined() -> None:
 
     assert got["frequency"] == 1 and got["monetary"] == 7.0 and got["recency_days"] == 200.0
     assert got["tenure_days"] == 200.0 and got["distinct_items"] == 1
-    for name in ("gap_mean_days", "gap_std_days", "recency_over_gap"):
+    for name in ("gap_mean_days", "gap_std_days"):
         assert math.isnan(got[name]), name
+    # The rhythm of one order is the prior gap alone: 200 days over 90.
+    assert got["recency_over_rhythm"] == 200 / 90
     assert got["return_rate"] == 0.0
     # No order in the last 90 days nor in the 90 before (the one is older): no trend.
     assert got["orders_recent"] == 0 and got["trend"] == 0.0
+    assert got["orders_half_year"] == 0
 
 
 def test_two_orders_have_a_mean_gap_but_no_spread() -> None:
@@ -119,7 +124,8 @@ def test_two_orders_have_a_mean_gap_but_no_spread() -> None:
 
     assert got["frequency"] == 2 and got["gap_mean_days"] == 40.0
     assert math.isnan(got["gap_std_days"])
-    assert got["recency_days"] == 10.0 and got["recency_over_gap"] == 10 / 40
+    assert got["recency_days"] == 10.0
+    assert got["recency_over_rhythm"] == pytest.approx(10 / ((40 + 90) / 2), rel=1e-12)
 
 
 def test_a_customer_without_orders_before_the_cutoff() -> None:

@@ -20,6 +20,7 @@ from nbo.data.features import FEATURE_NAMES, OrderTable, customer_features
 from nbo.models.artifacts import load_artifact, write_artifact
 from nbo.models.churn import (
     CHURN_FILE,
+    CHURN_INPUTS,
     _interpolated,
     build_snapshot,
     churn_labels,
@@ -28,6 +29,7 @@ from nbo.models.churn import (
     evaluate_risk,
     fit_churn_model,
     load_churn_model,
+    risk_bounds,
 )
 from nbo.models.served import load_serving_model
 from training.pipeline import TrainResult
@@ -131,6 +133,62 @@ def test_the_calibration_is_scipys_interpolation_to_the_last_bit(
     assert np.array_equal(_interpolated(fast.points, raw), expected)
 
 
+def test_the_risk_bounds_are_the_end_blocks_churn_rates_smoothed() -> None:
+    """Laplace's rule on the calibration rows at the lowest and the highest calibrated
+    value: 3 rows at 0.0 none of whom churned give 1/5, not 0; 2 at 1.0 give 3/4."""
+    calibrated = np.array([0.0, 0.0, 0.0, 0.4, 0.6, 1.0, 1.0])
+    labels = np.array([0, 0, 0, 1, 0, 1, 1])
+
+    assert risk_bounds(calibrated, labels) == (1 / 5, 3 / 4)
+    # One block (a flat calibration): one rate, (2 + 1) / (4 + 2).
+    assert risk_bounds(np.full(4, 0.5), np.array([0, 1, 0, 1])) == (0.5, 0.5)
+
+
+def test_the_risk_follows_each_inputs_direction_and_ignores_other_features(fitted) -> None:
+    """Each input of CHURN_INPUTS moved alone in its direction, over the whole range
+    the rows cover, never lowers (1) or raises (-1) any row's risk; the features the
+    model leaves out (which an order can move either way) change nothing."""
+    model, snapshot = fitted
+    rows = snapshot.features
+    risk = model.predict_risk(rows)
+    assert risk.min() > 0 and risk.max() < 1
+    assert model.bounds[0] <= risk.min() and risk.max() <= model.bounds[1]
+    for name, direction in CHURN_INPUTS.items():
+        column = FEATURE_NAMES.index(name)
+        previous = None
+        for value in np.quantile(rows[:, column], np.linspace(0, 1, 12)):
+            moved = rows.copy()
+            moved[:, column] = value
+            now = model.predict_risk(moved)
+            if previous is not None:
+                assert (direction * (now - previous) >= 0).all(), name
+            previous = now
+    for name in set(FEATURE_NAMES) - set(CHURN_INPUTS):
+        scrambled = rows.copy()
+        scrambled[:, FEATURE_NAMES.index(name)] = np.random.default_rng(0).permutation(
+            rows[:, FEATURE_NAMES.index(name)]
+        )
+        assert np.array_equal(model.predict_risk(scrambled), risk), name
+
+
+def test_beyond_the_longest_silence_it_saw_the_risk_keeps_rising_toward_1(fitted) -> None:
+    """The trees are flat past the longest silence they learned from; the served chance
+    of buying within the horizon falls there as 1 / silence: half at twice it."""
+    model, snapshot = fitted
+    recency = FEATURE_NAMES.index("recency_days")
+    assert model.max_recency_days == snapshot.features[:, recency].max()
+    edge = snapshot.features.copy()
+    edge[:, recency] = model.max_recency_days
+    at_edge = model.predict_risk(edge)
+    twice, years = edge.copy(), edge.copy()
+    twice[:, recency] *= 2
+    years[:, recency] = 15 * 365
+
+    assert np.allclose(1 - model.predict_risk(twice), (1 - at_edge) / 2, rtol=1e-12)
+    far = model.predict_risk(years)
+    assert (far > model.predict_risk(twice)).all() and (far < 1).all() and (far > 0.9).all()
+
+
 def test_evaluation_uses_sklearn_calibration_bins() -> None:
     rng = np.random.default_rng(0)
     risk = rng.random(500)
@@ -180,6 +238,8 @@ def test_save_then_load_changes_no_risk(tmp_path: Path, fitted) -> None:
 
     assert artifact.files[CHURN_FILE] == path / CHURN_FILE
     assert loaded is not None and loaded.feature_names == FEATURE_NAMES
+    assert (loaded.inputs, loaded.bounds) == (model.inputs, model.bounds)
+    assert loaded.max_recency_days == model.max_recency_days
     assert loaded.uses_fast_path  # proven on the reference rows saved with it
     risk = model.predict_risk(snapshot.features)
     assert np.array_equal(loaded.predict_risk(snapshot.features), risk)

@@ -260,3 +260,64 @@ def test_the_served_risk_is_the_published_risk(churn_trained: TrainResult) -> No
         assert profile.frequency == row["frequency"]
         assert profile.recency_days == pytest.approx(row["recency_days"])
         assert profile.best_send_hour == row["best_send_hour"]
+
+
+def _everyone(model: ServingModel) -> list[str]:
+    return [str(c) for c in model.customers.ids]
+
+
+def test_a_purchase_now_never_raises_the_risk_nor_puts_a_customer_at_risk(
+    model: ServingModel,
+) -> None:
+    """docs/offers.md: a customer who just bought is no longer at risk. Every published
+    customer, at moments from a day to most of a year after the training data, with and
+    without a purchase ten minutes before the moment: the risk never rises, and nobody
+    who was new, active or loyal becomes at_risk (a lapsed customer who comes back
+    leaves lapsed; the stage then follows the risk, which fell)."""
+    customers = _everyone(model)
+    seen: set[str] = set()
+    for days in (1, 20, 45, 80, 200):
+        now = model.trained_until_s + days * DAY
+        before = customer_profiles(model, [(c, []) for c in customers], now)
+        bought = [(c, [_posted("I01", now - 600, order=f"now-{c}", event=c)]) for c in customers]
+        after = customer_profiles(model, bought, now)
+        for old, new in zip(before, after, strict=True):
+            assert old.churn_risk is not None and new.churn_risk is not None
+            assert new.churn_risk <= old.churn_risk, (days, old, new)
+            if old.stage != "lapsed":
+                assert new.stage == old.stage or new.stage != "at_risk", (days, old, new)
+        seen |= {p.stage for p in before}
+    assert seen == {"active", "loyal", "at_risk", "lapsed"}, seen
+
+
+def test_silence_never_lowers_the_risk_and_years_of_it_mean_gone(model: ServingModel) -> None:
+    """As the clock moves without a purchase every customer's risk rises or stays, also
+    far beyond the longest silence the model learned from, where it keeps rising toward
+    1: fifteen years of silence is not a customer likely to buy."""
+    customers = _everyone(model)
+    steps = (0, 1, 7, 15, 30, 45, 60, 90, 120, 200, 365, 500, 1000, 15 * 365)
+    risks = np.array(
+        [
+            [p.churn_risk for p in customer_profiles(model, [(c, []) for c in customers], now)]
+            for now in (model.trained_until_s + d * DAY for d in steps)
+        ],
+        dtype=np.float64,
+    )
+    assert (np.diff(risks, axis=0) >= 0).all()
+    assert (risks[-1] > 0.9).all() and (risks[-1] < 1).all()
+    assert (risks[-1] > risks[-2]).all()  # still rising: not the trees' flat edge
+
+
+def test_risks_stay_strictly_between_0_and_1(model: ServingModel) -> None:
+    """Never a certainty: not for the published customers at any moment, nor for a
+    customer whose only order is two hours old."""
+    customers = _everyone(model)
+    now = model.trained_until_s + 3 * DAY
+    risks = [
+        p.churn_risk
+        for d in (0, 30, 400, 5000)
+        for p in customer_profiles(model, [(c, []) for c in customers], now + d * DAY)
+    ]
+    fresh = profile_one(model, "fresh", [_posted("I01", now - 2 * 3600, order="o-1")], now)
+    risks.append(fresh.churn_risk)
+    assert all(r is not None and 0 < r < 1 for r in risks)

@@ -24,3 +24,21 @@ def test_model_endpoint_matches_the_manifest(
     assert body["policy"] == "ranker" and body["ranker_scoring"] == "compiled"
     assert body["customers"] == 60
     assert body["items"] == 20
+
+
+def test_model_endpoint_shows_the_thresholds_the_stages_use(
+    client: TestClient, manifest: dict
+) -> None:
+    """The config says null for the loyal thresholds the trainer derives from the data;
+    the summary shows the derived ones, which the profiles apply, and their origin."""
+    body = client.get("/v1/model").json()
+
+    assert body["config"]["lifecycle"]["loyal_min_orders"] is None
+    lifecycle = body["lifecycle"]
+    derived = manifest["lifecycle"]
+    assert lifecycle["loyal_min_orders"] == derived["loyal_min_orders"] is not None
+    assert lifecycle["loyal_min_monetary"] == derived["loyal_min_monetary"] is not None
+    assert lifecycle["loyal_min_orders_from"].startswith("p80 of the")
+    assert lifecycle["at_risk_threshold"] == 0.5 and lifecycle["loyal_max_risk"] == 0.3
+    assert lifecycle["new_days"] == 30 and lifecycle["horizon_days"] == 90
+    assert lifecycle["churn_model"] is False and lifecycle["value"] == "money"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nbo.core.errors import ConfigError
-from training.config import TrainingConfig, load_training_config
+from training.config import TrainingConfig, config_warnings, load_training_config
 from training.ranker import WindowSettings, min_history_days
 
 
@@ -152,3 +152,25 @@ def test_a_bad_option_value_names_the_option_not_the_config_field() -> None:
         load_training_config(None, holdout_days=0)
 
     assert str(caught.value) == "--holdout-days: Input should be greater than or equal to 1"
+
+
+def test_lifecycle_settings_that_undo_one_another_are_named() -> None:
+    """Valid alone, contradictory together: loyal_max_risk above at_risk_threshold (at
+    risk comes first, so the higher limit does nothing) and new_days above the churn
+    horizon (new customers could never be at risk). Trained on, with a warning each."""
+    assert config_warnings(TrainingConfig()) == []
+    config = TrainingConfig.model_validate(
+        {"lifecycle": {"loyal_max_risk": 0.8, "new_days": 200}, "churn": {"horizon_days": 90}}
+    )
+
+    risk, new = config_warnings(config)
+
+    assert risk.startswith(
+        "config field 'lifecycle.loyal_max_risk' (0.8) is above "
+        "'lifecycle.at_risk_threshold' (0.5): "
+    )
+    assert new.startswith(
+        "config field 'lifecycle.new_days' (200) is above 'churn.horizon_days' (90): "
+    )
+    equal = {"lifecycle": {"loyal_max_risk": 0.5, "new_days": 90}}
+    assert config_warnings(TrainingConfig.model_validate(equal)) == []

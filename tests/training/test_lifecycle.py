@@ -4,9 +4,11 @@ manifest, customers file and calibration plot it publishes."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
+from datetime import UTC, datetime
 
 import pandas as pd
 from rich.console import Console
@@ -18,9 +20,18 @@ from nbo.data.features import FEATURE_NAMES
 from nbo.models.churn import CHURN_FILE
 from nbo.models.served import load_serving_model
 from training.cli import print_summary
-from training.config import ChurnConfig
-from training.lifecycle import CALIBRATION_PLOT, CUSTOMERS_FILE, read_customers, train_churn
+from training.config import ChurnConfig, TrainingConfig, config_warnings
+from training.evaluate_cli import evaluation_document
+from training.lifecycle import (
+    CALIBRATION_PLOT,
+    CUSTOMERS_FILE,
+    customer_lifecycle,
+    loyal_rule,
+    read_customers,
+    train_churn,
+)
 from training.pipeline import TrainResult
+from training.report import evaluation_html
 
 HORIZON = 90
 
@@ -47,6 +58,11 @@ def test_cutoffs_leave_the_evaluation_labels_unseen(churn_purchases: pd.DataFram
 def test_model_beats_recency_when_churn_depends_on_the_rhythm(
     churn_purchases: pd.DataFrame,
 ) -> None:
+    """Fast buyers who stopped are told from slow buyers between two orders at the same
+    recency (the overdue ratio and the recent counts). Slow buyers who just bought, and
+    will not be back within the horizon, the model may not tell from those halfway to
+    their next order (its risk never falls with silence nor rises with an order): hence
+    an AUC of about 0.84 here, not the 0.98 an unconstrained model reaches."""
     orders, _ids = orders_of(churn_purchases)
 
     result = train_churn(orders, ChurnConfig(), data_end(orders), seed=0)
@@ -55,7 +71,7 @@ def test_model_beats_recency_when_churn_depends_on_the_rhythm(
     model, recency = result.metrics["model"], result.metrics["recency"]
     assert model["customers"] == recency["customers"] == result.section["evaluation_customers"]
     assert 0.2 < model["positive_rate"] < 0.8
-    assert model["roc_auc"] > 0.9
+    assert model["roc_auc"] > 0.8
     assert model["roc_auc"] > recency["roc_auc"] + 0.15
     assert model["pr_auc"] > recency["pr_auc"]
     assert model["brier"] < recency["brier"] * 0.7
@@ -135,6 +151,25 @@ def test_trainer_publishes_the_churn_model_metrics_stages_and_plot(
     assert lifecycle["loyal_min_orders_from"].startswith("p80 of the")
 
 
+def test_the_churn_figures_say_the_published_model_is_not_measured(
+    churn_trained: TrainResult,
+) -> None:
+    """The figures and the calibration are the evaluated model's at the evaluation
+    cutoff; the summary and the report say so, and that the published refit is not
+    measured (its labels reach the end of the data)."""
+    evaluation = churn_trained.manifest["churn"]["evaluation_cutoff"][:10]
+    buffer = io.StringIO()
+    print_summary(Console(file=buffer, width=400), churn_trained)
+    page = evaluation_html(evaluation_document(churn_trained, datetime.now(UTC)), "t")
+
+    summary = " ".join(buffer.getvalue().split())
+    expected = f"the model fitted for evaluation, at the evaluation cutoff {evaluation}"
+    assert f"churn: figures and calibration: {expected}" in summary
+    assert "the published model (refitted on cutoffs up to" in summary
+    assert "is not measured, its labels reach the end of the data" in summary
+    assert f"Figures and calibration: {expected}; the published model" in page
+
+
 def test_a_short_history_publishes_with_churn_off(trained: TrainResult) -> None:
     """The shared planted data spans 150 days: too short for a 90-day horizon."""
     assert trained.path is not None
@@ -152,3 +187,43 @@ def test_a_short_history_publishes_with_churn_off(trained: TrainResult) -> None:
     buffer = io.StringIO()
     print_summary(Console(file=buffer, width=200), trained)
     assert "churn model: off (the data spans" in buffer.getvalue()
+    # Loyal rests on orders and value alone: no risk condition is printed.
+    loyal = next(line for line in buffer.getvalue().splitlines() if line.startswith("loyal:"))
+    assert "in value" in loyal and loyal.endswith("(no churn model: no risk condition)")
+    assert "risk below" not in loyal
+
+
+def test_contradictory_lifecycle_settings_are_trained_on_with_a_warning_in_the_summary(
+    churn_purchases: pd.DataFrame, trained: TrainResult
+) -> None:
+    orders, _ids = orders_of(churn_purchases)
+    config = TrainingConfig.model_validate({"lifecycle": {"loyal_max_risk": 0.8}})
+
+    section = customer_lifecycle(orders, None, config, data_end(orders)).section
+
+    assert section["warnings"] == config_warnings(config) != []
+    manifest = {**trained.manifest, "lifecycle": {**trained.manifest["lifecycle"], **section}}
+    buffer = io.StringIO()
+    print_summary(Console(file=buffer, width=400), dataclasses.replace(trained, manifest=manifest))
+    assert "warning: config field 'lifecycle.loyal_max_risk' (0.8) is above" in buffer.getvalue()
+
+
+def test_the_loyal_rule_says_units_without_prices_and_risk_only_with_a_churn_model() -> None:
+    section = {
+        "loyal_min_orders": 21.0,
+        "loyal_min_monetary": 245.0,
+        "loyal_min_orders_from": "p80 of the 40 non-lapsed customers",
+        "loyal_max_risk": 0.3,
+        "churn_model": False,
+    }
+
+    assert loyal_rule(section, priced=False) == (
+        "at least 21 orders and 245 units bought (no prices) (p80 of the 40 non-lapsed "
+        "customers) (no churn model: no risk condition)"
+    )
+    priced = loyal_rule({**section, "churn_model": True, "loyal_min_monetary": 2876.48}, True)
+    assert priced == (
+        "at least 21 orders and 2,876.48 in value (p80 of the 40 non-lapsed customers), "
+        "risk below 0.3"
+    )
+    assert "245.50 units bought" in loyal_rule({**section, "loyal_min_monetary": 245.5}, False)

@@ -29,6 +29,10 @@ from nbo.data.history import to_unix_seconds
 
 # Trend compares the orders of the last TREND_DAYS with those of the TREND_DAYS before.
 TREND_DAYS: Final = 90
+# The gap between orders a customer is assumed to keep before their own gaps show
+# otherwise: one pseudo-gap of a season, so ``recency_over_rhythm`` is defined from the
+# first order on and a customer's own rhythm takes over as their orders add up.
+PRIOR_GAP_DAYS: Final = 90.0
 
 FEATURE_NAMES: Final = (
     # Days since the last order.
@@ -44,11 +48,18 @@ FEATURE_NAMES: Final = (
     "gap_mean_days",
     # Their standard deviation (NaN with fewer than two gaps).
     "gap_std_days",
-    # How overdue the next order is: recency over the mean gap (NaN with a single order).
-    # A tree cannot divide two features; this ratio is the classic "late customer" signal.
-    "recency_over_gap",
+    # How overdue the next order is: recency over the customer's rhythm, their mean gap
+    # shrunk toward PRIOR_GAP_DAYS by one pseudo-gap, (days from first to last order +
+    # PRIOR_GAP_DAYS) / orders. A tree cannot divide two features; this ratio is the
+    # classic "late customer" signal, defined from the first order on. It only grows
+    # while the customer stays silent, and an order placed nearer to now than to the
+    # order before it brings it down (the churn model relies on both).
+    "recency_over_rhythm",
     # Orders in the last TREND_DAYS.
     "orders_recent",
+    # Orders in the last 2 * TREND_DAYS (both trend windows): like ``orders_recent``,
+    # only falls while the customer stays silent and only rises with an order.
+    "orders_half_year",
     # log((1 + orders in the last TREND_DAYS) / (1 + orders in the TREND_DAYS before)).
     "trend",
     # Distinct items ever bought.
@@ -66,8 +77,9 @@ FEATURE_INDEX: Final = {name: position for position, name in enumerate(FEATURE_N
     _TENURE,
     _GAP_MEAN,
     _GAP_STD,
-    _RECENCY_OVER_GAP,
+    _RECENCY_OVER_RHYTHM,
     _ORDERS_RECENT,
+    _ORDERS_HALF_YEAR,
     _TREND,
     _DISTINCT_ITEMS,
     _RETURN_RATE,
@@ -81,8 +93,9 @@ _NEEDS_AN_ORDER = np.array(
         _TENURE,
         _GAP_MEAN,
         _GAP_STD,
-        _RECENCY_OVER_GAP,
+        _RECENCY_OVER_RHYTHM,
         _ORDERS_RECENT,
+        _ORDERS_HALF_YEAR,
         _TREND,
     ]
 )
@@ -317,8 +330,9 @@ def customer_features(orders: OrderTable, as_of_s: int) -> np.ndarray:
     out[:, _TENURE] = (as_of_s - first) / DAY
     out[:, _GAP_MEAN] = gap_mean
     out[:, _GAP_STD] = gap_std
-    out[:, _RECENCY_OVER_GAP] = recency / np.maximum(gap_mean, 1.0 / DAY)
+    out[:, _RECENCY_OVER_RHYTHM] = recency * count / ((last - first) / DAY + PRIOR_GAP_DAYS)
     out[:, _ORDERS_RECENT] = recent
+    out[:, _ORDERS_HALF_YEAR] = since_two
     out[:, _TREND] = np.log1p(recent) - np.log1p(since_two - recent)
     out[:, _DISTINCT_ITEMS] = distinct
     all_lines = returned + lines
@@ -329,7 +343,6 @@ def customer_features(orders: OrderTable, as_of_s: int) -> np.ndarray:
     if (n_gaps < 2).any():
         out[np.ix_(~has, _NEEDS_AN_ORDER)] = np.nan
         out[n_gaps < 1, _GAP_MEAN] = np.nan
-        out[n_gaps < 1, _RECENCY_OVER_GAP] = np.nan
         out[n_gaps < 2, _GAP_STD] = np.nan
         out[all_lines == 0, _RETURN_RATE] = np.nan
     return out

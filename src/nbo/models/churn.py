@@ -3,10 +3,27 @@
 - **Label**: a customer with at least one order before the cutoff churns (1) when they
   place no order in ``[cutoff, cutoff + horizon)``.
 - **Features**: ``nbo.data.features.customer_features`` as of the cutoff, the code the service
-  runs per request, so nothing at or after the cutoff (the label's period) is seen.
-- **Model**: a histogram gradient-boosted tree, probabilities calibrated with isotonic
-  regression on cross-validated predictions: a risk of 0.3 should mean 30 in 100 such
-  customers leave, since stages and campaigns threshold it.
+  runs per request, so nothing at or after the cutoff (the label's period) is seen. The
+  model reads those of ``CHURN_INPUTS``, each with the direction the risk must follow.
+- **Model**: a histogram gradient-boosted tree, monotonic in each input, probabilities
+  calibrated with isotonic regression on cross-validated predictions: a risk of 0.3
+  should mean 30 in 100 such customers leave, since stages and campaigns threshold it.
+- **Two promises, by construction**: an order placed now never raises a customer's risk
+  (it lowers recency and the overdue ratio, adds to every count), and silence never
+  lowers it (it raises recency and the overdue ratio, and only empties the windows).
+  Features a new order can move either way (mean and spread of the gaps, average order
+  value), or that grow with silence but read as loyalty (tenure), are left out: any
+  learned dependence on them could break one of the two. The price: the model cannot say
+  "a slow buyer halfway through their cycle will be back soon", which for churn within a
+  season (a customer most likely gone) is the call the stages should not make anyway.
+- **Served risk, strictly inside (0, 1)**: the isotonic map's ends are the churn rates of
+  its lowest and highest blocks on the calibration rows, often exactly 0 or 1 (40 blocks
+  of customers who all stayed are not proof that nobody ever leaves); risks are clipped
+  to those rates smoothed by Laplace's rule ((churned + 1) / (customers + 2)). Beyond the
+  longest silence the model learned from (``max_recency_days``) its trees are flat; there
+  the chance of buying within the horizon is taken to fall in proportion to the silence
+  (a hazard of 1 / silence, the long tail of buy-till-you-die models), so risk keeps
+  rising toward 1 and a customer gone for years is never shown as likely to buy.
 - **Baseline**: logistic regression on log(1 + recency): the rule of thumb "long since the
   last order means gone", fitted and calibrated the same honest way, so the model has
   to earn its place against the one feature everybody already uses.
@@ -45,6 +62,19 @@ CALIBRATION_BINS: Final = 10
 FAST_ROWS: Final = 16
 # Training rows kept with the model to check the fast path against scikit-learn.
 REFERENCE_ROWS: Final = 256
+# The features the model reads and the direction its risk follows in each: 1, never
+# falls as the feature grows; -1, never rises (scikit-learn's ``monotonic_cst``). Every
+# one moves its own way both with an order placed now and with silence (see the module
+# docstring); see ``nbo.data.features.FEATURE_NAMES`` for their meaning.
+CHURN_INPUTS: Final = {
+    "recency_days": 1,
+    "recency_over_rhythm": 1,
+    "frequency": -1,
+    "monetary": -1,
+    "orders_recent": -1,
+    "orders_half_year": -1,
+    "distinct_items": -1,
+}
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +139,10 @@ class ChurnModel:
 
     ``reference``: feature rows the fit saw (a few hundred), kept with the model so a
     loaded model can prove its fast path (``compile_fast_path``) answers exactly what
-    scikit-learn answers before using it.
+    scikit-learn answers before using it. ``inputs``: the features the estimator reads
+    (of ``feature_names``, in its column order). ``bounds``: the served risk's floor and
+    ceiling (Laplace-smoothed churn rates of the calibration's end blocks).
+    ``max_recency_days``: the longest silence among the rows it was fitted on.
     """
 
     estimator: Any
@@ -117,18 +150,39 @@ class ChurnModel:
     sklearn_version: str
     horizon_days: int
     reference: np.ndarray = field(default_factory=lambda: np.empty((0, len(FEATURE_NAMES))))
+    inputs: tuple[str, ...] = tuple(CHURN_INPUTS)
+    bounds: tuple[float, float] = (0.0, 1.0)
+    max_recency_days: float = float("inf")
     _fast: _FastChurn | None = field(default=None, init=False, repr=False)
 
+    @property
+    def columns(self) -> list[int]:
+        """The positions of ``inputs`` in a row of ``feature_names``."""
+        return [self.feature_names.index(name) for name in self.inputs]
+
     def predict_risk(self, features: np.ndarray) -> np.ndarray:
-        """P(churn) per row of ``customer_features`` output (float64)."""
+        """P(churn) per row of ``customer_features`` output (float64), strictly inside
+        (0, 1) (see the module docstring)."""
         features = np.atleast_2d(np.asarray(features, dtype=np.float64))
         if features.shape[1] != len(self.feature_names):
             raise ValueError(
                 f"churn model expects {len(self.feature_names)} features, got {features.shape[1]}"
             )
         if self._fast is not None and len(features) <= FAST_ROWS:
-            return self._fast.predict(features)
+            return self._served(features, self._fast.predict(features))
         return self.predict_risk_sklearn(features)
+
+    def _served(self, features: np.ndarray, calibrated: np.ndarray) -> np.ndarray:
+        """The calibrated probability within ``bounds``, raised beyond the longest silence
+        the model saw as the chance of buying falls with 1 / silence."""
+        low, high = self.bounds
+        risk = np.clip(calibrated, low, high)
+        recency = features[:, self.feature_names.index("recency_days")]
+        with np.errstate(invalid="ignore"):
+            beyond = recency > self.max_recency_days
+        if beyond.any():
+            risk[beyond] = 1.0 - (1.0 - risk[beyond]) * self.max_recency_days / recency[beyond]
+        return risk
 
     @property
     def uses_fast_path(self) -> bool:
@@ -137,10 +191,15 @@ class ChurnModel:
 
     def predict_risk_sklearn(self, features: np.ndarray) -> np.ndarray:
         """P(churn) through scikit-learn's own ``predict_proba`` (the reference)."""
+        features = np.atleast_2d(np.asarray(features, dtype=np.float64))
+        return self._served(features, self._calibrated_sklearn(features))
+
+    def _calibrated_sklearn(self, features: np.ndarray) -> np.ndarray:
         # One OpenMP thread: on a few rows starting threads costs more than predicting
         # (and other requests want the cores).
         with _single_thread():
-            return np.asarray(self.estimator.predict_proba(features)[:, 1], dtype=np.float64)
+            probability = self.estimator.predict_proba(features[:, self.columns])
+        return np.asarray(probability[:, 1], dtype=np.float64)
 
     def compile_fast_path(self) -> bool:
         """Prepare the per-request path; True when it is in use.
@@ -153,14 +212,14 @@ class ChurnModel:
         """
         self._fast = None
         try:
-            fast = _FastChurn.of(self.estimator)
+            fast = _FastChurn.of(self.estimator, self.columns)
         except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
             log.warning("churn model: no fast path (%s); predicting through scikit-learn", exc)
             return False
         rows = self.reference
         if len(rows) == 0:
             return False
-        expected = self.predict_risk_sklearn(rows)
+        expected = self._calibrated_sklearn(rows)
         if not np.array_equal(fast.predict(rows), expected):
             log.warning("churn model: fast path disagrees with scikit-learn; not used")
             return False
@@ -177,7 +236,8 @@ _Tree = tuple[list[int], list[float], list[bool], list[int], list[int], list[boo
 class _FastChurn:
     """The calibrated booster's prediction for a few rows, without scikit-learn's input
     validation: the boosted trees as Python lists, then the isotonic calibrator's own
-    interpolation function (``f_``) after the same clipping ``predict`` applies."""
+    interpolation function (``f_``) after the same clipping ``predict`` applies. Its
+    trees index the whole feature row (the estimator's input columns mapped back)."""
 
     baseline: float
     trees: tuple[_Tree, ...]
@@ -189,7 +249,7 @@ class _FastChurn:
     points: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def of(cls, estimator: Any) -> _FastChurn:
+    def of(cls, estimator: Any, columns: Sequence[int]) -> _FastChurn:
         (calibrated,) = estimator.calibrated_classifiers_
         booster = calibrated.estimator
         (calibrator,) = calibrated.calibrators
@@ -208,7 +268,7 @@ class _FastChurn:
                 raise ValueError("categorical splits")
             trees.append(
                 (
-                    nodes["feature_idx"].tolist(),
+                    [columns[i] for i in nodes["feature_idx"].tolist()],
                     nodes["num_threshold"].tolist(),
                     nodes["missing_go_to_left"].astype(bool).tolist(),
                     nodes["left"].tolist(),
@@ -289,22 +349,29 @@ def fit_churn_model(
     random_state: int = 0,
     cv_folds: int = 3,
 ) -> ChurnModel:
-    """Gradient-boosted trees with isotonic calibration on ``cv_folds`` cross-validated
-    predictions, then one booster refitted on all rows (``ensemble=False``: serving
-    predicts with one booster, not ``cv_folds``). Deterministic for a fixed seed.
+    """Gradient-boosted trees on ``CHURN_INPUTS`` of ``features`` (rows of
+    ``customer_features``), monotonic as those say, with isotonic calibration on
+    ``cv_folds`` cross-validated predictions, then one booster refitted on all rows
+    (``ensemble=False``: serving predicts with one booster, not ``cv_folds``); the served
+    risk's bounds from the same cross-validated predictions. Deterministic for a fixed
+    seed.
 
     The booster is small and strongly regularised (50 rounds of 7-leaf trees on 63
     bins): a few thousand customers per snapshot and a dozen features need no more. On
-    Online Retail it scores as well as 100 rounds of 15 leaves (ROC AUC 0.741 against
-    0.731 at the evaluation cutoff) in a third of the time. Missing features (a gap with
-    a single order) go to the tree's learned side.
+    Online Retail it scored as well as 100 rounds of 15 leaves (ROC AUC 0.741 against
+    0.731 at the evaluation cutoff, on all twelve features, before the inputs were made
+    monotonic) in a third of the time. Every input is defined for a customer with an
+    order (the only rows it sees).
     """
     from sklearn import __version__ as sklearn_version
+    from sklearn.base import clone
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
     _check_labels(labels, cv_folds)
+    columns = [FEATURE_INDEX[name] for name in CHURN_INPUTS]
+    inputs = np.ascontiguousarray(features[:, columns], dtype=np.float64)
     booster = HistGradientBoostingClassifier(
         learning_rate=0.1,
         max_iter=50,
@@ -313,18 +380,21 @@ def fit_churn_model(
         l2_regularization=1.0,
         max_bins=63,
         early_stopping=False,
+        monotonic_cst=list(CHURN_INPUTS.values()),
         random_state=random_state,
     )
-    calibrated = CalibratedClassifierCV(
-        booster,
-        method="isotonic",
-        cv=StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=random_state),
-        ensemble=False,
-    )
+    folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=random_state)
+    calibrated = CalibratedClassifierCV(booster, method="isotonic", cv=folds, ensemble=False)
     # One thread: on a few thousand rows OpenMP's threads cost more than they bring, and
     # on a busy machine its spinning workers make the fit several times slower.
     with threadpool_limits(limits=1):
-        calibrated.fit(features, labels)
+        calibrated.fit(inputs, labels)
+        # The calibration rows again (the same folds, the same seeds: the predictions
+        # the calibrator was fitted on), for the churn rates of its end blocks.
+        scores = cross_val_predict(
+            clone(booster), inputs, labels, cv=folds, method="decision_function"
+        )
+    (calibrator,) = calibrated.calibrated_classifiers_[0].calibrators
     rng = np.random.default_rng(random_state)
     reference = features[np.sort(rng.permutation(len(features))[:REFERENCE_ROWS])]
     model = ChurnModel(
@@ -333,9 +403,29 @@ def fit_churn_model(
         sklearn_version=sklearn_version,
         horizon_days=horizon_days,
         reference=np.ascontiguousarray(reference, dtype=np.float64),
+        inputs=tuple(CHURN_INPUTS),
+        bounds=risk_bounds(calibrator.predict(scores), labels),
+        max_recency_days=float(np.max(features[:, FEATURE_INDEX["recency_days"]])),
     )
     model.compile_fast_path()
     return model
+
+
+def risk_bounds(calibrated: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(floor, ceiling) of the served risk: the churn rate of the calibration rows that
+    got the lowest calibrated value, and of those that got the highest, each smoothed by
+    Laplace's rule of succession, (churned + 1) / (rows + 2). Isotonic regression gives
+    each end block its observed rate, 0 or 1 whenever a block is all one class; a risk of
+    exactly 0 or 1 claims a certainty no finite block shows."""
+    calibrated = np.asarray(calibrated, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.float64)
+    ends = []
+    for end in (calibrated.min(), calibrated.max()):
+        block = calibrated == end
+        ends.append((float(labels[block].sum()) + 1.0) / (float(block.sum()) + 2.0))
+    low, high = ends
+    # A flat calibration is one block: a single rate for every risk.
+    return (min(low, high), max(low, high))
 
 
 def fit_recency_baseline(features: np.ndarray, labels: np.ndarray) -> RecencyBaseline:
@@ -409,6 +499,9 @@ def churn_model_bytes(model: ChurnModel) -> bytes:
             "sklearn_version": model.sklearn_version,
             "horizon_days": model.horizon_days,
             "reference": model.reference,
+            "inputs": list(model.inputs),
+            "bounds": list(model.bounds),
+            "max_recency_days": model.max_recency_days,
         },
         buffer,
     )
@@ -422,6 +515,10 @@ def churn_manifest(model: ChurnModel) -> dict[str, Any]:
         "sklearn_version": model.sklearn_version,
         "feature_names": list(model.feature_names),
         "horizon_days": model.horizon_days,
+        # What the served risk rests on, for whoever reads the manifest.
+        "inputs": {name: CHURN_INPUTS.get(name, 0) for name in model.inputs},
+        "risk_bounds": list(model.bounds),
+        "max_recency_days": model.max_recency_days,
     }
 
 
@@ -463,13 +560,27 @@ def load_churn_model(artifact: Artifact) -> ChurnModel | None:
             sklearn_version=str(payload["sklearn_version"]),
             horizon_days=int(payload["horizon_days"]),
             reference=np.asarray(payload.get("reference", np.empty((0, len(FEATURE_NAMES))))),
+            inputs=tuple(payload.get("inputs", FEATURE_NAMES)),
+            bounds=_bounds_of(payload.get("bounds", (0.0, 1.0))),
+            max_recency_days=float(payload.get("max_recency_days", float("inf"))),
         )
     except Exception as exc:  # unpickling can raise almost anything
         raise ArtifactError(f"{where}: {name} cannot be read ({exc})") from None
-    if model.feature_names != FEATURE_NAMES or model.sklearn_version != trained:
+    if (
+        model.feature_names != FEATURE_NAMES
+        or model.sklearn_version != trained
+        or not set(model.inputs) <= set(FEATURE_NAMES)
+    ):
         raise ArtifactError(f"{where}: {name} does not match the manifest")
     model.compile_fast_path()
     return model
+
+
+def _bounds_of(value: Any) -> tuple[float, float]:
+    low, high = (float(v) for v in value)
+    if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"risk bounds {low}, {high} not within 0..1")
+    return low, high
 
 
 def _installed_sklearn() -> str:

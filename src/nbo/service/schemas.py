@@ -187,6 +187,13 @@ class ModelSummary(BaseModel):
         description="what is served against the best simple rule on the holdout, per truth"
     )
     libraries: dict[str, str]
+    lifecycle: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the stage rules' thresholds this service applies: the loyal ones "
+        "as the trainer derived them from the data (config shows null for a derived one) "
+        "with where they came from, whether a churn model sets risks, and whether value "
+        "is money or units bought (a purchase file without prices)",
+    )
     ranker_scoring: Literal["compiled", "lightgbm"] | None = Field(
         default=None,
         description="how the ranker's trees are scored here: compiled (lleaves machine "

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter
 
 from nbo.core.apikeys import Role
 from nbo.models.policy import declared_policy
+from nbo.models.served import ServingModel
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ModelDep
 from nbo.service.query import QueryCheckedRoute
@@ -20,6 +22,9 @@ router = APIRouter(
     dependencies=[requires(Role.read)],
     responses=AUTH_RESPONSES,
 )
+
+
+_ORIGINS = ("loyal_min_orders_from", "loyal_min_monetary_from")
 
 
 @router.get("/model", response_model=ModelSummary)
@@ -41,7 +46,20 @@ def get_model_summary(model: ModelDep) -> ModelSummary:
         policy_choice=manifest.get("policy", {}),
         served=manifest.get("served", {}),
         libraries=manifest.get("libraries", {}),
+        lifecycle=_lifecycle(model),
         ranker_scoring=None
         if model.ranker is None
         else ("compiled" if model.ranker.compiled else "lightgbm"),
     )
+
+
+def _lifecycle(model: ServingModel) -> dict[str, Any]:
+    """The thresholds the profiles apply (``model.lifecycle``, not the config, where a
+    loyal threshold derived from the data is null) and where the loyal ones came from."""
+    section = model.manifest.get("lifecycle") or {}
+    return {
+        **model.lifecycle.to_dict(),
+        **{key: section[key] for key in _ORIGINS if key in section},
+        "churn_model": model.churn is not None,
+        "value": "units" if model.typical_line_value is None else "money",
+    }
