@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             erased=inputs.erased,
             publish=False,
             catalog=inputs.catalog,
+            withdrawn=inputs.withdrawn,
         )
     document = evaluation_document(result, now)
     console = output_console()

@@ -1,4 +1,5 @@
-"""The trainer's load step: erased customers (the store's list) left out of training."""
+"""The trainer's load step: erased customers (the store's list), and those whose consent
+withdraws personalization, left out of training."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from nbo.cli import main
 from nbo.core.errors import PurchaseDataError
 from nbo.data.mapping import load_mapping
 from nbo.store.sqlite import SQLiteStore
-from training.load import DROP_ERASED
+from training.lifecycle import CUSTOMERS_FILE, read_customers
+from training.load import DROP_ERASED, DROP_WITHDRAWN
 from training.pipeline import train
 
 
@@ -129,3 +131,42 @@ def test_training_with_every_customer_erased_is_a_data_error(
             small_training_config(),
             erased=everyone,
         )
+
+
+def test_training_leaves_out_customers_who_withdrew_personalization(
+    tmp_path: Path,
+    planted_csv: Path,
+    isolated_store: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A consent record withdrawing personalization keeps the customer out of what is
+    trained (profile, factors, shortlist, history), as an erasure does; consenting again
+    brings them back at the next training."""
+    models = tmp_path / "models"
+    args = ["train", "--data", str(planted_csv), "--models-dir", str(models)]
+    args += ["--config", str(_config(tmp_path)), "--force"]
+    store = SQLiteStore(isolated_store)
+    store.set_consent("a00", False, {})
+    store.set_consent("a01", True, {"email": False})  # a channel only: still profiled
+    store.close()
+    capsys.readouterr()
+
+    assert main(args) == 0
+    assert "a00" not in _customers(models) and "a01" in _customers(models)
+    version = (models / "CURRENT").read_text().strip()
+    customers = read_customers(str(models / version / CUSTOMERS_FILE))
+    assert "a00" not in set(customers["customer_id"])
+    data = json.loads((models / version / "manifest.json").read_text())["data"]
+    assert data["dropped"][DROP_WITHDRAWN] == 7  # every row of a00 in the file
+    assert data["withdrawn_customers"] == 1
+    assert data["erased_customers"] == 0
+    assert data["rows_kept"] == 420 - 7 and data["customers"] == 59
+    out = capsys.readouterr().out
+    assert f"{DROP_WITHDRAWN}: 7" in out
+    assert "personalization withdrawn" in out
+
+    store = SQLiteStore(isolated_store)
+    store.set_consent("a00", True, {})
+    store.close()
+    assert main(args) == 0
+    assert "a00" in _customers(models)

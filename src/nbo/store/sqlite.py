@@ -87,9 +87,18 @@ def read_erased_ids(path: Path) -> list[str]:
     """The erased ids of the store file, for the trainer: read only, no migration, and
     a store file that does not exist (or predates erasure) has nothing erased, unless
     its folder does not exist either (``check_folder``: the path is wrong)."""
+    lists = read_training_lists(path)
+    return [] if lists is None else lists[0]
+
+
+def read_training_lists(path: Path) -> tuple[list[str], list[str]] | None:
+    """What the trainer leaves out, from the store file: the erased ids and the ids
+    whose consent record withdraws personalization. Read only, no migration; None when
+    there is no store file (unless its folder does not exist either: ``check_folder``,
+    the path is wrong), empty lists for a store that predates erasure and consent."""
     check_folder(path)
     if not path.is_file():
-        return []
+        return None
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
@@ -97,17 +106,24 @@ def read_erased_ids(path: Path) -> list[str]:
     try:
         db.execute("PRAGMA query_only=ON")
         db.execute("PRAGMA busy_timeout=5000")
-        has_table = db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'erased'"
-        ).fetchone()
-        if not has_table:
-            return []
-        rows = db.execute("SELECT customer_id FROM erased ORDER BY customer_id").fetchall()
+        tables = {
+            row[0]
+            for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name IN ('erased', 'consent')"
+            ).fetchall()
+        }
+        if not tables:
+            return [], []
+        erased = db.execute("SELECT customer_id FROM erased ORDER BY customer_id").fetchall()
+        withdrawn = db.execute(
+            "SELECT customer_id FROM consent WHERE personalization = 0 ORDER BY customer_id"
+        ).fetchall()
     except sqlite3.DatabaseError as exc:
         raise StoreUrlError(f"cannot read the erased customers of {path} ({exc})") from None
     finally:
         db.close()
-    return [row[0] for row in rows]
+    return [row[0] for row in erased], [row[0] for row in withdrawn]
 
 
 def read_pseudonym_key(path: Path) -> bytes | None:
