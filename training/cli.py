@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +136,8 @@ class Inputs:
 
 def load_inputs(args: argparse.Namespace) -> Inputs:
     """The mapping, training config, customers to leave out and catalogue the input
-    options name."""
+    options name; says on stderr which store the customers to leave out were read from
+    (``store_line``)."""
     mapping = mapping_of(args)
     config = load_training_config(args.config, holdout_days=args.holdout_days)
     catalog = (
@@ -146,7 +148,27 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
     url = load_settings().store_url if args.store_url is None else args.store_url
     setting = store_setting(args.store_url)
     exclusions = read_training_exclusions(url, setting)
+    print(f"nbo {args.command}: {store_line(exclusions, setting)}", file=sys.stderr)
     return Inputs(mapping, config, exclusions, catalog)
+
+
+def store_line(exclusions: TrainingExclusions, setting: str) -> str:
+    """Which store the erasures and consent were read from and how many ids each left
+    out, or a warning that there was no store to read (a run from another folder, a
+    wrong path): no erasure and no withdrawal of consent applied."""
+    if not exclusions.found:
+        return (
+            f"warning: no store at {exclusions.location.removeprefix('SQLite ')}: no "
+            "erasures or consent applied (erased customers and those who withdrew "
+            f"personalization are trained on); point {setting} at the service's store, "
+            "or a copy of its file"
+        )
+    erased, withdrawn = len(exclusions.erased), len(exclusions.withdrawn)
+    return (
+        f"erasures and consent read from {exclusions.location}: {erased:,} erased "
+        f"customer{'' if erased == 1 else 's'} and {withdrawn:,} with personalization "
+        "withdrawn left out"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

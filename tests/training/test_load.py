@@ -170,3 +170,42 @@ def test_training_leaves_out_customers_who_withdrew_personalization(
     store.close()
     assert main(args) == 0
     assert "a00" in _customers(models)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_the_store_read_is_said_and_a_missing_one_warned_of(
+    command: str,
+    tmp_path: Path,
+    planted_csv: Path,
+    isolated_store: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run from another folder, or a wrong path, used to apply no erasure without a
+    word: the command says which store it read and how many ids it left out, and warns
+    in one line when there was no store there."""
+    args = [command, "--data", str(planted_csv), "--config", str(_config(tmp_path))]
+    args += ["--out" if command == "evaluate" else "--models-dir", str(tmp_path / "out")]
+    if command == "train":
+        args.append("--force")
+    assert main(args) == 0  # no store file at NBO_STORE_URL
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if "no store at" in line]
+    assert warning == [
+        f"nbo {command}: warning: no store at {isolated_store.resolve()}: no erasures or "
+        "consent applied (erased customers and those who withdrew personalization are "
+        "trained on); point NBO_STORE_URL at the service's store, or a copy of its file"
+    ]
+    assert not isolated_store.exists()
+
+    store = SQLiteStore(isolated_store)
+    store.erase("a00")
+    store.set_consent("a01", False, {})
+    store.set_consent("a02", False, {})
+    store.close()
+    assert main([*args, "--store-url", f"sqlite:///{isolated_store}"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"nbo {command}: erasures and consent read from SQLite {isolated_store.resolve()}: "
+        "1 erased customer and 2 with personalization withdrawn left out\n"
+    ) in err
+    assert "no store at" not in err
