@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from support import CLOCK, without_progress
 from nbo.campaigns import batch
 from nbo.campaigns import workers as workers_module
 from nbo.campaigns.batch import BatchRun, RunSpec, Selection, open_run, write_batch
+from nbo.campaigns.files import erase_from_outputs
 from nbo.campaigns.workers import BatchWorkers
 from nbo.catalog.loading import default_catalog
 from nbo.cli import main
@@ -593,3 +595,43 @@ def test_a_txt_list_of_a_header_alone_has_no_customers(tmp_path: Path) -> None:
     # Only a first line is a header: further down it is an id like any other.
     path.write_text("a00\ncustomer_id\n", encoding="utf-8")
     assert batch._ids_from_file(path) == ["a00", "customer_id"]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_campaign_files_and_their_partial_files_are_their_owners_alone(
+    suffix: str, models_dir: Path, env: Path, tmp_path: Path
+) -> None:
+    """Customers' rows: 0600 while written (the .partial file), once in place (also over
+    a file that was readable by all), and after an erasure rewrote it."""
+    old_umask = os.umask(0o022)
+    try:
+        out = tmp_path / f"campaign{suffix}"
+        out.write_text("last week's campaign")
+        os.chmod(out, 0o644)
+        seen: list[int] = []
+
+        def progress(_done: int, _decided: int) -> None:
+            (partial,) = tmp_path.glob(f".campaign{suffix}.*.partial")
+            seen.append(_mode(partial))
+
+        model = load_serving_model(models_dir)
+        store = open_store(f"sqlite:///{env}")
+        run = BatchRun(
+            Context(ServingModels(model), default_catalog(), contact_policy(Settings()), store),
+            Occasion("email", 3, int(NOW.timestamp())),
+        )
+        ids = [str(c) for c in model.customers.ids][:20]
+        write_batch(run, Selection(ids), out, chunk=10, progress=progress)
+        assert seen == [0o600, 0o600]
+        assert _mode(out) == 0o600
+
+        store.erase(ids[0])
+        (scrubbed,), _ = erase_from_outputs(store, ids[0])
+        store.close()
+        assert scrubbed.rows_removed > 0 and _mode(out) == 0o600
+    finally:
+        os.umask(old_umask)

@@ -40,7 +40,7 @@ from nbo.core import processes
 from nbo.core.columns import CUSTOMER_ID
 from nbo.core.errors import NboError
 from nbo.core.ids import MAX_ID_LENGTH, path_id_problem
-from nbo.core.outputs import check_output_file
+from nbo.core.outputs import check_output_file, create_private
 from nbo.core.vocabulary import STAGES
 from nbo.data.events import ImpressionEvent
 from nbo.experiments.assignment import load_serving_models
@@ -541,6 +541,8 @@ def write_batch(
     try:
         if run.occasion.delivery:
             heartbeat = begin_delivering(run.store, run.run_id, temporary)
+        # Customers' rows: the owner's alone, as the partial file and once in place.
+        create_private(temporary)
         if out.suffix.lower() == ".parquet":
             writer = pq.ParquetWriter(temporary, SCHEMA)
         else:

@@ -39,6 +39,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from nbo.core.errors import NboError
+from nbo.core.outputs import create_private
 from nbo.store.base import Store
 
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
@@ -356,6 +357,8 @@ def _rewrite(
     taken = Outcomes()
     try:
         with _reading(path, fmt) as (schema, batches):
+            # Never readable by others meanwhile; the file's own mode once complete.
+            create_private(temporary)
             writer: pq.ParquetWriter | pacsv.CSVWriter = (
                 pq.ParquetWriter(temporary, schema)
                 if fmt == "parquet"
