@@ -23,6 +23,7 @@ from nbo.campaigns.files import erase_from_outputs
 from nbo.campaigns.workers import BatchWorkers
 from nbo.catalog.loading import default_catalog
 from nbo.cli import main
+from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.assignment import ServingModels
 from nbo.models.registry import set_alias
 from nbo.models.served import load_serving_model
@@ -247,11 +248,16 @@ def test_a_list_with_ids_nobody_knows_says_so(
     out = tmp_path / "campaign.csv"
     assert _batch("--customers", str(tmp_path / "ids.txt"), "--out", str(out)) == 0
     err = capsys.readouterr().err
+    # Named by their pseudonyms, as the service's logs name them, never by the ids.
+    store = open_store(f"sqlite:///{env}")
+    pseudonyms = Pseudonyms(store.pseudonym_key())
+    store.close()
     assert (
-        "2 of 4 customers are known neither to the model nor to the store ('a00.0', 'nobody')"
-        in err
-    )
-    assert "1 look like numbers a spreadsheet wrote: the model knows 'a00', not 'a00.0'" in err
+        "2 of 4 customers are known neither to the model nor to the store "
+        f"({pseudonyms.of('a00.0')}, {pseudonyms.of('nobody')})"
+    ) in err
+    assert "1 look like numbers a spreadsheet wrote: the model knows them without their '.0'" in err
+    assert "a00.0" not in err and "nobody" not in err
     # Every customer of the list is still written.
     assert sorted(pd.read_csv(out, dtype=str)["customer_id"].unique()) == sorted(ids)
     # All or a stage covers known customers only: no such line.

@@ -112,6 +112,13 @@ def test_the_export_lists_exactly_the_customers_events_and_consent(
     assert body["batch_files"] == [] and body["batch_files_unread"] == []
 
 
+def test_the_export_is_never_cached(client: TestClient) -> None:
+    """Everything held on a person: no browser or proxy keeps a copy, as for the
+    dashboard's pages."""
+    answer = client.get("/v1/customers/a00/data")
+    assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+
+
 def test_an_unknown_customer_gets_an_empty_export_not_a_404(client: TestClient) -> None:
     body = export(client, "never-seen")
     assert body["erased"] is False and body["events"] == []

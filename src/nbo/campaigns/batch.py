@@ -39,8 +39,9 @@ from nbo.catalog.holder import CatalogHolder
 from nbo.core import processes
 from nbo.core.columns import CUSTOMER_ID
 from nbo.core.errors import NboError
-from nbo.core.ids import MAX_ID_LENGTH, path_id_problem
+from nbo.core.ids import MAX_ID_LENGTH, path_id_problem, spreadsheet_original
 from nbo.core.outputs import check_output_file, create_private
+from nbo.core.pseudonyms import Pseudonyms
 from nbo.core.vocabulary import STAGES
 from nbo.data.events import ImpressionEvent
 from nbo.experiments.assignment import load_serving_models
@@ -138,19 +139,28 @@ def strangers(selection: Selection, model: ServingModel, store: Store) -> list[s
     return [c for c in unknown if c not in posted]
 
 
-def strangers_line(found: Sequence[str], total: int, model: ServingModel) -> str:
+def strangers_line(
+    found: Sequence[str], total: int, model: ServingModel, pseudonyms: Pseudonyms
+) -> str:
     """One line on ``strangers``, with examples, and the likely cause when the ids look
-    like numbers a spreadsheet wrote ("12347.0" for the customer "12347")."""
-    examples = ", ".join(repr(c) for c in found[:3])
+    like numbers a spreadsheet wrote ("12347.0" for the customer "12347"). Customers are
+    named by their pseudonyms, as in the service's logs (stderr goes to logs): ``nbo keys
+    pseudonym -`` finds them in the list."""
+    examples = ", ".join(pseudonyms.of(c) for c in found[:3])
     line = (
         f"{len(found):,} of {total:,} customers are known neither to the model nor to the "
         f"store ({examples}{', ...' if len(found) > 3 else ''}): they get a new customer's offers"
     )
-    floats = [c for c in found if c.endswith(".0") and model.customers.get(c[:-2]) is not None]
+    floats = [
+        c
+        for c in found
+        if (number := spreadsheet_original(c)) is not None
+        and model.customers.get(number) is not None
+    ]
     if floats:
         line += (
             f"; {len(floats):,} look like numbers a spreadsheet wrote: the model knows "
-            f"{floats[0][:-2]!r}, not {floats[0]!r}"
+            "them without their '.0'"
         )
     return line
 
