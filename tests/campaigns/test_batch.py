@@ -641,3 +641,32 @@ def test_campaign_files_and_their_partial_files_are_their_owners_alone(
         assert scrubbed.rows_removed > 0 and _mode(out) == 0o600
     finally:
         os.umask(old_umask)
+
+
+def test_erased_customers_of_a_list_are_left_out_unless_they_came_back(
+    client: TestClient, env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Erasure drops the consent record with the rest: a customer who had withdrawn
+    consent to email would get campaign rows again from an old list. An erased id the
+    store knows nothing of since is left out; one who came back (a purchase, a consent
+    record since) stays in."""
+    no_email = {"personalization": True, "channels": {"email": False}}
+    assert client.put("/v1/customers/a00/consent", json=no_email).is_success
+    for customer in ("a00", "a01", "a02"):
+        assert client.delete(f"/v1/customers/{customer}").status_code == 200
+    _post_purchase(client, "a01", "A01")  # came back
+    assert client.put("/v1/customers/a02/consent", json=no_email).is_success  # said again
+    (tmp_path / "ids.txt").write_text("a00\na01\na02\na03\n", encoding="utf-8")
+    out = tmp_path / "campaign.csv"
+
+    assert _batch("--customers", str(tmp_path / "ids.txt"), "--out", str(out)) == 0
+
+    err = capsys.readouterr().err
+    assert (
+        "nbo batch: 1 of 4 customers are erased and not heard from since (no event, no "
+        "consent record): left out\n"
+    ) in err
+    rows = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert sorted(rows["customer_id"].unique()) == ["a01", "a02", "a03"]
+    a02 = rows[rows["customer_id"] == "a02"]
+    assert a02["suppressed_reason"].tolist() == ["no_channel_consent"]

@@ -22,7 +22,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -123,6 +123,27 @@ def select_customers(spec: str, model: ServingModel, store: Store) -> Selection:
                 )
         return Selection(everyone(model, store), stage, spec)
     return Selection(_ids_from_file(Path(spec)), None, spec)
+
+
+def leave_out_erased(selection: Selection, store: Store) -> tuple[Selection, int]:
+    """A customer list without the erased customers the store has heard nothing of since
+    (no event, no consent record): an erasure dropped their consent record with the rest,
+    so a customer who had withdrawn consent to the channel would get a campaign again
+    from an old list. A returning customer (an event or a consent record since) stays.
+    Answers the list kept and how many were left out; ``all`` and stages cover no erased
+    customer (``nbo.runtime.decide.everyone``)."""
+    if selection.description == ALL or selection.description.startswith(STAGE_PREFIX):
+        return selection, 0
+    erased = store.erased_among(list(selection.customer_ids))
+    if not erased:
+        return selection, 0
+    returned = set(store.consents_of(sorted(erased)))
+    returned.update(c for c in erased - returned if store.stored_events_of(c))
+    gone = erased - returned
+    if not gone:
+        return selection, 0
+    kept = [c for c in selection.customer_ids if c not in gone]
+    return replace(selection, customer_ids=kept), len(gone)
 
 
 def strangers(selection: Selection, model: ServingModel, store: Store) -> list[str]:

@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         RunSpec,
         check_output,
         check_replaces_no_delivery,
+        leave_out_erased,
         new_run_id,
         open_run,
         select_customers,
@@ -177,9 +178,17 @@ def run(args: argparse.Namespace) -> int:
             if lines:
                 lines.start("select customers")
             selection = select_customers(args.customers, model, store)
+            listed = len(selection.customer_ids)
+            selection, erased = leave_out_erased(selection, store)
             total = len(selection.customer_ids)
             if lines:
                 lines.finish("select customers", detail=f"{total:,} customers")
+            if erased:
+                print(
+                    f"nbo batch: {erased:,} of {listed:,} customers are erased and not heard "
+                    "from since (no event, no consent record): left out",
+                    file=sys.stderr,
+                )
             unknown = strangers(selection, model, store)
             if unknown:
                 line = strangers_line(unknown, total, model, _pseudonyms(settings, store))
