@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from nbo.models.served import load_serving_model
 from nbo.service.app import create_app
 from nbo.settings import Settings
+from training.lifecycle import CUSTOMERS_FILE, read_customers
 
 TODAY = "2026-06-30T11:00:00Z"
 
@@ -130,15 +131,40 @@ def test_an_unknown_customer_gets_an_empty_export_not_a_404(client: TestClient) 
 
 
 def test_without_personalization_consent_the_export_holds_the_neutral_profile(
-    client: TestClient,
+    client: TestClient, models_dir: Path
 ) -> None:
+    with_consent = export(client, "a00")["models"][0]
     assert client.put("/v1/customers/a00/consent", json={"personalization": False}).is_success
     body = export(client, "a00")
     assert body["profile"] == client.get("/v1/customers/a00").json()
     assert body["profile"]["profiled"] is False and body["profile"]["churn_risk"] is None
-    # Out of every experiment, and what the model learned is still shown: it is held.
-    assert body["assignment"]["personalized"] is True and body["assignment"]["variant"] is None
-    assert body["models"][0]["known"] is True
+    # Out of every experiment, and answered with popular offers: not personalized.
+    assert body["assignment"]["personalized"] is False and body["assignment"]["variant"] is None
+    offers = client.get("/v1/customers/a00/offers?k=3").json()
+    assert offers["personalized"] is False
+    # What the model trained before the withdrawal holds of them is shown, as held and
+    # not used: its profile row as in the artifact's customers table, and the history.
+    [model] = body["models"]
+    assert model["known"] is True and model["used"] is False and model["items"]
+    row = (
+        read_customers(str(models_dir / model["model_version"] / CUSTOMERS_FILE))
+        .set_index("customer_id")
+        .loc["a00"]
+    )
+    held = model["held_profile"]
+    assert set(held) == {
+        "stage",
+        "churn_risk",
+        "recency_days",
+        "frequency",
+        "monetary",
+        "best_send_hour",
+    }
+    assert held["stage"] == row["stage"] and held["frequency"] == row["frequency"]
+    assert held["best_send_hour"] == row["best_send_hour"]
+    assert held["monetary"] == pytest.approx(row["monetary"])
+    # With consent, the same row, used.
+    assert with_consent["used"] is True and with_consent["held_profile"] == held
 
 
 def test_after_erasure_the_export_says_erased_and_holds_nothing(client: TestClient) -> None:

@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
@@ -35,6 +36,7 @@ from nbo.campaigns.files import (
 )
 from nbo.core.vocabulary import CHANNELS
 from nbo.experiments.assignment import ServingModels
+from nbo.models.holdings import held_profile, versions_holding
 from nbo.models.served import ServingModel
 from nbo.offers.state import DEFAULT_CONSENT, Consent
 from nbo.runtime.decide import forget_erased
@@ -72,16 +74,34 @@ class ModelDataOut(BaseModel):
         description="the model was trained on the customer's purchases and serves them "
         "(false after an erasure, even before the next training)"
     )
+    used: bool = Field(
+        description="what the model holds of the customer is used for them: false while "
+        "their consent withdraws personalization (held in the model's files, not used for "
+        "their profile, offers or campaigns) and when the model does not know them"
+    )
+    held_profile: dict[str, Any] | None = Field(
+        description="the customer's row of the model's customers table (customers.parquet): "
+        "stage, churn risk, recency, frequency, monetary value and best send hour as of the "
+        "end of its training data; null when the model does not know them"
+    )
     items: list[TrainedItemOut] = Field(
         description="the customer's purchase history as the model holds it"
     )
+
+
+class ModelFileOut(BaseModel):
+    model_version: str
+    served: bool = Field(description="a model the service serves now (in models)")
 
 
 class AssignmentOut(BaseModel):
     model_version: str = Field(description="the model that answers the customer's offers")
     experiment: str | None = None
     variant: str | None = None
-    personalized: bool = Field(description="false for a control variant: popular offers")
+    personalized: bool = Field(
+        description="false for a control variant, and without consent to personalization: "
+        "popular offers"
+    )
 
 
 class BatchFileRowsOut(BaseModel):
@@ -122,6 +142,10 @@ class CustomerDataOut(BaseModel):
     )
     models: list[ModelDataOut] = Field(
         description="per served model (the current one first, then experiment variants)"
+    )
+    model_files: list[ModelFileOut] = Field(
+        description="every published model version on disk, served or not, whose files "
+        "hold the customer id (and what it was trained on of them) until it is pruned"
     )
     assignment: AssignmentOut | None = Field(description="the customer's experiment variant")
     batch_files: list[BatchFileRowsOut] = Field(
@@ -244,10 +268,18 @@ def export_customer(
     models: ServingModels | None,
     now: datetime,
     max_posted_lines: int | None = None,
+    *,
+    models_dir: Path,
 ) -> CustomerDataOut:
     """The export of one customer at the service clock ``now``: every stored event, and
     the profile as ``GET /v1/customers/{id}`` computes it (from the most recent
-    ``max_posted_lines`` posted lines, as that route reads them).
+    ``max_posted_lines`` posted lines, as that route reads them). ``models_dir``: where
+    the served models' files are, and every other version that may still hold the
+    customer (``model_files``).
+
+    Without consent to personalization the profile is the neutral one the service uses,
+    and each served model that knows the customer shows what it holds of them all the
+    same (``held_profile``, ``items``), marked ``used: false``.
 
     An erased customer nbo holds nothing on since (no event, no consent record) gets an
     export that says erased and nothing else: no profile, model or assignment part, since
@@ -260,6 +292,7 @@ def export_customer(
     consent = store.consent_of(customer_id)
     found, unread = rows_in_outputs(store, customer_id)
     holds = erased_at is None or bool(events) or consent is not None
+    served = set() if models is None else {model.version for model in models.models()}
     export = CustomerDataOut(
         customer_id=customer_id,
         exported_at=datetime.now(UTC).isoformat(),
@@ -279,6 +312,10 @@ def export_customer(
         consent=consent_out(customer_id, consent) if holds else None,
         profile=None,
         models=[],
+        model_files=[
+            ModelFileOut(model_version=version, served=version in served)
+            for version in versions_holding(models_dir, customer_id)
+        ],
         assignment=None,
         batch_files=[_file_rows(rows) for rows in found],
         batch_files_unread=[_unread(file) for file in unread],
@@ -289,7 +326,11 @@ def export_customer(
         # reads (an experiment's model would show what it learned before the erasure).
         forget_erased(models, store, [customer_id])
         export.profile = current_profile(models.current, store, customer_id, now, max_posted_lines)
-        export.models = [_model_data(model, customer_id) for model in models.models()]
+        personalization = (consent or DEFAULT_CONSENT).personalization
+        export.models = [
+            _model_data(model, customer_id, models_dir, personalization)
+            for model in models.models()
+        ]
         assignment = models.assign(customer_id, consent or DEFAULT_CONSENT, int(now.timestamp()))
         export.assignment = AssignmentOut(
             model_version=assignment.model.version,
@@ -300,12 +341,18 @@ def export_customer(
     return export
 
 
-def _model_data(model: ServingModel, customer_id: str) -> ModelDataOut:
-    """What the model learned from the customer: their history as trained. Nothing once
-    erased: ``forget`` made the row unreachable, and nothing serves it again."""
+def _model_data(
+    model: ServingModel, customer_id: str, models_dir: Path, personalization: bool
+) -> ModelDataOut:
+    """What the model learned from the customer: their profile row and history as
+    trained, used for them only with consent to personalization. Nothing once erased:
+    ``forget`` made the row unreachable, and nothing serves it again."""
     row = model.customers.get(customer_id)
     if row is None:
-        return ModelDataOut(model_version=model.version, known=False, items=[])
+        return ModelDataOut(
+            model_version=model.version, known=False, used=False, held_profile=None, items=[]
+        )
+    held = held_profile(models_dir, model.version, customer_id)
     items, _confidence, last = model.history_of(row)
     counts = model.counts_of(row)
     orders = counts.tolist() if len(counts) == len(items) else [None] * len(items)
@@ -313,6 +360,10 @@ def _model_data(model: ServingModel, customer_id: str) -> ModelDataOut:
     return ModelDataOut(
         model_version=model.version,
         known=True,
+        used=personalization,
+        held_profile=None
+        if held is None
+        else {name: _jsonable(value) for name, value in held.items()},
         items=[
             TrainedItemOut(
                 item_id=item_id,

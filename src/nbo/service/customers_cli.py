@@ -159,7 +159,12 @@ def run_export(args: argparse.Namespace) -> int:
         with threadpool_limits(limits=1, user_api="blas"):
             models = _serving_models(settings, store)
             export = export_customer(
-                customer_id, store, models, settings.now(), settings.max_posted_lines
+                customer_id,
+                store,
+                models,
+                settings.now(),
+                settings.max_posted_lines,
+                models_dir=settings.models_dir,
             )
     finally:
         store.close()

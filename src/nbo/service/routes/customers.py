@@ -140,7 +140,14 @@ def export_data(
     nothing else. Without a loaded model the profile, model and assignment parts are
     left out. A plain ``def``: it reads the store and the campaign files.
     """
-    export = export_customer(customer_id, store, models, settings.now(), settings.max_posted_lines)
+    export = export_customer(
+        customer_id,
+        store,
+        models,
+        settings.now(),
+        settings.max_posted_lines,
+        models_dir=settings.models_dir,
+    )
     # Everything held on a person: never kept by a browser or a proxy (as the dashboard).
     response.headers["Cache-Control"] = "no-store"
     log.info(
