@@ -6,15 +6,18 @@ pseudonym and counts only."""
 from __future__ import annotations
 
 import logging
+import shutil
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from nbo.cli import main
 from nbo.models.served import load_serving_model
 from nbo.service.app import create_app
 from nbo.settings import Settings
+from nbo.store.sqlite import SQLiteStore
 from training.lifecycle import CUSTOMERS_FILE, read_customers
 
 TODAY = "2026-06-30T11:00:00Z"
@@ -230,3 +233,39 @@ def test_a_customer_erased_by_another_replica_is_unknown_to_every_model_of_the_e
     assert back["erased"] is True and [e["event_id"] for e in back["events"]] == ["p9"]
     assert len(back["models"]) == 2
     assert [(m["known"], m["items"]) for m in back["models"]] == [(False, []), (False, [])]
+
+
+def test_erasure_and_export_name_the_model_versions_whose_files_hold_the_customer(
+    client: TestClient, models_dir: Path
+) -> None:
+    """A model's files are read-only: after an erasure (and a training without the
+    customer) every version trained on them keeps their rows until it is pruned. The
+    receipt and the export name those versions, served or not."""
+    version = load_serving_model(models_dir).version
+    assert export(client, "a00")["model_files"] == [{"model_version": version, "served": True}]
+    assert export(client, "never-seen")["model_files"] == []
+
+    receipt = erase(client, "a00")
+    assert receipt["model_row_removed"] is True
+    assert receipt["model_versions_holding"] == [version]
+    body = export(client, "a00")  # erased: nothing else, but the files still hold them
+    assert body["models"] == [] and body["model_files"] == [
+        {"model_version": version, "served": True}
+    ]
+    assert erase(client, "never-seen")["model_versions_holding"] == []
+
+
+def test_the_command_line_erasure_names_versions_not_served(
+    models_dir: Path, tmp_path: Path, isolated_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    version = load_serving_model(models_dir).version
+    unserved = tmp_path / "models"
+    shutil.copytree(models_dir / version, unserved / version)  # no CURRENT: served by none
+    SQLiteStore(isolated_store).close()
+    assert main(["customers", "erase", "a00", "--models-dir", str(unserved)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == (
+        f"nbo customers: the files of 1 model version in {unserved} still hold them "
+        f"({version}): no service serves their rows again; they stay until those versions "
+        "are pruned (nbo models --prune) once a training without them has replaced them"
+    )

@@ -188,15 +188,23 @@ class ErasureReceiptOut(BaseModel):
         description="managed campaign files that could not be gone through, and why: "
         "what is left to clean by hand"
     )
+    model_versions_holding: list[str] = Field(
+        description="published model versions on disk (served or not) whose read-only "
+        "files still hold the customer's rows: no service serves them again, and they "
+        "stay until those versions are pruned (nbo models --prune) once a training "
+        "without the customer has replaced them"
+    )
 
 
 @dataclass(frozen=True)
 class Erasure:
-    """What one erasure did in the store and in the campaign files."""
+    """What one erasure did in the store and in the campaign files, and the model
+    versions whose files still hold the customer."""
 
     receipt: ErasureReceipt
     scrubbed: list[Scrubbed]
     untouched: list[Untouched]
+    model_versions: list[str]
 
     @property
     def rows_removed(self) -> int:
@@ -208,7 +216,7 @@ Forgotten = TypeVar("Forgotten")
 
 
 def erase_customer_data(
-    customer_id: str, store: Store, forget: Callable[[str], Forgotten]
+    customer_id: str, store: Store, forget: Callable[[str], Forgotten], models_dir: Path
 ) -> tuple[Erasure, Forgotten]:
     """Erase the customer: their events, purchase lines and consent record in the store
     (the id on the erased list), then ``forget`` (the models of the process that asks:
@@ -216,13 +224,15 @@ def erase_customer_data(
     the campaign files nbo manages (a file that cannot be rewritten is listed in
     ``untouched``, never a failed erasure). Answers what was done, and what ``forget``
     answered. Any id the store may hold, so also one the API no longer takes (a
-    ``path_id_problem``, stored by an earlier release)."""
+    ``path_id_problem``, stored by an earlier release). ``models_dir``: the published
+    versions there whose files still hold the customer are named in the answer."""
     receipt = store.erase(customer_id)
     forgotten = forget(customer_id)
     # After the store: the id is on the erased list, so a batch finishing now leaves the
     # customer out of its file itself (``nbo.campaigns.batch.write_batch``).
     scrubbed, untouched = erase_from_outputs(store, customer_id)
-    return Erasure(receipt, scrubbed, untouched), forgotten
+    versions = versions_holding(models_dir, customer_id)
+    return Erasure(receipt, scrubbed, untouched, versions), forgotten
 
 
 def erasure_receipt_out(
@@ -246,6 +256,7 @@ def erasure_receipt_out(
             for file in erasure.scrubbed
         ],
         batch_files_untouched=[_unread(file) for file in erasure.untouched],
+        model_versions_holding=erasure.model_versions,
     )
 
 

@@ -63,6 +63,12 @@ def register(commands: Any) -> None:
     )
     erase.add_argument("customer_id", metavar="ID", help="the customer id, as stored")
     erase.add_argument("--store-url", default=None, help="NBO_STORE_URL (the service's)")
+    erase.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="NBO_MODELS_DIR (models): the versions whose files still hold the customer are named",
+    )
     erase.set_defaults(handler=run_erase)
     export = actions.add_parser(
         "export",
@@ -98,18 +104,30 @@ def run_erase(args: argparse.Namespace) -> int:
     from nbo.store import open_existing_store, store_setting
 
     customer_id = checked_id(args.customer_id)
-    settings = load_settings(store_url=args.store_url)
+    settings = load_settings(store_url=args.store_url, models_dir=args.models_dir)
     # An existing store only: an erasure recorded in a new, empty file (a mistyped path)
     # would reach no service and no training.
     store = open_existing_store(settings.store_url, store_setting(args.store_url))
     try:
-        erasure, _ = erase_customer_data(customer_id, store, _no_models)
+        erasure, _ = erase_customer_data(customer_id, store, _no_models, settings.models_dir)
     finally:
         store.close()
     print(f"nbo customers: {erasure_line(customer_id, erasure)}")
     for file in erasure.untouched:
         print(f"nbo customers: campaign file {file.path} left as it is: {file.reason}")
+    if erasure.model_versions:
+        print(f"nbo customers: {model_files_line(erasure.model_versions, settings.models_dir)}")
     return 0
+
+
+def model_files_line(versions: list[str], models_dir: Path) -> str:
+    """The model versions whose read-only files still hold the erased customer."""
+    return (
+        f"the files of {_count(len(versions), 'model version')} in {models_dir} still hold "
+        f"them ({', '.join(versions)}): no service serves their rows again; they stay until "
+        "those versions are pruned (nbo models --prune) once a training without them has "
+        "replaced them"
+    )
 
 
 def _no_models(customer_id: str) -> None:

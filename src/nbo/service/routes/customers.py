@@ -169,7 +169,11 @@ def export_data(
     dependencies=[requires(Role.admin)],
 )
 def erase_customer(
-    customer_id: CustomerId, store: StoreDep, pseudonyms: PseudonymsDep, reloader: ReloaderDep
+    customer_id: CustomerId,
+    store: StoreDep,
+    settings: SettingsDep,
+    pseudonyms: PseudonymsDep,
+    reloader: ReloaderDep,
 ) -> ErasureReceiptOut:
     """Erase the customer: their events, purchase lines and consent record in the store,
     their row in the served model, and their rows in the campaign files nbo manages (a
@@ -182,7 +186,7 @@ def erase_customer(
     # customer in every worker's models, not only this one's
     # (``Reloader.forget_everywhere``).
     erasure, (removed, everywhere) = erase_customer_data(
-        customer_id, store, reloader.forget_everywhere
+        customer_id, store, reloader.forget_everywhere, settings.models_dir
     )
     log.info(
         "customer %s erased: %d records deleted, model row removed: %s, %d campaign rows "
