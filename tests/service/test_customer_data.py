@@ -269,3 +269,36 @@ def test_the_command_line_erasure_names_versions_not_served(
         f"({version}): no service serves their rows again; they stay until those versions "
         "are pruned (nbo models --prune) once a training without them has replaced them"
     )
+
+
+def test_erasing_an_id_nbo_never_knew_says_so_and_names_a_near_match(
+    client: TestClient, models_dir: Path, isolated_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped id used to be erased in silence ("deleted 0 events", exit 0) while the
+    real customer stayed. It is still recorded (an id not trained on yet must stay out of
+    training), but the receipt and the command say nobody knew it, with the customer a
+    spreadsheet's '.0' would have come from."""
+    typo = erase(client, "a00.0")
+    assert typo["known"] is False and typo["near_match"] == "a00"
+    assert sum(typo["deleted"]["events"].values()) == 0
+    nobody = erase(client, "zz-nobody")
+    assert nobody["known"] is False and nobody["near_match"] is None
+    assert export(client, "a00")["models"][0]["known"] is True  # the real one untouched
+
+    post(client, [purchase("p1", "posted-only", ["A01"])])
+    posted = erase(client, "posted-only")  # known to the store alone
+    assert posted["known"] is True and posted["near_match"] is None
+    real = erase(client, "a00")
+    assert real["known"] is True and real["near_match"] is None
+
+    capsys.readouterr()
+    assert main(["customers", "erase", "a01.0", "--models-dir", str(models_dir)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "nbo customers: warning: neither the store nor any model knows customer 'a01.0': "
+        "nothing of theirs was held (a mistyped id?); the id is on the erased list all the "
+        "same, so no later training learns it; did you mean 'a01'? ('a01.0' looks like a "
+        "spreadsheet's writing of it; 'a01' is untouched)\n"
+    )
+    assert main(["customers", "erase", "a01", "--models-dir", str(models_dir)]) == 0
+    assert capsys.readouterr().err == ""

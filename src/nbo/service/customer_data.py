@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ from nbo.campaigns.files import (
     erase_from_outputs,
     rows_in_outputs,
 )
+from nbo.core.ids import spreadsheet_original
 from nbo.core.vocabulary import CHANNELS
 from nbo.experiments.assignment import ServingModels
 from nbo.models.holdings import held_profile, versions_holding
@@ -188,6 +189,15 @@ class ErasureReceiptOut(BaseModel):
         description="managed campaign files that could not be gone through, and why: "
         "what is left to clean by hand"
     )
+    known: bool = Field(
+        description="false: neither the store, a model on disk nor a campaign file held "
+        "anything of this id (a mistyped id, most likely): nothing was deleted, and the id "
+        "is on the erased list all the same, so no later training learns it"
+    )
+    near_match: str | None = Field(
+        description="with known false, a customer id nbo does know that this one looks "
+        "like a spreadsheet's writing of ('12347' for '12347.0'); that customer is untouched"
+    )
     model_versions_holding: list[str] = Field(
         description="published model versions on disk (served or not) whose read-only "
         "files still hold the customer's rows: no service serves them again, and they "
@@ -205,6 +215,10 @@ class Erasure:
     scrubbed: list[Scrubbed]
     untouched: list[Untouched]
     model_versions: list[str]
+    # The store, a model version on disk or a campaign file held something of the id.
+    known: bool = True
+    # Unknown: the id nbo does know that this one looks like a spreadsheet's writing of.
+    near_match: str | None = None
 
     @property
     def rows_removed(self) -> int:
@@ -232,7 +246,25 @@ def erase_customer_data(
     # customer out of its file itself (``nbo.campaigns.batch.write_batch``).
     scrubbed, untouched = erase_from_outputs(store, customer_id)
     versions = versions_holding(models_dir, customer_id)
-    return Erasure(receipt, scrubbed, untouched, versions), forgotten
+    erasure = Erasure(receipt, scrubbed, untouched, versions)
+    if not (receipt.total or versions or erasure.rows_removed or untouched):
+        # Recorded all the same (an id not trained on yet must stay out of training),
+        # but most likely a typo: said, with the customer it may have meant.
+        erasure = replace(
+            erasure, known=False, near_match=_near_match(customer_id, store, models_dir)
+        )
+    return erasure, forgotten
+
+
+def _near_match(customer_id: str, store: Store, models_dir: Path) -> str | None:
+    """The customer nbo knows (in the store or a model on disk) whose id a spreadsheet
+    would write as ``customer_id`` ("12347.0" for "12347"), or None."""
+    number = spreadsheet_original(customer_id)
+    if number is None or store.is_erased(number):
+        return None
+    if store.stored_events_of(number) or store.consent_of(number) is not None:
+        return number
+    return number if versions_holding(models_dir, number) else None
 
 
 def erasure_receipt_out(
@@ -256,6 +288,8 @@ def erasure_receipt_out(
             for file in erasure.scrubbed
         ],
         batch_files_untouched=[_unread(file) for file in erasure.untouched],
+        known=erasure.known,
+        near_match=erasure.near_match,
         model_versions_holding=erasure.model_versions,
     )
 

@@ -113,11 +113,28 @@ def run_erase(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"nbo customers: {erasure_line(customer_id, erasure)}")
+    if not erasure.known:
+        print(f"nbo customers: warning: {unknown_line(customer_id, erasure)}", file=sys.stderr)
     for file in erasure.untouched:
         print(f"nbo customers: campaign file {file.path} left as it is: {file.reason}")
     if erasure.model_versions:
         print(f"nbo customers: {model_files_line(erasure.model_versions, settings.models_dir)}")
     return 0
+
+
+def unknown_line(customer_id: str, erasure: Erasure) -> str:
+    """What an erasure of an id nbo knew nothing of says: most likely a typo."""
+    line = (
+        f"neither the store nor any model knows customer {customer_id!r}: nothing of "
+        "theirs was held (a mistyped id?); the id is on the erased list all the same, so "
+        "no later training learns it"
+    )
+    if erasure.near_match is not None:
+        line += (
+            f"; did you mean {erasure.near_match!r}? ({customer_id!r} looks like a "
+            f"spreadsheet's writing of it; {erasure.near_match!r} is untouched)"
+        )
+    return line
 
 
 def model_files_line(versions: list[str], models_dir: Path) -> str:
