@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ from nbo.campaigns.files import (
     CustomerRows,
     Scrubbed,
     Untouched,
+    clear_dead_runs_files,
     erase_from_outputs,
     rows_in_outputs,
 )
@@ -189,6 +190,10 @@ class ErasureReceiptOut(BaseModel):
         description="managed campaign files that could not be gone through, and why: "
         "what is left to clean by hand"
     )
+    partial_files_removed: list[str] = Field(
+        description="temporary files of campaign runs that died (killed before their file "
+        "was complete) removed: they held rows an erasure cannot take a customer out of"
+    )
     known: bool = Field(
         description="false: neither the store, a model on disk nor a campaign file held "
         "anything of this id (a mistyped id, most likely): nothing was deleted, and the id "
@@ -215,6 +220,8 @@ class Erasure:
     scrubbed: list[Scrubbed]
     untouched: list[Untouched]
     model_versions: list[str]
+    # Temporary files of dead campaign runs, removed (``clear_dead_partials``).
+    partials: list[str] = field(default_factory=list)
     # The store, a model version on disk or a campaign file held something of the id.
     known: bool = True
     # Unknown: the id nbo does know that this one looks like a spreadsheet's writing of.
@@ -245,8 +252,10 @@ def erase_customer_data(
     # After the store: the id is on the erased list, so a batch finishing now leaves the
     # customer out of its file itself (``nbo.campaigns.batch.write_batch``).
     scrubbed, untouched = erase_from_outputs(store, customer_id)
+    # A run killed while it wrote left rows no erasure can take the customer out of.
+    partials = clear_dead_runs_files(store)
     versions = versions_holding(models_dir, customer_id)
-    erasure = Erasure(receipt, scrubbed, untouched, versions)
+    erasure = Erasure(receipt, scrubbed, untouched, versions, partials)
     if not (receipt.total or versions or erasure.rows_removed or untouched):
         # Recorded all the same (an id not trained on yet must stay out of training),
         # but most likely a typo: said, with the customer it may have meant.
@@ -288,6 +297,7 @@ def erasure_receipt_out(
             for file in erasure.scrubbed
         ],
         batch_files_untouched=[_unread(file) for file in erasure.untouched],
+        partial_files_removed=erasure.partials,
         known=erasure.known,
         near_match=erasure.near_match,
         model_versions_holding=erasure.model_versions,

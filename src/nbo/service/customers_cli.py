@@ -113,6 +113,8 @@ def run_erase(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"nbo customers: {erasure_line(customer_id, erasure)}")
+    for path in erasure.partials:
+        print(f"nbo customers: removed {path}, left by a campaign run that died")
     if not erasure.known:
         print(f"nbo customers: warning: {unknown_line(customer_id, erasure)}", file=sys.stderr)
     for file in erasure.untouched:
