@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +123,8 @@ class Inputs:
     config: TrainingConfig
     exclusions: TrainingExclusions
     catalog: Catalog | None
+    # Where the store came from (``--store-url`` or ``NBO_STORE_URL``), for ``store_line``.
+    store_setting: str = "NBO_STORE_URL"
 
     @property
     def erased(self) -> list[str]:
@@ -136,8 +137,7 @@ class Inputs:
 
 def load_inputs(args: argparse.Namespace) -> Inputs:
     """The mapping, training config, customers to leave out and catalogue the input
-    options name; says on stderr which store the customers to leave out were read from
-    (``store_line``)."""
+    options name."""
     mapping = mapping_of(args)
     config = load_training_config(args.config, holdout_days=args.holdout_days)
     catalog = (
@@ -148,24 +148,25 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
     url = load_settings().store_url if args.store_url is None else args.store_url
     setting = store_setting(args.store_url)
     exclusions = read_training_exclusions(url, setting)
-    print(f"nbo {args.command}: {store_line(exclusions, setting)}", file=sys.stderr)
-    return Inputs(mapping, config, exclusions, catalog)
+    return Inputs(mapping, config, exclusions, catalog, setting)
 
 
 def store_line(exclusions: TrainingExclusions, setting: str) -> str:
     """Which store the erasures and consent were read from and how many ids each left
     out, or a warning that there was no store to read (a run from another folder, a
-    wrong path): no erasure and no withdrawal of consent applied."""
+    wrong path): no erasure and no withdrawal of consent applied. Printed with the
+    report (stdout), so that a failed run's stderr stays its one error line."""
     if not exclusions.found:
         return (
-            f"warning: no store at {exclusions.location.removeprefix('SQLite ')}: no "
+            f"[bold red]warning:[/] no store at "
+            f"{escape(exclusions.location.removeprefix('SQLite '))}: no "
             "erasures or consent applied (erased customers and those who withdrew "
             f"personalization are trained on); point {setting} at the service's store, "
             "or a copy of its file"
         )
     erased, withdrawn = len(exclusions.erased), len(exclusions.withdrawn)
     return (
-        f"erasures and consent read from {exclusions.location}: {erased:,} erased "
+        f"store: erasures and consent read from {escape(exclusions.location)}: {erased:,} erased "
         f"customer{'' if erased == 1 else 's'} and {withdrawn:,} with personalization "
         "withdrawn left out"
     )
@@ -194,16 +195,19 @@ def run(args: argparse.Namespace) -> int:
             )
     except ModelRefused as refused:
         # The report of what was refused, then the gate's one error line (exit 2).
-        print_summary(output_console(), refused.result)
+        print_summary(output_console(), refused.result, inputs)
         raise
-    print_summary(output_console(), result)
+    print_summary(output_console(), result, inputs)
     return 0
 
 
-def print_summary(console: Console, result: TrainResult) -> None:
-    """The report of the training, with the gate's verdict, and where it was published
-    (nothing more when the gate refused it)."""
+def print_summary(console: Console, result: TrainResult, inputs: Inputs | None = None) -> None:
+    """The report of the training, with the gate's verdict, the store the customers to
+    leave out were read from, and where it was published (nothing more when the gate
+    refused it)."""
     print_report(console, result, result.manifest["quality_gate"]["message"])
+    if inputs is not None:
+        console.print(store_line(inputs.exclusions, inputs.store_setting))
     if result.path is not None:
         console.print(f"[bold green]published[/] {result.version} -> {result.path}")
 

@@ -188,12 +188,12 @@ def test_the_store_read_is_said_and_a_missing_one_warned_of(
     if command == "train":
         args.append("--force")
     assert main(args) == 0  # no store file at NBO_STORE_URL
-    err = capsys.readouterr().err
-    warning = [line for line in err.splitlines() if "no store at" in line]
+    out = capsys.readouterr().out
+    warning = [line for line in out.splitlines() if "no store at" in line]
     assert warning == [
-        f"nbo {command}: warning: no store at {isolated_store.resolve()}: no erasures or "
-        "consent applied (erased customers and those who withdrew personalization are "
-        "trained on); point NBO_STORE_URL at the service's store, or a copy of its file"
+        f"warning: no store at {isolated_store.resolve()}: no erasures or consent applied "
+        "(erased customers and those who withdrew personalization are trained on); point "
+        "NBO_STORE_URL at the service's store, or a copy of its file"
     ]
     assert not isolated_store.exists()
 
@@ -203,9 +203,9 @@ def test_the_store_read_is_said_and_a_missing_one_warned_of(
     store.set_consent("a02", False, {})
     store.close()
     assert main([*args, "--store-url", f"sqlite:///{isolated_store}"]) == 0
-    err = capsys.readouterr().err
+    out = capsys.readouterr().out
     assert (
-        f"nbo {command}: erasures and consent read from SQLite {isolated_store.resolve()}: "
+        f"store: erasures and consent read from SQLite {isolated_store.resolve()}: "
         "1 erased customer and 2 with personalization withdrawn left out\n"
-    ) in err
-    assert "no store at" not in err
+    ) in out
+    assert "no store at" not in out
