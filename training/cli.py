@@ -23,7 +23,7 @@ from nbo.data.mapping import ColumnMapping, add_mapping_arguments, mapping_of
 from nbo.models.churn import MODEL, RECENCY
 from nbo.models.policy import SECTION as POLICY_SECTION
 from nbo.settings import load_settings
-from nbo.store import read_erased_ids, store_setting
+from nbo.store import TrainingExclusions, read_training_exclusions, store_setting
 from training.config import TrainingConfig, load_training_config
 from training.evaluate import CHURN_METRICS
 from training.gate import NOT_EVALUATED
@@ -108,25 +108,36 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store-url",
         default=None,
-        help="the service's event store, whose erased customers are left out "
-        "(default: NBO_STORE_URL; a store file that does not exist has none)",
+        help="the service's event store: its erased customers, and those whose consent "
+        "withdraws personalization, are left out (default: NBO_STORE_URL; a store file "
+        "that does not exist has none, and is warned of)",
     )
 
 
 @dataclass(frozen=True)
 class Inputs:
-    """What the input options name: the column mapping, the training config, the erased
-    customer ids and the offer catalogue (None: the default)."""
+    """What the input options name: the column mapping, the training config, the
+    customers the store says to leave out and the offer catalogue (None: the default)."""
 
     mapping: ColumnMapping
     config: TrainingConfig
-    erased: list[str]
+    exclusions: TrainingExclusions
     catalog: Catalog | None
+    # Where the store came from (``--store-url`` or ``NBO_STORE_URL``), for ``store_line``.
+    store_setting: str = "NBO_STORE_URL"
+
+    @property
+    def erased(self) -> list[str]:
+        return self.exclusions.erased
+
+    @property
+    def withdrawn(self) -> list[str]:
+        return self.exclusions.withdrawn
 
 
 def load_inputs(args: argparse.Namespace) -> Inputs:
-    """The mapping, training config, erased customer ids and catalogue the input options
-    name."""
+    """The mapping, training config, customers to leave out and catalogue the input
+    options name."""
     mapping = mapping_of(args)
     config = load_training_config(args.config, holdout_days=args.holdout_days)
     catalog = (
@@ -135,8 +146,30 @@ def load_inputs(args: argparse.Namespace) -> Inputs:
         else load_catalog(args.catalog, "give --catalog a catalogue file, or leave it out")
     )
     url = load_settings().store_url if args.store_url is None else args.store_url
-    erased = read_erased_ids(url, store_setting(args.store_url))
-    return Inputs(mapping, config, erased, catalog)
+    setting = store_setting(args.store_url)
+    exclusions = read_training_exclusions(url, setting)
+    return Inputs(mapping, config, exclusions, catalog, setting)
+
+
+def store_line(exclusions: TrainingExclusions, setting: str) -> str:
+    """Which store the erasures and consent were read from and how many ids each left
+    out, or a warning that there was no store to read (a run from another folder, a
+    wrong path): no erasure and no withdrawal of consent applied. Printed with the
+    report (stdout), so that a failed run's stderr stays its one error line."""
+    if not exclusions.found:
+        return (
+            f"[bold red]warning:[/] no store at "
+            f"{escape(exclusions.location.removeprefix('SQLite '))}: no "
+            "erasures or consent applied (erased customers and those who withdrew "
+            f"personalization are trained on); point {setting} at the service's store, "
+            "or a copy of its file"
+        )
+    erased, withdrawn = len(exclusions.erased), len(exclusions.withdrawn)
+    return (
+        f"store: erasures and consent read from {escape(exclusions.location)}: {erased:,} erased "
+        f"customer{'' if erased == 1 else 's'} and {withdrawn:,} with personalization "
+        "withdrawn left out"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,19 +191,23 @@ def run(args: argparse.Namespace) -> int:
                 progress,
                 erased=inputs.erased,
                 catalog=inputs.catalog,
+                withdrawn=inputs.withdrawn,
             )
     except ModelRefused as refused:
         # The report of what was refused, then the gate's one error line (exit 2).
-        print_summary(output_console(), refused.result)
+        print_summary(output_console(), refused.result, inputs)
         raise
-    print_summary(output_console(), result)
+    print_summary(output_console(), result, inputs)
     return 0
 
 
-def print_summary(console: Console, result: TrainResult) -> None:
-    """The report of the training, with the gate's verdict, and where it was published
-    (nothing more when the gate refused it)."""
+def print_summary(console: Console, result: TrainResult, inputs: Inputs | None = None) -> None:
+    """The report of the training, with the gate's verdict, the store the customers to
+    leave out were read from, and where it was published (nothing more when the gate
+    refused it)."""
     print_report(console, result, result.manifest["quality_gate"]["message"])
+    if inputs is not None:
+        console.print(store_line(inputs.exclusions, inputs.store_setting))
     if result.path is not None:
         console.print(f"[bold green]published[/] {result.version} -> {result.path}")
 

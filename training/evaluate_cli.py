@@ -37,6 +37,7 @@ from training.cli import (
     print_report,
     progress_display,
     propensity_line,
+    store_line,
 )
 from training.evaluate import CHURN_METRICS
 from training.gate import QualityGate
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             erased=inputs.erased,
             publish=False,
             catalog=inputs.catalog,
+            withdrawn=inputs.withdrawn,
         )
     document = evaluation_document(result, now)
     console = output_console()
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         if customers is None
     ]
     print_report(console, result, document["quality_gate"]["message"], warnings)
+    console.print(store_line(inputs.exclusions, inputs.store_setting))
     cycles = result.manifest.get("cycles", {"enabled": False})
     notes = [
         Text.from_markup(cycles_line(cycles)).plain,

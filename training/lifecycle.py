@@ -39,11 +39,12 @@ from nbo.models.churn import (
     fit_recency_baseline,
     stack,
 )
+from nbo.models.holdings import CUSTOMERS_FILE
 from nbo.models.lifecycle import LifecycleThresholds, stages_of
 from nbo.models.send_time import best_send_hour, best_send_hours, send_hour_prior
 from training.config import ChurnConfig, TrainingConfig, config_warnings
 
-CUSTOMERS_FILE = "customers.parquet"
+__all__ = ["CUSTOMERS_FILE"]  # the artifact's profile file, named where the service reads it
 CALIBRATION_PLOT = "churn_calibration.png"
 # A snapshot with fewer customers of either class than this teaches nothing reliable.
 MIN_CLASS_CUSTOMERS = 10

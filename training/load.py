@@ -1,8 +1,11 @@
-"""Step 1, load: read and clean the purchase file, drop the erased customers, encode the
-ids as integers and group the lines into each customer's orders.
+"""Step 1, load: read and clean the purchase file, drop the erased customers and those
+who withdrew consent to personalization, encode the ids as integers and group the lines
+into each customer's orders.
 
-Everything later reads the purchases from here, so an erased customer is gone from every
-model, feature and report the moment the file is read.
+Everything later reads the purchases from here, so an erased customer, or one whose
+consent withdraws personalization, is gone from every model, feature and report the
+moment the file is read: nothing of them is profiled (stage, churn risk, RFM, send hour)
+or learned (factors, shortlists, histories) while the withdrawal stands.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from training.progress import Steps
 
 # The cleaning report's reason for the rows of customers erased in the service's store.
 DROP_ERASED = "erased customer"
+# ... and for those whose consent record in the store withdraws personalization.
+DROP_WITHDRAWN = "personalization withdrawn"
 
 
 @dataclass
@@ -36,9 +41,13 @@ class TrainingData:
     # Of the file (or the dataset's files) as read: the data fingerprint in the manifest
     # and version.
     sha256: str
-    purchases: pd.DataFrame  # canonical columns, cleaned, without erased customers
+    # Canonical columns, cleaned, without erased customers nor those who withdrew
+    # consent to personalization.
+    purchases: pd.DataFrame
     cleaning: CleaningReport
     erased_customers: int  # customers dropped because the store erased them
+    # Customers dropped because their consent in the store withdraws personalization.
+    withdrawn_customers: int
     encoded: EncodedPurchases  # the purchase lines as integer positions
     orders: OrderTable  # per customer of ``encoded``, their orders and returns
     priced: bool  # whether the lines carry prices
@@ -74,18 +83,27 @@ class TrainingData:
             },
             **self.cleaning.to_dict(),
             "erased_customers": self.erased_customers,
+            "withdrawn_customers": self.withdrawn_customers,
             "typical_line_value": self.typical_line_value,
         }
 
 
 def load_data(
-    path: Path, mapping: ColumnMapping, erased: Collection[str], steps: Steps
+    path: Path,
+    mapping: ColumnMapping,
+    erased: Collection[str],
+    steps: Steps,
+    withdrawn: Collection[str] = (),
 ) -> TrainingData:
     """Read ``path`` through ``mapping``, without the ``erased`` customer ids (counted
-    in the cleaning report as ``DROP_ERASED``)."""
+    in the cleaning report as ``DROP_ERASED``) and the ``withdrawn`` ones, whose consent
+    withdraws personalization (``DROP_WITHDRAWN``)."""
     with steps.step("read purchases"):
         purchases, cleaning = read_purchases(path, mapping)
-        purchases, erased_customers = drop_erased(purchases, cleaning, erased)
+        purchases, erased_customers = drop_customers(purchases, cleaning, erased, DROP_ERASED)
+        purchases, withdrawn_customers = drop_customers(
+            purchases, cleaning, withdrawn, DROP_WITHDRAWN
+        )
         sha256 = fingerprint(path)
         encoded = encode_purchases(purchases)
     with steps.step("customer orders"):
@@ -99,6 +117,7 @@ def load_data(
         purchases=purchases,
         cleaning=cleaning,
         erased_customers=erased_customers,
+        withdrawn_customers=withdrawn_customers,
         encoded=encoded,
         orders=orders,
         priced=priced,
@@ -106,15 +125,16 @@ def load_data(
     )
 
 
-def drop_erased(
-    purchases: pd.DataFrame, report: CleaningReport, erased: Collection[str]
+def drop_customers(
+    purchases: pd.DataFrame, report: CleaningReport, erased: Collection[str], reason: str
 ) -> tuple[pd.DataFrame, int]:
-    """Drop every row of an erased customer, updating the cleaning report as the cleaning
-    itself would; answers the purchases left and how many customers were dropped."""
+    """Drop every row of the ``erased`` customers (erased, or without consent to
+    personalization), updating the cleaning report as the cleaning itself would, under
+    ``reason``; answers the purchases left and how many customers were dropped."""
     ids = purchases[col.CUSTOMER_ID]
     mask = ids.isin(list(erased)).to_numpy(dtype=bool) if erased else np.zeros(len(ids), bool)
     rows = int(mask.sum())
-    report.dropped[DROP_ERASED] = rows
+    report.dropped[reason] = rows
     if not rows:
         return purchases, 0
     customers = int(ids[mask].nunique())
@@ -123,11 +143,9 @@ def drop_erased(
         erased_returns = report.returns[col.CUSTOMER_ID].isin(list(erased)).to_numpy(dtype=bool)
         report.returns = report.returns[~erased_returns].reset_index(drop=True)
     if purchases.empty:
-        raise PurchaseDataError(
-            report.path, f"no purchases left after cleaning ({rows} {DROP_ERASED})"
-        )
+        raise PurchaseDataError(report.path, f"no purchases left after cleaning ({rows} {reason})")
     if isinstance(purchases[col.CUSTOMER_ID].dtype, pd.CategoricalDtype):
-        # Not even the erased ids as unused categories.
+        # Not even the dropped ids as unused categories.
         purchases[col.CUSTOMER_ID] = purchases[col.CUSTOMER_ID].cat.remove_unused_categories()
     describe_kept(report, purchases)
     return purchases, customers

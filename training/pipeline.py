@@ -55,6 +55,7 @@ def train(
     erased: Collection[str] = (),
     publish: bool = True,
     catalog: Catalog | None = None,
+    withdrawn: Collection[str] = (),
 ) -> TrainResult:
     """Train, evaluate and publish a model; ``ModelRefused`` (a QualityGateError, with
     the training's result) if it fails the quality gate (``training.gate``: what it
@@ -65,7 +66,9 @@ def train(
 
     ``erased``: customer ids erased in the service's store; every row of theirs is dropped
     right after reading (counted as ``training.load.DROP_ERASED``), so nothing of them is
-    learned.
+    learned. ``withdrawn``: customer ids whose consent in the store withdraws
+    personalization; dropped the same way (``training.load.DROP_WITHDRAWN``), so nothing
+    of them is profiled or learned while the withdrawal stands.
 
     ``publish=False`` (``nbo evaluate``): everything is computed and reported, the quality
     gate only reports, and nothing is written (``version`` and ``path`` are None).
@@ -76,7 +79,7 @@ def train(
     catalog = catalog or default_catalog()
     # One BLAS thread: implicit's ALS crawls with more (its own advice).
     with threadpool_limits(limits=1, user_api="blas"):
-        data = load_data(data_path, mapping, erased, steps)
+        data = load_data(data_path, mapping, erased, steps, withdrawn)
         with steps.step("time split"):
             split = time_split(data.encoded, config.holdout_days, config.suppression.days)
         fitted = fit_before_cutoff(data, split, config, steps)

@@ -345,6 +345,7 @@ def _data_html(data: Mapping[str, Any]) -> str:
         ("customers", "customers"),
         ("items", "items"),
         ("erased_customers", "erased customers left out"),
+        ("withdrawn_customers", "customers left out: personalization withdrawn"),
     ):
         if data.get(key) is not None:
             rows.append((label, f"{data[key]:,}"))

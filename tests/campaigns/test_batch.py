@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,9 +19,11 @@ from support import CLOCK, without_progress
 from nbo.campaigns import batch
 from nbo.campaigns import workers as workers_module
 from nbo.campaigns.batch import BatchRun, RunSpec, Selection, open_run, write_batch
+from nbo.campaigns.files import erase_from_outputs
 from nbo.campaigns.workers import BatchWorkers
 from nbo.catalog.loading import default_catalog
 from nbo.cli import main
+from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.assignment import ServingModels
 from nbo.models.registry import set_alias
 from nbo.models.served import load_serving_model
@@ -245,11 +248,16 @@ def test_a_list_with_ids_nobody_knows_says_so(
     out = tmp_path / "campaign.csv"
     assert _batch("--customers", str(tmp_path / "ids.txt"), "--out", str(out)) == 0
     err = capsys.readouterr().err
+    # Named by their pseudonyms, as the service's logs name them, never by the ids.
+    store = open_store(f"sqlite:///{env}")
+    pseudonyms = Pseudonyms(store.pseudonym_key())
+    store.close()
     assert (
-        "2 of 4 customers are known neither to the model nor to the store ('a00.0', 'nobody')"
-        in err
-    )
-    assert "1 look like numbers a spreadsheet wrote: the model knows 'a00', not 'a00.0'" in err
+        "2 of 4 customers are known neither to the model nor to the store "
+        f"({pseudonyms.of('a00.0')}, {pseudonyms.of('nobody')})"
+    ) in err
+    assert "1 look like numbers a spreadsheet wrote: the model knows them without their '.0'" in err
+    assert "a00.0" not in err and "nobody" not in err
     # Every customer of the list is still written.
     assert sorted(pd.read_csv(out, dtype=str)["customer_id"].unique()) == sorted(ids)
     # All or a stage covers known customers only: no such line.
@@ -593,3 +601,72 @@ def test_a_txt_list_of_a_header_alone_has_no_customers(tmp_path: Path) -> None:
     # Only a first line is a header: further down it is an id like any other.
     path.write_text("a00\ncustomer_id\n", encoding="utf-8")
     assert batch._ids_from_file(path) == ["a00", "customer_id"]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_campaign_files_and_their_partial_files_are_their_owners_alone(
+    suffix: str, models_dir: Path, env: Path, tmp_path: Path
+) -> None:
+    """Customers' rows: 0600 while written (the .partial file), once in place (also over
+    a file that was readable by all), and after an erasure rewrote it."""
+    old_umask = os.umask(0o022)
+    try:
+        out = tmp_path / f"campaign{suffix}"
+        out.write_text("last week's campaign")
+        os.chmod(out, 0o644)
+        seen: list[int] = []
+
+        def progress(_done: int, _decided: int) -> None:
+            (partial,) = tmp_path.glob(f".campaign{suffix}.*.partial")
+            seen.append(_mode(partial))
+
+        model = load_serving_model(models_dir)
+        store = open_store(f"sqlite:///{env}")
+        run = BatchRun(
+            Context(ServingModels(model), default_catalog(), contact_policy(Settings()), store),
+            Occasion("email", 3, int(NOW.timestamp())),
+        )
+        ids = [str(c) for c in model.customers.ids][:20]
+        write_batch(run, Selection(ids), out, chunk=10, progress=progress)
+        assert seen == [0o600, 0o600]
+        assert _mode(out) == 0o600
+
+        store.erase(ids[0])
+        (scrubbed,), _ = erase_from_outputs(store, ids[0])
+        store.close()
+        assert scrubbed.rows_removed > 0 and _mode(out) == 0o600
+    finally:
+        os.umask(old_umask)
+
+
+def test_erased_customers_of_a_list_are_left_out_unless_they_came_back(
+    client: TestClient, env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Erasure drops the consent record with the rest: a customer who had withdrawn
+    consent to email would get campaign rows again from an old list. An erased id the
+    store knows nothing of since is left out; one who came back (a purchase, a consent
+    record since) stays in."""
+    no_email = {"personalization": True, "channels": {"email": False}}
+    assert client.put("/v1/customers/a00/consent", json=no_email).is_success
+    for customer in ("a00", "a01", "a02"):
+        assert client.delete(f"/v1/customers/{customer}").status_code == 200
+    _post_purchase(client, "a01", "A01")  # came back
+    assert client.put("/v1/customers/a02/consent", json=no_email).is_success  # said again
+    (tmp_path / "ids.txt").write_text("a00\na01\na02\na03\n", encoding="utf-8")
+    out = tmp_path / "campaign.csv"
+
+    assert _batch("--customers", str(tmp_path / "ids.txt"), "--out", str(out)) == 0
+
+    err = capsys.readouterr().err
+    assert (
+        "nbo batch: 1 of 4 customers are erased and not heard from since (no event, no "
+        "consent record): left out\n"
+    ) in err
+    rows = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert sorted(rows["customer_id"].unique()) == ["a01", "a02", "a03"]
+    a02 = rows[rows["customer_id"] == "a02"]
+    assert a02["suppressed_reason"].tolist() == ["no_channel_consent"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import app_for
 
 from nbo.campaigns import batch, recovery
 from nbo.campaigns.batch import BatchRun
@@ -304,3 +305,54 @@ def test_partial_files_of_ended_processes_are_swept(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for p in (live, other, dead_folder)
     )
+
+
+def test_an_erasure_removes_the_partial_files_of_runs_that_died(
+    env: Path, models_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed outright leaves its .partial file, full of customers' rows, which no
+    erasure could take anyone out of (only a later run to the same --out removed it).
+    An erasure now removes the files of dead runs it can find: beside the managed
+    campaign files, and those of delivering runs taken for dead. A live run's stays."""
+    folder = tmp_path / "campaigns"
+    folder.mkdir()
+    assert main([*COMMAND, "--out", str(folder / "last-week.csv")]) == 0  # registered
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_MIDWAY, *COMMAND, "--out", str(folder / "new.csv")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    (partial,) = folder.glob(".new.csv.*.partial")
+    assert "a00" in set(pd.read_csv(partial, dtype=str)["customer_id"])
+    live = folder / f".other.csv.{os.getppid()}.partial"  # a run still writing
+    live.write_text("rows")
+    # A delivering run of another machine, silent for long: its file elsewhere.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    far = elsewhere / ".far.csv.7.partial"
+    far.write_text("rows")
+    os.utime(far, (time.time() - 2 * STALE_S,) * 2)
+    store = open_store(os.environ["NBO_STORE_URL"])
+    now = int(time.time())
+    store.begin_delivering(
+        DeliveringRun("batch-far", now - 900, "gone-host/boot/7/8", str(far), now - STALE_S)
+    )
+    store.close()
+    capsys.readouterr()
+
+    assert main(["customers", "erase", "a00", "--models-dir", str(models_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert f"nbo customers: removed {partial}, left by a campaign run that died\n" in printed
+    assert f"nbo customers: removed {far}, left by a campaign run that died\n" in printed
+    assert not partial.exists() and not far.exists() and live.exists()
+    assert (folder / "last-week.csv").exists()
+
+    # The API's receipt says the same.
+    again = partial  # as the killed run named it, left again
+    again.write_text("rows")
+    with app_for(models_dir) as client:
+        receipt = client.delete("/v1/customers/a01").json()
+    assert receipt["partial_files_removed"] == [str(again)]
+    assert live.exists()

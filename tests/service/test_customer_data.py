@@ -6,15 +6,19 @@ pseudonym and counts only."""
 from __future__ import annotations
 
 import logging
+import shutil
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from nbo.cli import main
 from nbo.models.served import load_serving_model
 from nbo.service.app import create_app
 from nbo.settings import Settings
+from nbo.store.sqlite import SQLiteStore
+from training.lifecycle import CUSTOMERS_FILE, read_customers
 
 TODAY = "2026-06-30T11:00:00Z"
 
@@ -112,6 +116,13 @@ def test_the_export_lists_exactly_the_customers_events_and_consent(
     assert body["batch_files"] == [] and body["batch_files_unread"] == []
 
 
+def test_the_export_is_never_cached(client: TestClient) -> None:
+    """Everything held on a person: no browser or proxy keeps a copy, as for the
+    dashboard's pages."""
+    answer = client.get("/v1/customers/a00/data")
+    assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+
+
 def test_an_unknown_customer_gets_an_empty_export_not_a_404(client: TestClient) -> None:
     body = export(client, "never-seen")
     assert body["erased"] is False and body["events"] == []
@@ -123,15 +134,40 @@ def test_an_unknown_customer_gets_an_empty_export_not_a_404(client: TestClient) 
 
 
 def test_without_personalization_consent_the_export_holds_the_neutral_profile(
-    client: TestClient,
+    client: TestClient, models_dir: Path
 ) -> None:
+    with_consent = export(client, "a00")["models"][0]
     assert client.put("/v1/customers/a00/consent", json={"personalization": False}).is_success
     body = export(client, "a00")
     assert body["profile"] == client.get("/v1/customers/a00").json()
     assert body["profile"]["profiled"] is False and body["profile"]["churn_risk"] is None
-    # Out of every experiment, and what the model learned is still shown: it is held.
-    assert body["assignment"]["personalized"] is True and body["assignment"]["variant"] is None
-    assert body["models"][0]["known"] is True
+    # Out of every experiment, and answered with popular offers: not personalized.
+    assert body["assignment"]["personalized"] is False and body["assignment"]["variant"] is None
+    offers = client.get("/v1/customers/a00/offers?k=3").json()
+    assert offers["personalized"] is False
+    # What the model trained before the withdrawal holds of them is shown, as held and
+    # not used: its profile row as in the artifact's customers table, and the history.
+    [model] = body["models"]
+    assert model["known"] is True and model["used"] is False and model["items"]
+    row = (
+        read_customers(str(models_dir / model["model_version"] / CUSTOMERS_FILE))
+        .set_index("customer_id")
+        .loc["a00"]
+    )
+    held = model["held_profile"]
+    assert set(held) == {
+        "stage",
+        "churn_risk",
+        "recency_days",
+        "frequency",
+        "monetary",
+        "best_send_hour",
+    }
+    assert held["stage"] == row["stage"] and held["frequency"] == row["frequency"]
+    assert held["best_send_hour"] == row["best_send_hour"]
+    assert held["monetary"] == pytest.approx(row["monetary"])
+    # With consent, the same row, used.
+    assert with_consent["used"] is True and with_consent["held_profile"] == held
 
 
 def test_after_erasure_the_export_says_erased_and_holds_nothing(client: TestClient) -> None:
@@ -197,3 +233,72 @@ def test_a_customer_erased_by_another_replica_is_unknown_to_every_model_of_the_e
     assert back["erased"] is True and [e["event_id"] for e in back["events"]] == ["p9"]
     assert len(back["models"]) == 2
     assert [(m["known"], m["items"]) for m in back["models"]] == [(False, []), (False, [])]
+
+
+def test_erasure_and_export_name_the_model_versions_whose_files_hold_the_customer(
+    client: TestClient, models_dir: Path
+) -> None:
+    """A model's files are read-only: after an erasure (and a training without the
+    customer) every version trained on them keeps their rows until it is pruned. The
+    receipt and the export name those versions, served or not."""
+    version = load_serving_model(models_dir).version
+    assert export(client, "a00")["model_files"] == [{"model_version": version, "served": True}]
+    assert export(client, "never-seen")["model_files"] == []
+
+    receipt = erase(client, "a00")
+    assert receipt["model_row_removed"] is True
+    assert receipt["model_versions_holding"] == [version]
+    body = export(client, "a00")  # erased: nothing else, but the files still hold them
+    assert body["models"] == [] and body["model_files"] == [
+        {"model_version": version, "served": True}
+    ]
+    assert erase(client, "never-seen")["model_versions_holding"] == []
+
+
+def test_the_command_line_erasure_names_versions_not_served(
+    models_dir: Path, tmp_path: Path, isolated_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    version = load_serving_model(models_dir).version
+    unserved = tmp_path / "models"
+    shutil.copytree(models_dir / version, unserved / version)  # no CURRENT: served by none
+    SQLiteStore(isolated_store).close()
+    assert main(["customers", "erase", "a00", "--models-dir", str(unserved)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == (
+        f"nbo customers: the files of 1 model version in {unserved} still hold them "
+        f"({version}): no service serves their rows again; they stay until those versions "
+        "are pruned (nbo models --prune) once a training without them has replaced them"
+    )
+
+
+def test_erasing_an_id_nbo_never_knew_says_so_and_names_a_near_match(
+    client: TestClient, models_dir: Path, isolated_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped id used to be erased in silence ("deleted 0 events", exit 0) while the
+    real customer stayed. It is still recorded (an id not trained on yet must stay out of
+    training), but the receipt and the command say nobody knew it, with the customer a
+    spreadsheet's '.0' would have come from."""
+    typo = erase(client, "a00.0")
+    assert typo["known"] is False and typo["near_match"] == "a00"
+    assert sum(typo["deleted"]["events"].values()) == 0
+    nobody = erase(client, "zz-nobody")
+    assert nobody["known"] is False and nobody["near_match"] is None
+    assert export(client, "a00")["models"][0]["known"] is True  # the real one untouched
+
+    post(client, [purchase("p1", "posted-only", ["A01"])])
+    posted = erase(client, "posted-only")  # known to the store alone
+    assert posted["known"] is True and posted["near_match"] is None
+    real = erase(client, "a00")
+    assert real["known"] is True and real["near_match"] is None
+
+    capsys.readouterr()
+    assert main(["customers", "erase", "a01.0", "--models-dir", str(models_dir)]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "nbo customers: warning: neither the store nor any model knows customer 'a01.0': "
+        "nothing of theirs was held (a mistyped id?); the id is on the erased list all the "
+        "same, so no later training learns it; did you mean 'a01'? ('a01.0' looks like a "
+        "spreadsheet's writing of it; 'a01' is untouched)\n"
+    )
+    assert main(["customers", "erase", "a01", "--models-dir", str(models_dir)]) == 0
+    assert capsys.readouterr().err == ""

@@ -148,7 +148,7 @@ def test_a_withdrawn_channel_is_refused_with_a_reason(client: TestClient) -> Non
 
 
 def test_erasure_deletes_the_customer_and_answers_a_receipt(
-    client: TestClient, isolated_store: Path
+    client: TestClient, isolated_store: Path, current: str
 ) -> None:
     assert offers(client, "a00")["profile"] == "trained"
     events = [
@@ -177,6 +177,11 @@ def test_erasure_deletes_the_customer_and_answers_a_receipt(
         # No campaign file written: none to go through (tests/campaigns/test_files.py).
         "batch_files": [],
         "batch_files_untouched": [],
+        "partial_files_removed": [],
+        "known": True,
+        "near_match": None,
+        # The model's files still hold them, until the version is pruned.
+        "model_versions_holding": [current],
     }
     store = SQLiteStore(isolated_store)
     assert store.events_of("a00") == [] and store.purchases_of("a00") == []

@@ -5,7 +5,9 @@ registered."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -339,3 +341,26 @@ def test_a_store_another_process_holds_for_writing_is_busy_not_an_error(tmp_path
         assert store.set_consent("c1", False, {}).personalization is False
     finally:
         store.close()
+
+
+def test_the_store_and_its_log_files_are_their_owners_alone(tmp_path: Path) -> None:
+    """The store holds customers' events and consent and the pseudonym key: a new store
+    file, its write-ahead log and shared memory are 0600 whatever the umask; a store made
+    before keeps its group's permissions and loses those of others."""
+    old_umask = os.umask(0o022)
+    try:
+        path = tmp_path / "nbo.db"
+        store = SQLiteStore(path)
+        store.set_consent("c1", False, {})
+        store.pseudonym_key()
+        sides = [path.with_name(path.name + side) for side in ("-wal", "-shm")]
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [path, *sides]}
+        store.close()
+        assert modes == {"nbo.db": 0o600, "nbo.db-wal": 0o600, "nbo.db-shm": 0o600}
+
+        os.chmod(path, 0o644)  # a store an earlier release made
+        store = SQLiteStore(path)
+        store.close()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    finally:
+        os.umask(old_umask)

@@ -17,7 +17,13 @@ from support import at
 from nbo.core.errors import ConfigError
 from nbo.data.events import Event, parse_events
 from nbo.offers.state import DEFAULT_CONSENT, ContactHistory
-from nbo.store import open_store, read_erased_ids, read_pseudonym_key, sql
+from nbo.store import (
+    open_store,
+    read_erased_ids,
+    read_pseudonym_key,
+    read_training_exclusions,
+    sql,
+)
 from nbo.store.base import (
     CONSENT_FROM_API,
     CONSENT_FROM_CLI,
@@ -475,6 +481,25 @@ def test_erased_ids_and_the_key_are_read_without_creating_a_store(store_url: str
     finally:
         store.close()
     assert read_erased_ids(store_url) == ["gone"] and read_pseudonym_key(store_url) == key
+
+
+def test_the_trainer_reads_erasures_and_withdrawn_personalization(store_url: str) -> None:
+    """What ``nbo train`` leaves out: the erased ids and the customers whose consent
+    withdraws personalization (a withdrawn channel alone does not)."""
+    before = read_training_exclusions(store_url)
+    assert (before.erased, before.withdrawn) == ([], [])
+    store = open_store(store_url)
+    try:
+        store.set_consent("ann", False, {})
+        store.set_consent("bob", True, {"email": False})
+        store.set_consent("cy", False, {"app": False})
+        store.set_consent("cy", True, {})  # consents again
+        store.set_consent("dee", False, {})
+        store.erase("dee")  # erasure drops the consent record: erased, not withdrawn
+    finally:
+        store.close()
+    read = read_training_exclusions(store_url)
+    assert read.found and (read.erased, read.withdrawn) == (["dee"], ["ann"])
 
 
 def test_replicas_share_one_pseudonym_key(opened: Callable[[], Store]) -> None:

@@ -1,4 +1,5 @@
-"""The trainer's load step: erased customers (the store's list) left out of training."""
+"""The trainer's load step: erased customers (the store's list), and those whose consent
+withdraws personalization, left out of training."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from nbo.cli import main
 from nbo.core.errors import PurchaseDataError
 from nbo.data.mapping import load_mapping
 from nbo.store.sqlite import SQLiteStore
-from training.load import DROP_ERASED
+from training.lifecycle import CUSTOMERS_FILE, read_customers
+from training.load import DROP_ERASED, DROP_WITHDRAWN
 from training.pipeline import train
 
 
@@ -174,3 +176,81 @@ def test_the_blanks_filled_are_counted_in_the_summary_the_report_and_the_manifes
     page = evaluation_html(evaluation_document(result, datetime(2026, 7, 1, tzinfo=UTC)), "t")
     assert "<caption>rows kept with a blank filled</caption>" in page
     assert f"<td>{FILL_QUANTITY}</td><td>3</td>" in page
+
+
+def test_training_leaves_out_customers_who_withdrew_personalization(
+    tmp_path: Path,
+    planted_csv: Path,
+    isolated_store: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A consent record withdrawing personalization keeps the customer out of what is
+    trained (profile, factors, shortlist, history), as an erasure does; consenting again
+    brings them back at the next training."""
+    models = tmp_path / "models"
+    args = ["train", "--data", str(planted_csv), "--models-dir", str(models)]
+    args += ["--config", str(_config(tmp_path)), "--force"]
+    store = SQLiteStore(isolated_store)
+    store.set_consent("a00", False, {})
+    store.set_consent("a01", True, {"email": False})  # a channel only: still profiled
+    store.close()
+    capsys.readouterr()
+
+    assert main(args) == 0
+    assert "a00" not in _customers(models) and "a01" in _customers(models)
+    version = (models / "CURRENT").read_text().strip()
+    customers = read_customers(str(models / version / CUSTOMERS_FILE))
+    assert "a00" not in set(customers["customer_id"])
+    data = json.loads((models / version / "manifest.json").read_text())["data"]
+    assert data["dropped"][DROP_WITHDRAWN] == 7  # every row of a00 in the file
+    assert data["withdrawn_customers"] == 1
+    assert data["erased_customers"] == 0
+    assert data["rows_kept"] == 420 - 7 and data["customers"] == 59
+    out = capsys.readouterr().out
+    assert f"{DROP_WITHDRAWN}: 7" in out
+    assert "personalization withdrawn" in out
+
+    store = SQLiteStore(isolated_store)
+    store.set_consent("a00", True, {})
+    store.close()
+    assert main(args) == 0
+    assert "a00" in _customers(models)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_the_store_read_is_said_and_a_missing_one_warned_of(
+    command: str,
+    tmp_path: Path,
+    planted_csv: Path,
+    isolated_store: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run from another folder, or a wrong path, used to apply no erasure without a
+    word: the command says which store it read and how many ids it left out, and warns
+    in one line when there was no store there."""
+    args = [command, "--data", str(planted_csv), "--config", str(_config(tmp_path))]
+    args += ["--out" if command == "evaluate" else "--models-dir", str(tmp_path / "out")]
+    if command == "train":
+        args.append("--force")
+    assert main(args) == 0  # no store file at NBO_STORE_URL
+    out = capsys.readouterr().out
+    warning = [line for line in out.splitlines() if "no store at" in line]
+    assert warning == [
+        f"warning: no store at {isolated_store.resolve()}: no erasures or consent applied "
+        "(erased customers and those who withdrew personalization are trained on); point "
+        "NBO_STORE_URL at the service's store, or a copy of its file"
+    ]
+    assert not isolated_store.exists()
+
+    store = SQLiteStore(isolated_store)
+    store.erase("a00")
+    store.set_consent("a01", False, {})
+    store.set_consent("a02", False, {})
+    store.close()
+    assert main([*args, "--store-url", f"sqlite:///{isolated_store}"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"store: erasures and consent read from SQLite {isolated_store.resolve()}: "
+        "1 erased customer and 2 with personalization withdrawn left out\n"
+    ) in out
+    assert "no store at" not in out

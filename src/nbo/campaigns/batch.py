@@ -22,7 +22,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -39,8 +39,9 @@ from nbo.catalog.holder import CatalogHolder
 from nbo.core import processes
 from nbo.core.columns import CUSTOMER_ID
 from nbo.core.errors import NboError
-from nbo.core.ids import MAX_ID_LENGTH, path_id_problem
-from nbo.core.outputs import check_output_file
+from nbo.core.ids import MAX_ID_LENGTH, path_id_problem, spreadsheet_original
+from nbo.core.outputs import check_output_file, create_private
+from nbo.core.pseudonyms import Pseudonyms
 from nbo.core.vocabulary import STAGES
 from nbo.data.events import ImpressionEvent
 from nbo.experiments.assignment import load_serving_models
@@ -124,6 +125,27 @@ def select_customers(spec: str, model: ServingModel, store: Store) -> Selection:
     return Selection(_ids_from_file(Path(spec)), None, spec)
 
 
+def leave_out_erased(selection: Selection, store: Store) -> tuple[Selection, int]:
+    """A customer list without the erased customers the store has heard nothing of since
+    (no event, no consent record): an erasure dropped their consent record with the rest,
+    so a customer who had withdrawn consent to the channel would get a campaign again
+    from an old list. A returning customer (an event or a consent record since) stays.
+    Answers the list kept and how many were left out; ``all`` and stages cover no erased
+    customer (``nbo.runtime.decide.everyone``)."""
+    if selection.description == ALL or selection.description.startswith(STAGE_PREFIX):
+        return selection, 0
+    erased = store.erased_among(list(selection.customer_ids))
+    if not erased:
+        return selection, 0
+    returned = set(store.consents_of(sorted(erased)))
+    returned.update(c for c in erased - returned if store.stored_events_of(c))
+    gone = erased - returned
+    if not gone:
+        return selection, 0
+    kept = [c for c in selection.customer_ids if c not in gone]
+    return replace(selection, customer_ids=kept), len(gone)
+
+
 def strangers(selection: Selection, model: ServingModel, store: Store) -> list[str]:
     """The ids of a customer list that neither the model nor the store knows (no trained
     history, no posted purchase): they get a new customer's offers, which is right for a
@@ -138,19 +160,28 @@ def strangers(selection: Selection, model: ServingModel, store: Store) -> list[s
     return [c for c in unknown if c not in posted]
 
 
-def strangers_line(found: Sequence[str], total: int, model: ServingModel) -> str:
+def strangers_line(
+    found: Sequence[str], total: int, model: ServingModel, pseudonyms: Pseudonyms
+) -> str:
     """One line on ``strangers``, with examples, and the likely cause when the ids look
-    like numbers a spreadsheet wrote ("12347.0" for the customer "12347")."""
-    examples = ", ".join(repr(c) for c in found[:3])
+    like numbers a spreadsheet wrote ("12347.0" for the customer "12347"). Customers are
+    named by their pseudonyms, as in the service's logs (stderr goes to logs): ``nbo keys
+    pseudonym -`` finds them in the list."""
+    examples = ", ".join(pseudonyms.of(c) for c in found[:3])
     line = (
         f"{len(found):,} of {total:,} customers are known neither to the model nor to the "
         f"store ({examples}{', ...' if len(found) > 3 else ''}): they get a new customer's offers"
     )
-    floats = [c for c in found if c.endswith(".0") and model.customers.get(c[:-2]) is not None]
+    floats = [
+        c
+        for c in found
+        if (number := spreadsheet_original(c)) is not None
+        and model.customers.get(number) is not None
+    ]
     if floats:
         line += (
             f"; {len(floats):,} look like numbers a spreadsheet wrote: the model knows "
-            f"{floats[0][:-2]!r}, not {floats[0]!r}"
+            "them without their '.0'"
         )
     return line
 
@@ -541,6 +572,8 @@ def write_batch(
     try:
         if run.occasion.delivery:
             heartbeat = begin_delivering(run.store, run.run_id, temporary)
+        # Customers' rows: the owner's alone, as the partial file and once in place.
+        create_private(temporary)
         if out.suffix.lower() == ".parquet":
             writer = pq.ParquetWriter(temporary, SCHEMA)
         else:

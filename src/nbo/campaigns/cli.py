@@ -17,6 +17,9 @@ from nbo.settings import load_settings
 if TYPE_CHECKING:
     from nbo.campaigns.batch import BatchSummary
     from nbo.campaigns.spark import SparkOptions
+    from nbo.core.pseudonyms import Pseudonyms
+    from nbo.settings import Settings
+    from nbo.store.base import Store
 
 
 def register(commands: Any) -> None:
@@ -118,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         RunSpec,
         check_output,
         check_replaces_no_delivery,
+        leave_out_erased,
         new_run_id,
         open_run,
         select_customers,
@@ -174,12 +178,21 @@ def run(args: argparse.Namespace) -> int:
             if lines:
                 lines.start("select customers")
             selection = select_customers(args.customers, model, store)
+            listed = len(selection.customer_ids)
+            selection, erased = leave_out_erased(selection, store)
             total = len(selection.customer_ids)
             if lines:
                 lines.finish("select customers", detail=f"{total:,} customers")
+            if erased:
+                print(
+                    f"nbo batch: {erased:,} of {listed:,} customers are erased and not heard "
+                    "from since (no event, no consent record): left out",
+                    file=sys.stderr,
+                )
             unknown = strangers(selection, model, store)
             if unknown:
-                print(f"nbo batch: {strangers_line(unknown, total, model)}", file=sys.stderr)
+                line = strangers_line(unknown, total, model, _pseudonyms(settings, store))
+                print(f"nbo batch: {line}", file=sys.stderr)
             started = time.perf_counter()
             # The libraries and the model, loaded: out of the garbage collector's reach
             # while the campaign runs, in the workers forked below too (nbo.core.processes).
@@ -255,6 +268,17 @@ def run(args: argparse.Namespace) -> int:
         summary_line(args, summary, selection.stage, total, seconds, model.version, now, processes)
     )
     return 0
+
+
+def _pseudonyms(settings: Settings, store: Store) -> Pseudonyms:
+    """The service's pseudonyms (``NBO_LOG_KEY``, else the key kept in the store): what
+    ``nbo batch`` names a customer by on stderr, as the service's logs do."""
+    from nbo.core.pseudonyms import Pseudonyms
+
+    key = settings.log_key
+    if key:
+        return Pseudonyms(key.get_secret_value().encode("utf-8"))
+    return Pseudonyms(store.pseudonym_key())
 
 
 def stopping_line(record: bool) -> str:

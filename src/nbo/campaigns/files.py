@@ -38,7 +38,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from nbo.campaigns.recovery import clear_dead_partials
 from nbo.core.errors import NboError
+from nbo.core.outputs import create_private
 from nbo.store.base import Store
 
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
@@ -139,6 +141,15 @@ def folder_lock(folder: Path) -> Iterator[int]:
         yield descriptor
     finally:
         os.close(descriptor)
+
+
+def clear_dead_runs_files(store: Store) -> list[str]:
+    """Remove the temporary files of campaign runs that died, in the folders of the
+    managed campaign files and where dead delivering runs wrote
+    (``nbo.campaigns.recovery.clear_dead_partials``): they hold customers' rows that an
+    erasure cannot take anyone out of. Answers the paths removed."""
+    folders = [Path(output.path).parent for output in store.batch_outputs()]
+    return clear_dead_partials(store, folders)
 
 
 def erase_from_outputs(store: Store, customer_id: str) -> tuple[list[Scrubbed], list[Untouched]]:
@@ -356,6 +367,8 @@ def _rewrite(
     taken = Outcomes()
     try:
         with _reading(path, fmt) as (schema, batches):
+            # Never readable by others meanwhile; the file's own mode once complete.
+            create_private(temporary)
             writer: pq.ParquetWriter | pacsv.CSVWriter = (
                 pq.ParquetWriter(temporary, schema)
                 if fmt == "parquet"

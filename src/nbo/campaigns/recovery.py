@@ -38,6 +38,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,17 +156,11 @@ def recover(store: Store, now_s: int | None = None) -> list[Recovered]:
     temporary file removed, its record gone."""
     now = int(time.time()) if now_s is None else now_s
     cleared = []
-    for run in store.delivering_runs():
+    for run, ended in _dead_runs(store, now):
         silent = now - run.heard_at
-        # True: ended on this machine; False: alive on it; None: another machine's.
-        ended = process_gone(run.process)
-        if ended is False or (ended is None and silent < STALE_S):
-            continue
         impressions = store.remove_run_impressions(run.run_id)
         partial = Path(run.partial)
-        # A silent run's file (on a folder other machines share, perhaps) only when
-        # nothing has written to it for as long either.
-        removed = (ended or _untouched_since(partial, now - STALE_S)) and _remove(partial)
+        removed = _may_remove(partial, ended, now) and _remove(partial)
         store.end_delivering(run.run_id)
         cleared.append(
             Recovered(
@@ -178,6 +173,63 @@ def recover(store: Store, now_s: int | None = None) -> list[Recovered]:
             )
         )
     return cleared
+
+
+def _dead_runs(store: Store, now: int) -> list[tuple[DeliveringRun, bool]]:
+    """The delivering runs on record taken for dead, each with whether its process
+    ended on this machine (else: another machine's, silent for ``STALE_S``)."""
+    dead = []
+    for run in store.delivering_runs():
+        # True: ended on this machine; False: alive on it; None: another machine's.
+        ended = process_gone(run.process)
+        if ended is False or (ended is None and now - run.heard_at < STALE_S):
+            continue
+        dead.append((run, bool(ended)))
+    return dead
+
+
+def _may_remove(partial: Path, ended: bool, now: int) -> bool:
+    """A dead run's file may go: at once when its process ended here; a silent run's
+    (on a folder other machines share, perhaps) only when nothing has written to it for
+    ``STALE_S`` either."""
+    return ended or _untouched_since(partial, now - STALE_S)
+
+
+def clear_dead_partials(
+    store: Store, folders: Iterable[Path], now_s: int | None = None
+) -> list[str]:
+    """Remove the temporary files that hold customers' rows of campaigns that died, for
+    an erasure (which cannot take a customer out of a file being written): those of the
+    delivering runs on record taken for dead (as ``recover`` would; their record and
+    impressions are left to the next ``nbo batch``), and, in ``folders`` (those of the
+    managed campaign files), any of a run whose process has ended on this machine (as
+    ``sweep_partials``). A live run's file stays. Answers the paths removed."""
+    now = int(time.time()) if now_s is None else now_s
+    removed: list[str] = []
+    dead = _dead_runs(store, now)
+    for run, ended in dead:
+        partial = Path(run.partial)
+        if _may_remove(partial, ended, now) and _remove_quietly(partial):
+            removed.append(str(partial))
+    dead_ids = {run.run_id for run, _ in dead}
+    live = {Path(run.partial) for run in store.delivering_runs() if run.run_id not in dead_ids}
+    for folder in sorted({*folders, *(Path(run.partial).parent for run, _ in dead)}):
+        for path in sorted(folder.glob(f".*{PARTIAL_SUFFIX}")):
+            pid = path.name.removesuffix(PARTIAL_SUFFIX).rpartition(".")[2]
+            if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
+                continue
+            if path not in live and _remove_quietly(path):
+                removed.append(str(path))
+    return removed
+
+
+def _remove_quietly(path: Path) -> bool:
+    """``_remove``; False (logged) when it cannot be removed: an erasure goes on."""
+    try:
+        return _remove(path)
+    except OSError as exc:
+        log.warning("a dead campaign run's file %s not removed (%s)", path, exc)
+        return False
 
 
 def sweep_partials(out: Path) -> list[Path]:

@@ -81,7 +81,7 @@ from nbo.campaigns.files import (
 )
 from nbo.campaigns.recovery import Heartbeat, begin_delivering, end_delivering, partial_path
 from nbo.core import processes
-from nbo.core.outputs import check_output_parent
+from nbo.core.outputs import OWNER_ONLY, check_output_parent
 from nbo.store.base import BatchOutput
 
 log = logging.getLogger(__name__)
@@ -339,6 +339,11 @@ def _decide_on_spark(
     for name in os.listdir(folder):
         if name.startswith(".") and name.endswith(".crc"):
             (folder / name).unlink()
+    # Customers' rows: the owner's alone, as the local engine's file (Spark writes with
+    # the umask).
+    os.chmod(folder, 0o700)
+    for name in os.listdir(folder):
+        os.chmod(folder / name, OWNER_ONLY)
 
 
 def run_job(

@@ -81,6 +81,14 @@ def path_id_problem(value: str) -> str | None:
     return None
 
 
+def spreadsheet_original(value: str) -> str | None:
+    """The id a spreadsheet would have written as ``value`` ("12347" for "12347.0": a
+    column of numbers read as floats), or None when ``value`` does not look like one.
+    Whether the original is a customer is the caller's to ask."""
+    number = value.removesuffix(".0")
+    return number if number and number != value else None
+
+
 def check_id(value: str) -> str:
     """``id_problem`` as a pydantic validator: the problem is the error's message."""
     problem = id_problem(value)

@@ -21,9 +21,24 @@ from pathlib import Path
 
 from nbo.core.errors import NboError
 
+# The mode of a file holding customers' data: its owner's alone, whatever the umask.
+OWNER_ONLY = 0o600
+
 
 class OutputError(NboError):
     """An output (a file or a folder) that cannot be written, naming the flag."""
+
+
+def create_private(path: Path) -> None:
+    """An empty file at ``path`` (emptied if there), readable and writable by its owner
+    only whatever the umask: a writer that opens the path next (pyarrow, SQLite) keeps
+    that mode, and so does the rename that puts it in place. For files holding
+    customers' data (campaign files, the store)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_ONLY)
+    try:
+        os.fchmod(descriptor, OWNER_ONLY)
+    finally:
+        os.close(descriptor)
 
 
 def check_output_file(path: Path, flag: str) -> None:

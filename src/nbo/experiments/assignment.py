@@ -30,7 +30,9 @@ class Assignment:
     model: ServingModel
     experiment: str | None = None
     variant: str | None = None
-    personalize: bool = True  # False for the control: non-personalized offers
+    # False for the control, and for a customer without consent to personalization:
+    # non-personalized offers.
+    personalize: bool = True
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class ServingModels:
 
     def assign(self, customer_id: str, consent: Consent, now_s: int) -> Assignment:
         if not consent.personalization:
-            return Assignment(self.current)
+            return Assignment(self.current, personalize=False)
         for experiment in self.experiments.active(now_s):
             variant = experiment.assign(customer_id)
             if variant.control or variant.model is None:

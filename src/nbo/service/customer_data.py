@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
@@ -30,11 +31,14 @@ from nbo.campaigns.files import (
     CustomerRows,
     Scrubbed,
     Untouched,
+    clear_dead_runs_files,
     erase_from_outputs,
     rows_in_outputs,
 )
+from nbo.core.ids import spreadsheet_original
 from nbo.core.vocabulary import CHANNELS
 from nbo.experiments.assignment import ServingModels
+from nbo.models.holdings import held_profile, versions_holding
 from nbo.models.served import ServingModel
 from nbo.offers.state import DEFAULT_CONSENT, Consent
 from nbo.runtime.decide import forget_erased
@@ -81,16 +85,34 @@ class ModelDataOut(BaseModel):
         description="the model was trained on the customer's purchases and serves them "
         "(false after an erasure, even before the next training)"
     )
+    used: bool = Field(
+        description="what the model holds of the customer is used for them: false while "
+        "their consent withdraws personalization (held in the model's files, not used for "
+        "their profile, offers or campaigns) and when the model does not know them"
+    )
+    held_profile: dict[str, Any] | None = Field(
+        description="the customer's row of the model's customers table (customers.parquet): "
+        "stage, churn risk, recency, frequency, monetary value and best send hour as of the "
+        "end of its training data; null when the model does not know them"
+    )
     items: list[TrainedItemOut] = Field(
         description="the customer's purchase history as the model holds it"
     )
+
+
+class ModelFileOut(BaseModel):
+    model_version: str
+    served: bool = Field(description="a model the service serves now (in models)")
 
 
 class AssignmentOut(BaseModel):
     model_version: str = Field(description="the model that answers the customer's offers")
     experiment: str | None = None
     variant: str | None = None
-    personalized: bool = Field(description="false for a control variant: popular offers")
+    personalized: bool = Field(
+        description="false for a control variant, and without consent to personalization: "
+        "popular offers"
+    )
 
 
 class BatchFileRowsOut(BaseModel):
@@ -136,6 +158,10 @@ class CustomerDataOut(BaseModel):
     models: list[ModelDataOut] = Field(
         description="per served model (the current one first, then experiment variants)"
     )
+    model_files: list[ModelFileOut] = Field(
+        description="every published model version on disk, served or not, whose files "
+        "hold the customer id (and what it was trained on of them) until it is pruned"
+    )
     assignment: AssignmentOut | None = Field(description="the customer's experiment variant")
     batch_files: list[BatchFileRowsOut] = Field(
         description="the managed campaign files that hold the customer, with their rows"
@@ -177,15 +203,42 @@ class ErasureReceiptOut(BaseModel):
         description="managed campaign files that could not be gone through, and why: "
         "what is left to clean by hand"
     )
+    partial_files_removed: list[str] = Field(
+        description="temporary files of campaign runs that died (killed before their file "
+        "was complete) removed: they held rows an erasure cannot take a customer out of"
+    )
+    known: bool = Field(
+        description="false: neither the store, a model on disk nor a campaign file held "
+        "anything of this id (a mistyped id, most likely): nothing was deleted, and the id "
+        "is on the erased list all the same, so no later training learns it"
+    )
+    near_match: str | None = Field(
+        description="with known false, a customer id nbo does know that this one looks "
+        "like a spreadsheet's writing of ('12347' for '12347.0'); that customer is untouched"
+    )
+    model_versions_holding: list[str] = Field(
+        description="published model versions on disk (served or not) whose read-only "
+        "files still hold the customer's rows: no service serves them again, and they "
+        "stay until those versions are pruned (nbo models --prune) once a training "
+        "without the customer has replaced them"
+    )
 
 
 @dataclass(frozen=True)
 class Erasure:
-    """What one erasure did in the store and in the campaign files."""
+    """What one erasure did in the store and in the campaign files, and the model
+    versions whose files still hold the customer."""
 
     receipt: ErasureReceipt
     scrubbed: list[Scrubbed]
     untouched: list[Untouched]
+    model_versions: list[str]
+    # Temporary files of dead campaign runs, removed (``clear_dead_partials``).
+    partials: list[str] = field(default_factory=list)
+    # The store, a model version on disk or a campaign file held something of the id.
+    known: bool = True
+    # Unknown: the id nbo does know that this one looks like a spreadsheet's writing of.
+    near_match: str | None = None
 
     @property
     def rows_removed(self) -> int:
@@ -197,7 +250,7 @@ Forgotten = TypeVar("Forgotten")
 
 
 def erase_customer_data(
-    customer_id: str, store: Store, forget: Callable[[str], Forgotten]
+    customer_id: str, store: Store, forget: Callable[[str], Forgotten], models_dir: Path
 ) -> tuple[Erasure, Forgotten]:
     """Erase the customer: their events, purchase lines and consent record in the store
     (the id on the erased list), then ``forget`` (the models of the process that asks:
@@ -205,13 +258,35 @@ def erase_customer_data(
     the campaign files nbo manages (a file that cannot be rewritten is listed in
     ``untouched``, never a failed erasure). Answers what was done, and what ``forget``
     answered. Any id the store may hold, so also one the API no longer takes (a
-    ``path_id_problem``, stored by an earlier release)."""
+    ``path_id_problem``, stored by an earlier release). ``models_dir``: the published
+    versions there whose files still hold the customer are named in the answer."""
     receipt = store.erase(customer_id)
     forgotten = forget(customer_id)
     # After the store: the id is on the erased list, so a batch finishing now leaves the
     # customer out of its file itself (``nbo.campaigns.batch.write_batch``).
     scrubbed, untouched = erase_from_outputs(store, customer_id)
-    return Erasure(receipt, scrubbed, untouched), forgotten
+    # A run killed while it wrote left rows no erasure can take the customer out of.
+    partials = clear_dead_runs_files(store)
+    versions = versions_holding(models_dir, customer_id)
+    erasure = Erasure(receipt, scrubbed, untouched, versions, partials)
+    if not (receipt.total or versions or erasure.rows_removed or untouched):
+        # Recorded all the same (an id not trained on yet must stay out of training),
+        # but most likely a typo: said, with the customer it may have meant.
+        erasure = replace(
+            erasure, known=False, near_match=_near_match(customer_id, store, models_dir)
+        )
+    return erasure, forgotten
+
+
+def _near_match(customer_id: str, store: Store, models_dir: Path) -> str | None:
+    """The customer nbo knows (in the store or a model on disk) whose id a spreadsheet
+    would write as ``customer_id`` ("12347.0" for "12347"), or None."""
+    number = spreadsheet_original(customer_id)
+    if number is None or store.is_erased(number):
+        return None
+    if store.stored_events_of(number) or store.consent_of(number) is not None:
+        return number
+    return number if versions_holding(models_dir, number) else None
 
 
 def erasure_receipt_out(
@@ -235,6 +310,10 @@ def erasure_receipt_out(
             for file in erasure.scrubbed
         ],
         batch_files_untouched=[_unread(file) for file in erasure.untouched],
+        partial_files_removed=erasure.partials,
+        known=erasure.known,
+        near_match=erasure.near_match,
+        model_versions_holding=erasure.model_versions,
     )
 
 
@@ -257,10 +336,18 @@ def export_customer(
     models: ServingModels | None,
     now: datetime,
     max_posted_lines: int | None = None,
+    *,
+    models_dir: Path,
 ) -> CustomerDataOut:
     """The export of one customer at the service clock ``now``: every stored event, and
     the profile as ``GET /v1/customers/{id}`` computes it (from the most recent
-    ``max_posted_lines`` posted lines, as that route reads them).
+    ``max_posted_lines`` posted lines, as that route reads them). ``models_dir``: where
+    the served models' files are, and every other version that may still hold the
+    customer (``model_files``).
+
+    Without consent to personalization the profile is the neutral one the service uses,
+    and each served model that knows the customer shows what it holds of them all the
+    same (``held_profile``, ``items``), marked ``used: false``.
 
     An erased customer nbo holds nothing on since (no event, no consent record) gets an
     export that says erased and nothing else: no profile, model or assignment part, since
@@ -273,6 +360,7 @@ def export_customer(
     consent = store.consent_of(customer_id)
     found, unread = rows_in_outputs(store, customer_id)
     holds = erased_at is None or bool(events) or consent is not None
+    served = set() if models is None else {model.version for model in models.models()}
     export = CustomerDataOut(
         customer_id=customer_id,
         exported_at=datetime.now(UTC).isoformat(),
@@ -301,6 +389,10 @@ def export_customer(
         ],
         profile=None,
         models=[],
+        model_files=[
+            ModelFileOut(model_version=version, served=version in served)
+            for version in versions_holding(models_dir, customer_id)
+        ],
         assignment=None,
         batch_files=[_file_rows(rows) for rows in found],
         batch_files_unread=[_unread(file) for file in unread],
@@ -311,7 +403,11 @@ def export_customer(
         # reads (an experiment's model would show what it learned before the erasure).
         forget_erased(models, store, [customer_id])
         export.profile = current_profile(models.current, store, customer_id, now, max_posted_lines)
-        export.models = [_model_data(model, customer_id) for model in models.models()]
+        personalization = (consent or DEFAULT_CONSENT).personalization
+        export.models = [
+            _model_data(model, customer_id, models_dir, personalization)
+            for model in models.models()
+        ]
         assignment = models.assign(customer_id, consent or DEFAULT_CONSENT, int(now.timestamp()))
         export.assignment = AssignmentOut(
             model_version=assignment.model.version,
@@ -322,12 +418,18 @@ def export_customer(
     return export
 
 
-def _model_data(model: ServingModel, customer_id: str) -> ModelDataOut:
-    """What the model learned from the customer: their history as trained. Nothing once
-    erased: ``forget`` made the row unreachable, and nothing serves it again."""
+def _model_data(
+    model: ServingModel, customer_id: str, models_dir: Path, personalization: bool
+) -> ModelDataOut:
+    """What the model learned from the customer: their profile row and history as
+    trained, used for them only with consent to personalization. Nothing once erased:
+    ``forget`` made the row unreachable, and nothing serves it again."""
     row = model.customers.get(customer_id)
     if row is None:
-        return ModelDataOut(model_version=model.version, known=False, items=[])
+        return ModelDataOut(
+            model_version=model.version, known=False, used=False, held_profile=None, items=[]
+        )
+    held = held_profile(models_dir, model.version, customer_id)
     items, _confidence, last = model.history_of(row)
     counts = model.counts_of(row)
     orders = counts.tolist() if len(counts) == len(items) else [None] * len(items)
@@ -335,6 +437,10 @@ def _model_data(model: ServingModel, customer_id: str) -> ModelDataOut:
     return ModelDataOut(
         model_version=model.version,
         known=True,
+        used=personalization,
+        held_profile=None
+        if held is None
+        else {name: _jsonable(value) for name, value in held.items()},
         items=[
             TrainedItemOut(
                 item_id=item_id,

@@ -67,6 +67,12 @@ def register(commands: Any) -> None:
     )
     erase.add_argument("customer_id", metavar="ID", help="the customer id, as stored")
     erase.add_argument("--store-url", default=None, help="NBO_STORE_URL (the service's)")
+    erase.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="NBO_MODELS_DIR (models): the versions whose files still hold the customer are named",
+    )
     erase.set_defaults(handler=run_erase)
     export = actions.add_parser(
         "export",
@@ -126,18 +132,49 @@ def run_erase(args: argparse.Namespace) -> int:
     from nbo.store import open_existing_store, store_setting
 
     customer_id = checked_id(args.customer_id)
-    settings = load_settings(store_url=args.store_url)
+    settings = load_settings(store_url=args.store_url, models_dir=args.models_dir)
     # An existing store only: an erasure recorded in a new, empty file (a mistyped path)
     # would reach no service and no training.
     store = open_existing_store(settings.store_url, store_setting(args.store_url))
     try:
-        erasure, _ = erase_customer_data(customer_id, store, _no_models)
+        erasure, _ = erase_customer_data(customer_id, store, _no_models, settings.models_dir)
     finally:
         store.close()
     print(f"nbo customers: {erasure_line(customer_id, erasure)}")
+    for path in erasure.partials:
+        print(f"nbo customers: removed {path}, left by a campaign run that died")
+    if not erasure.known:
+        print(f"nbo customers: warning: {unknown_line(customer_id, erasure)}", file=sys.stderr)
     for file in erasure.untouched:
         print(f"nbo customers: campaign file {file.path} left as it is: {file.reason}")
+    if erasure.model_versions:
+        print(f"nbo customers: {model_files_line(erasure.model_versions, settings.models_dir)}")
     return 0
+
+
+def unknown_line(customer_id: str, erasure: Erasure) -> str:
+    """What an erasure of an id nbo knew nothing of says: most likely a typo."""
+    line = (
+        f"neither the store nor any model knows customer {customer_id!r}: nothing of "
+        "theirs was held (a mistyped id?); the id is on the erased list all the same, so "
+        "no later training learns it"
+    )
+    if erasure.near_match is not None:
+        line += (
+            f"; did you mean {erasure.near_match!r}? ({customer_id!r} looks like a "
+            f"spreadsheet's writing of it; {erasure.near_match!r} is untouched)"
+        )
+    return line
+
+
+def model_files_line(versions: list[str], models_dir: Path) -> str:
+    """The model versions whose read-only files still hold the erased customer."""
+    return (
+        f"the files of {_count(len(versions), 'model version')} in {models_dir} still hold "
+        f"them ({', '.join(versions)}): no service serves their rows again; they stay until "
+        "those versions are pruned (nbo models --prune) once a training without them has "
+        "replaced them"
+    )
 
 
 def _no_models(customer_id: str) -> None:
@@ -188,7 +225,12 @@ def run_export(args: argparse.Namespace) -> int:
         with threadpool_limits(limits=1, user_api="blas"):
             models = _serving_models(settings, store)
             export = export_customer(
-                customer_id, store, models, settings.now(), settings.max_posted_lines
+                customer_id,
+                store,
+                models,
+                settings.now(),
+                settings.max_posted_lines,
+                models_dir=settings.models_dir,
             )
     finally:
         store.close()

@@ -36,21 +36,25 @@ Consent and erasure, on either backend:
 """
 
 from nbo.store.urls import (
+    TrainingExclusions,
     check_store_url,
     open_existing_store,
     open_store,
     read_erased_ids,
     read_pseudonym_key,
+    read_training_exclusions,
     store_location,
     store_setting,
 )
 
 __all__ = [
+    "TrainingExclusions",
     "check_store_url",
     "open_existing_store",
     "open_store",
     "read_erased_ids",
     "read_pseudonym_key",
+    "read_training_exclusions",
     "store_location",
     "store_setting",
 ]

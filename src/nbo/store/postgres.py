@@ -519,11 +519,21 @@ class PostgresStore(SQLStore):
 
 def read_erased_ids(url: str) -> list[str]:
     """The erased ids, read only (no migration); none when the schema is not there yet."""
+    return read_training_lists(url)[0]
+
+
+def read_training_lists(url: str) -> tuple[list[str], list[str]]:
+    """What the trainer leaves out: the erased ids and the ids whose consent record
+    withdraws personalization. Read only (no migration); none when the schema is not
+    there yet."""
     with _connect(url) as db:
         if db.execute("SELECT to_regclass('erased')").fetchone() == (None,):
-            return []
-        rows = db.execute("SELECT customer_id FROM erased ORDER BY customer_id").fetchall()
-    return [row[0] for row in rows]
+            return [], []
+        erased = db.execute("SELECT customer_id FROM erased ORDER BY customer_id").fetchall()
+        withdrawn = db.execute(
+            "SELECT customer_id FROM consent WHERE NOT personalization ORDER BY customer_id"
+        ).fetchall()
+    return [row[0] for row in erased], [row[0] for row in withdrawn]
 
 
 def read_pseudonym_key(url: str) -> bytes | None:

@@ -14,13 +14,16 @@ SQLite's own file locks keep their transactions apart.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from nbo.core.errors import StoreUrlError
+from nbo.core.outputs import OWNER_ONLY
 from nbo.offers.state import PostedPurchase
 from nbo.settings import DEFAULT_STORE_URL
 from nbo.store.base import StoreUnavailable
@@ -87,9 +90,18 @@ def read_erased_ids(path: Path) -> list[str]:
     """The erased ids of the store file, for the trainer: read only, no migration, and
     a store file that does not exist (or predates erasure) has nothing erased, unless
     its folder does not exist either (``check_folder``: the path is wrong)."""
+    lists = read_training_lists(path)
+    return [] if lists is None else lists[0]
+
+
+def read_training_lists(path: Path) -> tuple[list[str], list[str]] | None:
+    """What the trainer leaves out, from the store file: the erased ids and the ids
+    whose consent record withdraws personalization. Read only, no migration; None when
+    there is no store file (unless its folder does not exist either: ``check_folder``,
+    the path is wrong), empty lists for a store that predates erasure and consent."""
     check_folder(path)
     if not path.is_file():
-        return []
+        return None
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
@@ -97,17 +109,24 @@ def read_erased_ids(path: Path) -> list[str]:
     try:
         db.execute("PRAGMA query_only=ON")
         db.execute("PRAGMA busy_timeout=5000")
-        has_table = db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'erased'"
-        ).fetchone()
-        if not has_table:
-            return []
-        rows = db.execute("SELECT customer_id FROM erased ORDER BY customer_id").fetchall()
+        tables = {
+            row[0]
+            for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name IN ('erased', 'consent')"
+            ).fetchall()
+        }
+        if not tables:
+            return [], []
+        erased = db.execute("SELECT customer_id FROM erased ORDER BY customer_id").fetchall()
+        withdrawn = db.execute(
+            "SELECT customer_id FROM consent WHERE personalization = 0 ORDER BY customer_id"
+        ).fetchall()
     except sqlite3.DatabaseError as exc:
         raise StoreUrlError(f"cannot read the erased customers of {path} ({exc})") from None
     finally:
         db.close()
-    return [row[0] for row in rows]
+    return [row[0] for row in erased], [row[0] for row in withdrawn]
 
 
 def read_pseudonym_key(path: Path) -> bytes | None:
@@ -139,6 +158,32 @@ def read_pseudonym_key(path: Path) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
+# What SQLite keeps beside the store file (WAL mode): made with the file's mode.
+SIDE_FILES = ("-wal", "-shm")
+
+
+def _keep_private(path: Path) -> None:
+    """A new store file is made its owner's alone (0600) before SQLite opens it, and so
+    are the write-ahead log and shared memory files SQLite makes beside it (with the
+    file's mode): the store holds customers' events and consent, and the pseudonym key.
+    A store file made before that keeps its group's permissions (a deployment may share
+    it between users of one group) but loses any for others."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY)
+    except FileExistsError:
+        for file in (path, *(path.with_name(path.name + side) for side in SIDE_FILES)):
+            with suppress(OSError):  # not there, or not ours: SQLite says what matters
+                status = file.stat()
+                mode = stat.S_IMODE(status.st_mode)
+                if stat.S_ISREG(status.st_mode) and mode & 0o007:
+                    os.chmod(file, mode & ~0o007)
+                    log.info("store file %s: no longer readable by others", file)
+        return
+    except OSError:
+        return  # SQLite names the problem when it opens the path
+    os.close(descriptor)
+
+
 class SQLiteStore(SQLStore):
     """SQLite: one writer connection behind a lock (serialised, durable commits) and one
     reader connection per thread, so an offers call never waits for a write's fsync (WAL
@@ -148,6 +193,7 @@ class SQLiteStore(SQLStore):
     def __init__(self, path: Path) -> None:
         self.path = path
         check_folder(path, make=True)
+        _keep_private(path)
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except sqlite3.OperationalError as exc:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from nbo.core.errors import StoreUrlError
 from nbo.store.base import Store
 from nbo.store.sqlite import SQLiteStore, check_folder, sqlite_path
 from nbo.store.sqlite import read_erased_ids as sqlite_erased_ids
 from nbo.store.sqlite import read_pseudonym_key as sqlite_pseudonym_key
+from nbo.store.sqlite import read_training_lists as sqlite_training_lists
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # Where a store URL comes from unless a command says otherwise.
@@ -118,6 +120,35 @@ def read_erased_ids(url: str, setting: str = STORE_SETTING) -> list[str]:
 
             return postgres_erased_ids(url)
         return sqlite_erased_ids(sqlite_path(url))
+
+
+@dataclass(frozen=True)
+class TrainingExclusions:
+    """The customers the trainer leaves out, as the store a URL names holds them, and
+    where that store is (``store_location``). ``found``: False when no store file is
+    there (nothing erased, nothing withdrawn: most likely a wrong path or folder)."""
+
+    location: str
+    found: bool
+    erased: list[str]
+    withdrawn: list[str]  # consent records withdrawing personalization
+
+
+def read_training_exclusions(url: str, setting: str = STORE_SETTING) -> TrainingExclusions:
+    """The erased ids and the ids whose consent withdraws personalization, of the store a
+    URL names, for the trainer: read only, no migration, nothing created; a store file
+    that does not exist has none (``found`` False)."""
+    with _said_of(setting):
+        if is_postgres(url):
+            from nbo.store.postgres import read_training_lists as postgres_training_lists
+
+            erased, withdrawn = postgres_training_lists(url)
+            return TrainingExclusions(store_location(url), True, erased, withdrawn)
+        path = sqlite_path(url)
+        lists = sqlite_training_lists(path)
+        if lists is None:
+            return TrainingExclusions(f"SQLite {path.resolve()}", False, [], [])
+        return TrainingExclusions(store_location(url), True, *lists)
 
 
 def read_pseudonym_key(url: str, setting: str = STORE_SETTING) -> bytes | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
@@ -128,6 +128,7 @@ def export_data(
     settings: SettingsDep,
     models: MaybeServingModelsDep,
     pseudonyms: PseudonymsDep,
+    response: Response,
 ) -> CustomerDataOut:
     """Everything nbo holds on the customer (the right of access that goes with erasure):
     stored events, consent, the profile computed now, what each served model learned from
@@ -139,7 +140,16 @@ def export_data(
     nothing else. Without a loaded model the profile, model and assignment parts are
     left out. A plain ``def``: it reads the store and the campaign files.
     """
-    export = export_customer(customer_id, store, models, settings.now(), settings.max_posted_lines)
+    export = export_customer(
+        customer_id,
+        store,
+        models,
+        settings.now(),
+        settings.max_posted_lines,
+        models_dir=settings.models_dir,
+    )
+    # Everything held on a person: never kept by a browser or a proxy (as the dashboard).
+    response.headers["Cache-Control"] = "no-store"
     log.info(
         "data of customer %s exported: %d events, %d campaign files (%d rows)",
         pseudonyms.of(customer_id),
@@ -159,7 +169,11 @@ def export_data(
     dependencies=[requires(Role.admin)],
 )
 def erase_customer(
-    customer_id: CustomerId, store: StoreDep, pseudonyms: PseudonymsDep, reloader: ReloaderDep
+    customer_id: CustomerId,
+    store: StoreDep,
+    settings: SettingsDep,
+    pseudonyms: PseudonymsDep,
+    reloader: ReloaderDep,
 ) -> ErasureReceiptOut:
     """Erase the customer: their events, purchase lines and consent record in the store,
     their row in the served model, and their rows in the campaign files nbo manages (a
@@ -172,7 +186,7 @@ def erase_customer(
     # customer in every worker's models, not only this one's
     # (``Reloader.forget_everywhere``).
     erasure, (removed, everywhere) = erase_customer_data(
-        customer_id, store, reloader.forget_everywhere
+        customer_id, store, reloader.forget_everywhere, settings.models_dir
     )
     log.info(
         "customer %s erased: %d records deleted, model row removed: %s, %d campaign rows "
