@@ -171,6 +171,7 @@ def test_erasure_deletes_the_customer_and_answers_a_receipt(
             "events": {**NO_EVENTS, "purchase": 2, "offer_impression": 1, "offer_click": 1},
             "purchase_lines": 3,
             "consent_records": 1,
+            "consent_changes": 1,
         },
         "model_row_removed": True,
         "all_workers": True,
@@ -212,7 +213,12 @@ def test_erasing_twice_answers_zeros_and_already_erased(client: TestClient) -> N
     second = erase(client, "a00")
     assert first["already_erased"] is False and first["model_row_removed"] is True
     assert second["already_erased"] is True and second["model_row_removed"] is False
-    assert second["deleted"] == {"events": NO_EVENTS, "purchase_lines": 0, "consent_records": 0}
+    assert second["deleted"] == {
+        "events": NO_EVENTS,
+        "purchase_lines": 0,
+        "consent_records": 0,
+        "consent_changes": 0,
+    }
 
 
 def test_erasing_a_customer_nobody_knows_answers_zeros(client: TestClient) -> None:

@@ -175,6 +175,7 @@ class DeletedCounts(BaseModel):
     events: dict[str, int] = Field(description="deleted events, per type")
     purchase_lines: int
     consent_records: int
+    consent_changes: int = Field(description="deleted rows of the consent history")
 
 
 class BatchFileErasedOut(BaseModel):
@@ -302,6 +303,7 @@ def erasure_receipt_out(
             events=receipt.events,
             purchase_lines=receipt.purchase_lines,
             consent_records=receipt.consent_records,
+            consent_changes=receipt.consent_changes,
         ),
         model_row_removed=model_row_removed,
         all_workers=all_workers,
