@@ -9,8 +9,11 @@ for a request without a query string, a split and a set lookup per parameter
 otherwise, no dependency for FastAPI to solve. The route's declared parameters, its
 OpenAPI document and HEAD (served as GET) are untouched.
 
-A route that declares no query parameter (``/health/ready``, ``/v1/model``) takes any,
-as before: monitors add cache-busting parameters to probes.
+A route that declares no query parameter refuses any (``DELETE /v1/customers/{id}
+?dry_run=true`` erased the customer when it was let through). The probes and the
+scrape (``/health/live``, ``/health/ready``, ``/metrics``: ``ProbeRoute``) take any:
+monitors add cache-busting parameters to them, and they have no option a parameter
+could be mistaken for.
 
 The check runs when the route is matched, before the route's dependencies (access
 control among them): an unauthenticated request with an unknown parameter is told so
@@ -36,12 +39,13 @@ class QueryCheckedRoute(APIRoute):
     """An API route that refuses a query parameter it does not declare (422): every
     router of the API is built with ``route_class=QueryCheckedRoute``."""
 
+    accepts_any_query = False
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        names = tuple(dict.fromkeys(_query_names(self.dependant)))
-        if not names:
+        if self.accepts_any_query:
             return handler
-        check = _checker(names)
+        check = _checker(tuple(dict.fromkeys(_query_names(self.dependant))))
 
         async def checked(request: Request) -> Response:
             query: bytes = request.scope["query_string"]
@@ -50,6 +54,13 @@ class QueryCheckedRoute(APIRoute):
             return await handler(request)
 
         return checked
+
+
+class ProbeRoute(QueryCheckedRoute):
+    """A probe's or scrape's route (``/health/*``, ``/metrics``): any query parameter
+    is ignored, as monitors add cache busters."""
+
+    accepts_any_query = True
 
 
 def _query_names(dependant: Dependant) -> Iterable[str]:
@@ -69,7 +80,7 @@ def _query_names(dependant: Dependant) -> Iterable[str]:
 def _checker(names: tuple[str, ...]) -> Callable[[bytes], None]:
     known = frozenset(names)
     raw = frozenset(name.encode("ascii") for name in names if name.isascii())
-    listed = ", ".join(names)
+    listed = f"its parameters: {', '.join(names)}" if names else "it takes none"
 
     def check(query: bytes) -> None:
         for part in query.split(b"&"):
@@ -83,7 +94,7 @@ def _checker(names: tuple[str, ...]) -> Callable[[bytes], None]:
                     [
                         {
                             "loc": ("query", name),
-                            "msg": f"not a parameter of this route (its parameters: {listed})",
+                            "msg": f"not a parameter of this route ({listed})",
                             "type": "value_error",
                         }
                     ]

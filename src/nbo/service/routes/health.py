@@ -17,10 +17,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from nbo.service.query import QueryCheckedRoute
+from nbo.service.query import ProbeRoute
 from nbo.service.schemas import HealthResponse, LiveResponse
 
-router = APIRouter(route_class=QueryCheckedRoute, prefix="/health", tags=["health"])
+router = APIRouter(route_class=ProbeRoute, prefix="/health", tags=["health"])
 
 
 @router.get("/live", response_model=LiveResponse)
