@@ -416,6 +416,28 @@ def test_a_request_id_names_one_delivery(models_dir: Path) -> None:
         assert other.status_code == 200 and other.json()["recorded"] is True
 
 
+def test_a_repeated_request_id_is_refused_even_when_the_cap_is_reached(
+    models_dir: Path,
+) -> None:
+    """Retrying a recorded call with its request id answered 200 ``frequency_cap`` (no
+    offers) when the cap left nothing to record: the retry was told the customer is
+    capped, not that its id names a delivery already recorded."""
+    params = {"k": 3, "channel": "email", "record": "true"}
+    fixed = {"X-Request-ID": "retried-id"}
+    with app_at(models_dir, NOW) as client:
+        first = client.get("/v1/customers/a00/offers", params=params, headers=fixed)
+        assert first.status_code == 200 and first.json()["recorded"] is True
+        again = client.get("/v1/customers/a00/offers", params=params, headers=fixed)
+        body = assert_json_error(again, 409)
+        assert body["error"] == "delivery_repeated"
+        assert body["details"][0]["field"] == "X-Request-ID"
+        # A new id is a new delivery, held back by the cap.
+        other = client.get(
+            "/v1/customers/a00/offers", params=params, headers={"X-Request-ID": "new-id"}
+        )
+        assert other.status_code == 200 and other.json()["suppressed_reason"] == "frequency_cap"
+
+
 def test_items_shown_three_times_without_response_rest(models_dir: Path) -> None:
     caps = {"app": {"max_deliveries": 10, "days": 1}}
     with app_at(models_dir, NOW, frequency_caps=caps) as client:

@@ -127,7 +127,7 @@ async def get_offers(
             return impressions_of(one, channel.value, now, delivery_id, request_id)
 
         delivered = await run_in_threadpool(
-            deliver_customers, context, [customer_id], occasion, tagged
+            deliver_customers, context, [customer_id], occasion, tagged, None, request_id
         )
         (decided,) = delivered.decided
     else:
