@@ -17,10 +17,11 @@ from nbo.data.events import (
     Event,
     EventWindow,
     Rejection,
+    offers_as_stored,
     parse_events,
 )
 from nbo.service.auth import AUTH_RESPONSES, requires
-from nbo.service.deps import MetricsDep, SettingsDep, StoreDep
+from nbo.service.deps import CatalogDep, MetricsDep, SettingsDep, StoreDep
 from nbo.service.errors import BadRequest
 from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import ErrorResponse
@@ -82,6 +83,7 @@ def post_events(
     store: StoreDep,
     metrics: MetricsDep,
     settings: SettingsDep,
+    catalog: CatalogDep,
     body: Annotated[
         dict[str, Any],
         Body(
@@ -113,7 +115,7 @@ def post_events(
         valid, rejected = parse_events(body, window)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    events = [event for _, event in valid]
+    events = offers_as_stored([event for _, event in valid], catalog.item_of_offer)
     result = store.add_events(events)
     metrics.record_events(events, result, len(rejected))
     response = EventsResponse(
