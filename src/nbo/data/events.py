@@ -262,6 +262,24 @@ def offers_as_stored(events: Sequence[Event], item_of: Callable[[str], str]) -> 
     return stored
 
 
+def reused_ids(valid: Sequence[tuple[int, Event]], conflicts: Sequence[int]) -> list[Rejection]:
+    """The rejections of the events at positions ``conflicts`` of ``valid`` (the store's
+    ``AddResult.conflicts``): their id names another stored event."""
+    rejections = []
+    for position in conflicts:
+        index, event = valid[position]
+        rejections.append(
+            Rejection(
+                index=index,
+                event_id=event.event_id,
+                reason="event_id: already names another stored event (another customer, "
+                "type or content); event ids must be unique across customers and types, "
+                "and only a retry of the same event may send one again: nothing stored",
+            )
+        )
+    return rejections
+
+
 def _unaddressable(event: Event) -> str | None:
     """The customer and item ids of a posted event that no route's path could name
     (``nbo.core.ids.path_id_problem``: "12347/consent"), as a rejection's reason, or None.
