@@ -110,7 +110,7 @@ def post_events(
     events, and an event id already used for another event (ids are unique across
     customers and types), are listed under ``rejected`` with the field and the problem
     while the valid ones are stored.
-
+    \f
     A plain ``def``: the durable commit waits on the disk, so it runs in the thread pool.
     """
     window = EventWindow.around(

@@ -25,8 +25,9 @@ router = APIRouter(route_class=ProbeRoute, prefix="/health", tags=["health"])
 
 @router.get("/live", response_model=LiveResponse)
 async def live() -> LiveResponse:
-    """The process answers: ``{"status": "ok"}`` only (before, the fields of readiness
-    came too, always null)."""
+    """The process answers: ``{"status": "ok"}`` only.
+    \f
+    (Before, the fields of readiness came too, always null.)"""
     return LiveResponse(status="ok")
 
 
