@@ -24,6 +24,7 @@ from nbo.service.chunking import Chunker
 from nbo.service.dashboard.routes import install_dashboard
 from nbo.service.errors import install_error_handlers
 from nbo.service.middleware import ObservedFastAPI
+from nbo.service.openapi import document_errors
 from nbo.service.prometheus import build_metrics
 from nbo.service.reload import Reloader, reload_triggers
 from nbo.service.routes import (
@@ -49,12 +50,15 @@ log = logging.getLogger(__name__)
 
 def document_openapi(app: FastAPI) -> None:
     """FastAPI's OpenAPI document, with what the routes cannot declare: the event models
-    of ``POST /v1/events`` (built once, on the first request for the document)."""
+    of ``POST /v1/events`` and the error answers (``nbo.service.openapi``), built once,
+    on the first request for the document."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            events.document_events_body(generate())
+            document = generate()
+            events.document_events_body(document)
+            document_errors(document, app.state.api_routes)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
