@@ -129,6 +129,10 @@ def create_app(
         # scripts from a CDN, and a deployment may have no internet.
         docs_url=None,
         redoc_url=None,
+        # A path with a trailing slash is an unknown route (404), as the docs say: the
+        # redirect to the path without it was a 307 to an absolute URL built from the
+        # request's Host header.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     # No keys: every route open (nbo serve then listens on loopback only).
