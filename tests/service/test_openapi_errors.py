@@ -58,6 +58,8 @@ def test_errors_are_declared_as_the_service_sends_them(client: TestClient) -> No
     assert_documented(
         client, client.put(consent, content=b'{"a": "\xff"}', headers=sent_as_latin1), 400
     )
+    gzipped = {"content-type": "application/json", "content-encoding": "gzip"}
+    assert_documented(client, client.put(consent, content=b"x", headers=gzipped), 415)
     # The events route's two 422s: every event rejected, and a body refused whole.
     assert_documented(client, client.post("/v1/events", json={"type": "refund"}), 422)
     assert_documented(client, client.post("/v1/events", json={"events": 3}), 422)

@@ -10,8 +10,8 @@ per API operation (the probes' excepted where they take anything):
 
 - ``422`` as ``ErrorResponse`` (any query parameter it does not take is one; the events
   route's "every event rejected" answer stays beside it);
-- ``400`` and ``413`` where the operation takes a body (not readable as JSON; over
-  ``NBO_MAX_BODY_BYTES``);
+- ``400``, ``413`` and ``415`` where the operation takes a body (not readable as JSON;
+  over ``NBO_MAX_BODY_BYTES``; sent with a ``Content-Encoding``);
 - ``503`` where it needs the model (``not_ready``) or the store (``store_unavailable``,
   with ``Retry-After``), known from its dependencies;
 - the ``X-Request-ID`` header, a request parameter and a header of every answer.
@@ -92,6 +92,7 @@ def _document_operation(operation: dict[str, Any], route: APIRoute) -> None:
     if "requestBody" in operation:
         responses.setdefault("400", _error("the body is not readable as JSON"))
         responses.setdefault("413", _error("the body is over NBO_MAX_BODY_BYTES"))
+        responses.setdefault("415", _error("the body is compressed (Content-Encoding)"))
     calls = set(_calls(route.dependant))
     needs_model, needs_store = bool(calls & _NEEDS_MODEL), bool(calls & _NEEDS_STORE)
     if (needs_model or needs_store) and "503" not in responses:

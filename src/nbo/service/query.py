@@ -15,6 +15,13 @@ scrape (``/health/live``, ``/health/ready``, ``/metrics``: ``ProbeRoute``) take 
 monitors add cache-busting parameters to them, and they have no option a parameter
 could be mistaken for.
 
+A route that takes a body reads it here first when it is JSON (as FastAPI would, then
+hands FastAPI the value): an object that holds a key twice is refused naming the key
+(422; Python's reader keeps the last, so ``"customer_id"`` written twice stored the
+event for the second), as the catalogue and experiment files are read; and a body sent
+with a ``Content-Encoding`` (``gzip``) is refused with 415 naming the header, not read
+as text that is no JSON (400 "not readable as JSON").
+
 The check runs when the route is matched, before the route's dependencies (access
 control among them): an unauthenticated request with an unknown parameter is told so
 before it is asked for a key. The names it lists are those of the API's document,
@@ -23,6 +30,7 @@ which is open (``/openapi.json``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 from urllib.parse import unquote_plus
@@ -34,6 +42,8 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from nbo.service.errors import UnsupportedMediaType
+
 
 class QueryCheckedRoute(APIRoute):
     """An API route that refuses a query parameter it does not declare (422): every
@@ -43,14 +53,17 @@ class QueryCheckedRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        if self.accepts_any_query:
-            return handler
-        check = _checker(tuple(dict.fromkeys(_query_names(self.dependant))))
+        check = None
+        if not self.accepts_any_query:
+            check = _checker(tuple(dict.fromkeys(_query_names(self.dependant))))
+        takes_body = self.body_field is not None
 
         async def checked(request: Request) -> Response:
             query: bytes = request.scope["query_string"]
-            if query:
+            if query and check is not None:
                 check(query)
+            if takes_body:
+                await _read_json_body(request)
             return await handler(request)
 
         return checked
@@ -61,6 +74,58 @@ class ProbeRoute(QueryCheckedRoute):
     is ignored, as monitors add cache busters."""
 
     accepts_any_query = True
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook``: the object, unless it holds a key twice."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return result
+
+
+async def _read_json_body(request: Request) -> None:
+    """Refuse an encoded body (415) or a JSON object holding a key twice (422); else the
+    parsed body is left where FastAPI reads it (``Request.json``'s cache), read once."""
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(
+            "Content-Encoding", f"{encoding!r} is not accepted: send the body uncompressed"
+        )
+    content_type = request.headers.get("content-type", "")
+    media = content_type.partition(";")[0].strip().lower()
+    if not (
+        media == "application/json"
+        or (media.startswith("application/") and media.endswith("+json"))
+    ):
+        return
+    body = await request.body()
+    if not body:
+        return
+    try:
+        parsed = json.loads(body, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body",),
+                    "msg": f"duplicate key {exc.args[0]!r} in an object: write each key once",
+                    "type": "value_error",
+                }
+            ]
+        ) from None
+    except (ValueError, RecursionError):
+        # Not JSON, or nested too deeply: FastAPI reads it again and answers as before.
+        return
+    request._json = parsed  # Starlette's cache of Request.json()
 
 
 def _query_names(dependant: Dependant) -> Iterable[str]:
