@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,10 +54,7 @@ def customer_profiles(
     happened after the training data ended (earlier ones are already in the model),
     grouped into orders by order id, else by event. For a customer the model does not
     know (new, or erased and back), every posted purchase counts: none is in the model.
-    A posted purchase dated after ``now_s`` (the service accepts them up to
-    NBO_CLOCK_SKEW_SECONDS ahead of its clock) counts as made at ``now_s``, as the
-    ranking's suppression counts it at once; trained orders after ``now_s`` (a clock
-    pinned before the training data ended) do not count yet.
+    Purchases after ``now_s`` do not count yet.
     """
     indices = [model.customers.get(customer_id) for customer_id, _ in customers]
     recent: dict[int, Sequence[PostedPurchase]] = {}
@@ -68,9 +65,7 @@ def customer_profiles(
             else [p for p in posted if p.occurred_at > model.trained_until_s]
         )
         if news:
-            recent[n] = [
-                p if p.occurred_at <= now_s else replace(p, occurred_at=now_s) for p in news
-            ]
+            recent[n] = news
     known = [index is not None or n in recent for n, index in enumerate(indices)]
     table = _orders_of(model, indices, recent)
     as_of = now_s + 1  # features count orders strictly before their cutoff
