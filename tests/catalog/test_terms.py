@@ -163,6 +163,19 @@ def test_an_offer_for_the_item_beats_its_category_offer(tmp_path: Path) -> None:
     assert featured == ProductTerms("c1-feature", None, False, 1.0, 3.0, None, 30.0)
 
 
+def test_an_offer_id_names_the_item_its_impressions_store(tmp_path: Path) -> None:
+    """A click posted with an answer's ``offer_id`` is matched to the impressions, which
+    store the item id (an incentive's own id)."""
+    catalog = catalog_of(tmp_path, SMALL)
+    assert catalog.item_of_offer("product:22423") == "22423"
+    assert catalog.item_of_offer("candles-week:C2") == "C2"
+    assert catalog.item_of_offer("c1-feature") == "C1"
+    # Item ids and incentives' ids stay as they are, and so does what names no offer.
+    for same in ("22423", "winback-15", "other-offer:C2", "product:", "C1:x"):
+        assert catalog.item_of_offer(same) == same
+    assert default_catalog().item_of_offer("product:85123A") == "85123A"
+
+
 def test_of_two_category_offers_the_first_in_the_file_applies(tmp_path: Path) -> None:
     """The documented order when offers overlap: an offer naming the item, then category
     offers, each in file order; the first live one sets the terms, whatever its lever

@@ -77,3 +77,28 @@ def test_the_events_body_is_described_by_the_event_models(client: TestClient) ->
     # Every reference in the document names a schema it holds.
     for ref in _refs(doc):
         assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas
+
+
+# What an operation's description must not hold: the engineering notes of its handler's
+# docstring (how it runs, what was measured, which module does what), cut at ``\f``.
+ENGINEERING = re.compile(
+    r"async def|plain ``def``|thread pool|event loop|req/s|wrk\b|``nbo\.|docs/benchmarks"
+    r"|it was a 500|used to name|before, the fields"
+)
+
+
+def test_operation_descriptions_hold_no_engineering_notes(client: TestClient) -> None:
+    """The offers operation's description published "``async def`` on purpose ... wrk
+    ... 727 req/s"; profile, events, reload and others alike: FastAPI takes the whole
+    docstring unless cut with a form feed."""
+    document = client.get("/openapi.json").json()
+    described = 0
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            text = operation.get("description", "")
+            assert not ENGINEERING.search(text), (method, path, text)
+            assert "\f" not in text
+            described += bool(text)
+    assert described >= 12
+    offers = document["paths"]["/v1/customers/{customer_id}/offers"]["get"]["description"]
+    assert offers.startswith("Ranked offers for a customer") and "write" in offers

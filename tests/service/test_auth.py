@@ -87,6 +87,22 @@ def test_no_key_is_401_json_with_a_bearer_challenge(client: TestClient) -> None:
     assert "detail" not in body
 
 
+@pytest.mark.parametrize("value", [READ, f"Basic {READ}", "Token abc", "Bearer"])
+def test_an_authorization_header_without_bearer_is_named_not_missing(
+    client: TestClient, value: str
+) -> None:
+    """``Authorization: <key>`` (or ``Basic ...``) answered ``"problem": "missing"``
+    though the header was there."""
+    body = assert_error(
+        client.get("/v1/customers/a00/offers", headers={"Authorization": value}),
+        401,
+        "unauthorized",
+    )
+    assert body["details"] == [{"field": "Authorization", "problem": "not 'Bearer <key>'"}]
+    assert "must be 'Bearer <key>'" in body["message"]
+    assert READ not in body["message"]
+
+
 @pytest.mark.parametrize(
     "headers",
     [

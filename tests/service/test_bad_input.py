@@ -9,6 +9,7 @@ or invalid UTF-8, loose types and unknown fields in bodies.
 
 from __future__ import annotations
 
+import gzip
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -457,3 +458,41 @@ def test_a_batch_with_an_unknown_field_is_refused_whole(
     answer = client.post("/v1/events", json={"events": [purchase("e9")], "dry_run": True})
     refused(answer, 422, "dry_run", "unknown field")
     assert snapshot(isolated_store) == before
+
+
+def test_a_key_written_twice_in_a_body_is_refused_naming_it(
+    client: TestClient, isolated_store: Path
+) -> None:
+    """Duplicate keys were last-wins: ``{"customer_id": "a", ..., "customer_id": "b"}``
+    stored the purchase for b."""
+    body = (
+        b'{"event_id": "dup-1", "type": "purchase", "customer_id": "a00", '
+        b'"timestamp": "2026-06-30T10:00:00Z", "customer_id": "a01", '
+        b'"items": [{"item_id": "A01", "quantity": 1}]}'
+    )
+    before = snapshot(isolated_store)
+    answer = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    refused(answer, 422, "body", "duplicate key 'customer_id'")
+    assert snapshot(isolated_store) == before
+    consent = client.put(
+        "/v1/customers/a00/consent",
+        content=b'{"personalization": true, "personalization": false}',
+        headers={"content-type": "application/json"},
+    )
+    refused(consent, 422, "body", "duplicate key 'personalization'")
+
+
+def test_a_compressed_body_is_415_naming_content_encoding(
+    client: TestClient, isolated_store: Path
+) -> None:
+    """A gzip body answered 400 "not readable as JSON (not UTF-8 text ...)"."""
+    before = snapshot(isolated_store)
+    packed = gzip.compress(json.dumps(purchase("gz-1")).encode())
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+    answer = client.post("/v1/events", content=packed, headers=headers)
+    refused(answer, 415, "Content-Encoding", "'gzip' is not accepted: send the body uncompressed")
+    assert answer.json()["error"] == "unsupported_media_type"
+    assert snapshot(isolated_store) == before
+    identity = {"content-type": "application/json", "content-encoding": "identity"}
+    plain = json.dumps(purchase("gz-2")).encode()
+    assert client.post("/v1/events", content=plain, headers=identity).status_code == 200

@@ -15,6 +15,26 @@ def test_unknown_route_and_method_are_json(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/events/"),
+        ("GET", "/health/live/"),
+        ("GET", "/v1/model/"),
+        ("POST", "/v1/admin/reload/"),
+        ("GET", "/docs/"),
+    ],
+)
+def test_a_trailing_slash_is_an_unknown_route_not_a_redirect(
+    client: TestClient, method: str, path: str
+) -> None:
+    """A path with a trailing slash answered 307 to the path without it, an absolute URL
+    built from the Host header (``Host: evil.example`` came back in ``Location``)."""
+    answer = client.request(method, path, headers={"Host": "evil.example"}, follow_redirects=False)
+    body = assert_json_error(answer, 404)
+    assert body["error"] == "not_found" and "location" not in answer.headers
+
+
+@pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
         # Two routes share each of these paths: the 405 named the first one's only.
@@ -41,3 +61,10 @@ def test_a_405_allows_every_method_the_path_takes(
     answer = client.request(method, path)
     assert answer.status_code == 405, answer.text
     assert answer.headers["allow"] == allow
+    if method != "HEAD" and "dashboard" not in path and "docs" not in path:
+        # The message names the method and those allowed (it said "Method Not Allowed").
+        body = answer.json()
+        assert body["message"] == f"method {method} not allowed here; this path takes {allow}"
+        assert body["details"] == [
+            {"field": "method", "problem": f"{method} is not one of {allow}"}
+        ]

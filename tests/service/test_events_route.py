@@ -58,6 +58,27 @@ def test_posting_the_same_event_id_again_is_a_duplicate(client: TestClient) -> N
     assert answer.json() == {"accepted": ["e2"], "duplicates": ["e1"], "rejected": []}
 
 
+def test_an_event_id_reused_for_another_event_is_rejected_naming_it(
+    client: TestClient,
+) -> None:
+    """The same id for another customer or another payload was a "duplicate": the event
+    was lost and the client told it was already stored."""
+    client.post("/v1/events", json=one_purchase("e1"))
+    batch = [one_purchase("e1", customer="a01"), one_purchase("e1", item="A02"), one_purchase("e2")]
+    answer = client.post("/v1/events", json={"events": batch})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["accepted"] == ["e2"] and body["duplicates"] == []
+    assert [(r["index"], r["event_id"]) for r in body["rejected"]] == [(0, "e1"), (1, "e1")]
+    reason = body["rejected"][0]["reason"]
+    assert reason.startswith("event_id: ") and "unique across customers and types" in reason
+    alone = client.post("/v1/events", json=one_purchase("e1", customer="a02"))
+    assert alone.status_code == 422 and alone.json()["rejected"][0]["event_id"] == "e1"
+    # A true retry is still a duplicate.
+    again = client.post("/v1/events", json=one_purchase("e1"))
+    assert again.json() == {"accepted": [], "duplicates": ["e1"], "rejected": []}
+
+
 def test_a_batch_with_a_bad_event_stores_the_good_ones(
     client: TestClient, isolated_store: Path
 ) -> None:

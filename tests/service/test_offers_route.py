@@ -418,6 +418,28 @@ def test_a_request_id_names_one_delivery(models_dir: Path) -> None:
         assert other.status_code == 200 and other.json()["recorded"] is True
 
 
+def test_a_repeated_request_id_is_refused_even_when_the_cap_is_reached(
+    models_dir: Path,
+) -> None:
+    """Retrying a recorded call with its request id answered 200 ``frequency_cap`` (no
+    offers) when the cap left nothing to record: the retry was told the customer is
+    capped, not that its id names a delivery already recorded."""
+    params = {"k": 3, "channel": "email", "record": "true"}
+    fixed = {"X-Request-ID": "retried-id"}
+    with app_at(models_dir, NOW) as client:
+        first = client.get("/v1/customers/a00/offers", params=params, headers=fixed)
+        assert first.status_code == 200 and first.json()["recorded"] is True
+        again = client.get("/v1/customers/a00/offers", params=params, headers=fixed)
+        body = assert_json_error(again, 409)
+        assert body["error"] == "delivery_repeated"
+        assert body["details"][0]["field"] == "X-Request-ID"
+        # A new id is a new delivery, held back by the cap.
+        other = client.get(
+            "/v1/customers/a00/offers", params=params, headers={"X-Request-ID": "new-id"}
+        )
+        assert other.status_code == 200 and other.json()["suppressed_reason"] == "frequency_cap"
+
+
 def test_items_shown_three_times_without_response_rest(models_dir: Path) -> None:
     caps = {"app": {"max_deliveries": 10, "days": 1}}
     with app_at(models_dir, NOW, frequency_caps=caps) as client:
@@ -441,6 +463,51 @@ def test_items_shown_three_times_without_response_rest(models_dir: Path) -> None
         after_click = client.get("/v1/customers/b00/offers", params={"k": 3}).json()
         assert after_click["removed"]["fatigue"] == 2
         assert shown_items[0] in [o["item_id"] for o in after_click["offers"]]
+
+
+B_WEEK = """
+version: 1
+categories:
+  b-items: [B00, B01, B02, B03, B04, B05, B06, B07, B08, B09]
+offers:
+  - {id: b-week, kind: product, category: b-items, lever: 1.0}
+"""
+
+
+@pytest.mark.parametrize("category_offer", [False, True])
+def test_a_click_on_an_offer_id_is_a_click_on_its_item(
+    models_dir: Path, tmp_path: Path, category_offer: bool
+) -> None:
+    """A click or conversion posted with the answer's ``offer_id`` (``product:B03``,
+    ``b-week:B03``) was stored as is and never matched the impressions, which store the
+    item id: it lifted no fatigue and counted as no take-up."""
+    caps = {"app": {"max_deliveries": 10, "days": 1}}
+    catalog = write(tmp_path / "catalog.yaml", B_WEEK) if category_offer else None
+    with app_at(models_dir, NOW, frequency_caps=caps, catalog=catalog) as client:
+        first = deliver(client, "b00", "app")["offers"]
+        prefix = "b-week:" if category_offer else "product:"
+        assert [o["offer_id"] for o in first] == [prefix + o["item_id"] for o in first]
+        for _ in range(2):
+            deliver(client, "b00", "app")
+        offer, item = first[0]["offer_id"], first[0]["item_id"]
+        for kind in ("offer_click", "offer_conversion"):
+            posted = client.post(
+                "/v1/events",
+                json={
+                    "event_id": f"{kind}-1",
+                    "type": kind,
+                    "customer_id": "b00",
+                    "item_id": offer,
+                    "timestamp": NOW.isoformat(),
+                },
+            )
+            assert posted.json()["accepted"] == [f"{kind}-1"]
+        after_click = client.get("/v1/customers/b00/offers", params={"k": 3}).json()
+        assert after_click["removed"]["fatigue"] == 2
+        assert item in [o["item_id"] for o in after_click["offers"]]
+        exported = client.get("/v1/customers/b00/data").json()["events"]
+        answered = [e for e in exported if e["type"] in ("offer_click", "offer_conversion")]
+        assert {e["payload"]["item_id"] for e in answered} == {item}
 
 
 @pytest.mark.parametrize("fatigue", [None])

@@ -43,14 +43,44 @@ def test_known_parameters_pass_however_they_are_written(client: TestClient) -> N
     assert_json_error(client.get(f"{OFFERS}?k"), 422)  # k without a value: k's own check
 
 
-def test_head_answers_as_get_and_routes_without_parameters_take_any(
-    client: TestClient,
-) -> None:
+def test_head_answers_as_get_and_probes_take_any(client: TestClient) -> None:
     assert client.head(f"{OFFERS}?chanel=app").status_code == 422
     assert client.head(f"{OFFERS}?channel=app").status_code == 200
-    # Probes add cache busters: a route that declares no parameter ignores them.
+    # Monitors add cache busters to probes and scrapes: those ignore any parameter.
     assert client.get("/health/live?_=1712345678").status_code == 200
-    assert client.get("/v1/model?nocache=1").status_code == 200
+    assert client.head("/health/ready?nocache=1").status_code == 200
+    assert client.get("/metrics?_=1").status_code == 200
+
+
+def test_a_route_without_query_parameters_refuses_any(client: TestClient) -> None:
+    """A write route ran as if the parameter were not there: ``?dry_run=true`` erased
+    the customer, ``?version=x`` reloaded CURRENT, ``?dry_run=true`` stored the event."""
+    store = client.app.state.store  # type: ignore[attr-defined]
+    event = {
+        "event_id": "q1",
+        "type": "purchase",
+        "customer_id": "a00",
+        "timestamp": "2026-06-30T11:00:00Z",
+        "order_id": "q1",
+        "items": [{"item_id": "A01", "quantity": 1, "price": 1.0}],
+    }
+    body = assert_json_error(client.post("/v1/events?dry_run=true", json=event), 422)
+    assert body["details"] == [
+        {"field": "dry_run", "problem": "not a parameter of this route (it takes none)"}
+    ]
+    assert not [e for e in store.events_of("a00") if e.get("event_id") == "q1"]
+    body = assert_json_error(client.delete("/v1/customers/a00?dry_run=true"), 422)
+    assert body["details"][0]["field"] == "dry_run"
+    assert client.get("/v1/customers/a00").status_code == 200
+    assert client.get("/v1/customers/a00/offers?k=1").json()["personalized"] is True
+    body = assert_json_error(client.post("/v1/admin/reload?version=nope&force=true"), 422)
+    assert body["details"][0]["field"] == "version"
+    put = client.put("/v1/customers/a00/consent?x=1", json={"personalization": False})
+    assert_json_error(put, 422)
+    # Read routes other than the probes too: ``?as_of=...`` is not silently ignored.
+    assert_json_error(client.get("/v1/customers/a00?as_of=2026-01-01"), 422)
+    assert_json_error(client.get("/v1/model?nocache=1"), 422)
+    assert_json_error(client.get("/v1/catalog?x=1"), 422)
 
 
 def test_every_api_route_checks_its_query_and_the_document_is_unchanged(

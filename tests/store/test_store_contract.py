@@ -134,6 +134,27 @@ def test_same_event_id_is_stored_once(store: Store) -> None:
     assert len(store.purchases_of("c1")) == 3
 
 
+def test_an_event_id_reused_for_another_event_is_a_conflict(store: Store) -> None:
+    """Event ids are one namespace: an id stored for one event and posted again for
+    another (another customer, type or payload) was counted a duplicate, and the second
+    event lost without a word. A true retry (the same event) stays a duplicate."""
+    store.add_events([purchase("e1")])
+    result = store.add_events(
+        [
+            purchase("e1"),  # the same event: a retry
+            purchase("e1", customer="c2"),  # another customer
+            purchase("e1", item="i2"),  # another payload
+            offer_event("e1", "c1", "i1", "2026-01-01T10:00:00Z"),  # another type
+            purchase("e4"),
+            purchase("e4", customer="c3"),  # reused within the batch
+        ]
+    )
+    assert result.accepted == ["e4"] and result.duplicates == ["e1"]
+    assert result.conflicts == [1, 2, 3, 5]
+    assert store.event_count() == 2
+    assert store.purchases_of("c2") == [] and store.purchases_of("c3") == []
+
+
 def test_events_survive_closing_and_reopening(store_url: str) -> None:
     store = open_store(store_url)
     store.add_events([purchase("e1", item="A"), purchase("e2", item="B", customer="c2")])

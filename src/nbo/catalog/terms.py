@@ -162,6 +162,11 @@ class Catalog:
             if not item.exclude
         }
         self._campaigns = self._build_campaigns()
+        # Product offers' ids: a category offer's (joined with an item in answers) and
+        # an offer naming one item's (``item_of_offer``).
+        products = [offer for offer in self.offers if offer.kind == KIND_PRODUCT]
+        self._category_offers = frozenset(o.id for o in products if o.category is not None)
+        self._item_offers = {o.id: o.item_id for o in products if o.item_id is not None}
         self._named = self._excluded | frozenset(self._bases) | frozenset(self._campaigns)
         # Every item the file names, a category's members too when no offer uses it.
         self.item_ids: frozenset[str] = self._named | frozenset(
@@ -215,6 +220,24 @@ class Catalog:
                         mine = replace(campaign, terms=replace(campaign.terms, offer_id=each))
                     by_item.setdefault(item_id, []).append(mine)
         return {item_id: tuple(campaigns) for item_id, campaigns in by_item.items()}
+
+    def item_of_offer(self, offer_or_item: str) -> str:
+        """The id an impression of ``offer_or_item`` stores (``impressions_of``): the
+        item of a product offer's id as an offers answer names it (``product:22423``, a
+        category offer's ``christmas-2011:22086``, a product offer's own id naming one
+        item), anything else (an item id, an incentive's id) as it is. What a posted
+        click or conversion is matched to its impressions by, whichever id it names.
+
+        A category offer's id is recognised while the catalogue holds the offer; an id
+        starting ``product:`` is always a product offer's (an item id that starts so is
+        read as one)."""
+        if offer_or_item.startswith(PRODUCT_OFFER_PREFIX):
+            item = offer_or_item[len(PRODUCT_OFFER_PREFIX) :]
+            return item or offer_or_item
+        head, separator, item = offer_or_item.partition(OFFER_ITEM_SEPARATOR)
+        if separator and item and head in self._category_offers:
+            return item
+        return self._item_offers.get(offer_or_item, offer_or_item)
 
     @property
     def offer_count(self) -> int:

@@ -12,6 +12,7 @@ after the service clock plus ``NBO_CLOCK_SKEW_SECONDS``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -152,7 +153,10 @@ class PurchaseEvent(_Event):
 
 
 class _OfferEvent(_Event):
-    item_id: Id = Field(description="the offered item (or offer id)")
+    item_id: Id = Field(
+        description="the offer as the offers answer named it: its item_id, or its "
+        "offer_id (a product offer's is stored as its item id; an incentive's as it is)"
+    )
     # One of the service's channels: the frequency caps count impressions by channel, and
     # one named otherwise ("Email", "sms") would be stored and never counted.
     channel: ChannelName | None = Field(
@@ -239,6 +243,41 @@ def parse_events(
         else:
             valid.append((index, event))
     return valid, rejected
+
+
+def offers_as_stored(events: Sequence[Event], item_of: Callable[[str], str]) -> list[Event]:
+    """``events`` with each offer event's ``item_id`` as its impressions store it
+    (``item_of``: the live catalogue's ``item_of_offer``). An offers answer names an
+    offer both by its ``offer_id`` (``product:22423``) and by its ``item_id``
+    (``22423``); recorded impressions store the item id, so a click or conversion posted
+    with the offer id would otherwise match none of them (fatigue not lifted, the offer
+    never counted as taken up)."""
+    stored: list[Event] = []
+    for event in events:
+        if not isinstance(event, PurchaseEvent):
+            item = item_of(event.item_id)
+            if item != event.item_id:
+                event = event.model_copy(update={"item_id": item})
+        stored.append(event)
+    return stored
+
+
+def reused_ids(valid: Sequence[tuple[int, Event]], conflicts: Sequence[int]) -> list[Rejection]:
+    """The rejections of the events at positions ``conflicts`` of ``valid`` (the store's
+    ``AddResult.conflicts``): their id names another stored event."""
+    rejections = []
+    for position in conflicts:
+        index, event = valid[position]
+        rejections.append(
+            Rejection(
+                index=index,
+                event_id=event.event_id,
+                reason="event_id: already names another stored event (another customer, "
+                "type or content); event ids must be unique across customers and types, "
+                "and only a retry of the same event may send one again: nothing stored",
+            )
+        )
+    return rejections
 
 
 def _unaddressable(event: Event) -> str | None:

@@ -77,10 +77,14 @@ def deliver_customers(
     occasion: Occasion,
     impressions: Impressions,
     stage: str | None = None,
+    request_id: str | None = None,
 ) -> Delivered:
     """Decide ``customer_ids`` for a delivery on ``occasion`` and record their
     impressions, so that no other delivery to any of them passes between the check and
-    the record (see the module docstring)."""
+    the record (see the module docstring). ``request_id``: the id every impression of
+    this delivery carries, when one id names it for every customer (the API's): refused
+    when it names a recorded delivery of one of them, whether or not this one has
+    anything to record (a retry held back by the cap its first try filled)."""
     if not occasion.delivery:
         raise ValueError("a preview is not delivered: use decide_customers")
     read = read_and_decide(context, customer_ids, occasion, stage)
@@ -88,6 +92,8 @@ def deliver_customers(
 
     def record(delivery: Delivery) -> Delivered:
         contacts = delivery.contacts_of_many(customer_ids, since)
+        if request_id is not None:
+            _refuse_repeated_id(customer_ids, request_id, contacts)
         changed = [
             n
             for n, (customer, state) in enumerate(zip(customer_ids, states, strict=True))
@@ -124,6 +130,17 @@ def _refuse_repeated(
             used[event.customer_id] = {contact.delivery for contact in history.impressions}
         if event.request_id in used[event.customer_id]:
             raise DeliveryRepeated(event.customer_id, event.request_id)
+
+
+def _refuse_repeated_id(
+    customer_ids: Sequence[str], request_id: str, contacts: dict[str, ContactHistory]
+) -> None:
+    """Raise ``DeliveryRepeated`` when ``request_id`` names a delivery already among a
+    customer's contacts."""
+    for customer in customer_ids:
+        history = contacts.get(customer, ContactHistory())
+        if any(contact.delivery == request_id for contact in history.impressions):
+            raise DeliveryRepeated(customer, request_id)
 
 
 def delivery_preview(

@@ -24,6 +24,7 @@ from nbo.service.chunking import Chunker
 from nbo.service.dashboard.routes import install_dashboard
 from nbo.service.errors import install_error_handlers
 from nbo.service.middleware import ObservedFastAPI
+from nbo.service.openapi import document_errors
 from nbo.service.prometheus import build_metrics
 from nbo.service.reload import Reloader, reload_triggers
 from nbo.service.routes import (
@@ -49,12 +50,15 @@ log = logging.getLogger(__name__)
 
 def document_openapi(app: FastAPI) -> None:
     """FastAPI's OpenAPI document, with what the routes cannot declare: the event models
-    of ``POST /v1/events`` (built once, on the first request for the document)."""
+    of ``POST /v1/events`` and the error answers (``nbo.service.openapi``), built once,
+    on the first request for the document."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            events.document_events_body(generate())
+            document = generate()
+            events.document_events_body(document)
+            document_errors(document, app.state.api_routes)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -125,6 +129,10 @@ def create_app(
         # scripts from a CDN, and a deployment may have no internet.
         docs_url=None,
         redoc_url=None,
+        # A path with a trailing slash is an unknown route (404), as the docs say: the
+        # redirect to the path without it was a 307 to an absolute URL built from the
+        # request's Host header.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     # No keys: every route open (nbo serve then listens on loopback only).

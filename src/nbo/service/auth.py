@@ -128,6 +128,19 @@ def _make_check(needed: Role, cookie: bool = False) -> Check:
             key, field = api_key, "X-API-Key"
         elif cookie and request.cookies.get(KEY_COOKIE):
             key, field = request.cookies[KEY_COOKIE], "Cookie"
+        elif request.headers.get("authorization", "").strip():
+            # A key sent bare, or under another scheme (Basic): the header is there, not
+            # missing; its value is never echoed.
+            log.info(
+                "request with a non-Bearer Authorization refused: %s %s",
+                request.method,
+                _route(request),
+            )
+            raise Unauthorized(
+                "the Authorization header must be 'Bearer <key>' (or send 'X-API-Key: <key>')",
+                "Authorization",
+                "not 'Bearer <key>'",
+            )
         else:
             log.info("request without an API key refused: %s %s", request.method, _route(request))
             raise Unauthorized(

@@ -39,6 +39,15 @@ class BadRequest(Exception):
         super().__init__(problem)
 
 
+class UnsupportedMediaType(Exception):
+    """A body sent in a form nbo does not read (e.g. compressed): 415."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
 class NotReady(Exception):
     """No model is loaded yet."""
 
@@ -133,6 +142,11 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = ErrorDetail(field=exc.field, problem=exc.problem or str(exc))
         return _body(422, "validation_error", str(exc), [detail])
 
+    @app.exception_handler(UnsupportedMediaType)
+    async def _unsupported(_request: Request, exc: UnsupportedMediaType) -> JSONResponse:
+        detail = ErrorDetail(field=exc.field, problem=exc.problem)
+        return _body(415, "unsupported_media_type", str(exc), [detail])
+
     @app.exception_handler(NotReady)
     async def _not_ready(request: Request, exc: NotReady) -> Response:
         message = str(exc) or "no model loaded yet"
@@ -185,12 +199,17 @@ def install_error_handlers(app: FastAPI) -> None:
         # The exception's headers too: a 405 names the methods the path takes (Allow),
         # every route's on that path, not only the first's that Starlette names.
         headers = dict(exc.headers) if exc.headers else None
+        message, details = str(exc.detail), []
         if exc.status_code == 405:
             methods = allowed_methods(request.scope, request.app.routes)
             if methods:
-                headers = {**(headers or {}), "Allow": ", ".join(methods)}
-        return _page(request, exc.status_code, str(exc.detail), headers) or _body(
-            exc.status_code, error, str(exc.detail), [], headers
+                allowed = ", ".join(methods)
+                headers = {**(headers or {}), "Allow": allowed}
+                message = f"method {request.method} not allowed here; this path takes {allowed}"
+                problem = f"{request.method} is not one of {allowed}"
+                details = [ErrorDetail(field="method", problem=problem)]
+        return _page(request, exc.status_code, message, headers) or _body(
+            exc.status_code, error, message, details, headers
         )
 
     @app.exception_handler(Exception)

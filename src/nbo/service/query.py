@@ -9,8 +9,18 @@ for a request without a query string, a split and a set lookup per parameter
 otherwise, no dependency for FastAPI to solve. The route's declared parameters, its
 OpenAPI document and HEAD (served as GET) are untouched.
 
-A route that declares no query parameter (``/health/ready``, ``/v1/model``) takes any,
-as before: monitors add cache-busting parameters to probes.
+A route that declares no query parameter refuses any (``DELETE /v1/customers/{id}
+?dry_run=true`` erased the customer when it was let through). The probes and the
+scrape (``/health/live``, ``/health/ready``, ``/metrics``: ``ProbeRoute``) take any:
+monitors add cache-busting parameters to them, and they have no option a parameter
+could be mistaken for.
+
+A route that takes a body reads it here first when it is JSON (as FastAPI would, then
+hands FastAPI the value): an object that holds a key twice is refused naming the key
+(422; Python's reader keeps the last, so ``"customer_id"`` written twice stored the
+event for the second), as the catalogue and experiment files are read; and a body sent
+with a ``Content-Encoding`` (``gzip``) is refused with 415 naming the header, not read
+as text that is no JSON (400 "not readable as JSON").
 
 The check runs when the route is matched, before the route's dependencies (access
 control among them): an unauthenticated request with an unknown parameter is told so
@@ -20,6 +30,7 @@ which is open (``/openapi.json``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 from urllib.parse import unquote_plus
@@ -31,25 +42,90 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from nbo.service.errors import UnsupportedMediaType
+
 
 class QueryCheckedRoute(APIRoute):
     """An API route that refuses a query parameter it does not declare (422): every
     router of the API is built with ``route_class=QueryCheckedRoute``."""
 
+    accepts_any_query = False
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        names = tuple(dict.fromkeys(_query_names(self.dependant)))
-        if not names:
-            return handler
-        check = _checker(names)
+        check = None
+        if not self.accepts_any_query:
+            check = _checker(tuple(dict.fromkeys(_query_names(self.dependant))))
+        takes_body = self.body_field is not None
 
         async def checked(request: Request) -> Response:
             query: bytes = request.scope["query_string"]
-            if query:
+            if query and check is not None:
                 check(query)
+            if takes_body:
+                await _read_json_body(request)
             return await handler(request)
 
         return checked
+
+
+class ProbeRoute(QueryCheckedRoute):
+    """A probe's or scrape's route (``/health/*``, ``/metrics``): any query parameter
+    is ignored, as monitors add cache busters."""
+
+    accepts_any_query = True
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook``: the object, unless it holds a key twice."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return result
+
+
+async def _read_json_body(request: Request) -> None:
+    """Refuse an encoded body (415) or a JSON object holding a key twice (422); else the
+    parsed body is left where FastAPI reads it (``Request.json``'s cache), read once."""
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UnsupportedMediaType(
+            "Content-Encoding", f"{encoding!r} is not accepted: send the body uncompressed"
+        )
+    content_type = request.headers.get("content-type", "")
+    media = content_type.partition(";")[0].strip().lower()
+    if not (
+        media == "application/json"
+        or (media.startswith("application/") and media.endswith("+json"))
+    ):
+        return
+    body = await request.body()
+    if not body:
+        return
+    try:
+        parsed = json.loads(body, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body",),
+                    "msg": f"duplicate key {exc.args[0]!r} in an object: write each key once",
+                    "type": "value_error",
+                }
+            ]
+        ) from None
+    except (ValueError, RecursionError):
+        # Not JSON, or nested too deeply: FastAPI reads it again and answers as before.
+        return
+    request._json = parsed  # Starlette's cache of Request.json()
 
 
 def _query_names(dependant: Dependant) -> Iterable[str]:
@@ -69,7 +145,7 @@ def _query_names(dependant: Dependant) -> Iterable[str]:
 def _checker(names: tuple[str, ...]) -> Callable[[bytes], None]:
     known = frozenset(names)
     raw = frozenset(name.encode("ascii") for name in names if name.isascii())
-    listed = ", ".join(names)
+    listed = f"its parameters: {', '.join(names)}" if names else "it takes none"
 
     def check(query: bytes) -> None:
         for part in query.split(b"&"):
@@ -83,7 +159,7 @@ def _checker(names: tuple[str, ...]) -> Callable[[bytes], None]:
                     [
                         {
                             "loc": ("query", name),
-                            "msg": f"not a parameter of this route (its parameters: {listed})",
+                            "msg": f"not a parameter of this route ({listed})",
                             "type": "value_error",
                         }
                     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from nbo.core.errors import NboError, StoreUrlError
@@ -174,8 +174,14 @@ class Purged:
 
 @dataclass
 class AddResult:
+    """What ``add_events`` did: event ids stored, event ids of events already stored
+    (a retry: the same event), and the positions in the events given of those whose id
+    already names another stored event (another customer, type or payload: stored
+    nothing; event ids are unique across customers and types)."""
+
     accepted: list[str]
     duplicates: list[str]
+    conflicts: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

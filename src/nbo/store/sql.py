@@ -90,6 +90,18 @@ _ANSWERED = (
 )
 
 
+def _same_event(stored: str, posted: str) -> bool:
+    """Whether two events' payloads are the same event: the same fields and values,
+    a field one lacks counted as null (a payload stored by an older release lacks the
+    fields added since)."""
+    if stored == posted:
+        return True
+    one, other = json.loads(stored), json.loads(posted)
+    return {k: v for k, v in one.items() if v is not None} == {
+        k: v for k, v in other.items() if v is not None
+    }
+
+
 def _nulls_first(row: Sequence[Any]) -> list[tuple[bool, Any]]:
     """A sort key of a row of names that may be NULL: NULL first, then byte order (the
     same from either backend, whatever PostgreSQL's locale)."""
@@ -173,7 +185,9 @@ class SQLStore:
         result = AddResult(accepted=[], duplicates=[])
         received = int(time.time())
         insert_event, insert_line = self._q(_INSERT_EVENT), self._q(_INSERT_LINE)
-        for event in events:
+        stored_payload = self._q("SELECT payload FROM events WHERE event_id = ?")
+        for position, event in enumerate(events):
+            payload = event.model_dump_json()
             inserted = db.execute(
                 insert_event,
                 (
@@ -186,13 +200,17 @@ class SQLStore:
                     getattr(event, "channel", None),
                     getattr(event, "request_id", None),
                     getattr(event, "revenue", None),
-                    event.model_dump_json(),
+                    payload,
                     getattr(event, "experiment", None),
                     getattr(event, "variant", None),
                 ),
             ).rowcount
             if not inserted:
-                result.duplicates.append(event.event_id)
+                (stored,) = db.execute(stored_payload, (event.event_id,)).fetchone()
+                if _same_event(stored, payload):
+                    result.duplicates.append(event.event_id)
+                else:
+                    result.conflicts.append(position)
                 continue
             result.accepted.append(event.event_id)
             if isinstance(event, PurchaseEvent):

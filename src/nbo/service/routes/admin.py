@@ -51,7 +51,7 @@ def reload_models(
     answers here, asked of no other), then every other worker follows; the answer
     comes when all have the version, or after a minute without the late ones, and says
     what each serves.
-
+    \f
     A plain ``def``: the load reads files and builds the model, and the wait for the
     other workers sleeps, so it runs in the thread pool and never holds up the event
     loop.

@@ -88,8 +88,9 @@ def put_consent(
         ),
     ],
 ) -> ConsentOut:
-    """Store the customer's consent; answers the stored record. A plain ``def``: the
-    durable commit waits on the disk."""
+    """Store the customer's consent; answers the stored record.
+    \f
+    A plain ``def``: the durable commit waits on the disk."""
     unknown = [name for name in body.channels if name not in CHANNELS]
     if unknown:
         raise RequestValidationError(
@@ -138,7 +139,9 @@ def export_data(
     consent, a model that does not know them), as every customer route treats an unknown
     customer. An erased customer nbo holds nothing on since answers ``erased`` and
     nothing else. Without a loaded model the profile, model and assignment parts are
-    left out. A plain ``def``: it reads the store and the campaign files.
+    left out.
+    \f
+    A plain ``def``: it reads the store and the campaign files.
     """
     export = export_customer(
         customer_id,
@@ -180,7 +183,9 @@ def erase_customer(
     file that cannot be rewritten is listed in ``batch_files_untouched``, never a failed
     erasure). Afterwards the customer is unknown, and the next
     training leaves them out even if the input file still holds them. Erasing again
-    answers zeros with ``already_erased``. A plain ``def``: the commit waits on the disk.
+    answers zeros with ``already_erased``.
+    \f
+    A plain ``def``: the commit waits on the disk.
     """
     # The one erasure sequence (``nbo customers erase`` runs it too), forgetting the
     # customer in every worker's models, not only this one's

@@ -17,10 +17,12 @@ from nbo.data.events import (
     Event,
     EventWindow,
     Rejection,
+    offers_as_stored,
     parse_events,
+    reused_ids,
 )
 from nbo.service.auth import AUTH_RESPONSES, requires
-from nbo.service.deps import MetricsDep, SettingsDep, StoreDep
+from nbo.service.deps import CatalogDep, MetricsDep, SettingsDep, StoreDep
 from nbo.service.errors import BadRequest
 from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import ErrorResponse
@@ -45,7 +47,9 @@ EXAMPLE = {
 
 class EventsResponse(BaseModel):
     accepted: list[str] = Field(description="event ids stored by this request")
-    duplicates: list[str] = Field(description="event ids already stored: not stored again")
+    duplicates: list[str] = Field(
+        description="event ids of events already stored (a retry): not stored again"
+    )
     rejected: list[Rejection] = Field(description="invalid events, each with its reason")
 
 
@@ -82,6 +86,7 @@ def post_events(
     store: StoreDep,
     metrics: MetricsDep,
     settings: SettingsDep,
+    catalog: CatalogDep,
     body: Annotated[
         dict[str, Any],
         Body(
@@ -100,10 +105,12 @@ def post_events(
         ),
     ],
 ) -> EventsResponse | JSONResponse:
-    """Store events; every event is on disk before the answer. Posting an event id again
-    stores nothing and lists it under ``duplicates``; invalid events are listed under
-    ``rejected`` with the field and the problem while the valid ones are stored.
-
+    """Store events; every event is on disk before the answer. Posting an event again
+    (the same id and content) stores nothing and lists it under ``duplicates``; invalid
+    events, and an event id already used for another event (ids are unique across
+    customers and types), are listed under ``rejected`` with the field and the problem
+    while the valid ones are stored.
+    \f
     A plain ``def``: the durable commit waits on the disk, so it runs in the thread pool.
     """
     window = EventWindow.around(
@@ -113,12 +120,13 @@ def post_events(
         valid, rejected = parse_events(body, window)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    events = [event for _, event in valid]
+    events = offers_as_stored([event for _, event in valid], catalog.item_of_offer)
     result = store.add_events(events)
+    rejected = sorted(rejected + reused_ids(valid, result.conflicts), key=lambda r: r.index)
     metrics.record_events(events, result, len(rejected))
     response = EventsResponse(
         accepted=result.accepted, duplicates=result.duplicates, rejected=rejected
     )
-    if rejected and not valid:
+    if rejected and not (result.accepted or result.duplicates):
         return JSONResponse(status_code=422, content=response.model_dump())
     return response

@@ -16,6 +16,7 @@ from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ExperimentName, SettingsDep, StoreDep
 from nbo.service.errors import NotFound
 from nbo.service.query import QueryCheckedRoute
+from nbo.service.schemas import ErrorResponse
 
 router = APIRouter(
     route_class=QueryCheckedRoute,
@@ -58,7 +59,11 @@ def list_experiments(request: Request, settings: SettingsDep) -> dict[str, Any]:
     }
 
 
-@router.get("/{name}/report", response_model=None)
+@router.get(
+    "/{name}/report",
+    response_model=None,
+    responses={404: {"model": ErrorResponse, "description": "no such experiment is configured"}},
+)
 async def get_report(
     name: ExperimentName,
     request: Request,

@@ -17,16 +17,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from nbo.service.query import QueryCheckedRoute
+from nbo.service.query import ProbeRoute
 from nbo.service.schemas import HealthResponse, LiveResponse
 
-router = APIRouter(route_class=QueryCheckedRoute, prefix="/health", tags=["health"])
+router = APIRouter(route_class=ProbeRoute, prefix="/health", tags=["health"])
 
 
 @router.get("/live", response_model=LiveResponse)
 async def live() -> LiveResponse:
-    """The process answers: ``{"status": "ok"}`` only (before, the fields of readiness
-    came too, always null)."""
+    """The process answers: ``{"status": "ok"}`` only.
+    \f
+    (Before, the fields of readiness came too, always null.)"""
     return LiveResponse(status="ok")
 
 

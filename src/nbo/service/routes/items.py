@@ -12,7 +12,7 @@ from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import ItemId, ModelDep
 from nbo.service.errors import NotFound
 from nbo.service.query import QueryCheckedRoute
-from nbo.service.schemas import SimilarItemOut, SimilarItemsResponse
+from nbo.service.schemas import ErrorResponse, SimilarItemOut, SimilarItemsResponse
 
 router = APIRouter(
     route_class=QueryCheckedRoute,
@@ -23,7 +23,11 @@ router = APIRouter(
 )
 
 
-@router.get("/{item_id:id}/similar", response_model=SimilarItemsResponse)
+@router.get(
+    "/{item_id:id}/similar",
+    response_model=SimilarItemsResponse,
+    responses={404: {"model": ErrorResponse, "description": "the model does not know the item"}},
+)
 async def get_similar_items(
     item_id: ItemId,
     model: ModelDep,

@@ -8,9 +8,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nbo.service.deps import MetricsDep
 from nbo.service.errors import NotFound
-from nbo.service.query import QueryCheckedRoute
+from nbo.service.query import ProbeRoute
 
-router = APIRouter(route_class=QueryCheckedRoute, tags=["metrics"])
+router = APIRouter(route_class=ProbeRoute, tags=["metrics"])
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -33,15 +33,15 @@ def get_models(request: Request, settings: SettingsDep, models: ServingModelsDep
     experiments; a reload to a version, or NBO_MODEL_VERSION, may make it other than
     CURRENT), ``current`` the version ``models/CURRENT`` names (what a restart, SIGHUP or
     a reload without a version serves; None when there is no CURRENT, or it names no
-    version: ``current_problem`` says why). Per version,
-    ``serving`` marks those loaded here (that one and those experiments use) and
-    ``current`` the one CURRENT names. (``current`` used to name the serving version,
-    contradicting the alias ``current`` listed beside it after such a reload; in every
-    other case the value is the same, so it kept its name for the meaning the alias,
-    the file and ``nbo models --current`` give it.) An
+    version: ``current_problem`` says why). Per version, ``serving`` marks those loaded
+    here (that one and those experiments use) and ``current`` the one CURRENT names. An
     ALIASES.json that cannot be read (not JSON, not an object of names) lists no alias,
-    and says why in ``aliases_problem``: the versions and what serves are still worth
-    seeing (it was a 500)."""
+    and says why in ``aliases_problem``: the versions and what serves are still shown.
+    \f
+    ``current`` used to name the serving version, contradicting the alias ``current``
+    listed beside it after such a reload; in every other case the value is the same, so
+    it kept its name for the meaning the alias, the file and ``nbo models --current``
+    give it. An unreadable ALIASES.json was a 500."""
     problem = None
     try:
         aliases = aliases_with_current(settings.models_dir)

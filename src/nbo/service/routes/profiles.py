@@ -35,7 +35,7 @@ async def get_profile(
     An unknown customer is not an error: ``known`` is false and the stage is ``new``.
     Without consent to personalization nothing is derived from their history
     (``profiled`` false).
-
+    \f
     ``async def``: on SQLite the profile (three reads of microseconds) is worked out on
     the event loop; a PostgreSQL store's reads are round trips to its server, made in
     the thread pool so that a slow server never holds the loop (``Store.remote``).
