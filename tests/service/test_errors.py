@@ -34,6 +34,17 @@ def test_a_trailing_slash_is_an_unknown_route_not_a_redirect(
     assert body["error"] == "not_found" and "location" not in answer.headers
 
 
+def test_the_dashboard_with_a_slash_leads_to_the_overview_by_its_path_alone(
+    client: TestClient,
+) -> None:
+    """``/dashboard/``, as a person types it, was a redirect built from the Host header,
+    then a 404 once slashes stopped redirecting: it leads to the overview, naming only
+    the path."""
+    answer = client.get("/dashboard/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert answer.status_code == 308
+    assert answer.headers["location"] == "/dashboard"
+
+
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [

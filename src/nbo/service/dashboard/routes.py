@@ -392,6 +392,14 @@ async def models_page(
 # --- signing in -----------------------------------------------------------------------
 
 
+@sign_in_router.get("/")
+async def overview_with_slash() -> Response:
+    """``/dashboard/``, as a person types it: to the overview. The API answers a trailing
+    slash 404 (no redirect built from the Host header); this one page's address is known,
+    and the redirect names only the path."""
+    return RedirectResponse(PREFIX, status_code=308, headers=SECURITY_HEADERS)
+
+
 @sign_in_router.post("/sign-in")
 async def sign_in(request: Request) -> Response:
     """Check the key typed in the sign-in form and keep it in the pages' cookie (HttpOnly,
