@@ -13,6 +13,8 @@ same variant from either, across processes and restarts, with nothing stored.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,15 @@ class ServingModels:
                 return Assignment(self.current, experiment.name, variant.name, personalize=False)
             return Assignment(self.by_reference[variant.model], experiment.name, variant.name)
         return Assignment(self.current)
+
+    @property
+    def signature(self) -> str:
+        """What these models serve, as one short string: the current version and the
+        version each experiment's model reference (an alias, or a version) resolved to.
+        Equal signatures answer every customer with the same model; workers compare
+        theirs after a reload, as an alias moved under them changes no current version."""
+        served = [self.current.version, sorted((r, m.version) for r, m in self.by_reference.items())]
+        return hashlib.sha256(json.dumps(served).encode()).hexdigest()[:16]
 
     def models(self) -> list[ServingModel]:
         """Every distinct model loaded (the current one first)."""

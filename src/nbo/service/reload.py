@@ -99,6 +99,8 @@ class WorkersReload:
     outcome: ReloadOutcome
     generation: int
     workers: list[WorkerStatus]
+    # What this worker serves after the reload (``ServingModels.signature``).
+    signature: str | None = None
 
     def reached(self, status: WorkerStatus) -> bool:
         """Whether that worker applied this reload (or a later one)."""
@@ -106,9 +108,13 @@ class WorkersReload:
 
     @property
     def everywhere(self) -> bool:
-        """Every live worker applied this reload and serves its version."""
+        """Every live worker applied this reload and serves what this worker serves: its
+        version, and the same model for every experiment arm (an alias the arm names
+        may have moved with the version unchanged)."""
         return all(
-            self.reached(status) and status.version == self.outcome.version
+            self.reached(status)
+            and status.version == self.outcome.version
+            and status.signature == self.signature
             for status in self.workers
         )
 
@@ -206,18 +212,24 @@ class Reloader:
         A reload refused here raises as ``reload`` does and is asked of no one."""
         with self._lock:
             outcome = self.reload(version, force, trigger)
+            mine = self.status()
             if self.board is None:
-                return WorkersReload(outcome, self.applied, [self.status()])
+                return WorkersReload(outcome, self.applied, [mine], mine.signature)
             # A reload that changes nothing asks nothing of the others, unless one of them
-            # does not serve the version (it refused that generation when the version
-            # was broken, say, and would never be asked again).
+            # does not serve what this one does (it refused that generation when the
+            # version was broken, say, and would never be asked again). A reload that
+            # swapped here asks everyone, even for the version the latest generation
+            # names: an experiment's alias moved, and each worker must resolve it again.
             behind = any(
-                status.version != outcome.version
+                status.signature != mine.signature
                 for status in self.board.statuses()
                 if status.pid != os.getpid()
             )
             generation = self.board.publish(
-                outcome.version, force, trigger, unless_named=not force and not behind
+                outcome.version,
+                force,
+                trigger,
+                unless_named=not force and not behind and not outcome.swapped,
             )
             self.applied = max(self.applied, generation.number)
             self._report(self.status())
@@ -227,7 +239,7 @@ class Reloader:
             if wait
             else self.board.statuses()
         )
-        return WorkersReload(outcome, number, workers)
+        return WorkersReload(outcome, number, workers, mine.signature)
 
     def follow(self, generation: Generation) -> None:
         """Apply a generation another process published: reload its version, and report
@@ -293,6 +305,7 @@ class Reloader:
             load_seconds=self.models.load_seconds,
             error=error,
             erasures=self.erasures,
+            signature=None if serving is None else serving.signature,
         )
 
     def _report(self, status: WorkerStatus) -> None:

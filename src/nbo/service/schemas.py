@@ -323,6 +323,11 @@ class WorkerReloadOut(BaseModel):
         description="it took this reload (or a later one); false when it had not answered "
         "by the end of the wait"
     )
+    experiment_models: list[str] = Field(
+        [],
+        description="the versions its experiment arms serve besides the current one (an "
+        "alias an arm names resolved when this worker last reloaded)",
+    )
     error: str | None = Field(description="why it refused the version; null = it did not")
 
 
@@ -333,7 +338,8 @@ class ReloadResponse(BaseModel):
     catalog: CatalogStatusOut
     took_ms: float = Field(description="this worker's reload")
     all_workers: bool = Field(
-        description="every live worker took this reload and serves the version"
+        description="every live worker took this reload and serves the version, with the "
+        "same model for every experiment arm (each resolved the arms' aliases again)"
     )
     workers: list[WorkerReloadOut] = Field(
         description="each live worker of nbo serve (one without workers), by pid"

@@ -71,6 +71,9 @@ def reload_models(
                 pid=status.pid,
                 version=status.version,
                 reloaded=reload.reached(status),
+                experiment_models=sorted(
+                    {version for version, role in status.models if role != "current"}
+                ),
                 error=status.error,
             )
             for status in reload.workers
