@@ -51,7 +51,7 @@ experiments:
         weight: 45
   - name: half_half
     salt: halves
-    start: 2026-12-15T08:30:00
+    start: 2027-01-15T08:30:00
     variants:
       - name: a
         model: 20261201T000000Z-abcdef12
@@ -114,7 +114,7 @@ def test_a_valid_file_loads_with_normalised_weights_and_utc_times(tmp_path: Path
     halves = loaded.get("half_half")
     assert halves is not None
     # No zone is UTC; no end is open-ended.
-    assert halves.start_s == at("2026-12-15T08:30:00")
+    assert halves.start_s == at("2027-01-15T08:30:00")
     assert halves.end_s is None
     assert [v.weight for v in halves.variants] == [0.5, 0.5]
     assert halves.control is None
@@ -131,7 +131,7 @@ def test_the_same_file_as_json_loads_to_equal_experiments(tmp_path: Path) -> Non
             if key in experiment:
                 # JSON has no time type: write it the way a person would, in ISO 8601.
                 experiment[key] = experiment[key].isoformat().replace("+00:00", "Z")
-    assert document["experiments"][1]["start"] == "2026-12-15T08:30:00"  # still no zone
+    assert document["experiments"][1]["start"] == "2027-01-15T08:30:00"  # still no zone
     path = tmp_path / "experiments.json"
     path.write_text(json.dumps(document), encoding="utf-8")
 
@@ -174,8 +174,51 @@ def test_active_at_the_boundaries(tmp_path: Path) -> None:
 
     assert loaded.active(start - 1) == []
     assert loaded.active(start) == [ranker]
-    assert loaded.active(halves.start_s) == [ranker, halves]
-    assert loaded.active(end) == [halves]
+    assert loaded.active(end - 1) == [ranker]
+    assert loaded.active(halves.start_s) == [halves]
+
+
+OVERLAPPING = """\
+version: 1
+experiments:
+  - name: e1
+    salt: s1
+    start: 2011-12-01T00:00:00Z
+    {end}
+    variants: [{{name: a, model: m, weight: 1}}, {{name: b, control: true, weight: 1}}]
+  - name: e2
+    salt: s2
+    start: 2011-12-05T00:00:00Z
+    {end2}
+    variants: [{{name: a, model: m, weight: 1}}, {{name: b, control: true, weight: 1}}]
+"""
+
+
+SHARED = "(from 2011-12-05T00:00:00+00:00 {})"
+
+
+@pytest.mark.parametrize(
+    ("end", "end2", "shared"),
+    [
+        ("", "", SHARED.format("with no end")),
+        ("", "end: 2011-12-20T00:00:00Z", SHARED.format("to 2011-12-20T00:00:00+00:00")),
+        ("end: 2011-12-06T00:00:00Z", "", SHARED.format("to 2011-12-06T00:00:00+00:00")),
+    ],
+)
+def test_experiments_running_at_the_same_time_are_refused_naming_both(
+    tmp_path: Path, end: str, end2: str, shared: str
+) -> None:
+    """A customer is in one experiment at a time (the first running in the file): a
+    second one running beside the first got nobody, silently, while listed as active."""
+    text = OVERLAPPING.format(end=end, end2=end2)
+    message = refusal(write(tmp_path / "experiments.yaml", text))
+    assert "experiment 'e2': start: runs at the same time as experiment 'e1' " + shared in message
+
+
+def test_experiments_one_after_the_other_load(tmp_path: Path) -> None:
+    loaded = load(tmp_path, OVERLAPPING.format(end="end: 2011-12-05T00:00:00Z", end2=""))
+    e1, e2 = loaded.experiments
+    assert loaded.active(e2.start_s - 1) == [e1] and loaded.active(e2.start_s) == [e2]
 
 
 def test_no_experiments_is_empty() -> None:

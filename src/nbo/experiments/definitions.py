@@ -34,7 +34,7 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -323,7 +323,38 @@ def load_experiments(path: Path) -> Experiments:
                 "name",
             )
         experiments.append(_built(source, spec))
+    _refuse_overlaps(source, experiments)
     return Experiments(experiments=tuple(experiments), source=source)
+
+
+def _refuse_overlaps(source: str, experiments: list[Experiment]) -> None:
+    """Experiments may not run at the same time. A customer is in one experiment at a
+    time, the first running in the file: a second one running beside it would be shown
+    as active and get nobody, its report saying "nobody exposed yet" for as long as
+    both run. Two experiments on different customers at once would need a split of the
+    customers between them, which the file cannot say; run them one after the other."""
+    for index, later in enumerate(experiments):
+        for earlier in experiments[:index]:
+            start = max(earlier.start_s, later.start_s)
+            ends = [e for e in (earlier.end_s, later.end_s) if e is not None]
+            end = min(ends) if ends else None
+            if end is not None and end <= start:
+                continue
+            until = "with no end" if end is None else f"to {_iso_time(end)}"
+            raise ExperimentError(
+                source,
+                f"runs at the same time as experiment '{earlier.name}' (from "
+                f"{_iso_time(start)} {until}): a customer is in one experiment at a time, "
+                f"so '{later.name}' would get nobody while both run; end one before the "
+                "other starts",
+                later.name,
+                None,
+                "start",
+            )
+
+
+def _iso_time(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
 def _error(source: str, problem: str) -> ExperimentError:
