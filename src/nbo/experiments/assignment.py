@@ -59,11 +59,16 @@ class ServingModels:
 
     @property
     def signature(self) -> str:
-        """What these models serve, as one short string: the current version and the
-        version each experiment's model reference (an alias, or a version) resolved to.
+        """What these models serve, as one short string: the current version, the
+        experiments and the version each experiment's model reference (an alias, or a
+        version) resolved to.
         Equal signatures answer every customer with the same model; workers compare
         theirs after a reload, as an alias moved under them changes no current version."""
-        served = [self.current.version, sorted((r, m.version) for r, m in self.by_reference.items())]
+        served = [
+            self.current.version,
+            sorted((r, m.version) for r, m in self.by_reference.items()),
+            repr(self.experiments.experiments),  # the experiments file as it was read
+        ]
         return hashlib.sha256(json.dumps(served).encode()).hexdigest()[:16]
 
     def models(self) -> list[ServingModel]:

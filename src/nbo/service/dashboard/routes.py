@@ -321,7 +321,8 @@ async def customer(
 
 
 def _experiments(request: Request) -> Experiments:
-    experiments: Experiments = request.app.state.experiments
+    # What serves: the file as last read and accepted (a reload reads it again).
+    experiments: Experiments = request.app.state.models.experiments
     return experiments
 
 

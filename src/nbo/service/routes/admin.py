@@ -16,6 +16,7 @@ from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import (
     CatalogStatusOut,
     ErrorResponse,
+    ExperimentsStatusOut,
     ReloadRequest,
     ReloadResponse,
     WorkerReloadOut,
@@ -64,6 +65,9 @@ def reload_models(
         version=outcome.version,
         swapped=outcome.swapped,
         catalog=CatalogStatusOut(**outcome.catalog, changed=outcome.catalog_changed),
+        experiments=None
+        if outcome.experiments is None
+        else ExperimentsStatusOut(**outcome.experiments),
         took_ms=outcome.took_ms,
         all_workers=reload.everywhere,
         workers=[

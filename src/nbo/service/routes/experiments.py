@@ -27,17 +27,24 @@ router = APIRouter(
 
 
 def _experiments(request: Request) -> Experiments:
-    experiments: Experiments = request.app.state.experiments
+    # What serves: the file as last read and accepted (a reload reads it again).
+    experiments: Experiments = request.app.state.models.experiments
     return experiments
 
 
 @router.get("")
 def list_experiments(request: Request, settings: SettingsDep) -> dict[str, Any]:
-    """The configured experiments, their variants and whether each runs now."""
+    """The experiments serving, their variants and whether each runs now; whether the
+    file on disk was refused at the last reload (``last_error``: the experiments listed
+    still serve)."""
     now_s = int(settings.now().timestamp())
     experiments = _experiments(request)
+    status = request.app.state.experiments_file.status(experiments)
     return {
         "source": experiments.source,
+        "loaded_at": status["loaded_at"],
+        "last_error": status["last_error"],
+        "last_error_at": status["last_error_at"],
         "experiments": [
             {
                 "name": e.name,
