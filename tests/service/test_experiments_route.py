@@ -114,11 +114,12 @@ def test_the_report_counts_what_was_shown_and_bought(
         difference = converted[name] / exposed[name] - converted["control"] / exposed["control"]
         assert comparison["conversion"]["difference"] == pytest.approx(difference)
         assert 0.0 <= comparison["conversion"]["p_value"] <= 1.0
-    # Its dates and the window of events counted (start to the clock: still running).
+    # Its dates and the window of events counted (start to the clock plus the skew the
+    # service accepts events at, NBO_CLOCK_SKEW_SECONDS: still running).
     assert report["start"] == "2026-06-01T00:00:00+00:00"
     assert report["end"] == "2026-08-01T00:00:00+00:00"
     assert report["status"] == "running" and report["as_of"] == "2026-06-30T12:00:00+00:00"
-    assert report["window"] == {"start": report["start"], "end": report["as_of"]}
+    assert report["window"] == {"start": report["start"], "end": "2026-06-30T12:05:00+00:00"}
     # The sample-ratio test's result, even when it finds nothing, and the small variants.
     assert report["srm"]["p_value"] is not None and report["srm"]["mismatch"] is False
     assert report["srm"]["verdict"].startswith("no mismatch: p >= 0.001")
@@ -129,7 +130,7 @@ def test_the_report_counts_what_was_shown_and_bought(
     html = experiment_client.get("/v1/experiments/ranker-test/report?format=html")
     assert html.status_code == 200 and "ranker-test" in html.text
     assert "2026-06-01 00:00 UTC to 2026-08-01 00:00 UTC (running)" in html.text
-    assert "events from 2026-06-01 00:00 UTC to 2026-06-30 12:00 UTC" in html.text
+    assert "events from 2026-06-01 00:00 UTC to 2026-06-30 12:05 UTC" in html.text
     assert "<h2>Sample ratio</h2>" in html.text and "no mismatch: p &gt;= 0.001" in html.text
     assert "too few exposed customers" in html.text
     assert "<img" in html.text  # the chart, drawn by the lazily imported page module
@@ -152,13 +153,27 @@ def test_the_report_counts_what_was_shown_and_bought(
     assert (
         "experiment ranker-test: 2026-06-01T00:00:00+00:00 to 2026-08-01T00:00:00+00:00 "
         "(running); this report counts events from 2026-06-01T00:00:00+00:00 to "
-        "2026-06-30T12:00:00+00:00"
+        "2026-06-30T12:05:00+00:00"
     ) in printed
     assert "sample ratio: chi-square " in printed and "; no mismatch: p >= 0.001" in printed
     assert "warning too few exposed customers" in printed
     written = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert written["variants"] == report["variants"]
     assert "<img" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_conversion_accepted_ahead_of_the_clock_is_counted(
+    experiment_client: TestClient,
+) -> None:
+    """A conversion dated within NBO_CLOCK_SKEW_SECONDS (300) after the clock is
+    accepted; the report ended its window at the clock and showed it nowhere."""
+    shown = experiment_client.get("/v1/customers/a00/offers?k=3&record=true").json()
+    ahead = {**_conversion(1, "a00", 25.0), "timestamp": "2026-06-30T12:04:00Z"}
+    assert experiment_client.post("/v1/events", json=ahead).json()["accepted"] == ["conv-1"]
+    report = experiment_client.get("/v1/experiments/ranker-test/report").json()
+    row = next(v for v in report["variants"] if v["name"] == shown["variant"])
+    assert (row["exposed"], row["converted"], row["revenue"]) == (1, 1, 25.0)
+    assert report["window"]["end"] == "2026-06-30T12:05:00+00:00"
 
 
 def test_a_planted_sample_ratio_mismatch_is_reported(experiment_client: TestClient) -> None:

@@ -32,11 +32,21 @@ class Outcomes:
     warnings: list[str]
 
 
-def experiment_outcomes(store: Store, experiment: Experiment, now_s: int) -> Outcomes:
-    # The run: from the start to the end, or up to the clock while it runs (the window
-    # ``report_for`` states).
-    end = experiment.end_s if experiment.end_s is not None else now_s + 1
-    end = min(end, now_s + 1)
+def accepted_until(now_s: int, skew_s: int = 0) -> int:
+    """The latest time the service accepts an event at, at ``now_s``: the clock plus
+    ``skew_s`` (``NBO_CLOCK_SKEW_SECONDS``: clients' clocks run a little ahead). A report
+    counts the events up to it (and to the experiment's end), as the service took them."""
+    return now_s + skew_s
+
+
+def experiment_outcomes(
+    store: Store, experiment: Experiment, now_s: int, skew_s: int = 0
+) -> Outcomes:
+    # The run: from the start to the end, or while it runs up to the latest time an
+    # event is accepted at (the window ``report_for`` states).
+    latest = accepted_until(now_s, skew_s)
+    end = experiment.end_s if experiment.end_s is not None else latest + 1
+    end = min(end, latest + 1)
     log = store.experiment_log(experiment.name, experiment.start_s, max(end, experiment.start_s))
     assigned: dict[str, set[str]] = defaultdict(set)
     first_exposure: dict[str, tuple[int, str]] = {}
@@ -92,10 +102,12 @@ def experiment_outcomes(store: Store, experiment: Experiment, now_s: int) -> Out
     return Outcomes(outcomes, warnings)
 
 
-def report_for(store: Store, experiment: Experiment, now_s: int) -> dict[str, Any]:
+def report_for(store: Store, experiment: Experiment, now_s: int, skew_s: int = 0) -> dict[str, Any]:
     """The experiment's report (``nbo.experiments.stats.experiment_report``) from the
-    store's events as of ``now_s``, with the experiment's dates and variants' models."""
-    outcomes = experiment_outcomes(store, experiment, now_s)
+    store's events as of ``now_s``, with the experiment's dates and variants' models.
+    ``skew_s``: how far after the clock the service accepts an event's time
+    (``NBO_CLOCK_SKEW_SECONDS``): such events are counted too, as the service took them."""
+    outcomes = experiment_outcomes(store, experiment, now_s, skew_s)
     report = experiment_report(experiment.name, outcomes.variants, baseline=experiment.baseline)
     report["warnings"] = [*report["warnings"], *outcomes.warnings]
     models = {v.name: v.model for v in experiment.variants}
@@ -106,9 +118,11 @@ def report_for(store: Store, experiment: Experiment, now_s: int) -> dict[str, An
     report["active"] = experiment.active(now_s)
     report["status"] = experiment.status(now_s)
     report["as_of"] = _iso(now_s)
-    # The events counted: from the start to the end, or to now while it runs (nothing
-    # before the start: the window is empty then).
-    last = now_s if experiment.end_s is None else min(experiment.end_s, now_s)
+    # The events counted: from the start to the end, or while it runs to the latest time
+    # the service accepts an event at (nothing before the start: the window is empty
+    # then).
+    latest = accepted_until(now_s, skew_s)
+    last = latest if experiment.end_s is None else min(experiment.end_s, latest)
     report["window"] = {
         "start": _iso(experiment.start_s),
         "end": _iso(max(last, experiment.start_s)),

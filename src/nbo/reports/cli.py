@@ -140,7 +140,9 @@ def run_experiment(args: argparse.Namespace) -> int:
     check_output_folder(out, "--out")
     store = open_existing_store(settings.store_url, store_setting(args.store_url))
     try:
-        report: dict[str, Any] = report_for(store, experiment, int(now.timestamp()))
+        report: dict[str, Any] = report_for(
+            store, experiment, int(now.timestamp()), settings.clock_skew_seconds
+        )
     finally:
         store.close()
     console = output_console()

@@ -360,7 +360,7 @@ async def experiment(
         # matplotlib draws the report's charts: imported here, in the thread pool.
         from nbo.experiments.page import report_sections
 
-        report = report_for(store, found, now_s)
+        report = report_for(store, found, now_s, settings.clock_skew_seconds)
         return {"report": report, "sections": report_sections(report)}
 
     figures = await _cache(request).get(("experiment", name, now_s // 60), compute)

@@ -82,7 +82,9 @@ async def get_report(
     if experiment is None:
         raise NotFound("name", f"no experiment '{name}' is configured")
     now_s = int(settings.now().timestamp())
-    report = await run_in_threadpool(report_for, store, experiment, now_s)
+    report = await run_in_threadpool(
+        report_for, store, experiment, now_s, settings.clock_skew_seconds
+    )
     if format == "html":
         # Imported here, not at start: the page draws with matplotlib, which the service
         # loads only when someone asks for an HTML report (and drawing is CPU work, so it
