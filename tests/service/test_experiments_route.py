@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from support import CLOCK
 
 from nbo.cli import main
+from nbo.experiments.definitions import load_experiments
 
 CUSTOMERS = [f"{g}{c:02d}" for g in "ab" for c in range(30)]
 
@@ -176,22 +177,35 @@ def test_a_conversion_accepted_ahead_of_the_clock_is_counted(
     assert report["window"]["end"] == "2026-06-30T12:05:00+00:00"
 
 
-def test_a_planted_sample_ratio_mismatch_is_reported(experiment_client: TestClient) -> None:
-    """Configured 20/40/40; impressions tagged 100/100/400: the report warns loudly."""
+def _impression(event_id: str, customer_id: str, variant: str, **extra: str) -> dict[str, str]:
+    return {
+        "event_id": event_id,
+        "type": "offer_impression",
+        "customer_id": customer_id,
+        "item_id": "A01",
+        "timestamp": "2026-06-30T11:00:00Z",
+        "experiment": "ranker-test",
+        "variant": variant,
+        **extra,
+    }
+
+
+def test_a_planted_sample_ratio_mismatch_is_reported(
+    experiment_client: TestClient, experiments_file: Path
+) -> None:
+    """Configured 20/40/40; impressions of 100/100/400 customers of each variant (each
+    tagged with the customer's own): the report warns loudly."""
+    experiment = load_experiments(experiments_file).get("ranker-test")
+    assert experiment is not None
+    wanted = {"control": 100, "production": 100, "candidate": 400}
     events = []
-    for name, count in (("control", 100), ("production", 100), ("candidate", 400)):
-        for n in range(count):
-            events.append(
-                {
-                    "event_id": f"imp-{name}-{n}",
-                    "type": "offer_impression",
-                    "customer_id": f"srm-{name}-{n}",
-                    "item_id": "A01",
-                    "timestamp": "2026-06-30T11:00:00Z",
-                    "experiment": "ranker-test",
-                    "variant": name,
-                }
-            )
+    for n in range(5_000):
+        customer_id = f"srm-{n}"
+        name = experiment.assign(customer_id).name
+        if wanted[name] > 0:
+            wanted[name] -= 1
+            events.append(_impression(f"imp-{n}", customer_id, name))
+    assert sum(wanted.values()) == 0
     for start in range(0, len(events), 500):
         assert (
             experiment_client.post(
@@ -202,6 +216,62 @@ def test_a_planted_sample_ratio_mismatch_is_reported(experiment_client: TestClie
     report = experiment_client.get("/v1/experiments/ranker-test/report").json()
     assert report["srm"]["mismatch"] is True
     assert any(w.startswith("SAMPLE RATIO MISMATCH") for w in report["warnings"])
+
+
+def test_posted_experiment_tags_must_be_the_customers_assignment(
+    experiment_client: TestClient, experiments_file: Path
+) -> None:
+    """A posted impression or conversion tagged with another variant than the
+    customer's, a variant the experiment does not have, an experiment not configured,
+    or a time outside the run was stored and counted: exposure and revenue moved between
+    arms. Each is refused naming the field, and nothing of it is stored."""
+    experiment = load_experiments(experiments_file).get("ranker-test")
+    assert experiment is not None
+    own = experiment.assign("a00").name
+    other = next(v.name for v in experiment.variants if v.name != own)
+    conversion = {**_conversion(7, "a00", 99.0), "experiment": "ranker-test"}
+    refused = [
+        (
+            _impression("t1", "a00", other),
+            "variant: customer 'a00' is in variant "
+            f"'{own}' of experiment 'ranker-test', not '{other}'",
+        ),
+        ({**conversion, "variant": other}, f"variant: customer 'a00' is in variant '{own}'"),
+        (
+            _impression("t2", "a00", "bogus"),
+            "variant: 'bogus' is not a variant of "
+            "experiment 'ranker-test' (its variants: control, production, candidate)",
+        ),
+        (
+            _impression("t3", "a00", own, experiment="models-ab"),
+            "experiment: 'models-ab' is not a configured experiment (configured: ranker-test)",
+        ),
+        (
+            _impression("t4", "a00", own, timestamp="2026-05-31T23:59:59Z"),
+            "experiment: "
+            "'ranker-test' had not started at the event's time 2026-05-31T23:59:59+00:00",
+        ),
+        ({**_impression("t5", "a00", own), "experiment": None}, "experiment: missing"),
+        ({**_impression("t6", "a00", own), "variant": None}, "variant: missing"),
+    ]
+    for event, reason in refused:
+        answer = experiment_client.post("/v1/events", json=event)
+        assert answer.status_code == 422, answer.text
+        (rejection,) = answer.json()["rejected"]
+        assert rejection["reason"].startswith(reason), rejection
+    # In a batch, the others are stored, the rejections in the batch's order.
+    batch = [_impression("ok", "a00", own), _impression("t1", "a00", other)]
+    body = experiment_client.post("/v1/events", json={"events": batch}).json()
+    assert body["accepted"] == ["ok"] and [r["index"] for r in body["rejected"]] == [1]
+    assert experiment_client.post("/v1/events", json={**conversion, "variant": own}).json()[
+        "accepted"
+    ] == ["conv-7"]
+    report = experiment_client.get("/v1/experiments/ranker-test/report").json()
+    rows = {v["name"]: (v["exposed"], v["converted"], v["revenue"]) for v in report["variants"]}
+    assert rows[own] == (1, 1, 99.0) and rows[other] == (0, 0, 0.0)
+    assert rows.get("bogus") is None and report["warnings"] == [
+        w for w in report["warnings"] if "events name variants" not in w
+    ]
 
 
 def test_the_service_does_not_load_matplotlib() -> None:

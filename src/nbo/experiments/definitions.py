@@ -221,6 +221,71 @@ class Experiments:
         """Every model reference (alias or version) the variants use, as written."""
         return {v.model for e in self.experiments for v in e.variants if v.model is not None}
 
+    def tag_problem(
+        self,
+        customer_id: str,
+        experiment: str | None,
+        variant: str | None,
+        at_s: int,
+        impression: bool,
+    ) -> tuple[str, str] | None:
+        """What contradicts an offer event's experiment tags, as (field, problem); None
+        when nothing does (or the event has none).
+
+        Posted events carry the tags the offers answer named, for the report to count
+        impressions per variant; a tag the service would never have answered with
+        (an experiment not configured, a variant it does not have, another variant than
+        the customer's, a time outside the run) would move customers and revenue between
+        arms. The customer's variant is a pure function of the id (``assign``), so it is
+        checked exactly. A click or conversion may come after the end (it answers an
+        impression made during the run); an impression may not. Consent is not checked:
+        what it was when the answer was made is not known here."""
+        if experiment is None and variant is None:
+            return None
+        if experiment is None:
+            return ("experiment", "missing: an event naming a variant names its experiment")
+        found = self.get(experiment)
+        if found is None:
+            configured = ", ".join(e.name for e in self.experiments) or "none"
+            return (
+                "experiment",
+                f"'{experiment}' is not a configured experiment (configured: {configured})",
+            )
+        if variant is None:
+            return (
+                "variant",
+                f"missing: an event naming experiment '{experiment}' names "
+                "the variant the offers answer named",
+            )
+        names = [v.name for v in found.variants]
+        if variant not in names:
+            return (
+                "variant",
+                f"'{variant}' is not a variant of experiment '{experiment}' (its variants: "
+                f"{', '.join(names)})",
+            )
+        when = datetime.fromtimestamp(at_s, UTC).isoformat()
+        if at_s < found.start_s:
+            return (
+                "experiment",
+                f"'{experiment}' had not started at the event's time {when} (it starts at "
+                f"{_iso_time(found.start_s)})",
+            )
+        if impression and found.end_s is not None and at_s >= found.end_s:
+            return (
+                "experiment",
+                f"'{experiment}' had ended at the impression's time {when} (it ended at "
+                f"{_iso_time(found.end_s)})",
+            )
+        assigned = found.assign(customer_id).name
+        if assigned != variant:
+            return (
+                "variant",
+                f"customer '{customer_id}' is in variant '{assigned}' of experiment "
+                f"'{experiment}', not '{variant}'",
+            )
+        return None
+
 
 NO_EXPERIMENTS: Final = Experiments(experiments=(), source=None)
 """No experiments: every customer gets the production model."""
