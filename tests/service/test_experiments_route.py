@@ -17,6 +17,7 @@ from support import CLOCK
 
 from nbo.cli import main
 from nbo.experiments.definitions import load_experiments
+from nbo.experiments.outcomes import ATTRIBUTION
 
 CUSTOMERS = [f"{g}{c:02d}" for g in "ab" for c in range(30)]
 
@@ -121,6 +122,10 @@ def test_the_report_counts_what_was_shown_and_bought(
     assert report["end"] == "2026-08-01T00:00:00+00:00"
     assert report["status"] == "running" and report["as_of"] == "2026-06-30T12:00:00+00:00"
     assert report["window"] == {"start": report["start"], "end": "2026-06-30T12:05:00+00:00"}
+    # What a conversion must be to count, in the report's own words (and below, on the
+    # page and the command line).
+    assert report["attribution"] == ATTRIBUTION
+    assert "whatever experiment, variant, item or offer it names" in ATTRIBUTION
     # The sample-ratio test's result, even when it finds nothing, and the small variants.
     assert report["srm"]["p_value"] is not None and report["srm"]["mismatch"] is False
     assert report["srm"]["verdict"].startswith("no mismatch: p >= 0.001")
@@ -134,6 +139,7 @@ def test_the_report_counts_what_was_shown_and_bought(
     assert "events from 2026-06-01 00:00 UTC to 2026-06-30 12:05 UTC" in html.text
     assert "<h2>Sample ratio</h2>" in html.text and "no mismatch: p &gt;= 0.001" in html.text
     assert "too few exposed customers" in html.text
+    assert "<th>What counts</th><td>A customer is exposed by their first" in html.text
     assert "<img" in html.text  # the chart, drawn by the lazily imported page module
     missing = experiment_client.get("/v1/experiments/nope/report")
     assert missing.status_code == 404 and "nope" in missing.json()["message"]
@@ -158,6 +164,7 @@ def test_the_report_counts_what_was_shown_and_bought(
     ) in printed
     assert "sample ratio: chi-square " in printed and "; no mismatch: p >= 0.001" in printed
     assert "warning too few exposed customers" in printed
+    assert f"what counts: {ATTRIBUTION}" in printed
     written = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert written["variants"] == report["variants"]
     assert "<img" in (out / "report.html").read_text(encoding="utf-8")

@@ -3,7 +3,8 @@
 Exposed: customers with at least one recorded offer impression tagged with the
 experiment (API answers with ``record=true``, ``nbo batch --record``). Converted: exposed
 customers with a conversion event after their first exposure and before the experiment's
-end; their revenue is the sum of those conversions' revenue. Assigned: customers with any
+end; their revenue is the sum of those conversions' revenue (``ATTRIBUTION`` says what
+counts in the report's own words). Assigned: customers with any
 event tagged with the experiment (an answer that was not recorded leaves no trace, so
 "assigned" counts the customers the experiment is known to have reached).
 
@@ -24,6 +25,17 @@ from nbo.data.events import IMPRESSION
 from nbo.experiments.definitions import Experiment
 from nbo.experiments.stats import VariantOutcome, experiment_report
 from nbo.store.base import Store
+
+ATTRIBUTION = (
+    "A customer is exposed by their first offer impression tagged with this experiment "
+    "inside the window, and counts in that impression's variant. Every offer_conversion "
+    "event of an exposed customer from that first impression to the end of the window "
+    "counts as theirs, with its revenue, whatever experiment, variant, item or offer it "
+    "names or whether it names any; there is no other attribution window (a conversion "
+    "a minute or a month after the exposure counts alike, one after the end does not). "
+    "Posted purchases are not conversions and do not count."
+)
+"""What a conversion must be to count for an arm, in the report's own words."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,7 @@ def report_for(store: Store, experiment: Experiment, now_s: int, skew_s: int = 0
     report["active"] = experiment.active(now_s)
     report["status"] = experiment.status(now_s)
     report["as_of"] = _iso(now_s)
+    report["attribution"] = ATTRIBUTION
     # The events counted: from the start to the end, or while it runs to the latest time
     # the service accepts an event at (nothing before the start: the window is empty
     # then).

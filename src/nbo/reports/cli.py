@@ -154,6 +154,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         soft_wrap=True,
         markup=False,
     )
+    console.print(f"what counts: {report['attribution']}", soft_wrap=True, markup=False)
     for warning in report["warnings"]:
         style = "bold red" if warning.startswith(SRM_WARNING) else "yellow"
         console.print(f"[{style}]warning[/] {escape(warning)}", soft_wrap=True)
