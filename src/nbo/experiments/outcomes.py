@@ -4,9 +4,11 @@ Exposed: customers with at least one recorded offer impression tagged with the
 experiment (API answers with ``record=true``, ``nbo batch --record``). Converted: exposed
 customers with a conversion event after their first exposure and before the experiment's
 end; their revenue is the sum of those conversions' revenue (``ATTRIBUTION`` says what
-counts in the report's own words). Assigned: customers with any
-event tagged with the experiment (an answer that was not recorded leaves no trace, so
-"assigned" counts the customers the experiment is known to have reached).
+counts in the report's own words). Assigned: customers with any event tagged with the
+experiment (an answer that was not recorded leaves no trace, so "assigned" counts the
+customers the experiment is known to have reached), each once: in the variant of their
+first exposure, or, never exposed, of their first tagged event (so the variants'
+assigned add up to the customers, even when a reweight tagged some with two).
 
 A customer is counted in the variant of their first exposure; one tagged with two
 variants (the salt or the weights changed during the run) is reported in a warning.
@@ -60,16 +62,18 @@ def experiment_outcomes(
     end = experiment.end_s if experiment.end_s is not None else latest + 1
     end = min(end, latest + 1)
     log = store.experiment_log(experiment.name, experiment.start_s, max(end, experiment.start_s))
-    assigned: dict[str, set[str]] = defaultdict(set)
+    first_tagged: dict[str, tuple[int, str]] = {}
     first_exposure: dict[str, tuple[int, str]] = {}
     variants_of: dict[str, set[str]] = defaultdict(set)
     for event in log.tagged:
         tag = event.variant or ""
-        assigned[tag].add(event.customer_id)
+        tagged = first_tagged.get(event.customer_id)
+        if tagged is None or (event.first_at, tag) < tagged:
+            first_tagged[event.customer_id] = (event.first_at, tag)
         if event.type == IMPRESSION:
             variants_of[event.customer_id].add(tag)
             seen = first_exposure.get(event.customer_id)
-            if seen is None or event.first_at < seen[0]:
+            if seen is None or (event.first_at, tag) < seen:
                 first_exposure[event.customer_id] = (event.first_at, tag)
     revenue: dict[str, float] = defaultdict(float)
     converted: set[str] = set()
@@ -81,6 +85,10 @@ def experiment_outcomes(
     exposed: dict[str, list[str]] = defaultdict(list)
     for customer_id, (_, tag) in sorted(first_exposure.items()):
         exposed[tag].append(customer_id)
+    # Each customer once: the variant they are counted in when exposed, else their first.
+    assigned: dict[str, int] = defaultdict(int)
+    for customer_id, (_, tag) in first_tagged.items():
+        assigned[first_exposure.get(customer_id, (0, tag))[1]] += 1
 
     warnings = []
     both = sum(1 for names in variants_of.values() if len(names) > 1)
@@ -105,7 +113,7 @@ def experiment_outcomes(
                 name=variant.name,
                 control=variant.control,
                 weight=variant.weight,
-                assigned=len(assigned.get(variant.name, set())),
+                assigned=assigned.get(variant.name, 0),
                 exposed=len(customers),
                 converted=sum(1 for c in customers if c in converted),
                 revenue=np.array([revenue.get(c, 0.0) for c in customers], dtype=np.float64),

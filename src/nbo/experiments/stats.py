@@ -66,7 +66,7 @@ class VariantOutcome:
     name: str
     control: bool  # the control group (non-personalized offers)
     weight: float  # configured traffic share, > 0 (shares need not sum to 1; normalised)
-    assigned: int  # customers seen in the experiment for this variant
+    assigned: int  # customers seen in the experiment, counted in this variant (each once)
     exposed: int  # customers who got at least one recorded offer impression
     converted: int  # exposed customers with at least one conversion after their first exposure
     revenue: np.ndarray  # revenue per exposed customer (length == exposed; zeros for no sale)
