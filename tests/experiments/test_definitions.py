@@ -514,6 +514,13 @@ BAD_FILES = {
         VALID.replace("    salt: halves\n", "    salt: halves\n    baseline: c\n"),
         ["experiment 'half_half'", ": baseline: ", "'c' is not a variant", "variants: a, b"],
     ),
+    "a weight with an exponent, which YAML reads as text": (
+        variant_edit(CANDIDATE, CANDIDATE.replace("weight: 45", "weight: 4.5e1")),
+        [
+            "variant 'candidate': weight: must be a number, and YAML reads 4.5e1 as text",
+            "needs a dot and a sign: 1.0e+2): write 45",
+        ],
+    ),
     "a variant that is not a mapping": (
         VALID.replace(CANDIDATE, "      - candidate\n"),
         ["experiment 'ranker-vs-als'", "variant #3", "mapping"],

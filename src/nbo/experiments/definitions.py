@@ -450,12 +450,38 @@ def _explain(source: str, exc: ValidationError, raw: Any) -> ExperimentError:
             problem += "; write it in quotes"
         if isinstance(first.get("input"), str | int | float):
             problem += f" (got {first['input']!r})"
+        number = _number_read_as_text(first.get("input"))
+        if kind == "float_type" and number is not None and not source.endswith(".json"):
+            problem = (
+                f"must be a number, and YAML reads {first['input']} as text (a number with "
+                f"an exponent needs a dot and a sign: 1.0e+2): write {number}"
+            )
     # A bad list element also fails its list: that is the same problem, not another one.
     others = [e for e in errors[1:] if tuple(loc[: len(e["loc"])]) != tuple(e["loc"])]
     if others:
         problem += f" (and {len(others)} more problem{'s' if len(others) > 1 else ''})"
     experiment, variant, field = _locate(loc, raw)
     return ExperimentError(source, " ".join(problem.split()), experiment, variant, field)
+
+
+def _number_read_as_text(value: Any) -> str | None:
+    """How to write the number a text holds when YAML took it for text (``1e2``,
+    ``1.5E3``: PyYAML follows YAML 1.1, where a float needs a dot and a signed
+    exponent), else None."""
+    pattern = r"[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+"
+    if not isinstance(value, str) or re.fullmatch(pattern, value.strip()) is None:
+        return None
+    number = float(value.replace("_", ""))
+    if not math.isfinite(number):
+        return None
+    if number.is_integer() and abs(number) < 1e15:
+        return str(int(number))
+    mantissa, _, exponent = repr(number).partition("e")
+    if not exponent:
+        return mantissa
+    if "." not in mantissa:
+        mantissa += ".0"
+    return f"{mantissa}e{exponent if exponent[0] in '+-' else '+' + exponent}"
 
 
 def _locate(
