@@ -123,6 +123,39 @@ def test_a_valid_file_loads_with_normalised_weights_and_utc_times(tmp_path: Path
     assert loaded.models() == {"production", "candidate", "20261201T000000Z-abcdef12"}
 
 
+@pytest.mark.parametrize(
+    ("weights", "warned"),
+    [
+        ((20, 40, 30), "served as control 22.2%, production 44.4%, candidate 33.3%"),
+        ((10, 45, 45), None),
+        ((0.2, 0.4, 0.4), None),
+        ((1, 1, 1), "sum to 3, not 100 (or 1)"),
+    ],
+)
+def test_weights_not_summing_to_100_or_1_are_served_as_shares_with_a_warning(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    weights: tuple[float, float, float],
+    warned: str | None,
+) -> None:
+    """Weights are relative: 20/40/30 serve 22.2/44.4/33.3, which may not be what an
+    operator who meant percentages wanted; loading said nothing."""
+    text = VALID.split("  - name: half_half")[0]
+    for old, new in zip(("10", "45", "45"), weights, strict=True):
+        text = text.replace(f"weight: {old}\n", f"weight: {new}\n!", 1)
+    loaded = load(tmp_path, text.replace("!", ""))
+    ranker = loaded.experiments[0]
+    total = sum(weights)
+    assert [v.weight for v in ranker.variants] == pytest.approx([w / total for w in weights])
+    if warned is None:
+        assert loaded.warnings == () and caplog.records == []
+        return
+    (warning,) = loaded.warnings
+    assert warning.startswith(f"{tmp_path / 'experiments.yaml'}: experiment 'ranker-vs-als': ")
+    assert warned in warning and "if the weights were meant as percentages" in warning
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [warning]
+
+
 def test_the_same_file_as_json_loads_to_equal_experiments(tmp_path: Path) -> None:
     from_yaml = load(tmp_path)
     document = yaml.safe_load(VALID)

@@ -31,9 +31,11 @@ as ``production`` or a model version), for the caller to resolve.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -42,6 +44,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from nbo.core.documents import document_time, read_document
 from nbo.core.errors import NboError
+
+log = logging.getLogger(__name__)
 
 NAME_PATTERN: Final = r"[a-z0-9][a-z0-9_-]{0,63}"
 """Experiment and variant names: lowercase letters, digits, '-' and '_', 1 to 64 long."""
@@ -205,10 +209,12 @@ class Experiment:
 
 @dataclass(frozen=True)
 class Experiments:
-    """The experiments of one file, in file order; ``source`` is the file, if any."""
+    """The experiments of one file, in file order; ``source`` is the file, if any;
+    ``warnings``: what loading it found suspicious but served (logged at load)."""
 
     experiments: tuple[Experiment, ...]
     source: str | None
+    warnings: tuple[str, ...] = dataclass_field(default=(), compare=False)
 
     def get(self, name: str) -> Experiment | None:
         return next((e for e in self.experiments if e.name == name), None)
@@ -389,7 +395,34 @@ def load_experiments(path: Path) -> Experiments:
             )
         experiments.append(_built(source, spec))
     _refuse_overlaps(source, experiments)
-    return Experiments(experiments=tuple(experiments), source=source)
+    warnings = tuple(
+        warning
+        for spec in document.experiments
+        if (warning := _weights_warning(source, spec)) is not None
+    )
+    for warning in warnings:
+        log.warning("%s", warning)
+    return Experiments(experiments=tuple(experiments), source=source, warnings=warnings)
+
+
+def _weights_warning(source: str, spec: ExperimentSpec) -> str | None:
+    """Weights are relative shares (20/40/30 serve 22.2%/44.4%/33.3%): a set that sums to
+    neither 100 nor 1 may be percentages that do not add up, so say what is served."""
+    total = math.fsum(v.weight for v in spec.variants)
+    if any(math.isclose(total, whole, rel_tol=1e-9) for whole in (100.0, 1.0)):
+        return None
+    shares = ", ".join(f"{v.name} {v.weight / total:.1%}" for v in spec.variants)
+    return str(
+        ExperimentError(
+            source,
+            f"sum to {total:g}, not 100 (or 1): weights are relative shares, so the "
+            f"variants are served as {shares}; if the weights were meant as "
+            "percentages, correct them",
+            spec.name,
+            None,
+            "weights",
+        )
+    )
 
 
 def _refuse_overlaps(source: str, experiments: list[Experiment]) -> None:
