@@ -51,7 +51,7 @@ experiments:
         weight: 45
   - name: half_half
     salt: halves
-    start: 2026-12-15T08:30:00
+    start: 2027-01-15T08:30:00
     variants:
       - name: a
         model: 20261201T000000Z-abcdef12
@@ -114,13 +114,46 @@ def test_a_valid_file_loads_with_normalised_weights_and_utc_times(tmp_path: Path
     halves = loaded.get("half_half")
     assert halves is not None
     # No zone is UTC; no end is open-ended.
-    assert halves.start_s == at("2026-12-15T08:30:00")
+    assert halves.start_s == at("2027-01-15T08:30:00")
     assert halves.end_s is None
     assert [v.weight for v in halves.variants] == [0.5, 0.5]
     assert halves.control is None
 
     assert loaded.get("nope") is None
     assert loaded.models() == {"production", "candidate", "20261201T000000Z-abcdef12"}
+
+
+@pytest.mark.parametrize(
+    ("weights", "warned"),
+    [
+        ((20, 40, 30), "served as control 22.2%, production 44.4%, candidate 33.3%"),
+        ((10, 45, 45), None),
+        ((0.2, 0.4, 0.4), None),
+        ((1, 1, 1), "sum to 3, not 100 (or 1)"),
+    ],
+)
+def test_weights_not_summing_to_100_or_1_are_served_as_shares_with_a_warning(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    weights: tuple[float, float, float],
+    warned: str | None,
+) -> None:
+    """Weights are relative: 20/40/30 serve 22.2/44.4/33.3, which may not be what an
+    operator who meant percentages wanted; loading said nothing."""
+    text = VALID.split("  - name: half_half")[0]
+    for old, new in zip(("10", "45", "45"), weights, strict=True):
+        text = text.replace(f"weight: {old}\n", f"weight: {new}\n!", 1)
+    loaded = load(tmp_path, text.replace("!", ""))
+    ranker = loaded.experiments[0]
+    total = sum(weights)
+    assert [v.weight for v in ranker.variants] == pytest.approx([w / total for w in weights])
+    if warned is None:
+        assert loaded.warnings == () and caplog.records == []
+        return
+    (warning,) = loaded.warnings
+    assert warning.startswith(f"{tmp_path / 'experiments.yaml'}: experiment 'ranker-vs-als': ")
+    assert warned in warning and "if the weights were meant as percentages" in warning
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [warning]
 
 
 def test_the_same_file_as_json_loads_to_equal_experiments(tmp_path: Path) -> None:
@@ -131,7 +164,7 @@ def test_the_same_file_as_json_loads_to_equal_experiments(tmp_path: Path) -> Non
             if key in experiment:
                 # JSON has no time type: write it the way a person would, in ISO 8601.
                 experiment[key] = experiment[key].isoformat().replace("+00:00", "Z")
-    assert document["experiments"][1]["start"] == "2026-12-15T08:30:00"  # still no zone
+    assert document["experiments"][1]["start"] == "2027-01-15T08:30:00"  # still no zone
     path = tmp_path / "experiments.json"
     path.write_text(json.dumps(document), encoding="utf-8")
 
@@ -174,8 +207,51 @@ def test_active_at_the_boundaries(tmp_path: Path) -> None:
 
     assert loaded.active(start - 1) == []
     assert loaded.active(start) == [ranker]
-    assert loaded.active(halves.start_s) == [ranker, halves]
-    assert loaded.active(end) == [halves]
+    assert loaded.active(end - 1) == [ranker]
+    assert loaded.active(halves.start_s) == [halves]
+
+
+OVERLAPPING = """\
+version: 1
+experiments:
+  - name: e1
+    salt: s1
+    start: 2011-12-01T00:00:00Z
+    {end}
+    variants: [{{name: a, model: m, weight: 1}}, {{name: b, control: true, weight: 1}}]
+  - name: e2
+    salt: s2
+    start: 2011-12-05T00:00:00Z
+    {end2}
+    variants: [{{name: a, model: m, weight: 1}}, {{name: b, control: true, weight: 1}}]
+"""
+
+
+SHARED = "(from 2011-12-05T00:00:00+00:00 {})"
+
+
+@pytest.mark.parametrize(
+    ("end", "end2", "shared"),
+    [
+        ("", "", SHARED.format("with no end")),
+        ("", "end: 2011-12-20T00:00:00Z", SHARED.format("to 2011-12-20T00:00:00+00:00")),
+        ("end: 2011-12-06T00:00:00Z", "", SHARED.format("to 2011-12-06T00:00:00+00:00")),
+    ],
+)
+def test_experiments_running_at_the_same_time_are_refused_naming_both(
+    tmp_path: Path, end: str, end2: str, shared: str
+) -> None:
+    """A customer is in one experiment at a time (the first running in the file): a
+    second one running beside the first got nobody, silently, while listed as active."""
+    text = OVERLAPPING.format(end=end, end2=end2)
+    message = refusal(write(tmp_path / "experiments.yaml", text))
+    assert "experiment 'e2': start: runs at the same time as experiment 'e1' " + shared in message
+
+
+def test_experiments_one_after_the_other_load(tmp_path: Path) -> None:
+    loaded = load(tmp_path, OVERLAPPING.format(end="end: 2011-12-05T00:00:00Z", end2=""))
+    e1, e2 = loaded.experiments
+    assert loaded.active(e2.start_s - 1) == [e1] and loaded.active(e2.start_s) == [e2]
 
 
 def test_no_experiments_is_empty() -> None:
@@ -470,6 +546,13 @@ BAD_FILES = {
     "a baseline that is not a variant": (
         VALID.replace("    salt: halves\n", "    salt: halves\n    baseline: c\n"),
         ["experiment 'half_half'", ": baseline: ", "'c' is not a variant", "variants: a, b"],
+    ),
+    "a weight with an exponent, which YAML reads as text": (
+        variant_edit(CANDIDATE, CANDIDATE.replace("weight: 45", "weight: 4.5e1")),
+        [
+            "variant 'candidate': weight: must be a number, and YAML reads 4.5e1 as text",
+            "needs a dot and a sign: 1.0e+2): write 45",
+        ],
     ),
     "a variant that is not a mapping": (
         VALID.replace(CANDIDATE, "      - candidate\n"),

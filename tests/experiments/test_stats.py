@@ -262,10 +262,31 @@ def test_the_srm_result_is_reported_when_it_finds_nothing() -> None:
     srm = report["srm"]
     assert srm["degrees_of_freedom"] == 1 and srm["threshold"] == 0.001
     assert srm["p_value"] == pytest.approx(stats.chisquare([500, 520]).pvalue, rel=1e-9)
-    assert srm["verdict"] == "no mismatch: p >= 0.001, the split is as configured"
+    # Finding nothing does not show the split is as configured ("no mismatch ..., the
+    # split is as configured" claimed it did).
+    assert srm["verdict"] == "no evidence of a mismatch: p >= 0.001"
     page = report_html(report)
     assert "<h2>Sample ratio</h2>" in page
-    assert f"chi-square {srm['chi2']:.2f} (1 df), p = {srm['p_value']:.4f}; no mismatch" in page
+    assert (
+        f"chi-square {srm['chi2']:.2f} (1 df), p = {srm['p_value']:.4f}; no evidence of a "
+        "mismatch" in page
+    )
+
+
+def test_a_revenue_interval_without_any_spread_is_not_estimated() -> None:
+    """Six exposed customers and no buyer: the t-interval was 0.00 .. 0.00, a certainty
+    six customers cannot give. It is not estimated, and a warning says why."""
+    report = experiment_report("exp", [outcome("c", 200, 20, control=True), outcome("v", 6, 0)])
+    control, variant = report["variants"]
+    assert variant["revenue_per_exposed"] == 0.0
+    assert variant["revenue_per_exposed_ci"] is None
+    assert variant["revenue_per_exposed_ci_clipped"] is False
+    assert control["revenue_per_exposed_ci"] is not None
+    assert (
+        "v: revenue per exposed customer's interval cannot be estimated: all 6 exposed "
+        "customers have the same revenue (0.00, no buyers)"
+    ) in " ".join(report["warnings"])
+    round_trip(report)
 
 
 def test_an_untestable_srm_says_why() -> None:

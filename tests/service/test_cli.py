@@ -218,13 +218,18 @@ def test_serve_refuses_an_experiment_model_that_is_not_there_before_serving(
     served_runs: list[dict],
 ) -> None:
     """The workers load the experiments' models at their start, where a failure is a
-    lifespan traceback and gunicorn's "Worker failed to boot": refused here instead."""
+    lifespan traceback and gunicorn's "Worker failed to boot": refused here instead, in
+    one line naming the file, the experiment, the variant and the field, as every other
+    experiments-file error does (it named the model alone)."""
     experiments = tmp_path / "experiments.yaml"
     write(experiments, EXPERIMENT.replace("model: candidate", "model: nosuchalias"))
     monkeypatch.setenv("NBO_EXPERIMENTS", str(experiments))
     assert main(["serve", "--models-dir", str(two_models[0])]) == EXIT_USER_ERROR
     line = _one_error_line(capsys.readouterr().err)
-    assert line.startswith("nbo serve: error: model 'nosuchalias': no such alias or version")
+    assert line.startswith(
+        f"nbo serve: error: {experiments}: experiment 'ranker-test': variant 'candidate': "
+        "model: model 'nosuchalias': no such alias or version"
+    )
     assert served_runs == []
 
 

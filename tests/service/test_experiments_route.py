@@ -16,6 +16,8 @@ from fastapi.testclient import TestClient
 from support import CLOCK
 
 from nbo.cli import main
+from nbo.experiments.definitions import load_experiments
+from nbo.experiments.outcomes import ATTRIBUTION
 
 CUSTOMERS = [f"{g}{c:02d}" for g in "ab" for c in range(30)]
 
@@ -114,14 +116,19 @@ def test_the_report_counts_what_was_shown_and_bought(
         difference = converted[name] / exposed[name] - converted["control"] / exposed["control"]
         assert comparison["conversion"]["difference"] == pytest.approx(difference)
         assert 0.0 <= comparison["conversion"]["p_value"] <= 1.0
-    # Its dates and the window of events counted (start to the clock: still running).
+    # Its dates and the window of events counted (start to the clock plus the skew the
+    # service accepts events at, NBO_CLOCK_SKEW_SECONDS: still running).
     assert report["start"] == "2026-06-01T00:00:00+00:00"
     assert report["end"] == "2026-08-01T00:00:00+00:00"
     assert report["status"] == "running" and report["as_of"] == "2026-06-30T12:00:00+00:00"
-    assert report["window"] == {"start": report["start"], "end": report["as_of"]}
+    assert report["window"] == {"start": report["start"], "end": "2026-06-30T12:05:00+00:00"}
+    # What a conversion must be to count, in the report's own words (and below, on the
+    # page and the command line).
+    assert report["attribution"] == ATTRIBUTION
+    assert "whatever experiment, variant, item or offer it names" in ATTRIBUTION
     # The sample-ratio test's result, even when it finds nothing, and the small variants.
     assert report["srm"]["p_value"] is not None and report["srm"]["mismatch"] is False
-    assert report["srm"]["verdict"].startswith("no mismatch: p >= 0.001")
+    assert report["srm"]["verdict"] == "no evidence of a mismatch: p >= 0.001"
     small = next(w for w in report["warnings"] if w.startswith("too few exposed customers"))
     assert f"control {exposed['control']}" in small and "fewer than 100 per variant" in small
     for row in report["variants"]:  # revenue per exposed customer is never negative
@@ -129,9 +136,13 @@ def test_the_report_counts_what_was_shown_and_bought(
     html = experiment_client.get("/v1/experiments/ranker-test/report?format=html")
     assert html.status_code == 200 and "ranker-test" in html.text
     assert "2026-06-01 00:00 UTC to 2026-08-01 00:00 UTC (running)" in html.text
-    assert "events from 2026-06-01 00:00 UTC to 2026-06-30 12:00 UTC" in html.text
-    assert "<h2>Sample ratio</h2>" in html.text and "no mismatch: p &gt;= 0.001" in html.text
+    assert "events from 2026-06-01 00:00 UTC to 2026-06-30 12:05 UTC" in html.text
+    assert (
+        "<h2>Sample ratio</h2>" in html.text
+        and "no evidence of a mismatch: p &gt;= 0.001" in html.text
+    )
     assert "too few exposed customers" in html.text
+    assert "<th>What counts</th><td>A customer is exposed by their first" in html.text
     assert "<img" in html.text  # the chart, drawn by the lazily imported page module
     missing = experiment_client.get("/v1/experiments/nope/report")
     assert missing.status_code == 404 and "nope" in missing.json()["message"]
@@ -152,31 +163,65 @@ def test_the_report_counts_what_was_shown_and_bought(
     assert (
         "experiment ranker-test: 2026-06-01T00:00:00+00:00 to 2026-08-01T00:00:00+00:00 "
         "(running); this report counts events from 2026-06-01T00:00:00+00:00 to "
-        "2026-06-30T12:00:00+00:00"
+        "2026-06-30T12:05:00+00:00"
     ) in printed
-    assert "sample ratio: chi-square " in printed and "; no mismatch: p >= 0.001" in printed
+    assert "sample ratio: chi-square " in printed
+    assert "; no evidence of a mismatch: p >= 0.001" in printed
+    # Two variants against the control: the output says they are not corrected for.
+    assert (
+        "each of the 2 variants is compared with control separately, with no correction "
+        "for multiple comparisons"
+    ) in printed
     assert "warning too few exposed customers" in printed
+    assert f"what counts: {ATTRIBUTION}" in printed
     written = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert written["variants"] == report["variants"]
     assert "<img" in (out / "report.html").read_text(encoding="utf-8")
 
 
-def test_a_planted_sample_ratio_mismatch_is_reported(experiment_client: TestClient) -> None:
-    """Configured 20/40/40; impressions tagged 100/100/400: the report warns loudly."""
+def test_a_conversion_accepted_ahead_of_the_clock_is_counted(
+    experiment_client: TestClient,
+) -> None:
+    """A conversion dated within NBO_CLOCK_SKEW_SECONDS (300) after the clock is
+    accepted; the report ended its window at the clock and showed it nowhere."""
+    shown = experiment_client.get("/v1/customers/a00/offers?k=3&record=true").json()
+    ahead = {**_conversion(1, "a00", 25.0), "timestamp": "2026-06-30T12:04:00Z"}
+    assert experiment_client.post("/v1/events", json=ahead).json()["accepted"] == ["conv-1"]
+    report = experiment_client.get("/v1/experiments/ranker-test/report").json()
+    row = next(v for v in report["variants"] if v["name"] == shown["variant"])
+    assert (row["exposed"], row["converted"], row["revenue"]) == (1, 1, 25.0)
+    assert report["window"]["end"] == "2026-06-30T12:05:00+00:00"
+
+
+def _impression(event_id: str, customer_id: str, variant: str, **extra: str) -> dict[str, str]:
+    return {
+        "event_id": event_id,
+        "type": "offer_impression",
+        "customer_id": customer_id,
+        "item_id": "A01",
+        "timestamp": "2026-06-30T11:00:00Z",
+        "experiment": "ranker-test",
+        "variant": variant,
+        **extra,
+    }
+
+
+def test_a_planted_sample_ratio_mismatch_is_reported(
+    experiment_client: TestClient, experiments_file: Path
+) -> None:
+    """Configured 20/40/40; impressions of 100/100/400 customers of each variant (each
+    tagged with the customer's own): the report warns loudly."""
+    experiment = load_experiments(experiments_file).get("ranker-test")
+    assert experiment is not None
+    wanted = {"control": 100, "production": 100, "candidate": 400}
     events = []
-    for name, count in (("control", 100), ("production", 100), ("candidate", 400)):
-        for n in range(count):
-            events.append(
-                {
-                    "event_id": f"imp-{name}-{n}",
-                    "type": "offer_impression",
-                    "customer_id": f"srm-{name}-{n}",
-                    "item_id": "A01",
-                    "timestamp": "2026-06-30T11:00:00Z",
-                    "experiment": "ranker-test",
-                    "variant": name,
-                }
-            )
+    for n in range(5_000):
+        customer_id = f"srm-{n}"
+        name = experiment.assign(customer_id).name
+        if wanted[name] > 0:
+            wanted[name] -= 1
+            events.append(_impression(f"imp-{n}", customer_id, name))
+    assert sum(wanted.values()) == 0
     for start in range(0, len(events), 500):
         assert (
             experiment_client.post(
@@ -187,6 +232,62 @@ def test_a_planted_sample_ratio_mismatch_is_reported(experiment_client: TestClie
     report = experiment_client.get("/v1/experiments/ranker-test/report").json()
     assert report["srm"]["mismatch"] is True
     assert any(w.startswith("SAMPLE RATIO MISMATCH") for w in report["warnings"])
+
+
+def test_posted_experiment_tags_must_be_the_customers_assignment(
+    experiment_client: TestClient, experiments_file: Path
+) -> None:
+    """A posted impression or conversion tagged with another variant than the
+    customer's, a variant the experiment does not have, an experiment not configured,
+    or a time outside the run was stored and counted: exposure and revenue moved between
+    arms. Each is refused naming the field, and nothing of it is stored."""
+    experiment = load_experiments(experiments_file).get("ranker-test")
+    assert experiment is not None
+    own = experiment.assign("a00").name
+    other = next(v.name for v in experiment.variants if v.name != own)
+    conversion = {**_conversion(7, "a00", 99.0), "experiment": "ranker-test"}
+    refused = [
+        (
+            _impression("t1", "a00", other),
+            "variant: customer 'a00' is in variant "
+            f"'{own}' of experiment 'ranker-test', not '{other}'",
+        ),
+        ({**conversion, "variant": other}, f"variant: customer 'a00' is in variant '{own}'"),
+        (
+            _impression("t2", "a00", "bogus"),
+            "variant: 'bogus' is not a variant of "
+            "experiment 'ranker-test' (its variants: control, production, candidate)",
+        ),
+        (
+            _impression("t3", "a00", own, experiment="models-ab"),
+            "experiment: 'models-ab' is not a configured experiment (configured: ranker-test)",
+        ),
+        (
+            _impression("t4", "a00", own, timestamp="2026-05-31T23:59:59Z"),
+            "experiment: "
+            "'ranker-test' had not started at the event's time 2026-05-31T23:59:59+00:00",
+        ),
+        ({**_impression("t5", "a00", own), "experiment": None}, "experiment: missing"),
+        ({**_impression("t6", "a00", own), "variant": None}, "variant: missing"),
+    ]
+    for event, reason in refused:
+        answer = experiment_client.post("/v1/events", json=event)
+        assert answer.status_code == 422, answer.text
+        (rejection,) = answer.json()["rejected"]
+        assert rejection["reason"].startswith(reason), rejection
+    # In a batch, the others are stored, the rejections in the batch's order.
+    batch = [_impression("ok", "a00", own), _impression("t1", "a00", other)]
+    body = experiment_client.post("/v1/events", json={"events": batch}).json()
+    assert body["accepted"] == ["ok"] and [r["index"] for r in body["rejected"]] == [1]
+    assert experiment_client.post("/v1/events", json={**conversion, "variant": own}).json()[
+        "accepted"
+    ] == ["conv-7"]
+    report = experiment_client.get("/v1/experiments/ranker-test/report").json()
+    rows = {v["name"]: (v["exposed"], v["converted"], v["revenue"]) for v in report["variants"]}
+    assert rows[own] == (1, 1, 99.0) and rows[other] == (0, 0, 0.0)
+    assert rows.get("bogus") is None and report["warnings"] == [
+        w for w in report["warnings"] if "events name variants" not in w
+    ]
 
 
 def test_the_service_does_not_load_matplotlib() -> None:

@@ -42,6 +42,7 @@ from nbo.cli import EXIT_USER_ERROR, main
 from nbo.core.apikeys import Role, create_key
 from nbo.core.checksums import sha256_file
 from nbo.data.mapping import load_mapping
+from nbo.experiments.definitions import load_experiments
 from nbo.models.artifacts import CURRENT, MANIFEST, set_current
 from nbo.models.registry import set_alias
 from nbo.service.app import create_app
@@ -485,6 +486,126 @@ def test_experiment_models_follow_their_alias_on_reload(
         assert sorted(m["version"] for m in listed if m["serving"]) == sorted(
             [published.v1, published.v2]
         )
+
+
+AB_TEST = """\
+version: 1
+experiments:
+  - name: t
+    salt: s
+    start: 2026-06-01T00:00:00Z
+    {end}
+    variants:
+      - {{name: control, control: true, weight: {control}}}
+      - {{name: candidate, model: {model}, weight: 50}}
+"""
+
+
+def ab_test(path: Path, end: str = "", control: int = 50, model: str = "candidate") -> None:
+    """Write the experiments file again, stamped a second later than before (an editor's
+    save a second later, so a look at the file sees it changed)."""
+    before = path.stat().st_mtime_ns if path.exists() else time.time_ns()
+    path.write_text(AB_TEST.format(end=end, control=control, model=model), encoding="utf-8")
+    os.utime(path, ns=(before + 1_000_000_000, before + 1_000_000_000))
+
+
+def variants_of(client: TestClient | httpx.Client) -> dict[str, str | None]:
+    """Each customer's variant as the offers route answers it now."""
+    return {
+        c: client.get(f"/v1/customers/{c}/offers", params={"k": 1}).json()["variant"]
+        for c in CUSTOMERS
+    }
+
+
+def test_a_reload_reads_the_experiments_file_again(
+    models: Path, isolated_store: Path, tmp_path: Path, published: Versions
+) -> None:
+    """Reweighting, ending or a bad edit of the experiments file needed a restart: a
+    reload (and SIGHUP) served the file read at the start, and the CLI's report (which
+    reads the file) and the API's disagreed. A bad edit keeps the last good file serving
+    and says why, where a refused catalogue is said."""
+    set_alias(models, "candidate", published.v2)
+    path = tmp_path / "experiments.yaml"
+    ab_test(path)
+    settings = settings_for(models, isolated_store, experiments=path)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/experiments").json()["experiments"][0]["variants"][0][
+            "weight"
+        ] == pytest.approx(0.5)
+        before = variants_of(client)
+
+        ab_test(path, control=150)  # 75% control
+        body = reload(client).json()
+        assert body["experiments"]["changed"] is True and body["experiments"]["last_error"] is None
+        listed = client.get("/v1/experiments").json()
+        assert listed["experiments"][0]["variants"][0]["weight"] == pytest.approx(0.75)
+        expected = load_experiments(path).experiments[0]
+        after = variants_of(client)
+        assert after == {c: expected.assign(c).name for c in CUSTOMERS} != before
+
+        ab_test(path, end="end: 2026-06-02T00:00:00Z")  # ended before the clock
+        assert reload(client).json()["experiments"]["changed"] is True
+        assert set(variants_of(client).values()) == {None}
+
+        for edit, problem in (
+            (dict(control=-1), "experiment 't': variant 'control': weight: must be greater"),
+            (dict(model="als-v2"), "experiment 't': variant 'candidate': model: model 'als-v2'"),
+        ):
+            ab_test(path, **edit)  # type: ignore[arg-type]
+            answer = reload(client)
+            assert answer.status_code == 200, answer.text
+            status = answer.json()["experiments"]
+            assert status["changed"] is False and problem in status["last_error"]
+            assert status["last_error"].startswith(str(path))
+            listed = client.get("/v1/experiments").json()
+            assert listed["last_error"] == status["last_error"]
+            assert listed["experiments"][0]["end"] is not None  # the last good file serves
+            assert set(variants_of(client).values()) == {None}
+
+        ab_test(path)
+        body = reload(client).json()
+        assert body["experiments"]["changed"] is True and body["experiments"]["last_error"] is None
+        assert client.get("/v1/experiments").json()["last_error"] is None
+        assert variants_of(client) == before
+
+
+def test_sighup_and_the_watcher_read_the_experiments_file_again(
+    models: Path, published: Versions, tmp_path: Path
+) -> None:
+    set_alias(models, "candidate", published.v2)
+    path = tmp_path / "experiments.yaml"
+    ab_test(path)
+
+    def weight(client: httpx.Client) -> float:
+        listed = client.get("/v1/experiments").json()
+        share: float = listed["experiments"][0]["variants"][0]["weight"]
+        return share
+
+    def wait_for_weight(client: httpx.Client, expected: float) -> None:
+        for _ in range(POLLS):
+            if weight(client) == pytest.approx(expected):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"control's share still {weight(client)}, not {expected}")
+
+    # SIGHUP (one process), then the watcher (NBO_WATCH_MODELS) on its own.
+    for extra, control, share in (({}, 450, 0.9), ({"NBO_WATCH_MODELS": "true"}, 150, 0.75)):
+        ab_test(path)
+        with (
+            running_server(
+                models,
+                tmp_path / f"events-{control}.db",
+                tmp_path / f"server-{control}.log",
+                {"NBO_EXPERIMENTS": str(path), **extra},
+            ) as server,
+            httpx.Client(base_url=server.base, timeout=REQUEST_SECONDS) as client,
+        ):
+            assert weight(client) == pytest.approx(0.5)
+            ab_test(path, control=control)
+            if not extra:
+                server.process.send_signal(signal.SIGHUP)
+            wait_for_weight(client, share)
+            server.terminate()
 
 
 def test_a_pinned_version_wins_over_current(

@@ -333,6 +333,57 @@ def test_a_reload_reaches_every_worker_and_the_answer_says_so(
     assert set(by_pid) == {w["pid"] for w in answer["workers"]}
 
 
+def models_by_pid(server: Server) -> dict[int, set[tuple[str, str]]]:
+    """Each live worker's (version, role) pairs, from ``nbo_model_info``."""
+    found: dict[int, set[tuple[str, str]]] = {}
+    for name, labels, value in samples(server):
+        if name == "nbo_model_info" and value == 1:
+            found.setdefault(int(labels["pid"]), set()).add((labels["version"], labels["role"]))
+    return found
+
+
+def test_a_reload_after_an_experiment_alias_moved_reaches_every_worker(
+    versions: Versions, tmp_path: Path
+) -> None:
+    """The arm's alias moved, the current version did not: a reload must make every
+    worker resolve the alias again, and say all_workers only once they have. (The
+    worker asked swapped alone: the latest generation already named the version, so the
+    other was never asked, and the answer still said all_workers: true.) The same for a
+    reload naming the version already served."""
+    models = tmp_path / "models"
+    shutil.copytree(versions.folder, models)
+    set_alias(models, "arm", versions.v1)
+    experiments = tmp_path / "experiments.yaml"
+    experiments.write_text(
+        "version: 1\nexperiments:\n  - name: arms\n    salt: s1\n"
+        "    start: 2026-06-01T00:00:00Z\n    variants:\n"
+        "      - {name: control, control: true, weight: 50}\n"
+        "      - {name: arm, model: arm, weight: 50}\n",
+        encoding="utf-8",
+    )
+    settings = {
+        "NBO_CLOCK": CLOCK,
+        "NBO_WORKERS": str(WORKERS),
+        "NBO_EXPERIMENTS": str(experiments),
+    }
+    with running_server(
+        models, tmp_path / "events.db", tmp_path / "server.log", settings
+    ) as server:
+        wait_for(lambda: len(models_by_pid(server)) == WORKERS, "both workers serving")
+        arm_on_v2 = {(versions.v1, "current"), (versions.v2, "experiment")}
+        set_alias(models, "arm", versions.v2)
+        answer = reload(server)
+        assert answer["swapped"] is True and answer["all_workers"] is True, answer
+        assert [w["experiment_models"] for w in answer["workers"]] == [[versions.v2]] * WORKERS
+        assert list(models_by_pid(server).values()) == [arm_on_v2] * WORKERS
+
+        set_alias(models, "arm", versions.v1)
+        answer = reload(server, version=versions.v1)
+        assert answer["all_workers"] is True, answer
+        assert list(models_by_pid(server).values()) == [{(versions.v1, "current")}] * WORKERS
+        server.terminate()
+
+
 def test_a_refused_reload_is_asked_of_no_other_worker(
     served: tuple[Server, Path], versions: Versions
 ) -> None:
@@ -634,7 +685,13 @@ def test_one_process_answers_for_itself(versions: Versions, tmp_path: Path) -> N
     body = answer.json()
     assert body["all_workers"] is True
     assert body["workers"] == [
-        {"pid": os.getpid(), "version": versions.v2, "reloaded": True, "error": None}
+        {
+            "pid": os.getpid(),
+            "version": versions.v2,
+            "reloaded": True,
+            "experiment_models": [],
+            "error": None,
+        }
     ]
 
 

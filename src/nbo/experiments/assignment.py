@@ -1,7 +1,8 @@
 """Which model answers a customer: the current one, or their experiment variant's.
 
-A customer is in at most one experiment at a time: the first active one in the file
-(so overlapping experiments never split the same customer twice). Customers without
+A customer is in at most one experiment at a time: experiments of one file may not run
+at the same time (``load_experiments`` refuses a file where they do), and should two
+ever be active, the first in the file wins. Customers without
 consent to personalization stay out of every experiment and get the current model's
 non-personalized answer, as they would without experiments. The control variant is
 answered with non-personalized offers (popular items, the catalogue's incentives), with
@@ -13,11 +14,14 @@ same variant from either, across processes and restarts, with nothing stored.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nbo.experiments.definitions import NO_EXPERIMENTS, Experiments
+from nbo.core.errors import ArtifactError
+from nbo.experiments.definitions import NO_EXPERIMENTS, ExperimentError, Experiments
 from nbo.models.registry import resolve
 from nbo.models.served import ServingModel, load_serving_model
 from nbo.offers.state import Consent
@@ -55,6 +59,20 @@ class ServingModels:
             return Assignment(self.by_reference[variant.model], experiment.name, variant.name)
         return Assignment(self.current)
 
+    @property
+    def signature(self) -> str:
+        """What these models serve, as one short string: the current version, the
+        experiments and the version each experiment's model reference (an alias, or a
+        version) resolved to.
+        Equal signatures answer every customer with the same model; workers compare
+        theirs after a reload, as an alias moved under them changes no current version."""
+        served = [
+            self.current.version,
+            sorted((r, m.version) for r, m in self.by_reference.items()),
+            repr(self.experiments.experiments),  # the experiments file as it was read
+        ]
+        return hashlib.sha256(json.dumps(served).encode()).hexdigest()[:16]
+
     def models(self) -> list[ServingModel]:
         """Every distinct model loaded (the current one first)."""
         seen = {self.current.version: self.current}
@@ -65,6 +83,33 @@ class ServingModels:
     def forget(self, customer_id: str) -> bool:
         """Erase a customer from every loaded model; True when any knew them."""
         return any([model.forget(customer_id) for model in self.models()])
+
+
+class ExperimentModelMissing(ArtifactError):
+    """A model an experiments file names (an alias or a version) that names nothing
+    published: the experiments file is what to fix, so the message names it."""
+
+
+def resolve_experiment_models(models_dir: Path, experiments: Experiments) -> dict[str, str]:
+    """Each model reference of the experiments (as written) -> the version it names now;
+    ExperimentModelMissing naming the file, the experiment, the variant and ``model``,
+    as every other experiments-file error does, for one that names nothing published."""
+    resolved: dict[str, str] = {}
+    for reference in sorted(experiments.models()):
+        try:
+            resolved[reference] = resolve(models_dir, reference)
+        except ArtifactError as exc:
+            experiment, variant = next(
+                (e.name, v.name)
+                for e in experiments.experiments
+                for v in e.variants
+                if v.model == reference
+            )
+            where = ExperimentError(
+                experiments.source or "experiments", str(exc), experiment, variant, "model"
+            )
+            raise ExperimentModelMissing(str(where)) from None
+    return resolved
 
 
 def load_serving_models(
@@ -84,8 +129,7 @@ def load_serving_models(
     current = load_serving_model(models_dir, version)
     loaded = {current.version: current}
     by_reference: dict[str, ServingModel] = {}
-    for reference in sorted(experiments.models()):
-        resolved = resolve(models_dir, reference)
+    for reference, resolved in resolve_experiment_models(models_dir, experiments).items():
         if resolved not in loaded:
             loaded[resolved] = load_serving_model(models_dir, resolved)
         by_reference[reference] = loaded[resolved]

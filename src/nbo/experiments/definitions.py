@@ -31,10 +31,12 @@ as ``production`` or a model version), for the caller to resolve.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import field as dataclass_field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -42,6 +44,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from nbo.core.documents import document_time, read_document
 from nbo.core.errors import NboError
+
+log = logging.getLogger(__name__)
 
 NAME_PATTERN: Final = r"[a-z0-9][a-z0-9_-]{0,63}"
 """Experiment and variant names: lowercase letters, digits, '-' and '_', 1 to 64 long."""
@@ -205,10 +209,12 @@ class Experiment:
 
 @dataclass(frozen=True)
 class Experiments:
-    """The experiments of one file, in file order; ``source`` is the file, if any."""
+    """The experiments of one file, in file order; ``source`` is the file, if any;
+    ``warnings``: what loading it found suspicious but served (logged at load)."""
 
     experiments: tuple[Experiment, ...]
     source: str | None
+    warnings: tuple[str, ...] = dataclass_field(default=(), compare=False)
 
     def get(self, name: str) -> Experiment | None:
         return next((e for e in self.experiments if e.name == name), None)
@@ -220,6 +226,71 @@ class Experiments:
     def models(self) -> set[str]:
         """Every model reference (alias or version) the variants use, as written."""
         return {v.model for e in self.experiments for v in e.variants if v.model is not None}
+
+    def tag_problem(
+        self,
+        customer_id: str,
+        experiment: str | None,
+        variant: str | None,
+        at_s: int,
+        impression: bool,
+    ) -> tuple[str, str] | None:
+        """What contradicts an offer event's experiment tags, as (field, problem); None
+        when nothing does (or the event has none).
+
+        Posted events carry the tags the offers answer named, for the report to count
+        impressions per variant; a tag the service would never have answered with
+        (an experiment not configured, a variant it does not have, another variant than
+        the customer's, a time outside the run) would move customers and revenue between
+        arms. The customer's variant is a pure function of the id (``assign``), so it is
+        checked exactly. A click or conversion may come after the end (it answers an
+        impression made during the run); an impression may not. Consent is not checked:
+        what it was when the answer was made is not known here."""
+        if experiment is None and variant is None:
+            return None
+        if experiment is None:
+            return ("experiment", "missing: an event naming a variant names its experiment")
+        found = self.get(experiment)
+        if found is None:
+            configured = ", ".join(e.name for e in self.experiments) or "none"
+            return (
+                "experiment",
+                f"'{experiment}' is not a configured experiment (configured: {configured})",
+            )
+        if variant is None:
+            return (
+                "variant",
+                f"missing: an event naming experiment '{experiment}' names "
+                "the variant the offers answer named",
+            )
+        names = [v.name for v in found.variants]
+        if variant not in names:
+            return (
+                "variant",
+                f"'{variant}' is not a variant of experiment '{experiment}' (its variants: "
+                f"{', '.join(names)})",
+            )
+        when = datetime.fromtimestamp(at_s, UTC).isoformat()
+        if at_s < found.start_s:
+            return (
+                "experiment",
+                f"'{experiment}' had not started at the event's time {when} (it starts at "
+                f"{_iso_time(found.start_s)})",
+            )
+        if impression and found.end_s is not None and at_s >= found.end_s:
+            return (
+                "experiment",
+                f"'{experiment}' had ended at the impression's time {when} (it ended at "
+                f"{_iso_time(found.end_s)})",
+            )
+        assigned = found.assign(customer_id).name
+        if assigned != variant:
+            return (
+                "variant",
+                f"customer '{customer_id}' is in variant '{assigned}' of experiment "
+                f"'{experiment}', not '{variant}'",
+            )
+        return None
 
 
 NO_EXPERIMENTS: Final = Experiments(experiments=(), source=None)
@@ -323,7 +394,65 @@ def load_experiments(path: Path) -> Experiments:
                 "name",
             )
         experiments.append(_built(source, spec))
-    return Experiments(experiments=tuple(experiments), source=source)
+    _refuse_overlaps(source, experiments)
+    warnings = tuple(
+        warning
+        for spec in document.experiments
+        if (warning := _weights_warning(source, spec)) is not None
+    )
+    for warning in warnings:
+        log.warning("%s", warning)
+    return Experiments(experiments=tuple(experiments), source=source, warnings=warnings)
+
+
+def _weights_warning(source: str, spec: ExperimentSpec) -> str | None:
+    """Weights are relative shares (20/40/30 serve 22.2%/44.4%/33.3%): a set that sums to
+    neither 100 nor 1 may be percentages that do not add up, so say what is served."""
+    total = math.fsum(v.weight for v in spec.variants)
+    if any(math.isclose(total, whole, rel_tol=1e-9) for whole in (100.0, 1.0)):
+        return None
+    shares = ", ".join(f"{v.name} {v.weight / total:.1%}" for v in spec.variants)
+    return str(
+        ExperimentError(
+            source,
+            f"sum to {total:g}, not 100 (or 1): weights are relative shares, so the "
+            f"variants are served as {shares}; if the weights were meant as "
+            "percentages, correct them",
+            spec.name,
+            None,
+            "weights",
+        )
+    )
+
+
+def _refuse_overlaps(source: str, experiments: list[Experiment]) -> None:
+    """Experiments may not run at the same time. A customer is in one experiment at a
+    time, the first running in the file: a second one running beside it would be shown
+    as active and get nobody, its report saying "nobody exposed yet" for as long as
+    both run. Two experiments on different customers at once would need a split of the
+    customers between them, which the file cannot say; run them one after the other."""
+    for index, later in enumerate(experiments):
+        for earlier in experiments[:index]:
+            start = max(earlier.start_s, later.start_s)
+            ends = [e for e in (earlier.end_s, later.end_s) if e is not None]
+            end = min(ends) if ends else None
+            if end is not None and end <= start:
+                continue
+            until = "with no end" if end is None else f"to {_iso_time(end)}"
+            raise ExperimentError(
+                source,
+                f"runs at the same time as experiment '{earlier.name}' (from "
+                f"{_iso_time(start)} {until}): a customer is in one experiment at a time, "
+                f"so '{later.name}' would get nobody while both run; end one before the "
+                "other starts",
+                later.name,
+                None,
+                "start",
+            )
+
+
+def _iso_time(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
 def _error(source: str, problem: str) -> ExperimentError:
@@ -354,12 +483,38 @@ def _explain(source: str, exc: ValidationError, raw: Any) -> ExperimentError:
             problem += "; write it in quotes"
         if isinstance(first.get("input"), str | int | float):
             problem += f" (got {first['input']!r})"
+        number = _number_read_as_text(first.get("input"))
+        if kind == "float_type" and number is not None and not source.endswith(".json"):
+            problem = (
+                f"must be a number, and YAML reads {first['input']} as text (a number with "
+                f"an exponent needs a dot and a sign: 1.0e+2): write {number}"
+            )
     # A bad list element also fails its list: that is the same problem, not another one.
     others = [e for e in errors[1:] if tuple(loc[: len(e["loc"])]) != tuple(e["loc"])]
     if others:
         problem += f" (and {len(others)} more problem{'s' if len(others) > 1 else ''})"
     experiment, variant, field = _locate(loc, raw)
     return ExperimentError(source, " ".join(problem.split()), experiment, variant, field)
+
+
+def _number_read_as_text(value: Any) -> str | None:
+    """How to write the number a text holds when YAML took it for text (``1e2``,
+    ``1.5E3``: PyYAML follows YAML 1.1, where a float needs a dot and a signed
+    exponent), else None."""
+    pattern = r"[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+"
+    if not isinstance(value, str) or re.fullmatch(pattern, value.strip()) is None:
+        return None
+    number = float(value.replace("_", ""))
+    if not math.isfinite(number):
+        return None
+    if number.is_integer() and abs(number) < 1e15:
+        return str(int(number))
+    mantissa, _, exponent = repr(number).partition("e")
+    if not exponent:
+        return mantissa
+    if "." not in mantissa:
+        mantissa += ".0"
+    return f"{mantissa}e{exponent if exponent[0] in '+-' else '+' + exponent}"
 
 
 def _locate(

@@ -3,9 +3,12 @@
 Exposed: customers with at least one recorded offer impression tagged with the
 experiment (API answers with ``record=true``, ``nbo batch --record``). Converted: exposed
 customers with a conversion event after their first exposure and before the experiment's
-end; their revenue is the sum of those conversions' revenue. Assigned: customers with any
-event tagged with the experiment (an answer that was not recorded leaves no trace, so
-"assigned" counts the customers the experiment is known to have reached).
+end; their revenue is the sum of those conversions' revenue (``ATTRIBUTION`` says what
+counts in the report's own words). Assigned: customers with any event tagged with the
+experiment (an answer that was not recorded leaves no trace, so "assigned" counts the
+customers the experiment is known to have reached), each once: in the variant of their
+first exposure, or, never exposed, of their first tagged event (so the variants'
+assigned add up to the customers, even when a reweight tagged some with two).
 
 A customer is counted in the variant of their first exposure; one tagged with two
 variants (the salt or the weights changed during the run) is reported in a warning.
@@ -25,6 +28,17 @@ from nbo.experiments.definitions import Experiment
 from nbo.experiments.stats import VariantOutcome, experiment_report
 from nbo.store.base import Store
 
+ATTRIBUTION = (
+    "A customer is exposed by their first offer impression tagged with this experiment "
+    "inside the window, and counts in that impression's variant. Every offer_conversion "
+    "event of an exposed customer from that first impression to the end of the window "
+    "counts as theirs, with its revenue, whatever experiment, variant, item or offer it "
+    "names or whether it names any; there is no other attribution window (a conversion "
+    "a minute or a month after the exposure counts alike, one after the end does not). "
+    "Posted purchases are not conversions and do not count."
+)
+"""What a conversion must be to count for an arm, in the report's own words."""
+
 
 @dataclass(frozen=True)
 class Outcomes:
@@ -32,22 +46,34 @@ class Outcomes:
     warnings: list[str]
 
 
-def experiment_outcomes(store: Store, experiment: Experiment, now_s: int) -> Outcomes:
-    # The run: from the start to the end, or up to the clock while it runs (the window
-    # ``report_for`` states).
-    end = experiment.end_s if experiment.end_s is not None else now_s + 1
-    end = min(end, now_s + 1)
+def accepted_until(now_s: int, skew_s: int = 0) -> int:
+    """The latest time the service accepts an event at, at ``now_s``: the clock plus
+    ``skew_s`` (``NBO_CLOCK_SKEW_SECONDS``: clients' clocks run a little ahead). A report
+    counts the events up to it (and to the experiment's end), as the service took them."""
+    return now_s + skew_s
+
+
+def experiment_outcomes(
+    store: Store, experiment: Experiment, now_s: int, skew_s: int = 0
+) -> Outcomes:
+    # The run: from the start to the end, or while it runs up to the latest time an
+    # event is accepted at (the window ``report_for`` states).
+    latest = accepted_until(now_s, skew_s)
+    end = experiment.end_s if experiment.end_s is not None else latest + 1
+    end = min(end, latest + 1)
     log = store.experiment_log(experiment.name, experiment.start_s, max(end, experiment.start_s))
-    assigned: dict[str, set[str]] = defaultdict(set)
+    first_tagged: dict[str, tuple[int, str]] = {}
     first_exposure: dict[str, tuple[int, str]] = {}
     variants_of: dict[str, set[str]] = defaultdict(set)
     for event in log.tagged:
         tag = event.variant or ""
-        assigned[tag].add(event.customer_id)
+        tagged = first_tagged.get(event.customer_id)
+        if tagged is None or (event.first_at, tag) < tagged:
+            first_tagged[event.customer_id] = (event.first_at, tag)
         if event.type == IMPRESSION:
             variants_of[event.customer_id].add(tag)
             seen = first_exposure.get(event.customer_id)
-            if seen is None or event.first_at < seen[0]:
+            if seen is None or (event.first_at, tag) < seen:
                 first_exposure[event.customer_id] = (event.first_at, tag)
     revenue: dict[str, float] = defaultdict(float)
     converted: set[str] = set()
@@ -59,6 +85,10 @@ def experiment_outcomes(store: Store, experiment: Experiment, now_s: int) -> Out
     exposed: dict[str, list[str]] = defaultdict(list)
     for customer_id, (_, tag) in sorted(first_exposure.items()):
         exposed[tag].append(customer_id)
+    # Each customer once: the variant they are counted in when exposed, else their first.
+    assigned: dict[str, int] = defaultdict(int)
+    for customer_id, (_, tag) in first_tagged.items():
+        assigned[first_exposure.get(customer_id, (0, tag))[1]] += 1
 
     warnings = []
     both = sum(1 for names in variants_of.values() if len(names) > 1)
@@ -83,7 +113,7 @@ def experiment_outcomes(store: Store, experiment: Experiment, now_s: int) -> Out
                 name=variant.name,
                 control=variant.control,
                 weight=variant.weight,
-                assigned=len(assigned.get(variant.name, set())),
+                assigned=assigned.get(variant.name, 0),
                 exposed=len(customers),
                 converted=sum(1 for c in customers if c in converted),
                 revenue=np.array([revenue.get(c, 0.0) for c in customers], dtype=np.float64),
@@ -92,10 +122,12 @@ def experiment_outcomes(store: Store, experiment: Experiment, now_s: int) -> Out
     return Outcomes(outcomes, warnings)
 
 
-def report_for(store: Store, experiment: Experiment, now_s: int) -> dict[str, Any]:
+def report_for(store: Store, experiment: Experiment, now_s: int, skew_s: int = 0) -> dict[str, Any]:
     """The experiment's report (``nbo.experiments.stats.experiment_report``) from the
-    store's events as of ``now_s``, with the experiment's dates and variants' models."""
-    outcomes = experiment_outcomes(store, experiment, now_s)
+    store's events as of ``now_s``, with the experiment's dates and variants' models.
+    ``skew_s``: how far after the clock the service accepts an event's time
+    (``NBO_CLOCK_SKEW_SECONDS``): such events are counted too, as the service took them."""
+    outcomes = experiment_outcomes(store, experiment, now_s, skew_s)
     report = experiment_report(experiment.name, outcomes.variants, baseline=experiment.baseline)
     report["warnings"] = [*report["warnings"], *outcomes.warnings]
     models = {v.name: v.model for v in experiment.variants}
@@ -106,9 +138,12 @@ def report_for(store: Store, experiment: Experiment, now_s: int) -> dict[str, An
     report["active"] = experiment.active(now_s)
     report["status"] = experiment.status(now_s)
     report["as_of"] = _iso(now_s)
-    # The events counted: from the start to the end, or to now while it runs (nothing
-    # before the start: the window is empty then).
-    last = now_s if experiment.end_s is None else min(experiment.end_s, now_s)
+    report["attribution"] = ATTRIBUTION
+    # The events counted: from the start to the end, or while it runs to the latest time
+    # the service accepts an event at (nothing before the start: the window is empty
+    # then).
+    latest = accepted_until(now_s, skew_s)
+    last = latest if experiment.end_s is None else min(experiment.end_s, latest)
     report["window"] = {
         "start": _iso(experiment.start_s),
         "end": _iso(max(last, experiment.start_s)),

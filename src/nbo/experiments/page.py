@@ -106,6 +106,8 @@ def _dates_html(report: Mapping[str, Any]) -> str:
                 f"(as of {_when(report.get('as_of'))})",
             )
         )
+    if report.get("attribution"):
+        rows.append(("What counts", str(report["attribution"])))
     cells = "".join(f"<tr><th>{_e(label)}</th><td>{_e(text)}</td></tr>" for label, text in rows)
     return f'<table class="dates"><tbody>{cells}</tbody></table>'
 

@@ -29,7 +29,11 @@ Conventions, chosen so the numbers match what analysts compute by hand:
   the lower bound clipped at 0 (revenue is never negative; on few or rare buyers the
   symmetric interval reaches below 0, and the report says where it was clipped);
 * no correction for comparing several variants to one baseline: with many variants,
-  read the p-values with that in mind;
+  read the p-values with that in mind (the page, the command's output and the docs say
+  so);
+* a variant's revenue interval is not estimated (None, with a warning) when every
+  exposed customer has the same revenue (no buyers, say): there is no spread to
+  estimate it from;
 * the sample-ratio test is always reported (chi-square, p-value, verdict), not only when
   it fails, so a reader can see it was run;
 * a variant with fewer than ``MIN_EXPOSED`` (100) exposed customers is warned about: the
@@ -66,7 +70,7 @@ class VariantOutcome:
     name: str
     control: bool  # the control group (non-personalized offers)
     weight: float  # configured traffic share, > 0 (shares need not sum to 1; normalised)
-    assigned: int  # customers seen in the experiment for this variant
+    assigned: int  # customers seen in the experiment, counted in this variant (each once)
     exposed: int  # customers who got at least one recorded offer impression
     converted: int  # exposed customers with at least one conversion after their first exposure
     revenue: np.ndarray  # revenue per exposed customer (length == exposed; zeros for no sale)
@@ -112,6 +116,14 @@ def experiment_report(
         _variant_summary(o, share, revenue, alpha)
         for o, share, revenue in zip(outcomes, shares, revenues, strict=True)
     ]
+    for o, revenue in zip(outcomes, revenues, strict=True):
+        if len(revenue) >= 2 and float(np.ptp(revenue)) == 0:
+            warnings.append(
+                f"{o.name}: revenue per exposed customer's interval cannot be estimated: "
+                f"all {len(revenue)} exposed customers have the same revenue "
+                f"({float(revenue[0]):.2f}{', no buyers' if o.converted == 0 else ''}), so "
+                "the sample shows no spread to estimate it from"
+            )
     for o in outcomes:
         if o.exposed > o.assigned:
             warnings.append(
@@ -265,9 +277,11 @@ def _newcombe(v: VariantOutcome, c: VariantOutcome, alpha: float) -> tuple[float
 
 
 def _mean_ci(values: np.ndarray, alpha: float) -> list[float] | None:
-    """Mean ± t-quantile × standard error; None with fewer than two values (no spread)."""
+    """Mean ± t-quantile × standard error; None with fewer than two values, or values
+    that are all the same (six customers and no buyer): the sample shows no spread, and
+    an interval of zero width (0.00 .. 0.00) would claim a certainty it does not have."""
     n = len(values)
-    if n < 2:
+    if n < 2 or float(np.ptp(values)) == 0:
         return None
     mean = float(values.mean())
     half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * float(values.std(ddof=1)) / math.sqrt(n)
@@ -411,7 +425,9 @@ def _srm(
     elif mismatch:
         verdict = f"mismatch: p < {threshold:g}, the split is not what was configured"
     else:
-        verdict = f"no mismatch: p >= {threshold:g}, the split is as configured"
+        # A test that finds nothing cannot show the split is right, only that this many
+        # customers give no evidence it is wrong.
+        verdict = f"no evidence of a mismatch: p >= {threshold:g}"
     result.update(chi2=chi2, p_value=p_value, mismatch=mismatch, verdict=verdict)
     return result
 

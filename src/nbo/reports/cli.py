@@ -140,7 +140,9 @@ def run_experiment(args: argparse.Namespace) -> int:
     check_output_folder(out, "--out")
     store = open_existing_store(settings.store_url, store_setting(args.store_url))
     try:
-        report: dict[str, Any] = report_for(store, experiment, int(now.timestamp()))
+        report: dict[str, Any] = report_for(
+            store, experiment, int(now.timestamp()), settings.clock_skew_seconds
+        )
     finally:
         store.close()
     console = output_console()
@@ -152,6 +154,7 @@ def run_experiment(args: argparse.Namespace) -> int:
         soft_wrap=True,
         markup=False,
     )
+    console.print(f"what counts: {report['attribution']}", soft_wrap=True, markup=False)
     for warning in report["warnings"]:
         style = "bold red" if warning.startswith(SRM_WARNING) else "yellow"
         console.print(f"[{style}]warning[/] {escape(warning)}", soft_wrap=True)
@@ -175,7 +178,7 @@ def run_experiment(args: argparse.Namespace) -> int:
             f"{v['converted']:,}",
             _percent(v["conversion_rate"]),
             _number(v["revenue_per_exposed"]),
-            "-" if ci is None else f"{_number(ci[0])}{mark} .. {_number(ci[1])}",
+            "n/a" if ci is None else f"{_number(ci[0])}{mark} .. {_number(ci[1])}",
         )
     print_table(console, table)
     if clipped:
@@ -195,6 +198,14 @@ def run_experiment(args: argparse.Namespace) -> int:
             f"{_signed(revenue['difference'], percent=False)} (95% CI "
             f"{_signed(revenue['ci_low'], percent=False)} .. "
             f"{_signed(revenue['ci_high'], percent=False)}, p {_p(revenue['p_value'])})",
+            soft_wrap=True,
+            markup=False,
+        )
+    if len(report["comparisons"]) > 1:
+        console.print(
+            f"each of the {len(report['comparisons'])} variants is compared with "
+            f"{report['baseline']} separately, with no correction for multiple "
+            "comparisons: the more variants, the likelier one looks significant by chance",
             soft_wrap=True,
             markup=False,
         )

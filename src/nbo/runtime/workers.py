@@ -81,6 +81,10 @@ class WorkerStatus:
     error: str | None = None
     # The erasures counted on the board that this worker's models have forgotten.
     erasures: int = 0
+    # What serves, in one comparable string (``ServingModels.signature``: the current
+    # version and the version each experiment's alias resolved to): two workers on the
+    # same version may still answer an experiment's arm with different models.
+    signature: str | None = None
 
     @property
     def version(self) -> str | None:

@@ -17,6 +17,7 @@ from nbo.core.apikeys import KeyRing
 from nbo.core.errors import ArtifactError
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.definitions import configured_experiments
+from nbo.experiments.holder import ExperimentsFileHolder
 from nbo.runtime.pairing import UnknownItemsWatch
 from nbo.runtime.workers import WorkerBoard
 from nbo.service.apidocs import install_api_docs
@@ -137,9 +138,11 @@ def create_app(
     app.state.settings = settings
     # No keys: every route open (nbo serve then listens on loopback only).
     app.state.keys = KeyRing(settings.api_keys)
-    # Like the catalogue: a bad experiments file refuses the start as one line.
+    # Like the catalogue: a bad experiments file refuses the start as one line. What
+    # serves is the models holder's (``app.state.models.experiments``): a reload reads
+    # the file again and swaps a changed one in with the models it names.
     configured = configured_experiments(settings.experiments)
-    app.state.experiments = configured
+    app.state.experiments_file = ExperimentsFileHolder(settings.experiments)
     app.state.models = ModelHolder(experiments=configured)
     # Metrics in a registry of this app's own; the request middleware (ObservedFastAPI)
     # records every request in it and writes the access log.
@@ -150,7 +153,9 @@ def create_app(
     # then refuses the start as one CatalogError line (``nbo serve`` builds the app before
     # binding the port), where a lifespan failure would be a uvicorn traceback.
     app.state.catalog = CatalogHolder(settings.catalog)
-    app.state.reloader = Reloader(settings, app.state.models, app.state.catalog, board)
+    app.state.reloader = Reloader(
+        settings, app.state.models, app.state.catalog, board, app.state.experiments_file
+    )
     # Items the catalogue names that the model does not know: a warning logged when
     # either is loaded, and shown by GET /v1/catalog (``nbo.runtime.pairing``).
     watch = app.state.unknown_items = UnknownItemsWatch()

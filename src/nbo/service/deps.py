@@ -16,7 +16,7 @@ from nbo.catalog.terms import Catalog
 from nbo.core.ids import CUSTOMER_ROUTE_SUFFIXES, MAX_ID_LENGTH, check_path_id
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.assignment import ServingModels
-from nbo.experiments.definitions import NAME_PATTERN
+from nbo.experiments.definitions import NAME_PATTERN, Experiments
 from nbo.models.served import ServingModel
 from nbo.service.chunking import Chunker
 from nbo.service.errors import NotReady
@@ -61,6 +61,13 @@ async def get_serving_models_if_loaded(request: Request) -> ServingModels | None
 async def get_catalog_holder(request: Request) -> CatalogHolder:
     holder: CatalogHolder = request.app.state.catalog
     return holder
+
+
+async def get_experiments(request: Request) -> Experiments:
+    """The experiments serving (the file as last read and swapped in with its models);
+    there even before a model is loaded."""
+    experiments: Experiments = request.app.state.models.experiments
+    return experiments
 
 
 async def get_catalog(request: Request) -> Catalog:
@@ -140,6 +147,7 @@ ServingModelsDep = Annotated[ServingModels, Depends(get_serving_models)]
 MaybeServingModelsDep = Annotated[ServingModels | None, Depends(get_serving_models_if_loaded)]
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 CatalogHolderDep = Annotated[CatalogHolder, Depends(get_catalog_holder)]
+ExperimentsDep = Annotated[Experiments, Depends(get_experiments)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 PseudonymsDep = Annotated[Pseudonyms, Depends(get_pseudonyms)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]

@@ -1,11 +1,19 @@
-"""Zero-downtime reloads of the model and the catalogue, from the API, SIGHUP or a watcher.
+"""Zero-downtime reloads of the model, the catalogue and the experiments file, from the
+API, SIGHUP or a watcher.
 
-A reload re-reads the catalogue file, then loads the new model version beside the one
-serving (``ModelHolder.load``: the old keeps answering while the new one is read),
+A reload re-reads the catalogue file and the experiments file, then loads the new model
+version beside the one serving (``ModelHolder.load``: the old keeps answering while the
+new one is read),
 checks it and swaps it in as one reference. The checks are the artifact's own
 (checksums, schema, consistent arrays: ``load_serving_model``) plus a smoke ranking of
 one known and one unknown customer through ``nbo.offers.ranking`` under the live catalogue: a
 version that loads but cannot rank is refused too, and the old one keeps serving.
+
+The experiments file (``NBO_EXPERIMENTS``) is read again on every reload: a changed one
+is swapped in with the models it names, as one reference; one that is refused (it does
+not validate, or names a model that is not published) leaves the experiments serving
+before, and says why in the answer's ``experiments.last_error`` and on
+``GET /v1/experiments``, as a refused catalogue does.
 
 Which version: the one asked for (a version or an alias), else the configured pin
 (``NBO_MODEL_VERSION``), else what ``models/CURRENT`` points at. The pin wins over
@@ -36,7 +44,9 @@ from typing import Any
 from nbo.catalog.holder import CatalogHolder
 from nbo.catalog.terms import Catalog
 from nbo.core.errors import ArtifactError, NboError
-from nbo.experiments.assignment import ServingModels
+from nbo.experiments.assignment import ServingModels, resolve_experiment_models
+from nbo.experiments.definitions import Experiments
+from nbo.experiments.holder import ExperimentsFileHolder, file_stamp
 from nbo.models.artifacts import CURRENT, current_version
 from nbo.models.registry import MODEL_VERSION_SETTING, resolve
 from nbo.models.served import ServingModel
@@ -89,6 +99,9 @@ class ReloadOutcome:
     catalog_changed: bool
     catalog: dict[str, Any]
     took_ms: float
+    # The experiments serving after the reload, whether they changed, and why the file
+    # on disk was refused (``ExperimentsFileHolder.status``).
+    experiments: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,8 @@ class WorkersReload:
     outcome: ReloadOutcome
     generation: int
     workers: list[WorkerStatus]
+    # What this worker serves after the reload (``ServingModels.signature``).
+    signature: str | None = None
 
     def reached(self, status: WorkerStatus) -> bool:
         """Whether that worker applied this reload (or a later one)."""
@@ -106,9 +121,13 @@ class WorkersReload:
 
     @property
     def everywhere(self) -> bool:
-        """Every live worker applied this reload and serves its version."""
+        """Every live worker applied this reload and serves what this worker serves: its
+        version, and the same model for every experiment arm (an alias the arm names
+        may have moved with the version unchanged)."""
         return all(
-            self.reached(status) and status.version == self.outcome.version
+            self.reached(status)
+            and status.version == self.outcome.version
+            and status.signature == self.signature
             for status in self.workers
         )
 
@@ -125,11 +144,13 @@ class Reloader:
         models: ModelHolder,
         catalog: CatalogHolder,
         board: WorkerBoard | None = None,
+        experiments: ExperimentsFileHolder | None = None,
     ) -> None:
         self.settings = settings
         self.models = models
         self.catalog = catalog
         self.board = board
+        self.experiments = experiments or ExperimentsFileHolder(settings.experiments)
         # Re-entrant: a reload and its publication on the board are one step.
         self._lock = threading.RLock()
         # The newest generation of the board this worker applied (0: none yet), and the
@@ -162,11 +183,14 @@ class Reloader:
         served = [] if self.board is None else [s.version for s in self.board.statuses()]
         candidates = [latest.version] if latest is not None else []
         candidates += [v for v in served if v is not None and v not in candidates]
+        # The experiments file as it is now (a worker started in place of a dead one
+        # serves the edits the others took since the service started).
+        experiments = self._read_experiments()
         error = None
         try:
             for version in candidates:
                 try:
-                    self.models.load(self.settings.models_dir, version)
+                    self.models.load(self.settings.models_dir, version, experiments=experiments)
                     return
                 except ArtifactError as exc:
                     log.warning(
@@ -180,6 +204,7 @@ class Reloader:
                 self.settings.models_dir,
                 pinned,
                 source=MODEL_VERSION_SETTING if pinned is not None else None,
+                experiments=experiments,
             )
         except ArtifactError as exc:
             error = str(exc)
@@ -206,18 +231,24 @@ class Reloader:
         A reload refused here raises as ``reload`` does and is asked of no one."""
         with self._lock:
             outcome = self.reload(version, force, trigger)
+            mine = self.status()
             if self.board is None:
-                return WorkersReload(outcome, self.applied, [self.status()])
+                return WorkersReload(outcome, self.applied, [mine], mine.signature)
             # A reload that changes nothing asks nothing of the others, unless one of them
-            # does not serve the version (it refused that generation when the version
-            # was broken, say, and would never be asked again).
+            # does not serve what this one does (it refused that generation when the
+            # version was broken, say, and would never be asked again). A reload that
+            # swapped here asks everyone, even for the version the latest generation
+            # names: an experiment's alias moved, and each worker must resolve it again.
             behind = any(
-                status.version != outcome.version
+                status.signature != mine.signature
                 for status in self.board.statuses()
                 if status.pid != os.getpid()
             )
             generation = self.board.publish(
-                outcome.version, force, trigger, unless_named=not force and not behind
+                outcome.version,
+                force,
+                trigger,
+                unless_named=not force and not behind and not outcome.swapped,
             )
             self.applied = max(self.applied, generation.number)
             self._report(self.status())
@@ -227,7 +258,7 @@ class Reloader:
             if wait
             else self.board.statuses()
         )
-        return WorkersReload(outcome, number, workers)
+        return WorkersReload(outcome, number, workers, mine.signature)
 
     def follow(self, generation: Generation) -> None:
         """Apply a generation another process published: reload its version, and report
@@ -293,6 +324,7 @@ class Reloader:
             load_seconds=self.models.load_seconds,
             error=error,
             erasures=self.erasures,
+            signature=None if serving is None else serving.signature,
         )
 
     def _report(self, status: WorkerStatus) -> None:
@@ -302,13 +334,16 @@ class Reloader:
     def reload(
         self, version: str | None = None, force: bool = False, trigger: str = "api"
     ) -> ReloadOutcome:
-        """Reload the catalogue and the model; a no-op for the model (``swapped`` False)
-        when the version and the experiments' models are those already serving, unless
-        ``force``. VersionNotFound or ReloadRefused when the model is not swapped in."""
+        """Reload the catalogue, the experiments file and the model; a no-op for the
+        model (``swapped`` False) when the version, the experiments and their models are
+        those already serving, unless ``force``. VersionNotFound or ReloadRefused when
+        the model is not swapped in (the experiments serving before stay too)."""
         started = time.perf_counter()
         with self._lock:
             before = self.catalog.status()["fingerprint"]  # what serves, without a look
             catalog = self.catalog.refresh()
+            experiments = self._read_experiments()
+            experiments_before = self.models.experiments
             serving = self.models.serving
             previous = None if serving is None else serving.current.version
             try:
@@ -319,7 +354,7 @@ class Reloader:
                 level = logging.WARNING if version is not None else logging.ERROR
                 log.log(level, "reload (%s) refused: %s", trigger, exc)
                 raise
-            swapped = force or serving is None or self._differs(serving, target)
+            swapped = force or serving is None or self._differs(serving, target, experiments)
             if swapped:
                 try:
                     self.models.load(
@@ -328,10 +363,14 @@ class Reloader:
                         check=lambda models: check_serving_models(
                             models, catalog, self.settings, target
                         ),
+                        experiments=experiments,
                     )
                 except ArtifactError as exc:
                     log.error("reload (%s) of model %s refused: %s", trigger, target, exc)
                     raise ReloadRefused(target, str(exc), previous) from None
+            experiments_changed = self.models.experiments != experiments_before
+            if self.experiments.last_error is None:
+                self.experiments.accepted(experiments_changed)
         took_ms = (time.perf_counter() - started) * 1000
         log.info(
             "reload (%s): model %s%s in %.0f ms; catalogue %s",
@@ -348,6 +387,7 @@ class Reloader:
             catalog_changed=catalog.fingerprint != before,
             catalog=self.catalog.status(),
             took_ms=round(took_ms, 1),
+            experiments=self.experiments.status(self.models.experiments, experiments_changed),
         )
 
     def resolve(self, version: str | None) -> str:
@@ -364,10 +404,26 @@ class Reloader:
         except ArtifactError as exc:
             raise VersionNotFound(reference or CURRENT, str(exc)) from None
 
-    def _differs(self, serving: ServingModels, target: str) -> bool:
-        """Whether loading ``target`` would serve other models than ``serving``: another
-        current version, or an experiment's alias now pointing elsewhere."""
-        if serving.current.version != target:
+    def _read_experiments(self) -> Experiments:
+        """The experiments file as it is now, when it validates and every model it names
+        is published; else (the refusal kept in ``self.experiments.last_error``) the
+        experiments serving now. The first step of a reload and of a worker's start."""
+        self.experiments.last_error = self.experiments.last_error_at = None
+        read = self.experiments.read()
+        if read is None:
+            return self.models.experiments
+        try:
+            resolve_experiment_models(self.settings.models_dir, read)
+        except ArtifactError as exc:
+            self.experiments.refuse(str(exc))
+            return self.models.experiments
+        return read
+
+    def _differs(self, serving: ServingModels, target: str, experiments: Experiments) -> bool:
+        """Whether loading ``target`` with ``experiments`` would serve other models than
+        ``serving``: another current version, other experiments (the file changed), or
+        an experiment's alias now pointing elsewhere."""
+        if serving.current.version != target or serving.experiments != experiments:
             return True
         for reference, model in serving.by_reference.items():
             try:
@@ -490,11 +546,14 @@ async def _reload_in_thread(reloader: Reloader, trigger: str) -> None:
 
 
 async def _watch_current(reloader: Reloader, stop: asyncio.Event) -> None:
-    """Reload when models/CURRENT changes (polled, one ``os.stat`` a second). A refused
-    version is not retried until CURRENT changes again. With workers, each watches: the
-    first to see the change publishes it, the others find it already published."""
+    """Reload when models/CURRENT or the experiments file changes (polled, an ``os.stat``
+    of each a second). A refused version or file is not retried until it changes again.
+    With workers, each watches: the first to see the change publishes it, the others
+    find it already served."""
     models_dir = reloader.settings.models_dir
+    experiments_file = reloader.settings.experiments
     seen = current_stamp(models_dir)
+    seen_file = file_stamp(experiments_file)
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=WATCH_EVERY_S)
@@ -504,6 +563,10 @@ async def _watch_current(reloader: Reloader, stop: asyncio.Event) -> None:
         if stamp != seen and stamp is not None:
             seen = stamp
             await _reload_in_thread(reloader, "models/CURRENT changed")
+        stamp_file = file_stamp(experiments_file)
+        if stamp_file != seen_file and stamp_file is not None:
+            seen_file = stamp_file
+            await _reload_in_thread(reloader, "experiments file changed")
 
 
 async def _follow_board(reloader: Reloader, board: WorkerBoard, stop: asyncio.Event) -> None:

@@ -341,12 +341,29 @@ class CatalogStatusOut(BaseModel):
     last_error_at: str | None = None
 
 
+class ExperimentsStatusOut(BaseModel):
+    source: str | None = Field(description="the experiments file; null = no experiments")
+    experiments: list[str] = Field(description="the experiments serving, in file order")
+    loaded_at: str | None = Field(description="when the file serving was read")
+    changed: bool = Field(description="this reload swapped in a changed experiments file")
+    last_error: str | None = Field(
+        None,
+        description="why the file on disk was refused (the experiments above still serve)",
+    )
+    last_error_at: str | None = None
+
+
 class WorkerReloadOut(BaseModel):
     pid: int = Field(description="the worker process")
     version: str | None = Field(description="the model it serves now; null = none")
     reloaded: bool = Field(
         description="it took this reload (or a later one); false when it had not answered "
         "by the end of the wait"
+    )
+    experiment_models: list[str] = Field(
+        [],
+        description="the versions its experiment arms serve besides the current one (an "
+        "alias an arm names resolved when this worker last reloaded)",
     )
     error: str | None = Field(description="why it refused the version; null = it did not")
 
@@ -356,9 +373,13 @@ class ReloadResponse(BaseModel):
     version: str = Field(description="the model serving now")
     swapped: bool = Field(description="false when the version was already serving (no force)")
     catalog: CatalogStatusOut
+    experiments: ExperimentsStatusOut | None = Field(
+        None, description="the experiments file (NBO_EXPERIMENTS), read again by the reload"
+    )
     took_ms: float = Field(description="this worker's reload")
     all_workers: bool = Field(
-        description="every live worker took this reload and serves the version"
+        description="every live worker took this reload and serves the version, with the "
+        "same model for every experiment arm (each resolved the arms' aliases again)"
     )
     workers: list[WorkerReloadOut] = Field(
         description="each live worker of nbo serve (one without workers), by pid"

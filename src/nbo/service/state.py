@@ -82,19 +82,20 @@ class ModelHolder:
         version: str | None = None,
         check: Callable[[ServingModels], None] | None = None,
         source: str | None = None,
+        experiments: Experiments | None = None,
     ) -> ServingModel:
         """Load ``version`` (a version or an alias; CURRENT when None; ``source`` names
-        where it was read, for the message when it names nothing) with the experiments'
-        models, run ``check`` on them (it raises ArtifactError to refuse them), then swap
-        them in as one reference. ArtifactError when refused: the models serving before
-        keep serving."""
+        where it was read, for the message when it names nothing) with the models of
+        ``experiments`` (None: those serving now; a reload passes the file as read
+        again), run ``check`` on them (it raises ArtifactError to refuse them), then swap
+        them in as one reference, the experiments with them. ArtifactError when refused:
+        the models and experiments serving before keep serving."""
         with self._loading:
             started = time.perf_counter()
             erased = self._erased()
+            wanted = self.experiments if experiments is None else experiments
             try:
-                models = load_serving_models(
-                    models_dir, version, self.experiments, erased or (), source
-                )
+                models = load_serving_models(models_dir, version, wanted, erased or (), source)
                 if check is not None:
                     check(models)
             except ArtifactError as exc:
@@ -106,6 +107,7 @@ class ModelHolder:
                 for customer_id in again if again is not None else erased or ():
                     models.forget(customer_id)
                 self._models = models
+                self.experiments = wanted
                 self.last_error = None
                 # The load and the checks: how long a new version took to be ready.
                 self.load_seconds = time.perf_counter() - started

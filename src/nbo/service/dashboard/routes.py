@@ -324,7 +324,8 @@ async def customer(
 
 
 def _experiments(request: Request) -> Experiments:
-    experiments: Experiments = request.app.state.experiments
+    # What serves: the file as last read and accepted (a reload reads it again).
+    experiments: Experiments = request.app.state.models.experiments
     return experiments
 
 
@@ -362,7 +363,7 @@ async def experiment(
         # matplotlib draws the report's charts: imported here, in the thread pool.
         from nbo.experiments.page import report_sections
 
-        report = report_for(store, found, now_s)
+        report = report_for(store, found, now_s, settings.clock_skew_seconds)
         return {"report": report, "sections": report_sections(report)}
 
     figures = await _cache(request).get(("experiment", name, now_s // 60), compute)

@@ -16,6 +16,7 @@ from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import (
     CatalogStatusOut,
     ErrorResponse,
+    ExperimentsStatusOut,
     ReloadRequest,
     ReloadResponse,
     WorkerReloadOut,
@@ -64,6 +65,9 @@ def reload_models(
         version=outcome.version,
         swapped=outcome.swapped,
         catalog=CatalogStatusOut(**outcome.catalog, changed=outcome.catalog_changed),
+        experiments=None
+        if outcome.experiments is None
+        else ExperimentsStatusOut(**outcome.experiments),
         took_ms=outcome.took_ms,
         all_workers=reload.everywhere,
         workers=[
@@ -71,6 +75,9 @@ def reload_models(
                 pid=status.pid,
                 version=status.version,
                 reloaded=reload.reached(status),
+                experiment_models=sorted(
+                    {version for version, role in status.models if role != "current"}
+                ),
                 error=status.error,
             )
             for status in reload.workers

@@ -16,13 +16,16 @@ from nbo.data.events import (
     MAX_QUANTITY,
     Event,
     EventWindow,
+    ImpressionEvent,
+    PurchaseEvent,
     Rejection,
     offers_as_stored,
     parse_events,
     reused_ids,
 )
+from nbo.experiments.definitions import Experiments
 from nbo.service.auth import AUTH_RESPONSES, requires
-from nbo.service.deps import CatalogDep, MetricsDep, SettingsDep, StoreDep
+from nbo.service.deps import CatalogDep, ExperimentsDep, MetricsDep, SettingsDep, StoreDep
 from nbo.service.errors import BadRequest
 from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import ErrorResponse
@@ -83,6 +86,7 @@ def document_events_body(openapi: dict[str, Any]) -> None:
     },
 )
 def post_events(
+    experiments: ExperimentsDep,
     store: StoreDep,
     metrics: MetricsDep,
     settings: SettingsDep,
@@ -109,7 +113,10 @@ def post_events(
     (the same id and content) stores nothing and lists it under ``duplicates``; invalid
     events, and an event id already used for another event (ids are unique across
     customers and types), are listed under ``rejected`` with the field and the problem
-    while the valid ones are stored.
+    while the valid ones are stored. An offer event's ``experiment`` and ``variant`` must
+    be what the offers answer named: a configured experiment running at the event's time
+    (a click or conversion may follow its end) and the variant the customer is assigned
+    to.
     \f
     A plain ``def``: the durable commit waits on the disk, so it runs in the thread pool.
     """
@@ -120,6 +127,7 @@ def post_events(
         valid, rejected = parse_events(body, window)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
+    valid = _untagged_or_as_assigned(valid, rejected, experiments)
     events = offers_as_stored([event for _, event in valid], catalog.item_of_offer)
     result = store.add_events(events)
     rejected = sorted(rejected + reused_ids(valid, result.conflicts), key=lambda r: r.index)
@@ -130,3 +138,30 @@ def post_events(
     if rejected and not (result.accepted or result.duplicates):
         return JSONResponse(status_code=422, content=response.model_dump())
     return response
+
+
+def _untagged_or_as_assigned(
+    valid: list[tuple[int, Event]], rejected: list[Rejection], experiments: Experiments
+) -> list[tuple[int, Event]]:
+    """The events whose experiment tags hold (``Experiments.tag_problem``); the others
+    join ``rejected``, naming the field, in the batch's order."""
+    kept = []
+    for index, event in valid:
+        problem = None
+        if not isinstance(event, PurchaseEvent):
+            problem = experiments.tag_problem(
+                event.customer_id,
+                event.experiment,
+                event.variant,
+                event.occurred_at,
+                impression=isinstance(event, ImpressionEvent),
+            )
+        if problem is None:
+            kept.append((index, event))
+        else:
+            field, text = problem
+            rejected.append(
+                Rejection(index=index, event_id=event.event_id, reason=f"{field}: {text}")
+            )
+    rejected.sort(key=lambda rejection: rejection.index)
+    return kept

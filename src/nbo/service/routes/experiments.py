@@ -28,17 +28,26 @@ router = APIRouter(
 
 
 def _experiments(request: Request) -> Experiments:
-    experiments: Experiments = request.app.state.experiments
+    # What serves: the file as last read and accepted (a reload reads it again).
+    experiments: Experiments = request.app.state.models.experiments
     return experiments
 
 
 @router.get("")
 def list_experiments(request: Request, settings: SettingsDep) -> dict[str, Any]:
-    """The configured experiments, their variants and whether each runs now."""
+    """The experiments serving, their variants and whether each runs now; whether the
+    file on disk was refused at the last reload (``last_error``: the experiments listed
+    still serve)."""
     now_s = int(settings.now().timestamp())
     experiments = _experiments(request)
+    status = request.app.state.experiments_file.status(experiments)
     return {
         "source": experiments.source,
+        "loaded_at": status["loaded_at"],
+        "last_error": status["last_error"],
+        "last_error_at": status["last_error_at"],
+        # What loading the file found suspicious but served (weights not summing to 100).
+        "warnings": list(experiments.warnings),
         "experiments": [
             {
                 "name": e.name,
@@ -80,7 +89,9 @@ async def get_report(
     if experiment is None:
         raise NotFound("name", f"no experiment '{name}' is configured")
     now_s = int(settings.now().timestamp())
-    report = await run_in_threadpool(report_for, store, experiment, now_s)
+    report = await run_in_threadpool(
+        report_for, store, experiment, now_s, settings.clock_skew_seconds
+    )
     if format == "html":
         # Imported here, not at start: the page draws with matplotlib, which the service
         # loads only when someone asks for an HTML report (and drawing is CPU work, so it
