@@ -341,7 +341,7 @@ def _set_current(models_dir: Path, reference: str, pinned: str | None) -> int:
 
     from nbo.core.errors import ArtifactError
     from nbo.models.artifacts import current_version, set_current
-    from nbo.models.registry import PRODUCTION, read_aliases, resolve
+    from nbo.models.registry import PREVIOUS_ALIAS, PRODUCTION, read_aliases, resolve
 
     version = resolve(models_dir, reference, "--current")
     _check_loads(models_dir, version, f"--current {reference}", "CURRENT unchanged")
@@ -359,9 +359,15 @@ def _set_current(models_dir: Path, reference: str, pinned: str | None) -> int:
     )
     if pinned is not None:
         print(f"note: NBO_MODEL_VERSION={pinned} here: a service with it serves that, not CURRENT")
-    production = read_aliases(models_dir).get(PRODUCTION)
+    aliases = read_aliases(models_dir)
+    production = aliases.get(PRODUCTION)
     if production is not None and production != version:
         print(f"note: the alias production is set to {production}: it does not follow CURRENT")
+    if PREVIOUS_ALIAS in aliases:
+        print(
+            f"note: the alias previous is set to {aliases[PREVIOUS_ALIAS]}: it does not follow "
+            "CURRENT (nbo models --unalias previous lets it)"
+        )
     return 0
 
 
