@@ -534,6 +534,32 @@ def _policy(artifact: Artifact, propensity: Propensity) -> str:
     return policy
 
 
+# The setting that pins the clock: named when the clock is far past a model's data.
+CLOCK_SETTING = "NBO_CLOCK"
+
+
+def clock_past_data(model: ServingModel, now: datetime) -> str | None:
+    """A warning when ``now`` is further past the model's last purchase than its churn
+    horizon: every customer who has bought nothing since is lapsed by then, so a
+    campaign on a stage selects no one and every answer is a win-back (the bundled
+    sample ends on 2011-12-09, and without NBO_CLOCK the clock is today). None when the
+    clock is within the horizon, or the manifest does not say when the data ends."""
+    if not model.trained_until_s:
+        return None
+    days = (now.timestamp() - model.trained_until_s) / 86_400
+    horizon = model.lifecycle.horizon_days
+    if days <= horizon:
+        return None
+    end = datetime.fromtimestamp(model.trained_until_s, UTC)
+    return (
+        f"clock {now.isoformat(timespec='seconds')} is {days:,.0f} days past the last "
+        f"purchase model {model.version} was trained on ({end:%Y-%m-%d}), more than its "
+        f"churn horizon ({horizon:g} days): every customer who has bought nothing since is "
+        f"lapsed. Set {CLOCK_SETTING} near the data's end (e.g. "
+        f"{CLOCK_SETTING}={end:%Y-%m-%dT%H:%M:%SZ}) or train on recent data"
+    )
+
+
 def _typical_line_value(manifest: dict[str, Any]) -> float | None:
     value = manifest.get("data", {}).get("typical_line_value")
     return None if value is None else float(value)
