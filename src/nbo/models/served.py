@@ -138,6 +138,7 @@ class ServingModel:
     send_hour_prior: np.ndarray = field(
         default_factory=lambda: np.full(HOURS_PER_WEEK, 1.0 / HOURS_PER_WEEK)
     )
+    _buyers: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     loaded_at: float = field(default_factory=time.time)
     _params: AlsParams = field(init=False, repr=False)
     explainer: AlsExplainer = field(init=False)
@@ -202,6 +203,16 @@ class ServingModel:
             return None
         days = float(self.repurchase_cycle_days[index])
         return days if np.isfinite(days) else None
+
+    def buyers_per_item(self) -> np.ndarray:
+        """Distinct customers of the training data who bought each item (its support),
+        counted on first use and kept (erasures do not change what the factors learned
+        from them, so neither do they change this)."""
+        if self._buyers is None:
+            self._buyers = np.bincount(
+                np.asarray(self.history_items, dtype=np.int64), minlength=len(self.items)
+            ).astype(np.int32)
+        return self._buyers
 
     def forget(self, customer_id: str) -> bool:
         """Make a customer unknown to ranking (an erasure); True when the model knew them.
