@@ -266,6 +266,24 @@ def test_two_models_without_a_control_are_compared_against_the_baseline(
     assert [(c["variant"], c["against"]) for c in report["comparisons"]] == [("base", "cand")]
 
 
+def test_the_experiment_reports_help_names_the_baseline_it_compares_against(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The help said "each variant against the control", though an experiment without
+    one is compared against its first variant or the one its baseline names."""
+    for args in (["report", "--help"], ["report", "experiment", "--help"]):
+        with pytest.raises(SystemExit) as exited:
+            main(args)
+        assert exited.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "against control" not in text and "against the control" not in text
+        assert "against the baseline" in text
+    assert (
+        "(the variant the experiment's baseline names, else the control, else the first variant)"
+        in text
+    )
+
+
 def test_a_mistyped_experiment_name_lists_the_names_there_are(
     experiments_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -34,11 +34,13 @@ def register(commands: Any) -> None:
 
     experiment = reports.add_parser(
         "experiment",
-        help="per variant: exposed, conversions, revenue; uplift against control",
+        help="per variant: exposed, conversions, revenue; uplift against the baseline",
         description="The experiment's report from the event store (NBO_STORE_URL) and the "
         "experiments file (NBO_EXPERIMENTS): per variant customers assigned and exposed, "
         "conversions, conversion rate and revenue per exposed customer; each variant "
-        "against the control with a 95% confidence interval and p-value; the sample-ratio "
+        "against the baseline (the variant the experiment's baseline names, else the "
+        "control, else the first variant) with a 95% confidence interval and p-value; the "
+        "sample-ratio "
         "test; the experiment's dates and the window of events counted; a warning for a "
         "variant with fewer than 100 exposed customers. Prints a table, writes report.json "
         "and report.html.",
