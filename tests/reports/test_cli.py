@@ -492,7 +492,8 @@ def test_current_previous_before_current_ever_moved_is_one_line(
     assert main(["models", "--models-dir", str(models), "--current", "previous"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
-    assert "'previous': CURRENT has not moved since" in err and "no previous version" in err
+    assert "--current 'previous': CURRENT has not moved since" in err, err
+    assert "no previous version" in err
     assert current_version(models) == "20260101T000000Z-00000001"
 
 

@@ -102,24 +102,23 @@ def resolve(models_dir: Path, reference: str, source: str | None = None) -> str:
         )
     if reference in CURRENT_ALIASES:
         return current_version(models_dir)
+    subject = f"model '{reference}'" if source is None else f"{source} '{reference}'"
     if reference == PREVIOUS_ALIAS:
         previous = previous_version(models_dir)
         if previous is None:
             raise ArtifactError(
-                f"model '{PREVIOUS_ALIAS}': CURRENT has not moved since {models_dir} got "
-                "its first model, so there is no previous version to go back to"
+                f"{subject}: CURRENT has not moved since {models_dir} got its first model, "
+                "so there is no previous version to go back to"
             )
         if not (models_dir / previous / MANIFEST).is_file():
             raise ArtifactError(
-                f"model '{PREVIOUS_ALIAS}': {previous} (what CURRENT named before) is no "
-                f"longer in {models_dir}"
+                f"{subject}: {previous} (what CURRENT named before) is no longer in {models_dir}"
             )
         return previous
     if is_version_name(reference) and (models_dir / reference / MANIFEST).is_file():
         return reference
     known = sorted({*aliases, *CURRENT_ALIASES, PREVIOUS_ALIAS})
     versions = list_versions(models_dir)
-    subject = f"model '{reference}'" if source is None else f"{source} '{reference}'"
     raise ArtifactError(
         f"{subject}: no such alias or version in {models_dir} (aliases: "
         f"{', '.join(known)}; versions: {', '.join(versions[-5:]) or 'none'})"
