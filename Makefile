@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODELS_DIR ?= models
 SAMPLE := data/online_retail_sample.parquet
-# The sample ends on 2011-12-09; pinning the clock there makes suppression visible.
+# The sample ends on 2011-12-09; pinning the clock there serves its customers as it last saw them
 DEMO_CLOCK ?= 2011-12-09T13:00:00Z
 PORT ?= 8000
 # The demo's offer catalogue: products, a win-back, a loyalty reward and a welcome offer.

@@ -43,21 +43,22 @@ class Server:
         """The end of the server's log, for a failure message."""
         return self.log.read_text(errors="replace")[-4000:]
 
-    def terminate(self) -> None:
-        """SIGTERM, and check the stop was graceful: the process ends within
-        ``STOP_SECONDS`` (gunicorn's master exits 0; -SIGTERM, a process ended by the
-        signal, counts as clean too) and the workers' shutdown closed the store.
+    def terminate(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """SIGTERM (or ``sig``: SIGINT stops as gracefully), and check the stop was
+        graceful: the process ends within ``STOP_SECONDS`` (gunicorn's master exits 0;
+        -SIGTERM, a process ended by the signal, counts as clean too) and the workers'
+        shutdown closed the store.
         ``store.close()`` copies the write-ahead log into the file and truncates it (the
         last connection to close also deletes it): a log left with content means a
         shutdown never reached ``store.close()`` (SQLite only)."""
-        self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(sig)
         try:
             code = self.process.wait(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
             raise ServerError(
-                f"server did not stop within {STOP_SECONDS} s of SIGTERM\n{self.output()}"
+                f"server did not stop within {STOP_SECONDS} s of {sig.name}\n{self.output()}"
             ) from None
-        if code not in (0, -signal.SIGTERM):
+        if code not in (0, -sig):
             raise ServerError(f"exit code {code}\n{self.output()}")
         if self.store is None:
             return

@@ -21,6 +21,7 @@ from nbo.console.tables import output_console, print_table
 from nbo.core.outputs import check_output_folder
 from nbo.data.mapping import ColumnMapping, add_mapping_arguments, mapping_of
 from nbo.models.churn import MODEL, RECENCY
+from nbo.models.policy import POLICY_ALS, POLICY_RANKER
 from nbo.models.policy import SECTION as POLICY_SECTION
 from nbo.settings import load_settings
 from nbo.store import TrainingExclusions, read_training_exclusions, store_setting
@@ -228,7 +229,12 @@ def print_report(
     below += (result.manifest.get("lifecycle") or {}).get("warnings", [])
     for warning in [*(f"[bold red]warning:[/] {escape(line)}" for line in below), *warnings]:
         console.print(warning)
-    console.print(propensity_line(result.manifest.get("propensity")))
+    console.print(
+        propensity_line(
+            result.manifest.get("propensity"),
+            (result.manifest.get(POLICY_SECTION) or {}).get("name"),
+        )
+    )
     print_ranker(console, result.manifest.get("ranker"), result.manifest["config"]["k"])
     print_churn(console, result)
 
@@ -390,22 +396,32 @@ def in_order(names: Iterable[str], order: Sequence[str]) -> list[str]:
     return sorted(names, key=rank)
 
 
-def propensity_line(report: dict[str, Any] | None) -> str:
-    """One line on the propensity calibration, from the manifest's ``propensity`` section."""
+def propensity_line(report: dict[str, Any] | None, policy: str | None = None) -> str:
+    """One line on the propensity calibration that serves, from the manifest's
+    ``propensity`` section and the policy served (``policy.name``): the ranker's own curve
+    when the ranker serves, a simple rule's position curve when a rule does, else the ALS
+    score's (the line had named the ALS score whatever served)."""
     if not report:
         return "[bold]propensity:[/] not calibrated"
-    cf = report["cf"]
+    if policy == POLICY_RANKER and report.get("ranker"):
+        source, quality = "the ranker's score", report["ranker"]
+    elif policy not in (None, POLICY_RANKER, POLICY_ALS):
+        source, quality = f"the position in the {policy} list", {}
+    else:
+        source, quality = "the ALS score", report["cf"]
     head = (
-        f"[bold]propensity:[/] P(bought within {report['horizon_days']} days) from the ALS "
-        f"score, calibrated on {report['customers']:,} customers x {report['candidates']} "
+        f"[bold]propensity:[/] P(bought within {report['horizon_days']} days) from {source}, "
+        f"calibrated on {report['customers']:,} customers x {report['candidates']} "
         f"candidates"
     )
-    if "brier" not in cf:
+    if "brier" not in quality:
         return head
+    first_slot = quality.get("first_slot_rate")
     return (
-        f"{head}; held-out half: predicted {cf['mean_predicted']:.3f} vs observed "
-        f"{cf['observed']:.3f}, Brier {cf['brier']:.4f} vs {cf['brier_constant']:.4f} "
-        f"for the base rate; first slot bought {cf['first_slot_rate']:.1%}"
+        f"{head}; held-out half: predicted {quality['mean_predicted']:.3f} vs observed "
+        f"{quality['observed']:.3f}, Brier {quality['brier']:.4f} vs "
+        f"{quality['brier_constant']:.4f} for the base rate"
+        + ("" if first_slot is None else f"; first slot bought {first_slot:.1%}")
     )
 
 

@@ -188,6 +188,13 @@ class Settings(BaseSettings):
         description="the most recent purchase lines of a customer's posted events an offers "
         "call, a profile or a campaign reads (older ones stay stored and exported)",
     )
+    similar_min_buyers: int = Field(
+        5,
+        ge=1,
+        description="the fewest distinct buyers (in the model's data) an item needs to be "
+        "listed by GET /v1/items/{id}/similar: an item one customer bought has ALS factors "
+        "that are that customer's, and looks similar to whatever they bought",
+    )
     metrics: bool = Field(True, description="Prometheus metrics at GET /metrics")
 
     @field_validator("suppression_days", mode="before")

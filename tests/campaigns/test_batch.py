@@ -181,6 +181,22 @@ def test_stage_selection_keeps_only_that_stage(
     assert without_progress(progress) == ""
 
 
+def test_a_clock_far_past_the_models_data_is_a_warning_not_an_error(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's campaign without NBO_CLOCK on the bundled sample: the clock was
+    today, every customer lapsed, and an empty at_risk file came out without a word."""
+    monkeypatch.setenv("NBO_CLOCK", "2027-06-30T12:00:00Z")
+    out = tmp_path / "winback.csv"
+    assert _batch("--customers", "stage=at_risk", "--out", str(out)) == 0
+    assert len(pd.read_csv(out)) == 0
+    _, err = capsys.readouterr()
+    (warning,) = [line for line in err.splitlines() if "past the last purchase" in line]
+    assert warning.startswith("nbo batch: warning: clock 2027-06-30T12:00:00+00:00 is 366 days")
+    assert "every customer who has bought nothing since is lapsed" in warning
+    assert "NBO_CLOCK=2026-06-29T" in warning
+
+
 @pytest.mark.parametrize("record", [False, True], ids=["plain", "record"])
 def test_customers_erased_during_the_run_are_not_counted(
     client: TestClient,

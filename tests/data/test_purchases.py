@@ -1368,3 +1368,21 @@ def test_a_dataset_missing_a_mapped_optional_column_is_refused(tmp_path: Path) -
     assert caught.value.path == str(folder)
     assert caught.value.column == "UnitPrice"
     assert "mapped as price by --column price=UnitPrice" in str(caught.value)
+
+
+def test_the_odd_value_out_is_named_when_no_reading_fits_every_value(tmp_path: Path) -> None:
+    """01/02 reads either way and 13/04 only day-first: the column is day-first and the
+    ISO date is the one out of format. The column had been read month-first because no
+    format fitted every value, and 13/04/2023 was named as the misfit."""
+    path = _dated_csv(tmp_path / "mixed.csv", "01/02/2023", "13/04/2023", "2023-01-01")
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    assert str(caught.value) == (
+        f"{path}: column 'timestamp': 1 value(s) are not timestamps in the column's format, "
+        "%d/%m/%Y (as '13/04/2023' on line 3 reads, and no other way) (e.g. '2023-01-01' "
+        "on line 4); nbo reads one format per column: give the column's format with "
+        "timestamp_format in the mapping's [cleaning] table or --timestamp-format, e.g. "
+        "'%d/%m/%Y %H:%M'"
+    )

@@ -19,6 +19,7 @@ from nbo.models.artifacts import (
     list_versions,
     load_artifact,
     new_version,
+    previous_version,
     set_current,
     write_artifact,
 )
@@ -100,7 +101,9 @@ def test_no_temporary_folders_or_pointer_files_remain(tmp_path: Path) -> None:
     _write(models, "v1")
     _write(models, "v2")
 
-    assert sorted(p.name for p in models.iterdir()) == [CURRENT, "v1", "v2"]
+    # PREVIOUS: what CURRENT named before the second publication (the rollback).
+    assert sorted(p.name for p in models.iterdir()) == [CURRENT, "PREVIOUS", "v1", "v2"]
+    assert previous_version(models) == "v1"
     assert not [p for p in models.rglob("*") if p.name.startswith(".")]
 
 
@@ -117,7 +120,7 @@ def test_writing_an_existing_version_raises_and_leaves_it_untouched(tmp_path: Pa
     assert str(caught.value) == f"model version v1 already exists in {models}"
     assert {p.name: p.read_bytes() for p in (models / "v1").iterdir()} == before
     assert current_version(models) == "v2"
-    assert sorted(p.name for p in models.iterdir()) == [CURRENT, "v1", "v2"]
+    assert sorted(p.name for p in models.iterdir()) == [CURRENT, "PREVIOUS", "v1", "v2"]
 
 
 def test_new_version_is_sortable_time_plus_fingerprint() -> None:

@@ -39,7 +39,7 @@ def test_the_newest_and_every_named_version_are_kept(tmp_path: Path) -> None:
     plan = plan_prune(models, 2, {"the experiments file": {"v3"}})
     assert plan.removed == ["v4"]
     assert plan.kept == {
-        "v6": ["newest 2"],
+        "v6": ["newest 2", "PREVIOUS"],  # CURRENT named it before moving to v2
         "v5": ["newest 2"],
         "v3": ["the experiments file"],
         "v2": [CURRENT],
@@ -85,7 +85,7 @@ def test_a_removal_cut_short_leaves_a_hidden_folder_the_next_removes(
     assert list_versions(models) == ["v2"]
     (left,) = [p.name for p in models.iterdir() if p.name.startswith(".removing-")]
     assert remove_leftovers(models) == [left]
-    assert sorted(p.name for p in models.iterdir()) == ["CURRENT", "v2"]
+    assert sorted(p.name for p in models.iterdir()) == ["CURRENT", "PREVIOUS", "v2"]
 
 
 def test_a_current_that_cannot_be_read_removes_nothing(tmp_path: Path) -> None:

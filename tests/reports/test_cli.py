@@ -43,7 +43,9 @@ def test_models_command_sets_aliases(
     models, production, candidate = two_models
     assert main(["models", "--models-dir", str(models)]) == 0
     listing = capsys.readouterr().out
-    assert f"{production}  (production)" in listing and f"{candidate}  (candidate)" in listing
+    # previous: what CURRENT named before the second publication moved it.
+    assert f"{production}  (previous, production)" in listing
+    assert f"{candidate}  (candidate)" in listing
     assert main(["models", "--models-dir", str(models), "--alias", "next", "candidate"]) == 0
     assert read_aliases(models)["next"] == candidate
     assert main(["models", "--models-dir", str(models), "--alias", "next", "v-none"]) == 2
@@ -264,6 +266,24 @@ def test_two_models_without_a_control_are_compared_against_the_baseline(
     assert [(c["variant"], c["against"]) for c in report["comparisons"]] == [("base", "cand")]
 
 
+def test_the_experiment_reports_help_names_the_baseline_it_compares_against(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The help said "each variant against the control", though an experiment without
+    one is compared against its first variant or the one its baseline names."""
+    for args in (["report", "--help"], ["report", "experiment", "--help"]):
+        with pytest.raises(SystemExit) as exited:
+            main(args)
+        assert exited.value.code == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "against control" not in text and "against the control" not in text
+        assert "against the baseline" in text
+    assert (
+        "(the variant the experiment's baseline names, else the control, else the first variant)"
+        in text
+    )
+
+
 def test_a_mistyped_experiment_name_lists_the_names_there_are(
     experiments_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -364,7 +384,7 @@ def test_prune_keeps_the_newest_and_every_version_named_anywhere(
     assert main(args) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [
-        f"kept {names[7]} (newest 1)",
+        f"kept {names[7]} (newest 1, PREVIOUS)",
         f"kept {names[6]} (CURRENT, the experiments file (NBO_EXPERIMENTS))",
         f"kept {names[3]} (served by nbo serve (pid {os.getpid()}))",
         f"kept {names[2]} (NBO_MODEL_VERSION)",
@@ -424,6 +444,57 @@ def test_current_points_current_at_a_version_that_loads_and_a_restart_serves_it(
         assert err.count("\n") == 1 and message in err, err
     assert "CURRENT unchanged" in main_err(models, "--current", broken, capsys)
     assert current_version(models) == production
+
+
+def test_current_previous_rolls_back_the_last_move_of_current_and_again_undoes_it(
+    two_models: tuple[Path, str, str],
+    tmp_path: Path,
+    isolated_store: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The documented rollback: nbo keeps ``previous`` (what CURRENT named before it last
+    moved, by a publication or --current); it had answered "no such alias"."""
+    models = tmp_path / "models"
+    shutil.copytree(two_models[0], models)
+    _, first, second = two_models  # published in that order: CURRENT moved to second
+    aliases = json.loads((models / "ALIASES.json").read_text())
+    aliases.pop("production")  # CURRENT's own alias, so `nbo models` shows both
+    (models / "ALIASES.json").write_text(json.dumps(aliases))
+
+    assert main(["models", "--models-dir", str(models)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{second}  (candidate, production)",
+        f"{first}  (previous)",
+    ]
+    assert main(["models", "--models-dir", str(models), "--current", "previous"]) == 0
+    out = capsys.readouterr().out
+    assert f"CURRENT -> {first} (was {second})" in out and "note" not in out
+    assert current_version(models) == first
+    settings = Settings(models_dir=models, clock=CLOCK, store_url=f"sqlite:///{isolated_store}")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/model").json()["version"] == first
+        assert client.get("/v1/models").json()["aliases"]["previous"] == second
+    # previous is now what was rolled back from: a second rollback undoes the first.
+    assert main(["models", "--models-dir", str(models), "--current", "previous"]) == 0
+    assert f"CURRENT -> {second} (was {first})" in capsys.readouterr().out
+    # Pointing CURRENT at what it already names moves nothing, previous included.
+    assert main(["models", "--models-dir", str(models), "--current", second]) == 0
+    assert "CURRENT already names" in capsys.readouterr().out
+    assert main(["models", "--models-dir", str(models), "--current", "previous"]) == 0
+    assert f"CURRENT -> {first} (was {second})" in capsys.readouterr().out
+
+
+def test_current_previous_before_current_ever_moved_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = tmp_path / "models"
+    write_artifact(models, "20260101T000000Z-00000001", {"a": np.arange(3)}, {}, {})
+    assert main(["models", "--models-dir", str(models), "--current", "previous"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "--current 'previous': CURRENT has not moved since" in err, err
+    assert "no previous version" in err
+    assert current_version(models) == "20260101T000000Z-00000001"
 
 
 def test_a_broken_version_is_listed_as_broken_and_gets_no_alias(

@@ -159,6 +159,29 @@ def test_serve_with_the_override_warns_and_serves(
     assert any("NO AUTHENTICATION" in message for message in warnings)
 
 
+def test_serve_warns_when_the_clock_is_far_past_the_models_data(
+    models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    served_runs: list[dict],
+) -> None:
+    """The planted data ends on 2026-06-29: a clock a year on (the real one, for the
+    bundled sample, without NBO_CLOCK) makes every customer lapsed. A warning, still
+    served; none at the data's end."""
+    caplog.set_level(logging.INFO)
+    for clock, expected in (("2026-06-30T13:00:00Z", 0), ("2027-06-30T12:00:00Z", 1)):
+        caplog.clear()
+        monkeypatch.setenv("NBO_CLOCK", clock)
+        assert main(["serve", "--models-dir", str(models_dir)]) == 0
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        past = [w for w in warnings if "past the last purchase" in w]
+        assert len(past) == expected, warnings
+    assert len(served_runs) == 2
+    assert past[0].startswith("clock 2027-06-30T12:00:00+00:00 is 366 days past the last ")
+    assert "more than its churn horizon (90 days)" in past[0]
+    assert "Set NBO_CLOCK near the data's end (e.g. NBO_CLOCK=2026-06-29T" in past[0]
+
+
 def test_serve_warns_of_a_misspelt_variable_and_serves(
     models_dir: Path,
     monkeypatch: pytest.MonkeyPatch,

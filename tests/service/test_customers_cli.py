@@ -102,6 +102,19 @@ def test_a_customer_the_api_cannot_name_is_exported_and_erased(
 ) -> None:
     campaign = tmp_path / "campaign.csv"
     legacy_store(isolated_store, campaign)
+    # A second managed file, without them: checked, not changed (the line had counted
+    # every file checked as a file their rows were removed from).
+    other = tmp_path / "other.csv"
+    write(
+        other,
+        """\
+        "customer_id","rank","offer_id"
+        "a00",1,"product:A03"
+        """,
+    )
+    store = SQLiteStore(isolated_store)
+    store.register_batch_output(BatchOutput(str(other.resolve()), 1, "batch-other", 1, "csv"))
+    store.close()
     out = tmp_path / "legacy.json"
 
     assert (
@@ -130,8 +143,8 @@ def test_a_customer_the_api_cannot_name_is_exported_and_erased(
     assert captured.out.strip() == (
         f"nbo customers: erased customer {LEGACY!r}: deleted 2 events (1 purchase, 1 "
         "offer_impression), 2 purchase lines, 1 consent record, 1 consent change; 2 rows "
-        "removed from 1 "
-        "managed campaign file; services forget them at their next call for them and the "
+        "removed from 1 of 2 managed campaign files checked; services forget them at their "
+        "next call for them and the "
         "next training leaves them out"
     )
     assert captured.err == ""
@@ -142,8 +155,7 @@ def test_a_customer_the_api_cannot_name_is_exported_and_erased(
         assert store.consent_of(LEGACY) is None and store.erased_at(LEGACY) is not None
         # Nobody else touched.
         assert [e.event_id for e in store.stored_events_of("a00")] == ["p2"]
-        [output] = store.batch_outputs()
-        assert output.rows == 1
+        assert sorted(output.rows for output in store.batch_outputs()) == [1, 1]
     finally:
         store.close()
     # What the trainer reads: it leaves them out.
@@ -161,8 +173,8 @@ def test_a_customer_the_api_cannot_name_is_exported_and_erased(
     assert main(["customers", "erase", LEGACY]) == 0
     assert capsys.readouterr().out.startswith(
         f"nbo customers: erased customer {LEGACY!r} (erased before): deleted 0 events, 0 "
-        "purchase lines, 0 consent records, 0 consent changes; 0 rows removed from 1 managed "
-        "campaign file"
+        "purchase lines, 0 consent records, 0 consent changes; 0 rows removed from 0 of 2 "
+        "managed campaign files checked"
     )
 
 

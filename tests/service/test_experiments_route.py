@@ -58,9 +58,14 @@ def test_models_lists_versions_aliases_and_what_serves(
     _, production, candidate = two_models
     body = experiment_client.get("/v1/models").json()
     assert body["current"] == candidate  # the later training moved CURRENT
-    assert body["aliases"] == {"candidate": candidate, "production": production}
+    # previous: what CURRENT named before that training moved it.
+    assert body["aliases"] == {
+        "candidate": candidate,
+        "production": production,
+        "previous": production,
+    }
     rows = {m["version"]: m for m in body["models"]}
-    assert rows[production]["aliases"] == ["production"] and rows[production]["serving"]
+    assert rows[production]["aliases"] == ["previous", "production"] and rows[production]["serving"]
     assert rows[candidate]["serving"] and rows[candidate]["current"]
     listed = experiment_client.get("/v1/experiments").json()["experiments"]
     assert [e["name"] for e in listed] == ["ranker-test"] and listed[0]["active"]

@@ -154,6 +154,30 @@ def test_restarts_keep_the_pseudonym_and_the_cli_computes_it(
     assert capsys.readouterr().out.split() == [first, other]
 
 
+def test_text_access_lines_name_the_customer_by_the_same_pseudonym(
+    models_dir: Path, access_logs: io.StringIO
+) -> None:
+    """make demo logs text: its access lines carried no pseudonym, so privacy.md's
+    ``nbo keys pseudonym ID`` matched none of a customer's requests."""
+    text = io.StringIO()
+    handler = logging.StreamHandler(text)
+    handler.setFormatter(TextFormatter())
+    logging.getLogger("nbo.access").addHandler(handler)
+    try:
+        with TestClient(create_app(Settings(models_dir=models_dir, clock=CLOCK, log_key=KEY))) as c:
+            assert c.get("/v1/customers/shopper-a/offers").status_code == 200
+            assert c.get("/health/live").status_code == 200  # names no customer
+    finally:
+        logging.getLogger("nbo.access").removeHandler(handler)
+    pseudonym = Pseudonyms(KEY.encode()).of("shopper-a")
+    json_lines = [json.loads(line) for line in access_logs.getvalue().splitlines()]
+    assert [line.get("customer") for line in json_lines] == [pseudonym, None]
+    offers, live = text.getvalue().splitlines()
+    assert " nbo.access [" in offers and f"] GET {OFFERS} 200 " in offers
+    assert offers.endswith(f" ms customer={pseudonym}") and "shopper-a" not in offers
+    assert "customer=" not in live
+
+
 def test_nbo_log_key_sets_the_key(
     models_dir: Path,
     access_logs: io.StringIO,

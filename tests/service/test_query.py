@@ -21,7 +21,9 @@ def test_a_misspelt_parameter_is_refused_naming_it_and_the_known_ones(
     ]
     assert body["message"] == f"chanel: not a parameter of this route ({KNOWN})"
     body = assert_json_error(client.get("/v1/items/i1/similar?kk=3"), 422)
-    assert body["details"][0]["field"] == "kk" and "its parameters: k)" in body["message"]
+    assert (
+        body["details"][0]["field"] == "kk" and "its parameters: k, min_buyers)" in body["message"]
+    )
 
 
 def test_a_misspelt_record_records_nothing(client: TestClient) -> None:

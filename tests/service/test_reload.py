@@ -233,6 +233,19 @@ def test_a_reload_takes_an_alias(client: TestClient, models: Path, published: Ve
     assert serving(client) == published.v2
 
 
+def test_a_reload_to_previous_serves_what_current_named_before_it_last_moved(
+    client: TestClient, models: Path, published: Versions
+) -> None:
+    """The documented rollback for now (docs/service.md, "Rolling back"): the fixture
+    published v1 then v2 and moved CURRENT back to v1, so previous is v2."""
+    answer = reload(client, version="previous")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["previous_version"] == published.v1
+    assert answer.json()["version"] == published.v2
+    assert serving(client) == published.v2
+    assert client.get("/v1/models").json()["aliases"]["previous"] == published.v2
+
+
 def test_reloading_the_serving_version_changes_nothing_unless_forced(
     client: TestClient, published: Versions
 ) -> None:

@@ -434,6 +434,29 @@ def test_a_version_every_worker_refused_reaches_them_all_once_mended(
     set_current(models, versions.v1)
 
 
+def test_sigint_to_the_master_stops_every_worker_as_sigterm_does(
+    versions: Versions, tmp_path: Path
+) -> None:
+    """Gunicorn's master passes SIGINT on to its workers as SIGQUIT (a quick stop). The
+    uvicorn worker's handler only marked the gunicorn worker dead, which uvicorn never
+    reads: each worker served on until the master SIGKILLed it (graceful_timeout, 30 s,
+    later), logging "Perhaps out of memory?", and never closed its store."""
+    settings = {
+        "NBO_CLOCK": CLOCK,
+        "NBO_WORKERS": str(WORKERS),
+        "NBO_LOG_LEVEL": "info",
+        "NBO_LOG_FORMAT": "json",
+    }
+    with running_server(
+        versions.folder, tmp_path / "events.db", tmp_path / "server.log", settings
+    ) as server:
+        wait_for(lambda: workers_started(server) >= WORKERS, "both workers started")
+        server.terminate(signal.SIGINT)  # the store closed by each worker's shutdown
+        messages = [line["message"] for line in log_lines(server)]
+    assert not [m for m in messages if "SIGKILL" in m], messages
+    assert sum("Finished server process" in m for m in messages) == WORKERS, messages
+
+
 def test_sighup_reloads_every_worker_without_restarting_them(
     served: tuple[Server, Path], versions: Versions
 ) -> None:

@@ -28,7 +28,7 @@ from support import (
 from nbo.cli import EXIT_USER_ERROR, main
 from nbo.data.purchases import dataset_files, fingerprint
 from nbo.models.candidates import SOURCES
-from training.cli import cycles_line, dead_time_line, print_summary
+from training.cli import cycles_line, dead_time_line, print_summary, propensity_line
 from training.lifecycle import CALIBRATION_PLOT
 from training.pipeline import TrainResult
 
@@ -763,3 +763,26 @@ def test_a_served_model_below_the_best_simple_rule_is_warned_about(
     out = io.StringIO()
     print_summary(Console(file=out, width=400, color_system=None), level)
     assert "warning" not in out.getvalue()
+
+
+def test_the_propensity_line_names_the_curve_that_serves() -> None:
+    """The summary said "from the ALS score" when the ranker served with its own curve
+    (evaluation.json's propensity.ranker)."""
+    quality = {"brier": 0.11, "brier_constant": 0.13, "mean_predicted": 0.15, "observed": 0.16}
+    report = {
+        "horizon_days": 30,
+        "customers": 325,
+        "candidates": 50,
+        "cf": {**quality, "brier": 0.12, "first_slot_rate": 0.31},
+        "ranker": quality,
+    }
+    ranker = propensity_line(report, "ranker")
+    assert "from the ranker's score, calibrated on 325 customers x 50 candidates" in ranker
+    assert "Brier 0.1100 vs 0.1300" in ranker and "first slot" not in ranker
+    als = propensity_line(report, "als")
+    assert (
+        "from the ALS score" in als and "Brier 0.1200" in als and "first slot bought 31.0%" in als
+    )
+    rule = propensity_line(report, "itemknn")
+    assert "from the position in the itemknn list" in rule and "Brier" not in rule
+    assert "from the ALS score" in propensity_line({**report, "ranker": None}, "ranker")

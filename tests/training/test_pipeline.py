@@ -153,9 +153,11 @@ def test_training_twice_gives_identical_factors_and_two_versions(
     assert first.version != second.version
     assert [first.version, second.version] == versions
     assert sorted(p.name for p in models.iterdir() if not p.name.startswith(".")) == sorted(
-        [first.version, second.version, "CURRENT"]
+        [first.version, second.version, "CURRENT", "PREVIOUS"]
     )
     assert (models / "CURRENT").read_text(encoding="utf-8").strip() == second.version
+    # The second publication moved CURRENT: the rollback target is the first.
+    assert (models / "PREVIOUS").read_text(encoding="utf-8").strip() == first.version
     assert first.path is not None and second.path is not None
     for name in ("user_factors.npy", "item_factors.npy", "popularity.npy", "item_ids.npy"):
         assert np.array_equal(np.load(first.path / name), np.load(second.path / name)), name

@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
     from nbo.campaigns.spark import check_spark_output, spark_missing, write_spark_batch
     from nbo.campaigns.workers import BatchWorkers, worker_count
     from nbo.console.progress import PlainProgress
+    from nbo.models.served import clock_past_data
     from nbo.runtime.pairing import find_unknown_items
 
     if not 1 <= args.k <= 100:
@@ -171,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
             model = batch.context.models.current
             if lines:
                 lines.finish("open the model and the store", detail=f"model {model.version}")
+            stale = clock_past_data(model, now)
+            if stale is not None:
+                print(f"nbo batch: warning: {stale}", file=sys.stderr)
             # An item the catalogue names but the model does not know: a typo, most likely.
             unknown_items = find_unknown_items(batch.context.catalog, model)
             if unknown_items is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -511,12 +511,16 @@ def _as_timestamps(
         fmt, described = given, f"the format given, {given}"
         advice = "check the format given (timestamp_format in the mapping, or --timestamp-format)"
     else:
-        fmt, reading = _column_format(present, _where(path, first_row), path, source)
-        described = "the column's format, " + (
-            "ISO 8601"
-            if fmt == ISO_8601
-            else f"{fmt} (inferred from its first value, '{present.iloc[0]}')"
-        )
+        fmt, reading, settled_by = _column_format(present, _where(path, first_row), path, source)
+        if fmt == ISO_8601:
+            how = "ISO 8601"
+        elif settled_by is None or settled_by == present.index[0]:
+            how = f"{fmt} (inferred from its first value, '{present.iloc[0]}')"
+        else:
+            # The first value read either way: the value that decided is the one to name.
+            settled_at = _where(path, int(np.argmax(codes == settled_by)))
+            how = f"{fmt} (as '{present[settled_by]}' on {settled_at} reads, and no other way)"
+        described = "the column's format, " + how
         advice = f"nbo reads one format per column: {GIVE_FORMAT}"
     # An inferred format has read the values already: parsing is most of the cost.
     parsed = _parse_timestamps(text, fmt) if reading is None else reading.reindex(text.index)
@@ -574,18 +578,22 @@ def _parse_timestamps(text: pd.Series, fmt: str) -> pd.Series:
 
 def _column_format(
     present: pd.Series, first_at: str, path: Path, source: str
-) -> tuple[str, pd.Series | None]:
+) -> tuple[str, pd.Series | None, Hashable | None]:
     """The one format of a text timestamp column with no format given: ISO 8601 when its
     first value is; else the format that first value suggests, read either month-first or
     day-first, whichever fits every value of the column (13/07/2023 settles it, so does
     07/13/2023). If both fit (no day above 12) and they read the column differently,
     nothing in the file tells 3 July from 7 March: refused, with how to give the format.
-    Answers the format, and the values read with it unless it is ISO 8601."""
+    If neither fits every value, the one more values fit (a day above 12 still settles
+    it: with 01/02/2023, 13/04/2023 and 2023-01-01, day-first, and the ISO date is the
+    odd one out; month-first on a tie).
+    Answers the format, the values read with it unless it is ISO 8601, and the label in
+    ``present`` of the first value only that format reads (None: none, or one format)."""
     if present.empty:
-        return ISO_8601, None
+        return ISO_8601, None, None
     first = str(present.iloc[0])
     if pd.notna(pd.to_datetime(first, errors="coerce", utc=True, format=ISO_8601)):
-        return ISO_8601, None
+        return ISO_8601, None, None
     with warnings.catch_warnings():
         # pandas warns when a guess is day-first though dayfirst=False: both are tried.
         warnings.simplefilter("ignore", UserWarning)
@@ -602,7 +610,8 @@ def _column_format(
             source,
         )
     readings = {fmt: _parse_timestamps(present, fmt) for fmt in candidates}
-    fitting = [fmt for fmt, parsed in readings.items() if parsed.notna().all()]
+    misfits = {fmt: int(parsed.isna().sum()) for fmt, parsed in readings.items()}
+    fitting = [fmt for fmt in candidates if misfits[fmt] == 0]
     if len(fitting) > 1 and not all(readings[f].equals(readings[fitting[0]]) for f in fitting):
         raise PurchaseDataError(
             str(path),
@@ -611,9 +620,16 @@ def _column_format(
             + GIVE_FORMAT,
             source,
         )
-    # None fits: the month-first reading, whose misfits the caller names.
-    chosen = fitting[0] if fitting else candidates[0]
-    return chosen, readings[chosen]
+    # None fits: the reading most values fit (the first on a tie, month-first), whose
+    # misfits the caller names. It had been month-first whatever the column showed, so
+    # a day-first date was named as the misfit beside a real odd one out.
+    chosen = fitting[0] if fitting else min(candidates, key=lambda fmt: misfits[fmt])
+    others = [readings[fmt].notna() for fmt in candidates if fmt != chosen]
+    only = readings[chosen].notna()
+    for other in others:
+        only &= ~other
+    settled_by = only.idxmax() if others and only.any() else None
+    return chosen, readings[chosen], settled_by
 
 
 def _as_numbers(series: pd.Series, path: Path, source: str) -> pd.Series:

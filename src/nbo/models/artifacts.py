@@ -6,6 +6,8 @@ pickled estimator, a Parquet table, a plot: written and checksummed here, never 
 here, so whoever reads one does so only after its checksum passed) and ``manifest.json``
 with the sha256 of every file. A version is written to a hidden temporary folder, renamed into
 place, and only then does ``<models_dir>/CURRENT`` flip to it. Versions are immutable.
+Whenever CURRENT moves, ``<models_dir>/PREVIOUS`` names the version it named before (the
+rollback target, the alias ``previous``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from nbo.core.errors import ArtifactError
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
+PREVIOUS = "PREVIOUS"
 # A version is a plain folder name inside the models folder: no '/', nothing absolute, no
 # leading '.' (hidden folders are versions still being written, and '..' is the parent).
 # CURRENT, an alias, a pinned NBO_MODEL_VERSION and a reload request are all held to it,
@@ -153,7 +156,7 @@ def _check_extra_name(name: str) -> None:
         or name != Path(name).name
         or name.startswith(".")
         or name.endswith((".npy", ".json"))
-        or name in (MANIFEST, CURRENT)
+        or name in (MANIFEST, CURRENT, PREVIOUS)
     ):
         raise ArtifactError(
             f"side file name {name!r}: use a plain file name, not .npy/.json, hidden or {MANIFEST}"
@@ -174,29 +177,54 @@ def check_version_name(name: str, source: str) -> str:
 
 
 def set_current(models_dir: Path, version: str) -> None:
-    """Point CURRENT at a version, atomically (write a temp file, then replace)."""
+    """Point CURRENT at a version, atomically (write a temp file, then replace); when it
+    moves from another published version, PREVIOUS names that one afterwards."""
     check_version_name(version, f"cannot point {CURRENT} at {version!r}")
     if not (models_dir / version / MANIFEST).is_file():
         raise ArtifactError(f"cannot point CURRENT at {version}: no such model in {models_dir}")
-    pointer = models_dir / f".{CURRENT}.{uuid.uuid4().hex[:8]}"
+    before = None
+    if has_current(models_dir):
+        try:
+            before = current_version(models_dir)
+        except ArtifactError:
+            before = None
+    _write_pointer(models_dir, CURRENT, version)
+    if before is not None and before != version and (models_dir / before / MANIFEST).is_file():
+        # After CURRENT: a PREVIOUS left behind by a failed flip would name CURRENT itself.
+        _write_pointer(models_dir, PREVIOUS, before)
+
+
+def _write_pointer(models_dir: Path, name: str, version: str) -> None:
+    pointer = models_dir / f".{name}.{uuid.uuid4().hex[:8]}"
     pointer.write_text(version + "\n", encoding="utf-8")
-    os.replace(pointer, models_dir / CURRENT)
+    os.replace(pointer, models_dir / name)
 
 
 def current_version(models_dir: Path) -> str:
     """The version CURRENT points at; ArtifactError when there is no CURRENT
     (``has_current`` tells that case apart) or it names no version."""
-    pointer = models_dir / CURRENT
     if not has_current(models_dir):
         raise ArtifactError(
             f"no model in {models_dir} (no {CURRENT} file): train one with 'nbo train'"
         )
+    return _read_pointer(models_dir / CURRENT)
+
+
+def previous_version(models_dir: Path) -> str | None:
+    """The version CURRENT named before it last moved (None when it never moved, as
+    after the first publication); ArtifactError when PREVIOUS names no version."""
+    if not os.path.lexists(models_dir / PREVIOUS):
+        return None
+    return _read_pointer(models_dir / PREVIOUS)
+
+
+def _read_pointer(pointer: Path) -> str:
     try:
         version = pointer.read_text(encoding="utf-8").strip()
     except UnicodeDecodeError:
         raise ArtifactError(f"{pointer} is not UTF-8 text (it holds a version's name)") from None
     except OSError as exc:
-        # A folder, a link to nowhere, a file nbo may not read: a CURRENT all the same.
+        # A folder, a link to nowhere, a file nbo may not read: a pointer all the same.
         raise ArtifactError(f"{pointer} cannot be read ({exc.strerror or exc})") from None
     if not version:
         raise ArtifactError(f"{pointer} is empty")

@@ -2,7 +2,7 @@
 that serves or may serve.
 
 A version is kept when it is one of the newest ``keep`` (by name: versions are named by
-their UTC publication time), when CURRENT names it, when an alias names it, or when the
+their UTC publication time), when CURRENT or PREVIOUS names it, when an alias names it, or when the
 caller names it with a reason (the experiments file, the pinned ``NBO_MODEL_VERSION``, a
 running service: ``nbo.reports.cli`` gathers those). Every other published version is
 removed, each renamed to a hidden name first, then deleted (``remove_version``). What
@@ -19,9 +19,11 @@ from pathlib import Path
 from nbo.core.errors import ArtifactError
 from nbo.models.artifacts import (
     CURRENT,
+    PREVIOUS,
     current_version,
     has_current,
     list_versions,
+    previous_version,
     remove_version,
 )
 from nbo.models.registry import read_aliases
@@ -42,6 +44,10 @@ def pointed_at(models_dir: Path) -> dict[str, list[str]]:
     named: dict[str, list[str]] = {}
     if has_current(models_dir):
         named.setdefault(current_version(models_dir), []).append(CURRENT)
+    previous = previous_version(models_dir)
+    if previous is not None:
+        # The rollback target (`nbo models --current previous`).
+        named.setdefault(previous, []).append(PREVIOUS)
     for alias, version in sorted(read_aliases(models_dir).items()):
         named.setdefault(version, []).append(f"alias {alias}")
     return named

@@ -2,9 +2,10 @@
 
 Aliases live in ``ALIASES.json`` beside the versions in the models folder, written
 atomically like the CURRENT pointer. ``production`` (and ``current``) mean the version
-CURRENT points at unless an alias of that name is set. Experiments and ``GET
-/v1/models`` refer to models by alias or by version; ``resolve`` turns either into a
-version, or says what exists.
+CURRENT points at unless an alias of that name is set; ``previous`` likewise the
+version CURRENT named before it last moved (the PREVIOUS pointer nbo keeps: the
+rollback). Experiments and ``GET /v1/models`` refer to models by alias or by version;
+``resolve`` turns either into a version, or says what exists.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from nbo.models.artifacts import (
     has_current,
     is_version_name,
     list_versions,
+    previous_version,
 )
 
 ALIASES = "ALIASES.json"
@@ -31,6 +33,7 @@ PRODUCTION = "production"
 # named in the message when it names nothing.
 MODEL_VERSION_SETTING = "NBO_MODEL_VERSION"
 CURRENT_ALIASES = ("production", "current")
+PREVIOUS_ALIAS = "previous"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
@@ -52,13 +55,18 @@ def read_aliases(models_dir: Path) -> dict[str, str]:
 
 def aliases_with_current(models_dir: Path) -> dict[str, str]:
     """Every alias, with ``production`` pointing at CURRENT unless set (and CURRENT names
-    a version)."""
+    a version) and ``previous`` at what CURRENT named before (once it has moved)."""
     aliases = read_aliases(models_dir)
     if PRODUCTION not in aliases and has_current(models_dir):
         # A listing, not a load: a CURRENT that names no version (empty, a path) has no
         # alias here, and loading it says why.
         with contextlib.suppress(ArtifactError):
             aliases[PRODUCTION] = current_version(models_dir)
+    if PREVIOUS_ALIAS not in aliases:
+        with contextlib.suppress(ArtifactError):
+            previous = previous_version(models_dir)
+            if previous is not None and (models_dir / previous / MANIFEST).is_file():
+                aliases[PREVIOUS_ALIAS] = previous
     return aliases
 
 
@@ -94,11 +102,23 @@ def resolve(models_dir: Path, reference: str, source: str | None = None) -> str:
         )
     if reference in CURRENT_ALIASES:
         return current_version(models_dir)
+    subject = f"model '{reference}'" if source is None else f"{source} '{reference}'"
+    if reference == PREVIOUS_ALIAS:
+        previous = previous_version(models_dir)
+        if previous is None:
+            raise ArtifactError(
+                f"{subject}: CURRENT has not moved since {models_dir} got its first model, "
+                "so there is no previous version to go back to"
+            )
+        if not (models_dir / previous / MANIFEST).is_file():
+            raise ArtifactError(
+                f"{subject}: {previous} (what CURRENT named before) is no longer in {models_dir}"
+            )
+        return previous
     if is_version_name(reference) and (models_dir / reference / MANIFEST).is_file():
         return reference
-    known = sorted({*aliases, *CURRENT_ALIASES})
+    known = sorted({*aliases, *CURRENT_ALIASES, PREVIOUS_ALIAS})
     versions = list_versions(models_dir)
-    subject = f"model '{reference}'" if source is None else f"{source} '{reference}'"
     raise ArtifactError(
         f"{subject}: no such alias or version in {models_dir} (aliases: "
         f"{', '.join(known)}; versions: {', '.join(versions[-5:]) or 'none'})"

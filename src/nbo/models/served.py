@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,7 @@ class ServingModel:
     send_hour_prior: np.ndarray = field(
         default_factory=lambda: np.full(HOURS_PER_WEEK, 1.0 / HOURS_PER_WEEK)
     )
+    _buyers: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     loaded_at: float = field(default_factory=time.time)
     _params: AlsParams = field(init=False, repr=False)
     explainer: AlsExplainer = field(init=False)
@@ -201,6 +203,16 @@ class ServingModel:
             return None
         days = float(self.repurchase_cycle_days[index])
         return days if np.isfinite(days) else None
+
+    def buyers_per_item(self) -> np.ndarray:
+        """Distinct customers of the training data who bought each item (its support),
+        counted on first use and kept (erasures do not change what the factors learned
+        from them, so neither do they change this)."""
+        if self._buyers is None:
+            self._buyers = np.bincount(
+                np.asarray(self.history_items, dtype=np.int64), minlength=len(self.items)
+            ).astype(np.int32)
+        return self._buyers
 
     def forget(self, customer_id: str) -> bool:
         """Make a customer unknown to ranking (an erasure); True when the model knew them.
@@ -531,6 +543,32 @@ def _policy(artifact: Artifact, propensity: Propensity) -> str:
     if policy in LISTED_RULES and propensity.rule is None:
         raise ArtifactError(f"{where}: serves {policy} without its propensity curve")
     return policy
+
+
+# The setting that pins the clock: named when the clock is far past a model's data.
+CLOCK_SETTING = "NBO_CLOCK"
+
+
+def clock_past_data(model: ServingModel, now: datetime) -> str | None:
+    """A warning when ``now`` is further past the model's last purchase than its churn
+    horizon: every customer who has bought nothing since is lapsed by then, so a
+    campaign on a stage selects no one and every answer is a win-back (the bundled
+    sample ends on 2011-12-09, and without NBO_CLOCK the clock is today). None when the
+    clock is within the horizon, or the manifest does not say when the data ends."""
+    if not model.trained_until_s:
+        return None
+    days = (now.timestamp() - model.trained_until_s) / 86_400
+    horizon = model.lifecycle.horizon_days
+    if days <= horizon:
+        return None
+    end = datetime.fromtimestamp(model.trained_until_s, UTC)
+    return (
+        f"clock {now.isoformat(timespec='seconds')} is {days:,.0f} days past the last "
+        f"purchase model {model.version} was trained on ({end:%Y-%m-%d}), more than its "
+        f"churn horizon ({horizon:g} days): every customer who has bought nothing since is "
+        f"lapsed. Set {CLOCK_SETTING} near the data's end (e.g. "
+        f"{CLOCK_SETTING}={end:%Y-%m-%dT%H:%M:%SZ}) or train on recent data"
+    )
 
 
 def _typical_line_value(manifest: dict[str, Any]) -> float | None:

@@ -34,11 +34,13 @@ def register(commands: Any) -> None:
 
     experiment = reports.add_parser(
         "experiment",
-        help="per variant: exposed, conversions, revenue; uplift against control",
+        help="per variant: exposed, conversions, revenue; uplift against the baseline",
         description="The experiment's report from the event store (NBO_STORE_URL) and the "
         "experiments file (NBO_EXPERIMENTS): per variant customers assigned and exposed, "
         "conversions, conversion rate and revenue per exposed customer; each variant "
-        "against the control with a 95% confidence interval and p-value; the sample-ratio "
+        "against the baseline (the variant the experiment's baseline names, else the "
+        "control, else the first variant) with a 95% confidence interval and p-value; the "
+        "sample-ratio "
         "test; the experiment's dates and the window of events counted; a warning for a "
         "variant with fewer than 100 exposed customers. Prints a table, writes report.json "
         "and report.html.",
@@ -352,7 +354,7 @@ def _set_current(models_dir: Path, reference: str, pinned: str | None) -> int:
 
     from nbo.core.errors import ArtifactError
     from nbo.models.artifacts import current_version, set_current
-    from nbo.models.registry import PRODUCTION, read_aliases, resolve
+    from nbo.models.registry import PREVIOUS_ALIAS, PRODUCTION, read_aliases, resolve
 
     version = resolve(models_dir, reference, "--current")
     _check_loads(models_dir, version, f"--current {reference}", "CURRENT unchanged")
@@ -370,9 +372,15 @@ def _set_current(models_dir: Path, reference: str, pinned: str | None) -> int:
     )
     if pinned is not None:
         print(f"note: NBO_MODEL_VERSION={pinned} here: a service with it serves that, not CURRENT")
-    production = read_aliases(models_dir).get(PRODUCTION)
+    aliases = read_aliases(models_dir)
+    production = aliases.get(PRODUCTION)
     if production is not None and production != version:
         print(f"note: the alias production is set to {production}: it does not follow CURRENT")
+    if PREVIOUS_ALIAS in aliases:
+        print(
+            f"note: the alias previous is set to {aliases[PREVIOUS_ALIAS]}: it does not follow "
+            "CURRENT (nbo models --unalias previous lets it)"
+        )
     return 0
 
 

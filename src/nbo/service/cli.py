@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from nbo.experiments.assignment import load_serving_models
     from nbo.experiments.definitions import configured_experiments
     from nbo.models.registry import MODEL_VERSION_SETTING
+    from nbo.models.served import clock_past_data
     from nbo.service.logs import configure_logging
     from nbo.store import check_store_url, open_store, store_location
     from nbo.store.base import StoreUnreachable
@@ -115,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
                 "".join(f"; experiment model {m.version}" for m in models.models()[1:]),
             )
             verified = models.current.version
+            stale = clock_past_data(models.current, settings.now())
+            if stale is not None:
+                log.warning("%s", stale)
             # Their compiled trees held while the master lives (so the workers find
             # them): trees no one holds are freed, all but the last one retired.
             held = [m.ranker.compiled_trees for m in models.models() if m.ranker is not None]

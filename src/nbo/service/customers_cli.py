@@ -192,9 +192,12 @@ def erasure_line(customer_id: str, erasure: Erasure) -> str:
         f"{_count(receipt.consent_records, 'consent record')}, "
         f"{_count(receipt.consent_changes, 'consent change')}"
     )
+    # The files that held rows, of those gone through: every managed file is checked,
+    # and saying only the checked count read as if each had changed.
+    changed = sum(1 for file in erasure.scrubbed if file.rows_removed)
     files = (
-        f"{_count(erasure.rows_removed, 'row')} removed from "
-        f"{_count(len(erasure.scrubbed), 'managed campaign file')}"
+        f"{_count(erasure.rows_removed, 'row')} removed from {changed:,} of "
+        f"{_count(len(erasure.scrubbed), 'managed campaign file')} checked"
     )
     if erasure.untouched:
         files += f", {_count(len(erasure.untouched), 'file')} left untouched (below)"

@@ -30,6 +30,8 @@ FIELD_CHARS = 1_000
 MESSAGE_CHARS = 2_000
 TRACE_CHARS = 16_000
 LINE_CHARS = 32_000
+# The field of a line that names a customer, by their pseudonym (never by the id).
+CUSTOMER_FIELD = "customer"
 
 # The request being served in this context; None outside a request (start-up, reloads).
 REQUEST_ID: ContextVar[str | None] = ContextVar("nbo_request_id", default=None)
@@ -104,7 +106,9 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     """The human format (``NBO_LOG_FORMAT=text``): time, pid, level, logger, [request
-    id], message."""
+    id], message, and ``customer=`` the pseudonym when the record carries one (the access
+    line's field: without it, ``nbo keys pseudonym ID`` found no request of a customer in
+    text logs)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
@@ -113,6 +117,9 @@ class TextFormatter(logging.Formatter):
         request_id = _request_id_of(record)
         tag = f" [{request_id}]" if request_id is not None else ""
         message = _capped(record.message, MESSAGE_CHARS)
+        customer = getattr(record, CUSTOMER_FIELD, None)
+        if isinstance(customer, str):
+            message += f" {CUSTOMER_FIELD}={_capped(customer, FIELD_CHARS)}"
         return f"{record.asctime} {record.process} {record.levelname} {record.name}{tag} {message}"
 
     def format(self, record: logging.LogRecord) -> str:

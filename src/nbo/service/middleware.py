@@ -26,7 +26,7 @@ from nbo.core.pseudonyms import Pseudonyms
 from nbo.service.apidocs import DOCS, OAUTH2_REDIRECT, REDOC
 from nbo.service.body_limit import BodyLimit
 from nbo.service.head import HeadAsGet
-from nbo.service.logs import REQUEST_ID
+from nbo.service.logs import CUSTOMER_FIELD, REQUEST_ID
 from nbo.service.prometheus import UNMATCHED, Metrics, method_label
 
 HEADER = b"x-request-id"
@@ -140,7 +140,7 @@ class RequestMiddleware:
         }
         customer_id = (scope.get("path_params") or {}).get("customer_id")
         if isinstance(customer_id, str) and pseudonyms is not None:
-            fields["customer"] = pseudonyms.of(customer_id)
+            fields[CUSTOMER_FIELD] = pseudonyms.of(customer_id)
         access_log.info("%s %s %d %.1f ms", method, route, status, duration_ms, extra=fields)
 
 

@@ -156,11 +156,16 @@ class SimilarItemOut(BaseModel):
     item_name: str | None = None
     score: float
     rank: int
+    buyers: int = Field(description="distinct customers who bought it in the model's data")
 
 
 class SimilarItemsResponse(BaseModel):
     item_id: str
     model_version: str
+    min_buyers: int = Field(
+        description="the fewest buyers an item listed has (min_buyers, else "
+        "NBO_SIMILAR_MIN_BUYERS): rarer items' factors are noise"
+    )
     similar: list[SimilarItemOut]
 
 

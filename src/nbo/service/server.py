@@ -10,12 +10,14 @@ alone is what it builds after the fork (the model's Python objects, its SQLite
 connections, its event loop and the pages the interpreter writes to): docs/service.md,
 "Workers", gives the figures.
 
-Four things differ from gunicorn's defaults, each for nbo's sake:
+Five things differ from gunicorn's defaults, each for nbo's sake:
 
 - **SIGHUP reloads the model** in every worker (``WorkerBoard``) instead of restarting
   the workers, which is what SIGHUP means to ``nbo serve`` with one process or many.
 - **Logs** go through nbo's handler (``nbo.service.logs``): gunicorn's and uvicorn's
   lines are JSON like the rest, each with the pid of the process that wrote it.
+- **SIGINT stops as SIGTERM does**: the master passes it on as SIGQUIT, which the
+  uvicorn worker alone ignored until the master SIGKILLed it (``NboWorker._serve``).
 - **Workers die with the master** (Linux): a SIGKILLed master would otherwise leave its
   workers serving, holding the port, with no one to restart or stop them.
 - **No control socket** (gunicorn 25's ``gunicornc``): one path in the home folder for
@@ -31,7 +33,10 @@ Four things differ from gunicorn's defaults, each for nbo's sake:
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import sys
 from typing import Any, ClassVar
 
 from fastapi import FastAPI
@@ -39,6 +44,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.glogging import Logger
 from prometheus_client import multiprocess
+from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 from nbo.core import processes
@@ -107,6 +113,27 @@ class NboWorker(UvicornWorker):
     def init_process(self) -> None:
         processes.die_with(self.ppid)
         super().init_process()
+
+    async def _serve(self) -> None:
+        """``UvicornWorker._serve``, with a SIGQUIT that stops the server. Gunicorn's
+        master sends SIGQUIT to its workers when it is stopped with SIGINT (or SIGQUIT);
+        uvicorn_worker's handler only marks the gunicorn worker dead, which uvicorn never
+        reads, so each worker served on until the master SIGKILLed it GRACEFUL_TIMEOUT_S
+        later ("Perhaps out of memory?"). Here SIGQUIT stops the server as SIGTERM
+        does (requests in flight are finished, the lifespan's shutdown closes the
+        store); a second one stops it without waiting."""
+        self.config.app = self.wsgi
+        server = Server(config=self.config)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, self._quit, server)
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+    def _quit(self, server: Server) -> None:
+        self.alive = False
+        if server.should_exit:
+            server.force_exit = True
+        server.should_exit = True
 
 
 class NboArbiter(Arbiter):

@@ -36,6 +36,7 @@ from training.pipeline import TrainResult, train
 
 CHURN_CLOCK = "2026-07-01T00:00:00Z"  # the day after the churn data ends
 BROWSER = {"accept": "text/html,application/xhtml+xml"}
+API_CLIENT = {"accept": "application/json"}
 READ = KEYS[Role.read][0]
 
 
@@ -287,7 +288,9 @@ def test_the_experiments_pages_show_the_report_of_nbo_report_experiment(
     assert "Sample ratio" in page and "uplift of each variant" in page
     missing = client.get("/dashboard/experiments/nope", headers=BROWSER)
     assert missing.status_code == 404 and "no experiment" in missing.text
-    assert client.get("/dashboard/experiments/nope").json()["error"] == "not_found"
+    assert client.get("/dashboard/experiments/nope", headers=API_CLIENT).json()["error"] == (
+        "not_found"
+    )
 
 
 def test_the_models_page_lists_the_versions_and_their_quality(
@@ -386,8 +389,8 @@ def test_pages_need_a_read_key_and_take_it_from_the_sign_in_cookie(
     models_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with app_for(models_dir, api_keys=ENTRIES) as client:
-        # An API client gets the API's 401; a browser the sign-in page.
-        assert client.get("/dashboard").json()["error"] == "unauthorized"
+        # An API client (asking for JSON) gets the API's 401; a browser the sign-in page.
+        assert client.get("/dashboard", headers=API_CLIENT).json()["error"] == "unauthorized"
         page = client.get("/dashboard/offers?days=7", headers=BROWSER)
         assert page.status_code == 401 and 'action="/dashboard/sign-in"' in page.text
         assert 'name="next" value="/dashboard/offers?days=7"' in page.text
@@ -456,3 +459,26 @@ def test_the_offers_path_never_loads_the_dashboards_plotting(models_dir: Path) -
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[] True", done.stdout
+
+
+@pytest.mark.parametrize("accept", ["*/*", BROWSER["accept"], ""])
+@pytest.mark.parametrize(
+    ("url", "status", "says"),
+    [
+        ("/dashboard/offers?days=abc", 422, "days: Input should be a valid integer"),
+        ("/dashboard/experiments/nope", 404, "no experiment &#39;nope&#39; is configured"),
+    ],
+)
+def test_bad_input_to_a_page_is_an_error_page_unless_json_is_asked_for(
+    client: TestClient, accept: str, url: str, status: int, says: str
+) -> None:
+    """A page's errors had been JSON to any client that did not name text/html (curl,
+    a link opened by another program); JSON stays for /v1 and for a client asking for it."""
+    page = client.get(url, headers={"accept": accept})
+    assert page.status_code == status
+    assert page.headers["content-type"].startswith("text/html")
+    assert says in page.text and '"error"' not in page.text
+    asked = client.get(url, headers=API_CLIENT)
+    assert asked.status_code == status and asked.headers["content-type"] == "application/json"
+    api = client.get("/v1/items/NOPE/similar", headers={"accept": accept})
+    assert api.status_code == 404 and api.headers["content-type"] == "application/json"

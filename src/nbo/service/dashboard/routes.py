@@ -454,12 +454,16 @@ def _back_to(target: str) -> str:
 
 
 def error_page(request: Request, status: int, message: str) -> Response | None:
-    """The dashboard's errors as pages, for a browser (one that accepts HTML); any other
-    client, and every other route, gets the API's JSON (``service/errors.py``)."""
+    """The dashboard's errors as pages, as its answers are: a client that asks for JSON
+    and not HTML (``Accept: application/json``) gets the API's JSON, and so does every
+    route outside the dashboard (``service/errors.py``). Pages had been kept for clients
+    that named text/html, so one that accepts anything (``*/*``: curl, a link opened by
+    another program) got a page's errors as JSON."""
     path = request.url.path
     if not (path == PREFIX or path.startswith(PREFIX + "/")):
         return None
-    if "text/html" not in request.headers.get("accept", ""):
+    accept = request.headers.get("accept", "").lower()
+    if "application/json" in accept and "text/html" not in accept:
         return None
     template = "sign_in.html" if status == 401 else "error.html"
     target = path + (f"?{request.url.query}" if request.url.query else "")

@@ -81,8 +81,9 @@ async def get_report(
     format: Annotated[str, Query(pattern="^(json|html)$", description="json or html")] = "json",
 ) -> Response:
     """Per variant: customers assigned and exposed, conversions, conversion rate and revenue
-    per exposed customer; each variant against the control with a 95% confidence interval
-    and p-value (two-proportion z-test, Welch's t-test); the sample-ratio test (chi-square,
+    per exposed customer; each variant against the baseline (the variant the experiment's
+    ``baseline`` names, else the control, else the first variant) with a 95% confidence
+    interval and p-value (two-proportion z-test, Welch's t-test); the sample-ratio test (chi-square,
     p-value, verdict); the experiment's dates and the window of events counted; warnings
     (a sample ratio mismatch, fewer than 100 exposed customers in a variant)."""
     experiment = _experiments(request).get(name)
