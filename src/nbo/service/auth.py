@@ -83,6 +83,8 @@ OPEN_PATHS = frozenset(
         # Signing in to the dashboard (and out): they only set or clear its cookie.
         "/dashboard/sign-in",
         "/dashboard/sign-out",
+        # ``/dashboard/`` as a person types it: a redirect to the overview, no data.
+        "/dashboard/",
     }
 )
 
