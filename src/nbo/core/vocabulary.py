@@ -27,6 +27,12 @@ KIND_INCENTIVE: Final = "incentive"
 DAY: Final = 86_400
 
 
+def iso_utc(seconds: int) -> str:
+    """A unix time as ISO 8601 text in UTC (``+00:00``): how answers, reports and
+    messages write a stored time."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
 def in_utc(moment: datetime) -> datetime:
     """``moment`` in UTC; one without a zone is taken as UTC (events, settings and the
     times of catalogues and experiments alike). OverflowError when that moves it past

@@ -36,7 +36,7 @@ import math
 import re
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -44,6 +44,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from nbo.core.documents import document_time, read_document
 from nbo.core.errors import NboError
+from nbo.core.vocabulary import iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -270,18 +271,18 @@ class Experiments:
                 f"'{variant}' is not a variant of experiment '{experiment}' (its variants: "
                 f"{', '.join(names)})",
             )
-        when = datetime.fromtimestamp(at_s, UTC).isoformat()
+        when = iso_utc(at_s)
         if at_s < found.start_s:
             return (
                 "experiment",
                 f"'{experiment}' had not started at the event's time {when} (it starts at "
-                f"{_iso_time(found.start_s)})",
+                f"{iso_utc(found.start_s)})",
             )
         if impression and found.end_s is not None and at_s >= found.end_s:
             return (
                 "experiment",
                 f"'{experiment}' had ended at the impression's time {when} (it ended at "
-                f"{_iso_time(found.end_s)})",
+                f"{iso_utc(found.end_s)})",
             )
         assigned = found.assign(customer_id).name
         if assigned != variant:
@@ -438,21 +439,17 @@ def _refuse_overlaps(source: str, experiments: list[Experiment]) -> None:
             end = min(ends) if ends else None
             if end is not None and end <= start:
                 continue
-            until = "with no end" if end is None else f"to {_iso_time(end)}"
+            until = "with no end" if end is None else f"to {iso_utc(end)}"
             raise ExperimentError(
                 source,
                 f"runs at the same time as experiment '{earlier.name}' (from "
-                f"{_iso_time(start)} {until}): a customer is in one experiment at a time, "
+                f"{iso_utc(start)} {until}): a customer is in one experiment at a time, "
                 f"so '{later.name}' would get nobody while both run; end one before the "
                 "other starts",
                 later.name,
                 None,
                 "start",
             )
-
-
-def _iso_time(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
 def _error(source: str, problem: str) -> ExperimentError:

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from nbo.core.vocabulary import iso_utc
 from nbo.data.events import IMPRESSION
 from nbo.experiments.definitions import Experiment
 from nbo.experiments.stats import VariantOutcome, experiment_report
@@ -133,11 +133,11 @@ def report_for(store: Store, experiment: Experiment, now_s: int, skew_s: int = 0
     models = {v.name: v.model for v in experiment.variants}
     for variant in report["variants"]:
         variant["model"] = models.get(variant["name"])
-    report["start"] = _iso(experiment.start_s)
-    report["end"] = None if experiment.end_s is None else _iso(experiment.end_s)
+    report["start"] = iso_utc(experiment.start_s)
+    report["end"] = None if experiment.end_s is None else iso_utc(experiment.end_s)
     report["active"] = experiment.active(now_s)
     report["status"] = experiment.status(now_s)
-    report["as_of"] = _iso(now_s)
+    report["as_of"] = iso_utc(now_s)
     report["attribution"] = ATTRIBUTION
     # The events counted: from the start to the end, or while it runs to the latest time
     # the service accepts an event at (nothing before the start: the window is empty
@@ -145,11 +145,7 @@ def report_for(store: Store, experiment: Experiment, now_s: int, skew_s: int = 0
     latest = accepted_until(now_s, skew_s)
     last = latest if experiment.end_s is None else min(experiment.end_s, latest)
     report["window"] = {
-        "start": _iso(experiment.start_s),
-        "end": _iso(max(last, experiment.start_s)),
+        "start": iso_utc(experiment.start_s),
+        "end": iso_utc(max(last, experiment.start_s)),
     }
     return report
-
-
-def _iso(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()

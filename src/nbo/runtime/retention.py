@@ -34,12 +34,11 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from nbo.catalog.terms import Catalog
 from nbo.core.errors import NboError
-from nbo.core.vocabulary import DAY
+from nbo.core.vocabulary import DAY, iso_utc
 from nbo.data.events import CLICK, CONVERSION, IMPRESSION
 from nbo.experiments.definitions import Experiments
 from nbo.offers.decision import ContactPolicy
@@ -127,15 +126,15 @@ def plan_purge(rules: Rules, now_s: int, days: int, kinds: Sequence[str]) -> Pla
                 continue
             if experiment.status(now_s) == "ended":
                 warnings.append(
-                    f"experiment {experiment.name!r} (ended {iso_date(experiment.end_s or 0)}): "
-                    f"its report no longer counts the offer events before {iso_date(cutoff)}"
+                    f"experiment {experiment.name!r} (ended {iso_utc(experiment.end_s or 0)}): "
+                    f"its report no longer counts the offer events before {iso_utc(cutoff)}"
                 )
                 continue
             if experiment.status(now_s) == "running":
                 needed = math.ceil((now_s - experiment.start_s) / DAY)
                 raise NboError(
                     f"{FLAG} {days}d: experiment {experiment.name!r} runs since "
-                    f"{iso_date(experiment.start_s)} and its report counts the offer events "
+                    f"{iso_utc(experiment.start_s)} and its report counts the offer events "
                     f"from then: use {needed}d or more (or end it in NBO_EXPERIMENTS)"
                 )
     if PURGE_PURCHASES in kinds:
@@ -170,7 +169,7 @@ def _check_purchases(rules: Rules, now_s: int, days: int, cutoff: int) -> None:
     if cutoff > until:
         needed = math.ceil((now_s - until) / DAY)
         raise NboError(
-            f"{FLAG} {days}d: model {version} was trained on purchases up to {iso_date(until)}; "
+            f"{FLAG} {days}d: model {version} was trained on purchases up to {iso_utc(until)}; "
             f"those posted since are in no model yet: use {needed}d or more, or train a "
             f"newer model first {leave_out}"
         )
@@ -220,8 +219,3 @@ def purge_campaign_files(store: Store, cutoff_s: int, dry_run: bool) -> tuple[in
 
 def _days(days: float) -> str:
     return f"{days:g} day{'' if days == 1 else 's'}"
-
-
-def iso_date(seconds: int) -> str:
-    """A unix time as ISO 8601 text (UTC), as the messages show it."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat()

@@ -36,7 +36,7 @@ from nbo.campaigns.files import (
     rows_in_outputs,
 )
 from nbo.core.ids import spreadsheet_original
-from nbo.core.vocabulary import CHANNELS
+from nbo.core.vocabulary import CHANNELS, iso_utc
 from nbo.experiments.assignment import ServingModels
 from nbo.models.holdings import held_profile, versions_holding
 from nbo.models.served import ServingModel
@@ -297,7 +297,7 @@ def erasure_receipt_out(
     receipt = erasure.receipt
     return ErasureReceiptOut(
         customer_id=customer_id,
-        erased_at=iso(receipt.erased_at),
+        erased_at=iso_utc(receipt.erased_at),
         already_erased=receipt.already_erased,
         deleted=DeletedCounts(
             events=receipt.events,
@@ -328,7 +328,7 @@ def consent_out(customer_id: str, consent: Consent | None) -> ConsentOut:
         personalization=consent.personalization,
         channels={channel: consent.allows(channel) for channel in CHANNELS},
         stored=stored,
-        updated_at=iso(consent.updated_at) if stored else None,
+        updated_at=iso_utc(consent.updated_at) if stored else None,
     )
 
 
@@ -367,14 +367,14 @@ def export_customer(
         customer_id=customer_id,
         exported_at=datetime.now(UTC).isoformat(),
         erased=erased_at is not None,
-        erased_at=None if erased_at is None else iso(erased_at),
+        erased_at=None if erased_at is None else iso_utc(erased_at),
         served_model=None if models is None else models.current.version,
         events=[
             ExportedEventOut(
                 event_id=event.event_id,
                 type=event.type,
-                occurred_at=iso(event.occurred_at),
-                received_at=iso(event.received_at),
+                occurred_at=iso_utc(event.occurred_at),
+                received_at=iso_utc(event.received_at),
                 payload=event.payload,
             )
             for event in events
@@ -384,7 +384,7 @@ def export_customer(
             ConsentChangeOut(
                 personalization=change.personalization,
                 channels=change.channels,
-                changed_at=iso(change.changed_at),
+                changed_at=iso_utc(change.changed_at),
                 source=change.source,
             )
             for change in store.consent_history_of(customer_id)
@@ -448,7 +448,7 @@ def _model_data(
                 item_id=item_id,
                 item_name=model.item_names.get(item_id),
                 orders=count,
-                last_purchase=iso(int(seconds)) if seconds > 0 else None,
+                last_purchase=iso_utc(int(seconds)) if seconds > 0 else None,
             )
             for item_id, count, seconds in zip(item_ids, orders, last.tolist(), strict=True)
         ],
@@ -458,7 +458,7 @@ def _model_data(
 def _file_rows(found: CustomerRows) -> BatchFileRowsOut:
     return BatchFileRowsOut(
         path=found.path,
-        written_at=iso(found.written_at),
+        written_at=iso_utc(found.written_at),
         run_id=found.run_id,
         rows=[
             {name: _jsonable(value) for name, value in row.items()}
@@ -481,7 +481,3 @@ def _jsonable(value: object) -> object:
     if isinstance(value, datetime | date):
         return value.isoformat()
     return str(value)
-
-
-def iso(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()

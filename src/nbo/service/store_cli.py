@@ -129,12 +129,12 @@ def _rules(settings: Settings, kinds: tuple[str, ...]) -> Rules:
 
 def purge_lines(plan: Plan, done: Purge, dry_run: bool) -> list[str]:
     """What was deleted (would be, in a dry run), one line per kind."""
-    from nbo.runtime.retention import iso_date
+    from nbo.core.vocabulary import iso_utc
 
     verb = "would delete" if dry_run else "deleted"
     lines = [
         f"nbo store: purge{' (dry run)' if dry_run else ''} of what is older than "
-        f"{plan.days} days (before {iso_date(plan.cutoff_s)}):"
+        f"{plan.days} days (before {iso_utc(plan.cutoff_s)}):"
     ]
     width = max(len(kind) for kind in KINDS)
     for purged in done.purged:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from nbo.catalog.terms import Catalog
 from nbo.core.errors import ArtifactError
-from nbo.core.vocabulary import CHANNELS, DAY, STAGES
+from nbo.core.vocabulary import CHANNELS, DAY, STAGES, iso_utc
 from nbo.experiments.assignment import ServingModels
 from nbo.models.artifacts import MANIFEST, current_or_problem, list_versions
 from nbo.models.registry import aliases_with_current
@@ -325,8 +325,8 @@ def going_out(
         rule = labels.get("rule", "")
         suppressions[rule] = suppressions.get(rule, 0) + int(value)
     return GoingOut(
-        since=_iso(since),
-        until=_iso(now_s),
+        since=iso_utc(since),
+        until=iso_utc(now_s),
         days=days,
         impressions=int(deliveries["impressions"].sum()),
         clicked=int(deliveries["clicked"].sum()),
@@ -486,7 +486,3 @@ def _number(value: Any) -> float | None:
 def _count(value: Any) -> int | None:
     number = _number(value)
     return None if number is None else int(number)
-
-
-def _iso(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()

@@ -102,7 +102,3 @@ async def get_report(
         page = await run_in_threadpool(report_html, report, f"nbo experiment {name}")
         return HTMLResponse(page)
     return JSONResponse(report)
-
-
-def _iso(seconds: int) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()
