@@ -18,6 +18,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 
 from nbo.core.errors import ArtifactError
 from nbo.core.ids import IdMap
+from nbo.core.vocabulary import DAY
 from nbo.data.features import OrderTable
 from nbo.data.history import PurchaseHistory, RecentOrders
 from nbo.models.artifacts import Artifact, load_artifact, trained_until
@@ -557,7 +558,7 @@ def clock_past_data(model: ServingModel, now: datetime) -> str | None:
     clock is within the horizon, or the manifest does not say when the data ends."""
     if not model.trained_until_s:
         return None
-    days = (now.timestamp() - model.trained_until_s) / 86_400
+    days = (now.timestamp() - model.trained_until_s) / DAY
     horizon = model.lifecycle.horizon_days
     if days <= horizon:
         return None
