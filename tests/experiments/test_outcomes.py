@@ -141,3 +141,89 @@ def test_each_customer_is_assigned_once(experiments_file: Path, isolated_store: 
         "production": 1,
         "candidate": 0,
     }
+
+
+def test_an_arms_results_per_model_version(experiments_file: Path, store_url: str) -> None:
+    """An arm's impressions name the model version that decided them: the report breaks
+    the arm down by version (a customer under the version of their first exposure, with
+    their conversions) and flags an arm whose model changed during the run, with a
+    warning; impressions without a version (recorded before nbo kept it) count as
+    unknown. On every store backend."""
+    from datetime import datetime
+
+    from nbo.data.events import parse_events
+    from nbo.experiments.definitions import load_experiments
+    from nbo.experiments.outcomes import report_for
+    from nbo.store import open_store
+
+    def shown(event_id: str, customer: str, variant: str, when: str, model: str | None) -> dict:
+        version = {} if model is None else {"model_version": model}
+        return {
+            "event_id": event_id,
+            "type": "offer_impression",
+            "customer_id": customer,
+            "timestamp": when,
+            "item_id": "A01",
+            "experiment": "ranker-test",
+            "variant": variant,
+            **version,
+        }
+
+    def bought(event_id: str, customer: str, when: str, revenue: float) -> dict:
+        return {
+            "event_id": event_id,
+            "type": "offer_conversion",
+            "customer_id": customer,
+            "timestamp": when,
+            "item_id": "A01",
+            "revenue": revenue,
+        }
+
+    body = [
+        shown("i0", "p3", "production", "2026-06-05T00:00:00Z", None),  # an older release's
+        shown("i1", "p1", "production", "2026-06-10T00:00:00Z", "v1"),
+        bought("b1", "p1", "2026-06-11T00:00:00Z", 10.0),
+        # CURRENT moved: p1 is shown again, p2 for the first time, by v2.
+        shown("i2", "p1", "production", "2026-06-20T00:00:00Z", "v2"),
+        shown("i3", "p2", "production", "2026-06-20T00:00:00Z", "v2"),
+        bought("b2", "p2", "2026-06-21T00:00:00Z", 5.0),
+        shown("i4", "c1", "candidate", "2026-06-10T00:00:00Z", "v3"),
+        shown("i5", "c2", "candidate", "2026-06-11T00:00:00Z", "v3"),
+        shown("i6", "c2", "candidate", "2026-06-12T00:00:00Z", "v3"),
+        bought("b3", "c1", "2026-06-12T00:00:00Z", 7.0),
+    ]
+    valid, rejected = parse_events({"events": body})
+    assert rejected == []
+    experiment = load_experiments(experiments_file).get("ranker-test")
+    assert experiment is not None
+    store = open_store(store_url)
+    try:
+        store.add_events([event for _, event in valid])
+        now_s = int(datetime.fromisoformat("2026-07-01T00:00:00Z").timestamp())
+        report = report_for(store, experiment, now_s)
+    finally:
+        store.close()
+    rows = {v["name"]: v for v in report["variants"]}
+    production = rows["production"]
+    assert production["mixed_model_versions"] is True
+    assert [
+        (m["model_version"], m["impressions"], m["customers"], m["exposed"], m["converted"])
+        for m in production["by_model_version"]
+    ] == [(None, 1, 1, 1, 0), ("v1", 1, 1, 1, 1), ("v2", 2, 2, 1, 1)]
+    v1, v2 = production["by_model_version"][1:]
+    assert (v1["revenue"], v1["conversion_rate"], v1["revenue_per_exposed"]) == (10.0, 1.0, 10.0)
+    assert (v2["revenue"], v2["first_shown"]) == (5.0, "2026-06-20T00:00:00+00:00")
+    # The breakdown adds up to the arm.
+    assert sum(m["exposed"] for m in production["by_model_version"]) == production["exposed"]
+    assert sum(m["converted"] for m in production["by_model_version"]) == production["converted"]
+    candidate = rows["candidate"]
+    assert candidate["mixed_model_versions"] is False
+    assert [(m["model_version"], m["impressions"]) for m in candidate["by_model_version"]] == [
+        ("v3", 3)
+    ]
+    assert rows["control"]["by_model_version"] == []
+    assert rows["control"]["mixed_model_versions"] is False
+    (mixed,) = [w for w in report["warnings"] if "model versions" in w]
+    assert mixed.startswith("production: its impressions came from 3 model versions: unknown")
+    assert "v1 (1 impression, 2026-06-10T00:00:00+00:00 to 2026-06-10T00:00:00+00:00)" in mixed
+    assert "unknown: recorded before nbo kept the model version" in mixed

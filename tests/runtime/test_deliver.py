@@ -113,3 +113,29 @@ def test_a_failed_delivery_records_nothing(models_dir: Path, store: Store) -> No
     with pytest.raises(RuntimeError):
         deliver_customers(context, ["a00", "b01"], EMAIL, failing)
     assert store.contacts_of_many(["a00", "b01"], 0) == {}
+
+
+def test_each_impression_names_the_model_version_that_decided_it(
+    two_models: tuple[Path, str, str], experiments_file: Path, store: Store
+) -> None:
+    """An impression said the experiment and variant but not the model that decided it:
+    a report could not tell the models of an arm apart once CURRENT moved, nor an
+    export which model decided what a customer was shown. Each one names it now: the
+    variant's model, or the current one's for the control (its popular offers)."""
+    from nbo.experiments.assignment import load_serving_models
+    from nbo.experiments.definitions import load_experiments
+
+    folder, production, candidate = two_models
+    models = load_serving_models(folder, None, load_experiments(experiments_file))
+    context = Context(models, default_catalog(), contact_policy(Settings()), store)
+    customers = [f"{g}{n:02d}" for g in "ab" for n in range(10)]
+    delivered = deliver_customers(context, customers, EMAIL, tagged("run-1"))
+    seen = set()
+    for one in delivered.decided:
+        stored = [e for e in store.events_of(one.customer_id) if e["type"] == "offer_impression"]
+        assert stored, one.customer_id
+        version = {"production": production}.get(one.assignment.variant or "", candidate)
+        assert one.assignment.model.version == version
+        assert {e["model_version"] for e in stored} == {version}
+        seen.add(one.assignment.variant)
+    assert seen == {"control", "production", "candidate"}

@@ -146,6 +146,37 @@ def test_an_impression_states_only_known_kinds_sources_and_stages(client: TestCl
         assert answer.json()["rejected"][0]["reason"].startswith(name), answer.json()
 
 
+def test_an_impression_may_name_the_model_version_that_decided_it(
+    client: TestClient,
+) -> None:
+    """A client posting the impressions of its own sends (a campaign file made without
+    --record) may copy the model_version of the row or answer; it is stored (the
+    experiment report and the export read it), and one that is no model version is
+    refused naming the field, and nothing stored."""
+    shown = {
+        "event_id": "i1",
+        "type": "offer_impression",
+        "customer_id": "a00",
+        "item_id": "A01",
+        "timestamp": TODAY,
+        "model_version": "20260630T120000Z-0123abcd",
+    }
+    assert client.post("/v1/events", json=shown).json()["accepted"] == ["i1"]
+    (stored,) = client.get("/v1/customers/a00/data").json()["events"]
+    assert stored["payload"]["model_version"] == "20260630T120000Z-0123abcd"
+    for bad in ("../models", ".hidden", "a b", "", "v" * 257, 7):
+        answer = client.post("/v1/events", json={**shown, "event_id": "i2", "model_version": bad})
+        assert answer.status_code == 422, bad
+        reason = answer.json()["rejected"][0]["reason"]
+        assert reason.startswith("model_version: "), reason
+    assert [e["event_id"] for e in client.get("/v1/customers/a00/data").json()["events"]] == ["i1"]
+    # Only an impression is decided by a model: a click naming one is refused.
+    click = {**shown, "event_id": "k1", "type": "offer_click"}
+    answer = client.post("/v1/events", json=click)
+    assert answer.status_code == 422
+    assert answer.json()["rejected"][0]["reason"].startswith("model_version: ")
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -324,6 +324,54 @@ def test_the_experiment_log_has_first_tagged_events_and_conversions(store: Store
     assert store.experiment_log("none", *run).tagged == []
 
 
+def test_the_experiment_log_has_impressions_per_model_version(store_url: str, store: Store) -> None:
+    """Each impression's model version (its payload's) is in the log per customer and
+    variant: with the first and last time and how many; one stored by a release that
+    did not keep it (no field in its payload, as the row below is written) has None."""
+    tagged = {"experiment": "exp", "variant": "b"}
+    store.add_events(
+        [
+            offer_event("i1", "c1", "x", "2026-01-02T00:00:00Z", model_version="v1", **tagged),
+            offer_event("i2", "c1", "y", "2026-01-03T00:00:00Z", model_version="v1", **tagged),
+            offer_event("i3", "c1", "z", "2026-01-04T00:00:00Z", model_version="v2", **tagged),
+            offer_event("i4", "c2", "x", "2026-01-02T00:00:00Z", model_version="v2", **tagged),
+            # Clicks name no model; another experiment's impressions are not this one's.
+            offer_event("k1", "c2", "x", "2026-01-03T00:00:00Z", kind="offer_click", **tagged),
+            offer_event("i5", "c3", "x", "2026-01-02T00:00:00Z", model_version="v1"),
+        ]
+    )
+    payload = (
+        '{"event_id": "i0", "customer_id": "c3", "timestamp": "2026-01-01T12:00:00Z", '
+        '"item_id": "x", "channel": "email", "request_id": "r-i0", "experiment": "exp", '
+        '"variant": "b", "type": "offer_impression", "kind": "product", "source": "cf", '
+        '"stage": null}'
+    )
+    row = ("i0", "offer_impression", "c3", at("2026-01-01T12:00:00Z"), 0, "x", "email", "r-i0")
+    run_sql(
+        store_url,
+        "INSERT INTO events (event_id, type, customer_id, occurred_at, received_at, item_id, "
+        "channel, request_id, payload, experiment, variant) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (*row, payload, "exp", "b"),
+    )
+    log = store.experiment_log("exp", at("2026-01-01T00:00:00Z"), at("2026-01-05T00:00:00Z"))
+    shown = sorted(
+        (s.customer_id, s.variant, s.model_version, s.first_at, s.last_at, s.impressions)
+        for s in log.shown
+    )
+    day = at("2026-01-02T00:00:00Z")
+    assert shown == [
+        ("c1", "b", "v1", day, day + 86400, 2),
+        ("c1", "b", "v2", day + 2 * 86400, day + 2 * 86400, 1),
+        ("c2", "b", "v2", day, day, 1),
+        ("c3", "b", None, day - 43200, day - 43200, 1),
+    ]
+    # The payload keeps the version for the export; the old one has none.
+    payloads = {e.event_id: e.payload for e in store.stored_events_of("c1")}
+    assert payloads["i3"]["model_version"] == "v2"
+    assert "model_version" not in store.stored_events_of("c3")[0].payload
+
+
 def test_offer_activity_counts_deliveries_and_their_answers_per_day(store: Store) -> None:
     """Impressions per day, channel, kind, source and stage (NULL first, then byte
     order); one counts as clicked or converted only on a later answer of the same

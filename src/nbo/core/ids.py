@@ -10,6 +10,7 @@ event too, and the other way round.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable
 from typing import Annotated
@@ -28,6 +29,16 @@ REPLACEMENT_CHARACTER = "\ufffd"
 CUSTOMER_ROUTE_SUFFIXES = ("consent", "data", "offers")
 ITEM_ROUTE_SUFFIXES = ("similar",)
 ROUTE_SUFFIXES = CUSTOMER_ROUTE_SUFFIXES + ITEM_ROUTE_SUFFIXES
+# A model version is a plain folder name inside the models folder: no '/', nothing
+# absolute, no leading '.' (hidden folders are versions still being written, and '..' is
+# the parent). CURRENT, an alias, a pinned NBO_MODEL_VERSION and a reload request are all
+# held to it, so none of them reaches a folder outside the models folder; an impression
+# posted with the version that decided it is held to it too (``nbo.data.events``).
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+VERSION_RULE = (
+    "a version is a folder name inside the models folder: letters, digits, '.', '_' "
+    "and '-', not starting with '.'"
+)
 
 
 def id_problem(value: str) -> str | None:

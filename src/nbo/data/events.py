@@ -30,7 +30,15 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from nbo.core.ids import Id, check_id, id_problem, path_id_problem
+from nbo.core.ids import (
+    MAX_ID_LENGTH,
+    VERSION_NAME,
+    VERSION_RULE,
+    Id,
+    check_id,
+    id_problem,
+    path_id_problem,
+)
 from nbo.core.vocabulary import ChannelName, OfferKind, Stage, in_utc
 
 MAX_BATCH = 1000  # events per request
@@ -91,6 +99,20 @@ def _time_from_text(value: Any) -> Any:
 Timestamp = Annotated[datetime, BeforeValidator(_time_from_text)]
 # A short name (a channel, an experiment, a variant): an id of at most 64 characters.
 Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_id)]
+
+
+def _check_version(value: str) -> str:
+    if VERSION_NAME.fullmatch(value) is None:
+        raise PydanticCustomError(
+            "model_version", f"{value[:64]!r} is not a model version ({VERSION_RULE})"
+        )
+    return value
+
+
+# A model version, as an offers answer's ``model_version`` names it.
+ModelVersion = Annotated[
+    str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_check_version)
+]
 Quantity = Annotated[float, Field(gt=0, le=MAX_QUANTITY)]
 Money = Annotated[float, Field(le=MAX_MONEY)]
 
@@ -181,6 +203,14 @@ class ImpressionEvent(_OfferEvent):
         None, description="the offer's reason.source in the offers answer (buy_again, cf, ...)"
     )
     stage: Stage | None = Field(None, description="the customer's stage in the offers answer")
+    # Which model decided it: an experiment's outcomes are broken down by it (a model
+    # changed under an arm shows), and the customer's data export says it. None: not
+    # known (recorded before nbo kept it, or posted without it).
+    model_version: ModelVersion | None = Field(
+        None,
+        description="the model version that decided the offer: the offers answer's (or "
+        "campaign row's) model_version",
+    )
 
 
 class ClickEvent(_OfferEvent):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -27,20 +26,12 @@ import numpy as np
 
 from nbo.core.checksums import sha256_file
 from nbo.core.errors import ArtifactError
+from nbo.core.ids import VERSION_NAME, VERSION_RULE
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 PREVIOUS = "PREVIOUS"
-# A version is a plain folder name inside the models folder: no '/', nothing absolute, no
-# leading '.' (hidden folders are versions still being written, and '..' is the parent).
-# CURRENT, an alias, a pinned NBO_MODEL_VERSION and a reload request are all held to it,
-# so none of them reaches a folder outside the models folder.
-VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-VERSION_RULE = (
-    "a version is a folder name inside the models folder: letters, digits, '.', '_' "
-    "and '-', not starting with '.'"
-)
 TRACKED_LIBRARIES = (
     "nbo",
     "implicit",

@@ -161,8 +161,10 @@ def impressions_of(
 ) -> list[ImpressionEvent]:
     """The impressions of one delivered answer, one per offer (event id
     ``{delivery_id}-{rank}``), tagged with ``request_id`` (what the frequency cap counts
-    as one delivery), the experiment and variant that answered, and the offer's kind and
-    source and the customer's stage (what the dashboard counts offers going out by)."""
+    as one delivery), the experiment and variant that answered and the model version that
+    decided (the answer's ``model_version``: an experiment's outcomes are broken down by
+    it, the data export says it), and the offer's kind and source and the customer's
+    stage (what the dashboard counts offers going out by)."""
     ranking = decided.decision.ranking
     if ranking is None or not ranking.has_offers:
         return []
@@ -182,6 +184,7 @@ def impressions_of(
             kind=cast(OfferKind, offer.kind),
             source=offer.reason.source,
             stage=stage,
+            model_version=assignment.model.version,
         )
         for offer in ranking.offers
     ]

@@ -47,9 +47,25 @@ class TaggedEvent:
 
 
 @dataclass(frozen=True)
+class ModelShown:
+    """A customer's impressions in one variant of an experiment decided by one model
+    version: the first and the last one's times and how many. ``model_version`` None: not known (an
+    impression recorded before nbo kept it, or posted without it)."""
+
+    customer_id: str
+    variant: str | None
+    model_version: str | None
+    first_at: int
+    last_at: int
+    impressions: int
+
+
+@dataclass(frozen=True)
 class ExperimentLog:
     tagged: list[TaggedEvent]
     conversions: list[tuple[str, int, float]]  # customer, when, revenue
+    # The impressions per customer, variant and model version that decided them.
+    shown: list[ModelShown] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

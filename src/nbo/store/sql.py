@@ -38,6 +38,7 @@ from nbo.store.base import (
     DeliveryCount,
     ErasureReceipt,
     ExperimentLog,
+    ModelShown,
     OfferActivity,
     Purged,
     ResponseCount,
@@ -276,8 +277,12 @@ class SQLStore:
     def experiment_log(self, experiment: str, since: int, until: int) -> ExperimentLog:
         """The events of an experiment's report from ``since`` to before ``until`` (unix
         seconds: the experiment's run): its tagged events per customer and variant, and
-        the conversions of the customers it exposed then. An event outside the run (an
-        impression tagged before the start, say) is not the experiment's to count."""
+        the conversions of the customers it exposed then, and its impressions per
+        customer, variant and the model version that decided them (the payload's
+        ``model_version``: NULL for one recorded before nbo kept it). An event outside
+        the run (an impression tagged before the start, say) is not the experiment's to
+        count."""
+        model = self._json_text("payload", "model_version")
         with self._reading() as db:
             tagged = db.execute(
                 self._q(
@@ -296,9 +301,19 @@ class SQLStore:
                 ),
                 (CONVERSION, since, until, experiment, IMPRESSION, since, until),
             ).fetchall()
+            shown = db.execute(
+                self._q(
+                    f"SELECT customer_id, variant, {model}, MIN(occurred_at), MAX(occurred_at), "
+                    "COUNT(*) "
+                    "FROM events WHERE experiment = ? AND type = ? AND occurred_at >= ? "
+                    "AND occurred_at < ? GROUP BY 1, 2, 3"
+                ),
+                (experiment, IMPRESSION, since, until),
+            ).fetchall()
         return ExperimentLog(
             tagged=[TaggedEvent(*row) for row in tagged],
             conversions=[(str(c), int(t), float(r)) for c, t, r in conversions],
+            shown=[ModelShown(c, v, m, int(f), int(t), int(n)) for c, v, m, f, t, n in shown],
         )
 
     def offer_activity(self, since: int, until: int) -> OfferActivity:
