@@ -108,3 +108,29 @@ def test_a_chunk_called_off_records_nothing(
         assert not recorded.called_off and recorded.recorded == impressions_of_run(run, ids) > 0
     finally:
         run.store.close()
+
+
+def test_a_delivered_campaigns_impressions_name_their_rows_model_version(
+    two_models: tuple[Path, str, str], experiments_file: Path, store_url: str, tmp_path: Path
+) -> None:
+    """Each impression a delivered campaign records names the model version its row
+    names (the customer's variant's model under an experiment), as an API delivery's
+    does: the experiment report and the data export read it."""
+    folder, production, candidate = two_models
+    settings = Settings(models_dir=folder, store_url=store_url, experiments=experiments_file)
+    run = open_run(RunSpec(settings, "email", 3, NOW, True, "run-1"))
+    ids = [str(c) for c in run.context.models.current.customers.ids][:20]
+    out = tmp_path / "campaign.parquet"
+    try:
+        write_batch(run, Selection(ids), out, chunk=10)
+        rows = [r for r in pq.read_table(out).to_pylist() if r["rank"] > 0]
+        stored = {
+            (e["customer_id"], e["item_id"]): e["model_version"]
+            for c in ids
+            for e in run.store.events_of(c)
+            if e["type"] == "offer_impression"
+        }
+    finally:
+        run.store.close()
+    assert stored == {(r["customer_id"], r["item_id"]): r["model_version"] for r in rows}
+    assert set(stored.values()) == {production, candidate}

@@ -215,6 +215,35 @@ def test_the_export_under_an_experiment_is_the_apis_document(
     assert same_moment(cli) == same_moment(expected)
 
 
+def test_the_export_names_the_model_version_of_each_impression(
+    experiment_client: TestClient,
+    two_models: tuple[Path, str, str],
+    experiments_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Which model decided what a customer was shown (an automated decision) was in no
+    export: each impression now names its model version, the answer's, in the API's
+    export and the command line's; one that does not say (recorded before nbo kept it)
+    names none, and other events none."""
+    monkeypatch.setenv("NBO_CLOCK", CLOCK)
+    monkeypatch.setenv("NBO_EXPERIMENTS", str(experiments_file))
+    for customer in ("a01", "a02", "a03", "a04"):
+        answer = experiment_client.get(f"/v1/customers/{customer}/offers?k=2&record=true")
+        assert answer.json()["recorded"] is True
+        if answer.json()["variant"] == "production":
+            break
+    assert answer.json()["model_version"] == two_models[1]  # not the current model's
+    old = {**impression("i-old", customer), "timestamp": "2026-06-29T10:00:00Z"}
+    posted = experiment_client.post("/v1/events", json={"events": [old]})
+    assert posted.status_code == 200 and not posted.json()["rejected"]
+    expected = api_export(experiment_client, customer)
+    versions = [(e["type"], e["model_version"]) for e in expected["events"]]
+    assert versions == [("offer_impression", None)] + [("offer_impression", two_models[1])] * 2
+    cli = export_of(capsys, customer, "--models-dir", str(two_models[0]))
+    assert [e["model_version"] for e in cli["events"]] == [None, two_models[1], two_models[1]]
+
+
 def test_a_running_service_forgets_a_customer_erased_from_the_command_line(
     experiment_client: TestClient, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -198,6 +198,62 @@ def test_a_conversion_accepted_ahead_of_the_clock_is_counted(
     assert report["window"]["end"] == "2026-06-30T12:05:00+00:00"
 
 
+def test_an_arm_whose_model_changed_during_the_run_is_flagged(
+    experiment_client: TestClient,
+    two_models: tuple[Path, str, str],
+    experiments_file: Path,
+    isolated_store: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """CURRENT moved mid-test (a reload to another version): the control, answered by
+    the current model, was decided by one model before and another after, and the report
+    counted its customers as one arm all the same. Each recorded impression names its
+    model version now: the report breaks the arms down by version and flags the control,
+    in the JSON, the HTML page, the dashboard and the command line."""
+    _, production, candidate = two_models
+    variant = {}
+    for customer_id in CUSTOMERS[:30]:
+        answer = experiment_client.get(f"/v1/customers/{customer_id}/offers?k=2&record=true")
+        variant[customer_id] = answer.json()["variant"]
+    reloaded = experiment_client.post("/v1/admin/reload", json={"version": production})
+    assert reloaded.status_code == 200 and reloaded.json()["version"] == production
+    for customer_id in CUSTOMERS[30:]:
+        answer = experiment_client.get(f"/v1/customers/{customer_id}/offers?k=2&record=true")
+        variant[customer_id] = answer.json()["variant"]
+    before = sum(1 for c in CUSTOMERS[:30] if variant[c] == "control")
+    after = sum(1 for c in CUSTOMERS[30:] if variant[c] == "control")
+    assert before and after
+
+    report = experiment_client.get("/v1/experiments/ranker-test/report").json()
+    rows = {v["name"]: v for v in report["variants"]}
+    control = rows["control"]
+    assert control["mixed_model_versions"] is True
+    assert sorted(
+        (m["model_version"], m["exposed"], m["impressions"]) for m in control["by_model_version"]
+    ) == sorted([(candidate, before, 2 * before), (production, after, 2 * after)])
+    for name, version in (("production", production), ("candidate", candidate)):
+        assert rows[name]["mixed_model_versions"] is False
+        assert [m["model_version"] for m in rows[name]["by_model_version"]] == [version]
+    (warning,) = [w for w in report["warnings"] if "model versions" in w]
+    assert warning.startswith("control: its impressions came from 2 model versions")
+    html = experiment_client.get("/v1/experiments/ranker-test/report?format=html").text
+    assert "<h2>Model versions</h2>" in html and "control (control) (model changed)" in html
+    page = experiment_client.get("/dashboard/experiments/ranker-test").text
+    assert 'id="model-versions"' in page and f"<td>{production}</td>" in page
+    assert "control: its impressions came from 2 model versions" in page
+
+    monkeypatch.setenv("NBO_STORE_URL", f"sqlite:///{isolated_store}")
+    monkeypatch.setenv("NBO_EXPERIMENTS", str(experiments_file))
+    monkeypatch.setenv("NBO_CLOCK", CLOCK)
+    assert main(["report", "experiment", "ranker-test", "--out", str(tmp_path / "r")]) == 0
+    printed = capsys.readouterr().out
+    assert "warning control: its impressions came from 2 model versions" in printed
+    assert "per model version" in printed and "control (model changed)" in printed
+    assert production in printed and candidate in printed
+
+
 def _impression(event_id: str, customer_id: str, variant: str, **extra: str) -> dict[str, str]:
     return {
         "event_id": event_id,

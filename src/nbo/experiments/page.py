@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from nbo.experiments.outcomes import UNKNOWN_MODEL
 from nbo.experiments.stats import SRM_WARNING
 
 REPORT_CSS = """
@@ -72,6 +73,7 @@ def report_sections(report: Mapping[str, Any]) -> str:
         _warnings_html(report.get("warnings", [])),
         "<h2>Variants</h2>",
         _variants_table(report, level),
+        _model_versions_html(report),
         _srm_html(report),
         f"<h2>{_e(_against(report))}</h2>",
         _comparisons_table(report, level),
@@ -208,6 +210,43 @@ def _variants_table(report: Mapping[str, Any], level: str) -> str:
     return (
         f'{table}<p class="note">* Lower bound clipped at 0: revenue is never negative, '
         "and with this few buyers the t-interval reached below 0.</p>"
+    )
+
+
+def _model_versions_html(report: Mapping[str, Any]) -> str:
+    """Each variant's figures per model version that decided its impressions, a variant
+    whose model changed during the run marked: its figures above mix the versions."""
+    rows = []
+    for v in report.get("variants", []):
+        for m in v.get("by_model_version", []):
+            cells = [
+                _variant_label(v) + (" (model changed)" if v.get("mixed_model_versions") else ""),
+                m.get("model_version") or UNKNOWN_MODEL,
+                f"{m.get('impressions', 0):,}",
+                f"{m.get('customers', 0):,}",
+                f"{m.get('exposed', 0):,}",
+                f"{m.get('converted', 0):,}",
+                _pct(m.get("conversion_rate"), 2),
+                _money(m.get("revenue_per_exposed")),
+                f"{_when(m.get('first_shown'))} to {_when(m.get('last_shown'))}",
+            ]
+            rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    if not rows:
+        return ""
+    head = (
+        "<tr><th>variant</th><th>model version</th><th>impressions</th><th>customers shown</th>"
+        "<th>exposed first by it</th><th>converted</th><th>conversion rate</th>"
+        "<th>revenue per exposed</th><th>shown</th></tr>"
+    )
+    return (
+        "<h2>Model versions</h2>"
+        f'<table id="model-versions"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+        '<p class="note">The model version that decided each recorded impression. A customer '
+        "counts under the version of their first exposure, with their conversions; "
+        f"{_e(UNKNOWN_MODEL)}: impressions recorded before nbo kept the version, or posted "
+        "without it. A variant shown by more than one version had its model changed during "
+        "the run (CURRENT moved, a rollback, the experiments file edited): its figures mix "
+        "them. No tests per version: read these as indicative.</p>"
     )
 
 

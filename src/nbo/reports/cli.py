@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbo.core.errors import NboError
 from nbo.core.outputs import (
@@ -16,6 +16,9 @@ from nbo.core.outputs import (
     write_files_together,
 )
 from nbo.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 REPORTS_DIR = Path("reports")
 
@@ -183,6 +186,7 @@ def run_experiment(args: argparse.Namespace) -> int:
             "n/a" if ci is None else f"{_number(ci[0])}{mark} .. {_number(ci[1])}",
         )
     print_table(console, table)
+    _print_model_versions(console, report)
     if clipped:
         console.print(
             "* lower bound clipped at 0: revenue is never negative, and with this few buyers "
@@ -218,6 +222,39 @@ def run_experiment(args: argparse.Namespace) -> int:
     json_path, html_path = write_files_together(out, contents, "--out")
     console.print(f"wrote {json_path} and {html_path}", soft_wrap=True)
     return 0
+
+
+def _print_model_versions(console: Console, report: dict[str, Any]) -> None:
+    """Each variant's figures per model version that decided its impressions (a variant
+    whose model changed during the run marked), as the page's "Model versions"."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from nbo.console.tables import print_table
+    from nbo.experiments.outcomes import UNKNOWN_MODEL
+
+    table = Table(
+        title="per model version (a customer under their first exposure's)",
+        title_justify="left",
+    )
+    columns = ("variant", "model version", "impressions", "exposed", "converted", "rate")
+    for column in (*columns, "shown"):
+        table.add_column(
+            column, justify="left" if column in ("variant", "model version", "shown") else "right"
+        )
+    for v in report["variants"]:
+        for m in v["by_model_version"]:
+            table.add_row(
+                escape(v["name"] + (" (model changed)" if v["mixed_model_versions"] else "")),
+                escape(m["model_version"] or UNKNOWN_MODEL),
+                f"{m['impressions']:,}",
+                f"{m['exposed']:,}",
+                f"{m['converted']:,}",
+                _percent(m["conversion_rate"]),
+                f"{m['first_shown'][:10]} to {m['last_shown'][:10]}",
+            )
+    if table.row_count:
+        print_table(console, table)
 
 
 def run_compare(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ from nbo.campaigns.files import (
 )
 from nbo.core.ids import spreadsheet_original
 from nbo.core.vocabulary import CHANNELS, iso_utc
+from nbo.data.events import IMPRESSION
 from nbo.experiments.assignment import ServingModels
 from nbo.models.holdings import held_profile, versions_holding
 from nbo.models.served import ServingModel
@@ -44,7 +45,7 @@ from nbo.offers.state import DEFAULT_CONSENT, Consent
 from nbo.runtime.decide import forget_erased
 from nbo.service.profiles import current_profile
 from nbo.service.schemas import CustomerProfileOut
-from nbo.store.base import ErasureReceipt, Store
+from nbo.store.base import ErasureReceipt, Store, StoredEvent
 
 
 class ConsentOut(BaseModel):
@@ -70,6 +71,13 @@ class ExportedEventOut(BaseModel):
     occurred_at: str
     received_at: str = Field(description="when the store received it")
     payload: dict[str, Any] = Field(description="the event as stored (as posted, validated)")
+    model_version: str | None = Field(
+        None,
+        description="an offer_impression's: the model version that decided the offer "
+        "(automated decision-making: which model decided what the customer was shown); "
+        "null for other events, and for an impression that does not say (recorded before "
+        "nbo kept it, or posted without it: unknown)",
+    )
 
 
 class TrainedItemOut(BaseModel):
@@ -376,6 +384,7 @@ def export_customer(
                 occurred_at=iso_utc(event.occurred_at),
                 received_at=iso_utc(event.received_at),
                 payload=event.payload,
+                model_version=_decided_by(event),
             )
             for event in events
         ],
@@ -418,6 +427,14 @@ def export_customer(
             personalized=assignment.personalize,
         )
     return export
+
+
+def _decided_by(event: StoredEvent) -> str | None:
+    """The model version that decided an impression (its payload's), or None."""
+    if event.type != IMPRESSION:
+        return None
+    version = event.payload.get("model_version")
+    return version if isinstance(version, str) else None
 
 
 def _model_data(
