@@ -188,7 +188,14 @@ def decide_states(
         profiles = None
         if stage is not None:
             everyone = profiles_of(model, [requests[n] for n in positions], now_s)
-            kept = [i for i, profile in enumerate(everyone) if profile.stage == stage]
+            # A customer who withdrew consent to personalization has no stage of their
+            # own (theirs is the neutral profile's): selecting them by one would profile
+            # them for direct marketing, which the withdrawal forbids.
+            kept = [
+                i
+                for i, profile in enumerate(everyone)
+                if profile.profiled and profile.stage == stage
+            ]
             positions = [positions[i] for i in kept]
             profiles = [everyone[i] for i in kept]
         answers = decide(
