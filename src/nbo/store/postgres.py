@@ -143,10 +143,16 @@ def _away(exc: psycopg.Error) -> bool:
 
 def _connection_settings(url: str) -> dict[str, Any]:
     """What every connection is opened with beside the URL: autocommit, the connect
-    timeout and ``KEEPALIVES``, each unless the URL sets it (libpq's own parameters, an
-    operator's choice, win)."""
+    timeout, ``KEEPALIVES`` and UTF8 as the client encoding, each unless the URL sets it
+    (libpq's own parameters, an operator's choice, win). UTF8: on a database in
+    SQL_ASCII (a bare ``initdb`` with locale C makes one) psycopg otherwise reads text as
+    bytes, and ids read back went out again as bytea (``nbo store purge`` failed there)."""
     given = conninfo_to_dict(url)
-    defaults = {"connect_timeout": str(CONNECT_SECONDS), **KEEPALIVES}
+    defaults = {
+        "connect_timeout": str(CONNECT_SECONDS),
+        "client_encoding": "UTF8",
+        **KEEPALIVES,
+    }
     return {"autocommit": True} | {k: v for k, v in defaults.items() if k not in given}
 
 
