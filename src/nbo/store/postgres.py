@@ -113,12 +113,19 @@ def _reason(exc: BaseException) -> str:
 
 
 def check_url(url: str) -> None:
-    """StoreUrlError when libpq cannot parse ``url``; no connection is made."""
+    """StoreUrlError when libpq cannot parse ``url``, or its port is no port; no
+    connection is made. (libpq reads the port only when it connects: a mistyped one was
+    taken for a server that is away, and the service ran on 503s for good.)"""
     try:
-        conninfo_to_dict(url)
+        params = conninfo_to_dict(url)
     except psycopg.Error as exc:
         reason = _reason(exc)
         raise StoreUrlError(f"{redacted(url)} is not valid ({reason})") from None
+    for port in str(params.get("port") or "").split(","):
+        if port and not (port.isdigit() and 1 <= int(port) <= 65_535):
+            raise StoreUrlError(
+                f"{redacted(url)} is not valid (port {port!r} is not a number from 1 to 65535)"
+            )
 
 
 # The server's own words when it answers "not now" (SQLSTATE 57P03 cannot_connect_now:
