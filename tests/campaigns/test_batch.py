@@ -156,12 +156,32 @@ def test_a_recorded_campaign_file_is_not_replaced_without_overwrite(
 
 
 def test_stage_selection_keeps_only_that_stage(
-    env: Path, tmp_path: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+    client: TestClient,
+    env: Path,
+    tmp_path: Path,
+    models_dir: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # An active customer who then withdrew consent to personalization: their answer
+    # says "active" (the neutral profile's stage), but they have no stage of their own
+    # and a campaign for a stage never selects them.
+    actives = [
+        c
+        for c in ("a00", "a01", "a02", "a03", "b00", "b01")
+        if client.get(f"/v1/customers/{c}").json()["stage"] == "active"
+    ]
+    withdrawn = actives[0]
+    consent = {"personalization": False, "channels": {}}
+    assert client.put(f"/v1/customers/{withdrawn}/consent", json=consent).status_code == 200
+    assert client.get(f"/v1/customers/{withdrawn}/offers").json()["stage"] == "active"
+    capsys.readouterr()
     out = tmp_path / "active.csv"
     assert _batch("--customers", "stage=active", "--out", str(out)) == 0
     rows = pd.read_csv(out, dtype={"customer_id": str})
     assert len(rows) > 0 and set(rows["stage"]) == {"active"}
+    assert withdrawn not in set(rows["customer_id"]) and set(actives[1:]) <= set(
+        rows["customer_id"]
+    )
     # The summary tells the customers screened (all of them) from those written, each
     # with its rate: a rate of the screened alone overstated the campaign's speed.
     screened = len(load_serving_model(models_dir).customers.ids)

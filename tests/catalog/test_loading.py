@@ -162,6 +162,25 @@ OFFER = "  - {id: winback-15, kind: incentive, incentive: percent_off, amount: 1
             "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, response_rate: 0.1}\n",
             "offer 'p' field 'response_rate': only for incentives",
         ),
+        # A value is taken as is: a margin or price weighting beside it would be ignored.
+        (
+            "version: 1\nproducts: {value: 10, margin: 0.25}\n",
+            "products field 'margin': value 10 is taken as is (the business's money per "
+            "sale), so margin 0.25 would be ignored",
+        ),
+        (
+            "version: 1\nproducts: {value: 10, price_weighted: true}\n",
+            "products field 'price_weighted': value 10 is taken as is, so price weighting",
+        ),
+        (
+            "version: 1\nitems:\n  - {item_id: X, value: 4, margin: 0.5}\n",
+            "item override 'X' field 'margin': value 4 is taken as is",
+        ),
+        (
+            "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, value: 4, "
+            "price_weighted: true}\n",
+            "offer 'p' field 'price_weighted': value 4 is taken as is",
+        ),
         (
             "version: 1\noffers:\n  - {id: p, kind: product, item_id: X, "
             "valid_from: 2026-02-01, valid_to: 2026-01-01}\n",

@@ -14,8 +14,10 @@ from nbo.data.events import parse_events
 from nbo.experiments.assignment import load_serving_models
 from nbo.experiments.definitions import load_experiments
 from nbo.offers.decision import Occasion
+from nbo.offers.state import CustomerState, PostedPurchase
 from nbo.runtime.decide import (
     Context,
+    clocked,
     contact_policy,
     decide_customers,
     profiles_now,
@@ -139,3 +141,17 @@ def test_a_profile_now_counts_posted_purchases(
     after = profiles_now(model, store, ["a01"], NOW_S)[0]
     assert after.frequency == before.frequency + 1
     assert after.last_purchase_s == int(datetime(2026, 6, 30, 10, tzinfo=UTC).timestamp())
+
+
+def test_a_purchase_inside_the_skew_is_dated_now_and_a_later_one_stays_later() -> None:
+    def bought(at: int) -> PostedPurchase:
+        return PostedPurchase("A01", 1.0, at, None, f"e{at}")
+
+    states = [
+        CustomerState(posted=(bought(NOW_S - 60), bought(NOW_S + 60), bought(NOW_S + 600))),
+        CustomerState(posted=(bought(NOW_S - 60),)),
+    ]
+    first, second = clocked(states, NOW_S, 300)
+    assert [p.occurred_at for p in first.posted] == [NOW_S - 60, NOW_S, NOW_S + 600]
+    assert second is states[1]  # nothing to change: the same state
+    assert clocked(states, NOW_S, 0) is states

@@ -496,3 +496,17 @@ def test_a_compressed_body_is_415_naming_content_encoding(
     identity = {"content-type": "application/json", "content-encoding": "identity"}
     plain = json.dumps(purchase("gz-2")).encode()
     assert client.post("/v1/events", content=plain, headers=identity).status_code == 200
+
+
+def test_a_purchase_dated_inside_the_skew_counts_in_the_profile_at_once(client: TestClient) -> None:
+    """A client's clock a minute ahead of ours: the purchase is accepted and suppresses
+    its item in the offers, and the profile counts it now (it counted only once the
+    service clock reached its time)."""
+    ahead = purchase("ahead", "newbie", timestamp="2026-06-30T12:01:00Z")
+    assert client.post("/v1/events", json=ahead).json()["accepted"] == ["ahead"]
+    profile = client.get("/v1/customers/newbie").json()
+    assert profile["known"] is True and profile["frequency"] == 1, profile
+    assert profile["last_purchase"].startswith("2026-06-30T12:00:00"), profile
+    assert profile["recency_days"] < 0.001, profile
+    offers = client.get("/v1/customers/newbie/offers").json()
+    assert offers["profile"] != "none" and offers["suppressed_items"] == 1, offers

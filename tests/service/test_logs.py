@@ -67,7 +67,7 @@ def test_what_a_log_line_may_carry_is_capped() -> None:
         {"name": "nbo.test", "msg": "m" * 50_000, "levelname": "INFO", "note": "n" * 50_000}
     )
     line = json.loads(JsonFormatter().format(record))
-    assert len(line["message"]) < MESSAGE_CHARS + 50 and line["message"].endswith("characters]")
+    assert len(line["message"]) < MESSAGE_CHARS + 50 and "characters]" in line["message"]
     assert len(line["note"]) < FIELD_CHARS + 50 and "49000 more characters" in line["note"]
     assert len(TextFormatter().format(record)) < MESSAGE_CHARS + 200
     crowded = logging.makeLogRecord(
@@ -217,3 +217,17 @@ def test_a_long_traceback_keeps_the_error_it_ends_with() -> None:
     assert len(JsonFormatter().formatException(record.exc_info)) > TRACE_CHARS
     assert line["exception"].endswith("ValueError: the error a reader is looking for")
     assert "characters]..." in line["exception"]
+
+
+def test_a_traceback_logged_as_a_long_message_keeps_its_last_line() -> None:
+    """uvicorn logs a worker's failed start-up (lifespan) as a traceback in the message:
+    the error is its last line, which a cap keeping the head alone cut off, so the
+    reason a worker could not start never reached the log."""
+    trace = "Traceback (most recent call last):\n" + "  frame\n" * 600
+    trace += "nbo.core.errors.ConfigError: schema version 9 is newer than this nbo understands"
+    record = logging.makeLogRecord({"name": "uvicorn.error", "msg": trace, "levelname": "ERROR"})
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"].startswith("Traceback") and line["message"].endswith(
+        "schema version 9 is newer than this nbo understands"
+    )
+    assert TextFormatter().format(record).endswith("newer than this nbo understands")

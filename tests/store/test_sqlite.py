@@ -296,6 +296,9 @@ def test_an_in_memory_store_is_refused_before_anything_is_opened() -> None:
         ("mysql://db/nbo", "unsupported store"),
         ("sqlite:///", "needs a file path"),
         ("postgresql://u:secret@h/db?%zz", "is not valid"),
+        # libpq reads a port only when it connects: a typo was a server "away" for good.
+        ("postgresql://u:secret@h:185400/db", "port '185400' is not a number from 1 to 65535"),
+        ("postgresql://u:secret@h/db?port=54x", "port '54x' is not a number"),
     ],
 )
 def test_a_url_naming_no_store_is_refused_without_opening_one(url: str, problem: str) -> None:

@@ -3,17 +3,22 @@ SQLite's own file settings, PostgreSQL's connection errors."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
+import psycopg
 import pytest
-from backends import Relay, needs_postgres, run_sql
+from backends import POSTGRES_ENV, WITHOUT_POSTGRES, Relay, needs_postgres, run_sql
 from fastapi.testclient import TestClient
 
 from nbo.core.errors import ConfigError
@@ -21,7 +26,7 @@ from nbo.data.events import Event, parse_events
 from nbo.service.app import create_app
 from nbo.settings import Settings
 from nbo.store import open_store
-from nbo.store.base import StoreUnavailable, StoreUnreachable
+from nbo.store.base import PURGE_IMPRESSIONS, StoreUnavailable, StoreUnreachable
 from nbo.store.migrations import MIGRATIONS
 from nbo.store.postgres import redacted
 
@@ -485,3 +490,50 @@ def test_no_probe_outlives_a_closed_store(postgres_url: str) -> None:
     assert not probe.is_alive()
     store._start_probe()  # type: ignore[attr-defined]
     assert store._probe is probe  # type: ignore[attr-defined]
+
+
+def test_a_postgresql_database_in_sql_ascii_reads_ids_as_text() -> None:
+    """A database made by a bare ``initdb`` (locale C) is in SQL_ASCII, where psycopg
+    reads text as bytes unless the connection says UTF8: ids read back as bytes were
+    sent again as bytea, and ``nbo store purge`` failed on every such store
+    (``operator does not exist: text = bytea``)."""
+    server = os.environ.get(POSTGRES_ENV)
+    if not server:
+        pytest.skip(WITHOUT_POSTGRES)
+    name = f"ascii_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' TEMPLATE template0")
+    try:
+        store = open_store(urlunsplit(urlsplit(server)._replace(path=f"/{name}")))
+        try:
+            events, _ = parse_events(
+                {
+                    "events": [
+                        {
+                            "type": "offer_impression",
+                            "event_id": "old-1",
+                            "customer_id": "c1",
+                            "item_id": "i1",
+                            "channel": "email",
+                            "timestamp": "2026-01-01T10:00:00Z",
+                        },
+                        {
+                            "type": "purchase",
+                            "event_id": "p-1",
+                            "customer_id": "c2",
+                            "timestamp": "2026-01-01T10:00:00Z",
+                            "items": [{"item_id": "i1"}],
+                        },
+                    ]
+                }
+            )
+            store.add_events([event for _, event in events])
+            assert store.customers_with_purchases() == ["c2"]
+            cutoff = int(datetime(2026, 2, 1, tzinfo=UTC).timestamp())
+            assert store.purge(PURGE_IMPRESSIONS, cutoff).rows == 1
+            assert store.events_of("c1") == []
+        finally:
+            store.close()
+    finally:
+        with psycopg.connect(server, autocommit=True) as db:
+            db.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -51,7 +51,7 @@ from nbo.models.send_time import next_send_at
 from nbo.models.served import ServingModel
 from nbo.offers.decision import Occasion
 from nbo.offers.ranking import OfferTable
-from nbo.runtime.decide import Context, Decided, contact_policy, decide_customers, everyone
+from nbo.runtime.decide import Context, Decided, context_for, decide_customers, everyone
 from nbo.runtime.deliver import deliver_customers, impressions_of
 from nbo.settings import Settings
 from nbo.store import open_store
@@ -443,9 +443,7 @@ def open_run(spec: RunSpec) -> BatchRun:
     except BaseException:
         store.close()
         raise
-    return run_of(
-        spec, Context(models, catalog, contact_policy(settings), store, settings.max_posted_lines)
-    )
+    return run_of(spec, context_for(settings, models, catalog, store))
 
 
 def run_of(spec: RunSpec, context: Context) -> BatchRun:

@@ -21,6 +21,7 @@ from nbo.catalog.schema import (
     CatalogFile,
     CatalogOffer,
     IncentiveKind,
+    ProductDefaults,
 )
 from nbo.catalog.terms import Catalog
 from nbo.core.documents import read_document
@@ -112,11 +113,17 @@ _INCENTIVE_ONLY = ("incentive", "amount", "response_rate")
 
 def _check(source: str, document: CatalogFile) -> None:
     """The rules that span fields or sections, which field types cannot say."""
+    found_value = _value_problem(document.products)
+    if found_value is not None:
+        raise CatalogError(source, found_value[1], "products", found_value[0])
     seen_items: set[str] = set()
     for item in document.items:
+        entry = f"item override '{item.item_id}'"
         if item.item_id in seen_items:
-            entry = f"item override '{item.item_id}'"
             raise CatalogError(source, "listed twice; one override per item", entry, "item_id")
+        found_value = _value_problem(item)
+        if found_value is not None:
+            raise CatalogError(source, found_value[1], entry, found_value[0])
         seen_items.add(item.item_id)
     seen_offers: set[str] = set()
     for offer in document.offers:
@@ -166,6 +173,26 @@ def _incentive_problem(offer: CatalogOffer) -> tuple[str, str] | None:
     return None
 
 
+def _value_problem(terms: ProductDefaults | CatalogOffer) -> tuple[str, str] | None:
+    """Product terms that set ``value`` beside ``margin`` or ``price_weighted: true`` in
+    the same block: a value is taken as is, so the margin or price weighting written
+    with it would be ignored without a word (``products.value: 10`` with ``margin: 0.25``
+    meant 2.5 and served 10)."""
+    if terms.value is None:
+        return None
+    if terms.price_weighted:
+        return "price_weighted", (
+            f"value {terms.value:g} is taken as is, so price weighting would be ignored: "
+            "remove value to weigh by the item's price, or price_weighted"
+        )
+    if "margin" in terms.model_fields_set:
+        return "margin", (
+            f"value {terms.value:g} is taken as is (the business's money per sale), so "
+            f"margin {terms.margin:g} would be ignored: remove one of them"
+        )
+    return None
+
+
 def _product_problem(
     offer: CatalogOffer, categories: Mapping[str, tuple[str, ...]]
 ) -> tuple[str, str] | None:
@@ -174,6 +201,9 @@ def _product_problem(
             return name, "only for incentives (kind: incentive)"
     if offer.item_id is None and offer.category is None:
         return "item_id", "a product offer needs item_id (one item) or category (a group)"
+    found = _value_problem(offer)
+    if found is not None:
+        return found
     if offer.item_id is not None and offer.category is not None:
         return "category", "give item_id or category, not both"
     if offer.category is not None and offer.category not in categories:

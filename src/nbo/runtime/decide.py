@@ -11,7 +11,7 @@ same sequence inside the store's per-customer lock (``nbo.runtime.deliver``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nbo.catalog.terms import Catalog
 from nbo.core.vocabulary import DAY
@@ -42,6 +42,8 @@ class Context:
     store: Store
     # Each customer's most recent posted purchase lines read (NBO_MAX_POSTED_LINES).
     max_posted_lines: int | None = None
+    # How far after the clock a posted event may be dated (NBO_CLOCK_SKEW_SECONDS).
+    clock_skew_s: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,21 @@ class Decided:
 def contact_policy(settings: Settings) -> ContactPolicy:
     """The contact rules the settings configure."""
     return ContactPolicy(settings.suppression, settings.frequency_caps, settings.fatigue)
+
+
+def context_for(
+    settings: Settings, models: ServingModels, catalog: Catalog, store: Store
+) -> Context:
+    """The context the settings configure around ``models``, ``catalog`` and ``store``:
+    the contact rules, the posted lines read and the clock's skew."""
+    return Context(
+        models,
+        catalog,
+        contact_policy(settings),
+        store,
+        settings.max_posted_lines,
+        settings.clock_skew_seconds,
+    )
 
 
 def read_states(
@@ -153,6 +170,7 @@ def decide_states(
     """``decide_customers`` on states already read: one entry per customer, None for a
     customer ``stage`` leaves out."""
     now_s = occasion.now_s
+    states = clocked(states, now_s, context.clock_skew_s)
     assignments = [
         context.models.assign(c, state.consent, now_s)
         for c, state in zip(customer_ids, states, strict=True)
@@ -170,7 +188,14 @@ def decide_states(
         profiles = None
         if stage is not None:
             everyone = profiles_of(model, [requests[n] for n in positions], now_s)
-            kept = [i for i, profile in enumerate(everyone) if profile.stage == stage]
+            # A customer who withdrew consent to personalization has no stage of their
+            # own (theirs is the neutral profile's): selecting them by one would profile
+            # them for direct marketing, which the withdrawal forbids.
+            kept = [
+                i
+                for i, profile in enumerate(everyone)
+                if profile.profiled and profile.stage == stage
+            ]
             positions = [positions[i] for i in kept]
             profiles = [everyone[i] for i in kept]
         answers = decide(
@@ -189,6 +214,29 @@ def decide_states(
     ]
 
 
+def clocked(states: Sequence[CustomerState], now_s: int, skew_s: int) -> Sequence[CustomerState]:
+    """``states`` with every posted purchase dated after ``now_s`` but within ``skew_s``
+    of it dated ``now_s``: the service accepts such a purchase (a client's clock runs a
+    little ahead of ours), so it has happened, and the profile, which counts orders up
+    to the clock, counts it as the offers' suppression does. Later ones (a campaign run
+    with a clock in the past) stay in the future and count nowhere in the profile."""
+    if skew_s <= 0:
+        return states
+    latest = now_s + skew_s
+    out: list[CustomerState] | None = None
+    for n, state in enumerate(states):
+        if not any(now_s < p.occurred_at <= latest for p in state.posted):
+            continue
+        if out is None:
+            out = list(states)
+        posted = tuple(
+            replace(p, occurred_at=now_s) if now_s < p.occurred_at <= latest else p
+            for p in state.posted
+        )
+        out[n] = replace(state, posted=posted)
+    return states if out is None else out
+
+
 def everyone(model: ServingModel, store: Store) -> list[str]:
     """Every customer the model and the store know, less the erased: the model's
     customers in its order, then those known only from posted purchases, sorted (what a
@@ -205,11 +253,13 @@ def profiles_now(
     customer_ids: Sequence[str],
     now_s: int,
     max_posted_lines: int | None = None,
+    clock_skew_s: int = 0,
 ) -> list[CustomerProfile]:
     """Each customer's profile as of ``now_s`` under ``model``, from their stored consent
     and posted purchases (their contacts do not make a profile): what
-    ``GET /v1/customers/{id}`` answers and the data export shows."""
+    ``GET /v1/customers/{id}`` answers and the data export shows. ``clock_skew_s``: as
+    ``Context.clock_skew_s`` (``clocked``)."""
     forget_erased(model, store, customer_ids)
-    states = read_states(store, customer_ids, None, max_posted_lines)
+    states = clocked(read_states(store, customer_ids, None, max_posted_lines), now_s, clock_skew_s)
     requests = [DecisionRequest(c, state) for c, state in zip(customer_ids, states, strict=True)]
     return profiles_of(model, requests, now_s)

@@ -348,6 +348,7 @@ def export_customer(
     max_posted_lines: int | None = None,
     *,
     models_dir: Path,
+    clock_skew_s: int = 0,
 ) -> CustomerDataOut:
     """The export of one customer at the service clock ``now``: every stored event, and
     the profile as ``GET /v1/customers/{id}`` computes it (from the most recent
@@ -413,7 +414,9 @@ def export_customer(
         # model first, as a decision makes them, not only to the current one the profile
         # reads (an experiment's model would show what it learned before the erasure).
         forget_erased(models, store, [customer_id])
-        export.profile = current_profile(models.current, store, customer_id, now, max_posted_lines)
+        export.profile = current_profile(
+            models.current, store, customer_id, now, max_posted_lines, clock_skew_s
+        )
         personalization = (consent or DEFAULT_CONSENT).personalization
         export.models = [
             _model_data(model, customer_id, models_dir, personalization)

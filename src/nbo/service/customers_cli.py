@@ -234,6 +234,7 @@ def run_export(args: argparse.Namespace) -> int:
                 settings.now(),
                 settings.max_posted_lines,
                 models_dir=settings.models_dir,
+                clock_skew_s=settings.clock_skew_seconds,
             )
     finally:
         store.close()

@@ -82,7 +82,9 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "pid": record.process,
             "logger": _field(record.name),
-            "message": _capped(record.getMessage(), MESSAGE_CHARS),
+            # Its head and tail: uvicorn logs a worker's failed start-up as a traceback
+            # in the message, whose last line (the error) a head alone cut off.
+            "message": _capped_middle(record.getMessage(), MESSAGE_CHARS),
         }
         request_id = _request_id_of(record)
         if request_id is not None:
@@ -116,7 +118,7 @@ class TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         request_id = _request_id_of(record)
         tag = f" [{request_id}]" if request_id is not None else ""
-        message = _capped(record.message, MESSAGE_CHARS)
+        message = _capped_middle(record.message, MESSAGE_CHARS)
         customer = getattr(record, CUSTOMER_FIELD, None)
         if isinstance(customer, str):
             message += f" {CUSTOMER_FIELD}={_capped(customer, FIELD_CHARS)}"

@@ -57,10 +57,14 @@ def current_profile(
     customer_id: str,
     now: datetime,
     max_posted_lines: int | None = None,
+    clock_skew_s: int = 0,
 ) -> CustomerProfileOut:
     """The profile ``GET /v1/customers/{id}`` answers, and the data export shows: one
     function, so the export holds exactly what the profile route says.
     ``max_posted_lines``: the customer's most recent posted lines only, as offers read
-    them (``NBO_MAX_POSTED_LINES``)."""
-    (profile,) = profiles_now(model, store, [customer_id], int(now.timestamp()), max_posted_lines)
+    them (``NBO_MAX_POSTED_LINES``); a purchase dated up to ``clock_skew_s`` after ``now``
+    counts as made now (``NBO_CLOCK_SKEW_SECONDS``, ``nbo.runtime.decide.clocked``)."""
+    (profile,) = profiles_now(
+        model, store, [customer_id], int(now.timestamp()), max_posted_lines, clock_skew_s
+    )
     return profile_out(profile, model.version, model.churn_horizon_days, now)

@@ -113,12 +113,19 @@ def _reason(exc: BaseException) -> str:
 
 
 def check_url(url: str) -> None:
-    """StoreUrlError when libpq cannot parse ``url``; no connection is made."""
+    """StoreUrlError when libpq cannot parse ``url``, or its port is no port; no
+    connection is made. (libpq reads the port only when it connects: a mistyped one was
+    taken for a server that is away, and the service ran on 503s for good.)"""
     try:
-        conninfo_to_dict(url)
+        params = conninfo_to_dict(url)
     except psycopg.Error as exc:
         reason = _reason(exc)
         raise StoreUrlError(f"{redacted(url)} is not valid ({reason})") from None
+    for port in str(params.get("port") or "").split(","):
+        if port and not (port.isdigit() and 1 <= int(port) <= 65_535):
+            raise StoreUrlError(
+                f"{redacted(url)} is not valid (port {port!r} is not a number from 1 to 65535)"
+            )
 
 
 # The server's own words when it answers "not now" (SQLSTATE 57P03 cannot_connect_now:
@@ -143,10 +150,16 @@ def _away(exc: psycopg.Error) -> bool:
 
 def _connection_settings(url: str) -> dict[str, Any]:
     """What every connection is opened with beside the URL: autocommit, the connect
-    timeout and ``KEEPALIVES``, each unless the URL sets it (libpq's own parameters, an
-    operator's choice, win)."""
+    timeout, ``KEEPALIVES`` and UTF8 as the client encoding, each unless the URL sets it
+    (libpq's own parameters, an operator's choice, win). UTF8: on a database in
+    SQL_ASCII (a bare ``initdb`` with locale C makes one) psycopg otherwise reads text as
+    bytes, and ids read back went out again as bytea (``nbo store purge`` failed there)."""
     given = conninfo_to_dict(url)
-    defaults = {"connect_timeout": str(CONNECT_SECONDS), **KEEPALIVES}
+    defaults = {
+        "connect_timeout": str(CONNECT_SECONDS),
+        "client_encoding": "UTF8",
+        **KEEPALIVES,
+    }
     return {"autocommit": True} | {k: v for k, v in defaults.items() if k not in given}
 
 

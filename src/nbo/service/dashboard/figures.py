@@ -67,7 +67,11 @@ class StageMix:
 
 
 def stage_mix(
-    model: ServingModel, store: Store, now_s: int, max_posted_lines: int | None
+    model: ServingModel,
+    store: Store,
+    now_s: int,
+    max_posted_lines: int | None,
+    clock_skew_s: int = 0,
 ) -> StageMix:
     """The stage and churn risk of every customer ``runtime.everyone`` lists, profiled in
     chunks with ``runtime.profiles_now`` (what the profile route answers)."""
@@ -77,7 +81,7 @@ def stage_mix(
     unprofiled = 0
     for start in range(0, len(customers), PROFILE_CHUNK):
         chunk = customers[start : start + PROFILE_CHUNK]
-        for profile in profiles_now(model, store, chunk, now_s, max_posted_lines):
+        for profile in profiles_now(model, store, chunk, now_s, max_posted_lines, clock_skew_s):
             stages[profile.stage] = stages.get(profile.stage, 0) + 1
             unprofiled += not profile.profiled
             if profile.churn_risk is not None:

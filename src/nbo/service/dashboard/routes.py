@@ -31,7 +31,7 @@ from nbo.core.vocabulary import CHANNELS
 from nbo.experiments.definitions import Experiments
 from nbo.experiments.outcomes import report_for
 from nbo.offers.decision import Occasion
-from nbo.runtime.decide import Context, contact_policy, decide_customers
+from nbo.runtime.decide import context_for, decide_customers
 from nbo.runtime.deliver import delivery_preview
 from nbo.service.auth import KEY_COOKIE, key_ring_of, requires
 from nbo.service.dashboard.cache import FigureCache
@@ -171,7 +171,7 @@ async def overview(
         from nbo.service.dashboard import plots
 
         manifest = model.manifest
-        mix = stage_mix(model, store, now_s, settings.max_posted_lines)
+        mix = stage_mix(model, store, now_s, settings.max_posted_lines, settings.clock_skew_seconds)
         tables = quality_tables(manifest)
         gate = manifest.get("quality_gate") or {}
         metric = str(gate.get("metric") or (tables[0].metrics[0] if tables else "ndcg@10"))
@@ -279,11 +279,14 @@ async def customer(
 
     def compute() -> dict[str, Any]:
         profile = current_profile(
-            models.current, store, customer_id, now, settings.max_posted_lines
+            models.current,
+            store,
+            customer_id,
+            now,
+            settings.max_posted_lines,
+            settings.clock_skew_seconds,
         )
-        context = Context(
-            models, catalog, contact_policy(settings), store, settings.max_posted_lines
-        )
+        context = context_for(settings, models, catalog, store)
         answers, deliveries = [], {}
         for channel in CHANNELS:
             occasion = Occasion(channel, k, int(now.timestamp()), delivery=False)

@@ -150,6 +150,7 @@ def export_data(
         settings.now(),
         settings.max_posted_lines,
         models_dir=settings.models_dir,
+        clock_skew_s=settings.clock_skew_seconds,
     )
     # Everything held on a person: never kept by a browser or a proxy (as the dashboard).
     response.headers["Cache-Control"] = "no-store"
