@@ -372,7 +372,7 @@ def test_ctrl_c_says_at_once_that_the_batch_is_stopping(
     lines = capsys.readouterr().err.splitlines()
     stopping = [line for line in lines if line.startswith("nbo batch: stopping: ")]
     assert len(stopping) == 1 and lines[-2:] == [stopping[0], "nbo batch: interrupted"]
-    assert ("Ctrl-C is ignored until this is done" in stopping[0]) is record
+    assert ("a further interrupt is ignored until this is done" in stopping[0]) is record
     assert "no campaign file is written" in stopping[0] and not out.exists()
     store = open_store(f"sqlite:///{env}")
     try:
@@ -706,3 +706,19 @@ def test_erased_customers_of_a_list_are_left_out_unless_they_came_back(
     assert sorted(rows["customer_id"].unique()) == ["a01", "a02", "a03"]
     a02 = rows[rows["customer_id"] == "a02"]
     assert a02["suppressed_reason"].tolist() == ["no_channel_consent"]
+
+
+def test_ids_listed_twice_are_decided_once_and_counted(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A list holding a customer twice (two exports pasted together): one set of rows,
+    and a line saying so (it said nothing, though unknown and erased ids are counted)."""
+    ids = tmp_path / "ids.csv"
+    ids.write_text("customer_id\na00\nb05\n\na00\na00\n", encoding="utf-8")
+    out = tmp_path / "campaign.csv"
+    assert _batch("--customers", str(ids), "--k", "2", "--out", str(out)) == 0
+    rows = pd.read_csv(out, dtype={"customer_id": str})
+    assert sorted(rows["customer_id"].unique()) == ["a00", "b05"]
+    assert (rows["customer_id"] == "a00").sum() == 2
+    err = capsys.readouterr().err
+    assert f"nbo batch: 2 ids of {ids} are listed again after their first line" in err

@@ -80,6 +80,8 @@ class Selection:
     customer_ids: Sequence[str]
     stage: str | None = None
     description: str = ""
+    # Ids a list named again after their first line, left out: one row set each.
+    repeated: int = 0
 
 
 @dataclass
@@ -122,7 +124,9 @@ def select_customers(spec: str, model: ServingModel, store: Store) -> Selection:
                     f"--customers {spec}: unknown stage '{stage}' (one of {', '.join(STAGES)})"
                 )
         return Selection(everyone(model, store), stage, spec)
-    return Selection(_ids_from_file(Path(spec)), None, spec)
+    listed = _listed_ids(Path(spec))
+    ids = list(dict.fromkeys(listed))
+    return Selection(ids, None, spec, repeated=len(listed) - len(ids))
 
 
 def leave_out_erased(selection: Selection, store: Store) -> tuple[Selection, int]:
@@ -187,6 +191,12 @@ def strangers_line(
 
 
 def _ids_from_file(path: Path) -> list[str]:
+    """The customers a list file names, each once, in the order first listed."""
+    return list(dict.fromkeys(_listed_ids(path)))
+
+
+def _listed_ids(path: Path) -> list[str]:
+    """Every id of a list file, as listed (repeats included), each checked."""
     where = f"--customers {path}"
     if not path.is_file():
         raise BatchError(f"{where}: no such file (or use 'all' or 'stage=NAME')")
@@ -206,7 +216,7 @@ def _ids_from_file(path: Path) -> list[str]:
                 ids = ids[1:]
             if not ids:
                 raise BatchError(f"{where}: no customer ids in the file")
-            return _valid(list(dict.fromkeys(ids)), where)
+            return _valid(ids, where)
         else:
             raise BatchError(f"{where}: a customer list is a .txt, .csv or .parquet file")
     except (OSError, UnicodeDecodeError, ValueError, pa.ArrowException) as exc:
@@ -224,7 +234,7 @@ def _ids_from_file(path: Path) -> list[str]:
     ]
     if not ids:
         raise BatchError(f"{where}: no customer ids in the file")
-    return _valid(list(dict.fromkeys(ids)), where)
+    return _valid(ids, where)
 
 
 def _valid(ids: list[str], where: str) -> list[str]:

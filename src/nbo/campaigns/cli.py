@@ -187,6 +187,12 @@ def run(args: argparse.Namespace) -> int:
             total = len(selection.customer_ids)
             if lines:
                 lines.finish("select customers", detail=f"{total:,} customers")
+            if selection.repeated:
+                print(
+                    f"nbo batch: {selection.repeated:,} ids of {args.customers} are listed "
+                    "again after their first line: each customer is decided once",
+                    file=sys.stderr,
+                )
             if erased:
                 print(
                     f"nbo batch: {erased:,} of {listed:,} customers are erased and not heard "
@@ -291,8 +297,8 @@ def stopping_line(record: bool) -> str:
         return "stopping: the chunks being decided are called off; no campaign file is written"
     return (
         "stopping: the chunks being decided are called off and the impressions this run "
-        "recorded are taken back; no campaign file is written (Ctrl-C is ignored until "
-        "this is done)"
+        "recorded are taken back; no campaign file is written (a further interrupt is "
+        "ignored until this is done)"
     )
 
 
