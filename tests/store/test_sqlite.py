@@ -320,6 +320,28 @@ def test_a_good_url_passes_the_check_and_creates_nothing(
         check_store_url(f"sqlite:///{tmp_path / 'nowhere' / 'nbo.db'}")
 
 
+def test_a_full_disk_is_a_store_unavailable_and_stores_nothing(tmp_path: Path) -> None:
+    """SQLite out of room (the file system full; here its page limit) answered 500
+    internal_error with the service's readiness saying the store was fine: now
+    StoreUnavailable (503 with Retry-After) naming the file, and the call stores
+    nothing; once there is room again, writes go through."""
+    from nbo.store.base import StoreUnavailable
+
+    store = SQLiteStore(tmp_path / "nbo.db")
+    try:
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count={pages + 2}")
+        big = [purchase(f"e{n}-{'x' * 120}", item=f"i{n}-{'y' * 120}") for n in range(200)]
+        with pytest.raises(StoreUnavailable, match=r"disk is full \(.*nbo\.db\)"):
+            store.add_events(big)
+        assert store.event_count() == 0
+        store._db.execute("PRAGMA max_page_count=1073741823")
+        store.add_events(big[:1])
+        assert store.event_count() == 1
+    finally:
+        store.close()
+
+
 def test_a_store_another_process_holds_for_writing_is_busy_not_an_error(tmp_path: Path) -> None:
     """A campaign recording a large chunk holds SQLite's write lock past busy_timeout: a
     write of the service then answers StoreUnavailable (503, try again), not an

@@ -234,10 +234,18 @@ class SQLiteStore(SQLStore):
                 raise StoreUnavailable(f"the store is busy ({exc})") from None
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if _disk_full(exc):
+                    # A 503 with Retry-After, as a PostgreSQL server that is away: nothing
+                    # of the call was stored, and it may succeed once space is freed.
+                    raise StoreUnavailable(
+                        f"the store's disk is full ({self.path}): nothing was stored; free "
+                        "space on its file system"
+                    ) from None
                 raise
-            self._db.execute("COMMIT")
 
     def _lock_customers(self, db: Database, customer_ids: Sequence[str]) -> None:
         """Nothing more to take: BEGIN IMMEDIATE holds the file's write lock."""
@@ -371,3 +379,11 @@ def _marks(part: Sequence[str]) -> str:
 def _rows(part: Sequence[str]) -> str:
     """One-column VALUES rows: ``(?), (?), ...``."""
     return ", ".join("(?)" for _ in part)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether SQLite stopped because its file system (or ``max_page_count``) is full."""
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    )
