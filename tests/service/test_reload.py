@@ -339,6 +339,15 @@ def test_a_current_or_alias_pointing_outside_the_models_folder_is_refused(
         assert listed.json()["current"] is None
         assert "is not a model version" in listed.json()["current_problem"]
 
+    # A well-formed name of a version that is not there (deleted, or a typo): listed as
+    # the current one, it hid that a restart would find no model.
+    (models / CURRENT).write_text("20261207T150000Z-missing1\n", encoding="utf-8")
+    listed = client.get("/v1/models")
+    assert listed.status_code == 200 and listed.json()["current"] is None
+    assert listed.json()["current_problem"] == (
+        f"CURRENT names 20261207T150000Z-missing1, which is no model in {models}"
+    )
+
     set_current(models, published.v1)
     (models / "ALIASES.json").write_text(
         json.dumps({"candidate": str(elsewhere / published.v2)}), encoding="utf-8"

@@ -230,9 +230,14 @@ def current_or_problem(models_dir: Path) -> tuple[str | None, str | None]:
     if not has_current(models_dir):
         return None, None
     try:
-        return current_version(models_dir), None
+        version = current_version(models_dir)
     except ArtifactError as exc:  # empty, unreadable, naming no version
         return None, str(exc)
+    if not (models_dir / version / MANIFEST).is_file():
+        # A hand-edited CURRENT, or its version deleted: listed as the serving one, it
+        # hid that a restart would find no model.
+        return None, f"{CURRENT} names {version}, which is no model in {models_dir}"
+    return version, None
 
 
 def trained_until(manifest: dict[str, Any]) -> int:
