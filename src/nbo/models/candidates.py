@@ -453,9 +453,19 @@ def _shortlisted(
     rows = np.arange(len(ids))
     allowed = ids >= 0
     if exclude is not None and len(exclude.indices):
-        excluded = (rows * n_items).repeat(np.diff(exclude.indptr)) + exclude.indices
-        # (A -1 pad's key is another cell's; it is not allowed either way.)
-        allowed &= ~np.isin((rows * n_items)[:, None] + ids, excluded)
+        indptr = exclude.indptr
+        excluded = (rows * n_items).repeat(indptr[1:] - indptr[:-1]) + exclude.indices
+        # (A -1 pad's key is another cell's, or the last cell's; it is not allowed
+        # either way.)
+        keys = (rows * n_items)[:, None] + ids
+        if len(ids) * n_items <= SHEET_CELLS:
+            # A flag per cell of the rows' sheet: a request's few excluded items are
+            # looked up without ``np.isin``'s sorting and its Python layers.
+            sheet = np.zeros(len(ids) * n_items, dtype=bool)
+            sheet[excluded] = True
+            allowed &= ~sheet[keys]
+        else:
+            allowed &= ~np.isin(keys, excluded)
     rank = allowed.cumsum(axis=1)
     taken = allowed & (rank <= n)
     found = np.full((len(ids), n), -1, np.int64)
@@ -784,7 +794,14 @@ def _union(proposed: np.ndarray, keys: list[np.ndarray]) -> np.ndarray:
     """The cells any source proposed (``proposed``'s nonzero cells), ascending."""
     total = sum(len(k) for k in keys)
     if total * UNION_BY_SORT_ABOVE < len(proposed):
-        return np.unique(np.concatenate(keys).astype(np.int64, copy=False))
+        # Sorted, then each key unlike the one before it: ``np.unique``'s result without
+        # its Python layers (a request's few hundred keys cost less than its overhead).
+        joined = np.concatenate(keys).astype(np.int64, copy=False)
+        joined.sort()
+        first = np.empty(len(joined), dtype=bool)
+        first[:1] = True
+        np.not_equal(joined[1:], joined[:-1], out=first[1:])
+        return joined[first]
     return proposed.nonzero()[0]
 
 

@@ -429,7 +429,13 @@ class _Prepared:
 
     request: OfferRequest
     history: CustomerHistory
-    known: np.ndarray
+    # The history's items with a confidence: what the customer bought, as
+    # the sources, the taste vector and the explanations read it, with the last purchase
+    # and recency-weighted orders of each (None: the model has none). Taken once: the
+    # history itself when every item is known (a customer without posted purchases).
+    bought: Bought
+    bought_last: np.ndarray
+    bought_recent: np.ndarray | None
     just_bought: np.ndarray
     suppressed: np.ndarray  # just bought and fatigued
     removed: dict[str, int]
@@ -488,15 +494,25 @@ def _prepare_many(
         just_bought = just_bought_all[cut[n] : cut[n + 1]]
         rested = _fatigued(model, request.fatigued, just_bought)
         mine = known[starts[n] : starts[n + 1]]
+        recent = history.recent
+        if mine.all():
+            bought = Bought(history.items, history.counts, history.confidence)
+            bought_last = history.last_purchase
+        else:
+            bought = Bought(history.items[mine], history.counts[mine], history.confidence[mine])
+            bought_last = history.last_purchase[mine]
+            recent = None if recent is None else recent[mine]
         prepared.append(
             _Prepared(
                 request,
                 history,
-                mine,
+                bought,
+                bought_last,
+                None if recent is None else np.asarray(recent, dtype=np.float64),
                 just_bought,
                 np.concatenate([just_bought, rested]) if len(rested) else just_bought,
                 {RULE_JUST_BOUGHT: len(just_bought), RULE_FATIGUE: len(rested)},
-                request.personalize and bool(mine.any()),
+                request.personalize and len(bought.items) > 0,
                 max(MIN_CANDIDATES, 2 * request.k),
             )
         )
@@ -574,10 +590,7 @@ def _finish_many(
         model.item_price,
         model.typical_line_value,
     )
-    bought = [
-        Bought(p.history.items[p.known], p.history.counts[p.known], p.history.confidence[p.known])
-        for p in prepared
-    ]
+    bought = [p.bought for p in prepared]
     table = OfferTable(
         choices, partial(explain, model, bought, choices, [r.stage for r in requests])
     )
@@ -615,7 +628,7 @@ def _product_candidates(
     the source's scores and the probabilities of purchase. The ranker's (``scored``), or
     ALS's without one; filled from the popular items the customer may be offered when
     short."""
-    history, known = prepared.history, prepared.known
+    history = prepared.history
     suppressed, n_candidates = prepared.suppressed, prepared.n_candidates
     curves = model.propensity
     if scored is not None:
@@ -624,7 +637,7 @@ def _product_candidates(
         ids = np.empty(0, dtype=np.int64)
         scores = np.empty(0, dtype=np.float32)
         if prepared.personalized:
-            ids, scores = _cf_candidates(model, history, known, suppressed, n_candidates)
+            ids, scores = _cf_candidates(model, history, prepared.bought, suppressed, n_candidates)
         sources = np.full(len(ids), SOURCE_CF, dtype=object)
         propensity = curves.of_scores(scores)
         source_scores = np.asarray(scores, dtype=np.float64)
@@ -664,23 +677,17 @@ def _ranked_candidates_many(
     if not prepared:
         return _Stacked.empty()
     n_items = len(model.items)
-    mine = [p.history.items[p.known] for p in prepared]
-    factors = np.vstack(
-        [_taste_of(model, p, items) for p, items in zip(prepared, mine, strict=True)]
+    factors = np.vstack([_taste_of(model, p) for p in prepared])
+    counts = _stacked(
+        [p.bought.items for p in prepared], [p.bought.counts for p in prepared], n_items
     )
-    counts = _stacked(mine, [p.history.counts[p.known] for p in prepared], n_items)
-    last = _stacked(
-        mine, [p.history.last_purchase[p.known].astype(np.float64) for p in prepared], n_items
-    )
-    exclude = _stacked(
-        [p.suppressed for p in prepared],
-        [np.ones(len(p.suppressed), np.float32) for p in prepared],
-        n_items,
-    )
+    last = _same_pattern(counts, [p.bought_last for p in prepared], np.float64)
+    exclude = _stacked([p.suppressed for p in prepared], None, n_items)
     shortlist = _shortlists(model, prepared)
     recent = recent_orders = None
-    if all(p.history.recent is not None for p in prepared):
-        recent = _stacked(mine, [_recent_known(p) for p in prepared], n_items)
+    weighted = [p.bought_recent for p in prepared if p.bought_recent is not None]
+    if len(weighted) == len(prepared):
+        recent = _same_pattern(counts, weighted, np.float64)
         recent_orders = np.array([p.history.recent_orders for p in prepared], dtype=np.float64)
     request = [p.request for p in prepared]
     risk = [np.nan if r.churn_risk is None else r.churn_risk for r in request]
@@ -736,12 +743,6 @@ def _shortlists(model: ServingModel, prepared: Sequence[_Prepared]) -> np.ndarra
     return out
 
 
-def _recent_known(prepared: _Prepared) -> np.ndarray:
-    recent = prepared.history.recent
-    assert recent is not None
-    return np.asarray(recent, dtype=np.float64)[prepared.known]
-
-
 def _rule_candidates_many(model: ServingModel, prepared: Sequence[_Prepared]) -> _Stacked:
     """Each prepared request's ``n_candidates`` under the model's simple rule
     (``nbo.models.policy.rule_lists``: its own items, then popular), stacked: items, the
@@ -750,16 +751,11 @@ def _rule_candidates_many(model: ServingModel, prepared: Sequence[_Prepared]) ->
     if not prepared:
         return _Stacked.empty()
     n_items = len(model.items)
-    mine = [p.history.items[p.known] for p in prepared]
-    counts = _stacked(mine, [p.history.counts[p.known] for p in prepared], n_items)
-    last = _stacked(
-        mine, [p.history.last_purchase[p.known].astype(np.float64) for p in prepared], n_items
+    counts = _stacked(
+        [p.bought.items for p in prepared], [p.bought.counts for p in prepared], n_items
     )
-    exclude = _stacked(
-        [p.suppressed for p in prepared],
-        [np.ones(len(p.suppressed), np.float32) for p in prepared],
-        n_items,
-    )
+    last = _same_pattern(counts, [p.bought_last for p in prepared], np.float64)
+    exclude = _stacked([p.suppressed for p in prepared], None, n_items)
     n = max(p.n_candidates for p in prepared)
     policy = str(model.policy)
     similarity = None if model.item_side is None else model.item_side.similarity
@@ -779,14 +775,14 @@ def _rule_candidates_many(model: ServingModel, prepared: Sequence[_Prepared]) ->
     )
 
 
-def _taste_of(model: ServingModel, prepared: _Prepared, mine: np.ndarray) -> np.ndarray:
+def _taste_of(model: ServingModel, prepared: _Prepared) -> np.ndarray:
     """The customer's ALS taste vector: the trained one, or refolded from their history
     when purchases were posted since training (or the model never saw them)."""
-    history = prepared.history
+    history, bought = prepared.history, prepared.bought
     if not history.trained_taste:
         n_items = len(model.items)
         confidence = sp.csr_matrix(
-            (history.confidence[prepared.known], mine, [0, len(mine)]), shape=(1, n_items)
+            (bought.confidence, bought.items, [0, len(bought.items)]), shape=(1, n_items)
         )
         return np.asarray(model.als.recalculate_user(0, confidence), dtype=np.float32).reshape(
             1, -1
@@ -794,22 +790,39 @@ def _taste_of(model: ServingModel, prepared: _Prepared, mine: np.ndarray) -> np.
     return np.asarray(model.als.user_factors[history.index], dtype=np.float32).reshape(1, -1)
 
 
-def _stacked(indices: Sequence[np.ndarray], data: Sequence[np.ndarray], n_items: int) -> Rows:
-    """Rows (one per customer) as row-compressed arrays."""
-    lengths = [len(i) for i in indices]
-    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+def _stacked(
+    indices: Sequence[np.ndarray], data: Sequence[np.ndarray] | None, n_items: int
+) -> Rows:
+    """Rows (one per customer) as row-compressed arrays; ``data`` None: float32 ones."""
+    lengths = np.fromiter(map(len, indices), dtype=np.int64, count=len(indices))
+    indptr = np.zeros(len(indices) + 1, dtype=np.int64)
+    lengths.cumsum(out=indptr[1:])
+    values: np.ndarray
+    if data is None:
+        values = np.ones(int(indptr[-1]), np.float32)
+    else:
+        values = np.concatenate(data) if data else np.empty(0)
     return Rows(
         indptr,
         np.concatenate(indices).astype(np.int64) if indices else np.empty(0, np.int64),
-        np.concatenate(data) if data else np.empty(0),
+        values,
         (len(indices), n_items),
     )
+
+
+def _same_pattern(rows: Rows, data: Sequence[np.ndarray], dtype: type) -> Rows:
+    """Other values on the pattern of ``rows`` (aligned with the indices it was stacked
+    from), as ``dtype``."""
+    values: np.ndarray = (
+        np.concatenate(data).astype(dtype, copy=False) if data else np.empty(0, dtype)
+    )
+    return Rows(rows.indptr, rows.indices, values, rows.shape)
 
 
 def _cf_candidates(
     model: ServingModel,
     history: CustomerHistory,
-    known: np.ndarray,
+    bought: Bought,
     suppressed: np.ndarray,
     n: int,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -825,7 +838,7 @@ def _cf_candidates(
     filter_items = suppressed if len(suppressed) else None
     if history.index is None or history.has_new_orders:
         row = sp.csr_matrix(
-            (history.confidence[known], history.items[known], [0, int(known.sum())]),
+            (bought.confidence, bought.items, [0, len(bought.items)]),
             shape=(1, n_items),
         )
         ids, scores = model.als.recommend(
