@@ -639,9 +639,9 @@ def _item_knn(block: _Block) -> _Proposed:
         stored = np.arange(len(history_rows))
         by_recency = np.lexsort((stored, -block.history_last, history_rows))
         recent = by_recency[_rank_within(history_rows[by_recency], n_rows) < KNN_BASIS]
-        basis = recent[np.argsort(history_keys[recent])]
+        basis = recent[history_keys[recent].argsort()]
     else:
-        basis = np.argsort(history_keys)
+        basis = history_keys.argsort()
     basis_items = block.history_items[basis]
     knn = np.bincount(
         ((history_rows[basis] * n_items)[:, None] + items.neighbour_ids[basis_items]).ravel(),

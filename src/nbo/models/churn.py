@@ -369,7 +369,7 @@ def _interpolated(points: tuple[np.ndarray, np.ndarray], values: np.ndarray) -> 
     same order as scipy's linear interpolation (``interp1d._call_linear``), so the same
     numbers to the last bit (``np.interp`` computes them otherwise)."""
     x, y = points
-    hi = np.searchsorted(x, values).clip(1, len(x) - 1)
+    hi = np.minimum(np.maximum(x.searchsorted(values), 1), len(x) - 1)
     lo = hi - 1
     x_lo, y_lo = x[lo], y[lo]
     slope = (y[hi] - y_lo) / (x[hi] - x_lo)

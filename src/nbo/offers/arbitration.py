@@ -109,13 +109,13 @@ class Choices:
     @property
     def rank(self) -> np.ndarray:
         """Each offer's rank (1 = best) among its customer's."""
-        counts = np.diff(self.starts)
-        return np.arange(len(self)) - np.repeat(self.starts[:-1], counts) + 1
+        counts = self.starts[1:] - self.starts[:-1]
+        return np.arange(len(self)) - self.starts[:-1].repeat(counts) + 1
 
     @property
     def customer(self) -> np.ndarray:
         """The customer (position) of each offer."""
-        return np.repeat(np.arange(len(self.starts) - 1), np.diff(self.starts))
+        return np.arange(len(self.starts) - 1).repeat(self.starts[1:] - self.starts[:-1])
 
 
 def arbitrate(

@@ -473,7 +473,8 @@ def _prepare_many(
     pass over all the histories) and what the customer is tired of."""
     histories = [customer_history(model, r.customer_id, r.recent) for r in requests]
     lengths = np.fromiter((len(h.items) for h in histories), dtype=np.int64, count=len(histories))
-    starts = np.concatenate([[0], np.cumsum(lengths)])
+    starts = np.zeros(len(histories) + 1, dtype=np.int64)
+    lengths.cumsum(out=starts[1:])
     items = _joined([h.items for h in histories], np.int32)
     suppressed = _suppressed(
         model,
@@ -485,9 +486,10 @@ def _prepare_many(
     )
     known = _joined([h.confidence for h in histories], np.float32) > 0
     # Per request, where its just-bought items lie among all of them.
-    owner = np.repeat(np.arange(len(histories)), lengths)
+    owner = np.arange(len(histories)).repeat(lengths)
     per_request = np.bincount(owner[suppressed], minlength=len(histories))
-    cut = np.concatenate([[0], np.cumsum(per_request)])
+    cut = np.zeros(len(histories) + 1, dtype=np.int64)
+    per_request.cumsum(out=cut[1:])
     just_bought_all = items[suppressed]
     prepared = []
     for n, (request, history) in enumerate(zip(requests, histories, strict=True)):
@@ -536,10 +538,10 @@ def _finish_many(
     n_requests = len(prepared)
     wanted = np.fromiter((p.n_candidates for p in prepared), dtype=np.int64, count=n_requests)
     have = np.bincount(ranked.rows, minlength=n_requests)
-    ranked_starts = np.searchsorted(ranked.rows, np.arange(n_requests + 1))
+    ranked_starts = ranked.rows.searchsorted(np.arange(n_requests + 1))
     # Requests the ranker did not fill (none ranked, or fewer than wanted) are completed
     # one by one and replace their ranked rows.
-    short = np.flatnonzero(have < wanted)
+    short = (have < wanted).nonzero()[0]
     rows: list[np.ndarray] = []
     items: list[np.ndarray] = []
     sources: list[np.ndarray] = []
@@ -559,7 +561,7 @@ def _finish_many(
         rows.append(np.full(len(part[0]), n, dtype=np.int64))
         for column, values in zip((items, sources, scores, propensity), part, strict=True):
             column.append(values)
-    if not len(short) and not np.any(ranked.rows[1:] < ranked.rows[:-1]):
+    if not len(short) and not (ranked.rows[1:] < ranked.rows[:-1]).any():
         # Every request filled by the ranker (most offers calls): its rows, in order, as
         # they are (what stacking and sorting them would give).
         stacked = ProductCandidates(
@@ -572,7 +574,7 @@ def _finish_many(
     else:
         keep = ~np.isin(ranked.rows, short)
         stacked_rows = np.concatenate([ranked.rows[keep], *rows])
-        order = np.argsort(stacked_rows, kind="stable")
+        order = stacked_rows.argsort(kind="stable")
         stacked = ProductCandidates(
             np.concatenate([ranked.items[keep], *items]).astype(np.int64)[order],
             np.concatenate([ranked.sources[keep], *sources]).astype(object)[order],
@@ -677,7 +679,7 @@ def _ranked_candidates_many(
     if not prepared:
         return _Stacked.empty()
     n_items = len(model.items)
-    factors = np.vstack([_taste_of(model, p) for p in prepared])
+    factors = np.concatenate([_taste_of(model, p) for p in prepared])
     counts = _stacked(
         [p.bought.items for p in prepared], [p.bought.counts for p in prepared], n_items
     )
@@ -714,7 +716,7 @@ def _ranked_candidates_many(
     order = ranked_order(table, scores)
     rows = table.rows[order]
     wanted = np.fromiter((p.n_candidates for p in prepared), dtype=np.int64, count=len(prepared))
-    starts = np.searchsorted(rows, np.arange(len(prepared)))
+    starts = rows.searchsorted(np.arange(len(prepared)))
     # Each request's best n_candidates.
     chosen = order[np.arange(len(rows)) - starts[rows] < wanted[rows]]
     # Each item is credited to the first of its sources in _CREDIT_ORDER.
@@ -723,7 +725,7 @@ def _ranked_candidates_many(
     return _Stacked(
         table.rows[chosen].astype(np.int64),
         table.items[chosen].astype(np.int64),
-        _CREDIT_NAMES[np.argmax(flags, axis=1)],
+        _CREDIT_NAMES[flags.argmax(axis=1)],
         ranked,
         model.propensity.of_ranker_scores(ranked),
     )
