@@ -30,6 +30,7 @@ import numpy as np
 
 from nbo.catalog.schema import PRODUCT_OFFER_PREFIX, IncentiveOffer
 from nbo.catalog.terms import Catalog, ProductTerms, resolve_value, resolve_values
+from nbo.core.arrays import filled
 from nbo.core.vocabulary import DAY, KIND_INCENTIVE, KIND_PRODUCT
 from nbo.offers.state import Contact
 
@@ -263,7 +264,7 @@ def arbitrate(
     product_ids = ids[product]
     return Choices(
         chosen_starts,
-        column(np.full(len(product), KIND_PRODUCT, dtype=object), KIND_INCENTIVE, object),
+        column(filled(len(product), KIND_PRODUCT, object), KIND_INCENTIVE, object),
         column(
             np.asarray(
                 [
@@ -295,7 +296,7 @@ def arbitrate(
             np.float64,
         ),
         column(levers[product], [o.lever for o in chosen_offers], np.float64),
-        column(np.full(len(product), None, dtype=object), incentives.offers[incentive], object),
+        column(filled(len(product), None, object), incentives.offers[incentive], object),
         ineligible,
         offer_cap,
     )
@@ -392,7 +393,7 @@ def _prices(items: np.ndarray, item_price: np.ndarray | None, catalog: Catalog) 
     """Each candidate's median price, NaN where unknown (all NaN when no terms of the
     catalogue weigh by price: nothing reads them then)."""
     if item_price is None or not catalog.uses_prices:
-        return np.full(len(items), np.nan)
+        return filled(len(items), np.nan)
     return np.asarray(item_price, dtype=np.float64)[items]
 
 

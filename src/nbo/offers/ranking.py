@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from nbo.catalog.loading import default_catalog
 from nbo.catalog.terms import Catalog
+from nbo.core.arrays import filled
 from nbo.core.vocabulary import KIND_PRODUCT
 from nbo.data.history import decay
 from nbo.data.sparse import Rows
@@ -738,7 +739,7 @@ def _shortlists(model: ServingModel, prepared: Sequence[_Prepared]) -> np.ndarra
     saved = model.als_shortlist
     if saved is None:
         return None
-    out = np.full((len(prepared), saved.shape[1]), -1, dtype=saved.dtype)
+    out = filled((len(prepared), saved.shape[1]), -1, saved.dtype)
     for n, p in enumerate(prepared):
         if p.history.trained_taste:
             out[n] = saved[p.history.index]
