@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,34 @@ def test_the_per_request_path_answers_exactly_what_scikit_learn_answers(
     model.reference = model.reference[:0]
     assert not model.compile_fast_path() and not model.uses_fast_path
     assert np.array_equal(model.predict_risk(rows[:3]), one_by_one[:3])
+
+
+def test_the_compiled_trees_send_every_row_where_the_nodes_send_it(
+    churn_purchases: pd.DataFrame,
+) -> None:
+    """The per-request path's trees, compiled into one function, answer what walking
+    them node by node answers: at each split's threshold, just above it, and with the
+    feature missing (NaN goes the side the split learned)."""
+    orders, _ids = orders_of(churn_purchases)
+    snapshot = build_snapshot(orders, data_end(orders) - 2 * HORIZON * DAY, HORIZON)
+    model = fit_churn_model(snapshot.features, snapshot.labels, HORIZON)
+    assert model._fast is not None and model._fast.walk is not None
+    fast = model._fast
+    walked = replace(fast, walk=None)
+    base = snapshot.features[:1]
+    rows = []
+    for feature, threshold, _left, _l, _r, is_leaf, _value in fast.trees:
+        for node in range(len(is_leaf)):
+            if is_leaf[node]:
+                continue
+            for x in (threshold[node], np.nextafter(threshold[node], np.inf), np.nan):
+                row = base.copy()
+                row[0, feature[node]] = x
+                rows.append(row)
+    rows_array = np.concatenate(rows)
+    assert np.isnan(rows_array).any()
+
+    assert np.array_equal(fast.predict(rows_array), walked.predict(rows_array))
 
 
 def test_the_calibration_is_scipys_interpolation_to_the_last_bit(

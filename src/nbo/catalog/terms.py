@@ -25,6 +25,7 @@ from nbo.catalog.schema import (
     ItemOverride,
     ProductDefaults,
 )
+from nbo.core.arrays import filled
 from nbo.core.vocabulary import KIND_INCENTIVE, KIND_PRODUCT, OfferKind
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,11 @@ def resolve_values(
     """``resolve_value`` for many items on the same terms (prices: NaN = unknown)."""
     prices = np.asarray(item_prices, dtype=np.float64)
     if terms.value is not None:
-        return np.full(len(prices), float(terms.value))
+        return filled(len(prices), float(terms.value))
     # Without a price, price_weighted terms fall back as plain ones do.
     fallback = resolve_value(terms, None, typical_line_value)
     if not terms.price_weighted:
-        return np.full(len(prices), fallback)
+        return filled(len(prices), fallback)
     with np.errstate(invalid="ignore"):
         known = np.isfinite(prices) & (prices > 0)
     return np.where(known, terms.margin * np.where(known, prices, 0.0), fallback)

@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 from implicit.cpu.topk import topk
 
+from nbo.core.arrays import filled
 from nbo.core.vocabulary import DAY, STAGES
 from nbo.data.history import decay
 from nbo.data.sparse import RowIndices, Rows, padded_rows
@@ -425,7 +426,7 @@ def _als_top(items: ItemSide, customers: CustomerSide, n: int) -> np.ndarray:
     n_customers = customers.counts.shape[0]
     exclude = customers.exclude
     live = np.arange(n_customers)
-    als_ids = np.full((n_customers, n), -1, np.int64)
+    als_ids = filled((n_customers, n), -1, np.int64)
     if customers.shortlist is not None:
         found, complete = _shortlisted(customers.shortlist, exclude, n, len(items.popularity))
         als_ids[complete] = found[complete]
@@ -453,12 +454,22 @@ def _shortlisted(
     rows = np.arange(len(ids))
     allowed = ids >= 0
     if exclude is not None and len(exclude.indices):
-        excluded = (rows * n_items).repeat(np.diff(exclude.indptr)) + exclude.indices
-        # (A -1 pad's key is another cell's; it is not allowed either way.)
-        allowed &= ~np.isin((rows * n_items)[:, None] + ids, excluded)
+        indptr = exclude.indptr
+        excluded = (rows * n_items).repeat(indptr[1:] - indptr[:-1]) + exclude.indices
+        # (A -1 pad's key is another cell's, or the last cell's; it is not allowed
+        # either way.)
+        keys = (rows * n_items)[:, None] + ids
+        if len(ids) * n_items <= SHEET_CELLS:
+            # A flag per cell of the rows' sheet: a request's few excluded items are
+            # looked up without ``np.isin``'s sorting and its Python layers.
+            sheet = np.zeros(len(ids) * n_items, dtype=bool)
+            sheet[excluded] = True
+            allowed &= ~sheet[keys]
+        else:
+            allowed &= ~np.isin(keys, excluded)
     rank = allowed.cumsum(axis=1)
     taken = allowed & (rank <= n)
-    found = np.full((len(ids), n), -1, np.int64)
+    found = filled((len(ids), n), -1, np.int64)
     at_row, at_column = taken.nonzero()
     found[at_row, rank[at_row, at_column] - 1] = ids[at_row, at_column]
     whole = ids.shape[1] >= n_items
@@ -629,9 +640,9 @@ def _item_knn(block: _Block) -> _Proposed:
         stored = np.arange(len(history_rows))
         by_recency = np.lexsort((stored, -block.history_last, history_rows))
         recent = by_recency[_rank_within(history_rows[by_recency], n_rows) < KNN_BASIS]
-        basis = recent[np.argsort(history_keys[recent])]
+        basis = recent[history_keys[recent].argsort()]
     else:
-        basis = np.argsort(history_keys)
+        basis = history_keys.argsort()
     basis_items = block.history_items[basis]
     knn = np.bincount(
         ((history_rows[basis] * n_items)[:, None] + items.neighbour_ids[basis_items]).ravel(),
@@ -655,7 +666,7 @@ def _item_knn(block: _Block) -> _Proposed:
     width = int(within.max()) + 1 if len(within) else 0
     if width > n:  # else every positive cell is among its row's n best
         # Negated, padded with +inf: numpy's partition is quick for a small k.
-        negated = np.full((n_rows, width), np.inf)
+        negated = filled((n_rows, width), np.inf)
         negated[rows, within] = -knn[keys]
         negated.partition(n - 1, axis=1)
         at_least = knn[keys] >= -negated[rows, n - 1]
@@ -744,15 +755,15 @@ def _propose(block: _Block) -> _Proposals:
     union = _union(proposed, [made[name].keys for name in made])
     als, knn = made["als"], made["knn"]
     assert knn.scores is not None
-    als_rank = np.full(len(union), np.nan)
+    als_rank = filled(len(union), np.nan)
     als_rank[union.searchsorted(als.keys)] = als.ranks
-    knn_rank = np.full(len(union), np.nan)
+    knn_rank = filled(len(union), np.nan)
     knn_rank[union.searchsorted(knn.keys)] = knn.ranks
     history_keys = block.history_keys
     bought = np.zeros(len(union))
     bought_last = np.zeros(len(union))
     recent = block.history_recent
-    bought_recent = np.full(len(union), np.nan) if recent is None else np.zeros(len(union))
+    bought_recent = filled(len(union), np.nan) if recent is None else np.zeros(len(union))
     if len(union):
         at = np.minimum(union.searchsorted(history_keys), len(union) - 1)
         found = union[at] == history_keys
@@ -784,14 +795,21 @@ def _union(proposed: np.ndarray, keys: list[np.ndarray]) -> np.ndarray:
     """The cells any source proposed (``proposed``'s nonzero cells), ascending."""
     total = sum(len(k) for k in keys)
     if total * UNION_BY_SORT_ABOVE < len(proposed):
-        return np.unique(np.concatenate(keys).astype(np.int64, copy=False))
+        # Sorted, then each key unlike the one before it: ``np.unique``'s result without
+        # its Python layers (a request's few hundred keys cost less than its overhead).
+        joined = np.concatenate(keys).astype(np.int64, copy=False)
+        joined.sort()
+        first = np.empty(len(joined), dtype=bool)
+        first[:1] = True
+        np.not_equal(joined[1:], joined[:-1], out=first[1:])
+        return joined[first]
     return proposed.nonzero()[0]
 
 
 def _stages(customers: CustomerSide) -> np.ndarray:
     n_customers = customers.counts.shape[0]
     if customers.stage is None:
-        return np.full(n_customers, NO_STAGE, np.int64)
+        return filled(n_customers, NO_STAGE, np.int64)
     return np.asarray(customers.stage, dtype=np.int64)
 
 
@@ -816,12 +834,12 @@ def _traits_of(customers: CustomerSide, now_s: int, fade: float) -> _CustomerTra
     indptr = np.asarray(counts.indptr)
     distinct = indptr[1:] - indptr[:-1]
     rows = np.arange(n_customers).repeat(distinct)
-    latest = np.full(n_customers, np.nan)
-    filled = distinct.nonzero()[0]
-    if len(filled):
-        latest[filled] = np.maximum.reduceat(np.asarray(last.data, np.float64), indptr[filled])
+    latest = filled(n_customers, np.nan)
+    buyers = distinct.nonzero()[0]
+    if len(buyers):
+        latest[buyers] = np.maximum.reduceat(np.asarray(last.data, np.float64), indptr[buyers])
     stage = _stages(customers)
-    features = np.full((n_customers, len(CUSTOMER_FEATURES)), np.nan)
+    features = filled((n_customers, len(CUSTOMER_FEATURES)), np.nan)
     features[:, 0] = np.bincount(
         rows, weights=np.asarray(counts.data, dtype=np.float64), minlength=n_customers
     )
@@ -836,13 +854,13 @@ def _traits_of(customers: CustomerSide, now_s: int, fade: float) -> _CustomerTra
         rows, weights=(np.asarray(counts.data) >= 2).astype(np.float64), minlength=n_customers
     )
     features[:, 6] = np.divide(
-        repeated, distinct, out=np.full(n_customers, np.nan), where=distinct > 0
+        repeated, distinct, out=filled(n_customers, np.nan), where=distinct > 0
     )
     if customers.baskets is not None:
         features[:, 7] = customers.baskets
     if customers.gap_days is not None:
         features[:, 8] = customers.gap_days
-    recent_orders = np.full(n_customers, np.nan)
+    recent_orders = filled(n_customers, np.nan)
     if customers.recent_orders is not None:
         recent_orders = np.asarray(customers.recent_orders, dtype=np.float64) * fade
     return _CustomerTraits(stage, features, recent_orders)
@@ -883,7 +901,7 @@ def source_consensus(table: CandidateTable) -> np.ndarray:
     since[np.isnan(since)] = np.inf
     # The history source's rank: most ordered first, then most recent, within the row.
     order = positions[np.lexsort((table.items[positions], since, -bought, table.rows[positions]))]
-    again_rank = np.full(len(table), np.nan)
+    again_rank = filled(len(table), np.nan)
     n_rows = int(table.rows.max()) + 1 if len(table) else 0
     again_rank[order] = _rank_within(table.rows[order], n_rows) + 1
     ranks = (
@@ -959,7 +977,7 @@ def _pair_features(
     rows, chosen = proposals.rows, proposals.items
     bought, bought_last = proposals.bought, proposals.bought_last
     # Column-major: each feature is written as one contiguous run.
-    out = np.full((len(rows), len(FEATURES)), np.nan, dtype=np.float32, order="F")
+    out = filled((len(rows), len(FEATURES)), np.nan, np.float32, order="F")
     column = _COLUMN
     of_item = items.item_features[chosen]
     of_customer = traits.features[rows]

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Final
@@ -176,7 +177,7 @@ class ChurnModel:
         """The calibrated probability within ``bounds``, raised beyond the longest silence
         the model saw as the chance of buying falls with 1 / silence."""
         low, high = self.bounds
-        risk = np.clip(calibrated, low, high)
+        risk = np.minimum(np.maximum(calibrated, low), high)  # np.clip's, without its layers
         recency = features[:, self.feature_names.index("recency_days")]
         with np.errstate(invalid="ignore"):
             beyond = recency > self.max_recency_days
@@ -247,6 +248,9 @@ class _FastChurn:
     # calls (scipy's call costs about 14 µs of validation for one row; a third of the
     # churn model's time on one customer). None: ``f_`` is called.
     points: tuple[np.ndarray, np.ndarray] | None = None
+    # The trees as one Python function of a feature row (``_walker``); None: walked
+    # node by node.
+    walk: Callable[[list[float]], float] | None = None
 
     @classmethod
     def of(cls, estimator: Any, columns: Sequence[int]) -> _FastChurn:
@@ -278,11 +282,21 @@ class _FastChurn:
                 )
             )
         baseline = float(np.asarray(booster._baseline_prediction).reshape(-1)[0])
-        return cls(baseline, tuple(trees), calibrator, _linear_points(calibrator))
+        return cls(
+            baseline,
+            tuple(trees),
+            calibrator,
+            _linear_points(calibrator),
+            _walker(baseline, trees),
+        )
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         raw = np.empty(len(features), dtype=np.float64)
+        walk = self.walk
         for row, values in enumerate(features.tolist()):
+            if walk is not None:
+                raw[row] = walk(values)
+                continue
             # Summed tree by tree onto the baseline, as the booster sums them.
             total = self.baseline
             for feature, threshold, missing_left, left, right, is_leaf, value in self.trees:
@@ -296,10 +310,42 @@ class _FastChurn:
                 total += value[node]
             raw[row] = total
         calibrator = self.calibrator
-        clipped = np.clip(raw, calibrator.X_min_, calibrator.X_max_)
+        # (``np.clip``'s arithmetic without its Python layers, a tenth of one row's cost.)
+        clipped = np.minimum(np.maximum(raw, calibrator.X_min_), calibrator.X_max_)
         if self.points is not None:
             return _interpolated(self.points, clipped)
         return np.asarray(calibrator.f_(clipped), dtype=np.float64)
+
+
+def _walker(baseline: float, trees: Sequence[_Tree]) -> Callable[[list[float]], float] | None:
+    """The trees as one Python function of a feature row (a list): each tree one nested
+    conditional expression of its thresholds, summed onto the baseline in tree order, as
+    the booster and the node-by-node walk sum them, so the same number to the last bit.
+    About a third of the walk's time on one row (50 trees of Online Retail's model: 28
+    -> 8 µs); a customer's profile predicts one row per request. None when the source
+    cannot be compiled (trees deeper than Python's parser nests)."""
+
+    def branch(tree: _Tree, node: int) -> str:
+        feature, threshold, missing_left, left, right, is_leaf, value = tree
+        if is_leaf[node]:
+            return repr(float(value[node]))
+        x = f"v[{int(feature[node])}]"
+        at_most = f"{x} <= {float(threshold[node])!r}"
+        # NaN compares false: it goes right unless the split sends missing values left.
+        goes_left = f"{at_most} or {x} != {x}" if missing_left[node] else at_most
+        return f"({branch(tree, left[node])} if {goes_left} else {branch(tree, right[node])})"
+
+    lines = ["def walk(v):", f"    t = {float(baseline)!r}"]
+    lines += [f"    t += {branch(tree, 0)}" for tree in trees]
+    lines.append("    return t")
+    # (Floats written by repr read back exactly; an infinite threshold reads as ``inf``.)
+    namespace: dict[str, Any] = {"inf": math.inf, "nan": math.nan}
+    try:
+        exec(compile("\n".join(lines), "<churn trees>", "exec"), namespace)
+    except (MemoryError, RecursionError, SyntaxError):
+        return None
+    walk: Callable[[list[float]], float] = namespace["walk"]
+    return walk
 
 
 def _linear_points(calibrator: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -323,7 +369,7 @@ def _interpolated(points: tuple[np.ndarray, np.ndarray], values: np.ndarray) -> 
     same order as scipy's linear interpolation (``interp1d._call_linear``), so the same
     numbers to the last bit (``np.interp`` computes them otherwise)."""
     x, y = points
-    hi = np.searchsorted(x, values).clip(1, len(x) - 1)
+    hi = np.minimum(np.maximum(x.searchsorted(values), 1), len(x) - 1)
     lo = hi - 1
     x_lo, y_lo = x[lo], y[lo]
     slope = (y[hi] - y_lo) / (x[hi] - x_lo)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nbo.core.arrays import filled
 from nbo.core.vocabulary import STAGES
 from nbo.data.features import FEATURE_INDEX
 from nbo.models.send_time import PSEUDO_ORDERS
@@ -75,7 +76,7 @@ def stages_of(
     recency = features[:, FEATURE_INDEX["recency_days"]]
     tenure = features[:, FEATURE_INDEX["tenure_days"]]
     monetary = features[:, FEATURE_INDEX["monetary"]]
-    risk = np.full(len(features), np.nan) if churn_risk is None else np.asarray(churn_risk)
+    risk = filled(len(features), np.nan) if churn_risk is None else np.asarray(churn_risk)
     known_risk = ~np.isnan(risk)
     none = frequency <= 0
     with np.errstate(invalid="ignore"):
@@ -91,7 +92,7 @@ def stages_of(
                 & (~known_risk | (risk < thresholds.loyal_max_risk))
             )
     # The rules from the last to the first, so the first that holds is the one left.
-    stages = np.full(len(features), "active", dtype=_STAGE_DTYPE)
+    stages = filled(len(features), "active", _STAGE_DTYPE)
     stages[loyal] = "loyal"
     stages[at_risk] = "at_risk"
     stages[new] = "new"

@@ -30,6 +30,7 @@ import numpy as np
 
 from nbo.catalog.schema import PRODUCT_OFFER_PREFIX, IncentiveOffer
 from nbo.catalog.terms import Catalog, ProductTerms, resolve_value, resolve_values
+from nbo.core.arrays import filled
 from nbo.core.vocabulary import DAY, KIND_INCENTIVE, KIND_PRODUCT
 from nbo.offers.state import Contact
 
@@ -109,13 +110,13 @@ class Choices:
     @property
     def rank(self) -> np.ndarray:
         """Each offer's rank (1 = best) among its customer's."""
-        counts = np.diff(self.starts)
-        return np.arange(len(self)) - np.repeat(self.starts[:-1], counts) + 1
+        counts = self.starts[1:] - self.starts[:-1]
+        return np.arange(len(self)) - self.starts[:-1].repeat(counts) + 1
 
     @property
     def customer(self) -> np.ndarray:
         """The customer (position) of each offer."""
-        return np.repeat(np.arange(len(self.starts) - 1), np.diff(self.starts))
+        return np.arange(len(self.starts) - 1).repeat(self.starts[1:] - self.starts[:-1])
 
 
 def arbitrate(
@@ -148,7 +149,7 @@ def arbitrate(
         else np.asarray(candidates.rows, dtype=np.int64)
     )
     items = np.asarray(candidates.items, dtype=np.int64)
-    starts = np.searchsorted(rows, np.arange(n_customers + 1))
+    starts = rows.searchsorted(np.arange(n_customers + 1))
     ids = item_ids[items]
     prices = _prices(items, item_price, catalog)
 
@@ -175,7 +176,7 @@ def arbitrate(
     for p, default in enumerate(defaults):
         if default is None:
             continue
-        plain = (pair == p) & ~is_named
+        plain = (pair == p) & ~is_named if named else pair == p
         keep[plain] = True
         values[plain] = resolve_values(default, prices[plain], typical_line_value)
         levers[plain] = default.lever
@@ -213,7 +214,131 @@ def arbitrate(
                 offer_cap[c] += 1
     priority = candidates.propensity * values * product_weight[pair] * levers
 
-    # Incentives: each pair's eligible ones, less those a shown customer reached the cap of.
+    ineligible, incentives = _incentives(
+        catalog, contests, pairs, pair_of_customer, now_s, shown_counts, ineligible, offer_cap
+    )
+
+    # One contest per customer: its kept products in candidate order, then its
+    # incentives in file order; highest priority first, ties keep that order.
+    kept = keep.nonzero()[0]
+    kept_rows = rows[kept]
+    option_rows = kept_rows
+    within = kept - starts[kept_rows]
+    option_priority = priority[kept]
+    if len(incentives.rows):
+        per_customer = incentives.per_customer
+        option_rows = np.concatenate([kept_rows, incentives.rows])
+        within = np.concatenate(
+            [
+                within,
+                (starts[1:] - starts[:-1])[incentives.rows]
+                + np.arange(len(incentives.rows))
+                - (per_customer.cumsum() - per_customer).repeat(per_customer),
+            ]
+        )
+        option_priority = np.concatenate([option_priority, incentives.priority])
+    order = np.lexsort((within, -option_priority, option_rows))
+    ordered_rows = option_rows[order]
+    option_starts = ordered_rows.searchsorted(np.arange(n_customers + 1))
+    place = np.arange(len(order)) - option_starts[ordered_rows]
+    k = np.fromiter((c.k for c in contests), dtype=np.int64, count=n_customers)
+    chosen = order[place < k[ordered_rows]]
+    chosen_starts = option_rows[chosen].searchsorted(np.arange(n_customers + 1))
+
+    # The chosen options' columns: a product is candidate ``kept[i]``, an incentive
+    # option ``len(kept) + j`` is ``incentives.offers[j]``. Without a chosen incentive
+    # (most answers) each column is the products' alone.
+    is_product = chosen < len(kept)
+    product = kept[chosen[is_product]]
+    incentive = chosen[~is_product] - len(kept)
+    chosen_offers = incentives.offers[incentive].tolist()
+
+    def column(of_products: np.ndarray, of_incentives: object, dtype: type) -> np.ndarray:
+        if not len(incentive):
+            return np.asarray(of_products, dtype=dtype)
+        out: np.ndarray = np.empty(len(chosen), dtype=dtype)
+        out[is_product] = of_products
+        out[~is_product] = of_incentives
+        return out
+
+    product_ids = ids[product]
+    return Choices(
+        chosen_starts,
+        column(filled(len(product), KIND_PRODUCT, object), KIND_INCENTIVE, object),
+        column(
+            np.asarray(
+                [
+                    named_terms[position].offer_id
+                    if position in named_terms
+                    else PRODUCT_OFFER_PREFIX + item_id
+                    for position, item_id in zip(
+                        product.tolist(), product_ids.tolist(), strict=True
+                    )
+                ],
+                dtype=object,
+            ).reshape(-1),
+            [o.id for o in chosen_offers],
+            object,
+        ),
+        column(items[product], -1, np.int64),
+        column(product_ids, None, object),
+        column(np.asarray(candidates.sources, dtype=object)[product], None, object),
+        column(np.asarray(candidates.scores)[product], 0.0, np.float64),
+        column(
+            np.asarray(candidates.propensity)[product],
+            [o.response_rate for o in chosen_offers],
+            np.float64,
+        ),
+        column(values[product], [o.value for o in chosen_offers], np.float64),
+        column(
+            product_weight[pair[product]],
+            incentives.weight[incentives.rows[incentive]],
+            np.float64,
+        ),
+        column(levers[product], [o.lever for o in chosen_offers], np.float64),
+        column(filled(len(product), None, object), incentives.offers[incentive], object),
+        ineligible,
+        offer_cap,
+    )
+
+
+@dataclass(frozen=True)
+class _Incentives:
+    """The incentives competing, as options: the customer (position) each is offered
+    to, the offer, its priority; per customer, how many; and the weight of each
+    customer's incentives for their stage."""
+
+    rows: np.ndarray
+    offers: np.ndarray  # IncentiveOffer objects
+    priority: np.ndarray
+    per_customer: np.ndarray
+    weight: np.ndarray  # per customer
+
+
+def _incentives(
+    catalog: Catalog,
+    contests: Sequence[Contest],
+    pairs: dict[tuple[str, str], int],
+    pair_of_customer: np.ndarray,
+    now_s: int,
+    shown_counts: dict[int, _ShownCounts],
+    ineligible: np.ndarray,
+    offer_cap: np.ndarray,
+) -> tuple[np.ndarray, _Incentives]:
+    """Each pair's eligible incentives, less those a shown customer reached the cap of
+    (counted in ``offer_cap``, in place), and ``ineligible`` with the customers'
+    incentives the channel or date rules out. A catalogue without incentives (the
+    default one) costs nothing here."""
+    n_customers = len(contests)
+    all_incentives = [o for o in catalog.offers if isinstance(o, IncentiveOffer)]
+    if not all_incentives:
+        return ineligible, _Incentives(
+            np.empty(0, np.int64),
+            np.empty(0, dtype=object),
+            np.empty(0),
+            np.zeros(n_customers, np.int64),
+            np.empty(0),
+        )
     pair_incentives = [catalog.incentives_for(stage, channel, now_s) for stage, channel in pairs]
     incentive_weight = np.asarray(
         [catalog.stage_weight(stage, KIND_INCENTIVE) for stage, _ in pairs]
@@ -223,7 +348,6 @@ def arbitrate(
     # One for another stage is not their offer at all and is not counted (else every
     # answer would count the other stages' incentives). A count per pair, so a chunk
     # of many customers pays for its few pairs.
-    all_incentives = [o for o in catalog.offers if isinstance(o, IncentiveOffer)]
     ruled_out = np.asarray(
         [
             sum(1 for o in all_incentives if stage in o.stages) - len(eligible)
@@ -251,89 +375,17 @@ def arbitrate(
     incentive_rows = np.repeat(np.arange(n_customers), per_customer)
     incentives = np.empty(len(incentive_rows), dtype=object)
     incentives[:] = [offer for mine in offered for offer in mine]
+    weight = incentive_weight[pair_of_customer]
     incentive_priority = (
         np.fromiter(
             (o.response_rate * o.value * o.lever for o in incentives.tolist()),
             dtype=np.float64,
             count=len(incentives),
         )
-        * incentive_weight[pair_of_customer[incentive_rows]]
+        * weight[incentive_rows]
     )
-
-    # One contest per customer: its kept products in candidate order, then its
-    # incentives in file order; highest priority first, ties keep that order.
-    kept = np.flatnonzero(keep)
-    option_rows = np.concatenate([rows[kept], incentive_rows])
-    within = np.concatenate(
-        [
-            kept - starts[rows[kept]],
-            np.diff(starts)[incentive_rows]
-            + np.arange(len(incentive_rows))
-            - np.repeat(np.cumsum(per_customer) - per_customer, per_customer),
-        ]
-    )
-    option_priority = np.concatenate([priority[kept], incentive_priority])
-    order = np.lexsort((within, -option_priority, option_rows))
-    ordered_rows = option_rows[order]
-    option_starts = np.searchsorted(ordered_rows, np.arange(n_customers + 1))
-    place = np.arange(len(order)) - option_starts[ordered_rows]
-    k = np.fromiter((c.k for c in contests), dtype=np.int64, count=n_customers)
-    chosen = order[place < k[ordered_rows]]
-    chosen_starts = np.searchsorted(option_rows[chosen], np.arange(n_customers + 1))
-
-    # The chosen options' columns: a product is candidate ``kept[i]``, an incentive
-    # option ``len(kept) + j`` is ``incentives[j]``.
-    is_product = chosen < len(kept)
-    product = kept[chosen[is_product]]
-    incentive = chosen[~is_product] - len(kept)
-    m = len(chosen)
-    kind = np.full(m, KIND_INCENTIVE, dtype=object)
-    kind[is_product] = KIND_PRODUCT
-    item = np.full(m, -1, dtype=np.int64)
-    item[is_product] = items[product]
-    item_id = np.full(m, None, dtype=object)
-    item_id[is_product] = ids[product]
-    source = np.full(m, None, dtype=object)
-    source[is_product] = np.asarray(candidates.sources, dtype=object)[product]
-    score = np.zeros(m)
-    score[is_product] = candidates.scores[product]
-    offer = np.full(m, None, dtype=object)
-    offer[~is_product] = incentives[incentive]
-    offer_id = np.empty(m, dtype=object)
-    offer_id[is_product] = [
-        named_terms[position].offer_id
-        if position in named_terms
-        else PRODUCT_OFFER_PREFIX + item_id
-        for position, item_id in zip(product.tolist(), ids[product].tolist(), strict=True)
-    ]
-    offer_id[~is_product] = [o.id for o in incentives[incentive].tolist()]
-    propensity = np.empty(m)
-    propensity[is_product] = candidates.propensity[product]
-    propensity[~is_product] = [o.response_rate for o in incentives[incentive].tolist()]
-    value = np.empty(m)
-    value[is_product] = values[product]
-    value[~is_product] = [o.value for o in incentives[incentive].tolist()]
-    lever = np.empty(m)
-    lever[is_product] = levers[product]
-    lever[~is_product] = [o.lever for o in incentives[incentive].tolist()]
-    weight = np.empty(m)
-    weight[is_product] = product_weight[pair[product]]
-    weight[~is_product] = incentive_weight[pair_of_customer[incentive_rows[incentive]]]
-    return Choices(
-        chosen_starts,
-        kind,
-        offer_id,
-        item,
-        item_id,
-        source,
-        score,
-        propensity,
-        value,
-        weight,
-        lever,
-        offer,
-        ineligible,
-        offer_cap,
+    return ineligible, _Incentives(
+        incentive_rows, incentives, incentive_priority, per_customer, weight
     )
 
 
@@ -341,7 +393,7 @@ def _prices(items: np.ndarray, item_price: np.ndarray | None, catalog: Catalog) 
     """Each candidate's median price, NaN where unknown (all NaN when no terms of the
     catalogue weigh by price: nothing reads them then)."""
     if item_price is None or not catalog.uses_prices:
-        return np.full(len(items), np.nan)
+        return filled(len(items), np.nan)
     return np.asarray(item_price, dtype=np.float64)[items]
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nbo.core.arrays import filled
 from nbo.core.vocabulary import DAY
 from nbo.data.features import FEATURE_INDEX, FEATURE_NAMES, OrderTable, customer_features
 from nbo.models.send_time import best_send_hours
@@ -76,7 +77,7 @@ def customer_profiles(
     frequency = features[:, FEATURE_INDEX["frequency"]]
     risk = None
     if model.churn is not None:
-        risk = np.full(len(features), np.nan)
+        risk = filled(len(features), np.nan)
         bought = frequency > 0
         if bought.any():
             risk[bought] = model.churn.predict_risk(features[bought])

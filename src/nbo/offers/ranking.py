@@ -17,6 +17,7 @@ import scipy.sparse as sp
 
 from nbo.catalog.loading import default_catalog
 from nbo.catalog.terms import Catalog
+from nbo.core.arrays import filled
 from nbo.core.vocabulary import KIND_PRODUCT
 from nbo.data.history import decay
 from nbo.data.sparse import Rows
@@ -429,7 +430,13 @@ class _Prepared:
 
     request: OfferRequest
     history: CustomerHistory
-    known: np.ndarray
+    # The history's items with a confidence: what the customer bought, as
+    # the sources, the taste vector and the explanations read it, with the last purchase
+    # and recency-weighted orders of each (None: the model has none). Taken once: the
+    # history itself when every item is known (a customer without posted purchases).
+    bought: Bought
+    bought_last: np.ndarray
+    bought_recent: np.ndarray | None
     just_bought: np.ndarray
     suppressed: np.ndarray  # just bought and fatigued
     removed: dict[str, int]
@@ -467,7 +474,8 @@ def _prepare_many(
     pass over all the histories) and what the customer is tired of."""
     histories = [customer_history(model, r.customer_id, r.recent) for r in requests]
     lengths = np.fromiter((len(h.items) for h in histories), dtype=np.int64, count=len(histories))
-    starts = np.concatenate([[0], np.cumsum(lengths)])
+    starts = np.zeros(len(histories) + 1, dtype=np.int64)
+    lengths.cumsum(out=starts[1:])
     items = _joined([h.items for h in histories], np.int32)
     suppressed = _suppressed(
         model,
@@ -479,24 +487,35 @@ def _prepare_many(
     )
     known = _joined([h.confidence for h in histories], np.float32) > 0
     # Per request, where its just-bought items lie among all of them.
-    owner = np.repeat(np.arange(len(histories)), lengths)
+    owner = np.arange(len(histories)).repeat(lengths)
     per_request = np.bincount(owner[suppressed], minlength=len(histories))
-    cut = np.concatenate([[0], np.cumsum(per_request)])
+    cut = np.zeros(len(histories) + 1, dtype=np.int64)
+    per_request.cumsum(out=cut[1:])
     just_bought_all = items[suppressed]
     prepared = []
     for n, (request, history) in enumerate(zip(requests, histories, strict=True)):
         just_bought = just_bought_all[cut[n] : cut[n + 1]]
         rested = _fatigued(model, request.fatigued, just_bought)
         mine = known[starts[n] : starts[n + 1]]
+        recent = history.recent
+        if mine.all():
+            bought = Bought(history.items, history.counts, history.confidence)
+            bought_last = history.last_purchase
+        else:
+            bought = Bought(history.items[mine], history.counts[mine], history.confidence[mine])
+            bought_last = history.last_purchase[mine]
+            recent = None if recent is None else recent[mine]
         prepared.append(
             _Prepared(
                 request,
                 history,
-                mine,
+                bought,
+                bought_last,
+                None if recent is None else np.asarray(recent, dtype=np.float64),
                 just_bought,
                 np.concatenate([just_bought, rested]) if len(rested) else just_bought,
                 {RULE_JUST_BOUGHT: len(just_bought), RULE_FATIGUE: len(rested)},
-                request.personalize and bool(mine.any()),
+                request.personalize and len(bought.items) > 0,
                 max(MIN_CANDIDATES, 2 * request.k),
             )
         )
@@ -520,10 +539,10 @@ def _finish_many(
     n_requests = len(prepared)
     wanted = np.fromiter((p.n_candidates for p in prepared), dtype=np.int64, count=n_requests)
     have = np.bincount(ranked.rows, minlength=n_requests)
-    ranked_starts = np.searchsorted(ranked.rows, np.arange(n_requests + 1))
+    ranked_starts = ranked.rows.searchsorted(np.arange(n_requests + 1))
     # Requests the ranker did not fill (none ranked, or fewer than wanted) are completed
     # one by one and replace their ranked rows.
-    short = np.flatnonzero(have < wanted)
+    short = (have < wanted).nonzero()[0]
     rows: list[np.ndarray] = []
     items: list[np.ndarray] = []
     sources: list[np.ndarray] = []
@@ -543,7 +562,7 @@ def _finish_many(
         rows.append(np.full(len(part[0]), n, dtype=np.int64))
         for column, values in zip((items, sources, scores, propensity), part, strict=True):
             column.append(values)
-    if not len(short) and not np.any(ranked.rows[1:] < ranked.rows[:-1]):
+    if not len(short) and not (ranked.rows[1:] < ranked.rows[:-1]).any():
         # Every request filled by the ranker (most offers calls): its rows, in order, as
         # they are (what stacking and sorting them would give).
         stacked = ProductCandidates(
@@ -556,7 +575,7 @@ def _finish_many(
     else:
         keep = ~np.isin(ranked.rows, short)
         stacked_rows = np.concatenate([ranked.rows[keep], *rows])
-        order = np.argsort(stacked_rows, kind="stable")
+        order = stacked_rows.argsort(kind="stable")
         stacked = ProductCandidates(
             np.concatenate([ranked.items[keep], *items]).astype(np.int64)[order],
             np.concatenate([ranked.sources[keep], *sources]).astype(object)[order],
@@ -574,10 +593,7 @@ def _finish_many(
         model.item_price,
         model.typical_line_value,
     )
-    bought = [
-        Bought(p.history.items[p.known], p.history.counts[p.known], p.history.confidence[p.known])
-        for p in prepared
-    ]
+    bought = [p.bought for p in prepared]
     table = OfferTable(
         choices, partial(explain, model, bought, choices, [r.stage for r in requests])
     )
@@ -615,7 +631,7 @@ def _product_candidates(
     the source's scores and the probabilities of purchase. The ranker's (``scored``), or
     ALS's without one; filled from the popular items the customer may be offered when
     short."""
-    history, known = prepared.history, prepared.known
+    history = prepared.history
     suppressed, n_candidates = prepared.suppressed, prepared.n_candidates
     curves = model.propensity
     if scored is not None:
@@ -624,7 +640,7 @@ def _product_candidates(
         ids = np.empty(0, dtype=np.int64)
         scores = np.empty(0, dtype=np.float32)
         if prepared.personalized:
-            ids, scores = _cf_candidates(model, history, known, suppressed, n_candidates)
+            ids, scores = _cf_candidates(model, history, prepared.bought, suppressed, n_candidates)
         sources = np.full(len(ids), SOURCE_CF, dtype=object)
         propensity = curves.of_scores(scores)
         source_scores = np.asarray(scores, dtype=np.float64)
@@ -664,23 +680,17 @@ def _ranked_candidates_many(
     if not prepared:
         return _Stacked.empty()
     n_items = len(model.items)
-    mine = [p.history.items[p.known] for p in prepared]
-    factors = np.vstack(
-        [_taste_of(model, p, items) for p, items in zip(prepared, mine, strict=True)]
+    factors = np.concatenate([_taste_of(model, p) for p in prepared])
+    counts = _stacked(
+        [p.bought.items for p in prepared], [p.bought.counts for p in prepared], n_items
     )
-    counts = _stacked(mine, [p.history.counts[p.known] for p in prepared], n_items)
-    last = _stacked(
-        mine, [p.history.last_purchase[p.known].astype(np.float64) for p in prepared], n_items
-    )
-    exclude = _stacked(
-        [p.suppressed for p in prepared],
-        [np.ones(len(p.suppressed), np.float32) for p in prepared],
-        n_items,
-    )
+    last = _same_pattern(counts, [p.bought_last for p in prepared], np.float64)
+    exclude = _stacked([p.suppressed for p in prepared], None, n_items)
     shortlist = _shortlists(model, prepared)
     recent = recent_orders = None
-    if all(p.history.recent is not None for p in prepared):
-        recent = _stacked(mine, [_recent_known(p) for p in prepared], n_items)
+    weighted = [p.bought_recent for p in prepared if p.bought_recent is not None]
+    if len(weighted) == len(prepared):
+        recent = _same_pattern(counts, weighted, np.float64)
         recent_orders = np.array([p.history.recent_orders for p in prepared], dtype=np.float64)
     request = [p.request for p in prepared]
     risk = [np.nan if r.churn_risk is None else r.churn_risk for r in request]
@@ -707,7 +717,7 @@ def _ranked_candidates_many(
     order = ranked_order(table, scores)
     rows = table.rows[order]
     wanted = np.fromiter((p.n_candidates for p in prepared), dtype=np.int64, count=len(prepared))
-    starts = np.searchsorted(rows, np.arange(len(prepared)))
+    starts = rows.searchsorted(np.arange(len(prepared)))
     # Each request's best n_candidates.
     chosen = order[np.arange(len(rows)) - starts[rows] < wanted[rows]]
     # Each item is credited to the first of its sources in _CREDIT_ORDER.
@@ -716,7 +726,7 @@ def _ranked_candidates_many(
     return _Stacked(
         table.rows[chosen].astype(np.int64),
         table.items[chosen].astype(np.int64),
-        _CREDIT_NAMES[np.argmax(flags, axis=1)],
+        _CREDIT_NAMES[flags.argmax(axis=1)],
         ranked,
         model.propensity.of_ranker_scores(ranked),
     )
@@ -729,17 +739,11 @@ def _shortlists(model: ServingModel, prepared: Sequence[_Prepared]) -> np.ndarra
     saved = model.als_shortlist
     if saved is None:
         return None
-    out = np.full((len(prepared), saved.shape[1]), -1, dtype=saved.dtype)
+    out = filled((len(prepared), saved.shape[1]), -1, saved.dtype)
     for n, p in enumerate(prepared):
         if p.history.trained_taste:
             out[n] = saved[p.history.index]
     return out
-
-
-def _recent_known(prepared: _Prepared) -> np.ndarray:
-    recent = prepared.history.recent
-    assert recent is not None
-    return np.asarray(recent, dtype=np.float64)[prepared.known]
 
 
 def _rule_candidates_many(model: ServingModel, prepared: Sequence[_Prepared]) -> _Stacked:
@@ -750,16 +754,11 @@ def _rule_candidates_many(model: ServingModel, prepared: Sequence[_Prepared]) ->
     if not prepared:
         return _Stacked.empty()
     n_items = len(model.items)
-    mine = [p.history.items[p.known] for p in prepared]
-    counts = _stacked(mine, [p.history.counts[p.known] for p in prepared], n_items)
-    last = _stacked(
-        mine, [p.history.last_purchase[p.known].astype(np.float64) for p in prepared], n_items
+    counts = _stacked(
+        [p.bought.items for p in prepared], [p.bought.counts for p in prepared], n_items
     )
-    exclude = _stacked(
-        [p.suppressed for p in prepared],
-        [np.ones(len(p.suppressed), np.float32) for p in prepared],
-        n_items,
-    )
+    last = _same_pattern(counts, [p.bought_last for p in prepared], np.float64)
+    exclude = _stacked([p.suppressed for p in prepared], None, n_items)
     n = max(p.n_candidates for p in prepared)
     policy = str(model.policy)
     similarity = None if model.item_side is None else model.item_side.similarity
@@ -779,14 +778,14 @@ def _rule_candidates_many(model: ServingModel, prepared: Sequence[_Prepared]) ->
     )
 
 
-def _taste_of(model: ServingModel, prepared: _Prepared, mine: np.ndarray) -> np.ndarray:
+def _taste_of(model: ServingModel, prepared: _Prepared) -> np.ndarray:
     """The customer's ALS taste vector: the trained one, or refolded from their history
     when purchases were posted since training (or the model never saw them)."""
-    history = prepared.history
+    history, bought = prepared.history, prepared.bought
     if not history.trained_taste:
         n_items = len(model.items)
         confidence = sp.csr_matrix(
-            (history.confidence[prepared.known], mine, [0, len(mine)]), shape=(1, n_items)
+            (bought.confidence, bought.items, [0, len(bought.items)]), shape=(1, n_items)
         )
         return np.asarray(model.als.recalculate_user(0, confidence), dtype=np.float32).reshape(
             1, -1
@@ -794,22 +793,39 @@ def _taste_of(model: ServingModel, prepared: _Prepared, mine: np.ndarray) -> np.
     return np.asarray(model.als.user_factors[history.index], dtype=np.float32).reshape(1, -1)
 
 
-def _stacked(indices: Sequence[np.ndarray], data: Sequence[np.ndarray], n_items: int) -> Rows:
-    """Rows (one per customer) as row-compressed arrays."""
-    lengths = [len(i) for i in indices]
-    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+def _stacked(
+    indices: Sequence[np.ndarray], data: Sequence[np.ndarray] | None, n_items: int
+) -> Rows:
+    """Rows (one per customer) as row-compressed arrays; ``data`` None: float32 ones."""
+    lengths = np.fromiter(map(len, indices), dtype=np.int64, count=len(indices))
+    indptr = np.zeros(len(indices) + 1, dtype=np.int64)
+    lengths.cumsum(out=indptr[1:])
+    values: np.ndarray
+    if data is None:
+        values = np.ones(int(indptr[-1]), np.float32)
+    else:
+        values = np.concatenate(data) if data else np.empty(0)
     return Rows(
         indptr,
         np.concatenate(indices).astype(np.int64) if indices else np.empty(0, np.int64),
-        np.concatenate(data) if data else np.empty(0),
+        values,
         (len(indices), n_items),
     )
+
+
+def _same_pattern(rows: Rows, data: Sequence[np.ndarray], dtype: type) -> Rows:
+    """Other values on the pattern of ``rows`` (aligned with the indices it was stacked
+    from), as ``dtype``."""
+    values: np.ndarray = (
+        np.concatenate(data).astype(dtype, copy=False) if data else np.empty(0, dtype)
+    )
+    return Rows(rows.indptr, rows.indices, values, rows.shape)
 
 
 def _cf_candidates(
     model: ServingModel,
     history: CustomerHistory,
-    known: np.ndarray,
+    bought: Bought,
     suppressed: np.ndarray,
     n: int,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -825,7 +841,7 @@ def _cf_candidates(
     filter_items = suppressed if len(suppressed) else None
     if history.index is None or history.has_new_orders:
         row = sp.csr_matrix(
-            (history.confidence[known], history.items[known], [0, int(known.sum())]),
+            (bought.confidence, bought.items, [0, len(bought.items)]),
             shape=(1, n_items),
         )
         ids, scores = model.als.recommend(
