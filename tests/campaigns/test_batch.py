@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from support import CLOCK, without_progress
+from support import CLOCK, DEMO_CATALOG, without_progress
 
 from nbo.campaigns import batch
 from nbo.campaigns import workers as workers_module
@@ -28,7 +28,7 @@ from nbo.experiments.assignment import ServingModels
 from nbo.models.registry import set_alias
 from nbo.models.served import load_serving_model
 from nbo.offers.decision import Occasion
-from nbo.runtime.decide import Context, contact_policy
+from nbo.runtime.decide import Context, contact_policy, decide_customers
 from nbo.settings import Settings
 from nbo.store import open_store
 
@@ -722,3 +722,45 @@ def test_ids_listed_twice_are_decided_once_and_counted(
     assert (rows["customer_id"] == "a00").sum() == 2
     err = capsys.readouterr().err
     assert f"nbo batch: 2 ids of {ids} are listed again after their first line" in err
+
+
+def test_each_row_is_the_offer_the_api_answers(models_dir: Path, env: Path) -> None:
+    # The demo catalogue's incentives (with and without an amount) beside the products,
+    # and a customer with no consent to email: the columns read from the chunk's offer
+    # tables are each offer's fields, in rank order.
+    settings = Settings(
+        models_dir=models_dir, store_url=f"sqlite:///{env}", catalog=DEMO_CATALOG, clock=CLOCK
+    )
+    run = open_run(RunSpec(settings, "email", 5, settings.now(), False, "batch-test"))
+    run.store.set_consent("a01", True, {"email": False})
+    customers = [str(c) for c in run.context.models.current.customers.ids] + ["new-customer"]
+    decided = decide_customers(run.context, customers, run.occasion)
+    rows = batch.chunk_table(run, decided).to_pylist()
+    expected = []
+    for one in decided:
+        decision = one.decision
+        ranking = decision.ranking
+        offers = [] if ranking is None else ranking.offers
+        for offer in offers or [None]:
+            expected.append(
+                {
+                    "customer_id": one.customer_id,
+                    "rank": 0 if offer is None else offer.rank,
+                    "offer_id": None if offer is None else offer.offer_id,
+                    "kind": None if offer is None else offer.kind,
+                    "item_id": None if offer is None else offer.item_id,
+                    "title": None if offer is None else offer.title,
+                    "incentive": None if offer is None else offer.incentive,
+                    "amount": None if offer is None else offer.amount,
+                    "reason_text": None if offer is None else offer.reason.text,
+                    "reason_because": None if offer is None else "|".join(offer.reason.because),
+                    "stage": decision.profile.stage,
+                    "suppressed_reason": decision.suppressed_reason if offer is None else None,
+                    "request_id": f"batch-test-{one.customer_id}",
+                }
+            )
+    assert [{name: row[name] for name in expected[0]} for row in rows] == expected
+    amounts = {row["offer_id"]: row["amount"] for row in rows if row["kind"] == "incentive"}
+    assert None in amounts.values() and len(set(amounts.values())) > 1
+    assert any(row["suppressed_reason"] == "no_channel_consent" for row in rows)
+    run.store.close()

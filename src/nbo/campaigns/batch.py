@@ -42,7 +42,7 @@ from nbo.core.errors import NboError
 from nbo.core.ids import MAX_ID_LENGTH, path_id_problem, spreadsheet_original
 from nbo.core.outputs import check_output_file, create_private
 from nbo.core.pseudonyms import Pseudonyms
-from nbo.core.vocabulary import STAGES
+from nbo.core.vocabulary import STAGES, iso_utc
 from nbo.data.events import ImpressionEvent
 from nbo.experiments.assignment import load_serving_models
 from nbo.experiments.definitions import configured_experiments
@@ -304,51 +304,46 @@ def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
     """The output rows (``SCHEMA``) of a chunk's decisions, in the customers' order and
     best offer first: one row per offer, read column by column from the rankings' offer
     tables, or one row with rank 0 and the reason for a customer without offers."""
-    # Per decided customer: their columns that do not depend on the offer.
-    customer: dict[str, list[object]] = {
-        "customer_id": [],
-        "stage": [],
-        "churn_risk": [],
-        "best_send_at": [],
-        "model_version": [],
-        "experiment": [],
-        "variant": [],
-        "request_id": [],
-        "personalized": [],
-        "suppressed_reason": [],
-        "next_allowed_at": [],
-    }
+    decisions = [one.decision for one in decided]
+    profiles = [decision.profile for decision in decisions]
+    rankings = [decision.ranking for decision in decisions]
+    assignments = [one.assignment for one in decided]
     # Offers to write, per offer table: (decided customer, the customer's position in it).
     by_table: dict[int, tuple[OfferTable, ServingModel, list[int], list[int]]] = {}
     without: list[int] = []
-    send_at: dict[int, str] = {}  # best send hour -> its next time (168 at most)
-    for d, one in enumerate(decided):
-        customer_id, assignment, decision = one.customer_id, one.assignment, one.decision
-        profile, ranking = decision.profile, decision.ranking
-        customer["customer_id"].append(customer_id)
-        customer["stage"].append(profile.stage)
-        customer["churn_risk"].append(profile.churn_risk)
-        hour = profile.best_send_hour
-        if hour not in send_at:
-            send_at[hour] = next_send_at(hour, run.now).isoformat()
-        customer["best_send_at"].append(send_at[hour])
-        customer["model_version"].append(assignment.model.version)
-        customer["experiment"].append(assignment.experiment)
-        customer["variant"].append(assignment.variant)
-        customer["request_id"].append(delivery_id(run.run_id, customer_id) if run.run_id else None)
-        customer["personalized"].append(False if ranking is None else ranking.personalized)
-        allowed_at = decision.next_allowed_at
-        customer["next_allowed_at"].append(
-            None if allowed_at is None else datetime.fromtimestamp(allowed_at, UTC).isoformat()
-        )
+    suppressed: list[object] = []  # the reason, None for a customer with offers
+    for d, ranking in enumerate(rankings):
         if ranking is None or not ranking.has_offers:
-            customer["suppressed_reason"].append(decision.suppressed_reason or NO_OFFERS)
+            suppressed.append(decisions[d].suppressed_reason or NO_OFFERS)
             without.append(d)
             continue
-        customer["suppressed_reason"].append(None)
-        entry = by_table.setdefault(id(ranking.table), (ranking.table, assignment.model, [], []))
+        suppressed.append(None)
+        entry = by_table.get(id(ranking.table))
+        if entry is None:
+            entry = by_table[id(ranking.table)] = (ranking.table, assignments[d].model, [], [])
         entry[2].append(d)
         entry[3].append(ranking.position)
+    send_at: dict[int, str] = {}  # best send hour -> its next time (168 at most)
+    for hour in {profile.best_send_hour for profile in profiles}:
+        send_at[hour] = next_send_at(hour, run.now).isoformat()
+    run_id = run.run_id
+    # Per decided customer: their columns that do not depend on the offer.
+    customer: dict[str, list[object]] = {
+        "customer_id": [one.customer_id for one in decided],
+        "stage": [profile.stage for profile in profiles],
+        "churn_risk": [profile.churn_risk for profile in profiles],
+        "best_send_at": [send_at[profile.best_send_hour] for profile in profiles],
+        "model_version": [assignment.model.version for assignment in assignments],
+        "experiment": [assignment.experiment for assignment in assignments],
+        "variant": [assignment.variant for assignment in assignments],
+        "request_id": [delivery_id(run_id, one.customer_id) if run_id else None for one in decided],
+        "personalized": [False if r is None else r.personalized for r in rankings],
+        "suppressed_reason": suppressed,
+        "next_allowed_at": [
+            None if (at := decision.next_allowed_at) is None else iso_utc(at)
+            for decision in decisions
+        ],
+    }
 
     owners: list[np.ndarray] = [np.asarray(without, dtype=np.int64)]
     ranks: list[np.ndarray] = [np.zeros(len(without), dtype=np.int64)]
@@ -367,7 +362,18 @@ def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
         )
         owners.append(np.repeat(np.asarray(deciders, dtype=np.int64), lengths))
         ranks.append(rows - np.repeat(begin, lengths) + 1)
+        # The catalogue's offer behind each row: an incentive's, None for a product
+        # (most rows): their columns are filled in where there is one.
         offers = chosen.offer[rows].tolist()
+        incentives = [n for n, o in enumerate(offers) if o is not None]
+        title = np.full(len(rows), None, dtype=object)
+        incentive = np.full(len(rows), None, dtype=object)
+        amount = np.full(len(rows), np.nan)
+        for n in incentives:
+            offer = offers[n]
+            title[n], incentive[n] = offer.title, offer.incentive
+            if offer.amount is not None:
+                amount[n] = offer.amount
         names = model.item_names
         parts = {
             "offer_id": chosen.offer_id[rows],
@@ -377,14 +383,9 @@ def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
                 [None if i is None else names.get(i) for i in chosen.item_id[rows].tolist()],
                 dtype=object,
             ),
-            "title": np.array([None if o is None else o.title for o in offers], dtype=object),
-            "incentive": np.array(
-                [None if o is None else o.incentive for o in offers], dtype=object
-            ),
-            "amount": np.array(
-                [np.nan if o is None or o.amount is None else o.amount for o in offers],
-                dtype=np.float64,
-            ),
+            "title": title,
+            "incentive": incentive,
+            "amount": amount,
             "priority": chosen.propensity[rows]
             * chosen.value[rows]
             * chosen.stage_weight[rows]
