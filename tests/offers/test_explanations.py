@@ -94,7 +94,7 @@ def test_each_source_explains_itself_in_words() -> None:
         # source, item, item id, because, orders
         ("popular", 0, "A", (), 0),
         ("popular_in_stage", 0, "A", (), 0),
-        ("buy_again", 1, "B", ("B",), 3),  # bought often: the customer's own rhythm
+        ("buy_again", 1, "B", ("B",), 3),  # bought often: how often, and the item's rhythm
         ("buy_again", 1, "B", ("B",), 1),  # bought once: other customers' rhythm
         ("buy_again", 2, "C", ("C",), 4),  # no learned cycle
         ("also_bought", 0, "A", ("B",), 0),
@@ -140,7 +140,7 @@ def test_each_source_explains_itself_in_words() -> None:
     assert texts.tolist() == [
         "popular this month",
         "popular with customers like you",
-        "you buy this about every 7 days",
+        "you bought this 3 times; customers buy it again about every 7 days",
         "you bought this before; customers buy it again about every 7 days",
         "you bought this before",
         "customers who bought Bread also bought this",
@@ -149,7 +149,7 @@ def test_each_source_explains_itself_in_words() -> None:
         "you bought this before; it goes with C",
         "you bought this before",
         "matches your purchase history",
-        "10% off: an offer for customers at risk of leaving",
+        "10% off: an offer for you",
     ]
 
 
