@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from support import access_lines, app_for, scrape, value
 
+from nbo.offers.ranking import REMOVAL_RULES
 from nbo.service.prometheus import ModelCollector, TimedStore
 
 TODAY = "2026-06-30T11:00:00Z"
@@ -173,6 +174,23 @@ def test_offers_served_and_suppressions_match_the_answers(
     for rule, count in removed.items():
         metric = "nbo_suppressions_total"
         assert value(after, metric, rule=rule) - value(before, metric, rule=rule) == count, rule
+
+
+def test_every_removal_rule_is_a_series_from_the_first_answer_zero_or_not(
+    models_dir: Path,
+) -> None:
+    """A rule that removed nothing still shows, at 0, once an answer has been counted (a
+    dashboard's rate of it then starts at 0, not at its first removal); the counts add
+    up over answers whatever their zeros."""
+    with app_for(models_dir) as client:
+        answers = [offers(client, "a00"), offers(client, "b03", k=3)]
+        samples = scrape(client)
+    metric = "nbo_suppressions_total"
+    series = {labels["rule"]: v for name, labels, v in samples if name == metric}
+    assert set(series) >= set(REMOVAL_RULES)
+    assert any(answers[0]["removed"][rule] == 0 for rule in REMOVAL_RULES)
+    for rule in REMOVAL_RULES:
+        assert series[rule] == sum(answer["removed"][rule] for answer in answers), rule
 
 
 def test_events_ingested_by_type_and_outcome(client: TestClient) -> None:
