@@ -18,6 +18,7 @@ from nbo.core.errors import ArtifactError
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.definitions import configured_experiments
 from nbo.experiments.holder import ExperimentsFileHolder
+from nbo.runtime.decide import contact_policy
 from nbo.runtime.pairing import UnknownItemsWatch
 from nbo.runtime.workers import WorkerBoard
 from nbo.service.apidocs import install_api_docs
@@ -136,6 +137,9 @@ def create_app(
         redirect_slashes=False,
     )
     app.state.settings = settings
+    # The contact rules the settings configure, for every offers call (settings do not
+    # change while the app runs).
+    app.state.contact_policy = contact_policy(settings)
     # No keys: every route open (nbo serve then listens on loopback only).
     app.state.keys = KeyRing(settings.api_keys)
     # Like the catalogue: a bad experiments file refuses the start as one line. What
