@@ -21,7 +21,7 @@ from nbo.runtime.deliver import deliver_customers, impressions_of
 from nbo.service.auth import AUTH_RESPONSES, require_for_call, requires
 from nbo.service.deps import CustomerId, DecidingDep
 from nbo.service.head import head_request
-from nbo.service.profiles import best_send_time_out
+from nbo.service.profiles import best_send_time_values
 from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import Channel, ErrorResponse, OffersResponse
 
@@ -183,7 +183,7 @@ def offers_answer(
         "suppressed_items": 0 if ranking is None else int(ranking.suppressed_items),
         "stage": profile.stage,
         "churn_risk": None if churn_risk is None else float(churn_risk),
-        "best_send_time": best_send_time_out(profile.best_send_hour, now).model_dump(),
+        "best_send_time": best_send_time_values(profile.best_send_hour, now),
         "as_of": now.isoformat(),
         "request_id": request_id,
         "recorded": recorded,
