@@ -65,6 +65,7 @@ offers:
     category: gifts
     channels: [app]
     value: 10.0
+    title: Gifts of the week
 stage_weights:
   at_risk: {incentive: 1.5, product: 1.0}
 """
@@ -107,7 +108,7 @@ def rows_of(chosen: Choices, customer: int) -> list[Row]:
                 chosen.item_id[n],
                 chosen.source[n],
                 float(chosen.score[n]),
-                None if offer is None else offer.title,
+                chosen.title[n],
                 None if offer is None else offer.incentive,
                 None if offer is None else offer.amount,
             )
@@ -355,3 +356,7 @@ def test_every_offer_of_an_answer_has_its_own_id(tmp_path: Path) -> None:
     assert len(offer_ids) == len(set(offer_ids))
     by_item = {c.item_id: c.offer_id for c in choices if c.kind == KIND_PRODUCT}
     assert by_item == {"A": "product:A", "B": "product:B", "C": "gifts-app:C", "D": "gifts-app:D"}
+    # Each carries its catalogue offer's title (an item on its own terms has none): a
+    # category offer's title was dropped, though the catalogue route listed it.
+    titles = {c.item_id: c.title for c in choices if c.kind == KIND_PRODUCT}
+    assert titles == {"A": None, "B": None, "C": "Gifts of the week", "D": "Gifts of the week"}

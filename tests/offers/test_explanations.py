@@ -120,6 +120,7 @@ def test_each_source_explains_itself_in_words() -> None:
         stage_weight=np.zeros(n),
         lever=np.zeros(n),
         offer=np.array(objects, dtype=object),
+        title=np.array([None if o is None else o.title for o in objects], dtype=object),
         ineligible=np.zeros(1),
         offer_cap=np.zeros(1),
     )

@@ -309,6 +309,7 @@ offers:
   - id: a-week
     kind: product
     category: group-a
+    title: Our picks of the week
     lever: 5.0
     cap_per_customer: 1
     cap_days: 30
@@ -328,6 +329,8 @@ def test_each_item_of_a_category_offer_is_its_own_offer_in_answers(
         ids = [offer["offer_id"] for offer in first["offers"]]
         assert len(ids) == 4 and len(set(ids)) == 4
         assert all(o["offer_id"] == f"a-week:{o['item_id']}" for o in first["offers"])
+        # The category offer's title goes with each of its items (it was always null).
+        assert {o["title"] for o in first["offers"]} == {"Our picks of the week"}
         shown = [o["item_id"] for o in first["offers"]]
         # The next answer: each shown item reached the offer's cap of 1; the others not.
         again = client.get(url, params={"k": 4}).json()

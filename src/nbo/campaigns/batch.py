@@ -366,12 +366,11 @@ def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
         # (most rows): their columns are filled in where there is one.
         offers = chosen.offer[rows].tolist()
         incentives = [n for n, o in enumerate(offers) if o is not None]
-        title = np.full(len(rows), None, dtype=object)
         incentive = np.full(len(rows), None, dtype=object)
         amount = np.full(len(rows), np.nan)
         for n in incentives:
             offer = offers[n]
-            title[n], incentive[n] = offer.title, offer.incentive
+            incentive[n] = offer.incentive
             if offer.amount is not None:
                 amount[n] = offer.amount
         names = model.item_names
@@ -383,7 +382,7 @@ def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
                 [None if i is None else names.get(i) for i in chosen.item_id[rows].tolist()],
                 dtype=object,
             ),
-            "title": title,
+            "title": chosen.title[rows],
             "incentive": incentive,
             "amount": amount,
             "priority": chosen.propensity[rows]

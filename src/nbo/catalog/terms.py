@@ -49,6 +49,9 @@ class ProductTerms:
     lever: float
     cap_per_customer: int | None
     cap_days: float
+    # The catalogue offer's title (a product or category offer's; None for the item's
+    # own terms), shown with each offer it makes.
+    title: str | None = None
 
 
 def resolve_value(
@@ -126,6 +129,7 @@ def _terms_of(offer_id: str, source: ProductDefaults | CatalogOffer) -> ProductT
         lever=source.lever,
         cap_per_customer=source.cap_per_customer,
         cap_days=source.cap_days,
+        title=source.title if isinstance(source, CatalogOffer) else None,
     )
 
 

@@ -100,6 +100,9 @@ class Choices:
     stage_weight: np.ndarray
     lever: np.ndarray
     offer: np.ndarray  # the IncentiveOffer, None for products
+    # The catalogue offer's title: an incentive's, or a product or category offer's
+    # (None for an item offered on its own terms, or an offer without one).
+    title: np.ndarray
     # Per customer: candidates removed as ineligible, and as shown too often.
     ineligible: np.ndarray
     offer_cap: np.ndarray
@@ -297,6 +300,17 @@ def arbitrate(
         ),
         column(levers[product], [o.lever for o in chosen_offers], np.float64),
         column(filled(len(product), None, object), incentives.offers[incentive], object),
+        column(
+            np.asarray(
+                [
+                    named_terms[position].title if position in named_terms else None
+                    for position in product.tolist()
+                ],
+                dtype=object,
+            ).reshape(-1),
+            [o.title for o in chosen_offers],
+            object,
+        ),
         ineligible,
         offer_cap,
     )

@@ -175,7 +175,7 @@ class OfferTable:
                         float(c.stage_weight[n]),
                         float(c.lever[n]),
                     ),
-                    title=None if offer is None else offer.title,
+                    title=c.title[n],
                     incentive=None if offer is None else offer.incentive,
                     amount=None if offer is None else offer.amount,
                 )

@@ -55,7 +55,11 @@ class OfferOut(BaseModel):
     kind: str = Field(description="'product' or 'incentive'")
     item_id: str | None = Field(None, description="the item, for a product offer")
     item_name: str | None = None
-    title: str | None = Field(None, description="an incentive's title from the catalogue")
+    title: str | None = Field(
+        None,
+        description="the catalogue offer's title: an incentive's, or a product or category "
+        "offer's (null for an item offered on its own terms)",
+    )
     incentive: str | None = Field(
         None, description="percent_off, points_multiplier or free_shipping"
     )

@@ -237,6 +237,7 @@ def offers_out(model: ServingModel, ranking: Ranking, reasons: bool = True) -> l
         choices.kind[start:end].tolist(),
         choices.item_id[start:end].tolist(),
         choices.offer[start:end].tolist(),
+        choices.title[start:end].tolist(),
         choices.score[start:end].tolist(),
         choices.propensity[start:end].tolist(),
         choices.value[start:end].tolist(),
@@ -246,14 +247,14 @@ def offers_out(model: ServingModel, ranking: Ranking, reasons: bool = True) -> l
     )
     out = []
     for rank, row in enumerate(zip(*columns, strict=True), 1):
-        offer_id, kind, item, offer, score, propensity, value, weight, lever, why = row
+        offer_id, kind, item, offer, title, score, propensity, value, weight, lever, why = row
         out.append(
             {
                 "offer_id": offer_id,
                 "kind": kind,
                 "item_id": item,
                 "item_name": names.get(item) if item is not None else None,
-                "title": None if offer is None else offer.title,
+                "title": title,
                 "incentive": None if offer is None else offer.incentive,
                 "amount": None if offer is None else offer.amount,
                 "priority": propensity * value * weight * lever,
