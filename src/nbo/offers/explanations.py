@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from nbo.models.served import ServingModel
 from nbo.offers.arbitration import Choices
@@ -87,31 +86,26 @@ def explain(
     because = np.empty(n, dtype=object)
     because.fill(())
     orders = np.zeros(n, dtype=np.int64)
+    lookup = _OrderCounts(bought, len(model.items))
     item_ids = model.item_id_array
 
     again = np.flatnonzero(source == SOURCE_BUY_AGAIN)
     if len(again):
-        lookup = _OrderCounts(bought, len(model.items))
         orders[again] = lookup.at(customer[again], choices.item[again]).astype(np.int64)
         because[again] = [(item_id,) for item_id in choices.item_id[again].tolist()]
     also = np.flatnonzero(source == SOURCE_ALSO_BOUGHT)
     if len(also) and model.item_side is not None:
-        closest = _closest_bought(model, bought, customer[also], choices.item[also])
+        closest = _closest_bought(model, lookup, customer[also], choices.item[also])
         because[also] = [() if j < 0 else (item_ids[j],) for j in closest.tolist()]
     cf = np.flatnonzero(source == SOURCE_CF)
     if len(cf):
-        # One solve per customer, over their ALS offers: ``choices`` holds each
-        # customer's offers together, so they are runs of ``cf``.
-        owners = customer[cf]
-        runs = np.flatnonzero(np.diff(owners)) + 1
-        found: list[tuple[str, ...]] = []
-        for begin, end in zip([0, *runs.tolist()], [*runs.tolist(), len(cf)], strict=True):
-            history = bought[int(owners[begin])]
+        for c in np.unique(customer[cf]).tolist():
+            mine = cf[customer[cf] == c]
+            history = bought[c]
             explained = model.explainer.explain(
-                history.items, history.confidence, choices.item[cf[begin:end]], top=EXPLAINED_BY
+                history.items, history.confidence, choices.item[mine], top=EXPLAINED_BY
             )
-            found.extend(tuple(item_ids[i] for i, _ in pairs) for pairs in explained)
-        because[cf] = found
+            because[mine] = [tuple(item_ids[i] for i, _ in pairs) for pairs in explained]
     return Explanations(
         source, because, orders, _texts(model, choices, source, because, orders, stages)
     )
@@ -146,10 +140,10 @@ def _texts(
             orders[again[repeated]].tolist(), days[repeated].tolist(), strict=True
         )
     ]
-    texts[again[known & ~repeated]] = _worded(
-        "you bought this before; customers buy it again about every {:.0f} days",
-        days[known & ~repeated],
-    )
+    texts[again[known & ~repeated]] = [
+        f"you bought this before; customers buy it again about every {d:.0f} days"
+        for d in days[known & ~repeated].tolist()
+    ]
 
     names = model.item_names
     for n in np.flatnonzero(source == SOURCE_ALSO_BOUGHT).tolist():
@@ -176,17 +170,6 @@ def _texts(
         stage = stages[customer[n]]
         texts[n] = f"{title or choices.offer_id[n]}: an offer for {STAGE_WORDS.get(stage, stage)}"
     return texts
-
-
-def _worded(template: str, numbers: np.ndarray) -> np.ndarray:
-    """``template`` filled in with each of ``numbers``, each distinct number worded once:
-    many offers share an item's repurchase cycle."""
-    exact = np.ascontiguousarray(numbers, dtype=np.float64)
-    # Told apart by their bits, so -0.0 and 0.0 keep their own words.
-    bits, inverse = np.unique(exact.view(np.int64), return_inverse=True)
-    return np.array([template.format(x) for x in bits.view(np.float64).tolist()], dtype=object)[
-        inverse
-    ]
 
 
 class _OrderCounts:
@@ -221,46 +204,28 @@ class _OrderCounts:
 
 
 def _closest_bought(
-    model: ServingModel, bought: Sequence[Bought], customers: np.ndarray, items: np.ndarray
+    model: ServingModel, lookup: _OrderCounts, customers: np.ndarray, items: np.ndarray
 ) -> np.ndarray:
     """Per (customer, item): the customer's purchase that adds most to the item's ItemKNN
-    score (order count x similarity; the neighbour of the lowest item index on a tie),
-    -1 where none adds anything.
-
-    Only the neighbours the customer bought can add anything: the item's row of
-    similarities times the customer's row of order counts, as sparse rows, meet in one
-    merge per pair (a customer buys tens of items, an item has hundreds of neighbours),
-    instead of a lookup of every neighbour among all the chunk's purchases."""
+    score (order count x similarity; the first such neighbour on a tie), -1 where none
+    adds anything."""
     assert model.item_side is not None
     similar_to = model.item_side.similar_to
-    if not similar_to.has_sorted_indices:
-        similar_to = similar_to.sorted_indices()
-    counts = _bought_matrix(bought, similar_to.shape[1])
-    # Both rows hold float64 products of a float32 similarity and an order count, as
-    # the lookup computed them; a neighbour not bought adds nothing and is not stored.
-    contribution = sp.csr_matrix(similar_to[items].multiply(counts[customers]))
-    contribution.sort_indices()
+    begin = similar_to.indptr[items].astype(np.int64)
+    lengths = similar_to.indptr[items + 1].astype(np.int64) - begin
+    segment = np.repeat(np.arange(len(items)), lengths)
+    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    positions = np.repeat(begin, lengths) + offsets
+    neighbours = similar_to.indices[positions]
+    contribution = similar_to.data[positions] * lookup.at(customers[segment], neighbours)
     closest = np.full(len(items), -1, dtype=np.int64)
-    lengths = np.diff(contribution.indptr)
     has = np.flatnonzero(lengths > 0)
     if not len(has):
         return closest
-    data = contribution.data
-    # Each pair's largest contribution, and the first neighbour (lowest index) reaching it.
-    best = np.maximum.reduceat(data, contribution.indptr[has])
-    segment = np.repeat(np.arange(len(items)), lengths)
-    reached = np.flatnonzero(data == np.repeat(best, lengths[has]))
+    # Each segment's largest contribution, and the first neighbour that reaches it.
+    segment_starts = np.cumsum(lengths) - lengths
+    best = np.maximum.reduceat(contribution, segment_starts[has])
+    reached = np.flatnonzero(contribution == np.repeat(best, lengths[has]))
     first = reached[np.searchsorted(segment[reached], has)]
-    closest[has] = np.where(best > 0, contribution.indices[first], -1)
+    closest[has] = np.where(best > 0, neighbours[first], -1)
     return closest
-
-
-def _bought_matrix(bought: Sequence[Bought], n_items: int) -> sp.csr_matrix:
-    """The customers' order counts (float64) as a sparse customers x items matrix."""
-    lengths = np.fromiter((len(b.items) for b in bought), dtype=np.int64, count=len(bought))
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    if not bought or not indptr[-1]:
-        return sp.csr_matrix((len(bought), n_items), dtype=np.float64)
-    items = np.concatenate([b.items for b in bought]).astype(np.int64)
-    counts = np.concatenate([b.counts for b in bought]).astype(np.float64)
-    return sp.csr_matrix((counts, items, indptr), shape=(len(bought), n_items))
