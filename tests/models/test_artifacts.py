@@ -315,3 +315,20 @@ def test_side_files_are_written_checksummed_and_listed(tmp_path: Path) -> None:
     for bad in ("../x.bin", "a/b.bin", "x.npy", "d.json", "manifest.json", ".hidden", ""):
         with pytest.raises(ArtifactError, match="side file name"):
             write_artifact(tmp_path, f"v-{len(bad)}", {}, {}, {}, {bad: b""})
+
+
+def test_a_broken_current_never_becomes_previous(tmp_path: Path) -> None:
+    """CURRENT edited by hand to a half-written copy, then moved to a good version:
+    PREVIOUS keeps naming the last good one, so a rollback to `previous` does not lead
+    back to the copy every worker refused."""
+    models = tmp_path / "models"
+    _write(models, "v1")
+    _write(models, "v2")
+    _write(models, "v3")  # CURRENT v3, PREVIOUS v2
+    factors = next((models / "v3").glob("*.npy"))
+    with factors.open("r+b") as handle:
+        handle.truncate(factors.stat().st_size - 1)
+    set_current(models, "v1")
+    assert previous_version(models) == "v2"
+    set_current(models, "v2")
+    assert previous_version(models) == "v1"

@@ -508,11 +508,24 @@ def test_a_broken_version_is_listed_as_broken_and_gets_no_alias(
     manifest = json.loads((models / missing / "manifest.json").read_text())
     (models / missing / "manifest.json").write_text(json.dumps({**manifest, "version": missing}))
     (models / missing / "item_factors.npy").unlink()
+    # A half-written copy: an array file shorter than its own header says, which the
+    # listing showed as a good version (its header is a few bytes to read).
+    half = "20991231T000000Z-halfwrit"
+    shutil.copytree(models / two_models[2], models / half)
+    manifest = json.loads((models / half / "manifest.json").read_text())
+    (models / half / "manifest.json").write_text(json.dumps({**manifest, "version": half}))
+    factors = models / half / "item_factors.npy"
+    size = factors.stat().st_size
+    with factors.open("r+b") as handle:
+        handle.truncate(size - 100)
 
     assert main(["models", "--models-dir", str(models)]) == 0
     listing = capsys.readouterr().out.splitlines()
     assert listing[0] == f"{missing}  BROKEN: file item_factors.npy is missing"
-    assert listing[1] == broken  # a checksum needs every byte read: not in a listing
+    assert listing[1] == (
+        f"{half}  BROKEN: file item_factors.npy is cut short ({size - 100:,} of {size:,} bytes)"
+    )
+    assert listing[2] == broken  # a checksum needs every byte read: not in a listing
     assert main(["models", "--models-dir", str(models), "--alias", "cand", broken]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--alias cand {broken}: model {broken}: file " in err

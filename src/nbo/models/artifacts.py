@@ -180,7 +180,10 @@ def set_current(models_dir: Path, version: str) -> None:
         except ArtifactError:
             before = None
     _write_pointer(models_dir, CURRENT, version)
-    if before is not None and before != version and (models_dir / before / MANIFEST).is_file():
+    # Only a version that could serve becomes PREVIOUS: after a CURRENT edited by hand to
+    # a broken copy (which every worker refused), `--current previous` in an incident
+    # would otherwise lead back to it instead of to the last good one.
+    if before is not None and before != version and version_problem(models_dir, before) is None:
         # After CURRENT: a PREVIOUS left behind by a failed flip would name CURRENT itself.
         _write_pointer(models_dir, PREVIOUS, before)
 
@@ -310,6 +313,32 @@ def version_problem(models_dir: Path, version: str) -> str | None:
         return f"file {missing[0]} is missing" + (
             f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         )
+    for name in sorted(str(n) for n in files if str(n).endswith(".npy")):
+        short = _cut_short(models_dir / version / name)
+        if short is not None:
+            return f"file {name} is {short}"
+    return None
+
+
+def _cut_short(path: Path) -> str | None:
+    """Why an array file cannot hold the array its header describes (a half-written
+    copy), from its header alone, or None: a few bytes read, not the checksum
+    ``load_artifact`` reads the whole file for."""
+    try:
+        with path.open("rb") as handle:
+            major, _minor = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if major == 1
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _fortran, dtype = read_header(handle)
+            expected = handle.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    except (OSError, ValueError) as exc:
+        return f"not a readable array ({exc})"
+    size = path.stat().st_size
+    if size < expected:
+        return f"cut short ({size:,} of {expected:,} bytes)"
     return None
 
 
