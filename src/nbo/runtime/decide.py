@@ -61,14 +61,19 @@ def contact_policy(settings: Settings) -> ContactPolicy:
 
 
 def context_for(
-    settings: Settings, models: ServingModels, catalog: Catalog, store: Store
+    settings: Settings,
+    models: ServingModels,
+    catalog: Catalog,
+    store: Store,
+    policy: ContactPolicy | None = None,
 ) -> Context:
     """The context the settings configure around ``models``, ``catalog`` and ``store``:
-    the contact rules, the posted lines read and the clock's skew."""
+    the contact rules, the posted lines read and the clock's skew. ``policy``: the
+    settings' contact rules made already (the service makes them once, at start)."""
     return Context(
         models,
         catalog,
-        contact_policy(settings),
+        contact_policy(settings) if policy is None else policy,
         store,
         settings.max_posted_lines,
         settings.clock_skew_seconds,

@@ -16,7 +16,7 @@ from nbo.data.events import ImpressionEvent
 from nbo.models.served import ServingModel
 from nbo.offers.decision import Occasion
 from nbo.offers.ranking import REMOVAL_RULES, Ranking
-from nbo.runtime.decide import Context, Decided
+from nbo.runtime.decide import Decided, context_for
 from nbo.runtime.deliver import deliver_customers, impressions_of
 from nbo.service.auth import AUTH_RESPONSES, require_for_call, requires
 from nbo.service.deps import CustomerId, DecidingDep
@@ -116,13 +116,8 @@ async def get_offers(
         require_for_call(request, Role.write, "record=true")
     settings, request_id = deciding.settings, deciding.request_id
     now = settings.now()
-    context = Context(
-        deciding.models,
-        deciding.catalog,
-        deciding.policy,
-        deciding.store,
-        settings.max_posted_lines,
-        settings.clock_skew_seconds,
+    context = context_for(
+        settings, deciding.models, deciding.catalog, deciding.store, deciding.policy
     )
     occasion = Occasion(channel.value, k, int(now.timestamp()), delivery=record)
     if record:
