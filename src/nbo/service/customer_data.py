@@ -45,6 +45,7 @@ from nbo.offers.state import DEFAULT_CONSENT, Consent
 from nbo.runtime.decide import forget_erased
 from nbo.service.profiles import current_profile
 from nbo.service.schemas import CustomerProfileOut
+from nbo.settings import Settings
 from nbo.store.base import ErasureReceipt, Store, StoredEvent
 
 
@@ -341,20 +342,13 @@ def consent_out(customer_id: str, consent: Consent | None) -> ConsentOut:
 
 
 def export_customer(
-    customer_id: str,
-    store: Store,
-    models: ServingModels | None,
-    now: datetime,
-    max_posted_lines: int | None = None,
-    *,
-    models_dir: Path,
-    clock_skew_s: int = 0,
+    customer_id: str, store: Store, models: ServingModels | None, settings: Settings
 ) -> CustomerDataOut:
-    """The export of one customer at the service clock ``now``: every stored event, and
-    the profile as ``GET /v1/customers/{id}`` computes it (from the most recent
-    ``max_posted_lines`` posted lines, as that route reads them). ``models_dir``: where
-    the served models' files are, and every other version that may still hold the
-    customer (``model_files``).
+    """The export of one customer at the service clock (``settings.now()``): every
+    stored event, and the profile as ``GET /v1/customers/{id}`` computes it (from the
+    most recent ``NBO_MAX_POSTED_LINES`` posted lines, with ``NBO_CLOCK_SKEW_SECONDS``,
+    as that route reads them). ``settings.models_dir``: where the served models' files
+    are, and every other version that may still hold the customer (``model_files``).
 
     Without consent to personalization the profile is the neutral one the service uses,
     and each served model that knows the customer shows what it holds of them all the
@@ -366,6 +360,7 @@ def export_customer(
     erasure are the returning customer's and are exported like anyone's. The campaign
     files are read in every case: a file an erasure could not rewrite still holds rows.
     """
+    now, models_dir = settings.now(), settings.models_dir
     erased_at = store.erased_at(customer_id)
     events = store.stored_events_of(customer_id)
     consent = store.consent_of(customer_id)
@@ -415,7 +410,12 @@ def export_customer(
         # reads (an experiment's model would show what it learned before the erasure).
         forget_erased(models, store, [customer_id])
         export.profile = current_profile(
-            models.current, store, customer_id, now, max_posted_lines, clock_skew_s
+            models.current,
+            store,
+            customer_id,
+            now,
+            settings.max_posted_lines,
+            settings.clock_skew_seconds,
         )
         personalization = (consent or DEFAULT_CONSENT).personalization
         export.models = [

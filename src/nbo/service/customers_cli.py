@@ -227,15 +227,7 @@ def run_export(args: argparse.Namespace) -> int:
     try:
         with threadpool_limits(limits=1, user_api="blas"):
             models = _serving_models(settings, store)
-            export = export_customer(
-                customer_id,
-                store,
-                models,
-                settings.now(),
-                settings.max_posted_lines,
-                models_dir=settings.models_dir,
-                clock_skew_s=settings.clock_skew_seconds,
-            )
+            export = export_customer(customer_id, store, models, settings)
     finally:
         store.close()
     # The JSON the API answers (FastAPI encodes a response model the same way).

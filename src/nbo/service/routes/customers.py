@@ -143,15 +143,7 @@ def export_data(
     \f
     A plain ``def``: it reads the store and the campaign files.
     """
-    export = export_customer(
-        customer_id,
-        store,
-        models,
-        settings.now(),
-        settings.max_posted_lines,
-        models_dir=settings.models_dir,
-        clock_skew_s=settings.clock_skew_seconds,
-    )
+    export = export_customer(customer_id, store, models, settings)
     # Everything held on a person: never kept by a browser or a proxy (as the dashboard).
     response.headers["Cache-Control"] = "no-store"
     log.info(
