@@ -265,24 +265,22 @@ def arbitrate(
         return out
 
     product_ids = ids[product]
+    # Each chosen product's offer id and title: its catalogue offer's where one names it,
+    # else its own terms' (``product:<item>``, no title).
+    product_offer_ids = np.empty(len(product), dtype=object)
+    product_titles = np.full(len(product), None, dtype=object)
+    for n, (position, item_id) in enumerate(
+        zip(product.tolist(), product_ids.tolist(), strict=True)
+    ):
+        catalogued = named_terms.get(position)
+        if catalogued is None:
+            product_offer_ids[n] = PRODUCT_OFFER_PREFIX + item_id
+        else:
+            product_offer_ids[n], product_titles[n] = catalogued.offer_id, catalogued.title
     return Choices(
         chosen_starts,
         column(filled(len(product), KIND_PRODUCT, object), KIND_INCENTIVE, object),
-        column(
-            np.asarray(
-                [
-                    named_terms[position].offer_id
-                    if position in named_terms
-                    else PRODUCT_OFFER_PREFIX + item_id
-                    for position, item_id in zip(
-                        product.tolist(), product_ids.tolist(), strict=True
-                    )
-                ],
-                dtype=object,
-            ).reshape(-1),
-            [o.id for o in chosen_offers],
-            object,
-        ),
+        column(product_offer_ids, [o.id for o in chosen_offers], object),
         column(items[product], -1, np.int64),
         column(product_ids, None, object),
         column(np.asarray(candidates.sources, dtype=object)[product], None, object),
@@ -300,17 +298,7 @@ def arbitrate(
         ),
         column(levers[product], [o.lever for o in chosen_offers], np.float64),
         column(filled(len(product), None, object), incentives.offers[incentive], object),
-        column(
-            np.asarray(
-                [
-                    named_terms[position].title if position in named_terms else None
-                    for position in product.tolist()
-                ],
-                dtype=object,
-            ).reshape(-1),
-            [o.title for o in chosen_offers],
-            object,
-        ),
+        column(product_titles, [o.title for o in chosen_offers], object),
         ineligible,
         offer_cap,
     )
