@@ -579,13 +579,13 @@ def test_null_ids_in_a_customer_list_are_no_customers(tmp_path: Path) -> None:
     read as a customer called "nan" (or "None") who would get offers and impressions."""
     parquet = tmp_path / "ids.parquet"
     pd.DataFrame({"customer_id": [12347.0, None, 12348.0]}).to_parquet(parquet)
-    assert batch._ids_from_file(parquet) == ["12347.0", "12348.0"]
+    assert batch._listed_ids(parquet) == ["12347.0", "12348.0"]
     text = tmp_path / "ids.csv"
     text.write_text("customer_id\na00\n\na01\n", encoding="utf-8")
-    assert batch._ids_from_file(text) == ["a00", "a01"]
+    assert batch._listed_ids(text) == ["a00", "a01"]
     objects = tmp_path / "objects.parquet"
     pd.DataFrame({"customer_id": ["a00", None, "a01"]}).to_parquet(objects)
-    assert batch._ids_from_file(objects) == ["a00", "a01"]
+    assert batch._listed_ids(objects) == ["a00", "a01"]
 
 
 def test_a_customer_id_too_long_for_a_request_id_is_delivered_under_its_digest(
@@ -626,17 +626,17 @@ def test_a_txt_list_with_the_csv_header_is_not_a_customer_called_customer_id(
 ) -> None:
     path = tmp_path / "ids.txt"
     path.write_text(text, encoding="utf-8")
-    assert batch._ids_from_file(path) == ["a00", "b05"]
+    assert batch._listed_ids(path) == ["a00", "b05"]
 
 
 def test_a_txt_list_of_a_header_alone_has_no_customers(tmp_path: Path) -> None:
     path = tmp_path / "ids.txt"
     path.write_text("customer_id\n", encoding="utf-8")
     with pytest.raises(batch.BatchError, match="no customer ids in the file"):
-        batch._ids_from_file(path)
+        batch._listed_ids(path)
     # Only a first line is a header: further down it is an id like any other.
     path.write_text("a00\ncustomer_id\n", encoding="utf-8")
-    assert batch._ids_from_file(path) == ["a00", "customer_id"]
+    assert batch._listed_ids(path) == ["a00", "customer_id"]
 
 
 def _mode(path: Path) -> int:

@@ -190,11 +190,6 @@ def strangers_line(
     return line
 
 
-def _ids_from_file(path: Path) -> list[str]:
-    """The customers a list file names, each once, in the order first listed."""
-    return list(dict.fromkeys(_listed_ids(path)))
-
-
 def _listed_ids(path: Path) -> list[str]:
     """Every id of a list file, as listed (repeats included), each checked."""
     where = f"--customers {path}"
