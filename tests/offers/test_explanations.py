@@ -21,6 +21,8 @@ def test_closest_bought_is_the_purchase_adding_most_to_the_neighbour_score() -> 
     rng = np.random.default_rng(3)
     n_items, n_customers = 30, 8
     similar = sp.random(n_items, n_items, density=0.2, random_state=4, format="csr")
+    similar.setdiag(1.0)  # each item its own neighbour, as ItemKNN's similarity holds it
+    similar.sort_indices()
     similar.data = np.round(similar.data, 1)  # ties happen: the first neighbour wins
     model = SimpleNamespace(item_side=SimpleNamespace(similar_to=similar))
     bought = []
@@ -37,6 +39,7 @@ def test_closest_bought_is_the_purchase_adding_most_to_the_neighbour_score() -> 
         start, end = similar.indptr[item], similar.indptr[item + 1]
         neighbours = similar.indices[start:end]
         contribution = similar.data[start:end] * dense[neighbours]
+        contribution[neighbours == item] = 0.0  # never the item itself
         if len(contribution) == 0 or contribution.max() <= 0:
             assert found == -1
         else:
@@ -143,3 +146,55 @@ def test_a_buy_again_reason_counts_the_customers_own_orders(
         assert (
             offer.reason.orders == mine.loc[mine["item_id"] == offer.item_id, "order_id"].nunique()
         )
+
+
+def test_an_also_bought_reason_never_names_the_offered_item_itself() -> None:
+    """The ItemKNN similarity holds each item as its own neighbour: a customer who bought
+    the coffee box was told "customers who bought Coffee box also bought this" on the
+    coffee box. Another purchase is named when one adds to the score; when only the
+    item itself does, the reason is the repurchase one."""
+    from nbo.offers.arbitration import Choices
+    from nbo.offers.explanations import explain
+
+    # Items 0 (coffee), 1 (tea), 2 (mugs): each its own closest neighbour, then the others.
+    similar = sp.csr_matrix(np.array([[1.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 1.0]]))
+    model = SimpleNamespace(
+        items=np.array(["COF", "TEA", "MUG"], dtype=object),
+        item_id_array=np.array(["COF", "TEA", "MUG"], dtype=object),
+        item_side=SimpleNamespace(similar_to=similar),
+        item_names={"COF": "Coffee box", "TEA": "Tea box", "MUG": "Mugs"},
+        repurchase_cycle_days=np.array([30.0, np.nan, np.nan]),
+    )
+    bought = [
+        Bought(np.array([0]), np.array([3.0]), np.ones(1)),  # coffee only, three times
+        Bought(np.array([0, 1]), np.array([3.0, 1.0]), np.ones(2)),  # coffee and tea
+    ]
+    rows = [(0, 0, "COF"), (0, 1, "TEA"), (1, 0, "COF"), (1, 2, "MUG")]
+    n = len(rows)
+    choices = Choices(
+        starts=np.array([0, 2, 4]),
+        kind=np.array([KIND_PRODUCT] * n, dtype=object),
+        offer_id=np.array([r[2] for r in rows], dtype=object),
+        item=np.array([r[1] for r in rows]),
+        item_id=np.array([r[2] for r in rows], dtype=object),
+        source=np.array(["also_bought"] * n, dtype=object),
+        score=np.zeros(n),
+        propensity=np.zeros(n),
+        value=np.zeros(n),
+        stage_weight=np.zeros(n),
+        lever=np.zeros(n),
+        offer=np.array([None] * n, dtype=object),
+        title=np.array([None] * n, dtype=object),
+        ineligible=np.zeros(2),
+        offer_cap=np.zeros(2),
+    )
+    got = explain(model, bought, choices, ["active", "active"])  # type: ignore[arg-type]
+    assert [b for b in got.because.tolist()] == [("COF",), ("COF",), ("TEA",), ("TEA",)]
+    assert got.source.tolist() == ["buy_again", "also_bought", "also_bought", "also_bought"]
+    assert got.orders.tolist() == [3, 0, 0, 0]
+    assert got.text.tolist() == [
+        "you bought this 3 times; customers buy it again about every 30 days",
+        "customers who bought Coffee box also bought this",
+        "customers who bought Tea box also bought this",
+        "customers who bought Tea box also bought this",
+    ]

@@ -7,7 +7,9 @@ proposed it) and explained by it:
   ``explain``, one solve per customer);
 - ``buy_again``: the item itself, with how many orders of it the customer made;
 - ``also_bought``: the customer's purchase that adds most to the item's ItemKNN score
-  (its order count x similarity);
+  (its order count x similarity), never the item itself (the similarity holds each item
+  as its own neighbour); an item whose only link is the customer's own purchase of it is
+  explained as bought again;
 - ``popular``, ``popular_in_stage``, ``catalog`` (an incentive): nothing more to say.
 
 One wording for API answers and batch files alike: both read the text made here.
@@ -97,6 +99,14 @@ def explain(
     if len(also) and model.item_side is not None:
         closest = _closest_bought(model, lookup, customer[also], choices.item[also])
         because[also] = [() if j < 0 else (item_ids[j],) for j in closest.tolist()]
+        # Proposed only for the customer's own purchase of it ("customers who bought
+        # Coffee box also bought this" on the coffee box): the honest reason is theirs.
+        alone = also[closest < 0]
+        own = lookup.at(customer[alone], choices.item[alone]).astype(np.int64)
+        rebought = alone[own > 0]
+        source[rebought] = SOURCE_BUY_AGAIN
+        orders[rebought] = own[own > 0]
+        because[rebought] = [(item_id,) for item_id in choices.item_id[rebought].tolist()]
     cf = np.flatnonzero(source == SOURCE_CF)
     if len(cf):
         for c in np.unique(customer[cf]).tolist():
@@ -207,8 +217,8 @@ def _closest_bought(
     model: ServingModel, lookup: _OrderCounts, customers: np.ndarray, items: np.ndarray
 ) -> np.ndarray:
     """Per (customer, item): the customer's purchase that adds most to the item's ItemKNN
-    score (order count x similarity; the first such neighbour on a tie), -1 where none
-    adds anything."""
+    score (order count x similarity; the first such neighbour on a tie), never the item
+    itself, -1 where no other purchase adds anything."""
     assert model.item_side is not None
     similar_to = model.item_side.similar_to
     begin = similar_to.indptr[items].astype(np.int64)
@@ -218,6 +228,7 @@ def _closest_bought(
     positions = np.repeat(begin, lengths) + offsets
     neighbours = similar_to.indices[positions]
     contribution = similar_to.data[positions] * lookup.at(customers[segment], neighbours)
+    contribution[neighbours == items[segment]] = 0.0
     closest = np.full(len(items), -1, dtype=np.int64)
     has = np.flatnonzero(lengths > 0)
     if not len(has):
