@@ -227,6 +227,7 @@ def print_report(
     console.print(verdict)
     below = below_best_rule(result.manifest.get(SERVED) or {})
     below += (result.manifest.get("lifecycle") or {}).get("warnings", [])
+    below += (result.manifest.get("churn") or {}).get("warnings", [])
     for warning in [*(f"[bold red]warning:[/] {escape(line)}" for line in below), *warnings]:
         console.print(warning)
     console.print(

@@ -156,6 +156,7 @@ def train_churn(
         "published_rows": int(sum(len(s) for s in published_snapshots)),
         "scored_as_of": _iso(data_end_s),
         "calibration": calibration,
+        "warnings": below_recency(metrics),
         **churn_manifest(published),
     }
     return ChurnTraining(
@@ -165,6 +166,42 @@ def train_churn(
         evaluated=evaluated,
         evaluated_until_s=eval_cutoff,
     )
+
+
+# The churn figures compared with recency's: whether higher is better.
+CHURN_FIGURES = {
+    "roc_auc": ("ROC AUC", True),
+    "pr_auc": ("PR AUC", True),
+    "brier": ("Brier", False),
+}
+
+
+def below_recency(metrics: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """A warning when the churn model ranks customers worse than recency alone at the
+    evaluation cutoff (lower ROC AUC or PR AUC), naming every figure it lost on. The
+    model is still published: the stages need a risk, and recency alone is its floor."""
+    model, recency = metrics.get(MODEL), metrics.get(RECENCY)
+    if not model or not recency:
+        return []
+    lost = [
+        f"{label} {model[name]:.4f} vs {recency[name]:.4f}"
+        for name, (label, higher) in CHURN_FIGURES.items()
+        if name in model
+        and name in recency
+        and (model[name] < recency[name] if higher else model[name] > recency[name])
+    ]
+    ranks_worse = any(
+        name in model and name in recency and model[name] < recency[name]
+        for name in ("roc_auc", "pr_auc")
+    )
+    if not ranks_worse:
+        return []
+    return [
+        "the churn model does worse than recency alone at the evaluation cutoff ("
+        + "; ".join(lost)
+        + "): its risk still sets the stages; see 'When the churn model loses to recency' "
+        "in docs/training.md"
+    ]
 
 
 def customer_lifecycle(

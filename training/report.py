@@ -240,7 +240,10 @@ def evaluation_html(document: Mapping[str, Any], title: str, notes: Sequence[str
         _verdict_html(document.get("quality_gate")),
         *(
             f'<p class="warn"><b>Warning:</b> {_e(line)}</p>'
-            for line in below_best_rule(document.get("served") or {})
+            for line in [
+                *below_best_rule(document.get("served") or {}),
+                *(document.get("churn") or {}).get("warnings", []),
+            ]
         ),
         "<h2>Data</h2>",
         _data_html(document.get("data", {})),

@@ -8,12 +8,16 @@ import dataclasses
 import io
 import json
 import re
+import shutil
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
+import pytest
 from rich.console import Console
 from support import END, data_end, orders_of
 
+from nbo.cli import main
 from nbo.core import columns as col
 from nbo.core.vocabulary import DAY, STAGES
 from nbo.data.features import FEATURE_NAMES
@@ -25,6 +29,7 @@ from training.evaluate_cli import evaluation_document
 from training.lifecycle import (
     CALIBRATION_PLOT,
     CUSTOMERS_FILE,
+    below_recency,
     customer_lifecycle,
     loyal_rule,
     read_customers,
@@ -168,6 +173,55 @@ def test_the_churn_figures_say_the_published_model_is_not_measured(
     assert "the published model (refitted on cutoffs up to" in summary
     assert "is not measured, its labels reach the end of the data" in summary
     assert f"Figures and calibration: {expected}; the published model" in page
+
+
+def test_a_churn_model_that_loses_to_recency_alone_is_published_with_a_warning(
+    churn_trained: TrainResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A subscription brand's churn model scored ROC AUC 0.9259 / PR AUC 0.8793 / Brier
+    0.0320 against recency's 0.9611 / 0.9270 / 0.0304, and nbo train said nothing."""
+    lost = {
+        "model": {"roc_auc": 0.9259, "pr_auc": 0.8793, "brier": 0.0320},
+        "recency": {"roc_auc": 0.9611, "pr_auc": 0.9270, "brier": 0.0304},
+    }
+    (warning,) = below_recency(lost)
+    assert warning.startswith(
+        "the churn model does worse than recency alone at the evaluation cutoff (ROC AUC "
+        "0.9259 vs 0.9611; PR AUC 0.8793 vs 0.9270; Brier 0.0320 vs 0.0304): its risk "
+        "still sets the stages"
+    )
+    # Better ranking, worse calibration alone: nothing to warn of.
+    assert (
+        below_recency({**lost, "model": {**lost["model"], "roc_auc": 0.97, "pr_auc": 0.93}}) == []
+    )
+    # The trainer writes the section's warnings from its own figures (the planted model wins).
+    churn = churn_trained.manifest["churn"]
+    assert churn["warnings"] == below_recency(churn_trained.metrics["churn"]) == []
+
+    manifest = {
+        **churn_trained.manifest,
+        "churn": {**churn, "warnings": [warning]},
+        "metrics": {**churn_trained.manifest["metrics"], "churn": lost},
+    }
+    result = dataclasses.replace(churn_trained, manifest=manifest)
+    buffer = io.StringIO()
+    print_summary(Console(file=buffer, width=1000, color_system=None), result)
+    assert f"warning: {warning}" in buffer.getvalue().splitlines()
+    page = evaluation_html(evaluation_document(result, datetime.now(UTC)), "t")
+    assert "does worse than recency alone" in page
+
+    # nbo models marks the version.
+    assert churn_trained.path is not None
+    models = tmp_path / "models"
+    shutil.copytree(churn_trained.path.parent, models, symlinks=True)
+    version = churn_trained.path.name
+    written = json.loads((models / version / "manifest.json").read_text())
+    written["churn"]["warnings"] = [warning]
+    (models / version / "manifest.json").write_text(json.dumps(written))
+    capsys.readouterr()
+    assert main(["models", "--models-dir", str(models)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(version))
+    assert line.endswith("warning: churn model does worse than recency alone")
 
 
 def test_a_short_history_publishes_with_churn_off(trained: TrainResult) -> None:

@@ -367,9 +367,24 @@ def run_models(args: argparse.Namespace) -> int:
         print(
             version
             + (f"  ({', '.join(names)})" if names else "")
-            + (f"  BROKEN: {broken}" if broken else "")
+            + (f"  BROKEN: {broken}" if broken else _warned(models_dir, version))
         )
     return 0
+
+
+def _warned(models_dir: Path, version: str) -> str:
+    """A word on what the trainer warned of in a version's manifest that its figures do
+    not show at a glance (a churn model that does worse than recency alone), or ""."""
+    from nbo.models.artifacts import MANIFEST
+
+    try:
+        manifest = json.loads((models_dir / version / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    churn = manifest.get("churn") if isinstance(manifest, dict) else None
+    if isinstance(churn, dict) and churn.get("warnings"):
+        return "  warning: churn model does worse than recency alone"
+    return ""
 
 
 def _check_loads(models_dir: Path, version: str, flag: str, unchanged: str) -> None:
