@@ -1386,3 +1386,33 @@ def test_the_odd_value_out_is_named_when_no_reading_fits_every_value(tmp_path: P
         "timestamp_format in the mapping's [cleaning] table or --timestamp-format, e.g. "
         "'%d/%m/%Y %H:%M'"
     )
+
+
+def test_the_item_column_hint_prefers_the_sku_to_the_product_name(tmp_path: Path) -> None:
+    """A subscription brand's export with SKU and product_name was told
+    'try ... --column item_id=product_name': "product" was tried before "sku", and a
+    column of names could be proposed for the ids."""
+    frame = pd.DataFrame(
+        {
+            "Member_ID": ["M-1"],
+            "product_name": ["Coffee box monthly"],
+            "SKU": ["SUB-COF-M"],
+            "ordered_at": ["2024-01-01"],
+        }
+    )
+    path = _write_csv(tmp_path / "orders.csv", frame)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    message = str(caught.value)
+    assert (
+        "try --column customer_id=Member_ID --column item_id=SKU --column "
+        "timestamp=ordered_at (chosen by their names: check them)"
+    ) in message
+    # A column of names alone is never proposed for the ids.
+    path = _write_csv(tmp_path / "names.csv", frame.drop(columns="SKU"))
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+    assert "item_id=product_name" not in str(caught.value)
+    assert "no column looks like item_id" in str(caught.value)

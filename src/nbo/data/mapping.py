@@ -32,13 +32,39 @@ EPOCH_FORMATS = {"unix_s": "s", "unix_ms": "ms"}
 # choice: a guessed mapping that reads the wrong column would train a wrong model).
 COLUMN_WORDS: dict[str, tuple[str, ...]] = {
     col.CUSTOMER_ID: ("customer", "client", "user", "member", "buyer", "shopper"),
-    col.ITEM_ID: ("item", "product", "sku", "stockcode", "article", "stock"),
-    col.TIMESTAMP: ("timestamp", "datetime", "date", "time"),
+    # Id-like words first: a file with SKU and product_name has its ids under SKU.
+    col.ITEM_ID: (
+        "sku",
+        "stockcode",
+        "itemid",
+        "productid",
+        "productcode",
+        "articleid",
+        "item",
+        "product",
+        "article",
+        "stock",
+    ),
+    col.TIMESTAMP: (
+        "timestamp",
+        "datetime",
+        "date",
+        "time",
+        # When it happened, as many exports name it (ordered_at, created_at).
+        "orderedat",
+        "purchasedat",
+        "placedat",
+        "createdat",
+    ),
     col.QUANTITY: ("quantity", "qty", "units"),
     col.PRICE: ("unitprice", "price"),
     col.ORDER_ID: ("order", "invoice", "receipt", "basket", "transaction"),
     col.ITEM_NAME: ("description", "name", "title"),
 }
+# Words of a column of names or words, never of ids: product_name is not the item id,
+# customer_name not the customer's.
+NOT_AN_ID = ("name", "description", "desc", "title", "label", "text")
+ID_COLUMNS = (col.CUSTOMER_ID, col.ITEM_ID, col.ORDER_ID)
 
 
 @dataclass(frozen=True)
@@ -223,7 +249,8 @@ def suggest_mapping(names: Sequence[str], mapping: ColumnMapping) -> str:
 def look_alike(canonical: str, names: Sequence[str], source: str | None = None) -> str | None:
     """The column of ``names`` most like ``canonical`` (or first like ``source``, the name a
     mapping gave it): the same letters and digits (CustomerID, customer-id), then a close
-    spelling, then a usual word for it."""
+    spelling, then a usual word for it (id-like words first; never a column of names for
+    an id)."""
     letters = {_letters(name): name for name in reversed(names)}
     wanted = [_letters(name) for name in (source, canonical) if name]
     for spelling in wanted:
@@ -233,6 +260,8 @@ def look_alike(canonical: str, names: Sequence[str], source: str | None = None) 
         close = difflib.get_close_matches(spelling, list(letters), n=1, cutoff=0.75)
         if close:
             return letters[close[0]]
+    if canonical in ID_COLUMNS:
+        names = [n for n in names if not any(word in _letters(n) for word in NOT_AN_ID)]
     for word in COLUMN_WORDS.get(canonical, ()):
         for name in names:
             if word in _letters(name):
