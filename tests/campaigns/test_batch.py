@@ -279,7 +279,7 @@ def test_a_list_with_ids_nobody_knows_says_so(
     """Ids known neither to the model nor to the store get a new customer's offers; the
     command counts them, and names the spreadsheet's "a00.0" for the model's "a00"."""
     _post_purchase(client, "posted-only", "A01")  # known to the store alone: not a stranger
-    ids = ["a00", "posted-only", "a00.0", "nobody"]
+    ids = ["a00", "posted-only", "a00.0", "nobody", "A01"]
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
     out = tmp_path / "campaign.csv"
     assert _batch("--customers", str(tmp_path / "ids.txt"), "--out", str(out)) == 0
@@ -289,11 +289,13 @@ def test_a_list_with_ids_nobody_knows_says_so(
     pseudonyms = Pseudonyms(store.pseudonym_key())
     store.close()
     assert (
-        "2 of 4 customers are known neither to the model nor to the store "
-        f"({pseudonyms.of('a00.0')}, {pseudonyms.of('nobody')})"
+        "3 of 5 customers are known neither to the model nor to the store "
+        f"({pseudonyms.of('a00.0')}, {pseudonyms.of('nobody')}, {pseudonyms.of('A01')})"
     ) in err
     assert "1 look like numbers a spreadsheet wrote: the model knows them without their '.0'" in err
-    assert "a00.0" not in err and "nobody" not in err
+    # "A01" for the model's "a01": the list's case was changed (a spreadsheet, by hand).
+    assert "; 1 differ only in upper or lower case from ids the model knows" in err
+    assert "a00.0" not in err and "nobody" not in err and "A01" not in err
     # Every customer of the list is still written.
     assert sorted(pd.read_csv(out, dtype=str)["customer_id"].unique()) == sorted(ids)
     # All or a stage covers known customers only: no such line.
