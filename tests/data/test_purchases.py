@@ -1416,3 +1416,26 @@ def test_the_item_column_hint_prefers_the_sku_to_the_product_name(tmp_path: Path
         read_purchases(path, load_mapping("canonical"))
     assert "item_id=product_name" not in str(caught.value)
     assert "no column looks like item_id" in str(caught.value)
+
+
+def test_a_decimal_comma_price_is_said_to_be_one(tmp_path: Path) -> None:
+    """A European export's prices, quoted "29,90", stopped the read with "5215 value(s)
+    are not numbers (e.g. '29,90' on line 2)" and nothing on why."""
+    frame = _simple_canonical(price=["29,90", "1.234,50"])
+    path = _write_csv(tmp_path / "eu.csv", frame)
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    message = str(caught.value)
+    assert (
+        "value(s) are not numbers (e.g. '29,90' on line 2); it looks like a decimal comma"
+        in message
+    )
+    assert "numbers are read with a decimal point ('29.90')" in message
+    # Not numbers for another reason: no such guess.
+    frame.loc[0, "price"] = "n/a"
+    path = _write_csv(tmp_path / "odd.csv", frame)
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+    assert "decimal comma" not in str(caught.value)

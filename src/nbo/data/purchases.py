@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -398,22 +398,6 @@ def _as_id_strings(series: pd.Series, sort: bool) -> pd.Series:
     return pd.Series(pd.Categorical.from_codes(remap[codes], categories=categories))
 
 
-def _parse_distinct(
-    series: pd.Series,
-    path: Path,
-    source: str,
-    parse: Callable[[pd.Series], pd.Series],
-    kind: str,
-) -> tuple[np.ndarray, pd.Series]:
-    """(codes, parsed distinct values): each distinct text is parsed once (the lines of an
-    order share a timestamp, quantities repeat), and a value that does not parse stops the
-    read with how many lines hold such values and an example."""
-    codes, text = _distinct_text(series)
-    parsed = parse(text)
-    _refuse_unparsed(codes, text, parsed, path, source, f"are not {kind}", "")
-    return codes, parsed
-
-
 def _distinct_text(series: pd.Series) -> tuple[np.ndarray, pd.Series]:
     """(codes, distinct values as stripped strings, empty -> missing)."""
     codes, uniques = _factorize(series)
@@ -632,12 +616,25 @@ def _column_format(
     return chosen, readings[chosen], settled_by
 
 
+# A number written with a decimal comma, thousands perhaps grouped by points or spaces:
+# 29,90, 1.234,50, -0,5.
+_DECIMAL_COMMA = re.compile(r"^[-+]?(\d{1,3}([. ]\d{3})+|\d+),\d+$")
+DECIMAL_COMMA_ADVICE = (
+    "it looks like a decimal comma: numbers are read with a decimal point ('29.90'), "
+    "and no thousands separator; export the file with decimal points (in a spreadsheet, "
+    "an English locale) or convert the column"
+)
+
+
 def _as_numbers(series: pd.Series, path: Path, source: str) -> pd.Series:
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
         return series.astype("float64")
-    codes, numbers = _parse_distinct(
-        series, path, source, lambda text: pd.to_numeric(text, errors="coerce"), "numbers"
-    )
+    codes, text = _distinct_text(series)
+    numbers = pd.to_numeric(text, errors="coerce")
+    bad = text[numbers.isna() & text.notna()]
+    comma = len(bad) > 0 and bool(bad.str.match(_DECIMAL_COMMA).all())
+    advice = DECIMAL_COMMA_ADVICE if comma else ""
+    _refuse_unparsed(codes, text, numbers, path, source, "are not numbers", advice)
     values = numbers.to_numpy(dtype="float64", na_value=np.nan)
     return _gather(values, codes, np.nan, series.index)
 
