@@ -127,8 +127,8 @@ def test_csv_cleaning_report_counts_every_drop_reason(tmp_path: Path) -> None:
     assert report.rows_kept == 3 == 17 - sum(EXPECTED_DROPPED.values())
     assert report.customers == 2
     assert report.items == 3
-    assert report.first_purchase == "2010-12-01T08:26:00"
-    assert report.last_purchase == "2010-12-03T09:00:00"
+    assert report.first_purchase == "2010-12-01T08:26:00+00:00"
+    assert report.last_purchase == "2010-12-03T09:00:00+00:00"
     assert report.path == str(path)
     assert len(frame) == 3
 
@@ -322,8 +322,8 @@ def test_parquet_timezone_aware_timestamps_become_naive_utc(tmp_path: Path) -> N
         pd.Timestamp("2024-07-01 08:00:00"),
         pd.Timestamp("2024-01-15 09:00:00"),
     ]
-    assert report.first_purchase == "2024-01-15T09:00:00"
-    assert report.last_purchase == "2024-07-01T08:00:00"
+    assert report.first_purchase == "2024-01-15T09:00:00+00:00"
+    assert report.last_purchase == "2024-07-01T08:00:00+00:00"  # labelled UTC
 
 
 def test_canonical_mapping_has_no_cancel_or_non_product_rules(tmp_path: Path) -> None:
@@ -364,8 +364,8 @@ def test_report_to_dict_round_trips_the_counts(tmp_path: Path) -> None:
         "partly_returned": 0,
         "customers": 2,
         "items": 3,
-        "first_purchase": "2010-12-01T08:26:00",
-        "last_purchase": "2010-12-03T09:00:00",
+        "first_purchase": "2010-12-01T08:26:00+00:00",
+        "last_purchase": "2010-12-03T09:00:00+00:00",
     }
 
 

@@ -332,3 +332,17 @@ def test_a_broken_current_never_becomes_previous(tmp_path: Path) -> None:
     assert previous_version(models) == "v2"
     set_current(models, "v2")
     assert previous_version(models) == "v1"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "2025-02-01T00:46:00+00:00",  # labelled UTC, as the trainer writes it now
+        "2025-02-01T00:46:00",  # an older manifest: UTC without a zone
+        "2025-02-01T00:46:00.250000000+00:00",  # nanoseconds, as pandas writes them
+    ],
+)
+def test_the_end_of_the_training_data_reads_with_or_without_its_zone(written: str) -> None:
+    from nbo.models.artifacts import trained_until
+
+    assert trained_until({"data": {"last_purchase": written}}) == 1738370760

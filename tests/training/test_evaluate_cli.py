@@ -238,7 +238,7 @@ def test_the_document_records_how_the_file_was_read(
         "non_product_items": [],
         "timestamp_format": "%d/%m/%Y %H:%M",
     }
-    assert recorded["first_purchase"] == planted_purchases["timestamp"].min().isoformat()
+    assert recorded["first_purchase"] == planted_purchases["timestamp"].min().isoformat() + "+00:00"
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "canonical with --column customer_id=member" in page
     assert "customer_id = member" in page

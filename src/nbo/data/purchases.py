@@ -864,5 +864,14 @@ def describe_kept(report: CleaningReport, kept: pd.DataFrame) -> None:
             report.filled[reason] = int(kept[column].isna().sum())
     report.customers = int(kept[col.CUSTOMER_ID].nunique())
     report.items = int(kept[col.ITEM_ID].nunique())
-    report.first_purchase = kept[col.TIMESTAMP].min().isoformat()
-    report.last_purchase = kept[col.TIMESTAMP].max().isoformat()
+    # The timestamps are UTC without a zone (every zone the file gave was converted):
+    # written with theirs, so no reader takes them for the shop's local time.
+    report.first_purchase = _utc_text(kept[col.TIMESTAMP].min())
+    report.last_purchase = _utc_text(kept[col.TIMESTAMP].max())
+
+
+def _utc_text(moment: pd.Timestamp) -> str | None:
+    """A naive UTC timestamp as ISO 8601 text with its zone (``+00:00``); None for none."""
+    if pd.isna(moment):
+        return None
+    return pd.Timestamp(moment).tz_localize("UTC").isoformat()
