@@ -742,7 +742,12 @@ def test_a_served_model_below_the_best_simple_rule_is_warned_about(
     holdout, and the summary read "quality gate passed" and nothing more."""
     from dataclasses import replace
 
-    lost = replace(trained, manifest={**trained.manifest, "served": _served_section(0.7409, 0.5)})
+    # A catalogue far larger than k: no warning that the figures say little.
+    data = {**trained.manifest["data"], "items": 1000}
+    lost = replace(
+        trained,
+        manifest={**trained.manifest, "data": data, "served": _served_section(0.7409, 0.5)},
+    )
 
     out = io.StringIO()
     print_summary(Console(file=out, width=400, color_system=None), lost)
@@ -759,7 +764,10 @@ def test_a_served_model_below_the_best_simple_rule_is_warned_about(
     lines = text.splitlines()
     assert lines[lines.index(warnings[0]) - 1].startswith("quality gate: ")
 
-    level = replace(trained, manifest={**trained.manifest, "served": _served_section(0.78, 0.6)})
+    level = replace(
+        trained,
+        manifest={**trained.manifest, "data": data, "served": _served_section(0.78, 0.6)},
+    )
     out = io.StringIO()
     print_summary(Console(file=out, width=400, color_system=None), level)
     assert "warning" not in out.getvalue()
@@ -786,3 +794,29 @@ def test_the_propensity_line_names_the_curve_that_serves() -> None:
     rule = propensity_line(report, "itemknn")
     assert "from the position in the itemknn list" in rule and "Brier" not in rule
     assert "from the ALS score" in propensity_line({**report, "ranker": None}, "ranker")
+
+
+def test_figures_on_a_catalogue_little_larger_than_k_are_said_to_say_little(
+    trained: TrainResult,
+) -> None:
+    """15 items and k = 10: served recall@10 0.97 and ItemKNN 1.0 looked excellent, and
+    the summary did not say that a list of 10 of 15 items hits by construction."""
+    from dataclasses import replace
+
+    def warnings_with(items: int) -> list[str]:
+        manifest = {**trained.manifest, "data": {**trained.manifest["data"], "items": items}}
+        manifest["config"] = {**trained.manifest["config"], "k": 10}
+        out = io.StringIO()
+        print_summary(
+            Console(file=out, width=1000, color_system=None), replace(trained, manifest=manifest)
+        )
+        return [line for line in out.getvalue().splitlines() if "hits by construction" in line]
+
+    assert warnings_with(15) == [
+        "warning: k = 10 is 67% of the 15 items: a list of 10 holds much of the catalogue "
+        "and hits by construction, so the @10 figures say little about the model (set a "
+        "smaller k in the config to tell methods apart; an experiment on live offers "
+        "tells more)"
+    ]
+    assert warnings_with(30) == []  # a third: still a choice
+    assert warnings_with(500) == []
