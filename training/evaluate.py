@@ -6,9 +6,11 @@ trained one window before the cutoff so nothing it learns sees the holdout, with
 single methods that need its sources (ItemKNN, stage popularity). The churn model's
 figures (judged in the fit step, on its own cutoffs) join them under ``CHURN_METRICS``.
 Then the propensity curves are calibrated on what the evaluated customers bought in
-the holdout, for ALS and for the ranker. Last, what is served: the candidate policy is
-chosen on the window before the cutoff (``training.policy``), and the service's decision
-serves it at the cutoff (``training.served``), scored as ``served`` on both truths.
+the holdout, for ALS and for the ranker, and the chance of buying anything from the
+churn risk at the cutoff, on every customer (``training.propensity``). Last, what is
+served: the candidate policy is chosen on the window before the cutoff
+(``training.policy``), and the service's decision serves it at the cutoff
+(``training.served``), scored as ``served`` on both truths.
 """
 
 from __future__ import annotations
@@ -47,12 +49,13 @@ from training.methods import (
 )
 from training.policy import PolicyChoice, choose_policy
 from training.progress import Steps
-from training.propensity import fit_propensity, with_ranker_curve
+from training.propensity import fit_propensity, with_buying_curve, with_ranker_curve
 from training.ranker import (
     RankerResult,
     WindowSettings,
     cutoff_seconds,
     evaluate_ranker,
+    risk_at,
     window_facts,
 )
 from training.served import Cutoff, curves, served_metrics, served_model
@@ -152,6 +155,8 @@ def evaluate(
         )
         if ranker.booster is not None:
             propensity, report = with_ranker_curve(propensity, report, ranker, seed)
+        # And the chance of buying anything, which those curves are conditional on.
+        propensity, report = with_buying_curve(propensity, report, split, risk_at(ranker), seed)
 
     line_value = typical_line_values(data)
     with steps.step("policy (served on the window before)"):

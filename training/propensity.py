@@ -6,10 +6,22 @@ cutoff; label each (customer, item) pair 1 when the customer bought the item in 
 holdout. An isotonic regression (scikit-learn) of the label on the ALS score, and one on
 the popular rank, give probabilities of purchase within the holdout window.
 
+Those customers all bought something in the holdout, so the curves give the chance of
+buying an item given that the customer buys something within the window. The ``buying``
+curve is the other factor (``with_buying_curve``): an isotonic map from the churn risk
+at the cutoff to "bought anything in the holdout", fitted on every customer with an order
+before the cutoff, buyers and non-buyers. The risk is the one the ranker's facts hold
+(``training.lifecycle.customer_traits``): from the churn model fitted for evaluation,
+whose labels end a churn horizon before the data does, and only when that is at or
+before the cutoff (unknown otherwise, and then no curve), so nothing in it saw the
+holdout. Its horizon (90 days by default) is not the holdout's, hence a fitted map, not
+``1 - risk``.
+
 Honesty: the curves are fitted on half of the customers and their Brier score reported on
 the other half (against the constant base rate), then refitted on everyone for serving.
 The served ALS model is the warm-started refit on all data, whose scores keep the scale
-of the evaluated one; the curves carry over.
+of the evaluated one; the curves carry over. The served buying curve is applied to the
+published churn model's risks, calibrated like the evaluated model's.
 """
 
 from __future__ import annotations
@@ -92,21 +104,31 @@ def _bought(truth: sp.csr_matrix, ids: np.ndarray, valid: np.ndarray) -> np.ndar
     return (np.isin(keys, truth_keys) & valid).astype(np.float64)
 
 
-def fit_curve(x: np.ndarray, y: np.ndarray, mask: np.ndarray, increasing: bool) -> Curve:
+def fit_curve(
+    x: np.ndarray, y: np.ndarray, mask: np.ndarray, increasing: bool, laplace: bool = False
+) -> Curve:
+    """The centered isotonic fit of ``y`` on ``x`` over the ``mask`` pairs. ``laplace``:
+    the two end plateaus' rates smoothed by Laplace's rule (a plateau of 50 customers
+    none of whom bought gives 1/52, not 0), for a curve whose ends are read as a
+    customer's own chance (the buying curve: a certain 0 would say "will not buy")."""
     xs, ys = np.asarray(x, dtype=np.float64)[mask], y[mask]
     if len(xs) == 0 or len(np.unique(xs)) < 2:
         rate = float(ys.mean()) if len(ys) else 0.0
+        if laplace:
+            rate = (rate * len(ys) + 1.0) / (len(ys) + 2.0)
         return Curve(np.array([0.0, 1.0]), np.array([rate, rate]))
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=increasing, out_of_bounds="clip")
     iso.fit(xs, ys)
-    bx, by = _centered(xs, iso.predict(xs))
+    bx, by = _centered(xs, iso.predict(xs), increasing if laplace else None)
     if len(bx) > MAX_BREAKPOINTS:
         keep = np.unique(np.linspace(0, len(bx) - 1, MAX_BREAKPOINTS).round().astype(int))
         bx, by = bx[keep], by[keep]
     return Curve(np.asarray(bx, dtype=np.float64), np.clip(np.asarray(by), 0.0, 1.0))
 
 
-def _centered(x: np.ndarray, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _centered(
+    x: np.ndarray, fitted: np.ndarray, laplace_increasing: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Centered isotonic regression (Oron and Flournoy, 2017): the isotonic fit's
     plateaus turned into one breakpoint each, at the mean score of the pairs in it (the
     first and last at the lowest and highest score), joined by straight lines.
@@ -117,13 +139,23 @@ def _centered(x: np.ndarray, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray
     seen, so a higher score always means a higher propensity there: arbitration keeps
     the model's resolution. Beyond the scores seen it is flat (clipped), and equal
     priorities keep the candidates' order.
+
+    ``laplace_increasing`` (the curve's direction; None: not smoothed): the first and
+    last plateaus' rates smoothed by Laplace's rule, each kept on its side of its
+    neighbour so the curve stays monotone.
     """
     order = np.argsort(x, kind="stable")
     xs, ys = x[order], fitted[order]
     starts = np.flatnonzero(np.r_[True, ys[1:] != ys[:-1]])
     sizes = np.diff(np.r_[starts, len(xs)])
     centers = np.add.reduceat(xs, starts) / sizes
-    levels = ys[starts]
+    levels = ys[starts].astype(np.float64)
+    if laplace_increasing is not None:
+        ends = (levels[[0, -1]] * sizes[[0, -1]] + 1.0) / (sizes[[0, -1]] + 2.0)
+        if len(levels) > 1:
+            low, high = (np.minimum, np.maximum) if laplace_increasing else (np.maximum, np.minimum)
+            ends = np.array([low(ends[0], levels[1]), high(ends[1], levels[-2])])
+        levels[0], levels[-1] = ends
     if len(starts) == 1:
         return np.array([xs[0], xs[-1]]), np.array([levels[0], levels[0]])
     centers[0], centers[-1] = xs[0], xs[-1]
@@ -133,7 +165,12 @@ def _centered(x: np.ndarray, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _held_out_quality(
-    x: np.ndarray, y: np.ndarray, fit_mask: np.ndarray, test_mask: np.ndarray, increasing: bool
+    x: np.ndarray,
+    y: np.ndarray,
+    fit_mask: np.ndarray,
+    test_mask: np.ndarray,
+    increasing: bool,
+    laplace: bool = False,
 ) -> dict[str, float]:
     """Brier score of a curve fitted on the ``fit_mask`` pairs, on the ``test_mask`` pairs
     (other customers), against the constant base rate of the fitting half."""
@@ -144,7 +181,7 @@ def _held_out_quality(
     }
     if not fit_mask.any() or not test_mask.any():
         return quality
-    curve = fit_curve(x, y, fit_mask, increasing)
+    curve = fit_curve(x, y, fit_mask, increasing, laplace)
     truth = y[test_mask]
     predicted = curve(np.asarray(x, dtype=np.float64)[test_mask])
     base = float(y[fit_mask].mean())
@@ -194,3 +231,55 @@ def ranker_curve(ranker: RankerResult, pairs: np.ndarray) -> Curve:
     scores = ranker.scores.astype(np.float64)
     labels = ranker.labels.astype(np.float64)
     return fit_curve(scores, labels, pairs, increasing=True)
+
+
+def bought_anything(split: TimeSplit) -> np.ndarray:
+    """Per training customer, whether they bought anything in the holdout (items the
+    training window does not know included): the event the product curves are
+    conditional on, as ``training.methods.evaluation_customers`` selects them."""
+    return (np.diff(split.truth_all.indptr) + split.unknown_all) > 0
+
+
+def buying_curve(
+    risk: np.ndarray | None, bought: np.ndarray, fitting: np.ndarray | None = None
+) -> Curve | None:
+    """Churn risk at the cutoff -> bought anything in the holdout, fitted on the training
+    customers with a risk (``fitting``: only those marked); None without any risk."""
+    if risk is None:
+        return None
+    known = np.isfinite(risk) if fitting is None else np.isfinite(risk) & fitting
+    if not known.any():
+        return None
+    return fit_curve(
+        np.nan_to_num(risk), bought.astype(np.float64), known, increasing=False, laplace=True
+    )
+
+
+def with_buying_curve(
+    propensity: Propensity,
+    report: dict[str, Any],
+    split: TimeSplit,
+    risk: np.ndarray | None,
+    seed: int,
+) -> tuple[Propensity, dict[str, Any]]:
+    """Add the buying curve (``buying_curve``) of the training customers' churn ``risk``
+    at the cutoff (NaN: unknown; None: no churn model honest there): fitted on half the
+    customers, checked on the other half, refitted on all. Without risks the propensity
+    stays conditional, and the report says why."""
+    bought = bought_anything(split)
+    known = np.zeros(len(bought), dtype=bool) if risk is None else np.isfinite(risk)
+    if not known.any():
+        reason = (
+            "no churn risk at the cutoff (no churn model, or none whose labels end by "
+            "then): product propensities are conditional on buying something"
+        )
+        return propensity, {**report, "buying": {"reason": reason}}
+    assert risk is not None
+    fit_half = np.random.default_rng(seed).random(len(bought)) < 0.5
+    x, y = np.nan_to_num(risk), bought.astype(np.float64)
+    quality = _held_out_quality(
+        x, y, known & fit_half, known & ~fit_half, increasing=False, laplace=True
+    )
+    curve = buying_curve(risk, bought)
+    section = {"customers": int(known.sum()), **quality}
+    return replace(propensity, buying=curve), {**report, "buying": section}

@@ -110,6 +110,13 @@ def window_facts(
     return facts_of
 
 
+def risk_at(ranker: RankerResult) -> np.ndarray | None:
+    """The training customers' churn risk at the cutoff the ranker was evaluated at (NaN:
+    unknown, as ``customer_traits`` leaves it when no churn model was honest there)."""
+    traits = ranker.facts.traits
+    return None if traits is None else traits.churn_risk
+
+
 def cutoff_seconds(split: TimeSplit) -> int:
     return int(split.cutoff.value // 1_000_000_000)
 

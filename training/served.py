@@ -17,7 +17,10 @@ lists are scored there).
 The propensity curves a served model ranks by are fitted on the holdout, as the
 published model's are; here they are cross-fitted, so no customer's offers are ordered
 by a curve that learned from their own purchases: the evaluated customers are split in
-two seeded halves, and each half is served with curves fitted on the other.
+two seeded halves, and each half is served with curves fitted on the other (the buying
+curve, fitted on non-buyers too, on the other half and half of the rest: ``buying_half``).
+Each customer's churn risk at the cutoff reaches the decision as a profile's would, so
+the products' propensities are unconditional there as in the service.
 """
 
 from __future__ import annotations
@@ -62,8 +65,21 @@ from nbo.offers.state import PostedPurchase
 from nbo.offers.suppression import SuppressionWindow
 from training.config import TrainingConfig
 from training.methods import TRUTHS, Metrics, split_popularity, suppressed_at_cutoff
-from training.propensity import fit_curve, fit_propensity, ranker_curve
-from training.ranker import RankerResult, ServedRanker, WindowFacts, cutoff_seconds, served_ranker
+from training.propensity import (
+    bought_anything,
+    buying_curve,
+    fit_curve,
+    fit_propensity,
+    ranker_curve,
+)
+from training.ranker import (
+    RankerResult,
+    ServedRanker,
+    WindowFacts,
+    cutoff_seconds,
+    risk_at,
+    served_ranker,
+)
 from training.split import TimeSplit
 
 # The method name of what is served, beside the others in ``metrics``.
@@ -366,7 +382,24 @@ def curves(at: Cutoff, policy: str, fitting: np.ndarray, config: TrainingConfig)
         propensity = replace(
             propensity, rule=rule_curve(at, policy, customers, popularity, suppressed)
         )
-    return propensity
+    return replace(
+        propensity,
+        buying=buying_curve(
+            risk_at(at.ranker), bought_anything(split), buying_half(at, fitting, seed)
+        ),
+    )
+
+
+def buying_half(at: Cutoff, fitting: np.ndarray, seed: int) -> np.ndarray | None:
+    """The training customers the buying curve of ``fitting`` (a mask over the evaluated
+    customers) is fitted on: those evaluated customers, and a seeded half of everyone
+    else (who bought nothing in the holdout, or was not sampled), so the curve keeps the
+    share of buyers and never learns from the customers it serves. None: everyone."""
+    if fitting.all():
+        return None
+    mask = np.random.default_rng(seed).random(len(at.split.train.customers)) < 0.5
+    mask[at.customers] = fitting
+    return mask
 
 
 def rule_curve(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support import posted, write
 
@@ -358,3 +359,126 @@ def test_the_ranker_sees_the_profiles_orders_and_gap_between_them(
     [request] = seen
     assert request.baskets == regular.frequency > 1
     assert request.gap_days == regular.features["gap_mean_days"] > 0
+
+
+# --- propensity: the chance of buying, not of buying given that the customer buys ------
+
+# A win-back as a marketer prices it (8% take it up, worth 9, weighed double for lapsed
+# customers) against products worth 20 each.
+WINBACK_CATALOG = """
+version: 1
+products:
+  value: 20.0
+offers:
+  - id: winback
+    kind: incentive
+    incentive: percent_off
+    amount: 15
+    value: 9.0
+    response_rate: 0.08
+    stages: [lapsed]
+stage_weights:
+  lapsed: {incentive: 2.0, product: 0.8}
+"""
+
+
+def _lapsed_and_active(model: ServingModel, now: int) -> tuple[CustomerProfile, CustomerProfile]:
+    """A lapsed customer nearly sure to buy nothing more, and an active one more likely
+    than not to come back, by their profiles."""
+    ids = [str(c) for c in model.customers.ids]
+    profiles = profiles_of(model, [DecisionRequest(c) for c in ids], now)
+    lapsed = next(p for p in profiles if p.stage == "lapsed" and (p.churn_risk or 0) > 0.9)
+    active = next(p for p in profiles if p.stage == "active" and (p.churn_risk or 1) < 0.5)
+    return lapsed, active
+
+
+def _first_product(decision: Decision) -> tuple[str | None, float]:
+    assert decision.ranking is not None
+    offer = next(o for o in decision.ranking.offers if o.kind == "product")
+    assert offer.components is not None
+    return offer.item_id, offer.components.propensity
+
+
+def test_a_lapsed_customers_products_are_less_likely_than_an_active_ones(
+    churn_model: ServingModel,
+) -> None:
+    """The curves are fitted on customers who bought something in the holdout; the
+    decision multiplies them by the customer's chance of buying anything, from their
+    churn risk. So the same item at the same place in the list (the popular list's
+    first, which this model serves) is far less likely to be bought by a customer who
+    has lapsed; without a risk (no consent to personalization) the figure stays the
+    curve's own."""
+    now = churn_model.trained_until_s + 3600
+    lapsed, active = _lapsed_and_active(churn_model, now)
+    curves = churn_model.propensity
+    assert curves.buying is not None
+    first = float(curves.of_popular_ranks(np.array([1.0]))[0])
+    occasion = Occasion("email", 5, now)
+    withheld = consent(personalization=False)
+    answers = decide(
+        churn_model,
+        default_catalog(),
+        POLICY,
+        [
+            DecisionRequest(lapsed.customer_id),
+            DecisionRequest(active.customer_id),
+            DecisionRequest(lapsed.customer_id, withheld),
+        ],
+        occasion,
+    )
+    (item, p_lapsed), (same, p_active), (_, p_unprofiled) = map(_first_product, answers)
+
+    assert item == same
+    assert p_lapsed < p_active
+    factors = curves.of_buying(np.array([lapsed.churn_risk, active.churn_risk]))
+    assert p_lapsed == pytest.approx(first * factors[0])
+    assert p_active == pytest.approx(first * factors[1])
+    assert p_lapsed < first / 10
+    assert p_unprofiled == pytest.approx(first)
+
+
+def test_arbitration_prefers_the_win_back_for_a_lapsed_customer(
+    churn_model: ServingModel, tmp_path: Path
+) -> None:
+    """The win-back's response rate is unconditional; so now is the products'
+    propensity: a lapsed customer is offered the win-back first, where the products'
+    chance of being bought if the customer buys anything outranked it."""
+    now = churn_model.trained_until_s + 3600
+    lapsed, _ = _lapsed_and_active(churn_model, now)
+    catalog = load_catalog(write(tmp_path / "catalog.yaml", WINBACK_CATALOG))
+
+    [decision] = decide(
+        churn_model,
+        catalog,
+        POLICY,
+        [DecisionRequest(lapsed.customer_id)],
+        Occasion("email", 5, now),
+    )
+
+    ids = offer_ids(decision)
+    assert ids[0] == "winback", ids
+    assert decision.ranking is not None
+    products = [o for o in decision.ranking.offers if o.kind == "product"]
+    assert products and all(o.priority < decision.ranking.offers[0].priority for o in products)
+
+
+def test_an_artifact_without_the_buying_curve_keeps_the_curves_figures(
+    churn_model: ServingModel,
+) -> None:
+    """An older artifact (no buying curve) serves what it did: factor 1."""
+    now = churn_model.trained_until_s + 3600
+    lapsed, _ = _lapsed_and_active(churn_model, now)
+    older = dataclasses.replace(
+        churn_model, propensity=dataclasses.replace(churn_model.propensity, buying=None)
+    )
+    first = float(older.propensity.of_popular_ranks(np.array([1.0]))[0])
+
+    [decision] = decide(
+        older,
+        default_catalog(),
+        POLICY,
+        [DecisionRequest(lapsed.customer_id)],
+        Occasion("email", 5, now),
+    )
+
+    assert _first_product(decision)[1] == pytest.approx(first)

@@ -1,16 +1,33 @@
 """Propensity calibration in the trainer: curves published, the planted groups' top
 candidates made likely, and curves strictly monotone where isotonic regression pools
-plateaus."""
+plateaus; the buying curve (churn risk -> bought anything in the holdout) published with
+its quality, fitted on risks that never saw the holdout, and left out when no churn model
+is honest at the cutoff."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.isotonic import IsotonicRegression
+from support import make_churn_purchases, small_training_config
+from threadpoolctl import threadpool_limits
 
+from nbo.core import columns as col
+from nbo.core.vocabulary import DAY
+from nbo.data.mapping import load_mapping
 from nbo.models.served import load_serving_model
+from training.config import TrainingConfig
+from training.evaluate import Evaluation, evaluate
+from training.fit import Fitted, fit_before_cutoff
+from training.load import load_data
 from training.pipeline import TrainResult
-from training.propensity import fit_curve
+from training.progress import Steps
+from training.propensity import bought_anything, buying_curve, fit_curve
+from training.ranker import cutoff_seconds, risk_at
+from training.split import TimeSplit, time_split
 
 
 def test_the_trainer_publishes_calibrated_curves(trained: TrainResult) -> None:
@@ -59,3 +76,83 @@ def test_the_curve_is_strictly_monotone_where_isotonic_regression_has_plateaus()
     # The popular list's curve decreases with the rank just as strictly.
     ranks = fit_curve(scores, hits[::-1], np.ones(len(scores), dtype=bool), increasing=False)
     assert np.all(np.diff(ranks(np.arange(10.0))) < 0)
+
+
+def test_the_trainer_publishes_the_chance_of_buying_anything(churn_trained: TrainResult) -> None:
+    """The buying curve: the churn risk at the cutoff -> bought anything in the holdout,
+    decreasing, better than the base rate on the held-out half, and published."""
+    assert churn_trained.path is not None
+    report = churn_trained.manifest["propensity"]["buying"]
+    assert report["customers"] > report["pairs"] / 2
+    assert report["brier"] < report["brier_constant"]
+    assert report["mean_predicted"] == pytest.approx(report["observed"], abs=0.1)
+    model = load_serving_model(churn_trained.path.parent, churn_trained.version)
+    chance = model.propensity.of_buying(np.linspace(0, 1, 101))
+    assert np.all(np.diff(chance) <= 0) and chance[0] > chance[-1]
+    # Never a certain "will not buy": the end plateaus are smoothed (Laplace).
+    assert np.all((chance > 0) & (chance < 1))
+    # Unknown risk: factor 1.
+    assert model.propensity.of_buying(np.array([np.nan])).tolist() == [1.0]
+
+
+def _evaluated(
+    purchases: pd.DataFrame, folder: Path, config: TrainingConfig
+) -> tuple[TimeSplit, Fitted, Evaluation]:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "purchases.csv"
+    purchases.to_csv(path, index=False)
+    steps = Steps(None)
+    with threadpool_limits(limits=1, user_api="blas"):
+        data = load_data(path, load_mapping("canonical"), (), steps)
+        split = time_split(data.encoded, config.holdout_days, config.suppression.days)
+        fitted = fit_before_cutoff(data, split, config, steps)
+        return split, fitted, evaluate(data, split, fitted, config, steps)
+
+
+def test_the_buying_curve_never_sees_the_holdout(tmp_path: Path) -> None:
+    """The risks the curve is fitted on are the churn model's at the cutoff, from a model
+    whose labels end by then: the same whatever the holdout holds. Here half the
+    customers who bought in the holdout lose those purchases (the data's end stays):
+    the risks do not move, only the labels the curve learns do."""
+    purchases = make_churn_purchases()
+    config = small_training_config()
+    end = purchases[col.TIMESTAMP].max()
+    holdout = purchases[col.TIMESTAMP] >= end - pd.Timedelta(days=config.holdout_days)
+    buyers = sorted(purchases.loc[holdout, col.CUSTOMER_ID].unique())
+    last = purchases.loc[purchases[col.TIMESTAMP] == end, col.CUSTOMER_ID].iloc[0]
+    dropped = {c for c in buyers[::2] if c != last}
+    fewer = purchases[~(holdout & purchases[col.CUSTOMER_ID].isin(dropped))]
+
+    split, fitted, evaluation = _evaluated(purchases, tmp_path / "all", config)
+    split_b, _, evaluation_b = _evaluated(fewer, tmp_path / "fewer", config)
+
+    cutoff = cutoff_seconds(split)
+    assert cutoff_seconds(split_b) == cutoff
+    assert fitted.churn.evaluated_until_s is not None
+    assert fitted.churn.evaluated_until_s <= cutoff
+    risk, risk_b = risk_at(evaluation.ranker), risk_at(evaluation_b.ranker)
+    assert risk is not None and risk_b is not None and np.isfinite(risk).sum() > 100
+    np.testing.assert_array_equal(risk, risk_b)
+    # The labels did change, and each curve is the fit of those risks on its own labels.
+    assert bought_anything(split).sum() > bought_anything(split_b).sum()
+    for s, e, r in ((split, evaluation, risk), (split_b, evaluation_b, risk_b)):
+        expected = buying_curve(r, bought_anything(s))
+        assert e.propensity.buying is not None and expected is not None
+        np.testing.assert_array_equal(e.propensity.buying.y, expected.y)
+        np.testing.assert_array_equal(e.propensity.buying.x, expected.x)
+
+
+def test_without_a_churn_model_honest_at_the_cutoff_propensity_stays_conditional(
+    tmp_path: Path,
+) -> None:
+    """A churn horizon shorter than the holdout: the model fitted for evaluation learned
+    labels inside the holdout, so no risk is known at the cutoff, no buying curve is
+    fitted, and the report says why."""
+    config = small_training_config().model_copy(update={"churn": {"horizon_days": 20}})
+    config = TrainingConfig.model_validate(config.model_dump())
+    split, fitted, evaluation = _evaluated(make_churn_purchases(), tmp_path, config)
+
+    assert fitted.churn.evaluated_until_s is not None
+    assert fitted.churn.evaluated_until_s > cutoff_seconds(split) - DAY
+    assert evaluation.propensity.buying is None
+    assert "conditional" in evaluation.propensity_report["buying"]["reason"]

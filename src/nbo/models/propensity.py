@@ -11,6 +11,16 @@ serves such a rule. Each is stored as the isotonic fit's breakpoints and applied
 with ``np.interp``: no pickle, microseconds per request, and exactly the
 isotonic fit's own prediction (piecewise linear between breakpoints, clipped outside).
 
+Those curves are fitted on the customers who bought something in the holdout (the only
+ones whose lists can be scored), so each gives P(buys the item | buys anything within
+the window). The ``buying`` curve supplies the other factor: P(buys anything within the
+window) from the customer's churn risk, fitted at the same cutoff on every customer with
+an order before it, buyers or not. The decision multiplies a customer's product
+propensities by it (``of_buying``), so a propensity is the chance of buying the item,
+comparable with an incentive's unconditional ``response_rate``. Where it does not apply
+(no curve: an older artifact or no churn model; no risk: a customer without purchases,
+or without consent to personalization) the factor is 1 and the figures stay conditional.
+
 An artifact without calibration (older ones) gets ``Propensity.uncalibrated``: a
 monotone squash of the score, labelled as uncalibrated in the manifest view.
 """
@@ -63,6 +73,10 @@ class Propensity:
     # 1-based position in the served simple rule's list (its items, then the popular
     # fill) -> probability, when the model serves buy_again or itemknn.
     rule: Curve | None = None
+    # The customer's churn risk -> bought anything within ``horizon_days``: the factor
+    # that turns the curves above (conditional on buying something) into the chance of
+    # buying the item. None: an artifact trained before it, or without a churn model.
+    buying: Curve | None = None
 
     def of_scores(self, scores: np.ndarray) -> np.ndarray:
         return self.cf(scores)
@@ -80,6 +94,15 @@ class Propensity:
             raise ValueError("this model has no curve for a simple rule")
         return self.rule(positions)
 
+    def of_buying(self, risks: np.ndarray) -> np.ndarray:
+        """P(buys anything within the horizon) of customers with these churn risks: 1
+        where the risk is unknown (NaN) or the model has no ``buying`` curve."""
+        risks = np.asarray(risks, dtype=np.float64)
+        if self.buying is None:
+            return np.ones(len(risks))
+        known = ~np.isnan(risks)
+        return np.where(known, self.buying(np.where(known, risks, 0.0)), 1.0)
+
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> Propensity:
         try:
@@ -90,12 +113,14 @@ class Propensity:
                 "propensity.json: needs horizon_days, cf and popular curves"
             ) from None
         ranker, rule = document.get("ranker"), document.get("rule")
+        buying = document.get("buying")
         return cls(
             Curve.from_dict(cf, "cf"),
             Curve.from_dict(popular, "popular"),
             horizon,
             ranker=None if ranker is None else Curve.from_dict(ranker, "ranker"),
             rule=None if rule is None else Curve.from_dict(rule, "rule"),
+            buying=None if buying is None else Curve.from_dict(buying, "buying"),
         )
 
     @classmethod
@@ -122,4 +147,6 @@ class Propensity:
             document["ranker"] = self.ranker.to_dict()
         if self.rule is not None:
             document["rule"] = self.rule.to_dict()
+        if self.buying is not None:
+            document["buying"] = self.buying.to_dict()
         return document

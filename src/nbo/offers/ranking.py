@@ -585,7 +585,7 @@ def _finish_many(
         )
     requests = [p.request for p in prepared]
     choices = arbitrate(
-        stacked,
+        _unconditional(model, stacked, requests),
         [Contest(r.stage, r.channel, r.k, r.impressions) for r in requests],
         model.item_id_array,
         catalog,
@@ -622,6 +622,22 @@ def _finish_many(
             )
         )
     return rankings
+
+
+def _unconditional(
+    model: ServingModel, stacked: ProductCandidates, requests: Sequence[OfferRequest]
+) -> ProductCandidates:
+    """The candidates' propensities as the chance of buying the item: the curves give it
+    given that the customer buys something within the horizon (they are fitted on such
+    customers), times the customer's chance of buying anything, from their churn risk
+    (``Propensity.of_buying``; 1 for a customer without a risk or a model without the
+    curve). One factor per customer: the products' order within a customer is kept."""
+    if model.propensity.buying is None or not len(stacked):
+        return stacked
+    risks = np.array([np.nan if r.churn_risk is None else r.churn_risk for r in requests])
+    factor = model.propensity.of_buying(risks)
+    rows = np.zeros(len(stacked), np.int64) if stacked.rows is None else stacked.rows
+    return replace(stacked, propensity=stacked.propensity * factor[rows])
 
 
 def _product_candidates(
