@@ -416,14 +416,38 @@ def propensity_line(report: dict[str, Any] | None, policy: str | None = None) ->
         f"calibrated on {report['customers']:,} customers x {report['candidates']} "
         f"candidates"
     )
+    buying = buying_part(report.get("buying"), report["horizon_days"])
     if "brier" not in quality:
-        return head
+        return head + buying
     first_slot = quality.get("first_slot_rate")
     return (
         f"{head}; held-out half: predicted {quality['mean_predicted']:.3f} vs observed "
         f"{quality['observed']:.3f}, Brier {quality['brier']:.4f} vs "
         f"{quality['brier_constant']:.4f} for the base rate"
         + ("" if first_slot is None else f"; first slot bought {first_slot:.1%}")
+        + buying
+    )
+
+
+def buying_part(section: dict[str, Any] | None, horizon_days: int) -> str:
+    """The propensity line's words on the buying curve (the manifest's
+    ``propensity.buying``): the chance of buying anything the product curves are
+    multiplied by, with its held-out quality, or why there is none (nothing for a
+    manifest from before the curve)."""
+    if not section:
+        return ""
+    if "customers" not in section:
+        return f"; {section.get('reason', 'no buying curve')}"
+    part = (
+        f"; times P(buys anything within {horizon_days} days) from the churn risk, "
+        f"fitted on {section['customers']:,} customers"
+    )
+    if "brier" not in section:
+        return part
+    return (
+        f"{part}: held-out half predicted {section['mean_predicted']:.3f} vs observed "
+        f"{section['observed']:.3f}, Brier {section['brier']:.4f} vs "
+        f"{section['brier_constant']:.4f}"
     )
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from support import app_for
+
+from training.pipeline import TrainResult
 
 
 def test_model_endpoint_matches_the_manifest(
@@ -42,3 +45,22 @@ def test_model_endpoint_shows_the_thresholds_the_stages_use(
     assert lifecycle["at_risk_threshold"] == 0.5 and lifecycle["loyal_max_risk"] == 0.3
     assert lifecycle["new_days"] == 30 and lifecycle["horizon_days"] == 90
     assert lifecycle["churn_model"] is False and lifecycle["value"] == "money"
+
+
+def test_model_endpoint_shows_whether_propensities_are_the_chance_of_buying(
+    client: TestClient, manifest: dict, churn_trained: TrainResult
+) -> None:
+    """The calibration report, the buying curve's quality among it, and whether product
+    propensities are unconditional. The planted model has no churn model: no buying
+    curve, and the summary says the figures are conditional and why."""
+    planted = client.get("/v1/model").json()["propensity"]
+    assert planted["cf"] == manifest["propensity"]["cf"]
+    assert planted["calibrated"] is True and planted["unconditional"] is False
+    assert "conditional on buying something" in planted["buying"]["reason"]
+
+    assert churn_trained.path is not None
+    with app_for(churn_trained.path.parent) as churn_client:
+        body = churn_client.get("/v1/model").json()["propensity"]
+    assert body["unconditional"] is True
+    buying = churn_trained.manifest["propensity"]["buying"]
+    assert body["buying"] == buying and buying["brier"] < buying["brier_constant"]

@@ -820,3 +820,27 @@ def test_figures_on_a_catalogue_little_larger_than_k_are_said_to_say_little(
     ]
     assert warnings_with(30) == []  # a third: still a choice
     assert warnings_with(500) == []
+
+
+def test_the_propensity_line_names_the_chance_of_buying_anything() -> None:
+    """The buying curve the product curves are multiplied by, with its held-out quality,
+    or why the figures stay conditional; nothing of it for a manifest from before it."""
+    quality = {"brier": 0.11, "brier_constant": 0.13, "mean_predicted": 0.15, "observed": 0.16}
+    report = {"horizon_days": 30, "customers": 325, "candidates": 50, "ranker": quality}
+    buying = {
+        "customers": 922,
+        "brier": 0.1862,
+        "brier_constant": 0.2288,
+        "mean_predicted": 0.356,
+        "observed": 0.354,
+    }
+    line = propensity_line({**report, "buying": buying}, "ranker")
+    assert line.endswith(
+        "; times P(buys anything within 30 days) from the churn risk, fitted on 922 "
+        "customers: held-out half predicted 0.356 vs observed 0.354, Brier 0.1862 vs 0.2288"
+    )
+    reason = "no churn risk at the cutoff: product propensities are conditional"
+    assert propensity_line({**report, "buying": {"reason": reason}}, "ranker").endswith(
+        f"; {reason}"
+    )
+    assert "buys anything" not in propensity_line(report, "ranker")

@@ -196,6 +196,16 @@ class ModelSummary(BaseModel):
         description="what is served against the best simple rule on the holdout, per truth"
     )
     libraries: dict[str, str]
+    propensity: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the propensity curves as calibrated on the holdout (each with its "
+        "quality on a held-out half: brier against brier_constant), including buying: "
+        "the chance of buying anything, from the churn risk, that product propensities "
+        "are multiplied by (or why there is none); unconditional: whether this model's "
+        "product propensities are the chance of buying the item (false: given that the "
+        "customer buys something, an artifact without the buying curve); calibrated: "
+        "false for an artifact from before calibration",
+    )
     lifecycle: dict[str, Any] = Field(
         default_factory=dict,
         description="the stage rules' thresholds this service applies: the loyal ones "

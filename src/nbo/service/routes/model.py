@@ -46,11 +46,22 @@ def get_model_summary(model: ModelDep) -> ModelSummary:
         policy_choice=manifest.get("policy", {}),
         served=manifest.get("served", {}),
         libraries=manifest.get("libraries", {}),
+        propensity=_propensity(model),
         lifecycle=_lifecycle(model),
         ranker_scoring=None
         if model.ranker is None
         else ("compiled" if model.ranker.compiled else "lightgbm"),
     )
+
+
+def _propensity(model: ServingModel) -> dict[str, Any]:
+    """The manifest's calibration report, and what the loaded curves make of it: whether
+    product propensities are unconditional (the artifact has the buying curve)."""
+    return {
+        **(model.manifest.get("propensity") or {}),
+        "calibrated": model.propensity.calibrated,
+        "unconditional": model.propensity.buying is not None,
+    }
 
 
 def _lifecycle(model: ServingModel) -> dict[str, Any]:
