@@ -65,3 +65,27 @@ def test_a_broken_curve_refuses_the_model(trained: TrainResult, tmp_path: Path) 
     (copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="propensity"):
         load_serving_model(tmp_path, trained.version)
+
+
+def test_the_buying_curve_round_trips_and_older_documents_load_without_it() -> None:
+    """propensity.json's ``buying`` curve (churn risk -> bought anything) is saved and
+    read back; a document from before it loads as before, every factor 1; a malformed
+    one refuses the model, naming the curve."""
+    older = {
+        "horizon_days": 30,
+        "cf": {"x": [0, 1], "y": [0, 0.5]},
+        "popular": {"x": [1], "y": [0.1]},
+    }
+    loaded = Propensity.from_document(older)
+    assert loaded.buying is None
+    assert loaded.of_buying(np.array([0.1, 0.99, np.nan])).tolist() == [1.0, 1.0, 1.0]
+
+    buying = Curve(np.array([0.0, 0.5, 1.0]), np.array([0.9, 0.3, 0.02]))
+    document = {**older, "buying": buying.to_dict()}
+    again = Propensity.from_document(document)
+    assert again.to_document() == document
+    assert again.of_buying(np.array([0.25, 1.0, np.nan])).tolist() == pytest.approx(
+        [0.6, 0.02, 1.0]
+    )
+    with pytest.raises(ArtifactError, match="'buying'"):
+        Propensity.from_document({**older, "buying": {"x": [0, 1], "y": [0.5, 2.0]}})
