@@ -301,7 +301,8 @@ def customer_features(orders: OrderTable, as_of_s: int) -> np.ndarray:
     per_order[:-1, 2] = orders.new_items
     per_order[:-1, 3] = time >= as_of_s - window
     per_order[:-1, 4] = time >= as_of_s - 2 * window
-    monetary, lines, distinct, recent, since_two = _prefix_sum(per_order, start, prefix_end).T
+    prefixes = _Prefixes.of(start, prefix_end)
+    monetary, lines, distinct, recent, since_two = prefixes.sum(per_order).T
     has = count > 0
     if len(time):
         first = time[np.minimum(start, len(time) - 1)]
@@ -318,7 +319,7 @@ def customer_features(orders: OrderTable, as_of_s: int) -> np.ndarray:
     deviation[1:-1] = (time[1:] - time[:-1]) / DAY
     deviation[:-1] -= gap_mean.repeat(lengths)
     deviation[start[lengths > 0]] = 0.0
-    squares = _prefix_sum(deviation * deviation, start, prefix_end)
+    squares = prefixes.sum(deviation * deviation)
     gap_std = np.sqrt(squares / np.maximum(n_gaps, 1))
     recency = (as_of_s - last) / DAY
 
@@ -341,7 +342,11 @@ def customer_features(orders: OrderTable, as_of_s: int) -> np.ndarray:
     # mean (one) or a spread (two) needs, and a return rate without any line. Only
     # customers with fewer than three orders have any (every order has a line).
     if (n_gaps < 2).any():
-        out[np.ix_(~has, _NEEDS_AN_ORDER)] = np.nan
+        # (Rows by position, not ``np.ix_``, whose Python layers cost more than the
+        # assignment; none at all for a customer with an order.)
+        without = (~has).nonzero()[0]
+        if len(without):
+            out[without[:, None], _NEEDS_AN_ORDER] = np.nan
         out[n_gaps < 1, _GAP_MEAN] = np.nan
         out[n_gaps < 2, _GAP_STD] = np.nan
         out[all_lines == 0, _RETURN_RATE] = np.nan
@@ -353,27 +358,38 @@ def features_frame(features: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(features, columns=list(FEATURE_NAMES))
 
 
-def _prefix_sum(padded: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Sum of the rows ``start[c]:end[c]`` of ``padded`` for each c; 0 where empty.
+@dataclass(frozen=True, slots=True)
+class _Prefixes:
+    """The row ranges ``start[c]:end[c]`` of each customer, to sum several arrays over
+    (the bounds laid out once for all of them)."""
 
-    ``padded`` has one spare row at the end, so that ``end`` may be the data's length.
-    Each range is summed on its own (``reduceat`` on the interleaved bounds), never as a
-    difference of running totals, so a customer's sum is the same number whether
-    computed among thousands of customers or alone.
-    """
-    bounds = np.empty(2 * len(start), dtype=np.int64)
-    bounds[0::2] = start
-    bounds[1::2] = end
-    sums = np.add.reduceat(padded, bounds, axis=0)[0::2]
-    empty = start == end
-    if empty.any():
-        sums[empty] = 0.0
-    return sums
+    bounds: np.ndarray  # start and end interleaved
+    empty: np.ndarray  # the customers whose range is empty
+
+    @classmethod
+    def of(cls, start: np.ndarray, end: np.ndarray) -> _Prefixes:
+        bounds = np.empty(2 * len(start), dtype=np.int64)
+        bounds[0::2] = start
+        bounds[1::2] = end
+        return cls(bounds, (start == end).nonzero()[0])
+
+    def sum(self, padded: np.ndarray) -> np.ndarray:
+        """Sum of the rows ``start[c]:end[c]`` of ``padded`` for each c; 0 where empty.
+
+        ``padded`` has one spare row at the end, so that ``end`` may be the data's
+        length. Each range is summed on its own (``reduceat`` on the interleaved
+        bounds), never as a difference of running totals, so a customer's sum is the
+        same number whether computed among thousands of customers or alone.
+        """
+        sums = np.add.reduceat(padded, self.bounds, axis=0)[0::2]
+        if len(self.empty):
+            sums[self.empty] = 0.0
+        return sums
 
 
 def _segment_sum(values: np.ndarray, indptr: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Sum of ``values`` (rows) over each segment; 0 for an empty one. For counts
-    (integral floats, exact in any order); see ``_prefix_sum`` for other sums."""
+    (integral floats, exact in any order); see ``_Prefixes.sum`` for other sums."""
     if len(values) == 0:
         return np.zeros((len(lengths), *values.shape[1:]), dtype=values.dtype)
     if lengths.all():

@@ -179,8 +179,8 @@ class ChurnModel:
         low, high = self.bounds
         risk = np.minimum(np.maximum(calibrated, low), high)  # np.clip's, without its layers
         recency = features[:, self.feature_names.index("recency_days")]
-        with np.errstate(invalid="ignore"):
-            beyond = recency > self.max_recency_days
+        # (A comparison with NaN is False without raising numpy's invalid flag.)
+        beyond = recency > self.max_recency_days
         if beyond.any():
             risk[beyond] = 1.0 - (1.0 - risk[beyond]) * self.max_recency_days / recency[beyond]
         return risk

@@ -79,18 +79,18 @@ def stages_of(
     risk = filled(len(features), np.nan) if churn_risk is None else np.asarray(churn_risk)
     known_risk = ~np.isnan(risk)
     none = frequency <= 0
-    with np.errstate(invalid="ignore"):
-        lapsed = recency > thresholds.horizon_days
-        new = tenure <= thresholds.new_days
-        at_risk = known_risk & (risk >= thresholds.at_risk_threshold)
-        if thresholds.loyal_min_orders is None or thresholds.loyal_min_monetary is None:
-            loyal = np.zeros(len(features), dtype=bool)
-        else:
-            loyal = (
-                (frequency >= thresholds.loyal_min_orders)
-                & (monetary >= thresholds.loyal_min_monetary)
-                & (~known_risk | (risk < thresholds.loyal_max_risk))
-            )
+    # (Comparisons with NaN are False without raising numpy's invalid flag: no errstate.)
+    lapsed = recency > thresholds.horizon_days
+    new = tenure <= thresholds.new_days
+    at_risk = known_risk & (risk >= thresholds.at_risk_threshold)
+    if thresholds.loyal_min_orders is None or thresholds.loyal_min_monetary is None:
+        loyal = np.zeros(len(features), dtype=bool)
+    else:
+        loyal = (
+            (frequency >= thresholds.loyal_min_orders)
+            & (monetary >= thresholds.loyal_min_monetary)
+            & (~known_risk | (risk < thresholds.loyal_max_risk))
+        )
     # The rules from the last to the first, so the first that holds is the one left.
     stages = filled(len(features), "active", _STAGE_DTYPE)
     stages[loyal] = "loyal"
