@@ -185,7 +185,7 @@ def arbitrate(
         levers[plain] = default.lever
     named_terms: dict[int, ProductTerms] = {}
     pair_names = list(pairs)
-    for position in np.flatnonzero(is_named).tolist():
+    for position in is_named.nonzero()[0].tolist():
         stage, channel = pair_names[pair[position]]
         t = catalog.product_terms(ids[position], stage, channel, now_s)
         if t is None:
@@ -268,7 +268,7 @@ def arbitrate(
     # Each chosen product's offer id and title: its catalogue offer's where one names it,
     # else its own terms' (``product:<item>``, no title).
     product_offer_ids = np.empty(len(product), dtype=object)
-    product_titles = np.full(len(product), None, dtype=object)
+    product_titles = filled(len(product), None, object)
     for n, (position, item_id) in enumerate(
         zip(product.tolist(), product_ids.tolist(), strict=True)
     ):
@@ -374,7 +374,7 @@ def _incentives(
         else:
             offered[c] = eligible
     per_customer = np.fromiter((len(o) for o in offered), dtype=np.int64, count=n_customers)
-    incentive_rows = np.repeat(np.arange(n_customers), per_customer)
+    incentive_rows = np.arange(n_customers).repeat(per_customer)
     incentives = np.empty(len(incentive_rows), dtype=object)
     incentives[:] = [offer for mine in offered for offer in mine]
     weight = incentive_weight[pair_of_customer]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nbo.core.arrays import filled
 from nbo.models.served import ServingModel
 from nbo.offers.arbitration import Choices
 
@@ -91,11 +92,11 @@ def explain(
     lookup = _OrderCounts(bought, len(model.items))
     item_ids = model.item_id_array
 
-    again = np.flatnonzero(source == SOURCE_BUY_AGAIN)
+    again = (source == SOURCE_BUY_AGAIN).nonzero()[0]
     if len(again):
         orders[again] = lookup.at(customer[again], choices.item[again]).astype(np.int64)
         because[again] = [(item_id,) for item_id in choices.item_id[again].tolist()]
-    also = np.flatnonzero(source == SOURCE_ALSO_BOUGHT)
+    also = (source == SOURCE_ALSO_BOUGHT).nonzero()[0]
     if len(also) and model.item_side is not None:
         closest = _closest_bought(model, lookup, customer[also], choices.item[also])
         because[also] = [() if j < 0 else (item_ids[j],) for j in closest.tolist()]
@@ -107,9 +108,9 @@ def explain(
         source[rebought] = SOURCE_BUY_AGAIN
         orders[rebought] = own[own > 0]
         because[rebought] = [(item_id,) for item_id in choices.item_id[rebought].tolist()]
-    cf = np.flatnonzero(source == SOURCE_CF)
+    cf = (source == SOURCE_CF).nonzero()[0]
     if len(cf):
-        for c in np.unique(customer[cf]).tolist():
+        for c in sorted(set(customer[cf].tolist())):
             mine = cf[customer[cf] == c]
             history = bought[c]
             explained = model.explainer.explain(
@@ -132,12 +133,12 @@ def _texts(
     """The reason of each offer, for a marketer or a customer, from the source it is
     credited to and the purchases behind it (item names where the model knows them).
     Offers of one kind get their words together: most are popular or bought before."""
-    texts = np.full(len(source), "popular this month", dtype=object)
+    texts = filled(len(source), "popular this month", object)
     texts[source == SOURCE_POPULAR_IN_STAGE] = "popular with customers like you"
 
-    again = np.flatnonzero(source == SOURCE_BUY_AGAIN)
+    again = (source == SOURCE_BUY_AGAIN).nonzero()[0]
     cycles = model.repurchase_cycle_days
-    days = np.full(len(again), np.nan) if cycles is None else cycles[choices.item[again]]
+    days = filled(len(again), np.nan) if cycles is None else cycles[choices.item[again]]
     known = np.isfinite(days)
     texts[again[~known]] = "you bought this before"
     repeated = known & (orders[again] > 1)
@@ -156,11 +157,11 @@ def _texts(
     ]
 
     names = model.item_names
-    for n in np.flatnonzero(source == SOURCE_ALSO_BOUGHT).tolist():
+    for n in (source == SOURCE_ALSO_BOUGHT).nonzero()[0].tolist():
         if because[n]:
             bought = ", ".join(names.get(i, i) for i in because[n])
             texts[n] = f"customers who bought {bought} also bought this"
-    for n in np.flatnonzero(source == SOURCE_CF).tolist():
+    for n in (source == SOURCE_CF).nonzero()[0].tolist():
         behind, item_id = because[n], choices.item_id[n]
         if not behind:
             texts[n] = "matches your purchase history"
@@ -174,7 +175,7 @@ def _texts(
         else:
             texts[n] = f"customers who bought what you bought ({bought}) also buy this"
     customer = choices.customer
-    for n in np.flatnonzero(source == SOURCE_CATALOG).tolist():
+    for n in (source == SOURCE_CATALOG).nonzero()[0].tolist():
         offer = choices.offer[n]
         title = offer.title if offer is not None else None
         stage = stages[customer[n]]
@@ -188,7 +189,7 @@ class _OrderCounts:
 
     def __init__(self, bought: Sequence[Bought], n_items: int) -> None:
         lengths = np.fromiter((len(b.items) for b in bought), dtype=np.int64, count=len(bought))
-        customers = np.repeat(np.arange(len(bought), dtype=np.int64), lengths)
+        customers = np.arange(len(bought), dtype=np.int64).repeat(lengths)
         items = (
             np.concatenate([b.items for b in bought]).astype(np.int64)
             if bought
@@ -198,7 +199,7 @@ class _OrderCounts:
             np.concatenate([b.counts for b in bought]).astype(np.float64) if bought else np.empty(0)
         )
         keys = customers * n_items + items
-        order = np.argsort(keys, kind="stable")
+        order = keys.argsort(kind="stable")
         self._keys = keys[order]
         self._counts = counts[order]
         self._n_items = n_items
@@ -209,7 +210,7 @@ class _OrderCounts:
         )
         if not len(self._keys):
             return np.zeros(len(keys))
-        found = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        found = np.minimum(self._keys.searchsorted(keys), len(self._keys) - 1)
         return np.where(self._keys[found] == keys, self._counts[found], 0.0)
 
 
@@ -223,20 +224,20 @@ def _closest_bought(
     similar_to = model.item_side.similar_to
     begin = similar_to.indptr[items].astype(np.int64)
     lengths = similar_to.indptr[items + 1].astype(np.int64) - begin
-    segment = np.repeat(np.arange(len(items)), lengths)
-    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    positions = np.repeat(begin, lengths) + offsets
+    segment = np.arange(len(items)).repeat(lengths)
+    segment_starts = lengths.cumsum() - lengths
+    offsets = np.arange(len(segment)) - segment_starts.repeat(lengths)
+    positions = begin.repeat(lengths) + offsets
     neighbours = similar_to.indices[positions]
     contribution = similar_to.data[positions] * lookup.at(customers[segment], neighbours)
     contribution[neighbours == items[segment]] = 0.0
-    closest = np.full(len(items), -1, dtype=np.int64)
-    has = np.flatnonzero(lengths > 0)
+    closest = filled(len(items), -1, np.int64)
+    has = (lengths > 0).nonzero()[0]
     if not len(has):
         return closest
     # Each segment's largest contribution, and the first neighbour that reaches it.
-    segment_starts = np.cumsum(lengths) - lengths
     best = np.maximum.reduceat(contribution, segment_starts[has])
-    reached = np.flatnonzero(contribution == np.repeat(best, lengths[has]))
-    first = reached[np.searchsorted(segment[reached], has)]
+    reached = (contribution == best.repeat(lengths[has])).nonzero()[0]
+    first = reached[segment[reached].searchsorted(has)]
     closest[has] = np.where(best > 0, neighbours[first], -1)
     return closest

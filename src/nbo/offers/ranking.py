@@ -420,7 +420,15 @@ def rank_offers(
         ranked = _ranked_candidates_many(model, [prepared[n] for n in chosen], now_s)
     elif model.policy in LISTED_RULES:
         ranked = _rule_candidates_many(model, [prepared[n] for n in chosen])
-    ranked = replace(ranked, rows=np.asarray(chosen, dtype=np.int64)[ranked.rows])
+    # The rows as positions among all the requests (``dataclasses.replace`` cost about
+    # 3 us here for this one field).
+    ranked = _Stacked(
+        np.asarray(chosen, dtype=np.int64)[ranked.rows],
+        ranked.items,
+        ranked.sources,
+        ranked.scores,
+        ranked.propensity,
+    )
     return _finish_many(model, prepared, ranked, catalog, now_s)
 
 
