@@ -224,6 +224,13 @@ def test_short_cf_list_is_filled_from_popular_without_suppressed_or_duplicates(
 
     assert ids(ranking) == cf_ids + fill
     assert [o.reason.source for o in ranking.offers] == [SOURCE_CF] * 3 + [SOURCE_POPULAR] * 7
+    # Each fill item's probability is read at its rank among the items the customer may
+    # be offered (suppressed ones skipped, those CF proposed counted).
+    allowed = [i for i in ordered if i not in window]
+    ranks = np.array([allowed.index(i) + 1 for i in fill], dtype=np.float64)
+    assert [o.components.propensity for o in ranking.offers[3:]] == list(
+        model.propensity.of_popular_ranks(ranks)
+    )
     assert [o.rank for o in ranking.offers] == list(range(1, 11))
     assert not set(ids(ranking)) & window
     assert ranking.personalized
