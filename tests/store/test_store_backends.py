@@ -88,6 +88,33 @@ def test_passwords_are_redacted_in_urls() -> None:
         "postgresql://h/d?user=u&password=***&x=1"
     )
     assert redacted("postgresql://u@h/d") == "postgresql://u@h/d"
+    # A raw '/' or '@' in the password: everything up to the last '@' is hidden.
+    assert redacted("postgresql://u:p/w@h:5/d") == "postgresql://u:***@h:5/d"
+    assert redacted("postgresql://u:p@w@h:5/d") == "postgresql://u:***@h:5/d"
+    assert redacted("postgresql://u/x:p@h:5/d") == "postgresql://***@h:5/d"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://nbo:S3cr3t/pw@127.0.0.1:9/nbo",  # libpq: host nbo, port S3cr3t
+        "postgresql://nbo:S3cr3t%zz@127.0.0.1:9/nbo",  # libpq quotes the bad token
+        "postgresql://nbo:S3c@r3t@127.0.0.1:9/nbo",  # libpq: host r3t@127.0.0.1
+        "postgresql://nbo:S3cr3t/9@127.0.0.1:9/nbo",  # libpq: port 9 of host nbo
+        "postgresql://nbo:S3c:r3t@127.0.0.1:9/nbo?password=S3cr3t%zz",
+    ],
+)
+def test_a_password_libpq_cannot_read_is_not_shown(url: str) -> None:
+    """Neither the URL as shown nor libpq's reason (which quotes the pieces of a URL it
+    cannot read) gives the password or a piece of it away, checked or opened."""
+    from nbo.store import check_store_url
+
+    for attempt in (check_store_url, open_store):
+        with pytest.raises(ConfigError) as refused:
+            attempt(url)
+        message = str(refused.value)
+        assert message.startswith("setting NBO_STORE_URL: postgresql://nbo:***@127.0.0.1:9/nbo")
+        assert "S3c" not in message and "r3t" not in message and "pw" not in message
 
 
 def test_a_lost_postgres_connection_answers_503_then_recovers(

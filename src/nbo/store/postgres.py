@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -81,10 +82,57 @@ IDLE_CHECK_SECONDS = 1.0
 PROBE_SECONDS = 5.0
 
 
+def _credentials(url: str) -> tuple[int, int] | None:
+    """Where a URL's password may be: from the user name's ':' (the whole stretch when the
+    user name is not a plain one) to the last '@'. libpq ends the user and password at the
+    first '@' before any '/', but a password with a raw '@' or '/' moves that end; the
+    last '@' covers every reading (a query's '@' after it only hides more)."""
+    start = url.find("://")
+    end = url.rfind("@")
+    if start < 0 or end < start + 3:
+        return None
+    start += 3
+    user, colon, _ = url[start:end].partition(":")
+    if not colon:
+        return None if re.fullmatch(r"[^/?#]*", user) else (start, end)
+    if re.search(r"[/?#]", user):
+        return (start, end)
+    return (start + len(user) + 1, end)
+
+
+_QUERY_PASSWORD = re.compile(r"(password=)([^&]*)")
+
+
 def redacted(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    url = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
-    return re.sub(r"(password=)[^&]*", r"\1***", url)
+    """The URL without its password, for messages and logs: when in doubt (a password
+    with a raw '@' or '/'), everything between '://' and the last '@' is hidden."""
+    span = _credentials(url)
+    if span is not None:
+        url = f"{url[: span[0]]}***{url[span[1] :]}"
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """``text`` (libpq's words about ``url``) without anything that may be its password:
+    the password as given and percent-decoded anywhere, and the pieces libpq cuts one
+    with a raw '@', '/', ':' or ',' into (which its messages name as a host, a port or a
+    database) wherever one stands on its own."""
+    span = _credentials(url)
+    given = [url[span[0] : span[1]]] if span is not None else []
+    given += [m.group(2) for m in _QUERY_PASSWORD.finditer(url)]
+    whole = {t for secret in given for t in (secret, unquote(secret)) if t}
+    pieces = {
+        p
+        for secret in given
+        for piece in re.split(r"[@/:,?#]", secret)
+        for p in (piece, unquote(piece))
+        if p and p not in whole
+    }
+    for secret in sorted(whole, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    for piece in sorted(pieces, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w.-]){re.escape(piece)}(?![\w.-])", "***", text)
+    return text
 
 
 def customer_lock(customer_id: str) -> int:
@@ -103,11 +151,12 @@ def _with_psycopg_marks(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, url: str) -> str:
     """An error's line for a one-line message (libpq's run to several): the server's own
     (FATAL) line when one answered, which is not always first (libpq lists every address
-    it tried), else the first; its type when it has no text."""
-    lines = str(exc).strip().splitlines()
+    it tried), else the first; its type when it has no text. Without ``url``'s password,
+    which libpq quotes when it cannot read the URL (a raw '%', '@' or '/' in it)."""
+    lines = _scrubbed(str(exc), url).strip().splitlines()
     answered = [line.strip() for line in lines if "FATAL:" in line]
     return answered[0] if answered else lines[0] if lines else type(exc).__name__
 
@@ -115,17 +164,25 @@ def _reason(exc: BaseException) -> str:
 def check_url(url: str) -> None:
     """StoreUrlError when libpq cannot parse ``url``, or its port is no port; no
     connection is made. (libpq reads the port only when it connects: a mistyped one was
-    taken for a server that is away, and the service ran on 503s for good.)"""
+    taken for a server that is away, and the service ran on 503s for good.) A raw '@' or
+    '/' in the password is refused before libpq reads it: libpq would take a piece of the
+    password for the host, the port or the database and name it in its messages."""
+    authority_and_path = url.partition("://")[2].partition("?")[0]
+    user_end = authority_and_path.find("@")
+    if authority_and_path.count("@") > 1 or "/" in authority_and_path[: max(user_end, 0)]:
+        raise StoreUrlError(
+            f"{redacted(url)} is not valid (a '@' or '/' in the password, the user name or "
+            "the database name must be percent-encoded: %40, %2F)"
+        )
     try:
         params = conninfo_to_dict(url)
     except psycopg.Error as exc:
-        reason = _reason(exc)
+        reason = _reason(exc, url)
         raise StoreUrlError(f"{redacted(url)} is not valid ({reason})") from None
     for port in str(params.get("port") or "").split(","):
         if port and not (port.isdigit() and 1 <= int(port) <= 65_535):
-            raise StoreUrlError(
-                f"{redacted(url)} is not valid (port {port!r} is not a number from 1 to 65535)"
-            )
+            problem = _scrubbed(f"port {port!r} is not a number from 1 to 65535", url)
+            raise StoreUrlError(f"{redacted(url)} is not valid ({problem})")
 
 
 # The server's own words when it answers "not now" (SQLSTATE 57P03 cannot_connect_now:
@@ -165,11 +222,12 @@ def _connection_settings(url: str) -> dict[str, Any]:
 
 def _connect(url: str) -> psycopg.Connection[Any]:
     """A connection, or StoreUrlError with the server's reason (``StoreUnreachable`` when
-    the server cannot be reached now)."""
+    the server cannot be reached now); a URL ``check_url`` refuses is refused unread."""
+    check_url(url)
     try:
         return psycopg.connect(url, **_connection_settings(url))
     except psycopg.Error as exc:
-        reason = _reason(exc)
+        reason = _reason(exc, url)
         problem = f"cannot connect to {redacted(url)} ({reason})"
         if _away(exc):
             raise StoreUnreachable(problem, reason) from None
@@ -366,7 +424,9 @@ class PostgresStore(SQLStore):
                     with self._pool.connection(timeout=POOL_WAIT_SECONDS) as db:
                         db.execute("SELECT 1")
             except (psycopg.Error, PoolTimeout, ConfigError) as exc:
-                reason = exc.reason if isinstance(exc, StoreUnreachable) else _reason(exc)
+                reason = (
+                    exc.reason if isinstance(exc, StoreUnreachable) else _reason(exc, self._url)
+                )
                 # A server that answers and refuses (a password changed, a schema newer
                 # than this nbo) is an operator's to fix: said as an error, and again
                 # every REPEAT_SECONDS, not once among the warnings of an outage.
@@ -459,11 +519,11 @@ class PostgresStore(SQLStore):
             yield pool
             self._used = time.monotonic()
         except psycopg.errors.QueryCanceled as exc:
-            reason = _reason(exc)
+            reason = _reason(exc, self._url)
             log.warning("store %s: a statement was cancelled: %s", self.where, reason)
             raise StoreUnavailable(f"the store did not answer in time ({reason})") from None
         except (psycopg.OperationalError, PoolTimeout) as exc:
-            reason = _reason(exc)
+            reason = _reason(exc, self._url)
             log.warning("store %s unavailable: %s", self.where, reason)
             self._went_down(reason)
             raise StoreUnavailable(f"the store is unavailable ({reason})") from None
