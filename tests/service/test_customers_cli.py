@@ -7,6 +7,7 @@ are one line and exit 2."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -399,3 +400,26 @@ def test_a_bad_consent_flag_is_one_line_and_nothing_is_stored(
         assert store.consent_of("a00") is None and store.consent_history_of("a00") == []
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "action",
+    [["erase", "12347"], ["export", "12347"], ["consent", "12347", "--personalization", "no"]],
+)
+def test_another_applications_database_is_not_taken_for_the_store(
+    tmp_path: Path, action: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``nbo customers erase`` on another application's SQLite file added nbo's tables to
+    it and reported the erasure done: refused in one line, the file unchanged."""
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE accounts (id INTEGER)")
+    db.close()
+    before = other.read_bytes()
+    code = main(["customers", *action, "--store-url", f"sqlite:///{other}"])
+    assert code == EXIT_USER_ERROR
+    assert_one_error_line(
+        capsys.readouterr().err, f"--store-url: {other} is not an nbo store", command="customers"
+    )
+    assert other.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]

@@ -274,6 +274,38 @@ def test_a_file_that_is_not_a_database_is_refused_in_one_line(tmp_path: Path) ->
     assert path.read_text(encoding="utf-8") == "customer_id,item_id\n" * 100  # untouched
 
 
+def test_another_applications_database_is_refused_untouched(tmp_path: Path) -> None:
+    """An SQLite file with tables but no nbo schema got nbo's tables added to it (and an
+    erasure recorded there that no service reads), and its permissions changed; a file
+    that is no database at all had its permissions changed before it was refused."""
+    other, text = tmp_path / "other.db", tmp_path / "notes.txt"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE accounts (id INTEGER)")
+    db.close()
+    text.write_text("not a database\n", encoding="utf-8")
+    for path in (other, text):
+        os.chmod(path, 0o664)
+    before = other.read_bytes()
+    message = _refusal(f"sqlite:///{other}")
+    assert message.endswith(
+        f"{other} is not an nbo store: an SQLite database with other "
+        "tables (accounts); point it at the store the service records to"
+    )
+    assert "file is not a database" in _refusal(f"sqlite:///{text}")
+    for read in (read_erased_ids, read_pseudonym_key):
+        with pytest.raises(ConfigError, match="is not an nbo store"):
+            read(f"sqlite:///{other}")
+    assert other.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "other.db"]
+    for path in (other, text):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o664
+    # An empty file is a store to be, as before; and a store opens again.
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    open_store(f"sqlite:///{empty}").close()
+    open_store(f"sqlite:///{empty}").close()
+
+
 @pytest.mark.parametrize("below", ["x.db", "sub/x.db"])
 def test_a_file_where_the_stores_folder_goes_is_named(tmp_path: Path, below: str) -> None:
     (tmp_path / "afile").write_bytes(b"")

@@ -102,6 +102,7 @@ def read_training_lists(path: Path) -> tuple[list[str], list[str]] | None:
     check_folder(path)
     if not path.is_file():
         return None
+    _check_is_store(path)
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
@@ -136,6 +137,7 @@ def read_pseudonym_key(path: Path) -> bytes | None:
     check_folder(path)
     if not path.is_file():
         return None
+    _check_is_store(path)
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
@@ -156,6 +158,37 @@ def read_pseudonym_key(path: Path) -> bytes | None:
     finally:
         db.close()
     return None if row is None else bytes(row[0])
+
+
+def _check_is_store(path: Path) -> None:
+    """StoreUrlError when the file at ``path`` is not an nbo store: not an SQLite
+    database, or one holding tables but not nbo's (another application's database, which
+    nbo would otherwise add its tables to, and record erasures and consent in that no
+    service reads). An empty database (no tables: a new or empty file) is a store to be.
+    Looked at before anything is changed, the file's permissions included."""
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreUrlError(f"cannot open {path} ({exc})") from None
+    try:
+        db.execute("PRAGMA query_only=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        tables = [
+            row[0]
+            for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            ).fetchall()
+        ]
+    except sqlite3.DatabaseError as exc:
+        raise StoreUrlError(f"cannot use {path} as the store ({exc})") from None
+    finally:
+        db.close()
+    if tables and "schema_migrations" not in tables:
+        shown = ", ".join(tables[:3]) + (", ..." if len(tables) > 3 else "")
+        raise StoreUrlError(
+            f"{path.absolute()} is not an nbo store: an SQLite database with other tables "
+            f"({shown}); point it at the store the service records to"
+        )
 
 
 # What SQLite keeps beside the store file (WAL mode): made with the file's mode.
@@ -193,6 +226,8 @@ class SQLiteStore(SQLStore):
     def __init__(self, path: Path) -> None:
         self.path = path
         check_folder(path, make=True)
+        if path.exists():
+            _check_is_store(path)
         _keep_private(path)
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
