@@ -15,10 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from support import CLOCK
+from support import CLOCK, ENTRIES, KEYS, bearer
 
 from bench.servers import running_server
 from nbo.cli import main
+from nbo.core.apikeys import Role
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.service.app import create_app
 from nbo.service.logs import (
@@ -176,6 +177,44 @@ def test_text_access_lines_name_the_customer_by_the_same_pseudonym(
     assert " nbo.access [" in offers and f"] GET {OFFERS} 200 " in offers
     assert offers.endswith(f" ms customer={pseudonym}") and "shopper-a" not in offers
     assert "customer=" not in live
+
+
+def test_access_lines_name_the_key_a_call_was_allowed_with(
+    models_dir: Path, access_logs: io.StringIO
+) -> None:
+    """Which key erased, exported, reloaded or changed consent was in no log line: the
+    key's public id was kept for request logs but never logged. Now every call a key was
+    accepted for names it (never the secret); an open route or a refused call names
+    none."""
+    text = io.StringIO()
+    handler = logging.StreamHandler(text)
+    handler.setFormatter(TextFormatter())
+    logging.getLogger("nbo.access").addHandler(handler)
+    admin, admin_entry = KEYS[Role.admin]
+    read, read_entry = KEYS[Role.read]
+    settings = Settings(models_dir=models_dir, clock=CLOCK, log_key=KEY, api_keys=ENTRIES)
+    try:
+        with TestClient(create_app(settings)) as client:
+            assert client.delete("/v1/customers/a00", headers=bearer(admin)).status_code == 200
+            assert client.get("/v1/customers/a01/data", headers=bearer(admin)).status_code == 200
+            assert client.get("/v1/model", headers=bearer(read)).status_code == 200
+            assert client.delete("/v1/customers/a02", headers=bearer(read)).status_code == 403
+            assert client.get("/health/live").status_code == 200
+    finally:
+        logging.getLogger("nbo.access").removeHandler(handler)
+    lines = [json.loads(line) for line in access_logs.getvalue().splitlines()]
+    assert [(line["status"], line.get("key")) for line in lines] == [
+        (200, admin_entry.id),
+        (200, admin_entry.id),
+        (200, read_entry.id),
+        (403, None),
+        (200, None),
+    ]
+    texts = text.getvalue().splitlines()
+    assert f" key={admin_entry.id} customer=" in texts[0]
+    assert texts[2].endswith(f" ms key={read_entry.id}") and "key=" not in texts[4]
+    for secret in (admin, read):
+        assert secret not in access_logs.getvalue() and secret not in text.getvalue()
 
 
 def test_nbo_log_key_sets_the_key(

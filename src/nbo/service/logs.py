@@ -32,6 +32,9 @@ TRACE_CHARS = 16_000
 LINE_CHARS = 32_000
 # The field of a line that names a customer, by their pseudonym (never by the id).
 CUSTOMER_FIELD = "customer"
+# The field of the access line that names the API key a call was allowed with (its
+# public id, never the secret).
+KEY_FIELD = "key"
 
 # The request being served in this context; None outside a request (start-up, reloads).
 REQUEST_ID: ContextVar[str | None] = ContextVar("nbo_request_id", default=None)
@@ -108,9 +111,9 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     """The human format (``NBO_LOG_FORMAT=text``): time, pid, level, logger, [request
-    id], message, and ``customer=`` the pseudonym when the record carries one (the access
-    line's field: without it, ``nbo keys pseudonym ID`` found no request of a customer in
-    text logs)."""
+    id], message, and ``key=`` the API key's id and ``customer=`` the pseudonym when the
+    record carries them (the access line's fields: without them, ``nbo keys pseudonym
+    ID`` found no request of a customer in text logs, nor an erasure its key)."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(process)d %(levelname)s %(name)s %(message)s")
@@ -119,9 +122,10 @@ class TextFormatter(logging.Formatter):
         request_id = _request_id_of(record)
         tag = f" [{request_id}]" if request_id is not None else ""
         message = _capped_middle(record.message, MESSAGE_CHARS)
-        customer = getattr(record, CUSTOMER_FIELD, None)
-        if isinstance(customer, str):
-            message += f" {CUSTOMER_FIELD}={_capped(customer, FIELD_CHARS)}"
+        for field in (KEY_FIELD, CUSTOMER_FIELD):
+            value = getattr(record, field, None)
+            if isinstance(value, str):
+                message += f" {field}={_capped(value, FIELD_CHARS)}"
         return f"{record.asctime} {record.process} {record.levelname} {record.name}{tag} {message}"
 
     def format(self, record: logging.LogRecord) -> str:

@@ -26,7 +26,7 @@ from nbo.core.pseudonyms import Pseudonyms
 from nbo.service.apidocs import DOCS, OAUTH2_REDIRECT, REDOC
 from nbo.service.body_limit import BodyLimit
 from nbo.service.head import HeadAsGet
-from nbo.service.logs import CUSTOMER_FIELD, REQUEST_ID
+from nbo.service.logs import CUSTOMER_FIELD, KEY_FIELD, REQUEST_ID
 from nbo.service.prometheus import UNMATCHED, Metrics, method_label
 
 HEADER = b"x-request-id"
@@ -52,10 +52,12 @@ class RequestMiddleware:
     ``REQUEST_ID`` context variable), returns it in ``X-Request-ID``, records the request
     in the metrics by route template, and logs one access line.
 
-    The access line holds the request id, method, route template, status, duration and
-    the customer's pseudonym (``customer``, see ``nbo.core.pseudonyms``) when the path names
-    one: no customer id, no raw path or query string (they can hold personal data), no
-    headers (never the Authorization header), no body.
+    The access line holds the request id, method, route template, status, duration, the
+    public id of the API key the call was allowed with (``key``: who erased, exported,
+    reloaded or changed consent) and the customer's pseudonym (``customer``, see
+    ``nbo.core.pseudonyms``) when the path names one: no key secret, no customer id, no
+    raw path or query string (they can hold personal data), no headers (never the
+    Authorization header), no body.
     """
 
     def __init__(
@@ -138,6 +140,9 @@ class RequestMiddleware:
             "status": status,
             "duration_ms": duration_ms,
         }
+        key_id = scope["state"].get("api_key_id")
+        if isinstance(key_id, str):
+            fields[KEY_FIELD] = key_id
         customer_id = (scope.get("path_params") or {}).get("customer_id")
         if isinstance(customer_id, str) and pseudonyms is not None:
             fields[CUSTOMER_FIELD] = pseudonyms.of(customer_id)
