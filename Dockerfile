@@ -33,7 +33,11 @@ COPY src ./src
 COPY training ./training
 RUN pip install --no-deps --no-build-isolation .
 
-RUN useradd --create-home --uid 10001 nbo && mkdir -p /models /data && chown nbo /models /data
+# Every folder the container writes to, made and owned by its user: a new named volume
+# mounted there takes the folder's owner (deploy/compose.yaml's campaigns volume at
+# /campaigns, where `nbo batch --out /campaigns/...` writes; root's, it could not).
+RUN useradd --create-home --uid 10001 nbo \
+    && mkdir -p /models /data /campaigns && chown nbo /models /data /campaigns
 USER nbo
 
 # Models are read; the event store (events, consent, erasures) must outlive the container.
