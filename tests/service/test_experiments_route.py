@@ -5,6 +5,8 @@ events with figures checked by hand."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import subprocess
 import sys
@@ -149,6 +151,14 @@ def test_the_report_counts_what_was_shown_and_bought(
     assert "too few exposed customers" in html.text
     assert "<th>What counts</th><td>A customer is exposed by their first" in html.text
     assert "<img" in html.text  # the chart, drawn by the lazily imported page module
+    # The page's rules for a browser, as the dashboard's: its one style by its hash, the
+    # chart's data URI, nothing else (there was no Content-Security-Policy at all).
+    style = html.text.split("<style>", 1)[1].split("</style>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(style.encode("utf-8")).digest()).decode()
+    policy = html.headers["content-security-policy"]
+    assert policy.startswith(f"default-src 'none'; img-src data:; style-src 'sha256-{digest}';")
+    assert html.text.count("<style>") == 1 and "<script" not in html.text
+    assert 'src="data:' in html.text and "frame-ancestors 'none'" in policy
     missing = experiment_client.get("/v1/experiments/nope/report")
     assert missing.status_code == 404 and "nope" in missing.json()["message"]
     # A name no experiments file could hold is refused, not looked up and echoed back.

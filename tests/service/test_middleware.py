@@ -217,3 +217,25 @@ def test_a_huge_customer_id_never_makes_a_huge_log_line(
     assert lines and max(len(line) for line in lines) < 1_000
     assert huge[:300] not in logs.getvalue()
     assert [line["customer"] for line in access_lines(logs)] == [pseudonym, pseudonym]
+
+
+def test_api_answers_carry_their_static_headers(client: TestClient) -> None:
+    """Only the data export said ``Cache-Control: no-store``: a customer's profile,
+    offers and consent could be kept by a browser or a proxy; and no JSON answer said
+    ``X-Content-Type-Options: nosniff``. Each header is sent once."""
+    customer = [
+        client.get("/v1/customers/a00"),
+        client.get("/v1/customers/a00/offers"),
+        client.get("/v1/customers/a00/consent"),
+        client.put("/v1/customers/a00/consent", json={"personalization": True}),
+        client.get("/v1/customers/a00/data"),
+        client.get("/v1/customers/a00/offers?k=0"),  # an error answer too
+    ]
+    for answer in customer:
+        assert answer.headers.get_list("cache-control") == ["no-store"], answer.request.url
+        assert answer.headers.get_list("x-content-type-options") == ["nosniff"]
+    other = client.get("/v1/catalog")
+    assert other.status_code == 200 and other.headers["x-content-type-options"] == "nosniff"
+    assert "cache-control" not in other.headers
+    live = client.get("/health/live")
+    assert "x-content-type-options" not in live.headers and "cache-control" not in live.headers

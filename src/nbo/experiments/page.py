@@ -10,6 +10,7 @@ global state is unsafe in a server).
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,16 @@ caption { text-align: left; font-weight: 600; padding-bottom: 0.3rem; }
 .note { color: #555; font-size: 0.9rem; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5rem 0 0.3rem; }
 """
+
+
+# The page's rules for a browser (the service's Content-Security-Policy header for an
+# HTML report): no script, no request anywhere; its one style element (by its hash) and
+# the chart's data URI only; no frames, forms or base.
+REPORT_CSP = (
+    "default-src 'none'; img-src data:; style-src 'sha256-"
+    + base64.b64encode(hashlib.sha256(REPORT_CSS.encode("utf-8")).digest()).decode("ascii")
+    + "'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 def report_html(report: Mapping[str, Any], title: str | None = None) -> str:

@@ -36,6 +36,15 @@ _SANE_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 
 access_log = logging.getLogger("nbo.access")
 
+# Headers every API answer gets, as static bytes (no work per call beyond a path test):
+# a browser must not take a JSON answer for something else (nosniff), and an answer about
+# a customer (profile, offers, consent, the data export, erasure) is never kept by a
+# browser or a proxy, as the dashboard's pages are not.
+_API_PREFIX = "/v1/"
+_CUSTOMERS_PREFIX = "/v1/customers/"
+_API_HEADERS: tuple[tuple[bytes, bytes], ...] = ((b"x-content-type-options", b"nosniff"),)
+_CUSTOMER_HEADERS = (*_API_HEADERS, (b"cache-control", b"no-store"))
+
 
 def request_id_from(scope: Scope) -> str:
     """The client's ``X-Request-ID`` when sane, else a new one (uuid4 hex)."""
@@ -49,8 +58,9 @@ def request_id_from(scope: Scope) -> str:
 
 class RequestMiddleware:
     """Gives each HTTP request an id (``scope["state"]["request_id"]`` and the
-    ``REQUEST_ID`` context variable), returns it in ``X-Request-ID``, records the request
-    in the metrics by route template, and logs one access line.
+    ``REQUEST_ID`` context variable), returns it in ``X-Request-ID`` (with the API's
+    static headers, ``_API_HEADERS`` and ``_CUSTOMER_HEADERS``), records the request in
+    the metrics by route template, and logs one access line.
 
     The access line holds the request id, method, route template, status, duration, the
     public id of the API key the call was allowed with (``key``: who erased, exported,
@@ -92,13 +102,21 @@ class RequestMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
         header = (HEADER, request_id.encode("ascii"))
+        path = scope["path"]
+        extra = (
+            _CUSTOMER_HEADERS
+            if path.startswith(_CUSTOMERS_PREFIX)
+            else _API_HEADERS
+            if path.startswith(_API_PREFIX)
+            else ()
+        )
         status = 500  # what the client gets when the app fails before answering
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), header, *extra]
             await send(message)
 
         try:

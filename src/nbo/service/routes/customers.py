@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
@@ -129,7 +129,6 @@ def export_data(
     settings: SettingsDep,
     models: MaybeServingModelsDep,
     pseudonyms: PseudonymsDep,
-    response: Response,
 ) -> CustomerDataOut:
     """Everything nbo holds on the customer (the right of access that goes with erasure):
     stored events, consent, the profile computed now, what each served model learned from
@@ -144,8 +143,6 @@ def export_data(
     A plain ``def``: it reads the store and the campaign files.
     """
     export = export_customer(customer_id, store, models, settings)
-    # Everything held on a person: never kept by a browser or a proxy (as the dashboard).
-    response.headers["Cache-Control"] = "no-store"
     log.info(
         "data of customer %s exported: %d events, %d campaign files (%d rows)",
         pseudonyms.of(customer_id),

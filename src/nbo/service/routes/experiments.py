@@ -97,8 +97,8 @@ async def get_report(
         # Imported here, not at start: the page draws with matplotlib, which the service
         # loads only when someone asks for an HTML report (and drawing is CPU work, so it
         # runs in the thread pool, off the event loop).
-        from nbo.experiments.page import report_html
+        from nbo.experiments.page import REPORT_CSP, report_html
 
         page = await run_in_threadpool(report_html, report, f"nbo experiment {name}")
-        return HTMLResponse(page)
+        return HTMLResponse(page, headers={"Content-Security-Policy": REPORT_CSP})
     return JSONResponse(report)
