@@ -57,3 +57,15 @@ def test_the_balancer_never_records_a_delivery_twice() -> None:
     from nbo.service.middleware import _SANE_ID
 
     assert _SANE_ID.pattern == rb"[A-Za-z0-9._-]{1,128}"
+
+
+def test_the_balancer_bounds_heads_and_slow_clients() -> None:
+    """What nbo cannot bound on its own is the proxy's (docs/service.md, Heads and slow
+    clients): nginx's header buffers and client timeouts, tighter than nbo's."""
+    conf = (ROOT / "deploy" / "nginx.conf").read_text(encoding="utf-8")
+    directives = {line.split("#")[0].strip() for line in conf.splitlines()}
+    assert {
+        "large_client_header_buffers 4 16k;",
+        "client_header_timeout 10s;",
+        "client_body_timeout 10s;",
+    } <= directives

@@ -50,6 +50,7 @@ from uvicorn_worker import UvicornWorker
 from nbo.core import processes
 from nbo.core.errors import NboError
 from nbo.runtime.workers import WorkerBoard
+from nbo.service.protocol import BoundedHttpProtocol
 from nbo.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,13 @@ class NboWorker(UvicornWorker):
     root logger (``UvicornWorker`` hands them to gunicorn's handlers, which ``NboLogger``
     leaves empty)."""
 
-    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": "auto", "access_log": False}
+    # HTTP: httptools (uvicorn's "auto" when it is installed, as it is with nbo), with
+    # bounds on a request's head (``nbo.service.protocol``).
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        "loop": "auto",
+        "http": BoundedHttpProtocol,
+        "access_log": False,
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
