@@ -210,8 +210,15 @@ def test_a_body_that_is_not_json_is_a_json_error(client: TestClient) -> None:
         (b'{"event_id": "e1"}', "text/plain", 422, "sent as text/plain"),
         (b'{"event_id": "e1"}', None, 422, "sent without a content type"),
         # Bytes the JSON parser cannot read at all.
-        (b"\xff\xfe{", "application/json", 400, "not readable as JSON"),
-        (b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "not readable as JSON"),
+        (b"\xff\xfe{", "application/json", 400, "not readable as JSON (not UTF-8 text)"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "(nested too deeply)"),
+        # Python's limit on an integer's digits: it was said to be bad UTF-8 or nesting.
+        (
+            b'{"event_id": "e1", "n": ' + b"1" * 4_301 + b"}",
+            "application/json",
+            400,
+            "not readable as JSON (a number has more than 4,300 digits)",
+        ),
     ],
 )
 def test_a_body_that_cannot_be_read_names_the_body(

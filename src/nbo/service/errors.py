@@ -5,6 +5,7 @@ page instead: it sets ``app.state.error_pages`` (``ErrorPages``), asked first.""
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -102,6 +103,19 @@ def _body(
 UNPARSED_BODY = "There was an error parsing the body"
 
 
+def _unparsed_because(cause: BaseException | None) -> str:
+    """Why json.loads could not read a body, when it says no position: bytes that are not
+    UTF-8 text, arrays or objects nested deeper than the parser goes, or an integer with
+    more digits than Python converts (``sys.get_int_max_str_digits``)."""
+    if isinstance(cause, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(cause, RecursionError):
+        return "nested too deeply"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return f"a number has more than {sys.get_int_max_str_digits():,} digits"
+    return "not UTF-8 text, nested too deeply, or a number too long"
+
+
 def _detail(request: Request, error: Any) -> ErrorDetail:
     """One validation error as the field at fault (dotted, without FastAPI's ``query``,
     ``path`` or ``body`` prefix) and the problem. A body that is not JSON names the
@@ -190,9 +204,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 400 and exc.detail == UNPARSED_BODY:
-            # FastAPI's answer to a body json.loads raised on without a position: not
-            # UTF-8 text, or nested deeper than the parser goes.
-            problem = "not readable as JSON (not UTF-8 text, or nested too deeply)"
+            # FastAPI's answer to a body json.loads raised on without a position (the
+            # parser's error is the exception's cause).
+            problem = f"not readable as JSON ({_unparsed_because(exc.__cause__)})"
             detail = ErrorDetail(field="body", problem=problem)
             return _body(400, "http_error", f"body: {problem}", [detail])
         error = "not_found" if exc.status_code == 404 else "http_error"
