@@ -405,6 +405,11 @@ def test_batch_errors_are_one_line(
             "customer id 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' must be at most 256",
         ),
         (["--customers", str(tmp_path / "none.txt"), "--out", out], "no such file"),
+        # A file without a suffix was read as a list (another suffix was refused), and
+        # what is not a regular file was said not to exist.
+        (["--customers", str(afile), "--out", out], "a customer list is a .txt, .csv or"),
+        (["--customers", str(tmp_path / "sub.csv"), "--out", out], "not a regular file"),
+        (["--customers", os.devnull, "--out", out], f"{os.devnull}: not a regular file"),
         (["--customers", str(tmp_path / "noids.csv"), "--out", out], "no 'customer_id' column"),
         (["--out", str(tmp_path / "a.json")], "a .parquet or .csv file"),
         (["--out", str(tmp_path / "missing" / "a.csv")], "does not exist"),

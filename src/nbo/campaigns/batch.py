@@ -211,15 +211,22 @@ def _case_only(found: Sequence[str], model: ServingModel) -> int:
 def _listed_ids(path: Path) -> list[str]:
     """Every id of a list file, as listed (repeats included), each checked."""
     where = f"--customers {path}"
-    if not path.is_file():
+    if not path.exists():
         raise BatchError(f"{where}: no such file (or use 'all' or 'stage=NAME')")
+    if not path.is_file():
+        # A folder, a device (/dev/null) or a pipe: it exists, so not "no such file".
+        raise BatchError(f"{where}: not a regular file (a customer list is a file)")
     suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv", ".txt"):
+        # A file without a suffix (/etc/passwd) was read as a .txt list, one with another
+        # suffix (list.json) refused: both are refused now.
+        raise BatchError(f"{where}: a customer list is a .txt, .csv or .parquet file")
     try:
         if suffix == ".parquet":
             frame = pd.read_parquet(path)
         elif suffix == ".csv":
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        elif suffix in (".txt", ""):
+        else:
             # utf-8-sig: a byte-order mark (as Excel writes) is not part of the first id.
             lines = path.read_text(encoding="utf-8-sig").splitlines()
             ids = [line.strip() for line in lines if line.strip()]
@@ -230,8 +237,6 @@ def _listed_ids(path: Path) -> list[str]:
             if not ids:
                 raise BatchError(f"{where}: no customer ids in the file")
             return _valid(ids, where)
-        else:
-            raise BatchError(f"{where}: a customer list is a .txt, .csv or .parquet file")
     except (OSError, UnicodeDecodeError, ValueError, pa.ArrowException) as exc:
         if isinstance(exc, BatchError):
             raise
