@@ -4,6 +4,7 @@ and ``pseudonym`` says in one line when there is no key yet."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -89,13 +90,27 @@ def test_keys_create_refuses_an_unknown_role_in_one_line(
 def test_the_cli_says_when_there_is_no_key_yet(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = f"sqlite:///{tmp_path / 'never-served.db'}"
+    """No file at the path was said as "the store holds no pseudonym key yet", naming no
+    path: it is said as the other commands say it; a store with no key names its file."""
+    path = tmp_path / "never-served.db"
+    store = f"sqlite:///{path}"
     assert main(["keys", "pseudonym", "a00", "--store-url", store]) == EXIT_USER_ERROR
     err = capsys.readouterr().err.strip()
-    assert err.startswith("nbo keys: error: --store-url: the store holds no pseudonym key")
+    assert err == (
+        f"nbo keys: error: --store-url: no store at {path} (point it at the store the "
+        "service records to)"
+    )
+    assert not path.exists()  # a look, nothing created
+    with sqlite3.connect(path) as db:  # a store of an nbo before the key: no key table
+        db.execute("CREATE TABLE schema_migrations (version INTEGER, applied_at INTEGER)")
+    db.close()
+    assert main(["keys", "pseudonym", "a00", "--store-url", store]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        f"nbo keys: error: --store-url: the store (SQLite {path}) holds no pseudonym key yet"
+    )
     assert "NBO_LOG_KEY" in err and "NBO_STORE_URL" not in err
     assert len(err.splitlines()) == 1
-    assert not (tmp_path / "never-served.db").exists()  # a look, nothing created
 
 
 def test_a_bad_store_is_said_of_the_flag_or_the_setting_the_user_gave(

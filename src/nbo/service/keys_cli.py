@@ -22,7 +22,7 @@ from nbo.core.apikeys import ApiKeyEntry, Role, create_key
 from nbo.core.errors import StoreUrlError
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.settings import load_settings
-from nbo.store import read_pseudonym_key, store_setting
+from nbo.store import check_store_exists, read_pseudonym_key, store_location, store_setting
 
 
 def register(commands: Any) -> None:
@@ -92,9 +92,12 @@ def run_pseudonym(args: argparse.Namespace) -> int:
         setting = store_setting(args.store_url)
         stored = read_pseudonym_key(settings.store_url, setting)
         if stored is None:
+            # No file there is a wrong path (or a store never served) and said as the
+            # other commands say it, naming the path.
+            check_store_exists(settings.store_url, setting)
             raise StoreUrlError(
-                "the store holds no pseudonym key yet (the service makes it at its first "
-                "start), and NBO_LOG_KEY is not set",
+                f"the store ({store_location(settings.store_url)}) holds no pseudonym key "
+                "yet (the service makes it at its first start), and NBO_LOG_KEY is not set",
                 setting,
             )
         key = stored

@@ -37,6 +37,7 @@ Consent and erasure, on either backend:
 
 from nbo.store.urls import (
     TrainingExclusions,
+    check_store_exists,
     check_store_url,
     open_existing_store,
     open_store,
@@ -49,6 +50,7 @@ from nbo.store.urls import (
 
 __all__ = [
     "TrainingExclusions",
+    "check_store_exists",
     "check_store_url",
     "open_existing_store",
     "open_store",

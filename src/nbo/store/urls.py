@@ -96,10 +96,9 @@ def open_store(
         return SQLiteStore(sqlite_path(url))
 
 
-def open_existing_store(url: str, setting: str = STORE_SETTING) -> Store:
-    """``open_store`` for a command that only reads what the service recorded (a
-    report): an SQLite file that does not exist is ConfigError, not a new empty store
-    that would report "nobody exposed" and be left behind."""
+def check_store_exists(url: str, setting: str = STORE_SETTING) -> None:
+    """StoreUrlError ``no store at PATH`` when ``url`` names an SQLite file that does not
+    exist (a PostgreSQL server is known to hold the store only by asking it)."""
     if not is_postgres(url):
         with _said_of(setting):
             path = sqlite_path(url)
@@ -108,6 +107,13 @@ def open_existing_store(url: str, setting: str = STORE_SETTING) -> Store:
                 f"no store at {path.resolve()} (point it at the store the service records to)",
                 setting,
             )
+
+
+def open_existing_store(url: str, setting: str = STORE_SETTING) -> Store:
+    """``open_store`` for a command that only reads what the service recorded (a
+    report): an SQLite file that does not exist is ConfigError, not a new empty store
+    that would report "nobody exposed" and be left behind."""
+    check_store_exists(url, setting)
     return open_store(url, setting=setting)
 
 
