@@ -102,7 +102,6 @@ def read_training_lists(path: Path) -> tuple[list[str], list[str]] | None:
     check_folder(path)
     if not path.is_file():
         return None
-    _check_is_store(path)
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
@@ -110,6 +109,7 @@ def read_training_lists(path: Path) -> tuple[list[str], list[str]] | None:
     try:
         db.execute("PRAGMA query_only=ON")
         db.execute("PRAGMA busy_timeout=5000")
+        _check_is_store(path, db)
         tables = {
             row[0]
             for row in db.execute(
@@ -137,7 +137,6 @@ def read_pseudonym_key(path: Path) -> bytes | None:
     check_folder(path)
     if not path.is_file():
         return None
-    _check_is_store(path)
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
@@ -145,6 +144,7 @@ def read_pseudonym_key(path: Path) -> bytes | None:
     try:
         db.execute("PRAGMA query_only=ON")
         db.execute("PRAGMA busy_timeout=5000")
+        _check_is_store(path, db)
         has_table = db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deployment_keys'"
         ).fetchone()
@@ -160,12 +160,29 @@ def read_pseudonym_key(path: Path) -> bytes | None:
     return None if row is None else bytes(row[0])
 
 
-def _check_is_store(path: Path) -> None:
-    """StoreUrlError when the file at ``path`` is not an nbo store: not an SQLite
-    database, or one holding tables but not nbo's (another application's database, which
-    nbo would otherwise add its tables to, and record erasures and consent in that no
-    service reads). An empty database (no tables: a new or empty file) is a store to be.
-    Looked at before anything is changed, the file's permissions included."""
+def _check_is_store(path: Path, db: sqlite3.Connection) -> None:
+    """StoreUrlError when the database at ``path`` (``db``, open on it) holds tables but
+    not nbo's: another application's database, which nbo would otherwise add its tables
+    to, and record erasures and consent in that no service reads. An empty database (no
+    tables: a new or empty file) is a store to be. sqlite3.DatabaseError when the file
+    is no SQLite database (the caller says what it was doing)."""
+    tables = [
+        row[0]
+        for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+        ).fetchall()
+    ]
+    if tables and "schema_migrations" not in tables:
+        shown = ", ".join(tables[:3]) + (", ..." if len(tables) > 3 else "")
+        raise StoreUrlError(
+            f"{path.absolute()} is not an nbo store: an SQLite database with other tables "
+            f"({shown}); point it at the store the service records to"
+        )
+
+
+def _check_existing_store(path: Path) -> None:
+    """``_check_is_store`` for a file that exists, on a connection of its own (read only),
+    before anything is changed, the file's permissions included."""
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
@@ -173,22 +190,11 @@ def _check_is_store(path: Path) -> None:
     try:
         db.execute("PRAGMA query_only=ON")
         db.execute("PRAGMA busy_timeout=5000")
-        tables = [
-            row[0]
-            for row in db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
-            ).fetchall()
-        ]
+        _check_is_store(path, db)
     except sqlite3.DatabaseError as exc:
         raise StoreUrlError(f"cannot use {path} as the store ({exc})") from None
     finally:
         db.close()
-    if tables and "schema_migrations" not in tables:
-        shown = ", ".join(tables[:3]) + (", ..." if len(tables) > 3 else "")
-        raise StoreUrlError(
-            f"{path.absolute()} is not an nbo store: an SQLite database with other tables "
-            f"({shown}); point it at the store the service records to"
-        )
 
 
 # What SQLite keeps beside the store file (WAL mode): made with the file's mode.
@@ -227,7 +233,7 @@ class SQLiteStore(SQLStore):
         self.path = path
         check_folder(path, make=True)
         if path.exists():
-            _check_is_store(path)
+            _check_existing_store(path)
         _keep_private(path)
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
