@@ -31,6 +31,7 @@ from training.gate import NOT_EVALUATED
 from training.lifecycle import CALIBRATION_PLOT, loyal_rule, measured_model
 from training.pipeline import ModelRefused, TrainResult, train
 from training.progress import Progress as TrainProgress
+from training.search import search_line
 from training.served import SERVED, below_best_rule
 
 METHOD_ORDER = (
@@ -288,6 +289,8 @@ def print_ranker(console: Console, section: dict[str, Any] | None, k: int) -> No
         f"{section['training_customers']:,} customers of the window before the cutoff; "
         "strongest features " + ", ".join(f"{name} {share:.0%}" for name, share in top)
     )
+    if "settings_search" in section:
+        console.print(f"[bold]ranker[/] {escape(search_line(section['settings_search']))}")
 
 
 def print_evaluation(console: Console, result: TrainResult) -> None:

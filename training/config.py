@@ -139,6 +139,10 @@ class LifecycleConfig(BaseModel):
     send_time_pseudo_orders: float = Field(5.0, ge=0)
 
 
+# ``ranker.search_seconds``'s default.
+SEARCH_SECONDS = 300.0
+
+
 class RankerConfig(BaseModel):
     """The ranker and its candidate sources (``nbo.models.candidates``, ``training.ranker``).
 
@@ -169,6 +173,12 @@ class RankerConfig(BaseModel):
     # Half-life (days) of the recency-weighted order counts among the ranker's features:
     # an order weighs half as much this many days after it was placed.
     half_life_days: float = Field(HALF_LIFE_DAYS, gt=0, le=3650)
+    # Seconds the trainer may spend searching the booster's settings on the validation
+    # window (``training.search``): no trial starts past it, the default settings are
+    # always tried first. 0: no search, the default settings.
+    search_seconds: float = Field(SEARCH_SECONDS, ge=0, le=86_400)
+    # Settings tried at most, the default first (``training.search.CANDIDATES``).
+    search_trials: int = Field(6, ge=1, le=6)
 
 
 class TrainingConfig(BaseModel):

@@ -54,7 +54,8 @@ from training.ranker import (
     RankerResult,
     WindowSettings,
     cutoff_seconds,
-    evaluate_ranker,
+    finish_ranker,
+    prepare_ranker,
     risk_at,
     window_facts,
 )
@@ -134,10 +135,26 @@ def evaluate(
 
     facts_of = window_facts(data.purchases, data.encoded.items, data.orders, fitted.churn, config)
     settings = WindowSettings.from_config(config)
-    with steps.step("ranker (trained one window earlier)"):
-        ranker = evaluate_ranker(
-            split, fitted.als, fit_als_on, repurchase_of, facts_of, customers, settings, k
+    line_value = typical_line_values(data)
+    with steps.step("policy (served on the window before)"):
+        # Chosen, and the ranker's settings searched, before the test window is looked at.
+        prepared = prepare_ranker(
+            split, fitted.als, fit_als_on, repurchase_of, facts_of, settings, k
         )
+        policy = choose_policy(
+            split,
+            prepared,
+            fit_als_on,
+            repurchase_of,
+            facts_of,
+            settings,
+            config,
+            catalog,
+            line_value,
+        )
+    with steps.step("ranker (trained one window earlier)"):
+        booster = None if prepared.table is None else prepared.train(policy.booster)
+        ranker = replace(finish_ranker(prepared, booster, customers, k), search=policy.search)
         for truth, by_method in ranker.metrics.items():
             metrics[truth].update(by_method)
 
@@ -158,19 +175,6 @@ def evaluate(
         # And the chance of buying anything, which those curves are conditional on.
         propensity, report = with_buying_curve(propensity, report, split, risk_at(ranker), seed)
 
-    line_value = typical_line_values(data)
-    with steps.step("policy (served on the window before)"):
-        policy = choose_policy(
-            split,
-            ranker,
-            fit_als_on,
-            repurchase_of,
-            facts_of,
-            settings,
-            config,
-            catalog,
-            line_value,
-        )
     with steps.step("served (at the cutoff)"):
         at = Cutoff(
             split,

@@ -43,20 +43,26 @@ from nbo.models.policy import (
     POLICY_RANKER,
     RULES,
 )
+from nbo.models.served import ServingModel
 from training.config import TrainingConfig
 from training.methods import evaluation_customers
 from training.ranker import (
+    DEFAULT_BOOSTER,
+    BoosterSettings,
     EarlierWindow,
     FactsOf,
+    PreparedRanker,
     RankerResult,
     WindowSettings,
     earlier_history_days,
     earlier_window,
-    evaluate_ranker,
     facts_within,
+    finish_ranker,
     history_days,
     mature,
+    prepare_ranker,
 )
+from training.search import SettingsSearch, search_settings
 from training.served import SERVED, Cutoff, curves, served_metrics, served_model
 from training.split import TimeSplit
 
@@ -81,6 +87,13 @@ class PolicyChoice:
     customers: int = 0  # customers evaluated there
     # policy -> truth -> the served figure (``metric``) on the validation window
     validation: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The ranker's settings searched on the validation window (None: not searched).
+    search: SettingsSearch | None = None
+
+    @property
+    def booster(self) -> BoosterSettings:
+        """The settings the test window's (and the published) ranker is trained with."""
+        return DEFAULT_BOOSTER if self.search is None else self.search.winner
 
     def score(self, policy: str) -> float:
         """The choice's criterion: the mean, over ``POLICY_TRUTHS``, of ``policy``'s
@@ -136,7 +149,7 @@ class PolicyChoice:
 
 def choose_policy(
     split: TimeSplit,
-    ranker: RankerResult,
+    ranker: PreparedRanker,
     fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
     repurchase_of: Callable[[TimeSplit], Repurchase | None],
     facts_of: FactsOf,
@@ -146,9 +159,10 @@ def choose_policy(
     typical_line_value: Callable[[int], float | None],
 ) -> PolicyChoice:
     """Serve the model and every simple rule on the window before ``split``'s cutoff and
-    choose the best (``ranker``: the ranker evaluated at the test cutoff, whose training
+    choose the best (``ranker``: the ranker prepared at the test cutoff, whose training
     window is that window; ``typical_line_value``: the median line value before a
-    moment, unix s)."""
+    moment, unix s). Where the model is the ranker, its settings are searched there
+    first (``training.search``), and the best competes with the rules."""
     metric = POLICY_METRIC_TEMPLATE.format(k=config.k)
     window: EarlierWindow | None = None
     if ranker.window is not None:
@@ -159,7 +173,7 @@ def choose_policy(
         try:
             window = earlier_window(split, fit_als_on, repurchase_of, facts_of, settings)
         except ConfigError as exc:
-            model = POLICY_RANKER if ranker.booster is not None else POLICY_ALS
+            model = POLICY_RANKER if ranker.table is not None else POLICY_ALS
             return PolicyChoice(
                 model,
                 f"{model} served unvalidated: no window before the test window ({exc})",
@@ -170,7 +184,7 @@ def choose_policy(
     validation = window.split
     young = earlier_history_days(validation, settings)
     if (
-        ranker.booster is not None
+        ranker.table is not None
         and mature(validation, settings)
         and young < settings.min_history_days
     ):
@@ -190,7 +204,7 @@ def choose_policy(
         )
     customers = evaluation_customers(validation, settings.max_customers, settings.seed)
     if not len(customers):
-        model = POLICY_RANKER if ranker.booster is not None else POLICY_ALS
+        model = POLICY_RANKER if ranker.table is not None else POLICY_ALS
         return PolicyChoice(
             model,
             f"{model} served unvalidated: nobody the model knows bought anything in the "
@@ -201,37 +215,42 @@ def choose_policy(
         )
     # The ranker at the validation cutoff, trained one window earlier still.
     facts = facts_within(split, facts_of)
-    at_validation = evaluate_ranker(
-        validation,
-        window.als,
-        fit_als_on,
-        repurchase_of,
-        facts,
-        customers,
-        settings,
-        config.k,
-        measure=False,
+    prepared = prepare_ranker(
+        validation, window.als, fit_als_on, repurchase_of, facts, settings, config.k
     )
-    model = (
-        POLICY_RANKER
-        if ranker.booster is not None and at_validation.booster is not None
-        else POLICY_ALS
-    )
-    at = Cutoff(
-        validation,
-        window.als,
-        repurchase_of(validation),
-        at_validation,
-        customers,
-        typical_line_value(int(validation.cutoff.value // 1_000_000_000)),
-    )
+    model = POLICY_RANKER if ranker.table is not None and prepared.table is not None else POLICY_ALS
+    line_value = typical_line_value(int(validation.cutoff.value // 1_000_000_000))
     everyone = np.ones(len(customers), dtype=bool)
-    served = served_model(at, config, curves(at, model, everyone, config))
+    repurchase = repurchase_of(validation)
+
+    def judge(booster: BoosterSettings) -> tuple[tuple[Cutoff, ServingModel], dict[str, float]]:
+        """The model served on the validation window with its ranker trained with
+        ``booster`` (ALS without one), and its figure per truth."""
+        trained = None if prepared.table is None else prepared.train(booster)
+        at = Cutoff(
+            validation,
+            window.als,
+            repurchase,
+            finish_ranker(prepared, trained, customers, config.k, measure=False),
+            customers,
+            line_value,
+        )
+        served = served_model(at, config, curves(at, model, everyone, config))
+        metrics = served_metrics(served, at, model, config, catalog)
+        return (at, served), {truth: metrics[truth][SERVED][metric] for truth in metrics}
+
+    search = None
+    if model == POLICY_RANKER:
+        search, (at, served) = search_settings(judge, config.ranker, len(customers), metric)
+        model_figures = search.trials[search.best].figures
+    else:
+        (at, served), model_figures = judge(DEFAULT_BOOSTER)
+    at_validation = at.ranker
     candidates = [model, POLICY_BUY_AGAIN, POLICY_ITEMKNN, POLICY_POPULARITY]
     if served.item_side is None:
         candidates.remove(POLICY_ITEMKNN)
-    figures: dict[str, dict[str, float]] = {}
-    for policy in candidates:
+    figures: dict[str, dict[str, float]] = {model: model_figures}
+    for policy in candidates[1:]:
         metrics = served_metrics(served, at, policy, config, catalog)
         figures[policy] = {truth: metrics[truth][SERVED][metric] for truth in metrics}
     choice = PolicyChoice(
@@ -243,6 +262,7 @@ def choose_policy(
         cutoff=validation.cutoff.isoformat(),
         customers=len(customers),
         validation=figures,
+        search=search,
     )
     # The first best wins: the model on a tie.
     choice = replace(choice, name=max(candidates, key=choice.score))
@@ -250,7 +270,7 @@ def choose_policy(
 
 
 def _with_reason(
-    choice: PolicyChoice, ranker: RankerResult, validation: RankerResult
+    choice: PolicyChoice, ranker: PreparedRanker, validation: RankerResult
 ) -> PolicyChoice:
     """``choice`` with its reason in words."""
     rule = choice.best_rule
@@ -273,6 +293,6 @@ def _with_reason(
         served += f": {choice.name} is served"
     why_not = ""
     if model == POLICY_ALS:
-        reason = ranker.reason if ranker.booster is None else validation.reason
+        reason = ranker.reason if ranker.table is None else validation.reason
         why_not = f"; no ranker competed ({reason})"
     return replace(choice, reason=served + why_not)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightgbm as lgb
 import numpy as np
@@ -55,6 +55,9 @@ from training.methods import (
 )
 from training.split import TimeSplit, split_cutoff, time_split
 
+if TYPE_CHECKING:
+    from training.search import SettingsSearch
+
 # Rounds without a better held-out NDCG@10 before boosting stops.
 EARLY_STOPPING_ROUNDS = 30
 # Below this many customers with a purchase among their candidates, the rounds are
@@ -63,6 +66,28 @@ CROSS_VALIDATE_BELOW = 10_000
 CROSS_VALIDATION_FOLDS = 5
 # Popularity window when the config has none ("all time" would make no trend).
 POPULARITY_DAYS = 90
+
+
+@dataclass(frozen=True)
+class BoosterSettings:
+    """The LambdaRank settings the settings search (``training.search``) varies; the
+    rest of ``train_ranker``'s parameters stay fixed."""
+
+    learning_rate: float = 0.1
+    num_leaves: int = 15
+    min_data_in_leaf: int = 20
+
+    def label(self) -> str:
+        return (
+            f"num_leaves {self.num_leaves}, learning_rate {self.learning_rate:g}, "
+            f"min_data_in_leaf {self.min_data_in_leaf}"
+        )
+
+
+# Small trees and a brisk rate: the service walks every tree for every candidate on each
+# offers call, so fewer, shallower trees bound its cost (on Online Retail this also
+# ranked better than 31 leaves at 0.05).
+DEFAULT_BOOSTER = BoosterSettings()
 
 
 def fit_knn(counts: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
@@ -204,7 +229,11 @@ def _pairs_in(rows: np.ndarray, items: np.ndarray, truth: sp.csr_matrix) -> np.n
 
 
 def train_ranker(
-    table: CandidateTable, labels: np.ndarray, seed: int, max_rounds: int
+    table: CandidateTable,
+    labels: np.ndarray,
+    seed: int,
+    max_rounds: int,
+    booster: BoosterSettings = DEFAULT_BOOSTER,
 ) -> lgb.Booster:
     """LambdaRank over each customer's candidates (customers whose candidates hold no
     purchase teach the ranking nothing and are left out).
@@ -241,12 +270,9 @@ def train_ranker(
         "objective": "lambdarank",
         "metric": "ndcg",
         "ndcg_eval_at": [10],
-        # Small trees and a brisk rate: the service walks every tree for every candidate
-        # on each offers call, so fewer, shallower trees bound its cost (on Online Retail
-        # this also ranked better than 31 leaves at 0.05).
-        "learning_rate": 0.1,
-        "num_leaves": 15,
-        "min_data_in_leaf": 20,
+        "learning_rate": booster.learning_rate,
+        "num_leaves": booster.num_leaves,
+        "min_data_in_leaf": booster.min_data_in_leaf,
         "feature_fraction": 0.9,
         "bagging_fraction": 0.8,
         "bagging_freq": 1,
@@ -423,11 +449,14 @@ class RankerResult:
     items: ItemSide | None = None
     facts: WindowFacts = WindowFacts()
     window: TrainingWindow | None = None
+    # The settings search on the validation window (``training.search``; None: none).
+    search: SettingsSearch | None = None
 
     def section(self) -> dict[str, Any]:
         """The manifest's ``ranker`` section."""
         if self.booster is None:
             return {"enabled": False, "reason": self.reason}
+        searched = {} if self.search is None else {"settings_search": self.search.section()}
         return {
             "enabled": True,
             **booster_document(self.booster, self.per_source, self.half_life_days),
@@ -437,6 +466,7 @@ class RankerResult:
             "training_customers": self.training_customers,
             "training_windows": self.training_windows,
             "contributions": self.contributions,
+            **searched,
         }
 
 
@@ -456,6 +486,7 @@ class WindowSettings:
     windows: int = 1  # past windows stacked for the ranker's training data
     half_life_days: float = HALF_LIFE_DAYS  # of the recency-weighted counts
     min_history_days: int = 0  # before a stacked window's cutoff (``history_days``)
+    booster: BoosterSettings = DEFAULT_BOOSTER  # the search's winner (``training.search``)
 
     @classmethod
     def from_config(cls, config: TrainingConfig) -> WindowSettings:
@@ -666,23 +697,42 @@ def facts_within(split: TimeSplit, facts_of: FactsOf) -> FactsOf:
     return within
 
 
-def evaluate_ranker(
+@dataclass(frozen=True)
+class PreparedRanker:
+    """Everything the ranker at a cutoff needs but its booster: the sources and facts at
+    the cutoff, the single methods that need them, and the training pairs (``table``,
+    None with ``reason`` when the data cannot train one). The settings search
+    (``training.search``) trains several boosters on one."""
+
+    split: TimeSplit
+    evaluated: AlternatingLeastSquares
+    items: ItemSide
+    facts: WindowFacts
+    singles: dict[str, Recommender]
+    settings: WindowSettings
+    reason: str | None = None
+    window: TrainingWindow | None = None
+    table: CandidateTable | None = None
+    labels: np.ndarray | None = None
+    stacked: int = 0
+
+    def train(self, booster: BoosterSettings) -> lgb.Booster:
+        assert self.table is not None and self.labels is not None
+        return train_ranker(
+            self.table, self.labels, self.settings.seed, self.settings.max_rounds, booster
+        )
+
+
+def prepare_ranker(
     split: TimeSplit,
     evaluated: AlternatingLeastSquares,
     fit_als_on: Callable[[sp.csr_matrix], AlternatingLeastSquares],
     repurchase_of: Callable[[TimeSplit], Repurchase | None],
     facts_of: FactsOf,
-    customers: np.ndarray,
     settings: WindowSettings,
     k: int,
-    measure: bool = True,
-) -> RankerResult:
-    """Train the ranker on the window before the cutoff and evaluate it (and ItemKNN and
-    stage popularity alone, which need its sources) at the cutoff on ``customers``.
-
-    ``measure=False`` (the ranker of the validation window, ``training.policy``): no
-    metrics, only the booster and its candidates' scores at the cutoff, for its curve.
-    """
+) -> PreparedRanker:
+    """The ranker's sources at the cutoff and its training pairs from the windows before."""
     facts_now = facts_of(
         cutoff_seconds(split), split.train_customer_positions, split.train_item_positions
     )
@@ -700,39 +750,65 @@ def evaluate_ranker(
         "itemknn": knn_recommender(now, split, k),
         "stage_popularity": stage_popularity_recommender(now, stages, k),
     }
-    empty = np.empty(0)
+    prepared = PreparedRanker(split, evaluated, now, facts_now, singles, settings)
+    if not settings.enabled:
+        return replace(prepared, reason="disabled in the training config")
+    try:
+        window = training_window(split, fit_als_on, repurchase_of, facts_of, settings)
+    except ConfigError as exc:
+        return replace(prepared, reason=f"no window before the cutoff to train on ({exc})")
+    if not window.labels.any():
+        return replace(
+            prepared,
+            reason="nobody bought a candidate in the window before the cutoff",
+            window=window,
+        )
+    table, labels, stacked = stacked_windows(
+        split, window, fit_als_on, repurchase_of, facts_of, settings
+    )
+    return replace(prepared, window=window, table=table, labels=labels, stacked=stacked)
 
-    def without_ranker(reason: str, window: TrainingWindow | None = None) -> RankerResult:
-        metrics = evaluate_methods(split, singles, customers, k) if measure else {}
+
+def finish_ranker(
+    prepared: PreparedRanker,
+    booster: lgb.Booster | None,
+    customers: np.ndarray,
+    k: int,
+    measure: bool = True,
+) -> RankerResult:
+    """``prepared``'s ranker with ``booster`` (None: ``prepared`` could train none),
+    evaluated at the cutoff on ``customers`` with ItemKNN and stage popularity alone,
+    which need its sources.
+
+    ``measure=False`` (the ranker of the validation window, ``training.policy``): no
+    metrics, only its candidates' scores at the cutoff, for its curve.
+    """
+    split, now, facts_now, singles = (
+        prepared.split,
+        prepared.items,
+        prepared.facts,
+        prepared.singles,
+    )
+    settings = prepared.settings
+    empty = np.empty(0)
+    if booster is None or prepared.table is None or prepared.labels is None:
         return RankerResult(
             None,
-            reason,
-            metrics,
+            prepared.reason,
+            evaluate_methods(split, singles, customers, k) if measure else {},
             {},
             empty,
             empty,
             empty,
             items=now,
             facts=facts_now,
-            window=window,
+            window=prepared.window,
         )
-
-    if not settings.enabled:
-        return without_ranker("disabled in the training config")
-    try:
-        window = training_window(split, fit_als_on, repurchase_of, facts_of, settings)
-    except ConfigError as exc:
-        return without_ranker(f"no window before the cutoff to train on ({exc})")
-    if not window.labels.any():
-        return without_ranker("nobody bought a candidate in the window before the cutoff", window)
-    table, labels, stacked = stacked_windows(
-        split, window, fit_als_on, repurchase_of, facts_of, settings
-    )
-    booster = train_ranker(table, labels, settings.seed, settings.max_rounds)
+    table, labels = prepared.table, prepared.labels
     record: list[tuple[CandidateTable, np.ndarray, np.ndarray]] = []
     methods = {
         "ranker": ranker_recommender(
-            now, split, evaluated, booster, k, settings.per_source, facts_now, record
+            now, split, prepared.evaluated, booster, k, settings.per_source, facts_now, record
         ),
         **singles,
     }
@@ -756,12 +832,12 @@ def evaluate_ranker(
         all_table.rows,
         training_pairs=len(table),
         training_customers=len(np.unique(table.rows[labels])),
-        training_windows=stacked,
+        training_windows=prepared.stacked,
         per_source=settings.per_source,
         half_life_days=settings.half_life_days,
         items=now,
         facts=facts_now,
-        window=window,
+        window=prepared.window,
     )
 
 
