@@ -154,7 +154,8 @@ def evaluate(
         )
     with steps.step("ranker (trained one window earlier)"):
         booster = None if prepared.table is None else prepared.train(policy.booster)
-        ranker = replace(finish_ranker(prepared, booster, customers, k), search=policy.search)
+        searched = None if policy.search is None else policy.search.section()
+        ranker = replace(finish_ranker(prepared, booster, customers, k), search=searched)
         for truth, by_method in ranker.metrics.items():
             metrics[truth].update(by_method)
 

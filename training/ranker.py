@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -54,9 +54,6 @@ from training.methods import (
     first_allowed,
 )
 from training.split import TimeSplit, split_cutoff, time_split
-
-if TYPE_CHECKING:
-    from training.search import SettingsSearch
 
 # Rounds without a better held-out NDCG@10 before boosting stops.
 EARLY_STOPPING_ROUNDS = 30
@@ -449,14 +446,15 @@ class RankerResult:
     items: ItemSide | None = None
     facts: WindowFacts = WindowFacts()
     window: TrainingWindow | None = None
-    # The settings search on the validation window (``training.search``; None: none).
-    search: SettingsSearch | None = None
+    # The settings search on the validation window (``SettingsSearch.section`` of
+    # ``training.search``; None: not searched).
+    search: dict[str, Any] | None = None
 
     def section(self) -> dict[str, Any]:
         """The manifest's ``ranker`` section."""
         if self.booster is None:
             return {"enabled": False, "reason": self.reason}
-        searched = {} if self.search is None else {"settings_search": self.search.section()}
+        searched = {} if self.search is None else {"settings_search": self.search}
         return {
             "enabled": True,
             **booster_document(self.booster, self.per_source, self.half_life_days),

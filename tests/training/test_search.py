@@ -58,7 +58,7 @@ def test_the_winner_is_the_best_on_the_validation_window_among_those_tried() -> 
 
 def test_the_default_wins_a_tie() -> None:
     judge = Judge()
-    tied = dict.fromkeys(CANDIDATES, {"all": 0.3, "new": 0.2})
+    tied = {key: {"all": 0.3, "new": 0.2} for key in CANDIDATES}
 
     found, _ = search_settings(
         lambda s: (judge(s)[0], tied[s]), RankerConfig(search_trials=3), 1_000, "ndcg@10"
