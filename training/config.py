@@ -140,7 +140,7 @@ class LifecycleConfig(BaseModel):
 
 
 # ``ranker.search_seconds``'s default.
-SEARCH_SECONDS = 300.0
+SEARCH_SECONDS = 0.0
 
 
 class RankerConfig(BaseModel):
@@ -175,7 +175,8 @@ class RankerConfig(BaseModel):
     half_life_days: float = Field(HALF_LIFE_DAYS, gt=0, le=3650)
     # Seconds the trainer may spend searching the booster's settings on the validation
     # window (``training.search``): no trial starts past it, the default settings are
-    # always tried first. 0: no search, the default settings.
+    # always tried first. 0 (the default): no search, the default settings; on the bench's
+    # regimes the search picked noise (docs/training.md).
     search_seconds: float = Field(SEARCH_SECONDS, ge=0, le=86_400)
     # Settings tried at most, the default first (``training.search.CANDIDATES``).
     search_trials: int = Field(6, ge=1, le=6)

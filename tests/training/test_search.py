@@ -61,7 +61,10 @@ def test_the_default_wins_a_tie() -> None:
     tied = {key: {"all": 0.3, "new": 0.2} for key in CANDIDATES}
 
     found, _ = search_settings(
-        lambda s: (judge(s)[0], tied[s]), RankerConfig(search_trials=3), 1_000, "ndcg@10"
+        lambda s: (judge(s)[0], tied[s]),
+        RankerConfig(search_seconds=60, search_trials=3),
+        1_000,
+        "ndcg@10",
     )
 
     assert len(found.trials) == 3 and found.winner == DEFAULT_BOOSTER
@@ -107,11 +110,13 @@ def test_no_search_when_off_or_too_few_customers_to_tell_settings_apart(
     )
 
 
-def test_the_search_is_skipped_on_a_small_shop_and_says_so(trained: TrainResult) -> None:
+def test_the_search_is_off_by_default_and_the_manifest_says_so(trained: TrainResult) -> None:
+    # Off by default: on the bench's regimes it picked noise (docs/training.md).
+    assert RankerConfig().search_seconds == 0
     section = trained.manifest["ranker"]["settings_search"]
 
     assert [trial["settings"] for trial in section["trials"]] == [DEFAULT_BOOSTER.__dict__]
-    assert "fewer than the 500 that tell settings apart" in section["note"]
+    assert section["note"] == "ranker.search_seconds is 0"
 
 
 def _train_searching(
