@@ -91,6 +91,8 @@ def test_a_config_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
         ('[cycles]\nenabled = "no"\n', "'cycles.enabled'", '(got "no")'),
         ("suppression_days = true\n", "'suppression_days'", "got true"),  # was one day
         ("suppression_days = 7.5\n", "'suppression_days'", "got 7.5"),  # was seven
+        ("[ranker]\nsearch_seconds = -1\n", "'ranker.search_seconds'", "(got -1)"),
+        ("[ranker]\nsearch_trials = 7\n", "'ranker.search_trials'", "(got 7)"),
     ],
 )
 def test_config_values_are_taken_in_their_own_types_only(
