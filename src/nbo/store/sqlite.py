@@ -102,14 +102,7 @@ def read_training_lists(path: Path) -> tuple[list[str], list[str]] | None:
     check_folder(path)
     if not path.is_file():
         return None
-    try:
-        db = sqlite3.connect(path, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StoreUrlError(f"cannot open {path} ({exc})") from None
-    try:
-        db.execute("PRAGMA query_only=ON")
-        db.execute("PRAGMA busy_timeout=5000")
-        _check_is_store(path, db)
+    with _read_only(path, f"cannot read the erased customers of {path}") as db:
         tables = {
             row[0]
             for row in db.execute(
@@ -123,10 +116,6 @@ def read_training_lists(path: Path) -> tuple[list[str], list[str]] | None:
         withdrawn = db.execute(
             "SELECT customer_id FROM consent WHERE personalization = 0 ORDER BY customer_id"
         ).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise StoreUrlError(f"cannot read the erased customers of {path} ({exc})") from None
-    finally:
-        db.close()
     return [row[0] for row in erased], [row[0] for row in withdrawn]
 
 
@@ -137,14 +126,7 @@ def read_pseudonym_key(path: Path) -> bytes | None:
     check_folder(path)
     if not path.is_file():
         return None
-    try:
-        db = sqlite3.connect(path, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise StoreUrlError(f"cannot open {path} ({exc})") from None
-    try:
-        db.execute("PRAGMA query_only=ON")
-        db.execute("PRAGMA busy_timeout=5000")
-        _check_is_store(path, db)
+    with _read_only(path, f"cannot read the pseudonym key of {path}") as db:
         has_table = db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deployment_keys'"
         ).fetchone()
@@ -153,10 +135,6 @@ def read_pseudonym_key(path: Path) -> bytes | None:
         row = db.execute(
             "SELECT value FROM deployment_keys WHERE name = ?", (PSEUDONYM_KEY,)
         ).fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise StoreUrlError(f"cannot read the pseudonym key of {path} ({exc})") from None
-    finally:
-        db.close()
     return None if row is None else bytes(row[0])
 
 
@@ -183,6 +161,17 @@ def _check_is_store(path: Path, db: sqlite3.Connection) -> None:
 def _check_existing_store(path: Path) -> None:
     """``_check_is_store`` for a file that exists, on a connection of its own (read only),
     before anything is changed, the file's permissions included."""
+    with _read_only(path, f"cannot use {path} as the store"):
+        pass
+
+
+@contextmanager
+def _read_only(path: Path, doing: str) -> Iterator[sqlite3.Connection]:
+    """A read-only connection on the store file at ``path``, checked to hold nbo's tables
+    (``_check_is_store``) and closed after; a database error while it is used is a
+    StoreUrlError that starts with ``doing``. One way for the commands that read a store
+    without migrating it (the trainer's lists, the pseudonym key) and for the check
+    before a command changes an existing file."""
     try:
         db = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
@@ -191,8 +180,9 @@ def _check_existing_store(path: Path) -> None:
         db.execute("PRAGMA query_only=ON")
         db.execute("PRAGMA busy_timeout=5000")
         _check_is_store(path, db)
+        yield db
     except sqlite3.DatabaseError as exc:
-        raise StoreUrlError(f"cannot use {path} as the store ({exc})") from None
+        raise StoreUrlError(f"{doing} ({exc})") from None
     finally:
         db.close()
 
