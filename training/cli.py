@@ -290,7 +290,8 @@ def print_ranker(console: Console, section: dict[str, Any] | None, k: int) -> No
         "strongest features " + ", ".join(f"{name} {share:.0%}" for name, share in top)
     )
     if "settings_search" in section:
-        console.print(f"[bold]ranker[/] {escape(search_line(section['settings_search']))}")
+        head, _, rest = search_line(section["settings_search"]).partition(": ")
+        console.print(f"[bold]{head}:[/] {escape(rest)}")
 
 
 def print_evaluation(console: Console, result: TrainResult) -> None:

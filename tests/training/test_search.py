@@ -152,6 +152,7 @@ def test_the_manifest_and_the_summary_record_the_settings_tried(
     print_summary(output_console(), result)
     out, _ = capsys.readouterr()
     assert "ranker settings: " in out and " chosen among 3 tried on the validation window" in out
+    assert "ranker ranker" not in out  # the line's own words name it, once
 
 
 def test_the_winner_trains_the_published_ranker(
