@@ -409,14 +409,7 @@ def export_customer(
         # model first, as a decision makes them, not only to the current one the profile
         # reads (an experiment's model would show what it learned before the erasure).
         forget_erased(models, store, [customer_id])
-        export.profile = current_profile(
-            models.current,
-            store,
-            customer_id,
-            now,
-            settings.max_posted_lines,
-            settings.clock_skew_seconds,
-        )
+        export.profile = current_profile(models.current, store, customer_id, now, settings)
         personalization = (consent or DEFAULT_CONSENT).personalization
         export.models = [
             _model_data(model, customer_id, models_dir, personalization)

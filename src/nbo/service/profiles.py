@@ -10,6 +10,7 @@ from nbo.models.served import ServingModel
 from nbo.offers.profiles import CustomerProfile
 from nbo.runtime.decide import profiles_now
 from nbo.service.schemas import BestSendTimeOut, CustomerProfileOut
+from nbo.settings import Settings
 from nbo.store.base import Store
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -59,19 +60,20 @@ def profile_out(
 
 
 def current_profile(
-    model: ServingModel,
-    store: Store,
-    customer_id: str,
-    now: datetime,
-    max_posted_lines: int | None = None,
-    clock_skew_s: int = 0,
+    model: ServingModel, store: Store, customer_id: str, now: datetime, settings: Settings
 ) -> CustomerProfileOut:
-    """The profile ``GET /v1/customers/{id}`` answers, and the data export shows: one
-    function, so the export holds exactly what the profile route says.
-    ``max_posted_lines``: the customer's most recent posted lines only, as offers read
-    them (``NBO_MAX_POSTED_LINES``); a purchase dated up to ``clock_skew_s`` after ``now``
-    counts as made now (``NBO_CLOCK_SKEW_SECONDS``, ``nbo.runtime.decide.clocked``)."""
+    """The profile ``GET /v1/customers/{id}`` answers, and the data export and the
+    dashboard show: one function, so the export holds exactly what the profile route
+    says. Posted lines are read as offers read them: the customer's most recent
+    ``NBO_MAX_POSTED_LINES`` only, and a purchase dated up to ``NBO_CLOCK_SKEW_SECONDS``
+    after ``now`` counts as made now (``nbo.runtime.decide.clocked``). ``now`` is the
+    caller's, so an export's profile and its other parts read one clock."""
     (profile,) = profiles_now(
-        model, store, [customer_id], int(now.timestamp()), max_posted_lines, clock_skew_s
+        model,
+        store,
+        [customer_id],
+        int(now.timestamp()),
+        settings.max_posted_lines,
+        settings.clock_skew_seconds,
     )
     return profile_out(profile, model.version, model.churn_horizon_days, now)

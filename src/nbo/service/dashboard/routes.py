@@ -278,14 +278,7 @@ async def customer(
     now = settings.now()
 
     def compute() -> dict[str, Any]:
-        profile = current_profile(
-            models.current,
-            store,
-            customer_id,
-            now,
-            settings.max_posted_lines,
-            settings.clock_skew_seconds,
-        )
+        profile = current_profile(models.current, store, customer_id, now, settings)
         context = context_for(settings, models, catalog, store)
         answers, deliveries = [], {}
         for channel in CHANNELS:

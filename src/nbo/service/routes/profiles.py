@@ -40,7 +40,7 @@ async def get_profile(
     the event loop; a PostgreSQL store's reads are round trips to its server, made in
     the thread pool so that a slow server never holds the loop (``Store.remote``).
     """
-    found = (customer_id, settings.now(), settings.max_posted_lines, settings.clock_skew_seconds)
+    now = settings.now()
     if store.remote:
-        return await run_in_threadpool(current_profile, model, store, *found)
-    return current_profile(model, store, *found)
+        return await run_in_threadpool(current_profile, model, store, customer_id, now, settings)
+    return current_profile(model, store, customer_id, now, settings)
