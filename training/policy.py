@@ -62,7 +62,7 @@ from training.ranker import (
     mature,
     prepare_ranker,
 )
-from training.search import SettingsSearch, search_settings
+from training.search import SettingsSearch, search_settings, share_of_best
 from training.served import SERVED, Cutoff, curves, served_metrics, served_model
 from training.split import TimeSplit
 
@@ -99,11 +99,7 @@ class PolicyChoice:
         """The choice's criterion: the mean, over ``POLICY_TRUTHS``, of ``policy``'s
         figure on the validation window as a share of the best candidate's (0 where
         nobody scored anything)."""
-        shares = []
-        for truth in POLICY_TRUTHS:
-            best = max(figures.get(truth, 0.0) for figures in self.validation.values())
-            shares.append(self.validation[policy].get(truth, 0.0) / best if best > 0 else 0.0)
-        return float(np.mean(shares))
+        return share_of_best(self.validation[policy], self.validation.values(), POLICY_TRUTHS)
 
     @property
     def best_rule(self) -> str | None:

@@ -21,7 +21,7 @@ service walks per tree) and ``ranker.max_rounds`` trees, as without a search.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -45,6 +45,19 @@ CANDIDATES = (
 SEARCH_MIN_CUSTOMERS = 500
 
 T = TypeVar("T")
+
+
+def share_of_best(
+    figures: Mapping[str, float], everyone: Collection[Mapping[str, float]], truths: Iterable[str]
+) -> float:
+    """The mean, over ``truths``, of ``figures`` as a share of the best of ``everyone``'s
+    on that truth (0 where nobody scored anything; a missing figure counts 0): how the
+    policy choice (``training.policy``) and the settings search judge a candidate."""
+    shares = []
+    for truth in truths:
+        best = max(other.get(truth, 0.0) for other in everyone)
+        shares.append(figures.get(truth, 0.0) / best if best > 0 else 0.0)
+    return float(np.mean(shares)) if shares else 0.0
 
 
 @dataclass(frozen=True)
@@ -73,12 +86,8 @@ class SettingsSearch:
     def score(self, index: int) -> float:
         """The mean, over the truths, of trial ``index``'s figure as a share of the best
         trial's (0 where no trial scored anything)."""
-        shares = []
-        for truth in self.trials[index].figures:
-            best = max(trial.figures.get(truth, 0.0) for trial in self.trials)
-            figure = self.trials[index].figures[truth]
-            shares.append(figure / best if best > 0 else 0.0)
-        return float(np.mean(shares)) if shares else 0.0
+        figures = self.trials[index].figures
+        return share_of_best(figures, [trial.figures for trial in self.trials], figures)
 
     def section(self) -> dict[str, Any]:
         """The manifest's ``ranker.settings_search``."""
