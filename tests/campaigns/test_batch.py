@@ -23,6 +23,7 @@ from nbo.campaigns.files import erase_from_outputs
 from nbo.campaigns.workers import BatchWorkers
 from nbo.catalog.loading import default_catalog
 from nbo.cli import main
+from nbo.core.ids import IdMap
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.assignment import ServingModels
 from nbo.models.registry import set_alias
@@ -771,3 +772,16 @@ def test_each_row_is_the_offer_the_api_answers(models_dir: Path, env: Path) -> N
     assert None in amounts.values() and len(set(amounts.values())) > 1
     assert any(row["suppressed_reason"] == "no_channel_consent" for row in rows)
     run.store.close()
+
+
+def test_the_case_count_folds_case_as_casefold_does() -> None:
+    """'STRASSE' for the model's 'straße' is a case slip (``lower`` would not see it)."""
+    model = SimpleNamespace(customers=IdMap(["straße", "M-1", "12347"]))
+    found = ["STRASSE", "m-1", "m-1", "nobody", "12347.0"]
+    line = batch.strangers_line(found, 9, model, Pseudonyms(b"k" * 32))  # type: ignore[arg-type]
+    assert line.endswith(
+        "; 1 look like numbers a spreadsheet wrote: the model knows them without their '.0'"
+        "; 3 differ only in upper or lower case from ids the model knows ('m-1' is not "
+        "'M-1': ids are matched exactly): correct the list's case"
+    )
+    assert line.startswith("5 of 9 customers are known neither to the model nor to the store")

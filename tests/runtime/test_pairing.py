@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from support import write
 
 from nbo.catalog.loading import default_catalog, load_catalog
+from nbo.core.ids import IdMap
 from nbo.models.served import load_serving_model
 from nbo.runtime.pairing import UnknownItems, UnknownItemsWatch, find_unknown_items
 
@@ -57,3 +59,22 @@ def test_the_watch_warns_once_per_catalogue_and_model(
     assert [record.getMessage() for record in caplog.records] == [
         find_unknown_items(catalog, model).line()  # type: ignore[union-attr]
     ]
+
+
+def test_a_case_slip_is_found_as_casefold_finds_it(tmp_path: Path) -> None:
+    """'STRASSE' for the model's 'straße' ('STRASSE'.lower() is not 'straße'.lower())."""
+    items = IdMap(["A00", "straße"])
+    model = SimpleNamespace(version="v1", items=items, item_ids=items.ids.tolist())
+    catalog = load_catalog(write(tmp_path / "catalog.yaml", CASEFOLDED))
+    found = find_unknown_items(catalog, model)  # type: ignore[arg-type]
+    assert found == UnknownItems("v1", 2, ("NEW-1", "STRASSE"), case=("STRASSE", "straße"))
+    assert found.line().endswith("; the model knows 'straße', not 'STRASSE'")
+
+
+CASEFOLDED = """\
+version: 1
+items:
+  - {item_id: STRASSE, exclude: true}
+  - {item_id: NEW-1, lever: 2}
+  - {item_id: A00, lever: 2}
+"""

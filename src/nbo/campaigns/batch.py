@@ -39,7 +39,7 @@ from nbo.catalog.holder import CatalogHolder
 from nbo.core import processes
 from nbo.core.columns import CUSTOMER_ID
 from nbo.core.errors import NboError
-from nbo.core.ids import MAX_ID_LENGTH, path_id_problem, spreadsheet_original
+from nbo.core.ids import MAX_ID_LENGTH, case_slips, path_id_problem, spreadsheet_original
 from nbo.core.outputs import check_output_file, create_private
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.core.vocabulary import STAGES, iso_utc
@@ -187,25 +187,14 @@ def strangers_line(
             f"; {len(floats):,} look like numbers a spreadsheet wrote: the model knows "
             "them without their '.0'"
         )
-    cased = _case_only(found, model)
+    slips = case_slips(found, model.customers.ids)
+    cased = sum(1 for c in found if c in slips)
     if cased:
         line += (
             f"; {cased:,} differ only in upper or lower case from ids the model knows "
             "('m-1' is not 'M-1': ids are matched exactly): correct the list's case"
         )
     return line
-
-
-def _case_only(found: Sequence[str], model: ServingModel) -> int:
-    """How many of ``found`` the model knows in another case ("M-000008" for
-    "m-000008"). One pass over the model's ids, made only when the list has strangers
-    with letters in them."""
-    wanted = {c.lower() for c in found if c.lower() != c.upper()}
-    if not wanted or not len(model.customers):
-        return 0
-    lowered = np.char.lower(model.customers.ids)
-    known = set(lowered[np.isin(lowered, list(wanted))].tolist())
-    return sum(1 for c in found if c.lower() in known)
 
 
 def _listed_ids(path: Path) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Annotated
 
 import numpy as np
@@ -98,6 +98,26 @@ def spreadsheet_original(value: str) -> str | None:
     Whether the original is a customer is the caller's to ask."""
     number = value.removesuffix(".0")
     return number if number and number != value else None
+
+
+def case_slips(ids: Collection[str], known: Iterable[str] | np.ndarray) -> dict[str, str]:
+    """Each of ``ids`` that matches one of ``known`` only by case, with the one it
+    matches: {"m-000008": "M-000008"}. Ids are matched exactly, so a list or a catalogue
+    whose case was changed (by a spreadsheet, by hand) names nobody; this says who was
+    meant. Case is folded with ``str.casefold``, which knows more than ``lower``
+    ("STRASSE" matches "straße"). Where two of ``known`` fold alike, the first is named.
+
+    ``ids`` are ones ``known`` does not hold as written (an id it holds is no slip). One
+    pass over ``known``, made only when some of ``ids`` have a case to slip."""
+    wanted = {folded for value in ids if (folded := value.casefold()) != value.upper()}
+    if not wanted:
+        return {}
+    meant: dict[str, str] = {}
+    for key in known.tolist() if isinstance(known, np.ndarray) else known:
+        folded = key.casefold()
+        if folded in wanted and folded not in meant:
+            meant[folded] = key
+    return {value: meant[folded] for value in ids if (folded := value.casefold()) in meant}
 
 
 def check_id(value: str) -> str:

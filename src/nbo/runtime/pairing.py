@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 
 from nbo.catalog.terms import Catalog
+from nbo.core.ids import case_slips
 from nbo.models.served import ServingModel
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,8 @@ def find_unknown_items(catalog: Catalog, model: ServingModel) -> UnknownItems | 
     if not unknown:
         return None
     # A case slip is the likeliest typo in ids such as 85123A: name what the model knows.
-    folded = {item.casefold(): item for item in model.item_ids}
-    case = next(
-        ((item, folded[item.casefold()]) for item in unknown if item.casefold() in folded),
-        None,
-    )
+    slips = case_slips(unknown, model.item_ids)
+    case = next(((item, slips[item]) for item in unknown if item in slips), None)
     return UnknownItems(model.version, len(unknown), tuple(unknown[:SHOWN]), case)
 
 
