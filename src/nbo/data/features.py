@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from nbo.core import columns as col
+from nbo.core.arrays import lay_out_segments
 from nbo.core.ids import IdMap
 from nbo.core.vocabulary import DAY
 from nbo.data.history import to_unix_seconds
@@ -114,16 +115,6 @@ ORDER_ARRAYS: Final = {
 _KEY_LIMIT = 2**62
 
 
-def _segments(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The pointers and the positions of segments ``starts[i]:ends[i]`` laid end to end."""
-    lengths = np.asarray(ends, dtype=np.int64) - np.asarray(starts, dtype=np.int64)
-    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    positions = np.repeat(np.asarray(starts, dtype=np.int64) - indptr[:-1], lengths) + np.arange(
-        int(indptr[-1])
-    )
-    return indptr, positions
-
-
 @dataclass(frozen=True)
 class OrderTable:
     """Orders and returned lines of each customer, as segments of flat arrays.
@@ -174,8 +165,10 @@ class OrderTable:
         customers = np.asarray(customers, dtype=np.int64)
         known = customers >= 0
         at = np.where(known, customers, 0)
-        orders = _segments(self.indptr[at], np.where(known, self.indptr[at + 1], self.indptr[at]))
-        returns = _segments(
+        orders = lay_out_segments(
+            self.indptr[at], np.where(known, self.indptr[at + 1], self.indptr[at])
+        )
+        returns = lay_out_segments(
             self.returns_indptr[at],
             np.where(known, self.returns_indptr[at + 1], self.returns_indptr[at]),
         )

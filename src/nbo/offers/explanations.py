@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nbo.core.arrays import filled
+from nbo.core.arrays import filled, lay_out_segments
 from nbo.models.served import ServingModel
 from nbo.offers.arbitration import Choices
 
@@ -222,12 +222,10 @@ def _closest_bought(
     itself, -1 where no other purchase adds anything."""
     assert model.item_side is not None
     similar_to = model.item_side.similar_to
-    begin = similar_to.indptr[items].astype(np.int64)
-    lengths = similar_to.indptr[items + 1].astype(np.int64) - begin
+    indptr, positions = lay_out_segments(similar_to.indptr[items], similar_to.indptr[items + 1])
+    segment_starts = indptr[:-1]
+    lengths = indptr[1:] - segment_starts
     segment = np.arange(len(items)).repeat(lengths)
-    segment_starts = lengths.cumsum() - lengths
-    offsets = np.arange(len(segment)) - segment_starts.repeat(lengths)
-    positions = begin.repeat(lengths) + offsets
     neighbours = similar_to.indices[positions]
     contribution = similar_to.data[positions] * lookup.at(customers[segment], neighbours)
     contribution[neighbours == items[segment]] = 0.0
