@@ -102,6 +102,9 @@ def test_passwords_are_redacted_in_urls() -> None:
         "postgresql://nbo:S3c@r3t@127.0.0.1:9/nbo",  # libpq: host r3t@127.0.0.1
         "postgresql://nbo:S3cr3t/9@127.0.0.1:9/nbo",  # libpq: port 9 of host nbo
         "postgresql://nbo:S3c:r3t@127.0.0.1:9/nbo?password=S3cr3t%zz",
+        # A raw '?' before them hid two '@' from the check (libpq: host r3t@127.0.0.1),
+        # while the masking read to the last '@': one reading now serves both.
+        "postgresql://nbo:S3c?pw@r3t@127.0.0.1:9/nbo",
     ],
 )
 def test_a_password_libpq_cannot_read_is_not_shown(url: str) -> None:
@@ -115,6 +118,22 @@ def test_a_password_libpq_cannot_read_is_not_shown(url: str) -> None:
         message = str(refused.value)
         assert message.startswith("setting NBO_STORE_URL: postgresql://nbo:***@127.0.0.1:9/nbo")
         assert "S3c" not in message and "r3t" not in message and "pw" not in message
+
+
+def test_a_url_libpq_reads_one_way_is_accepted() -> None:
+    """A raw '?' in a password (libpq reads it as the password's) and a raw '@' in the
+    query are no misreading: the check lets them through, the masking hides the password."""
+    from nbo.store import check_store_url
+
+    for url in (
+        "postgresql://nbo:S3c?r3t@127.0.0.1:9/nbo",
+        "postgresql://nbo@127.0.0.1:9/nbo?application_name=me@work",
+        "postgresql://127.0.0.1:9/nbo?application_name=me@work",
+    ):
+        check_store_url(url)
+    assert redacted("postgresql://nbo:S3c?r3t@127.0.0.1:9/nbo") == (
+        "postgresql://nbo:***@127.0.0.1:9/nbo"
+    )
 
 
 def test_a_lost_postgres_connection_answers_503_then_recovers(

@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import psycopg
@@ -82,16 +82,44 @@ IDLE_CHECK_SECONDS = 1.0
 PROBE_SECONDS = 5.0
 
 
-def _credentials(url: str) -> tuple[int, int] | None:
-    """Where a URL's password may be: from the user name's ':' (the whole stretch when the
-    user name is not a plain one) to the last '@'. libpq ends the user and password at the
-    first '@' before any '/', but a password with a raw '@' or '/' moves that end; the
-    last '@' covers every reading (a query's '@' after it only hides more)."""
+class _Userinfo(NamedTuple):
+    """Where a URL's user name and password lie, in every reading of it."""
+
+    start: int  # just after '://'
+    read: int  # where libpq ends them: the first '@' when no '/' comes before it, else -1
+    latest: int  # the latest they may end: the URL's last '@' (-1 when none)
+    # Whether an '@' before the query is not where libpq ends them: a raw '@' or '/' in
+    # the user name or password (or an '@' in the database name) makes libpq misread them.
+    misread: bool
+
+
+def _userinfo(url: str) -> _Userinfo | None:
+    """The one reading of a URL's credentials that both ``check_url`` (which refuses a
+    URL libpq would misread) and ``redacted`` (which hides all that may be a password)
+    use; None without '://'. libpq ends the user and password at the first '@' before
+    any '/', and reads a raw '?' before that '@' as theirs, so the query starts at the
+    first '?' after it; a password with a raw '@' or '/' moves their end as late as the
+    last '@'."""
     start = url.find("://")
-    end = url.rfind("@")
-    if start < 0 or end < start + 3:
+    if start < 0:
         return None
     start += 3
+    first = url.find("@", start)
+    slash = url.find("/", start)
+    read = first if first >= 0 and (slash < 0 or first < slash) else -1
+    query = url.find("?", max(read, start))
+    before_query = url.rfind("@", start, len(url) if query < 0 else query)
+    return _Userinfo(start, read, url.rfind("@", start), before_query not in (-1, read))
+
+
+def _credentials(url: str) -> tuple[int, int] | None:
+    """Where a URL's password may be: from the user name's ':' (the whole stretch when the
+    user name is not a plain one) to the last '@' (``_userinfo``: it covers every
+    reading; a query's '@' after it only hides more)."""
+    userinfo = _userinfo(url)
+    if userinfo is None or userinfo.latest < 0:
+        return None
+    start, end = userinfo.start, userinfo.latest
     user, colon, _ = url[start:end].partition(":")
     if not colon:
         return None if re.fullmatch(r"[^/?#]*", user) else (start, end)
@@ -167,9 +195,8 @@ def check_url(url: str) -> None:
     taken for a server that is away, and the service ran on 503s for good.) A raw '@' or
     '/' in the password is refused before libpq reads it: libpq would take a piece of the
     password for the host, the port or the database and name it in its messages."""
-    authority_and_path = url.partition("://")[2].partition("?")[0]
-    user_end = authority_and_path.find("@")
-    if authority_and_path.count("@") > 1 or "/" in authority_and_path[: max(user_end, 0)]:
+    userinfo = _userinfo(url)
+    if userinfo is not None and userinfo.misread:
         raise StoreUrlError(
             f"{redacted(url)} is not valid (a '@' or '/' in the password, the user name or "
             "the database name must be percent-encoded: %40, %2F)"
