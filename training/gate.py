@@ -25,12 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from nbo.catalog.terms import Catalog
 from nbo.core.errors import ArtifactError, QualityGateError
+from nbo.core.vocabulary import iso_utc
 from nbo.models.artifacts import CURRENT, MANIFEST, current_version, has_current
 from nbo.models.served import load_serving_model
 from training.config import TrainingConfig
@@ -110,12 +110,12 @@ def score_current(
     except ArtifactError as exc:
         return Current(version, None, f"the current model {version} cannot be loaded ({exc})")
     if model.trained_until_s >= at.cutoff_s:
-        until = datetime.fromtimestamp(model.trained_until_s, UTC).replace(tzinfo=None)
         return Current(
             version,
             None,
-            f"the current model {version} learned purchases until {until.isoformat()}, "
-            f"past the cutoff {at.split.cutoff.isoformat()}: it saw the holdout, so it "
+            f"the current model {version} learned purchases until "
+            f"{iso_utc(model.trained_until_s)}, "
+            f"past the cutoff {iso_utc(at.split.cutoff)}: it saw the holdout, so it "
             "cannot be scored on it",
         )
     ids = at.split.train.customers.ids[at.customers].tolist()

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nbo.core.ids import IdMap
-from nbo.core.vocabulary import STAGES
+from nbo.core.vocabulary import STAGES, iso_utc
 from nbo.data.features import DAY, FEATURE_INDEX, OrderTable, customer_features
 from nbo.models.candidates import stage_codes
 from nbo.models.churn import (
@@ -146,15 +146,15 @@ def train_churn(
         "horizon_days": horizon,
         "algorithm": "HistGradientBoostingClassifier, isotonic CalibratedClassifierCV",
         "baseline": "LogisticRegression on log1p(recency_days)",
-        "training_cutoffs": [_iso(s.cutoff_s) for s in training],
+        "training_cutoffs": [iso_utc(s.cutoff_s) for s in training],
         "training_rows": len(labels),
         "training_positive_rate": float(labels.mean()),
-        "evaluation_cutoff": _iso(evaluation.cutoff_s),
+        "evaluation_cutoff": iso_utc(evaluation.cutoff_s),
         "evaluation_customers": len(evaluation),
         "evaluation_positive_rate": evaluation.positive_rate,
-        "published_cutoffs": [_iso(s.cutoff_s) for s in published_snapshots],
+        "published_cutoffs": [iso_utc(s.cutoff_s) for s in published_snapshots],
         "published_rows": int(sum(len(s) for s in published_snapshots)),
-        "scored_as_of": _iso(data_end_s),
+        "scored_as_of": iso_utc(data_end_s),
         "calibration": calibration,
         "warnings": below_recency(metrics),
         **churn_manifest(published),
@@ -224,7 +224,7 @@ def customer_lifecycle(
         "loyal_min_monetary_from": (
             "config" if lifecycle.loyal_min_monetary is not None else source
         ),
-        "as_of": _iso(data_end_s),
+        "as_of": iso_utc(data_end_s),
         "customers": len(stages),
         "stages": counts,
         "churn_model": churn is not None,
@@ -446,7 +446,3 @@ def _skipped(reason: str) -> ChurnTraining:
 def _class_counts(snapshot: Snapshot) -> np.ndarray:
     """(customers who stayed, customers who churned)."""
     return np.bincount(snapshot.labels.astype(np.int64), minlength=2)
-
-
-def _iso(seconds: int) -> str:
-    return pd.Timestamp(int(seconds), unit="s").isoformat()

@@ -34,6 +34,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 
 from nbo.catalog.terms import Catalog
 from nbo.core.errors import ConfigError
+from nbo.core.vocabulary import iso_utc
 from nbo.models.cycles import Repurchase
 from nbo.models.policy import (
     POLICY_ALS,
@@ -204,7 +205,7 @@ def choose_policy(
         return PolicyChoice(
             model,
             f"{model} served unvalidated: nobody the model knows bought anything in the "
-            f"window before the test window (before {validation.cutoff.isoformat()})",
+            f"window before the test window (before {iso_utc(validation.cutoff)})",
             False,
             model,
             metric,
@@ -255,7 +256,7 @@ def choose_policy(
         True,
         model,
         metric,
-        cutoff=validation.cutoff.isoformat(),
+        cutoff=iso_utc(validation.cutoff),
         customers=len(customers),
         validation=figures,
         search=search,

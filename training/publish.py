@@ -15,6 +15,7 @@ import pandas as pd
 
 from nbo.catalog.terms import Catalog
 from nbo.core import columns as col
+from nbo.core.vocabulary import iso_utc
 from nbo.data.features import item_prices
 from nbo.models.artifacts import unique_version, write_artifact
 from nbo.models.cycles import Repurchase, cycle_summary, dead_time_summary
@@ -47,7 +48,7 @@ def build_manifest(
         "data": data.section(),
         "config": config.model_dump(),
         "split": {
-            "cutoff": split.cutoff.isoformat(),
+            "cutoff": iso_utc(split.cutoff),
             "holdout_days": config.holdout_days,
             "suppression_days": config.suppression_days,
             "holdout_rows": split.holdout_rows,

@@ -38,7 +38,7 @@ from implicit.cpu.als import AlternatingLeastSquares
 
 from nbo.catalog.terms import Catalog
 from nbo.core import columns as col
-from nbo.core.vocabulary import STAGES
+from nbo.core.vocabulary import STAGES, iso_utc
 from nbo.data.features import OrderTable
 from nbo.data.history import PurchaseHistory, RecentOrders
 from nbo.data.sparse import Rows
@@ -240,7 +240,7 @@ def served_model(at: Cutoff, config: TrainingConfig, propensity: Propensity) -> 
     manifest = {
         "config": config.model_dump(),
         "data": {
-            "last_purchase": at.split.cutoff.isoformat(),
+            "last_purchase": iso_utc(at.split.cutoff),
             "typical_line_value": at.typical_line_value,
         },
         "ranker": {

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
 from fastapi.testclient import TestClient
 from support import app_for
 
+from nbo.cli import main
+from nbo.models.served import load_serving_model
 from training.pipeline import TrainResult
 
 
@@ -64,3 +74,46 @@ def test_model_endpoint_shows_whether_propensities_are_the_chance_of_buying(
     assert body["unconditional"] is True
     buying = churn_trained.manifest["propensity"]["buying"]
     assert body["buying"] == buying and buying["brier"] < buying["brier_constant"]
+
+
+def test_a_model_whose_manifest_times_carry_no_zone_still_loads_and_shows(
+    churn_trained: TrainResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Manifests written before every time carried '+00:00' (the split's cutoff, the churn
+    model's cutoffs, the lifecycle's as_of, the policy's validation cutoff, even the data's
+    first and last purchase) load, with the same training end, and show as written."""
+    assert churn_trained.path is not None
+    models = tmp_path / "models"
+    shutil.copytree(churn_trained.path.parent, models)
+    path = models / churn_trained.path.name / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    old = _without_zones(manifest) | {"created_at": manifest["created_at"]}  # it had one
+    assert not old["split"]["cutoff"].endswith("+00:00") and old != manifest
+    path.write_text(json.dumps(old, indent=2), encoding="utf-8")
+
+    served = load_serving_model(models)
+    assert served.trained_until_s == load_serving_model(churn_trained.path.parent).trained_until_s
+    assert served.trained_until_s == int(
+        datetime.fromisoformat(old["data"]["last_purchase"]).replace(tzinfo=UTC).timestamp()
+    )
+    with app_for(models) as client:
+        body = client.get("/v1/model").json()
+        overview = client.get("/dashboard")
+        listing = client.get("/dashboard/models")
+    assert body["split"] == old["split"] and body["data"] == old["data"]
+    assert body["policy_choice"] == old["policy"]
+    assert overview.status_code == 200 and listing.status_code == 200
+    assert f"purchases after {old['split']['cutoff'][:10]} (" in overview.text
+    assert main(["models", "--models-dir", str(models)]) == 0
+    assert capsys.readouterr().out.startswith(f"{churn_trained.path.name}  (")
+
+
+def _without_zones(document: Any) -> Any:
+    """``document`` with '+00:00' cut from every ISO 8601 time, as older trainers wrote."""
+    if isinstance(document, dict):
+        return {key: _without_zones(value) for key, value in document.items()}
+    if isinstance(document, list):
+        return [_without_zones(value) for value in document]
+    if isinstance(document, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", document):
+        return document.removesuffix("+00:00")
+    return document

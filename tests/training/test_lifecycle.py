@@ -50,13 +50,13 @@ def test_cutoffs_leave_the_evaluation_labels_unseen(churn_purchases: pd.DataFram
     section = result.section
     assert section["enabled"] is True and result.enabled
     evaluation = pd.Timestamp(section["evaluation_cutoff"])
-    assert evaluation == pd.Timestamp(end - HORIZON * DAY, unit="s")
+    assert evaluation == pd.Timestamp(end - HORIZON * DAY, unit="s", tz="UTC")
     training = [pd.Timestamp(c) for c in section["training_cutoffs"]]
     # The latest training labels end where the evaluation starts.
     assert training == [evaluation - pd.Timedelta(days=HORIZON + 30 * k) for k in range(3)]
     published = [pd.Timestamp(c) for c in section["published_cutoffs"]]
     assert published == [evaluation - pd.Timedelta(days=30 * k) for k in range(3)]
-    assert section["scored_as_of"] == pd.Timestamp(end, unit="s").isoformat()
+    assert section["scored_as_of"] == pd.Timestamp(end, unit="s", tz="UTC").isoformat()
     assert section["sklearn_version"] and section["feature_names"] == list(FEATURE_NAMES)
 
 

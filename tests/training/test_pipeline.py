@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +63,43 @@ def versions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 # --- the published model --------------------------------------------------------------
+
+
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
+
+
+def _times(document: object, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every (path, text) of ``document`` whose text starts as an ISO 8601 time does."""
+    if isinstance(document, dict):
+        for key, value in document.items():
+            yield from _times(value, f"{path}.{key}")
+    elif isinstance(document, list):
+        for n, value in enumerate(document):
+            yield from _times(value, f"{path}[{n}]")
+    elif isinstance(document, str) and _ISO_TIME.match(document):
+        yield path, document
+
+
+def test_every_time_in_the_manifest_carries_its_zone(
+    trained: TrainResult, churn_trained: TrainResult
+) -> None:
+    """The data's first and last purchase, the split's cutoff, the churn model's cutoffs,
+    the lifecycle's as_of, the policy's validation cutoff: all UTC, and written so."""
+    times = dict(_times(_manifest(trained))) | dict(_times(_manifest(churn_trained)))
+    assert {
+        ".created_at",
+        ".data.first_purchase",
+        ".data.last_purchase",
+        ".split.cutoff",
+        ".churn.training_cutoffs[0]",
+        ".churn.evaluation_cutoff",
+        ".churn.published_cutoffs[0]",
+        ".churn.scored_as_of",
+        ".lifecycle.as_of",
+        ".policy.validation_cutoff",
+    } <= set(times)
+    assert {path: text for path, text in times.items() if not text.endswith("+00:00")} == {}
+    assert pd.Timestamp(times[".split.cutoff"]) < pd.Timestamp(times[".data.last_purchase"])
 
 
 def test_manifest_describes_data_config_libraries_and_files(

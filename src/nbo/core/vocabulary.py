@@ -27,10 +27,13 @@ KIND_INCENTIVE: Final = "incentive"
 DAY: Final = 86_400
 
 
-def iso_utc(seconds: int) -> str:
-    """A unix time as ISO 8601 text in UTC (``+00:00``): how answers, reports and
-    messages write a stored time."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat()
+def iso_utc(moment: int | datetime) -> str:
+    """A unix time, or a datetime (one without a zone is UTC, as the purchase data's and
+    the trainer's are), as ISO 8601 text in UTC (``+00:00``): how answers, reports,
+    messages and a model's manifest write a time."""
+    if isinstance(moment, datetime):
+        return in_utc(moment).isoformat()
+    return datetime.fromtimestamp(moment, UTC).isoformat()
 
 
 def in_utc(moment: datetime) -> datetime:

@@ -25,6 +25,7 @@ from nbo.core import columns as col
 from nbo.core.checksums import sha256_file, sha256_files
 from nbo.core.errors import PurchaseDataError
 from nbo.core.ids import path_id_problem
+from nbo.core.vocabulary import iso_utc
 from nbo.data.mapping import EPOCH_FORMATS, ColumnMapping, look_alike, suggest_mapping
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -872,6 +873,4 @@ def describe_kept(report: CleaningReport, kept: pd.DataFrame) -> None:
 
 def _utc_text(moment: pd.Timestamp) -> str | None:
     """A naive UTC timestamp as ISO 8601 text with its zone (``+00:00``); None for none."""
-    if pd.isna(moment):
-        return None
-    return pd.Timestamp(moment).tz_localize("UTC").isoformat()
+    return None if pd.isna(moment) else iso_utc(pd.Timestamp(moment))
