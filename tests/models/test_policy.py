@@ -16,6 +16,7 @@ from support import END, GROUP_ITEMS, rank_one
 
 from nbo.core.checksums import sha256_file
 from nbo.core.errors import ArtifactError
+from nbo.core.vocabulary import DAY
 from nbo.data.sparse import Rows
 from nbo.models.artifacts import MANIFEST
 from nbo.models.policy import (
@@ -29,7 +30,8 @@ from nbo.models.policy import (
 )
 from nbo.models.propensity import Curve
 from nbo.models.served import ServingModel, load_serving_model
-from nbo.offers.ranking import SOURCE_ALSO_BOUGHT, SOURCE_BUY_AGAIN, SOURCE_POPULAR
+from nbo.offers.ranking import SOURCE_ALSO_BOUGHT, SOURCE_BUY_AGAIN, SOURCE_POPULAR, Ranking
+from nbo.offers.state import PostedPurchase
 from nbo.offers.suppression import SuppressionWindow
 from training.pipeline import TrainResult
 
@@ -159,6 +161,54 @@ def test_itemknn_serves_neighbours_of_the_history_explained_by_a_purchase(
     assert all(len(o.reason.because) == 1 and o.reason.because[0] in bought for o in knn)
 
 
+def _by_score(model: ServingModel) -> ServingModel:
+    """``model`` serving buy-again with curves of the rule's score (order count ->
+    probability, strictly increasing) and of the fill's place."""
+    propensity = dataclasses.replace(
+        model.propensity,
+        rule=None,
+        rule_score=Curve(np.array([1.0, 12.0]), np.array([0.05, 0.9])),
+        rule_fill=Curve(np.array([1.0, 100.0]), np.array([0.04, 0.01])),
+    )
+    return dataclasses.replace(model, policy=POLICY_BUY_AGAIN, propensity=propensity)
+
+
+def _products(ranking: Ranking) -> dict[str, float]:
+    return {o.item_id: o.components.propensity for o in ranking.offers if o.item_id is not None}
+
+
+def test_an_item_keeps_its_own_propensity_when_the_top_one_is_just_bought(
+    served: ServingModel,
+) -> None:
+    """The box and the mug: the customer's most ordered item (the box) just bought and
+    suppressed, the next (the mug) moves up to the first place and keeps the chance its
+    own order count gives, not the box's; so do the customer's other items."""
+    model = _by_score(served)
+    now_s = NOW_S + 90 * DAY
+    box = GROUP_ITEMS["a"][9]
+    # The box, three monthly orders since training, the last 40 days ago.
+    boxes = [PostedPurchase(box, 1.0, now_s - d * DAY, f"o{d}", f"e{d}") for d in (100, 70, 40)]
+    before = rank_one(model, "a00", 12, now_s, SuppressionWindow(30), posted=boxes)
+    order = list(_products(before))
+    mug = order[1]
+    chances = _products(before)
+    assert order[0] == box and chances[box] > chances[mug]  # ordered more than the mug
+
+    bought = PostedPurchase(box, 1.0, now_s - 60, "o-box", "e-box")
+    after = rank_one(model, "a00", 12, now_s, SuppressionWindow(30), posted=[*boxes, bought])
+    now = _products(after)
+    assert box not in now
+    assert next(iter(now)) == mug
+    assert now[mug] == pytest.approx(chances[mug])
+    # The rest keep their order (one more fill item at the end), the customer's own
+    # items their propensities; the popular fill is read by its place, one up now.
+    assert list(now)[:10] == order[1:11]
+    own = [o.item_id for o in after.offers if o.reason.source == SOURCE_BUY_AGAIN]
+    assert len(own) > 2
+    assert [now[i] for i in own] == pytest.approx([chances[i] for i in own])
+    assert np.all(np.diff(list(now.values())) <= 0)
+
+
 def test_the_popularity_rule_serves_everyone_the_popular_items(served: ServingModel) -> None:
     model = dataclasses.replace(served, policy=POLICY_POPULARITY)
     first = rank_one(model, "a00", 4, NOW_S, SuppressionWindow(0))
@@ -203,6 +253,23 @@ def test_an_artifact_serves_the_rule_it_declares(trained: TrainResult, tmp_path:
     assert model.policy == POLICY_BUY_AGAIN and model.ranker is None
     ranking = rank_one(model, "a00", 3, NOW_S, SuppressionWindow(30))
     assert ranking.offers[0].reason.source == SOURCE_BUY_AGAIN
+
+
+def test_an_older_artifact_serves_its_rule_by_position_as_before(
+    trained: TrainResult, tmp_path: Path
+) -> None:
+    """An artifact from before the score curves (``propensity.json`` with the position
+    curve ``rule`` alone) loads, and its rule's offers get the curve's value at their
+    place, whatever the item, as they did."""
+    _declaring(trained, tmp_path, POLICY_BUY_AGAIN, rule=True)
+    model = load_serving_model(tmp_path, trained.version)
+    assert model.propensity.rule_basis == "position"
+
+    ranking = rank_one(model, "a00", 12, NOW_S, SuppressionWindow(30))
+    chances = list(_products(ranking).values())
+    assert len(chances) == 12
+    # The document's curve: 0.3 at the first place down to 0.01 at the 50th.
+    assert chances == pytest.approx([0.3 - 0.29 * n / 49 for n in range(12)])
 
 
 @pytest.mark.parametrize(

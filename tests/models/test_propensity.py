@@ -89,3 +89,67 @@ def test_the_buying_curve_round_trips_and_older_documents_load_without_it() -> N
     )
     with pytest.raises(ArtifactError, match="'buying'"):
         Propensity.from_document({**older, "buying": {"x": [0, 1], "y": [0.5, 2.0]}})
+
+
+# --- a simple rule's lists (buy_again, itemknn) ---------------------------------------
+
+_CURVES = {
+    "horizon_days": 30,
+    "cf": {"x": [0, 1], "y": [0, 0.5]},
+    "popular": {"x": [1], "y": [0.1]},
+}
+# Order count -> probability (own items); place in the list -> probability (the fill).
+_BY_SCORE = {
+    "rule_score": {"x": [1.0, 2.0, 10.0], "y": [0.07, 0.2, 0.96]},
+    "rule_fill": {"x": [1.0, 50.0], "y": [0.1, 0.01]},
+}
+
+
+def test_a_rule_reads_its_items_by_their_score_and_the_fill_by_its_place() -> None:
+    """The box (ordered 10 times) gets 0.96; with the box suppressed, the mug (once)
+    moves up to the first place and keeps the mug's 0.07, not the first place's."""
+    propensity = Propensity.from_document({**_CURVES, **_BY_SCORE})
+    assert propensity.rule_basis == "score"
+    with_box = propensity.of_rule_lists(
+        np.array([[10.0, 1.0, 500.0]]), np.array([[False, False, True]])
+    )
+    box_suppressed = propensity.of_rule_lists(
+        np.array([[1.0, 500.0, 400.0]]), np.array([[False, True, True]])
+    )
+    assert with_box[0].tolist() == pytest.approx([0.96, 0.07, 0.07])
+    assert box_suppressed[0, 0] == pytest.approx(0.07)  # the mug's own, not the box's
+    # The fill by its place: 0.1 at the second place, clipped to the mug's 0.07 above.
+    assert box_suppressed[0].tolist() == pytest.approx([0.07, 0.07, 0.07])
+
+
+def test_a_rules_propensities_never_rise_down_its_list() -> None:
+    """The running minimum: the fill after a customer's rarely ordered items, and an own
+    item whose curve would say more than the one above it, get the least above them;
+    lists that already fall are unchanged."""
+    propensity = Propensity.from_document({**_CURVES, **_BY_SCORE})
+    scores = np.array([[2.0, 1.0, 7.0, 5.0], [10.0, 2.0, 1.0, 3.0]])
+    filled = np.array([[False, False, True, True], [False, False, False, True]])
+    chances = propensity.of_rule_lists(scores, filled)
+    own_first = propensity.of_rule_lists(scores[:, :1], filled[:, :1])
+    assert np.all(np.diff(chances, axis=1) <= 0)
+    assert chances[:, 0].tolist() == own_first[:, 0].tolist()  # the first is its own
+    assert chances[0].tolist() == pytest.approx([0.2, 0.07, 0.07, 0.07])
+    assert chances[1].tolist() == pytest.approx([0.96, 0.2, 0.07, 0.07])
+
+
+def test_an_older_position_curve_loads_and_serves_as_before() -> None:
+    """A propensity.json from before the score curves (``rule``: the place in the list
+    alone) loads and gives each place the curve's value, whatever the item; the new
+    curves round-trip; one without the other is refused."""
+    older = {**_CURVES, "rule": {"x": [1.0, 50.0], "y": [0.5, 0.01]}}
+    loaded = Propensity.from_document(older)
+    assert loaded.rule_basis == "position" and loaded.serves_rules
+    chances = loaded.of_rule_lists(np.array([[1.0, 9.0, 3.0]]), np.array([[False, False, True]]))
+    assert chances[0].tolist() == pytest.approx([0.5, 0.49, 0.48])
+    assert loaded.to_document() == older
+
+    document = {**_CURVES, **_BY_SCORE}
+    assert Propensity.from_document(document).to_document() == document
+    assert Propensity.from_document(_CURVES).rule_basis is None
+    with pytest.raises(ArtifactError, match="rule_score and rule_fill"):
+        Propensity.from_document({**_CURVES, "rule_score": _BY_SCORE["rule_score"]})

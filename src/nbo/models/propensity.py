@@ -5,9 +5,11 @@ only if the propensity is a probability. A raw ALS score is not one (its scale d
 the factors and the regularization), so the trainer fits, on the time-split holdout, an
 isotonic map from score to "bought the item within the holdout window" for the model's
 candidates, and one from popularity rank to the same for the popular list (what cold-start
-and non-personalized customers get); one from the ranker's score for its candidates, and
-one from the position in a simple rule's list (``nbo.models.policy``) when the model
-serves such a rule. Each is stored as the isotonic fit's breakpoints and applied here
+and non-personalized customers get); one from the ranker's score for its candidates; and
+when the model serves a simple rule (``nbo.models.policy``), one from the rule's score
+for its own items (the customer's order count of the item for buy-again, the summed
+similarity for ItemKNN) and one from the position in the list for the popular items
+that fill it. Each is stored as the isotonic fit's breakpoints and applied here
 with ``np.interp``: no pickle, microseconds per request, and exactly the
 isotonic fit's own prediction (piecewise linear between breakpoints, clipped outside).
 
@@ -20,6 +22,13 @@ propensities by it (``of_buying``), so a propensity is the chance of buying the 
 comparable with an incentive's unconditional ``response_rate``. Where it does not apply
 (no curve: an older artifact or no churn model; no risk: a customer without purchases,
 or without consent to personalization) the factor is 1 and the figures stay conditional.
+
+A rule's propensities are read along each customer's list, best first, and never rise
+down it (a running minimum, ``of_rule_lists``): the served order is the rule's, and a
+lower place never claims a higher chance. The rule's curves follow the item, not its
+place: when what tops a subscriber's list (their monthly box) is suppressed, the mug that
+moves up keeps the mug's propensity. Artifacts from before (a single ``rule`` curve over
+the 1-based position in the list, whatever the item) are read and served as they were.
 
 An artifact without calibration (older ones) gets ``Propensity.uncalibrated``: a
 monotone squash of the score, labelled as uncalibrated in the manifest view.
@@ -71,12 +80,35 @@ class Propensity:
     calibrated: bool = True
     ranker: Curve | None = None  # the ranker's score -> probability, when trained
     # 1-based position in the served simple rule's list (its items, then the popular
-    # fill) -> probability, when the model serves buy_again or itemknn.
+    # fill) -> probability: an artifact's from before ``rule_score`` (no longer fitted).
     rule: Curve | None = None
     # The customer's churn risk -> bought anything within ``horizon_days``: the factor
     # that turns the curves above (conditional on buying something) into the chance of
     # buying the item. None: an artifact trained before it, or without a churn model.
     buying: Curve | None = None
+    # When the model serves buy_again or itemknn: the rule's score (``RuleLists.scores``)
+    # of its own items -> probability, and the 1-based position in the list of the
+    # popular items that fill it -> probability. Both or neither.
+    rule_score: Curve | None = None
+    rule_fill: Curve | None = None
+
+    def __post_init__(self) -> None:
+        if (self.rule_score is None) != (self.rule_fill is None):
+            raise ValueError("propensity: rule_score and rule_fill go together")
+
+    @property
+    def serves_rules(self) -> bool:
+        """Whether a simple rule's lists can be given propensities (``of_rule_lists``)."""
+        return self.rule_score is not None or self.rule is not None
+
+    @property
+    def rule_basis(self) -> str | None:
+        """What a rule's propensity is read from: ``score`` (the rule's score of its own
+        items, the list position of the popular fill), ``position`` (an older artifact's
+        curve over the list position alone), or None (no rule curve)."""
+        if self.rule_score is not None:
+            return "score"
+        return None if self.rule is None else "position"
 
     def of_scores(self, scores: np.ndarray) -> np.ndarray:
         return self.cf(scores)
@@ -89,10 +121,21 @@ class Propensity:
     def of_popular_ranks(self, ranks: np.ndarray) -> np.ndarray:
         return self.popular(ranks)
 
-    def of_rule_positions(self, positions: np.ndarray) -> np.ndarray:
-        if self.rule is None:
+    def of_rule_lists(self, scores: np.ndarray, filled: np.ndarray) -> np.ndarray:
+        """The propensities of simple rules' lists (customers x places, best first, as
+        ``nbo.models.policy.rule_lists`` gives them: the rule's ``scores``, ``filled``
+        where the item is popular fill): each own item's from its score, each fill item's
+        from its place, then the running minimum along each list, so a propensity never
+        rises down it. An older artifact's position curve reads the place alone."""
+        scores = np.asarray(scores, dtype=np.float64)
+        places = np.broadcast_to(np.arange(1.0, scores.shape[-1] + 1.0), scores.shape)
+        if self.rule_score is not None and self.rule_fill is not None:
+            chance = np.where(filled, self.rule_fill(places), self.rule_score(scores))
+        elif self.rule is not None:
+            chance = self.rule(places)
+        else:
             raise ValueError("this model has no curve for a simple rule")
-        return self.rule(positions)
+        return np.minimum.accumulate(chance, axis=-1)
 
     def of_buying(self, risks: np.ndarray) -> np.ndarray:
         """P(buys anything within the horizon) of customers with these churn risks: 1
@@ -116,6 +159,9 @@ class Propensity:
             ) from None
         ranker, rule = document.get("ranker"), document.get("rule")
         buying = document.get("buying")
+        rule_score, rule_fill = document.get("rule_score"), document.get("rule_fill")
+        if (rule_score is None) != (rule_fill is None):
+            raise ArtifactError("propensity.json: rule_score and rule_fill go together")
         return cls(
             Curve.from_dict(cf, "cf"),
             Curve.from_dict(popular, "popular"),
@@ -123,6 +169,8 @@ class Propensity:
             ranker=None if ranker is None else Curve.from_dict(ranker, "ranker"),
             rule=None if rule is None else Curve.from_dict(rule, "rule"),
             buying=None if buying is None else Curve.from_dict(buying, "buying"),
+            rule_score=None if rule_score is None else Curve.from_dict(rule_score, "rule_score"),
+            rule_fill=None if rule_fill is None else Curve.from_dict(rule_fill, "rule_fill"),
         )
 
     @classmethod
@@ -151,4 +199,7 @@ class Propensity:
             document["rule"] = self.rule.to_dict()
         if self.buying is not None:
             document["buying"] = self.buying.to_dict()
+        if self.rule_score is not None and self.rule_fill is not None:
+            document["rule_score"] = self.rule_score.to_dict()
+            document["rule_fill"] = self.rule_fill.to_dict()
         return document

@@ -541,7 +541,7 @@ def _policy(artifact: Artifact, propensity: Propensity) -> str:
         )
     if policy == POLICY_RANKER and propensity.ranker is None:
         raise ArtifactError(f"{where}: a ranker without its propensity curve")
-    if policy in LISTED_RULES and propensity.rule is None:
+    if policy in LISTED_RULES and not propensity.serves_rules:
         raise ArtifactError(f"{where}: serves {policy} without its propensity curve")
     return policy
 

@@ -784,8 +784,8 @@ def _shortlists(model: ServingModel, prepared: Sequence[_Prepared]) -> np.ndarra
 def _rule_candidates_many(model: ServingModel, prepared: Sequence[_Prepared]) -> _Stacked:
     """Each prepared request's ``n_candidates`` under the model's simple rule
     (``nbo.models.policy.rule_lists``: its own items, then popular), stacked: items, the
-    source each is credited to, the rule's scores and the probabilities of their
-    positions. One pass for all of them."""
+    source each is credited to, the rule's scores and their probabilities. One pass for
+    all of them."""
     if not prepared:
         return _Stacked.empty()
     n_items = len(model.items)
@@ -800,6 +800,9 @@ def _rule_candidates_many(model: ServingModel, prepared: Sequence[_Prepared]) ->
     lists = rule_lists(
         policy, counts, last, exclude, model.popularity, model.popular_order, n, similarity
     )
+    # Read from each item's own score (its place for the popular fill), after
+    # suppression, never rising down the list (``Propensity.of_rule_lists``).
+    propensity = model.propensity.of_rule_lists(lists.scores, lists.filled)
     wanted = np.fromiter((p.n_candidates for p in prepared), dtype=np.int64, count=len(prepared))
     rows, positions = np.nonzero((lists.items >= 0) & (np.arange(n)[None, :] < wanted[:, None]))
     own = SOURCE_ALSO_BOUGHT if policy == POLICY_ITEMKNN else SOURCE_BUY_AGAIN
@@ -809,7 +812,7 @@ def _rule_candidates_many(model: ServingModel, prepared: Sequence[_Prepared]) ->
         lists.items[rows, positions],
         sources,
         lists.scores[rows, positions],
-        model.propensity.of_rule_positions(positions + 1.0),
+        propensity[rows, positions],
     )
 
 
