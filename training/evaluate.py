@@ -59,7 +59,7 @@ from training.ranker import (
     risk_at,
     window_facts,
 )
-from training.served import Cutoff, curves, served_metrics, served_model
+from training.served import Cutoff, served_metrics, served_model, with_rule_curves
 from training.split import TimeSplit
 
 # ``metrics`` key of the churn model's metrics (method -> metric), next to the truths.
@@ -191,9 +191,9 @@ def evaluate(
         for truth, by_method in served.items():
             metrics[truth].update(by_method)
         if policy.name in LISTED_RULES:
-            # The published model's curve for its rule: fitted on every evaluated customer.
-            everyone = np.ones(len(customers), dtype=bool)
-            propensity = replace(propensity, rule=curves(at, policy.name, everyone, config).rule)
+            # The published model's curves for its rule: fitted on every evaluated
+            # customer, their held-out quality in the report.
+            propensity, report = with_rule_curves(propensity, report, at, policy.name, config)
     return Evaluation(customers, metrics, ranker, propensity, report, policy, at)
 
 

@@ -233,6 +233,63 @@ def ranker_curve(ranker: RankerResult, pairs: np.ndarray) -> Curve:
     return fit_curve(scores, labels, pairs, increasing=True)
 
 
+def rule_curves(
+    scores: np.ndarray, filled: np.ndarray, bought: np.ndarray, valid: np.ndarray
+) -> tuple[Curve, Curve]:
+    """A simple rule's two curves (``Propensity.rule_score`` and ``rule_fill``), from its
+    lists at the cutoff (customers x places, best first; ``valid``: the pairs to fit):
+    the rule's score of its own items -> bought in the holdout, and the 1-based place of
+    the popular items that fill the lists -> bought. By the score, not the place: an item
+    that moves up when the one above it is suppressed keeps its own chance. Lists never
+    filled at the cutoff (ItemKNN's often are not) give the fill the place curve of all
+    their items: a list served shorter than any seen there is not told a certain 0."""
+    places = np.broadcast_to(np.arange(1.0, scores.shape[1] + 1.0), scores.shape)
+    own = fit_curve(scores, bought, valid & ~filled, increasing=True)
+    fills = valid & filled
+    fill = fit_curve(places, bought, fills if fills.any() else valid, increasing=False)
+    return own, fill
+
+
+def rule_quality(
+    scores: np.ndarray,
+    filled: np.ndarray,
+    bought: np.ndarray,
+    valid: np.ndarray,
+    fit_rows: np.ndarray,
+) -> dict[str, float]:
+    """The held-out quality of ``rule_curves``: fitted on the ``fit_rows`` customers'
+    lists, read on the others' as the service reads them (``Propensity.of_rule_lists``,
+    the running minimum included); Brier score against the position curve artifacts
+    before them were served by (``brier_position``: one curve over the place, fitted on
+    the same pairs) and against the base rate of the fitting half."""
+    fitting, testing = valid & fit_rows[:, None], valid & ~fit_rows[:, None]
+    quality: dict[str, float] = {
+        "pairs": float(valid.sum()),
+        "base_rate": float(bought[valid].mean() if valid.any() else 0.0),
+        "own_pairs": float((valid & ~filled).sum()),
+    }
+    if not fitting.any() or not testing.any():
+        return quality
+    score, fill = rule_curves(scores, filled, bought, fitting)
+    places = np.broadcast_to(np.arange(1.0, scores.shape[1] + 1.0), scores.shape)
+    position = fit_curve(places, bought, fitting, increasing=False)
+    base = Propensity.uncalibrated()
+    by_score = replace(base, rule_score=score, rule_fill=fill).of_rule_lists(scores, filled)
+    by_place = replace(base, rule=position).of_rule_lists(scores, filled)
+    truth = bought[testing]
+    rate = float(bought[fitting].mean())
+    first = testing[:, 0]
+    return {
+        **quality,
+        "brier": float(brier_score_loss(truth, by_score[testing])),
+        "brier_position": float(brier_score_loss(truth, by_place[testing])),
+        "brier_constant": float(brier_score_loss(truth, np.full(len(truth), rate))),
+        "mean_predicted": float(by_score[testing].mean()),
+        "observed": float(truth.mean()),
+        "first_slot_rate": float(bought[:, 0][first].mean()) if first.any() else 0.0,
+    }
+
+
 def bought_anything(split: TimeSplit) -> np.ndarray:
     """Per training customer, whether they bought anything in the holdout (items the
     training window does not know included): the event the product curves are

@@ -57,7 +57,7 @@ from nbo.models.policy import (
 )
 from nbo.models.popularity import popular_order
 from nbo.models.propensity import DOCUMENT as PROPENSITY_DOCUMENT
-from nbo.models.propensity import Curve, Propensity
+from nbo.models.propensity import Propensity
 from nbo.models.ranker import lightgbm_version
 from nbo.models.served import ServingModel, model_arrays, serving_model_from_artifact
 from nbo.offers.ranking import MIN_CANDIDATES, OfferRequest, rank_offers
@@ -68,9 +68,10 @@ from training.methods import TRUTHS, Metrics, split_popularity, suppressed_at_cu
 from training.propensity import (
     bought_anything,
     buying_curve,
-    fit_curve,
     fit_propensity,
     ranker_curve,
+    rule_curves,
+    rule_quality,
 )
 from training.ranker import (
     RankerResult,
@@ -379,9 +380,9 @@ def curves(at: Cutoff, policy: str, fitting: np.ndarray, config: TrainingConfig)
         fitted = np.isin(at.ranker.rows, np.flatnonzero(fitting))
         propensity = replace(propensity, ranker=ranker_curve(at.ranker, fitted))
     if policy in LISTED_RULES:
-        propensity = replace(
-            propensity, rule=rule_curve(at, policy, customers, popularity, suppressed)
-        )
+        pairs = rule_pairs(at, policy, customers, popularity, suppressed)
+        score, fill = rule_curves(pairs.scores, pairs.filled, pairs.bought, pairs.valid)
+        propensity = replace(propensity, rule_score=score, rule_fill=fill)
     return replace(
         propensity,
         buying=buying_curve(
@@ -402,15 +403,27 @@ def buying_half(at: Cutoff, fitting: np.ndarray, seed: int) -> np.ndarray | None
     return mask
 
 
-def rule_curve(
+@dataclass(frozen=True)
+class RulePairs:
+    """A simple rule's lists at the cutoff (customers x places, best first), as the
+    service makes them (its items, then popular, minus what is suppressed), with what
+    the customers bought in the holdout."""
+
+    scores: np.ndarray  # the rule's score (``RuleLists.scores``)
+    filled: np.ndarray  # True where the item is popular fill
+    bought: np.ndarray  # 1.0 where the customer bought the item in the holdout
+    valid: np.ndarray  # False where the list runs out
+
+
+def rule_pairs(
     at: Cutoff,
     policy: str,
     customers: np.ndarray,
     popularity: np.ndarray,
     suppressed: sp.csr_matrix,
-) -> Curve:
-    """Position in the rule's list (its items, then popular, minus what is suppressed)
-    -> bought in the holdout, fitted on ``customers``."""
+) -> RulePairs:
+    """``policy``'s lists of ``customers`` (rows of the split's training side) at the
+    cutoff, ``MIN_CANDIDATES`` long, labelled by their holdout."""
     split = at.split
     items = at.ranker.items
     lists = rule_lists(
@@ -429,8 +442,29 @@ def rule_curve(
     labels = np.asarray(truth[rows[valid], lists.items[valid]]).ravel() > 0
     bought = np.zeros(lists.items.shape)
     bought[valid] = labels
-    ranks = np.broadcast_to(np.arange(1.0, lists.items.shape[1] + 1.0), lists.items.shape)
-    return fit_curve(ranks, bought, valid, increasing=False)
+    return RulePairs(lists.scores, lists.filled, bought, valid)
+
+
+def with_rule_curves(
+    propensity: Propensity,
+    report: dict[str, Any],
+    at: Cutoff,
+    policy: str,
+    config: TrainingConfig,
+) -> tuple[Propensity, dict[str, Any]]:
+    """Add the served rule's curves (``rule_curves``), fitted on every evaluated
+    customer, and their held-out quality to the report (``rule_quality``: fitted on half
+    the customers, checked on the other half, against the position curve of artifacts
+    before them and the base rate)."""
+    split, seed = at.split, config.als.random_state
+    popularity = split_popularity(split, config.popularity_days)
+    suppressed = suppressed_at_cutoff(split, at.repurchase, config.suppression.days)
+    pairs = rule_pairs(at, policy, at.customers, popularity, suppressed)
+    fit_half = np.random.default_rng(seed).random(len(at.customers)) < 0.5
+    quality = rule_quality(pairs.scores, pairs.filled, pairs.bought, pairs.valid, fit_half)
+    score, fill = rule_curves(pairs.scores, pairs.filled, pairs.bought, pairs.valid)
+    section = {"policy": policy, "basis": "score", **quality}
+    return replace(propensity, rule_score=score, rule_fill=fill), {**report, "rule": section}
 
 
 def served_metrics(

@@ -25,7 +25,13 @@ from training.fit import Fitted, fit_before_cutoff
 from training.load import load_data
 from training.pipeline import TrainResult
 from training.progress import Steps
-from training.propensity import bought_anything, buying_curve, fit_curve
+from training.propensity import (
+    bought_anything,
+    buying_curve,
+    fit_curve,
+    rule_curves,
+    rule_quality,
+)
 from training.ranker import cutoff_seconds, risk_at
 from training.split import TimeSplit, time_split
 
@@ -156,3 +162,34 @@ def test_without_a_churn_model_honest_at_the_cutoff_propensity_stays_conditional
     assert fitted.churn.evaluated_until_s > cutoff_seconds(split) - DAY
     assert evaluation.propensity.buying is None
     assert "conditional" in evaluation.propensity_report["buying"]["reason"]
+
+
+def _box_and_mug(customers: int = 2_000, seed: int = 3) -> tuple[np.ndarray, ...]:
+    """Planted buy-again lists of three places: a box (ordered 10 times, bought again
+    with chance 0.9), a mug (once, 0.1), then popular fill (0.02); for every other
+    customer the box was just bought and is suppressed, so the mug takes the first
+    place and the fill moves up."""
+    rng = np.random.default_rng(seed)
+    box_held = np.arange(customers) % 2 == 1
+    scores = np.where(box_held[:, None], [1.0, 500.0, 400.0], [10.0, 1.0, 500.0])
+    filled = np.where(box_held[:, None], [False, True, True], [False, False, True])
+    chance = np.where(scores == 10.0, 0.9, np.where(filled, 0.02, 0.1))
+    bought = (rng.random(scores.shape) < chance).astype(np.float64)
+    return scores, filled, bought, np.ones(scores.shape, dtype=bool)
+
+
+def test_a_rules_curves_follow_the_item_not_its_place() -> None:
+    """Fitted on the rule's score, the mug is given the mug's chance wherever it stands,
+    the fill the fill's; the held-out Brier score beats the position curve's (which
+    gives the first place a blend of box and mug) and the base rate's."""
+    scores, filled, bought, valid = _box_and_mug()
+    own, fill = rule_curves(scores, filled, bought, valid)
+    assert float(own(np.array([10.0]))[0]) == pytest.approx(0.9, abs=0.03)
+    assert float(own(np.array([1.0]))[0]) == pytest.approx(0.1, abs=0.03)
+    assert float(fill(np.array([2.0]))[0]) == pytest.approx(0.02, abs=0.02)
+
+    fit_rows = np.random.default_rng(0).random(len(scores)) < 0.5
+    quality = rule_quality(scores, filled, bought, valid, fit_rows)
+    assert quality["brier"] < quality["brier_position"] - 0.05
+    assert quality["brier"] < quality["brier_constant"]
+    assert quality["mean_predicted"] == pytest.approx(quality["observed"], abs=0.03)

@@ -31,6 +31,7 @@ from training.served import (
     served_depth,
     served_metrics,
     served_model,
+    with_rule_curves,
 )
 from training.split import TimeSplit, time_split
 
@@ -68,6 +69,28 @@ def test_served_with_nothing_suppressed_is_the_method_itself(
 
     for truth in ("all", "new"):
         assert metrics[truth][SERVED] == evaluation.metrics[truth][policy], (truth, policy)
+
+
+@pytest.mark.parametrize("policy", ["buy_again", "itemknn"])
+def test_a_served_rule_gets_curves_of_its_score_with_their_held_out_quality(
+    unsuppressed: tuple[TimeSplit, Evaluation], policy: str
+) -> None:
+    """The curves a served rule publishes: its score's and the fill's (no position
+    curve), with the report's held-out Brier score beside the position curve's, and
+    the propensities of its lists never rising down them."""
+    _, evaluation = unsuppressed
+    config = small_training_config().model_copy(update={"suppression_days": "0"})
+    propensity, report = with_rule_curves(
+        evaluation.propensity, evaluation.propensity_report, evaluation.cutoff, policy, config
+    )
+    assert propensity.rule_basis == "score" and propensity.rule is None
+    section = report["rule"]
+    assert section["policy"] == policy and section["basis"] == "score"
+    assert section["pairs"] > 0 and 0 <= section["brier"] <= 1
+    assert {"brier_position", "brier_constant", "mean_predicted", "observed"} <= set(section)
+    lists = np.array([[3.0, 2.0, 1.0, 5.0]])
+    chances = propensity.of_rule_lists(lists, np.array([[False, False, False, True]]))
+    assert np.all(np.diff(chances) <= 0) and np.all((chances >= 0) & (chances <= 1))
 
 
 def test_the_model_served_at_the_cutoff_knows_nothing_after_it(
