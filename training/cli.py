@@ -405,14 +405,23 @@ def in_order(names: Iterable[str], order: Sequence[str]) -> list[str]:
 def propensity_line(report: dict[str, Any] | None, policy: str | None = None) -> str:
     """One line on the propensity calibration that serves, from the manifest's
     ``propensity`` section and the policy served (``policy.name``): the ranker's own curve
-    when the ranker serves, a simple rule's position curve when a rule does, else the ALS
-    score's (the line had named the ALS score whatever served)."""
+    when the ranker serves, a simple rule's curves when a rule does (its score for its
+    own items, the place for the popular fill; with the held-out Brier score of the
+    position curve they replaced), else the ALS score's (the line had named the ALS
+    score whatever served)."""
     if not report:
         return "[bold]propensity:[/] not calibrated"
+    position = ""
     if policy == POLICY_RANKER and report.get("ranker"):
         source, quality = "the ranker's score", report["ranker"]
     elif policy not in (None, POLICY_RANKER, POLICY_ALS):
-        source, quality = f"the position in the {policy} list", {}
+        quality = report.get("rule") or {}
+        if quality.get("basis") == "score":
+            source = f"the {policy} score of its own items (the place for the popular fill)"
+        else:
+            source = f"the position in the {policy} list"
+        if "brier_position" in quality:
+            position = f" ({quality['brier_position']:.4f} by the place in the list alone)"
     else:
         source, quality = "the ALS score", report["cf"]
     head = (
@@ -426,7 +435,7 @@ def propensity_line(report: dict[str, Any] | None, policy: str | None = None) ->
     first_slot = quality.get("first_slot_rate")
     return (
         f"{head}; held-out half: predicted {quality['mean_predicted']:.3f} vs observed "
-        f"{quality['observed']:.3f}, Brier {quality['brier']:.4f} vs "
+        f"{quality['observed']:.3f}, Brier {quality['brier']:.4f}{position} vs "
         f"{quality['brier_constant']:.4f} for the base rate"
         + ("" if first_slot is None else f"; first slot bought {first_slot:.1%}")
         + buying

@@ -66,6 +66,7 @@ def test_model_endpoint_shows_whether_propensities_are_the_chance_of_buying(
     planted = client.get("/v1/model").json()["propensity"]
     assert planted["cf"] == manifest["propensity"]["cf"]
     assert planted["calibrated"] is True and planted["unconditional"] is False
+    assert planted["rule_basis"] is None  # the ranker serves: no rule curve
     assert "conditional on buying something" in planted["buying"]["reason"]
 
     assert churn_trained.path is not None

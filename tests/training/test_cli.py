@@ -793,6 +793,10 @@ def test_the_propensity_line_names_the_curve_that_serves() -> None:
     )
     rule = propensity_line(report, "itemknn")
     assert "from the position in the itemknn list" in rule and "Brier" not in rule
+    by_score = {**quality, "basis": "score", "brier": 0.10, "brier_position": 0.12}
+    rule = propensity_line({**report, "rule": by_score}, "buy_again")
+    assert "from the buy_again score of its own items (the place for the popular fill)" in rule
+    assert "Brier 0.1000 (0.1200 by the place in the list alone) vs 0.1300" in rule
     assert "from the ALS score" in propensity_line({**report, "ranker": None}, "ranker")
 
 

@@ -204,7 +204,12 @@ class ModelSummary(BaseModel):
         "are multiplied by (or why there is none); unconditional: whether this model's "
         "product propensities are the chance of buying the item (false: given that the "
         "customer buys something, an artifact without the buying curve); calibrated: "
-        "false for an artifact from before calibration",
+        "false for an artifact from before calibration; rule: the served simple rule's "
+        "curves' quality (brier, and brier_position for the place in the list alone); "
+        "rule_basis: what a simple rule's propensity is read from: score (the rule's score "
+        "of its own items, the place in the list for the popular fill, never rising down "
+        "the list), position (an artifact from before: the place in the list alone), or "
+        "null (no rule curve)",
     )
     lifecycle: dict[str, Any] = Field(
         default_factory=dict,

@@ -56,11 +56,13 @@ def get_model_summary(model: ModelDep) -> ModelSummary:
 
 def _propensity(model: ServingModel) -> dict[str, Any]:
     """The manifest's calibration report, and what the loaded curves make of it: whether
-    product propensities are unconditional (the artifact has the buying curve)."""
+    product propensities are unconditional (the artifact has the buying curve), and what
+    a simple rule's propensity is read from (``Propensity.rule_basis``)."""
     return {
         **(model.manifest.get("propensity") or {}),
         "calibrated": model.propensity.calibrated,
         "unconditional": model.propensity.buying is not None,
+        "rule_basis": model.propensity.rule_basis,
     }
 
 
