@@ -112,11 +112,17 @@ def test_the_artifact_of_a_rule_holds_what_the_rule_needs(rebuying: TrainResult)
     names = {p.name for p in rebuying.path.iterdir()}
     assert "ranker.txt" not in names and "knn_indptr.npy" not in names
     document = json.loads((rebuying.path / "propensity.json").read_text(encoding="utf-8"))
-    assert "rule" in document
+    # The rule's curves: its score for its own items, the place for the popular fill
+    # (no single curve over the place), with their held-out quality in the report.
+    assert {"rule_score", "rule_fill"} <= set(document) and "rule" not in document
+    quality = rebuying.manifest["propensity"]["rule"]
+    assert quality["policy"] == "buy_again" and quality["basis"] == "score"
+    assert {"brier", "brier_position", "brier_constant"} <= set(quality)
 
     model = load_serving_model(rebuying.path.parent)
 
     assert model.policy == "buy_again" and model.ranker is None
+    assert model.propensity.rule_basis == "score"
     # A fortnight after the data ends every weekly item is due again: the customer's
     # own five come first, as buy again.
     now = model.trained_until_s + 14 * 86_400
