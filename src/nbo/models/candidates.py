@@ -664,14 +664,17 @@ def _item_knn(block: _Block) -> _Proposed:
     rows = keys // n_items
     within = _rank_within(rows, n_rows)
     width = int(within.max()) + 1 if len(within) else 0
+    values = knn[keys]
     if width > n:  # else every positive cell is among its row's n best
-        # Negated, padded with +inf: numpy's partition is quick for a small k.
+        # Negated, padded with +inf: numpy's partition is quick for a small k. (Flat
+        # indices, and each row's n-th highest read as one column: indexing the sheet by
+        # row and column arrays cost as much as the partition.)
         negated = filled((n_rows, width), np.inf)
-        negated[rows, within] = -knn[keys]
+        negated.ravel()[rows * width + within] = -values
         negated.partition(n - 1, axis=1)
-        at_least = knn[keys] >= -negated[rows, n - 1]
-        keys, rows = keys[at_least], rows[at_least]
-    order = np.lexsort((keys, -knn[keys], rows))
+        at_least = values >= -negated[:, n - 1][rows]
+        keys, rows, values = keys[at_least], rows[at_least], values[at_least]
+    order = np.lexsort((keys, -values, rows))
     keys = keys[order]
     rank = _rank_within(rows[order], n_rows) + 1
     first = rank <= n
