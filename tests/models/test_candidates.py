@@ -493,11 +493,17 @@ def alone(items: ItemSide, side: CustomerSide, row: int, per_source: int) -> Can
 
 
 @pytest.mark.parametrize("seed", [5, 6, 7])
-def test_ranked_order_skips_the_consensus_only_where_it_cannot_decide(seed: int) -> None:
+@pytest.mark.parametrize("runs", [False, True])
+def test_ranked_order_skips_the_consensus_only_where_it_cannot_decide(
+    seed: int, runs: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without two candidates of one customer on one score the order is row and score
     alone; with ties (or NaN scores) the sources' consensus and the item break them,
     computed and sorted for those customers only: the same order as the full sort in
-    every case."""
+    every case. ``runs``: as a campaign's chunk is sorted (row by row, then only the
+    runs of one score again), not as a request's few pairs are."""
+    if runs:
+        monkeypatch.setattr(candidates_module, "_SORT_RUNS_FROM", 0)
     items, side = random_shop(seed)
     table = candidates(items, side, 12)
     rng = np.random.default_rng(seed)
@@ -514,7 +520,13 @@ def test_ranked_order_skips_the_consensus_only_where_it_cannot_decide(seed: int)
     some_tied[table.rows == table.rows[len(table) // 2]] = 1.5
     # Every other customer with ties, the others without (a campaign's chunk).
     half_tied = np.where(table.rows % 2 == 0, tied, distinct)
-    for scores in (distinct, tied, with_nan, some_tied, half_tied, np.zeros(len(table))):
+    # A customer's scores NaN but one, and another's all NaN.
+    nan_runs = distinct.copy()
+    nan_runs[table.rows == table.rows[0]] = np.nan
+    nan_runs[np.flatnonzero(table.rows == table.rows[0])[0]] = 0.5
+    nan_runs[table.rows == table.rows[-1]] = np.nan
+    cases = (distinct, tied, with_nan, some_tied, half_tied, nan_runs, np.zeros(len(table)))
+    for scores in cases:
         np.testing.assert_array_equal(ranked_order(table, scores), full(scores))
 
 
