@@ -380,15 +380,11 @@ def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
             incentive[n] = offer.incentive
             if offer.amount is not None:
                 amount[n] = offer.amount
-        names = model.item_names
         parts = {
             "offer_id": chosen.offer_id[rows],
             "kind": chosen.kind[rows],
             "item_id": chosen.item_id[rows],
-            "item_name": np.array(
-                [None if i is None else names.get(i) for i in chosen.item_id[rows].tolist()],
-                dtype=object,
-            ),
+            "item_name": model.item_name_array[chosen.item[rows]],
             "title": chosen.title[rows],
             "incentive": incentive,
             "amount": amount,
@@ -402,9 +398,7 @@ def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
             "lever": chosen.lever[rows],
             "score": chosen.score[rows],
             "reason_source": why.source[rows],
-            "reason_because": np.array(
-                ["|".join(b) for b in why.because[rows].tolist()], dtype=object
-            ),
+            "reason_because": _joined(why.because[rows]),
             "reason_text": why.text[rows],
         }
         for name, values in parts.items():
@@ -422,6 +416,10 @@ def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
         numbers = np.concatenate(offer_columns[name])[order]
         columns[name] = pa.array(numbers, type=pa.float64(), mask=np.isnan(numbers))
     return pa.table([columns[name] for name in SCHEMA.names], schema=SCHEMA)
+
+
+# The ids behind each offer (tuples) as one text each, ``|`` between them.
+_joined = np.frompyfunc("|".join, 1, 1)
 
 
 # Called after each chunk with the customers screened so far (every selected one) and

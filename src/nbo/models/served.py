@@ -147,6 +147,9 @@ class ServingModel:
     item_ids: list[str] = field(init=False)
     # The same as an object array, for taking many at once.
     item_id_array: np.ndarray = field(init=False, repr=False)
+    # Each item's name (None where the model has none) by catalogue index, and None
+    # after the last (index -1: an incentive), for taking many at once.
+    item_name_array: np.ndarray = field(init=False, repr=False)
     # Each customer's best send hour from their trained orders (None without an order
     # table): what a profile works out whenever all those orders are before its moment
     # and nothing was posted since training (``nbo.offers.profiles``), worked out once.
@@ -167,6 +170,10 @@ class ServingModel:
         self.explainer = AlsExplainer(self.als)
         self.item_ids = self.items.ids.tolist()
         self.item_id_array = np.asarray(self.item_ids, dtype=object)
+        names = self.item_names
+        self.item_name_array = np.array(
+            [*(names.get(item_id) for item_id in self.item_ids), None], dtype=object
+        )
         self.trained_send_hours = (
             None
             if self.orders is None
