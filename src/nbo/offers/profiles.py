@@ -102,28 +102,40 @@ def customer_profiles(
         hours = best_send_hours(
             indptr, times, model.send_hour_prior, thresholds.send_time_pseudo_orders
         )
+    # Read as Python numbers once for all (not element by element from the arrays); a
+    # customer's features without an unknown one are their row as it is.
+    rows = features.tolist()
+    whole = (~np.isnan(features).any(axis=1)).tolist()
+    risks = None if risk is None else risk.tolist()
+    stage_names = [str(stage) for stage in stages.tolist()]
+    send_hours = hours.tolist()
+    starts, ends = indptr[:-1].tolist(), indptr[1:].tolist()
+    frequency_at = FEATURE_INDEX["frequency"]
+    recency_at = FEATURE_INDEX["recency_days"]
+    monetary_at = FEATURE_INDEX["monetary"]
     profiles = []
     for n, (customer_id, _posted) in enumerate(customers):
-        row = features[n]
-        mine = times[indptr[n] : indptr[n + 1]]
-        frequency_of = int(row[FEATURE_INDEX["frequency"]])
+        row = rows[n]
+        start, end = starts[n], ends[n]
+        frequency_of = int(row[frequency_at])
+        churn_risk = None if risks is None or math.isnan(risks[n]) else risks[n]
         profiles.append(
             CustomerProfile(
                 customer_id=customer_id,
                 known=known[n],
-                stage=str(stages[n]),
-                churn_risk=None if risk is None or np.isnan(risk[n]) else float(risk[n]),
-                recency_days=None
-                if frequency_of == 0
-                else float(row[FEATURE_INDEX["recency_days"]]),
+                stage=stage_names[n],
+                churn_risk=churn_risk,
+                recency_days=None if frequency_of == 0 else row[recency_at],
                 frequency=frequency_of,
-                monetary=float(row[FEATURE_INDEX["monetary"]]),
-                first_purchase_s=int(mine[0]) if len(mine) else None,
-                last_purchase_s=int(mine[-1]) if len(mine) else None,
-                best_send_hour=int(hours[n]),
-                features={
-                    name: float(value)
-                    for name, value in zip(FEATURE_NAMES, row.tolist(), strict=True)
+                monetary=row[monetary_at],
+                first_purchase_s=int(times[start]) if end > start else None,
+                last_purchase_s=int(times[end - 1]) if end > start else None,
+                best_send_hour=int(send_hours[n]),
+                features=dict(zip(FEATURE_NAMES, row, strict=True))
+                if whole[n]
+                else {
+                    name: value
+                    for name, value in zip(FEATURE_NAMES, row, strict=True)
                     if not math.isnan(value)
                 },
             )
