@@ -715,13 +715,22 @@ def _ranked_candidates_many(
     if not prepared:
         return _Stacked.empty()
     n_items = len(model.items)
-    factors = np.concatenate([_taste_of(model, p) for p in prepared])
+    # The customers served with their trained taste vector (and ALS shortlist).
+    trained = np.fromiter(
+        (p.history.trained_taste for p in prepared), dtype=bool, count=len(prepared)
+    )
+    known = np.fromiter(
+        (-1 if p.history.index is None else p.history.index for p in prepared),
+        dtype=np.int64,
+        count=len(prepared),
+    )[trained]
+    factors = _tastes(model, prepared, trained, known)
     counts = _stacked(
         [p.bought.items for p in prepared], [p.bought.counts for p in prepared], n_items
     )
     last = _same_pattern(counts, [p.bought_last for p in prepared], np.float64)
     exclude = _stacked([p.suppressed for p in prepared], None, n_items)
-    shortlist = _shortlists(model, prepared)
+    shortlist = _shortlists(model, trained, known)
     recent = recent_orders = None
     weighted = [p.bought_recent for p in prepared if p.bought_recent is not None]
     if len(weighted) == len(prepared):
@@ -767,17 +776,15 @@ def _ranked_candidates_many(
     )
 
 
-def _shortlists(model: ServingModel, prepared: Sequence[_Prepared]) -> np.ndarray | None:
+def _shortlists(model: ServingModel, trained: np.ndarray, known: np.ndarray) -> np.ndarray | None:
     """Each request's ALS shortlist, for the customers served with their trained taste
-    vector (``CustomerHistory.trained_taste``, as ``_taste_of`` reads it); -1 rows for the
-    others; None when the model has none."""
+    vector (``trained``; ``known``: their rows in the model, as ``_tastes`` reads them);
+    -1 rows for the others; None when the model has none."""
     saved = model.als_shortlist
     if saved is None:
         return None
-    out = filled((len(prepared), saved.shape[1]), -1, saved.dtype)
-    for n, p in enumerate(prepared):
-        if p.history.trained_taste:
-            out[n] = saved[p.history.index]
+    out = filled((len(trained), saved.shape[1]), -1, saved.dtype)
+    out[trained] = saved[known]
     return out
 
 
@@ -816,19 +823,23 @@ def _rule_candidates_many(model: ServingModel, prepared: Sequence[_Prepared]) ->
     )
 
 
-def _taste_of(model: ServingModel, prepared: _Prepared) -> np.ndarray:
-    """The customer's ALS taste vector: the trained one, or refolded from their history
+def _tastes(
+    model: ServingModel, prepared: Sequence[_Prepared], trained: np.ndarray, known: np.ndarray
+) -> np.ndarray:
+    """Each customer's ALS taste vector: the trained one (``trained``; ``known``: their
+    rows in the model), taken for all of them at once, or refolded from their history
     when purchases were posted since training (or the model never saw them)."""
-    history, bought = prepared.history, prepared.bought
-    if not history.trained_taste:
-        n_items = len(model.items)
+    user_factors = model.als.user_factors
+    out = np.empty((len(prepared), user_factors.shape[1]), dtype=np.float32)
+    out[trained] = user_factors[known]
+    n_items = len(model.items)
+    for n in (~trained).nonzero()[0].tolist():
+        bought = prepared[n].bought
         confidence = sp.csr_matrix(
             (bought.confidence, bought.items, [0, len(bought.items)]), shape=(1, n_items)
         )
-        return np.asarray(model.als.recalculate_user(0, confidence), dtype=np.float32).reshape(
-            1, -1
-        )
-    return np.asarray(model.als.user_factors[history.index], dtype=np.float32).reshape(1, -1)
+        out[n] = np.asarray(model.als.recalculate_user(0, confidence), np.float32).reshape(-1)
+    return out
 
 
 def _stacked(
