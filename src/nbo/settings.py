@@ -142,9 +142,9 @@ class Settings(BaseSettings):
     )
     watch_models: bool = Field(
         False,
-        description="reload when models/CURRENT or the experiments file changes (polled "
-        "each second), as SIGHUP or POST /v1/admin/reload do; not with NBO_MODEL_VERSION "
-        "(a pin never follows CURRENT)",
+        description="reload when models/CURRENT changes (polled each second), as SIGHUP "
+        "or POST /v1/admin/reload do; not with NBO_MODEL_VERSION (a pin never follows "
+        "CURRENT). The experiments file is followed either way",
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -540,12 +540,18 @@ def variants_of(client: TestClient | httpx.Client) -> dict[str, str | None]:
 
 
 def test_a_reload_reads_the_experiments_file_again(
-    models: Path, isolated_store: Path, tmp_path: Path, published: Versions
+    models: Path,
+    isolated_store: Path,
+    tmp_path: Path,
+    published: Versions,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Reweighting, ending or a bad edit of the experiments file needed a restart: a
     reload (and SIGHUP) served the file read at the start, and the CLI's report (which
     reads the file) and the API's disagreed. A bad edit keeps the last good file serving
     and says why, where a refused catalogue is said."""
+    # The file's own watcher would take each edit before the reload asked here does.
+    monkeypatch.setattr("nbo.service.reload.WATCH_EVERY_S", 3600.0)
     set_alias(models, "candidate", published.v2)
     path = tmp_path / "experiments.yaml"
     ab_test(path)
@@ -591,28 +597,37 @@ def test_a_reload_reads_the_experiments_file_again(
         assert variants_of(client) == before
 
 
-def test_sighup_and_the_watcher_read_the_experiments_file_again(
+def test_an_edit_of_the_experiments_file_is_taken_without_a_reload(
     models: Path, published: Versions, tmp_path: Path
 ) -> None:
+    """Like the catalogue, the experiments file is read again when it changes, with or
+    without NBO_WATCH_MODELS: reweighted 50 -> 150 without a reload, the service kept
+    the old weights while ``nbo batch`` and ``nbo report experiment`` (which read the
+    file on disk) used the new ones, and a quarter of the customers were in another
+    variant in the campaign than in the API. Without NBO_WATCH_MODELS the edit does not
+    pull in a CURRENT that moved meanwhile; a bad edit is refused and said, and the
+    last good file serves on."""
     set_alias(models, "candidate", published.v2)
     path = tmp_path / "experiments.yaml"
-    ab_test(path)
 
-    def weight(client: httpx.Client) -> float:
-        listed = client.get("/v1/experiments").json()
-        share: float = listed["experiments"][0]["variants"][0]["weight"]
-        return share
+    def listed(client: httpx.Client) -> dict[str, Any]:
+        answer: dict[str, Any] = client.get("/v1/experiments").json()
+        return answer
 
-    def wait_for_weight(client: httpx.Client, expected: float) -> None:
+    def wait_for(client: httpx.Client, done: Any, what: str) -> None:
         for _ in range(POLLS):
-            if weight(client) == pytest.approx(expected):
+            if done(listed(client)):
                 return
             time.sleep(0.1)
-        raise AssertionError(f"control's share still {weight(client)}, not {expected}")
+        raise AssertionError(f"{what}: still {listed(client)}")
 
-    # SIGHUP (one process), then the watcher (NBO_WATCH_MODELS) on its own.
+    def weight(body: dict[str, Any]) -> float:
+        share: float = body["experiments"][0]["variants"][0]["weight"]
+        return share
+
     for extra, control, share in (({}, 450, 0.9), ({"NBO_WATCH_MODELS": "true"}, 150, 0.75)):
         ab_test(path)
+        set_current(models, published.v1)
         with (
             running_server(
                 models,
@@ -622,11 +637,22 @@ def test_sighup_and_the_watcher_read_the_experiments_file_again(
             ) as server,
             httpx.Client(base_url=server.base, timeout=REQUEST_SECONDS) as client,
         ):
-            assert weight(client) == pytest.approx(0.5)
-            ab_test(path, control=control)
+            assert weight(listed(client)) == pytest.approx(0.5)
             if not extra:
-                server.process.send_signal(signal.SIGHUP)
-            wait_for_weight(client, share)
+                set_current(models, published.v2)  # not followed: no NBO_WATCH_MODELS
+            ab_test(path, control=control)
+            wait_for(client, lambda body, s=share: weight(body) == pytest.approx(s), "reweighting")
+            expected = load_experiments(path).experiments[0]
+            assert variants_of(client) == {c: expected.assign(c).name for c in CUSTOMERS}
+            if not extra:
+                assert serving(client) == published.v1
+
+                ab_test(path, control=-1)
+                wait_for(client, lambda body: body["last_error"] is not None, "a bad edit")
+                body = listed(client)
+                assert "variant 'control': weight: must be greater" in body["last_error"]
+                assert weight(body) == pytest.approx(share)  # the last good file serves
+                assert serving(client) == published.v1
             server.terminate()
 
 

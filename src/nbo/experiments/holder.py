@@ -1,5 +1,6 @@
-"""The experiments file as the service reads it again: on every reload, SIGHUP and (with
-``NBO_WATCH_MODELS``) a change of the file, like the offer catalogue.
+"""The experiments file as the service reads it again: on every reload, SIGHUP and
+within a second of a change of the file (with or without ``NBO_WATCH_MODELS``), like the
+offer catalogue.
 
 The experiments decide which model answers each customer, so a new file takes effect
 with the models it names, in the same swap (``nbo.service.reload``): this holder only

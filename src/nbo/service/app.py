@@ -115,7 +115,8 @@ def create_app(
                 raise
             log.warning("starting without a model; /health/ready answers 503")
         try:
-            # SIGHUP (and models/CURRENT with NBO_WATCH_MODELS) reload like the API.
+            # SIGHUP, a change of the experiments file (and models/CURRENT with
+            # NBO_WATCH_MODELS) reload like the API.
             async with reload_triggers(app.state.reloader, settings.watch_models):
                 yield
         finally:

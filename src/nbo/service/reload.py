@@ -9,7 +9,9 @@ checks it and swaps it in as one reference. The checks are the artifact's own
 one known and one unknown customer through ``nbo.offers.ranking`` under the live catalogue: a
 version that loads but cannot rank is refused too, and the old one keeps serving.
 
-The experiments file (``NBO_EXPERIMENTS``) is read again on every reload: a changed one
+The experiments file (``NBO_EXPERIMENTS``) is read again on every reload, and a reload
+follows any change of the file within a second (``_watch_experiments``, with or without
+``NBO_WATCH_MODELS``, as the catalogue follows its file): a changed one
 is swapped in with the models it names, as one reference; one that is refused (it does
 not validate, or names a model that is not published) leaves the experiments serving
 before, and says why in the answer's ``experiments.last_error`` and on
@@ -509,6 +511,8 @@ async def reload_triggers(reloader: Reloader, watch: bool) -> AsyncIterator[None
     background = []
     if watch:
         background.append(loop.create_task(_watch_current(reloader, stop)))
+    if reloader.settings.experiments is not None:
+        background.append(loop.create_task(_watch_experiments(reloader, watch, stop)))
     if reloader.board is not None:
         background.append(loop.create_task(_follow_board(reloader, reloader.board, stop)))
     try:
@@ -534,11 +538,11 @@ def _install_sighup(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]
     return int(sighup)
 
 
-async def _reload_in_thread(reloader: Reloader, trigger: str) -> None:
+async def _reload_in_thread(reloader: Reloader, trigger: str, version: str | None = None) -> None:
     """Run a reload off the loop, for every worker; its outcome is logged (a signal has
     no one to answer)."""
     try:
-        await asyncio.to_thread(reloader.reload_workers, None, False, trigger, False)
+        await asyncio.to_thread(reloader.reload_workers, version, False, trigger, False)
     except NboError:
         pass  # refused or not found: logged by the reload, the old model serves on
     except Exception:  # a background reload must never take the loop down
@@ -546,14 +550,11 @@ async def _reload_in_thread(reloader: Reloader, trigger: str) -> None:
 
 
 async def _watch_current(reloader: Reloader, stop: asyncio.Event) -> None:
-    """Reload when models/CURRENT or the experiments file changes (polled, an ``os.stat``
-    of each a second). A refused version or file is not retried until it changes again.
-    With workers, each watches: the first to see the change publishes it, the others
-    find it already served."""
+    """Reload when models/CURRENT changes (polled, an ``os.stat`` a second). A refused
+    version is not retried until CURRENT changes again. With workers, each watches: the
+    first to see the change publishes it, the others find it already served."""
     models_dir = reloader.settings.models_dir
-    experiments_file = reloader.settings.experiments
     seen = current_stamp(models_dir)
-    seen_file = file_stamp(experiments_file)
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=WATCH_EVERY_S)
@@ -563,10 +564,32 @@ async def _watch_current(reloader: Reloader, stop: asyncio.Event) -> None:
         if stamp != seen and stamp is not None:
             seen = stamp
             await _reload_in_thread(reloader, "models/CURRENT changed")
-        stamp_file = file_stamp(experiments_file)
-        if stamp_file != seen_file and stamp_file is not None:
-            seen_file = stamp_file
-            await _reload_in_thread(reloader, "experiments file changed")
+
+
+async def _watch_experiments(reloader: Reloader, follow_current: bool, stop: asyncio.Event) -> None:
+    """Reload when the experiments file changes (or goes), whatever ``NBO_WATCH_MODELS``
+    says, as the catalogue is re-read on its own: ``nbo batch`` and ``nbo report
+    experiment`` read the file on disk, and a service serving an older one assigned
+    customers to other variants than the campaigns did. The file names the variants'
+    models, so it is read by a reload (one reference swapped, on every worker); without
+    ``follow_current`` that reload keeps the current model serving (an edit of the file
+    must not also pull in a CURRENT nobody asked the service to follow). A refused file
+    keeps the experiments serving before and is said in ``last_error``; it is not read
+    again until it changes."""
+    path = reloader.settings.experiments
+    seen = file_stamp(path)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=WATCH_EVERY_S)
+        if stop.is_set():
+            return
+        stamp = file_stamp(path)
+        if stamp == seen:
+            continue
+        seen = stamp
+        serving = reloader.models.serving
+        keep = None if follow_current or serving is None else serving.current.version
+        await _reload_in_thread(reloader, "experiments file changed", keep)
 
 
 async def _follow_board(reloader: Reloader, board: WorkerBoard, stop: asyncio.Event) -> None:
