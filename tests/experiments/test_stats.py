@@ -417,11 +417,12 @@ def test_the_report_is_strict_json_with_plain_types() -> None:
     report = experiment_report(
         "exp",
         [
-            outcome("c", 30, 3, control=True, revenue=[5.0] * 3 + [0.0] * 27),
-            outcome("v", 30, 6, revenue=[4.0] * 6 + [0.0] * 24),
+            outcome("c", 300, 30, control=True, revenue=[5.0] * 30 + [0.0] * 270),
+            outcome("v", 300, 60, revenue=[4.0] * 60 + [0.0] * 240),
         ],
     )
     assert round_trip(report) == report
+    assert type(report["comparisons"][0]["conversion"]["test"]) is str
     for key in ("difference", "z", "p_value", "ci_low"):
         assert type(report["comparisons"][0]["conversion"][key]) is float
     assert type(report["comparisons"][0]["revenue_per_exposed"]["t"]) is float
@@ -507,3 +508,48 @@ def test_the_page_of_one_variant_has_no_comparisons() -> None:
     assert "No comparisons" in page
     (png,) = pngs(page)
     assert png.startswith(b"\x89PNG")
+
+
+# --- few conversions ------------------------------------------------------------------
+
+
+def test_a_handful_of_conversions_is_indicative_never_significant() -> None:
+    """4 conversions of 156 against 0 of 146 read revenue +0.64 (p 0.045) "significant":
+    the z-test and Welch's test lean on a normal approximation that a handful of buyers
+    does not give, and a group with no buyer has no spread to estimate."""
+    report = experiment_report(
+        "exp",
+        [outcome("control", 146, 0, control=True), outcome("model", 156, 4, revenue=None)],
+    )
+    conversion = report["comparisons"][0]["conversion"]
+    revenue = report["comparisons"][0]["revenue_per_exposed"]
+    assert revenue["p_value"] < 0.05  # Welch's alone would call it
+    assert revenue["significant"] is False and revenue["indicative"] is True
+    # Conversion by Fisher's exact test at this count, not the z-test.
+    assert conversion["test"] == "Fisher's exact" and conversion["z"] is None
+    expected = stats.fisher_exact([[4, 152], [0, 146]]).pvalue
+    assert conversion["p_value"] == pytest.approx(expected, rel=1e-12)
+    assert conversion["significant"] is False and conversion["indicative"] is True
+    assert report["min_conversions"] == 10
+    (warning,) = [w for w in report["warnings"] if w.startswith("too few conversions")]
+    assert "control 0, model 4" in warning and "indicative" in warning
+    page = report_html(report)
+    assert "no, indicative only" in page and "Fisher" in page
+    round_trip(report)
+
+
+def test_fisher_even_significant_stays_indicative_below_the_minimum() -> None:
+    """9 of 200 against 0 of 200 is significant by Fisher's exact test (p 0.004), yet
+    nine buyers are not a result to act on: indicative; 40 of 1000 against 10 of 1000 is
+    tested by the z-test and called significant."""
+    few = experiment_report("exp", [outcome("c", 200, 0, control=True), outcome("v", 200, 9)])
+    conversion = few["comparisons"][0]["conversion"]
+    assert conversion["p_value"] < 0.01 and conversion["significant"] is False
+    enough = experiment_report(
+        "exp", [outcome("c", 1000, 10, control=True), outcome("v", 1000, 40)]
+    )
+    conversion = enough["comparisons"][0]["conversion"]
+    assert conversion["test"] == "two-proportion z" and conversion["significant"] is True
+    assert conversion["indicative"] is False
+    assert enough["comparisons"][0]["revenue_per_exposed"]["significant"] is True
+    assert not any(w.startswith("too few conversions") for w in enough["warnings"])

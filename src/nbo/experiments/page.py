@@ -304,6 +304,10 @@ def _comparisons_table(report: Mapping[str, Any], level: str) -> str:
                 else f"[{fmt(s['ci_low'])}, {fmt(s['ci_high'])}]"
             )
             significant = bool(s.get("significant"))
+            if significant:
+                verdict = '<span class="yes">yes</span>'
+            else:
+                verdict = "no, indicative only" if s.get("indicative") else "no"
             cells = [
                 _e(label),
                 _e(metric),
@@ -311,15 +315,19 @@ def _comparisons_table(report: Mapping[str, Any], level: str) -> str:
                 _e(_pct(s.get("relative_uplift"), 1, signed=True)),
                 _e(ci),
                 _e(_p(s.get("p_value"))),
-                '<span class="yes">yes</span>' if significant else "no",
+                verdict,
             ]
             rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     alpha = float(report.get("alpha", 0.05))
+    fewest = int(report.get("min_conversions", 10))
     note = (
-        f"Significant means p &lt; {_e(f'{alpha:g}')}. Conversion: two-proportion z-test "
-        "(pooled standard error), Newcombe's score interval; differences in percentage "
-        "points. Revenue: Welch's t-test and its interval. Each variant is compared to the "
-        "baseline separately, with no correction for multiple comparisons."
+        f"Significant means p &lt; {_e(f'{alpha:g}')} with at least {fewest} converted "
+        "customers in both variants (fewer: indicative only, whatever the p-value). "
+        "Conversion: two-proportion z-test (pooled standard error), or Fisher's exact test "
+        f"when a group has fewer than {fewest} customers converted (or not converted); "
+        "Newcombe's score interval; differences in percentage points. Revenue: Welch's "
+        "t-test and its interval. Each variant is compared to the baseline separately, "
+        "with no correction for multiple comparisons."
     )
     table = f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
     return f'{table}<p class="note">{note}</p>'

@@ -18,7 +18,11 @@ a plotting library.
 Conventions, chosen so the numbers match what analysts compute by hand:
 
 * conversion difference: the p-value is the two-proportion z-test with the *pooled*
-  standard error (the null hypothesis says both rates are equal); the interval is
+  standard error (the null hypothesis says both rates are equal), or, when any cell of
+  the 2x2 table (converted or not, per variant) holds fewer than ``MIN_CONVERSIONS``
+  customers, Fisher's exact test (``scipy.stats.fisher_exact``: the z-test's normal
+  approximation needs about ten of each; Fisher's is conservative, which is the side
+  to err on with a handful of buyers); the interval is
   Newcombe's hybrid score interval (Newcombe 1998, method 10: from each rate's Wilson
   interval). The Wald interval (difference ± z × unpooled standard error), which it
   matches on large samples, collapses to a point at 0% or 100% and leaves [-1, 1] on
@@ -39,7 +43,15 @@ Conventions, chosen so the numbers match what analysts compute by hand:
 * a variant with fewer than ``MIN_EXPOSED`` (100) exposed customers is warned about: the
   z-test, Welch's test and their intervals are large-sample approximations, and below
   about 100 customers (fewer still converting, revenue skewed by a few large orders)
-  their p-values and intervals can be far off; such comparisons are indicative only.
+  their p-values and intervals can be far off; such comparisons are indicative only;
+* a comparison in which either variant has fewer than ``MIN_CONVERSIONS`` (10)
+  converted customers is warned about and marked ``indicative``, and is never called
+  ``significant`` whatever its p-value: revenue per exposed customer is zero for every
+  non-buyer, so its mean and spread rest on the buyers alone, and a handful of them (4
+  of 156 against 0 of 146 gave p = 0.045 for revenue) says little; with no buyer at all
+  a variant's spread is not estimable. Ten is the usual rule of thumb for the normal
+  approximation of a binomial count (n·p >= 10), which both the z-test and Welch's test
+  lean on here.
 """
 
 from __future__ import annotations
@@ -56,6 +68,10 @@ SRM_WARNING = "SAMPLE RATIO MISMATCH"
 # Exposed customers a variant needs before its intervals and p-values are trusted (see
 # the module docstring); fewer are reported with a warning, not hidden.
 MIN_EXPOSED = 100
+# Converted customers each variant of a comparison needs before it may be called
+# significant (see the module docstring); fewer: Fisher's exact test for conversion, a
+# warning, and ``indicative`` rather than ``significant``.
+MIN_CONVERSIONS = 10
 SRM_P_THRESHOLD = 0.001
 
 
@@ -86,10 +102,12 @@ def experiment_report(
     srm_p_threshold: float = SRM_P_THRESHOLD,
     min_exposed: int = MIN_EXPOSED,
     baseline: str | None = None,
+    min_conversions: int = MIN_CONVERSIONS,
 ) -> dict[str, Any]:
     """The A/B report of experiment ``name`` as a JSON-ready dict.
 
-    Keys: ``experiment``, ``alpha``, ``min_exposed``, ``control`` (its name or None),
+    Keys: ``experiment``, ``alpha``, ``min_exposed``, ``min_conversions``, ``control``
+    (its name or None),
     ``baseline`` (the variant the others are compared against: ``baseline`` when given,
     else the control, else the first variant, so two models A/B tested without a
     control are compared too), ``baseline_is`` (``"configured"``, ``"control"`` or
@@ -98,7 +116,8 @@ def experiment_report(
     ``1 - alpha``; the SRM check flags a mismatch below ``srm_p_threshold`` (deliberately
     much stricter than ``alpha``: it runs on every report, and a false alarm stops a good
     experiment); a variant with fewer than ``min_exposed`` exposed customers is warned
-    about.
+    about; a comparison with fewer than ``min_conversions`` converted customers on
+    either side is warned about and marked indicative, never significant.
 
     Raises ValueError naming the variant and the field for inconsistent input, since a
     report built on impossible counts would look trustworthy and be wrong.
@@ -142,6 +161,14 @@ def experiment_report(
             "the tests and intervals below are large-sample approximations and can be far "
             "off at this size; read the comparisons as indicative only"
         )
+    few = [o for o in outcomes if o.converted < min_conversions]
+    if few and len(outcomes) > 1:
+        counts = ", ".join(f"{o.name} {o.converted}" for o in few)
+        warnings.append(
+            f"too few conversions: {counts} (fewer than {min_conversions} per variant): "
+            "conversion is tested with Fisher's exact test, and no comparison with such a "
+            "variant is called significant, whatever its p-value; read it as indicative only"
+        )
 
     control_index = next((i for i, o in enumerate(outcomes) if o.control), None)
     if baseline is not None:
@@ -161,9 +188,9 @@ def experiment_report(
             {
                 "variant": o.name,
                 "against": c.name,
-                "conversion": _conversion_comparison(o, c, alpha, warnings),
+                "conversion": _conversion_comparison(o, c, alpha, min_conversions, warnings),
                 "revenue_per_exposed": _revenue_comparison(
-                    o.name, revenue, c.name, revenues[base_index], alpha, warnings
+                    o, revenue, c, revenues[base_index], alpha, min_conversions, warnings
                 ),
             }
         )
@@ -172,6 +199,7 @@ def experiment_report(
         "experiment": str(name),
         "alpha": float(alpha),
         "min_exposed": int(min_exposed),
+        "min_conversions": int(min_conversions),
         "control": None if control_index is None else outcomes[control_index].name,
         "baseline": c.name,
         "baseline_is": baseline_is,
@@ -289,17 +317,21 @@ def _mean_ci(values: np.ndarray, alpha: float) -> list[float] | None:
 
 
 def _conversion_comparison(
-    v: VariantOutcome, c: VariantOutcome, alpha: float, warnings: list[str]
+    v: VariantOutcome, c: VariantOutcome, alpha: float, min_conversions: int, warnings: list[str]
 ) -> dict[str, Any]:
-    """Two-proportion comparison of ``v`` against the baseline ``c``."""
+    """Two-proportion comparison of ``v`` against the baseline ``c``: the z-test, or
+    Fisher's exact test when a cell of the 2x2 table is below ``min_conversions``."""
+    indicative = min(v.converted, c.converted) < min_conversions
     result: dict[str, Any] = {
         "difference": None,
         "relative_uplift": None,
         "ci_low": None,
         "ci_high": None,
+        "test": None,
         "z": None,
         "p_value": None,
         "significant": False,
+        "indicative": indicative,
     }
     nv, nc = int(v.exposed), int(c.exposed)
     if nv > 0 and nc > 0:
@@ -322,29 +354,41 @@ def _conversion_comparison(
             "(no variation)"
         )
         return result
-    difference = pv - pc
-    z = difference / pooled_se
-    p_value = float(2 * stats.norm.sf(abs(z)))
+    cells = (v.converted, nv - v.converted, c.converted, nc - c.converted)
     ci_low, ci_high = _newcombe(v, c, alpha)
+    if min(cells) < min_conversions:
+        table = [[v.converted, nv - v.converted], [c.converted, nc - c.converted]]
+        p_value = float(stats.fisher_exact(table).pvalue)
+        result.update(test="Fisher's exact")
+    else:
+        z = (pv - pc) / pooled_se
+        p_value = float(2 * stats.norm.sf(abs(z)))
+        result.update(test="two-proportion z", z=z)
     result.update(
         ci_low=ci_low,
         ci_high=ci_high,
-        z=z,
         p_value=p_value,
-        significant=p_value < alpha,
+        significant=p_value < alpha and not indicative,
     )
     return result
 
 
 def _revenue_comparison(
-    v_name: str,
+    v_outcome: VariantOutcome,
     v: np.ndarray,
-    c_name: str,
+    c_outcome: VariantOutcome,
     c: np.ndarray,
     alpha: float,
+    min_conversions: int,
     warnings: list[str],
 ) -> dict[str, Any]:
-    """Welch's t-test of revenue per exposed customer, ``v`` against the baseline ``c``."""
+    """Welch's t-test of revenue per exposed customer, ``v`` against the baseline ``c``.
+    Never significant with fewer than ``min_conversions`` buyers on a side, nor when a
+    side's revenue has no spread (no buyers): that side's variance is not estimable, and
+    the test would rest on the other side's alone."""
+    v_name, c_name = v_outcome.name, c_outcome.name
+    no_spread = any(len(x) >= 1 and float(np.ptp(x)) == 0 for x in (v, c))
+    indicative = min(v_outcome.converted, c_outcome.converted) < min_conversions or no_spread
     result: dict[str, Any] = {
         "difference": None,
         "relative_uplift": None,
@@ -353,6 +397,7 @@ def _revenue_comparison(
         "t": None,
         "p_value": None,
         "significant": False,
+        "indicative": indicative,
     }
     if len(v) > 0 and len(c) > 0:
         mv, mc = float(v.mean()), float(c.mean())
@@ -383,7 +428,7 @@ def _revenue_comparison(
         ci_high=_finite_or_none(interval.high),
         t=t,
         p_value=p_value,
-        significant=p_value < alpha,
+        significant=p_value < alpha and not indicative,
     )
     return result
 

@@ -200,10 +200,11 @@ def run_experiment(args: argparse.Namespace) -> int:
         console.print(
             f"{c['variant']} vs {c['against']}: conversion {_signed(conversion['difference'])} "
             f"(95% CI {_signed(conversion['ci_low'])} .. {_signed(conversion['ci_high'])}, "
-            f"p {_p(conversion['p_value'])}); revenue per exposed "
+            f"p {_p(conversion['p_value'])}{_verdict(conversion)}); revenue per exposed "
             f"{_signed(revenue['difference'], percent=False)} (95% CI "
             f"{_signed(revenue['ci_low'], percent=False)} .. "
-            f"{_signed(revenue['ci_high'], percent=False)}, p {_p(revenue['p_value'])})",
+            f"{_signed(revenue['ci_high'], percent=False)}, p {_p(revenue['p_value'])}"
+            f"{_verdict(revenue)})",
             soft_wrap=True,
             markup=False,
         )
@@ -222,6 +223,14 @@ def run_experiment(args: argparse.Namespace) -> int:
     json_path, html_path = write_files_together(out, contents, "--out")
     console.print(f"wrote {json_path} and {html_path}", soft_wrap=True)
     return 0
+
+
+def _verdict(comparison: dict[str, Any]) -> str:
+    """What the comparison's p-value is worth, after it: significant, or indicative only
+    (too few conversions to call it either way)."""
+    if comparison.get("significant"):
+        return ", significant"
+    return ", indicative only" if comparison.get("indicative") else ""
 
 
 def _print_model_versions(console: Console, report: dict[str, Any]) -> None:
