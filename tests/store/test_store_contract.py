@@ -427,6 +427,41 @@ def test_offer_activity_counts_deliveries_and_their_answers_per_day(store: Store
     assert later.deliveries[-1] == DeliveryCount(day + 1, "app", None, None, None, 1, 0, 1)
 
 
+def test_an_answer_is_credited_to_the_last_delivery_before_it_only(store: Store) -> None:
+    """An email and two app deliveries of one item, then one conversion: three take-ups
+    of one conversion were counted. The conversion is credited to the last delivery
+    before it, on any channel (two at the same second: the one stored last); a
+    delivery after it is not credited; a second conversion after a later delivery is
+    that one's."""
+
+    def event(what: str, event_id: str, ts: str, channel: str, **more: object) -> Event:
+        body = {"event_id": event_id, "type": f"offer_{what}", "customer_id": "c1"}
+        return parsed({**body, "item_id": "A", "timestamp": ts, "channel": channel, **more})
+
+    store.add_events(
+        [
+            event("impression", "i1", "2026-06-01T10:00:00Z", "email"),
+            event("impression", "i2", "2026-06-01T11:00:00Z", "app"),
+            event("impression", "i3", "2026-06-01T11:00:00Z", "app"),
+            event("click", "k1", "2026-06-01T11:30:00Z", "app"),
+            event("conversion", "v1", "2026-06-01T12:00:00Z", "email", revenue=5.0),
+            event("impression", "i4", "2026-06-01T13:00:00Z", "email"),
+            event("impression", "i5", "2026-06-01T14:00:00Z", "email"),
+            event("conversion", "v2", "2026-06-01T15:00:00Z", "email", revenue=5.0),
+        ]
+    )
+    since = 1_780_272_000  # 2026-06-01 00:00 UTC
+    activity = store.offer_activity(since, since + 86_400)
+    day = since // 86_400
+    assert activity.deliveries == [
+        DeliveryCount(day, "app", None, None, None, 2, 1, 1),
+        DeliveryCount(day, "email", None, None, None, 3, 0, 1),
+    ]
+    taken_up = sum(d.converted for d in activity.deliveries)
+    conversions = sum(r.events for r in activity.responses if r.type == "offer_conversion")
+    assert taken_up == conversions == 2
+
+
 # -- consent and erasure ---------------------------------------------------------------------
 
 

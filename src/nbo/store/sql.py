@@ -82,12 +82,19 @@ _INSERT_LINE = (
 )
 
 # Whether the customer of impression ``i`` answered it: a later event of the given type
-# (click, conversion) on the same offer before the end of the period, found through the
-# customer index (customer_id, type, occurred_at). Parameters: the type, the period's end.
+# (click, conversion) on the same offer before the end of the period, to which ``i`` is
+# the last delivery of that offer to the customer (on any channel; of two at the same
+# second, the one stored last), so an answer is credited to one delivery only: an email
+# and two app deliveries of one item before one conversion counted three take-ups.
+# Found through the customer index (customer_id, type, occurred_at). Parameters: the
+# type, the period's end. ``{order}``: the backend's column of the stored order.
 _ANSWERED = (
     "CASE WHEN EXISTS (SELECT 1 FROM events r WHERE r.customer_id = i.customer_id "
     "AND r.type = ? AND r.occurred_at >= i.occurred_at AND r.occurred_at < ? "
-    "AND r.item_id = i.item_id) THEN 1 ELSE 0 END"
+    "AND r.item_id = i.item_id AND NOT EXISTS (SELECT 1 FROM events j "
+    "WHERE j.customer_id = i.customer_id AND j.type = i.type AND j.item_id = i.item_id "
+    "AND j.occurred_at <= r.occurred_at AND (j.occurred_at > i.occurred_at "
+    "OR (j.occurred_at = i.occurred_at AND j.{order} > i.{order})))) THEN 1 ELSE 0 END"
 )
 
 
@@ -320,14 +327,17 @@ class SQLStore:
         """Offer events from ``since`` to before ``until`` (unix seconds), counted per day
         (``DeliveryCount``, ``ResponseCount``), in the order of their names (NULL
         first): a few hundred rows for any number of events, so a dashboard never reads
-        the events themselves. The kind, source and stage of an impression are what the
-        answer said (its payload); impressions recorded before they were kept have none."""
+        the events themselves. A click or conversion is credited to one impression: the
+        customer's last delivery of its offer before it, on any channel. The kind,
+        source and stage of an impression are what the answer said (its payload);
+        impressions recorded before they were kept have none."""
         kind, source, stage = (self._json_text("i.payload", f) for f in ("kind", "source", "stage"))
+        answered = _ANSWERED.format(order=self._STORED_ORDER)
         with self._reading() as db:
             deliveries = db.execute(
                 self._q(
                     f"SELECT i.occurred_at / {DAY}, i.channel, {kind}, {source}, {stage}, "
-                    f"COUNT(*), SUM({_ANSWERED}), SUM({_ANSWERED}) FROM events i "
+                    f"COUNT(*), SUM({answered}), SUM({answered}) FROM events i "
                     "WHERE i.type = ? AND i.occurred_at >= ? AND i.occurred_at < ? "
                     "GROUP BY 1, 2, 3, 4, 5"
                 ),

@@ -268,6 +268,34 @@ def test_offers_going_out_counts_the_recorded_deliveries_and_their_answers(
         assert f'data-channel="{channel}">{count}<' in row
 
 
+def test_a_conversion_is_taken_up_once_and_counted_inside_the_clock_tolerance(
+    client: TestClient,
+) -> None:
+    """One conversion after an email and an app delivery of the same offer read "2
+    taken up ... of 1 conversions"; and a conversion dated two minutes ahead of the
+    clock (POST /v1/events accepts five) was shown nowhere."""
+    answer = client.get(
+        "/v1/customers/a00/offers", params={"k": 1, "channel": "email", "record": "true"}
+    ).json()
+    offer = answer["offers"][0]
+    item = offer["item_id"] or offer["offer_id"]
+    ahead = "2026-06-30T12:02:00Z"  # CLOCK + 2 min, inside NBO_CLOCK_SKEW_SECONDS
+    assert CLOCK == "2026-06-30T12:00:00Z"
+    events = [
+        {"event_id": "app-1", "type": "offer_impression", "channel": "app", "timestamp": CLOCK},
+        {"event_id": "buy-1", "type": "offer_conversion", "revenue": 7.5, "timestamp": ahead},
+    ]
+    for event in events:
+        body = {"customer_id": "a00", "item_id": item, **event}
+        assert client.post("/v1/events", json=body).json()["accepted"]
+    page = client.get("/dashboard/offers", params={"days": 7}).text
+    assert number(by_id(page, "impressions")) == 2
+    assert number(by_id(page, "converted")) == 1
+    assert number(by_id(page, "revenue")) == 7.5
+    assert "revenue of 1 conversions" in page
+    assert "credited once" in page
+
+
 def test_the_experiments_pages_show_the_report_of_nbo_report_experiment(
     experiment_client: TestClient,
 ) -> None:

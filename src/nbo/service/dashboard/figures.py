@@ -22,6 +22,7 @@ from nbo.catalog.terms import Catalog
 from nbo.core.errors import ArtifactError
 from nbo.core.vocabulary import CHANNELS, DAY, STAGES, iso_utc
 from nbo.experiments.assignment import ServingModels
+from nbo.experiments.outcomes import accepted_until
 from nbo.models.artifacts import MANIFEST, current_or_problem, list_versions
 from nbo.models.registry import aliases_with_current
 from nbo.models.served import ServingModel
@@ -249,12 +250,17 @@ def going_out(
     days: int,
     counters: Mapping[str, list[tuple[dict[str, str], float]]],
     metrics_on: bool = True,
+    clock_skew_s: int = 0,
 ) -> GoingOut:
     """The period of ``days`` days up to ``now_s`` from ``Store.offer_activity``, and the
     offers and suppressions counters (``counters``: ``metric_counters``; ``metrics_on``:
-    the setting, since a counter has no samples before the first answer)."""
+    the setting, since a counter has no samples before the first answer). The period
+    ends where the experiment report's does, at the latest time ``POST /v1/events``
+    accepts an event at (the clock plus ``clock_skew_s``, ``NBO_CLOCK_SKEW_SECONDS``):
+    a conversion dated a few seconds ahead of the clock was accepted and shown nowhere."""
     since = now_s - days * DAY
-    activity = store.offer_activity(since, now_s + 1)
+    latest = accepted_until(now_s, clock_skew_s)
+    activity = store.offer_activity(since, latest + 1)
     deliveries = pd.DataFrame(
         [vars(d) for d in activity.deliveries],
         columns=[
@@ -291,7 +297,7 @@ def going_out(
         )
     # Per day, every day of the period (a day without events is zeros): one group-by
     # each, not a filter of the frames per day (366 of them cost a second).
-    days_of = pd.RangeIndex(since // DAY, now_s // DAY + 1)
+    days_of = pd.RangeIndex(since // DAY, latest // DAY + 1)
     channels = _channels(deliveries)
     shown = (
         deliveries.pivot_table(
@@ -330,7 +336,7 @@ def going_out(
         suppressions[rule] = suppressions.get(rule, 0) + int(value)
     return GoingOut(
         since=iso_utc(since),
-        until=iso_utc(now_s),
+        until=iso_utc(latest),
         days=days,
         impressions=int(deliveries["impressions"].sum()),
         clicked=int(deliveries["clicked"].sum()),

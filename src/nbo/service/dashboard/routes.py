@@ -228,7 +228,14 @@ async def offers_going_out(
     def compute() -> dict[str, Any]:
         from nbo.service.dashboard import plots
 
-        out = going_out(store, now_s, days, metric_counters(metrics.registry), settings.metrics)
+        out = going_out(
+            store,
+            now_s,
+            days,
+            metric_counters(metrics.registry),
+            settings.metrics,
+            settings.clock_skew_seconds,
+        )
         return {"out": out, "chart": plots.offers_over_time_svg(out) if out.daily else None}
 
     key = ("offers", days, now_s // 60)
