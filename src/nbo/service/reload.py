@@ -409,8 +409,12 @@ class Reloader:
     def _read_experiments(self) -> Experiments:
         """The experiments file as it is now, when it validates and every model it names
         is published; else (the refusal kept in ``self.experiments.last_error``) the
-        experiments serving now. The first step of a reload and of a worker's start."""
-        self.experiments.last_error = self.experiments.last_error_at = None
+        experiments serving now. The first step of a reload and of a worker's start.
+        ``last_error`` is replaced, never cleared first: a look at it while a refused
+        file is read again (the file's watcher) still finds it."""
+        if self.experiments.path is None:
+            self.experiments.last_error = self.experiments.last_error_at = None
+            return self.models.experiments
         read = self.experiments.read()
         if read is None:
             return self.models.experiments
@@ -419,6 +423,7 @@ class Reloader:
         except ArtifactError as exc:
             self.experiments.refuse(str(exc))
             return self.models.experiments
+        self.experiments.last_error = self.experiments.last_error_at = None
         return read
 
     def _differs(self, serving: ServingModels, target: str, experiments: Experiments) -> bool:

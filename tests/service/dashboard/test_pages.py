@@ -20,6 +20,7 @@ from support import (
     CLOCK,
     DEMO_CATALOG,
     ENTRIES,
+    EXPERIMENT,
     KEYS,
     app_for,
     bearer,
@@ -48,6 +49,13 @@ def cells(page: str, attribute: str) -> dict[str, str]:
 
 def number(text: str) -> float:
     return float(text.replace(",", "").rstrip("%"))
+
+
+def warning(page: str, element_id: str) -> str:
+    """The text of the paragraph ``element_id``, its markup dropped."""
+    match = re.search(rf'id="{element_id}"[^>]*>(.*?)</p>', page, re.S)
+    assert match, element_id
+    return html.unescape(re.sub(r"<[^>]+>", "", match.group(1)))
 
 
 def by_id(page: str, element_id: str) -> str:
@@ -117,6 +125,35 @@ def test_the_overview_lists_the_live_offers_the_catalogue_route_gives(models_dir
     assert re.findall(r'<tr data-offer="([^"]+)"', section) == live
     assert live and "christmas-2011" not in live
     assert catalog["fingerprint"][:12] in section
+
+
+def test_the_overview_says_a_refused_catalogue_or_experiments_file(
+    models_dir: Path, tmp_path: Path, experiment_client: TestClient, experiments_file: Path
+) -> None:
+    """With ``stages: [loyl]`` saved, ``GET /v1/catalog`` said ``last_error`` while the
+    Overview listed the old offers as live without a word; a refused experiments file
+    likewise."""
+    catalog = tmp_path / "catalog.yaml"
+    good = DEMO_CATALOG.read_text(encoding="utf-8")
+    catalog.write_text(good, encoding="utf-8")
+    with app_for(models_dir, catalog=catalog) as client:
+        assert 'id="catalog-refused"' not in client.get("/dashboard").text
+        catalog.write_text(good.replace("stages: [loyal]", "stages: [loyl]"), encoding="utf-8")
+        client.app.state.catalog.refresh()  # type: ignore[attr-defined]
+        problem = client.get("/v1/catalog").json()["last_error"]
+        assert "loyl" in problem
+        page = client.get("/dashboard").text
+    assert problem in warning(page, "catalog-refused")
+    assert "The catalogue file was refused" in page
+
+    assert 'id="experiments-refused"' not in experiment_client.get("/dashboard").text
+    bad = EXPERIMENT.replace("weight: 20", "weight: -20")
+    experiments_file.write_text(bad, encoding="utf-8")
+    assert experiment_client.post("/v1/admin/reload").status_code == 200
+    problem = experiment_client.get("/v1/experiments").json()["last_error"]
+    assert "weight" in problem
+    page = experiment_client.get("/dashboard").text
+    assert problem in warning(page, "experiments-refused")
 
 
 def test_the_overview_counts_stages_and_churn_risk_on_the_churn_model(

@@ -141,6 +141,29 @@ def _no_model(request: Request) -> str:
     return request.app.state.models.last_error or "no model loaded yet"
 
 
+def _refused_files(request: Request) -> list[dict[str, Any]]:
+    """The catalogue and the experiments file as last read when that read was refused:
+    what serves is the last good one, and the Overview must not show it as if the edit
+    had been taken (``GET /v1/catalog`` and ``GET /v1/experiments`` say the same)."""
+    refused = []
+    catalog = request.app.state.catalog.status()
+    if catalog["last_error"] is not None:
+        refused.append({"what": "catalog", "name": "The catalogue file", **catalog})
+    experiments = request.app.state.experiments_file
+    if experiments.last_error is not None:
+        refused.append(
+            {
+                "what": "experiments",
+                "name": "The experiments file",
+                "last_error": experiments.last_error,
+                "last_error_at": experiments.status(request.app.state.models.experiments)[
+                    "last_error_at"
+                ],
+            }
+        )
+    return refused
+
+
 # --- overview -------------------------------------------------------------------------
 
 
@@ -164,6 +187,7 @@ async def overview(
             reason=_no_model(request),
             offers=offers,
             catalog=catalog,
+            refused=_refused_files(request),
         )
     model = models.current
 
@@ -205,6 +229,7 @@ async def overview(
         loaded_at=datetime.fromtimestamp(model.loaded_at, UTC).strftime("%Y-%m-%d %H:%M UTC"),
         offers=offers,
         catalog=catalog,
+        refused=_refused_files(request),
         **figures,
     )
 
