@@ -6,6 +6,7 @@ test_browser.py."""
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 import subprocess
@@ -373,6 +374,21 @@ def test_the_models_page_lists_the_versions_and_their_quality(
     assert re.search(r'data-method="ranker">0\.\d{4}<', ranker_row)
     # The version trained without the ranker has no ranker figure.
     assert 'data-method="ranker">-<' in side.split(f'data-version="{without}"')[1]
+    # The first version had no current model to be compared with: not "passed".
+    table = page.split('id="versions"')[1].split("</table>")[0]
+    gates = {
+        version: html.unescape(gate)
+        for version, gate in re.findall(
+            r'<tr data-version="([^"]+)".*?<td data-gate[^>]*>([^<]*)</td>', table, re.S
+        )
+    }
+    # The second was trained on the same data: the first saw its holdout and could not
+    # be scored on it, so it was not compared either (its manifest says so).
+    for version in (with_ranker, without):
+        gate = json.loads((two_models[0] / version / "manifest.json").read_text())["quality_gate"]
+        assert gate["passed"] is True and gate["current"] is None
+        assert "not compared with a current model" in gate["message"]
+        assert gates[version] == "not compared"
 
 
 def test_the_models_page_tells_the_serving_version_from_the_one_current_names(
