@@ -14,7 +14,7 @@ from support import DATA, DEMO_CATALOG, at, write
 
 from nbo.catalog.loading import load_catalog
 from nbo.catalog.terms import Catalog
-from nbo.core.errors import CatalogError
+from nbo.core.errors import MAX_LISTED_PROBLEMS, CatalogError
 from nbo.core.vocabulary import KIND_INCENTIVE, KIND_PRODUCT, STAGES
 
 SAMPLE = DATA / "online_retail_sample.parquet"
@@ -29,7 +29,8 @@ def refusal(tmp_path: Path, text: str, name: str = "catalog.yaml") -> str:
     with pytest.raises(CatalogError) as caught:
         catalog_of(tmp_path, text, name)
     message = str(caught.value)
-    assert "\n" not in message
+    # One line per problem, each naming the file.
+    assert all(line.startswith(str(tmp_path / name)) for line in message.split("\n"))
     return message
 
 
@@ -339,10 +340,62 @@ def test_a_bad_catalogue_is_refused_naming_the_offer_and_field(
     assert expected in refusal(tmp_path, text)
 
 
-def test_the_first_problem_is_named_and_the_others_counted(tmp_path: Path) -> None:
-    message = refusal(tmp_path, "version: 1\noffers:\n  - {id: w, kind: x, value: -1, lever: y}")
-    assert "catalog.yaml: offer 'w' field 'kind': Input should be" in message
-    assert message.endswith("(and 2 more problems)")
+def test_every_problem_is_listed_one_line_each(tmp_path: Path) -> None:
+    """A file with five mistakes said the first "(and 4 more problems)": a round of
+    edits per mistake. Each is listed, one line each, in the file's order; the rules
+    that span fields (a value beside a margin, an unknown category) likewise."""
+    text = (
+        "version: 1\ncategories:\n  xmas: [A]\noffers:\n"
+        "  - {id: a, kind: product, item_id: A, value: -1}\n"
+        "  - {id: b, kind: prodct, item_id: B}\n"
+        "  - {id: c, kind: product, item_id: C, stages: [loyl]}\n"
+        "  - {id: d, kind: product, item_id: D, lever: y}\n"
+        "  - {id: e, kind: product, item_id: E, chanels: [email]}\n"
+    )
+    lines = refusal(tmp_path, text).split("\n")
+    assert [line.split(": ")[1] for line in lines] == [
+        f"offer '{o}' field '{f}'"
+        for o, f in (
+            ("a", "value"),
+            ("b", "kind"),
+            ("c", "stages"),
+            ("d", "lever"),
+            ("e", "chanels"),
+        )
+    ]
+    assert "(got 'loyl')" in lines[2] and "more problem" not in "".join(lines)
+    spanning = (
+        "version: 1\ncategories:\n  xmas: [A]\noffers:\n"
+        "  - {id: a, kind: product, category: toys}\n"
+        "  - {id: b, kind: product, item_id: B, value: 5, margin: 0.2}\n"
+        "  - {id: a, kind: product, item_id: C}\n"
+    )
+    lines = refusal(tmp_path, spanning).split("\n")
+    assert [line.split(": ")[1] for line in lines] == [
+        "offer 'a' field 'category'",
+        "offer 'b' field 'margin'",
+        "offer 'a' field 'id'",
+    ]
+
+
+def test_a_long_list_of_problems_is_capped(tmp_path: Path) -> None:
+    offers = "".join(f"  - {{id: o{n}, kind: product, item_id: X, lever: y}}\n" for n in range(30))
+    lines = refusal(tmp_path, "version: 1\noffers:\n" + offers).split("\n")
+    assert len(lines) == MAX_LISTED_PROBLEMS + 1
+    assert lines[-1].endswith(f"and {30 - MAX_LISTED_PROBLEMS} more problems")
+
+
+def test_an_id_with_a_leading_zero_is_the_text_written_not_yaml_octal(tmp_path: Path) -> None:
+    """``- 0123`` unquoted in a category was read by YAML as octal 83: the item '83'."""
+    catalog = catalog_of(
+        tmp_path,
+        "version: 1\ncategories:\n  xmas: [0123, '0456', 22423]\noffers:\n"
+        "  - {id: 0017, kind: product, item_id: 0089}\n"
+        "  - {id: x, kind: product, category: xmas}\n",
+    )
+    assert catalog.document.categories["xmas"] == ("0123", "0456", "22423")
+    first = catalog.document.offers[0]
+    assert (first.id, first.item_id) == ("0017", "0089")
 
 
 def test_a_missing_file_or_an_unknown_format_is_refused(tmp_path: Path) -> None:

@@ -62,25 +62,38 @@ def load_catalog(path: Path, missing_hint: str = SETTING_HINT) -> Catalog:
 
 
 def _explain(source: str, exc: ValidationError, raw: Any) -> CatalogError:
-    """The first validation error as one line naming the entry and field; the count of
-    any others, so a marketer knows another round may follow."""
+    """Every validation error, each naming the entry and field in the file's words, so a
+    marketer fixes them all in one round."""
     errors = exc.errors()
-    first = errors[0]
-    entry, field = _locate(first["loc"], raw)
+    # A bad list element also fails its list (and a union each of its branches): that
+    # is the same problem, not another one.
+    locations = [tuple(e["loc"]) for e in errors]
+    kept = [
+        e
+        for e, loc in zip(errors, locations, strict=True)
+        if not any(other[: len(loc)] == loc and other != loc for other in locations)
+    ]
+    problems: list[tuple[str | None, str | None, str]] = []
+    for error in kept:
+        found = (*_locate(error["loc"], raw), " ".join(_problem_of(error).split()))
+        if found not in problems:
+            problems.append(found)
+    (entry, field, problem), *more = problems
+    return CatalogError(source, problem, entry, field, more)
+
+
+def _problem_of(error: Any) -> str:
+    """One pydantic error in the marketer's words."""
     # Tuples are how the schema stores lists; the marketer wrote a list.
-    problem = str(first["msg"]).replace("valid tuple", "valid list").replace("Tuple", "List")
-    if first["type"] == "extra_forbidden":
-        problem = "not a known field (a typo?)"
-    elif first["type"] == "value_error":
+    problem = str(error["msg"]).replace("valid tuple", "valid list").replace("Tuple", "List")
+    if error["type"] == "extra_forbidden":
+        return "not a known field (a typo?)"
+    if error["type"] == "value_error":
         # The schema's own rules (times, ids) say what they got: no "Value error, ".
-        problem = str(first.get("ctx", {}).get("error", problem))
-    elif first["type"] != "missing" and isinstance(first.get("input"), str | int | float):
-        problem += f" (got {first['input']!r})"
-    # A bad list element also fails its list: that is the same problem, not another one.
-    others = [e for e in errors[1:] if tuple(first["loc"][: len(e["loc"])]) != e["loc"]]
-    if others:
-        problem += f" (and {len(others)} more problem{'s' if len(others) > 1 else ''})"
-    return CatalogError(source, " ".join(problem.split()), entry, field)
+        return str(error.get("ctx", {}).get("error", problem))
+    if error["type"] != "missing" and isinstance(error.get("input"), str | int | float):
+        problem += f" (got {error['input']!r})"
+    return problem
 
 
 def _locate(loc: tuple[int | str, ...], raw: Any) -> tuple[str | None, str | None]:
@@ -112,18 +125,21 @@ _INCENTIVE_ONLY = ("incentive", "amount", "response_rate")
 
 
 def _check(source: str, document: CatalogFile) -> None:
-    """The rules that span fields or sections, which field types cannot say."""
+    """The rules that span fields or sections, which field types cannot say; every
+    problem found is listed (``CatalogError.problems``)."""
+    problems: list[tuple[str | None, str | None, str]] = []
     found_value = _value_problem(document.products)
     if found_value is not None:
-        raise CatalogError(source, found_value[1], "products", found_value[0])
+        problems.append(("products", found_value[0], found_value[1]))
     seen_items: set[str] = set()
     for item in document.items:
         entry = f"item override '{item.item_id}'"
         if item.item_id in seen_items:
-            raise CatalogError(source, "listed twice; one override per item", entry, "item_id")
+            problems.append((entry, "item_id", "listed twice; one override per item"))
+            continue
         found_value = _value_problem(item)
         if found_value is not None:
-            raise CatalogError(source, found_value[1], entry, found_value[0])
+            problems.append((entry, found_value[0], found_value[1]))
         seen_items.add(item.item_id)
     seen_offers: set[str] = set()
     for offer in document.offers:
@@ -135,9 +151,11 @@ def _check(source: str, document: CatalogFile) -> None:
             found = _product_problem(offer, document.categories)
         found = found or _common_problem(offer)
         if found is not None:
-            field, problem = found
-            raise CatalogError(source, problem, f"offer '{offer.id}'", field)
+            problems.append((f"offer '{offer.id}'", *found))
         seen_offers.add(offer.id)
+    if problems:
+        (where, field, problem), *more = problems
+        raise CatalogError(source, problem, where, field, more)
 
 
 def _common_problem(offer: CatalogOffer) -> tuple[str, str] | None:

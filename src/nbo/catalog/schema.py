@@ -58,9 +58,10 @@ propensity alone (scaled by margin and lever), as they did before the catalogue.
 
 
 def _as_text(value: Any) -> Any:
-    """YAML reads ``item_id: 22423`` as a number; an id is text, whatever it looks like."""
+    """YAML reads ``item_id: 22423`` as a number; an id is text, whatever it looks like:
+    as it was written (``0123`` is the id '0123', not YAML's octal 83)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        return getattr(value, "written", str(value))
     return value
 
 

@@ -149,6 +149,28 @@ _DocumentLoader.add_constructor(
 )
 
 
+class WrittenInt(int):
+    """An integer YAML read from text that is not its plain digits: ``0123`` (octal, 83,
+    in YAML 1.1), ``1_000``, ``0x1F``, ``1:30`` (sexagesimal, 90). A number where a number
+    is wanted; ``written`` keeps the text for a field that takes an id, which is text
+    whatever it looks like (an item ``- 0123`` in a category was the item '83')."""
+
+    written: str
+
+
+def _construct_int_keeping_text(loader: yaml.SafeLoader, node: ScalarNode) -> int:
+    value = loader.construct_yaml_int(node)
+    text = str(node.value)
+    if text == str(value):
+        return value
+    kept = WrittenInt(value)
+    kept.written = text
+    return kept
+
+
+_DocumentLoader.add_constructor("tag:yaml.org,2002:int", _construct_int_keeping_text)
+
+
 def _load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_DocumentLoader)
 

@@ -6,6 +6,8 @@ them into 4xx responses in one exception handler.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class NboError(Exception):
     """Base class for errors that are the user's to fix, not bugs."""
@@ -67,16 +69,37 @@ class CatalogError(NboError):
     """
 
     def __init__(
-        self, source: str, problem: str, entry: str | None = None, field: str | None = None
+        self,
+        source: str,
+        problem: str,
+        entry: str | None = None,
+        field: str | None = None,
+        more: Sequence[tuple[str | None, str | None, str]] = (),
     ) -> None:
         self.source = source
         self.entry = entry
         self.field = field
         self.problem = problem
-        where = [source]
-        if entry:
-            where.append(f"{entry} field '{field}'" if field else entry)
-        elif field:
-            where.append(f"field '{field}'")
-        where.append(problem)
-        super().__init__(": ".join(where))
+        # Every problem found, the first included, as (entry, field, problem): a file with
+        # five mistakes is fixed in one round, not five.
+        self.problems = [(entry, field, problem), *more]
+        lines = [_catalog_line(source, *found) for found in self.problems[:MAX_LISTED_PROBLEMS]]
+        if len(self.problems) > MAX_LISTED_PROBLEMS:
+            left = len(self.problems) - MAX_LISTED_PROBLEMS
+            lines.append(f"{source}: and {left} more problem{'s' if left > 1 else ''}")
+        super().__init__("\n".join(lines))
+
+
+# Problems of one file listed, one line each, before the rest are only counted: enough
+# for any file edited by hand, few enough that a broken generated file stays readable.
+MAX_LISTED_PROBLEMS = 20
+
+
+def _catalog_line(source: str, entry: str | None, field: str | None, problem: str) -> str:
+    where = [source]
+    if entry:
+        where.append(f"{entry} field '{field}'" if field else entry)
+    elif field:
+        where.append(f"field '{field}'")
+    where.append(problem)
+    return ": ".join(where)
