@@ -223,6 +223,27 @@ def test_a_clock_in_range_follows_nbo_earliest_event(monkeypatch: pytest.MonkeyP
             '{"impression": 3, "days": 14}',
             "setting NBO_FATIGUE: unknown field 'impression' (the fields are impressions, days)",
         ),
+        (
+            "NBO_MIN_HOLD_DAYS",
+            '{"Email": 7}',
+            "setting NBO_MIN_HOLD_DAYS: unknown channel 'Email' (the channels are email, app)",
+        ),
+        (
+            "NBO_MIN_HOLD_DAYS",
+            '{"email": -1}',
+            "setting NBO_MIN_HOLD_DAYS: email: must be 0 or more days (got -1)",
+        ),
+        (
+            "NBO_MIN_HOLD_DAYS",
+            '{"app": "a week"}',
+            "setting NBO_MIN_HOLD_DAYS: app: must be 0 or more days (got 'a week')",
+        ),
+        # Longer than the window, it would hold back what the window offers again.
+        (
+            "NBO_MIN_HOLD_DAYS",
+            '{"email": 45}',
+            "setting NBO_MIN_HOLD_DAYS: email: 45 days is longer than NBO_SUPPRESSION_DAYS (30)",
+        ),
     ],
 )
 def test_a_contact_policy_with_an_unknown_key_refuses_the_start(
@@ -243,6 +264,13 @@ def test_contact_policies_with_known_keys_are_taken(monkeypatch: pytest.MonkeyPa
     assert settings.fatigue is not None and settings.fatigue.impressions == 5
     monkeypatch.setenv("NBO_FATIGUE", "null")
     assert load_settings().fatigue is None
+    # No hold-back by default (the learned dead times alone); per channel when set.
+    assert settings.min_hold_days == {}
+    monkeypatch.setenv("NBO_MIN_HOLD_DAYS", '{"email": 7, "app": 1.5}')
+    assert load_settings().min_hold_days == {"email": 7.0, "app": 1.5}
+    monkeypatch.setenv("NBO_SUPPRESSION_DAYS", "all")
+    monkeypatch.setenv("NBO_MIN_HOLD_DAYS", '{"email": 400}')
+    assert load_settings().min_hold_days == {"email": 400.0}
 
 
 def test_a_misspelt_variable_is_named_with_the_closest_setting() -> None:

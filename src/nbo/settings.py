@@ -113,6 +113,12 @@ class Settings(BaseSettings):
         description='per channel, JSON: {"email": {"max_deliveries": 1, "days": 7}, ...}; '
         "the channels are email and app; a channel without a cap is not capped",
     )
+    min_hold_days: dict[str, float] = Field(
+        default_factory=dict,
+        description='per channel, JSON: {"email": 7, "app": 2}: the fewest days a bought '
+        "item is held back, whatever the dead time the trainer learned for it (at most "
+        "NBO_SUPPRESSION_DAYS); a channel left out: the learned dead times alone",
+    )
     fatigue: FatigueRule | None = Field(
         default_factory=FatigueRule,
         description='JSON {"impressions": 3, "days": 14}: an item shown that often in that '
@@ -216,6 +222,21 @@ class Settings(BaseSettings):
                 _known_fields(cap, FrequencyCap, f"{channel}: ")
         return value
 
+    @field_validator("min_hold_days", mode="before")
+    @classmethod
+    def _holds_per_known_channel(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            unknown = [str(key) for key in value if key not in CHANNELS]
+            if unknown:
+                raise ValueError(
+                    f"unknown channel {_listed(unknown)} (the channels are {', '.join(CHANNELS)})"
+                )
+            for channel, days in value.items():
+                # (A boolean is a number to pydantic: true would hold for a day.)
+                if isinstance(days, bool) or not isinstance(days, int | float) or not days >= 0:
+                    raise ValueError(f"{channel}: must be 0 or more days (got {days!r})")
+        return value
+
     @field_validator("fatigue", mode="before")
     @classmethod
     def _known_fatigue_fields(cls, value: Any) -> Any:
@@ -286,6 +307,20 @@ class Settings(BaseSettings):
                 f"({self.earliest_event.isoformat()}) to before {CLOCK_BEFORE.date()} "
                 f"(got {self.clock.isoformat()})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _holds_within_the_window(self) -> Settings:
+        # A hold longer than the window would hold back what the window says to offer
+        # again (and NBO_SUPPRESSION_DAYS=0, never suppress, would suppress).
+        window = self.suppression.days
+        if window is not None:
+            longer = {c: d for c, d in self.min_hold_days.items() if d > window}
+            for channel, days in longer.items():
+                raise ValueError(
+                    f"NBO_MIN_HOLD_DAYS: {channel}: {days:g} days is longer than "
+                    f"NBO_SUPPRESSION_DAYS ({window})"
+                )
         return self
 
     @property

@@ -482,3 +482,37 @@ def test_an_artifact_without_the_buying_curve_keeps_the_curves_figures(
     )
 
     assert _first_product(decision)[1] == pytest.approx(first)
+
+
+# --- the minimum hold-back --------------------------------------------------------------
+
+
+def test_the_channels_minimum_hold_back_outlasts_a_learned_dead_time(
+    with_cycles: TrainResult,
+) -> None:
+    # a00 rebuys REFILL (ten orders) and buys it again two days before now; its learned
+    # dead time is the one-day floor, so it comes back at once unless the channel holds
+    # purchases back longer.
+    assert with_cycles.path is not None
+    model = load_serving_model(with_cycles.path.parent, with_cycles.version)
+    now = model.trained_until_s + 3600
+    state = CustomerState(posted=(posted("REFILL", now - 2 * DAY, "o1"),))
+    policy = dataclasses.replace(POLICY, min_hold_days={"email": 7.0})
+    catalog, request = default_catalog(), [DecisionRequest("a00", state)]
+    k = len(model.items)
+
+    def offered(policy: ContactPolicy, channel: str, at: int = now) -> tuple[list[str], int]:
+        [decision] = decide(model, catalog, policy, request, Occasion(channel, k, at))
+        assert decision.ranking is not None
+        items = [offer.item_id for offer in decision.ranking.offers if offer.item_id]
+        return items, decision.ranking.removed["just_bought"]
+
+    learned, learned_removed = offered(POLICY, "email")
+    assert "REFILL" in learned
+    held, held_removed = offered(policy, "email")
+    assert "REFILL" not in held and held_removed == learned_removed + 1
+    # The hold is the channel's: app has none and offers REFILL as before.
+    assert offered(policy, "app") == (learned, learned_removed)
+    # Seven days after the purchase it is still held; a little later it comes back.
+    assert "REFILL" not in offered(policy, "email", now + 5 * DAY)[0]
+    assert "REFILL" in offered(policy, "email", now + 5 * DAY + 60)[0]

@@ -155,3 +155,18 @@ def test_a_purchase_inside_the_skew_is_dated_now_and_a_later_one_stays_later() -
     assert [p.occurred_at for p in first.posted] == [NOW_S - 60, NOW_S, NOW_S + 600]
     assert second is states[1]  # nothing to change: the same state
     assert clocked(states, NOW_S, 0) is states
+
+
+def test_the_contact_policy_carries_every_contact_setting() -> None:
+    # The API and campaigns decide under this one policy: a setting it dropped would
+    # apply to neither.
+    settings = Settings(
+        suppression_days="all",
+        frequency_caps={"app": {"max_deliveries": 2, "days": 1}},
+        fatigue=None,
+        min_hold_days={"email": 7},
+    )
+    policy = contact_policy(settings)
+    assert policy.suppression.days is None
+    assert set(policy.frequency_caps) == {"app"} and policy.fatigue is None
+    assert policy.min_hold_days == {"email": 7.0}

@@ -41,6 +41,9 @@ class ContactPolicy:
     suppression: SuppressionWindow
     frequency_caps: dict[str, FrequencyCap] = field(default_factory=dict)
     fatigue: FatigueRule | None = None
+    # Per channel, the fewest days a purchase is held back, whatever the item's learned
+    # dead time (a channel left out: the dead times alone).
+    min_hold_days: dict[str, float] = field(default_factory=dict)
 
     def lookback_days(self, catalog: Catalog) -> float:
         """How far back the customer's contacts must be read for every rule to see them."""
@@ -173,6 +176,7 @@ def decide(
                     monetary=profile.monetary if profile.known else None,
                     baskets=profile.frequency if profile.known else None,
                     gap_days=profile.features.get("gap_mean_days") if profile.known else None,
+                    hold_days=policy.min_hold_days.get(channel, 0.0),
                 ),
             )
         )

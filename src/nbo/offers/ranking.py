@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from nbo.catalog.loading import default_catalog
 from nbo.catalog.terms import Catalog
 from nbo.core.arrays import filled
-from nbo.core.vocabulary import KIND_PRODUCT
+from nbo.core.vocabulary import DAY, KIND_PRODUCT
 from nbo.data.history import decay
 from nbo.data.sparse import Rows
 from nbo.models.candidates import (
@@ -377,6 +377,9 @@ class OfferRequest:
     # gap_mean_days; None = unknown): features of the ranker that carry over between shops.
     baskets: int | None = None
     gap_days: float | None = None
+    # The fewest days a purchase is held back, whatever the item's learned dead time (the
+    # contact policy's minimum hold-back for the channel; 0 = the dead times alone).
+    hold_days: float = 0.0
 
 
 def rank_offers(
@@ -485,14 +488,20 @@ def _prepare_many(
     starts = np.zeros(len(histories) + 1, dtype=np.int64)
     lengths.cumsum(out=starts[1:])
     items = _joined([h.items for h in histories], np.int32)
+    last_purchase = _joined([h.last_purchase for h in histories], np.int64)
     suppressed = _suppressed(
         model,
         items,
-        _joined([h.last_purchase for h in histories], np.int64),
+        last_purchase,
         _joined([h.counts for h in histories], np.float32),
         now_s,
         window,
     )
+    holds = [r.hold_days for r in requests]
+    if any(holds):
+        # The minimum hold-back: no learned dead time shortens it.
+        held = np.repeat(np.asarray(holds, dtype=np.float64), lengths)
+        suppressed |= (held > 0) & (now_s - last_purchase <= held * DAY)
     known = _joined([h.confidence for h in histories], np.float32) > 0
     # Per request, where its just-bought items lie among all of them.
     owner = np.arange(len(histories)).repeat(lengths)

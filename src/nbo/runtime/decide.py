@@ -57,7 +57,12 @@ class Decided:
 
 def contact_policy(settings: Settings) -> ContactPolicy:
     """The contact rules the settings configure."""
-    return ContactPolicy(settings.suppression, settings.frequency_caps, settings.fatigue)
+    return ContactPolicy(
+        settings.suppression,
+        settings.frequency_caps,
+        settings.fatigue,
+        min_hold_days=settings.min_hold_days,
+    )
 
 
 def context_for(
