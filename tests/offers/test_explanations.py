@@ -10,7 +10,7 @@ import pandas as pd
 import scipy.sparse as sp
 from support import rank_one
 
-from nbo.core.vocabulary import KIND_INCENTIVE, KIND_PRODUCT
+from nbo.core.vocabulary import DAY, KIND_INCENTIVE, KIND_PRODUCT
 from nbo.models.served import ServingModel
 from nbo.offers.explanations import Bought, _closest_bought, _OrderCounts
 from nbo.offers.ranking import SOURCE_BUY_AGAIN
@@ -198,3 +198,69 @@ def test_an_also_bought_reason_never_names_the_offered_item_itself() -> None:
         "customers who bought Tea box also bought this",
         "customers who bought Tea box also bought this",
     ]
+
+
+def test_an_item_offered_before_its_usual_gap_says_when_it_was_last_bought() -> None:
+    """Offered a day after the customer bought it, "you bought this 3 times; customers buy
+    it again about every 30 days" reads as if it were due: the reason says when it was
+    last bought while less than half the item's usual gap has passed, as before after."""
+    from nbo.offers.arbitration import Choices
+    from nbo.offers.explanations import explain
+
+    now = 1_000 * DAY
+    model = SimpleNamespace(
+        items=np.array(["COF", "TEA"], dtype=object),
+        item_id_array=np.array(["COF", "TEA"], dtype=object),
+        item_side=None,
+        item_names={},
+        repurchase_cycle_days=np.array([30.0, np.nan]),
+    )
+
+    def bought(counts: list[float], days_ago: list[float] | None) -> Bought:
+        last = None if days_ago is None else np.array([now - d * DAY for d in days_ago])
+        return Bought(np.arange(len(counts)), np.array(counts), np.ones(len(counts)), last)
+
+    customers = [
+        bought([3.0, 2.0], [1.01, 1.0]),  # coffee three times, last yesterday; tea, no cycle
+        bought([1.0], [0.1]),  # coffee once, two hours ago
+        bought([3.0], [40.0]),  # coffee due again
+        bought([1.0], [45.0]),
+        bought([2.0], None),  # when is not known
+        bought([4.0], [14.5]),  # under half the usual gap: early
+        bought([4.0], [15.5]),  # over half of it: said as before
+    ]
+    rows = [(0, 0), (0, 1), (1, 0), (2, 0), (3, 0), (4, 0), (5, 0), (6, 0)]
+    n = len(rows)
+    starts = np.searchsorted([c for c, _ in rows], np.arange(len(customers) + 1))
+    choices = Choices(
+        starts=starts,
+        kind=np.array([KIND_PRODUCT] * n, dtype=object),
+        offer_id=np.array([f"o{i}" for i in range(n)], dtype=object),
+        item=np.array([i for _, i in rows]),
+        item_id=model.item_id_array[[i for _, i in rows]],
+        source=np.array(["buy_again"] * n, dtype=object),
+        score=np.zeros(n),
+        propensity=np.zeros(n),
+        value=np.zeros(n),
+        stage_weight=np.zeros(n),
+        lever=np.zeros(n),
+        offer=np.array([None] * n, dtype=object),
+        title=np.array([None] * n, dtype=object),
+        ineligible=np.zeros(len(customers)),
+        offer_cap=np.zeros(len(customers)),
+    )
+    stages = ["active"] * len(customers)
+    got = explain(model, customers, choices, stages, now)  # type: ignore[arg-type]
+    assert got.text.tolist() == [
+        "you bought this 3 times, last 1 day ago; customers buy it again about every 30 days",
+        "you bought this before",
+        "you bought this less than a day ago; customers buy it again about every 30 days",
+        "you bought this 3 times; customers buy it again about every 30 days",
+        "you bought this before; customers buy it again about every 30 days",
+        "you bought this 2 times; customers buy it again about every 30 days",
+        "you bought this 4 times, last 14 days ago; customers buy it again about every 30 days",
+        "you bought this 4 times; customers buy it again about every 30 days",
+    ]
+    # Without the clock nothing is said of when.
+    plain = explain(model, customers, choices, stages)  # type: ignore[arg-type]
+    assert plain.text[0] == "you bought this 3 times; customers buy it again about every 30 days"

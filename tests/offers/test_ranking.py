@@ -379,11 +379,14 @@ def test_explanations_are_worked_out_once_when_first_read(
     histories = [customer_history(served, r.customer_id, r.recent) for r in requests]
     bought = [
         ranking_module.Bought(
-            h.items[h.confidence > 0], h.counts[h.confidence > 0], h.confidence[h.confidence > 0]
+            h.items[h.confidence > 0],
+            h.counts[h.confidence > 0],
+            h.confidence[h.confidence > 0],
+            h.last_purchase[h.confidence > 0],
         )
         for h in histories
     ]
-    again = explain(served, bought, table.choices, [r.stage for r in requests])
+    again = explain(served, bought, table.choices, [r.stage for r in requests], now)
     assert calls == [1]
     for column in ("source", "because", "orders", "text"):
         assert getattr(table.explanations, column).tolist() == getattr(again, column).tolist()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nbo.core.arrays import filled, lay_out_segments
+from nbo.core.vocabulary import DAY
 from nbo.models.served import ServingModel
 from nbo.offers.arbitration import Choices
 
@@ -35,6 +36,9 @@ SOURCE_ALSO_BOUGHT = "also_bought"  # item-to-item neighbours (a ranker source)
 SOURCE_POPULAR_IN_STAGE = "popular_in_stage"
 # Purchases named behind an ALS offer.
 EXPLAINED_BY = 3
+# A buy-again item offered less than this share of its repurchase cycle after the
+# customer last bought it is offered early: its reason says when it was last bought.
+EARLY_SHARE = 0.5
 
 # Whom an incentive is for, in words a customer may read: an email or app card carries
 # the text, so it never tells a customer they were flagged as leaving or gone ("an offer
@@ -51,11 +55,13 @@ STAGE_WORDS = {
 @dataclass(frozen=True)
 class Bought:
     """What one customer bought (catalogue indices), as the model and posted purchases
-    know it: order counts and ALS confidences, aligned with ``items``."""
+    know it: order counts, ALS confidences and the last purchase of each (unix seconds;
+    None: not known), aligned with ``items``."""
 
     items: np.ndarray
     counts: np.ndarray
     confidence: np.ndarray
+    last: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -79,10 +85,15 @@ def credited_sources(choices: Choices) -> np.ndarray:
 
 
 def explain(
-    model: ServingModel, bought: Sequence[Bought], choices: Choices, stages: Sequence[str]
+    model: ServingModel,
+    bought: Sequence[Bought],
+    choices: Choices,
+    stages: Sequence[str],
+    now_s: int | None = None,
 ) -> Explanations:
     """The explanations of the offers chosen for many customers (``bought``, ``stages``:
-    per customer of ``choices``)."""
+    per customer of ``choices``) at ``now_s`` (None: when each item was last bought is
+    not said)."""
     n = len(choices)
     customer = choices.customer
     source = credited_sources(choices)
@@ -117,8 +128,13 @@ def explain(
                 history.items, history.confidence, choices.item[mine], top=EXPLAINED_BY
             )
             because[mine] = [tuple(item_ids[i] for i, _ in pairs) for pairs in explained]
+    # Days since the customer last bought each item offered again (NaN: not known).
+    ago = filled(n, np.nan)
+    again = (source == SOURCE_BUY_AGAIN).nonzero()[0]
+    if len(again) and now_s is not None:
+        ago[again] = (now_s - lookup.last_at(customer[again], choices.item[again])) / DAY
     return Explanations(
-        source, because, orders, _texts(model, choices, source, because, orders, stages)
+        source, because, orders, _texts(model, choices, source, because, orders, stages, ago)
     )
 
 
@@ -129,10 +145,13 @@ def _texts(
     because: np.ndarray,
     orders: np.ndarray,
     stages: Sequence[str],
+    ago: np.ndarray | None = None,
 ) -> np.ndarray:
     """The reason of each offer, for a marketer or a customer, from the source it is
-    credited to and the purchases behind it (item names where the model knows them).
-    Offers of one kind get their words together: most are popular or bought before."""
+    credited to and the purchases behind it (item names where the model knows them), and
+    for an item offered again, the days since the customer last bought it (``ago``; NaN
+    or None: not known). Offers of one kind get their words together: most are popular
+    or bought before."""
     texts = filled(len(source), "popular this month", object)
     texts[source == SOURCE_POPULAR_IN_STAGE] = "popular with customers like you"
 
@@ -141,20 +160,28 @@ def _texts(
     days = filled(len(again), np.nan) if cycles is None else cycles[choices.item[again]]
     known = np.isfinite(days)
     texts[again[~known]] = "you bought this before"
-    repeated = known & (orders[again] > 1)
+    # Offered well before the item's typical gap (less than half of it since the
+    # customer last bought it; its learned dead time, mostly a day, allows that): the
+    # reason says when, or "customers buy it again about every 90 days" reads as if it
+    # were due.
+    since = filled(len(again), np.nan) if ago is None else ago[again]
+    early = known & (since < EARLY_SHARE * days)
     # The cycle is the item's, learned across its buyers, not this customer's own: said
     # as theirs ("you buy this about every 90 days") it was untrue of a customer who
     # bought it three times in seven weeks.
-    texts[again[repeated]] = [
-        f"you bought this {count} times; customers buy it again about every {cycle:.0f} days"
-        for count, cycle in zip(
-            orders[again[repeated]].tolist(), days[repeated].tolist(), strict=True
-        )
-    ]
-    texts[again[known & ~repeated]] = [
-        f"you bought this before; customers buy it again about every {d:.0f} days"
-        for d in days[known & ~repeated].tolist()
-    ]
+    for n, count, cycle, when, soon in zip(
+        again[known].tolist(),
+        orders[again[known]].tolist(),
+        days[known].tolist(),
+        since[known].tolist(),
+        early[known].tolist(),
+        strict=True,
+    ):
+        if count > 1:
+            bought = f"you bought this {count} times" + (f", last {_ago(when)}" if soon else "")
+        else:
+            bought = f"you bought this {_ago(when)}" if soon else "you bought this before"
+        texts[n] = f"{bought}; customers buy it again about every {cycle:.0f} days"
 
     names = model.item_names
     for n in (source == SOURCE_ALSO_BOUGHT).nonzero()[0].tolist():
@@ -183,6 +210,14 @@ def _texts(
     return texts
 
 
+def _ago(days: float) -> str:
+    """'less than a day ago', '1 day ago', '5 days ago' (whole days elapsed)."""
+    whole = int(days)
+    if whole < 1:
+        return "less than a day ago"
+    return "1 day ago" if whole == 1 else f"{whole} days ago"
+
+
 class _OrderCounts:
     """Each customer's order count per item, looked up for many (customer, item) pairs at
     once (0 where the customer never bought the item)."""
@@ -198,20 +233,42 @@ class _OrderCounts:
         counts = (
             np.concatenate([b.counts for b in bought]).astype(np.float64) if bought else np.empty(0)
         )
+        # When each was last bought: NaN where a customer's is not known.
+        last = (
+            np.concatenate(
+                [
+                    filled(len(b.items), np.nan) if b.last is None else b.last.astype(np.float64)
+                    for b in bought
+                ]
+            )
+            if bought
+            else np.empty(0)
+        )
         keys = customers * n_items + items
         order = keys.argsort(kind="stable")
         self._keys = keys[order]
         self._counts = counts[order]
+        self._last = last[order]
         self._n_items = n_items
 
     def at(self, customers: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The orders of each (customer, item); 0 where the customer never bought it."""
+        return self._look_up(self._counts, customers, items, 0.0)
+
+    def last_at(self, customers: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """When each (customer, item) was last bought (unix seconds); NaN: not known."""
+        return self._look_up(self._last, customers, items, np.nan)
+
+    def _look_up(
+        self, values: np.ndarray, customers: np.ndarray, items: np.ndarray, missing: float
+    ) -> np.ndarray:
         keys = np.asarray(customers, dtype=np.int64) * self._n_items + np.asarray(
             items, dtype=np.int64
         )
         if not len(self._keys):
-            return np.zeros(len(keys))
+            return filled(len(keys), missing)
         found = np.minimum(self._keys.searchsorted(keys), len(self._keys) - 1)
-        return np.where(self._keys[found] == keys, self._counts[found], 0.0)
+        return np.where(self._keys[found] == keys, values[found], missing)
 
 
 def _closest_bought(

@@ -516,11 +516,13 @@ def _prepare_many(
         mine = known[starts[n] : starts[n + 1]]
         recent = history.recent
         if mine.all():
-            bought = Bought(history.items, history.counts, history.confidence)
             bought_last = history.last_purchase
+            bought = Bought(history.items, history.counts, history.confidence, bought_last)
         else:
-            bought = Bought(history.items[mine], history.counts[mine], history.confidence[mine])
             bought_last = history.last_purchase[mine]
+            bought = Bought(
+                history.items[mine], history.counts[mine], history.confidence[mine], bought_last
+            )
             recent = None if recent is None else recent[mine]
         prepared.append(
             _Prepared(
@@ -615,7 +617,7 @@ def _finish_many(
     )
     bought = [p.bought for p in prepared]
     table = OfferTable(
-        choices, partial(explain, model, bought, choices, [r.stage for r in requests])
+        choices, partial(explain, model, bought, choices, [r.stage for r in requests], now_s)
     )
     rankings = []
     for n, p in enumerate(prepared):
