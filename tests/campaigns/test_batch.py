@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -583,17 +584,34 @@ def test_a_campaign_runs_on_a_frozen_heap(
 
 
 def test_null_ids_in_a_customer_list_are_no_customers(tmp_path: Path) -> None:
-    """An empty cell of a list's customer_id column is skipped like a blank line, not
-    read as a customer called "nan" (or "None") who would get offers and impressions."""
-    parquet = tmp_path / "ids.parquet"
-    pd.DataFrame({"customer_id": [12347.0, None, 12348.0]}).to_parquet(parquet)
-    assert batch._listed_ids(parquet) == ["12347.0", "12348.0"]
+    """An empty cell of a list's customer_id column is skipped like a blank line, and
+    counted, not read as a customer called "nan" (or "None") who would get offers and
+    impressions."""
     text = tmp_path / "ids.csv"
-    text.write_text("customer_id\na00\n\na01\n", encoding="utf-8")
-    assert batch._listed_ids(text) == ["a00", "a01"]
+    text.write_text("customer_id,name\na00,Ann\n\n,Bo\na01,Cy\n", encoding="utf-8")
+    assert batch._listed_ids(text) == (["a00", "a01"], 1)
     objects = tmp_path / "objects.parquet"
     pd.DataFrame({"customer_id": ["a00", None, "a01"]}).to_parquet(objects)
-    assert batch._listed_ids(objects) == ["a00", "a01"]
+    assert batch._listed_ids(objects) == (["a00", "a01"], 1)
+    lines = tmp_path / "ids.txt"
+    lines.write_text("a00\n\n  \na01\n\n\n", encoding="utf-8")  # blank lines at the end: none
+    assert batch._listed_ids(lines) == (["a00", "a01"], 2)
+
+
+def test_a_float_column_of_ids_is_read_as_the_whole_numbers_it_holds(tmp_path: Path) -> None:
+    """pandas writes a column of numeric ids with a blank among them as floats: 12347.0
+    was served as a new customer "12347.0" (and got round 12347's frequency cap)."""
+    parquet = tmp_path / "ids.parquet"
+    pd.DataFrame({"customer_id": [12347.0, np.nan, 12355.0]}).to_parquet(parquet)
+    assert batch._listed_ids(parquet) == (["12347", "12355"], 1)
+    # A number that is not whole is no customer's id: refused, naming the column.
+    pd.DataFrame({"customer_id": [12347.0, 12347.5]}).to_parquet(parquet)
+    with pytest.raises(batch.BatchError) as refused:
+        batch._listed_ids(parquet)
+    assert str(refused.value) == (
+        f"--customers {parquet}: column 'customer_id' holds 12347.5, not a whole number: "
+        "customer ids are whole numbers or text"
+    )
 
 
 def test_a_customer_id_too_long_for_a_request_id_is_delivered_under_its_digest(
@@ -634,7 +652,7 @@ def test_a_txt_list_with_the_csv_header_is_not_a_customer_called_customer_id(
 ) -> None:
     path = tmp_path / "ids.txt"
     path.write_text(text, encoding="utf-8")
-    assert batch._listed_ids(path) == ["a00", "b05"]
+    assert batch._listed_ids(path)[0] == ["a00", "b05"]
 
 
 def test_a_txt_list_of_a_header_alone_has_no_customers(tmp_path: Path) -> None:
@@ -644,7 +662,7 @@ def test_a_txt_list_of_a_header_alone_has_no_customers(tmp_path: Path) -> None:
         batch._listed_ids(path)
     # Only a first line is a header: further down it is an id like any other.
     path.write_text("a00\ncustomer_id\n", encoding="utf-8")
-    assert batch._listed_ids(path) == ["a00", "customer_id"]
+    assert batch._listed_ids(path) == (["a00", "customer_id"], 0)
 
 
 def _mode(path: Path) -> int:
@@ -730,6 +748,21 @@ def test_ids_listed_twice_are_decided_once_and_counted(
     assert (rows["customer_id"] == "a00").sum() == 2
     err = capsys.readouterr().err
     assert f"nbo batch: 2 ids of {ids} are listed again after their first line" in err
+    assert "without a customer id" not in err
+
+
+def test_rows_without_an_id_are_left_out_and_counted(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = tmp_path / "ids.parquet"
+    pd.DataFrame({"customer_id": ["a00", None, "b05", ""]}).to_parquet(ids)
+    out = tmp_path / "campaign.csv"
+    assert _batch("--customers", str(ids), "--k", "2", "--out", str(out)) == 0
+    assert sorted(pd.read_csv(out, dtype=str)["customer_id"].unique()) == ["a00", "b05"]
+    err = capsys.readouterr().err
+    assert (
+        f"nbo batch: 2 rows of {ids} without a customer id (a blank line, an empty cell): left out"
+    ) in err
 
 
 def test_each_row_is_the_offer_the_api_answers(models_dir: Path, env: Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -82,6 +83,8 @@ class Selection:
     description: str = ""
     # Ids a list named again after their first line, left out: one row set each.
     repeated: int = 0
+    # Rows of a list without an id (a blank line, an empty cell, a NaN), left out.
+    empty: int = 0
 
 
 @dataclass
@@ -124,9 +127,9 @@ def select_customers(spec: str, model: ServingModel, store: Store) -> Selection:
                     f"--customers {spec}: unknown stage '{stage}' (one of {', '.join(STAGES)})"
                 )
         return Selection(everyone(model, store), stage, spec)
-    listed = _listed_ids(Path(spec))
+    listed, empty = _listed_ids(Path(spec))
     ids = list(dict.fromkeys(listed))
-    return Selection(ids, None, spec, repeated=len(listed) - len(ids))
+    return Selection(ids, None, spec, repeated=len(listed) - len(ids), empty=empty)
 
 
 def leave_out_erased(selection: Selection, store: Store) -> tuple[Selection, int]:
@@ -197,8 +200,9 @@ def strangers_line(
     return line
 
 
-def _listed_ids(path: Path) -> list[str]:
-    """Every id of a list file, as listed (repeats included), each checked."""
+def _listed_ids(path: Path) -> tuple[list[str], int]:
+    """Every id of a list file, as listed (repeats included), each checked; and how many
+    rows had none (blank lines, empty cells), left out."""
     where = f"--customers {path}"
     if not path.exists():
         raise BatchError(f"{where}: no such file (or use 'all' or 'stage=NAME')")
@@ -217,31 +221,63 @@ def _listed_ids(path: Path) -> list[str]:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         else:
             # utf-8-sig: a byte-order mark (as Excel writes) is not part of the first id.
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
-            ids = [line.strip() for line in lines if line.strip()]
+            lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+            while lines and not lines[-1]:
+                lines.pop()  # an editor's blank lines at the end: no rows
+            ids = [line for line in lines if line]
+            blank = len(lines) - len(ids)
             if ids and ids[0] == CUSTOMER_ID:
                 # The header of the CSV form (a column exported with its name): a list,
                 # not a customer called "customer_id", who would be decided and delivered.
                 ids = ids[1:]
             if not ids:
                 raise BatchError(f"{where}: no customer ids in the file")
-            return _valid(ids, where)
+            return _valid(ids, where), blank
     except (OSError, UnicodeDecodeError, ValueError, pa.ArrowException) as exc:
         if isinstance(exc, BatchError):
             raise
         raise BatchError(f"{where}: cannot be read ({exc})") from None
-    if "customer_id" not in frame.columns:
-        raise BatchError(
-            f"{where}: no 'customer_id' column (columns: {', '.join(map(str, frame.columns))})"
-        )
-    # A null (an empty cell of a Parquet or CSV column) is no customer, as a blank line
-    # is not: str() would make it one called "nan" or "None".
-    ids = [
-        str(c).strip() for c in frame["customer_id"].tolist() if not pd.isna(c) and str(c).strip()
-    ]
+    column = _id_column(frame, where)
+    ids, empty = _ids_of(frame[column].tolist(), f"{where}: column '{column}'")
     if not ids:
         raise BatchError(f"{where}: no customer ids in the file")
-    return _valid(ids, where)
+    return _valid(ids, where), empty
+
+
+def _id_column(frame: pd.DataFrame, where: str) -> str:
+    """The list's column of customer ids: ``customer_id``."""
+    names = [str(name) for name in frame.columns]
+    if CUSTOMER_ID in names:
+        return CUSTOMER_ID
+    raise BatchError(f"{where}: no 'customer_id' column (columns: {', '.join(names)})")
+
+
+# A float column holds whole numbers exactly up to here (2**53): past it, "12347" read as
+# a float may be another customer's number.
+_EXACT_FLOAT = 2**53
+
+
+def _ids_of(values: list[object], where: str) -> tuple[list[str], int]:
+    """The ids of a list's column as text, and how many rows had none. A null (an empty
+    cell, NaN) is no customer, as a blank line is not: str() would make one called "nan".
+    A number in a float column (what pandas writes for ids with a blank among them) is
+    its integer text ("12347", not "12347.0", a customer nobody knows); one that is not
+    a whole number is no id and refuses the list."""
+    ids: list[str] = []
+    for value in values:
+        if isinstance(value, float | np.floating):
+            number = float(value)
+            if math.isnan(number):
+                continue
+            if not number.is_integer() or abs(number) >= _EXACT_FLOAT:
+                raise BatchError(
+                    f"{where} holds {number!r}, not a whole number: customer ids are whole "
+                    "numbers or text"
+                )
+            ids.append(str(int(number)))
+        elif value is not None and not pd.isna(value) and (text := str(value).strip()):
+            ids.append(text)
+    return ids, len(values) - len(ids)
 
 
 def _valid(ids: list[str], where: str) -> list[str]:

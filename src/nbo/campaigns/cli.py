@@ -193,6 +193,13 @@ def run(args: argparse.Namespace) -> int:
                     "again after their first line: each customer is decided once",
                     file=sys.stderr,
                 )
+            if selection.empty:
+                rows = "1 row" if selection.empty == 1 else f"{selection.empty:,} rows"
+                print(
+                    f"nbo batch: {rows} of {args.customers} without a customer id (a blank "
+                    "line, an empty cell): left out",
+                    file=sys.stderr,
+                )
             if erased:
                 print(
                     f"nbo batch: {erased:,} of {listed:,} customers are erased and not heard "
