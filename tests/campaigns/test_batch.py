@@ -655,6 +655,25 @@ def test_a_txt_list_with_the_csv_header_is_not_a_customer_called_customer_id(
     assert batch._listed_ids(path)[0] == ["a00", "b05"]
 
 
+@pytest.mark.parametrize("header", ["CustomerID", "Customer ID", "customer-id", "client_id"])
+def test_a_list_with_another_customer_id_header_is_not_a_customer_of_that_name(
+    tmp_path: Path, header: str
+) -> None:
+    """A list exported under the column's name in the source system (Online Retail's
+    CustomerID) was served as a customer called "CustomerID"; a .csv or .parquet list's
+    column of that name is its column of ids."""
+    path = tmp_path / "ids.txt"
+    path.write_text(f"{header}\na00\nb05\n", encoding="utf-8")
+    assert batch._listed_ids(path) == (["a00", "b05"], 0)
+    table = tmp_path / "ids.csv"
+    table.write_text(f"{header},name\na00,Ann\nb05,Bo\n", encoding="utf-8")
+    assert batch._listed_ids(table) == (["a00", "b05"], 0)
+    # A name that is not a customer id's is still refused, naming the columns.
+    table.write_text("name\nAnn\n", encoding="utf-8")
+    with pytest.raises(batch.BatchError, match=r"no 'customer_id' column \(columns: name\)"):
+        batch._listed_ids(table)
+
+
 def test_a_txt_list_of_a_header_alone_has_no_customers(tmp_path: Path) -> None:
     path = tmp_path / "ids.txt"
     path.write_text("customer_id\n", encoding="utf-8")

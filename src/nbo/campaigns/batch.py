@@ -45,6 +45,7 @@ from nbo.core.outputs import check_output_file, create_private
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.core.vocabulary import STAGES, iso_utc
 from nbo.data.events import ImpressionEvent
+from nbo.data.mapping import names_customer_id
 from nbo.experiments.assignment import load_serving_models
 from nbo.experiments.definitions import configured_experiments
 from nbo.models.registry import MODEL_VERSION_SETTING
@@ -226,9 +227,10 @@ def _listed_ids(path: Path) -> tuple[list[str], int]:
                 lines.pop()  # an editor's blank lines at the end: no rows
             ids = [line for line in lines if line]
             blank = len(lines) - len(ids)
-            if ids and ids[0] == CUSTOMER_ID:
-                # The header of the CSV form (a column exported with its name): a list,
-                # not a customer called "customer_id", who would be decided and delivered.
+            if ids and names_customer_id(ids[0]):
+                # The header of the CSV form (a column exported with its name, as
+                # customer_id or CustomerID): a list, not a customer called "CustomerID",
+                # who would be decided and delivered.
                 ids = ids[1:]
             if not ids:
                 raise BatchError(f"{where}: no customer ids in the file")
@@ -245,10 +247,15 @@ def _listed_ids(path: Path) -> tuple[list[str], int]:
 
 
 def _id_column(frame: pd.DataFrame, where: str) -> str:
-    """The list's column of customer ids: ``customer_id``."""
+    """The list's column of customer ids: ``customer_id``, else the one column named as
+    nbo reads a customer id's (``CustomerID``, ``client_id``:
+    ``nbo.data.mapping.names_customer_id``)."""
     names = [str(name) for name in frame.columns]
     if CUSTOMER_ID in names:
         return CUSTOMER_ID
+    like = [name for name in names if names_customer_id(name)]
+    if len(like) == 1:
+        return like[0]
     raise BatchError(f"{where}: no 'customer_id' column (columns: {', '.join(names)})")
 
 

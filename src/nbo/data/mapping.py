@@ -269,6 +269,22 @@ def look_alike(canonical: str, names: Sequence[str], source: str | None = None) 
     return None
 
 
+def names_customer_id(name: str) -> bool:
+    """Whether ``name`` is a column name nbo reads as the customer id's: ``customer_id``
+    or a shipped mapping's (``CustomerID``), in any case and punctuation
+    (``customer-id``), or a usual word for it with or without "id" (``client_id``,
+    ``member``). For a customer list's header: a list exported with its column's name
+    has it as its first line, and it is no customer."""
+    spelling = _letters(name)
+    if not spelling:
+        return False
+    sources = {_letters(load_mapping(m).source(col.CUSTOMER_ID)) for m in shipped_mappings()}
+    words = COLUMN_WORDS[col.CUSTOMER_ID]
+    return spelling in sources | {_letters(col.CUSTOMER_ID)} | {
+        f"{word}{suffix}" for word in words for suffix in ("", "id")
+    }
+
+
 def _letters(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
