@@ -4,6 +4,7 @@ the file, the offer and the field, in YAML and JSON alike."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +52,8 @@ def test_the_demo_catalogue_loads_with_an_offer_per_stage() -> None:
         "lapsed": [("winback-15", "percent_off")],
         "loyal": [("loyalty-double-points", "points_multiplier")],
     }
+    # One incentive per stage and channel: the default limit of one per answer drops none.
+    assert catalog.max_incentives == 1 and catalog.incentive_overlaps() == []
     # Stage new holds prospects (no order) and customers with one or several orders in
     # their first weeks: a new customer's incentive cannot promise a "first" or "second"
     # order, which would be untrue of some of them.
@@ -444,3 +447,74 @@ def test_the_error_names_the_path_as_configured(tmp_path: Path) -> None:
         load_catalog(path)
     assert str(caught.value) == f"{path}: field 'x': not a known field (a typo?)"
     assert (caught.value.source, caught.value.field) == (str(path), "x")
+
+
+# --- incentives beyond the limit --------------------------------------------------------
+
+OVERLAPPING = """
+version: 1
+{limit}offers:
+  - id: winback-20
+    kind: incentive
+    incentive: percent_off
+    amount: 20
+    value: 30.0
+    stages: [lapsed]
+    channels: [email]
+  - id: winback-10
+    kind: incentive
+    incentive: percent_off
+    amount: 10
+    value: 40.0
+    stages: [lapsed, at_risk]
+  - id: summer-shipping
+    kind: incentive
+    incentive: free_shipping
+    value: 20.0
+    stages: [lapsed]
+    channels: [email]
+    valid_from: 2011-06-01
+    valid_to: 2011-09-01
+  - id: winter-shipping
+    kind: incentive
+    incentive: free_shipping
+    value: 20.0
+    stages: [lapsed]
+    channels: [email]
+    valid_from: 2011-12-01
+"""
+
+
+def test_incentives_eligible_together_beyond_the_limit_are_warned_of_at_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A marketer who writes three incentives for lapsed customers on email would see one
+    go out: the load names a group the limit cuts, and where (the two free shipping
+    offers never run at once: one group is named, the first of the largest)."""
+    with caplog.at_level(logging.WARNING, logger="nbo.catalog"):
+        catalog = catalog_of(tmp_path, OVERLAPPING.format(limit=""))
+    expected = [
+        "incentives winback-20, winback-10, summer-shipping are eligible together (lapsed on "
+        "email) and max_incentives is 1: an answer carries only the 1 of highest priority "
+        "(expected value)"
+    ]
+    assert catalog.incentive_overlaps() == expected
+    assert [r.getMessage() for r in caplog.records] == [
+        f"catalogue {tmp_path / 'catalog.yaml'}: {expected[0]}"
+    ]
+    # Within the limit, or without one, nothing is said.
+    assert (
+        catalog_of(tmp_path, OVERLAPPING.format(limit="max_incentives: 3\n")).incentive_overlaps()
+        == []
+    )
+    assert (
+        catalog_of(
+            tmp_path, OVERLAPPING.format(limit="max_incentives: null\n")
+        ).incentive_overlaps()
+        == []
+    )
+
+
+def test_max_incentives_is_a_count(tmp_path: Path) -> None:
+    message = refusal(tmp_path, "version: 1\nmax_incentives: -1\n")
+    assert "max_incentives" in message and "greater than or equal to 0" in message

@@ -360,3 +360,71 @@ def test_every_offer_of_an_answer_has_its_own_id(tmp_path: Path) -> None:
     # category offer's title was dropped, though the catalogue route listed it.
     titles = {c.item_id: c.title for c in choices if c.kind == KIND_PRODUCT}
     assert titles == {"A": None, "B": None, "C": "Gifts of the week", "D": "Gifts of the week"}
+
+
+# Three incentives for lapsed customers: expected values (response rate x value) 1.8,
+# 2.0 and 1.6 at stage weight 1; an app-only one for loyal customers.
+MANY_INCENTIVES = """
+version: 1
+products:
+  value: 10.0
+{limit}offers:
+  - id: winback-20
+    kind: incentive
+    incentive: percent_off
+    amount: 20
+    value: 30.0
+    response_rate: 0.06
+    stages: [lapsed]
+  - id: winback-10
+    kind: incentive
+    incentive: percent_off
+    amount: 10
+    value: 40.0
+    response_rate: 0.05
+    stages: [lapsed]
+  - id: free-shipping
+    kind: incentive
+    incentive: free_shipping
+    value: 20.0
+    response_rate: 0.08
+    stages: [lapsed, new]
+    cap_per_customer: 1
+"""
+
+
+def incentives_offered(catalog: Catalog, stage: str, impressions: list[Contact]) -> list[str]:
+    offered, _ = run(catalog, stage, impressions=impressions)
+    return [c.offer_id for c in offered if c.kind == KIND_INCENTIVE]
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        ("", ["winback-10"]),  # the default: one, of the highest expected value
+        ("max_incentives: 2\n", ["winback-10", "winback-20"]),
+        ("max_incentives: null\n", ["winback-10", "winback-20", "free-shipping"]),
+        ("max_incentives: 0\n", []),
+    ],
+)
+def test_an_answer_carries_at_most_max_incentives_of_the_highest_expected_value(
+    tmp_path: Path, limit: str, expected: list[str]
+) -> None:
+    catalog = catalog_from(tmp_path, MANY_INCENTIVES.format(limit=limit))
+    assert incentives_offered(catalog, "lapsed", []) == expected
+    # The limit is each answer's: another stage's incentives are not counted against it.
+    assert incentives_offered(catalog, "new", []) == (
+        [] if limit.endswith("0\n") else ["free-shipping"]
+    )
+
+
+def test_the_limit_takes_the_best_incentive_the_customer_may_still_get(tmp_path: Path) -> None:
+    # The offer caps apply first: the best incentive, shown up to its cap, leaves its
+    # place to the next best.
+    text = MANY_INCENTIVES.format(limit="").replace(
+        "    response_rate: 0.05\n", "    response_rate: 0.05\n    cap_per_customer: 1\n"
+    )
+    catalog = catalog_from(tmp_path, text)
+    assert incentives_offered(catalog, "lapsed", []) == ["winback-10"]
+    shown = [Contact("winback-10", "email", "r0", NOW - DAY)]
+    assert incentives_offered(catalog, "lapsed", shown) == ["winback-20"]

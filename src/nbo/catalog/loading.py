@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_args
@@ -27,6 +28,8 @@ from nbo.catalog.terms import Catalog
 from nbo.core.documents import read_document
 from nbo.core.errors import CatalogError
 from nbo.core.vocabulary import KIND_INCENTIVE
+
+log = logging.getLogger(__name__)
 
 # --- loading ------------------------------------------------------------------------
 
@@ -58,7 +61,10 @@ def load_catalog(path: Path, missing_hint: str = SETTING_HINT) -> Catalog:
     except ValidationError as exc:
         raise _explain(source, exc, raw) from None
     _check(source, document)
-    return Catalog(document, source=path, fingerprint=hashlib.sha256(content).hexdigest())
+    catalog = Catalog(document, source=path, fingerprint=hashlib.sha256(content).hexdigest())
+    for overlap in catalog.incentive_overlaps():
+        log.warning("catalogue %s: %s", source, overlap)
+    return catalog
 
 
 def _explain(source: str, exc: ValidationError, raw: Any) -> CatalogError:

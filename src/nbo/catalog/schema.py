@@ -173,3 +173,9 @@ class CatalogFile(_Strict):
     categories: dict[Id, tuple[ItemId, ...]] = Field(default_factory=dict)
     offers: tuple[CatalogOffer, ...] = ()
     stage_weights: dict[Stage, StageWeights] = Field(default_factory=dict)
+    max_incentives: int | None = Field(
+        1,
+        ge=0,
+        description="incentives one answer may carry: those of highest priority (expected "
+        "value) among the customer's eligible ones; null = no limit",
+    )

@@ -26,7 +26,7 @@ from nbo.catalog.schema import (
     ProductDefaults,
 )
 from nbo.core.arrays import filled
-from nbo.core.vocabulary import KIND_INCENTIVE, KIND_PRODUCT, OfferKind
+from nbo.core.vocabulary import CHANNELS, KIND_INCENTIVE, KIND_PRODUCT, STAGES, OfferKind
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,8 @@ class Catalog:
             or any(c.terms.price_weighted for cs in self._campaigns.values() for c in cs)
         )
         self._incentives = tuple(o for o in self.offers if isinstance(o, IncentiveOffer))
+        # How many incentives one answer may carry (None: no limit).
+        self.max_incentives: int | None = document.max_incentives
         self._weights: dict[tuple[str, str], float] = {
             (stage, kind): getattr(weights, kind)
             for stage, weights in document.stage_weights.items()
@@ -254,6 +256,32 @@ class Catalog:
             offer
             for offer in self._incentives
             if stage in offer.stages and channel in offer.channels and offer.is_valid_at(now_s)
+        ]
+
+    def incentive_overlaps(self) -> list[str]:
+        """A line per group of incentives eligible together (for one stage and channel,
+        their dates overlapping) beyond ``max_incentives``: an answer carries only the
+        limit's of highest priority, and the rest of the group never goes out beside
+        them, which a marketer who wrote them all may not expect."""
+        if self.max_incentives is None:
+            return []
+        limit = self.max_incentives
+        where: dict[tuple[str, ...], list[str]] = {}
+        for stage in STAGES:
+            for channel in CHANNELS:
+                eligible = [
+                    o for o in self._incentives if stage in o.stages and channel in o.channels
+                ]
+                together = _most_at_once(eligible)
+                if len(together) > limit:
+                    where.setdefault(tuple(o.id for o in together), []).append(
+                        f"{stage} on {channel}"
+                    )
+        return [
+            f"incentives {', '.join(ids)} are eligible together ({'; '.join(places)}) and "
+            f"max_incentives is {limit}: an answer carries only the {limit} of highest "
+            "priority (expected value)"
+            for ids, places in where.items()
         ]
 
     def product_terms(
@@ -330,3 +358,19 @@ def _base_of(item: ItemOverride, products: ProductDefaults) -> _Base:
         frozenset(terms.channels),
         _terms_of(PRODUCT_OFFER_PREFIX + item.item_id, terms),
     )
+
+
+def _most_at_once(offers: Sequence[IncentiveOffer]) -> list[IncentiveOffer]:
+    """The largest group of ``offers`` valid at one moment (file order): the offers valid
+    when one of them starts (or before any date bounds them), the most of them."""
+    starts = [float("-inf"), *(_seconds(o.valid_from, float("-inf")) for o in offers)]
+    best: list[IncentiveOffer] = []
+    for at in starts:
+        live = [
+            o
+            for o in offers
+            if _seconds(o.valid_from, float("-inf")) <= at < _seconds(o.valid_to, float("inf"))
+        ]
+        if len(live) > len(best):
+            best = live
+    return best

@@ -11,7 +11,8 @@ Every eligible offer gets
   offer's kind;
 - lever: the marketer's weight for the offer.
 
-Products and incentives compete on that one scale. What the catalogue does not allow
+Products and incentives compete on that one scale, each customer's incentives limited to
+the catalogue's ``max_incentives`` of highest priority. What the catalogue does not allow
 never appears: offers outside their dates, for another stage or channel, excluded items,
 and offers the customer has already been shown ``cap_per_customer`` times in
 ``cap_days`` days. Ties keep the candidate order of the source (so with uniform values
@@ -386,6 +387,19 @@ def _incentives(
         )
         * weight[incentive_rows]
     )
+    limit = catalog.max_incentives
+    if limit is not None and (per_customer > limit).any():
+        # One answer carries at most ``limit`` incentives: each customer's of highest
+        # priority (expected value; ties in file order), so an email never offers 20%
+        # off, 10% off and free shipping at once.
+        order = np.lexsort((np.arange(len(incentive_rows)), -incentive_priority, incentive_rows))
+        firsts = per_customer.cumsum() - per_customer
+        place = np.empty(len(order), dtype=np.int64)
+        place[order] = np.arange(len(order)) - firsts[incentive_rows[order]]
+        best = place < limit
+        incentive_rows, incentives = incentive_rows[best], incentives[best]
+        incentive_priority = incentive_priority[best]
+        per_customer = np.minimum(per_customer, limit)
     return ineligible, _Incentives(
         incentive_rows, incentives, incentive_priority, per_customer, weight
     )

@@ -326,6 +326,14 @@ class CatalogResponse(BaseModel):
     stage_weights: dict[str, dict[str, float]] = Field(
         description="per stage and kind of offer; a stage or kind not listed weighs 1.0"
     )
+    max_incentives: int | None = Field(
+        description="incentives one answer may carry (those of highest priority); null = no limit"
+    )
+    incentive_overlaps: list[str] = Field(
+        description="groups of incentives eligible together beyond max_incentives (for "
+        "a stage and channel, at one time): only the highest-priority of each group goes "
+        "out; as warned at load"
+    )
     unknown_items: UnknownItemsOut | None = Field(
         None,
         description="items named in items, categories or offers that the model serving "

@@ -64,6 +64,8 @@ def get_catalog(
         stage_weights={
             stage: weights.model_dump() for stage, weights in document.stage_weights.items()
         },
+        max_incentives=catalog.max_incentives,
+        incentive_overlaps=catalog.incentive_overlaps(),
         unknown_items=None
         if unknown is None
         else UnknownItemsOut(
