@@ -563,3 +563,23 @@ def test_bad_input_to_a_page_is_an_error_page_unless_json_is_asked_for(
     assert asked.status_code == status and asked.headers["content-type"] == "application/json"
     api = client.get("/v1/items/NOPE/similar", headers={"accept": accept})
     assert api.status_code == 404 and api.headers["content-type"] == "application/json"
+
+
+def test_a_customer_page_names_the_minimum_hold_back_when_one_is_set(models_dir: Path) -> None:
+    """What removed just-bought items names NBO_MIN_HOLD_DAYS beside the window when it is
+    set, and only then."""
+    pages = {}
+    for hold in ({}, {"email": 29.0}):
+        with app_for(models_dir, min_hold_days=hold) as client:
+            held = next(
+                f"a{n:02d}"
+                for n in range(10)
+                if client.get(f"/v1/customers/a{n:02d}/offers").json()["removed"].get("just_bought")
+            )
+            page = client.get("/dashboard/customer", params={"customer_id": held}).text
+        email = page.split('id="channel-email"')[1].split("</section>")[0]
+        pages[bool(hold)] = html.unescape(
+            email.split('data-rule="just_bought"')[1].split("</tr>")[0]
+        )
+    assert "NBO_SUPPRESSION_DAYS: 30" in pages[False] and "NBO_MIN_HOLD_DAYS" not in pages[False]
+    assert 'NBO_MIN_HOLD_DAYS: {"email": 29.0}' in pages[True]

@@ -344,6 +344,7 @@ async def customer(
         customer_id=customer_id,
         k=k,
         suppression_days=settings.suppression_days,
+        min_hold_days=settings.min_hold_days,
         **found,
     )
 
