@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -39,7 +39,9 @@ def needs_postgres(item: pytest.Item) -> bool:
     # Compared as strings only: other tests' parameters include numpy arrays.
     on_postgres = any(isinstance(value, str) and value == "postgres" for value in params)
     fixtures = getattr(item, "fixturenames", ())
-    return on_postgres or "postgres_url" in fixtures or "relay" in fixtures
+    return on_postgres or any(
+        name in fixtures for name in ("postgres_url", "postgres_database", "relay")
+    )
 
 
 def skip_without_postgres(items: list[pytest.Item]) -> None:
@@ -81,6 +83,38 @@ def postgres_url() -> Iterator[str]:
     """A store URL on an empty schema of the test server, dropped after the test."""
     with postgres_schema() as url:
         yield url
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A store URL on a database of its own on the test server, dropped after the test:
+    for a test that changes what a whole database does (``ALTER DATABASE ... SET``)."""
+    server = os.environ.get(POSTGRES_ENV)
+    if not server:
+        pytest.skip(WITHOUT_POSTGRES)
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server, autocommit=True) as db:
+        db.execute(f"CREATE DATABASE {name}")
+    try:
+        yield urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(server, autocommit=True) as db:
+            db.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def set_read_only(database_url: str, on: bool) -> None:
+    """The database of ``database_url`` (a ``postgres_database``) read-only, as a standby
+    the URL names after a failover, or writable again: set from another database (a
+    session on a read-only one cannot undo it), and its sessions ended so that every new
+    one has the setting."""
+    name = urlsplit(database_url).path[1:]
+    with psycopg.connect(os.environ[POSTGRES_ENV], autocommit=True) as db:
+        db.execute(
+            f"ALTER DATABASE {name} SET default_transaction_read_only = {'on' if on else 'off'}"
+        )
+        db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
 
 
 @pytest.fixture(params=BACKENDS)

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from backends import postgres_url, relay, skip_without_postgres, store_url  # noqa: F401
+from backends import (  # noqa: F401
+    postgres_database,
+    postgres_url,
+    relay,
+    skip_without_postgres,
+    store_url,
+)
 from fastapi.testclient import TestClient
 from support import (
     CLOCK,

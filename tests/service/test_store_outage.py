@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from backends import Relay, run_sql
+from backends import Relay, run_sql, set_read_only
 from fastapi.testclient import TestClient
 from support import CLOCK, purchase_event
 
@@ -128,3 +128,38 @@ def test_nbo_serve_starts_while_its_server_is_away_and_serves_once_it_is_back(
         for _ in range(4):  # whichever worker answers
             after = httpx.get(f"{base}/v1/customers/a00/offers", timeout=30).json()
             assert top not in offered(after)
+
+
+@pytest.mark.usefixtures("quick_recovery")
+def test_a_read_only_server_answers_503_and_readiness_says_so(
+    postgres_database: str, models_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store's server back as a read-only standby (a failover): every write answered
+    500 internal_error, with a traceback logged twice, and readiness said the store was
+    available. Writes answer 503 store_unavailable with Retry-After, without a traceback,
+    and readiness says "unavailable" until the server takes writes again."""
+    settings = Settings(models_dir=models_dir, store_url=postgres_database, clock=CLOCK)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/customers/a00/offers").status_code == 200
+        set_read_only(postgres_database, True)
+        consent = {"personalization": False, "channels": {"email": False}}
+        for _ in range(2):  # the second after the recovery thread tried it a few times
+            for answer in (
+                client.post("/v1/events", json=purchase_event("p-ro", "a00", ["i00"])),
+                client.put("/v1/customers/a00/consent", json=consent),
+                client.delete("/v1/customers/a00"),
+                client.get("/v1/customers/a00/offers?record=true"),
+            ):
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["error"] == "store_unavailable"
+                assert answer.headers["retry-after"] == "1"
+            assert client.get("/health/ready").json()["store"] == "unavailable"
+            time.sleep(0.5)
+        assert not [r for r in caplog.records if r.exc_info]
+        set_read_only(postgres_database, False)
+        wait_until(
+            lambda: client.get("/health/ready").json()["store"] == "available",
+            "the store never found the server writable",
+        )
+        posted = client.post("/v1/events", json=purchase_event("p-rw", "a00", ["i00"]))
+        assert posted.status_code == 200, posted.text

@@ -18,7 +18,14 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import psycopg
 import pytest
-from backends import POSTGRES_ENV, WITHOUT_POSTGRES, Relay, needs_postgres, run_sql
+from backends import (
+    POSTGRES_ENV,
+    WITHOUT_POSTGRES,
+    Relay,
+    needs_postgres,
+    run_sql,
+    set_read_only,
+)
 from fastapi.testclient import TestClient
 
 from nbo.core.errors import ConfigError
@@ -583,3 +590,48 @@ def test_a_postgresql_database_in_sql_ascii_reads_ids_as_text() -> None:
     finally:
         with psycopg.connect(server, autocommit=True) as db:
             db.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_a_read_only_server_is_away_until_it_takes_writes_again(
+    postgres_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that answers but takes no writes (a standby the service's URL names after
+    a failover): a write raised InternalError, a 500 with a traceback, and the store
+    counted as available throughout. It is StoreUnavailable, the store counts as away
+    (readiness says so) while the server stays read-only, and is back once it writes."""
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.1)
+    store = open_store(postgres_database)
+    try:
+        assert store.add_events([a_purchase("e1")]).accepted == ["e1"]
+        set_read_only(postgres_database, True)
+        with pytest.raises(StoreUnavailable):
+            for _ in range(3):  # the first may meet a connection the server ended
+                store.add_events([a_purchase("e2")])
+        assert not store.available
+        time.sleep(0.5)  # the recovery thread tried it a few times: still away
+        assert not store.available
+        set_read_only(postgres_database, False)
+        wait_until(lambda: store.available, "the store never found the server writable")
+        assert store.add_events([a_purchase("e2")]).accepted == ["e2"]
+    finally:
+        store.close()
+
+
+def test_an_idle_store_finds_its_server_read_only(
+    postgres_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe of an idle store asks whether the server writes, not only whether it
+    answers: readiness says "unavailable" before a call fails on it."""
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "PROBE_SECONDS", 0.05)
+    monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.1)
+    store = open_store(postgres_database)
+    try:
+        assert store.available
+        set_read_only(postgres_database, True)
+        wait_until(lambda: not store.available, "the idle store never found it read-only")
+    finally:
+        store.close()

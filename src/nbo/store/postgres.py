@@ -261,6 +261,17 @@ def _connect(url: str) -> psycopg.Connection[Any]:
         raise StoreUrlError(problem) from None
 
 
+def _check_writable(db: Database) -> None:
+    """One round trip: ReadOnlySqlTransaction when the server takes no writes (a hot
+    standby, or ``default_transaction_read_only`` on), which ``SELECT 1`` would not tell;
+    the service's writes would fail there, so it counts as away."""
+    row = db.execute("SELECT current_setting('transaction_read_only')").fetchone()
+    if row is not None and row[0] == "on":
+        raise psycopg.errors.ReadOnlySqlTransaction(
+            "the server is read-only (a standby, or default_transaction_read_only on)"
+        )
+
+
 class PostgresStore(SQLStore):
     """PostgreSQL: a pool of autocommit connections; see the module docstring.
 
@@ -383,7 +394,7 @@ class PostgresStore(SQLStore):
                 continue
             try:
                 with self._reading() as db:
-                    db.execute("SELECT 1")
+                    _check_writable(db)
             except StoreUnavailable:
                 pass  # counted away, and said, by ``_unavailable``
 
@@ -449,7 +460,7 @@ class PostgresStore(SQLStore):
                     _connect(self._url).close()
                     self._pool.check()
                     with self._pool.connection(timeout=POOL_WAIT_SECONDS) as db:
-                        db.execute("SELECT 1")
+                        _check_writable(db)
             except (psycopg.Error, PoolTimeout, ConfigError) as exc:
                 reason = (
                     exc.reason if isinstance(exc, StoreUnreachable) else _reason(exc, self._url)
@@ -549,7 +560,16 @@ class PostgresStore(SQLStore):
             reason = _reason(exc, self._url)
             log.warning("store %s: a statement was cancelled: %s", self.where, reason)
             raise StoreUnavailable(f"the store did not answer in time ({reason})") from None
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except (
+            psycopg.OperationalError,
+            psycopg.errors.ReadOnlySqlTransaction,
+            PoolTimeout,
+        ) as exc:
+            # OperationalError: the connection lost, the server shutting down (57P01 admin,
+            # 57P02 crash, 57P03 cannot connect now) among them. ReadOnlySqlTransaction
+            # (25006): the server answers but takes no writes (a standby after a failover,
+            # default_transaction_read_only on): away for a store that must write, until
+            # the recovery thread finds it writable again.
             reason = _reason(exc, self._url)
             log.warning("store %s unavailable: %s", self.where, reason)
             self._went_down(reason)
