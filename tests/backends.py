@@ -157,6 +157,8 @@ class Relay:
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
 
     def url(self, store_url: str) -> str:
         return store_url.replace(f":{self._server_port}/", f":{self.port}/", 1)
@@ -168,6 +170,14 @@ class Relay:
         listener.listen(64)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def hold(self) -> None:
+        """A server that hangs (SIGSTOP): connections are accepted and kept, and nothing
+        passes either way until ``release``."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
 
     def off(self) -> None:
         listener, self._listener = self._listener, None
@@ -181,6 +191,7 @@ class Relay:
             with contextlib.suppress(OSError):
                 one.shutdown(socket.SHUT_RDWR)
             one.close()
+        self._flowing.set()  # the held pipes end on the cut sockets
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -205,6 +216,7 @@ class Relay:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass

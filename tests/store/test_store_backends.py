@@ -635,3 +635,52 @@ def test_an_idle_store_finds_its_server_read_only(
         wait_until(lambda: not store.available, "the idle store never found it read-only")
     finally:
         store.close()
+
+
+def in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[BaseException]]:
+    """``call`` run in a thread of its own; the list gets what it raised."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, raised
+
+
+def test_a_server_that_hangs_answers_503_and_counts_as_away(
+    postgres_url: str, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that accepts and never answers (a stopped postmaster and backends): a
+    call waited until it resumed, its statement timeout being the server's to apply, and
+    the probe's SELECT 1 waited as long, readiness saying "available". The client's own
+    deadlines cut the call (StoreUnavailable) and the probe (the store counts as away),
+    and the store works again once the server answers."""
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "DEADLINE_MARGIN_SECONDS", 0.2)
+    monkeypatch.setattr(postgres, "ROUND_TRIP_SECONDS", 0.3)
+    monkeypatch.setattr(postgres, "WATCH_SECONDS", 0.05)
+    monkeypatch.setattr(postgres, "PROBE_SECONDS", 0.1)
+    monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.1)
+    relay.on()
+    store = open_store(relay.url(postgres_url), statement_timeout_ms=200)
+    try:
+        assert store.erased_ids() == []
+        relay.hold()
+        call, raised = in_thread(store.erased_ids)
+        call.join(20)  # before: until the server answered again (released below)
+        assert not call.is_alive(), "the call waited on a server that hangs"
+        assert len(raised) == 1 and isinstance(raised[0], StoreUnavailable)
+        assert "no answer from the server" in str(raised[0])
+        wait_until(lambda: not store.available, "the probe never found the server hung")
+        relay.release()
+        wait_until(lambda: store.available, "the store never found the server back")
+        assert store.erased_ids() == []
+    finally:
+        relay.release()
+        store.close()

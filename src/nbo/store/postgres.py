@@ -22,13 +22,16 @@ operator does about that.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import os
 import re
+import socket
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import unquote
@@ -80,6 +83,16 @@ IDLE_CHECK_SECONDS = 1.0
 # ``SELECT 1``): an idle replica's readiness says "store": "unavailable" during an
 # outage, and its connections closed by a restart are replaced before calls need them.
 PROBE_SECONDS = 5.0
+# A server that hangs (stopped, SIGSTOP; a host frozen while its kernel still answers
+# TCP) never answers, not even with its own statement timeout's cancel, and keepalives
+# see nothing wrong: a call waited for as long as it hung. So the client keeps deadlines
+# of its own (``_Watchdog``): a call past the statement timeout plus this margin, and the
+# probe's or a pool check's round trip past ``ROUND_TRIP_SECONDS``, has its connection
+# cut (its socket shut down), and the call answers StoreUnavailable. The probe's cut
+# counts the server away. The watchdog looks every ``WATCH_SECONDS``.
+DEADLINE_MARGIN_SECONDS = 2.0
+ROUND_TRIP_SECONDS = 3.0
+WATCH_SECONDS = 0.5
 
 
 class _Userinfo(NamedTuple):
@@ -272,6 +285,70 @@ def _check_writable(db: Database) -> None:
         )
 
 
+class _NoAnswer(psycopg.OperationalError):
+    """A connection cut by the client's own deadline (``_Watchdog``)."""
+
+
+class _Watchdog:
+    """Client-side deadlines: a connection whose block outlives its deadline is cut
+    (its socket shut down, which ends libpq's wait with an error in the thread that
+    waits; the pool then discards the connection). A cancel request would not do: a hung
+    server does not answer it either, and libpq sends it blocking. Arming is a dict
+    entry; one thread (``PostgresStore._watching``) calls ``sweep``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: dict[int, tuple[float, psycopg.Connection[Any]]] = {}
+        self._tokens = itertools.count()
+
+    @property
+    def armed(self) -> bool:
+        return bool(self._armed)
+
+    @contextmanager
+    def deadline(self, db: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+        """The block, with ``db`` cut if it runs past ``seconds``: its error then says
+        so (OperationalError, as a lost connection's)."""
+        token = next(self._tokens)
+        with self._lock:
+            self._armed[token] = (time.monotonic() + seconds, db)
+        try:
+            yield
+        except psycopg.OperationalError:
+            with self._lock:
+                cut = self._armed.pop(token, None) is None
+            if cut:
+                raise _NoAnswer(
+                    f"no answer from the server within {seconds:g} s (it hangs?)"
+                ) from None
+            raise
+        finally:
+            # Under the lock: once the block is over, its connection (back in the
+            # pool, maybe another call's) is never cut.
+            with self._lock:
+                self._armed.pop(token, None)
+
+    def sweep(self) -> None:
+        """Cut every connection past its deadline."""
+        now = time.monotonic()
+        with self._lock:
+            for token, (deadline, db) in list(self._armed.items()):
+                if deadline <= now:
+                    del self._armed[token]
+                    _cut(db)
+
+
+def _cut(db: psycopg.Connection[Any]) -> None:
+    """Shut ``db``'s socket down (not closed: the fd stays libpq's, and the pool closes
+    it): a thread waiting on its answer gets an error at once."""
+    try:
+        fd = db.pgconn.socket
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg.Error):
+        pass  # closed meanwhile: nothing left to cut
+
+
 class PostgresStore(SQLStore):
     """PostgreSQL: a pool of autocommit connections; see the module docstring.
 
@@ -318,6 +395,12 @@ class PostgresStore(SQLStore):
         )
         self._used = 0.0
         self._probe: threading.Thread | None = None
+        self._watchdog = _Watchdog()
+        self._watch: threading.Thread | None = None
+        # A call's own deadline (``_Watchdog``): none without a statement timeout.
+        self._call_seconds = (
+            statement_timeout_ms / 1000 + DEADLINE_MARGIN_SECONDS if statement_timeout_ms else 0.0
+        )
         # Callbacks waiting for the store to be available (``when_available``), run by
         # the recovery thread.
         self._on_available: list[Callable[[], None]] = []
@@ -368,7 +451,8 @@ class PostgresStore(SQLStore):
         """Before a call gets ``db``: checked when it sat unused ``IDLE_CHECK_SECONDS``
         (the pool replaces it when the check raises)."""
         if time.monotonic() - self._returned.get(db, 0.0) > IDLE_CHECK_SECONDS:
-            ConnectionPool.check_connection(db)
+            with self._watchdog.deadline(db, ROUND_TRIP_SECONDS):
+                ConnectionPool.check_connection(db)
 
     def _reset(self, db: psycopg.Connection[Any]) -> None:
         """``db`` handed back to the pool: when, for ``_check``."""
@@ -384,6 +468,20 @@ class PostgresStore(SQLStore):
                 target=self._probing, name="nbo-store-probe", daemon=True
             )
             self._probe.start()
+            if self._watch is None or not self._watch.is_alive():
+                self._watch = threading.Thread(
+                    target=self._watching, name="nbo-store-watchdog", daemon=True
+                )
+                self._watch.start()
+
+    def _watching(self) -> None:
+        """Cut the connections past their deadlines (``_Watchdog``), until the store
+        stops and no block is armed (a probe or call in flight when it stopped)."""
+        while True:
+            stopping = self._stopping.wait(WATCH_SECONDS)
+            self._watchdog.sweep()
+            if stopping and not self._watchdog.armed:
+                return
 
     def _probing(self) -> None:
         """Every ``PROBE_SECONDS`` that no call used the store, one ``SELECT 1``: a
@@ -393,8 +491,15 @@ class PostgresStore(SQLStore):
             if self._down or time.monotonic() - self._used < PROBE_SECONDS:
                 continue
             try:
-                with self._reading() as db:
-                    _check_writable(db)
+                with self._unavailable() as pool, pool.connection() as db:
+                    try:
+                        with self._watchdog.deadline(db, ROUND_TRIP_SECONDS):
+                            _check_writable(db)
+                    except _NoAnswer as exc:
+                        # One round trip that did not come back: the server hangs, and
+                        # counts as away (a call's cut is its call's only: a call may
+                        # rightly take long).
+                        raise psycopg.OperationalError(str(exc)) from None
             except StoreUnavailable:
                 pass  # counted away, and said, by ``_unavailable``
 
@@ -498,7 +603,7 @@ class PostgresStore(SQLStore):
         # Until none runs: a recovery try in progress may open a pool, and so start a
         # probe, after the first look (``_start_probe`` starts none once stopping).
         while running := [
-            t for t in (self._recovery, self._probe) if t is not None and t.is_alive()
+            t for t in (self._recovery, self._probe, self._watch) if t is not None and t.is_alive()
         ]:
             for thread in running:
                 thread.join()
@@ -535,13 +640,24 @@ class PostgresStore(SQLStore):
 
     @contextmanager
     def _reading(self) -> Iterator[Database]:
-        with self._unavailable() as pool, pool.connection() as db:
+        with self._unavailable() as pool, pool.connection() as db, self._deadline(db):
             yield db
 
     @contextmanager
     def _transaction(self) -> Iterator[Database]:
-        with self._unavailable() as pool, pool.connection() as db, db.transaction():
+        with (
+            self._unavailable() as pool,
+            pool.connection() as db,
+            self._deadline(db),
+            db.transaction(),
+        ):
             yield db
+
+    def _deadline(self, db: psycopg.Connection[Any]) -> AbstractContextManager[None]:
+        """A call's own deadline: the statement timeout and a margin (none without one)."""
+        if not self._call_seconds:
+            return nullcontext()
+        return self._watchdog.deadline(db, self._call_seconds)
 
     @contextmanager
     def _unavailable(self) -> Iterator[ConnectionPool[psycopg.Connection[Any]]]:
@@ -556,9 +672,10 @@ class PostgresStore(SQLStore):
         try:
             yield pool
             self._used = time.monotonic()
-        except psycopg.errors.QueryCanceled as exc:
+        except (psycopg.errors.QueryCanceled, _NoAnswer) as exc:
             reason = _reason(exc, self._url)
-            log.warning("store %s: a statement was cancelled: %s", self.where, reason)
+            what = "a call was cut" if isinstance(exc, _NoAnswer) else "a statement was cancelled"
+            log.warning("store %s: %s: %s", self.where, what, reason)
             raise StoreUnavailable(f"the store did not answer in time ({reason})") from None
         except (
             psycopg.OperationalError,
@@ -630,9 +747,9 @@ class PostgresStore(SQLStore):
         # the store's outlives it on a server that is there (``nbo serve`` forks its
         # workers after closing the store it checked).
         self._stopping.set()
-        probe = self._probe
-        if probe is not None:
-            probe.join(POOL_WAIT_SECONDS + 1.0)
+        for thread in (self._probe, self._watch):
+            if thread is not None:
+                thread.join(ROUND_TRIP_SECONDS + POOL_WAIT_SECONDS + 1.0)
         if self._pool is not None:
             self._pool.close()
 
