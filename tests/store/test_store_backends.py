@@ -684,3 +684,32 @@ def test_a_server_that_hangs_answers_503_and_counts_as_away(
     finally:
         relay.release()
         store.close()
+
+
+def test_every_idle_connection_dropped_is_replaced_before_the_next_call(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restart (or pg_terminate_backend) dropped every idle connection of a pool that
+    had grown: the pool's check found them dead one by one, backing off between them,
+    and the call answered 503 after 3 s (PoolTimeout) though new connections were
+    made meanwhile. The first dead one found has the others checked at once."""
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "IDLE_CHECK_SECONDS", 0.0)
+    url = f"{postgres_url}&application_name=nbo-idle-test"
+    store = open_store(url)
+    try:
+        pool = store._pool  # type: ignore[attr-defined]
+        held = [pool.getconn() for _ in range(postgres.POOL_SIZE)]  # the pool grown
+        for db in held:
+            pool.putconn(db)
+        run_sql(
+            postgres_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'nbo-idle-test'",
+        )
+        for _ in range(3):
+            assert store.erased_ids() == []  # before: StoreUnavailable (PoolTimeout)
+        assert store.available
+    finally:
+        store.close()

@@ -451,8 +451,20 @@ class PostgresStore(SQLStore):
         """Before a call gets ``db``: checked when it sat unused ``IDLE_CHECK_SECONDS``
         (the pool replaces it when the check raises)."""
         if time.monotonic() - self._returned.get(db, 0.0) > IDLE_CHECK_SECONDS:
-            with self._watchdog.deadline(db, ROUND_TRIP_SECONDS):
-                ConnectionPool.check_connection(db)
+            try:
+                with self._watchdog.deadline(db, ROUND_TRIP_SECONDS):
+                    ConnectionPool.check_connection(db)
+            except _NoAnswer:
+                raise
+            except Exception:
+                # Dropped (a restart, pg_terminate_backend): so, most likely, are the
+                # other idle ones. The pool would find them dead one at a time, backing
+                # off between them (1 s, then 2 s), and the call would time out after
+                # POOL_WAIT_SECONDS though new connections were made meanwhile: check
+                # them all now (a dropped one fails at once), so the call gets a new one.
+                if self._pool is not None:
+                    self._pool.check()
+                raise
 
     def _reset(self, db: psycopg.Connection[Any]) -> None:
         """``db`` handed back to the pool: when, for ``_check``."""
