@@ -837,3 +837,38 @@ def test_the_watcher_follows_current(models: Path, published: Versions, tmp_path
         set_current(models, published.v1)
         wait_until_serving(client, published.v1)
         server.terminate()
+
+
+def reload_failures(client: TestClient) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("nbo_model_reload_failures_total "):
+            return float(line.split()[1])
+    raise AssertionError("no nbo_model_reload_failures_total")
+
+
+def test_a_refused_current_is_shown_in_the_listing_readiness_and_metrics(
+    client: TestClient, models: Path, published: Versions
+) -> None:
+    """CURRENT moved to a version whose files fail their checksums: the watcher's reload
+    refuses it and the last good model serves on, as it should, but only the log said
+    so (the listing's current_problem was null, no metric) and the next restart failed.
+    The refusal is kept until a reload succeeds: the listing's current_problem and
+    readiness (still 200) say it, and a counter counts it."""
+    assert reload_failures(client) == 0
+    bad = corrupt_version(models, published.v1)
+    set_current(models, bad)
+    assert reload(client).status_code == 409  # what the watcher and SIGHUP run
+    listing = client.get("/v1/models").json()
+    assert listing["current"] == bad and listing["serving"] == published.v1
+    assert "checksum mismatch" in listing["current_problem"]
+    assert "a restart would fail" in listing["current_problem"]
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["warning"].startswith(f"model {bad} refused, still serving")
+    assert reload_failures(client) == 1
+
+    set_current(models, published.v2)
+    assert reload(client).status_code == 200
+    assert client.get("/v1/models").json()["current_problem"] is None
+    assert client.get("/health/ready").json()["warning"] is None
+    assert reload_failures(client) == 1

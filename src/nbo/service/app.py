@@ -161,6 +161,7 @@ def create_app(
     app.state.reloader = Reloader(
         settings, app.state.models, app.state.catalog, board, app.state.experiments_file
     )
+    app.state.reloader.on_refused = app.state.metrics.record_reload_refused
     # Items the catalogue names that the model does not know: a warning logged when
     # either is loaded, and shown by GET /v1/catalog (``nbo.runtime.pairing``).
     watch = app.state.unknown_items = UnknownItemsWatch()

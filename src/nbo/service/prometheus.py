@@ -99,6 +99,9 @@ class Metrics:
     def observe_chunk(self, size: int) -> None:
         """Offers calls decided together as one chunk (``nbo.service.chunking``)."""
 
+    def record_reload_refused(self) -> None:
+        """A reload of the model refused (the last good one serves on)."""
+
     def observe_store(self, store: Store) -> Store:
         """The store the routes use: timed per operation when metrics are on."""
         return store
@@ -173,6 +176,12 @@ class PrometheusMetrics(Metrics):
             buckets=CHUNK_BUCKETS,
             registry=own,
         )
+        self._reload_failures = Counter(
+            "nbo_model_reload_failures",
+            "reloads of the model refused (a version that does not load or check, or a "
+            "CURRENT naming none): the last good model serves on, and a restart would fail",
+            registry=own,
+        )
         self.registry.register(ModelCollector(models, board))
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._suppression_children: dict[str, Counter] = {}
@@ -233,6 +242,9 @@ class PrometheusMetrics(Metrics):
 
     def observe_chunk(self, size: int) -> None:
         self._chunks.observe(size)
+
+    def record_reload_refused(self) -> None:
+        self._reload_failures.inc()
 
     def observe_store(self, store: Store) -> Store:
         return cast(Store, TimedStore(store, self._store.labels))

@@ -159,6 +159,12 @@ class Reloader:
         # erasures counted there that its models have forgotten.
         self.applied = 0
         self.erasures = 0
+        # The last reload this worker refused (what it was asked to load and why), until
+        # one succeeds: the last good model serves meanwhile, and a restart would load
+        # the refused one (CURRENT's) and fail. Shown by GET /v1/models and readiness.
+        self.refused: ReloadRefused | None = None
+        # Called on each refusal (the metrics' counter).
+        self.on_refused: Callable[[], None] | None = None
 
     def start(self) -> None:
         """The first load, at the worker's start: the version the board's latest
@@ -355,6 +361,8 @@ class Reloader:
                 # warning; the answer says it); CURRENT naming nothing is the deployment's.
                 level = logging.WARNING if version is not None else logging.ERROR
                 log.log(level, "reload (%s) refused: %s", trigger, exc)
+                if version is None:
+                    self._refuse(ReloadRefused(exc.reference, exc.problem, previous))
                 raise
             swapped = force or serving is None or self._differs(serving, target, experiments)
             if swapped:
@@ -369,7 +377,10 @@ class Reloader:
                     )
                 except ArtifactError as exc:
                     log.error("reload (%s) of model %s refused: %s", trigger, target, exc)
-                    raise ReloadRefused(target, str(exc), previous) from None
+                    refused = ReloadRefused(target, str(exc), previous)
+                    self._refuse(refused)
+                    raise refused from None
+            self.refused = None
             experiments_changed = self.models.experiments != experiments_before
             if self.experiments.last_error is None:
                 self.experiments.accepted(experiments_changed)
@@ -391,6 +402,11 @@ class Reloader:
             took_ms=round(took_ms, 1),
             experiments=self.experiments.status(self.models.experiments, experiments_changed),
         )
+
+    def _refuse(self, refused: ReloadRefused) -> None:
+        self.refused = refused
+        if self.on_refused is not None:
+            self.on_refused()
 
     def resolve(self, version: str | None) -> str:
         """The version a reload of ``version`` loads (a version, an alias, or None for

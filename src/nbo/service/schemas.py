@@ -243,6 +243,11 @@ class HealthResponse(BaseModel):
     # Whether the process reaches its store now: calls that need it answer 503
     # store_unavailable meanwhile.
     store: str = Field(description='"available" or "unavailable"')
+    warning: str | None = Field(
+        None,
+        description="the last reload this worker refused, while no later one succeeded: the "
+        "model named serves on, and a restart would load the refused one (CURRENT's)",
+    )
 
 
 class ErrorDetail(BaseModel):

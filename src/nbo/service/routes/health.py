@@ -42,4 +42,8 @@ async def ready(request: Request) -> HealthResponse | JSONResponse:
             status="not ready", reason=holder.last_error or "no model loaded", store=reached
         )
         return JSONResponse(status_code=503, content=body.model_dump())
-    return HealthResponse(status="ready", model_version=model.version, store=reached)
+    refused = request.app.state.reloader.refused
+    warning = None if refused is None else str(refused)
+    return HealthResponse(
+        status="ready", model_version=model.version, store=reached, warning=warning
+    )

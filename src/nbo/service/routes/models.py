@@ -55,6 +55,10 @@ def get_models(request: Request, settings: SettingsDep, models: ServingModelsDep
         by_version.setdefault(version, []).append(alias)
     # Empty, or naming no version: said in current_problem, not a 500.
     current, current_problem = current_or_problem(settings.models_dir)
+    refused = request.app.state.reloader.refused
+    if current_problem is None and refused is not None and refused.version == current:
+        # It loaded at no reload of this worker's: a restart would fail on it.
+        current_problem = f"this worker refused it ({refused.problem}); a restart would fail"
     return {
         "serving": models.current.version,
         "current": current,
