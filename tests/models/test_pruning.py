@@ -119,3 +119,19 @@ def test_how_many_to_keep_is_one_rule_with_one_reason(
     assert main(["models", "--models-dir", str(models), "--prune", str(keep)]) == 2
     assert capsys.readouterr().err == f"nbo models: error: --prune {keep}: {reason}\n"
     assert list_versions(models) == ["v1", "v2"]
+
+
+def test_a_broken_version_is_not_counted_among_the_newest_kept(tmp_path: Path) -> None:
+    """A version that cannot load (a file its manifest lists is missing) took one of the
+    newest KEEP places, and a prune keeping 2 kept one good version only."""
+    models = tmp_path / "models"
+    publish(models, "v1", "v2", "v3", "v4")
+    (models / "v4" / "a.npy").unlink()
+    set_current(models, "v3")  # not PREVIOUS: broken
+
+    plan = plan_prune(models, 2)
+    assert plan.kept == {"v3": ["newest 2", CURRENT, "PREVIOUS"], "v2": ["newest 2"]}
+    assert plan.removed == ["v4", "v1"]
+    assert list(plan.broken) == ["v4"] and "a.npy" in plan.broken["v4"]
+    assert prune(models, 2) == plan
+    assert list_versions(models) == ["v2", "v3"]

@@ -1,8 +1,10 @@
 """Removing old published versions (``nbo models --prune KEEP``) without removing one
 that serves or may serve.
 
-A version is kept when it is one of the newest ``keep`` (by name: versions are named by
-their UTC publication time), when CURRENT or PREVIOUS names it, when an alias names it, or when the
+A version is kept when it is one of the newest ``keep`` that load (by name: versions are
+named by their UTC publication time; a broken one, which ``version_problem`` tells from
+its manifest and files, is not counted among them: keeping it would keep one good
+version fewer), when CURRENT or PREVIOUS names it, when an alias names it, or when the
 caller names it with a reason (the experiments file, the pinned ``NBO_MODEL_VERSION``, a
 running service: ``nbo.reports.cli`` gathers those). Every other published version is
 removed, each renamed to a hidden name first, then deleted (``remove_version``). What
@@ -13,7 +15,7 @@ meanwhile keeps the version it names.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nbo.core.errors import ArtifactError
@@ -25,16 +27,19 @@ from nbo.models.artifacts import (
     list_versions,
     previous_version,
     remove_version,
+    version_problem,
 )
 from nbo.models.registry import read_aliases
 
 
 @dataclass(frozen=True)
 class PrunePlan:
-    """Each version kept with why, newest first; the versions to remove, newest first."""
+    """Each version kept with why, newest first; the versions to remove, newest first;
+    the broken ones among either, with why (``version_problem``)."""
 
     kept: dict[str, list[str]]
     removed: list[str]
+    broken: dict[str, str] = field(default_factory=dict)
 
 
 def pointed_at(models_dir: Path) -> dict[str, list[str]]:
@@ -73,15 +78,19 @@ def plan_prune(
     for reason, named in (also or {}).items():
         for version in named:
             reasons.setdefault(version, []).append(reason)
+    broken = {v: problem for v in versions if (problem := version_problem(models_dir, v))}
     kept: dict[str, list[str]] = {}
     removed = []
-    for n, version in enumerate(versions):
-        why = ([f"newest {keep}"] if n < keep else []) + reasons.get(version, [])
+    loadable = 0
+    for version in versions:
+        newest = version not in broken and loadable < keep
+        loadable += version not in broken
+        why = ([f"newest {keep}"] if newest else []) + reasons.get(version, [])
         if why:
             kept[version] = why
         else:
             removed.append(version)
-    return PrunePlan(kept, removed)
+    return PrunePlan(kept, removed, broken)
 
 
 def prune(
@@ -99,4 +108,4 @@ def prune(
             continue
         remove_version(models_dir, version)
         removed.append(version)
-    return PrunePlan(kept, removed)
+    return PrunePlan(kept, removed, plan.broken)

@@ -484,6 +484,9 @@ def _prune(settings: Settings, keep: int, dry_run: bool) -> int:
         print(f"kept {version} ({', '.join(why)})")
     for version in plan.removed:
         print(f"{'would remove' if dry_run else 'removed'} {version}")
+    # Apart: not counted among the newest KEEP (they do not load).
+    for version, problem in plan.broken.items():
+        print(f"broken {version} ({problem}): not counted among the newest {keep}")
     for name in leftovers:
         print(f"removed {name} (left by a removal cut short)")
     verb = "would be removed" if dry_run else "removed"
