@@ -79,3 +79,31 @@ def test_a_405_allows_every_method_the_path_takes(
         assert body["details"] == [
             {"field": "method", "problem": f"{method} is not one of {allow}"}
         ]
+
+
+def test_a_store_error_tells_the_client_neither_path_nor_host(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 503 store_unavailable gave the client the store's own words: the SQLite file's
+    path (disk full) or the PostgreSQL server's host and port. The client gets a generic
+    message; the details go to the log only."""
+    store = client.app.state.store  # type: ignore[attr-defined]
+    sqlite = getattr(store, "_inner", store)
+    pages = sqlite._db.execute("PRAGMA page_count").fetchone()[0]
+    sqlite._db.execute(f"PRAGMA max_page_count={pages + 2}")
+    events = [
+        {
+            "event_id": f"e{n}-{'x' * 120}",
+            "type": "purchase",
+            "customer_id": "a00",
+            "timestamp": "2026-06-01T10:00:00Z",
+            "items": [{"item_id": f"i{n}-{'y' * 120}", "quantity": 1, "price": 2.0}],
+        }
+        for n in range(200)
+    ]
+    answer = client.post("/v1/events", json={"events": events})
+    assert answer.status_code == 503, answer.text[:500]
+    assert answer.json()["error"] == "store_unavailable"
+    assert "disk is full" in answer.json()["message"]
+    assert str(sqlite.path) not in answer.text and "nbo.db" not in answer.text
+    assert str(sqlite.path) in caplog.text

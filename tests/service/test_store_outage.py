@@ -73,6 +73,7 @@ def test_a_service_started_while_its_server_is_away_serves_once_it_is_back(
             assert answer.status_code == 503, answer.text
             assert answer.json()["error"] == "store_unavailable"
             assert answer.headers["retry-after"] == "1"
+            assert "127.0.0.1" not in answer.text  # the server's address: the log's only
 
         state = client.app.state  # type: ignore[attr-defined]
         assert state.models.model.customers.get("a01") is not None  # loaded without the list

@@ -118,7 +118,7 @@ def test_a_statement_past_the_timeout_answers_503_and_the_store_works_after(
                 assert answer.status_code == 503, answer.text
                 assert answer.headers["content-type"].startswith("application/json")
                 assert answer.json()["error"] == "store_unavailable"
-                assert "statement timeout" in answer.json()["message"]
+                assert "did not answer in time" in answer.json()["message"]
                 assert answer.headers["retry-after"] == "1"
             assert client.get("/health/ready").json()["store"] == "available"
         for _ in range(3 * 8):  # more calls than the pool has connections

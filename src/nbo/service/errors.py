@@ -199,7 +199,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreUnavailable)
     async def _store_unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
-        return _body(503, "store_unavailable", str(exc), [], {"Retry-After": "1"})
+        # Never str(exc) to a client: it may name the server's host and port or the
+        # store file's path (the store logs it).
+        message = f"{exc.public}; try again shortly (the service's log says why)"
+        return _body(503, "store_unavailable", message, [], {"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

@@ -16,7 +16,15 @@ from nbo.offers.state import Consent, ContactHistory, PostedPurchase
 
 class StoreUnavailable(NboError):
     """The store's server cannot be reached or dropped the connection (PostgreSQL): the
-    service answers 503 and the caller may try again; nothing of the call was stored."""
+    service answers 503 and the caller may try again; nothing of the call was stored.
+
+    The message (for the log and a command's line) may name the server's host and port
+    or the store file's path; ``public`` is what an API client is told, naming neither.
+    """
+
+    def __init__(self, message: str, public: str = "the store is unavailable") -> None:
+        super().__init__(message)
+        self.public = public
 
 
 class StoreUnreachable(StoreUrlError):

@@ -688,7 +688,9 @@ class PostgresStore(SQLStore):
             reason = _reason(exc, self._url)
             what = "a call was cut" if isinstance(exc, _NoAnswer) else "a statement was cancelled"
             log.warning("store %s: %s: %s", self.where, what, reason)
-            raise StoreUnavailable(f"the store did not answer in time ({reason})") from None
+            raise StoreUnavailable(
+                f"the store did not answer in time ({reason})", "the store did not answer in time"
+            ) from None
         except (
             psycopg.OperationalError,
             psycopg.errors.ReadOnlySqlTransaction,

@@ -262,7 +262,8 @@ class SQLiteStore(SQLStore):
             except sqlite3.OperationalError as exc:
                 # Another process held the write lock past busy_timeout (a campaign
                 # recording a large chunk): the caller may try again, nothing was done.
-                raise StoreUnavailable(f"the store is busy ({exc})") from None
+                log.warning("store %s busy: %s", self.path, exc)
+                raise StoreUnavailable(f"the store is busy ({exc})", "the store is busy") from None
             try:
                 yield self._db
                 self._db.execute("COMMIT")
@@ -272,9 +273,13 @@ class SQLiteStore(SQLStore):
                 if _disk_full(exc):
                     # A 503 with Retry-After, as a PostgreSQL server that is away: nothing
                     # of the call was stored, and it may succeed once space is freed.
-                    raise StoreUnavailable(
+                    message = (
                         f"the store's disk is full ({self.path}): nothing was stored; free "
                         "space on its file system"
+                    )
+                    log.error("%s", message)
+                    raise StoreUnavailable(
+                        message, "the store's disk is full: nothing was stored"
                     ) from None
                 raise
 
