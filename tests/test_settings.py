@@ -340,3 +340,17 @@ def test_every_nbo_variable_the_project_names_is_known() -> None:
         named |= set(re.findall(r"\bNBO_[A-Z0-9_]*[A-Z0-9]\b", text))
     assert named - PLANTED_MISSPELLINGS - known_variables() == set()
     assert "NBO_STORE_URL" in named and "NBO_TEST_POSTGRES_URL" in named
+
+
+def test_an_earliest_event_still_to_come_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without NBO_CLOCK, an NBO_EARLIEST_EVENT later than the real clock was accepted,
+    and every event posted was refused as too early."""
+    monkeypatch.setenv("NBO_EARLIEST_EVENT", "8000-01-01T00:00:00Z")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert message.startswith("setting NBO_EARLIEST_EVENT: must not be later than now (")
+    assert message.endswith("got 8000-01-01T00:00:00+00:00): every event would be refused")
+    assert "\n" not in message
+    monkeypatch.setenv("NBO_CLOCK", "8000-06-01T00:00:00Z")  # a pinned clock: its own check
+    assert load_settings().earliest_event == datetime(8000, 1, 1, tzinfo=UTC)

@@ -307,6 +307,16 @@ class Settings(BaseSettings):
                 f"({self.earliest_event.isoformat()}) to before {CLOCK_BEFORE.date()} "
                 f"(got {self.clock.isoformat()})"
             )
+        # Without a pinned clock, the real one: an earliest event still to come refuses
+        # every event posted (each one "before NBO_EARLIEST_EVENT") and the service
+        # answered as if all were well.
+        now = datetime.now(UTC)
+        if self.clock is None and self.earliest_event > now:
+            raise ValueError(
+                f"NBO_EARLIEST_EVENT: must not be later than now "
+                f"({now.isoformat(timespec='seconds')}; got "
+                f"{self.earliest_event.isoformat()}): every event would be refused"
+            )
         return self
 
     @model_validator(mode="after")
