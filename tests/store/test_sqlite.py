@@ -5,6 +5,7 @@ registered."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import stat
@@ -120,7 +121,12 @@ def test_erasure_leaves_no_copy_in_the_database_files(tmp_path: Path) -> None:
     store.close()
 
 
-def test_a_schema_1_store_migrates_and_keeps_its_events(tmp_path: Path) -> None:
+def test_a_schema_1_store_migrates_and_keeps_its_events(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Migrated, and said: the version found, and each step with its time (a migration
+    of a large store holds it while it runs; before, nothing was logged)."""
+    caplog.set_level(logging.INFO, logger="nbo.store.migrations")
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:
         db.executescript(MIGRATIONS[0])
@@ -133,6 +139,17 @@ def test_a_schema_1_store_migrates_and_keeps_its_events(tmp_path: Path) -> None:
     assert read_erased_ids(f"sqlite:///{path}") == []  # before erasure existed: none
     store = SQLiteStore(path)
     assert store.schema_version == len(MIGRATIONS) and store.event_count() == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert said[0] == f"store {path}: schema version 1, migrating to {len(MIGRATIONS)}"
+    assert [line.split(" applied in ")[0] for line in said[1:]] == [
+        f"store {path}: migration {v}" for v in range(2, len(MIGRATIONS) + 1)
+    ]
+    assert all(line.endswith(" ms") for line in said[1:])
+    caplog.clear()
+    SQLiteStore(path).close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"store {path}: schema version {len(MIGRATIONS)}, up to date"
+    ]
     receipt = store.erase("c1")
     assert receipt.events["purchase"] == 1 and receipt.total == 1
     store.close()

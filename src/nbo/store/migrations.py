@@ -18,6 +18,7 @@ backends end with the same tables and columns.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -253,6 +254,9 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
+log = logging.getLogger(__name__)
+
+
 class _Executes(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
 
@@ -281,8 +285,16 @@ def apply_migrations(db: _Executes, dialect: Dialect, where: str) -> int:
             f"store {where}: schema version {current} is newer than this nbo "
             f"understands ({len(MIGRATIONS)}); upgrade nbo"
         )
+    latest = len(MIGRATIONS)
+    if current == latest:
+        log.info("store %s: schema version %d, up to date", where, current)
+        return latest
+    # Said before and after each step: a migration holds the store (and, on PostgreSQL,
+    # the other replicas starting) while it runs, which on a large store may be long.
+    log.info("store %s: schema version %d, migrating to %d", where, current, latest)
     mark = _PARAMETER[dialect]
-    for version in range(current + 1, len(MIGRATIONS) + 1):
+    for version in range(current + 1, latest + 1):
+        started = time.perf_counter()
         for statement in getattr(MIGRATIONS[version - 1], dialect).split(";"):
             if statement.strip():
                 db.execute(statement)
@@ -290,4 +302,6 @@ def apply_migrations(db: _Executes, dialect: Dialect, where: str) -> int:
             f"INSERT INTO schema_migrations (version, applied_at) VALUES ({mark}, {mark})",
             (version, int(time.time())),
         )
-    return len(MIGRATIONS)
+        took_ms = (time.perf_counter() - started) * 1000
+        log.info("store %s: migration %d applied in %.0f ms", where, version, took_ms)
+    return latest
