@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -169,3 +171,25 @@ def test_the_nbo_script_starts_from_the_guarded_entry() -> None:
 
     (script,) = entry_points(group="console_scripts", name="nbo")
     assert script.value == "nbo.__main__:main"
+
+
+@pytest.mark.parametrize("command", ["--version", "models"])
+def test_output_into_a_closed_pipe_ends_quietly(command: str, models_dir: Path) -> None:
+    """``nbo models | head`` ended in a BrokenPipeError traceback when ``head`` had gone:
+    the standard answer is to stop quietly, as a process killed by SIGPIPE does."""
+    args = [command] if command == "--version" else [command, "--models-dir", str(models_dir)]
+    read, write = os.pipe()
+    os.close(read)  # the reader gone before a line is written
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "nbo", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 128 + signal.SIGPIPE, done.stderr
+    assert done.stderr == ""

@@ -101,12 +101,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         pin_blas_threads()
         if argv[:1] == ["--version"]:
             print(f"nbo {__version__}")
+            sys.stdout.flush()
             return 0
         parser = build_parser(argv)
         args = parser.parse_args(argv)
         prog = f"nbo {args.command}"
         handler: Handler = args.handler
-        return handler(args)
+        code = handler(args)
+        # Here, not at the interpreter's exit, where a reader gone would be a traceback.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # The reader of the output went first (``nbo models | head``): stop quietly, as
+        # a process SIGPIPE killed would. What is still buffered goes nowhere (the
+        # interpreter flushes it at exit, which would fail again: Python's "Note on
+        # SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except NboError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
