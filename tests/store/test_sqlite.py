@@ -140,15 +140,15 @@ def test_a_schema_1_store_migrates_and_keeps_its_events(
     store = SQLiteStore(path)
     assert store.schema_version == len(MIGRATIONS) and store.event_count() == 1
     said = [r.getMessage() for r in caplog.records]
-    assert said[0] == f"store {path}: schema version 1, migrating to {len(MIGRATIONS)}"
+    assert said[0] == f"schema of store {path}: version 1, migrating to {len(MIGRATIONS)}"
     assert [line.split(" applied in ")[0] for line in said[1:]] == [
-        f"store {path}: migration {v}" for v in range(2, len(MIGRATIONS) + 1)
+        f"schema of store {path}: migration {v}" for v in range(2, len(MIGRATIONS) + 1)
     ]
     assert all(line.endswith(" ms") for line in said[1:])
     caplog.clear()
     SQLiteStore(path).close()
     assert [r.getMessage() for r in caplog.records] == [
-        f"store {path}: schema version {len(MIGRATIONS)}, up to date"
+        f"schema of store {path}: version {len(MIGRATIONS)}, up to date"
     ]
     receipt = store.erase("c1")
     assert receipt.events["purchase"] == 1 and receipt.total == 1
