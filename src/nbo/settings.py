@@ -211,13 +211,8 @@ class Settings(BaseSettings):
     @field_validator("frequency_caps", mode="before")
     @classmethod
     def _known_channels(cls, value: Any) -> Any:
-        # A misspelt channel ("Email", "sms") would leave the real one uncapped.
         if isinstance(value, dict):
-            unknown = [str(key) for key in value if key not in CHANNELS]
-            if unknown:
-                raise ValueError(
-                    f"unknown channel {_listed(unknown)} (the channels are {', '.join(CHANNELS)})"
-                )
+            _known_channels_only(value)
             for channel, cap in value.items():
                 _known_fields(cap, FrequencyCap, f"{channel}: ")
         return value
@@ -226,11 +221,7 @@ class Settings(BaseSettings):
     @classmethod
     def _holds_per_known_channel(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            unknown = [str(key) for key in value if key not in CHANNELS]
-            if unknown:
-                raise ValueError(
-                    f"unknown channel {_listed(unknown)} (the channels are {', '.join(CHANNELS)})"
-                )
+            _known_channels_only(value)
             for channel, days in value.items():
                 # (A boolean is a number to pydantic: true would hold for a day.)
                 if isinstance(days, bool) or not isinstance(days, int | float) or not days >= 0:
@@ -344,6 +335,16 @@ class Settings(BaseSettings):
 
 def _listed(names: list[str]) -> str:
     return ", ".join(repr(name) for name in names)
+
+
+def _known_channels_only(value: dict[Any, Any]) -> None:
+    """Refuse a per-channel setting naming a channel nbo does not have: a misspelt one
+    ("Email", "sms") would leave the real one without its rule."""
+    unknown = [str(key) for key in value if key not in CHANNELS]
+    if unknown:
+        raise ValueError(
+            f"unknown channel {_listed(unknown)} (the channels are {', '.join(CHANNELS)})"
+        )
 
 
 def _known_fields(value: Any, model: type[FrequencyCap | FatigueRule], where: str) -> None:

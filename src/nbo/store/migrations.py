@@ -312,19 +312,3 @@ def apply_migrations(db: _Executes, dialect: Dialect, where: str) -> int:
         took_ms = (time.perf_counter() - made) * 1000
         log.info("schema of store %s: made at version %d in %.0f ms", where, latest, took_ms)
     return latest
-    # Said before and after each step: a migration holds the store (and, on PostgreSQL,
-    # the other replicas starting) while it runs, which on a large store may be long.
-    log.info("store %s: schema version %d, migrating to %d", where, current, latest)
-    mark = _PARAMETER[dialect]
-    for version in range(current + 1, latest + 1):
-        started = time.perf_counter()
-        for statement in getattr(MIGRATIONS[version - 1], dialect).split(";"):
-            if statement.strip():
-                db.execute(statement)
-        db.execute(
-            f"INSERT INTO schema_migrations (version, applied_at) VALUES ({mark}, {mark})",
-            (version, int(time.time())),
-        )
-        took_ms = (time.perf_counter() - started) * 1000
-        log.info("store %s: migration %d applied in %.0f ms", where, version, took_ms)
-    return latest
