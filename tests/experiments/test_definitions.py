@@ -18,7 +18,7 @@ import pytest
 import yaml
 from support import ROOT
 
-from nbo.core.errors import NboError
+from nbo.core.errors import MAX_LISTED_PROBLEMS, NboError
 from nbo.experiments.definitions import (
     NO_EXPERIMENTS,
     Experiment,
@@ -642,3 +642,44 @@ def test_an_unreadable_file_is_refused_in_one_line(
 def test_a_missing_file_is_refused(tmp_path: Path) -> None:
     message = refusal(tmp_path / "nope.yaml")
     assert "no such file" in message
+
+
+def test_every_problem_is_listed_one_line_each(tmp_path: Path) -> None:
+    """A file with three mistakes said the first and "(and 2 more problems)": a round
+    of edits per mistake. Each is listed on its own line, as the offer catalogue does."""
+    text = """\
+    version: 1
+    experiments:
+      - name: e
+        salt: s
+        strat: 2026-12-01T00:00:00Z
+        variants:
+          - {name: a, model: production, weight: -1}
+          - {name: b, model: candidate, wieght: 1}
+    """
+    with pytest.raises(ExperimentError) as caught:
+        load_experiments(write(tmp_path / "experiments.yaml", text))
+    lines = str(caught.value).split("\n")
+    assert all(line.startswith(f"{tmp_path / 'experiments.yaml'}: ") for line in lines)
+    assert [line.split(": ")[1:-1] for line in lines] == [
+        ["experiment 'e'", "start"],
+        ["experiment 'e'", "variant 'a'", "weight"],
+        ["experiment 'e'", "variant 'b'", "weight"],
+        ["experiment 'e'", "variant 'b'", "wieght"],
+        ["experiment 'e'", "strat"],
+    ]
+    assert "more problem" not in str(caught.value)
+    assert len(caught.value.problems) == len(lines)
+
+
+def test_a_long_list_of_problems_is_capped(tmp_path: Path) -> None:
+    variants = "".join(f"      - {{name: v{n}, model: m, weight: 1, x: 1}}\n" for n in range(30))
+    text = (
+        "version: 1\nexperiments:\n  - name: e\n    salt: s\n    start: 2026-12-01\n"
+        f"    variants:\n{variants}"
+    )
+    with pytest.raises(ExperimentError) as caught:
+        load_experiments(write(tmp_path / "experiments.yaml", text))
+    lines = str(caught.value).split("\n")
+    assert len(lines) == MAX_LISTED_PROBLEMS + 1
+    assert lines[-1].endswith(f"and {30 - MAX_LISTED_PROBLEMS} more problems")

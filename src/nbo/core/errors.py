@@ -83,16 +83,25 @@ class CatalogError(NboError):
         # Every problem found, the first included, as (entry, field, problem): a file with
         # five mistakes is fixed in one round, not five.
         self.problems = [(entry, field, problem), *more]
-        lines = [_catalog_line(source, *found) for found in self.problems[:MAX_LISTED_PROBLEMS]]
-        if len(self.problems) > MAX_LISTED_PROBLEMS:
-            left = len(self.problems) - MAX_LISTED_PROBLEMS
-            lines.append(f"{source}: and {left} more problem{'s' if left > 1 else ''}")
-        super().__init__("\n".join(lines))
+        super().__init__(
+            list_problems(source, [_catalog_line(source, *found) for found in self.problems])
+        )
 
 
 # Problems of one file listed, one line each, before the rest are only counted: enough
 # for any file edited by hand, few enough that a broken generated file stays readable.
 MAX_LISTED_PROBLEMS = 20
+
+
+def list_problems(source: str, lines: Sequence[str]) -> str:
+    """The problems found in one file, one line each (each line names the file), the
+    first MAX_LISTED_PROBLEMS listed and the rest counted: a file with five mistakes is
+    fixed in one round, not five."""
+    shown = list(lines[:MAX_LISTED_PROBLEMS])
+    if len(lines) > MAX_LISTED_PROBLEMS:
+        left = len(lines) - MAX_LISTED_PROBLEMS
+        shown.append(f"{source}: and {left} more problem{'s' if left > 1 else ''}")
+    return "\n".join(shown)
 
 
 def _catalog_line(source: str, entry: str | None, field: str | None, problem: str) -> str:

@@ -34,6 +34,7 @@ import hashlib
 import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import date, datetime
@@ -43,7 +44,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from nbo.core.documents import document_time, read_document
-from nbo.core.errors import NboError
+from nbo.core.errors import NboError, list_problems
 from nbo.core.vocabulary import iso_utc
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ class ExperimentError(NboError):
     ``experiment`` and ``variant`` are the names the file gives them, or their 1-based
     position (an int) when they have no usable name, so the one-line message points at
     the line to edit: ``experiments.yaml: experiment 'ranker-vs-als': variant 'candidate':
-    weight: must be greater than 0``.
+    weight: must be greater than 0``. A file with several problems lists each on its own
+    line, like the offer catalogue (``problems``, the first included).
     """
 
     def __init__(
@@ -75,21 +77,35 @@ class ExperimentError(NboError):
         experiment: str | int | None = None,
         variant: str | int | None = None,
         field: str | None = None,
+        more: Sequence[tuple[str | int | None, str | int | None, str | None, str]] = (),
     ) -> None:
         self.source = source
         self.experiment = experiment
         self.variant = variant
         self.field = field
         self.problem = problem
-        where = [source]
-        if experiment is not None:
-            where.append(_label("experiment", experiment))
-        if variant is not None:
-            where.append(_label("variant", variant))
-        if field:
-            where.append(field)
-        where.append(problem)
-        super().__init__(": ".join(where))
+        self.problems = [(experiment, variant, field, problem), *more]
+        super().__init__(
+            list_problems(source, [_experiment_line(source, *found) for found in self.problems])
+        )
+
+
+def _experiment_line(
+    source: str,
+    experiment: str | int | None,
+    variant: str | int | None,
+    field: str | None,
+    problem: str,
+) -> str:
+    where = [source]
+    if experiment is not None:
+        where.append(_label("experiment", experiment))
+    if variant is not None:
+        where.append(_label("variant", variant))
+    if field:
+        where.append(field)
+    where.append(problem)
+    return ": ".join(where)
 
 
 def _label(noun: str, name: str | int) -> str:
@@ -457,41 +473,51 @@ def _error(source: str, problem: str) -> ExperimentError:
 
 
 def _explain(source: str, exc: ValidationError, raw: Any) -> ExperimentError:
-    """The first validation error as one line naming the experiment, variant and field;
-    the count of any others, so the operator knows another round may follow."""
+    """Every validation error, each on its own line naming the experiment, variant and
+    field, so the operator fixes them all in one round."""
     errors = exc.errors()
-    first = errors[0]
-    loc = tuple(first["loc"])
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        problem = "not a known field (a typo?)"
-    elif kind == "missing":
-        problem = "missing; this field is required"
-    elif kind == "model_type":
-        problem = "must be a mapping of fields (name: value)"
-    elif kind == "value_error":
-        problem = str(first.get("ctx", {}).get("error", first["msg"]))
-    else:
-        # Pydantic says "Input should be ...": say "must be ...". Tuples are how the
-        # schema stores lists; the operator wrote a list.
-        problem = re.sub(r"^\w+ should ", "must ", str(first["msg"]))
-        problem = problem.replace("valid tuple", "valid list")
-        if kind == "string_type":
-            problem += "; write it in quotes"
-        if isinstance(first.get("input"), str | int | float):
-            problem += f" (got {first['input']!r})"
-        number = _number_read_as_text(first.get("input"))
-        if kind == "float_type" and number is not None and not source.endswith(".json"):
-            problem = (
-                f"must be a number, and YAML reads {first['input']} as text (a number with "
-                f"an exponent needs a dot and a sign: 1.0e+2): write {number}"
-            )
     # A bad list element also fails its list: that is the same problem, not another one.
-    others = [e for e in errors[1:] if tuple(loc[: len(e["loc"])]) != tuple(e["loc"])]
-    if others:
-        problem += f" (and {len(others)} more problem{'s' if len(others) > 1 else ''})"
-    experiment, variant, field = _locate(loc, raw)
-    return ExperimentError(source, " ".join(problem.split()), experiment, variant, field)
+    locations = [tuple(e["loc"]) for e in errors]
+    kept = [
+        e
+        for e, loc in zip(errors, locations, strict=True)
+        if not any(other[: len(loc)] == loc and other != loc for other in locations)
+    ]
+    problems: list[tuple[str | int | None, str | int | None, str | None, str]] = []
+    for error in kept:
+        found = (*_locate(tuple(error["loc"]), raw), " ".join(_problem_of(source, error).split()))
+        if found not in problems:
+            problems.append(found)
+    (experiment, variant, field, problem), *more = problems
+    return ExperimentError(source, problem, experiment, variant, field, more)
+
+
+def _problem_of(source: str, error: Any) -> str:
+    """One pydantic error in the operator's words."""
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "not a known field (a typo?)"
+    if kind == "missing":
+        return "missing; this field is required"
+    if kind == "model_type":
+        return "must be a mapping of fields (name: value)"
+    if kind == "value_error":
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    # Pydantic says "Input should be ...": say "must be ...". Tuples are how the schema
+    # stores lists; the operator wrote a list.
+    problem = re.sub(r"^\w+ should ", "must ", str(error["msg"]))
+    problem = problem.replace("valid tuple", "valid list")
+    if kind == "string_type":
+        problem += "; write it in quotes"
+    if isinstance(error.get("input"), str | int | float):
+        problem += f" (got {error['input']!r})"
+    number = _number_read_as_text(error.get("input"))
+    if kind == "float_type" and number is not None and not source.endswith(".json"):
+        problem = (
+            f"must be a number, and YAML reads {error['input']} as text (a number with "
+            f"an exponent needs a dot and a sign: 1.0e+2): write {number}"
+        )
+    return problem
 
 
 def _number_read_as_text(value: Any) -> str | None:
