@@ -30,6 +30,31 @@ def test_the_setting_comes_from_nbo_catalog(monkeypatch: pytest.MonkeyPatch) -> 
     assert load_settings().catalog is None
 
 
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "NBO_MODEL_VERSION",
+        "NBO_CLOCK",
+        "NBO_API_KEYS",
+        "NBO_FREQUENCY_CAPS",
+        "NBO_WORKERS",
+        "NBO_PORT",
+        "NBO_METRICS",
+        "NBO_SUPPRESSION_DAYS",
+        "NBO_LOG_KEY",
+    ],
+)
+def test_an_empty_variable_is_an_unset_one(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    """Compose's ``${NBO_CLOCK:-}`` writes ``NBO_CLOCK=`` when nothing is set: an empty
+    NBO_CLOCK, NBO_MODEL_VERSION or NBO_API_KEYS refused the start (an empty NBO_CATALOG
+    or NBO_LOG_KEY did not)."""
+    field = variable.removeprefix("NBO_").lower()
+    monkeypatch.setenv(variable, "")
+    assert getattr(load_settings(), field) == getattr(Settings(), field)
+    monkeypatch.delenv(variable)
+    assert getattr(load_settings(), field) == getattr(Settings(), field)
+
+
 @pytest.mark.parametrize("bad", ["abc", "-1", "3.5"])
 def test_bad_suppression_setting_is_a_config_error(bad: str) -> None:
     with pytest.raises(ConfigError, match="NBO_SUPPRESSION_DAYS"):

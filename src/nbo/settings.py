@@ -77,9 +77,11 @@ def available_cores() -> int:
 
 class Settings(BaseSettings):
     # NBO_FATIGUE=null turns fatigue off: without env_parse_none_str pydantic-settings
-    # drops a JSON null and the default rule applied.
+    # drops a JSON null and the default rule applied. An empty variable is an unset one,
+    # for every setting: compose's ${NBO_CLOCK:-} writes NBO_CLOCK= when the operator set
+    # nothing, and NBO_CLOCK= refused the start while NBO_CATALOG= meant no catalogue.
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="ignore", env_parse_none_str="null"
+        env_prefix=ENV_PREFIX, extra="ignore", env_parse_none_str="null", env_ignore_empty=True
     )
 
     models_dir: Path = Field(Path("models"), description="where published models live")
@@ -247,8 +249,8 @@ class Settings(BaseSettings):
     @field_validator("catalog", "experiments", "log_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
-        # NBO_CATALOG= (empty) in a deploy file means "no catalogue", not the working folder;
-        # NBO_LOG_KEY= means the store's key.
+        # NBO_CATALOG=" " (blank, which env_ignore_empty keeps) means "no catalogue", not
+        # the working folder; NBO_LOG_KEY=" " means the store's key.
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_key")
