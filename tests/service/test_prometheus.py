@@ -226,6 +226,40 @@ def test_events_ingested_by_type_and_outcome(client: TestClient) -> None:
     assert delta("nbo_store_seconds_count", operation="add_events") == 2
 
 
+def test_purchases_of_items_the_model_does_not_know_are_counted_and_a_case_slip_named(
+    client: TestClient, logs: io.StringIO
+) -> None:
+    """A till writing 85123a for the model's 85123A was taken silently, and its purchases
+    held back nothing. They are still stored (a purchase is real), but counted, and each
+    item that matches a known one only by case is named once in the log."""
+    before = scrape(client)
+    batch = {
+        "events": [
+            purchase("slip-p1", "slip-c1", "a01", "slip-o1"),  # the model knows A01
+            purchase("slip-p2", "slip-c2", "a01", "slip-o2"),
+            purchase("slip-p3", "slip-c3", "NOT-AN-ITEM-9", "slip-o3"),
+            purchase("slip-p4", "slip-c4", "A02", "slip-o4"),
+        ]
+    }
+    answer = client.post("/v1/events", json=batch)
+    assert answer.status_code == 200 and len(answer.json()["accepted"]) == 4
+    again = client.post("/v1/events", json=purchase("slip-p1", "slip-c1", "a01", "slip-o1"))
+    assert again.json()["duplicates"] == ["slip-p1"]  # a duplicate is not counted again
+    client.post("/v1/events", json=purchase("slip-p5", "slip-c5", "a01", "slip-o5"))
+    after = scrape(client)
+    unknown = "nbo_events_unknown_items_total"
+    assert value(after, unknown, match="case") - value(before, unknown, match="case") == 3
+    assert value(after, unknown, match="none") - value(before, unknown, match="none") == 1
+    warnings = [
+        line
+        for line in map(json.loads, logs.getvalue().splitlines())
+        if line["level"] == "WARNING" and "posted purchase" in line["message"]
+    ]
+    assert len(warnings) == 1
+    assert "'a01'" in warnings[0]["message"] and "'A01'" in warnings[0]["message"]
+    assert "slip-c" not in logs.getvalue()
+
+
 def test_store_reads_of_an_offers_call_are_timed(client: TestClient) -> None:
     before = scrape(client)
     offers(client, "a00")

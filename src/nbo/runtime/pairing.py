@@ -6,16 +6,23 @@ so an unknown id is not an error. But a mistyped one (``85123a`` for ``85123A``)
 an ``exclude: true`` exclude nothing, and an override or a product offer change nothing,
 silently. The service (a log line per catalogue and model pair, and ``GET
 /v1/catalog``) and ``nbo batch`` (a line on stderr) say so: a count and the first few.
+
+Purchases posted to the service are likewise taken whatever their items (a purchase is a
+real one, and a newer model may know the item), but one of ``85123a`` never holds back
+``85123A``: a till that writes ids in lower case suppresses nothing. ``PostedItemsWatch``
+counts such lines and names each case slip once.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from nbo.catalog.terms import Catalog
 from nbo.core.ids import case_slips
+from nbo.data.events import Event, PurchaseEvent
 from nbo.models.served import ServingModel
 
 log = logging.getLogger(__name__)
@@ -83,3 +90,55 @@ class UnknownItemsWatch:
                 if self._found is not None:
                     log.warning("%s", self._found.line())
             return self._found
+
+
+# The case slips a process names, at most: each names an item of the model, so they are
+# few; the bound only keeps a client posting every spelling from growing the set.
+MAX_SLIPS_WARNED = 10_000
+
+
+@dataclass(frozen=True)
+class PostedUnknown:
+    """Purchase lines of stored events whose item the model does not know: ``lines`` in
+    all, ``case_slips`` of them differing from a known item only by case."""
+
+    lines: int
+    case_slips: int
+
+
+class PostedItemsWatch:
+    """The posted purchases' items the served model does not know, counted per call and
+    each case slip logged once per process (as a warning naming the item posted and the
+    one the model knows; never the customer)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+
+    def check(self, events: Iterable[Event], model: ServingModel | None) -> PostedUnknown:
+        if model is None:
+            return PostedUnknown(0, 0)
+        known = model.items.index
+        unknown = [
+            line.item_id
+            for event in events
+            if isinstance(event, PurchaseEvent)
+            for line in event.items
+            if line.item_id not in known
+        ]
+        if not unknown:
+            return PostedUnknown(0, 0)
+        slips = case_slips(set(unknown), model.item_ids)
+        with self._lock:
+            new = sorted(item for item in slips if item not in self._warned)
+            new = new[: max(0, MAX_SLIPS_WARNED - len(self._warned))]
+            self._warned.update(new)
+        for item in new:
+            log.warning(
+                "a posted purchase names item %r, which model %s does not know; it knows "
+                "%r: the purchase is stored, but holds back nothing until the ids match",
+                item,
+                model.version,
+                slips[item],
+            )
+        return PostedUnknown(len(unknown), sum(1 for item in unknown if item in slips))

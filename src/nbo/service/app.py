@@ -19,7 +19,7 @@ from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.definitions import configured_experiments
 from nbo.experiments.holder import ExperimentsFileHolder
 from nbo.runtime.decide import contact_policy
-from nbo.runtime.pairing import UnknownItemsWatch
+from nbo.runtime.pairing import PostedItemsWatch, UnknownItemsWatch
 from nbo.runtime.workers import WorkerBoard
 from nbo.service.apidocs import install_api_docs
 from nbo.service.chunking import Chunker
@@ -168,6 +168,8 @@ def create_app(
     models_held, catalog_held = app.state.models, app.state.catalog
     catalog_held.on_load = lambda catalog: watch.check(catalog, models_held.model)
     models_held.on_load = lambda models: watch.check(catalog_held.serving, models.current)
+    # Posted purchases of items the model does not know (``routes/events.py``).
+    app.state.posted_items = PostedItemsWatch()
     install_error_handlers(app)
     # Ids may hold '/', so the customer routes match any path (``{customer_id:id}``,
     # ``nbo.service.deps.IdConvertor``). The bare ``/v1/customers/{id}`` of profiles and

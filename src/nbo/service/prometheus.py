@@ -96,6 +96,10 @@ class Metrics:
     def record_events(self, events: Sequence[Event], result: AddResult, rejected: int) -> None:
         """A ``POST /v1/events``: stored and duplicate events by type, and the rejected."""
 
+    def record_unknown_items(self, lines: int, case_slips: int) -> None:
+        """Posted purchase lines of items the model does not know, ``case_slips`` of them
+        differing from a known item only by case."""
+
     def observe_chunk(self, size: int) -> None:
         """Offers calls decided together as one chunk (``nbo.service.chunking``)."""
 
@@ -161,6 +165,14 @@ class PrometheusMetrics(Metrics):
             "nbo_events_rejected",
             "posted events refused as invalid (no type label: an invalid event's type is "
             "whatever the client sent)",
+            registry=own,
+        )
+        self._unknown_items = Counter(
+            "nbo_events_unknown_items",
+            "posted purchase lines (of events stored) whose item the served model does not "
+            "know, by match: case (a known item differs only by case: 85123a for 85123A, "
+            "which suppresses nothing) or none",
+            ["match"],
             registry=own,
         )
         self._store = Histogram(
@@ -239,6 +251,12 @@ class PrometheusMetrics(Metrics):
                 self._events.labels(type_of[event_id], outcome).inc()
         if rejected:
             self._rejected.inc(rejected)
+
+    def record_unknown_items(self, lines: int, case_slips: int) -> None:
+        if case_slips:
+            self._unknown_items.labels("case").inc(case_slips)
+        if lines > case_slips:
+            self._unknown_items.labels("none").inc(lines - case_slips)
 
     def observe_chunk(self, size: int) -> None:
         self._chunks.observe(size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -24,6 +24,7 @@ from nbo.data.events import (
     reused_ids,
 )
 from nbo.experiments.definitions import Experiments
+from nbo.runtime.pairing import PostedItemsWatch
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CatalogDep, ExperimentsDep, MetricsDep, SettingsDep, StoreDep
 from nbo.service.errors import BadRequest
@@ -86,6 +87,7 @@ def document_events_body(openapi: dict[str, Any]) -> None:
     },
 )
 def post_events(
+    request: Request,
     experiments: ExperimentsDep,
     store: StoreDep,
     metrics: MetricsDep,
@@ -132,6 +134,15 @@ def post_events(
     result = store.add_events(events)
     rejected = sorted(rejected + reused_ids(valid, result.conflicts), key=lambda r: r.index)
     metrics.record_events(events, result, len(rejected))
+    # Stored whatever their items (a purchase is real), but counted when the model does
+    # not know an item, and a case slip named in the log (``nbo.runtime.pairing``).
+    stored = set(result.accepted)
+    watch: PostedItemsWatch = request.app.state.posted_items
+    unknown = watch.check(
+        (event for event in events if event.event_id in stored), request.app.state.models.model
+    )
+    if unknown.lines:
+        metrics.record_unknown_items(unknown.lines, unknown.case_slips)
     response = EventsResponse(
         accepted=result.accepted, duplicates=result.duplicates, rejected=rejected
     )
