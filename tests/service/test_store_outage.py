@@ -6,6 +6,7 @@ with no restart. The outage is a relay in front of the test server switched off 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +45,7 @@ def quick_recovery(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("quick_recovery")
 def test_a_service_started_while_its_server_is_away_serves_once_it_is_back(
-    postgres_url: str, relay: Relay, models_dir: Path
+    postgres_url: str, relay: Relay, models_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The app starts (before: its lifespan failed, the store could not be opened, and
     gunicorn stopped the whole service when a worker it started did so); it is live and
@@ -52,7 +53,8 @@ def test_a_service_started_while_its_server_is_away_serves_once_it_is_back(
     events answer 503 store_unavailable and nothing is stored. Once the server is back,
     a purchase posted is stored and suppressed by the next offers call, the store's
     erased list reaches the model loaded without it, and log pseudonyms use the store's
-    key."""
+    key. The outage is logged as a warning, the recovery (good news) as info."""
+    caplog.set_level(logging.INFO, logger="nbo.store")
     setup = open_store(postgres_url)  # a store with an erasure and a key, from before
     setup.erase("a01")
     key = setup.pseudonym_key()
@@ -94,6 +96,9 @@ def test_a_service_started_while_its_server_is_away_serves_once_it_is_back(
         assert state.pseudonyms.of("a00") == Pseudonyms(key).of("a00")
     events = run_sql(postgres_url, "SELECT event_id FROM events ORDER BY event_id")
     assert events == [("p-a00",)]  # nothing of the outage's calls
+    store = [r for r in caplog.records if r.name == "nbo.store.postgres"]
+    assert [r.levelname for r in store if "not reachable" in r.getMessage()] == ["WARNING"]
+    assert [r.levelname for r in store if "available again" in r.getMessage()] == ["INFO"]
 
 
 def test_nbo_serve_starts_while_its_server_is_away_and_serves_once_it_is_back(

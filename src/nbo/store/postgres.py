@@ -598,7 +598,7 @@ class PostgresStore(SQLStore):
                 self._recovery = None  # a failure from here on starts another
                 callbacks, self._on_available = self._on_available, []
                 away = time.monotonic() - self._down_since
-            log.warning("store %s available again after %.0f s", self.where, away)
+            log.info("store %s available again after %.0f s", self.where, away)
             for callback in callbacks:
                 try:
                     self.when_available(callback)
