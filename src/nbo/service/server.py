@@ -128,11 +128,15 @@ class NboWorker(UvicornWorker):
         reads, so each worker served on until the master SIGKILLed it GRACEFUL_TIMEOUT_S
         later ("Perhaps out of memory?"). Here SIGQUIT stops the server as SIGTERM
         does (requests in flight are finished, the lifespan's shutdown closes the
-        store); a second one stops it without waiting."""
+        store); a second one stops it without waiting. uvicorn serves the listening
+        sockets, not gunicorn's wrappers of them (see below)."""
         self.config.app = self.wsgi
         server = Server(config=self.config)
         asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, self._quit, server)
-        await server.serve(sockets=self.sockets)
+        # The sockets themselves, not gunicorn's wrappers of them: uvloop closes the
+        # descriptor of a socket it was given, and then the wrapper, which failed on it
+        # at every stop ("Error while closing socket [Errno 9] Bad file descriptor").
+        await server.serve(sockets=[listener.sock for listener in self.sockets])
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
