@@ -92,9 +92,11 @@ class UnknownItemsWatch:
             return self._found
 
 
-# The case slips a process names, at most: each names an item of the model, so they are
-# few; the bound only keeps a client posting every spelling from growing the set.
+# The case slips a process names, and the unknown ids whose lookup it keeps (per model),
+# at most: a slip names an item of the model, so they are few; the bound only keeps a
+# client posting ever new ids from growing either.
 MAX_SLIPS_WARNED = 10_000
+MAX_LOOKUPS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,11 @@ class PostedItemsWatch:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        # The model's spelling of each unknown id looked up for it (None: no slip), so a
+        # till posting in the wrong case does not cost a pass over the model's items
+        # per call.
+        self._version: str | None = None
+        self._meant: dict[str, str | None] = {}
 
     def check(self, events: Iterable[Event], model: ServingModel | None) -> PostedUnknown:
         if model is None:
@@ -128,7 +135,20 @@ class PostedItemsWatch:
         ]
         if not unknown:
             return PostedUnknown(0, 0)
-        slips = case_slips(set(unknown), model.item_ids)
+        with self._lock:
+            if model.version != self._version:
+                self._version, self._meant = model.version, {}
+            meant = {item: self._meant[item] for item in set(unknown) if item in self._meant}
+        new_ids = {item for item in unknown if item not in meant}
+        if new_ids:
+            found = case_slips(new_ids, model.item_ids)
+            looked_up = {item: found.get(item) for item in new_ids}
+            with self._lock:
+                if self._version == model.version:
+                    room = max(0, MAX_LOOKUPS_KEPT - len(self._meant))
+                    self._meant.update(list(looked_up.items())[:room])
+            meant.update(looked_up)
+        slips = {item: spelled for item, spelled in meant.items() if spelled is not None}
         with self._lock:
             new = sorted(item for item in slips if item not in self._warned)
             new = new[: max(0, MAX_SLIPS_WARNED - len(self._warned))]
