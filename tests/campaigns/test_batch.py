@@ -24,7 +24,7 @@ from nbo.campaigns.files import erase_from_outputs
 from nbo.campaigns.workers import BatchWorkers
 from nbo.catalog.loading import default_catalog
 from nbo.cli import main
-from nbo.core.ids import IdMap
+from nbo.core.ids import CaseIndex, IdMap
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.experiments.assignment import ServingModels
 from nbo.models.registry import set_alias
@@ -828,7 +828,10 @@ def test_each_row_is_the_offer_the_api_answers(models_dir: Path, env: Path) -> N
 
 def test_the_case_count_folds_case_as_casefold_does() -> None:
     """'STRASSE' for the model's 'straße' is a case slip (``lower`` would not see it)."""
-    model = SimpleNamespace(customers=IdMap(["straße", "M-1", "12347"]))
+    customers = IdMap(["straße", "M-1", "12347"])
+    model = SimpleNamespace(
+        customers=customers, customer_case_index=lambda: CaseIndex(customers.ids)
+    )
     found = ["STRASSE", "m-1", "m-1", "nobody", "12347.0"]
     line = batch.strangers_line(found, 9, model, Pseudonyms(b"k" * 32))  # type: ignore[arg-type]
     assert line.endswith(

@@ -40,7 +40,7 @@ from nbo.catalog.holder import CatalogHolder
 from nbo.core import processes
 from nbo.core.columns import CUSTOMER_ID
 from nbo.core.errors import NboError
-from nbo.core.ids import MAX_ID_LENGTH, case_slips, path_id_problem, spreadsheet_original
+from nbo.core.ids import MAX_ID_LENGTH, path_id_problem, spreadsheet_original
 from nbo.core.outputs import check_output_file, create_private
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.core.vocabulary import STAGES, iso_utc
@@ -191,8 +191,8 @@ def strangers_line(
             f"; {len(floats):,} look like numbers a spreadsheet wrote: the model knows "
             "them without their '.0'"
         )
-    slips = case_slips(found, model.customers.ids)
-    cased = sum(1 for c in found if c in slips)
+    case_index = model.customer_case_index()
+    cased = sum(1 for c in found if case_index.meant(c) is not None)
     if cased:
         line += (
             f"; {cased:,} differ only in upper or lower case from ids the model knows "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from typing import Annotated
 
 import numpy as np
@@ -100,24 +100,33 @@ def spreadsheet_original(value: str) -> str | None:
     return number if number and number != value else None
 
 
-def case_slips(ids: Collection[str], known: Iterable[str] | np.ndarray) -> dict[str, str]:
-    """Each of ``ids`` that matches one of ``known`` only by case, with the one it
-    matches: {"m-000008": "M-000008"}. Ids are matched exactly, so a list or a catalogue
-    whose case was changed (by a spreadsheet, by hand) names nobody; this says who was
-    meant. Case is folded with ``str.casefold``, which knows more than ``lower``
-    ("STRASSE" matches "straße"). Where two of ``known`` fold alike, the first is named.
+class CaseIndex:
+    """Known ids by their case-folded form, to name the id meant by one that matches a
+    known id only by case ({"m-000008": "M-000008"}). Ids are matched exactly, so a list,
+    a catalogue or a till whose case was changed (by a spreadsheet, by hand) names
+    nobody; this says who was meant. Case is folded with ``str.casefold``, which knows
+    more than ``lower`` ("STRASSE" matches "straße"). Where two known ids fold alike,
+    the first is named.
 
-    ``ids`` are ones ``known`` does not hold as written (an id it holds is no slip). One
-    pass over ``known``, made only when some of ``ids`` have a case to slip."""
-    wanted = {folded for value in ids if (folded := value.casefold()) != value.upper()}
-    if not wanted:
-        return {}
-    meant: dict[str, str] = {}
-    for key in known.tolist() if isinstance(known, np.ndarray) else known:
-        folded = key.casefold()
-        if folded in wanted and folded not in meant:
-            meant[folded] = key
-    return {value: meant[folded] for value in ids if (folded := value.casefold()) in meant}
+    Built with one pass over the known ids, so that each lookup after is one dict lookup:
+    a till posting every SKU in the wrong case must not cost a pass over the model's
+    items per call. Whoever holds the known ids builds it once (``ServingModel``)."""
+
+    def __init__(self, known: Iterable[str] | np.ndarray) -> None:
+        meant: dict[str, str] = {}
+        for key in known.tolist() if isinstance(known, np.ndarray) else known:
+            meant.setdefault(key.casefold(), key)
+        self._meant = meant
+
+    def meant(self, value: str) -> str | None:
+        """The known id ``value`` matches only by case, or None (no match, or ``value``
+        is itself the known id: an id held as written is no slip)."""
+        key = self._meant.get(value.casefold())
+        return None if key is None or key == value else key
+
+    def slips(self, ids: Iterable[str]) -> dict[str, str]:
+        """Each of ``ids`` that matches a known id only by case, with the one it matches."""
+        return {value: key for value in ids if (key := self.meant(value)) is not None}
 
 
 def check_id(value: str) -> str:

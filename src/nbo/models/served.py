@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
 from nbo.core.errors import ArtifactError
-from nbo.core.ids import IdMap
+from nbo.core.ids import CaseIndex, IdMap
 from nbo.core.vocabulary import DAY
 from nbo.data.features import OrderTable
 from nbo.data.history import PurchaseHistory, RecentOrders
@@ -158,6 +158,8 @@ class ServingModel:
     _suppression_windows: dict[int | None, ItemWindows] = field(
         init=False, default_factory=dict, repr=False
     )
+    # The item and customer ids folded by case (``case_index``), built on first use.
+    _case_indexes: dict[str, CaseIndex] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.policy is None:
@@ -203,6 +205,25 @@ class ServingModel:
                 windows = ItemWindows.of_cycles(self.repurchase_cycle_days, default_days)
             self._suppression_windows[default_days] = windows
         return windows
+
+    def item_case_index(self) -> CaseIndex:
+        """The model's item ids folded by case: which item a posted or listed id that the
+        model does not know was meant to be. Built on first use (most processes never
+        meet a case slip) and kept; two threads building it at once build the same
+        index, and one is kept."""
+        return self._case_index("items", self.items)
+
+    def customer_case_index(self) -> CaseIndex:
+        """``item_case_index`` for the customer ids (every row, erased ones included:
+        the index names an id the model was trained with, and an erased customer's own
+        id is not a slip)."""
+        return self._case_index("customers", self.customers)
+
+    def _case_index(self, name: str, ids: IdMap) -> CaseIndex:
+        index = self._case_indexes.get(name)
+        if index is None:
+            index = self._case_indexes.setdefault(name, CaseIndex(ids.ids))
+        return index
 
     def cycle_days_of(self, item_id: str) -> float | None:
         """The item's learned repurchase cycle in days, None without one."""

@@ -21,7 +21,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from nbo.catalog.terms import Catalog
-from nbo.core.ids import case_slips
 from nbo.data.events import Event, PurchaseEvent
 from nbo.models.served import ServingModel
 
@@ -64,8 +63,11 @@ def find_unknown_items(catalog: Catalog, model: ServingModel) -> UnknownItems | 
     if not unknown:
         return None
     # A case slip is the likeliest typo in ids such as 85123A: name what the model knows.
-    slips = case_slips(unknown, model.item_ids)
-    case = next(((item, slips[item]) for item in unknown if item in slips), None)
+    case_index = model.item_case_index()
+    case = next(
+        ((item, meant) for item in unknown if (meant := case_index.meant(item)) is not None),
+        None,
+    )
     return UnknownItems(model.version, len(unknown), tuple(unknown[:SHOWN]), case)
 
 
@@ -92,11 +94,9 @@ class UnknownItemsWatch:
             return self._found
 
 
-# The case slips a process names, and the unknown ids whose lookup it keeps (per model),
-# at most: a slip names an item of the model, so they are few; the bound only keeps a
-# client posting ever new ids from growing either.
+# The case slips a process names, at most: a slip names an item of the model, so they are
+# few; the bound only keeps a client posting ever new ids from growing the set.
 MAX_SLIPS_WARNED = 10_000
-MAX_LOOKUPS_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -116,11 +116,6 @@ class PostedItemsWatch:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._warned: set[str] = set()
-        # The model's spelling of each unknown id looked up for it (None: no slip), so a
-        # till posting in the wrong case does not cost a pass over the model's items
-        # per call.
-        self._version: str | None = None
-        self._meant: dict[str, str | None] = {}
 
     def check(self, events: Iterable[Event], model: ServingModel | None) -> PostedUnknown:
         if model is None:
@@ -135,20 +130,8 @@ class PostedItemsWatch:
         ]
         if not unknown:
             return PostedUnknown(0, 0)
-        with self._lock:
-            if model.version != self._version:
-                self._version, self._meant = model.version, {}
-            meant = {item: self._meant[item] for item in set(unknown) if item in self._meant}
-        new_ids = {item for item in unknown if item not in meant}
-        if new_ids:
-            found = case_slips(new_ids, model.item_ids)
-            looked_up = {item: found.get(item) for item in new_ids}
-            with self._lock:
-                if self._version == model.version:
-                    room = max(0, MAX_LOOKUPS_KEPT - len(self._meant))
-                    self._meant.update(list(looked_up.items())[:room])
-            meant.update(looked_up)
-        slips = {item: spelled for item, spelled in meant.items() if spelled is not None}
+        # One dict lookup per id: the model keeps its items folded by case.
+        slips = model.item_case_index().slips(set(unknown))
         with self._lock:
             new = sorted(item for item in slips if item not in self._warned)
             new = new[: max(0, MAX_SLIPS_WARNED - len(self._warned))]
