@@ -489,18 +489,21 @@ def test_incentives_eligible_together_beyond_the_limit_are_warned_of_at_load(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A marketer who writes three incentives for lapsed customers on email would see one
-    go out: the load names a group the limit cuts, and where (the two free shipping
-    offers never run at once: one group is named, the first of the largest)."""
+    go out: the load names each group the limit cuts, and where (the two free shipping
+    offers never run at once: two groups, equally large, both named, where only the
+    first was)."""
     with caplog.at_level(logging.WARNING, logger="nbo.catalog"):
         catalog = catalog_of(tmp_path, OVERLAPPING.format(limit=""))
+    cut = "max_incentives is 1: an answer carries only the 1 of highest priority (expected value)"
     expected = [
-        "incentives winback-20, winback-10, summer-shipping are eligible together (lapsed on "
-        "email) and max_incentives is 1: an answer carries only the 1 of highest priority "
-        "(expected value)"
+        f"incentives winback-20, winback-10, summer-shipping are eligible together (lapsed on "
+        f"email) and {cut}",
+        f"incentives winback-20, winback-10, winter-shipping are eligible together (lapsed on "
+        f"email) and {cut}",
     ]
     assert catalog.incentive_overlaps() == expected
     assert [r.getMessage() for r in caplog.records] == [
-        f"catalogue {tmp_path / 'catalog.yaml'}: {expected[0]}"
+        f"catalogue {tmp_path / 'catalog.yaml'}: {line}" for line in expected
     ]
     # Within the limit, or without one, nothing is said.
     assert (
@@ -512,6 +515,28 @@ def test_incentives_eligible_together_beyond_the_limit_are_warned_of_at_load(
             tmp_path, OVERLAPPING.format(limit="max_incentives: null\n")
         ).incentive_overlaps()
         == []
+    )
+
+
+def test_the_groups_of_incentives_named_are_capped(tmp_path: Path) -> None:
+    """An always-on incentive beside 22 monthly ones: 22 groups of two, the first 20
+    named and the rest counted, as a file's problems are."""
+    monthly = "".join(
+        f"  - {{id: month-{n:02d}, kind: incentive, incentive: free_shipping, value: 5.0, "
+        f"stages: [lapsed], channels: [email], valid_from: {2000 + n}-01-01, "
+        f"valid_to: {2000 + n}-02-01}}\n"
+        for n in range(22)
+    )
+    text = (
+        "version: 1\noffers:\n  - {id: always, kind: incentive, incentive: free_shipping, "
+        f"value: 5.0, stages: [lapsed], channels: [email]}}\n{monthly}"
+    )
+    lines = catalog_of(tmp_path, text).incentive_overlaps()
+    assert len(lines) == 21
+    assert lines[0].startswith("incentives always, month-00 are eligible together")
+    assert lines[19].startswith("incentives always, month-19 are eligible together")
+    assert lines[20] == (
+        "and 2 more groups of incentives eligible together beyond max_incentives (1)"
     )
 
 

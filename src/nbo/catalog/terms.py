@@ -26,6 +26,7 @@ from nbo.catalog.schema import (
     ProductDefaults,
 )
 from nbo.core.arrays import filled
+from nbo.core.errors import MAX_LISTED_PROBLEMS
 from nbo.core.vocabulary import CHANNELS, KIND_INCENTIVE, KIND_PRODUCT, STAGES, OfferKind
 
 log = logging.getLogger(__name__)
@@ -262,7 +263,10 @@ class Catalog:
         """A line per group of incentives eligible together (for one stage and channel,
         their dates overlapping) beyond ``max_incentives``: an answer carries only the
         limit's of highest priority, and the rest of the group never goes out beside
-        them, which a marketer who wrote them all may not expect."""
+        them, which a marketer who wrote them all may not expect. Every such group is
+        named (two offers that never run at once make two groups, and either may be the
+        one the marketer did not expect), the first ``MAX_LISTED_PROBLEMS`` and then how
+        many more."""
         if self.max_incentives is None:
             return []
         limit = self.max_incentives
@@ -272,17 +276,24 @@ class Catalog:
                 eligible = [
                     o for o in self._incentives if stage in o.stages and channel in o.channels
                 ]
-                together = _most_at_once(eligible)
-                if len(together) > limit:
+                for together in _groups_at_once(eligible, limit):
                     where.setdefault(tuple(o.id for o in together), []).append(
                         f"{stage} on {channel}"
                     )
-        return [
+        lines = [
             f"incentives {', '.join(ids)} are eligible together ({'; '.join(places)}) and "
             f"max_incentives is {limit}: an answer carries only the {limit} of highest "
             "priority (expected value)"
             for ids, places in where.items()
         ]
+        if len(lines) > MAX_LISTED_PROBLEMS:
+            left = len(lines) - MAX_LISTED_PROBLEMS
+            lines = lines[:MAX_LISTED_PROBLEMS]
+            lines.append(
+                f"and {left} more group{'s' if left > 1 else ''} of incentives eligible "
+                f"together beyond max_incentives ({limit})"
+            )
+        return lines
 
     def product_terms(
         self, item_id: str, stage: str, channel: str, now_s: int
@@ -360,17 +371,26 @@ def _base_of(item: ItemOverride, products: ProductDefaults) -> _Base:
     )
 
 
-def _most_at_once(offers: Sequence[IncentiveOffer]) -> list[IncentiveOffer]:
-    """The largest group of ``offers`` valid at one moment (file order): the offers valid
-    when one of them starts (or before any date bounds them), the most of them."""
-    starts = [float("-inf"), *(_seconds(o.valid_from, float("-inf")) for o in offers)]
-    best: list[IncentiveOffer] = []
+def _groups_at_once(offers: Sequence[IncentiveOffer], limit: int) -> list[list[IncentiveOffer]]:
+    """The groups of ``offers`` valid at one moment that are larger than ``limit``, each
+    in file order, earliest first: the offers valid when one of them starts (or before
+    any date bounds them), leaving out a group that another holds whole."""
+    starts = sorted({float("-inf"), *(_seconds(o.valid_from, float("-inf")) for o in offers)})
+    found: list[list[IncentiveOffer]] = []
     for at in starts:
         live = [
             o
             for o in offers
             if _seconds(o.valid_from, float("-inf")) <= at < _seconds(o.valid_to, float("inf"))
         ]
-        if len(live) > len(best):
-            best = live
-    return best
+        if len(live) > limit:
+            found.append(live)
+    ids = [{id(o) for o in group} for group in found]
+    kept: list[list[IncentiveOffer]] = []
+    for n, group in enumerate(found):
+        within = any(
+            ids[n] < other or (ids[n] == other and m < n) for m, other in enumerate(ids) if m != n
+        )
+        if not within:
+            kept.append(group)
+    return kept
