@@ -4,6 +4,7 @@ experiment variants), every rule applied, written whole or not at all."""
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import shutil
 import stat
@@ -319,6 +320,29 @@ def test_a_catalogue_naming_items_the_model_does_not_know_is_said_once(
     assert err[0].endswith(
         "('a00'): their terms, exclusions and offers apply to nothing "
         "until a model knows them; the model knows 'A00', not 'a00'"
+    )
+
+
+def test_the_catalogues_warnings_start_as_the_commands_lines_do(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The catalogue's load warning (incentives eligible together beyond max_incentives)
+    reached stderr bare, among lines that all start 'nbo batch:'."""
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(
+        "version: 1\noffers:\n"
+        "  - {id: winback-20, kind: incentive, incentive: percent_off, amount: 20, value: 30.0}\n"
+        "  - {id: winback-10, kind: incentive, incentive: percent_off, amount: 10, value: 40.0}\n"
+    )
+    monkeypatch.setenv("NBO_CATALOG", str(catalog))
+    assert _batch("--customers", "all", "--out", str(tmp_path / "c.csv")) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "eligible together" in line]
+    assert len(err) == 1
+    assert err[0].startswith(f"nbo batch: catalogue {catalog}: incentives winback-20, winback-10")
+    # The command's handler goes with it: a later log warning is not printed with it.
+    assert not any(
+        isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+        for h in logging.getLogger("nbo").handlers
     )
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,6 +111,33 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with warnings_on_stderr():
+        return _run(args)
+
+
+# What starts each line ``nbo batch`` writes on stderr: its own, and the warnings the
+# library logs while it runs (a catalogue's incentives eligible together, a store away).
+PREFIX = "nbo batch: "
+
+
+@contextlib.contextmanager
+def warnings_on_stderr() -> Iterator[None]:
+    """The library's warnings, one line each on stderr starting ``PREFIX`` as the
+    command's own lines do, while the command runs. Without it they reached stderr
+    through Python's last-resort handler, bare ("catalogue data/catalog.yaml: incentives
+    ... are eligible together"), among lines that all start ``nbo batch:``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter(f"{PREFIX}%(message)s"))
+    logger = logging.getLogger("nbo")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.engine == "local":
         # Before LightGBM, implicit or scikit-learn load libgomp: the workers are forked
         # from this process (``nbo.campaigns.workers``).
