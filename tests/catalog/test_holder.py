@@ -146,5 +146,6 @@ def test_without_a_file_the_holder_serves_the_default() -> None:
         "loaded_at": None,
         "offers": 0,
         "last_error": None,
+        "last_error_problems": None,
         "last_error_at": None,
     }

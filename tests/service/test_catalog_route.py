@@ -73,6 +73,37 @@ def test_get_catalog_reports_a_refused_file_and_keeps_serving(
     assert [offer["id"] for offer in body["offers"]] == ["two"] and body["last_error"] is None
 
 
+def test_a_refusal_with_several_problems_is_one_line_and_a_list(
+    client: TestClient, catalog_file: Path
+) -> None:
+    """A file with two problems put a line break in ``last_error``, which a client shows
+    as it is: it is one line now, and the problems are listed one by one beside it."""
+    rewrite(
+        catalog_file,
+        "version: 1\noffers:\n"
+        "  - {id: one, kind: incentive, incentive: free_shipping, value: -5}\n"
+        "  - {id: two, kind: incentive, incentive: free_shipping, value: -6}\n",
+    )
+    client.app.state.catalog.refresh()  # type: ignore[attr-defined]
+    body = client.get("/v1/catalog").json()
+    problems = body["last_error_problems"]
+    assert len(problems) == 2
+    assert problems[0].startswith(f"{catalog_file}: offer 'one' field 'value': ")
+    assert problems[1].startswith(f"{catalog_file}: offer 'two' field 'value': ")
+    assert "\n" not in body["last_error"]
+    assert body["last_error"] == (
+        f"{catalog_file}: 2 problems: "
+        + "; ".join(p.removeprefix(f"{catalog_file}: ") for p in problems)
+    )
+    reloaded = client.post("/v1/admin/reload").json()["catalog"]
+    assert reloaded["last_error"] == body["last_error"]
+    assert reloaded["last_error_problems"] == problems
+    rewrite(catalog_file, GOOD_CATALOG_2)
+    client.app.state.catalog.refresh()  # type: ignore[attr-defined]
+    body = client.get("/v1/catalog").json()
+    assert body["last_error"] is None and body["last_error_problems"] is None
+
+
 def test_an_impossible_date_is_refused_while_the_last_good_catalogue_serves(
     client: TestClient, catalog_file: Path
 ) -> None:

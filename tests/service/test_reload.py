@@ -585,14 +585,17 @@ def test_a_reload_reads_the_experiments_file_again(
             status = answer.json()["experiments"]
             assert status["changed"] is False and problem in status["last_error"]
             assert status["last_error"].startswith(str(path))
+            assert status["last_error_problems"] == [status["last_error"]]  # one problem
             listed = client.get("/v1/experiments").json()
             assert listed["last_error"] == status["last_error"]
+            assert listed["last_error_problems"] == status["last_error_problems"]
             assert listed["experiments"][0]["end"] is not None  # the last good file serves
             assert set(variants_of(client).values()) == {None}
 
         ab_test(path)
         body = reload(client).json()
         assert body["experiments"]["changed"] is True and body["experiments"]["last_error"] is None
+        assert body["experiments"]["last_error_problems"] is None
         assert client.get("/v1/experiments").json()["last_error"] is None
         assert variants_of(client) == before
 

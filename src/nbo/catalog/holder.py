@@ -54,7 +54,10 @@ class CatalogHolder:
         self.path = path
         self.check_every_s = check_every_s
         self._lock = threading.Lock()
+        # Why the file on disk was refused, on one line (an API field shown as it is),
+        # and its problems one by one; None while it serves.
         self.last_error: str | None = None
+        self.last_problems: list[str] | None = None
         self.last_error_at: float | None = None
         if path is None:
             self._catalog = default_catalog()
@@ -108,7 +111,7 @@ class CatalogHolder:
             try:
                 catalog = load_catalog(self.path)
             except CatalogError as exc:
-                self._refuse(str(exc))
+                self._refuse(exc.one_line(), exc.listed())
                 return
             except Exception as exc:
                 # The stamp is already seen: a failure not kept here would leave the file
@@ -116,7 +119,7 @@ class CatalogHolder:
                 problem = f"{self.path}: could not be read ({type(exc).__name__}: {exc})"
                 self._refuse(problem, with_traceback=True)
                 return
-            self.last_error = self.last_error_at = None
+            self.last_error = self.last_error_at = self.last_problems = None
             if catalog.fingerprint != self._catalog.fingerprint:
                 self._catalog = catalog
                 log.info(
@@ -130,13 +133,18 @@ class CatalogHolder:
         finally:
             self._lock.release()
 
-    def _refuse(self, problem: str, with_traceback: bool = False) -> None:
+    def _refuse(
+        self, problem: str, problems: list[str] | None = None, with_traceback: bool = False
+    ) -> None:
+        """Keep why the file was refused: ``problem`` on one line, ``problems`` one by
+        one (logged so, a line each)."""
         self.last_error = problem
+        self.last_problems = [problem] if problems is None else problems
         self.last_error_at = time.time()
         log.error(
             "catalogue refused, still serving %s: %s",
             self._catalog.fingerprint[:12],
-            problem,
+            "\n".join(self.last_problems),
             exc_info=with_traceback,
         )
 
@@ -149,5 +157,6 @@ class CatalogHolder:
             "loaded_at": _iso(catalog.loaded_at),
             "offers": catalog.offer_count,
             "last_error": self.last_error,
+            "last_error_problems": self.last_problems,
             "last_error_at": _iso(self.last_error_at),
         }

@@ -61,7 +61,33 @@ class StoreUrlError(ConfigError):
         return type(self), (self.problem, self.setting)
 
 
-class CatalogError(NboError):
+class FileProblemsError(NboError):
+    """A file (the offer catalogue, the experiments) refused for the problems found in it,
+    ``lines`` one per problem, each naming the file: the message lists them one per line
+    (``list_problems``); ``one_line`` says them on one line, for an API field that a
+    client shows as it is."""
+
+    def __init__(self, source: str, lines: Sequence[str]) -> None:
+        self.source = source
+        self.lines = list(lines)
+        super().__init__(list_problems(source, self.lines))
+
+    def listed(self) -> list[str]:
+        """The message's lines: the first ``MAX_LISTED_PROBLEMS`` problems, then how many
+        more."""
+        return str(self).split("\n")
+
+    def one_line(self) -> str:
+        """The message on one line: the problem, or 'FILE: N problems: first; second;
+        ...' (each without the file, named once in front)."""
+        if len(self.lines) == 1:
+            return self.lines[0]
+        prefix = f"{self.source}: "
+        said = "; ".join(line.removeprefix(prefix) for line in self.listed())
+        return f"{prefix}{len(self.lines)} problems: {said}"
+
+
+class CatalogError(FileProblemsError):
     """An offer catalogue that cannot be served, naming the file, the entry and the field.
 
     ``entry`` names the offending part in the marketer's words ("offer 'winback-15'",
@@ -76,16 +102,13 @@ class CatalogError(NboError):
         field: str | None = None,
         more: Sequence[tuple[str | None, str | None, str]] = (),
     ) -> None:
-        self.source = source
         self.entry = entry
         self.field = field
         self.problem = problem
         # Every problem found, the first included, as (entry, field, problem): a file with
         # five mistakes is fixed in one round, not five.
         self.problems = [(entry, field, problem), *more]
-        super().__init__(
-            list_problems(source, [_catalog_line(source, *found) for found in self.problems])
-        )
+        super().__init__(source, [_catalog_line(source, *found) for found in self.problems])
 
 
 # Problems of one file listed, one line each, before the rest are only counted: enough

@@ -44,7 +44,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from nbo.core.documents import document_time, read_document
-from nbo.core.errors import NboError, list_problems
+from nbo.core.errors import FileProblemsError
 from nbo.core.vocabulary import iso_utc
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ _POINT_SCALE: Final = 2**64
 _BELOW_ONE: Final = math.nextafter(1.0, 0.0)
 
 
-class ExperimentError(NboError):
+class ExperimentError(FileProblemsError):
     """An experiment file that cannot be used, naming the file, experiment, variant, field.
 
     ``experiment`` and ``variant`` are the names the file gives them, or their 1-based
@@ -79,15 +79,12 @@ class ExperimentError(NboError):
         field: str | None = None,
         more: Sequence[tuple[str | int | None, str | int | None, str | None, str]] = (),
     ) -> None:
-        self.source = source
         self.experiment = experiment
         self.variant = variant
         self.field = field
         self.problem = problem
         self.problems = [(experiment, variant, field, problem), *more]
-        super().__init__(
-            list_problems(source, [_experiment_line(source, *found) for found in self.problems])
-        )
+        super().__init__(source, [_experiment_line(source, *found) for found in self.problems])
 
 
 def _experiment_line(

@@ -40,7 +40,10 @@ class ExperimentsFileHolder:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        # Why the file on disk was refused, on one line (an API field shown as it is),
+        # and its problems one by one; None while it serves.
         self.last_error: str | None = None
+        self.last_problems: list[str] | None = None
         self.last_error_at: float | None = None
         self.loaded_at: float = time.time()
 
@@ -53,19 +56,29 @@ class ExperimentsFileHolder:
         try:
             return load_experiments(self.path)
         except ExperimentError as exc:
-            self.refuse(str(exc))
+            self.refuse(exc.one_line(), exc.listed())
         except Exception as exc:  # an unreadable file must not make the reload a 500
             self.refuse(f"{self.path}: could not be read ({type(exc).__name__}: {exc})")
         return None
 
-    def refuse(self, problem: str) -> None:
+    def refuse(self, problem: str, problems: list[str] | None = None) -> None:
+        """Keep why the file was refused: ``problem`` on one line, ``problems`` one by
+        one (logged so, a line each)."""
         self.last_error = problem
+        self.last_problems = [problem] if problems is None else problems
         self.last_error_at = time.time()
-        log.error("experiments file refused, the experiments serving stay: %s", problem)
+        log.error(
+            "experiments file refused, the experiments serving stay: %s",
+            "\n".join(self.last_problems),
+        )
+
+    def clear_refusal(self) -> None:
+        """The file on disk is no longer refused (it serves, or there is none)."""
+        self.last_error = self.last_error_at = self.last_problems = None
 
     def accepted(self, changed: bool) -> None:
         """The file as last read serves (``changed``: it differs from what served)."""
-        self.last_error = self.last_error_at = None
+        self.clear_refusal()
         if changed:
             self.loaded_at = time.time()
 
@@ -77,6 +90,7 @@ class ExperimentsFileHolder:
             "loaded_at": _iso(self.loaded_at),
             "changed": changed,
             "last_error": self.last_error,
+            "last_error_problems": self.last_problems,
             "last_error_at": _iso(self.last_error_at),
         }
 

@@ -429,7 +429,7 @@ class Reloader:
         ``last_error`` is replaced, never cleared first: a look at it while a refused
         file is read again (the file's watcher) still finds it."""
         if self.experiments.path is None:
-            self.experiments.last_error = self.experiments.last_error_at = None
+            self.experiments.clear_refusal()
             return self.models.experiments
         read = self.experiments.read()
         if read is None:
@@ -439,7 +439,7 @@ class Reloader:
         except ArtifactError as exc:
             self.experiments.refuse(str(exc))
             return self.models.experiments
-        self.experiments.last_error = self.experiments.last_error_at = None
+        self.experiments.clear_refusal()
         return read
 
     def _differs(self, serving: ServingModels, target: str, experiments: Experiments) -> bool:

@@ -321,7 +321,14 @@ class CatalogResponse(BaseModel):
     loaded_at: str = Field(description="when the catalogue served was loaded")
     as_of: str = Field(description="the service clock 'live' is computed at")
     last_error: str | None = Field(
-        None, description="why the file on disk was refused (the catalogue above still serves)"
+        None,
+        description="why the file on disk was refused (the catalogue above still serves), "
+        "on one line: the problem, or 'FILE: N problems: first; second; ...'",
+    )
+    last_error_problems: list[str] | None = Field(
+        None,
+        description="the same problems one by one, each naming the file (the first 20, then "
+        "how many more); null when nothing is refused",
     )
     last_error_at: str | None = None
     products: CatalogProductsOut
@@ -373,7 +380,14 @@ class CatalogStatusOut(BaseModel):
     offers: int
     changed: bool = Field(description="this reload swapped in a changed catalogue file")
     last_error: str | None = Field(
-        None, description="why the file on disk was refused (the catalogue above still serves)"
+        None,
+        description="why the file on disk was refused (the catalogue above still serves), "
+        "on one line: the problem, or 'FILE: N problems: first; second; ...'",
+    )
+    last_error_problems: list[str] | None = Field(
+        None,
+        description="the same problems one by one, each naming the file (the first 20, then "
+        "how many more); null when nothing is refused",
     )
     last_error_at: str | None = None
 
@@ -385,7 +399,13 @@ class ExperimentsStatusOut(BaseModel):
     changed: bool = Field(description="this reload swapped in a changed experiments file")
     last_error: str | None = Field(
         None,
-        description="why the file on disk was refused (the experiments above still serve)",
+        description="why the file on disk was refused (the experiments above still serve), "
+        "on one line: the problem, or 'FILE: N problems: first; second; ...'",
+    )
+    last_error_problems: list[str] | None = Field(
+        None,
+        description="the same problems one by one, each naming the file (the first 20, then "
+        "how many more); null when nothing is refused",
     )
     last_error_at: str | None = None
 

@@ -49,6 +49,7 @@ def get_catalog(
         loaded_at=status["loaded_at"],
         as_of=now.isoformat(timespec="seconds"),
         last_error=status["last_error"],
+        last_error_problems=status["last_error_problems"],
         last_error_at=status["last_error_at"],
         products=CatalogProductsOut.model_validate(catalog.products.model_dump()),
         items=[

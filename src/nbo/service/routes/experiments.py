@@ -45,6 +45,7 @@ def list_experiments(request: Request, settings: SettingsDep) -> dict[str, Any]:
         "source": experiments.source,
         "loaded_at": status["loaded_at"],
         "last_error": status["last_error"],
+        "last_error_problems": status["last_error_problems"],
         "last_error_at": status["last_error_at"],
         # What loading the file found suspicious but served (weights not summing to 100).
         "warnings": list(experiments.warnings),
