@@ -401,6 +401,37 @@ def test_an_id_with_a_leading_zero_is_the_text_written_not_yaml_octal(tmp_path: 
     assert (first.id, first.item_id) == ("0017", "0089")
 
 
+def test_a_number_with_a_leading_zero_is_refused_not_read_as_yaml_octal(tmp_path: Path) -> None:
+    """``value: 010`` was YAML 1.1's octal 8, silently: a number field refuses an integer
+    YAML did not read as written in decimal (octal, hex, base 60), naming the field."""
+    message = refusal(
+        tmp_path,
+        "version: 1\nmax_incentives: 02\noffers:\n"
+        "  - {id: w, kind: incentive, incentive: free_shipping, value: 010, "
+        "cap_per_customer: 0x3, cap_days: 1:30}\n",
+    )
+    source = tmp_path / "catalog.yaml"
+    assert message.split("\n") == [
+        f"{source}: offer 'w' field 'value': '010' is 8 to YAML (octal, as it starts with "
+        "0): write the number in plain decimal digits, without a leading 0",
+        f"{source}: offer 'w' field 'cap_per_customer': '0x3' is 3 to YAML (hexadecimal): "
+        "write the number in plain decimal digits, without a leading 0",
+        f"{source}: offer 'w' field 'cap_days': '1:30' is 90 to YAML (base 60, as a time): "
+        "write the number in plain decimal digits, without a leading 0",
+        f"{source}: field 'max_incentives': '02' is 2 to YAML (octal, as it starts with 0): "
+        "write the number in plain decimal digits, without a leading 0",
+    ]
+    # Decimal digits (grouped with _ or not), 0 and a decimal fraction read as written.
+    catalog = catalog_of(
+        tmp_path,
+        "version: 1\noffers:\n"
+        "  - {id: w, kind: incentive, incentive: free_shipping, value: 1_000, "
+        "cap_days: 010.5}\n",
+    )
+    offer = catalog.document.offers[0]
+    assert (offer.value, offer.cap_days) == (1000.0, 10.5)
+
+
 def test_a_missing_file_or_an_unknown_format_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="no such file") as caught:
         load_catalog(tmp_path / "nope.yaml")

@@ -683,3 +683,13 @@ def test_a_long_list_of_problems_is_capped(tmp_path: Path) -> None:
     lines = str(caught.value).split("\n")
     assert len(lines) == MAX_LISTED_PROBLEMS + 1
     assert lines[-1].endswith(f"and {30 - MAX_LISTED_PROBLEMS} more problems")
+
+
+def test_a_weight_with_a_leading_zero_is_refused_not_read_as_yaml_octal(tmp_path: Path) -> None:
+    """``weight: 010`` was YAML 1.1's octal 8: a split of 8 to 90, not 10 to 90."""
+    path = write(tmp_path / "experiments.yaml", VALID.replace("weight: 1\n", "weight: 010\n", 1))
+    message = refusal(path)
+    assert message.endswith(
+        "weight: '010' is 8 to YAML (octal, as it starts with 0): write the number in plain "
+        "decimal digits, without a leading 0"
+    )

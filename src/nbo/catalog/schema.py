@@ -27,7 +27,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from nbo.core.documents import document_time
+from nbo.core.documents import document_time, plain_number
 from nbo.core.ids import check_id, check_path_id
 from nbo.core.vocabulary import CHANNELS, STAGES, ChannelName, OfferKind, Stage
 
@@ -76,10 +76,14 @@ ItemId = Annotated[
 # ISO 8601 text (a date alone is its midnight), no zone = UTC; a number is refused, not
 # read as unix seconds: the experiments' rule (``nbo.core.documents.document_time``).
 UtcTime = Annotated[datetime, BeforeValidator(document_time)]
-Money = Annotated[float, Field(ge=0)]
+# Every number field refuses YAML's octal (``010`` is 8), hex and base-60 integers
+# (``nbo.core.documents.plain_number``).
+Number = Annotated[float, BeforeValidator(plain_number)]
+Count = Annotated[int, BeforeValidator(plain_number)]
+Money = Annotated[Number, Field(ge=0)]
 # A share is a fraction, 0 to 1: `margin: 25` (meant 25%) would make values 100x.
-Share = Annotated[float, Field(ge=0, le=1)]
-Weight = Annotated[float, Field(ge=0)]
+Share = Annotated[Number, Field(ge=0, le=1)]
+Weight = Annotated[Number, Field(ge=0)]
 
 
 class _Strict(BaseModel):
@@ -100,10 +104,10 @@ class ProductDefaults(_Strict):
     lever: Weight = Field(1.0, description="the marketer's weight; 0 never wins, 2 doubles")
     stages: tuple[Stage, ...] = Field(STAGES, min_length=1)
     channels: tuple[ChannelName, ...] = Field(CHANNELS, min_length=1)
-    cap_per_customer: int | None = Field(
+    cap_per_customer: Count | None = Field(
         None, ge=1, description="impressions per customer in cap_days; null = no cap"
     )
-    cap_days: float = Field(30.0, gt=0)
+    cap_days: Number = Field(30.0, gt=0)
 
 
 class ItemOverride(ProductDefaults):
@@ -124,7 +128,7 @@ class CatalogOffer(_Strict):
     kind: OfferKind
     title: str | None = None
     incentive: IncentiveKind | None = None
-    amount: float | None = Field(
+    amount: Number | None = Field(
         None, gt=0, description="percent off, or the points multiplier; null for free_shipping"
     )
     item_id: ItemId | None = None
@@ -139,8 +143,8 @@ class CatalogOffer(_Strict):
     channels: tuple[ChannelName, ...] = Field(CHANNELS, min_length=1)
     valid_from: UtcTime | None = None
     valid_to: UtcTime | None = None
-    cap_per_customer: int | None = Field(None, ge=1)
-    cap_days: float = Field(30.0, gt=0)
+    cap_per_customer: Count | None = Field(None, ge=1)
+    cap_days: Number = Field(30.0, gt=0)
     lever: Weight = 1.0
 
     def is_valid_at(self, now_s: int) -> bool:
@@ -173,7 +177,7 @@ class CatalogFile(_Strict):
     categories: dict[Id, tuple[ItemId, ...]] = Field(default_factory=dict)
     offers: tuple[CatalogOffer, ...] = ()
     stage_weights: dict[Stage, StageWeights] = Field(default_factory=dict)
-    max_incentives: int | None = Field(
+    max_incentives: Count | None = Field(
         1,
         ge=0,
         description="incentives one answer may carry: those of highest priority (expected "

@@ -12,6 +12,7 @@ and fail with a Python error, and ``20111215`` as a number of seconds).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import date, datetime
 from json.decoder import JSONObject  # type: ignore[attr-defined]
@@ -156,6 +157,35 @@ class WrittenInt(int):
     whatever it looks like (an item ``- 0123`` in a category was the item '83')."""
 
     written: str
+
+
+# An integer as a person means it: decimal digits (``_`` may group them), no leading zero.
+_DECIMAL_INT: Final = re.compile(r"[-+]?(?:0|[1-9][0-9_]*)")
+
+
+def plain_number(value: Any) -> Any:
+    """A number field's value, refused (ValueError naming what YAML made of it) when YAML
+    read it from text that is not a plain decimal number: ``010`` is YAML 1.1's octal 8,
+    ``0x1F`` 31, ``1:30`` 90. A marketer who writes ``value: 010`` means ten, and reading
+    it as ten would make nbo disagree with every other YAML reader of the same file (a
+    linter, a script that checks it): a refusal costs one edit and leaves no doubt. A
+    pydantic ``BeforeValidator`` for every number field of a document."""
+    written = getattr(value, "written", None)
+    if not isinstance(value, int) or written is None or _DECIMAL_INT.fullmatch(written):
+        return value
+    digits = written.lstrip("+-")
+    if ":" in digits:
+        how = "base 60, as a time"
+    elif digits[:2].lower() == "0x":
+        how = "hexadecimal"
+    elif digits[:2].lower() == "0b":
+        how = "binary"
+    else:
+        how = "octal, as it starts with 0"
+    raise ValueError(
+        f"{written!r} is {value} to YAML ({how}): write the number in plain decimal "
+        "digits, without a leading 0"
+    )
 
 
 def _construct_int_keeping_text(loader: yaml.SafeLoader, node: ScalarNode) -> int:

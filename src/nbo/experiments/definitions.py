@@ -43,7 +43,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from nbo.core.documents import document_time, read_document
+from nbo.core.documents import document_time, plain_number, read_document
 from nbo.core.errors import FileProblemsError
 from nbo.core.vocabulary import iso_utc
 
@@ -352,7 +352,10 @@ class VariantSpec(_Strict):
     """One variant as written; either ``control: true`` or a ``model`` (checked at load)."""
 
     name: Name
-    weight: float = Field(gt=0, strict=True, description="relative share; normalised at load")
+    # (``weight: 010`` is YAML's octal 8: refused, as in the catalogue.)
+    weight: Annotated[float, BeforeValidator(plain_number)] = Field(
+        gt=0, strict=True, description="relative share; normalised at load"
+    )
     model: Annotated[Text, AfterValidator(_not_blank)] | None = Field(
         None, description="a model alias or version; none for the control"
     )
