@@ -686,6 +686,50 @@ def test_a_server_that_hangs_answers_503_and_counts_as_away(
         store.close()
 
 
+def test_a_hung_server_is_tried_again_within_the_probes_round_trip(
+    postgres_url: str, relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the server hung (accepting connections, never answering their startup), the
+    recovery thread's connect waited the full connect timeout (10 s) before each retry:
+    a server back elsewhere at the same address (a standby taking the frozen host's) was
+    found up to 10 s late. The connect is bounded by the probe's round trip (libpq's
+    floor: 2 s)."""
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "ROUND_TRIP_SECONDS", 0.3)
+    monkeypatch.setattr(postgres, "WATCH_SECONDS", 0.05)
+    monkeypatch.setattr(postgres, "PROBE_SECONDS", 0.1)
+    monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.1)
+    tries: list[tuple[str | None, float]] = []
+    connect = psycopg.connect
+
+    def timed_connect(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name != "nbo-store-recovery":
+            return connect(*args, **kwargs)
+        started = time.monotonic()
+        try:
+            return connect(*args, **kwargs)
+        finally:
+            tries.append((kwargs.get("connect_timeout"), time.monotonic() - started))
+
+    monkeypatch.setattr(postgres.psycopg, "connect", timed_connect)
+    relay.on()
+    store = open_store(relay.url(postgres_url))
+    try:
+        relay.hold()
+        wait_until(lambda: not store.available, "the probe never found the server hung")
+        wait_until(lambda: len(tries) >= 1, "the recovery thread never gave a connect up")
+        timeout, took = tries[0]
+        assert timeout == "2"  # before: the URL's default, CONNECT_SECONDS (10)
+        assert took < postgres.CONNECT_SECONDS
+        relay.release()
+        wait_until(lambda: store.available, "the store never found the server back")
+        assert store.erased_ids() == []
+    finally:
+        relay.release()
+        store.close()
+
+
 def test_every_idle_connection_dropped_is_replaced_before_the_next_call(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import math
 import os
 import re
 import socket
@@ -93,6 +94,11 @@ PROBE_SECONDS = 5.0
 DEADLINE_MARGIN_SECONDS = 2.0
 ROUND_TRIP_SECONDS = 3.0
 WATCH_SECONDS = 0.5
+# The recovery thread's connect (is the server back?) is bounded by the probe's round
+# trip, not CONNECT_SECONDS: a hung server accepts the connection and never answers its
+# startup, so each try waited the full 10 s (measured: 10.0 s a try, 3.0 s now), and a
+# server that came back elsewhere at the same address (a standby taking the address of
+# a host that stays frozen) was found up to 10 s late. libpq waits at least 2 s.
 
 
 class _Userinfo(NamedTuple):
@@ -260,12 +266,17 @@ def _connection_settings(url: str) -> dict[str, Any]:
     return {"autocommit": True} | {k: v for k, v in defaults.items() if k not in given}
 
 
-def _connect(url: str) -> psycopg.Connection[Any]:
+def _connect(url: str, timeout_s: float | None = None) -> psycopg.Connection[Any]:
     """A connection, or StoreUrlError with the server's reason (``StoreUnreachable`` when
-    the server cannot be reached now); a URL ``check_url`` refuses is refused unread."""
+    the server cannot be reached now); a URL ``check_url`` refuses is refused unread.
+    ``timeout_s``: the connect's own bound, over the URL's and ``CONNECT_SECONDS`` (whole
+    seconds, at least libpq's 2)."""
     check_url(url)
+    settings = _connection_settings(url)
+    if timeout_s is not None:
+        settings["connect_timeout"] = str(max(2, math.ceil(timeout_s)))
     try:
-        return psycopg.connect(url, **_connection_settings(url))
+        return psycopg.connect(url, **settings)
     except psycopg.Error as exc:
         reason = _reason(exc, url)
         problem = f"cannot connect to {redacted(url)} ({reason})"
@@ -417,11 +428,12 @@ class PostgresStore(SQLStore):
             )
             self._went_down(exc.reason)
 
-    def _open(self) -> None:
+    def _open(self, connect_s: float | None = None) -> None:
         """Migrate the schema and open the pool. The first connection migrates and proves
         the URL, with the driver's own message when it cannot (a pool would only time
-        out); replicas opening together migrate once, under the advisory lock."""
-        with _connect(self._url) as db, db.transaction():
+        out); replicas opening together migrate once, under the advisory lock.
+        ``connect_s`` bounds that first connect (``_connect``)."""
+        with _connect(self._url, connect_s) as db, db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             self.schema_version = apply_migrations(db, "postgres", self.where)
         self._pool = self._open_pool()
@@ -567,14 +579,15 @@ class PostgresStore(SQLStore):
         while not self._stopping.wait(DOWN_SECONDS):
             try:
                 if self._pool is None:
-                    self._open()
+                    self._open(ROUND_TRIP_SECONDS)
                     if self._stopping.is_set() and self._pool is not None:
                         self._pool.close()  # closed meanwhile
                         return
                 else:
                     # One connection of its own first: while the server refuses them,
-                    # that fails at once where the pool would wait POOL_WAIT_SECONDS.
-                    _connect(self._url).close()
+                    # that fails at once where the pool would wait POOL_WAIT_SECONDS;
+                    # while it hangs, within the probe's round trip.
+                    _connect(self._url, ROUND_TRIP_SECONDS).close()
                     self._pool.check()
                     with self._pool.connection(timeout=POOL_WAIT_SECONDS) as db:
                         _check_writable(db)
