@@ -17,16 +17,18 @@ indicative).
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import multiprocessing
 import os
 import pstats
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -113,36 +115,54 @@ def bench_batch(
     )
 
 
-def local_batch_in_a_fresh_python(spec: RunSpec, out: Path) -> tuple[float, int, bool, int]:
+def local_batch_in_a_fresh_python(
+    spec: RunSpec, out: Path, target: Callable[[RunSpec, Path, Connection], None] | None = None
+) -> tuple[float, int, bool, int]:
     """``nbo batch``'s local run of every customer in a new process set up as the command
     sets itself up: seconds from its workers' start to the file in place, the workers,
-    whether they forked, and the rows written."""
+    whether they forked, and the rows written. A child that dies before it answers
+    (killed, out of memory, a crash in a native library) is a RuntimeError with its exit
+    code, not a wait for ever on an answer that never comes. ``target``: what the child
+    runs (``_timed_batch``), for a test."""
     before = os.environ.get(openmp.VARIABLE)
     # Read by the new process's libgomp when it loads (here, OpenMP is loaded already).
     os.environ[openmp.VARIABLE] = "1"
     context = multiprocessing.get_context("spawn")
-    answer = context.SimpleQueue()
+    reader, writer = context.Pipe(duplex=False)
     # Not a pool's: a pool's processes are daemons, which may not start workers.
-    process = context.Process(target=_timed_batch, args=(spec, out, answer))
+    process = context.Process(target=target or _timed_batch, args=(spec, out, writer))
     try:
         process.start()
     finally:
+        writer.close()  # the child's copy is its own
         if before is None:
             os.environ.pop(openmp.VARIABLE, None)
         else:
             os.environ[openmp.VARIABLE] = before
-    result = answer.get()
+    # The answer, or the child's end (its sentinel; the batch's own forked workers may
+    # hold the pipe open after it died, so its end of writing says nothing).
+    wait([reader, process.sentinel])
+    result: tuple[float, int, bool, int] | str | None = None
+    if reader.poll():
+        with contextlib.suppress(EOFError):
+            result = reader.recv()
+    reader.close()
     process.join()
+    if result is None:
+        raise RuntimeError(
+            f"the batch in a fresh Python ended without an answer (exit code "
+            f"{process.exitcode}: killed, out of memory, or a crash in a native library?)"
+        )
     if isinstance(result, str):
         raise RuntimeError(f"the batch in a fresh Python failed: {result}")
     return result
 
 
-def _timed_batch(spec: RunSpec, out: Path, answer: Any) -> None:
+def _timed_batch(spec: RunSpec, out: Path, answer: Connection) -> None:
     try:
-        answer.put(_timed(spec, out))
+        answer.send(_timed(spec, out))
     except Exception as exc:
-        answer.put(f"{type(exc).__name__}: {exc}")
+        answer.send(f"{type(exc).__name__}: {exc}")
         raise
 
 
