@@ -467,9 +467,9 @@ def test_no_call_waits_on_the_pool_while_the_server_is_away(
         tries: list[float] = []
         real_connect = postgres._connect
 
-        def counted(url: str) -> Any:
+        def counted(url: str, *bound: Any) -> Any:
             tries.append(time.monotonic())
-            return real_connect(url)
+            return real_connect(url, *bound)
 
         monkeypatch.setattr(postgres, "_connect", counted)
         calls = 0
