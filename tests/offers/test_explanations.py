@@ -58,6 +58,20 @@ def test_order_counts_look_up_each_customers_own_purchases() -> None:
     assert got.tolist() == [2.0, 5.0, 0.0, 0.0, 7.0, 0.0]
 
 
+def test_order_counts_find_each_pairs_last_purchase_once() -> None:
+    bought = [
+        Bought(np.array([4, 1]), np.array([2.0, 5.0]), np.ones(2), np.array([40, 10])),
+        Bought(np.array([3]), np.array([1.0]), np.ones(1)),  # when: not known
+        Bought(np.array([1, 0]), np.array([7.0, 1.0]), np.ones(2), np.array([70, 5])),
+    ]
+    lookup = _OrderCounts(bought, n_items=6)
+    found = lookup.find(np.array([2, 0, 0, 1, 2, 1]), np.array([1, 4, 5, 3, 0, 1]))
+    assert lookup.counts_at(found).tolist() == [7.0, 2.0, 0.0, 1.0, 1.0, 0.0]
+    last = lookup.last_at(found)
+    assert last[[0, 1, 4]].tolist() == [70.0, 40.0, 5.0]
+    assert np.isnan(last[[2, 3, 5]]).all()  # never bought, or when not known
+
+
 def test_each_source_explains_itself_in_words() -> None:
     from nbo.catalog.schema import IncentiveOffer
     from nbo.offers.arbitration import Choices

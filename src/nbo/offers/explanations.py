@@ -103,10 +103,6 @@ def explain(
     lookup = _OrderCounts(bought, len(model.items))
     item_ids = model.item_id_array
 
-    again = (source == SOURCE_BUY_AGAIN).nonzero()[0]
-    if len(again):
-        orders[again] = lookup.at(customer[again], choices.item[again]).astype(np.int64)
-        because[again] = [(item_id,) for item_id in choices.item_id[again].tolist()]
     also = (source == SOURCE_ALSO_BOUGHT).nonzero()[0]
     if len(also) and model.item_side is not None:
         closest = _closest_bought(model, lookup, customer[also], choices.item[also])
@@ -114,11 +110,8 @@ def explain(
         # Proposed only for the customer's own purchase of it ("customers who bought
         # Coffee box also bought this" on the coffee box): the honest reason is theirs.
         alone = also[closest < 0]
-        own = lookup.at(customer[alone], choices.item[alone]).astype(np.int64)
-        rebought = alone[own > 0]
-        source[rebought] = SOURCE_BUY_AGAIN
-        orders[rebought] = own[own > 0]
-        because[rebought] = [(item_id,) for item_id in choices.item_id[rebought].tolist()]
+        own = lookup.at(customer[alone], choices.item[alone])
+        source[alone[own > 0]] = SOURCE_BUY_AGAIN
     cf = (source == SOURCE_CF).nonzero()[0]
     if len(cf):
         for c in sorted(set(customer[cf].tolist())):
@@ -128,11 +121,18 @@ def explain(
                 history.items, history.confidence, choices.item[mine], top=EXPLAINED_BY
             )
             because[mine] = [tuple(item_ids[i] for i, _ in pairs) for pairs in explained]
-    # Days since the customer last bought each item offered again (NaN: not known).
-    ago = filled(n, np.nan)
+    # Offers credited to buy-again (those reassigned above included): the purchase is the
+    # reason, with its order count and, at a known moment, the days since the customer
+    # last bought it (NaN: not known). One lookup of the pairs gives both.
+    ago = None
     again = (source == SOURCE_BUY_AGAIN).nonzero()[0]
-    if len(again) and now_s is not None:
-        ago[again] = (now_s - lookup.last_at(customer[again], choices.item[again])) / DAY
+    if len(again):
+        found = lookup.find(customer[again], choices.item[again])
+        orders[again] = lookup.counts_at(found).astype(np.int64)
+        because[again] = [(item_id,) for item_id in choices.item_id[again].tolist()]
+        if now_s is not None:
+            ago = filled(n, np.nan)
+            ago[again] = (now_s - lookup.last_at(found)) / DAY
     return Explanations(
         source, because, orders, _texts(model, choices, source, because, orders, stages, ago)
     )
@@ -233,42 +233,49 @@ class _OrderCounts:
         counts = (
             np.concatenate([b.counts for b in bought]).astype(np.float64) if bought else np.empty(0)
         )
-        # When each was last bought: NaN where a customer's is not known.
-        last = (
-            np.concatenate(
-                [
-                    filled(len(b.items), np.nan) if b.last is None else b.last.astype(np.float64)
-                    for b in bought
-                ]
-            )
-            if bought
-            else np.empty(0)
-        )
         keys = customers * n_items + items
         order = keys.argsort(kind="stable")
         self._keys = keys[order]
         self._counts = counts[order]
-        self._last = last[order]
+        # When each was last bought is gathered only for the pairs asked about
+        # (``last_at``): only an offer credited to buy-again says when.
+        self._bought = bought
+        self._order = order
         self._n_items = n_items
 
     def at(self, customers: np.ndarray, items: np.ndarray) -> np.ndarray:
         """The orders of each (customer, item); 0 where the customer never bought it."""
-        return self._look_up(self._counts, customers, items, 0.0)
+        return self.counts_at(self.find(customers, items))
 
-    def last_at(self, customers: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """When each (customer, item) was last bought (unix seconds); NaN: not known."""
-        return self._look_up(self._last, customers, items, np.nan)
-
-    def _look_up(
-        self, values: np.ndarray, customers: np.ndarray, items: np.ndarray, missing: float
-    ) -> np.ndarray:
+    def find(self, customers: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Where each (customer, item) lies among the purchases (-1: never bought), for
+        ``counts_at`` and ``last_at``: one search for both."""
         keys = np.asarray(customers, dtype=np.int64) * self._n_items + np.asarray(
             items, dtype=np.int64
         )
         if not len(self._keys):
-            return filled(len(keys), missing)
+            return filled(len(keys), -1, np.int64)
         found = np.minimum(self._keys.searchsorted(keys), len(self._keys) - 1)
-        return np.where(self._keys[found] == keys, values[found], missing)
+        found[self._keys[found] != keys] = -1
+        return found
+
+    def counts_at(self, found: np.ndarray) -> np.ndarray:
+        """The order counts at ``find``'s places (0 where never bought)."""
+        if not len(self._keys):
+            return np.zeros(len(found))
+        return np.where(found >= 0, self._counts[found], 0.0)
+
+    def last_at(self, found: np.ndarray) -> np.ndarray:
+        """When each of ``find``'s (customer, item) was last bought (unix seconds); NaN
+        where never bought or not known."""
+        out = filled(len(found), np.nan)
+        hit = found >= 0
+        if hit.any():
+            last = np.concatenate(
+                [filled(len(b.items), np.nan) if b.last is None else b.last for b in self._bought]
+            )
+            out[hit] = last[self._order[found[hit]]]
+        return out
 
 
 def _closest_bought(
