@@ -164,18 +164,20 @@ def _texts(
     # customer last bought it; its learned dead time, mostly a day, allows that): the
     # reason says when, or "customers buy it again about every 90 days" reads as if it
     # were due.
-    since = filled(len(again), np.nan) if ago is None else ago[again]
-    early = known & (since < EARLY_SHARE * days)
+    shown = again[known]
+    cycle_days = days[known]
+    if ago is None:
+        early = [False] * len(shown)
+        since = early  # never read: nothing is early without a clock
+    else:
+        when_bought = ago[shown]
+        early = (when_bought < EARLY_SHARE * cycle_days).tolist()
+        since = when_bought.tolist()
     # The cycle is the item's, learned across its buyers, not this customer's own: said
     # as theirs ("you buy this about every 90 days") it was untrue of a customer who
     # bought it three times in seven weeks.
     for n, count, cycle, when, soon in zip(
-        again[known].tolist(),
-        orders[again[known]].tolist(),
-        days[known].tolist(),
-        since[known].tolist(),
-        early[known].tolist(),
-        strict=True,
+        shown.tolist(), orders[shown].tolist(), cycle_days.tolist(), since, early, strict=True
     ):
         if count > 1:
             bought = f"you bought this {count} times" + (f", last {_ago(when)}" if soon else "")
