@@ -794,6 +794,8 @@ def _shortlists(model: ServingModel, trained: np.ndarray, known: np.ndarray) -> 
     saved = model.als_shortlist
     if saved is None:
         return None
+    if len(known) == len(trained):
+        return saved[known]
     out = filled((len(trained), saved.shape[1]), -1, saved.dtype)
     out[trained] = saved[known]
     return out
@@ -841,6 +843,9 @@ def _tastes(
     rows in the model), taken for all of them at once, or refolded from their history
     when purchases were posted since training (or the model never saw them)."""
     user_factors = model.als.user_factors
+    if len(known) == len(prepared):
+        # All trained (an offers call's usual case): one gather, no sheet to fill.
+        return np.asarray(user_factors[known], dtype=np.float32)
     out = np.empty((len(prepared), user_factors.shape[1]), dtype=np.float32)
     out[trained] = user_factors[known]
     n_items = len(model.items)
