@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from pathlib import Path
@@ -105,6 +106,35 @@ def test_no_temporary_folders_or_pointer_files_remain(tmp_path: Path) -> None:
     assert sorted(p.name for p in models.iterdir()) == [CURRENT, "PREVIOUS", "v1", "v2"]
     assert previous_version(models) == "v1"
     assert not [p for p in models.rglob("*") if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [OSError(errno.ENOSPC, "No space left on device"), MemoryError(), KeyboardInterrupt()],
+)
+def test_a_write_that_fails_leaves_no_staging_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException
+) -> None:
+    models = tmp_path / "models"
+    _write(models, "v1")
+    save = np.save
+    saved: list[str] = []
+
+    def fill_the_disk(file: Any, array: Any, **kwargs: Any) -> None:
+        # The first array is written whole, the second finds the disk full.
+        if saved:
+            raise failure
+        saved.append(str(file))
+        save(file, array, **kwargs)
+
+    monkeypatch.setattr(np, "save", fill_the_disk)
+
+    with pytest.raises(type(failure)):
+        _write(models, "v2")
+
+    assert saved
+    assert sorted(p.name for p in models.iterdir()) == [CURRENT, "v1"]
+    assert current_version(models) == "v1"
 
 
 def test_writing_an_existing_version_raises_and_leaves_it_untouched(tmp_path: Path) -> None:

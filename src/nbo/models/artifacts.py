@@ -110,33 +110,40 @@ def write_artifact(
         raise ArtifactError(f"model version {version} already exists in {models_dir}")
     staging = models_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
-    files: dict[str, str] = {}
-    for name, array in arrays.items():
-        path = staging / f"{name}.npy"
-        # In its own layout when it has one (a column-major array stays column-major,
-        # and loads so), else row-major.
-        contiguous = array.flags.c_contiguous or array.flags.f_contiguous
-        np.save(path, array if contiguous else np.ascontiguousarray(array), allow_pickle=False)
-        files[path.name] = sha256_file(path)
-    for name, document in documents.items():
-        path = staging / f"{name}.json"
-        path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
-        files[path.name] = sha256_file(path)
-    for name, content in extra_files.items():
-        path = staging / name
-        path.write_bytes(content)
-        files[path.name] = sha256_file(path)
-    full_manifest = {
-        "version": version,
-        "schema_version": SCHEMA_VERSION,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "libraries": library_versions(),
-        **manifest,
-        "files": files,
-    }
-    (staging / MANIFEST).write_text(json.dumps(full_manifest, indent=2), encoding="utf-8")
-    _fsync_dir_files(staging)
-    os.rename(staging, final)
+    # Any failure before the rename (a full disk, a quota, MemoryError, Ctrl-C) takes
+    # the half-written staging folder with it: hidden, it would hold the disk space
+    # that ran out, and no one would see it.
+    try:
+        files: dict[str, str] = {}
+        for name, array in arrays.items():
+            path = staging / f"{name}.npy"
+            # In its own layout when it has one (a column-major array stays column-major,
+            # and loads so), else row-major.
+            contiguous = array.flags.c_contiguous or array.flags.f_contiguous
+            np.save(path, array if contiguous else np.ascontiguousarray(array), allow_pickle=False)
+            files[path.name] = sha256_file(path)
+        for name, document in documents.items():
+            path = staging / f"{name}.json"
+            path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+            files[path.name] = sha256_file(path)
+        for name, content in extra_files.items():
+            path = staging / name
+            path.write_bytes(content)
+            files[path.name] = sha256_file(path)
+        full_manifest = {
+            "version": version,
+            "schema_version": SCHEMA_VERSION,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "libraries": library_versions(),
+            **manifest,
+            "files": files,
+        }
+        (staging / MANIFEST).write_text(json.dumps(full_manifest, indent=2), encoding="utf-8")
+        _fsync_dir_files(staging)
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     set_current(models_dir, version)
     return final
 
