@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from nbo.core.errors import during
+
 
 class Progress:
     """What the trainer reports while it works; the CLI draws it, tests ignore it."""
@@ -44,7 +46,9 @@ class Steps:
         else:
             tick = self.progress.iterations(name, iterations)
         start = time.perf_counter()
-        yield tick
+        # The step is what the out-of-memory line names (nbo.cli).
+        with during(name):
+            yield tick
         self.timings[name] = time.perf_counter() - start
         self.progress.done(name, self.timings[name])
 

@@ -19,10 +19,15 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from nbo import __version__
-from nbo.core.errors import NboError
+from nbo.core.errors import NboError, noted_step
 
 COMMAND_GROUP = "nbo.commands"
 EXIT_USER_ERROR = 2
+# The machine, not the input: out of memory (sysexits' EX_OSERR). A distinct code, so a
+# scheduler can retry on a larger machine rather than page whoever wrote the data.
+EXIT_OUT_OF_MEMORY = 71
+# Where the out-of-memory line sends the reader.
+SIZING = "docs/operations.md, Sizing"
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -119,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    except MemoryError as exc:
+        # pyarrow's ArrowMemoryError is one too. Printed once the stack is unwound,
+        # which freed what the step held: the line itself finds the memory it needs.
+        print(out_of_memory_line(prog, exc), file=sys.stderr)
+        return EXIT_OUT_OF_MEMORY
     except NboError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -130,6 +140,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         _on_sigterm(before)
+
+
+def out_of_memory_line(prog: str, error: MemoryError) -> str:
+    """One line for a command that ran out of memory: in which step, the allocator's
+    words when there are some (pyarrow's "malloc of size ... failed"), and where sizing
+    is written down."""
+    step = noted_step(error)
+    during = f" during {step}" if step else ""
+    detail = f" ({error})" if str(error) else ""
+    return (
+        f"{prog}: out of memory{during}{detail}: give it a machine or a limit with more "
+        f"memory, or less data; see {SIZING}"
+    )
 
 
 class Terminated(KeyboardInterrupt):

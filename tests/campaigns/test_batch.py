@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 from support import CLOCK, DEMO_CATALOG, without_progress
@@ -864,3 +865,25 @@ def test_the_case_count_folds_case_as_casefold_does() -> None:
         "'M-1': ids are matched exactly): correct the list's case"
     )
     assert line.startswith("5 of 9 customers are known neither to the model nor to the store")
+
+
+def test_out_of_memory_is_one_line_naming_the_step(
+    env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``ulimit -v 900000; nbo batch`` ended in a traceback ending ArrowMemoryError."""
+
+    def out_of_memory(*_args: object, **_kwargs: object) -> object:
+        raise pa.lib.ArrowMemoryError("malloc of size 4096 failed")
+
+    monkeypatch.setattr(batch, "decide_chunk", out_of_memory)
+    out = tmp_path / "campaign.parquet"
+
+    assert _batch("--customers", "all", "--workers", "1", "--out", str(out)) == 71
+    assert without_progress(capsys.readouterr().err).endswith(
+        "nbo batch: out of memory during offers (malloc of size 4096 failed): give it a "
+        "machine or a limit with more memory, or less data; see docs/operations.md, Sizing\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("campaign")) == []

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pickle
 
-from nbo.core.errors import StoreUrlError
+import pytest
+
+from nbo.core.errors import StoreUrlError, during, noted_step
 from nbo.store.base import StoreUnreachable
 
 
@@ -23,3 +25,17 @@ def test_an_unreachable_store_survives_pickling_with_its_reason() -> None:
     assert type(again) is StoreUnreachable
     assert str(again) == "--store-url: cannot connect to db (refused)"
     assert again.reason == "refused"
+
+
+def test_out_of_memory_is_said_of_the_innermost_step() -> None:
+    with pytest.raises(MemoryError) as caught, during("refit"), during("policy"):
+        raise MemoryError
+
+    assert noted_step(caught.value) == "policy"
+
+
+def test_other_errors_are_not_given_a_step() -> None:
+    with pytest.raises(ValueError) as caught, during("refit"):
+        raise ValueError("a bug")
+
+    assert noted_step(caught.value) is None

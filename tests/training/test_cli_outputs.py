@@ -14,11 +14,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
-from support import assert_one_error_line, unwritable_folders
+from support import assert_one_error_line, unwritable_folders, without_progress
 
 import training.cli
 import training.evaluate_cli
+import training.pipeline
 from nbo.cli import main
 from training.pipeline import TrainResult
 
@@ -97,3 +99,26 @@ def test_evaluate_replaces_both_files_or_neither(
     assert main(args) == 0
     assert json.loads((out / "evaluation.json").read_text(encoding="utf-8"))["published"] is False
     assert (out / "report.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_train_out_of_memory_is_one_line_naming_the_step(
+    tmp_path: Path,
+    planted_csv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An ArrowMemoryError (ulimit -v on a 3M-line file) was a 30-frame traceback, exit 1."""
+
+    def out_of_memory(*_args: Any, **_kwargs: Any) -> Any:
+        raise pa.lib.ArrowMemoryError("malloc of size 4096 failed")
+
+    monkeypatch.setattr(training.pipeline, "time_split", out_of_memory)
+
+    code = main(["train", "--data", str(planted_csv), "--models-dir", str(tmp_path / "models")])
+
+    assert code == 71
+    err = without_progress(capsys.readouterr().err)
+    assert err == (
+        "nbo train: out of memory during time split (malloc of size 4096 failed): give it a "
+        "machine or a limit with more memory, or less data; see docs/operations.md, Sizing\n"
+    )

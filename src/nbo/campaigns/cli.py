@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nbo.core import openmp
+from nbo.core.errors import during
 from nbo.core.processes import frozen_heap
 from nbo.settings import load_settings
 
@@ -188,7 +189,8 @@ def _run(args: argparse.Namespace) -> int:
         spec = RunSpec(settings, args.channel, args.k, now, args.record, new_run_id(now))
         if lines:
             lines.start("open the model and the store")
-        batch = open_run(spec)
+        with during("open the model and the store"):
+            batch = open_run(spec)
         store = batch.store
         try:
             # What a campaign killed outright left behind (nbo.campaigns.recovery).
@@ -210,7 +212,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"nbo batch: {unknown_items.line()}", file=sys.stderr)
             if lines:
                 lines.start("select customers")
-            selection = select_customers(args.customers, model, store)
+            with during("select customers"):
+                selection = select_customers(args.customers, model, store)
             listed = len(selection.customer_ids)
             selection, erased = leave_out_erased(selection, store)
             total = len(selection.customer_ids)
@@ -254,7 +257,11 @@ def _run(args: argparse.Namespace) -> int:
                         count = worker_count(total, args.chunk, args.workers)
                         if count > 1:
                             workers = BatchWorkers(batch, spec, count)
-                with workers or contextlib.nullcontext(), _bar(console, selection.stage) as bar:
+                with (
+                    during("offers"),
+                    workers or contextlib.nullcontext(),
+                    _bar(console, selection.stage) as bar,
+                ):
                     task = bar.add_task("offers", total=total, rate="-", written="0")
                     if lines:
                         unit = "customers screened" if selection.stage else "customers"

@@ -6,7 +6,8 @@ them into 4xx responses in one exception handler.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 
 class NboError(Exception):
@@ -135,3 +136,31 @@ def _catalog_line(source: str, entry: str | None, field: str | None, problem: st
         where.append(f"field '{field}'")
     where.append(problem)
     return ": ".join(where)
+
+
+# Where ``note_step`` keeps the step on an exception (an attribute any exception takes).
+_STEP = "nbo_step"
+
+
+def note_step(error: BaseException, step: str) -> None:
+    """Remember the step of a command ``error`` was raised in, the innermost only (the
+    first noted): the command line's out-of-memory line names it, since what to give
+    more memory to, or what data to cut, depends on which step ran out."""
+    if getattr(error, _STEP, None) is None:
+        setattr(error, _STEP, step)
+
+
+@contextmanager
+def during(step: str) -> Iterator[None]:
+    """Within: running out of memory is said to be in ``step`` (``note_step``)."""
+    try:
+        yield
+    except MemoryError as error:
+        note_step(error, step)
+        raise
+
+
+def noted_step(error: BaseException) -> str | None:
+    """The step ``note_step`` noted on ``error``, if any."""
+    step = getattr(error, _STEP, None)
+    return step if isinstance(step, str) else None
