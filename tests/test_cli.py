@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import nbo.cli
 from nbo import __version__
 from nbo.cli import build_parser, main, pin_blas_threads
 
@@ -193,3 +195,36 @@ def test_output_into_a_closed_pipe_ends_quietly(command: str, models_dir: Path) 
         os.close(write)
     assert done.returncode == 128 + signal.SIGPIPE, done.stderr
     assert done.stderr == ""
+
+
+def _command_raising(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    """``nbo fake``, a command whose handler raises ``error``."""
+
+    def build(_argv: object = None) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(prog="nbo")
+        commands = parser.add_subparsers(dest="command")
+
+        def handler(_args: argparse.Namespace) -> int:
+            raise error
+
+        commands.add_parser("fake").set_defaults(handler=handler)
+        return parser
+
+    monkeypatch.setattr(nbo.cli, "build_parser", build)
+
+
+def test_a_write_the_system_refuses_is_one_line_naming_the_path(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _command_raising(monkeypatch, OSError(errno.EROFS, "Read-only file system", "/srv/out.csv"))
+
+    assert main(["fake"]) == 74
+    assert capsys.readouterr().err == "nbo fake: error: /srv/out.csv: read-only file system\n"
+
+
+def test_other_os_errors_are_not_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug's OSError (a descriptor closed twice) keeps its traceback."""
+    _command_raising(monkeypatch, OSError(errno.EBADF, "Bad file descriptor"))
+
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        main(["fake"])

@@ -8,6 +8,7 @@ Every expected failure ends as one readable line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -23,9 +24,15 @@ from nbo.core.errors import NboError, noted_step
 
 COMMAND_GROUP = "nbo.commands"
 EXIT_USER_ERROR = 2
-# The machine, not the input: out of memory (sysexits' EX_OSERR). A distinct code, so a
-# scheduler can retry on a larger machine rather than page whoever wrote the data.
+# The machine, not the input: out of memory (sysexits' EX_OSERR), an output the system
+# refused (EX_IOERR). Distinct codes, so a scheduler can retry on a larger machine or
+# page whoever owns the disk rather than whoever wrote the data.
 EXIT_OUT_OF_MEMORY = 71
+EXIT_OUTPUT_REFUSED = 74
+# What the system refuses a write for that the machine lacks or forbids (space, quota, a
+# read-only mount, a file size limit, permissions): the user's to fix, never a bug. Any
+# other OSError stays a traceback, which is what a bug's should be.
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES})
 # Where the out-of-memory line sends the reader.
 SIZING = "docs/operations.md, Sizing"
 
@@ -124,6 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 128 + signal.SIGPIPE
+    except OSError as exc:
+        if exc.errno not in OUTPUT_ERRNOS:
+            raise
+        print(f"{prog}: error: {output_refused(exc)}", file=sys.stderr)
+        return EXIT_OUTPUT_REFUSED
     except MemoryError as exc:
         # pyarrow's ArrowMemoryError is one too. Printed once the stack is unwound,
         # which freed what the step held: the line itself finds the memory it needs.
@@ -140,6 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         _on_sigterm(before)
+
+
+def output_refused(error: OSError) -> str:
+    """The path and the system's reason in its own words ("no space left on device"),
+    not a library's wrapping of it (pyarrow's "Error writing bytes to file. Detail: ...")."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    reason = reason[:1].lower() + reason[1:]
+    return f"{error.filename}: {reason}" if error.filename is not None else reason
 
 
 def out_of_memory_line(prog: str, error: MemoryError) -> str:

@@ -3,6 +3,7 @@ experiment variants), every rule applied, written whole or not at all."""
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -11,6 +12,7 @@ import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -887,3 +889,36 @@ def test_out_of_memory_is_one_line_naming_the_step(
         "machine or a limit with more memory, or less data; see docs/operations.md, Sizing\n"
     )
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("campaign")) == []
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_is_one_line_naming_the_campaign_file(
+    env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    code: int,
+) -> None:
+    """pyarrow's writer on a full disk: a traceback ending ``OSError: [Errno 28] Error
+    writing bytes to file. Detail: [errno 28] No space left on device``."""
+    written: list[int] = []
+
+    class FullDisk(batch.pq.ParquetWriter):  # type: ignore[misc]
+        def write_table(self, table: pa.Table, *args: Any, **kwargs: Any) -> None:
+            if written:
+                detail = f"[errno {code}] {os.strerror(code)}"
+                raise OSError(code, f"Error writing bytes to file. Detail: {detail}")
+            written.append(table.num_rows)
+            super().write_table(table, *args, **kwargs)
+
+    monkeypatch.setattr(batch.pq, "ParquetWriter", FullDisk)
+    out = tmp_path / "campaign.parquet"
+    command = ["--customers", "all", "--chunk", "10", "--workers", "1", "--out", str(out)]
+
+    assert _batch(*command) == 74
+    reason = os.strerror(code)
+    assert without_progress(capsys.readouterr().err) == (
+        f"nbo batch: error: {out}: {reason[0].lower()}{reason[1:]}\n"
+    )
+    assert written
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(("campaign", ".campaign"))]

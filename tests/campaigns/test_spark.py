@@ -11,6 +11,7 @@ again) is tested in-process too, on both backends, without Spark."""
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
@@ -586,3 +587,31 @@ def test_a_delivered_partition_run_again_records_each_offer_once(
     assert impressions_in(store, ids) == want
     assert store.event_count() == len(want)
     store.close()
+
+
+class Py4JJavaError(Exception):
+    """Stands for py4j's: its text is the JVM's stack, the system's reason inside it."""
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS])
+def test_a_spark_write_the_system_refused_is_an_os_error_naming_the_folder(code: int) -> None:
+    """A full disk under Spark's parts: 727 lines of Spark's log and a Py4JJavaError
+    traceback; it is now the OSError nbo.cli says in one line."""
+    out = Path("/campaigns/week.parquet")
+    failure = Py4JJavaError(
+        "An error occurred while calling o123.parquet.\n"
+        ": org.apache.spark.SparkException: Job aborted due to stage failure: ...\n"
+        f"Caused by: java.io.IOException: {os.strerror(code)}\n"
+        "\tat java.base/java.io.FileOutputStream.writeBytes(Native Method)\n"
+    )
+
+    refused = spark_module.write_refused(failure, out)
+
+    assert isinstance(refused, OSError)
+    assert (refused.errno, refused.filename) == (code, str(out))
+
+
+def test_other_spark_failures_stay_as_they_are() -> None:
+    failure = Py4JJavaError("java.lang.NullPointerException\n\tat org.apache.spark...")
+    assert spark_module.write_refused(failure, Path("/campaigns/week.parquet")) is None
+    assert spark_module.write_refused(ValueError("a bug"), Path("/c.parquet")) is None

@@ -11,9 +11,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from support import assert_one_error_line, unwritable_folders, without_progress
@@ -122,3 +124,37 @@ def test_train_out_of_memory_is_one_line_naming_the_step(
         "nbo train: out of memory during time split (malloc of size 4096 failed): give it a "
         "machine or a limit with more memory, or less data; see docs/operations.md, Sizing\n"
     )
+
+
+def test_train_on_a_full_disk_is_one_line_naming_the_version_and_leaves_nothing(
+    tmp_path: Path,
+    planted_csv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A disk full while the model was published: a traceback ending ``OSError: [Errno 28]
+    No space left on device``, and a hidden staging folder left holding the space."""
+    models = tmp_path / "models"
+    save = np.save
+    saved: list[str] = []
+
+    def fill_the_disk(file: Any, array: Any, **kwargs: Any) -> None:
+        # The models folder's disk only (the evaluation writes a model to a temporary
+        # folder too), and after one array written whole.
+        if str(file).startswith(str(models)):
+            if saved:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            saved.append(str(file))
+        save(file, array, **kwargs)
+
+    monkeypatch.setattr(np, "save", fill_the_disk)
+
+    code = main(["train", "--data", str(planted_csv), "--models-dir", str(models)])
+
+    assert code == 74
+    line = without_progress(capsys.readouterr().err)
+    assert re.fullmatch(
+        f"nbo train: error: {re.escape(str(models))}/[^/ ]+: no space left on device\n", line
+    ), line
+    assert saved
+    assert list(models.iterdir()) == []

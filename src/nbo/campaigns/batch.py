@@ -684,6 +684,9 @@ def write_batch(
             summary.leave_out(erased)
         summary.rows -= summary.erased_rows
     except BaseException as exc:
+        if isinstance(exc, OSError) and exc.filename in (None, str(temporary)):
+            # The output the user named (the partial file is gone below): nbo.cli's line.
+            exc.filename = str(out)
         delivered = run.occasion.delivery and not placed
         # No campaign file, no delivery: once no worker can record any more. A second
         # Ctrl-C must not stop this half-way (processes.uninterrupted).
@@ -702,7 +705,10 @@ def write_batch(
         if heartbeat is not None:
             heartbeat.stop()
         if writer is not None:
-            writer.close()
+            # Only a failed run's: closing flushes, which a full disk refuses again, and
+            # that second error must not take the first's place.
+            with contextlib.suppress(OSError):
+                writer.close()
         temporary.unlink(missing_ok=True)
     return summary
 

@@ -35,6 +35,7 @@ for erasure (as a folder of parts, ``files.PARTS``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import logging
 import math
@@ -198,9 +199,23 @@ def write_spark_batch(
         # one, how many of them are in it is known at the end).
         running = progress if selection.stage is None else None
         with spark_session(options) as spark:
-            _decide_on_spark(
-                spark, executors, selection.stage, chunks, temporary, options, running, say_stopping
-            )
+            try:
+                _decide_on_spark(
+                    spark,
+                    executors,
+                    selection.stage,
+                    chunks,
+                    temporary,
+                    options,
+                    running,
+                    say_stopping,
+                )
+            except Exception as exc:
+                # Read while the JVM still answers (its exception's text comes from it).
+                refused = write_refused(exc, out)
+                if refused is None:
+                    raise
+                raise refused from None
         _count_rows(temporary, summary)
         summary.skipped_stage = len(ids) - summary.customers
         if progress is not None:
@@ -249,6 +264,28 @@ def write_spark_batch(
             heartbeat.stop()
         shutil.rmtree(temporary, ignore_errors=True)
     return summary
+
+
+# What the system refuses a write for, as a failed Spark job's text says it (a Java
+# IOException's message is the system's own strerror): the errno each stands for.
+REFUSED_WRITES = {os.strerror(code): code for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)}
+
+
+def write_refused(error: Exception, out: Path) -> OSError | None:
+    """The OSError, naming ``out``, that a Spark job's failure (a Py4JJavaError, whose text
+    is 700 lines of Java stack) stands for when the system refused to write its parts (a
+    full disk, a quota, a read-only mount): ``nbo batch`` says it in one line, as the local
+    engine does. None for any other failure, which stays as it is."""
+    if isinstance(error, OSError):
+        return None
+    try:
+        text = str(error)
+    except Exception:  # the JVM gone: nothing to tell, the error stays as it is
+        return None
+    for reason, code in REFUSED_WRITES.items():
+        if reason in text:
+            return OSError(code, reason, str(out))
+    return None
 
 
 def _for_executors(spec: RunSpec, run: BatchRun) -> RunSpec:

@@ -141,8 +141,11 @@ def write_artifact(
         (staging / MANIFEST).write_text(json.dumps(full_manifest, indent=2), encoding="utf-8")
         _fsync_dir_files(staging)
         os.rename(staging, final)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError) and not str(error.filename or "").startswith(str(final)):
+            # The version's path, not the hidden staging one that is gone (nbo.cli's line).
+            error.filename = str(final)
         raise
     set_current(models_dir, version)
     return final
