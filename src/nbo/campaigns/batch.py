@@ -684,8 +684,14 @@ def write_batch(
             summary.leave_out(erased)
         summary.rows -= summary.erased_rows
     except BaseException as exc:
-        if isinstance(exc, OSError) and exc.filename in (None, str(temporary)):
+        if (
+            isinstance(exc, OSError)
+            and exc.errno is not None
+            and exc.filename in (None, str(temporary))
+        ):
             # The output the user named (the partial file is gone below): nbo.cli's line.
+            # Only on an error with an errno: on one without, a filename turns its message
+            # into "[Errno None] None: ...".
             exc.filename = str(out)
         delivered = run.occasion.delivery and not placed
         # No campaign file, no delivery: once no worker can record any more. A second

@@ -143,7 +143,11 @@ def write_artifact(
         os.rename(staging, final)
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(error, OSError) and not str(error.filename or "").startswith(str(final)):
+        if (
+            isinstance(error, OSError)
+            and error.errno is not None
+            and not str(error.filename or "").startswith(str(final))
+        ):
             # The version's path, not the hidden staging one that is gone (nbo.cli's line).
             error.filename = str(final)
         raise
