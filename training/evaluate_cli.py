@@ -189,9 +189,11 @@ def evaluation_gate(section: Mapping[str, Any]) -> dict[str, Any]:
     status = "passed" if gate.passed else "failed"
     consequence = (
         "`nbo train` would publish this model"
-        if gate.passed
+        if gate.passed is not False
         else "`nbo train` would refuse to publish it (exit 2) unless --force"
     )
+    if gate.passed is None:
+        status = "not compared"
     if not gate.evaluated:
         status, consequence = "not evaluated", "`nbo train` would publish it unevaluated"
     kept = {key: value for key, value in section.items() if key != "forced"}

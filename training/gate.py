@@ -7,9 +7,15 @@ against every holdout purchase) against the version ``models/CURRENT`` points at
 by the same decision at the same cutoff to the same customers, with the purchases a
 service would have been posted since it was trained (``training.served.model_metrics``).
 
-Only a model that never saw the holdout can be scored on it: one trained on purchases
-past the cutoff (retrained on the same data, or less than a holdout later) is not
-compared, nor is one this nbo cannot load; the gate says which and passes. ``nbo train``
+A current model that never saw the holdout is served on it. One trained on purchases
+past the cutoff (retrained nightly, or on the same data) saw the holdout and cannot be
+scored on it: the gate then compares with the figure its manifest records (``served``
+NDCG@k, truth ``all``, on its own holdout window). On the same data file and cutoff that
+figure was measured on this very holdout, so it compares exactly; on another window a
+new model may be up to ``RECORDED_TOLERANCE`` worse before it is refused, since the same
+model scores a few percent apart on two months of holdout. A current model this nbo
+cannot load, or whose manifest records no comparable figure, is not compared: the gate
+records ``passed`` null ("not compared"), never true, and publishes. ``nbo train``
 refuses a model worse than the current one unless --force; ``nbo evaluate`` publishes
 nothing and compares with nothing.
 
@@ -39,6 +45,13 @@ from training.methods import Metrics
 from training.served import SERVED, Cutoff, model_metrics, posted_since
 
 GATE_METRIC_TEMPLATE = "ndcg@{k}"
+# How much worse (relative) a new model may be than the figure the current model's
+# manifest records for its own holdout, when that holdout is another window: the same
+# model's NDCG@10 moves by a few percent between two 30-day windows (the customers who
+# come back, the season), and a nightly retrain must not flap on that; a real
+# regression (a broken config: 35% worse) is far past it. On the same data and cutoff
+# the recorded figure is of this very holdout and the comparison is exact.
+RECORDED_TOLERANCE = 0.05
 GATE_TRUTH = "all"
 # Why a model on data too short for a holdout has no figures: the evaluated customers are
 # those who bought before the cutoff and again in the holdout, and there were none.
@@ -59,6 +72,10 @@ class Current:
     metrics: Metrics | None = None  # its served figures, per truth
     # CURRENT is there but names no published version: the gate cannot pass.
     unknown: bool = False
+    # ``score`` is the figure the current model's manifest records for its own holdout
+    # (it saw this one): compared within ``tolerance`` (relative; 0: the same holdout).
+    recorded: bool = False
+    tolerance: float = 0.0
 
 
 def published_current(models_dir: Path) -> str | None:
@@ -110,14 +127,12 @@ def score_current(
     except ArtifactError as exc:
         return Current(version, None, f"the current model {version} cannot be loaded ({exc})")
     if model.trained_until_s >= at.cutoff_s:
-        return Current(
-            version,
-            None,
+        saw = (
             f"the current model {version} learned purchases until "
-            f"{iso_utc(model.trained_until_s)}, "
-            f"past the cutoff {iso_utc(at.split.cutoff)}: it saw the holdout, so it "
-            "cannot be scored on it",
+            f"{iso_utc(model.trained_until_s)}, past the cutoff {iso_utc(at.split.cutoff)}: "
+            "it saw the holdout"
         )
+        return recorded_current(version, model.manifest, metric, data.sha256, at, saw)
     ids = at.split.train.customers.ids[at.customers].tolist()
     recent = posted_since(data.purchases, ids, model.trained_until_s, at.cutoff_s)
     metrics = model_metrics(model, at, config, catalog, recent)
@@ -130,12 +145,55 @@ def score_current(
     )
 
 
+def recorded_current(
+    version: str, manifest: Mapping[str, Any], metric: str, sha256: str, at: Cutoff, saw: str
+) -> Current:
+    """The current model by the served figure its manifest records, for a model that saw
+    this holdout (``saw`` says so): exact when it was measured on the same data file at
+    the same cutoff, else within ``RECORDED_TOLERANCE``; not compared (score None) when
+    the manifest records no figure on ``metric``."""
+    try:
+        figures = manifest["metrics"][GATE_TRUTH][SERVED]
+        score = float(figures[metric]) if figures.get("customers") else None
+        split = manifest["split"]
+        cutoff, days = str(split["cutoff"]), int(split["holdout_days"])
+    except (KeyError, TypeError, ValueError):
+        score = None
+    if score is None:
+        return Current(
+            version,
+            None,
+            f"{saw}, and its manifest records no served {metric} to compare with",
+        )
+    same = manifest.get("data", {}).get("sha256") == sha256 and cutoff == iso_utc(at.split.cutoff)
+    window = f"its own holdout, {days} days from {cutoff}"
+    if same:
+        note = (
+            f"{saw}, so it is compared by the figure its manifest records on {window}: "
+            "the same data file and cutoff, compared exactly"
+        )
+    else:
+        note = (
+            f"{saw}, so it is compared by the figure its manifest records on {window}: "
+            f"another window, so up to {RECORDED_TOLERANCE:.0%} worse passes"
+        )
+    return Current(
+        version,
+        score,
+        note,
+        recorded=True,
+        tolerance=0.0 if same else RECORDED_TOLERANCE,
+    )
+
+
 @dataclass(frozen=True)
 class QualityGate:
     """The gate's verdict: what is served (its ``policy``) against the ``current``
-    version on ``metric`` (truth ``truth``)."""
+    version on ``metric`` (truth ``truth``). ``passed`` None: nothing was compared (no
+    current model, one that cannot be loaded or records no figure, or nobody evaluated),
+    so the gate neither passed nor failed; only False refuses."""
 
-    passed: bool
+    passed: bool | None
     metric: str
     truth: str
     policy: str
@@ -144,6 +202,10 @@ class QualityGate:
     current_score: float | None = None
     note: str = ""  # how the current model was scored, or why it was not
     forced: bool = False  # failed, and published all the same (--force)
+    # ``current_score`` is the current model's recorded figure on its own holdout
+    # (``Current.recorded``), and how much worse (relative) passes.
+    recorded: bool = False
+    tolerance: float = 0.0
 
     @property
     def evaluated(self) -> bool:
@@ -161,9 +223,16 @@ class QualityGate:
         if self.current_score is None:
             return f"{served}; not compared with a current model: {self.note}"
         verdict = "is not worse than" if self.passed else "is worse than"
+        if not self.recorded:
+            return (
+                f"{served} {verdict} the current model {self.current}, "
+                f"{self.current_score:.4f}, on the same holdout"
+            )
+        margin = f" by more than {self.tolerance:.0%}" if self.tolerance else ""
+        verdict = f"is {'not ' if self.passed else ''}worse{margin} than"
         return (
             f"{served} {verdict} the current model {self.current}, "
-            f"{self.current_score:.4f}, on the same holdout"
+            f"{self.current_score:.4f} as its manifest records ({self.note})"
         )
 
     @property
@@ -172,7 +241,7 @@ class QualityGate:
         published, or published because of --force."""
         if not self.evaluated:
             return f"quality gate: {self.comparison}; published unevaluated"
-        if self.passed:
+        if self.passed is not False:
             return f"quality gate: {self.comparison}"
         if self.forced:
             return f"quality gate: {self.comparison}: published because of --force"
@@ -194,6 +263,8 @@ class QualityGate:
             "note": self.note,
             "message": self.message,
             "forced": self.forced,
+            "recorded": self.recorded,
+            "tolerance": self.tolerance,
         }
 
     @classmethod
@@ -202,8 +273,9 @@ class QualityGate:
         current = section.get("current")
         version = section.get("current_version")
         score = section.get(SERVED)
+        passed = section["passed"]
         return cls(
-            passed=bool(section["passed"]),
+            passed=None if passed is None else bool(passed),
             metric=str(section["metric"]),
             truth=str(section["truth"]),
             policy=str(section["policy"]),
@@ -212,19 +284,22 @@ class QualityGate:
             current_score=None if current is None else float(current),
             note=str(section.get("note", "")),
             forced=bool(section.get("forced", False)),
+            recorded=bool(section.get("recorded", False)),
+            tolerance=float(section.get("tolerance", 0.0)),
         )
 
 
 def quality_gate(metrics: Metrics, k: int, policy: str, current: Current) -> QualityGate:
     """What is served against the current model, on NDCG@k of truth ``all``: passed
-    unless worse (and when the current model could not be scored); passed, not
-    evaluated, when nobody was evaluated (no figure to be worse by); failed when which
-    model serves now is unknown (``Current.unknown``)."""
+    unless worse (beyond ``current.tolerance`` of a recorded figure); not compared
+    (``passed`` None) when the current model has no figure or nobody was evaluated (no
+    figure to be worse by); failed when which model serves now is unknown
+    (``Current.unknown``)."""
     metric = GATE_METRIC_TEMPLATE.format(k=k)
     served = metrics[GATE_TRUTH][SERVED]
     if not served.get("customers"):
         return QualityGate(
-            passed=not current.unknown,
+            passed=False if current.unknown else None,
             metric=metric,
             truth=GATE_TRUTH,
             policy=policy,
@@ -235,8 +310,15 @@ def quality_gate(metrics: Metrics, k: int, policy: str, current: Current) -> Qua
             else f"not compared with a current model: {NOT_EVALUATED}",
         )
     score = served[metric]
+    passed: bool | None
+    if current.unknown:
+        passed = False
+    elif current.score is None:
+        passed = None
+    else:
+        passed = score >= current.score * (1.0 - current.tolerance)
     return QualityGate(
-        passed=not current.unknown and (current.score is None or score >= current.score),
+        passed=passed,
         metric=metric,
         truth=GATE_TRUTH,
         policy=policy,
@@ -244,4 +326,6 @@ def quality_gate(metrics: Metrics, k: int, policy: str, current: Current) -> Qua
         current=current.version,
         current_score=current.score,
         note=current.note,
+        recorded=current.recorded,
+        tolerance=current.tolerance,
     )

@@ -90,9 +90,9 @@ def train(
         else:
             current = Current(None, None, "`nbo evaluate` compares with no model")
         gate = quality_gate(evaluation.metrics, config.k, evaluation.policy.name, current)
-        if publish and force and not gate.passed:
+        if publish and force and gate.passed is False:
             gate = replace(gate, forced=True)
-        refused = publish and not gate.passed and not force
+        refused = publish and gate.passed is False and not force
         # A refused model is refitted all the same: its report is the one a published
         # model gets (the refit's cycles, stages and churn model among it), so the user
         # sees why it was refused; only publishing is skipped.

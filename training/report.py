@@ -325,6 +325,8 @@ def _verdict_html(gate: Mapping[str, Any] | None) -> str:
     css = "pass" if gate.get("passed") else "fail"
     if gate.get("evaluated") is False:
         css = "warn"  # passed for want of figures, not on them
+    elif gate.get("passed") is None:
+        css = "warn"  # nothing compared: neither passed nor failed
     return f'<div class="verdict {css}">{_e(gate.get("message", ""))}</div>'
 
 

@@ -20,6 +20,7 @@ from nbo.core.errors import QualityGateError
 from nbo.data.mapping import load_mapping
 from training.cli import print_summary
 from training.evaluate_cli import evaluation_document
+from training.gate import RECORDED_TOLERANCE
 from training.pipeline import ModelRefused, TrainResult, train
 from training.report import evaluation_html
 
@@ -66,7 +67,8 @@ def _same_items_purchases() -> pd.DataFrame:
 def test_quality_gate_passes_on_planted_data(trained: TrainResult) -> None:
     gate = _manifest(trained)["quality_gate"]
 
-    assert gate["passed"] is True
+    # Nothing to compare with: neither passed nor failed.
+    assert gate["passed"] is None
     assert gate["forced"] is False
     assert gate["metric"] == "ndcg@10"
     assert gate["truth"] == "all"
@@ -125,7 +127,7 @@ def test_a_shop_where_nothing_beats_popularity_still_gets_a_model(tmp_path: Path
     policy = _manifest(result)["policy"]
     assert policy["name"] == policy["model"] == "als" and policy["validated"] is False
     assert "no window before the test window" in policy["reason"]
-    assert _manifest(result)["quality_gate"]["passed"] is True
+    assert _manifest(result)["quality_gate"]["passed"] is None  # the first: nothing compared
     assert result.metrics["all"]["served"]["ndcg@10"] == 1.0
     assert (models / "CURRENT").read_text(encoding="utf-8").strip() == result.version
 
@@ -160,7 +162,7 @@ def test_a_model_evaluated_on_nobody_is_published_saying_so(tmp_path: Path) -> N
 
     assert result.manifest["split"]["evaluated_customers"] == 0
     gate = _manifest(result)["quality_gate"]
-    assert gate["passed"] is True and gate["evaluated"] is False
+    assert gate["passed"] is None and gate["evaluated"] is False
     assert gate["served"] is None and gate["current"] is None
     assert gate["message"] == (
         "quality gate: served ndcg@10 not evaluated (policy als): too few customers bought "
@@ -186,3 +188,86 @@ def test_a_model_evaluated_on_nobody_is_published_saying_so(tmp_path: Path) -> N
     assert document["quality_gate"]["message"].startswith("quality gate not evaluated: ")
     assert '<div class="verdict warn">' in page and "Not evaluated: nobody was scored" in page
     assert "<td>0.0000</td>" not in page and "<img" not in page.split("Churn")[0]
+
+
+def _raise_recorded(models: Path, version: str, factor: float) -> float:
+    """Edit a published model's manifest so its recorded served figure is ``factor``
+    times what it measured (the manifest is not among the checksummed files); the new
+    figure."""
+    path = models / version / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    figures = manifest["metrics"]["all"]["served"]
+    figures["ndcg@10"] *= factor
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    return float(figures["ndcg@10"])
+
+
+def _another_config() -> object:
+    """The small config with one setting changed: a training that is not a rerun."""
+    config = small_training_config()
+    return config.model_copy(update={"als": config.als.model_copy(update={"iterations": 9})})
+
+
+def test_a_current_model_that_saw_the_holdout_is_compared_by_its_recorded_figure(
+    tmp_path: Path, planted_csv: Path
+) -> None:
+    # Nightly retraining: the current model learned every purchase of the holdout, so it
+    # cannot be served on it. The gate compared nothing and recorded "passed", and any
+    # model published. Now it compares with the figure the current model's manifest
+    # records: on the same file and cutoff exactly.
+    models = tmp_path / "models"
+    current = train(planted_csv, load_mapping("canonical"), models, small_training_config())
+    assert current.version is not None
+    recorded = _raise_recorded(models, current.version, 1.5)
+    before = _snapshot(models)
+
+    with pytest.raises(ModelRefused) as caught:
+        train(planted_csv, load_mapping("canonical"), models, _another_config())  # type: ignore[arg-type]
+
+    gate = caught.value.result.manifest["quality_gate"]
+    assert gate["passed"] is False and gate["recorded"] is True and gate["tolerance"] == 0.0
+    assert gate["current"] == pytest.approx(recorded)
+    message = str(caught.value)
+    assert f"is worse than the current model {current.version}" in message
+    assert "as its manifest records" in message and "compared exactly" in message
+    assert "its own holdout, 30 days from" in message
+    assert _snapshot(models) == before
+
+
+def test_a_recorded_figure_on_another_window_allows_the_tolerance(
+    tmp_path: Path, planted_csv: Path
+) -> None:
+    models = tmp_path / "models"
+    current = train(planted_csv, load_mapping("canonical"), models, small_training_config())
+    assert current.version is not None
+    # Recorded on another data file (the same training, so the same figure, as the
+    # trainer is deterministic): a figure 4% better than the new model's passes (within
+    # RECORDED_TOLERANCE), one 10% better refuses.
+    path = models / current.version / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest["data"]["sha256"] = "0" * 64
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    _raise_recorded(models, current.version, 1.04)
+
+    result = train(planted_csv, load_mapping("canonical"), models, small_training_config())
+
+    gate = _manifest(result)["quality_gate"]
+    assert gate["passed"] is True and gate["tolerance"] == RECORDED_TOLERANCE
+    assert gate["served"] < gate["current"] and "worse by more than 5%" in gate["message"]
+    assert result.version is not None
+    path = models / result.version / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest["data"]["sha256"] = "0" * 64
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    _raise_recorded(models, result.version, 1.1)
+    with pytest.raises(ModelRefused, match="is worse by more than 5% than the current model"):
+        train(planted_csv, load_mapping("canonical"), models, small_training_config())
+
+
+def test_nothing_compared_is_not_recorded_as_passed(tmp_path: Path, planted_csv: Path) -> None:
+    # The first publication compares with nothing: neither passed nor failed.
+    models = tmp_path / "models"
+    result = train(planted_csv, load_mapping("canonical"), models, small_training_config())
+    gate = _manifest(result)["quality_gate"]
+    assert gate["passed"] is None and gate["current"] is None
+    assert "not compared with a current model" in gate["message"]

@@ -382,13 +382,17 @@ def test_the_models_page_lists_the_versions_and_their_quality(
             r'<tr data-version="([^"]+)".*?<td data-gate[^>]*>([^<]*)</td>', table, re.S
         )
     }
-    # The second was trained on the same data: the first saw its holdout and could not
-    # be scored on it, so it was not compared either (its manifest says so).
-    for version in (with_ranker, without):
-        gate = json.loads((two_models[0] / version / "manifest.json").read_text())["quality_gate"]
-        assert gate["passed"] is True and gate["current"] is None
-        assert "not compared with a current model" in gate["message"]
-        assert gates[version] == "not compared"
+    first = json.loads((two_models[0] / with_ranker / "manifest.json").read_text())
+    gate = first["quality_gate"]
+    assert gate["passed"] is None and gate["current"] is None
+    assert "not compared with a current model" in gate["message"]
+    assert gates[with_ranker] == "not compared"
+    # The second was trained on the same data: the first saw its holdout, so it was
+    # compared by the figure the first's manifest records, and the page says the verdict.
+    gate = json.loads((two_models[0] / without / "manifest.json").read_text())["quality_gate"]
+    assert gate["recorded"] is True and gate["current_version"] == with_ranker
+    assert gate["current"] == first["metrics"]["all"]["served"]["ndcg@10"]
+    assert gates[without] == ("passed" if gate["passed"] else "failed (forced)")
 
 
 def test_the_models_page_tells_the_serving_version_from_the_one_current_names(
