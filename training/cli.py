@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
                 withdrawn=inputs.withdrawn,
             )
     except ModelRefused as refused:
-        # The report of what was refused, then the gate's one error line (exit 2).
+        # The report of what was refused, then the gate's one error line (exit 3).
         print_summary(output_console(), refused.result, inputs)
         raise
     print_summary(output_console(), result, inputs)

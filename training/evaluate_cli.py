@@ -190,7 +190,7 @@ def evaluation_gate(section: Mapping[str, Any]) -> dict[str, Any]:
     consequence = (
         "`nbo train` would publish this model"
         if gate.passed is not False
-        else "`nbo train` would refuse to publish it (exit 2) unless --force"
+        else "`nbo train` would refuse to publish it (exit 3) unless --force"
     )
     if gate.passed is None:
         status = "not compared"

@@ -20,10 +20,10 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from nbo import __version__
-from nbo.core.errors import NboError, noted_step
+from nbo.core.errors import EXIT_USER_ERROR, NboError, noted_step
 
 COMMAND_GROUP = "nbo.commands"
-EXIT_USER_ERROR = 2
+__all__ = ["EXIT_USER_ERROR", "main"]
 # The machine, not the input: out of memory (sysexits' EX_OSERR), an output the system
 # refused (EX_IOERR). Distinct codes, so a scheduler can retry on a larger machine or
 # page whoever owns the disk rather than whoever wrote the data.
@@ -142,8 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(out_of_memory_line(prog, exc), file=sys.stderr)
         return EXIT_OUT_OF_MEMORY
     except NboError as exc:
+        # 2 bad input, 3 refused by a check (the quality gate), 75 try again later
+        # (``nbo.core.errors``): a cron job tells them apart by the exit status alone.
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return exc.exit_code
     except Terminated:
         print(f"{prog}: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM

@@ -323,7 +323,7 @@ def test_a_bad_store_is_said_of_the_flag_or_the_setting(
     assert not missing.parent.exists()  # no new, empty store where no service records
 
     unreachable = "postgresql://nbo:secret@127.0.0.1:1/nbo?connect_timeout=2"
-    assert main(["customers", action, "a00", "--store-url", unreachable]) == 2
+    assert main(["customers", action, "a00", "--store-url", unreachable]) == 75  # EX_TEMPFAIL
     line = assert_one_error_line(
         capsys.readouterr().err, "--store-url: cannot connect to", command="customers"
     )

@@ -26,6 +26,7 @@ from support import (
 )
 
 from nbo.cli import EXIT_USER_ERROR, main
+from nbo.core.errors import EXIT_REFUSED, EXIT_TEMPFAIL
 from nbo.data.purchases import dataset_files, fingerprint
 from nbo.models.candidates import SOURCES
 from training.cli import cycles_line, dead_time_line, print_summary, propensity_line
@@ -192,7 +193,7 @@ def test_train_with_mapping_and_column_override(
     assert "published" in out
 
 
-def test_quality_gate_failure_is_a_user_error_and_force_publishes(
+def test_quality_gate_failure_is_a_refusal_and_force_publishes(
     tmp_path: Path,
     config: Path,
     planted_purchases: pd.DataFrame,
@@ -213,7 +214,8 @@ def test_quality_gate_failure_is_a_user_error_and_force_publishes(
     code = _train(*args)
 
     out, err = capsys.readouterr()
-    assert code == EXIT_USER_ERROR
+    # A refusal (3), told apart from bad input (2) by the exit status alone.
+    assert code == EXIT_REFUSED
     line = assert_one_error_line(err, "quality gate", "is worse than the current model", "--force")
     # The evaluation the verdict rests on is shown (it printed nothing), nothing published.
     assert "truth: all holdout purchases" in out and "│ served " in out
@@ -269,7 +271,7 @@ def test_a_current_naming_no_version_is_refused_before_training(
     code = _train("--data", str(planted_csv), "--models-dir", str(models), "--config", str(config))
 
     out, err = capsys.readouterr()
-    assert code == EXIT_USER_ERROR
+    assert code == EXIT_REFUSED
     assert_one_error_line(err, f"quality gate: {pointer}", problem, "--force")
     assert "no model is published" not in err
     assert "rows read" not in out  # refused before the data was read
@@ -848,3 +850,20 @@ def test_the_propensity_line_names_the_chance_of_buying_anything() -> None:
         f"; {reason}"
     )
     assert "buys anything" not in propensity_line(report, "ranker")
+
+
+def test_a_store_that_cannot_be_reached_is_try_again_later(
+    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every failure exited 2: a cron job could not tell a store that is down (retry)
+    from bad input (fix it) or a gate refusal. A store nobody answers at is 75
+    (EX_TEMPFAIL), one line naming the flag."""
+    models = tmp_path / "models"
+    url = "postgresql://nbo@127.0.0.1:1/nbo"  # port 1: refused at once
+
+    code = _train("--data", str(planted_csv), "--models-dir", str(models), "--store-url", url)
+
+    _, err = capsys.readouterr()
+    assert code == EXIT_TEMPFAIL == 75
+    assert_one_error_line(err, "--store-url", "cannot connect")
+    assert not (models / "CURRENT").exists()

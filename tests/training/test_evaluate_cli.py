@@ -198,7 +198,7 @@ def test_a_failed_quality_gate_is_reported_as_what_nbo_train_would_do() -> None:
     message = document["quality_gate"]["message"]
     assert message.startswith("quality gate failed: served ndcg@10 0.3300 (policy ranker)")
     assert "is worse than the current model v1, 0.4000, on the same holdout" in message
-    assert "would refuse to publish it (exit 2) unless --force" in message
+    assert "would refuse to publish it (exit 3) unless --force" in message
     assert "use --force to publish anyway" not in message  # the trainer's advice, not ours
     page = evaluation_html(document, "t")
     assert '<div class="verdict fail">quality gate failed' in page

@@ -9,9 +9,21 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+# The command's exit status for each kind of expected failure, so a script (a nightly
+# cron job) can tell them apart: a crash (a bug) is 1; a usage error or bad input, the
+# user's to fix, 2; a refusal by a check that worked as meant (the quality gate, stale
+# data) 3; something temporarily unavailable (the store, a models folder another
+# training holds) 75, sysexits' EX_TEMPFAIL: try again later, nothing is wrong with
+# the input.
+EXIT_USER_ERROR = 2
+EXIT_REFUSED = 3
+EXIT_TEMPFAIL = 75
+
 
 class NboError(Exception):
     """Base class for errors that are the user's to fix, not bugs."""
+
+    exit_code = EXIT_USER_ERROR
 
 
 class PurchaseDataError(NboError):
@@ -35,6 +47,15 @@ class ArtifactError(NboError):
 
 class QualityGateError(NboError):
     """The trained model did not beat its baseline, so it is not published."""
+
+    exit_code = EXIT_REFUSED
+
+
+class TemporarilyUnavailable(NboError):
+    """Something the command needs is busy or away for now (a store server, a models
+    folder another training holds): the same command may succeed later, unchanged."""
+
+    exit_code = EXIT_TEMPFAIL
 
 
 class ConfigError(NboError):

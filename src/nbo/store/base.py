@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from nbo.core.errors import NboError, StoreUrlError
+from nbo.core.errors import EXIT_TEMPFAIL, NboError, StoreUrlError
 from nbo.data.events import Event
 from nbo.offers.state import Consent, ContactHistory, PostedPurchase
 
@@ -22,6 +22,8 @@ class StoreUnavailable(NboError):
     or the store file's path; ``public`` is what an API client is told, naming neither.
     """
 
+    exit_code = EXIT_TEMPFAIL  # a command: try again later
+
     def __init__(self, message: str, public: str = "the store is unavailable") -> None:
         super().__init__(message)
         self.public = public
@@ -32,6 +34,8 @@ class StoreUnreachable(StoreUrlError):
     opposed to one that answered and refused: a command stops with this one line (naming
     the flag or setting the URL came from), a service worker starts without its store and
     opens it once the server answers. ``reason``: the driver's, for the worker's log."""
+
+    exit_code = EXIT_TEMPFAIL  # a command: try again later
 
     def __init__(self, problem: str, reason: str, setting: str = "NBO_STORE_URL") -> None:
         super().__init__(problem, setting)
