@@ -210,6 +210,8 @@ def print_summary(console: Console, result: TrainResult, inputs: Inputs | None =
     print_report(console, result, result.manifest["quality_gate"]["message"])
     if inputs is not None:
         console.print(store_line(inputs.exclusions, inputs.store_setting))
+    for name in result.cleaned:
+        console.print(f"removed {name} (the staging folder of a training killed while publishing)")
     if result.path is not None:
         console.print(f"[bold green]published[/] {result.version} -> {result.path}")
 

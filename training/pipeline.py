@@ -8,6 +8,7 @@ steps, so the figures ``nbo evaluate`` shows are the ones ``nbo train`` acts on.
 from __future__ import annotations
 
 from collections.abc import Collection
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,16 @@ from nbo.catalog.terms import Catalog
 from nbo.core.errors import QualityGateError
 from nbo.data.mapping import ColumnMapping
 from nbo.data.purchases import CleaningReport
+from nbo.models.artifacts import lock_models_dir, remove_staging
 from training.config import TrainingConfig
 from training.evaluate import evaluate
 from training.fit import fit_before_cutoff
-from training.gate import Current, check_current, quality_gate, score_current
+from training.gate import (
+    Current,
+    check_current,
+    quality_gate,
+    score_current,
+)
 from training.load import load_data
 from training.methods import Metrics
 from training.progress import Progress, Steps
@@ -43,6 +50,8 @@ class TrainResult:
     manifest: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     published: bool = True
+    # Staging folders of trainings killed while publishing, removed under the lock.
+    cleaned: list[str] = field(default_factory=list)
 
 
 def train(
@@ -61,8 +70,10 @@ def train(
     the training's result) if it fails the quality gate (``training.gate``: what it
     serves is worse than the current model's) and ``force`` is not set; QualityGateError
     before training when ``models/CURRENT`` names no published version and ``force`` is
-    not set. ``catalog``: the offer catalogue what is served is evaluated under (the
-    default catalogue when None).
+    not set. Publishing holds the models folder (``ModelsDirBusy`` at once when another
+    training does) and removes the staging folders killed trainings left. ``catalog``:
+    the offer catalogue what is served is evaluated under (the default catalogue when
+    None).
 
     ``erased``: customer ids erased in the service's store; every row of theirs is dropped
     right after reading (counted as ``training.load.DROP_ERASED``), so nothing of them is
@@ -73,12 +84,19 @@ def train(
     ``publish=False`` (``nbo evaluate``): everything is computed and reported, the quality
     gate only reports, and nothing is written (``version`` and ``path`` are None).
     """
-    if publish and not force:
-        check_current(models_dir)
     steps = Steps(progress)
     catalog = catalog or default_catalog()
-    # One BLAS thread: implicit's ALS crawls with more (its own advice).
-    with threadpool_limits(limits=1, user_api="blas"):
+    cleaned: list[str] = []
+    with ExitStack() as held:
+        if publish:
+            # Held from before CURRENT is read to after the new version is published:
+            # two trainings at once each gated against the CURRENT they read first.
+            held.enter_context(lock_models_dir(models_dir))
+            cleaned = remove_staging(models_dir, locked=True)
+            if not force:
+                check_current(models_dir)
+        # One BLAS thread: implicit's ALS crawls with more (its own advice).
+        held.enter_context(threadpool_limits(limits=1, user_api="blas"))
         data = load_data(data_path, mapping, erased, steps, withdrawn)
         with steps.step("time split"):
             split = time_split(data.encoded, config.holdout_days, config.suppression.days)
@@ -109,6 +127,7 @@ def train(
         manifest=record,
         timings=steps.timings,
         published=published,
+        cleaned=cleaned,
     )
     if refused:
         raise ModelRefused(gate.message, result)

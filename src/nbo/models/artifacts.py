@@ -12,10 +12,14 @@ rollback target, the alias ``previous``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -25,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from nbo.core.checksums import sha256_file
-from nbo.core.errors import ArtifactError
+from nbo.core.errors import ArtifactError, TemporarilyUnavailable
 from nbo.core.ids import VERSION_NAME, VERSION_RULE
 
 SCHEMA_VERSION = 1
@@ -108,7 +112,7 @@ def write_artifact(
     final = models_dir / version
     if final.exists():
         raise ArtifactError(f"model version {version} already exists in {models_dir}")
-    staging = models_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    staging = models_dir / f"{STAGING_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     # Any failure before the rename (a full disk, a quota, MemoryError, Ctrl-C) takes
     # the half-written staging folder with it: hidden, it would hold the disk space
@@ -371,6 +375,80 @@ def remove_version(models_dir: Path, version: str) -> None:
     except OSError as exc:
         raise ArtifactError(f"model {version}: cannot be removed ({exc.strerror or exc})") from None
     shutil.rmtree(hidden, ignore_errors=True)
+
+
+# A version is written under this hidden prefix, then renamed to its name: a training
+# killed while publishing leaves one behind (a model's size), never half a version.
+STAGING_PREFIX = ".tmp-"
+# The file a training locks (``lock_models_dir``); it holds the holder's pid.
+LOCK_FILE = ".lock"
+# A staging folder this old is no training's (a publication takes seconds), so it may be
+# removed without the lock.
+STALE_STAGING_S = 3600.0
+
+
+class ModelsDirBusy(TemporarilyUnavailable):
+    """Another training holds the models folder: try again once it is done."""
+
+
+@contextmanager
+def lock_models_dir(models_dir: Path) -> Iterator[None]:
+    """Hold the models folder for one training, from before it reads CURRENT to after it
+    publishes: two trainings at once each gated against the CURRENT they read before
+    their fit, and the last to finish won. A second one is refused at once
+    (``ModelsDirBusy``, naming the holder's pid), not queued: a nightly job that finds
+    last night's still running should not pile up behind it. ``flock``: released by the
+    kernel when the holder dies, so a killed training never leaves the folder locked."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    path = models_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise ModelsDirBusy(
+                f"{models_dir} is held by another training (pid {holder}): one training "
+                "publishes into a models folder at a time; try again when it is done"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def models_dir_locked(models_dir: Path) -> bool:
+    """Whether a training holds the folder now (``lock_models_dir``)."""
+    path = models_dir / LOCK_FILE
+    if not path.is_file():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def remove_staging(models_dir: Path, locked: bool) -> list[str]:
+    """Delete the staging folders trainings killed while publishing left behind; their
+    names. ``locked``: the caller holds ``lock_models_dir``, so no training is writing
+    one and every one is stale; else only those untouched for ``STALE_STAGING_S``."""
+    if not models_dir.is_dir():
+        return []
+    now = time.time()
+    found = []
+    for path in sorted(models_dir.glob(f"{STAGING_PREFIX}*")):
+        if not path.is_dir():
+            continue
+        if not locked and now - path.stat().st_mtime < STALE_STAGING_S:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        found.append(path.name)
+    return found
 
 
 def remove_leftovers(models_dir: Path) -> list[str]:

@@ -480,6 +480,7 @@ def _prune(settings: Settings, keep: int, dry_run: bool) -> int:
             also.setdefault(f"served by nbo serve (pid {pid})", set()).add(version)
     plan = (plan_prune if dry_run else prune)(models_dir, keep, also)
     leftovers = [] if dry_run else remove_leftovers(models_dir)
+    staging = [] if dry_run or not models_dir.is_dir() else _remove_staging(models_dir)
     for version, why in plan.kept.items():
         print(f"kept {version} ({', '.join(why)})")
     for version in plan.removed:
@@ -489,9 +490,24 @@ def _prune(settings: Settings, keep: int, dry_run: bool) -> int:
         print(f"broken {version} ({problem}): not counted among the newest {keep}")
     for name in leftovers:
         print(f"removed {name} (left by a removal cut short)")
+    for name in staging:
+        print(f"removed {name} (the staging folder of a training killed while publishing)")
     verb = "would be removed" if dry_run else "removed"
     print(f"{len(plan.removed)} {verb}, {len(plan.kept)} kept")
     return 0
+
+
+def _remove_staging(models_dir: Path) -> list[str]:
+    """The staging folders killed trainings left: all of them when no training holds the
+    folder (taken for the moment, so none starts meanwhile), else only those an hour
+    old (the running training's own is younger)."""
+    from nbo.models.artifacts import ModelsDirBusy, lock_models_dir, remove_staging
+
+    try:
+        with lock_models_dir(models_dir):
+            return remove_staging(models_dir, locked=True)
+    except ModelsDirBusy:
+        return remove_staging(models_dir, locked=False)
 
 
 def _percent(value: float | None) -> str:

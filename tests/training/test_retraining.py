@@ -1,0 +1,82 @@
+"""Retraining nightly into one models folder: one training at a time holds the folder,
+and staging folders killed trainings left are removed."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from support import assert_one_error_line, small_training_config
+
+from nbo.cli import main
+from nbo.core.errors import EXIT_TEMPFAIL
+from nbo.data.mapping import load_mapping
+from nbo.models.artifacts import ModelsDirBusy, list_versions, lock_models_dir
+from training.pipeline import TrainResult, train
+
+
+def _current(models: Path) -> str:
+    return (models / "CURRENT").read_text(encoding="utf-8").strip()
+
+
+def _published(models: Path, data: Path) -> TrainResult:
+    result = train(data, load_mapping("canonical"), models, small_training_config())
+    assert result.version is not None
+    return result
+
+
+def test_a_second_training_into_a_held_models_folder_is_refused_at_once(
+    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two at once each gated against the CURRENT they read before their fit, and both
+    # published; the second is now refused before it reads anything.
+    models = tmp_path / "models"
+    with lock_models_dir(models):
+        with pytest.raises(
+            ModelsDirBusy, match=f"held by another training \\(pid {os.getpid()}\\)"
+        ):
+            train(planted_csv, load_mapping("canonical"), models, small_training_config())
+        code = main(["train", "--data", str(planted_csv), "--models-dir", str(models)])
+        _, err = capsys.readouterr()
+        assert code == EXIT_TEMPFAIL
+        assert_one_error_line(err, "held by another training", "try again")
+        assert list_versions(models) == [] and not (models / "CURRENT").exists()
+    # Released with the holder (flock: also when it is killed): the next one publishes.
+    assert _published(models, planted_csv).published
+
+
+def _staging(models: Path, name: str, age_s: float) -> Path:
+    folder = models / name
+    folder.mkdir(parents=True)
+    (folder / "item_factors.npy").write_bytes(b"\0" * 1000)
+    then = time.time() - age_s
+    os.utime(folder, (then, then))
+    return folder
+
+
+def test_staging_folders_of_killed_trainings_are_removed(
+    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A training SIGKILLed while publishing left .tmp-<version>-xxxx (a model's size)
+    # that nothing removed. The next training removes every one (it holds the folder).
+    models = tmp_path / "models"
+    left = _staging(models, ".tmp-20260101T000000Z-abcdef12-1a2b3c4d", 0)
+
+    result = _published(models, planted_csv)
+
+    assert not left.exists() and result.cleaned == [left.name]
+
+    # nbo models --prune: every one while no training holds the folder...
+    old = _staging(models, ".tmp-20260101T000000Z-abcdef12-00000001", 7200)
+    fresh = _staging(models, ".tmp-20260101T000000Z-abcdef12-00000002", 0)
+    capsys.readouterr()
+    with lock_models_dir(models):
+        # ... and only those an hour old while one does (the other is its own).
+        assert main(["models", "--models-dir", str(models), "--prune", "5"]) == 0
+        out, _ = capsys.readouterr()
+        assert f"removed {old.name} (the staging folder of a training killed" in out
+        assert not old.exists() and fresh.exists()
+    assert main(["models", "--models-dir", str(models), "--prune", "5"]) == 0
+    assert not fresh.exists() and f"removed {fresh.name}" in capsys.readouterr().out
