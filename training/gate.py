@@ -29,6 +29,7 @@ its note.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any
 from nbo.catalog.terms import Catalog
 from nbo.core.errors import ArtifactError, QualityGateError
 from nbo.core.vocabulary import iso_utc
-from nbo.models.artifacts import CURRENT, MANIFEST, current_version, has_current
+from nbo.models.artifacts import CURRENT, MANIFEST, current_version, has_current, trained_until
 from nbo.models.served import load_serving_model
 from training.config import TrainingConfig
 from training.load import TrainingData
@@ -105,6 +106,38 @@ def check_current(models_dir: Path) -> None:
             f"compared; write the serving version in {CURRENT}, remove the file, or use "
             "--force to publish over it"
         ) from None
+
+
+class StaleData(QualityGateError):
+    """The data ends before the current model's did: publishing would replace a newer
+    model with an older one (a file from last month given by mistake)."""
+
+
+def check_against_current(
+    models_dir: Path, data: TrainingData, config: TrainingConfig, catalog: Catalog
+) -> None:
+    """Right after the data is read, before minutes of fitting: ``StaleData`` when the
+    data ends before the current model's did. Nothing when there is no readable current
+    model (the gate says what it makes of that)."""
+    try:
+        version = published_current(models_dir)
+    except ArtifactError:
+        return
+    if version is None:
+        return
+    try:
+        manifest = json.loads((models_dir / version / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(manifest, dict):
+        return
+    until = trained_until(manifest)
+    if until > data.last_s:
+        raise StaleData(
+            f"quality gate: the data ends {iso_utc(data.last_s)}, before the data of the "
+            f"current model {version}, which ends {iso_utc(until)}: publishing would "
+            "replace a newer model with an older one (use --force to publish anyway)"
+        )
 
 
 def score_current(

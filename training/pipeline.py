@@ -26,6 +26,7 @@ from training.evaluate import evaluate
 from training.fit import fit_before_cutoff
 from training.gate import (
     Current,
+    check_against_current,
     check_current,
     quality_gate,
     score_current,
@@ -71,9 +72,10 @@ def train(
     serves is worse than the current model's) and ``force`` is not set; QualityGateError
     before training when ``models/CURRENT`` names no published version and ``force`` is
     not set. Publishing holds the models folder (``ModelsDirBusy`` at once when another
-    training does) and removes the staging folders killed trainings left. ``catalog``:
-    the offer catalogue what is served is evaluated under (the default catalogue when
-    None).
+    training does) and removes the staging folders killed trainings left; without
+    ``force``, right after the data is read, ``StaleData`` (a QualityGateError) when it
+    ends before the current model's data. ``catalog``: the offer catalogue what is
+    served is evaluated under (the default catalogue when None).
 
     ``erased``: customer ids erased in the service's store; every row of theirs is dropped
     right after reading (counted as ``training.load.DROP_ERASED``), so nothing of them is
@@ -98,6 +100,9 @@ def train(
         # One BLAS thread: implicit's ALS crawls with more (its own advice).
         held.enter_context(threadpool_limits(limits=1, user_api="blas"))
         data = load_data(data_path, mapping, erased, steps, withdrawn)
+        if publish and not force:
+            # Before minutes of fitting: older data than CURRENT's.
+            check_against_current(models_dir, data, config, catalog)
         with steps.step("time split"):
             split = time_split(data.encoded, config.holdout_days, config.suppression.days)
         fitted = fit_before_cutoff(data, split, config, steps)

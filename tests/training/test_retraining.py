@@ -1,5 +1,6 @@
-"""Retraining nightly into one models folder: one training at a time holds the folder,
-and staging folders killed trainings left are removed."""
+"""Retraining nightly into one models folder: older data than CURRENT's is refused, a
+rerun on CURRENT's own data and config publishes no twin, one training at a time holds
+the folder, and staging folders killed trainings left are removed."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import os
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from support import assert_one_error_line, small_training_config
 
 from nbo.cli import main
-from nbo.core.errors import EXIT_TEMPFAIL
+from nbo.core.errors import EXIT_REFUSED, EXIT_TEMPFAIL
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import ModelsDirBusy, list_versions, lock_models_dir
+from training.gate import StaleData
 from training.pipeline import TrainResult, train
 
 
@@ -25,6 +28,33 @@ def _published(models: Path, data: Path) -> TrainResult:
     result = train(data, load_mapping("canonical"), models, small_training_config())
     assert result.version is not None
     return result
+
+
+def test_older_data_than_the_current_model_is_refused_unless_forced(
+    tmp_path: Path, planted_csv: Path, planted_purchases: pd.DataFrame
+) -> None:
+    # A file from last month, given by mistake, replaced a newer CURRENT (exit 0).
+    models = tmp_path / "models"
+    current = _published(models, planted_csv)
+    older = tmp_path / "older.csv"
+    end = planted_purchases["timestamp"].max()
+    planted_purchases[planted_purchases["timestamp"] < end - pd.Timedelta(days=5)].to_csv(
+        older, index=False
+    )
+
+    with pytest.raises(StaleData) as caught:
+        train(older, load_mapping("canonical"), models, small_training_config())
+
+    message = str(caught.value)
+    assert f"before the data of the current model {current.version}" in message
+    assert message.count("the data ends") == 1 and "which ends" in message and "--force" in message
+    assert list_versions(models) == [current.version] and _current(models) == current.version
+
+    code = main(["train", "--data", str(older), "--models-dir", str(models)])
+    assert code == EXIT_REFUSED
+
+    forced = train(older, load_mapping("canonical"), models, small_training_config(), force=True)
+    assert forced.published and _current(models) == forced.version
 
 
 def test_a_second_training_into_a_held_models_folder_is_refused_at_once(
