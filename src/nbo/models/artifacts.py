@@ -399,9 +399,11 @@ def lock_models_dir(models_dir: Path) -> Iterator[None]:
     (``ModelsDirBusy``, naming the holder's pid), not queued: a nightly job that finds
     last night's still running should not pile up behind it. ``flock``: released by the
     kernel when the holder dies, so a killed training never leaves the folder locked."""
+    made = not models_dir.exists()
     models_dir.mkdir(parents=True, exist_ok=True)
     path = models_dir / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    published = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -414,7 +416,13 @@ def lock_models_dir(models_dir: Path) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         yield
+        published = True
     finally:
+        # A training that failed in a folder it made (bad input found after it began)
+        # leaves no empty models folder behind: bad input stores nothing.
+        if made and not published and [p.name for p in models_dir.iterdir()] == [LOCK_FILE]:
+            path.unlink(missing_ok=True)
+            models_dir.rmdir()
         os.close(fd)
 
 
