@@ -27,7 +27,7 @@ from nbo.settings import load_settings
 from nbo.store import TrainingExclusions, read_training_exclusions, store_setting
 from training.config import TrainingConfig, load_training_config
 from training.evaluate import CHURN_METRICS, few_items
-from training.gate import NOT_EVALUATED
+from training.gate import NOT_EVALUATED, Unchanged
 from training.lifecycle import CALIBRATION_PLOT, loyal_rule, measured_model
 from training.pipeline import ModelRefused, TrainResult, train
 from training.progress import Progress as TrainProgress
@@ -199,6 +199,10 @@ def run(args: argparse.Namespace) -> int:
         # The report of what was refused, then the gate's one error line (exit 3).
         print_summary(output_console(), refused.result, inputs)
         raise
+    except Unchanged as unchanged:
+        # Not a failure (exit 0): a night without new purchases has nothing to publish.
+        print(unchanged)
+        return 0
     print_summary(output_console(), result, inputs)
     return 0
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from nbo.catalog.terms import Catalog
-from nbo.core.errors import ArtifactError, QualityGateError
+from nbo.core.errors import ArtifactError, NboError, QualityGateError
 from nbo.core.vocabulary import iso_utc
 from nbo.models.artifacts import CURRENT, MANIFEST, current_version, has_current, trained_until
 from nbo.models.served import load_serving_model
@@ -113,11 +113,19 @@ class StaleData(QualityGateError):
     model with an older one (a file from last month given by mistake)."""
 
 
+class Unchanged(NboError):
+    """The data and config are the current model's own: publishing would add a twin
+    version (and PREVIOUS would name it, so a rollback rolled back to the same model).
+    Not a failure: a night with no new purchases has nothing to publish."""
+
+
 def check_against_current(
     models_dir: Path, data: TrainingData, config: TrainingConfig, catalog: Catalog
 ) -> None:
     """Right after the data is read, before minutes of fitting: ``StaleData`` when the
-    data ends before the current model's did. Nothing when there is no readable current
+    data ends before the current model's did, ``Unchanged`` when the data (file, how it
+    was read and cleaned, the customers left out), the config and the catalogue are the
+    ones the current model was trained on. Nothing when there is no readable current
     model (the gate says what it makes of that)."""
     try:
         version = published_current(models_dir)
@@ -138,6 +146,21 @@ def check_against_current(
             f"current model {version}, which ends {iso_utc(until)}: publishing would "
             "replace a newer model with an older one (use --force to publish anyway)"
         )
+    same = (
+        manifest.get("data") == _as_json(data.section())
+        and manifest.get("config") == _as_json(config.model_dump())
+        and (manifest.get(SERVED) or {}).get("catalog_fingerprint") == catalog.fingerprint
+    )
+    if same:
+        raise Unchanged(
+            f"unchanged: CURRENT already is this data and config ({version}); nothing "
+            "published (use --force to publish a new version anyway)"
+        )
+
+
+def _as_json(value: object) -> object:
+    """``value`` as a manifest reads back (tuples as lists, keys as strings)."""
+    return json.loads(json.dumps(value))
 
 
 def score_current(

@@ -74,7 +74,8 @@ def train(
     not set. Publishing holds the models folder (``ModelsDirBusy`` at once when another
     training does) and removes the staging folders killed trainings left; without
     ``force``, right after the data is read, ``StaleData`` (a QualityGateError) when it
-    ends before the current model's data. ``catalog``: the offer catalogue what is
+    ends before the current model's data, ``Unchanged`` when the data, config and
+    catalogue are the current model's own. ``catalog``: the offer catalogue what is
     served is evaluated under (the default catalogue when None).
 
     ``erased``: customer ids erased in the service's store; every row of theirs is dropped
@@ -101,7 +102,7 @@ def train(
         held.enter_context(threadpool_limits(limits=1, user_api="blas"))
         data = load_data(data_path, mapping, erased, steps, withdrawn)
         if publish and not force:
-            # Before minutes of fitting: older data than CURRENT's.
+            # Before minutes of fitting: older data than CURRENT's, or CURRENT's own.
             check_against_current(models_dir, data, config, catalog)
         with steps.step("time split"):
             split = time_split(data.encoded, config.holdout_days, config.suppression.days)

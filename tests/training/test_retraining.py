@@ -16,7 +16,7 @@ from nbo.cli import main
 from nbo.core.errors import EXIT_REFUSED, EXIT_TEMPFAIL
 from nbo.data.mapping import load_mapping
 from nbo.models.artifacts import ModelsDirBusy, list_versions, lock_models_dir
-from training.gate import StaleData
+from training.gate import StaleData, Unchanged
 from training.pipeline import TrainResult, train
 
 
@@ -55,6 +55,46 @@ def test_older_data_than_the_current_model_is_refused_unless_forced(
 
     forced = train(older, load_mapping("canonical"), models, small_training_config(), force=True)
     assert forced.published and _current(models) == forced.version
+
+
+def test_a_rerun_on_unchanged_data_and_config_publishes_no_twin(
+    tmp_path: Path, planted_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It published a twin (same fingerprint, new name), and PREVIOUS named it, so
+    # `nbo models --current previous` rolled back to the same model.
+    models = tmp_path / "models"
+    current = _published(models, planted_csv)
+
+    with pytest.raises(Unchanged, match="unchanged: CURRENT already is this data and config"):
+        train(planted_csv, load_mapping("canonical"), models, small_training_config())
+    assert list_versions(models) == [current.version]
+    assert not (models / "PREVIOUS").exists()
+
+    # The command: one line, exit 0 (a night without new purchases is no failure).
+    config = tmp_path / "small.toml"
+    config.write_text(
+        "[als]\nfactors = 8\niterations = 10\nregularization = 0.1\nrefit_iterations = 5\n",
+        encoding="utf-8",
+    )
+    capsys.readouterr()
+    args = [
+        "train",
+        "--data",
+        str(planted_csv),
+        "--models-dir",
+        str(models),
+        "--config",
+        str(config),
+    ]
+    assert main(args) == 0
+    out, _ = capsys.readouterr()
+    assert out.startswith("unchanged: CURRENT already is this data and config")
+    assert list_versions(models) == [current.version]
+
+    forced = train(
+        planted_csv, load_mapping("canonical"), models, small_training_config(), force=True
+    )
+    assert forced.published and len(list_versions(models)) == 2
 
 
 def test_a_second_training_into_a_held_models_folder_is_refused_at_once(
