@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from nbo.catalog.loading import load_catalog
 from nbo.catalog.terms import Catalog
 from nbo.console.progress import PlainProgress
 from nbo.console.tables import output_console, print_table
-from nbo.core.outputs import check_output_folder
+from nbo.core.errors import EXIT_REFUSED, NboError
+from nbo.core.outputs import check_output_file, check_output_folder, write_file
 from nbo.data.mapping import ColumnMapping, add_mapping_arguments, mapping_of
 from nbo.models.churn import MODEL, RECENCY
 from nbo.models.policy import POLICY_ALS, POLICY_RANKER
@@ -83,6 +85,15 @@ def register(commands: Any) -> None:
         help="publish even if the quality gate fails (what the new model serves is worse "
         "on NDCG@k than what the current model serves on the same holdout, or "
         "models/CURRENT names no published version, which publishing replaces)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the outcome to FILE as JSON, for scripts: published (and the "
+        "version), refused, unchanged or error, the reason, the exit status, what is "
+        "served and the quality gate's comparison",
     )
     parser.set_defaults(handler=run)
 
@@ -181,6 +192,19 @@ def run(args: argparse.Namespace) -> int:
     flag = "--models-dir" if args.models_dir is not None else "NBO_MODELS_DIR"
     # Before minutes of training, not when the model is published at their end.
     check_output_folder(models_dir, flag)
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    try:
+        return _run(args, models_dir)
+    except NboError as exc:
+        if args.json is not None:
+            result = exc.result if isinstance(exc, ModelRefused) else None
+            outcome = "refused" if exc.exit_code == EXIT_REFUSED else "error"
+            write_outcome(args.json, outcome, str(exc), exc.exit_code, result)
+        raise
+
+
+def _run(args: argparse.Namespace, models_dir: Path) -> int:
     inputs = load_inputs(args)
     try:
         with progress_display("nbo train") as progress:
@@ -202,9 +226,32 @@ def run(args: argparse.Namespace) -> int:
     except Unchanged as unchanged:
         # Not a failure (exit 0): a night without new purchases has nothing to publish.
         print(unchanged)
+        if args.json is not None:
+            write_outcome(args.json, "unchanged", str(unchanged), 0)
         return 0
     print_summary(output_console(), result, inputs)
+    if args.json is not None:
+        gate = result.manifest["quality_gate"]
+        write_outcome(args.json, "published", gate["message"], 0, result)
     return 0
+
+
+def write_outcome(
+    path: Path, outcome: str, reason: str, status: int, result: TrainResult | None = None
+) -> None:
+    """``--json``: the outcome of the run for a script, which need not parse the report:
+    ``published`` (``version``), ``refused``, ``unchanged`` or ``error``, why, the exit
+    status, and (when the training got that far) what is served and the gate's section."""
+    document: dict[str, Any] = {
+        "outcome": outcome,
+        "version": None if result is None else result.version,
+        "reason": reason,
+        "exit_status": status,
+    }
+    if result is not None:
+        document["served"] = result.metrics.get("all", {}).get(SERVED)
+        document["quality_gate"] = result.manifest.get("quality_gate")
+    write_file(path, json.dumps(document, indent=2) + "\n", "--json")
 
 
 def print_summary(console: Console, result: TrainResult, inputs: Inputs | None = None) -> None:

@@ -4,6 +4,7 @@ the folder, and staging folders killed trainings left are removed."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -150,3 +151,34 @@ def test_staging_folders_of_killed_trainings_are_removed(
         assert not old.exists() and fresh.exists()
     assert main(["models", "--models-dir", str(models), "--prune", "5"]) == 0
     assert not fresh.exists() and f"removed {fresh.name}" in capsys.readouterr().out
+
+
+def test_json_says_the_outcome_for_scripts(tmp_path: Path, planted_csv: Path) -> None:
+    models, outcome = tmp_path / "models", tmp_path / "outcome.json"
+    args = [
+        "train",
+        "--data",
+        str(planted_csv),
+        "--models-dir",
+        str(models),
+        "--json",
+        str(outcome),
+    ]
+
+    assert main(args) == 0
+    published = json.loads(outcome.read_text(encoding="utf-8"))
+    assert published["outcome"] == "published" and published["exit_status"] == 0
+    assert published["version"] == _current(models)
+    assert published["quality_gate"]["passed"] is None  # the first: nothing compared
+    assert published["served"]["ndcg@10"] == published["quality_gate"]["served"]
+
+    assert main(args) == 0
+    unchanged = json.loads(outcome.read_text(encoding="utf-8"))
+    assert unchanged["outcome"] == "unchanged" and unchanged["version"] is None
+    assert unchanged["reason"].startswith("unchanged: CURRENT already is this data and config")
+
+    with lock_models_dir(models):
+        assert main(args) == EXIT_TEMPFAIL
+    busy = json.loads(outcome.read_text(encoding="utf-8"))
+    assert busy["outcome"] == "error" and busy["exit_status"] == EXIT_TEMPFAIL
+    assert "held by another training" in busy["reason"]
