@@ -188,7 +188,7 @@ def score_current(
             f"{iso_utc(model.trained_until_s)}, past the cutoff {iso_utc(at.split.cutoff)}: "
             "it saw the holdout"
         )
-        return recorded_current(version, model.manifest, metric, data.sha256, at, saw)
+        return recorded_current(version, model.manifest, metric, data, at, saw)
     ids = at.split.train.customers.ids[at.customers].tolist()
     recent = posted_since(data.purchases, ids, model.trained_until_s, at.cutoff_s)
     metrics = model_metrics(model, at, config, catalog, recent)
@@ -202,12 +202,17 @@ def score_current(
 
 
 def recorded_current(
-    version: str, manifest: Mapping[str, Any], metric: str, sha256: str, at: Cutoff, saw: str
+    version: str,
+    manifest: Mapping[str, Any],
+    metric: str,
+    data: TrainingData,
+    at: Cutoff,
+    saw: str,
 ) -> Current:
     """The current model by the served figure its manifest records, for a model that saw
-    this holdout (``saw`` says so): exact when it was measured on the same data file at
-    the same cutoff, else within ``RECORDED_TOLERANCE``; not compared (score None) when
-    the manifest records no figure on ``metric``."""
+    this holdout (``saw`` says so): exact when it was measured on the same data file,
+    the same lines kept, at the same cutoff, else within ``RECORDED_TOLERANCE``; not
+    compared (score None) when the manifest records no figure on ``metric``."""
     try:
         figures = manifest["metrics"][GATE_TRUTH][SERVED]
         score = float(figures[metric]) if figures.get("customers") else None
@@ -221,7 +226,14 @@ def recorded_current(
             None,
             f"{saw}, and its manifest records no served {metric} to compare with",
         )
-    same = manifest.get("data", {}).get("sha256") == sha256 and cutoff == iso_utc(at.split.cutoff)
+    # The same holdout: the same file, the same lines kept (no customer erased or
+    # withdrawn since), the same cutoff.
+    recorded_data = manifest.get("data", {})
+    same = (
+        recorded_data.get("sha256") == data.sha256
+        and recorded_data.get("rows_kept") == data.cleaning.rows_kept
+        and cutoff == iso_utc(at.split.cutoff)
+    )
     window = f"its own holdout, {days} days from {cutoff}"
     if same:
         note = (

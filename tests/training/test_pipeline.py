@@ -186,7 +186,8 @@ def test_training_twice_gives_identical_factors_and_two_versions(
     mapping = load_mapping("canonical")
 
     first = train(planted_csv, mapping, models, small_training_config())
-    second = train(planted_csv, mapping, models, small_training_config())
+    # Forced: the same data and config again is otherwise "unchanged", nothing published.
+    second = train(planted_csv, mapping, models, small_training_config(), force=True)
 
     assert first.version != second.version
     assert [first.version, second.version] == versions
@@ -216,7 +217,9 @@ def test_two_trainings_in_the_same_second_get_distinct_versions(
     models = tmp_path / "models"
 
     first = train(planted_csv, load_mapping("canonical"), models, small_training_config())
-    second = train(planted_csv, load_mapping("canonical"), models, small_training_config())
+    second = train(  # forced: unchanged data and config otherwise publish nothing
+        planted_csv, load_mapping("canonical"), models, small_training_config(), force=True
+    )
 
     assert first.version != second.version
 
