@@ -1439,3 +1439,47 @@ def test_a_decimal_comma_price_is_said_to_be_one(tmp_path: Path) -> None:
     with pytest.raises(PurchaseDataError) as caught:
         read_purchases(path, load_mapping("canonical"))
     assert "decimal comma" not in str(caught.value)
+
+
+# --- lines that do not fit the header ---------------------------------------------------
+
+
+def test_csv_lines_with_a_column_added_in_the_middle_are_refused(tmp_path: Path) -> None:
+    """One day's export gained a column before the order ids: read with the header's
+    names, its lines had the store as order id and the invoice as item. Refused, naming
+    the first such line and its field count, before any column is parsed."""
+    path = tmp_path / "purchases.csv"
+    path.write_text(
+        "customer_id,order_id,item_id,timestamp\n"
+        "c1,o1,A,2024-01-01\n"
+        "c2,o2,B,2024-01-02\n"
+        "c3,web,o3,C,2024-01-03\n"
+        "c4,web,o4,D,2024-01-04\n",
+        encoding="utf-8",
+    )
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    message = str(caught.value)
+    assert message.startswith(f"{path}: 2 line(s) with more fields than the header's 4 ")
+    assert "(line 4 has 5)" in message
+
+
+def test_csv_field_count_error_counts_lines_as_written(tmp_path: Path) -> None:
+    """A quoted value over two lines moves the line numbers on; a line before the
+    timestamp with an extra field is named as such, not as a bad timestamp."""
+    path = tmp_path / "purchases.csv"
+    path.write_text(
+        'customer_id,item_name,item_id,timestamp\nc1,"two\nlines",A,2024-01-01\n'
+        "c2,shop,B,x,2024-01-02\nc3,C\n",
+        encoding="utf-8",
+    )
+
+    with pytest.raises(PurchaseDataError) as caught:
+        read_purchases(path, load_mapping("canonical"))
+
+    message = str(caught.value)
+    assert "1 line(s) with more, 1 line(s) with fewer fields than the header's 4" in message
+    assert "(line 4 has 5)" in message
+    assert "timestamp" not in message

@@ -8,6 +8,7 @@ dropped and counted in a ``CleaningReport`` instead.
 
 from __future__ import annotations
 
+import csv
 import re
 import warnings
 from collections.abc import Hashable
@@ -129,7 +130,7 @@ def _read_raw(path: Path, mapping: ColumnMapping) -> pd.DataFrame:
     if suffix == ".csv":
         names = _csv_columns(path)
         _check_mapped(path, names, mapping)
-        return _read_csv(path, [name for name in names if name in wanted])
+        return _read_csv(path, names, [name for name in names if name in wanted])
     names = _parquet_columns(path)
     _check_mapped(path, names, mapping)
     return _read_parquet(path, [name for name in names if name in wanted])
@@ -225,12 +226,58 @@ def _csv_columns(path: Path) -> list[str]:
     return [str(name) for name in header.columns]
 
 
-def _read_csv(path: Path, present: list[str]) -> pd.DataFrame:
+def _read_csv(path: Path, names: list[str], present: list[str]) -> pd.DataFrame:
+    """The ``present`` columns of a CSV file, as strings; PurchaseDataError naming the
+    first line whose fields do not match the header's.
+
+    Read by pyarrow's parser, which checks every line's field count: pandas' own, given
+    ``usecols``, reads a line with more fields than the header without a word, its values
+    shifted into the wrong columns (a column added in the middle of one day's export:
+    the store read as the order id, the invoice number as the item)."""
     # Ids stay strings: "00123" and "123" are different products.
     try:
-        return pd.read_csv(path, usecols=present, dtype=str, keep_default_na=False, na_values=[""])
+        return pd.read_csv(
+            path,
+            engine="pyarrow",
+            usecols=present,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+        )
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        if "Expected" in str(exc) and "columns, got" in str(exc):
+            raise _wrong_field_count(path, len(names)) from None
         raise PurchaseDataError(str(path), f"not a readable CSV file ({exc})") from None
+
+
+def _wrong_field_count(path: Path, width: int) -> PurchaseDataError:
+    """The error for lines whose field count is not the header's ``width``: how many, and
+    the first with its line and count as the csv module reads them (a quoted value over
+    several lines counts its lines). Read again only on this error's path."""
+    longer = shorter = 0
+    first = ""
+    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        for values in reader:
+            if len(values) == width or not values:
+                continue
+            if len(values) > width:
+                longer += 1
+            else:
+                shorter += 1
+            if not first:
+                first = f"line {reader.line_num} has {len(values)}"
+    counts = ", ".join(
+        f"{n} line(s) {what}" for n, what in ((longer, "with more"), (shorter, "with fewer")) if n
+    )
+    return PurchaseDataError(
+        str(path),
+        f"{counts} fields than the header's {width} ({first}): their values would be read "
+        "in the wrong columns (a column added to or left out of the export, or a value "
+        "holding a comma without quotes?); give the file one header naming every column, "
+        "or quote the value",
+    )
 
 
 def _parquet_columns(path: Path) -> list[str]:
