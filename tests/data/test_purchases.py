@@ -27,6 +27,7 @@ from nbo.data.purchases import (
     DROP_MISSING_TIMESTAMP,
     DROP_NON_PRODUCT,
     DROP_REFUSED_ID,
+    DROP_REPEATED_HEADER,
     DROP_RETURN,
     DROP_RETURNED,
     FILL_PRICE,
@@ -82,6 +83,7 @@ DIRTY_ROWS = [
 ]
 
 EXPECTED_DROPPED = {
+    DROP_REPEATED_HEADER: 0,
     DROP_MISSING_ID: 2,
     DROP_REFUSED_ID: 0,
     DROP_MISSING_TIMESTAMP: 1,
@@ -1483,3 +1485,41 @@ def test_csv_field_count_error_counts_lines_as_written(tmp_path: Path) -> None:
     assert "1 line(s) with more, 1 line(s) with fewer fields than the header's 4" in message
     assert "(line 4 has 5)" in message
     assert "timestamp" not in message
+
+
+def test_csv_header_lines_inside_the_file_are_dropped_and_counted(tmp_path: Path) -> None:
+    """Days joined with ``cat day.csv >> purchases.csv`` repeat the header: those lines
+    are no purchases (dropped and counted, as a duplicate is), not timestamps that need
+    a format, and every day's purchases are kept."""
+    header = "customer_id,item_id,timestamp,quantity\n"
+    path = tmp_path / "purchases.csv"
+    path.write_text(
+        header
+        + "c1,A,01/02/2024 10:00,1\nc2,B,13/02/2024 10:00,2\n"
+        + header
+        + "c3,C,14/02/2024 10:00,3\n"
+        + header,
+        encoding="utf-8",
+    )
+
+    frame, report = read_purchases(path, load_mapping("canonical"))
+
+    assert report.rows_read == 5
+    assert report.dropped[DROP_REPEATED_HEADER] == 2
+    assert report.rows_kept == 3
+    assert sorted(frame[col.CUSTOMER_ID]) == ["c1", "c2", "c3"]
+    assert frame[col.QUANTITY].tolist() == [1.0, 2.0, 3.0]
+    assert frame[col.TIMESTAMP].max() == pd.Timestamp("2024-02-14 10:00")
+
+
+def test_a_line_holding_only_some_header_names_is_not_a_header(tmp_path: Path) -> None:
+    path = tmp_path / "purchases.csv"
+    path.write_text(
+        "customer_id,item_id,timestamp\nc1,A,2024-01-01\ncustomer_id,item_id,2024-01-02\n",
+        encoding="utf-8",
+    )
+
+    frame, report = read_purchases(path, load_mapping("canonical"))
+
+    assert report.dropped[DROP_REPEATED_HEADER] == 0
+    assert sorted(frame[col.ITEM_ID]) == ["A", "item_id"]

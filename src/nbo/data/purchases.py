@@ -36,6 +36,8 @@ SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
 OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 
 # Reasons a row is dropped, in the order the rules are applied.
+# A line repeating the header (files joined with ``cat``, each with its header).
+DROP_REPEATED_HEADER = "repeated header line"
 DROP_MISSING_ID = "missing customer or item"
 DROP_REFUSED_ID = "customer or item id the service refuses"
 DROP_MISSING_TIMESTAMP = "missing timestamp"
@@ -109,8 +111,9 @@ def read_purchases(path: str | Path, mapping: ColumnMapping) -> tuple[pd.DataFra
     """
     path = Path(path)
     raw = _read_raw(path, mapping)
+    headers = _blank_repeated_headers(raw)
     frame, timestamp_format = _to_canonical(raw, path, mapping)
-    purchases, report = _clean(frame, path, mapping)
+    purchases, report = _clean(frame, path, mapping, headers)
     report.columns = {c: mapping.source(c) for c in col.ALL_COLUMNS if c in frame}
     report.timestamp_format = timestamp_format
     return purchases, report
@@ -278,6 +281,30 @@ def _wrong_field_count(path: Path, width: int) -> PurchaseDataError:
         "holding a comma without quotes?); give the file one header naming every column, "
         "or quote the value",
     )
+
+
+def _blank_repeated_headers(raw: pd.DataFrame) -> pd.Series:
+    """Lines that repeat the header (every column read holds its own name: files joined
+    with ``cat``, each with its header), blanked in place so no column's parsing trips on
+    them; the mask, which cleaning drops and counts. Only a frame of text can hold one:
+    a typed Parquet column cannot, and costs nothing here."""
+    found = pd.Series(False, index=raw.index)
+    if raw.empty or not all(
+        pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)
+        for _name, values in raw.items()
+    ):
+        return found
+    for name, values in raw.items():
+        # The line as written: the header's own text in every column, compared exactly
+        # (one vectorised pass over the first column; the others only where it matched).
+        candidates = found.index[found] if found.any() else slice(None)
+        matches = (values.loc[candidates] == name).fillna(False).to_numpy(dtype=bool)
+        if not matches.any():
+            return pd.Series(False, index=raw.index)
+        found.loc[candidates] = matches
+    if found.any():
+        raw.loc[found.to_numpy(), :] = None
+    return found
 
 
 def _parquet_columns(path: Path) -> list[str]:
@@ -865,7 +892,7 @@ def _shared_codes(left: pd.Series, right: pd.Series) -> tuple[np.ndarray, np.nda
 
 
 def _clean(
-    frame: pd.DataFrame, path: Path, mapping: ColumnMapping
+    frame: pd.DataFrame, path: Path, mapping: ColumnMapping, headers: pd.Series
 ) -> tuple[pd.DataFrame, CleaningReport]:
     report = CleaningReport(path=str(path), rows_read=len(frame))
     rules = mapping.cleaning
@@ -875,6 +902,7 @@ def _clean(
         report.dropped[reason] = count
         return frame[~mask] if count else frame
 
+    frame = drop(headers, DROP_REPEATED_HEADER)
     frame = drop(frame[col.CUSTOMER_ID].isna() | frame[col.ITEM_ID].isna(), DROP_MISSING_ID)
     frame = drop(_refused_ids(frame), DROP_REFUSED_ID)
     frame = drop(frame[col.TIMESTAMP].isna(), DROP_MISSING_TIMESTAMP)
