@@ -28,7 +28,7 @@ from nbo.models.policy import SECTION as POLICY_SECTION
 from nbo.settings import load_settings
 from nbo.store import TrainingExclusions, read_training_exclusions, store_setting
 from training.config import TrainingConfig, load_training_config
-from training.evaluate import CHURN_METRICS, few_items
+from training.evaluate import CHURN_METRICS, case_variants, few_items
 from training.gate import NOT_EVALUATED, Unchanged
 from training.lifecycle import CALIBRATION_PLOT, loyal_rule, measured_model
 from training.pipeline import ModelRefused, TrainResult, train
@@ -283,6 +283,7 @@ def print_report(
     below += (result.manifest.get("lifecycle") or {}).get("warnings", [])
     below += (result.manifest.get("churn") or {}).get("warnings", [])
     below += few_items(result.manifest)
+    below += case_variants(result.manifest)
     for warning in [*(f"[bold red]warning:[/] {escape(line)}" for line in below), *warnings]:
         console.print(warning)
     console.print(

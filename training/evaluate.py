@@ -84,6 +84,30 @@ def few_items(manifest: dict[str, Any]) -> list[str]:
     ]
 
 
+def case_variants(manifest: dict[str, Any]) -> list[str]:
+    """A warning per id column whose ids match one another only by case ("85123a" beside
+    "85123A"): ids are case-sensitive by design, so each is trained as its own item or
+    customer, their purchases split between the two, and nothing else says so. Not
+    merged here: which case is right is the data's owner's to say (docs/training.md)."""
+    data = manifest.get("data") or {}
+    counts = data.get("case_variants") or {}
+    lines = []
+    for column, what in ((col.ITEM_ID, "item"), (col.CUSTOMER_ID, "customer")):
+        count = counts.get(column, 0)
+        if not count:
+            continue
+        examples = (data.get("case_examples") or []) if column == col.ITEM_ID else []
+        named = "; ".join(" and ".join(group) for group in examples)
+        lines.append(
+            f"{count:,} {what} ids match another {what} id only by case"
+            + (f" (e.g. {named})" if named else "")
+            + f": ids are case-sensitive, so each is trained as a separate {what}; if an "
+            "export changed the case, fix the file and train again (docs/training.md, "
+            "ids that differ only by case)"
+        )
+    return lines
+
+
 @dataclass
 class Evaluation:
     """The figures the quality gate and the reports read, and what the holdout taught

@@ -23,7 +23,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from training.evaluate import CHURN_METRICS, few_items
+from training.evaluate import CHURN_METRICS, case_variants, few_items
 from training.lifecycle import ChurnTraining, calibration_png, loyal_rule, measured_model
 from training.served import below_best_rule
 
@@ -244,6 +244,7 @@ def evaluation_html(document: Mapping[str, Any], title: str, notes: Sequence[str
                 *below_best_rule(document.get("served") or {}),
                 *(document.get("churn") or {}).get("warnings", []),
                 *few_items(dict(document)),
+                *case_variants(dict(document)),
             ]
         ),
         "<h2>Data</h2>",

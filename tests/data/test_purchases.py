@@ -364,6 +364,8 @@ def test_report_to_dict_round_trips_the_counts(tmp_path: Path) -> None:
         "dropped": EXPECTED_DROPPED,
         "filled": {FILL_QUANTITY: 0, FILL_PRICE: 0},
         "partly_returned": 0,
+        "case_variants": {col.CUSTOMER_ID: 0, col.ITEM_ID: 0},
+        "case_examples": [],
         "customers": 2,
         "items": 3,
         "first_purchase": "2010-12-01T08:26:00+00:00",
@@ -1523,3 +1525,26 @@ def test_a_line_holding_only_some_header_names_is_not_a_header(tmp_path: Path) -
 
     assert report.dropped[DROP_REPEATED_HEADER] == 0
     assert sorted(frame[col.ITEM_ID]) == ["A", "item_id"]
+
+
+def test_ids_alike_but_for_case_are_counted_not_merged(tmp_path: Path) -> None:
+    """One day's export wrote the item ids in lower case: ids are case-sensitive, so the
+    items stay apart (nothing is merged silently), and the report counts the ids that
+    match another only by case, with the items named (customers only counted)."""
+    path = tmp_path / "purchases.csv"
+    path.write_text(
+        "customer_id,item_id,timestamp\n"
+        "C1,85123A,2024-01-01\nc1,85123a,2024-01-02\nC1,22423,2024-01-02\n"
+        "C2,straße,2024-01-03\nC2,STRASSE,2024-01-03\nC2,Bag,2024-01-04\n",
+        encoding="utf-8",
+    )
+
+    frame, report = read_purchases(path, load_mapping("canonical"))
+
+    assert report.items == 6
+    assert report.case_variants == {col.CUSTOMER_ID: 2, col.ITEM_ID: 4}
+    assert report.case_examples == [["85123A", "85123a"], ["STRASSE", "straße"]]
+    assert "c1" not in str(report.to_dict())
+    assert sorted(frame[col.ITEM_ID].unique()) == sorted(
+        ["85123A", "85123a", "22423", "straße", "STRASSE", "Bag"]
+    )

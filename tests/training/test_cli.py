@@ -63,6 +63,33 @@ def test_train_prints_a_summary_and_publishes(
     assert (models / version / "manifest.json").is_file()
 
 
+def test_train_warns_of_item_ids_alike_but_for_case(
+    tmp_path: Path,
+    planted_purchases: pd.DataFrame,
+    config: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One day's export lowercased the item ids: trained as other items (ids are
+    case-sensitive), but the summary and the report say so, naming examples."""
+    data = planted_purchases.copy()
+    last_day = data["timestamp"].dt.normalize() == data["timestamp"].dt.normalize().max()
+    data.loc[last_day, "item_id"] = data.loc[last_day, "item_id"].str.lower()
+    path = tmp_path / "purchases.csv"
+    data.to_csv(path, index=False)
+    slipped = sorted(data.loc[last_day, "item_id"].unique())
+
+    code = _train(
+        "--data", str(path), "--models-dir", str(tmp_path / "models"), "--config", str(config)
+    )
+
+    out, _ = capsys.readouterr()
+    assert code == 0
+    flat = " ".join(out.split())
+    assert f"{2 * len(slipped)} item ids match another item id only by case" in flat
+    assert f"{slipped[0].upper()} and {slipped[0]}" in flat
+    assert "customer ids match" not in flat
+
+
 def test_train_publishes_where_the_service_reads_models(
     tmp_path: Path,
     planted_csv: Path,

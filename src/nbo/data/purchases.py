@@ -81,6 +81,13 @@ class CleaningReport:
     timestamp_format: str = ""
     # Purchase lines a later return took part of back: their quantity is what was kept.
     partly_returned: int = 0
+    # Per id column (customer_id, item_id), the kept ids that match another kept id only
+    # by case ("85123a" beside "85123A"): ids are case-sensitive, so each is learned as
+    # its own customer or item; an export that changed the case splits one in two. A
+    # few item examples (``CASE_EXAMPLES`` groups) name them; customers are only counted,
+    # so the summary stays free of customer ids.
+    case_variants: dict[str, int] = field(default_factory=dict)
+    case_examples: list[list[str]] = field(default_factory=list)
     # The dropped returns and cancellations of products (customer_id, item_id, timestamp
     # and the units returned, ``RETURNED_UNITS``; one row per line): not purchases, but
     # they are netted off the purchases (``net_of_returns``) and a customer's return rate
@@ -95,6 +102,8 @@ class CleaningReport:
             "dropped": dict(self.dropped),
             "filled": dict(self.filled),
             "partly_returned": self.partly_returned,
+            "case_variants": dict(self.case_variants),
+            "case_examples": [list(group) for group in self.case_examples],
             "customers": self.customers,
             "items": self.items,
             "first_purchase": self.first_purchase,
@@ -940,10 +949,37 @@ def describe_kept(report: CleaningReport, kept: pd.DataFrame) -> None:
             report.filled[reason] = int(kept[column].isna().sum())
     report.customers = int(kept[col.CUSTOMER_ID].nunique())
     report.items = int(kept[col.ITEM_ID].nunique())
+    report.case_variants = {}
+    for column in (col.CUSTOMER_ID, col.ITEM_ID):
+        groups = case_variant_groups(kept[column])
+        report.case_variants[column] = sum(len(group) for group in groups)
+        if column == col.ITEM_ID:
+            report.case_examples = groups[:CASE_EXAMPLES]
     # The timestamps are UTC without a zone (every zone the file gave was converted):
     # written with theirs, so no reader takes them for the shop's local time.
     report.first_purchase = _utc_text(kept[col.TIMESTAMP].min())
     report.last_purchase = _utc_text(kept[col.TIMESTAMP].max())
+
+
+# Groups of item ids alike but for case the cleaning report names.
+CASE_EXAMPLES = 3
+
+
+def case_variant_groups(ids: pd.Series) -> list[list[str]]:
+    """The distinct ids that match another only by case, grouped, each group sorted and
+    the groups in order of their first id. Case is folded with ``str.casefold``, as the
+    service's case-slip lookup (``nbo.core.ids``) folds it; one vectorised pass over the
+    distinct ids, not the lines."""
+    if isinstance(ids.dtype, pd.CategoricalDtype):  # as cleaning makes them: no pass
+        distinct = pd.Series(ids.cat.remove_unused_categories().cat.categories.astype(str))
+    else:
+        distinct = pd.Series(pd.unique(ids.dropna())).astype(str)
+    folded = distinct.str.casefold()
+    clash = folded.duplicated(keep=False).to_numpy(dtype=bool)
+    if not clash.any():
+        return []
+    groups = distinct[clash].groupby(folded[clash].to_numpy(), sort=False)
+    return sorted((sorted(group.tolist()) for _key, group in groups), key=lambda g: g[0])
 
 
 def _utc_text(moment: pd.Timestamp) -> str | None:
