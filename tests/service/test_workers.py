@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +162,14 @@ def wait_for(condition: Any, what: str) -> None:
 def offers_from_both_workers(server: Server) -> tuple[dict[int, int], list[dict[str, Any]]]:
     """Concurrent offers calls on fresh connections, in rounds, until the access log
     names two pids; the calls each pid answered, and every answer."""
+    return from_both_workers(server, lambda n: f"/v1/customers/a{n % 30:02d}/offers?k=3")
+
+
+def from_both_workers(
+    server: Server, path_of: Callable[[int], str]
+) -> tuple[dict[int, int], list[dict[str, Any]]]:
+    """Concurrent GETs of ``path_of(n)`` on fresh connections, in rounds, until the
+    access log names two pids; the calls each pid answered, and every answer."""
     answers: list[dict[str, Any]] = []
     ids: list[str] = []
 
@@ -169,8 +177,7 @@ def offers_from_both_workers(server: Server) -> tuple[dict[int, int], list[dict[
         request_id = f"spread-{len(ids)}-{n}-{time.monotonic_ns()}"
         ids.append(request_id)
         answer = httpx.get(
-            f"{server.base}/v1/customers/a{n % 30:02d}/offers",
-            params={"k": 3},
+            f"{server.base}{path_of(n)}",
             headers={"X-Request-ID": request_id},
             timeout=SECONDS,
         )
@@ -432,6 +439,38 @@ def test_a_version_every_worker_refused_reaches_them_all_once_mended(
     assert answer["all_workers"] is True, answer
     assert set(serving_by_pid(server).values()) == {mended}
     set_current(models, versions.v1)
+
+
+def test_a_refused_current_is_said_by_every_worker_until_a_rollback_reload(
+    served: tuple[Server, Path], versions: Versions
+) -> None:
+    """CURRENT flipped to a broken version: the reload is refused (409), and every
+    worker, not only the one asked, loads it itself and says so on readiness, so probes
+    agree. Rolled back (CURRENT at the good version again), a reload that swaps nothing
+    clears every worker's warning (it had cleared only the answering worker's, and only
+    a forced reload reached the other)."""
+    server, models = served
+    reload(server, version=versions.v1)
+    set_current(models, versions.v1)
+    bad = f"{versions.v2}-refused"
+    corrupt_copy(models, versions.v2, bad)
+    set_current(models, bad)
+
+    answer = httpx.post(f"{server.base}/v1/admin/reload", json={}, timeout=90)
+
+    assert answer.status_code == 409, answer.text
+    by_pid, probes = from_both_workers(server, lambda _n: "/health/ready")
+    assert len(by_pid) == WORKERS
+    assert {probe["warning"].split(",")[0] for probe in probes} == {f"model {bad} refused"}
+    assert set(serving_by_pid(server).values()) == {versions.v1}
+
+    set_current(models, versions.v1)  # nbo models --current previous
+    rollback = reload(server)
+
+    assert rollback["swapped"] is False and rollback["all_workers"] is True, rollback
+    by_pid, probes = from_both_workers(server, lambda _n: "/health/ready")
+    assert len(by_pid) == WORKERS
+    assert [probe["warning"] for probe in probes] == [None] * len(probes)
 
 
 def test_sigint_to_the_master_stops_every_worker_as_sigterm_does(

@@ -236,37 +236,73 @@ class Reloader:
     ) -> WorkersReload:
         """``reload`` here, then on the board for every other worker; with ``wait``,
         answer once every live worker has it (or ``WAIT_FOR_WORKERS_S`` has passed).
-        A reload refused here raises as ``reload`` does and is asked of no one."""
+        A reload refused here raises as ``reload`` does; one of a version the caller
+        named is asked of no one, one of CURRENT (or the pin) of every worker, each of
+        which records its own refusal (``_publish_refusal``)."""
         with self._lock:
-            outcome = self.reload(version, force, trigger)
-            mine = self.status()
-            if self.board is None:
-                return WorkersReload(outcome, self.applied, [mine], mine.signature)
-            # A reload that changes nothing asks nothing of the others, unless one of them
-            # does not serve what this one does (it refused that generation when the
-            # version was broken, say, and would never be asked again). A reload that
-            # swapped here asks everyone, even for the version the latest generation
-            # names: an experiment's alias moved, and each worker must resolve it again.
-            behind = any(
-                status.signature != mine.signature
-                for status in self.board.statuses()
-                if status.pid != os.getpid()
-            )
-            generation = self.board.publish(
-                outcome.version,
-                force,
-                trigger,
-                unless_named=not force and not behind and not outcome.swapped,
-            )
-            self.applied = max(self.applied, generation.number)
-            self._report(self.status())
-        number = generation.number
+            try:
+                outcome = self.reload(version, force, trigger)
+            except ReloadRefused as exc:
+                if version is not None or self.board is None:
+                    raise  # a version the caller named: their mistake, asked of no one
+                refusal: ReloadRefused | None = exc
+                number = self._publish_refusal(exc, force, trigger)
+            else:
+                refusal = None
+                mine = self.status()
+                if self.board is None:
+                    return WorkersReload(outcome, self.applied, [mine], mine.signature)
+                number = self._publish(outcome, force, trigger, mine)
+        if refusal is not None:
+            # Each worker checks CURRENT itself and records its own refusal, so every
+            # readiness probe says the same, whichever worker answers it.
+            if wait:
+                self.board.wait(lambda status: status.generation >= number)
+            raise refusal
         workers = (
             self.board.wait(lambda status: status.generation >= number)
             if wait
             else self.board.statuses()
         )
         return WorkersReload(outcome, number, workers, mine.signature)
+
+    def _publish(
+        self, outcome: ReloadOutcome, force: bool, trigger: str, mine: WorkerStatus
+    ) -> int:
+        """Publish a reload this worker took on the board; the generation's number."""
+        assert self.board is not None
+        # A reload that changes nothing asks nothing of the others, unless one of them
+        # does not serve what this one does (it refused that generation when the version
+        # was broken, say, and would never be asked again) or still holds a refusal (of a
+        # CURRENT since rolled back: checking again clears it). A reload that swapped
+        # here asks everyone, even for the version the latest generation names: an
+        # experiment's alias moved, and each worker must resolve it again.
+        behind = any(
+            status.signature != mine.signature or status.error is not None
+            for status in self.board.statuses()
+            if status.pid != os.getpid()
+        )
+        generation = self.board.publish(
+            outcome.version,
+            force,
+            trigger,
+            unless_named=not force and not behind and not outcome.swapped,
+        )
+        self.applied = max(self.applied, generation.number)
+        self._report(self.status())
+        return generation.number
+
+    def _publish_refusal(self, refused: ReloadRefused, force: bool, trigger: str) -> int:
+        """Ask every other worker for the version CURRENT (or the pin) names, which this
+        one refused: each loads and checks it itself, and reports its own refusal. (Kept
+        to this worker, the refusal was said by one probe in N, and the rollback's reload
+        that swapped nothing asked no one to forget it.) Unless the latest generation
+        names that version already: the others were asked."""
+        assert self.board is not None
+        generation = self.board.publish(refused.version, force, trigger, unless_named=True)
+        self.applied = max(self.applied, generation.number)
+        self._report(self.status())
+        return generation.number
 
     def follow(self, generation: Generation) -> None:
         """Apply a generation another process published: reload its version, and report
@@ -315,7 +351,10 @@ class Reloader:
             self._report(self.status())
 
     def status(self, error: str | None = None) -> WorkerStatus:
-        """What this worker serves now."""
+        """What this worker serves now; ``error`` defaults to the refusal it holds (a
+        reload without a version on another worker then asks it to check again)."""
+        if error is None and self.refused is not None:
+            error = str(self.refused)
         serving = self.models.serving
         models: list[tuple[str, str]] = []
         if serving is not None:
