@@ -55,6 +55,35 @@ def test_models_command_sets_aliases(
     assert "next" not in read_aliases(models)
 
 
+def test_models_listing_shows_each_versions_data_end_and_json_for_scripts(
+    two_models: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Picking a rollback target needs the last purchase each version learned; a script
+    reads the same listing as JSON."""
+    models, production, candidate = two_models
+    manifest = json.loads((models / production / "manifest.json").read_text())
+    manifest["data"]["last_purchase"] = "2011-12-09T12:50:00+00:00"
+    (models / production / "manifest.json").write_text(json.dumps(manifest))
+
+    assert main(["models", "--models-dir", str(models)]) == 0
+    listing = capsys.readouterr().out
+    assert f"{production}  (previous, production)  data to 2011-12-09 12:50 UTC" in listing
+
+    assert main(["models", "--models-dir", str(models), "--json"]) == 0
+    rows = {row["version"]: row for row in json.loads(capsys.readouterr().out)["models"]}
+    assert rows[production]["data_end"] == "2011-12-09T12:50:00+00:00"
+    assert rows[production]["aliases"] == ["previous", "production"]
+    assert (
+        rows[candidate]["data_end"]
+        == json.loads((models / candidate / "manifest.json").read_text())["data"]["last_purchase"]
+    )
+    assert [row["current"] for row in rows.values()].count(True) == 1
+    assert rows[production]["broken"] is None
+
+    assert main(["models", "--models-dir", str(models), "--json", "--prune", "1"]) == 2
+    assert "--json: only for the listing" in capsys.readouterr().err
+
+
 def test_experiment_report_refuses_a_store_that_is_not_a_database_in_one_line(
     experiments_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -462,10 +491,16 @@ def test_current_previous_rolls_back_the_last_move_of_current_and_again_undoes_i
     aliases.pop("production")  # CURRENT's own alias, so `nbo models` shows both
     (models / "ALIASES.json").write_text(json.dumps(aliases))
 
+    ends = {
+        version: json.loads((models / version / "manifest.json").read_text())["data"][
+            "last_purchase"
+        ]
+        for version in (first, second)
+    }
     assert main(["models", "--models-dir", str(models)]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        f"{second}  (candidate, production)",
-        f"{first}  (previous)",
+        f"{second}  (candidate, production)  data to {ends[second][:16].replace('T', ' ')} UTC",
+        f"{first}  (previous)  data to {ends[first][:16].replace('T', ' ')} UTC",
     ]
     assert main(["models", "--models-dir", str(models), "--current", "previous"]) == 0
     out = capsys.readouterr().out
@@ -526,7 +561,9 @@ def test_a_broken_version_is_listed_as_broken_and_gets_no_alias(
     assert listing[1] == (
         f"{half}  BROKEN: file item_factors.npy is cut short ({size - 100:,} of {size:,} bytes)"
     )
-    assert listing[2] == broken  # a checksum needs every byte read: not in a listing
+    # A checksum needs every byte read: not in a listing, which shows its data end.
+    end = json.loads((models / broken / "manifest.json").read_text())["data"]["last_purchase"]
+    assert listing[2] == f"{broken}  data to {end[:16].replace('T', ' ')} UTC"
     assert main(["models", "--models-dir", str(models), "--alias", "cand", broken]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--alias cand {broken}: model {broken}: file " in err

@@ -113,6 +113,13 @@ def register_models(commands: Any) -> None:
         "serve running on this machine name",
     )
     models.add_argument(
+        "--json",
+        action="store_true",
+        help="the listing as JSON, for scripts: each version (newest first) with its "
+        "aliases, whether CURRENT names it, its data end (the last purchase it learned) "
+        "and what keeps it from loading",
+    )
+    models.add_argument(
         "--dry-run",
         action="store_true",
         help="with --prune: say what would be removed and kept, remove nothing",
@@ -332,11 +339,16 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from nbo.models.artifacts import list_versions, version_problem
+    from nbo.models.artifacts import current_or_problem, list_versions, version_problem
     from nbo.models.registry import aliases_with_current, remove_alias, resolve, set_alias
 
     if args.dry_run and args.prune is None:
         raise NboError("--dry-run: only with --prune")
+    changes = (args.alias, args.unalias, args.current, args.prune)
+    if args.json and any(change is not None for change in changes):
+        raise NboError(
+            "--json: only for the listing (without --alias, --unalias, --current, --prune)"
+        )
     settings = load_settings(models_dir=args.models_dir)
     models_dir = settings.models_dir
     # As batch and serve refuse it: a folder that is not there is a mistake (a typo, the
@@ -367,33 +379,67 @@ def run_models(args: argparse.Namespace) -> int:
         return _prune(settings, args.prune, args.dry_run)
     aliases = aliases_with_current(models_dir)
     versions = list_versions(models_dir)
+    current, _problem = current_or_problem(models_dir)
+    rows: list[dict[str, Any]] = []
+    for version in reversed(versions):
+        manifest = _manifest(models_dir, version)
+        data = manifest.get("data")
+        last = data.get("last_purchase") if isinstance(data, dict) else None
+        rows.append(
+            {
+                "version": version,
+                "aliases": sorted(a for a, v in aliases.items() if v == version),
+                "current": version == current,
+                "data_end": last if isinstance(last, str) else None,
+                "broken": version_problem(models_dir, version),
+                "warning": _warned(manifest),
+            }
+        )
+    if args.json:
+        print(json.dumps({"models_dir": str(models_dir), "models": rows}, indent=2))
+        return 0
     if not versions:
         print(f"no published model in {models_dir}: train one with 'nbo train'")
         return 0
-    for version in reversed(versions):
-        names = sorted(a for a, v in aliases.items() if v == version)
-        broken = version_problem(models_dir, version)
+    for row in rows:
+        # The data end: what a rollback target learned up to (its last purchase); a
+        # broken version is no target, and its line says only why.
+        shown = row["data_end"] and not row["broken"]
+        end = f"  data to {_minute(row['data_end'])}" if shown else ""
         print(
-            version
-            + (f"  ({', '.join(names)})" if names else "")
-            + (f"  BROKEN: {broken}" if broken else _warned(models_dir, version))
+            row["version"]
+            + (f"  ({', '.join(row['aliases'])})" if row["aliases"] else "")
+            + end
+            + (f"  BROKEN: {row['broken']}" if row["broken"] else "")
+            + (f"  warning: {row['warning']}" if row["warning"] and not row["broken"] else "")
         )
     return 0
 
 
-def _warned(models_dir: Path, version: str) -> str:
-    """A word on what the trainer warned of in a version's manifest that its figures do
-    not show at a glance (a churn model that does worse than recency alone), or ""."""
+def _manifest(models_dir: Path, version: str) -> dict[str, Any]:
+    """A version's manifest as published; empty when it cannot be read (the listing is no
+    check of a version: ``version_problem`` says what keeps one from loading)."""
     from nbo.models.artifacts import MANIFEST
 
     try:
         manifest = json.loads((models_dir / version / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return ""
-    churn = manifest.get("churn") if isinstance(manifest, dict) else None
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _minute(moment: str) -> str:
+    """An ISO 8601 UTC time to the minute, as the listing shows it: 2011-12-09 12:50 UTC."""
+    return moment[:16].replace("T", " ") + (" UTC" if moment.endswith("+00:00") else "")
+
+
+def _warned(manifest: dict[str, Any]) -> str | None:
+    """What the trainer warned of in a version's manifest that its figures do not show
+    at a glance (a churn model that does worse than recency alone), or None."""
+    churn = manifest.get("churn")
     if isinstance(churn, dict) and churn.get("warnings"):
-        return "  warning: churn model does worse than recency alone"
-    return ""
+        return "churn model does worse than recency alone"
+    return None
 
 
 def _check_loads(models_dir: Path, version: str, flag: str, unchanged: str) -> None:

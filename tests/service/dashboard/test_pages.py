@@ -395,6 +395,19 @@ def test_the_models_page_lists_the_versions_and_their_quality(
     assert gates[without] == ("passed" if gate["passed"] else "failed (forced)")
 
 
+def test_the_models_page_shows_each_versions_data_end(
+    experiment_client: TestClient, two_models: tuple[Path, str, str]
+) -> None:
+    """The last purchase each version learned: what a rollback to it knows."""
+    table = experiment_client.get("/dashboard/models").text.split('id="versions"')[1]
+    folder, first, second = two_models
+    for version in (first, second):
+        manifest = json.loads((folder / version / "manifest.json").read_text())
+        end = manifest["data"]["last_purchase"][:16].replace("T", " ")
+        row = table.split(f'data-version="{version}"')[1].split("</tr>")[0]
+        assert f"<td data-data-end>{end}</td>" in row
+
+
 def test_the_models_page_tells_the_serving_version_from_the_one_current_names(
     two_models: tuple[Path, str, str],
 ) -> None:
