@@ -25,6 +25,7 @@ from nbo.data.mapping import ColumnMapping, add_mapping_arguments, mapping_of
 from nbo.models.churn import MODEL, RECENCY
 from nbo.models.policy import POLICY_ALS, POLICY_RANKER
 from nbo.models.policy import SECTION as POLICY_SECTION
+from nbo.models.propensity import BASIS_PLACE, BASIS_SCORE
 from nbo.settings import load_settings
 from nbo.store import TrainingExclusions, read_training_exclusions, store_setting
 from training.config import TrainingConfig, load_training_config
@@ -470,11 +471,23 @@ def propensity_line(report: dict[str, Any] | None, policy: str | None = None) ->
         source, quality = "the ranker's score", report["ranker"]
     elif policy not in (None, POLICY_RANKER, POLICY_ALS):
         quality = report.get("rule") or {}
-        if quality.get("basis") == "score":
+        basis = quality.get("basis")
+        if basis == BASIS_SCORE:
             source = f"the {policy} score of its own items (the place for the popular fill)"
+        elif basis == BASIS_PLACE:
+            source = (
+                f"the place of its own items in the {policy} list before suppression "
+                "(the place for the popular fill)"
+            )
         else:
             source = f"the position in the {policy} list"
-        if "brier_position" in quality:
+        if "brier_place" in quality:
+            position = (
+                f" (chosen: by the score {quality['brier_score']:.4f}, by the place before "
+                f"suppression {quality['brier_place']:.4f}; by the place in the list alone "
+                f"{quality['brier_position']:.4f})"
+            )
+        elif "brier_position" in quality:
             position = f" ({quality['brier_position']:.4f} by the place in the list alone)"
     else:
         source, quality = "the ALS score", report["cf"]

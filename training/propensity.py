@@ -39,7 +39,7 @@ from sklearn.metrics import brier_score_loss
 from nbo.data.sparse import RowIndices
 from nbo.models.cf import FILTERED_SCORE
 from nbo.models.popularity import popular_order
-from nbo.models.propensity import Curve, Propensity
+from nbo.models.propensity import BASIS_PLACE, BASIS_SCORE, Curve, Propensity
 from training.methods import first_allowed
 from training.split import TimeSplit
 
@@ -234,57 +234,82 @@ def ranker_curve(ranker: RankerResult, pairs: np.ndarray) -> Curve:
 
 
 def rule_curves(
-    scores: np.ndarray, filled: np.ndarray, bought: np.ndarray, valid: np.ndarray
+    own: np.ndarray,
+    filled: np.ndarray,
+    bought: np.ndarray,
+    valid: np.ndarray,
+    basis: str,
 ) -> tuple[Curve, Curve]:
-    """A simple rule's two curves (``Propensity.rule_score`` and ``rule_fill``), from its
-    lists at the cutoff (customers x places, best first; ``valid``: the pairs to fit):
-    the rule's score of its own items -> bought in the holdout, and the 1-based place of
-    the popular items that fill the lists -> bought. By the score, not the place: an item
-    that moves up when the one above it is suppressed keeps its own chance. Lists never
-    filled at the cutoff (ItemKNN's often are not) give the fill the place curve of all
-    their items: a list served shorter than any seen there is not told a certain 0."""
-    places = np.broadcast_to(np.arange(1.0, scores.shape[1] + 1.0), scores.shape)
-    own = fit_curve(scores, bought, valid & ~filled, increasing=True)
+    """A simple rule's two curves (``Propensity.rule_score`` or ``rule_place``, and
+    ``rule_fill``), from its lists at the cutoff (customers x places, best first;
+    ``valid``: the pairs to fit): its own items' ``own`` figure (``basis``: the rule's
+    score, or the place before suppression) -> bought in the holdout, and the 1-based
+    place of the popular items that fill the lists -> bought. Never the place after
+    suppression: an item that moves up when the one above it is suppressed keeps its own
+    chance. Lists never filled at the cutoff (ItemKNN's often are not) give the fill the
+    place curve of all their items: a list served shorter than any seen there is not
+    told a certain 0."""
+    places = np.broadcast_to(np.arange(1.0, own.shape[1] + 1.0), own.shape)
+    mine = fit_curve(own, bought, valid & ~filled, increasing=basis == BASIS_SCORE)
     fills = valid & filled
     fill = fit_curve(places, bought, fills if fills.any() else valid, increasing=False)
-    return own, fill
+    return mine, fill
+
+
+def with_rule_basis(propensity: Propensity, basis: str, own: Curve, fill: Curve) -> Propensity:
+    """``propensity`` serving a rule's lists by ``basis`` (``rule_curves``' two curves)."""
+    if basis == BASIS_SCORE:
+        return replace(propensity, rule=None, rule_place=None, rule_score=own, rule_fill=fill)
+    return replace(propensity, rule=None, rule_score=None, rule_place=own, rule_fill=fill)
 
 
 def rule_quality(
     scores: np.ndarray,
+    places: np.ndarray,
     filled: np.ndarray,
     bought: np.ndarray,
     valid: np.ndarray,
     fit_rows: np.ndarray,
-) -> dict[str, float]:
-    """The held-out quality of ``rule_curves``: fitted on the ``fit_rows`` customers'
-    lists, read on the others' as the service reads them (``Propensity.of_rule_lists``,
-    the running minimum included); Brier score against the position curve artifacts
-    before them were served by (``brier_position``: one curve over the place, fitted on
-    the same pairs) and against the base rate of the fitting half."""
+) -> dict[str, Any]:
+    """The held-out quality of ``rule_curves`` on both bases, and the basis to serve:
+    each fitted on the ``fit_rows`` customers' lists, read on the others' as the service
+    reads them (``Propensity.of_rule_lists``, the running minimum included). ``basis``
+    is the one of lower Brier score (the score on a tie, or without two halves);
+    ``brier`` is its figure, ``brier_score`` and ``brier_place`` each basis's, beside
+    the single position curve artifacts before them were served by (``brier_position``:
+    one curve over the place after suppression, fitted on the same pairs) and the base
+    rate of the fitting half (``brier_constant``)."""
     fitting, testing = valid & fit_rows[:, None], valid & ~fit_rows[:, None]
-    quality: dict[str, float] = {
+    quality: dict[str, Any] = {
+        "basis": BASIS_SCORE,
         "pairs": float(valid.sum()),
         "base_rate": float(bought[valid].mean() if valid.any() else 0.0),
         "own_pairs": float((valid & ~filled).sum()),
     }
     if not fitting.any() or not testing.any():
         return quality
-    score, fill = rule_curves(scores, filled, bought, fitting)
-    places = np.broadcast_to(np.arange(1.0, scores.shape[1] + 1.0), scores.shape)
-    position = fit_curve(places, bought, fitting, increasing=False)
     base = Propensity.uncalibrated()
-    by_score = replace(base, rule_score=score, rule_fill=fill).of_rule_lists(scores, filled)
-    by_place = replace(base, rule=position).of_rule_lists(scores, filled)
     truth = bought[testing]
+    predicted: dict[str, np.ndarray] = {}
+    for basis, own in ((BASIS_SCORE, scores), (BASIS_PLACE, places)):
+        curves = with_rule_basis(base, basis, *rule_curves(own, filled, bought, fitting, basis))
+        predicted[basis] = curves.of_rule_lists(scores, filled, places)[testing]
+    served = np.broadcast_to(np.arange(1.0, scores.shape[1] + 1.0), scores.shape)
+    position = fit_curve(served, bought, fitting, increasing=False)
+    by_position = replace(base, rule=position).of_rule_lists(scores, filled)[testing]
+    brier = {basis: float(brier_score_loss(truth, p)) for basis, p in predicted.items()}
+    chosen = BASIS_PLACE if brier[BASIS_PLACE] < brier[BASIS_SCORE] else BASIS_SCORE
     rate = float(bought[fitting].mean())
     first = testing[:, 0]
     return {
         **quality,
-        "brier": float(brier_score_loss(truth, by_score[testing])),
-        "brier_position": float(brier_score_loss(truth, by_place[testing])),
+        "basis": chosen,
+        "brier": brier[chosen],
+        "brier_score": brier[BASIS_SCORE],
+        "brier_place": brier[BASIS_PLACE],
+        "brier_position": float(brier_score_loss(truth, by_position)),
         "brier_constant": float(brier_score_loss(truth, np.full(len(truth), rate))),
-        "mean_predicted": float(by_score[testing].mean()),
+        "mean_predicted": float(predicted[chosen].mean()),
         "observed": float(truth.mean()),
         "first_slot_rate": float(bought[:, 0][first].mean()) if first.any() else 0.0,
     }

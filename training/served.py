@@ -56,8 +56,8 @@ from nbo.models.policy import (
     rule_lists,
 )
 from nbo.models.popularity import popular_order
+from nbo.models.propensity import BASIS_SCORE, Propensity
 from nbo.models.propensity import DOCUMENT as PROPENSITY_DOCUMENT
-from nbo.models.propensity import Propensity
 from nbo.models.ranker import lightgbm_version
 from nbo.models.served import ServingModel, model_arrays, serving_model_from_artifact
 from nbo.offers.ranking import MIN_CANDIDATES, OfferRequest, rank_offers
@@ -72,6 +72,7 @@ from training.propensity import (
     ranker_curve,
     rule_curves,
     rule_quality,
+    with_rule_basis,
 )
 from training.ranker import (
     RankerResult,
@@ -381,8 +382,8 @@ def curves(at: Cutoff, policy: str, fitting: np.ndarray, config: TrainingConfig)
         propensity = replace(propensity, ranker=ranker_curve(at.ranker, fitted))
     if policy in LISTED_RULES:
         pairs = rule_pairs(at, policy, customers, popularity, suppressed)
-        score, fill = rule_curves(pairs.scores, pairs.filled, pairs.bought, pairs.valid)
-        propensity = replace(propensity, rule_score=score, rule_fill=fill)
+        halves = np.random.default_rng(seed).random(len(customers)) < 0.5
+        propensity, _ = fit_rule_curves(propensity, pairs, halves)
     return replace(
         propensity,
         buying=buying_curve(
@@ -410,6 +411,7 @@ class RulePairs:
     the customers bought in the holdout."""
 
     scores: np.ndarray  # the rule's score (``RuleLists.scores``)
+    places: np.ndarray  # the place before suppression (``RuleLists.places``)
     filled: np.ndarray  # True where the item is popular fill
     bought: np.ndarray  # 1.0 where the customer bought the item in the holdout
     valid: np.ndarray  # False where the list runs out
@@ -442,7 +444,22 @@ def rule_pairs(
     labels = np.asarray(truth[rows[valid], lists.items[valid]]).ravel() > 0
     bought = np.zeros(lists.items.shape)
     bought[valid] = labels
-    return RulePairs(lists.scores, lists.filled, bought, valid)
+    return RulePairs(lists.scores, lists.places.astype(np.float64), lists.filled, bought, valid)
+
+
+def fit_rule_curves(
+    propensity: Propensity, pairs: RulePairs, fit_half: np.ndarray
+) -> tuple[Propensity, dict[str, Any]]:
+    """A rule's curves on the basis that predicts better (``rule_quality``: both fitted
+    on the ``fit_half`` customers, read on the others), then refitted on every pair of
+    ``pairs``; with that quality."""
+    quality = rule_quality(
+        pairs.scores, pairs.places, pairs.filled, pairs.bought, pairs.valid, fit_half
+    )
+    basis = quality["basis"]
+    own = pairs.scores if basis == BASIS_SCORE else pairs.places
+    curves = rule_curves(own, pairs.filled, pairs.bought, pairs.valid, basis)
+    return with_rule_basis(propensity, basis, *curves), quality
 
 
 def with_rule_curves(
@@ -452,19 +469,17 @@ def with_rule_curves(
     policy: str,
     config: TrainingConfig,
 ) -> tuple[Propensity, dict[str, Any]]:
-    """Add the served rule's curves (``rule_curves``), fitted on every evaluated
-    customer, and their held-out quality to the report (``rule_quality``: fitted on half
-    the customers, checked on the other half, against the position curve of artifacts
-    before them and the base rate)."""
+    """Add the served rule's curves (``fit_rule_curves``: on the basis of lower held-out
+    Brier score, fitted on every evaluated customer) and their held-out quality to the
+    report (``rule_quality``: each basis fitted on half the customers, checked on the
+    other half, against the position curve of artifacts before them and the base rate)."""
     split, seed = at.split, config.als.random_state
     popularity = split_popularity(split, config.popularity_days)
     suppressed = suppressed_at_cutoff(split, at.repurchase, config.suppression.days)
     pairs = rule_pairs(at, policy, at.customers, popularity, suppressed)
     fit_half = np.random.default_rng(seed).random(len(at.customers)) < 0.5
-    quality = rule_quality(pairs.scores, pairs.filled, pairs.bought, pairs.valid, fit_half)
-    score, fill = rule_curves(pairs.scores, pairs.filled, pairs.bought, pairs.valid)
-    section = {"policy": policy, "basis": "score", **quality}
-    return replace(propensity, rule_score=score, rule_fill=fill), {**report, "rule": section}
+    propensity, quality = fit_rule_curves(propensity, pairs, fit_half)
+    return propensity, {**report, "rule": {"policy": policy, **quality}}
 
 
 def served_metrics(

@@ -88,6 +88,42 @@ def test_itemknn_ranks_the_neighbours_of_the_history_then_popular() -> None:
     assert lists.filled.tolist() == [[False, False, True, True]]
 
 
+def test_buy_again_gives_each_own_item_its_place_before_suppression() -> None:
+    """Item 1 (most ordered) is excluded: item 2 serves first but stood second, item 0
+    third, item 5 fourth; the popular fill keeps its place in the served list."""
+    counts = _rows([{0: 2, 1: 3, 2: 2, 5: 1}])
+    last = _rows([{0: 100, 1: 50, 2: 200, 5: 300}])
+    exclude = _rows([{1: 1.0}])
+
+    lists = rule_lists(POLICY_BUY_AGAIN, counts, last, exclude, POPULARITY, POPULAR, 5)
+
+    assert lists.items.tolist() == [[2, 0, 5, 4, 3]]
+    assert lists.places.tolist() == [[2, 3, 4, 4, 5]]
+
+
+def test_itemknn_gives_each_own_item_its_place_before_suppression() -> None:
+    """Customer 0 (3 -> 1.8, 4 -> 0.9, 2 -> 0.6) with 3 and 5 excluded: 4 and 2 keep
+    places 2 and 3 (5, never in the list, moves nothing); customer 1 (3 -> 0.9, 2 -> 0.3,
+    4 -> 0.2) with 2 excluded: 3 stays first, 4 stood third. As a second top-k without
+    the exclusions would place them."""
+    similarity = sp.csr_matrix(
+        (np.array([0.9, 0.2, 0.5, 0.3]), (np.array([0, 0, 1, 0]), np.array([3, 4, 4, 2]))),
+        shape=(6, 6),
+    )
+    counts = _rows([{0: 2, 1: 1}, {0: 1}])
+    last = _rows([{0: 10, 1: 20}, {0: 3}])
+    exclude = _rows([{3: 1.0, 5: 1.0}, {2: 1.0}])
+
+    lists = rule_lists(POLICY_ITEMKNN, counts, last, exclude, POPULARITY, POPULAR, 4, similarity)
+    whole = rule_lists(POLICY_ITEMKNN, counts, last, None, POPULARITY, POPULAR, 4, similarity)
+
+    assert lists.items[:, :2].tolist() == [[4, 2], [3, 4]]
+    assert lists.places[:, :2].tolist() == [[2, 3], [1, 3]]
+    for row in range(2):
+        for item, place in zip(lists.items[row, :2], lists.places[row, :2], strict=True):
+            assert whole.items[row, place - 1] == item
+
+
 def test_popularity_is_the_popular_list_less_what_is_excluded() -> None:
     counts = _rows([{0: 2}])
     exclude = _rows([{4: 1.0}])

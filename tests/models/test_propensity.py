@@ -151,5 +151,39 @@ def test_an_older_position_curve_loads_and_serves_as_before() -> None:
     document = {**_CURVES, **_BY_SCORE}
     assert Propensity.from_document(document).to_document() == document
     assert Propensity.from_document(_CURVES).rule_basis is None
-    with pytest.raises(ArtifactError, match="rule_score and rule_fill"):
+    with pytest.raises(ArtifactError, match="rule_fill goes with rule_score or rule_place"):
         Propensity.from_document({**_CURVES, "rule_score": _BY_SCORE["rule_score"]})
+
+
+# The place before suppression -> probability (own items); the fill as above.
+_BY_PLACE = {
+    "rule_place": {"x": [1.0, 2.0, 10.0], "y": [0.8, 0.3, 0.05]},
+    "rule_fill": {"x": [1.0, 50.0], "y": [0.1, 0.01]},
+}
+
+
+def test_a_rule_read_by_the_place_before_suppression_keeps_the_mugs_place() -> None:
+    """With the box (first) suppressed, the mug served first is read at its place
+    before suppression, the second's 0.3, not the first's 0.8; without ``places`` (as
+    when nothing was suppressed) the list's own places. The fill by its served place."""
+    propensity = Propensity.from_document({**_CURVES, **_BY_PLACE})
+    assert propensity.rule_basis == "place" and propensity.serves_rules
+    scores, filled = np.array([[1.0, 500.0]]), np.array([[False, True]])
+
+    box_suppressed = propensity.of_rule_lists(scores, filled, np.array([[2.0, 2.0]]))
+    nothing_suppressed = propensity.of_rule_lists(scores, filled)
+
+    assert box_suppressed[0, 0] == pytest.approx(0.3)
+    assert nothing_suppressed[0, 0] == pytest.approx(0.8)
+    assert box_suppressed[0, 1] == nothing_suppressed[0, 1] == pytest.approx(0.098, abs=0.001)
+
+
+def test_the_place_basis_round_trips_and_one_basis_is_served() -> None:
+    """An artifact with ``rule_place`` loads and writes back the same; one with both own
+    curves, or the place curve without the fill's, is refused."""
+    document = {**_CURVES, **_BY_PLACE}
+    assert Propensity.from_document(document).to_document() == document
+    with pytest.raises(ArtifactError, match="rule_score or rule_place, not both"):
+        Propensity.from_document({**document, "rule_score": _BY_SCORE["rule_score"]})
+    with pytest.raises(ArtifactError, match="rule_fill goes with"):
+        Propensity.from_document({**_CURVES, "rule_place": _BY_PLACE["rule_place"]})

@@ -806,7 +806,8 @@ def test_a_served_model_below_the_best_simple_rule_is_warned_about(
 
 def test_the_propensity_line_names_the_curve_that_serves() -> None:
     """The summary said "from the ALS score" when the ranker served with its own curve
-    (evaluation.json's propensity.ranker)."""
+    (evaluation.json's propensity.ranker); a rule's line names the basis chosen and
+    both bases' held-out Brier."""
     quality = {"brier": 0.11, "brier_constant": 0.13, "mean_predicted": 0.15, "observed": 0.16}
     report = {
         "horizon_days": 30,
@@ -828,6 +829,19 @@ def test_the_propensity_line_names_the_curve_that_serves() -> None:
     rule = propensity_line({**report, "rule": by_score}, "buy_again")
     assert "from the buy_again score of its own items (the place for the popular fill)" in rule
     assert "Brier 0.1000 (0.1200 by the place in the list alone) vs 0.1300" in rule
+    by_place = {
+        **by_score,
+        "basis": "place",
+        "brier": 0.09,
+        "brier_score": 0.10,
+        "brier_place": 0.09,
+    }
+    rule = propensity_line({**report, "rule": by_place}, "buy_again")
+    assert "from the place of its own items in the buy_again list before suppression" in rule
+    assert (
+        "Brier 0.0900 (chosen: by the score 0.1000, by the place before suppression 0.0900; "
+        "by the place in the list alone 0.1200) vs 0.1300" in rule
+    )
     assert "from the ALS score" in propensity_line({**report, "ranker": None}, "ranker")
 
 

@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 from nbo.core import columns as col
 from nbo.core.vocabulary import DAY
 from nbo.data.mapping import load_mapping
+from nbo.models.propensity import Propensity
 from nbo.models.served import load_serving_model
 from training.config import TrainingConfig
 from training.evaluate import Evaluation, evaluate
@@ -33,6 +34,7 @@ from training.propensity import (
     rule_quality,
 )
 from training.ranker import cutoff_seconds, risk_at
+from training.served import RulePairs, fit_rule_curves
 from training.split import TimeSplit, time_split
 
 
@@ -183,13 +185,63 @@ def test_a_rules_curves_follow_the_item_not_its_place() -> None:
     the fill the fill's; the held-out Brier score beats the position curve's (which
     gives the first place a blend of box and mug) and the base rate's."""
     scores, filled, bought, valid = _box_and_mug()
-    own, fill = rule_curves(scores, filled, bought, valid)
+    own, fill = rule_curves(scores, filled, bought, valid, "score")
     assert float(own(np.array([10.0]))[0]) == pytest.approx(0.9, abs=0.03)
     assert float(own(np.array([1.0]))[0]) == pytest.approx(0.1, abs=0.03)
     assert float(fill(np.array([2.0]))[0]) == pytest.approx(0.02, abs=0.02)
 
     fit_rows = np.random.default_rng(0).random(len(scores)) < 0.5
-    quality = rule_quality(scores, filled, bought, valid, fit_rows)
-    assert quality["brier"] < quality["brier_position"] - 0.05
+    # The mug stood second before the box was held back; the fill keeps its place.
+    places = np.where(filled, [1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    places[:, 0] = np.where(scores[:, 0] == 10.0, 1.0, 2.0)
+    quality = rule_quality(scores, places, filled, bought, valid, fit_rows)
+    assert quality["brier_score"] < quality["brier_position"] - 0.05
+    assert quality["brier_place"] < quality["brier_position"] - 0.05
     assert quality["brier"] < quality["brier_constant"]
     assert quality["mean_predicted"] == pytest.approx(quality["observed"], abs=0.03)
+
+
+def _planted_lists(customers: int, by: str, seed: int) -> tuple[np.ndarray, ...]:
+    """Buy-again lists of three own items, nothing suppressed (the place before
+    suppression is the place), half the customers heavy buyers (order counts 20, 15,
+    10), half light (3, 2, 1 or, when the score decides, 10, 2, 1). ``by`` = "place":
+    the chance is 0.6, 0.2, 0.05 by place whatever the count; "score": 0.7 for a count
+    of 10 or more, else 0.05, whatever the place."""
+    rng = np.random.default_rng(seed)
+    heavy = np.arange(customers) % 2 == 0
+    light = [10.0, 2.0, 1.0] if by == "score" else [3.0, 2.0, 1.0]
+    scores = np.where(heavy[:, None], [20.0, 15.0, 10.0], light)
+    places = np.broadcast_to([1.0, 2.0, 3.0], scores.shape).copy()
+    if by == "place":
+        chance = np.broadcast_to([0.6, 0.2, 0.05], scores.shape)
+    else:
+        chance = np.where(scores >= 10.0, 0.7, 0.05)
+    bought = (rng.random(scores.shape) < chance).astype(np.float64)
+    filled = np.zeros(scores.shape, dtype=bool)
+    return scores, places, filled, bought, np.ones(scores.shape, dtype=bool)
+
+
+@pytest.mark.parametrize("planted", ["score", "place"])
+def test_a_rules_basis_is_the_one_that_predicts_the_held_out_half_better(planted: str) -> None:
+    """Where the chance follows the order count (a light buyer's staple ordered 10 times
+    beats a heavy buyer's third item), the score basis wins; where it follows the place
+    whatever the count (a heavy buyer's third item, ordered 10 times, is as unlikely as a
+    light buyer's third, once), the place basis wins; and the curves published serve by
+    that basis (``fit_rule_curves``)."""
+    scores, places, filled, bought, valid = _planted_lists(2_000, planted, seed=5)
+    fit_rows = np.random.default_rng(0).random(len(scores)) < 0.5
+
+    quality = rule_quality(scores, places, filled, bought, valid, fit_rows)
+    pairs = RulePairs(scores, places, filled, bought, valid)
+    propensity, _ = fit_rule_curves(Propensity.uncalibrated(), pairs, fit_rows)
+
+    other = "place" if planted == "score" else "score"
+    assert quality["basis"] == planted
+    assert quality["brier"] == quality[f"brier_{planted}"]
+    assert quality[f"brier_{planted}"] < quality[f"brier_{other}"] - 0.005
+    assert propensity.rule_basis == planted
+    chances = propensity.of_rule_lists(scores[:2], filled[:2], places[:2])
+    if planted == "place":  # the heavy and the light buyer alike, place by place
+        assert chances == pytest.approx(np.array([[0.6, 0.2, 0.05]] * 2), abs=0.05)
+    else:  # the light buyer's staple (10 orders) is likely, their second item is not
+        assert chances[1, 0] > 0.5 > 0.15 > chances[1, 1]

@@ -75,17 +75,19 @@ def test_served_with_nothing_suppressed_is_the_method_itself(
 def test_a_served_rule_gets_curves_of_its_score_with_their_held_out_quality(
     unsuppressed: tuple[TimeSplit, Evaluation], policy: str
 ) -> None:
-    """The curves a served rule publishes: its score's and the fill's (no position
-    curve), with the report's held-out Brier score beside the position curve's, and
-    the propensities of its lists never rising down them."""
+    """The curves a served rule publishes: its own items' on the basis of lower held-out
+    Brier score and the fill's (no position curve), with the report's held-out Brier
+    score of each basis beside the position curve's, and the propensities of its lists
+    never rising down them."""
     _, evaluation = unsuppressed
     config = small_training_config().model_copy(update={"suppression_days": "0"})
     propensity, report = with_rule_curves(
         evaluation.propensity, evaluation.propensity_report, evaluation.cutoff, policy, config
     )
-    assert propensity.rule_basis == "score" and propensity.rule is None
     section = report["rule"]
-    assert section["policy"] == policy and section["basis"] == "score"
+    assert propensity.rule_basis == section["basis"] and propensity.rule is None
+    assert section["policy"] == policy
+    assert section["brier"] == min(section["brier_score"], section["brier_place"])
     assert section["pairs"] > 0 and 0 <= section["brier"] <= 1
     assert {"brier_position", "brier_constant", "mean_predicted", "observed"} <= set(section)
     lists = np.array([[3.0, 2.0, 1.0, 5.0]])

@@ -64,6 +64,10 @@ class RuleLists:
     items: np.ndarray  # customers x n, catalogue indices
     scores: np.ndarray  # the rule's score: order count, summed similarity, popularity
     filled: np.ndarray  # True where the item is popular fill, not the rule's own
+    # The 1-based place of each of the rule's own items in the customer's list before
+    # suppression (what was just bought left in): the box's mug stays second when the
+    # box is held back. The popular fill's (and a pad's) is its place in this list.
+    places: np.ndarray
 
 
 def rule_lists(
@@ -81,12 +85,13 @@ def rule_lists(
     never an item of their ``exclude`` row; ``popular`` is the catalogue by
     ``popularity``, best first. ``itemknn`` needs the item x item ``similarity``."""
     n_rows = counts.shape[0]
+    places = np.broadcast_to(np.arange(1, n + 1, dtype=np.int64), (n_rows, n)).copy()
     if policy == POLICY_BUY_AGAIN:
-        items, scores = _buy_again(counts, last, exclude, n)
+        items, scores, places = _buy_again(counts, last, exclude, n)
     elif policy == POLICY_ITEMKNN:
         if similarity is None:
             raise ValueError("the itemknn rule needs the item similarity")
-        items, scores = _itemknn(counts, exclude, similarity, n)
+        items, scores, places = _itemknn(counts, exclude, similarity, n)
     elif policy == POLICY_POPULARITY:
         items = np.full((n_rows, n), -1, np.int64)
         scores = np.zeros((n_rows, n))
@@ -106,7 +111,8 @@ def rule_lists(
         items[row, len(own) : end] = fill
         scores[row, len(own) : end] = popularity[fill]
         filled[row, len(own) : end] = True
-    return RuleLists(items, scores, filled)
+        places[row, len(own) :] = np.arange(len(own) + 1, n + 1)
+    return RuleLists(items, scores, filled, places)
 
 
 def first_allowed(order: np.ndarray, rank: np.ndarray, banned: np.ndarray, n: int) -> np.ndarray:
@@ -122,32 +128,37 @@ def first_allowed(order: np.ndarray, rank: np.ndarray, banned: np.ndarray, n: in
 
 def _buy_again(
     counts: Rows, last: Rows, exclude: Rows | None, n: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each customer's own items, most ordered first, then most recent, then by index."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each customer's own items, most ordered first, then most recent, then by index;
+    their scores and their places before ``exclude`` (``RuleLists``)."""
     n_rows = counts.shape[0]
     lengths = np.diff(counts.indptr)
     rows = np.repeat(np.arange(n_rows, dtype=np.int64), lengths)
     items = np.asarray(counts.indices, dtype=np.int64)
     ordered = np.asarray(counts.data, dtype=np.float64)
     latest = np.asarray(last.data, dtype=np.float64)
-    keep = ~_excluded(rows, items, exclude, counts.shape[1])
-    rows, items, ordered, latest = rows[keep], items[keep], ordered[keep], latest[keep]
     order = np.lexsort((items, -latest, -ordered, rows))
     rows, items, ordered = rows[order], items[order], ordered[order]
-    starts = np.searchsorted(rows, np.arange(n_rows))
-    within = np.arange(len(rows)) - starts[rows]
+    # The place in the whole list first, then what is excluded leaves it.
+    before = np.arange(len(rows)) - np.searchsorted(rows, np.arange(n_rows))[rows] + 1
+    keep = ~_excluded(rows, items, exclude, counts.shape[1])
+    rows, items, ordered, before = rows[keep], items[keep], ordered[keep], before[keep]
+    within = np.arange(len(rows)) - np.searchsorted(rows, np.arange(n_rows))[rows]
     top = within < n
     out = np.full((n_rows, n), -1, np.int64)
     scores = np.zeros((n_rows, n))
+    places = np.broadcast_to(np.arange(1, n + 1, dtype=np.int64), (n_rows, n)).copy()
     out[rows[top], within[top]] = items[top]
     scores[rows[top], within[top]] = ordered[top]
-    return out, scores
+    places[rows[top], within[top]] = before[top]
+    return out, scores, places
 
 
 def _itemknn(
     counts: Rows, exclude: Rows | None, similarity: sp.csr_matrix, n: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The items of highest summed similarity x order count to each customer's history."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The items of highest summed similarity x order count to each customer's history;
+    their scores and their places before ``exclude`` (``RuleLists``)."""
     history = sp.csr_matrix(
         (np.asarray(counts.data, np.float64), counts.indices, counts.indptr), shape=counts.shape
     )
@@ -161,7 +172,44 @@ def _itemknn(
     values = np.zeros(items.shape)
     rows, columns = np.nonzero(items >= 0)
     values[rows, columns] = np.asarray(scores[rows, items[rows, columns]]).ravel()
-    return items, values
+    places = np.broadcast_to(np.arange(1, n + 1, dtype=np.int64), items.shape).copy()
+    if banned is not None:
+        places[rows, columns] += _ahead(
+            rows, items[rows, columns], values[rows, columns], scores, exclude
+        )
+    return items, values, places
+
+
+def _ahead(
+    rows: np.ndarray,
+    items: np.ndarray,
+    values: np.ndarray,
+    scores: sp.csr_matrix,
+    exclude: Rows | None,
+) -> np.ndarray:
+    """Per listed (row, item) of score ``values``, how many of its row's ``exclude``
+    items ``sparse_topk`` would have put before it (a higher score, or the same and a
+    lower index): what suppression moved it up by. One sort of the listed and the
+    excluded pairs together, no second top-k."""
+    if exclude is None or len(exclude.indices) == 0:
+        return np.zeros(len(rows), np.int64)
+    banned_rows = np.repeat(np.arange(exclude.shape[0], dtype=np.int64), np.diff(exclude.indptr))
+    banned_items = np.asarray(exclude.indices, np.int64)
+    banned_values = np.asarray(scores[banned_rows, banned_items]).ravel()
+    listed = banned_values > 0  # an item the rule gives no score was never in the list
+    all_rows = np.concatenate([rows, banned_rows[listed]])
+    all_items = np.concatenate([items, banned_items[listed]])
+    all_values = np.concatenate([values, banned_values[listed]])
+    is_banned = np.r_[np.zeros(len(rows), np.int64), np.ones(int(listed.sum()), np.int64)]
+    order = np.lexsort((all_items, -all_values, all_rows))
+    seen = np.cumsum(is_banned[order])
+    # Subtract the count at each row's start: banned ones of earlier rows are not ahead.
+    sorted_rows = all_rows[order]
+    starts = np.searchsorted(sorted_rows, sorted_rows)
+    before_row = np.where(starts > 0, seen[starts - 1], 0)
+    ahead = np.empty(len(all_rows), np.int64)
+    ahead[order] = seen - before_row
+    return ahead[: len(rows)]
 
 
 def _excluded(

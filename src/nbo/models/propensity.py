@@ -25,10 +25,14 @@ or without consent to personalization) the factor is 1 and the figures stay cond
 
 A rule's propensities are read along each customer's list, best first, and never rise
 down it (a running minimum, ``of_rule_lists``): the served order is the rule's, and a
-lower place never claims a higher chance. The rule's curves follow the item, not its
-place: when what tops a subscriber's list (their monthly box) is suppressed, the mug that
-moves up keeps the mug's propensity. Artifacts from before (a single ``rule`` curve over
-the 1-based position in the list, whatever the item) are read and served as they were.
+lower place never claims a higher chance. The rule's curves follow the item, not where
+suppression moved it: when what tops a subscriber's list (their monthly box) is
+suppressed, the mug that moves up keeps the mug's propensity. The trainer reads a
+rule's own items on one of two bases, whichever predicts the held-out half better
+(``rule_basis``): the rule's score of the item (``rule_score``) or the item's place in
+the list before suppression (``rule_place``); the popular fill by its place in the list
+(``rule_fill``) on both. Artifacts from before (a single ``rule`` curve over the 1-based
+position in the served list, whatever the item) are read and served as they were.
 
 An artifact without calibration (older ones) gets ``Propensity.uncalibrated``: a
 monotone squash of the score, labelled as uncalibrated in the manifest view.
@@ -44,6 +48,12 @@ import numpy as np
 from nbo.core.errors import ArtifactError
 
 DOCUMENT = "propensity"
+# What a simple rule's own items are read from (``Propensity.rule_basis``): the rule's
+# score, the place in the list before suppression, or (an older artifact) the place in
+# the served list, for every item.
+BASIS_SCORE = "score"
+BASIS_PLACE = "place"
+BASIS_POSITION = "position"
 
 
 @dataclass(frozen=True)
@@ -86,29 +96,40 @@ class Propensity:
     # that turns the curves above (conditional on buying something) into the chance of
     # buying the item. None: an artifact trained before it, or without a churn model.
     buying: Curve | None = None
-    # When the model serves buy_again or itemknn: the rule's score (``RuleLists.scores``)
-    # of its own items -> probability, and the 1-based position in the list of the
-    # popular items that fill it -> probability. Both or neither.
+    # When the model serves buy_again or itemknn: its own items -> probability, by the
+    # rule's score (``RuleLists.scores``) or by their 1-based place in the list before
+    # suppression (``RuleLists.places``), one of the two; and the 1-based position in
+    # the list of the popular items that fill it -> probability, with either.
     rule_score: Curve | None = None
     rule_fill: Curve | None = None
+    rule_place: Curve | None = None
 
     def __post_init__(self) -> None:
-        if (self.rule_score is None) != (self.rule_fill is None):
-            raise ValueError("propensity: rule_score and rule_fill go together")
+        if self.rule_score is not None and self.rule_place is not None:
+            raise ValueError("propensity: rule_score or rule_place, not both")
+        if (self._own is None) != (self.rule_fill is None):
+            raise ValueError("propensity: rule_fill goes with rule_score or rule_place")
+
+    @property
+    def _own(self) -> Curve | None:
+        return self.rule_score if self.rule_score is not None else self.rule_place
 
     @property
     def serves_rules(self) -> bool:
         """Whether a simple rule's lists can be given propensities (``of_rule_lists``)."""
-        return self.rule_score is not None or self.rule is not None
+        return self._own is not None or self.rule is not None
 
     @property
     def rule_basis(self) -> str | None:
-        """What a rule's propensity is read from: ``score`` (the rule's score of its own
-        items, the list position of the popular fill), ``position`` (an older artifact's
-        curve over the list position alone), or None (no rule curve)."""
+        """What a rule's own items' propensity is read from: ``score`` (the rule's score
+        of the item) or ``place`` (its place in the list before suppression), the popular
+        fill by its place on both; ``position`` (an older artifact's curve over the
+        served list's position alone), or None (no rule curve)."""
         if self.rule_score is not None:
-            return "score"
-        return None if self.rule is None else "position"
+            return BASIS_SCORE
+        if self.rule_place is not None:
+            return BASIS_PLACE
+        return None if self.rule is None else BASIS_POSITION
 
     def of_scores(self, scores: np.ndarray) -> np.ndarray:
         return self.cf(scores)
@@ -121,18 +142,25 @@ class Propensity:
     def of_popular_ranks(self, ranks: np.ndarray) -> np.ndarray:
         return self.popular(ranks)
 
-    def of_rule_lists(self, scores: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    def of_rule_lists(
+        self, scores: np.ndarray, filled: np.ndarray, places: np.ndarray | None = None
+    ) -> np.ndarray:
         """The propensities of simple rules' lists (customers x places, best first, as
         ``nbo.models.policy.rule_lists`` gives them: the rule's ``scores``, ``filled``
-        where the item is popular fill): each own item's from its score, each fill item's
-        from its place, then the running minimum along each list, so a propensity never
-        rises down it. An older artifact's position curve reads the place alone."""
+        where the item is popular fill, the own items' ``places`` before suppression;
+        None: nothing was suppressed, the places are the list's): each own item's from
+        its score or its place (``rule_basis``), each fill item's from its place in the
+        list, then the running minimum along each list, so a propensity never rises down
+        it. An older artifact's position curve reads the place in the list alone."""
         scores = np.asarray(scores, dtype=np.float64)
-        places = np.broadcast_to(np.arange(1.0, scores.shape[-1] + 1.0), scores.shape)
-        if self.rule_score is not None and self.rule_fill is not None:
-            chance = np.where(filled, self.rule_fill(places), self.rule_score(scores))
+        served = np.broadcast_to(np.arange(1.0, scores.shape[-1] + 1.0), scores.shape)
+        if self.rule_fill is not None and self.rule_score is not None:
+            chance = np.where(filled, self.rule_fill(served), self.rule_score(scores))
+        elif self.rule_fill is not None and self.rule_place is not None:
+            before = served if places is None else places
+            chance = np.where(filled, self.rule_fill(served), self.rule_place(before))
         elif self.rule is not None:
-            chance = self.rule(places)
+            chance = self.rule(served)
         else:
             raise ValueError("this model has no curve for a simple rule")
         return np.minimum.accumulate(chance, axis=-1)
@@ -160,8 +188,11 @@ class Propensity:
         ranker, rule = document.get("ranker"), document.get("rule")
         buying = document.get("buying")
         rule_score, rule_fill = document.get("rule_score"), document.get("rule_fill")
-        if (rule_score is None) != (rule_fill is None):
-            raise ArtifactError("propensity.json: rule_score and rule_fill go together")
+        rule_place = document.get("rule_place")
+        if rule_score is not None and rule_place is not None:
+            raise ArtifactError("propensity.json: rule_score or rule_place, not both")
+        if (rule_score is None and rule_place is None) != (rule_fill is None):
+            raise ArtifactError("propensity.json: rule_fill goes with rule_score or rule_place")
         return cls(
             Curve.from_dict(cf, "cf"),
             Curve.from_dict(popular, "popular"),
@@ -171,6 +202,7 @@ class Propensity:
             buying=None if buying is None else Curve.from_dict(buying, "buying"),
             rule_score=None if rule_score is None else Curve.from_dict(rule_score, "rule_score"),
             rule_fill=None if rule_fill is None else Curve.from_dict(rule_fill, "rule_fill"),
+            rule_place=None if rule_place is None else Curve.from_dict(rule_place, "rule_place"),
         )
 
     @classmethod
@@ -199,7 +231,10 @@ class Propensity:
             document["rule"] = self.rule.to_dict()
         if self.buying is not None:
             document["buying"] = self.buying.to_dict()
-        if self.rule_score is not None and self.rule_fill is not None:
+        if self.rule_score is not None:
             document["rule_score"] = self.rule_score.to_dict()
+        if self.rule_place is not None:
+            document["rule_place"] = self.rule_place.to_dict()
+        if self.rule_fill is not None:
             document["rule_fill"] = self.rule_fill.to_dict()
         return document

@@ -820,9 +820,9 @@ def _rule_candidates_many(model: ServingModel, prepared: Sequence[_Prepared]) ->
     lists = rule_lists(
         policy, counts, last, exclude, model.popularity, model.popular_order, n, similarity
     )
-    # Read from each item's own score (its place for the popular fill), after
-    # suppression, never rising down the list (``Propensity.of_rule_lists``).
-    propensity = model.propensity.of_rule_lists(lists.scores, lists.filled)
+    # Read from each item's own score or its place before suppression (its place for
+    # the popular fill), never rising down the list (``Propensity.of_rule_lists``).
+    propensity = model.propensity.of_rule_lists(lists.scores, lists.filled, lists.places)
     wanted = np.fromiter((p.n_candidates for p in prepared), dtype=np.int64, count=len(prepared))
     rows, positions = np.nonzero((lists.items >= 0) & (np.arange(n)[None, :] < wanted[:, None]))
     own = SOURCE_ALSO_BOUGHT if policy == POLICY_ITEMKNN else SOURCE_BUY_AGAIN

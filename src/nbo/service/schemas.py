@@ -205,11 +205,12 @@ class ModelSummary(BaseModel):
         "product propensities are the chance of buying the item (false: given that the "
         "customer buys something, an artifact without the buying curve); calibrated: "
         "false for an artifact from before calibration; rule: the served simple rule's "
-        "curves' quality (brier, and brier_position for the place in the list alone); "
-        "rule_basis: what a simple rule's propensity is read from: score (the rule's score "
-        "of its own items, the place in the list for the popular fill, never rising down "
-        "the list), position (an artifact from before: the place in the list alone), or "
-        "null (no rule curve)",
+        "curves' quality (basis: the one chosen, brier its figure; brier_score and "
+        "brier_place each basis's, brier_position the place in the list alone's); "
+        "rule_basis: what a simple rule's own items' propensity is read from: score (the "
+        "rule's score of the item) or place (its place in the list before suppression), "
+        "the popular fill by its place in the list, never rising down the list; position "
+        "(an artifact from before: the place in the list alone), or null (no rule curve)",
     )
     lifecycle: dict[str, Any] = Field(
         default_factory=dict,
