@@ -245,6 +245,34 @@ def test_an_item_keeps_its_own_propensity_when_the_top_one_is_just_bought(
     assert np.all(np.diff(list(now.values())) <= 0)
 
 
+def test_by_the_place_before_suppression_the_mug_keeps_the_second_places_chance(
+    served: ServingModel,
+) -> None:
+    """A model whose rule is read by the place before suppression (``rule_place``): with
+    the box just bought, the mug served first is read at the second place it stood at
+    (0.3), not the first's (0.8), through the same decision as the score's."""
+    place = dataclasses.replace(
+        served.propensity,
+        rule=None,
+        rule_place=Curve(np.array([1.0, 2.0, 100.0]), np.array([0.8, 0.3, 0.02])),
+        rule_fill=Curve(np.array([1.0, 100.0]), np.array([0.04, 0.01])),
+    )
+    model = dataclasses.replace(served, policy=POLICY_BUY_AGAIN, propensity=place)
+    now_s = NOW_S + 90 * DAY
+    box = GROUP_ITEMS["a"][9]
+    boxes = [PostedPurchase(box, 1.0, now_s - d * DAY, f"o{d}", f"e{d}") for d in (100, 70, 40)]
+    before = _products(rank_one(model, "a00", 12, now_s, SuppressionWindow(30), posted=boxes))
+    mug = list(before)[1]
+    assert list(before)[0] == box and before[box] == pytest.approx(0.8)
+    assert before[mug] == pytest.approx(0.3)
+
+    bought = PostedPurchase(box, 1.0, now_s - 60, "o-box", "e-box")
+    after = rank_one(model, "a00", 12, now_s, SuppressionWindow(30), posted=[*boxes, bought])
+    now = _products(after)
+    assert next(iter(now)) == mug and now[mug] == pytest.approx(0.3)
+    assert np.all(np.diff(list(now.values())) <= 0)
+
+
 def test_the_popularity_rule_serves_everyone_the_popular_items(served: ServingModel) -> None:
     model = dataclasses.replace(served, policy=POLICY_POPULARITY)
     first = rank_one(model, "a00", 4, NOW_S, SuppressionWindow(0))
