@@ -263,7 +263,7 @@ def test_by_the_place_before_suppression_the_mug_keeps_the_second_places_chance(
     boxes = [PostedPurchase(box, 1.0, now_s - d * DAY, f"o{d}", f"e{d}") for d in (100, 70, 40)]
     before = _products(rank_one(model, "a00", 12, now_s, SuppressionWindow(30), posted=boxes))
     mug = list(before)[1]
-    assert list(before)[0] == box and before[box] == pytest.approx(0.8)
+    assert next(iter(before)) == box and before[box] == pytest.approx(0.8)
     assert before[mug] == pytest.approx(0.3)
 
     bought = PostedPurchase(box, 1.0, now_s - 60, "o-box", "e-box")
