@@ -388,6 +388,7 @@ def proposals_one_at_a_time(
     return out
 
 
+@pytest.mark.parametrize("bound_items", [1, 13, 512])
 @pytest.mark.parametrize("union_by", ["scan", "sort"])
 @pytest.mark.parametrize(
     "seed, per_block, tied, shortlist",
@@ -410,6 +411,7 @@ def test_candidates_are_what_each_source_says_one_customer_at_a_time(
     tied: bool,
     shortlist: int | None,
     union_by: str,
+    bound_items: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Random catalogue and customers: every customer's proposed items, their source
@@ -420,8 +422,12 @@ def test_candidates_are_what_each_source_says_one_customer_at_a_time(
     ties at a row's n-th best score go to the lower item, as the oracle's sort says.
     With ALS shortlists (``shortlist`` wide, every fifth customer without one), ALS
     proposes what its top-k does: from the shortlist where it reaches past what is
-    excluded or holds the whole catalogue, and by the top-k for the others."""
+    excluded or holds the whole catalogue, and by the top-k for the others. ItemKNN's
+    n-th best score of a row is bounded from below by the row's cells among the
+    ``bound_items`` most popular items first: none (fewer than n), a few more than n,
+    the whole catalogue."""
     items, side = random_shop(seed, tied=tied)
+    monkeypatch.setattr(candidates_module, "KNN_BOUND_ITEMS", bound_items)
     if shortlist is not None:
         side = with_shortlists(items, side, shortlist)
     monkeypatch.setattr(
