@@ -157,4 +157,5 @@ def test_train_on_a_full_disk_is_one_line_naming_the_version_and_leaves_nothing(
         f"nbo train: error: {re.escape(str(models))}/[^/ ]+: no space left on device\n", line
     ), line
     assert saved
-    assert list(models.iterdir()) == []
+    # No staging folder left, and the models folder the run made is gone with it.
+    assert not models.exists()
