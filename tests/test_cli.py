@@ -17,6 +17,7 @@ import pytest
 import nbo.cli
 from nbo import __version__
 from nbo.cli import build_parser, main, pin_blas_threads
+from nbo.core.errors import EXIT_STATUSES
 
 
 def test_version_answers_without_loading_any_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -228,3 +229,25 @@ def test_other_os_errors_are_not_masked(monkeypatch: pytest.MonkeyPatch) -> None
 
     with pytest.raises(OSError, match="Bad file descriptor"):
         main(["fake"])
+
+
+DOCS_OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+
+
+def documented_exit_statuses() -> list[tuple[int, str, str]]:
+    """docs/operations.md's exit-status table as (status, name, meaning), in its order."""
+    text = DOCS_OPERATIONS.read_text(encoding="utf-8")
+    table = text[text.index("**Exit status**") :].split("\n\n")[1]
+    rows = []
+    for line in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        rows.append((int(cells[0]), cells[1], cells[2]))
+    return rows
+
+
+def test_the_documented_exit_statuses_are_the_ones_the_command_returns() -> None:
+    documented = documented_exit_statuses()
+    assert documented == [(s.code, s.name, s.meaning) for s in EXIT_STATUSES]
+    # One code, one name: a script reads the status alone.
+    assert len({code for code, _, _ in documented}) == len(documented)
+    assert {nbo.cli.EXIT_USER_ERROR, 71, 74} <= {code for code, _, _ in documented}

@@ -20,15 +20,16 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from nbo import __version__
-from nbo.core.errors import EXIT_USER_ERROR, NboError, noted_step
+from nbo.core.errors import (
+    EXIT_OUT_OF_MEMORY,
+    EXIT_OUTPUT_REFUSED,
+    EXIT_USER_ERROR,
+    NboError,
+    noted_step,
+)
 
 COMMAND_GROUP = "nbo.commands"
 __all__ = ["EXIT_USER_ERROR", "main"]
-# The machine, not the input: out of memory (sysexits' EX_OSERR), an output the system
-# refused (EX_IOERR). Distinct codes, so a scheduler can retry on a larger machine or
-# page whoever owns the disk rather than whoever wrote the data.
-EXIT_OUT_OF_MEMORY = 71
-EXIT_OUTPUT_REFUSED = 74
 # What the system refuses a write for that the machine lacks or forbids (space, quota, a
 # read-only mount, a file size limit, permissions): the user's to fix, never a bug. Any
 # other OSError stays a traceback, which is what a bug's should be.
@@ -143,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OUT_OF_MEMORY
     except NboError as exc:
         # 2 bad input, 3 refused by a check (the quality gate), 75 try again later
-        # (``nbo.core.errors``): a cron job tells them apart by the exit status alone.
+        # (``nbo.core.errors.EXIT_STATUSES``): a cron job tells them apart by the exit
+        # status alone.
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except Terminated:

@@ -8,16 +8,58 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
-# The command's exit status for each kind of expected failure, so a script (a nightly
-# cron job) can tell them apart: a crash (a bug) is 1; a usage error or bad input, the
-# user's to fix, 2; a refusal by a check that worked as meant (the quality gate, stale
-# data) 3; something temporarily unavailable (the store, a models folder another
-# training holds) 75, sysexits' EX_TEMPFAIL: try again later, nothing is wrong with
-# the input.
+# The command's exit status for each kind of outcome, so a script (a nightly cron job)
+# can tell them apart by the status alone. The one table: the command line returns
+# these, and docs/operations.md's "Exit status" table says the same (a test compares
+# them).
+EXIT_OK = 0
+EXIT_CRASH = 1
 EXIT_USER_ERROR = 2
 EXIT_REFUSED = 3
+# The machine, not the input: out of memory (sysexits' EX_OSERR), an output the system
+# refused (EX_IOERR). Distinct codes, so a scheduler can retry on a larger machine or
+# page whoever owns the disk rather than whoever wrote the data.
+EXIT_OUT_OF_MEMORY = 71
+EXIT_OUTPUT_REFUSED = 74
+# sysexits' EX_TEMPFAIL: try again later, nothing is wrong with the input.
 EXIT_TEMPFAIL = 75
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """One exit status: its code, a short name and what it means to whoever reads it."""
+
+    code: int
+    name: str
+    meaning: str
+
+
+EXIT_STATUSES: tuple[ExitStatus, ...] = (
+    ExitStatus(EXIT_OK, "ok", "done as asked, or nothing to do"),
+    ExitStatus(EXIT_CRASH, "crash", "a bug: a traceback"),
+    ExitStatus(
+        EXIT_USER_ERROR, "user error", "bad input or usage, the user's to fix (one line naming it)"
+    ),
+    ExitStatus(
+        EXIT_REFUSED,
+        "refused",
+        "a well-formed request refused by a check that worked as meant (one line saying why)",
+    ),
+    ExitStatus(EXIT_OUT_OF_MEMORY, "out of memory", "the machine ran out of memory (EX_OSERR)"),
+    ExitStatus(
+        EXIT_OUTPUT_REFUSED,
+        "output refused",
+        "the system refused a write: a full disk, a quota, a read-only mount (EX_IOERR)",
+    ),
+    ExitStatus(
+        EXIT_TEMPFAIL,
+        "temporarily unavailable",
+        "something needed is busy or away for now; the same command may succeed later "
+        "(EX_TEMPFAIL)",
+    ),
+)
 
 
 class NboError(Exception):
