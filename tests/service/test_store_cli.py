@@ -12,6 +12,7 @@ import pytest
 from support import assert_one_error_line, at
 
 from nbo.cli import EXIT_USER_ERROR, main
+from nbo.core.errors import EXIT_REFUSED
 from nbo.data.events import parse_events
 from nbo.store import open_store, sql
 from nbo.store.base import BatchOutput, DeliveringRun, Store
@@ -153,26 +154,35 @@ def test_a_purge_deletes_what_is_older_than_the_cutoff_per_kind(
 
 
 @pytest.mark.parametrize(
-    ("flags", "fragments"),
+    ("flags", "fragments", "code"),
     [
         (
             ["--older-than", "10d"],
             ["--older-than 10d: the contact rules read 14 days of offer events back", "use 14d"],
+            EXIT_REFUSED,
         ),
         (
             ["--older-than", "3", "--kind", "offer_click"],
             ["--older-than 3d: the contact rules read 14 days"],
+            EXIT_REFUSED,
         ),
         (
             ["--older-than", "3d", "--kind", "purchase"],
             ["--older-than 3d: posted purchases of the last 30 days hold items back", "30d"],
+            EXIT_REFUSED,
         ),
         (
             ["--older-than", "60d"],
             ["--older-than 60d: experiment 'long-test' runs since 2026-03-02", "use 120d"],
+            EXIT_REFUSED,
         ),
-        (["--older-than", "a year"], ["--older-than 'a year': expected a number of days"]),
-        (["--older-than", "0d"], ["--older-than '0d': expected at least 1 day"]),
+        # Bad arguments, not refusals: the user's to fix.
+        (
+            ["--older-than", "a year"],
+            ["--older-than 'a year': expected a number of days"],
+            EXIT_USER_ERROR,
+        ),
+        (["--older-than", "0d"], ["--older-than '0d': expected at least 1 day"], EXIT_USER_ERROR),
     ],
 )
 def test_a_cutoff_the_rules_still_read_is_refused_and_nothing_deleted(
@@ -182,6 +192,7 @@ def test_a_cutoff_the_rules_still_read_is_refused_and_nothing_deleted(
     capsys: pytest.CaptureFixture[str],
     flags: list[str],
     fragments: list[str],
+    code: int,
 ) -> None:
     experiments = tmp_path / "experiments.yaml"
     experiments.write_text(
@@ -205,9 +216,9 @@ experiments:
     finally:
         store.close()
 
-    code = main(["store", "purge", *flags, "--store-url", f"sqlite:///{tmp_path / 's.db'}"])
+    exited = main(["store", "purge", *flags, "--store-url", f"sqlite:///{tmp_path / 's.db'}"])
 
-    assert code == EXIT_USER_ERROR
+    assert exited == code
     captured = capsys.readouterr()
     assert captured.out == ""
     assert_one_error_line(captured.err, *fragments, command="store")
@@ -234,7 +245,7 @@ def test_purchases_are_kept_that_no_served_model_was_trained_on(
     monkeypatch.setenv("NBO_SUPPRESSION_DAYS", "2")
     assert main([*purge, "--older-than", "6d", "--dry-run"]) == 0
     capsys.readouterr()
-    assert main([*purge, "--older-than", "4d"]) == EXIT_USER_ERROR
+    assert main([*purge, "--older-than", "4d"]) == EXIT_REFUSED
     assert_one_error_line(
         capsys.readouterr().err,
         "--older-than 4d: model v1 was trained on purchases up to 2026-06-25",
@@ -242,18 +253,18 @@ def test_purchases_are_kept_that_no_served_model_was_trained_on(
         command="store",
     )
     monkeypatch.setenv("NBO_SUPPRESSION_DAYS", "all")
-    assert main([*purge, "--older-than", "400d"]) == EXIT_USER_ERROR
+    assert main([*purge, "--older-than", "400d"]) == EXIT_REFUSED
     assert_one_error_line(
         capsys.readouterr().err, "NBO_SUPPRESSION_DAYS=all", "leaving purchase out", command="store"
     )
     monkeypatch.delenv("NBO_SUPPRESSION_DAYS")
     (served_models / "v1" / "manifest.json").write_text('{"data": {}}', encoding="utf-8")
-    assert main([*purge, "--older-than", "400d"]) == EXIT_USER_ERROR
+    assert main([*purge, "--older-than", "400d"]) == EXIT_REFUSED
     assert_one_error_line(
         capsys.readouterr().err, "does not say when its training data ended", command="store"
     )
     (served_models / "CURRENT").unlink()
-    assert main([*purge, "--older-than", "400d"]) == EXIT_USER_ERROR
+    assert main([*purge, "--older-than", "400d"]) == EXIT_REFUSED
     assert_one_error_line(capsys.readouterr().err, "no model is published", command="store")
     # The other kinds need no model.
     assert main(["store", "purge", "--older-than", "400d", "--kind", "offer_impression"]) == 0

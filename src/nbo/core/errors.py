@@ -87,10 +87,16 @@ class ArtifactError(NboError):
     """A model artifact that is missing, corrupt or incompatible and must not be served."""
 
 
-class QualityGateError(NboError):
-    """The trained model did not beat its baseline, so it is not published."""
+class Refused(NboError):
+    """A well-formed request refused by a check that worked as meant (a purge cutoff the
+    service still reads, the quality gate): not the input's fault, so not a usage error
+    (exit 2); a script tells the two apart by the exit status."""
 
     exit_code = EXIT_REFUSED
+
+
+class QualityGateError(Refused):
+    """The trained model did not beat its baseline, so it is not published."""
 
 
 class TemporarilyUnavailable(NboError):

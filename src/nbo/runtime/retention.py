@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nbo.catalog.terms import Catalog
-from nbo.core.errors import NboError
+from nbo.core.errors import NboError, Refused
 from nbo.core.vocabulary import DAY, iso_utc
 from nbo.data.events import CLICK, CONVERSION, IMPRESSION
 from nbo.experiments.definitions import Experiments
@@ -109,14 +109,15 @@ class Plan:
 
 
 def plan_purge(rules: Rules, now_s: int, days: int, kinds: Sequence[str]) -> Plan:
-    """The purge of what is older than ``days`` before ``now_s``, or NboError (one line,
-    naming ``--older-than``) when it would delete what a rule still reads."""
+    """The purge of what is older than ``days`` before ``now_s``, or Refused (one line,
+    naming ``--older-than``; exit 3, the cutoff itself is well formed) when it would
+    delete what a rule still reads."""
     cutoff = now_s - days * DAY
     warnings: list[str] = []
     if any(kind in OFFER_EVENTS for kind in kinds):
         lookback = rules.policy.lookback_days(rules.catalog)
         if cutoff > now_s - lookback * DAY:
-            raise NboError(
+            raise Refused(
                 f"{FLAG} {days}d: the contact rules read {_days(lookback)} of offer events "
                 "back (frequency caps, fatigue, the catalogue's offer caps): use "
                 f"{math.ceil(lookback)}d or more"
@@ -132,7 +133,7 @@ def plan_purge(rules: Rules, now_s: int, days: int, kinds: Sequence[str]) -> Pla
                 continue
             if experiment.status(now_s) == "running":
                 needed = math.ceil((now_s - experiment.start_s) / DAY)
-                raise NboError(
+                raise Refused(
                     f"{FLAG} {days}d: experiment {experiment.name!r} runs since "
                     f"{iso_utc(experiment.start_s)} and its report counts the offer events "
                     f"from then: use {needed}d or more (or end it in NBO_EXPERIMENTS)"
@@ -145,30 +146,30 @@ def plan_purge(rules: Rules, now_s: int, days: int, kinds: Sequence[str]) -> Pla
 def _check_purchases(rules: Rules, now_s: int, days: int, cutoff: int) -> None:
     leave_out = f"(or name the kinds to purge with --kind, leaving {PURGE_PURCHASES} out)"
     if rules.suppression.days is None:
-        raise NboError(
+        raise Refused(
             f"{FLAG} {days}d: NBO_SUPPRESSION_DAYS=all holds back every item a customer "
             f"ever bought, posted purchases included: purchases are not purged {leave_out}"
         )
     if cutoff > now_s - rules.suppression.days * DAY:
-        raise NboError(
+        raise Refused(
             f"{FLAG} {days}d: posted purchases of the last {_days(rules.suppression.days)} "
             f"hold items back (NBO_SUPPRESSION_DAYS): use {rules.suppression.days}d or more "
             f"{leave_out}"
         )
     if not rules.trained_until:
-        raise NboError(
+        raise Refused(
             f"{FLAG} {days}d: no model is published, so the posted purchases are all the "
             f"service knows of them: train one first {leave_out}"
         )
     version, until = min(rules.trained_until.items(), key=lambda item: item[1])
     if until <= 0:
-        raise NboError(
+        raise Refused(
             f"{FLAG} {days}d: model {version}'s manifest does not say when its training "
             f"data ended, so no posted purchase is known to be in it {leave_out}"
         )
     if cutoff > until:
         needed = math.ceil((now_s - until) / DAY)
-        raise NboError(
+        raise Refused(
             f"{FLAG} {days}d: model {version} was trained on purchases up to {iso_utc(until)}; "
             f"those posted since are in no model yet: use {needed}d or more, or train a "
             f"newer model first {leave_out}"
