@@ -82,3 +82,19 @@ def test_413_and_503_are_declared(models_dir: Path, tmp_path: Path) -> None:
     with app_for(empty, require_model=False) as client:
         assert_documented(client, client.get("/v1/customers/a00/offers"), 503)
         assert_documented(client, client.get("/v1/items/A00/similar"), 503)
+
+
+def test_every_refused_file_is_described_alike(client: TestClient) -> None:
+    """The catalogue's and the experiments' refusals (GET /v1/catalog, the reload's
+    answer) carry the same three fields, described the same, from one model."""
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    fields = ("last_error", "last_error_problems", "last_error_at")
+    holders = ("CatalogResponse", "CatalogStatusOut", "ExperimentsStatusOut")
+    described = [{f: schemas[name]["properties"][f] for f in fields} for name in holders]
+    assert described[0] == described[1] == described[2]
+    said = described[0]["last_error"]["description"]
+    assert "what was loaded from it before still serves" in said
+    assert described[0]["last_error_problems"]["anyOf"][0] == {
+        "items": {"type": "string"},
+        "type": "array",
+    }

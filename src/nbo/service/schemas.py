@@ -316,22 +316,28 @@ class UnknownItemsOut(BaseModel):
     message: str = Field(description="the same, as the warning logged")
 
 
-class CatalogResponse(BaseModel):
-    source: str | None = Field(description="the catalogue file; null = the default catalogue")
-    fingerprint: str = Field(description="sha256 of the file served, or 'default'")
-    loaded_at: str = Field(description="when the catalogue served was loaded")
-    as_of: str = Field(description="the service clock 'live' is computed at")
+class RefusedFileOut(BaseModel):
+    """What a reloadable file's holder says of the last version of its file it refused
+    (the catalogue, the experiments): one definition, so every route says it alike."""
+
     last_error: str | None = Field(
         None,
-        description="why the file on disk was refused (the catalogue above still serves), "
-        "on one line: the problem, or 'FILE: N problems: first; second; ...'",
+        description="why the file on disk was refused (what was loaded from it before "
+        "still serves), on one line: the problem, or 'FILE: N problems: first; second; ...'",
     )
     last_error_problems: list[str] | None = Field(
         None,
         description="the same problems one by one, each naming the file (the first 20, then "
         "how many more); null when nothing is refused",
     )
-    last_error_at: str | None = None
+    last_error_at: str | None = Field(None, description="when it was refused; null when nothing is")
+
+
+class CatalogResponse(RefusedFileOut):
+    source: str | None = Field(description="the catalogue file; null = the default catalogue")
+    fingerprint: str = Field(description="sha256 of the file served, or 'default'")
+    loaded_at: str = Field(description="when the catalogue served was loaded")
+    as_of: str = Field(description="the service clock 'live' is computed at")
     products: CatalogProductsOut
     items: list[CatalogItemOut]
     categories: dict[str, list[str]]
@@ -374,41 +380,19 @@ class ReloadRequest(BaseModel):
     force: bool = Field(False, description="load again even when this version is already serving")
 
 
-class CatalogStatusOut(BaseModel):
+class CatalogStatusOut(RefusedFileOut):
     source: str | None = Field(description="the catalogue file; null = the default catalogue")
     fingerprint: str
     loaded_at: str | None
     offers: int
     changed: bool = Field(description="this reload swapped in a changed catalogue file")
-    last_error: str | None = Field(
-        None,
-        description="why the file on disk was refused (the catalogue above still serves), "
-        "on one line: the problem, or 'FILE: N problems: first; second; ...'",
-    )
-    last_error_problems: list[str] | None = Field(
-        None,
-        description="the same problems one by one, each naming the file (the first 20, then "
-        "how many more); null when nothing is refused",
-    )
-    last_error_at: str | None = None
 
 
-class ExperimentsStatusOut(BaseModel):
+class ExperimentsStatusOut(RefusedFileOut):
     source: str | None = Field(description="the experiments file; null = no experiments")
     experiments: list[str] = Field(description="the experiments serving, in file order")
     loaded_at: str | None = Field(description="when the file serving was read")
     changed: bool = Field(description="this reload swapped in a changed experiments file")
-    last_error: str | None = Field(
-        None,
-        description="why the file on disk was refused (the experiments above still serve), "
-        "on one line: the problem, or 'FILE: N problems: first; second; ...'",
-    )
-    last_error_problems: list[str] | None = Field(
-        None,
-        description="the same problems one by one, each naming the file (the first 20, then "
-        "how many more); null when nothing is refused",
-    )
-    last_error_at: str | None = None
 
 
 class WorkerReloadOut(BaseModel):
