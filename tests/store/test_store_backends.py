@@ -757,3 +757,45 @@ def test_every_idle_connection_dropped_is_replaced_before_the_next_call(
         assert store.available
     finally:
         store.close()
+
+
+def test_an_unexpected_failure_of_a_recovery_try_is_said_once_and_tried_again(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A try to find the server again that fails other than the server's way (a bug, a
+    library's RuntimeError) ended the recovery thread in silence, and the store stayed
+    away for good: now it is said once, in one line naming its type and message, and the
+    next try on schedule finds the store."""
+    import logging
+
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.05)
+    real_connect = postgres._connect
+    faults = [RuntimeError("injected fault"), RuntimeError("injected fault")]
+
+    def connect(url: str, timeout_s: float | None = None) -> psycopg.Connection[Any]:
+        if faults:
+            raise faults.pop()
+        return real_connect(url, timeout_s)
+
+    url = f"{postgres_url}&application_name=nbo-fault-test"
+    store = open_store(url)
+    try:
+        assert store.erased_ids() == []  # its connection just used: not checked again
+        monkeypatch.setattr(postgres, "_connect", connect)
+        run_sql(
+            postgres_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'nbo-fault-test'",
+        )
+        with caplog.at_level(logging.ERROR, logger=postgres.log.name):
+            with pytest.raises(StoreUnavailable):
+                store.erased_ids()
+            wait_until(lambda: store.available, "the store never came back")
+        assert faults == [] and store.erased_ids() == []
+        said = [r.getMessage() for r in caplog.records if "unexpectedly" in r.getMessage()]
+        assert len(said) == 1 and "\n" not in said[0]
+        assert "(RuntimeError: injected fault)" in said[0]
+    finally:
+        store.close()

@@ -606,6 +606,22 @@ class PostgresStore(SQLStore):
                     said_at = now
                 self._down_reason = reason
                 continue
+            except Exception as exc:
+                # Not the server's answer but a bug, ours or a library's. The thread
+                # ended here once, and the store stayed away for good with nothing said:
+                # said now in one line (once while it repeats alike) and tried again on
+                # schedule, as any failed try.
+                reason = f"{type(exc).__name__}: {_reason(exc, self._url)}"
+                if reason != self._down_reason:
+                    log.error(
+                        "store %s: a try to find it again failed unexpectedly (%s); "
+                        "trying again every %g s",
+                        self.where,
+                        reason,
+                        DOWN_SECONDS,
+                    )
+                self._down_reason = reason
+                continue
             with self._state:
                 self._down = False
                 self._recovery = None  # a failure from here on starts another
