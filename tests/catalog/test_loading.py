@@ -574,3 +574,32 @@ def test_the_groups_of_incentives_named_are_capped(tmp_path: Path) -> None:
 def test_max_incentives_is_a_count(tmp_path: Path) -> None:
     message = refusal(tmp_path, "version: 1\nmax_incentives: -1\n")
     assert "max_incentives" in message and "greater than or equal to 0" in message
+
+
+def test_a_text_field_yaml_read_as_a_boolean_or_a_fraction_is_refused_saying_so(
+    tmp_path: Path,
+) -> None:
+    """An integer id keeps its text (above); a boolean or a fraction has lost it (``on``
+    is true, ``1.50`` is 1.5): refused, saying what YAML read and to quote it, never
+    turned into the id 'True' or '1.5'."""
+    message = refusal(
+        tmp_path,
+        "version: 1\ncategories:\n  xmas: [on]\noffers:\n"
+        "  - {id: w, kind: product, item_id: 1.50, title: yes}\n",
+    )
+    source = tmp_path / "catalog.yaml"
+    assert message.split("\n") == [
+        f"{source}: category 'xmas': must be text, and YAML read it as the boolean true "
+        "(unquoted yes/no, on/off, true/false are YAML's booleans): quote it",
+        f"{source}: offer 'w' field 'title': must be text, and YAML read it as the boolean "
+        "true (unquoted yes/no, on/off, true/false are YAML's booleans): quote it",
+        f"{source}: offer 'w' field 'item_id': must be text, and YAML read it as the number "
+        "1.5: quote it",
+    ]
+    quoted = catalog_of(
+        tmp_path,
+        "version: 1\ncategories:\n  xmas: ['on']\noffers:\n"
+        "  - {id: w, kind: product, item_id: '1.50', title: 'yes'}\n",
+    )
+    assert quoted.document.categories["xmas"] == ("on",)
+    assert (quoted.document.offers[0].item_id, quoted.document.offers[0].title) == ("1.50", "yes")

@@ -693,3 +693,45 @@ def test_a_weight_with_a_leading_zero_is_refused_not_read_as_yaml_octal(tmp_path
         "weight: '010' is 8 to YAML (octal, as it starts with 0): write the number in plain "
         "decimal digits, without a leading 0"
     )
+
+
+@pytest.mark.parametrize(
+    ("written", "read_as"),
+    [
+        ("0123", "the number 83 ('0123': octal, as it starts with 0)"),
+        ("1_000", "the number 1000 ('1_000': its '_' dropped)"),
+        ("0x1F", "the number 31 ('0x1F': hexadecimal)"),
+        ("1:30", "the number 90 ('1:30': base 60, as a time)"),
+        ("yes", "the boolean true"),
+        ("no", "the boolean false"),
+        ("1.0e+3", "the number 1000.0"),
+        ("2026", "the number 2026"),
+    ],
+)
+def test_a_salt_yaml_reads_as_anything_but_text_is_refused_not_turned_to_text(
+    tmp_path: Path, written: str, read_as: str
+) -> None:
+    """An unquoted ``salt: 0123`` was YAML 1.1's octal 83, taken as the salt '83': every
+    customer silently reshuffled against the salt written. Refused, naming the field and
+    what YAML read, until quoted."""
+    text = VALID.replace('salt: "2026-12-campaign"', f"salt: {written}")
+    message = refusal(write(tmp_path / "experiments.yaml", text))
+    said = "experiment 'ranker-vs-als': salt: must be text, and YAML read it as "
+    assert f"{said}{read_as}" in message and message.endswith(": quote it")
+    quoted = VALID.replace('salt: "2026-12-campaign"', f'salt: "{written}"')
+    loaded = load_experiments(write(tmp_path / "experiments.yaml", quoted))
+    assert loaded.experiments[0].salt == written
+
+
+def test_names_and_models_yaml_reads_as_numbers_are_refused_naming_each(tmp_path: Path) -> None:
+    text = VALID.replace("name: half_half", "name: 0123").replace(
+        "model: 20261201T000000Z-abcdef12", "model: 0x1F"
+    )
+    with pytest.raises(ExperimentError) as caught:
+        load_experiments(write(tmp_path / "experiments.yaml", text))
+    assert [line.split(": ", 1)[1] for line in str(caught.value).split("\n")] == [
+        "experiment '0123': name: must be text, and YAML read it as the number 83 "
+        "('0123': octal, as it starts with 0): quote it",
+        "experiment '0123': variant 'a': model: must be text, and YAML read it as "
+        "the number 31 ('0x1F': hexadecimal): quote it",
+    ]

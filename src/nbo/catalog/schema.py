@@ -27,7 +27,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from nbo.core.documents import document_time, plain_number
+from nbo.core.documents import document_time, plain_number, plain_text
 from nbo.core.ids import check_id, check_path_id
 from nbo.core.vocabulary import CHANNELS, STAGES, ChannelName, OfferKind, Stage
 
@@ -57,12 +57,15 @@ propensity alone (scaled by margin and lever), as they did before the catalogue.
 # --- the file's schema --------------------------------------------------------------
 
 
-def _as_text(value: Any) -> Any:
+def _as_text(value: Any) -> str:
     """YAML reads ``item_id: 22423`` as a number; an id is text, whatever it looks like:
-    as it was written (``0123`` is the id '0123', not YAML's octal 83)."""
+    as it was written (``0123`` is the id '0123', not YAML's octal 83), since the loader
+    keeps an integer's text. Any other value that is not text (``yes``, ``1.50``,
+    ``1:30.5``) has lost its text: refused, saying what YAML read it as (``plain_text``),
+    never turned into 'True' or '1.5'."""
     if isinstance(value, int) and not isinstance(value, bool):
         return getattr(value, "written", str(value))
-    return value
+    return plain_text(value)
 
 
 # Ids follow the API's rules (``nbo.core.ids``): an offer id is recorded as an
@@ -126,7 +129,7 @@ class CatalogOffer(_Strict):
 
     id: Id
     kind: OfferKind
-    title: str | None = None
+    title: Annotated[str, BeforeValidator(_as_text)] | None = None
     incentive: IncentiveKind | None = None
     amount: Number | None = Field(
         None, gt=0, description="percent off, or the points multiplier; null for free_shipping"

@@ -173,19 +173,57 @@ def plain_number(value: Any) -> Any:
     written = getattr(value, "written", None)
     if not isinstance(value, int) or written is None or _DECIMAL_INT.fullmatch(written):
         return value
-    digits = written.lstrip("+-")
-    if ":" in digits:
-        how = "base 60, as a time"
-    elif digits[:2].lower() == "0x":
-        how = "hexadecimal"
-    elif digits[:2].lower() == "0b":
-        how = "binary"
-    else:
-        how = "octal, as it starts with 0"
+    how = _how_yaml_reads(written) or "octal, as it starts with 0"
     raise ValueError(
         f"{written!r} is {value} to YAML ({how}): write the number in plain decimal "
         "digits, without a leading 0"
     )
+
+
+def _how_yaml_reads(written: str) -> str | None:
+    """Why YAML 1.1 read ``written`` as another number than its digits say, if it did."""
+    digits = written.lstrip("+-")
+    if ":" in digits:
+        return "base 60, as a time"
+    if digits[:2].lower() == "0x":
+        return "hexadecimal"
+    if digits[:2].lower() == "0b":
+        return "binary"
+    if len(digits) > 1 and digits[0] == "0" and digits[1] != ".":
+        return "octal, as it starts with 0"
+    return "its '_' dropped" if "_" in digits else None
+
+
+def yaml_reading(value: Any) -> str:
+    """What YAML made of a value that is not text, in words for the person who wrote it:
+    ``the number 83 ('0123': octal, as it starts with 0)``, ``the boolean true``."""
+    if isinstance(value, bool):
+        said = str(value).lower()
+        return f"the boolean {said} (unquoted yes/no, on/off, true/false are YAML's booleans)"
+    if isinstance(value, int | float):
+        written = getattr(value, "written", None)
+        how = None if written is None else _how_yaml_reads(written)
+        return f"the number {value!r}" + (f" ({written!r}: {how})" if how else "")
+    if value is None:
+        return "null (nothing)"
+    if isinstance(value, datetime | date):
+        return f"the date {value.isoformat()}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+def plain_text(value: Any) -> str:
+    """A text field's value: text only. Anything else is refused (ValueError saying what
+    YAML read it as), never turned into text: ``salt: 0123`` unquoted is YAML 1.1's octal
+    83 and became '83', reshuffling every customer of the experiment; ``yes`` became
+    'True', ``1:30`` '90', ``1_000`` '1000'. Quoting it is the one fix, whatever the
+    value. A pydantic ``BeforeValidator`` for every text field of a document."""
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"must be text, and YAML read it as {yaml_reading(value)}: quote it")
 
 
 def _construct_int_keeping_text(loader: yaml.SafeLoader, node: ScalarNode) -> int:

@@ -37,13 +37,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from nbo.core.documents import document_time, plain_number, read_document
+from nbo.core.documents import document_time, plain_number, plain_text, read_document
 from nbo.core.errors import FileProblemsError
 from nbo.core.vocabulary import iso_utc
 
@@ -314,16 +314,6 @@ NO_EXPERIMENTS: Final = Experiments(experiments=(), source=None)
 # --- the file's schema --------------------------------------------------------------
 
 
-def _as_text(value: Any) -> Any:
-    """YAML reads ``2026`` as a number and ``2026-12-01`` as a date; both are taken as
-    the text written (other non-text values are refused: quote them)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, date) and not isinstance(value, datetime):
-        return value.isoformat()
-    return value
-
-
 def _check_name(value: str) -> str:
     if re.fullmatch(NAME_PATTERN, value) is None:
         raise ValueError(_NAME_RULE)
@@ -336,9 +326,11 @@ def _not_blank(value: str) -> str:
     return value
 
 
-Name = Annotated[str, BeforeValidator(_as_text), AfterValidator(_check_name)]
-# The length is checked on the text, after _as_text (a Field after it would say "item").
-Text = Annotated[str, Field(min_length=1), BeforeValidator(_as_text)]
+# Text only: an unquoted 0123 is YAML's octal 83, yes its true; taken as text they were
+# '83' and 'True', a salt silently other than the one written (``plain_text``).
+Name = Annotated[str, BeforeValidator(plain_text), AfterValidator(_check_name)]
+# The length is checked on the text, after plain_text (a Field after it would say "item").
+Text = Annotated[str, Field(min_length=1), BeforeValidator(plain_text)]
 # ISO 8601 text, no zone = UTC; a number is refused: the catalogue's rule too.
 UtcTime = Annotated[datetime, BeforeValidator(document_time)]
 
@@ -569,7 +561,7 @@ def _name_of(entry: Any, index: int) -> str | int:
     if isinstance(name, str) and name.strip():
         return name
     if isinstance(name, int) and not isinstance(name, bool):
-        return str(name)
+        return getattr(name, "written", str(name))
     return index + 1
 
 
