@@ -432,6 +432,22 @@ def test_a_number_with_a_leading_zero_is_refused_not_read_as_yaml_octal(tmp_path
     assert (offer.value, offer.cap_days) == (1000.0, 10.5)
 
 
+def test_a_fraction_in_base_60_is_refused_as_an_integer_in_base_60_is(tmp_path: Path) -> None:
+    """``cap_days: 1:30`` was refused, ``1:30.5`` (YAML 1.1's 90.5) still taken as 90.5
+    days: refused too, with the same words."""
+    message = refusal(
+        tmp_path,
+        "version: 1\nstage_weights:\n  new: {incentive: 1:30.5}\noffers:\n"
+        "  - {id: w, kind: incentive, incentive: free_shipping, value: 5, cap_days: 1:30.5}\n",
+    )
+    source = tmp_path / "catalog.yaml"
+    same = "(base 60, as a time): write the number in plain decimal digits, without a leading 0"
+    assert message.split("\n") == [
+        f"{source}: offer 'w' field 'cap_days': '1:30.5' is 90.5 to YAML {same}",
+        f"{source}: stage_weights 'new' field 'incentive': '1:30.5' is 90.5 to YAML {same}",
+    ]
+
+
 def test_a_missing_file_or_an_unknown_format_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="no such file") as caught:
         load_catalog(tmp_path / "nope.yaml")

@@ -685,6 +685,17 @@ def test_a_long_list_of_problems_is_capped(tmp_path: Path) -> None:
     assert lines[-1].endswith(f"and {30 - MAX_LISTED_PROBLEMS} more problems")
 
 
+def test_a_weight_in_base_60_is_refused_a_fraction_too(tmp_path: Path) -> None:
+    """``weight: 1:30`` (90) was refused; ``1:30.5`` (90.5) was taken: refused alike."""
+    for written, read in (("1:30", "90"), ("1:30.5", "90.5")):
+        text = VALID.replace("weight: 1\n", f"weight: {written}\n", 1)
+        message = refusal(write(tmp_path / "experiments.yaml", text))
+        assert message.endswith(
+            f"weight: '{written}' is {read} to YAML (base 60, as a time): write the number in "
+            "plain decimal digits, without a leading 0"
+        )
+
+
 def test_a_weight_with_a_leading_zero_is_refused_not_read_as_yaml_octal(tmp_path: Path) -> None:
     """``weight: 010`` was YAML 1.1's octal 8: a split of 8 to 90, not 10 to 90."""
     path = write(tmp_path / "experiments.yaml", VALID.replace("weight: 1\n", "weight: 010\n", 1))

@@ -169,9 +169,10 @@ def plain_number(value: Any) -> Any:
     ``0x1F`` 31, ``1:30`` 90. A marketer who writes ``value: 010`` means ten, and reading
     it as ten would make nbo disagree with every other YAML reader of the same file (a
     linter, a script that checks it): a refusal costs one edit and leaves no doubt. A
-    pydantic ``BeforeValidator`` for every number field of a document."""
+    pydantic ``BeforeValidator`` for every number field of a document. A fraction in base
+    60 (``1:30.5``, 90.5) is refused alike (``WrittenFloat``)."""
     written = getattr(value, "written", None)
-    if not isinstance(value, int) or written is None or _DECIMAL_INT.fullmatch(written):
+    if written is None or (isinstance(value, int) and _DECIMAL_INT.fullmatch(written)):
         return value
     how = _how_yaml_reads(written) or "octal, as it starts with 0"
     raise ValueError(
@@ -226,6 +227,24 @@ def plain_text(value: Any) -> str:
     raise ValueError(f"must be text, and YAML read it as {yaml_reading(value)}: quote it")
 
 
+class WrittenFloat(float):
+    """A fraction YAML read in base 60 (``1:30.5`` is 90.5 in YAML 1.1), with its text in
+    ``written``: refused where a number is wanted, as ``1:30`` is (``plain_number``).
+    Other fractions are read as written (``010.5`` is 10.5) and stay plain floats."""
+
+    written: str
+
+
+def _construct_float_keeping_text(loader: yaml.SafeLoader, node: ScalarNode) -> float:
+    value = loader.construct_yaml_float(node)
+    text = str(node.value)
+    if ":" not in text:
+        return value
+    kept = WrittenFloat(value)
+    kept.written = text
+    return kept
+
+
 def _construct_int_keeping_text(loader: yaml.SafeLoader, node: ScalarNode) -> int:
     value = loader.construct_yaml_int(node)
     text = str(node.value)
@@ -237,6 +256,7 @@ def _construct_int_keeping_text(loader: yaml.SafeLoader, node: ScalarNode) -> in
 
 
 _DocumentLoader.add_constructor("tag:yaml.org,2002:int", _construct_int_keeping_text)
+_DocumentLoader.add_constructor("tag:yaml.org,2002:float", _construct_float_keeping_text)
 
 
 def _load_yaml(text: str) -> Any:
