@@ -157,6 +157,33 @@ def test_the_overview_says_a_refused_catalogue_or_experiments_file(
     assert problem in warning(page, "experiments-refused")
 
 
+def test_a_refused_file_s_problems_are_listed_one_by_one_escaped(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """The Overview showed a refused file's one line ('N problems: a; b; ...') without
+    ``last_error_problems``: each problem now has its own line under it, as text (a value
+    quoted from the file is never markup)."""
+    catalog = tmp_path / "catalog.yaml"
+    good = DEMO_CATALOG.read_text(encoding="utf-8")
+    catalog.write_text(good, encoding="utf-8")
+    with app_for(models_dir, catalog=catalog) as client:
+        bad = good.replace("stages: [loyal]", "stages: [loyl]", 1).replace(
+            "stages: [new]\n", 'stages: ["<i>x</i>"]\n', 1
+        )
+        catalog.write_text(bad, encoding="utf-8")
+        client.app.state.catalog.refresh()  # type: ignore[attr-defined]
+        problems = client.get("/v1/catalog").json()["last_error_problems"]
+        page = client.get("/dashboard").text
+    assert len(problems) == 2 and "loyl" in problems[0] and "<i>x</i>" in problems[1]
+    listed = re.search(r'<ul class="problems" id="catalog-problems">(.*?)</ul>', page, re.S)
+    assert listed, "no list of problems"
+    items = re.findall(r"<li>(.*?)</li>", listed.group(1), re.S)
+    assert [html.unescape(item) for item in items] == problems
+    assert "<i>x</i>" not in page and "&lt;i&gt;x&lt;/i&gt;" in listed.group(1)
+    # Under the one line, which still says it all in one.
+    assert page.index('id="catalog-refused"') < page.index('id="catalog-problems"')
+
+
 def test_the_overview_counts_stages_and_churn_risk_on_the_churn_model(
     churn_trained: TrainResult, tmp_path: Path
 ) -> None:

@@ -144,23 +144,17 @@ def _no_model(request: Request) -> str:
 def _refused_files(request: Request) -> list[dict[str, Any]]:
     """The catalogue and the experiments file as last read when that read was refused:
     what serves is the last good one, and the Overview must not show it as if the edit
-    had been taken (``GET /v1/catalog`` and ``GET /v1/experiments`` say the same)."""
+    had been taken (``GET /v1/catalog`` and ``GET /v1/experiments`` say the same). Each
+    with its one line and, when there are several, its problems one by one
+    (``last_error_problems``): the one line alone cut them to 'N problems: a; b; ...'."""
     refused = []
     catalog = request.app.state.catalog.status()
     if catalog["last_error"] is not None:
         refused.append({"what": "catalog", "name": "The catalogue file", **catalog})
     experiments = request.app.state.experiments_file
     if experiments.last_error is not None:
-        refused.append(
-            {
-                "what": "experiments",
-                "name": "The experiments file",
-                "last_error": experiments.last_error,
-                "last_error_at": experiments.status(request.app.state.models.experiments)[
-                    "last_error_at"
-                ],
-            }
-        )
+        status = experiments.status(request.app.state.models.experiments)
+        refused.append({"what": "experiments", "name": "The experiments file", **status})
     return refused
 
 
