@@ -234,6 +234,34 @@ def test_a_server_that_answers_and_refuses_is_not_waited_for(postgres_url: str) 
     assert not isinstance(refused.value, StoreUnreachable)
 
 
+def test_a_worker_meeting_a_newer_schema_starts_without_its_store(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rolling upgrade: a newer release migrated the shared store while this one's
+    replicas run. A worker gunicorn starts in place of a dead one (``refusal_waits``: its
+    ``nbo serve`` opened the store at start) starts without its store, saying so as an
+    error, and opens it once the refusal ends; before, its failed boot stopped the whole
+    replica, the healthy workers with it. A URL never proven good still raises."""
+    open_store(postgres_url).close()
+    newer = len(MIGRATIONS) + 1
+    run_sql(postgres_url, "INSERT INTO schema_migrations VALUES (%s, 0)", (newer,))
+    with pytest.raises(ConfigError, match="newer than this nbo"):
+        open_store(postgres_url, background=True)
+    with caplog.at_level("ERROR", logger="nbo.store.postgres"):
+        store = open_store(postgres_url, background=True, refusal_waits=True)
+    try:
+        assert not store.available
+        with pytest.raises(StoreUnavailable):
+            store.erased_ids()
+        assert any("newer than this nbo" in r.getMessage() for r in caplog.records)
+        # The operator rolls the schema's owner back (or upgrades this release): it opens.
+        run_sql(postgres_url, "DELETE FROM schema_migrations WHERE version = %s", (newer,))
+        wait_until(lambda: store.available, "the store never opened once the refusal ended")
+        assert store.erased_ids() == []
+    finally:
+        store.close()
+
+
 # libpq's words for a failed connection, as psycopg raises them (its ``sqlstate`` is None
 # for every one: a failed connection has no result to read it from).
 AT = 'connection failed: connection to server at "127.0.0.1", port 5432 failed: '

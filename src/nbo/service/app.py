@@ -70,10 +70,14 @@ def create_app(
     settings: Settings | None = None,
     board: WorkerBoard | None = None,
     metrics_dir: Path | None = None,
+    store_proven: bool = False,
 ) -> FastAPI:
     """The app. ``nbo serve`` builds it once, before forking its workers, with the
     workers' ``board`` (reloads reach every worker) and ``metrics_dir`` (prometheus-client's
-    multiprocess folder: ``/metrics`` adds up every worker); without them, one process."""
+    multiprocess folder: ``/metrics`` adds up every worker); without them, one process.
+    ``store_proven``: ``nbo serve`` opened the store before forking, so a refusal a worker
+    meets later (a newer release migrated the schema, a password changed) is the store's
+    state of the moment, not a wrong URL: the worker starts without its store then."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -84,12 +88,14 @@ def create_app(
         # The store first: migrations run at start, and events must never be refused
         # because a model is missing. A PostgreSQL server away at the start (a worker
         # gunicorn starts in place of a dead one during an outage: a failed boot stops the
-        # whole service) does not stop it: the store opens once the server answers, and
+        # whole service), nor one that refuses a store proven good at start (a rolling
+        # upgrade's newer schema), does not stop it: the store opens once the server answers, and
         # calls that need it answer 503 until then.
         opened = open_store(
             settings.store_url,
             background=True,
             statement_timeout_ms=settings.store_statement_timeout_ms,
+            refusal_waits=store_proven,
         )
         store = app.state.metrics.observe_store(opened)
         app.state.store = store

@@ -131,8 +131,10 @@ def run(args: argparse.Namespace) -> int:
         # Named in full: a relative SQLite path is the working folder's, and a service
         # started from another folder would otherwise use another store unseen.
         location = store_location(settings.store_url)
+        proven = False
         try:
             open_store(settings.store_url).close()
+            proven = True
         except StoreUnreachable as exc:
             log.warning(
                 "store %s not reachable (%s): serving without it; calls that need it "
@@ -142,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             log.info("store: %s", location)
-        serve(settings, verified)
+        serve(settings, verified, proven)
     del held
     return 0
 
@@ -153,12 +155,13 @@ def _named(args: argparse.Namespace, field: str) -> str:
     return SERVE_FLAGS[field] if given else f"setting NBO_{field.upper()}"
 
 
-def serve(settings: Settings, verified: str | None = None) -> None:
+def serve(settings: Settings, verified: str | None = None, store_proven: bool = False) -> None:
     """Serve until SIGTERM or SIGINT: gunicorn's master and ``settings.workers`` workers,
     forked after the app is built. The folder the workers share (their metrics files and
     the board where reloads are published) is made here and removed at the end; one a
     killed ``nbo serve`` left behind is removed by the next one. ``verified``: the model
-    version checked before, which every worker is to serve (None: the configured one)."""
+    version checked before, which every worker is to serve (None: the configured one).
+    ``store_proven``: the store opened before (``create_app``'s)."""
     _remove_stale_folders()
     with tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{os.getpid()}-") as shared:
         metrics_dir = Path(shared) / "metrics"
@@ -175,7 +178,7 @@ def serve(settings: Settings, verified: str | None = None) -> None:
                 # it (not CURRENT again, which may have moved meanwhile), and so does a
                 # worker gunicorn starts in place of a dead one, whatever CURRENT says then.
                 board.publish(verified, force=False, trigger="start")
-            app = create_app(settings, board, metrics_dir)
+            app = create_app(settings, board, metrics_dir, store_proven)
             log.info(
                 "serving on %s:%d with %d worker%s (gunicorn, uvicorn workers, the app "
                 "loaded before they fork)",

@@ -380,6 +380,7 @@ class PostgresStore(SQLStore):
         pool_size: int = POOL_SIZE,
         background: bool = False,
         statement_timeout_ms: int = 0,
+        refusal_waits: bool = False,
     ) -> None:
         self.where = redacted(url)
         self._url, self._pool_size = url, pool_size
@@ -427,6 +428,23 @@ class PostgresStore(SQLStore):
                 exc.reason,
             )
             self._went_down(exc.reason)
+        except ConfigError as exc:
+            # A server that answers and refuses (a schema a newer release migrated to, a
+            # password changed) when the URL was already proven good (``refusal_waits``:
+            # ``nbo serve`` opened it before forking): a worker gunicorn starts in place of
+            # a dead one must not fail to boot, which stops the whole service, its healthy
+            # workers included. It starts without its store, said as an error (again every
+            # REPEAT_SECONDS by the recovery thread), and opens it if the refusal ends.
+            if not (background and refusal_waits):
+                raise
+            reason = _reason(exc, url)
+            log.error(
+                "store %s refused this worker (%s): starting without it; calls that need "
+                "it answer 503 until it is fixed",
+                self.where,
+                reason,
+            )
+            self._went_down(reason)
 
     def _open(self, connect_s: float | None = None) -> None:
         """Migrate the schema and open the pool. The first connection migrates and proves

@@ -77,6 +77,7 @@ def open_store(
     background: bool = False,
     setting: str = STORE_SETTING,
     statement_timeout_ms: int = 0,
+    refusal_waits: bool = False,
 ) -> Store:
     """Open the store a URL names, creating (SQLite) or migrating it if needed.
     ``background`` (a service worker): a PostgreSQL server that cannot be reached now
@@ -85,13 +86,20 @@ def open_store(
     ``StoreUnreachable``, at once. ``setting``: where the URL came from, for the error
     when it names no usable store. ``statement_timeout_ms`` (PostgreSQL; 0: none set):
     a statement that runs longer is cancelled and its call answers StoreUnavailable
-    (``NBO_STORE_STATEMENT_TIMEOUT_MS``, the service's)."""
+    (``NBO_STORE_STATEMENT_TIMEOUT_MS``, the service's). ``refusal_waits`` (with
+    ``background``; a worker of ``nbo serve``, which opened the store before forking): a
+    server that answers and refuses (a newer schema, a changed password) does not stop the
+    start either; it is logged as an error and the store opens once the refusal ends.
+    Without it such a refusal raises: a URL never proven good is the operator's mistake."""
     with _said_of(setting):
         if is_postgres(url):
             from nbo.store.postgres import PostgresStore
 
             return PostgresStore(
-                url, background=background, statement_timeout_ms=statement_timeout_ms
+                url,
+                background=background,
+                statement_timeout_ms=statement_timeout_ms,
+                refusal_waits=refusal_waits,
             )
         return SQLiteStore(sqlite_path(url))
 
