@@ -3,8 +3,8 @@
 #          -e NBO_API_KEYS='[...]' nbo
 # (it listens on 0.0.0.0, so it refuses to start without API keys: `nbo keys create`).
 # (train first with `nbo train ... --models-dir models`, or mount a models folder).
-# Workers: one per core the container may run on; under a CPU quota (--cpus 2) the
-# container still sees the host's cores, so set -e NBO_WORKERS=2.
+# Workers: one per core the container may run on, or its CPU quota rounded up
+# (--cpus 1.5: 2); -e NBO_WORKERS=N sets another number.
 FROM python:3.11-slim
 
 # implicit's wheel links the system OpenMP runtime.

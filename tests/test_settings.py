@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from support import DEMO_CATALOG, ENTRIES, ROOT
@@ -379,3 +380,68 @@ def test_an_earliest_event_still_to_come_is_refused(monkeypatch: pytest.MonkeyPa
     assert "\n" not in message
     monkeypatch.setenv("NBO_CLOCK", "8000-06-01T00:00:00Z")  # a pinned clock: its own check
     assert load_settings().earliest_event == datetime(8000, 1, 1, tzinfo=UTC)
+
+
+def cgroups(tmp_path: Path, own: str, files: dict[str, str]) -> tuple[Path, Path]:
+    """A fake cgroup mount (``files``: path under it -> content) and /proc/self/cgroup."""
+    root = tmp_path / "cgroup"
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(content)
+    self_cgroup = tmp_path / "self_cgroup"
+    self_cgroup.write_text(own)
+    return root, self_cgroup
+
+
+@pytest.mark.parametrize(
+    ("own", "files", "quota"),
+    [
+        # cgroup v2 in a container (its own cgroup is the mount): docker run --cpus 1.5
+        ("0::/\n", {"cpu.max": "150000 100000\n"}, 1.5),
+        # v2 on a host, the limit on a parent of the process's cgroup (a Kubernetes pod)
+        (
+            "0::/kubepods/pod1/ctr\n",
+            {
+                "kubepods/pod1/cpu.max": "100000 100000\n",
+                "kubepods/pod1/ctr/cpu.max": "max 100000\n",
+            },
+            1.0,
+        ),
+        # cgroup v1, cpu and cpuacct mounted together
+        (
+            "4:memory:/x\n3:cpu,cpuacct:/\n",
+            {
+                "cpu,cpuacct/cpu.cfs_quota_us": "200000\n",
+                "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+            },
+            2.0,
+        ),
+        # no quota: v2 "max", v1 -1, no cgroup files at all
+        ("0::/\n", {"cpu.max": "max 100000\n"}, None),
+        ("1:cpu:/\n", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ("0::/\n", {}, None),
+    ],
+)
+def test_the_cgroup_cpu_quota_is_read(
+    tmp_path: Path, own: str, files: dict[str, str], quota: float | None
+) -> None:
+    root, self_cgroup = cgroups(tmp_path, own, files)
+    assert nbo.settings.cgroup_cpu_quota(root, self_cgroup) == quota
+
+
+def test_the_default_workers_follow_a_cpu_quota_not_the_hosts_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container limited to 1.5 CPUs on a 64-core host: 2 workers, not 64 (each with
+    its memory and 8 store connections). Before, the default counted the host's cores."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    root, self_cgroup = cgroups(tmp_path, "0::/\n", {"cpu.max": "150000 100000\n"})
+    assert nbo.settings.available_cores(root, self_cgroup) == 2
+    root, self_cgroup = cgroups(tmp_path / "small", "0::/\n", {"cpu.max": "20000 100000\n"})
+    assert nbo.settings.available_cores(root, self_cgroup) == 1
+    root, self_cgroup = cgroups(tmp_path / "none", "0::/\n", {"cpu.max": "max 100000\n"})
+    assert nbo.settings.available_cores(root, self_cgroup) == 64
+    # An affinity smaller than the quota wins.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    root, self_cgroup = cgroups(tmp_path / "big", "0::/\n", {"cpu.max": "800000 100000\n"})
+    assert nbo.settings.available_cores(root, self_cgroup) == 1

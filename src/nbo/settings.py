@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -69,10 +70,71 @@ def _either(words: tuple[str, ...]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity, where the platform has one)."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
+
+
+def available_cores(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> int:
+    """The cores this process may use: its CPU affinity (where the platform has one),
+    capped by its cgroup's CPU quota rounded up. A container limited to one CPU on a
+    64-core node (Kubernetes' ``limits.cpu``, ``docker run --cpus``) sees the node's 64
+    cores in its affinity: a worker per core there started 64 workers, each with its own
+    memory and store pool (64 x 8 PostgreSQL connections, past the server's 100)."""
     affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    cores = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    quota = cgroup_cpu_quota(root, self_cgroup)
+    return max(1, min(cores, math.ceil(quota))) if quota is not None else cores
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> float | None:
+    """The CPUs the process's cgroup may use per period (quota / period), the smallest
+    along its cgroup and their parents, cgroup v2 (``cpu.max``) or v1 (``cpu.cfs_quota_us``
+    and ``cpu.cfs_period_us``); None without a quota, or where there are no cgroups."""
+    try:
+        lines = self_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    quotas: list[float] = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "":
+            mounts = [root]
+        elif "cpu" in controllers.split(","):
+            mounts = [root / controllers, root / "cpu", root / "cpu,cpuacct"]
+        else:
+            continue
+        for mount in mounts:
+            for folder in _up_from(mount, path):
+                quota = _quota_in(folder)
+                if quota is not None:
+                    quotas.append(quota)
+    return min(quotas) if quotas else None
+
+
+def _up_from(mount: Path, path: str) -> list[Path]:
+    """The cgroup ``path``'s folder under ``mount`` and its parents' up to the mount (in a
+    container the path may be the host's, not under the mount: then the mount alone)."""
+    parts = [part for part in path.split("/") if part and part not in (".", "..")]
+    return [mount.joinpath(*parts[:n]) for n in range(len(parts), -1, -1)]
+
+
+def _quota_in(folder: Path) -> float | None:
+    """The CPU quota one cgroup folder sets, in CPUs; None when it sets none."""
+    try:
+        if (folder / "cpu.max").is_file():
+            quota, _, period = (folder / "cpu.max").read_text().strip().partition(" ")
+            if quota == "max":
+                return None
+            return int(quota) / int(period or "100000")
+        if (folder / "cpu.cfs_quota_us").is_file():
+            quota_us = int((folder / "cpu.cfs_quota_us").read_text().strip())
+            if quota_us <= 0:
+                return None
+            return quota_us / int((folder / "cpu.cfs_period_us").read_text().strip())
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+    return None
 
 
 class Settings(BaseSettings):
