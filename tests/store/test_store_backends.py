@@ -148,14 +148,20 @@ def test_a_lost_postgres_connection_answers_503_then_recovers(
 ) -> None:
     """The server drops the replica's connections (a restart, a failover): the call that
     meets the dead connection answers 503 with a JSON body and Retry-After, the calls
-    within that time too (at once), and a call after it connects again."""
+    within that time too (at once), and a call after it connects again. The
+    ``nbo_store_available`` gauge, what an alert reads, follows: 1, 0, 1."""
 
     from nbo.store import postgres
+
+    def gauge(client: TestClient) -> str:
+        lines = client.get("/metrics").text.splitlines()
+        return next(line for line in lines if line.startswith("nbo_store_available "))
 
     monkeypatch.setattr(postgres, "DOWN_SECONDS", 0.3)
     settings = Settings(models_dir=models_dir, store_url=postgres_url, clock=CLOCK)
     with TestClient(create_app(settings)) as client:
         assert client.get("/v1/customers/a00/offers").status_code == 200
+        assert gauge(client) == "nbo_store_available 1.0"
         run_sql(
             postgres_url,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -165,10 +171,12 @@ def test_a_lost_postgres_connection_answers_503_then_recovers(
         assert lost.status_code == 503 and lost.json()["error"] == "store_unavailable"
         assert lost.headers["retry-after"] == "1"
         assert client.get("/v1/customers/a00/offers").status_code == 503
+        assert gauge(client) == "nbo_store_available 0.0"
         deadline = time.monotonic() + 30
         while client.get("/v1/customers/a00/offers").status_code != 200:
             assert time.monotonic() < deadline, "the store never came back"
             time.sleep(0.1)
+        assert gauge(client) == "nbo_store_available 1.0"
 
 
 def test_only_tests_on_postgres_are_skipped_without_a_server() -> None:

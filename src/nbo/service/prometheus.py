@@ -195,6 +195,8 @@ class PrometheusMetrics(Metrics):
             registry=own,
         )
         self.registry.register(ModelCollector(models, board))
+        self._store_state = StoreCollector()
+        self.registry.register(self._store_state)
         self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._suppression_children: dict[str, Counter] = {}
         self._offer_children: dict[tuple[str, str], Counter] = {}
@@ -265,7 +267,35 @@ class PrometheusMetrics(Metrics):
         self._reload_failures.inc()
 
     def observe_store(self, store: Store) -> Store:
+        self._store_state.store = store
         return cast(Store, TimedStore(store, self._store.labels))
+
+
+class StoreCollector(Collector):
+    """``nbo_store_available``, read at scrape time from the scraped worker's store (no
+    I/O: what its calls, probe and recovery thread found last), as ``/health/ready``'s
+    ``store`` says it. A gauge an alert can use: the 503 counter stays flat on a replica
+    no call reaches, and readiness's JSON is not a Prometheus series. No series until
+    the worker has opened its store."""
+
+    def __init__(self) -> None:
+        self.store: Store | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        if self.store is not None:
+            family.add_metric([], 1.0 if self.store.available else 0.0)
+        return [family]
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "nbo_store_available",
+            "1 when the event store answers this process's calls, 0 while its server "
+            "counts as away (PostgreSQL: a restart, an outage, a refusal)",
+        )
 
 
 class TimedStore:
