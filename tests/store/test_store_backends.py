@@ -242,6 +242,28 @@ def test_a_server_that_answers_and_refuses_is_not_waited_for(postgres_url: str) 
     assert not isinstance(refused.value, StoreUnreachable)
 
 
+def test_a_pool_busy_with_slow_calls_is_not_an_outage(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every pool connection out with a call the server answers slowly (a lock held):
+    a call that waits for one in vain answers StoreUnavailable ("busy"), its own only.
+    Before, it counted the server away: every call of the worker answered 503 at once
+    and readiness said "unavailable", for a server that answered."""
+    from nbo.store import postgres
+
+    monkeypatch.setattr(postgres, "POOL_WAIT_SECONDS", 0.2)
+    store = postgres.PostgresStore(postgres_url, pool_size=1)
+    try:
+        assert store._pool is not None
+        with store._pool.connection():  # the slow call holding the only connection
+            with pytest.raises(StoreUnavailable, match="busy"):
+                store.erased_ids()
+            assert store.available
+        assert store.erased_ids() == []
+    finally:
+        store.close()
+
+
 def test_a_worker_meeting_a_newer_schema_starts_without_its_store(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 from urllib.parse import unquote
 
 import psycopg
@@ -74,6 +74,9 @@ KEEPALIVES = {
 # store's own tries the server again this often until it answers: a worker stays
 # responsive through an outage, and no call waits on the pool for a server that is away.
 DOWN_SECONDS = 1.0
+# A pool whose every connection is out with a call (a slow server) is said at most this
+# often: each call that waited for one in vain would otherwise log a line.
+REPEAT_BUSY_SECONDS = 10.0
 # How often a store whose server refuses it (not one away) says so again (seconds).
 REPEAT_SECONDS = 60.0
 # A pool connection that sat unused this long is checked (one empty round trip) before a
@@ -349,6 +352,14 @@ class _Watchdog:
                     _cut(db)
 
 
+def _saturated(pool: ConnectionPool[psycopg.Connection[Any]]) -> bool:
+    """Whether every connection the pool may hold is made and out with a call: a call
+    that waited in vain then waited for slow calls, not for a server that is away (whose
+    lost connections the pool would be replacing, its size below the most)."""
+    stats = pool.get_stats()
+    return stats["pool_size"] >= stats["pool_max"] and stats["pool_available"] == 0
+
+
 def _cut(db: psycopg.Connection[Any]) -> None:
     """Shut ``db``'s socket down (not closed: the fd stays libpq's, and the pool closes
     it): a thread waiting on its answer gets an error at once."""
@@ -406,6 +417,8 @@ class PostgresStore(SQLStore):
             weakref.WeakKeyDictionary()
         )
         self._used = 0.0
+        # When a pool busy with slow calls was last said (``_unavailable``).
+        self._busy_said = -REPEAT_BUSY_SECONDS
         self._probe: threading.Thread | None = None
         self._watchdog = _Watchdog()
         self._watch: threading.Thread | None = None
@@ -738,20 +751,41 @@ class PostgresStore(SQLStore):
             raise StoreUnavailable(
                 f"the store did not answer in time ({reason})", "the store did not answer in time"
             ) from None
-        except (
-            psycopg.OperationalError,
-            psycopg.errors.ReadOnlySqlTransaction,
-            PoolTimeout,
-        ) as exc:
+        except PoolTimeout as exc:
+            if not _saturated(pool):
+                self._lost(exc)
+            # Every connection is out, each with a call the server is answering, slowly
+            # (a lock held by a migration or another session, a saturated disk): the
+            # server is there, so this call only answers 503, as a cancelled statement's
+            # does. Counted away, every call of the worker answered 503 and readiness
+            # said "unavailable", calls that need no slow statement included.
+            now = time.monotonic()
+            if now - self._busy_said >= REPEAT_BUSY_SECONDS:
+                log.warning(
+                    "store %s busy: all %d connections in use by calls for over %g s "
+                    "(a slow server, or a lock held)",
+                    self.where,
+                    self._pool_size,
+                    POOL_WAIT_SECONDS,
+                )
+                self._busy_said = now
+            raise StoreUnavailable(
+                "the store is busy: no connection free", "the store is busy"
+            ) from None
+        except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction) as exc:
             # OperationalError: the connection lost, the server shutting down (57P01 admin,
             # 57P02 crash, 57P03 cannot connect now) among them. ReadOnlySqlTransaction
             # (25006): the server answers but takes no writes (a standby after a failover,
             # default_transaction_read_only on): away for a store that must write, until
             # the recovery thread finds it writable again.
-            reason = _reason(exc, self._url)
-            log.warning("store %s unavailable: %s", self.where, reason)
-            self._went_down(reason)
-            raise StoreUnavailable(f"the store is unavailable ({reason})") from None
+            self._lost(exc)
+
+    def _lost(self, exc: BaseException) -> NoReturn:
+        """Count the server away for ``exc`` (said once), and raise StoreUnavailable."""
+        reason = _reason(exc, self._url)
+        log.warning("store %s unavailable: %s", self.where, reason)
+        self._went_down(reason)
+        raise StoreUnavailable(f"the store is unavailable ({reason})") from None
 
     def _lock_customers(self, db: Database, customer_ids: Sequence[str]) -> None:
         keys = sorted({customer_lock(c) for c in customer_ids})
