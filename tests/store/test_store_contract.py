@@ -925,3 +925,18 @@ def test_a_store_from_a_newer_nbo_is_refused(store_url: str) -> None:
 def test_unsupported_store_urls_name_the_setting(url: str) -> None:
     with pytest.raises(ConfigError, match="NBO_STORE_URL"):
         open_store(url)
+
+
+def test_shared_settings_are_swapped_and_leave_the_pseudonym_key_alone(store_url: str) -> None:
+    """The last service's shared settings (``nbo.service.shared``): None the first time,
+    then the ones recorded before; the pseudonym key beside them is untouched."""
+    store = open_store(store_url)
+    try:
+        key = store.pseudonym_key()
+        assert store.swap_shared_settings({"NBO_API_KEYS": "a1"}) is None
+        before = store.swap_shared_settings({"NBO_API_KEYS": "b2"})
+        assert before is not None and before[0] == {"NBO_API_KEYS": "a1"} and before[1] > 0
+        assert store.swap_shared_settings({})[0] == {"NBO_API_KEYS": "b2"}  # type: ignore[index]
+        assert store.pseudonym_key() == key
+    finally:
+        store.close()

@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from nbo.models.registry import MODEL_VERSION_SETTING
     from nbo.models.served import clock_past_data
     from nbo.service.logs import configure_logging
+    from nbo.service.shared import check_shared_settings
     from nbo.store import check_store_url, open_store, store_location
     from nbo.store.base import StoreUnreachable
 
@@ -133,7 +134,13 @@ def run(args: argparse.Namespace) -> int:
         location = store_location(settings.store_url)
         proven = False
         try:
-            open_store(settings.store_url).close()
+            store = open_store(settings.store_url)
+            try:
+                # Replicas on one store must share some settings: those that differ from
+                # the last service started on it are a warning line.
+                check_shared_settings(store, settings)
+            finally:
+                store.close()
             proven = True
         except StoreUnreachable as exc:
             log.warning(

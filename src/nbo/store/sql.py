@@ -54,6 +54,9 @@ PURGE_BATCH = 1000
 
 # The name of the pseudonym key in ``deployment_keys``.
 PSEUDONYM_KEY = "log_pseudonyms"
+# The fingerprints of the settings replicas must share, as the last ``nbo serve`` to start
+# on the store recorded them (``nbo.service.shared``), in ``deployment_keys`` too.
+SHARED_SETTINGS = "shared_settings"
 
 
 class Cursor(Protocol):
@@ -704,6 +707,41 @@ class SQLStore:
                 self._q("SELECT value FROM deployment_keys WHERE name = ?"), (PSEUDONYM_KEY,)
             ).fetchone()
         return bytes(row[0])
+
+    def swap_shared_settings(
+        self, fingerprints: dict[str, str]
+    ) -> tuple[dict[str, str], int] | None:
+        """Record ``fingerprints`` (a setting's name: a digest of its value) as the shared
+        settings of the latest service to start on this store, and return those recorded
+        before with when (unix seconds), or None the first time."""
+        with self._transaction() as db:
+            row = db.execute(
+                self._q("SELECT value, created_at FROM deployment_keys WHERE name = ?"),
+                (SHARED_SETTINGS,),
+            ).fetchone()
+            db.execute(
+                self._q(
+                    "INSERT INTO deployment_keys (name, value, created_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                    "created_at = excluded.created_at"
+                ),
+                (
+                    SHARED_SETTINGS,
+                    json.dumps(fingerprints, sort_keys=True).encode(),
+                    int(time.time()),
+                ),
+            )
+        if row is None:
+            return None
+        try:
+            before = json.loads(bytes(row[0]))
+        except ValueError:
+            return None
+        return (
+            ({str(k): str(v) for k, v in before.items()}, int(row[1]))
+            if isinstance(before, dict)
+            else None
+        )
 
     # -- campaign files ----------------------------------------------------------------------
 
