@@ -139,7 +139,9 @@ def served_runs(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
     runs: list[dict] = []
     monkeypatch.setattr(
-        cli, "serve", lambda settings, verified=None: runs.append(settings.model_dump())
+        cli,
+        "serve",
+        lambda settings, verified=None, store_proven=False: runs.append(settings.model_dump()),
     )
     monkeypatch.setattr(cli, "check_port_free", lambda *named: None)
     return runs
