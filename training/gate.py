@@ -38,7 +38,14 @@ from typing import Any
 from nbo.catalog.terms import Catalog
 from nbo.core.errors import ArtifactError, NboError, QualityGateError
 from nbo.core.vocabulary import iso_utc
-from nbo.models.artifacts import CURRENT, MANIFEST, current_version, has_current, trained_until
+from nbo.models.artifacts import (
+    CURRENT,
+    MANIFEST,
+    current_version,
+    has_current,
+    library_versions,
+    trained_until,
+)
 from nbo.models.served import load_serving_model
 from training.config import TrainingConfig
 from training.load import TrainingData
@@ -54,6 +61,11 @@ GATE_METRIC_TEMPLATE = "ndcg@{k}"
 # the recorded figure is of this very holdout and the comparison is exact.
 RECORDED_TOLERANCE = 0.05
 GATE_TRUTH = "all"
+# The libraries whose upgrade makes a rerun on CURRENT's own data and config another
+# model (nbo itself, and what fits and scores it): ``Unchanged`` only when all match, so
+# a retrain after an upgrade publishes without --force. pandas, scipy and pyarrow only
+# read and hold the data, which the data section's fingerprint and counts already cover.
+UNCHANGED_LIBRARIES = ("nbo", "implicit", "lightgbm", "scikit-learn", "numpy")
 # Why a model on data too short for a holdout has no figures: the evaluated customers are
 # those who bought before the cutoff and again in the holdout, and there were none.
 NOT_EVALUATED = (
@@ -125,7 +137,9 @@ def check_against_current(
     """Right after the data is read, before minutes of fitting: ``StaleData`` when the
     data ends before the current model's did, ``Unchanged`` when the data (file, how it
     was read and cleaned, the customers left out), the config and the catalogue are the
-    ones the current model was trained on. Nothing when there is no readable current
+    ones the current model was trained on (the same customers left out, by a digest of
+    their ids, not their count) by the same versions of nbo and its key libraries
+    (``UNCHANGED_LIBRARIES``). Nothing when there is no readable current
     model (the gate says what it makes of that)."""
     try:
         version = published_current(models_dir)
@@ -150,12 +164,19 @@ def check_against_current(
         manifest.get("data") == _as_json(data.section())
         and manifest.get("config") == _as_json(config.model_dump())
         and (manifest.get(SERVED) or {}).get("catalog_fingerprint") == catalog.fingerprint
+        and _key_libraries(manifest.get("libraries")) == _key_libraries(library_versions())
     )
     if same:
         raise Unchanged(
             f"unchanged: CURRENT already is this data and config ({version}); nothing "
             "published (use --force to publish a new version anyway)"
         )
+
+
+def _key_libraries(libraries: object) -> dict[str, object]:
+    """The ``UNCHANGED_LIBRARIES`` versions of a manifest's ``libraries`` section."""
+    found = libraries if isinstance(libraries, dict) else {}
+    return {name: found.get(name) for name in UNCHANGED_LIBRARIES}
 
 
 def _as_json(value: object) -> object:
@@ -232,6 +253,8 @@ def recorded_current(
     same = (
         recorded_data.get("sha256") == data.sha256
         and recorded_data.get("rows_kept") == data.cleaning.rows_kept
+        and recorded_data.get("erased_digest") == data.erased_digest
+        and recorded_data.get("withdrawn_digest") == data.withdrawn_digest
         and cutoff == iso_utc(at.split.cutoff)
     )
     window = f"its own holdout, {days} days from {cutoff}"

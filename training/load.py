@@ -10,6 +10,7 @@ or learned (factors, shortlists, histories) while the withdrawal stands.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,10 @@ class TrainingData:
     # The median value of a purchase line (None without prices): the money scale the
     # catalogue's incentives are read against.
     typical_line_value: float | None
+    # ``ids_digest`` of the customers dropped as erased and as withdrawn: the same count
+    # of other customers is other data (a rerun is not "unchanged", ``training.gate``).
+    erased_digest: str = ""
+    withdrawn_digest: str = ""
 
     @property
     def last_s(self) -> int:
@@ -83,7 +88,9 @@ class TrainingData:
             },
             **self.cleaning.to_dict(),
             "erased_customers": self.erased_customers,
+            "erased_digest": self.erased_digest,
             "withdrawn_customers": self.withdrawn_customers,
+            "withdrawn_digest": self.withdrawn_digest,
             "typical_line_value": self.typical_line_value,
         }
 
@@ -100,10 +107,8 @@ def load_data(
     withdraws personalization (``DROP_WITHDRAWN``)."""
     with steps.step("read purchases"):
         purchases, cleaning = read_purchases(path, mapping)
-        purchases, erased_customers = drop_customers(purchases, cleaning, erased, DROP_ERASED)
-        purchases, withdrawn_customers = drop_customers(
-            purchases, cleaning, withdrawn, DROP_WITHDRAWN
-        )
+        purchases, erased_ids = drop_customers(purchases, cleaning, erased, DROP_ERASED)
+        purchases, withdrawn_ids = drop_customers(purchases, cleaning, withdrawn, DROP_WITHDRAWN)
         sha256 = fingerprint(path)
         encoded = encode_purchases(purchases)
     with steps.step("customer orders"):
@@ -116,28 +121,37 @@ def load_data(
         sha256=sha256,
         purchases=purchases,
         cleaning=cleaning,
-        erased_customers=erased_customers,
-        withdrawn_customers=withdrawn_customers,
+        erased_customers=len(erased_ids),
+        withdrawn_customers=len(withdrawn_ids),
         encoded=encoded,
         orders=orders,
         priced=priced,
         typical_line_value=float(np.median(values)) if priced else None,
+        erased_digest=ids_digest(erased_ids),
+        withdrawn_digest=ids_digest(withdrawn_ids),
     )
+
+
+def ids_digest(ids: Collection[str]) -> str:
+    """SHA-256 of the sorted customer ids, one a line: which customers were left out,
+    recorded without naming them (the manifest outlives an erasure)."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()
 
 
 def drop_customers(
     purchases: pd.DataFrame, report: CleaningReport, erased: Collection[str], reason: str
-) -> tuple[pd.DataFrame, int]:
+) -> tuple[pd.DataFrame, list[str]]:
     """Drop every row of the ``erased`` customers (erased, or without consent to
     personalization), updating the cleaning report as the cleaning itself would, under
-    ``reason``; answers the purchases left and how many customers were dropped."""
+    ``reason``; answers the purchases left and the ids of the customers dropped (those of
+    ``erased`` the file has)."""
     ids = purchases[col.CUSTOMER_ID]
     mask = ids.isin(list(erased)).to_numpy(dtype=bool) if erased else np.zeros(len(ids), bool)
     rows = int(mask.sum())
     report.dropped[reason] = rows
     if not rows:
-        return purchases, 0
-    customers = int(ids[mask].nunique())
+        return purchases, []
+    customers = sorted({str(customer) for customer in ids[mask].unique()})
     purchases = purchases[~mask].reset_index(drop=True)
     if report.returns is not None:
         erased_returns = report.returns[col.CUSTOMER_ID].isin(list(erased)).to_numpy(dtype=bool)

@@ -16,9 +16,9 @@ from support import assert_one_error_line, small_training_config
 from nbo.cli import main
 from nbo.core.errors import EXIT_REFUSED, EXIT_TEMPFAIL
 from nbo.data.mapping import load_mapping
-from nbo.models.artifacts import ModelsDirBusy, list_versions, lock_models_dir
+from nbo.models.artifacts import ModelsDirBusy, library_versions, list_versions, lock_models_dir
 from training.gate import StaleData, Unchanged
-from training.pipeline import TrainResult, train
+from training.pipeline import ModelRefused, TrainResult, train
 
 
 def _current(models: Path) -> str:
@@ -96,6 +96,61 @@ def test_a_rerun_on_unchanged_data_and_config_publishes_no_twin(
         planted_csv, load_mapping("canonical"), models, small_training_config(), force=True
     )
     assert forced.published and len(list_versions(models)) == 2
+
+
+def test_other_customers_left_out_are_not_unchanged_though_as_many(
+    tmp_path: Path, planted_csv: Path
+) -> None:
+    # The rerun compared the counts of erased customers: one customer erased, then
+    # another (one each night) was taken for the current model's own data.
+    models = tmp_path / "models"
+    mapping, config = load_mapping("canonical"), small_training_config()
+    first = train(planted_csv, mapping, models, config, erased=["a09"], force=True)
+    assert first.manifest["data"]["erased_customers"] == 1
+
+    with pytest.raises(Unchanged):
+        train(planted_csv, mapping, models, config, erased=["a09"])
+    with pytest.raises(Unchanged):  # an id the file does not have drops nothing more
+        train(planted_csv, mapping, models, config, erased=["a09", "nobody"])
+    try:
+        other = train(planted_csv, mapping, models, config, erased=["b27"])
+    except ModelRefused as refused:  # gated, so not taken for unchanged
+        other = refused.result
+    data = other.manifest["data"]
+    assert data["erased_customers"] == 1
+    assert data["erased_digest"] != first.manifest["data"]["erased_digest"]
+
+    withdrawn = train(planted_csv, mapping, models, config, erased=["a09"], withdrawn=["b27"])
+    assert withdrawn.manifest["data"]["withdrawn_customers"] == 1
+
+
+@pytest.mark.parametrize("library", ["nbo", "implicit", "lightgbm", "scikit-learn", "numpy"])
+def test_a_rerun_after_an_upgrade_publishes_without_force(
+    tmp_path: Path, planted_csv: Path, monkeypatch: pytest.MonkeyPatch, library: str
+) -> None:
+    # A rerun after an upgrade of nbo or a library that fits the model was "unchanged":
+    # the new versions' model was never published without --force.
+    models = tmp_path / "models"
+    current = _published(models, planted_csv)
+    recorded = library_versions()
+    monkeypatch.setattr("training.gate.library_versions", lambda: {**recorded, library: "999.0"})
+
+    upgraded = _published(models, planted_csv)
+    assert upgraded.published and _current(models) == upgraded.version != current.version
+    # The same data and cutoff: compared exactly with the figure CURRENT records.
+    gate = upgraded.manifest["quality_gate"]
+    assert gate["passed"] is True and gate["tolerance"] == 0.0
+
+
+def test_a_data_reading_library_upgrade_alone_is_unchanged(
+    tmp_path: Path, planted_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = tmp_path / "models"
+    current = _published(models, planted_csv)
+    recorded = library_versions()
+    monkeypatch.setattr("training.gate.library_versions", lambda: {**recorded, "pyarrow": "0.1"})
+    with pytest.raises(Unchanged):
+        train(planted_csv, load_mapping("canonical"), models, small_training_config())
 
 
 def test_a_second_training_into_a_held_models_folder_is_refused_at_once(
