@@ -67,7 +67,10 @@ def test_models_listing_shows_each_versions_data_end_and_json_for_scripts(
 
     assert main(["models", "--models-dir", str(models)]) == 0
     listing = capsys.readouterr().out
-    assert f"{production}  (previous, production)  data to 2011-12-09 12:50 UTC" in listing
+    assert (
+        f"{production}  (previous, production)  data to 2011-12-09 12:50 UTC  gate not compared"
+        in listing
+    )
 
     assert main(["models", "--models-dir", str(models), "--json"]) == 0
     rows = {row["version"]: row for row in json.loads(capsys.readouterr().out)["models"]}
@@ -79,6 +82,25 @@ def test_models_listing_shows_each_versions_data_end_and_json_for_scripts(
     )
     assert [row["current"] for row in rows.values()].count(True) == 1
     assert rows[production]["broken"] is None
+    # The gate's verdict: the first version had nothing to compare with; the second was
+    # compared with the first, by the figures the listing gives.
+    assert rows[production]["gate"]["verdict"] == "not compared"
+    assert rows[production]["gate"]["current"] is None
+    second = rows[candidate]["gate"]
+    assert second["current_version"] == production and second["metric"] == "ndcg@10"
+    assert second["verdict"] == (
+        "passed" if second["served"] >= second["current"] else "refused but forced"
+    )
+
+    # Failed and published all the same (--force): said so, line and JSON.
+    manifest = json.loads((models / candidate / "manifest.json").read_text())
+    manifest["quality_gate"].update(passed=False, forced=True)
+    (models / candidate / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["models", "--models-dir", str(models)]) == 0
+    assert "gate refused but forced" in capsys.readouterr().out
+    assert main(["models", "--models-dir", str(models), "--json"]) == 0
+    rows = {row["version"]: row for row in json.loads(capsys.readouterr().out)["models"]}
+    assert rows[candidate]["gate"]["verdict"] == "refused but forced"
 
     assert main(["models", "--models-dir", str(models), "--json", "--prune", "1"]) == 2
     assert "--json: only for the listing" in capsys.readouterr().err

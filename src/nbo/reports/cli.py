@@ -393,6 +393,7 @@ def run_models(args: argparse.Namespace) -> int:
                 "data_end": last if isinstance(last, str) else None,
                 "broken": version_problem(models_dir, version),
                 "warning": _warned(manifest),
+                "gate": _gate(manifest),
             }
         )
     if args.json:
@@ -411,6 +412,7 @@ def run_models(args: argparse.Namespace) -> int:
             + (f"  ({', '.join(row['aliases'])})" if row["aliases"] else "")
             + end
             + (f"  BROKEN: {row['broken']}" if row["broken"] else "")
+            + (f"  gate {row['gate']['verdict']}" if row["gate"] and not row["broken"] else "")
             + (f"  warning: {row['warning']}" if row["warning"] and not row["broken"] else "")
         )
     return 0
@@ -431,6 +433,40 @@ def _manifest(models_dir: Path, version: str) -> dict[str, Any]:
 def _minute(moment: str) -> str:
     """An ISO 8601 UTC time to the minute, as the listing shows it: 2011-12-09 12:50 UTC."""
     return moment[:16].replace("T", " ") + (" UTC" if moment.endswith("+00:00") else "")
+
+
+# The quality gate's verdict on a published version (``nbo models``): it passed; it
+# failed and --force published it all the same; there was nothing to compare it with
+# (the first version, a current model that records no figure); nobody was evaluated.
+GATE_PASSED, GATE_FORCED = "passed", "refused but forced"
+GATE_NOT_COMPARED, GATE_NOT_EVALUATED = "not compared", "not evaluated"
+
+
+def _gate(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """What the quality gate made of a version when it was published: its ``verdict``
+    and the figures compared (served and the current model's, on ``metric``, within
+    ``tolerance`` of a recorded figure); None for a manifest with no gate section."""
+    gate = manifest.get("quality_gate")
+    if not isinstance(gate, dict):
+        return None
+    passed = gate.get("passed")
+    if gate.get("evaluated") is False:
+        verdict = GATE_NOT_EVALUATED
+    elif passed is None:
+        verdict = GATE_NOT_COMPARED
+    elif passed:
+        verdict = GATE_PASSED
+    else:  # published although it failed: only --force does that
+        verdict = GATE_FORCED
+    return {
+        "verdict": verdict,
+        "metric": gate.get("metric"),
+        "served": gate.get("served"),
+        "current_version": gate.get("current_version"),
+        "current": gate.get("current"),
+        "recorded": gate.get("recorded"),
+        "tolerance": gate.get("tolerance"),
+    }
 
 
 def _warned(manifest: dict[str, Any]) -> str | None:
