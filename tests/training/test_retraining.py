@@ -146,7 +146,7 @@ def test_a_data_reading_library_upgrade_alone_is_unchanged(
     tmp_path: Path, planted_csv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     models = tmp_path / "models"
-    current = _published(models, planted_csv)
+    _published(models, planted_csv)
     recorded = library_versions()
     monkeypatch.setattr("training.gate.library_versions", lambda: {**recorded, "pyarrow": "0.1"})
     with pytest.raises(Unchanged):
