@@ -27,6 +27,7 @@ from training.load import load_data
 from training.pipeline import TrainResult
 from training.progress import Steps
 from training.propensity import (
+    RULE_BASIS_MARGIN,
     bought_anything,
     buying_curve,
     fit_curve,
@@ -245,3 +246,27 @@ def test_a_rules_basis_is_the_one_that_predicts_the_held_out_half_better(planted
         assert chances == pytest.approx(np.array([[0.6, 0.2, 0.05]] * 2), abs=0.05)
     else:  # the light buyer's staple (10 orders) is likely, their second item is not
         assert chances[1, 0] > 0.5 > 0.15 > chances[1, 1]
+
+
+def test_the_place_must_beat_the_score_by_the_margin_to_be_chosen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Online Retail's ItemKNN left its score for the place on a 0.4% Brier margin, less
+    than the luck of the halves moves it: the place wins only by ``RULE_BASIS_MARGIN``,
+    the figures reported as they are."""
+    scores, places, filled, bought, valid = _planted_lists(2_000, "place", seed=5)
+    fit_rows = np.random.default_rng(0).random(len(scores)) < 0.5
+    quality = rule_quality(scores, places, filled, bought, valid, fit_rows)
+    won_by = 1.0 - quality["brier_place"] / quality["brier_score"]
+    assert quality["basis"] == "place" and won_by > RULE_BASIS_MARGIN
+
+    monkeypatch.setattr("training.propensity.RULE_BASIS_MARGIN", won_by + 0.01)
+    narrow = rule_quality(scores, places, filled, bought, valid, fit_rows)
+    assert narrow["basis"] == "score" and narrow["brier"] == narrow["brier_score"]
+    assert narrow["brier_place"] == quality["brier_place"]
+    pairs = RulePairs(scores, places, filled, bought, valid)
+    propensity, _ = fit_rule_curves(Propensity.uncalibrated(), pairs, fit_rows)
+    assert propensity.rule_basis == "score"
+
+    monkeypatch.setattr("training.propensity.RULE_BASIS_MARGIN", won_by - 0.01)
+    assert rule_quality(scores, places, filled, bought, valid, fit_rows)["basis"] == "place"
