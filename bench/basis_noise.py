@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-import training.evaluate
 import training.served
 from nbo.data.mapping import load_mapping
 from training.config import TrainingConfig
@@ -44,7 +43,7 @@ def main() -> None:
         captured.append(pairs)
         return original(propensity, pairs, fit_half)
 
-    training.served.fit_rule_curves = capturing  # type: ignore[assignment]
+    training.served.fit_rule_curves = capturing
     with tempfile.TemporaryDirectory(prefix="basis-noise-") as scratch:
         result = train(
             args.data, load_mapping(args.mapping), Path(scratch), TrainingConfig(), publish=False
@@ -56,7 +55,7 @@ def main() -> None:
     pairs = captured[-1]  # with_rule_curves: every evaluated customer
     rows = []
     for seed in range(SEEDS):
-        halves = np.random.default_rng(seed).random(pairs.scores.shape[0]) < 0.5
+        halves = np.asarray(np.random.default_rng(seed).random(len(pairs.scores)) < 0.5)
         quality = rule_quality(
             pairs.scores, pairs.places, pairs.filled, pairs.bought, pairs.valid, halves
         )
