@@ -182,6 +182,12 @@ class RankerConfig(BaseModel):
     search_trials: int = Field(6, ge=1, le=6)
 
 
+# The quality gate's default ``gate_tolerance``: how much worse (relative) a new model's
+# served NDCG@10 may be than the figure the current model's manifest records for its own
+# holdout, another window (``training.gate``). Measured by bench/gate_noise.py.
+RECORDED_TOLERANCE = 0.05
+
+
 class TrainingConfig(BaseModel):
     """Everything that shapes a model, recorded in its manifest."""
 
@@ -192,6 +198,9 @@ class TrainingConfig(BaseModel):
     suppression_days: str = "30"
     popularity_days: int | None = Field(90, ge=1)
     eval_max_customers: int | None = Field(10_000, ge=1)
+    # The quality gate's tolerance against a recorded figure on another window (0: every
+    # night must be at least as good as the last).
+    gate_tolerance: float = Field(RECORDED_TOLERANCE, ge=0, lt=1)
     als: AlsConfig = AlsConfig()
     cycles: CyclesConfig = CyclesConfig()
     churn: ChurnConfig = ChurnConfig()

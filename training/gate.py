@@ -12,8 +12,9 @@ past the cutoff (retrained nightly, or on the same data) saw the holdout and can
 scored on it: the gate then compares with the figure its manifest records (``served``
 NDCG@k, truth ``all``, on its own holdout window). On the same data file and cutoff that
 figure was measured on this very holdout, so it compares exactly; on another window a
-new model may be up to ``RECORDED_TOLERANCE`` worse before it is refused, since the same
-model scores a few percent apart on two months of holdout. A current model this nbo
+new model may be up to ``TrainingConfig.gate_tolerance`` worse before it is refused: a
+healthy nightly retrain's figure moves by that much (``training.config.RECORDED_TOLERANCE``
+says what was measured), a broken model's falls far past it. A current model this nbo
 cannot load, or whose manifest records no comparable figure, is not compared: the gate
 records ``passed`` null ("not compared"), never true, and publishes. ``nbo train``
 refuses a model worse than the current one unless --force; ``nbo evaluate`` publishes
@@ -53,13 +54,6 @@ from training.methods import Metrics
 from training.served import SERVED, Cutoff, model_metrics, posted_since
 
 GATE_METRIC_TEMPLATE = "ndcg@{k}"
-# How much worse (relative) a new model may be than the figure the current model's
-# manifest records for its own holdout, when that holdout is another window: the same
-# model's NDCG@10 moves by a few percent between two 30-day windows (the customers who
-# come back, the season), and a nightly retrain must not flap on that; a real
-# regression (a broken config: 35% worse) is far past it. On the same data and cutoff
-# the recorded figure is of this very holdout and the comparison is exact.
-RECORDED_TOLERANCE = 0.05
 GATE_TRUTH = "all"
 # The libraries whose upgrade makes a rerun on CURRENT's own data and config another
 # model (nbo itself, and what fits and scores it): ``Unchanged`` only when all match, so
@@ -173,6 +167,11 @@ def check_against_current(
         )
 
 
+def percent(fraction: float) -> str:
+    """A relative tolerance as the gate's messages give it: 0.05 -> "5%", 0.035 -> "3.5%"."""
+    return f"{fraction * 100:.3g}%"
+
+
 def _key_libraries(libraries: object) -> dict[str, object]:
     """The ``UNCHANGED_LIBRARIES`` versions of a manifest's ``libraries`` section."""
     found = libraries if isinstance(libraries, dict) else {}
@@ -209,7 +208,9 @@ def score_current(
             f"{iso_utc(model.trained_until_s)}, past the cutoff {iso_utc(at.split.cutoff)}: "
             "it saw the holdout"
         )
-        return recorded_current(version, model.manifest, metric, data, at, saw)
+        return recorded_current(
+            version, model.manifest, metric, data, at, saw, config.gate_tolerance
+        )
     ids = at.split.train.customers.ids[at.customers].tolist()
     recent = posted_since(data.purchases, ids, model.trained_until_s, at.cutoff_s)
     metrics = model_metrics(model, at, config, catalog, recent)
@@ -229,10 +230,11 @@ def recorded_current(
     data: TrainingData,
     at: Cutoff,
     saw: str,
+    tolerance: float,
 ) -> Current:
     """The current model by the served figure its manifest records, for a model that saw
     this holdout (``saw`` says so): exact when it was measured on the same data file,
-    the same lines kept, at the same cutoff, else within ``RECORDED_TOLERANCE``; not
+    the same lines kept, at the same cutoff, else within ``tolerance`` (relative); not
     compared (score None) when the manifest records no figure on ``metric``."""
     try:
         figures = manifest["metrics"][GATE_TRUTH][SERVED]
@@ -266,14 +268,14 @@ def recorded_current(
     else:
         note = (
             f"{saw}, so it is compared by the figure its manifest records on {window}: "
-            f"another window, so up to {RECORDED_TOLERANCE:.0%} worse passes"
+            f"another window, so up to {percent(tolerance)} worse passes"
         )
     return Current(
         version,
         score,
         note,
         recorded=True,
-        tolerance=0.0 if same else RECORDED_TOLERANCE,
+        tolerance=0.0 if same else tolerance,
     )
 
 
@@ -319,7 +321,7 @@ class QualityGate:
                 f"{served} {verdict} the current model {self.current}, "
                 f"{self.current_score:.4f}, on the same holdout"
             )
-        margin = f" by more than {self.tolerance:.0%}" if self.tolerance else ""
+        margin = f" by more than {percent(self.tolerance)}" if self.tolerance else ""
         verdict = f"is {'not ' if self.passed else ''}worse{margin} than"
         return (
             f"{served} {verdict} the current model {self.current}, "

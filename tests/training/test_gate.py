@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 from rich.console import Console
 from support import END, make_nobody_comes_back, small_training_config, worse_than_before
 
 from nbo.core.errors import QualityGateError
 from nbo.data.mapping import load_mapping
 from training.cli import print_summary
+from training.config import RECORDED_TOLERANCE, TrainingConfig
 from training.evaluate_cli import evaluation_document
-from training.gate import RECORDED_TOLERANCE
 from training.pipeline import ModelRefused, TrainResult, train
 from training.report import evaluation_html
 
@@ -262,6 +263,25 @@ def test_a_recorded_figure_on_another_window_allows_the_tolerance(
     _raise_recorded(models, result.version, 1.1)
     with pytest.raises(ModelRefused, match="is worse by more than 5% than the current model"):
         train(planted_csv, load_mapping("canonical"), models, small_training_config())
+
+
+def test_the_tolerance_is_a_config_setting(tmp_path: Path, planted_csv: Path) -> None:
+    """A shop whose nights move less (or more) sets ``gate_tolerance``: a recorded figure
+    4% better than the new model's refuses it under 2%."""
+    models = tmp_path / "models"
+    current = train(planted_csv, load_mapping("canonical"), models, small_training_config())
+    assert current.version is not None
+    path = models / current.version / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest["data"]["sha256"] = "0" * 64
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    _raise_recorded(models, current.version, 1.04)
+
+    strict = small_training_config().model_copy(update={"gate_tolerance": 0.02})
+    with pytest.raises(ModelRefused, match="is worse by more than 2% than the current model"):
+        train(planted_csv, load_mapping("canonical"), models, strict)
+    with pytest.raises(ValidationError, match="gate_tolerance"):
+        TrainingConfig.model_validate({"gate_tolerance": 1.0})
 
 
 def test_nothing_compared_is_not_recorded_as_passed(tmp_path: Path, planted_csv: Path) -> None:
