@@ -5,9 +5,9 @@ A nightly retrain is compared with the figure the current model's manifest recor
 its own holdout, a window one night earlier: the gate must let that night-to-night
 movement pass and refuse a broken model. This replays nightly retrains: the purchase
 file cut to end ``--days`` before its last day D (by default D-3, D-2, D-1, D; a
-weekly replay: 21,14,7,0), each trained in order into one models folder with the default config and ``force`` (so every night is
-published and the next one is compared with it), and records each model's served
-NDCG@10 (truths ``all`` and ``new``) and what the gate compared it with. Then a
+weekly replay: 21,14,7,0), each trained in order into one models folder with the
+default config and ``force`` (so every night is published and the next one is
+compared with it), and records each model's served NDCG@10 (truths ``all`` and ``new``) and what the gate compared it with. Then a
 deliberately broken config (one ALS factor and iteration, no ranker) on the full file,
 gated against the healthy D model, shows where a bad model lands.
 
