@@ -7,9 +7,10 @@ movement pass and refuse a broken model. This replays nightly retrains: the purc
 file cut to end ``--days`` before its last day D (by default D-3, D-2, D-1, D; a
 weekly replay: 21,14,7,0), each trained in order into one models folder with the
 default config and ``force`` (so every night is published and the next one is
-compared with it), and records each model's served NDCG@10 (truths ``all`` and ``new``) and what the gate compared it with. Then a
-deliberately broken config (one ALS factor and iteration, no ranker) on the full file,
-gated against the healthy D model, shows where a bad model lands.
+compared with it), and records each model's served NDCG@10 (truths ``all`` and
+``new``) and what the gate compared it with. Then a deliberately broken config (one
+ALS factor and iteration, no ranker) on the full file, gated against the healthy D
+model, shows where a bad model lands.
 
     .venv/bin/python -m bench.gate_noise --data FILE --mapping online-retail --broken
 
