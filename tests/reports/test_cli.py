@@ -520,7 +520,8 @@ def test_current_previous_rolls_back_the_last_move_of_current_and_again_undoes_i
         for version in (first, second)
     }
     assert main(["models", "--models-dir", str(models)]) == 0
-    assert capsys.readouterr().out.splitlines() == [
+    listing = [line.split("  gate ")[0] for line in capsys.readouterr().out.splitlines()]
+    assert listing == [
         f"{second}  (candidate, production)  data to {ends[second][:16].replace('T', ' ')} UTC",
         f"{first}  (previous)  data to {ends[first][:16].replace('T', ' ')} UTC",
     ]
@@ -585,7 +586,7 @@ def test_a_broken_version_is_listed_as_broken_and_gets_no_alias(
     )
     # A checksum needs every byte read: not in a listing, which shows its data end.
     end = json.loads((models / broken / "manifest.json").read_text())["data"]["last_purchase"]
-    assert listing[2] == f"{broken}  data to {end[:16].replace('T', ' ')} UTC"
+    assert listing[2].startswith(f"{broken}  data to {end[:16].replace('T', ' ')} UTC  gate ")
     assert main(["models", "--models-dir", str(models), "--alias", "cand", broken]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--alias cand {broken}: model {broken}: file " in err
