@@ -164,6 +164,42 @@ def srm_result(srm: Mapping[str, Any]) -> str:
     )
 
 
+def sample_size_text(comparison: Mapping[str, Any]) -> str:
+    """What a comparison's sample can detect, in one sentence a marketer acts on: the
+    smallest conversion difference it finds most of the time, and the exposed customers
+    needed to find the difference seen (so "not significant" is not read as "no
+    effect" when the test is merely too small)."""
+    size = comparison.get("sample_size") or {}
+    label = f"{comparison.get('variant')} vs {comparison.get('against')}"
+    if not size:
+        return f"{label} sample size: not computed"
+    exposed = size.get("exposed") or {}
+    power = f"{float(size.get('power', 0.8)):.0%}"
+    level = f"{float(size.get('alpha', 0.05)):.0%}"
+    parts: list[str] = []
+    mde = size.get("minimum_detectable_difference")
+    if mde is not None:
+        parts.append(
+            f"with {exposed.get('variant', 0):,} and {exposed.get('against', 0):,} exposed, "
+            f"a difference in conversion of {float(mde) * 100:.2f} pp "
+            f"({_pct(size.get('minimum_detectable_relative_uplift'), 0)} of "
+            f"{comparison.get('against')}'s {_pct(size.get('baseline_rate'), 2)}) or more is "
+            f"found {power} of the time at the {level} level"
+        )
+    needed = size.get("exposed_needed")
+    if needed:
+        difference = (comparison.get("conversion") or {}).get("difference")
+        more = int(size.get("exposed_more") or 0)
+        parts.append(
+            f"to find the {_pp(difference)} seen, about {needed['variant']:,} and "
+            f"{needed['against']:,} exposed customers are needed "
+            + (f"({more:,} more)" if more else "(reached)")
+        )
+    if size.get("reason"):
+        parts.append(f"not sized: {size['reason']}")
+    return f"{label} sample size: " + "; ".join(parts)
+
+
 def _p_equals(value: Any) -> str:
     text = _p(value)
     return text if text.startswith("<") else f"= {text}"
@@ -330,7 +366,15 @@ def _comparisons_table(report: Mapping[str, Any], level: str) -> str:
         "with no correction for multiple comparisons."
     )
     table = f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
-    return f'{table}<p class="note">{note}</p>'
+    sizes = "".join(f"<li>{_e(sample_size_text(c))}</li>" for c in comparisons)
+    sizing = (
+        f"<h3>Sample size</h3><ul>{sizes}</ul>"
+        '<p class="note">Two-sided test of two proportions, normal approximation; the '
+        "customers needed are at the configured split. Not significant with fewer than "
+        "needed means too few customers to tell, not no effect: keep the experiment "
+        "running, or accept that a smaller difference goes unseen.</p>"
+    )
+    return f'{table}<p class="note">{note}</p>{sizing}'
 
 
 def _figure_html(report: Mapping[str, Any], level: str) -> str:

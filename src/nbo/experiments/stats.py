@@ -51,7 +51,16 @@ Conventions, chosen so the numbers match what analysts compute by hand:
   of 156 against 0 of 146 gave p = 0.045 for revenue) says little; with no buyer at all
   a variant's spread is not estimable. Ten is the usual rule of thumb for the normal
   approximation of a binomial count (n·p >= 10), which both the z-test and Welch's test
-  lean on here.
+  lean on here;
+* every comparison says what its sample can detect (``sample_size``): the smallest
+  difference in conversion rate found 80% of the time (``POWER``) at level ``alpha``
+  with the exposed customers each side has now, and how many exposed customers each
+  side would need, at the configured split, to find the difference seen. Without it a
+  "not significant" reads as "no effect", when it is as often "too few customers to
+  tell": a marketer needs the figure to decide whether to keep the test running. The
+  formulas are the textbook normal approximations for two proportions (Fleiss, Levin
+  and Paik, *Statistical Methods for Rates and Proportions*, 3rd ed., 4.2), with
+  ``scipy.stats.norm`` for the quantiles.
 """
 
 from __future__ import annotations
@@ -73,6 +82,9 @@ MIN_EXPOSED = 100
 # warning, and ``indicative`` rather than ``significant``.
 MIN_CONVERSIONS = 10
 SRM_P_THRESHOLD = 0.001
+# The chance of finding a true difference the size guidance plans for: 80%, the usual
+# planning figure (a 1-in-5 chance of missing a real effect of that size).
+POWER = 0.8
 
 
 @dataclass(frozen=True)
@@ -192,6 +204,7 @@ def experiment_report(
                 "revenue_per_exposed": _revenue_comparison(
                     o, revenue, c, revenues[base_index], alpha, min_conversions, warnings
                 ),
+                "sample_size": _sample_size(o, c, shares[index] / shares[base_index], alpha),
             }
         )
 
@@ -370,6 +383,64 @@ def _conversion_comparison(
         p_value=p_value,
         significant=p_value < alpha and not indicative,
     )
+    return result
+
+
+def _sample_size(
+    v: VariantOutcome, c: VariantOutcome, ratio: float, alpha: float
+) -> dict[str, Any]:
+    """What the comparison of ``v`` against the baseline ``c`` can detect in conversion.
+
+    ``minimum_detectable_difference``: the smallest difference in conversion rate (a
+    share, as ``difference``) that a two-sided test at level ``alpha`` finds with
+    probability ``POWER`` with the customers exposed now, both sides at the baseline's
+    rate (the null's spread): ``(z_{1-alpha/2} + z_power) * sqrt(p(1-p)(1/n_v + 1/n_c))``.
+    ``exposed_needed``: the exposed customers each side needs to find the difference
+    seen with that probability, at the configured split (``ratio``: the variant's
+    weight over the baseline's), the pooled rate's spread under the null and each
+    rate's own under the alternative. Null fields with a ``reason`` when a figure has
+    nothing to rest on (nobody exposed, no conversion or every customer converting on
+    the baseline, no difference seen), never a zero or an infinity.
+    """
+    nv, nc = int(v.exposed), int(c.exposed)
+    result: dict[str, Any] = {
+        "power": POWER,
+        "alpha": float(alpha),
+        "exposed": {"variant": nv, "against": nc},
+        "baseline_rate": None,
+        "minimum_detectable_difference": None,
+        "minimum_detectable_relative_uplift": None,
+        "exposed_needed": None,
+        "exposed_more": None,
+        "reason": None,
+    }
+    if nv < 1 or nc < 1:
+        result["reason"] = "nobody exposed yet on one side"
+        return result
+    pc, pv = c.converted / nc, v.converted / nv
+    result["baseline_rate"] = pc
+    z_alpha, z_power = float(stats.norm.isf(alpha / 2)), float(stats.norm.ppf(POWER))
+    if 0 < pc < 1:
+        mde = (z_alpha + z_power) * math.sqrt(pc * (1 - pc) * (1 / nv + 1 / nc))
+        result["minimum_detectable_difference"] = mde
+        result["minimum_detectable_relative_uplift"] = mde / pc
+    else:
+        result["reason"] = (
+            f"no customer of {c.name} converted yet"
+            if pc == 0
+            else f"every customer of {c.name} converted"
+        )
+    difference = pv - pc
+    pooled = (pc + ratio * pv) / (1 + ratio)
+    if difference == 0 or not 0 < pooled < 1:
+        result["reason"] = result["reason"] or "no difference seen yet to size the test for"
+        return result
+    null_spread = z_alpha * math.sqrt(pooled * (1 - pooled) * (1 + 1 / ratio))
+    alternative_spread = z_power * math.sqrt(pc * (1 - pc) + pv * (1 - pv) / ratio)
+    needed_c = math.ceil((null_spread + alternative_spread) ** 2 / difference**2)
+    needed_v = math.ceil(needed_c * ratio)
+    result["exposed_needed"] = {"variant": needed_v, "against": needed_c}
+    result["exposed_more"] = max(0, needed_v - nv) + max(0, needed_c - nc)
     return result
 
 

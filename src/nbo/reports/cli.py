@@ -134,7 +134,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     from nbo.console.tables import output_console, print_table
     from nbo.experiments.definitions import load_experiments
     from nbo.experiments.outcomes import report_for
-    from nbo.experiments.page import report_html, srm_result
+    from nbo.experiments.page import report_html, sample_size_text, srm_result
     from nbo.experiments.stats import SRM_WARNING
     from nbo.store import open_existing_store, store_setting
 
@@ -215,6 +215,7 @@ def run_experiment(args: argparse.Namespace) -> int:
             soft_wrap=True,
             markup=False,
         )
+        console.print(sample_size_text(c), soft_wrap=True, markup=False)
     if len(report["comparisons"]) > 1:
         console.print(
             f"each of the {len(report['comparisons'])} variants is compared with "
