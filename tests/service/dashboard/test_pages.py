@@ -627,3 +627,47 @@ def test_a_customer_page_names_the_minimum_hold_back_when_one_is_set(models_dir:
         )
     assert "NBO_SUPPRESSION_DAYS: 30" in pages[False] and "NBO_MIN_HOLD_DAYS" not in pages[False]
     assert 'NBO_MIN_HOLD_DAYS: {"email": 29.0}' in pages[True]
+
+
+def test_the_campaigns_page_lists_each_file_and_the_impressions_its_run_recorded(
+    client: TestClient,
+    models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    isolated_store: Path,
+) -> None:
+    """A marketer tells the campaign that was sent (--record) from a preview, and sees
+    what each run put on the customers' caps, as the store counts it."""
+    from nbo.cli import main
+    from nbo.store import open_store
+
+    empty = client.get("/dashboard/campaigns", headers=BROWSER)
+    assert empty.status_code == 200 and 'id="no-campaigns"' in empty.text
+    monkeypatch.setenv("NBO_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("NBO_CLOCK", CLOCK)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("a00\na01\nb00\n", encoding="utf-8")
+    preview, sent = tmp_path / "preview.csv", tmp_path / "sent.parquet"
+    for out, extra in ((preview, []), (sent, ["--record"])):
+        args = ["batch", "--customers", str(ids), "--k", "2", "--out", str(out), *extra]
+        assert main(args) == 0
+    store = open_store(f"sqlite:///{isolated_store}")
+    try:
+        outputs = {Path(o.path).name: o for o in store.batch_outputs()}
+        recorded = store.count_run_impressions(outputs["sent.parquet"].run_id)
+    finally:
+        store.close()
+    assert recorded > 0
+    # A page computed earlier in the same minute is cached: a fresh app reads the store.
+    with app_for(models_dir) as fresh:
+        page = fresh.get("/dashboard/campaigns", headers=BROWSER)
+    assert page.status_code == 200
+    text = page.text
+    assert 'aria-current="page">Campaigns' in text
+    sent_run, preview_run = outputs["sent.parquet"].run_id, outputs["preview.csv"].run_id
+    assert cells(text, "sent") == {
+        sent_run: "delivered (--record)",
+        preview_run: "nothing recorded",
+    }
+    assert cells(text, "impressions") == {sent_run: f"{recorded:,}", preview_run: "0"}
+    assert cells(text, "rows") == {o.run_id: f"{o.rows:,}" for o in outputs.values()}

@@ -262,6 +262,38 @@ async def offers_going_out(
     return await _page(request, "offers.html", days=days, **figures)
 
 
+# --- campaigns ------------------------------------------------------------------------
+
+
+@router.get("/campaigns")
+async def campaigns(request: Request, settings: SettingsDep, store: StoreDep) -> HTMLResponse:
+    """The campaign files ``nbo batch`` wrote and the store manages, newest first, each
+    with the impressions its run recorded: a marketer tells a sent campaign (``--record``)
+    from a preview, and sees what each run put on the customers' frequency caps."""
+    now_s = int(settings.now().timestamp())
+
+    def compute() -> dict[str, Any]:
+        outputs = sorted(store.batch_outputs(), key=lambda o: (-o.written_at, o.path))
+        rows = []
+        for output in outputs:
+            recorded = store.count_run_impressions(output.run_id)
+            rows.append(
+                {
+                    "path": output.path,
+                    "written": _day(output.written_at),
+                    "run_id": output.run_id,
+                    "rows": output.rows,
+                    "format": output.format,
+                    "impressions": recorded,
+                    "delivered": recorded > 0,
+                }
+            )
+        return {"campaigns": rows}
+
+    figures = await _cache(request).get(("campaigns", now_s // 60), compute)
+    return await _page(request, "campaigns.html", **figures)
+
+
 # --- a customer -----------------------------------------------------------------------
 
 
