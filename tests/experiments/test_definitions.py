@@ -746,3 +746,28 @@ def test_names_and_models_yaml_reads_as_numbers_are_refused_naming_each(tmp_path
         "experiment '0123': variant 'a': model: must be text, and YAML read it as "
         "the number 31 ('0x1F': hexadecimal): quote it",
     ]
+
+
+def test_model_variants_resolving_to_one_version_are_said_at_load(tmp_path: Path) -> None:
+    """production and a candidate alias pointed at the version a retraining just made
+    CURRENT: the experiment would compare a model with itself, said before any send."""
+    from nbo.experiments.assignment import same_model_warnings
+    from nbo.experiments.definitions import load_experiments
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        "version: 1\nexperiments:\n  - name: ab\n    salt: s\n"
+        "    start: 2026-06-01T00:00:00Z\n    variants:\n"
+        "      - {name: control, control: true, weight: 20}\n"
+        "      - {name: current, model: production, weight: 40}\n"
+        "      - {name: retrained, model: candidate, weight: 40}\n",
+        encoding="utf-8",
+    )
+    experiments = load_experiments(path)
+    assert same_model_warnings(experiments, {"production": "v1", "candidate": "v2"}) == []
+    (line,) = same_model_warnings(experiments, {"production": "v2", "candidate": "v2"})
+    assert line == (
+        f"{path}: experiment 'ab': variants current (production) and retrained (candidate) "
+        "are both served by model version v2: the experiment would compare a model with "
+        "itself; point each alias at its own version (nbo models --alias)"
+    )

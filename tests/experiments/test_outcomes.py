@@ -227,3 +227,64 @@ def test_an_arms_results_per_model_version(experiments_file: Path, store_url: st
     assert mixed.startswith("production: its impressions came from 3 model versions: unknown")
     assert "v1 (1 impression, 2026-06-10T00:00:00+00:00 to 2026-06-10T00:00:00+00:00)" in mixed
     assert "unknown: recorded before nbo kept the model version" in mixed
+
+
+def test_model_variants_served_by_one_version_are_warned_of(
+    experiments_file: Path, store_url: str
+) -> None:
+    """A retraining moves CURRENT, and production with it, to the version the candidate
+    alias names: both arms are then one model, and the report says so (the control,
+    answered with the current version by design, is not counted)."""
+    from datetime import datetime
+
+    from nbo.data.events import parse_events
+    from nbo.experiments.definitions import load_experiments
+    from nbo.experiments.outcomes import report_for
+    from nbo.store import open_store
+
+    def shown(event_id: str, customer: str, variant: str, model: str) -> dict:
+        return {
+            "event_id": event_id,
+            "type": "offer_impression",
+            "customer_id": customer,
+            "timestamp": "2026-06-10T00:00:00Z",
+            "item_id": "A01",
+            "experiment": "ranker-test",
+            "variant": variant,
+            "model_version": model,
+        }
+
+    experiment = load_experiments(experiments_file).get("ranker-test")
+    assert experiment is not None
+    now_s = int(datetime.fromisoformat("2026-07-01T00:00:00Z").timestamp())
+
+    def warnings_of(body: list[dict]) -> list[str]:
+        valid, rejected = parse_events({"events": body})
+        assert rejected == []
+        store = open_store(store_url)
+        try:
+            store.add_events([event for _, event in valid])
+            return list(report_for(store, experiment, now_s)["warnings"])
+        finally:
+            store.close()
+
+    apart = warnings_of(
+        [shown("a1", "p1", "production", "v1"), shown("a2", "c1", "candidate", "v2")]
+    )
+    assert not [w for w in apart if "same model version" in w]
+    one = warnings_of(
+        [
+            shown("b1", "p2", "production", "v2"),
+            shown("b2", "c2", "candidate", "v2"),
+            shown("b3", "k2", "control", "v2"),
+        ]
+    )
+    # p1 (v1) and p2 (v2): production now mixes versions, unlike candidate: no warning.
+    assert not [w for w in one if "same model version" in w]
+    same = warnings_of(
+        [shown("c1", "p3", "production", "v2"), shown("c0", "c3", "candidate", "v1")]
+    )
+    (line,) = [w for w in same if "same model version" in w]
+    assert line.startswith("production and candidate were served by the same model version")
+    assert "(v1, v2; production: production, candidate: candidate)" in line
+    assert "control" not in line.split(":")[0]

@@ -370,3 +370,45 @@ def test_the_service_does_not_load_matplotlib() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_the_experiments_route_says_when_two_model_arms_are_one_version(
+    two_models: tuple[Path, str, str],
+    experiments_file: Path,
+    isolated_store: Path,
+    experiment_client: TestClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An alias and the version it names as two arms: one model against itself, said
+    in the log at load and in GET /v1/experiments' warnings; two models: nothing."""
+    from fastapi.testclient import TestClient as Client
+
+    from nbo.service.app import create_app
+    from nbo.settings import Settings
+
+    assert not [
+        w for w in experiment_client.get("/v1/experiments").json()["warnings"] if "itself" in w
+    ]
+    models, _, candidate = two_models
+    experiments_file.write_text(
+        experiments_file.read_text(encoding="utf-8").replace(
+            "model: production", f"model: {candidate}"
+        ),
+        encoding="utf-8",
+    )
+    settings = Settings(
+        models_dir=models,
+        clock=CLOCK,
+        store_url=f"sqlite:///{isolated_store}",
+        experiments=experiments_file,
+    )
+    with caplog.at_level("WARNING"), Client(create_app(settings)) as client:
+        warnings = client.get("/v1/experiments").json()["warnings"]
+    expected = (
+        f"{experiments_file}: experiment 'ranker-test': variants production ({candidate}) "
+        f"and candidate (candidate) are both served by model version {candidate}: the "
+        "experiment would compare a model with itself; point each alias at its own version "
+        "(nbo models --alias)"
+    )
+    assert warnings == [expected]
+    assert expected in caplog.messages

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from nbo.experiments.definitions import NO_EXPERIMENTS, ExperimentError, Experim
 from nbo.models.registry import resolve
 from nbo.models.served import ServingModel, load_serving_model
 from nbo.offers.state import Consent
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,32 @@ def resolve_experiment_models(models_dir: Path, experiments: Experiments) -> dic
     return resolved
 
 
+def same_model_warnings(experiments: Experiments, resolved: dict[str, str]) -> list[str]:
+    """One line per experiment whose model variants name one version between them
+    (``resolved``: each model reference -> its version now): the test would compare a
+    model with itself. A retraining moves CURRENT, and ``production`` with it, so an
+    experiment of ``production`` against a ``candidate`` alias pointed at the new
+    version is one; said at load, before any customer is sent its offers."""
+    lines: list[str] = []
+    for experiment in experiments.experiments:
+        by_version: dict[str, list[str]] = {}
+        for variant in experiment.variants:
+            if variant.control or variant.model is None or variant.model not in resolved:
+                continue
+            by_version.setdefault(resolved[variant.model], []).append(
+                f"{variant.name} ({variant.model})"
+            )
+        for version, variants in by_version.items():
+            if len(variants) > 1:
+                lines.append(
+                    f"{experiments.source or 'experiments'}: experiment '{experiment.name}': "
+                    f"variants {' and '.join(variants)} are both served by model version "
+                    f"{version}: the experiment would compare a model with itself; point "
+                    "each alias at its own version (nbo models --alias)"
+                )
+    return lines
+
+
 def load_serving_models(
     models_dir: Path,
     version: str | None,
@@ -133,6 +162,10 @@ def load_serving_models(
         if resolved not in loaded:
             loaded[resolved] = load_serving_model(models_dir, resolved)
         by_reference[reference] = loaded[resolved]
+    for warning in same_model_warnings(
+        experiments, {r: m.version for r, m in by_reference.items()}
+    ):
+        log.warning("%s", warning)
     models = ServingModels(current, experiments, by_reference)
     for customer_id in erased:
         models.forget(customer_id)

@@ -235,6 +235,41 @@ def _mixed_models_warning(variant: str, versions: list[ModelOutcome]) -> str:
     )
 
 
+def _same_model_warning(
+    experiment: Experiment, by_model: dict[str, list[ModelOutcome]]
+) -> str | None:
+    """The warning for model variants whose impressions all came from the same model
+    version(s): the experiment compared a model with itself. The usual way there: a
+    retraining moved CURRENT (and so ``production``) to the new version, which the
+    ``candidate`` alias names too. The control is left out: it answers with the current
+    model's version, non-personalized, by design."""
+    served: dict[frozenset[str], list[str]] = defaultdict(list)
+    for variant in experiment.variants:
+        if variant.control:
+            continue
+        versions = frozenset(
+            one.model_version
+            for one in by_model.get(variant.name, [])
+            if one.model_version is not None
+        )
+        if versions:
+            served[versions].append(variant.name)
+    for versions, variants in served.items():
+        if len(variants) > 1:
+            names = ", ".join(sorted(versions))
+            models = ", ".join(
+                f"{v.name}: {v.model}" for v in experiment.variants if v.name in variants
+            )
+            return (
+                f"{' and '.join(variants)} were served by the same model version ({names}; "
+                f"{models}): the experiment compares a model with itself, and any difference "
+                "between them is chance. Did a retraining move CURRENT, and with it "
+                "production, to the version the other alias names? Point each alias at its "
+                "version (nbo models --alias) and start a new experiment"
+            )
+    return None
+
+
 def model_outcome_report(one: ModelOutcome) -> dict[str, Any]:
     """One model version's figures in a variant, as the report's JSON gives them."""
     return {
@@ -267,6 +302,9 @@ def report_for(store: Store, experiment: Experiment, now_s: int, skew_s: int = 0
         # there were several: the model changed under the variant.
         variant["by_model_version"] = [model_outcome_report(one) for one in versions]
         variant["mixed_model_versions"] = len(versions) > 1
+    same = _same_model_warning(experiment, outcomes.by_model)
+    if same is not None:
+        report["warnings"].append(same)
     report["start"] = iso_utc(experiment.start_s)
     report["end"] = None if experiment.end_s is None else iso_utc(experiment.end_s)
     report["active"] = experiment.active(now_s)

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from nbo.core.apikeys import Role
+from nbo.experiments.assignment import ServingModels, same_model_warnings
 from nbo.experiments.definitions import Experiments
 from nbo.experiments.outcomes import report_for
 from nbo.service.auth import AUTH_RESPONSES, requires
@@ -33,6 +34,15 @@ def _experiments(request: Request) -> Experiments:
     return experiments
 
 
+def _same_model(request: Request) -> list[str]:
+    """Experiments whose model variants the models serving now answer with one version."""
+    models: ServingModels | None = request.app.state.models.serving
+    if models is None:  # no model loaded yet: nothing serves the variants
+        return []
+    resolved = {reference: m.version for reference, m in models.by_reference.items()}
+    return same_model_warnings(models.experiments, resolved)
+
+
 @router.get("")
 def list_experiments(request: Request, settings: SettingsDep) -> dict[str, Any]:
     """The experiments serving, their variants and whether each runs now; whether the
@@ -47,8 +57,9 @@ def list_experiments(request: Request, settings: SettingsDep) -> dict[str, Any]:
         "last_error": status["last_error"],
         "last_error_problems": status["last_error_problems"],
         "last_error_at": status["last_error_at"],
-        # What loading the file found suspicious but served (weights not summing to 100).
-        "warnings": list(experiments.warnings),
+        # What loading the file found suspicious but served (weights not summing to 100,
+        # two model variants served by one version).
+        "warnings": [*experiments.warnings, *_same_model(request)],
         "experiments": [
             {
                 "name": e.name,
