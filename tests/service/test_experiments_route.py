@@ -189,6 +189,22 @@ def test_the_report_counts_what_was_shown_and_bought(
     ) in printed
     assert "warning too few exposed customers" in printed
     assert f"what counts: {ATTRIBUTION}" in printed
+    # Each comparison with its relative uplift (the page's column) and what its sample
+    # can detect, as the JSON says.
+    for comparison in report["comparisons"]:
+        conversion, size = comparison["conversion"], comparison["sample_size"]
+        label = f"{comparison['variant']} vs control"
+        relative = conversion["relative_uplift"]
+        assert (
+            f"{label}: conversion {conversion['difference'] * 100:+.2f} pp, "
+            f"{relative * 100:+.1f}% relative (95% CI"
+        ) in printed
+        exposed = size["exposed"]
+        assert (
+            f"{label} sample size: with {exposed['variant']:,} and {exposed['against']:,} "
+            f"exposed, a difference in conversion of "
+            f"{size['minimum_detectable_difference'] * 100:.2f} pp"
+        ) in printed
     written = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert written["variants"] == report["variants"]
     assert "<img" in (out / "report.html").read_text(encoding="utf-8")

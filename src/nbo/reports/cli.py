@@ -205,10 +205,11 @@ def run_experiment(args: argparse.Namespace) -> int:
     for c in report["comparisons"]:
         conversion, revenue = c["conversion"], c["revenue_per_exposed"]
         console.print(
-            f"{c['variant']} vs {c['against']}: conversion {_signed(conversion['difference'])} "
+            f"{c['variant']} vs {c['against']}: conversion {_signed(conversion['difference'])}"
+            f"{_relative(conversion)} "
             f"(95% CI {_signed(conversion['ci_low'])} .. {_signed(conversion['ci_high'])}, "
             f"p {_p(conversion['p_value'])}{_verdict(conversion)}); revenue per exposed "
-            f"{_signed(revenue['difference'], percent=False)} (95% CI "
+            f"{_signed(revenue['difference'], percent=False)}{_relative(revenue)} (95% CI "
             f"{_signed(revenue['ci_low'], percent=False)} .. "
             f"{_signed(revenue['ci_high'], percent=False)}, p {_p(revenue['p_value'])}"
             f"{_verdict(revenue)})",
@@ -231,6 +232,13 @@ def run_experiment(args: argparse.Namespace) -> int:
     json_path, html_path = write_files_together(out, contents, "--out")
     console.print(f"wrote {json_path} and {html_path}", soft_wrap=True)
     return 0
+
+
+def _relative(comparison: dict[str, Any]) -> str:
+    """The difference as a share of the baseline's figure (``relative_uplift``), after
+    the absolute one: what a marketer quotes ("+98%"), as the page's column says it."""
+    uplift = comparison.get("relative_uplift")
+    return "" if uplift is None else f", {uplift * 100:+.1f}% relative"
 
 
 def _verdict(comparison: dict[str, Any]) -> str:
