@@ -44,6 +44,7 @@ ROUTE_ROLES = {
     ("POST", "/v1/admin/reload"): Role.admin,
     ("GET", "/dashboard"): Role.read,
     ("GET", "/dashboard/offers"): Role.read,
+    ("GET", "/dashboard/campaigns"): Role.read,
     ("GET", "/dashboard/customer"): Role.read,
     ("GET", "/dashboard/experiments"): Role.read,
     ("GET", "/dashboard/experiments/{name}"): Role.read,
