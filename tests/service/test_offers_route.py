@@ -443,6 +443,37 @@ def test_a_repeated_request_id_is_refused_even_when_the_cap_is_reached(
         assert other.status_code == 200 and other.json()["suppressed_reason"] == "frequency_cap"
 
 
+@pytest.mark.parametrize(
+    ("sent", "named"),
+    [("order:123", "':' at position 6"), ("x" * 129, "129 characters"), ("", "empty")],
+)
+def test_a_delivery_under_a_request_id_nbo_cannot_take_is_refused(
+    models_dir: Path, sent: str, named: str
+) -> None:
+    """A request id outside 1 to 128 of ``A-Z a-z 0-9 . _ -`` is replaced by a new one;
+    for a delivery that made every retry a new delivery (two deliveries recorded for one
+    call retried under ``order:123``). Refused now, naming the header, nothing recorded;
+    a preview under the same id is still answered under a new id."""
+    params = {"k": 3, "channel": "app", "record": "true"}
+    with app_at(models_dir, NOW) as client:
+        for _ in range(2):
+            refused = client.get(
+                "/v1/customers/a00/offers", params=params, headers={"X-Request-ID": sent}
+            )
+            body = assert_json_error(refused, 422)
+            assert body["details"][0]["field"] == "X-Request-ID"
+            assert named in body["details"][0]["problem"]
+            assert "nothing recorded" in body["message"]
+        exported = client.get("/v1/customers/a00/data").json()
+        assert [e for e in exported["events"] if e["type"] == "offer_impression"] == []
+        preview = client.get("/v1/customers/a00/offers", headers={"X-Request-ID": sent})
+        assert preview.status_code == 200
+        assert preview.headers["X-Request-ID"] != sent
+        # Without the header a delivery is recorded as before (under a new id).
+        delivered = client.get("/v1/customers/a00/offers", params=params)
+        assert delivered.status_code == 200 and delivered.json()["recorded"] is True
+
+
 def test_items_shown_three_times_without_response_rest(models_dir: Path) -> None:
     caps = {"app": {"max_deliveries": 10, "days": 1}}
     with app_at(models_dir, NOW, frequency_caps=caps) as client:

@@ -56,6 +56,33 @@ def request_id_from(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def refused_request_id(scope: Scope) -> str | None:
+    """Why the client's ``X-Request-ID`` was replaced by a new id (``request_id_from``),
+    or None when it sent none or it was taken.
+
+    A recorded offers call (``record=true``) refuses such an id rather than take a new
+    one: its id is what tells a retry from a new delivery, and a retry under an id
+    replaced anew each time (``order:123``, ``campaign/7``, a 129-character id) was
+    recorded as a second delivery, counted twice toward the caps, without a word."""
+    for name, value in scope["headers"]:
+        if name != HEADER:
+            continue
+        if _SANE_ID.fullmatch(value):
+            return None
+        text = value.decode("latin-1")
+        if not text:
+            where = "empty"
+        elif len(text) > 128:
+            where = f"{len(text)} characters"
+        else:
+            index = next(
+                i for i, char in enumerate(text) if not _SANE_ID.fullmatch(char.encode("latin-1"))
+            )
+            where = f"{text[index]!r} at position {index + 1}"
+        return f"must be 1 to 128 characters of A-Z a-z 0-9 . _ - (got {where})"
+    return None
+
+
 class RequestMiddleware:
     """Gives each HTTP request an id (``scope["state"]["request_id"]`` and the
     ``REQUEST_ID`` context variable), returns it in ``X-Request-ID`` (with the API's

@@ -47,7 +47,8 @@ REQUEST_ID_PARAMETER = {
     "description": "an id for this request (1 to 128 characters of A-Z a-z 0-9 . _ -; "
     "another value is replaced by a new id): answered in X-Request-ID, written on the "
     "request's log lines; with record=true it names the delivery, and one already "
-    "recorded for the customer is refused (409)",
+    "recorded for the customer is refused (409), another value too (422: a retry under "
+    "a new id would be recorded again)",
     "schema": {"type": "string"},
 }
 # Dependencies that answer 503: without a model, or with the store away.

@@ -21,6 +21,7 @@ from nbo.runtime.deliver import deliver_customers, impressions_of
 from nbo.service.auth import AUTH_RESPONSES, require_for_call, requires
 from nbo.service.deps import CustomerId, DecidingDep
 from nbo.service.head import head_request
+from nbo.service.middleware import refused_request_id
 from nbo.service.profiles import best_send_time_values
 from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import Channel, ErrorResponse, OffersResponse
@@ -114,6 +115,21 @@ async def get_offers(
         )
     if record:
         require_for_call(request, Role.write, "record=true")
+        # The request id names the delivery: one the middleware replaced by a new id
+        # would make every retry a new delivery, so it is refused, nothing recorded.
+        refused = refused_request_id(request.scope)
+        if refused is not None:
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("X-Request-ID",),
+                        "msg": f"{refused}: with record=true the request id names the "
+                        "delivery, and a retry under an id replaced by a new one would be "
+                        "recorded again; nothing recorded",
+                        "type": "value_error",
+                    }
+                ]
+            )
     settings, request_id = deciding.settings, deciding.request_id
     now = settings.now()
     context = context_for(
