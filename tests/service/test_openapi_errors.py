@@ -98,3 +98,26 @@ def test_every_refused_file_is_described_alike(client: TestClient) -> None:
         "items": {"type": "string"},
         "type": "array",
     }
+
+
+def test_operation_ids_are_the_handlers_names(client: TestClient) -> None:
+    """Client generators name each call after its operationId: FastAPI's default
+    (``get_offers_v1_customers__customer_id__offers_get``) carried the path and the
+    method into every generated function and module name."""
+    document = client.get("/openapi.json").json()
+    ids = [
+        operation["operationId"]
+        for operations in document["paths"].values()
+        for operation in operations.values()
+    ]
+    assert len(ids) == len(set(ids))
+    by_path = {
+        (method, path): operation["operationId"]
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    }
+    assert by_path["get", "/v1/customers/{customer_id}/offers"] == "get_offers"
+    assert by_path["post", "/v1/events"] == "post_events"
+    assert by_path["delete", "/v1/customers/{customer_id}"] == "erase_customer"
+    for operation_id in ids:
+        assert re.fullmatch(r"[a-z][a-z_]*", operation_id) and "v1" not in operation_id

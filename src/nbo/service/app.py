@@ -26,7 +26,7 @@ from nbo.service.chunking import Chunker
 from nbo.service.dashboard.routes import install_dashboard
 from nbo.service.errors import install_error_handlers
 from nbo.service.middleware import ObservedFastAPI
-from nbo.service.openapi import document_errors
+from nbo.service.openapi import document_errors, operation_id
 from nbo.service.prometheus import build_metrics
 from nbo.service.reload import Reloader, reload_triggers
 from nbo.service.routes import (
@@ -142,6 +142,8 @@ def create_app(
         # redirect to the path without it was a 307 to an absolute URL built from the
         # request's Host header.
         redirect_slashes=False,
+        # operationIds are the handlers' names, as generated clients call them.
+        generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
     # The contact rules the settings configure, for every offers call (settings do not

@@ -51,6 +51,19 @@ REQUEST_ID_PARAMETER = {
     "a new id would be recorded again)",
     "schema": {"type": "string"},
 }
+
+
+def operation_id(route: APIRoute) -> str:
+    """A route's ``operationId``: its handler's name (``get_offers``, ``post_events``).
+
+    FastAPI's default appends the path and the method (``get_offers_v1_customers__
+    customer_id__offers_get``), and client generators name their functions and modules
+    after it (openapi-python-client wrote ``get_offers_v1_customers_customer_id_offers_
+    get.sync(...)``). The handlers' names are unique across the API's routes (FastAPI
+    warns of a duplicate; a test holds it)."""
+    return route.name
+
+
 # Dependencies that answer 503: without a model, or with the store away.
 _NEEDS_MODEL: frozenset[Callable[..., Any]] = frozenset(
     {deps.get_model, deps.get_serving_models, deps.get_deciding}
