@@ -155,6 +155,31 @@ def test_an_event_id_reused_for_another_event_is_a_conflict(store: Store) -> Non
     assert store.purchases_of("c2") == [] and store.purchases_of("c3") == []
 
 
+def test_a_retried_purchase_with_its_lines_in_another_order_is_a_duplicate(
+    store: Store,
+) -> None:
+    """An order system that reads an order's lines again for a retry may send them in
+    another order: the same purchase, a duplicate, where it was refused as another event
+    (the conflict a reused id gets). Other lines are still another event."""
+    body = {
+        "event_id": "o1",
+        "type": "purchase",
+        "customer_id": "c1",
+        "timestamp": "2026-01-01T10:00:00Z",
+        "items": [
+            {"item_id": "A", "quantity": 2, "price": 1.5},
+            {"item_id": "B", "quantity": 1, "price": 4.0},
+        ],
+    }
+    assert store.add_events([parsed(body)]).accepted == ["o1"]
+    reordered = parsed({**body, "items": list(reversed(body["items"]))})
+    retried = store.add_events([reordered])
+    assert retried.duplicates == ["o1"] and retried.conflicts == []
+    other = parsed({**body, "items": [body["items"][0], {**body["items"][1], "quantity": 3}]})
+    assert store.add_events([other]).conflicts == [0]
+    assert store.event_count() == 1 and len(store.purchases_of("c1")) == 2
+
+
 def test_events_survive_closing_and_reopening(store_url: str) -> None:
     store = open_store(store_url)
     store.add_events([purchase("e1", item="A"), purchase("e2", item="B", customer="c2")])

@@ -104,13 +104,21 @@ _ANSWERED = (
 def _same_event(stored: str, posted: str) -> bool:
     """Whether two events' payloads are the same event: the same fields and values,
     a field one lacks counted as null (a payload stored by an older release lacks the
-    fields added since)."""
+    fields added since), and a purchase's lines in any order (an order system that
+    reads an order's lines again for a retry, without an ``ORDER BY``, may send them in
+    another order: the same purchase, whose retry was refused as another event)."""
     if stored == posted:
         return True
-    one, other = json.loads(stored), json.loads(posted)
-    return {k: v for k, v in one.items() if v is not None} == {
-        k: v for k, v in other.items() if v is not None
-    }
+    return _comparable(json.loads(stored)) == _comparable(json.loads(posted))
+
+
+def _comparable(payload: dict[str, Any]) -> dict[str, Any]:
+    """A payload as ``_same_event`` compares it: no null field, lines in one order."""
+    fields = {k: v for k, v in payload.items() if v is not None}
+    lines = fields.get("items")
+    if isinstance(lines, list):
+        fields["items"] = sorted(lines, key=lambda line: json.dumps(line, sort_keys=True))
+    return fields
 
 
 def _nulls_first(row: Sequence[Any]) -> list[tuple[bool, Any]]:
