@@ -65,3 +65,18 @@ def test_the_balancer_bounds_heads_and_slow_clients() -> None:
         "client_header_timeout 10s;",
         "client_body_timeout 10s;",
     } <= directives
+
+
+def test_the_balancer_lets_go_of_idle_connections_before_nbo_does() -> None:
+    """nginx keeps an idle upstream connection 60 s unless told, nbo 5 s (its
+    NBO_KEEPALIVE_SECONDS default): nginx reused a connection nbo was closing, and a
+    POST on it, which nginx never tries again, answered 502."""
+    from nbo.settings import Settings
+
+    conf = (ROOT / "deploy" / "nginx.conf").read_text(encoding="utf-8")
+    directives = [line.split("#")[0].strip() for line in conf.splitlines()]
+    start = directives.index("upstream nbo {")
+    upstream = directives[start : directives.index("}", start)]
+    (idle,) = [d for d in upstream if d.startswith("keepalive_timeout ")]
+    seconds = int(re.fullmatch(r"keepalive_timeout (\d+)s;", idle).group(1))  # type: ignore[union-attr]
+    assert seconds < Settings.model_fields["keepalive_seconds"].default

@@ -237,6 +237,15 @@ class Settings(BaseSettings):
         description="the key of the customer pseudonyms in logs (at least 16 characters, "
         "e.g. 64 hex digits); unset = a random key made once and kept in the store",
     )
+    keepalive_seconds: int = Field(
+        5,
+        ge=1,
+        le=3600,
+        description="how long nbo serve keeps an idle kept-alive connection open after an "
+        "answer; a proxy or load balancer that keeps connections to nbo must close them "
+        "sooner (nginx upstream keepalive_timeout), or raise this above its own idle "
+        "timeout (an AWS ALB's is 60 s)",
+    )
     max_body_bytes: int = Field(
         1_048_576,
         ge=1024,

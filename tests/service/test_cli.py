@@ -4,6 +4,7 @@ HTTP."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 from pathlib import Path
@@ -57,6 +58,33 @@ def test_serve_answers_over_http(models_dir: Path, tmp_path: Path) -> None:
         assert all(offer["item_id"].startswith("A") for offer in body["offers"])
         bad = httpx.get(f"{base}/v1/customers/a00/offers", params={"k": 0}, timeout=5)
         assert bad.status_code == 422 and bad.json()["details"][0]["field"] == "k"
+
+
+def test_serve_closes_idle_connections_after_the_keepalive_setting(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """An idle kept-alive connection is closed after NBO_KEEPALIVE_SECONDS (fixed at
+    uvicorn's 5 s before: a balancer keeping its connections to nbo longer, nginx's
+    upstream default of 60 s or an AWS ALB's, reused one nbo was closing, and a POST on
+    it failed with 502). A connection busy within the time stays open."""
+    settings = {"NBO_CLOCK": "2026-06-30T12:00:00Z", "NBO_KEEPALIVE_SECONDS": "1"}
+    with running_server(
+        models_dir, tmp_path / "store.db", tmp_path / "server.log", settings, ready_seconds=30
+    ) as server:
+        host, port = server.base.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            for _ in range(2):  # the second at once, on the same connection
+                connection.request("GET", "/health/live")
+                answer = connection.getresponse()
+                assert answer.status == 200 and answer.read() == b'{"status":"ok"}'
+            assert connection.sock is not None
+            # Closed by the server (recv answers b"") well before uvicorn's 5 s: a
+            # connection still open after 3 s raises TimeoutError.
+            connection.sock.settimeout(3)
+            assert connection.sock.recv(1) == b""
+        finally:
+            connection.close()
 
 
 @pytest.mark.parametrize("broken", ["missing", "bad"])

@@ -61,8 +61,6 @@ log = logging.getLogger(__name__)
 WORKER_TIMEOUT_S = 120
 # How long SIGTERM waits for requests in flight before the workers are killed.
 GRACEFUL_TIMEOUT_S = 30
-# uvicorn's default: how long an idle keep-alive connection stays open.
-KEEPALIVE_S = 5
 
 
 class NboLogger(Logger):
@@ -175,7 +173,10 @@ class NboServer(BaseApplication):
             "loglevel": self.settings.log_level,
             "timeout": WORKER_TIMEOUT_S,
             "graceful_timeout": GRACEFUL_TIMEOUT_S,
-            "keepalive": KEEPALIVE_S,
+            # How long an idle kept-alive connection stays open (NBO_KEEPALIVE_SECONDS,
+            # uvicorn's 5 s by default): a balancer that keeps its connections to nbo
+            # longer reuses one nbo is closing, and a POST on it fails (502).
+            "keepalive": self.settings.keepalive_seconds,
             "proc_name": "nbo",
             "control_socket_disable": True,
             "reuse_port": True,
