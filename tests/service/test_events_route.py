@@ -209,6 +209,9 @@ def test_a_body_that_is_not_json_is_a_json_error(client: TestClient) -> None:
         # JSON, but not sent as JSON: the content type is named.
         (b'{"event_id": "e1"}', "text/plain", 422, "sent as text/plain"),
         (b'{"event_id": "e1"}', None, 422, "sent without a content type"),
+        # Not read as JSON though its name holds "json": named too.
+        (b'{"event_id": "e1"}', "application/x-ndjson", 422, "sent as application/x-ndjson"),
+        (b'{"event_id": "e1"}', "text/json", 422, "sent as text/json"),
         # Bytes the JSON parser cannot read at all.
         (b"\xff\xfe{", "application/json", 400, "not readable as JSON (not UTF-8 text)"),
         (b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "(nested too deeply)"),

@@ -116,6 +116,16 @@ def _unparsed_because(cause: BaseException | None) -> str:
     return "not UTF-8 text, nested too deeply, or a number too long"
 
 
+def _read_as_json(content_type: str) -> bool:
+    """Whether FastAPI reads a body of this content type as JSON: ``application/json``
+    or ``application/<anything>+json``, parameters aside (its own rule). Any other type's
+    body is not read, so a JSON body sent as ``application/x-ndjson`` (which holds
+    "json") was told only that it is not an object, without the content type named."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
 def _detail(request: Request, error: Any) -> ErrorDetail:
     """One validation error as the field at fault (dotted, without FastAPI's ``query``,
     ``path`` or ``body`` prefix) and the problem. A body that is not JSON names the
@@ -131,7 +141,7 @@ def _detail(request: Request, error: Any) -> ErrorDetail:
         )
     if tuple(error.get("loc", ())) == ("body",):
         content_type = request.headers.get("content-type", "")
-        if "json" not in content_type.lower():
+        if not _read_as_json(content_type):
             sent = f"as {content_type}" if content_type else "without a content type"
             problem += f" (the body was sent {sent}: send JSON with content-type: application/json)"
         return ErrorDetail(field="body", problem=problem)
