@@ -45,6 +45,21 @@ def test_known_parameters_pass_however_they_are_written(client: TestClient) -> N
     assert_json_error(client.get(f"{OFFERS}?k"), 422)  # k without a value: k's own check
 
 
+def test_a_parameter_given_twice_is_refused_naming_it(client: TestClient) -> None:
+    """Every parameter takes one value: the last of two won unseen, so
+    ``record=false&record=true`` recorded a delivery and ``k=2&k=50`` answered 50."""
+    for query, name in [
+        ("record=false&record=true", "record"),
+        ("k=2&k=5", "k"),
+        ("k=2&%6B=5", "k"),  # however it is written
+    ]:
+        body = assert_json_error(client.get(f"{OFFERS}?{query}"), 422)
+        assert body["details"] == [{"field": name, "problem": "given more than once: send it once"}]
+    events = client.app.state.store.events_of("a00")  # type: ignore[attr-defined]
+    assert [e for e in events if e["type"] == "offer_impression"] == []
+    assert client.get(f"{OFFERS}?k=2&channel=app&reasons=false").status_code == 200
+
+
 def test_head_answers_as_get_and_probes_take_any(client: TestClient) -> None:
     assert client.head(f"{OFFERS}?chanel=app").status_code == 422
     assert client.head(f"{OFFERS}?channel=app").status_code == 200

@@ -9,6 +9,10 @@ for a request without a query string, a split and a set lookup per parameter
 otherwise, no dependency for FastAPI to solve. The route's declared parameters, its
 OpenAPI document and HEAD (served as GET) are untouched.
 
+A parameter given twice is refused too, naming it (every parameter of the API takes
+one value: ``?record=false&record=true`` recorded a delivery, the last value winning
+unseen, and ``?k=5&k=50`` answered 50 offers).
+
 A route that declares no query parameter refuses any (``DELETE /v1/customers/{id}
 ?dry_run=true`` erased the customer when it was let through). The probes and the
 scrape (``/health/live``, ``/health/ready``, ``/metrics``: ``ProbeRoute``) take any:
@@ -148,21 +152,25 @@ def _checker(names: tuple[str, ...]) -> Callable[[bytes], None]:
     listed = f"its parameters: {', '.join(names)}" if names else "it takes none"
 
     def check(query: bytes) -> None:
+        seen: set[str] = set()
         for part in query.split(b"&"):
             key = part.partition(b"=")[0]
-            if key in raw or not key:
+            if not key:
                 continue
-            # As Starlette reads it: percent-escapes and '+' decoded.
-            name = unquote_plus(key.decode("latin-1"))
-            if name not in known:
-                raise RequestValidationError(
-                    [
-                        {
-                            "loc": ("query", name),
-                            "msg": f"not a parameter of this route ({listed})",
-                            "type": "value_error",
-                        }
-                    ]
-                )
+            if key in raw:
+                name = key.decode("ascii")
+            else:
+                # As Starlette reads it: percent-escapes and '+' decoded.
+                name = unquote_plus(key.decode("latin-1"))
+                if name not in known:
+                    raise _refused(name, f"not a parameter of this route ({listed})")
+            if name in seen:
+                raise _refused(name, "given more than once: send it once")
+            seen.add(name)
 
     return check
+
+
+def _refused(name: str, problem: str) -> RequestValidationError:
+    """The 422 of a query parameter ``name``, naming it and the ``problem``."""
+    return RequestValidationError([{"loc": ("query", name), "msg": problem, "type": "value_error"}])
