@@ -121,3 +121,33 @@ def test_operation_ids_are_the_handlers_names(client: TestClient) -> None:
     assert by_path["delete", "/v1/customers/{customer_id}"] == "erase_customer"
     for operation_id in ids:
         assert re.fullmatch(r"[a-z][a-z_]*", operation_id) and "v1" not in operation_id
+
+
+def test_every_field_an_answer_always_sends_is_required(client: TestClient) -> None:
+    """pydantic left a field with a default out of ``required`` in answers too, where it
+    is always sent: a generated client typed ``recorded`` or ``removed`` of an offers
+    answer as maybe absent. What only answers use requires every field (and the real
+    answers still validate); a request's schemas keep their optional fields."""
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("OffersResponse", "OfferOut", "CustomerProfileOut", "ErasureReceiptOut"):
+        assert set(schemas[name]["required"]) == set(schemas[name]["properties"]), name
+    assert "recorded" in schemas["OffersResponse"]["required"]
+    assert "channels" not in schemas["ConsentIn"].get("required", [])
+    assert "order_id" not in schemas["PurchaseEvent"].get("required", [])
+    offers = "/v1/customers/a00/offers"
+    assert_documented(client, client.get(f"{offers}?k=3"), 200)
+    assert_documented(client, client.get(f"{offers}?record=true&channel=email"), 200)
+    assert_documented(client, client.get(f"{offers}?record=true&channel=email"), 200)  # capped
+    assert_documented(client, client.get("/v1/customers/nobody/offers"), 200)
+    assert_documented(client, client.get("/v1/customers/a00"), 200)
+    assert_documented(client, client.get("/v1/customers/nobody"), 200)
+    assert_documented(client, client.get("/v1/customers/a00/data"), 200)
+    assert_documented(client, client.get("/v1/customers/a00/consent"), 200)
+    assert_documented(client, client.get("/v1/model"), 200)
+    assert_documented(client, client.get("/v1/models"), 200)
+    assert_documented(client, client.get("/v1/catalog"), 200)
+    assert_documented(client, client.get("/v1/experiments"), 200)
+    assert_documented(client, client.get("/v1/items/A01/similar?min_buyers=1"), 200)
+    assert_documented(client, client.get("/health/ready"), 200)
+    assert_documented(client, client.post("/v1/admin/reload"), 200)
+    assert_documented(client, client.delete("/v1/customers/a01"), 200)

@@ -26,7 +26,7 @@ from nbo.service.chunking import Chunker
 from nbo.service.dashboard.routes import install_dashboard
 from nbo.service.errors import install_error_handlers
 from nbo.service.middleware import ObservedFastAPI
-from nbo.service.openapi import document_errors, operation_id
+from nbo.service.openapi import document_errors, operation_id, require_answer_fields
 from nbo.service.prometheus import build_metrics
 from nbo.service.reload import Reloader, reload_triggers
 from nbo.service.routes import (
@@ -61,6 +61,7 @@ def document_openapi(app: FastAPI) -> None:
             document = generate()
             events.document_events_body(document)
             document_errors(document, app.state.api_routes)
+            require_answer_fields(document)
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]

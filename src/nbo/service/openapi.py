@@ -93,6 +93,43 @@ def document_errors(document: dict[str, Any], routes: Iterable[BaseRoute]) -> No
             schemas.pop(unused, None)
 
 
+def require_answer_fields(document: dict[str, Any]) -> None:
+    """Mark every property of a schema only answers use as required (``document``
+    changed in place).
+
+    pydantic leaves a field with a default out of ``required``, also in the schema of
+    an answer, where the field is always sent (a model serialises every field, null
+    included): a generated client typed ``recorded``, ``removed`` or ``churn_risk`` of
+    an offers answer as maybe absent (openapi-python-client's ``Unset``), and a check
+    against the document could not tell an answer that dropped one. A schema a request
+    uses too (a body, a parameter, or one they refer to) keeps pydantic's ``required``:
+    a client may leave such a field out."""
+    schemas: dict[str, Any] = document.get("components", {}).get("schemas", {})
+    sent: list[Any] = []
+    answered: list[Any] = []
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                sent.append([operation.get("parameters"), operation.get("requestBody")])
+                answered.append(operation.get("responses"))
+    for name in _closure(answered, schemas) - _closure(sent, schemas):
+        schema = schemas[name]
+        if "properties" in schema:
+            schema["required"] = list(schema["properties"])
+
+
+def _closure(roots: Any, schemas: dict[str, Any]) -> set[str]:
+    """The schemas ``roots`` refer to, and those they refer to, at any depth."""
+    found: set[str] = set()
+    todo = list(_references(roots))
+    while todo:
+        name = todo.pop()
+        if name not in found and name in schemas:
+            found.add(name)
+            todo.extend(_references(schemas[name]))
+    return found
+
+
 def _document_operation(operation: dict[str, Any], route: APIRoute) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     if isinstance(route, QueryCheckedRoute) and not route.accepts_any_query:
