@@ -118,3 +118,27 @@ def _without_zones(document: Any) -> Any:
     if isinstance(document, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+\+00:00", document):
         return document.removesuffix("+00:00")
     return document
+
+
+def test_the_listing_answers_without_a_model_loaded(models_dir: Path, tmp_path: Path) -> None:
+    """With nothing loaded (an empty folder, or a CURRENT that names no version) the
+    listing still answers: it reads only the folder, and a version to roll back to is
+    what an operator needs then. It was a 503."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with app_for(empty, require_model=False) as client:
+        answer = client.get("/v1/models")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["serving"] is None and body["models"] == []
+    broken = tmp_path / "broken"
+    shutil.copytree(models_dir, broken)
+    (version,) = [p.name for p in broken.iterdir() if p.is_dir() and p.name[0].isdigit()]
+    (broken / "CURRENT").write_text("20000101T000000Z-00000000\n", encoding="utf-8")
+    with app_for(broken, require_model=False) as client:
+        answer = client.get("/v1/models")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["serving"] is None and body["current"] is None
+        assert body["current_problem"]
+        assert [(m["version"], m["serving"]) for m in body["models"]] == [(version, False)]

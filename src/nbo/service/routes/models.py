@@ -12,7 +12,7 @@ from nbo.core.errors import ArtifactError
 from nbo.models.artifacts import current_or_problem, list_versions
 from nbo.models.registry import aliases_with_current
 from nbo.service.auth import AUTH_RESPONSES, requires
-from nbo.service.deps import ServingModelsDep, SettingsDep
+from nbo.service.deps import MaybeServingModelsDep, SettingsDep
 from nbo.service.query import QueryCheckedRoute
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,9 @@ router = APIRouter(
 
 
 @router.get("/models")
-def get_models(request: Request, settings: SettingsDep, models: ServingModelsDep) -> dict[str, Any]:
+def get_models(
+    request: Request, settings: SettingsDep, models: MaybeServingModelsDep
+) -> dict[str, Any]:
     """Every published version (newest first) with its aliases. Two things that can
     differ are named apart: ``serving`` is the version this worker answers with (outside
     experiments; a reload to a version, or NBO_MODEL_VERSION, may make it other than
@@ -41,7 +43,10 @@ def get_models(request: Request, settings: SettingsDep, models: ServingModelsDep
     ``current`` used to name the serving version, contradicting the alias ``current``
     listed beside it after such a reload; in every other case the value is the same, so
     it kept its name for the meaning the alias, the file and ``nbo models --current``
-    give it. An unreadable ALIASES.json was a 500."""
+    give it. An unreadable ALIASES.json was a 500. With no model loaded (a service
+    started with NBO_REQUIRE_MODEL=false on an empty folder, or on a CURRENT it refused)
+    the listing still answers, ``serving`` None: it reads only the folder, and it is what
+    an operator picking a version to roll back to needs most then (it was a 503)."""
     problem = None
     try:
         aliases = aliases_with_current(settings.models_dir)
@@ -49,7 +54,7 @@ def get_models(request: Request, settings: SettingsDep, models: ServingModelsDep
         problem = str(exc)
         log.warning("model listing without aliases: %s", problem)
         aliases = {}
-    loaded = {m.version: m for m in models.models()}
+    loaded = {} if models is None else {m.version: m for m in models.models()}
     by_version: dict[str, list[str]] = {}
     for alias, version in sorted(aliases.items()):
         by_version.setdefault(version, []).append(alias)
@@ -60,7 +65,7 @@ def get_models(request: Request, settings: SettingsDep, models: ServingModelsDep
         # It loaded at no reload of this worker's: a restart would fail on it.
         current_problem = f"this worker refused it ({refused.problem}); a restart would fail"
     return {
-        "serving": models.current.version,
+        "serving": None if models is None else models.current.version,
         "current": current,
         "current_problem": current_problem,
         "aliases": aliases,
