@@ -46,13 +46,19 @@ _API_HEADERS: tuple[tuple[bytes, bytes], ...] = ((b"x-content-type-options", b"n
 _CUSTOMER_HEADERS = (*_API_HEADERS, (b"cache-control", b"no-store"))
 
 
-def request_id_from(scope: Scope) -> str:
-    """The client's ``X-Request-ID`` when sane, else a new one (uuid4 hex)."""
+def _sent_request_id(scope: Scope) -> bytes | None:
+    """The client's first ``X-Request-ID`` header, as sent; None without one."""
     for name, value in scope["headers"]:
         if name == HEADER:
-            if _SANE_ID.fullmatch(value):
-                return value.decode("ascii")
-            break
+            return value
+    return None
+
+
+def request_id_from(scope: Scope) -> str:
+    """The client's ``X-Request-ID`` when sane, else a new one (uuid4 hex)."""
+    value = _sent_request_id(scope)
+    if value is not None and _SANE_ID.fullmatch(value):
+        return value.decode("ascii")
     return uuid.uuid4().hex
 
 
@@ -64,23 +70,20 @@ def refused_request_id(scope: Scope) -> str | None:
     one: its id is what tells a retry from a new delivery, and a retry under an id
     replaced anew each time (``order:123``, ``campaign/7``, a 129-character id) was
     recorded as a second delivery, counted twice toward the caps, without a word."""
-    for name, value in scope["headers"]:
-        if name != HEADER:
-            continue
-        if _SANE_ID.fullmatch(value):
-            return None
-        text = value.decode("latin-1")
-        if not text:
-            where = "empty"
-        elif len(text) > 128:
-            where = f"{len(text)} characters"
-        else:
-            index = next(
-                i for i, char in enumerate(text) if not _SANE_ID.fullmatch(char.encode("latin-1"))
-            )
-            where = f"{text[index]!r} at position {index + 1}"
-        return f"must be 1 to 128 characters of A-Z a-z 0-9 . _ - (got {where})"
-    return None
+    value = _sent_request_id(scope)
+    if value is None or _SANE_ID.fullmatch(value):
+        return None
+    text = value.decode("latin-1")
+    if not text:
+        where = "empty"
+    elif len(text) > 128:
+        where = f"{len(text)} characters"
+    else:
+        index = next(
+            i for i, char in enumerate(text) if not _SANE_ID.fullmatch(char.encode("latin-1"))
+        )
+        where = f"{text[index]!r} at position {index + 1}"
+    return f"must be 1 to 128 characters of A-Z a-z 0-9 . _ - (got {where})"
 
 
 class RequestMiddleware:
