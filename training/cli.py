@@ -19,6 +19,7 @@ from nbo.catalog.loading import load_catalog
 from nbo.catalog.terms import Catalog
 from nbo.console.progress import PlainProgress
 from nbo.console.tables import output_console, print_table
+from nbo.core.erased import ErasedList
 from nbo.core.errors import EXIT_REFUSED, NboError
 from nbo.core.outputs import check_output_file, check_output_folder, write_file
 from nbo.data.mapping import ColumnMapping, add_mapping_arguments, mapping_of
@@ -141,7 +142,7 @@ class Inputs:
     store_setting: str = "NBO_STORE_URL"
 
     @property
-    def erased(self) -> list[str]:
+    def erased(self) -> ErasedList:
         return self.exclusions.erased
 
     @property

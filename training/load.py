@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from nbo.core import columns as col
+from nbo.core.erased import ErasedList, erased_among
 from nbo.core.errors import PurchaseDataError
 from nbo.data.features import OrderTable, build_order_table, has_prices, line_values
 from nbo.data.history import EncodedPurchases, encode_purchases
@@ -98,7 +99,7 @@ class TrainingData:
 def load_data(
     path: Path,
     mapping: ColumnMapping,
-    erased: Collection[str],
+    erased: ErasedList | Collection[str],
     steps: Steps,
     withdrawn: Collection[str] = (),
 ) -> TrainingData:
@@ -139,14 +140,26 @@ def ids_digest(ids: Collection[str]) -> str:
 
 
 def drop_customers(
-    purchases: pd.DataFrame, report: CleaningReport, erased: Collection[str], reason: str
+    purchases: pd.DataFrame,
+    report: CleaningReport,
+    erased: ErasedList | Collection[str],
+    reason: str,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Drop every row of the ``erased`` customers (erased, or without consent to
     personalization), updating the cleaning report as the cleaning itself would, under
     ``reason``; answers the purchases left and the ids of the customers dropped (those of
-    ``erased`` the file has)."""
+    ``erased`` the file has).
+
+    ``erased`` may be the store's erased list, which keeps keyed hashes, not ids: the
+    file's distinct ids (its categories, when the column is categorical) are hashed once
+    each and tested, then the rows matched by id as before."""
     ids = purchases[col.CUSTOMER_ID]
-    mask = ids.isin(list(erased)).to_numpy(dtype=bool) if erased else np.zeros(len(ids), bool)
+    if len(erased):
+        distinct = (
+            ids.cat.categories if isinstance(ids.dtype, pd.CategoricalDtype) else ids.unique()
+        )
+        erased = sorted(erased_among(erased, (str(c) for c in distinct)))
+    mask = ids.isin(erased).to_numpy(dtype=bool) if erased else np.zeros(len(ids), bool)
     rows = int(mask.sum())
     report.dropped[reason] = rows
     if not rows:
@@ -154,7 +167,7 @@ def drop_customers(
     customers = sorted({str(customer) for customer in ids[mask].unique()})
     purchases = purchases[~mask].reset_index(drop=True)
     if report.returns is not None:
-        erased_returns = report.returns[col.CUSTOMER_ID].isin(list(erased)).to_numpy(dtype=bool)
+        erased_returns = report.returns[col.CUSTOMER_ID].isin(erased).to_numpy(dtype=bool)
         report.returns = report.returns[~erased_returns].reset_index(drop=True)
     if purchases.empty:
         raise PurchaseDataError(report.path, f"no purchases left after cleaning ({rows} {reason})")

@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from nbo.catalog.loading import default_catalog
 from nbo.catalog.terms import Catalog
+from nbo.core.erased import ErasedList
 from nbo.core.errors import QualityGateError
 from nbo.data.mapping import ColumnMapping
 from nbo.data.purchases import CleaningReport
@@ -62,7 +63,7 @@ def train(
     config: TrainingConfig,
     force: bool = False,
     progress: Progress | None = None,
-    erased: Collection[str] = (),
+    erased: ErasedList | Collection[str] = (),
     publish: bool = True,
     catalog: Catalog | None = None,
     withdrawn: Collection[str] = (),
@@ -78,7 +79,7 @@ def train(
     catalogue are the current model's own. ``catalog``: the offer catalogue what is
     served is evaluated under (the default catalogue when None).
 
-    ``erased``: customer ids erased in the service's store; every row of theirs is dropped
+    ``erased``: the service's store's erased list (or ids); every row of theirs is dropped
     right after reading (counted as ``training.load.DROP_ERASED``), so nothing of them is
     learned. ``withdrawn``: customer ids whose consent in the store withdraws
     personalization; dropped the same way (``training.load.DROP_WITHDRAWN``), so nothing

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from nbo.core.erased import ErasedList
 from nbo.service import state
 from nbo.service.state import ModelHolder
 
 
 def test_the_holder_applies_erased_ids_on_every_load(models_dir: Path) -> None:
+    """The store's erased list keeps keyed hashes: the holder tests the model's ids."""
     erased = ["a00"]
-    holder = ModelHolder(erased_ids=lambda: list(erased))
+    holder = ModelHolder(erased_list=lambda: ErasedList.of_ids(b"k" * 32, erased))
     assert holder.forget("a01") is False  # no model yet
     first = holder.load(models_dir)
     assert first.customers.get("a00") is None and first.customers.get("a01") is not None

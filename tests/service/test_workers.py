@@ -826,7 +826,7 @@ def test_a_worker_counting_an_erasure_forgets_those_it_had_not_followed(
     settings = Settings(models_dir=models_dir, store_url=f"sqlite:///{tmp_path / 'e.db'}")
     workers = []
     for _ in range(2):
-        holder = ModelHolder(erased_ids=lambda: list(erased))
+        holder = ModelHolder(erased_list=lambda: list(erased))
         reloader = Reloader(settings, holder, CatalogHolder(None), board)
         reloader.start()
         workers.append(reloader)

@@ -204,24 +204,24 @@ def test_a_lost_postgres_server_answers_at_once_and_is_found_again(
     url = f"{postgres_url}&application_name=nbo-outage-test"
     store = open_store(url)
     try:
-        assert store.erased_ids() == []
+        assert not store.erased_list()
         run_sql(
             postgres_url,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE application_name = 'nbo-outage-test'",
         )
         with pytest.raises(StoreUnavailable):
-            store.erased_ids()
+            store.erased_list()
         started = time.monotonic()
         for _ in range(20):
             with pytest.raises(StoreUnavailable):
-                store.erased_ids()
+                store.erased_list()
         assert time.monotonic() - started < 0.2  # no wait on the pool
         deadline = time.monotonic() + 10
         while True:
             time.sleep(0.6)
             try:
-                assert store.erased_ids() == []
+                assert not store.erased_list()
                 break
             except StoreUnavailable:
                 assert time.monotonic() < deadline, "the store never came back"
@@ -257,9 +257,9 @@ def test_a_pool_busy_with_slow_calls_is_not_an_outage(
         assert store._pool is not None
         with store._pool.connection():  # the slow call holding the only connection
             with pytest.raises(StoreUnavailable, match="busy"):
-                store.erased_ids()
+                store.erased_list()
             assert store.available
-        assert store.erased_ids() == []
+        assert not store.erased_list()
     finally:
         store.close()
 
@@ -282,12 +282,12 @@ def test_a_worker_meeting_a_newer_schema_starts_without_its_store(
     try:
         assert not store.available
         with pytest.raises(StoreUnavailable):
-            store.erased_ids()
+            store.erased_list()
         assert any("newer than this nbo" in r.getMessage() for r in caplog.records)
         # The operator rolls the schema's owner back (or upgrades this release): it opens.
         run_sql(postgres_url, "DELETE FROM schema_migrations WHERE version = %s", (newer,))
         wait_until(lambda: store.available, "the store never opened once the refusal ended")
-        assert store.erased_ids() == []
+        assert not store.erased_list()
     finally:
         store.close()
 
@@ -393,7 +393,7 @@ def test_a_store_started_without_its_server_opens_and_migrates_once_it_answers(
 
         # One that fails for another reason than the server does not stop the others.
         store.when_available(failing)
-        store.when_available(lambda: ran.append(store.erased_ids()))
+        store.when_available(lambda: ran.append([h.hex() for h in store.erased_list().hashes]))
         assert not store.available and store.schema_version == 0 and ran == []
         with pytest.raises(StoreUnavailable):
             store.add_events([a_purchase("e1")])
@@ -486,10 +486,10 @@ def test_a_server_gone_during_a_pause_is_waited_for_after_it(
             relay.off()
         assert not store.available
         with pytest.raises(StoreUnavailable):
-            store.erased_ids()
+            store.erased_list()
         relay.on()
         wait_until(lambda: store.available, "the store never opened again")
-        assert store.erased_ids() == []
+        assert not store.erased_list()
     finally:
         store.close()
 
@@ -508,7 +508,7 @@ def test_no_call_waits_on_the_pool_while_the_server_is_away(
     relay.on()
     store = open_store(relay.url(postgres_url))
     try:
-        assert store.erased_ids() == []
+        assert not store.erased_list()
         pool = store._pool  # type: ignore[attr-defined]
         taken: list[str] = []
         take = pool.connection
@@ -520,7 +520,7 @@ def test_no_call_waits_on_the_pool_while_the_server_is_away(
         monkeypatch.setattr(pool, "connection", spied)
         relay.off()
         with pytest.raises(StoreUnavailable):
-            store.erased_ids()  # the call that finds the server gone
+            store.erased_list()  # the call that finds the server gone
         assert taken == ["MainThread"]
         tries: list[float] = []
         real_connect = postgres._connect
@@ -533,13 +533,13 @@ def test_no_call_waits_on_the_pool_while_the_server_is_away(
         calls = 0
         while len(tries) < 5:  # the server tried again several times meanwhile
             with pytest.raises(StoreUnavailable):
-                store.erased_ids()
+                store.erased_list()
             calls += 1
             time.sleep(0.01)
         assert calls > 5 and taken == ["MainThread"]
         relay.on()
         wait_until(lambda: store.available, "the store never came back")
-        assert store.erased_ids() == []
+        assert not store.erased_list()
         assert "nbo-store-recovery" in taken
     finally:
         store.close()
@@ -557,11 +557,11 @@ def test_a_connection_the_server_closed_while_unused_is_replaced_before_a_call(
     relay.on()
     store = open_store(relay.url(postgres_url))
     try:
-        assert store.erased_ids() == []
+        assert not store.erased_list()
         relay.off()  # the server stopped, its connections closed ...
         relay.on()  # ... and started again before the next call
         for _ in range(3):
-            assert store.erased_ids() == []
+            assert not store.erased_list()
         assert store.available
     finally:
         store.close()
@@ -585,7 +585,7 @@ def test_an_idle_store_finds_its_server_gone_and_back(
         wait_until(lambda: not store.available, "the idle store never found the server gone")
         relay.on()
         wait_until(lambda: store.available, "the store never found the server back")
-        assert store.erased_ids() == []
+        assert not store.erased_list()
     finally:
         store.close()
 
@@ -728,9 +728,9 @@ def test_a_server_that_hangs_answers_503_and_counts_as_away(
     relay.on()
     store = open_store(relay.url(postgres_url), statement_timeout_ms=200)
     try:
-        assert store.erased_ids() == []
+        assert not store.erased_list()
         relay.hold()
-        call, raised = in_thread(store.erased_ids)
+        call, raised = in_thread(store.erased_list)
         call.join(20)  # before: until the server answered again (released below)
         assert not call.is_alive(), "the call waited on a server that hangs"
         assert len(raised) == 1 and isinstance(raised[0], StoreUnavailable)
@@ -738,7 +738,7 @@ def test_a_server_that_hangs_answers_503_and_counts_as_away(
         wait_until(lambda: not store.available, "the probe never found the server hung")
         relay.release()
         wait_until(lambda: store.available, "the store never found the server back")
-        assert store.erased_ids() == []
+        assert not store.erased_list()
     finally:
         relay.release()
         store.close()
@@ -782,7 +782,7 @@ def test_a_hung_server_is_tried_again_within_the_probes_round_trip(
         assert took < postgres.CONNECT_SECONDS
         relay.release()
         wait_until(lambda: store.available, "the store never found the server back")
-        assert store.erased_ids() == []
+        assert not store.erased_list()
     finally:
         relay.release()
         store.close()
@@ -811,7 +811,7 @@ def test_every_idle_connection_dropped_is_replaced_before_the_next_call(
             "WHERE application_name = 'nbo-idle-test'",
         )
         for _ in range(3):
-            assert store.erased_ids() == []  # before: StoreUnavailable (PoolTimeout)
+            assert not store.erased_list()  # before: StoreUnavailable (PoolTimeout)
         assert store.available
     finally:
         store.close()
@@ -840,7 +840,7 @@ def test_an_unexpected_failure_of_a_recovery_try_is_said_once_and_tried_again(
     url = f"{postgres_url}&application_name=nbo-fault-test"
     store = open_store(url)
     try:
-        assert store.erased_ids() == []  # its connection just used: not checked again
+        assert not store.erased_list()  # its connection just used: not checked again
         monkeypatch.setattr(postgres, "_connect", connect)
         run_sql(
             postgres_url,
@@ -849,9 +849,9 @@ def test_an_unexpected_failure_of_a_recovery_try_is_said_once_and_tried_again(
         )
         with caplog.at_level(logging.ERROR, logger=postgres.log.name):
             with pytest.raises(StoreUnavailable):
-                store.erased_ids()
+                store.erased_list()
             wait_until(lambda: store.available, "the store never came back")
-        assert faults == [] and store.erased_ids() == []
+        assert faults == [] and not store.erased_list()
         said = [r.getMessage() for r in caplog.records if "unexpectedly" in r.getMessage()]
         assert len(said) == 1 and "\n" not in said[0]
         assert "(RuntimeError: injected fault)" in said[0]

@@ -495,7 +495,7 @@ def open_run(spec: RunSpec) -> BatchRun:
             settings.models_dir,
             settings.model_version,
             configured,
-            store.erased_ids(),
+            store.erased_list(),
             MODEL_VERSION_SETTING,
         )
     except BaseException:
@@ -618,7 +618,9 @@ def write_batch(
     """
     check_output(out)
     summary = BatchSummary()
-    erased_before = set(run.store.erased_ids())
+    # The erased list keeps keyed hashes, not ids: what is erased later is told apart
+    # by its hashes, and tested against the selection's ids (``nbo.core.erased``).
+    erased_before = run.store.erased_list()
     temporary = partial_path(out)
     writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
     ids = list(selection.customer_ids)
@@ -661,7 +663,8 @@ def write_batch(
         writer = None
         fmt = format_of(out)
         # Erased while the batch ran: out before the rename, their impressions too.
-        erased_during = set(run.store.erased_ids()) - erased_before
+        erased_now = run.store.erased_list()
+        erased_during = erased_now.since(erased_before).among(ids)
         if erased_during:
             erased = Outcomes()
             summary.erased_rows += remove_customers(temporary, fmt, erased_during, removed=erased)
@@ -671,7 +674,7 @@ def write_batch(
         _put_in_place(run, temporary, out, summary.rows - summary.erased_rows, managed)
         placed = True
         # Erased before the registration: that erasure may not have seen this file.
-        erased_since = set(run.store.erased_ids()) - erased_before - erased_during
+        erased_since = run.store.erased_list().since(erased_now).among(ids)
         if erased_since:
             erased = Outcomes()
             summary.erased_rows += remove_customers(

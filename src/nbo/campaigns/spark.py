@@ -175,7 +175,9 @@ def write_spark_batch(
     if reason is not None:
         raise BatchError(f"--engine spark: {reason}")
     summary = BatchSummary()
-    erased_before = set(run.store.erased_ids())
+    # The erased list keeps keyed hashes, not ids: what is erased later is told apart
+    # by its hashes, and tested against the selection's ids (``nbo.core.erased``).
+    erased_before = run.store.erased_list()
     ids = list(selection.customer_ids)
     chunks = [ids[start : start + chunk] for start in range(0, len(ids), chunk)]
     # Spark takes URIs, and a URI takes an absolute path.
@@ -221,7 +223,8 @@ def write_spark_batch(
         if progress is not None:
             progress(len(ids), summary.customers)
         # Erased while the batch ran: out before the rename, their impressions too.
-        erased_during = set(run.store.erased_ids()) - erased_before
+        erased_now = run.store.erased_list()
+        erased_during = erased_now.since(erased_before).among(ids)
         if erased_during:
             erased = Outcomes()
             summary.erased_rows += remove_customers(temporary, PARTS, erased_during, removed=erased)
@@ -233,7 +236,7 @@ def write_spark_batch(
             summary.recorded = _delivered_offers(temporary)
         _put_in_place(run, temporary, out, summary.rows - summary.erased_rows, managed)
         placed = True
-        erased_since = set(run.store.erased_ids()) - erased_before - erased_during
+        erased_since = run.store.erased_list().since(erased_now).among(ids)
         if erased_since:
             path = managed_path(out)
             erased = Outcomes()

@@ -17,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nbo.core.erased import ErasedList, erased_among
 from nbo.core.errors import ArtifactError
 from nbo.experiments.definitions import NO_EXPERIMENTS, ExperimentError, Experiments
 from nbo.models.registry import resolve
@@ -87,6 +88,16 @@ class ServingModels:
         """Erase a customer from every loaded model; True when any knew them."""
         return any([model.forget(customer_id) for model in self.models()])
 
+    def forget_erased(self, erased: ErasedList | Collection[str]) -> int:
+        """Erase from every loaded model each of its customers ``erased`` holds (the
+        store's erased list: each model's customer ids hashed and tested, as the list
+        keeps no id); answers how many rows were forgotten."""
+        forgotten = 0
+        for model in self.models():
+            for customer_id in erased_among(erased, model.customers.ids.tolist()):
+                forgotten += model.forget(customer_id)
+        return forgotten
+
 
 class ExperimentModelMissing(ArtifactError):
     """A model an experiments file names (an alias or a version) that names nothing
@@ -145,7 +156,7 @@ def load_serving_models(
     models_dir: Path,
     version: str | None,
     experiments: Experiments = NO_EXPERIMENTS,
-    erased: Iterable[str] = (),
+    erased: ErasedList | Collection[str] = (),
     source: str | None = None,
 ) -> ServingModels:
     """The current model (``version``, a version or an alias, or CURRENT when None) and
@@ -167,6 +178,5 @@ def load_serving_models(
     ):
         log.warning("%s", warning)
     models = ServingModels(current, experiments, by_reference)
-    for customer_id in erased:
-        models.forget(customer_id)
+    models.forget_erased(erased)
     return models

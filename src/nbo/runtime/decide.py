@@ -253,8 +253,9 @@ def everyone(model: ServingModel, store: Store) -> list[str]:
     campaign for ``all`` covers, and the customers the dashboard counts)."""
     known = [str(c) for c in model.customers.ids]
     posted = [c for c in store.customers_with_purchases() if model.customers.get(c) is None]
-    erased = set(store.erased_ids())
-    return [c for c in (*known, *sorted(posted)) if c not in erased]
+    candidates = [*known, *sorted(posted)]
+    erased = store.erased_list().among(candidates)
+    return [c for c in candidates if c not in erased]
 
 
 def profiles_now(

@@ -103,7 +103,7 @@ def create_app(
         app.state.store = store
         # Every model served leaves out the erased customers, this one and any later (a
         # model loaded while the store is away: once it is back).
-        app.state.models.erased_ids = store.erased_ids
+        app.state.models.erased_list = store.erased_list
         app.state.models.when_store_available = store.when_available
         # Customer ids in logs are keyed pseudonyms: NBO_LOG_KEY, else the store's key
         # (until the store is open, log lines name no customer).

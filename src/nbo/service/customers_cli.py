@@ -312,6 +312,6 @@ def _serving_models(settings: Settings, store: Store) -> ServingModels | None:
         settings.models_dir,
         settings.model_version,
         experiments,
-        store.erased_ids(),
+        store.erased_list(),
         MODEL_VERSION_SETTING,
     )

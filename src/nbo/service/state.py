@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
+from nbo.core.erased import ErasedList
 from nbo.core.errors import ArtifactError
 from nbo.core.processes import give_back_freed_heap
 from nbo.experiments.assignment import ServingModels, load_serving_models
@@ -18,7 +19,7 @@ from nbo.store.base import StoreUnavailable
 log = logging.getLogger(__name__)
 
 
-def _nothing_erased() -> Iterable[str]:
+def _nothing_erased() -> Collection[str]:
     return ()
 
 
@@ -36,7 +37,7 @@ class ModelHolder:
     swap in each other's order.
 
     Erasures hold for every model served: ``forget`` removes a customer from the current
-    model, and ``load`` removes every id ``erased_ids`` answers (the store's erased list,
+    model, and ``load`` removes every customer ``erased_list`` holds (the store's erased list,
     set by the app once the store is open) from the new model, once after reading it and
     again under the lock just before the swap. The store records an erasure before
     ``forget`` is called, so an erasure during a load either reaches the old model before
@@ -49,14 +50,14 @@ class ModelHolder:
 
     def __init__(
         self,
-        erased_ids: Callable[[], Iterable[str]] = _nothing_erased,
+        erased_list: Callable[[], ErasedList | Collection[str]] = _nothing_erased,
         experiments: Experiments = NO_EXPERIMENTS,
     ) -> None:
         self._models: ServingModels | None = None
         self._lock = threading.Lock()
         self._loading = threading.Lock()
         self.last_error: str | None = None
-        self.erased_ids = erased_ids
+        self.erased_list = erased_list
         # Runs a callback once the store is available (``Store.when_available``).
         self.when_store_available: Callable[[Callable[[], None]], None] = _run_now
         self.experiments = experiments
@@ -104,8 +105,14 @@ class ModelHolder:
                 raise
             with self._lock:
                 again = self._erased()
-                for customer_id in again if again is not None else erased or ():
-                    models.forget(customer_id)
+                if again is None:
+                    models.forget_erased(erased or ())
+                elif isinstance(again, ErasedList) and isinstance(erased, ErasedList):
+                    # Only those erased since the first read: each hashed test is a
+                    # pass over every customer of the models, not to be made twice.
+                    models.forget_erased(again.since(erased))
+                else:
+                    models.forget_erased(again)
                 self._models = models
                 self.experiments = wanted
                 self.last_error = None
@@ -131,20 +138,19 @@ class ModelHolder:
                 self.when_store_available(self.forget_erased)
             return models.current
 
-    def _erased(self) -> list[str] | None:
+    def _erased(self) -> ErasedList | Collection[str] | None:
         """The store's erased list, or None while the store is unavailable."""
         try:
-            return list(self.erased_ids())
+            return self.erased_list()
         except StoreUnavailable:
             return None
 
     def forget_erased(self) -> None:
-        """Forget every id ``erased_ids`` answers (an erasure another worker took)."""
+        """Forget every customer ``erased_list`` holds (an erasure another worker took)."""
         with self._lock:
             models = self._models
             if models is not None:
-                for customer_id in self.erased_ids():
-                    models.forget(customer_id)
+                models.forget_erased(self.erased_list())
 
     def forget(self, customer_id: str) -> bool:
         """Make an erased customer unknown to every served model; True when one knew

@@ -14,9 +14,10 @@ Consent and erasure, on either backend:
   appended to the customer's consent history (when, and from where: the API or the
   command line), so nbo can show when consent was given or withdrawn.
 - **Erasure** (``erase``) deletes everything the store holds on a customer (events, their
-  purchase lines, the consent record and history) in one transaction and keeps only the id and the
-  time on the ``erased`` list, which the service applies to every model it loads and the
-  trainer applies to its input file.
+  purchase lines, the consent record and history) in one transaction and keeps only a
+  keyed hash of the id and the time on the ``erased`` list (``nbo.core.erased``: the id
+  itself is not kept), which the service applies to every model it loads and the
+  trainer applies to its input file, by hashing the ids they hold.
 - **Events after erasure** are accepted and stored like any other: erasure is not a block
   list, and a returning customer's new purchases are theirs to use (offers personalize
   from them as for any customer the model does not know). The id stays on the erased list
@@ -41,7 +42,7 @@ from nbo.store.urls import (
     check_store_url,
     open_existing_store,
     open_store,
-    read_erased_ids,
+    read_erased_list,
     read_pseudonym_key,
     read_training_exclusions,
     store_location,
@@ -54,7 +55,7 @@ __all__ = [
     "check_store_url",
     "open_existing_store",
     "open_store",
-    "read_erased_ids",
+    "read_erased_list",
     "read_pseudonym_key",
     "read_training_exclusions",
     "store_location",

@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from nbo.core.erased import ErasedList
 from nbo.core.errors import EXIT_TEMPFAIL, NboError, StoreUrlError
 from nbo.data.events import Event
 from nbo.offers.state import Consent, ContactHistory, PostedPurchase
@@ -320,7 +321,9 @@ class Store(StateReader, Protocol):
 
     def is_erased(self, customer_id: str) -> bool: ...
 
-    def erased_ids(self) -> list[str]: ...
+    def erased_list(self) -> ErasedList:
+        """The erased list (keyed hashes, no id), to test many ids at once."""
+        ...
 
     def erased_at(self, customer_id: str) -> int | None: ...
 

@@ -20,17 +20,59 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from nbo.core.erased import ERASED_KEY, id_hash
 from nbo.core.errors import ConfigError
+from nbo.core.pseudonyms import new_key
+
+
+class _Executes(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
+
+
+Dialect = Literal["sqlite", "postgres"]
 
 
 @dataclass(frozen=True)
 class Migration:
+    """One version's step: its SQL per dialect, then ``rows`` (when given), for what SQL
+    alone cannot do (a keyed hash), run in the same transaction with the dialect."""
+
     sqlite: str
     postgres: str
+    rows: Callable[[_Executes, Dialect], None] | None = None
+
+
+# A parameter as each dialect writes it.
+_PARAMETER = {"sqlite": "?", "postgres": "%s"}
+
+
+def _hash_erased_ids(db: _Executes, dialect: Dialect) -> None:
+    """Migration 9's rows: make the erased list's key (random, 256 bits, kept in
+    ``deployment_keys`` beside the log pseudonym key but not it), put the keyed hash of
+    each erased id in ``erased`` with its time, and drop the old table of ids in clear,
+    so no erased id is left in the store (SQLite's secure_delete zeroes its pages)."""
+    mark = _PARAMETER[dialect]
+    db.execute(
+        "INSERT INTO deployment_keys (name, value, created_at) "
+        f"VALUES ({mark}, {mark}, {mark}) ON CONFLICT (name) DO NOTHING",
+        (ERASED_KEY, new_key(), int(time.time())),
+    )
+    row = db.execute(
+        f"SELECT value FROM deployment_keys WHERE name = {mark}", (ERASED_KEY,)
+    ).fetchone()
+    key = bytes(row[0])
+    for customer_id, erased_at in db.execute(
+        "SELECT customer_id, erased_at FROM erased_clear"
+    ).fetchall():
+        db.execute(
+            f"INSERT INTO erased (id_hash, erased_at) VALUES ({mark}, {mark})",
+            (id_hash(key, customer_id), erased_at),
+        )
+    db.execute("DROP TABLE erased_clear")
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -251,26 +293,40 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX events_by_type_time ON events (type, occurred_at);
         """,
     ),
+    # 9: the erased list keeps a keyed hash of each erased id, not the id
+    # (``nbo.core.erased``): the store, which also holds the log pseudonym key, could
+    # otherwise pick an erased customer's log lines out. ``_hash_erased_ids`` makes the
+    # list's key, hashes the rows there and drops the table of ids in clear.
+    Migration(
+        sqlite="""
+        ALTER TABLE erased RENAME TO erased_clear;
+        CREATE TABLE erased (
+            id_hash   BLOB PRIMARY KEY, /* HMAC-SHA256 of the id, key erased_ids */
+            erased_at INTEGER NOT NULL
+        );
+        """,
+        postgres="""
+        ALTER TABLE erased RENAME TO erased_clear;
+        ALTER INDEX erased_pkey RENAME TO erased_clear_pkey;
+        CREATE TABLE erased (
+            id_hash   BYTEA PRIMARY KEY, /* HMAC-SHA256 of the id, key erased_ids */
+            erased_at BIGINT NOT NULL
+        );
+        """,
+        rows=_hash_erased_ids,
+    ),
 )
 
 
 log = logging.getLogger(__name__)
 
-
-class _Executes(Protocol):
-    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
-
-
-Dialect = Literal["sqlite", "postgres"]
-
-# The table of applied versions, and how each dialect writes a parameter.
+# The table of applied versions.
 _VERSIONS_TABLE = {
     "sqlite": "CREATE TABLE IF NOT EXISTS schema_migrations "
     "(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     "postgres": "CREATE TABLE IF NOT EXISTS schema_migrations "
     "(version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
 }
-_PARAMETER = {"sqlite": "?", "postgres": "%s"}
 
 
 def apply_migrations(db: _Executes, dialect: Dialect, where: str) -> int:
@@ -298,9 +354,12 @@ def apply_migrations(db: _Executes, dialect: Dialect, where: str) -> int:
     made = time.perf_counter()
     for version in range(current + 1, latest + 1):
         started = time.perf_counter()
-        for statement in getattr(MIGRATIONS[version - 1], dialect).split(";"):
+        step = MIGRATIONS[version - 1]
+        for statement in getattr(step, dialect).split(";"):
             if statement.strip():
                 db.execute(statement)
+        if step.rows is not None:
+            step.rows(db, dialect)
         db.execute(
             f"INSERT INTO schema_migrations (version, applied_at) VALUES ({mark}, {mark})",
             (version, int(time.time())),

@@ -41,11 +41,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from nbo.core.erased import ErasedList
 from nbo.core.errors import ConfigError, StoreUrlError
+from nbo.core.pseudonyms import new_key
 from nbo.offers.state import PostedPurchase
 from nbo.store.base import StoreUnavailable, StoreUnreachable
 from nbo.store.migrations import apply_migrations
-from nbo.store.sql import PSEUDONYM_KEY, Database, SQLStore
+from nbo.store.sql import PSEUDONYM_KEY, Database, SQLStore, erased_list_of
 
 log = logging.getLogger(__name__)
 
@@ -795,7 +797,9 @@ class PostgresStore(SQLStore):
             # unnest hands the keys over in the array's order: always ascending.
             db.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", (keys,))
 
-    def _id_lists(self, customer_ids: Sequence[str]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    def _id_lists(
+        self, customer_ids: Sequence[str] | Sequence[bytes]
+    ) -> Iterator[tuple[str, tuple[Any, ...]]]:
         if customer_ids:
             yield "= ANY(%s)", (list(dict.fromkeys(customer_ids)),)
 
@@ -849,23 +853,27 @@ class PostgresStore(SQLStore):
             self._pool.close()
 
 
-def read_erased_ids(url: str) -> list[str]:
-    """The erased ids, read only (no migration); none when the schema is not there yet."""
+def read_erased_list(url: str) -> ErasedList:
+    """The erased list, read only (no migration); empty when the schema is not there yet."""
     return read_training_lists(url)[0]
 
 
-def read_training_lists(url: str) -> tuple[list[str], list[str]]:
-    """What the trainer leaves out: the erased ids and the ids whose consent record
+def read_training_lists(url: str) -> tuple[ErasedList, list[str]]:
+    """What the trainer leaves out: the erased list and the ids whose consent record
     withdraws personalization. Read only (no migration); none when the schema is not
     there yet."""
     with _connect(url) as db:
         if db.execute("SELECT to_regclass('erased')").fetchone() == (None,):
-            return [], []
-        erased = db.execute("SELECT customer_id FROM erased ORDER BY customer_id").fetchall()
+            return ErasedList(new_key(), ()), []
+        hashed = db.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = 'erased' AND column_name = 'id_hash'"
+        ).fetchone()
+        erased = erased_list_of(db, "%s", hashed is not None)
         withdrawn = db.execute(
             "SELECT customer_id FROM consent WHERE NOT personalization ORDER BY customer_id"
         ).fetchall()
-    return [row[0] for row in erased], [row[0] for row in withdrawn]
+    return erased, [row[0] for row in withdrawn]
 
 
 def read_pseudonym_key(url: str) -> bytes | None:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, TypeVar
 
+from nbo.core.erased import ERASED_KEY, ErasedList, id_hash
 from nbo.core.pseudonyms import new_key
 from nbo.core.vocabulary import DAY
 from nbo.data.events import CLICK, CONVERSION, EVENT_TYPES, IMPRESSION, Event, PurchaseEvent
@@ -136,6 +137,8 @@ class SQLStore:
     remote = False
     # The column that orders rows as they were stored (SQLite's rowid).
     _STORED_ORDER = "rowid"
+    # The erased list's key, once read (``_erased_key``).
+    _erased_key_value: bytes | None = None
 
     # -- what a backend supplies -------------------------------------------------------------
 
@@ -170,9 +173,11 @@ class SQLStore:
         """Run ``callback`` now: an embedded file is always available."""
         callback()
 
-    def _id_lists(self, customer_ids: Sequence[str]) -> Iterator[tuple[str, tuple[Any, ...]]]:
-        """``customer_id <clause>`` and its parameters, matching the (distinct) ids, in as
-        many parts as the driver needs."""
+    def _id_lists(
+        self, customer_ids: Sequence[str] | Sequence[bytes]
+    ) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """``customer_id <clause>`` and its parameters, matching the (distinct) ids (or
+        the erased list's hashes), in as many parts as the driver needs."""
         raise NotImplementedError
 
     def _purchases(
@@ -530,16 +535,15 @@ class SQLStore:
     def erase(self, customer_id: str) -> ErasureReceipt:
         """Delete everything stored on a customer, in one transaction: their events (and
         so their purchase lines) and their consent record; put the id on the erased list
-        (the id and the time only). Idempotent: erasing again answers zeros (or what was
-        posted since) with ``already_erased``. Events posted after an erasure are stored
-        as usual (``nbo.store``)."""
+        (its keyed hash and the time only: ``nbo.core.erased``). Idempotent: erasing
+        again answers zeros (or what was posted since) with ``already_erased``. Events
+        posted after an erasure are stored as usual (``nbo.store``)."""
         now = int(time.time())
         with self._transaction() as db:
             self._lock_customers(db, [customer_id])
+            hashed = id_hash(self._erased_key(db), customer_id)
             already = (
-                db.execute(
-                    self._q("SELECT 1 FROM erased WHERE customer_id = ?"), (customer_id,)
-                ).fetchone()
+                db.execute(self._q("SELECT 1 FROM erased WHERE id_hash = ?"), (hashed,)).fetchone()
                 is not None
             )
             events = dict.fromkeys(EVENT_TYPES, 0)
@@ -568,10 +572,10 @@ class SQLStore:
             ).rowcount
             db.execute(
                 self._q(
-                    "INSERT INTO erased (customer_id, erased_at) VALUES (?, ?) "
-                    "ON CONFLICT (customer_id) DO UPDATE SET erased_at = excluded.erased_at"
+                    "INSERT INTO erased (id_hash, erased_at) VALUES (?, ?) "
+                    "ON CONFLICT (id_hash) DO UPDATE SET erased_at = excluded.erased_at"
                 ),
-                (customer_id, now),
+                (hashed, now),
             )
         self._after_erasure()
         return ErasureReceipt(
@@ -584,6 +588,20 @@ class SQLStore:
             consent_changes=changes,
         )
 
+    def _erased_key(self, db: Database | None = None) -> bytes:
+        """The erased list's key, made by migration 9 and never changed (a new key would
+        unlist every erased customer): read once per store object (on ``db`` when
+        given: the caller's connection)."""
+        key = self._erased_key_value
+        if key is None:
+            with nullcontext(db) if db is not None else self._reading() as reader:
+                row = reader.execute(
+                    self._q("SELECT value FROM deployment_keys WHERE name = ?"), (ERASED_KEY,)
+                ).fetchone()
+            key = bytes(row[0])
+            self._erased_key_value = key
+        return key
+
     def is_erased(self, customer_id: str) -> bool:
         """Whether the id is on the erased list (it stays there for good)."""
         return self.erased_at(customer_id) is not None
@@ -594,25 +612,30 @@ class SQLStore:
             return self._erased_among(db, customer_ids)
 
     def _erased_among(self, db: Database, customer_ids: Sequence[str]) -> set[str]:
+        key = self._erased_key(db)
+        by_hash = {id_hash(key, c): c for c in dict.fromkeys(customer_ids)}
         found: set[str] = set()
-        for clause, params in self._id_lists(customer_ids):
+        for clause, params in self._id_lists(list(by_hash)):
             rows = db.execute(
-                self._q(f"SELECT customer_id FROM erased WHERE customer_id {clause}"), params
+                self._q(f"SELECT id_hash FROM erased WHERE id_hash {clause}"), params
             ).fetchall()
-            found.update(row[0] for row in rows)
+            found.update(by_hash[bytes(row[0])] for row in rows)
         return found
 
-    def erased_ids(self) -> list[str]:
-        """Every erased id, sorted."""
+    def erased_list(self) -> ErasedList:
+        """The whole erased list, to test many ids at once (a model's customers): the key
+        and the hashes, no id."""
         with self._reading() as db:
-            rows = db.execute("SELECT customer_id FROM erased ORDER BY customer_id").fetchall()
-        return [row[0] for row in rows]
+            key = self._erased_key(db)
+            rows = db.execute("SELECT id_hash FROM erased").fetchall()
+        return ErasedList(key, (row[0] for row in rows))
 
     def erased_at(self, customer_id: str) -> int | None:
         """When the id was last erased (unix seconds); None when it never was."""
         with self._reading() as db:
+            hashed = id_hash(self._erased_key(db), customer_id)
             row = db.execute(
-                self._q("SELECT erased_at FROM erased WHERE customer_id = ?"), (customer_id,)
+                self._q("SELECT erased_at FROM erased WHERE id_hash = ?"), (hashed,)
             ).fetchone()
         return None if row is None else int(row[0])
 
@@ -864,6 +887,21 @@ def _run_impressions(run_id: str) -> tuple[str, tuple[Any, ...]]:
         "event_id >= ? AND event_id < ? AND type = ? AND substr(request_id, 1, ?) = ?",
         (prefix, f"{run_id}.", IMPRESSION, len(prefix), prefix),
     )
+
+
+def erased_list_of(db: Database, mark: str, hashed: bool) -> ErasedList:
+    """The erased list, for a reader that does not migrate (the trainer): ``hashed``
+    when the store's schema keeps hashes (migration 9); a store from before keeps the
+    ids in clear, which are hashed here under a key of this read's own, so the caller
+    tests ids the same way on either."""
+    if not hashed:
+        rows = db.execute("SELECT customer_id FROM erased").fetchall()
+        return ErasedList.of_ids(new_key(), (row[0] for row in rows))
+    key = db.execute(
+        f"SELECT value FROM deployment_keys WHERE name = {mark}", (ERASED_KEY,)
+    ).fetchone()
+    hashes = db.execute("SELECT id_hash FROM erased").fetchall()
+    return ErasedList(bytes(key[0]), (row[0] for row in hashes))
 
 
 class _Delivery:

@@ -21,15 +21,18 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any, TypeVar
 
+from nbo.core.erased import ErasedList
 from nbo.core.errors import StoreUrlError
 from nbo.core.outputs import OWNER_ONLY
+from nbo.core.pseudonyms import new_key
 from nbo.offers.state import PostedPurchase
 from nbo.settings import DEFAULT_STORE_URL
 from nbo.store.base import StoreUnavailable
 from nbo.store.migrations import MIGRATIONS as STEPS
 from nbo.store.migrations import apply_migrations
-from nbo.store.sql import PSEUDONYM_KEY, Database, SQLStore
+from nbo.store.sql import PSEUDONYM_KEY, Database, SQLStore, erased_list_of
 
 SQLITE_PREFIX = "sqlite:///"
 # SQLite's name of a database held in memory, gone with its connection.
@@ -86,19 +89,19 @@ def check_folder(path: Path, make: bool = False) -> None:
             ) from None
 
 
-def read_erased_ids(path: Path) -> list[str]:
-    """The erased ids of the store file, for the trainer: read only, no migration, and
+def read_erased_list(path: Path) -> ErasedList:
+    """The erased list of the store file, for the trainer: read only, no migration, and
     a store file that does not exist (or predates erasure) has nothing erased, unless
     its folder does not exist either (``check_folder``: the path is wrong)."""
     lists = read_training_lists(path)
-    return [] if lists is None else lists[0]
+    return ErasedList(new_key(), ()) if lists is None else lists[0]
 
 
-def read_training_lists(path: Path) -> tuple[list[str], list[str]] | None:
-    """What the trainer leaves out, from the store file: the erased ids and the ids
+def read_training_lists(path: Path) -> tuple[ErasedList, list[str]] | None:
+    """What the trainer leaves out, from the store file: the erased list and the ids
     whose consent record withdraws personalization. Read only, no migration; None when
     there is no store file (unless its folder does not exist either: ``check_folder``,
-    the path is wrong), empty lists for a store that predates erasure and consent."""
+    the path is wrong), nothing for a store that predates erasure and consent."""
     check_folder(path)
     if not path.is_file():
         return None
@@ -111,12 +114,13 @@ def read_training_lists(path: Path) -> tuple[list[str], list[str]] | None:
             ).fetchall()
         }
         if not tables:
-            return [], []
-        erased = db.execute("SELECT customer_id FROM erased ORDER BY customer_id").fetchall()
+            return ErasedList(new_key(), ()), []
+        columns = {row[1] for row in db.execute("PRAGMA table_info(erased)").fetchall()}
+        erased = erased_list_of(db, "?", "id_hash" in columns)
         withdrawn = db.execute(
             "SELECT customer_id FROM consent WHERE personalization = 0 ORDER BY customer_id"
         ).fetchall()
-    return [row[0] for row in erased], [row[0] for row in withdrawn]
+    return erased, [row[0] for row in withdrawn]
 
 
 def read_pseudonym_key(path: Path) -> bytes | None:
@@ -301,7 +305,9 @@ class SQLiteStore(SQLStore):
     def _reading(self) -> Iterator[Database]:
         yield self._reader()
 
-    def _id_lists(self, customer_ids: Sequence[str]) -> Iterator[tuple[str, tuple[str, ...]]]:
+    def _id_lists(
+        self, customer_ids: Sequence[str] | Sequence[bytes]
+    ) -> Iterator[tuple[str, tuple[Any, ...]]]:
         for part in _parts_of(customer_ids):
             yield f"IN ({_marks(part)})", part
 
@@ -402,13 +408,16 @@ ORDER BY p.occurred_at, p.rowid
 _IDS_PER_QUERY = 500
 
 
-def _parts_of(customer_ids: Sequence[str]) -> Iterator[tuple[str, ...]]:
+K = TypeVar("K")
+
+
+def _parts_of(customer_ids: Sequence[K]) -> Iterator[tuple[K, ...]]:
     ids = tuple(dict.fromkeys(customer_ids))
     for start in range(0, len(ids), _IDS_PER_QUERY):
         yield ids[start : start + _IDS_PER_QUERY]
 
 
-def _marks(part: Sequence[str]) -> str:
+def _marks(part: Sequence[object]) -> str:
     return ", ".join("?" * len(part))
 
 

@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from nbo.core.erased import ErasedList
 from nbo.core.errors import StoreUrlError
+from nbo.core.pseudonyms import new_key
 from nbo.store.base import Store
 from nbo.store.sqlite import SQLiteStore, check_folder, sqlite_path
-from nbo.store.sqlite import read_erased_ids as sqlite_erased_ids
+from nbo.store.sqlite import read_erased_list as sqlite_erased_list
 from nbo.store.sqlite import read_pseudonym_key as sqlite_pseudonym_key
 from nbo.store.sqlite import read_training_lists as sqlite_training_lists
 
@@ -125,15 +127,16 @@ def open_existing_store(url: str, setting: str = STORE_SETTING) -> Store:
     return open_store(url, setting=setting)
 
 
-def read_erased_ids(url: str, setting: str = STORE_SETTING) -> list[str]:
-    """The erased ids of the store a URL names, for the trainer: read only, no migration;
-    a store that does not exist yet (or predates erasure) has nothing erased."""
+def read_erased_list(url: str, setting: str = STORE_SETTING) -> ErasedList:
+    """The erased list of the store a URL names (keyed hashes: ``nbo.core.erased``), for
+    the trainer: read only, no migration; a store that does not exist yet (or predates
+    erasure) has nothing erased."""
     with _said_of(setting):
         if is_postgres(url):
-            from nbo.store.postgres import read_erased_ids as postgres_erased_ids
+            from nbo.store.postgres import read_erased_list as postgres_erased_list
 
-            return postgres_erased_ids(url)
-        return sqlite_erased_ids(sqlite_path(url))
+            return postgres_erased_list(url)
+        return sqlite_erased_list(sqlite_path(url))
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ class TrainingExclusions:
 
     location: str
     found: bool
-    erased: list[str]
+    erased: ErasedList  # keyed hashes: which ids it holds is tested, never listed
     withdrawn: list[str]  # consent records withdrawing personalization
 
 
@@ -161,7 +164,9 @@ def read_training_exclusions(url: str, setting: str = STORE_SETTING) -> Training
         path = sqlite_path(url)
         lists = sqlite_training_lists(path)
         if lists is None:
-            return TrainingExclusions(f"SQLite {path.resolve()}", False, [], [])
+            return TrainingExclusions(
+                f"SQLite {path.resolve()}", False, ErasedList(new_key(), ()), []
+            )
         return TrainingExclusions(store_location(url), True, *lists)
 
 
