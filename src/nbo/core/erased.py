@@ -54,15 +54,20 @@ class ErasedList:
 
     def among(self, customer_ids: Iterable[str]) -> set[str]:
         """Which of ``customer_ids`` are on the list: each distinct id hashed once (a
-        purchase file's or a model's customers, thousands to millions)."""
+        purchase file's or a model's customers, thousands to millions). The key is
+        prepared once and copied per id (``hmac.HMAC.copy``): 1.1 us an id where a
+        one-shot ``hmac.digest`` takes 1.7 (thread CPU, 100k ids)."""
         if not self.hashes:
             return set()
-        key, hashes = self.key, self.hashes
-        return {
-            c
-            for c in dict.fromkeys(customer_ids)
-            if hmac.digest(key, c.encode("utf-8", "surrogatepass"), hashlib.sha256) in hashes
-        }
+        hashes = self.hashes
+        prepared = hmac.new(self.key, digestmod=hashlib.sha256)
+        found: set[str] = set()
+        for customer_id in dict.fromkeys(customer_ids):
+            mac = prepared.copy()
+            mac.update(customer_id.encode("utf-8", "surrogatepass"))
+            if mac.digest() in hashes:
+                found.add(customer_id)
+        return found
 
     def since(self, earlier: ErasedList) -> ErasedList:
         """The hashes on this list and not on ``earlier`` (taken with the same key): the
