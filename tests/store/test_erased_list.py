@@ -186,3 +186,20 @@ def test_the_trainer_drops_an_erased_customer_with_the_same_digest(store_url: st
     assert before == after == ([GONE], ["kept", "other"], 2)
     assert ids_digest(after[0]) == ids_digest([GONE])
     assert isinstance(read_training_exclusions(store_url).erased, ErasedList)
+
+
+def test_a_store_whose_erased_list_lost_its_key_is_refused(store_url: str) -> None:
+    """Without its key the list recognises nobody: the trainer and the store refuse in
+    one line, rather than train on or serve the erased."""
+    store = open_store(store_url)
+    store.erase(GONE)
+    store.close()
+    run_sql(store_url, "DELETE FROM deployment_keys WHERE name = %s", (ERASED_KEY,))
+    with pytest.raises(ConfigError, match=r"erased list has no key .* restore the store"):
+        read_training_exclusions(store_url)
+    store = open_store(store_url)
+    try:
+        with pytest.raises(ConfigError, match="erased list has no key"):
+            store.is_erased(GONE)
+    finally:
+        store.close()

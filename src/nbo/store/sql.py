@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, TypeVar
 
 from nbo.core.erased import ERASED_KEY, ErasedList, id_hash
+from nbo.core.errors import StoreUrlError
 from nbo.core.pseudonyms import new_key
 from nbo.core.vocabulary import DAY
 from nbo.data.events import CLICK, CONVERSION, EVENT_TYPES, IMPRESSION, Event, PurchaseEvent
@@ -53,6 +54,13 @@ T = TypeVar("T")
 # milliseconds, so the service's writes and deliveries go on between them.
 PURGE_BATCH = 1000
 
+# A store whose erased list lost its key (a row deleted by hand): no erased customer can
+# be recognised, so nothing that needs the list goes on (the trainer would learn them).
+MISSING_ERASED_KEY = (
+    f"the store's erased list has no key (deployment_keys '{ERASED_KEY}' is missing): "
+    "restore the store, or that row, from a backup; without it no erased customer is "
+    "recognised"
+)
 # The name of the pseudonym key in ``deployment_keys``.
 PSEUDONYM_KEY = "log_pseudonyms"
 # The fingerprints of the settings replicas must share, as the last ``nbo serve`` to start
@@ -598,6 +606,8 @@ class SQLStore:
                 row = reader.execute(
                     self._q("SELECT value FROM deployment_keys WHERE name = ?"), (ERASED_KEY,)
                 ).fetchone()
+            if row is None:
+                raise StoreUrlError(MISSING_ERASED_KEY)
             key = bytes(row[0])
             self._erased_key_value = key
         return key
@@ -900,6 +910,8 @@ def erased_list_of(db: Database, mark: str, hashed: bool) -> ErasedList:
     key = db.execute(
         f"SELECT value FROM deployment_keys WHERE name = {mark}", (ERASED_KEY,)
     ).fetchone()
+    if key is None:
+        raise StoreUrlError(MISSING_ERASED_KEY)
     hashes = db.execute("SELECT id_hash FROM erased").fetchall()
     return ErasedList(bytes(key[0]), (row[0] for row in hashes))
 
