@@ -132,7 +132,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             ON purchase_lines (customer_id, occurred_at, line);
         """,
     ),
-    # 2: consent and erasure. The erased list holds the id and the time, nothing else.
+    # 2: consent and erasure. The erased list holds the id and the time, nothing else
+    # (until 9, which keeps a keyed hash of the id instead).
     # The index on purchase_lines.event_id keeps the ON DELETE CASCADE of an erasure from
     # scanning every purchase line once per deleted event.
     Migration(
