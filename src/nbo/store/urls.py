@@ -153,8 +153,8 @@ class TrainingExclusions:
 
 def read_training_exclusions(url: str, setting: str = STORE_SETTING) -> TrainingExclusions:
     """The erased list (keyed hashes) and the ids whose consent withdraws
-    personalization, of the store a URL names, for the trainer: read only, no migration, nothing created; a store file
-    that does not exist has none (``found`` False)."""
+    personalization, of the store a URL names, for the trainer: read only, no migration,
+    nothing created; a store file that does not exist has none (``found`` False)."""
     with _said_of(setting):
         if is_postgres(url):
             from nbo.store.postgres import read_training_lists as postgres_training_lists
