@@ -96,6 +96,10 @@ def test_batch_rows_are_the_apis_answers(
         "no_channel_consent"
     ]
     assert not rows.loc[rows["customer_id"] == "b02", "personalized"].any()
+    # a01 consents to personalization but not to email: nothing was ranked, so the row
+    # says neither that its offers were personalized nor that they were not.
+    assert rows.loc[rows["customer_id"] == "a01", "personalized"].isna().all()
+    assert rows.loc[rows["rank"] > 0, "personalized"].notna().all()
 
 
 def test_recorded_batch_counts_against_the_frequency_cap(
@@ -130,6 +134,8 @@ def test_recorded_batch_counts_against_the_frequency_cap(
     capped = second.set_index("customer_id")["next_allowed_at"]
     assert capped["a03"] == answer["next_allowed_at"]  # the API's, for the same customer
     assert capped.notna().all()
+    # Capped, nothing ranked: no claim either way about personalization (was "False").
+    assert second["personalized"].isna().all()
 
 
 def test_a_recorded_campaign_file_is_not_replaced_without_overwrite(

@@ -387,7 +387,10 @@ def chunk_table(run: BatchRun, decided: Sequence[Decided]) -> pa.Table:
         "experiment": [assignment.experiment for assignment in assignments],
         "variant": [assignment.variant for assignment in assignments],
         "request_id": [delivery_id(run_id, one.customer_id) if run_id else None for one in decided],
-        "personalized": [False if r is None else r.personalized for r in rankings],
+        # Null where nothing was ranked (no consent for the channel, the frequency cap):
+        # "false" there read as a customer who withdrew consent to personalization, or
+        # as popular items, when no offer was made at all.
+        "personalized": [None if r is None else r.personalized for r in rankings],
         "suppressed_reason": suppressed,
         "next_allowed_at": [
             None if (at := decision.next_allowed_at) is None else iso_utc(at)
