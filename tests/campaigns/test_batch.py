@@ -928,3 +928,42 @@ def test_a_full_disk_is_one_line_naming_the_campaign_file(
     )
     assert written
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(("campaign", ".campaign"))]
+
+
+def test_without_unreachable_leaves_out_who_the_campaign_may_not_reach(
+    client: TestClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a01 withdrew consent to email: by default a rank-0 row, which an email platform
+    # importing the file could send to; --without-unreachable leaves them out.
+    consent = {"personalization": True, "channels": {"email": False}}
+    assert client.put("/v1/customers/a01/consent", json=consent).status_code == 200
+    (tmp_path / "ids.txt").write_text("a00\na01\na03\n", encoding="utf-8")
+    ids = str(tmp_path / "ids.txt")
+    every = tmp_path / "every.csv"
+    assert _batch("--customers", ids, "--k", "3", "--out", str(every)) == 0
+    assert "a01" in set(pd.read_csv(every, dtype={"customer_id": str})["customer_id"])
+    capsys.readouterr()
+    out = tmp_path / "sendable.csv"
+    args = ("--customers", ids, "--k", "3", "--without-unreachable")
+    assert _batch(*args, "--out", str(out), "--record") == 0
+    line = capsys.readouterr().out
+    rows = pd.read_csv(out, dtype={"customer_id": str})
+    assert set(rows["customer_id"]) == {"a00", "a03"}
+    assert (rows["rank"] > 0).all()
+    assert "2 customers (2 with offers)" in line
+    assert "left out as unreachable (--without-unreachable): no_channel_consent 1" in line
+    # Delivered again the same day: every customer capped or without consent, so the
+    # file has no row at all, and the summary says why.
+    again = tmp_path / "again.csv"
+    assert _batch(*args, "--out", str(again), "--record") == 0
+    line = capsys.readouterr().out
+    assert pd.read_csv(again).empty
+    assert "frequency_cap 2, no_channel_consent 1" in line
+
+
+def test_without_unreachable_is_refused_on_spark(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "c.parquet")
+    assert _batch("--engine", "spark", "--without-unreachable", "--out", out) == 2
+    assert "--without-unreachable: only with --engine local" in capsys.readouterr().err

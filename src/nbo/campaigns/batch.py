@@ -51,7 +51,8 @@ from nbo.experiments.definitions import configured_experiments
 from nbo.models.registry import MODEL_VERSION_SETTING
 from nbo.models.send_time import next_send_at
 from nbo.models.served import ServingModel
-from nbo.offers.decision import Occasion
+from nbo.offers.decision import REASON_NO_CHANNEL_CONSENT, Occasion
+from nbo.offers.policies import REASON_FREQUENCY_CAP
 from nbo.offers.ranking import OfferTable
 from nbo.runtime.decide import Context, Decided, context_for, decide_customers, everyone
 from nbo.runtime.deliver import deliver_customers, impressions_of
@@ -65,6 +66,10 @@ STAGE_PREFIX = "stage="
 CHUNK = 1000
 # The reason of a customer who may be contacted but has no offer left to make.
 NO_OFFERS = "no_offers"
+# The reasons of customers this campaign may not reach at all (``--without-unreachable``
+# leaves their rows out): no consent for the channel, or its frequency cap (a delivered
+# run). A ``no_offers`` customer may be reached; there is only nothing to offer.
+UNREACHABLE = (REASON_NO_CHANNEL_CONSENT, REASON_FREQUENCY_CAP)
 
 # One row per customer and rank; a customer without offers (no consent for the channel,
 # frequency cap) gets one row with rank 0 and the reason in ``suppressed_reason``.
@@ -100,6 +105,9 @@ class BatchSummary:
     # (or right after) it was put in place; the counts above leave them out.
     erased_customers: int = 0
     erased_rows: int = 0
+    # Customers the campaign may not reach, per reason, left out of the file
+    # (``--without-unreachable``); not counted in ``customers`` nor ``without_offers``.
+    left_out: dict[str, int] = field(default_factory=dict)
 
     def leave_out(self, erased: Outcomes) -> None:
         """The customers of ``erased`` (taken out of the file) out of the counts, so the
@@ -317,6 +325,9 @@ class BatchRun:
     context: Context
     occasion: Occasion
     run_id: str = ""
+    # Leave the customers the campaign may not reach (``UNREACHABLE``) out of the file
+    # instead of giving each a rank-0 row (``--without-unreachable``).
+    reachable_only: bool = False
 
     @property
     def store(self) -> Store:
@@ -484,6 +495,7 @@ class RunSpec:
     now: datetime
     delivery: bool
     run_id: str
+    reachable_only: bool = False
 
 
 def open_run(spec: RunSpec) -> BatchRun:
@@ -514,6 +526,7 @@ def run_of(spec: RunSpec, context: Context) -> BatchRun:
         context,
         Occasion(spec.channel, spec.k, int(spec.now.timestamp()), spec.delivery),
         run_id=spec.run_id,
+        reachable_only=spec.reachable_only,
     )
 
 
@@ -530,6 +543,8 @@ class ChunkResult:
     skipped_stage: int = 0
     recorded: int = 0  # impressions recorded (a delivered campaign)
     called_off: bool = False
+    # Customers left out of the file as unreachable, per reason (``reachable_only``).
+    left_out: dict[str, int] = field(default_factory=dict)
 
 
 class CalledOff(Exception):
@@ -568,17 +583,22 @@ def decide_chunk(
     else:
         decided = decide_customers(run.context, customer_ids, run.occasion, stage)
     result = ChunkResult(None, skipped_stage=len(customer_ids) - len(decided), recorded=recorded)
+    kept: list[Decided] = []
     for one in decided:
-        result.customers += 1
         decision = one.decision
         ranking = decision.ranking
         if ranking is None or not ranking.has_offers:
             reason = decision.suppressed_reason or NO_OFFERS
+            if run.reachable_only and reason in UNREACHABLE:
+                result.left_out[reason] = result.left_out.get(reason, 0) + 1
+                continue
             result.without_offers[reason] = result.without_offers.get(reason, 0) + 1
         else:
             result.with_offers += 1
-    if decided:
-        result.table = chunk_table(run, decided)
+        result.customers += 1
+        kept.append(one)
+    if kept:
+        result.table = chunk_table(run, kept)
     return result
 
 
@@ -656,6 +676,8 @@ def write_batch(
             summary.skipped_stage += result.skipped_stage
             for reason, count in result.without_offers.items():
                 summary.without_offers[reason] = summary.without_offers.get(reason, 0) + count
+            for reason, count in result.left_out.items():
+                summary.left_out[reason] = summary.left_out.get(reason, 0) + count
             if result.table is not None:
                 writer.write_table(result.table)
                 summary.rows += result.table.num_rows

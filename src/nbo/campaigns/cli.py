@@ -66,6 +66,13 @@ def register(commands: Any) -> None:
         "without it such a file is refused, as it is the record of what was sent",
     )
     parser.add_argument(
+        "--without-unreachable",
+        action="store_true",
+        help="leave out the customers the campaign may not reach (no consent for the "
+        "channel; with --record, the frequency cap) instead of a rank-0 row each, so "
+        "every customer of the file may be sent to",
+    )
+    parser.add_argument(
         "--unmanaged",
         action="store_true",
         help="do not register the file in the store: a later erasure will not take the "
@@ -186,7 +193,15 @@ def _run(args: argparse.Namespace) -> int:
     lines = None if console.is_terminal else PlainProgress("nbo batch")
     with threadpool_limits(limits=1, user_api="blas"), lines or contextlib.nullcontext():
         now = settings.now()
-        spec = RunSpec(settings, args.channel, args.k, now, args.record, new_run_id(now))
+        spec = RunSpec(
+            settings,
+            args.channel,
+            args.k,
+            now,
+            args.record,
+            new_run_id(now),
+            reachable_only=args.without_unreachable,
+        )
         if lines:
             lines.start("open the model and the store")
         with during("open the model and the store"):
@@ -362,6 +377,9 @@ def _spark_options(args: argparse.Namespace) -> SparkOptions | None:
         return None
     if args.workers is not None:
         raise BatchError("--workers: only with --engine local (Spark's executors decide)")
+    if args.without_unreachable:
+        # Its counts come from the parts written, which would not hold those left out.
+        raise BatchError("--without-unreachable: only with --engine local for now")
     if args.partitions is not None and args.partitions < 1:
         raise BatchError(f"--partitions {args.partitions}: must be at least 1")
     conf: dict[str, str] = {}
@@ -433,6 +451,12 @@ def summary_line(
         + (f"; without: {without}" if without else "")
         + f") {speed}; model {version}, channel {args.channel}, clock {now.isoformat()}"
         + (f"; {summary.recorded:,} impressions recorded" if args.record else "")
+        + (
+            "; left out as unreachable (--without-unreachable): "
+            + (", ".join(f"{r} {n:,}" for r, n in sorted(summary.left_out.items())) or "none")
+            if args.without_unreachable
+            else ""
+        )
         + (
             f"; {summary.erased_customers:,} customers erased during the run left out "
             f"({summary.erased_rows:,} rows)"
