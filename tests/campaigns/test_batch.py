@@ -103,10 +103,11 @@ def test_batch_rows_are_the_apis_answers(
 
 
 def test_recorded_batch_counts_against_the_frequency_cap(
-    client: TestClient, tmp_path: Path
+    client: TestClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "campaign.csv"
     assert _batch("--customers", "all", "--k", "3", "--out", str(out), "--record") == 0
+    first_line = capsys.readouterr().out
     rows = pd.read_csv(out, dtype={"customer_id": str})
     assert (rows["rank"] > 0).any()
     # Each impression says what the row says: the offer's kind and source, the stage.
@@ -129,6 +130,15 @@ def test_recorded_batch_counts_against_the_frequency_cap(
     again = tmp_path / "again.csv"
     assert _batch("--customers", "all", "--k", "3", "--out", str(again), "--record") == 0
     second = pd.read_csv(again, dtype={"customer_id": str})
+    # Said delivered either way: the capped run is told from a preview, which says so.
+    customers = second["customer_id"].nunique()
+    assert "impressions recorded (delivered, --record: " in first_line
+    assert (
+        f"; 0 impressions recorded (delivered, --record: 0 customers recorded, "
+        f"{customers:,} frequency-capped)" in capsys.readouterr().out
+    )
+    assert _batch("--customers", "all", "--k", "3", "--out", str(tmp_path / "p.csv")) == 0
+    assert "; a preview: nothing recorded (no --record)" in capsys.readouterr().out
     assert set(second["suppressed_reason"].dropna()) == {"frequency_cap"}
     assert (second["rank"] == 0).all()
     capped = second.set_index("customer_id")["next_allowed_at"]

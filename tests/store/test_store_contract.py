@@ -840,10 +840,14 @@ def test_campaign_files_are_registered_updated_and_forgotten(store: Store) -> No
     first = BatchOutput("/srv/b.parquet", 100, "run-1", 10, "parquet")
     store.register_batch_output(first)
     store.register_batch_output(BatchOutput("/srv/a.csv", 50, "run-0", 3, "csv"))
-    rewritten = BatchOutput("/srv/b.parquet", 200, "run-2", 12, "parquet")
+    rewritten = BatchOutput("/srv/b.parquet", 200, "run-2", 12, "parquet", "email", True, 0, 4)
     store.register_batch_output(rewritten)
     assert [o.path for o in store.batch_outputs()] == ["/srv/a.csv", "/srv/b.parquet"]
+    # What the run was is kept, a flag on either backend (SQLite's 0/1 too): a
+    # delivered run that recorded nothing (all 4 capped) is no preview.
     assert store.batch_outputs()[1] == rewritten
+    assert store.batch_outputs()[1].delivered is True
+    assert store.batch_outputs()[0].delivered is None  # registered without: not known
     store.set_batch_output_rows("/srv/b.parquet", 11)
     assert store.batch_outputs()[1].rows == 11
     store.unregister_batch_output("/srv/a.csv")

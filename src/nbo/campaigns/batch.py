@@ -109,6 +109,14 @@ class BatchSummary:
     # (``--without-unreachable``); not counted in ``customers`` nor ``without_offers``.
     left_out: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def capped(self) -> int:
+        """Customers the channel's frequency cap kept from this (delivered) run, in the
+        file or left out of it."""
+        return self.without_offers.get(REASON_FREQUENCY_CAP, 0) + self.left_out.get(
+            REASON_FREQUENCY_CAP, 0
+        )
+
     def leave_out(self, erased: Outcomes) -> None:
         """The customers of ``erased`` (taken out of the file) out of the counts, so the
         summary says what the file holds."""
@@ -696,7 +704,7 @@ def write_batch(
             summary.leave_out(erased)
             if run.occasion.delivery:
                 summary.recorded -= take_back(run, sorted(erased_during))
-        _put_in_place(run, temporary, out, summary.rows - summary.erased_rows, managed)
+        _put_in_place(run, temporary, out, summary, managed)
         placed = True
         # Erased before the registration: that erasure may not have seen this file.
         erased_since = run.store.erased_list().since(erased_now).among(ids)
@@ -747,7 +755,9 @@ def write_batch(
     return summary
 
 
-def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed: bool) -> None:
+def _put_in_place(
+    run: BatchRun, temporary: Path, out: Path, summary: BatchSummary, managed: bool
+) -> None:
     """Rename the finished file over ``out`` and register it (or drop the registration of
     that path, when unmanaged), under the folder's lock: an erasure rewriting the
     previous file at ``out`` finishes first, and one that comes later sees this file."""
@@ -762,10 +772,29 @@ def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed:
         os.replace(temporary, out)
         os.fsync(folder)
         if managed:
-            output = BatchOutput(path, int(time.time()), run.run_id, rows, format_of(out))
-            run.store.register_batch_output(output)
+            run.store.register_batch_output(registration(run, path, format_of(out), summary))
         else:
             run.store.unregister_batch_output(path)
+
+
+def registration(run: BatchRun, path: str, fmt: str, summary: BatchSummary) -> BatchOutput:
+    """What the store keeps of a finished campaign file: its rows (those erased during the
+    run left out), its channel (a consent withdrawn for it takes the customer out of the
+    file), and whether it was delivered, with its customers recorded and capped: a
+    delivered run whose every customer was capped recorded nothing, which alone read as a
+    preview on the dashboard."""
+    delivered = run.occasion.delivery
+    return BatchOutput(
+        path,
+        int(time.time()),
+        run.run_id,
+        summary.rows - summary.erased_rows,
+        fmt,
+        run.occasion.channel,
+        delivered,
+        summary.with_offers if delivered else 0,
+        summary.capped,
+    )
 
 
 def check_replaces_no_delivery(store: Store, out: Path) -> None:

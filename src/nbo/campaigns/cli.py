@@ -419,6 +419,18 @@ def _bar(console: Any, stage: str | None) -> Any:
     )
 
 
+def delivery_part(summary: BatchSummary, record: bool) -> str:
+    """Whether the run was delivered, said either way: a delivered run whose every
+    customer was capped records nothing, and "0 impressions recorded" alone did not tell
+    it from a preview."""
+    if not record:
+        return "; a preview: nothing recorded (no --record)"
+    return (
+        f"; {summary.recorded:,} impressions recorded (delivered, --record: "
+        f"{summary.with_offers:,} customers recorded, {summary.capped:,} frequency-capped)"
+    )
+
+
 def summary_line(
     args: argparse.Namespace,
     summary: BatchSummary,
@@ -450,7 +462,7 @@ def summary_line(
         f"wrote {args.out}: {summary.rows:,} rows for {who} ({summary.with_offers:,} with offers"
         + (f"; without: {without}" if without else "")
         + f") {speed}; model {version}, channel {args.channel}, clock {now.isoformat()}"
-        + (f"; {summary.recorded:,} impressions recorded" if args.record else "")
+        + delivery_part(summary, args.record)
         + (
             "; left out as unreachable (--without-unreachable): "
             + (", ".join(f"{r} {n:,}" for r, n in sorted(summary.left_out.items())) or "none")

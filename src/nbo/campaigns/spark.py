@@ -68,6 +68,7 @@ from nbo.campaigns.batch import (
     decide_chunk,
     managed_path,
     open_run,
+    registration,
     take_back,
     withdraw,
 )
@@ -83,7 +84,6 @@ from nbo.campaigns.files import (
 from nbo.campaigns.recovery import Heartbeat, begin_delivering, end_delivering, partial_path
 from nbo.core import processes
 from nbo.core.outputs import OWNER_ONLY, check_output_parent
-from nbo.store.base import BatchOutput
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def write_spark_batch(
         if run.occasion.delivery:
             # Each delivered offer of the parts was recorded once, by its partition.
             summary.recorded = _delivered_offers(temporary)
-        _put_in_place(run, temporary, out, summary.rows - summary.erased_rows, managed)
+        _put_in_place(run, temporary, out, summary, managed)
         placed = True
         erased_since = run.store.erased_list().since(erased_now).among(ids)
         if erased_since:
@@ -549,7 +549,9 @@ def _delivered_offers(folder: Path) -> int:
     return delivered
 
 
-def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed: bool) -> None:
+def _put_in_place(
+    run: BatchRun, temporary: Path, out: Path, summary: BatchSummary, managed: bool
+) -> None:
     """Rename the finished folder to ``out`` and register it (or drop the registration
     of that path, when unmanaged), under the lock of ``out``'s folder, as the local
     engine puts a file in place. What was at ``out`` (a file, or the parts of an earlier
@@ -566,8 +568,7 @@ def _put_in_place(run: BatchRun, temporary: Path, out: Path, rows: int, managed:
         os.replace(temporary, out)
         os.fsync(folder)
         if managed:
-            output = BatchOutput(path, int(time.time()), run.run_id, rows, PARTS)
-            run.store.register_batch_output(output)
+            run.store.register_batch_output(registration(run, path, PARTS, summary))
         else:
             run.store.unregister_batch_output(path)
     if replaced:

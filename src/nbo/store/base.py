@@ -138,6 +138,12 @@ class BatchOutput:
     run_id: str
     rows: int
     format: str  # "parquet", "csv", or "parquet-parts" (a folder of parts: --engine spark)
+    # The run's channel, whether it was delivered (--record), and its customers recorded
+    # (given offers) and frequency-capped; None: registered before nbo kept them.
+    channel: str | None = None
+    delivered: bool | None = None
+    recorded_customers: int | None = None
+    capped_customers: int | None = None
 
 
 @dataclass(frozen=True)

@@ -316,6 +316,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
         rows=_hash_erased_ids,
     ),
+    # 10: what each campaign file is: the channel it went out on (a consent withdrawn for
+    # that channel takes the customer out of it), whether its run was delivered
+    # (``--record``), and how many of its customers were recorded and frequency-capped: a
+    # delivered run whose every customer was capped recorded nothing, and was told from
+    # a preview by nothing else. Null on files registered before (not known).
+    Migration(
+        sqlite="""
+        ALTER TABLE batch_outputs ADD COLUMN channel TEXT;
+        ALTER TABLE batch_outputs ADD COLUMN delivered INTEGER;
+        ALTER TABLE batch_outputs ADD COLUMN recorded_customers INTEGER;
+        ALTER TABLE batch_outputs ADD COLUMN capped_customers INTEGER;
+        """,
+        postgres="""
+        ALTER TABLE batch_outputs ADD COLUMN channel TEXT;
+        ALTER TABLE batch_outputs ADD COLUMN delivered BOOLEAN;
+        ALTER TABLE batch_outputs ADD COLUMN recorded_customers BIGINT;
+        ALTER TABLE batch_outputs ADD COLUMN capped_customers BIGINT;
+        """,
+    ),
 )
 
 

@@ -792,21 +792,50 @@ class SQLStore:
         with self._transaction() as db:
             db.execute(
                 self._q(
-                    "INSERT INTO batch_outputs (path, written_at, run_id, rows, format) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
+                    "INSERT INTO batch_outputs (path, written_at, run_id, rows, format, "
+                    "channel, delivered, recorded_customers, capped_customers) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
                     "written_at = excluded.written_at, run_id = excluded.run_id, "
-                    "rows = excluded.rows, format = excluded.format"
+                    "rows = excluded.rows, format = excluded.format, "
+                    "channel = excluded.channel, delivered = excluded.delivered, "
+                    "recorded_customers = excluded.recorded_customers, "
+                    "capped_customers = excluded.capped_customers"
                 ),
-                (output.path, output.written_at, output.run_id, output.rows, output.format),
+                (
+                    output.path,
+                    output.written_at,
+                    output.run_id,
+                    output.rows,
+                    output.format,
+                    output.channel,
+                    output.delivered,
+                    output.recorded_customers,
+                    output.capped_customers,
+                ),
             )
 
     def batch_outputs(self) -> list[BatchOutput]:
         """Every managed campaign file, by path."""
         with self._reading() as db:
             rows = db.execute(
-                "SELECT path, written_at, run_id, rows, format FROM batch_outputs ORDER BY path"
+                "SELECT path, written_at, run_id, rows, format, channel, delivered, "
+                "recorded_customers, capped_customers FROM batch_outputs ORDER BY path"
             ).fetchall()
-        return [BatchOutput(*row) for row in rows]
+        # SQLite answers a flag as 0 or 1.
+        return [
+            BatchOutput(
+                path,
+                written_at,
+                run_id,
+                count,
+                fmt,
+                channel,
+                None if delivered is None else bool(delivered),
+                recorded,
+                capped,
+            )
+            for (path, written_at, run_id, count, fmt, channel, delivered, recorded, capped) in rows
+        ]
 
     def set_batch_output_rows(self, path: str, rows: int) -> None:
         """The rows a managed file holds after an erasure rewrote it."""

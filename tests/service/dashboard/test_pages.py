@@ -34,6 +34,7 @@ from nbo.data.mapping import load_mapping
 from nbo.service.app import create_app
 from nbo.service.auth import KEY_COOKIE
 from nbo.settings import Settings
+from nbo.store.base import BatchOutput
 from training.pipeline import TrainResult, train
 
 CHURN_CLOCK = "2026-07-01T00:00:00Z"  # the day after the churn data ends
@@ -648,13 +649,18 @@ def test_the_campaigns_page_lists_each_file_and_the_impressions_its_run_recorded
     ids = tmp_path / "ids.txt"
     ids.write_text("a00\na01\nb00\n", encoding="utf-8")
     preview, sent = tmp_path / "preview.csv", tmp_path / "sent.parquet"
-    for out, extra in ((preview, []), (sent, ["--record"])):
+    # Delivered again at once: every customer capped, nothing recorded, yet no preview.
+    capped = tmp_path / "capped.csv"
+    for out, extra in ((preview, []), (sent, ["--record"]), (capped, ["--record"])):
         args = ["batch", "--customers", str(ids), "--k", "2", "--out", str(out), *extra]
         assert main(args) == 0
     store = open_store(f"sqlite:///{isolated_store}")
     try:
         outputs = {Path(o.path).name: o for o in store.batch_outputs()}
         recorded = store.count_run_impressions(outputs["sent.parquet"].run_id)
+        # A file registered before nbo kept what its run was: read by its impressions.
+        old = BatchOutput(str(tmp_path / "old.csv"), 1, "batch-old", 3, "csv")
+        store.register_batch_output(old)
     finally:
         store.close()
     assert recorded > 0
@@ -665,9 +671,20 @@ def test_the_campaigns_page_lists_each_file_and_the_impressions_its_run_recorded
     text = page.text
     assert 'aria-current="page">Campaigns' in text
     sent_run, preview_run = outputs["sent.parquet"].run_id, outputs["preview.csv"].run_id
+    capped_run = outputs["capped.csv"].run_id
     assert cells(text, "sent") == {
-        sent_run: "delivered (--record)",
-        preview_run: "nothing recorded",
+        sent_run: "delivered (--record): 3 customers recorded, 0 frequency-capped",
+        preview_run: "preview (no --record)",
+        capped_run: "delivered (--record): 0 customers recorded, 3 frequency-capped",
+        "batch-old": "nothing recorded",
     }
-    assert cells(text, "impressions") == {sent_run: f"{recorded:,}", preview_run: "0"}
-    assert cells(text, "rows") == {o.run_id: f"{o.rows:,}" for o in outputs.values()}
+    assert cells(text, "impressions") == {
+        sent_run: f"{recorded:,}",
+        preview_run: "0",
+        capped_run: "0",
+        "batch-old": "0",
+    }
+    assert cells(text, "rows") == {
+        **{o.run_id: f"{o.rows:,}" for o in outputs.values()},
+        "batch-old": "3",
+    }

@@ -277,6 +277,9 @@ async def campaigns(request: Request, settings: SettingsDep, store: StoreDep) ->
         rows = []
         for output in outputs:
             recorded = store.count_run_impressions(output.run_id)
+            # As registered (a delivered run whose every customer was capped recorded
+            # nothing); a file registered before nbo kept it: by its impressions.
+            delivered = output.delivered if output.delivered is not None else recorded > 0
             rows.append(
                 {
                     "path": output.path,
@@ -284,8 +287,12 @@ async def campaigns(request: Request, settings: SettingsDep, store: StoreDep) ->
                     "run_id": output.run_id,
                     "rows": output.rows,
                     "format": output.format,
+                    "channel": output.channel,
                     "impressions": recorded,
-                    "delivered": recorded > 0,
+                    "delivered": delivered,
+                    "known": output.delivered is not None,
+                    "recorded_customers": output.recorded_customers,
+                    "capped_customers": output.capped_customers,
                 }
             )
         return {"campaigns": rows}
