@@ -377,3 +377,40 @@ def test_parts_are_read_in_order_for_the_export(env: Path, tmp_path: Path) -> No
         table.filter(pc.equal(table["customer_id"], "b01"))
     )
     assert customer_rows(folder, PARTS, "nobody").num_rows == 0
+
+
+def test_withdrawing_a_channels_consent_takes_the_customer_out_of_its_campaign_files(
+    client: TestClient, env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The email files, written before the withdrawal, no longer reach the customer; the
+    app file keeps them, and so does the impressions' record of the delivered run."""
+    email = campaign(tmp_path, tmp_path / "email.csv", "--record")
+    app = campaign(tmp_path, tmp_path / "app.parquet", "--channel", "app")
+    email_before, app_before = read(email), read(app)
+    assert rows_of(email_before, "a00") == 3 and rows_of(app_before, "a00") == 3
+    recorded = SQLiteStore(env).count_run_impressions(
+        next(o.run_id for o in SQLiteStore(env).batch_outputs() if o.channel == "email")
+    )
+
+    # Personalization only: no channel withdrawn, no file touched.
+    consent = {"personalization": False, "channels": {}}
+    assert client.put("/v1/customers/a00/consent", json=consent).status_code == 200
+    assert read(email).equals(email_before)
+    consent = {"personalization": True, "channels": {"email": False}}
+    assert client.put("/v1/customers/a00/consent", json=consent).status_code == 200
+    assert read(email).equals(without(email_before, "a00"))
+    assert read(app).equals(app_before)
+    outputs = {Path(o.path).name: o for o in SQLiteStore(env).batch_outputs()}
+    assert outputs["email.csv"].rows == email_before.num_rows - 3
+    assert SQLiteStore(env).count_run_impressions(outputs["email.csv"].run_id) == recorded
+
+    # From the command line too, with a line saying what the files saw.
+    store_url = f"sqlite:///{env}"
+    args = ["customers", "consent", "b00", "--personalization", "yes"]
+    assert main([*args, "--channel", "app=no", "--store-url", store_url]) == 0
+    said = capsys.readouterr().out
+    assert "consent to app withdrawn: 3 rows taken out of 1 campaign file" in said
+    assert rows_of(read(app), "b00") == 0 and rows_of(read(email), "b00") == 3
+    # Sent again: nothing withdrawn now, nothing said (no file scanned).
+    assert main([*args, "--channel", "app=no", "--store-url", store_url]) == 0
+    assert "withdrawn" not in capsys.readouterr().out

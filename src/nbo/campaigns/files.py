@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from nbo.campaigns.recovery import clear_dead_partials
 from nbo.core.errors import NboError
 from nbo.core.outputs import create_private
-from nbo.store.base import Store
+from nbo.store.base import BatchOutput, Store
 
 FORMATS = {".parquet": "parquet", ".csv": "csv"}
 # A folder of Parquet parts, as Spark writes them (``part-00000-...parquet``, in order):
@@ -155,9 +155,31 @@ def clear_dead_runs_files(store: Store) -> list[str]:
 def erase_from_outputs(store: Store, customer_id: str) -> tuple[list[Scrubbed], list[Untouched]]:
     """Take one customer out of every managed file: the files gone through (with the rows
     removed) and those left untouched (with the reason)."""
+    return _take_out(store, customer_id, store.batch_outputs())
+
+
+def withdraw_from_outputs(
+    store: Store, customer_id: str, channels: Collection[str]
+) -> tuple[list[Scrubbed], list[Untouched]]:
+    """Take a customer who withdrew consent to ``channels`` out of the managed files of
+    campaigns on those channels, as an erasure does: a file handed to the sending tool
+    (imported again at send time, or not sent yet) must not reach them. Files on other
+    channels keep their rows, and so do files registered before nbo kept a file's
+    channel (which channel they went out on is not known). The impressions a delivered
+    run recorded stay: they are the store's record of what was decided and sent."""
+    wanted = set(channels)
+    outputs = [o for o in store.batch_outputs() if o.channel is not None and o.channel in wanted]
+    return _take_out(store, customer_id, outputs)
+
+
+def _take_out(
+    store: Store, customer_id: str, outputs: list[BatchOutput]
+) -> tuple[list[Scrubbed], list[Untouched]]:
+    """``customer_id``'s rows out of each of ``outputs``; the files gone through and those
+    left untouched, with the reason."""
     scrubbed: list[Scrubbed] = []
     untouched: list[Untouched] = []
-    for output in store.batch_outputs():
+    for output in outputs:
 
         def rewritten(kept: int, path: str = output.path) -> None:
             store.set_batch_output_rows(path, kept)

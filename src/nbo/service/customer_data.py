@@ -34,6 +34,7 @@ from nbo.campaigns.files import (
     clear_dead_runs_files,
     erase_from_outputs,
     rows_in_outputs,
+    withdraw_from_outputs,
 )
 from nbo.core.ids import spreadsheet_original
 from nbo.core.vocabulary import CHANNELS, iso_utc
@@ -46,7 +47,7 @@ from nbo.runtime.decide import forget_erased
 from nbo.service.profiles import current_profile
 from nbo.service.schemas import CustomerProfileOut
 from nbo.settings import Settings
-from nbo.store.base import ErasureReceipt, Store, StoredEvent
+from nbo.store.base import CONSENT_FROM_API, ErasureReceipt, Store, StoredEvent
 
 
 class ConsentOut(BaseModel):
@@ -326,6 +327,58 @@ def erasure_receipt_out(
         near_match=erasure.near_match,
         model_versions_holding=erasure.model_versions,
     )
+
+
+@dataclass(frozen=True)
+class ConsentChange:
+    """A consent stored, the channels it withdrew, and the campaign files of those
+    channels the customer was taken out of (or that could not be rewritten)."""
+
+    consent: Consent
+    withdrawn: list[str]
+    scrubbed: list[Scrubbed]
+    untouched: list[Untouched]
+
+    @property
+    def rows_removed(self) -> int:
+        return sum(file.rows_removed for file in self.scrubbed)
+
+    def line(self) -> str | None:
+        """What the campaign files saw of the change, or None when it withdrew nothing."""
+        if not self.withdrawn:
+            return None
+        files = [f for f in self.scrubbed if f.rows_removed]
+        line = (
+            f"consent to {', '.join(self.withdrawn)} withdrawn: {self.rows_removed:,} rows "
+            f"taken out of {len(files):,} campaign file{'' if len(files) == 1 else 's'}"
+        )
+        for file in self.untouched:
+            line += f"; {file.path} untouched: {file.reason}"
+        return line
+
+
+def record_consent(
+    store: Store,
+    customer_id: str,
+    personalization: bool,
+    channels: dict[str, bool],
+    source: str = CONSENT_FROM_API,
+) -> ConsentChange:
+    """Store the customer's consent (``Store.set_consent``) and, for each channel it
+    withdraws (allowed before, not after), take the customer out of the managed campaign
+    files of that channel (``withdraw_from_outputs``), as an erasure takes them out of
+    every file: a campaign file waiting for its send must not reach a customer who has
+    since said no. Only a withdrawal rewrites: a record that withdrew the channel before
+    (the same form sent again) scans no file. Taken before the change: of two changes at
+    once, at most both look at the files, never neither."""
+    before = store.consent_of(customer_id) or DEFAULT_CONSENT
+    consent = store.set_consent(customer_id, personalization, channels, source=source)
+    withdrawn: list[str] = [c for c in CHANNELS if before.allows(c) and not consent.allows(c)]
+    scrubbed: list[Scrubbed] = []
+    untouched: list[Untouched] = []
+    if withdrawn:
+        scrubbed, untouched = withdraw_from_outputs(store, customer_id, withdrawn)
+    return ConsentChange(consent, withdrawn, scrubbed, untouched)
 
 
 def consent_out(customer_id: str, consent: Consent | None) -> ConsentOut:

@@ -268,7 +268,7 @@ def channel_flags(values: list[str]) -> dict[str, bool]:
 
 
 def run_consent(args: argparse.Namespace) -> int:
-    from nbo.service.customer_data import consent_out
+    from nbo.service.customer_data import consent_out, record_consent
     from nbo.settings import load_settings
     from nbo.store import open_existing_store, store_setting
     from nbo.store.base import CONSENT_FROM_CLI
@@ -279,12 +279,12 @@ def run_consent(args: argparse.Namespace) -> int:
     # An existing store only: a consent recorded in a new, empty file reaches no service.
     store = open_existing_store(settings.store_url, store_setting(args.store_url))
     try:
-        stored = store.set_consent(
-            customer_id, args.personalization == "yes", channels, source=CONSENT_FROM_CLI
+        change = record_consent(
+            store, customer_id, args.personalization == "yes", channels, source=CONSENT_FROM_CLI
         )
     finally:
         store.close()
-    shown = consent_out(customer_id, stored)
+    shown = consent_out(customer_id, change.consent)
     flags = ", ".join(
         f"{name} {'yes' if allowed else 'no'}" for name, allowed in shown.channels.items()
     )
@@ -293,6 +293,9 @@ def run_consent(args: argparse.Namespace) -> int:
         f"{'yes' if shown.personalization else 'no'}, {flags} (at {shown.updated_at}, "
         "source cli)"
     )
+    files = change.line()
+    if files is not None:
+        print(f"nbo customers: {files}")
     return 0
 
 

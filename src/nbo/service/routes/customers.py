@@ -31,6 +31,7 @@ from nbo.service.customer_data import (
     erase_customer_data,
     erasure_receipt_out,
     export_customer,
+    record_consent,
 )
 from nbo.service.deps import (
     CustomerId,
@@ -103,9 +104,14 @@ def put_consent(
                 for name in unknown
             ]
         )
-    consent = store.set_consent(customer_id, body.personalization, body.channels)
+    change = record_consent(store, customer_id, body.personalization, body.channels)
     log.info("consent of customer %s updated", pseudonyms.of(customer_id))
-    return consent_out(customer_id, consent)
+    files = change.line()
+    if files is not None:
+        # A file left holding them (unreadable, read-only) is the operator's to clean.
+        level = logging.WARNING if change.untouched else logging.INFO
+        log.log(level, "consent of customer %s: %s", pseudonyms.of(customer_id), files)
+    return consent_out(customer_id, change.consent)
 
 
 @router.get(
