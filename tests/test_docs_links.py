@@ -57,3 +57,29 @@ def test_every_relative_link_names_a_file_and_a_heading_there(page: Path) -> Non
         elif anchor and file.suffix == ".md" and anchor not in anchors(file):
             broken.append(f"{target}: no such heading in {file.relative_to(ROOT)}")
     assert broken == []
+
+
+def test_every_dashboard_page_has_a_screenshot_in_the_readme() -> None:
+    """Each page of the dashboard's menu is shot by docs/dashboard/screenshots.py (its
+    PAGES), its picture is there and the README shows it: the Campaigns page had none."""
+    import ast
+
+    base = ROOT / "src" / "nbo" / "service" / "dashboard" / "templates" / "base.html"
+    menu = re.findall(r'\("[^"]*", "(\w+)", "[^"]*"\)', base.read_text(encoding="utf-8"))
+    assert "campaigns" in menu and len(menu) >= 6
+    script = ast.parse((ROOT / "docs" / "dashboard" / "screenshots.py").read_text())
+    [pages] = [
+        node.value
+        for node in script.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id == "PAGES" for t in node.targets)
+    ]
+    assert isinstance(pages, ast.Dict)
+    shot = {key.value for key in pages.keys if isinstance(key, ast.Constant)}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in menu:
+        # The experiments menu entry is shot as one experiment's page.
+        picture = "experiment" if name == "experiments" else name
+        assert picture in shot, name
+        assert (ROOT / "docs" / "dashboard" / f"{picture}.png").is_file(), name
+        assert f"(docs/dashboard/{picture}.png)" in readme, name

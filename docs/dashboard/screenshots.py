@@ -9,10 +9,14 @@ route for their email offers and posts them as impressions spread over the fortn
 before the clock (each impression says what the answer said), one in six of them clicked
 and one in twenty converted (impressions tagged with the experiment and variant that
 answered, so the demo experiment has a report); 100 customers more get a real delivery
-of three offers (``record=true``) on the app. Then Chromium takes each page, 1280 px
+of three offers (``record=true``) on the app. Then ``nbo batch`` writes three campaign
+files for the Campaigns page: a preview of the at_risk customers, a delivered (``--record``)
+winback to 200 customers, and the same winback delivered again at once (every customer
+frequency-capped: delivered, nothing recorded). Then Chromium takes each page, 1280 px
 wide, saved as a palette PNG (small) in ``docs/dashboard/``.
 
     python docs/dashboard/screenshots.py --models-dir models
+    python docs/dashboard/screenshots.py --models-dir models --only campaigns
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import yaml
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
@@ -46,6 +51,7 @@ PAGES = {
     "customer": f"/dashboard/customer?customer_id={CUSTOMER}&k=5",
     "experiment": "/dashboard/experiments/personalization-uplift",
     "models": "/dashboard/models",
+    "campaigns": "/dashboard/campaigns",
 }
 
 
@@ -56,10 +62,22 @@ def customers(models_dir: Path) -> list[str]:
     return [str(c) for c in ids]
 
 
+def experiment_starts() -> dict[str, datetime]:
+    """When each demo experiment starts: an impression before it is no exposure, and
+    ``POST /v1/events`` refuses one tagged with it."""
+    with (ROOT / "data" / "experiments.yaml").open(encoding="utf-8") as file:
+        experiments = yaml.safe_load(file)["experiments"]
+    return {
+        e["name"]: datetime.fromisoformat(str(e["start"]).replace("Z", "+00:00"))
+        for e in experiments
+    }
+
+
 def make_history(api: httpx.Client, ids: list[str]) -> None:
     """A fortnight of deliveries and answers (see the module docstring)."""
     rng = random.Random(7)
     now = datetime.fromisoformat(CLOCK.replace("Z", "+00:00"))
+    starts = experiment_starts()
     shown, events = rng.sample(ids, 500), []
     for n, customer in enumerate(shown[:400]):
         answer = api.get(f"/v1/customers/{customer}/offers", params={"k": 3}).json()
@@ -78,7 +96,13 @@ def make_history(api: httpx.Client, ids: list[str]) -> None:
                     "kind": offer["kind"],
                     "source": offer["reason"]["source"],
                     "stage": answer["stage"],
-                    **{k: answer[k] for k in ("experiment", "variant") if answer.get(k)},
+                    # Tagged only from the experiment's start (refused before it: the
+                    # answer of today names it, a send of last week was in none).
+                    **(
+                        {k: answer[k] for k in ("experiment", "variant")}
+                        if answer.get("experiment") and when >= starts[answer["experiment"]]
+                        else {}
+                    ),
                 }
             )
             later = (when + timedelta(hours=2)).isoformat().replace("+00:00", "Z")
@@ -112,11 +136,31 @@ def make_history(api: httpx.Client, ids: list[str]) -> None:
         )
 
 
-def shoot(base: str, chromium: str) -> None:
+def make_campaigns(folder: Path, models: Path, settings: dict[str, str], ids: list[str]) -> None:
+    """Three campaign files (see the module docstring), written by ``nbo batch`` into
+    ``folder/campaigns`` and registered in the server's store."""
+    out = folder / "campaigns"
+    out.mkdir()
+    winback = out / "winback-ids.txt"
+    winback.write_text("\n".join(random.Random(11).sample(ids, 200)) + "\n", encoding="utf-8")
+    env = {**os.environ, **settings, "NBO_STORE_URL": f"sqlite:///{folder / 'store.db'}"}
+    for customers, name, extra in (
+        ("stage=at_risk", "at-risk-preview.csv", []),
+        (str(winback), "winback.parquet", ["--record"]),
+        (str(winback), "winback-again.parquet", ["--record"]),
+    ):
+        command = [sys.executable, "-m", "nbo.cli", "batch", "--models-dir", str(models)]
+        command += ["--customers", customers, "--k", "3", "--out", str(out / name), *extra]
+        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def shoot(base: str, chromium: str, only: list[str] | None = None) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, headless=True)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         for name, path in PAGES.items():
+            if only and name not in only:
+                continue
             errors: list[str] = []
             page.on("console", lambda m, e=errors: m.type == "error" and e.append(m.text))
             answer = page.goto(base + path)
@@ -139,6 +183,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models")
     parser.add_argument("--chromium", default=os.environ.get("NBO_TEST_CHROMIUM") or "chromium")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(PAGES),
+        help="shoot this page only (repeatable; default: every page)",
+    )
     args = parser.parse_args()
     chromium = shutil.which(args.chromium)
     if chromium is None:
@@ -174,7 +224,8 @@ def main() -> int:
         with running_server(models, folder / "store.db", folder / "serve.log", settings) as server:
             with httpx.Client(base_url=server.base, timeout=60) as api:
                 make_history(api, customers(models))
-            shoot(server.base, chromium)
+            make_campaigns(folder, models, settings, customers(models))
+            shoot(server.base, chromium, args.only)
     return 0
 
 
