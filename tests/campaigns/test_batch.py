@@ -977,3 +977,48 @@ def test_without_unreachable_is_refused_on_spark(
     out = str(tmp_path / "c.parquet")
     assert _batch("--engine", "spark", "--without-unreachable", "--out", out) == 2
     assert "--without-unreachable: only with --engine local" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("record", [False, True])
+def test_a_consent_withdrawn_during_the_run_takes_the_customer_out_of_its_file(
+    client: TestClient,
+    env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    record: bool,
+) -> None:
+    """A customer of the first chunk, given offers, withdraws consent to email while the
+    second chunk is decided: the file (registered only at the end, so the withdrawal
+    could not rewrite it) leaves them out, their impressions are taken back, and the
+    summary says so; one who withdrew consent to the app only keeps their offers."""
+    decide_chunk = batch.decide_chunk
+    first: list[str] = []
+
+    def withdrawing(run: BatchRun, customer_ids: list[str], stage: str | None) -> batch.ChunkResult:
+        if first:
+            for customer_id, channel in zip(first[:2], ("email", "app"), strict=True):
+                consent = {"personalization": True, "channels": {channel: False}}
+                answer = client.put(f"/v1/customers/{customer_id}/consent", json=consent)
+                assert answer.status_code == 200
+            first.append("withdrawn")  # once
+        else:
+            first.extend(customer_ids[:2])
+        return decide_chunk(run, customer_ids, stage)
+
+    monkeypatch.setattr(batch, "decide_chunk", withdrawing)
+    out = tmp_path / "campaign.csv"
+    args = ["--customers", "all", "--k", "3", "--out", str(out), "--chunk", "10"]
+    assert _batch(*args, "--workers", "1", *(["--record"] if record else [])) == 0
+    printed = capsys.readouterr().out
+    rows = pd.read_csv(out, dtype={"customer_id": str})
+    assert first[0] not in set(rows["customer_id"])
+    assert (rows.loc[rows["customer_id"] == first[1], "rank"] > 0).all()
+    assert "; 1 customers who withdrew consent to email during the run left out (3 rows)" in printed
+    customers = rows["customer_id"].nunique()
+    assert f": {len(rows):,} rows for {customers:,} customers (" in printed
+    store = client.app.state.store
+    shown = [e for e in store.events_of(first[0]) if e["type"] == "offer_impression"]
+    assert shown == []
+    if record:
+        assert [e for e in store.events_of(first[1]) if e["type"] == "offer_impression"]

@@ -563,6 +563,10 @@ def test_every_consent_change_is_kept_with_its_time_and_source(
     assert consent is not None and consent.updated_at == history[-1].changed_at
     assert [c.changed_at for c in store.consent_history_of("c2")] == [3_000]
     assert store.consent_history_of("nobody") == []
+    # Who changed it since a time (what a campaign run checks at its end), each once.
+    assert store.consent_changed_since(1_000) == ["c1", "c2"]
+    assert store.consent_changed_since(2_001) == ["c2"]
+    assert store.consent_changed_since(3_001) == []
     receipt = store.erase("c1")
     assert (receipt.consent_records, receipt.consent_changes) == (1, 2)
     assert store.consent_history_of("c1") == [] and len(store.consent_history_of("c2")) == 1

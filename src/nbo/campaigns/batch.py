@@ -31,10 +31,18 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from nbo.campaigns.files import SCHEMA, Outcomes, folder_lock, format_of, remove_customers
+from nbo.campaigns.files import (
+    SCHEMA,
+    Outcomes,
+    folder_lock,
+    format_of,
+    read_batches,
+    remove_customers,
+)
 from nbo.campaigns.recovery import Heartbeat, begin_delivering, end_delivering, partial_path
 from nbo.catalog.holder import CatalogHolder
 from nbo.core import processes
@@ -108,6 +116,15 @@ class BatchSummary:
     # Customers the campaign may not reach, per reason, left out of the file
     # (``--without-unreachable``); not counted in ``customers`` nor ``without_offers``.
     left_out: dict[str, int] = field(default_factory=dict)
+    # Customers given offers who withdrew consent to the channel while the batch ran, and
+    # their rows, taken out of the file as the erased are (the counts leave them out).
+    withdrawn_customers: int = 0
+    withdrawn_rows: int = 0
+
+    @property
+    def removed_rows(self) -> int:
+        """Rows taken out of the file after they were written: erased or withdrawn."""
+        return self.erased_rows + self.withdrawn_rows
 
     @property
     def capped(self) -> int:
@@ -117,11 +134,15 @@ class BatchSummary:
             REASON_FREQUENCY_CAP, 0
         )
 
-    def leave_out(self, erased: Outcomes) -> None:
-        """The customers of ``erased`` (taken out of the file) out of the counts, so the
-        summary says what the file holds."""
+    def leave_out(self, erased: Outcomes, withdrawn: bool = False) -> None:
+        """The customers of ``erased`` (taken out of the file; ``withdrawn``: for a
+        consent withdrawn, not an erasure) out of the counts, so the summary says what
+        the file holds."""
         self.customers -= erased.customers
-        self.erased_customers += erased.customers
+        if withdrawn:
+            self.withdrawn_customers += erased.customers
+        else:
+            self.erased_customers += erased.customers
         self.with_offers -= erased.with_offers
         for reason, count in erased.without_offers.items():
             left = self.without_offers.get(reason, 0) - count
@@ -652,6 +673,8 @@ def write_batch(
     # The erased list keeps keyed hashes, not ids: what is erased later is told apart
     # by its hashes, and tested against the selection's ids (``nbo.core.erased``).
     erased_before = run.store.erased_list()
+    # Consent changes from here on may postdate a customer's decision (the store's time).
+    consent_since = int(time.time())
     temporary = partial_path(out)
     writer: pq.ParquetWriter | pacsv.CSVWriter | None = None
     ids = list(selection.customer_ids)
@@ -704,6 +727,16 @@ def write_batch(
             summary.leave_out(erased)
             if run.occasion.delivery:
                 summary.recorded -= take_back(run, sorted(erased_during))
+        # Consent to the channel withdrawn while the batch ran, by customers it gave offers
+        # to: out before the rename (a withdrawal rewrites only registered files), their
+        # impressions too, as nothing was sent yet.
+        withdrawn = withdrawn_during(run, temporary, fmt, consent_since)
+        if withdrawn:
+            gone = Outcomes()
+            summary.withdrawn_rows += remove_customers(temporary, fmt, withdrawn, removed=gone)
+            summary.leave_out(gone, withdrawn=True)
+            if run.occasion.delivery:
+                summary.recorded -= take_back(run, sorted(withdrawn))
         _put_in_place(run, temporary, out, summary, managed)
         placed = True
         # Erased before the registration: that erasure may not have seen this file.
@@ -718,7 +751,19 @@ def write_batch(
                 removed=erased,
             )
             summary.leave_out(erased)
-        summary.rows -= summary.erased_rows
+        # Withdrawn before the registration: that withdrawal may not have seen this file.
+        late = withdrawn_during(run, out, fmt, consent_since) - withdrawn
+        if late:
+            gone = Outcomes()
+            summary.withdrawn_rows += remove_customers(
+                out,
+                fmt,
+                late,
+                rewritten=_registered_rows(run, out) if managed else None,
+                removed=gone,
+            )
+            summary.leave_out(gone, withdrawn=True)
+        summary.rows -= summary.removed_rows
     except BaseException as exc:
         if (
             isinstance(exc, OSError)
@@ -788,13 +833,35 @@ def registration(run: BatchRun, path: str, fmt: str, summary: BatchSummary) -> B
         path,
         int(time.time()),
         run.run_id,
-        summary.rows - summary.erased_rows,
+        summary.rows - summary.removed_rows,
         fmt,
         run.occasion.channel,
         delivered,
         summary.with_offers if delivered else 0,
         summary.capped,
     )
+
+
+def withdrawn_during(run: BatchRun, path: Path, fmt: str, since: int) -> set[str]:
+    """The customers given offers in the campaign file at ``path`` whose consent changed
+    at or after ``since`` and no longer allows the run's channel. Reads nothing of the
+    file when nobody's consent changed (the store's index on the change's time)."""
+    changed = run.store.consent_changed_since(since)
+    if not changed:
+        return set()
+    channel = run.occasion.channel
+    consents = run.store.consents_of(changed)
+    refused = [c for c, consent in consents.items() if not consent.allows(channel)]
+    if not refused:
+        return set()
+    wanted = pa.array(sorted(refused), pa.string())
+    found: set[str] = set()
+    for batch in read_batches(path, fmt, [CUSTOMER_ID, "rank"]):
+        offered = pc.and_(
+            pc.is_in(batch.column(0), value_set=wanted), pc.greater(batch.column(1), 0)
+        )
+        found.update(batch.column(0).filter(offered).to_pylist())
+    return found
 
 
 def check_replaces_no_delivery(store: Store, out: Path) -> None:

@@ -475,6 +475,12 @@ def summary_line(
             if summary.erased_customers or summary.erased_rows
             else ""
         )
+        + (
+            f"; {summary.withdrawn_customers:,} customers who withdrew consent to "
+            f"{args.channel} during the run left out ({summary.withdrawn_rows:,} rows)"
+            if summary.withdrawn_customers
+            else ""
+        )
         + ("; unmanaged: erasures will not reach this file" if args.unmanaged else "")
         + ("; a folder of Parquet parts (spark engine)" if args.engine == "spark" else "")
     )

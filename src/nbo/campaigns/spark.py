@@ -250,7 +250,7 @@ def write_spark_batch(
                 removed=erased,
             )
             summary.leave_out(erased)
-        summary.rows -= summary.erased_rows
+        summary.rows -= summary.removed_rows
     except BaseException as exc:
         delivered = run.occasion.delivery and not placed
         # A second Ctrl-C must not stop the taking back half-way.

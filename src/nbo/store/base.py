@@ -316,6 +316,8 @@ class Store(StateReader, Protocol):
 
     def consent_history_of(self, customer_id: str) -> list[ConsentChange]: ...
 
+    def consent_changed_since(self, since: int) -> list[str]: ...
+
     def purge(self, kind: str, before: int, dry_run: bool = False) -> Purged:
         """Delete the rows of ``kind`` (``PURGE_KINDS``) older than ``before`` (unix
         seconds), in batches of a transaction each, so a large purge never holds a lock
