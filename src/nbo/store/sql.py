@@ -458,14 +458,14 @@ class SQLStore:
         order: what a campaign run checks at its end (``nbo.campaigns.batch``), through the
         history's index on the time, so a run in which nobody changed it reads nothing."""
         with self._reading() as db:
+            # Neither DISTINCT nor ORDER BY: with them SQLite's planner scanned the whole
+            # history through the customer index (11 ms at 100k changes, none since: thread
+            # time, best of 20) instead of searching the time index (4 us).
             rows = db.execute(
-                self._q(
-                    "SELECT DISTINCT customer_id FROM consent_history WHERE changed_at >= ? "
-                    "ORDER BY customer_id"
-                ),
+                self._q("SELECT customer_id FROM consent_history WHERE changed_at >= ?"),
                 (since,),
             ).fetchall()
-        return [row[0] for row in rows]
+        return sorted({row[0] for row in rows})
 
     def consent_of(self, customer_id: str) -> Consent | None:
         """The customer's stored consent; None when there is no record, which means
