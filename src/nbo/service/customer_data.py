@@ -344,8 +344,9 @@ class ConsentChange:
         return sum(file.rows_removed for file in self.scrubbed)
 
     def line(self) -> str | None:
-        """What the campaign files saw of the change, or None when it withdrew nothing."""
-        if not self.withdrawn:
+        """What the campaign files saw of the change, or None when it withdrew nothing
+        or no managed file is on a withdrawn channel (nothing to say, nothing scanned)."""
+        if not self.withdrawn or not (self.scrubbed or self.untouched):
             return None
         files = [f for f in self.scrubbed if f.rows_removed]
         line = (
