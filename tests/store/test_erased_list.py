@@ -153,7 +153,7 @@ def test_an_nbo_before_the_hashed_list_refuses_the_store(
 ) -> None:
     open_store(store_url).close()
     monkeypatch.setattr(store_migrations, "MIGRATIONS", MIGRATIONS[:8])
-    with pytest.raises(ConfigError, match="schema version 9 is newer than this nbo understands"):
+    with pytest.raises(ConfigError, match="schema version 10 is newer than this nbo understands"):
         open_store(store_url)
 
 
