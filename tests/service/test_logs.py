@@ -266,7 +266,25 @@ def test_a_traceback_logged_as_a_long_message_keeps_its_last_line() -> None:
     trace += "nbo.core.errors.ConfigError: schema version 9 is newer than this nbo understands"
     record = logging.makeLogRecord({"name": "uvicorn.error", "msg": trace, "levelname": "ERROR"})
     line = json.loads(JsonFormatter().format(record))
-    assert line["message"].startswith("Traceback") and line["message"].endswith(
-        "schema version 9 is newer than this nbo understands"
+    # The error as the message, the traceback in ``exception`` as any other's (it
+    # was all in ``message``, where a shipper looking for tracebacks never found it).
+    assert line["message"] == (
+        "nbo.core.errors.ConfigError: schema version 9 is newer than this nbo understands"
     )
+    assert line["exception"].startswith("Traceback (most recent call last):")
+    assert line["exception"].endswith("schema version 9 is newer than this nbo understands")
     assert TextFormatter().format(record).endswith("newer than this nbo understands")
+
+
+def test_a_message_that_only_mentions_a_traceback_stays_the_message() -> None:
+    """Only a message that is a traceback moves: one that names the word stays as it is."""
+    record = logging.makeLogRecord(
+        {
+            "name": "nbo.test",
+            "msg": "no Traceback (most recent call last): here",
+            "levelname": "INFO",
+        }
+    )
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "no Traceback (most recent call last): here"
+    assert "exception" not in line

@@ -30,6 +30,8 @@ FIELD_CHARS = 1_000
 MESSAGE_CHARS = 2_000
 TRACE_CHARS = 16_000
 LINE_CHARS = 32_000
+# How a formatted traceback begins (``traceback.format_exc``).
+TRACEBACK_HEAD = "Traceback (most recent call last):"
 # The field of a line that names a customer, by their pseudonym (never by the id).
 CUSTOMER_FIELD = "customer"
 # The field of the access line that names the API key a call was allowed with (its
@@ -66,6 +68,14 @@ def _capped_middle(text: str, limit: int) -> str:
     return f"{text[:half]}...[{len(text) - 2 * half} characters]...{text[-half:]}"
 
 
+def _last_line(text: str) -> str:
+    """A formatted traceback's last line that is not blank: the error it ends with."""
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            return line.strip()
+    return text
+
+
 def _field(value: Any) -> Any:
     """A field's value as it goes in a line: numbers, booleans and null as they are,
     anything else as capped text."""
@@ -80,14 +90,22 @@ class JsonFormatter(logging.Formatter):
     one string field (a multi-line traceback would otherwise break the one-line rule)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        trace = None
+        if not record.exc_info and message.startswith(TRACEBACK_HEAD):
+            # uvicorn logs a worker's failed start-up (the lifespan's) as Starlette's
+            # formatted traceback in the message, with no exc_info: a shipper looks for
+            # a traceback in ``exception`` and reads ``message`` as one line. The
+            # message is its last line (the error), the traceback goes where others do.
+            trace = message
+            message = _last_line(message)
         head: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "pid": record.process,
             "logger": _field(record.name),
-            # Its head and tail: uvicorn logs a worker's failed start-up as a traceback
-            # in the message, whose last line (the error) a head alone cut off.
-            "message": _capped_middle(record.getMessage(), MESSAGE_CHARS),
+            # Its head and tail: a long message's last words may be what says why.
+            "message": _capped_middle(message, MESSAGE_CHARS),
         }
         request_id = _request_id_of(record)
         if request_id is not None:
@@ -98,6 +116,8 @@ class JsonFormatter(logging.Formatter):
                 line[_capped(key, FIELD_CHARS)] = _field(value)
         if record.exc_info:
             line["exception"] = _capped_middle(self.formatException(record.exc_info), TRACE_CHARS)
+        elif trace is not None:
+            line["exception"] = _capped_middle(trace, TRACE_CHARS)
         if record.stack_info:
             line["stack"] = _capped_middle(self.formatStack(record.stack_info), TRACE_CHARS)
         text = json.dumps(line, default=str, ensure_ascii=False)
