@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -620,6 +621,52 @@ def test_a_new_worker_starts_unready_when_no_model_it_may_serve_loads(
         wait_for(
             lambda: serving_by_pid(server).get(newcomer) == versions.v1,
             "the new worker serving after the reload",
+        )
+        server.terminate()
+
+
+def test_a_new_worker_meeting_a_newer_sqlite_schema_starts_without_its_store(
+    versions: Versions, tmp_path: Path
+) -> None:
+    """A rolling upgrade of services sharing one SQLite file: a newer release migrated it
+    while this one serves. A worker started in place of a killed one starts without its
+    store (an error line naming the refusal) and the service runs on; once the refusal
+    ends, it opens the store. (Its failed boot stopped the whole service, as it did on
+    PostgreSQL before: 'Reason: Worker failed to boot.')"""
+    from nbo.store.sqlite import MIGRATIONS
+
+    models = tmp_path / "models"
+    shutil.copytree(versions.folder, models)
+    store = tmp_path / "events.db"
+    settings = {
+        "NBO_CLOCK": CLOCK,
+        "NBO_WORKERS": str(WORKERS),
+        "NBO_LOG_LEVEL": "info",
+        "NBO_LOG_FORMAT": "json",
+    }
+    with running_server(models, store, tmp_path / "server.log", settings) as server:
+        wait_for(lambda: len(serving_by_pid(server)) == WORKERS, "both workers serving")
+        newer = len(MIGRATIONS) + 1
+        with contextlib.closing(sqlite3.connect(store)) as db, db:
+            db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (newer,))
+        killed = min(serving_by_pid(server))
+        os.kill(killed, signal.SIGKILL)
+        wait_for(lambda: workers_started(server) > WORKERS, "a worker in place of the killed one")
+        wait_for(
+            lambda: any("refused this worker" in line["message"] for line in log_lines(server)),
+            "the new worker saying its store refused it",
+        )
+        assert server.process.poll() is None  # the service still runs
+        refused = next(
+            line for line in log_lines(server) if "refused this worker" in line["message"]
+        )
+        assert refused["level"] == "ERROR" and "newer than this nbo" in refused["message"]
+        assert httpx.get(f"{server.base}/health/ready", timeout=SECONDS).status_code == 200
+        with contextlib.closing(sqlite3.connect(store)) as db, db:
+            db.execute("DELETE FROM schema_migrations WHERE version = ?", (newer,))
+        wait_for(
+            lambda: any("refusing this worker" in line["message"] for line in log_lines(server)),
+            "the new worker opening its store once the refusal ended",
         )
         server.terminate()
 

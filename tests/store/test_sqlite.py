@@ -9,6 +9,7 @@ import logging
 import os
 import sqlite3
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -438,3 +439,54 @@ def test_the_store_and_its_log_files_are_their_owners_alone(tmp_path: Path) -> N
         assert stat.S_IMODE(path.stat().st_mode) == 0o640
     finally:
         os.umask(old_umask)
+
+
+def test_a_worker_meeting_a_newer_schema_starts_without_its_store(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rolling upgrade of processes sharing one SQLite file: a newer release migrated
+    it. A worker gunicorn starts in place of a dead one (``refusal_waits``: its ``nbo
+    serve`` opened the file at start) starts without its store, said as an error, its
+    calls StoreUnavailable, and opens it once the refusal ends; before, its failed boot
+    stopped the whole ``nbo serve``. A file never proven good still raises."""
+    from nbo.service.prometheus import PrometheusMetrics
+    from nbo.service.state import ModelHolder
+    from nbo.store import waiting
+    from nbo.store.base import StoreUnavailable
+
+    url = f"sqlite:///{tmp_path / 'nbo.db'}"
+    open_store(url).close()
+    newer = len(MIGRATIONS) + 1
+    with sqlite3.connect(tmp_path / "nbo.db") as db:
+        db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (newer,))
+    db.close()
+    with pytest.raises(ConfigError, match="newer than this nbo"):
+        open_store(url, background=True)
+    with caplog.at_level("ERROR"):
+        store = open_store(url, background=True, refusal_waits=True)
+    # The routes' store is the metrics' proxy, which keeps each method it first wraps.
+    timed = PrometheusMetrics(ModelHolder()).observe_store(store)
+    ran: list[int] = []
+    try:
+        assert not store.available
+        with pytest.raises(StoreUnavailable, match="newer than this nbo"):
+            timed.erased_ids()
+        store.when_available(lambda: ran.append(1))
+        assert ran == []
+        assert any(
+            "refused this worker" in r.getMessage() and "newer than this nbo" in r.getMessage()
+            for r in caplog.records
+        )
+        # The operator upgrades this release (or rolls the schema back): it opens.
+        with sqlite3.connect(tmp_path / "nbo.db") as db:
+            db.execute("DELETE FROM schema_migrations WHERE version = ?", (newer,))
+        db.close()
+        for _ in range(int(30 / waiting.RETRY_SECONDS)):
+            if store.available:
+                break
+            threading.Event().wait(waiting.RETRY_SECONDS)
+        assert store.available
+        assert timed.erased_ids() == []
+        assert ran == [1]
+    finally:
+        store.close()

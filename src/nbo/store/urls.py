@@ -5,18 +5,23 @@ The PostgreSQL driver is imported only for a PostgreSQL URL.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 from nbo.core.erased import ErasedList
-from nbo.core.errors import StoreUrlError
+from nbo.core.errors import ConfigError, StoreUrlError
 from nbo.core.pseudonyms import new_key
 from nbo.store.base import Store
 from nbo.store.sqlite import SQLiteStore, check_folder, sqlite_path
 from nbo.store.sqlite import read_erased_list as sqlite_erased_list
 from nbo.store.sqlite import read_pseudonym_key as sqlite_pseudonym_key
 from nbo.store.sqlite import read_training_lists as sqlite_training_lists
+from nbo.store.waiting import WaitingStore
+
+log = logging.getLogger(__name__)
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # Where a store URL comes from unless a command says otherwise.
@@ -91,7 +96,8 @@ def open_store(
     (``NBO_STORE_STATEMENT_TIMEOUT_MS``, the service's). ``refusal_waits`` (with
     ``background``; a worker of ``nbo serve``, which opened the store before forking): a
     server that answers and refuses (a newer schema, a changed password) does not stop the
-    start either; it is logged as an error and the store opens once the refusal ends.
+    start either; it is logged as an error and the store opens once the refusal ends
+    (SQLite too: a file several ``nbo serve`` share, migrated by a newer release).
     Without it such a refusal raises: a URL never proven good is the operator's mistake."""
     with _said_of(setting):
         if is_postgres(url):
@@ -103,7 +109,21 @@ def open_store(
                 statement_timeout_ms=statement_timeout_ms,
                 refusal_waits=refusal_waits,
             )
-        return SQLiteStore(sqlite_path(url))
+        path = sqlite_path(url)
+        try:
+            return SQLiteStore(path)
+        except ConfigError as exc:
+            # As PostgreSQL's (above): a file proven good at ``nbo serve``'s start that
+            # refuses a worker now (a newer release migrated it) must not stop gunicorn.
+            if not (background and refusal_waits):
+                raise
+            log.error(
+                "store %s refused this worker (%s): starting without it; calls that need "
+                "it answer 503 until it is fixed",
+                path,
+                exc,
+            )
+            return cast(Store, WaitingStore(lambda: SQLiteStore(path), str(path), exc))
 
 
 def check_store_exists(url: str, setting: str = STORE_SETTING) -> None:
