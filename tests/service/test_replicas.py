@@ -260,3 +260,52 @@ class Poster:
                 if len(self.answered) >= 40:
                     self.answered_some.set()
         self.answered_some.set()
+
+
+def serving_everywhere(server: Server) -> set[str]:
+    """The current version of every worker of a replica, from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.base}/metrics", timeout=SECONDS).text
+    return {
+        sample.labels["version"]
+        for family in text_string_to_metric_families(text)
+        if family.name == "nbo_model_info"
+        for sample in family.samples
+        if sample.labels["role"] == "current" and sample.value == 1
+    }
+
+
+def wait_until_serving(server: Server, version: str) -> None:
+    for _ in range(SECONDS * 10):
+        if serving_everywhere(server) == {version}:
+            return
+        threading.Event().wait(0.1)
+    raise AssertionError(f"{server.base} serves {serving_everywhere(server)}, not {version}")
+
+
+def test_a_reload_asked_of_one_replica_reaches_the_other(
+    backend: str, two_models: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    """``POST /v1/admin/reload`` through a balancer reaches one replica: it records the
+    version it now serves in the store, and every worker of the other replica loads it
+    within seconds (before, the other replica served the old model until it was
+    reloaded on its own). ``"replicas": false`` keeps a reload to the replica asked (a
+    canary): the other serves on what it served."""
+    models, first, second = two_models
+    with two_replicas(models, backend, tmp_path) as pair:
+        # CURRENT names the second: both start on it.
+        wait_until_serving(pair.a, second)
+        wait_until_serving(pair.b, second)
+        answer = call(pair.a, "POST", "/v1/admin/reload", json={"version": first})
+        assert answer["version"] == first and answer["replicas"] is True
+        wait_until_serving(pair.b, first)
+        canary = call(
+            pair.b, "POST", "/v1/admin/reload", json={"version": second, "replicas": False}
+        )
+        assert canary["replicas"] is False
+        wait_until_serving(pair.b, second)
+        # Asked again (a number newer than the canary's) it reaches a, as one would.
+        call(pair.b, "POST", "/v1/admin/reload", json={"version": second})
+        wait_until_serving(pair.a, second)
+        assert serving_everywhere(pair.b) == {second}

@@ -978,3 +978,25 @@ def test_shared_settings_are_swapped_and_leave_the_pseudonym_key_alone(store_url
         assert store.pseudonym_key() == key
     finally:
         store.close()
+
+
+def test_reloads_for_the_replicas_are_numbered_and_read_back(store_url: str) -> None:
+    """Each reload recorded for the replicas gets the next number, from any process on
+    the store (two opened stores here, as two replicas), and the latest is read back."""
+    first, second = open_store(store_url), open_store(store_url)
+    try:
+        assert first.reload_request() is None
+        assert first.request_reload("v1", False, "replica-a") == 1
+        assert second.request_reload("v2", True, "replica-b") == 2
+        latest = first.reload_request()
+        assert latest is not None
+        assert (latest.number, latest.version, latest.force, latest.origin) == (
+            2,
+            "v2",
+            True,
+            "replica-b",
+        )
+        assert latest.at > 0
+    finally:
+        first.close()
+        second.close()

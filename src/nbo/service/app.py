@@ -116,6 +116,8 @@ def create_app(
                 app.state.pseudonyms = Pseudonyms(store.pseudonym_key())
 
             store.when_available(read_pseudonym_key)
+        # Reloads another replica on this store records are followed (``nbo.service.reload``).
+        app.state.reloader.store = store
         try:
             app.state.reloader.start()
         except ArtifactError:

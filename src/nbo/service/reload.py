@@ -25,6 +25,15 @@ overrides it until the next reload.
 With several workers (``nbo serve --workers``), each holds its own model: a reload one
 worker takes is published on the workers' board (``nbo.runtime.workers``), every other
 worker follows it, and the API answer waits until all have (``reload_workers``).
+
+With several replicas on one store (docs/store.md, Replicas), ``POST /v1/admin/reload``
+reaches the one replica the balancer picked; the board is that replica's alone. So a
+reload the API took is also recorded in the store (``Store.request_reload``: the version
+the replica now serves, numbered), and every worker of every replica looks at that row
+every ``REPLICAS_EVERY_S`` (``_follow_replicas``) and reloads the version when a newer
+number appears, as if asked on its own board. Only the API's reloads: SIGHUP and the
+watcher act on each replica by design (each gets its own signal, each watches its own
+CURRENT), and a reload that came from another replica is not recorded again.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import contextlib
 import logging
 import math
 import os
+import secrets
 import signal
 import threading
 import time
@@ -62,6 +72,7 @@ from nbo.runtime.workers import (
 )
 from nbo.service.state import ModelHolder
 from nbo.settings import Settings
+from nbo.store.base import ReplicaReload, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +82,11 @@ SMOKE_K = 5
 SMOKE_UNKNOWN_CUSTOMER = "\x00nbo-reload-check"
 # How often the watcher looks at models/CURRENT (one os.stat).
 WATCH_EVERY_S = 1.0
+# How often each worker looks for a reload another replica recorded in the store (one
+# read of one row by its key: with two replicas of four workers, four reads a second).
+REPLICAS_EVERY_S = 2.0
+# The trigger of a reload another replica asked for (the log says it).
+FROM_ANOTHER_REPLICA = "another replica"
 
 
 class VersionNotFound(NboError):
@@ -116,6 +132,8 @@ class WorkersReload:
     workers: list[WorkerStatus]
     # What this worker serves after the reload (``ServingModels.signature``).
     signature: str | None = None
+    # Whether the reload was recorded in the store for every other replica to follow.
+    replicas: bool = False
 
     def reached(self, status: WorkerStatus) -> bool:
         """Whether that worker applied this reload (or a later one)."""
@@ -165,6 +183,14 @@ class Reloader:
         self.refused: ReloadRefused | None = None
         # Called on each refusal (the metrics' counter).
         self.on_refused: Callable[[], None] | None = None
+        # This replica, as the reloads it records in the store name it: made once, before
+        # ``nbo serve`` forks, so every worker of one replica has the same.
+        self.replica = secrets.token_hex(8)
+        # The store the replicas share (set by the app's lifespan once it is open), and
+        # the number of the newest reload recorded there that this worker has seen (None
+        # until it read the row once: the reloads recorded before its start are not its).
+        self.store: Store | None = None
+        self.replicas_seen: int | None = None
 
     def start(self) -> None:
         """The first load, at the worker's start: the version the board's latest
@@ -183,6 +209,8 @@ class Reloader:
         it (``nbo serve`` checked a model before it forked the first workers).
         Without a board (one process), ArtifactError, which the app raises when
         ``NBO_REQUIRE_MODEL`` asks for a model."""
+        # Before the load: a reload another replica records from now on is followed.
+        self.replica_request()
         latest = self.board.latest() if self.board is not None else None
         # Counted before the load reads the store's erased list: an erasure counted by
         # now is in that list (the store records it before it is counted).
@@ -233,12 +261,15 @@ class Reloader:
         force: bool = False,
         trigger: str = "api",
         wait: bool = True,
+        replicas: bool = False,
     ) -> WorkersReload:
         """``reload`` here, then on the board for every other worker; with ``wait``,
         answer once every live worker has it (or ``WAIT_FOR_WORKERS_S`` has passed).
         A reload refused here raises as ``reload`` does; one of a version the caller
         named is asked of no one, one of CURRENT (or the pin) of every worker, each of
-        which records its own refusal (``_publish_refusal``)."""
+        which records its own refusal (``_publish_refusal``). With ``replicas``, a reload
+        taken here is also recorded in the store for every other replica
+        (``ask_replicas``)."""
         with self._lock:
             try:
                 outcome = self.reload(version, force, trigger)
@@ -250,8 +281,9 @@ class Reloader:
             else:
                 refusal = None
                 mine = self.status()
+                asked = replicas and self.ask_replicas(outcome.version, force)
                 if self.board is None:
-                    return WorkersReload(outcome, self.applied, [mine], mine.signature)
+                    return WorkersReload(outcome, self.applied, [mine], mine.signature, asked)
                 number = self._publish(outcome, force, trigger, mine)
         if refusal is not None:
             # Each worker checks CURRENT itself and records its own refusal, so every
@@ -264,7 +296,45 @@ class Reloader:
             if wait
             else self.board.statuses()
         )
-        return WorkersReload(outcome, number, workers, mine.signature)
+        return WorkersReload(outcome, number, workers, mine.signature, asked)
+
+    def ask_replicas(self, version: str, force: bool) -> bool:
+        """Record a reload of ``version`` in the store for every other replica to follow;
+        whether it was (not while the store is away: said in the log)."""
+        if self.store is None:
+            return False
+        try:
+            number = self.store.request_reload(version, force, self.replica)
+        except StoreUnavailable as exc:
+            log.warning(
+                "reload of model %s not recorded for the other replicas (%s): reload "
+                "each one (docs/store.md, Replicas)",
+                version,
+                exc,
+            )
+            return False
+        self.replicas_seen = max(self.replicas_seen or 0, number)
+        return True
+
+    def replica_request(self) -> ReplicaReload | None:
+        """The reload another replica recorded in the store that this worker has not
+        seen yet, or None (none, this replica's own, or the store away). The first read
+        only notes the number: the reloads recorded before this worker started are
+        not its to follow (it loaded what its replica serves)."""
+        if self.store is None:
+            return None
+        try:
+            request = self.store.reload_request()
+        except StoreUnavailable:
+            return None
+        number = 0 if request is None else request.number
+        if self.replicas_seen is None or request is None:
+            self.replicas_seen = number if self.replicas_seen is None else self.replicas_seen
+            return None
+        if number <= self.replicas_seen:
+            return None
+        self.replicas_seen = number
+        return None if request.origin == self.replica else request
 
     def _publish(
         self, outcome: ReloadOutcome, force: bool, trigger: str, mine: WorkerStatus
@@ -575,6 +645,8 @@ async def reload_triggers(reloader: Reloader, watch: bool) -> AsyncIterator[None
         background.append(loop.create_task(_watch_experiments(reloader, watch, stop)))
     if reloader.board is not None:
         background.append(loop.create_task(_follow_board(reloader, reloader.board, stop)))
+    if reloader.store is not None:
+        background.append(loop.create_task(_follow_replicas(reloader, stop)))
     try:
         yield
     finally:
@@ -598,11 +670,13 @@ def _install_sighup(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]
     return int(sighup)
 
 
-async def _reload_in_thread(reloader: Reloader, trigger: str, version: str | None = None) -> None:
+async def _reload_in_thread(
+    reloader: Reloader, trigger: str, version: str | None = None, force: bool = False
+) -> None:
     """Run a reload off the loop, for every worker; its outcome is logged (a signal has
     no one to answer)."""
     try:
-        await asyncio.to_thread(reloader.reload_workers, version, False, trigger, False)
+        await asyncio.to_thread(reloader.reload_workers, version, force, trigger, False)
     except NboError:
         pass  # refused or not found: logged by the reload, the old model serves on
     except Exception:  # a background reload must never take the loop down
@@ -669,3 +743,27 @@ async def _follow_board(reloader: Reloader, board: WorkerBoard, stop: asyncio.Ev
                 await asyncio.to_thread(reloader.follow_erasures, erasures)
         except Exception:  # following must never take the loop down; next look retries
             log.exception("following the workers' board failed")
+
+
+async def _follow_replicas(reloader: Reloader, stop: asyncio.Event) -> None:
+    """Apply each reload another replica recorded in the store (one read of one row
+    every ``REPLICAS_EVERY_S``): the version it serves, on every worker of this replica.
+    Each worker looks; the first to see it publishes it on the board, the others find
+    it serving. A version refused here is logged and said by readiness, as any."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=REPLICAS_EVERY_S)
+        if stop.is_set():
+            return
+        try:
+            request = await asyncio.to_thread(reloader.replica_request)
+        except Exception:  # following must never take the loop down; next look retries
+            log.exception("looking for a reload another replica asked for failed")
+            continue
+        if request is not None:
+            log.info(
+                "reload of model %s asked by another replica (number %d)",
+                request.version,
+                request.number,
+            )
+            await _reload_in_thread(reloader, FROM_ANOTHER_REPLICA, request.version, request.force)

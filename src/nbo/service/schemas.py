@@ -378,6 +378,12 @@ class ReloadRequest(BaseModel):
         "else what models/CURRENT points at",
     )
     force: bool = Field(False, description="load again even when this version is already serving")
+    replicas: bool = Field(
+        True,
+        description="also record the reload in the store, so every other replica on it loads "
+        "the version this one now serves (within a few seconds); false: this replica only "
+        "(a canary)",
+    )
 
 
 class CatalogStatusOut(RefusedFileOut):
@@ -425,4 +431,8 @@ class ReloadResponse(BaseModel):
     )
     workers: list[WorkerReloadOut] = Field(
         description="each live worker of nbo serve (one without workers), by pid"
+    )
+    replicas: bool = Field(
+        description="the reload was recorded in the store for every other replica on it to "
+        "follow (false when not asked, or the store was away: reload each one then)"
     )

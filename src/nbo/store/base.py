@@ -159,6 +159,19 @@ class DeliveringRun:
     heard_at: int  # unix seconds: its last heartbeat (its start, before the first)
 
 
+@dataclass(frozen=True)
+class ReplicaReload:
+    """The latest reload asked for every replica on the store (``Store.request_reload``):
+    its number (one more than the one before), the version each loads, whether forced,
+    the replica that took it (``origin``: it applied it already) and when (unix s)."""
+
+    number: int
+    version: str
+    force: bool
+    origin: str
+    at: int
+
+
 # Where a consent change came from (``ConsentChange.source``): the API's PUT, the
 # command line, or the record in force when the history began (migration 8).
 CONSENT_FROM_API = "api"
@@ -344,6 +357,14 @@ class Store(StateReader, Protocol):
     def swap_shared_settings(
         self, fingerprints: dict[str, str]
     ) -> tuple[dict[str, str], int] | None: ...
+
+    def request_reload(self, version: str, force: bool, origin: str) -> int:
+        """Record a reload for every replica on this store to follow; its number."""
+        ...
+
+    def reload_request(self) -> ReplicaReload | None:
+        """The latest reload recorded for the replicas; None before the first."""
+        ...
 
     def register_batch_output(self, output: BatchOutput) -> None: ...
 

@@ -43,6 +43,7 @@ from nbo.store.base import (
     ModelShown,
     OfferActivity,
     Purged,
+    ReplicaReload,
     ResponseCount,
     StoredEvent,
     TaggedEvent,
@@ -66,6 +67,9 @@ PSEUDONYM_KEY = "log_pseudonyms"
 # The fingerprints of the settings replicas must share, as the last ``nbo serve`` to start
 # on the store recorded them (``nbo.service.shared``), in ``deployment_keys`` too.
 SHARED_SETTINGS = "shared_settings"
+# The latest reload asked for every replica (``SQLStore.request_reload``), in
+# ``deployment_keys`` too: one small row the replicas' workers poll, no migration.
+RELOAD_REQUEST = "reload_request"
 
 
 class Cursor(Protocol):
@@ -798,6 +802,49 @@ class SQLStore:
             else None
         )
 
+    # -- reloads of every replica --------------------------------------------------------------
+
+    def request_reload(self, version: str, force: bool, origin: str) -> int:
+        """Record a reload of ``version`` for every replica on this store to follow
+        (``nbo.service.reload``), asked by the replica ``origin``; answers its number,
+        one more than the last one's. Two replicas asking at once get two numbers: the
+        row is read and written under a lock (the file's write lock on SQLite, an
+        advisory lock on PostgreSQL)."""
+        with self._transaction() as db:
+            self._lock_customers(db, ["nbo: reload request"])  # as the migrations' lock
+            row = db.execute(
+                self._q("SELECT value FROM deployment_keys WHERE name = ?"), (RELOAD_REQUEST,)
+            ).fetchone()
+            before = None if row is None else _replica_reload(bytes(row[0]))
+            number = 1 if before is None else before.number + 1
+            value = {"number": number, "version": version, "force": force, "origin": origin}
+            db.execute(
+                self._q(
+                    "INSERT INTO deployment_keys (name, value, created_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+                    "created_at = excluded.created_at"
+                ),
+                (RELOAD_REQUEST, json.dumps(value, sort_keys=True).encode(), int(time.time())),
+            )
+        return number
+
+    def reload_request(self) -> ReplicaReload | None:
+        """The latest reload recorded for every replica; None before the first (or a
+        row this nbo cannot read)."""
+        with self._reading() as db:
+            row = db.execute(
+                self._q("SELECT value, created_at FROM deployment_keys WHERE name = ?"),
+                (RELOAD_REQUEST,),
+            ).fetchone()
+        if row is None:
+            return None
+        request = _replica_reload(bytes(row[0]))
+        if request is None:
+            return None
+        return ReplicaReload(
+            request.number, request.version, request.force, request.origin, int(row[1])
+        )
+
     # -- campaign files ----------------------------------------------------------------------
 
     def register_batch_output(self, output: BatchOutput) -> None:
@@ -984,3 +1031,18 @@ class _Delivery:
 
     def add_events(self, events: Sequence[Event]) -> AddResult:
         return self._store._add_events(self._db, events)
+
+
+def _replica_reload(value: bytes) -> ReplicaReload | None:
+    """A reload request's row, or None when it is not one this nbo wrote."""
+    try:
+        data = json.loads(value)
+        return ReplicaReload(
+            int(data["number"]),
+            str(data["version"]),
+            bool(data["force"]),
+            str(data["origin"]),
+            0,
+        )
+    except (ValueError, TypeError, KeyError):
+        return None

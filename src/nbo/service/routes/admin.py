@@ -58,7 +58,9 @@ def reload_models(
     loop.
     """
     request = body or ReloadRequest()
-    reload = reloader.reload_workers(request.version, request.force, trigger="api")
+    reload = reloader.reload_workers(
+        request.version, request.force, trigger="api", replicas=request.replicas
+    )
     outcome = reload.outcome
     return ReloadResponse(
         previous_version=outcome.previous_version,
@@ -70,6 +72,7 @@ def reload_models(
         else ExperimentsStatusOut(**outcome.experiments),
         took_ms=outcome.took_ms,
         all_workers=reload.everywhere,
+        replicas=reload.replicas,
         workers=[
             WorkerReloadOut(
                 pid=status.pid,
