@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nbo.service.shared import check_shared_settings
+from nbo.service.shared import SharedSettingsWatch, check_shared_settings
 from nbo.settings import Settings
 from nbo.store import open_store
 
@@ -58,3 +58,37 @@ def test_only_digests_go_in_the_store(tmp_path: Path) -> None:
     text = json.dumps(recorded)
     assert "NBO_LOG_KEY" in recorded and secret not in text and KEY_A["sha256"] not in text
     assert all(len(digest) == 16 for digest in recorded.values())
+
+
+def test_the_replica_started_first_hears_of_a_later_one_that_differs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The start compares with the start before it only: the replica started first was
+    never told that a later one differs. Its watch reads the recorded settings and warns,
+    once per later start that differs; a later start alike, or a look with nothing new,
+    says nothing. (A warning, as at the start.)"""
+    first = settings(tmp_path, "offers: []\n", api_keys=[KEY_A])
+    other = settings(tmp_path, "offers: []\n", api_keys=[KEY_A, KEY_B])
+    store = open_store(first.store_url)
+    try:
+        check_shared_settings(store, first)  # the first replica starts
+        watch = SharedSettingsWatch(store, first)
+        assert watch.check() == []  # its first look notes the row (its own start)
+        assert watch.check() == []
+        # The second replica starts, with another key.
+        with caplog.at_level(logging.WARNING, logger="nbo.service.shared"):
+            assert check_shared_settings(store, other) == ["NBO_API_KEYS"]  # it is told
+            caplog.clear()
+            assert watch.check() == ["NBO_API_KEYS"]  # and now the first one too
+        assert "started on this store after this one" in caplog.text
+        assert "NBO_API_KEYS" in caplog.text
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="nbo.service.shared"):
+            assert watch.check() == []  # once per start
+            # A worker that is not its replica's speaker counts it and says nothing.
+            quiet = SharedSettingsWatch(store, first, speaks=lambda: False)
+            quiet.seen = (0, "")
+            assert quiet.check() == ["NBO_API_KEYS"]
+        assert caplog.text == ""
+    finally:
+        store.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,6 +46,7 @@ from nbo.service.routes import (
     offers,
     profiles,
 )
+from nbo.service.shared import SharedSettingsWatch, watch_shared_settings
 from nbo.service.state import ModelHolder
 from nbo.settings import Settings, get_settings
 from nbo.store import open_store
@@ -66,6 +69,15 @@ def document_openapi(app: FastAPI) -> None:
         return app.openapi_schema  # type: ignore[return-value]
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _first_worker(board: WorkerBoard | None) -> bool:
+    """Whether this process is the one of its ``nbo serve`` that says what concerns the
+    whole replica (the live worker of the lowest pid; the process, without workers)."""
+    if board is None:
+        return True
+    pids = [status.pid for status in board.statuses()]
+    return not pids or min(pids) == os.getpid()
 
 
 def create_app(
@@ -133,12 +145,19 @@ def create_app(
         # board): a process that builds many apps (the tests) would keep each one's cycles.
         if board is not None:
             processes.freeze_heap()
+        # A replica started on the store after this one with other shared settings is
+        # warned of at its start; this one hears of it here (``nbo.service.shared``).
+        stop = asyncio.Event()
+        watch = SharedSettingsWatch(store, settings, lambda: _first_worker(board))
+        watching = asyncio.create_task(watch_shared_settings(watch, stop))
         try:
             # SIGHUP, a change of the experiments file (and models/CURRENT with
             # NBO_WATCH_MODELS) reload like the API.
             async with reload_triggers(app.state.reloader, settings.watch_models):
                 yield
         finally:
+            stop.set()
+            await watching
             app.state.store.close()
             limiter.restore_original_limits()
 

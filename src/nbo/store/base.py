@@ -358,6 +358,10 @@ class Store(StateReader, Protocol):
         self, fingerprints: dict[str, str]
     ) -> tuple[dict[str, str], int] | None: ...
 
+    def shared_settings(self) -> tuple[dict[str, str], int] | None:
+        """The shared settings the latest service to start recorded, and when; read only."""
+        ...
+
     def request_reload(self, version: str, force: bool, origin: str) -> int:
         """Record a reload for every replica on this store to follow; its number."""
         ...

@@ -790,17 +790,18 @@ class SQLStore:
                     int(time.time()),
                 ),
             )
-        if row is None:
-            return None
-        try:
-            before = json.loads(bytes(row[0]))
-        except ValueError:
-            return None
-        return (
-            ({str(k): str(v) for k, v in before.items()}, int(row[1]))
-            if isinstance(before, dict)
-            else None
-        )
+        return None if row is None else _fingerprints(bytes(row[0]), int(row[1]))
+
+    def shared_settings(self) -> tuple[dict[str, str], int] | None:
+        """The fingerprints the latest service to start on this store recorded, and when
+        (unix seconds); None before the first. Read only: a running replica compares
+        them with its own (``nbo.service.shared.SharedSettingsWatch``)."""
+        with self._reading() as db:
+            row = db.execute(
+                self._q("SELECT value, created_at FROM deployment_keys WHERE name = ?"),
+                (SHARED_SETTINGS,),
+            ).fetchone()
+        return None if row is None else _fingerprints(bytes(row[0]), int(row[1]))
 
     # -- reloads of every replica --------------------------------------------------------------
 
@@ -1046,3 +1047,14 @@ def _replica_reload(value: bytes) -> ReplicaReload | None:
         )
     except (ValueError, TypeError, KeyError):
         return None
+
+
+def _fingerprints(value: bytes, at: int) -> tuple[dict[str, str], int] | None:
+    """A shared-settings row as recorded, or None when it is not one this nbo wrote."""
+    try:
+        recorded = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    return {str(k): str(v) for k, v in recorded.items()}, at
