@@ -875,3 +875,52 @@ def test_a_refused_current_is_shown_in_the_listing_readiness_and_metrics(
     assert client.get("/v1/models").json()["current_problem"] is None
     assert client.get("/health/ready").json()["warning"] is None
     assert reload_failures(client) == 1
+
+
+def test_reloads_for_the_replicas_are_followed_once_and_never_by_their_own_replica(
+    tmp_path: Path,
+) -> None:
+    """What a worker takes from the store's reload row (``Reloader.replica_request``):
+    nothing at its first read (reloads recorded before it started are not its), each
+    newer one another replica recorded once, never its own replica's, nothing while the
+    store is away (and ``ask_replicas`` says it recorded nothing), and from a row that
+    went back (a restored store) the reloads after it."""
+    from nbo.catalog.holder import CatalogHolder
+    from nbo.service.reload import Reloader
+    from nbo.service.state import ModelHolder
+    from nbo.store import open_store
+    from nbo.store.base import StoreUnavailable
+
+    settings = Settings(store_url=f"sqlite:///{tmp_path / 'nbo.db'}", models_dir=tmp_path)
+    store = open_store(settings.store_url)
+    ours, theirs = (Reloader(settings, ModelHolder(), CatalogHolder(None)) for _ in range(2))
+    ours.store = theirs.store = store
+    try:
+        store.request_reload("v0", False, theirs.replica)  # before our start
+        assert ours.replica_request() is None  # the first read notes it
+        assert theirs.ask_replicas("v1", True)
+        request = ours.replica_request()
+        assert request is not None and (request.version, request.force) == ("v1", True)
+        assert ours.replica_request() is None  # once
+        assert ours.ask_replicas("v2", False)
+        assert ours.replica_request() is None  # our own
+
+        class Away:
+            def request_reload(self, *args: object) -> int:
+                raise StoreUnavailable("away")
+
+            def reload_request(self) -> None:
+                raise StoreUnavailable("away")
+
+        ours.store = Away()  # type: ignore[assignment]
+        assert ours.ask_replicas("v3", False) is False
+        assert ours.replica_request() is None
+        # A restored store: the row's number went back; the reloads after it count.
+        ours.store = store
+        ours.replicas_seen = 50
+        assert ours.replica_request() is None
+        assert theirs.ask_replicas("v4", False)
+        request = ours.replica_request()
+        assert request is not None and request.version == "v4"
+    finally:
+        store.close()

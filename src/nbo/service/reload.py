@@ -331,7 +331,12 @@ class Reloader:
         if self.replicas_seen is None or request is None:
             self.replicas_seen = number if self.replicas_seen is None else self.replicas_seen
             return None
-        if number <= self.replicas_seen:
+        if number < self.replicas_seen:
+            # The row went back (a store restored from a backup): counted from there on,
+            # else no reload would be followed until the count passed the old one.
+            self.replicas_seen = number
+            return None
+        if number == self.replicas_seen:
             return None
         self.replicas_seen = number
         return None if request.origin == self.replica else request
