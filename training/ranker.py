@@ -374,8 +374,8 @@ def contributions(
 ) -> dict[str, dict[str, float]]:
     """Per source: its share of the final top-k slots and the hit rate of those slots
     (an item two sources proposed counts for both)."""
-    slot_rows = np.repeat(np.arange(top.shape[0], dtype=np.int64), top.shape[1])
-    slot_items = top.ravel()
+    slot_rows: np.ndarray = np.repeat(np.arange(top.shape[0], dtype=np.int64), top.shape[1])
+    slot_items: np.ndarray = top.ravel()
     filled = slot_items >= 0
     slot_rows, slot_items = slot_rows[filled], slot_items[filled]
     if len(slot_items) == 0:

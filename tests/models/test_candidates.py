@@ -388,53 +388,34 @@ def proposals_one_at_a_time(
     return out
 
 
-@pytest.mark.parametrize("bound_items", [1, 13, 512])
-@pytest.mark.parametrize("union_by", ["scan", "sort"])
 @pytest.mark.parametrize(
-    "seed, per_block, tied, shortlist",
+    "seed, tied, shortlist",
     [
-        (5, None, False, None),
-        (6, None, False, None),
-        (7, None, False, None),
-        (5, 3, False, None),
-        (6, 7, False, None),
-        (5, None, True, None),
-        (8, 5, True, None),
-        (5, None, False, 12),
-        (6, 7, False, 12),
-        (7, None, False, 80),
+        (5, False, None),
+        (6, False, None),
+        (7, False, None),
+        (8, False, None),
+        (5, True, None),
+        (8, True, None),
+        (5, False, 12),
+        (6, False, 12),
+        (7, False, 80),
     ],
 )
 def test_candidates_are_what_each_source_says_one_customer_at_a_time(
-    seed: int,
-    per_block: int | None,
-    tied: bool,
-    shortlist: int | None,
-    union_by: str,
-    bound_items: int,
-    monkeypatch: pytest.MonkeyPatch,
+    seed: int, tied: bool, shortlist: int | None
 ) -> None:
     """Random catalogue and customers: every customer's proposed items, their source
     flags and the features the sources give are the oracle's, whether the customers come
-    all at once (a campaign's chunk, the trainer's window, in one block of customers or
-    several) or one by one (a request), and whether the sources' union is taken by
-    scanning the sheet or by sorting the proposals. With tied similarities, ItemKNN's
-    ties at a row's n-th best score go to the lower item, as the oracle's sort says.
-    With ALS shortlists (``shortlist`` wide, every fifth customer without one), ALS
-    proposes what its top-k does: from the shortlist where it reaches past what is
-    excluded or holds the whole catalogue, and by the top-k for the others. ItemKNN's
-    n-th best score of a row is bounded from below by the row's cells among the
-    ``bound_items`` most popular items first: none (fewer than n), a few more than n,
-    the whole catalogue."""
+    all at once (a campaign's chunk, the trainer's window) or one by one (a request).
+    With tied similarities, ItemKNN's ties at a row's n-th best score go to the lower
+    item, as the oracle's sort says. With ALS shortlists (``shortlist`` wide, every
+    fifth customer without one), ALS proposes what its top-k does: from the shortlist
+    where it reaches past what is excluded or holds the whole catalogue, and by the
+    top-k for the others."""
     items, side = random_shop(seed, tied=tied)
-    monkeypatch.setattr(candidates_module, "KNN_BOUND_ITEMS", bound_items)
     if shortlist is not None:
         side = with_shortlists(items, side, shortlist)
-    monkeypatch.setattr(
-        candidates_module, "UNION_BY_SORT_ABOVE", 10**9 if union_by == "scan" else 0
-    )
-    if per_block is not None:
-        monkeypatch.setattr(candidates_module, "SHEET_CELLS", per_block * len(items.popularity))
     expected = proposals_one_at_a_time(items, side, 12)
     column = {name: n for n, name in enumerate(FEATURES)}
     together = candidates(items, side, 12)

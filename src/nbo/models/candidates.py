@@ -21,7 +21,6 @@ for reports). A new source is a function and an entry there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +31,7 @@ from nbo.core.arrays import filled
 from nbo.core.vocabulary import DAY, STAGES
 from nbo.data.history import decay
 from nbo.data.sparse import RowIndices, Rows, padded_rows
+from nbo.models import candidate_kernels as kernels
 from nbo.models.cf import real_candidates
 from nbo.models.popularity import popular_order
 
@@ -119,8 +119,8 @@ RECENT_POPULARITY_DAYS = 14
 HALF_LIFE_DAYS = 60.0
 STAGE_CODE: dict[str, int] = {name: code for code, name in enumerate(STAGES)}
 _COLUMN = {name: n for n, name in enumerate(FEATURES)}
-_ITEM_COLUMNS = [_COLUMN[name] for name in ITEM_FEATURES]
-_CUSTOMER_COLUMNS = [_COLUMN[name] for name in CUSTOMER_FEATURES]
+_ITEM_COLUMNS = np.array([_COLUMN[name] for name in ITEM_FEATURES], np.int64)
+_CUSTOMER_COLUMNS = np.array([_COLUMN[name] for name in CUSTOMER_FEATURES], np.int64)
 
 
 @dataclass(frozen=True)
@@ -340,14 +340,6 @@ class CandidateTable:
         return len(self.rows)
 
 
-# Customers are proposed for in blocks whose customers x catalogue sheets (ItemKNN's
-# summed similarity, which source proposed what, what is excluded) hold at most this
-# many cells (10 bytes each, about 30 at the peak of the ItemKNN selection, which copies
-# the scores twice): one block for a request, a few dozen for a campaign's chunk or the
-# trainer's window.
-SHEET_CELLS = 1 << 20
-
-
 def candidates(
     items: ItemSide, customers: CustomerSide, per_source: int, as_of_s: int | None = None
 ) -> CandidateTable:
@@ -356,14 +348,13 @@ def candidates(
     the service passes its clock).
 
     One path for one customer per request, a campaign's chunks and the trainer's window:
-    ALS's top-k runs once for all customers (implicit), the other sources and their
-    union run over blocks of customers (``SHEET_CELLS``), and the features of all pairs
-    are computed at once.
+    ALS's top-k runs once for all customers (implicit), the other sources, their union
+    and the features run customer by customer in compiled loops
+    (``nbo.models.candidate_kernels``).
     """
     now_s = items.as_of_s if as_of_s is None else as_of_s
     factors = np.asarray(customers.user_factors, dtype=np.float32)
-    parts = [_propose(block) for block in _blocks(items, customers, per_source)]
-    proposals = parts[0] if len(parts) == 1 else _Proposals.concatenate(parts)
+    proposals = _propose(items, customers, per_source)
     # The recency-weighted counts, carried from the item side's moment to the clock.
     fade = float(decay(now_s - items.as_of_s, items.half_life_days))
     traits = _traits_of(customers, now_s, fade)
@@ -389,34 +380,32 @@ class SourceProposals:
         return [items[bounds[r] : bounds[r + 1]] for r in range(self.n_customers)]
 
 
+# The candidate sources, in the order of ``CandidateTable.sources``' columns (and of the
+# kernel's ranks): ALS, ItemKNN, buy again, popular, popular in the lifecycle stage. A
+# new source is a step of ``candidate_kernels.propose`` and a name here.
+SOURCES = ("als", "knn", "buy_again", "popular", "stage_popular")
+SOURCE_ALS, SOURCE_KNN, SOURCE_BUY_AGAIN, SOURCE_POPULAR, SOURCE_STAGE_POPULAR = range(len(SOURCES))
+
+
 def propose_source(
     name: str, items: ItemSide, customers: CustomerSide, per_source: int
 ) -> SourceProposals:
     """What the source ``name`` (one of ``SOURCES``) alone proposes to each customer, as
-    ``candidates`` runs it: for tests of each source and for reports."""
-    if name not in _SOURCE_FUNCTIONS:
+    ``candidates`` runs it (the same pass, read for one source): for tests of each
+    source and for reports."""
+    if name not in SOURCES:
         raise ValueError(f"source: unknown {name!r}, expected one of {', '.join(SOURCES)}")
-    source = _SOURCE_FUNCTIONS[name]
-    parts = [(block, source(block)) for block in _blocks(items, customers, per_source)]
-    empty = np.empty(0, np.int64)
+    source = SOURCES.index(name)
+    proposals = _propose(items, customers, per_source)
+    mine = proposals.flags[:, source].nonzero()[0]
+    ranks = proposals.ranks[mine, source]
+    order = mine[np.lexsort((ranks, proposals.rows[mine]))]
     return SourceProposals(
         customers.counts.shape[0],
-        np.concatenate([made.keys // b.n_items + b.start for b, made in parts] or [empty]),
-        np.concatenate([made.keys % b.n_items for b, made in parts] or [empty]),
-        np.concatenate([made.ranks for _, made in parts] or [empty]).astype(np.int64),
+        proposals.rows[order],
+        proposals.items[order],
+        proposals.ranks[order, source],
     )
-
-
-def _blocks(items: ItemSide, customers: CustomerSide, per_source: int) -> Iterator[_Block]:
-    """The customers in blocks of at most ``SHEET_CELLS`` cells, each with its rows of
-    ALS's top ``per_source`` (implicit's top-k runs once for all customers)."""
-    n_items = len(items.popularity)
-    n_customers = customers.counts.shape[0]
-    n = min(per_source, n_items)
-    als_ids = _als_top(items, customers, n)
-    step = max(1, SHEET_CELLS // max(n_items, 1))
-    for start in range(0, n_customers, step):
-        yield _Block.of(items, customers, n, als_ids, start, min(start + step, n_customers))
 
 
 def _als_top(items: ItemSide, customers: CustomerSide, n: int) -> np.ndarray:
@@ -425,12 +414,12 @@ def _als_top(items: ItemSide, customers: CustomerSide, n: int) -> np.ndarray:
     implicit's top-k, once for all the others."""
     n_customers = customers.counts.shape[0]
     exclude = customers.exclude
-    live = np.arange(n_customers)
-    als_ids = filled((n_customers, n), -1, np.int64)
+    live: np.ndarray = np.arange(n_customers)
     if customers.shortlist is not None:
-        found, complete = _shortlisted(customers.shortlist, exclude, n, len(items.popularity))
-        als_ids[complete] = found[complete]
+        als_ids, complete = _shortlisted(customers.shortlist, exclude, n, len(items.popularity))
         live = (~complete).nonzero()[0]
+    else:
+        als_ids = filled((n_customers, n), -1, np.int64)
     if len(live):
         factors = np.asarray(customers.user_factors, dtype=np.float32)
         if len(live) < n_customers:
@@ -450,31 +439,18 @@ def _shortlisted(
     whether those are its top ``n``: the row has a shortlist, and it held ``n`` such
     items or every item of the catalogue. Any item after the shortlist scores no higher
     than its last, so its first ``n`` allowed are ALS's filtered top ``n``."""
-    ids = np.asarray(shortlist, dtype=np.int64)
-    rows = np.arange(len(ids))
-    allowed = ids >= 0
-    if exclude is not None and len(exclude.indices):
-        indptr = exclude.indptr
-        excluded = (rows * n_items).repeat(indptr[1:] - indptr[:-1]) + exclude.indices
-        # (A -1 pad's key is another cell's, or the last cell's; it is not allowed
-        # either way.)
-        keys = (rows * n_items)[:, None] + ids
-        if len(ids) * n_items <= SHEET_CELLS:
-            # A flag per cell of the rows' sheet: a request's few excluded items are
-            # looked up without ``np.isin``'s sorting and its Python layers.
-            sheet = np.zeros(len(ids) * n_items, dtype=bool)
-            sheet[excluded] = True
-            allowed &= ~sheet[keys]
-        else:
-            allowed &= ~np.isin(keys, excluded)
-    rank = allowed.cumsum(axis=1)
-    taken = allowed & (rank <= n)
-    found = filled((len(ids), n), -1, np.int64)
-    at_row, at_column = taken.nonzero()
-    found[at_row, rank[at_row, at_column] - 1] = ids[at_row, at_column]
-    whole = ids.shape[1] >= n_items
-    complete = (ids[:, 0] >= 0) & ((rank[:, -1] >= n) | whole)
-    return found, complete
+    indptr, indices = _excluded(exclude, len(shortlist))
+    return kernels.shortlisted(np.asarray(shortlist), indptr, indices, n, n_items)
+
+
+def _excluded(exclude: Rows | None, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """``exclude``'s row pointers and items as the kernels take them (none: empty rows)."""
+    if exclude is None:
+        return np.zeros(n_rows + 1, np.int64), np.empty(0, np.int64)
+    return (
+        np.asarray(exclude.indptr, dtype=np.int64),
+        np.asarray(exclude.indices, dtype=np.int64),
+    )
 
 
 @dataclass(frozen=True)
@@ -484,353 +460,62 @@ class _Proposals:
 
     rows: np.ndarray
     items: np.ndarray
-    flags: np.ndarray  # pairs x len(SOURCES)
+    flags: np.ndarray  # pairs x len(SOURCES), bool: which sources proposed the item
+    ranks: np.ndarray  # pairs x len(SOURCES): its rank in each (1 = best, 0 = not)
     knn_score: np.ndarray  # 0 where the item is no neighbour
-    als_rank: np.ndarray  # NaN where ALS did not propose it
-    knn_rank: np.ndarray  # NaN where ItemKNN did not propose it
     bought: np.ndarray  # the customer's orders of the item (0 = never)
     bought_last: np.ndarray  # their last purchase of it (unix s; 0 = never)
     # Their recency-weighted orders of it as of the item side's moment (0 = never, NaN =
     # unknown).
     bought_recent: np.ndarray
 
-    @classmethod
-    def concatenate(cls, parts: list[_Proposals]) -> _Proposals:
-        if not parts:
-            empty = np.empty(0, np.int64)
-            nothing = np.empty(0)
-            return cls(
-                empty,
-                empty,
-                np.empty((0, len(SOURCES)), bool),
-                nothing,
-                nothing,
-                nothing,
-                nothing,
-                nothing,
-                nothing,
-            )
-        return cls(
-            *(
-                np.concatenate([getattr(part, name) for part in parts])
-                for name in cls.__dataclass_fields__
-            )
-        )
 
-
-# Not frozen, nor is _Proposed: a frozen dataclass's __init__ costs about 0.1 µs a field,
-# and a one-customer request's candidates take about 250 µs in all.
-@dataclass(slots=True)
-class _Block:
-    """What every source needs of customer rows ``start`` to ``end``.
-
-    Each (row, item) pair of the block is a cell of a customers x catalogue sheet,
-    addressed by one integer, its key (row within the block x catalogue size + item): the
-    history, the excluded cells and every source's proposals are keys.
-    """
-
-    items: ItemSide
-    customers: CustomerSide
-    start: int
-    end: int
-    n_rows: int
-    n_items: int
-    local: np.ndarray  # the rows within the block, 0..n_rows - 1
-    n: int  # the most items a source proposes per customer
-    # The popularity sources propose a few, whatever ``n``: the first ``n_popular``
-    # allowed items of a ranked list, which lie within its first ``popular_width`` (no
-    # row excludes more than ``most_banned``).
-    n_popular: int
-    popular_width: int
-    als_ids: np.ndarray  # the block's rows of ALS's top ``n`` (-1 = none)
-    # The history, one entry per (row, item) bought (``last`` shares ``counts``' pattern).
-    history_rows: np.ndarray
-    history_items: np.ndarray
-    history_counts: np.ndarray
-    history_last: np.ndarray
-    history_keys: np.ndarray
-    history_recent: np.ndarray | None  # recency-weighted orders (None = unknown)
-    banned: np.ndarray  # one flag per cell: excluded
-    banned_sheet: np.ndarray  # the same, rows x catalogue
-    banned_keys: np.ndarray
-
-    @classmethod
-    def of(
-        cls,
-        items: ItemSide,
-        customers: CustomerSide,
-        n: int,
-        als_ids: np.ndarray,
-        start: int,
-        end: int,
-    ) -> _Block:
-        n_items = len(items.popularity)
-        n_rows = end - start
-        n_popular = max(10, n // 5)
-        counts, last, exclude = customers.counts, customers.last, customers.exclude
-        recent = customers.recent
-        local = np.arange(n_rows, dtype=np.int64)
-        indptr = counts.indptr[start : end + 1]
-        lo, hi = indptr[0], indptr[-1]
-        # (ndarray methods, not numpy's functions: a request's block is one row, where
-        # the functions' dispatch costs more than the work.)
-        history_rows = local.repeat(indptr[1:] - indptr[:-1])
-        history_items = np.asarray(counts.indices[lo:hi], dtype=np.int64)
-        banned = np.zeros(n_rows * n_items, dtype=bool)
-        banned_keys = np.empty(0, np.int64)
-        most_banned = 0
-        if exclude is not None:
-            indptr = exclude.indptr[start : end + 1]
-            lengths = indptr[1:] - indptr[:-1]
-            banned_keys = (local * n_items).repeat(lengths) + exclude.indices[
-                indptr[0] : indptr[-1]
-            ]
-            banned[banned_keys] = True
-            most_banned = int(lengths.max())  # a block has a row at least
-        return cls(
-            items,
-            customers,
-            start,
-            end,
-            n_rows,
-            n_items,
-            local,
-            n,
-            n_popular,
-            min(n_popular + most_banned, n_items),
-            als_ids[start:end],
-            history_rows,
-            history_items,
-            np.asarray(counts.data[lo:hi], dtype=np.float64),
-            np.asarray(last.data[lo:hi], dtype=np.float64),
-            history_rows * n_items + history_items,
-            None if recent is None else np.asarray(recent.data[lo:hi], dtype=np.float64),
-            banned,
-            banned.reshape(n_rows, n_items),
-            banned_keys,
-        )
-
-
-@dataclass(slots=True)
-class _Proposed:
-    """One source's proposals for a block: cells (``_Block`` keys) grouped by row, each
-    row's in its rank order, with their ranks (1 = best)."""
-
-    keys: np.ndarray
-    ranks: np.ndarray
-    # The source's score of every cell of the block, proposed or not (None: it has none);
-    # the union takes the score of each of its cells as a feature.
-    scores: np.ndarray | None = None
-
-
-def _als(block: _Block) -> _Proposed:
-    """ALS: implicit's top-k, already filtered (run once for all customers, ``_blocks``);
-    its rank is the column (1 = best)."""
-    rows, columns = (block.als_ids >= 0).nonzero()
-    return _Proposed(rows * block.n_items + block.als_ids[rows, columns], columns + 1)
-
-
-def _item_knn(block: _Block) -> _Proposed:
-    """ItemKNN: summed similarity x order count of the neighbours of each customer's
-    ``KNN_BASIS`` most recent items (ties: as stored), summed in catalogue order of those
-    items, so that a score does not depend on how the history is stored."""
-    items, n, n_rows, n_items = block.items, block.n, block.n_rows, block.n_items
-    history_rows, history_keys = block.history_rows, block.history_keys
-    if len(history_rows) > KNN_BASIS:
-        stored = np.arange(len(history_rows))
-        by_recency = np.lexsort((stored, -block.history_last, history_rows))
-        recent = by_recency[_rank_within(history_rows[by_recency], n_rows) < KNN_BASIS]
-        basis = recent[history_keys[recent].argsort()]
-    else:
-        basis = history_keys.argsort()
-    basis_items = block.history_items[basis]
-    knn = np.bincount(
-        ((history_rows[basis] * n_items)[:, None] + items.neighbour_ids[basis_items]).ravel(),
-        # In float64 whatever the table's dtype, as the scores always were.
-        weights=np.multiply(
-            items.neighbour_weights[basis_items],
-            block.history_counts[basis, None],
-            dtype=np.float64,
-        ).ravel(),
-        minlength=n_rows * n_items,
-    )
-    knn[block.banned_keys] = 0.0
-    # Each row's n best positive cells: at or above its n-th highest score (all ties
-    # included), then by score and item within the row. Only the cells at or above a
-    # lower bound of that n-th highest are taken from the sheet (the n-th highest of the
-    # row's cells among the most popular items: most items' neighbours are popular), a
-    # tenth of a campaign row's thousand positive cells, and the n-th highest is looked
-    # for among them, laid out one row each: partitioning the whole sheet cost a third
-    # of this source, the thousand cells a row a third of what was left.
-    bound = _lower_bound(knn, items.popular_order, n_rows, n)
-    keys = (knn.reshape(n_rows, n_items) >= bound[:, None]).ravel().nonzero()[0]
-    rows = keys // n_items
-    within = _rank_within(rows, n_rows)
-    width = int(within.max()) + 1 if len(within) else 0
-    values = knn[keys]
-    if width > n:  # else every cell taken is among its row's n best
-        # Negated, padded with +inf: numpy's partition is quick for a small k. (Flat
-        # indices, and each row's n-th highest read as one column: indexing the sheet by
-        # row and column arrays cost as much as the partition.)
-        negated = filled((n_rows, width), np.inf)
-        negated.ravel()[rows * width + within] = -values
-        negated.partition(n - 1, axis=1)
-        at_least = values >= -negated[:, n - 1][rows]
-        keys, rows, values = keys[at_least], rows[at_least], values[at_least]
-    order = np.lexsort((keys, -values, rows))
-    keys = keys[order]
-    rank = _rank_within(rows[order], n_rows) + 1
-    first = rank <= n
-    return _Proposed(keys[first], rank[first], knn)
-
-
-# The popular items whose cells bound each row's n-th highest ItemKNN score from below.
-KNN_BOUND_ITEMS = 512
-# The smallest positive float64: a cell at or above it is positive.
-_SMALLEST_POSITIVE = float(np.nextafter(0.0, 1.0))
-
-
-def _lower_bound(sheet: np.ndarray, popular: np.ndarray, n_rows: int, n: int) -> np.ndarray:
-    """Per row of ``sheet`` (rows x catalogue, flat), a positive number no higher than the
-    row's ``n``-th highest positive cell: the ``n``-th highest of its cells among the
-    ``KNN_BOUND_ITEMS`` most ``popular``, or the smallest positive number."""
-    sample = popular[:KNN_BOUND_ITEMS]
-    if len(sample) < n:
-        return filled(n_rows, _SMALLEST_POSITIVE)
-    # (In float64: a block that bought nothing has an integer sheet, ``np.bincount``'s
-    # type for no entries.)
-    negated = np.negative(sheet.reshape(n_rows, -1).take(sample, axis=1), dtype=np.float64)
-    negated.partition(n - 1, axis=1)
-    bound = np.negative(negated[:, n - 1])
-    return np.maximum(bound, _SMALLEST_POSITIVE, out=bound)
-
-
-def _buy_again(block: _Block) -> _Proposed:
-    """Buy again: the customer's own items, most ordered first (ties: most recent)."""
-    history_rows = block.history_rows
-    allowed = (~block.banned[block.history_keys]).nonzero()[0]
-    order = allowed[
-        np.lexsort(
-            (
-                allowed,
-                -block.history_last[allowed],
-                -block.history_counts[allowed],
-                history_rows[allowed],
-            )
-        )
-    ]
-    within = _rank_within(history_rows[order], block.n_rows)
-    first = within < block.n
-    return _Proposed(block.history_keys[order[first]], within[first] + 1)
-
-
-def _popular(block: _Block) -> _Proposed:
-    """Recent popularity: the most popular items each customer may be offered."""
-    return _first_allowed(
-        block, block.local, block.items.popular_order[None, : block.popular_width]
+def _history(customers: CustomerSide) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The customers' history as the kernels take it: row pointers, items, orders and
+    last purchases (float64, as the features are computed)."""
+    counts = customers.counts
+    return (
+        np.asarray(counts.indptr, dtype=np.int64),
+        np.asarray(counts.indices, dtype=np.int64),
+        np.asarray(counts.data, dtype=np.float64),
+        np.asarray(customers.last.data, dtype=np.float64),
     )
 
 
-def _stage_popular(block: _Block) -> _Proposed:
-    """Popularity within each customer's lifecycle stage (none without a stage)."""
-    stage = _stages(block.customers)[block.start : block.end]
-    staged = (stage != NO_STAGE).nonzero()[0]
-    by_stage = block.items.stage_popular_order
-    if by_stage is None or not len(staged):
-        return _Proposed(np.empty(0, np.int64), np.empty(0, np.int64))
-    return _first_allowed(block, staged, by_stage[stage[staged], : block.popular_width])
-
-
-def _first_allowed(block: _Block, rows: np.ndarray, ranked: np.ndarray) -> _Proposed:
-    """Per row of ``rows`` (``ranked``: one ranked item list per row, or one for all, at
-    least ``popular_width`` long), the cells of its first ``n_popular`` items not
-    excluded, row by row."""
-    n_items, n = block.n_items, block.n_popular
-    allowed = ~block.banned_sheet[rows[:, None], ranked]
-    rank = allowed.cumsum(axis=1)
-    allowed &= rank <= n
-    return _Proposed(((rows * n_items)[:, None] + ranked)[allowed], rank[allowed])
-
-
-# The candidate sources, by name: each proposes up to ``n`` items per customer of a
-# block. A new source is a function of a ``_Block`` and an entry here; the order is
-# ``SOURCES``' and so the columns of ``CandidateTable.sources``.
-_SOURCE_FUNCTIONS: dict[str, Callable[[_Block], _Proposed]] = {
-    "als": _als,
-    "knn": _item_knn,
-    "buy_again": _buy_again,
-    "popular": _popular,
-    "stage_popular": _stage_popular,
-}
-SOURCES = tuple(_SOURCE_FUNCTIONS)
-SOURCE_ALS, SOURCE_KNN, SOURCE_BUY_AGAIN, SOURCE_POPULAR, SOURCE_STAGE_POPULAR = (
-    SOURCES.index(name) for name in ("als", "knn", "buy_again", "popular", "stage_popular")
-)
-_SOURCE_BITS = np.array([1 << bit for bit in range(len(SOURCES))], dtype=np.uint8)
-
-
-def _propose(block: _Block) -> _Proposals:
-    """The sources' union for a block: each source sets its bit in the cells it proposes
-    (a customers x catalogue sheet), and the union is that sheet's nonzero cells, in
-    order, with the ranks and scores the features take from ALS and ItemKNN."""
-    n_items = block.n_items
-    proposed = np.zeros(block.n_rows * n_items, dtype=np.uint8)
-    made = {}
-    for bit, (name, source) in zip(_SOURCE_BITS, _SOURCE_FUNCTIONS.items(), strict=True):
-        made[name] = source(block)
-        proposed[made[name].keys] |= bit
-    union = _union(proposed, [made[name].keys for name in made])
-    als, knn = made["als"], made["knn"]
-    assert knn.scores is not None
-    als_rank = filled(len(union), np.nan)
-    als_rank[union.searchsorted(als.keys)] = als.ranks
-    knn_rank = filled(len(union), np.nan)
-    knn_rank[union.searchsorted(knn.keys)] = knn.ranks
-    history_keys = block.history_keys
-    bought = np.zeros(len(union))
-    bought_last = np.zeros(len(union))
-    recent = block.history_recent
-    bought_recent = filled(len(union), np.nan) if recent is None else np.zeros(len(union))
-    if len(union):
-        at = np.minimum(union.searchsorted(history_keys), len(union) - 1)
-        found = union[at] == history_keys
-        bought[at[found]] = block.history_counts[found]
-        bought_last[at[found]] = block.history_last[found]
-        if recent is not None:
-            bought_recent[at[found]] = recent[found]
-    return _Proposals(
-        union // n_items + block.start,
-        union % n_items,
-        (proposed[union, None] & _SOURCE_BITS) > 0,
-        knn.scores[union],
-        als_rank,
-        knn_rank,
-        bought,
-        bought_last,
-        bought_recent,
+def _propose(items: ItemSide, customers: CustomerSide, per_source: int) -> _Proposals:
+    """The sources' union for all customers: ALS's top-k (``_als_top``), then one
+    compiled pass per customer row for the other sources and the union."""
+    n_items = len(items.popularity)
+    n = min(per_source, n_items)
+    als_ids = _als_top(items, customers, n)
+    indptr, indices, counts, last = _history(customers)
+    recent = customers.recent
+    exclude_indptr, exclude_indices = _excluded(customers.exclude, len(indptr) - 1)
+    by_stage = items.stage_popular_order
+    rows, chosen, flags, ranks, knn_score, bought, bought_last, bought_recent = kernels.propose(
+        n_items,
+        n,
+        als_ids,
+        indptr,
+        indices,
+        counts,
+        last,
+        _NO_VALUES if recent is None else np.asarray(recent.data, dtype=np.float64),
+        recent is not None,
+        exclude_indptr,
+        exclude_indices,
+        _stages(customers),
+        items.popular_order,
+        _NO_STAGE_ORDER if by_stage is None else by_stage,
+        items.neighbour_ids,
+        items.neighbour_weights,
+        KNN_BASIS,
     )
+    return _Proposals(rows, chosen, flags, ranks, knn_score, bought, bought_last, bought_recent)
 
 
-# Above this many sheet cells per proposed cell, the union is taken by sorting the
-# proposals rather than scanning the sheet: a campaign's block of 52 customers x 20,000
-# items proposes about 5,000 of its million cells, and scanning them all was 15% of the
-# candidates' time; a request's sheet of a few thousand cells is quicker to scan.
-UNION_BY_SORT_ABOVE = 16
-
-
-def _union(proposed: np.ndarray, keys: list[np.ndarray]) -> np.ndarray:
-    """The cells any source proposed (``proposed``'s nonzero cells), ascending."""
-    total = sum(len(k) for k in keys)
-    if total * UNION_BY_SORT_ABOVE < len(proposed):
-        # Sorted, then each key unlike the one before it: ``np.unique``'s result without
-        # its Python layers (a request's few hundred keys cost less than its overhead).
-        joined = np.concatenate(keys).astype(np.int64, copy=False)
-        joined.sort()
-        first = np.empty(len(joined), dtype=bool)
-        first[:1] = True
-        np.not_equal(joined[1:], joined[:-1], out=first[1:])
-        return joined[first]
-    return proposed.nonzero()[0]
+_NO_VALUES = np.empty(0, np.float64)
+_NO_STAGE_ORDER = np.empty((0, 0), np.int64)
 
 
 def _stages(customers: CustomerSide) -> np.ndarray:
@@ -856,40 +541,29 @@ def _traits_of(customers: CustomerSide, now_s: int, fade: float) -> _CustomerTra
     bought in two or more orders, orders placed, mean days between orders and
     recency-weighted orders (times ``fade``, which carries them to the clock), as of
     ``now_s``."""
-    counts, last = customers.counts, customers.last
-    n_customers = counts.shape[0]
-    indptr = np.asarray(counts.indptr)
-    distinct = indptr[1:] - indptr[:-1]
-    rows = np.arange(n_customers).repeat(distinct)
-    latest = filled(n_customers, np.nan)
-    buyers = distinct.nonzero()[0]
-    if len(buyers):
-        latest[buyers] = np.maximum.reduceat(np.asarray(last.data, np.float64), indptr[buyers])
+    indptr, _, counts, last = _history(customers)
+    n_customers = len(indptr) - 1
     stage = _stages(customers)
-    features = filled((n_customers, len(CUSTOMER_FEATURES)), np.nan)
-    features[:, 0] = np.bincount(
-        rows, weights=np.asarray(counts.data, dtype=np.float64), minlength=n_customers
+
+    def per_customer(values: np.ndarray | None) -> np.ndarray:
+        if values is None:
+            return filled(n_customers, np.nan)
+        return np.asarray(values, dtype=np.float64)
+
+    features, recent_orders = kernels.customer_traits(
+        now_s,
+        DAY,
+        fade,
+        indptr,
+        counts,
+        last,
+        stage,
+        per_customer(customers.monetary),
+        per_customer(customers.churn_risk),
+        per_customer(customers.baskets),
+        per_customer(customers.gap_days),
+        per_customer(customers.recent_orders),
     )
-    features[:, 1] = distinct
-    features[:, 2] = (now_s - latest) / DAY
-    if customers.monetary is not None:
-        features[:, 3] = customers.monetary
-    features[:, 4] = np.where(stage != NO_STAGE, stage, np.nan)
-    if customers.churn_risk is not None:
-        features[:, 5] = customers.churn_risk
-    repeated = np.bincount(
-        rows, weights=(np.asarray(counts.data) >= 2).astype(np.float64), minlength=n_customers
-    )
-    features[:, 6] = np.divide(
-        repeated, distinct, out=filled(n_customers, np.nan), where=distinct > 0
-    )
-    if customers.baskets is not None:
-        features[:, 7] = customers.baskets
-    if customers.gap_days is not None:
-        features[:, 8] = customers.gap_days
-    recent_orders = filled(n_customers, np.nan)
-    if customers.recent_orders is not None:
-        recent_orders = np.asarray(customers.recent_orders, dtype=np.float64) * fade
     return _CustomerTraits(stage, features, recent_orders)
 
 
@@ -1058,46 +732,42 @@ def _pair_features(
     traits: _CustomerTraits,
     fade: float,
 ) -> np.ndarray:
-    """The features of every candidate pair (``FEATURES`` order); ``fade`` carries the
-    recency-weighted counts from the item side's moment to ``now_s``."""
+    """The features of every candidate pair (``FEATURES`` order, column-major: each
+    feature one contiguous run); ``fade`` carries the recency-weighted counts from the
+    item side's moment to ``now_s``. ALS's score is numpy's einsum, outside the kernel:
+    a plain loop sums the float32 products in another order (other last bits)."""
     rows, chosen = proposals.rows, proposals.items
-    bought, bought_last = proposals.bought, proposals.bought_last
-    # Column-major: each feature is written as one contiguous run.
-    out = filled((len(rows), len(FEATURES)), np.nan, np.float32, order="F")
-    column = _COLUMN
-    of_item = items.item_features[chosen]
-    of_customer = traits.features[rows]
-    out[:, _ITEM_COLUMNS] = of_item
-    out[:, _CUSTOMER_COLUMNS] = of_customer
-    out[:, column["als_score"]] = np.einsum(
-        "ij,ij->i", items.item_factors[chosen], factors[rows], dtype=np.float32
+    als_score = np.einsum("ij,ij->i", items.item_factors[chosen], factors[rows], dtype=np.float32)
+    stage_popularity, stage_rank = items.stage_popularity, items.stage_popular_rank
+    if stage_popularity is None or stage_rank is None:
+        stage_popularity, stage_rank = _NO_STAGE_VALUES, _NO_STAGE_ORDER
+    return kernels.pair_features(
+        now_s,
+        DAY,
+        fade,
+        len(FEATURES),
+        rows,
+        chosen,
+        proposals.ranks,
+        proposals.knn_score,
+        proposals.bought,
+        proposals.bought_last,
+        proposals.bought_recent,
+        als_score,
+        items.item_features,
+        _ITEM_COLUMNS,
+        ITEM_FEATURES.index("cycle_days"),
+        traits.features,
+        _CUSTOMER_COLUMNS,
+        CUSTOMER_FEATURES.index("customer_baskets"),
+        CUSTOMER_FEATURES.index("customer_gap_days"),
+        traits.recent_orders,
+        traits.stage,
+        stage_popularity,
+        stage_rank,
+        _NAMED_COLUMNS,
     )
-    out[:, column["als_rank"]] = proposals.als_rank
-    out[:, column["knn_score"]] = proposals.knn_score
-    out[:, column["knn_rank"]] = proposals.knn_rank
-    since = np.where(bought > 0, (now_s - bought_last) / DAY, np.nan)
-    out[:, column["bought_orders"]] = bought
-    out[:, column["days_since_bought"]] = since
-    out[:, column["due_ratio"]] = since / of_item[:, ITEM_FEATURES.index("cycle_days")]
-    out[:, column["share_of_customer"]] = bought / np.maximum(of_customer[:, 0], 1.0)
-    baskets = of_customer[:, CUSTOMER_FEATURES.index("customer_baskets")]
-    gap = of_customer[:, CUSTOMER_FEATURES.index("customer_gap_days")]
-    # (No orders, or orders a second apart: the ratios are unknown, not infinite.)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out[:, column["basket_share"]] = np.where(
-            baskets > 0, np.minimum(bought / baskets, 1.0), np.nan
-        )
-        out[:, column["gaps_since_bought"]] = np.where(gap > 0, since / gap, np.nan)
-        recent = proposals.bought_recent * fade
-        out[:, column["recent_orders"]] = recent
-        weighted = traits.recent_orders[rows]
-        out[:, column["recent_basket_share"]] = np.where(
-            weighted > 0, np.minimum(recent / weighted, 1.0), np.nan
-        )
-    if items.stage_popularity is not None and items.stage_popular_rank is not None:
-        stage = traits.stage[rows]
-        staged = (stage != NO_STAGE).nonzero()[0]
-        at = (stage[staged], chosen[staged])
-        out[staged, column["stage_popularity"]] = items.stage_popularity[at]
-        out[staged, column["stage_popularity_rank"]] = items.stage_popular_rank[at]
-    return out
+
+
+_NO_STAGE_VALUES = np.empty((0, 0), np.float64)
+_NAMED_COLUMNS = np.array([_COLUMN[name] for name in kernels.NAMED_COLUMNS], np.int64)

@@ -40,6 +40,7 @@ from nbo.models.propensity import DOCUMENT as PROPENSITY_DOCUMENT
 from nbo.models.propensity import Propensity
 from nbo.models.ranker import RankerScorer, load_ranker
 from nbo.models.send_time import HOURS_PER_WEEK, best_send_hours, send_hour_prior
+from nbo.models.warmup import warm_up
 
 REQUIRED_ARRAYS = (
     "user_factors",
@@ -375,8 +376,9 @@ def load_serving_model(
     models_dir: Path, version: str | None = None, compiled: bool = True
 ) -> ServingModel:
     """Load, verify and assemble a model; ArtifactError when it must not serve.
-    ``compiled``: compile the ranker's trees (``nbo.models.compiled``), worth its load
-    time where the model serves many calls; a one-off check or evaluation passes False."""
+    ``compiled``: compile the ranker's trees (``nbo.models.compiled``) and the decision's
+    kernels (``nbo.models.warmup``), worth its load time where the model serves many
+    calls; a one-off check or evaluation passes False (its first decision compiles them)."""
     artifact = load_artifact(models_dir, version)
     return serving_model_from_artifact(artifact, compiled)
 
@@ -488,7 +490,7 @@ def serving_model_from_artifact(artifact: Artifact, compiled: bool = True) -> Se
     ranked = load_ranker(artifact, len(items), booster=policy == POLICY_RANKER, compiled=compiled)
     if policy == POLICY_ITEMKNN and ranked is None:
         raise ArtifactError(f"model {artifact.version}: serves itemknn without its similarity")
-    return ServingModel(
+    model = ServingModel(
         version=artifact.version,
         manifest=artifact.manifest,
         als=als,
@@ -541,6 +543,10 @@ def serving_model_from_artifact(artifact: Artifact, compiled: bool = True) -> Se
             else np.asarray(prior)
         ),
     )
+    if compiled:
+        # The kernels compiled (or read from numba's cache) now, not on a request.
+        warm_up(model)
+    return model
 
 
 def _writable(artifact: Artifact, name: str, array: np.ndarray) -> np.ndarray:
