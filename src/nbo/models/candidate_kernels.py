@@ -89,10 +89,80 @@ def shortlisted(  # pragma: no cover - compiled
 
 
 @_jit
-def _by_score_then_item(values: np.ndarray, items: np.ndarray) -> np.ndarray:  # pragma: no cover
-    """The positions of ``values`` highest first, ties by the lower item."""
-    order = np.argsort(items, kind="mergesort")
-    return order[np.argsort(-values[order], kind="mergesort")]
+def _before(
+    first: np.ndarray, second: np.ndarray, third: np.ndarray, i: np.int64, j: np.int64
+) -> bool:  # pragma: no cover - compiled
+    """Whether position ``i`` sorts before ``j``: higher ``first``, then higher
+    ``second``, then lower ``third``."""
+    if first[i] != first[j]:
+        return bool(first[i] > first[j])
+    if second[i] != second[j]:
+        return bool(second[i] > second[j])
+    return bool(third[i] < third[j])
+
+
+@_jit
+def _nth_highest(values: np.ndarray, k: int) -> float:  # pragma: no cover - compiled
+    """The ``k``-th highest of ``values`` (0 = the highest; no NaN), by quickselect:
+    ``np.partition`` compiled for twenty seconds on a loaded machine, this in one."""
+    a = values.copy()
+    lo, hi = 0, len(a) - 1
+    while lo < hi:
+        pivot = a[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while a[i] > pivot:
+                i += 1
+            while a[j] < pivot:
+                j -= 1
+            if i <= j:
+                a[i], a[j] = a[j], a[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return float(a[k])
+    return float(a[lo])
+
+
+@_jit
+def _ordered(
+    positions: np.ndarray, first: np.ndarray, second: np.ndarray, third: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    """``positions`` (into the three keys) highest ``first`` first, then highest
+    ``second``, then lowest ``third`` (unique: no ties left). One merge sort for every
+    order the sources need: numba's own sorts compile once per key type and kind, and
+    made this module's compilation four times as long."""
+    n = len(positions)
+    out = positions.copy()
+    spare = np.empty(n, positions.dtype)
+    width = 1
+    while width < n:
+        for lo in range(0, n, 2 * width):
+            mid, hi = min(lo + width, n), min(lo + 2 * width, n)
+            i, j, k = lo, mid, lo
+            while i < mid and j < hi:
+                if _before(first, second, third, out[j], out[i]):
+                    spare[k] = out[j]
+                    j += 1
+                else:
+                    spare[k] = out[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                spare[k] = out[i]
+                i += 1
+                k += 1
+            while j < hi:
+                spare[k] = out[j]
+                j += 1
+                k += 1
+        out, spare = spare, out
+        width *= 2
+    return out
 
 
 @_jit
@@ -153,6 +223,9 @@ def propose(  # pragma: no cover - compiled
     union = np.empty(per_row, np.int64)
     ranks = np.zeros((per_row, N_SOURCES), np.int64)
     has_stages = stage_popular_order.shape[0] > 0
+    # Keys of the history's entries for ``_ordered``: none, and their stored position.
+    no_key = np.zeros(len(counts), np.float64)
+    stored = np.arange(len(counts))
     size = 0
     for r in range(n_rows):
         lo, hi = counts_indptr[r], counts_indptr[r + 1]
@@ -179,10 +252,9 @@ def propose(  # pragma: no cover - compiled
         length = hi - lo
         basis = np.arange(lo, hi)
         if length > knn_basis:
-            by_recency = np.argsort(-last[lo:hi], kind="mergesort")
-            basis = np.sort(basis[by_recency[:knn_basis]])
-        basis_items = counts_indices[basis]
-        basis = basis[np.argsort(basis_items, kind="mergesort")]
+            basis = _ordered(basis, last, no_key, stored)[:knn_basis]
+        # In catalogue order (a row's items are distinct: each is found by ``held``).
+        basis = held[np.sort(counts_indices[basis])]
         n_touched = 0
         for h in basis:
             item = counts_indices[h]
@@ -212,11 +284,11 @@ def propose(  # pragma: no cover - compiled
                 m += 1
         if m > n:
             # At or above the n-th highest (ties included), then the n best of those.
-            at_least = -np.partition(-positive, n - 1)[n - 1]
+            at_least = _nth_highest(positive, n - 1)
             keep = positive >= at_least
             positive_items = positive_items[keep]
             positive = positive[keep]
-        order = _by_score_then_item(positive, positive_items)
+        order = _ordered(np.arange(len(positive)), positive, positive, positive_items)
         for rank in range(min(n, len(order))):
             item = positive_items[order[rank]]
             if slot[item] < 0:
@@ -233,9 +305,7 @@ def propose(  # pragma: no cover - compiled
             if not banned[counts_indices[h]]:
                 allowed[a] = h
                 a += 1
-        allowed = allowed[:a]
-        allowed = allowed[np.argsort(-last[allowed], kind="mergesort")]
-        allowed = allowed[np.argsort(-counts[allowed].astype(np.float64), kind="mergesort")]
+        allowed = _ordered(allowed[:a], counts, last, stored)
         for rank in range(min(n, a)):
             item = np.int64(counts_indices[allowed[rank]])
             if slot[item] < 0:
