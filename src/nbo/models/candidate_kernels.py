@@ -282,13 +282,9 @@ def propose(  # pragma: no cover - compiled
                 positive_items[m] = item
                 positive[m] = knn[item]
                 m += 1
-        if m > n:
-            # At or above the n-th highest (ties included), then the n best of those.
-            at_least = _nth_highest(positive, n - 1)
-            keep = positive >= at_least
-            positive_items = positive_items[keep]
-            positive = positive[keep]
-        order = _ordered(np.arange(len(positive)), positive, positive, positive_items)
+        # At or above the n-th highest (ties included), then the n best of those.
+        at_least = _nth_highest(positive, n - 1) if m > n else 0.0
+        order = _ordered(np.flatnonzero(positive >= at_least), positive, positive, positive_items)
         for rank in range(min(n, len(order))):
             item = positive_items[order[rank]]
             if slot[item] < 0:
