@@ -9,8 +9,8 @@ An order is one customer's lines sharing an order id (without order ids: sharing
 timestamp). The table keeps one row per order, not per line: a few numbers per order are
 all the features need, and they are small enough to ship inside the artifact.
 
-Everything is vectorised over customers with segment reductions (``np.add.reduceat``
-over each customer's orders); no Python loop per customer, no pandas per request.
+The features are one compiled pass over each customer's orders (numba); no pandas per
+request.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pandas as pd
 
 from nbo.core import columns as col
 from nbo.core.arrays import lay_out_segments
+from nbo.core.compiled import kernel
 from nbo.core.ids import IdMap
 from nbo.core.vocabulary import DAY
 from nbo.data.history import to_unix_seconds
@@ -87,18 +88,16 @@ FEATURE_INDEX: Final = {name: position for position, name in enumerate(FEATURE_N
 ) = range(len(FEATURE_NAMES))
 
 # Columns that need an order before the cutoff.
-_NEEDS_AN_ORDER = np.array(
-    [
-        _RECENCY,
-        _AVG_ORDER_VALUE,
-        _TENURE,
-        _GAP_MEAN,
-        _GAP_STD,
-        _RECENCY_OVER_RHYTHM,
-        _ORDERS_RECENT,
-        _ORDERS_HALF_YEAR,
-        _TREND,
-    ]
+_NEEDS_AN_ORDER = (
+    _RECENCY,
+    _AVG_ORDER_VALUE,
+    _TENURE,
+    _GAP_MEAN,
+    _GAP_STD,
+    _RECENCY_OVER_RHYTHM,
+    _ORDERS_RECENT,
+    _ORDERS_HALF_YEAR,
+    _TREND,
 )
 
 # Artifact array names of an ``OrderTable``'s fields.
@@ -267,83 +266,121 @@ def customer_features(orders: OrderTable, as_of_s: int) -> np.ndarray:
     never see the period a label is taken from. A customer without an order before it
     has frequency 0, value 0 and NaN for what needs an order.
 
-    Written for few numpy calls rather than few lines (ufuncs and indexing, not
-    ``np.where``/``np.diff`` wrappers): the service runs it per request on one customer,
-    where each call's overhead, not the arithmetic, is the cost.
+    One compiled pass over the customers (``_features_pass``): the service runs it per
+    request on one customer, where some fifty numpy calls cost far more than the
+    arithmetic did; the trainer's snapshots are the same loop over more customers.
     """
     n = orders.n_customers
-    time, indptr = orders.time, orders.indptr
-    start = indptr[:-1]
-    lengths = indptr[1:] - start
-    window = TREND_DAYS * DAY
-    # Orders are in time order per customer, so those before the cutoff are a prefix of
-    # each customer's segment: counted first, then every sum runs over exactly that
-    # prefix (summing zeros for the rest would change float rounding, so a later order
-    # would still leave a trace in the last bit).
-    count = _segment_sum((time < as_of_s).astype(np.float64), indptr, lengths)
-    returned = _segment_sum(
-        (orders.return_time < as_of_s).astype(np.float64),
-        orders.returns_indptr,
-        orders.returns_indptr[1:] - orders.returns_indptr[:-1],
-    )
-    prefix_end = start + count.astype(np.int64)
-    per_order = np.empty((len(time) + 1, 5), dtype=np.float64)
-    per_order[-1] = 0.0
-    per_order[:-1, 0] = orders.value
-    per_order[:-1, 1] = orders.lines
-    per_order[:-1, 2] = orders.new_items
-    per_order[:-1, 3] = time >= as_of_s - window
-    per_order[:-1, 4] = time >= as_of_s - 2 * window
-    prefixes = _Prefixes.of(start, prefix_end)
-    monetary, lines, distinct, recent, since_two = prefixes.sum(per_order).T
-    has = count > 0
-    if len(time):
-        first = time[np.minimum(start, len(time) - 1)]
-        # The last order before the cutoff (garbage where there is none: masked below).
-        last = time[prefix_end - 1]
-    else:
-        first = last = np.zeros(n, dtype=np.int64)
-    n_gaps = count - 1.0
-    # Mean gap, 0 where there is none (NaN is set in the output, not carried along).
-    gap_mean = (last - first) / DAY / np.maximum(n_gaps, 1.0)
-    # Each gap's deviation from its customer's mean: the order's time minus the previous
-    # one (none for a customer's first order).
-    deviation = np.zeros(len(time) + 1, dtype=np.float64)
-    deviation[1:-1] = (time[1:] - time[:-1]) / DAY
-    deviation[:-1] -= gap_mean.repeat(lengths)
-    deviation[start[lengths > 0]] = 0.0
-    squares = prefixes.sum(deviation * deviation)
-    gap_std = np.sqrt(squares / np.maximum(n_gaps, 1))
-    recency = (as_of_s - last) / DAY
-
     out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
-    out[:, _RECENCY] = recency
-    out[:, _FREQUENCY] = count
-    out[:, _MONETARY] = monetary
-    out[:, _AVG_ORDER_VALUE] = monetary / np.maximum(count, 1.0)
-    out[:, _TENURE] = (as_of_s - first) / DAY
-    out[:, _GAP_MEAN] = gap_mean
-    out[:, _GAP_STD] = gap_std
-    out[:, _RECENCY_OVER_RHYTHM] = recency * count / ((last - first) / DAY + PRIOR_GAP_DAYS)
-    out[:, _ORDERS_RECENT] = recent
-    out[:, _ORDERS_HALF_YEAR] = since_two
-    out[:, _TREND] = np.log1p(recent) - np.log1p(since_two - recent)
-    out[:, _DISTINCT_ITEMS] = distinct
-    all_lines = returned + lines
-    out[:, _RETURN_RATE] = returned / np.maximum(all_lines, 1.0)
-    # NaN where undefined: without an order before the cutoff, with fewer gaps than a
-    # mean (one) or a spread (two) needs, and a return rate without any line. Only
-    # customers with fewer than three orders have any (every order has a line).
-    if (n_gaps < 2).any():
-        # (Rows by position, not ``np.ix_``, whose Python layers cost more than the
-        # assignment; none at all for a customer with an order.)
-        without = (~has).nonzero()[0]
-        if len(without):
-            out[without[:, None], _NEEDS_AN_ORDER] = np.nan
-        out[n_gaps < 1, _GAP_MEAN] = np.nan
-        out[n_gaps < 2, _GAP_STD] = np.nan
-        out[all_lines == 0, _RETURN_RATE] = np.nan
+    trend_counts = np.empty((n, 2), dtype=np.float64)
+    _features_pass(
+        orders.indptr,
+        orders.time,
+        orders.value,
+        orders.lines,
+        orders.new_items,
+        orders.returns_indptr,
+        orders.return_time,
+        as_of_s,
+        out,
+        trend_counts,
+    )
+    # numpy's logarithm, not the compiled one: its SIMD ``log1p`` and the C library's
+    # differ in the last bit for some counts, and the churn model learned from numpy's.
+    logs = np.log1p(trend_counts)
+    out[:, _TREND] = logs[:, 0] - logs[:, 1]
     return out
+
+
+@kernel
+def _features_pass(  # pragma: no cover - compiled
+    indptr: np.ndarray,
+    time: np.ndarray,
+    value: np.ndarray,
+    lines: np.ndarray,
+    new_items: np.ndarray,
+    returns_indptr: np.ndarray,
+    return_time: np.ndarray,
+    as_of_s: int,
+    out: np.ndarray,
+    trend_counts: np.ndarray,
+) -> None:
+    """Fill ``out`` (customers x ``FEATURE_NAMES``) but its trend, and ``trend_counts``
+    (customers x 2) with the orders of the last ``TREND_DAYS`` and of the ``TREND_DAYS``
+    before (NaN for a customer without an order: their trend is undefined too).
+
+    Orders are in time order per customer, so those before the cutoff are a prefix of
+    each customer's segment. Floats come out as the numpy code's did, to the bit: each
+    operation in its order, and a sum over a customer's orders as ``np.add.reduceat``
+    adds (``_range_sum``), so a customer's features are the same alone or among
+    thousands, and a later order leaves no trace in the last bit.
+    """
+    n = len(indptr) - 1
+    window = TREND_DAYS * DAY
+    squares = np.empty(len(time), np.float64)
+    all_lines = np.empty(n, np.float64)
+    few_gaps = False
+    for c in range(n):
+        start, end = indptr[c], indptr[c + 1]
+        prefix_end = start
+        for o in range(start, end):
+            prefix_end += time[o] < as_of_s
+        returned = 0.0
+        for r in range(returns_indptr[c], returns_indptr[c + 1]):
+            if return_time[r] < as_of_s:
+                returned += 1.0
+        purchase_lines = distinct = recent = since_two = 0.0
+        for o in range(start, prefix_end):
+            purchase_lines += lines[o]
+            distinct += new_items[o]
+            recent += time[o] >= as_of_s - window
+            since_two += time[o] >= as_of_s - 2 * window
+        count = float(prefix_end - start)
+        n_gaps = count - 1.0
+        # (0 without an order before the cutoff: what reads them is NaN then.)
+        first = time[start] if prefix_end > start else 0
+        last = time[prefix_end - 1] if prefix_end > start else 0
+        gap_mean = (last - first) / DAY / max(n_gaps, 1.0)
+        # Each gap's deviation from the mean gap (none before the first order).
+        for o in range(start, prefix_end):
+            deviation = 0.0 if o == start else (time[o] - time[o - 1]) / DAY - gap_mean
+            squares[o] = deviation * deviation
+        monetary = _range_sum(value, start, prefix_end)
+        recency = (as_of_s - last) / DAY
+        all_lines[c] = returned + purchase_lines
+        out[c, _RECENCY] = recency
+        out[c, _FREQUENCY] = count
+        out[c, _MONETARY] = monetary
+        out[c, _AVG_ORDER_VALUE] = monetary / max(count, 1.0)
+        out[c, _TENURE] = (as_of_s - first) / DAY
+        out[c, _GAP_MEAN] = gap_mean
+        out[c, _GAP_STD] = np.sqrt(_range_sum(squares, start, prefix_end) / max(n_gaps, 1.0))
+        out[c, _RECENCY_OVER_RHYTHM] = recency * count / ((last - first) / DAY + PRIOR_GAP_DAYS)
+        out[c, _ORDERS_RECENT] = recent
+        out[c, _ORDERS_HALF_YEAR] = since_two
+        out[c, _DISTINCT_ITEMS] = distinct
+        out[c, _RETURN_RATE] = returned / max(all_lines[c], 1.0)
+        trend_counts[c, 0] = recent
+        trend_counts[c, 1] = since_two - recent
+        few_gaps |= n_gaps < 2
+    if not few_gaps:
+        return
+    # NaN where undefined: without an order before the cutoff, with fewer gaps than a
+    # mean (one) or a spread (two) needs, and a return rate without any line. (Only
+    # once some customer has fewer than two gaps, as every such case has, as the numpy
+    # code did.)
+    for c in range(n):
+        count = out[c, _FREQUENCY]
+        if count == 0:
+            for column in _NEEDS_AN_ORDER:
+                out[c, column] = np.nan
+            trend_counts[c, 0] = trend_counts[c, 1] = np.nan
+        if count < 2:
+            out[c, _GAP_MEAN] = np.nan
+        if count < 3:
+            out[c, _GAP_STD] = np.nan
+        if all_lines[c] == 0:
+            out[c, _RETURN_RATE] = np.nan
 
 
 def features_frame(features: np.ndarray) -> pd.DataFrame:
@@ -351,47 +388,44 @@ def features_frame(features: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(features, columns=list(FEATURE_NAMES))
 
 
-@dataclass(frozen=True, slots=True)
-class _Prefixes:
-    """The row ranges ``start[c]:end[c]`` of each customer, to sum several arrays over
-    (the bounds laid out once for all of them)."""
-
-    bounds: np.ndarray  # start and end interleaved
-    empty: np.ndarray  # the customers whose range is empty
-
-    @classmethod
-    def of(cls, start: np.ndarray, end: np.ndarray) -> _Prefixes:
-        bounds = np.empty(2 * len(start), dtype=np.int64)
-        bounds[0::2] = start
-        bounds[1::2] = end
-        return cls(bounds, (start == end).nonzero()[0])
-
-    def sum(self, padded: np.ndarray) -> np.ndarray:
-        """Sum of the rows ``start[c]:end[c]`` of ``padded`` for each c; 0 where empty.
-
-        ``padded`` has one spare row at the end, so that ``end`` may be the data's
-        length. Each range is summed on its own (``reduceat`` on the interleaved
-        bounds), never as a difference of running totals, so a customer's sum is the
-        same number whether computed among thousands of customers or alone.
-        """
-        sums = np.add.reduceat(padded, self.bounds, axis=0)[0::2]
-        if len(self.empty):
-            sums[self.empty] = 0.0
-        return sums
+# numpy's pairwise summation: 8 accumulators over blocks up to this long, halves above.
+_PAIRWISE_BLOCK: Final = 128
 
 
-def _segment_sum(values: np.ndarray, indptr: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Sum of ``values`` (rows) over each segment; 0 for an empty one. For counts
-    (integral floats, exact in any order); see ``_Prefixes.sum`` for other sums."""
-    if len(values) == 0:
-        return np.zeros((len(lengths), *values.shape[1:]), dtype=values.dtype)
-    if lengths.all():
-        return np.add.reduceat(values, indptr[:-1], axis=0)
-    out = np.zeros((len(lengths), *values.shape[1:]), dtype=values.dtype)
-    nonempty = lengths > 0
-    if nonempty.any():
-        out[nonempty] = np.add.reduceat(values, indptr[:-1][nonempty], axis=0)
-    return out
+@kernel
+def _range_sum(values: np.ndarray, start: int, end: int) -> float:  # pragma: no cover
+    """``values[start:end]`` summed as ``np.add.reduceat`` sums one range: the first
+    value, plus the pairwise sum of the others; 0 for an empty range."""
+    if end <= start:
+        return 0.0
+    if end - start == 1:
+        return float(values[start])
+    return float(values[start] + _pairwise(values, start + 1, end - start - 1))
+
+
+@kernel
+def _pairwise(values: np.ndarray, start: int, n: int) -> float:  # pragma: no cover
+    """numpy's ``pairwise_sum`` of ``values[start:start + n]``, its adds in its order."""
+    if n < 8:
+        total = -0.0
+        for i in range(start, start + n):
+            total += values[i]
+        return total
+    if n <= _PAIRWISE_BLOCK:
+        r = values[start : start + 8].copy()
+        i = 8
+        while i < n - n % 8:
+            for j in range(8):
+                r[j] += values[start + i + j]
+            i += 8
+        total = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            total += values[start + i]
+            i += 1
+        return total
+    half = n // 2
+    half -= half % 8
+    return _pairwise(values, start, half) + _pairwise(values, start + half, n - half)
 
 
 # --- building the table from purchase lines -------------------------------------------
