@@ -428,3 +428,32 @@ def test_the_limit_takes_the_best_incentive_the_customer_may_still_get(tmp_path:
     assert incentives_offered(catalog, "lapsed", []) == ["winback-10"]
     shown = [Contact("winback-10", "email", "r0", NOW - DAY)]
     assert incentives_offered(catalog, "lapsed", shown) == ["winback-20"]
+
+
+def test_the_choice_keeps_ties_in_order_puts_nan_last_and_limits_incentives() -> None:
+    # The compiled choice orders as numpy's stable sort on (customer, -priority, order)
+    # did: equal priorities in candidate order, then incentives in file order; NaN last.
+    from nbo.offers.arbitration import _choose
+
+    starts = np.array([0, 4, 6], np.int64)
+    keep = np.array([True, True, False, True, True, True])
+    propensity = np.array([0.5, np.nan, 0.9, 0.5, 0.1, 0.2])
+    ones = np.ones(6)
+    incentive_starts = np.array([0, 3, 3], np.int64)
+    incentive_priority = np.array([0.5, 0.7, 0.6])
+    chosen, chosen_starts = _choose(
+        starts,
+        keep,
+        propensity,
+        ones,
+        ones,
+        ones,
+        incentive_starts,
+        incentive_priority,
+        2,
+        np.array([5, 1], np.int64),
+    )
+    # Customer 0: incentive 1 (0.7), incentive 2 (0.6; incentive 0 is third, over the
+    # limit of two), products 0 and 3 (0.5, in order), the NaN product 1 last.
+    assert chosen.tolist() == [6 + 1, 6 + 2, 0, 3, 1, 5]
+    assert chosen_starts.tolist() == [0, 5, 6]

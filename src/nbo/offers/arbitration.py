@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from nbo.catalog.schema import PRODUCT_OFFER_PREFIX, IncentiveOffer
-from nbo.catalog.terms import Catalog, ProductTerms, resolve_value, resolve_values
+from nbo.catalog.terms import Catalog, ProductTerms, resolve_value
 from nbo.core.arrays import filled
+from nbo.core.compiled import kernel
 from nbo.core.vocabulary import DAY, KIND_INCENTIVE, KIND_PRODUCT
 from nbo.offers.state import Contact
 
@@ -174,16 +175,24 @@ def arbitrate(
         if named
         else np.zeros(n, dtype=bool)
     )
-    keep = np.zeros(n, dtype=bool)
-    values = np.zeros(n)
-    levers = np.zeros(n)
-    for p, default in enumerate(defaults):
-        if default is None:
-            continue
-        plain = (pair == p) & ~is_named if named else pair == p
-        keep[plain] = True
-        values[plain] = resolve_values(default, prices[plain], typical_line_value)
-        levers[plain] = default.lever
+    # The pairs' default terms as columns (NaN value: none set), for the plain items.
+    terms = np.asarray(
+        [
+            (np.nan, 0.0, 0.0, 0.0, 0.0, 0.0)
+            if default is None
+            else (
+                1.0,
+                np.nan if default.value is None else float(default.value),
+                float(default.price_weighted),
+                default.margin,
+                resolve_value(default, None, typical_line_value),
+                default.lever,
+            )
+            for default in defaults
+        ],
+        dtype=np.float64,
+    ).reshape(len(defaults), 6)
+    keep, values, levers = _plain_terms(pair, is_named, terms, prices)
     named_terms: dict[int, ProductTerms] = {}
     pair_names = list(pairs)
     for position in is_named.nonzero()[0].tolist():
@@ -216,45 +225,33 @@ def arbitrate(
             ):
                 keep[position] = False
                 offer_cap[c] += 1
-    priority = candidates.propensity * values * product_weight[pair] * levers
-
     ineligible, incentives = _incentives(
         catalog, contests, pairs, pair_of_customer, now_s, shown_counts, ineligible, offer_cap
     )
 
     # One contest per customer: its kept products in candidate order, then its
     # incentives in file order; highest priority first, ties keep that order.
-    kept = keep.nonzero()[0]
-    kept_rows = rows[kept]
-    option_rows = kept_rows
-    within = kept - starts[kept_rows]
-    option_priority = priority[kept]
-    if len(incentives.rows):
-        per_customer = incentives.per_customer
-        option_rows = np.concatenate([kept_rows, incentives.rows])
-        within = np.concatenate(
-            [
-                within,
-                (starts[1:] - starts[:-1])[incentives.rows]
-                + np.arange(len(incentives.rows))
-                - (per_customer.cumsum() - per_customer).repeat(per_customer),
-            ]
-        )
-        option_priority = np.concatenate([option_priority, incentives.priority])
-    order = np.lexsort((within, -option_priority, option_rows))
-    ordered_rows = option_rows[order]
-    option_starts = ordered_rows.searchsorted(np.arange(n_customers + 1))
-    place = np.arange(len(order)) - option_starts[ordered_rows]
     k = np.fromiter((c.k for c in contests), dtype=np.int64, count=n_customers)
-    chosen = order[place < k[ordered_rows]]
-    chosen_starts = option_rows[chosen].searchsorted(np.arange(n_customers + 1))
+    limit = catalog.max_incentives
+    chosen, chosen_starts = _choose(
+        starts,
+        keep,
+        np.asarray(candidates.propensity, dtype=np.float64),
+        values,
+        product_weight[pair],
+        levers,
+        incentives.starts,
+        incentives.priority,
+        -1 if limit is None else limit,
+        k,
+    )
 
-    # The chosen options' columns: a product is candidate ``kept[i]``, an incentive
-    # option ``len(kept) + j`` is ``incentives.offers[j]``. Without a chosen incentive
+    # The chosen options' columns: a product option is its candidate's position, an
+    # incentive option ``n + j`` is ``incentives.offers[j]``. Without a chosen incentive
     # (most answers) each column is the products' alone.
-    is_product = chosen < len(kept)
-    product = kept[chosen[is_product]]
-    incentive = chosen[~is_product] - len(kept)
+    is_product = chosen < n
+    product = chosen[is_product]
+    incentive = chosen[~is_product] - n
     chosen_offers = incentives.offers[incentive].tolist()
 
     def column(of_products: np.ndarray, of_incentives: object, dtype: type) -> np.ndarray:
@@ -307,14 +304,15 @@ def arbitrate(
 
 @dataclass(frozen=True)
 class _Incentives:
-    """The incentives competing, as options: the customer (position) each is offered
-    to, the offer, its priority; per customer, how many; and the weight of each
-    customer's incentives for their stage."""
+    """The incentives eligible, as options: the customer (position) each is offered
+    to, the offer, its priority; where each customer's begin (``starts``, customers + 1;
+    the catalogue's ``max_incentives`` is applied when they compete, ``_choose``); and
+    the weight of each customer's incentives for their stage."""
 
     rows: np.ndarray
     offers: np.ndarray  # IncentiveOffer objects
     priority: np.ndarray
-    per_customer: np.ndarray
+    starts: np.ndarray
     weight: np.ndarray  # per customer
 
 
@@ -339,7 +337,7 @@ def _incentives(
             np.empty(0, np.int64),
             np.empty(0, dtype=object),
             np.empty(0),
-            np.zeros(n_customers, np.int64),
+            np.zeros(n_customers + 1, np.int64),
             np.empty(0),
         )
     pair_incentives = [catalog.incentives_for(stage, channel, now_s) for stage, channel in pairs]
@@ -387,22 +385,9 @@ def _incentives(
         )
         * weight[incentive_rows]
     )
-    limit = catalog.max_incentives
-    if limit is not None and (per_customer > limit).any():
-        # One answer carries at most ``limit`` incentives: each customer's of highest
-        # priority (expected value; ties in file order), so an email never offers 20%
-        # off, 10% off and free shipping at once.
-        order = np.lexsort((np.arange(len(incentive_rows)), -incentive_priority, incentive_rows))
-        firsts = per_customer.cumsum() - per_customer
-        place = np.empty(len(order), dtype=np.int64)
-        place[order] = np.arange(len(order)) - firsts[incentive_rows[order]]
-        best = place < limit
-        incentive_rows, incentives = incentive_rows[best], incentives[best]
-        incentive_priority = incentive_priority[best]
-        per_customer = np.minimum(per_customer, limit)
-    return ineligible, _Incentives(
-        incentive_rows, incentives, incentive_priority, per_customer, weight
-    )
+    starts = np.zeros(n_customers + 1, dtype=np.int64)
+    np.cumsum(per_customer, out=starts[1:])
+    return ineligible, _Incentives(incentive_rows, incentives, incentive_priority, starts, weight)
 
 
 def _prices(items: np.ndarray, item_price: np.ndarray | None, catalog: Catalog) -> np.ndarray:
@@ -428,3 +413,137 @@ class _ShownCounts:
             return 0
         since = self._now - days * DAY
         return sum(1 for at in times if since < at <= self._now)
+
+
+@kernel
+def _plain_terms(  # pragma: no cover - compiled
+    pair: np.ndarray, is_named: np.ndarray, terms: np.ndarray, prices: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whether each candidate is kept on its pair's default terms, and its value and
+    lever on them (``resolve_values``' arithmetic; 0 where not kept). ``terms``: per
+    pair, whether it has default terms (NaN: none), the explicit value (NaN: none),
+    price weighted (1.0), margin, the value without a price, and the lever. Items the
+    catalogue names are left to the caller (not kept here)."""
+    n = len(pair)
+    keep = np.zeros(n, np.bool_)
+    values = np.zeros(n, np.float64)
+    levers = np.zeros(n, np.float64)
+    for position in range(n):
+        p = pair[position]
+        if is_named[position] or np.isnan(terms[p, 0]):
+            continue
+        keep[position] = True
+        levers[position] = terms[p, 5]
+        price = prices[position]
+        if not np.isnan(terms[p, 1]):
+            values[position] = terms[p, 1]
+        elif terms[p, 2] != 0.0 and np.isfinite(price) and price > 0:
+            values[position] = terms[p, 3] * price
+        else:
+            values[position] = terms[p, 4]
+    return keep, values, levers
+
+
+@kernel
+def _choose(  # pragma: no cover - compiled
+    starts: np.ndarray,
+    keep: np.ndarray,
+    propensity: np.ndarray,
+    values: np.ndarray,
+    weights: np.ndarray,
+    levers: np.ndarray,
+    incentive_starts: np.ndarray,
+    incentive_priority: np.ndarray,
+    limit: int,
+    k: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each customer's ``k[c]`` options of highest priority, best first, and where each
+    customer's begin: a product option is its candidate's position, incentive ``j`` is
+    ``len(keep) + j``. The options compete in candidate order, then the incentives in
+    file order, each customer's ``limit`` incentives of highest priority among them
+    (-1: all); ties keep that order, NaN comes last (numpy's stable sort's order).
+
+    Compiled: the stable sort of one customer's few dozen options was some twenty numpy
+    calls; a top-``k`` insertion per customer is one."""
+    n = len(keep)
+    n_customers = len(starts) - 1
+    chosen = np.empty(n + len(incentive_priority), np.int64)
+    chosen_starts = np.zeros(n_customers + 1, np.int64)
+    best = np.empty(n + len(incentive_priority), np.int64)
+    best_priority = np.empty(n + len(incentive_priority), np.float64)
+    retained = np.ones(len(incentive_priority), np.bool_)
+    taken = 0
+    for c in range(n_customers):
+        first_incentive, end_incentive = incentive_starts[c], incentive_starts[c + 1]
+        if limit >= 0 and end_incentive - first_incentive > limit:
+            top = _top(
+                incentive_priority, first_incentive, end_incentive, limit, best, best_priority
+            )
+            retained[first_incentive:end_incentive] = False
+            for i in range(top):
+                retained[best[i]] = True
+        size = 0
+        room = k[c]
+        for option in range(starts[c], starts[c + 1] + end_incentive - first_incentive):
+            if option < starts[c + 1]:
+                if not keep[option]:
+                    continue
+                priority = propensity[option] * values[option] * weights[option] * levers[option]
+                index = option
+            else:
+                j = first_incentive + option - starts[c + 1]
+                if not retained[j]:
+                    continue
+                priority = incentive_priority[j]
+                index = n + j
+            size = _insert(index, priority, best, best_priority, size, room)
+        chosen[taken : taken + size] = best[:size]
+        taken += size
+        chosen_starts[c + 1] = taken
+    return chosen[:taken], chosen_starts
+
+
+@kernel
+def _top(  # pragma: no cover - compiled
+    priority: np.ndarray,
+    start: int,
+    end: int,
+    limit: int,
+    best: np.ndarray,
+    best_priority: np.ndarray,
+) -> int:
+    """The ``limit`` options ``start:end`` of highest ``priority`` (in ``best``, best
+    first; ties in order); how many."""
+    size = 0
+    for option in range(start, end):
+        size = _insert(option, priority[option], best, best_priority, size, limit)
+    return size
+
+
+@kernel
+def _insert(  # pragma: no cover - compiled
+    option: int,
+    priority: float,
+    best: np.ndarray,
+    best_priority: np.ndarray,
+    size: int,
+    room: int,
+) -> int:
+    """Put ``option`` into the ``size`` best so far (best first, at most ``room``)
+    after every one it does not beat (ties: the earlier first; NaN beats nothing);
+    the new size."""
+    at = size
+    while at > 0 and (
+        priority > best_priority[at - 1]
+        or (np.isnan(best_priority[at - 1]) and not np.isnan(priority))
+    ):
+        at -= 1
+    if at >= room:
+        return size
+    last = min(size, room - 1)
+    for i in range(last, at, -1):
+        best[i] = best[i - 1]
+        best_priority[i] = best_priority[i - 1]
+    best[at] = option
+    best_priority[at] = priority
+    return min(size + 1, room)
