@@ -1,6 +1,6 @@
 """Compiling the decision's kernels when a model loads, never on a customer's request.
 
-A numba kernel compiles at its first call for the argument types it meets (seconds), or
+A numba kernel (``nbo.core.compiled``) compiles at its first call for the argument types it meets (seconds), or
 loads its machine code from numba's disk cache (milliseconds); either way it must not be
 a customer's wait. ``warm_up`` runs every kernel once on a made-up customer with the
 model's own arrays (their dtypes pick the compiled version the requests will use):

@@ -26,15 +26,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nbo.catalog.schema import PRODUCT_OFFER_PREFIX, IncentiveOffer
+from nbo.catalog.schema import PRODUCT_OFFER_PREFIX, CatalogFile, IncentiveOffer
 from nbo.catalog.terms import Catalog, ProductTerms, resolve_value
 from nbo.core.arrays import filled
 from nbo.core.compiled import kernel
 from nbo.core.vocabulary import DAY, KIND_INCENTIVE, KIND_PRODUCT
+from nbo.models.warmup import register_warm_up
 from nbo.offers.state import Contact
+
+if TYPE_CHECKING:
+    from nbo.models.served import ServingModel
 
 RULE_INELIGIBLE = "ineligible"
 RULE_OFFER_CAP = "offer_cap"
@@ -547,3 +552,27 @@ def _insert(  # pragma: no cover - compiled
     best[at] = option
     best_priority[at] = priority
     return min(size + 1, room)
+
+
+@register_warm_up
+def _warm_up(model: ServingModel) -> None:
+    """The arbitration's kernels compiled at model load (``nbo.models.warmup``): one
+    customer's two candidates and an incentive on the demo's terms, the array types of
+    a request."""
+    n = min(2, len(model.items))
+    incentive = {"id": "warm-up", "kind": KIND_INCENTIVE, "incentive": "free_shipping", "value": 1}
+    catalog = Catalog(CatalogFile.model_validate({"version": 1, "offers": [incentive]}))
+    arbitrate(
+        ProductCandidates(
+            np.arange(n, dtype=np.int64),
+            np.full(n, "popular", dtype=object),
+            np.ones(n),
+            np.full(n, 0.5),
+        ),
+        [Contest("active", "email", 3)],
+        model.item_id_array,
+        catalog,
+        model.trained_until_s,
+        model.item_price,
+        model.typical_line_value,
+    )

@@ -15,10 +15,11 @@ from nbo.core.arrays import filled
 from nbo.core.vocabulary import DAY
 from nbo.data.features import FEATURE_INDEX, FEATURE_NAMES, OrderTable, customer_features
 from nbo.models.send_time import best_send_hours
+from nbo.models.warmup import register_warm_up
+from nbo.offers.state import PostedPurchase
 
 if TYPE_CHECKING:
     from nbo.models.served import ServingModel
-    from nbo.offers.state import PostedPurchase
 
 from nbo.models.lifecycle import stages_of
 
@@ -257,3 +258,18 @@ def _line_value(model: ServingModel, purchase: PostedPurchase) -> float:
     if price is None:
         return float(model.typical_line_value)
     return float(purchase.quantity) * float(price)
+
+
+@register_warm_up
+def _warm_up(model: ServingModel) -> None:
+    """The profiles' kernels (``customer_features``) compiled at model load
+    (``nbo.models.warmup``) for every kind of order table a request meets: one known
+    customer's (views of the model's arrays), one with a purchase posted since (arrays
+    of their own) beside an unknown customer."""
+    if not len(model.customers) or not len(model.items):
+        return
+    known = str(model.customers.ids[0])
+    at = model.trained_until_s + 1
+    posted = (PostedPurchase(str(model.items.ids[0]), 1.0, at, None, "warm-up"),)
+    customer_profiles(model, [(known, ())], at + DAY)
+    customer_profiles(model, [(known, posted), ("", ())], at + DAY)
