@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -113,29 +112,26 @@ def test_the_per_request_path_answers_exactly_what_scikit_learn_answers(
 def test_the_compiled_trees_send_every_row_where_the_nodes_send_it(
     churn_purchases: pd.DataFrame,
 ) -> None:
-    """The per-request path's trees, compiled into one function, answer what walking
-    them node by node answers: at each split's threshold, just above it, and with the
+    """The per-request path's trees, walked by a compiled kernel, answer what
+    scikit-learn answers: at each split's threshold, just above it, and with the
     feature missing (NaN goes the side the split learned)."""
     orders, _ids = orders_of(churn_purchases)
     snapshot = build_snapshot(orders, data_end(orders) - 2 * HORIZON * DAY, HORIZON)
     model = fit_churn_model(snapshot.features, snapshot.labels, HORIZON)
-    assert model._fast is not None and model._fast.walk is not None
-    fast = model._fast
-    walked = replace(fast, walk=None)
+    assert model._fast is not None
+    nodes = model._fast.nodes
     base = snapshot.features[:1]
     rows = []
-    for feature, threshold, _left, _l, _r, is_leaf, _value in fast.trees:
-        for node in range(len(is_leaf)):
-            if is_leaf[node]:
-                continue
-            for x in (threshold[node], np.nextafter(threshold[node], np.inf), np.nan):
-                row = base.copy()
-                row[0, feature[node]] = x
-                rows.append(row)
+    for node in (~nodes.is_leaf).nonzero()[0]:
+        threshold = nodes.threshold[node]
+        for x in (threshold, np.nextafter(threshold, np.inf), np.nan):
+            row = base.copy()
+            row[0, nodes.feature[node]] = x
+            rows.append(row)
     rows_array = np.concatenate(rows)
-    assert np.isnan(rows_array).any()
+    assert np.isnan(rows_array).any() and nodes.missing_left.any()
 
-    assert np.array_equal(fast.predict(rows_array), walked.predict(rows_array))
+    assert np.array_equal(model._fast.predict(rows_array), model._calibrated_sklearn(rows_array))
 
 
 def test_the_calibration_is_scipys_interpolation_to_the_last_bit(

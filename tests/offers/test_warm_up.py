@@ -9,22 +9,29 @@ import numpy as np
 
 from nbo.catalog.loading import load_catalog
 from nbo.data import features
-from nbo.models.served import ServingModel
-from nbo.models.warmup import warm_up
+from nbo.models import churn
+from nbo.models.served import load_serving_model
 from nbo.offers import arbitration
 from nbo.offers.decision import ContactPolicy, DecisionRequest, Occasion, decide
 from nbo.offers.state import CustomerState, PostedPurchase
 from nbo.offers.suppression import SuppressionWindow
+from training.pipeline import TrainResult
 
 KERNELS = (
     features._features_pass,
     arbitration._plain_terms,
     arbitration._choose,
+    churn._raw_scores,
+    churn._interpolate,
+    churn._bounded,
 )
 
 
-def test_after_the_warm_up_no_request_compiles_a_kernel(served: ServingModel) -> None:
-    warm_up(served)
+def test_after_the_warm_up_no_request_compiles_a_kernel(churn_trained: TrainResult) -> None:
+    # (The churn data's model: it has a churn model, so every kernel runs.)
+    assert churn_trained.path is not None
+    served = load_serving_model(churn_trained.path.parent)
+    assert served.churn is not None
     compiled = [list(kernel.signatures) for kernel in KERNELS]
     assert all(compiled)
     catalog = load_catalog(Path(__file__).parents[2] / "data" / "catalog.yaml")

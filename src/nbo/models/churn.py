@@ -39,8 +39,7 @@ from __future__ import annotations
 
 import io
 import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Final
@@ -49,6 +48,7 @@ import numpy as np
 from scipy.interpolate import interp1d
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
+from nbo.core.compiled import kernel
 from nbo.core.errors import ArtifactError
 from nbo.core.vocabulary import DAY
 from nbo.data.features import FEATURE_INDEX, FEATURE_NAMES, OrderTable, customer_features
@@ -177,13 +177,14 @@ class ChurnModel:
         """The calibrated probability within ``bounds``, raised beyond the longest silence
         the model saw as the chance of buying falls with 1 / silence."""
         low, high = self.bounds
-        risk = np.minimum(np.maximum(calibrated, low), high)  # np.clip's, without its layers
-        recency = features[:, self.feature_names.index("recency_days")]
-        # (A comparison with NaN is False without raising numpy's invalid flag.)
-        beyond = recency > self.max_recency_days
-        if beyond.any():
-            risk[beyond] = 1.0 - (1.0 - risk[beyond]) * self.max_recency_days / recency[beyond]
-        return risk
+        recency = np.ascontiguousarray(features[:, self.feature_names.index("recency_days")])
+        return _bounded(
+            np.asarray(calibrated, dtype=np.float64),
+            recency,
+            float(low),
+            float(high),
+            float(self.max_recency_days),
+        )
 
     @property
     def uses_fast_path(self) -> bool:
@@ -228,29 +229,36 @@ class ChurnModel:
         return True
 
 
-# One tree's nodes as lists: feature, threshold, NaN goes left, left child, right child,
-# is a leaf, value.
-_Tree = tuple[list[int], list[float], list[bool], list[int], list[int], list[bool], list[float]]
+@dataclass(frozen=True)
+class _Nodes:
+    """The boosted trees' nodes end to end (tree ``t``'s root at ``roots[t]``; children
+    as positions in these arrays): what ``_raw_scores`` walks."""
+
+    feature: np.ndarray  # int64: the split's column of the whole feature row
+    threshold: np.ndarray  # float64
+    missing_left: np.ndarray  # bool: NaN goes left
+    left: np.ndarray  # int64
+    right: np.ndarray  # int64
+    is_leaf: np.ndarray  # bool
+    value: np.ndarray  # float64
+    roots: np.ndarray  # int64
 
 
 @dataclass(frozen=True)
 class _FastChurn:
     """The calibrated booster's prediction for a few rows, without scikit-learn's input
-    validation: the boosted trees as Python lists, then the isotonic calibrator's own
-    interpolation function (``f_``) after the same clipping ``predict`` applies. Its
-    trees index the whole feature row (the estimator's input columns mapped back)."""
+    validation: the boosted trees walked by a compiled kernel (``_raw_scores``), then
+    the isotonic calibrator's interpolation (``_interpolated``, or its own ``f_``) after
+    the same clipping ``predict`` applies. Its trees index the whole feature row (the
+    estimator's input columns mapped back)."""
 
     baseline: float
-    trees: tuple[_Tree, ...]
+    nodes: _Nodes
     calibrator: Any
     # The calibrator's points when its ``f_`` is scipy's linear ``interp1d`` over the
-    # whole clipped range: ``calibrated`` then does interp1d's arithmetic in a few numpy
-    # calls (scipy's call costs about 14 µs of validation for one row; a third of the
-    # churn model's time on one customer). None: ``f_`` is called.
+    # whole clipped range: ``_interpolated`` then does interp1d's arithmetic (scipy's
+    # call costs about 14 µs of validation for one row). None: ``f_`` is called.
     points: tuple[np.ndarray, np.ndarray] | None = None
-    # The trees as one Python function of a feature row (``_walker``); None: walked
-    # node by node.
-    walk: Callable[[list[float]], float] | None = None
 
     @classmethod
     def of(cls, estimator: Any, columns: Sequence[int]) -> _FastChurn:
@@ -265,87 +273,86 @@ class _FastChurn:
             or calibrator.out_of_bounds != "clip"
         ):
             raise ValueError("not a binary isotonic-calibrated booster on numeric features")
-        trees = []
-        for (predictor,) in booster._predictors:
-            nodes = predictor.nodes
-            if nodes["is_categorical"].any():
-                raise ValueError("categorical splits")
-            trees.append(
-                (
-                    [columns[i] for i in nodes["feature_idx"].tolist()],
-                    nodes["num_threshold"].tolist(),
-                    nodes["missing_go_to_left"].astype(bool).tolist(),
-                    nodes["left"].tolist(),
-                    nodes["right"].tolist(),
-                    nodes["is_leaf"].astype(bool).tolist(),
-                    nodes["value"].tolist(),
-                )
-            )
-        baseline = float(np.asarray(booster._baseline_prediction).reshape(-1)[0])
-        return cls(
-            baseline,
-            tuple(trees),
-            calibrator,
-            _linear_points(calibrator),
-            _walker(baseline, trees),
+        trees = [predictor.nodes for (predictor,) in booster._predictors]
+        if not trees or any(nodes["is_categorical"].any() for nodes in trees):
+            raise ValueError("no trees, or categorical splits")
+        sizes = np.array([len(nodes) for nodes in trees], dtype=np.int64)
+        roots = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        offset = np.repeat(roots, sizes)
+        every = np.concatenate(trees)
+        column_of = np.asarray(columns, dtype=np.int64)
+        nodes = _Nodes(
+            feature=column_of[every["feature_idx"].astype(np.int64)],
+            threshold=every["num_threshold"].astype(np.float64),
+            missing_left=every["missing_go_to_left"].astype(bool),
+            left=every["left"].astype(np.int64) + offset,
+            right=every["right"].astype(np.int64) + offset,
+            is_leaf=every["is_leaf"].astype(bool),
+            value=every["value"].astype(np.float64),
+            roots=roots,
         )
+        baseline = float(np.asarray(booster._baseline_prediction).reshape(-1)[0])
+        return cls(baseline, nodes, calibrator, _linear_points(calibrator))
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        raw = np.empty(len(features), dtype=np.float64)
-        walk = self.walk
-        for row, values in enumerate(features.tolist()):
-            if walk is not None:
-                raw[row] = walk(values)
-                continue
-            # Summed tree by tree onto the baseline, as the booster sums them.
-            total = self.baseline
-            for feature, threshold, missing_left, left, right, is_leaf, value in self.trees:
-                node = 0
-                while not is_leaf[node]:
-                    x = values[feature[node]]
-                    if x != x:  # NaN
-                        node = left[node] if missing_left[node] else right[node]
-                    else:
-                        node = left[node] if x <= threshold[node] else right[node]
-                total += value[node]
-            raw[row] = total
         calibrator = self.calibrator
-        # (``np.clip``'s arithmetic without its Python layers, a tenth of one row's cost.)
-        clipped = np.minimum(np.maximum(raw, calibrator.X_min_), calibrator.X_max_)
+        nodes = self.nodes
+        clipped = _raw_scores(
+            np.ascontiguousarray(features, dtype=np.float64),
+            self.baseline,
+            nodes.feature,
+            nodes.threshold,
+            nodes.missing_left,
+            nodes.left,
+            nodes.right,
+            nodes.is_leaf,
+            nodes.value,
+            nodes.roots,
+            float(calibrator.X_min_),
+            float(calibrator.X_max_),
+        )
         if self.points is not None:
             return _interpolated(self.points, clipped)
         return np.asarray(calibrator.f_(clipped), dtype=np.float64)
 
 
-def _walker(baseline: float, trees: Sequence[_Tree]) -> Callable[[list[float]], float] | None:
-    """The trees as one Python function of a feature row (a list): each tree one nested
-    conditional expression of its thresholds, summed onto the baseline in tree order, as
-    the booster and the node-by-node walk sum them, so the same number to the last bit.
-    About a third of the walk's time on one row (50 trees of Online Retail's model: 28
-    -> 8 µs); a customer's profile predicts one row per request. None when the source
-    cannot be compiled (trees deeper than Python's parser nests)."""
+@kernel
+def _raw_scores(  # pragma: no cover - compiled
+    features: np.ndarray,
+    baseline: float,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    missing_left: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    is_leaf: np.ndarray,
+    value: np.ndarray,
+    roots: np.ndarray,
+    low: float,
+    high: float,
+) -> np.ndarray:
+    """Each row's boosted score, clipped to ``low``..``high`` as ``np.clip`` does: the
+    trees' leaf values summed onto the baseline in tree order, as the booster sums them,
+    so the same number to the last bit (NaN goes the side its split learned).
 
-    def branch(tree: _Tree, node: int) -> str:
-        feature, threshold, missing_left, left, right, is_leaf, value = tree
-        if is_leaf[node]:
-            return repr(float(value[node]))
-        x = f"v[{int(feature[node])}]"
-        at_most = f"{x} <= {float(threshold[node])!r}"
-        # NaN compares false: it goes right unless the split sends missing values left.
-        goes_left = f"{at_most} or {x} != {x}" if missing_left[node] else at_most
-        return f"({branch(tree, left[node])} if {goes_left} else {branch(tree, right[node])})"
-
-    lines = ["def walk(v):", f"    t = {float(baseline)!r}"]
-    lines += [f"    t += {branch(tree, 0)}" for tree in trees]
-    lines.append("    return t")
-    # (Floats written by repr read back exactly; an infinite threshold reads as ``inf``.)
-    namespace: dict[str, Any] = {"inf": math.inf, "nan": math.nan}
-    try:
-        exec(compile("\n".join(lines), "<churn trees>", "exec"), namespace)
-    except (MemoryError, RecursionError, SyntaxError):
-        return None
-    walk: Callable[[list[float]], float] = namespace["walk"]
-    return walk
+    Compiled: a customer's profile predicts one row per request; the fifty trees walked
+    in Python were about a third of the churn model's time."""
+    out = np.empty(len(features), np.float64)
+    for row in range(len(features)):
+        total = baseline
+        for root in roots:
+            node = root
+            while not is_leaf[node]:
+                x = features[row, feature[node]]
+                if x != x:
+                    node = left[node] if missing_left[node] else right[node]
+                else:
+                    node = left[node] if x <= threshold[node] else right[node]
+            total += value[node]
+        # (np.maximum then np.minimum: the first argument where they compare equal.)
+        total = total if total >= low or total != total else low
+        out[row] = total if total <= high or total != total else high
+    return out
 
 
 def _linear_points(calibrator: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -361,7 +368,7 @@ def _linear_points(calibrator: Any) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     if not (x[0] <= calibrator.X_min_ and calibrator.X_max_ <= x[-1]):
         return None
-    return x, y[:, 0].copy()
+    return np.ascontiguousarray(x), y[:, 0].copy()
 
 
 def _interpolated(points: tuple[np.ndarray, np.ndarray], values: np.ndarray) -> np.ndarray:
@@ -369,11 +376,48 @@ def _interpolated(points: tuple[np.ndarray, np.ndarray], values: np.ndarray) -> 
     same order as scipy's linear interpolation (``interp1d._call_linear``), so the same
     numbers to the last bit (``np.interp`` computes them otherwise)."""
     x, y = points
-    hi = np.minimum(np.maximum(x.searchsorted(values), 1), len(x) - 1)
-    lo = hi - 1
-    x_lo, y_lo = x[lo], y[lo]
-    slope = (y[hi] - y_lo) / (x[hi] - x_lo)
-    return np.asarray(slope * (values - x_lo) + y_lo, dtype=np.float64)
+    return _interpolate(x, y, np.asarray(values, dtype=np.float64))
+
+
+@kernel
+def _interpolate(  # pragma: no cover - compiled
+    x: np.ndarray, y: np.ndarray, values: np.ndarray
+) -> np.ndarray:
+    """scipy's ``_call_linear``: the segment by a left binary search (``searchsorted``),
+    kept within the points, then slope * (value - x_lo) + y_lo."""
+    out = np.empty(len(values), np.float64)
+    for i in range(len(values)):
+        v = values[i]
+        lo, hi = 0, len(x)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if x[mid] < v:
+                lo = mid + 1
+            else:
+                hi = mid
+        hi = min(max(lo, 1), len(x) - 1)
+        x_lo, y_lo = x[hi - 1], y[hi - 1]
+        slope = (y[hi] - y_lo) / (x[hi] - x_lo)
+        out[i] = slope * (v - x_lo) + y_lo
+    return out
+
+
+@kernel
+def _bounded(  # pragma: no cover - compiled
+    calibrated: np.ndarray, recency: np.ndarray, low: float, high: float, longest: float
+) -> np.ndarray:
+    """``calibrated`` within ``low``..``high`` (``np.minimum(np.maximum(...))``'s
+    arithmetic), raised beyond the ``longest`` silence the model saw:
+    1 - (1 - risk) * longest / recency (NaN recency compares False: left as it is)."""
+    out = np.empty(len(calibrated), np.float64)
+    for i in range(len(calibrated)):
+        risk = calibrated[i]
+        risk = risk if risk >= low or risk != risk else low
+        risk = risk if risk <= high or risk != risk else high
+        if recency[i] > longest:
+            risk = 1.0 - (1.0 - risk) * longest / recency[i]
+        out[i] = risk
+    return out
 
 
 @dataclass
