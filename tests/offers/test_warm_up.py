@@ -9,7 +9,7 @@ import numpy as np
 
 from nbo.catalog.loading import load_catalog
 from nbo.data import features
-from nbo.models import churn
+from nbo.models import churn, lifecycle
 from nbo.models.served import load_serving_model
 from nbo.offers import arbitration
 from nbo.offers.decision import ContactPolicy, DecisionRequest, Occasion, decide
@@ -24,6 +24,7 @@ KERNELS = (
     churn._raw_scores,
     churn._interpolate,
     churn._bounded,
+    lifecycle._stage_codes,
 )
 
 
