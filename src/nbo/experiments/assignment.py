@@ -26,6 +26,11 @@ from nbo.core.errors import ArtifactError
 from nbo.experiments.definitions import NO_EXPERIMENTS, ExperimentError, Experiments
 from nbo.models.registry import resolve
 from nbo.models.served import ServingModel, load_serving_model
+
+# The decision's modules register their kernels' warm-up (``nbo.models.warmup``) when
+# imported: imported here, every load of the models to serve (the service's master
+# before it forks, its workers, ``nbo batch``) compiles them, whatever was imported first.
+from nbo.offers import arbitration, profiles  # noqa: F401
 from nbo.offers.state import Consent
 
 log = logging.getLogger(__name__)
