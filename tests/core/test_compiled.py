@@ -39,6 +39,7 @@ def test_a_kernel_without_a_writable_cache_is_compiled_in_memory_and_said_once(
     assert len(caplog.records) == 1 and "NUMBA_CACHE_DIR" in caplog.records[0].getMessage()
 
 
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="NUMBA_DISABLE_JIT: plain Python")
 def test_a_kernel_divides_by_zero_as_numpy_does() -> None:
     # error_model "numpy": inf and NaN, as the numpy code the kernels replace gave,
     # never a ZeroDivisionError on a customer's request.
