@@ -9,7 +9,7 @@ and a campaign's chunk or the trainer's window is the same loop over more rows, 
 scratch arrays the size of the catalogue, not customers x catalogue sheets.
 
 Compiled when the model loads (``nbo.models.warmup``), cached on disk by numba
-(``cache=True``; ``NUMBA_CACHE_DIR`` where the package folder is read-only). Floats are
+(``nbo.core.compiled``). Floats are
 computed in the order the numpy code did (each neighbour's weight in float64, summed item
 by item in catalogue order), so the scores are the same to the bit. ``error_model``
 "numpy": a division by zero gives inf or NaN, as numpy's did, not an exception.
@@ -17,14 +17,9 @@ by item in catalogue order), so the scores are the same to the bit. ``error_mode
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-import numba
 import numpy as np
 
-log = logging.getLogger(__name__)
+from nbo.core.compiled import kernel
 
 # The fewest items the popularity sources propose, whatever ``n`` (``n // 5`` above it).
 POPULAR_FLOOR = 10
@@ -32,31 +27,8 @@ POPULAR_FLOOR = 10
 BIT_ALS, BIT_KNN, BIT_BUY_AGAIN, BIT_POPULAR, BIT_STAGE_POPULAR = 1, 2, 4, 8, 16
 N_SOURCES = 5
 
-Function = TypeVar("Function", bound=Callable[..., Any])
-_OPTIONS: dict[str, Any] = {"nogil": True, "error_model": "numpy"}
-_uncached: list[str] = []
 
-
-def _jit(function: Function) -> Function:
-    """``function`` compiled, its machine code cached on disk where numba finds a
-    writable folder (beside this file, else ``NUMBA_CACHE_DIR`` or the user's cache
-    folder). Where none is (a read-only install, a user without a home), numba refuses
-    ``cache=True`` at import; nbo then compiles in memory at every model load (seconds)
-    and says so once, rather than failing to start."""
-    try:
-        return numba.njit(cache=True, **_OPTIONS)(function)
-    except RuntimeError as exc:
-        if not _uncached:
-            log.warning(
-                "numba cannot cache the compiled kernels (%s): they are compiled at every "
-                "model load; set NUMBA_CACHE_DIR to a writable folder to keep them",
-                exc,
-            )
-        _uncached.append(function.__name__)
-        return numba.njit(cache=False, **_OPTIONS)(function)
-
-
-@_jit
+@kernel
 def shortlisted(  # pragma: no cover - compiled
     shortlist: np.ndarray,
     exclude_indptr: np.ndarray,
@@ -88,7 +60,7 @@ def shortlisted(  # pragma: no cover - compiled
     return found, complete
 
 
-@_jit
+@kernel
 def _before(
     first: np.ndarray, second: np.ndarray, third: np.ndarray, i: np.int64, j: np.int64
 ) -> bool:  # pragma: no cover - compiled
@@ -101,7 +73,7 @@ def _before(
     return bool(third[i] < third[j])
 
 
-@_jit
+@kernel
 def _nth_highest(values: np.ndarray, k: int) -> float:  # pragma: no cover - compiled
     """The ``k``-th highest of ``values`` (0 = the highest; no NaN), by quickselect:
     ``np.partition`` compiled for twenty seconds on a loaded machine, this in one."""
@@ -128,7 +100,7 @@ def _nth_highest(values: np.ndarray, k: int) -> float:  # pragma: no cover - com
     return float(a[lo])
 
 
-@_jit
+@kernel
 def _ordered(
     positions: np.ndarray, first: np.ndarray, second: np.ndarray, third: np.ndarray
 ) -> np.ndarray:  # pragma: no cover - compiled
@@ -165,7 +137,7 @@ def _ordered(
     return out
 
 
-@_jit
+@kernel
 def propose(  # pragma: no cover - compiled
     n_items: int,
     n: int,
@@ -395,7 +367,7 @@ NAMED_COLUMNS = (
 )
 
 
-@_jit
+@kernel
 def customer_traits(  # pragma: no cover - compiled
     now_s: int,
     day: int,
@@ -442,13 +414,13 @@ def customer_traits(  # pragma: no cover - compiled
     return features, weighted
 
 
-@_jit
+@kernel
 def _at_most_one(value: float) -> float:  # pragma: no cover - compiled
     """``np.minimum(value, 1.0)``: NaN stays NaN."""
     return value if value < 1.0 or np.isnan(value) else 1.0
 
 
-@_jit
+@kernel
 def pair_features(  # pragma: no cover - compiled
     now_s: int,
     day: int,

@@ -1,12 +1,12 @@
 """Compiling the decision's kernels when a model loads, never on a customer's request.
 
-A numba kernel (``nbo.core.compiled``) compiles at its first call for the argument
-types it meets (seconds), or loads its machine code from numba's disk cache (milliseconds); either way it must not be
-a customer's wait. ``warm_up`` runs every kernel once on a made-up customer with the
-model's own arrays (their dtypes pick the compiled version the requests will use):
-the service's load (in ``nbo serve``'s master before it forks its workers, so they share
-the compiled code), a reload, ``nbo batch``'s workers. ``load_serving_model`` calls it
-when it loads a model to serve (``compiled=True``).
+A numba kernel (``nbo.core.compiled``) compiles at its first call for the argument types
+it meets (seconds), or loads its machine code from numba's disk cache (milliseconds);
+either way it must not be a customer's wait. ``warm_up`` runs every kernel once on a
+made-up customer with the model's own arrays (their dtypes pick the compiled version the
+requests will use): the service's load (in ``nbo serve``'s master before it forks its
+workers, so they share the compiled code), a reload, ``nbo batch``'s workers.
+``load_serving_model`` calls it when it loads a model to serve (``compiled=True``).
 
 Kernels of a higher layer (the offers' arbitration, the profiles) add their own step with
 ``register_warm_up``, from the module that holds them: a step is a function of the
