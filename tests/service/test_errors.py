@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 from support import assert_json_error
+
+from nbo.service import errors
 
 
 def test_unknown_route_and_method_are_json(client: TestClient) -> None:
@@ -107,3 +111,50 @@ def test_a_store_error_tells_the_client_neither_path_nor_host(
     assert "disk is full" in answer.json()["message"]
     assert str(sqlite.path) not in answer.text and "nbo.db" not in answer.text
     assert str(sqlite.path) in caplog.text
+
+
+def test_every_refusal_nbo_makes_itself_reads_as_fastapis(client: TestClient) -> None:
+    """The refusals nbo builds itself (a HEAD with record=true, an unknown query
+    parameter or one given twice, a duplicate body key, an unknown consent channel, a
+    request id a delivery cannot take) are each a 422 ``validation_error`` naming the
+    field, through one helper (``nbo.service.errors.refused``): no module of the service
+    writes FastAPI's error entries by hand any more."""
+    offers = "/v1/customers/a00/offers"
+    json_type = {"content-type": "application/json"}
+    cases = [
+        (client.head(f"{offers}?record=true"), None),
+        (client.get(f"{offers}?kk=1"), "kk"),
+        (client.get(f"{offers}?k=1&k=2"), "k"),
+        (
+            client.put(
+                "/v1/customers/a00/consent",
+                content=b'{"personalization": true, "personalization": false}',
+                headers=json_type,
+            ),
+            "body",
+        ),
+        (
+            client.get(f"{offers}?record=true", headers={"X-Request-ID": "order:1"}),
+            "X-Request-ID",
+        ),
+    ]
+    for answer, field in cases:
+        assert answer.status_code == 422
+        if field is not None:  # a HEAD's answer has no body
+            body = assert_json_error(answer, 422)
+            assert body["error"] == "validation_error"
+            assert [d["field"] for d in body["details"]] == [field]
+    both = client.put(
+        "/v1/customers/a00/consent",
+        json={"personalization": True, "channels": {"sms": True, "fax": False}},
+    )
+    body = assert_json_error(both, 422)
+    assert [d["field"] for d in body["details"]] == ["channels.sms", "channels.fax"]
+    assert all(d["problem"].startswith("unknown channel") for d in body["details"])
+    service = Path(errors.__file__).parent
+    by_hand = [
+        path.relative_to(service).as_posix()
+        for path in service.rglob("*.py")
+        if "RequestValidationError(" in path.read_text(encoding="utf-8")
+    ]
+    assert by_hand == ["errors.py"]

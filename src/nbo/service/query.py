@@ -40,13 +40,12 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from fastapi.dependencies.models import Dependant
-from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nbo.service.errors import UnsupportedMediaType
+from nbo.service.errors import UnsupportedMediaType, refused
 
 
 class QueryCheckedRoute(APIRoute):
@@ -117,15 +116,8 @@ async def _read_json_body(request: Request) -> None:
     try:
         parsed = json.loads(body, object_pairs_hook=_unique_keys)
     except _DuplicateKey as exc:
-        raise RequestValidationError(
-            [
-                {
-                    "loc": ("body",),
-                    "msg": f"duplicate key {exc.args[0]!r} in an object: write each key once",
-                    "type": "value_error",
-                }
-            ]
-        ) from None
+        problem = f"duplicate key {exc.args[0]!r} in an object: write each key once"
+        raise refused(("body",), problem) from None
     except (ValueError, RecursionError):
         # Not JSON, or nested too deeply: FastAPI reads it again and answers as before.
         return
@@ -163,14 +155,9 @@ def _checker(names: tuple[str, ...]) -> Callable[[bytes], None]:
                 # As Starlette reads it: percent-escapes and '+' decoded.
                 name = unquote_plus(key.decode("latin-1"))
                 if name not in known:
-                    raise _refused(name, f"not a parameter of this route ({listed})")
+                    raise refused(("query", name), f"not a parameter of this route ({listed})")
             if name in seen:
-                raise _refused(name, "given more than once: send it once")
+                raise refused(("query", name), "given more than once: send it once")
             seen.add(name)
 
     return check
-
-
-def _refused(name: str, problem: str) -> RequestValidationError:
-    """The 422 of a query parameter ``name``, naming it and the ``problem``."""
-    return RequestValidationError([{"loc": ("query", name), "msg": problem, "type": "value_error"}])

@@ -17,7 +17,6 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Body
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from nbo.core.apikeys import Role
@@ -41,6 +40,7 @@ from nbo.service.deps import (
     SettingsDep,
     StoreDep,
 )
+from nbo.service.errors import refused
 from nbo.service.query import QueryCheckedRoute
 
 log = logging.getLogger(__name__)
@@ -94,16 +94,9 @@ def put_consent(
     A plain ``def``: the durable commit waits on the disk."""
     unknown = [name for name in body.channels if name not in CHANNELS]
     if unknown:
-        raise RequestValidationError(
-            [
-                {
-                    "loc": ("body", "channels", name),
-                    "msg": f"unknown channel (use {', '.join(CHANNELS)})",
-                    "type": "value_error",
-                }
-                for name in unknown
-            ]
-        )
+        problem = f"unknown channel (use {', '.join(CHANNELS)})"
+        first, *others = [("body", "channels", name) for name in unknown]
+        raise refused(first, problem, *[(other, problem) for other in others])
     change = record_consent(store, customer_id, body.personalization, body.channels)
     log.info("consent of customer %s updated", pseudonyms.of(customer_id))
     files = change.line()

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 from pydantic_core import to_json
 from starlette.concurrency import run_in_threadpool
 
@@ -20,6 +19,7 @@ from nbo.runtime.decide import Decided, context_for
 from nbo.runtime.deliver import deliver_customers, impressions_of
 from nbo.service.auth import AUTH_RESPONSES, require_for_call, requires
 from nbo.service.deps import CustomerId, DecidingDep
+from nbo.service.errors import refused
 from nbo.service.head import head_request
 from nbo.service.middleware import refused_request_id
 from nbo.service.profiles import best_send_time_values
@@ -103,32 +103,20 @@ async def get_offers(
     # A HEAD is refused before the role is asked for: it would record nothing, whatever
     # the key (a read key's HEAD was told it needs the write role to do what no HEAD does).
     if record and head_request(request.scope):
-        raise RequestValidationError(
-            [
-                {
-                    "loc": ("query", "record"),
-                    "msg": "a HEAD request never records a delivery: send GET with "
-                    "record=true to record one",
-                    "type": "value_error",
-                }
-            ]
+        raise refused(
+            ("query", "record"),
+            "a HEAD request never records a delivery: send GET with record=true to record one",
         )
     if record:
         require_for_call(request, Role.write, "record=true")
         # The request id names the delivery: one the middleware replaced by a new id
         # would make every retry a new delivery, so it is refused, nothing recorded.
-        refused = refused_request_id(request.scope)
-        if refused is not None:
-            raise RequestValidationError(
-                [
-                    {
-                        "loc": ("X-Request-ID",),
-                        "msg": f"{refused}: with record=true the request id names the "
-                        "delivery, and a retry under an id replaced by a new one would be "
-                        "recorded again; nothing recorded",
-                        "type": "value_error",
-                    }
-                ]
+        why = refused_request_id(request.scope)
+        if why is not None:
+            raise refused(
+                ("X-Request-ID",),
+                f"{why}: with record=true the request id names the delivery, and a retry "
+                "under an id replaced by a new one would be recorded again; nothing recorded",
             )
     settings, request_id = deciding.settings, deciding.request_id
     now = settings.now()
