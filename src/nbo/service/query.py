@@ -13,6 +13,11 @@ A parameter given twice is refused too, naming it (every parameter of the API ta
 one value: ``?record=false&record=true`` recorded a delivery, the last value winning
 unseen, and ``?k=5&k=50`` answered 50 offers).
 
+A boolean parameter takes ``true`` or ``false``, as a JSON body's boolean does: FastAPI
+(pydantic's lax mode) read ``?record=yes``, ``1``, ``on`` or ``True`` as true, so a
+typo or another language's spelling recorded a delivery; any other value is refused
+naming the parameter (422). The names are found once, from the route's declared types.
+
 A route that declares no query parameter refuses any (``DELETE /v1/customers/{id}
 ?dry_run=true`` erased the customer when it was let through). The probes and the
 scrape (``/health/live``, ``/health/ready``, ``/metrics``: ``ProbeRoute``) take any:
@@ -35,8 +40,9 @@ which is open (``/openapi.json``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 from urllib.parse import unquote_plus
 
 from fastapi.dependencies.models import Dependant
@@ -58,7 +64,8 @@ class QueryCheckedRoute(APIRoute):
         handler = super().get_route_handler()
         check = None
         if not self.accepts_any_query:
-            check = _checker(tuple(dict.fromkeys(_query_names(self.dependant))))
+            parameters = dict(_query_parameters(self.dependant))
+            check = _checker(tuple(parameters), frozenset(n for n, b in parameters.items() if b))
         takes_body = self.body_field is not None
 
         async def checked(request: Request) -> Response:
@@ -124,21 +131,34 @@ async def _read_json_body(request: Request) -> None:
     request._json = parsed  # Starlette's cache of Request.json()
 
 
-def _query_names(dependant: Dependant) -> Iterable[str]:
-    """The query parameters of a route: its own and its dependencies', by the names a
-    request uses (aliases)."""
+def _query_parameters(dependant: Dependant) -> Iterator[tuple[str, bool]]:
+    """The query parameters of a route, its own and its dependencies', by the names a
+    request uses (aliases), each with whether it is a boolean."""
     for field in dependant.query_params:
         model = field.field_info.annotation
         if isinstance(model, type) and issubclass(model, BaseModel):
             # A model of query parameters: its fields are the parameters.
-            yield from (info.alias or name for name, info in model.model_fields.items())
+            for name, info in model.model_fields.items():
+                yield info.alias or name, _boolean(info.annotation)
         else:
-            yield field.alias
+            yield field.alias, _boolean(model)
     for sub in dependant.dependencies:
-        yield from _query_names(sub)
+        yield from _query_parameters(sub)
 
 
-def _checker(names: tuple[str, ...]) -> Callable[[bytes], None]:
+def _boolean(annotation: Any) -> bool:
+    """Whether a parameter's type is ``bool`` (``bool | None`` too)."""
+    return annotation is bool or (
+        get_origin(annotation) in (Union, UnionType) and bool in get_args(annotation)
+    )
+
+
+# The values a boolean parameter takes, as a JSON body's boolean.
+_BOOLEANS = frozenset({b"true", b"false"})
+_BOOLEAN_PROBLEM = "must be true or false (lowercase, as in JSON)"
+
+
+def _checker(names: tuple[str, ...], booleans: frozenset[str]) -> Callable[[bytes], None]:
     known = frozenset(names)
     raw = frozenset(name.encode("ascii") for name in names if name.isascii())
     listed = f"its parameters: {', '.join(names)}" if names else "it takes none"
@@ -159,5 +179,12 @@ def _checker(names: tuple[str, ...]) -> Callable[[bytes], None]:
             if name in seen:
                 raise refused(("query", name), "given more than once: send it once")
             seen.add(name)
+            if name in booleans:
+                value = part.partition(b"=")[2]
+                if value not in _BOOLEANS and unquote_plus(value.decode("latin-1")) not in (
+                    "true",
+                    "false",
+                ):
+                    raise refused(("query", name), _BOOLEAN_PROBLEM)
 
     return check
