@@ -190,6 +190,19 @@ def test_unusable_bodies_are_refused_whole(client: TestClient, body: dict, field
     assert answer.json()["details"][0]["field"] == field
 
 
+def test_an_empty_batch_is_refused_naming_events(client: TestClient) -> None:
+    """``{"events": []}`` answered 200 with nothing accepted: a client whose filter
+    dropped every event was told all went well. It is a 422 naming ``events``, and the
+    document says a batch holds at least one."""
+    answer = client.post("/v1/events", json={"events": []})
+    assert answer.status_code == 422
+    body = answer.json()
+    assert body["error"] == "validation_error"
+    assert body["details"] == [{"field": "events", "problem": "at least one event"}]
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["EventBatch"]["properties"]["events"]["minItems"] == 1
+
+
 def test_a_body_that_is_not_json_is_a_json_error(client: TestClient) -> None:
     answer = client.post(
         "/v1/events", content=b"{not json", headers={"content-type": "application/json"}

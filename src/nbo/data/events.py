@@ -250,6 +250,10 @@ def parse_events(
         raw = body["events"]
         if not isinstance(raw, list):
             raise ValueError("events: must be a list of events")
+        if not raw:
+            # A batch of nothing stores nothing: a client's empty list is a bug upstream
+            # (a filter that dropped every event), not a success to log and forget.
+            raise ValueError("events: at least one event")
         if len(raw) > MAX_BATCH:
             raise ValueError(f"events: at most {MAX_BATCH} events per request, got {len(raw)}")
     elif isinstance(body, dict):

@@ -62,7 +62,7 @@ class EventBatch(BaseModel):
     ``parse_events``, which keeps every valid event of a batch with invalid ones)."""
 
     model_config = ConfigDict(extra="forbid")
-    events: list[Event] = Field(max_length=MAX_BATCH)
+    events: list[Event] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 def document_events_body(openapi: dict[str, Any]) -> None:
@@ -96,7 +96,7 @@ def post_events(
     body: Annotated[
         dict[str, Any],
         Body(
-            description=f'one event, or {{"events": [...]}} with up to {MAX_BATCH} events '
+            description=f'one event, or {{"events": [...]}} with 1 to {MAX_BATCH} events '
             f"(a purchase up to {MAX_LINES} lines); strict JSON types, unknown fields "
             "refused; ids of 1 to 256 printable characters (customer and purchased item "
             "ids not ending with /offers, /consent, /data or /similar); timestamps ISO "
