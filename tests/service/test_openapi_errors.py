@@ -14,6 +14,7 @@ from httpx import Response
 from support import app_for, purchase_event
 
 from nbo.service.deps import get_store
+from nbo.service.schemas import ErrorCode
 from nbo.store.base import StoreUnavailable
 
 
@@ -151,3 +152,35 @@ def test_every_field_an_answer_always_sends_is_required(client: TestClient) -> N
     assert_documented(client, client.get("/health/ready"), 200)
     assert_documented(client, client.post("/v1/admin/reload"), 200)
     assert_documented(client, client.delete("/v1/customers/a01"), 200)
+
+
+def test_the_error_codes_table_the_enum_and_the_document_agree(client: TestClient) -> None:
+    """A client handles every code it may meet: docs/service.md's table, the enum in
+    ``/openapi.json`` and ``ErrorCode`` list the same codes; a 400 and a 405 are told
+    apart by their code (both said ``http_error``), and a 405's ``Allow`` and details
+    name the methods the path takes."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "service.md").read_text("utf-8")
+    section = page.split("### Error codes", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z_]+)` \| (\d{3}) \|", section, flags=re.MULTILINE)
+    tabled = {code: int(status) for code, status in rows}
+    assert list(tabled) == [code.value for code in ErrorCode]
+    document = client.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    assert schemas["ErrorResponse"]["properties"]["error"]["$ref"].endswith("/ErrorCode")
+    assert schemas["ErrorCode"]["enum"] == list(tabled)
+    consent = "/v1/customers/a00/consent"
+    sent_as_latin1 = {"content-type": "application/json"}
+    unreadable = client.put(consent, content=b'{"a": "\xff"}', headers=sent_as_latin1)
+    wrong_method = client.delete(consent)
+    for answer, code in [
+        (unreadable, "bad_request"),
+        (wrong_method, "method_not_allowed"),
+        (client.get("/v1/nothing"), "not_found"),
+        (client.get("/v1/customers/a00/offers?k=0"), "validation_error"),
+    ]:
+        assert answer.json()["error"] == code
+        assert answer.status_code == tabled[code]
+    assert wrong_method.headers["allow"] == "GET, HEAD, PUT"
+    assert wrong_method.json()["details"] == [
+        {"field": "method", "problem": "DELETE is not one of GET, HEAD, PUT"}
+    ]

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nbo.service.schemas import ErrorDetail, ErrorResponse
+from nbo.service.schemas import ErrorCode, ErrorDetail, ErrorResponse
 
 STATUS = 413
 
@@ -71,7 +71,7 @@ class BodyLimit:
         problem = f"the body is larger than {self.max_bytes} bytes ({size}; NBO_MAX_BODY_BYTES)"
         body = (
             ErrorResponse(
-                error="payload_too_large",
+                error=ErrorCode.payload_too_large,
                 message=f"body: {problem}",
                 details=[ErrorDetail(field="body", problem=problem)],
             )

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from nbo.runtime.deliver import DeliveryRepeated
 from nbo.service.head import allowed_methods
 from nbo.service.reload import ReloadRefused, VersionNotFound
-from nbo.service.schemas import ErrorDetail, ErrorResponse
+from nbo.service.schemas import ErrorCode, ErrorDetail, ErrorResponse
 from nbo.store.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -111,14 +111,24 @@ def _page(
 
 def _body(
     status: int,
-    error: str,
+    error: ErrorCode,
     message: str,
     details: list[ErrorDetail],
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     payload = ErrorResponse(error=error, message=message, details=details)
-    return JSONResponse(status_code=status, content=payload.model_dump(), headers=headers)
+    return JSONResponse(
+        status_code=status, content=payload.model_dump(mode="json"), headers=headers
+    )
 
+
+# The codes of the HTTP errors Starlette and FastAPI raise (an unknown route, a method
+# the path does not take, a body they cannot read); any other is told by its class.
+_HTTP_ERRORS = {
+    400: ErrorCode.bad_request,
+    404: ErrorCode.not_found,
+    405: ErrorCode.method_not_allowed,
+}
 
 # FastAPI's detail for a request body it could not parse at all.
 UNPARSED_BODY = "There was an error parsing the body"
@@ -174,28 +184,30 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         details = [_detail(request, error) for error in exc.errors()]
         message = "; ".join(f"{d.field}: {d.problem}" for d in details)
-        return _page(request, 422, message) or _body(422, "validation_error", message, details)
+        return _page(request, 422, message) or _body(
+            422, ErrorCode.validation_error, message, details
+        )
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> Response:
         return _page(request, 404, str(exc)) or _body(
-            404, "not_found", str(exc), [ErrorDetail(field=exc.field, problem=exc.problem)]
+            404, ErrorCode.not_found, str(exc), [ErrorDetail(field=exc.field, problem=exc.problem)]
         )
 
     @app.exception_handler(BadRequest)
     async def _bad_request(_request: Request, exc: BadRequest) -> JSONResponse:
         detail = ErrorDetail(field=exc.field, problem=exc.problem or str(exc))
-        return _body(422, "validation_error", str(exc), [detail])
+        return _body(422, ErrorCode.validation_error, str(exc), [detail])
 
     @app.exception_handler(UnsupportedMediaType)
     async def _unsupported(_request: Request, exc: UnsupportedMediaType) -> JSONResponse:
         detail = ErrorDetail(field=exc.field, problem=exc.problem)
-        return _body(415, "unsupported_media_type", str(exc), [detail])
+        return _body(415, ErrorCode.unsupported_media_type, str(exc), [detail])
 
     @app.exception_handler(NotReady)
     async def _not_ready(request: Request, exc: NotReady) -> Response:
         message = str(exc) or "no model loaded yet"
-        return _page(request, 503, message) or _body(503, "not_ready", message, [])
+        return _page(request, 503, message) or _body(503, ErrorCode.not_ready, message, [])
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(request: Request, exc: Unauthorized) -> Response:
@@ -203,37 +215,37 @@ def install_error_handlers(app: FastAPI) -> None:
         # The challenge tells a client which scheme to answer with (RFC 9110, 11.6.1).
         headers = {"WWW-Authenticate": "Bearer"}
         return _page(request, 401, str(exc), headers) or _body(
-            401, "unauthorized", str(exc), [detail], headers
+            401, ErrorCode.unauthorized, str(exc), [detail], headers
         )
 
     @app.exception_handler(Forbidden)
     async def _forbidden(request: Request, exc: Forbidden) -> Response:
         detail = ErrorDetail(field=exc.field, problem=exc.problem)
-        return _page(request, 403, str(exc)) or _body(403, "forbidden", str(exc), [detail])
+        return _page(request, 403, str(exc)) or _body(403, ErrorCode.forbidden, str(exc), [detail])
 
     @app.exception_handler(VersionNotFound)
     async def _no_version(_request: Request, exc: VersionNotFound) -> JSONResponse:
         detail = ErrorDetail(field="version", problem=exc.problem)
-        return _body(404, "not_found", str(exc), [detail])
+        return _body(404, ErrorCode.not_found, str(exc), [detail])
 
     @app.exception_handler(ReloadRefused)
     async def _refused(_request: Request, exc: ReloadRefused) -> JSONResponse:
         detail = ErrorDetail(field="version", problem=exc.problem)
-        return _body(409, "reload_refused", str(exc), [detail])
+        return _body(409, ErrorCode.reload_refused, str(exc), [detail])
 
     @app.exception_handler(DeliveryRepeated)
     async def _repeated(_request: Request, exc: DeliveryRepeated) -> JSONResponse:
         detail = ErrorDetail(
             field="X-Request-ID", problem=f"already names a recorded delivery: {exc.request_id}"
         )
-        return _body(409, "delivery_repeated", str(exc), [detail])
+        return _body(409, ErrorCode.delivery_repeated, str(exc), [detail])
 
     @app.exception_handler(StoreUnavailable)
     async def _store_unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
         # Never str(exc) to a client: it may name the server's host and port or the
         # store file's path (the store logs it).
         message = f"{exc.public}; try again shortly (the service's log says why)"
-        return _body(503, "store_unavailable", message, [], {"Retry-After": "1"})
+        return _body(503, ErrorCode.store_unavailable, message, [], {"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -242,8 +254,10 @@ def install_error_handlers(app: FastAPI) -> None:
             # parser's error is the exception's cause).
             problem = f"not readable as JSON ({_unparsed_because(exc.__cause__)})"
             detail = ErrorDetail(field="body", problem=problem)
-            return _body(400, "http_error", f"body: {problem}", [detail])
-        error = "not_found" if exc.status_code == 404 else "http_error"
+            return _body(400, ErrorCode.bad_request, f"body: {problem}", [detail])
+        error = _HTTP_ERRORS.get(exc.status_code) or (
+            ErrorCode.bad_request if exc.status_code < 500 else ErrorCode.internal_error
+        )
         # The exception's headers too: a 405 names the methods the path takes (Allow),
         # every route's on that path, not only the first's that Starlette names.
         headers = dict(exc.headers) if exc.headers else None
@@ -264,4 +278,4 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error: %s", type(exc).__name__)
         message = "internal error; see the service log"
-        return _page(request, 500, message) or _body(500, "internal_error", message, [])
+        return _page(request, 500, message) or _body(500, ErrorCode.internal_error, message, [])

@@ -256,8 +256,31 @@ class ErrorDetail(BaseModel):
     problem: str
 
 
+class ErrorCode(StrEnum):
+    """What went wrong, one code per kind of refusal (``ErrorResponse.error``): a client
+    branches on it, and reads ``details`` for the field. docs/service.md's table of error
+    codes lists the same codes with their statuses (a test holds the two in step)."""
+
+    validation_error = "validation_error"  # 422: a parameter, header or body refused
+    bad_request = "bad_request"  # 400: the body is not readable as JSON
+    unauthorized = "unauthorized"  # 401: no API key, or one nbo does not know
+    forbidden = "forbidden"  # 403: the key's role does not allow the call
+    not_found = "not_found"  # 404: no such route, item, experiment or model version
+    method_not_allowed = "method_not_allowed"  # 405: the path does not take the method
+    delivery_repeated = "delivery_repeated"  # 409: the request id names a recorded delivery
+    reload_refused = "reload_refused"  # 409: the model or catalogue was not loaded
+    payload_too_large = "payload_too_large"  # 413: a body over NBO_MAX_BODY_BYTES
+    unsupported_media_type = "unsupported_media_type"  # 415: a compressed body
+    internal_error = "internal_error"  # 500: a fault of nbo's (the log says more)
+    not_ready = "not_ready"  # 503: no model loaded
+    store_unavailable = "store_unavailable"  # 503: the store is away (Retry-After)
+
+
 class ErrorResponse(BaseModel):
-    error: str
+    error: ErrorCode = Field(
+        description="what went wrong (docs/service.md, Error codes): branch on it, and "
+        "read details for the field"
+    )
     message: str
     details: list[ErrorDetail] = Field(default_factory=list)
 
