@@ -184,3 +184,25 @@ def test_the_error_codes_table_the_enum_and_the_document_agree(client: TestClien
     assert wrong_method.json()["details"] == [
         {"field": "method", "problem": "DELETE is not one of GET, HEAD, PUT"}
     ]
+
+
+def test_the_request_id_header_is_declared_as_nbo_takes_it(client: TestClient) -> None:
+    """``X-Request-ID`` was declared a plain string, though nbo replaces an id it cannot
+    take (and refuses one with record=true): the document's schema now says what it
+    takes, and agrees with the service on every sample, as sent and as answered."""
+    document = client.get("/openapi.json").json()
+    operation = document["paths"]["/v1/customers/{customer_id}/offers"]["get"]
+    (parameter,) = [p for p in operation["parameters"] if p["name"] == "X-Request-ID"]
+    sent = jsonschema_rs.validator_for(parameter["schema"])
+    answered = jsonschema_rs.validator_for(
+        operation["responses"]["200"]["headers"]["X-Request-ID"]["schema"]
+    )
+    samples = ["a", "order-1.retry_2", "x" * 128, "x" * 129, "", "order:1", "a b", "é"]
+    for sample in samples:
+        answer = client.get(
+            "/v1/customers/a00/offers?record=true", headers={"X-Request-ID": sample.encode("utf-8")}
+        )
+        taken = answer.status_code == 200
+        assert sent.is_valid(sample) == taken, (sample, answer.status_code)
+        assert answer.headers["x-request-id"] == sample if taken else answer.status_code == 422
+        assert answered.is_valid(answer.headers["x-request-id"])

@@ -32,7 +32,10 @@ from nbo.service.prometheus import UNMATCHED, Metrics, method_label
 HEADER = b"x-request-id"
 # A client's request id is taken only when it is this: it goes into logs, a response
 # header and the store, so nothing that could break a line, a header or a log parser.
-_SANE_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+# The API's document declares the same (``nbo.service.openapi``).
+REQUEST_ID_PATTERN = "[A-Za-z0-9._-]{1,128}"
+REQUEST_ID_MAX_LENGTH = 128
+_SANE_ID = re.compile(REQUEST_ID_PATTERN.encode("ascii"))
 
 access_log = logging.getLogger("nbo.access")
 

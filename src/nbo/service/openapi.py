@@ -30,15 +30,25 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
 from nbo.service import deps
+from nbo.service.middleware import REQUEST_ID_MAX_LENGTH, REQUEST_ID_PATTERN
 from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import ErrorResponse
 
 COMPONENTS = "#/components/schemas/"
 ERROR_REF = {"$ref": f"{COMPONENTS}ErrorResponse"}
+# What nbo takes as a request id, as the middleware checks it: a generated client (or
+# one checking its requests against the document) knows an id nbo would replace, or
+# refuse with record=true, before sending it.
+REQUEST_ID_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": REQUEST_ID_MAX_LENGTH,
+    "pattern": f"^{REQUEST_ID_PATTERN}$",
+}
 REQUEST_ID_HEADER = {
     "description": "the request's id: the client's X-Request-ID when it is 1 to 128 "
     "characters of A-Z a-z 0-9 . _ -, else a new one (32 hex digits)",
-    "schema": {"type": "string"},
+    "schema": REQUEST_ID_SCHEMA,
 }
 REQUEST_ID_PARAMETER = {
     "name": "X-Request-ID",
@@ -49,7 +59,7 @@ REQUEST_ID_PARAMETER = {
     "request's log lines; with record=true it names the delivery, and one already "
     "recorded for the customer is refused (409), another value too (422: a retry under "
     "a new id would be recorded again)",
-    "schema": {"type": "string"},
+    "schema": REQUEST_ID_SCHEMA,
 }
 
 
