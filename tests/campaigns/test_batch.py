@@ -301,7 +301,7 @@ def test_a_list_with_ids_nobody_knows_says_so(
     """Ids known neither to the model nor to the store get a new customer's offers; the
     command counts them, and names the spreadsheet's "a00.0" for the model's "a00"."""
     _post_purchase(client, "posted-only", "A01")  # known to the store alone: not a stranger
-    ids = ["a00", "posted-only", "a00.0", "nobody", "A01"]
+    ids = ["a00", "posted-only", "a00.0", "nobody", "A01", "POSTED-ONLY"]
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
     out = tmp_path / "campaign.csv"
     assert _batch("--customers", str(tmp_path / "ids.txt"), "--out", str(out)) == 0
@@ -311,12 +311,13 @@ def test_a_list_with_ids_nobody_knows_says_so(
     pseudonyms = Pseudonyms(store.pseudonym_key())
     store.close()
     assert (
-        "3 of 5 customers are known neither to the model nor to the store "
-        f"({pseudonyms.of('a00.0')}, {pseudonyms.of('nobody')}, {pseudonyms.of('A01')})"
+        "4 of 6 customers are known neither to the model nor to the store "
+        f"({pseudonyms.of('a00.0')}, {pseudonyms.of('nobody')}, {pseudonyms.of('A01')}, ...)"
     ) in err
     assert "1 look like numbers a spreadsheet wrote: the model knows them without their '.0'" in err
-    # "A01" for the model's "a01": the list's case was changed (a spreadsheet, by hand).
-    assert "; 1 differ only in upper or lower case from ids the model knows" in err
+    # "A01" for the model's "a01" and "POSTED-ONLY" for the store's "posted-only": the
+    # list's case was changed (a spreadsheet, by hand).
+    assert "; 2 differ only in upper or lower case from ids the model or the store knows" in err
     assert "a00.0" not in err and "nobody" not in err and "A01" not in err
     # Every customer of the list is still written.
     assert sorted(pd.read_csv(out, dtype=str)["customer_id"].unique()) == sorted(ids)
@@ -879,10 +880,27 @@ def test_the_case_count_folds_case_as_casefold_does() -> None:
     line = batch.strangers_line(found, 9, model, Pseudonyms(b"k" * 32))  # type: ignore[arg-type]
     assert line.endswith(
         "; 1 look like numbers a spreadsheet wrote: the model knows them without their '.0'"
-        "; 3 differ only in upper or lower case from ids the model knows ('m-1' is not "
+        "; 3 differ only in upper or lower case from ids the model or the store knows ('m-1' "
+        "is not "
         "'M-1': ids are matched exactly): correct the list's case"
     )
     assert line.startswith("5 of 9 customers are known neither to the model nor to the store")
+
+
+def test_the_case_hint_knows_the_stores_customers_too() -> None:
+    """A customer known to the store alone (a posted purchase, not in the model) whose
+    id a list wrote in another case was counted a stranger without the case hint: only
+    the model's customers were folded."""
+    customers = IdMap(["M-1"])
+    model = SimpleNamespace(
+        customers=customers, customer_case_index=lambda: CaseIndex(customers.ids)
+    )
+    found = ["posted-1", "m-1", "nobody"]
+    pseudonyms = Pseudonyms(b"k" * 32)
+    without = batch.strangers_line(found, 3, model, pseudonyms)  # type: ignore[arg-type]
+    assert "; 1 differ only in upper or lower case" in without
+    line = batch.strangers_line(found, 3, model, pseudonyms, ["POSTED-1"])  # type: ignore[arg-type]
+    assert "; 2 differ only in upper or lower case from ids the model or the store knows" in line
 
 
 def test_out_of_memory_is_one_line_naming_the_step(

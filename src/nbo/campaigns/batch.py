@@ -48,7 +48,7 @@ from nbo.catalog.holder import CatalogHolder
 from nbo.core import processes
 from nbo.core.columns import CUSTOMER_ID
 from nbo.core.errors import NboError
-from nbo.core.ids import MAX_ID_LENGTH, path_id_problem, spreadsheet_original
+from nbo.core.ids import MAX_ID_LENGTH, CaseIndex, path_id_problem, spreadsheet_original
 from nbo.core.outputs import check_output_file, create_private
 from nbo.core.pseudonyms import Pseudonyms
 from nbo.core.vocabulary import STAGES, iso_utc
@@ -206,12 +206,19 @@ def strangers(selection: Selection, model: ServingModel, store: Store) -> list[s
 
 
 def strangers_line(
-    found: Sequence[str], total: int, model: ServingModel, pseudonyms: Pseudonyms
+    found: Sequence[str],
+    total: int,
+    model: ServingModel,
+    pseudonyms: Pseudonyms,
+    posted: Iterable[str] = (),
 ) -> str:
     """One line on ``strangers``, with examples, and the likely cause when the ids look
-    like numbers a spreadsheet wrote ("12347.0" for the customer "12347"). Customers are
-    named by their pseudonyms, as in the service's logs (stderr goes to logs): ``nbo keys
-    pseudonym -`` finds them in the list."""
+    like numbers a spreadsheet wrote ("12347.0" for the customer "12347") or differ only
+    by case from a known one: the model's customers or those the store knows alone
+    (``posted``: customers with a posted purchase; a customer who joined after training
+    was not named when the list changed their id's case). Customers are named by their
+    pseudonyms, as in the service's logs (stderr goes to logs): ``nbo keys pseudonym -``
+    finds them in the list."""
     examples = ", ".join(pseudonyms.of(c) for c in found[:3])
     line = (
         f"{len(found):,} of {total:,} customers are known neither to the model nor to the "
@@ -228,11 +235,12 @@ def strangers_line(
             f"; {len(floats):,} look like numbers a spreadsheet wrote: the model knows "
             "them without their '.0'"
         )
-    case_index = model.customer_case_index()
-    cased = sum(1 for c in found if case_index.meant(c) is not None)
+    case_indexes = [model.customer_case_index(), CaseIndex(posted)]
+    cased = sum(1 for c in found if any(index.meant(c) is not None for index in case_indexes))
     if cased:
         line += (
-            f"; {cased:,} differ only in upper or lower case from ids the model knows "
+            f"; {cased:,} differ only in upper or lower case from ids the model or the store "
+            "knows "
             "('m-1' is not 'M-1': ids are matched exactly): correct the list's case"
         )
     return line

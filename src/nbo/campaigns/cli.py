@@ -255,7 +255,8 @@ def _run(args: argparse.Namespace) -> int:
                 )
             unknown = strangers(selection, model, store)
             if unknown:
-                line = strangers_line(unknown, total, model, _pseudonyms(settings, store))
+                posted = store.customers_with_purchases()
+                line = strangers_line(unknown, total, model, _pseudonyms(settings, store), posted)
                 print(f"nbo batch: {line}", file=sys.stderr)
             started = time.perf_counter()
             # The libraries and the model, loaded: out of the garbage collector's reach
