@@ -101,6 +101,30 @@ def test_passwords_are_redacted_in_urls() -> None:
     assert redacted("postgresql://u/x:p@h:5/d") == "postgresql://***@h:5/d"
 
 
+def test_a_raw_at_in_the_query_hides_only_the_password() -> None:
+    """``?application_name=me@work`` moved the mask's end to the query's '@': the host,
+    the port and the database were hidden with the password (``u:***@work``), and a URL
+    without a password lost its host (``postgresql://***@work``). A query of libpq's
+    parameters keeps its '@'s; in doubt (a password with a raw '?' or '/' and '@'),
+    everything up to the last '@' is still hidden."""
+    assert redacted("postgresql://u:p@h:5/d?application_name=me@work") == (
+        "postgresql://u:***@h:5/d?application_name=me@work"
+    )
+    assert redacted("postgresql://h:5/d?application_name=me@work") == (
+        "postgresql://h:5/d?application_name=me@work"
+    )
+    assert redacted("postgresql://h1:5,h2:6/d?application_name=a@b&password=x@y") == (
+        "postgresql://h1:5,h2:6/d?application_name=a@b&password=***"
+    )
+    for doubtful in (
+        "postgresql://u:p@q?r@h:5/d",  # "r@h:5/d" is no parameter: the password's
+        "postgresql://u:p/q?r@h:5/d",
+        "postgresql://u:p/q?application_name=x@h:5/d",  # no host:port before the '/'
+        "postgresql://u:S3c@r3t?x@h:5/d",
+    ):
+        assert redacted(doubtful) == "postgresql://u:***@h:5/d", doubtful
+
+
 @pytest.mark.parametrize(
     "url",
     [

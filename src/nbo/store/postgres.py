@@ -136,14 +136,51 @@ def _userinfo(url: str) -> _Userinfo | None:
     return _Userinfo(start, read, url.rfind("@", start), before_query not in (-1, read))
 
 
+@lru_cache(maxsize=1)
+def _libpq_keywords() -> frozenset[str]:
+    """The connection parameters libpq knows (its own list): the names of a query."""
+    return frozenset(o.keyword.decode("ascii") for o in psycopg.pq.Conninfo.get_defaults())
+
+
+# A URL's hosts and ports as libpq reads them when no user name comes first: hosts
+# without ':', '@', '/' or '?', each with an optional port of digits, comma-separated.
+_HOSTS = re.compile(r"[^:@/?,]*(?::\d*)?(?:,[^:@/?,]*(?::\d*)?)*")
+
+
+def _query_holds_the_ats(url: str, userinfo: _Userinfo) -> int | None:
+    """Where the user name and password end (their '@', -1 for none) when every '@' after
+    them is a query's: the query is libpq's ``key=value`` pairs of parameters it knows,
+    and (without a user name libpq reads) what comes before the path is hosts and ports.
+    None when in doubt: a password holding a raw '?' or '/' and '@' reads so too."""
+    query = url.find("?", max(userinfo.read, userinfo.start))
+    if query < 0 or userinfo.latest < query:
+        return None
+    pairs = [pair.partition("=") for pair in url[query + 1 :].split("&")]
+    if not all(eq and unquote(key) in _libpq_keywords() for key, eq, _ in pairs):
+        return None
+    end = url.rfind("@", userinfo.start, query)
+    if userinfo.read < 0:
+        slash = url.find("/", userinfo.start)
+        hosts = url[userinfo.start : query if slash < 0 else min(slash, query)]
+        if end >= 0 or not _HOSTS.fullmatch(hosts):
+            return None
+    return end
+
+
 def _credentials(url: str) -> tuple[int, int] | None:
     """Where a URL's password may be: from the user name's ':' (the whole stretch when the
     user name is not a plain one) to the last '@' (``_userinfo``: it covers every
-    reading; a query's '@' after it only hides more)."""
+    reading), or to the last before the query when the query's own '@'s are plainly its
+    (``application_name=me@work``: the host and database were hidden with it)."""
     userinfo = _userinfo(url)
     if userinfo is None or userinfo.latest < 0:
         return None
     start, end = userinfo.start, userinfo.latest
+    in_query = _query_holds_the_ats(url, userinfo)
+    if in_query is not None:
+        if in_query < 0:
+            return None
+        end = in_query
     user, colon, _ = url[start:end].partition(":")
     if not colon:
         return None if re.fullmatch(r"[^/?#]*", user) else (start, end)
