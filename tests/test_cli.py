@@ -251,3 +251,5 @@ def test_the_documented_exit_statuses_are_the_ones_the_command_returns() -> None
     # One code, one name: a script reads the status alone.
     assert len({code for code, _, _ in documented}) == len(documented)
     assert {nbo.cli.EXIT_USER_ERROR, 71, 74} <= {code for code, _, _ in documented}
+    # The statuses of a command stopped by a signal (Ctrl-C, SIGPIPE, SIGTERM) too.
+    assert {130, 141, 143} <= {code for code, _, _ in documented}

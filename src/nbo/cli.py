@@ -21,8 +21,11 @@ from typing import Any, NoReturn
 
 from nbo import __version__
 from nbo.core.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
     EXIT_OUT_OF_MEMORY,
     EXIT_OUTPUT_REFUSED,
+    EXIT_TERMINATED,
     EXIT_USER_ERROR,
     NboError,
     noted_step,
@@ -131,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # SIGPIPE").
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
+        return EXIT_BROKEN_PIPE
     except OSError as exc:
         if exc.errno not in OUTPUT_ERRNOS:
             raise
@@ -150,10 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except Terminated:
         print(f"{prog}: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         _on_sigterm(before)
 

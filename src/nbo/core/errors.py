@@ -6,6 +6,7 @@ them into 4xx responses in one exception handler.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,13 @@ EXIT_OUT_OF_MEMORY = 71
 EXIT_OUTPUT_REFUSED = 74
 # sysexits' EX_TEMPFAIL: try again later, nothing is wrong with the input.
 EXIT_TEMPFAIL = 75
+# Stopped from outside, as a shell reports a process a signal ended (128 + the signal's
+# number): Ctrl-C (SIGINT), a scheduler's or kill's SIGTERM, a reader of the output gone
+# (SIGPIPE, ``nbo models | head``). The command says which in one line (not SIGPIPE's:
+# nobody reads it).
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,15 @@ EXIT_STATUSES: tuple[ExitStatus, ...] = (
         "temporarily unavailable",
         "something needed is busy or away for now; the same command may succeed later "
         "(EX_TEMPFAIL)",
+    ),
+    ExitStatus(EXIT_INTERRUPTED, "interrupted", "stopped by Ctrl-C (SIGINT)"),
+    ExitStatus(
+        EXIT_BROKEN_PIPE,
+        "output closed",
+        "the reader of the output went first (SIGPIPE, as when piped into head)",
+    ),
+    ExitStatus(
+        EXIT_TERMINATED, "terminated", "stopped by SIGTERM (a scheduler's time limit, kill)"
     ),
 )
 
