@@ -482,6 +482,10 @@ def test_json_has_the_same_schema_and_the_same_messages(tmp_path: Path) -> None:
     message = refusal(tmp_path, json.dumps(document), name="catalog.json")
     assert "catalog.json: offer 'welcome' field 'amount': free_shipping takes no amount" in message
     assert "not valid JSON (line 1" in refusal(tmp_path, '{"version": 1,}', name="catalog.json")
+    document["offers"][0].pop("amount")
+    document["offers"][0]["title"] = True
+    message = refusal(tmp_path, json.dumps(document), name="catalog.json")
+    assert "field 'title': must be text, not the boolean true: write it in quotes" in message
     twice = '{"version": 1,\n "products": {"margin": 0.2, "margin": 0.3}}'
     assert "not valid JSON (line 2, column 14): duplicate key 'margin'" in refusal(
         tmp_path, twice, name="catalog.json"

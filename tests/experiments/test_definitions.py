@@ -734,6 +734,23 @@ def test_a_salt_yaml_reads_as_anything_but_text_is_refused_not_turned_to_text(
     assert loaded.experiments[0].salt == written
 
 
+def test_a_json_files_value_that_is_not_text_is_named_as_json_wrote_it(tmp_path: Path) -> None:
+    """A JSON experiments file's ``"salt": 123`` was refused as "YAML read it as the
+    number 123", sending its author to look for YAML in a JSON file."""
+    document = yaml.safe_load(VALID)
+    for experiment in document["experiments"]:
+        for key in ("start", "end"):
+            if key in experiment:
+                experiment[key] = experiment[key].isoformat()
+    path = tmp_path / "experiments.json"
+    for salt, named in [(123, "the number 123"), (True, "the boolean true")]:
+        document["experiments"][0]["salt"] = salt
+        path.write_text(json.dumps(document), encoding="utf-8")
+        message = refusal(path)
+        assert message.endswith(f"salt: must be text, not {named}: write it in quotes")
+        assert "YAML" not in message
+
+
 def test_names_and_models_yaml_reads_as_numbers_are_refused_naming_each(tmp_path: Path) -> None:
     text = VALID.replace("name: half_half", "name: 0123").replace(
         "model: 20261201T000000Z-abcdef12", "model: 0x1F"

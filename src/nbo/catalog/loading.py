@@ -25,7 +25,7 @@ from nbo.catalog.schema import (
     ProductDefaults,
 )
 from nbo.catalog.terms import Catalog
-from nbo.core.documents import read_document
+from nbo.core.documents import document_context, read_document
 from nbo.core.errors import CatalogError
 from nbo.core.vocabulary import KIND_INCENTIVE
 
@@ -57,7 +57,7 @@ def load_catalog(path: Path, missing_hint: str = SETTING_HINT) -> Catalog:
         missing_hint=missing_hint,
     )
     try:
-        document = CatalogFile.model_validate(raw)
+        document = CatalogFile.model_validate(raw, context=document_context(path))
     except ValidationError as exc:
         raise _explain(source, exc, raw) from None
     _check(source, document)

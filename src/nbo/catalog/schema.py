@@ -25,7 +25,14 @@ import logging
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+)
 
 from nbo.core.documents import document_time, plain_number, plain_text
 from nbo.core.ids import check_id, check_path_id
@@ -57,7 +64,7 @@ propensity alone (scaled by margin and lever), as they did before the catalogue.
 # --- the file's schema --------------------------------------------------------------
 
 
-def _as_text(value: Any) -> str:
+def _as_text(value: Any, info: ValidationInfo) -> str:
     """YAML reads ``item_id: 22423`` as a number; an id is text, whatever it looks like:
     as it was written (``0123`` is the id '0123', not YAML's octal 83), since the loader
     keeps an integer's text. Any other value that is not text (``yes``, ``1.50``,
@@ -65,7 +72,7 @@ def _as_text(value: Any) -> str:
     never turned into 'True' or '1.5'."""
     if isinstance(value, int) and not isinstance(value, bool):
         return getattr(value, "written", str(value))
-    return plain_text(value)
+    return plain_text(value, info)
 
 
 # Ids follow the API's rules (``nbo.core.ids``): an offer id is recorded as an

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
+from pydantic import ValidationInfo
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode
 
@@ -216,14 +217,40 @@ def yaml_reading(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def plain_text(value: Any) -> str:
+def json_reading(value: Any) -> str:
+    """``yaml_reading`` for a JSON document, whose reader turns nothing written as text
+    into another type: the value as JSON wrote it."""
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if value is None:
+        return "null"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+# The validation context's key naming a document's format, "YAML" or "JSON"
+# (``SUFFIXES``' values): the loaders pass it, so a refusal names the reader the file had.
+FORMAT: Final = "format"
+
+
+def document_context(path: Path) -> dict[str, str]:
+    """The validation context of the document at ``path`` (its format, ``FORMAT``)."""
+    return {FORMAT: SUFFIXES.get(path.suffix.lower(), "YAML")}
+
+
+def plain_text(value: Any, info: ValidationInfo) -> str:
     """A text field's value: text only. Anything else is refused (ValueError saying what
     YAML read it as), never turned into text: ``salt: 0123`` unquoted is YAML 1.1's octal
     83 and became '83', reshuffling every customer of the experiment; ``yes`` became
     'True', ``1:30`` '90', ``1_000`` '1000'. Quoting it is the one fix, whatever the
-    value. A pydantic ``BeforeValidator`` for every text field of a document."""
+    value. A pydantic ``BeforeValidator`` for every text field of a document. A JSON
+    document's value is named as JSON wrote it (it was told "YAML read it as", which
+    sent its author looking for YAML in a JSON file)."""
     if isinstance(value, str):
         return value
+    if (info.context or {}).get(FORMAT) == "JSON":
+        raise ValueError(f"must be text, not {json_reading(value)}: write it in quotes")
     raise ValueError(f"must be text, and YAML read it as {yaml_reading(value)}: quote it")
 
 

@@ -43,7 +43,13 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from nbo.core.documents import document_time, plain_number, plain_text, read_document
+from nbo.core.documents import (
+    document_context,
+    document_time,
+    plain_number,
+    plain_text,
+    read_document,
+)
 from nbo.core.errors import FileProblemsError
 from nbo.core.vocabulary import iso_utc
 
@@ -389,7 +395,7 @@ def load_experiments(path: Path) -> Experiments:
     source = str(path)
     raw, _content = read_document(path, "an experiment file", "version, experiments", _error)
     try:
-        document = ExperimentsFile.model_validate(raw)
+        document = ExperimentsFile.model_validate(raw, context=document_context(path))
     except ValidationError as exc:
         raise _explain(source, exc, raw) from None
     experiments: list[Experiment] = []
