@@ -257,9 +257,12 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorCode(StrEnum):
-    """What went wrong, one code per kind of refusal (``ErrorResponse.error``): a client
-    branches on it, and reads ``details`` for the field. docs/service.md's table of error
-    codes lists the same codes with their statuses (a test holds the two in step)."""
+    """What went wrong, one code per kind of refusal: branch on it, and read details for
+    the field. docs/service.md's Error codes table says when each is sent and what to do.
+    A later release may add a code: treat one you do not know by its HTTP status."""
+
+    # The docstring is the enum's description in /openapi.json, read by client authors:
+    # the table in docs/service.md lists the same codes (a test holds them in step).
 
     validation_error = "validation_error"  # 422: a parameter, header or body refused
     bad_request = "bad_request"  # 400: the body is not readable as JSON
