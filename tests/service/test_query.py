@@ -152,3 +152,25 @@ def test_every_boolean_query_parameter_of_the_document_is_strict(client: TestCli
                 assert body["details"][0]["field"] == parameter["name"]
                 checked.append(parameter["name"])
     assert sorted(checked) == ["reasons", "record"]
+
+
+def test_an_integer_parameter_takes_decimal_digits_only(client: TestClient) -> None:
+    """``?k=1.0``, ``k=%203`` (a space) and ``k=1_000`` answered as numbers, read by
+    pydantic's lax mode, where a body takes a JSON number alone."""
+    problem = "must be a whole number in plain decimal digits, as in JSON"
+    for query, name in [
+        ("k=1.0", "k"),
+        ("k=%203", "k"),
+        ("k=+3", "k"),
+        ("k=1_0", "k"),
+        ("k=", "k"),
+        ("k", "k"),
+    ]:
+        body = assert_json_error(client.get(f"{OFFERS}?{query}"), 422)
+        assert body["details"] == [{"field": name, "problem": problem}], query
+    body = assert_json_error(client.get("/v1/items/A01/similar?min_buyers=2.0"), 422)
+    assert body["details"] == [{"field": "min_buyers", "problem": problem}]
+    assert len(client.get(f"{OFFERS}?k=3").json()["offers"]) <= 3
+    assert client.get(f"{OFFERS}?k=%33").status_code == 200  # escaped digits are digits
+    # The declared bounds still apply after.
+    assert assert_json_error(client.get(f"{OFFERS}?k=0"), 422)["details"][0]["field"] == "k"

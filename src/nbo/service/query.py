@@ -13,10 +13,11 @@ A parameter given twice is refused too, naming it (every parameter of the API ta
 one value: ``?record=false&record=true`` recorded a delivery, the last value winning
 unseen, and ``?k=5&k=50`` answered 50 offers).
 
-A boolean parameter takes ``true`` or ``false``, as a JSON body's boolean does: FastAPI
-(pydantic's lax mode) read ``?record=yes``, ``1``, ``on`` or ``True`` as true, so a
-typo or another language's spelling recorded a delivery; any other value is refused
-naming the parameter (422). The names are found once, from the route's declared types.
+A boolean parameter takes ``true`` or ``false``, and an integer one decimal digits, as
+a JSON body's do: FastAPI (pydantic's lax mode) read ``?record=yes``, ``1``, ``on`` or
+``True`` as true, so a typo or another language's spelling recorded a delivery, and
+``?k=1.0``, ``k=%203`` or ``k=1_000`` as numbers; any other value is refused naming the
+parameter (422). The names are found once, from the route's declared types.
 
 A route that declares no query parameter refuses any (``DELETE /v1/customers/{id}
 ?dry_run=true`` erased the customer when it was let through). The probes and the
@@ -40,6 +41,7 @@ which is open (``/openapi.json``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Coroutine, Iterator
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
@@ -65,7 +67,12 @@ class QueryCheckedRoute(APIRoute):
         check = None
         if not self.accepts_any_query:
             parameters = dict(_query_parameters(self.dependant))
-            check = _checker(tuple(parameters), frozenset(n for n, b in parameters.items() if b))
+            kinds = {
+                name: kind
+                for name, annotation in parameters.items()
+                if (kind := _strict_kind(annotation)) is not None
+            }
+            check = _checker(tuple(parameters), kinds)
         takes_body = self.body_field is not None
 
         async def checked(request: Request) -> Response:
@@ -131,34 +138,48 @@ async def _read_json_body(request: Request) -> None:
     request._json = parsed  # Starlette's cache of Request.json()
 
 
-def _query_parameters(dependant: Dependant) -> Iterator[tuple[str, bool]]:
+def _query_parameters(dependant: Dependant) -> Iterator[tuple[str, Any]]:
     """The query parameters of a route, its own and its dependencies', by the names a
-    request uses (aliases), each with whether it is a boolean."""
+    request uses (aliases), each with its type."""
     for field in dependant.query_params:
         model = field.field_info.annotation
         if isinstance(model, type) and issubclass(model, BaseModel):
             # A model of query parameters: its fields are the parameters.
             for name, info in model.model_fields.items():
-                yield info.alias or name, _boolean(info.annotation)
+                yield info.alias or name, info.annotation
         else:
-            yield field.alias, _boolean(model)
+            yield field.alias, model
     for sub in dependant.dependencies:
         yield from _query_parameters(sub)
 
 
-def _boolean(annotation: Any) -> bool:
-    """Whether a parameter's type is ``bool`` (``bool | None`` too)."""
-    return annotation is bool or (
-        get_origin(annotation) in (Union, UnionType) and bool in get_args(annotation)
-    )
+def _strict_kind(annotation: Any) -> type | None:
+    """``bool`` or ``int`` when a parameter takes one (``| None`` too), else None."""
+    kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    for kind in (bool, int):
+        if annotation is kind or kind in kinds:
+            return kind
+    return None
 
 
-# The values a boolean parameter takes, as a JSON body's boolean.
-_BOOLEANS = frozenset({b"true", b"false"})
-_BOOLEAN_PROBLEM = "must be true or false (lowercase, as in JSON)"
+# What a boolean or integer parameter takes, as a JSON body's boolean or integer is
+# written: pydantic's lax mode read ``yes``, ``1`` or ``on`` as true, and ``1.0``,
+# `` 3`` or ``1_000`` as integers.
+_BOOLEANS = frozenset({"true", "false"})
+_INTEGER = re.compile(r"-?[0-9]+")
+_PROBLEMS = {
+    bool: "must be true or false (lowercase, as in JSON)",
+    int: "must be a whole number in plain decimal digits, as in JSON",
+}
 
 
-def _checker(names: tuple[str, ...], booleans: frozenset[str]) -> Callable[[bytes], None]:
+def _strict_value(kind: type, value: str) -> bool:
+    return value in _BOOLEANS if kind is bool else _INTEGER.fullmatch(value) is not None
+
+
+def _checker(names: tuple[str, ...], kinds: dict[str, type]) -> Callable[[bytes], None]:
+    """The check of a route's query string: every name one of ``names``, once, and the
+    value of each in ``kinds`` as that type is written in JSON."""
     known = frozenset(names)
     raw = frozenset(name.encode("ascii") for name in names if name.isascii())
     listed = f"its parameters: {', '.join(names)}" if names else "it takes none"
@@ -166,7 +187,7 @@ def _checker(names: tuple[str, ...], booleans: frozenset[str]) -> Callable[[byte
     def check(query: bytes) -> None:
         seen: set[str] = set()
         for part in query.split(b"&"):
-            key = part.partition(b"=")[0]
+            key, _, value = part.partition(b"=")
             if not key:
                 continue
             if key in raw:
@@ -179,12 +200,8 @@ def _checker(names: tuple[str, ...], booleans: frozenset[str]) -> Callable[[byte
             if name in seen:
                 raise refused(("query", name), "given more than once: send it once")
             seen.add(name)
-            if name in booleans:
-                value = part.partition(b"=")[2]
-                if value not in _BOOLEANS and unquote_plus(value.decode("latin-1")) not in (
-                    "true",
-                    "false",
-                ):
-                    raise refused(("query", name), _BOOLEAN_PROBLEM)
+            kind = kinds.get(name)
+            if kind is not None and not _strict_value(kind, unquote_plus(value.decode("latin-1"))):
+                raise refused(("query", name), _PROBLEMS[kind])
 
     return check
