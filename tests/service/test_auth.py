@@ -86,6 +86,13 @@ def test_no_key_is_401_json_with_a_bearer_challenge(client: TestClient) -> None:
     assert body["details"] == [{"field": "Authorization", "problem": "missing"}]
     # Not FastAPI's own answer for a missing credential.
     assert "detail" not in body
+    # The challenge is declared with the 401, on every operation that can answer it.
+    document = client.get("/openapi.json").json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            declared = operation["responses"].get("401")
+            if declared is not None:
+                assert "WWW-Authenticate" in declared["headers"], (method, path)
 
 
 @pytest.mark.parametrize("value", [READ, f"Basic {READ}", "Token abc", "Bearer"])

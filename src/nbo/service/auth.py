@@ -90,7 +90,18 @@ OPEN_PATHS = frozenset(
 
 # For the OpenAPI spec of every protected route.
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorResponse, "description": "no API key, or one not recognised"},
+    401: {
+        "model": ErrorResponse,
+        "description": "no API key, or one not recognised",
+        # Sent with every 401 (RFC 9110, 11.6.1): declared, so a client checking answers
+        # against the document, or one generated from it, knows the header.
+        "headers": {
+            "WWW-Authenticate": {
+                "description": "the scheme to answer with: Bearer",
+                "schema": {"type": "string"},
+            }
+        },
+    },
     403: {"model": ErrorResponse, "description": "the key's role does not allow this route"},
 }
 
