@@ -203,6 +203,29 @@ def test_an_empty_batch_is_refused_naming_events(client: TestClient) -> None:
     assert schemas["EventBatch"]["properties"]["events"]["minItems"] == 1
 
 
+def test_a_body_that_is_no_object_says_what_the_route_takes(client: TestClient) -> None:
+    """An array of events (a common first try) or a bare value was told "Input should be
+    a valid dictionary"; the answer names the two shapes the route takes, and a JSON body
+    sent as another content type is told to send it as JSON."""
+    takes = 'must be one event object or {"events": [...]}'
+    for body in [b"[]", b"[{}]", b"3", b"null", b'"x"']:
+        answer = client.post(
+            "/v1/events", content=body, headers={"content-type": "application/json"}
+        )
+        assert answer.status_code == 422
+        assert answer.json()["details"] == [{"field": "body", "problem": takes}], body
+    as_text = client.post(
+        "/v1/events", content=b'{"events": []}', headers={"content-type": "text/plain"}
+    )
+    assert as_text.json()["details"] == [
+        {
+            "field": "body",
+            "problem": f"{takes} (the body was sent as text/plain: send JSON with "
+            "content-type: application/json)",
+        }
+    ]
+
+
 def test_a_body_that_is_not_json_is_a_json_error(client: TestClient) -> None:
     answer = client.post(
         "/v1/events", content=b"{not json", headers={"content-type": "application/json"}

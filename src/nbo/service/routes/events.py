@@ -27,7 +27,7 @@ from nbo.experiments.definitions import Experiments
 from nbo.runtime.pairing import PostedItemsWatch
 from nbo.service.auth import AUTH_RESPONSES, requires
 from nbo.service.deps import CatalogDep, ExperimentsDep, MetricsDep, SettingsDep, StoreDep
-from nbo.service.errors import BadRequest
+from nbo.service.errors import BadRequest, refused
 from nbo.service.query import QueryCheckedRoute
 from nbo.service.schemas import ErrorResponse
 
@@ -94,7 +94,7 @@ def post_events(
     settings: SettingsDep,
     catalog: CatalogDep,
     body: Annotated[
-        dict[str, Any],
+        Any,
         Body(
             description=f'one event, or {{"events": [...]}} with 1 to {MAX_BATCH} events '
             f"(a purchase up to {MAX_LINES} lines); strict JSON types, unknown fields "
@@ -122,6 +122,11 @@ def post_events(
     \f
     A plain ``def``: the durable commit waits on the disk, so it runs in the thread pool.
     """
+    if not isinstance(body, dict):
+        # Read here rather than declared as an object: FastAPI's "Input should be a valid
+        # dictionary" did not say what the route takes (an array of events was a common
+        # first try); the error handler adds the content type when it was not JSON.
+        raise refused(("body",), 'must be one event object or {"events": [...]}')
     window = EventWindow.around(
         settings.now(), settings.clock_skew_seconds, settings.earliest_event
     )
