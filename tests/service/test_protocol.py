@@ -5,6 +5,7 @@ connection closed, and everything within the bounds served as before."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -79,7 +80,13 @@ def test_a_head_over_the_limit_is_refused_without_being_read_whole(port: int) ->
     chunk = b"b" * (1024 * 1024)
     answer = exchange(port, head, *[chunk] * 8, b"\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 431 ")
-    assert answer.endswith(b"\r\n\r\nRequest line and headers too large")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body) == {
+        "error": "request_head_too_large",
+        "message": f"the request line and headers are over {MAX_HEAD_BYTES} bytes",
+        "details": [],
+    }
 
 
 def test_heads_and_bodies_within_the_limits_are_served(port: int) -> None:
@@ -99,6 +106,7 @@ def test_a_head_sent_too_slowly_is_answered_408(port: int, monkeypatch: pytest.M
     monkeypatch.setattr(protocol, "HEAD_TIMEOUT_S", 0.2)
     answer = exchange(port, b"GET /x HTTP/1.1\r\nHost: x\r\n")  # never ends its head
     assert answer.startswith(b"HTTP/1.1 408 ")
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"] == "request_timeout"
     assert exchange(port) == b""  # nothing sent at all: closed without an answer
 
 

@@ -33,6 +33,8 @@ import logging
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from nbo.service.schemas import ErrorCode, ErrorResponse
+
 log = logging.getLogger(__name__)
 
 # The largest request line and headers taken (bytes): an API call's are well under 8 KiB
@@ -82,7 +84,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             log.warning(
                 "a request whose line and headers exceed %d bytes refused (431)", MAX_HEAD_BYTES
             )
-            self._refuse(431, "Request line and headers too large")
+            self._refuse(
+                431,
+                ErrorCode.request_head_too_large,
+                f"the request line and headers are over {MAX_HEAD_BYTES} bytes",
+            )
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -136,19 +142,25 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         log.warning("a request whose head took over %.0f s refused (408)", HEAD_TIMEOUT_S)
-        self._refuse(408, "Request head not received in time")
+        self._refuse(
+            408,
+            ErrorCode.request_timeout,
+            f"the request line and headers were not received within {HEAD_TIMEOUT_S:.0f} s",
+        )
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, status: int, error: ErrorCode, message: str) -> None:
         """Answer ``status`` with ``message`` and close, unless an answer to an earlier
-        request on the connection is still going out (then just close)."""
+        request on the connection is still going out (then just close). The body is the
+        API's error JSON, as every other refusal's (a client parsing every error answer
+        as JSON met text here)."""
         self._stop_head_timer()
         if self.cycle is None or self.cycle.response_complete:
-            body = message.encode("ascii")
+            body = ErrorResponse(error=error, message=message).model_dump_json().encode()
             head = [STATUS_LINE[status]]
             for name, value in self.server_state.default_headers:
                 head += [name, b": ", value, b"\r\n"]
             head.append(
-                b"content-type: text/plain; charset=utf-8\r\n"
+                b"content-type: application/json\r\n"
                 b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
             )
             self.transport.write(b"".join(head) + body)

@@ -277,6 +277,8 @@ class ErrorCode(StrEnum):
     internal_error = "internal_error"  # 500: a fault of nbo's (the log says more)
     not_ready = "not_ready"  # 503: no model loaded
     store_unavailable = "store_unavailable"  # 503: the store is away (Retry-After)
+    request_timeout = "request_timeout"  # 408: a head not sent in time (no request id)
+    request_head_too_large = "request_head_too_large"  # 431: line and headers over 64 KiB
 
 
 class ErrorResponse(BaseModel):
