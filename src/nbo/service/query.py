@@ -173,8 +173,21 @@ _PROBLEMS = {
 }
 
 
-def _strict_value(kind: type, value: str) -> bool:
-    return value in _BOOLEANS if kind is bool else _INTEGER.fullmatch(value) is not None
+_RAW_BOOLEANS = frozenset({b"true", b"false"})
+_RAW_INTEGER = re.compile(rb"-?[0-9]+")
+
+
+def _strict_value(kind: type, raw: bytes) -> bool:
+    """Whether ``raw`` (a query value as sent) is written as ``kind`` is in JSON: the
+    bytes as they are first (no decoding for ``k=10``), then as Starlette reads them
+    (``%31%30`` is 10 too)."""
+    if kind is bool:
+        if raw in _RAW_BOOLEANS:
+            return True
+        return unquote_plus(raw.decode("latin-1")) in _BOOLEANS
+    if _RAW_INTEGER.fullmatch(raw):
+        return True
+    return _INTEGER.fullmatch(unquote_plus(raw.decode("latin-1"))) is not None
 
 
 def _checker(names: tuple[str, ...], kinds: dict[str, type]) -> Callable[[bytes], None]:
@@ -201,7 +214,7 @@ def _checker(names: tuple[str, ...], kinds: dict[str, type]) -> Callable[[bytes]
                 raise refused(("query", name), "given more than once: send it once")
             seen.add(name)
             kind = kinds.get(name)
-            if kind is not None and not _strict_value(kind, unquote_plus(value.decode("latin-1"))):
+            if kind is not None and not _strict_value(kind, value):
                 raise refused(("query", name), _PROBLEMS[kind])
 
     return check
