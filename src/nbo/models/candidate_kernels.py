@@ -138,6 +138,28 @@ def _ordered(
 
 
 @kernel
+def _joined(
+    item: np.int64,
+    source: int,
+    rank: int,
+    slot: np.ndarray,
+    union: np.ndarray,
+    ranks: np.ndarray,
+    n_union: int,
+) -> int:  # pragma: no cover - compiled
+    """``item`` proposed by ``source`` at ``rank`` (from 1): joined to the union if no
+    source proposed it yet (its ranks zeroed), its rank from that source set; returns the
+    union's new size."""
+    if slot[item] < 0:
+        slot[item] = n_union
+        union[n_union] = item
+        ranks[n_union, :] = 0
+        n_union += 1
+    ranks[slot[item], source] = rank
+    return n_union
+
+
+@kernel
 def propose(  # pragma: no cover - compiled
     n_items: int,
     n: int,
@@ -212,12 +234,7 @@ def propose(  # pragma: no cover - compiled
         for c in range(als_ids.shape[1]):
             item = als_ids[r, c]
             if item >= 0:
-                if slot[item] < 0:
-                    slot[item] = n_union
-                    union[n_union] = item
-                    ranks[n_union, :] = 0
-                    n_union += 1
-                ranks[slot[item], 0] = c + 1
+                n_union = _joined(item, 0, c + 1, slot, union, ranks, n_union)
 
         # ItemKNN: the neighbours of the knn_basis most recent items (ties: as stored),
         # weighted by their orders, summed in catalogue order of those items.
@@ -259,12 +276,7 @@ def propose(  # pragma: no cover - compiled
         order = _ordered(np.flatnonzero(positive >= at_least), positive, positive, positive_items)
         for rank in range(min(n, len(order))):
             item = positive_items[order[rank]]
-            if slot[item] < 0:
-                slot[item] = n_union
-                union[n_union] = item
-                ranks[n_union, :] = 0
-                n_union += 1
-            ranks[slot[item], 1] = rank + 1
+            n_union = _joined(item, 1, rank + 1, slot, union, ranks, n_union)
 
         # Buy again: their own items, most ordered first, then most recent, then as stored.
         allowed = np.empty(length, np.int64)
@@ -276,12 +288,7 @@ def propose(  # pragma: no cover - compiled
         allowed = _ordered(allowed[:a], counts, last, stored)
         for rank in range(min(n, a)):
             item = np.int64(counts_indices[allowed[rank]])
-            if slot[item] < 0:
-                slot[item] = n_union
-                union[n_union] = item
-                ranks[n_union, :] = 0
-                n_union += 1
-            ranks[slot[item], 2] = rank + 1
+            n_union = _joined(item, 2, rank + 1, slot, union, ranks, n_union)
 
         # Popularity, and popularity in the customer's lifecycle stage: the first
         # n_popular items of the ranked list not excluded.
@@ -299,12 +306,7 @@ def propose(  # pragma: no cover - compiled
                 if banned[item]:
                     continue
                 taken += 1
-                if slot[item] < 0:
-                    slot[item] = n_union
-                    union[n_union] = item
-                    ranks[n_union, :] = 0
-                    n_union += 1
-                ranks[slot[item], source] = taken
+                n_union = _joined(item, source, taken, slot, union, ranks, n_union)
 
         # The union, items ascending.
         chosen = np.sort(union[:n_union])
